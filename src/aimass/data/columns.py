@@ -1,0 +1,140 @@
+"""Decide which columns hold the text, the label and (optionally) the split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aimass.data.read import Record
+from aimass.errors import DataError
+
+TEXT_NAMES = ("text", "sentence", "review", "content", "review_text", "question", "body",
+              "comment", "message", "document", "tweet")
+LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "target", "y", "intent",
+               "topic")
+SPLIT_NAMES = ("split",)
+SAMPLE = 2000
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The columns used: ``split`` is None when rows get a random split."""
+
+    text: str
+    label: str
+    split: str | None = None
+
+    def as_dict(self) -> dict:
+        """The mapping stored in manifests: role -> column name."""
+        return {"text": self.text, "label": self.label, "split": self.split}
+
+
+def norm(name: str) -> str:
+    """Normalise a column name for matching: lower case, spaces and dashes as ``_``."""
+    return name.strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def choose_columns(columns: list[str], records: list[Record], *, text_col: str | None = None,
+                   label_col: str | None = None, split_col: str | None = None,
+                   where: str = "") -> Columns:
+    """Pick the text, label and split columns; explicit names win.
+
+    Args:
+        columns: Column names in file order.
+        records: The records (the first ``SAMPLE`` are inspected).
+        text_col: Column name given by the user, if any; likewise label_col, split_col.
+        label_col: See text_col.
+        split_col: See text_col.
+        where: File name for error messages.
+
+    Raises:
+        DataError: A named column is missing, or no text/label column can be found.
+    """
+    for wanted in (text_col, label_col, split_col):
+        _require(wanted, columns, where)
+    sample = records[:SAMPLE]
+    split = split_col or _by_name(columns, SPLIT_NAMES)
+    rest = [c for c in columns if c != split]
+    label = label_col or _by_name([c for c in rest if c != text_col], LABEL_NAMES)
+    text = text_col or _pick_text([c for c in rest if c != label], sample, where)
+    label = label or _pick_label([c for c in rest if c != text], sample, where)
+    if text == label:
+        raise DataError(f"the text and label columns are both {text!r}", where=where,
+                        hint="Name two different columns.")
+    return Columns(text, label, split)
+
+
+def _require(name: str | None, columns: list[str], where: str) -> None:
+    if name is not None and name not in columns:
+        raise DataError(
+            f"no column named {name!r}; the columns are {columns}", where=where,
+            hint="Use one of the columns listed (names are case-sensitive). If the file has "
+            "no header line, add one as its first line.")
+
+
+def _by_name(columns: list[str], names: tuple[str, ...]) -> str | None:
+    found = {norm(c): c for c in reversed(columns)}
+    return next((found[n] for n in names if n in found), None)
+
+
+def _pick_text(candidates: list[str], sample: list[Record], where: str) -> str:
+    named = [c for c in candidates if norm(c) in TEXT_NAMES]
+    pool = named or [c for c in candidates if _is_text_column(c, sample)]
+    if not pool:
+        raise DataError("cannot tell which column holds the text", where=where,
+                        hint="Name it with text_col (e.g. --text-col review).")
+    return max(pool, key=lambda c: _average_length(c, sample))
+
+
+def _is_text_column(column: str, sample: list[Record]) -> bool:
+    values = [r.fields.get(column) for r in sample]
+    strings = [v for v in values if isinstance(v, str) and v.strip()]
+    return len(strings) * 2 > len(values) and sum(map(_is_number, strings)) * 2 < len(strings)
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _average_length(column: str, sample: list[Record]) -> float:
+    lengths = [len(v) for r in sample if isinstance(v := r.fields.get(column), str)]
+    return sum(lengths) / len(lengths) if lengths else 0.0
+
+
+def _pick_label(candidates: list[str], sample: list[Record], where: str) -> str:
+    limit = max(2, len(sample) // 2)
+    distinct = {c: len({str(r.fields.get(c)).strip() for r in sample}) for c in candidates}
+    pool = [c for c in candidates if distinct[c] <= limit]
+    if not pool:
+        raise DataError("cannot tell which column holds the labels", where=where,
+                        hint="Name it with label_col (e.g. --label-col sentiment).")
+    return min(pool, key=lambda c: (distinct[c] < 2, distinct[c]))
+
+
+def check_header(columns: list[str], records: list[Record], where: str) -> None:
+    """Stop when a CSV/TSV seems to have no header line (its first line looks like data).
+
+    Raises:
+        DataError: Only one column, or the first line looks like a data row.
+    """
+    if len(columns) < 2:
+        sep = next((s for s in (";", "\t", ",", "|") if s in columns[0]), None)
+        extra = f" The header contains {sep!r}: is that the separator?" if sep else ""
+        raise DataError(f"found a single column {columns[0]!r}; need a text and a label column",
+                        where=where, hint="Use a header line such as `text,label`." + extra)
+    if _looks_like_data(columns, records[:SAMPLE]):
+        raise DataError(f"the first line looks like data, not a header: {columns}",
+                        where=f"{where}:1",
+                        hint="Add a header line naming the columns, e.g. `text,label`.")
+
+
+def _looks_like_data(columns: list[str], sample: list[Record]) -> bool:
+    known = set(TEXT_NAMES + LABEL_NAMES + SPLIT_NAMES)
+    if any(norm(c) in known for c in columns):
+        return False
+    if any(len(c) > 40 or _is_number(c) for c in columns):
+        return True
+    return any(c in {r.fields.get(c) for r in sample} for c in columns)

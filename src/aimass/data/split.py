@@ -1,0 +1,100 @@
+"""Stratified, seeded train/valid/test split, or checks on a user-given split column."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from aimass.errors import ConfigError, DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+def check_fractions(valid_frac: float, test_frac: float) -> None:
+    """Validate split fractions.
+
+    Raises:
+        ConfigError: A fraction is negative, or together they leave nothing to train on.
+    """
+    if not (0 <= valid_frac < 1 and 0 <= test_frac < 1 and valid_frac + test_frac < 1):
+        raise ConfigError(
+            f"invalid split fractions valid_frac={valid_frac}, test_frac={test_frac}",
+            hint="Each must be between 0 and 1 and together below 1 (e.g. 0.1 and 0.2).")
+
+
+def random_splits(labels: list[str], *, seed: int, valid_frac: float,
+                  test_frac: float) -> tuple[list[str], list[str]]:
+    """Assign each row to train/valid/test, stratified by label and reproducible by seed.
+
+    Every class large enough gets at least one valid and one test example (when the
+    fraction is above 0); a class too small for that stays entirely in train.
+
+    Args:
+        labels: One label per row.
+        seed: Seed for ``numpy.random.RandomState``.
+        valid_frac: Share of each class for validation.
+        test_frac: Share of each class for test.
+
+    Returns:
+        One split name per row, and warnings about classes kept in train only.
+    """
+    check_fractions(valid_frac, test_frac)
+    rng = np.random.RandomState(seed)
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        by_class[label].append(index)
+    splits, warnings = ["train"] * len(labels), []
+    for label in sorted(by_class):
+        indices = np.asarray(by_class[label])[rng.permutation(len(by_class[label]))]
+        sizes = _sizes(len(indices), valid_frac, test_frac)
+        if sizes is None:
+            warnings.append(f"class {label!r} has only {len(indices)} examples: all kept in "
+                            "train, so valid/test have none of it")
+            continue
+        n_valid, n_test = sizes
+        for index in indices[:n_test]:
+            splits[index] = "test"
+        for index in indices[n_test:n_test + n_valid]:
+            splits[index] = "valid"
+    return splits, warnings
+
+
+def _sizes(n: int, valid_frac: float, test_frac: float) -> tuple[int, int] | None:
+    """(valid, test) sizes for a class of n rows; None when it cannot fill every split."""
+    if n < 1 + (valid_frac > 0) + (test_frac > 0):
+        return None
+    n_valid = max(1, int(n * valid_frac + 0.5)) if valid_frac > 0 else 0
+    n_test = max(1, int(n * test_frac + 0.5)) if test_frac > 0 else 0
+    while n - n_valid - n_test < 1:
+        if n_valid >= n_test and n_valid > 1:
+            n_valid -= 1
+        else:
+            n_test -= 1
+    return n_valid, n_test
+
+
+def check_column_splits(rows: list[dict], where: str) -> list[str]:
+    """Check a user-given split: every class must be in train.
+
+    Args:
+        rows: Good rows with ``split`` set from the split column.
+        where: File name for error messages.
+
+    Returns:
+        Warnings (classes missing from valid or test).
+
+    Raises:
+        DataError: No train rows, or a class without train rows.
+    """
+    present: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        present[row["split"]].add(row["label"])
+    classes = set().union(*present.values())
+    missing = sorted(classes - present["train"])
+    if missing:
+        raise DataError(f"class(es) {missing} have no rows in the train split", where=where,
+                        hint="Move some of their rows to train in the split column.")
+    return [f"class {label!r} has no rows in the {split} split"
+            for split in ("valid", "test") if present.get(split)
+            for label in sorted(classes - present[split])]

@@ -1,0 +1,144 @@
+"""Content-addressed storage of datasets under ``AIMASS_HOME/datasets/<id>/``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+from aimass.data.dataset import DATA_FILE, MANIFEST_FILE, REJECTS_FILE, Dataset
+from aimass.errors import NotFoundError
+from aimass.paths import subdir
+
+ID_LENGTH = 12
+MIN_PREFIX = 4
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_ENCODE_STRING = json.encoder.encode_basestring
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def jsonl_bytes(items: list[dict]) -> bytes:
+    """JSON Lines, UTF-8 with non-ASCII characters kept."""
+    encode = _ENCODER.encode
+    return "".join([encode(item) + "\n" for item in items]).encode()
+
+
+def canonical_lines(rows: list[dict]) -> list[str]:
+    """Each row as ``{"text": ..., "label": ..., "split": ...}`` JSON (no newline).
+
+    Same output as ``json.dumps(row, ensure_ascii=False)`` for string values, built from
+    the C string encoder because it runs on every row of every import.
+    """
+    enc = _ENCODE_STRING
+    return [f'{{"text": {enc(r["text"])}, "label": {enc(r["label"])}, '
+            f'"split": {enc(r["split"])}}}' for r in rows]
+
+
+def compute_digest(lines: list[str], settings: dict) -> str:
+    """Return the dataset digest.
+
+    It is the sha256 of the canonical content (``canonical_lines``, newline-terminated,
+    in file order) followed by the split settings as sorted-key JSON.
+    """
+    digest = hashlib.sha256("".join(line + "\n" for line in lines).encode())
+    digest.update(b"\n" + json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def datasets_dir() -> Path:
+    """``AIMASS_HOME/datasets``."""
+    return subdir("datasets")
+
+
+def existing(dataset_id: str) -> Dataset | None:
+    """The stored dataset with this id, if complete (its manifest written)."""
+    folder = datasets_dir() / dataset_id
+    return Dataset.open(folder) if (folder / MANIFEST_FILE).is_file() else None
+
+
+def save_dataset(lines: list[str], rows: list[dict], rejects: list[dict],
+                 manifest: dict) -> Dataset:
+    """Store a dataset in ``datasets/<id>/``.
+
+    Writes ``data.jsonl`` (the canonical lines with each row's ``source`` added),
+    ``rejects.jsonl``, then ``manifest.json`` last, so that a folder with a manifest is
+    always complete.
+    """
+    folder = datasets_dir() / manifest["id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    data = "".join(f'{line[:-1]}, "source": {_ENCODE_STRING(row["source"])}}}\n'
+                   for line, row in zip(lines, rows, strict=True))
+    atomic_write(folder / DATA_FILE, data.encode())
+    atomic_write(folder / REJECTS_FILE, jsonl_bytes(rejects))
+    write_manifest(folder, manifest)
+    return Dataset.open(folder)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Write ``manifest.json`` atomically."""
+    text = json.dumps(manifest, ensure_ascii=False, indent=2) + "\n"
+    atomic_write(folder / MANIFEST_FILE, text.encode())
+
+
+def list_datasets() -> list[Dataset]:
+    """Every stored dataset, oldest first (folders without a readable manifest are skipped)."""
+    found = []
+    for folder in sorted(datasets_dir().iterdir()):
+        if not (folder / MANIFEST_FILE).is_file():
+            continue
+        try:
+            found.append(Dataset.open(folder))
+        except (OSError, ValueError, KeyError):
+            continue
+    return sorted(found, key=lambda ds: (ds.manifest.get("created", ""), ds.id))
+
+
+def load_dataset(id_or_name: str) -> Dataset:
+    """Find a stored dataset by id, by name (latest import of it) or by unique id prefix.
+
+    Args:
+        id_or_name: Full id (or digest), a dataset name, or at least ``MIN_PREFIX``
+            leading characters of an id.
+
+    Raises:
+        NotFoundError: Nothing matches, or a prefix matches several datasets; the message
+            lists what exists.
+    """
+    key = str(id_or_name).strip()
+    datasets = list_datasets()
+    exact = [ds for ds in datasets if key in (ds.id, ds.digest)]
+    named = [ds for ds in datasets if key in ds.names]
+    if exact or named:
+        return exact[0] if exact else max(named, key=lambda ds: _last_import(ds, key))
+    prefixed = [ds for ds in datasets if len(key) >= MIN_PREFIX and ds.id.startswith(key.lower())]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    if prefixed:
+        raise NotFoundError(f"{key!r} matches several datasets: {_listing(prefixed)}",
+                            hint="Give more characters of the id.")
+    raise NotFoundError(f"no dataset {key!r}; stored: {_listing(datasets) or 'none'}",
+                        hint="Use an id or name from the list, or import the file first.")
+
+
+def _last_import(ds: Dataset, name: str) -> str:
+    times = [e["at"] for e in ds.manifest.get("imports", []) if e["name"] == name]
+    return max(times, default=ds.manifest.get("created", ""))
+
+
+def _listing(datasets: list[Dataset], limit: int = 20) -> str:
+    shown = ", ".join(f"{ds.id} ({ds.name})" for ds in datasets[-limit:])
+    return shown + (f" and {len(datasets) - limit} older" if len(datasets) > limit else "")

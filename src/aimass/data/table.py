@@ -1,0 +1,60 @@
+"""``read_table``: a file or class folder to good rows, rejects and an info dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aimass.data.columns import Columns, check_header, choose_columns
+from aimass.data.language import detect_language
+from aimass.data.read import RawTable, read_source
+from aimass.data.validate import reject_counts, sort_rejects, validate_records
+from aimass.errors import DataError
+
+
+def read_table(path: str | Path, *, text_col: str | None = None, label_col: str | None = None,
+               split_col: str | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Read and check a dataset file without storing it.
+
+    Args:
+        path: A .csv, .tsv, .jsonl/.ndjson file, or a folder with one sub-folder per class.
+        text_col: Name of the text column (detected when None).
+        label_col: Name of the label column (detected when None).
+        split_col: Name of a column holding train/valid/test (a column named ``split``
+            is used when None).
+
+    Returns:
+        ``(good, rejects, info)``: good rows ``{"text", "label", "split", "source"}``
+        (``split`` is None without a split column), rejects ``{"file", "line", "reason",
+        "raw", "kind"}``, and info (file, format, encoding, sha256, columns, text_col,
+        label_col, split_col, records, rejects_by_reason, language).
+
+    Raises:
+        DataError: The file cannot be read or its columns cannot be determined.
+    """
+    path = Path(path)
+    table = read_source(path)
+    cols = _columns(table, path, text_col, label_col, split_col)
+    good, rejects = validate_records(table.records, cols)
+    rejects = sort_rejects(table.malformed + rejects)
+    info = dict(table.info, columns=table.columns, text_col=cols.text, label_col=cols.label,
+                split_col=cols.split, records=len(good) + len(rejects),
+                rejects_by_reason=reject_counts(rejects),
+                language=detect_language([row["text"] for row in good]))
+    return good, rejects, info
+
+
+def _columns(table: RawTable, path: Path, text_col, label_col, split_col) -> Columns:
+    where = str(path)
+    if table.info["format"] == "folder":
+        if text_col or label_col or split_col:
+            raise DataError("column options do not apply to a folder of class sub-folders",
+                            where=where, hint="Leave out text_col, label_col and split_col.")
+        return Columns("text", "label")
+    if not table.records:
+        first = table.malformed[0]["reason"] if table.malformed else "the file has no data rows"
+        raise DataError(f"no readable data rows ({first})", where=where,
+                        hint="Check the file format; the first line must be a header.")
+    if table.info["format"] in ("csv", "tsv") and not (text_col or label_col):
+        check_header(table.columns, table.records, where)
+    return choose_columns(table.columns, table.records, text_col=text_col,
+                          label_col=label_col, split_col=split_col, where=where)

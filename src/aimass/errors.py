@@ -1,0 +1,71 @@
+"""One exception tree for aimass: every error has a stable code and a hint.
+
+>>> from aimass.errors import DataError
+>>> err = DataError("Column 'text' is empty", where="reviews.csv:12", hint="Fill it in or drop the row.")
+>>> err.code
+'data_error'
+"""
+
+from __future__ import annotations
+
+
+class AimassError(Exception):
+    """Base class. ``code`` is stable (for scripts and HTTP bodies); ``hint`` says how to fix it."""
+
+    code = "aimass_error"
+    http_status = 500
+
+    def __init__(self, message: str, *, hint: str | None = None, where: str | None = None):
+        self.message = message
+        self.hint = hint
+        self.where = where
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        return f"{text}\nHint: {self.hint}" if self.hint else text
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "where": self.where, "hint": self.hint}
+
+
+class DataError(AimassError):
+    """The user's data cannot be used as given (bad rows, one class, unreadable file)."""
+
+    code = "data_error"
+    http_status = 422
+
+
+class ConfigError(AimassError):
+    """A parameter or setting is invalid."""
+
+    code = "config_error"
+    http_status = 422
+
+
+class NotFoundError(AimassError):
+    """A dataset, model, version, task or backbone does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class NotFittedError(AimassError):
+    """``predict``/``evaluate``/``save`` was called before ``fit``."""
+
+    code = "not_fitted"
+    http_status = 409
+
+
+class PermissionDenied(AimassError):
+    """The caller is not allowed to do this."""
+
+    code = "permission_denied"
+    http_status = 403
+
+
+class VersionError(AimassError):
+    """A stored artifact was written by an incompatible aimass version."""
+
+    code = "version_error"
+    http_status = 409

@@ -1,0 +1,85 @@
+"""A TF-IDF "wide" branch beside the encoder: stored as JSON + safetensors, never pickled.
+
+Encoders see the first ``max_length`` tokens; the lexical branch sees the whole
+text. On long documents (news articles) the two together beat either alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+
+def settings_for(language: str) -> dict:
+    """Word uni+bigrams for space-separated languages, character 1-3 grams otherwise."""
+    if language == "en":
+        return {"analyzer": "word", "ngram_range": [1, 2], "min_df": 2, "max_features": 50000}
+    return {"analyzer": "char", "ngram_range": [1, 3], "min_df": 2, "max_features": 80000}
+
+
+def _vectorizer(settings: dict, vocabulary: dict | None = None) -> TfidfVectorizer:
+    kwargs = dict(settings, ngram_range=tuple(settings["ngram_range"]))
+    if vocabulary is not None:
+        kwargs.pop("min_df", None)
+        kwargs.pop("max_features", None)
+    return TfidfVectorizer(sublinear_tf=True, dtype=np.float32, vocabulary=vocabulary, **kwargs)
+
+
+class Lexical:
+    """Fitted TF-IDF features: ``fit(texts)`` then ``transform(texts) -> torch sparse CSR``."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.vectorizer = None
+
+    def fit(self, texts: list[str]) -> Lexical:
+        self.vectorizer = _vectorizer(self.settings).fit(texts)
+        return self
+
+    @property
+    def size(self) -> int:
+        return len(self.vectorizer.vocabulary_)
+
+    def transform(self, texts: list[str]) -> torch.Tensor:
+        return to_torch(self.vectorizer.transform(texts))
+
+    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(JSON-able metadata, tensors) for saving."""
+        vocab = {k: int(v) for k, v in self.vectorizer.vocabulary_.items()}
+        meta = {"settings": self.settings, "vocabulary": vocab}
+        return meta, {"lexical.idf": torch.from_numpy(self.vectorizer.idf_.astype(np.float32))}
+
+    @classmethod
+    def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> Lexical:
+        lex = cls(meta["settings"])
+        lex.vectorizer = _vectorizer(meta["settings"], meta["vocabulary"])
+        lex.vectorizer.idf_ = tensors["lexical.idf"].numpy().astype(np.float64)
+        return lex
+
+
+def to_torch(matrix) -> torch.Tensor:
+    """scipy CSR -> torch sparse CSR (float32)."""
+    matrix = matrix.tocsr().astype(np.float32)
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(matrix.indptr.astype(np.int64)),
+        torch.from_numpy(matrix.indices.astype(np.int64)),
+        torch.from_numpy(matrix.data),
+        size=matrix.shape,
+    )
+
+
+def rows(matrix: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Select rows of a sparse CSR tensor (as a new CSR tensor)."""
+    return matrix.index_select(0, index) if matrix.layout == torch.strided else _csr_rows(matrix, index)
+
+
+def _csr_rows(matrix: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    crow, col, val = matrix.crow_indices(), matrix.col_indices(), matrix.values()
+    starts, ends = crow[index], crow[index + 1]
+    lengths = ends - starts
+    pieces = [torch.arange(s, e) for s, e in zip(starts.tolist(), ends.tolist())]
+    take = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+    new_crow = torch.zeros(len(index) + 1, dtype=torch.long)
+    new_crow[1:] = torch.cumsum(lengths, 0)
+    return torch.sparse_csr_tensor(new_crow, col[take], val[take], size=(len(index), matrix.shape[1]))

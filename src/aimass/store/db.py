@@ -1,0 +1,93 @@
+"""Metadata in SQLite (WAL) through SQLAlchemy: datasets, training runs, model versions."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from aimass import paths
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class DatasetRecord(Base):
+    __tablename__ = "datasets"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    path: Mapped[str] = mapped_column(String(1000))
+    language: Mapped[str] = mapped_column(String(16), default="")
+    summary: Mapped[dict] = mapped_column(default=dict)
+    created: Mapped[str] = mapped_column(String(32), default=now)
+
+
+class RunRecord(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64))
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"), nullable=True)
+    params: Mapped[dict] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    timings: Mapped[dict] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(String(4000), nullable=True)
+    started: Mapped[str] = mapped_column(String(32), default=now)
+    finished: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class ModelVersionRecord(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1000))
+    backbone: Mapped[str] = mapped_column(String(300), default="")
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    dataset_digest: Mapped[str] = mapped_column(String(64), default="")
+    params: Mapped[dict] = mapped_column(default=dict)
+    metrics: Mapped[dict] = mapped_column(default=dict)
+    parent: Mapped[str | None] = mapped_column(String(220), nullable=True)
+    aimass_version: Mapped[str] = mapped_column(String(32), default="")
+    created: Mapped[str] = mapped_column(String(32), default=now)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict:
+        keys = ("name", "version", "task", "path", "backbone", "run_id", "dataset_digest",
+                "params", "metrics", "parent", "aimass_version", "created")
+        return {"ref": self.ref, **{k: getattr(self, k) for k in keys}}
+
+
+def _wal(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+@lru_cache(maxsize=8)
+def _sessionmaker(url: str) -> sessionmaker:
+    engine = create_engine(url, json_serializer=lambda o: json.dumps(o, ensure_ascii=False))
+    event.listen(engine, "connect", _wal)
+    Base.metadata.create_all(engine)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def session():
+    """A new session on ``AIMASS_HOME/aimass.db`` (the tables are created on first use)."""
+    return _sessionmaker(f"sqlite:///{paths.home() / 'aimass.db'}")()

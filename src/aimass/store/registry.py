@@ -1,0 +1,121 @@
+"""The model registry: every version with its lineage, artifacts under ``AIMASS_HOME/models``."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+import aimass
+from aimass import paths
+from aimass.errors import ConfigError, NotFoundError
+from aimass.store.db import DatasetRecord, ModelVersionRecord, RunRecord, now, session
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name or ""):
+        raise ConfigError(
+            f"Model name {name!r} is not valid.",
+            hint="Use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        )
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """``"reviews"`` -> (reviews, None = latest); ``"reviews:3"`` -> (reviews, 3)."""
+    name, _, version = str(ref).partition(":")
+    if version and not version.isdigit():
+        raise ConfigError(f"Model reference {ref!r} is not valid.", hint="Use NAME or NAME:VERSION, e.g. reviews:3.")
+    return check_name(name), int(version) if version else None
+
+
+def record_dataset(ds) -> None:
+    with session() as s, s.begin():
+        s.merge(DatasetRecord(id=ds.id, digest=ds.digest, name=ds.name, path=str(ds.path),
+                              language=ds.manifest.get("language", ""), summary=ds.summary()))
+
+
+def start_run(task: str, params: dict, dataset_id: str | None = None) -> RunRecord:
+    run = RunRecord(id=uuid.uuid4().hex[:16], task=task, params=params, dataset_id=dataset_id)
+    with session() as s, s.begin():
+        s.add(run)
+    return run
+
+
+def finish_run(run_id: str, status: str, timings: dict | None = None, error: str | None = None) -> None:
+    with session() as s, s.begin():
+        run = s.get(RunRecord, run_id)
+        run.status, run.timings, run.error, run.finished = status, timings or {}, error, now()
+
+
+def find_run(task: str, params: dict, dataset_id: str | None) -> RunRecord | None:
+    """The latest unfinished run with the same task, params and data (for ``--resume``)."""
+    with session() as s:
+        rows = s.scalars(select(RunRecord).where(RunRecord.task == task, RunRecord.dataset_id == dataset_id,
+                                                 RunRecord.status != "succeeded")
+                         .order_by(RunRecord.started.desc())).all()
+    return next((r for r in rows if r.params == params), None)
+
+
+def register(model, name: str, *, metrics: dict | None = None, run_id: str | None = None,
+             parent: str | None = None, extra_files: dict[str, Path] | None = None) -> ModelVersionRecord:
+    """Save ``model`` as the next version of ``name`` and record its lineage."""
+    check_name(name)
+    with session() as s, s.begin():
+        latest = s.scalar(select(func.max(ModelVersionRecord.version)).where(ModelVersionRecord.name == name))
+        version = (latest or 0) + 1
+        folder = paths.subdir("models") / name / f"v{version}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        model.save(folder)
+        for target, source in (extra_files or {}).items():
+            shutil.copy(source, folder / target)
+        record = ModelVersionRecord(
+            name=name, version=version, task=model.task, path=str(folder),
+            backbone=getattr(model, "backbone_", ""), run_id=run_id,
+            dataset_digest=getattr(model, "data_digest_", ""), params=model.get_params(),
+            metrics=metrics or {}, parent=parent, aimass_version=aimass.__version__,
+        )
+        s.add(record)
+    return record
+
+
+def get_version(ref: str) -> ModelVersionRecord:
+    """A version by ``NAME`` (latest) or ``NAME:VERSION``; a clear error lists what exists."""
+    name, version = parse_ref(ref)
+    with session() as s:
+        query = select(ModelVersionRecord).where(ModelVersionRecord.name == name)
+        query = query.where(ModelVersionRecord.version == version) if version else query
+        record = s.scalars(query.order_by(ModelVersionRecord.version.desc())).first()
+    if record is None:
+        known = ", ".join(f"{r.name}:{r.version}" for r in list_versions()[-10:]) or "none yet"
+        raise NotFoundError(f"No model '{ref}'. Registered: {known}.",
+                            hint="Train one with `aimass train` or list them with `aimass models list`.")
+    return record
+
+
+def list_versions(name: str | None = None) -> list[ModelVersionRecord]:
+    with session() as s:
+        query = select(ModelVersionRecord).order_by(ModelVersionRecord.name, ModelVersionRecord.version)
+        if name:
+            query = query.where(ModelVersionRecord.name == name)
+        return list(s.scalars(query).all())
+
+
+def latest_versions() -> list[ModelVersionRecord]:
+    """The newest version of every model name."""
+    latest: dict[str, ModelVersionRecord] = {}
+    for record in list_versions():
+        latest[record.name] = record
+    return list(latest.values())
+
+
+def update_metrics(ref: str, metrics: dict) -> None:
+    record = get_version(ref)
+    with session() as s, s.begin():
+        s.get(ModelVersionRecord, record.id).metrics = metrics

@@ -1,0 +1,390 @@
+"""Task ``text-classification``: config, estimator, metrics, request/response and handler.
+
+>>> from aimass.tasks.text_classification import TextClassifier
+>>> model = TextClassifier(backbone="minilm-l6", time_budget="1m")
+>>> model.get_params()["backbone"]
+'minilm-l6'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field, field_validator
+from safetensors.torch import load_file, save_file
+
+import aimass
+from aimass import budget
+from aimass.backbones import default_backbone, get_backbone, layers
+from aimass.encoders import Head, TextNet, Timer, embed, token_budget
+from aimass.errors import ConfigError, DataError, VersionError
+from aimass.estimator import Estimator
+from aimass.evaluate import classification_report, top_losses
+from aimass.lexical import Lexical, settings_for
+from aimass.tasks import register_task
+from aimass.train import stages
+
+FORMAT = 1
+MAX_ITEMS = 256
+MAX_CHARS = 20000
+
+
+class Config(BaseModel):
+    """Validated hyper-parameters (checked in ``fit``, never in ``__init__``)."""
+
+    backbone: str = "auto"
+    time_budget: float | None = Field(default=150.0, gt=0)
+    max_length: int = Field(default=128, ge=8, le=512)
+    unfreeze: int = Field(default=2, ge=0, le=48)
+    epochs_top: int | None = Field(default=None, ge=0, le=100)
+    lexical: bool = True
+    lr_head: float = Field(default=3e-3, gt=0, lt=1)
+    lr_body: float = Field(default=1e-4, gt=0, lt=1)
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    seed: int = 0
+
+
+def _config(params: dict) -> Config:
+    params = dict(params, time_budget=budget.seconds(params.get("time_budget")))
+    try:
+        return Config(**params)
+    except Exception as exc:  # pydantic.ValidationError
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
+        name = first["loc"][0]
+        raise ConfigError(
+            f"The '{name}' parameter of TextClassifier is invalid: {first['msg']}. "
+            f"Got {params.get(name)!r} instead.",
+            hint="See TextClassifier's docstring or `aimass train --help` for valid values.",
+        ) from None
+
+
+def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
+    """(train, valid, digest, language) from a Dataset or from (texts, labels)."""
+    from aimass.data import detect_language
+
+    if hasattr(data, "texts"):
+        train = (data.texts("train"), data.labels("train"))
+        val = (data.texts("valid"), data.labels("valid"))
+        language = data.manifest.get("language") or detect_language(train[0])
+        return train, val if val[0] else None, data.digest, language
+    texts, labels = data
+    if len(texts) != len(labels):
+        raise DataError(f"Got {len(texts)} texts but {len(labels)} labels.", hint="Pass one label per text.")
+    digest = hashlib.sha256(json.dumps([list(texts), list(labels)]).encode()).hexdigest()
+    return (list(texts), list(labels)), valid, digest, detect_language(list(texts))
+
+
+def _holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:
+    """Carve a stratified validation split out of ``train`` when none was given."""
+    from sklearn.model_selection import train_test_split
+
+    texts, labels = train
+    a, b, ya, yb = train_test_split(texts, labels, test_size=0.1, stratify=labels, random_state=seed)
+    return (list(a), list(ya)), (list(b), list(yb))
+
+
+class TextClassifier(Estimator):
+    """Fine-tune a pretrained text encoder for classification, staged for a CPU.
+
+    Example:
+        >>> import aimass
+        >>> ds = aimass.import_dataset("reviews.csv")          # doctest: +SKIP
+        >>> model = TextClassifier(time_budget="2m").fit(ds)     # doctest: +SKIP
+        >>> model.predict(["great phone, fast delivery"])       # doctest: +SKIP
+
+    Args:
+        backbone: ``auto`` (by detected language), a name from the backbone table,
+            ``hf:ORG/NAME`` or a local model folder.
+        time_budget: wall-time budget for fit, e.g. ``"3m"``; stages that do not fit are skipped.
+        max_length: the most tokens per text the encoder sees (less if the data needs less).
+        unfreeze: how many top encoder blocks to fine-tune in stage 2 (0 = head only).
+        epochs_top: epochs for stage 2; ``None`` lets the time budget decide.
+        lexical: add a TF-IDF branch to the head (helps long documents).
+        lr_head, lr_body: peak learning rates of the head and the top block.
+        batch_size: stage-2 batch size.
+        seed: makes splits, initialisation and shuffling repeatable.
+    """
+
+    task = "text-classification"
+
+    def __init__(self, backbone="auto", time_budget=150.0, max_length=128, unfreeze=2,
+                 epochs_top=None, lexical=True, lr_head=3e-3, lr_body=1e-4,
+                 batch_size=16, seed=0):
+        self.backbone = backbone
+        self.time_budget = time_budget
+        self.max_length = max_length
+        self.unfreeze = unfreeze
+        self.epochs_top = epochs_top
+        self.lexical = lexical
+        self.lr_head = lr_head
+        self.lr_body = lr_body
+        self.batch_size = batch_size
+        self.seed = seed
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, data, valid=None, *, run_dir: Path | None = None, resume: bool = False,
+            progress: bool = True) -> TextClassifier:
+        """Train on a Dataset (its train/valid splits) or on ``(texts, labels)``."""
+        cfg = _config(self.get_params())
+        deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
+        timer = Timer()
+        train, val, digest, language = _splits(data, valid)
+        if val is None:
+            train, val = _holdout(train, cfg.seed)
+        self._setup(cfg, language, train)
+        timer.lap("load_backbone")
+        feats = self._features(cfg, digest, train, val, progress)
+        timer.lap("embed")
+        self.stages_ = {"head": self._stage_head(cfg, *feats).__dict__}
+        timer.lap("train_head")
+        self.stages_["top"] = self._stage_top(cfg, *feats, deadline, run_dir, resume).__dict__
+        timer.lap("train_top")
+        self.timings_ = timer.stages
+        self.data_digest_ = digest
+        return self
+
+    def _setup(self, cfg: Config, language: str, train: tuple) -> None:
+        torch.manual_seed(cfg.seed)
+        self.classes_ = sorted(set(train[1]))
+        if len(self.classes_) < 2:
+            raise DataError("Training needs at least two classes.", hint="Add examples of another class.")
+        self.language_ = language
+        self.backbone_ = default_backbone(language) if cfg.backbone == "auto" else cfg.backbone
+        spec = get_backbone(self.backbone_)
+        self.tokenizer_, encoder = spec.load()
+        self.prefix_ = spec.prefix
+        self.max_length_ = token_budget(self.tokenizer_, self._prefixed(train[0]), cfg.max_length)
+        self.unfrozen_ = min(cfg.unfreeze, len(layers(encoder)))
+        self.lexical_ = Lexical(settings_for(language)).fit(train[0]) if cfg.lexical else None
+        n_lex = self.lexical_.size if self.lexical_ else 0
+        self.net_ = TextNet(encoder, Head(encoder.config.hidden_size, len(self.classes_), n_lex)).eval()
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+
+    def _prefixed(self, texts: list[str]) -> list[str]:
+        return [self.prefix_ + t for t in texts] if self.prefix_ else list(texts)
+
+    def _features(self, cfg, digest, train, val, progress) -> tuple[stages.Features, stages.Features]:
+        from aimass.train.cache import cached_embeddings
+
+        keep = self.net_.n_layers - self.unfrozen_ if self.unfrozen_ else None
+        key = f"{self.backbone_}|{digest}|{self.max_length_}|{keep}|{len(train[0])}|{cfg.seed}"
+        texts = self._prefixed(train[0] + val[0])
+        cache = cached_embeddings(self.net_.encoder, self.tokenizer_, texts, key,
+                                  max_length=self.max_length_, keep_layer=keep, progress=progress)
+        index = {c: i for i, c in enumerate(self.classes_)}
+        n = len(train[0])
+        out = []
+        for part, (texts_, labels) in ((slice(0, n), train), (slice(n, None), val)):
+            y = torch.tensor([index.get(label, -1) for label in labels])
+            lex = self.lexical_.transform(texts_) if self.lexical_ else None
+            out.append(stages.Features(cache["pooled"][part], y, cache.get("hidden", None),
+                                       cache.get("mask", None), lex))
+            if out[-1].hidden is not None:
+                out[-1].hidden, out[-1].mask = cache["hidden"][part], cache["mask"][part]
+        return out[0], out[1]
+
+    def _stage_head(self, cfg, train, val) -> stages.StageResult:
+        return stages.fit_head(self.net_, train, val, seed=cfg.seed)
+
+    def _stage_top(self, cfg, train, val, deadline, run_dir, resume) -> stages.StageResult:
+        if not self.unfrozen_:
+            return stages.StageResult(skipped="unfreeze=0")
+        start = self.net_.n_layers - self.unfrozen_
+        stages.set_trainable(self.net_, self.unfrozen_)
+        per_epoch = stages.estimate_epoch_seconds(self.net_, start, train, cfg.batch_size)
+        epochs = cfg.epochs_top
+        if epochs is None:
+            left = float("inf") if deadline is None else deadline - time.monotonic()
+            epochs = int(min(4, left // (per_epoch * 1.15)))
+        if epochs < 1:
+            return stages.StageResult(skipped=f"time budget: an epoch needs ~{per_epoch:.0f}s")
+        ckpt = Path(run_dir) / "checkpoint" if run_dir else None
+        result = stages.fit_top(self.net_, train, val, n_top=self.unfrozen_, epochs=epochs,
+                                seed=cfg.seed, lr_head=cfg.lr_head / 3, lr_body=cfg.lr_body,
+                                batch_size=cfg.batch_size, deadline=deadline,
+                                checkpoint_dir=ckpt, resume=resume)
+        self.net_.eval()
+        return result
+
+    # ------------------------------------------------------------- predict
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        self.check_fitted()
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        out = np.zeros((len(texts), len(self.classes_)), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self._proba_batch([texts[i] for i in idx])
+        return out
+
+    def _proba_batch(self, batch: list[str]) -> np.ndarray:
+        enc = self.tokenizer_(self._prefixed(batch), truncation=True, max_length=self.max_length_,
+                              padding=True, return_tensors="pt")
+        lex = self.lexical_.transform(batch) if self.lexical_ else None
+        logits = self.net_(enc["input_ids"], enc["attention_mask"], lex)
+        return torch.softmax(logits, -1).numpy()
+
+    def predict(self, texts: list[str]) -> list[str]:
+        """The most probable label of each text."""
+        proba = self.predict_proba(texts)
+        return [self.classes_[i] for i in proba.argmax(1)]
+
+    def evaluate(self, data, split: str = "test", top_k: int = 10) -> dict:
+        """Accuracy, macro-F1, per-class scores, confusion matrix and top losses."""
+        texts, labels = (data.texts(split), data.labels(split)) if hasattr(data, "texts") else data
+        if not texts:
+            raise DataError(f"There are no rows in the '{split}' split to evaluate on.",
+                            hint="Evaluate on another split or pass --data FILE.")
+        proba = self.predict_proba(texts)
+        predicted = [self.classes_[i] for i in proba.argmax(1)]
+        report = classification_report(list(labels), predicted, self.classes_)
+        report["top_losses"] = top_losses(texts, list(labels), proba, self.classes_, top_k)
+        unknown = sorted(set(labels) - set(self.classes_))
+        if unknown:
+            report["unknown_labels"] = unknown
+        return report
+
+    # ---------------------------------------------------------- save/load
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.safetensors`` (head, fine-tuned blocks, TF-IDF idf) and ``model.json``."""
+        self.check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"net.{k}": v for k, v in self._trained_state().items()}
+        meta = self._meta()
+        if self.lexical_:
+            lex_meta, lex_tensors = self.lexical_.state()
+            tensors.update(lex_tensors)
+            (path / "lexical.json").write_text(json.dumps(lex_meta, ensure_ascii=False))
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"))
+        (path / "model.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        return path
+
+    def _trained_state(self) -> dict[str, torch.Tensor]:
+        start = self.net_.n_layers - self.unfrozen_
+        keep = ["head."] + [f"encoder.encoder.layer.{i}." for i in range(start, self.net_.n_layers)]
+        return {k: v for k, v in self.net_.state_dict().items() if any(k.startswith(p) for p in keep)}
+
+    def _meta(self) -> dict:
+        fitted = {k: getattr(self, k) for k in ("classes_", "language_", "backbone_", "prefix_",
+                                                 "max_length_", "unfrozen_", "data_digest_")}
+        return {"format": FORMAT, "task": self.task, "aimass_version": aimass.__version__,
+                "params": self.get_params(), "fitted": fitted,
+                "hidden_size": self.net_.encoder.config.hidden_size,
+                "lexical_size": self.lexical_.size if self.lexical_ else 0}
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextClassifier:
+        """Rebuild from a folder written by :meth:`save` (no dataset, no network)."""
+        path = Path(path)
+        meta = json.loads((path / "model.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise VersionError(
+                f"{path} was written by aimass {meta.get('aimass_version')} (format "
+                f"{meta.get('format')}); this is aimass {aimass.__version__} (format {FORMAT}).",
+                hint="Retrain the model with this version, or install the version that wrote it.",
+            )
+        model = cls(**meta["params"])
+        for key, value in meta["fitted"].items():
+            setattr(model, key, value)
+        tensors = load_file(str(path / "model.safetensors"))
+        model.tokenizer_, encoder = get_backbone(model.backbone_).load()
+        head = Head(meta["hidden_size"], len(model.classes_), meta["lexical_size"])
+        model.net_ = TextNet(encoder, head).eval()
+        state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+        missing = set(state) - set(model.net_.state_dict())
+        if missing:
+            raise VersionError(f"{path}: weights do not fit backbone {model.backbone_}: {sorted(missing)[:3]}")
+        model.net_.load_state_dict(state, strict=False)
+        model.lexical_ = None
+        if meta["lexical_size"]:
+            lex_meta = json.loads((path / "lexical.json").read_text())
+            model.lexical_ = Lexical.from_state(lex_meta, tensors)
+        return model
+
+
+# ------------------------------------------------------------------ serving
+class PredictRequest(BaseModel):
+    """``{"inputs": ["text", ...]}``; a single string is accepted too."""
+
+    inputs: str | list[str] = Field(..., description=f"One text or a list of at most {MAX_ITEMS} texts.")
+
+    @field_validator("inputs")
+    @classmethod
+    def _check(cls, value):
+        items = [value] if isinstance(value, str) else value
+        if not items:
+            raise ValueError('send at least one text, e.g. {"inputs": ["great product"]}')
+        if len(items) > MAX_ITEMS:
+            raise ValueError(f"send at most {MAX_ITEMS} texts per request (got {len(items)}); split the list")
+        for i, text in enumerate(items):
+            if not text.strip():
+                raise ValueError(f"inputs[{i}] is empty; send non-empty text")
+            if len(text) > MAX_CHARS:
+                raise ValueError(f"inputs[{i}] has {len(text)} characters; the limit is {MAX_CHARS}")
+        return items
+
+
+class Prediction(BaseModel):
+    label: str
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class Handler:
+    """LitServe-style handler: setup / decode_request / predict / encode_response."""
+
+    def __init__(self, model_dir: Path):
+        self.model_dir = Path(model_dir)
+        self.model = None
+
+    def setup(self, device: str = "cpu") -> None:
+        self.model = TextClassifier.load(self.model_dir)
+
+    def decode_request(self, request: PredictRequest) -> list[str]:
+        return request.inputs
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        return self.model.predict_proba(texts)
+
+    def encode_response(self, proba: np.ndarray) -> dict[str, Any]:
+        classes = self.model.classes_
+        return {"predictions": [
+            {"label": classes[int(row.argmax())],
+             "scores": {c: round(float(p), 6) for c, p in zip(classes, row)}}
+            for row in proba
+        ]}
+
+
+@register_task("text-classification")
+class TextClassification:
+    """The task spec the CLI, server and registry look up."""
+
+    estimator = TextClassifier
+    request = PredictRequest
+    response = PredictResponse
+    handler = Handler
+    sample_request = {"inputs": ["The team won the match in the final minute."]}
+
+    @staticmethod
+    def plots(report: dict, folder: Path) -> list[Path]:
+        from aimass.evaluate.plots import confusion_png
+
+        return [confusion_png(report, Path(folder) / "confusion_matrix.png")]
+
+    @staticmethod
+    def cli_inputs(values: list[str]) -> list[str]:
+        return list(values)
+

@@ -1,0 +1,44 @@
+"""The frozen-backbone feature cache, keyed by backbone + data + settings.
+
+A second ``fit`` on the same data (a retrain, a resume, a hyper-parameter
+search) skips the encoder pass entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from aimass import paths
+from aimass.encoders import embed
+from aimass.train.progress import make_progress
+
+
+def cache_path(key: str, texts: list[str]) -> Path:
+    digest = hashlib.sha256(key.encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "replace") + b"\0")
+    return paths.subdir("cache/features") / f"{digest.hexdigest()[:32]}.safetensors"
+
+
+def cached_embeddings(encoder, tokenizer, texts: list[str], key: str, *, max_length: int,
+                      keep_layer: int | None, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Embeddings (and layer ``keep_layer``'s hidden states) for ``texts``, from disk if cached."""
+    path = cache_path(key, texts)
+    if path.exists():
+        try:
+            return load_file(str(path))
+        except Exception:  # a torn or foreign file: recompute and overwrite
+            path.unlink(missing_ok=True)
+    with make_progress(progress) as bar:
+        task = bar.add_task("embed (frozen backbone)", total=len(texts), info="")
+        out = embed(encoder, tokenizer, texts, max_length=max_length, keep_layer=keep_layer,
+                    progress=lambda n: bar.update(task, advance=n))
+    tmp = path.with_suffix(".tmp")
+    save_file(out, str(tmp))
+    os.replace(tmp, path)
+    return out

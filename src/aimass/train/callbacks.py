@@ -1,0 +1,151 @@
+"""Callbacks for :class:`aimass.train.loop.Loop`: each a few dozen lines, each optional."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Only the parameters that train (the rest is the frozen backbone)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+class BestKeeper:
+    """Remember the weights of the best epoch by ``monitor``; restore them after fit."""
+
+    def __init__(self, monitor: str = "macro_f1"):
+        self.monitor, self.best, self.state, self.epoch = monitor, -float("inf"), None, -1
+
+    def after_epoch(self, loop) -> None:
+        score = loop.metrics.get(self.monitor, -float("inf"))
+        if score > self.best:
+            self.best, self.epoch = score, loop.epoch
+            self.state = trainable_state(loop.model)
+
+    def after_fit(self, loop) -> None:
+        if self.state is not None:
+            loop.model.load_state_dict(self.state, strict=False)
+
+
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved for ``patience`` epochs."""
+
+    def __init__(self, monitor: str = "macro_f1", patience: int = 3, min_delta: float = 1e-4):
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.best, self.wait = -float("inf"), 0
+
+    def after_epoch(self, loop) -> None:
+        score = loop.metrics.get(self.monitor, -float("inf"))
+        if score > self.best + self.min_delta:
+            self.best, self.wait = score, 0
+        else:
+            self.wait += 1
+            loop.stop = loop.stop or self.wait >= self.patience
+
+
+class TimeBudget:
+    """Stop before ``deadline`` (a ``time.monotonic()`` value), judging by the last epoch's length."""
+
+    def __init__(self, deadline: float):
+        self.deadline, self.started = deadline, None
+
+    def before_epoch(self, loop) -> None:
+        now = time.monotonic()
+        if self.started is not None and now + (now - self.started) > self.deadline:
+            loop.stop = True
+        self.started = now
+
+    def after_batch(self, loop) -> None:
+        loop.stop = loop.stop or time.monotonic() > self.deadline
+
+
+class History:
+    """Keep the validation metrics and mean training loss of every epoch."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self._losses: list[float] = []
+
+    def after_batch(self, loop) -> None:
+        self._losses.append(loop.loss)
+
+    def after_epoch(self, loop) -> None:
+        mean = sum(self._losses) / max(1, len(self._losses))
+        self.rows.append({"epoch": loop.epoch, "train_loss": round(mean, 5), **loop.metrics})
+        self._losses = []
+
+
+class Checkpoint:
+    """Write trainable weights + optimizer/scheduler state after each epoch (safetensors + JSON)."""
+
+    def __init__(self, folder: Path, keeper: BestKeeper | None = None, extra=None):
+        self.folder, self.keeper, self.extra = Path(folder), keeper, extra or {}
+
+    def after_epoch(self, loop) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v for k, v in trainable_state(loop.model).items()}
+        tensors.update(_optimizer_tensors(loop.optimizer))
+        if self.keeper is not None and self.keeper.state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.keeper.state.items()})
+        meta = {
+            "epoch": loop.epoch,
+            "step": loop.step,
+            "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
+            "best": None if self.keeper is None else [self.keeper.best, self.keeper.epoch],
+            **self.extra,
+        }
+        _atomic(self.folder / "checkpoint.safetensors", lambda p: save_file(_contig(tensors), p))
+        _atomic(self.folder / "checkpoint.json", lambda p: Path(p).write_text(json.dumps(meta)))
+
+
+def restore(folder: Path, loop, keeper: BestKeeper | None = None) -> int | None:
+    """Load a :class:`Checkpoint` into ``loop``; returns the next epoch, or None if none exists."""
+    meta_path = Path(folder) / "checkpoint.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    tensors = load_file(str(Path(folder) / "checkpoint.safetensors"))
+    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    loop.model.load_state_dict(model_state, strict=False)
+    _load_optimizer(loop.optimizer, tensors)
+    if loop.scheduler is not None and meta.get("scheduler"):
+        loop.scheduler.load_state_dict(meta["scheduler"])
+    if keeper is not None and meta.get("best"):
+        keeper.best, keeper.epoch = meta["best"]
+        keeper.state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    loop.step = meta["step"]
+    return meta["epoch"] + 1
+
+
+def _optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for pid, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"opt.{pid}.{key}"] = torch.as_tensor(value).clone()
+    return out
+
+
+def _load_optimizer(optimizer, tensors) -> None:
+    state_dict = copy.deepcopy(optimizer.state_dict())
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, pid, key = name.split(".", 2)
+            state_dict["state"].setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict(state_dict)
+
+
+def _contig(tensors):
+    return {k: v.contiguous() for k, v in tensors.items()}
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    write(str(tmp))
+    os.replace(tmp, path)

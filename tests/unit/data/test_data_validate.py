@@ -1,0 +1,114 @@
+"""Row rejects (empty, missing, malformed, conflicts, duplicates) and trainability checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from aimass.data import import_dataset, read_table
+from aimass.errors import DataError
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def balanced(n_per_class=6, classes=("a", "b")):
+    return "".join(f"text number {i} for {c},{c}\n" for c in classes for i in range(n_per_class))
+
+
+def test_every_reject_reason(tmp_path):
+    body = ("text,label\n"
+            "good one,a\n"          # 2
+            ",a\n"                  # 3 empty text
+            "no label here,\n"      # 4 missing label
+            "too,many,fields\n"     # 5 malformed
+            "same  words,a\n"       # 6 conflict (whitespace differs)
+            "same words,b\n"        # 7 conflict
+            "good one,a\n"          # 8 duplicate of 2
+            "another,b\n")          # 9
+    good, rejects, info = read_table(write(tmp_path / "r.csv", body))
+    assert [r["source"] for r in good] == ["r.csv:2", "r.csv:9"]
+    by_line = {r["line"]: r for r in rejects}
+    assert by_line[3]["reason"] == "empty text"
+    assert by_line[4]["reason"] == "missing label"
+    assert by_line[5]["reason"].startswith("malformed line: expected 2 fields, found 3")
+    assert "'b' at line 7" in by_line[6]["reason"] and "'a' at line 6" in by_line[7]["reason"]
+    assert by_line[8]["reason"] == "duplicate of line 2"
+    assert set(rejects[0]) >= {"file", "line", "reason", "raw"}
+    assert by_line[8]["raw"] == "good one,a" and by_line[8]["file"] == str(tmp_path / "r.csv")
+    assert len(good) + len(rejects) == info["records"] == 8
+    assert info["rejects_by_reason"]["conflicting labels"] == 2
+
+
+def test_conflicts_reject_all_rows_and_name_all_other_labels(tmp_path):
+    body = "text,label\nx y,a\nx y,b\nx y,c\nx y,a\nok,a\n"
+    good, rejects, _ = read_table(write(tmp_path / "c.csv", body))
+    assert [r["text"] for r in good] == ["ok"]
+    assert len(rejects) == 4
+    first = rejects[0]["reason"]
+    assert "'b' at line 3" in first and "'c' at line 4" in first and "'a'" not in first
+
+
+def test_duplicates_are_exact_after_stripping(tmp_path):
+    body = "text,label\nhello world,a\n  hello world ,a\nhello  world,a\n"
+    good, rejects, _ = read_table(write(tmp_path / "d.csv", body))
+    assert [r["text"] for r in good] == ["hello world", "hello  world"]
+    assert [(r["line"], r["reason"]) for r in rejects] == [(3, "duplicate of line 2")]
+
+
+def test_jsonl_malformed_lines(tmp_path):
+    body = ('{"text": "fine", "label": "a"}\n'
+            '{"text": "broken", \n'
+            '["a", "list"]\n'
+            '{"text": ["not", "text"], "label": "a"}\n'
+            '{"text": "no label", "label": null}\n')
+    good, rejects, info = read_table(write(tmp_path / "j.jsonl", body))
+    reasons = {r["line"]: r["reason"] for r in rejects}
+    assert len(good) == 1 and info["records"] == 5
+    assert reasons[2].startswith("malformed line: invalid JSON")
+    assert reasons[3].startswith("malformed line: not a JSON object")
+    assert reasons[4].startswith("malformed line: 'text' is not a string")
+    assert reasons[5] == "missing label"
+
+
+def test_unknown_split_values_are_rejected(tmp_path):
+    body = "text,label,split\nt1,a,train\nt2,b,Validation\nt3,a,dev\nt4,b,holdout\nt5,a,\n"
+    good, rejects, _ = read_table(write(tmp_path / "s.csv", body))
+    assert [r["split"] for r in good] == ["train", "valid", "valid"]
+    assert rejects[0]["reason"].startswith("unknown split 'holdout' (accepted: train, valid,")
+    assert rejects[1]["reason"].startswith("unknown split (empty)")
+
+
+def test_split_col_flag(tmp_path):
+    body = "text,label,fold\nt1,a,train\nt2,b,test\n"
+    good, _, info = read_table(write(tmp_path / "s.csv", body), split_col="fold")
+    assert info["split_col"] == "fold" and good[1]["split"] == "test"
+
+
+def test_too_few_rows(tmp_path):
+    path = write(tmp_path / "few.csv", "text,label\n" + balanced(2) + ",a\n")
+    with pytest.raises(DataError) as err:
+        import_dataset(path)
+    assert "only 4 usable row(s)" in err.value.message
+    assert "1 row(s) were rejected (empty text: 1)" in err.value.hint
+    assert import_dataset(path, min_rows=4).manifest["counts"]["total"] == 4
+
+
+def test_only_one_class(tmp_path):
+    path = write(tmp_path / "one.csv", "text,label\n" + balanced(12, ("a",)))
+    with pytest.raises(DataError, match="only one class \\('a'\\)") as err:
+        import_dataset(path)
+    assert err.value.hint
+
+
+def test_class_with_one_example_is_named(tmp_path):
+    path = write(tmp_path / "tiny.csv", "text,label\n" + balanced(6) + "lonely,c\n")
+    with pytest.raises(DataError) as err:
+        import_dataset(path)
+    assert "'c' has 1 example" in err.value.message and err.value.hint
