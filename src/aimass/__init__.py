@@ -22,5 +22,17 @@ from aimass.api import (  # noqa: E402
     train,
 )
 
-__all__ = ["available_tasks", "evaluate", "finetune", "import_dataset", "list_datasets",
-           "list_models", "load", "load_dataset", "predict", "register", "show_model", "train"]
+__all__ = [
+    "available_tasks",
+    "evaluate",
+    "finetune",
+    "import_dataset",
+    "list_datasets",
+    "list_models",
+    "load",
+    "load_dataset",
+    "predict",
+    "register",
+    "show_model",
+    "train",
+]

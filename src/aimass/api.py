@@ -14,13 +14,25 @@ from pathlib import Path
 from aimass import paths
 from aimass.data import Dataset, list_datasets, load_dataset, read_table
 from aimass.data import import_dataset as _import_dataset
-from aimass.errors import AimassError, DataError, NotFoundError
+from aimass.errors import DataError, NotFoundError
 from aimass.estimator import Estimator
 from aimass.store import registry
 from aimass.tasks import available_tasks, get_task
 
-__all__ = ["available_tasks", "evaluate", "finetune", "import_dataset", "list_datasets",
-           "list_models", "load", "load_dataset", "predict", "register", "show_model", "train"]
+__all__ = [
+    "available_tasks",
+    "evaluate",
+    "finetune",
+    "import_dataset",
+    "list_datasets",
+    "list_models",
+    "load",
+    "load_dataset",
+    "predict",
+    "register",
+    "show_model",
+    "train",
+]
 
 
 def import_dataset(path: str | Path, **options) -> Dataset:
@@ -52,8 +64,9 @@ def finetune(task: str, data, **params) -> Estimator:
     return get_task(task).estimator(**params).fit(data)
 
 
-def train(task: str, data, *, name: str | None = None, resume: bool = False, progress: bool = True,
-          **params) -> dict:
+def train(
+    task: str, data, *, name: str | None = None, resume: bool = False, progress: bool = True, **params
+) -> dict:
     """Fit, evaluate on the held-out test split, register and return a summary.
 
     The run is recorded; with ``resume=True`` an interrupted run with the same
@@ -63,7 +76,8 @@ def train(task: str, data, *, name: str | None = None, resume: bool = False, pro
     name = registry.check_name(name or data.name)
     model = get_task(task).estimator(**params)
     run = (registry.find_run(task, model.get_params(), data.id) if resume else None) or registry.start_run(
-        task, model.get_params(), data.id)
+        task, model.get_params(), data.id
+    )
     run_dir = paths.subdir("runs") / run.id
     try:
         model.fit(data, run_dir=run_dir, resume=resume, progress=progress)
@@ -73,12 +87,25 @@ def train(task: str, data, *, name: str | None = None, resume: bool = False, pro
         raise
     record = register(model, name, report=report, run_id=run.id)
     registry.finish_run(run.id, "succeeded", timings=model.timings_)
-    return {"model": record.ref, "path": record.path, "run": run.id, "dataset": data.id,
-            "metrics": _headline(report), "timings": model.timings_, "stages": _stages(model)}
+    return {
+        "model": record.ref,
+        "path": record.path,
+        "run": run.id,
+        "dataset": data.id,
+        "metrics": _headline(report),
+        "timings": model.timings_,
+        "stages": _stages(model),
+    }
 
 
-def register(model: Estimator, name: str, *, report: dict | None = None, run_id: str | None = None,
-             parent: str | None = None):
+def register(
+    model: Estimator,
+    name: str,
+    *,
+    report: dict | None = None,
+    run_id: str | None = None,
+    parent: str | None = None,
+):
     """Store ``model`` as the next version of ``name`` with its metrics, plots and lineage."""
     record = registry.register(model, name, metrics=_headline(report or {}), run_id=run_id, parent=parent)
     if report:
@@ -97,8 +124,15 @@ def _headline(report: dict) -> dict:
 
 
 def _stages(model) -> dict:
-    return {k: {"best_score": v["best_score"], "best_epoch": v["best_epoch"], "skipped": v["skipped"],
-                "epochs": len(v["history"])} for k, v in getattr(model, "stages_", {}).items()}
+    return {
+        k: {
+            "best_score": v["best_score"],
+            "best_epoch": v["best_epoch"],
+            "skipped": v["skipped"],
+            "epochs": len(v["history"]),
+        }
+        for k, v in getattr(model, "stages_", {}).items()
+    }
 
 
 def load(ref: str) -> Estimator:
@@ -128,13 +162,17 @@ def _eval_data(record, data):
     if data is None:
         match = [d for d in list_datasets() if d.digest == record.dataset_digest]
         if not match:
-            raise NotFoundError(f"The dataset {record.dataset_digest[:12]} that trained {record.ref} is gone.",
-                                hint="Pass --data FILE_OR_DATASET to evaluate on other data.")
+            raise NotFoundError(
+                f"The dataset {record.dataset_digest[:12]} that trained {record.ref} is gone.",
+                hint="Pass --data FILE_OR_DATASET to evaluate on other data.",
+            )
         return match[-1]
     if Path(str(data)).expanduser().is_file():
         good, rejects, info = read_table(data)
         if not good:
-            raise DataError(f"No usable rows in {data} ({len(rejects)} rejected).", hint="Check the file's columns.")
+            raise DataError(
+                f"No usable rows in {data} ({len(rejects)} rejected).", hint="Check the file's columns."
+            )
         return [r["text"] for r in good], [r["label"] for r in good]
     return dataset(data)
 
@@ -152,4 +190,3 @@ def show_model(ref: str) -> dict:
     if report.exists():
         info["evaluation"] = json.loads(report.read_text())
     return info
-

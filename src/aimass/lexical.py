@@ -66,6 +66,7 @@ def to_torch(matrix) -> torch.Tensor:
         torch.from_numpy(matrix.indices.astype(np.int64)),
         torch.from_numpy(matrix.data),
         size=matrix.shape,
+        check_invariants=False,
     )
 
 
@@ -82,4 +83,6 @@ def _csr_rows(matrix: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     take = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
     new_crow = torch.zeros(len(index) + 1, dtype=torch.long)
     new_crow[1:] = torch.cumsum(lengths, 0)
-    return torch.sparse_csr_tensor(new_crow, col[take], val[take], size=(len(index), matrix.shape[1]))
+    return torch.sparse_csr_tensor(
+        new_crow, col[take], val[take], size=(len(index), matrix.shape[1]), check_invariants=False
+    )

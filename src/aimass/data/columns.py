@@ -7,10 +7,20 @@ from dataclasses import dataclass
 from aimass.data.read import Record
 from aimass.errors import DataError
 
-TEXT_NAMES = ("text", "sentence", "review", "content", "review_text", "question", "body",
-              "comment", "message", "document", "tweet")
-LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "target", "y", "intent",
-               "topic")
+TEXT_NAMES = (
+    "text",
+    "sentence",
+    "review",
+    "content",
+    "review_text",
+    "question",
+    "body",
+    "comment",
+    "message",
+    "document",
+    "tweet",
+)
+LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "target", "y", "intent", "topic")
 SPLIT_NAMES = ("split",)
 SAMPLE = 2000
 
@@ -33,9 +43,15 @@ def norm(name: str) -> str:
     return name.strip().lower().replace(" ", "_").replace("-", "_")
 
 
-def choose_columns(columns: list[str], records: list[Record], *, text_col: str | None = None,
-                   label_col: str | None = None, split_col: str | None = None,
-                   where: str = "") -> Columns:
+def choose_columns(
+    columns: list[str],
+    records: list[Record],
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    split_col: str | None = None,
+    where: str = "",
+) -> Columns:
     """Pick the text, label and split columns; explicit names win.
 
     Args:
@@ -58,17 +74,20 @@ def choose_columns(columns: list[str], records: list[Record], *, text_col: str |
     text = text_col or _pick_text([c for c in rest if c != label], sample, where)
     label = label or _pick_label([c for c in rest if c != text], sample, where)
     if text == label:
-        raise DataError(f"the text and label columns are both {text!r}", where=where,
-                        hint="Name two different columns.")
+        raise DataError(
+            f"the text and label columns are both {text!r}", where=where, hint="Name two different columns."
+        )
     return Columns(text, label, split)
 
 
 def _require(name: str | None, columns: list[str], where: str) -> None:
     if name is not None and name not in columns:
         raise DataError(
-            f"no column named {name!r}; the columns are {columns}", where=where,
+            f"no column named {name!r}; the columns are {columns}",
+            where=where,
             hint="Use one of the columns listed (names are case-sensitive). If the file has "
-            "no header line, add one as its first line.")
+            "no header line, add one as its first line.",
+        )
 
 
 def _by_name(columns: list[str], names: tuple[str, ...]) -> str | None:
@@ -80,8 +99,11 @@ def _pick_text(candidates: list[str], sample: list[Record], where: str) -> str:
     named = [c for c in candidates if norm(c) in TEXT_NAMES]
     pool = named or [c for c in candidates if _is_text_column(c, sample)]
     if not pool:
-        raise DataError("cannot tell which column holds the text", where=where,
-                        hint="Name it with text_col (e.g. --text-col review).")
+        raise DataError(
+            "cannot tell which column holds the text",
+            where=where,
+            hint="Name it with text_col (e.g. --text-col review).",
+        )
     return max(pool, key=lambda c: _average_length(c, sample))
 
 
@@ -109,8 +131,11 @@ def _pick_label(candidates: list[str], sample: list[Record], where: str) -> str:
     distinct = {c: len({str(r.fields.get(c)).strip() for r in sample}) for c in candidates}
     pool = [c for c in candidates if distinct[c] <= limit]
     if not pool:
-        raise DataError("cannot tell which column holds the labels", where=where,
-                        hint="Name it with label_col (e.g. --label-col sentiment).")
+        raise DataError(
+            "cannot tell which column holds the labels",
+            where=where,
+            hint="Name it with label_col (e.g. --label-col sentiment).",
+        )
     return min(pool, key=lambda c: (distinct[c] < 2, distinct[c]))
 
 
@@ -123,12 +148,17 @@ def check_header(columns: list[str], records: list[Record], where: str) -> None:
     if len(columns) < 2:
         sep = next((s for s in (";", "\t", ",", "|") if s in columns[0]), None)
         extra = f" The header contains {sep!r}: is that the separator?" if sep else ""
-        raise DataError(f"found a single column {columns[0]!r}; need a text and a label column",
-                        where=where, hint="Use a header line such as `text,label`." + extra)
+        raise DataError(
+            f"found a single column {columns[0]!r}; need a text and a label column",
+            where=where,
+            hint="Use a header line such as `text,label`." + extra,
+        )
     if _looks_like_data(columns, records[:SAMPLE]):
-        raise DataError(f"the first line looks like data, not a header: {columns}",
-                        where=f"{where}:1",
-                        hint="Add a header line naming the columns, e.g. `text,label`.")
+        raise DataError(
+            f"the first line looks like data, not a header: {columns}",
+            where=f"{where}:1",
+            hint="Add a header line naming the columns, e.g. `text,label`.",
+        )
 
 
 def _looks_like_data(columns: list[str], sample: list[Record]) -> bool:

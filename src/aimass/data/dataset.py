@@ -79,13 +79,24 @@ class Dataset:
     def summary(self) -> dict:
         """Counts per split and class, rejects, language, source file and columns used."""
         m = self.manifest
-        return {"id": self.id, "name": self.name, "path": str(self.path), "file": m["source"],
-                "format": m["format"], "encoding": m["encoding"], "language": m["language"],
-                "columns": m["columns"], "rows": m["counts"]["total"],
-                "splits": m["counts"]["by_split"], "classes": m["counts"]["by_class"],
-                "per_split_class": m["counts"]["by_split_class"], "rejects": m["rejects"],
-                "rejects_by_reason": m["rejects_by_reason"],
-                "rejects_file": str(self.rejects_path), "warnings": m["warnings"]}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "path": str(self.path),
+            "file": m["source"],
+            "format": m["format"],
+            "encoding": m["encoding"],
+            "language": m["language"],
+            "columns": m["columns"],
+            "rows": m["counts"]["total"],
+            "splits": m["counts"]["by_split"],
+            "classes": m["counts"]["by_class"],
+            "per_split_class": m["counts"]["by_split_class"],
+            "rejects": m["rejects"],
+            "rejects_by_reason": m["rejects_by_reason"],
+            "rejects_file": str(self.rejects_path),
+            "warnings": m["warnings"],
+        }
 
     def describe(self) -> str:
         """A few human-readable lines for the terminal, naming the rejects file."""
@@ -93,12 +104,16 @@ class Dataset:
         splits = ", ".join(f"{k} {v:,}" for k, v in s["splits"].items())
         classes = ", ".join(f"{k} {v:,}" for k, v in s["classes"].items())
         kinds = ", ".join(f"{k} {v:,}" for k, v in s["rejects_by_reason"].items())
-        lines = [f"Dataset {self.name!r} (id {self.id}) from {s['file']}",
-                 f"  format {s['format']}, encoding {s['encoding']}, language {s['language']}",
-                 f"  columns: text={s['columns']['text']!r} label={s['columns']['label']!r}",
-                 f"  rows: {s['rows']:,} ({splits})", f"  classes: {classes}",
-                 f"  rejects: {s['rejects']:,}" + (f" ({kinds})" if kinds else "")
-                 + f", listed in {s['rejects_file']}"]
+        lines = [
+            f"Dataset {self.name!r} (id {self.id}) from {s['file']}",
+            f"  format {s['format']}, encoding {s['encoding']}, language {s['language']}",
+            f"  columns: text={s['columns']['text']!r} label={s['columns']['label']!r}",
+            f"  rows: {s['rows']:,} ({splits})",
+            f"  classes: {classes}",
+            f"  rejects: {s['rejects']:,}"
+            + (f" ({kinds})" if kinds else "")
+            + f", listed in {s['rejects_file']}",
+        ]
         return "\n".join(lines + [f"  warning: {w}" for w in s["warnings"]])
 
 

@@ -121,8 +121,7 @@ def _unsupported(path: Path) -> DataError:
             hint="Save it as CSV with a header line `text,label`, or put .txt files in a "
             "folder with one sub-folder per class (the sub-folder name is the label).",
         )
-    return DataError(f"unsupported file type {path.suffix or '(none)'!r}", where=str(path),
-                     hint=FORMATS_HINT)
+    return DataError(f"unsupported file type {path.suffix or '(none)'!r}", where=str(path), hint=FORMATS_HINT)
 
 
 def read_delimited(lines: list[str], file: str, fmt: str) -> RawTable:
@@ -134,7 +133,7 @@ def read_delimited(lines: list[str], file: str, fmt: str) -> RawTable:
     name = Path(file).name
     records, malformed = [], []
     for start, end, row in rows[1:]:
-        raw = "".join(lines[start - 1:end]).rstrip("\r\n")[:RAW_LIMIT]
+        raw = "".join(lines[start - 1 : end]).rstrip("\r\n")[:RAW_LIMIT]
         if len(row) == len(header):
             fields = dict(zip(header, row, strict=True))
             records.append(Record(file, start, raw, fields, f"{name}:{start}"))
@@ -152,8 +151,11 @@ def _rows_with_lines(reader, file: str):
             start, previous = previous + 1, reader.line_num
             yield start, previous, row
     except csv.Error as exc:
-        raise DataError(f"cannot parse the file: {exc}", where=f"{file}:{previous + 1}",
-                        hint="Check the quoting near that line.") from exc
+        raise DataError(
+            f"cannot parse the file: {exc}",
+            where=f"{file}:{previous + 1}",
+            hint="Check the quoting near that line.",
+        ) from exc
 
 
 def _blank(row: list[str]) -> bool:
@@ -164,8 +166,11 @@ def _header(names: list[str], file: str) -> list[str]:
     names = [name or f"column{i + 1}" for i, name in enumerate(names)]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise DataError(f"the header repeats column name(s) {repeated}", where=f"{file}:1",
-                        hint="Give every column a distinct name.")
+        raise DataError(
+            f"the header repeats column name(s) {repeated}",
+            where=f"{file}:1",
+            hint="Give every column a distinct name.",
+        )
     return names
 
 
@@ -213,10 +218,19 @@ def read_folder(path: Path) -> RawTable:
             digest.update(f"{folder.name}/{file.name}\0".encode() + data + b"\0")
             records.append(_file_record(file, data, encodings))
     if not records:
-        raise DataError("no .txt files in class sub-folders", where=str(path),
-                        hint="Lay the folder out as <folder>/<label>/<name>.txt.")
-    info = {"file": str(path), "format": "folder", "encoding": _encoding_label(encodings),
-            "encodings": dict(encodings), "ignored_files": ignored, "sha256": digest.hexdigest()}
+        raise DataError(
+            "no .txt files in class sub-folders",
+            where=str(path),
+            hint="Lay the folder out as <folder>/<label>/<name>.txt.",
+        )
+    info = {
+        "file": str(path),
+        "format": "folder",
+        "encoding": _encoding_label(encodings),
+        "encodings": dict(encodings),
+        "ignored_files": ignored,
+        "sha256": digest.hexdigest(),
+    }
     return RawTable(records, [], ["text", "label"], info)
 
 

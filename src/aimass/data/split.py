@@ -20,11 +20,13 @@ def check_fractions(valid_frac: float, test_frac: float) -> None:
     if not (0 <= valid_frac < 1 and 0 <= test_frac < 1 and valid_frac + test_frac < 1):
         raise ConfigError(
             f"invalid split fractions valid_frac={valid_frac}, test_frac={test_frac}",
-            hint="Each must be between 0 and 1 and together below 1 (e.g. 0.1 and 0.2).")
+            hint="Each must be between 0 and 1 and together below 1 (e.g. 0.1 and 0.2).",
+        )
 
 
-def random_splits(labels: list[str], *, seed: int, valid_frac: float,
-                  test_frac: float) -> tuple[list[str], list[str]]:
+def random_splits(
+    labels: list[str], *, seed: int, valid_frac: float, test_frac: float
+) -> tuple[list[str], list[str]]:
     """Assign each row to train/valid/test, stratified by label and reproducible by seed.
 
     Every class large enough gets at least one valid and one test example (when the
@@ -49,13 +51,15 @@ def random_splits(labels: list[str], *, seed: int, valid_frac: float,
         indices = np.asarray(by_class[label])[rng.permutation(len(by_class[label]))]
         sizes = _sizes(len(indices), valid_frac, test_frac)
         if sizes is None:
-            warnings.append(f"class {label!r} has only {len(indices)} examples: all kept in "
-                            "train, so valid/test have none of it")
+            warnings.append(
+                f"class {label!r} has only {len(indices)} examples: all kept in "
+                "train, so valid/test have none of it"
+            )
             continue
         n_valid, n_test = sizes
         for index in indices[:n_test]:
             splits[index] = "test"
-        for index in indices[n_test:n_test + n_valid]:
+        for index in indices[n_test : n_test + n_valid]:
             splits[index] = "valid"
     return splits, warnings
 
@@ -93,8 +97,14 @@ def check_column_splits(rows: list[dict], where: str) -> list[str]:
     classes = set().union(*present.values())
     missing = sorted(classes - present["train"])
     if missing:
-        raise DataError(f"class(es) {missing} have no rows in the train split", where=where,
-                        hint="Move some of their rows to train in the split column.")
-    return [f"class {label!r} has no rows in the {split} split"
-            for split in ("valid", "test") if present.get(split)
-            for label in sorted(classes - present[split])]
+        raise DataError(
+            f"class(es) {missing} have no rows in the train split",
+            where=where,
+            hint="Move some of their rows to train in the split column.",
+        )
+    return [
+        f"class {label!r} has no rows in the {split} split"
+        for split in ("valid", "test")
+        if present.get(split)
+        for label in sorted(classes - present[split])
+    ]

@@ -44,8 +44,9 @@ def canonical_lines(rows: list[dict]) -> list[str]:
     the C string encoder because it runs on every row of every import.
     """
     enc = _ENCODE_STRING
-    return [f'{{"text": {enc(r["text"])}, "label": {enc(r["label"])}, '
-            f'"split": {enc(r["split"])}}}' for r in rows]
+    return [
+        f'{{"text": {enc(r["text"])}, "label": {enc(r["label"])}, "split": {enc(r["split"])}}}' for r in rows
+    ]
 
 
 def compute_digest(lines: list[str], settings: dict) -> str:
@@ -70,8 +71,7 @@ def existing(dataset_id: str) -> Dataset | None:
     return Dataset.open(folder) if (folder / MANIFEST_FILE).is_file() else None
 
 
-def save_dataset(lines: list[str], rows: list[dict], rejects: list[dict],
-                 manifest: dict) -> Dataset:
+def save_dataset(lines: list[str], rows: list[dict], rejects: list[dict], manifest: dict) -> Dataset:
     """Store a dataset in ``datasets/<id>/``.
 
     Writes ``data.jsonl`` (the canonical lines with each row's ``source`` added),
@@ -80,8 +80,10 @@ def save_dataset(lines: list[str], rows: list[dict], rejects: list[dict],
     """
     folder = datasets_dir() / manifest["id"]
     folder.mkdir(parents=True, exist_ok=True)
-    data = "".join(f'{line[:-1]}, "source": {_ENCODE_STRING(row["source"])}}}\n'
-                   for line, row in zip(lines, rows, strict=True))
+    data = "".join(
+        f'{line[:-1]}, "source": {_ENCODE_STRING(row["source"])}}}\n'
+        for line, row in zip(lines, rows, strict=True)
+    )
     atomic_write(folder / DATA_FILE, data.encode())
     atomic_write(folder / REJECTS_FILE, jsonl_bytes(rejects))
     write_manifest(folder, manifest)
@@ -128,10 +130,13 @@ def load_dataset(id_or_name: str) -> Dataset:
     if len(prefixed) == 1:
         return prefixed[0]
     if prefixed:
-        raise NotFoundError(f"{key!r} matches several datasets: {_listing(prefixed)}",
-                            hint="Give more characters of the id.")
-    raise NotFoundError(f"no dataset {key!r}; stored: {_listing(datasets) or 'none'}",
-                        hint="Use an id or name from the list, or import the file first.")
+        raise NotFoundError(
+            f"{key!r} matches several datasets: {_listing(prefixed)}", hint="Give more characters of the id."
+        )
+    raise NotFoundError(
+        f"no dataset {key!r}; stored: {_listing(datasets) or 'none'}",
+        hint="Use an id or name from the list, or import the file first.",
+    )
 
 
 def _last_import(ds: Dataset, name: str) -> str:

@@ -11,8 +11,13 @@ from aimass.data.validate import reject_counts, sort_rejects, validate_records
 from aimass.errors import DataError
 
 
-def read_table(path: str | Path, *, text_col: str | None = None, label_col: str | None = None,
-               split_col: str | None = None) -> tuple[list[dict], list[dict], dict]:
+def read_table(
+    path: str | Path,
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    split_col: str | None = None,
+) -> tuple[list[dict], list[dict], dict]:
     """Read and check a dataset file without storing it.
 
     Args:
@@ -36,10 +41,16 @@ def read_table(path: str | Path, *, text_col: str | None = None, label_col: str 
     cols = _columns(table, path, text_col, label_col, split_col)
     good, rejects = validate_records(table.records, cols)
     rejects = sort_rejects(table.malformed + rejects)
-    info = dict(table.info, columns=table.columns, text_col=cols.text, label_col=cols.label,
-                split_col=cols.split, records=len(good) + len(rejects),
-                rejects_by_reason=reject_counts(rejects),
-                language=detect_language([row["text"] for row in good]))
+    info = dict(
+        table.info,
+        columns=table.columns,
+        text_col=cols.text,
+        label_col=cols.label,
+        split_col=cols.split,
+        records=len(good) + len(rejects),
+        rejects_by_reason=reject_counts(rejects),
+        language=detect_language([row["text"] for row in good]),
+    )
     return good, rejects, info
 
 
@@ -47,14 +58,21 @@ def _columns(table: RawTable, path: Path, text_col, label_col, split_col) -> Col
     where = str(path)
     if table.info["format"] == "folder":
         if text_col or label_col or split_col:
-            raise DataError("column options do not apply to a folder of class sub-folders",
-                            where=where, hint="Leave out text_col, label_col and split_col.")
+            raise DataError(
+                "column options do not apply to a folder of class sub-folders",
+                where=where,
+                hint="Leave out text_col, label_col and split_col.",
+            )
         return Columns("text", "label")
     if not table.records:
         first = table.malformed[0]["reason"] if table.malformed else "the file has no data rows"
-        raise DataError(f"no readable data rows ({first})", where=where,
-                        hint="Check the file format; the first line must be a header.")
+        raise DataError(
+            f"no readable data rows ({first})",
+            where=where,
+            hint="Check the file format; the first line must be a header.",
+        )
     if table.info["format"] in ("csv", "tsv") and not (text_col or label_col):
         check_header(table.columns, table.records, where)
-    return choose_columns(table.columns, table.records, text_col=text_col,
-                          label_col=label_col, split_col=split_col, where=where)
+    return choose_columns(
+        table.columns, table.records, text_col=text_col, label_col=label_col, split_col=split_col, where=where
+    )

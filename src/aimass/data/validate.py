@@ -9,8 +9,7 @@ from aimass.data.columns import Columns
 from aimass.data.read import Record, make_reject
 from aimass.errors import DataError
 
-SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid",
-                 "test": "test"}
+SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
 ACCEPTED_SPLITS = ", ".join(SPLIT_ALIASES)
 
 
@@ -23,8 +22,7 @@ class _Row:
     key: str
 
     def public(self) -> dict:
-        return {"text": self.text, "label": self.label, "split": self.split,
-                "source": self.record.source}
+        return {"text": self.text, "label": self.label, "split": self.split, "source": self.record.source}
 
     def reject(self, reason: str, kind: str) -> dict:
         rec = self.record
@@ -114,10 +112,12 @@ def _drop_conflicts(rows: list[_Row]) -> tuple[list[_Row], list[dict]]:
 
 
 def _conflict_reject(row: _Row, by_label: dict[str, list[_Row]]) -> dict:
-    others = "; ".join(f"{label!r} at {_places(found, row.record.file)}"
-                       for label, found in by_label.items() if label != row.label)
-    return row.reject(f"conflicting labels: the same text is also labelled {others}",
-                      "conflicting labels")
+    others = "; ".join(
+        f"{label!r} at {_places(found, row.record.file)}"
+        for label, found in by_label.items()
+        if label != row.label
+    )
+    return row.reject(f"conflicting labels: the same text is also labelled {others}", "conflicting labels")
 
 
 def _places(rows: list[_Row], file: str, limit: int = 3) -> str:
@@ -156,8 +156,7 @@ def _rejects_note(rejects: list[dict]) -> str:
     return f" {len(rejects)} row(s) were rejected ({kinds})."
 
 
-def check_trainable(rows: list[dict], rejects: list[dict], *, min_rows: int,
-                    where: str) -> Counter:
+def check_trainable(rows: list[dict], rejects: list[dict], *, min_rows: int, where: str) -> Counter:
     """Stop when the good rows cannot train a classifier.
 
     Args:
@@ -175,16 +174,24 @@ def check_trainable(rows: list[dict], rejects: list[dict], *, min_rows: int,
     counts = Counter(row["label"] for row in rows)
     note = _rejects_note(rejects)
     if len(rows) < min_rows:
-        raise DataError(f"only {len(rows)} usable row(s); at least {min_rows} are needed",
-                        where=where, hint="Add more labelled rows." + note)
+        raise DataError(
+            f"only {len(rows)} usable row(s); at least {min_rows} are needed",
+            where=where,
+            hint="Add more labelled rows." + note,
+        )
     if len(counts) < 2:
         found = f"only one class ({next(iter(counts))!r})" if counts else "no classes"
-        raise DataError(f"{found}: a classifier needs at least two", where=where,
-                        hint="Add rows for at least one other class, or check the label "
-                        "column." + note)
+        raise DataError(
+            f"{found}: a classifier needs at least two",
+            where=where,
+            hint="Add rows for at least one other class, or check the label column." + note,
+        )
     small = {label: n for label, n in sorted(counts.items()) if n < 2}
     if small:
         listed = ", ".join(f"{label!r} has {n} example" for label, n in small.items())
-        raise DataError(f"every class needs at least 2 examples: {listed}", where=where,
-                        hint="Add examples for that class or remove its rows." + note)
+        raise DataError(
+            f"every class needs at least 2 examples: {listed}",
+            where=where,
+            hint="Add examples for that class or remove its rows." + note,
+        )
     return counts

@@ -12,15 +12,25 @@ def classification_report(y_true, y_pred, classes: list[str]) -> dict:
         y_true, y_pred, labels=classes, zero_division=0
     )
     per_class = {
-        c: {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4), "support": int(s)}
+        c: {
+            "precision": round(float(p), 4),
+            "recall": round(float(r), 4),
+            "f1": round(float(f), 4),
+            "support": int(s),
+        }
         for c, p, r, f, s in zip(classes, precision, recall, f1, support)
     }
     return {
         "n": len(y_true),
         "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
-        "macro_f1": round(float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)), 4),
+        "macro_f1": round(
+            float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)), 4
+        ),
         "per_class": per_class,
-        "confusion_matrix": {"labels": classes, "matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist()},
+        "confusion_matrix": {
+            "labels": classes,
+            "matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        },
     }
 
 
@@ -33,13 +43,15 @@ def top_losses(texts, y_true, proba: np.ndarray, classes: list[str], k: int = 10
     rows = []
     for i in np.argsort(-losses)[:k]:
         pred = int(proba[i].argmax())
-        rows.append({
-            "text": texts[i][:300],
-            "actual": y_true[i],
-            "predicted": classes[pred],
-            "probability": round(float(proba[i, pred]), 4),
-            "loss": round(float(losses[i]), 4),
-        })
+        rows.append(
+            {
+                "text": texts[i][:300],
+                "actual": y_true[i],
+                "predicted": classes[pred],
+                "probability": round(float(proba[i, pred]), 4),
+                "loss": round(float(losses[i]), 4),
+            }
+        )
     return rows
 
 

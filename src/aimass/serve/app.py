@@ -36,9 +36,15 @@ class Served:
 
     def info(self) -> dict:
         r = self.record
-        return {"name": r.name, "version": r.version, "ref": r.ref, "task": r.task,
-                "backbone": r.backbone, "metrics": {k: r.metrics.get(k) for k in ("accuracy", "macro_f1")},
-                "labels": getattr(self.handler.model, "classes_", None)}
+        return {
+            "name": r.name,
+            "version": r.version,
+            "ref": r.ref,
+            "task": r.task,
+            "backbone": r.backbone,
+            "metrics": {k: r.metrics.get(k) for k in ("accuracy", "macro_f1")},
+            "labels": getattr(self.handler.model, "classes_", None),
+        }
 
 
 def load_models(refs: list[str] | None = None) -> dict[str, Served]:
@@ -54,7 +60,9 @@ def load_models(refs: list[str] | None = None) -> dict[str, Served]:
     return served
 
 
-def _error(status: int, code: str, message: str, hint: str | None = None, request_id: str = "") -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, hint: str | None = None, request_id: str = ""
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "hint": hint, "request_id": request_id}}
     return JSONResponse(body, status_code=status, headers={"X-Request-ID": request_id})
 
@@ -84,8 +92,13 @@ def _add_middleware(app: FastAPI) -> None:
         request.state.request_id = request_id
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return _error(413, "body_too_large", f"The request body is {length} bytes; the limit is "
-                          f"{MAX_BODY_BYTES}.", "Send fewer or shorter inputs per request.", request_id)
+            return _error(
+                413,
+                "body_too_large",
+                f"The request body is {length} bytes; the limit is {MAX_BODY_BYTES}.",
+                "Send fewer or shorter inputs per request.",
+                request_id,
+            )
         try:
             response = await call_next(request)
         except Exception:  # never a traceback to the client
@@ -116,7 +129,9 @@ def _add_routes(app: FastAPI, state: dict) -> None:
         return {"models": [s.info() for s in state["models"].values()]}
 
     @app.post("/v1/models/{name}/predict", tags=["models"])
-    def predict(name: str, request: Request, payload: dict = Body(..., examples=[{"inputs": ["great value"]}])):
+    def predict(
+        name: str, request: Request, payload: dict = Body(..., examples=[{"inputs": ["great value"]}])
+    ):
         served = _find(state, name)
         try:
             parsed = served.spec.request.model_validate(payload)
@@ -135,8 +150,10 @@ def _find(state: dict, name: str):
     served = state["models"].get(model_name)
     if served is None or (":" in name and served.record.ref != name):
         known = ", ".join(sorted(s.record.ref for s in state["models"].values())) or "none"
-        raise NotFoundError(f"Model '{name}' is not served here. Served: {known}.",
-                            hint="GET /v1/models lists them; train and register a model, then restart serve.")
+        raise NotFoundError(
+            f"Model '{name}' is not served here. Served: {known}.",
+            hint="GET /v1/models lists them; train and register a model, then restart serve.",
+        )
     return served
 
 

@@ -66,8 +66,20 @@ class ModelVersionRecord(Base):
         return f"{self.name}:{self.version}"
 
     def to_dict(self) -> dict:
-        keys = ("name", "version", "task", "path", "backbone", "run_id", "dataset_digest",
-                "params", "metrics", "parent", "aimass_version", "created")
+        keys = (
+            "name",
+            "version",
+            "task",
+            "path",
+            "backbone",
+            "run_id",
+            "dataset_digest",
+            "params",
+            "metrics",
+            "parent",
+            "aimass_version",
+            "created",
+        )
         return {"ref": self.ref, **{k: getattr(self, k) for k in keys}}
 
 

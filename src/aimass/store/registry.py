@@ -18,7 +18,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name or ""):
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # match() + $ would allow "name\n"
         raise ConfigError(
             f"Model name {name!r} is not valid.",
             hint="Use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit.",
@@ -30,14 +30,24 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     """``"reviews"`` -> (reviews, None = latest); ``"reviews:3"`` -> (reviews, 3)."""
     name, _, version = str(ref).partition(":")
     if version and not version.isdigit():
-        raise ConfigError(f"Model reference {ref!r} is not valid.", hint="Use NAME or NAME:VERSION, e.g. reviews:3.")
+        raise ConfigError(
+            f"Model reference {ref!r} is not valid.", hint="Use NAME or NAME:VERSION, e.g. reviews:3."
+        )
     return check_name(name), int(version) if version else None
 
 
 def record_dataset(ds) -> None:
     with session() as s, s.begin():
-        s.merge(DatasetRecord(id=ds.id, digest=ds.digest, name=ds.name, path=str(ds.path),
-                              language=ds.manifest.get("language", ""), summary=ds.summary()))
+        s.merge(
+            DatasetRecord(
+                id=ds.id,
+                digest=ds.digest,
+                name=ds.name,
+                path=str(ds.path),
+                language=ds.manifest.get("language", ""),
+                summary=ds.summary(),
+            )
+        )
 
 
 def start_run(task: str, params: dict, dataset_id: str | None = None) -> RunRecord:
@@ -56,14 +66,25 @@ def finish_run(run_id: str, status: str, timings: dict | None = None, error: str
 def find_run(task: str, params: dict, dataset_id: str | None) -> RunRecord | None:
     """The latest unfinished run with the same task, params and data (for ``--resume``)."""
     with session() as s:
-        rows = s.scalars(select(RunRecord).where(RunRecord.task == task, RunRecord.dataset_id == dataset_id,
-                                                 RunRecord.status != "succeeded")
-                         .order_by(RunRecord.started.desc())).all()
+        rows = s.scalars(
+            select(RunRecord)
+            .where(
+                RunRecord.task == task, RunRecord.dataset_id == dataset_id, RunRecord.status != "succeeded"
+            )
+            .order_by(RunRecord.started.desc())
+        ).all()
     return next((r for r in rows if r.params == params), None)
 
 
-def register(model, name: str, *, metrics: dict | None = None, run_id: str | None = None,
-             parent: str | None = None, extra_files: dict[str, Path] | None = None) -> ModelVersionRecord:
+def register(
+    model,
+    name: str,
+    *,
+    metrics: dict | None = None,
+    run_id: str | None = None,
+    parent: str | None = None,
+    extra_files: dict[str, Path] | None = None,
+) -> ModelVersionRecord:
     """Save ``model`` as the next version of ``name`` and record its lineage."""
     check_name(name)
     with session() as s, s.begin():
@@ -76,10 +97,17 @@ def register(model, name: str, *, metrics: dict | None = None, run_id: str | Non
         for target, source in (extra_files or {}).items():
             shutil.copy(source, folder / target)
         record = ModelVersionRecord(
-            name=name, version=version, task=model.task, path=str(folder),
-            backbone=getattr(model, "backbone_", ""), run_id=run_id,
-            dataset_digest=getattr(model, "data_digest_", ""), params=model.get_params(),
-            metrics=metrics or {}, parent=parent, aimass_version=aimass.__version__,
+            name=name,
+            version=version,
+            task=model.task,
+            path=str(folder),
+            backbone=getattr(model, "backbone_", ""),
+            run_id=run_id,
+            dataset_digest=getattr(model, "data_digest_", ""),
+            params=model.get_params(),
+            metrics=metrics or {},
+            parent=parent,
+            aimass_version=aimass.__version__,
         )
         s.add(record)
     return record
@@ -90,12 +118,14 @@ def get_version(ref: str) -> ModelVersionRecord:
     name, version = parse_ref(ref)
     with session() as s:
         query = select(ModelVersionRecord).where(ModelVersionRecord.name == name)
-        query = query.where(ModelVersionRecord.version == version) if version else query
+        query = query.where(ModelVersionRecord.version == version) if version is not None else query
         record = s.scalars(query.order_by(ModelVersionRecord.version.desc())).first()
     if record is None:
         known = ", ".join(f"{r.name}:{r.version}" for r in list_versions()[-10:]) or "none yet"
-        raise NotFoundError(f"No model '{ref}'. Registered: {known}.",
-                            hint="Train one with `aimass train` or list them with `aimass models list`.")
+        raise NotFoundError(
+            f"No model '{ref}'. Registered: {known}.",
+            hint="Train one with `aimass train` or list them with `aimass models list`.",
+        )
     return record
 
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 import aimass
 from aimass import budget
 from aimass.backbones import default_backbone, get_backbone, layers
-from aimass.encoders import Head, TextNet, Timer, embed, token_budget
+from aimass.encoders import Head, TextNet, Timer, token_budget
 from aimass.errors import ConfigError, DataError, VersionError
 from aimass.estimator import Estimator
 from aimass.evaluate import classification_report, top_losses
@@ -113,9 +113,19 @@ class TextClassifier(Estimator):
 
     task = "text-classification"
 
-    def __init__(self, backbone="auto", time_budget=150.0, max_length=128, unfreeze=2,
-                 epochs_top=None, lexical=True, lr_head=3e-3, lr_body=1e-4,
-                 batch_size=16, seed=0):
+    def __init__(
+        self,
+        backbone="auto",
+        time_budget=150.0,
+        max_length=128,
+        unfreeze=2,
+        epochs_top=None,
+        lexical=True,
+        lr_head=3e-3,
+        lr_body=1e-4,
+        batch_size=16,
+        seed=0,
+    ):
         self.backbone = backbone
         self.time_budget = time_budget
         self.max_length = max_length
@@ -128,8 +138,9 @@ class TextClassifier(Estimator):
         self.seed = seed
 
     # ----------------------------------------------------------------- fit
-    def fit(self, data, valid=None, *, run_dir: Path | None = None, resume: bool = False,
-            progress: bool = True) -> TextClassifier:
+    def fit(
+        self, data, valid=None, *, run_dir: Path | None = None, resume: bool = False, progress: bool = True
+    ) -> TextClassifier:
         """Train on a Dataset (its train/valid splits) or on ``(texts, labels)``."""
         cfg = _config(self.get_params())
         deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
@@ -141,9 +152,11 @@ class TextClassifier(Estimator):
         timer.lap("load_backbone")
         feats = self._features(cfg, digest, train, val, progress)
         timer.lap("embed")
-        self.stages_ = {"head": self._stage_head(cfg, *feats).__dict__}
+        head = self._stage_head(cfg, *feats)
+        self.stages_ = {"head": head.__dict__}
         timer.lap("train_head")
-        self.stages_["top"] = self._stage_top(cfg, *feats, deadline, run_dir, resume).__dict__
+        top = self._stage_top(cfg, *feats, deadline, run_dir, resume, head.best_score)
+        self.stages_["top"] = top.__dict__
         timer.lap("train_top")
         self.timings_ = timer.stages
         self.data_digest_ = digest
@@ -176,16 +189,26 @@ class TextClassifier(Estimator):
         keep = self.net_.n_layers - self.unfrozen_ if self.unfrozen_ else None
         key = f"{self.backbone_}|{digest}|{self.max_length_}|{keep}|{len(train[0])}|{cfg.seed}"
         texts = self._prefixed(train[0] + val[0])
-        cache = cached_embeddings(self.net_.encoder, self.tokenizer_, texts, key,
-                                  max_length=self.max_length_, keep_layer=keep, progress=progress)
+        cache = cached_embeddings(
+            self.net_.encoder,
+            self.tokenizer_,
+            texts,
+            key,
+            max_length=self.max_length_,
+            keep_layer=keep,
+            progress=progress,
+        )
         index = {c: i for i, c in enumerate(self.classes_)}
         n = len(train[0])
         out = []
         for part, (texts_, labels) in ((slice(0, n), train), (slice(n, None), val)):
             y = torch.tensor([index.get(label, -1) for label in labels])
             lex = self.lexical_.transform(texts_) if self.lexical_ else None
-            out.append(stages.Features(cache["pooled"][part], y, cache.get("hidden", None),
-                                       cache.get("mask", None), lex))
+            out.append(
+                stages.Features(
+                    cache["pooled"][part], y, cache.get("hidden", None), cache.get("mask", None), lex
+                )
+            )
             if out[-1].hidden is not None:
                 out[-1].hidden, out[-1].mask = cache["hidden"][part], cache["mask"][part]
         return out[0], out[1]
@@ -193,7 +216,7 @@ class TextClassifier(Estimator):
     def _stage_head(self, cfg, train, val) -> stages.StageResult:
         return stages.fit_head(self.net_, train, val, seed=cfg.seed)
 
-    def _stage_top(self, cfg, train, val, deadline, run_dir, resume) -> stages.StageResult:
+    def _stage_top(self, cfg, train, val, deadline, run_dir, resume, baseline) -> stages.StageResult:
         if not self.unfrozen_:
             return stages.StageResult(skipped="unfreeze=0")
         start = self.net_.n_layers - self.unfrozen_
@@ -206,10 +229,21 @@ class TextClassifier(Estimator):
         if epochs < 1:
             return stages.StageResult(skipped=f"time budget: an epoch needs ~{per_epoch:.0f}s")
         ckpt = Path(run_dir) / "checkpoint" if run_dir else None
-        result = stages.fit_top(self.net_, train, val, n_top=self.unfrozen_, epochs=epochs,
-                                seed=cfg.seed, lr_head=cfg.lr_head / 3, lr_body=cfg.lr_body,
-                                batch_size=cfg.batch_size, deadline=deadline,
-                                checkpoint_dir=ckpt, resume=resume)
+        result = stages.fit_top(
+            self.net_,
+            train,
+            val,
+            n_top=self.unfrozen_,
+            epochs=epochs,
+            seed=cfg.seed,
+            lr_head=cfg.lr_head / 3,
+            lr_body=cfg.lr_body,
+            batch_size=cfg.batch_size,
+            deadline=deadline,
+            baseline=baseline,
+            checkpoint_dir=ckpt,
+            resume=resume,
+        )
         self.net_.eval()
         return result
 
@@ -227,8 +261,13 @@ class TextClassifier(Estimator):
         return out
 
     def _proba_batch(self, batch: list[str]) -> np.ndarray:
-        enc = self.tokenizer_(self._prefixed(batch), truncation=True, max_length=self.max_length_,
-                              padding=True, return_tensors="pt")
+        enc = self.tokenizer_(
+            self._prefixed(batch),
+            truncation=True,
+            max_length=self.max_length_,
+            padding=True,
+            return_tensors="pt",
+        )
         lex = self.lexical_.transform(batch) if self.lexical_ else None
         logits = self.net_(enc["input_ids"], enc["attention_mask"], lex)
         return torch.softmax(logits, -1).numpy()
@@ -242,8 +281,10 @@ class TextClassifier(Estimator):
         """Accuracy, macro-F1, per-class scores, confusion matrix and top losses."""
         texts, labels = (data.texts(split), data.labels(split)) if hasattr(data, "texts") else data
         if not texts:
-            raise DataError(f"There are no rows in the '{split}' split to evaluate on.",
-                            hint="Evaluate on another split or pass --data FILE.")
+            raise DataError(
+                f"There are no rows in the '{split}' split to evaluate on.",
+                hint="Evaluate on another split or pass --data FILE.",
+            )
         proba = self.predict_proba(texts)
         predicted = [self.classes_[i] for i in proba.argmax(1)]
         report = classification_report(list(labels), predicted, self.classes_)
@@ -275,12 +316,27 @@ class TextClassifier(Estimator):
         return {k: v for k, v in self.net_.state_dict().items() if any(k.startswith(p) for p in keep)}
 
     def _meta(self) -> dict:
-        fitted = {k: getattr(self, k) for k in ("classes_", "language_", "backbone_", "prefix_",
-                                                 "max_length_", "unfrozen_", "data_digest_")}
-        return {"format": FORMAT, "task": self.task, "aimass_version": aimass.__version__,
-                "params": self.get_params(), "fitted": fitted,
-                "hidden_size": self.net_.encoder.config.hidden_size,
-                "lexical_size": self.lexical_.size if self.lexical_ else 0}
+        fitted = {
+            k: getattr(self, k)
+            for k in (
+                "classes_",
+                "language_",
+                "backbone_",
+                "prefix_",
+                "max_length_",
+                "unfrozen_",
+                "data_digest_",
+            )
+        }
+        return {
+            "format": FORMAT,
+            "task": self.task,
+            "aimass_version": aimass.__version__,
+            "params": self.get_params(),
+            "fitted": fitted,
+            "hidden_size": self.net_.encoder.config.hidden_size,
+            "lexical_size": self.lexical_.size if self.lexical_ else 0,
+        }
 
     @classmethod
     def load(cls, path: str | Path) -> TextClassifier:
@@ -303,7 +359,9 @@ class TextClassifier(Estimator):
         state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
         missing = set(state) - set(model.net_.state_dict())
         if missing:
-            raise VersionError(f"{path}: weights do not fit backbone {model.backbone_}: {sorted(missing)[:3]}")
+            raise VersionError(
+                f"{path}: weights do not fit backbone {model.backbone_}: {sorted(missing)[:3]}"
+            )
         model.net_.load_state_dict(state, strict=False)
         model.lexical_ = None
         if meta["lexical_size"]:
@@ -361,11 +419,15 @@ class Handler:
 
     def encode_response(self, proba: np.ndarray) -> dict[str, Any]:
         classes = self.model.classes_
-        return {"predictions": [
-            {"label": classes[int(row.argmax())],
-             "scores": {c: round(float(p), 6) for c, p in zip(classes, row)}}
-            for row in proba
-        ]}
+        return {
+            "predictions": [
+                {
+                    "label": classes[int(row.argmax())],
+                    "scores": {c: round(float(p), 6) for c, p in zip(classes, row)},
+                }
+                for row in proba
+            ]
+        }
 
 
 @register_task("text-classification")
@@ -377,6 +439,19 @@ class TextClassification:
     response = PredictResponse
     handler = Handler
     sample_request = {"inputs": ["The team won the match in the final minute."]}
+    fast_params = {"backbone": "minilm-l6", "max_length": 64, "unfreeze": 1, "epochs_top": 1}
+
+    @staticmethod
+    def sample_data(per_class: int = 12) -> tuple[list[str], list[str]]:
+        """A small real dataset (BBC News headlines and openings) for checks and demos."""
+        from aimass.data import bbc_news_path
+
+        texts, labels = [], []
+        for folder in sorted(bbc_news_path().iterdir()):
+            for path in sorted(folder.glob("*.txt"))[:per_class]:
+                texts.append(path.read_text(encoding="latin-1")[:400])
+                labels.append(folder.name)
+        return texts, labels
 
     @staticmethod
     def plots(report: dict, folder: Path) -> list[Path]:
@@ -387,4 +462,3 @@ class TextClassification:
     @staticmethod
     def cli_inputs(values: list[str]) -> list[str]:
         return list(values)
-

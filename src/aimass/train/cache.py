@@ -25,8 +25,16 @@ def cache_path(key: str, texts: list[str]) -> Path:
     return paths.subdir("cache/features") / f"{digest.hexdigest()[:32]}.safetensors"
 
 
-def cached_embeddings(encoder, tokenizer, texts: list[str], key: str, *, max_length: int,
-                      keep_layer: int | None, progress: bool = True) -> dict[str, torch.Tensor]:
+def cached_embeddings(
+    encoder,
+    tokenizer,
+    texts: list[str],
+    key: str,
+    *,
+    max_length: int,
+    keep_layer: int | None,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
     """Embeddings (and layer ``keep_layer``'s hidden states) for ``texts``, from disk if cached."""
     path = cache_path(key, texts)
     if path.exists():
@@ -36,8 +44,14 @@ def cached_embeddings(encoder, tokenizer, texts: list[str], key: str, *, max_len
             path.unlink(missing_ok=True)
     with make_progress(progress) as bar:
         task = bar.add_task("embed (frozen backbone)", total=len(texts), info="")
-        out = embed(encoder, tokenizer, texts, max_length=max_length, keep_layer=keep_layer,
-                    progress=lambda n: bar.update(task, advance=n))
+        out = embed(
+            encoder,
+            tokenizer,
+            texts,
+            max_length=max_length,
+            keep_layer=keep_layer,
+            progress=lambda n: bar.update(task, advance=n),
+        )
     tmp = path.with_suffix(".tmp")
     save_file(out, str(tmp))
     os.replace(tmp, path)

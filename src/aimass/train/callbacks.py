@@ -98,6 +98,7 @@ class Checkpoint:
             "epoch": loop.epoch,
             "step": loop.step,
             "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
+            "param_groups": _optimizer_groups(loop.optimizer),
             "best": None if self.keeper is None else [self.keeper.best, self.keeper.epoch],
             **self.extra,
         }
@@ -114,7 +115,7 @@ def restore(folder: Path, loop, keeper: BestKeeper | None = None) -> int | None:
     tensors = load_file(str(Path(folder) / "checkpoint.safetensors"))
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     loop.model.load_state_dict(model_state, strict=False)
-    _load_optimizer(loop.optimizer, tensors)
+    _load_optimizer(loop.optimizer, tensors, meta.get("param_groups"))
     if loop.scheduler is not None and meta.get("scheduler"):
         loop.scheduler.load_state_dict(meta["scheduler"])
     if keeper is not None and meta.get("best"):
@@ -132,13 +133,44 @@ def _optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
     return out
 
 
-def _load_optimizer(optimizer, tensors) -> None:
+def _optimizer_groups(optimizer) -> list[dict]:
+    """Hyperparameters of each param group (lr, betas, ... as a scheduler left them), JSON-ready."""
+    return [
+        {k: _jsonable(v) for k, v in group.items() if k != "params" and _jsonable(v) is not _SKIP}
+        for group in optimizer.state_dict()["param_groups"]
+    ]
+
+
+def _load_optimizer(optimizer, tensors, groups: list[dict] | None = None) -> None:
     state_dict = copy.deepcopy(optimizer.state_dict())
     for name, value in tensors.items():
         if name.startswith("opt."):
             _, pid, key = name.split(".", 2)
             state_dict["state"].setdefault(int(pid), {})[key] = value
+    for group, saved in zip(state_dict["param_groups"], groups or [], strict=False):
+        group.update({k: _like(group[k], v) if k in group else v for k, v in saved.items()})
     optimizer.load_state_dict(state_dict)
+
+
+_SKIP = object()
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        items = [_jsonable(v) for v in value]
+        return _SKIP if any(v is _SKIP for v in items) else items
+    return value if value is None or isinstance(value, (bool, int, float, str)) else _SKIP
+
+
+def _like(current, saved):
+    """``saved`` (from JSON) in the type of ``current``: tuples stay tuples, tensors stay tensors."""
+    if isinstance(current, torch.Tensor):
+        return torch.tensor(saved, dtype=current.dtype, device=current.device)
+    if isinstance(current, tuple) and isinstance(saved, list):
+        return tuple(_like(c, s) for c, s in zip(current, saved, strict=False))
+    return saved
 
 
 def _contig(tensors):

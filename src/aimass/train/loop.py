@@ -2,7 +2,8 @@
 
 Events, in order: ``before_fit``, ``before_epoch``, ``after_batch`` (per step),
 ``after_epoch`` (after validation; ``loop.metrics`` is set), ``after_fit``.
-A callback stops training by setting ``loop.stop = True``.
+A callback stops training by setting ``loop.stop = True`` (in ``before_epoch``: that epoch
+does not run).
 
 >>> import torch
 >>> from aimass.train.loop import Loop
@@ -53,6 +54,8 @@ class Loop:
         self.fire("before_fit")
         for self.epoch in range(start_epoch, epochs):
             self.fire("before_epoch")
+            if self.stop:  # e.g. TimeBudget: this epoch would not finish in time
+                break
             self._train_epoch()
             self.model.eval()
             with torch.inference_mode():
@@ -72,7 +75,7 @@ class Loop:
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
-            self.loss, self.step = float(loss), self.step + 1
+            self.loss, self.step = float(loss.detach()), self.step + 1
             self.fire("after_batch")
             if self.stop:
                 break

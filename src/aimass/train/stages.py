@@ -22,7 +22,15 @@ from sklearn.linear_model import LogisticRegression
 from aimass.backbones import layers
 from aimass.evaluate import quick_scores
 from aimass.lexical import rows
-from aimass.train.callbacks import BestKeeper, Checkpoint, EarlyStopping, History, TimeBudget, restore
+from aimass.train.callbacks import (
+    BestKeeper,
+    Checkpoint,
+    EarlyStopping,
+    History,
+    TimeBudget,
+    restore,
+    trainable_state,
+)
 from aimass.train.loop import Loop
 
 
@@ -67,8 +75,15 @@ def _scores(logits_fn, features: Features, batch_size: int = 512) -> dict:
     return quick_scores(features.y.numpy(), torch.cat(preds).numpy())
 
 
-def fit_head(net, train: Features, valid: Features, *, seed: int,
-             grid: tuple = ((10.0, 0.1), (10.0, 0.3), (10.0, 1.0)), max_iter: int = 2000) -> StageResult:
+def fit_head(
+    net,
+    train: Features,
+    valid: Features,
+    *,
+    seed: int,
+    grid: tuple = ((10.0, 0.1), (10.0, 0.3), (10.0, 1.0)),
+    max_iter: int = 2000,
+) -> StageResult:
     """Stage 1: a convex linear probe (logistic regression) on [TF-IDF, w * embedding].
 
     Each ``(C, w)`` in ``grid`` is fitted; the best by validation macro-F1 is copied
@@ -93,8 +108,9 @@ def _design(features: Features, w: float):
     if features.lexical is None:
         return dense
     lex = features.lexical
-    lex = sparse.csr_matrix((lex.values().numpy(), lex.col_indices().numpy(),
-                             lex.crow_indices().numpy()), shape=tuple(lex.shape))
+    lex = sparse.csr_matrix(
+        (lex.values().numpy(), lex.col_indices().numpy(), lex.crow_indices().numpy()), shape=tuple(lex.shape)
+    )
     return sparse.hstack([lex, dense]).tocsr()
 
 
@@ -137,23 +153,42 @@ def estimate_epoch_seconds(net, start: int, train: Features, batch_size: int) ->
     return per_step * (len(train) / batch_size) * 0.8  # later batches are shorter
 
 
-def fit_top(net, train: Features, valid: Features, *, n_top: int, epochs: int, seed: int,
-            lr_head: float = 1e-3, lr_body: float = 1e-4, decay: float = 0.6,
-            batch_size: int = 16, deadline: float | None = None,
-            checkpoint_dir: Path | None = None, resume: bool = False) -> StageResult:
-    """Stage 2: unfreeze the top ``n_top`` blocks; one-cycle, discriminative LRs, early stop."""
+def fit_top(
+    net,
+    train: Features,
+    valid: Features,
+    *,
+    n_top: int,
+    epochs: int,
+    seed: int,
+    lr_head: float = 1e-3,
+    lr_body: float = 1e-4,
+    decay: float = 0.6,
+    batch_size: int = 16,
+    deadline: float | None = None,
+    baseline: float = -float("inf"),
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+) -> StageResult:
+    """Stage 2: unfreeze the top ``n_top`` blocks; one-cycle, discriminative LRs, early stop.
+
+    The head's TF-IDF branch keeps its stage-1 solution. ``baseline`` is stage 1's
+    validation score: if no epoch beats it, the stage-1 weights are kept.
+    """
     torch.manual_seed(seed)
     started = time.perf_counter()
     start = net.n_layers - n_top
     set_trainable(net, n_top)
+    if net.head.lexical is not None:
+        net.head.lexical.weight.requires_grad_(False)
     blocks = list(layers(net.encoder))[start:]
-    groups = [{"params": list(net.head.parameters()), "lr": lr_head}]
+    groups = [{"params": list(net.head.dense.parameters()), "lr": lr_head}]
     for depth, block in enumerate(reversed(blocks)):
         groups.append({"params": list(block.parameters()), "lr": lr_body * decay**depth})
     optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     steps = epochs * int(np.ceil(len(train) / batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(1, steps), pct_start=0.25
+        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(10, steps), pct_start=0.25
     )
 
     def batches(epoch):
@@ -164,13 +199,21 @@ def fit_top(net, train: Features, valid: Features, *, n_top: int, epochs: int, s
         return _scores(lambda i: _top_forward(net, start, valid, i), valid, batch_size=64)
 
     keeper, history = BestKeeper(), History()
+    keeper.best, keeper.state = baseline, trainable_state(net)
     callbacks = [history, keeper, EarlyStopping(patience=2)]
     if deadline is not None:
         callbacks.append(TimeBudget(deadline))
     if checkpoint_dir is not None:
         callbacks.append(Checkpoint(checkpoint_dir, keeper, {"stage": "top", "epochs": epochs}))
-    loop = Loop(net, batches, validate, optimizer, scheduler, callbacks,
-                forward=lambda m, index: _top_forward(m, start, train, index))
+    loop = Loop(
+        net,
+        batches,
+        validate,
+        optimizer,
+        scheduler,
+        callbacks,
+        forward=lambda m, index: _top_forward(m, start, train, index),
+    )
     first = restore(checkpoint_dir, loop, keeper) if (resume and checkpoint_dir) else None
     loop.fit(epochs, start_epoch=first or 0)
     return StageResult(history.rows, keeper.epoch, keeper.best, time.perf_counter() - started)

@@ -92,7 +92,10 @@ def test_class_folder(tmp_path):
     (root / "tech" / "README.md").write_text("not data")
     good, rejects, info = read_table(root)
     assert [(r["label"], r["text"]) for r in good] == [
-        ("sport", "goal!"), ("sport", "match won"), ("tech", "new chip")]
+        ("sport", "goal!"),
+        ("sport", "match won"),
+        ("tech", "new chip"),
+    ]
     assert good[0]["source"] == "sport/000.txt"
     assert info["format"] == "folder" and info["ignored_files"] == ["tech/README.md"]
     assert rejects == []
@@ -107,11 +110,14 @@ def test_folder_rejects_column_flags_and_needs_txt(tmp_path):
         read_table(tmp_path, text_col="text")
 
 
-@pytest.mark.parametrize(("encoding", "expected", "prefix"), [
-    ("utf-8", "utf-8", b""),
-    ("utf-8", "utf-8-sig", b"\xef\xbb\xbf"),
-    ("gb18030", "gb18030", b""),
-])
+@pytest.mark.parametrize(
+    ("encoding", "expected", "prefix"),
+    [
+        ("utf-8", "utf-8", b""),
+        ("utf-8", "utf-8-sig", b"\xef\xbb\xbf"),
+        ("gb18030", "gb18030", b""),
+    ],
+)
 def test_encodings(tmp_path, encoding, expected, prefix):
     text = "text,label\n这部电影非常好看,正面\n剧情太无聊了,负面\n"
     path = tmp_path / "zh.csv"
@@ -147,9 +153,11 @@ def test_crlf_and_blank_lines(tmp_path):
 
 
 def test_column_detection_by_name_and_length(tmp_path):
-    body = ("id,title,review_text,sentiment,split\n"
-            "1,Short,A much longer review body here,positive,train\n"
-            "2,Tiny,Another long review text for it,negative,test\n")
+    body = (
+        "id,title,review_text,sentiment,split\n"
+        "1,Short,A much longer review body here,positive,train\n"
+        "2,Tiny,Another long review text for it,negative,test\n"
+    )
     _, _, info = read_table(write_csv(tmp_path / "c.csv", body))
     assert info["text_col"] == "review_text"
     assert info["label_col"] == "sentiment"

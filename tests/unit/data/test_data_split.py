@@ -63,14 +63,14 @@ def test_import_records_split_and_warning(tmp_path):
     ds = import_dataset(path, seed=1, valid_frac=0.1, test_frac=0.2)
     assert ds.manifest["counts"]["by_split_class"]["train"]["b"] == 2
     assert any("'b' has only 2 examples" in w for w in ds.manifest["warnings"])
-    assert (ds.manifest["seed"], ds.manifest["valid_frac"], ds.manifest["test_frac"]) == (
-        1, 0.1, 0.2)
+    assert (ds.manifest["seed"], ds.manifest["valid_frac"], ds.manifest["test_frac"]) == (1, 0.1, 0.2)
 
 
 def test_user_split_column(tmp_path):
     body = "text,label,split\n" + "".join(
         f"row {i},{'ab'[i % 2]},{['train', 'train', 'dev', 'test'][i % 4] if i > 1 else 'train'}\n"
-        for i in range(12))
+        for i in range(12)
+    )
     path = tmp_path / "u.csv"
     path.write_text(body, encoding="utf-8")
     ds = import_dataset(path)
@@ -80,8 +80,7 @@ def test_user_split_column(tmp_path):
 
 
 def test_user_split_class_missing_from_train(tmp_path):
-    body = "text,label,split\n" + "".join(f"r{i},a,train\n" for i in range(8)) + (
-        "r8,b,test\nr9,b,test\n")
+    body = "text,label,split\n" + "".join(f"r{i},a,train\n" for i in range(8)) + ("r8,b,test\nr9,b,test\n")
     path = tmp_path / "m.csv"
     path.write_text(body, encoding="utf-8")
     with pytest.raises(DataError, match="no rows in the train split"):

@@ -28,12 +28,26 @@ def test_import_writes_folder_and_manifest(home, tmp_path):
     ds = import_dataset(make_csv(tmp_path / "r.csv", extra=",pos\n"), name="reviews")
     assert isinstance(ds, Dataset) and ds.path == home / "datasets" / ds.id
     assert ds.id == ds.digest[:12] and len(ds.digest) == 64
-    assert {p.name for p in ds.path.iterdir()} == {"data.jsonl", "manifest.json",
-                                                   "rejects.jsonl"}
+    assert {p.name for p in ds.path.iterdir()} == {"data.jsonl", "manifest.json", "rejects.jsonl"}
     m = json.loads((ds.path / "manifest.json").read_text())
-    for key in ("id", "digest", "name", "source", "source_sha256", "created", "format",
-                "encoding", "columns", "language", "counts", "rejects", "warnings", "seed",
-                "valid_frac", "test_frac"):
+    for key in (
+        "id",
+        "digest",
+        "name",
+        "source",
+        "source_sha256",
+        "created",
+        "format",
+        "encoding",
+        "columns",
+        "language",
+        "counts",
+        "rejects",
+        "warnings",
+        "seed",
+        "valid_frac",
+        "test_frac",
+    ):
         assert key in m, key
     assert m["name"] == "reviews" and m["format"] == "csv" and m["language"] == "en"
     assert m["counts"]["total"] == 30 and m["rejects"] == 1
@@ -116,8 +130,7 @@ def test_dataset_api(home, tmp_path):
 
 def test_twenty_thousand_rows_fast(home, tmp_path):
     path = tmp_path / "big.csv"
-    rows = "".join(f"this is review {i} with words {i * 7},{('pos', 'neg')[i % 2]}\n"
-                   for i in range(20_000))
+    rows = "".join(f"this is review {i} with words {i * 7},{('pos', 'neg')[i % 2]}\n" for i in range(20_000))
     path.write_text("text,label\n" + rows, encoding="utf-8")
     start = time.perf_counter()
     ds = import_dataset(path)
@@ -129,10 +142,15 @@ def test_twenty_thousand_rows_fast(home, tmp_path):
 def test_canonical_lines_match_json_dumps():
     from aimass.data.store import canonical_lines
 
-    rows = [{"text": 'quote " back \\ nl \n tab \t 中文 \x01 \u2028', "label": "é",
-             "split": "train", "source": "x:1"}]
-    expected = json.dumps({k: rows[0][k] for k in ("text", "label", "split")},
-                          ensure_ascii=False)
+    rows = [
+        {
+            "text": 'quote " back \\ nl \n tab \t 中文 \x01 \u2028',
+            "label": "é",
+            "split": "train",
+            "source": "x:1",
+        }
+    ]
+    expected = json.dumps({k: rows[0][k] for k in ("text", "label", "split")}, ensure_ascii=False)
     assert canonical_lines(rows) == [expected]
     assert json.loads(canonical_lines(rows)[0])["text"] == rows[0]["text"]
 
@@ -140,7 +158,9 @@ def test_canonical_lines_match_json_dumps():
 def test_data_jsonl_rows_round_trip_special_characters(home, tmp_path):
     path = tmp_path / "s.jsonl"
     texts = [f'say "hi" \\ {i}\nnext line 中文' for i in range(12)]
-    path.write_text("".join(json.dumps({"text": t, "label": "ab"[i % 2]}) + "\n"
-                            for i, t in enumerate(texts)), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"text": t, "label": "ab"[i % 2]}) + "\n" for i, t in enumerate(texts)),
+        encoding="utf-8",
+    )
     ds = load_dataset(import_dataset(path).id)
     assert ds.texts() == texts

@@ -23,15 +23,17 @@ def balanced(n_per_class=6, classes=("a", "b")):
 
 
 def test_every_reject_reason(tmp_path):
-    body = ("text,label\n"
-            "good one,a\n"          # 2
-            ",a\n"                  # 3 empty text
-            "no label here,\n"      # 4 missing label
-            "too,many,fields\n"     # 5 malformed
-            "same  words,a\n"       # 6 conflict (whitespace differs)
-            "same words,b\n"        # 7 conflict
-            "good one,a\n"          # 8 duplicate of 2
-            "another,b\n")          # 9
+    body = (
+        "text,label\n"
+        "good one,a\n"  # 2
+        ",a\n"  # 3 empty text
+        "no label here,\n"  # 4 missing label
+        "too,many,fields\n"  # 5 malformed
+        "same  words,a\n"  # 6 conflict (whitespace differs)
+        "same words,b\n"  # 7 conflict
+        "good one,a\n"  # 8 duplicate of 2
+        "another,b\n"
+    )  # 9
     good, rejects, info = read_table(write(tmp_path / "r.csv", body))
     assert [r["source"] for r in good] == ["r.csv:2", "r.csv:9"]
     by_line = {r["line"]: r for r in rejects}
@@ -63,11 +65,13 @@ def test_duplicates_are_exact_after_stripping(tmp_path):
 
 
 def test_jsonl_malformed_lines(tmp_path):
-    body = ('{"text": "fine", "label": "a"}\n'
-            '{"text": "broken", \n'
-            '["a", "list"]\n'
-            '{"text": ["not", "text"], "label": "a"}\n'
-            '{"text": "no label", "label": null}\n')
+    body = (
+        '{"text": "fine", "label": "a"}\n'
+        '{"text": "broken", \n'
+        '["a", "list"]\n'
+        '{"text": ["not", "text"], "label": "a"}\n'
+        '{"text": "no label", "label": null}\n'
+    )
     good, rejects, info = read_table(write(tmp_path / "j.jsonl", body))
     reasons = {r["line"]: r["reason"] for r in rejects}
     assert len(good) == 1 and info["records"] == 5

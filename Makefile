@@ -1,0 +1,38 @@
+# Two commands matter: `make quickstart` (the main job end to end) and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install quickstart test lint stop bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[models,data,dev]'
+	touch $@
+
+quickstart: install
+	$(PY) -m aimass.quickstart
+
+test: install
+	$(PY) -m ruff check src tests bench
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
+
+stop:
+	$(PY) -m aimass.quickstart stop
+
+bench: install
+	$(PY) bench/text_quality.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

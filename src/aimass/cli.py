@@ -1,0 +1,299 @@
+"""The command line: each command is a thin shell over one function of :mod:`aimass.api`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aimass.errors import AimassError
+
+app = typer.Typer(
+    help="aimass: labelled data in, a fine-tuned model behind a REST endpoint out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Import and inspect datasets.", no_args_is_help=True)
+models_app = typer.Typer(help="List and inspect registered model versions.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+out = Console()
+err = Console(stderr=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def command(fn):
+    """Turn AimassError into a message + hint on stderr (or JSON) and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AimassError as exc:
+            if kwargs.get("as_json"):
+                print(json.dumps({"error": exc.to_dict()}, ensure_ascii=False))
+            else:
+                err.print(
+                    f"[bold red]Error ({exc.code}):[/] {exc.where + ': ' if exc.where else ''}{exc.message}"
+                )
+                if exc.hint:
+                    err.print(f"[yellow]Hint:[/] {exc.hint}")
+            raise typer.Exit(2 if exc.http_status < 500 else 1) from None
+
+    return wrapper
+
+
+def emit(payload, as_json: bool, render=None) -> None:
+    if as_json:
+        print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    elif render is not None:
+        render(payload)
+    else:
+        out.print(payload)
+
+
+# ------------------------------------------------------------------- data
+@data_app.command("import")
+@command
+def data_import(
+    path: str,
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: the file name).")] = None,
+    text_col: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
+    label_col: Annotated[str | None, typer.Option(help="Column holding the label.")] = None,
+    split_col: Annotated[str | None, typer.Option(help="Column with train/valid/test.")] = None,
+    seed: int = 0,
+    as_json: JsonFlag = False,
+):
+    """Import a CSV/TSV/JSONL file or a folder of class sub-folders; report every rejected row."""
+    from aimass import api
+
+    ds = api.import_dataset(
+        path, name=name, text_col=text_col, label_col=label_col, split_col=split_col, seed=seed
+    )
+    emit({"id": ds.id, **ds.summary()}, as_json, lambda _: out.print(ds.describe()))
+
+
+@data_app.command("show")
+@command
+def data_show(dataset_id: str, as_json: JsonFlag = False):
+    """Counts per split and class, rejects, language and columns of a stored dataset."""
+    from aimass import api
+
+    ds = api.load_dataset(dataset_id)
+    emit({"id": ds.id, **ds.summary()}, as_json, lambda _: out.print(ds.describe()))
+
+
+@data_app.command("list")
+@command
+def data_list(as_json: JsonFlag = False):
+    """Every stored dataset."""
+    from aimass import api
+
+    rows = [
+        {"id": d.id, "name": d.name, **{k: d.summary().get(k) for k in ("rows", "language")}}
+        for d in api.list_datasets()
+    ]
+    emit(rows, as_json, lambda r: out.print(_table(r, ["id", "name", "rows", "language"])))
+
+
+# ------------------------------------------------------------------ train
+@app.command()
+@command
+def train(
+    data: Annotated[str, typer.Option(help="Dataset id or name, or a file/folder to import.")],
+    task: Annotated[str, typer.Option(help="Task type, e.g. text-classification.")] = "text-classification",
+    backbone: Annotated[str, typer.Option(help="auto, a backbone name, hf:ORG/NAME or a folder.")] = "auto",
+    time_budget: Annotated[str, typer.Option(help="Wall-time budget for training, e.g. 90s, 5m.")] = "150s",
+    name: Annotated[str | None, typer.Option(help="Model name (default: the dataset name).")] = None,
+    seed: int = 0,
+    unfreeze: Annotated[int, typer.Option(help="Top encoder blocks to fine-tune after the head.")] = 2,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run with the same settings.")] = False,
+    as_json: JsonFlag = False,
+):
+    """Fine-tune, evaluate on the held-out test split and register a new model version."""
+    from aimass import api
+
+    result = api.train(
+        task,
+        data,
+        name=name,
+        resume=resume,
+        progress=not as_json,
+        backbone=backbone,
+        time_budget=time_budget,
+        seed=seed,
+        unfreeze=unfreeze,
+    )
+    emit(result, as_json, _show_train)
+
+
+def _show_train(result: dict) -> None:
+    m = result["metrics"]
+    out.print(
+        f"[bold green]Registered {result['model']}[/]  test accuracy {m['accuracy']:.4f}  "
+        f"macro-F1 {m['macro_f1']:.4f}  (n={m['n']})"
+    )
+    out.print("Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()))
+    for stage, info in result["stages"].items():
+        note = (
+            f"skipped ({info['skipped']})"
+            if info["skipped"]
+            else (f"best valid macro-F1 {info['best_score']:.4f} after {info['epochs']} epoch(s)")
+        )
+        out.print(f"  {stage}: {note}")
+    out.print(f"Artifacts: {result['path']}")
+
+
+# --------------------------------------------------------------- evaluate
+@app.command()
+@command
+def evaluate(
+    model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
+    data: Annotated[str | None, typer.Option(help="Dataset id/name or a CSV/TSV/JSONL file.")] = None,
+    as_json: JsonFlag = False,
+):
+    """Accuracy, macro-F1, per-class scores, confusion matrix and top losses."""
+    from aimass import api
+
+    emit(api.evaluate(model, data), as_json, _show_report)
+
+
+def _show_report(report: dict) -> None:
+    out.print(f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   n={report['n']}")
+    rows = [{"class": c, **v} for c, v in report["per_class"].items()]
+    out.print(_table(rows, ["class", "precision", "recall", "f1", "support"]))
+    cm = report["confusion_matrix"]
+    grid = [
+        {"actual \\ predicted": label, **dict(zip(cm["labels"], row))}
+        for label, row in zip(cm["labels"], cm["matrix"])
+    ]
+    out.print(_table(grid, ["actual \\ predicted", *cm["labels"]]))
+    losses = report.get("top_losses", [])[:5]
+    if losses:
+        out.print(_table(losses, ["actual", "predicted", "probability", "text"], title="Top losses"))
+
+
+# ---------------------------------------------------------------- predict
+@app.command()
+@command
+def predict(
+    model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
+    inputs: Annotated[list[str], typer.Argument(help="One or more texts.")],
+    as_json: JsonFlag = False,
+):
+    """Predict labels (with probabilities) for the given inputs."""
+    from aimass import api
+    from aimass.tasks import get_task
+
+    estimator = api.load(model)
+    spec = get_task(estimator.task)
+    proba = estimator.predict_proba(spec.cli_inputs(inputs))
+    handler = spec.handler(None)
+    handler.model = estimator
+    body = handler.encode_response(proba)
+    emit(
+        body,
+        as_json,
+        lambda b: out.print(
+            _table(
+                [
+                    {"input": i[:60], "label": p["label"], "score": max(p["scores"].values())}
+                    for i, p in zip(inputs, b["predictions"])
+                ],
+                ["input", "label", "score"],
+            )
+        ),
+    )
+
+
+# ----------------------------------------------------------------- models
+@models_app.command("list")
+@command
+def models_list(as_json: JsonFlag = False):
+    """Every registered model version."""
+    from aimass import api
+
+    rows = [
+        {
+            "ref": r["ref"],
+            "task": r["task"],
+            "backbone": r["backbone"],
+            "accuracy": r["metrics"].get("accuracy"),
+            "macro_f1": r["metrics"].get("macro_f1"),
+            "created": r["created"],
+        }
+        for r in api.list_models()
+    ]
+    emit(
+        rows,
+        as_json,
+        lambda r: out.print(_table(r, ["ref", "task", "backbone", "accuracy", "macro_f1", "created"])),
+    )
+
+
+@models_app.command("show")
+@command
+def models_show(model: str, as_json: JsonFlag = False):
+    """Lineage, parameters and the stored evaluation of one version."""
+    from aimass import api
+
+    info = api.show_model(model)
+
+    def render(i):
+        for key in (
+            "ref",
+            "task",
+            "backbone",
+            "path",
+            "run_id",
+            "dataset_digest",
+            "parent",
+            "aimass_version",
+            "created",
+        ):
+            out.print(f"[bold]{key}[/]: {i.get(key)}")
+        out.print(f"[bold]params[/]: {json.dumps(i['params'])}")
+        if "evaluation" in i:
+            _show_report(i["evaluation"])
+
+    emit(info, as_json, render)
+
+
+# ------------------------------------------------------------------ serve
+@app.command()
+@command
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    port: int = 8000,
+    model: Annotated[list[str] | None, typer.Option(help="NAME[:VERSION] to serve (default: all).")] = None,
+):
+    """Serve registered models over REST (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from aimass.serve.app import create_app
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]Warning:[/] binding to {host} exposes the server beyond this machine.")
+    uvicorn.run(create_app(model or None), host=host, port=port, log_level="info")
+
+
+def _table(rows: list[dict], columns: list[str], title: str | None = None) -> Table:
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*[_fmt(row.get(c)) for c in columns])
+    return table
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,51 @@
+"""Shared fixtures: an isolated AIMASS_HOME and one small real model trained once per session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+SESSION_HOME = Path(os.environ.get("AIMASS_TEST_HOME") or tempfile.mkdtemp(prefix="aimass-test-"))
+os.environ["AIMASS_HOME"] = str(SESSION_HOME)
+
+
+def bbc_sample(per_class: int = 16, chars: int = 600) -> tuple[list[str], list[str]]:
+    """A small, real, balanced slice of BBC News (first ``per_class`` articles of each topic)."""
+    from aimass.data import bbc_news_path
+
+    texts, labels = [], []
+    for folder in sorted(bbc_news_path().iterdir()):
+        for path in sorted(folder.glob("*.txt"))[:per_class]:
+            texts.append(path.read_text(encoding="latin-1")[:chars])
+            labels.append(folder.name)
+    return texts, labels
+
+
+@pytest.fixture(scope="session")
+def bbc_csv(tmp_path_factory) -> Path:
+    """The BBC slice as a CSV file with a header, as a user would hand it over."""
+    import csv
+
+    texts, labels = bbc_sample()
+    path = tmp_path_factory.mktemp("data") / "bbc_small.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(texts, labels))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    """A TextClassifier fitted on the BBC slice with both stages (a few seconds on 2 cores)."""
+    from aimass.tasks.text_classification import TextClassifier
+
+    texts, labels = bbc_sample()
+    model = TextClassifier(backbone="minilm-l6", max_length=64, unfreeze=1, epochs_top=1, seed=0)
+    return model.fit((texts, labels), progress=False)

@@ -1,0 +1,76 @@
+"""The REST server on a real registered model, through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from aimass import api
+from aimass.serve.app import create_app
+
+
+@pytest.fixture(scope="module")
+def client(small_model):
+    record = api.register(small_model, "news-serve")
+    with TestClient(create_app([record.ref])) as c:
+        yield c
+
+
+def test_health_and_listing(client):
+    assert client.get("/livez").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["models"] == ["news-serve"]
+    listed = client.get("/v1/models").json()["models"]
+    assert listed[0]["name"] == "news-serve" and "sports" in listed[0]["labels"]
+    assert client.get("/openapi.json").json()["paths"]["/v1/models/{name}/predict"]
+
+
+def test_predict_list_and_single_string(client):
+    texts = ["The striker scored twice as United won the cup final.", "Parliament voted on the budget bill."]
+    body = client.post("/v1/models/news-serve/predict", json={"inputs": texts}).json()
+    assert [p["label"] for p in body["predictions"]] == ["sports", "politics"]
+    scores = body["predictions"][0]["scores"]
+    assert set(scores) == {"business", "entertainment", "politics", "sports", "tech"}
+    assert sum(scores.values()) == pytest.approx(1.0, abs=1e-4)
+    single = client.post("/v1/models/news-serve/predict", json={"inputs": texts[0]})
+    assert single.status_code == 200 and len(single.json()["predictions"]) == 1
+    assert single.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({"inputs": []}, "at least one text"),
+        ({"inputs": [""]}, "inputs[0] is empty"),
+        ({"inputs": 5}, "inputs"),
+        ({"text": ["x"]}, "inputs"),
+        ({"inputs": ["x"] * 257}, "at most 256"),
+        ({"inputs": ["x" * 20001]}, "limit is 20000"),
+    ],
+)
+def test_bad_requests_say_what_to_send(client, payload, fragment):
+    response = client.post("/v1/models/news-serve/predict", json=payload)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert fragment in error["message"]
+    assert "inputs" in error["hint"]
+
+
+def test_not_json_and_unknown_model(client):
+    response = client.post(
+        "/v1/models/news-serve/predict", content=b"not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    missing = client.post("/v1/models/nope/predict", json={"inputs": ["x"]})
+    assert missing.status_code == 404
+    assert "news-serve" in missing.json()["error"]["message"]
+
+
+def test_body_limit(client):
+    response = client.post(
+        "/v1/models/news-serve/predict",
+        content=b"x" * (3 * 1024 * 1024),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]["message"]

@@ -1,0 +1,241 @@
+"""The model registry and its SQLite (WAL) database, on a throw-away AIMASS_HOME."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import aimass
+from aimass.errors import ConfigError, NotFoundError
+from aimass.store import registry
+from aimass.store.db import RunRecord, session
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    root = tmp_path / "home"
+    monkeypatch.setenv("AIMASS_HOME", str(root))
+    return root
+
+
+class TinyEstimator:
+    """A real (if trivial) estimator that follows the contract the registry relies on."""
+
+    task = "text-classification"
+
+    def __init__(self, epochs: int = 3, lr: float = 0.01):
+        self.epochs, self.lr = epochs, lr
+        self.backbone_ = "tiny/backbone"
+        self.data_digest_ = "d" * 64
+
+    def get_params(self) -> dict:
+        return {"epochs": self.epochs, "lr": self.lr}
+
+    def save(self, path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "model.json").write_text(json.dumps({"params": self.get_params()}))
+
+
+@dataclass
+class TinyDataset:
+    id: str = "ds0123456789"
+    digest: str = "a" * 64
+    name: str = "reviews"
+    path: Path = Path("/nowhere")
+    manifest: dict = field(default_factory=lambda: {"language": "en"})
+
+    def summary(self) -> dict:
+        return {"rows": 3}
+
+
+# -- register / get_version ---------------------------------------------------------------------------
+
+
+def test_register_twice_gives_versions_1_and_2(home):
+    first = registry.register(TinyEstimator(epochs=1), "x", metrics={"macro_f1": 0.8})
+    second = registry.register(TinyEstimator(epochs=2), "x", parent="x:1")
+    assert (first.version, second.version) == (1, 2)
+    assert (first.ref, second.ref) == ("x:1", "x:2")
+    assert second.parent == "x:1"
+    other = registry.register(TinyEstimator(), "y")
+    assert other.version == 1  # versions count per name
+
+
+def test_record_holds_lineage(home):
+    record = registry.register(TinyEstimator(epochs=5, lr=0.1), "lineage", metrics={"macro_f1": 0.7})
+    stored = registry.get_version("lineage:1").to_dict()
+    assert stored["ref"] == "lineage:1" == record.ref
+    assert stored["task"] == "text-classification"
+    assert stored["backbone"] == "tiny/backbone"
+    assert stored["dataset_digest"] == "d" * 64
+    assert stored["params"] == {"epochs": 5, "lr": 0.1}
+    assert stored["metrics"] == {"macro_f1": 0.7}
+    assert stored["aimass_version"] == aimass.__version__
+    assert stored["created"]
+
+
+def test_artifact_folder_is_models_name_version(home):
+    registry.register(TinyEstimator(), "reviews")
+    record = registry.register(TinyEstimator(epochs=9), "reviews", extra_files={})
+    folder = home / "models" / "reviews" / "v2"
+    assert Path(record.path) == folder
+    assert json.loads((folder / "model.json").read_text()) == {"params": {"epochs": 9, "lr": 0.01}}
+    assert (home / "models" / "reviews" / "v1" / "model.json").exists()
+
+
+def test_register_copies_extra_files(home, tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text('{"ok": true}')
+    record = registry.register(TinyEstimator(), "extras", extra_files={"report.json": report})
+    assert (Path(record.path) / "report.json").read_text() == '{"ok": true}'
+
+
+def test_register_replaces_stale_folder(home):
+    stale = home / "models" / "stale" / "v1"
+    stale.mkdir(parents=True)
+    (stale / "leftover.bin").write_text("from a crashed run")
+    record = registry.register(TinyEstimator(), "stale")
+    assert sorted(p.name for p in Path(record.path).iterdir()) == ["model.json"]
+
+
+def test_get_version_latest_and_pinned(home):
+    registry.register(TinyEstimator(epochs=1), "x")
+    registry.register(TinyEstimator(epochs=2), "x")
+    assert registry.get_version("x").version == 2
+    assert registry.get_version("x").params["epochs"] == 2
+    assert registry.get_version("x:1").version == 1
+    assert registry.get_version("x:1").params["epochs"] == 1
+    assert registry.get_version("x:2").version == 2
+
+
+def test_unknown_name_lists_registered_refs(home):
+    registry.register(TinyEstimator(), "alpha")
+    registry.register(TinyEstimator(), "alpha")
+    registry.register(TinyEstimator(), "beta")
+    with pytest.raises(NotFoundError) as info:
+        registry.get_version("gamma")
+    message = str(info.value)
+    assert "gamma" in message
+    for ref in ("alpha:1", "alpha:2", "beta:1"):
+        assert ref in message
+    assert info.value.code == "not_found" and info.value.hint
+
+
+def test_unknown_version_raises_not_found(home):
+    registry.register(TinyEstimator(), "x")
+    with pytest.raises(NotFoundError, match="x:1"):
+        registry.get_version("x:7")
+    with pytest.raises(NotFoundError):
+        registry.get_version("x:0")  # 0 is a version number, not "latest"
+
+
+def test_empty_registry_says_none_yet(home):
+    with pytest.raises(NotFoundError, match="none yet"):
+        registry.get_version("anything")
+
+
+@pytest.mark.parametrize("bad", ["../etc", "", "a b", "-lead", ".hidden", "a/b", "x" * 101, "abc\n", None])
+def test_bad_names_raise_config_error(home, bad):
+    with pytest.raises(ConfigError) as info:
+        registry.check_name(bad)
+    assert info.value.hint
+    if bad is not None:
+        with pytest.raises(ConfigError):
+            registry.register(TinyEstimator(), bad)
+    assert not (home / "models").exists() or not any((home / "models").iterdir())
+
+
+@pytest.mark.parametrize("good", ["x", "reviews", "model-2.1_final", "A" * 100])
+def test_good_names_pass(good):
+    assert registry.check_name(good) == good
+
+
+def test_parse_ref():
+    assert registry.parse_ref("reviews") == ("reviews", None)
+    assert registry.parse_ref("reviews:3") == ("reviews", 3)
+    for bad in ("m:abc", "m:1.5", "m:-1", "m:1:2", ":3"):
+        with pytest.raises(ConfigError):
+            registry.parse_ref(bad)
+
+
+def test_list_and_latest_versions_and_update_metrics(home):
+    for name in ("b", "a", "b"):
+        registry.register(TinyEstimator(), name)
+    assert [r.ref for r in registry.list_versions()] == ["a:1", "b:1", "b:2"]
+    assert [r.ref for r in registry.list_versions("b")] == ["b:1", "b:2"]
+    assert sorted(r.ref for r in registry.latest_versions()) == ["a:1", "b:2"]
+    registry.update_metrics("b:1", {"accuracy": 0.5})
+    assert registry.get_version("b:1").metrics == {"accuracy": 0.5}
+    assert registry.get_version("b:2").metrics == {}
+
+
+# -- the database file --------------------------------------------------------------------------------
+
+
+def test_database_is_wal_and_intact(home):
+    registry.register(TinyEstimator(), "x")
+    db = home / "aimass.db"
+    assert db.exists()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"datasets", "runs", "model_versions"} <= tables
+
+
+def test_each_home_gets_its_own_database(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "one"))
+    registry.register(TinyEstimator(), "x")
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "two"))
+    assert registry.list_versions() == []
+    assert registry.register(TinyEstimator(), "x").version == 1
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+
+
+def test_start_finish_find_run(home):
+    params = {"epochs": 3, "lr": 0.01}
+    done = registry.start_run("text-classification", params)
+    registry.finish_run(done.id, "succeeded", timings={"fit": 1.5})
+    assert registry.find_run("text-classification", params, None) is None  # a succeeded run is not resumed
+
+    failed = registry.start_run("text-classification", params)
+    registry.finish_run(failed.id, "failed", error="boom")
+    found = registry.find_run("text-classification", params, None)
+    assert found is not None and found.id == failed.id
+
+    with session() as s:
+        row = s.get(RunRecord, done.id)
+        assert (row.status, row.timings, row.error) == ("succeeded", {"fit": 1.5}, None)
+        assert row.finished and row.started
+        assert s.get(RunRecord, failed.id).error == "boom"
+
+
+def test_find_run_returns_unfinished_run_with_identical_params(home):
+    params = {"epochs": 3, "lr": 0.01}
+    running = registry.start_run("text-classification", params)
+    assert running.status == "running"
+    registry.start_run("text-classification", {"epochs": 4, "lr": 0.01})
+
+    found = registry.find_run("text-classification", dict(params), None)
+    assert found is not None and found.id == running.id and found.params == params
+    assert registry.find_run("text-classification", {"epochs": 3}, None) is None
+    assert registry.find_run("other-task", params, None) is None
+    assert registry.find_run("text-classification", params, "some-dataset") is None
+
+
+def test_find_run_matches_dataset(home):
+    dataset = TinyDataset()
+    registry.record_dataset(dataset)
+    registry.record_dataset(dataset)  # recording again is a no-op merge
+    params = {"epochs": 1}
+    with_data = registry.start_run("text-classification", params, dataset_id=dataset.id)
+    registry.start_run("text-classification", params)  # same params, no dataset
+    found = registry.find_run("text-classification", params, dataset.id)
+    assert found is not None and found.id == with_data.id and found.dataset_id == dataset.id
