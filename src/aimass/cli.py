@@ -193,8 +193,7 @@ def predict(
     estimator = api.load(model)
     spec = get_task(estimator.task)
     proba = estimator.predict_proba(spec.cli_inputs(inputs))
-    handler = spec.handler(None)
-    handler.model = estimator
+    handler = spec.handler(model=estimator)
     body = handler.encode_response(proba)
     emit(
         body,

@@ -404,12 +404,13 @@ class PredictResponse(BaseModel):
 class Handler:
     """LitServe-style handler: setup / decode_request / predict / encode_response."""
 
-    def __init__(self, model_dir: Path):
-        self.model_dir = Path(model_dir)
-        self.model = None
+    def __init__(self, model_dir: Path | None = None, model: TextClassifier | None = None):
+        self.model_dir = model_dir
+        self.model = model
 
     def setup(self, device: str = "cpu") -> None:
-        self.model = TextClassifier.load(self.model_dir)
+        if self.model is None:
+            self.model = TextClassifier.load(self.model_dir)
 
     def decode_request(self, request: PredictRequest) -> list[str]:
         return request.inputs
