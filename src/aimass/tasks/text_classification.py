@@ -81,11 +81,21 @@ def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
 
 
 def _holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:
-    """Carve a stratified validation split out of ``train`` when none was given."""
+    """Carve a stratified validation split (10%, at least one per class) out of ``train``."""
+    from collections import Counter
+
     from sklearn.model_selection import train_test_split
 
     texts, labels = train
-    a, b, ya, yb = train_test_split(texts, labels, test_size=0.1, stratify=labels, random_state=seed)
+    counts = Counter(labels)
+    n_valid = max(len(counts), round(0.1 * len(texts)))
+    if min(counts.values()) < 2 or n_valid > len(texts) - len(counts):
+        rare = min(counts, key=counts.get)
+        raise DataError(
+            f"Too few examples to hold out validation data: class '{rare}' has {counts[rare]}.",
+            hint="Give every class at least 2 examples (8 or more works much better), or pass valid data.",
+        )
+    a, b, ya, yb = train_test_split(texts, labels, test_size=n_valid, stratify=labels, random_state=seed)
     return (list(a), list(ya)), (list(b), list(yb))
 
 
