@@ -341,6 +341,7 @@ def run_setfit(folder: str, prefix: str, train: tuple, test: tuple, work: Path) 
     from datasets import Dataset as HFDataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
+    quiet()
     texts, labels = train
     start = time.perf_counter()
     model = SetFitModel.from_pretrained(folder, local_files_only=True)
@@ -354,6 +355,7 @@ def run_setfit(folder: str, prefix: str, train: tuple, test: tuple, work: Path) 
         report_to="none",
         save_strategy="no",
         logging_strategy="no",
+        logging_first_step=False,
         show_progress_bar=False,
     )
     hf = HFDataset.from_dict({"text": [prefix + t for t in texts], "label": list(labels)})
@@ -362,6 +364,16 @@ def run_setfit(folder: str, prefix: str, train: tuple, test: tuple, work: Path) 
     t0 = time.perf_counter()
     predicted = [str(p) for p in model.predict([prefix + t for t in test[0]], show_progress_bar=False)]
     return {**scores(list(test[1]), predicted), "wall_s": wall, "predict_s": time.perf_counter() - t0}
+
+
+def quiet() -> None:
+    """Keep the transformers/datasets progress bars and load reports out of the report."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def setfit_version() -> str:
@@ -499,6 +511,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--snownlp-budget", default="10m", help="time budget of the SnowNLP aimass row (default 10m)"
     )
+    parser.add_argument(
+        "--setfit-iterations",
+        type=int,
+        default=SETFIT["num_iterations"],
+        help=f"SetFit num_iterations (pairs per example; default {SETFIT['num_iterations']})",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON file (default {RESULTS})")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary AIMASS_HOME")
     return parser.parse_args(argv)
@@ -506,6 +524,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    SETFIT["num_iterations"] = args.setfit_iterations
     parts = [p for p in PARTS if p in (args.only or PARTS)]
     work = Path(tempfile.mkdtemp(prefix="aimass-bench-"))
     home = work / "home"

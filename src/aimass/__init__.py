@@ -19,7 +19,7 @@ from aimass.api import (  # noqa: E402
     predict,
     register,
     show_model,
-    train,
+    train_model,
 )
 
 __all__ = [
@@ -34,5 +34,5 @@ __all__ = [
     "predict",
     "register",
     "show_model",
-    "train",
+    "train_model",
 ]

@@ -31,7 +31,7 @@ __all__ = [
     "predict",
     "register",
     "show_model",
-    "train",
+    "train_model",
 ]
 
 
@@ -64,7 +64,7 @@ def finetune(task: str, data, **params) -> Estimator:
     return get_task(task).estimator(**params).fit(data)
 
 
-def train(
+def train_model(
     task: str, data, *, name: str | None = None, resume: bool = False, progress: bool = True, **params
 ) -> dict:
     """Fit, evaluate on the held-out test split, register and return a summary.

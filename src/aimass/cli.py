@@ -112,13 +112,16 @@ def train(
     name: Annotated[str | None, typer.Option(help="Model name (default: the dataset name).")] = None,
     seed: int = 0,
     unfreeze: Annotated[int, typer.Option(help="Top encoder blocks to fine-tune after the head.")] = 2,
+    epochs_top: Annotated[
+        int | None, typer.Option(help="Stage-2 epochs (default: planned from the time budget).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run with the same settings.")] = False,
     as_json: JsonFlag = False,
 ):
     """Fine-tune, evaluate on the held-out test split and register a new model version."""
     from aimass import api
 
-    result = api.train(
+    result = api.train_model(
         task,
         data,
         name=name,
@@ -128,6 +131,7 @@ def train(
         time_budget=time_budget,
         seed=seed,
         unfreeze=unfreeze,
+        epochs_top=epochs_top,
     )
     emit(result, as_json, _show_train)
 

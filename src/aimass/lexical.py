@@ -6,9 +6,13 @@ text. On long documents (news articles) the two together beat either alone.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 def settings_for(language: str) -> dict:

@@ -42,7 +42,7 @@ def fine_tune(datasets: list) -> list[dict]:
     console.rule("2. Fine-tune, evaluate on held-out test data, register")
     results = []
     for ds, budget in zip(datasets, ("150s", "90s")):
-        result = aimass.train("text-classification", ds, name=ds.name, time_budget=budget)
+        result = aimass.train_model("text-classification", ds, name=ds.name, time_budget=budget)
         m = result["metrics"]
         console.print(
             f"[green]{result['model']}[/]: test accuracy {m['accuracy']:.4f}, macro-F1 "

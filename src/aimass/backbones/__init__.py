@@ -38,6 +38,7 @@ class Backbone:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # the unused pooler of sentence encoders is expected
+        hf_logging.disable_progress_bar()
         where = self.locate()
         tokenizer = AutoTokenizer.from_pretrained(where)
         encoder = AutoModel.from_pretrained(where, add_pooling_layer=False)
@@ -49,12 +50,13 @@ def layers(encoder):
     return encoder.encoder.layer
 
 
-def param_groups(encoder, head, n_top: int, lr: float, decay: float = 0.5) -> list[dict]:
-    """Discriminative learning rates: the head gets ``lr``, each lower block ``decay`` times less."""
-    groups = [{"params": list(head.parameters()), "lr": lr}]
+def param_groups(encoder, head_params, n_top: int, lr_head: float, lr_body: float, decay: float = 0.6):
+    """Discriminative learning rates: the head gets ``lr_head``, the top block ``lr_body`` and
+    each block below it ``decay`` times the one above."""
+    groups = [{"params": list(head_params), "lr": lr_head}]
     blocks = list(layers(encoder))[-n_top:] if n_top else []
-    for depth, block in enumerate(reversed(blocks), start=1):
-        groups.append({"params": list(block.parameters()), "lr": lr * decay**depth})
+    for depth, block in enumerate(reversed(blocks)):
+        groups.append({"params": list(block.parameters()), "lr": lr_body * decay**depth})
     return groups
 
 

@@ -232,13 +232,15 @@ class TextClassifier(Estimator):
         start = self.net_.n_layers - self.unfrozen_
         stages.set_trainable(self.net_, self.unfrozen_)
         per_epoch = stages.estimate_epoch_seconds(self.net_, start, train, cfg.batch_size)
-        epochs = cfg.epochs_top
+        ckpt = Path(run_dir) / "checkpoint" if run_dir else None
+        epochs = stages.planned_epochs(ckpt) if resume else None
+        if epochs is None:
+            epochs = cfg.epochs_top
         if epochs is None:
             left = float("inf") if deadline is None else deadline - time.monotonic()
             epochs = int(min(4, left // (per_epoch * 1.15)))
         if epochs < 1:
             return stages.StageResult(skipped=f"time budget: an epoch needs ~{per_epoch:.0f}s")
-        ckpt = Path(run_dir) / "checkpoint" if run_dir else None
         result = stages.fit_top(
             self.net_,
             train,

@@ -49,6 +49,12 @@ class EarlyStopping:
             self.wait += 1
             loop.stop = loop.stop or self.wait >= self.patience
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.wait = state["best"], state["wait"]
+
 
 class TimeBudget:
     """Stop before ``deadline`` (a ``time.monotonic()`` value), judging by the last epoch's length."""
@@ -100,6 +106,9 @@ class Checkpoint:
             "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
             "param_groups": _optimizer_groups(loop.optimizer),
             "best": None if self.keeper is None else [self.keeper.best, self.keeper.epoch],
+            "callbacks": {
+                type(c).__name__: c.state_dict() for c in loop.callbacks if hasattr(c, "state_dict")
+            },
             **self.extra,
         }
         _atomic(self.folder / "checkpoint.safetensors", lambda p: save_file(_contig(tensors), p))
@@ -121,6 +130,10 @@ def restore(folder: Path, loop, keeper: BestKeeper | None = None) -> int | None:
     if keeper is not None and meta.get("best"):
         keeper.best, keeper.epoch = meta["best"]
         keeper.state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    for callback in loop.callbacks:
+        state = meta.get("callbacks", {}).get(type(callback).__name__)
+        if state is not None and hasattr(callback, "load_state_dict"):
+            callback.load_state_dict(state)
     loop.step = meta["step"]
     return meta["epoch"] + 1
 

@@ -10,6 +10,7 @@ Both keep the best epoch by validation macro-F1 and stop early.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
-from aimass.backbones import layers
+from aimass.backbones import layers, param_groups
 from aimass.evaluate import quick_scores
 from aimass.lexical import rows
 from aimass.train.callbacks import (
@@ -153,6 +154,12 @@ def estimate_epoch_seconds(net, start: int, train: Features, batch_size: int) ->
     return per_step * (len(train) / batch_size) * 0.8  # later batches are shorter
 
 
+def planned_epochs(checkpoint_dir: Path | None) -> int | None:
+    """The epoch count an interrupted stage-2 run planned (so a resume follows the same schedule)."""
+    meta = Path(checkpoint_dir or "") / "checkpoint.json"
+    return json.loads(meta.read_text()).get("epochs") if checkpoint_dir and meta.exists() else None
+
+
 def fit_top(
     net,
     train: Features,
@@ -181,10 +188,7 @@ def fit_top(
     set_trainable(net, n_top)
     if net.head.lexical is not None:
         net.head.lexical.weight.requires_grad_(False)
-    blocks = list(layers(net.encoder))[start:]
-    groups = [{"params": list(net.head.dense.parameters()), "lr": lr_head}]
-    for depth, block in enumerate(reversed(blocks)):
-        groups.append({"params": list(block.parameters()), "lr": lr_body * decay**depth})
+    groups = param_groups(net.encoder, net.head.dense.parameters(), n_top, lr_head, lr_body, decay)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     steps = epochs * int(np.ceil(len(train) / batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(

@@ -92,3 +92,10 @@ def test_default_handler_answers_sample_request(fitted, tmp_path):
     body = handler.encode_response(handler.predict(handler.decode_request(request)))
     spec.response.model_validate(body)
     assert body["predictions"][0]["label"] in model.classes_
+
+
+def test_same_data_and_seed_give_same_model(fitted):
+    spec, model, _, X, y = fitted
+    again = spec.estimator(**spec.fast_params).fit((X, y), progress=False)
+    np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X), atol=1e-6)
+    assert again.stages_["head"]["history"] == model.stages_["head"]["history"]

@@ -1,0 +1,44 @@
+"""The backbone table: lookups, errors, local folders and the language default."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from aimass.backbones import available_backbones, default_backbone, get_backbone, layers, param_groups
+from aimass.encoders import Head
+from aimass.errors import NotFoundError
+
+
+def test_table_and_defaults():
+    assert {"minilm-l6", "multilingual-e5-small"} <= set(available_backbones())
+    assert default_backbone("en") == "minilm-l6"
+    assert default_backbone("zh") == "multilingual-e5-small"
+    with pytest.raises(NotFoundError, match="available: .*minilm-l6"):
+        get_backbone("bert-huge")
+
+
+def test_hub_name_is_resolved_lazily():
+    spec = get_backbone("hf:sentence-transformers/all-MiniLM-L6-v2")
+    assert spec.locate() == "sentence-transformers/all-MiniLM-L6-v2"  # nothing is downloaded here
+
+
+def test_local_folder_loads_like_a_bundled_backbone(tmp_path):
+    folder = tmp_path / "my-encoder"
+    shutil.copytree(get_backbone("minilm-l6").locate(), folder)
+    tokenizer, encoder = get_backbone(str(folder)).load()
+    ids = tokenizer(["a local model folder"], return_tensors="pt")
+    assert encoder(**ids).last_hidden_state.shape[-1] == 384
+    assert len(layers(encoder)) == 6
+
+
+def test_discriminative_learning_rates():
+    _, encoder = get_backbone("minilm-l6").load()
+    head = Head(384, 3)
+    groups = param_groups(encoder, head.parameters(), n_top=2, lr_head=1e-3, lr_body=1e-4, decay=0.5)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-4, 5e-5]
+    top = {id(p) for p in layers(encoder)[-1].parameters()}
+    assert {id(p) for p in groups[1]["params"]} == top
+    assert all(isinstance(p, torch.nn.Parameter) for g in groups for p in g["params"])
