@@ -27,6 +27,7 @@ the bars say (it is a report); the last line lists the failed bars.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,7 +37,6 @@ import sys
 import tempfile
 import time
 import traceback
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,7 +64,7 @@ console = Console(width=200)
 
 
 # ------------------------------------------------------------------- helpers
-@contextmanager
+@contextlib.contextmanager
 def aimass_home(path: Path):
     """Point AIMASS_HOME at ``path`` for the block (aimass reads it on every call)."""
     old = os.environ.get("AIMASS_HOME")
@@ -333,6 +333,10 @@ def run_aimass_fewshot(backbone: str, train: tuple, test: tuple) -> dict:
         "wall_s": wall,
         "predict_s": time.perf_counter() - t0,
         "timings": model.timings_,
+        "stages": {
+            k: {"best_score": v["best_score"], "skipped": v["skipped"], "epochs": len(v["history"])}
+            for k, v in model.stages_.items()
+        },
     }
 
 
@@ -359,7 +363,8 @@ def run_setfit(folder: str, prefix: str, train: tuple, test: tuple, work: Path) 
         show_progress_bar=False,
     )
     hf = HFDataset.from_dict({"text": [prefix + t for t in texts], "label": list(labels)})
-    Trainer(model=model, args=args, train_dataset=hf).train()
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its final log line
+        Trainer(model=model, args=args, train_dataset=hf).train()
     wall = time.perf_counter() - start
     t0 = time.perf_counter()
     predicted = [str(p) for p in model.predict([prefix + t for t in test[0]], show_progress_bar=False)]

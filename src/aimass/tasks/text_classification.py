@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,9 +41,9 @@ class Config(BaseModel):
     backbone: str = "auto"
     time_budget: float | None = Field(default=150.0, gt=0)
     max_length: int = Field(default=128, ge=8, le=512)
-    unfreeze: int = Field(default=2, ge=0, le=48)
+    unfreeze: int | Literal["auto"] = "auto"
     epochs_top: int | None = Field(default=None, ge=0, le=100)
-    lexical: bool = True
+    lexical: bool | Literal["auto"] = "auto"
     lr_head: float = Field(default=3e-3, gt=0, lt=1)
     lr_body: float = Field(default=1e-4, gt=0, lt=1)
     batch_size: int = Field(default=16, ge=1, le=1024)
@@ -80,6 +80,25 @@ def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
     return (list(texts), list(labels)), valid, digest, detect_language(list(texts))
 
 
+FEW_SHOT_PER_CLASS = 24
+
+
+def _few_shot(train: tuple, val: tuple | None, seed: int) -> tuple[tuple, tuple | None]:
+    """(train, valid), or (everything, None) when there is too little data to select on.
+
+    With fewer than ``FEW_SHOT_PER_CLASS`` examples per class a held-out validation split
+    would be a handful of texts; few-shot training uses every example and a fixed plan.
+    """
+    texts, labels = train
+    n_classes = len(set(labels))
+    total = len(texts) + (len(val[0]) if val else 0)
+    if total >= FEW_SHOT_PER_CLASS * n_classes:
+        return (train, val) if val is not None else _holdout(train, seed)
+    if val is None:
+        return train, None
+    return (list(texts) + list(val[0]), list(labels) + list(val[1])), None
+
+
 def _holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:
     """Carve a stratified validation split (10%, at least one per class) out of ``train``."""
     from collections import Counter
@@ -113,9 +132,11 @@ class TextClassifier(Estimator):
             ``hf:ORG/NAME`` or a local model folder.
         time_budget: wall-time budget for fit, e.g. ``"3m"``; stages that do not fit are skipped.
         max_length: the most tokens per text the encoder sees (less if the data needs less).
-        unfreeze: how many top encoder blocks to fine-tune in stage 2 (0 = head only).
+        unfreeze: how many top encoder blocks to fine-tune in stage 2 (0 = head only);
+            ``auto``: 2, or every block when the data is few-shot.
         epochs_top: epochs for stage 2; ``None`` lets the time budget decide.
-        lexical: add a TF-IDF branch to the head (helps long documents).
+        lexical: add a TF-IDF branch to the head (helps long documents); ``auto``: on unless
+            the data is few-shot (a TF-IDF fit on a few dozen texts overfits).
         lr_head, lr_body: peak learning rates of the head and the top block.
         batch_size: stage-2 batch size.
         seed: makes splits, initialisation and shuffling repeatable.
@@ -128,9 +149,9 @@ class TextClassifier(Estimator):
         backbone="auto",
         time_budget=150.0,
         max_length=128,
-        unfreeze=2,
+        unfreeze="auto",
         epochs_top=None,
-        lexical=True,
+        lexical="auto",
         lr_head=3e-3,
         lr_body=1e-4,
         batch_size=16,
@@ -156,8 +177,8 @@ class TextClassifier(Estimator):
         deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
         timer = Timer()
         train, val, digest, language = _splits(data, valid)
-        if val is None:
-            train, val = _holdout(train, cfg.seed)
+        train, val = _few_shot(train, val, cfg.seed)
+        self.few_shot_ = val is None
         self._setup(cfg, language, train)
         timer.lap("load_backbone")
         feats = self._features(cfg, digest, train, val, progress)
@@ -183,8 +204,11 @@ class TextClassifier(Estimator):
         self.tokenizer_, encoder = spec.load()
         self.prefix_ = spec.prefix
         self.max_length_ = token_budget(self.tokenizer_, self._prefixed(train[0]), cfg.max_length)
-        self.unfrozen_ = min(cfg.unfreeze, len(layers(encoder)))
-        self.lexical_ = Lexical(settings_for(language)).fit(train[0]) if cfg.lexical else None
+        n_blocks = len(layers(encoder))
+        unfreeze = (n_blocks if self.few_shot_ else 2) if cfg.unfreeze == "auto" else cfg.unfreeze
+        self.unfrozen_ = max(0, min(unfreeze, n_blocks))
+        lexical = (not self.few_shot_) if cfg.lexical == "auto" else cfg.lexical
+        self.lexical_ = Lexical(settings_for(language)).fit(train[0]) if lexical else None
         n_lex = self.lexical_.size if self.lexical_ else 0
         self.net_ = TextNet(encoder, Head(encoder.config.hidden_size, len(self.classes_), n_lex)).eval()
         for p in encoder.parameters():
@@ -193,9 +217,10 @@ class TextClassifier(Estimator):
     def _prefixed(self, texts: list[str]) -> list[str]:
         return [self.prefix_ + t for t in texts] if self.prefix_ else list(texts)
 
-    def _features(self, cfg, digest, train, val, progress) -> tuple[stages.Features, stages.Features]:
+    def _features(self, cfg, digest, train, val, progress) -> tuple[stages.Features, stages.Features | None]:
         from aimass.train.cache import cached_embeddings
 
+        val = val or ([], [])
         keep = self.net_.n_layers - self.unfrozen_ if self.unfrozen_ else None
         key = f"{self.backbone_}|{digest}|{self.max_length_}|{keep}|{len(train[0])}|{cfg.seed}"
         texts = self._prefixed(train[0] + val[0])
@@ -208,20 +233,18 @@ class TextClassifier(Estimator):
             keep_layer=keep,
             progress=progress,
         )
-        index = {c: i for i, c in enumerate(self.classes_)}
         n = len(train[0])
-        out = []
-        for part, (texts_, labels) in ((slice(0, n), train), (slice(n, None), val)):
-            y = torch.tensor([index.get(label, -1) for label in labels])
-            lex = self.lexical_.transform(texts_) if self.lexical_ else None
-            out.append(
-                stages.Features(
-                    cache["pooled"][part], y, cache.get("hidden", None), cache.get("mask", None), lex
-                )
-            )
-            if out[-1].hidden is not None:
-                out[-1].hidden, out[-1].mask = cache["hidden"][part], cache["mask"][part]
-        return out[0], out[1]
+        parts = [self._split_features(cache, slice(0, n), train)]
+        parts.append(self._split_features(cache, slice(n, None), val) if val[0] else None)
+        return parts[0], parts[1]
+
+    def _split_features(self, cache: dict, part: slice, split: tuple) -> stages.Features:
+        index = {c: i for i, c in enumerate(self.classes_)}
+        y = torch.tensor([index.get(label, -1) for label in split[1]])
+        lex = self.lexical_.transform(split[0]) if self.lexical_ else None
+        hidden = cache["hidden"][part] if "hidden" in cache else None
+        mask = cache["mask"][part] if "mask" in cache else None
+        return stages.Features(cache["pooled"][part], y, hidden, mask, lex)
 
     def _stage_head(self, cfg, train, val) -> stages.StageResult:
         return stages.fit_head(self.net_, train, val, seed=cfg.seed)
@@ -238,7 +261,7 @@ class TextClassifier(Estimator):
             epochs = cfg.epochs_top
         if epochs is None:
             left = float("inf") if deadline is None else deadline - time.monotonic()
-            epochs = int(min(4, left // (per_epoch * 1.15)))
+            epochs = int(min(12 if self.few_shot_ else 4, left // (per_epoch * 1.15)))
         if epochs < 1:
             return stages.StageResult(skipped=f"time budget: an epoch needs ~{per_epoch:.0f}s")
         result = stages.fit_top(

@@ -79,7 +79,7 @@ def _scores(logits_fn, features: Features, batch_size: int = 512) -> dict:
 def fit_head(
     net,
     train: Features,
-    valid: Features,
+    valid: Features | None,
     *,
     seed: int,
     grid: tuple = ((10.0, 0.1), (10.0, 0.3), (10.0, 1.0)),
@@ -88,14 +88,18 @@ def fit_head(
     """Stage 1: a convex linear probe (logistic regression) on [TF-IDF, w * embedding].
 
     Each ``(C, w)`` in ``grid`` is fitted; the best by validation macro-F1 is copied
-    into ``net.head`` so stage 2 starts from it.
+    into ``net.head`` so stage 2 starts from it. Without validation data (few-shot)
+    only the middle setting is fitted and its training scores are reported.
     """
     started = time.perf_counter()
     best, history = None, []
-    for epoch, (c, w) in enumerate(grid if train.lexical is not None else ((1.0, 1.0), (10.0, 1.0))):
+    grid = grid if train.lexical is not None else ((1.0, 1.0), (10.0, 1.0))
+    grid = grid if valid is not None else grid[len(grid) // 2 : len(grid) // 2 + 1]
+    for epoch, (c, w) in enumerate(grid):
         clf = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
         clf.fit(_design(train, w), train.y.numpy())
-        scores = quick_scores(valid.y.numpy(), clf.predict(_design(valid, w)))
+        judge = valid if valid is not None else train
+        scores = quick_scores(judge.y.numpy(), clf.predict(_design(judge, w)))
         history.append({"epoch": epoch, "C": c, "w": w, **scores})
         if best is None or scores["macro_f1"] > best[0]["macro_f1"]:
             best = (scores, clf, w, epoch)
@@ -200,15 +204,22 @@ def fit_top(
             yield index, train.y[index]
 
     def validate():
+        if valid is None:
+            return {}
         return _scores(lambda i: _top_forward(net, start, valid, i), valid, batch_size=64)
 
     keeper, history = BestKeeper(), History()
     keeper.best, keeper.state = baseline, trainable_state(net)
-    callbacks = [history, keeper, EarlyStopping(patience=2)]
+    # without validation data (few-shot) there is nothing to select on: train the planned epochs
+    callbacks = [history, keeper, EarlyStopping(patience=2)] if valid is not None else [history]
     if deadline is not None:
         callbacks.append(TimeBudget(deadline))
     if checkpoint_dir is not None:
-        callbacks.append(Checkpoint(checkpoint_dir, keeper, {"stage": "top", "epochs": epochs}))
+        callbacks.append(
+            Checkpoint(
+                checkpoint_dir, keeper if valid is not None else None, {"stage": "top", "epochs": epochs}
+            )
+        )
     loop = Loop(
         net,
         batches,
@@ -218,6 +229,9 @@ def fit_top(
         callbacks,
         forward=lambda m, index: _top_forward(m, start, train, index),
     )
+    keeper = keeper if valid is not None else None
     first = restore(checkpoint_dir, loop, keeper) if (resume and checkpoint_dir) else None
     loop.fit(epochs, start_epoch=first or 0)
+    if keeper is None:
+        return StageResult(history.rows, loop.epoch, float("nan"), time.perf_counter() - started)
     return StageResult(history.rows, keeper.epoch, keeper.best, time.perf_counter() - started)
