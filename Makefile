@@ -32,6 +32,7 @@ stop:
 	$(PY) -m aimass.quickstart stop
 
 bench: install
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/text_quality.py
 
 clean:

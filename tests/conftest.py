@@ -47,5 +47,5 @@ def small_model():
     from aimass.tasks.text_classification import TextClassifier
 
     texts, labels = bbc_sample()
-    model = TextClassifier(backbone="minilm-l6", max_length=64, unfreeze=1, epochs_top=1, seed=0)
+    model = TextClassifier(backbone="minilm-l6", max_length=64, unfreeze=2, epochs_top=4, seed=0)
     return model.fit((texts, labels), progress=False)

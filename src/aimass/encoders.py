@@ -68,10 +68,14 @@ class TextNet(nn.Module):
         return self.head(mean_pool(hidden, attention_mask), lexical)
 
 
-def token_budget(tokenizer, texts: list[str], cap: int, quantile: float = 0.95) -> int:
-    """The sequence length the data needs: the ``quantile`` of token counts, at most ``cap``."""
+def token_counts(tokenizer, texts: list[str]) -> list[int]:
+    """Token counts of (a sample of at most ~2000 of) ``texts``, sorted."""
     sample = texts[:: max(1, len(texts) // 2000)]
-    counts = sorted(len(ids) for ids in tokenizer(sample, truncation=False)["input_ids"])
+    return sorted(len(ids) for ids in tokenizer(sample, truncation=False)["input_ids"])
+
+
+def token_budget(counts: list[int], cap: int, quantile: float = 0.95) -> int:
+    """The sequence length the data needs: the ``quantile`` of token counts, at most ``cap``."""
     need = counts[min(len(counts) - 1, int(quantile * len(counts)))] if counts else 8
     return int(min(cap, max(8, math.ceil(need / 8) * 8)))
 

@@ -20,7 +20,7 @@ from tests.conftest import bbc_sample
 def data_csv(tmp_path_factory) -> Path:
     import csv
 
-    texts, labels = bbc_sample(per_class=20, chars=500)
+    texts, labels = bbc_sample(per_class=32, chars=400)
     path = tmp_path_factory.mktemp("resume") / "news.csv"
     with path.open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([("text", "label"), *zip(texts, labels)])

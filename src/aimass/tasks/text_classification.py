@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 import aimass
 from aimass import budget
 from aimass.backbones import default_backbone, get_backbone, layers
-from aimass.encoders import Head, TextNet, Timer, token_budget
+from aimass.encoders import Head, TextNet, Timer, token_budget, token_counts
 from aimass.errors import ConfigError, DataError, VersionError
 from aimass.estimator import Estimator
 from aimass.evaluate import classification_report, top_losses
@@ -135,9 +135,10 @@ class TextClassifier(Estimator):
         unfreeze: how many top encoder blocks to fine-tune in stage 2 (0 = head only);
             ``auto``: 2, or every block when the data is few-shot.
         epochs_top: epochs for stage 2; ``None`` lets the time budget decide.
-        lexical: add a TF-IDF branch to the head (helps long documents); ``auto``: on unless
-            the data is few-shot (a TF-IDF fit on a few dozen texts overfits).
-        lr_head, lr_body: peak learning rates of the head and the top block.
+        lexical: add a TF-IDF branch that sees the whole text to the head; ``auto``: on, except
+            for few-shot data whose texts fit the encoder's window (it then only overfits).
+        lr_head, lr_body: peak learning rates of the head and the top block (few-shot runs
+            take fewer steps and use 3x ``lr_body``).
         batch_size: stage-2 batch size.
         seed: makes splits, initialisation and shuffling repeatable.
     """
@@ -203,11 +204,13 @@ class TextClassifier(Estimator):
         spec = get_backbone(self.backbone_)
         self.tokenizer_, encoder = spec.load()
         self.prefix_ = spec.prefix
-        self.max_length_ = token_budget(self.tokenizer_, self._prefixed(train[0]), cfg.max_length)
+        counts = token_counts(self.tokenizer_, self._prefixed(train[0]))
+        self.max_length_ = token_budget(counts, cfg.max_length)
+        truncated = counts[len(counts) // 2] > self.max_length_  # most texts exceed the window
         n_blocks = len(layers(encoder))
         unfreeze = (n_blocks if self.few_shot_ else 2) if cfg.unfreeze == "auto" else cfg.unfreeze
         self.unfrozen_ = max(0, min(unfreeze, n_blocks))
-        lexical = (not self.few_shot_) if cfg.lexical == "auto" else cfg.lexical
+        lexical = (not self.few_shot_ or truncated) if cfg.lexical == "auto" else cfg.lexical
         self.lexical_ = Lexical(settings_for(language)).fit(train[0]) if lexical else None
         n_lex = self.lexical_.size if self.lexical_ else 0
         self.net_ = TextNet(encoder, Head(encoder.config.hidden_size, len(self.classes_), n_lex)).eval()
@@ -271,8 +274,8 @@ class TextClassifier(Estimator):
             n_top=self.unfrozen_,
             epochs=epochs,
             seed=cfg.seed,
-            lr_head=cfg.lr_head / 3,
-            lr_body=cfg.lr_body,
+            lr_head=cfg.lr_head * (1.0 if self.few_shot_ else 1 / 3),
+            lr_body=cfg.lr_body * (3.0 if self.few_shot_ else 1.0),
             batch_size=cfg.batch_size,
             deadline=deadline,
             baseline=baseline,
