@@ -110,7 +110,7 @@ def main() -> None:
         )
     console.rule("Done")
     console.print(f"Server: {URL} (pid {pid}), docs at {URL}/docs, all in {time.monotonic() - started:.0f}s")
-    console.print(f"""Try it:
+    print(f"""Try it:
   curl -s {URL}/v1/models/bbc-news/predict -H 'Content-Type: application/json' \\
        -d '{{"inputs": ["The striker scored twice in the cup final."]}}'
 Stop it:
