@@ -2,7 +2,7 @@
 
 >>> import aimass
 >>> sorted(aimass.available_tasks())
-['text-classification']
+['image-classification', 'text-classification']
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from aimass import paths
-from aimass.data import Dataset, list_datasets, load_dataset, read_table
+from aimass.data import Dataset, list_datasets, load_dataset, looks_like_images, read_table
 from aimass.data import import_dataset as _import_dataset
 from aimass.errors import DataError, NotFoundError
 from aimass.estimator import Estimator
@@ -167,7 +167,11 @@ def _eval_data(record, data):
                 hint="Pass --data FILE_OR_DATASET to evaluate on other data.",
             )
         return match[-1]
-    if Path(str(data)).expanduser().is_file():
+    path = Path(str(data)).expanduser()
+    if path.exists() and looks_like_images(path):  # every image of the folder, manifest or archive
+        images = import_dataset(path)
+        return images.inputs(), images.labels()
+    if path.is_file():
         good, rejects, info = read_table(data)
         if not good:
             raise DataError(

@@ -36,6 +36,13 @@ class DataError(AimassError):
     http_status = 422
 
 
+class TooLargeError(DataError):
+    """An image or archive is over a size limit (pixels, bytes, members or compression ratio)."""
+
+    code = "too_large"
+    http_status = 413
+
+
 class ConfigError(AimassError):
     """A parameter or setting is invalid."""
 

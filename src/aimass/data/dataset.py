@@ -18,6 +18,13 @@ REJECTS_FILE = "rejects.jsonl"
 class Dataset:
     """An imported dataset stored under ``AIMASS_HOME/datasets/<id>/``.
 
+    Text datasets hold their texts in ``data.jsonl``; image datasets hold the images
+    under ``images/`` and :meth:`inputs` gives their absolute paths.
+
+    >>> ds = load_dataset("pets")                     # doctest: +SKIP
+    >>> ds.kind, ds.inputs("train")[0], ds.labels("train")[0]  # doctest: +SKIP
+    ('image', '/home/me/.aimass/datasets/3f2a.../images/ab/ab12....jpg', 'cat')
+
     Attributes:
         id: First 12 hex characters of ``digest``.
         digest: sha256 of the canonical content and split settings.
@@ -39,8 +46,17 @@ class Dataset:
         manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
         return cls(manifest["id"], manifest["digest"], manifest["name"], folder, manifest)
 
+    @property
+    def kind(self) -> str:
+        """``text`` or ``image`` (manifests written before image support are text)."""
+        return self.manifest.get("kind", "text")
+
     def rows(self, split: str | None = None) -> list[dict]:
-        """Rows ``{"text", "label", "split", "source"}`` in file order, of one split or all.
+        """Rows of one split or all, in stored order (file order for text, sha256 order for images).
+
+        Text rows are ``{"text", "label", "split", "source"}``; image rows are ``{"image",
+        "label", "split", "source", "sha256", "width", "height"}`` where ``image`` is the
+        stored file relative to the dataset folder.
 
         Raises:
             ConfigError: ``split`` is not train, valid (validation, dev) or test.
@@ -54,11 +70,27 @@ class Dataset:
         return [dict(row) for row in self._rows if row["split"] == wanted]
 
     def texts(self, split: str | None = None) -> list[str]:
-        """The texts of one split (all rows when None)."""
+        """The texts of one split (all rows when None).
+
+        Raises:
+            ConfigError: This is an image dataset (use :meth:`inputs`).
+        """
+        if self.kind != "text":
+            raise ConfigError(
+                f"dataset {self.name!r} holds {self.kind}s, not texts",
+                hint="Use inputs() instead of texts().",
+            )
         return [row["text"] for row in self.rows(split)]
 
+    def inputs(self, split: str | None = None) -> list[str]:
+        """What a model reads, one per row: the texts, or the absolute paths of the stored images."""
+        rows = self.rows(split)
+        if self.kind == "image":
+            return [str(self.path / row["image"]) for row in rows]
+        return [row["text"] for row in rows]
+
     def labels(self, split: str | None = None) -> list[str]:
-        """The labels of one split (all rows when None), aligned with :meth:`texts`."""
+        """The labels of one split (all rows when None), aligned with :meth:`inputs`."""
         return [row["label"] for row in self.rows(split)]
 
     @property
@@ -77,16 +109,22 @@ class Dataset:
         return self.path / REJECTS_FILE
 
     def summary(self) -> dict:
-        """Counts per split and class, rejects, language, source file and columns used."""
+        """Counts per split and class, rejects, source file, format and columns used.
+
+        Text datasets give their encoding and language; image datasets their layout and
+        the images found in more than one split (``leakage``).
+        """
         m = self.manifest
         return {
             "id": self.id,
             "name": self.name,
+            "kind": self.kind,
             "path": str(self.path),
             "file": m["source"],
             "format": m["format"],
-            "encoding": m["encoding"],
-            "language": m["language"],
+            "encoding": m.get("encoding"),
+            "language": m.get("language"),
+            "layout": m.get("layout"),
             "columns": m["columns"],
             "rows": m["counts"]["total"],
             "splits": m["counts"]["by_split"],
@@ -96,6 +134,7 @@ class Dataset:
             "rejects_by_reason": m["rejects_by_reason"],
             "rejects_file": str(self.rejects_path),
             "warnings": m["warnings"],
+            "leakage": m.get("leakage", []),
         }
 
     def describe(self) -> str:
@@ -106,8 +145,7 @@ class Dataset:
         kinds = ", ".join(f"{k} {v:,}" for k, v in s["rejects_by_reason"].items())
         lines = [
             f"Dataset {self.name!r} (id {self.id}) from {s['file']}",
-            f"  format {s['format']}, encoding {s['encoding']}, language {s['language']}",
-            f"  columns: text={s['columns']['text']!r} label={s['columns']['label']!r}",
+            *self._format_lines(s),
             f"  rows: {s['rows']:,} ({splits})",
             f"  classes: {classes}",
             f"  rejects: {s['rejects']:,}"
@@ -115,6 +153,14 @@ class Dataset:
             + f", listed in {s['rejects_file']}",
         ]
         return "\n".join(lines + [f"  warning: {w}" for w in s["warnings"]])
+
+    def _format_lines(self, s: dict) -> list[str]:
+        if self.kind == "image":
+            return [f"  {s['kind']} dataset, format {s['format']}, layout {s['layout']}"]
+        return [
+            f"  format {s['format']}, encoding {s['encoding']}, language {s['language']}",
+            f"  columns: text={s['columns']['text']!r} label={s['columns']['label']!r}",
+        ]
 
 
 def _split_name(split: str) -> str:

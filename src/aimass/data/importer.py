@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 from aimass.data.dataset import Dataset
+from aimass.data.image_import import import_images, looks_like_images
 from aimass.data.split import check_column_splits, check_fractions, random_splits
 from aimass.data.store import (
     ID_LENGTH,
     canonical_lines,
     compute_digest,
+    counts,
     existing,
+    import_entry,
+    record_import,
     save_dataset,
-    write_manifest,
+    utc_now,
 )
 from aimass.data.table import read_table
 from aimass.data.validate import check_trainable
+from aimass.errors import ConfigError
 
 FORMAT_VERSION = 1
 
@@ -33,10 +36,14 @@ def import_dataset(
     valid_frac: float = 0.1,
     test_frac: float = 0.2,
     min_rows: int = 10,
+    max_pixels: int | None = None,
 ) -> Dataset:
-    """Import a CSV/TSV/JSONL file or class folder into ``AIMASS_HOME/datasets/<id>/``.
+    """Import a labelled dataset into ``AIMASS_HOME/datasets/<id>/``: text or images.
 
-    The same content with the same split settings gets the same id and is stored once.
+    Archives, folders holding images and ``path,label`` manifests go to
+    :func:`aimass.data.image_import.import_images` (see :func:`looks_like_images`);
+    anything else is read as a text table or a folder of .txt files. The same content
+    with the same split settings gets the same id and is stored once.
 
     Args:
         path: The file or folder (see :func:`aimass.data.read_table`).
@@ -49,6 +56,7 @@ def import_dataset(
         valid_frac: Share of each class for validation.
         test_frac: Share of each class for test.
         min_rows: Fewest good rows accepted.
+        max_pixels: Image datasets only: pixel limit per image.
 
     Returns:
         The stored dataset.
@@ -59,6 +67,14 @@ def import_dataset(
     """
     check_fractions(valid_frac, test_frac)
     path = Path(path)
+    options = {"seed": seed, "valid_frac": valid_frac, "test_frac": test_frac, "min_rows": min_rows}
+    if looks_like_images(path):
+        _check_no_columns(text_col=text_col, label_col=label_col, split_col=split_col)
+        return import_images(path, name=name, max_pixels=max_pixels, **options)
+    if max_pixels is not None:
+        raise ConfigError(
+            "max_pixels applies to image datasets only", where=str(path), hint="Leave out max_pixels."
+        )
     rows, rejects, info = read_table(path, text_col=text_col, label_col=label_col, split_col=split_col)
     check_trainable(rows, rejects, min_rows=min_rows, where=str(path))
     settings, warnings = _assign_splits(rows, info, seed, valid_frac, test_frac)
@@ -67,11 +83,20 @@ def import_dataset(
     name = name or path.stem or path.name
     stored = existing(digest[:ID_LENGTH])
     if stored is not None:
-        return _record_import(stored, name, info)
+        return record_import(stored, name, info)
     manifest = _manifest(
         digest, name, rows, rejects, info, warnings=_info_warnings(info) + warnings, settings=settings
     )
     return save_dataset(lines, rows, rejects, manifest)
+
+
+def _check_no_columns(**columns) -> None:
+    given = [name for name, value in columns.items() if value]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} apply to text tables, not to image datasets",
+            hint="Image manifests use the columns path (or image), label and optionally split.",
+        )
 
 
 def _assign_splits(rows, info, seed, valid_frac, test_frac) -> tuple[dict, list[str]]:
@@ -100,9 +125,10 @@ def _info_warnings(info: dict) -> list[str]:
 
 
 def _manifest(digest, name, rows, rejects, info, *, warnings, settings) -> dict:
-    now = _now()
+    now = utc_now()
     return {
         "format_version": FORMAT_VERSION,
+        "kind": "text",
         "id": digest[:ID_LENGTH],
         "digest": digest,
         "name": name,
@@ -113,7 +139,7 @@ def _manifest(digest, name, rows, rejects, info, *, warnings, settings) -> dict:
         "encoding": info["encoding"],
         "language": info["language"],
         "columns": {"text": info["text_col"], "label": info["label_col"], "split": info["split_col"]},
-        "counts": _counts(rows),
+        "counts": counts(rows),
         "rejects": len(rejects),
         "rejects_by_reason": info["rejects_by_reason"],
         "warnings": warnings,
@@ -121,41 +147,5 @@ def _manifest(digest, name, rows, rejects, info, *, warnings, settings) -> dict:
         "valid_frac": settings.get("valid_frac"),
         "test_frac": settings.get("test_frac"),
         "split_source": settings["split_source"],
-        "imports": [_import_entry(name, info, now)],
+        "imports": [import_entry(name, info, now)],
     }
-
-
-def _counts(rows: list[dict]) -> dict:
-    by_split = Counter(row["split"] for row in rows)
-    pairs = Counter((row["split"], row["label"]) for row in rows)
-    return {
-        "total": len(rows),
-        "by_split": {s: by_split[s] for s in ("train", "valid", "test") if by_split[s]},
-        "by_class": dict(sorted(Counter(row["label"] for row in rows).items())),
-        "by_split_class": {
-            s: {label: n for (split, label), n in sorted(pairs.items()) if split == s}
-            for s in ("train", "valid", "test")
-            if by_split[s]
-        },
-    }
-
-
-def _import_entry(name: str, info: dict, at: str) -> dict:
-    return {
-        "name": name,
-        "at": at,
-        "source": str(Path(info["file"]).resolve()),
-        "source_sha256": info["sha256"],
-        "rejects": sum(info["rejects_by_reason"].values()),
-    }
-
-
-def _record_import(stored: Dataset, name: str, info: dict) -> Dataset:
-    """Same content imported again: nothing is copied; the import is noted in the manifest."""
-    stored.manifest.setdefault("imports", []).append(_import_entry(name, info, _now()))
-    write_manifest(stored.path, stored.manifest)
-    return stored
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")

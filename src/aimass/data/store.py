@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aimass.data.dataset import DATA_FILE, MANIFEST_FILE, REJECTS_FILE, Dataset
@@ -26,6 +29,16 @@ def atomic_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_copy(source: Path, path: Path) -> None:
+    """Copy the file ``source`` to ``path`` through a temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        shutil.copyfile(source, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -94,6 +107,45 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     """Write ``manifest.json`` atomically."""
     text = json.dumps(manifest, ensure_ascii=False, indent=2) + "\n"
     atomic_write(folder / MANIFEST_FILE, text.encode())
+
+
+def counts(rows: list[dict]) -> dict:
+    """The manifest's ``counts``: total, by split, by class and by split and class."""
+    by_split = Counter(row["split"] for row in rows)
+    pairs = Counter((row["split"], row["label"]) for row in rows)
+    return {
+        "total": len(rows),
+        "by_split": {s: by_split[s] for s in ("train", "valid", "test") if by_split[s]},
+        "by_class": dict(sorted(Counter(row["label"] for row in rows).items())),
+        "by_split_class": {
+            s: {label: n for (split, label), n in sorted(pairs.items()) if split == s}
+            for s in ("train", "valid", "test")
+            if by_split[s]
+        },
+    }
+
+
+def import_entry(name: str, info: dict, at: str) -> dict:
+    """One entry of the manifest's ``imports`` list (``info`` has file, sha256, rejects_by_reason)."""
+    return {
+        "name": name,
+        "at": at,
+        "source": str(Path(info["file"]).resolve()),
+        "source_sha256": info["sha256"],
+        "rejects": sum(info["rejects_by_reason"].values()),
+    }
+
+
+def record_import(stored: Dataset, name: str, info: dict) -> Dataset:
+    """Same content imported again: nothing is copied; the import is noted in the manifest."""
+    stored.manifest.setdefault("imports", []).append(import_entry(name, info, utc_now()))
+    write_manifest(stored.path, stored.manifest)
+    return stored
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 with microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def list_datasets() -> list[Dataset]:

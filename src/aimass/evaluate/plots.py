@@ -1,4 +1,4 @@
-"""Pictures of an evaluation: the confusion matrix as a PNG."""
+"""Pictures of an evaluation: the confusion matrix and the top losses as PNGs."""
 
 from __future__ import annotations
 
@@ -26,6 +26,34 @@ def confusion_png(report: dict, path: Path, title: str = "Confusion matrix") -> 
     limit = matrix.max() / 2 if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center", color="white" if value > limit else "black")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def top_losses_png(rows: list[dict], path: Path, columns: int = 4) -> Path:
+    """A grid of the most confidently wrong images (fastai's ``plot_top_losses``): each titled
+    predicted / actual / probability of the prediction / loss."""
+    from aimass.data.images import open_image
+
+    n = len(rows)
+    cols = min(columns, n)
+    lines = -(-n // cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(3 * cols, 3.3 * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows):
+        try:
+            ax.imshow(open_image(row["image"]))
+        except Exception:  # the image moved or is unreadable: keep the caption
+            ax.text(0.5, 0.5, "(image unavailable)", ha="center", va="center")
+        ax.set_title(
+            f"{row['predicted']} / {row['actual']}\np={row['probability']:.2f} loss={row['loss']:.2f}",
+            fontsize=9,
+        )
+    fig.suptitle("Top losses: predicted / actual")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

@@ -6,23 +6,26 @@ The app never branches on the task: it looks the task up and calls the handler's
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from fastapi import Body, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 import aimass
-from aimass.errors import AimassError, ConfigError, NotFoundError
+from aimass.errors import AimassError, ConfigError, NotFoundError, TooLargeError
 from aimass.store import registry
 from aimass.tasks import get_task
 
 log = logging.getLogger("aimass.serve")
-MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_BODY_BYTES = 2 * 1024 * 1024  # per task: a spec's ``max_body_bytes`` (images need more)
+HARD_BODY_BYTES = 64 * 1024 * 1024  # refused before routing, whatever the model
 
 
 @dataclass
@@ -91,12 +94,12 @@ def _add_middleware(app: FastAPI) -> None:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
         request.state.request_id = request_id
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        if length and length.isdigit() and int(length) > HARD_BODY_BYTES:
             return _error(
                 413,
                 "body_too_large",
-                f"The request body is {length} bytes; the limit is {MAX_BODY_BYTES}.",
-                "Send fewer or shorter inputs per request.",
+                f"The request body is {length} bytes; the limit is {HARD_BODY_BYTES}.",
+                "Send fewer or smaller inputs per request.",
                 request_id,
             )
         try:
@@ -128,21 +131,72 @@ def _add_routes(app: FastAPI, state: dict) -> None:
     def models():
         return {"models": [s.info() for s in state["models"].values()]}
 
-    @app.post("/v1/models/{name}/predict", tags=["models"])
-    def predict(
-        name: str, request: Request, payload: dict = Body(..., examples=[{"inputs": ["great value"]}])
-    ):
+    @app.post("/v1/models/{name}/predict", tags=["models"], openapi_extra=PREDICT_BODY)
+    async def predict(name: str, request: Request):
+        """JSON ``{"inputs": [...]}``, or multipart/form-data with one or more ``inputs`` files."""
         served = _find(state, name)
+        payload = await _payload(request, getattr(served.spec, "max_body_bytes", MAX_BODY_BYTES))
         try:
             parsed = served.spec.request.model_validate(payload)
         except ValidationError as exc:
             raise ConfigError(_describe(exc), hint=f"Send JSON like {served.spec.sample_request}") from None
-        inputs = served.handler.decode_request(parsed)
-        with served.lock:
-            output = served.handler.predict(inputs)
-        body = served.handler.encode_response(output)
+        body = await run_in_threadpool(_run, served, parsed)
         body["model"] = served.record.ref
         return body
+
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object"}, "example": {"inputs": ["great value"]}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "inputs": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def _run(served: Served, parsed) -> dict:
+    inputs = served.handler.decode_request(parsed)
+    with served.lock:
+        output = served.handler.predict(inputs)
+    return served.handler.encode_response(output)
+
+
+async def _payload(request: Request, limit: int) -> dict:
+    """The request as ``{"inputs": ...}``: parsed JSON, or the uploaded files' bytes."""
+    body = await request.body()
+    if len(body) > limit:
+        raise TooLargeError(
+            f"The request body is {len(body)} bytes; the limit for this model is {limit}.",
+            hint="Send fewer or smaller inputs per request.",
+        )
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        form = await request.form()
+        files = [v for _, v in form.multi_items() if hasattr(v, "read")]
+        if not files:
+            raise ConfigError(
+                "The multipart request has no files.", hint="Upload files in the 'inputs' field."
+            )
+        return {"inputs": [await f.read() for f in files]}
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise ConfigError(
+            "The body is not valid JSON.",
+            hint='Send {"inputs": [...]} as JSON, or upload files as multipart.',
+        ) from None
+    if not isinstance(payload, dict):
+        raise ConfigError("The JSON body must be an object.", hint='Send {"inputs": [...]}.')
+    return payload
 
 
 def _find(state: dict, name: str):

@@ -28,6 +28,7 @@ from aimass.estimator import Estimator
 from aimass.evaluate import classification_report, top_losses
 from aimass.lexical import Lexical, settings_for
 from aimass.tasks import register_task
+from aimass.tasks.classification import PredictResponse, encode_scores, holdout
 from aimass.train import stages
 
 FORMAT = 1
@@ -93,29 +94,10 @@ def _few_shot(train: tuple, val: tuple | None, seed: int) -> tuple[tuple, tuple 
     n_classes = len(set(labels))
     total = len(texts) + (len(val[0]) if val else 0)
     if total >= FEW_SHOT_PER_CLASS * n_classes:
-        return (train, val) if val is not None else _holdout(train, seed)
+        return (train, val) if val is not None else holdout(train, seed)
     if val is None:
         return train, None
     return (list(texts) + list(val[0]), list(labels) + list(val[1])), None
-
-
-def _holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:
-    """Carve a stratified validation split (10%, at least one per class) out of ``train``."""
-    from collections import Counter
-
-    from sklearn.model_selection import train_test_split
-
-    texts, labels = train
-    counts = Counter(labels)
-    n_valid = max(len(counts), round(0.1 * len(texts)))
-    if min(counts.values()) < 2 or n_valid > len(texts) - len(counts):
-        rare = min(counts, key=counts.get)
-        raise DataError(
-            f"Too few examples to hold out validation data: class '{rare}' has {counts[rare]}.",
-            hint="Give every class at least 2 examples (8 or more works much better), or pass valid data.",
-        )
-    a, b, ya, yb = train_test_split(texts, labels, test_size=n_valid, stratify=labels, random_state=seed)
-    return (list(a), list(ya)), (list(b), list(yb))
 
 
 class TextClassifier(Estimator):
@@ -430,15 +412,6 @@ class PredictRequest(BaseModel):
         return items
 
 
-class Prediction(BaseModel):
-    label: str
-    scores: dict[str, float]
-
-
-class PredictResponse(BaseModel):
-    predictions: list[Prediction]
-
-
 class Handler:
     """LitServe-style handler: setup / decode_request / predict / encode_response."""
 
@@ -457,16 +430,7 @@ class Handler:
         return self.model.predict_proba(texts)
 
     def encode_response(self, proba: np.ndarray) -> dict[str, Any]:
-        classes = self.model.classes_
-        return {
-            "predictions": [
-                {
-                    "label": classes[int(row.argmax())],
-                    "scores": {c: round(float(p), 6) for c, p in zip(classes, row)},
-                }
-                for row in proba
-            ]
-        }
+        return encode_scores(self.model.classes_, proba)
 
 
 @register_task("text-classification")

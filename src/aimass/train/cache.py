@@ -36,23 +36,31 @@ def cached_embeddings(
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Embeddings (and layer ``keep_layer``'s hidden states) for ``texts``, from disk if cached."""
-    path = cache_path(key, texts)
+
+    def compute() -> dict[str, torch.Tensor]:
+        with make_progress(progress) as bar:
+            task = bar.add_task("embed (frozen backbone)", total=len(texts), info="")
+            return embed(
+                encoder,
+                tokenizer,
+                texts,
+                max_length=max_length,
+                keep_layer=keep_layer,
+                progress=lambda n: bar.update(task, advance=n),
+            )
+
+    return cached(cache_path(key, texts), compute)
+
+
+def cached(path: Path, compute) -> dict[str, torch.Tensor]:
+    """``compute()``'s tensors, stored at ``path`` (safetensors) and read back next time."""
     if path.exists():
         try:
             return load_file(str(path))
         except Exception:  # a torn or foreign file: recompute and overwrite
             path.unlink(missing_ok=True)
-    with make_progress(progress) as bar:
-        task = bar.add_task("embed (frozen backbone)", total=len(texts), info="")
-        out = embed(
-            encoder,
-            tokenizer,
-            texts,
-            max_length=max_length,
-            keep_layer=keep_layer,
-            progress=lambda n: bar.update(task, advance=n),
-        )
-    tmp = path.with_suffix(".tmp")
-    save_file(out, str(tmp))
+    out = compute()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in out.items()}, str(tmp))
     os.replace(tmp, path)
     return out

@@ -62,10 +62,19 @@ def _lex(features: Features, index: torch.Tensor):
     return None if features.lexical is None else rows(features.lexical, index)
 
 
-def _shuffled(n: int, batch_size: int, seed: int, epoch: int):
+def _shuffled(n: int, batch_size: int, seed: int, epoch: int, lengths: torch.Tensor | None = None):
+    """Seeded random batches. With ``lengths``, "sortish" batches (fastai's ``SortishSampler``):
+    random chunks of 50 batches are sorted by length before being cut, and the batches are
+    shuffled again, so each batch holds texts of similar length and pads little."""
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
     order = torch.randperm(n, generator=generator)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if lengths is not None:
+        chunk = 50 * batch_size
+        order = torch.cat([part[torch.argsort(-lengths[part], stable=True)] for part in order.split(chunk)])
+    batches = list(order.split(batch_size))
+    if lengths is not None:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+    return batches
 
 
 def _scores(logits_fn, features: Features, batch_size: int = 512) -> dict:
@@ -83,6 +92,7 @@ def fit_head(
     *,
     seed: int,
     grid: tuple = ((10.0, 0.1), (10.0, 0.3), (10.0, 1.0)),
+    dense_grid: tuple = ((1.0, 1.0), (10.0, 1.0)),
     max_iter: int = 2000,
 ) -> StageResult:
     """Stage 1: a convex linear probe (logistic regression) on [TF-IDF, w * embedding].
@@ -93,7 +103,7 @@ def fit_head(
     """
     started = time.perf_counter()
     best, history = None, []
-    grid = grid if train.lexical is not None else ((1.0, 1.0), (10.0, 1.0))
+    grid = grid if train.lexical is not None else dense_grid
     grid = grid if valid is not None else grid[len(grid) // 2 : len(grid) // 2 + 1]
     for epoch, (c, w) in enumerate(grid):
         clf = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
@@ -148,14 +158,17 @@ def _top_forward(net, start: int, features: Features, index: torch.Tensor):
 
 
 def estimate_epoch_seconds(net, start: int, train: Features, batch_size: int) -> float:
-    """Time one training step on the longest batch and scale to an epoch."""
-    index = torch.arange(min(batch_size, len(train)))
+    """Time one training step on the longest texts and scale to an epoch of sortish batches,
+    whose cost follows the mean length rather than the longest one."""
+    lengths = train.mask.sum(1).float()
+    index = torch.argsort(-lengths, stable=True)[: min(batch_size, len(train))]
     started = time.perf_counter()
     loss = torch.nn.functional.cross_entropy(_top_forward(net, start, train, index), train.y[index])
     loss.backward()
     net.zero_grad(set_to_none=True)
     per_step = time.perf_counter() - started
-    return per_step * (len(train) / batch_size) * 0.8  # later batches are shorter
+    share = float(lengths.mean() / lengths.max().clamp(min=1))
+    return per_step * (len(train) / batch_size) * min(1.0, 0.15 + share)
 
 
 def planned_epochs(checkpoint_dir: Path | None) -> int | None:
@@ -180,15 +193,22 @@ def fit_top(
     baseline: float = -float("inf"),
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    forward=None,
+    forward_eval=None,
 ) -> StageResult:
     """Stage 2: unfreeze the top ``n_top`` blocks; one-cycle, discriminative LRs, early stop.
 
     The head's TF-IDF branch keeps its stage-1 solution. ``baseline`` is stage 1's
     validation score: if no epoch beats it, the stage-1 weights are kept.
+    ``forward(index)`` / ``forward_eval(index)`` give the logits of training / validation
+    rows; by default the top blocks run on the cached hidden states (text). A task whose
+    inputs change every epoch (image augmentation) passes its own.
     """
     torch.manual_seed(seed)
     started = time.perf_counter()
     start = net.n_layers - n_top
+    forward = forward or (lambda index: _top_forward(net, start, train, index))
+    forward_eval = forward_eval or (lambda index: _top_forward(net, start, valid, index))
     set_trainable(net, n_top)
     if net.head.lexical is not None:
         net.head.lexical.weight.requires_grad_(False)
@@ -199,14 +219,16 @@ def fit_top(
         optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(10, steps), pct_start=0.25
     )
 
+    lengths = train.mask.sum(1) if train.mask is not None else None
+
     def batches(epoch):
-        for index in _shuffled(len(train), batch_size, seed, epoch):
+        for index in _shuffled(len(train), batch_size, seed, epoch, lengths):
             yield index, train.y[index]
 
     def validate():
         if valid is None:
             return {}
-        return _scores(lambda i: _top_forward(net, start, valid, i), valid, batch_size=64)
+        return _scores(forward_eval, valid, batch_size=64)
 
     keeper, history = BestKeeper(), History()
     keeper.best, keeper.state = baseline, trainable_state(net)
@@ -227,7 +249,7 @@ def fit_top(
         optimizer,
         scheduler,
         callbacks,
-        forward=lambda m, index: _top_forward(m, start, train, index),
+        forward=lambda m, index: forward(index),
     )
     keeper = keeper if valid is not None else None
     first = restore(checkpoint_dir, loop, keeper) if (resume and checkpoint_dir) else None

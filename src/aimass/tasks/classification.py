@@ -1,0 +1,54 @@
+"""Pieces every classification task shares: the validation hold-out and the response schema.
+
+>>> import numpy as np
+>>> encode_scores(["neg", "pos"], np.array([[0.2, 0.8]]))["predictions"][0]["label"]
+'pos'
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from pydantic import BaseModel
+
+from aimass.errors import DataError
+
+
+def holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:
+    """Carve a stratified validation split (10%, at least one per class) out of ``train``."""
+    from sklearn.model_selection import train_test_split
+
+    items, labels = train
+    counts = Counter(labels)
+    n_valid = max(len(counts), round(0.1 * len(items)))
+    if min(counts.values()) < 2 or n_valid > len(items) - len(counts):
+        rare = min(counts, key=counts.get)
+        raise DataError(
+            f"Too few examples to hold out validation data: class '{rare}' has {counts[rare]}.",
+            hint="Give every class at least 2 examples (8 or more works much better), or pass valid data.",
+        )
+    a, b, ya, yb = train_test_split(items, labels, test_size=n_valid, stratify=labels, random_state=seed)
+    return (list(a), list(ya)), (list(b), list(yb))
+
+
+class Prediction(BaseModel):
+    label: str
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+def encode_scores(classes: list[str], proba: np.ndarray) -> dict:
+    """``{"predictions": [{"label", "scores": {label: probability}}]}`` for rows of ``proba``."""
+    return {
+        "predictions": [
+            {
+                "label": classes[int(row.argmax())],
+                "scores": {c: round(float(p), 6) for c, p in zip(classes, row)},
+            }
+            for row in proba
+        ]
+    }

@@ -1,0 +1,623 @@
+"""Task ``image-classification``: config, estimator, metrics, request/response and handler.
+
+>>> from aimass.tasks.image_classification import ImageClassifier
+>>> ImageClassifier(time_budget="2m").get_params()["backbone"]
+'efficientnet-lite0'
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field, field_validator
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import aimass
+from aimass import budget
+from aimass.backbones import get_backbone, layers
+from aimass.data.images import byte_limit, open_image
+from aimass.encoders import Head, Timer
+from aimass.errors import ConfigError, DataError, TooLargeError, VersionError
+from aimass.estimator import Estimator
+from aimass.evaluate import classification_report, top_losses
+from aimass.tasks import register_task
+from aimass.tasks.classification import PredictResponse, encode_scores, holdout
+from aimass.train import augment, stages
+
+FORMAT = 1
+MAX_ITEMS = 64
+BASE_SCALE = 256 / 224  # images are kept this much larger than the training size, for crops
+
+
+class Config(BaseModel):
+    """Validated hyper-parameters (checked in ``fit``, never in ``__init__``)."""
+
+    backbone: str = "efficientnet-lite0"
+    time_budget: float | None = Field(default=300.0, gt=0)
+    image_size: int | Literal["auto"] = "auto"
+    unfreeze: int | Literal["auto"] = "auto"
+    epochs_top: int | None = Field(default=None, ge=0, le=100)
+    augment: bool = True
+    tta: bool = False
+    lr_head: float = Field(default=3e-3, gt=0, lt=1)
+    lr_body: float = Field(default=2e-3, gt=0, lt=1)
+    batch_size: int = Field(default=32, ge=2, le=1024)
+    seed: int = 0
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, value):
+        if value != "auto" and not 32 <= value <= 512:
+            raise ValueError("must be 'auto' or an int in [32, 512]")
+        return value
+
+
+def _config(params: dict) -> Config:
+    params = dict(params, time_budget=budget.seconds(params.get("time_budget")))
+    try:
+        return Config(**params)
+    except Exception as exc:  # pydantic.ValidationError
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
+        name = first["loc"][0]
+        raise ConfigError(
+            f"The '{name}' parameter of ImageClassifier is invalid: {first['msg']}. "
+            f"Got {params.get(name)!r} instead.",
+            hint="See ImageClassifier's docstring or `aimass train --help` for valid values.",
+        ) from None
+
+
+def _splits(data, valid) -> tuple[tuple, tuple | None, str]:
+    """(train, valid, digest) from an image Dataset or from (images, labels)."""
+    if hasattr(data, "inputs"):
+        if data.kind != "image":
+            raise DataError(
+                f"Dataset '{data.name}' holds {data.kind}, not images.",
+                hint="Import a folder or archive of images, or pick the task that fits the data.",
+            )
+        train = (data.inputs("train"), data.labels("train"))
+        val = (data.inputs("valid"), data.labels("valid"))
+        return train, val if val[0] else None, data.digest
+    images, labels = data
+    if len(images) != len(labels):
+        raise DataError(
+            f"Got {len(images)} images but {len(labels)} labels.", hint="Pass one label per image."
+        )
+    digest = hashlib.sha256()
+    for item, label in zip(images, labels):
+        digest.update(_item_bytes(item) + b"\0" + str(label).encode() + b"\0")
+    return (list(images), list(labels)), valid, digest.hexdigest()
+
+
+def _item_bytes(item) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str | Path):
+        return Path(item).read_bytes()
+    return np.asarray(item).tobytes()
+
+
+def to_pixels(item, size: int, where: str = "") -> torch.Tensor:
+    """One image (path, bytes, PIL image or array) as ``uint8 [3, size, size]``: the shorter
+    side resized to ``size``, then the centre square."""
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        image = item.convert("RGB")
+    elif isinstance(item, np.ndarray):
+        array = item if item.dtype == np.uint8 else np.clip(item * (255 / max(item.max(), 1e-9)), 0, 255)
+        image = Image.fromarray(array.astype(np.uint8)).convert("RGB")
+    else:
+        image = open_image(item, where=where)
+    w, h = image.size
+    scale = size / min(w, h)
+    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+    w, h = image.size
+    left, top = (w - size) // 2, (h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def _pixels(items: list, size: int) -> torch.Tensor:
+    out = torch.empty(len(items), 3, size, size, dtype=torch.uint8)
+    for i, item in enumerate(items):
+        out[i] = to_pixels(item, size, where=item if isinstance(item, str) else f"image {i}")
+    return out
+
+
+def auto_size(items: list, default: int = 224) -> int:
+    """The training size: the backbone's 224, or less for small images (Fashion-MNIST, icons),
+    where upscaling adds compute but no detail."""
+    from aimass.data.images import check_image
+
+    sample = items[:: max(1, len(items) // 50)]
+    sides = []
+    for item in sample:
+        if isinstance(item, str | Path | bytes):
+            info = check_image(item)
+            sides.append(min(info.width, info.height))
+        else:
+            sides.append(min(np.asarray(item).shape[:2]) if not hasattr(item, "size") else min(item.size))
+    median = float(np.median(sides)) if sides else default
+    return default if median >= 160 else 128
+
+
+class ImageNet(nn.Module):
+    """Backbone + linear head over the L2-normalised pooled features."""
+
+    def __init__(self, encoder: nn.Module, head: Head, normalise):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.normalise = normalise
+
+    @property
+    def n_layers(self) -> int:
+        return len(layers(self.encoder))
+
+    def forward_from(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(nn.functional.normalize(self.encoder.features_from(start, hidden), dim=-1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for float images in [0, 1], ``[N, 3, H, W]``."""
+        x = self.normalise(images).contiguous(memory_format=torch.channels_last)
+        return self.forward_from(0, self.encoder.stem_forward(x))
+
+
+class ImageClassifier(Estimator):
+    """Fine-tune a pretrained image backbone for classification, staged for a CPU.
+
+    Example:
+        >>> import aimass
+        >>> ds = aimass.import_dataset("photos/")                 # doctest: +SKIP
+        >>> model = ImageClassifier(time_budget="5m").fit(ds)      # doctest: +SKIP
+        >>> model.predict(["cat.jpg"])                             # doctest: +SKIP
+
+    Args:
+        backbone: a name from the backbone table (image backbones only).
+        time_budget: wall-time budget for fit, e.g. ``"5m"``; stages that do not fit are skipped.
+        image_size: training and inference size; ``auto``: 224, or 128 when the images are small.
+        unfreeze: how many top backbone stages to fine-tune in stage 2 (0 = head only);
+            ``auto``: 3 of EfficientNet-Lite0's 7.
+        epochs_top: epochs for stage 2; ``None`` lets the time budget decide (at most 8).
+        augment: random resized crop, flip and colour jitter in stage 2.
+        tta: average the predictions of the image and its mirror image.
+        lr_head, lr_body: peak learning rates of the head and the top stage.
+        batch_size: stage-2 batch size.
+        seed: makes splits, initialisation, augmentation and shuffling repeatable.
+    """
+
+    task = "image-classification"
+
+    def __init__(
+        self,
+        backbone="efficientnet-lite0",
+        time_budget=300.0,
+        image_size="auto",
+        unfreeze="auto",
+        epochs_top=None,
+        augment=True,
+        tta=False,
+        lr_head=3e-3,
+        lr_body=2e-3,
+        batch_size=32,
+        seed=0,
+    ):
+        self.backbone = backbone
+        self.time_budget = time_budget
+        self.image_size = image_size
+        self.unfreeze = unfreeze
+        self.epochs_top = epochs_top
+        self.augment = augment
+        self.tta = tta
+        self.lr_head = lr_head
+        self.lr_body = lr_body
+        self.batch_size = batch_size
+        self.seed = seed
+
+    # ----------------------------------------------------------------- fit
+    def fit(
+        self, data, valid=None, *, run_dir: Path | None = None, resume: bool = False, progress: bool = True
+    ) -> ImageClassifier:
+        """Train on an image Dataset (its train/valid splits) or on ``(images, labels)``."""
+        cfg = _config(self.get_params())
+        deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
+        timer = Timer()
+        train, val, digest = _splits(data, valid)
+        train, val = (train, val) if val is not None else holdout(train, cfg.seed)
+        self._setup(cfg, train)
+        timer.lap("load_backbone")
+        base = round(self.image_size_ * BASE_SCALE)
+        pixels = (_pixels(train[0], base), _pixels(val[0], base))
+        timer.lap("decode")
+        feats = self._features(cfg, digest, pixels, train, val)
+        timer.lap("embed")
+        head = stages.fit_head(
+            self.net_, *feats, seed=cfg.seed, dense_grid=((1.0, 1.0), (10.0, 1.0), (100.0, 1.0))
+        )
+        self.stages_ = {"head": head.__dict__}
+        timer.lap("train_head")
+        top = self._stage_top(cfg, pixels, feats, deadline, run_dir, resume, head.best_score)
+        self.stages_["top"] = top.__dict__
+        timer.lap("train_top")
+        self.timings_ = timer.stages
+        self.data_digest_ = digest
+        return self
+
+    def _setup(self, cfg: Config, train: tuple) -> None:
+        torch.manual_seed(cfg.seed)
+        self.classes_ = sorted(set(train[1]))
+        if len(self.classes_) < 2:
+            raise DataError("Training needs at least two classes.", hint="Add images of another class.")
+        spec = get_backbone(cfg.backbone)
+        if spec.modality != "image":
+            raise ConfigError(
+                f"Backbone '{cfg.backbone}' reads {spec.modality}, not images.",
+                hint="Use an image backbone, e.g. efficientnet-lite0.",
+            )
+        self.backbone_ = cfg.backbone
+        self.image_size_ = auto_size(train[0]) if cfg.image_size == "auto" else cfg.image_size
+        _, encoder = spec.load()
+        n_stages = len(layers(encoder))
+        self.unfrozen_ = max(0, min(3 if cfg.unfreeze == "auto" else cfg.unfreeze, n_stages))
+        self.net_ = _build(encoder, len(self.classes_), spec.feature_dim)
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+
+    def _features(self, cfg, digest, pixels, train, val) -> tuple[stages.Features, stages.Features]:
+        """Stage-1 inputs: pooled features of the centre crops from the frozen (BN-folded) net."""
+        from aimass import paths
+        from aimass.train.cache import cached
+
+        size = self.image_size_
+        key = f"{self.backbone_}|{digest}|{size}|{len(train[0])}|{cfg.seed}"
+        path = (
+            paths.subdir("cache/features")
+            / f"img-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+        )
+        frozen = self.net_.encoder.fuse_for_inference()
+
+        def compute():
+            out = {}
+            for name, px in zip(("train", "valid"), pixels):
+                out[name] = _embed(frozen, self.net_.normalise, px, size)
+            return out
+
+        pooled = cached(path, compute)
+        index = {c: i for i, c in enumerate(self.classes_)}
+
+        def split(name, labels):
+            y = torch.tensor([index.get(label, -1) for label in labels])
+            return stages.Features(nn.functional.normalize(pooled[name], dim=-1), y)
+
+        return split("train", train[1]), split("valid", val[1])
+
+    def _stage_top(self, cfg, pixels, feats, deadline, run_dir, resume, baseline) -> stages.StageResult:
+        if not self.unfrozen_:
+            return stages.StageResult(skipped="unfreeze=0")
+        net, size, start = self.net_, self.image_size_, self.net_.n_layers - self.unfrozen_
+        stages.set_trainable(net, self.unfrozen_)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        train_px, valid_px = pixels
+
+        def forward(index):
+            view = augment.augment(train_px[index], size, generator) if cfg.augment else None
+            view = augment.center(train_px[index], size) if view is None else view
+            return self._forward_top(view, start)
+
+        def forward_eval(index):
+            return self._forward_top(augment.center(valid_px[index], size), start)
+
+        per_epoch = self._epoch_seconds(train_px, start, cfg.batch_size)
+        ckpt = Path(run_dir) / "checkpoint" if run_dir else None
+        epochs = (stages.planned_epochs(ckpt) if resume else None) or cfg.epochs_top
+        if epochs is None:
+            left = float("inf") if deadline is None else deadline - time.monotonic()
+            epochs = int(min(8, left // (per_epoch * 1.15)))
+        if epochs < 1:
+            return stages.StageResult(skipped=f"time budget: an epoch needs ~{per_epoch:.0f}s")
+        result = stages.fit_top(
+            net,
+            feats[0],
+            feats[1],
+            n_top=self.unfrozen_,
+            epochs=epochs,
+            seed=cfg.seed,
+            lr_head=cfg.lr_head / 3,
+            lr_body=cfg.lr_body,
+            batch_size=cfg.batch_size,
+            deadline=deadline,
+            baseline=baseline,
+            checkpoint_dir=ckpt,
+            resume=resume,
+            forward=forward,
+            forward_eval=forward_eval,
+        )
+        net.eval()
+        return result
+
+    def _forward_top(self, images: torch.Tensor, start: int) -> torch.Tensor:
+        """Frozen stages in eval mode without gradients, then the trainable top."""
+        encoder = self.net_.encoder
+        x = self.net_.normalise(images).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            encoder.stem.eval()
+            for stage in list(layers(encoder))[:start]:
+                stage.eval()
+            hidden = encoder.forward_until(start, x)
+        return self.net_.forward_from(start, hidden)
+
+    def _epoch_seconds(self, train_px, start: int, batch_size: int) -> float:
+        index = torch.arange(min(batch_size, len(train_px)))
+        began = time.perf_counter()
+        loss = nn.functional.cross_entropy(
+            self._forward_top(augment.center(train_px[index], self.image_size_), start),
+            torch.zeros(len(index), dtype=torch.long),
+        )
+        loss.backward()
+        self.net_.zero_grad(set_to_none=True)
+        return (time.perf_counter() - began) * len(train_px) / len(index)
+
+    # ------------------------------------------------------------- predict
+    @torch.inference_mode()
+    def predict_proba(self, images: list, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities (columns in the order of ``classes_``) for paths, bytes, PIL
+        images or arrays."""
+        self.check_fitted()
+        images = list(images) if isinstance(images, list | tuple) else [images]
+        frozen = self._inference_net()
+        out = np.zeros((len(images), len(self.classes_)), dtype=np.float32)
+        for begin in range(0, len(images), batch_size):
+            chunk = images[begin : begin + batch_size]
+            px = torch.stack(
+                [to_pixels(item, self.image_size_, _where(item, begin + i)) for i, item in enumerate(chunk)]
+            )
+            out[begin : begin + len(chunk)] = self._proba_batch(frozen, px.float() / 255.0)
+        return out
+
+    def _proba_batch(self, net: ImageNet, images: torch.Tensor) -> np.ndarray:
+        proba = torch.softmax(net(images), -1)
+        if self.tta:
+            proba = (proba + torch.softmax(net(images.flip(-1)), -1)) / 2
+        return proba.numpy()
+
+    def _inference_net(self) -> ImageNet:
+        """The network with BatchNorm folded into the convolutions (built once, after fit/load)."""
+        cached_net = getattr(self, "_fused", None)
+        if cached_net is None or cached_net[0] is not self.net_:
+            self.net_.eval()
+            fused = ImageNet(
+                self.net_.encoder.fuse_for_inference(), self.net_.head, self.net_.normalise
+            ).eval()
+            cached_net = (self.net_, fused)
+            self._fused = cached_net
+        return cached_net[1]
+
+    def predict(self, images: list) -> list[str]:
+        """The most probable label of each image."""
+        proba = self.predict_proba(images)
+        return [self.classes_[i] for i in proba.argmax(1)]
+
+    def evaluate(self, data, split: str = "test", top_k: int = 12) -> dict:
+        """Accuracy, macro-F1, per-class scores, confusion matrix and top losses."""
+        images, labels = (data.inputs(split), data.labels(split)) if hasattr(data, "inputs") else data
+        if not images:
+            raise DataError(
+                f"There are no images in the '{split}' split to evaluate on.",
+                hint="Evaluate on another split or pass --data FOLDER_OR_ARCHIVE.",
+            )
+        proba = self.predict_proba(images)
+        predicted = [self.classes_[i] for i in proba.argmax(1)]
+        report = classification_report(list(labels), predicted, self.classes_)
+        names = [_where(item, i) for i, item in enumerate(images)]
+        report["top_losses"] = top_losses(names, list(labels), proba, self.classes_, top_k)
+        for row in report["top_losses"]:
+            row["image"] = row.pop("text")
+        unknown = sorted(set(labels) - set(self.classes_))
+        if unknown:
+            report["unknown_labels"] = unknown
+        return report
+
+    # ---------------------------------------------------------- save/load
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.safetensors`` (head and fine-tuned stages) and ``model.json``."""
+        self.check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        start = self.net_.n_layers - self.unfrozen_
+        keep = (
+            ["head."] + [f"encoder.stages.{i}." for i in range(start, self.net_.n_layers)] + ["encoder.head."]
+        )
+        keep = keep if self.unfrozen_ else ["head."]
+        state = {k: v for k, v in self.net_.state_dict().items() if any(k.startswith(p) for p in keep)}
+        save_file({f"net.{k}": v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
+        fitted = {
+            k: getattr(self, k) for k in ("classes_", "backbone_", "image_size_", "unfrozen_", "data_digest_")
+        }
+        meta = {
+            "format": FORMAT,
+            "task": self.task,
+            "aimass_version": aimass.__version__,
+            "params": self.get_params(),
+            "fitted": fitted,
+            "feature_dim": self.net_.head.dense.in_features,
+        }
+        (path / "model.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ImageClassifier:
+        """Rebuild from a folder written by :meth:`save` (no dataset, no network)."""
+        path = Path(path)
+        meta = json.loads((path / "model.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise VersionError(
+                f"{path} was written by aimass {meta.get('aimass_version')} (format "
+                f"{meta.get('format')}); this is aimass {aimass.__version__} (format {FORMAT}).",
+                hint="Retrain the model with this version, or install the version that wrote it.",
+            )
+        model = cls(**meta["params"])
+        for key, value in meta["fitted"].items():
+            setattr(model, key, value)
+        _, encoder = get_backbone(model.backbone_).load()
+        model.net_ = _build(encoder, len(model.classes_), meta["feature_dim"])
+        state = {k[4:]: v for k, v in load_file(str(path / "model.safetensors")).items()}
+        unknown = set(state) - set(model.net_.state_dict())
+        if unknown:
+            raise VersionError(
+                f"{path}: weights do not fit backbone {model.backbone_}: {sorted(unknown)[:3]}"
+            )
+        model.net_.load_state_dict(state, strict=False)
+        model.net_.eval()
+        return model
+
+
+def _build(encoder, n_classes: int, feature_dim: int) -> ImageNet:
+    from aimass.backbones.efficientnet import normalise
+
+    encoder = encoder.to(memory_format=torch.channels_last)
+    return ImageNet(encoder, Head(feature_dim, n_classes), normalise).eval()
+
+
+@torch.inference_mode()
+def _embed(frozen, normalise, pixels: torch.Tensor, size: int, batch_size: int = 64) -> torch.Tensor:
+    out = []
+    for begin in range(0, len(pixels), batch_size):
+        x = normalise(augment.center(pixels[begin : begin + batch_size], size))
+        out.append(frozen.forward_features(x.contiguous(memory_format=torch.channels_last)))
+    return torch.cat(out)
+
+
+def _where(item, i: int) -> str:
+    return str(item) if isinstance(item, str | Path) else f"image {i}"
+
+
+# ------------------------------------------------------------------ serving
+class PredictRequest(BaseModel):
+    """``{"inputs": ["<base64 image>", ...]}`` (or one string); multipart uploads arrive as bytes."""
+
+    inputs: str | bytes | list[str | bytes] = Field(
+        ..., description=f"One base64-encoded image or a list of at most {MAX_ITEMS}."
+    )
+
+    @field_validator("inputs")
+    @classmethod
+    def _check(cls, value):
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise ValueError('send at least one image, e.g. {"inputs": ["<base64 of a JPEG>"]}')
+        if len(items) > MAX_ITEMS:
+            raise ValueError(
+                f"send at most {MAX_ITEMS} images per request (got {len(items)}); split the list"
+            )
+        return items
+
+
+def decode_item(item: str | bytes, i: int) -> bytes:
+    """Bytes of one request item: raw bytes (multipart) or base64 text (JSON, data: URLs too)."""
+    if isinstance(item, bytes):
+        data = item
+    else:
+        text = item.split(",", 1)[1] if item.startswith("data:") else item
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise DataError(
+                f"inputs[{i}] is not base64.",
+                hint="Send each image as base64 text, or upload it as multipart.",
+            ) from None
+    if len(data) > byte_limit():
+        raise TooLargeError(f"inputs[{i}] is {len(data)} bytes; the limit is {byte_limit()} bytes per image.")
+    return data
+
+
+class Handler:
+    """LitServe-style handler: setup / decode_request / predict / encode_response."""
+
+    def __init__(self, model_dir: Path | None = None, model: ImageClassifier | None = None):
+        self.model_dir = model_dir
+        self.model = model
+
+    def setup(self, device: str = "cpu") -> None:
+        if self.model is None:
+            self.model = ImageClassifier.load(self.model_dir)
+
+    def decode_request(self, request: PredictRequest) -> list:
+        """Decoded RGB images; a corrupt image is a 422 and an oversized one a 413 naming the limit."""
+        return [
+            open_image(decode_item(item, i), where=f"inputs[{i}]") for i, item in enumerate(request.inputs)
+        ]
+
+    def predict(self, images: list) -> np.ndarray:
+        return self.model.predict_proba(images)
+
+    def encode_response(self, proba: np.ndarray) -> dict[str, Any]:
+        return encode_scores(self.model.classes_, proba)
+
+
+def _sample_png(array: np.ndarray) -> str:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@register_task("image-classification")
+class ImageClassification:
+    """The task spec the CLI, server and registry look up."""
+
+    estimator = ImageClassifier
+    request = PredictRequest
+    response = PredictResponse
+    # a real 8x8 PNG of a handwritten 7 (scikit-learn digits), base64-encoded
+    sample_request = {
+        "inputs": [
+            "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAARUlEQVR42iXGQRVAMAAA0M9znwZE0IAGNLEGIsggAU2m"
+            "yUjAYaf/K9Z2GZ6+xhOv+wVbChrjJFoOujPnEfjm4p5DSZrhB4Y6EAnMn8s2AAAAAElFTkSuQmCC"
+        ]
+    }
+    handler = Handler
+    max_body_bytes = 32 * 1024 * 1024  # base64 JSON or multipart uploads of several photos
+    fast_params = {"image_size": 64, "unfreeze": 1, "epochs_top": 1, "batch_size": 16}
+
+    @staticmethod
+    def sample_data(per_class: int = 12) -> tuple[list[bytes], list[str]]:
+        """A small real dataset (scikit-learn's scanned handwritten digits 0, 1 and 7, as PNGs)."""
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images, labels = [], []
+        for digit in (0, 1, 7):
+            for array in digits.images[digits.target == digit][:per_class]:
+                images.append(base64.b64decode(_sample_png((array * 255 / 16).astype(np.uint8))))
+                labels.append(str(digit))
+        return images, labels
+
+    @staticmethod
+    def plots(report: dict, folder: Path) -> list[Path]:
+        from aimass.evaluate.plots import confusion_png, top_losses_png
+
+        folder = Path(folder)
+        out = [confusion_png(report, folder / "confusion_matrix.png")]
+        if report.get("top_losses"):
+            out.append(top_losses_png(report["top_losses"], folder / "top_losses.png"))
+        return out
+
+    @staticmethod
+    def cli_inputs(values: list[str]) -> list[str]:
+        """Image paths from the command line (each checked when read)."""
+        missing = [v for v in values if not Path(v).is_file()]
+        if missing:
+            raise DataError(f"No such image file: {missing[0]}", hint="Pass paths of image files.")
+        return list(values)

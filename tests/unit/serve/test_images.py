@@ -1,0 +1,87 @@
+"""Serving an image model: base64 JSON and multipart uploads, and the limits as 413/422."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from aimass import api
+from aimass.serve.app import create_app
+from aimass.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def digits():
+    spec = get_task("image-classification")
+    images, labels = spec.sample_data(per_class=12)
+    model = spec.estimator(**spec.fast_params).fit((images, labels), progress=False)
+    return model, images, labels
+
+
+@pytest.fixture(scope="module")
+def client(digits):
+    record = api.register(digits[0], "digits-serve")
+    with TestClient(create_app([record.ref])) as c:
+        yield c
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_base64_json_one_and_many(client, digits):
+    model, images, labels = digits
+    encoded = [base64.b64encode(b).decode() for b in images[:3]]
+    body = client.post("/v1/models/digits-serve/predict", json={"inputs": encoded}).json()
+    assert [p["label"] for p in body["predictions"]] == model.predict(images[:3])
+    assert set(body["predictions"][0]["scores"]) == {"0", "1", "7"}
+    single = client.post("/v1/models/digits-serve/predict", json={"inputs": encoded[0]})
+    assert single.status_code == 200 and len(single.json()["predictions"]) == 1
+    data_url = client.post(
+        "/v1/models/digits-serve/predict", json={"inputs": ["data:image/png;base64," + encoded[0]]}
+    )
+    assert data_url.json()["predictions"] == single.json()["predictions"]
+
+
+def test_multipart_upload(client, digits):
+    model, images, _ = digits
+    files = [("inputs", (f"d{i}.png", images[i], "image/png")) for i in (0, 12, 24)]
+    response = client.post("/v1/models/digits-serve/predict", files=files)
+    assert response.status_code == 200, response.text
+    assert [p["label"] for p in response.json()["predictions"]] == model.predict(
+        [images[i] for i in (0, 12, 24)]
+    )
+
+
+def test_corrupt_and_not_base64_are_422(client, digits):
+    truncated = digits[1][0][:40]
+    response = client.post(
+        "/v1/models/digits-serve/predict", files=[("inputs", ("bad.png", truncated, "image/png"))]
+    )
+    assert response.status_code == 422 and "inputs[0]" in response.json()["error"]["message"]
+    response = client.post("/v1/models/digits-serve/predict", json={"inputs": ["not base64 at all!"]})
+    assert response.status_code == 422 and "base64" in response.json()["error"]["message"]
+    assert client.get("/livez").status_code == 200  # the server stays up
+
+
+def test_pixel_limit_is_413_with_the_limit(client, monkeypatch):
+    monkeypatch.setenv("AIMASS_MAX_PIXELS", "10000")
+    big = _png(np.zeros((200, 200), dtype=np.uint8))  # 40,000 pixels, tiny file
+    response = client.post(
+        "/v1/models/digits-serve/predict", files=[("inputs", ("big.png", big, "image/png"))]
+    )
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]["message"]
+    monkeypatch.setenv("AIMASS_MAX_IMAGE_BYTES", "100")
+    response = client.post(
+        "/v1/models/digits-serve/predict", files=[("inputs", ("big.png", big, "image/png"))]
+    )
+    assert response.status_code == 413 and "100" in response.json()["error"]["message"]
+    assert client.get("/readyz").status_code == 200
