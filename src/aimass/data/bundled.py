@@ -88,3 +88,68 @@ def _stratified_sample(pairs: list[tuple[str, str]], limit: int, seed: int) -> l
         chosen.extend(rng.choice(indices, size=min(take, len(indices)), replace=False))
         left -= take
     return [pairs[j] for j in sorted(chosen)]
+
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = (
+    "tshirt-top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+)
+
+
+def fashion_mnist_arrays(part: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST images ``[N, 28, 28] uint8`` and labels from Debian's ``dataset-fashion-mnist``.
+
+    Args:
+        part: ``train`` (60,000) or ``t10k`` (10,000).
+
+    Raises:
+        NotFoundError: The Debian package is not installed.
+    """
+    import gzip
+
+    images, labels = (
+        FASHION_MNIST_DIR / f"{part}-images-idx3-ubyte.gz",
+        FASHION_MNIST_DIR / f"{part}-labels-idx1-ubyte.gz",
+    )
+    if not images.exists():
+        raise NotFoundError(
+            f"Fashion-MNIST is not installed ({images} is missing).",
+            hint="sudo apt-get install dataset-fashion-mnist",
+        )
+    pixels = np.frombuffer(gzip.decompress(images.read_bytes()), dtype=np.uint8, offset=16)
+    return pixels.reshape(-1, 28, 28), np.frombuffer(gzip.decompress(labels.read_bytes()), np.uint8, offset=8)
+
+
+def fashion_mnist_folder(dest: Path, train: int = 5000, test: int = 2000, seed: int = 0) -> Path:
+    """Write a stratified, seeded sample of Fashion-MNIST as PNGs in ImageNet layout:
+    ``dest/train/<class>/*.png`` from the official training set and ``dest/test/<class>/*.png``
+    from the official test set. Returns ``dest``."""
+    from PIL import Image
+
+    dest = Path(dest)
+    for split, part, n in (("train", "train", train), ("test", "t10k", test)):
+        images, labels = fashion_mnist_arrays(part)
+        for index in _stratified(labels, n, seed):
+            folder = dest / split / FASHION_CLASSES[labels[index]]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[index]).save(folder / f"{part}-{index:05d}.png")
+    return dest
+
+
+def _stratified(labels: np.ndarray, n: int, seed: int) -> list[int]:
+    rng = np.random.RandomState(seed)
+    classes = np.unique(labels)
+    chosen = []
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        chosen.extend(rng.choice(idx, size=n // len(classes), replace=False).tolist())
+    return sorted(chosen)
