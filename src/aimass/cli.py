@@ -107,11 +107,21 @@ def data_list(as_json: JsonFlag = False):
 def train(
     data: Annotated[str, typer.Option(help="Dataset id or name, or a file/folder to import.")],
     task: Annotated[str, typer.Option(help="Task type, e.g. text-classification.")] = "text-classification",
-    backbone: Annotated[str, typer.Option(help="auto, a backbone name, hf:ORG/NAME or a folder.")] = "auto",
-    time_budget: Annotated[str, typer.Option(help="Wall-time budget for training, e.g. 90s, 5m.")] = "150s",
+    backbone: Annotated[
+        str | None, typer.Option(help="auto, a backbone name, hf:ORG/NAME or a folder (default: the task's).")
+    ] = None,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Wall-time budget for training, e.g. 90s, 5m (default: the task's, 150s for text)."
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: the dataset name).")] = None,
     seed: int = 0,
-    unfreeze: Annotated[int, typer.Option(help="Top encoder blocks to fine-tune after the head.")] = 2,
+    unfreeze: Annotated[
+        int | None,
+        typer.Option(help="Top encoder blocks/stages to fine-tune after the head (default: auto)."),
+    ] = None,
     epochs_top: Annotated[
         int | None, typer.Option(help="Stage-2 epochs (default: planned from the time budget).")
     ] = None,
@@ -121,18 +131,9 @@ def train(
     """Fine-tune, evaluate on the held-out test split and register a new model version."""
     from aimass import api
 
-    result = api.train_model(
-        task,
-        data,
-        name=name,
-        resume=resume,
-        progress=not as_json,
-        backbone=backbone,
-        time_budget=time_budget,
-        seed=seed,
-        unfreeze=unfreeze,
-        epochs_top=epochs_top,
-    )
+    given = {"backbone": backbone, "time_budget": time_budget, "unfreeze": unfreeze, "epochs_top": epochs_top}
+    params = {k: v for k, v in given.items() if v is not None}
+    result = api.train_model(task, data, name=name, resume=resume, progress=not as_json, seed=seed, **params)
     emit(result, as_json, _show_train)
 
 

@@ -182,7 +182,7 @@ class ImageClassifier(Estimator):
         >>> model.predict(["cat.jpg"])                             # doctest: +SKIP
 
     Args:
-        backbone: a name from the backbone table (image backbones only).
+        backbone: an image backbone from the backbone table (``auto``: efficientnet-lite0).
         time_budget: wall-time budget for fit, e.g. ``"5m"``; stages that do not fit are skipped.
         image_size: training and inference size; ``auto``: 224, or 128 when the images are small.
         unfreeze: how many top backbone stages to fine-tune in stage 2 (0 = head only);
@@ -257,13 +257,14 @@ class ImageClassifier(Estimator):
         self.classes_ = sorted(set(train[1]))
         if len(self.classes_) < 2:
             raise DataError("Training needs at least two classes.", hint="Add images of another class.")
-        spec = get_backbone(cfg.backbone)
+        name = "efficientnet-lite0" if cfg.backbone == "auto" else cfg.backbone
+        spec = get_backbone(name)
         if spec.modality != "image":
             raise ConfigError(
-                f"Backbone '{cfg.backbone}' reads {spec.modality}, not images.",
+                f"Backbone '{name}' reads {spec.modality}, not images.",
                 hint="Use an image backbone, e.g. efficientnet-lite0.",
             )
-        self.backbone_ = cfg.backbone
+        self.backbone_ = name
         self.image_size_ = auto_size(train[0]) if cfg.image_size == "auto" else cfg.image_size
         _, encoder = spec.load()
         n_stages = len(layers(encoder))
@@ -307,16 +308,28 @@ class ImageClassifier(Estimator):
         stages.set_trainable(net, self.unfrozen_)
         generator = torch.Generator().manual_seed(cfg.seed)
         train_px, valid_px = pixels
+        if cfg.augment:  # a new random view of every image each epoch: the whole net runs
 
-        def forward(index):
-            view = augment.augment(train_px[index], size, generator) if cfg.augment else None
-            view = augment.center(train_px[index], size) if view is None else view
-            return self._forward_top(view, start)
+            def forward(index):
+                return self._forward_top(augment.augment(train_px[index], size, generator), start)
 
-        def forward_eval(index):
-            return self._forward_top(augment.center(valid_px[index], size), start)
+            def forward_eval(index):
+                return self._forward_top(augment.center(valid_px[index], size), start)
 
-        per_epoch = self._epoch_seconds(train_px, start, cfg.batch_size)
+        else:  # the frozen stages run once; the top trains on their cached output (mirrored at random)
+            lower = self.net_.encoder.fuse_for_inference()
+            hidden = [_lower(lower, self.net_.normalise, px, size, start) for px in pixels]
+
+            def forward(index):
+                h = hidden[0][index]
+                flip = torch.rand(len(index), generator=generator) < 0.5
+                h = torch.where(flip[:, None, None, None], h.flip(-1), h)
+                return net.forward_from(start, h.contiguous(memory_format=torch.channels_last))
+
+            def forward_eval(index):
+                return net.forward_from(start, hidden[1][index].contiguous(memory_format=torch.channels_last))
+
+        per_epoch = self._epoch_seconds(train_px, start, cfg.batch_size, forward)
         ckpt = Path(run_dir) / "checkpoint" if run_dir else None
         epochs = (stages.planned_epochs(ckpt) if resume else None) or cfg.epochs_top
         if epochs is None:
@@ -355,13 +368,10 @@ class ImageClassifier(Estimator):
             hidden = encoder.forward_until(start, x)
         return self.net_.forward_from(start, hidden)
 
-    def _epoch_seconds(self, train_px, start: int, batch_size: int) -> float:
+    def _epoch_seconds(self, train_px, start: int, batch_size: int, forward) -> float:
         index = torch.arange(min(batch_size, len(train_px)))
         began = time.perf_counter()
-        loss = nn.functional.cross_entropy(
-            self._forward_top(augment.center(train_px[index], self.image_size_), start),
-            torch.zeros(len(index), dtype=torch.long),
-        )
+        loss = nn.functional.cross_entropy(forward(index), torch.zeros(len(index), dtype=torch.long))
         loss.backward()
         self.net_.zero_grad(set_to_none=True)
         return (time.perf_counter() - began) * len(train_px) / len(index)
@@ -377,10 +387,9 @@ class ImageClassifier(Estimator):
         out = np.zeros((len(images), len(self.classes_)), dtype=np.float32)
         for begin in range(0, len(images), batch_size):
             chunk = images[begin : begin + batch_size]
-            px = torch.stack(
-                [to_pixels(item, self.image_size_, _where(item, begin + i)) for i, item in enumerate(chunk)]
-            )
-            out[begin : begin + len(chunk)] = self._proba_batch(frozen, px.float() / 255.0)
+            base = round(self.image_size_ * BASE_SCALE)  # the same view as in training: resize, centre crop
+            px = torch.stack([to_pixels(item, base, _where(item, begin + i)) for i, item in enumerate(chunk)])
+            out[begin : begin + len(chunk)] = self._proba_batch(frozen, augment.center(px, self.image_size_))
         return out
 
     def _proba_batch(self, net: ImageNet, images: torch.Tensor) -> np.ndarray:
@@ -493,6 +502,18 @@ def _embed(frozen, normalise, pixels: torch.Tensor, size: int, batch_size: int =
     for begin in range(0, len(pixels), batch_size):
         x = normalise(augment.center(pixels[begin : begin + batch_size], size))
         out.append(frozen.forward_features(x.contiguous(memory_format=torch.channels_last)))
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def _lower(
+    frozen, normalise, pixels: torch.Tensor, size: int, start: int, batch_size: int = 64
+) -> torch.Tensor:
+    """Output of the stem and stages ``0..start-1`` for the centre crops (cached for stage 2)."""
+    out = []
+    for begin in range(0, len(pixels), batch_size):
+        x = normalise(augment.center(pixels[begin : begin + batch_size], size))
+        out.append(frozen.forward_until(start, x.contiguous(memory_format=torch.channels_last)).contiguous())
     return torch.cat(out)
 
 

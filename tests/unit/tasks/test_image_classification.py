@@ -1,0 +1,62 @@
+"""Image-task pieces the contract test does not reach: input kinds, sizing, TTA, the top-losses grid."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aimass.errors import ConfigError, DataError
+from aimass.tasks.image_classification import ImageClassification, ImageClassifier, auto_size, to_pixels
+
+
+def _png(size=(50, 30), color=(200, 10, 10)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_to_pixels_accepts_bytes_paths_pil_and_arrays(tmp_path):
+    path = tmp_path / "red.png"
+    path.write_bytes(_png())
+    for item in (_png(), str(path), Image.open(path), np.full((30, 50), 7, dtype=np.uint8)):
+        px = to_pixels(item, 24)
+        assert px.shape == (3, 24, 24) and px.dtype.is_floating_point is False
+    assert to_pixels(_png(), 24)[0].float().mean() > 190  # red stays red
+
+
+def test_corrupt_bytes_name_where():
+    with pytest.raises(DataError, match="photo-9"):
+        to_pixels(b"not an image", 24, where="photo-9")
+
+
+def test_auto_size_follows_the_images():
+    assert auto_size([_png((28, 28))] * 3) == 128
+    assert auto_size([_png((400, 300))] * 3) == 224
+
+
+def test_text_backbone_is_refused():
+    images, labels = ImageClassification.sample_data(per_class=4)
+    with pytest.raises(ConfigError, match="reads text"):
+        ImageClassifier(backbone="minilm-l6").fit((images, labels), progress=False)
+
+
+def test_tta_and_top_losses_grid(tmp_path):
+    images, labels = ImageClassification.sample_data(per_class=8)
+    model = ImageClassifier(**ImageClassification.fast_params).fit((images, labels), progress=False)
+    plain = model.predict_proba(images)
+    model.tta = True
+    mirrored = model.predict_proba(images)
+    assert plain.shape == mirrored.shape and not np.allclose(plain, mirrored)
+    np.testing.assert_allclose(mirrored.sum(1), 1.0, atol=1e-5)
+    paths = []
+    for i, data in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(data)
+    report = model.evaluate(([str(p) for p in paths], labels))
+    assert report["top_losses"][0]["image"].endswith(".png")
+    written = ImageClassification.plots(report, tmp_path)
+    assert [p.name for p in written] == ["confusion_matrix.png", "top_losses.png"]
+    assert Image.open(written[1]).size[0] > 300
