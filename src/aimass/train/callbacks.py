@@ -13,8 +13,14 @@ from safetensors.torch import load_file, save_file
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Only the parameters that train (the rest is the frozen backbone)."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """Only the parameters that train (the rest is the frozen backbone), plus the buffers of the
+    modules that own them (BatchNorm running statistics move with the weights)."""
+    state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for name, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            prefix = f"{name}." if name else ""
+            state.update({prefix + b: t.detach().clone() for b, t in module.named_buffers(recurse=False)})
+    return state
 
 
 class BestKeeper:

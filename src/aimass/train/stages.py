@@ -195,6 +195,7 @@ def fit_top(
     resume: bool = False,
     forward=None,
     forward_eval=None,
+    head_params=None,
 ) -> StageResult:
     """Stage 2: unfreeze the top ``n_top`` blocks; one-cycle, discriminative LRs, early stop.
 
@@ -202,7 +203,8 @@ def fit_top(
     validation score: if no epoch beats it, the stage-1 weights are kept.
     ``forward(index)`` / ``forward_eval(index)`` give the logits of training / validation
     rows; by default the top blocks run on the cached hidden states (text). A task whose
-    inputs change every epoch (image augmentation) passes its own.
+    inputs change every epoch (image augmentation) passes its own. ``head_params`` (default: the
+    head's dense layer) get ``lr_head``.
     """
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -212,7 +214,8 @@ def fit_top(
     set_trainable(net, n_top)
     if net.head.lexical is not None:
         net.head.lexical.weight.requires_grad_(False)
-    groups = param_groups(net.encoder, net.head.dense.parameters(), n_top, lr_head, lr_body, decay)
+    head_params = list(net.head.dense.parameters()) if head_params is None else list(head_params)
+    groups = param_groups(net.encoder, head_params, n_top, lr_head, lr_body, decay)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     steps = epochs * int(np.ceil(len(train) / batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
