@@ -215,6 +215,8 @@ def fit_top(
     if net.head.lexical is not None:
         net.head.lexical.weight.requires_grad_(False)
     head_params = list(net.head.dense.parameters()) if head_params is None else list(head_params)
+    for p in head_params:
+        p.requires_grad_(True)
     groups = param_groups(net.encoder, head_params, n_top, lr_head, lr_body, decay)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     steps = epochs * int(np.ceil(len(train) / batch_size))
