@@ -54,14 +54,18 @@ class TextNet(nn.Module):
     def n_layers(self) -> int:
         return len(layers(self.encoder))
 
-    def forward_from(self, start: int, hidden, mask, lexical=None) -> torch.Tensor:
+    def pooled_from(self, start: int, hidden, mask) -> torch.Tensor:
+        """The normalised mean-pooled embedding after running blocks ``start..``."""
         if start < self.n_layers:
             bias = create_bidirectional_mask(
                 config=self.encoder.config, inputs_embeds=hidden, attention_mask=mask
             )
             for block in list(layers(self.encoder))[start:]:
                 hidden = block(hidden, attention_mask=bias)
-        return self.head(mean_pool(hidden, mask), lexical)
+        return mean_pool(hidden, mask)
+
+    def forward_from(self, start: int, hidden, mask, lexical=None) -> torch.Tensor:
+        return self.head(self.pooled_from(start, hidden, mask), lexical)
 
     def forward(self, input_ids, attention_mask, lexical=None) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -46,7 +46,7 @@ class Config(BaseModel):
     image_size: int | Literal["auto"] = "auto"
     unfreeze: int | Literal["auto"] = "auto"
     epochs_top: int | None = Field(default=None, ge=0, le=100)
-    augment: bool = True
+    augment: int = Field(default=2, ge=0, le=8)
     tta: bool = False
     lr_head: float = Field(default=3e-3, gt=0, lt=1)
     lr_body: float = Field(default=2e-3, gt=0, lt=1)
@@ -187,8 +187,9 @@ class ImageClassifier(Estimator):
         image_size: training and inference size; ``auto``: 224, or 128 when the images are small.
         unfreeze: how many top backbone stages to fine-tune in stage 2 (0 = head only);
             ``auto``: 3 of EfficientNet-Lite0's 7.
-        epochs_top: epochs for stage 2; ``None`` lets the time budget decide (at most 8).
-        augment: random resized crop, flip and colour jitter in stage 2.
+        epochs_top: epochs for stage 2; ``None`` lets the time budget decide (at most 12).
+        augment: how many random views (resized crop, flip, colour jitter) of each training image
+            stage 2 draws from, besides the centre crop (0 = centre crops only).
         tta: average the predictions of the image and its mirror image.
         lr_head, lr_body: peak learning rates of the head and the top stage.
         batch_size: stage-2 batch size.
@@ -204,7 +205,7 @@ class ImageClassifier(Estimator):
         image_size="auto",
         unfreeze="auto",
         epochs_top=None,
-        augment=True,
+        augment=2,
         tta=False,
         lr_head=3e-3,
         lr_body=2e-3,
@@ -311,33 +312,30 @@ class ImageClassifier(Estimator):
             p.requires_grad_(True)
         generator = torch.Generator().manual_seed(cfg.seed)
         train_px, valid_px = pixels
-        if cfg.augment:  # a new random view of every image each epoch: the whole net runs
+        # The frozen stages run once per view and the top trains on their cached output: the
+        # centre crop plus ``augment`` random views (resized crop, flip, colour jitter) of each image,
+        # one drawn at random per image and epoch. Stage 2 then costs only the top stages.
+        lower = self.net_.encoder.fuse_for_inference()
+        views = [lambda b: augment.center(b, size)]
+        views += [lambda b: augment.augment(b, size, generator)] * cfg.augment
+        cached = torch.stack([_lower(lower, net.normalise, train_px, view, start) for view in views])
+        valid = _lower(lower, net.normalise, valid_px, views[0], start)
 
-            def forward(index):
-                return self._forward_top(augment.augment(train_px[index], size, generator), start)
+        def forward(index):
+            pick = torch.randint(0, len(views), (len(index),), generator=generator)
+            return net.forward_from(
+                start, cached[pick, index].float().contiguous(memory_format=torch.channels_last)
+            )
 
-            def forward_eval(index):
-                return self._forward_top(augment.center(valid_px[index], size), start)
-
-        else:  # the frozen stages run once; the top trains on their cached output (mirrored at random)
-            lower = self.net_.encoder.fuse_for_inference()
-            hidden = [_lower(lower, self.net_.normalise, px, size, start) for px in pixels]
-
-            def forward(index):
-                h = hidden[0][index]
-                flip = torch.rand(len(index), generator=generator) < 0.5
-                h = torch.where(flip[:, None, None, None], h.flip(-1), h)
-                return net.forward_from(start, h.contiguous(memory_format=torch.channels_last))
-
-            def forward_eval(index):
-                return net.forward_from(start, hidden[1][index].contiguous(memory_format=torch.channels_last))
+        def forward_eval(index):
+            return net.forward_from(start, valid[index].float().contiguous(memory_format=torch.channels_last))
 
         per_epoch = self._epoch_seconds(train_px, start, cfg.batch_size, forward)
         ckpt = Path(run_dir) / "checkpoint" if run_dir else None
         epochs = (stages.planned_epochs(ckpt) if resume else None) or cfg.epochs_top
         if epochs is None:
             left = float("inf") if deadline is None else deadline - time.monotonic()
-            epochs = int(min(8, left // (per_epoch * 1.15)))
+            epochs = int(min(12, left // (per_epoch * 1.15)))
         if epochs < 1:
             return stages.StageResult(skipped=f"time budget: an epoch needs ~{per_epoch:.0f}s")
         result = stages.fit_top(
@@ -360,17 +358,6 @@ class ImageClassifier(Estimator):
         )
         net.eval()
         return result
-
-    def _forward_top(self, images: torch.Tensor, start: int) -> torch.Tensor:
-        """Frozen stages in eval mode without gradients, then the trainable top."""
-        encoder = self.net_.encoder
-        x = self.net_.normalise(images).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            encoder.stem.eval()
-            for stage in list(layers(encoder))[:start]:
-                stage.eval()
-            hidden = encoder.forward_until(start, x)
-        return self.net_.forward_from(start, hidden)
 
     def _epoch_seconds(self, train_px, start: int, batch_size: int, forward) -> float:
         """One timed training step (after a warm-up step: the first builds kernels) times the steps."""
@@ -512,14 +499,14 @@ def _embed(frozen, normalise, pixels: torch.Tensor, size: int, batch_size: int =
 
 
 @torch.inference_mode()
-def _lower(
-    frozen, normalise, pixels: torch.Tensor, size: int, start: int, batch_size: int = 64
-) -> torch.Tensor:
-    """Output of the stem and stages ``0..start-1`` for the centre crops (cached for stage 2)."""
+def _lower(frozen, normalise, pixels: torch.Tensor, view, start: int, batch_size: int = 64) -> torch.Tensor:
+    """Output (fp16) of the stem and stages ``0..start-1`` for ``view(batch)`` of every image."""
     out = []
     for begin in range(0, len(pixels), batch_size):
-        x = normalise(augment.center(pixels[begin : begin + batch_size], size))
-        out.append(frozen.forward_until(start, x.contiguous(memory_format=torch.channels_last)).contiguous())
+        x = normalise(view(pixels[begin : begin + batch_size]))
+        out.append(
+            frozen.forward_until(start, x.contiguous(memory_format=torch.channels_last)).half().contiguous()
+        )
     return torch.cat(out)
 
 

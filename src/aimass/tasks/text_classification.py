@@ -48,6 +48,7 @@ class Config(BaseModel):
     lr_head: float = Field(default=3e-3, gt=0, lt=1)
     lr_body: float = Field(default=1e-4, gt=0, lt=1)
     batch_size: int = Field(default=16, ge=1, le=1024)
+    pair_steps: int | Literal["auto"] = "auto"
     seed: int = 0
 
 
@@ -122,6 +123,8 @@ class TextClassifier(Estimator):
         lr_head, lr_body: peak learning rates of the head and the top block (few-shot runs
             take fewer steps and use 3x ``lr_body``).
         batch_size: stage-2 batch size.
+        pair_steps: steps of contrastive pair training (SetFit-style) before the head on few-shot
+            data; ``auto``: 40 for few-shot data, 0 otherwise.
         seed: makes splits, initialisation and shuffling repeatable.
     """
 
@@ -138,6 +141,7 @@ class TextClassifier(Estimator):
         lr_head=3e-3,
         lr_body=1e-4,
         batch_size=16,
+        pair_steps="auto",
         seed=0,
     ):
         self.backbone = backbone
@@ -149,6 +153,7 @@ class TextClassifier(Estimator):
         self.lr_head = lr_head
         self.lr_body = lr_body
         self.batch_size = batch_size
+        self.pair_steps = pair_steps
         self.seed = seed
 
     # ----------------------------------------------------------------- fit
@@ -166,8 +171,22 @@ class TextClassifier(Estimator):
         timer.lap("load_backbone")
         feats = self._features(cfg, digest, train, val, progress)
         timer.lap("embed")
+        self.stages_ = {}
+        steps = (40 if self.few_shot_ else 0) if cfg.pair_steps == "auto" else cfg.pair_steps
+        if steps and self.unfrozen_:
+            pairs = stages.fit_pairs(
+                self.net_,
+                feats[0],
+                n_top=self.unfrozen_,
+                steps=steps,
+                seed=cfg.seed,
+                deadline=deadline,
+                refresh=(feats[1],),
+            )
+            self.stages_["pairs"] = pairs.__dict__
+            timer.lap("train_pairs")
         head = self._stage_head(cfg, *feats)
-        self.stages_ = {"head": head.__dict__}
+        self.stages_["head"] = head.__dict__
         timer.lap("train_head")
         top = self._stage_top(cfg, *feats, deadline, run_dir, resume, head.best_score)
         self.stages_["top"] = top.__dict__

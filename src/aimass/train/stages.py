@@ -6,6 +6,10 @@
    of the blocks below them, with discriminative learning rates and a one-cycle
    schedule, so an epoch costs only those ``k`` blocks.
 Both keep the best epoch by validation macro-F1 and stop early.
+
+Few-shot data (no validation split) first goes through ``fit_pairs``: SetFit's idea — teach
+the encoder that texts of one class are similar and texts of different classes are not —
+with every pair of a batch at once, so a step costs one pass over the batch, not one per pair.
 """
 
 from __future__ import annotations
@@ -262,3 +266,66 @@ def fit_top(
     if keeper is None:
         return StageResult(history.rows, loop.epoch, float("nan"), time.perf_counter() - started)
     return StageResult(history.rows, keeper.epoch, keeper.best, time.perf_counter() - started)
+
+
+def _trimmed(features: Features, index: torch.Tensor):
+    mask = features.mask[index].long()
+    width = int(mask.sum(1).max())
+    return features.hidden[index, :width].float(), mask[:, :width]
+
+
+def fit_pairs(
+    net,
+    train: Features,
+    *,
+    n_top: int,
+    steps: int,
+    seed: int,
+    lr: float = 2e-5,
+    batch_size: int = 32,
+    deadline: float | None = None,
+    refresh: tuple = (),
+) -> StageResult:
+    """Contrastive fine-tuning of the top ``n_top`` blocks on every pair of each batch.
+
+    The cosine similarity of two texts' pooled embeddings is pulled to 1 for the same label and
+    to 0 for different labels (SetFit's ``CosineSimilarityLoss``), over all ``b * (b - 1)`` pairs
+    of a batch of ``b`` texts. Afterwards ``train.pooled`` (and that of each of ``refresh``, e.g.
+    the validation features) holds the new embeddings, ready for :func:`fit_head`.
+    """
+    started = time.perf_counter()
+    start = net.n_layers - n_top
+    set_trainable(net, n_top)
+    params = [p for p in net.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=max(10, steps), pct_start=0.1
+    )
+    generator = torch.Generator().manual_seed(seed)
+    history, done = [], 0
+    net.train()
+    for step in range(steps):
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        index = torch.randperm(len(train), generator=generator)[:batch_size]
+        pooled = net.pooled_from(start, *_trimmed(train, index))
+        y = train.y[index]
+        off = ~torch.eye(len(index), dtype=torch.bool)
+        target = (y[:, None] == y[None, :]).float()
+        loss = torch.nn.functional.mse_loss((pooled @ pooled.t())[off], target[off])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        history.append({"step": step, "loss": round(float(loss.detach()), 5)})
+        done = step + 1
+    net.eval()
+    with torch.inference_mode():
+        for features in (train, *[f for f in refresh if f is not None]):
+            features.pooled = torch.cat(
+                [
+                    net.pooled_from(start, *_trimmed(features, i))
+                    for i in torch.arange(len(features)).split(64)
+                ]
+            )
+    return StageResult(history, done - 1, float("nan"), time.perf_counter() - started)
