@@ -83,6 +83,7 @@ def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
 
 
 FEW_SHOT_PER_CLASS = 24
+PAIR_STEPS = 80  # contrastive steps on few-shot data (each over every pair of a 32-text batch)
 
 
 def _few_shot(train: tuple, val: tuple | None, seed: int) -> tuple[tuple, tuple | None]:
@@ -124,7 +125,7 @@ class TextClassifier(Estimator):
             take fewer steps and use 3x ``lr_body``).
         batch_size: stage-2 batch size.
         pair_steps: steps of contrastive pair training (SetFit-style) before the head on few-shot
-            data; ``auto``: 40 for few-shot data, 0 otherwise.
+            data; ``auto``: 80 (within 60% of the time left) for few-shot data, 0 otherwise.
         seed: makes splits, initialisation and shuffling repeatable.
     """
 
@@ -172,15 +173,17 @@ class TextClassifier(Estimator):
         feats = self._features(cfg, digest, train, val, progress)
         timer.lap("embed")
         self.stages_ = {}
-        steps = (40 if self.few_shot_ else 0) if cfg.pair_steps == "auto" else cfg.pair_steps
+        steps = (PAIR_STEPS if self.few_shot_ else 0) if cfg.pair_steps == "auto" else cfg.pair_steps
         if steps and self.unfrozen_:
+            # pairs may use 60% of the time left; the head and a short fine-tune follow
+            share = None if deadline is None else time.monotonic() + 0.6 * (deadline - time.monotonic())
             pairs = stages.fit_pairs(
                 self.net_,
                 feats[0],
                 n_top=self.unfrozen_,
                 steps=steps,
                 seed=cfg.seed,
-                deadline=deadline,
+                deadline=share,
                 refresh=(feats[1],),
             )
             self.stages_["pairs"] = pairs.__dict__

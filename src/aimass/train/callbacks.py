@@ -41,17 +41,18 @@ class BestKeeper:
 
 
 class EarlyStopping:
-    """Stop when ``monitor`` has not improved for ``patience`` epochs."""
+    """Stop when ``monitor`` has not improved for ``patience`` epochs, counted from epoch
+    ``start`` on (epochs of a learning-rate warm-up are often worse and should not stop the run)."""
 
-    def __init__(self, monitor: str = "macro_f1", patience: int = 3, min_delta: float = 1e-4):
-        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+    def __init__(self, monitor: str = "macro_f1", patience: int = 3, min_delta: float = 1e-4, start: int = 0):
+        self.monitor, self.patience, self.min_delta, self.start = monitor, patience, min_delta, start
         self.best, self.wait = -float("inf"), 0
 
     def after_epoch(self, loop) -> None:
         score = loop.metrics.get(self.monitor, -float("inf"))
         if score > self.best + self.min_delta:
             self.best, self.wait = score, 0
-        else:
+        elif loop.epoch >= self.start:
             self.wait += 1
             loop.stop = loop.stop or self.wait >= self.patience
 

@@ -242,7 +242,9 @@ def fit_top(
     keeper, history = BestKeeper(), History()
     keeper.best, keeper.state = baseline, trainable_state(net)
     # without validation data (few-shot) there is nothing to select on: train the planned epochs
-    callbacks = [history, keeper, EarlyStopping(patience=2)] if valid is not None else [history]
+    warmup = int(np.ceil(0.25 * epochs))  # the one-cycle warm-up below (pct_start 0.25)
+    stopper = EarlyStopping(patience=2, start=warmup)
+    callbacks = [history, keeper, stopper] if valid is not None else [history]
     if deadline is not None:
         callbacks.append(TimeBudget(deadline))
     if checkpoint_dir is not None:
@@ -298,27 +300,34 @@ def fit_pairs(
     set_trainable(net, n_top)
     params = [p for p in net.encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(10, steps), pct_start=0.1
-    )
     generator = torch.Generator().manual_seed(seed)
-    history, done = [], 0
     net.train()
-    for step in range(steps):
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        index = torch.randperm(len(train), generator=generator)[:batch_size]
+
+    def pair_loss(index):
         pooled = net.pooled_from(start, *_trimmed(train, index))
         y = train.y[index]
         off = ~torch.eye(len(index), dtype=torch.bool)
         target = (y[:, None] == y[None, :]).float()
-        loss = torch.nn.functional.mse_loss((pooled @ pooled.t())[off], target[off])
+        return torch.nn.functional.mse_loss((pooled @ pooled.t())[off], target[off])
+
+    if deadline is not None:  # plan the steps that fit, so the one-cycle schedule completes
+        began = time.perf_counter()
+        pair_loss(torch.arange(min(batch_size, len(train)))).backward()
+        optimizer.zero_grad(set_to_none=True)
+        per_step = time.perf_counter() - began
+        steps = max(1, min(steps, int((deadline - time.monotonic()) / per_step)))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=max(10, steps), pct_start=0.1
+    )
+    history = []
+    for step in range(steps):
+        loss = pair_loss(torch.randperm(len(train), generator=generator)[:batch_size])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         history.append({"step": step, "loss": round(float(loss.detach()), 5)})
-        done = step + 1
+    done = len(history)
     net.eval()
     with torch.inference_mode():
         for features in (train, *[f for f in refresh if f is not None]):
