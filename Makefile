@@ -33,7 +33,9 @@ stop:
 
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'
+	@test -d /usr/share/datasets/fashion-mnist || echo "Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist"
 	$(PY) bench/text_quality.py
+	$(PY) bench/image_quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

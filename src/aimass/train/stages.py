@@ -242,7 +242,7 @@ def fit_top(
     keeper, history = BestKeeper(), History()
     keeper.best, keeper.state = baseline, trainable_state(net)
     # without validation data (few-shot) there is nothing to select on: train the planned epochs
-    warmup = int(np.ceil(0.25 * epochs))  # the one-cycle warm-up below (pct_start 0.25)
+    warmup = int(np.ceil(0.6 * epochs))  # one-cycle gains come as the rate anneals: judge late epochs
     stopper = EarlyStopping(patience=2, start=warmup)
     callbacks = [history, keeper, stopper] if valid is not None else [history]
     if deadline is not None:
