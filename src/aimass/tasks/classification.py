@@ -12,7 +12,25 @@ from collections import Counter
 import numpy as np
 from pydantic import BaseModel
 
-from aimass.errors import DataError
+from aimass.errors import ConfigError, DataError
+
+
+def parse_config(config_class, params: dict, owner: str):
+    """``config_class(**params)`` with the time budget parsed; an invalid value is a ConfigError
+    naming the parameter, what was wrong and what was given (sklearn style)."""
+    from aimass import budget
+
+    params = dict(params, time_budget=budget.seconds(params.get("time_budget")))
+    try:
+        return config_class(**params)
+    except Exception as exc:  # pydantic.ValidationError
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
+        name = first["loc"][0]
+        raise ConfigError(
+            f"The '{name}' parameter of {owner} is invalid: {first['msg']}. "
+            f"Got {params.get(name)!r} instead.",
+            hint=f"See {owner}'s docstring or `aimass train --help` for valid values.",
+        ) from None
 
 
 def holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:

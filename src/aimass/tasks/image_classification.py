@@ -22,7 +22,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import aimass
-from aimass import budget
 from aimass.backbones import get_backbone, layers
 from aimass.data.images import byte_limit, open_image
 from aimass.encoders import Head, Timer
@@ -30,7 +29,7 @@ from aimass.errors import ConfigError, DataError, TooLargeError, VersionError
 from aimass.estimator import Estimator
 from aimass.evaluate import classification_report, top_losses
 from aimass.tasks import register_task
-from aimass.tasks.classification import PredictResponse, encode_scores, holdout
+from aimass.tasks.classification import PredictResponse, encode_scores, holdout, parse_config
 from aimass.train import augment, stages
 
 FORMAT = 1
@@ -62,17 +61,7 @@ class Config(BaseModel):
 
 
 def _config(params: dict) -> Config:
-    params = dict(params, time_budget=budget.seconds(params.get("time_budget")))
-    try:
-        return Config(**params)
-    except Exception as exc:  # pydantic.ValidationError
-        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
-        name = first["loc"][0]
-        raise ConfigError(
-            f"The '{name}' parameter of ImageClassifier is invalid: {first['msg']}. "
-            f"Got {params.get(name)!r} instead.",
-            hint="See ImageClassifier's docstring or `aimass train --help` for valid values.",
-        ) from None
+    return parse_config(Config, params, "ImageClassifier")
 
 
 def _splits(data, valid) -> tuple[tuple, tuple | None, str]:

@@ -20,15 +20,14 @@ from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
 import aimass
-from aimass import budget
 from aimass.backbones import default_backbone, get_backbone, layers
 from aimass.encoders import Head, TextNet, Timer, token_budget, token_counts
-from aimass.errors import ConfigError, DataError, VersionError
+from aimass.errors import DataError, VersionError
 from aimass.estimator import Estimator
 from aimass.evaluate import classification_report, top_losses
 from aimass.lexical import Lexical, settings_for
 from aimass.tasks import register_task
-from aimass.tasks.classification import PredictResponse, encode_scores, holdout
+from aimass.tasks.classification import PredictResponse, encode_scores, holdout, parse_config
 from aimass.train import stages
 
 FORMAT = 1
@@ -53,17 +52,7 @@ class Config(BaseModel):
 
 
 def _config(params: dict) -> Config:
-    params = dict(params, time_budget=budget.seconds(params.get("time_budget")))
-    try:
-        return Config(**params)
-    except Exception as exc:  # pydantic.ValidationError
-        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
-        name = first["loc"][0]
-        raise ConfigError(
-            f"The '{name}' parameter of TextClassifier is invalid: {first['msg']}. "
-            f"Got {params.get(name)!r} instead.",
-            hint="See TextClassifier's docstring or `aimass train --help` for valid values.",
-        ) from None
+    return parse_config(Config, params, "TextClassifier")
 
 
 def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
