@@ -311,13 +311,15 @@ def fit_pairs(
         return torch.nn.functional.mse_loss((pooled @ pooled.t())[off], target[off])
 
     if deadline is not None:  # plan the steps that fit, so the one-cycle schedule completes
-        began = time.perf_counter()
-        pair_loss(torch.arange(min(batch_size, len(train)))).backward()
-        optimizer.zero_grad(set_to_none=True)
-        per_step = time.perf_counter() - began
-        steps = max(1, min(steps, int((deadline - time.monotonic()) / per_step)))
+        times = []
+        for _ in range(2):  # the first pass pays for allocation: time a second, steady one
+            began = time.perf_counter()
+            pair_loss(torch.arange(min(batch_size, len(train)))).backward()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - began)
+        steps = max(1, min(steps, int((deadline - time.monotonic()) / min(times))))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(10, steps), pct_start=0.1
+        optimizer, max_lr=lr, total_steps=max(20, steps), pct_start=0.1  # >= 2 warm-up steps
     )
     history = []
     for step in range(steps):

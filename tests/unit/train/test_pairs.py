@@ -31,3 +31,13 @@ def test_few_shot_runs_pairs_then_head_and_pulls_classes_together():
         return sim[same].mean() - sim[~np.equal.outer(labels, labels)].mean()
 
     assert margin(model) > margin(frozen) + 0.05
+
+
+def test_after_the_pair_stage_the_cross_entropy_stage_is_skipped_unless_asked_for():
+    texts, labels = TextClassification.sample_data(per_class=3)
+    model = TextClassifier(backbone="minilm-l6", max_length=32, pair_steps=2, seed=0).fit(
+        (texts, labels), progress=False
+    )
+    assert len(model.stages_["pairs"]["history"]) == 2
+    assert model.stages_["top"]["skipped"].startswith("few-shot")
+    assert model.predict(texts[:2]) and len(model.stages_["top"]["history"]) == 0
