@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from aimass.errors import AimassError
+from aimass.shell import JsonFlag, command, emit, out
+from aimass.shell import table as _table
 
 app = typer.Typer(
     help="aimass: labelled data in, a fine-tuned model behind a REST endpoint out.",
@@ -22,39 +20,6 @@ data_app = typer.Typer(help="Import and inspect datasets.", no_args_is_help=True
 models_app = typer.Typer(help="List and inspect registered model versions.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
-out = Console()
-err = Console(stderr=True)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-def command(fn):
-    """Turn AimassError into a message + hint on stderr (or JSON) and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except AimassError as exc:
-            if kwargs.get("as_json"):
-                print(json.dumps({"error": exc.to_dict()}, ensure_ascii=False))
-            else:
-                err.print(
-                    f"[bold red]Error ({exc.code}):[/] {exc.where + ': ' if exc.where else ''}{exc.message}"
-                )
-                if exc.hint:
-                    err.print(f"[yellow]Hint:[/] {exc.hint}")
-            raise typer.Exit(2 if exc.http_status < 500 else 1) from None
-
-    return wrapper
-
-
-def emit(payload, as_json: bool, render=None) -> None:
-    if as_json:
-        print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
-    elif render is not None:
-        render(payload)
-    else:
-        out.print(payload)
 
 
 # ------------------------------------------------------------------- data
@@ -268,35 +233,24 @@ def models_show(model: str, as_json: JsonFlag = False):
     emit(info, as_json, render)
 
 
-# ------------------------------------------------------------------ serve
-@app.command()
+@models_app.command("alias")
 @command
-def serve(
-    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
-    port: int = 8000,
-    model: Annotated[list[str] | None, typer.Option(help="NAME[:VERSION] to serve (default: all).")] = None,
+def models_alias(
+    model: Annotated[str, typer.Argument(help="NAME:VERSION the alias should point at")],
+    alias: Annotated[str, typer.Argument(help="e.g. production or staging")],
+    force: Annotated[bool, typer.Option(help="Promote a version the compression gate rejected.")] = False,
+    as_json: JsonFlag = False,
 ):
-    """Serve registered models over REST (FastAPI + uvicorn)."""
-    import uvicorn
+    """Point an alias (production, staging, ...) at a version; deploy it as NAME@ALIAS."""
+    from aimass.store import registry
 
-    from aimass.serve.app import create_app
-
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]Warning:[/] binding to {host} exposes the server beyond this machine.")
-    uvicorn.run(create_app(model or None), host=host, port=port, log_level="info")
+    record = registry.set_alias(model, alias, force=force)
+    emit({"alias": f"{record.name}@{alias}", "ref": record.ref}, as_json)
 
 
-def _table(rows: list[dict], columns: list[str], title: str | None = None) -> Table:
-    table = Table(*columns, title=title)
-    for row in rows:
-        table.add_row(*[_fmt(row.get(c)) for c in columns])
-    return table
+from aimass import cli_serve  # noqa: E402  (registers deploy, services, keys, usage)
 
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else str(value)
+cli_serve.attach(app)
 
 
 def main() -> None:  # pragma: no cover

@@ -76,3 +76,35 @@ class VersionError(AimassError):
 
     code = "version_error"
     http_status = 409
+
+
+class Unauthenticated(AimassError):
+    """No API key, or a key that is unknown or revoked."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
+class TooManyRequests(AimassError):
+    """A queue is full or a key's rate limit is spent; ``retry_after`` says when to try again."""
+
+    code = "too_many_requests"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **kwargs):
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+
+class Unavailable(AimassError):
+    """The service is not ready (loading, draining, or its worker restarted)."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class DeadlineExceeded(AimassError):
+    """A request took longer than its timeout."""
+
+    code = "timeout"
+    http_status = 504

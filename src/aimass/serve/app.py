@@ -1,148 +1,217 @@
-"""The REST server: one FastAPI app serving every registered model through its task's handler.
+"""The REST server: one FastAPI app over the serving engine.
 
-The app never branches on the task: it looks the task up and calls the handler's
-``decode_request`` / ``predict`` / ``encode_response``.
+Prediction goes through the task's handler (decode_request / predict / encode_response)
+and the model's batcher; the app never branches on the task. Management routes deploy,
+swap and undeploy versions at run time and read each service's events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import threading
+import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 import aimass
-from aimass.errors import AimassError, ConfigError, NotFoundError, TooLargeError
+from aimass.errors import AimassError, ConfigError, TooLargeError, TooManyRequests
+from aimass.serve import events
+from aimass.serve.batching import BatchSettings
+from aimass.serve.engine import Engine
 from aimass.store import registry
-from aimass.tasks import get_task
 
 log = logging.getLogger("aimass.serve")
+access = logging.getLogger("aimass.access")
 MAX_BODY_BYTES = 2 * 1024 * 1024  # per task: a spec's ``max_body_bytes`` (images need more)
 HARD_BODY_BYTES = 64 * 1024 * 1024  # refused before routing, whatever the model
 
 
-@dataclass
-class Served:
-    """A loaded model version and the lock that serialises its forward passes."""
-
-    record: object
-    spec: type
-    handler: object
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def info(self) -> dict:
-        r = self.record
-        return {
-            "name": r.name,
-            "version": r.version,
-            "ref": r.ref,
-            "task": r.task,
-            "backbone": r.backbone,
-            "metrics": {k: r.metrics.get(k) for k in ("accuracy", "macro_f1")},
-            "labels": getattr(self.handler.model, "classes_", None),
-        }
+def default_refs() -> list[str]:
+    """Each model's ``production`` alias if it has one, else its latest version."""
+    refs = []
+    for record in registry.latest_versions():
+        alias = registry.aliases(record.name).get("production")
+        refs.append(f"{record.name}:{alias}" if alias else record.ref)
+    return refs
 
 
-def load_models(refs: list[str] | None = None) -> dict[str, Served]:
-    """Load ``refs`` (default: the latest version of every registered model)."""
-    records = [registry.get_version(r) for r in refs] if refs else registry.latest_versions()
-    served = {}
-    for record in records:
-        spec = get_task(record.task)
-        handler = spec.handler(record.path)
-        handler.setup("cpu")
-        served[record.name] = Served(record, spec, handler)
-        log.info("loaded %s from %s", record.ref, record.path)
-    return served
-
-
-def _error(
-    status: int, code: str, message: str, hint: str | None = None, request_id: str = ""
-) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "hint": hint, "request_id": request_id}}
-    return JSONResponse(body, status_code=status, headers={"X-Request-ID": request_id})
-
-
-def create_app(refs: list[str] | None = None) -> FastAPI:
-    """Build the app; models load at start-up and ``/readyz`` turns 200 when they have."""
-    state = {"models": {}, "ready": False}
+def create_app(
+    refs: list[str] | None = None, settings: BatchSettings | None = None, *, grace_s: float = 30.0
+) -> FastAPI:
+    """Build the app; ``refs`` (default: :func:`default_refs`) deploy at start-up and ``/readyz``
+    turns 200 when they are warm."""
+    engine = Engine(settings)
+    state = {"ready": False, "draining": False}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["models"] = load_models(refs)
+        for ref in refs if refs is not None else default_refs():
+            try:
+                await engine.deploy(ref)
+            except AimassError as exc:  # the event log has it; the other models still serve
+                log.error("could not deploy %s: %s", ref, exc)
         state["ready"] = True
         yield
         state["ready"] = False
+        await engine.shutdown(grace_s)
 
     app = FastAPI(title="aimass", version=aimass.__version__, lifespan=lifespan)
+    app.state.engine = engine
     app.state.aimass = state
-    _add_middleware(app)
-    _add_routes(app, state)
+    _add_middleware(app, engine)
+    _add_health(app, engine, state)
+    _add_predict(app, engine)
+    _add_management(app, engine)
     return app
 
 
-def _add_middleware(app: FastAPI) -> None:
+def _error(status: int, code: str, message: str, hint: str | None, request_id: str, headers=None):
+    body = {"error": {"code": code, "message": message, "hint": hint, "request_id": request_id}}
+    return JSONResponse(body, status_code=status, headers={"X-Request-ID": request_id, **(headers or {})})
+
+
+def _add_middleware(app: FastAPI, engine: Engine) -> None:
+    metrics = engine.metrics
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:16]
         request.state.request_id = request_id
+        began = time.perf_counter()
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > HARD_BODY_BYTES:
-            return _error(
+            response = _error(
                 413,
                 "body_too_large",
                 f"The request body is {length} bytes; the limit is {HARD_BODY_BYTES}.",
                 "Send fewer or smaller inputs per request.",
                 request_id,
             )
-        try:
-            response = await call_next(request)
-        except Exception:  # never a traceback to the client
-            log.exception("request %s failed", request_id)
-            return _error(500, "internal_error", "Internal server error.", None, request_id)
+        else:
+            try:
+                response = await call_next(request)
+            except Exception:  # never a traceback to the client
+                log.exception("request %s failed", request_id)
+                response = _error(500, "internal_error", "Internal server error.", None, request_id)
         response.headers["X-Request-ID"] = request_id
+        seconds = time.perf_counter() - began
+        metrics.responses.labels(str(response.status_code)).inc()
+        access.info(
+            json.dumps(
+                {
+                    "request_id": request_id,
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "ms": round(seconds * 1000, 2),
+                    "client": request.client.host if request.client else None,
+                }
+            )
+        )
         return response
 
     @app.exception_handler(AimassError)
     async def aimass_error(request: Request, exc: AimassError):
-        status = exc.http_status if exc.http_status < 500 else 500
-        return _error(status, exc.code, exc.message, exc.hint, request.state.request_id)
+        status = exc.http_status if exc.http_status < 500 or exc.http_status in (503, 504) else 500
+        headers = {"Retry-After": str(round(exc.retry_after))} if isinstance(exc, TooManyRequests) else None
+        if status == 503:
+            headers = {"Retry-After": "1"}
+        return _error(status, exc.code, exc.message, exc.hint, request.state.request_id, headers)
 
 
-def _add_routes(app: FastAPI, state: dict) -> None:
+def _add_health(app: FastAPI, engine: Engine, state: dict) -> None:
     @app.get("/livez", tags=["health"])
     def livez():
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"])
     def readyz():
+        if state["draining"]:
+            return JSONResponse({"status": "draining"}, status_code=503)
         if not state["ready"]:
             return JSONResponse({"status": "loading"}, status_code=503)
-        return {"status": "ready", "models": sorted(state["models"])}
+        return {
+            "status": "ready",
+            "models": sorted(n for n, s in engine.services.items() if s.state == "ready"),
+        }
 
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def metrics():
+        for name, service in engine.services.items():
+            engine.metrics.queue_depth.labels(name).set(sum(d.batcher.pending for d in service.deployments))
+        return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _add_predict(app: FastAPI, engine: Engine) -> None:
     @app.get("/v1/models", tags=["models"])
     def models():
-        return {"models": [s.info() for s in state["models"].values()]}
+        """Every served model and the versions behind it."""
+        out = []
+        for service in engine.services.values():
+            for d in service.deployments:
+                out.append({"name": service.name, "state": service.state, **d.info()})
+        return {"models": out}
 
     @app.post("/v1/models/{name}/predict", tags=["models"], openapi_extra=PREDICT_BODY)
     async def predict(name: str, request: Request):
         """JSON ``{"inputs": [...]}``, or multipart/form-data with one or more ``inputs`` files."""
-        served = _find(state, name)
-        payload = await _payload(request, getattr(served.spec, "max_body_bytes", MAX_BODY_BYTES))
+        began = time.perf_counter()
+        deployment = engine.route(name)
+        spec, handler = deployment.spec, deployment.handler
+        payload = await _payload(request, getattr(spec, "max_body_bytes", MAX_BODY_BYTES))
         try:
-            parsed = served.spec.request.model_validate(payload)
+            parsed = spec.request.model_validate(payload)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc), hint=f"Send JSON like {served.spec.sample_request}") from None
-        body = await run_in_threadpool(_run, served, parsed)
-        body["model"] = served.record.ref
+            raise ConfigError(_describe(exc), hint=f"Send JSON like {spec.sample_request}") from None
+        items = await run_in_threadpool(handler.decode_request, parsed)
+        rows = await deployment.batcher.submit(items)
+        body = handler.encode_response(rows)
+        body["model"] = deployment.ref
+        engine.metrics.latency.labels("predict", name.partition(":")[0]).observe(time.perf_counter() - began)
         return body
+
+
+class DeployRequest(BaseModel):
+    model: str = Field(description="NAME, NAME:VERSION or NAME@ALIAS", examples=["reviews:3"])
+    service: str | None = Field(None, description="service name (default: the model's name)")
+    weight: int | None = Field(None, ge=0, le=100, description="percent of traffic (canary); default all")
+    settings: dict | None = Field(None, description="max_batch_size, max_wait_ms, max_queue, timeout_s")
+
+
+def _add_management(app: FastAPI, engine: Engine) -> None:
+    @app.get("/v1/services", tags=["services"])
+    def services():
+        return {"services": engine.info()}
+
+    @app.get("/v1/services/{name}", tags=["services"])
+    def service(name: str):
+        return engine.service(name).info()
+
+    @app.get("/v1/services/{name}/events", tags=["services"])
+    async def service_events(name: str, limit: int = 100):
+        return {"service": name, "events": await asyncio.to_thread(events.events, name, limit)}
+
+    @app.post("/v1/services", tags=["services"])
+    async def deploy(body: DeployRequest):
+        """Deploy a version: loaded and warmed before it takes traffic; the old one finishes its queue."""
+        return await engine.deploy(
+            body.model, service=body.service, weight=body.weight, settings=body.settings
+        )
+
+    @app.put("/v1/services/{name}/traffic", tags=["services"])
+    async def traffic(name: str, weights: dict[str, int]):
+        """Weights per deployed version, e.g. ``{"reviews:3": 90, "reviews:4": 10}``."""
+        return await engine.set_traffic(name, weights)
+
+    @app.delete("/v1/services/{name}", tags=["services"])
+    async def undeploy(name: str):
+        return await engine.undeploy(name)
 
 
 PREDICT_BODY = {
@@ -161,13 +230,6 @@ PREDICT_BODY = {
         },
     }
 }
-
-
-def _run(served: Served, parsed) -> dict:
-    inputs = served.handler.decode_request(parsed)
-    with served.lock:
-        output = served.handler.predict(inputs)
-    return served.handler.encode_response(output)
 
 
 async def _payload(request: Request, limit: int) -> dict:
@@ -199,21 +261,27 @@ async def _payload(request: Request, limit: int) -> dict:
     return payload
 
 
-def _find(state: dict, name: str):
-    model_name = name.partition(":")[0]
-    served = state["models"].get(model_name)
-    if served is None or (":" in name and served.record.ref != name):
-        known = ", ".join(sorted(s.record.ref for s in state["models"].values())) or "none"
-        raise NotFoundError(
-            f"Model '{name}' is not served here. Served: {known}.",
-            hint="GET /v1/models lists them; train and register a model, then restart serve.",
-        )
-    return served
-
-
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "body"
         parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
+
+
+def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, grace_s: float = 30.0) -> None:
+    """Serve ``app`` with uvicorn. On SIGTERM/SIGINT readiness turns 503 at once, in-flight
+    requests finish, and the process exits within ``grace_s`` seconds."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            app.state.aimass["draining"] = True
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app, host=host, port=port, access_log=False, timeout_graceful_shutdown=grace_s, log_level="info"
+    )
+    Server(config).run()

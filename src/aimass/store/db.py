@@ -83,6 +83,33 @@ class ModelVersionRecord(Base):
         return {"ref": self.ref, **{k: getattr(self, k) for k in keys}}
 
 
+class AliasRecord(Base):
+    """``production`` / ``staging`` (or any name) pointing at one version of a model."""
+
+    __tablename__ = "aliases"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated: Mapped[str] = mapped_column(String(32), default=now)
+
+
+class EventRecord(Base):
+    """One line of a service's events log (created, loading, warmed, ready, failed, ...)."""
+
+    __tablename__ = "service_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(String(4000), default="")
+    hint: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    ref: Mapped[str | None] = mapped_column(String(220), nullable=True)
+    time: Mapped[str] = mapped_column(String(40), default=now)
+
+    def to_dict(self) -> dict:
+        keys = ("time", "service", "kind", "ref", "message", "hint")
+        return {k: getattr(self, k) for k in keys}
+
+
 def _wal(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 import aimass
 from aimass import paths
 from aimass.errors import ConfigError, NotFoundError
-from aimass.store.db import DatasetRecord, ModelVersionRecord, RunRecord, now, session
+from aimass.store.db import AliasRecord, DatasetRecord, ModelVersionRecord, RunRecord, now, session
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -26,14 +26,62 @@ def check_name(name: str) -> str:
     return name
 
 
+ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
 def parse_ref(ref: str) -> tuple[str, int | None]:
-    """``"reviews"`` -> (reviews, None = latest); ``"reviews:3"`` -> (reviews, 3)."""
-    name, _, version = str(ref).partition(":")
+    """``"reviews"`` -> (reviews, None = latest); ``"reviews:3"`` -> (reviews, 3);
+    ``"reviews@production"`` -> the version the alias points at."""
+    ref = str(ref)
+    if "@" in ref:
+        name, _, alias = ref.partition("@")
+        return check_name(name), alias_version(name, alias)
+    name, _, version = ref.partition(":")
     if version and not version.isdigit():
         raise ConfigError(
-            f"Model reference {ref!r} is not valid.", hint="Use NAME or NAME:VERSION, e.g. reviews:3."
+            f"Model reference {ref!r} is not valid.",
+            hint="Use NAME, NAME:VERSION or NAME@ALIAS, e.g. reviews:3 or reviews@production.",
         )
     return check_name(name), int(version) if version else None
+
+
+def alias_version(name: str, alias: str) -> int:
+    with session() as s:
+        record = s.get(AliasRecord, (name, alias))
+    if record is None:
+        known = ", ".join(f"{name}@{a}" for a in aliases(name)) or "none"
+        raise NotFoundError(
+            f"Model '{name}' has no alias '{alias}'. Aliases: {known}.",
+            hint=f"Point one at a version: `aimass models alias {name}:VERSION {alias}`.",
+        )
+    return record.version
+
+
+def aliases(name: str) -> dict[str, int]:
+    """Alias -> version for one model."""
+    with session() as s:
+        rows = s.scalars(select(AliasRecord).where(AliasRecord.name == name)).all()
+    return {r.alias: r.version for r in rows}
+
+
+def set_alias(ref: str, alias: str, *, force: bool = False) -> ModelVersionRecord:
+    """Point ``alias`` at the version ``ref`` names. A version the compression gate rejected
+    can become ``production`` only with ``force``."""
+    if not ALIAS.fullmatch(alias or ""):
+        raise ConfigError(
+            f"Alias {alias!r} is not valid.",
+            hint="Use lower-case letters, digits, '_' or '-', e.g. production.",
+        )
+    record = get_version(ref)
+    gate = (record.metrics or {}).get("gate", {})
+    if alias == "production" and gate.get("status") == "rejected" and not force:
+        raise ConfigError(
+            f"{record.ref} was rejected by the compression gate ({gate.get('reason', 'accuracy drop')}).",
+            hint="Promote another version, or pass --force to promote it anyway.",
+        )
+    with session() as s, s.begin():
+        s.merge(AliasRecord(name=record.name, alias=alias, version=record.version, updated=now()))
+    return record
 
 
 def record_dataset(ds) -> None:

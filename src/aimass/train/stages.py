@@ -319,7 +319,10 @@ def fit_pairs(
             times.append(time.perf_counter() - began)
         steps = max(1, min(steps, int((deadline - time.monotonic()) / min(times))))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(20, steps), pct_start=0.1  # >= 2 warm-up steps
+        optimizer,
+        max_lr=lr,
+        total_steps=max(20, steps),
+        pct_start=0.1,  # >= 2 warm-up steps
     )
     history = []
     for step in range(steps):

@@ -1,0 +1,130 @@
+"""Commands that run or talk to a server: serve, deploy, undeploy, services.
+
+Each is a thin shell over the REST API (:mod:`aimass.client`) or :func:`aimass.serve.app.run`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from aimass.shell import JsonFlag, command, emit, err, out, table
+
+services_app = typer.Typer(help="Inspect the services of a running server.", no_args_is_help=True)
+ServerOpt = Annotated[
+    str | None, typer.Option("--server", help="Server URL (default: AIMASS_SERVER or http://127.0.0.1:8000).")
+]
+
+
+def attach(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(deploy)
+    app.command()(undeploy)
+    app.add_typer(services_app, name="services")
+
+
+@command
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    port: int = 8000,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME[:VERSION|@ALIAS] to deploy at start (default: every model's production or latest)."
+        ),
+    ] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Most inputs per forward pass.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="Longest wait to fill a batch under load.")] = 2.0,
+    max_queue: Annotated[int, typer.Option(help="Requests queued per model before 429.")] = 64,
+    timeout: Annotated[float, typer.Option(help="Seconds per request before 504.")] = 30.0,
+    grace: Annotated[float, typer.Option(help="Seconds to finish in-flight requests on SIGTERM.")] = 30.0,
+):
+    """Serve registered models over REST (FastAPI + uvicorn) with dynamic batching."""
+    from aimass.serve.app import create_app, run
+    from aimass.serve.batching import BatchSettings
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]Warning:[/] binding to {host} exposes the server beyond this machine.")
+    settings = BatchSettings(max_batch_size, max_wait_ms, max_queue, timeout)
+    run(create_app(model or None, settings, grace_s=grace), host=host, port=port, grace_s=grace)
+
+
+@command
+def deploy(
+    model: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
+    service: Annotated[str | None, typer.Option(help="Service name (default: the model's name).")] = None,
+    weight: Annotated[
+        int | None, typer.Option(help="Percent of the service's traffic (canary); default: all of it.")
+    ] = None,
+    server: ServerOpt = None,
+    as_json: JsonFlag = False,
+):
+    """Load and warm a version on a running server, then move traffic to it."""
+    from aimass import client
+
+    body = {"model": model, "service": service, "weight": weight}
+    emit(client.call("POST", "/v1/services", json=body, server=server), as_json, _show_service)
+
+
+@command
+def undeploy(
+    service: Annotated[str, typer.Argument(help="Service name")],
+    server: ServerOpt = None,
+    as_json: JsonFlag = False,
+):
+    """Finish queued requests, then stop serving a service."""
+    from aimass import client
+
+    emit(client.call("DELETE", f"/v1/services/{service}", server=server), as_json)
+
+
+@services_app.command("list")
+@command
+def services_list(server: ServerOpt = None, as_json: JsonFlag = False):
+    """Every service with the versions behind it and their traffic share."""
+    from aimass import client
+
+    body = client.call("GET", "/v1/services", server=server)
+    rows = [
+        {
+            "service": s["name"],
+            "state": s["state"],
+            "version": v["ref"],
+            "weight": v["weight"],
+            "queue": v["queue"],
+        }
+        for s in body["services"]
+        for v in s["versions"]
+    ]
+    emit(body, as_json, lambda _: out.print(table(rows, ["service", "state", "version", "weight", "queue"])))
+
+
+@services_app.command("show")
+@command
+def services_show(name: str, server: ServerOpt = None, as_json: JsonFlag = False):
+    """One service: versions, weights, settings and load/warm times."""
+    from aimass import client
+
+    emit(client.call("GET", f"/v1/services/{name}", server=server), as_json, _show_service)
+
+
+@services_app.command("events")
+@command
+def services_events(
+    name: str,
+    limit: int = 50,
+    server: ServerOpt = None,
+    as_json: JsonFlag = False,
+):
+    """The service's events: created, loading, warmed, ready, failed (cause and fix), swapped, ..."""
+    from aimass import client
+
+    body = client.call("GET", f"/v1/services/{name}/events", params={"limit": limit}, server=server)
+    emit(body, as_json, lambda b: out.print(table(b["events"], ["time", "kind", "ref", "message", "hint"])))
+
+
+def _show_service(info: dict) -> None:
+    out.print(f"[bold]{info['name']}[/] ({info['state']})")
+    rows = [{**v, "accuracy": v["metrics"].get("accuracy")} for v in info["versions"]]
+    out.print(table(rows, ["ref", "weight", "accuracy", "load_s", "warm_s", "queue"]))

@@ -1,0 +1,152 @@
+"""The serving engine over real HTTP on loopback: swaps, canaries, failures, back-pressure, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from aimass import api
+from aimass.serve.app import create_app
+from aimass.serve.batching import BatchSettings
+
+TEXTS = ["The striker scored twice as United won the cup final.", "Parliament voted on the budget bill."]
+
+
+@contextmanager
+def live_server(app):
+    """uvicorn on 127.0.0.1, a free port, in a thread; yields the base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not (server.started and server.servers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def versions(small_model):
+    first = api.register(small_model, "engine-news")
+    second = api.register(small_model, "engine-news")
+    return first.ref, second.ref
+
+
+@pytest.fixture(scope="module")
+def url(versions):
+    with live_server(create_app([versions[0]], BatchSettings(max_queue=8))) as base:
+        yield base
+
+
+def predict(base: str, name: str = "engine-news", **kwargs) -> httpx.Response:
+    return httpx.post(f"{base}/v1/models/{name}/predict", json={"inputs": TEXTS}, timeout=60, **kwargs)
+
+
+def test_swap_under_steady_load_drops_nothing(url, versions):
+    first, second = versions
+    statuses, served, stop = [], set(), threading.Event()
+
+    def load():
+        with httpx.Client(timeout=60) as c:
+            while not stop.is_set():
+                r = c.post(f"{url}/v1/models/engine-news/predict", json={"inputs": TEXTS})
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    served.add(r.json()["model"])
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for w in workers:
+        w.start()
+    time.sleep(0.5)
+    deployed = httpx.post(f"{url}/v1/services", json={"model": second}, timeout=120)
+    time.sleep(0.5)
+    stop.set()
+    for w in workers:
+        w.join(60)
+    assert deployed.status_code == 200, deployed.text
+    assert [v["ref"] for v in deployed.json()["versions"]] == [second]
+    assert statuses and set(statuses) == {200}
+    assert served == {first, second}
+    kinds = [e["kind"] for e in httpx.get(f"{url}/v1/services/engine-news/events").json()["events"]]
+    for kind in ("created", "loading", "warmed", "ready", "swapped", "draining", "stopped"):
+        assert kind in kinds
+
+
+def test_canary_split_then_full_traffic(url, versions):
+    first, second = versions
+    canary = httpx.post(f"{url}/v1/services", json={"model": first, "weight": 30}, timeout=120).json()
+    assert {v["ref"]: v["weight"] for v in canary["versions"]} == {second: 70, first: 30}
+    seen = {predict(url).json()["model"] for _ in range(40)}
+    assert seen == {first, second}
+    assert predict(url, f"engine-news:{first.split(':')[1]}").json()["model"] == first
+    done = httpx.put(f"{url}/v1/services/engine-news/traffic", json={second: 100}).json()
+    assert [v["ref"] for v in done["versions"]] == [second]
+
+
+def test_a_version_that_fails_to_load_never_takes_traffic(url, versions, small_model):
+    broken = api.register(small_model, "engine-news")
+    for weights in Path(broken.path).glob("*.safetensors"):
+        weights.unlink()
+    answer = httpx.post(f"{url}/v1/services", json={"model": broken.ref}, timeout=120)
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["code"] == "deploy_failed" and broken.ref in error["message"] and error["hint"]
+    last = httpx.get(f"{url}/v1/services/engine-news/events").json()["events"][-1]
+    assert last["kind"] == "failed" and "still serving" in last["message"] and last["hint"]
+    assert predict(url).json()["model"] == versions[1]
+
+
+def test_200_simultaneous_requests_against_a_queue_of_8_get_200_or_429(url):
+    async def burst():
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as c:
+            calls = [c.post("/v1/models/engine-news/predict", json={"inputs": TEXTS * 4}) for _ in range(200)]
+            return await asyncio.gather(*calls)
+
+    responses = asyncio.run(asyncio.wait_for(burst(), 120))
+    codes = [r.status_code for r in responses]
+    assert len(codes) == 200 and set(codes) <= {200, 429}
+    assert 200 in codes and 429 in codes
+    refused = next(r for r in responses if r.status_code == 429)
+    assert int(refused.headers["Retry-After"]) >= 1 and "queue is full" in refused.json()["error"]["message"]
+
+
+def test_metrics_request_ids_and_limits(url):
+    assert predict(url, headers={"X-Request-ID": "req-42"}).headers["X-Request-ID"] == "req-42"
+    text = httpx.get(f"{url}/metrics").text
+    for name in (
+        "aimass_request_seconds_bucket",
+        "aimass_batch_size_bucket",
+        "aimass_queue_depth",
+        'aimass_responses_total{status="200"}',
+    ):
+        assert name in text
+    big = httpx.post(
+        f"{url}/v1/models/engine-news/predict",
+        content=b"x" * (20 * 1024 * 1024),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert big.status_code == 413 and "limit" in big.json()["error"]["message"]
+    assert httpx.get(f"{url}/livez").status_code == 200
+
+
+def test_undeploy_stops_the_service(versions, small_model):
+    with live_server(create_app([versions[1]])) as base:
+        assert predict(base).status_code == 200
+        assert httpx.delete(f"{base}/v1/services/engine-news", timeout=60).json()["state"] == "stopped"
+        gone = predict(base)
+        assert gone.status_code == 404
+        kinds = [e["kind"] for e in httpx.get(f"{base}/v1/services/engine-news/events").json()["events"]]
+        assert kinds[-1] == "stopped"
