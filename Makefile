@@ -36,6 +36,8 @@ bench: install
 	@test -d /usr/share/datasets/fashion-mnist || echo "Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist"
 	$(PY) bench/text_quality.py
 	$(PY) bench/image_quality.py
+	@command -v wrk >/dev/null || echo "wrk missing: sudo apt-get install wrk"
+	$(PY) bench/serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -3,24 +3,12 @@
 >>> import aimass
 >>> aimass.__version__
 '0.1.0'
+
+The API functions load on first use, so light parts (the ONNX serving runtime) import
+without pulling in the training stack.
 """
 
 __version__ = "0.1.0"
-
-from aimass.api import (  # noqa: E402
-    available_tasks,
-    evaluate,
-    finetune,
-    import_dataset,
-    list_datasets,
-    list_models,
-    load,
-    load_dataset,
-    predict,
-    register,
-    show_model,
-    train_model,
-)
 
 __all__ = [
     "available_tasks",
@@ -36,3 +24,15 @@ __all__ = [
     "show_model",
     "train_model",
 ]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from aimass import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'aimass' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
+from aimass.errors import ConfigError
 from aimass.shell import JsonFlag, command, emit, err, out, table
 
 services_app = typer.Typer(help="Inspect the services of a running server.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed).", no_args_is_help=True)
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="Server URL (default: AIMASS_SERVER or http://127.0.0.1:8000).")
 ]
@@ -22,6 +24,8 @@ def attach(app: typer.Typer) -> None:
     app.command()(deploy)
     app.command()(undeploy)
     app.add_typer(services_app, name="services")
+    app.add_typer(keys_app, name="keys")
+    app.command()(usage)
 
 
 @command
@@ -39,6 +43,15 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="Requests queued per model before 429.")] = 64,
     timeout: Annotated[float, typer.Option(help="Seconds per request before 504.")] = 30.0,
     grace: Annotated[float, typer.Option(help="Seconds to finish in-flight requests on SIGTERM.")] = 30.0,
+    backend: Annotated[
+        str, typer.Option(help="auto (ONNX Runtime when the task exports), torch, onnx or onnx-int8.")
+    ] = "auto",
+    open_predict: Annotated[
+        bool, typer.Option(help="Let prediction through without an API key (management still needs one).")
+    ] = False,
+    engine: Annotated[
+        str, typer.Option(help="builtin, or ray: the same handlers on Ray Serve (pip install 'aimass[ray]').")
+    ] = "builtin",
 ):
     """Serve registered models over REST (FastAPI + uvicorn) with dynamic batching."""
     from aimass.serve.app import create_app, run
@@ -46,8 +59,17 @@ def serve(
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]Warning:[/] binding to {host} exposes the server beyond this machine.")
-    settings = BatchSettings(max_batch_size, max_wait_ms, max_queue, timeout)
-    run(create_app(model or None, settings, grace_s=grace), host=host, port=port, grace_s=grace)
+    settings = BatchSettings(max_batch_size, max_wait_ms, max_queue, timeout, backend)
+    if engine == "ray":
+        from aimass.serve import ray_engine
+
+        err.print("[yellow]Ray Serve:[/] API keys, metering and the events log belong to the builtin engine.")
+        ray_engine.run(model or [], host, port, settings)
+        return
+    if engine != "builtin":
+        raise ConfigError(f"Unknown engine '{engine}'.", hint="Use builtin or ray.")
+    app = create_app(model or None, settings, grace_s=grace, open_predict=open_predict)
+    run(app, host=host, port=port, grace_s=grace)
 
 
 @command
@@ -57,13 +79,15 @@ def deploy(
     weight: Annotated[
         int | None, typer.Option(help="Percent of the service's traffic (canary); default: all of it.")
     ] = None,
+    backend: Annotated[str | None, typer.Option(help="torch, onnx or onnx-int8 (default: server's).")] = None,
     server: ServerOpt = None,
     as_json: JsonFlag = False,
 ):
     """Load and warm a version on a running server, then move traffic to it."""
     from aimass import client
 
-    body = {"model": model, "service": service, "weight": weight}
+    settings = {"backend": backend} if backend else None
+    body = {"model": model, "service": service, "weight": weight, "settings": settings}
     emit(client.call("POST", "/v1/services", json=body, server=server), as_json, _show_service)
 
 
@@ -127,4 +151,72 @@ def services_events(
 def _show_service(info: dict) -> None:
     out.print(f"[bold]{info['name']}[/] ({info['state']})")
     rows = [{**v, "accuracy": v["metrics"].get("accuracy")} for v in info["versions"]]
-    out.print(table(rows, ["ref", "weight", "accuracy", "load_s", "warm_s", "queue"]))
+    out.print(table(rows, ["ref", "weight", "backend", "accuracy", "load_s", "warm_s", "queue"]))
+
+
+@keys_app.command("create")
+@command
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key, e.g. the team or app using it.")] = "",
+    scope: Annotated[list[str] | None, typer.Option(help="predict and/or manage (repeatable).")] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="Requests per second allowed (default: none).")
+    ] = None,
+    as_json: JsonFlag = False,
+):
+    """A new API key. It is printed once; only its hash is stored."""
+    from aimass.serve import auth
+
+    record, key = auth.create_key(name, scope or ["predict"], rate_limit)
+    info = {**record.to_dict(), "key": key}
+    emit(
+        info,
+        as_json,
+        lambda i: out.print(
+            f"Key [bold]{i['id']}[/] ({', '.join(i['scopes'])}) created. "
+            "Store it now; it is not shown again:\n"
+            f"{key}\nUse it as: curl -H 'Authorization: Bearer {key}' ..."
+        ),
+    )
+
+
+@keys_app.command("list")
+@command
+def keys_list(as_json: JsonFlag = False):
+    """Every key: id, name, scopes, rate limit, created, revoked (never the secret)."""
+    from aimass.serve import auth
+
+    emit(
+        auth.list_keys(),
+        as_json,
+        lambda rows: out.print(table(rows, ["id", "name", "scopes", "rate_limit", "created", "revoked"])),
+    )
+
+
+@keys_app.command("revoke")
+@command
+def keys_revoke(key_id: str, as_json: JsonFlag = False):
+    """Revoke a key (servers refuse it within a few seconds)."""
+    from aimass.serve import auth
+
+    emit(auth.revoke_key(key_id), as_json)
+
+
+@command
+def usage(
+    key: Annotated[str | None, typer.Option(help="Only this key id.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this date/time (ISO, UTC), e.g. 2026-11-22.")
+    ] = None,
+    as_json: JsonFlag = False,
+):
+    """Requests, items and compute milliseconds per key and model."""
+    from aimass.serve import metering
+
+    emit(
+        metering.usage(key, since),
+        as_json,
+        lambda rows: out.print(
+            table(rows, ["key", "model", "requests", "items", "compute_ms", "first", "last"], title="Usage")
+        ),
+    )

@@ -10,24 +10,10 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.feature_extraction.text import TfidfVectorizer
+
+from aimass.tfidf import vectorizer
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-
-
-def settings_for(language: str) -> dict:
-    """Word uni+bigrams for space-separated languages, character 1-3 grams otherwise."""
-    if language == "en":
-        return {"analyzer": "word", "ngram_range": [1, 2], "min_df": 2, "max_features": 50000}
-    return {"analyzer": "char", "ngram_range": [1, 3], "min_df": 2, "max_features": 80000}
-
-
-def _vectorizer(settings: dict, vocabulary: dict | None = None) -> TfidfVectorizer:
-    kwargs = dict(settings, ngram_range=tuple(settings["ngram_range"]))
-    if vocabulary is not None:
-        kwargs.pop("min_df", None)
-        kwargs.pop("max_features", None)
-    return TfidfVectorizer(sublinear_tf=True, dtype=np.float32, vocabulary=vocabulary, **kwargs)
 
 
 class Lexical:
@@ -38,7 +24,7 @@ class Lexical:
         self.vectorizer = None
 
     def fit(self, texts: list[str]) -> Lexical:
-        self.vectorizer = _vectorizer(self.settings).fit(texts)
+        self.vectorizer = vectorizer(self.settings).fit(texts)
         return self
 
     @property
@@ -57,7 +43,7 @@ class Lexical:
     @classmethod
     def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> Lexical:
         lex = cls(meta["settings"])
-        lex.vectorizer = _vectorizer(meta["settings"], meta["vocabulary"])
+        lex.vectorizer = vectorizer(meta["settings"], meta["vocabulary"])
         lex.vectorizer.idf_ = tensors["lexical.idf"].numpy().astype(np.float64)
         return lex
 

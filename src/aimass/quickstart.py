@@ -89,11 +89,20 @@ def stop_server(quiet: bool = False) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def ask(name: str, text: str) -> dict:
+def quickstart_key() -> str:
+    """A fresh ``predict`` key for this demo (the previous demo key is revoked)."""
+    from aimass.serve import auth
+
+    for old in auth.list_keys():
+        if old["name"] == "quickstart" and not old["revoked"]:
+            auth.revoke_key(old["id"])
+    return auth.create_key("quickstart", ["predict"])[1]
+
+
+def ask(name: str, text: str, key: str) -> dict:
     body = json.dumps({"inputs": [text]}).encode()
-    request = urllib.request.Request(
-        f"{URL}/v1/models/{name}/predict", data=body, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    request = urllib.request.Request(f"{URL}/v1/models/{name}/predict", data=body, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -102,9 +111,10 @@ def main() -> None:
     started = time.monotonic()
     fine_tune(prepare())
     pid = start_server()
-    console.rule("4. Ask the live endpoint")
+    console.rule("4. Ask the live endpoint (with an API key)")
+    key = quickstart_key()
     for name, text in SAMPLES.items():
-        answer = ask(name, text)["predictions"][0]
+        answer = ask(name, text, key)["predictions"][0]
         console.print(
             f"{name}: {text!r} -> [bold]{answer['label']}[/] ({max(answer['scores'].values()):.3f})"
         )
@@ -112,7 +122,9 @@ def main() -> None:
     console.print(f"Server: {URL} (pid {pid}), docs at {URL}/docs, all in {time.monotonic() - started:.0f}s")
     print(f"""Try it:
   curl -s {URL}/v1/models/bbc-news/predict -H 'Content-Type: application/json' \\
+       -H 'Authorization: Bearer {key}' \\
        -d '{{"inputs": ["The striker scored twice in the cup final."]}}'
+  (the key above is for this demo: `aimass keys create` makes your own, `aimass usage` shows use)
 Stop it:
   make stop      (or: kill $(cat {paths.home() / "server.pid"}))""")
 

@@ -114,18 +114,73 @@ def test_serve_answers_http(env, trained):
                     break
             except httpx.TransportError:
                 time.sleep(0.5)
-        response = httpx.post(
-            f"{url}/v1/models/news/predict",
-            json={"inputs": ["Shares fell after the bank cut its profit forecast."]},
-            timeout=30,
-        )
+        text = {"inputs": ["Shares fell after the bank cut its profit forecast."]}
+        refused = httpx.post(f"{url}/v1/models/news/predict", json=text, timeout=30)
+        assert refused.status_code == 401 and "aimass keys create" in refused.json()["error"]["hint"]
+        key = as_json(aimass(env, "keys", "create", "--name", "e2e", "--json"))["key"]
+        auth = {"Authorization": f"Bearer {key}"}
+        response = httpx.post(f"{url}/v1/models/news/predict", json=text, headers=auth, timeout=30)
         assert response.status_code == 200, response.text
         assert response.json()["predictions"][0]["label"] == "business"
-        bad = httpx.post(f"{url}/v1/models/news/predict", json={"inputs": []}, timeout=30)
+        bad = httpx.post(f"{url}/v1/models/news/predict", json={"inputs": []}, headers=auth, timeout=30)
         assert bad.status_code == 422 and "at least one text" in bad.json()["error"]["message"]
+        operate(env, url, key)
+        sigterm_with_requests_in_flight(proc, url, auth)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def operate(env, url, key):
+    """The operator's commands against the running server (the admin token, no pasted secrets)."""
+    server = ["--server", url, "--json"]
+    listed = as_json(aimass(env, "services", "list", *server))
+    assert [v["ref"] for v in listed["services"][0]["versions"]] == ["news:1"]
+    deployed = as_json(aimass(env, "deploy", "news:1", *server))
+    assert deployed["state"] == "ready"
+    kinds = [e["kind"] for e in as_json(aimass(env, "services", "events", "news", *server))["events"]]
+    assert kinds[:4] == ["created", "loading", "warmed", "ready"]
+    denied = httpx.get(f"{url}/v1/services", headers={"Authorization": f"Bearer {key}"})
+    assert denied.status_code == 403 and "manage" in denied.json()["error"]["message"]
+    usage = as_json(aimass(env, "usage", "--json"))
+    mine = next(u for u in usage if u["model"] == "news" and u["key"] != "anonymous")
+    assert mine["requests"] >= 1 and mine["items"] >= 1 and mine["compute_ms"] > 0
+    missing = aimass(env, "services", "show", "nope", *server, ok=False)
+    assert missing.returncode == 2 and json.loads(missing.stdout)["error"]["code"] == "not_found"
+
+
+def sigterm_with_requests_in_flight(proc, url, auth, n=50):
+    """SIGTERM while 50 requests are in flight: all 50 answered 200, then a prompt exit."""
+    import threading
+
+    texts = [
+        f"Shares fell {i} points after the bank cut its profit forecast for the year." for i in range(16)
+    ]
+    codes = []
+
+    def call():
+        r = httpx.post(f"{url}/v1/models/news/predict", json={"inputs": texts}, headers=auth, timeout=120)
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # every request has reached the server
+        metrics = httpx.get(f"{url}/metrics").text
+        line = next((x for x in metrics.splitlines() if x.startswith('aimass_queue_depth{model="news"}')), "")
+        if line and float(line.split()[-1]) + len(codes) >= n:
+            break
+        time.sleep(0.02)
+    began = time.monotonic()
+    proc.terminate()
+    for t in threads:
+        t.join(120)
+    code = proc.wait(timeout=60)
+    assert codes == [200] * n
+    assert code in (0, -15)  # uvicorn re-raises SIGTERM after its graceful shutdown
+    assert time.monotonic() - began < 30  # within the default grace period
 
 
 def test_errors_exit_non_zero_with_hint(env, tmp_path):

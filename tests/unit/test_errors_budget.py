@@ -45,6 +45,10 @@ SUBCLASSES = [
     errors.NotFittedError,
     errors.PermissionDenied,
     errors.VersionError,
+    errors.Unauthenticated,
+    errors.TooManyRequests,
+    errors.Unavailable,
+    errors.DeadlineExceeded,
 ]
 
 
@@ -59,6 +63,10 @@ def test_subclasses_have_distinct_stable_codes():
         "NotFittedError": "not_fitted",
         "PermissionDenied": "permission_denied",
         "VersionError": "version_error",
+        "Unauthenticated": "unauthenticated",
+        "TooManyRequests": "too_many_requests",
+        "Unavailable": "unavailable",
+        "DeadlineExceeded": "timeout",
     }
     assert len(set(codes.values())) == len(codes)
     for cls in SUBCLASSES:

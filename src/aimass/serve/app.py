@@ -14,16 +14,18 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 import aimass
 from aimass.errors import AimassError, ConfigError, TooLargeError, TooManyRequests
-from aimass.serve import events
-from aimass.serve.batching import BatchSettings
+from aimass.serve import auth, events, metering
+from aimass.serve.auth import Caller, Guard
+from aimass.serve.batching import BatchSettings, Retired
 from aimass.serve.engine import Engine
+from aimass.serve.metering import Meter
 from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
@@ -42,12 +44,24 @@ def default_refs() -> list[str]:
 
 
 def create_app(
-    refs: list[str] | None = None, settings: BatchSettings | None = None, *, grace_s: float = 30.0
+    refs: list[str] | None = None,
+    settings: BatchSettings | None = None,
+    *,
+    grace_s: float = 30.0,
+    open_predict: bool = False,
 ) -> FastAPI:
     """Build the app; ``refs`` (default: :func:`default_refs`) deploy at start-up and ``/readyz``
-    turns 200 when they are warm."""
+    turns 200 when they are warm. Prediction needs a ``predict`` key unless ``open_predict``;
+    management always needs a ``manage`` key or the admin token (``AIMASS_HOME/admin.token``)."""
     engine = Engine(settings)
     state = {"ready": False, "draining": False}
+    guard = Guard(open_predict=open_predict, admin=auth.admin_token())
+    meter = Meter()
+
+    async def flush_usage():
+        while True:
+            await asyncio.sleep(2)
+            await asyncio.to_thread(meter.flush)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -57,18 +71,33 @@ def create_app(
             except AimassError as exc:  # the event log has it; the other models still serve
                 log.error("could not deploy %s: %s", ref, exc)
         state["ready"] = True
+        flusher = asyncio.get_running_loop().create_task(flush_usage())
         yield
         state["ready"] = False
         await engine.shutdown(grace_s)
+        flusher.cancel()
+        await asyncio.to_thread(meter.flush)
 
     app = FastAPI(title="aimass", version=aimass.__version__, lifespan=lifespan)
     app.state.engine = engine
     app.state.aimass = state
+    app.state.meter = meter
     _add_middleware(app, engine)
     _add_health(app, engine, state)
-    _add_predict(app, engine)
-    _add_management(app, engine)
+    _add_predict(app, engine, guard, meter)
+    _add_management(app, engine, guard, meter)
     return app
+
+
+def _allow(guard: Guard, scope: str):
+    """A FastAPI dependency: the caller, checked for ``scope`` (401/403/429 otherwise)."""
+
+    def dependency(request: Request) -> Caller:
+        caller = guard.check(request.headers.get("authorization"), scope)
+        request.state.key_id = caller.key_id
+        return caller
+
+    return Depends(dependency)
 
 
 def _error(status: int, code: str, message: str, hint: str | None, request_id: str, headers=None):
@@ -111,6 +140,7 @@ def _add_middleware(app: FastAPI, engine: Engine) -> None:
                     "status": response.status_code,
                     "ms": round(seconds * 1000, 2),
                     "client": request.client.host if request.client else None,
+                    "key": getattr(request.state, "key_id", None),
                 }
             )
         )
@@ -122,6 +152,8 @@ def _add_middleware(app: FastAPI, engine: Engine) -> None:
         headers = {"Retry-After": str(round(exc.retry_after))} if isinstance(exc, TooManyRequests) else None
         if status == 503:
             headers = {"Retry-After": "1"}
+        if status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
         return _error(status, exc.code, exc.message, exc.hint, request.state.request_id, headers)
 
 
@@ -148,8 +180,8 @@ def _add_health(app: FastAPI, engine: Engine, state: dict) -> None:
         return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-def _add_predict(app: FastAPI, engine: Engine) -> None:
-    @app.get("/v1/models", tags=["models"])
+def _add_predict(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) -> None:
+    @app.get("/v1/models", tags=["models"], dependencies=[_allow(guard, "predict")])
     def models():
         """Every served model and the versions behind it."""
         out = []
@@ -159,20 +191,28 @@ def _add_predict(app: FastAPI, engine: Engine) -> None:
         return {"models": out}
 
     @app.post("/v1/models/{name}/predict", tags=["models"], openapi_extra=PREDICT_BODY)
-    async def predict(name: str, request: Request):
+    async def predict(name: str, request: Request, caller: Caller = _allow(guard, "predict")):
         """JSON ``{"inputs": [...]}``, or multipart/form-data with one or more ``inputs`` files."""
         began = time.perf_counter()
-        deployment = engine.route(name)
-        spec, handler = deployment.spec, deployment.handler
-        payload = await _payload(request, getattr(spec, "max_body_bytes", MAX_BODY_BYTES))
-        try:
-            parsed = spec.request.model_validate(payload)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc), hint=f"Send JSON like {spec.sample_request}") from None
-        items = await run_in_threadpool(handler.decode_request, parsed)
-        rows = await deployment.batcher.submit(items)
+        limit = getattr(engine.route(name).spec, "max_body_bytes", MAX_BODY_BYTES)
+        payload = await _payload(request, limit)
+        for attempt in range(3):  # a swap can retire the routed version before it queues the request
+            deployment = engine.route(name)
+            spec, handler = deployment.spec, deployment.handler
+            try:
+                parsed = spec.request.model_validate(payload)
+            except ValidationError as exc:
+                raise ConfigError(_describe(exc), hint=f"Send JSON like {spec.sample_request}") from None
+            items = await run_in_threadpool(handler.decode_request, parsed)
+            try:
+                rows, compute_s = await deployment.batcher.submit_metered(items)
+                break
+            except Retired:
+                if attempt == 2:
+                    raise
         body = handler.encode_response(rows)
         body["model"] = deployment.ref
+        meter.add(caller.key_id, deployment.record.name, len(items), compute_s * 1000)
         engine.metrics.latency.labels("predict", name.partition(":")[0]).observe(time.perf_counter() - began)
         return body
 
@@ -184,32 +224,59 @@ class DeployRequest(BaseModel):
     settings: dict | None = Field(None, description="max_batch_size, max_wait_ms, max_queue, timeout_s")
 
 
-def _add_management(app: FastAPI, engine: Engine) -> None:
-    @app.get("/v1/services", tags=["services"])
+class KeyRequest(BaseModel):
+    name: str = ""
+    scopes: list[str] = Field(default_factory=lambda: ["predict"])
+    rate_limit: float | None = Field(None, gt=0, description="requests per second")
+
+
+def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) -> None:
+    manage = [_allow(guard, "manage")]
+
+    @app.post("/v1/keys", tags=["keys"], dependencies=manage)
+    def create_key(body: KeyRequest):
+        """A new API key; the key is in this answer only (the server keeps its hash)."""
+        record, key = auth.create_key(body.name, body.scopes, body.rate_limit)
+        return {**record.to_dict(), "key": key}
+
+    @app.get("/v1/keys", tags=["keys"], dependencies=manage)
+    def keys():
+        return {"keys": auth.list_keys()}
+
+    @app.delete("/v1/keys/{key_id}", tags=["keys"], dependencies=manage)
+    def revoke(key_id: str):
+        return auth.revoke_key(key_id)
+
+    @app.get("/v1/usage", tags=["keys"], dependencies=manage)
+    def usage(key: str | None = None, since: str | None = None):
+        meter.flush()
+        return {"usage": metering.usage(key, since)}
+
+    @app.get("/v1/services", tags=["services"], dependencies=manage)
     def services():
         return {"services": engine.info()}
 
-    @app.get("/v1/services/{name}", tags=["services"])
+    @app.get("/v1/services/{name}", tags=["services"], dependencies=manage)
     def service(name: str):
         return engine.service(name).info()
 
-    @app.get("/v1/services/{name}/events", tags=["services"])
+    @app.get("/v1/services/{name}/events", tags=["services"], dependencies=manage)
     async def service_events(name: str, limit: int = 100):
         return {"service": name, "events": await asyncio.to_thread(events.events, name, limit)}
 
-    @app.post("/v1/services", tags=["services"])
+    @app.post("/v1/services", tags=["services"], dependencies=manage)
     async def deploy(body: DeployRequest):
         """Deploy a version: loaded and warmed before it takes traffic; the old one finishes its queue."""
         return await engine.deploy(
             body.model, service=body.service, weight=body.weight, settings=body.settings
         )
 
-    @app.put("/v1/services/{name}/traffic", tags=["services"])
+    @app.put("/v1/services/{name}/traffic", tags=["services"], dependencies=manage)
     async def traffic(name: str, weights: dict[str, int]):
         """Weights per deployed version, e.g. ``{"reviews:3": 90, "reviews:4": 10}``."""
         return await engine.set_traffic(name, weights)
 
-    @app.delete("/v1/services/{name}", tags=["services"])
+    @app.delete("/v1/services/{name}", tags=["services"], dependencies=manage)
     async def undeploy(name: str):
         return await engine.undeploy(name)
 

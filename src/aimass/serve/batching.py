@@ -26,6 +26,12 @@ class BatchSettings:
     max_wait_ms: float = 2.0
     max_queue: int = 64  # requests waiting for the model; one more answers 429
     timeout_s: float = 30.0
+    backend: str = "auto"  # auto (ONNX when the task exports it), torch, onnx, onnx-int8
+    workers: str = "process"  # ONNX forward passes in a child process ("thread": in the server)
+
+
+class Retired(Unavailable):
+    """The version was swapped out between routing and queueing; the caller routes again."""
 
 
 @dataclass
@@ -47,7 +53,7 @@ class Batcher:
         self.run = run
         self.settings = settings
         self.observe = observe
-        self.pending = 0  # requests queued or running
+        self.pending = 0  # requests queued, running, or not yet handed their answer
         self._queue: asyncio.Queue[_Job] | None = None
         self._carry: _Job | None = None
         self._worker: asyncio.Task | None = None
@@ -60,8 +66,13 @@ class Batcher:
 
     async def submit(self, items: list) -> Sequence:
         """The rows for ``items``; 429 when the queue is full, 504 after ``timeout_s``."""
+        rows, _ = await self.submit_metered(items)
+        return rows
+
+    async def submit_metered(self, items: list) -> tuple[Sequence, float]:
+        """Like :meth:`submit`, plus this request's share of the batch's compute seconds."""
         if self._closed or self._queue is None:
-            raise Unavailable("This model version is shutting down.", hint="Retry; another version serves.")
+            raise Retired("This model version is shutting down.", hint="Retry; another version serves.")
         if self.pending >= self.settings.max_queue:
             raise TooManyRequests(
                 f"The model's queue is full ({self.settings.max_queue} requests waiting).",
@@ -79,6 +90,8 @@ class Batcher:
                 f"The prediction took longer than {self.settings.timeout_s:g}s.",
                 hint="Send fewer inputs per request, or raise the service's timeout.",
             ) from None
+        finally:
+            self.pending -= 1  # counted until the caller has its answer (what drain waits for)
 
     async def _loop(self) -> None:
         while True:
@@ -86,7 +99,6 @@ class Batcher:
             live = [j for j in batch if not j.future.done()]
             if live:
                 await self._run(live)
-            self.pending -= len(batch)
 
     async def _collect(self) -> list[_Job]:
         """The next batch: what is waiting now, plus (under load) what arrives within max_wait_ms."""
@@ -125,11 +137,12 @@ class Batcher:
             return
         if self.observe is not None:
             self.observe(len(items), time.perf_counter() - began)
+        seconds = time.perf_counter() - began
         start = 0
         for job in jobs:
             end = start + len(job.items)
             if not job.future.done():
-                job.future.set_result(rows[start:end])
+                job.future.set_result((rows[start:end], seconds * len(job.items) / len(items)))
             start = end
 
     async def drain(self, timeout: float) -> bool:

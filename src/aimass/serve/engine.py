@@ -13,16 +13,21 @@ The engine never looks at the task name: it calls the task's handler.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import random
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aimass.errors import AimassError, ConfigError, NotFoundError, Unavailable
 from aimass.serve import events
 from aimass.serve.batching import Batcher, BatchSettings
 from aimass.serve.metrics import Metrics
+from aimass.serve.worker import Worker
 from aimass.store import registry
 from aimass.tasks import get_task
 
@@ -46,6 +51,14 @@ class Deployment:
     weight: int = 100
     load_s: float = 0.0
     warm_s: float = 0.0
+    backend: str = "torch"
+    export: dict | None = None  # the ONNX export's check against torch
+    worker: Worker | None = None  # the child process running forward passes, if any
+
+    def close(self) -> None:
+        self.batcher.close()
+        if self.worker is not None:
+            self.worker.close()
 
     @property
     def ref(self) -> str:
@@ -61,6 +74,11 @@ class Deployment:
             "backbone": r.backbone,
             "metrics": {k: r.metrics.get(k) for k in ("accuracy", "macro_f1")},
             "labels": list(getattr(self.handler.model, "classes_", None) or []),
+            "backend": self.backend,
+            "worker": None
+            if self.worker is None
+            else {"pid": self.worker.proc.pid, "restarts": self.worker.restarts},
+            "onnx_check": {k: v for k, v in (self.export or {}).items() if "diff" in k or "same" in k},
             "load_s": round(self.load_s, 3),
             "warm_s": round(self.warm_s, 3),
             "queue": self.batcher.pending,
@@ -158,7 +176,7 @@ class Engine:
             events.record(
                 name,
                 "warmed",
-                f"{record.ref} loaded in {deployment.load_s:.2f}s, "
+                f"{record.ref} loaded in {deployment.load_s:.2f}s ({_backend_note(deployment)}), "
                 f"warmed in {deployment.warm_s * 1000:.0f} ms",
                 ref=record.ref,
             )
@@ -179,10 +197,27 @@ class Engine:
     async def _load(self, record, settings: BatchSettings) -> Deployment:
         spec = get_task(record.task)
         began = time.perf_counter()
+        backend = _backend(spec, settings.backend)
+        export = await asyncio.to_thread(exported, record, spec) if backend.startswith("onnx") else None
         handler = spec.handler(record.path)
-        await asyncio.to_thread(handler.setup, "cpu")
+        await asyncio.to_thread(handler.setup, "cpu", backend)
+        worker, run = None, handler.predict
+        if backend.startswith("onnx") and settings.workers == "process" and getattr(spec, "runtime", None):
+            worker = Worker(
+                spec.runtime,
+                Path(record.path) / "onnx",
+                {"int8": backend == "onnx-int8"},
+                on_event=lambda kind, message: events.record(record.name, kind, message, ref=record.ref),
+            )
+            await asyncio.to_thread(worker.start)
+            run = worker.run
         loaded = time.perf_counter()
-        await asyncio.to_thread(_warm, spec, handler)
+        try:
+            await asyncio.to_thread(_warm, spec, handler, run)
+        except BaseException:
+            if worker is not None:
+                worker.close()
+            raise
         warm = time.perf_counter() - loaded
         model = record.name
 
@@ -190,9 +225,11 @@ class Engine:
             self.metrics.batch_size.labels(model).observe(n)
             self.metrics.batch_seconds.labels(model).observe(seconds)
 
-        batcher = Batcher(handler.predict, settings, observe)
+        batcher = Batcher(run, settings, observe)
         batcher.start()
-        return Deployment(record, spec, handler, batcher, load_s=loaded - began, warm_s=warm)
+        deployment = Deployment(record, spec, handler, batcher, load_s=loaded - began, warm_s=warm)
+        deployment.backend, deployment.export, deployment.worker = backend, export, worker
+        return deployment
 
     def _switch(self, service: Service, new: Deployment, weight: int | None) -> None:
         """Move traffic to ``new``: all of it (replacing the others), or ``weight`` percent (canary)."""
@@ -249,7 +286,7 @@ class Engine:
 
         async def drain():
             await deployment.batcher.drain(deployment.batcher.settings.timeout_s)
-            deployment.batcher.close()
+            deployment.close()
             events.record(name, "stopped", f"{deployment.ref} released", ref=deployment.ref)
 
         task = asyncio.get_running_loop().create_task(drain())
@@ -273,7 +310,7 @@ class Engine:
             events.record(name, "draining", f"undeploying {self._describe(service)}")
             for d in service.deployments:
                 await d.batcher.drain(d.batcher.settings.timeout_s)
-                d.batcher.close()
+                d.close()
             del self.services[name]
             events.record(name, "stopped", "service removed")
             return {"name": name, "state": "stopped"}
@@ -287,15 +324,50 @@ class Engine:
         await asyncio.gather(*waits, *self._draining, return_exceptions=True)
         for service in self.services.values():
             for d in service.deployments:
-                d.batcher.close()
+                d.close()
             events.record(service.name, "stopped", "server stopped")
 
 
-def _warm(spec, handler) -> None:
+def _backend(spec, wanted: str) -> str:
+    supports = hasattr(spec.estimator, "export_onnx")
+    if wanted == "auto":
+        return "onnx" if supports else "torch"
+    if wanted not in ("torch", "onnx", "onnx-int8"):
+        raise ConfigError(f"Unknown backend '{wanted}'.", hint="Use auto, torch, onnx or onnx-int8.")
+    if wanted != "torch" and not supports:
+        raise ConfigError(f"Task '{spec.name}' has no ONNX export yet.", hint="Use --backend torch.")
+    return wanted
+
+
+def exported(record, spec) -> dict:
+    """The version's ONNX folder, exported (and checked against torch) on first use."""
+    folder = Path(record.path) / "onnx"
+    done = folder / "export.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    model = spec.estimator.load(record.path)
+    tmp = folder.with_name(f"onnx.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    report = model.export_onnx(tmp, texts=None)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process exported it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+def _backend_note(d: Deployment) -> str:
+    if not d.export:
+        return f"backend {d.backend}"
+    diff = d.export.get("max_abs_diff_proba")
+    return f"backend {d.backend}, ONNX vs torch max |diff| {diff:.1e}"
+
+
+def _warm(spec, handler, run) -> None:
     """Answer the task's sample request once: loads lazy parts and proves the version works."""
     request = spec.request.model_validate(spec.sample_request)
     items = handler.decode_request(request)
-    rows = handler.predict(items)
+    rows = run(items)
     if len(rows) != len(items):
         raise RuntimeError(f"predict returned {len(rows)} rows for {len(items)} inputs")
     handler.encode_response(rows)

@@ -110,6 +110,37 @@ class EventRecord(Base):
         return {k: getattr(self, k) for k in keys}
 
 
+class ApiKeyRecord(Base):
+    """An API key: only its sha256 is stored; ``id`` is the public part shown in lists."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list] = mapped_column(default=list)
+    rate_limit: Mapped[float | None] = mapped_column(nullable=True)  # requests per second
+    created: Mapped[str] = mapped_column(String(32), default=now)
+    revoked: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+    def to_dict(self) -> dict:
+        keys = ("id", "name", "scopes", "rate_limit", "created", "revoked")
+        return {k: getattr(self, k) for k in keys}
+
+
+class UsageRecord(Base):
+    """Requests, items and compute time of one key on one model in one minute."""
+
+    __tablename__ = "usage"
+    __table_args__ = (UniqueConstraint("key_id", "model", "minute"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(16), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    minute: Mapped[str] = mapped_column(String(20), index=True)  # 2026-11-22T20:33
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    items: Mapped[int] = mapped_column(Integer, default=0)
+    compute_ms: Mapped[float] = mapped_column(default=0.0)
+
+
 def _wal(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -551,7 +551,7 @@ class Handler:
         self.model_dir = model_dir
         self.model = model
 
-    def setup(self, device: str = "cpu") -> None:
+    def setup(self, device: str = "cpu", backend: str = "torch") -> None:
         if self.model is None:
             self.model = ImageClassifier.load(self.model_dir)
 

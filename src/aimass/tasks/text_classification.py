@@ -25,9 +25,10 @@ from aimass.encoders import Head, TextNet, Timer, token_budget, token_counts
 from aimass.errors import DataError, VersionError
 from aimass.estimator import Estimator
 from aimass.evaluate import classification_report, top_losses
-from aimass.lexical import Lexical, settings_for
+from aimass.lexical import Lexical
 from aimass.tasks import register_task
 from aimass.tasks.classification import PredictResponse, encode_scores, holdout, parse_config
+from aimass.tfidf import settings_for
 from aimass.train import stages
 
 FORMAT = 1
@@ -331,6 +332,14 @@ class TextClassifier(Estimator):
             report["unknown_labels"] = unknown
         return report
 
+    def export_onnx(self, folder: str | Path, *, int8: bool = True, texts: list[str] | None = None) -> dict:
+        """Write a self-contained ONNX folder that :class:`aimass.runtime.text.TextRuntime` serves
+        without torch; returns the largest differences from this model (and the files)."""
+        from aimass.runtime.text_export import export_text
+
+        self.check_fitted()
+        return export_text(self, folder, int8=int8, texts=texts)
+
     # ---------------------------------------------------------- save/load
     def save(self, path: str | Path) -> Path:
         """Write ``model.safetensors`` (head, fine-tuned blocks, TF-IDF idf) and ``model.json``."""
@@ -436,8 +445,13 @@ class Handler:
         self.model_dir = model_dir
         self.model = model
 
-    def setup(self, device: str = "cpu") -> None:
-        if self.model is None:
+    def setup(self, device: str = "cpu", backend: str = "torch") -> None:
+        """Load the model; ``backend`` ``onnx``/``onnx-int8`` serves the version's exported folder."""
+        if backend.startswith("onnx"):
+            from aimass.runtime.text import TextRuntime
+
+            self.model = TextRuntime(Path(self.model_dir) / "onnx", int8=backend == "onnx-int8")
+        elif self.model is None:
             self.model = TextClassifier.load(self.model_dir)
 
     def decode_request(self, request: PredictRequest) -> list[str]:
@@ -458,6 +472,7 @@ class TextClassification:
     request = PredictRequest
     response = PredictResponse
     handler = Handler
+    runtime = "aimass.runtime.text:TextRuntime"  # what a model worker process loads (no torch)
     sample_request = {"inputs": ["The team won the match in the final minute."]}
     fast_params = {"backbone": "minilm-l6", "max_length": 64, "unfreeze": 1, "epochs_top": 1}
 

@@ -12,7 +12,7 @@ from aimass.serve.app import create_app
 @pytest.fixture(scope="module")
 def client(small_model):
     record = api.register(small_model, "news-serve")
-    with TestClient(create_app([record.ref])) as c:
+    with TestClient(create_app([record.ref], open_predict=True)) as c:
         yield c
 
 

@@ -13,9 +13,11 @@ import pytest
 import uvicorn
 
 from aimass import api
+from aimass.serve import auth
 from aimass.serve.app import create_app
 from aimass.serve.batching import BatchSettings
 
+ADMIN = {"Authorization": f"Bearer {auth.admin_token()}"}
 TEXTS = ["The striker scored twice as United won the cup final.", "Parliament voted on the budget bill."]
 
 
@@ -45,7 +47,7 @@ def versions(small_model):
 
 @pytest.fixture(scope="module")
 def url(versions):
-    with live_server(create_app([versions[0]], BatchSettings(max_queue=8))) as base:
+    with live_server(create_app([versions[0]], BatchSettings(max_queue=8), open_predict=True)) as base:
         yield base
 
 
@@ -69,7 +71,7 @@ def test_swap_under_steady_load_drops_nothing(url, versions):
     for w in workers:
         w.start()
     time.sleep(0.5)
-    deployed = httpx.post(f"{url}/v1/services", json={"model": second}, timeout=120)
+    deployed = httpx.post(f"{url}/v1/services", json={"model": second}, headers=ADMIN, timeout=120)
     time.sleep(0.5)
     stop.set()
     for w in workers:
@@ -78,19 +80,23 @@ def test_swap_under_steady_load_drops_nothing(url, versions):
     assert [v["ref"] for v in deployed.json()["versions"]] == [second]
     assert statuses and set(statuses) == {200}
     assert served == {first, second}
-    kinds = [e["kind"] for e in httpx.get(f"{url}/v1/services/engine-news/events").json()["events"]]
+    kinds = [
+        e["kind"] for e in httpx.get(f"{url}/v1/services/engine-news/events", headers=ADMIN).json()["events"]
+    ]
     for kind in ("created", "loading", "warmed", "ready", "swapped", "draining", "stopped"):
         assert kind in kinds
 
 
 def test_canary_split_then_full_traffic(url, versions):
     first, second = versions
-    canary = httpx.post(f"{url}/v1/services", json={"model": first, "weight": 30}, timeout=120).json()
+    canary = httpx.post(
+        f"{url}/v1/services", json={"model": first, "weight": 30}, headers=ADMIN, timeout=120
+    ).json()
     assert {v["ref"]: v["weight"] for v in canary["versions"]} == {second: 70, first: 30}
     seen = {predict(url).json()["model"] for _ in range(40)}
     assert seen == {first, second}
     assert predict(url, f"engine-news:{first.split(':')[1]}").json()["model"] == first
-    done = httpx.put(f"{url}/v1/services/engine-news/traffic", json={second: 100}).json()
+    done = httpx.put(f"{url}/v1/services/engine-news/traffic", json={second: 100}, headers=ADMIN).json()
     assert [v["ref"] for v in done["versions"]] == [second]
 
 
@@ -98,11 +104,11 @@ def test_a_version_that_fails_to_load_never_takes_traffic(url, versions, small_m
     broken = api.register(small_model, "engine-news")
     for weights in Path(broken.path).glob("*.safetensors"):
         weights.unlink()
-    answer = httpx.post(f"{url}/v1/services", json={"model": broken.ref}, timeout=120)
+    answer = httpx.post(f"{url}/v1/services", json={"model": broken.ref}, headers=ADMIN, timeout=120)
     assert answer.status_code == 422
     error = answer.json()["error"]
     assert error["code"] == "deploy_failed" and broken.ref in error["message"] and error["hint"]
-    last = httpx.get(f"{url}/v1/services/engine-news/events").json()["events"][-1]
+    last = httpx.get(f"{url}/v1/services/engine-news/events", headers=ADMIN).json()["events"][-1]
     assert last["kind"] == "failed" and "still serving" in last["message"] and last["hint"]
     assert predict(url).json()["model"] == versions[1]
 
@@ -143,10 +149,53 @@ def test_metrics_request_ids_and_limits(url):
 
 
 def test_undeploy_stops_the_service(versions, small_model):
-    with live_server(create_app([versions[1]])) as base:
+    with live_server(create_app([versions[1]], open_predict=True)) as base:
         assert predict(base).status_code == 200
-        assert httpx.delete(f"{base}/v1/services/engine-news", timeout=60).json()["state"] == "stopped"
+        assert (
+            httpx.delete(f"{base}/v1/services/engine-news", headers=ADMIN, timeout=60).json()["state"]
+            == "stopped"
+        )
         gone = predict(base)
         assert gone.status_code == 404
-        kinds = [e["kind"] for e in httpx.get(f"{base}/v1/services/engine-news/events").json()["events"]]
+        kinds = [
+            e["kind"]
+            for e in httpx.get(f"{base}/v1/services/engine-news/events", headers=ADMIN).json()["events"]
+        ]
         assert kinds[-1] == "stopped"
+
+
+def test_sigkill_of_a_worker_under_load_fails_fast_and_restarts(versions):
+    import os
+    import signal
+
+    with live_server(create_app([versions[1]], open_predict=True)) as base:
+        before = httpx.get(f"{base}/v1/services/engine-news", headers=ADMIN).json()["versions"][0]
+        assert before["backend"] == "onnx" and before["onnx_check"]["max_abs_diff_proba"] < 1e-4
+        statuses, stop = [], threading.Event()
+
+        def load():
+            with httpx.Client(timeout=60) as c:
+                while not stop.is_set():
+                    statuses.append(
+                        c.post(f"{base}/v1/models/engine-news/predict", json={"inputs": TEXTS}).status_code
+                    )
+
+        workers = [threading.Thread(target=load) for _ in range(4)]
+        for w in workers:
+            w.start()
+        time.sleep(0.5)
+        os.kill(before["worker"]["pid"], signal.SIGKILL)
+        time.sleep(2)
+        stop.set()
+        for w in workers:
+            w.join(30)
+        assert not any(w.is_alive() for w in workers)  # nothing hung
+        assert set(statuses) <= {200, 503} and statuses.count(200) > 10
+        after = httpx.get(f"{base}/v1/services/engine-news", headers=ADMIN).json()["versions"][0]
+        assert after["worker"]["restarts"] == 1 and after["worker"]["pid"] != before["worker"]["pid"]
+        kinds = [
+            e["kind"]
+            for e in httpx.get(f"{base}/v1/services/engine-news/events", headers=ADMIN).json()["events"]
+        ]
+        assert kinds[-2:] == ["failed", "ready"]
+        assert predict(base).status_code == 200

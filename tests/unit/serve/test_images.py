@@ -26,7 +26,7 @@ def digits():
 @pytest.fixture(scope="module")
 def client(digits):
     record = api.register(digits[0], "digits-serve")
-    with TestClient(create_app([record.ref])) as c:
+    with TestClient(create_app([record.ref], open_predict=True)) as c:
         yield c
 
 

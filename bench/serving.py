@@ -1,0 +1,252 @@
+"""Serving bench: one model, one machine, one run; peers side by side, ratios printed.
+
+Peers: (a) a bare FastAPI handler calling the torch model per request, (b) LitServe with its
+batching (same torch model), (c) aimass with the torch, ONNX and ONNX-int8 backends. Load
+comes from ``wrk`` on loopback: p50 at 1 connection, throughput at 32 connections, each
+request one short news sentence (<= 32 tokens). Also measured: the model's offline
+throughput at batch 32 (the ceiling served throughput is held to) and how soon a fresh
+ONNX worker answers its first request.
+
+    python bench/serving.py                 # ~6 minutes on 2 cores
+    python bench/serving.py --duration 5    # shorter load runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results" / "serving.json"
+TEXT = "Shares in the bank fell sharply after it cut its profit forecast for the year."
+BATCH = 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(home: Path) -> tuple[str, str]:
+    """A small real BBC model (minilm-l6), registered; returns (ref, folder)."""
+    from aimass import api
+    from aimass.tasks.text_classification import TextClassification, TextClassifier
+
+    texts, labels = TextClassification.sample_data(per_class=40)
+    model = TextClassifier(backbone="minilm-l6", max_length=64, unfreeze=2, epochs_top=2, seed=0)
+    model.fit((texts, labels), progress=False)
+    record = api.register(model, "bench-news")
+    return record.ref, record.path
+
+
+def offline(folder: str) -> dict:
+    """Items/s of the model itself at batch 32 (torch, ONNX, ONNX int8), no server."""
+    from aimass.runtime.text import TextRuntime
+    from aimass.tasks.text_classification import TextClassifier
+
+    texts = [TEXT] * BATCH
+    out = {}
+    for name, model in (
+        ("torch", TextClassifier.load(folder)),
+        ("onnx", TextRuntime(Path(folder) / "onnx")),
+        ("onnx-int8", TextRuntime(Path(folder) / "onnx", int8=True)),
+    ):
+        model.predict_proba(texts)
+        n, began = 0, time.perf_counter()
+        while time.perf_counter() - began < 3:
+            model.predict_proba(texts)
+            n += BATCH
+        out[name] = n / (time.perf_counter() - began)
+    return out
+
+
+def fresh_worker(folder: str) -> float:
+    """Seconds from starting an ONNX worker process to its first answer."""
+    from aimass.serve.worker import Worker
+
+    began = time.perf_counter()
+    worker = Worker("aimass.runtime.text:TextRuntime", Path(folder) / "onnx", {"int8": False})
+    worker.start()
+    worker.run([TEXT])
+    seconds = time.perf_counter() - began
+    worker.close()
+    return seconds
+
+
+def start(cmd: list[str], health: str, env: dict) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[:4]} exited with {proc.returncode}")
+        try:
+            if httpx.get(health, timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"{cmd[:4]} never became healthy")
+
+
+def wrk(url: str, connections: int, seconds: int, work: Path) -> dict:
+    script = work / "post.lua"
+    body = json.dumps({"inputs": [TEXT]})
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = {json.dumps(body)}",
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
+    script.write_text("\n".join(lines) + "\n")
+    threads = min(2, connections)
+    cmd = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+    ]
+    subprocess.run([*cmd[:6], "-d", "2s", *cmd[8:], url], capture_output=True, timeout=60)  # warm-up
+    text = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", text)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1000.0}[p50.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rps": rps,
+        "p50_ms": float(p50.group(1)) * scale,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def peers(ref: str, folder: str, env: dict) -> dict[str, tuple[list[str], str, str]]:
+    py = sys.executable
+    port = {k: free_port() for k in ("bare", "litserve", "torch", "onnx", "onnx-int8")}
+
+    def aimass(backend: str) -> tuple[list[str], str, str]:
+        p = port[backend]
+        cmd = [py, "-m", "aimass", "serve", "--port", str(p), "--model", ref, "--open-predict"]
+        cmd += ["--backend", backend, "--max-batch-size", str(BATCH)]
+        base = f"http://127.0.0.1:{p}"
+        return cmd, f"{base}/readyz", f"{base}/v1/models/bench-news/predict"
+
+    return {
+        "bare FastAPI (torch)": (
+            [py, str(HERE / "peers" / "bare.py"), folder, str(port["bare"])],
+            f"http://127.0.0.1:{port['bare']}/health",
+            f"http://127.0.0.1:{port['bare']}/predict",
+        ),
+        "LitServe (torch, batching)": (
+            [py, str(HERE / "peers" / "lit.py"), folder, str(port["litserve"])],
+            f"http://127.0.0.1:{port['litserve']}/health",
+            f"http://127.0.0.1:{port['litserve']}/predict",
+        ),
+        "aimass (torch)": aimass("torch"),
+        "aimass (onnx)": aimass("onnx"),
+        "aimass (onnx-int8)": aimass("onnx-int8"),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="aimass-serving-"))
+    os.environ["AIMASS_HOME"] = str(work / "home")
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    ref, folder = train(work)
+    from aimass.serve.engine import exported
+    from aimass.store import registry
+    from aimass.tasks import get_task
+
+    record = registry.get_version(ref)
+    export = exported(record, get_task(record.task))
+    rows, results = [], {"offline_items_per_s": offline(folder), "export": export}
+    results["fresh_worker_first_answer_s"] = fresh_worker(folder)
+    for name, (cmd, health, url) in peers(ref, folder, env).items():
+        proc = start(cmd, health, env)
+        try:
+            one = wrk(url, 1, args.duration, work)
+            many = wrk(url, 32, args.duration, work)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        rows.append(
+            {
+                "system": name,
+                "p50_ms_c1": one["p50_ms"],
+                "rps_c1": one["rps"],
+                "rps_c32": many["rps"],
+                "non_2xx": one["non_2xx"] + many["non_2xx"],
+            }
+        )
+        print(f"{name:28s} p50@1 {one['p50_ms']:7.2f} ms   rps@32 {many['rps']:8.1f}", flush=True)
+    results["rows"] = rows
+    results["bars"] = bars(results)
+    render(results)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S"), **results}, indent=2))
+    return 0 if all(b["pass"] for b in results["bars"]) else 1
+
+
+def bars(r: dict) -> list[dict]:
+    by = {row["system"]: row for row in r["rows"]}
+    bare, lit = by["bare FastAPI (torch)"], by["LitServe (torch, batching)"]
+    best = by["aimass (onnx)"]  # the default on CPU
+    q = by["aimass (onnx-int8)"]
+    checks = [
+        ("p50 @1 conn <= 1.15 x bare", best["p50_ms_c1"] / bare["p50_ms_c1"], "<=", 1.15),
+        ("rps @32 >= 3 x bare", best["rps_c32"] / bare["rps_c32"], ">=", 3.0),
+        ("rps @32 >= 1.2 x LitServe", best["rps_c32"] / lit["rps_c32"], ">=", 1.2),
+        ("int8 rps @32 >= 4.5 x bare", q["rps_c32"] / bare["rps_c32"], ">=", 4.5),
+        (
+            "served >= 80% of offline (onnx, batch 32)",
+            best["rps_c32"] / r["offline_items_per_s"]["onnx"],
+            ">=",
+            0.8,
+        ),
+        ("fresh ONNX worker first answer <= 1.5 s", r["fresh_worker_first_answer_s"], "<=", 1.5),
+        ("no non-2xx under load", float(sum(row["non_2xx"] for row in r["rows"])), "<=", 0.0),
+    ]
+    return [
+        {"bar": name, "value": round(v, 3), "pass": v <= limit if op == "<=" else v >= limit}
+        for name, v, op, limit in checks
+    ]
+
+
+def render(r: dict) -> None:
+    print()
+    print(f"{'system':28s} {'p50@1 ms':>9s} {'rps@1':>8s} {'rps@32':>8s} {'non-2xx':>8s}")
+    for row in r["rows"]:
+        cells = f"{row['p50_ms_c1']:9.2f} {row['rps_c1']:8.1f} {row['rps_c32']:8.1f} {row['non_2xx']:8d}"
+        print(f"{row['system']:28s} {cells}")
+    off = r["offline_items_per_s"]
+    print("offline items/s at batch 32: " + ", ".join(f"{k} {v:.0f}" for k, v in off.items()))
+    print(f"fresh ONNX worker, start to first answer: {r['fresh_worker_first_answer_s']:.2f} s")
+    check = {k: v for k, v in r["export"].items() if "diff" in k or "same" in k}
+    print(f"ONNX export check: {json.dumps(check)}")
+    for b in r["bars"]:
+        print(f"  [{'PASS' if b['pass'] else 'FAIL'}] {b['bar']}: {b['value']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

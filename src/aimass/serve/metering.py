@@ -1,0 +1,95 @@
+"""Usage per key: requests, items and compute milliseconds, by model and minute.
+
+The request path only adds to an in-memory tally; :meth:`Meter.flush` (every couple of
+seconds, and at shutdown) folds it into the ``usage`` table, one row per key, model and minute.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from aimass.errors import ConfigError
+from aimass.store.db import UsageRecord, session
+
+
+def _minute() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+class Meter:
+    def __init__(self):
+        self._tally: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0])
+        self._lock = threading.Lock()
+
+    def add(self, key_id: str, model: str, items: int, compute_ms: float) -> None:
+        with self._lock:
+            row = self._tally[(key_id, model, _minute())]
+            row[0] += 1
+            row[1] += items
+            row[2] += compute_ms
+
+    def flush(self) -> int:
+        """Write the tally to the database; returns how many rows it touched."""
+        with self._lock:
+            tally, self._tally = self._tally, defaultdict(lambda: [0, 0, 0.0])
+        if not tally:
+            return 0
+        with session() as s, s.begin():
+            for (key_id, model, minute), (requests, items, ms) in tally.items():
+                row = s.scalar(
+                    select(UsageRecord).where(
+                        UsageRecord.key_id == key_id, UsageRecord.model == model, UsageRecord.minute == minute
+                    )
+                )
+                if row is None:
+                    row = UsageRecord(
+                        key_id=key_id, model=model, minute=minute, requests=0, items=0, compute_ms=0
+                    )
+                    s.add(row)
+                row.requests += int(requests)
+                row.items += int(items)
+                row.compute_ms += float(ms)
+        return len(tally)
+
+
+def usage(key: str | None = None, since: str | None = None) -> list[dict]:
+    """Totals per key and model, optionally for one key and from ``since`` (ISO time or date)."""
+    query = select(
+        UsageRecord.key_id,
+        UsageRecord.model,
+        func.sum(UsageRecord.requests),
+        func.sum(UsageRecord.items),
+        func.sum(UsageRecord.compute_ms),
+        func.min(UsageRecord.minute),
+        func.max(UsageRecord.minute),
+    ).group_by(UsageRecord.key_id, UsageRecord.model)
+    if key:
+        query = query.where(UsageRecord.key_id == key)
+    if since:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            raise ConfigError(
+                f"--since {since!r} is not a date or time.",
+                hint="Use ISO format, e.g. 2026-11-22 or 2026-11-22T09:30.",
+            ) from None
+        start = start.astimezone(UTC) if start.tzinfo else start
+        query = query.where(UsageRecord.minute >= start.strftime("%Y-%m-%dT%H:%M"))
+    with session() as s:
+        rows = s.execute(query.order_by(UsageRecord.key_id, UsageRecord.model)).all()
+    return [
+        {
+            "key": k,
+            "model": m,
+            "requests": int(r),
+            "items": int(i),
+            "compute_ms": round(float(ms), 1),
+            "first": first,
+            "last": last,
+        }
+        for k, m, r, i, ms, first, last in rows
+    ]
