@@ -56,7 +56,7 @@ class TextRuntime:
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
         logits = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
         if self.lexical is not None:
-            logits = logits + self.lexical.transform(texts) @ self.lexical_weight.T
+            logits = logits + self.lexical.scores(texts, self.lexical_weight)
         return logits
 
     def predict(self, texts: list[str]) -> list[str]:
@@ -68,10 +68,8 @@ def _lexical(folder: Path):
         return None, None
     from safetensors.numpy import load_file
 
-    from aimass.tfidf import vectorizer
+    from aimass.tfidf import TfidfLite
 
     meta = json.loads((folder / "lexical.json").read_text())
     tensors = load_file(str(folder / "lexical.safetensors"))
-    lexical = vectorizer(meta["settings"], meta["vocabulary"])
-    lexical.idf_ = tensors["idf"].astype(np.float64)
-    return lexical, tensors["weight"]
+    return TfidfLite(meta["settings"], meta["vocabulary"], tensors["idf"]), tensors["weight"]

@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -26,10 +25,10 @@ from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import BatchSettings, Retired
 from aimass.serve.engine import Engine
 from aimass.serve.metering import Meter
+from aimass.serve.middleware import RequestLog, error_body
 from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
-access = logging.getLogger("aimass.access")
 MAX_BODY_BYTES = 2 * 1024 * 1024  # per task: a spec's ``max_body_bytes`` (images need more)
 HARD_BODY_BYTES = 64 * 1024 * 1024  # refused before routing, whatever the model
 
@@ -101,50 +100,11 @@ def _allow(guard: Guard, scope: str):
 
 
 def _error(status: int, code: str, message: str, hint: str | None, request_id: str, headers=None):
-    body = {"error": {"code": code, "message": message, "hint": hint, "request_id": request_id}}
-    return JSONResponse(body, status_code=status, headers={"X-Request-ID": request_id, **(headers or {})})
+    return JSONResponse(error_body(code, message, hint, request_id), status_code=status, headers=headers)
 
 
 def _add_middleware(app: FastAPI, engine: Engine) -> None:
-    metrics = engine.metrics
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:16]
-        request.state.request_id = request_id
-        began = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > HARD_BODY_BYTES:
-            response = _error(
-                413,
-                "body_too_large",
-                f"The request body is {length} bytes; the limit is {HARD_BODY_BYTES}.",
-                "Send fewer or smaller inputs per request.",
-                request_id,
-            )
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:  # never a traceback to the client
-                log.exception("request %s failed", request_id)
-                response = _error(500, "internal_error", "Internal server error.", None, request_id)
-        response.headers["X-Request-ID"] = request_id
-        seconds = time.perf_counter() - began
-        metrics.responses.labels(str(response.status_code)).inc()
-        access.info(
-            json.dumps(
-                {
-                    "request_id": request_id,
-                    "method": request.method,
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "ms": round(seconds * 1000, 2),
-                    "client": request.client.host if request.client else None,
-                    "key": getattr(request.state, "key_id", None),
-                }
-            )
-        )
-        return response
+    app.add_middleware(RequestLog, metrics=engine.metrics, max_body=HARD_BODY_BYTES)
 
     @app.exception_handler(AimassError)
     async def aimass_error(request: Request, exc: AimassError):
@@ -203,7 +163,10 @@ def _add_predict(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) -> No
                 parsed = spec.request.model_validate(payload)
             except ValidationError as exc:
                 raise ConfigError(_describe(exc), hint=f"Send JSON like {spec.sample_request}") from None
-            items = await run_in_threadpool(handler.decode_request, parsed)
+            if getattr(spec, "heavy_decode", False):  # e.g. decoding images: off the event loop
+                items = await run_in_threadpool(handler.decode_request, parsed)
+            else:
+                items = handler.decode_request(parsed)
             try:
                 rows, compute_s = await deployment.batcher.submit_metered(items)
                 break
@@ -214,7 +177,7 @@ def _add_predict(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) -> No
         body["model"] = deployment.ref
         meter.add(caller.key_id, deployment.record.name, len(items), compute_s * 1000)
         engine.metrics.latency.labels("predict", name.partition(":")[0]).observe(time.perf_counter() - began)
-        return body
+        return Response(json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")
 
 
 class DeployRequest(BaseModel):

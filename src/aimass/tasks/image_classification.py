@@ -585,6 +585,7 @@ class ImageClassification:
     estimator = ImageClassifier
     request = PredictRequest
     response = PredictResponse
+    heavy_decode = True  # decoding images is real work: the server runs it off the event loop
     # a real 8x8 PNG of a handwritten 7 (scikit-learn digits), base64-encoded
     sample_request = {
         "inputs": [
