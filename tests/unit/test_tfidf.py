@@ -8,7 +8,12 @@ import pytest
 from aimass.tasks.text_classification import TextClassification
 from aimass.tfidf import TfidfLite, settings_for, vectorizer
 
-CHINESE = ["这家酒店的服务很好，房间也很干净。", "质量太差了  用了两天就坏了\n不推荐", "好", "还行吧，一般般。"] * 3
+CHINESE = [
+    "这家酒店的服务很好，房间也很干净。",
+    "质量太差了  用了两天就坏了\n不推荐",
+    "好",
+    "还行吧，一般般。",
+] * 3
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])
