@@ -13,7 +13,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -224,7 +224,7 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
         return engine.service(name).info()
 
     @app.get("/v1/services/{name}/events", tags=["services"], dependencies=manage)
-    async def service_events(name: str, limit: int = 100):
+    async def service_events(name: str, limit: int = Query(100, ge=1, le=1000)):
         return {"service": name, "events": await asyncio.to_thread(events.events, name, limit)}
 
     @app.post("/v1/services", tags=["services"], dependencies=manage)
