@@ -304,7 +304,7 @@ def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, grace_s: float 
     requests finish, and the process exits within ``grace_s`` seconds."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    listener = _log_off_the_event_loop()
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
@@ -314,4 +314,24 @@ def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, grace_s: float 
     config = uvicorn.Config(
         app, host=host, port=port, access_log=False, timeout_graceful_shutdown=grace_s, log_level="info"
     )
-    Server(config).run()
+    try:
+        Server(config).run()
+    finally:
+        listener.stop()
+
+
+def _log_off_the_event_loop():
+    """Log lines go through a queue to a thread that writes them: a slow stderr never stalls
+    requests. Returns the started listener."""
+    import logging.handlers
+    import queue
+
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    stream = logging.StreamHandler()
+    stream.setFormatter(logging.Formatter("%(message)s"))
+    listener = logging.handlers.QueueListener(lines, stream)
+    root = logging.getLogger()
+    root.handlers = [logging.handlers.QueueHandler(lines)]
+    root.setLevel(logging.INFO)
+    listener.start()
+    return listener
