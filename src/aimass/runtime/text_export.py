@@ -86,7 +86,7 @@ def check(model, folder: Path, texts: list[str], int8: bool) -> dict:
     """Largest absolute differences between the torch model and the exported graph(s)."""
     from aimass.runtime.text import TextRuntime
 
-    want_logits = torch_logits(model, texts)
+    want_logits = model.logits(texts).numpy()
     want = model.predict_proba(texts)
     fp32 = TextRuntime(folder)
     out = {
@@ -98,16 +98,3 @@ def check(model, folder: Path, texts: list[str], int8: bool) -> dict:
         out["int8_max_abs_diff_proba"] = float(np.abs(q - want).max())
         out["int8_same_label"] = float(np.mean(q.argmax(1) == want.argmax(1)))
     return out
-
-
-@torch.inference_mode()
-def torch_logits(model, texts: list[str]) -> np.ndarray:
-    enc = model.tokenizer_(
-        model._prefixed(texts),
-        truncation=True,
-        max_length=model.max_length_,
-        padding=True,
-        return_tensors="pt",
-    )
-    lex = model.lexical_.transform(texts) if model.lexical_ else None
-    return model.net_(enc["input_ids"], enc["attention_mask"], lex).numpy()

@@ -299,6 +299,11 @@ class TextClassifier(Estimator):
         return out
 
     def _proba_batch(self, batch: list[str]) -> np.ndarray:
+        return torch.softmax(self.logits(batch), -1).numpy()
+
+    @torch.inference_mode()
+    def logits(self, batch: list[str]) -> torch.Tensor:
+        """Raw class scores of one batch (what an ONNX export is checked against)."""
         enc = self.tokenizer_(
             self._prefixed(batch),
             truncation=True,
@@ -307,8 +312,7 @@ class TextClassifier(Estimator):
             return_tensors="pt",
         )
         lex = self.lexical_.transform(batch) if self.lexical_ else None
-        logits = self.net_(enc["input_ids"], enc["attention_mask"], lex)
-        return torch.softmax(logits, -1).numpy()
+        return self.net_(enc["input_ids"], enc["attention_mask"], lex)
 
     def predict(self, texts: list[str]) -> list[str]:
         """The most probable label of each text."""
