@@ -163,11 +163,17 @@ class Engine:
             if current is None:
                 current = self.services[name] = Service(name)
                 events.record(name, "created", f"service {name} created", ref=record.ref)
-            if any(d.ref == record.ref for d in current.deployments) and weight is None:
-                return await self._set_only(current, record.ref)
+            existing = next((d for d in current.deployments if d.ref == record.ref), None)
+            if existing is not None:  # already loaded: only the traffic changes
+                if weight is None:
+                    return await self._set_only(current, record.ref)
+                existing.weight = weight
+                _scale([d for d in current.deployments if d is not existing], 100 - weight)
+                events.record(name, "traffic", self._describe(current), ref=record.ref)
+                return current.info()
             events.record(name, "loading", f"loading {record.ref} from {record.path}", ref=record.ref)
             try:
-                deployment = await self._load(record, batch)
+                deployment = await self._load(record, batch, name)
             except Exception as exc:
                 self._failed(current, record.ref, exc)
                 if not current.deployments:
@@ -194,7 +200,7 @@ class Engine:
             raise ConfigError(f"Unknown serving settings: {sorted(unknown)}.", hint=f"Use {sorted(allowed)}.")
         return BatchSettings(**{**self.settings.__dict__, **overrides})
 
-    async def _load(self, record, settings: BatchSettings) -> Deployment:
+    async def _load(self, record, settings: BatchSettings, service: str) -> Deployment:
         spec = get_task(record.task)
         began = time.perf_counter()
         backend = _backend(spec, settings.backend)
@@ -207,7 +213,7 @@ class Engine:
                 spec.runtime,
                 Path(record.path) / "onnx",
                 {"int8": backend == "onnx-int8"},
-                on_event=lambda kind, message: events.record(record.name, kind, message, ref=record.ref),
+                on_event=lambda kind, message: events.record(service, kind, message, ref=record.ref),
             )
             await asyncio.to_thread(worker.start)
             run = worker.run
@@ -219,7 +225,7 @@ class Engine:
                 worker.close()
             raise
         warm = time.perf_counter() - loaded
-        model = record.name
+        model = service
 
         def observe(n: int, seconds: float) -> None:
             self.metrics.batch_size.labels(model).observe(n)

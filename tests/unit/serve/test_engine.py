@@ -96,6 +96,13 @@ def test_canary_split_then_full_traffic(url, versions):
     seen = {predict(url).json()["model"] for _ in range(40)}
     assert seen == {first, second}
     assert predict(url, f"engine-news:{first.split(':')[1]}").json()["model"] == first
+    again = httpx.post(
+        f"{url}/v1/services", json={"model": first, "weight": 50}, headers=ADMIN, timeout=60
+    ).json()
+    assert {v["ref"]: v["weight"] for v in again["versions"]} == {
+        second: 50,
+        first: 50,
+    }  # re-weighted, not reloaded
     done = httpx.put(f"{url}/v1/services/engine-news/traffic", json={second: 100}, headers=ADMIN).json()
     assert [v["ref"] for v in done["versions"]] == [second]
 
