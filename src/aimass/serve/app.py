@@ -91,7 +91,7 @@ def create_app(
 def _allow(guard: Guard, scope: str):
     """A FastAPI dependency: the caller, checked for ``scope`` (401/403/429 otherwise)."""
 
-    def dependency(request: Request) -> Caller:
+    async def dependency(request: Request) -> Caller:  # async: a sync dependency costs a thread hop
         caller = guard.check(request.headers.get("authorization"), scope)
         request.state.key_id = caller.key_id
         return caller
