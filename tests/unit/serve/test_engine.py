@@ -208,7 +208,7 @@ def test_sigkill_of_a_worker_under_load_fails_fast_and_restarts(versions):
         assert predict(base).status_code == 200
 
 
-def test_schemathesis_finds_no_server_error(url):
+def test_schemathesis_finds_no_server_error(url, tmp_path):
     """Fuzz every route of the OpenAPI spec (deterministic, bounded): no 5xx."""
     import shutil
     import subprocess
@@ -221,5 +221,6 @@ def test_schemathesis_finds_no_server_error(url):
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,  # its cache folder
     )
     assert run.returncode == 0, run.stdout[-4000:]
