@@ -8,28 +8,25 @@ swap and undeploy versions at run time and read each service's events.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 import aimass
-from aimass.errors import AimassError, ConfigError, TooLargeError, TooManyRequests
+from aimass.errors import AimassError, ConfigError
 from aimass.serve import auth, events, metering
 from aimass.serve.auth import Caller, Guard
-from aimass.serve.batching import BatchSettings, Retired
+from aimass.serve.batching import BatchSettings
 from aimass.serve.engine import Engine
 from aimass.serve.metering import Meter
-from aimass.serve.middleware import RequestLog, error_body
+from aimass.serve.middleware import RequestLog, error_response
+from aimass.serve.predict import PredictLane, Predictor, parse_json, too_large
 from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
-MAX_BODY_BYTES = 2 * 1024 * 1024  # per task: a spec's ``max_body_bytes`` (images need more)
 HARD_BODY_BYTES = 64 * 1024 * 1024  # refused before routing, whatever the model
 
 
@@ -81,9 +78,10 @@ def create_app(
     app.state.engine = engine
     app.state.aimass = state
     app.state.meter = meter
-    _add_middleware(app, engine)
+    predictor = Predictor(engine, meter)
+    _add_middleware(app, engine, guard, predictor)
     _add_health(app, engine, state)
-    _add_predict(app, engine, guard, meter)
+    _add_predict(app, engine, guard, predictor)
     _add_management(app, engine, guard, meter)
     return app
 
@@ -99,22 +97,13 @@ def _allow(guard: Guard, scope: str):
     return Depends(dependency)
 
 
-def _error(status: int, code: str, message: str, hint: str | None, request_id: str, headers=None):
-    return JSONResponse(error_body(code, message, hint, request_id), status_code=status, headers=headers)
-
-
-def _add_middleware(app: FastAPI, engine: Engine) -> None:
+def _add_middleware(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor) -> None:
+    app.add_middleware(PredictLane, predictor=predictor, guard=guard)  # inside RequestLog
     app.add_middleware(RequestLog, metrics=engine.metrics, max_body=HARD_BODY_BYTES)
 
     @app.exception_handler(AimassError)
     async def aimass_error(request: Request, exc: AimassError):
-        status = exc.http_status if exc.http_status < 500 or exc.http_status in (503, 504) else 500
-        headers = {"Retry-After": str(round(exc.retry_after))} if isinstance(exc, TooManyRequests) else None
-        if status == 503:
-            headers = {"Retry-After": "1"}
-        if status == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
-        return _error(status, exc.code, exc.message, exc.hint, request.state.request_id, headers)
+        return error_response(exc, request.state.request_id)
 
 
 def _add_health(app: FastAPI, engine: Engine, state: dict) -> None:
@@ -140,7 +129,7 @@ def _add_health(app: FastAPI, engine: Engine, state: dict) -> None:
         return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-def _add_predict(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) -> None:
+def _add_predict(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor) -> None:
     @app.get("/v1/models", tags=["models"], dependencies=[_allow(guard, "predict")])
     def models():
         """Every served model and the versions behind it."""
@@ -152,32 +141,11 @@ def _add_predict(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) -> No
 
     @app.post("/v1/models/{name}/predict", tags=["models"], openapi_extra=PREDICT_BODY)
     async def predict(name: str, request: Request, caller: Caller = _allow(guard, "predict")):
-        """JSON ``{"inputs": [...]}``, or multipart/form-data with one or more ``inputs`` files."""
-        began = time.perf_counter()
-        limit = getattr(engine.route(name).spec, "max_body_bytes", MAX_BODY_BYTES)
-        payload = await _payload(request, limit)
-        for attempt in range(3):  # a swap can retire the routed version before it queues the request
-            deployment = engine.route(name)
-            spec, handler = deployment.spec, deployment.handler
-            try:
-                parsed = spec.request.model_validate(payload)
-            except ValidationError as exc:
-                raise ConfigError(_describe(exc), hint=f"Send JSON like {spec.sample_request}") from None
-            if getattr(spec, "heavy_decode", False):  # e.g. decoding images: off the event loop
-                items = await run_in_threadpool(handler.decode_request, parsed)
-            else:
-                items = handler.decode_request(parsed)
-            try:
-                rows, compute_s = await deployment.batcher.submit_metered(items)
-                break
-            except Retired:
-                if attempt == 2:
-                    raise
-        body = handler.encode_response(rows)
-        body["model"] = deployment.ref
-        meter.add(caller.key_id, deployment.record.name, len(items), compute_s * 1000)
-        engine.metrics.latency.labels("predict", name.partition(":")[0]).observe(time.perf_counter() - began)
-        return Response(json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")
+        """JSON ``{"inputs": [...]}``, or multipart/form-data with one or more ``inputs`` files.
+        (JSON requests are answered by :class:`~aimass.serve.predict.PredictLane` before routing.)"""
+        payload = await _payload(request, predictor.limit(name))
+        answer = await predictor(name, payload, caller)
+        return Response(answer, media_type="application/json")
 
 
 class DeployRequest(BaseModel):
@@ -266,12 +234,8 @@ async def _payload(request: Request, limit: int) -> dict:
     """The request as ``{"inputs": ...}``: parsed JSON, or the uploaded files' bytes."""
     body = await request.body()
     if len(body) > limit:
-        raise TooLargeError(
-            f"The request body is {len(body)} bytes; the limit for this model is {limit}.",
-            hint="Send fewer or smaller inputs per request.",
-        )
-    kind = request.headers.get("content-type", "")
-    if kind.startswith("multipart/form-data"):
+        raise too_large(len(body), limit)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         files = [v for _, v in form.multi_items() if hasattr(v, "read")]
         if not files:
@@ -279,24 +243,7 @@ async def _payload(request: Request, limit: int) -> dict:
                 "The multipart request has no files.", hint="Upload files in the 'inputs' field."
             )
         return {"inputs": [await f.read() for f in files]}
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        raise ConfigError(
-            "The body is not valid JSON.",
-            hint='Send {"inputs": [...]} as JSON, or upload files as multipart.',
-        ) from None
-    if not isinstance(payload, dict):
-        raise ConfigError("The JSON body must be an object.", hint='Send {"inputs": [...]}.')
-    return payload
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
+    return parse_json(body)
 
 
 def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, grace_s: float = 30.0) -> None:

@@ -10,12 +10,28 @@ import uuid
 
 from starlette.responses import JSONResponse
 
+from aimass.errors import AimassError, TooManyRequests
+
 log = logging.getLogger("aimass.serve")
 access = logging.getLogger("aimass.access")
 
 
 def error_body(code: str, message: str, hint: str | None, request_id: str) -> dict:
     return {"error": {"code": code, "message": message, "hint": hint, "request_id": request_id}}
+
+
+def error_response(exc: AimassError, request_id: str) -> JSONResponse:
+    """An :class:`AimassError` as its HTTP answer (internal errors stay a plain 500)."""
+    status = exc.http_status if exc.http_status < 500 or exc.http_status in (503, 504) else 500
+    headers = None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(round(exc.retry_after))}
+    elif status == 503:
+        headers = {"Retry-After": "1"}
+    elif status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    body = error_body(exc.code, exc.message, exc.hint, request_id)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class RequestLog:

@@ -1,0 +1,151 @@
+"""The predict path, shared by the documented FastAPI route and a plain-ASGI lane.
+
+JSON requests to ``POST /v1/models/{name}/predict`` take the lane: it checks the key, reads
+the body and calls :class:`Predictor` without Starlette's router, request object and
+dependency solving, which are a large share of what a small request costs the server.
+Multipart uploads go through the FastAPI route, which calls the same :class:`Predictor`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from aimass.errors import AimassError, ConfigError, TooLargeError
+from aimass.serve.auth import Caller, Guard
+from aimass.serve.batching import Retired
+from aimass.serve.engine import Engine
+from aimass.serve.metering import Meter
+from aimass.serve.middleware import error_response
+
+MAX_BODY_BYTES = 2 * 1024 * 1024  # per task: a spec's ``max_body_bytes`` (images need more)
+
+
+class Predictor:
+    """``await predictor(name, payload, caller)`` -> the JSON answer's bytes, through the task's
+    handler (decode_request / predict / encode_response) and the model's batcher."""
+
+    def __init__(self, engine: Engine, meter: Meter):
+        self.engine, self.meter = engine, meter
+
+    def limit(self, name: str) -> int:
+        """The largest body the model behind ``name`` accepts (404 for an unknown name)."""
+        return getattr(self.engine.route(name).spec, "max_body_bytes", MAX_BODY_BYTES)
+
+    async def __call__(self, name: str, payload: dict, caller: Caller) -> bytes:
+        began = time.perf_counter()
+        for attempt in range(3):  # a swap can retire the routed version before it queues the request
+            deployment = self.engine.route(name)
+            spec, handler = deployment.spec, deployment.handler
+            try:
+                parsed = spec.request.model_validate(payload)
+            except ValidationError as exc:
+                raise ConfigError(_describe(exc), hint=f"Send JSON like {spec.sample_request}") from None
+            if getattr(spec, "heavy_decode", False):  # e.g. decoding images: off the event loop
+                items = await run_in_threadpool(handler.decode_request, parsed)
+            else:
+                items = handler.decode_request(parsed)
+            try:
+                rows, compute_s = await deployment.batcher.submit_metered(items)
+                break
+            except Retired:
+                if attempt == 2:
+                    raise
+        body = handler.encode_response(rows)
+        body["model"] = deployment.ref
+        self.meter.add(caller.key_id, deployment.record.name, len(items), compute_s * 1000)
+        self.engine.metrics.latency.labels("predict", name.partition(":")[0]).observe(
+            time.perf_counter() - began
+        )
+        return json.dumps(body, ensure_ascii=False).encode()
+
+
+def too_large(size: int, limit: int) -> TooLargeError:
+    return TooLargeError(
+        f"The request body is over {limit} bytes (at least {size}), the limit for this model.",
+        hint="Send fewer or smaller inputs per request.",
+    )
+
+
+def parse_json(body: bytes) -> dict:
+    """The JSON body as a dict, or a 422 that says what to send."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise ConfigError(
+            "The body is not valid JSON.",
+            hint='Send {"inputs": [...]} as JSON, or upload files as multipart.',
+        ) from None
+    if not isinstance(payload, dict):
+        raise ConfigError("The JSON body must be an object.", hint='Send {"inputs": [...]}.')
+    return payload
+
+
+class PredictLane:
+    """ASGI middleware: answers non-multipart ``POST /v1/models/{name}/predict`` itself."""
+
+    def __init__(self, app, predictor: Predictor, guard: Guard):
+        self.app, self.predictor, self.guard = app, predictor, guard
+
+    async def __call__(self, scope, receive, send):
+        name = _predict_target(scope)
+        headers = dict(scope["headers"]) if name else {}
+        if not name or headers.get(b"content-type", b"").startswith(b"multipart/"):
+            return await self.app(scope, receive, send)
+        try:
+            authorization = headers.get(b"authorization")
+            caller = self.guard.check(authorization.decode("latin-1") if authorization else None, "predict")
+            scope.setdefault("state", {})["key_id"] = caller.key_id
+            limit = self.predictor.limit(name)
+            answer = await self.predictor(name, parse_json(await _read(receive, limit)), caller)
+        except AimassError as exc:
+            request_id = scope.get("state", {}).get("request_id", "")
+            return await error_response(exc, request_id)(scope, receive, send)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(answer)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+
+def _predict_target(scope) -> str | None:
+    """The model name of a ``POST /v1/models/{name}/predict`` request, else None."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path = scope["path"]
+    if not (path.startswith("/v1/models/") and path.endswith("/predict")):
+        return None
+    name = path[len("/v1/models/") : -len("/predict")]
+    return name if name and "/" not in name else None
+
+
+async def _read(receive, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConfigError("The client went away before sending the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(size, limit)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
