@@ -21,6 +21,7 @@ from aimass.tasks import available_tasks, get_task
 
 __all__ = [
     "available_tasks",
+    "compress",
     "evaluate",
     "finetune",
     "import_dataset",
@@ -179,6 +180,64 @@ def _eval_data(record, data):
             )
         return [r["text"] for r in good], [r["label"] for r in good]
     return dataset(data)
+
+
+def compress(ref: str, method: str, *, max_drop: float = 1.0, data=None, **settings) -> dict:
+    """Compress a registered version with ``method`` into a child version of the same model.
+
+    Parent and child are evaluated on the parent's held-out test split (or ``data``) and timed
+    in this process; the comparison is stored with the child. A child that loses more than
+    ``max_drop`` accuracy points is marked rejected: it cannot become ``production`` without force.
+    """
+    import shutil
+    import time
+    import uuid
+
+    from aimass.compress import get_compressor, measure
+
+    record = registry.get_version(ref)
+    spec = get_task(record.task)
+    compressor = get_compressor(method, record.task, **settings)
+    test = _eval_data(record, data)
+    began = time.perf_counter()
+    parent = spec.estimator.load(record.path)
+    parent_load = time.perf_counter() - began
+    items = _test_items(spec, test)
+    parent_report = parent.evaluate(test, "test")
+    parent_row = measure.row(record.ref, "parent", parent, parent_report, items, parent_load)
+    child = compressor.mark(compressor.compress(parent, test), record.ref)
+    staged = paths.subdir("tmp") / f"compress-{uuid.uuid4().hex[:12]}"
+    try:
+        child.save(staged)
+        began = time.perf_counter()
+        child = spec.estimator.load(staged)
+        child_load = time.perf_counter() - began
+        report = child.evaluate(test, "test")
+        child_row = measure.row("(new)", method, child, report, items, child_load)
+        comparison = measure.compare(parent_row, child_row)
+        gate = _gate(comparison["accuracy_drop_points"], max_drop)
+        info = {**child.compression_, "table": [parent_row, child_row], "comparison": comparison}
+        metrics = {**_headline(report), "compression": info, "gate": gate}
+        new = registry.register(child, record.name, metrics=metrics, parent=record.ref, staged=staged)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    child_row["model"] = new.ref
+    _write_report(child, Path(new.path), report)
+    (Path(new.path) / "compression_report.json").write_text(json.dumps(new.metrics, indent=2, default=str))
+    return {"model": new.ref, "parent": record.ref, **info, "gate": gate}
+
+
+def _test_items(spec, data) -> list:
+    """A few held-out inputs to time predictions on (short ones for text: <= 32 tokens)."""
+    items = data.inputs("test") if hasattr(data, "inputs") else list(data[0])
+    shorten = getattr(spec, "latency_inputs", None)
+    return shorten(items[:64]) if shorten else items[:64]
+
+
+def _gate(drop_points: float, max_drop: float) -> dict:
+    status = "rejected" if drop_points > max_drop else "accepted"
+    reason = f"accuracy drop {drop_points:.2f} points {'>' if status == 'rejected' else '<='} {max_drop:g}"
+    return {"status": status, "max_drop": max_drop, "drop_points": drop_points, "reason": reason}
 
 
 def list_models() -> list[dict]:

@@ -227,6 +227,10 @@ def models_show(model: str, as_json: JsonFlag = False):
         ):
             out.print(f"[bold]{key}[/]: {i.get(key)}")
         out.print(f"[bold]params[/]: {json.dumps(i['params'])}")
+        if "compression" in i["metrics"]:
+            from aimass.cli_compress import render as show_compression
+
+            show_compression({**i["metrics"]["compression"], "model": i["ref"], "gate": i["metrics"]["gate"]})
         if "evaluation" in i:
             _show_report(i["evaluation"])
 
@@ -251,6 +255,10 @@ def models_alias(
 from aimass import cli_serve  # noqa: E402  (registers deploy, services, keys, usage)
 
 cli_serve.attach(app)
+
+from aimass import cli_compress  # noqa: E402
+
+cli_compress.attach(app)
 
 
 def main() -> None:  # pragma: no cover

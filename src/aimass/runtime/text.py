@@ -32,6 +32,7 @@ class TextRuntime:
         from tokenizers import Tokenizer
 
         folder = Path(folder)
+        self.folder, self.int8 = folder, int8
         meta = json.loads((folder / "runtime.json").read_text())
         self.classes_ = meta["classes"]
         self.prefix = meta.get("prefix") or ""

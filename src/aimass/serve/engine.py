@@ -23,6 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aimass.compress import get_compressor
 from aimass.errors import AimassError, ConfigError, NotFoundError, Unavailable
 from aimass.serve import events
 from aimass.serve.batching import Batcher, BatchSettings
@@ -203,7 +204,7 @@ class Engine:
     async def _load(self, record, settings: BatchSettings, service: str) -> Deployment:
         spec = get_task(record.task)
         began = time.perf_counter()
-        backend = _backend(spec, settings.backend)
+        backend = _backend(spec, settings.backend, record)
         export = await asyncio.to_thread(exported, record, spec) if backend.startswith("onnx") else None
         handler = spec.handler(record.path)
         await asyncio.to_thread(handler.setup, "cpu", backend)
@@ -334,15 +335,28 @@ class Engine:
             events.record(service.name, "stopped", "server stopped")
 
 
-def _backend(spec, wanted: str) -> str:
+def _backend(spec, wanted: str, record) -> str:
+    """The backend to serve ``record`` on: a compressed version's own (an ``onnx-int8`` child runs
+    on ONNX int8, an ``int8-dynamic`` one only on torch), else ONNX when the task exports it."""
     supports = hasattr(spec.estimator, "export_onnx")
+    method = compression_method(record)
+    own = get_compressor(method).backend if method else None
     if wanted == "auto":
-        return "onnx" if supports else "torch"
+        return own or ("onnx" if supports else "torch")
     if wanted not in ("torch", "onnx", "onnx-int8"):
         raise ConfigError(f"Unknown backend '{wanted}'.", hint="Use auto, torch, onnx or onnx-int8.")
     if wanted != "torch" and not supports:
         raise ConfigError(f"Task '{spec.name}' has no ONNX export yet.", hint="Use --backend torch.")
+    if own == "torch" and wanted != "torch":
+        raise ConfigError(
+            f"{record.ref} is a {method} version; it runs on torch only.", hint="Use --backend torch or auto."
+        )
     return wanted
+
+
+def compression_method(record) -> str | None:
+    path = Path(record.path) / "compression.json"
+    return json.loads(path.read_text())["method"] if path.exists() else None
 
 
 def exported(record, spec) -> dict:

@@ -132,8 +132,10 @@ def register(
     run_id: str | None = None,
     parent: str | None = None,
     extra_files: dict[str, Path] | None = None,
+    staged: Path | None = None,
 ) -> ModelVersionRecord:
-    """Save ``model`` as the next version of ``name`` and record its lineage."""
+    """Save ``model`` as the next version of ``name`` and record its lineage; ``staged``: a folder
+    ``model`` was already saved to (moved into place instead of saving again)."""
     check_name(name)
     with session() as s, s.begin():
         latest = s.scalar(select(func.max(ModelVersionRecord.version)).where(ModelVersionRecord.name == name))
@@ -141,7 +143,11 @@ def register(
         folder = paths.subdir("models") / name / f"v{version}"
         if folder.exists():
             shutil.rmtree(folder)
-        model.save(folder)
+        if staged is not None:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(staged), folder)
+        else:
+            model.save(folder)
         for target, source in (extra_files or {}).items():
             shutil.copy(source, folder / target)
         record = ModelVersionRecord(

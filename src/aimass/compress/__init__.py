@@ -1,0 +1,130 @@
+"""Compressors: a registry of methods, each a fitted model in and a new fitted model out.
+
+A method is one module in this package that registers a :class:`Compressor` subclass::
+
+    @register_compressor("onnx-int8")
+    class OnnxInt8(Compressor):
+        def compress(self, model, data):      # a new model (the parent is left alone)
+            ...
+        def save(self, model, folder):        # files the estimator's own save does not write
+            ...
+        def restore(self, model, folder):     # re-applied when the saved child is loaded
+            ...
+
+A compressed model carries ``compression_`` (method, settings, parent); the task estimators
+call :func:`saved` at the end of ``save`` and :func:`restore` at the end of ``load``, so a child
+version saves, loads, evaluates and serves like any other version.
+
+>>> from aimass.compress import available_compressors
+>>> "onnx-int8" in available_compressors()
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+from aimass.errors import ConfigError, NotFoundError
+
+T = TypeVar("T")
+_METHODS: dict[str, type[Compressor]] = {}
+FILE = "compression.json"
+
+
+class Compressor:
+    """Base class. ``__init__`` stores the method's settings; nothing else happens there.
+
+    ``backend``: how the server runs the result by default (``onnx``, ``onnx-int8``; ``torch``:
+    only on torch; None: like any version of its task).
+    """
+
+    name: ClassVar[str] = ""
+    backend: ClassVar[str | None] = None
+    tasks: ClassVar[tuple[str, ...] | None] = None  # None: every task
+
+    def __init__(self, **settings):
+        self.settings = settings
+
+    def compress(self, model, data):  # pragma: no cover - interface
+        """A new fitted model from the fitted ``model``; ``data`` is the parent's Dataset."""
+        raise NotImplementedError
+
+    def save(self, model, folder: Path) -> None:
+        """Write what the estimator's own ``save`` does not (default: nothing)."""
+
+    def restore(self, model, folder: Path):
+        """Re-apply the method to a loaded child (default: nothing to do)."""
+        return model
+
+    def mark(self, model, parent: str | None = None):
+        """Record on ``model`` that it came from this method (what save/load carry)."""
+        model.compression_ = {"method": self.name, "settings": self.settings, "parent": parent}
+        return model
+
+
+def register_compressor(name: str) -> Callable[[T], T]:
+    """Class decorator: ``@register_compressor("onnx-int8")``."""
+
+    def wrap(cls: T) -> T:
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def _discover() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+def available_compressors() -> list[str]:
+    """Every registered method, sorted."""
+    _discover()
+    return sorted(_METHODS)
+
+
+def get_compressor(method: str, task: str | None = None, **settings) -> Compressor:
+    """An instance of ``method`` with ``settings``; a clear error lists what exists."""
+    _discover()
+    if method not in _METHODS:
+        raise NotFoundError(
+            f"Unknown compression method '{method}'; available: {', '.join(sorted(_METHODS))}.",
+            hint="Pass one of the available methods with --method.",
+        )
+    cls = _METHODS[method]
+    if task and cls.tasks is not None and task not in cls.tasks:
+        raise ConfigError(
+            f"Method '{method}' does not support {task} models (it supports {', '.join(cls.tasks)}).",
+            hint=f"Use one of: {', '.join(m for m in sorted(_METHODS) if _supports(m, task))}.",
+        )
+    return cls(**settings)
+
+
+def _supports(method: str, task: str) -> bool:
+    tasks = _METHODS[method].tasks
+    return tasks is None or task in tasks
+
+
+def saved(model, folder: Path) -> None:
+    """Called at the end of an estimator's ``save``: writes the method's files and FILE."""
+    info = getattr(model, "compression_", None)
+    if not info:
+        return
+    get_compressor(info["method"], **info["settings"]).save(model, Path(folder))
+    (Path(folder) / FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False))
+
+
+def restore(model, folder: Path):
+    """Called at the end of an estimator's ``load``: re-applies the method of a compressed child."""
+    path = Path(folder) / FILE
+    if not path.exists():
+        return model
+    info = json.loads(path.read_text())
+    model.compression_ = info
+    return get_compressor(info["method"], **info["settings"]).restore(model, Path(folder))

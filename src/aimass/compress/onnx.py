@@ -1,0 +1,53 @@
+"""``onnx`` and ``onnx-int8``: the serving engine's ONNX export, kept as a version of its own.
+
+The child holds the parent's files plus ``onnx/`` (the graph, its int8 twin, the preprocessing
+and the export check); it predicts through the task's light runtime (onnxruntime, no torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from aimass.compress import Compressor, register_compressor
+from aimass.errors import ConfigError
+from aimass.tasks import get_task
+
+
+@register_compressor("onnx")
+class Onnx(Compressor):
+    backend = "onnx"
+    int8 = False
+
+    def compress(self, model, data):
+        if not hasattr(model, "export_onnx"):
+            raise ConfigError(
+                f"{type(model).__name__} has no ONNX export.", hint="Use --method int8-dynamic."
+            )
+        folder = Path(tempfile.mkdtemp(prefix="aimass-onnx-"))
+        model.export_onnx_report_ = model.export_onnx(folder / "onnx")
+        model.onnx_staged_ = folder / "onnx"
+        return self.restore(model, folder)
+
+    def save(self, model, folder: Path) -> None:
+        staged = getattr(model, "onnx_staged_", None)
+        target = folder / "onnx"
+        if staged is not None and Path(staged) != target:
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(staged, target)
+        elif not target.exists():
+            model.export_onnx(target)
+
+    def restore(self, model, folder: Path):
+        module, _, name = get_task(model.task).runtime.partition(":")
+        runtime = getattr(importlib.import_module(module), name)
+        model.runtime_ = runtime(Path(folder) / "onnx", int8=self.int8)
+        return model
+
+
+@register_compressor("onnx-int8")
+class OnnxInt8(Onnx):
+    backend = "onnx-int8"
+    int8 = True

@@ -1,0 +1,111 @@
+"""The compression workflow: child versions measured against their parent, the gate, serving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch import nn
+from typer.testing import CliRunner
+
+from aimass import api
+from aimass.compress import available_compressors, get_compressor
+from aimass.errors import ConfigError, NotFoundError
+from aimass.serve.engine import _backend
+from aimass.store import registry
+from aimass.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def parent(bbc_csv):
+    """A small BBC model trained on an imported dataset (so its test split is known)."""
+    from aimass.tasks.text_classification import TextClassifier
+
+    ds = api.import_dataset(bbc_csv, name="bbc-compress")
+    model = TextClassifier(backbone="minilm-l6", max_length=64, unfreeze=1, epochs_top=2, seed=0).fit(
+        ds, progress=False
+    )
+    return api.register(model, "cmp", report=model.evaluate(ds, "test"))
+
+
+@pytest.fixture(scope="module")
+def int8_child(parent):
+    return api.compress(parent.ref, "onnx-int8")
+
+
+def test_registry_lists_every_method_and_refuses_unknown_ones():
+    assert {"int8-dynamic", "onnx", "onnx-int8"} <= set(available_compressors())
+    with pytest.raises(NotFoundError, match="available: .*onnx-int8"):
+        get_compressor("zip")
+
+
+def test_onnx_int8_child_is_a_measured_version_of_its_parent(parent, int8_child):
+    child = registry.get_version(int8_child["model"])
+    assert child.name == parent.name and child.version > parent.version and child.parent == parent.ref
+    info = child.metrics["compression"]
+    assert info["method"] == "onnx-int8" and info["parent"] == parent.ref
+    parent_row, child_row = info["table"]
+    for row in (parent_row, child_row):
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["size_mb"] > 0 and row["p50_ms_b1"] > 0
+        assert row["items_per_s_b32"] > 0 and row["load_s"] > 0
+    assert parent_row["accuracy"] == pytest.approx(parent.metrics["accuracy"])  # same test split
+    assert child_row["size_mb"] < 0.5 * parent_row["size_mb"]  # int8 weights
+    assert child.metrics["gate"]["status"] in ("accepted", "rejected")
+    stored = json.loads((Path(child.path) / "compression_report.json").read_text())
+    assert stored["compression"]["table"][1]["method"] == "onnx-int8"
+
+
+def test_the_child_predicts_on_onnx_runtime_like_its_parent(parent, int8_child, bbc_csv):
+    child = api.load(int8_child["model"])
+    assert child.runtime_ is not None and child.runtime_.int8
+    texts = [t for t, _ in zip(*_rows(bbc_csv))][:12]
+    agree = np.mean(np.array(child.predict(texts)) == np.array(api.load(parent.ref).predict(texts)))
+    assert agree >= 0.75
+
+
+def test_gate_rejects_a_drop_over_max_drop_and_blocks_production(parent):
+    result = api.compress(parent.ref, "onnx", max_drop=-1.0)  # any result "loses" more than -1 point
+    assert result["gate"]["status"] == "rejected"
+    with pytest.raises(ConfigError, match="rejected by the compression gate"):
+        registry.set_alias(result["model"], "production")
+    assert registry.set_alias(result["model"], "production", force=True).ref == result["model"]
+    assert registry.set_alias(result["model"], "staging").ref == result["model"]
+
+
+def test_int8_dynamic_child_quantises_linear_layers_and_serves_on_torch_only(parent):
+    result = api.compress(parent.ref, "int8-dynamic", max_drop=100)
+    model = api.load(result["model"])
+    quantised = [m for m in model.net_.modules() if isinstance(m, nn.quantized.dynamic.Linear)]
+    assert quantised and all("lexical" in n for n, m in model.net_.named_modules() if type(m) is nn.Linear)
+    record, spec = registry.get_version(result["model"]), get_task("text-classification")
+    assert _backend(spec, "auto", record) == "torch"
+    with pytest.raises(ConfigError, match="runs on torch only"):
+        _backend(spec, "onnx", record)
+
+
+def test_server_defaults_to_the_childs_own_backend(parent, int8_child):
+    spec = get_task("text-classification")
+    assert _backend(spec, "auto", registry.get_version(int8_child["model"])) == "onnx-int8"
+    assert _backend(spec, "auto", parent) == "onnx"
+
+
+def test_cli_compress_and_models_show(parent, int8_child):
+    from aimass.cli import app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["models", "show", int8_child["model"]])
+    assert shown.exit_code == 0 and "onnx-int8" in shown.output and "gate" in shown.output
+    bad = runner.invoke(app, ["compress", parent.ref, "--method", "onnx", "--set", "oops"])
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
+    unknown = runner.invoke(app, ["compress", parent.ref, "--method", "zip", "--json"])
+    assert unknown.exit_code == 2 and json.loads(unknown.output)["error"]["code"] == "not_found"
+
+
+def _rows(path: Path) -> tuple[list[str], list[str]]:
+    import csv
+
+    with path.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
