@@ -260,6 +260,10 @@ from aimass import cli_compress  # noqa: E402
 
 cli_compress.attach(app)
 
+from aimass import cli_export  # noqa: E402
+
+cli_export.attach(app)
+
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())

@@ -368,7 +368,7 @@ def exported(record, spec) -> dict:
     model = spec.estimator.load(record.path)
     tmp = folder.with_name(f"onnx.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    report = model.export_onnx(tmp, texts=None)
+    report = model.export_onnx(tmp)
     try:
         os.replace(tmp, folder)
     except OSError:  # another process exported it meanwhile

@@ -1,0 +1,46 @@
+"""``aimass export``: a thin shell over :func:`aimass.export.export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aimass.shell import JsonFlag, command, emit, out
+
+
+def attach(app: typer.Typer) -> None:
+    app.command("export")(export)
+
+
+@command
+def export(
+    model: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="onnx (onnxruntime, no torch) or safetensors (weights for PyTorch)."),
+    ] = "onnx",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder to write; new or empty (default: NAME-vVERSION-FORMAT here)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace a folder that an earlier export wrote.")] = False,
+    as_json: JsonFlag = False,
+):
+    """Write a model to a folder that runs without aimass: weights, preprocessing, labels,
+    predict.py and a README."""
+    from aimass.export import export as export_model
+
+    emit(export_model(model, fmt, out_dir, force=force), as_json, _render)
+
+
+def _render(result: dict) -> None:
+    check = result["check"]
+    size = sum(result["files"].values()) / 1e6
+    out.print(f"Exported [bold]{result['ref']}[/] as {result['format']} to {result['out']} ({size:.1f} MB)")
+    out.print(
+        f"predict.py vs aimass on {check['check_inputs']} check inputs: "
+        f"max |diff| {check['predict_py_max_abs_diff_proba']:.1e}"
+    )
+    out.print(f"Next: pip install -r {result['out']}/requirements.txt, then see {result['out']}/README.md")

@@ -1,0 +1,151 @@
+"""Classify images with an exported aimass image classifier.
+
+Needs only onnxruntime, numpy and pillow (README.md has the versions). Run it from anywhere:
+
+    python predict.py cat.jpg dog.png
+    python predict.py --file images.txt          # one path per line, or a JSON list of paths
+
+Each image gives one JSON line: {"input": ..., "label": ..., "scores": {label: probability}}.
+From Python: ``ImageModel(folder).predict_proba(paths_or_bytes)`` gives one row per image, one
+column per label of labels.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+HERE = Path(__file__).resolve().parent
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def read_image(source: str | Path | bytes, max_pixels: int, max_bytes: int) -> Image.Image:
+    """Decode a file (or its bytes) as the model was trained: the size checked from the header
+    before decoding, EXIF orientation applied, RGB with transparency on white."""
+    name = "image" if isinstance(source, bytes) else str(source)
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"{name} is {size} bytes, over the limit of {max_bytes}")
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+    if image.width * image.height > max_pixels:
+        raise ValueError(f"{name} is {image.width}x{image.height} pixels, over the limit of {max_pixels}")
+    image.load()
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB; 16- and 32-bit images scaled to 8 bits, transparency composited on white."""
+    if image.mode.startswith("I"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = (0.0, 65535.0) if image.mode.startswith("I;16") else value_range(values)
+        scaled = (values - low) * (255.0 / max(high - low, 1.0))
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def value_range(values: np.ndarray) -> tuple[float, float]:
+    """What 0 and 255 stand for in a 32-bit integer image: 8-bit, 16-bit or its own range."""
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low >= 0 and high <= 255:
+        return 0.0, 255.0
+    if low >= 0 and high <= 65535:
+        return 0.0, 65535.0
+    return low, high
+
+
+def square(image: Image.Image, size: int) -> Image.Image:
+    """The shorter side resized to ``size`` (bicubic), then the centre square."""
+    w, h = image.size
+    scale = size / min(w, h)
+    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+class ImageModel:
+    """The exported model: ``predict_proba(images)`` and ``predict(images)``.
+
+    Args:
+        folder: the exported folder (default: the one this file is in).
+        int8: use ``model.int8.onnx`` (smaller and faster; scores differ slightly).
+        threads: CPU threads for onnxruntime (default: its own choice).
+    """
+
+    def __init__(self, folder: str | Path = HERE, int8: bool = False, threads: int | None = None):
+        folder = Path(folder)
+        self.labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
+        self.prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        graph = folder / ("model.int8.onnx" if int8 else "model.onnx")
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+    def pixels(self, images: list) -> np.ndarray:
+        """The graph's input: float32 RGB in [0, 1], ``[N, 3, size, size]``, centre crops."""
+        prep, crop = self.prep, self.prep["image_size"]
+        squares = np.stack(
+            [
+                np.asarray(square(read_image(item, prep["max_pixels"], prep["max_bytes"]), prep["resize"]))
+                for item in images
+            ]
+        )
+        top = (prep["resize"] - crop) // 2
+        cut = squares[:, top : top + crop, top : top + crop].transpose(0, 3, 1, 2)
+        return cut.astype(np.float32) / np.float32(255.0)
+
+    def predict_proba(self, images: list, batch_size: int = 32) -> np.ndarray:
+        out = np.zeros((len(images), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            pixels = self.pixels(images[start : start + batch_size])
+            out[start : start + batch_size] = softmax(self.session.run(["logits"], {"pixels": pixels})[0])
+        return out
+
+    def predict(self, images: list) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(images).argmax(axis=1)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def read_paths(path: str) -> list[str]:
+    """A JSON list of paths, or one path per non-empty line."""
+    content = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".json"):
+        return [str(p) for p in json.loads(content)]
+    return [line.strip() for line in content.splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Classify images; prints one JSON line per image.")
+    parser.add_argument("images", nargs="*", help="image files (JPEG, PNG, WebP, BMP or GIF)")
+    parser.add_argument("--file", help="a UTF-8 file: one image path per line, or a .json list of paths")
+    parser.add_argument("--int8", action="store_true", help="use the int8 model (smaller, faster)")
+    args = parser.parse_args(argv)
+    paths = list(args.images) + (read_paths(args.file) if args.file else [])
+    if not paths:
+        parser.error("give at least one image file, or --file FILE")
+    model = ImageModel(HERE, int8=args.int8)
+    for path, row in zip(paths, model.predict_proba(paths)):
+        scores = {label: round(float(p), 6) for label, p in zip(model.labels, row)}
+        print(json.dumps({"input": path, "label": model.labels[int(row.argmax())], "scores": scores}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

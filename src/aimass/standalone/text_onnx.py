@@ -1,0 +1,142 @@
+"""Classify texts with an exported aimass text classifier.
+
+Needs only onnxruntime, numpy and tokenizers (README.md has the versions). Run it from anywhere:
+
+    python predict.py "first text" "second text"
+    python predict.py --file texts.txt          # one text per line, or a JSON list of strings
+
+Each text gives one JSON line: {"input": ..., "label": ..., "scores": {label: probability}}.
+From Python: ``TextModel(folder).predict_proba(texts)`` gives one row per text, one column per
+label of labels.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+HERE = Path(__file__).resolve().parent
+WORD = re.compile(r"(?u)\b\w\w+\b")  # words of two or more characters
+SPACES = re.compile(r"\s\s+")
+
+
+class Tfidf:
+    """The model's TF-IDF branch: the l2-normalised ``(1 + log count) * idf`` of the text's word or
+    character n-grams (lower-cased), times the branch's weights; added to the network's logits."""
+
+    def __init__(self, folder: Path):
+        meta = json.loads((folder / "lexical.json").read_text(encoding="utf-8"))
+        self.analyzer = meta["settings"]["analyzer"]
+        self.low, self.high = meta["settings"]["ngram_range"]
+        self.vocabulary = meta["vocabulary"]
+        self.idf = np.load(folder / "lexical_idf.npy", allow_pickle=False).astype(np.float64)
+        self.weight = np.load(folder / "lexical_weight.npy", allow_pickle=False)
+
+    def grams(self, text: str):
+        text = text.lower()
+        if self.analyzer == "word":
+            units, glue = WORD.findall(text), " "
+        else:  # characters, with runs of white space read as one space
+            units, glue = SPACES.sub(" ", text), ""
+        for n in range(self.low, self.high + 1):
+            for i in range(len(units) - n + 1):
+                yield glue.join(units[i : i + n])
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.weight.shape[0]), dtype=np.float32)
+        for row, text in enumerate(texts):
+            counts = Counter(self.vocabulary[g] for g in self.grams(text) if g in self.vocabulary)
+            if not counts:
+                continue
+            index = np.fromiter(counts, dtype=np.int64, count=len(counts))
+            values = (1.0 + np.log([counts[i] for i in index])) * self.idf[index]
+            out[row] = self.weight[:, index] @ (values / np.linalg.norm(values))
+        return out
+
+
+class TextModel:
+    """The exported model: ``predict_proba(texts)`` and ``predict(texts)``.
+
+    Args:
+        folder: the exported folder (default: the one this file is in).
+        int8: use ``model.int8.onnx`` (smaller and faster; scores differ slightly).
+        threads: CPU threads for onnxruntime (default: its own choice).
+    """
+
+    def __init__(self, folder: str | Path = HERE, int8: bool = False, threads: int | None = None):
+        folder = Path(folder)
+        self.labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
+        prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
+        self.prefix = prep.get("prefix") or ""
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(prep["max_length"])
+        self.tokenizer.enable_padding(pad_id=prep["pad_id"], pad_token=prep["pad_token"])
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        graph = folder / ("model.int8.onnx" if int8 else "model.onnx")
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.lexical = Tfidf(folder) if (folder / "lexical.json").exists() else None
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        encoded = self.tokenizer.encode_batch([self.prefix + t for t in texts])
+        feed = {
+            "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+        }
+        logits = self.session.run(["logits"], feed)[0]
+        return logits + self.lexical.scores(texts) if self.lexical is not None else logits
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            out[start : start + batch_size] = softmax(self.logits(texts[start : start + batch_size]))
+        return out
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def read_texts(path: str) -> list[str]:
+    """A JSON list of strings, or one text per non-empty line."""
+    content = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".json"):
+        texts = json.loads(content)
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise SystemExit(f"{path}: expected a JSON list of strings")
+        return texts
+    return [line for line in content.splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Classify texts; prints one JSON line per text.")
+    parser.add_argument("texts", nargs="*", help="texts to classify")
+    parser.add_argument("--file", help="a UTF-8 file: one text per line, or a .json list of strings")
+    parser.add_argument("--int8", action="store_true", help="use the int8 model (smaller, faster)")
+    args = parser.parse_args(argv)
+    texts = list(args.texts) + (read_texts(args.file) if args.file else [])
+    if not texts:
+        parser.error("give at least one text, or --file FILE")
+    model = TextModel(HERE, int8=args.int8)
+    for text, row in zip(texts, model.predict_proba(texts)):
+        scores = {label: round(float(p), 6) for label, p in zip(model.labels, row)}
+        line = {"input": text, "label": model.labels[int(row.argmax())], "scores": scores}
+        print(json.dumps(line, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

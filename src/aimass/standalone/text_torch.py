@@ -1,0 +1,136 @@
+"""Classify texts with the fine-tuned weights of an aimass text classifier, in PyTorch.
+
+Needs only torch, transformers, safetensors, tokenizers and numpy (README.md has the versions).
+The encoder is rebuilt by ``transformers`` from config.json (no download) and its fine-tuned
+weights, the linear head and the TF-IDF branch's weights are model.safetensors. Run it as:
+
+    python predict.py "first text" "second text"
+
+Each text gives one JSON line: {"input": ..., "label": ..., "scores": {label: probability}}.
+From Python: ``TextModel(folder).predict_proba(texts)``; ``TextModel(folder).net`` is the
+``torch.nn.Module`` (token ids + attention mask -> the encoder's part of the logits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+from torch import nn
+from transformers import AutoConfig, AutoModel
+
+HERE = Path(__file__).resolve().parent
+WORD = re.compile(r"(?u)\b\w\w+\b")  # words of two or more characters
+SPACES = re.compile(r"\s\s+")
+
+
+class Tfidf:
+    """The model's TF-IDF branch: the l2-normalised ``(1 + log count) * idf`` of the text's word or
+    character n-grams (lower-cased), times the branch's weights; added to the network's logits."""
+
+    def __init__(self, folder: Path, weight: np.ndarray):
+        meta = json.loads((folder / "lexical.json").read_text(encoding="utf-8"))
+        self.analyzer = meta["settings"]["analyzer"]
+        self.low, self.high = meta["settings"]["ngram_range"]
+        self.vocabulary = meta["vocabulary"]
+        self.idf = np.load(folder / "lexical_idf.npy", allow_pickle=False).astype(np.float64)
+        self.weight = weight
+
+    def grams(self, text: str):
+        text = text.lower()
+        if self.analyzer == "word":
+            units, glue = WORD.findall(text), " "
+        else:  # characters, with runs of white space read as one space
+            units, glue = SPACES.sub(" ", text), ""
+        for n in range(self.low, self.high + 1):
+            for i in range(len(units) - n + 1):
+                yield glue.join(units[i : i + n])
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.weight.shape[0]), dtype=np.float32)
+        for row, text in enumerate(texts):
+            counts = Counter(self.vocabulary[g] for g in self.grams(text) if g in self.vocabulary)
+            if not counts:
+                continue
+            index = np.fromiter(counts, dtype=np.int64, count=len(counts))
+            values = (1.0 + np.log([counts[i] for i in index])) * self.idf[index]
+            out[row] = self.weight[:, index] @ (values / np.linalg.norm(values))
+        return out
+
+
+class Classifier(nn.Module):
+    """Token ids + attention mask -> logits: the encoder, the mean of its token vectors over the
+    mask (L2-normalised), a linear layer."""
+
+    def __init__(self, folder: Path, n_classes: int):
+        super().__init__()
+        config = AutoConfig.from_pretrained(folder)
+        self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
+        self.dense = nn.Linear(config.hidden_size, n_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.dense(nn.functional.normalize(pooled, dim=-1))
+
+
+class TextModel:
+    """The exported model: ``predict_proba(texts)`` and ``predict(texts)``."""
+
+    def __init__(self, folder: str | Path = HERE):
+        folder = Path(folder)
+        self.labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
+        prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
+        self.prefix = prep.get("prefix") or ""
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(prep["max_length"])
+        self.tokenizer.enable_padding(pad_id=prep["pad_id"], pad_token=prep["pad_token"])
+        state = load_file(str(folder / "model.safetensors"))
+        self.net = Classifier(folder, len(self.labels)).eval()
+        self.net.encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        self.net.dense.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("head.dense.")})
+        lexical = state.get("head.lexical.weight")
+        self.lexical = Tfidf(folder, lexical.numpy()) if lexical is not None else None
+
+    @torch.inference_mode()
+    def logits(self, texts: list[str]) -> np.ndarray:
+        encoded = self.tokenizer.encode_batch([self.prefix + t for t in texts])
+        ids = torch.tensor([e.ids for e in encoded], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in encoded], dtype=torch.long)
+        logits = self.net(ids, mask).numpy()
+        return logits + self.lexical.scores(texts) if self.lexical is not None else logits
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            logits = torch.from_numpy(self.logits(texts[start : start + batch_size]))
+            out[start : start + batch_size] = logits.softmax(-1).numpy()
+        return out
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Classify texts; prints one JSON line per text.")
+    parser.add_argument("texts", nargs="+", help="texts to classify")
+    args = parser.parse_args(argv)
+    model = TextModel(HERE)
+    for text, row in zip(args.texts, model.predict_proba(args.texts)):
+        scores = {label: round(float(p), 6) for label, p in zip(model.labels, row)}
+        line = {"input": text, "label": model.labels[int(row.argmax())], "scores": scores}
+        print(json.dumps(line, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
