@@ -81,6 +81,7 @@ class ImageRuntime:
 
     def __init__(self, folder: str | Path, *, int8: bool = False, threads: int | None = None):
         folder = Path(folder)
+        self.folder, self.int8 = folder, int8
         meta = json.loads((folder / "runtime.json").read_text())
         self.classes_ = meta["classes"]
         self.image_size_ = meta["image_size"]

@@ -109,3 +109,24 @@ def _rows(path: Path) -> tuple[list[str], list[str]]:
     with path.open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+def test_image_models_compress_to_onnx_int8_too(tmp_path):
+    spec = get_task("image-classification")
+    images, labels = spec.sample_data(per_class=12)
+    for i, (data, label) in enumerate(zip(images, labels)):
+        folder = tmp_path / "digits" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.png").write_bytes(data)
+    ds = api.import_dataset(tmp_path / "digits", name="digits-compress")
+    model = spec.estimator(**spec.fast_params).fit(ds, progress=False)
+    parent = api.register(model, "digits-cmp", report=model.evaluate(ds, "test"))
+    result = api.compress(parent.ref, "onnx-int8", max_drop=100)
+    child = api.load(result["model"])
+    assert type(child.runtime_).__name__ == "ImageRuntime" and child.runtime_.int8
+    parent_row, child_row = result["table"]
+    assert child_row["size_mb"] < 0.5 * parent_row["size_mb"]
+    test = ds.inputs("test")
+    same = np.mean(np.array(child.predict(test)) == np.array(model.predict(test)))
+    assert same >= 0.75
+    assert _backend(spec, "auto", registry.get_version(result["model"])) == "onnx-int8"
