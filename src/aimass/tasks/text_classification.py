@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 import aimass
 from aimass import compress
 from aimass.backbones import default_backbone, get_backbone, layers
+from aimass.compress import structure
 from aimass.encoders import Head, TextNet, Timer, token_budget, token_counts
 from aimass.errors import DataError, VersionError
 from aimass.estimator import Estimator
@@ -216,6 +217,7 @@ class TextClassifier(Estimator):
         self.lexical_ = Lexical(settings_for(language)).fit(train[0]) if lexical else None
         n_lex = self.lexical_.size if self.lexical_ else 0
         self.net_ = TextNet(encoder, Head(encoder.config.hidden_size, len(self.classes_), n_lex)).eval()
+        self.structure_ = None  # the backbone as shipped; compressors set a smaller one
         for p in encoder.parameters():
             p.requires_grad_(False)
 
@@ -366,7 +368,8 @@ class TextClassifier(Estimator):
         return path
 
     def _trained_state(self) -> dict[str, torch.Tensor]:
-        start = self.net_.n_layers - self.unfrozen_
+        # a reshaped encoder (``structure_``) no longer matches its backbone: save every block
+        start = 0 if getattr(self, "structure_", None) else self.net_.n_layers - self.unfrozen_
         keep = ["head."] + [f"encoder.encoder.layer.{i}." for i in range(start, self.net_.n_layers)]
         return {k: v for k, v in self.net_.state_dict().items() if any(k.startswith(p) for p in keep)}
 
@@ -383,6 +386,8 @@ class TextClassifier(Estimator):
                 "data_digest_",
             )
         }
+        if getattr(self, "structure_", None):
+            fitted["structure_"] = self.structure_
         return {
             "format": FORMAT,
             "task": self.task,
@@ -405,10 +410,13 @@ class TextClassifier(Estimator):
                 hint="Retrain the model with this version, or install the version that wrote it.",
             )
         model = cls(**meta["params"])
+        model.structure_ = None
         for key, value in meta["fitted"].items():
             setattr(model, key, value)
         tensors = load_file(str(path / "model.safetensors"))
         model.tokenizer_, encoder = get_backbone(model.backbone_).load()
+        if model.structure_:
+            structure.apply(encoder, model.structure_)  # before the weights: shapes change
         head = Head(meta["hidden_size"], len(model.classes_), meta["lexical_size"])
         model.net_ = TextNet(encoder, head).eval()
         state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}

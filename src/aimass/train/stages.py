@@ -200,6 +200,7 @@ def fit_top(
     forward=None,
     forward_eval=None,
     head_params=None,
+    loss=None,
 ) -> StageResult:
     """Stage 2: unfreeze the top ``n_top`` blocks; one-cycle, discriminative LRs, early stop.
 
@@ -208,7 +209,8 @@ def fit_top(
     ``forward(index)`` / ``forward_eval(index)`` give the logits of training / validation
     rows; by default the top blocks run on the cached hidden states (text). A task whose
     inputs change every epoch (image augmentation) passes its own. ``head_params`` (default: the
-    head's dense layer) get ``lr_head``.
+    head's dense layer) get ``lr_head``. ``loss(logits, index)`` replaces the cross-entropy on
+    ``train.y`` (distillation adds the teacher's soft targets of the rows ``index``).
     """
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -232,7 +234,7 @@ def fit_top(
 
     def batches(epoch):
         for index in _shuffled(len(train), batch_size, seed, epoch, lengths):
-            yield index, train.y[index]
+            yield index, (train.y[index] if loss is None else index)
 
     def validate():
         if valid is None:
@@ -261,6 +263,7 @@ def fit_top(
         scheduler,
         callbacks,
         forward=lambda m, index: forward(index),
+        loss_fn=loss,
     )
     keeper = keeper if valid is not None else None
     first = restore(checkpoint_dir, loop, keeper) if (resume and checkpoint_dir) else None
