@@ -37,7 +37,8 @@ bench: install
 	$(PY) bench/text_quality.py
 	$(PY) bench/image_quality.py
 	@command -v wrk >/dev/null || echo "wrk missing: sudo apt-get install wrk"
-	$(PY) bench/serving.py
+	-$(PY) bench/serving.py
+	-$(PY) bench/compression.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

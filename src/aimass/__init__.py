@@ -12,7 +12,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "available_tasks",
+    "compress",
     "evaluate",
+    "export",
     "finetune",
     "import_dataset",
     "list_datasets",

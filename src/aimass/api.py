@@ -23,6 +23,7 @@ __all__ = [
     "available_tasks",
     "compress",
     "evaluate",
+    "export",
     "finetune",
     "import_dataset",
     "list_datasets",
@@ -193,7 +194,7 @@ def compress(ref: str, method: str, *, max_drop: float = 1.0, data=None, **setti
     import time
     import uuid
 
-    from aimass.compress import get_compressor, measure
+    from aimass.compressors import get_compressor, measure
 
     record = registry.get_version(ref)
     spec = get_task(record.task)
@@ -225,6 +226,13 @@ def compress(ref: str, method: str, *, max_drop: float = 1.0, data=None, **setti
     _write_report(child, Path(new.path), report)
     (Path(new.path) / "compression_report.json").write_text(json.dumps(new.metrics, indent=2, default=str))
     return {"model": new.ref, "parent": record.ref, **info, "gate": gate}
+
+
+def export(ref: str, fmt: str = "onnx", out: str | Path | None = None, *, force: bool = False) -> dict:
+    """Write a version to a folder that runs without aimass (see :mod:`aimass.exporters`)."""
+    from aimass.exporters import export as write
+
+    return write(ref, fmt, out, force=force)
 
 
 def _test_items(spec, data) -> list:

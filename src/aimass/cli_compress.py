@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aimass.compress.measure import COLUMNS
+from aimass.compressors.measure import COLUMNS
 from aimass.errors import ConfigError
 from aimass.shell import JsonFlag, command, emit, out, table
 

@@ -1,4 +1,4 @@
-"""``aimass export``: a thin shell over :func:`aimass.export.export`."""
+"""``aimass export``: a thin shell over :func:`aimass.exporters.export`."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def export(
 ):
     """Write a model to a folder that runs without aimass: weights, preprocessing, labels,
     predict.py and a README."""
-    from aimass.export import export as export_model
+    from aimass.api import export as export_model
 
     emit(export_model(model, fmt, out_dir, force=force), as_json, _render)
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from aimass import api
 from aimass.cli import app
 from aimass.errors import ConfigError
-from aimass.export import export
+from aimass.exporters import export
 from aimass.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[2]

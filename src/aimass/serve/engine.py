@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aimass.compress import get_compressor
+from aimass.compressors import get_compressor
 from aimass.errors import AimassError, ConfigError, NotFoundError, Unavailable
 from aimass.serve import events
 from aimass.serve.batching import Batcher, BatchSettings

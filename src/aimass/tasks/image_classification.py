@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import aimass
-from aimass import compress
+from aimass import compressors
 from aimass.backbones import get_backbone, layers
 from aimass.data.images import byte_limit
 from aimass.encoders import Head, Timer
@@ -443,7 +443,7 @@ class ImageClassifier(Estimator):
             "feature_dim": self.net_.head.dense.in_features,
         }
         (path / "model.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-        compress.saved(self, path)
+        compressors.saved(self, path)
         return path
 
     @classmethod
@@ -470,7 +470,7 @@ class ImageClassifier(Estimator):
             )
         model.net_.load_state_dict(state, strict=False)
         model.net_.eval()
-        return compress.restore(model, path)
+        return compressors.restore(model, path)
 
 
 def _build(encoder, n_classes: int, feature_dim: int) -> ImageNet:

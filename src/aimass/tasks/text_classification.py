@@ -21,9 +21,9 @@ from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
 import aimass
-from aimass import compress
+from aimass import compressors
 from aimass.backbones import default_backbone, get_backbone, layers
-from aimass.compress import structure
+from aimass.compressors import structure
 from aimass.encoders import Head, TextNet, Timer, token_budget, token_counts
 from aimass.errors import DataError, VersionError
 from aimass.estimator import Estimator
@@ -364,7 +364,7 @@ class TextClassifier(Estimator):
             (path / "lexical.json").write_text(json.dumps(lex_meta, ensure_ascii=False))
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"))
         (path / "model.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-        compress.saved(self, path)
+        compressors.saved(self, path)
         return path
 
     def _trained_state(self) -> dict[str, torch.Tensor]:
@@ -430,7 +430,7 @@ class TextClassifier(Estimator):
         if meta["lexical_size"]:
             lex_meta = json.loads((path / "lexical.json").read_text())
             model.lexical_ = Lexical.from_state(lex_meta, tensors)
-        return compress.restore(model, path)
+        return compressors.restore(model, path)
 
 
 # ------------------------------------------------------------------ serving

@@ -15,7 +15,7 @@ A compressed model carries ``compression_`` (method, settings, parent); the task
 call :func:`saved` at the end of ``save`` and :func:`restore` at the end of ``load``, so a child
 version saves, loads, evaluates and serves like any other version.
 
->>> from aimass.compress import available_compressors
+>>> from aimass.compressors import available_compressors
 >>> "onnx-int8" in available_compressors()
 True
 """

@@ -4,7 +4,7 @@ The student is the parent's encoder cut to ``layers`` blocks (every k-th, ending
 starts from the parent's fine-tuned blocks), with the parent's tokenizer and TF-IDF branch. It
 trains on the teachers' temperature-softened probabilities (KL * T^2, weight ``alpha``) plus
 cross-entropy on the true labels (weight ``1 - alpha``); extra unlabelled texts get only the soft
-targets. :func:`fit_student` does the training, :mod:`aimass.compress.prune` reuses it:
+targets. :func:`fit_student` does the training, :mod:`aimass.compressors.prune` reuses it:
 
 1. the teachers' probabilities on the train texts (and the unlabelled ones);
 2. the student embeds those texts once; its embedding layer stays frozen, so every block trains
@@ -18,7 +18,7 @@ The child saves every block it keeps (``structure_`` records what was kept) and 
 exports and serves like any other version.
 
 Example:
-    >>> from aimass.compress import get_compressor
+    >>> from aimass.compressors import get_compressor
     >>> method = get_compressor("distill", "text-classification", layers=2, time_budget="2m")
     >>> child = method.compress(parent, dataset)  # doctest: +SKIP
 """
@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field, field_validator
 from torch import nn
 
 from aimass.backbones import layers
-from aimass.compress import Compressor, register_compressor, structure
+from aimass.compressors import Compressor, register_compressor, structure
 from aimass.encoders import Timer, embed
 from aimass.errors import ConfigError, DataError
 from aimass.lexical import rows

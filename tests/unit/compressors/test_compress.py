@@ -11,7 +11,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from aimass import api
-from aimass.compress import available_compressors, get_compressor
+from aimass.compressors import available_compressors, get_compressor
 from aimass.errors import ConfigError, NotFoundError
 from aimass.serve.engine import _backend
 from aimass.store import registry

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from aimass.compress import Compressor, register_compressor
+from aimass.compressors import Compressor, register_compressor
 from aimass.errors import ConfigError
 from aimass.tasks import get_task
 

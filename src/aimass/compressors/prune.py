@@ -7,10 +7,10 @@ feed-forward (FFN) channels leave every encoder layer, so its matrices get small
 2. Each layer loses the ``heads`` fraction of its least important heads (it keeps at least one)
    and the ``ffn`` fraction of its least important channels (it keeps a multiple of 8).
 3. A short fine-tune learns from the parent's soft targets and the labels
-   (:func:`aimass.compress.distill.fit_student`) within ``time_budget``.
+   (:func:`aimass.compressors.distill.fit_student`) within ``time_budget``.
 
 Example:
-    >>> from aimass.compress import get_compressor
+    >>> from aimass.compressors import get_compressor
     >>> method = get_compressor("prune", "text-classification", heads=0.5, ffn=0.5)
     >>> child = method.compress(parent, dataset)  # doctest: +SKIP
 """
@@ -24,8 +24,8 @@ import torch
 from pydantic import Field
 
 from aimass.backbones import layers
-from aimass.compress import Compressor, register_compressor, structure
-from aimass.compress.distill import Training, fit_student, settings, splits, student_of
+from aimass.compressors import Compressor, register_compressor, structure
+from aimass.compressors.distill import Training, fit_student, settings, splits, student_of
 
 
 class Settings(Training):

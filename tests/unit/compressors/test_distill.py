@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from tests.conftest import bbc_sample
 
 from aimass import api
-from aimass.compress import distill, get_compressor, structure
+from aimass.compressors import distill, get_compressor, structure
 from aimass.errors import ConfigError, DataError
 from aimass.tasks.text_classification import TextClassifier
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aimass.compress import Compressor, register_compressor
+from aimass.compressors import Compressor, register_compressor
 
 
 @register_compressor("int8-dynamic")

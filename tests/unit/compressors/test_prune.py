@@ -11,7 +11,7 @@ import torch
 from tests.conftest import bbc_sample
 from transformers import BertConfig, BertModel
 
-from aimass.compress import get_compressor, prune, structure
+from aimass.compressors import get_compressor, prune, structure
 from aimass.tasks.text_classification import TextClassifier
 
 PER_CLASS = 16  # what the small model trained on (conftest); the next 8 per class are held out

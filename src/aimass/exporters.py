@@ -19,7 +19,7 @@ backbones are: the writer of the model files, the ``predict.py`` (a file of
 :mod:`aimass.standalone`) and the packages it needs.
 
 Example:
-    >>> from aimass.export import export
+    >>> from aimass.exporters import export
     >>> export("reviews:3", "onnx", "reviews-onnx")["files"]["model.onnx"]   # doctest: +SKIP
     90873412
 """
