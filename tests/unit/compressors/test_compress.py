@@ -130,3 +130,16 @@ def test_image_models_compress_to_onnx_int8_too(tmp_path):
     same = np.mean(np.array(child.predict(test)) == np.array(model.predict(test)))
     assert same >= 0.75
     assert _backend(spec, "auto", registry.get_version(result["model"])) == "onnx-int8"
+
+
+def test_the_server_deploys_a_child_version(int8_child):
+    from fastapi.testclient import TestClient
+
+    from aimass.serve.app import create_app
+
+    with TestClient(create_app([int8_child["model"]], open_predict=True)) as client:
+        name = int8_child["model"].partition(":")[0]
+        response = client.post(f"/v1/models/{name}/predict", json={"inputs": ["Shares rose after profits."]})
+        assert response.status_code == 200 and response.json()["model"] == int8_child["model"]
+        info = client.get("/v1/models").json()["models"][0]
+        assert info["backend"] == "onnx-int8"
