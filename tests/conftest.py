@@ -27,6 +27,18 @@ def bbc_sample(per_class: int = 16, chars: int = 600) -> tuple[list[str], list[s
     return texts, labels
 
 
+def bbc_held_out(seen: int = 16, extra: int = 8) -> tuple[list[str], list[str]]:
+    """The ``extra`` articles per topic after the first ``seen`` (what ``small_model`` never saw)."""
+    texts, labels = bbc_sample(per_class=seen + extra)
+    keep = [i for i in range(len(texts)) if i % (seen + extra) >= seen]
+    return [texts[i] for i in keep], [labels[i] for i in keep]
+
+
+def weights_snapshot(model) -> dict:
+    """A copy of a fitted model's network weights (to prove a method left it alone)."""
+    return {k: v.clone() for k, v in model.net_.state_dict().items()}
+
+
 @pytest.fixture(scope="session")
 def bbc_csv(tmp_path_factory) -> Path:
     """The BBC slice as a CSV file with a header, as a user would hand it over."""

@@ -130,6 +130,10 @@ def test_image_models_compress_to_onnx_int8_too(tmp_path):
     same = np.mean(np.array(child.predict(test)) == np.array(model.predict(test)))
     assert same >= 0.75
     assert _backend(spec, "auto", registry.get_version(result["model"])) == "onnx-int8"
+    quantised = api.load(api.compress(parent.ref, "int8-dynamic", max_drop=100)["model"])
+    assert any(isinstance(m, nn.quantized.dynamic.Linear) for m in quantised.net_.modules())
+    same = np.mean(np.array(quantised.predict(test)) == np.array(model.predict(test)))
+    assert same >= 0.75
 
 
 def test_the_server_deploys_a_child_version(int8_child):

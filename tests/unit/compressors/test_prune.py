@@ -8,23 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from tests.conftest import bbc_sample
+from tests.conftest import bbc_held_out, bbc_sample, weights_snapshot
 from transformers import BertConfig, BertModel
 
 from aimass.compressors import get_compressor, prune, structure
 from aimass.tasks.text_classification import TextClassifier
 
-PER_CLASS = 16  # what the small model trained on (conftest); the next 8 per class are held out
-
-
-def held_out() -> tuple[list[str], list[str]]:
-    texts, labels = bbc_sample(per_class=PER_CLASS + 8)
-    keep = [i for i in range(len(texts)) if i % (PER_CLASS + 8) >= PER_CLASS]
-    return [texts[i] for i in keep], [labels[i] for i in keep]
-
-
-def snapshot(model) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in model.net_.state_dict().items()}
+held_out, snapshot = bbc_held_out, weights_snapshot
 
 
 @pytest.fixture(scope="module")
