@@ -189,6 +189,7 @@ def compress(ref: str, method: str, *, max_drop: float = 1.0, data=None, **setti
     Parent and child are evaluated on the parent's held-out test split (or ``data``) and timed
     in this process; the comparison is stored with the child. A child that loses more than
     ``max_drop`` accuracy points is marked rejected: it cannot become ``production`` without force.
+    Methods that train (distill, prune) learn from the parent's dataset, never from ``data``.
     """
     import shutil
     import time
@@ -200,13 +201,16 @@ def compress(ref: str, method: str, *, max_drop: float = 1.0, data=None, **setti
     spec = get_task(record.task)
     compressor = get_compressor(method, record.task, **settings)
     test = _eval_data(record, data)
+    source = test if data is None else None  # what a training method learns from: never ``data``
+    if compressor.trains and source is None:
+        source = _eval_data(record, None)  # the parent's dataset (its train and valid splits)
     began = time.perf_counter()
     parent = spec.estimator.load(record.path)
     parent_load = time.perf_counter() - began
     items = _test_items(spec, test)
     parent_report = parent.evaluate(test, "test")
     parent_row = measure.row(record.ref, "parent", parent, parent_report, items, parent_load)
-    child = compressor.mark(compressor.compress(parent, test), record.ref)
+    child = compressor.mark(compressor.compress(parent, source), record.ref)
     staged = paths.subdir("tmp") / f"compress-{uuid.uuid4().hex[:12]}"
     try:
         child.save(staged)

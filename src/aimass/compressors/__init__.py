@@ -46,6 +46,7 @@ class Compressor:
     name: ClassVar[str] = ""
     backend: ClassVar[str | None] = None
     tasks: ClassVar[tuple[str, ...] | None] = None  # None: every task
+    trains: ClassVar[bool] = False  # learns from the parent's training data (never from test data)
 
     def __init__(self, **settings):
         self.settings = settings

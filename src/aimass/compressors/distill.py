@@ -90,6 +90,7 @@ class Distill(Compressor):
     """
 
     tasks = ("text-classification",)
+    trains = True
 
     def compress(self, model, data):
         cfg = settings(Settings, self.settings, self.name)

@@ -47,6 +47,7 @@ class Prune(Compressor):
     """
 
     tasks = ("text-classification",)
+    trains = True
 
     def compress(self, model, data):
         cfg = settings(Settings, self.settings, self.name)

@@ -147,3 +147,9 @@ def test_the_server_deploys_a_child_version(int8_child):
         assert response.status_code == 200 and response.json()["model"] == int8_child["model"]
         info = client.get("/v1/models").json()["models"][0]
         assert info["backend"] == "onnx-int8"
+
+
+def test_a_training_method_never_learns_from_the_evaluation_data(small_model, bbc_csv):
+    record = api.register(small_model, "cmp-no-dataset")  # fitted on texts, not on a stored dataset
+    with pytest.raises(NotFoundError, match="is gone"):
+        api.compress(record.ref, "distill", data=bbc_csv)
