@@ -17,9 +17,11 @@ from aimass.data import import_dataset as _import_dataset
 from aimass.errors import DataError, NotFoundError
 from aimass.estimator import Estimator
 from aimass.store import registry
+from aimass.store.artifacts import write_atomic
 from aimass.tasks import available_tasks, get_task
 
 __all__ = [
+    "auto",
     "available_tasks",
     "compress",
     "evaluate",
@@ -67,19 +69,31 @@ def finetune(task: str, data, **params) -> Estimator:
 
 
 def train_model(
-    task: str, data, *, name: str | None = None, resume: bool = False, progress: bool = True, **params
+    task: str,
+    data,
+    *,
+    name: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    run_id: str | None = None,
+    **params,
 ) -> dict:
     """Fit, evaluate on the held-out test split, register and return a summary.
 
     The run is recorded; with ``resume=True`` an interrupted run with the same
-    settings continues from its last checkpoint.
+    settings continues from its last checkpoint. ``run_id`` names the run (a job passes its
+    own): a run that already registered its version returns that version instead of training
+    again, so a job resumed after a crash never registers twice.
     """
     data = dataset(data)
     name = registry.check_name(name or data.name)
     model = get_task(task).estimator(**params)
-    run = (registry.find_run(task, model.get_params(), data.id) if resume else None) or registry.start_run(
-        task, model.get_params(), data.id
-    )
+    if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
+        return _summary(done, data, get_task(task).estimator.load(registry.open_folder(done)))
+    run = registry.get_run(run_id) if run_id is not None else None
+    if run is None and resume and run_id is None:
+        run = registry.find_run(task, model.get_params(), data.id)
+    run = run or registry.start_run(task, model.get_params(), data.id, run_id=run_id)
     run_dir = paths.subdir("runs") / run.id
     try:
         model.fit(data, run_dir=run_dir, resume=resume, progress=progress)
@@ -89,13 +103,19 @@ def train_model(
         raise
     record = register(model, name, report=report, run_id=run.id)
     registry.finish_run(run.id, "succeeded", timings=model.timings_)
+    return _summary(record, data, model)
+
+
+def _summary(record, data, model) -> dict:
     return {
         "model": record.ref,
         "path": record.path,
-        "run": run.id,
+        "run": record.run_id,
         "dataset": data.id,
-        "metrics": _headline(report),
-        "timings": model.timings_,
+        "metrics": {
+            k: record.metrics[k] for k in ("n", "accuracy", "macro_f1", "per_class") if k in record.metrics
+        },
+        "timings": getattr(model, "timings_", {}),
         "stages": _stages(model),
     }
 
@@ -116,7 +136,8 @@ def register(
 
 
 def _write_report(model: Estimator, folder: Path, report: dict) -> None:
-    (folder / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    write_atomic(folder / "evaluation.json", lambda tmp: Path(tmp).write_text(text))
     get_task(model.task).plots(report, folder)
 
 
@@ -140,7 +161,7 @@ def _stages(model) -> dict:
 def load(ref: str) -> Estimator:
     """A registered model by ``NAME`` (latest version) or ``NAME:VERSION``."""
     record = registry.get_version(ref)
-    return get_task(record.task).estimator.load(record.path)
+    return get_task(record.task).estimator.load(registry.open_folder(record))
 
 
 def predict(ref: str, inputs: list) -> list:
@@ -151,7 +172,7 @@ def predict(ref: str, inputs: list) -> list:
 def evaluate(ref: str, data: str | Path | None = None, *, save: bool = False) -> dict:
     """Metrics of a registered model on its test split, another dataset's test split, or a file."""
     record = registry.get_version(ref)
-    model = get_task(record.task).estimator.load(record.path)
+    model = get_task(record.task).estimator.load(registry.open_folder(record))
     split_data = _eval_data(record, data)
     report = model.evaluate(split_data, "test")
     if save:
@@ -183,7 +204,9 @@ def _eval_data(record, data):
     return dataset(data)
 
 
-def compress(ref: str, method: str, *, max_drop: float = 1.0, data=None, **settings) -> dict:
+def compress(
+    ref: str, method: str, *, max_drop: float = 1.0, data=None, run_id: str | None = None, **settings
+) -> dict:
     """Compress a registered version with ``method`` into a child version of the same model.
 
     Parent and child are evaluated on the parent's held-out test split (or ``data``) and timed
@@ -200,12 +223,17 @@ def compress(ref: str, method: str, *, max_drop: float = 1.0, data=None, **setti
     record = registry.get_version(ref)
     spec = get_task(record.task)
     compressor = get_compressor(method, record.task, **settings)
+    if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
+        info = done.metrics.get("compression", {})
+        return {"model": done.ref, "parent": done.parent, **info, "gate": done.metrics.get("gate")}
+    if run_id is not None and registry.get_run(run_id) is None:
+        registry.start_run(record.task, {"compress": method, **settings}, run_id=run_id)
     test = _eval_data(record, data)
     source = test if data is None else None  # what a training method learns from: never ``data``
     if compressor.trains and source is None:
         source = _eval_data(record, None)  # the parent's dataset (its train and valid splits)
     began = time.perf_counter()
-    parent = spec.estimator.load(record.path)
+    parent = spec.estimator.load(registry.open_folder(record))
     parent_load = time.perf_counter() - began
     items = _test_items(spec, test)
     parent_report = parent.evaluate(test, "test")
@@ -223,13 +251,23 @@ def compress(ref: str, method: str, *, max_drop: float = 1.0, data=None, **setti
         gate = _gate(comparison["accuracy_drop_points"], max_drop)
         info = {**child.compression_, "table": [parent_row, child_row], "comparison": comparison}
         metrics = {**_headline(report), "compression": info, "gate": gate}
-        new = registry.register(child, record.name, metrics=metrics, parent=record.ref, staged=staged)
+        new = registry.register(
+            child, record.name, metrics=metrics, parent=record.ref, staged=staged, run_id=run_id
+        )
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     child_row["model"] = new.ref
     _write_report(child, Path(new.path), report)
     (Path(new.path) / "compression_report.json").write_text(json.dumps(new.metrics, indent=2, default=str))
     return {"model": new.ref, "parent": record.ref, **info, "gate": gate}
+
+
+def auto(path: str | Path, **options) -> dict:
+    """Detect the task, search hyper-parameters within a time budget, train, evaluate, compress,
+    register and optionally serve: see :func:`aimass.auto.auto` for the options and the report."""
+    from aimass.auto import auto as run
+
+    return run(path, **options)
 
 
 def export(ref: str, fmt: str = "onnx", out: str | Path | None = None, *, force: bool = False) -> dict:

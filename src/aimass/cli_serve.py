@@ -52,6 +52,9 @@ def serve(
     engine: Annotated[
         str, typer.Option(help="builtin, or ray: the same handlers on Ray Serve (pip install 'aimass[ray]').")
     ] = "builtin",
+    jobs: Annotated[
+        int, typer.Option(help="Run queued jobs (/v1/jobs, /v1/auto), this many at a time; 0: don't.")
+    ] = 1,
 ):
     """Serve registered models over REST (FastAPI + uvicorn) with dynamic batching."""
     from aimass.serve.app import create_app, run
@@ -68,7 +71,7 @@ def serve(
         return
     if engine != "builtin":
         raise ConfigError(f"Unknown engine '{engine}'.", hint="Use builtin or ray.")
-    app = create_app(model or None, settings, grace_s=grace, open_predict=open_predict)
+    app = create_app(model or None, settings, grace_s=grace, open_predict=open_predict, job_runner=jobs)
     run(app, host=host, port=port, grace_s=grace)
 
 

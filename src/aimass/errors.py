@@ -108,3 +108,23 @@ class DeadlineExceeded(AimassError):
 
     code = "timeout"
     http_status = 504
+
+
+class IntegrityError(AimassError):
+    """A stored artifact does not match its recorded sha256 (truncated, torn or altered)."""
+
+    code = "integrity_error"
+    http_status = 500
+
+
+class JobError(AimassError):
+    """A job cannot be submitted, cancelled or retried as asked. ``code`` names the exact check
+    that failed (``code_dir_not_found``, ``entry_not_python``, ...) and stays stable."""
+
+    code = "job_error"
+    http_status = 422
+
+    def __init__(self, message: str, *, code: str | None = None, **kwargs):
+        if code:
+            self.code = code
+        super().__init__(message, **kwargs)

@@ -21,6 +21,7 @@ from aimass.serve import auth, events, metering
 from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import BatchSettings
 from aimass.serve.engine import Engine
+from aimass.serve.jobs_routes import add_jobs, start_runner
 from aimass.serve.metering import Meter
 from aimass.serve.middleware import RequestLog, error_response
 from aimass.serve.predict import PredictLane, Predictor, parse_json, too_large
@@ -45,10 +46,13 @@ def create_app(
     *,
     grace_s: float = 30.0,
     open_predict: bool = False,
+    job_runner: int = 0,
 ) -> FastAPI:
     """Build the app; ``refs`` (default: :func:`default_refs`) deploy at start-up and ``/readyz``
     turns 200 when they are warm. Prediction needs a ``predict`` key unless ``open_predict``;
-    management always needs a ``manage`` key or the admin token (``AIMASS_HOME/admin.token``)."""
+    management always needs a ``manage`` key or the admin token (``AIMASS_HOME/admin.token``).
+    ``job_runner``: run queued jobs (``/v1/jobs``, ``/v1/auto``), that many at a time (0: leave
+    them to ``aimass jobs runner``)."""
     engine = Engine(settings)
     state = {"ready": False, "draining": False}
     guard = Guard(open_predict=open_predict, admin=auth.admin_token())
@@ -68,7 +72,10 @@ def create_app(
                 log.error("could not deploy %s: %s", ref, exc)
         state["ready"] = True
         flusher = asyncio.get_running_loop().create_task(flush_usage())
+        stop_jobs = start_runner(job_runner) if job_runner else None
         yield
+        if stop_jobs is not None:
+            stop_jobs.set()
         state["ready"] = False
         await engine.shutdown(grace_s)
         flusher.cancel()
@@ -210,6 +217,8 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
     @app.delete("/v1/services/{name}", tags=["services"], dependencies=manage)
     async def undeploy(name: str):
         return await engine.undeploy(name)
+
+    add_jobs(app, manage)
 
 
 PREDICT_BODY = {

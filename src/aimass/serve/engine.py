@@ -365,7 +365,7 @@ def exported(record, spec) -> dict:
     done = folder / "export.json"
     if done.exists():
         return json.loads(done.read_text())
-    model = spec.estimator.load(record.path)
+    model = spec.estimator.load(registry.open_folder(record))
     tmp = folder.with_name(f"onnx.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     report = model.export_onnx(tmp)

@@ -141,6 +141,75 @@ class UsageRecord(Base):
     compute_ms: Mapped[float] = mapped_column(default=0.0)
 
 
+class JobRecord(Base):
+    """A long operation (import, train, auto, compress, evaluate, custom) and where it stands.
+
+    ``attempt`` counts starts: a worker killed mid-run is started again (resuming from its
+    checkpoint) until ``max_attempts``. Every state change is a conditional UPDATE on
+    (status, attempt), so a job can end only once.
+    """
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    timeout_s: Mapped[float | None] = mapped_column(nullable=True)
+    runner_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    worker_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat: Mapped[float | None] = mapped_column(nullable=True)
+    progress: Mapped[float] = mapped_column(default=0.0)
+    eta_s: Mapped[float | None] = mapped_column(nullable=True)
+    message: Mapped[str] = mapped_column(String(1000), default="")
+    result: Mapped[dict] = mapped_column(default=dict)
+    error: Mapped[dict | None] = mapped_column(nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    retry_of: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created: Mapped[str] = mapped_column(String(32), default=now)
+    started: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    finished: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+    def to_dict(self) -> dict:
+        keys = (
+            "id",
+            "kind",
+            "status",
+            "params",
+            "attempt",
+            "max_attempts",
+            "timeout_s",
+            "progress",
+            "eta_s",
+            "message",
+            "result",
+            "error",
+            "retry_of",
+            "created",
+            "started",
+            "finished",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+
+class JobEventRecord(Base):
+    """One line of a job's events (queued, started, progress milestones, resumed, ended)."""
+
+    __tablename__ = "job_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(16), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(String(4000), default="")
+    hint: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    time: Mapped[str] = mapped_column(String(40), default=now)
+
+    def to_dict(self) -> dict:
+        keys = ("time", "job_id", "attempt", "kind", "message", "hint")
+        return {k: getattr(self, k) for k in keys}
+
+
 def _wal(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

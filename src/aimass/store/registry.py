@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import uuid
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 import aimass
 from aimass import paths
 from aimass.errors import ConfigError, NotFoundError
+from aimass.store import artifacts
 from aimass.store.db import AliasRecord, DatasetRecord, ModelVersionRecord, RunRecord, now, session
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -98,11 +100,24 @@ def record_dataset(ds) -> None:
         )
 
 
-def start_run(task: str, params: dict, dataset_id: str | None = None) -> RunRecord:
-    run = RunRecord(id=uuid.uuid4().hex[:16], task=task, params=params, dataset_id=dataset_id)
+def start_run(
+    task: str, params: dict, dataset_id: str | None = None, *, run_id: str | None = None
+) -> RunRecord:
+    run = RunRecord(id=run_id or uuid.uuid4().hex[:16], task=task, params=params, dataset_id=dataset_id)
     with session() as s, s.begin():
         s.add(run)
     return run
+
+
+def get_run(run_id: str) -> RunRecord | None:
+    with session() as s:
+        return s.get(RunRecord, run_id)
+
+
+def version_of_run(run_id: str) -> ModelVersionRecord | None:
+    """The version a run registered, if it got that far."""
+    with session() as s:
+        return s.scalars(select(ModelVersionRecord).where(ModelVersionRecord.run_id == run_id)).first()
 
 
 def finish_run(run_id: str, status: str, timings: dict | None = None, error: str | None = None) -> None:
@@ -141,15 +156,7 @@ def register(
         latest = s.scalar(select(func.max(ModelVersionRecord.version)).where(ModelVersionRecord.name == name))
         version = (latest or 0) + 1
         folder = paths.subdir("models") / name / f"v{version}"
-        if folder.exists():
-            shutil.rmtree(folder)
-        if staged is not None:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(staged), folder)
-        else:
-            model.save(folder)
-        for target, source in (extra_files or {}).items():
-            shutil.copy(source, folder / target)
+        _place(folder, model, staged, extra_files or {})
         record = ModelVersionRecord(
             name=name,
             version=version,
@@ -165,6 +172,33 @@ def register(
         )
         s.add(record)
     return record
+
+
+def _place(folder: Path, model, staged: Path | None, extra_files: dict[str, Path]) -> None:
+    """Save (or move) the artifacts into a hidden folder, seal them with sha256 sums, then rename
+    the folder into place: a crash leaves either no version folder or a complete, sealed one."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = folder.parent / f".building-{folder.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        if staged is not None:
+            shutil.move(str(staged), building)
+        else:
+            model.save(building)
+        for target, source in extra_files.items():
+            shutil.copy(source, building / target)
+        artifacts.seal(building)
+        if folder.exists():  # left by a crash after a rename whose record never committed
+            shutil.rmtree(folder)
+        os.replace(building, folder)
+        artifacts.fsync_dir(folder.parent)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def open_folder(record: ModelVersionRecord) -> Path:
+    """The version's folder, after checking every file against its sha256."""
+    artifacts.verify(Path(record.path))
+    return Path(record.path)
 
 
 def get_version(ref: str) -> ModelVersionRecord:

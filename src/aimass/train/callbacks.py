@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from aimass.store.artifacts import write_atomic
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -107,6 +109,7 @@ class Checkpoint:
         tensors.update(_optimizer_tensors(loop.optimizer))
         if self.keeper is not None and self.keeper.state is not None:
             tensors.update({f"best.{k}": v for k, v in self.keeper.state.items()})
+        tensors["rng.torch"] = torch.get_rng_state()
         meta = {
             "epoch": loop.epoch,
             "step": loop.step,
@@ -118,17 +121,24 @@ class Checkpoint:
             },
             **self.extra,
         }
-        _atomic(self.folder / "checkpoint.safetensors", lambda p: save_file(_contig(tensors), p))
-        _atomic(self.folder / "checkpoint.json", lambda p: Path(p).write_text(json.dumps(meta)))
+        # one file holds weights and state (safetensors metadata), replaced atomically: a kill
+        # between two writes cannot pair one epoch's weights with another's counters
+        text = json.dumps(meta)
+        write_atomic(
+            self.folder / "checkpoint.safetensors",
+            lambda p: save_file(_contig(tensors), p, metadata={"aimass.checkpoint": text}),
+        )
+        write_atomic(self.folder / "checkpoint.json", lambda p: Path(p).write_text(text))
 
 
 def restore(folder: Path, loop, keeper: BestKeeper | None = None) -> int | None:
     """Load a :class:`Checkpoint` into ``loop``; returns the next epoch, or None if none exists."""
-    meta_path = Path(folder) / "checkpoint.json"
-    if not meta_path.exists():
+    weights = Path(folder) / "checkpoint.safetensors"
+    if not weights.exists():
         return None
-    meta = json.loads(meta_path.read_text())
-    tensors = load_file(str(Path(folder) / "checkpoint.safetensors"))
+    with safe_open(str(weights), "pt") as handle:
+        meta = json.loads((handle.metadata() or {})["aimass.checkpoint"])
+    tensors = load_file(str(weights))
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     loop.model.load_state_dict(model_state, strict=False)
     _load_optimizer(loop.optimizer, tensors, meta.get("param_groups"))
@@ -141,6 +151,8 @@ def restore(folder: Path, loop, keeper: BestKeeper | None = None) -> int | None:
         state = meta.get("callbacks", {}).get(type(callback).__name__)
         if state is not None and hasattr(callback, "load_state_dict"):
             callback.load_state_dict(state)
+    if "rng.torch" in tensors:  # dropout masks continue as in an uninterrupted run
+        torch.set_rng_state(tensors["rng.torch"])
     loop.step = meta["step"]
     return meta["epoch"] + 1
 
@@ -195,9 +207,3 @@ def _like(current, saved):
 
 def _contig(tensors):
     return {k: v.contiguous() for k, v in tensors.items()}
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from aimass.train.progress import notify
+
 
 class Loop:
     """Minimal trainer: ``batches(epoch)`` yields ``(inputs, target)``; ``validate()`` -> metrics."""
@@ -61,6 +63,7 @@ class Loop:
             with torch.inference_mode():
                 self.metrics = self.validate()
             self.fire("after_epoch")
+            notify("train epochs", self.epoch + 1, epochs)
             if self.stop:
                 break
         self.fire("after_fit")

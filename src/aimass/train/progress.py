@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+_observers: list[Callable[[str, float, float], None]] = []
+
+
+@contextlib.contextmanager
+def observe(callback: Callable[[str, float, float], None]):
+    """Within the block, ``callback(stage, done, total)`` hears every progress update
+    (embedding passes, training epochs) — how a job reports progress and ETA."""
+    _observers.append(callback)
+    try:
+        yield callback
+    finally:
+        _observers.remove(callback)
+
+
+def notify(stage: str, done: float, total: float) -> None:
+    for callback in list(_observers):
+        callback(stage, done, total)
+
+
+class _Forwarding(Progress):
+    """A rich ``Progress`` that also tells the observers (even when the bar is not shown)."""
+
+    def update(self, task_id, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        if _observers:
+            task = self._tasks[task_id]
+            notify(task.description, task.completed, task.total or 0)
+
 
 def make_progress(enabled: bool = True) -> Progress:
-    return Progress(
+    return _Forwarding(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),

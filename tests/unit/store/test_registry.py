@@ -100,7 +100,7 @@ def test_register_replaces_stale_folder(home):
     stale.mkdir(parents=True)
     (stale / "leftover.bin").write_text("from a crashed run")
     record = registry.register(TinyEstimator(), "stale")
-    assert sorted(p.name for p in Path(record.path).iterdir()) == ["model.json"]
+    assert sorted(p.name for p in Path(record.path).iterdir()) == ["SHA256SUMS", "model.json"]
 
 
 def test_get_version_latest_and_pinned(home):

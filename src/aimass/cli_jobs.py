@@ -1,0 +1,156 @@
+"""``aimass jobs ...``: a thin shell over :mod:`aimass.jobs`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from aimass.budget import seconds
+from aimass.cli_compress import settings
+from aimass.errors import JobError
+from aimass.shell import JsonFlag, command, emit, out, table
+
+jobs_app = typer.Typer(help="Submit, watch, cancel and retry long-running jobs.", no_args_is_help=True)
+COLUMNS = ["id", "kind", "status", "attempt", "progress", "eta_s", "message", "created"]
+
+
+def attach(app: typer.Typer) -> None:
+    app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("submit")
+@command
+def submit(
+    args: Annotated[list[str] | None, typer.Argument(help="After --: arguments for a custom script.")] = None,
+    kind: Annotated[str | None, typer.Option(help="import, train, evaluate, compress, auto, custom.")] = None,
+    code_dir: Annotated[str | None, typer.Option(help="Custom job: the folder with your code.")] = None,
+    entry: Annotated[str | None, typer.Option(help="Custom job: the script, inside --code-dir.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset id or name (custom, train).")] = None,
+    name: Annotated[str | None, typer.Option(help="Model name for what the job registers.")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--set", help="A job parameter KEY=VALUE (repeatable).")
+    ] = None,
+    timeout: Annotated[str | None, typer.Option(help="Stop the job after this long, e.g. 30m.")] = None,
+    foreground: Annotated[bool, typer.Option(help="Run it here and follow its log.")] = False,
+    as_json: JsonFlag = False,
+):
+    """Check and queue a job (``aimass jobs runner`` or ``aimass serve`` runs it)."""
+    from aimass import jobs
+
+    kind = kind or ("custom" if code_dir or entry else None)
+    if kind is None:
+        raise JobError(
+            "Say what the job does: --kind KIND, or --code-dir DIR --entry SCRIPT.py for your own script.",
+            code="kind_missing",
+            hint="e.g. aimass jobs submit --code-dir ./src --entry train.py --data reviews -- --epochs 3",
+        )
+    given = {"code_dir": code_dir, "entry": entry, "data": data, "name": name}
+    params = {k: v for k, v in given.items() if v is not None} | settings(option or [])
+    if kind == "custom":
+        params["args"] = list(args or [])
+    job = jobs.submit(kind, params, timeout_s=seconds(timeout))
+    if foreground:
+        job = jobs.run_foreground(job["id"], echo=None if as_json else _write)
+    emit(job, as_json, _show)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@jobs_app.command("list")
+@command
+def list_(
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed, cancelled")] = None,
+    limit: int = 50,
+    as_json: JsonFlag = False,
+):
+    """The latest jobs, newest first."""
+    from aimass import jobs
+
+    rows = jobs.list_jobs(status, limit)
+    emit(rows, as_json, lambda r: out.print(table(r, COLUMNS)))
+
+
+@jobs_app.command("show")
+@command
+def show(job_id: str, as_json: JsonFlag = False):
+    """A job's state, result or error, events and the end of its log."""
+    from aimass import jobs
+
+    emit(jobs.show(job_id), as_json, _show)
+
+
+def _show(job: dict) -> None:
+    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(job["status"], "cyan")
+    out.print(f"[bold]{job['id']}[/] {job['kind']}  [{colour}]{job['status']}[/]  attempt {job['attempt']}")
+    if job["status"] in ("queued", "running"):
+        eta = f", ETA {job['eta_s']:.0f}s" if job.get("eta_s") else ""
+        out.print(f"progress {job['progress']:.0%}{eta}  {job.get('message') or ''}")
+    if job.get("result"):
+        out.print({k: v for k, v in job["result"].items() if k not in ("stages", "per_class")})
+    if job.get("error"):
+        error = job["error"]
+        out.print(f"[red]{error.get('cause')}[/]: {error.get('message')}")
+        if error.get("hint"):
+            out.print(f"[yellow]Hint:[/] {error['hint']}")
+        if error.get("traceback"):
+            out.print(error["traceback"], markup=False, highlight=False)
+    if job.get("events"):
+        out.print(table(job["events"], ["time", "attempt", "kind", "message"], title="events"))
+
+
+@jobs_app.command("logs")
+@command
+def logs(
+    job_id: str,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
+):
+    """A job's log (stdout and stderr of every attempt)."""
+    from aimass import jobs
+
+    text = jobs.logs(job_id, tail)
+    _write(text + ("\n" if text and not text.endswith("\n") else ""))
+    offset = len(jobs.logs(job_id).encode())
+    while follow and jobs.show(job_id)["status"] in ("queued", "running"):
+        time.sleep(1)
+        offset = jobs._echo(job_id, offset, _write)
+
+
+@jobs_app.command("cancel")
+@command
+def cancel(job_id: str, as_json: JsonFlag = False):
+    """Cancel a queued job, or stop a running one."""
+    from aimass import jobs
+
+    emit(jobs.cancel(job_id), as_json, _show)
+
+
+@jobs_app.command("retry")
+@command
+def retry(job_id: str, as_json: JsonFlag = False):
+    """Queue a failed or cancelled job again (a new job with the same parameters)."""
+    from aimass import jobs
+
+    emit(jobs.retry(job_id), as_json, _show)
+
+
+@jobs_app.command("runner")
+@command
+def runner(
+    parallel: Annotated[int, typer.Option(help="Jobs that run at the same time.")] = 1,
+    until_idle: Annotated[bool, typer.Option(help="Exit when no job is queued or running.")] = False,
+):
+    """Run queued jobs (one runner per AIMASS_HOME); Ctrl-C stops it, its workers finish."""
+    from aimass import jobs
+
+    out.print(f"job runner: up to {parallel} at a time" + (" (until idle)" if until_idle else ""))
+    try:
+        jobs.Runner(parallel=parallel).run(until_idle=until_idle)
+    except KeyboardInterrupt:
+        out.print("runner stopped; running workers finish on their own and the next runner adopts them")

@@ -1,0 +1,134 @@
+"""Jobs: long operations (import, train, auto, compress, evaluate, custom) with persistent state.
+
+>>> from aimass import jobs
+>>> job = jobs.submit("import", {"path": "reviews.csv"})    # doctest: +SKIP
+>>> jobs.run_foreground(job["id"])["status"]                # doctest: +SKIP
+'succeeded'
+
+``submit`` checks and queues; a runner (``aimass jobs runner``, or the server's) executes queued
+jobs; ``run_foreground`` runs one in this terminal. ``show``/``logs``/``cancel``/``retry`` do what
+they say, here and over REST.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aimass.errors import JobError
+from aimass.jobs import store
+from aimass.jobs.kinds import KINDS, get_kind
+from aimass.jobs.runner import Runner, log_path
+
+__all__ = [
+    "KINDS",
+    "Runner",
+    "cancel",
+    "list_jobs",
+    "logs",
+    "retry",
+    "run_foreground",
+    "show",
+    "submit",
+    "wait",
+]
+
+
+def submit(kind: str, params: dict | None = None, *, timeout_s: float | None = None) -> dict:
+    """Check ``params`` for ``kind`` (nothing runs if a check fails) and queue the job."""
+    spec = get_kind(kind)
+    params = spec.check(dict(params or {}))
+    if timeout_s is not None and timeout_s <= 0:
+        raise JobError("The timeout must be positive.", code="timeout_invalid", hint="e.g. --timeout 30m.")
+    return store.create(kind, params, timeout_s=timeout_s).to_dict()
+
+
+def list_jobs(status: str | None = None, limit: int = 100) -> list[dict]:
+    return [j.to_dict() for j in store.list_jobs(status, limit)]
+
+
+def show(job_id: str) -> dict:
+    """The job, its events and the last lines of its log."""
+    from aimass.jobs.runner import log_tail
+
+    info = store.get(job_id).to_dict()
+    info["events"] = [e.to_dict() for e in store.events(job_id)]
+    info["log_tail"] = log_tail(job_id, 10)
+    return info
+
+
+def logs(job_id: str, tail: int | None = None) -> str:
+    store.get(job_id)
+    path = log_path(job_id)
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-tail:]) if tail else text
+
+
+def cancel(job_id: str) -> dict:
+    """Cancel a queued job now, or ask the runner to stop a running one."""
+    job = store.get(job_id)
+    if job.status in store.ENDED:
+        raise JobError(
+            f"Job {job_id} already ended ({job.status}).",
+            code="job_already_ended",
+            hint="Only queued or running jobs can be cancelled; `aimass jobs retry` starts it again.",
+        )
+    if not store.cancel_queued(job_id):
+        store.request_cancel(job_id)
+    return store.get(job_id).to_dict()
+
+
+def retry(job_id: str) -> dict:
+    """Queue a new job with the same kind and params as a failed or cancelled one."""
+    job = store.get(job_id)
+    if job.status not in ("failed", "cancelled"):
+        raise JobError(
+            f"Job {job_id} is {job.status}; only failed or cancelled jobs can be retried.",
+            code="job_not_retryable",
+            hint="Wait for it to end, or submit a new job.",
+        )
+    get_kind(job.kind).check(dict(job.params))
+    new = store.create(job.kind, job.params, timeout_s=job.timeout_s, retry_of=job.id)
+    store.event(job.id, "retried", f"retried as job {new.id}")
+    return new.to_dict()
+
+
+def wait(job_id: str, timeout_s: float | None = None, poll_s: float = 0.5) -> dict:
+    """Block until the job ends (or ``timeout_s`` passes); returns it."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while (job := store.get(job_id)).status not in store.ENDED:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        time.sleep(poll_s)
+    return job.to_dict()
+
+
+def run_foreground(job_id: str, *, echo=None) -> dict:
+    """Run one queued job here (in worker processes, resumed if one dies) until it ends.
+
+    ``echo(text)`` receives the log as it grows. If a background runner holds the job, this
+    just follows it.
+    """
+    runner = Runner(parallel=1, poll_s=0.3)
+    offset = 0
+    while True:
+        job = store.get(job_id)
+        if job.status == "queued":
+            runner._start(job_id)
+        elif job.status == "running" and job_id in runner.attempts:
+            runner.tick_one(job_id)
+        if echo is not None:
+            offset = _echo(job_id, offset, echo)
+        if job.status in store.ENDED:
+            return show(job_id)
+        time.sleep(0.3)
+
+
+def _echo(job_id: str, offset: int, echo) -> int:
+    path = log_path(job_id)
+    if not path.exists() or path.stat().st_size <= offset:
+        return offset
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        chunk = handle.read()
+    echo(chunk.decode("utf-8", "replace"))
+    return offset + len(chunk)

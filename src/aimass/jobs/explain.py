@@ -1,0 +1,95 @@
+"""Why a job failed, in words: the cause, the message, a hint and the traceback's last lines."""
+
+from __future__ import annotations
+
+import signal
+import traceback
+
+from aimass.errors import AimassError, DataError
+
+TAIL_LINES = 15
+
+
+def _tail(exc: BaseException) -> str:
+    lines = "".join(traceback.format_exception(exc)).rstrip().splitlines()
+    return "\n".join(lines[-TAIL_LINES:])
+
+
+def failure(exc: BaseException) -> dict:
+    """A failed attempt's error record from the exception that ended it."""
+    from aimass.jobs.custom import ScriptFailed
+
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return {
+            "cause": "out_of_memory",
+            "message": f"The job ran out of memory ({type(exc).__name__}).",
+            "hint": "Lower the batch size or max_length, use a smaller backbone, or free memory.",
+            "traceback": _tail(exc),
+        }
+    if isinstance(exc, DataError):
+        where = f"{exc.where}: " if exc.where else ""
+        return {
+            "cause": "data_error",
+            "code": exc.code,
+            "message": f"{where}{exc.message}",
+            "hint": exc.hint or "Fix the data and retry the job.",
+            "traceback": _tail(exc),
+        }
+    if isinstance(exc, AimassError):
+        return {
+            "cause": exc.code,
+            "code": exc.code,
+            "message": exc.message,
+            "hint": exc.hint or "Fix the job's parameters and submit it again.",
+            "traceback": _tail(exc),
+        }
+    if isinstance(exc, ScriptFailed):
+        return {
+            "cause": "script_failed",
+            "message": f"{exc.entry} exited with code {exc.returncode}.",
+            "hint": "Read the end of `aimass jobs logs JOB` for the script's own error.",
+            "traceback": "",
+        }
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return {
+            "cause": "interrupted",
+            "message": f"The job was interrupted ({type(exc).__name__}).",
+            "hint": "Retry it with `aimass jobs retry JOB`.",
+            "traceback": _tail(exc),
+        }
+    last = "".join(traceback.format_exception_only(exc)).strip()
+    return {
+        "cause": "exception",
+        "message": last[:2000],
+        "hint": "The traceback's last lines show where it broke; `aimass jobs logs JOB` has the full log.",
+        "traceback": _tail(exc),
+    }
+
+
+def killed(returncode: int, attempts_left: int, log_tail: str) -> dict:
+    """An attempt whose process died without recording an end state."""
+    signum = -returncode if returncode < 0 else None
+    if signum == signal.SIGKILL:
+        oom = "killed process" in log_tail.lower() or "out of memory" in log_tail.lower()
+        return {
+            "cause": "out_of_memory" if oom or not attempts_left else "killed",
+            "message": "The worker process was killed (SIGKILL), most often by the kernel's OOM killer.",
+            "hint": "Lower the batch size or max_length, or give the machine more memory; then retry.",
+            "traceback": log_tail,
+        }
+    name = signal.Signals(signum).name if signum else f"exit code {returncode}"
+    return {
+        "cause": "crashed",
+        "message": f"The worker process died ({name}) without recording a result.",
+        "hint": "The log's last lines show what it was doing; retry the job with `aimass jobs retry JOB`.",
+        "traceback": log_tail,
+    }
+
+
+def timeout(seconds: float) -> dict:
+    return {
+        "cause": "timeout",
+        "message": f"The job ran longer than its timeout of {seconds:g} s and was stopped.",
+        "hint": "Give it a longer --timeout, or a smaller --time-budget so training plans to end sooner.",
+        "traceback": "",
+    }

@@ -1,0 +1,131 @@
+"""What a job can do: a table of kinds, each a ``check`` (at submit time) and a ``run``.
+
+A kind's ``run(params, ctx)`` calls the Python API and returns a JSON-able result. ``ctx`` gives
+it a stable run folder (checkpoints survive a killed worker), ``ctx.resume`` (True from the
+second attempt on) and ``ctx.progress(fraction, message)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aimass.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    run: Callable[[dict, object], dict]
+    check: Callable[[dict], dict]
+    summary: str
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(name: str, summary: str, check: Callable[[dict], dict] | None = None):
+    def wrap(run):
+        KINDS[name] = Kind(name, run, check or (lambda params: params), summary)
+        return run
+
+    return wrap
+
+
+def get_kind(name: str) -> Kind:
+    if name not in KINDS:
+        raise ConfigError(
+            f"Unknown job kind {name!r}; available: {', '.join(sorted(KINDS))}.",
+            hint="Submit one of the listed kinds.",
+        )
+    return KINDS[name]
+
+
+def _require(params: dict, *keys: str) -> dict:
+    missing = [k for k in keys if params.get(k) in (None, "")]
+    if missing:
+        raise ConfigError(
+            f"The job needs {', '.join(repr(k) for k in missing)}.",
+            hint=f"Pass {', '.join(missing)} in the job's params.",
+        )
+    return params
+
+
+# ------------------------------------------------------------------ kinds
+@register_kind("import", "import and validate a data file or folder", lambda p: _require(p, "path"))
+def run_import(params: dict, ctx) -> dict:
+    from aimass import api
+
+    options = {k: v for k, v in params.items() if k != "path"}
+    ctx.progress(0.05, f"importing {params['path']}")
+    ds = api.import_dataset(params["path"], **options)
+    summary = ds.summary()
+    return {"dataset": ds.id, "name": ds.name, "rows": summary.get("rows"), "rejects": summary.get("rejects")}
+
+
+@register_kind("train", "fine-tune, evaluate and register a model", lambda p: _require(p, "data"))
+def run_train(params: dict, ctx) -> dict:
+    from aimass import api
+
+    settings = dict(params)
+    task = settings.pop("task", "text-classification")
+    data, name = settings.pop("data"), settings.pop("name", None)
+    ctx.progress(0.02, "loading the data and the backbone")
+    result = api.train_model(
+        task, data, name=name, resume=ctx.resume, progress=False, run_id=ctx.run_id, **settings
+    )
+    return {**result, "accuracy": result["metrics"].get("accuracy")}
+
+
+@register_kind("evaluate", "score a registered version on held-out data", lambda p: _require(p, "model"))
+def run_evaluate(params: dict, ctx) -> dict:
+    from aimass import api
+
+    ctx.progress(0.1, f"evaluating {params['model']}")
+    report = api.evaluate(params["model"], params.get("data"), save=bool(params.get("save", False)))
+    keys = ("n", "accuracy", "macro_f1")
+    return {"model": params["model"], **{k: report[k] for k in keys if k in report}}
+
+
+@register_kind("compress", "compress a version into a gated child", lambda p: _require(p, "model", "method"))
+def run_compress(params: dict, ctx) -> dict:
+    from aimass import api
+
+    settings = dict(params)
+    ref, method = settings.pop("model"), settings.pop("method")
+    ctx.progress(0.05, f"compressing {ref} with {method}")
+    result = api.compress(ref, method, run_id=ctx.run_id, **settings)
+    return {"model": result["model"], "parent": result["parent"], "gate": result["gate"]}
+
+
+@register_kind(
+    "auto", "data folder to an evaluated (optionally deployed) model", lambda p: _require(p, "path")
+)
+def run_auto(params: dict, ctx) -> dict:
+    from aimass.auto import auto
+
+    settings = dict(params)
+    path = settings.pop("path")
+    return auto(
+        path, progress=False, on_progress=ctx.progress, run_dir=ctx.run_dir, resume=ctx.resume, **settings
+    )
+
+
+def _check_custom(params: dict) -> dict:
+    from aimass.jobs.custom import check
+
+    return check(params)
+
+
+@register_kind("custom", "your own training script on a stored dataset", _check_custom)
+def run_custom(params: dict, ctx) -> dict:
+    from aimass.jobs.custom import run
+
+    return run(params, ctx)
+
+
+def run_dir(job_id: str) -> Path:
+    from aimass import paths
+
+    return paths.subdir("jobs") / job_id

@@ -1,0 +1,227 @@
+"""The job runner: claims queued jobs and runs each attempt in its own worker process.
+
+One runner per ``AIMASS_HOME`` (a file lock says so) runs at most ``parallel`` workers at once.
+Workers live in their own process group, so a runner killed with SIGKILL leaves them working:
+the next runner adopts the ones still alive and requeues the attempts whose worker died, which
+then resume from their checkpoints. A worker that dies ``max_attempts`` times fails the job with
+an explanation. Cancelling kills the worker's whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import literal_column, select
+
+from aimass import paths
+from aimass.errors import JobError
+from aimass.jobs import explain, kinds, store
+from aimass.store.db import JobRecord, session
+
+
+@dataclass
+class Attempt:
+    job_id: str
+    attempt: int
+    pid: int
+    began: float
+    process: subprocess.Popen | None = None  # None: adopted from a runner that died
+
+    def exit_code(self) -> int | None:
+        """The exit code once the worker is gone (-9 for an adopted worker that vanished)."""
+        if self.process is not None:
+            return self.process.poll()
+        return None if alive(self.pid, self.job_id) else -signal.SIGKILL
+
+
+def alive(pid: int | None, job_id: str) -> bool:
+    """Is ``pid`` a live worker of ``job_id`` (not a recycled pid of something else)?"""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
+    return not zombie and b"aimass.jobs.worker" in cmdline and job_id.encode() in cmdline
+
+
+def find_worker(job_id: str) -> int | None:
+    """The pid of a live worker of ``job_id`` (also one its runner died before recording)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and alive(int(entry.name), job_id):
+            return int(entry.name)
+    return None
+
+
+def log_path(job_id: str) -> Path:
+    return kinds.run_dir(job_id) / "log.txt"
+
+
+def log_tail(job_id: str, lines: int = 20) -> str:
+    path = log_path(job_id)
+    if not path.exists():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 16384))
+        text = handle.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Runner:
+    """Run queued jobs, ``parallel`` at a time, until stopped (or idle, with ``until_idle``)."""
+
+    def __init__(self, parallel: int = 2, poll_s: float = 0.5):
+        self.parallel, self.poll_s = max(1, int(parallel)), poll_s
+        self.attempts: dict[str, Attempt] = {}
+        self._lock = None
+
+    # --------------------------------------------------------- lifecycle
+    def acquire(self) -> None:
+        path = paths.subdir("jobs") / "runner.lock"
+        handle = open(path, "a+")  # noqa: SIM115 — held for the runner's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            handle.close()
+            raise JobError(
+                f"A job runner is already running for {paths.home()} (pid {owner}).",
+                code="runner_already_running",
+                hint="Jobs you submit are picked up by it; stop it first to start another.",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def run(self, *, until_idle: bool = False, stop=None) -> None:
+        self.acquire()
+        try:
+            self.recover()
+            while stop is None or not stop.is_set():
+                busy = self.tick()
+                if until_idle and not busy:
+                    return
+                time.sleep(self.poll_s)
+        finally:
+            self.release()
+
+    # -------------------------------------------------------------- work
+    def recover(self) -> None:
+        """Adopt live workers of running jobs; requeue (or fail) the attempts whose worker died."""
+        for job in store.list_jobs("running", limit=10_000):
+            if job.id in self.attempts:
+                continue
+            pid = job.worker_pid if alive(job.worker_pid, job.id) else find_worker(job.id)
+            if pid is not None:
+                self.attempts[job.id] = Attempt(job.id, job.attempt, pid, time.monotonic())
+                store.event(
+                    job.id,
+                    "adopted",
+                    f"a new runner (pid {os.getpid()}) took over the worker",
+                    attempt=job.attempt,
+                )
+            else:
+                self._died(job.id, job.attempt, -signal.SIGKILL, "its runner stopped and the worker is gone")
+
+    def tick(self) -> bool:
+        """One pass: reap, enforce cancel/timeout, start new attempts. True while work remains."""
+        for job_id in list(self.attempts):
+            self.tick_one(job_id)
+        while len(self.attempts) < self.parallel and (job_id := self._next()) is not None:
+            self._start(job_id)
+        return bool(self.attempts) or self._next() is not None
+
+    def tick_one(self, job_id: str) -> None:
+        """Reap the attempt if its worker is gone; else enforce cancel and timeout."""
+        attempt = self.attempts[job_id]
+        code = attempt.exit_code()
+        if code is not None:
+            del self.attempts[job_id]
+            self._ended(attempt, code)
+        else:
+            self._police(attempt)
+
+    def _next(self) -> str | None:
+        query = (
+            select(JobRecord.id)
+            .where(JobRecord.status == "queued")
+            .order_by(JobRecord.created, literal_column("jobs.rowid"))
+            .limit(1)
+        )
+        with session() as s:
+            return s.scalar(query)
+
+    def _start(self, job_id: str) -> None:
+        job = store.claim(job_id, os.getpid())
+        if job is None:
+            return
+        log = log_path(job_id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as handle:
+            handle.write(f"\n===== attempt {job.attempt} (pid of runner {os.getpid()}) =====\n".encode())
+            handle.flush()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "aimass.jobs.worker", job_id, str(job.attempt)],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own group: survives the runner, dies whole on cancel
+                env={**os.environ, "AIMASS_HOME": str(paths.home()), "PYTHONUNBUFFERED": "1"},
+            )
+        store.set_worker(job_id, job.attempt, process.pid)
+        self.attempts[job_id] = Attempt(job_id, job.attempt, process.pid, time.monotonic(), process)
+
+    def _police(self, attempt: Attempt) -> None:
+        job = store.get(attempt.job_id)
+        if job.status != "running" or job.attempt != attempt.attempt:
+            return
+        if job.cancel_requested:
+            self._kill(attempt)
+            error = {"cause": "cancelled", "message": "Cancelled by request.", "hint": None, "traceback": ""}
+            store.finish(job.id, attempt.attempt, "cancelled", error=error)
+        elif job.timeout_s and time.monotonic() - attempt.began > job.timeout_s:
+            self._kill(attempt)
+            store.finish(job.id, attempt.attempt, "failed", error=explain.timeout(job.timeout_s))
+
+    def _kill(self, attempt: Attempt) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(attempt.pid, signal.SIGKILL)
+        if attempt.process is not None:
+            attempt.process.wait(timeout=30)
+        self.attempts.pop(attempt.job_id, None)
+
+    def _ended(self, attempt: Attempt, code: int) -> None:
+        job = store.get(attempt.job_id)
+        if job.status == "running" and job.attempt == attempt.attempt:  # died without an end state
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            self._died(job.id, job.attempt, code, f"the worker process ended ({how}) before the job did")
+
+    def _died(self, job_id: str, attempt: int, code: int, reason: str) -> None:
+        job = store.get(job_id)
+        if job.cancel_requested:
+            error = {"cause": "cancelled", "message": "Cancelled by request.", "hint": None, "traceback": ""}
+            store.finish(job_id, attempt, "cancelled", error=error)
+        elif attempt < job.max_attempts:
+            store.requeue(job_id, attempt, f"{reason}; it will resume from its last checkpoint")
+        else:
+            error = explain.killed(code, 0, log_tail(job_id))
+            error["message"] += f" It died {attempt} times; giving up."
+            store.finish(job_id, attempt, "failed", error=error)

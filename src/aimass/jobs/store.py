@@ -1,0 +1,156 @@
+"""Job state in the metadata database. Every transition is one conditional UPDATE.
+
+A job moves ``queued -> running -> succeeded | failed | cancelled``; a running job whose worker
+was killed goes back to ``queued`` (and resumes). Each UPDATE names the state (and attempt) it
+expects, so two processes racing on one job cannot both win: a job starts once per attempt and
+ends exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from sqlalchemy import select, update
+
+from aimass.errors import ConfigError, NotFoundError
+from aimass.store.db import JobEventRecord, JobRecord, now, session
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+def create(
+    kind: str, params: dict, *, timeout_s: float | None = None, retry_of: str | None = None
+) -> JobRecord:
+    job = JobRecord(
+        id=uuid.uuid4().hex[:12], kind=kind, params=params, timeout_s=timeout_s, retry_of=retry_of
+    )
+    with session() as s, s.begin():
+        s.add(job)
+        s.add(JobEventRecord(job_id=job.id, kind="queued", message=f"{kind} job queued"))
+    return job
+
+
+def get(job_id: str) -> JobRecord:
+    with session() as s:
+        job = s.get(JobRecord, job_id)
+    if job is None:
+        known = ", ".join(j.id for j in list_jobs(limit=5)) or "none yet"
+        raise NotFoundError(
+            f"No job '{job_id}'. Recent jobs: {known}.", hint="List them with `aimass jobs list`."
+        )
+    return job
+
+
+def list_jobs(status: str | None = None, limit: int = 100) -> list[JobRecord]:
+    if status is not None and status not in STATES:
+        raise ConfigError(f"Unknown job status {status!r}.", hint=f"Use one of: {', '.join(STATES)}.")
+    query = select(JobRecord).order_by(JobRecord.created.desc(), JobRecord.id).limit(limit)
+    query = query.where(JobRecord.status == status) if status else query
+    with session() as s:
+        return list(s.scalars(query).all())
+
+
+def events(job_id: str) -> list[JobEventRecord]:
+    with session() as s:
+        query = select(JobEventRecord).where(JobEventRecord.job_id == job_id).order_by(JobEventRecord.id)
+        return list(s.scalars(query).all())
+
+
+def event(job_id: str, kind: str, message: str = "", *, hint: str | None = None, attempt: int = 0) -> None:
+    with session() as s, s.begin():
+        s.add(JobEventRecord(job_id=job_id, attempt=attempt, kind=kind, message=message[:4000], hint=hint))
+
+
+def _change(s, job_id: str, expect: dict, values: dict) -> bool:
+    query = update(JobRecord).where(JobRecord.id == job_id)
+    for key, value in expect.items():
+        column = getattr(JobRecord, key)
+        query = query.where(column.in_(value) if isinstance(value, tuple) else column == value)
+    return s.execute(query.values(**values)).rowcount == 1
+
+
+def claim(job_id: str, runner_pid: int) -> JobRecord | None:
+    """queued -> running (attempt + 1) for this runner; None if someone else got it first."""
+    with session() as s, s.begin():
+        job = s.get(JobRecord, job_id)
+        if job is None or job.status != "queued":
+            return None
+        attempt = job.attempt + 1
+        values = {"status": "running", "attempt": attempt, "runner_pid": runner_pid, "worker_pid": None}
+        values.update(heartbeat=time.time(), started=job.started or now())
+        if not _change(s, job_id, {"status": "queued", "attempt": job.attempt}, values):
+            return None
+        kind = "started" if attempt == 1 else "resumed"
+        text = f"attempt {attempt} of {job.max_attempts}" + (
+            ", from the last checkpoint" if attempt > 1 else ""
+        )
+        s.add(JobEventRecord(job_id=job_id, attempt=attempt, kind=kind, message=text))
+    return get(job_id)
+
+
+def set_worker(job_id: str, attempt: int, pid: int) -> bool:
+    with session() as s, s.begin():
+        return _change(s, job_id, {"status": "running", "attempt": attempt}, {"worker_pid": pid})
+
+
+def beat(job_id: str, attempt: int, **values) -> bool:
+    """Heartbeat (and progress/eta/message) of the running attempt; False if it no longer owns the job."""
+    with session() as s, s.begin():
+        return _change(
+            s, job_id, {"status": "running", "attempt": attempt}, {"heartbeat": time.time(), **values}
+        )
+
+
+def finish(
+    job_id: str,
+    attempt: int,
+    status: str,
+    *,
+    result: dict | None = None,
+    error: dict | None = None,
+) -> bool:
+    """running (this attempt) -> an end state, with its event, in one transaction; once only."""
+    assert status in ENDED
+    values = {"status": status, "finished": now(), "heartbeat": time.time()}
+    if status == "succeeded":
+        values.update(progress=1.0, eta_s=0.0, result=result or {})
+    if error is not None:
+        values["error"] = error
+    with session() as s, s.begin():
+        if not _change(s, job_id, {"status": "running", "attempt": attempt}, values):
+            return False
+        message = (error or {}).get("message", "") if status != "succeeded" else _summary(result or {})
+        hint = (error or {}).get("hint")
+        s.add(JobEventRecord(job_id=job_id, attempt=attempt, kind=status, message=message, hint=hint))
+    return True
+
+
+def requeue(job_id: str, attempt: int, reason: str) -> bool:
+    """running -> queued after the worker died: the next attempt resumes from the checkpoint."""
+    with session() as s, s.begin():
+        values = {"status": "queued", "worker_pid": None, "runner_pid": None}
+        if not _change(s, job_id, {"status": "running", "attempt": attempt}, values):
+            return False
+        s.add(JobEventRecord(job_id=job_id, attempt=attempt, kind="interrupted", message=reason))
+    return True
+
+
+def cancel_queued(job_id: str) -> bool:
+    with session() as s, s.begin():
+        values = {"status": "cancelled", "finished": now(), "cancel_requested": True}
+        if not _change(s, job_id, {"status": "queued"}, values):
+            return False
+        s.add(JobEventRecord(job_id=job_id, kind="cancelled", message="cancelled before it started"))
+    return True
+
+
+def request_cancel(job_id: str) -> bool:
+    with session() as s, s.begin():
+        return _change(s, job_id, {"status": "running"}, {"cancel_requested": True})
+
+
+def _summary(result: dict) -> str:
+    parts = [f"{k}={result[k]}" for k in ("model", "dataset", "accuracy") if k in result]
+    return ", ".join(parts) or "done"

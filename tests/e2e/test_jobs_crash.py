@@ -1,0 +1,130 @@
+"""Jobs survive crashes: a training worker killed with SIGKILL three times at random points
+resumes and ends with the metrics of an uninterrupted run; a runner killed mid-queue loses and
+repeats nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from tests.conftest import bbc_sample
+
+# metrics of a resumed run equal an uninterrupted run's within this (the checkpoint carries
+# weights, optimizer, scheduler, early-stopping and RNG state, so in practice they are identical)
+TOLERANCE = 0.005
+TRAIN = {"backbone": "minilm-l6", "max_length": 64, "unfreeze": 2, "epochs_top": 4, "time_budget": None}
+
+
+def aimass(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AIMASS_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", "aimass", *args], env=env, capture_output=True, text=True)
+    assert not check or done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+def runner(home: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "AIMASS_HOME": str(home)}
+    cmd = [sys.executable, "-m", "aimass", "jobs", "runner", *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def db(home: Path, sql: str, *params) -> list[tuple]:
+    with sqlite3.connect(home / "aimass.db", timeout=30) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def wait_for(predicate, timeout: float = 300, poll: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture(scope="module")
+def news_csv(tmp_path_factory) -> Path:
+    texts, labels = bbc_sample(per_class=40, chars=300)
+    path = tmp_path_factory.mktemp("jobs") / "news.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("text", "label"), *zip(texts, labels)])
+    return path
+
+
+def submit_train(home: Path, data: Path) -> str:
+    sets = [a for k, v in TRAIN.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    done = aimass(
+        home, "jobs", "submit", "--kind", "train", "--data", str(data), "--name", "news", *sets, "--json"
+    )
+    return json.loads(done.stdout)["id"]
+
+
+def worker(home: Path, job: str, attempt: int) -> int | None:
+    rows = db(home, "select worker_pid from jobs where id=? and attempt=? and status='running'", job, attempt)
+    return rows[0][0] if rows else None
+
+
+def ended(home: Path, job: str) -> str | None:
+    [(status,)] = db(home, "select status from jobs where id=?", job)
+    return status if status in ("succeeded", "failed", "cancelled") else None
+
+
+def checkpoint_epoch(home: Path) -> int:
+    found = list(home.glob("runs/*/checkpoint/checkpoint.json"))
+    return json.loads(found[0].read_text())["epoch"] if found else -1
+
+
+def test_training_job_killed_three_times_resumes_to_the_same_metrics(news_csv, tmp_path):
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    job = submit_train(clean, news_csv)
+    aimass(clean, "jobs", "runner", "--until-idle")
+    reference = json.loads(aimass(clean, "jobs", "show", job, "--json").stdout)
+    assert reference["status"] == "succeeded", reference
+    assert reference["attempt"] == 1
+
+    job = submit_train(killed, news_csv)
+    process = runner(killed)
+    rng = random.Random(7)
+    try:
+        for kill in range(3):
+            # wait for the attempt to be mid-training (past epoch kill-1), then a random moment more
+            wait_for(lambda k=kill: checkpoint_epoch(killed) >= k and worker(killed, job, attempt=k + 1))
+            time.sleep(rng.uniform(0.0, 1.0))
+            [(pid, status)] = db(killed, "select worker_pid, status from jobs where id=?", job)
+            assert status == "running", f"the job ended before kill {kill + 1}"
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda k=kill: db(killed, "select attempt from jobs where id=?", job)[0][0] >= k + 2)
+        result = wait_for(lambda: ended(killed, job), timeout=600)
+    finally:
+        process.kill()
+        process.wait()
+    final = json.loads(aimass(killed, "jobs", "show", job, "--json").stdout)
+    assert result == "succeeded", final
+    assert final["attempt"] == 4
+    kinds = [e["kind"] for e in final["events"]]
+    assert kinds.count("interrupted") == 3 and kinds.count("resumed") == 3
+    assert kinds.count("succeeded") == 1 and kinds[-1] == "succeeded"
+    for key in ("accuracy", "macro_f1"):
+        assert abs(final["result"]["metrics"][key] - reference["result"]["metrics"][key]) <= TOLERANCE
+    assert db(killed, "select count(*) from model_versions") == [(1,)]  # registered once
+    [(path_a,)], [(path_b,)] = (
+        db(clean, "select path from model_versions"),
+        db(killed, "select path from model_versions"),
+    )
+    weights_a = load_file(str(Path(path_a) / "model.safetensors"))
+    weights_b = load_file(str(Path(path_b) / "model.safetensors"))
+    assert weights_a.keys() == weights_b.keys()
+    worst = max(float((weights_a[k].float() - weights_b[k].float()).abs().max()) for k in weights_a)
+    assert worst <= 1e-6, f"resumed weights differ from the uninterrupted run's by {worst}"
+    assert db(killed, "PRAGMA integrity_check") == [("ok",)]
