@@ -301,6 +301,7 @@ def _image_weights(model, folder: Path) -> dict:
         "max_pixels": pixel_limit(),
         "max_bytes": byte_limit(),
         "backbone": model.backbone_,
+        "structure": getattr(model, "structure_", None),  # a distilled/pruned child's smaller stages
     }
     (folder / "preprocessing.json").write_text(json.dumps(prep, indent=2) + "\n")
     return {}

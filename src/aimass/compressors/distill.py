@@ -89,10 +89,14 @@ class Distill(Compressor):
     ``epochs`` (at most 8), ``batch_size`` (16), ``lr`` (2e-4, the top block's), ``seed``.
     """
 
-    tasks = ("text-classification",)
+    tasks = ("text-classification", "image-classification")
     trains = True
 
     def compress(self, model, data):
+        if model.task == "image-classification":  # the fine-tuned top stages lose blocks
+            from aimass.compressors import image_student
+
+            return image_student.distill(model, data, self.settings)
         cfg = settings(Settings, self.settings, self.name)
         deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
         teachers = [model, *_load_teachers(cfg.teachers, model)]

@@ -46,10 +46,14 @@ class Prune(Compressor):
     ``lr`` and ``seed`` as for ``distill``.
     """
 
-    tasks = ("text-classification",)
+    tasks = ("text-classification", "image-classification")
     trains = True
 
     def compress(self, model, data):
+        if model.task == "image-classification":  # expansion channels of the fine-tuned blocks go
+            from aimass.compressors import image_student
+
+            return image_student.prune(model, data, self.settings)
         cfg = settings(Settings, self.settings, self.name)
         deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
         child = student_of(model)

@@ -105,7 +105,10 @@ def run(params: dict, ctx) -> dict:
     command = [sys.executable, params["entry"], *params["args"]]
     done = subprocess.run(command, cwd=params["code_dir"], env=env, stdout=sys.stdout, stderr=sys.stderr)
     if done.returncode != 0:
-        raise ScriptFailed(done.returncode, params["entry"])
+        from aimass.jobs.runner import log_tail
+
+        sys.stdout.flush()
+        raise ScriptFailed(done.returncode, params["entry"], log_tail(ctx.job_id, 15))
     result = {"returncode": 0, "output_dir": str(output)}
     meta = output / "model.json"
     if meta.exists():
@@ -114,8 +117,10 @@ def run(params: dict, ctx) -> dict:
 
 
 class ScriptFailed(Exception):
-    def __init__(self, returncode: int, entry: str):
-        self.returncode, self.entry = returncode, entry
+    """The script exited non-zero; ``tail`` holds the last lines it printed."""
+
+    def __init__(self, returncode: int, entry: str, tail: str = ""):
+        self.returncode, self.entry, self.tail = returncode, entry, tail
         super().__init__(f"{entry} exited with code {returncode}")
 
 

@@ -44,11 +44,19 @@ def failure(exc: BaseException) -> dict:
             "traceback": _tail(exc),
         }
     if isinstance(exc, ScriptFailed):
+        killed_by_oom = exc.returncode == -signal.SIGKILL
+        if killed_by_oom or "MemoryError" in exc.tail or "out of memory" in exc.tail.lower():
+            return {
+                "cause": "out_of_memory",
+                "message": f"{exc.entry} ran out of memory (exit code {exc.returncode}).",
+                "hint": "Use smaller batches or less data per step in the script, or free memory.",
+                "traceback": exc.tail,
+            }
         return {
             "cause": "script_failed",
             "message": f"{exc.entry} exited with code {exc.returncode}.",
-            "hint": "Read the end of `aimass jobs logs JOB` for the script's own error.",
-            "traceback": "",
+            "hint": "The traceback holds the script's last lines; `aimass jobs logs JOB` has them all.",
+            "traceback": exc.tail,
         }
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return {

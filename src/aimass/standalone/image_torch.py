@@ -58,9 +58,10 @@ class ConvBN(nn.Module):
 class MBConv(nn.Module):
     """Inverted residual block: 1x1 expansion, depthwise convolution, 1x1 projection."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int, mid: int | None = None):
         super().__init__()
-        mid = cin * expand
+        self.shape = (cin, cout, kernel, stride, expand)
+        mid = mid or cin * expand  # fewer after pruning
         self.expand = ConvBN(cin, mid, 1) if expand != 1 else nn.Identity()
         self.depthwise = ConvBN(mid, mid, kernel, stride, groups=mid)
         self.project = ConvBN(mid, cout, 1, act=False)
@@ -87,6 +88,14 @@ class EfficientNetLite0(nn.Module):
             cin = cout
         self.stages = nn.ModuleList(stages)
         self.head = ConvBN(cin, 1280, 1)
+
+    def reshape(self, structure: dict) -> None:
+        """A distilled or pruned model's smaller stages: blocks kept per stage, expansion widths."""
+        for stage, keep in structure.get("blocks", {}).items():
+            self.stages[int(stage)] = nn.Sequential(*[self.stages[int(stage)][i] for i in keep])
+        for key, width in structure.get("mid", {}).items():
+            stage, block = (int(part) for part in key.split("."))
+            self.stages[stage][block] = MBConv(*self.stages[stage][block].shape, mid=width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -120,6 +129,7 @@ def load(folder: str | Path = HERE) -> tuple[Classifier, list[str], dict]:
     labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
     net = Classifier(len(labels))
+    net.encoder.reshape(prep.get("structure") or {})
     net.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
     return net.eval(), labels, prep
 

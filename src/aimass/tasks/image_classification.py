@@ -282,24 +282,17 @@ class ImageClassifier(Estimator):
     def _stage_top(self, cfg, pixels, feats, deadline, run_dir, resume, baseline) -> stages.StageResult:
         if not self.unfrozen_:
             return stages.StageResult(skipped="unfreeze=0")
-        net, size, start = self.net_, self.image_size_, self.net_.n_layers - self.unfrozen_
+        net, start = self.net_, self.net_.n_layers - self.unfrozen_
         stages.set_trainable(net, self.unfrozen_)
         top = list(net.encoder.head.parameters())  # the 1x1 conv to the pooled features trains too
         for p in top:
             p.requires_grad_(True)
         generator = torch.Generator().manual_seed(cfg.seed)
         train_px, valid_px = pixels
-        # The frozen stages run once per view and the top trains on their cached output: the
-        # centre crop plus ``augment`` random views (resized crop, flip, colour jitter) of each image,
-        # one drawn at random per image and epoch. Stage 2 then costs only the top stages.
-        lower = self.net_.encoder.fuse_for_inference()
-        views = [lambda b: augment.center(b, size)]
-        views += [lambda b: augment.augment(b, size, generator)] * cfg.augment
-        cached = torch.stack([_lower(lower, net.normalise, train_px, view, start) for view in views])
-        valid = _lower(lower, net.normalise, valid_px, views[0], start)
+        cached, valid = self.stage_inputs(pixels, start, generator)
 
         def forward(index):
-            pick = torch.randint(0, len(views), (len(index),), generator=generator)
+            pick = torch.randint(0, len(cached), (len(index),), generator=generator)
             return net.forward_from(
                 start, cached[pick, index].float().contiguous(memory_format=torch.channels_last)
             )
@@ -335,6 +328,22 @@ class ImageClassifier(Estimator):
         )
         net.eval()
         return result
+
+    def stage_inputs(self, pixels: tuple, start: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the top stages train on: ``[views, N, ...]`` cached outputs of the frozen stages below
+        ``start`` for the training images, and the validation images' centre crops.
+
+        The frozen stages run once per view: the centre crop plus ``augment`` random views (resized
+        crop, flip, colour jitter) of each image; training draws one per image and step, so stage 2
+        costs only the top stages.
+        """
+        size = self.image_size_
+        lower = self.net_.encoder.fuse_for_inference()
+        views = [lambda b: augment.center(b, size)]
+        views += [lambda b: augment.augment(b, size, generator)] * self.augment
+        train_px, valid_px = pixels
+        cached = torch.stack([_lower(lower, self.net_.normalise, train_px, view, start) for view in views])
+        return cached, _lower(lower, self.net_.normalise, valid_px, views[0], start)
 
     def _epoch_seconds(self, train_px, start: int, batch_size: int, forward) -> float:
         """The fastest of three timed training steps (the first also builds kernels) times the steps."""
@@ -434,6 +443,8 @@ class ImageClassifier(Estimator):
         fitted = {
             k: getattr(self, k) for k in ("classes_", "backbone_", "image_size_", "unfrozen_", "data_digest_")
         }
+        if getattr(self, "structure_", None):  # a distilled or pruned child's smaller top stages
+            fitted["structure_"] = self.structure_
         meta = {
             "format": FORMAT,
             "task": self.task,
@@ -458,9 +469,14 @@ class ImageClassifier(Estimator):
                 hint="Retrain the model with this version, or install the version that wrote it.",
             )
         model = cls(**meta["params"])
+        model.structure_ = None
         for key, value in meta["fitted"].items():
             setattr(model, key, value)
         _, encoder = get_backbone(model.backbone_).load()
+        if model.structure_:
+            from aimass.compressors import image_student
+
+            image_student.apply(encoder, model.structure_)  # before the weights: shapes change
         model.net_ = _build(encoder, len(model.classes_), meta["feature_dim"])
         state = {k[4:]: v for k, v in load_file(str(path / "model.safetensors")).items()}
         unknown = set(state) - set(model.net_.state_dict())

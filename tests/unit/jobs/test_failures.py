@@ -39,6 +39,9 @@ def test_failures_explain_themselves(tmp_path, news):
     slow = jobs.submit(
         "custom", {**script(sleepy, "import time; time.sleep(60)\n"), "data": news.id}, timeout_s=2
     )
+    hungry = tmp_path / "hungry"
+    hungry.mkdir()
+    oom = jobs.submit("custom", {**script(hungry, "x = bytearray(1 << 50)\n"), "data": news.id})
     missing = jobs.submit("import", {"path": str(tmp_path / "nowhere.csv")})
     broken = jobs.submit("evaluate", {"model": "no-such-model"})
     run_all()
@@ -47,6 +50,11 @@ def test_failures_explain_themselves(tmp_path, news):
     assert failed["status"] == "failed" and failed["error"]["cause"] == "script_failed"
     assert "exited with code 1" in failed["error"]["message"]
     assert "bad flag --lr" in jobs.logs(failing["id"])  # the script's own error is in the log
+
+    assert "bad flag --lr" in failed["error"]["traceback"]
+    memory = jobs.show(oom["id"])
+    assert memory["status"] == "failed" and memory["error"]["cause"] == "out_of_memory"
+    assert "MemoryError" in memory["error"]["traceback"]
 
     timed_out = jobs.show(slow["id"])
     assert timed_out["status"] == "failed" and timed_out["error"]["cause"] == "timeout"
@@ -60,7 +68,7 @@ def test_failures_explain_themselves(tmp_path, news):
     assert other["status"] == "failed" and other["error"]["cause"] == "not_found"
     assert "no-such-model" in other["error"]["message"]
     assert "Traceback" in other["error"]["traceback"] and "evaluate" in other["error"]["traceback"]
-    for job in (failing, slow, missing, broken):
+    for job in (failing, oom, slow, missing, broken):
         event = last_event(job["id"])
         assert event["kind"] == "failed" and event["message"] and event["hint"]
 
