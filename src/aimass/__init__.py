@@ -11,6 +11,7 @@ without pulling in the training stack.
 __version__ = "0.1.0"
 
 __all__ = [
+    "auto",
     "available_tasks",
     "compress",
     "evaluate",

@@ -264,8 +264,8 @@ def compress(
 
 def auto(path: str | Path, **options) -> dict:
     """Detect the task, search hyper-parameters within a time budget, train, evaluate, compress,
-    register and optionally serve: see :func:`aimass.auto.auto` for the options and the report."""
-    from aimass.auto import auto as run
+    register and optionally serve: see :func:`aimass.autolearn.auto` for the options and the report."""
+    from aimass.autolearn import auto as run
 
     return run(path, **options)
 

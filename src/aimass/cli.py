@@ -264,6 +264,10 @@ from aimass import cli_export  # noqa: E402
 
 cli_export.attach(app)
 
+from aimass import cli_auto  # noqa: E402
+
+cli_auto.attach(app)
+
 from aimass import cli_jobs  # noqa: E402
 
 cli_jobs.attach(app)

@@ -103,7 +103,7 @@ def run_compress(params: dict, ctx) -> dict:
     "auto", "data folder to an evaluated (optionally deployed) model", lambda p: _require(p, "path")
 )
 def run_auto(params: dict, ctx) -> dict:
-    from aimass.auto import auto
+    from aimass.autolearn import auto
 
     settings = dict(params)
     path = settings.pop("path")

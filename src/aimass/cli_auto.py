@@ -1,0 +1,94 @@
+"""``aimass auto``: a thin shell over :func:`aimass.autolearn.auto`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from aimass.shell import JsonFlag, command, emit, err, out, table
+
+
+def attach(app: typer.Typer) -> None:
+    app.command()(auto)
+
+
+@command
+def auto(
+    path: Annotated[
+        str, typer.Argument(help="A CSV/TSV/JSONL table, or a folder or archive of texts/images.")
+    ],
+    time_budget: Annotated[
+        str, typer.Option(help="Wall time for everything, e.g. 5m, 300s, 1h (search, training, compression).")
+    ] = "10m",
+    deploy: Annotated[
+        bool, typer.Option(help="Point production at the chosen version and serve it on 127.0.0.1.")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="Model name (default: the data's name).")] = None,
+    seed: int = 0,
+    as_json: JsonFlag = False,
+):
+    """Detect the task, search hyper-parameters within the budget, train, evaluate, compress, register."""
+    from aimass.autolearn import auto as run
+
+    def tell(fraction: float, message: str) -> None:
+        err.print(f"[dim]{fraction:4.0%}[/] {message}")
+
+    report = run(
+        path,
+        time_budget=time_budget,
+        name=name,
+        deploy=deploy,
+        seed=seed,
+        progress=not as_json,
+        on_progress=None if as_json else tell,
+    )
+    emit(report, as_json, render)
+
+
+def render(report: dict) -> None:
+    m = report["metrics"]
+    out.print(
+        f"[bold green]{report['model']}[/] ({report['task']}) in {report['wall_s']:.0f}s of a "
+        f"{report['budget_s']:.0f}s budget: test accuracy {m['accuracy']:.4f}, macro-F1 "
+        f"{m['macro_f1']:.4f} (n={m['n']})"
+    )
+    d = report["dataset"]
+    out.print(f"data: {d['name']} ({d['id']}), {d['rows']:,} rows, {d['rejects']:,} rejected")
+    rows = [{**c, "value": _short(c["value"])} for c in report["choices"]]
+    out.print(table(rows, ["what", "value", "why"], title="What auto chose and why"))
+    out.print(_search_line(report["search"]))
+    out.print(f"compression ({report['compression']['method']}): {report['compression']['reason']}")
+    dep = report["deployed"]
+    if dep and dep.get("error"):
+        out.print(f"[red]not deployed[/]: {dep['error']['message']} (hint: {dep['error']['hint']})")
+    elif dep:
+        out.print(
+            f"deployed {dep['alias']} -> {dep['ref']} at {dep['server']}; it answered {dep['prediction']!r}"
+        )
+    else:
+        out.print("not deployed: `aimass serve` (or `aimass auto ... --deploy`) serves it")
+    out.print(f"endpoint: {report['endpoint']}")
+    out.print(f"try it:   {report['curl']}")
+    out.print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items()))
+
+
+def _search_line(search: dict) -> str:
+    if search.get("skipped"):
+        return f"search: skipped ({search['skipped']})"
+    proposal = search["lr_range_test"]["suggested_lr_body"]
+    best = search["best_valid_macro_f1"]
+    score = "n/a" if best is None else f"{best:.4f}"
+    return (
+        f"search: {search['trials']} trials ({search['pruned']} pruned) on {search['subsample']} rows x "
+        f"{search['epochs_per_trial']} epochs; LR range test proposed lr_body "
+        f"{'nothing' if proposal is None else f'{proposal:.2g}'}; best valid macro-F1 {score} with "
+        f"{_short(search['best_params'])}"
+    )
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)[:120]
+    return str(value)
