@@ -49,6 +49,8 @@ SUBCLASSES = [
     errors.TooManyRequests,
     errors.Unavailable,
     errors.DeadlineExceeded,
+    errors.IntegrityError,
+    errors.JobError,
 ]
 
 
@@ -67,6 +69,8 @@ def test_subclasses_have_distinct_stable_codes():
         "TooManyRequests": "too_many_requests",
         "Unavailable": "unavailable",
         "DeadlineExceeded": "timeout",
+        "IntegrityError": "integrity_error",
+        "JobError": "job_error",
     }
     assert len(set(codes.values())) == len(codes)
     for cls in SUBCLASSES:
