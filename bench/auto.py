@@ -11,8 +11,10 @@ Rows (each with its bar, PASS/FAIL), every command a subprocess on a fresh, empt
    image-classification`` with the default settings (300 s budget) vs ``aimass auto FOLDER
    --time-budget 8m``. Bars: auto's test accuracy >= the default's, wall <= 8 min + 10%.
 
-Both systems import the same data with the same seed, so they share the test split. ``accuracy`` is
-the test accuracy of the model each trained; auto's note also gives its served version (the
+Both systems import the same data with the same seed, so they share the test split. Each row
+records the CPU other processes used while it ran (``other_cores``); on a shared machine a busy row
+is slower, and a time-budgeted run then trains fewer epochs, so its accuracy is not comparable.
+``accuracy`` is the test accuracy of the model each trained; auto's note also gives its served version (the
 ``onnx-int8`` child when it passed the gate).
 
 Usage::
@@ -53,17 +55,41 @@ PARTS = {
 console = Console(width=220)
 
 
+BUSY: dict[str, float] = {}  # core-seconds other processes used while each command ran
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def aimass(home: Path, *args: str) -> tuple[dict, float]:
-    """``python -m aimass ARGS --json`` on ``home``; its JSON answer and wall seconds."""
+    """``python -m aimass ARGS --json`` on ``home``; its JSON answer and wall seconds. What the rest
+    of the machine used meanwhile (busy CPU minus the command's own) goes to ``BUSY``: on a
+    shared machine that explains slow or odd rows."""
     env = {**os.environ, "AIMASS_HOME": str(home), "COLUMNS": "200"}
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "aimass", *args, "--json"], env=env, capture_output=True, text=True
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        machine, started = busy_seconds(), time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aimass", *args, "--json"], env=env, stdout=out, stderr=err
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        BUSY[args[0]] = max(0.0, busy_seconds() - machine - usage.ru_utime - usage.ru_stime)
+        out.seek(0), err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"aimass {' '.join(args)} failed ({proc.returncode}): {err.read()[-2000:]}")
+        return json.loads(out.read()), wall
+
+
+def busy_note(commands: list[str], wall: float) -> tuple[float, str]:
+    """Other processes' CPU while ``commands`` ran, in cores on average, and a note when it matters."""
+    cores = sum(BUSY.get(c, 0.0) for c in commands) / max(1.0, wall)
+    return round(cores, 2), (
+        f"; MACHINE BUSY: other work used {cores:.2f} cores on average" if cores > 0.2 else ""
     )
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"aimass {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout), wall
 
 
 def data_folder(part: str, work: Path) -> Path:
@@ -82,6 +108,7 @@ def default_row(part: str, folder: Path, work: Path) -> dict:
     imported, import_s = aimass(home, "data", "import", str(folder))
     result, train_s = aimass(home, "train", "--data", imported["id"], "--task", task)
     stages = ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items())
+    cores, busy = busy_note(["data", "train"], import_s + train_s)
     return {
         "part": part,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -92,7 +119,8 @@ def default_row(part: str, folder: Path, work: Path) -> dict:
         "wall_s": import_s + train_s,
         "bar": "reference",
         "status": "-",
-        "note": f"import {import_s:.1f}s + train {train_s:.1f}s; stages (s): {stages}",
+        "note": f"import {import_s:.1f}s + train {train_s:.1f}s; stages (s): {stages}{busy}",
+        "other_cores": cores,
         "dataset_id": imported["id"],
         "stages": result["stages"],
     }
@@ -115,6 +143,7 @@ def auto_row(part: str, folder: Path, work: Path, reference: dict) -> dict:
     ]
     if served is not None:
         note.insert(2, f"served {report['chosen']}: accuracy drop {served['accuracy_drop_points']:.2f} pts")
+    cores, busy = busy_note(["auto"], wall)
     return {
         "part": part,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -125,7 +154,8 @@ def auto_row(part: str, folder: Path, work: Path, reference: dict) -> dict:
         "wall_s": wall,
         "bar": f"acc >= default ({reference['accuracy']:.4f}) and wall <= {max_wall:.0f}s",
         "status": "PASS" if ok else "FAIL",
-        "note": "; ".join(note),
+        "note": "; ".join(note) + busy,
+        "other_cores": cores,
         "dataset_id": report["dataset"]["id"],
         "report": report,
     }

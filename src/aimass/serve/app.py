@@ -61,7 +61,10 @@ def create_app(
     async def flush_usage():
         while True:
             await asyncio.sleep(2)
-            await asyncio.to_thread(meter.flush)
+            try:
+                await asyncio.to_thread(meter.flush)
+            except Exception as exc:  # kept in the tally; the next tick retries
+                log.warning("usage not written yet, will retry: %s", exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

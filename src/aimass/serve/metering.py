@@ -33,11 +33,24 @@ class Meter:
             row[2] += compute_ms
 
     def flush(self) -> int:
-        """Write the tally to the database; returns how many rows it touched."""
+        """Write the tally to the database; returns how many rows it touched. If the write fails
+        (e.g. the database is busy) the tally is kept for the next flush and the error re-raised."""
         with self._lock:
             tally, self._tally = self._tally, defaultdict(lambda: [0, 0, 0.0])
         if not tally:
             return 0
+        try:
+            self._write(tally)
+        except Exception:
+            with self._lock:  # nothing metered is lost: fold it back into the current tally
+                for where, (requests, items, ms) in tally.items():
+                    row = self._tally[where]
+                    row[0], row[1], row[2] = row[0] + requests, row[1] + items, row[2] + ms
+            raise
+        return len(tally)
+
+    @staticmethod
+    def _write(tally: dict) -> None:
         with session() as s, s.begin():
             for (key_id, model, minute), (requests, items, ms) in tally.items():
                 row = s.scalar(
@@ -53,7 +66,6 @@ class Meter:
                 row.requests += int(requests)
                 row.items += int(items)
                 row.compute_ms += float(ms)
-        return len(tally)
 
 
 def usage(key: str | None = None, since: str | None = None) -> list[dict]:

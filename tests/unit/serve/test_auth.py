@@ -84,3 +84,22 @@ def test_meter_folds_requests_into_minutes_per_key_and_model():
     assert metering.usage(since="2999-01-01") == []
     with pytest.raises(ConfigError, match="ISO"):
         metering.usage(since="yesterday")
+
+
+def test_meter_keeps_the_tally_when_the_database_write_fails():
+    import sqlite3
+
+    db = sqlite3.connect(paths.home() / "aimass.db")
+    metering.usage()  # creates the tables
+    meter = metering.Meter()
+    meter.add("k9", "flaky", 2, 5.0)
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON usage BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    db.commit()
+    with pytest.raises(Exception, match="refused"):
+        meter.flush()
+    meter.add("k9", "flaky", 1, 1.0)  # a request served while the database refused
+    db.execute("DROP TRIGGER refuse")
+    db.commit()
+    assert meter.flush() == 1
+    (row,) = metering.usage(key="k9")
+    assert (row["requests"], row["items"], row["compute_ms"]) == (2, 3, 6.0)
