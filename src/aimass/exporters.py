@@ -226,8 +226,10 @@ def _onnx_files(model, folder: Path) -> dict:
     ``lexical_weight.npy``) so that the folder needs no safetensors package."""
     from safetensors.numpy import load_file
 
+    from aimass.compressors.onnx import stored_calibration
+
     work = folder / ".onnx"
-    report = model.export_onnx(work)
+    report = model.export_onnx(work, **stored_calibration(getattr(model, "data_digest_", None)))
     for path in sorted(work.iterdir()):
         if path.suffix == ".safetensors":
             for key, array in load_file(str(path)).items():

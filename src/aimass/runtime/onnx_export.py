@@ -1,4 +1,5 @@
-"""Export a torch module to ONNX, quantise it to int8, open an inference session.
+"""Export a torch module to ONNX, quantise it to int8 (dynamically, or statically from calibration
+inputs), open an inference session.
 
 Used by the serving engine at deploy time and by compression/export: one exporter.
 """
@@ -6,6 +7,7 @@ Used by the serving engine at deploy time and by compression/export: one exporte
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -44,6 +46,51 @@ def quantize_int8(source: Path, target: Path) -> Path:
     quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
     os.replace(tmp, target)
     return target
+
+
+def quantize_static_int8(source: Path, target: Path, feeds: list[dict[str, np.ndarray]]) -> Path:
+    """Static int8 quantisation: weights int8 per output channel, activations uint8 with ranges
+    taken (min/max) from running ``feeds`` (the graph's real inputs) through the float graph, after
+    onnxruntime's pre-processing (shape inference and graph optimisation).
+
+    Measured on EfficientNet-Lite0 (Fashion-MNIST, 128 px, one thread): min/max calibration is as
+    accurate as entropy and more than percentile, in a fifth of the time and memory; int8
+    activations are as accurate but run no faster than float (no s8s8 fast path on x86). The
+    QOperator form is used rather than QDQ: the same accuracy, 12-27% faster on CPU, because
+    onnxruntime's CPU QDQ fusions leave the "same" padding before each stride-2 convolution in
+    float (dequantise, pad, quantise) where QOperator pads the uint8 tensor.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not feeds:
+        raise ValueError("static quantisation needs at least one calibration input")
+    tmp = target.with_suffix(".tmp.onnx")
+    with tempfile.TemporaryDirectory(prefix="aimass-quant-") as work:
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(tmp),
+            _Feeds(feeds),
+            quant_format=QuantFormat.QOperator,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    os.replace(tmp, target)
+    return target
+
+
+class _Feeds:
+    """The calibration reader onnxruntime asks for: ``get_next()`` gives one input dict, then None."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._feeds = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
 
 
 def session(path: Path, threads: int | None = None):

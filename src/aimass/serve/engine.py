@@ -368,7 +368,9 @@ def exported(record, spec) -> dict:
     model = spec.estimator.load(registry.open_folder(record))
     tmp = folder.with_name(f"onnx.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    report = model.export_onnx(tmp)
+    from aimass.compressors.onnx import stored_calibration
+
+    report = model.export_onnx(tmp, **stored_calibration(record.dataset_digest))
     try:
         os.replace(tmp, folder)
     except OSError:  # another process exported it meanwhile

@@ -1,5 +1,5 @@
-"""ONNX export of an image model: same answers as torch, int8 smaller, a runtime without torch,
-and the serving path (handler + model worker process) on it."""
+"""ONNX export of an image model: same answers as torch, int8 smaller and statically calibrated, a
+runtime without torch, and the serving path (handler + model worker process) on it."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 from PIL import Image
 
 from aimass.errors import DataError, TooLargeError
 from aimass.runtime.image import ImageRuntime
+from aimass.runtime.image_export import check_images
 from aimass.tasks import get_task
 
 
@@ -63,6 +65,23 @@ def test_export_matches_torch_and_int8_is_smaller(exported, digits):
     want = model.predict_proba(items)
     assert np.abs(runtime.predict_proba(items, batch_size=4) - want).max() < 1e-4
     assert runtime.predict(items) == model.predict(items)
+
+
+def test_int8_is_static_and_gives_torchs_labels_on_images_it_was_not_calibrated_on(digits, tmp_path):
+    """Every convolution runs in int8 (activations calibrated on half the digits, as the onnx-int8
+    compressor calibrates on training images); on the other half and the check images the int8
+    graph picks torch's label for all but at most one image, with probabilities within 0.1."""
+    model, images = digits
+    calibrate, held_out = images[::2], images[1::2] + check_images()
+    model.export_onnx(tmp_path, images=calibrate)
+    meta = json.loads((tmp_path / "runtime.json").read_text())["int8"]
+    assert meta["method"] == "static" and meta["calibration_images"] == len(calibrate) + len(check_images())
+    ops = {node.op_type for node in onnx.load(tmp_path / "model.int8.onnx").graph.node}
+    assert "QLinearConv" in ops and "Conv" not in ops and "ConvInteger" not in ops
+    want = model.predict_proba(held_out)
+    got = ImageRuntime(tmp_path, int8=True).predict_proba(held_out)
+    assert np.sum(got.argmax(1) != want.argmax(1)) <= 1
+    assert np.abs(got - want).max() < 0.1
 
 
 def test_paths_and_errors_as_in_torch(exported, digits, tmp_path, monkeypatch):
