@@ -1,0 +1,134 @@
+"""Serving the chosen version on 127.0.0.1, and the run's report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from aimass.autolearn.run import _Run
+
+
+# ==================================================================== deploy
+def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
+    """Point ``production`` at ``ref``, serve it on 127.0.0.1 (reusing a running server) and ask it once."""
+    from aimass import client
+    from aimass.errors import AimassError
+    from aimass.store import registry
+
+    url, info = client.server_url(), {"alias": f"{name}@production", "ref": ref}
+    with run.phase("deploy", 0.95, "deploying on 127.0.0.1"):
+        registry.set_alias(ref, "production")
+        try:
+            started = None
+            if _ready(url):
+                client.call("POST", "/v1/services", json={"model": f"{name}@production"}, server=url)
+            else:
+                started = _start_server(url)
+            answer = client.call("POST", f"/v1/models/{name}/predict", json=_sample(tuner, ds), server=url)
+        except AimassError as exc:  # the model is registered and promoted: report, do not lose the run
+            run.choose("deployment", None, f"failed: {exc.message} ({exc.hint or 'see logs/server.log'})")
+            return {**info, "server": url, "error": exc.to_dict()}
+    run.choose("deployment", f"{url} ({info['alias']})", "production points at the served version")
+    label = answer["predictions"][0]["label"]
+    return {**info, "server": url, "started_pid": started, "prediction": label}
+
+
+def _ready(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start_server(url: str, wait_s: float = 180.0) -> int:
+    """``aimass serve`` in the background on 127.0.0.1 (never another interface); its pid."""
+    import subprocess
+    from urllib.parse import urlparse
+
+    from aimass import paths
+    from aimass.errors import Unavailable
+
+    where = urlparse(url)
+    if where.hostname not in ("127.0.0.1", "localhost"):
+        raise Unavailable(
+            f"No aimass server answers at {url}.", hint="Start it there, or unset AIMASS_SERVER."
+        )
+    port = str(where.port or 8000)
+    with open(paths.subdir("logs") / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aimass", "serve", "--host", "127.0.0.1", "--port", port],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    (paths.home() / "server.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Unavailable(
+                f"The server exited early (code {proc.returncode}).",
+                hint=f"See {paths.home() / 'logs' / 'server.log'}.",
+            )
+        if _ready(url):
+            return proc.pid
+        time.sleep(0.5)
+    raise Unavailable(f"The server did not become ready within {wait_s:.0f}s.", hint="See logs/server.log.")
+
+
+def _sample(tuner, ds) -> dict:
+    """One real held-out input as a request body."""
+    import base64
+
+    item = ds.inputs("test")[0]
+    if tuner.items == "images":
+        return {"inputs": [base64.b64encode(Path(item).read_bytes()).decode()]}
+    return {"inputs": [item[:300]]}
+
+
+def _curl(url: str, name: str, tuner, ds) -> str:
+    if tuner.items == "images":
+        body = '{"inputs": ["\'"$(base64 -w0 IMAGE.png)"\'"]}'
+    else:
+        text = " ".join(ds.inputs("test")[0].split()[:12]).replace("'", "")
+        body = json.dumps({"inputs": [text]}, ensure_ascii=False)
+    return (
+        f"curl -s {url}/v1/models/{name}/predict -H 'Content-Type: application/json' "
+        f"-H \"Authorization: Bearer $AIMASS_API_KEY\" -d '{body}'"
+    )
+
+
+# ==================================================================== report
+def _report(run: _Run, task, ds, record, report, compression, chosen, served, tuner) -> dict:
+    from aimass import client
+
+    summary = ds.summary()
+    url = client.server_url()
+    out = {
+        "task": task,
+        "dataset": {
+            "id": ds.id,
+            "name": ds.name,
+            "rows": summary["rows"],
+            "rejects": summary["rejects"],
+            "splits": summary["splits"],
+        },
+        "choices": run.choices,
+        "search": run.search,
+        "metrics": {k: report[k] for k in ("accuracy", "macro_f1", "n") if k in report},
+        "model": record.ref,
+        "chosen": chosen,
+        "compression": compression,
+        "deployed": served,
+        "endpoint": f"{url}/v1/models/{record.name}/predict",
+        "curl": _curl(url, record.name, tuner, ds),
+        "budget_s": run.total,
+        "wall_s": round(run.elapsed(), 1),
+        "timings": run.timings,
+    }
+    (Path(record.path) / "auto_report.json").write_text(json.dumps(out, indent=2, default=str))
+    run.tell(1.0, f"done: {record.ref} in {out['wall_s']:.0f}s")
+    return out

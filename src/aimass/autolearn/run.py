@@ -1,0 +1,120 @@
+"""One run's clock and phases, the up-front budget check, task detection, naming and import."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from aimass.autolearn.settings import GENERIC_NAMES, TABLE_SUFFIXES
+from aimass.autolearn.tuners import Count
+from aimass.errors import ConfigError, DataError
+
+
+# ==================================================================== budget and phases
+class _Run:
+    """The clock, the phase timings, the choices made and the progress callback of one run."""
+
+    def __init__(self, total, on_progress, progress, seed, deploy_s):
+        self.total, self.on_progress, self.progress, self.seed = total, on_progress, progress, seed
+        self.deploy_s = deploy_s  # what deployment is given in the plan (0 without it)
+        self.started = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self.choices: list[dict] = []
+        self.search: dict = {}
+        self.plan = None  # a Plan, once the data is known
+        self.margin_s = 2.0 + min(6.0, 0.03 * (total or 0))  # bookkeeping and timing noise
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def left(self) -> float:
+        return self.total - self.elapsed()
+
+    def choose(self, what: str, value, why: str) -> None:
+        self.choices.append({"what": what, "value": value, "why": why})
+
+    def tell(self, fraction: float, message: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(round(min(1.0, max(0.0, fraction)), 3), message)
+
+    @contextmanager
+    def phase(self, name: str, fraction: float, message: str):
+        self.tell(fraction, message)
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.monotonic() - began, 2)
+
+
+def check_budget(tuner, count: Count, seconds: float) -> None:
+    """Raise ConfigError when ``seconds`` cannot cover the encoder pass, a head and the evaluation."""
+    need = tuner.minimum_seconds(count)
+    if seconds >= need:
+        return
+    useful = tuner.useful_seconds(count)
+    raise ConfigError(
+        f"A {_duration(seconds)} budget is too small for {count.items:,} {tuner.items}: embedding "
+        f"them with the frozen backbone, fitting a head and evaluating need about {_duration(need)}.",
+        hint=f"Pass --time-budget {_budget_arg(need)} or more; about {_budget_arg(useful)} leaves time "
+        "to search hyper-parameters and fine-tune the top blocks.",
+    )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _budget_arg(seconds: float) -> str:
+    """A round value for ``--time-budget``: 30 s steps up to 5 min, whole minutes after."""
+    if seconds <= 300:
+        return f"{int(math.ceil(seconds / 30) * 30)}s"
+    return f"{int(math.ceil(seconds / 60))}m"
+
+
+# ==================================================================== task detection
+def detect_task(path) -> tuple[str, str]:
+    """``(task, why)`` from the data's layout; a clear DataError when the layout names no task.
+
+    A folder, archive or ``path,label`` manifest of images is image classification; a CSV, TSV or
+    JSONL table (a text column is found at import) or a folder of class sub-folders holding .txt
+    files is text classification.
+    """
+    from aimass.data import looks_like_images
+
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise DataError(f"{source} does not exist.", where=str(source), hint="Check the path.")
+    if looks_like_images(source):
+        kind = "an archive" if source.is_file() else "a folder"
+        return "image-classification", f"{kind} of images (class sub-folders or a path,label manifest)"
+    if source.is_file() and source.suffix.lower() in TABLE_SUFFIXES:
+        return "text-classification", f"a {source.suffix.lower()[1:].upper()} table (text and label columns)"
+    if source.is_dir() and next(source.rglob("*.txt"), None) is not None:
+        return "text-classification", "a folder of class sub-folders holding .txt files"
+    raise DataError(
+        f"Cannot tell the task from {source}: it is neither a table nor a folder of texts or images.",
+        where=str(source),
+        hint="Pass a CSV/TSV/JSONL file with text and label columns, a folder of class sub-folders "
+        "(of .txt files or of images), or a .zip/.tar.gz of images.",
+    )
+
+
+def _model_name(name: str | None, source: Path) -> str:
+    from aimass.store import registry
+
+    if name is None:
+        stem = source.name.split(".")[0] if source.is_file() else source.name
+        if stem.lower() in GENERIC_NAMES and source.parent.name:
+            stem = source.parent.name
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:100] or "model"
+    return registry.check_name(name)
+
+
+def _import(source: Path, name: str, seed: int):
+    from aimass import api
+
+    return api.import_dataset(source, name=name, seed=seed)
