@@ -28,9 +28,11 @@ Prints one table, writes ``bench/results/auto.json`` and exits 0 whatever the ba
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -221,6 +223,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", action="append", choices=tuple(PARTS))
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="aimass-bench-auto-"))
+    atexit.register(shutil.rmtree, work, True)  # models, data, backbone copies
     started = time.perf_counter()
     rows: list[dict] = []
     parts = args.only or list(PARTS)

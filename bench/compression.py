@@ -32,8 +32,10 @@ Prints one table, writes ``bench/results/compression.json``; exits 1 when a bar 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -90,6 +92,7 @@ def run(methods: dict[str, list[str]]) -> dict:
     from aimass.store import registry
 
     work = Path(tempfile.mkdtemp(prefix="aimass-compression-"))
+    atexit.register(shutil.rmtree, work, True)  # models, data, backbone copies
     os.environ["AIMASS_HOME"] = str(work / "home")
     refs = parents(work, list(methods))
     results = []

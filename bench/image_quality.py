@@ -24,9 +24,11 @@ Prints one table, writes ``bench/results/image_quality.json`` and exits 0 whatev
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -207,6 +209,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     parts = args.only or ["features", "fashion"]
     work = Path(tempfile.mkdtemp(prefix="aimass-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # models, data, backbone copies
     os.environ["AIMASS_HOME"] = str(work / "home")
     started = time.perf_counter()
     rows: list[dict] = []

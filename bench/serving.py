@@ -14,10 +14,12 @@ ONNX worker answers its first request.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -212,6 +214,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", action="append", help="run only systems whose name contains this")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="aimass-serving-"))
+    atexit.register(shutil.rmtree, work, True)  # models, data, backbone copies
     os.environ["AIMASS_HOME"] = str(work / "home")
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     ref, folder = train(work)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SESSION_HOME = Path(os.environ.get("AIMASS_TEST_HOME") or tempfile.mkdtemp(prefix="aimass-test-"))
 os.environ["AIMASS_HOME"] = str(SESSION_HOME)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the session's AIMASS_HOME (about 1 GB of models and backbones) unless the caller
+    chose it with AIMASS_TEST_HOME."""
+    if not os.environ.get("AIMASS_TEST_HOME"):
+        shutil.rmtree(SESSION_HOME, ignore_errors=True)
 
 
 def bbc_sample(per_class: int = 16, chars: int = 600) -> tuple[list[str], list[str]]:

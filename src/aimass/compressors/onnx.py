@@ -12,6 +12,7 @@ import importlib
 import random
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 from aimass.compressors import Compressor, register_compressor
@@ -32,6 +33,7 @@ class Onnx(Compressor):
                 f"{type(model).__name__} has no ONNX export.", hint="Use --method int8-dynamic."
             )
         folder = Path(tempfile.mkdtemp(prefix="aimass-onnx-"))
+        weakref.finalize(model, shutil.rmtree, folder, True)  # the staging goes with the model
         model.export_onnx_report_ = model.export_onnx(folder / "onnx", **calibration(data))
         model.onnx_staged_ = folder / "onnx"
         return self.restore(model, folder)

@@ -153,3 +153,14 @@ def test_a_training_method_never_learns_from_the_evaluation_data(small_model, bb
     record = api.register(small_model, "cmp-no-dataset")  # fitted on texts, not on a stored dataset
     with pytest.raises(NotFoundError, match="is gone"):
         api.compress(record.ref, "distill", data=bbc_csv)
+
+
+def test_the_onnx_staging_folder_goes_away_with_the_model(parent):
+    import gc
+
+    model = get_compressor("onnx").compress(api.load(parent.ref), None)
+    staging = Path(model.onnx_staged_).parent
+    assert (staging / "onnx").is_dir() and model.predict(["stocks fell sharply"])
+    del model
+    gc.collect()
+    assert not staging.exists()
