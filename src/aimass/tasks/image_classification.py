@@ -49,6 +49,7 @@ class Config(BaseModel):
     epochs_top: int | None = Field(default=None, ge=0, le=100)
     augment: int = Field(default=2, ge=0, le=8)
     tta: bool = False
+    average: float = Field(default=2.0, ge=0, le=20)
     lr_head: float = Field(default=3e-3, gt=0, lt=1)
     lr_body: float = Field(default=2e-3, gt=0, lt=1)
     batch_size: int = Field(default=32, ge=2, le=1024)
@@ -168,6 +169,8 @@ class ImageClassifier(Estimator):
         augment: how many random views (resized crop, flip, colour jitter) of each training image
             stage 2 draws from, besides the centre crop (0 = centre crops only).
         tta: average the predictions of the image and its mirror image.
+        average: stage 2 validates and keeps a moving average of the weights over about this many
+            epochs rather than the last step's weights (0 = off).
         lr_head, lr_body: peak learning rates of the head and the top stage.
         batch_size: stage-2 batch size.
         seed: makes splits, initialisation, augmentation and shuffling repeatable.
@@ -184,6 +187,7 @@ class ImageClassifier(Estimator):
         epochs_top=None,
         augment=2,
         tta=False,
+        average=2.0,
         lr_head=3e-3,
         lr_body=2e-3,
         batch_size=32,
@@ -196,6 +200,7 @@ class ImageClassifier(Estimator):
         self.epochs_top = epochs_top
         self.augment = augment
         self.tta = tta
+        self.average = average
         self.lr_head = lr_head
         self.lr_body = lr_body
         self.batch_size = batch_size
@@ -325,6 +330,7 @@ class ImageClassifier(Estimator):
             forward=forward,
             forward_eval=forward_eval,
             head_params=list(net.head.dense.parameters()) + top,
+            average=cfg.average,
         )
         net.eval()
         return result

@@ -52,6 +52,7 @@ class Config(BaseModel):
     lr_body: float = Field(default=1e-4, gt=0, lt=1)
     batch_size: int = Field(default=16, ge=1, le=1024)
     pair_steps: int | Literal["auto"] = "auto"
+    average: float = Field(default=0.0, ge=0, le=20)
     seed: int = 0
 
 
@@ -120,6 +121,8 @@ class TextClassifier(Estimator):
         batch_size: stage-2 batch size.
         pair_steps: steps of contrastive pair training (SetFit-style) before the head on few-shot
             data; ``auto``: 80 (within 90% of the time left) for few-shot data, 0 otherwise.
+        average: stage 2 validates and keeps a moving average of the weights over about this many
+            epochs rather than the last step's weights (0 = off).
         seed: makes splits, initialisation and shuffling repeatable.
     """
 
@@ -137,6 +140,7 @@ class TextClassifier(Estimator):
         lr_body=1e-4,
         batch_size=16,
         pair_steps="auto",
+        average=0.0,
         seed=0,
     ):
         self.backbone = backbone
@@ -149,6 +153,7 @@ class TextClassifier(Estimator):
         self.lr_body = lr_body
         self.batch_size = batch_size
         self.pair_steps = pair_steps
+        self.average = average
         self.seed = seed
 
     # ----------------------------------------------------------------- fit
@@ -285,6 +290,7 @@ class TextClassifier(Estimator):
             baseline=baseline,
             checkpoint_dir=ckpt,
             resume=resume,
+            average=cfg.average,
         )
         self.net_.eval()
         return result

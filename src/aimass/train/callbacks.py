@@ -42,6 +42,44 @@ class BestKeeper:
             loop.model.load_state_dict(self.state, strict=False)
 
 
+class WeightAverage:
+    """An exponential moving average of the trainable weights (and their BatchNorm statistics),
+    updated every step over a horizon of about ``steps`` steps. Validation sees the average, so
+    :class:`BestKeeper` (listed before this callback) keeps the best *averaged* weights; training
+    goes on from the raw ones. With ``keep=True`` (no keeper) the average is the final model.
+
+    The average is not checkpointed: a resumed run restarts it from the restored weights."""
+
+    def __init__(self, steps: float, keep: bool = False):
+        self.decay, self.keep, self.shadow, self.raw = 1.0 - 1.0 / max(1.0, steps), keep, None, None
+
+    def before_fit(self, loop) -> None:
+        self.shadow = trainable_state(loop.model)
+
+    def after_batch(self, loop) -> None:
+        current = loop.model.state_dict(keep_vars=True)
+        with torch.no_grad():
+            for name, avg in self.shadow.items():
+                value = current[name].detach()
+                if avg.is_floating_point():
+                    avg.lerp_(value, 1.0 - self.decay)
+                else:
+                    avg.copy_(value)
+
+    def before_validate(self, loop) -> None:
+        self.raw = trainable_state(loop.model)
+        loop.model.load_state_dict(self.shadow, strict=False)
+
+    def after_epoch(self, loop) -> None:
+        if self.raw is not None:
+            loop.model.load_state_dict(self.raw, strict=False)
+            self.raw = None
+
+    def after_fit(self, loop) -> None:
+        if self.keep:
+            loop.model.load_state_dict(self.shadow, strict=False)
+
+
 class EarlyStopping:
     """Stop when ``monitor`` has not improved for ``patience`` epochs, counted from epoch
     ``start`` on (epochs of a learning-rate warm-up are often worse and should not stop the run)."""

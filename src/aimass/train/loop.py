@@ -1,7 +1,7 @@
 """A small training loop that fires events; everything optional is a callback.
 
 Events, in order: ``before_fit``, ``before_epoch``, ``after_batch`` (per step),
-``after_epoch`` (after validation; ``loop.metrics`` is set), ``after_fit``.
+``before_validate``, ``after_epoch`` (after validation; ``loop.metrics`` is set), ``after_fit``.
 A callback stops training by setting ``loop.stop = True`` (in ``before_epoch``: that epoch
 does not run).
 
@@ -59,6 +59,7 @@ class Loop:
             if self.stop:  # e.g. TimeBudget: this epoch would not finish in time
                 break
             self._train_epoch()
+            self.fire("before_validate")
             self.model.eval()
             with torch.inference_mode():
                 self.metrics = self.validate()

@@ -33,6 +33,7 @@ from aimass.train.callbacks import (
     EarlyStopping,
     History,
     TimeBudget,
+    WeightAverage,
     restore,
     trainable_state,
 )
@@ -201,6 +202,7 @@ def fit_top(
     forward_eval=None,
     head_params=None,
     loss=None,
+    average: float | None = None,
 ) -> StageResult:
     """Stage 2: unfreeze the top ``n_top`` blocks; one-cycle, discriminative LRs, early stop.
 
@@ -211,6 +213,8 @@ def fit_top(
     inputs change every epoch (image augmentation) passes its own. ``head_params`` (default: the
     head's dense layer) get ``lr_head``. ``loss(logits, index)`` replaces the cross-entropy on
     ``train.y`` (distillation adds the teacher's soft targets of the rows ``index``).
+    ``average`` (epochs) validates and keeps a moving average of the weights over about that many
+    epochs instead of the raw weights (:class:`WeightAverage`).
     """
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -247,6 +251,9 @@ def fit_top(
     warmup = int(np.ceil(0.6 * epochs))  # one-cycle gains come as the rate anneals: judge late epochs
     stopper = EarlyStopping(patience=2, start=warmup)
     callbacks = [history, keeper, stopper] if valid is not None else [history]
+    if average:
+        per_epoch = np.ceil(len(train) / batch_size)
+        callbacks.append(WeightAverage(average * per_epoch, keep=valid is None))
     if deadline is not None:
         callbacks.append(TimeBudget(deadline))
     if checkpoint_dir is not None:

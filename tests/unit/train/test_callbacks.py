@@ -13,6 +13,7 @@ from aimass.train.callbacks import (
     EarlyStopping,
     History,
     TimeBudget,
+    WeightAverage,
     restore,
     trainable_state,
 )
@@ -56,6 +57,43 @@ def sgd_loop(model, validate, callbacks, lr=0.1) -> Loop:
 
 def states_equal(a: dict, b: dict, atol: float = 0.0) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
+
+
+# -- WeightAverage ------------------------------------------------------------------------------------
+
+
+class StepRecorder:
+    def __init__(self):
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def after_batch(self, loop) -> None:
+        self.states.append(trainable_state(loop.model))
+
+
+def test_weight_average_is_the_moving_average_of_every_step_and_becomes_the_model():
+    model, steps, seen = make_model(), StepRecorder(), []
+    expected = trainable_state(model)
+    average = WeightAverage(steps=4, keep=True)
+    validate = lambda: seen.append(trainable_state(model)) or {}  # noqa: E731
+    sgd_loop(model, validate, [steps, average]).fit(2)
+    for state in steps.states:  # decay 1 - 1/4 over the raw weights after each step
+        expected = {k: 0.75 * v + 0.25 * state[k] for k, v in expected.items()}
+    assert len(steps.states) == 2 * N_BATCHES
+    assert states_equal(trainable_state(model), expected, atol=1e-6)
+    # validation saw the average of that moment, not the raw weights
+    assert not states_equal(seen[0], steps.states[N_BATCHES - 1], atol=1e-4)
+
+
+def test_training_goes_on_from_the_raw_weights_and_the_keeper_keeps_the_best_average():
+    plain, averaged = make_model(), make_model()
+    sgd_loop(plain, lambda: {}, []).fit(2)
+    keeper, recorder = BestKeeper(), EpochRecorder()
+    sgd_loop(averaged, scripted([0.9, 0.1]), [keeper, WeightAverage(steps=4), recorder]).fit(2)
+    # the raw trajectory is that of a loop without averaging (the recorder runs after the swap back)
+    assert states_equal(recorder.weights[1], trainable_state(plain), atol=1e-6)
+    # and the model ends on epoch 0's averaged weights, which differ from its raw ones
+    assert keeper.epoch == 0 and states_equal(trainable_state(averaged), keeper.state)
+    assert not states_equal(keeper.state, recorder.weights[0], atol=1e-4)
 
 
 # -- BestKeeper ---------------------------------------------------------------------------------------
