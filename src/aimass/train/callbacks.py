@@ -47,14 +47,20 @@ class WeightAverage:
     updated every step over a horizon of about ``steps`` steps. Validation sees the average, so
     :class:`BestKeeper` (listed before this callback) keeps the best *averaged* weights; training
     goes on from the raw ones. With ``keep=True`` (no keeper) the average is the final model.
-
-    The average is not checkpointed: a resumed run restarts it from the restored weights."""
+    :class:`Checkpoint` saves the average (``state_tensors``), so a resumed run goes on with it."""
 
     def __init__(self, steps: float, keep: bool = False):
         self.decay, self.keep, self.shadow, self.raw = 1.0 - 1.0 / max(1.0, steps), keep, None, None
 
     def before_fit(self, loop) -> None:
-        self.shadow = trainable_state(loop.model)
+        if self.shadow is None:  # else restored from a checkpoint
+            self.shadow = trainable_state(loop.model)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return self.shadow or {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.shadow = {k: v.clone() for k, v in tensors.items()}
 
     def after_batch(self, loop) -> None:
         current = loop.model.state_dict(keep_vars=True)
@@ -147,6 +153,10 @@ class Checkpoint:
         tensors.update(_optimizer_tensors(loop.optimizer))
         if self.keeper is not None and self.keeper.state is not None:
             tensors.update({f"best.{k}": v for k, v in self.keeper.state.items()})
+        for callback in loop.callbacks:  # e.g. WeightAverage's running average
+            if hasattr(callback, "state_tensors"):
+                name = type(callback).__name__
+                tensors.update({f"cb.{name}.{k}": v for k, v in callback.state_tensors().items()})
         tensors["rng.torch"] = torch.get_rng_state()
         meta = {
             "epoch": loop.epoch,
@@ -189,6 +199,10 @@ def restore(folder: Path, loop, keeper: BestKeeper | None = None) -> int | None:
         state = meta.get("callbacks", {}).get(type(callback).__name__)
         if state is not None and hasattr(callback, "load_state_dict"):
             callback.load_state_dict(state)
+        prefix = f"cb.{type(callback).__name__}."
+        own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if own and hasattr(callback, "load_state_tensors"):
+            callback.load_state_tensors(own)
     if "rng.torch" in tensors:  # dropout masks continue as in an uninterrupted run
         torch.set_rng_state(tensors["rng.torch"])
     loop.step = meta["step"]

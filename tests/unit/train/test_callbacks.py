@@ -289,3 +289,18 @@ def test_resumed_training_matches_uninterrupted_training(tmp_path):
     a, b = trainable_state(straight.model), trainable_state(resumed.model)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
+
+
+def test_a_resumed_run_goes_on_with_the_checkpointed_weight_average(tmp_path):
+    straight_average = WeightAverage(steps=4, keep=True)
+    straight = adamw_loop([straight_average])
+    straight.fit(EPOCHS)
+
+    folder = tmp_path / "ckpt"
+    adamw_loop([WeightAverage(steps=4, keep=True), Checkpoint(folder)]).fit(2)  # "interrupted"
+    average = WeightAverage(steps=4, keep=True)
+    resumed = adamw_loop([average, Checkpoint(folder)])
+    start = restore(folder, resumed)
+    assert start == 2 and average.shadow  # the average came back with the checkpoint
+    resumed.fit(EPOCHS, start_epoch=start)
+    assert states_equal(trainable_state(resumed.model), trainable_state(straight.model), atol=1e-6)
