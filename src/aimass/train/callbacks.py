@@ -51,10 +51,13 @@ class WeightAverage:
 
     def __init__(self, steps: float, keep: bool = False):
         self.decay, self.keep, self.shadow, self.raw = 1.0 - 1.0 / max(1.0, steps), keep, None, None
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (average, live tensor)
 
     def before_fit(self, loop) -> None:
         if self.shadow is None:  # else restored from a checkpoint
             self.shadow = trainable_state(loop.model)
+        live = loop.model.state_dict(keep_vars=True)  # load_state_dict copies in place: refs hold
+        self.pairs = [(avg, live[name].detach()) for name, avg in self.shadow.items()]
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return self.shadow or {}
@@ -63,10 +66,8 @@ class WeightAverage:
         self.shadow = {k: v.clone() for k, v in tensors.items()}
 
     def after_batch(self, loop) -> None:
-        current = loop.model.state_dict(keep_vars=True)
         with torch.no_grad():
-            for name, avg in self.shadow.items():
-                value = current[name].detach()
+            for avg, value in self.pairs:
                 if avg.is_floating_point():
                     avg.lerp_(value, 1.0 - self.decay)
                 else:
