@@ -211,13 +211,28 @@ def usage(
     since: Annotated[
         str | None, typer.Option(help="From this date/time (ISO, UTC), e.g. 2026-11-22.")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="Ask this running server, which first writes what it has tallied "
+            "(without it the database is read and a live server's last ~2 s may not be in yet).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ):
     """Requests, items and compute milliseconds per key and model."""
-    from aimass.serve import metering
+    if server:
+        from aimass import client
 
+        params = {k: v for k, v in (("key", key), ("since", since)) if v}
+        rows = client.call("GET", "/v1/usage", params=params, server=server)["usage"]
+    else:
+        from aimass.serve import metering
+
+        rows = metering.usage(key, since)
     emit(
-        metering.usage(key, since),
+        rows,
         as_json,
         lambda rows: out.print(
             table(rows, ["key", "model", "requests", "items", "compute_ms", "first", "last"], title="Usage")

@@ -143,7 +143,7 @@ def operate(env, url, key):
     assert kinds[:4] == ["created", "loading", "warmed", "ready"]
     denied = httpx.get(f"{url}/v1/services", headers={"Authorization": f"Bearer {key}"})
     assert denied.status_code == 403 and "manage" in denied.json()["error"]["message"]
-    usage = as_json(aimass(env, "usage", "--json"))
+    usage = as_json(aimass(env, "usage", *server))  # the server writes its tally first
     mine = next(u for u in usage if u["model"] == "news" and u["key"] != "anonymous")
     assert mine["requests"] >= 1 and mine["items"] >= 1 and mine["compute_ms"] > 0
     missing = aimass(env, "services", "show", "nope", *server, ok=False)
