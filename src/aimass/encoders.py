@@ -72,6 +72,34 @@ class TextNet(nn.Module):
         return self.head(mean_pool(hidden, attention_mask), lexical)
 
 
+def block_seconds(net, batch_size: int, length: int) -> tuple[float, float]:
+    """(forward, forward + backward) seconds of one encoder block on a ``batch_size`` x ``length``
+    batch, timed on random hidden states (a second, steady pass) before anything is embedded."""
+    block = list(layers(net.encoder))[-1]
+    hidden = torch.randn(batch_size, length, net.encoder.config.hidden_size)
+    mask = torch.ones(batch_size, length, dtype=torch.long)
+    bias = create_bidirectional_mask(config=net.encoder.config, inputs_embeds=hidden, attention_mask=mask)
+    was = [p.requires_grad for p in block.parameters()]
+    for p in block.parameters():
+        p.requires_grad_(True)
+    try:
+        for _ in range(2):
+            began = time.perf_counter()
+            with torch.inference_mode():
+                block(hidden, attention_mask=bias)
+            forward = time.perf_counter() - began
+            began = time.perf_counter()
+            out = block(hidden, attention_mask=bias)
+            out = out[0] if isinstance(out, tuple) else out
+            out.float().pow(2).mean().backward()
+            both = time.perf_counter() - began
+    finally:
+        for p, flag in zip(block.parameters(), was, strict=True):
+            p.grad = None
+            p.requires_grad_(flag)
+    return forward, both
+
+
 def token_counts(tokenizer, texts: list[str]) -> list[int]:
     """Token counts of (a sample of at most ~2000 of) ``texts``, sorted."""
     sample = texts[:: max(1, len(texts) // 2000)]

@@ -51,7 +51,7 @@ def _train_final(run: _Run, tuner, ds, params: dict, state: _State):
     from aimass.tasks import get_task
 
     share = run.left() - run.plan.reserved() - run.deploy_s - run.margin_s
-    final = {"seed": run.seed, **params, "time_budget": round(max(10.0, share), 1)}
+    final = {"seed": run.seed, **tuner.fixed, **params, "time_budget": round(max(10.0, share), 1)}
     if "time_budget" in params:  # resumed: the interrupted run's exact settings
         final = dict(params)
     state.save(params=final, search=run.search)

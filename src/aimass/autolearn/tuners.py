@@ -57,6 +57,8 @@ class TextTuner:
     batch_size = 16
     lr_sweep = (1e-6, 1e-2)
     head_scale = 1 / 3  # TextClassifier trains the head at lr_head / 3 in stage 2
+    # the cost model below is for two blocks in stage 2, and the prepared cache sits below them
+    fixed = {"unfreeze": 2}
     compress_s = 20.0  # ONNX export, int8 quantisation and latency timing of parent and child (BBC: 29 s)
 
     def compress_item_s(self, item: float) -> float:
@@ -132,7 +134,7 @@ class TextTuner:
                 self.train_features_, self.valid_features_ = train, val
                 return stages.StageResult(skipped="auto: the search trains stage 2")
 
-        return Prepared(seed=seed, time_budget=None).fit(ds, progress=progress)
+        return Prepared(seed=seed, time_budget=None, **self.fixed).fit(ds, progress=progress)
 
     def bundle(self, prepared, index) -> Bundle:
         from aimass.lexical import rows
@@ -181,6 +183,7 @@ class ImageTuner:
     batch_size = 32
     lr_sweep = (1e-5, 1e-1)
     head_scale = 1 / 3  # ImageClassifier trains the head at lr_head / 3 in stage 2
+    fixed: dict = {}  # parameters the final fit always takes
     compress_s = 15.0
 
     def compress_item_s(self, item: float) -> float:
@@ -235,7 +238,7 @@ class ImageTuner:
                 self.pixels_, self.views_ = pixels, 1 + cfg.augment
                 return stages.StageResult(skipped="auto: the search trains stage 2")
 
-        return Prepared(seed=seed, time_budget=None).fit(ds, progress=progress)
+        return Prepared(seed=seed, time_budget=None, **self.fixed).fit(ds, progress=progress)
 
     def bundle(self, prepared, index) -> Bundle:
         """The subsample's centre crop and ``augment`` random views through the frozen lower stages,

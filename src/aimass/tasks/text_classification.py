@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 import aimass
 from aimass import compressors
-from aimass.backbones import default_backbone, get_backbone, layers
+from aimass.backbones import default_backbone, get_backbone
 from aimass.compressors import structure
 from aimass.encoders import Head, TextNet, Timer, token_budget, token_counts
 from aimass.errors import DataError, VersionError
@@ -111,7 +111,8 @@ class TextClassifier(Estimator):
         time_budget: wall-time budget for fit, e.g. ``"3m"``; stages that do not fit are skipped.
         max_length: the most tokens per text the encoder sees (less if the data needs less).
         unfreeze: how many top encoder blocks to fine-tune in stage 2 (0 = head only);
-            ``auto``: 2, or every block when the data is few-shot.
+            ``auto``: every block when the data is few-shot, else 4 when the time budget holds
+            3 epochs of them (after embedding), else 2.
         epochs_top: epochs for stage 2; ``None`` lets the time budget decide (and skips stage 2
             after the pair stage on few-shot data).
         lexical: add a TF-IDF branch that sees the whole text to the head; ``auto``: on, except
@@ -167,7 +168,7 @@ class TextClassifier(Estimator):
         train, val, digest, language = _splits(data, valid)
         train, val = _few_shot(train, val, cfg.seed)
         self.few_shot_ = val is None
-        self._setup(cfg, language, train)
+        self._setup(cfg, language, train, len(val[0]) if val else 0, deadline)
         timer.lap("load_backbone")
         feats = self._features(cfg, digest, train, val, progress)
         timer.lap("embed")
@@ -202,7 +203,7 @@ class TextClassifier(Estimator):
         self.data_digest_ = digest
         return self
 
-    def _setup(self, cfg: Config, language: str, train: tuple) -> None:
+    def _setup(self, cfg: Config, language: str, train: tuple, n_valid: int, deadline) -> None:
         torch.manual_seed(cfg.seed)
         self.classes_ = sorted(set(train[1]))
         if len(self.classes_) < 2:
@@ -215,13 +216,25 @@ class TextClassifier(Estimator):
         counts = token_counts(self.tokenizer_, self._prefixed(train[0]))
         self.max_length_ = token_budget(counts, cfg.max_length)
         truncated = counts[len(counts) // 2] > self.max_length_  # most texts exceed the window
-        n_blocks = len(layers(encoder))
-        unfreeze = (n_blocks if self.few_shot_ else 2) if cfg.unfreeze == "auto" else cfg.unfreeze
-        self.unfrozen_ = max(0, min(unfreeze, n_blocks))
         lexical = (not self.few_shot_ or truncated) if cfg.lexical == "auto" else cfg.lexical
         self.lexical_ = Lexical(settings_for(language)).fit(train[0]) if lexical else None
         n_lex = self.lexical_.size if self.lexical_ else 0
         self.net_ = TextNet(encoder, Head(encoder.config.hidden_size, len(self.classes_), n_lex)).eval()
+        n_blocks = self.net_.n_layers
+        if cfg.unfreeze != "auto":
+            unfreeze = cfg.unfreeze
+        elif self.few_shot_:
+            unfreeze = n_blocks
+        else:  # a budget with room for 3 epochs of 4 blocks gets 4, else 2
+            unfreeze = stages.plan_unfreeze(
+                self.net_,
+                n_train=len(train[0]),
+                n_embed=len(train[0]) + n_valid,
+                length=int(np.mean(counts).clip(max=self.max_length_)),
+                batch_size=cfg.batch_size,
+                seconds=None if deadline is None else deadline - time.monotonic(),
+            )
+        self.unfrozen_ = max(0, min(unfreeze, n_blocks))
         self.structure_ = None  # the backbone as shipped; compressors set a smaller one
         for p in encoder.parameters():
             p.requires_grad_(False)

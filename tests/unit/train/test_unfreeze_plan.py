@@ -1,0 +1,34 @@
+"""How many top blocks stage 2 fine-tunes when ``unfreeze="auto"``: the time budget decides."""
+
+from __future__ import annotations
+
+import pytest
+
+from aimass.backbones import get_backbone
+from aimass.encoders import Head, TextNet, block_seconds
+from aimass.train import stages
+
+
+@pytest.fixture(scope="module")
+def net():
+    _, encoder = get_backbone("minilm-l6").load()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    return TextNet(encoder, Head(encoder.config.hidden_size, 3))
+
+
+def test_block_timing_is_positive_and_leaves_the_encoder_frozen(net):
+    forward, both = block_seconds(net, batch_size=8, length=32)
+    assert 0 < forward < both
+    assert not any(p.requires_grad or p.grad is not None for p in net.encoder.parameters())
+
+
+def test_the_budget_decides_between_two_and_four_blocks(net):
+    plan = dict(n_train=2000, n_embed=2300, length=64, batch_size=16)
+    assert stages.plan_unfreeze(net, **plan, seconds=None) == 4  # no limit: the larger choice
+    assert stages.plan_unfreeze(net, **plan, seconds=5.0) == 2  # no room for 3 epochs of 4 blocks
+    assert stages.plan_unfreeze(net, **plan, seconds=1e6) == 4
+    _, both = block_seconds(net, 16, 64)
+    epochs_of_four = 3 * 4 * both * (2000 / 16)
+    assert stages.plan_unfreeze(net, **plan, seconds=0.5 * epochs_of_four) == 2
+    assert stages.plan_unfreeze(net, **plan, seconds=None, choices=(2,)) == 2  # nothing larger
