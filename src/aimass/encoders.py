@@ -76,7 +76,8 @@ def block_seconds(net, batch_size: int, length: int) -> tuple[float, float]:
     """(forward, forward + backward) seconds of one encoder block on a ``batch_size`` x ``length``
     batch, timed on random hidden states (a second, steady pass) before anything is embedded."""
     block = list(layers(net.encoder))[-1]
-    hidden = torch.randn(batch_size, length, net.encoder.config.hidden_size)
+    shape = (batch_size, length, net.encoder.config.hidden_size)
+    hidden = torch.randn(shape, generator=torch.Generator().manual_seed(0))  # the global RNG untouched
     mask = torch.ones(batch_size, length, dtype=torch.long)
     bias = create_bidirectional_mask(config=net.encoder.config, inputs_embeds=hidden, attention_mask=mask)
     was = [p.requires_grad for p in block.parameters()]

@@ -168,7 +168,9 @@ class TextClassifier(Estimator):
         train, val, digest, language = _splits(data, valid)
         train, val = _few_shot(train, val, cfg.seed)
         self.few_shot_ = val is None
-        self._setup(cfg, language, train, len(val[0]) if val else 0, deadline)
+        ckpt = Path(run_dir) / "checkpoint" if resume and run_dir else None
+        planned = stages.planned_epochs(ckpt, "unfreeze")
+        self._setup(cfg, language, train, len(val[0]) if val else 0, deadline, planned)
         timer.lap("load_backbone")
         feats = self._features(cfg, digest, train, val, progress)
         timer.lap("embed")
@@ -203,7 +205,7 @@ class TextClassifier(Estimator):
         self.data_digest_ = digest
         return self
 
-    def _setup(self, cfg: Config, language: str, train: tuple, n_valid: int, deadline) -> None:
+    def _setup(self, cfg: Config, language: str, train: tuple, n_valid: int, deadline, planned=None) -> None:
         torch.manual_seed(cfg.seed)
         self.classes_ = sorted(set(train[1]))
         if len(self.classes_) < 2:
@@ -225,6 +227,8 @@ class TextClassifier(Estimator):
             unfreeze = cfg.unfreeze
         elif self.few_shot_:
             unfreeze = n_blocks
+        elif planned is not None:  # a resumed run keeps the blocks its checkpoint trained
+            unfreeze = planned
         else:  # a budget with room for 3 epochs of 4 blocks gets 4, else 2
             unfreeze = stages.plan_unfreeze(
                 self.net_,

@@ -209,10 +209,11 @@ def plan_unfreeze(
     return default
 
 
-def planned_epochs(checkpoint_dir: Path | None) -> int | None:
-    """The epoch count an interrupted stage-2 run planned (so a resume follows the same schedule)."""
+def planned_epochs(checkpoint_dir: Path | None, key: str = "epochs") -> int | None:
+    """The epoch count (or the ``key``, e.g. ``unfreeze``) an interrupted stage-2 run planned, so a
+    resume follows the same schedule."""
     meta = Path(checkpoint_dir or "") / "checkpoint.json"
-    return json.loads(meta.read_text()).get("epochs") if checkpoint_dir and meta.exists() else None
+    return json.loads(meta.read_text()).get(key) if checkpoint_dir and meta.exists() else None
 
 
 def fit_top(
@@ -292,7 +293,9 @@ def fit_top(
     if checkpoint_dir is not None:
         callbacks.append(
             Checkpoint(
-                checkpoint_dir, keeper if valid is not None else None, {"stage": "top", "epochs": epochs}
+                checkpoint_dir,
+                keeper if valid is not None else None,
+                {"stage": "top", "epochs": epochs, "unfreeze": n_top},
             )
         )
     loop = Loop(

@@ -32,3 +32,19 @@ def test_the_budget_decides_between_two_and_four_blocks(net):
     epochs_of_four = 3 * 4 * both * (2000 / 16)
     assert stages.plan_unfreeze(net, **plan, seconds=0.5 * epochs_of_four) == 2
     assert stages.plan_unfreeze(net, **plan, seconds=None, choices=(2,)) == 2  # nothing larger
+
+
+def test_a_resumed_run_trains_the_blocks_its_checkpoint_planned(tmp_path):
+    import json
+
+    from aimass.tasks.text_classification import TextClassification, TextClassifier
+
+    texts, labels = TextClassification.sample_data(per_class=30)  # 150 real BBC openings: not few-shot
+    (tmp_path / "checkpoint").mkdir()
+    meta = {"stage": "top", "epochs": 0, "unfreeze": 1}  # a plan of 1 block, no epoch left to run
+    (tmp_path / "checkpoint" / "checkpoint.json").write_text(json.dumps(meta))
+    model = TextClassifier(backbone="minilm-l6", max_length=32, time_budget=None, seed=0)
+    model.fit((texts, labels), run_dir=tmp_path, resume=True, progress=False)
+    assert model.unfrozen_ == 1 and not model.few_shot_
+    fresh = TextClassifier(backbone="minilm-l6", max_length=32, time_budget=None, epochs_top=0, seed=0)
+    assert fresh.fit((texts, labels), progress=False).unfrozen_ == 4  # no budget limit: 4 blocks
