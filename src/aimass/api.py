@@ -153,6 +153,7 @@ def _stages(model) -> dict:
             "best_epoch": v["best_epoch"],
             "skipped": v["skipped"],
             "epochs": len(v["history"]),
+            **({"fusion": v["fusion"]} if v.get("fusion") else {}),
         }
         for k, v in getattr(model, "stages_", {}).items()
     }

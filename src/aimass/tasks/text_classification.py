@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,7 +118,8 @@ class TextClassifier(Estimator):
         epochs_top: epochs for stage 2; ``None`` lets the time budget decide (and skips stage 2
             after the pair stage on few-shot data).
         lexical: add a TF-IDF branch that sees the whole text to the head; ``auto``: on, except
-            for few-shot data whose texts fit the encoder's window (it then only overfits).
+            for few-shot data whose texts fit the encoder's window (it then only overfits). Stage 2
+            fine-tunes the encoder without it and then fuses the two, weighted on the valid split.
         lr_head, lr_body: peak learning rates of the head and the top block (few-shot runs
             take fewer steps and use 3x ``lr_body``).
         batch_size: stage-2 batch size.
@@ -293,6 +296,11 @@ class TextClassifier(Estimator):
             epochs = int(min(12 if self.few_shot_ else 4, left // (per_epoch * 1.15)))
         if epochs < 1:
             return stages.StageResult(skipped=f"time budget: an epoch needs ~{per_epoch:.0f}s")
+        late = self.lexical_ is not None and val is not None
+        if late:  # the encoder learns alone, from a probe of its own; TF-IDF joins afterwards
+            full, joint = (train, val), (baseline, copy.deepcopy(self.net_.head.state_dict()))
+            train, val = (replace(f, lexical=None) for f in full)
+            baseline = stages.fit_head(self.net_, train, val, seed=cfg.seed).best_score
         result = stages.fit_top(
             self.net_,
             train,
@@ -310,6 +318,12 @@ class TextClassifier(Estimator):
             average=cfg.average,
         )
         self.net_.eval()
+        if late:
+            result.fusion = stages.fuse_lexical(self.net_, start, *full, seed=cfg.seed)
+            if result.best_epoch < 0 and result.fusion["macro_f1"] <= joint[0]:
+                # the encoder is unchanged and the fusion is no better: keep stage 1's joint head
+                self.net_.head.load_state_dict(joint[1])
+                result.fusion["kept"] = False
         return result
 
     # ------------------------------------------------------------- predict
