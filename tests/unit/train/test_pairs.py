@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
+from aimass.backbones import get_backbone
 from aimass.tasks.text_classification import TextClassification, TextClassifier
 
 
 def test_few_shot_runs_pairs_then_head_and_pulls_classes_together():
     texts, labels = TextClassification.sample_data(per_class=4)  # 20 real BBC openings: few-shot
-    model = TextClassifier(backbone="minilm-l6", max_length=64, pair_steps=12, epochs_top=0, seed=0)
+    model = TextClassifier(backbone="minilm-l6", max_length=64, pair_steps=12, pair_mix=1.0, epochs_top=0)
     model.fit((texts, labels), progress=False)
     pairs = model.stages_["pairs"]
     losses = [row["loss"] for row in pairs["history"]]
@@ -21,8 +24,6 @@ def test_few_shot_runs_pairs_then_head_and_pulls_classes_together():
 
     def margin(m):  # mean same-class minus mean other-class cosine similarity of the training texts
         enc = m.tokenizer_(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")
-        import torch
-
         with torch.inference_mode():
             hidden = m.net_.encoder(**enc).last_hidden_state
             pooled = m.net_.pooled_from(m.net_.n_layers, hidden, enc["attention_mask"]).numpy()
@@ -41,3 +42,44 @@ def test_after_the_pair_stage_the_cross_entropy_stage_is_skipped_unless_asked_fo
     assert len(model.stages_["pairs"]["history"]) == 2
     assert model.stages_["top"]["skipped"].startswith("few-shot")
     assert model.predict(texts[:2]) and len(model.stages_["top"]["history"]) == 0
+
+
+def test_pair_mix_returns_the_rest_of_the_change_to_the_pretrained_weights():
+    texts, labels = TextClassification.sample_data(per_class=3)
+    settings = {"backbone": "minilm-l6", "max_length": 32, "pair_steps": 3, "epochs_top": 0, "seed": 0}
+    tuned = TextClassifier(pair_mix=1.0, **settings).fit((texts, labels), progress=False)
+    mixed = TextClassifier(**settings).fit((texts, labels), progress=False)
+    share = mixed.get_params()["pair_mix"]
+    assert 0 < share < 1  # the default keeps part of the change, not all of it
+    pretrained = get_backbone("minilm-l6").load()[1].state_dict()
+    after, half = tuned.net_.encoder.state_dict(), mixed.net_.encoder.state_dict()
+    moved = [k for k in after if after[k].is_floating_point() and not torch.equal(after[k], pretrained[k])]
+    assert moved, "the pair stage changed no weight"
+    for k in moved:
+        torch.testing.assert_close(
+            half[k], pretrained[k] + share * (after[k] - pretrained[k]), atol=1e-6, rtol=1e-5
+        )
+
+
+def test_length_sorted_chunks_train_the_same_weights_as_one_padded_batch():
+    from aimass.encoders import TextNet, embed
+    from aimass.train.stages import Features, fit_pairs
+
+    texts, labels = TextClassification.sample_data(per_class=2)
+    texts = [t[: 20 + 40 * i] for i, t in enumerate(texts)]  # lengths that differ a lot
+    y = torch.tensor([sorted(set(labels)).index(label) for label in labels])
+    tokenizer, _ = get_backbone("minilm-l6").load()
+    runs = []
+    for chunk in (len(texts), 3):
+        torch.manual_seed(0)
+        encoder = get_backbone("minilm-l6").load()[1].eval()
+        for module in encoder.modules():  # dropout draws depend on the batch shape: off here
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        net = TextNet(encoder, torch.nn.Identity())
+        cache = embed(encoder, tokenizer, texts, max_length=64, keep_layer=net.n_layers - 2)
+        train = Features(cache["pooled"], y, cache["hidden"], cache["mask"])
+        result = fit_pairs(net, train, n_top=2, steps=3, seed=0, chunk=chunk)
+        runs.append(([h["loss"] for h in result.history], train.pooled))
+    assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-4)
+    torch.testing.assert_close(runs[0][1], runs[1][1], atol=1e-4, rtol=1e-3)
