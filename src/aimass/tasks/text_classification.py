@@ -534,7 +534,14 @@ class TextClassification:
     handler = Handler
     runtime = "aimass.runtime.text:TextRuntime"  # what a model worker process loads (no torch)
     sample_request = {"inputs": ["The team won the match in the final minute."]}
-    fast_params = {"backbone": "minilm-l6", "max_length": 64, "unfreeze": 1, "epochs_top": 1}
+    # a quick but complete fit for checks: sample_data is few-shot, so the pair stage runs too
+    fast_params = {
+        "backbone": "minilm-l6",
+        "max_length": 64,
+        "unfreeze": 1,
+        "epochs_top": 1,
+        "pair_steps": 20,
+    }
 
     @staticmethod
     def sample_data(per_class: int = 12) -> tuple[list[str], list[str]]:
