@@ -450,9 +450,10 @@ def fit_pairs(
         history.append({"step": step, "loss": round(float(loss.detach()), 5)})
     done = len(history)
     net.eval()
-    with torch.no_grad():
-        for p, p0 in zip(params, pretrained, strict=False):
-            p.copy_(torch.lerp(p0, p, mix))
+    if pretrained:  # mix < 1: move back toward the pretrained weights
+        with torch.no_grad():
+            for p, p0 in zip(params, pretrained, strict=True):
+                p.copy_(torch.lerp(p0, p, mix))
     with torch.inference_mode():
         for features in (train, *[f for f in refresh if f is not None]):
             features.pooled = torch.cat(

@@ -68,11 +68,11 @@ def test_length_sorted_chunks_train_the_same_weights_as_one_padded_batch():
     texts, labels = TextClassification.sample_data(per_class=2)
     texts = [t[: 20 + 40 * i] for i, t in enumerate(texts)]  # lengths that differ a lot
     y = torch.tensor([sorted(set(labels)).index(label) for label in labels])
-    tokenizer, _ = get_backbone("minilm-l6").load()
     runs = []
     for chunk in (len(texts), 3):
         torch.manual_seed(0)
-        encoder = get_backbone("minilm-l6").load()[1].eval()
+        tokenizer, encoder = get_backbone("minilm-l6").load()
+        encoder.eval()
         for module in encoder.modules():  # dropout draws depend on the batch shape: off here
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
