@@ -229,7 +229,12 @@ def _onnx_files(model, folder: Path) -> dict:
     from aimass.compressors.onnx import stored_calibration
 
     work = folder / ".onnx"
-    report = model.export_onnx(work, **stored_calibration(getattr(model, "data_digest_", None)))
+    served = _served_onnx(model)
+    if served is not None:  # an onnx / onnx-int8 version: the very graphs it serves, no second export
+        shutil.copytree(served, work)
+        report = json.loads((work / "export.json").read_text())
+    else:
+        report = model.export_onnx(work, **stored_calibration(getattr(model, "data_digest_", None)))
     for path in sorted(work.iterdir()):
         if path.suffix == ".safetensors":
             for key, array in load_file(str(path)).items():
@@ -240,6 +245,15 @@ def _onnx_files(model, folder: Path) -> dict:
             path.rename(folder / path.name)
     shutil.rmtree(work)
     return {k: v for k, v in report.items() if k not in ("files", "seconds")}
+
+
+def _served_onnx(model) -> Path | None:
+    """The ONNX folder a compressed version already predicts from (both graphs and the check
+    report the compressor wrote), or None for a torch model."""
+    runtime = getattr(model, "runtime_", None)
+    folder = Path(getattr(runtime, "folder", "") or "")
+    needed = ("model.onnx", "model.int8.onnx", "export.json")
+    return folder if runtime is not None and all((folder / f).is_file() for f in needed) else None
 
 
 def _float_state(state: dict, drop: tuple[str, ...] = ()) -> dict:

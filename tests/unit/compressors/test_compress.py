@@ -24,9 +24,8 @@ def parent(bbc_csv):
     from aimass.tasks.text_classification import TextClassifier
 
     ds = api.import_dataset(bbc_csv, name="bbc-compress")
-    model = TextClassifier(backbone="minilm-l6", max_length=64, unfreeze=1, epochs_top=2, seed=0).fit(
-        ds, progress=False
-    )
+    params = {"max_length": 64, "unfreeze": 1, "epochs_top": 2, "pair_steps": 20, "seed": 0}
+    model = TextClassifier(backbone="minilm-l6", **params).fit(ds, progress=False)
     return api.register(model, "cmp", report=model.evaluate(ds, "test"))
 
 
@@ -153,6 +152,22 @@ def test_a_training_method_never_learns_from_the_evaluation_data(small_model, bb
     record = api.register(small_model, "cmp-no-dataset")  # fitted on texts, not on a stored dataset
     with pytest.raises(NotFoundError, match="is gone"):
         api.compress(record.ref, "distill", data=bbc_csv)
+
+
+def test_exporting_an_onnx_child_ships_the_graphs_it_serves(int8_child, tmp_path, monkeypatch):
+    from aimass.exporters import export
+    from aimass.tasks.text_classification import TextClassifier
+
+    def no_second_export(*args, **kwargs):
+        raise AssertionError("the child's stored ONNX folder should have been reused")
+
+    monkeypatch.setattr(TextClassifier, "export_onnx", no_second_export)
+    child = registry.get_version(int8_child["model"])
+    manifest = export(child.ref, "onnx", tmp_path / "out")
+    for name in ("model.onnx", "model.int8.onnx", "tokenizer.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (Path(child.path) / "onnx" / name).read_bytes()
+    assert manifest["check"]["int8_same_label"] >= 0.75  # the compressor's own check, carried over
+    assert manifest["check"]["predict_py_max_abs_diff_proba"] < 0.5
 
 
 def test_the_onnx_staging_folder_goes_away_with_the_model(parent):
