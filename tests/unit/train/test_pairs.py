@@ -83,3 +83,31 @@ def test_length_sorted_chunks_train_the_same_weights_as_one_padded_batch():
         runs.append(([h["loss"] for h in result.history], train.pooled))
     assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-4)
     torch.testing.assert_close(runs[0][1], runs[1][1], atol=1e-4, rtol=1e-3)
+
+
+def test_the_pair_stage_replans_when_its_steps_run_slower_than_the_timed_ones():
+    import time
+
+    from aimass.encoders import TextNet, embed
+    from aimass.train.stages import Features, fit_pairs
+
+    texts, labels = TextClassification.sample_data(per_class=2)
+    y = torch.tensor([sorted(set(labels)).index(label) for label in labels])
+    tokenizer, encoder = get_backbone("minilm-l6").load()
+    net = TextNet(encoder, torch.nn.Identity())
+    cache = embed(encoder, tokenizer, texts, max_length=32, keep_layer=net.n_layers - 2)
+    train = Features(cache["pooled"], y, cache["hidden"], cache["mask"])
+    fast, calls = net.pooled_from, []
+
+    def slower_after_the_timing(*args):  # one call per step (one chunk): the 2 timed passes are fast
+        calls.append(1)
+        if len(calls) > 2:
+            time.sleep(0.3)
+        return fast(*args)
+
+    net.pooled_from = slower_after_the_timing
+    deadline = time.monotonic() + 4.0
+    result = fit_pairs(net, train, n_top=2, steps=500, seed=0, chunk=len(texts), deadline=deadline)
+    overrun = time.monotonic() - deadline
+    # planned from the fast passes the steps would take minutes; re-planned they end by the deadline
+    assert 1 <= len(result.history) <= 14 and overrun < 1.0, (len(result.history), overrun)
