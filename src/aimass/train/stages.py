@@ -437,7 +437,10 @@ def fit_pairs(
 
     def one_cycle(total: int, done: int = 0):
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=max(20, total), pct_start=0.1  # >= 2 warm-up steps
+            optimizer,
+            max_lr=lr,
+            total_steps=max(20, total),
+            pct_start=0.1,  # >= 2 warm-up steps
         )
         for _ in range(done):  # a re-planned schedule resumes at the step reached
             schedule.step()
