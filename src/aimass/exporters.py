@@ -250,10 +250,11 @@ def _onnx_files(model, folder: Path) -> dict:
 def _served_onnx(model) -> Path | None:
     """The ONNX folder a compressed version already predicts from (both graphs and the check
     report the compressor wrote), or None for a torch model."""
-    runtime = getattr(model, "runtime_", None)
-    folder = Path(getattr(runtime, "folder", "") or "")
+    folder = getattr(getattr(model, "runtime_", None), "folder", None)
+    if folder is None:
+        return None
     needed = ("model.onnx", "model.int8.onnx", "export.json")
-    return folder if runtime is not None and all((folder / f).is_file() for f in needed) else None
+    return Path(folder) if all((Path(folder) / f).is_file() for f in needed) else None
 
 
 def _float_state(state: dict, drop: tuple[str, ...] = ()) -> dict:

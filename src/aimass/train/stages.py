@@ -459,7 +459,8 @@ def fit_pairs(
         if deadline is not None and done % 4 == 0 and done < steps:
             # re-plan from the steps run so far: random batches can be longer than the timed one
             # (BBC 16-shot: 3.9 s a step against 3.3 s timed, a 5m budget overran by 17 s)
-            fit = done + int((deadline - time.monotonic()) / ((time.monotonic() - began) / done))
+            now = time.monotonic()
+            fit = done + int((deadline - now) / ((now - began) / done))
             if fit < steps:
                 steps = max(done, fit)
                 scheduler = one_cycle(steps, done)
