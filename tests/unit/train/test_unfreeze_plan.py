@@ -34,6 +34,17 @@ def test_the_budget_decides_between_two_and_four_blocks(net):
     assert stages.plan_unfreeze(net, **plan, seconds=None, choices=(2,)) == 2  # nothing larger
 
 
+def test_the_largest_choice_that_fits_the_budget_and_the_encoder_wins(net):
+    plan = dict(n_train=2000, n_embed=2300, length=64, batch_size=16)
+    assert stages.plan_unfreeze(net, **plan, seconds=None, choices=(4, 8)) == 4  # MiniLM has 6 blocks
+    assert stages.plan_unfreeze(net, **plan, seconds=None, choices=(3, 6)) == 6
+    forward, both = block_seconds(net, 16, 64)
+    embed = net.n_layers * forward * 2300 / 16
+    epoch = both * (2000 / 16)
+    between = embed + 1.15 * 3 * 4.5 * epoch  # room for 3 epochs of 3 blocks, not of 6
+    assert stages.plan_unfreeze(net, **plan, seconds=between, choices=(3, 6)) == 3
+
+
 def test_a_resumed_run_trains_the_blocks_its_checkpoint_planned(tmp_path):
     import json
 
