@@ -64,7 +64,7 @@ def test_the_largest_choice_that_fits_the_budget_and_the_encoder_wins(net):
     assert stages.plan_unfreeze(net, **_plan(), seconds=None, choices=(3, 6)) == 6
     forward, _ = block_seconds(net, 16, 64)
     embed = net.n_layers * forward * 2300 / 16
-    between = embed + 1.15 * 3 * (_epoch(net, 3) + _epoch(net, 6)) / 2  # room for 3 epochs of 3 blocks, not 6
+    between = 1.15 * (embed + 3 * (_epoch(net, 3) + _epoch(net, 6)) / 2)  # 3 epochs of 3 blocks fit, of 6 not
     assert stages.plan_unfreeze(net, **_plan(), seconds=between, choices=(3, 6)) == 3
 
 
