@@ -10,25 +10,39 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
 import aimass
 from aimass.errors import AimassError, ConfigError
-from aimass.serve import auth, events, metering
+from aimass.serve import auth, metering
 from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import BatchSettings
-from aimass.serve.engine import Engine
+from aimass.serve.engine import Engine, persisted
 from aimass.serve.jobs_routes import add_jobs, start_runner
 from aimass.serve.metering import Meter
-from aimass.serve.middleware import RequestLog, error_response
+from aimass.serve.middleware import AuthGate, RequestLog, error_body, error_response
 from aimass.serve.predict import PredictLane, Predictor, parse_json, too_large
+from aimass.serve.settings import ServingSettings
 from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
-HARD_BODY_BYTES = 64 * 1024 * 1024  # refused before routing, whatever the model
+HARD_BODY_BYTES = 64 * 1024 * 1024  # predict and uploads: the stream is cut here, whatever the model
+MANAGE_BODY_BYTES = 1024 * 1024  # every other route takes small JSON
+UPLOAD_PATHS = ("/v1/jobs/code",)
+
+
+def body_limit(path: str) -> int:
+    """The most bytes the server reads of a request body to ``path`` (413 past it, on the stream).
+    A model's own limit (e.g. 2 MB for texts) applies on top for prediction."""
+    if path.startswith("/v1/models/") or path in UPLOAD_PATHS:
+        return HARD_BODY_BYTES
+    return MANAGE_BODY_BYTES
 
 
 def default_refs() -> list[str]:
@@ -48,7 +62,8 @@ def create_app(
     open_predict: bool = False,
     job_runner: int = 0,
 ) -> FastAPI:
-    """Build the app; ``refs`` (default: :func:`default_refs`) deploy at start-up and ``/readyz``
+    """Build the app; ``refs`` deploy at start-up (default: what ``AIMASS_HOME/serving.json``
+    says was served last, else :func:`default_refs`) and ``/readyz``
     turns 200 when they are warm. Prediction needs a ``predict`` key unless ``open_predict``;
     management always needs a ``manage`` key or the admin token (``AIMASS_HOME/admin.token``).
     ``job_runner``: run queued jobs (``/v1/jobs``, ``/v1/auto``), that many at a time (0: leave
@@ -68,7 +83,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        for ref in refs if refs is not None else default_refs():
+        saved = persisted() if refs is None else None
+        if saved is not None:  # what the operator deployed last, with its traffic split
+            await engine.restore(saved)
+        for ref in [] if saved is not None else refs if refs is not None else default_refs():
             try:
                 await engine.deploy(ref)
             except AimassError as exc:  # the event log has it; the other models still serve
@@ -84,7 +102,7 @@ def create_app(
         flusher.cancel()
         await asyncio.to_thread(meter.flush)
 
-    app = FastAPI(title="aimass", version=aimass.__version__, lifespan=lifespan)
+    app = FastAPI(title="aimass", version=aimass.__version__, lifespan=lifespan, responses=ERRORS)
     app.state.engine = engine
     app.state.aimass = state
     app.state.meter = meter
@@ -108,12 +126,40 @@ def _allow(guard: Guard, scope: str):
 
 
 def _add_middleware(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor) -> None:
-    app.add_middleware(PredictLane, predictor=predictor, guard=guard)  # inside RequestLog
-    app.add_middleware(RequestLog, metrics=engine.metrics, max_body=HARD_BODY_BYTES)
+    app.add_middleware(PredictLane, predictor=predictor, guard=guard)  # innermost
+    app.add_middleware(AuthGate, guard=guard)  # no key, no body read
+    app.add_middleware(RequestLog, metrics=engine.metrics, body_limit=body_limit)  # outermost
 
     @app.exception_handler(AimassError)
     async def aimass_error(request: Request, exc: AimassError):
         return error_response(exc, request.state.request_id)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        hint = "GET /openapi.json (or /docs) shows what this route takes."
+        return error_response(ConfigError(describe(exc.errors()), hint=hint), request.state.request_id)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        code, hint = HTTP_CODES.get(exc.status_code, ("bad_request", "Check the request against /docs."))
+        body = error_body(code, str(exc.detail), hint, request.state.request_id)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+HTTP_CODES = {
+    400: ("bad_request", "Send a well-formed body (JSON, or multipart with a boundary)."),
+    404: ("not_found", "GET /openapi.json (or /docs) lists the routes."),
+    405: ("method_not_allowed", "GET /openapi.json (or /docs) lists each route's methods."),
+}
+
+
+def describe(errors) -> str:
+    """Pydantic/FastAPI validation errors as one line: ``where: what`` for each."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        parts.append(f"{where}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
+    return "; ".join(parts) or "The request is invalid."
 
 
 def _add_health(app: FastAPI, engine: Engine, state: dict) -> None:
@@ -158,11 +204,45 @@ def _add_predict(app: FastAPI, engine: Engine, guard: Guard, predictor: Predicto
         return Response(answer, media_type="application/json")
 
 
+Weight = Annotated[int, Field(ge=0, le=100, strict=True)]
+
+
 class DeployRequest(BaseModel):
     model: str = Field(description="NAME, NAME:VERSION or NAME@ALIAS", examples=["reviews:3"])
     service: str | None = Field(None, description="service name (default: the model's name)")
-    weight: int | None = Field(None, ge=0, le=100, description="percent of traffic (canary); default all")
-    settings: dict | None = Field(None, description="max_batch_size, max_wait_ms, max_queue, timeout_s")
+    weight: Weight | None = Field(None, description="percent of traffic (canary); default all")
+    settings: ServingSettings | None = Field(None, description="overrides of the server's settings")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, for scripts: e.g. not_found, config_error, too_many_requests")
+    message: str = Field(description="what was wrong")
+    hint: str | None = Field(None, description="what to send or do instead")
+    request_id: str = Field(description="also in the X-Request-ID header and the server's log")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape."""
+
+    error: ErrorDetail
+
+
+def _error(description: str) -> dict:
+    return {"model": ErrorBody, "description": description}
+
+
+ERRORS = {
+    400: _error("The body cannot be parsed (e.g. multipart without a boundary)"),
+    401: _error("No API key, or an unknown or revoked one"),
+    403: _error("The key lacks the scope this route needs"),
+    404: _error("No such model, version, service, job or key"),
+    413: _error("The body (or a decoded input) is over its limit"),
+    422: _error("The request is invalid: the message names the field and the hint what to send"),
+    429: _error("A rate limit or the model's deadline-based admission; see Retry-After"),
+    500: _error("An internal error (logged with the request id)"),
+    503: _error("The service is loading, draining, failed, or its worker restarted; see Retry-After"),
+    504: _error("The request took longer than the service's timeout"),
+}
 
 
 class KeyRequest(BaseModel):
@@ -203,25 +283,25 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
 
     @app.get("/v1/services/{name}/events", tags=["services"], dependencies=manage)
     async def service_events(name: str, limit: int = Query(100, ge=1, le=1000)):
-        return {"service": name, "events": await asyncio.to_thread(events.events, name, limit)}
+        return {"service": name, "events": await asyncio.to_thread(engine.events, name, limit)}
 
     @app.post("/v1/services", tags=["services"], dependencies=manage)
     async def deploy(body: DeployRequest):
         """Deploy a version: loaded and warmed before it takes traffic; the old one finishes its queue."""
-        return await engine.deploy(
-            body.model, service=body.service, weight=body.weight, settings=body.settings
-        )
+        settings = body.settings.overrides() if body.settings else None
+        return await engine.deploy(body.model, service=body.service, weight=body.weight, settings=settings)
 
     @app.put("/v1/services/{name}/traffic", tags=["services"], dependencies=manage)
-    async def traffic(name: str, weights: dict[str, int]):
-        """Weights per deployed version, e.g. ``{"reviews:3": 90, "reviews:4": 10}``."""
+    async def traffic(name: str, weights: dict[str, Weight]):
+        """Weights per deployed version, whole numbers adding up to 100, e.g.
+        ``{"reviews:3": 90, "reviews:4": 10}``."""
         return await engine.set_traffic(name, weights)
 
     @app.delete("/v1/services/{name}", tags=["services"], dependencies=manage)
     async def undeploy(name: str):
         return await engine.undeploy(name)
 
-    add_jobs(app, manage)
+    add_jobs(app, lambda scope: _allow(guard, scope))
 
 
 PREDICT_BODY = {
@@ -243,10 +323,15 @@ PREDICT_BODY = {
 
 
 async def _payload(request: Request, limit: int) -> dict:
-    """The request as ``{"inputs": ...}``: parsed JSON, or the uploaded files' bytes."""
-    body = await request.body()
-    if len(body) > limit:
-        raise too_large(len(body), limit)
+    """The request as ``{"inputs": ...}``: parsed JSON, or the uploaded files' bytes. The body is
+    read as a stream and refused (413) as soon as it passes ``limit``, chunked or not."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(size, limit)
+        chunks.append(chunk)
+    body = request._body = b"".join(chunks)  # what request.form() parses next
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         files = [v for _, v in form.multi_items() if hasattr(v, "read")]

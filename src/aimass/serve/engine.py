@@ -23,11 +23,13 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aimass import paths
 from aimass.compressors import get_compressor
 from aimass.errors import AimassError, ConfigError, NotFoundError, Unavailable
 from aimass.serve import events
 from aimass.serve.batching import Batcher, BatchSettings
 from aimass.serve.metrics import Metrics
+from aimass.serve.settings import check_settings
 from aimass.serve.worker import Worker
 from aimass.store import registry
 from aimass.tasks import get_task
@@ -55,6 +57,7 @@ class Deployment:
     backend: str = "torch"
     export: dict | None = None  # the ONNX export's check against torch
     worker: Worker | None = None  # the child process running forward passes, if any
+    overrides: dict = field(default_factory=dict)  # the settings the operator chose for it
 
     def close(self) -> None:
         self.batcher.close()
@@ -92,6 +95,7 @@ class Service:
     name: str
     deployments: list[Deployment] = field(default_factory=list)
     state: str = "loading"
+    failure: AimassError | None = None  # why the last deploy failed (cause and fix)
 
     def pick(self, ref: str | None = None) -> Deployment:
         """A deployment by weighted random choice, or the one serving ``ref`` (NAME:VERSION)."""
@@ -112,7 +116,10 @@ class Service:
         return random.choices(live, weights=[d.weight for d in live])[0]
 
     def info(self) -> dict:
-        return {"name": self.name, "state": self.state, "versions": [d.info() for d in self.deployments]}
+        out = {"name": self.name, "state": self.state, "versions": [d.info() for d in self.deployments]}
+        if self.failure is not None:
+            out["last_failure"] = {"message": self.failure.message, "hint": self.failure.hint}
+        return out
 
 
 class Engine:
@@ -132,6 +139,12 @@ class Engine:
         service = self.services.get(service_name)
         if service is None or service.state != "ready":
             known = ", ".join(sorted(s for s, v in self.services.items() if v.state == "ready")) or "none"
+            if service is not None and service.state == "failed" and service.failure is not None:
+                raise Unavailable(
+                    f"Service '{service_name}' has no version serving: {service.failure.message}",
+                    hint=f"{service.failure.hint} Then deploy again (`aimass deploy NAME[:VERSION]`); "
+                    f"`aimass services events {service_name}` has the details.",
+                )
             if service is not None:
                 raise Unavailable(f"Service '{service_name}' is {service.state}.", hint="Retry shortly.")
             raise NotFoundError(
@@ -145,61 +158,106 @@ class Engine:
 
     def service(self, name: str) -> Service:
         if name not in self.services:
-            known = ", ".join(sorted(self.services)) or "none"
-            raise NotFoundError(f"No service '{name}'. Services: {known}.", hint="`aimass services list`.")
+            raise self._unknown(name)
         return self.services[name]
+
+    def _unknown(self, name: str) -> NotFoundError:
+        known = ", ".join(sorted(self.services)) or "none"
+        return NotFoundError(f"No service '{name}'. Services: {known}.", hint="`aimass services list`.")
+
+    def events(self, name: str, limit: int) -> list[dict]:
+        """The events of service ``name``: one deployed now or in the past (404 for a name never used)."""
+        found = events.events(name, limit)
+        if not found and name not in self.services:
+            raise self._unknown(name)
+        return found
 
     # ------------------------------------------------------------- deploy
     async def deploy(
         self, ref: str, *, service: str | None = None, weight: int | None = None, settings: dict | None = None
     ) -> dict:
-        """Load and warm ``ref``, then move traffic to it (all of it, or ``weight`` percent)."""
-        if weight is not None and not 0 <= weight <= 100:
-            raise ConfigError(f"Traffic weight must be 0-100; got {weight}.", hint="e.g. --weight 10.")
+        """Load and warm ``ref``, then move traffic to it (all of it, or ``weight`` percent).
+        ``settings`` (see :class:`~aimass.serve.settings.ServingSettings`) override the server's
+        for this version; given for a version already deployed, they apply to it at once."""
+        if weight is not None and not _is_weight(weight):
+            raise ConfigError(f"Traffic weight must be a whole number 0-100; got {weight!r}.", hint="e.g. 10")
+        overrides = check_settings(settings)
+        batch = self._settings(overrides)
         record = await asyncio.to_thread(registry.get_version, ref)
         name = registry.check_name(service or record.name)
-        batch = self._settings(settings)
         async with self._change:
-            current = self.services.get(name)
-            if current is None:
-                current = self.services[name] = Service(name)
-                events.record(name, "created", f"service {name} created", ref=record.ref)
-            existing = next((d for d in current.deployments if d.ref == record.ref), None)
-            if existing is not None:  # already loaded: only the traffic changes
-                if weight is None:
-                    return await self._set_only(current, record.ref)
-                existing.weight = weight
-                _scale([d for d in current.deployments if d is not existing], 100 - weight)
-                events.record(name, "traffic", self._describe(current), ref=record.ref)
-                return current.info()
-            events.record(name, "loading", f"loading {record.ref} from {record.path}", ref=record.ref)
-            try:
-                deployment = await self._load(record, batch, name)
-            except Exception as exc:
-                self._failed(current, record.ref, exc)
-                if not current.deployments:
-                    current.state = "failed"
-                raise DeployFailed(f"Deploying {record.ref} failed: {_cause(exc)}", hint=_fix(exc)) from None
-            events.record(
-                name,
-                "warmed",
-                f"{record.ref} loaded in {deployment.load_s:.2f}s ({_backend_note(deployment)}), "
-                f"warmed in {deployment.warm_s * 1000:.0f} ms",
-                ref=record.ref,
-            )
-            self._switch(current, deployment, weight)
-            current.state = "ready"
-            events.record(name, "ready", f"{name} serving {self._describe(current)}", ref=record.ref)
-            return current.info()
+            out = await self._deploy(record, name, weight, overrides, batch)
+            self._persist()
+            return {**out, "on_restart": self.on_restart(name)}
 
-    def _settings(self, overrides: dict | None) -> BatchSettings:
+    async def _deploy(self, record, name: str, weight: int | None, overrides: dict, batch) -> dict:
+        current = self.services.get(name)
+        if current is None:
+            current = self.services[name] = Service(name)
+            events.record(name, "created", f"service {name} created", ref=record.ref)
+        existing = next((d for d in current.deployments if d.ref == record.ref), None)
+        if existing is not None and overrides and overrides != existing.overrides:
+            existing = await self._apply(current, existing, overrides, batch)
+        if existing is not None:  # already loaded: only the traffic changes
+            if weight is None:
+                return await self._set_only(current, record.ref)
+            existing.weight = weight
+            _scale([d for d in current.deployments if d is not existing], 100 - weight)
+            events.record(name, "traffic", self._describe(current), ref=record.ref)
+            return current.info()
+        events.record(name, "loading", f"loading {record.ref} from {record.path}", ref=record.ref)
+        try:
+            deployment = await self._load(record, batch, name)
+        except Exception as exc:
+            self._failed(current, record.ref, exc)
+            failure = DeployFailed(f"Deploying {record.ref} failed: {_cause(exc)}", hint=_fix(exc))
+            current.failure = failure
+            if not current.deployments:
+                current.state = "failed"
+            raise failure from None
+        deployment.overrides = overrides
+        current.failure = None
+        events.record(
+            name,
+            "warmed",
+            f"{record.ref} loaded in {deployment.load_s:.2f}s ({_backend_note(deployment)}), "
+            f"warmed in {deployment.warm_s * 1000:.0f} ms",
+            ref=record.ref,
+        )
+        self._switch(current, deployment, weight)
+        current.state = "ready"
+        events.record(name, "ready", f"{name} serving {self._describe(current)}", ref=record.ref)
+        return current.info()
+
+    def _settings(self, overrides: dict) -> BatchSettings:
         if not overrides:
             return self.settings
-        allowed = set(BatchSettings.__dataclass_fields__)
-        unknown = set(overrides) - allowed
-        if unknown:
-            raise ConfigError(f"Unknown serving settings: {sorted(unknown)}.", hint=f"Use {sorted(allowed)}.")
         return BatchSettings(**{**self.settings.__dict__, **overrides})
+
+    async def _apply(self, service: Service, existing: Deployment, overrides: dict, batch) -> Deployment:
+        """New settings for a deployed version: batching ones at once; a new backend or worker
+        mode by loading the version again beside the old one, which then finishes its queue."""
+        now = existing.batcher.settings
+        reload = (batch.backend, batch.workers) != (now.backend, now.workers)
+        if not reload:
+            existing.batcher.settings = batch
+            existing.overrides = overrides
+            events.record(service.name, "settings", f"{existing.ref}: {overrides}", ref=existing.ref)
+            return existing
+        events.record(service.name, "loading", f"reloading {existing.ref} with {overrides}", ref=existing.ref)
+        try:
+            fresh = await self._load(existing.record, batch, service.name)
+        except Exception as exc:
+            self._failed(service, existing.ref, exc)
+            raise DeployFailed(
+                f"Applying {overrides} to {existing.ref} failed: {_cause(exc)}; it keeps its old settings.",
+                hint=_fix(exc),
+            ) from None
+        fresh.overrides, fresh.weight = overrides, existing.weight
+        service.deployments = [fresh if d is existing else d for d in service.deployments]
+        self._retire(service.name, existing)
+        events.record(service.name, "settings", f"{existing.ref} reloaded with {overrides}", ref=existing.ref)
+        return fresh
 
     async def _load(self, record, settings: BatchSettings, service: str) -> Deployment:
         spec = get_task(record.task)
@@ -256,8 +314,10 @@ class Engine:
         events.record(service.name, "traffic", self._describe(service), ref=new.ref)
 
     async def set_traffic(self, name: str, weights: dict[str, int]) -> dict:
-        """Set the weights of deployed versions (``{"reviews:3": 90, "reviews:4": 10}``); a version
-        set to 0 keeps running but takes no traffic; one left out is retired."""
+        """Set the weights of deployed versions (``{"reviews:3": 90, "reviews:4": 10}``): whole
+        numbers 0-100 that add up to 100; a version set to 0 keeps running but takes no traffic;
+        one left out is retired."""
+        _check_weights(weights)
         async with self._change:
             service = self.service(name)
             by_ref = {d.ref: d for d in service.deployments}
@@ -266,8 +326,6 @@ class Engine:
                 raise NotFoundError(
                     f"Not deployed in '{name}': {sorted(unknown)}.", hint=f"Deployed: {sorted(by_ref)}."
                 )
-            if not weights or sum(weights.values()) <= 0 or min(weights.values()) < 0:
-                raise ConfigError("Weights must be >= 0 and not all 0.", hint='e.g. {"m:3": 90, "m:4": 10}')
             for ref, d in by_ref.items():
                 if ref not in weights:
                     self._retire(name, d)
@@ -275,7 +333,8 @@ class Engine:
             for ref, w in weights.items():
                 by_ref[ref].weight = w
             events.record(name, "traffic", self._describe(service))
-            return service.info()
+            self._persist()
+            return {**service.info(), "on_restart": self.on_restart(name)}
 
     async def _set_only(self, service: Service, ref: str) -> dict:
         keep = [d for d in service.deployments if d.ref == ref]
@@ -320,7 +379,53 @@ class Engine:
                 d.close()
             del self.services[name]
             events.record(name, "stopped", "service removed")
-            return {"name": name, "state": "stopped"}
+            self._persist()
+            return {"name": name, "state": "stopped", "on_restart": "nothing (undeployed)"}
+
+    # -------------------------------------------------- what a restart serves
+    def _persist(self) -> None:
+        """Write what is served now (versions, weights, the operator's settings) to
+        ``AIMASS_HOME/serving.json``, which a plain restart restores (see :meth:`restore`)."""
+        state = {
+            name: [{"ref": d.ref, "weight": d.weight, "settings": d.overrides} for d in s.deployments]
+            for name, s in self.services.items()
+            if s.deployments
+        }
+        path = state_path()
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps({"version": 1, "services": state}, indent=1))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("could not write %s (a restart will not restore this change): %s", path, exc)
+
+    def on_restart(self, name: str) -> str:
+        """What service ``name`` serves after a restart of a server started without ``--model``."""
+        saved = persisted() or {}
+        versions = saved.get(name) or []
+        return ", ".join(f"{v['ref']} ({v['weight']}%)" for v in versions) or "nothing"
+
+    async def restore(self, saved: dict) -> None:
+        """Deploy what :meth:`_persist` wrote, with its traffic split. A version that no longer
+        loads is skipped (its failure is in the service's events) and the others share its
+        traffic; the saved state itself is left as the operator wrote it."""
+        for name, versions in saved.items():
+            loaded = {}
+            for v in versions:
+                try:
+                    overrides = check_settings(v.get("settings"))
+                    record = await asyncio.to_thread(registry.get_version, v["ref"])
+                    async with self._change:
+                        weight = 0 if loaded else None  # the first takes all traffic, the rest none yet
+                        await self._deploy(record, name, weight, overrides, self._settings(overrides))
+                    loaded[record.ref] = int(v.get("weight", 100))
+                except (AimassError, KeyError, TypeError, ValueError) as exc:
+                    log.error("could not restore %s in service %s: %s", v, name, exc)
+            total = sum(loaded.values())
+            if len(loaded) > 1 and total:
+                for d in self.services[name].deployments:
+                    d.weight = round(loaded.get(d.ref, 0) * 100 / total)
+                events.record(name, "traffic", f"restored {self._describe(self.services[name])}")
 
     async def shutdown(self, grace: float) -> None:
         """Finish what is queued (within ``grace`` seconds), then release every version."""
@@ -333,6 +438,42 @@ class Engine:
             for d in service.deployments:
                 d.close()
             events.record(service.name, "stopped", "server stopped")
+
+
+def state_path() -> Path:
+    return paths.home() / "serving.json"
+
+
+def persisted() -> dict | None:
+    """The services a restart restores (``{service: [{"ref", "weight", "settings"}]}``), or None
+    when nothing was ever deployed through this home (start-up then serves each model's
+    ``production`` alias or latest version)."""
+    path = state_path()
+    try:
+        return json.loads(path.read_text())["services"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("ignoring %s (unreadable: %s); serving the defaults", path, exc)
+        return None
+
+
+def _is_weight(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100
+
+
+def _check_weights(weights: dict) -> None:
+    bad = {r: w for r, w in weights.items() if not _is_weight(w)}
+    if bad or not weights:
+        raise ConfigError(
+            f"Traffic weights must be whole numbers 0-100; got {bad or weights}.",
+            hint='e.g. {"reviews:3": 90, "reviews:4": 10}',
+        )
+    if sum(weights.values()) != 100:
+        raise ConfigError(
+            f"Traffic weights must add up to 100; these add up to {sum(weights.values())}.",
+            hint='e.g. {"reviews:3": 90, "reviews:4": 10}',
+        )
 
 
 def _backend(spec, wanted: str, record) -> str:

@@ -1,5 +1,6 @@
 """The server's outer layer, as plain ASGI (cheaper per request than Starlette's
-``BaseHTTPMiddleware``): request ids, the hard body limit, JSON access logs, response counts."""
+``BaseHTTPMiddleware``): request ids, body limits on the byte stream, authentication before any
+body is read, JSON access logs, response counts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import uuid
 
 from starlette.responses import JSONResponse
 
-from aimass.errors import AimassError, TooManyRequests
+from aimass.errors import AimassError, TooLargeError, TooManyRequests, Unauthenticated
 
 log = logging.getLogger("aimass.serve")
 access = logging.getLogger("aimass.access")
@@ -35,12 +36,13 @@ def error_response(exc: AimassError, request_id: str) -> JSONResponse:
 
 
 class RequestLog:
-    """Gives every request an id (``X-Request-ID`` in, or a new one; echoed back), refuses bodies
-    over ``max_body`` before routing, turns unexpected errors into a plain 500, and logs one
-    JSON line per request."""
+    """Gives every request an id (``X-Request-ID`` in, or a new one; echoed back), caps the body
+    at ``body_limit(path)`` bytes as it streams in (Content-Length or chunked: one byte over and
+    the request is answered 413 and the rest is never read), turns unexpected errors into a plain
+    500, and logs one JSON line per request."""
 
-    def __init__(self, app, metrics, max_body: int):
-        self.app, self.metrics, self.max_body = app, metrics, max_body
+    def __init__(self, app, metrics, body_limit):
+        self.app, self.metrics, self.body_limit = app, metrics, body_limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -50,28 +52,42 @@ class RequestLog:
         request_id = headers.get(b"x-request-id", b"")[:64].decode("latin-1") or uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = request_id
         status = [0]
+        limit = self.body_limit(scope["path"])
+        received, capped = [0], [False]
 
-        async def send_with_id(message):
+        async def send_own(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
+        async def send_with_id(message):
+            if not capped[0]:  # after a 413 on the stream, what the app still says is dropped
+                await send_own(message)
+
+        async def capped_receive():
+            message = await receive()
+            if message["type"] == "http.request" and not capped[0]:
+                received[0] += len(message.get("body", b""))
+                if received[0] > limit:
+                    capped[0] = True
+                    if not status[0]:
+                        await _answer(body_too_large(received[0], limit), request_id, scope, send_own)
+                    return {"type": "http.disconnect"}  # the app stops reading
+            return message
+
         length = headers.get(b"content-length", b"")
         try:
-            if length.isdigit() and int(length) > self.max_body:
-                message = f"The request body is {int(length)} bytes; the limit is {self.max_body}."
-                body = error_body(
-                    "body_too_large", message, "Send fewer or smaller inputs per request.", request_id
-                )
-                await JSONResponse(body, status_code=413)(scope, receive, send_with_id)
+            if length.isdigit() and int(length) > limit:
+                await _answer(body_too_large(int(length), limit), request_id, scope, send_own)
             else:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, capped_receive, send_with_id)
         except Exception:  # never a traceback to the client
-            log.exception("request %s failed", request_id)
+            if not capped[0]:  # (a capped body makes the app fail on purpose: nothing to log)
+                log.exception("request %s failed", request_id)
             if not status[0]:
                 body = error_body("internal_error", "Internal server error.", None, request_id)
-                await JSONResponse(body, status_code=500)(scope, receive, send_with_id)
+                await JSONResponse(body, status_code=500)(scope, receive, send_own)
         finally:
             self._log(scope, request_id, status[0] or 500, time.perf_counter() - began)
 
@@ -89,3 +105,43 @@ class RequestLog:
                 "key": scope["state"].get("key_id"),
             }
             access.info(json.dumps(line))
+
+
+def body_too_large(size: int, limit: int) -> TooLargeError:
+    return TooLargeError(
+        f"The request body is over {limit} bytes (at least {size}), the limit for this route.",
+        hint="Send fewer or smaller inputs per request.",
+    )
+
+
+async def _answer(exc: AimassError, request_id: str, scope, send) -> None:
+    async def nothing():  # the answer never reads the body
+        return {"type": "http.disconnect"}
+
+    await error_response(exc, request_id)(scope, nothing, send)
+
+
+class AuthGate:
+    """Refuses a ``/v1/`` request without a known key (401) before any of its body is read.
+
+    Scopes, rate limits and the ``open_predict`` exception for ``/v1/models`` routes are checked
+    again, per route, by the route's own dependency; this layer only makes sure that nobody
+    without a valid key can make the server read (and buffer, and parse) a body."""
+
+    def __init__(self, app, guard):
+        self.app, self.guard = app, guard
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        if self.guard.open_predict and (path == "/v1/models" or path.startswith("/v1/models/")):
+            return await self.app(scope, receive, send)
+        header = dict(scope["headers"]).get(b"authorization")
+        if self.guard.identify(header.decode("latin-1") if header else None) is None:
+            exc = Unauthenticated(
+                "This endpoint needs an API key." if not header else "The API key is unknown or revoked.",
+                hint="Send 'Authorization: Bearer <key>'; create one with `aimass keys create`.",
+            )
+            return await _answer(exc, scope.get("state", {}).get("request_id", ""), scope, send)
+        return await self.app(scope, receive, send)

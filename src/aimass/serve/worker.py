@@ -28,9 +28,15 @@ from aimass.errors import Unavailable
 
 
 # ------------------------------------------------------------------ frames
-def write_frame(stream, header: dict, blobs: list[bytes] = ()) -> None:
+def frame(header: dict, blobs: list[bytes] = ()) -> bytes:
+    """One frame's bytes. Raises ``ValueError`` (e.g. ``UnicodeEncodeError`` for a lone surrogate)
+    for content that cannot be sent: a problem of this batch, never of the worker."""
     body = json.dumps(header, ensure_ascii=False).encode() + b"\n" + b"".join(blobs)
-    stream.write(struct.pack(">I", len(body)) + body)
+    return struct.pack(">I", len(body)) + body
+
+
+def write_frame(stream, header: dict, blobs: list[bytes] = ()) -> None:
+    stream.write(frame(header, blobs))
     stream.flush()
 
 
@@ -134,24 +140,32 @@ class Worker:
                         "failed", f"model worker pid {self.proc.pid} exited ({self.proc.returncode})"
                     )
                 self._restart()
-            header, blobs = encode_items(items)
+            data = frame(*encode_items(items))  # before any I/O: bad content fails only this batch
             try:
-                write_frame(self.proc.stdin, header, blobs)
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
                 answer = read_frame(self.proc.stdout)
-            except (BrokenPipeError, OSError, ValueError):
+            except (OSError, ValueError):  # a broken pipe, or a torn frame from a dying worker
                 answer = None
             if answer is None:
-                code = self.proc.wait(timeout=10)
-                self.on_event("failed", f"model worker pid {self.proc.pid} died (exit {code}); restarting")
-                self.proc = None
-                raise WorkerDied(
-                    f"The model worker died while answering (exit code {code}); it is being restarted.",
-                    hint="Retry the request.",
-                )
+                self._lost()
             meta, blob = answer
             if not meta.get("ok"):
                 raise RuntimeError(f"worker: {meta.get('error')}")
             return np.frombuffer(blob, dtype=meta["dtype"]).reshape(meta["shape"])
+
+    def _lost(self) -> None:
+        """The pipe broke or the answer was cut: the worker is dead or in an unknown state. A live
+        one is killed (never waited on), and the next batch starts a fresh one."""
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.kill()
+        code = proc.wait()
+        self.on_event("failed", f"model worker pid {proc.pid} died (exit {code}); restarting")
+        raise WorkerDied(
+            f"The model worker died while answering (exit code {code}); it is being restarted.",
+            hint="Retry the request.",
+        )
 
     def _restart(self) -> None:
         self.restarts += 1
@@ -180,9 +194,9 @@ def main(argv: list[str]) -> int:
         write_frame(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
     write_frame(out, {"ok": True, "ready": True})
-    while (frame := read_frame(inp)) is not None:
+    while (batch := read_frame(inp)) is not None:
         try:
-            rows = np.ascontiguousarray(model.predict_proba(decode_items(*frame)))
+            rows = np.ascontiguousarray(model.predict_proba(decode_items(*batch)))
         except Exception as exc:  # the server turns this into a 500 for this batch only
             write_frame(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
             continue

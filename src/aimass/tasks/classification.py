@@ -70,3 +70,23 @@ def encode_scores(classes: list[str], proba: np.ndarray) -> dict:
             for row in proba
         ]
     }
+
+
+def check_encodable(text: str, where: str) -> None:
+    """Refuse text that cannot be written as UTF-8 (a lone surrogate such as ``"\\ud800"``, which
+    JSON's ``\\u`` escapes can carry): a ``ValueError`` naming ``where`` and the position, so the
+    request is a 422 before it reaches a batch it could break.
+
+    >>> check_encodable("ok", "inputs[0]")
+    >>> check_encodable("a\\ud800", "inputs[3]")
+    Traceback (most recent call last):
+    ...
+    ValueError: inputs[3] has a lone surrogate (U+D800) at character 1; send valid Unicode text
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(text[exc.start])
+        raise ValueError(
+            f"{where} has a lone surrogate (U+{bad:04X}) at character {exc.start}; send valid Unicode text"
+        ) from None

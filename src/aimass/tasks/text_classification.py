@@ -32,7 +32,13 @@ from aimass.estimator import Estimator
 from aimass.evaluate import classification_report, top_losses
 from aimass.lexical import Lexical
 from aimass.tasks import register_task
-from aimass.tasks.classification import PredictResponse, encode_scores, holdout, parse_config
+from aimass.tasks.classification import (
+    PredictResponse,
+    check_encodable,
+    encode_scores,
+    holdout,
+    parse_config,
+)
 from aimass.tfidf import settings_for
 from aimass.train import stages
 
@@ -497,6 +503,7 @@ class PredictRequest(BaseModel):
                 raise ValueError(f"inputs[{i}] is empty; send non-empty text")
             if len(text) > MAX_CHARS:
                 raise ValueError(f"inputs[{i}] has {len(text)} characters; the limit is {MAX_CHARS}")
+            check_encodable(text, f"inputs[{i}]")
         return items
 
 
