@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,8 +27,11 @@ def attach(app: typer.Typer) -> None:
 def submit(
     args: Annotated[list[str] | None, typer.Argument(help="After --: arguments for a custom script.")] = None,
     kind: Annotated[str | None, typer.Option(help="import, train, evaluate, compress, auto, custom.")] = None,
-    code_dir: Annotated[str | None, typer.Option(help="Custom job: the folder with your code.")] = None,
-    entry: Annotated[str | None, typer.Option(help="Custom job: the script, inside --code-dir.")] = None,
+    code_dir: Annotated[
+        str | None, typer.Option(help="Custom job: the folder with your code (uploaded into AIMASS_HOME).")
+    ] = None,
+    code: Annotated[str | None, typer.Option(help="Custom job: the id of code uploaded before.")] = None,
+    entry: Annotated[str | None, typer.Option(help="Custom job: the script, inside the code.")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset id or name (custom, train).")] = None,
     name: Annotated[str | None, typer.Option(help="Model name for what the job registers.")] = None,
     option: Annotated[
@@ -37,17 +41,23 @@ def submit(
     foreground: Annotated[bool, typer.Option(help="Run it here and follow its log.")] = False,
     as_json: JsonFlag = False,
 ):
-    """Check and queue a job (``aimass jobs runner`` or ``aimass serve`` runs it)."""
+    """Check and queue a job (``aimass jobs runner`` or ``aimass serve`` runs it).
+
+    A custom job's --code-dir is packed and uploaded (``aimass jobs upload``) first; the job runs
+    that copy."""
     from aimass import jobs
 
-    kind = kind or ("custom" if code_dir or entry else None)
+    kind = kind or ("custom" if code_dir or code or entry else None)
     if kind is None:
         raise JobError(
             "Say what the job does: --kind KIND, or --code-dir DIR --entry SCRIPT.py for your own script.",
             code="kind_missing",
             hint="e.g. aimass jobs submit --code-dir ./src --entry train.py --data reviews -- --epochs 3",
         )
-    given = {"code_dir": code_dir, "entry": entry, "data": data, "name": name}
+    if code_dir:
+        code = jobs.upload_code(code_dir)["code"]
+        name = name or _model_name(code_dir)
+    given = {"code": code, "entry": entry, "data": data, "name": name}
     params = {k: v for k, v in given.items() if v is not None} | settings(option or [])
     if kind == "custom":
         params["args"] = list(args or [])
@@ -55,6 +65,31 @@ def submit(
     if foreground:
         job = jobs.run_foreground(job["id"], echo=None if as_json else _write)
     emit(job, as_json, _show)
+
+
+def _model_name(code_dir: str) -> str | None:
+    """The folder's name, as the model's default name, when it is a valid one."""
+    from aimass.store.registry import NAME
+
+    folder = Path(code_dir).expanduser().resolve().name
+    return folder if NAME.fullmatch(folder) else None
+
+
+@jobs_app.command("upload")
+@command
+def upload(
+    path: Annotated[str, typer.Argument(help="A folder, or a .zip / .tar / .tar.gz of one.")],
+    as_json: JsonFlag = False,
+):
+    """Store code for custom jobs in AIMASS_HOME; prints its id (submit with --code ID)."""
+    from aimass import jobs
+
+    info = jobs.upload_code(path)
+    emit(
+        info,
+        as_json,
+        lambda i: out.print(f"code [bold]{i['code']}[/]: {i['files']} files, {i['bytes']:,} bytes"),
+    )
 
 
 def _write(text: str) -> None:

@@ -155,15 +155,23 @@ def _show_service(info: dict) -> None:
     out.print(f"[bold]{info['name']}[/] ({info['state']})")
     rows = [{**v, "accuracy": v["metrics"].get("accuracy")} for v in info["versions"]]
     out.print(table(rows, ["ref", "weight", "backend", "accuracy", "load_s", "warm_s", "queue"]))
+    if "on_restart" in info:
+        out.print(f"After a restart, {info['name']} serves: {info['on_restart']}")
 
 
 @keys_app.command("create")
 @command
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key, e.g. the team or app using it.")] = "",
-    scope: Annotated[list[str] | None, typer.Option(help="predict and/or manage (repeatable).")] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="predict, manage and/or jobs:code (repeatable). jobs:code uploads and runs code on "
+            "the server as its user; manage does not include it."
+        ),
+    ] = None,
     rate_limit: Annotated[
-        float | None, typer.Option(help="Requests per second allowed (default: none).")
+        float | None, typer.Option(help="Requests per second allowed, 0.001 to 1000000 (default: none).")
     ] = None,
     as_json: JsonFlag = False,
 ):
@@ -199,7 +207,7 @@ def keys_list(as_json: JsonFlag = False):
 @keys_app.command("revoke")
 @command
 def keys_revoke(key_id: str, as_json: JsonFlag = False):
-    """Revoke a key (servers refuse it within a few seconds)."""
+    """Revoke a key (servers on this AIMASS_HOME refuse it from their next request)."""
     from aimass.serve import auth
 
     emit(auth.revoke_key(key_id), as_json)

@@ -7,7 +7,8 @@
 
 ``submit`` checks and queues; a runner (``aimass jobs runner``, or the server's) executes queued
 jobs; ``run_foreground`` runs one in this terminal. ``show``/``logs``/``cancel``/``retry`` do what
-they say, here and over REST.
+they say, here and over REST. A custom job runs code stored with ``upload_code`` (never a folder of
+the host), and submitting one over REST needs the ``jobs:code`` scope (``kind_of(job).scope``).
 """
 
 from __future__ import annotations
@@ -16,21 +17,37 @@ import time
 
 from aimass.errors import JobError
 from aimass.jobs import store
-from aimass.jobs.kinds import KINDS, get_kind
+from aimass.jobs.kinds import KINDS, Kind, get_kind
 from aimass.jobs.runner import Runner, log_path
 
 __all__ = [
     "KINDS",
     "Runner",
     "cancel",
+    "get_kind",
+    "kind_of",
     "list_jobs",
     "logs",
     "retry",
     "run_foreground",
     "show",
     "submit",
+    "upload_code",
     "wait",
 ]
+
+
+def upload_code(source) -> dict:
+    """Store code for custom jobs (a folder, an archive file or an open archive); returns its id
+    as ``{"code": ...}``. See :func:`aimass.jobs.custom.upload_code`."""
+    from aimass.jobs.custom import upload_code as upload  # pulls in aimass.data: only when used
+
+    return upload(source)
+
+
+def kind_of(job_id: str) -> Kind:
+    """The kind of a stored job (its ``scope`` says who may submit or retry it)."""
+    return get_kind(store.get(job_id).kind)
 
 
 def submit(kind: str, params: dict | None = None, *, timeout_s: float | None = None) -> dict:

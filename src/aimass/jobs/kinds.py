@@ -2,7 +2,9 @@
 
 A kind's ``run(params, ctx)`` calls the Python API and returns a JSON-able result. ``ctx`` gives
 it a stable run folder (checkpoints survive a killed worker), ``ctx.resume`` (True from the
-second attempt on) and ``ctx.progress(fraction, message)``.
+second attempt on) and ``ctx.progress(fraction, message)``. A kind's ``scope`` is what an API key
+needs to submit it over REST: ``manage`` for kinds that call aimass, ``jobs:code`` for ``custom``,
+which runs the caller's own code on the server.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ class Kind:
     run: Callable[[dict, object], dict]
     check: Callable[[dict], dict]
     summary: str
+    scope: str = "manage"
 
 
 KINDS: dict[str, Kind] = {}
 
 
-def register_kind(name: str, summary: str, check: Callable[[dict], dict] | None = None):
+def register_kind(
+    name: str, summary: str, check: Callable[[dict], dict] | None = None, *, scope: str = "manage"
+):
     def wrap(run):
-        KINDS[name] = Kind(name, run, check or (lambda params: params), summary)
+        KINDS[name] = Kind(name, run, check or (lambda params: params), summary, scope)
         return run
 
     return wrap
@@ -118,7 +123,9 @@ def _check_custom(params: dict) -> dict:
     return check(params)
 
 
-@register_kind("custom", "your own training script on a stored dataset", _check_custom)
+@register_kind(
+    "custom", "your own training script (uploaded) on a stored dataset", _check_custom, scope="jobs:code"
+)
 def run_custom(params: dict, ctx) -> dict:
     from aimass.jobs.custom import run
 

@@ -107,6 +107,7 @@ def create_app(
     app.state.aimass = state
     app.state.meter = meter
     predictor = Predictor(engine, meter)
+    app.openapi = lambda: _errors_as_json(app)
     _add_middleware(app, engine, guard, predictor)
     _add_health(app, engine, state)
     _add_predict(app, engine, guard, predictor)
@@ -245,19 +246,39 @@ ERRORS = {
 }
 
 
+ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def _errors_as_json(app: FastAPI) -> dict:
+    """The OpenAPI document, with every error answer as JSON (a route whose success is plain text,
+    like job logs, still answers errors in the one JSON shape)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for operations in spec["paths"].values():
+            for operation in operations.values():
+                for status, answer in operation.get("responses", {}).items():
+                    if int(status) in ERRORS:
+                        answer["content"] = {"application/json": {"schema": dict(ERROR_REF)}}
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
 class KeyRequest(BaseModel):
     name: str = ""
     scopes: list[str] = Field(default_factory=lambda: ["predict"])
-    rate_limit: float | None = Field(None, gt=0, description="requests per second")
+    rate_limit: float | None = Field(None, description="requests per second, 0.001 to 1,000,000")
 
 
 def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) -> None:
     manage = [_allow(guard, "manage")]
 
-    @app.post("/v1/keys", tags=["keys"], dependencies=manage)
-    def create_key(body: KeyRequest):
-        """A new API key; the key is in this answer only (the server keeps its hash)."""
-        record, key = auth.create_key(body.name, body.scopes, body.rate_limit)
+    @app.post("/v1/keys", tags=["keys"])
+    def create_key(body: KeyRequest, caller: Caller = _allow(guard, "manage")):
+        """A new API key; the key is in this answer only (the server keeps its hash). A key can
+        grant only scopes its creator holds (a ``manage`` key cannot mint ``jobs:code``)."""
+        record, key = auth.create_key(body.name, body.scopes, body.rate_limit, granted_by=caller)
         return {**record.to_dict(), "key": key}
 
     @app.get("/v1/keys", tags=["keys"], dependencies=manage)

@@ -2,10 +2,21 @@
 
 A key reads ``am_<id>_<secret>``; the database keeps only the id and the key's sha256 (the
 secret has 256 random bits, so a fast hash is enough and lookups stay cheap). Scopes:
-``predict`` (call models) and ``manage`` (deploy, undeploy, keys, usage).
+
+- ``predict``: call models;
+- ``manage``: deploy, undeploy, keys, usage, and jobs that call aimass (import, train, ...);
+- ``jobs:code``: upload code and run it as a custom job. That code runs on the server as the
+  server's user, so ``manage`` does not include it; a key has it only when created with it
+  (``aimass keys create --scope jobs:code``), and only a caller holding it may grant it.
 
 The admin token lives in ``AIMASS_HOME/admin.token`` (mode 0600), created the first time a
-server starts; the CLI on the same machine reads it, so operators never paste secrets.
+server starts; the CLI on the same machine reads it, so operators never paste secrets. It has
+every scope.
+
+A server keeps recent lookups in a bounded cache, and every revocation (REST or CLI, in any
+process sharing ``AIMASS_HOME``) appends a line to ``AIMASS_HOME/keys.revoked``; the server
+stats that file on each request (about 2 µs) and drops its cache when it grew, so a revoked
+key is refused from the next request on.
 """
 
 from __future__ import annotations
@@ -13,10 +24,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import numbers
 import os
+import re
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -24,8 +40,13 @@ from aimass import paths
 from aimass.errors import ConfigError, NotFoundError, PermissionDenied, TooManyRequests, Unauthenticated
 from aimass.store.db import ApiKeyRecord, session
 
-SCOPES = ("predict", "manage")
+CODE_SCOPE = "jobs:code"
+SCOPES = ("predict", "manage", CODE_SCOPE)
 ADMIN_ID = "admin"
+RATE_MIN, RATE_MAX = 0.001, 1_000_000.0  # requests per second
+CACHE_SIZE = 4096  # keys remembered per server (valid and unknown alike), least recently used out
+REVOKED_LOG = "keys.revoked"
+KEY_FORMAT = re.compile(r"am_([0-9a-f]{8})_[A-Za-z0-9_-]{32,128}")
 
 
 def _digest(secret: str) -> str:
@@ -33,16 +54,36 @@ def _digest(secret: str) -> str:
 
 
 # ------------------------------------------------------------------ keys
-def create_key(name: str = "", scopes: list[str] | tuple = ("predict",), rate_limit: float | None = None):
-    """A new key: returns ``(record, key)``; the key itself is shown once and never stored."""
+def grantable(caller: Caller) -> set[str]:
+    """What ``caller`` may put in a new key: ``predict`` and ``manage`` with ``manage``, and
+    ``jobs:code`` only if it holds ``jobs:code`` itself (so ``manage`` cannot mint a way to run code)."""
+    scopes = set(caller.scopes)
+    return scopes | {"predict", "manage"} if "manage" in scopes else scopes
+
+
+def create_key(
+    name: str = "",
+    scopes: list[str] | tuple = ("predict",),
+    rate_limit: float | None = None,
+    *,
+    granted_by: Caller | None = None,
+):
+    """A new key: returns ``(record, key)``; the key itself is shown once and never stored.
+
+    ``rate_limit`` is requests/s, from :data:`RATE_MIN` to :data:`RATE_MAX` (None: no limit).
+    ``granted_by``: the caller asking (over REST); see :func:`grantable`.
+    """
     scopes = sorted(set(scopes))
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:
         raise ConfigError(f"Unknown scopes {bad or scopes}.", hint=f"Use one or more of {list(SCOPES)}.")
-    if rate_limit is not None and not rate_limit > 0:
-        raise ConfigError(
-            f"Rate limit must be > 0 requests/s; got {rate_limit}.", hint="e.g. --rate-limit 20"
+    if granted_by is not None and (beyond := [s for s in scopes if s not in grantable(granted_by)]):
+        raise PermissionDenied(
+            f"Key '{granted_by.key_id}' has scopes {list(granted_by.scopes)} and cannot grant {beyond}.",
+            hint="A key grants only scopes it has; the admin token (`aimass keys create` on the server) "
+            "grants any.",
         )
+    rate_limit = check_rate_limit(rate_limit)
     key_id = secrets.token_hex(4)
     key = f"am_{key_id}_{secrets.token_urlsafe(32)}"
     record = ApiKeyRecord(id=key_id, name=name, hash=_digest(key), scopes=scopes, rate_limit=rate_limit)
@@ -51,18 +92,58 @@ def create_key(name: str = "", scopes: list[str] | tuple = ("predict",), rate_li
     return record, key
 
 
+def check_rate_limit(value) -> float | None:
+    """``value`` as a float in [RATE_MIN, RATE_MAX] requests/s, or None for no limit.
+
+    Raises:
+        ConfigError: not a number, not finite (inf, NaN) or out of range.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(
+            f"Rate limit must be a number of requests/s; got {value!r}.", hint="e.g. --rate-limit 20"
+        )
+    try:
+        rate = float(value)
+    except OverflowError:  # an int past float range
+        rate = math.inf
+    if not (math.isfinite(rate) and RATE_MIN <= rate <= RATE_MAX):
+        raise ConfigError(
+            f"Rate limit must be from {RATE_MIN:g} to {RATE_MAX:,.0f} requests/s; got {rate!r}.",
+            hint='e.g. --rate-limit 20 (REST: "rate_limit": 20); leave it out for no limit.',
+        )
+    return rate
+
+
+def effective_rate(stored) -> float | None:
+    """The limit a stored value means: finite positive values clamped into range, anything else
+    (None, inf or NaN left by an older version) no limit."""
+    if isinstance(stored, bool) or not isinstance(stored, numbers.Real):
+        return None
+    rate = float(stored)
+    if not math.isfinite(rate) or rate <= 0:
+        return None
+    return min(max(rate, RATE_MIN), RATE_MAX)
+
+
 def list_keys() -> list[dict]:
     with session() as s:
-        return [r.to_dict() for r in s.scalars(select(ApiKeyRecord).order_by(ApiKeyRecord.created)).all()]
+        records = s.scalars(select(ApiKeyRecord).order_by(ApiKeyRecord.created)).all()
+        return [{**r.to_dict(), "rate_limit": effective_rate(r.rate_limit)} for r in records]
 
 
 def revoke_key(key_id: str) -> dict:
+    """Revoke a key; every server on this ``AIMASS_HOME`` refuses it from its next request."""
     with session() as s, s.begin():
         record = s.get(ApiKeyRecord, key_id)
         if record is None:
             raise NotFoundError(f"No API key with id '{key_id}'.", hint="`aimass keys list` shows the ids.")
         record.revoked = record.revoked or datetime.now(UTC).isoformat(timespec="seconds")
-        return record.to_dict()
+        info = record.to_dict()
+    with open(paths.home() / REVOKED_LOG, "a") as log:  # after the commit: guards re-read from here
+        log.write(f"{info['revoked']} {key_id}\n")
+    return info
 
 
 # ----------------------------------------------------------- admin token
@@ -96,18 +177,52 @@ class Caller:
 ANONYMOUS = Caller("anonymous", ("predict",))
 
 
-class Guard:
-    """Authenticates ``Authorization: Bearer`` headers and enforces scopes and rate limits."""
+def require(caller: Caller, scope: str | tuple[str, ...], why: str = "this endpoint needs") -> Caller:
+    """``caller`` if it has ``scope`` (or one of several); PermissionDenied (403) otherwise.
 
-    def __init__(self, *, open_predict: bool = False, admin: str | None = None, cache_s: float = 5.0):
+    >>> require(Caller("k1", ("manage",)), "manage").key_id
+    'k1'
+    """
+    needed = (scope,) if isinstance(scope, str) else tuple(scope)
+    if not any(s in caller.scopes for s in needed):
+        wanted = " or ".join(repr(s) for s in needed)
+        hint = f"Use a key created with `aimass keys create --scope {needed[0]}`."
+        if CODE_SCOPE in needed:
+            hint += f" 'manage' does not include '{CODE_SCOPE}': it runs code on the server."
+        raise PermissionDenied(
+            f"Key '{caller.key_id}' has scopes {list(caller.scopes)}; {why} {wanted}.", hint=hint
+        )
+    return caller
+
+
+class Guard:
+    """Authenticates ``Authorization: Bearer`` headers and enforces scopes and rate limits.
+
+    Lookups are cached (at most ``cache_size`` keys, each for ``cache_s`` seconds); a revocation
+    anywhere on this ``AIMASS_HOME`` empties the cache before the next request is checked.
+    Malformed keys are refused without a lookup and never cached.
+    """
+
+    def __init__(
+        self,
+        *,
+        open_predict: bool = False,
+        admin: str | None = None,
+        cache_s: float = 5.0,
+        cache_size: int = CACHE_SIZE,
+    ):
         self.open_predict = open_predict
         self._admin = _digest(admin) if admin else None
-        self._cache: dict[str, tuple[float, Caller | None]] = {}
-        self._cache_s = cache_s
+        self._cache: OrderedDict[str, tuple[float, Caller | None]] = OrderedDict()
+        self._cache_s, self._cache_size = cache_s, cache_size
+        self._lock = threading.Lock()
+        self._revocations = paths.home() / REVOKED_LOG
+        self._seen = _mark(self._revocations)
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def check(self, header: str | None, scope: str) -> Caller:
-        caller = self._identify(header)
+    def check(self, header: str | None, scope: str | tuple[str, ...]) -> Caller:
+        """The caller, if the key is valid, has ``scope`` (or one of several) and is within its rate."""
+        caller = self.identify(header)
         if caller is None:
             if scope == "predict" and self.open_predict:
                 return ANONYMOUS
@@ -115,27 +230,51 @@ class Guard:
                 "This endpoint needs an API key." if not header else "The API key is unknown or revoked.",
                 hint="Send 'Authorization: Bearer <key>'; create one with `aimass keys create`.",
             )
-        if scope not in caller.scopes:
-            raise PermissionDenied(
-                f"Key '{caller.key_id}' has scopes {list(caller.scopes)}; this endpoint needs '{scope}'.",
-                hint=f"Use a key created with `aimass keys create --scope {scope}`.",
-            )
+        require(caller, scope)
         self._spend(caller)
         return caller
 
-    def _identify(self, header: str | None) -> Caller | None:
-        if not header or not header.lower().startswith("bearer "):
+    def identify(self, header: str | None) -> Caller | None:
+        """The caller a header names, or None (no key, malformed, unknown or revoked)."""
+        if not header or header[:7].lower() != "bearer ":
             return None
         key = header[7:].strip()
         digest = _digest(key)
         if self._admin and hmac.compare_digest(digest, self._admin):
             return Caller(ADMIN_ID, SCOPES)
-        cached = self._cache.get(digest)
-        if cached and time.monotonic() - cached[0] < self._cache_s:  # revocation applies within cache_s
-            return cached[1]
-        caller = _lookup(key, digest)
-        self._cache[digest] = (time.monotonic(), caller)
+        if not (form := KEY_FORMAT.fullmatch(key)):
+            return None
+        seen = self._fresh()
+        with self._lock:
+            cached = self._cache.get(digest)
+            if cached and time.monotonic() - cached[0] < self._cache_s:
+                self._cache.move_to_end(digest)
+                return cached[1]
+        caller = _lookup(form.group(1), digest)
+        self._remember(digest, caller, seen)
         return caller
+
+    @property
+    def cache_len(self) -> int:
+        return len(self._cache)
+
+    def _fresh(self):
+        """Drop the cache if a key was revoked since the last look; returns the mark seen."""
+        mark = _mark(self._revocations)
+        if mark != self._seen or mark is _UNKNOWN:
+            with self._lock:
+                self._cache.clear()
+                self._seen = mark
+        return mark
+
+    def _remember(self, digest: str, caller: Caller | None, seen) -> None:
+        with self._lock:
+            if seen is _UNKNOWN or seen != self._seen:  # a revocation came in during the lookup
+                return
+            self._cache[digest] = (time.monotonic(), caller)
+            self._cache.move_to_end(digest)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
     def _spend(self, caller: Caller) -> None:
         """Token bucket per key: ``rate_limit`` requests/s, bursts up to max(1, rate_limit)."""
@@ -155,12 +294,24 @@ class Guard:
         self._buckets[caller.key_id] = (tokens - 1, now)
 
 
-def _lookup(key: str, digest: str) -> Caller | None:
-    parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != "am":
+_UNKNOWN = object()  # the revocations log could not be read: cache nothing
+
+
+def _mark(path: Path):
+    """What identifies the revocations log's state: it only grows, so its size changes on
+    every revocation (inode too, should someone replace it)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
         return None
+    except OSError:
+        return _UNKNOWN
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _lookup(key_id: str, digest: str) -> Caller | None:
     with session() as s:
-        record = s.get(ApiKeyRecord, parts[1])
+        record = s.get(ApiKeyRecord, key_id)
     if record is None or record.revoked or not hmac.compare_digest(record.hash, digest):
         return None
-    return Caller(record.id, tuple(record.scopes), record.rate_limit)
+    return Caller(record.id, tuple(record.scopes), effective_rate(record.rate_limit))

@@ -1,7 +1,7 @@
 """Each service's events log, kept in the metadata database like a cloud console's events tab.
 
 Kinds: created, loading, warmed, ready, failed (with cause and hint), swapped, traffic,
-draining, stopped.
+settings, draining, stopped.
 """
 
 from __future__ import annotations
@@ -14,7 +14,18 @@ from sqlalchemy import select
 from aimass.store.db import EventRecord, session
 
 log = logging.getLogger("aimass.events")
-KINDS = ("created", "loading", "warmed", "ready", "failed", "swapped", "traffic", "draining", "stopped")
+KINDS = (
+    "created",
+    "loading",
+    "warmed",
+    "ready",
+    "failed",
+    "swapped",
+    "traffic",
+    "settings",
+    "draining",
+    "stopped",
+)
 
 
 def record(service: str, kind: str, message: str = "", *, hint: str | None = None, ref: str | None = None):

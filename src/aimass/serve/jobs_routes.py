@@ -1,7 +1,10 @@
 """Jobs over REST (``/v1/jobs``, ``/v1/auto``): the same calls as ``aimass jobs ...``.
 
 Submitting answers 202 with the queued job; a job runner (the server's own, see
-:func:`start_runner`, or ``aimass jobs runner``) executes it. All routes need a ``manage`` key.
+:func:`start_runner`, or ``aimass jobs runner``) executes it. Routes need a ``manage`` key, except
+custom code: ``POST /v1/jobs/code`` (multipart, one .zip/.tar/.tar.gz, up to 64 MiB) stores it and
+answers its id, and submitting or retrying a ``custom`` job that runs it needs ``jobs:code``, a scope
+``manage`` does not include (the code runs on the server as the server's user).
 """
 
 from __future__ import annotations
@@ -9,20 +12,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from aimass import jobs
-from aimass.errors import AimassError
+from aimass.errors import AimassError, ConfigError, TooLargeError
+from aimass.jobs.custom import upload_limit
+from aimass.jobs.kinds import Kind
+from aimass.serve.auth import CODE_SCOPE, Caller, require
 
 log = logging.getLogger("aimass.serve")
 
 
 class JobRequest(BaseModel):
     kind: str = Field(description="import, train, evaluate, compress, auto or custom")
-    params: dict = Field(default_factory=dict, description="the kind's parameters, e.g. {'data': 'reviews'}")
+    params: dict = Field(
+        default_factory=dict,
+        description="the kind's parameters, e.g. {'data': 'reviews'}; custom: {'code': ID from "
+        "POST /v1/jobs/code, 'entry': 'train.py', 'data': 'reviews', 'args': ['--epochs', '3']}",
+    )
     timeout_s: float | None = Field(None, gt=0, description="stop the job after this many seconds")
 
 
@@ -33,14 +46,30 @@ class AutoRequest(BaseModel):
     deploy: bool = False
 
 
-def add_jobs(app: FastAPI, manage: list) -> None:
+def add_jobs(app: FastAPI, allow: Callable) -> None:
+    """Add the job routes; ``allow(scope)`` is the dependency that yields the checked
+    :class:`Caller` (``scope``: one scope, or a tuple of which any one will do)."""
+    manage = [allow("manage")]
+
     @app.get("/v1/jobs", tags=["jobs"], dependencies=manage)
     async def list_jobs(status: str | None = None, limit: int = Query(100, ge=1, le=1000)):
         return {"jobs": await asyncio.to_thread(jobs.list_jobs, status, limit)}
 
-    @app.post("/v1/jobs", tags=["jobs"], dependencies=manage, status_code=202)
-    async def submit(body: JobRequest):
+    code = [allow(CODE_SCOPE)]
+
+    @app.post("/v1/jobs/code", tags=["jobs"], dependencies=code, status_code=201, openapi_extra=CODE_BODY)
+    async def upload_code(request: Request):
+        """Store code for custom jobs (one archive file); answers ``{"code": ID, ...}``."""
+        archive = await _one_file(request)
+        try:
+            return await asyncio.to_thread(jobs.upload_code, archive.file)
+        finally:
+            await archive.close()
+
+    @app.post("/v1/jobs", tags=["jobs"], status_code=202)
+    async def submit(body: JobRequest, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Check and queue a job; 422 with a stable code when a check fails."""
+        _may_run(caller, jobs.get_kind(body.kind))
         return await asyncio.to_thread(jobs.submit, body.kind, body.params, timeout_s=body.timeout_s)
 
     @app.post("/v1/auto", tags=["jobs"], dependencies=manage, status_code=202)
@@ -60,9 +89,69 @@ def add_jobs(app: FastAPI, manage: list) -> None:
     async def cancel(job_id: str):
         return await asyncio.to_thread(jobs.cancel, job_id)
 
-    @app.post("/v1/jobs/{job_id}/retry", tags=["jobs"], dependencies=manage, status_code=202)
-    async def retry(job_id: str):
+    @app.post("/v1/jobs/{job_id}/retry", tags=["jobs"], status_code=202)
+    async def retry(job_id: str, caller: Caller = allow(("manage", CODE_SCOPE))):
+        """Submit a failed or cancelled job again; needs what submitting it needs."""
+        _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id))
         return await asyncio.to_thread(jobs.retry, job_id)
+
+
+def _may_run(caller: Caller, kind: Kind) -> None:
+    """403 unless the caller has the scope the kind needs (``jobs:code`` for custom code)."""
+    require(caller, kind.scope, why=f"{kind.name} jobs need")
+
+
+async def _one_file(request: Request) -> UploadFile:
+    """The one file of a multipart request, read from a stream capped at the upload limit."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ConfigError(
+            "Send the code as multipart/form-data with one archive file.",
+            hint="e.g. curl -F file=@code.zip -H 'Authorization: Bearer KEY' .../v1/jobs/code",
+        )
+    cap = upload_limit() + 64 * 1024  # the archive plus the multipart framing
+    parser = MultiPartParser(request.headers, _capped(request.stream(), cap), max_files=1, max_fields=8)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise ConfigError(
+            f"The multipart body cannot be read: {exc.message}",
+            hint="Upload exactly one .zip, .tar or .tar.gz file, e.g. curl -F file=@code.zip ...",
+        ) from None
+    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not files:
+        raise ConfigError(
+            "The request has no file.", hint="Upload the archive as a file, e.g. -F file=@code.zip."
+        )
+    return files[0]
+
+
+async def _capped(stream: AsyncIterator[bytes], cap: int) -> AsyncIterator[bytes]:
+    seen = 0
+    async for chunk in stream:
+        seen += len(chunk)
+        if seen > cap:
+            raise TooLargeError(
+                f"The code upload is over {cap:,} bytes.",
+                hint="Keep data out of the code: import it with `aimass data import` and read "
+                "AIMASS_DATA_DIR in the script.",
+            )
+        yield chunk
+
+
+CODE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
 
 
 def start_runner(parallel: int = 1) -> threading.Event | None:

@@ -19,7 +19,7 @@ def news(bbc_csv):
 
 def script(tmp_path, body: str) -> dict:
     (tmp_path / "job.py").write_text(body)
-    return {"code_dir": str(tmp_path), "entry": "job.py"}
+    return {"code": jobs.upload_code(tmp_path)["code"], "entry": "job.py"}
 
 
 def run_all() -> None:

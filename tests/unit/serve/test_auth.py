@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import stat
 
 import pytest
@@ -103,3 +105,144 @@ def test_meter_keeps_the_tally_when_the_database_write_fails():
     assert meter.flush() == 1
     (row,) = metering.usage(key="k9")
     assert (row["requests"], row["items"], row["compute_ms"]) == (2, 3, 6.0)
+
+
+# ------------------------------------------------- issue 21: harden the server
+@pytest.fixture(scope="module")
+def client():
+    from fastapi.testclient import TestClient
+
+    from aimass.serve.app import create_app
+
+    with TestClient(create_app(refs=[])) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def admin():
+    return {"Authorization": f"Bearer {auth.admin_token()}"}
+
+
+def test_running_code_is_a_scope_of_its_own():
+    guard = auth.Guard()
+    ops, manage = auth.create_key("ops", ["manage", "predict"])
+    with pytest.raises(PermissionDenied, match="needs 'jobs:code'") as refused:
+        guard.check(f"Bearer {manage}", "jobs:code")
+    assert "'manage' does not include 'jobs:code'" in refused.value.hint
+    _, coder = auth.create_key("ml", ["jobs:code"])
+    assert guard.check(f"Bearer {coder}", "jobs:code").scopes == ("jobs:code",)
+    assert guard.check(f"Bearer {coder}", ("manage", "jobs:code")).scopes == ("jobs:code",)
+    token = auth.admin_token()
+    assert "jobs:code" in auth.Guard(admin=token).check(f"Bearer {token}", "jobs:code").scopes
+    caller = guard.check(f"Bearer {manage}", "manage")
+    with pytest.raises(PermissionDenied, match=r"cannot grant \['jobs:code'\]"):
+        auth.create_key("escalate", ["jobs:code"], granted_by=caller)
+    record, _ = auth.create_key("helper", ["predict"], granted_by=caller)
+    assert record.scopes == ["predict"]
+
+
+@pytest.mark.parametrize(
+    "rate",
+    [float("inf"), float("-inf"), float("nan"), float("1e400"), 5e-324, 0.0005, 2e6, -1, 0, 10**400, True],
+)
+def test_rate_limits_must_be_finite_and_in_range(rate):
+    with pytest.raises(ConfigError, match=r"from 0\.001 to 1,000,000 requests/s|must be a number"):
+        auth.create_key("x", ["predict"], rate_limit=rate)
+
+
+def test_rate_limits_at_the_bounds_are_kept():
+    assert auth.create_key("slowest", ["predict"], rate_limit=0.001)[0].rate_limit == 0.001
+    assert auth.create_key("fastest", ["predict"], rate_limit=10**6)[0].rate_limit == 1e6
+
+
+@pytest.mark.parametrize("raw", ["1e400", '"inf"', "Infinity", "-Infinity", "NaN", "5e-324", "2e6"])
+def test_rest_refuses_odd_rate_limits_with_422(client, admin, raw):
+    body = '{"name": "odd", "rate_limit": RATE}'.replace("RATE", raw)
+    answer = client.post("/v1/keys", content=body, headers={**admin, "Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert client.get("/v1/keys", headers=admin).status_code == 200
+
+
+def test_cli_refuses_odd_rate_limits():
+    from typer.testing import CliRunner
+
+    from aimass.cli import app
+
+    for raw in ("inf", "nan", "1e400", "5e-324"):
+        done = CliRunner().invoke(app, ["keys", "create", "--rate-limit", raw, "--json"])
+        assert done.exit_code == 2, done.output
+        assert "0.001 to 1,000,000" in json.loads(done.output)["error"]["message"]
+
+
+def test_stored_odd_rate_limits_cannot_break_listing_or_checks(client, admin):
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from aimass.cli import app
+
+    ids = {}
+    for label, stored in (("inf", "9e999"), ("-inf", "-9e999"), ("tiny", "5e-324"), ("negative", "-3")):
+        record, key = auth.create_key(f"old-{label}", ["predict"], rate_limit=1)
+        ids[label] = (record.id, key)
+        with sqlite3.connect(paths.home() / "aimass.db") as db:  # as an older version could store it
+            db.execute(f"UPDATE api_keys SET rate_limit = {stored} WHERE id = ?", (record.id,))
+    json.dumps(auth.list_keys(), allow_nan=False)
+    assert client.get("/v1/keys", headers=admin).status_code == 200
+    listed = CliRunner().invoke(app, ["keys", "list", "--json"])
+    rows = json.loads(listed.output, parse_constant=lambda c: pytest.fail(f"invalid JSON {c}"))
+    limits = {r["name"]: r["rate_limit"] for r in rows}
+    assert [limits[f"old-{k}"] for k in ("inf", "-inf", "tiny", "negative")] == [None, None, 0.001, None]
+    guard = auth.Guard()
+    tiny = f"Bearer {ids['tiny'][1]}"
+    guard.check(tiny, "predict")
+    with pytest.raises(TooManyRequests) as refused:
+        guard.check(tiny, "predict")
+    assert refused.value.retry_after <= 1000
+    for _ in range(3):
+        guard.check(f"Bearer {ids['inf'][1]}", "predict")
+
+
+def test_revocation_applies_on_the_next_request_in_this_process_and_others():
+    import subprocess
+    import sys
+
+    guard = auth.Guard()  # default cache
+    _, here = auth.create_key("here", ["predict"])
+    _, there = auth.create_key("there", ["predict"])
+    _, kept = auth.create_key("kept", ["predict"])
+    for key in (here, there, kept):
+        guard.check(f"Bearer {key}", "predict")  # now cached
+    auth.revoke_key(here.split("_")[1])
+    with pytest.raises(Unauthenticated, match="revoked"):
+        guard.check(f"Bearer {here}", "predict")
+    cli = [sys.executable, "-m", "aimass", "keys", "revoke", there.split("_")[1], "--json"]
+    done = subprocess.run(cli, capture_output=True, text=True, env={**os.environ})
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(Unauthenticated, match="revoked"):
+        guard.check(f"Bearer {there}", "predict")
+    assert guard.check(f"Bearer {kept}", "predict").key_id == kept.split("_")[1]
+
+
+def test_revocation_over_rest_applies_on_the_next_request(client, admin):
+    _, key = auth.create_key("soon-gone", ["manage"])
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/v1/keys", headers=headers).status_code == 200
+    assert client.delete(f"/v1/keys/{key.split('_')[1]}", headers=admin).status_code == 200
+    assert client.get("/v1/keys", headers=headers).status_code == 401
+
+
+def test_the_cache_is_bounded_and_skips_malformed_keys():
+    import secrets
+
+    guard = auth.Guard()
+    _, good = auth.create_key("good", ["predict"])
+    guard.check(f"Bearer {good}", "predict")
+    for _ in range(20_000):
+        assert guard.identify(f"Bearer am_{secrets.token_hex(4)}_{secrets.token_urlsafe(32)}") is None
+    assert guard.cache_len == auth.CACHE_SIZE
+    for i in range(20_000):
+        assert guard.identify(f"Bearer junk-{i}") is None
+        assert guard.identify(f"Bearer am_zz_{i}") is None
+    assert guard.cache_len == auth.CACHE_SIZE
+    assert guard.check(f"Bearer {good}", "predict").key_id == good.split("_")[1]

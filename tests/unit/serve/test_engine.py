@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from tests.conftest import live_server
 
 from aimass import api
 from aimass.serve import auth
@@ -19,23 +18,6 @@ from aimass.serve.batching import BatchSettings
 
 ADMIN = {"Authorization": f"Bearer {auth.admin_token()}"}
 TEXTS = ["The striker scored twice as United won the cup final.", "Parliament voted on the budget bill."]
-
-
-@contextmanager
-def live_server(app):
-    """uvicorn on 127.0.0.1, a free port, in a thread; yields the base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not (server.started and server.servers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,18 @@
-"""Jobs over REST: submit (202), list, show, logs, cancel, retry and /v1/auto, all behind a
-manage key; failed checks are 4xx bodies with a stable code."""
+"""Jobs over REST: submit (202), list, show, logs, cancel, retry and /v1/auto behind a manage key;
+custom code is uploaded (POST /v1/jobs/code) and run only with a jobs:code key, never from a
+host folder; failed checks are 4xx bodies with a stable code."""
 
 from __future__ import annotations
+
+import io
+import sysconfig
+import tarfile
+import zipfile
 
 import pytest
 from fastapi.testclient import TestClient
 
-from aimass import api, jobs
+from aimass import api, jobs, paths
 from aimass.serve import auth
 from aimass.serve.app import create_app
 
@@ -23,17 +29,42 @@ def headers():
     return {"Authorization": f"Bearer {key}"}
 
 
+@pytest.fixture(scope="module")
+def coder():
+    _, key = auth.create_key("ml-team", ["jobs:code"])
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def news(bbc_csv):
+    return api.import_dataset(bbc_csv, name="news-rest")
+
+
+def zipped(members: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+def upload(client, headers, archive: bytes, name: str = "code.zip"):
+    return client.post("/v1/jobs/code", files={"file": (name, archive)}, headers=headers)
+
+
 def test_jobs_need_a_manage_key(client):
     assert client.get("/v1/jobs").status_code == 401
     _, predict_only = auth.create_key("app", ["predict"])
     assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {predict_only}"}).status_code == 403
 
 
-def test_submit_run_show_logs_and_retry(client, headers, tmp_path, bbc_csv):
-    news = api.import_dataset(bbc_csv, name="news-rest")
-    (tmp_path / "go.py").write_text("print('hello from the job')\nraise SystemExit(3)\n")
-    body = {"kind": "custom", "params": {"code_dir": str(tmp_path), "entry": "go.py", "data": news.id}}
-    answer = client.post("/v1/jobs", json=body, headers=headers)
+def test_submit_run_show_logs_and_retry(client, headers, coder, news):
+    script = "import os\nprint('hello from', os.getcwd())\nraise SystemExit(3)\n"
+    uploaded = upload(client, coder, zipped({"go.py": script}))
+    assert uploaded.status_code == 201, uploaded.text
+    code = uploaded.json()["code"]
+    body = {"kind": "custom", "params": {"code": code, "entry": "go.py", "data": news.id}}
+    answer = client.post("/v1/jobs", json=body, headers=coder)
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["id"]
     assert answer.json()["status"] == "queued"
@@ -46,23 +77,88 @@ def test_submit_run_show_logs_and_retry(client, headers, tmp_path, bbc_csv):
     assert shown["status"] == "failed" and shown["error"]["cause"] == "script_failed"
     assert shown["events"][-1]["kind"] == "failed" and shown["events"][-1]["hint"]
     logs = client.get(f"/v1/jobs/{job_id}/logs?tail=50", headers=headers)
-    assert logs.status_code == 200 and "hello from the job" in logs.text
+    assert logs.status_code == 200 and f"hello from {paths.home() / 'code' / code}" in logs.text
 
     ended = client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
     assert ended.status_code == 422 and ended.json()["error"]["code"] == "job_already_ended"
-    again = client.post(f"/v1/jobs/{job_id}/retry", headers=headers)
+    refused = client.post(f"/v1/jobs/{job_id}/retry", headers=headers)  # would run the code again
+    assert refused.status_code == 403 and "jobs:code" in refused.json()["error"]["message"]
+    again = client.post(f"/v1/jobs/{job_id}/retry", headers=coder)
     assert again.status_code == 202 and again.json()["retry_of"] == job_id
     cancelled = client.post(f"/v1/jobs/{again.json()['id']}/cancel", headers=headers)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
 
 
-def test_bad_submissions_are_4xx_with_codes(client, headers, tmp_path):
+def test_a_manage_key_cannot_upload_or_run_code(client, headers, coder, news):
+    archive = zipped({"train.py": "print('x')\n"})
+    refused = upload(client, headers, archive)
+    assert refused.status_code == 403
+    error = refused.json()["error"]
+    assert "needs 'jobs:code'" in error["message"] and "keys create --scope jobs:code" in error["hint"]
+    code = upload(client, coder, archive).json()["code"]
+    before = len(jobs.list_jobs())
+    for params in (
+        {"code": code, "entry": "train.py", "data": news.id},
+        {"code_dir": sysconfig.get_paths()["stdlib"], "entry": "timeit.py", "data": news.id},
+    ):
+        answer = client.post("/v1/jobs", json={"kind": "custom", "params": params}, headers=headers)
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["error"]["message"].endswith("custom jobs need 'jobs:code'.")
+    assert len(jobs.list_jobs()) == before
+    train = client.post("/v1/jobs", json={"kind": "train", "params": {"data": news.id}}, headers=coder)
+    assert train.status_code == 403 and "need 'manage'" in train.json()["error"]["message"]
+    _, reader = auth.create_key("app", ["predict"])
+    assert upload(client, {"Authorization": f"Bearer {reader}"}, archive).status_code == 403
+
+
+def test_host_folders_are_never_run_nor_listed(client, coder, news):
+    stdlib = sysconfig.get_paths()["stdlib"]
+    params = {"code_dir": stdlib, "entry": "timeit.py", "data": news.id, "args": ["-s", "import os", "0"]}
+    answer = client.post("/v1/jobs", json={"kind": "custom", "params": params}, headers=coder)
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "code_dir_not_accepted"
+    assert "/v1/jobs/code" in answer.json()["error"]["hint"]
+    code = upload(client, coder, zipped({"src/train.py": "print(1)\n"})).json()["code"]
+    for entry in ("timeit.py", f"../../../../../../../..{stdlib}/timeit.py", f"{stdlib}/timeit.py"):
+        body = {"kind": "custom", "params": {"code": code, "entry": entry, "data": news.id}}
+        answer = client.post("/v1/jobs", json=body, headers=coder)
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["code"] in ("entry_not_found", "entry_outside_code_dir")
+        assert "__future__" not in str(error) and "os.py" not in str(error)
+    assert error["code"] == "entry_outside_code_dir"
+    body = {"kind": "custom", "params": {"code": code, "entry": "x.py", "data": news.id}}
+    missing = client.post("/v1/jobs", json=body, headers=coder)
+    assert missing.json()["error"]["hint"] == "Python files in it: src/train.py."
+
+
+def test_unsafe_or_oversized_uploads_are_refused(client, coder, monkeypatch):
+    before = sorted(p.name for p in (paths.home() / "code").iterdir())
+    escape = upload(client, coder, zipped({"../escape.py": "print(1)\n"}))
+    assert escape.status_code == 422 and escape.json()["error"]["code"] == "code_archive_refused"
+    assert "'..'" in escape.json()["error"]["message"]
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+        link = tarfile.TarInfo("train.py")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    linked = upload(client, coder, packed.getvalue(), "code.tar.gz")
+    assert linked.status_code == 422 and "symbolic link" in linked.json()["error"]["message"]
+    assert not (paths.home() / "escape.py").exists()
+    assert sorted(p.name for p in (paths.home() / "code").iterdir()) == before
+    not_multipart = client.post("/v1/jobs/code", content=b"PK", headers=coder)
+    assert not_multipart.status_code == 422 and "multipart" in not_multipart.json()["error"]["message"]
+    monkeypatch.setenv("AIMASS_MAX_CODE_UPLOAD_BYTES", "100000")
+    big = upload(client, coder, zipped({"train.py": "x = 1\n", "blob.txt": "y" * 300_000}))
+    assert big.status_code == 413 and big.json()["error"]["code"] == "too_large"
+
+
+def test_bad_submissions_are_4xx_with_codes(client, headers, coder):
     missing = client.post(
         "/v1/jobs",
-        json={"kind": "custom", "params": {"code_dir": str(tmp_path / "nope"), "entry": "x.py", "data": "d"}},
-        headers=headers,
+        json={"kind": "custom", "params": {"code": "0" * 32, "entry": "x.py", "data": "d"}},
+        headers=coder,
     )
-    assert missing.status_code == 422 and missing.json()["error"]["code"] == "code_dir_not_found"
+    assert missing.status_code == 422 and missing.json()["error"]["code"] == "code_not_found"
     assert missing.json()["error"]["hint"]
     unknown = client.post("/v1/jobs", json={"kind": "teleport"}, headers=headers)
     assert unknown.status_code == 422 and "available" in unknown.json()["error"]["message"]
