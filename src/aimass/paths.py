@@ -1,14 +1,26 @@
-"""Where aimass keeps its files: ``AIMASS_HOME`` (default ``~/.aimass``)."""
+"""Where aimass keeps its files: ``AIMASS_HOME`` (default ``~/.aimass``).
+
+Paths inside the home are stored relative to it (:func:`to_home`) and resolved against the
+home in use when read (:func:`from_home`), so a home moved to another disk or restored from
+a backup finds its own files:
+
+>>> to_home("/srv/aimass/models/reviews/v1", root=Path("/srv/aimass"))
+'models/reviews/v1'
+>>> from_home("models/reviews/v1", root=Path("/mnt/backup/aimass"))
+'/mnt/backup/aimass/models/reviews/v1'
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+HOME_FOLDERS = ("models", "datasets", "runs", "jobs", "backbones", "cache", "samples", "tmp", "logs")
+
 
 def home() -> Path:
-    """The root folder for datasets, models, caches and the metadata database."""
-    root = Path(os.environ.get("AIMASS_HOME") or Path.home() / ".aimass").expanduser()
+    """The root folder for datasets, models, caches and the metadata database (absolute)."""
+    root = Path(os.environ.get("AIMASS_HOME") or Path.home() / ".aimass").expanduser().absolute()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -18,3 +30,55 @@ def subdir(name: str) -> Path:
     path = home() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def to_home(path: str | Path, root: Path | None = None) -> str:
+    """``path`` relative to the home (POSIX, e.g. ``models/reviews/v1``) when it lies inside it;
+    any other path absolute, as given.
+
+    Args:
+        path: A path; a relative one is taken from the current directory.
+        root: The home (default: :func:`home`).
+    """
+    root = root or home()
+    path = Path(path).absolute()
+    if path.is_relative_to(root):
+        return path.relative_to(root).as_posix()
+    real_root, real = Path(os.path.realpath(root)), Path(os.path.realpath(path))
+    return real.relative_to(real_root).as_posix() if real.is_relative_to(real_root) else str(path)
+
+
+def from_home(stored: str, root: Path | None = None) -> str:
+    """The absolute path of a stored path, in the home in use.
+
+    A relative path is taken from the home. An absolute one under the home is kept. An
+    absolute one elsewhere was written by an older aimass in a home that has since moved
+    (``/old/home/models/reviews/v1``): its part from a known home folder on
+    (``models/reviews/v1``, see ``HOME_FOLDERS``) is used when the current home holds it;
+    otherwise the path is kept as stored.
+
+    Args:
+        stored: The path as stored.
+        root: The home (default: :func:`home`).
+    """
+    root = root or home()
+    path = Path(stored)
+    if path.is_absolute() and path.is_relative_to(root):
+        return stored
+    local = root / path
+    if path.is_absolute() or not local.exists():
+        moved = _moved(path, root)
+        if moved is not None:
+            return str(moved)
+    return stored if path.is_absolute() else str(local)
+
+
+def _moved(path: Path, root: Path) -> Path | None:
+    """The first ``root/<known folder>/...`` built from the tail of ``path`` that exists."""
+    parts = path.parts
+    for i, part in enumerate(parts):
+        if part in HOME_FOLDERS:
+            candidate = root.joinpath(*parts[i:])
+            if candidate.exists():
+                return candidate
+    return None

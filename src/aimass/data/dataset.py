@@ -123,6 +123,7 @@ class Dataset:
             "file": m["source"],
             "format": m["format"],
             "encoding": m.get("encoding"),
+            "encodings": m.get("encodings"),
             "language": m.get("language"),
             "layout": m.get("layout"),
             "columns": m["columns"],

@@ -118,6 +118,11 @@ def _info_warnings(info: dict) -> list[str]:
             f"latin-1 used as a last resort (encoding {info['encoding']}): "
             "check accented and special characters"
         )
+    if info["encoding"].startswith("mixed"):
+        warnings.append(
+            f"the file mixes encodings ({info['encoding'][len('mixed: ') :]}): each line was decoded "
+            "by its own; save it as UTF-8 to be sure"
+        )
     ignored = info.get("ignored_files") or []
     if ignored:
         warnings.append(f"ignored {len(ignored)} file(s) that are not .txt: {ignored[:5]}")
@@ -137,6 +142,7 @@ def _manifest(digest, name, rows, rejects, info, *, warnings, settings) -> dict:
         "source_sha256": info["sha256"],
         "format": info["format"],
         "encoding": info["encoding"],
+        "encodings": info.get("encodings", {}),
         "language": info["language"],
         "columns": {"text": info["text_col"], "label": info["label_col"], "split": info["split_col"]},
         "counts": counts(rows),

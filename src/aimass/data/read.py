@@ -2,7 +2,14 @@
 
 Nothing here decides which column is which or whether a row is usable: the
 result is every data record with its file and 1-based starting line, plus the
-records that could not even be parsed (wrong field count, invalid JSON).
+records that could not even be parsed (wrong field count, invalid JSON, a line in
+neither UTF-8 nor GB18030, a field over ``AIMASS_MAX_FIELD_CHARS``).
+
+Files are decoded line by line, so a file whose rows were saved by different tools
+(some UTF-8, some GB18030) reads right: every line that is valid UTF-8 is UTF-8, any
+other line is GB18030 when it decodes as such, and a line that is neither is
+rejected by its line number. A file with no UTF-8 line whose non-ASCII bytes stand
+alone (accented letters in Western text) is read whole as latin-1, with a warning.
 """
 
 from __future__ import annotations
@@ -12,14 +19,24 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
-from aimass.errors import DataError
+from aimass.data.limits import MIB, limit, mebibytes
+from aimass.errors import DataError, TooLargeError
 
 TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 RAW_LIMIT = 2000
+MAX_FIELD_CHARS = MIB
+FIELD_ENV = "AIMASS_MAX_FIELD_CHARS"
+MAX_TABLE_BYTES = 1024 * MIB
+TABLE_ENV = "AIMASS_MAX_TABLE_BYTES"
+SAVE_AS_UTF8 = "save the file as UTF-8 (in most editors: Save As, encoding UTF-8) and import it again"
+_HIGH_RUN = re.compile(rb"[\x80-\xff]+")
+_GB_FOUR = re.compile(rb"[\x81-\xfe][\x30-\x39][\x81-\xfe][\x30-\x39]")
 FORMATS_HINT = (
     "Use a .csv or .tsv file with a header line (e.g. `text,label`), a .jsonl file with one "
     'JSON object a line (e.g. {"text": "...", "label": "..."}), or a folder with one '
@@ -61,24 +78,135 @@ def make_reject(file: str, line: int, reason: str, raw: str, kind: str) -> dict:
     return {"file": file, "line": line, "reason": reason, "raw": raw, "kind": kind}
 
 
-def decode_bytes(data: bytes) -> tuple[str, str]:
-    """Decode file content: UTF-8 (BOM or not), then GB18030, then latin-1.
+@dataclass
+class Decoded:
+    """A file decoded line by line.
+
+    Attributes:
+        lines: The physical lines, line endings kept (``\\n``, ``\\r\\n`` or ``\\r``).
+        encodings: Lines holding non-ASCII characters, by the encoding that decoded them.
+        bad: 1-based line number -> why it could not be decoded (its text holds
+            ``\\xNN`` escapes in place of the bytes that failed).
+        bom: The file starts with a UTF-8 byte order mark (removed from the text).
+    """
+
+    lines: list[str]
+    encodings: Counter
+    bad: dict[int, str]
+    bom: bool = False
+
+    @property
+    def label(self) -> str:
+        """``utf-8``, ``utf-8-sig``, ``gb18030``, ``latin-1`` or ``mixed: utf-8 (4 lines), gb18030 (2 lines)``
+        (lines holding non-ASCII characters only)."""
+        if len(self.encodings) > 1:
+            return encoding_label(self.encodings, "line")
+        found = next(iter(self.encodings), "utf-8")
+        return "utf-8-sig" if self.bom and found == "utf-8" else found
+
+
+def decode_lines(data: bytes) -> Decoded:
+    """Decode each line by its own encoding: UTF-8 (BOM or not), else GB18030, else rejected.
+
+    A file that is not UTF-8 and whose non-ASCII bytes mostly stand alone between ASCII
+    bytes (single-byte Western text such as ``café``) is read whole as latin-1. In a file
+    with UTF-8 lines, a line of such single-byte text is rejected rather than read as
+    GB18030 (which would turn ``çà`` into one Chinese character).
 
     Args:
         data: The raw bytes.
 
     Returns:
-        The text and the encoding used (``utf-8``, ``utf-8-sig``, ``gb18030`` or ``latin-1``).
+        The lines, the encodings found and the lines that could not be decoded.
     """
-    for encoding in ("utf-8-sig", "gb18030"):
+    bom = data.startswith(codecs.BOM_UTF8)
+    body = data[len(codecs.BOM_UTF8) :] if bom else data
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        lines = io.StringIO(text, newline="").readlines()
+        return Decoded(lines, _count(lines, "utf-8"), {}, bom)
+    chunks = body.splitlines(keepends=True)
+    decoded = [_decode_line(chunk) for chunk in chunks]
+    has_utf8 = any(encoding == "utf-8" for encoding, _ in decoded)
+    if not has_utf8 and _single_byte(body):
+        lines = [chunk.decode("latin-1") for chunk in chunks]
+        return Decoded(lines, _count(lines, "latin-1"), {}, bom)
+    lines, encodings, bad = [], Counter(), {}
+    for number, (chunk, (encoding, line)) in enumerate(zip(chunks, decoded, strict=True), 1):
+        why = _utf8_error(chunk) if encoding is None else None
+        if encoding == "gb18030" and has_utf8 and _single_byte(chunk):
+            why = "not UTF-8, and its bytes look like latin-1 text rather than GB18030"
+        if why:
+            bad[number] = f"undecodable line {number}: {why}; {SAVE_AS_UTF8}"
+            line = chunk.decode("utf-8", "backslashreplace")
+        elif encoding != "ascii":
+            encodings[encoding] += 1
+        lines.append(line)
+    return Decoded(lines, encodings, bad, bom)
+
+
+def _decode_line(chunk: bytes) -> tuple[str | None, str]:
+    """``(encoding, text)``: ``ascii``, ``utf-8`` or ``gb18030``; ``(None, "")`` when neither decodes."""
+    if chunk.isascii():
+        return "ascii", chunk.decode("ascii")
+    for encoding in ("utf-8", "gb18030"):
         try:
-            text = data.decode(encoding)
+            return encoding, chunk.decode(encoding)
         except UnicodeDecodeError:
             continue
-        if encoding == "utf-8-sig" and not data.startswith(codecs.BOM_UTF8):
-            encoding = "utf-8"
-        return text, encoding
-    return data.decode("latin-1"), "latin-1"
+    return None, ""
+
+
+def _single_byte(data: bytes) -> bool:
+    """Half or more of the runs of non-ASCII bytes are one byte long: single-byte text, not GB18030.
+
+    GB18030 writes a Chinese character as two bytes, mostly both non-ASCII, so its
+    non-ASCII bytes come in runs (its four-byte characters, ``[81-FE][30-39][81-FE][30-39]``,
+    count as one run of two); latin-1 writes ``é`` as one byte between letters.
+    """
+    runs = [len(run) for run in _HIGH_RUN.findall(_GB_FOUR.sub(b"\x80\x80", data))]
+    return bool(runs) and sum(n == 1 for n in runs) * 2 >= len(runs)
+
+
+def _utf8_error(chunk: bytes) -> str:
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"neither UTF-8 nor GB18030 (byte 0x{chunk[exc.start]:02X} at column {exc.start + 1})"
+    return "neither UTF-8 nor GB18030"
+
+
+def _count(lines: list[str], encoding: str) -> Counter:
+    found = sum(not line.isascii() for line in lines)
+    return Counter({encoding: found} if found else {})
+
+
+def decode_bytes(data: bytes) -> tuple[str, str]:
+    """Decode file content line by line (see :func:`decode_lines`).
+
+    Lines that cannot be decoded keep ``\\xNN`` escapes for the failing bytes.
+
+    Returns:
+        The text and the encoding label (``utf-8``, ``utf-8-sig``, ``gb18030``, ``latin-1``
+        or ``mixed: ...``).
+    """
+    decoded = decode_lines(data)
+    return "".join(decoded.lines), decoded.label
+
+
+def field_limit() -> int:
+    """Characters allowed in one field: ``AIMASS_MAX_FIELD_CHARS``, else ``MAX_FIELD_CHARS``."""
+    return limit(FIELD_ENV, MAX_FIELD_CHARS, None)
+
+
+def _too_large_reason(field_name: str, size: int, most: int) -> str:
+    return (
+        f"field too large: {field_name} holds {size:,} characters; the limit is {most:,} "
+        f"({FIELD_ENV}). Shorten the text or split it into several rows, or raise {FIELD_ENV}"
+    )
 
 
 def read_source(path: Path) -> RawTable:
@@ -101,16 +229,28 @@ def read_source(path: Path) -> RawTable:
     fmt = TABLE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise _unsupported(path)
+    _check_table_size(path.stat().st_size, str(path))
     data = path.read_bytes()
-    text, encoding = decode_bytes(data)
-    if not text.strip():
+    decoded = decode_lines(data)
+    if not "".join(decoded.lines).strip():
         raise DataError("the file is empty", where=str(path), hint=FORMATS_HINT)
-    lines = io.StringIO(text, newline="").readlines()
     reader = read_jsonl if fmt == "jsonl" else read_delimited
-    table = reader(lines, str(path), fmt)
+    table = reader(decoded.lines, str(path), fmt, decoded.bad)
     sha = hashlib.sha256(data).hexdigest()
-    table.info.update(file=str(path), format=fmt, encoding=encoding, sha256=sha)
+    table.info.update(
+        file=str(path), format=fmt, encoding=decoded.label, encodings=dict(decoded.encodings), sha256=sha
+    )
     return table
+
+
+def _check_table_size(size: int, where: str) -> None:
+    most = limit(TABLE_ENV, MAX_TABLE_BYTES, None)
+    if size > most:
+        raise TooLargeError(
+            f"the data is {mebibytes(size)}; the limit is {mebibytes(most)}",
+            where=where,
+            hint=f"Split it into several files, or raise {TABLE_ENV}.",
+        )
 
 
 def _unsupported(path: Path) -> DataError:
@@ -124,45 +264,117 @@ def _unsupported(path: Path) -> DataError:
     return DataError(f"unsupported file type {path.suffix or '(none)'!r}", where=str(path), hint=FORMATS_HINT)
 
 
-def read_delimited(lines: list[str], file: str, fmt: str) -> RawTable:
-    """Parse CSV (RFC 4180 quoting) or TSV (no quoting) lines; the first row is the header."""
-    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
-    reader = csv.reader(lines, **options)
-    rows = [item for item in _rows_with_lines(reader, file) if not _blank(item[2])]
-    header = _header([c.strip() for c in rows[0][2]], file)
-    name = Path(file).name
+def read_delimited(lines: list[str], file: str, fmt: str, bad: dict[int, str] | None = None) -> RawTable:
+    """Parse CSV (RFC 4180 quoting) or TSV (no quoting) lines; the first row is the header.
+
+    Args:
+        lines: The physical lines.
+        file: The file, for records and messages.
+        fmt: ``csv`` or ``tsv``.
+        bad: Lines that could not be decoded (1-based number -> reason): a record
+            touching one is rejected.
+    """
+    bad = bad or {}
+    rows = [item for item in _rows_with_lines(lines, fmt) if not _blank(item[2])]
+    if not rows:
+        return RawTable([], [], [], {})
+    header = _header([c.strip() for c in rows[0][2]], file, _bad_in(bad, rows[0][0], rows[0][1]))
+    name, most = Path(file).name, field_limit()
     records, malformed = [], []
     for start, end, row in rows[1:]:
         raw = "".join(lines[start - 1 : end]).rstrip("\r\n")[:RAW_LIMIT]
-        if len(row) == len(header):
-            fields = dict(zip(header, row, strict=True))
-            records.append(Record(file, start, raw, fields, f"{name}:{start}"))
+        problem = _bad_in(bad, start, end) or _row_problem(header, row, start, end, most)
+        if problem:
+            malformed.append(make_reject(file, start, problem[0], raw, problem[1]))
         else:
-            reason = _field_count_reason(len(header), len(row), start, end)
-            malformed.append(make_reject(file, start, reason, raw, "malformed line"))
+            records.append(Record(file, start, raw, dict(zip(header, row, strict=True)), f"{name}:{start}"))
     return RawTable(records, malformed, header, {})
 
 
-def _rows_with_lines(reader, file: str):
-    """Yield ``(first_line, last_line, row)`` for each CSV record."""
-    previous = 0
-    try:
-        for row in reader:
-            start, previous = previous + 1, reader.line_num
-            yield start, previous, row
-    except csv.Error as exc:
-        raise DataError(
-            f"cannot parse the file: {exc}",
-            where=f"{file}:{previous + 1}",
-            hint="Check the quoting near that line.",
-        ) from exc
+def _bad_in(bad: dict[int, str], start: int, end: int) -> tuple[str, str] | None:
+    """The (reason, kind) of the first undecodable line of a record, if any."""
+    if not bad:
+        return None
+    reason = next((bad[n] for n in range(start, end + 1) if n in bad), None)
+    return (reason, "undecodable line") if reason else None
+
+
+def _row_problem(header: list[str], row: list[str], start: int, end: int, most: int) -> tuple | None:
+    for i, value in enumerate(row):
+        if len(value) > most:
+            column = repr(header[i]) if i < len(header) else f"column {i + 1}"
+            return _too_large_reason(column, len(value), most), "field too large"
+    if len(row) != len(header):
+        return _field_count_reason(len(header), len(row), start, end), "malformed line"
+    return None
+
+
+def _rows_with_lines(lines: list[str], fmt: str):
+    """Yield ``(first_line, last_line, row)`` for each CSV/TSV record.
+
+    The csv module refuses a field over its process-wide ``field_size_limit`` (131,072
+    characters by default), which aimass leaves as it is: such a record is split by
+    :func:`_split_record` instead and the caller applies aimass's own limit.
+    """
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    source, done = iter(lines), 0
+    while True:
+        reader = csv.reader(source, **options)
+        previous = done
+        try:
+            for row in reader:
+                start, previous = previous + 1, done + reader.line_num
+                yield start, previous, row
+            return
+        except csv.Error:
+            consumed = done + reader.line_num
+            done = max(consumed, _record_end(lines, previous, fmt))
+            for _ in islice(source, done - consumed):
+                pass
+            yield previous + 1, done, _split_record("".join(lines[previous:done]), fmt)
+
+
+def _record_end(lines: list[str], first: int, fmt: str) -> int:
+    """The line count after the record starting at index ``first``: its quotes balance there."""
+    if fmt == "tsv":
+        return first + 1
+    quotes = 0
+    for index in range(first, len(lines)):
+        quotes += lines[index].count('"')
+        if quotes % 2 == 0:
+            return index + 1
+    return len(lines)
+
+
+def _split_record(text: str, fmt: str) -> list[str]:
+    """Split one record without the csv module (RFC 4180: ``""`` inside quotes is a quote)."""
+    text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith(("\n", "\r")) else text
+    if fmt == "tsv":
+        return text.split("\t")
+    fields, current = [], []
+    parts = text.split('"')
+    for i, part in enumerate(parts):
+        if i % 2:
+            current.append(part)
+        elif part == "" and 0 < i < len(parts) - 1:
+            current.append('"')
+        else:
+            first, *rest = part.split(",")
+            current.append(first)
+            for piece in rest:
+                fields.append("".join(current))
+                current = [piece]
+    fields.append("".join(current))
+    return fields
 
 
 def _blank(row: list[str]) -> bool:
     return len(row) <= 1 and not "".join(row).strip()
 
 
-def _header(names: list[str], file: str) -> list[str]:
+def _header(names: list[str], file: str, problem: tuple[str, str] | None = None) -> list[str]:
+    if problem:
+        raise DataError(f"cannot read the header line: {problem[0]}", where=f"{file}:1", hint=SAVE_AS_UTF8)
     names = [name or f"column{i + 1}" for i, name in enumerate(names)]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -181,68 +393,101 @@ def _field_count_reason(expected: int, found: int, start: int, end: int) -> str:
     return reason
 
 
-def read_jsonl(lines: list[str], file: str, fmt: str = "jsonl") -> RawTable:
-    """Parse JSON Lines: one JSON object a line; blank lines are skipped."""
+def read_jsonl(lines: list[str], file: str, fmt: str = "jsonl", bad: dict | None = None) -> RawTable:
+    """Parse JSON Lines: one JSON object a line; blank lines are skipped.
+
+    Lines in ``bad`` (1-based number -> reason) could not be decoded and are rejected.
+    """
+    bad = bad or {}
     records, malformed, columns = [], [], {}
-    name = Path(file).name
+    name, most = Path(file).name, field_limit()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         raw = line.rstrip("\r\n")[:RAW_LIMIT]
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            reason = f"malformed line: invalid JSON ({exc.msg} at column {exc.colno})"
-            malformed.append(make_reject(file, number, reason, raw, "malformed line"))
-            continue
-        if not isinstance(obj, dict):
-            reason = f"malformed line: not a JSON object (found {type(obj).__name__})"
-            malformed.append(make_reject(file, number, reason, raw, "malformed line"))
+        obj, problem = _json_object(line, bad.get(number), most)
+        if problem:
+            malformed.append(make_reject(file, number, problem[0], raw, problem[1]))
             continue
         columns.update(dict.fromkeys(obj))
         records.append(Record(file, number, raw, obj, f"{name}:{number}"))
     return RawTable(records, malformed, list(columns), {})
 
 
+def _json_object(line: str, undecodable: str | None, most: int) -> tuple[dict | None, tuple | None]:
+    """The line's object, or None and ``(reason, kind)``."""
+    if undecodable:
+        return None, (undecodable, "undecodable line")
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, (f"malformed line: invalid JSON ({exc.msg} at column {exc.colno})", "malformed line")
+    if not isinstance(obj, dict):
+        return None, (f"malformed line: not a JSON object (found {type(obj).__name__})", "malformed line")
+    large = next((k for k, v in obj.items() if isinstance(v, str) and len(v) > most), None)
+    if large is not None:
+        return None, (_too_large_reason(repr(large), len(obj[large]), most), "field too large")
+    return obj, None
+
+
 def read_folder(path: Path) -> RawTable:
-    """Read ``<path>/<label>/*.txt``: one record per file, the label is the sub-folder name."""
+    """Read ``<path>/<label>/*.txt``: one record per file, the label is the sub-folder name.
+
+    A file over the field limit or with a line in neither UTF-8 nor GB18030 is rejected.
+    """
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    records, ignored, encodings = [], [], Counter()
-    digest = hashlib.sha256()
+    files, ignored = [], []
     for folder in class_dirs:
         for file in sorted(folder.iterdir()):
-            if not (file.is_file() and file.suffix.lower() == ".txt"):
+            if file.is_file() and file.suffix.lower() == ".txt":
+                files.append(file)
+            else:
                 ignored.append(str(file.relative_to(path)))
-                continue
-            data = file.read_bytes()
-            digest.update(f"{folder.name}/{file.name}\0".encode() + data + b"\0")
-            records.append(_file_record(file, data, encodings))
-    if not records:
+    if not files:
         raise DataError(
             "no .txt files in class sub-folders",
             where=str(path),
             hint="Lay the folder out as <folder>/<label>/<name>.txt.",
         )
+    _check_table_size(sum(file.stat().st_size for file in files), str(path))
+    records, malformed, encodings = [], [], Counter()
+    digest, most = hashlib.sha256(), field_limit()
+    for file in files:
+        data = file.read_bytes()
+        digest.update(f"{file.parent.name}/{file.name}\0".encode() + data + b"\0")
+        item = _file_record(file, data, encodings, most)
+        (records if isinstance(item, Record) else malformed).append(item)
     info = {
         "file": str(path),
         "format": "folder",
-        "encoding": _encoding_label(encodings),
+        "encoding": encoding_label(encodings, "file"),
         "encodings": dict(encodings),
         "ignored_files": ignored,
         "sha256": digest.hexdigest(),
     }
-    return RawTable(records, [], ["text", "label"], info)
+    return RawTable(records, malformed, ["text", "label"], info)
 
 
-def _file_record(file: Path, data: bytes, encodings: Counter) -> Record:
-    text, encoding = decode_bytes(data)
-    encodings[encoding] += 1
+def _file_record(file: Path, data: bytes, encodings: Counter, most: int) -> Record | dict:
+    """The file as a record, or its reject; counts its encoding(s) in ``encodings``."""
+    decoded = decode_lines(data)
+    text = "".join(decoded.lines)
+    if decoded.bad:
+        number, reason = next(iter(decoded.bad.items()))
+        raw = decoded.lines[number - 1][:RAW_LIMIT]
+        return make_reject(str(file), number, reason, raw, "undecodable line")
+    if len(text) > most:
+        reason = _too_large_reason("the file", len(text), most)
+        return make_reject(str(file), 1, reason, text[:RAW_LIMIT], "field too large")
+    label = decoded.label
+    encodings.update(decoded.encodings if label.startswith("mixed") else [label])
     fields = {"text": text, "label": file.parent.name}
     return Record(str(file), 1, text[:RAW_LIMIT], fields, f"{file.parent.name}/{file.name}")
 
 
-def _encoding_label(encodings: Counter) -> str:
+def encoding_label(encodings: Counter, unit: str) -> str:
+    """One encoding's name, or ``mixed: utf-8 (3 files), latin-1 (1 file)`` (``unit``: line or file)."""
     if len(encodings) == 1:
         return next(iter(encodings))
-    parts = [f"{enc} ({n} file{'s' if n > 1 else ''})" for enc, n in encodings.most_common()]
+    parts = [f"{enc} ({n} {unit}{'s' if n > 1 else ''})" for enc, n in encodings.most_common()]
     return "mixed: " + ", ".join(parts)

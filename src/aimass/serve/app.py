@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 
 import aimass
 from aimass.errors import AimassError, ConfigError
+from aimass.jobs.custom import upload_limit
 from aimass.serve import auth, metering
 from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import BatchSettings
@@ -32,16 +33,18 @@ from aimass.serve.settings import ServingSettings
 from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
-HARD_BODY_BYTES = 64 * 1024 * 1024  # predict and uploads: the stream is cut here, whatever the model
+HARD_BODY_BYTES = 64 * 1024 * 1024  # predict: the stream is cut here, whatever the model
 MANAGE_BODY_BYTES = 1024 * 1024  # every other route takes small JSON
-UPLOAD_PATHS = ("/v1/jobs/code",)
+CODE_UPLOAD_PATH = "/v1/jobs/code"
 
 
 def body_limit(path: str) -> int:
     """The most bytes the server reads of a request body to ``path`` (413 past it, on the stream).
     A model's own limit (e.g. 2 MB for texts) applies on top for prediction."""
-    if path.startswith("/v1/models/") or path in UPLOAD_PATHS:
+    if path.startswith("/v1/models/"):
         return HARD_BODY_BYTES
+    if path == CODE_UPLOAD_PATH:
+        return upload_limit() + 64 * 1024  # the archive plus its multipart framing
     return MANAGE_BODY_BYTES
 
 

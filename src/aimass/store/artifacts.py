@@ -70,8 +70,15 @@ def seal(folder: Path) -> None:
 
 def verify(folder: Path) -> int:
     """Check every file listed in ``SHA256SUMS``; returns how many. Folders written before
-    sealing existed (no ``SHA256SUMS``) are accepted as they are (returns 0)."""
+    sealing existed (no ``SHA256SUMS``) are accepted as they are (returns 0); a missing folder is not.
+    """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise IntegrityError(
+            f"The model folder {folder} is missing.",
+            hint="Restore it from a backup (or point AIMASS_HOME at the home that holds it), "
+            "or train the version again.",
+        )
     sums = folder / SUMS
     if not sums.exists():
         return 0

@@ -1,4 +1,10 @@
-"""Metadata in SQLite (WAL) through SQLAlchemy: datasets, training runs, model versions."""
+"""Metadata in SQLite (WAL) through SQLAlchemy: datasets, training runs, model versions.
+
+Paths inside ``AIMASS_HOME`` are stored relative to it, so a home copied or moved elsewhere
+reads its own files: ``path`` columns as ``models/reviews/v1`` (:class:`HomePath`), and path
+strings inside JSON columns as ``$AIMASS_HOME/models/reviews/v1`` (:class:`HomeJSON`). Read
+back, both are absolute paths in the home in use, so callers never see the stored form.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from functools import lru_cache
 
 from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
 
 from aimass import paths
 
@@ -16,8 +23,66 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+HOME_MARK = "$AIMASS_HOME"
+
+
+class HomePath(TypeDecorator):
+    """A path column: stored relative to ``AIMASS_HOME`` when inside it, read back absolute.
+
+    Rows written by older versions hold absolute paths; see :func:`aimass.paths.from_home`
+    for how one from a home that has since moved is found in the current home.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else paths.to_home(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else paths.from_home(value)
+
+
+class HomeJSON(TypeDecorator):
+    """A JSON column whose strings that are absolute paths inside ``AIMASS_HOME`` are stored
+    as ``$AIMASS_HOME/<relative path>`` and read back as absolute paths in the home in use."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        root = str(paths.home())
+        return _map_strings(value, lambda text: _marked(text, root))
+
+    def process_result_value(self, value, dialect):
+        root = str(paths.home())
+        return _map_strings(value, lambda text: _unmarked(text, root))
+
+
+def _map_strings(value, change):
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {key: _map_strings(item, change) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(item, change) for item in value]
+    return value
+
+
+def _marked(text: str, root: str) -> str:
+    if text == root or text.startswith(root + "/"):
+        return HOME_MARK + text[len(root) :]
+    return text
+
+
+def _unmarked(text: str, root: str) -> str:
+    if text == HOME_MARK or text.startswith(HOME_MARK + "/"):
+        return root + text[len(HOME_MARK) :]
+    return text
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict: JSON, list: JSON}
+    type_annotation_map = {dict: HomeJSON, list: JSON}
 
 
 class DatasetRecord(Base):
@@ -25,7 +90,7 @@ class DatasetRecord(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     digest: Mapped[str] = mapped_column(String(64), index=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
-    path: Mapped[str] = mapped_column(String(1000))
+    path: Mapped[str] = mapped_column(HomePath(1000))
     language: Mapped[str] = mapped_column(String(16), default="")
     summary: Mapped[dict] = mapped_column(default=dict)
     created: Mapped[str] = mapped_column(String(32), default=now)
@@ -51,7 +116,7 @@ class ModelVersionRecord(Base):
     name: Mapped[str] = mapped_column(String(200), index=True)
     version: Mapped[int] = mapped_column(Integer)
     task: Mapped[str] = mapped_column(String(64))
-    path: Mapped[str] = mapped_column(String(1000))
+    path: Mapped[str] = mapped_column(HomePath(1000))
     backbone: Mapped[str] = mapped_column(String(300), default="")
     run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
     dataset_digest: Mapped[str] = mapped_column(String(64), default="")
@@ -123,8 +188,12 @@ class ApiKeyRecord(Base):
     revoked: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     def to_dict(self) -> dict:
+        """JSON-safe: a non-finite ``rate_limit`` (inf or NaN, left by an older version) reads None."""
         keys = ("id", "name", "scopes", "rate_limit", "created", "revoked")
-        return {k: getattr(self, k) for k in keys}
+        info = {k: getattr(self, k) for k in keys}
+        rate = self.rate_limit
+        finite = isinstance(rate, int | float) and abs(rate) < float("inf")  # False for NaN too
+        return {**info, "rate_limit": rate if finite else None}
 
 
 class UsageRecord(Base):

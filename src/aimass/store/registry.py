@@ -39,7 +39,7 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
         name, _, alias = ref.partition("@")
         return check_name(name), alias_version(name, alias)
     name, _, version = ref.partition(":")
-    if version and not version.isdigit():
+    if version and not (version.isascii() and version.isdigit() and len(version) <= 12):
         raise ConfigError(
             f"Model reference {ref!r} is not valid.",
             hint="Use NAME, NAME:VERSION or NAME@ALIAS, e.g. reviews:3 or reviews@production.",
