@@ -40,7 +40,12 @@ def serve(
     ] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most inputs per forward pass.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(help="Longest wait to fill a batch under load.")] = 2.0,
-    max_queue: Annotated[int, typer.Option(help="Requests queued per model before 429.")] = 64,
+    max_queue: Annotated[
+        int,
+        typer.Option(
+            help="Most requests waiting or running per model (a memory bound; load is shed by deadline)."
+        ),
+    ] = 1024,
     timeout: Annotated[float, typer.Option(help="Seconds per request before 504.")] = 30.0,
     grace: Annotated[float, typer.Option(help="Seconds to finish in-flight requests on SIGTERM.")] = 30.0,
     backend: Annotated[

@@ -1,6 +1,9 @@
 """Decode one image with limits, the same way for import, training and the server.
 
-The pixel limit is checked from the header, before any pixel is decoded. Pillow's own
+The pixel limits are checked from the header, before any pixel is decoded: per image
+(``AIMASS_MAX_PIXELS``, default 40 MP) and, for the images of one server request together,
+:func:`total_pixels` (``AIMASS_MAX_REQUEST_PIXELS``, default 192 MP: sixteen 12 MP photos), so a
+request of small, highly compressed files cannot make the server decode gigapixels. Pillow's own
 decompression-bomb check is never consulted: the format plugins are called directly,
 so its global ``Image.MAX_IMAGE_PIXELS`` is neither relied on nor changed.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +39,10 @@ from aimass.data.limits import MIB, limit, mebibytes, megapixels
 from aimass.errors import DataError, TooLargeError
 
 MAX_PIXELS = 40_000_000
+MAX_REQUEST_PIXELS = 192_000_000  # sixteen 12 MP photos per request
 MAX_IMAGE_BYTES = 50 * MIB
 PIXELS_ENV = "AIMASS_MAX_PIXELS"
+REQUEST_PIXELS_ENV = "AIMASS_MAX_REQUEST_PIXELS"
 BYTES_ENV = "AIMASS_MAX_IMAGE_BYTES"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif"}
@@ -66,6 +72,12 @@ class ImageInfo:
 def pixel_limit(max_pixels: int | None = None) -> int:
     """Pixels allowed per image: ``max_pixels``, else ``AIMASS_MAX_PIXELS``, else ``MAX_PIXELS``."""
     return limit(PIXELS_ENV, MAX_PIXELS, max_pixels, param="max_pixels")
+
+
+def request_pixel_limit(max_pixels: int | None = None) -> int:
+    """Pixels allowed in all images of one request: ``max_pixels``, else ``AIMASS_MAX_REQUEST_PIXELS``,
+    else ``MAX_REQUEST_PIXELS`` (192 million)."""
+    return limit(REQUEST_PIXELS_ENV, MAX_REQUEST_PIXELS, max_pixels, param="max_pixels")
 
 
 def byte_limit() -> int:
@@ -102,6 +114,56 @@ def check_image(source: str | Path | bytes, *, max_pixels: int | None = None, wh
     """
     image, fmt = _decode(source, max_pixels, where)
     return ImageInfo(fmt, image.width, image.height)
+
+
+def total_pixels(sources: Sequence[bytes], *, max_pixels: int | None = None, name: str = "inputs") -> int:
+    """The pixels of all ``sources`` together, read from their headers alone (no pixel is decoded),
+    refused as soon as the running total passes the limit per request.
+
+    Each image's byte and pixel limits are checked on the way, so a request over any limit is
+    refused before any of its images is decoded.
+
+    >>> import io
+    >>> from PIL import Image
+    >>> buf = io.BytesIO()
+    >>> Image.new("RGB", (4, 3)).save(buf, "PNG")
+    >>> total_pixels([buf.getvalue()] * 2)
+    24
+    >>> try:
+    ...     total_pixels([buf.getvalue()] * 3, max_pixels=30)
+    ... except TooLargeError as exc:
+    ...     print(exc.message)
+    inputs[2] brings the request to 36 pixels of images, over the limit of 30 pixels per request
+
+    Args:
+        sources: The images' bytes, in request order.
+        max_pixels: The limit (default: ``AIMASS_MAX_REQUEST_PIXELS`` or 192 million).
+        name: What the request calls its list, for messages (``inputs[2]``).
+
+    Raises:
+        TooLargeError: An image, or the running total, is over a limit (HTTP 413).
+        DataError: An image's header is unreadable (HTTP 422).
+    """
+    most, total = request_pixel_limit(max_pixels), 0
+    for i, source in enumerate(sources):
+        width, height = _header_size(source, f"{name}[{i}]")
+        total += width * height
+        if total > most:
+            raise TooLargeError(
+                f"{name}[{i}] brings the request to {megapixels(total)} of images, "
+                f"over the limit of {megapixels(most)} per request",
+                hint=f"Send fewer or smaller images per request (resize photos first), "
+                f"or raise {REQUEST_PIXELS_ENV}.",
+            )
+    return total
+
+
+def _header_size(source: bytes, name: str) -> tuple[int, int]:
+    data, name, place = _read(source, name)
+    with io.BytesIO(data) as fp:
+        image = _identify(fp, name, place)
+        _check_pixels(image, pixel_limit(), name, place)
+        return image.size
 
 
 def read_image_file(path: str | Path, *, where: str = "") -> bytes:

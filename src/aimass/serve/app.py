@@ -143,6 +143,21 @@ def _add_middleware(app: FastAPI, engine: Engine, guard: Guard, predictor: Predi
         hint = "GET /openapi.json (or /docs) shows what this route takes."
         return error_response(ConfigError(describe(exc.errors()), hint=hint), request.state.request_id)
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def unencodable(request: Request, exc: UnicodeEncodeError):
+        message = (
+            f"A text field holds a lone surrogate (U+{ord(exc.object[exc.start]):04X}) that cannot be stored."
+        )
+        error = ConfigError(message, hint="Send valid Unicode text (no unpaired \\ud800-\\udfff escapes).")
+        return error_response(error, request.state.request_id)
+
+    @app.exception_handler(OverflowError)
+    async def overflow(request: Request, exc: OverflowError):
+        error = ConfigError(
+            f"A number or date is out of range: {exc}.", hint="Send values in a normal range."
+        )
+        return error_response(error, request.state.request_id)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         code, hint = HTTP_CODES.get(exc.status_code, ("bad_request", "Check the request against /docs."))

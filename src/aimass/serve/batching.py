@@ -1,15 +1,27 @@
 """Dynamic batching: concurrent requests to one model share a forward pass.
 
 A request that finds the model idle runs at once. Requests that arrive while a batch
-is running wait in a bounded queue; when the model is free they are taken together,
+is running wait in a queue; when the model is free they are taken together,
 up to ``max_batch_size`` items, waiting at most ``max_wait_ms`` for more when the
 queue shows load. The handler's ``predict`` sees one list of items and returns one
 row per item, so it is the same function with batching on or off.
+
+Load is shed by deadline, not by a count: a request joins the queue only when the model,
+at the speed it has measured (:class:`Throughput`), should finish the work ahead of it and
+the request's own inputs within ``HEADROOM`` (half) of the request's deadline. Otherwise it
+is refused at once (429) with a ``Retry-After`` of the time the backlog needs to drain, and
+never queued. The other half is for what the prediction leaves out: the event loop, HTTP, and
+the load a burst itself puts on the machine, which slows the model just when the queue fills.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import math
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,17 +29,91 @@ from dataclasses import dataclass, field
 
 from aimass.errors import DeadlineExceeded, TooManyRequests, Unavailable
 
+HEADROOM = 0.5  # a request is queued when the model's predicted time fits this share of its deadline
+
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """Per-model serving settings."""
+    """Per-model serving settings.
+
+    Attributes:
+        max_batch_size: Most inputs per forward pass.
+        max_wait_ms: Longest wait to fill a batch when the queue shows load.
+        max_queue: A memory bound only: requests waiting or running per model (default 1,024);
+            one more is refused (429) whatever its deadline. Load is shed by deadline well
+            before that: a request is queued only when the model is predicted to answer it
+            within half its ``timeout_s`` (``HEADROOM``), so a burst the model can answer in
+            time is served whole.
+        timeout_s: Each request's deadline: decoding its inputs, then queueing and the forward
+            pass, each get this long; past it the answer is 504, and queued work past it never
+            runs. A request the model is not predicted to answer within ``HEADROOM`` (half) of
+            it is refused with 429 before it queues.
+        backend: ``auto`` (ONNX when the task exports it), ``torch``, ``onnx`` or ``onnx-int8``.
+        workers: ``process``: ONNX forward passes in a child process; ``thread``: in the server.
+        decode_threads: Threads that decode inputs for tasks whose decoding is real work
+            (images), per model; 0: one per core the server may use. A flood of uploads waits
+            for these threads (and gets 504 at its deadline) instead of taking every thread.
+    """
 
     max_batch_size: int = 32
     max_wait_ms: float = 2.0
-    max_queue: int = 64  # requests waiting for the model; one more answers 429
+    max_queue: int = 1024  # requests waiting or running: a memory bound; load is shed by deadline
     timeout_s: float = 30.0
     backend: str = "auto"  # auto (ONNX when the task exports it), torch, onnx, onnx-int8
     workers: str = "process"  # ONNX forward passes in a child process ("thread": in the server)
+    decode_threads: int = 0  # 0: one per core
+
+
+class Throughput:
+    """How long the model takes for ``n`` inputs, learned from the batches it runs.
+
+    A forward pass of ``n`` inputs is modelled as ``overhead + n * per_item`` seconds, fitted by
+    exponentially weighted least squares over recent batches (``decay`` per batch), so the
+    estimate follows load and the machine. While recent batches are all about one size (no
+    slope to fit), the per-input cost stays what it was (the prior ``prior_items_per_s`` before
+    any fit), capped by what those batches show, and the overhead takes up the rest: a run of
+    one-input batches (light load) reads as per-pass overhead, not as a slow model, so it does
+    not make admission refuse the batches that would show otherwise.
+
+    >>> speed = Throughput()
+    >>> for n, seconds in [(1, 0.006), (32, 0.050)] * 5:
+    ...     speed.observe(n, seconds)
+    >>> round(speed.seconds(64, max_batch=32), 3)  # two full batches
+    0.1
+    """
+
+    def __init__(self, prior_items_per_s: float = 500.0, decay: float = 0.1):
+        self.decay = decay
+        self.overhead, self.per_item = 0.0, 1.0 / prior_items_per_s
+        self._sums = [0.0] * 5  # weights, n, seconds, n*n, n*seconds
+
+    def observe(self, n: int, seconds: float) -> None:
+        """Add one batch of ``n`` inputs that took ``seconds``."""
+        if n <= 0:
+            return
+        sample = (1.0, n, seconds, n * n, n * seconds)
+        self._sums = [s * (1 - self.decay) + x for s, x in zip(self._sums, sample, strict=True)]
+        w, sn, st, snn, snt = self._sums
+        mean_n, mean_t = sn / w, st / w
+        spread = snn / w - mean_n**2
+        fitted = (snt / w - mean_n * mean_t) / spread if spread >= 1 else 0.0
+        if fitted > 0 and mean_t >= fitted * mean_n:
+            self.per_item = fitted
+        else:  # one batch size lately, or noise: keep the per-input cost, capped by what was seen
+            self.per_item = min(self.per_item, mean_t / mean_n)
+        self.overhead = mean_t - self.per_item * mean_n
+
+    def assuming(self, n: int, seconds: float) -> Throughput:
+        """A copy that has also seen a pass of ``n`` inputs take ``seconds`` (a pass still running)."""
+        other = copy.copy(self)
+        other.observe(n, seconds)
+        return other
+
+    def seconds(self, items: int, max_batch: int) -> float:
+        """Predicted seconds to run ``items`` inputs in batches of at most ``max_batch``."""
+        if items <= 0:
+            return 0.0
+        return math.ceil(items / max_batch) * self.overhead + items * self.per_item
 
 
 class Retired(Unavailable):
@@ -39,14 +125,22 @@ class _Job:
     items: list
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    deadline: float = math.inf  # perf_counter past which its answer is a 504: it does not start then
+    queued: bool = True  # counted in Batcher.waiting_items (until it runs or is dropped)
+    dropped: bool = False  # given up, or past its deadline when the model was free: never runs
+    finished: float | None = None  # when its forward pass ended (perf_counter)
 
 
 class Batcher:
-    """Queue + worker task for one deployed model version.
+    """Queue + model thread for one deployed model version.
 
-    ``run(items) -> rows`` executes in a single thread of its own, so forward passes of
-    one model never overlap (no oversubscription of a small machine's cores).
-    ``observe(batch_size, seconds)`` is called after each batch (for metrics).
+    ``run(items) -> rows`` executes in a thread of its own, which also collects the batches,
+    so forward passes of one model never overlap (no oversubscription of a small machine's
+    cores) and follow each other at the model's speed even while the event loop is saturated
+    (say, refusing a burst). A request's deadline is judged by when its forward pass ended, not
+    by when a busy event loop got round to noticing.
+    ``observe(batch_size, seconds)`` is called after each batch (for metrics), in that thread.
+    ``speed`` (:class:`Throughput`) learns from every batch and decides admission.
     """
 
     def __init__(self, run: Callable[[list], Sequence], settings: BatchSettings, observe=None):
@@ -54,70 +148,134 @@ class Batcher:
         self.settings = settings
         self.observe = observe
         self.pending = 0  # requests queued, running, or not yet handed their answer
-        self._queue: asyncio.Queue[_Job] | None = None
+        self.waiting_items = 0  # inputs admitted and not yet running
+        self.speed = Throughput()
+        self._running = 0  # inputs in the forward pass now running
+        self._began, self._planned = 0.0, 0.0  # when that pass began, and its predicted seconds
+        self._lock = threading.Lock()  # the counters above, shared by the event loop and the model thread
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # None: stop
         self._carry: _Job | None = None
-        self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="aimass-model")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        threads = settings.decode_threads or len(os.sched_getaffinity(0))
+        self._decoders = ThreadPoolExecutor(threads, thread_name_prefix="aimass-decode")
         self._closed = False
 
     def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._worker = asyncio.get_running_loop().create_task(self._loop())
+        self._loop = asyncio.get_running_loop()
+        threading.Thread(target=self._serve, name="aimass-model", daemon=True).start()
 
-    async def submit(self, items: list) -> Sequence:
-        """The rows for ``items``; 429 when the queue is full, 504 after ``timeout_s``."""
-        rows, _ = await self.submit_metered(items)
+    async def submit(self, items: list, timeout_s: float | None = None) -> Sequence:
+        """The rows for ``items``; 429 when the model cannot answer them in time, 504 past the deadline."""
+        rows, _ = await self.submit_metered(items, timeout_s)
         return rows
 
-    async def submit_metered(self, items: list) -> tuple[Sequence, float]:
-        """Like :meth:`submit`, plus this request's share of the batch's compute seconds."""
-        if self._closed or self._queue is None:
+    async def submit_metered(self, items: list, timeout_s: float | None = None) -> tuple[Sequence, float]:
+        """Like :meth:`submit`, plus this request's share of the batch's compute seconds.
+
+        ``timeout_s``: the seconds this request has left (e.g. after decoding its inputs), at most
+        the service's ``timeout_s`` (the default)."""
+        if self._closed or self._loop is None:
             raise Retired("This model version is shutting down.", hint="Retry; another version serves.")
-        if self.pending >= self.settings.max_queue:
-            raise TooManyRequests(
-                f"The model's queue is full ({self.settings.max_queue} requests waiting).",
-                retry_after=max(1.0, self.settings.timeout_s / 10),
-                hint="Retry after the Retry-After seconds, or send more inputs per request.",
-            )
-        job = _Job(list(items), asyncio.get_running_loop().create_future())
+        timeout = self.settings.timeout_s if timeout_s is None else min(timeout_s, self.settings.timeout_s)
+        if timeout <= 0:
+            raise _late("The request", self.settings.timeout_s)
+        with self._lock:
+            self._admit(len(items), timeout)
+            job = _Job(list(items), self._loop.create_future())
+            job.deadline = job.enqueued + timeout
+            self.waiting_items += len(job.items)
         self.pending += 1
-        self._queue.put_nowait(job)
+        self._jobs.put(job)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), self.settings.timeout_s)
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
         except TimeoutError:
-            job.future.cancel()  # not yet run: the worker skips it
-            raise DeadlineExceeded(
-                f"The prediction took longer than {self.settings.timeout_s:g}s.",
-                hint="Send fewer inputs per request, or raise the service's timeout.",
-            ) from None
+            if job.finished is not None and job.finished - job.enqueued <= timeout:
+                return await job.future  # answered in time; the event loop was late to notice
+            self._drop(job)
+            raise _late("The prediction", timeout) from None
         finally:
             self.pending -= 1  # counted until the caller has its answer (what drain waits for)
 
-    async def _loop(self) -> None:
-        while True:
-            batch = await self._collect()
-            live = [j for j in batch if not j.future.done()]
-            if live:
-                await self._run(live)
+    def _admit(self, n: int, timeout: float) -> None:
+        """Refuse (429) ``n`` inputs the model is predicted to answer only after ``timeout``
+        seconds, or one request past ``max_queue``. An idle model takes anything."""
+        wait, drain = self._wait(n)
+        if self.pending >= self.settings.max_queue:
+            reason = f"its queue is full ({self.pending} requests, at most {self.settings.max_queue})"
+        elif wait <= HEADROOM * timeout or not (self.waiting_items or self._running):
+            return
+        else:
+            reason = f"answering this request would take about {wait:.2f}s of its {timeout:g}s deadline"
+        raise TooManyRequests(
+            f"The model is busy: {reason}.",
+            retry_after=float(max(1, math.ceil(drain))),
+            hint="Retry after the Retry-After seconds (the time the queue needs to drain), "
+            "or raise the service's timeout_s.",
+        )
 
-    async def _collect(self) -> list[_Job]:
-        """The next batch: what is waiting now, plus (under load) what arrives within max_wait_ms."""
-        first = self._carry or await self._queue.get()
+    def _wait(self, n: int) -> tuple[float, float]:
+        """Predicted seconds until ``n`` more inputs are answered, and until the queue has drained:
+        what is left of the pass now running, then the queue at the measured speed. Behind a
+        queue (a burst), the new inputs' own batch is counted full: later requests will fill it.
+        A pass running past its prediction is a live reading that the machine is slower now (a
+        burst loading the cores, say): the queue is predicted as if it had ended just now."""
+        batch, waiting, speed, busy = self.settings.max_batch_size, self.waiting_items, self.speed, 0.0
+        if self._running:
+            ran = time.perf_counter() - self._began
+            busy = max(0.0, self._planned - ran)
+            speed = speed.assuming(self._running, ran) if ran > self._planned else speed
+        ahead = math.ceil((waiting + n) / batch) * batch if waiting else n
+        return busy + speed.seconds(ahead, batch), busy + speed.seconds(waiting, batch)
+
+    def _drop(self, job: _Job) -> None:
+        """The request gave up on ``job``: if it has not started, it never runs."""
+        with self._lock:
+            job.dropped = True
+            self._unqueue(job)
+
+    def _unqueue(self, job: _Job) -> None:
+        """``job`` runs now, or never: its inputs no longer count as waiting (call under the lock)."""
+        if job.queued:
+            job.queued = False
+            self.waiting_items -= len(job.items)
+
+    async def decode(self, fn: Callable, *args):
+        """``fn(*args)`` (e.g. the handler's ``decode_request``) on this model's decode threads,
+        off the event loop, within ``timeout_s`` (504 past it). Work still waiting for a thread
+        at the deadline never runs; a flood of uploads queues here instead of taking every thread
+        of the server."""
+        work = asyncio.get_running_loop().run_in_executor(self._decoders, fn, *args)
+        try:
+            return await asyncio.wait_for(work, self.settings.timeout_s)
+        except TimeoutError:
+            raise _late("Decoding the inputs", self.settings.timeout_s) from None
+
+    # ------------------------------------------------------------ the model thread
+    def _serve(self) -> None:
+        while (batch := self._collect()) is not None:
+            jobs = self._begin(batch)
+            if jobs and not self._run(jobs):
+                return
+
+    def _collect(self) -> list[_Job] | None:
+        """The next batch: what is waiting now, plus (under load) what arrives within max_wait_ms;
+        None once the batcher is closed."""
+        first = self._carry or self._jobs.get()
         self._carry = None
+        if first is None:
+            return None
         batch, size = [first], len(first.items)
-        loaded = not self._queue.empty()
+        loaded = not self._jobs.empty()
         deadline = time.perf_counter() + self.settings.max_wait_ms / 1000
         while size < self.settings.max_batch_size:
-            if self._queue.empty():
-                left = deadline - time.perf_counter()
-                if not loaded or left <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(self._queue.get(), left)
-                except TimeoutError:
-                    break
-            else:
-                job = self._queue.get_nowait()
+            left = deadline - time.perf_counter()
+            try:
+                job = self._jobs.get(loaded and left > 0, left if loaded and left > 0 else None)
+            except queue.Empty:
+                break
+            if job is None:  # closed: run what was taken, then stop
+                self._jobs.put(None)
+                break
             if size + len(job.items) > self.settings.max_batch_size:
                 self._carry = job
                 break
@@ -125,25 +283,42 @@ class Batcher:
             size += len(job.items)
         return batch
 
-    async def _run(self, jobs: list[_Job]) -> None:
+    def _begin(self, batch: list[_Job]) -> list[_Job]:
+        """The jobs of ``batch`` still wanted (not given up, not past their deadline), now counted
+        as running. A late job is dropped here even if the busy event loop has not answered it yet."""
+        now = time.perf_counter()
+        with self._lock:
+            for job in batch:
+                self._unqueue(job)
+                job.dropped = job.dropped or now > job.deadline
+            jobs = [j for j in batch if not j.dropped]
+            n = sum(len(j.items) for j in jobs)
+            self._running = n
+            self._began, self._planned = now, self.speed.seconds(n, self.settings.max_batch_size)
+        return jobs
+
+    def _run(self, jobs: list[_Job]) -> bool:
+        """One forward pass; the answers go to the event loop. False once that loop is gone."""
         items = [item for job in jobs for item in job.items]
         began = time.perf_counter()
         try:
-            rows = await asyncio.get_running_loop().run_in_executor(self._executor, self.run, items)
+            outcome = self.run(items)
         except Exception as exc:  # each waiting request gets the error
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            return
-        if self.observe is not None:
-            self.observe(len(items), time.perf_counter() - began)
-        seconds = time.perf_counter() - began
-        start = 0
+            outcome = exc
+        ended = time.perf_counter()
+        with self._lock:
+            self._running = 0
+            if not isinstance(outcome, Exception):
+                self.speed.observe(len(items), ended - began)
         for job in jobs:
-            end = start + len(job.items)
-            if not job.future.done():
-                job.future.set_result((rows[start:end], seconds * len(job.items) / len(items)))
-            start = end
+            job.finished = ended
+        if self.observe is not None and not isinstance(outcome, Exception):
+            self.observe(len(items), ended - began)
+        try:
+            self._loop.call_soon_threadsafe(_deliver, jobs, outcome, ended - began)
+        except RuntimeError:  # the event loop has closed
+            return False
+        return True
 
     async def drain(self, timeout: float) -> bool:
         """Stop taking requests and wait (up to ``timeout``) for the queued ones to finish."""
@@ -155,6 +330,27 @@ class Batcher:
 
     def close(self) -> None:
         self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._jobs.put(None)
+        self._decoders.shutdown(wait=False, cancel_futures=True)
+
+
+def _deliver(jobs: list[_Job], outcome, seconds: float) -> None:
+    """On the event loop: each job's rows and its share of the compute seconds, or the error."""
+    if isinstance(outcome, Exception):
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(outcome)
+        return
+    total, start = sum(len(job.items) for job in jobs), 0
+    for job in jobs:
+        end = start + len(job.items)
+        if not job.future.done():
+            job.future.set_result((outcome[start:end], seconds * len(job.items) / total))
+        start = end
+
+
+def _late(what: str, timeout: float) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"{what} took longer than {timeout:g}s.",
+        hint="Send fewer or smaller inputs per request, or raise the service's timeout_s.",
+    )

@@ -199,7 +199,8 @@ class Engine:
         if existing is not None and overrides and overrides != existing.overrides:
             existing = await self._apply(current, existing, overrides, batch)
         if existing is not None:  # already loaded: only the traffic changes
-            if weight is None:
+            others = [d for d in current.deployments if d is not existing]
+            if weight is None or not others:  # the only version takes all traffic, whatever asked
                 return await self._set_only(current, record.ref)
             existing.weight = weight
             _scale([d for d in current.deployments if d is not existing], 100 - weight)
@@ -537,9 +538,20 @@ def _warm(spec, handler, run) -> None:
 
 
 def _scale(deployments: list[Deployment], total: int) -> None:
-    current = sum(d.weight for d in deployments) or len(deployments)
-    for d in deployments:
-        d.weight = round((d.weight or 1) * total / current)
+    """Share ``total`` percent among ``deployments`` in proportion to their weights, in whole
+    numbers that add up to exactly ``total`` (largest remainders get the spare points)."""
+    if not deployments:
+        return
+    weights = (
+        [d.weight for d in deployments] if any(d.weight for d in deployments) else [1] * len(deployments)
+    )
+    shares = [w * total / sum(weights) for w in weights]
+    floors = [int(s) for s in shares]
+    spare = total - sum(floors)
+    for i in sorted(range(len(shares)), key=lambda i: floors[i] - shares[i])[:spare]:
+        floors[i] += 1
+    for d, w in zip(deployments, floors):
+        d.weight = w
 
 
 def _cause(exc: BaseException) -> str:

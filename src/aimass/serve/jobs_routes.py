@@ -10,13 +10,14 @@ answers its id, and submitting or retrying a ``custom`` job that runs it needs `
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -30,6 +31,8 @@ log = logging.getLogger("aimass.serve")
 
 
 class JobRequest(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     kind: str = Field(description="import, train, evaluate, compress, auto or custom")
     params: dict = Field(
         default_factory=dict,
@@ -37,6 +40,15 @@ class JobRequest(BaseModel):
         "POST /v1/jobs/code, 'entry': 'train.py', 'data': 'reviews', 'args': ['--epochs', '3']}",
     )
     timeout_s: float | None = Field(None, gt=0, description="stop the job after this many seconds")
+
+    @field_validator("params")
+    @classmethod
+    def _finite(cls, value: dict) -> dict:
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("params hold NaN or Infinity; send finite numbers") from None
+        return value
 
 
 class AutoRequest(BaseModel):

@@ -12,7 +12,6 @@ import json
 import time
 
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from aimass.errors import AimassError, ConfigError, TooLargeError
 from aimass.serve.auth import Caller, Guard
@@ -44,8 +43,8 @@ class Predictor:
                 parsed = spec.request.model_validate(payload)
             except ValidationError as exc:
                 raise ConfigError(_describe(exc), hint=f"Send JSON like {spec.sample_request}") from None
-            if getattr(spec, "heavy_decode", False):  # e.g. decoding images: off the event loop
-                items = await run_in_threadpool(handler.decode_request, parsed)
+            if getattr(spec, "heavy_decode", False):  # e.g. images: the model's decode threads, 504 late
+                items = await deployment.batcher.decode(handler.decode_request, parsed)
             else:
                 items = handler.decode_request(parsed)
             try:
@@ -74,7 +73,7 @@ def parse_json(body: bytes) -> dict:
     """The JSON body as a dict, or a 422 that says what to send."""
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         raise ConfigError(
             "The body is not valid JSON.",
             hint='Send {"inputs": [...]} as JSON, or upload files as multipart.',

@@ -30,6 +30,9 @@ class ServingSettings(BaseModel):
     timeout_s: float | None = Field(None, gt=0, le=3600, description="seconds per request before 504")
     backend: Literal["auto", "torch", "onnx", "onnx-int8"] | None = None
     workers: Literal["process", "thread"] | None = Field(None, description="where ONNX forward passes run")
+    decode_threads: int | None = Field(
+        None, ge=0, le=256, description="threads decoding inputs (0: one a core)"
+    )
 
     def overrides(self) -> dict:
         """Only the settings that were given."""

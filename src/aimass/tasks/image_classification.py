@@ -24,7 +24,7 @@ from torch import nn
 import aimass
 from aimass import compressors
 from aimass.backbones import get_backbone, layers
-from aimass.data.images import byte_limit
+from aimass.data.images import byte_limit, total_pixels
 from aimass.encoders import Head, Timer
 from aimass.errors import ConfigError, DataError, TooLargeError, VersionError
 from aimass.estimator import Estimator
@@ -587,12 +587,15 @@ class Handler:
         one a 413 naming the limit), then cut to the square the model resizes images to and sent on
         as a BMP file: lossless, at most ~200 KB and quick to read, it is a plain image file for the
         torch model and for the ONNX runtime in a model worker process alike (the worker protocol
-        carries text or bytes), and it makes resizing there a no-op."""
+        carries text or bytes), and it makes resizing there a no-op.
+
+        Before any image is decoded, every header is read and the pixels of the whole request are
+        added up (:func:`aimass.data.images.total_pixels`, ``AIMASS_MAX_REQUEST_PIXELS``): a request
+        of small, highly compressed files that would decode to gigapixels is a 413 at once."""
+        files = [decode_item(item, i) for i, item in enumerate(request.inputs)]
+        total_pixels(files)
         size = round(self.model.image_size_ * BASE_SCALE)
-        return [
-            bmp_bytes(square(decode_item(item, i), size, where=f"inputs[{i}]"))
-            for i, item in enumerate(request.inputs)
-        ]
+        return [bmp_bytes(square(data, size, where=f"inputs[{i}]")) for i, data in enumerate(files)]
 
     def predict(self, images: list) -> np.ndarray:
         return self.model.predict_proba(images)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from aimass.errors import DeadlineExceeded, TooManyRequests
-from aimass.serve.batching import Batcher, BatchSettings
+from aimass.serve.batching import Batcher, BatchSettings, Throughput
 
 
 class Recorder:
@@ -132,3 +132,128 @@ def test_drain_waits_for_queued_work(pending):
 
     drained, done = run(main())
     assert drained and len(done) == pending
+
+
+class Linear:
+    """A stand-in forward pass that takes ``overhead + n * per_item`` seconds (real sleeps) and
+    records every input it ran."""
+
+    def __init__(self, overhead: float, per_item: float):
+        self.overhead, self.per_item, self.ran = overhead, per_item, []
+
+    def __call__(self, items):
+        time.sleep(self.overhead + len(items) * self.per_item)
+        self.ran.extend(items)
+        return [f"out:{x}" for x in items]
+
+
+def test_throughput_learns_overhead_and_per_item_from_batches():
+    speed = Throughput(prior_items_per_s=100)
+    assert speed.seconds(10, max_batch=32) == pytest.approx(0.1)  # the prior, before any batch
+    for n in [1, 4, 16, 32] * 3:
+        speed.observe(n, 0.010 + 0.002 * n)
+    assert speed.overhead == pytest.approx(0.010) and speed.per_item == pytest.approx(0.002)
+    assert speed.seconds(64, max_batch=32) == pytest.approx(2 * 0.010 + 64 * 0.002)
+    for _ in range(50):  # light load: one input per pass, each slower (a busy machine)
+        speed.observe(1, 0.030)
+    assert speed.seconds(1, max_batch=32) == pytest.approx(0.030, rel=0.01)
+    assert speed.seconds(32, max_batch=32) < 0.2  # per-pass overhead, not 32 x 30 ms per input
+    before = speed.seconds(32, max_batch=32)
+    slower = speed.assuming(32, 1.0)  # a pass of 32 still running after 1 s: the machine is slower now
+    assert slower.seconds(32, max_batch=32) > 2 * before and speed.seconds(32, max_batch=32) == before
+
+
+def test_burst_that_fits_the_deadline_is_all_admitted():
+    async def main():
+        model = Linear(0.005, 0.0005)  # ~1,300 inputs/s at full batches
+        b = Batcher(model, BatchSettings(max_batch_size=32, timeout_s=10))
+        b.start()
+        results = await asyncio.gather(*[b.submit([i]) for i in range(200)], return_exceptions=True)
+        b.close()
+        return results
+
+    results = run(main())
+    assert results == [[f"out:{i}"] for i in range(200)]  # 200 x 200, not 64 x 200 and 136 x 429
+
+
+def test_burst_far_over_capacity_is_refused_at_once_with_the_backlog_as_retry_after():
+    async def main():
+        model = Linear(0.01, 0.01)  # ~90 inputs/s at batches of 8
+        b = Batcher(model, BatchSettings(max_batch_size=8, timeout_s=4))
+        b.start()
+        await asyncio.gather(b.submit(["warm-1"]), *[b.submit([f"warm-8-{i}"]) for i in range(8)])
+        tasks = [asyncio.ensure_future(b.submit([i])) for i in range(2000)]  # ~10x what it answers in 4 s
+        await asyncio.sleep(0)  # one turn of the loop: every request is queued or refused by now
+        refused_at_once = [t for t in tasks if t.done() and isinstance(t.exception(), TooManyRequests)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        b.close()
+        return model.ran, refused_at_once, results
+
+    ran, refused_at_once, results = run(main())
+    served = {i for i, r in enumerate(results) if isinstance(r, list)}
+    refused_ids = {i for i, r in enumerate(results) if isinstance(r, TooManyRequests)}
+    refused = [results[i] for i in sorted(refused_ids)]
+    assert len(refused) == len(refused_at_once) >= 1600  # refused at admission, never after waiting
+    assert all(isinstance(r, list | TooManyRequests | DeadlineExceeded) for r in results)
+    ran_ids = {x for x in ran if isinstance(x, int)}
+    assert not ran_ids & refused_ids and served <= ran_ids  # no request both queued and refused
+    assert len(served) >= 50  # what the model answers in its deadline was taken
+    retry = {r.retry_after for r in refused}
+    assert min(retry) >= 2 and max(retry) <= 4  # the ~2 s backlog (half the deadline), not a fixed guess
+    assert "deadline" in refused[0].message
+
+
+def test_a_shorter_per_request_deadline_applies():
+    async def main():
+        b = Batcher(Linear(0.3, 0), BatchSettings(timeout_s=30))
+        b.start()
+        result = await asyncio.gather(b.submit(["slow"], timeout_s=0.05), return_exceptions=True)
+        b.close()
+        return result[0]
+
+    assert isinstance(run(main()), DeadlineExceeded)
+
+
+def test_decode_runs_on_bounded_threads_within_the_deadline():
+    ran, threads = [], set()
+
+    def decode(x):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.3)
+        ran.append(x)
+        return [x]
+
+    async def main():
+        b = Batcher(Recorder(0), BatchSettings(timeout_s=0.1, decode_threads=1))
+        b.start()
+        late = await asyncio.gather(*[b.decode(decode, i) for i in range(4)], return_exceptions=True)
+        await asyncio.sleep(0.5)  # the one decode that had a thread finishes; the others never start
+        b.close()
+        quick = Batcher(Recorder(0), BatchSettings(decode_threads=1))
+        quick.start()
+        done = await quick.decode(str, 7)
+        quick.close()
+        return late, done
+
+    late, done = run(main())
+    assert all(isinstance(r, DeadlineExceeded) and "Decoding" in r.message for r in late)
+    assert ran == [0] and threads == {"aimass-decode_0"}
+    assert done == "7"
+
+
+def test_a_saturated_event_loop_does_not_stall_the_model_or_turn_answers_into_504():
+    async def main():
+        model = Linear(0.12, 0)
+        b = Batcher(model, BatchSettings(max_batch_size=1, timeout_s=0.2, max_wait_ms=0))
+        b.start()
+        tasks = [asyncio.ensure_future(b.submit([x])) for x in "xyz"]
+        await asyncio.sleep(0)  # the requests are queued
+        time.sleep(0.5)  # the event loop is busy past every deadline (refusing a burst, say)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        b.close()
+        return results, model.ran
+
+    (x, _, z), ran = run(main())
+    assert x == ["out:x"]  # its forward pass ended in time (0.12 s); the loop noticed late
+    assert ran == ["x", "y"]  # y started in time (and ended late, at 0.24 s)
+    assert isinstance(z, DeadlineExceeded)  # past its deadline (0.2 s) when the model was free: never ran

@@ -12,6 +12,7 @@ from PIL import Image
 
 from aimass import api
 from aimass.serve.app import create_app
+from aimass.serve.batching import BatchSettings
 from aimass.tasks import get_task
 
 
@@ -85,3 +86,45 @@ def test_pixel_limit_is_413_with_the_limit(client, monkeypatch):
     )
     assert response.status_code == 413 and "100" in response.json()["error"]["message"]
     assert client.get("/readyz").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def zero_36mp() -> bytes:
+    """A 6000 x 6000 all-black PNG: 36 MP (under the 40 MP per-image limit) in ~105 KB."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (6000, 6000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_request_of_many_large_pngs_is_413_naming_the_cap_before_decoding(client, digits, zero_36mp):
+    encoded = base64.b64encode(zero_36mp).decode()
+    response = client.post("/v1/models/digits-serve/predict", json={"inputs": [encoded] * 64})  # ~9 MB
+    assert response.status_code == 413, response.text[:200]
+    error = response.json()["error"]
+    assert "inputs[5]" in error["message"] and "192.0 MP" in error["message"]  # 6 x 36 MP > 192 MP
+    assert "AIMASS_MAX_REQUEST_PIXELS" in error["hint"]
+    small = base64.b64encode(digits[1][0]).decode()
+    assert client.post("/v1/models/digits-serve/predict", json={"inputs": [small] * 3}).status_code == 200
+
+
+def test_request_pixel_cap_is_a_setting(client, digits, monkeypatch):
+    files = [("inputs", (f"d{i}.png", digits[1][i], "image/png")) for i in range(3)]  # 3 x 8x8 pixels
+    monkeypatch.setenv("AIMASS_MAX_REQUEST_PIXELS", "150")
+    response = client.post("/v1/models/digits-serve/predict", files=files)
+    assert response.status_code == 413
+    assert (
+        "inputs[2]" in response.json()["error"]["message"]
+        and "150 pixels" in response.json()["error"]["message"]
+    )
+    monkeypatch.setenv("AIMASS_MAX_REQUEST_PIXELS", "192")
+    assert client.post("/v1/models/digits-serve/predict", files=files).status_code == 200
+
+
+def test_decoding_past_the_deadline_is_504(digits, zero_36mp):
+    record = api.register(digits[0], "digits-deadline")
+    with TestClient(create_app([record.ref], BatchSettings(timeout_s=0.05), open_predict=True)) as c:
+        upload = [("inputs", ("black.png", zero_36mp, "image/png"))]  # 108 MB of pixels to inflate
+        response = c.post("/v1/models/digits-deadline/predict", files=upload)
+        assert response.status_code == 504, response.text[:200]
+        assert "Decoding the inputs took longer than 0.05s" in response.json()["error"]["message"]
+        assert c.get("/livez").status_code == 200
