@@ -122,8 +122,8 @@ def test_training_job_killed_three_times_resumes_to_the_same_metrics(news_csv, t
         db(clean, "select path from model_versions"),
         db(killed, "select path from model_versions"),
     )
-    weights_a = load_file(str(Path(path_a) / "model.safetensors"))
-    weights_b = load_file(str(Path(path_b) / "model.safetensors"))
+    weights_a = load_file(str(clean / path_a / "model.safetensors"))  # stored relative to home
+    weights_b = load_file(str(killed / path_b / "model.safetensors"))
     assert weights_a.keys() == weights_b.keys()
     worst = max(float((weights_a[k].float() - weights_b[k].float()).abs().max()) for k in weights_a)
     assert worst <= 1e-6, f"resumed weights differ from the uninterrupted run's by {worst}"
