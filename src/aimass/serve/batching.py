@@ -10,7 +10,8 @@ Load is shed by deadline, not by a count: a request joins the queue only when th
 at the speed it has measured (:class:`Throughput`), should finish the work ahead of it and
 the request's own inputs within ``HEADROOM`` (half) of the request's deadline. Otherwise it
 is refused at once (429) with a ``Retry-After`` of the time the backlog needs to drain, and
-never queued. The other half is for what the prediction leaves out: the event loop, HTTP, and
+never queued. A request admitted but not started by its deadline (the model ran slower than
+predicted) is shed then, also 429: nothing ran. 504 is for a forward pass that ended too late. The other half is for what the prediction leaves out: the event loop, HTTP, and
 the load a burst itself puts on the machine, which slows the model just when the queue fills.
 """
 
@@ -68,8 +69,9 @@ class Throughput:
     """How long the model takes for ``n`` inputs, learned from the batches it runs.
 
     A forward pass of ``n`` inputs is modelled as ``overhead + n * per_item`` seconds, fitted by
-    exponentially weighted least squares over recent batches (``decay`` per batch), so the
-    estimate follows load and the machine. While recent batches are all about one size (no
+    exponentially weighted least squares over recent batches, so the estimate follows load and
+    the machine: a batch slower than predicted weighs ``slower`` (half) at once, since admitting
+    on a stale, fast estimate turns a burst into 504s; a faster one weighs ``decay``. While recent batches are all about one size (no
     slope to fit), the per-input cost stays what it was (the prior ``prior_items_per_s`` before
     any fit), capped by what those batches show, and the overhead takes up the rest: a run of
     one-input batches (light load) reads as per-pass overhead, not as a slow model, so it does
@@ -82,8 +84,8 @@ class Throughput:
     0.1
     """
 
-    def __init__(self, prior_items_per_s: float = 500.0, decay: float = 0.1):
-        self.decay = decay
+    def __init__(self, prior_items_per_s: float = 500.0, decay: float = 0.1, slower: float = 0.5):
+        self.decay, self.slower = decay, slower
         self.overhead, self.per_item = 0.0, 1.0 / prior_items_per_s
         self._sums = [0.0] * 5  # weights, n, seconds, n*n, n*seconds
 
@@ -91,8 +93,10 @@ class Throughput:
         """Add one batch of ``n`` inputs that took ``seconds``."""
         if n <= 0:
             return
+        # slower than predicted: believe it at once (a burst loading the cores); faster: gradually
+        decay = self.slower if seconds > self.overhead + n * self.per_item else self.decay
         sample = (1.0, n, seconds, n * n, n * seconds)
-        self._sums = [s * (1 - self.decay) + x for s, x in zip(self._sums, sample, strict=True)]
+        self._sums = [s * (1 - decay) + x for s, x in zip(self._sums, sample, strict=True)]
         w, sn, st, snn, snt = self._sums
         mean_n, mean_t = sn / w, st / w
         spread = snn / w - mean_n**2
@@ -128,6 +132,8 @@ class _Job:
     deadline: float = math.inf  # perf_counter past which its answer is a 504: it does not start then
     queued: bool = True  # counted in Batcher.waiting_items (until it runs or is dropped)
     dropped: bool = False  # given up, or past its deadline when the model was free: never runs
+    started: bool = False  # its forward pass has begun
+    queued_behind: bool = False  # admitted behind other work (a busy model), not to an idle one
     finished: float | None = None  # when its forward pass ended (perf_counter)
 
 
@@ -182,7 +188,10 @@ class Batcher:
         with self._lock:
             self._admit(len(items), timeout)
             job = _Job(list(items), self._loop.create_future())
-            job.deadline = job.enqueued + timeout
+            job.deadline, job.queued_behind = (
+                job.enqueued + timeout,
+                bool(self.waiting_items or self._running),
+            )
             self.waiting_items += len(job.items)
         self.pending += 1
         self._jobs.put(job)
@@ -191,8 +200,9 @@ class Batcher:
         except TimeoutError:
             if job.finished is not None and job.finished - job.enqueued <= timeout:
                 return await job.future  # answered in time; the event loop was late to notice
-            self._drop(job)
-            raise _late("The prediction", timeout) from None
+            if self._drop(job):
+                raise _late("The prediction", timeout) from None
+            raise self._shed(timeout) from None
         finally:
             self.pending -= 1  # counted until the caller has its answer (what drain waits for)
 
@@ -227,11 +237,24 @@ class Batcher:
         ahead = math.ceil((waiting + n) / batch) * batch if waiting else n
         return busy + speed.seconds(ahead, batch), busy + speed.seconds(waiting, batch)
 
-    def _drop(self, job: _Job) -> None:
-        """The request gave up on ``job``: if it has not started, it never runs."""
+    def _drop(self, job: _Job) -> bool:
+        """The request gave up on ``job``: if it has not started, it never runs. Whether it had."""
         with self._lock:
-            job.dropped = True
+            job.dropped = not job.started
             self._unqueue(job)
+            return job.started
+
+    def _shed(self, timeout: float) -> TooManyRequests:
+        """A request admitted but never started within its deadline (the model ran slower than
+        predicted, as under a burst that loads the cores): load shed late, not a failed
+        prediction. Nothing ran, so a retry is safe: 429 with the backlog's drain time."""
+        with self._lock:
+            drain = self._wait(0)[1]
+        return TooManyRequests(
+            f"The model is busy: it could not start this request within its {timeout:g}s deadline.",
+            retry_after=float(max(1, math.ceil(drain))),
+            hint="Retry after the Retry-After seconds (nothing ran), or raise the service's timeout_s.",
+        )
 
     def _unqueue(self, job: _Job) -> None:
         """``job`` runs now, or never: its inputs no longer count as waiting (call under the lock)."""
@@ -284,17 +307,24 @@ class Batcher:
         return batch
 
     def _begin(self, batch: list[_Job]) -> list[_Job]:
-        """The jobs of ``batch`` still wanted (not given up, not past their deadline), now counted
-        as running. A late job is dropped here even if the busy event loop has not answered it yet."""
-        now = time.perf_counter()
+        """The jobs of ``batch`` still wanted, now counted as running. Dropped here (they never
+        run; the request is answered 429 as shed load) even if the busy event loop has not
+        answered them yet: jobs past their deadline, and jobs queued behind other work whose
+        pass, at the speed measured now, would end past their deadline (the model slowed after
+        they were admitted). A job that found the model idle runs whatever the prediction."""
+        now, most = time.perf_counter(), self.settings.max_batch_size
         with self._lock:
+            planned = now + self.speed.seconds(sum(len(j.items) for j in batch), most)
             for job in batch:
                 self._unqueue(job)
-                job.dropped = job.dropped or now > job.deadline
+                late = now > job.deadline or (job.queued_behind and planned > job.deadline)
+                job.dropped = job.dropped or late
             jobs = [j for j in batch if not j.dropped]
+            for job in jobs:
+                job.started = True
             n = sum(len(j.items) for j in jobs)
             self._running = n
-            self._began, self._planned = now, self.speed.seconds(n, self.settings.max_batch_size)
+            self._began, self._planned = now, self.speed.seconds(n, most)
         return jobs
 
     def _run(self, jobs: list[_Job]) -> bool:
