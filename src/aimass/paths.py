@@ -82,3 +82,23 @@ def _moved(path: Path, root: Path) -> Path | None:
             if candidate.exists():
                 return candidate
     return None
+
+
+def data_roots() -> list[Path]:
+    """Folders whose files a REST caller may name as data (import, train, auto): ``AIMASS_HOME/
+    uploads`` plus the operator's ``AIMASS_DATA_ROOTS`` (separated by ``os.pathsep``), real paths.
+    The CLI and Python API run as the user and read any path the user can."""
+    extra = [p for p in os.environ.get("AIMASS_DATA_ROOTS", "").split(os.pathsep) if p.strip()]
+    roots = [subdir("uploads"), *(Path(p).expanduser() for p in extra)]
+    return [Path(os.path.realpath(r)) for r in roots]
+
+
+def outside_roots(value: str, roots: list[Path]) -> Path | None:
+    """``value`` as a real path when it names a file or folder outside every root: absolute,
+    ``~``, ``..``, or a relative path that exists from the current directory; None for a
+    name (a dataset, a backbone) or a path inside a root."""
+    path = Path(value).expanduser()
+    if not (path.is_absolute() or value.startswith("~") or ".." in path.parts or path.exists()):
+        return None
+    real = Path(os.path.realpath(path))
+    return None if any(real.is_relative_to(r) for r in roots) else real

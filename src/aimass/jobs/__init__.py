@@ -50,10 +50,13 @@ def kind_of(job_id: str) -> Kind:
     return get_kind(store.get(job_id).kind)
 
 
-def submit(kind: str, params: dict | None = None, *, timeout_s: float | None = None) -> dict:
-    """Check ``params`` for ``kind`` (nothing runs if a check fails) and queue the job."""
+def submit(kind: str, params: dict | None = None, *, timeout_s: float | None = None, guard=None) -> dict:
+    """Check ``params`` for ``kind`` (nothing runs if a check fails) and queue the job.
+    ``guard(params)``, after the kind's own check, may refuse what this caller may not name."""
     spec = get_kind(kind)
     params = spec.check(dict(params or {}))
+    if guard is not None:
+        guard(params)
     if timeout_s is not None and timeout_s <= 0:
         raise JobError("The timeout must be positive.", code="timeout_invalid", hint="e.g. --timeout 30m.")
     return store.create(kind, params, timeout_s=timeout_s).to_dict()

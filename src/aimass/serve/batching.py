@@ -10,9 +10,11 @@ Load is shed by deadline, not by a count: a request joins the queue only when th
 at the speed it has measured (:class:`Throughput`), should finish the work ahead of it and
 the request's own inputs within ``HEADROOM`` (half) of the request's deadline. Otherwise it
 is refused at once (429) with a ``Retry-After`` of the time the backlog needs to drain, and
-never queued. A request admitted but not started by its deadline (the model ran slower than
-predicted) is shed then, also 429: nothing ran. 504 is for a forward pass that ended too late. The other half is for what the prediction leaves out: the event loop, HTTP, and
-the load a burst itself puts on the machine, which slows the model just when the queue fills.
+never queued. The other half is for what the prediction leaves out: the event loop, HTTP,
+and the load a burst itself puts on the machine, which slows the model just when the queue
+fills. A request admitted but not started in time (its pass, at the speed measured then,
+would end past its deadline) is shed then, also 429: nothing ran. 504 is for a forward pass
+that ended too late.
 """
 
 from __future__ import annotations
@@ -71,11 +73,12 @@ class Throughput:
     A forward pass of ``n`` inputs is modelled as ``overhead + n * per_item`` seconds, fitted by
     exponentially weighted least squares over recent batches, so the estimate follows load and
     the machine: a batch slower than predicted weighs ``slower`` (half) at once, since admitting
-    on a stale, fast estimate turns a burst into 504s; a faster one weighs ``decay``. While recent batches are all about one size (no
-    slope to fit), the per-input cost stays what it was (the prior ``prior_items_per_s`` before
-    any fit), capped by what those batches show, and the overhead takes up the rest: a run of
-    one-input batches (light load) reads as per-pass overhead, not as a slow model, so it does
-    not make admission refuse the batches that would show otherwise.
+    on a stale, fast estimate turns a burst into 504s; a faster one weighs ``decay``. While
+    recent batches are all about one size (no slope to fit), the per-input cost stays what it
+    was (the prior ``prior_items_per_s`` before any fit), capped by what those batches show,
+    and the overhead takes up the rest: a run of one-input batches (light load) reads as
+    per-pass overhead, not as a slow model, so it does not make admission refuse the batches
+    that would show otherwise.
 
     >>> speed = Throughput()
     >>> for n, seconds in [(1, 0.006), (32, 0.050)] * 5:

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from aimass import jobs
-from aimass.errors import AimassError, ConfigError, TooLargeError
+from aimass import jobs, paths
+from aimass.errors import AimassError, ConfigError, PermissionDenied, TooLargeError
 from aimass.jobs.custom import upload_limit
 from aimass.jobs.kinds import Kind
 from aimass.serve.auth import CODE_SCOPE, Caller, require
@@ -82,12 +82,15 @@ def add_jobs(app: FastAPI, allow: Callable) -> None:
     async def submit(body: JobRequest, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Check and queue a job; 422 with a stable code when a check fails."""
         _may_run(caller, jobs.get_kind(body.kind))
-        return await asyncio.to_thread(jobs.submit, body.kind, body.params, timeout_s=body.timeout_s)
+        return await asyncio.to_thread(
+            jobs.submit, body.kind, body.params, timeout_s=body.timeout_s, guard=_only_granted_paths
+        )
 
     @app.post("/v1/auto", tags=["jobs"], dependencies=manage, status_code=202)
     async def auto(body: AutoRequest):
         """Data to an evaluated (optionally deployed) model, as an ``auto`` job."""
-        return await asyncio.to_thread(jobs.submit, "auto", body.model_dump(exclude_none=True))
+        params = body.model_dump(exclude_none=True)
+        return await asyncio.to_thread(jobs.submit, "auto", params, guard=_only_granted_paths)
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], dependencies=manage)
     async def show(job_id: str):
@@ -106,6 +109,32 @@ def add_jobs(app: FastAPI, allow: Callable) -> None:
         """Submit a failed or cancelled job again; needs what submitting it needs."""
         _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id))
         return await asyncio.to_thread(jobs.retry, job_id)
+
+
+def _only_granted_paths(params: dict) -> None:
+    """403 when any string in ``params`` names a server path outside the data roots
+    (``AIMASS_HOME/uploads`` and ``AIMASS_DATA_ROOTS``): a key manages aimass, not the disk."""
+    roots = paths.data_roots()
+    for where, value in _strings(params, "params"):
+        real = paths.outside_roots(value, roots)
+        if real is not None:
+            raise PermissionDenied(
+                f"{where} names a server path outside the data folders aimass may read: {value!r}.",
+                hint="Put the data under AIMASS_HOME/uploads, or have the operator add its folder to "
+                "AIMASS_DATA_ROOTS; dataset names and registered backbones need no path.",
+            )
+
+
+def _strings(value, where: str):
+    """(location, string) for every string in a JSON value."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{where}[{i}]")
 
 
 def _may_run(caller: Caller, kind: Kind) -> None:

@@ -166,7 +166,38 @@ def test_bad_submissions_are_4xx_with_codes(client, headers, coder):
     assert client.post("/v1/auto", json={}, headers=headers).status_code == 422
 
 
-def test_auto_is_queued_as_a_job(client, headers, bbc_csv):
+def test_a_manage_key_names_only_data_under_the_data_roots(client, headers, bbc_csv, monkeypatch):
+    monkeypatch.delenv("AIMASS_DATA_ROOTS", raising=False)
+    secret = sysconfig.get_paths()["stdlib"] + "/os.py"  # any host file the server can read
+    probes = [
+        ("/v1/jobs", {"kind": "import", "params": {"path": secret}}, "params.path"),
+        ("/v1/jobs", {"kind": "import", "params": {"path": str(bbc_csv)}}, "params.path"),
+        ("/v1/jobs", {"kind": "train", "params": {"data": "~/.ssh/id_rsa"}}, "params.data"),
+        ("/v1/jobs", {"kind": "train", "params": {"data": "x", "backbone": "../../etc"}}, "params.backbone"),
+        ("/v1/jobs", {"kind": "evaluate", "params": {"model": "m", "data": [secret]}}, "params.data[0]"),
+        ("/v1/auto", {"path": str(bbc_csv)}, "params.path"),
+    ]
+    before = len(jobs.list_jobs(None, 1000))
+    for route, body, where in probes:
+        answer = client.post(route, json=body, headers=headers)
+        assert answer.status_code == 403, (body, answer.text)
+        error = answer.json()["error"]
+        assert where in error["message"] and "AIMASS_DATA_ROOTS" in error["hint"], error
+    assert len(jobs.list_jobs(None, 1000)) == before  # nothing queued
+    uploaded = paths.subdir("uploads") / "news.csv"
+    uploaded.write_bytes(bbc_csv.read_bytes())
+    inside = client.post(
+        "/v1/jobs", json={"kind": "import", "params": {"path": str(uploaded)}}, headers=headers
+    )
+    assert inside.status_code == 202, inside.text
+    client.post(f"/v1/jobs/{inside.json()['id']}/cancel", headers=headers)
+    named = client.post("/v1/jobs", json={"kind": "train", "params": {"data": "news-rest"}}, headers=headers)
+    assert named.status_code == 202, named.text  # a dataset name is not a path
+    client.post(f"/v1/jobs/{named.json()['id']}/cancel", headers=headers)
+
+
+def test_auto_is_queued_as_a_job(client, headers, bbc_csv, monkeypatch):
+    monkeypatch.setenv("AIMASS_DATA_ROOTS", str(bbc_csv.parent))  # the operator grants that folder
     answer = client.post("/v1/auto", json={"path": str(bbc_csv), "time_budget": "2m"}, headers=headers)
     assert answer.status_code == 202, answer.text
     job = answer.json()
