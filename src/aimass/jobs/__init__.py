@@ -18,7 +18,8 @@ import time
 from aimass.errors import JobError
 from aimass.jobs import store
 from aimass.jobs.kinds import KINDS, Kind, get_kind
-from aimass.jobs.runner import Runner, log_path
+from aimass.jobs.logs import log_path, log_tail
+from aimass.jobs.runner import Runner
 
 __all__ = [
     "KINDS",
@@ -68,8 +69,6 @@ def list_jobs(status: str | None = None, limit: int = 100) -> list[dict]:
 
 def show(job_id: str) -> dict:
     """The job, its events and the last lines of its log."""
-    from aimass.jobs.runner import log_tail
-
     info = store.get(job_id).to_dict()
     info["events"] = [e.to_dict() for e in store.events(job_id)]
     info["log_tail"] = log_tail(job_id, 10)

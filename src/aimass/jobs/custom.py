@@ -45,6 +45,8 @@ from aimass import paths
 from aimass.data.archive import extract_archive
 from aimass.data.limits import MIB, limit, mebibytes
 from aimass.errors import DataError, JobError, NotFoundError, TooLargeError
+from aimass.jobs.explain import ScriptFailed
+from aimass.jobs.logs import log_tail
 
 CODE_ID = re.compile(r"[0-9a-f]{32}")
 MAX_UPLOAD_BYTES = 64 * MIB  # the archive (env AIMASS_MAX_CODE_UPLOAD_BYTES)
@@ -300,8 +302,6 @@ def run(params: dict, ctx) -> dict:
     folder = code_folder(params["code"])
     done = subprocess.run(command, cwd=folder, env=env, stdout=sys.stdout, stderr=sys.stderr)
     if done.returncode != 0:
-        from aimass.jobs.runner import log_tail
-
         sys.stdout.flush()
         raise ScriptFailed(done.returncode, params["entry"], log_tail(ctx.job_id, 15))
     result = {"returncode": 0, "output_dir": str(output)}
@@ -309,14 +309,6 @@ def run(params: dict, ctx) -> dict:
     if meta.exists():
         result.update(_register(output, json.loads(meta.read_text()), params, ctx))
     return result
-
-
-class ScriptFailed(Exception):
-    """The script exited non-zero; ``tail`` holds the last lines it printed."""
-
-    def __init__(self, returncode: int, entry: str, tail: str = ""):
-        self.returncode, self.entry, self.tail = returncode, entry, tail
-        super().__init__(f"{entry} exited with code {returncode}")
 
 
 def _register(output: Path, meta: dict, params: dict, ctx) -> dict:

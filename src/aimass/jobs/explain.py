@@ -10,6 +10,14 @@ from aimass.errors import AimassError, DataError
 TAIL_LINES = 15
 
 
+class ScriptFailed(Exception):
+    """The script exited non-zero; ``tail`` holds the last lines it printed."""
+
+    def __init__(self, returncode: int, entry: str, tail: str = ""):
+        self.returncode, self.entry, self.tail = returncode, entry, tail
+        super().__init__(f"{entry} exited with code {returncode}")
+
+
 def _tail(exc: BaseException) -> str:
     lines = "".join(traceback.format_exception(exc)).rstrip().splitlines()
     return "\n".join(lines[-TAIL_LINES:])
@@ -17,8 +25,6 @@ def _tail(exc: BaseException) -> str:
 
 def failure(exc: BaseException) -> dict:
     """A failed attempt's error record from the exception that ended it."""
-    from aimass.jobs.custom import ScriptFailed
-
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         return {
             "cause": "out_of_memory",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from aimass.errors import ConfigError
 
@@ -130,9 +129,3 @@ def run_custom(params: dict, ctx) -> dict:
     from aimass.jobs.custom import run
 
     return run(params, ctx)
-
-
-def run_dir(job_id: str) -> Path:
-    from aimass import paths
-
-    return paths.subdir("jobs") / job_id

@@ -23,7 +23,8 @@ from sqlalchemy import literal_column, select
 
 from aimass import paths
 from aimass.errors import JobError
-from aimass.jobs import explain, kinds, store
+from aimass.jobs import explain, store
+from aimass.jobs.logs import log_path, log_tail
 from aimass.store.db import JobRecord, session
 
 
@@ -61,20 +62,6 @@ def find_worker(job_id: str) -> int | None:
         if entry.name.isdigit() and alive(int(entry.name), job_id):
             return int(entry.name)
     return None
-
-
-def log_path(job_id: str) -> Path:
-    return kinds.run_dir(job_id) / "log.txt"
-
-
-def log_tail(job_id: str, lines: int = 20) -> str:
-    path = log_path(job_id)
-    if not path.exists():
-        return ""
-    with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 16384))
-        text = handle.read().decode("utf-8", "replace")
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class Runner:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from aimass.jobs import explain, kinds, store
+from aimass.jobs.logs import run_dir
 
 BEAT_S = 2.0
 
@@ -83,7 +84,7 @@ def execute(job_id: str, attempt: int) -> str:
     if not store.set_worker(job_id, attempt, os.getpid()):  # the attempt was requeued or ended
         print(f"attempt {attempt} of job {job_id} is no longer current; not running it", flush=True)
         return "lost"
-    ctx = Context(job_id, attempt, str(kinds.run_dir(job_id)), resume=attempt > 1)
+    ctx = Context(job_id, attempt, str(run_dir(job_id)), resume=attempt > 1)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(ctx, stop), daemon=True)
     beat.start()
