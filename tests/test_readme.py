@@ -1,4 +1,4 @@
-"""The README's Python blocks run as written, so the README cannot rot."""
+"""The README's and docs/'s Python blocks run as written and their links resolve, so the docs cannot rot."""
 
 from __future__ import annotations
 
@@ -9,11 +9,36 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+FENCE = re.compile(r"^```.*?^```", flags=re.S | re.M)
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def indexed_pages() -> list[Path]:
+    """docs/index.md, then the pages of docs/ in the order it links them."""
+    listed = [DOCS / "index.md"]
+    for target in LINK.findall(FENCE.sub("", listed[0].read_text())):
+        page = (DOCS / target.split("#")[0]).resolve()
+        if page.parent == DOCS and page.suffix == ".md" and page.exists() and page not in listed:
+            listed.append(page)
+    return listed
+
+
+def doc_pages() -> list[Path]:
+    """README, the indexed pages in index order, then any page the index does not link (by name)."""
+    listed = indexed_pages()
+    return [README, *listed, *sorted(set(DOCS.glob("*.md")) - set(listed))]
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    """(where, code) of every ```python block, in reading order."""
+    return [
+        (f"{page.relative_to(ROOT)} block {number}", code)
+        for page in doc_pages()
+        for number, code in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S), 1)
+    ]
 
 
 def test_readme_opens_with_the_two_commands():
@@ -24,21 +49,48 @@ def test_readme_opens_with_the_two_commands():
     assert "make test" in ci
 
 
+def test_index_lists_every_page():
+    unlisted = sorted(p.name for p in set(DOCS.glob("*.md")) - set(indexed_pages()))
+    assert not unlisted, f"docs/index.md does not link {unlisted}; add a row for each"
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+\s+(.*?)\s*$", FENCE.sub("", page.read_text()), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_relative_links_resolve():
+    broken = []
+    for page in [*doc_pages(), *sorted((ROOT / "bench" / "results").glob("*.md"))]:
+        for target in LINK.findall(FENCE.sub("", page.read_text())):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
 # The blocks run in order in one interpreter, each in a fresh namespace, as a user pastes them
 # into one session (one torch import instead of one per block); later blocks use what earlier
-# ones stored (the "reviews" model, reviews.csv).
+# ones stored (the "reviews" model, reviews.csv), so the README comes first and docs/ follow in
+# the order of docs/index.md.
 RUNNER = """
 import json, sys, traceback
-for number, block in enumerate(json.load(open(sys.argv[1])), 1):
+for where, block in json.load(open(sys.argv[1])):
     try:
-        exec(compile(block, f"README block {number}", "exec"), {"__name__": "__main__"})
+        exec(compile(block, where, "exec"), {"__name__": "__main__"})
     except BaseException:
-        print(f"README block {number} failed:", block, traceback.format_exc(), sep="\\n", file=sys.stderr)
+        print(f"{where} failed:", block, traceback.format_exc(), sep="\\n", file=sys.stderr)
         sys.exit(1)
 """
 
 
-def test_readme_python_blocks_run(tmp_path):
+def test_doc_python_blocks_run(tmp_path):
     blocks = python_blocks()
     assert len(blocks) >= 2
     (tmp_path / "blocks.json").write_text(json.dumps(blocks))
