@@ -172,8 +172,11 @@ class Learner:
         return param_groups(self.body, self.head, self.n_unfrozen, lr_head, lr_body, decay)
 
     def steps_per_epoch(self) -> int:
-        data = self.data if hasattr(self.data, "__len__") else self.data(0)
-        return len(data) if hasattr(data, "__len__") else sum(1 for _ in data)
+        """The steps of one epoch: ``len(data)``, else the batches of epoch 0 counted."""
+        if hasattr(type(self.data), "__len__"):
+            return len(self.data)
+        data = self.data(0)
+        return len(data) if hasattr(type(data), "__len__") else sum(1 for _ in data)
 
     # ------------------------------------------------------------------ fit
     def fit(
