@@ -230,11 +230,11 @@ class Learner:
         return torch.optim.AdamW(self.param_groups(lr, decay), weight_decay=self.wd)
 
     def _one_epoch(self) -> None:
-        self.metrics = {}
         try:
             self.fire("before_epoch")
             if self.stop:  # e.g. TimeBudget: this epoch would not finish in time
                 return
+            self.metrics = {}  # a cancelled epoch reports none
             self._train()
             self.fire("before_validate")
             self.model.eval()
