@@ -1,4 +1,10 @@
-"""Callbacks for :class:`aimass.train.loop.Loop`: each a few dozen lines, each optional."""
+"""Callbacks for :class:`aimass.train.learner.Learner`: each a few dozen lines, each optional.
+
+A callback is any object with methods named after the learner's events (``before_fit``,
+``after_step``, ``after_epoch`` ...), each called with the learner. ``order`` (default 0) sorts
+them: :class:`TimeBudget` plans the epochs first (-30), :class:`OneCycle` builds its schedule
+next (-20), :class:`EpochProgress` reports last (100); the rest run in the order given.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from aimass.store.artifacts import write_atomic
+from aimass.train.progress import notify
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -54,18 +61,20 @@ class WeightAverage:
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (average, live tensor)
 
     def before_fit(self, loop) -> None:
-        if self.shadow is None:  # else restored from a checkpoint
+        if self.shadow is None:  # else restored from a checkpoint (which may also come later)
             self.shadow = trainable_state(loop.model)
-        live = loop.model.state_dict(keep_vars=True)  # load_state_dict copies in place: refs hold
-        self.pairs = [(avg, live[name].detach()) for name, avg in self.shadow.items()]
+        self.pairs = []
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return self.shadow or {}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.shadow = {k: v.clone() for k, v in tensors.items()}
+        self.shadow, self.pairs = {k: v.clone() for k, v in tensors.items()}, []
 
     def after_batch(self, loop) -> None:
+        if not self.pairs:  # load_state_dict copies in place: references to live tensors hold
+            live = loop.model.state_dict(keep_vars=True)
+            self.pairs = [(avg, live[name].detach()) for name, avg in self.shadow.items()]
         with torch.no_grad():
             for avg, value in self.pairs:
                 if avg.is_floating_point():
@@ -111,10 +120,24 @@ class EarlyStopping:
 
 
 class TimeBudget:
-    """Stop before ``deadline`` (a ``time.monotonic()`` value), judging by the last epoch's length."""
+    """Stop before ``deadline`` (a ``time.monotonic()`` value), judging by the last epoch's length.
 
-    def __init__(self, deadline: float):
-        self.deadline, self.started = deadline, None
+    With ``epoch_seconds`` (an estimate of one epoch) it also plans: before the fit, the epochs
+    are cut to those that fit in the time left with ``margin`` to spare (none if not even one
+    does: ``planned`` then says 0 and nothing trains). It runs first (``order`` -30), so the
+    one-cycle schedule spans the planned epochs."""
+
+    order = -30
+
+    def __init__(self, deadline: float, epoch_seconds: float | None = None, margin: float = 1.15):
+        self.deadline, self.epoch_seconds, self.margin = deadline, epoch_seconds, margin
+        self.started, self.planned = None, None
+
+    def before_fit(self, loop) -> None:
+        if self.epoch_seconds is not None:
+            left = self.deadline - time.monotonic()
+            self.planned = max(0, min(loop.n_epoch, int(left // (self.epoch_seconds * self.margin))))
+            loop.n_epoch = self.planned
 
     def before_epoch(self, loop) -> None:
         now = time.monotonic()
@@ -142,11 +165,59 @@ class History:
         self._losses = []
 
 
-class Checkpoint:
-    """Write trainable weights + optimizer/scheduler state after each epoch (safetensors + JSON)."""
+class StepScheduler:
+    """Step ``loop.scheduler`` (any torch LR scheduler) after every optimiser step."""
 
-    def __init__(self, folder: Path, keeper: BestKeeper | None = None, extra=None):
-        self.folder, self.keeper, self.extra = Path(folder), keeper, extra or {}
+    def after_step(self, loop) -> None:
+        if loop.scheduler is not None:
+            loop.scheduler.step()
+
+
+class OneCycle(StepScheduler):
+    """The one-cycle policy (Smith; fastai's ``fit_one_cycle``): each parameter group's rate
+    warms up from a 25th of its ``lr`` to it over ``pct_start`` of the steps, then anneals
+    (cosine) to a 10,000th of that, while AdamW's beta1 moves from 0.95 to 0.85 and back.
+    The schedule spans ``n_epoch`` epochs of ``steps_per_epoch`` steps (at least ``min_steps``)
+    and is ``loop.scheduler``, so :class:`Checkpoint` saves and restores it."""
+
+    order = -20
+
+    def __init__(self, pct_start: float = 0.25, min_steps: int = 1):
+        self.pct_start, self.min_steps = pct_start, min_steps
+
+    def before_fit(self, loop) -> None:
+        steps = loop.n_epoch * loop.steps_per_epoch()
+        loop.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            loop.optimizer,
+            max_lr=[g["lr"] for g in loop.optimizer.param_groups],
+            total_steps=max(self.min_steps, steps),
+            pct_start=self.pct_start,
+        )
+
+
+class EpochProgress:
+    """Tell the progress observers (:func:`aimass.train.progress.observe`: jobs, the CLI) after
+    each epoch; the learner adds one unless given one."""
+
+    order = 100
+
+    def after_epoch(self, loop) -> None:
+        notify("train epochs", loop.epoch + 1, loop.n_epoch)
+
+
+class Checkpoint:
+    """Write trainable weights + optimizer/scheduler state after each epoch (safetensors + JSON).
+
+    With ``resume=True`` the fit starts from the checkpoint in ``folder`` if there is one
+    (:func:`restore`: weights, optimiser, schedule, ``keeper``, callbacks' state, RNG), at the
+    epoch after the one saved. List it after the callbacks whose state it saves."""
+
+    def __init__(self, folder: Path, keeper: BestKeeper | None = None, extra=None, resume: bool = False):
+        self.folder, self.keeper, self.extra, self.resume = Path(folder), keeper, extra or {}, resume
+
+    def before_fit(self, loop) -> None:
+        first = restore(self.folder, loop, self.keeper) if self.resume else None
+        loop.start_epoch = loop.start_epoch if first is None else first
 
     def after_epoch(self, loop) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -154,7 +225,7 @@ class Checkpoint:
         tensors.update(_optimizer_tensors(loop.optimizer))
         if self.keeper is not None and self.keeper.state is not None:
             tensors.update({f"best.{k}": v for k, v in self.keeper.state.items()})
-        for callback in loop.callbacks:  # e.g. WeightAverage's running average
+        for callback in loop.fit_callbacks:  # e.g. WeightAverage's running average
             if hasattr(callback, "state_tensors"):
                 name = type(callback).__name__
                 tensors.update({f"cb.{name}.{k}": v for k, v in callback.state_tensors().items()})
@@ -166,7 +237,7 @@ class Checkpoint:
             "param_groups": _optimizer_groups(loop.optimizer),
             "best": None if self.keeper is None else [self.keeper.best, self.keeper.epoch],
             "callbacks": {
-                type(c).__name__: c.state_dict() for c in loop.callbacks if hasattr(c, "state_dict")
+                type(c).__name__: c.state_dict() for c in loop.fit_callbacks if hasattr(c, "state_dict")
             },
             **self.extra,
         }
@@ -196,7 +267,7 @@ def restore(folder: Path, loop, keeper: BestKeeper | None = None) -> int | None:
     if keeper is not None and meta.get("best"):
         keeper.best, keeper.epoch = meta["best"]
         keeper.state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
-    for callback in loop.callbacks:
+    for callback in loop.fit_callbacks:
         state = meta.get("callbacks", {}).get(type(callback).__name__)
         if state is not None and hasattr(callback, "load_state_dict"):
             callback.load_state_dict(state)

@@ -25,7 +25,7 @@ import torch
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
-from aimass.backbones import layers, param_groups
+from aimass.backbones import layers
 from aimass.encoders import block_seconds
 from aimass.evaluate import quick_scores
 from aimass.lexical import rows
@@ -36,10 +36,9 @@ from aimass.train.callbacks import (
     History,
     TimeBudget,
     WeightAverage,
-    restore,
     trainable_state,
 )
-from aimass.train.loop import Loop
+from aimass.train.learner import Learner
 
 
 @dataclass
@@ -330,10 +329,97 @@ def planned_epochs(checkpoint_dir: Path | None, key: str = "epochs") -> int | No
     return json.loads(meta.read_text()).get(key) if checkpoint_dir and meta.exists() else None
 
 
+class Batches:
+    """The training rows of stage 2 as seeded batches of row indices (:func:`_shuffled`, sortish
+    by ``lengths`` when given): ``batches(epoch)`` yields ``(index, target)`` with the labels
+    ``y[index]`` as target, or the ``index`` itself without ``y`` (a loss that looks rows up)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, lengths=None, y=None):
+        self.n, self.batch_size, self.seed, self.lengths, self.y = n, batch_size, seed, lengths, y
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __call__(self, epoch: int):
+        for index in _shuffled(self.n, self.batch_size, self.seed, epoch, self.lengths):
+            yield index, (index if self.y is None else self.y[index])
+
+
+def top_learner(
+    net,
+    train: Features,
+    valid: Features | None,
+    *,
+    start: int,
+    seed: int,
+    batch_size: int = 16,
+    forward=None,
+    forward_eval=None,
+    head_params=None,
+    loss=None,
+) -> Learner:
+    """A :class:`Learner` for stage 2: the blocks from ``start`` up run on the cached hidden states
+    of ``train`` (validated on ``valid``'s, macro-F1), in seeded sortish batches.
+
+    ``forward(index)`` / ``forward_eval(index)`` give the logits of training / validation rows
+    instead (a task whose inputs change every epoch, e.g. image augmentation). ``head_params``
+    (default: the head's dense layer; its TF-IDF branch keeps its stage-1 solution) always train.
+    ``loss(logits, index)`` replaces the cross-entropy on ``train.y`` (distillation adds the
+    teacher's soft targets of the rows ``index``).
+    """
+    forward = forward or (lambda index: _top_forward(net, start, train, index))
+    forward_eval = forward_eval or (lambda index: _top_forward(net, start, valid, index))
+    lengths = train.mask.sum(1) if train.mask is not None else None
+    data = Batches(len(train), batch_size, seed, lengths, None if loss is not None else train.y)
+    validate = None if valid is None else (lambda: _scores(forward_eval, valid, batch_size=64))
+    head = list(net.head.dense.parameters()) if head_params is None else list(head_params)
+    return Learner(net, data, validate, head=head, forward=lambda m, index: forward(index), loss_fn=loss)
+
+
+def train_top(
+    learn: Learner,
+    epochs: int,
+    lr: tuple[float, float],
+    *,
+    decay: float = 0.6,
+    baseline: float = -float("inf"),
+    deadline: float | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    average: float | None = None,
+) -> StageResult:
+    """Stage 2 on an unfrozen ``learn``: one cycle over ``epochs`` at ``lr = (body, head)``
+    (discriminative, ``decay`` per block down), keeping the best epoch by validation macro-F1 and
+    stopping early; ``baseline`` is stage 1's score: if no epoch beats it, its weights stay.
+
+    ``deadline`` stops before an epoch that would end after it; ``checkpoint_dir`` saves every
+    epoch (and ``resume`` starts from the last one saved); ``average`` (epochs) validates and keeps
+    a moving average of the weights over about that many epochs (:class:`WeightAverage`).
+    Without validation data (few-shot) there is nothing to select on: the planned epochs all run.
+    """
+    started = time.perf_counter()
+    judged = learn.validate is not None
+    keeper, history = BestKeeper(), History()
+    keeper.best, keeper.state = baseline, trainable_state(learn.model)
+    # one-cycle gains come as the rate anneals: judge late epochs
+    stopper = EarlyStopping(patience=2, start=int(np.ceil(0.6 * epochs)))
+    callbacks = [history, keeper, stopper] if judged else [history]
+    if average:
+        callbacks.append(WeightAverage(average * learn.steps_per_epoch(), keep=not judged))
+    if deadline is not None:
+        callbacks.append(TimeBudget(deadline))
+    if checkpoint_dir is not None:
+        extra = {"stage": "top", "epochs": epochs, "unfreeze": learn.n_unfrozen}
+        callbacks.append(Checkpoint(checkpoint_dir, keeper if judged else None, extra, resume=resume))
+    learn.fit_one_cycle(epochs, lr, decay=decay, pct_start=0.25, min_steps=10, callbacks=callbacks)
+    best = (keeper.epoch, keeper.best) if judged else (learn.epoch, float("nan"))
+    return StageResult(history.rows, *best, time.perf_counter() - started)
+
+
 def fit_top(
     net,
     train: Features,
-    valid: Features,
+    valid: Features | None,
     *,
     n_top: int,
     epochs: int,
@@ -342,92 +428,25 @@ def fit_top(
     lr_body: float = 1e-4,
     decay: float = 0.6,
     batch_size: int = 16,
-    deadline: float | None = None,
     baseline: float = -float("inf"),
+    deadline: float | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
-    forward=None,
-    forward_eval=None,
-    head_params=None,
-    loss=None,
     average: float | None = None,
+    **data,
 ) -> StageResult:
-    """Stage 2: unfreeze the top ``n_top`` blocks; one-cycle, discriminative LRs, early stop.
-
-    The head's TF-IDF branch keeps its stage-1 solution. ``baseline`` is stage 1's
-    validation score: if no epoch beats it, the stage-1 weights are kept.
-    ``forward(index)`` / ``forward_eval(index)`` give the logits of training / validation
-    rows; by default the top blocks run on the cached hidden states (text). A task whose
-    inputs change every epoch (image augmentation) passes its own. ``head_params`` (default: the
-    head's dense layer) get ``lr_head``. ``loss(logits, index)`` replaces the cross-entropy on
-    ``train.y`` (distillation adds the teacher's soft targets of the rows ``index``).
-    ``average`` (epochs) validates and keeps a moving average of the weights over about that many
-    epochs instead of the raw weights (:class:`WeightAverage`).
-    """
+    """Stage 2 in one call, as the tasks and compressors use it: :func:`top_learner` on the top
+    ``n_top`` blocks (``data``: its ``forward``, ``forward_eval``, ``head_params``, ``loss``),
+    unfrozen, then :func:`train_top`."""
     torch.manual_seed(seed)
-    started = time.perf_counter()
     start = net.n_layers - n_top
-    forward = forward or (lambda index: _top_forward(net, start, train, index))
-    forward_eval = forward_eval or (lambda index: _top_forward(net, start, valid, index))
-    set_trainable(net, n_top)
+    learn = top_learner(net, train, valid, start=start, seed=seed, batch_size=batch_size, **data)
+    learn.unfreeze(n_top)
     if net.head.lexical is not None:
         net.head.lexical.weight.requires_grad_(False)
-    head_params = list(net.head.dense.parameters()) if head_params is None else list(head_params)
-    for p in head_params:
-        p.requires_grad_(True)
-    groups = param_groups(net.encoder, head_params, n_top, lr_head, lr_body, decay)
-    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
-    steps = epochs * int(np.ceil(len(train) / batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(10, steps), pct_start=0.25
-    )
-
-    lengths = train.mask.sum(1) if train.mask is not None else None
-
-    def batches(epoch):
-        for index in _shuffled(len(train), batch_size, seed, epoch, lengths):
-            yield index, (train.y[index] if loss is None else index)
-
-    def validate():
-        if valid is None:
-            return {}
-        return _scores(forward_eval, valid, batch_size=64)
-
-    keeper, history = BestKeeper(), History()
-    keeper.best, keeper.state = baseline, trainable_state(net)
-    # without validation data (few-shot) there is nothing to select on: train the planned epochs
-    warmup = int(np.ceil(0.6 * epochs))  # one-cycle gains come as the rate anneals: judge late epochs
-    stopper = EarlyStopping(patience=2, start=warmup)
-    callbacks = [history, keeper, stopper] if valid is not None else [history]
-    if average:
-        per_epoch = np.ceil(len(train) / batch_size)
-        callbacks.append(WeightAverage(average * per_epoch, keep=valid is None))
-    if deadline is not None:
-        callbacks.append(TimeBudget(deadline))
-    if checkpoint_dir is not None:
-        callbacks.append(
-            Checkpoint(
-                checkpoint_dir,
-                keeper if valid is not None else None,
-                {"stage": "top", "epochs": epochs, "unfreeze": n_top},
-            )
-        )
-    loop = Loop(
-        net,
-        batches,
-        validate,
-        optimizer,
-        scheduler,
-        callbacks,
-        forward=lambda m, index: forward(index),
-        loss_fn=loss,
-    )
-    keeper = keeper if valid is not None else None
-    first = restore(checkpoint_dir, loop, keeper) if (resume and checkpoint_dir) else None
-    loop.fit(epochs, start_epoch=first or 0)
-    if keeper is None:
-        return StageResult(history.rows, loop.epoch, float("nan"), time.perf_counter() - started)
-    return StageResult(history.rows, keeper.epoch, keeper.best, time.perf_counter() - started)
+    options = {"decay": decay, "baseline": baseline, "deadline": deadline, "average": average}
+    options.update(checkpoint_dir=checkpoint_dir, resume=resume)
+    return train_top(learn, epochs, (lr_body, lr_head), **options)
 
 
 def _trimmed(features: Features, index: torch.Tensor):
