@@ -140,6 +140,20 @@ def recipes(task: str) -> dict[str, Recipe]:
     return table
 
 
+def write_folder(model, fmt: str, folder: str | Path, ref: str | None = None) -> dict:
+    """Write a fitted ``model`` (registered or not) as ``fmt`` into the empty ``folder``; returns
+    the manifest. What :func:`export` does for a registered version, without the registry
+    (:func:`aimass.testing.check_task` checks every recipe of a task with it)."""
+    from types import SimpleNamespace
+
+    record = SimpleNamespace(
+        ref=ref or f"{model.task}:unregistered", task=model.task, backbone=getattr(model, "backbone_", None)
+    )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return _write(record, model, _recipe(model.task, fmt), fmt, folder)
+
+
 def _recipe(task: str, fmt: str) -> Recipe:
     table = recipes(task)
     if fmt not in table:
