@@ -334,8 +334,8 @@ def _image_weights(model, folder: Path) -> dict:
     """model.safetensors (backbone with its BatchNorm statistics, head) and preprocessing.json."""
     from safetensors.torch import save_file
 
+    from aimass.backbones.image_net import BASE_SCALE
     from aimass.data.images import byte_limit, pixel_limit
-    from aimass.tasks.image_classification import BASE_SCALE
 
     state = _float_state(model.net_.eval().state_dict(), drop=("encoder.classifier.",))
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})

@@ -244,7 +244,7 @@ class ImageTuner:
         as ImageClassifier's stage 2 caches them; one view per image is drawn at each step."""
         import torch
 
-        from aimass.tasks.image_classification import _lower
+        from aimass.backbones.image_net import lower as _lower
         from aimass.train import augment, stages
         from aimass.train.stages import Features
 

@@ -22,8 +22,12 @@ from torch import nn
 
 from aimass import compressors
 from aimass.backbones import get_backbone, layers
+from aimass.backbones.image_net import BASE_SCALE, ImageNet, to_pixels
+from aimass.backbones.image_net import build as _build
+from aimass.backbones.image_net import lower as _lower
+from aimass.backbones.image_net import pixels as _pixels
 from aimass.data.images import byte_limit, total_pixels
-from aimass.encoders import Head, Timer
+from aimass.encoders import Timer
 from aimass.errors import ConfigError, DataError, TooLargeError
 from aimass.runtime.image import bmp_bytes, square
 from aimass.tasks import register_task
@@ -40,7 +44,6 @@ from aimass.tasks.classification import (
 from aimass.train import augment, stages
 
 MAX_ITEMS = 64
-BASE_SCALE = 256 / 224  # images are kept this much larger than the training size, for crops
 
 
 class Config(BaseModel):
@@ -101,20 +104,6 @@ def _item_bytes(item) -> bytes:
     return np.asarray(item).tobytes()
 
 
-def to_pixels(item, size: int, where: str = "") -> torch.Tensor:
-    """One image (path, bytes, PIL image or array) as ``uint8 [3, size, size]``: the shorter side
-    resized to ``size``, then the centre square (:func:`aimass.runtime.image.square`, which the
-    torch-free runtime uses too)."""
-    return torch.from_numpy(np.asarray(square(item, size, where), dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
-def _pixels(items: list, size: int) -> torch.Tensor:
-    out = torch.empty(len(items), 3, size, size, dtype=torch.uint8)
-    for i, item in enumerate(items):
-        out[i] = to_pixels(item, size, where=item if isinstance(item, str) else f"image {i}")
-    return out
-
-
 def auto_size(items: list, default: int = 224) -> int:
     """The training size: the backbone's 224, or less for small images (Fashion-MNIST, icons),
     where upscaling adds compute but no detail."""
@@ -130,28 +119,6 @@ def auto_size(items: list, default: int = 224) -> int:
             sides.append(min(np.asarray(item).shape[:2]) if not hasattr(item, "size") else min(item.size))
     median = float(np.median(sides)) if sides else default
     return default if median >= 160 else 128
-
-
-class ImageNet(nn.Module):
-    """Backbone + linear head over the L2-normalised pooled features."""
-
-    def __init__(self, encoder: nn.Module, head: Head, normalise):
-        super().__init__()
-        self.encoder = encoder
-        self.head = head
-        self.normalise = normalise
-
-    @property
-    def n_layers(self) -> int:
-        return len(layers(self.encoder))
-
-    def forward_from(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
-        return self.head(nn.functional.normalize(self.encoder.features_from(start, hidden), dim=-1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for float images in [0, 1], ``[N, 3, H, W]``."""
-        x = self.normalise(images).contiguous(memory_format=torch.channels_last)
-        return self.forward_from(0, self.encoder.stem_forward(x))
 
 
 class ImageClassifier(Classifier):
@@ -458,31 +425,12 @@ class ImageClassifier(Classifier):
         return compressors.restore(model, path)
 
 
-def _build(encoder, n_classes: int, feature_dim: int) -> ImageNet:
-    from aimass.backbones.efficientnet import normalise
-
-    encoder = encoder.to(memory_format=torch.channels_last)
-    return ImageNet(encoder, Head(feature_dim, n_classes), normalise).eval()
-
-
 @torch.inference_mode()
 def _embed(frozen, normalise, pixels: torch.Tensor, size: int, batch_size: int = 64) -> torch.Tensor:
     out = []
     for begin in range(0, len(pixels), batch_size):
         x = normalise(augment.center(pixels[begin : begin + batch_size], size))
         out.append(frozen.forward_features(x.contiguous(memory_format=torch.channels_last)))
-    return torch.cat(out)
-
-
-@torch.inference_mode()
-def _lower(frozen, normalise, pixels: torch.Tensor, view, start: int, batch_size: int = 64) -> torch.Tensor:
-    """Output (fp16) of the stem and stages ``0..start-1`` for ``view(batch)`` of every image."""
-    out = []
-    for begin in range(0, len(pixels), batch_size):
-        x = normalise(view(pixels[begin : begin + batch_size]))
-        out.append(
-            frozen.forward_until(start, x.contiguous(memory_format=torch.channels_last)).half().contiguous()
-        )
     return torch.cat(out)
 
 
