@@ -1,8 +1,8 @@
 """The Python API: a few short functions over the data, task, training and registry layers.
 
 >>> import aimass
->>> sorted(aimass.available_tasks())
-['image-classification', 'text-classification']
+>>> len(aimass.available_tasks()) >= 2
+True
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import traceback
 from pathlib import Path
 
 from aimass import paths
-from aimass.data import Dataset, list_datasets, load_dataset, looks_like_images, read_table
+from aimass.data import Dataset, list_datasets, load_dataset
 from aimass.data import import_dataset as _import_dataset
-from aimass.errors import DataError, NotFoundError
+from aimass.errors import NotFoundError
 from aimass.estimator import Estimator
 from aimass.store import registry
 from aimass.store.artifacts import write_atomic
@@ -191,18 +191,8 @@ def _eval_data(record, data):
                 hint="Pass --data FILE_OR_DATASET to evaluate on other data.",
             )
         return match[-1]
-    path = Path(str(data)).expanduser()
-    if path.exists() and looks_like_images(path):  # every image of the folder, manifest or archive
-        images = import_dataset(path)
-        return images.inputs(), images.labels()
-    if path.is_file():
-        good, rejects, info = read_table(data)
-        if not good:
-            raise DataError(
-                f"No usable rows in {data} ({len(rejects)} rejected).", hint="Check the file's columns."
-            )
-        return [r["text"] for r in good], [r["label"] for r in good]
-    return dataset(data)
+    read = get_task(record.task).eval_data(Path(str(data)).expanduser(), import_dataset)
+    return read if read is not None else dataset(data)
 
 
 def compress(
@@ -281,8 +271,7 @@ def export(ref: str, fmt: str = "onnx", out: str | Path | None = None, *, force:
 def _test_items(spec, data) -> list:
     """A few held-out inputs to time predictions on (short ones for text: <= 32 tokens)."""
     items = data.inputs("test") if hasattr(data, "inputs") else list(data[0])
-    shorten = getattr(spec, "latency_inputs", None)
-    return shorten(items[:64]) if shorten else items[:64]
+    return spec.latency_inputs(items[:64])
 
 
 def _gate(drop_points: float, max_drop: float) -> dict:

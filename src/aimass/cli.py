@@ -10,6 +10,7 @@ import typer
 
 from aimass.shell import JsonFlag, command, emit, out
 from aimass.shell import table as _table
+from aimass.tasks import DEFAULT_TASK
 
 app = typer.Typer(
     help="aimass: labelled data in, a fine-tuned model behind a REST endpoint out.",
@@ -67,11 +68,26 @@ def data_list(as_json: JsonFlag = False):
 
 
 # ------------------------------------------------------------------ train
+def _task_names(incomplete: str) -> list[str]:
+    """``--task`` completion from the registry (an unknown name is the registry's own error,
+    naming every task; ``aimass tasks`` lists them with their options)."""
+    from aimass.tasks import available_tasks
+
+    return [t for t in available_tasks() if t.startswith(incomplete)]
+
+
 @app.command()
 @command
 def train(
     data: Annotated[str, typer.Option(help="Dataset id or name, or a file/folder to import.")],
-    task: Annotated[str, typer.Option(help="Task type, e.g. text-classification.")] = "text-classification",
+    task: Annotated[
+        str,
+        typer.Option(
+            metavar="TASK",
+            autocompletion=_task_names,
+            help="Task type; `aimass tasks` lists every task and its options.",
+        ),
+    ] = DEFAULT_TASK,
     backbone: Annotated[
         str | None, typer.Option(help="auto, a backbone name, hf:ORG/NAME or a folder (default: the task's).")
     ] = None,
@@ -91,15 +107,60 @@ def train(
         int | None, typer.Option(help="Stage-2 epochs (default: planned from the time budget).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run with the same settings.")] = False,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any option of the task KEY=VALUE (repeatable), e.g. --set lr_head=0.001; "
+            "`aimass tasks` lists them with their defaults.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ):
     """Fine-tune, evaluate on the held-out test split and register a new model version."""
     from aimass import api
 
     given = {"backbone": backbone, "time_budget": time_budget, "unfreeze": unfreeze, "epochs_top": epochs_top}
-    params = {k: v for k, v in given.items() if v is not None}
+    params = {**{k: v for k, v in given.items() if v is not None}, **task_options(task, option or [])}
+    seed = params.pop("seed", seed)
     result = api.train_model(task, data, name=name, resume=resume, progress=not as_json, seed=seed, **params)
     emit(result, as_json, _show_train)
+
+
+def task_options(task: str, pairs: list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs checked against the task's options (``Task.options()``)."""
+    from aimass.cli_compress import settings
+    from aimass.errors import ConfigError
+    from aimass.tasks import get_task
+
+    given = settings(pairs)
+    if not given:
+        return {}
+    known = get_task(task).options()
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"Task '{task}' has no option {', '.join(map(repr, unknown))}.",
+            hint=f"Its options: {', '.join(sorted(known))} (`aimass tasks` shows their defaults).",
+        )
+    return given
+
+
+@app.command("tasks")
+@command
+def tasks_list(as_json: JsonFlag = False):
+    """Every task type, with the options `aimass train --task TASK --set KEY=VALUE` takes."""
+    from aimass.tasks import available_tasks, get_task
+
+    rows = [{"task": name, "options": get_task(name).options()} for name in available_tasks()]
+
+    def show(rows_):
+        for row in rows_:
+            out.print(f"[bold]{row['task']}[/]")
+            for key, default in row["options"].items():
+                out.print(f"  --set {key}=...   (default: {default!r})")
+
+    emit(rows, as_json, show)
 
 
 def _show_train(result: dict) -> None:
@@ -162,9 +223,8 @@ def predict(
 
     estimator = api.load(model)
     spec = get_task(estimator.task)
-    proba = estimator.predict_proba(spec.cli_inputs(inputs))
     handler = spec.handler(model=estimator)
-    body = handler.encode_response(proba)
+    body = handler.encode_response(handler.predict(spec.cli_inputs(inputs)))
     emit(
         body,
         as_json,

@@ -5,7 +5,8 @@ learned state ends with ``_``; ``get_params`` is what the registry records.
 
 >>> from aimass.estimator import clone
 >>> from aimass.tasks import get_task
->>> model = get_task("text-classification").estimator(seed=1)
+>>> from aimass.tasks import DEFAULT_TASK
+>>> model = get_task(DEFAULT_TASK).estimator(seed=1)
 >>> clone(model).get_params()["seed"]
 1
 """

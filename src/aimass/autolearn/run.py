@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from aimass.autolearn.settings import GENERIC_NAMES, TABLE_SUFFIXES
+from aimass.autolearn.settings import GENERIC_NAMES
 from aimass.autolearn.tuners import Count
 from aimass.errors import ConfigError, DataError
 
@@ -79,22 +79,19 @@ def _budget_arg(seconds: float) -> str:
 def detect_task(path) -> tuple[str, str]:
     """``(task, why)`` from the data's layout; a clear DataError when the layout names no task.
 
-    A folder, archive or ``path,label`` manifest of images is image classification; a CSV, TSV or
-    JSONL table (a text column is found at import) or a folder of class sub-folders holding .txt
-    files is text classification.
+    Each registered task is asked in turn (``Task.sniff``, in ``sniff_order``): a folder, archive or
+    ``path,label`` manifest of images is image classification; a CSV, TSV or JSONL table (a text
+    column is found at import) or a folder of class sub-folders holding .txt files is text
+    classification.
     """
-    from aimass.data import looks_like_images
+    from aimass.tasks import sniff
 
     source = Path(path).expanduser()
     if not source.exists():
         raise DataError(f"{source} does not exist.", where=str(source), hint="Check the path.")
-    if looks_like_images(source):
-        kind = "an archive" if source.is_file() else "a folder"
-        return "image-classification", f"{kind} of images (class sub-folders or a path,label manifest)"
-    if source.is_file() and source.suffix.lower() in TABLE_SUFFIXES:
-        return "text-classification", f"a {source.suffix.lower()[1:].upper()} table (text and label columns)"
-    if source.is_dir() and next(source.rglob("*.txt"), None) is not None:
-        return "text-classification", "a folder of class sub-folders holding .txt files"
+    found = sniff(source)
+    if found is not None:
+        return found
     raise DataError(
         f"Cannot tell the task from {source}: it is neither a table nor a folder of texts or images.",
         where=str(source),

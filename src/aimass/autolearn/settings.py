@@ -4,7 +4,6 @@ from __future__ import annotations
 
 METHOD = "onnx-int8"
 MAX_DROP = 1.0
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 GENERIC_NAMES = {"data", "dataset", "datasets", "images", "files", "train", "corpus"}
 TRIALS_WANTED = 6  # trials the search is sized for; fewer than MIN_TRIALS: no search
 MIN_TRIALS = 3

@@ -67,12 +67,13 @@ def optuna_search(bundle: Bundle, tuner, defaults: dict, lr_test: dict, deadline
         }
         return _trial(bundle, tuner, params, trial, deadline, seed)
 
-    def enough_time(study_, _trial):
+    def enough_time(study_, trial_):
         if deadline - time.monotonic() < trial_s:
             study_.set_user_attr(
                 "stopped", f"{deadline - time.monotonic():.0f}s left, a trial needs ~{trial_s:.0f}s"
             )
-            study_.stop()
+            if trial_ is not None:  # optuna refuses stop() outside optimize; the attr skips it there
+                study_.stop()
 
     enough_time(study, None)
     if "stopped" not in study.user_attrs:

@@ -1,4 +1,5 @@
-"""What the up-front estimate counts, and one tuner per task (found by task name)."""
+"""What the up-front estimate counts, and the tuners: a task's search plan (search space and cost
+model), which the task names (``Task.tuner``); :func:`get_tuner` asks the task for it."""
 
 from __future__ import annotations
 
@@ -49,7 +50,6 @@ class Bundle:
 class TextTuner:
     """Text classification: MiniLM / e5 encoders, stage 2 on cached hidden states."""
 
-    task = "text-classification"
     items = "texts"
     rate = 0.021  # s per 128-token text for MiniLM's frozen pass on 2 cores (BBC: 35.5 s / 1,701)
     max_epochs = 4  # TextClassifier's stage-2 cap for data that is not few-shot
@@ -175,7 +175,6 @@ class TextTuner:
 class ImageTuner:
     """Image classification: EfficientNet-Lite0, stage 2 on cached lower-stage outputs of views."""
 
-    task = "image-classification"
     items = "images"
     rate = 0.0045  # s per image: import + decode + the frozen pass at 128 px on 2 cores (Fashion-MNIST)
     max_epochs = 12  # ImageClassifier's stage-2 cap
@@ -245,7 +244,7 @@ class ImageTuner:
         as ImageClassifier's stage 2 caches them; one view per image is drawn at each step."""
         import torch
 
-        from aimass.tasks.image_classification import _lower
+        from aimass.backbones.image_net import lower as _lower
         from aimass.train import augment, stages
         from aimass.train.stages import Features
 
@@ -290,17 +289,19 @@ class ImageTuner:
         )
 
 
-_TUNERS = {t.task: t for t in (TextTuner(), ImageTuner())}
-
-
 def get_tuner(task: str):
-    """The tuner registered for ``task``; a clear error lists what exists."""
-    if task not in _TUNERS:
+    """The search plan of ``task`` (``Task.make_tuner``, its ``task`` set); a clear error lists the
+    tasks that have one."""
+    from aimass.tasks import available_tasks, get_task
+
+    tuner = get_task(task).make_tuner()
+    if tuner is None:
+        planned = [t for t in available_tasks() if get_task(t).tuner]
         raise ConfigError(
-            f"auto has no search plan for task '{task}'; available: {', '.join(sorted(_TUNERS))}",
+            f"auto has no search plan for task '{task}'; available: {', '.join(planned)}",
             hint="Train it with `aimass train --task ...` instead.",
         )
-    return _TUNERS[task]
+    return tuner
 
 
 def _count_images(source: Path) -> int:

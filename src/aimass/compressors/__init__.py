@@ -41,15 +41,30 @@ class Compressor:
 
     ``backend``: how the server runs the result by default (``onnx``, ``onnx-int8``; ``torch``:
     only on torch; None: like any version of its task).
+    ``per_task``: what the method does depends on the task's network; it supports the tasks whose
+    spec names a strategy for it (``Task.compression``) and runs that strategy (:meth:`strategy`).
     """
 
     name: ClassVar[str] = ""
     backend: ClassVar[str | None] = None
-    tasks: ClassVar[tuple[str, ...] | None] = None  # None: every task
+    per_task: ClassVar[bool] = False
     trains: ClassVar[bool] = False  # learns from the parent's training data (never from test data)
 
     def __init__(self, **settings):
         self.settings = settings
+
+    @classmethod
+    def supports(cls, task: str) -> bool:
+        """Whether models of ``task`` can be compressed with this method."""
+        from aimass.tasks import get_task  # tasks import this package (save/restore hooks)
+
+        return not cls.per_task or cls.name in get_task(task).compression
+
+    def strategy(self, model):
+        """The task's function for this method: ``strategy(model)(model, data, settings)``."""
+        from aimass.tasks import get_task
+
+        return get_task(model.task).compressor(self.name)
 
     def compress(self, model, data):  # pragma: no cover - interface
         """A new fitted model from the fitted ``model``; ``data`` is the parent's Dataset."""
@@ -99,17 +114,15 @@ def get_compressor(method: str, task: str | None = None, **settings) -> Compress
             hint="Pass one of the available methods with --method.",
         )
     cls = _METHODS[method]
-    if task and cls.tasks is not None and task not in cls.tasks:
+    if task and not cls.supports(task):
+        from aimass.tasks import available_tasks
+
+        tasks = [t for t in available_tasks() if cls.supports(t)]
         raise ConfigError(
-            f"Method '{method}' does not support {task} models (it supports {', '.join(cls.tasks)}).",
-            hint=f"Use one of: {', '.join(m for m in sorted(_METHODS) if _supports(m, task))}.",
+            f"Method '{method}' does not support {task} models (it supports {', '.join(tasks)}).",
+            hint=f"Use one of: {', '.join(m for m in sorted(_METHODS) if _METHODS[m].supports(task))}.",
         )
     return cls(**settings)
-
-
-def _supports(method: str, task: str) -> bool:
-    tasks = _METHODS[method].tasks
-    return tasks is None or task in tasks
 
 
 def saved(model, folder: Path) -> None:

@@ -19,7 +19,7 @@ exports and serves like any other version.
 
 Example:
     >>> from aimass.compressors import get_compressor
-    >>> method = get_compressor("distill", "text-classification", layers=2, time_budget="2m")
+    >>> method = get_compressor("distill", layers=2, time_budget="2m")
     >>> child = method.compress(parent, dataset)  # doctest: +SKIP
 """
 
@@ -89,30 +89,31 @@ class Distill(Compressor):
     ``epochs`` (at most 8), ``batch_size`` (16), ``lr`` (2e-4, the top block's), ``seed``.
     """
 
-    tasks = ("text-classification", "image-classification")
+    per_task = True  # the task's strategy: an encoder loses layers, an image net top-stage blocks
     trains = True
 
     def compress(self, model, data):
-        if model.task == "image-classification":  # the fine-tuned top stages lose blocks
-            from aimass.compressors import image_student
+        return self.strategy(model)(model, data, self.settings)
 
-            return image_student.distill(model, data, self.settings)
-        cfg = settings(Settings, self.settings, self.name)
-        deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
-        teachers = [model, *_load_teachers(cfg.teachers, model)]
-        child = student_of(model)
-        n = child.net_.n_layers
-        k = cfg.layers or max(1, round(n / 3))
-        if k > n:
-            raise ConfigError(
-                f"The 'layers' setting of distill must be at most {n} (the parent's). Got {k} instead.",
-                hint=f"Pass --set layers={max(1, round(n / 3))}.",
-            )
-        keep = pick_layers(n, k)
-        structure.keep_layers(child.net_.encoder, keep)
-        child.structure_ = {key: [child.structure_[key][i] for i in keep] for key in child.structure_}
-        fit_student(child, teachers, data, cfg, deadline)
-        return child
+
+def distill_encoder(model, data, given: dict):
+    """``distill`` for a transformer encoder: the student keeps ``layers`` evenly spaced blocks."""
+    cfg = settings(Settings, given, "distill")
+    deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
+    teachers = [model, *_load_teachers(cfg.teachers, model)]
+    child = student_of(model)
+    n = child.net_.n_layers
+    k = cfg.layers or max(1, round(n / 3))
+    if k > n:
+        raise ConfigError(
+            f"The 'layers' setting of distill must be at most {n} (the parent's). Got {k} instead.",
+            hint=f"Pass --set layers={max(1, round(n / 3))}.",
+        )
+    keep = pick_layers(n, k)
+    structure.keep_layers(child.net_.encoder, keep)
+    child.structure_ = {key: [child.structure_[key][i] for i in keep] for key in child.structure_}
+    fit_student(child, teachers, data, cfg, deadline)
+    return child
 
 
 def pick_layers(n: int, k: int) -> list[int]:

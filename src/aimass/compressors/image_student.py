@@ -162,7 +162,7 @@ class Inputs:
     """The student's training inputs: the parent's cached views through the frozen lower stages."""
 
     def __init__(self, model, data, seed: int):
-        from aimass.tasks.image_classification import _pixels
+        from aimass.backbones.image_net import pixels as _pixels
 
         if not hasattr(data, "inputs"):
             raise DataError("Image students train on the parent's image dataset.", hint="Pass a Dataset.")

@@ -2,14 +2,12 @@
 
 The child holds the parent's files plus ``onnx/`` (the graph, its int8 twin, the preprocessing
 and the export check); it predicts through the task's light runtime (onnxruntime, no torch).
-An image model's int8 graph is calibrated on a seeded sample of the parent's training images
-(:data:`CALIBRATION_IMAGES`); a text model's is quantised dynamically and needs no data.
+What the int8 graph is calibrated on is the task's (``Task.calibration``): an image model's on a
+seeded sample of 128 of the parent's training images; a text model's is quantised dynamically.
 """
 
 from __future__ import annotations
 
-import importlib
-import random
 import shutil
 import tempfile
 import weakref
@@ -18,8 +16,7 @@ from pathlib import Path
 from aimass.compressors import Compressor, register_compressor
 from aimass.errors import ConfigError
 from aimass.tasks import get_task
-
-CALIBRATION_IMAGES = 128
+from aimass.tasks.base import load_ref
 
 
 @register_compressor("onnx")
@@ -28,13 +25,13 @@ class Onnx(Compressor):
     int8 = False
 
     def compress(self, model, data):
-        if not hasattr(model, "export_onnx"):
+        if not get_task(model.task).supports_onnx():
             raise ConfigError(
                 f"{type(model).__name__} has no ONNX export.", hint="Use --method int8-dynamic."
             )
         folder = Path(tempfile.mkdtemp(prefix="aimass-onnx-"))
         weakref.finalize(model, shutil.rmtree, folder, True)  # the staging goes with the model
-        model.export_onnx_report_ = model.export_onnx(folder / "onnx", **calibration(data))
+        model.export_onnx_report_ = model.export_onnx(folder / "onnx", **calibration(data, model.task))
         model.onnx_staged_ = folder / "onnx"
         return self.restore(model, folder)
 
@@ -48,24 +45,19 @@ class Onnx(Compressor):
             model.export_onnx(target)
 
     def restore(self, model, folder: Path):
-        module, _, name = get_task(model.task).runtime.partition(":")
-        runtime = getattr(importlib.import_module(module), name)
+        runtime = load_ref(get_task(model.task).runtime)
         model.runtime_ = runtime(Path(folder) / "onnx", int8=self.int8)
         return model
 
 
-def calibration(data, n: int = CALIBRATION_IMAGES, seed: int = 0) -> dict:
-    """What the export calibrates its int8 graph on: for an image Dataset, the first ``n`` of a
-    seeded shuffle of its train split (never valid or test); nothing otherwise (no data, or text,
-    whose export quantises dynamically), where the export falls back to its own check inputs."""
-    if getattr(data, "kind", None) != "image":
-        return {}
-    images = data.inputs("train")
-    random.Random(seed).shuffle(images)
-    return {"images": images[:n]}
+def calibration(data, task: str) -> dict:
+    """What the export of a ``task`` model calibrates its int8 graph on, drawn from its training
+    Dataset ``data`` (``Task.calibration``: an image task's first training images); nothing for
+    no data, or a task whose export quantises dynamically (the export then uses its own check inputs)."""
+    return get_task(task).calibration(data) if data is not None else {}
 
 
-def stored_calibration(digest: str | None) -> dict:
+def stored_calibration(digest: str | None, task: str) -> dict:
     """:func:`calibration` of the stored dataset a version was trained on (by its digest), for
     exports that get no data (deploy, ``aimass export``); nothing when it is no longer stored."""
     from aimass.data.store import load_dataset
@@ -74,7 +66,7 @@ def stored_calibration(digest: str | None) -> dict:
     if not digest:
         return {}
     try:
-        return calibration(load_dataset(digest))
+        return calibration(load_dataset(digest), task)
     except NotFoundError:
         return {}
 

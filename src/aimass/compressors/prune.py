@@ -11,7 +11,7 @@ feed-forward (FFN) channels leave every encoder layer, so its matrices get small
 
 Example:
     >>> from aimass.compressors import get_compressor
-    >>> method = get_compressor("prune", "text-classification", heads=0.5, ffn=0.5)
+    >>> method = get_compressor("prune", heads=0.5, ffn=0.5)
     >>> child = method.compress(parent, dataset)  # doctest: +SKIP
 """
 
@@ -46,29 +46,30 @@ class Prune(Compressor):
     ``lr`` and ``seed`` as for ``distill``.
     """
 
-    tasks = ("text-classification", "image-classification")
+    per_task = True  # the task's strategy: an encoder loses heads, an image net expansion channels
     trains = True
 
     def compress(self, model, data):
-        if model.task == "image-classification":  # expansion channels of the fine-tuned blocks go
-            from aimass.compressors import image_student
+        return self.strategy(model)(model, data, self.settings)
 
-            return image_student.prune(model, data, self.settings)
-        cfg = settings(Settings, self.settings, self.name)
-        deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
-        child = student_of(model)
-        train, _ = splits(data, cfg.seed)
-        scores = importance(child, train, cfg.samples, cfg.batch_size, cfg.seed)
-        for i, (block, (heads, channels)) in enumerate(zip(layers(child.net_.encoder), scores, strict=True)):
-            alive = structure.alive_heads(block)
-            drop = [alive[j] for j in _least(heads, round(cfg.heads * len(heads)))]
-            structure.prune_heads(block, drop)
-            n_keep = _channels_kept(len(channels), cfg.ffn)
-            structure.keep_channels(block, torch.topk(channels, n_keep).indices.sort().values)
-            child.structure_["heads"][i] = sorted({*child.structure_["heads"][i], *drop})
-            child.structure_["ffn"][i] = n_keep
-        fit_student(child, [model], data, cfg, deadline)
-        return child
+
+def prune_encoder(model, data, given: dict):
+    """``prune`` for a transformer encoder: each layer loses heads and FFN channels by importance."""
+    cfg = settings(Settings, given, "prune")
+    deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
+    child = student_of(model)
+    train, _ = splits(data, cfg.seed)
+    scores = importance(child, train, cfg.samples, cfg.batch_size, cfg.seed)
+    for i, (block, (heads, channels)) in enumerate(zip(layers(child.net_.encoder), scores, strict=True)):
+        alive = structure.alive_heads(block)
+        drop = [alive[j] for j in _least(heads, round(cfg.heads * len(heads)))]
+        structure.prune_heads(block, drop)
+        n_keep = _channels_kept(len(channels), cfg.ffn)
+        structure.keep_channels(block, torch.topk(channels, n_keep).indices.sort().values)
+        child.structure_["heads"][i] = sorted({*child.structure_["heads"][i], *drop})
+        child.structure_["ffn"][i] = n_keep
+    fit_student(child, [model], data, cfg, deadline)
+    return child
 
 
 def _least(scores: torch.Tensor, n: int) -> list[int]:

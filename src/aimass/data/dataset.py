@@ -14,6 +14,30 @@ MANIFEST_FILE = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"
 
 
+@dataclass(frozen=True)
+class Kind:
+    """How rows of one kind of dataset hold their input: the column, and whether it names a file
+    stored in the dataset folder (then :meth:`Dataset.inputs` gives absolute paths)."""
+
+    column: str
+    stored_file: bool = False
+    format_lines: tuple[str, ...] = ()  # ``describe()`` lines, formatted with the summary
+
+
+KINDS = {  # a new kind of data is one entry; tasks name the kind they read (``Task.data_kind``)
+    "text": Kind(
+        "text",
+        format_lines=(
+            "  format {format}, encoding {encoding}, language {language}",
+            "  columns: text={columns[text]!r} label={columns[label]!r}",
+        ),
+    ),
+    "image": Kind(
+        "image", stored_file=True, format_lines=("  {kind} dataset, format {format}, layout {layout}",)
+    ),
+}
+
+
 @dataclass
 class Dataset:
     """An imported dataset stored under ``AIMASS_HOME/datasets/<id>/``.
@@ -84,10 +108,9 @@ class Dataset:
 
     def inputs(self, split: str | None = None) -> list[str]:
         """What a model reads, one per row: the texts, or the absolute paths of the stored images."""
-        rows = self.rows(split)
-        if self.kind == "image":
-            return [str(self.path / row["image"]) for row in rows]
-        return [row["text"] for row in rows]
+        kind = KINDS[self.kind]
+        values = [row[kind.column] for row in self.rows(split)]
+        return [str(self.path / v) for v in values] if kind.stored_file else values
 
     def labels(self, split: str | None = None) -> list[str]:
         """The labels of one split (all rows when None), aligned with :meth:`inputs`."""
@@ -156,12 +179,7 @@ class Dataset:
         return "\n".join(lines + [f"  warning: {w}" for w in s["warnings"]])
 
     def _format_lines(self, s: dict) -> list[str]:
-        if self.kind == "image":
-            return [f"  {s['kind']} dataset, format {s['format']}, layout {s['layout']}"]
-        return [
-            f"  format {s['format']}, encoding {s['encoding']}, language {s['language']}",
-            f"  columns: text={s['columns']['text']!r} label={s['columns']['label']!r}",
-        ]
+        return [line.format(**s) for line in KINDS[self.kind].format_lines]
 
 
 def _split_name(split: str) -> str:

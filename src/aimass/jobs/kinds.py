@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aimass.errors import ConfigError
+from aimass.tasks import DEFAULT_TASK
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def run_train(params: dict, ctx) -> dict:
     from aimass import api
 
     settings = dict(params)
-    task = settings.pop("task", "text-classification")
+    task = settings.pop("task", DEFAULT_TASK)
     data, name = settings.pop("data"), settings.pop("name", None)
     ctx.progress(0.02, "loading the data and the backbone")
     result = api.train_model(

@@ -74,7 +74,7 @@ def check_images() -> list[bytes]:
 def graph_net(model) -> ImageLogits:
     """What the graph computes: a fresh BatchNorm-folded copy of the net (built outside inference
     mode, so the tracer can use its weights) behind :class:`ImageLogits`."""
-    from aimass.tasks.image_classification import ImageNet
+    from aimass.backbones.image_net import ImageNet
 
     net = model.net_.eval()
     fused = ImageNet(net.encoder.fuse_for_inference(), net.head, net.normalise).eval()
@@ -90,7 +90,7 @@ def export_image(model, folder: str | Path, *, int8: bool = True, images: list |
     of accuracy points), with ranges measured on these images preprocessed as at inference. Without
     ``images`` the check images alone calibrate it: it still works, less accurately.
     """
-    from aimass.tasks.image_classification import BASE_SCALE
+    from aimass.backbones.image_net import BASE_SCALE
 
     began = time.perf_counter()
     folder = Path(folder)
@@ -171,8 +171,8 @@ def _quiet_quantizer():
 @torch.inference_mode()
 def check(model, net: ImageLogits, folder: Path, images: list, int8: bool) -> dict:
     """Largest absolute differences between torch and the exported graph(s), on the same images."""
+    from aimass.backbones.image_net import to_pixels
     from aimass.runtime.image import ImageRuntime
-    from aimass.tasks.image_classification import to_pixels
     from aimass.train import augment
 
     fp32 = ImageRuntime(folder)

@@ -268,7 +268,7 @@ class Engine:
         handler = spec.handler(record.path)
         await asyncio.to_thread(handler.setup, "cpu", backend)
         worker, run = None, handler.predict
-        if backend.startswith("onnx") and settings.workers == "process" and getattr(spec, "runtime", None):
+        if backend.startswith("onnx") and settings.workers == "process" and spec.runtime:
             worker = Worker(
                 spec.runtime,
                 Path(record.path) / "onnx",
@@ -480,7 +480,7 @@ def _check_weights(weights: dict) -> None:
 def _backend(spec, wanted: str, record) -> str:
     """The backend to serve ``record`` on: a compressed version's own (an ``onnx-int8`` child runs
     on ONNX int8, an ``int8-dynamic`` one only on torch), else ONNX when the task exports it."""
-    supports = hasattr(spec.estimator, "export_onnx")
+    supports = spec.supports_onnx()
     method = compression_method(record)
     own = get_compressor(method).backend if method else None
     if wanted == "auto":
@@ -512,7 +512,7 @@ def exported(record, spec) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     from aimass.compressors.onnx import stored_calibration
 
-    report = model.export_onnx(tmp, **stored_calibration(record.dataset_digest))
+    report = model.export_onnx(tmp, **stored_calibration(record.dataset_digest, record.task))
     try:
         os.replace(tmp, folder)
     except OSError:  # another process exported it meanwhile

@@ -20,8 +20,6 @@ from aimass.serve.engine import Engine
 from aimass.serve.metering import Meter
 from aimass.serve.middleware import error_response
 
-MAX_BODY_BYTES = 2 * 1024 * 1024  # per task: a spec's ``max_body_bytes`` (images need more)
-
 
 class Predictor:
     """``await predictor(name, payload, caller)`` -> the JSON answer's bytes, through the task's
@@ -32,7 +30,7 @@ class Predictor:
 
     def limit(self, name: str) -> int:
         """The largest body the model behind ``name`` accepts (404 for an unknown name)."""
-        return getattr(self.engine.route(name).spec, "max_body_bytes", MAX_BODY_BYTES)
+        return self.engine.route(name).spec.max_body_bytes
 
     async def __call__(self, name: str, payload: dict, caller: Caller) -> bytes:
         began = time.perf_counter()
@@ -43,7 +41,7 @@ class Predictor:
                 parsed = spec.request.model_validate(payload)
             except ValidationError as exc:
                 raise ConfigError(_describe(exc), hint=f"Send JSON like {spec.sample_request}") from None
-            if getattr(spec, "heavy_decode", False):  # e.g. images: the model's decode threads, 504 late
+            if spec.heavy_decode:  # e.g. images: the model's decode threads, 504 late
                 items = await deployment.batcher.decode(handler.decode_request, parsed)
             else:
                 items = handler.decode_request(parsed)

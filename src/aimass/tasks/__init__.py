@@ -1,5 +1,8 @@
 """The task registry: a task type is one file that registers itself here.
 
+Each registered spec is a subclass of :class:`aimass.tasks.base.Task` (the written contract);
+code outside this package looks a task up and asks it, never branching on its name.
+
 >>> from aimass.tasks import get_task, available_tasks
 >>> "text-classification" in available_tasks()
 True
@@ -10,23 +13,37 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from aimass.errors import NotFoundError
 
+if TYPE_CHECKING:  # importing the contract (pydantic) here would slow every CLI start
+    from aimass.tasks.base import Task
+
 T = TypeVar("T")
-_TASKS: dict[str, type] = {}
+_TASKS: dict[str, type[Task]] = {}
+DEFAULT_TASK = "text-classification"  # what `aimass train` and a train job use when no task is named
 
 
 def register_task(name: str) -> Callable[[T], T]:
-    """Class decorator: ``@register_task("text-classification")``."""
+    """Class decorator: ``@register_task("text-classification")`` on a :class:`Task` subclass."""
+
+    from aimass.tasks.base import Task
 
     def wrap(cls: T) -> T:
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TypeError(f"task '{name}': {cls!r} is not a subclass of aimass.tasks.base.Task")
         cls.name = name
         _TASKS[name] = cls
         return cls
 
     return wrap
+
+
+def unregister_task(name: str) -> None:
+    """Remove a task registered at run time (a test's example task); unknown names are ignored."""
+    _TASKS.pop(name, None)
 
 
 def _discover() -> None:
@@ -40,7 +57,17 @@ def available_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-def get_task(name: str):
+def sniff(path: str | Path) -> tuple[str, str] | None:
+    """``(task, why)`` of the first task (by ``sniff_order``) that reads the data at ``path``."""
+    _discover()
+    for spec in sorted(_TASKS.values(), key=lambda s: (s.sniff_order, s.name)):
+        why = spec.sniff(Path(path))
+        if why:
+            return spec.name, why
+    return None
+
+
+def get_task(name: str) -> type[Task]:
     """The task spec registered under ``name``; a clear error lists what exists."""
     _discover()
     if name not in _TASKS:

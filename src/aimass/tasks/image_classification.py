@@ -10,10 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,22 +20,30 @@ from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import aimass
 from aimass import compressors
 from aimass.backbones import get_backbone, layers
+from aimass.backbones.image_net import BASE_SCALE, ImageNet, to_pixels
+from aimass.backbones.image_net import build as _build
+from aimass.backbones.image_net import lower as _lower
+from aimass.backbones.image_net import pixels as _pixels
 from aimass.data.images import byte_limit, total_pixels
-from aimass.encoders import Head, Timer
-from aimass.errors import ConfigError, DataError, TooLargeError, VersionError
-from aimass.estimator import Estimator
-from aimass.evaluate import classification_report, top_losses
+from aimass.encoders import Timer
+from aimass.errors import ConfigError, DataError, TooLargeError
 from aimass.runtime.image import bmp_bytes, square
 from aimass.tasks import register_task
-from aimass.tasks.classification import PredictResponse, encode_scores, holdout, parse_config
+from aimass.tasks.classification import (
+    ClassificationTask,
+    Classifier,
+    check_items,
+    holdout,
+    parse_config,
+)
+from aimass.tasks.classification import (
+    Handler as ClassifierHandler,
+)
 from aimass.train import augment, stages
 
-FORMAT = 1
 MAX_ITEMS = 64
-BASE_SCALE = 256 / 224  # images are kept this much larger than the training size, for crops
 
 
 class Config(BaseModel):
@@ -97,20 +104,6 @@ def _item_bytes(item) -> bytes:
     return np.asarray(item).tobytes()
 
 
-def to_pixels(item, size: int, where: str = "") -> torch.Tensor:
-    """One image (path, bytes, PIL image or array) as ``uint8 [3, size, size]``: the shorter side
-    resized to ``size``, then the centre square (:func:`aimass.runtime.image.square`, which the
-    torch-free runtime uses too)."""
-    return torch.from_numpy(np.asarray(square(item, size, where), dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
-def _pixels(items: list, size: int) -> torch.Tensor:
-    out = torch.empty(len(items), 3, size, size, dtype=torch.uint8)
-    for i, item in enumerate(items):
-        out[i] = to_pixels(item, size, where=item if isinstance(item, str) else f"image {i}")
-    return out
-
-
 def auto_size(items: list, default: int = 224) -> int:
     """The training size: the backbone's 224, or less for small images (Fashion-MNIST, icons),
     where upscaling adds compute but no detail."""
@@ -128,29 +121,7 @@ def auto_size(items: list, default: int = 224) -> int:
     return default if median >= 160 else 128
 
 
-class ImageNet(nn.Module):
-    """Backbone + linear head over the L2-normalised pooled features."""
-
-    def __init__(self, encoder: nn.Module, head: Head, normalise):
-        super().__init__()
-        self.encoder = encoder
-        self.head = head
-        self.normalise = normalise
-
-    @property
-    def n_layers(self) -> int:
-        return len(layers(self.encoder))
-
-    def forward_from(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
-        return self.head(nn.functional.normalize(self.encoder.features_from(start, hidden), dim=-1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for float images in [0, 1], ``[N, 3, H, W]``."""
-        x = self.normalise(images).contiguous(memory_format=torch.channels_last)
-        return self.forward_from(0, self.encoder.stem_forward(x))
-
-
-class ImageClassifier(Estimator):
+class ImageClassifier(Classifier):
     """Fine-tune a pretrained image backbone for classification, staged for a CPU.
 
     Example:
@@ -177,6 +148,7 @@ class ImageClassifier(Estimator):
     """
 
     task = "image-classification"
+    FITTED = ("classes_", "backbone_", "image_size_", "unfrozen_", "data_digest_")
 
     def __init__(
         self,
@@ -399,11 +371,6 @@ class ImageClassifier(Estimator):
             self._fused = cached_net
         return cached_net[1]
 
-    def predict(self, images: list) -> list[str]:
-        """The most probable label of each image."""
-        proba = self.predict_proba(images)
-        return [self.classes_[i] for i in proba.argmax(1)]
-
     def evaluate(self, data, split: str = "test", top_k: int = 12) -> dict:
         """Accuracy, macro-F1, per-class scores, confusion matrix and top losses."""
         images, labels = (data.inputs(split), data.labels(split)) if hasattr(data, "inputs") else data
@@ -412,17 +379,8 @@ class ImageClassifier(Estimator):
                 f"There are no images in the '{split}' split to evaluate on.",
                 hint="Evaluate on another split or pass --data FOLDER_OR_ARCHIVE.",
             )
-        proba = self.predict_proba(images)
-        predicted = [self.classes_[i] for i in proba.argmax(1)]
-        report = classification_report(list(labels), predicted, self.classes_)
         names = [_where(item, i) for i, item in enumerate(images)]
-        report["top_losses"] = top_losses(names, list(labels), proba, self.classes_, top_k)
-        for row in report["top_losses"]:
-            row["image"] = row.pop("text")
-        unknown = sorted(set(labels) - set(self.classes_))
-        if unknown:
-            report["unknown_labels"] = unknown
-        return report
+        return self._report(images, labels, top_k, names=names, column="image")
 
     def export_onnx(self, folder: str | Path, *, int8: bool = True, images: list | None = None) -> dict:
         """Write a self-contained ONNX folder that :class:`aimass.runtime.image.ImageRuntime` serves
@@ -446,20 +404,7 @@ class ImageClassifier(Estimator):
         keep = keep if self.unfrozen_ else ["head."]
         state = {k: v for k, v in self.net_.state_dict().items() if any(k.startswith(p) for p in keep)}
         save_file({f"net.{k}": v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
-        fitted = {
-            k: getattr(self, k) for k in ("classes_", "backbone_", "image_size_", "unfrozen_", "data_digest_")
-        }
-        if getattr(self, "structure_", None):  # a distilled or pruned child's smaller top stages
-            fitted["structure_"] = self.structure_
-        meta = {
-            "format": FORMAT,
-            "task": self.task,
-            "aimass_version": aimass.__version__,
-            "params": self.get_params(),
-            "fitted": fitted,
-            "feature_dim": self.net_.head.dense.in_features,
-        }
-        (path / "model.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        self._write_meta(path, feature_dim=self.net_.head.dense.in_features)
         compressors.saved(self, path)
         return path
 
@@ -467,17 +412,7 @@ class ImageClassifier(Estimator):
     def load(cls, path: str | Path) -> ImageClassifier:
         """Rebuild from a folder written by :meth:`save` (no dataset, no network)."""
         path = Path(path)
-        meta = json.loads((path / "model.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise VersionError(
-                f"{path} was written by aimass {meta.get('aimass_version')} (format "
-                f"{meta.get('format')}); this is aimass {aimass.__version__} (format {FORMAT}).",
-                hint="Retrain the model with this version, or install the version that wrote it.",
-            )
-        model = cls(**meta["params"])
-        model.structure_ = None
-        for key, value in meta["fitted"].items():
-            setattr(model, key, value)
+        model, meta = cls._read_meta(path)
         _, encoder = get_backbone(model.backbone_).load()
         if model.structure_:
             from aimass.compressors import image_student
@@ -485,21 +420,9 @@ class ImageClassifier(Estimator):
             image_student.apply(encoder, model.structure_)  # before the weights: shapes change
         model.net_ = _build(encoder, len(model.classes_), meta["feature_dim"])
         state = {k[4:]: v for k, v in load_file(str(path / "model.safetensors")).items()}
-        unknown = set(state) - set(model.net_.state_dict())
-        if unknown:
-            raise VersionError(
-                f"{path}: weights do not fit backbone {model.backbone_}: {sorted(unknown)[:3]}"
-            )
-        model.net_.load_state_dict(state, strict=False)
+        cls._load_state(model.net_, state, path, model.backbone_)
         model.net_.eval()
         return compressors.restore(model, path)
-
-
-def _build(encoder, n_classes: int, feature_dim: int) -> ImageNet:
-    from aimass.backbones.efficientnet import normalise
-
-    encoder = encoder.to(memory_format=torch.channels_last)
-    return ImageNet(encoder, Head(feature_dim, n_classes), normalise).eval()
 
 
 @torch.inference_mode()
@@ -508,18 +431,6 @@ def _embed(frozen, normalise, pixels: torch.Tensor, size: int, batch_size: int =
     for begin in range(0, len(pixels), batch_size):
         x = normalise(augment.center(pixels[begin : begin + batch_size], size))
         out.append(frozen.forward_features(x.contiguous(memory_format=torch.channels_last)))
-    return torch.cat(out)
-
-
-@torch.inference_mode()
-def _lower(frozen, normalise, pixels: torch.Tensor, view, start: int, batch_size: int = 64) -> torch.Tensor:
-    """Output (fp16) of the stem and stages ``0..start-1`` for ``view(batch)`` of every image."""
-    out = []
-    for begin in range(0, len(pixels), batch_size):
-        x = normalise(view(pixels[begin : begin + batch_size]))
-        out.append(
-            frozen.forward_until(start, x.contiguous(memory_format=torch.channels_last)).half().contiguous()
-        )
     return torch.cat(out)
 
 
@@ -539,13 +450,7 @@ class PredictRequest(BaseModel):
     @classmethod
     def _check(cls, value):
         items = value if isinstance(value, list) else [value]
-        if not items:
-            raise ValueError('send at least one image, e.g. {"inputs": ["<base64 of a JPEG>"]}')
-        if len(items) > MAX_ITEMS:
-            raise ValueError(
-                f"send at most {MAX_ITEMS} images per request (got {len(items)}); split the list"
-            )
-        return items
+        return check_items(items, MAX_ITEMS, "image", '{"inputs": ["<base64 of a JPEG>"]}')
 
 
 def decode_item(item: str | bytes, i: int) -> bytes:
@@ -566,21 +471,12 @@ def decode_item(item: str | bytes, i: int) -> bytes:
     return data
 
 
-class Handler:
-    """LitServe-style handler: setup / decode_request / predict / encode_response."""
+class Handler(ClassifierHandler):
+    """The classifier handler (:class:`aimass.tasks.classification.Handler`) on image models; requests
+    are decoded and checked in the server."""
 
-    def __init__(self, model_dir: Path | None = None, model: ImageClassifier | None = None):
-        self.model_dir = model_dir
-        self.model = model
-
-    def setup(self, device: str = "cpu", backend: str = "torch") -> None:
-        """Load the model; ``backend`` ``onnx``/``onnx-int8`` serves the version's exported folder."""
-        if backend.startswith("onnx"):
-            from aimass.runtime.image import ImageRuntime
-
-            self.model = ImageRuntime(Path(self.model_dir) / "onnx", int8=backend == "onnx-int8")
-        elif self.model is None:
-            self.model = ImageClassifier.load(self.model_dir)
+    estimator = ImageClassifier
+    runtime = "aimass.runtime.image:ImageRuntime"
 
     def decode_request(self, request: PredictRequest) -> list[bytes]:
         """Each image decoded and checked here, in the server (a corrupt one is a 422, an oversized
@@ -597,12 +493,6 @@ class Handler:
         size = round(self.model.image_size_ * BASE_SCALE)
         return [bmp_bytes(square(data, size, where=f"inputs[{i}]")) for i, data in enumerate(files)]
 
-    def predict(self, images: list) -> np.ndarray:
-        return self.model.predict_proba(images)
-
-    def encode_response(self, proba: np.ndarray) -> dict[str, Any]:
-        return encode_scores(self.model.classes_, proba)
-
 
 def _sample_png(array: np.ndarray) -> str:
     import io
@@ -615,12 +505,14 @@ def _sample_png(array: np.ndarray) -> str:
 
 
 @register_task("image-classification")
-class ImageClassification:
-    """The task spec the CLI, server and registry look up."""
+class ImageClassification(ClassificationTask):
+    """The task spec the CLI, server and registry look up (the hooks: :class:`aimass.tasks.base.Task`)."""
 
     estimator = ImageClassifier
+    config = Config
+    data_kind = "image"
+    item_noun = "images"
     request = PredictRequest
-    response = PredictResponse
     heavy_decode = True  # decoding images is real work: the server runs it off the event loop
     # a real 8x8 PNG of a handwritten 7 (scikit-learn digits), base64-encoded
     sample_request = {
@@ -631,11 +523,27 @@ class ImageClassification:
     }
     handler = Handler
     runtime = "aimass.runtime.image:ImageRuntime"  # what a model worker process loads (no torch)
+    tuner = "aimass.autolearn.tuners:ImageTuner"
+    compression = {  # the fine-tuned top stages lose blocks (distill) or expansion channels (prune)
+        "distill": "aimass.compressors.image_student:distill",
+        "prune": "aimass.compressors.image_student:prune",
+    }
+    sniff_order = 10  # before text: a folder of images can hold .txt notes
     max_body_bytes = 32 * 1024 * 1024  # base64 JSON or multipart uploads of several photos
     fast_params = {"image_size": 64, "unfreeze": 1, "epochs_top": 1, "batch_size": 16}
 
-    @staticmethod
-    def sample_data(per_class: int = 12) -> tuple[list[bytes], list[str]]:
+    @classmethod
+    def sniff(cls, path: Path) -> str | None:
+        """A folder, archive or ``path,label`` manifest of images."""
+        from aimass.data import looks_like_images
+
+        if not looks_like_images(path):
+            return None
+        kind = "an archive" if path.is_file() else "a folder"
+        return f"{kind} of images (class sub-folders or a path,label manifest)"
+
+    @classmethod
+    def sample_data(cls, per_class: int = 12) -> tuple[list[bytes], list[str]]:
         """A small real dataset (scikit-learn's scanned handwritten digits 0, 1 and 7, as PNGs)."""
         from sklearn.datasets import load_digits
 
@@ -647,20 +555,56 @@ class ImageClassification:
                 labels.append(str(digit))
         return images, labels
 
-    @staticmethod
-    def plots(report: dict, folder: Path) -> list[Path]:
-        from aimass.evaluate.plots import confusion_png, top_losses_png
+    @classmethod
+    def eval_data(cls, path: Path, import_dataset) -> tuple[list, list] | None:
+        """Every image of a folder, manifest or archive (imported as a dataset)."""
+        from aimass.data import looks_like_images
 
-        folder = Path(folder)
-        out = [confusion_png(report, folder / "confusion_matrix.png")]
+        if not (path.exists() and looks_like_images(path)):
+            return None
+        images = import_dataset(path)
+        return images.inputs(), images.labels()
+
+    @classmethod
+    def plots(cls, report: dict, folder: Path) -> list[Path]:
+        from aimass.evaluate.plots import top_losses_png
+
+        out = super().plots(report, folder)
         if report.get("top_losses"):
-            out.append(top_losses_png(report["top_losses"], folder / "top_losses.png"))
+            out.append(top_losses_png(report["top_losses"], Path(folder) / "top_losses.png"))
         return out
 
-    @staticmethod
-    def cli_inputs(values: list[str]) -> list[str]:
+    @classmethod
+    def cli_inputs(cls, values: list[str]) -> list[str]:
         """Image paths from the command line (each checked when read)."""
         missing = [v for v in values if not Path(v).is_file()]
         if missing:
             raise DataError(f"No such image file: {missing[0]}", hint="Pass paths of image files.")
         return list(values)
+
+    @classmethod
+    def request_item(cls, item: str) -> str:
+        """A stored image file as base64 text."""
+        return base64.b64encode(Path(item).read_bytes()).decode()
+
+    @classmethod
+    def curl_item(cls, item) -> str:
+        return '"\'"$(base64 -w0 IMAGE.png)"\'"'
+
+    @classmethod
+    def calibration(cls, data, n: int = 128, seed: int = 0) -> dict:
+        """The int8 graph's calibration images: the first ``n`` of a seeded shuffle of the training
+        split of an image Dataset (never valid or test)."""
+        import random
+
+        if getattr(data, "kind", None) != cls.data_kind:
+            return {}
+        images = data.inputs("train")
+        random.Random(seed).shuffle(images)
+        return {"images": images[:n]}
+
+    @classmethod
+    def export_recipes(cls) -> dict:
+        from aimass import exporters
+
+        return {"onnx": exporters.IMAGE_ONNX, "safetensors": exporters.IMAGE_SAFETENSORS}

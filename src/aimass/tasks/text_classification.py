@@ -15,34 +15,34 @@ import re
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
-import aimass
 from aimass import compressors
 from aimass.backbones import default_backbone, get_backbone
 from aimass.compressors import structure
 from aimass.encoders import Head, TextNet, Timer, token_budget, token_counts
-from aimass.errors import DataError, VersionError
-from aimass.estimator import Estimator
-from aimass.evaluate import classification_report, top_losses
+from aimass.errors import DataError
 from aimass.lexical import Lexical
 from aimass.tasks import register_task
 from aimass.tasks.classification import (
-    PredictResponse,
+    ClassificationTask,
+    Classifier,
     check_encodable,
-    encode_scores,
+    check_items,
     holdout,
     parse_config,
+)
+from aimass.tasks.classification import (
+    Handler as ClassifierHandler,
 )
 from aimass.tfidf import settings_for
 from aimass.train import stages
 
-FORMAT = 1
 MAX_ITEMS = 256
 MAX_CHARS = 20000
 
@@ -105,7 +105,7 @@ def _few_shot(train: tuple, val: tuple | None, seed: int) -> tuple[tuple, tuple 
     return (list(texts) + list(val[0]), list(labels) + list(val[1])), None
 
 
-class TextClassifier(Estimator):
+class TextClassifier(Classifier):
     """Fine-tune a pretrained text encoder for classification, staged for a CPU.
 
     Example:
@@ -140,6 +140,7 @@ class TextClassifier(Estimator):
     """
 
     task = "text-classification"
+    FITTED = ("classes_", "language_", "backbone_", "prefix_", "max_length_", "unfrozen_", "data_digest_")
 
     def __init__(
         self,
@@ -371,11 +372,6 @@ class TextClassifier(Estimator):
         lex = self.lexical_.transform(batch) if self.lexical_ else None
         return self.net_(enc["input_ids"], enc["attention_mask"], lex)
 
-    def predict(self, texts: list[str]) -> list[str]:
-        """The most probable label of each text."""
-        proba = self.predict_proba(texts)
-        return [self.classes_[i] for i in proba.argmax(1)]
-
     def evaluate(self, data, split: str = "test", top_k: int = 10) -> dict:
         """Accuracy, macro-F1, per-class scores, confusion matrix and top losses."""
         texts, labels = (data.texts(split), data.labels(split)) if hasattr(data, "texts") else data
@@ -384,14 +380,7 @@ class TextClassifier(Estimator):
                 f"There are no rows in the '{split}' split to evaluate on.",
                 hint="Evaluate on another split or pass --data FILE.",
             )
-        proba = self.predict_proba(texts)
-        predicted = [self.classes_[i] for i in proba.argmax(1)]
-        report = classification_report(list(labels), predicted, self.classes_)
-        report["top_losses"] = top_losses(texts, list(labels), proba, self.classes_, top_k)
-        unknown = sorted(set(labels) - set(self.classes_))
-        if unknown:
-            report["unknown_labels"] = unknown
-        return report
+        return self._report(texts, labels, top_k)
 
     def export_onnx(self, folder: str | Path, *, int8: bool = True, texts: list[str] | None = None) -> dict:
         """Write a self-contained ONNX folder that :class:`aimass.runtime.text.TextRuntime` serves
@@ -408,13 +397,16 @@ class TextClassifier(Estimator):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {f"net.{k}": v for k, v in self._trained_state().items()}
-        meta = self._meta()
         if self.lexical_:
             lex_meta, lex_tensors = self.lexical_.state()
             tensors.update(lex_tensors)
             (path / "lexical.json").write_text(json.dumps(lex_meta, ensure_ascii=False))
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"))
-        (path / "model.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        self._write_meta(
+            path,
+            hidden_size=self.net_.encoder.config.hidden_size,
+            lexical_size=self.lexical_.size if self.lexical_ else 0,
+        )
         compressors.saved(self, path)
         return path
 
@@ -424,46 +416,11 @@ class TextClassifier(Estimator):
         keep = ["head."] + [f"encoder.encoder.layer.{i}." for i in range(start, self.net_.n_layers)]
         return {k: v for k, v in self.net_.state_dict().items() if any(k.startswith(p) for p in keep)}
 
-    def _meta(self) -> dict:
-        fitted = {
-            k: getattr(self, k)
-            for k in (
-                "classes_",
-                "language_",
-                "backbone_",
-                "prefix_",
-                "max_length_",
-                "unfrozen_",
-                "data_digest_",
-            )
-        }
-        if getattr(self, "structure_", None):
-            fitted["structure_"] = self.structure_
-        return {
-            "format": FORMAT,
-            "task": self.task,
-            "aimass_version": aimass.__version__,
-            "params": self.get_params(),
-            "fitted": fitted,
-            "hidden_size": self.net_.encoder.config.hidden_size,
-            "lexical_size": self.lexical_.size if self.lexical_ else 0,
-        }
-
     @classmethod
     def load(cls, path: str | Path) -> TextClassifier:
         """Rebuild from a folder written by :meth:`save` (no dataset, no network)."""
         path = Path(path)
-        meta = json.loads((path / "model.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise VersionError(
-                f"{path} was written by aimass {meta.get('aimass_version')} (format "
-                f"{meta.get('format')}); this is aimass {aimass.__version__} (format {FORMAT}).",
-                hint="Retrain the model with this version, or install the version that wrote it.",
-            )
-        model = cls(**meta["params"])
-        model.structure_ = None
-        for key, value in meta["fitted"].items():
-            setattr(model, key, value)
+        model, meta = cls._read_meta(path)
         tensors = load_file(str(path / "model.safetensors"))
         model.tokenizer_, encoder = get_backbone(model.backbone_).load()
         if model.structure_:
@@ -471,12 +428,7 @@ class TextClassifier(Estimator):
         head = Head(meta["hidden_size"], len(model.classes_), meta["lexical_size"])
         model.net_ = TextNet(encoder, head).eval()
         state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-        missing = set(state) - set(model.net_.state_dict())
-        if missing:
-            raise VersionError(
-                f"{path}: weights do not fit backbone {model.backbone_}: {sorted(missing)[:3]}"
-            )
-        model.net_.load_state_dict(state, strict=False)
+        cls._load_state(model.net_, state, path, model.backbone_)
         model.lexical_ = None
         if meta["lexical_size"]:
             lex_meta = json.loads((path / "lexical.json").read_text())
@@ -494,10 +446,7 @@ class PredictRequest(BaseModel):
     @classmethod
     def _check(cls, value):
         items = [value] if isinstance(value, str) else value
-        if not items:
-            raise ValueError('send at least one text, e.g. {"inputs": ["great product"]}')
-        if len(items) > MAX_ITEMS:
-            raise ValueError(f"send at most {MAX_ITEMS} texts per request (got {len(items)}); split the list")
+        check_items(items, MAX_ITEMS, "text", '{"inputs": ["great product"]}')
         for i, text in enumerate(items):
             if not text.strip():
                 raise ValueError(f"inputs[{i}] is empty; send non-empty text")
@@ -507,41 +456,30 @@ class PredictRequest(BaseModel):
         return items
 
 
-class Handler:
-    """LitServe-style handler: setup / decode_request / predict / encode_response."""
+class Handler(ClassifierHandler):
+    """The classifier handler (:class:`aimass.tasks.classification.Handler`) on text models."""
 
-    def __init__(self, model_dir: Path | None = None, model: TextClassifier | None = None):
-        self.model_dir = model_dir
-        self.model = model
-
-    def setup(self, device: str = "cpu", backend: str = "torch") -> None:
-        """Load the model; ``backend`` ``onnx``/``onnx-int8`` serves the version's exported folder."""
-        if backend.startswith("onnx"):
-            from aimass.runtime.text import TextRuntime
-
-            self.model = TextRuntime(Path(self.model_dir) / "onnx", int8=backend == "onnx-int8")
-        elif self.model is None:
-            self.model = TextClassifier.load(self.model_dir)
-
-    def decode_request(self, request: PredictRequest) -> list[str]:
-        return request.inputs
-
-    def predict(self, texts: list[str]) -> np.ndarray:
-        return self.model.predict_proba(texts)
-
-    def encode_response(self, proba: np.ndarray) -> dict[str, Any]:
-        return encode_scores(self.model.classes_, proba)
+    estimator = TextClassifier
+    runtime = "aimass.runtime.text:TextRuntime"
 
 
 @register_task("text-classification")
-class TextClassification:
-    """The task spec the CLI, server and registry look up."""
+class TextClassification(ClassificationTask):
+    """The task spec the CLI, server and registry look up (the hooks: :class:`aimass.tasks.base.Task`)."""
 
     estimator = TextClassifier
+    config = Config
+    data_kind = "text"
+    item_noun = "texts"
     request = PredictRequest
-    response = PredictResponse
     handler = Handler
     runtime = "aimass.runtime.text:TextRuntime"  # what a model worker process loads (no torch)
+    tuner = "aimass.autolearn.tuners:TextTuner"
+    compression = {  # the encoder loses whole layers (distill) or heads and FFN channels (prune)
+        "distill": "aimass.compressors.distill:distill_encoder",
+        "prune": "aimass.compressors.prune:prune_encoder",
+    }
+    sniff_order = 50  # after image layouts: a folder of images can hold .txt notes
     sample_request = {"inputs": ["The team won the match in the final minute."]}
     # a quick but complete fit for checks: sample_data is few-shot, so the pair stage runs too
     fast_params = {
@@ -552,8 +490,19 @@ class TextClassification:
         "pair_steps": 20,
     }
 
-    @staticmethod
-    def sample_data(per_class: int = 12) -> tuple[list[str], list[str]]:
+    @classmethod
+    def sniff(cls, path: Path) -> str | None:
+        """A CSV/TSV/JSONL table, or a folder of class sub-folders holding .txt files."""
+        from aimass.data.read import TABLE_FORMATS
+
+        if path.is_file() and path.suffix.lower() in TABLE_FORMATS:
+            return f"a {path.suffix.lower()[1:].upper()} table (text and label columns)"
+        if path.is_dir() and next(path.rglob("*.txt"), None) is not None:
+            return "a folder of class sub-folders holding .txt files"
+        return None
+
+    @classmethod
+    def sample_data(cls, per_class: int = 12) -> tuple[list[str], list[str]]:
         """A small real dataset (BBC News headlines and openings) for checks and demos."""
         from aimass.data import bbc_news_path
 
@@ -564,18 +513,36 @@ class TextClassification:
                 labels.append(folder.name)
         return texts, labels
 
-    @staticmethod
-    def plots(report: dict, folder: Path) -> list[Path]:
-        from aimass.evaluate.plots import confusion_png
+    @classmethod
+    def eval_data(cls, path: Path, import_dataset=None) -> tuple[list, list] | None:
+        """The text and label columns of a table file (rejected rows left out)."""
+        from aimass.data import read_table
 
-        return [confusion_png(report, Path(folder) / "confusion_matrix.png")]
+        if not path.is_file():
+            return None
+        good, rejects, _ = read_table(path)
+        if not good:
+            raise DataError(
+                f"No usable rows in {path} ({len(rejects)} rejected).", hint="Check the file's columns."
+            )
+        return [r["text"] for r in good], [r["label"] for r in good]
 
-    @staticmethod
-    def cli_inputs(values: list[str]) -> list[str]:
-        return list(values)
+    @classmethod
+    def request_item(cls, item: str) -> str:
+        return item[:300]
 
-    @staticmethod
-    def latency_inputs(texts: list[str]) -> list[str]:
+    @classmethod
+    def curl_item(cls, item: str) -> str:
+        return json.dumps(" ".join(item.split()[:12]).replace("'", ""), ensure_ascii=False)
+
+    @classmethod
+    def latency_inputs(cls, texts: list[str]) -> list[str]:
         """Texts cut to about 32 tokens, what latency at batch 1 is quoted on."""
         cjk = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
         return [t[:30] if len(cjk.findall(t[:100])) > 20 else " ".join(t.split()[:22]) for t in texts]
+
+    @classmethod
+    def export_recipes(cls) -> dict:
+        from aimass import exporters
+
+        return {"onnx": exporters.TEXT_ONNX, "safetensors": exporters.TEXT_SAFETENSORS}

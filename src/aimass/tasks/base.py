@@ -1,0 +1,187 @@
+"""The task contract: every hook a task type may have, with its default, in one class.
+
+A task is one file in :mod:`aimass.tasks` holding a subclass of :class:`Task` decorated with
+``@register_task("NAME")``. Everything outside ``tasks/`` (training, the CLI, the REST server, the
+compressors, auto-learning, exports) looks the task up and asks it; none of it branches on the
+task's name or on the kind of data. :func:`aimass.testing.check_task` checks a task against this
+contract, so a new task gets every check by calling it from one test.
+
+Required: ``estimator``, ``request``, ``response``, ``handler``, ``sample_request`` and
+``sample_data``. Everything else has a default that means "this task does not have it".
+
+>>> from aimass.tasks import get_task, DEFAULT_TASK
+>>> spec = get_task(DEFAULT_TASK)
+>>> issubclass(spec, Task) and spec.name == DEFAULT_TASK
+True
+>>> sorted(spec.options())[:3]
+['average', 'backbone', 'batch_size']
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+MAX_BODY_BYTES = 2 * 1024 * 1024  # the default largest request body (JSON texts)
+
+
+def load_ref(ref: str) -> Any:
+    """``"package.module:Name"`` -> the object (how a spec names code it must not import early)."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Task:
+    """Base class of every task spec. Subclass it, set the required attributes, override the hooks
+    the task has; ``@register_task("NAME")`` sets :attr:`name` and adds it to the registry.
+
+    Class attributes (data):
+        name: the registry name (set by ``register_task``).
+        estimator: the sklearn-style estimator class (``fit``/``predict``/``evaluate``/``save``/
+            ``load``; ``__init__`` only stores its keyword arguments: :class:`aimass.estimator.Estimator`).
+        config: the Pydantic model of the estimator's hyper-parameters (what ``--set`` accepts),
+            or None to take the options from the estimator's ``__init__`` signature.
+        data_kind: what a stored Dataset of this task holds (its ``kind``: ``text``, ``image``);
+            one stored row's input is ``Dataset.inputs()``.
+        item_noun: what one input is called in messages (``texts``, ``images``).
+        request / response: Pydantic models of the REST body and answer.
+        handler: the serving handler class, LitServe-style: ``handler(model_dir, model=None)``,
+            ``setup(device, backend)``, ``decode_request``, ``predict``, ``encode_response``.
+        sample_request: a valid request body (documentation, 422 hints and the contract check).
+        runtime: ``"module:Class"`` of a torch-free ONNX runtime a model worker process loads,
+            or None (the model then serves in process only).
+        tuner: ``"module:Class"`` of the auto-learning search plan (search space, cost model),
+            or None: ``aimass auto`` then refuses the task.
+        compression: method name -> ``"module:function"``: what a training compressor
+            (``distill``, ``prune``) does to models of this task, ``function(model, data, settings)``
+            -> a new fitted model. A method that needs a per-task strategy refuses tasks not named here.
+        heavy_decode: decoding a request is real work (images): the server runs it off the event loop.
+        max_body_bytes: the largest request body a model of this task accepts.
+        fast_params: estimator parameters for a quick but complete fit (checks, demos).
+        sniff_order: the order :func:`aimass.tasks.detect_task` asks tasks to :meth:`sniff` a path
+            (lower first: the more specific layouts).
+    """
+
+    name: ClassVar[str] = ""
+    estimator: ClassVar[type]
+    config: ClassVar[type[BaseModel] | None] = None
+    data_kind: ClassVar[str] = "text"
+    item_noun: ClassVar[str] = "inputs"
+    request: ClassVar[type[BaseModel]]
+    response: ClassVar[type[BaseModel]]
+    handler: ClassVar[type]
+    sample_request: ClassVar[dict] = {}
+    runtime: ClassVar[str | None] = None
+    tuner: ClassVar[str | None] = None
+    compression: ClassVar[dict[str, str]] = {}
+    heavy_decode: ClassVar[bool] = False
+    max_body_bytes: ClassVar[int] = MAX_BODY_BYTES
+    fast_params: ClassVar[dict] = {}
+    sniff_order: ClassVar[int] = 100
+
+    # ------------------------------------------------------------ data
+    @classmethod
+    def sniff(cls, path: Path) -> str | None:
+        """Whether this task reads the data at ``path`` (an existing file or folder): a short
+        description of the layout found (``"a CSV table (text and label columns)"``), else None."""
+        return None
+
+    @classmethod
+    def sample_data(cls, per_class: int = 12) -> tuple[list, list]:
+        """A small real dataset ``(inputs, targets)`` for checks and demos (no network)."""
+        raise NotImplementedError(f"task '{cls.name}' has no sample data")
+
+    @classmethod
+    def eval_data(cls, path: Path, import_dataset: Callable) -> tuple[list, list] | None:
+        """``(inputs, targets)`` read from a file or folder given to ``evaluate``/``compress``
+        as held-out data, or None when this task cannot read ``path`` (it is then looked up as
+        a stored dataset's id or name). ``import_dataset(path) -> Dataset`` imports and records
+        it, for data that must be imported to be read (images)."""
+        return None
+
+    # --------------------------------------------------------- options
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        """Every hyper-parameter the estimator takes, with its default: the ``--set KEY=VALUE``
+        options of ``aimass train`` and the keys of ``get_params()``."""
+        if cls.config is not None:
+            return {k: f.default for k, f in cls.config.model_fields.items()}
+        sig = inspect.signature(cls.estimator.__init__)
+        return {k: p.default for k, p in sig.parameters.items() if k != "self"}
+
+    @classmethod
+    def option_help(cls) -> dict[str, str]:
+        """One line per option for ``--help`` (from the config's field descriptions, if any)."""
+        if cls.config is None:
+            return {}
+        return {k: f.description or "" for k, f in cls.config.model_fields.items()}
+
+    # --------------------------------------------------------- serving
+    @classmethod
+    def supports_onnx(cls) -> bool:
+        """Whether models of this task export to ONNX (``estimator.export_onnx``) and so can serve
+        on the ``onnx`` / ``onnx-int8`` backends."""
+        return callable(getattr(cls.estimator, "export_onnx", None))
+
+    @classmethod
+    def request_item(cls, item: Any) -> Any:
+        """One stored input (``Dataset.inputs()``) as it travels in a JSON request."""
+        return item
+
+    @classmethod
+    def curl_item(cls, item: Any) -> str:
+        """One input as a JSON value inside a single-quoted shell string, for a curl example."""
+        import json
+
+        return json.dumps(item, ensure_ascii=False).replace("'", "")
+
+    @classmethod
+    def cli_inputs(cls, values: list[str]) -> list:
+        """Inputs from the command line (``aimass predict MODEL VALUE...``) as the estimator takes them."""
+        return list(values)
+
+    @classmethod
+    def latency_inputs(cls, items: list) -> list:
+        """The inputs latency is quoted on (e.g. texts cut to ~32 tokens); default: as they are."""
+        return list(items)
+
+    # ------------------------------------------------------ reporting
+    @classmethod
+    def plots(cls, report: dict, folder: Path) -> list[Path]:
+        """PNG files drawn from an evaluation report into ``folder`` (default: none)."""
+        return []
+
+    # ---------------------------------------------------- compression
+    @classmethod
+    def compressor(cls, method: str) -> Callable | None:
+        """This task's strategy for ``method`` (see :attr:`compression`), or None."""
+        ref = cls.compression.get(method)
+        return load_ref(ref) if ref else None
+
+    @classmethod
+    def calibration(cls, data) -> dict:
+        """Keyword arguments for ``estimator.export_onnx`` drawn from the training Dataset
+        ``data`` (an image task's int8 calibration images); default: none."""
+        return {}
+
+    # ---------------------------------------------------------- export
+    @classmethod
+    def export_recipes(cls) -> dict[str, Any]:
+        """Format name -> :class:`aimass.exporters.Recipe`: how ``aimass export`` writes a folder
+        that runs without aimass. Default: none (the task cannot be exported)."""
+        return {}
+
+    # ------------------------------------------------------ auto-learn
+    @classmethod
+    def make_tuner(cls):
+        """The auto-learning search plan (search space and cost model) for this task, or None."""
+        if cls.tuner is None:
+            return None
+        tuner = load_ref(cls.tuner)()
+        tuner.task = cls.name
+        return tuner
