@@ -136,6 +136,7 @@ class Dataset:
             "rejects_file": str(self.rejects_path),
             "warnings": m["warnings"],
             "leakage": m.get("leakage", []),
+            **({"tokens": m["tokens"]} if "tokens" in m else {}),  # generation data: token statistics
         }
 
     def describe(self) -> str:
