@@ -35,3 +35,15 @@ def headlines_jsonl(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen") / "headlines.jsonl"
     path.write_text("".join(chat_line(a, h) + "\n" for a, h in bbc_pairs(32)))
     return path
+
+
+GEN_PARAMS = {"max_steps": 2, "batch_size": 4, "max_length": 128, "max_new_tokens": 12, "eval_examples": 2}
+
+
+@pytest.fixture(scope="session")
+def headlines_model(headlines_jsonl):
+    """A LoRA fine-tune of SmolLM2 (2 steps of 4 on BBC pairs), trained, evaluated and registered once."""
+    import aimass
+
+    ds = aimass.import_dataset(headlines_jsonl, name="headlines")
+    return aimass.train_model("text-generation", ds, name="headlines", progress=False, seed=0, **GEN_PARAMS)
