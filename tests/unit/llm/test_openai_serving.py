@@ -1,0 +1,121 @@
+"""The official ``openai`` client against a live ``aimass serve`` (uvicorn on 127.0.0.1)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import httpx
+import openai
+import pytest
+from tests.conftest import live_server
+
+import aimass
+from aimass.serve import auth
+from aimass.serve.app import create_app
+
+ARTICLE = (
+    "Shares in the carmaker rose 5% after it reported record profits for the third quarter, "
+    "beating forecasts as sales of its electric models doubled."
+)
+
+
+@pytest.fixture(scope="module")
+def srv(headlines_model):
+    _, key = auth.create_key("llm", ["predict"])
+    with live_server(create_app([headlines_model["model"]])) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
+        yield SimpleNamespace(base=base, key=key, client=client, model=headlines_model["model"])
+
+
+def test_chat_answer_equals_model_generate_for_the_same_seed(srv):
+    answer = srv.client.chat.completions.create(
+        model=srv.model,
+        messages=[{"role": "user", "content": ARTICLE}],
+        max_tokens=10,
+        temperature=0.8,
+        seed=11,
+    )
+    expected = aimass.load(srv.model).generate(ARTICLE, max_tokens=10, temperature=0.8, seed=11)
+    (choice,) = answer.choices
+    assert choice.message.content == expected.choices[0].text
+    assert choice.finish_reason == expected.choices[0].finish_reason
+    assert answer.usage.prompt_tokens == expected.prompt_tokens
+    assert answer.usage.completion_tokens == expected.completion_tokens
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+    assert answer.model == srv.model
+
+
+def test_stream_is_real_sse_with_usage_and_done(srv):
+    stream = srv.client.chat.completions.create(
+        model=srv.model,
+        messages=[{"role": "user", "content": "Count from one to ten in words."}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert reasons in (["length"], ["stop"])
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 8
+    plain = srv.client.chat.completions.create(
+        model=srv.model,
+        messages=[{"role": "user", "content": "Count from one to ten in words."}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert text == plain.choices[0].message.content
+    with httpx.stream(
+        "POST",
+        f"{srv.base}/v1/completions",
+        headers={"Authorization": f"Bearer {srv.key}"},
+        json={"model": srv.model, "prompt": "One, two,", "max_tokens": 3, "temperature": 0, "stream": True},
+        timeout=60,
+    ) as raw:
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in raw.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+
+
+def test_n_choices_and_stop_strings(srv):
+    two = srv.client.chat.completions.create(
+        model=srv.model,
+        messages=[{"role": "user", "content": "Name a fruit."}],
+        max_tokens=6,
+        temperature=1.0,
+        seed=3,
+        n=2,
+    )
+    assert [c.index for c in two.choices] == [0, 1]
+    counted = srv.client.completions.create(
+        model=srv.model, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[" 7", "\n\n"]
+    )
+    (choice,) = counted.choices
+    assert choice.finish_reason == "stop" and " 7" not in choice.text and choice.text.startswith(" 5")
+    assert counted.usage.completion_tokens < 12
+
+
+def test_models_lists_the_version_and_its_base(srv):
+    ids = [m.id for m in srv.client.models.list()]
+    assert srv.model in ids and "smollm2-135m" in ids
+    base = srv.client.completions.create(
+        model="smollm2-135m", prompt="The sky is", max_tokens=3, temperature=0
+    )
+    assert base.model == "smollm2-135m" and base.usage.completion_tokens <= 3
+
+
+def test_openai_client_raises_its_own_errors(srv):
+    bad_key = openai.OpenAI(base_url=f"{srv.base}/v1", api_key="am_nope_nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad_key.chat.completions.create(model=srv.model, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.NotFoundError) as missing:
+        srv.client.chat.completions.create(model="nope:9", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.body["code"] == "model_not_found" and missing.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as bad:
+        srv.client.chat.completions.create(
+            model=srv.model, messages=[{"role": "user", "content": "hi"}], temperature=5
+        )
+    assert bad.value.body["param"] == "temperature" and bad.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError):
+        srv.client.chat.completions.create(model=srv.model, messages=[{"role": "robot", "content": "hi"}])
