@@ -154,6 +154,7 @@ class Dataset:
             + (f" ({kinds})" if kinds else "")
             + f", listed in {s['rejects_file']}",
         ]
+        lines += _token_lines(s.get("tokens"))
         return "\n".join(lines + [f"  warning: {w}" for w in s["warnings"]])
 
     def _format_lines(self, s: dict) -> list[str]:
@@ -163,6 +164,19 @@ class Dataset:
             f"  format {s['format']}, encoding {s['encoding']}, language {s['language']}",
             f"  columns: text={s['columns']['text']!r} label={s['columns']['label']!r}",
         ]
+
+
+def _token_lines(tokens: dict | None) -> list[str]:
+    """Generation data: tokens per split (prompt and answer: mean, p95, max)."""
+    if not tokens:
+        return []
+    out = [f"  tokens ({tokens['tokenizer']}, limit {tokens['limit']}):"]
+    for split, parts in tokens["by_split"].items():
+        cells = [
+            f"{k} mean {v['mean']} p95 {v['p95']} max {v['max']}" for k, v in parts.items() if v.get("mean")
+        ]
+        out.append(f"    {split}: " + "; ".join(cells))
+    return out
 
 
 def _split_name(split: str) -> str:
