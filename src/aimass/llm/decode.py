@@ -102,7 +102,7 @@ def eos_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def _pick(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> list[int]:
+def pick(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> list[int]:
     if params.temperature <= 0:
         return logits.argmax(-1).tolist()
     probs = torch.softmax(logits.float() / params.temperature, -1)
@@ -151,7 +151,7 @@ def generate(
     out = model(input_ids=ids, use_cache=True)
     past, logits = out.past_key_values, out.logits[:, -1, :]
     for _ in range(max(0, params.max_tokens)):
-        picked = _pick(logits, params, generators)
+        picked = pick(logits, params, generators)
         if not first:
             first = time.perf_counter() - began
         for i, tok in enumerate(picked):
@@ -162,7 +162,7 @@ def generate(
             if tok in eos:
                 c.finish_reason = "stop"
                 text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
-                emit(i, _final(stops, text), text, "stop")
+                emit(i, final_length(stops, text), text, "stop")
                 continue
             c.token_ids.append(tok)
             text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
@@ -186,11 +186,11 @@ def generate(
         if not c.finish_reason:
             c.finish_reason = "length"
             text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
-            emit(i, _final(stops, text), text, "length")
+            emit(i, final_length(stops, text), text, "length")
     return Generation(choices, len(prompt_ids), sum(produced), first, time.perf_counter() - began)
 
 
-def _final(stops: StopMatcher, text: str) -> int:
+def final_length(stops: StopMatcher, text: str) -> int:
     """Where the answer ends when decoding ends: at a stop string if one is there, else at the end."""
     at, _ = stops.scan(text)
     return len(text) if at is None else at

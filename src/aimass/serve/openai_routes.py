@@ -9,9 +9,9 @@ Errors on these routes have OpenAI's shape ``{"error": {"message", "type", "para
 aimass's ``hint`` and ``request_id``) and OpenAI's status codes (400 for a bad parameter, where the
 rest of the server answers 422), so the official ``openai`` client raises its own exception types.
 
-This first slice decodes **one request at a time per base model** (``n`` choices of one request
-decode together as one batch); continuous batching across requests is not built yet. A streamed
-request whose client disconnects stops decoding at the next token.
+Requests decode by continuous batching (:mod:`aimass.llm.batcher`): a new request joins the running
+batch at the next decode step, and a streamed request whose client disconnects leaves it at once.
+``AIMASS_LLM_BATCHING=0`` decodes one request at a time instead.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aimass.errors import AimassError, NotFoundError
+from aimass.llm import batcher, decode
 from aimass.llm.hub import HUB
 from aimass.serve.middleware import error_body
 
@@ -186,36 +187,25 @@ def _epoch(stamp) -> int:
 
 
 class _Target:
-    """What a model id resolves to: a fine-tuned model (its adapter) or a base alone."""
+    """What a model id resolves to: a fine-tuned model (its adapter on the shared base) or a base alone."""
 
     def __init__(self, ref: str, model=None, base=None):
-        self.ref, self.model, self.base = ref, model, base
+        self.ref, self.model = ref, model
+        self.base = model.base_ if model is not None else base
+        self.adapter = model.adapter_ if model is not None else None
 
-    def generate(self, prompt, *, raw: bool, **kwargs):
-        if self.model is not None:
-            return self.model.generate(prompt, raw=raw, **kwargs)
-        from aimass.llm import decode
-
+    def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, **kwargs):
+        """Decode in the shared continuous batch (or one request at a time, ``AIMASS_LLM_BATCHING=0``)."""
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
-        params = decode.SamplingParams(
-            max_tokens=kwargs["max_tokens"],
-            temperature=kwargs["temperature"],
-            top_p=kwargs["top_p"],
-            seed=kwargs["seed"],
-            stop=kwargs["stop"],
-            n=kwargs["n"],
-        )
-        decode.set_threads()
-        with self.base.using(None) as model:
-            return decode.generate(
-                model,
-                tokenizer,
-                ids,
-                params,
-                on_delta=kwargs.get("on_delta"),
-                cancelled=kwargs.get("cancelled"),
+        params = decode.SamplingParams(**kwargs)
+        if batcher.enabled():
+            return batcher.scheduler(self.base).submit(
+                ids, params, self.adapter, on_delta=on_delta, cancelled=cancelled
             )
+        decode.set_threads()
+        with self.base.using(self.adapter) as model:
+            return decode.generate(model, tokenizer, ids, params, on_delta=on_delta, cancelled=cancelled)
 
 
 def _resolve(engine, name: str) -> _Target:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import httpx
@@ -119,3 +121,53 @@ def test_openai_client_raises_its_own_errors(srv):
     assert bad.value.body["param"] == "temperature" and bad.value.body["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError):
         srv.client.chat.completions.create(model=srv.model, messages=[{"role": "robot", "content": "hi"}])
+
+
+def test_concurrent_requests_share_decode_steps_and_answer_as_alone(srv):
+    from aimass.llm import batcher
+
+    prompts = ["Name three rivers.", "Say hello to Ann.", "What colour is the sky?"]
+    alone = [
+        srv.client.chat.completions.create(
+            model=srv.model, messages=[{"role": "user", "content": p}], max_tokens=8, temperature=0
+        ).choices[0]
+        for p in prompts
+    ]
+    scheduler = batcher.scheduler(aimass.load(srv.model).base_)
+    scheduler.peak = 0
+    with ThreadPoolExecutor(3) as pool:
+        together = list(
+            pool.map(
+                lambda p: srv.client.chat.completions.create(
+                    model=srv.model, messages=[{"role": "user", "content": p}], max_tokens=8, temperature=0
+                ).choices[0],
+                prompts,
+            )
+        )
+    assert scheduler.peak >= 2  # at least two requests decoded in one step
+    assert [c.message.content for c in together] == [c.message.content for c in alone]
+
+
+def test_a_disconnected_stream_frees_its_slot(srv):
+    from aimass.llm import batcher
+
+    scheduler = batcher.scheduler(aimass.load(srv.model).base_)
+    body = {
+        "model": srv.model,
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": 400,
+        "temperature": 0,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {srv.key}"}
+    with httpx.stream("POST", f"{srv.base}/v1/chat/completions", json=body, headers=headers, timeout=60) as r:
+        for line in r.iter_lines():
+            if '"content"' in line and '"content": ""' not in line:
+                break  # the first token arrived: hang up
+    began = time.monotonic()
+    while scheduler.active and time.monotonic() - began < 20:
+        time.sleep(0.1)
+    assert scheduler.active == 0
+    assert time.monotonic() - began < 20  # far less than 400 tokens' worth
+    quick = srv.client.completions.create(model=srv.model, prompt="Hi", max_tokens=2, temperature=0)
+    assert quick.usage.completion_tokens <= 2
