@@ -51,8 +51,8 @@ class Config(BaseModel):
     lr: float = Field(default=2e-4, gt=0, lt=1)
     lora_r: int = Field(default=8, ge=1, le=256)
     lora_alpha: int = Field(default=16, ge=1)
-    max_new_tokens: int = Field(default=48, ge=1, le=4096)
-    eval_examples: int = Field(default=16, ge=0)
+    max_new_tokens: int = Field(default=32, ge=1, le=4096)
+    eval_examples: int = Field(default=8, ge=0)
     threads: int = Field(default=1, ge=1, le=256)
     seed: int = 0
 
@@ -168,8 +168,8 @@ class TextGenerator(Estimator):
         lr=2e-4,
         lora_r=8,
         lora_alpha=16,
-        max_new_tokens=48,
-        eval_examples=16,
+        max_new_tokens=32,
+        eval_examples=8,
         threads=1,
         seed=0,
     ):
@@ -373,6 +373,7 @@ class TextGenerator(Estimator):
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous() for k, v in self.adapter_state().items()}
         save_file(tensors, str(path / "adapter.safetensors"), metadata={"base": self.backbone_})
+        (path / "adapter.safetensors").chmod(0o644)
         meta = {
             "format": FORMAT,
             "task": self.task,

@@ -33,11 +33,11 @@ def chat_line(article: str, headline: str) -> str:
 def headlines_jsonl(tmp_path_factory):
     """32 BBC pairs as chat JSONL, the OpenAI fine-tuning format."""
     path = tmp_path_factory.mktemp("gen") / "headlines.jsonl"
-    path.write_text("".join(chat_line(a, h) + "\n" for a, h in bbc_pairs(32)))
+    path.write_text("".join(chat_line(a, h) + "\n" for a, h in bbc_pairs(32, chars=200)))
     return path
 
 
-GEN_PARAMS = {"max_steps": 2, "batch_size": 4, "max_length": 128, "max_new_tokens": 12, "eval_examples": 2}
+GEN_PARAMS = {"max_steps": 2, "batch_size": 4, "max_length": 96, "max_new_tokens": 8, "eval_examples": 1}
 
 
 @pytest.fixture(scope="session")
