@@ -85,7 +85,13 @@ class Scheduler:
 
     @property
     def active(self) -> int:
-        return sum(len(g.seqs) for g in self.groups.values())
+        """Sequences in the running batches (read from any thread)."""
+        for _ in range(10):
+            try:
+                return sum(len(g.seqs) for g in list(self.groups.values()))
+            except RuntimeError:  # the loop changed the groups meanwhile: read again
+                continue
+        return 0
 
     def submit(self, prompt_ids, params, adapter, *, on_delta=None, cancelled=None) -> decode.Generation:
         """Decode ``params.n`` choices of one prompt in the shared batch; blocks until done."""
@@ -299,6 +305,13 @@ def scheduler(base) -> Scheduler:
         if id(base) not in _SCHEDULERS:
             _SCHEDULERS[id(base)] = Scheduler(base)
         return _SCHEDULERS[id(base)]
+
+
+def totals() -> tuple[int, int]:
+    """(sequences decoding, requests waiting for a slot) over every base's scheduler."""
+    with _LOCK:
+        schedulers = list(_SCHEDULERS.values())
+    return sum(s.active for s in schedulers), sum(len(s.waiting) + s.incoming.qsize() for s in schedulers)
 
 
 def enabled() -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from aimass.llm import batcher, decode
 from aimass.llm.hub import HUB
 from aimass.serve.middleware import error_body
 
+log = logging.getLogger("aimass.serve")
 MAX_TOKENS_CAP = 2048
 DEFAULT_MAX_TOKENS = 128
 
@@ -227,8 +229,53 @@ def _resolve(engine, name: str) -> _Target:
     return _Target(deployment.ref, model=deployment.handler.model)
 
 
+class LLMMetrics:
+    """Prometheus collectors of generation, in the server's registry: tokens, time to first token,
+    decode speed, and sequences decoding / waiting for a slot in the continuous batch."""
+
+    def __init__(self, registry):
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.tokens = Counter(
+            "aimass_llm_tokens",
+            "Tokens processed, by model and kind (prompt/completion).",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "aimass_llm_time_to_first_token_seconds",
+            "Seconds from a request's arrival in the batcher to its first token.",
+            ["model"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=registry,
+        )
+        self.speed = Histogram(
+            "aimass_llm_decode_tokens_per_second",
+            "Completion tokens per second of each request.",
+            ["model"],
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=registry,
+        )
+        active = Gauge(
+            "aimass_llm_active_sequences", "Sequences in the running decode batches.", registry=registry
+        )
+        active.set_function(lambda: batcher.totals()[0])
+        waiting = Gauge(
+            "aimass_llm_waiting_requests", "Requests waiting for a batch slot.", registry=registry
+        )
+        waiting.set_function(lambda: batcher.totals()[1])
+
+    def observe(self, model: str, out) -> None:
+        self.tokens.labels(model, "prompt").inc(out.prompt_tokens)
+        self.tokens.labels(model, "completion").inc(out.completion_tokens)
+        self.ttft.labels(model).observe(out.first_token_s)
+        if out.seconds > 0:
+            self.speed.labels(model).observe(out.completion_tokens / out.seconds)
+
+
 def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
     """Register the routes. ``allow(scope)``: the server's key check (401/403/429) as a dependency."""
+    metrics = LLMMetrics(engine.metrics.registry)
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError):
@@ -245,7 +292,7 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
         ]
         limit = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
-        return await _answer(engine, meter, caller, req, messages, limit, chat=True)
+        return await _answer(engine, (meter, metrics), caller, req, messages, limit, chat=True)
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(request: Request, caller=allow("predict")):
@@ -258,10 +305,10 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
             prompt = req.prompt[0]
         else:
             prompt = req.prompt
-        return await _answer(engine, meter, caller, req, prompt, req.max_tokens or 16, chat=False)
+        return await _answer(engine, (meter, metrics), caller, req, prompt, req.max_tokens or 16, chat=False)
 
 
-async def _answer(engine, meter, caller, req, prompt, max_tokens: int, *, chat: bool):
+async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat: bool):
     target = _resolve(engine, req.model)
     kwargs = {
         "max_tokens": max_tokens,
@@ -276,15 +323,10 @@ async def _answer(engine, meter, caller, req, prompt, max_tokens: int, *, chat: 
     kind = "chat.completion" if chat else "text_completion"
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return _stream(target, meter, caller, prompt, kwargs, ident, created, kind, chat, include_usage)
+        return _stream(target, meters, caller, prompt, kwargs, ident, created, kind, chat, include_usage)
     began = time.perf_counter()
     out = await asyncio.to_thread(target.generate, prompt, raw=not chat, **kwargs)
-    meter.add(
-        caller.key_id,
-        target.ref,
-        out.prompt_tokens + out.completion_tokens,
-        (time.perf_counter() - began) * 1000,
-    )
+    _record(meters, caller, target.ref, out, began)
     choices = [
         {
             "index": c.index,
@@ -307,6 +349,15 @@ async def _answer(engine, meter, caller, req, prompt, max_tokens: int, *, chat: 
     }
 
 
+def _record(meters, caller, ref: str, out, began: float) -> None:
+    """Metering (per key: prompt + completion tokens as items) and the generation metrics."""
+    meter, metrics = meters
+    meter.add(
+        caller.key_id, ref, out.prompt_tokens + out.completion_tokens, (time.perf_counter() - began) * 1000
+    )
+    metrics.observe(ref, out)
+
+
 def _usage(out) -> dict:
     return {
         "prompt_tokens": out.prompt_tokens,
@@ -315,7 +366,7 @@ def _usage(out) -> dict:
     }
 
 
-def _stream(target, meter, caller, prompt, kwargs, ident, created, kind, chat, include_usage):
+def _stream(target, meters, caller, prompt, kwargs, ident, created, kind, chat, include_usage):
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     stop = {"cancelled": False}
@@ -329,14 +380,10 @@ def _stream(target, meter, caller, prompt, kwargs, ident, created, kind, chat, i
             out = target.generate(
                 prompt, raw=not chat, on_delta=on_delta, cancelled=lambda: stop["cancelled"], **kwargs
             )
-            meter.add(
-                caller.key_id,
-                target.ref,
-                out.prompt_tokens + out.completion_tokens,
-                (time.perf_counter() - began) * 1000,
-            )
+            _record(meters, caller, target.ref, out, began)
             loop.call_soon_threadsafe(queue.put_nowait, ("done", out))
         except BaseException as exc:  # reported in the stream, never a traceback
+            log.exception("generation failed for %s", target.ref)
             loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
 
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
