@@ -240,6 +240,8 @@ class ErrorDetail(BaseModel):
     message: str = Field(description="what was wrong")
     hint: str | None = Field(None, description="what to send or do instead")
     request_id: str = Field(description="also in the X-Request-ID header and the server's log")
+    type: str = Field(description="OpenAI's error type, e.g. invalid_request_error, authentication_error")
+    param: str | None = Field(None, description="OpenAI's param: the request field at fault, if known")
 
 
 class ErrorBody(BaseModel):
