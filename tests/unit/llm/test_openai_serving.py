@@ -171,3 +171,30 @@ def test_a_disconnected_stream_frees_its_slot(srv):
     assert time.monotonic() - began < 20  # far less than 400 tokens' worth
     quick = srv.client.completions.create(model=srv.model, prompt="Hi", max_tokens=2, temperature=0)
     assert quick.usage.completion_tokens <= 2
+
+
+@pytest.mark.slow
+def test_two_adapters_of_one_base_answer_differently_on_one_base_copy(headlines_model):
+    from aimass.tasks.text_generation import TextGenerator, headline_pairs
+
+    # a second fine-tune of the same base, pushed hard so that its answers differ
+    other = TextGenerator(max_steps=2, batch_size=4, max_length=64, lr=5e-3, seed=1)
+    other.fit(headline_pairs(8, chars=120, skip=200), progress=False)
+    second = aimass.register(other, "headlines-b")
+    _, key = auth.create_key("llm2", ["predict"])
+    app = create_app([headlines_model["model"], second.ref])
+    with live_server(app) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
+        answers = [
+            client.chat.completions.create(
+                model=ref, messages=[{"role": "user", "content": ARTICLE}], max_tokens=8, temperature=0
+            )
+            .choices[0]
+            .message.content
+            for ref in (headlines_model["model"], second.ref)
+        ]
+        deployments = [s.deployments[0] for s in app.state.engine.services.values()]
+    assert answers[0] != answers[1]
+    models = [d.handler.model for d in deployments]
+    assert models[0].base_ is models[1].base_  # one base in memory, two adapters on it
+    assert sorted(models[0].base_.adapters) == sorted(m.adapter_ for m in models)
