@@ -106,15 +106,16 @@ def train_model(
     return _summary(record, data, model)
 
 
+HEADLINE = ("n", "accuracy", "macro_f1", "per_class", "loss", "perplexity", "rouge_l", "rouge_l_base")
+
+
 def _summary(record, data, model) -> dict:
     return {
         "model": record.ref,
         "path": record.path,
         "run": record.run_id,
         "dataset": data.id,
-        "metrics": {
-            k: record.metrics[k] for k in ("n", "accuracy", "macro_f1", "per_class") if k in record.metrics
-        },
+        "metrics": {k: record.metrics[k] for k in HEADLINE if k in record.metrics},
         "timings": getattr(model, "timings_", {}),
         "stages": _stages(model),
     }
@@ -142,8 +143,7 @@ def _write_report(model: Estimator, folder: Path, report: dict) -> None:
 
 
 def _headline(report: dict) -> dict:
-    keys = ("n", "accuracy", "macro_f1", "per_class")
-    return {k: report[k] for k in keys if k in report}
+    return {k: report[k] for k in HEADLINE if k in report}
 
 
 def _stages(model) -> dict:

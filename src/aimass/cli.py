@@ -165,6 +165,13 @@ def tasks_list(as_json: JsonFlag = False):
 
 def _show_train(result: dict) -> None:
     m = result["metrics"]
+    if "accuracy" not in m:  # text-generation: loss, perplexity, ROUGE-L
+        out.print(
+            f"[bold green]Registered {result['model']}[/]  test "
+            + "  ".join(f"{k} {v}" for k, v in m.items())
+        )
+        out.print(f"Artifacts: {result['path']}")
+        return
     out.print(
         f"[bold green]Registered {result['model']}[/]  test accuracy {m['accuracy']:.4f}  "
         f"macro-F1 {m['macro_f1']:.4f}  (n={m['n']})"

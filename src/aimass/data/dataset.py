@@ -35,6 +35,7 @@ KINDS = {  # a new kind of data is one entry; tasks name the kind they read (``T
     "image": Kind(
         "image", stored_file=True, format_lines=("  {kind} dataset, format {format}, layout {layout}",)
     ),
+    "chat": Kind("messages", format_lines=("  chat dataset, format {format}, encoding {encoding}",)),
 }
 
 
@@ -159,6 +160,7 @@ class Dataset:
             "rejects_file": str(self.rejects_path),
             "warnings": m["warnings"],
             "leakage": m.get("leakage", []),
+            **({"tokens": m["tokens"]} if "tokens" in m else {}),  # generation data: token statistics
         }
 
     def describe(self) -> str:
@@ -176,10 +178,24 @@ class Dataset:
             + (f" ({kinds})" if kinds else "")
             + f", listed in {s['rejects_file']}",
         ]
+        lines += _token_lines(s.get("tokens"))
         return "\n".join(lines + [f"  warning: {w}" for w in s["warnings"]])
 
     def _format_lines(self, s: dict) -> list[str]:
         return [line.format(**s) for line in KINDS[self.kind].format_lines]
+
+
+def _token_lines(tokens: dict | None) -> list[str]:
+    """Generation data: tokens per split (prompt and answer: mean, p95, max)."""
+    if not tokens:
+        return []
+    out = [f"  tokens ({tokens['tokenizer']}, limit {tokens['limit']}):"]
+    for split, parts in tokens["by_split"].items():
+        cells = [
+            f"{k} mean {v['mean']} p95 {v['p95']} max {v['max']}" for k, v in parts.items() if v.get("mean")
+        ]
+        out.append(f"    {split}: " + "; ".join(cells))
+    return out
 
 
 def _split_name(split: str) -> str:

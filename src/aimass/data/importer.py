@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aimass.data.dataset import Dataset
 from aimass.data.image_import import import_images, looks_like_images
+from aimass.data.pairs_import import import_pairs, looks_like_pairs
 from aimass.data.split import check_column_splits, check_fractions, random_splits
 from aimass.data.store import (
     ID_LENGTH,
@@ -75,6 +76,8 @@ def import_dataset(
         raise ConfigError(
             "max_pixels applies to image datasets only", where=str(path), hint="Leave out max_pixels."
         )
+    if looks_like_pairs(path):  # chat / prompt-completion / source-target: text generation
+        return import_pairs(path, name=name, text_col=text_col, label_col=label_col, **options)
     rows, rejects, info = read_table(path, text_col=text_col, label_col=label_col, split_col=split_col)
     check_trainable(rows, rejects, min_rows=min_rows, where=str(path))
     settings, warnings = _assign_splits(rows, info, seed, valid_frac, test_frac)

@@ -28,6 +28,7 @@ from aimass.serve.engine import Engine, persisted
 from aimass.serve.jobs_routes import add_jobs, start_runner
 from aimass.serve.metering import Meter
 from aimass.serve.middleware import AuthGate, RequestLog, error_body, error_response
+from aimass.serve.openai_routes import add_openai_routes, openai_models
 from aimass.serve.predict import PredictLane, Predictor, parse_json, too_large
 from aimass.serve.settings import ServingSettings
 from aimass.store import registry
@@ -115,6 +116,7 @@ def create_app(
     _add_health(app, engine, state)
     _add_predict(app, engine, guard, predictor)
     _add_management(app, engine, guard, meter)
+    add_openai_routes(app, engine, lambda scope: _allow(guard, scope), meter)
     return app
 
 
@@ -212,7 +214,7 @@ def _add_predict(app: FastAPI, engine: Engine, guard: Guard, predictor: Predicto
         for service in engine.services.values():
             for d in service.deployments:
                 out.append({"name": service.name, "state": service.state, **d.info()})
-        return {"models": out}
+        return {"models": out, "object": "list", "data": openai_models(engine)}  # aimass's and OpenAI's shape
 
     @app.post("/v1/models/{name}/predict", tags=["models"], openapi_extra=PREDICT_BODY)
     async def predict(name: str, request: Request, caller: Caller = _allow(guard, "predict")):
@@ -238,6 +240,8 @@ class ErrorDetail(BaseModel):
     message: str = Field(description="what was wrong")
     hint: str | None = Field(None, description="what to send or do instead")
     request_id: str = Field(description="also in the X-Request-ID header and the server's log")
+    type: str = Field(description="OpenAI's error type, e.g. invalid_request_error, authentication_error")
+    param: str | None = Field(None, description="OpenAI's param: the request field at fault, if known")
 
 
 class ErrorBody(BaseModel):

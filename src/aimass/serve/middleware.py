@@ -17,8 +17,31 @@ log = logging.getLogger("aimass.serve")
 access = logging.getLogger("aimass.access")
 
 
+# OpenAI's error ``type`` for each code, so its clients raise their own exception types
+OPENAI_TYPES = {
+    "unauthenticated": "authentication_error",
+    "permission_denied": "permission_error",
+    "not_found": "not_found_error",
+    "too_many_requests": "rate_limit_error",
+    "internal_error": "server_error",
+    "unavailable": "server_error",
+    "timeout": "server_error",
+}
+
+
 def error_body(code: str, message: str, hint: str | None, request_id: str) -> dict:
-    return {"error": {"code": code, "message": message, "hint": hint, "request_id": request_id}}
+    """The one error shape: aimass's code, message, hint and request id, plus OpenAI's type and param."""
+    kind = OPENAI_TYPES.get(code, "invalid_request_error")
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "hint": hint,
+            "request_id": request_id,
+            "type": kind,
+            "param": None,
+        }
+    }
 
 
 def error_response(exc: AimassError, request_id: str) -> JSONResponse:

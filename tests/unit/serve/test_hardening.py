@@ -47,7 +47,7 @@ def predict(srv, body, **kwargs) -> httpx.Response:
 def assert_error_shape(response: httpx.Response, status: int) -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert set(error) == {"code", "message", "hint", "request_id"}
+    assert set(error) == {"code", "message", "hint", "request_id", "type", "param"}  # + OpenAI's type, param
     assert error["request_id"] == response.headers["x-request-id"]
     return error
 

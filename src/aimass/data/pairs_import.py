@@ -1,0 +1,275 @@
+"""Import conversations for text generation: chat JSONL, prompt/completion JSONL, source/target CSV/TSV.
+
+Every example becomes a list of chat messages (``[{"role", "content"}, ...]`` ending in an
+assistant turn). Accepted inputs:
+
+- **chat JSONL** (OpenAI's fine-tuning format): ``{"messages": [{"role": "system"|"user"|"assistant",
+  "content": "..."}, ...]}``, one conversation a line;
+- **prompt/completion JSONL**: ``{"prompt": "...", "completion": "..."}``;
+- **CSV/TSV** with ``source`` and ``target`` columns (``prompt``/``completion`` and
+  ``input``/``output`` are accepted too).
+
+Each bad line is rejected with ``file:line`` and the reason (unknown role, no assistant turn, empty
+content, over the context length with its token count, malformed JSON ...), listed in the dataset's
+``rejects.jsonl`` as for classification data. The manifest holds token statistics per split.
+
+>>> _messages({"prompt": "Hi", "completion": "Hello"})[0]
+[{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]
+>>> _messages({"messages": [{"role": "robot", "content": "x"}]})[1]
+"unknown role 'robot' in messages[0] (use system, user or assistant)"
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from aimass.data.dataset import Dataset
+from aimass.data.read import make_reject, read_source
+from aimass.data.store import (
+    ID_LENGTH,
+    compute_digest,
+    existing,
+    import_entry,
+    record_import,
+    save_dataset,
+    utc_now,
+)
+from aimass.data.validate import sort_rejects
+from aimass.errors import DataError
+
+FORMAT_VERSION = 1
+ROLES = ("system", "user", "assistant")
+PAIR_COLUMNS = (("source", "target"), ("prompt", "completion"), ("input", "output"))
+
+
+def _pair_columns(columns: list[str]) -> tuple[str, str] | None:
+    lower = {c.strip().lower(): c for c in columns}
+    for src, tgt in PAIR_COLUMNS:
+        if src in lower and tgt in lower:
+            return lower[src], lower[tgt]
+    return None
+
+
+def looks_like_pairs(path: Path) -> bool:
+    """Whether ``path`` is generation data: a JSONL file whose first object has ``messages`` or
+    ``prompt``+``completion``, or a CSV/TSV whose header has source/target columns."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            first = next((line for line in fh if line.strip()), "")
+    except OSError:
+        return False
+    if suffix in (".jsonl", ".ndjson"):
+        try:
+            obj = json.loads(first)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(obj, dict) and ("messages" in obj or {"prompt", "completion"} <= set(obj))
+    if suffix in (".csv", ".tsv", ".txt"):
+        sep = "\t" if suffix == ".tsv" or ("\t" in first and "," not in first) else ","
+        return _pair_columns([c.strip().strip('"') for c in first.strip().split(sep)]) is not None
+    return False
+
+
+def _messages(fields: dict, cols: tuple[str, str] | None = None) -> tuple[list[dict] | None, str | None]:
+    """(messages, None) or (None, reason)."""
+    if cols is not None or "messages" not in fields:
+        src, tgt = cols or ("prompt", "completion")
+        prompt, completion = fields.get(src), fields.get(tgt)
+        for name, value in ((src, prompt), (tgt, completion)):
+            if value is None:
+                return None, f"no '{name}' field"
+            if not isinstance(value, str):
+                return None, f"'{name}' is {type(value).__name__}, not text"
+            if not value.strip():
+                return None, f"empty content in '{name}'"
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], None
+    raw = fields["messages"]
+    if not isinstance(raw, list) or not raw:
+        return None, "'messages' must be a non-empty list of {role, content} objects"
+    out = []
+    for i, message in enumerate(raw):
+        if not isinstance(message, dict):
+            return None, f"messages[{i}] is not an object"
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            return None, f"unknown role {role!r} in messages[{i}] (use system, user or assistant)"
+        if not isinstance(content, str):
+            return None, f"messages[{i}] ({role}) has no text content"
+        if not content.strip():
+            return None, f"empty content in messages[{i}] ({role})"
+        out.append({"role": role, "content": content})
+    if not any(m["role"] == "assistant" for m in out):
+        return None, "no assistant turn (nothing to learn from)"
+    while out[-1]["role"] != "assistant":  # trailing user turns teach nothing
+        out.pop()
+    return out, None
+
+
+def count_tokens(tokenizer, messages: list[dict]) -> tuple[int, int]:
+    """(prompt tokens, completion tokens): everything before the last assistant answer, and it."""
+    prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)
+    prompt = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
+    completion = tokenizer(messages[-1]["content"], add_special_tokens=False)["input_ids"]
+    return len(prompt), len(completion) + 1  # + the end-of-turn token
+
+
+def _stats(values: list[int]) -> dict:
+    if not values:
+        return {"total": 0}
+    values = sorted(values)
+    return {
+        "total": sum(values),
+        "mean": round(sum(values) / len(values), 1),
+        "p50": values[len(values) // 2],
+        "p95": values[min(len(values) - 1, int(0.95 * len(values)))],
+        "max": values[-1],
+    }
+
+
+def _splits(n: int, seed: int, valid_frac: float, test_frac: float) -> list[str]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_test = round(n * test_frac) if n >= 10 else 0
+    n_valid = round(n * valid_frac) if n >= 10 else 0
+    out = ["train"] * n
+    for rank, i in enumerate(order):
+        out[i] = "test" if rank < n_test else "valid" if rank < n_test + n_valid else "train"
+    return out
+
+
+def import_pairs(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    seed: int = 0,
+    valid_frac: float = 0.1,
+    test_frac: float = 0.2,
+    min_rows: int = 10,
+    backbone: str = "smollm2-135m",
+    max_tokens: int | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+) -> Dataset:
+    """Read, check, split and store generation data under ``AIMASS_HOME/datasets/<id>/``.
+
+    Args:
+        path: A chat or prompt/completion JSONL file, or a CSV/TSV with source/target columns.
+        name: Name to load it by (default: the file name without extension).
+        seed, valid_frac, test_frac: The random split.
+        min_rows: Fewest good examples accepted.
+        backbone: Whose tokenizer counts tokens (``smollm2-135m``, ``hf:ORG/NAME`` or a folder).
+        max_tokens: Longest example (prompt + answer) kept; default: the backbone's context length.
+        text_col, label_col: CSV/TSV only: the source and target columns (detected when None).
+
+    Raises:
+        DataError: Fewer than ``min_rows`` good examples (the message counts the rejects by reason).
+    """
+    from aimass.llm.backbone import get_llm_backbone, load_tokenizer
+
+    path = Path(path)
+    spec = get_llm_backbone(backbone)
+    limit = max_tokens or spec.context_length
+    tokenizer = load_tokenizer(spec)
+    table = read_source(path)
+    info = table.info
+    cols = None
+    if info["format"] != "jsonl":
+        cols = (text_col, label_col) if text_col and label_col else _pair_columns(table.columns)
+        if cols is None:
+            raise DataError(
+                f"no source/target columns among {table.columns}",
+                where=str(path),
+                hint="Name the columns source and target (or prompt and completion).",
+            )
+    rows, rejects = [], list(table.malformed)
+    for record in table.records:
+        messages, reason = _messages(record.fields, cols)
+        kind = "invalid example"
+        if messages is not None:
+            n_prompt, n_completion = count_tokens(tokenizer, messages)
+            if n_prompt + n_completion > limit:
+                reason = (
+                    f"over the context length: {n_prompt + n_completion} tokens "
+                    f"({n_prompt} prompt + {n_completion} answer); the limit is {limit}"
+                )
+                kind = "too long"
+        if reason:
+            rejects.append(
+                make_reject(record.file, record.line, f"{record.source}: {reason}", record.raw, kind)
+            )
+            continue
+        rows.append({"messages": messages, "tokens": [n_prompt, n_completion], "source": record.source})
+    rejects = sort_rejects(rejects)
+    by_reason: dict[str, int] = {}
+    for r in rejects:
+        by_reason[r["kind"]] = by_reason.get(r["kind"], 0) + 1
+    if len(rows) < min_rows:
+        shown = "; ".join(f"{r['file']}:{r['line']}: {r['reason']}" for r in rejects[:3])
+        raise DataError(
+            f"only {len(rows)} usable example(s), at least {min_rows} needed"
+            + (f"; {len(rejects)} rejected, e.g. {shown}" if rejects else ""),
+            where=str(path),
+            hint="Each line needs a user prompt and a non-empty assistant answer.",
+        )
+    for row, split in zip(rows, _splits(len(rows), seed, valid_frac, test_frac), strict=True):
+        row["split"] = split
+    settings = {"kind": "chat", "seed": seed, "valid_frac": valid_frac, "test_frac": test_frac}
+    lines = [json.dumps({"messages": r["messages"], "split": r["split"]}, ensure_ascii=False) for r in rows]
+    digest = compute_digest(lines, settings)
+    stored = existing(digest[:ID_LENGTH])
+    if stored is not None:  # the same examples and split: stored once, this import noted
+        return record_import(stored, name or path.stem, {**info, "rejects_by_reason": by_reason})
+    manifest = _manifest(digest, name or path.stem, rows, rejects, info, cols, by_reason, backbone, limit)
+    manifest["split_settings"] = settings
+    return save_dataset(lines, rows, rejects, manifest)
+
+
+def _manifest(digest, name, rows, rejects, info, cols, by_reason, backbone, limit) -> dict:
+    splits = ("train", "valid", "test")
+    by_split = {s: sum(r["split"] == s for r in rows) for s in splits}
+    tokens = {
+        s: {
+            "prompt": _stats([r["tokens"][0] for r in rows if r["split"] == s]),
+            "completion": _stats([r["tokens"][1] for r in rows if r["split"] == s]),
+        }
+        for s in splits
+        if by_split[s]
+    }
+    now = utc_now()
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": "chat",
+        "id": digest[:ID_LENGTH],
+        "digest": digest,
+        "name": name,
+        "created": now,
+        "source": str(Path(info["file"]).resolve()),
+        "source_sha256": info["sha256"],
+        "format": "csv/tsv source-target" if cols else "jsonl chat",
+        "encoding": info["encoding"],
+        "encodings": info.get("encodings", {}),
+        "language": "en",
+        "columns": {"text": cols[0] if cols else "messages", "label": cols[1] if cols else "", "split": None},
+        "counts": {
+            "total": len(rows),
+            "by_split": {s: n for s, n in by_split.items() if n},
+            "by_class": {},
+            "by_split_class": {},
+        },
+        "tokens": {"tokenizer": backbone, "limit": limit, "by_split": tokens},
+        "rejects": len(rejects),
+        "rejects_by_reason": by_reason,
+        "warnings": [],
+        "imports": [import_entry(name, {**info, "rejects_by_reason": by_reason}, now)],
+    }
+
+
+def conversations(dataset: Dataset, split: str | None = None) -> list[list[dict]]:
+    """The conversations (lists of messages) of one split of a chat dataset."""
+    return [row["messages"] for row in dataset.rows(split)]

@@ -1,0 +1,319 @@
+"""Continuous batching: concurrent requests on one base model share each decode step.
+
+One thread per base model runs the loop. A new sequence is prefilled on its own and joins the
+running batch of its adapter at the next decode step (its KV cache left-padded to the batch's
+length, the padding masked out, positions kept per sequence). A finished or cancelled sequence
+(a client that disconnected mid-stream) leaves the batch at once, freeing its slot. Sequences of
+different adapters form separate batches that take turns step by step (one shared base).
+
+Each sequence samples from its own generator (seeded ``seed + choice index``) and matches stop
+strings on its own text exactly as :func:`aimass.llm.decode.generate` does; a request decoded alone
+takes the same tokens as ``model.generate`` (batched with others, padding can move the logits by
+float rounding).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from aimass.llm import decode
+
+log = logging.getLogger("aimass.serve")
+MAX_BATCH = int(os.environ.get("AIMASS_LLM_MAX_BATCH", "8"))
+
+
+@dataclass
+class _Seq:
+    request: _Request
+    index: int
+    generator: torch.Generator
+    choice: decode.Choice
+    pending: int = -1  # the token picked last, to be fed at the next step
+    position: int = 0  # real tokens in the cache
+    sent: int = 0
+    produced: int = 0
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    params: decode.SamplingParams
+    adapter: str | None
+    on_delta: object = None
+    cancelled: object = None
+    stops: decode.StopMatcher = None
+    done: threading.Event = field(default_factory=threading.Event)
+    seqs: list[_Seq] = field(default_factory=list)
+    began: float = field(default_factory=time.perf_counter)
+    first: float = 0.0
+    error: BaseException | None = None
+
+    def is_cancelled(self) -> bool:
+        return bool(self.cancelled is not None and self.cancelled())
+
+
+class _Group:
+    """The running batch of one adapter: its sequences, KV cache and attention mask."""
+
+    def __init__(self):
+        self.seqs: list[_Seq] = []
+        self.cache = None
+        self.mask: torch.Tensor | None = None  # [B, T] 1 = real token
+
+
+class Scheduler:
+    """The decode loop of one base (:class:`aimass.llm.hub.Base`)."""
+
+    def __init__(self, base, max_batch: int = MAX_BATCH):
+        self.base, self.max_batch = base, max_batch
+        self.incoming: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self.waiting: list[_Request] = []
+        self.groups: dict[str | None, _Group] = {}
+        self.eos = decode.eos_ids(base.model, base.tokenizer)
+        self.steps = 0
+        self.peak = 0  # the largest batch a decode step has run
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"llm-batcher-{base.backbone}", daemon=True)
+        self.thread.start()
+
+    @property
+    def active(self) -> int:
+        """Sequences in the running batches (read from any thread)."""
+        for _ in range(10):
+            try:
+                return sum(len(g.seqs) for g in list(self.groups.values()))
+            except RuntimeError:  # the loop changed the groups meanwhile: read again
+                continue
+        return 0
+
+    def submit(self, prompt_ids, params, adapter, *, on_delta=None, cancelled=None) -> decode.Generation:
+        """Decode ``params.n`` choices of one prompt in the shared batch; blocks until done."""
+        request = _Request(
+            list(prompt_ids), params, adapter, on_delta, cancelled, decode.StopMatcher(params.stop)
+        )
+        self.incoming.put(request)
+        self.wake.set()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        choices = [s.choice for s in request.seqs]
+        return decode.Generation(
+            choices,
+            len(prompt_ids),
+            sum(s.produced for s in request.seqs),
+            request.first,
+            time.perf_counter() - request.began,
+        )
+
+    # ---------------------------------------------------------------- loop
+    def _run(self) -> None:
+        while True:
+            if not self.active and not self.waiting and self.incoming.empty():
+                self.wake.wait(1.0)
+                self.wake.clear()
+                continue
+            try:
+                decode.set_threads()
+                with torch.inference_mode(), self.base.lock:
+                    self._admit()
+                    for adapter, group in list(self.groups.items()):
+                        if group.seqs:
+                            self._step(adapter, group)
+                        else:
+                            del self.groups[adapter]
+            except Exception as exc:  # fail the requests in flight, keep the loop alive
+                log.exception("decode step failed")
+                for group in self.groups.values():
+                    for seq in group.seqs:
+                        seq.request.error = exc
+                        seq.request.done.set()
+                self.groups.clear()
+
+    def _model(self, adapter):
+        model = self.base.model
+        if adapter is not None:
+            model.set_adapter(adapter)
+        return model
+
+    def _forward(self, adapter, **inputs):
+        model = self.base.model
+        if adapter is None and self.base.peft:
+            with model.disable_adapter():
+                return model(**inputs, use_cache=True)
+        return self._model(adapter)(**inputs, use_cache=True)
+
+    def _admit(self) -> None:
+        while not self.incoming.empty():
+            self.waiting.append(self.incoming.get())
+        still = []
+        for request in self.waiting:
+            n = max(1, request.params.n)
+            if self.active + n > self.max_batch and self.active:
+                still.append(request)
+                continue
+            self._prefill(request)
+        self.waiting = still
+
+    def _prefill(self, request: _Request) -> None:
+        params = request.params
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
+        group = self.groups.setdefault(request.adapter, _Group())
+        ids = torch.tensor([request.prompt_ids], dtype=torch.long)
+        for i in range(max(1, params.n)):
+            out = self._forward(request.adapter, input_ids=ids)
+            seq = _Seq(request, i, torch.Generator().manual_seed(seed + i), decode.Choice(i))
+            seq.position = len(request.prompt_ids)
+            request.seqs.append(seq)
+            token = decode.pick(out.logits[:, -1, :], params, [seq.generator])[0]
+            if not request.first:
+                request.first = time.perf_counter() - request.began
+            if params.max_tokens <= 0:
+                self._finish(seq, "length")
+                continue
+            if self._take(seq, token):
+                self._join(group, seq, out.past_key_values)
+        self._maybe_done(request)
+
+    def _join(self, group: _Group, seq: _Seq, cache) -> None:
+        """Add a prefilled sequence to the batch: left-pad the shorter side's cache and mask."""
+        t = seq.position
+        if group.cache is None or not group.seqs:
+            group.cache, group.mask, group.seqs = cache, torch.ones((1, t), dtype=torch.long), [seq]
+            return
+        width = group.mask.shape[1]
+        pad_new, pad_old = max(0, width - t), max(0, t - width)
+        for old, new in zip(group.cache.layers, cache.layers):
+            old.keys = torch.cat([_pad_left(old.keys, pad_old), _pad_left(new.keys, pad_new)])
+            old.values = torch.cat([_pad_left(old.values, pad_old), _pad_left(new.values, pad_new)])
+        row = torch.cat([torch.zeros(pad_new, dtype=torch.long), torch.ones(t, dtype=torch.long)])[None]
+        mask = torch.cat([torch.zeros((group.mask.shape[0], pad_old), dtype=torch.long), group.mask], 1)
+        group.mask = torch.cat([mask, row])
+        group.seqs.append(seq)
+
+    def _step(self, adapter, group: _Group) -> None:
+        keep = [
+            i for i, s in enumerate(group.seqs) if not s.choice.finish_reason and not s.request.is_cancelled()
+        ]
+        for s in group.seqs:
+            if s.request.is_cancelled() and not s.choice.finish_reason:
+                self._finish(s, "length")
+        if len(keep) < len(group.seqs):
+            self._select(group, keep)
+        if not group.seqs:
+            return
+        ids = torch.tensor([[s.pending] for s in group.seqs], dtype=torch.long)
+        positions = torch.tensor([[s.position] for s in group.seqs], dtype=torch.long)
+        mask = torch.cat([group.mask, torch.ones((len(group.seqs), 1), dtype=torch.long)], 1)
+        out = self._forward(
+            adapter, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=group.cache
+        )
+        group.cache, group.mask = out.past_key_values, mask
+        self.steps += 1
+        self.peak = max(self.peak, len(group.seqs))
+        logits = out.logits[:, -1, :]
+        alive = []
+        for row, seq in enumerate(group.seqs):
+            seq.position += 1
+            token = decode.pick(logits[row : row + 1], seq.request.params, [seq.generator])[0]
+            if self._take(seq, token):
+                alive.append(row)
+        if len(alive) < len(group.seqs):
+            self._select(group, alive)
+
+    def _select(self, group: _Group, rows: list[int]) -> None:
+        """Keep only ``rows`` of the batch (finished ones leave) and drop all-padding columns."""
+        finished = [s for i, s in enumerate(group.seqs) if i not in set(rows)]
+        group.seqs = [group.seqs[i] for i in rows]
+        for seq in finished:
+            self._maybe_done(seq.request)
+        if not rows:
+            group.cache, group.mask = None, None
+            return
+        index = torch.tensor(rows, dtype=torch.long)
+        mask = group.mask[index]
+        start = int((mask.sum(0) == 0).long().cumprod(0).sum())  # leading columns no one uses
+        group.mask = mask[:, start:]
+        for layer in group.cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+
+    def _take(self, seq: _Seq, token: int) -> bool:
+        """Process a picked token as :func:`decode.generate` does; True while the sequence goes on."""
+        request, choice, tokenizer = seq.request, seq.choice, self.base.tokenizer
+        seq.produced += 1
+        if token in self.eos:
+            text = tokenizer.decode(choice.token_ids, skip_special_tokens=True)
+            self._emit(seq, decode.final_length(request.stops, text), text, "stop")
+            return False
+        choice.token_ids.append(token)
+        text = tokenizer.decode(choice.token_ids, skip_special_tokens=True)
+        at, safe = request.stops.scan(text)
+        if at is not None:
+            self._emit(seq, at, text, "stop")
+            return False
+        if len(choice.token_ids) >= request.params.max_tokens:
+            self._emit(seq, len(text), text, "length")
+            return False
+        if text.endswith("\ufffd"):
+            safe = min(safe, len(text) - 1)
+        self._emit(seq, safe, text, None)
+        seq.pending = token
+        return True
+
+    def _emit(self, seq: _Seq, upto: int, text: str, reason: str | None) -> None:
+        piece = text[seq.sent : upto]
+        seq.sent = max(seq.sent, upto)
+        if reason:
+            seq.choice.text, seq.choice.finish_reason = text[:upto], reason
+        if seq.request.on_delta is not None and (piece or reason):
+            seq.request.on_delta(seq.index, piece, reason)
+        if reason:
+            self._maybe_done(seq.request)
+
+    def _finish(self, seq: _Seq, reason: str) -> None:
+        text = self.base.tokenizer.decode(seq.choice.token_ids, skip_special_tokens=True)
+        self._emit(seq, decode.final_length(seq.request.stops, text), text, reason)
+
+    @staticmethod
+    def _maybe_done(request: _Request) -> None:
+        if len(request.seqs) == max(1, request.params.n) and all(
+            s.choice.finish_reason for s in request.seqs
+        ):
+            request.done.set()
+
+
+def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
+    if n <= 0:
+        return t
+    return torch.cat([t.new_zeros((t.shape[0], t.shape[1], n, t.shape[3])), t], 2)
+
+
+_SCHEDULERS: dict[int, Scheduler] = {}
+_LOCK = threading.Lock()
+
+
+def scheduler(base) -> Scheduler:
+    """The one scheduler of ``base`` (started on first use)."""
+    with _LOCK:
+        if id(base) not in _SCHEDULERS:
+            _SCHEDULERS[id(base)] = Scheduler(base)
+        return _SCHEDULERS[id(base)]
+
+
+def totals() -> tuple[int, int]:
+    """(sequences decoding, requests waiting for a slot) over every base's scheduler."""
+    with _LOCK:
+        schedulers = list(_SCHEDULERS.values())
+    return sum(s.active for s in schedulers), sum(len(s.waiting) + s.incoming.qsize() for s in schedulers)
+
+
+def enabled() -> bool:
+    """Continuous batching is on unless ``AIMASS_LLM_BATCHING=0`` (then one request at a time)."""
+    return os.environ.get("AIMASS_LLM_BATCHING", "1") != "0"

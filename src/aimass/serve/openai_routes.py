@@ -1,0 +1,449 @@
+"""OpenAI-compatible routes on the same server, keys and metering: ``POST /v1/chat/completions``,
+``POST /v1/completions`` and the OpenAI fields of ``GET /v1/models``.
+
+A model id is a served version (``headlines:2``), a service name (``headlines``: its traffic split
+picks the version) or the base model of a served fine-tune (``smollm2-135m``). Every LoRA version is
+an adapter on one shared copy of its base (:mod:`aimass.llm.hub`).
+
+Errors on these routes have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (plus
+aimass's ``hint`` and ``request_id``) and OpenAI's status codes (400 for a bad parameter, where the
+rest of the server answers 422), so the official ``openai`` client raises its own exception types.
+
+Requests decode by continuous batching (:mod:`aimass.llm.batcher`): a new request joins the running
+batch at the next decode step, and a streamed request whose client disconnects leaves it at once.
+``AIMASS_LLM_BATCHING=0`` decodes one request at a time instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aimass.errors import AimassError, NotFoundError
+from aimass.llm import batcher, decode
+from aimass.llm.hub import HUB
+from aimass.serve.middleware import error_body
+
+log = logging.getLogger("aimass.serve")
+MAX_TOKENS_CAP = 2048
+DEFAULT_MAX_TOKENS = 128
+
+
+class OpenAIError(AimassError):
+    """An error answered in OpenAI's shape, with its status, type, param and code."""
+
+    def __init__(
+        self, status: int, message: str, *, type: str, param: str | None = None, code: str | None = None
+    ):
+        super().__init__(message)
+        self.http_status, self.type, self.param, self.openai_code = status, type, param, code
+
+    @property
+    def code(self) -> str:  # aimass's stable code = OpenAI's code
+        return self.openai_code or self.type
+
+
+def bad_param(param: str, message: str, code: str = "invalid_value") -> OpenAIError:
+    return OpenAIError(400, message, type="invalid_request_error", param=param, code=code)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=8)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: bool | int | None = None
+    user: str | None = None
+
+    def stops(self) -> tuple[str, ...]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > 4:
+            raise bad_param("stop", f"Send at most 4 stop sequences; got {len(stops)}.")
+        return tuple(s for s in stops if s)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text":
+                raise bad_param(
+                    "messages", f"Only text content parts are supported; got {part.get('type')!r}."
+                )
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+
+
+class ChatRequest(_Common):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    top_logprobs: int | None = None
+    response_format: ResponseFormat | None = None
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str]
+    echo: bool = False
+    suffix: str | None = None
+
+
+def _parse(cls, body: bytes):
+    try:
+        payload = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_param(None, f"The body is not valid JSON: {exc}.", "invalid_json") from None
+    if not isinstance(payload, dict):
+        raise bad_param(None, "The body must be a JSON object.", "invalid_json")
+    try:
+        return cls.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err.get("loc", ())) or None
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        raise bad_param(param, f"Invalid '{param}': {message}.") from None
+
+
+def _unsupported(req) -> None:
+    if req.logprobs or getattr(req, "top_logprobs", None):
+        raise bad_param(
+            "logprobs", "logprobs are not supported yet; leave them out.", "unsupported_parameter"
+        )
+    fmt = getattr(req, "response_format", None)
+    if fmt is not None and fmt.type != "text":
+        raise bad_param(
+            "response_format", f"response_format {fmt.type!r} is not supported yet.", "unsupported_parameter"
+        )
+    if isinstance(req, CompletionRequest) and (req.echo or req.suffix):
+        raise bad_param(
+            "echo" if req.echo else "suffix", "echo and suffix are not supported.", "unsupported_parameter"
+        )
+
+
+def _is_generator(deployment) -> bool:
+    return getattr(deployment.spec, "name", "") == "text-generation"
+
+
+def openai_models(engine) -> list[dict]:
+    """``GET /v1/models`` in OpenAI's shape: every served version, and the bases of fine-tunes."""
+    out, seen = [], set()
+    for service in engine.services.values():
+        for d in service.deployments:
+            if d.ref in seen:
+                continue
+            seen.add(d.ref)
+            created = _epoch(getattr(d.record, "created", None))
+            out.append(
+                {
+                    "id": d.ref,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "aimass",
+                    "task": d.record.task,
+                }
+            )
+    for name in HUB.names():
+        if name not in seen:
+            out.append(
+                {"id": name, "object": "model", "created": 0, "owned_by": "aimass", "task": "text-generation"}
+            )
+    return out
+
+
+def _epoch(stamp) -> int:
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(str(stamp)).timestamp())
+    except ValueError:
+        return 0
+
+
+class _Target:
+    """What a model id resolves to: a fine-tuned model (its adapter on the shared base) or a base alone."""
+
+    def __init__(self, ref: str, model=None, base=None):
+        self.ref, self.model = ref, model
+        self.base = model.base_ if model is not None else base
+        self.adapter = model.adapter_ if model is not None else None
+
+    def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, **kwargs):
+        """Decode in the shared continuous batch (or one request at a time, ``AIMASS_LLM_BATCHING=0``)."""
+        tokenizer = self.base.tokenizer
+        ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
+        params = decode.SamplingParams(**kwargs)
+        if batcher.enabled():
+            return batcher.scheduler(self.base).submit(
+                ids, params, self.adapter, on_delta=on_delta, cancelled=cancelled
+            )
+        decode.set_threads()
+        with self.base.using(self.adapter) as model:
+            return decode.generate(model, tokenizer, ids, params, on_delta=on_delta, cancelled=cancelled)
+
+
+def _resolve(engine, name: str) -> _Target:
+    if name in HUB.names():
+        return _Target(name, base=HUB.base(name))
+    try:
+        deployment = engine.route(name)
+    except NotFoundError:
+        known = ", ".join(m["id"] for m in openai_models(engine)) or "none"
+        raise OpenAIError(
+            404,
+            f"The model '{name}' does not exist or is not served here. Served: {known}.",
+            type="invalid_request_error",
+            param="model",
+            code="model_not_found",
+        ) from None
+    if not _is_generator(deployment):
+        raise bad_param("model", f"'{name}' is a {deployment.record.task} model; it does not generate text.")
+    return _Target(deployment.ref, model=deployment.handler.model)
+
+
+class LLMMetrics:
+    """Prometheus collectors of generation, in the server's registry: tokens, time to first token,
+    decode speed, and sequences decoding / waiting for a slot in the continuous batch."""
+
+    def __init__(self, registry):
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.tokens = Counter(
+            "aimass_llm_tokens",
+            "Tokens processed, by model and kind (prompt/completion).",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "aimass_llm_time_to_first_token_seconds",
+            "Seconds from a request's arrival in the batcher to its first token.",
+            ["model"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=registry,
+        )
+        self.speed = Histogram(
+            "aimass_llm_decode_tokens_per_second",
+            "Completion tokens per second of each request.",
+            ["model"],
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=registry,
+        )
+        active = Gauge(
+            "aimass_llm_active_sequences", "Sequences in the running decode batches.", registry=registry
+        )
+        active.set_function(lambda: batcher.totals()[0])
+        waiting = Gauge(
+            "aimass_llm_waiting_requests", "Requests waiting for a batch slot.", registry=registry
+        )
+        waiting.set_function(lambda: batcher.totals()[1])
+
+    def observe(self, model: str, out) -> None:
+        self.tokens.labels(model, "prompt").inc(out.prompt_tokens)
+        self.tokens.labels(model, "completion").inc(out.completion_tokens)
+        self.ttft.labels(model).observe(out.first_token_s)
+        if out.seconds > 0:
+            self.speed.labels(model).observe(out.completion_tokens / out.seconds)
+
+
+def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
+    """Register the routes. ``allow(scope)``: the server's key check (401/403/429) as a dependency."""
+    metrics = LLMMetrics(engine.metrics.registry)
+
+    @app.exception_handler(OpenAIError)
+    async def openai_error(request: Request, exc: OpenAIError):
+        body = error_body(exc.code, exc.message, exc.hint, getattr(request.state, "request_id", ""))
+        body["error"].update(type=exc.type, param=exc.param, code=exc.openai_code)
+        return JSONResponse(body, status_code=exc.http_status)
+
+    @app.post("/v1/chat/completions", tags=["openai"])
+    async def chat_completions(request: Request, caller=allow("predict")):
+        """OpenAI's chat completions: messages in, choices out (``stream`` for Server-Sent Events)."""
+        req = _parse(ChatRequest, await request.body())
+        _unsupported(req)
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
+        ]
+        limit = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
+        return await _answer(engine, (meter, metrics), caller, req, messages, limit, chat=True)
+
+    @app.post("/v1/completions", tags=["openai"])
+    async def completions(request: Request, caller=allow("predict")):
+        """OpenAI's (legacy) completions: a raw text prompt, continued without a chat template."""
+        req = _parse(CompletionRequest, await request.body())
+        _unsupported(req)
+        if isinstance(req.prompt, list):
+            if len(req.prompt) != 1:
+                raise bad_param("prompt", "Send one prompt per request (a string or a list of one).")
+            prompt = req.prompt[0]
+        else:
+            prompt = req.prompt
+        return await _answer(engine, (meter, metrics), caller, req, prompt, req.max_tokens or 16, chat=False)
+
+
+async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat: bool):
+    target = _resolve(engine, req.model)
+    kwargs = {
+        "max_tokens": max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "seed": req.seed,
+        "stop": req.stops(),
+        "n": req.n,
+    }
+    ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+    created = int(time.time())
+    kind = "chat.completion" if chat else "text_completion"
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return _stream(target, meters, caller, prompt, kwargs, ident, created, kind, chat, include_usage)
+    began = time.perf_counter()
+    out = await asyncio.to_thread(target.generate, prompt, raw=not chat, **kwargs)
+    _record(meters, caller, target.ref, out, began)
+    choices = [
+        {
+            "index": c.index,
+            "message": {"role": "assistant", "content": c.text},
+            "logprobs": None,
+            "finish_reason": c.finish_reason,
+        }
+        if chat
+        else {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+        for c in out.choices
+    ]
+    return {
+        "id": ident,
+        "object": kind,
+        "created": created,
+        "model": target.ref,
+        "system_fingerprint": None,
+        "choices": choices,
+        "usage": _usage(out),
+    }
+
+
+def _record(meters, caller, ref: str, out, began: float) -> None:
+    """Metering (per key: prompt + completion tokens as items) and the generation metrics."""
+    meter, metrics = meters
+    meter.add(
+        caller.key_id, ref, out.prompt_tokens + out.completion_tokens, (time.perf_counter() - began) * 1000
+    )
+    metrics.observe(ref, out)
+
+
+def _usage(out) -> dict:
+    return {
+        "prompt_tokens": out.prompt_tokens,
+        "completion_tokens": out.completion_tokens,
+        "total_tokens": out.prompt_tokens + out.completion_tokens,
+    }
+
+
+def _stream(target, meters, caller, prompt, kwargs, ident, created, kind, chat, include_usage):
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    stop = {"cancelled": False}
+
+    def on_delta(index: int, text: str, reason: str | None) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, ("delta", index, text, reason))
+
+    def run():
+        began = time.perf_counter()
+        try:
+            out = target.generate(
+                prompt, raw=not chat, on_delta=on_delta, cancelled=lambda: stop["cancelled"], **kwargs
+            )
+            _record(meters, caller, target.ref, out, began)
+            loop.call_soon_threadsafe(queue.put_nowait, ("done", out))
+        except BaseException as exc:  # reported in the stream, never a traceback
+            log.exception("generation failed for %s", target.ref)
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(choices: list[dict], usage=None) -> str:
+        body = {
+            "id": ident,
+            "object": chunk_kind,
+            "created": created,
+            "model": target.ref,
+            "choices": choices,
+        }
+        if include_usage:
+            body["usage"] = usage
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    async def events():
+        task = loop.run_in_executor(None, run)
+        try:
+            if chat:  # the first chunk of each choice names the role
+                yield chunk(
+                    [
+                        {
+                            "index": i,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                        for i in range(kwargs["n"])
+                    ]
+                )
+            while True:
+                item = await queue.get()
+                if item[0] == "delta":
+                    _, index, text, reason = item
+                    if chat:
+                        delta = {"content": text} if text else {}
+                        yield chunk(
+                            [{"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}]
+                        )
+                    else:
+                        yield chunk(
+                            [{"index": index, "text": text, "logprobs": None, "finish_reason": reason}]
+                        )
+                elif item[0] == "done":
+                    if include_usage:
+                        yield chunk([], _usage(item[1]))
+                    break
+                else:
+                    error = {"message": "The model failed while generating; the server log has the details."}
+                    error.update(type="server_error", param=None, code=None)
+                    yield f"data: {json.dumps({'error': error})}\n\n"
+                    break
+            yield "data: [DONE]\n\n"
+        finally:
+            stop["cancelled"] = True  # a client that went away frees the model at the next token
+            del task
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

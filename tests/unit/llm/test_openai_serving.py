@@ -1,0 +1,200 @@
+"""The official ``openai`` client against a live ``aimass serve`` (uvicorn on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import httpx
+import openai
+import pytest
+from tests.conftest import live_server
+
+import aimass
+from aimass.serve import auth
+from aimass.serve.app import create_app
+
+ARTICLE = (
+    "Shares in the carmaker rose 5% after it reported record profits for the third quarter, "
+    "beating forecasts as sales of its electric models doubled."
+)
+
+
+@pytest.fixture(scope="module")
+def srv(headlines_model):
+    _, key = auth.create_key("llm", ["predict"])
+    with live_server(create_app([headlines_model["model"]])) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
+        yield SimpleNamespace(base=base, key=key, client=client, model=headlines_model["model"])
+
+
+def test_chat_answer_equals_model_generate_for_the_same_seed(srv):
+    answer = srv.client.chat.completions.create(
+        model=srv.model,
+        messages=[{"role": "user", "content": ARTICLE}],
+        max_tokens=10,
+        temperature=0.8,
+        seed=11,
+    )
+    expected = aimass.load(srv.model).generate(ARTICLE, max_tokens=10, temperature=0.8, seed=11)
+    (choice,) = answer.choices
+    assert choice.message.content == expected.choices[0].text
+    assert choice.finish_reason == expected.choices[0].finish_reason
+    assert answer.usage.prompt_tokens == expected.prompt_tokens
+    assert answer.usage.completion_tokens == expected.completion_tokens
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+    assert answer.model == srv.model
+
+
+def test_stream_is_real_sse_with_usage_and_done(srv):
+    stream = srv.client.chat.completions.create(
+        model=srv.model,
+        messages=[{"role": "user", "content": "Count from one to ten in words."}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert reasons in (["length"], ["stop"])
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 8
+    plain = srv.client.chat.completions.create(
+        model=srv.model,
+        messages=[{"role": "user", "content": "Count from one to ten in words."}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert text == plain.choices[0].message.content
+    with httpx.stream(
+        "POST",
+        f"{srv.base}/v1/completions",
+        headers={"Authorization": f"Bearer {srv.key}"},
+        json={"model": srv.model, "prompt": "One, two,", "max_tokens": 3, "temperature": 0, "stream": True},
+        timeout=60,
+    ) as raw:
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in raw.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+
+
+def test_n_choices_and_stop_strings(srv):
+    two = srv.client.chat.completions.create(
+        model=srv.model,
+        messages=[{"role": "user", "content": "Name a fruit."}],
+        max_tokens=6,
+        temperature=1.0,
+        seed=3,
+        n=2,
+    )
+    assert [c.index for c in two.choices] == [0, 1]
+    counted = srv.client.completions.create(
+        model=srv.model, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[" 7", "\n\n"]
+    )
+    (choice,) = counted.choices
+    assert choice.finish_reason == "stop" and " 7" not in choice.text and choice.text.startswith(" 5")
+    assert counted.usage.completion_tokens < 12
+
+
+def test_models_lists_the_version_and_its_base(srv):
+    ids = [m.id for m in srv.client.models.list()]
+    assert srv.model in ids and "smollm2-135m" in ids
+    base = srv.client.completions.create(
+        model="smollm2-135m", prompt="The sky is", max_tokens=3, temperature=0
+    )
+    assert base.model == "smollm2-135m" and base.usage.completion_tokens <= 3
+
+
+def test_openai_client_raises_its_own_errors(srv):
+    bad_key = openai.OpenAI(base_url=f"{srv.base}/v1", api_key="am_nope_nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad_key.chat.completions.create(model=srv.model, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.NotFoundError) as missing:
+        srv.client.chat.completions.create(model="nope:9", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.body["code"] == "model_not_found" and missing.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as bad:
+        srv.client.chat.completions.create(
+            model=srv.model, messages=[{"role": "user", "content": "hi"}], temperature=5
+        )
+    assert bad.value.body["param"] == "temperature" and bad.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError):
+        srv.client.chat.completions.create(model=srv.model, messages=[{"role": "robot", "content": "hi"}])
+
+
+def test_concurrent_requests_share_decode_steps_and_answer_as_alone(srv):
+    from aimass.llm import batcher
+
+    prompts = ["Name three rivers.", "Say hello to Ann.", "What colour is the sky?"]
+    alone = [
+        srv.client.chat.completions.create(
+            model=srv.model, messages=[{"role": "user", "content": p}], max_tokens=8, temperature=0
+        ).choices[0]
+        for p in prompts
+    ]
+    scheduler = batcher.scheduler(aimass.load(srv.model).base_)
+    scheduler.peak = 0
+    with ThreadPoolExecutor(3) as pool:
+        together = list(
+            pool.map(
+                lambda p: srv.client.chat.completions.create(
+                    model=srv.model, messages=[{"role": "user", "content": p}], max_tokens=8, temperature=0
+                ).choices[0],
+                prompts,
+            )
+        )
+    assert scheduler.peak >= 2  # at least two requests decoded in one step
+    assert [c.message.content for c in together] == [c.message.content for c in alone]
+
+
+def test_a_disconnected_stream_frees_its_slot(srv):
+    from aimass.llm import batcher
+
+    scheduler = batcher.scheduler(aimass.load(srv.model).base_)
+    body = {
+        "model": srv.model,
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": 400,
+        "temperature": 0,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {srv.key}"}
+    with httpx.stream("POST", f"{srv.base}/v1/chat/completions", json=body, headers=headers, timeout=60) as r:
+        for line in r.iter_lines():
+            if '"content"' in line and '"content": ""' not in line:
+                break  # the first token arrived: hang up
+    began = time.monotonic()
+    while scheduler.active and time.monotonic() - began < 20:
+        time.sleep(0.1)
+    assert scheduler.active == 0
+    assert time.monotonic() - began < 20  # far less than 400 tokens' worth
+    quick = srv.client.completions.create(model=srv.model, prompt="Hi", max_tokens=2, temperature=0)
+    assert quick.usage.completion_tokens <= 2
+
+
+@pytest.mark.slow
+def test_two_adapters_of_one_base_answer_differently_on_one_base_copy(headlines_model):
+    from aimass.tasks.text_generation import TextGenerator, headline_pairs
+
+    # a second fine-tune of the same base, pushed hard so that its answers differ
+    other = TextGenerator(max_steps=2, batch_size=4, max_length=64, lr=5e-3, seed=1)
+    other.fit(headline_pairs(8, chars=120, skip=200), progress=False)
+    second = aimass.register(other, "headlines-b")
+    _, key = auth.create_key("llm2", ["predict"])
+    app = create_app([headlines_model["model"], second.ref])
+    with live_server(app) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
+        answers = [
+            client.chat.completions.create(
+                model=ref, messages=[{"role": "user", "content": ARTICLE}], max_tokens=8, temperature=0
+            )
+            .choices[0]
+            .message.content
+            for ref in (headlines_model["model"], second.ref)
+        ]
+        deployments = [s.deployments[0] for s in app.state.engine.services.values()]
+    assert answers[0] != answers[1]
+    models = [d.handler.model for d in deployments]
+    assert models[0].base_ is models[1].base_  # one base in memory, two adapters on it
+    assert sorted(models[0].base_.adapters) == sorted(m.adapter_ for m in models)

@@ -1,0 +1,77 @@
+"""Importing generation data: chat JSONL, prompt/completion JSONL, source/target CSV/TSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from tests.unit.llm.conftest import bbc_pairs, chat_line
+
+import aimass
+from aimass.errors import DataError
+
+
+def _rejects(ds) -> list[dict]:
+    return [json.loads(line) for line in ds.rejects_path.read_text().splitlines()]
+
+
+def test_chat_jsonl_reports_each_bad_line(tmp_path):
+    good = [chat_line(a, h) for a, h in bbc_pairs(12)]
+    bad = [
+        json.dumps({"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "only a question"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}),
+        json.dumps(
+            {"messages": [{"role": "user", "content": "word " * 3000}, {"role": "assistant", "content": "a"}]}
+        ),
+        "{not json",
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(good[:6] + bad + good[6:]) + "\n")
+    ds = aimass.import_dataset(path, name="chat")
+    assert ds.kind == "chat"
+    assert ds.manifest["counts"]["total"] == 12
+    rejects = _rejects(ds)
+    assert [r["line"] for r in rejects] == [7, 8, 9, 10, 11]
+    reasons = [r["reason"] for r in rejects]
+    assert reasons[0].startswith("chat.jsonl:7: unknown role 'robot'")
+    assert "no assistant turn" in reasons[1]
+    assert "empty content in messages[1] (assistant)" in reasons[2]
+    assert "over the context length: 30" in reasons[3] and "the limit is 2048" in reasons[3]
+    assert "invalid JSON" in reasons[4]
+    stats = ds.summary()["tokens"]["by_split"]
+    assert set(stats) == {"train", "valid", "test"}
+    assert stats["train"]["completion"]["max"] >= stats["train"]["completion"]["p50"] > 2
+    assert ds.rows("train")[0]["messages"][-1]["role"] == "assistant"
+
+
+def test_prompt_completion_jsonl_and_csv_tsv(tmp_path):
+    pairs = bbc_pairs(12)
+    jl = tmp_path / "pc.jsonl"
+    jl.write_text("".join(json.dumps({"prompt": a, "completion": h}) + "\n" for a, h in pairs))
+    ds = aimass.import_dataset(jl)
+    assert ds.manifest["counts"]["total"] == 12
+    assert ds.rows()[0]["messages"] == [
+        {"role": "user", "content": pairs[0][0]},
+        {"role": "assistant", "content": pairs[0][1]},
+    ]
+    for skip, sep, suffix in ((12, ",", "csv"), (24, "\t", "tsv")):
+        pairs = bbc_pairs(12, skip=skip)  # other pairs: the same content would be stored once
+        path = tmp_path / f"pairs.{suffix}"
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh, delimiter=sep)
+            writer.writerow(["source", "target"])
+            writer.writerows([*pairs, ("an article with no headline", "")])
+        ds = aimass.import_dataset(path)
+        assert ds.manifest["counts"]["total"] == 12
+        assert ds.rows()[0]["messages"][-1]["content"] == pairs[0][1]
+        (reject,) = _rejects(ds)
+        assert reject["line"] == 14 and "empty content in 'target'" in reject["reason"]
+
+
+def test_too_few_examples_says_why(tmp_path):
+    path = tmp_path / "few.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}]}) + "\n")
+    with pytest.raises(DataError, match=r"few.jsonl:1: no assistant turn"):
+        aimass.import_dataset(path)

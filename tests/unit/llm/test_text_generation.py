@@ -1,0 +1,88 @@
+"""The text-generation task: LoRA on assistant tokens, adapter-only versions, evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from tests.unit.llm.conftest import GEN_PARAMS
+
+import aimass
+from aimass.llm.decode import StopMatcher
+from aimass.llm.metrics import rouge_l
+from aimass.tasks.text_generation import TextGenerator, encode_example, headline_pairs
+
+
+def test_only_assistant_tokens_are_labelled():
+    from aimass.llm.backbone import get_llm_backbone, load_tokenizer
+
+    tokenizer = load_tokenizer(get_llm_backbone("smollm2-135m"))
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Italy?"},
+        {"role": "assistant", "content": "Rome."},
+    ]
+    ids, labels = encode_example(tokenizer, messages, 512)
+    learned = tokenizer.decode([i for i, label in zip(ids, labels) if label != -100])
+    assert learned == "Paris.<|im_end|>\nRome.<|im_end|>\n"
+    assert len(encode_example(tokenizer, messages, 10)[0]) == 10
+
+
+def test_stop_strings_across_token_boundaries_are_held_back():
+    stops = StopMatcher(["###", "\n\n"])
+    assert stops.scan("Title #") == (None, 6)
+    assert stops.scan("Title ##") == (None, 6)
+    assert stops.scan("Title ###x") == (6, 6)
+    assert stops.scan("a\n") == (None, 1)
+
+
+def test_registered_version_is_the_adapter_and_its_lineage(headlines_model):
+    folder = Path(headlines_model["path"])
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    assert "adapter.safetensors" in names and "model.json" in names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pkl"))]
+    assert (folder / "adapter.safetensors").stat().st_size < 12_000_000  # 2.4M LoRA params, no base
+    state = load_file(str(folder / "adapter.safetensors"))
+    assert all("lora_" in k for k in state) and len(state) == 30 * 7 * 2
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["lineage"]["base_model"] == "smollm2-135m"
+    assert meta["lineage"]["data_digest"] == aimass.load_dataset("headlines").digest
+    assert meta["params"]["max_steps"] == 2 and meta["fitted"]["train_stats_"]["steps"] == 2
+    report = json.loads((folder / "evaluation.json").read_text())
+    assert report["perplexity"] > 1 and 0 <= report["rouge_l"] <= 1
+    assert set(report["side_by_side"][0]) == {"prompt", "reference", "base", "fine_tuned"}
+    assert (folder / "side_by_side.md").read_text().startswith("| prompt | reference | base | fine-tuned |")
+    assert headlines_model["metrics"]["n"] == report["n"]
+
+
+def test_loaded_adapter_answers_like_the_trained_model(headlines_model):
+    model = aimass.load(headlines_model["model"])
+    again = TextGenerator.load(headlines_model["path"])
+    assert again.base_ is model.base_  # one base in memory
+    prompt = headline_pairs(1, skip=100)[0][0]
+    a = model.generate(prompt, temperature=0.9, seed=7, max_tokens=8)
+    b = again.generate(prompt, temperature=0.9, seed=7, max_tokens=8)
+    assert a.choices[0].token_ids == b.choices[0].token_ids
+    assert a.completion_tokens == 8 or a.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.slow
+def test_same_seed_same_adapter():
+    data = headline_pairs(8, chars=120)
+    params = {**GEN_PARAMS, "max_steps": 1}
+    one = TextGenerator(**params).fit(data, progress=False)
+    two = TextGenerator(**params).fit(data, progress=False)
+    s1, s2 = one.adapter_state(), two.adapter_state()
+    assert s1.keys() == s2.keys() and all((s1[k] == s2[k]).all() for k in s1)
+    assert one.history_ == two.history_
+
+
+def test_rouge_l_matches_a_hand_count():
+    # LCS("police arrest man", "man arrested by police") = 1 word of 3 and 4
+    assert rouge_l(["police arrest man"], ["man arrested by police"]) == pytest.approx(
+        2 * (1 / 3 * 1 / 4) / (1 / 3 + 1 / 4)
+    )
