@@ -23,10 +23,12 @@ quickstart: install
 
 test: install
 	$(PY) -m ruff check src tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: install
 	$(PY) -m ruff check src tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m ruff format --check src tests bench
 
 stop:

@@ -8,7 +8,7 @@ The API functions load on first use, so light parts (the ONNX serving runtime) i
 without pulling in the training stack.
 """
 
-__version__ = "0.1.0"
+from aimass.version import __version__ as __version__
 
 __all__ = [
     "auto",

@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-import aimass
 from aimass.errors import ConfigError
+from aimass.version import __version__
 
 FORMATS = {
     "onnx": "ONNX graph for onnxruntime: no torch needed",
@@ -204,7 +204,7 @@ def _write(record, model, recipe: Recipe, fmt: str, folder: Path) -> dict:
         "labels": labels,
         "packages": pins,
         "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "aimass_version": aimass.__version__,
+        "aimass_version": __version__,
         "check": checks,
     }
     example = {

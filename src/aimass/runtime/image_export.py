@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-import aimass
 from aimass.data.images import byte_limit, pixel_limit
 from aimass.runtime.onnx_export import export_graph, quantize_static_int8
+from aimass.version import __version__
 
 FORMAT = 1
 CALIBRATION_BATCH = 16
@@ -114,7 +114,7 @@ def export_image(model, folder: str | Path, *, int8: bool = True, images: list |
         "max_pixels": pixel_limit(),
         "max_bytes": byte_limit(),
         "backbone": model.backbone_,
-        "aimass_version": aimass.__version__,
+        "aimass_version": __version__,
     }
     if int8:
         feeds = calibration_feeds(images, meta["resize"], size)

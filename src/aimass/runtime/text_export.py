@@ -12,9 +12,9 @@ import torch
 from safetensors.numpy import save_file
 from torch import nn
 
-import aimass
 from aimass.encoders import mean_pool
 from aimass.runtime.onnx_export import export_graph, quantize_int8
+from aimass.version import __version__
 
 FORMAT = 1
 CHECK_TEXTS = [
@@ -62,7 +62,7 @@ def export_text(model, folder: str | Path, *, int8: bool = True, texts: list[str
         "pad_id": tok.pad_token_id,
         "pad_token": tok.pad_token,
         "backbone": model.backbone_,
-        "aimass_version": aimass.__version__,
+        "aimass_version": __version__,
     }
     (folder / "runtime.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     if model.lexical_ is not None:

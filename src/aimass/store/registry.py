@@ -10,11 +10,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-import aimass
 from aimass import paths
 from aimass.errors import ConfigError, NotFoundError
 from aimass.store import artifacts
 from aimass.store.db import AliasRecord, DatasetRecord, ModelVersionRecord, RunRecord, now, session
+from aimass.version import __version__
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -168,7 +168,7 @@ def register(
             params=model.get_params(),
             metrics=metrics or {},
             parent=parent,
-            aimass_version=aimass.__version__,
+            aimass_version=__version__,
         )
         s.add(record)
     return record

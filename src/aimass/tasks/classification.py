@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel
 
-import aimass
 from aimass.errors import ConfigError, DataError, VersionError
 from aimass.estimator import Estimator
 from aimass.tasks.base import Task, load_ref
+from aimass.version import __version__
 
 FORMAT = 1  # of model.json; a model written with another format fails to load with both versions named
 
@@ -150,7 +150,7 @@ class Classifier(Estimator):
         meta = {
             "format": FORMAT,
             "task": self.task,
-            "aimass_version": aimass.__version__,
+            "aimass_version": __version__,
             "params": self.get_params(),
             "fitted": fitted,
             **extra,
@@ -165,7 +165,7 @@ class Classifier(Estimator):
         if meta.get("format") != FORMAT:
             raise VersionError(
                 f"{path} was written by aimass {meta.get('aimass_version')} (format "
-                f"{meta.get('format')}); this is aimass {aimass.__version__} (format {FORMAT}).",
+                f"{meta.get('format')}); this is aimass {__version__} (format {FORMAT}).",
                 hint="Retrain the model with this version, or install the version that wrote it.",
             )
         model = cls(**meta["params"])

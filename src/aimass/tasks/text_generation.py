@@ -24,7 +24,6 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
-import aimass
 from aimass.errors import DataError, VersionError
 from aimass.estimator import Estimator
 from aimass.llm import decode
@@ -33,6 +32,7 @@ from aimass.llm.metrics import exact_match, rouge_l
 from aimass.tasks import register_task
 from aimass.tasks.base import Task
 from aimass.tasks.classification import check_encodable, parse_config
+from aimass.version import __version__
 
 FORMAT = 1
 MAX_ITEMS = 16
@@ -378,7 +378,7 @@ class TextGenerator(Estimator):
         meta = {
             "format": FORMAT,
             "task": self.task,
-            "aimass_version": aimass.__version__,
+            "aimass_version": __version__,
             "params": self.get_params(),
             "fitted": {
                 k: getattr(self, k)
@@ -397,7 +397,7 @@ class TextGenerator(Estimator):
         if meta.get("format") != FORMAT:
             raise VersionError(
                 f"{path} was written by aimass {meta.get('aimass_version')} (format "
-                f"{meta.get('format')}); this is aimass {aimass.__version__} (format {FORMAT}).",
+                f"{meta.get('format')}); this is aimass {__version__} (format {FORMAT}).",
                 hint="Retrain the model with this version, or install the version that wrote it.",
             )
         model = cls(**meta["params"])
