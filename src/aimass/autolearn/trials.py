@@ -27,7 +27,7 @@ class EpochReport:
         import optuna
         import torch
 
-        from aimass.evaluate import quick_scores
+        from aimass.evaluation import quick_scores
 
         predicted = torch.cat(self.predictions).numpy()
         self.predictions = []

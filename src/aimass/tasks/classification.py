@@ -127,7 +127,7 @@ class Classifier(Estimator):
 
     def _report(self, items: list, labels: list, top_k: int, names: list | None = None, column: str = "text"):
         """Accuracy, macro-F1, per-class scores, confusion matrix, top losses and unknown labels."""
-        from aimass.evaluate import classification_report, top_losses
+        from aimass.evaluation import classification_report, top_losses
 
         proba = self.predict_proba(items)
         predicted = [self.classes_[i] for i in proba.argmax(1)]
@@ -220,6 +220,6 @@ class ClassificationTask(Task):
 
     @classmethod
     def plots(cls, report: dict, folder: Path) -> list[Path]:
-        from aimass.evaluate.plots import confusion_png
+        from aimass.evaluation.plots import confusion_png
 
         return [confusion_png(report, Path(folder) / "confusion_matrix.png")]

@@ -567,7 +567,7 @@ class ImageClassification(ClassificationTask):
 
     @classmethod
     def plots(cls, report: dict, folder: Path) -> list[Path]:
-        from aimass.evaluate.plots import top_losses_png
+        from aimass.evaluation.plots import top_losses_png
 
         out = super().plots(report, folder)
         if report.get("top_losses"):

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 
 from aimass.backbones import layers
 from aimass.encoders import block_seconds
-from aimass.evaluate import quick_scores
+from aimass.evaluation import quick_scores
 from aimass.lexical import rows
 from aimass.train.callbacks import (
     BestKeeper,

