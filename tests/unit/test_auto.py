@@ -150,7 +150,7 @@ def test_a_resumed_run_reuses_its_search_and_never_registers_twice(three_topics,
 
 def test_cli_prints_json_and_errors_follow_the_cli_rules(bbc_csv, ran):
     from aimass.cli import app
-    from aimass.cli_auto import render
+    from aimass.cli.auto import render
 
     failed = CliRunner().invoke(app, ["auto", str(bbc_csv), "--time-budget", "2s", "--json"])
     assert failed.exit_code == 2

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
+from aimass.cli.shell import JsonFlag, command, emit, err, out, table
 from aimass.errors import ConfigError
-from aimass.shell import JsonFlag, command, emit, err, out, table
 
 services_app = typer.Typer(help="Inspect the services of a running server.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed).", no_args_is_help=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aimass.shell import JsonFlag, command, emit, out
+from aimass.cli.shell import JsonFlag, command, emit, out
 
 
 def attach(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aimass.shell import JsonFlag, command, emit, err, out, table
+from aimass.cli.shell import JsonFlag, command, emit, err, out, table
 
 
 def attach(app: typer.Typer) -> None:

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from aimass.budget import seconds
-from aimass.cli_compress import settings
+from aimass.cli.compress import settings
+from aimass.cli.shell import JsonFlag, command, emit, out, table
 from aimass.errors import JobError
-from aimass.shell import JsonFlag, command, emit, out, table
 
 jobs_app = typer.Typer(help="Submit, watch, cancel and retry long-running jobs.", no_args_is_help=True)
 COLUMNS = ["id", "kind", "status", "attempt", "progress", "eta_s", "message", "created"]

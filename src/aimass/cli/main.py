@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from aimass.shell import JsonFlag, command, emit, out
-from aimass.shell import table as _table
+from aimass.cli.shell import JsonFlag, command, emit, out
+from aimass.cli.shell import table as _table
 from aimass.tasks import DEFAULT_TASK
 
 app = typer.Typer(
@@ -129,7 +129,7 @@ def train(
 
 def task_options(task: str, pairs: list[str]) -> dict:
     """``--set KEY=VALUE`` pairs checked against the task's options (``Task.options()``)."""
-    from aimass.cli_compress import settings
+    from aimass.cli.compress import settings
     from aimass.errors import ConfigError
     from aimass.tasks import get_task
 
@@ -295,7 +295,7 @@ def models_show(model: str, as_json: JsonFlag = False):
             out.print(f"[bold]{key}[/]: {i.get(key)}")
         out.print(f"[bold]params[/]: {json.dumps(i['params'])}")
         if "compression" in i["metrics"]:
-            from aimass.cli_compress import render as show_compression
+            from aimass.cli.compress import render as show_compression
 
             show_compression({**i["metrics"]["compression"], "model": i["ref"], "gate": i["metrics"]["gate"]})
         if "evaluation" in i:
@@ -317,27 +317,6 @@ def models_alias(
 
     record = registry.set_alias(model, alias, force=force)
     emit({"alias": f"{record.name}@{alias}", "ref": record.ref}, as_json)
-
-
-from aimass import cli_serve  # noqa: E402  (registers deploy, services, keys, usage)
-
-cli_serve.attach(app)
-
-from aimass import cli_compress  # noqa: E402
-
-cli_compress.attach(app)
-
-from aimass import cli_export  # noqa: E402
-
-cli_export.attach(app)
-
-from aimass import cli_auto  # noqa: E402
-
-cli_auto.attach(app)
-
-from aimass import cli_jobs  # noqa: E402
-
-cli_jobs.attach(app)
 
 
 def main() -> None:  # pragma: no cover

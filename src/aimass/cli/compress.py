@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from aimass.cli.shell import JsonFlag, command, emit, out, table
 from aimass.compressors.measure import COLUMNS
 from aimass.errors import ConfigError
-from aimass.shell import JsonFlag, command, emit, out, table
 
 
 def attach(app: typer.Typer) -> None:
