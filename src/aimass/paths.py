@@ -97,8 +97,17 @@ def outside_roots(value: str, roots: list[Path]) -> Path | None:
     """``value`` as a real path when it names a file or folder outside every root: absolute,
     ``~``, ``..``, or a relative path that exists from the current directory; None for a
     name (a dataset, a backbone) or a path inside a root."""
+    if "\0" in value:  # no file has such a name: nothing can be opened by it
+        return None
     path = Path(value).expanduser()
-    if not (path.is_absolute() or value.startswith("~") or ".." in path.parts or path.exists()):
+    if not (path.is_absolute() or value.startswith("~") or ".." in path.parts or _exists(path)):
         return None
     real = Path(os.path.realpath(path))
     return None if any(real.is_relative_to(r) for r in roots) else real
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system, say: no such file
+        return False

@@ -119,7 +119,7 @@ def _only_granted_paths(params: dict) -> None:
         real = paths.outside_roots(value, roots)
         if real is not None:
             raise PermissionDenied(
-                f"{where} names a server path outside the data folders aimass may read: {value!r}.",
+                f"{where} names a server path outside the data folders aimass may read: {value[:200]!r}.",
                 hint="Put the data under AIMASS_HOME/uploads, or have the operator add its folder to "
                 "AIMASS_DATA_ROOTS; dataset names and registered backbones need no path.",
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 from typing import Any, Literal
@@ -196,6 +197,22 @@ class _Target:
         self.base = model.base_ if model is not None else base
         self.adapter = model.adapter_ if model is not None else None
 
+    def check_length(self, prompt, *, raw: bool, max_tokens: int) -> None:
+        """400 ``context_length_exceeded`` before any work when the prompt plus ``max_tokens`` is over
+        the context the server allows (the model's, at most ``AIMASS_LLM_MAX_CONTEXT``, default 4,096):
+        attention over a huge prompt would hold a CPU and its memory for minutes."""
+        tokenizer = self.base.tokenizer
+        ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
+        model_limit = getattr(self.base.model.config, "max_position_embeddings", None) or 2048
+        limit = min(model_limit, int(os.environ.get("AIMASS_LLM_MAX_CONTEXT", "4096")))
+        if len(ids) + max_tokens > limit:
+            raise bad_param(
+                "prompt" if raw else "messages",
+                f"This model's context is {limit} tokens; the request has {len(ids)} prompt tokens and "
+                f"asks for {max_tokens} more. Shorten the prompt or lower max_tokens.",
+                code="context_length_exceeded",
+            )
+
     def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, **kwargs):
         """Decode in the shared continuous batch (or one request at a time, ``AIMASS_LLM_BATCHING=0``)."""
         tokenizer = self.base.tokenizer
@@ -310,6 +327,7 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
 
 async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat: bool):
     target = _resolve(engine, req.model)
+    await asyncio.to_thread(target.check_length, prompt, raw=not chat, max_tokens=max_tokens)
     kwargs = {
         "max_tokens": max_tokens,
         "temperature": req.temperature,

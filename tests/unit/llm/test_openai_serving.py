@@ -121,6 +121,11 @@ def test_openai_client_raises_its_own_errors(srv):
     assert bad.value.body["param"] == "temperature" and bad.value.body["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError):
         srv.client.chat.completions.create(model=srv.model, messages=[{"role": "robot", "content": "hi"}])
+    huge = "word " * 6000  # over the context: refused before any forward pass
+    with pytest.raises(openai.BadRequestError) as long:
+        srv.client.completions.create(model=srv.model, prompt=huge, max_tokens=4)
+    assert long.value.body["code"] == "context_length_exceeded" and long.value.body["param"] == "prompt"
+    assert "prompt tokens" in long.value.body["message"]
 
 
 def test_concurrent_requests_share_decode_steps_and_answer_as_alone(srv):
