@@ -7,6 +7,7 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from aimass.cli.shell import JsonFlag, command, emit, out
 from aimass.cli.shell import table as _table
@@ -76,7 +77,21 @@ def _task_names(incomplete: str) -> list[str]:
     return [t for t in available_tasks() if t.startswith(incomplete)]
 
 
-@app.command()
+class _TaskChoicesHelp(TyperCommand):
+    """``--help`` lists the registered tasks under ``--task``: read from the registry only when
+    help is shown, so a plain command does not import every task."""
+
+    def format_help(self, ctx, formatter):
+        from aimass.tasks import available_tasks
+
+        for param in self.params:
+            if param.name == "task":
+                names = " | ".join(available_tasks())
+                param.help = f"Task type: {names}. `aimass tasks` lists their options."
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=_TaskChoicesHelp)
 @command
 def train(
     data: Annotated[str, typer.Option(help="Dataset id or name, or a file/folder to import.")],

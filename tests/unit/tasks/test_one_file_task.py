@@ -230,6 +230,8 @@ def test_trained_from_the_cli_with_its_own_options_served_and_exported(task, csv
     listed = runner.invoke(app, ["tasks", "--json"])
     assert listed.exit_code == 0, listed.output
     assert {"task": NAME, "options": {"temperature": 10.0, "seed": 0}} in json.loads(listed.output)
+    helped = runner.invoke(app, ["train", "--help"], terminal_width=400)
+    assert helped.exit_code == 0 and NAME in helped.output and "text-generation" in helped.output
 
     trained = runner.invoke(
         app,
