@@ -102,21 +102,19 @@ def _fit_scores(bundle: Bundle, tuner, params: dict, report: EpochReport, deadli
     from aimass.train import stages
 
     try:
-        stages.fit_top(
+        learn = stages.top_learner(
             bundle.net,
             bundle.train,
             bundle.valid,
-            n_top=bundle.n_top,
-            epochs=tuner.trial_epochs,
+            start=bundle.net.n_layers - bundle.n_top,
             seed=seed,
-            lr_head=params["lr_head"] * tuner.head_scale,
-            lr_body=params["lr_body"],
             batch_size=tuner.batch_size,
-            deadline=deadline,
             forward=bundle.forward,
             forward_eval=report,
             head_params=bundle.head_params(),
         )
+        lr = (params["lr_body"], params["lr_head"] * tuner.head_scale)
+        stages.train_top(learn.unfreeze(bundle.n_top), tuner.trial_epochs, lr, deadline=deadline)
     finally:
         bundle.restore()
     return report.scores

@@ -11,7 +11,7 @@ targets. :func:`fit_student` does the training, :mod:`aimass.compressors.prune` 
    on the cached embedding output, as stage 2 of ``fit`` trains the top blocks on cached states;
 3. its head starts from a linear probe on its own embeddings and the TF-IDF features
    (:func:`aimass.train.stages.fit_head`), so it is never worse than a probe on the valid split;
-4. every block and the head train with :func:`aimass.train.stages.fit_top` on the distillation
+4. every block and the head train with :func:`aimass.train.stages.train_top` on the distillation
    loss, keeping the best epoch by validation macro-F1, within ``time_budget``.
 
 The child saves every block it keeps (``structure_`` records what was kept) and loads, evaluates,
@@ -183,20 +183,14 @@ def _train_blocks(child, feats, val, loss, cfg: Training, deadline, baseline: fl
     stages.set_trainable(net, net.n_layers)
     per_epoch = stages.estimate_epoch_seconds(net, 0, feats, cfg.batch_size)
     left = float("inf") if deadline is None else deadline - time.monotonic()
-    result = stages.fit_top(
-        net,
-        feats,
-        val,
-        n_top=net.n_layers,
-        epochs=max(1, min(cfg.epochs, int(left // (per_epoch * 1.15)))),
-        seed=cfg.seed,
-        lr_head=1e-3,
-        lr_body=cfg.lr,
+    learn = stages.top_learner(net, feats, val, start=0, seed=cfg.seed, batch_size=cfg.batch_size, loss=loss)
+    result = stages.train_top(
+        learn.unfreeze(net.n_layers),
+        max(1, min(cfg.epochs, int(left // (per_epoch * 1.15)))),
+        (cfg.lr, 1e-3),
         decay=0.8,
-        batch_size=cfg.batch_size,
         deadline=deadline,
         baseline=baseline if val is not None else -float("inf"),
-        loss=loss,
     )
     net.eval()
     return result

@@ -215,25 +215,22 @@ def fit(child, teacher, data, cfg, inputs: Inputs | None = None) -> None:
     train = stages.Features(torch.empty(len(inputs.y), 0), inputs.y)
     valid = stages.Features(torch.empty(len(inputs.valid_y), 0), inputs.valid_y)
     top = list(net.encoder.head.parameters())
-    stages.set_trainable(net, child.unfrozen_)  # as fit_top will: the step timing needs gradients
-    per_epoch = _epoch_seconds(net, forward, len(inputs.y), cfg.batch_size)
-    left = float("inf") if deadline is None else deadline - time.monotonic()
-    result = stages.fit_top(
+    learn = stages.top_learner(
         net,
         train,
         valid,
-        n_top=child.unfrozen_,
-        epochs=max(1, min(cfg.epochs, int(left // (per_epoch * 1.15)))),
+        start=start,
         seed=cfg.seed,
-        lr_head=child.lr_head / 3,
-        lr_body=cfg.lr or child.lr_body,
         batch_size=cfg.batch_size,
-        deadline=deadline,
         forward=forward,
         forward_eval=forward_eval,
         head_params=list(net.head.dense.parameters()) + top,
         loss=loss,
-    )
+    ).unfreeze(child.unfrozen_)  # before the timing: the step timing needs gradients
+    per_epoch = _epoch_seconds(net, forward, len(inputs.y), cfg.batch_size)
+    left = float("inf") if deadline is None else deadline - time.monotonic()
+    epochs = max(1, min(cfg.epochs, int(left // (per_epoch * 1.15))))
+    result = stages.train_top(learn, epochs, (cfg.lr or child.lr_body, child.lr_head / 3), deadline=deadline)
     net.eval()
     child.stages_ = {"student": result.__dict__}
     child.timings_ = {"teachers": round(teacher_s, 2), "train_student": round(result.seconds, 2)}

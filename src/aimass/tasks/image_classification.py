@@ -285,23 +285,24 @@ class ImageClassifier(Classifier):
             epochs = int(min(12, left // (per_epoch * 1.15)))
         if epochs < 1:
             return stages.StageResult(skipped=f"time budget: an epoch needs ~{per_epoch:.0f}s")
-        result = stages.fit_top(
+        learn = stages.top_learner(
             net,
-            feats[0],
-            feats[1],
-            n_top=self.unfrozen_,
-            epochs=epochs,
+            *feats,
+            start=start,
             seed=cfg.seed,
-            lr_head=cfg.lr_head / 3,
-            lr_body=cfg.lr_body,
             batch_size=cfg.batch_size,
+            forward=forward,
+            forward_eval=forward_eval,
+            head_params=list(net.head.dense.parameters()) + top,
+        )
+        result = stages.train_top(
+            learn.unfreeze(self.unfrozen_),
+            epochs,
+            (cfg.lr_body, cfg.lr_head / 3),
             deadline=deadline,
             baseline=baseline,
             checkpoint_dir=ckpt,
             resume=resume,
-            forward=forward,
-            forward_eval=forward_eval,
-            head_params=list(net.head.dense.parameters()) + top,
             average=cfg.average,
         )
         net.eval()

@@ -316,16 +316,15 @@ class TextClassifier(Classifier):
             full, joint = (train, val), (baseline, copy.deepcopy(self.net_.head.state_dict()))
             train, val = (replace(f, lexical=None) for f in full)
             baseline = stages.fit_head(self.net_, train, val, seed=cfg.seed).best_score
-        result = stages.fit_top(
-            self.net_,
-            train,
-            val,
-            n_top=self.unfrozen_,
-            epochs=epochs,
-            seed=cfg.seed,
-            lr_head=cfg.lr_head * (1.0 if self.few_shot_ else 1 / 3),
-            lr_body=cfg.lr_body * (3.0 if self.few_shot_ else 1.0),
-            batch_size=cfg.batch_size,
+        learn = stages.top_learner(
+            self.net_, train, val, start=start, seed=cfg.seed, batch_size=cfg.batch_size
+        )
+        body, head = (3.0, 1.0) if self.few_shot_ else (1.0, 1 / 3)  # few texts: the body moves more
+        lr = (cfg.lr_body * body, cfg.lr_head * head)
+        result = stages.train_top(
+            learn.unfreeze(self.unfrozen_),
+            epochs,
+            lr,
             deadline=deadline,
             baseline=baseline,
             checkpoint_dir=ckpt,

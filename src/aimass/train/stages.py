@@ -2,7 +2,7 @@
 
 1. ``fit_head``: the backbone is frozen; the head trains on pooled embeddings
    (and TF-IDF features) computed once — seconds, not minutes.
-2. ``fit_top``: the top ``k`` blocks unfreeze; they train on the cached output
+2. ``top_learner`` + ``train_top``: the top ``k`` blocks unfreeze; they train on the cached output
    of the blocks below them, with discriminative learning rates and a one-cycle
    schedule, so an epoch costs only those ``k`` blocks.
 Both keep the best epoch by validation macro-F1 and stop early. With a TF-IDF branch, stage 2
@@ -365,8 +365,14 @@ def top_learner(
     instead (a task whose inputs change every epoch, e.g. image augmentation). ``head_params``
     (default: the head's dense layer; its TF-IDF branch keeps its stage-1 solution) always train.
     ``loss(logits, index)`` replaces the cross-entropy on ``train.y`` (distillation adds the
-    teacher's soft targets of the rows ``index``).
+    teacher's soft targets of the rows ``index``). ``seed`` seeds torch (dropout) and the batches.
+
+    >>> learn = top_learner(net, train, valid, start=net.n_layers - 2, seed=0)  # doctest: +SKIP
+    >>> result = train_top(learn.unfreeze(2), epochs=4, lr=(1e-4, 1e-3))  # doctest: +SKIP
     """
+    torch.manual_seed(seed)
+    if net.head.lexical is not None:
+        net.head.lexical.weight.requires_grad_(False)  # the TF-IDF branch keeps its stage-1 solution
     forward = forward or (lambda index: _top_forward(net, start, train, index))
     forward_eval = forward_eval or (lambda index: _top_forward(net, start, valid, index))
     lengths = train.mask.sum(1) if train.mask is not None else None
@@ -414,39 +420,6 @@ def train_top(
     learn.fit_one_cycle(epochs, lr, decay=decay, pct_start=0.25, min_steps=10, callbacks=callbacks)
     best = (keeper.epoch, keeper.best) if judged else (learn.epoch, float("nan"))
     return StageResult(history.rows, *best, time.perf_counter() - started)
-
-
-def fit_top(
-    net,
-    train: Features,
-    valid: Features | None,
-    *,
-    n_top: int,
-    epochs: int,
-    seed: int,
-    lr_head: float = 1e-3,
-    lr_body: float = 1e-4,
-    decay: float = 0.6,
-    batch_size: int = 16,
-    baseline: float = -float("inf"),
-    deadline: float | None = None,
-    checkpoint_dir: Path | None = None,
-    resume: bool = False,
-    average: float | None = None,
-    **data,
-) -> StageResult:
-    """Stage 2 in one call, as the tasks and compressors use it: :func:`top_learner` on the top
-    ``n_top`` blocks (``data``: its ``forward``, ``forward_eval``, ``head_params``, ``loss``),
-    unfrozen, then :func:`train_top`."""
-    torch.manual_seed(seed)
-    start = net.n_layers - n_top
-    learn = top_learner(net, train, valid, start=start, seed=seed, batch_size=batch_size, **data)
-    learn.unfreeze(n_top)
-    if net.head.lexical is not None:
-        net.head.lexical.weight.requires_grad_(False)
-    options = {"decay": decay, "baseline": baseline, "deadline": deadline, "average": average}
-    options.update(checkpoint_dir=checkpoint_dir, resume=resume)
-    return train_top(learn, epochs, (lr_body, lr_head), **options)
 
 
 def _trimmed(features: Features, index: torch.Tensor):

