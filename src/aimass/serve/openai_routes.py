@@ -29,8 +29,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aimass.errors import AimassError, NotFoundError
-from aimass.llm import batcher, decode
+from aimass.llm import batcher, decode, json_mode
 from aimass.llm.hub import HUB
+from aimass.serve import openai_logprobs
 from aimass.serve.middleware import error_body
 
 log = logging.getLogger("aimass.serve")
@@ -76,7 +77,6 @@ class _Common(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    logprobs: bool | int | None = None
     user: str | None = None
 
     def stops(self) -> tuple[str, ...]:
@@ -108,14 +108,25 @@ class Message(BaseModel):
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    top_logprobs: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+
+    def logprob_count(self) -> int | None:
+        """None (no logprobs) or how many alternatives each token lists."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise bad_param("top_logprobs", "top_logprobs needs logprobs: true; send both.")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(_Common):
     prompt: str | list[str]
     echo: bool = False
     suffix: str | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
 
 def _parse(cls, body: bytes):
@@ -134,16 +145,29 @@ def _parse(cls, body: bytes):
         raise bad_param(param, f"Invalid '{param}': {message}.") from None
 
 
+def _json_mode(req: ChatRequest, messages: list[dict]) -> bool:
+    """True for ``response_format: {"type": "json_object"}``; as OpenAI, the messages must ask for
+    JSON (the word, any case) so that the model is told and does not fill its tokens with spaces."""
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return False
+    if fmt.type != "json_object":
+        raise bad_param(
+            "response_format",
+            f"response_format {fmt.type!r} is not supported; use {{'type': 'json_object'}} (any JSON "
+            "object) and describe the fields you want in the messages.",
+            "unsupported_parameter",
+        )
+    if not any("json" in m["content"].lower() for m in messages):
+        raise bad_param(
+            "messages",
+            "'messages' must contain the word 'json' in some form to use 'response_format' of type "
+            "'json_object'.",
+        )
+    return True
+
+
 def _unsupported(req) -> None:
-    if req.logprobs or getattr(req, "top_logprobs", None):
-        raise bad_param(
-            "logprobs", "logprobs are not supported yet; leave them out.", "unsupported_parameter"
-        )
-    fmt = getattr(req, "response_format", None)
-    if fmt is not None and fmt.type != "text":
-        raise bad_param(
-            "response_format", f"response_format {fmt.type!r} is not supported yet.", "unsupported_parameter"
-        )
     if isinstance(req, CompletionRequest) and (req.echo or req.suffix):
         raise bad_param(
             "echo" if req.echo else "suffix", "echo and suffix are not supported.", "unsupported_parameter"
@@ -213,10 +237,15 @@ class _Target:
                 code="context_length_exceeded",
             )
 
-    def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, **kwargs):
-        """Decode in the shared continuous batch (or one request at a time, ``AIMASS_LLM_BATCHING=0``)."""
+    def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, json_object=False, **kwargs):
+        """Decode in the shared continuous batch (or one request at a time, ``AIMASS_LLM_BATCHING=0``);
+        ``json_object``: constrained to a JSON object (:mod:`aimass.llm.json_mode`)."""
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
+        if json_object:
+            kwargs["constraint"] = json_mode.json_object(
+                tokenizer, decode.eos_ids(self.base.model, tokenizer)
+            )
         params = decode.SamplingParams(**kwargs)
         if batcher.enabled():
             return batcher.scheduler(self.base).submit(
@@ -304,12 +333,14 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
     async def chat_completions(request: Request, caller=allow("predict")):
         """OpenAI's chat completions: messages in, choices out (``stream`` for Server-Sent Events)."""
         req = _parse(ChatRequest, await request.body())
-        _unsupported(req)
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
         ]
+        json_object = _json_mode(req, messages)
         limit = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
-        return await _answer(engine, (meter, metrics), caller, req, messages, limit, chat=True)
+        return await _answer(
+            engine, (meter, metrics), caller, req, messages, limit, chat=True, json_object=json_object
+        )
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(request: Request, caller=allow("predict")):
@@ -325,7 +356,7 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
         return await _answer(engine, (meter, metrics), caller, req, prompt, req.max_tokens or 16, chat=False)
 
 
-async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat: bool):
+async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat: bool, json_object=False):
     target = _resolve(engine, req.model)
     await asyncio.to_thread(target.check_length, prompt, raw=not chat, max_tokens=max_tokens)
     kwargs = {
@@ -335,13 +366,18 @@ async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat:
         "seed": req.seed,
         "stop": req.stops(),
         "n": req.n,
+        "logprobs": req.logprob_count(),
+        "json_object": json_object,
     }
+    shape = _logprob_shape(target, kwargs["logprobs"], None if chat else len(prompt))
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     kind = "chat.completion" if chat else "text_completion"
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return _stream(target, meters, caller, prompt, kwargs, ident, created, kind, chat, include_usage)
+        return _stream(
+            target, meters, caller, prompt, kwargs, (ident, created, kind, shape), chat, include_usage
+        )
     began = time.perf_counter()
     out = await asyncio.to_thread(target.generate, prompt, raw=not chat, **kwargs)
     _record(meters, caller, target.ref, out, began)
@@ -349,11 +385,16 @@ async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat:
         {
             "index": c.index,
             "message": {"role": "assistant", "content": c.text},
-            "logprobs": None,
+            "logprobs": shape(c.logprobs),
             "finish_reason": c.finish_reason,
         }
         if chat
-        else {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+        else {
+            "index": c.index,
+            "text": c.text,
+            "logprobs": shape(c.logprobs),
+            "finish_reason": c.finish_reason,
+        }
         for c in out.choices
     ]
     return {
@@ -376,6 +417,17 @@ def _record(meters, caller, ref: str, out, began: float) -> None:
     metrics.observe(ref, out)
 
 
+def _logprob_shape(target: _Target, count: int | None, prompt_chars: int | None):
+    """``entries -> choices[].logprobs``: None when not asked for, else OpenAI's chat shape (or the
+    legacy completions shape, whose offsets count from the prompt's start)."""
+    if count is None:
+        return lambda entries: None
+    tokens = openai_logprobs.Tokens(target.base.tokenizer)
+    if prompt_chars is None:
+        return lambda entries: openai_logprobs.chat(tokens, entries)
+    return lambda entries: openai_logprobs.legacy(tokens, entries, prompt_chars)
+
+
 def _usage(out) -> dict:
     return {
         "prompt_tokens": out.prompt_tokens,
@@ -384,13 +436,14 @@ def _usage(out) -> dict:
     }
 
 
-def _stream(target, meters, caller, prompt, kwargs, ident, created, kind, chat, include_usage):
+def _stream(target, meters, caller, prompt, kwargs, head, chat, include_usage):
+    ident, created, _, shape = head
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     stop = {"cancelled": False}
 
-    def on_delta(index: int, text: str, reason: str | None) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, ("delta", index, text, reason))
+    def on_delta(index: int, text: str, reason: str | None, entries) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, ("delta", index, text, reason, entries))
 
     def run():
         began = time.perf_counter()
@@ -436,15 +489,16 @@ def _stream(target, meters, caller, prompt, kwargs, ident, created, kind, chat, 
             while True:
                 item = await queue.get()
                 if item[0] == "delta":
-                    _, index, text, reason = item
+                    _, index, text, reason, entries = item
+                    logprobs = shape(entries)
                     if chat:
                         delta = {"content": text} if text else {}
                         yield chunk(
-                            [{"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}]
+                            [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}]
                         )
                     else:
                         yield chunk(
-                            [{"index": index, "text": text, "logprobs": None, "finish_reason": reason}]
+                            [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}]
                         )
                 elif item[0] == "done":
                     if include_usage:
