@@ -1,13 +1,14 @@
 """OpenAI-compatible routes on the same server, keys and metering: ``POST /v1/chat/completions``,
-``POST /v1/completions`` and the OpenAI fields of ``GET /v1/models``.
+``POST /v1/completions``, ``POST /v1/embeddings`` (:mod:`aimass.serve.openai_embeddings`) and the
+OpenAI fields of ``GET /v1/models``. ``logprobs`` come in OpenAI's shapes
+(:mod:`aimass.serve.openai_logprobs`); ``response_format: json_object`` decodes under a JSON grammar
+(:mod:`aimass.llm.json_mode`).
 
 A model id is a served version (``headlines:2``), a service name (``headlines``: its traffic split
 picks the version) or the base model of a served fine-tune (``smollm2-135m``). Every LoRA version is
 an adapter on one shared copy of its base (:mod:`aimass.llm.hub`).
 
-Errors on these routes have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (plus
-aimass's ``hint`` and ``request_id``) and OpenAI's status codes (400 for a bad parameter, where the
-rest of the server answers 422), so the official ``openai`` client raises its own exception types.
+Errors on these routes have OpenAI's shape and status codes (:mod:`aimass.serve.openai_errors`).
 
 Requests decode by continuous batching (:mod:`aimass.llm.batcher`): a new request joins the running
 batch at the next decode step, and a streamed request whose client disconnects leaves it at once.
@@ -26,35 +27,19 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from aimass.errors import AimassError, NotFoundError
+from aimass.errors import NotFoundError
 from aimass.llm import batcher, decode, json_mode
 from aimass.llm.hub import HUB
 from aimass.serve import openai_logprobs
 from aimass.serve.middleware import error_body
+from aimass.serve.openai_embeddings import add_embedding_routes, embedding_models
+from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
 
 log = logging.getLogger("aimass.serve")
 MAX_TOKENS_CAP = 2048
 DEFAULT_MAX_TOKENS = 128
-
-
-class OpenAIError(AimassError):
-    """An error answered in OpenAI's shape, with its status, type, param and code."""
-
-    def __init__(
-        self, status: int, message: str, *, type: str, param: str | None = None, code: str | None = None
-    ):
-        super().__init__(message)
-        self.http_status, self.type, self.param, self.openai_code = status, type, param, code
-
-    @property
-    def code(self) -> str:  # aimass's stable code = OpenAI's code
-        return self.openai_code or self.type
-
-
-def bad_param(param: str, message: str, code: str = "invalid_value") -> OpenAIError:
-    return OpenAIError(400, message, type="invalid_request_error", param=param, code=code)
 
 
 class StreamOptions(BaseModel):
@@ -129,22 +114,6 @@ class CompletionRequest(_Common):
         return self.logprobs
 
 
-def _parse(cls, body: bytes):
-    try:
-        payload = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_param(None, f"The body is not valid JSON: {exc}.", "invalid_json") from None
-    if not isinstance(payload, dict):
-        raise bad_param(None, "The body must be a JSON object.", "invalid_json")
-    try:
-        return cls.model_validate(payload)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        param = ".".join(str(p) for p in err.get("loc", ())) or None
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        raise bad_param(param, f"Invalid '{param}': {message}.") from None
-
-
 def _json_mode(req: ChatRequest, messages: list[dict]) -> bool:
     """True for ``response_format: {"type": "json_object"}``; as OpenAI, the messages must ask for
     JSON (the word, any case) so that the model is told and does not fill its tokens with spaces."""
@@ -201,7 +170,7 @@ def openai_models(engine) -> list[dict]:
             out.append(
                 {"id": name, "object": "model", "created": 0, "owned_by": "aimass", "task": "text-generation"}
             )
-    return out
+    return out + embedding_models(engine)
 
 
 def _epoch(stamp) -> int:
@@ -322,6 +291,7 @@ class LLMMetrics:
 def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
     """Register the routes. ``allow(scope)``: the server's key check (401/403/429) as a dependency."""
     metrics = LLMMetrics(engine.metrics.registry)
+    add_embedding_routes(app, engine, allow, meter)
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError):
@@ -332,7 +302,7 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(request: Request, caller=allow("predict")):
         """OpenAI's chat completions: messages in, choices out (``stream`` for Server-Sent Events)."""
-        req = _parse(ChatRequest, await request.body())
+        req = parse_body(ChatRequest, await request.body())
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
         ]
@@ -345,7 +315,7 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
     @app.post("/v1/completions", tags=["openai"])
     async def completions(request: Request, caller=allow("predict")):
         """OpenAI's (legacy) completions: a raw text prompt, continued without a chat template."""
-        req = _parse(CompletionRequest, await request.body())
+        req = parse_body(CompletionRequest, await request.body())
         _unsupported(req)
         if isinstance(req.prompt, list):
             if len(req.prompt) != 1:
