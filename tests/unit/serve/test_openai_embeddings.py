@@ -12,8 +12,8 @@ import pytest
 import torch
 from tests.conftest import live_server
 
-from aimass.backbones import get_backbone
 from aimass.encoders import embed
+from aimass.llm.embeddings import EMBEDDERS
 from aimass.serve import auth, metering
 from aimass.serve.app import create_app
 
@@ -29,11 +29,11 @@ def cosine(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def srv():
-    key_id, key = auth.create_key("embed", ["predict"])
+    record, key = auth.create_key("embed", ["predict"])
     app = create_app([])
     with live_server(app) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
-        yield SimpleNamespace(base=base, key=key, key_id=key_id, client=client, app=app)
+        yield SimpleNamespace(base=base, key=key, key_id=record.id, client=client, app=app)
 
 
 def test_minilm_vectors_are_the_encoders_normalised_mean_pool(srv):
@@ -44,7 +44,8 @@ def test_minilm_vectors_are_the_encoders_normalised_mean_pool(srv):
     assert answer.model == "minilm-l6" and [d.index for d in answer.data] == [0, 1, 2]
     assert len(vectors[0]) == 384 and np.linalg.norm(vectors[0]) == pytest.approx(1, abs=1e-5)
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.2
-    tokenizer, encoder = get_backbone("minilm-l6").load()
+    loaded = EMBEDDERS.backbone("minilm-l6")  # the server's copy (in this process): no second load
+    tokenizer, encoder = loaded.tokenizer, loaded.encoder
     expected = embed(encoder, tokenizer, [QUERY, RELEVANT, IRRELEVANT], max_length=512)["pooled"]
     assert np.allclose(vectors, expected.numpy(), atol=1e-5)
     assert answer.usage.prompt_tokens == sum(
@@ -85,7 +86,8 @@ def test_e5_prefixes(srv):
     )
     query = plain.data[0].embedding
     assert cosine(query, passages.data[0].embedding) > cosine(query, passages.data[1].embedding)
-    tokenizer, encoder = get_backbone("multilingual-e5-small").load()
+    loaded = EMBEDDERS.backbone("multilingual-e5-small")
+    tokenizer, encoder = loaded.tokenizer, loaded.encoder
     expected = embed(encoder, tokenizer, ["passage: " + RELEVANT], max_length=512)["pooled"][0]
     assert np.allclose(passages.data[0].embedding, expected.numpy(), atol=1e-5)
 
