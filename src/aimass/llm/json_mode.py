@@ -23,6 +23,7 @@ b'"]}'
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import torch
 
@@ -49,6 +50,8 @@ _HEAD = {  # the shortest text that finishes the current token/member, before cl
     EXPS: b"0",
 }
 
+NEVER = 32767  # the closing length of a token that is not allowed (int16 tables: 100 kB a state)
+CACHED_STATES = 512
 State = tuple  # (mode, aux, stack): aux is the key flag of a string, (key, hex left), literal rest
 
 
@@ -58,12 +61,16 @@ class Machine:
     start: State = (START, None, ())
     done: State = (DONE, None, ())
 
+    MEMO = 1 << 20  # transitions remembered (then the memo starts afresh)
+
     def __init__(self):
         self._memo: dict[tuple[State, int], State | None] = {}
 
     def step(self, state: State, c: int) -> State | None:
         key = (state, c)
         if key not in self._memo:
+            if len(self._memo) >= self.MEMO:
+                self._memo.clear()
             self._memo[key] = _step(state, c)
         return self._memo[key]
 
@@ -218,7 +225,7 @@ class Vocabulary:
         self.plain = torch.tensor(plain, dtype=torch.long)
         self.plain_set = frozenset(plain)
         self.machine = Machine()
-        self.cache: dict[State, tuple[torch.Tensor, dict[int, State]]] = {}
+        self.cache: OrderedDict[State, tuple[torch.Tensor, dict[int, State]]] = OrderedDict()
         self.lock = threading.Lock()
 
     def table(self, state: State) -> tuple[torch.Tensor, dict[int, State]]:
@@ -227,18 +234,20 @@ class Vocabulary:
         with self.lock:
             if state not in self.cache:
                 self.cache[state] = self._compute(state)
+                while len(self.cache) > CACHED_STATES:  # deep, rare nestings: least recently used go
+                    self.cache.popitem(last=False)
+            self.cache.move_to_end(state)
             return self.cache[state]
 
     def _compute(self, state: State) -> tuple[torch.Tensor, dict[int, State]]:
-        never = 1 << 30
-        lengths = torch.full((self.size,), never, dtype=torch.long)
+        lengths = torch.full((self.size,), NEVER, dtype=torch.int16)
         moves: dict[int, State] = {}
         if state == Machine.done:
             lengths[self.eos] = 0
             return lengths, moves
         machine, skip = self.machine, frozenset()
         if state[0] == STR:  # a plain token leaves a string state as it is
-            lengths[self.plain] = len(machine.closing(state))
+            lengths[self.plain] = min(len(machine.closing(state)), NEVER - 1)
             skip = self.plain_set
         for first, ids in self.by_first.items():
             if machine.step(state, first) is None:
@@ -248,7 +257,7 @@ class Vocabulary:
                     continue
                 after = machine.feed(state, self.tokens[i])
                 if after is not None:
-                    lengths[i] = len(machine.closing(after))
+                    lengths[i] = min(len(machine.closing(after)), NEVER - 1)
                     if after != state:
                         moves[i] = after
         return lengths, moves
@@ -278,7 +287,7 @@ class JsonConstraint:
         lengths, _ = self.vocab.table(self.state)
         mask = lengths <= max(0, left)
         if not bool(mask.any()):
-            mask = lengths < (1 << 30)
+            mask = lengths < NEVER
         return mask
 
     def advance(self, token: int) -> None:

@@ -345,9 +345,7 @@ async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat:
     kind = "chat.completion" if chat else "text_completion"
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return _stream(
-            target, meters, caller, prompt, kwargs, (ident, created, kind, shape), chat, include_usage
-        )
+        return _stream(target, meters, caller, prompt, kwargs, (ident, created, shape), chat, include_usage)
     began = time.perf_counter()
     out = await asyncio.to_thread(target.generate, prompt, raw=not chat, **kwargs)
     _record(meters, caller, target.ref, out, began)
@@ -407,7 +405,7 @@ def _usage(out) -> dict:
 
 
 def _stream(target, meters, caller, prompt, kwargs, head, chat, include_usage):
-    ident, created, _, shape = head
+    ident, created, shape = head  # the answer's id and time; entries -> logprobs
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     stop = {"cancelled": False}
