@@ -6,11 +6,13 @@ a JSON object *and* leave enough tokens to close it: every state knows its short
 (``{"a": [1, "x`` -> ``"]}``), and a token is allowed only if the completion of the state it leads
 to fits in the tokens left after it. So an answer cut by ``max_tokens`` is still closed, and the
 end-of-text token is allowed only once the object is complete (then it is the only choice).
-Special tokens and, outside strings, any non-JSON byte are never allowed.
+Special tokens and, outside strings, any non-JSON byte are never allowed; strings hold valid
+UTF-8 (a string cannot close halfway through a character).
 
 The allowed set of each automaton state is computed once per tokenizer and cached: tokens are
-grouped by first byte, and inside a string a token without ``"``, ``\\`` or control bytes is
-allowed without simulation, so a new state costs a few thousand token walks, not the vocabulary.
+grouped by first byte, and inside a string a token of whole UTF-8 characters without ``"``, ``\\``
+or control bytes is allowed without simulation, so a new state costs a few thousand token walks,
+not the vocabulary.
 
 >>> m = Machine()
 >>> s = m.feed(m.start, b'{"a": [1, "x')
@@ -33,6 +35,7 @@ from aimass.llm.vocab import token_bytes
 START, VALUE, FIRST_VALUE, FIRST_KEY, KEY, COLON, AFTER, DONE = range(8)
 STR, ESC, HEX, LIT = 8, 9, 10, 11
 MINUS, ZERO, INT, FRAC0, FRAC, EXP0, EXPS, EXP = range(12, 20)
+UTF = 20  # inside a string, within a multi-byte UTF-8 character: aux (key, bytes left, lo, hi)
 
 WS = frozenset(b" \t\n\r")
 DIGITS = frozenset(b"0123456789")
@@ -85,16 +88,28 @@ class Machine:
     def closing(state: State) -> bytes:
         """The shortest bytes that complete the JSON object from ``state``."""
         mode, aux, stack = state
-        if mode in (STR, ESC, HEX):
-            key = aux[0] if mode == HEX else aux
-            head = (b"0" * aux[1] if mode == HEX else b"n" if mode == ESC else b"") + b'"'
-            head += b":0" if key else b""
+        if mode in (STR, ESC, HEX, UTF):
+            head = _string_rest(mode, aux)
         elif mode == LIT:
             head = aux
         else:
             head = _HEAD.get(mode, b"")
         tail = b"".join(b"}" if s == "o" else b"]" for s in reversed(stack))
         return head + (b"}" if mode == START else tail)
+
+
+def _string_rest(mode: int, aux) -> bytes:
+    """The shortest end of an open string (and of the member, for a key)."""
+    key = aux[0] if mode in (HEX, UTF) else aux
+    if mode == ESC:
+        rest = b"n"
+    elif mode == HEX:
+        rest = b"0" * aux[1]
+    elif mode == UTF:  # the smallest valid continuation of the character
+        rest = bytes([aux[2]]) + b"\x80" * (aux[1] - 1)
+    else:
+        rest = b""
+    return rest + b'"' + (b":0" if key else b"")
 
 
 def _after(stack: tuple) -> State:
@@ -142,6 +157,17 @@ def _structural(state: State, c: int) -> State | None:
     return None
 
 
+def _utf8_lead(c: int) -> tuple[int, int, int] | None:
+    """(bytes that follow, lowest and highest valid next byte) of a UTF-8 lead byte (RFC 3629)."""
+    if 0xC2 <= c <= 0xDF:
+        return 1, 0x80, 0xBF
+    if 0xE0 <= c <= 0xEF:
+        return 2, 0xA0 if c == 0xE0 else 0x80, 0x9F if c == 0xED else 0xBF
+    if 0xF0 <= c <= 0xF4:
+        return 3, 0x90 if c == 0xF0 else 0x80, 0x8F if c == 0xF4 else 0xBF
+    return None
+
+
 def _string(state: State, c: int) -> State | None:
     mode, aux, stack = state
     if mode == STR:
@@ -149,7 +175,15 @@ def _string(state: State, c: int) -> State | None:
             return (COLON, None, stack) if aux else _after(stack)
         if c == ord("\\"):
             return (ESC, aux, stack)
+        if c >= 0x80:  # a string never ends inside a character: the text stays whole UTF-8
+            lead = _utf8_lead(c)
+            return (UTF, (aux, *lead), stack) if lead else None
         return None if c < 0x20 else state
+    if mode == UTF:
+        key, left, lo, hi = aux
+        if not lo <= c <= hi:
+            return None
+        return (STR, key, stack) if left == 1 else (UTF, (key, left - 1, 0x80, 0xBF), stack)
     if mode == ESC:
         if c in b'"\\/bfnrt':
             return (STR, aux, stack)
@@ -198,13 +232,21 @@ def _step(state: State, c: int) -> State | None:
         return None
     if mode in _STRUCTURAL:
         return _structural(state, c)
-    if mode in (STR, ESC, HEX):
+    if mode in (STR, ESC, HEX, UTF):
         return _string(state, c)
     if mode == LIT:
         if c != aux[0]:
             return None
         return _after(stack) if len(aux) == 1 else (LIT, aux[1:], stack)
     return _number(state, c)
+
+
+def _whole_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class Vocabulary:
@@ -220,7 +262,7 @@ class Vocabulary:
             if not raw:
                 continue
             self.by_first.setdefault(raw[0], []).append(i)
-            if b'"' not in raw and b"\\" not in raw and min(raw) >= 0x20:
+            if b'"' not in raw and b"\\" not in raw and min(raw) >= 0x20 and _whole_utf8(raw):
                 plain.append(i)
         self.plain = torch.tensor(plain, dtype=torch.long)
         self.plain_set = frozenset(plain)

@@ -110,6 +110,9 @@ def test_json_machine_closes_every_prefix_and_forces_the_end():
         state = machine.feed(machine.start, text[:i].encode())
         assert state not in (None, machine.done)
         json.loads(text[:i] + machine.closing(state).decode())
+    half = machine.feed(machine.start, '{"a": "é'.encode()[:-1])  # half of a 2-byte character
+    assert machine.feed(half, b'"') is None  # a string cannot end inside a character
+    assert json.loads(b'{"a": "\xc3' + machine.closing(half))  # closing completes it with valid bytes
     for bad in ("[1]", "{a: 1}", '{"a": 01}', '{"a": 1,}', '{"a" 1}', "{}}", '{"a": 1.}', '{"a": "\x01"}'):
         assert machine.feed(machine.start, bad.encode()) != machine.done
     tokenizer = HUB.base(BASE).tokenizer
