@@ -339,7 +339,8 @@ async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat:
         "logprobs": req.logprob_count(),
         "json_object": json_object,
     }
-    shape = _logprob_shape(target, kwargs["logprobs"], None if chat else len(prompt))
+    # the vocabulary's token bytes are built once per tokenizer (~0.1 s): off the event loop
+    shape = await asyncio.to_thread(_logprob_shape, target, kwargs["logprobs"], None if chat else len(prompt))
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     kind = "chat.completion" if chat else "text_completion"
