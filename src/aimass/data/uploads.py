@@ -3,7 +3,7 @@
 Each upload gets its own folder, ``uploads/<id>/``, holding the file under a cleaned name. An
 archive (.zip, .tar, .tar.gz) is also unpacked there by the safe extractor
 (:func:`aimass.data.archive.extract_archive`: no links, no ``..``, size and ratio limits), and the
-path to import is what it holds: its one file or folder, else the folder it was unpacked into.
+path to import is what it holds: its one table, or the folder below any single wrapping folder.
 
 >>> clean_name("../../etc/passwd")
 'passwd'
@@ -87,5 +87,7 @@ def _copy(source: BinaryIO, target: Path) -> int:
 
 def _unpack(archive: Path, dest: Path) -> tuple[Path, int]:
     extracted = extract_archive(archive, dest)
-    top = [p for p in dest.iterdir() if not p.name.startswith(".")]
-    return (top[0] if len(top) == 1 else dest), len(extracted.files)
+    path = dest
+    while path.is_dir() and len(inside := [p for p in path.iterdir() if not p.name.startswith(".")]) == 1:
+        path = inside[0]  # one folder wrapping everything, or one table: import what it holds
+    return path, len(extracted.files)

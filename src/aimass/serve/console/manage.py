@@ -56,7 +56,7 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
             "jobs.html",
             ctx,
             jobs=found["jobs"],
-            status=status,
+            state=status,
             states=STATES,
             pg=pages(found["total"], offset),
         )
