@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from aimass import api
-from aimass.data import load_dataset
+from aimass.data import Dataset, load_dataset
+from aimass.data.dataset import MANIFEST_FILE
+from aimass.data.store import datasets_dir
 from aimass.data.uploads import store_upload, upload_limit
 from aimass.errors import ConfigError, NotFoundError
 from aimass.serve.engine import Engine
@@ -37,6 +40,7 @@ from aimass.store import browse, registry
 
 UPLOAD_PATH = "/v1/uploads"
 PICTURES = (".png", ".svg")
+DATASET_ID = re.compile(r"[0-9a-f]{6,64}")
 
 
 class ImportRequest(BaseModel):
@@ -66,13 +70,20 @@ def datasets_page(limit: int, offset: int) -> dict:
     return page(out, total, *browse.clamp(limit, offset), "datasets")
 
 
+def open_dataset(dataset_id: str) -> Dataset:
+    """A dataset by its id straight from its folder (one manifest read), else by name or prefix."""
+    if DATASET_ID.fullmatch(dataset_id) and (datasets_dir() / dataset_id / MANIFEST_FILE).is_file():
+        return Dataset.open(datasets_dir() / dataset_id)
+    return load_dataset(dataset_id)
+
+
 def dataset_report(dataset_id: str) -> dict:
-    return load_dataset(dataset_id).summary()
+    return open_dataset(dataset_id).summary()
 
 
 def rejects_page(dataset_id: str, limit: int, offset: int) -> dict:
     """Rejected rows (line, reason, ...) of a dataset, read lazily from its rejects file."""
-    ds = load_dataset(dataset_id)
+    ds = open_dataset(dataset_id)
     limit, offset = browse.clamp(limit, offset)
     total = int(ds.summary().get("rejects") or 0)
     path = ds.rejects_path

@@ -134,7 +134,6 @@ def test_every_page_renders_with_relative_links(admin, bbc_csv):
         "/console/jobs",
         "/console/jobs?status=queued",
         f"/console/jobs/{job['id']}",
-        f"/console/jobs/{job['id']}/progress",
         "/console/models",
         "/console/services",
         "/console/datasets",
@@ -147,6 +146,9 @@ def test_every_page_renders_with_relative_links(admin, bbc_csv):
         assert page.status_code == 200, (path, page.text[-500:])
         assert not re.search(r'(href|src|action|hx-get|hx-post)="/', page.text), path
     assert "business" in admin.get(f"/console/datasets/{ds.id}").text
+    live = admin.get(f"/console/jobs/{job['id']}", headers={"HX-Request": "true"})
+    assert live.text.startswith('<div id="progress"') or 'id="progress"' in live.text[:200]
+    assert "<html" not in live.text  # htmx polls the same URL and gets only the live part
 
 
 def test_errors_are_pages_with_the_cause_and_hint(admin):

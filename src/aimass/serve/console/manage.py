@@ -63,17 +63,13 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
 
     @router.get("/jobs/{job_id}")
     async def job(request: Request, job_id: str, wizard: int = 0):
-        ctx = _manager(console, request)
-        info = await asyncio.to_thread(jobs.show, job_id)
-        return console.page(request, "job.html", ctx, job=info, wizard=bool(wizard))
-
-    @router.get("/jobs/{job_id}/progress")
-    async def progress(request: Request, job_id: str, wizard: int = 0):
-        """The live part of a job's page (htmx polls it until the job ends)."""
+        """The job's page; to htmx (which polls it until the job ends) only its live part."""
         ctx = _manager(console, request)
         info = await asyncio.to_thread(jobs.show, job_id)
         info["log_tail"] = await asyncio.to_thread(jobs.logs, job_id, 15)
-        return console.page(request, "job_progress.html", ctx, job=info, wizard=bool(wizard))
+        live = bool(request.headers.get("hx-request"))
+        template = "job_progress.html" if live else "job.html"
+        return console.page(request, template, ctx, job=info, wizard=bool(wizard))
 
     @router.post("/jobs/{job_id}/cancel")
     async def cancel(request: Request, job_id: str):
