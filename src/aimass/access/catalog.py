@@ -28,6 +28,7 @@ ACTIONS: tuple[str, ...] = (
     "service:List",
     "service:Read",
     "service:Update",
+    "service:Delete",
     "job:List",
     "job:Submit",
     "job:SubmitCode",

@@ -22,6 +22,8 @@ import aimass
 from aimass.errors import AimassError, ConfigError
 from aimass.jobs.custom import upload_limit
 from aimass.serve import auth, metering
+from aimass.serve.access_guard import AccessGuard
+from aimass.serve.access_routes import add_access_routes, stash_body
 from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import BatchSettings
 from aimass.serve.engine import Engine, persisted
@@ -75,6 +77,7 @@ def create_app(
     engine = Engine(settings)
     state = {"ready": False, "draining": False}
     guard = Guard(open_predict=open_predict, admin=auth.admin_token())
+    guard.policy = AccessGuard()
     meter = Meter()
 
     async def flush_usage():
@@ -117,6 +120,7 @@ def create_app(
     _add_predict(app, engine, guard, predictor)
     _add_management(app, engine, guard, meter)
     add_openai_routes(app, engine, lambda scope: _allow(guard, scope), meter)
+    add_access_routes(app, lambda scope: _allow(guard, scope))
     return app
 
 
@@ -124,7 +128,8 @@ def _allow(guard: Guard, scope: str):
     """A FastAPI dependency: the caller, checked for ``scope`` (401/403/429 otherwise)."""
 
     async def dependency(request: Request) -> Caller:  # async: a sync dependency costs a thread hop
-        caller = guard.check(request.headers.get("authorization"), scope)
+        await stash_body(request)  # access rules may name a resource from the body
+        caller = guard.check(request.headers.get("authorization"), scope, request.scope)
         request.state.key_id = caller.key_id
         return caller
 
