@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 
 from aimass import paths
 from aimass.access import tables as t
-from aimass.access.managed import MANAGED, managed
+from aimass.access.managed import MANAGED, SCOPE_ONLY, managed
 from aimass.access.policy import IDENTITY, RESOURCE, PolicyError, check_arn, compile_policy
 from aimass.errors import ConfigError, NotFoundError
 from aimass.store.db import now
@@ -311,7 +311,7 @@ def attached(target_type: str, target: str) -> list[str]:
 
 def compiled(name: str, project: str | None = None):
     """A stored or managed policy, compiled (``project``: narrow a managed one to it)."""
-    if name in MANAGED:
+    if name in MANAGED or name in SCOPE_ONLY:
         return managed(name, project)
     with t.session() as s:
         record = s.get(t.PolicyRecord, name)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from aimass import jobs
 from aimass.access import audit, directory
 from aimass.access.authorizer import Authorizer
 from aimass.access.evaluate import explain
@@ -52,15 +53,25 @@ def new(top: str, field: str = "name") -> Target:
     return lambda params, data: ("", f"aimass:{top}/{data.get(field, '') if isinstance(data, dict) else ''}")
 
 
-def job_submit(data) -> str:
+def job_submit(params: dict, data) -> str:
+    """Submitting custom code is ``job:SubmitCode``; any other kind ``job:Submit``."""
     return "job:SubmitCode" if isinstance(data, dict) and data.get("kind") == "custom" else "job:Submit"
+
+
+def job_retry(params: dict, data) -> str:
+    """Retrying runs the job again: ``job:SubmitCode`` for a custom job."""
+    try:
+        code = jobs.kind_of(params["job_id"]).name == "custom"
+    except AimassError:  # no such job: the route answers 404
+        code = False
+    return "job:SubmitCode" if code else "job:Submit"
 
 
 @dataclass(frozen=True)
 class Rule:
     method: str
     template: str
-    action: str | Callable[[dict], str]
+    action: str | Callable[[dict, dict], str]  # or (path params, JSON body) -> action
     target: Target
     management: bool = True  # audit every decision (not only denials)
 
@@ -91,7 +102,7 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/jobs/{job_id}", "job:Read", path("job", "job_id")),
     Rule("GET", "/v1/jobs/{job_id}/logs", "job:Read", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/cancel", "job:Cancel", path("job", "job_id")),
-    Rule("POST", "/v1/jobs/{job_id}/retry", "job:Submit", path("job", "job_id")),
+    Rule("POST", "/v1/jobs/{job_id}/retry", job_retry, path("job", "job_id")),
     Rule("POST", "/v1/policies/simulate", "policy:Simulate", fixed("aimass:policy/*")),
     Rule("GET", "/v1/policies", "policy:Read", fixed("aimass:policy/*")),
     Rule("GET", "/v1/policies/{name}", "policy:Read", named("policy")),
@@ -113,7 +124,11 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/audit/{request_id}", "audit:Read", fixed("aimass:audit")),
 )
 READ = {"model": "model:Read", "service": "service:Read", "job": "job:Read", "dataset": "dataset:Read"}
-BODY_KEY = "access_body"  # where a route's dependency leaves the parsed JSON body for the rule
+BODY_KEY = "access_body"
+SCOPE_HINT = (
+    "`aimass keys create --scope manage` (or --scope jobs:code to run code: manage does not include it)"
+    " makes a key that may do more, or bind the key to a user (`aimass keys bind`)."
+)  # where a route's dependency leaves the parsed JSON body for the rule
 
 
 class AccessGuard:
@@ -136,7 +151,7 @@ class AccessGuard:
         """Raise 403/404 unless the policies allow; audit as the module says."""
         rule, params = found
         data = scope.get("state", {}).get(BODY_KEY) or {}
-        action = rule.action(data) if callable(rule.action) else rule.action
+        action = rule.action(params, data) if callable(rule.action) else rule.action
         kind, name = rule.target(params, data)
         resource = self.arn(kind, name) if kind else name
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
@@ -152,6 +167,8 @@ class AccessGuard:
                 f"No {kind} '{name}'.", hint="Ask for the names your key may see (GET /v1/models)."
             )
         message, hint = explain(decision, principal.name)
+        if principal.user is None and caller.key_id not in ("admin", "anonymous"):
+            hint = f"This key acts by its scopes {list(caller.scopes)}: {SCOPE_HINT} " + hint
         raise PermissionDenied(message, hint=f"{hint} Request id {request_id} is in the audit log.")
 
     def arn(self, kind: str, name: str) -> str:
