@@ -143,6 +143,16 @@ class Authorizer:
         self._resources: dict = {}
         self._sets: dict = {}
         self._decisions: dict = {}
+        self._memo: dict = {}
+
+    def memo(self, key, compute):
+        """``compute()``, remembered until the next access change (e.g. which project owns a model)."""
+        self._fresh()
+        if key not in self._memo:
+            if len(self._memo) >= self._cache_size:
+                self._memo.clear()
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def principal(self, key_id: str, scopes: tuple) -> Principal:
         self._fresh()
@@ -177,7 +187,7 @@ class Authorizer:
         mark = _mark(self._changes)
         if mark != self._seen or mark is _UNKNOWN:
             with self._lock:
-                for cache in (self._principals, self._resources, self._sets, self._decisions):
+                for cache in (self._principals, self._resources, self._sets, self._decisions, self._memo):
                     cache.clear()
                 self._seen = mark
 

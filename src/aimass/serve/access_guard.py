@@ -179,7 +179,8 @@ class AccessGuard:
                 name = f"{base}:{version}"
             except AimassError:  # no such alias: the route answers 404 itself
                 pass
-        return directory.arn(kind, name, directory.project_of(kind, name))
+        project = self.authorizer.memo((kind, name), lambda: directory.project_of(kind, name))
+        return directory.arn(kind, name, project)
 
     def visible(self, caller, kind: str, names) -> set[str]:
         """Which of ``names`` (models or services) the caller may read: what list routes show."""
