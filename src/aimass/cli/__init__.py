@@ -1,14 +1,15 @@
 """The command line: ``aimass ...``, a thin shell over the Python API.
 
 ``main.py`` holds the data/train/evaluate/predict/registry commands; each other file adds one group
-(``serve``: serve, deploy, services, keys, usage; ``compress``; ``export``; ``auto``; ``jobs``);
+(``serve``: serve, deploy, services, keys, usage; ``compress``; ``export``; ``auto``; ``jobs``;
+``access``: users, groups, projects, policies, policy, audit);
 ``shell.py`` holds the output helpers (tables, ``--json``, errors as exit codes).
 """
 
-from aimass.cli import auto, compress, export, jobs, serve
+from aimass.cli import access, auto, compress, export, jobs, serve
 from aimass.cli.main import app, main
 
-for _group in (serve, compress, export, auto, jobs):
+for _group in (serve, compress, export, auto, jobs, access):
     _group.attach(app)
 
 __all__ = ["app", "main"]

@@ -22,6 +22,8 @@ import aimass
 from aimass.errors import AimassError, ConfigError
 from aimass.jobs.custom import upload_limit
 from aimass.serve import auth, console, metering
+from aimass.serve.access_guard import AccessGuard
+from aimass.serve.access_routes import add_access_routes, stash_body
 from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import BatchSettings
 from aimass.serve.data_routes import UPLOAD_PATH as DATA_UPLOAD_PATH
@@ -81,6 +83,7 @@ def create_app(
     engine = Engine(settings)
     state = {"ready": False, "draining": False}
     guard = Guard(open_predict=open_predict, admin=auth.admin_token())
+    guard.policy = AccessGuard()
     meter = Meter()
 
     async def flush_usage():
@@ -125,6 +128,7 @@ def create_app(
     add_openai_routes(app, engine, lambda scope: _allow(guard, scope), meter)
     add_data_routes(app, engine, lambda scope: _allow(guard, scope))
     console.add_console(app, engine, guard, predictor, meter)
+    add_access_routes(app, lambda scope: _allow(guard, scope))
     return app
 
 
@@ -132,7 +136,8 @@ def _allow(guard: Guard, scope: str):
     """A FastAPI dependency: the caller, checked for ``scope`` (401/403/429 otherwise)."""
 
     async def dependency(request: Request) -> Caller:  # async: a sync dependency costs a thread hop
-        caller = guard.check(request.headers.get("authorization"), scope)
+        await stash_body(request)  # access rules may name a resource from the body
+        caller = guard.check(request.headers.get("authorization"), scope, request.scope)
         request.state.key_id = caller.key_id
         return caller
 

@@ -219,9 +219,13 @@ class Guard:
         self._revocations = paths.home() / REVOKED_LOG
         self._seen = _mark(self._revocations)
         self._buckets: dict[str, tuple[float, float]] = {}
+        self.policy = None  # an AccessGuard (aimass.serve.access_guard), set by the app
 
-    def check(self, header: str | None, scope: str | tuple[str, ...]) -> Caller:
-        """The caller, if the key is valid, has ``scope`` (or one of several) and is within its rate."""
+    def check(self, header: str | None, scope: str | tuple[str, ...], request=None) -> Caller:
+        """The caller, if the key is valid, may do what the request asks and is within its rate.
+
+        ``request``: the ASGI scope; a route that :attr:`policy` has a rule for is decided by the
+        access policies, any other by ``scope`` (or one of several)."""
         caller = self.identify(header)
         if caller is None:
             if scope == "predict" and self.open_predict:
@@ -230,7 +234,11 @@ class Guard:
                 "This endpoint needs an API key." if not header else "The API key is unknown or revoked.",
                 hint="Send 'Authorization: Bearer <key>'; create one with `aimass keys create`.",
             )
-        require(caller, scope)
+        found = self.policy.rule(request) if self.policy is not None and request is not None else None
+        if found is None:
+            require(caller, scope)
+        else:
+            self.policy.authorize(caller, request, found)
         self._spend(caller)
         return caller
 

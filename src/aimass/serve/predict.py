@@ -94,7 +94,8 @@ class PredictLane:
             return await self.app(scope, receive, send)
         try:
             authorization = headers.get(b"authorization")
-            caller = self.guard.check(authorization.decode("latin-1") if authorization else None, "predict")
+            header = authorization.decode("latin-1") if authorization else None
+            caller = self.guard.check(header, "predict", scope)
             scope.setdefault("state", {})["key_id"] = caller.key_id
             limit = self.predictor.limit(name)
             answer = await self.predictor(name, parse_json(await _read(receive, limit)), caller)

@@ -1,0 +1,224 @@
+"""One table maps every REST route to (action, resource, context); the access policies decide.
+
+:data:`RULES` is that table. A route it does not list keeps the key-scope check it declares (so a
+route added elsewhere fails closed to its scope). For a listed route the caller's key is resolved
+to a principal (its scopes as managed policies, or the user it belongs to), the resource to its ARN
+in its project, and :class:`~aimass.access.authorizer.Authorizer` decides (cached per key, action
+and resource for decisions that consulted no condition; dropped on any policy change).
+
+404 or 403: a denied request on one resource the caller may not even *read* (``model:Read``,
+``service:Read``, ``job:Read``) is answered 404, exactly like a resource that does not exist, so a
+key cannot probe another project's names; the audit log still records the real decision, which
+``aimass policy explain REQUEST_ID`` shows. A caller who may read it gets 403 naming the action,
+the resource and the denying statements (or the near-misses).
+
+Every decision on a management route, and every denial, is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aimass import jobs
+from aimass.access import audit, directory
+from aimass.access.authorizer import Authorizer
+from aimass.access.evaluate import explain
+from aimass.errors import AimassError, NotFoundError, PermissionDenied
+from aimass.store import registry
+
+Target = Callable[[dict, dict], tuple[str, str]]  # (path params, JSON body) -> (kind, name)
+
+
+def path(kind: str, param: str = "name") -> Target:
+    return lambda params, body: (kind, params[param])
+
+
+def body(kind: str, field: str) -> Target:
+    return lambda params, data: (kind, str(data.get(field) or "")) if isinstance(data, dict) else (kind, "")
+
+
+def fixed(arn: str) -> Target:
+    return lambda params, data: ("", arn)
+
+
+def named(top: str, param: str = "name") -> Target:
+    return lambda params, data: ("", f"aimass:{top}/{params[param]}")
+
+
+def new(top: str, field: str = "name") -> Target:
+    return lambda params, data: ("", f"aimass:{top}/{data.get(field, '') if isinstance(data, dict) else ''}")
+
+
+def job_submit(params: dict, data) -> str:
+    """Submitting custom code is ``job:SubmitCode``; any other kind ``job:Submit``."""
+    return "job:SubmitCode" if isinstance(data, dict) and data.get("kind") == "custom" else "job:Submit"
+
+
+def job_retry(params: dict, data) -> str:
+    """Retrying runs the job again: ``job:SubmitCode`` for a custom job."""
+    try:
+        code = jobs.kind_of(params["job_id"]).name == "custom"
+    except AimassError:  # no such job: the route answers 404
+        code = False
+    return "job:SubmitCode" if code else "job:Submit"
+
+
+@dataclass(frozen=True)
+class Rule:
+    method: str
+    template: str
+    action: str | Callable[[dict, dict], str]  # or (path params, JSON body) -> action
+    target: Target
+    management: bool = True  # audit every decision (not only denials)
+
+    @property
+    def regex(self) -> re.Pattern:
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template) + "$")
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("POST", "/v1/models/{name}/predict", "model:Predict", path("model"), management=False),
+    Rule("POST", "/v1/chat/completions", "model:Predict", body("model", "model"), management=False),
+    Rule("POST", "/v1/completions", "model:Predict", body("model", "model"), management=False),
+    Rule("GET", "/v1/models", "model:List", fixed("aimass:project/*"), management=False),
+    Rule("POST", "/v1/services", "model:Deploy", body("model", "model")),
+    Rule("GET", "/v1/services", "service:List", fixed("aimass:project/*")),
+    Rule("GET", "/v1/services/{name}", "service:Read", path("service")),
+    Rule("GET", "/v1/services/{name}/events", "service:Read", path("service")),
+    Rule("PUT", "/v1/services/{name}/traffic", "service:Update", path("service")),
+    Rule("DELETE", "/v1/services/{name}", "service:Delete", path("service")),
+    Rule("POST", "/v1/keys", "key:Create", fixed("aimass:key/*")),
+    Rule("GET", "/v1/keys", "key:Read", fixed("aimass:key/*")),
+    Rule("DELETE", "/v1/keys/{key_id}", "key:Revoke", named("key", "key_id")),
+    Rule("GET", "/v1/usage", "usage:Read", fixed("aimass:usage")),
+    Rule("GET", "/v1/jobs", "job:List", fixed("aimass:project/*")),
+    Rule("POST", "/v1/jobs", job_submit, fixed("aimass:project/default")),
+    Rule("POST", "/v1/jobs/code", "job:SubmitCode", fixed("aimass:project/default")),
+    Rule("POST", "/v1/auto", "job:Submit", fixed("aimass:project/default")),
+    Rule("GET", "/v1/jobs/{job_id}", "job:Read", path("job", "job_id")),
+    Rule("GET", "/v1/jobs/{job_id}/logs", "job:Read", path("job", "job_id")),
+    Rule("POST", "/v1/jobs/{job_id}/cancel", "job:Cancel", path("job", "job_id")),
+    Rule("POST", "/v1/jobs/{job_id}/retry", job_retry, path("job", "job_id")),
+    Rule("POST", "/v1/policies/simulate", "policy:Simulate", fixed("aimass:policy/*")),
+    Rule("GET", "/v1/policies", "policy:Read", fixed("aimass:policy/*")),
+    Rule("GET", "/v1/policies/{name}", "policy:Read", named("policy")),
+    Rule("PUT", "/v1/policies/{name}", "policy:Write", named("policy")),
+    Rule("DELETE", "/v1/policies/{name}", "policy:Write", named("policy")),
+    Rule("POST", "/v1/policies/{name}/attachments", "policy:Write", named("policy")),
+    Rule("DELETE", "/v1/policies/{name}/attachments", "policy:Write", named("policy")),
+    Rule("GET", "/v1/users", "user:Read", fixed("aimass:user/*")),
+    Rule("POST", "/v1/users", "user:Create", new("user")),
+    Rule("GET", "/v1/users/{name}", "user:Read", named("user")),
+    Rule("GET", "/v1/groups", "group:Read", fixed("aimass:group/*")),
+    Rule("POST", "/v1/groups", "group:Create", new("group")),
+    Rule("POST", "/v1/groups/{name}/members", "group:Update", named("group")),
+    Rule("GET", "/v1/projects", "project:Read", fixed("aimass:project/*")),
+    Rule("POST", "/v1/projects", "project:Create", new("project")),
+    Rule("GET", "/v1/projects/{name}", "project:Read", named("project")),
+    Rule("POST", "/v1/projects/{name}/resources", "project:Update", named("project")),
+    Rule("GET", "/v1/audit", "audit:Read", fixed("aimass:audit")),
+    Rule("GET", "/v1/audit/{request_id}", "audit:Read", fixed("aimass:audit")),
+)
+READ = {"model": "model:Read", "service": "service:Read", "job": "job:Read", "dataset": "dataset:Read"}
+BODY_KEY = "access_body"
+SCOPE_HINT = (
+    "`aimass keys create --scope manage` (or --scope jobs:code to run code: manage does not include it)"
+    " makes a key that may do more, or bind the key to a user (`aimass keys bind`)."
+)  # where a route's dependency leaves the parsed JSON body for the rule
+
+
+class AccessGuard:
+    """Decides a request by its route's rule; see the module docstring."""
+
+    def __init__(self, authorizer: Authorizer | None = None, stage_s: float = 5.0):
+        self.authorizer = authorizer or Authorizer()
+        self._rules = [(r.method, r.regex, r) for r in RULES]
+        self._stages: dict[str, tuple[float, str | None]] = {}
+        self._stage_s = stage_s
+
+    def rule(self, scope) -> tuple[Rule, dict] | None:
+        method, path_ = scope.get("method"), scope.get("path", "")
+        for m, regex, rule in self._rules:
+            if m == method and (found := regex.match(path_)):
+                return rule, found.groupdict()
+        return None
+
+    def authorize(self, caller, scope, found: tuple[Rule, dict]) -> None:
+        """Raise 403/404 unless the policies allow; audit as the module says."""
+        rule, params = found
+        data = scope.get("state", {}).get(BODY_KEY) or {}
+        action = rule.action(params, data) if callable(rule.action) else rule.action
+        kind, name = rule.target(params, data)
+        resource = self.arn(kind, name) if kind else name
+        principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
+        context = self.context(scope, kind, name, data)
+        decision = self.authorizer.decide(principal, action, resource, context)
+        request_id = scope.get("state", {}).get("request_id", "")
+        if rule.management or not decision.allowed:
+            audit.record(principal.name, decision, request_id)
+        if decision.allowed:
+            return
+        if kind in READ and not self.authorizer.decide(principal, READ[kind], resource, context).allowed:
+            raise NotFoundError(
+                f"No {kind} '{name}'.", hint="Ask for the names your key may see (GET /v1/models)."
+            )
+        message, hint = explain(decision, principal.name)
+        if principal.user is None and caller.key_id not in ("admin", "anonymous"):
+            hint = f"This key acts by its scopes {list(caller.scopes)}: {SCOPE_HINT} " + hint
+        raise PermissionDenied(message, hint=f"{hint} Request id {request_id} is in the audit log.")
+
+    def arn(self, kind: str, name: str) -> str:
+        """The resource's ARN in its project; a model named by alias is named by its version."""
+        if kind == "model" and "@" in name:
+            try:
+                base, version = registry.parse_ref(name)
+                name = f"{base}:{version}"
+            except AimassError:  # no such alias: the route answers 404 itself
+                pass
+        project = self.authorizer.memo((kind, name), lambda: directory.project_of(kind, name))
+        return directory.arn(kind, name, project)
+
+    def visible(self, caller, kind: str, names) -> set[str]:
+        """Which of ``names`` (models or services) the caller may read: what list routes show."""
+        principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
+        return {
+            n for n in names if self.authorizer.decide(principal, READ[kind], self.arn(kind, n), {}).allowed
+        }
+
+    def context(self, scope, kind: str, name: str, data) -> dict:
+        now = time.time()
+        client = scope.get("client")
+        out = {
+            "aimass:CurrentTime": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+            "aimass:EpochTime": int(now),
+            "aimass:SecureTransport": scope.get("scheme") == "https",
+        }
+        if client:
+            out["aimass:SourceIp"] = client[0]
+        if kind == "model" and (stage := self.stage(name)):
+            out["aimass:ModelStage"] = stage
+        if kind == "job" or isinstance(data, dict) and "kind" in data:
+            out["aimass:JobKind"] = str(data.get("kind", "")) if isinstance(data, dict) else ""
+        return out
+
+    def stage(self, ref: str) -> str | None:
+        """The alias (``production``, ``staging``, ...) that points at the version ``ref`` names."""
+        hit = self._stages.get(ref)
+        if hit and time.monotonic() - hit[0] < self._stage_s:
+            return hit[1]
+        stage = None
+        try:
+            if "@" in ref:
+                stage = ref.partition("@")[2]
+            else:
+                name, version = registry.parse_ref(ref)
+                version = version or registry.get_version(name).version
+                stage = next((a for a, v in sorted(registry.aliases(name).items()) if v == version), None)
+        except AimassError:  # an unknown model: no stage (the route answers 404 itself)
+            stage = None
+        self._stages[ref] = (time.monotonic(), stage)
+        return stage
