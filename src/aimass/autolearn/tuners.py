@@ -137,7 +137,7 @@ class TextTuner:
         return Prepared(seed=seed, time_budget=None, **self.fixed).fit(ds, progress=progress)
 
     def bundle(self, prepared, index) -> Bundle:
-        from aimass.lexical import rows
+        from aimass.tfidf.branch import rows
         from aimass.train import stages
         from aimass.train.stages import Features
 

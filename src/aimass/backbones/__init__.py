@@ -20,12 +20,12 @@ image -> normalised ``[3, H, W]`` tensor) and the network for images.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aimass.errors import NotFoundError
+from aimass.paths import package_dir
 
 
 @dataclass(frozen=True)
@@ -89,18 +89,6 @@ def param_groups(encoder, head_params, n_top: int, lr_head: float, lr_body: floa
     for depth, block in enumerate(reversed(blocks)):
         groups.append({"params": list(block.parameters()), "lr": lr_body * decay**depth})
     return groups
-
-
-def package_dir(package: str, install: str | None = None) -> Path:
-    """The folder of an installed model package, found without importing it (``find_spec`` on the
-    top-level name); a clear error with ``install`` (default: ``pip install PACKAGE``) otherwise."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise NotFoundError(
-            f"The model package '{package}' is not installed.",
-            hint=install or f"pip install {package.replace('_', '-')} (or: make install).",
-        )
-    return Path(spec.submodule_search_locations[0])
 
 
 def _minilm() -> str:

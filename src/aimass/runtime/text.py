@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from aimass.runtime.onnx_export import session, softmax
+from aimass.tfidf import TfidfLite
 
 
 class TextRuntime:
@@ -68,8 +69,6 @@ def _lexical(folder: Path):
     if not (folder / "lexical.json").exists():
         return None, None
     from safetensors.numpy import load_file
-
-    from aimass.tfidf import TfidfLite
 
     meta = json.loads((folder / "lexical.json").read_text())
     tensors = load_file(str(folder / "lexical.safetensors"))

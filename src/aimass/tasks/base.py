@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +36,33 @@ def load_ref(ref: str) -> Any:
     """``"package.module:Name"`` -> the object (how a spec names code it must not import early)."""
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How models of one task are exported to one format (``aimass export``): what a task's
+    :meth:`Task.export_recipes` returns, and what :mod:`aimass.exporters` writes a folder from.
+
+    Attributes:
+        write: ``write(model, folder) -> dict`` writes the model files (the dict: check numbers).
+        script: the file of :mod:`aimass.standalone` copied as ``predict.py`` (an absolute path: that
+            file; None: ``write`` writes ``predict.py`` itself).
+        runner: the class in that script that predicts (``TextModel`` / ``ImageModel``).
+        packages: what ``predict.py`` imports (pip names, pinned in the README).
+        samples: ``samples() -> list`` of check inputs for ``predict.py`` against aimass.
+        unit: what one input is, for the README (``text`` / ``image``).
+        example: example inputs for the README's command lines.
+        how: the README's paragraph on what ``predict.py`` does.
+    """
+
+    write: Callable
+    script: str | None
+    runner: str
+    packages: tuple[str, ...]
+    samples: Callable[[], list]
+    unit: str
+    example: tuple[str, ...]
+    how: str
 
 
 class Task:
@@ -129,6 +158,11 @@ class Task:
         return callable(getattr(cls.estimator, "export_onnx", None))
 
     @classmethod
+    def load_runtime(cls, folder: Path, int8: bool = False):
+        """The torch-free :attr:`runtime` over an exported ONNX ``folder`` (``int8``: its int8 graph)."""
+        return load_ref(cls.runtime)(folder, int8=int8)
+
+    @classmethod
     def request_item(cls, item: Any) -> Any:
         """One stored input (``Dataset.inputs()``) as it travels in a JSON request."""
         return item
@@ -136,8 +170,6 @@ class Task:
     @classmethod
     def curl_item(cls, item: Any) -> str:
         """One input as a JSON value inside a single-quoted shell string, for a curl example."""
-        import json
-
         return json.dumps(item, ensure_ascii=False).replace("'", "")
 
     @classmethod
@@ -171,9 +203,11 @@ class Task:
 
     # ---------------------------------------------------------- export
     @classmethod
-    def export_recipes(cls) -> dict[str, Any]:
-        """Format name -> :class:`aimass.exporters.Recipe`: how ``aimass export`` writes a folder
-        that runs without aimass. Default: none (the task cannot be exported)."""
+    def export_recipes(cls) -> dict[str, Recipe]:
+        """Format name -> :class:`Recipe`: how ``aimass export`` writes a folder that runs without
+        aimass. Default: none (the task cannot be exported, unless the export layer registers
+        recipes for it: :func:`aimass.exporters.register_export`, as it does for the
+        classification tasks)."""
         return {}
 
     # ------------------------------------------------------ auto-learn

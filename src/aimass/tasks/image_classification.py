@@ -26,17 +26,18 @@ from aimass.backbones.image_net import BASE_SCALE, ImageNet, to_pixels
 from aimass.backbones.image_net import build as _build
 from aimass.backbones.image_net import lower as _lower
 from aimass.backbones.image_net import pixels as _pixels
+from aimass.backbones.image_preprocess import bmp_bytes, square
+from aimass.backbones.text_net import Timer
+from aimass.compressors import image_student
 from aimass.data.images import byte_limit, total_pixels
-from aimass.encoders import Timer
+from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError, TooLargeError
-from aimass.runtime.image import bmp_bytes, square
+from aimass.estimator import parse_config
 from aimass.tasks import register_task
 from aimass.tasks.classification import (
     ClassificationTask,
     Classifier,
     check_items,
-    holdout,
-    parse_config,
 )
 from aimass.tasks.classification import (
     Handler as ClassifierHandler,
@@ -415,14 +416,12 @@ class ImageClassifier(Classifier):
         model, meta = cls._read_meta(path)
         _, encoder = get_backbone(model.backbone_).load()
         if model.structure_:
-            from aimass.compressors import image_student
-
             image_student.apply(encoder, model.structure_)  # before the weights: shapes change
         model.net_ = _build(encoder, len(model.classes_), meta["feature_dim"])
         state = {k[4:]: v for k, v in load_file(str(path / "model.safetensors")).items()}
         cls._load_state(model.net_, state, path, model.backbone_)
         model.net_.eval()
-        return compressors.restore(model, path)
+        return compressors.restore(model, path, ImageClassification)
 
 
 @torch.inference_mode()
@@ -602,9 +601,3 @@ class ImageClassification(ClassificationTask):
         images = data.inputs("train")
         random.Random(seed).shuffle(images)
         return {"images": images[:n]}
-
-    @classmethod
-    def export_recipes(cls) -> dict:
-        from aimass import exporters
-
-        return {"onnx": exporters.IMAGE_ONNX, "safetensors": exporters.IMAGE_SAFETENSORS}

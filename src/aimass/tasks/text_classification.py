@@ -24,23 +24,23 @@ from safetensors.torch import load_file, save_file
 
 from aimass import compressors
 from aimass.backbones import default_backbone, get_backbone
+from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.compressors import structure
-from aimass.encoders import Head, TextNet, Timer, token_budget, token_counts
+from aimass.data.split import holdout
 from aimass.errors import DataError
-from aimass.lexical import Lexical
+from aimass.estimator import parse_config
 from aimass.tasks import register_task
 from aimass.tasks.classification import (
     ClassificationTask,
     Classifier,
     check_encodable,
     check_items,
-    holdout,
-    parse_config,
 )
 from aimass.tasks.classification import (
     Handler as ClassifierHandler,
 )
 from aimass.tfidf import settings_for
+from aimass.tfidf.branch import Lexical
 from aimass.train import stages
 
 MAX_ITEMS = 256
@@ -433,7 +433,7 @@ class TextClassifier(Classifier):
         if meta["lexical_size"]:
             lex_meta = json.loads((path / "lexical.json").read_text())
             model.lexical_ = Lexical.from_state(lex_meta, tensors)
-        return compressors.restore(model, path)
+        return compressors.restore(model, path, TextClassification)
 
 
 # ------------------------------------------------------------------ serving
@@ -540,9 +540,3 @@ class TextClassification(ClassificationTask):
         """Texts cut to about 32 tokens, what latency at batch 1 is quoted on."""
         cjk = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
         return [t[:30] if len(cjk.findall(t[:100])) > 20 else " ".join(t.split()[:22]) for t in texts]
-
-    @classmethod
-    def export_recipes(cls) -> dict:
-        from aimass import exporters
-
-        return {"onnx": exporters.TEXT_ONNX, "safetensors": exporters.TEXT_SAFETENSORS}

@@ -25,13 +25,13 @@ from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
 from aimass.errors import DataError, VersionError
-from aimass.estimator import Estimator
+from aimass.estimator import Estimator, parse_config
 from aimass.llm import decode
 from aimass.llm.hub import HUB, LORA_TARGETS, Base
 from aimass.llm.metrics import exact_match, rouge_l
 from aimass.tasks import register_task
 from aimass.tasks.base import Task
-from aimass.tasks.classification import check_encodable, parse_config
+from aimass.tasks.classification import check_encodable
 from aimass.version import __version__
 
 FORMAT = 1
