@@ -69,7 +69,7 @@ def _load_hf_text(spec: Backbone):
 
 
 def _load_efficientnet(spec: Backbone):
-    from aimass.backbones.efficientnet import load_pretrained, preprocess
+    from aimass.backbones.efficientnet import load_pretrained, preprocess  # heavy: torch (table stays light)
 
     return preprocess, load_pretrained(Path(spec.locate()))
 
@@ -96,13 +96,13 @@ def _minilm() -> str:
 
 
 def _e5() -> str:
-    from aimass.backbones.e5 import cached_path
+    from aimass.backbones.e5 import cached_path  # heavy: torch; the table stays torch-free
 
     return str(cached_path())
 
 
 def _efficientnet() -> str:
-    from aimass.backbones.efficientnet import cached_path
+    from aimass.backbones.efficientnet import cached_path  # heavy: torch; the table stays torch-free
 
     return str(cached_path())
 

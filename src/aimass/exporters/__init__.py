@@ -15,7 +15,7 @@ requirements.txt and export.json (the source version and how close ``predict.py`
 own predictions on a few check inputs, measured when the folder was written).
 
 What differs per task and format is a :class:`Recipe` (defined with the task contract, in
-:mod:`aimass.tasks.base`), the way backbones are table entries: the writer of the model files, the
+:mod:`aimass.tasks.recipe`), the way backbones are table entries: the writer of the model files, the
 ``predict.py`` (a file of :mod:`aimass.standalone`) and the packages it needs. The table is
 :mod:`aimass.exporters.table`: :mod:`aimass.exporters.classification` registers the recipes of the
 classification tasks there (``TEXT_ONNX``, ``IMAGE_SAFETENSORS`` ...), and a task may declare its
@@ -31,7 +31,7 @@ Example:
 from aimass.exporters.classification import IMAGE_ONNX, IMAGE_SAFETENSORS, TEXT_ONNX, TEXT_SAFETENSORS
 from aimass.exporters.folder import export, write_folder
 from aimass.exporters.table import FORMATS, recipes, register_export
-from aimass.tasks.base import Recipe
+from aimass.tasks.recipe import Recipe
 
 __all__ = [
     "FORMATS",

@@ -20,7 +20,7 @@ from aimass.data.images import byte_limit, pixel_limit
 from aimass.errors import ConfigError
 from aimass.exporters.table import register_export
 from aimass.tasks import get_task
-from aimass.tasks.base import Recipe
+from aimass.tasks.recipe import Recipe
 
 
 def _onnx_files(model, folder: Path) -> dict:

@@ -22,7 +22,7 @@ from aimass.errors import ConfigError
 from aimass.exporters import table
 from aimass.exporters.readme import readme
 from aimass.store import registry
-from aimass.tasks.base import Recipe
+from aimass.tasks.recipe import Recipe
 from aimass.version import __version__
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from aimass.tasks.base import Recipe
+from aimass.tasks.recipe import Recipe
 
 FILE_NOTES = {
     "predict.py": "the script to run (it can also be imported: see *From Python*)",

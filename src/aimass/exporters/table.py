@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aimass.errors import ConfigError
 from aimass.tasks import get_task
-from aimass.tasks.base import Recipe
+from aimass.tasks.recipe import Recipe
 
 FORMATS = {
     "onnx": "ONNX graph for onnxruntime: no torch needed",

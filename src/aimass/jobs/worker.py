@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from aimass.jobs import explain, kinds, state
 from aimass.jobs.logs import run_dir
+from aimass.train.progress import observe
 
 BEAT_S = 2.0
 
@@ -78,8 +79,6 @@ def _heartbeat(ctx: Context, stop: threading.Event) -> None:
 
 def execute(job_id: str, attempt: int) -> str:
     """Run the attempt in this process; returns the end state it recorded (or "lost")."""
-    from aimass.train.progress import observe
-
     job = state.get(job_id)
     if not state.set_worker(job_id, attempt, os.getpid()):  # the attempt was requeued or ended
         print(f"attempt {attempt} of job {job_id} is no longer current; not running it", flush=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from aimass.backbones.image_net import ImageNet, to_pixels
@@ -56,8 +57,6 @@ class ImageLogits(nn.Module):
 def check_images() -> list[bytes]:
     """Small images that exercise the preprocessing: wide and tall, smaller and larger than the
     model's size, grey with alpha, and a JPEG whose EXIF says to rotate it."""
-    from PIL import Image
-
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:90, 0:160]
     gradient = np.stack([x * 255 // 159, y * 255 // 89, (x + y) * 255 // 248], -1).astype(np.uint8)

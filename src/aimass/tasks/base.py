@@ -23,11 +23,12 @@ import importlib
 import inspect
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
+
+from aimass.tasks.recipe import Recipe
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # the default largest request body (JSON texts)
 
@@ -36,33 +37,6 @@ def load_ref(ref: str) -> Any:
     """``"package.module:Name"`` -> the object (how a spec names code it must not import early)."""
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How models of one task are exported to one format (``aimass export``): what a task's
-    :meth:`Task.export_recipes` returns, and what :mod:`aimass.exporters` writes a folder from.
-
-    Attributes:
-        write: ``write(model, folder) -> dict`` writes the model files (the dict: check numbers).
-        script: the file of :mod:`aimass.standalone` copied as ``predict.py`` (an absolute path: that
-            file; None: ``write`` writes ``predict.py`` itself).
-        runner: the class in that script that predicts (``TextModel`` / ``ImageModel``).
-        packages: what ``predict.py`` imports (pip names, pinned in the README).
-        samples: ``samples() -> list`` of check inputs for ``predict.py`` against aimass.
-        unit: what one input is, for the README (``text`` / ``image``).
-        example: example inputs for the README's command lines.
-        how: the README's paragraph on what ``predict.py`` does.
-    """
-
-    write: Callable
-    script: str | None
-    runner: str
-    packages: tuple[str, ...]
-    samples: Callable[[], list]
-    unit: str
-    example: tuple[str, ...]
-    how: str
 
 
 class Task:

@@ -92,7 +92,7 @@ class Classifier(Estimator):
 
     def _report(self, items: list, labels: list, top_k: int, names: list | None = None, column: str = "text"):
         """Accuracy, macro-F1, per-class scores, confusion matrix, top losses and unknown labels."""
-        from aimass.evaluation import classification_report, top_losses
+        from aimass.evaluation import classification_report, top_losses  # heavy: scikit-learn
 
         proba = self.predict_proba(items)
         predicted = [self.classes_[i] for i in proba.argmax(1)]
@@ -185,6 +185,6 @@ class ClassificationTask(Task):
 
     @classmethod
     def plots(cls, report: dict, folder: Path) -> list[Path]:
-        from aimass.evaluation.plots import confusion_png
+        from aimass.evaluation.plots import confusion_png  # heavy: matplotlib
 
         return [confusion_png(report, Path(folder) / "confusion_matrix.png")]

@@ -10,17 +10,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
+import random
 import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from aimass import compressors
+from aimass import compressors, paths
 from aimass.backbones import get_backbone, layers
 from aimass.backbones.image_net import BASE_SCALE, ImageNet, to_pixels
 from aimass.backbones.image_net import build as _build
@@ -29,10 +32,12 @@ from aimass.backbones.image_net import pixels as _pixels
 from aimass.backbones.image_preprocess import bmp_bytes, square
 from aimass.backbones.text_net import Timer
 from aimass.compressors import image_student
-from aimass.data.images import byte_limit, total_pixels
+from aimass.data import looks_like_images
+from aimass.data.images import byte_limit, check_image, total_pixels
 from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError, TooLargeError
 from aimass.estimator import parse_config
+from aimass.runtime.image_export import export_image
 from aimass.tasks import register_task
 from aimass.tasks.classification import (
     ClassificationTask,
@@ -43,6 +48,7 @@ from aimass.tasks.classification import (
     Handler as ClassifierHandler,
 )
 from aimass.train import augment, stages
+from aimass.train.cache import cached
 
 MAX_ITEMS = 64
 
@@ -108,8 +114,6 @@ def _item_bytes(item) -> bytes:
 def auto_size(items: list, default: int = 224) -> int:
     """The training size: the backbone's 224, or less for small images (Fashion-MNIST, icons),
     where upscaling adds compute but no detail."""
-    from aimass.data.images import check_image
-
     sample = items[:: max(1, len(items) // 50)]
     sides = []
     for item in sample:
@@ -231,9 +235,6 @@ class ImageClassifier(Classifier):
 
     def _features(self, cfg, digest, pixels, train, val) -> tuple[stages.Features, stages.Features]:
         """Stage-1 inputs: pooled features of the centre crops from the frozen (BN-folded) net."""
-        from aimass import paths
-        from aimass.train.cache import cached
-
         size = self.image_size_
         key = f"{self.backbone_}|{digest}|{size}|{len(train[0])}|{cfg.seed}"
         path = (
@@ -387,8 +388,6 @@ class ImageClassifier(Classifier):
         """Write a self-contained ONNX folder that :class:`aimass.runtime.image.ImageRuntime` serves
         without torch; returns the largest differences from this model on ``images`` plus a few
         built-in check images (and the files)."""
-        from aimass.runtime.image_export import export_image
-
         self.check_fitted()
         return export_image(self, folder, int8=int8, images=images)
 
@@ -494,10 +493,6 @@ class Handler(ClassifierHandler):
 
 
 def _sample_png(array: np.ndarray) -> str:
-    import io
-
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
@@ -534,8 +529,6 @@ class ImageClassification(ClassificationTask):
     @classmethod
     def sniff(cls, path: Path) -> str | None:
         """A folder, archive or ``path,label`` manifest of images."""
-        from aimass.data import looks_like_images
-
         if not looks_like_images(path):
             return None
         kind = "an archive" if path.is_file() else "a folder"
@@ -544,7 +537,7 @@ class ImageClassification(ClassificationTask):
     @classmethod
     def sample_data(cls, per_class: int = 12) -> tuple[list[bytes], list[str]]:
         """A small real dataset (scikit-learn's scanned handwritten digits 0, 1 and 7, as PNGs)."""
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # heavy: scikit-learn, sample data only
 
         digits = load_digits()
         images, labels = [], []
@@ -557,8 +550,6 @@ class ImageClassification(ClassificationTask):
     @classmethod
     def eval_data(cls, path: Path, import_dataset) -> tuple[list, list] | None:
         """Every image of a folder, manifest or archive (imported as a dataset)."""
-        from aimass.data import looks_like_images
-
         if not (path.exists() and looks_like_images(path)):
             return None
         images = import_dataset(path)
@@ -566,7 +557,7 @@ class ImageClassification(ClassificationTask):
 
     @classmethod
     def plots(cls, report: dict, folder: Path) -> list[Path]:
-        from aimass.evaluation.plots import top_losses_png
+        from aimass.evaluation.plots import top_losses_png  # heavy: matplotlib
 
         out = super().plots(report, folder)
         if report.get("top_losses"):
@@ -594,8 +585,6 @@ class ImageClassification(ClassificationTask):
     def calibration(cls, data, n: int = 128, seed: int = 0) -> dict:
         """The int8 graph's calibration images: the first ``n`` of a seeded shuffle of the training
         split of an image Dataset (never valid or test)."""
-        import random
-
         if getattr(data, "kind", None) != cls.data_kind:
             return {}
         images = data.inputs("train")

@@ -26,9 +26,12 @@ from aimass import compressors
 from aimass.backbones import default_backbone, get_backbone
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.compressors import structure
+from aimass.data import bbc_news_path, detect_language, read_table
+from aimass.data.read import TABLE_FORMATS
 from aimass.data.split import holdout
 from aimass.errors import DataError
 from aimass.estimator import parse_config
+from aimass.runtime.text_export import export_text
 from aimass.tasks import register_task
 from aimass.tasks.classification import (
     ClassificationTask,
@@ -42,6 +45,7 @@ from aimass.tasks.classification import (
 from aimass.tfidf import settings_for
 from aimass.tfidf.branch import Lexical
 from aimass.train import stages
+from aimass.train.cache import cached_embeddings
 
 MAX_ITEMS = 256
 MAX_CHARS = 20000
@@ -71,8 +75,6 @@ def _config(params: dict) -> Config:
 
 def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
     """(train, valid, digest, language) from a Dataset or from (texts, labels)."""
-    from aimass.data import detect_language
-
     if hasattr(data, "texts"):
         train = (data.texts("train"), data.labels("train"))
         val = (data.texts("valid"), data.labels("valid"))
@@ -264,8 +266,6 @@ class TextClassifier(Classifier):
         return [self.prefix_ + t for t in texts] if self.prefix_ else list(texts)
 
     def _features(self, cfg, digest, train, val, progress) -> tuple[stages.Features, stages.Features | None]:
-        from aimass.train.cache import cached_embeddings
-
         val = val or ([], [])
         keep = self.net_.n_layers - self.unfrozen_ if self.unfrozen_ else None
         key = f"{self.backbone_}|{digest}|{self.max_length_}|{keep}|{len(train[0])}|{cfg.seed}"
@@ -385,8 +385,6 @@ class TextClassifier(Classifier):
     def export_onnx(self, folder: str | Path, *, int8: bool = True, texts: list[str] | None = None) -> dict:
         """Write a self-contained ONNX folder that :class:`aimass.runtime.text.TextRuntime` serves
         without torch; returns the largest differences from this model (and the files)."""
-        from aimass.runtime.text_export import export_text
-
         self.check_fitted()
         return export_text(self, folder, int8=int8, texts=texts)
 
@@ -493,8 +491,6 @@ class TextClassification(ClassificationTask):
     @classmethod
     def sniff(cls, path: Path) -> str | None:
         """A CSV/TSV/JSONL table, or a folder of class sub-folders holding .txt files."""
-        from aimass.data.read import TABLE_FORMATS
-
         if path.is_file() and path.suffix.lower() in TABLE_FORMATS:
             return f"a {path.suffix.lower()[1:].upper()} table (text and label columns)"
         if path.is_dir() and next(path.rglob("*.txt"), None) is not None:
@@ -504,8 +500,6 @@ class TextClassification(ClassificationTask):
     @classmethod
     def sample_data(cls, per_class: int = 12) -> tuple[list[str], list[str]]:
         """A small real dataset (BBC News headlines and openings) for checks and demos."""
-        from aimass.data import bbc_news_path
-
         texts, labels = [], []
         for folder in sorted(bbc_news_path().iterdir()):
             for path in sorted(folder.glob("*.txt"))[:per_class]:
@@ -516,8 +510,6 @@ class TextClassification(ClassificationTask):
     @classmethod
     def eval_data(cls, path: Path, import_dataset=None) -> tuple[list, list] | None:
         """The text and label columns of a table file (rejected rows left out)."""
-        from aimass.data import read_table
-
         if not path.is_file():
             return None
         good, rejects, _ = read_table(path)
