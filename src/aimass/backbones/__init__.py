@@ -10,6 +10,11 @@ transformer layer for text encoders, one per stage for image encoders (see
 tokenizer and encoder for text, :func:`aimass.backbones.efficientnet.preprocess` (PIL
 image -> normalised ``[3, H, W]`` tensor) and the network for images.
 
+Next to the table: the networks built on a backbone (:mod:`aimass.backbones.text_net`: mean
+pooling and a linear head, with an optional TF-IDF branch; :mod:`aimass.backbones.image_net`) and
+:mod:`aimass.backbones.image_preprocess`, the image decode and resize that the torch-free runtime
+shares. This module stays torch-free: the weights' modules load when an entry is loaded.
+
 >>> from aimass.backbones import get_backbone
 >>> get_backbone("minilm-l6").languages
 ('en',)
