@@ -6,7 +6,7 @@ above); the layers that run workflows themselves (jobs, auto-learning, exports) 
 module, never the front.
 
 >>> from aimass import workflow
->>> workflow.list_models() == [] or isinstance(workflow.list_models(), list)
+>>> "text-classification" in workflow.available_tasks()
 True
 """
 
