@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
-
-from aimass import client, paths
+from aimass import paths
 from aimass.autolearn.run import _Run
 from aimass.errors import AimassError, Unavailable
 from aimass.store import registry
@@ -21,6 +19,8 @@ from aimass.tasks import get_task
 # ==================================================================== deploy
 def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
     """Point ``production`` at ``ref``, serve it on 127.0.0.1 (reusing a running server) and ask it once."""
+    from aimass import client  # heavy: httpx pulls in its CLI (rich, click); aimass.api imports this
+
     url, info = client.server_url(), {"alias": f"{name}@production", "ref": ref}
     with run.phase("deploy", 0.95, "deploying on 127.0.0.1"):
         registry.set_alias(ref, "production")
@@ -40,6 +40,8 @@ def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
 
 
 def _ready(url: str) -> bool:
+    import httpx  # heavy: see _deploy
+
     try:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
     except httpx.HTTPError:
@@ -90,6 +92,8 @@ def _curl(url: str, name: str, tuner, ds) -> str:
 
 # ==================================================================== report
 def _report(run: _Run, task, ds, record, report, compression, chosen, served, tuner) -> dict:
+    from aimass import client  # heavy: see _deploy
+
     summary = ds.summary()
     url = client.server_url()
     out = {
