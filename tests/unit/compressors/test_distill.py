@@ -27,7 +27,6 @@ def distilled(small_model, tmp_path_factory):
     teacher = api.register(small_model, "distill-teacher")
     method = get_compressor(
         "distill",
-        "text-classification",
         layers=2,
         epochs=2,
         time_budget=60,
