@@ -4,6 +4,9 @@
 (``serve``: serve, deploy, services, keys, usage; ``compress``; ``export``; ``auto``; ``jobs``;
 ``access``: users, groups, projects, policies, policy, audit);
 ``shell.py`` holds the output helpers (tables, ``--json``, errors as exit codes).
+
+Each command imports the API (and what it needs) inside its function, so ``aimass --help`` and a
+light command never load the training stack.
 """
 
 from aimass.cli import access, auto, compress, export, jobs, serve
