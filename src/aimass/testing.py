@@ -99,7 +99,7 @@ class _Run:
 
     def __init__(self, spec, workdir: Path, min_accuracy: float):
         self.spec, self.workdir, self.min_accuracy = spec, workdir, min_accuracy
-        self._fitted = None
+        self._fitted, self._answers = None, None
         unbudgeted = {"time_budget": None} if "time_budget" in spec.options() else {}
         self.params = {**spec.fast_params, **unbudgeted}  # what the fits use (see the module docstring)
 
@@ -113,6 +113,15 @@ class _Run:
             assert returned is model, "fit must return self"
             self._fitted = (model, X, y)
         return self._fitted
+
+    @property
+    def answers(self) -> np.ndarray:
+        """The fitted model's answers to the sample inputs (computed once: a generative model
+        answers one prompt at a time)."""
+        if self._answers is None:
+            model, X, _ = self.fitted
+            self._answers = _scores(model, X)
+        return self._answers
 
     def _folder(self, name: str) -> Path:
         path = self.workdir / name
@@ -201,7 +210,7 @@ class _Run:
         assert not pickles, f"save writes no pickle: {pickles}"
         again = self.spec.estimator.load(folder)
         assert again.get_params() == model.get_params(), "load keeps the params"
-        _assert_same(again, model, X, 1e-5)
+        _assert_same(_scores(again, X), self.answers, 1e-5)
 
     def check_evaluate(self):
         model, X, y = self.fitted
@@ -259,16 +268,15 @@ class _Run:
     def check_reproducible(self):
         model, X, y = self.fitted
         again = self.spec.estimator(**self.params).fit((X, y), progress=False)
-        _assert_same(again, model, X, 1e-6)
+        _assert_same(_scores(again, X), self.answers, 1e-6)
         for stage, info in getattr(model, "stages_", {}).items():  # training curves, where kept
             if isinstance(info, dict) and "history" in info:
                 assert again.stages_[stage]["history"] == info["history"], f"stage {stage} trains otherwise"
 
 
-def _assert_same(model, reference, X, atol: float) -> None:
-    """``model`` answers ``X`` as ``reference`` does: scores within ``atol``, or the same answers
-    when they are not numbers (generated text)."""
-    got, want = _scores(model, X), _scores(reference, X)
+def _assert_same(got: np.ndarray, want: np.ndarray, atol: float) -> None:
+    """Answers (:func:`_scores`) agree: scores within ``atol``, or the same answers when they are
+    not numbers (generated text)."""
     if want.dtype.kind in "fiub":
         np.testing.assert_allclose(got, want, atol=atol)
     else:
