@@ -293,19 +293,26 @@ class TextGenerator(Estimator):
 
     # ------------------------------------------------------------ evaluate
     @torch.inference_mode()
-    def loss(self, conversations: list[list[dict]], batch_size: int = 8) -> float:
-        """Mean next-token loss on the assistant tokens of ``conversations`` (teacher forcing)."""
+    def loss(self, conversations: list[list[dict]], batch_size: int = 8, *, base: bool = False) -> float:
+        """Mean next-token loss on the assistant tokens of ``conversations`` (teacher forcing);
+        ``base=True``: of the base model, the adapter off."""
         self.check_fitted()
         tokenizer = self.base_.tokenizer
         examples = [encode_example(tokenizer, c, self.max_length_) for c in conversations]
         total, count = 0.0, 0
-        with self.base_.using(self.adapter_) as model:
+        with self.base_.using(None if base else self.adapter_) as model:
             for start in range(0, len(examples), batch_size):
                 loss, n = _token_loss(
                     model, _collate(examples[start : start + batch_size], tokenizer.pad_token_id)
                 )
                 total, count = total + float(loss), count + n
         return total / max(count, 1)
+
+    def score(self, data, split: str = "test") -> float:
+        """Mean log-likelihood per answer token (minus :meth:`loss`; higher is better, as
+        scikit-learn's ``score``): of ``(prompts, answers)``, conversations or a Dataset's split."""
+        convs, _ = _conversations(data, split)
+        return -self.loss(convs)
 
     def evaluate(self, data, split: str = "test", top_k: int = 3) -> dict:
         """Held-out loss and perplexity, ROUGE-L and exact match of greedy answers, and a table of
@@ -604,9 +611,9 @@ class TextGeneration(Task):
     sample_request = {"inputs": ["Say hello in three words."]}
     fast_params = {
         "max_steps": 2,
-        "batch_size": 4,
-        "max_length": 128,
-        "max_new_tokens": 12,
+        "batch_size": 2,
+        "max_length": 64,
+        "max_new_tokens": 8,
         "eval_examples": 2,
     }
 
