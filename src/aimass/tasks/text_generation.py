@@ -51,7 +51,7 @@ class Config(BaseModel):
     epochs: float = Field(default=1.0, gt=0, le=100)
     batch_size: int = Field(default=8, ge=1, le=256)
     max_length: int = Field(default=256, ge=16, le=8192)
-    lr: float = Field(default=2e-4, gt=0, lt=1)
+    lr: float = Field(default=1e-3, gt=0, lt=1)
     lora_r: int = Field(default=8, ge=1, le=256)
     lora_alpha: int = Field(default=16, ge=1)
     max_new_tokens: int = Field(default=32, ge=1, le=4096)
@@ -150,7 +150,8 @@ class TextGenerator(Estimator):
         epochs: passes over the training split when ``max_steps`` is None.
         batch_size: examples per step (length-sorted batches, little padding).
         max_length: the most tokens per example (the start of longer ones is cut).
-        lr: peak learning rate of the one-cycle schedule.
+        lr: peak learning rate of the one-cycle schedule (1e-3: on BBC headlines, 30 steps of 8,
+            held-out ROUGE-L 0.226 against 0.163 at 2e-4; bench/results/generation.md).
         lora_r, lora_alpha: LoRA rank and scale, on all 7 projections of each block.
         max_new_tokens: the most tokens ``predict`` and ``evaluate`` generate.
         eval_examples: held-out examples ``evaluate`` generates for (ROUGE-L, base vs fine-tuned).
@@ -168,7 +169,7 @@ class TextGenerator(Estimator):
         epochs=1.0,
         batch_size=8,
         max_length=256,
-        lr=2e-4,
+        lr=1e-3,
         lora_r=8,
         lora_alpha=16,
         max_new_tokens=32,
