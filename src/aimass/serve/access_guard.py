@@ -164,8 +164,9 @@ class AccessGuard:
                 return rule, found.groupdict()
         return None
 
-    def authorize(self, caller, scope, found: tuple[Rule, dict]) -> None:
-        """Raise 403/404 unless the policies allow; audit as the module says."""
+    def authorize(self, caller, scope, found: tuple[Rule, dict], source: str = "rest") -> None:
+        """Raise 403/404 unless the policies allow; audit as the module says (``source``: ``rest``
+        or ``console``, which the audit row keeps)."""
         rule, params = found
         data = scope.get("state", {}).get(BODY_KEY) or {}
         action = rule.action(params, data) if callable(rule.action) else rule.action
@@ -178,7 +179,7 @@ class AccessGuard:
         decision = self.authorizer.decide(principal, action, resource, context)
         request_id = scope.get("state", {}).get("request_id", "")
         if rule.management or not decision.allowed:
-            audit.record(principal.name, decision, request_id)
+            audit.record(principal.name, decision, request_id, source)
         if decision.allowed:
             return
         if kind in READ and not self.authorizer.decide(principal, READ[kind], resource, context).allowed:

@@ -128,7 +128,7 @@ class Console:
         if found is None:
             ctx.need(scope)
         else:
-            policy.authorize(ctx.caller, request, found)
+            policy.authorize(ctx.caller, request, found, source="console")
 
     def visible(self, ctx: Ctx, kind: str, names) -> set[str]:
         """Which of ``names`` the caller may read: what a list shows."""
