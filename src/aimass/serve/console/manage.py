@@ -112,7 +112,7 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
     async def model(request: Request, ref: str):
         ctx = _manager(console, request, "GET", rest("/v1/versions/{}", ref))
         info = await asyncio.to_thread(version, ref, engine)
-        services = sorted(await asyncio.to_thread(console.visible, ctx, "service", engine.services))
+        services = sorted(await asyncio.to_thread(console.visible, ctx, "service", list(engine.services)))
         return console.page(request, "model.html", ctx, m=info, services=services)
 
     @router.get("/models/{ref}/files/{file}")
