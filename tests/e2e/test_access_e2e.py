@@ -6,12 +6,16 @@ projects and stages resolve; every request here is decided before any model woul
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
 import pytest
 from fastapi.testclient import TestClient
 
 from aimass.access import audit, directory
 from aimass.serve import auth
 from aimass.serve.app import create_app
+from aimass.serve.engine import Service
 from aimass.store.db import AliasRecord, ModelVersionRecord, session
 
 TEAM = "Allow every action on the project's resources, and listing"
@@ -70,7 +74,16 @@ def world(tmp_path, monkeypatch):
     record, keys["carol"] = auth.create_key("carol", ["predict"])
     directory.bind_key(record.id, user="carol")
     with TestClient(create_app([])) as client:
+        client.keys = keys
         yield client, {u: {"Authorization": f"Bearer {k}"} for u, k in keys.items()}
+
+
+def served(ref: str) -> SimpleNamespace:
+    """A stand-in deployment: what the list routes read of one (no model is loaded)."""
+    record = SimpleNamespace(created=None, task="text-classification")
+    return SimpleNamespace(
+        ref=ref, record=record, weight=100, info=lambda: {"ref": ref, "weight": 100, "queue": 0}
+    )
 
 
 def test_a_user_cannot_see_predict_deploy_or_delete_another_projects_resources(world):
@@ -135,3 +148,55 @@ def test_existing_keys_keep_their_scopes(world):
     assert (
         client.get("/v1/keys", headers={"Authorization": f"Bearer {auth.admin_token()}"}).status_code == 200
     )
+
+
+@pytest.fixture
+def listed(world):
+    """Two services as the list routes see them (stand-ins: no model is loaded)."""
+    client, keys = world
+    services = client.app.state.engine.services
+    for name, ref in (("reviews", "reviews:3"), ("faces", "faces:1")):
+        services[name] = Service(name, [served(ref)], state="ready")
+    yield client, keys
+    services.clear()
+
+
+def test_lists_show_each_user_only_their_projects_models_and_services(listed):
+    client, keys = listed
+    for user, own, other in (("alice", "reviews", "faces"), ("bob", "faces", "reviews")):
+        models = client.get("/v1/models", headers=keys[user]).json()
+        assert [m["name"] for m in models["models"]] == [own], user
+        ids = {m["id"] for m in models["data"]}
+        assert f"{own}:" in " ".join(ids) and not any(i.startswith(other) for i in ids), (user, ids)
+        services = client.get("/v1/services", headers=keys[user])
+        assert [s["name"] for s in services.json()["services"]] == [own], (user, services.text)
+        assert (
+            client.get(
+                "/v1/versions/" + ("faces:1" if user == "alice" else "reviews:3"), headers=keys[user]
+            ).status_code
+            == 404
+        )
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    assert {s["name"] for s in client.get("/v1/services", headers=admin).json()["services"]} == {
+        "reviews",
+        "faces",
+    }
+    # the console lists the same
+    page = TestClient(client.app)
+    form = page.get("/console/signin")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    assert page.post("/console/signin", data={"csrf": csrf, "key": client.keys["alice"]}).status_code == 200
+    services = page.get("/console/services")
+    assert services.status_code == 200 and "reviews" in services.text and "faces" not in services.text
+    assert page.get("/console/services/faces").status_code == 404  # as REST: not even its name
+    served_page = page.get("/console/try")
+    assert "reviews" in served_page.text and "faces" not in served_page.text
+
+
+def test_moving_the_production_alias_is_a_production_deploy(world):
+    client, keys = world
+    answer = client.put("/v1/versions/faces:1/aliases/production", headers=keys["carol"])
+    assert answer.status_code == 403, answer.text
+    assert "'NoProductionDeploys' of policy 'NoProdDeploys'" in answer.json()["error"]["message"]
+    row = audit.query(principal="carol", action="model:Deploy")[0]
+    assert row["decision"] == "explicitDeny" and row["resource"] == "aimass:project/cv/model/faces:1"

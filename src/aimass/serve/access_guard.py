@@ -28,7 +28,7 @@ from aimass.access import audit, directory
 from aimass.access.authorizer import Authorizer
 from aimass.access.evaluate import explain
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
-from aimass.store import registry
+from aimass.store import browse, registry
 
 Target = Callable[[dict, dict], tuple[str, str]]  # (path params, JSON body) -> (kind, name)
 
@@ -67,6 +67,12 @@ def job_retry(params: dict, data) -> str:
     return "job:SubmitCode" if code else "job:Submit"
 
 
+def dataset_name(id_or_name: str) -> str:
+    """The name of the dataset with this id (what a project owns), else ``id_or_name`` itself."""
+    record = browse.dataset_record(id_or_name) if id_or_name else None
+    return record.name if record is not None else id_or_name
+
+
 @dataclass(frozen=True)
 class Rule:
     method: str
@@ -84,6 +90,7 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/models/{name}/predict", "model:Predict", path("model"), management=False),
     Rule("POST", "/v1/chat/completions", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/v1/completions", "model:Predict", body("model", "model"), management=False),
+    Rule("POST", "/v1/embeddings", "model:Predict", body("model", "model"), management=False),
     Rule("GET", "/v1/models", "model:List", fixed("aimass:project/*"), management=False),
     Rule("POST", "/v1/services", "model:Deploy", body("model", "model")),
     Rule("GET", "/v1/services", "service:List", fixed("aimass:project/*")),
@@ -103,6 +110,16 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/jobs/{job_id}/logs", "job:Read", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/cancel", "job:Cancel", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/retry", job_retry, path("job", "job_id")),
+    Rule("POST", "/v1/uploads", "dataset:Import", fixed("aimass:project/default")),
+    Rule("POST", "/v1/datasets", "dataset:Import", fixed("aimass:project/default")),
+    Rule("GET", "/v1/datasets", "dataset:List", fixed("aimass:project/*")),
+    Rule("GET", "/v1/datasets/{dataset_id}", "dataset:Read", path("dataset", "dataset_id")),
+    Rule("GET", "/v1/datasets/{dataset_id}/rejects", "dataset:Read", path("dataset", "dataset_id")),
+    Rule("GET", "/v1/versions", "model:List", fixed("aimass:project/*")),
+    Rule("GET", "/v1/versions/{ref}", "model:Read", path("model", "ref")),
+    Rule("GET", "/v1/versions/{ref}/files/{file}", "model:Read", path("model", "ref")),
+    # an alias moves what a stage serves (``production``): a deploy into that stage
+    Rule("PUT", "/v1/versions/{ref}/aliases/{alias}", "model:Deploy", path("model", "ref")),
     Rule("POST", "/v1/policies/simulate", "policy:Simulate", fixed("aimass:policy/*")),
     Rule("GET", "/v1/policies", "policy:Read", fixed("aimass:policy/*")),
     Rule("GET", "/v1/policies/{name}", "policy:Read", named("policy")),
@@ -147,8 +164,9 @@ class AccessGuard:
                 return rule, found.groupdict()
         return None
 
-    def authorize(self, caller, scope, found: tuple[Rule, dict]) -> None:
-        """Raise 403/404 unless the policies allow; audit as the module says."""
+    def authorize(self, caller, scope, found: tuple[Rule, dict], source: str = "rest") -> None:
+        """Raise 403/404 unless the policies allow; audit as the module says (``source``: ``rest``
+        or ``console``, which the audit row keeps)."""
         rule, params = found
         data = scope.get("state", {}).get(BODY_KEY) or {}
         action = rule.action(params, data) if callable(rule.action) else rule.action
@@ -156,10 +174,12 @@ class AccessGuard:
         resource = self.arn(kind, name) if kind else name
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
         context = self.context(scope, kind, name, data)
+        if "alias" in params:  # PUT .../aliases/{alias}: the stage the version is moved into
+            context["aimass:ModelStage"] = params["alias"]
         decision = self.authorizer.decide(principal, action, resource, context)
         request_id = scope.get("state", {}).get("request_id", "")
         if rule.management or not decision.allowed:
-            audit.record(principal.name, decision, request_id)
+            audit.record(principal.name, decision, request_id, source)
         if decision.allowed:
             return
         if kind in READ and not self.authorizer.decide(principal, READ[kind], resource, context).allowed:
@@ -172,7 +192,10 @@ class AccessGuard:
         raise PermissionDenied(message, hint=f"{hint} Request id {request_id} is in the audit log.")
 
     def arn(self, kind: str, name: str) -> str:
-        """The resource's ARN in its project; a model named by alias is named by its version."""
+        """The resource's ARN in its project; a model named by alias is named by its version, a
+        dataset named by its id by its name (projects own datasets by name)."""
+        if kind == "dataset":
+            name = self.authorizer.memo(("dataset-name", name), lambda: dataset_name(name))
         if kind == "model" and "@" in name:
             try:
                 base, version = registry.parse_ref(name)
@@ -183,7 +206,8 @@ class AccessGuard:
         return directory.arn(kind, name, project)
 
     def visible(self, caller, kind: str, names) -> set[str]:
-        """Which of ``names`` (models or services) the caller may read: what list routes show."""
+        """Which of ``names`` (models, services, datasets, jobs) the caller may read: what list
+        routes and the console's lists show."""
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
         return {
             n for n in names if self.authorizer.decide(principal, READ[kind], self.arn(kind, n), {}).allowed

@@ -147,6 +147,11 @@ def _allow(guard: Guard, scope: str):
     return Depends(dependency)
 
 
+def _visible(guard: Guard, caller: Caller, kind: str, names: set[str]) -> set[str]:
+    """Which of ``names`` the caller may read (every one without an access guard)."""
+    return names if guard.policy is None else guard.policy.visible(caller, kind, names)
+
+
 def _add_middleware(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor) -> None:
     app.add_middleware(PredictLane, predictor=predictor, guard=guard)  # innermost
     app.add_middleware(AuthGate, guard=guard)  # no key, no body read
@@ -223,14 +228,18 @@ def _add_health(app: FastAPI, engine: Engine, state: dict) -> None:
 
 
 def _add_predict(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor) -> None:
-    @app.get("/v1/models", tags=["models"], dependencies=[_allow(guard, "predict")])
-    def models():
-        """Every served model and the versions behind it."""
+    @app.get("/v1/models", tags=["models"])
+    def models(caller: Caller = _allow(guard, "predict")):
+        """Every served model the caller may read (``model:Read``) and the versions behind it."""
         out = []
         for service in engine.services.values():
             for d in service.deployments:
                 out.append({"name": service.name, "state": service.state, **d.info()})
-        return {"models": out, "object": "list", "data": openai_models(engine)}  # aimass's and OpenAI's shape
+        data = openai_models(engine)
+        seen = _visible(guard, caller, "model", {m["name"] for m in out} | {m["id"] for m in data})
+        out = [m for m in out if m["name"] in seen]
+        data = [m for m in data if m["id"] in seen]
+        return {"models": out, "object": "list", "data": data}  # aimass's and OpenAI's shape
 
     @app.post("/v1/models/{name}/predict", tags=["models"], openapi_extra=PREDICT_BODY)
     async def predict(name: str, request: Request, caller: Caller = _allow(guard, "predict")):
@@ -330,9 +339,12 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
         meter.flush()
         return {"usage": metering.usage(key, since)}
 
-    @app.get("/v1/services", tags=["services"], dependencies=manage)
-    def services():
-        return {"services": engine.info()}
+    @app.get("/v1/services", tags=["services"])
+    def services(caller: Caller = _allow(guard, "manage")):
+        """The services the caller may read (``service:Read``)."""
+        found = engine.info()
+        seen = _visible(guard, caller, "service", {s["name"] for s in found})
+        return {"services": [s for s in found if s["name"] in seen]}
 
     @app.get("/v1/services/{name}", tags=["services"], dependencies=manage)
     def service(name: str):

@@ -10,7 +10,8 @@ These are the JSON twins of the web console's pages (the console calls the same 
   metrics, evaluation, aliases, where it is deployed), ``GET /v1/versions/{ref}/files/{file}``
   (the evaluation pictures) and ``PUT /v1/versions/{ref}/aliases/{alias}``.
 
-Everything needs a ``manage`` key; a path in ``POST /v1/datasets`` must lie under the data roots.
+Each route's action and resource are in :data:`aimass.serve.access_guard.RULES` (``manage`` keys
+have them all); a path in ``POST /v1/datasets`` must lie under the data roots.
 """
 
 from __future__ import annotations

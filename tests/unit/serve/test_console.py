@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aimass import api, jobs
+from aimass.access import audit, directory
 from aimass.serve import auth
 from aimass.serve.app import create_app
 from aimass.serve.console.sessions import COOKIE
@@ -106,8 +107,12 @@ def test_a_predict_only_key_sees_no_management_and_cannot_forge_it(app):
         assert home.url.path == "/console/try"
         assert ">Jobs<" not in home.text and ">Keys<" not in home.text and "Deploy" not in home.text
         csrf = csrf_of(home.text)
-        for path in ("/console/models/x:1/deploy", "/console/keys", "/console/services/x/undeploy"):
+        for path in ("/console/models/x:1/deploy", "/console/keys"):
             assert client.post(path, data={"csrf": csrf}).status_code == 403, path
+        # as DELETE /v1/services/x answers: a service the key may not even read is not there (404)
+        assert client.post("/console/services/x/undeploy", data={"csrf": csrf}).status_code == 404
+        rest = TestClient(app).delete("/v1/services/x", headers={"Authorization": f"Bearer {key}"})
+        assert rest.status_code == 404
         assert client.get("/console/jobs").status_code == 403
 
 
@@ -189,3 +194,38 @@ def test_rest_twins_page_on_the_server(admin, manage_headers, bbc_csv):
     assert "rejects" in client.get(f"/v1/datasets/{ds_id}/rejects", headers=manage_headers).json()
     assert client.get("/v1/versions", headers=manage_headers).json()["total"] >= 0
     assert client.get("/v1/versions").status_code == 401
+
+
+NO_DEPLOYS = {
+    "Statement": [
+        {"Sid": "EverythingElse", "Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Sid": "NoConsoleDeploys", "Effect": "Deny", "Action": "model:Deploy", "Resource": "*"},
+    ]
+}
+
+
+def test_the_console_obeys_the_access_policies_not_only_the_key_scopes(app):
+    """A user-bound key that has the ``manage`` scope, but whose user's policy denies model:Deploy,
+    cannot deploy from the console either: 403 naming the Sid, and the audit log keeps it."""
+    directory.create_user("dora")
+    directory.put_policy("DoraNoDeploys", NO_DEPLOYS)
+    directory.attach("DoraNoDeploys", "user", "dora")
+    record, key = auth.create_key("dora", ["manage"])
+    directory.bind_key(record.id, user="dora")
+    with signed_in(app, key) as client:
+        page = client.get("/console/models")
+        assert page.status_code == 200  # the rest of what `manage` would do is allowed by her Allow
+        answer = client.post("/console/models/reviews:3/deploy", data={"csrf": csrf_of(page.text)})
+        assert answer.status_code == 403, answer.text[-500:]
+        assert "text/html" in answer.headers["content-type"]
+        assert "NoConsoleDeploys" in answer.text and "DoraNoDeploys" in answer.text
+        alias = client.post(
+            "/console/models/reviews:3/alias", data={"csrf": csrf_of(page.text), "alias": "x"}
+        )
+        assert alias.status_code == 403 and "NoConsoleDeploys" in alias.text  # an alias moves what serves
+    rows = audit.query(principal="dora", action="model:Deploy")
+    assert [r["decision"] for r in rows] == ["explicitDeny", "explicitDeny"]
+    assert all(r["source"] == "console" for r in rows) and rows[-1]["resource"].endswith("/model/reviews:3")
+    assert rows[-1]["matched"][0]["sid"] == "NoConsoleDeploys"
+    listed = audit.query(principal="dora", action="model:List")
+    assert listed and listed[0]["decision"] == "allowed" and listed[0]["source"] == "console"

@@ -1,9 +1,11 @@
 """The web console at ``/console``: server-rendered pages (Jinja2) and a vendored htmx for the live
 parts, served by ``aimass serve`` in the same process. No JavaScript build step, no CDN.
 
-Sign in once with an API key or the admin token; pages then show only what that key may do, and
-the server checks the key's scope again on every action. Each page calls the functions its REST
-twin calls (``/v1/jobs``, ``/v1/versions``, ``/v1/services``, ``/v1/datasets``, ``/v1/keys``).
+Sign in once with an API key or the admin token; pages then offer what that key's scopes allow,
+and the server decides every page and action by the access policies exactly as the REST twin's
+(:meth:`~aimass.serve.console.core.Console.authorize`: same rule, 403/404 and audit row). Each
+page calls the functions its REST twin calls (``/v1/jobs``, ``/v1/versions``, ``/v1/services``,
+``/v1/datasets``, ``/v1/keys``).
 """
 
 from __future__ import annotations

@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from aimass.errors import AimassError, PermissionDenied
+from aimass.errors import AimassError, NotFoundError, PermissionDenied
+from aimass.serve.access_guard import BODY_KEY
 from aimass.serve.auth import Caller, Guard, require
 from aimass.serve.console.sessions import COOKIE, Session, Sessions
 
@@ -58,12 +60,32 @@ class Ctx:
 
     session: Session
     caller: Caller
+    client: tuple | None = None
+    scheme: str = "http"
+    request_id: str = ""
 
     def can(self, scope: str) -> bool:
+        """What the page offers (links, buttons); the server decides by :meth:`Console.authorize`."""
         return scope in self.caller.scopes
 
     def need(self, scope: str) -> None:
         require(self.caller, scope, why="this console action needs")
+
+    def scope(self, method: str, path: str, body: dict | None = None) -> dict:
+        """The ASGI scope the REST twin ``method path`` would have, as the access guard reads it."""
+        return {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "client": self.client,
+            "scheme": self.scheme,
+            "state": {"request_id": self.request_id, BODY_KEY: body or {}},
+        }
+
+
+def rest(template: str, *parts: str) -> str:
+    """A REST path with each ``{}`` filled by one path segment, quoted (so it stays one segment)."""
+    return template.format(*(quote(str(p), safe=":@") for p in parts))
 
 
 def root(request: Request) -> str:
@@ -90,7 +112,33 @@ class Console:
             self.sessions.close(session_id)
             raise SignInNeeded
         request.state.key_id = caller.key_id
-        return Ctx(session, caller)
+        client = tuple(request.client) if request.client else None
+        state = request.scope.get("state") or {}
+        return Ctx(session, caller, client, request.url.scheme, str(state.get("request_id", "")))
+
+    def authorize(
+        self, ctx: Ctx, method: str, path: str, body: dict | None = None, scope: str = "manage"
+    ) -> None:
+        """Decide a console action exactly as its REST twin ``method path`` is decided: by the access
+        policies (same rule, same audit row, same 403 naming the denying statement, or 404 for what
+        the caller may not even read); by the key's ``scope`` only where no rule names the route."""
+        request = ctx.scope(method, path, body)
+        policy = self.guard.policy
+        found = policy.rule(request) if policy is not None else None
+        if found is None:
+            ctx.need(scope)
+        else:
+            policy.authorize(ctx.caller, request, found, source="console")
+
+    def visible(self, ctx: Ctx, kind: str, names) -> set[str]:
+        """Which of ``names`` the caller may read: what a list shows."""
+        names = set(names)
+        return names if self.guard.policy is None else self.guard.policy.visible(ctx.caller, kind, names)
+
+    def readable(self, ctx: Ctx, kind: str, name: str) -> None:
+        """404, like a missing one, unless the caller may read ``name``."""
+        if name not in self.visible(ctx, kind, [name]):
+            raise NotFoundError(f"No {kind} '{name}'.", hint="The console's lists show what you may use.")
 
     async def form(self, request: Request, ctx: Ctx, *, max_files: int = 0):
         """The POSTed form, after its CSRF token is checked (403 when missing or wrong)."""

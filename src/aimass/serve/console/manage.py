@@ -1,5 +1,7 @@
 """The console's management pages: jobs, models, services, datasets, keys. Lists are paginated on
-the server; every page reads what its REST twin answers (named in the page's footer)."""
+the server; every page reads what its REST twin answers (named in the page's footer), and every
+page and action is authorized as that twin is (:meth:`Console.authorize`: the access policies, with
+the same audit row and the same 403 or 404). Lists show only what the caller may read."""
 
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from aimass import jobs
-from aimass.errors import ConfigError
+from aimass.errors import ConfigError, PermissionDenied
 from aimass.jobs.state import STATES
 from aimass.serve import auth, metering
-from aimass.serve.console.core import PAGE_SIZE, Console, pages
+from aimass.serve.console.core import PAGE_SIZE, Console, Ctx, pages, rest
 from aimass.serve.data_routes import (
     dataset_report,
     datasets_page,
@@ -38,9 +40,10 @@ def add_manage(router: APIRouter, console: Console, engine: Engine, meter: Meter
     _add_keys(router, console, meter)
 
 
-def _manager(console: Console, request: Request):
+def _manager(console: Console, request: Request, method: str, path: str, body: dict | None = None) -> Ctx:
+    """The signed-in caller, authorized for the REST twin ``method path`` (see :meth:`Console.authorize`)."""
     ctx = console.ctx(request)
-    ctx.need("manage")
+    console.authorize(ctx, method, path, body)
     return ctx
 
 
@@ -48,7 +51,7 @@ def _manager(console: Console, request: Request):
 def _add_jobs(router: APIRouter, console: Console) -> None:
     @router.get("/jobs")
     async def job_list(request: Request, status: str | None = None, offset: int = Offset):
-        ctx = _manager(console, request)
+        ctx = _manager(console, request, "GET", "/v1/jobs")
         status = status or None
         found = await asyncio.to_thread(jobs_page, status, PAGE_SIZE, offset)
         return console.page(
@@ -64,7 +67,7 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
     @router.get("/jobs/{job_id}")
     async def job(request: Request, job_id: str, wizard: int = 0):
         """The job's page; to htmx (which polls it until the job ends) only its live part."""
-        ctx = _manager(console, request)
+        ctx = _manager(console, request, "GET", rest("/v1/jobs/{}", job_id))
         info = await asyncio.to_thread(jobs.show, job_id)
         info["log_tail"] = await asyncio.to_thread(jobs.logs, job_id, 15)
         live = bool(request.headers.get("hx-request"))
@@ -73,8 +76,9 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
 
     @router.post("/jobs/{job_id}/cancel")
     async def cancel(request: Request, job_id: str):
-        ctx = _manager(console, request)
+        ctx = console.ctx(request)
         await console.form(request, ctx)
+        console.authorize(ctx, "POST", rest("/v1/jobs/{}/cancel", job_id))
         await asyncio.to_thread(jobs.cancel, job_id)
         return console.redirect(request, f"jobs/{job_id}", "Cancel requested.", ctx)
 
@@ -82,6 +86,7 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
     async def retry(request: Request, job_id: str):
         ctx = console.ctx(request)
         await console.form(request, ctx)
+        await asyncio.to_thread(console.authorize, ctx, "POST", rest("/v1/jobs/{}/retry", job_id))
         may_run(ctx.caller, await asyncio.to_thread(jobs.kind_of, job_id))
         new = await asyncio.to_thread(jobs.retry, job_id)
         return console.redirect(request, f"jobs/{new['id']}", f"Retried as job {new['id']}.", ctx)
@@ -91,41 +96,47 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
 def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
     @router.get("/models")
     async def model_list(request: Request, name: str | None = None, offset: int = Offset):
-        ctx = _manager(console, request)
+        ctx = _manager(console, request, "GET", "/v1/versions")
         found = await asyncio.to_thread(versions_page, name, PAGE_SIZE, offset)
+        seen = await asyncio.to_thread(console.visible, ctx, "model", {v["name"] for v in found["versions"]})
         return console.page(
             request,
             "models.html",
             ctx,
-            versions=found["versions"],
+            versions=[v for v in found["versions"] if v["name"] in seen],
             name=name or "",
             pg=pages(found["total"], offset),
         )
 
     @router.get("/models/{ref}")
     async def model(request: Request, ref: str):
-        ctx = _manager(console, request)
+        ctx = _manager(console, request, "GET", rest("/v1/versions/{}", ref))
         info = await asyncio.to_thread(version, ref, engine)
-        return console.page(request, "model.html", ctx, m=info, services=sorted(engine.services))
+        services = sorted(await asyncio.to_thread(console.visible, ctx, "service", list(engine.services)))
+        return console.page(request, "model.html", ctx, m=info, services=services)
 
     @router.get("/models/{ref}/files/{file}")
     async def model_picture(request: Request, ref: str, file: str):
-        _manager(console, request)
+        _manager(console, request, "GET", rest("/v1/versions/{}/files/{}", ref, file))
         return FileResponse(await asyncio.to_thread(picture, ref, file))
 
     @router.post("/models/{ref}/alias")
     async def alias(request: Request, ref: str):
-        ctx = _manager(console, request)
+        ctx = console.ctx(request)
         form = await console.form(request, ctx)
-        done = await asyncio.to_thread(set_alias, ref, str(form.get("alias") or ""), bool(form.get("force")))
+        name = str(form.get("alias") or "")
+        console.authorize(ctx, "PUT", rest("/v1/versions/{}/aliases/{}", ref, name or "-"))
+        done = await asyncio.to_thread(set_alias, ref, name, bool(form.get("force")))
         return console.redirect(request, f"models/{ref}", f"{done['ref']} is now @{done['alias']}.", ctx)
 
     @router.post("/models/{ref}/deploy")
     async def deploy(request: Request, ref: str):
-        ctx = _manager(console, request)
+        ctx = console.ctx(request)
         form = await console.form(request, ctx)
         service = str(form.get("service") or "").strip() or None
         weight = _weight(form.get("weight")) if form.get("weight") not in (None, "") else None
+        body = {"model": ref, "service": service, "weight": weight}
+        await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/services", body)
         done = await engine.deploy(ref, service=service, weight=weight)
         name = done.get("name") or service or ref.partition(":")[0]
         then = "try" if form.get("then") == "try" else "services"
@@ -145,12 +156,14 @@ def _weight(value) -> int:
 def _add_services(router: APIRouter, console: Console, engine: Engine) -> None:
     @router.get("/services")
     async def service_list(request: Request):
-        ctx = _manager(console, request)
-        return console.page(request, "services.html", ctx, services=engine.info())
+        ctx = _manager(console, request, "GET", "/v1/services")
+        found = engine.info()
+        seen = await asyncio.to_thread(console.visible, ctx, "service", {s["name"] for s in found})
+        return console.page(request, "services.html", ctx, services=[s for s in found if s["name"] in seen])
 
     @router.get("/services/{name}")
     async def service(request: Request, name: str):
-        ctx = _manager(console, request)
+        ctx = _manager(console, request, "GET", rest("/v1/services/{}", name))
         info = engine.service(name).info()
         events = await asyncio.to_thread(engine.events, name, 50)
         model = info["versions"][0]["ref"].partition(":")[0] if info["versions"] else name
@@ -160,8 +173,9 @@ def _add_services(router: APIRouter, console: Console, engine: Engine) -> None:
 
     @router.post("/services/{name}/traffic")
     async def traffic(request: Request, name: str):
-        ctx = _manager(console, request)
+        ctx = console.ctx(request)
         form = await console.form(request, ctx)
+        console.authorize(ctx, "PUT", rest("/v1/services/{}/traffic", name))
         refs = [v["ref"] for v in engine.service(name).info()["versions"]]
         weights = {ref: _weight(form.get(f"w:{ref}", 0)) for ref in refs}
         await engine.set_traffic(name, weights)
@@ -169,8 +183,9 @@ def _add_services(router: APIRouter, console: Console, engine: Engine) -> None:
 
     @router.post("/services/{name}/undeploy")
     async def undeploy(request: Request, name: str):
-        ctx = _manager(console, request)
+        ctx = console.ctx(request)
         await console.form(request, ctx)
+        console.authorize(ctx, "DELETE", rest("/v1/services/{}", name))
         await engine.undeploy(name)
         return console.redirect(request, "services", f"Service {name} undeployed.", ctx)
 
@@ -179,15 +194,16 @@ def _add_services(router: APIRouter, console: Console, engine: Engine) -> None:
 def _add_datasets(router: APIRouter, console: Console) -> None:
     @router.get("/datasets")
     async def dataset_list(request: Request, offset: int = Offset):
-        ctx = _manager(console, request)
+        ctx = _manager(console, request, "GET", "/v1/datasets")
         found = await asyncio.to_thread(datasets_page, PAGE_SIZE, offset)
-        return console.page(
-            request, "datasets.html", ctx, datasets=found["datasets"], pg=pages(found["total"], offset)
-        )
+        names = {d["name"] for d in found["datasets"]}
+        seen = await asyncio.to_thread(console.visible, ctx, "dataset", names)
+        shown = [d for d in found["datasets"] if d["name"] in seen]
+        return console.page(request, "datasets.html", ctx, datasets=shown, pg=pages(found["total"], offset))
 
     @router.get("/datasets/{dataset_id}")
     async def dataset(request: Request, dataset_id: str, offset: int = Offset):
-        ctx = _manager(console, request)
+        ctx = _manager(console, request, "GET", rest("/v1/datasets/{}", dataset_id))
         summary = await asyncio.to_thread(dataset_report, dataset_id)
         rejects = await asyncio.to_thread(rejects_page, dataset_id, PAGE_SIZE, offset)
         return console.page(
@@ -204,10 +220,14 @@ def _add_datasets(router: APIRouter, console: Console) -> None:
 def _add_keys(router: APIRouter, console: Console, meter: Meter) -> None:
     @router.get("/keys")
     async def key_list(request: Request):
-        ctx = _manager(console, request)
+        ctx = _manager(console, request, "GET", "/v1/keys")
         await asyncio.to_thread(meter.flush)
         keys = await asyncio.to_thread(auth.list_keys)
-        usage = await asyncio.to_thread(metering.usage, None, None)
+        try:
+            console.authorize(ctx, "GET", "/v1/usage")
+            usage = await asyncio.to_thread(metering.usage, None, None)
+        except PermissionDenied:  # the keys without their usage (the audit log has the denial)
+            usage = []
         secret = ctx.session.notes.pop("secret", None)
         grantable = sorted(auth.grantable(ctx.caller))
         return console.page(
@@ -216,8 +236,9 @@ def _add_keys(router: APIRouter, console: Console, meter: Meter) -> None:
 
     @router.post("/keys")
     async def create(request: Request):
-        ctx = _manager(console, request)
+        ctx = console.ctx(request)
         form = await console.form(request, ctx)
+        console.authorize(ctx, "POST", "/v1/keys")
         rate = str(form.get("rate_limit") or "").strip()
         try:
             rate_limit = float(rate) if rate else None
@@ -234,7 +255,8 @@ def _add_keys(router: APIRouter, console: Console, meter: Meter) -> None:
 
     @router.post("/keys/{key_id}/revoke")
     async def revoke(request: Request, key_id: str):
-        ctx = _manager(console, request)
+        ctx = console.ctx(request)
         await console.form(request, ctx)
+        console.authorize(ctx, "DELETE", rest("/v1/keys/{}", key_id))
         await asyncio.to_thread(auth.revoke_key, key_id)
         return console.redirect(request, "keys", f"Key {key_id} revoked.", ctx)

@@ -18,11 +18,11 @@ from aimass import jobs
 from aimass.backbones import default_backbone
 from aimass.data.uploads import store_upload
 from aimass.errors import ConfigError, PermissionDenied
-from aimass.serve.console.core import Console, root
+from aimass.serve.console.core import Console, rest, root
 from aimass.serve.console.sessions import COOKIE, LIFETIME_S, SIGNIN_COOKIE
 from aimass.serve.data_routes import dataset_report, import_upload
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import only_granted_paths
+from aimass.serve.jobs_routes import may_run, only_granted_paths
 from aimass.serve.predict import Predictor
 from aimass.store import registry
 from aimass.tasks import available_tasks, get_task, sniff
@@ -98,7 +98,7 @@ def _add_start(router: APIRouter, console: Console) -> None:
     @router.post("/start/upload")
     async def upload(request: Request):
         ctx = console.ctx(request)
-        ctx.need("manage")
+        console.authorize(ctx, "POST", "/v1/uploads")  # before the file is read
         form = await console.form(request, ctx, max_files=1)
         file, path, name = form.get("file"), str(form.get("path") or "").strip(), form.get("name") or None
         if hasattr(file, "read") and getattr(file, "filename", ""):
@@ -110,13 +110,14 @@ def _add_start(router: APIRouter, console: Console) -> None:
                 hint="CSV, TSV, JSONL, a .zip/.tar.gz, or a path under AIMASS_HOME/uploads or "
                 "AIMASS_DATA_ROOTS.",
             )
+        console.authorize(ctx, "POST", "/v1/datasets", {"path": path, "name": str(name) if name else None})
         report = await asyncio.to_thread(import_upload, path, str(name) if name else None)
         return console.redirect(request, f"start/{report['id']}", ctx=ctx)
 
     @router.get("/start/{dataset_id}")
     async def report(request: Request, dataset_id: str):
         ctx = console.ctx(request)
-        ctx.need("manage")
+        await asyncio.to_thread(console.authorize, ctx, "GET", rest("/v1/datasets/{}", dataset_id))
         summary = await asyncio.to_thread(dataset_report, dataset_id)
         found = sniff(summary["file"]) if summary.get("file") else None
         task, why = found or (available_tasks()[0], "")
@@ -137,13 +138,14 @@ def _add_start(router: APIRouter, console: Console) -> None:
     @router.post("/start/{dataset_id}/train")
     async def train(request: Request, dataset_id: str):
         ctx = console.ctx(request)
-        ctx.need("manage")
         form = await console.form(request, ctx)
         task = get_task(str(form.get("task") or "")).name
         seconds = _budget(form.get("budget"))
         params = {"data": dataset_id, "task": task, "time_budget": f"{seconds}s"}
         if form.get("name"):
             params["name"] = registry.check_name(str(form["name"]))
+        console.authorize(ctx, "POST", "/v1/jobs", {"kind": "train", "params": params})
+        may_run(ctx.caller, jobs.get_kind("train"))  # as POST /v1/jobs
         job = await asyncio.to_thread(jobs.submit, "train", params, guard=only_granted_paths)
         return console.redirect(request, f"jobs/{job['id']}?wizard=1", ctx=ctx)
 
@@ -171,12 +173,14 @@ def _add_try(router: APIRouter, console: Console, engine: Engine, predictor: Pre
     @router.get("/try")
     async def served(request: Request):
         ctx = console.ctx(request)
-        names = sorted(n for n, s in engine.services.items() if s.state == "ready")
+        ready = [n for n, s in engine.services.items() if s.state == "ready"]
+        names = sorted(await asyncio.to_thread(console.visible, ctx, "model", ready))
         return console.page(request, "served.html", ctx, names=names)
 
     @router.get("/try/{name}")
     async def try_page(request: Request, name: str):
         ctx = console.ctx(request)
+        await asyncio.to_thread(console.readable, ctx, "model", name)
         deployment = engine.route(name)
         base = str(request.base_url).rstrip("/")
         return console.page(
@@ -193,7 +197,8 @@ def _add_try(router: APIRouter, console: Console, engine: Engine, predictor: Pre
     @router.post("/try/{name}")
     async def try_it(request: Request, name: str):
         ctx = console.ctx(request)
-        console.guard.check(f"Bearer {ctx.session.key}", "predict")  # scope and rate limit, as REST
+        twin = ctx.scope("POST", rest("/v1/models/{}/predict", name))  # the policy and rate limit, as REST
+        console.guard.check(f"Bearer {ctx.session.key}", "predict", twin)
         form = await console.form(request, ctx, max_files=16)
         files = [f for f in form.getlist("files") if hasattr(f, "read") and getattr(f, "filename", "")]
         if files:
