@@ -141,7 +141,9 @@ def operate(env, url, key):
     kinds = [e["kind"] for e in as_json(aimass(env, "services", "events", "news", *server))["events"]]
     assert kinds[:4] == ["created", "loading", "warmed", "ready"]
     denied = httpx.get(f"{url}/v1/services", headers={"Authorization": f"Bearer {key}"})
-    assert denied.status_code == 403 and "manage" in denied.json()["error"]["message"]
+    error = denied.json()["error"]  # the policy's answer: what was denied, and which scope would do
+    assert denied.status_code == 403 and "service:List" in error["message"]
+    assert "--scope manage" in error["hint"]
     usage = as_json(aimass(env, "usage", *server))  # the server writes its tally first
     mine = next(u for u in usage if u["model"] == "news" and u["key"] != "anonymous")
     assert mine["requests"] >= 1 and mine["items"] >= 1 and mine["compute_ms"] > 0

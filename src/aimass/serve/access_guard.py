@@ -173,10 +173,15 @@ class AccessGuard:
         kind, name = rule.target(params, data)
         resource = self.arn(kind, name) if kind else name
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
-        context = self.context(scope, kind, name, data)
+        # the model's stage is a registry lookup: only a decision that consulted a condition needs it
+        # (one that did not is the same in any context), so the predict path stays off the database
+        context = self.context(scope, kind, name, data, stage=False)
         if "alias" in params:  # PUT .../aliases/{alias}: the stage the version is moved into
             context["aimass:ModelStage"] = params["alias"]
         decision = self.authorizer.decide(principal, action, resource, context)
+        if decision.conditional and "aimass:ModelStage" not in context:
+            context = {**context, **self.context(scope, kind, name, data)}
+            decision = self.authorizer.decide(principal, action, resource, context)
         request_id = scope.get("state", {}).get("request_id", "")
         if rule.management or not decision.allowed:
             audit.record(principal.name, decision, request_id, source)
@@ -213,7 +218,7 @@ class AccessGuard:
             n for n in names if self.authorizer.decide(principal, READ[kind], self.arn(kind, n), {}).allowed
         }
 
-    def context(self, scope, kind: str, name: str, data) -> dict:
+    def context(self, scope, kind: str, name: str, data, stage: bool = True) -> dict:
         now = time.time()
         client = scope.get("client")
         out = {
@@ -223,8 +228,8 @@ class AccessGuard:
         }
         if client:
             out["aimass:SourceIp"] = client[0]
-        if kind == "model" and (stage := self.stage(name)):
-            out["aimass:ModelStage"] = stage
+        if stage and kind == "model" and (found := self.stage(name)):
+            out["aimass:ModelStage"] = found
         if kind == "job" or isinstance(data, dict) and "kind" in data:
             out["aimass:JobKind"] = str(data.get("kind", "")) if isinstance(data, dict) else ""
         return out
