@@ -32,13 +32,14 @@ MAX_BATCH = int(os.environ.get("AIMASS_LLM_MAX_BATCH", "8"))
 @dataclass
 class _Seq:
     request: _Request
-    index: int
     generator: torch.Generator
-    choice: decode.Choice
+    track: decode.Track  # its text, stop strings, constraint, logprobs and streaming
     pending: int = -1  # the token picked last, to be fed at the next step
     position: int = 0  # real tokens in the cache
-    sent: int = 0
-    produced: int = 0
+
+    @property
+    def choice(self) -> decode.Choice:
+        return self.track.choice
 
 
 @dataclass
@@ -48,7 +49,6 @@ class _Request:
     adapter: str | None
     on_delta: object = None
     cancelled: object = None
-    stops: decode.StopMatcher = None
     done: threading.Event = field(default_factory=threading.Event)
     seqs: list[_Seq] = field(default_factory=list)
     began: float = field(default_factory=time.perf_counter)
@@ -95,9 +95,7 @@ class Scheduler:
 
     def submit(self, prompt_ids, params, adapter, *, on_delta=None, cancelled=None) -> decode.Generation:
         """Decode ``params.n`` choices of one prompt in the shared batch; blocks until done."""
-        request = _Request(
-            list(prompt_ids), params, adapter, on_delta, cancelled, decode.StopMatcher(params.stop)
-        )
+        request = _Request(list(prompt_ids), params, adapter, on_delta, cancelled)
         self.incoming.put(request)
         self.wake.set()
         request.done.wait()
@@ -107,7 +105,7 @@ class Scheduler:
         return decode.Generation(
             choices,
             len(prompt_ids),
-            sum(s.produced for s in request.seqs),
+            sum(s.track.produced for s in request.seqs),
             request.first,
             time.perf_counter() - request.began,
         )
@@ -168,10 +166,11 @@ class Scheduler:
         ids = torch.tensor([request.prompt_ids], dtype=torch.long)
         for i in range(max(1, params.n)):
             out = self._forward(request.adapter, input_ids=ids)
-            seq = _Seq(request, i, torch.Generator().manual_seed(seed + i), decode.Choice(i))
+            track = decode.Track(i, params, self.base.tokenizer, self.eos, request.on_delta)
+            seq = _Seq(request, torch.Generator().manual_seed(seed + i), track)
             seq.position = len(request.prompt_ids)
             request.seqs.append(seq)
-            token = decode.pick(out.logits[:, -1, :], params, [seq.generator])[0]
+            token = track.choose(out.logits[0, -1, :], seq.generator)
             if not request.first:
                 request.first = time.perf_counter() - request.began
             if params.max_tokens <= 0:
@@ -221,7 +220,7 @@ class Scheduler:
         alive = []
         for row, seq in enumerate(group.seqs):
             seq.position += 1
-            token = decode.pick(logits[row : row + 1], seq.request.params, [seq.generator])[0]
+            token = seq.track.choose(logits[row], seq.generator)
             if self._take(seq, token):
                 alive.append(row)
         if len(alive) < len(group.seqs):
@@ -246,40 +245,15 @@ class Scheduler:
 
     def _take(self, seq: _Seq, token: int) -> bool:
         """Process a picked token as :func:`decode.generate` does; True while the sequence goes on."""
-        request, choice, tokenizer = seq.request, seq.choice, self.base.tokenizer
-        seq.produced += 1
-        if token in self.eos:
-            text = tokenizer.decode(choice.token_ids, skip_special_tokens=True)
-            self._emit(seq, decode.final_length(request.stops, text), text, "stop")
-            return False
-        choice.token_ids.append(token)
-        text = tokenizer.decode(choice.token_ids, skip_special_tokens=True)
-        at, safe = request.stops.scan(text)
-        if at is not None:
-            self._emit(seq, at, text, "stop")
-            return False
-        if len(choice.token_ids) >= request.params.max_tokens:
-            self._emit(seq, len(text), text, "length")
-            return False
-        if text.endswith("\ufffd"):
-            safe = min(safe, len(text) - 1)
-        self._emit(seq, safe, text, None)
-        seq.pending = token
-        return True
-
-    def _emit(self, seq: _Seq, upto: int, text: str, reason: str | None) -> None:
-        piece = text[seq.sent : upto]
-        seq.sent = max(seq.sent, upto)
-        if reason:
-            seq.choice.text, seq.choice.finish_reason = text[:upto], reason
-        if seq.request.on_delta is not None and (piece or reason):
-            seq.request.on_delta(seq.index, piece, reason)
-        if reason:
-            self._maybe_done(seq.request)
+        if seq.track.take(token):
+            seq.pending = token
+            return True
+        self._maybe_done(seq.request)
+        return False
 
     def _finish(self, seq: _Seq, reason: str) -> None:
-        text = self.base.tokenizer.decode(seq.choice.token_ids, skip_special_tokens=True)
-        self._emit(seq, decode.final_length(seq.request.stops, text), text, reason)
+        seq.track.finish(reason)
+        self._maybe_done(seq.request)
 
     @staticmethod
     def _maybe_done(request: _Request) -> None:

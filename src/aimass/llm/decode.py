@@ -6,6 +6,11 @@ rows share the prompt's length, so no padding). Each choice samples from its own
 ``seed + index``. Stop strings are matched on the decoded text, across token boundaries: text that
 could still turn into a stop string is held back, and a stop string is never returned.
 
+A request may ask for the log-probabilities of the picked tokens and their top alternatives
+(``logprobs``): they are those of the distribution the token was drawn from,
+``softmax(logits / temperature)`` (temperature 0, greedy: the model's own distribution), after a
+constraint's mask (JSON mode) and before ``top_p``'s cut.
+
 >>> m = StopMatcher(["\\n\\n", "END"])
 >>> m.scan("Hello EN")   # "EN" may become "END": held back
 (None, 6)
@@ -33,6 +38,19 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     n: int = 1
+    logprobs: int | None = None  # None: none; k: the picked token's and the k most likely ones'
+    constraint: Callable[[], object] | None = None  # a new per-choice processor (allowed/advance)
+
+
+@dataclass
+class TokenLogprob:
+    """A picked token, its log-probability, the ``top`` alternatives ``[(id, logprob)]`` and
+    ``offset``: how many characters of the choice's text come before it."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
+    offset: int = 0
 
 
 @dataclass
@@ -41,6 +59,8 @@ class Choice:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    logprobs_sent: int = 0  # entries already handed to on_delta
 
 
 @dataclass
@@ -102,18 +122,108 @@ def eos_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def pick(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> list[int]:
+def sample(scores: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+    """One token from a row of (masked) logits: the argmax at temperature 0, else a draw from
+    ``softmax(scores / temperature)`` cut to the ``top_p`` nucleus."""
     if params.temperature <= 0:
-        return logits.argmax(-1).tolist()
-    probs = torch.softmax(logits.float() / params.temperature, -1)
-    out = []
-    for row, gen in zip(probs, generators):
-        if params.top_p < 1.0:
-            sorted_p, order = row.sort(descending=True)
-            keep = (sorted_p.cumsum(0) - sorted_p) < params.top_p  # always keeps the top token
-            row = torch.zeros_like(row).scatter_(0, order[keep], sorted_p[keep])
-        out.append(int(torch.multinomial(row, 1, generator=gen)))
-    return out
+        return int(scores.argmax(-1))
+    row = torch.softmax(scores.float() / params.temperature, -1)
+    if params.top_p < 1.0:
+        sorted_p, order = row.sort(descending=True)
+        keep = (sorted_p.cumsum(0) - sorted_p) < params.top_p  # always keeps the top token
+        row = torch.zeros_like(row).scatter_(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(row, 1, generator=generator))
+
+
+def token_logprob(scores: torch.Tensor, token: int, params: SamplingParams, offset: int) -> TokenLogprob:
+    """The log-probability of ``token`` and of the ``params.logprobs`` most likely tokens under the
+    distribution sampled from (``scores / temperature``; greedy: the scores as they are)."""
+    scaled = scores.float() / params.temperature if params.temperature > 0 else scores.float()
+    logp = torch.log_softmax(scaled, -1)
+    top = []
+    if params.logprobs:
+        values, ids = logp.topk(min(params.logprobs, logp.shape[-1]))
+        top = [(int(i), float(v)) for v, i in zip(values, ids) if v > float("-inf")]
+    return TokenLogprob(token, float(logp[token]), top, offset)
+
+
+class Track:
+    """One choice being decoded: picks its tokens (with its constraint and logprobs), matches stop
+    strings on its text and hands safe text to ``on_delta(index, text, finish_reason, logprobs)``.
+    :func:`generate` and the continuous batcher both decode through it."""
+
+    def __init__(self, index: int, params: SamplingParams, tokenizer, eos: set[int], on_delta=None):
+        self.choice, self.params, self.tokenizer, self.eos = Choice(index), params, tokenizer, eos
+        self.stops = StopMatcher(params.stop)
+        self.constraint = params.constraint() if params.constraint is not None else None
+        self.on_delta = on_delta
+        self.text, self.sent, self.produced = "", 0, 0
+        self._entry: TokenLogprob | None = None
+
+    def choose(self, logits: torch.Tensor, generator: torch.Generator) -> int:
+        """Pick the next token from this choice's row of logits ``[vocab]``."""
+        scores = logits.float()
+        if self.constraint is not None:
+            left = self.params.max_tokens - len(self.choice.token_ids) - 1
+            allowed = self.constraint.allowed(left)
+            if allowed.shape[0] < scores.shape[0]:  # the model's padded vocabulary rows
+                allowed = torch.cat([allowed, allowed.new_zeros(scores.shape[0] - allowed.shape[0])])
+            scores = scores.masked_fill(~allowed[: scores.shape[0]], float("-inf"))
+        token = sample(scores, self.params, generator)
+        if self.params.logprobs is not None:
+            self._entry = token_logprob(scores, token, self.params, len(self.text))
+        return token
+
+    def take(self, token: int) -> bool:
+        """Add a picked token; False once the choice is finished (end of text, stop, length)."""
+        choice = self.choice
+        self.produced += 1
+        if token in self.eos:
+            self.emit(final_length(self.stops, self.text), "stop")
+            return False
+        choice.token_ids.append(token)
+        if self._entry is not None:
+            choice.logprobs.append(self._entry)
+        if self.constraint is not None:
+            self.constraint.advance(token)
+        self.text = self.tokenizer.decode(choice.token_ids, skip_special_tokens=True)
+        at, safe = self.stops.scan(self.text)
+        if at is not None:
+            self.emit(at, "stop")
+            return False
+        if len(choice.token_ids) >= self.params.max_tokens:
+            self.emit(len(self.text), "length")
+            return False
+        if self.text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            safe = min(safe, len(self.text) - 1)
+        self.emit(safe, None)
+        return True
+
+    def finish(self, reason: str = "length") -> None:
+        """End the choice where it is (``max_tokens`` 0, or its client went away)."""
+        if not self.choice.finish_reason:
+            self.emit(final_length(self.stops, self.text), reason)
+
+    def emit(self, upto: int, reason: str | None) -> None:
+        piece = self.text[self.sent : upto]
+        self.sent = max(self.sent, upto)
+        if reason:
+            self.choice.text, self.choice.finish_reason = self.text[:upto], reason
+        entries = self._release(upto, reason)
+        if self.on_delta is not None and (piece or reason or entries):
+            self.on_delta(self.choice.index, piece, reason, entries)
+
+    def _release(self, upto: int, reason: str | None) -> list[TokenLogprob]:
+        """The logprobs to send with text up to ``upto``: tokens that start before it. At the end,
+        tokens of a stop string that was cut off are dropped from the choice."""
+        entries, start = self.choice.logprobs, self.choice.logprobs_sent
+        end = len(entries)
+        if not (reason and upto >= len(self.text)):
+            end = next((i for i in range(start, len(entries)) if entries[i].offset >= upto), end)
+        if reason:
+            del entries[end:]
+        self.choice.logprobs_sent = end
+        return entries[start:end]
 
 
 @torch.inference_mode()
@@ -123,71 +233,41 @@ def generate(
     prompt_ids: list[int],
     params: SamplingParams,
     *,
-    on_delta: Callable[[int, str, str | None], None] | None = None,
+    on_delta: Callable[[int, str, str | None, list[TokenLogprob]], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> Generation:
-    """Decode ``params.n`` choices of one prompt. ``on_delta(index, text, finish_reason)`` is called
-    with each piece of text as soon as it is safe to emit (and once with the finish reason);
-    ``cancelled()`` true stops the loop at the next step (a disconnected stream)."""
+    """Decode ``params.n`` choices of one prompt. ``on_delta(index, text, finish_reason, logprobs)``
+    is called with each piece of text as soon as it is safe to emit (and once with the finish
+    reason), with the logprobs of its tokens when asked for; ``cancelled()`` true stops the loop at
+    the next step (a disconnected stream)."""
     began = time.perf_counter()
     n = max(1, params.n)
     seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
     generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
-    stops = StopMatcher(params.stop)
     eos = eos_ids(model, tokenizer)
-    choices = [Choice(i) for i in range(n)]
-    sent = [0] * n
-    produced = [0] * n
+    tracks = [Track(i, params, tokenizer, eos, on_delta) for i in range(n)]
     first = 0.0
-
-    def emit(i: int, upto: int, text: str, reason: str | None) -> None:
-        piece = text[sent[i] : upto]
-        sent[i] = max(sent[i], upto)
-        choices[i].text = text[:upto] if reason else choices[i].text
-        if on_delta is not None and (piece or reason):
-            on_delta(i, piece, reason)
-
     ids = torch.tensor([prompt_ids] * n, dtype=torch.long)
     out = model(input_ids=ids, use_cache=True)
     past, logits = out.past_key_values, out.logits[:, -1, :]
     for _ in range(max(0, params.max_tokens)):
-        picked = pick(logits, params, generators)
+        picked = [t.choose(row, g) for t, row, g in zip(tracks, logits, generators)]
         if not first:
             first = time.perf_counter() - began
-        for i, tok in enumerate(picked):
-            c = choices[i]
-            if c.finish_reason:
-                continue
-            produced[i] += 1
-            if tok in eos:
-                c.finish_reason = "stop"
-                text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
-                emit(i, final_length(stops, text), text, "stop")
-                continue
-            c.token_ids.append(tok)
-            text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
-            at, safe = stops.scan(text)
-            if at is not None:
-                c.finish_reason = "stop"
-                emit(i, at, text, "stop")
-            elif len(c.token_ids) >= params.max_tokens:
-                c.finish_reason = "length"
-                emit(i, len(text), text, "length")
-            else:
-                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                    safe = min(safe, len(text) - 1)
-                emit(i, safe, text, None)
-        if all(c.finish_reason for c in choices) or (cancelled is not None and cancelled()):
+        for track, tok in zip(tracks, picked):
+            if not track.choice.finish_reason:
+                track.take(tok)
+        if all(t.choice.finish_reason for t in tracks) or (cancelled is not None and cancelled()):
             break
         step = torch.tensor(picked, dtype=torch.long)[:, None]
         out = model(input_ids=step, past_key_values=past, use_cache=True)
         past, logits = out.past_key_values, out.logits[:, -1, :]
-    for i, c in enumerate(choices):  # max_tokens 0, or cancelled
-        if not c.finish_reason:
-            c.finish_reason = "length"
-            text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
-            emit(i, final_length(stops, text), text, "length")
-    return Generation(choices, len(prompt_ids), sum(produced), first, time.perf_counter() - began)
+    for track in tracks:  # max_tokens 0, or cancelled
+        track.finish()
+    choices = [t.choice for t in tracks]
+    return Generation(
+        choices, len(prompt_ids), sum(t.produced for t in tracks), first, time.perf_counter() - began
+    )
 
 
 def final_length(stops: StopMatcher, text: str) -> int:

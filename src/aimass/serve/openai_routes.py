@@ -1,13 +1,14 @@
 """OpenAI-compatible routes on the same server, keys and metering: ``POST /v1/chat/completions``,
-``POST /v1/completions`` and the OpenAI fields of ``GET /v1/models``.
+``POST /v1/completions``, ``POST /v1/embeddings`` (:mod:`aimass.serve.openai_embeddings`) and the
+OpenAI fields of ``GET /v1/models``. ``logprobs`` come in OpenAI's shapes
+(:mod:`aimass.serve.openai_logprobs`); ``response_format: json_object`` decodes under a JSON grammar
+(:mod:`aimass.llm.json_mode`).
 
 A model id is a served version (``headlines:2``), a service name (``headlines``: its traffic split
 picks the version) or the base model of a served fine-tune (``smollm2-135m``). Every LoRA version is
 an adapter on one shared copy of its base (:mod:`aimass.llm.hub`).
 
-Errors on these routes have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (plus
-aimass's ``hint`` and ``request_id``) and OpenAI's status codes (400 for a bad parameter, where the
-rest of the server answers 422), so the official ``openai`` client raises its own exception types.
+Errors on these routes have OpenAI's shape and status codes (:mod:`aimass.serve.openai_errors`).
 
 Requests decode by continuous batching (:mod:`aimass.llm.batcher`): a new request joins the running
 batch at the next decode step, and a streamed request whose client disconnects leaves it at once.
@@ -26,34 +27,19 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from aimass.errors import AimassError, NotFoundError
-from aimass.llm import batcher, decode
+from aimass.errors import NotFoundError
+from aimass.llm import batcher, decode, json_mode
 from aimass.llm.hub import HUB
+from aimass.serve import openai_logprobs
 from aimass.serve.middleware import error_body
+from aimass.serve.openai_embeddings import add_embedding_routes, embedding_models
+from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
 
 log = logging.getLogger("aimass.serve")
 MAX_TOKENS_CAP = 2048
 DEFAULT_MAX_TOKENS = 128
-
-
-class OpenAIError(AimassError):
-    """An error answered in OpenAI's shape, with its status, type, param and code."""
-
-    def __init__(
-        self, status: int, message: str, *, type: str, param: str | None = None, code: str | None = None
-    ):
-        super().__init__(message)
-        self.http_status, self.type, self.param, self.openai_code = status, type, param, code
-
-    @property
-    def code(self) -> str:  # aimass's stable code = OpenAI's code
-        return self.openai_code or self.type
-
-
-def bad_param(param: str, message: str, code: str = "invalid_value") -> OpenAIError:
-    return OpenAIError(400, message, type="invalid_request_error", param=param, code=code)
 
 
 class StreamOptions(BaseModel):
@@ -76,7 +62,6 @@ class _Common(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    logprobs: bool | int | None = None
     user: str | None = None
 
     def stops(self) -> tuple[str, ...]:
@@ -108,42 +93,50 @@ class Message(BaseModel):
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    top_logprobs: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+
+    def logprob_count(self) -> int | None:
+        """None (no logprobs) or how many alternatives each token lists."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise bad_param("top_logprobs", "top_logprobs needs logprobs: true; send both.")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(_Common):
     prompt: str | list[str]
     echo: bool = False
     suffix: str | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
 
-def _parse(cls, body: bytes):
-    try:
-        payload = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_param(None, f"The body is not valid JSON: {exc}.", "invalid_json") from None
-    if not isinstance(payload, dict):
-        raise bad_param(None, "The body must be a JSON object.", "invalid_json")
-    try:
-        return cls.model_validate(payload)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        param = ".".join(str(p) for p in err.get("loc", ())) or None
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        raise bad_param(param, f"Invalid '{param}': {message}.") from None
+def _json_mode(req: ChatRequest, messages: list[dict]) -> bool:
+    """True for ``response_format: {"type": "json_object"}``; as OpenAI, the messages must ask for
+    JSON (the word, any case) so that the model is told and does not fill its tokens with spaces."""
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return False
+    if fmt.type != "json_object":
+        raise bad_param(
+            "response_format",
+            f"response_format {fmt.type!r} is not supported; use {{'type': 'json_object'}} (any JSON "
+            "object) and describe the fields you want in the messages.",
+            "unsupported_parameter",
+        )
+    if not any("json" in m["content"].lower() for m in messages):
+        raise bad_param(
+            "messages",
+            "'messages' must contain the word 'json' in some form to use 'response_format' of type "
+            "'json_object'.",
+        )
+    return True
 
 
 def _unsupported(req) -> None:
-    if req.logprobs or getattr(req, "top_logprobs", None):
-        raise bad_param(
-            "logprobs", "logprobs are not supported yet; leave them out.", "unsupported_parameter"
-        )
-    fmt = getattr(req, "response_format", None)
-    if fmt is not None and fmt.type != "text":
-        raise bad_param(
-            "response_format", f"response_format {fmt.type!r} is not supported yet.", "unsupported_parameter"
-        )
     if isinstance(req, CompletionRequest) and (req.echo or req.suffix):
         raise bad_param(
             "echo" if req.echo else "suffix", "echo and suffix are not supported.", "unsupported_parameter"
@@ -177,7 +170,7 @@ def openai_models(engine) -> list[dict]:
             out.append(
                 {"id": name, "object": "model", "created": 0, "owned_by": "aimass", "task": "text-generation"}
             )
-    return out
+    return out + embedding_models(engine)
 
 
 def _epoch(stamp) -> int:
@@ -213,10 +206,15 @@ class _Target:
                 code="context_length_exceeded",
             )
 
-    def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, **kwargs):
-        """Decode in the shared continuous batch (or one request at a time, ``AIMASS_LLM_BATCHING=0``)."""
+    def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, json_object=False, **kwargs):
+        """Decode in the shared continuous batch (or one request at a time, ``AIMASS_LLM_BATCHING=0``);
+        ``json_object``: constrained to a JSON object (:mod:`aimass.llm.json_mode`)."""
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
+        if json_object:
+            kwargs["constraint"] = json_mode.json_object(
+                tokenizer, decode.eos_ids(self.base.model, tokenizer)
+            )
         params = decode.SamplingParams(**kwargs)
         if batcher.enabled():
             return batcher.scheduler(self.base).submit(
@@ -293,6 +291,7 @@ class LLMMetrics:
 def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
     """Register the routes. ``allow(scope)``: the server's key check (401/403/429) as a dependency."""
     metrics = LLMMetrics(engine.metrics.registry)
+    add_embedding_routes(app, engine, allow, meter)
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError):
@@ -303,18 +302,20 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(request: Request, caller=allow("predict")):
         """OpenAI's chat completions: messages in, choices out (``stream`` for Server-Sent Events)."""
-        req = _parse(ChatRequest, await request.body())
-        _unsupported(req)
+        req = parse_body(ChatRequest, await request.body())
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
         ]
+        json_object = _json_mode(req, messages)
         limit = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
-        return await _answer(engine, (meter, metrics), caller, req, messages, limit, chat=True)
+        return await _answer(
+            engine, (meter, metrics), caller, req, messages, limit, chat=True, json_object=json_object
+        )
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(request: Request, caller=allow("predict")):
         """OpenAI's (legacy) completions: a raw text prompt, continued without a chat template."""
-        req = _parse(CompletionRequest, await request.body())
+        req = parse_body(CompletionRequest, await request.body())
         _unsupported(req)
         if isinstance(req.prompt, list):
             if len(req.prompt) != 1:
@@ -325,7 +326,7 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
         return await _answer(engine, (meter, metrics), caller, req, prompt, req.max_tokens or 16, chat=False)
 
 
-async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat: bool):
+async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat: bool, json_object=False):
     target = _resolve(engine, req.model)
     await asyncio.to_thread(target.check_length, prompt, raw=not chat, max_tokens=max_tokens)
     kwargs = {
@@ -335,13 +336,17 @@ async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat:
         "seed": req.seed,
         "stop": req.stops(),
         "n": req.n,
+        "logprobs": req.logprob_count(),
+        "json_object": json_object,
     }
+    # the vocabulary's token bytes are built once per tokenizer (~0.1 s): off the event loop
+    shape = await asyncio.to_thread(_logprob_shape, target, kwargs["logprobs"], None if chat else len(prompt))
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     kind = "chat.completion" if chat else "text_completion"
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return _stream(target, meters, caller, prompt, kwargs, ident, created, kind, chat, include_usage)
+        return _stream(target, meters, caller, prompt, kwargs, (ident, created, shape), chat, include_usage)
     began = time.perf_counter()
     out = await asyncio.to_thread(target.generate, prompt, raw=not chat, **kwargs)
     _record(meters, caller, target.ref, out, began)
@@ -349,11 +354,16 @@ async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat:
         {
             "index": c.index,
             "message": {"role": "assistant", "content": c.text},
-            "logprobs": None,
+            "logprobs": shape(c.logprobs),
             "finish_reason": c.finish_reason,
         }
         if chat
-        else {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+        else {
+            "index": c.index,
+            "text": c.text,
+            "logprobs": shape(c.logprobs),
+            "finish_reason": c.finish_reason,
+        }
         for c in out.choices
     ]
     return {
@@ -376,6 +386,17 @@ def _record(meters, caller, ref: str, out, began: float) -> None:
     metrics.observe(ref, out)
 
 
+def _logprob_shape(target: _Target, count: int | None, prompt_chars: int | None):
+    """``entries -> choices[].logprobs``: None when not asked for, else OpenAI's chat shape (or the
+    legacy completions shape, whose offsets count from the prompt's start)."""
+    if count is None:
+        return lambda entries: None
+    tokens = openai_logprobs.Tokens(target.base.tokenizer)
+    if prompt_chars is None:
+        return lambda entries: openai_logprobs.chat(tokens, entries)
+    return lambda entries: openai_logprobs.legacy(tokens, entries, prompt_chars)
+
+
 def _usage(out) -> dict:
     return {
         "prompt_tokens": out.prompt_tokens,
@@ -384,13 +405,14 @@ def _usage(out) -> dict:
     }
 
 
-def _stream(target, meters, caller, prompt, kwargs, ident, created, kind, chat, include_usage):
+def _stream(target, meters, caller, prompt, kwargs, head, chat, include_usage):
+    ident, created, shape = head  # the answer's id and time; entries -> logprobs
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     stop = {"cancelled": False}
 
-    def on_delta(index: int, text: str, reason: str | None) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, ("delta", index, text, reason))
+    def on_delta(index: int, text: str, reason: str | None, entries) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, ("delta", index, text, reason, entries))
 
     def run():
         began = time.perf_counter()
@@ -436,15 +458,16 @@ def _stream(target, meters, caller, prompt, kwargs, ident, created, kind, chat, 
             while True:
                 item = await queue.get()
                 if item[0] == "delta":
-                    _, index, text, reason = item
+                    _, index, text, reason, entries = item
+                    logprobs = shape(entries)
                     if chat:
                         delta = {"content": text} if text else {}
                         yield chunk(
-                            [{"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}]
+                            [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}]
                         )
                     else:
                         yield chunk(
-                            [{"index": index, "text": text, "logprobs": None, "finish_reason": reason}]
+                            [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}]
                         )
                 elif item[0] == "done":
                     if include_usage:

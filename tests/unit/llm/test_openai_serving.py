@@ -126,6 +126,13 @@ def test_openai_client_raises_its_own_errors(srv):
         srv.client.completions.create(model=srv.model, prompt=huge, max_tokens=4)
     assert long.value.body["code"] == "context_length_exceeded" and long.value.body["param"] == "prompt"
     assert "prompt tokens" in long.value.body["message"]
+    _, slow_key = auth.create_key("llm-slow", ["predict"], rate_limit=0.01)  # one request per 100 s
+    slow = openai.OpenAI(base_url=f"{srv.base}/v1", api_key=slow_key, max_retries=0)
+    slow.models.list()
+    with pytest.raises(openai.RateLimitError) as limited:
+        slow.chat.completions.create(model=srv.model, messages=[{"role": "user", "content": "hi"}])
+    assert int(limited.value.response.headers["retry-after"]) >= 1
+    assert limited.value.body["code"] == "too_many_requests"
 
 
 def test_concurrent_requests_share_decode_steps_and_answer_as_alone(srv):

@@ -1,0 +1,49 @@
+"""Errors and body parsing shared by the OpenAI-compatible routes.
+
+Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (plus aimass's ``hint``
+and ``request_id``) and OpenAI's status codes: 400 for a bad parameter where the rest of the server
+answers 422, so the official ``openai`` client raises its own exception types.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from aimass.errors import AimassError
+
+
+class OpenAIError(AimassError):
+    """An error answered in OpenAI's shape, with its status, type, param and code."""
+
+    def __init__(
+        self, status: int, message: str, *, type: str, param: str | None = None, code: str | None = None
+    ):
+        super().__init__(message)
+        self.http_status, self.type, self.param, self.openai_code = status, type, param, code
+
+    @property
+    def code(self) -> str:  # aimass's stable code = OpenAI's code
+        return self.openai_code or self.type
+
+
+def bad_param(param: str | None, message: str, code: str = "invalid_value") -> OpenAIError:
+    return OpenAIError(400, message, type="invalid_request_error", param=param, code=code)
+
+
+def parse_body(cls, body: bytes):
+    """The request body as ``cls`` (a Pydantic model); a 400 naming the field otherwise."""
+    try:
+        payload = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_param(None, f"The body is not valid JSON: {exc}.", "invalid_json") from None
+    if not isinstance(payload, dict):
+        raise bad_param(None, "The body must be a JSON object.", "invalid_json")
+    try:
+        return cls.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err.get("loc", ())) or None
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        raise bad_param(param, f"Invalid '{param}': {message}.") from None
