@@ -22,6 +22,7 @@ quickstart: install
 	$(PY) -m aimass.quickstart
 
 test: install
+	@command -v chromium >/dev/null || echo "chromium missing, the console's browser tests will skip: sudo apt-get install chromium"
 	$(PY) -m ruff check src tests bench
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest

@@ -21,9 +21,11 @@ from starlette.exceptions import HTTPException
 import aimass
 from aimass.errors import AimassError, ConfigError
 from aimass.jobs.custom import upload_limit
-from aimass.serve import auth, metering
+from aimass.serve import auth, console, metering
 from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import BatchSettings
+from aimass.serve.data_routes import UPLOAD_PATH as DATA_UPLOAD_PATH
+from aimass.serve.data_routes import add_data_routes, upload_body_limit
 from aimass.serve.engine import Engine, persisted
 from aimass.serve.jobs_routes import add_jobs, start_runner
 from aimass.serve.metering import Meter
@@ -46,6 +48,10 @@ def body_limit(path: str) -> int:
         return HARD_BODY_BYTES
     if path == CODE_UPLOAD_PATH:
         return upload_limit() + 64 * 1024  # the archive plus its multipart framing
+    if path in (DATA_UPLOAD_PATH, console.UPLOAD_PATH):
+        return upload_body_limit()
+    if path.startswith(console.TRY_PATH_PREFIX):  # the try-it box takes pictures too
+        return HARD_BODY_BYTES
     return MANAGE_BODY_BYTES
 
 
@@ -117,6 +123,8 @@ def create_app(
     _add_predict(app, engine, guard, predictor)
     _add_management(app, engine, guard, meter)
     add_openai_routes(app, engine, lambda scope: _allow(guard, scope), meter)
+    add_data_routes(app, engine, lambda scope: _allow(guard, scope))
+    console.add_console(app, engine, guard, predictor, meter)
     return app
 
 

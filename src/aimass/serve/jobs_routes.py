@@ -26,6 +26,7 @@ from aimass.errors import AimassError, ConfigError, PermissionDenied, TooLargeEr
 from aimass.jobs.custom import upload_limit
 from aimass.jobs.kinds import Kind
 from aimass.serve.auth import CODE_SCOPE, Caller, require
+from aimass.store import browse
 
 log = logging.getLogger("aimass.serve")
 
@@ -64,8 +65,13 @@ def add_jobs(app: FastAPI, allow: Callable) -> None:
     manage = [allow("manage")]
 
     @app.get("/v1/jobs", tags=["jobs"], dependencies=manage)
-    async def list_jobs(status: str | None = None, limit: int = Query(100, ge=1, le=1000)):
-        return {"jobs": await asyncio.to_thread(jobs.list_jobs, status, limit)}
+    async def list_jobs(
+        status: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=10**9),
+    ):
+        """Jobs, newest first; ``total`` counts every job of that status (for pages of ``limit``)."""
+        return await asyncio.to_thread(jobs_page, status, limit, offset)
 
     code = [allow(CODE_SCOPE)]
 
@@ -111,6 +117,13 @@ def add_jobs(app: FastAPI, allow: Callable) -> None:
         return await asyncio.to_thread(jobs.retry, job_id)
 
 
+def jobs_page(status: str | None, limit: int, offset: int) -> dict:
+    """One page of jobs (the REST list and the console's)."""
+    jobs.list_jobs(status, 1)  # an unknown status is a 422 that lists the known ones
+    rows, total = browse.jobs(status, limit, offset)
+    return {"jobs": [j.to_dict() for j in rows], "total": total, "limit": limit, "offset": offset}
+
+
 def _only_granted_paths(params: dict) -> None:
     """403 when any string in ``params`` names a server path outside the data roots
     (``AIMASS_HOME/uploads`` and ``AIMASS_DATA_ROOTS``): a key manages aimass, not the disk."""
@@ -123,6 +136,9 @@ def _only_granted_paths(params: dict) -> None:
                 hint="Put the data under AIMASS_HOME/uploads, or have the operator add its folder to "
                 "AIMASS_DATA_ROOTS; dataset names and registered backbones need no path.",
             )
+
+
+only_granted_paths = _only_granted_paths
 
 
 def _strings(value, where: str):
@@ -140,6 +156,9 @@ def _strings(value, where: str):
 def _may_run(caller: Caller, kind: Kind) -> None:
     """403 unless the caller has the scope the kind needs (``jobs:code`` for custom code)."""
     require(caller, kind.scope, why=f"{kind.name} jobs need")
+
+
+may_run = _may_run
 
 
 async def _one_file(request: Request) -> UploadFile:

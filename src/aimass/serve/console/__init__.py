@@ -1,0 +1,42 @@
+"""The web console at ``/console``: server-rendered pages (Jinja2) and a vendored htmx for the live
+parts, served by ``aimass serve`` in the same process. No JavaScript build step, no CDN.
+
+Sign in once with an API key or the admin token; pages then show only what that key may do, and
+the server checks the key's scope again on every action. Each page calls the functions its REST
+twin calls (``/v1/jobs``, ``/v1/versions``, ``/v1/services``, ``/v1/datasets``, ``/v1/keys``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from aimass.serve.auth import Guard
+from aimass.serve.console.core import HERE, PREFIX, Console, ConsoleRoute
+from aimass.serve.console.manage import add_manage
+from aimass.serve.console.wizard import add_wizard
+from aimass.serve.engine import Engine
+from aimass.serve.metering import Meter
+from aimass.serve.predict import Predictor
+
+UPLOAD_PATH = PREFIX + "/start/upload"
+TRY_PATH_PREFIX = PREFIX + "/try/"
+
+__all__ = ["TRY_PATH_PREFIX", "UPLOAD_PATH", "add_console"]
+
+
+def add_console(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor, meter: Meter) -> Console:
+    """Mount the console's pages under ``/console`` and its static files under ``/console/static``."""
+    console = Console(guard)
+    router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+    add_wizard(router, console, engine, predictor)
+    add_manage(router, console, engine, meter)
+    app.include_router(router)
+    app.mount(PREFIX + "/static", StaticFiles(directory=HERE / "static"), name="console-static")
+
+    @app.get(PREFIX, include_in_schema=False)
+    async def console_root(request: Request):
+        return RedirectResponse("console/", status_code=307)
+
+    return console

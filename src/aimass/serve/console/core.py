@@ -1,0 +1,170 @@
+"""What every console page shares: templates, the signed-in caller, CSRF, relative links, errors.
+
+Links and redirects are relative to the page (``../jobs``), never absolute, so the console works
+behind a reverse proxy under any path prefix. A page without a session redirects to sign-in; an
+:class:`~aimass.errors.AimassError` becomes an HTML page (or an htmx fragment) with the same
+status and the same message and hint as the REST answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from aimass.errors import AimassError, PermissionDenied
+from aimass.serve.auth import Caller, Guard, require
+from aimass.serve.console.sessions import COOKIE, Session, Sessions
+
+log = logging.getLogger("aimass.serve")
+PREFIX = "/console"
+HERE = Path(__file__).parent
+TEMPLATES = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+PAGE_SIZE = 25
+NAV = {  # template -> the navigation entry it belongs to
+    "start.html": "start",
+    "report.html": "start",
+    "jobs.html": "jobs",
+    "job.html": "jobs",
+    "models.html": "models",
+    "model.html": "models",
+    "services.html": "services",
+    "service.html": "services",
+    "datasets.html": "datasets",
+    "dataset.html": "datasets",
+    "keys.html": "keys",
+    "served.html": "try",
+    "try.html": "try",
+}
+
+
+class SignInNeeded(Exception):
+    """No valid session: the page answers a redirect to sign-in."""
+
+
+@dataclass
+class Ctx:
+    """The signed-in caller of one request."""
+
+    session: Session
+    caller: Caller
+
+    def can(self, scope: str) -> bool:
+        return scope in self.caller.scopes
+
+    def need(self, scope: str) -> None:
+        require(self.caller, scope, why="this console action needs")
+
+
+def root(request: Request) -> str:
+    """The relative path from this page to the console's root, e.g. ``../`` from ``/console/jobs/x``."""
+    rest = request.url.path[len(PREFIX) + 1 :] if request.url.path.startswith(PREFIX + "/") else ""
+    return "../" * rest.count("/") or "./"
+
+
+class Console:
+    """The console's state: the key guard, the sessions and the page renderer."""
+
+    def __init__(self, guard: Guard):
+        self.guard, self.sessions = guard, Sessions()
+
+    # ------------------------------------------------------------ who
+    def ctx(self, request: Request) -> Ctx:
+        """The signed-in caller; :class:`SignInNeeded` without a session or once the key is revoked."""
+        session_id = request.cookies.get(COOKIE)
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise SignInNeeded
+        caller = self.guard.identify(f"Bearer {session.key}")
+        if caller is None:  # revoked since sign-in
+            self.sessions.close(session_id)
+            raise SignInNeeded
+        request.state.key_id = caller.key_id
+        return Ctx(session, caller)
+
+    async def form(self, request: Request, ctx: Ctx, *, max_files: int = 0):
+        """The POSTed form, after its CSRF token is checked (403 when missing or wrong)."""
+        form = await request.form(max_files=max_files, max_fields=64)
+        token = form.get("csrf") or request.headers.get("x-csrf-token")
+        if not ctx.session.valid_csrf(token if isinstance(token, str) else None):
+            raise PermissionDenied(
+                "The form's CSRF token is missing or wrong.",
+                hint="Reload the page and send the form again (tokens change at each sign-in).",
+            )
+        return form
+
+    # ------------------------------------------------------------ what
+    def page(
+        self, request: Request, template: str, ctx: Ctx | None, status: int = 200, **values
+    ) -> HTMLResponse:
+        notes = ctx.session.notes if ctx else {}
+        html = TEMPLATES.get_template(template).render(
+            root=root(request),
+            ctx=ctx,
+            csrf=ctx.session.csrf if ctx else values.pop("csrf", ""),
+            flash=notes.pop("flash", None),
+            nav=NAV.get(template, ""),
+            **values,
+        )
+        headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
+        return HTMLResponse(html, status_code=status, headers=headers)
+
+    def redirect(
+        self, request: Request, to: str, flash: str | None = None, ctx: Ctx | None = None
+    ) -> Response:
+        """303 to ``to`` (relative to the console's root), with a one-time message."""
+        if flash and ctx is not None:
+            ctx.session.notes["flash"] = flash
+        if request.headers.get("hx-request"):  # htmx follows this with a full page load
+            return Response(status_code=204, headers={"HX-Redirect": root(request) + to})
+        return RedirectResponse(root(request) + to, status_code=303)
+
+
+class ConsoleRoute(APIRoute):
+    """Console routes answer HTML: sign-in redirects and error pages instead of JSON."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInNeeded:
+                return RedirectResponse(root(request) + "signin", status_code=303)
+            except AimassError as exc:
+                return error_page(request, exc)
+
+        return route
+
+
+def error_page(request: Request, exc: AimassError) -> HTMLResponse:
+    status = exc.http_status if exc.http_status != 500 else 500
+    message = exc.message if status != 500 else "Something went wrong on the server; its log has the details."
+    if status == 500:
+        log.exception("console error", exc_info=exc)
+    template = "error_fragment.html" if request.headers.get("hx-request") else "error.html"
+    html = TEMPLATES.get_template(template).render(
+        root=root(request), ctx=None, csrf="", status=status, message=message, hint=exc.hint, code=exc.code
+    )
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def pages(total: int, offset: int, limit: int = PAGE_SIZE) -> dict:
+    """Pager values for a template: previous/next offsets (None at an end) and the range shown."""
+    return {
+        "total": total,
+        "first": min(total, offset + 1),
+        "last": min(total, offset + limit),
+        "prev": max(0, offset - limit) if offset > 0 else None,
+        "next": offset + limit if offset + limit < total else None,
+    }

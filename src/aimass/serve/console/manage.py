@@ -1,0 +1,240 @@
+"""The console's management pages: jobs, models, services, datasets, keys. Lists are paginated on
+the server; every page reads what its REST twin answers (named in the page's footer)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+
+from aimass import jobs
+from aimass.errors import ConfigError
+from aimass.jobs.store import STATES
+from aimass.serve import auth, metering
+from aimass.serve.console.core import PAGE_SIZE, Console, pages
+from aimass.serve.data_routes import (
+    dataset_report,
+    datasets_page,
+    picture,
+    rejects_page,
+    set_alias,
+    version,
+    versions_page,
+)
+from aimass.serve.engine import Engine
+from aimass.serve.jobs_routes import jobs_page, may_run
+from aimass.serve.metering import Meter
+from aimass.store import browse
+
+Offset = Query(0, ge=0, le=10**9)
+
+
+def add_manage(router: APIRouter, console: Console, engine: Engine, meter: Meter) -> None:
+    _add_jobs(router, console)
+    _add_models(router, console, engine)
+    _add_services(router, console, engine)
+    _add_datasets(router, console)
+    _add_keys(router, console, meter)
+
+
+def _manager(console: Console, request: Request):
+    ctx = console.ctx(request)
+    ctx.need("manage")
+    return ctx
+
+
+# ------------------------------------------------------------------ jobs
+def _add_jobs(router: APIRouter, console: Console) -> None:
+    @router.get("/jobs")
+    async def job_list(request: Request, status: str | None = None, offset: int = Offset):
+        ctx = _manager(console, request)
+        status = status or None
+        found = await asyncio.to_thread(jobs_page, status, PAGE_SIZE, offset)
+        return console.page(
+            request,
+            "jobs.html",
+            ctx,
+            jobs=found["jobs"],
+            state=status,
+            states=STATES,
+            pg=pages(found["total"], offset),
+        )
+
+    @router.get("/jobs/{job_id}")
+    async def job(request: Request, job_id: str, wizard: int = 0):
+        """The job's page; to htmx (which polls it until the job ends) only its live part."""
+        ctx = _manager(console, request)
+        info = await asyncio.to_thread(jobs.show, job_id)
+        info["log_tail"] = await asyncio.to_thread(jobs.logs, job_id, 15)
+        live = bool(request.headers.get("hx-request"))
+        template = "job_progress.html" if live else "job.html"
+        return console.page(request, template, ctx, job=info, wizard=bool(wizard))
+
+    @router.post("/jobs/{job_id}/cancel")
+    async def cancel(request: Request, job_id: str):
+        ctx = _manager(console, request)
+        await console.form(request, ctx)
+        await asyncio.to_thread(jobs.cancel, job_id)
+        return console.redirect(request, f"jobs/{job_id}", "Cancel requested.", ctx)
+
+    @router.post("/jobs/{job_id}/retry")
+    async def retry(request: Request, job_id: str):
+        ctx = console.ctx(request)
+        await console.form(request, ctx)
+        may_run(ctx.caller, await asyncio.to_thread(jobs.kind_of, job_id))
+        new = await asyncio.to_thread(jobs.retry, job_id)
+        return console.redirect(request, f"jobs/{new['id']}", f"Retried as job {new['id']}.", ctx)
+
+
+# ---------------------------------------------------------------- models
+def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
+    @router.get("/models")
+    async def model_list(request: Request, name: str | None = None, offset: int = Offset):
+        ctx = _manager(console, request)
+        found = await asyncio.to_thread(versions_page, name, PAGE_SIZE, offset)
+        return console.page(
+            request,
+            "models.html",
+            ctx,
+            versions=found["versions"],
+            name=name or "",
+            pg=pages(found["total"], offset),
+        )
+
+    @router.get("/models/{ref}")
+    async def model(request: Request, ref: str):
+        ctx = _manager(console, request)
+        info = await asyncio.to_thread(version, ref, engine)
+        return console.page(request, "model.html", ctx, m=info, services=sorted(engine.services))
+
+    @router.get("/models/{ref}/files/{file}")
+    async def model_picture(request: Request, ref: str, file: str):
+        _manager(console, request)
+        return FileResponse(await asyncio.to_thread(picture, ref, file))
+
+    @router.post("/models/{ref}/alias")
+    async def alias(request: Request, ref: str):
+        ctx = _manager(console, request)
+        form = await console.form(request, ctx)
+        done = await asyncio.to_thread(set_alias, ref, str(form.get("alias") or ""), bool(form.get("force")))
+        return console.redirect(request, f"models/{ref}", f"{done['ref']} is now @{done['alias']}.", ctx)
+
+    @router.post("/models/{ref}/deploy")
+    async def deploy(request: Request, ref: str):
+        ctx = _manager(console, request)
+        form = await console.form(request, ctx)
+        service = str(form.get("service") or "").strip() or None
+        weight = _weight(form.get("weight")) if form.get("weight") not in (None, "") else None
+        done = await engine.deploy(ref, service=service, weight=weight)
+        name = done.get("name") or service or ref.partition(":")[0]
+        then = "try" if form.get("then") == "try" else "services"
+        return console.redirect(request, f"{then}/{name}", f"Deployed {ref}.", ctx)
+
+
+def _weight(value) -> int:
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit() and 0 <= int(text) <= 100):
+        raise ConfigError(
+            f"A traffic weight must be a whole number 0-100; got {text[:20]!r}.", hint="e.g. 10"
+        )
+    return int(text)
+
+
+# -------------------------------------------------------------- services
+def _add_services(router: APIRouter, console: Console, engine: Engine) -> None:
+    @router.get("/services")
+    async def service_list(request: Request):
+        ctx = _manager(console, request)
+        return console.page(request, "services.html", ctx, services=engine.info())
+
+    @router.get("/services/{name}")
+    async def service(request: Request, name: str):
+        ctx = _manager(console, request)
+        info = engine.service(name).info()
+        events = await asyncio.to_thread(engine.events, name, 50)
+        model = info["versions"][0]["ref"].partition(":")[0] if info["versions"] else name
+        deployed = {v["ref"] for v in info["versions"]}
+        others = [r for r in await asyncio.to_thread(browse.deployable_versions, model) if r not in deployed]
+        return console.page(request, "service.html", ctx, s=info, events=events, others=others)
+
+    @router.post("/services/{name}/traffic")
+    async def traffic(request: Request, name: str):
+        ctx = _manager(console, request)
+        form = await console.form(request, ctx)
+        refs = [v["ref"] for v in engine.service(name).info()["versions"]]
+        weights = {ref: _weight(form.get(f"w:{ref}", 0)) for ref in refs}
+        await engine.set_traffic(name, weights)
+        return console.redirect(request, f"services/{name}", "Traffic split saved.", ctx)
+
+    @router.post("/services/{name}/undeploy")
+    async def undeploy(request: Request, name: str):
+        ctx = _manager(console, request)
+        await console.form(request, ctx)
+        await engine.undeploy(name)
+        return console.redirect(request, "services", f"Service {name} undeployed.", ctx)
+
+
+# -------------------------------------------------------------- datasets
+def _add_datasets(router: APIRouter, console: Console) -> None:
+    @router.get("/datasets")
+    async def dataset_list(request: Request, offset: int = Offset):
+        ctx = _manager(console, request)
+        found = await asyncio.to_thread(datasets_page, PAGE_SIZE, offset)
+        return console.page(
+            request, "datasets.html", ctx, datasets=found["datasets"], pg=pages(found["total"], offset)
+        )
+
+    @router.get("/datasets/{dataset_id}")
+    async def dataset(request: Request, dataset_id: str, offset: int = Offset):
+        ctx = _manager(console, request)
+        summary = await asyncio.to_thread(dataset_report, dataset_id)
+        rejects = await asyncio.to_thread(rejects_page, dataset_id, PAGE_SIZE, offset)
+        return console.page(
+            request,
+            "dataset.html",
+            ctx,
+            ds=summary,
+            rejects=rejects["rejects"],
+            pg=pages(rejects["total"], offset),
+        )
+
+
+# ------------------------------------------------------------------ keys
+def _add_keys(router: APIRouter, console: Console, meter: Meter) -> None:
+    @router.get("/keys")
+    async def key_list(request: Request):
+        ctx = _manager(console, request)
+        await asyncio.to_thread(meter.flush)
+        keys = await asyncio.to_thread(auth.list_keys)
+        usage = await asyncio.to_thread(metering.usage, None, None)
+        secret = ctx.session.notes.pop("secret", None)
+        grantable = sorted(auth.grantable(ctx.caller))
+        return console.page(
+            request, "keys.html", ctx, keys=keys, usage=usage, secret=secret, grantable=grantable
+        )
+
+    @router.post("/keys")
+    async def create(request: Request):
+        ctx = _manager(console, request)
+        form = await console.form(request, ctx)
+        rate = str(form.get("rate_limit") or "").strip()
+        try:
+            rate_limit = float(rate) if rate else None
+        except ValueError:
+            raise ConfigError(
+                f"The rate limit must be a number; got {rate[:20]!r}.", hint="e.g. 20"
+            ) from None
+        scopes = [str(s) for s in form.getlist("scopes")]
+        record, key = await asyncio.to_thread(
+            auth.create_key, str(form.get("name") or ""), scopes, rate_limit, granted_by=ctx.caller
+        )
+        ctx.session.notes["secret"] = {"id": record.id, "key": key}
+        return console.redirect(request, "keys", ctx=ctx)
+
+    @router.post("/keys/{key_id}/revoke")
+    async def revoke(request: Request, key_id: str):
+        ctx = _manager(console, request)
+        await console.form(request, ctx)
+        await asyncio.to_thread(auth.revoke_key, key_id)
+        return console.redirect(request, "keys", f"Key {key_id} revoked.", ctx)

@@ -1,0 +1,208 @@
+"""Sign-in, the Start wizard and the try-it box.
+
+Upload (or a server path under the data roots) -> the import report -> the task and backbone
+detected, a time budget -> Train (a ``train`` job) -> live progress -> metrics -> Deploy -> try it,
+with the curl and Python snippets. Each step calls what its REST twin calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+
+from aimass import jobs
+from aimass.backbones import default_backbone
+from aimass.data.uploads import store_upload
+from aimass.errors import ConfigError, PermissionDenied
+from aimass.serve.console.core import Console, root
+from aimass.serve.console.sessions import COOKIE, LIFETIME_S, SIGNIN_COOKIE
+from aimass.serve.data_routes import dataset_report, import_upload
+from aimass.serve.engine import Engine
+from aimass.serve.jobs_routes import only_granted_paths
+from aimass.serve.predict import Predictor
+from aimass.store import registry
+from aimass.tasks import available_tasks, get_task, sniff
+
+BUDGETS = (10, 1800, 10)  # the time budget slider: min, max, step (seconds)
+
+
+def add_wizard(router: APIRouter, console: Console, engine: Engine, predictor: Predictor) -> None:
+    _add_signin(router, console)
+    _add_start(router, console)
+    _add_try(router, console, engine, predictor)
+
+
+def _cookie(response, request: Request, name: str, value: str, max_age: int) -> None:
+    secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+    response.set_cookie(
+        name, value, max_age=max_age, path=None, httponly=True, samesite="strict", secure=secure
+    )
+
+
+def _add_signin(router: APIRouter, console: Console) -> None:
+    @router.get("/signin")
+    async def signin_page(request: Request):
+        token = secrets.token_urlsafe(24)
+        response = console.page(request, "signin.html", None, csrf=token, error=None)
+        _cookie(response, request, SIGNIN_COOKIE, token, 3600)
+        return response
+
+    @router.post("/signin")
+    async def signin(request: Request):
+        form = await request.form(max_files=0, max_fields=8)
+        token, cookie = str(form.get("csrf") or ""), request.cookies.get(SIGNIN_COOKIE) or ""
+        if not (token and secrets.compare_digest(token.encode(), cookie.encode())):
+            raise PermissionDenied(
+                "The sign-in form's CSRF token is missing or wrong.", hint="Reload the page."
+            )
+        key = str(form.get("key") or "").strip()
+        caller = console.guard.identify(f"Bearer {key}") if key else None
+        if caller is None:
+            response = console.page(
+                request,
+                "signin.html",
+                None,
+                status=401,
+                csrf=token,
+                error="That key is unknown or revoked. Paste the whole key (am_...) or the admin token.",
+            )
+            return response
+        session_id = console.sessions.open(key, caller.key_id)
+        response = RedirectResponse(root(request) or "./", status_code=303)
+        _cookie(response, request, COOKIE, session_id, LIFETIME_S)
+        response.delete_cookie(SIGNIN_COOKIE, path=None)
+        return response
+
+    @router.post("/signout")
+    async def signout(request: Request):
+        ctx = console.ctx(request)
+        await console.form(request, ctx)
+        console.sessions.close(request.cookies.get(COOKIE))
+        response = RedirectResponse(root(request) + "signin", status_code=303)
+        response.delete_cookie(COOKIE, path=None)
+        return response
+
+
+def _add_start(router: APIRouter, console: Console) -> None:
+    @router.get("/")
+    async def start(request: Request):
+        ctx = console.ctx(request)
+        if not ctx.can("manage"):
+            return console.redirect(request, "try")
+        return console.page(request, "start.html", ctx)
+
+    @router.post("/start/upload")
+    async def upload(request: Request):
+        ctx = console.ctx(request)
+        ctx.need("manage")
+        form = await console.form(request, ctx, max_files=1)
+        file, path, name = form.get("file"), str(form.get("path") or "").strip(), form.get("name") or None
+        if hasattr(file, "read") and getattr(file, "filename", ""):
+            stored = await asyncio.to_thread(store_upload, file.file, file.filename)
+            path = stored["path"]
+        elif not path:
+            raise ConfigError(
+                "Choose a file to upload, or name a folder on the server.",
+                hint="CSV, TSV, JSONL, a .zip/.tar.gz, or a path under AIMASS_HOME/uploads or "
+                "AIMASS_DATA_ROOTS.",
+            )
+        report = await asyncio.to_thread(import_upload, path, str(name) if name else None)
+        return console.redirect(request, f"start/{report['id']}", ctx=ctx)
+
+    @router.get("/start/{dataset_id}")
+    async def report(request: Request, dataset_id: str):
+        ctx = console.ctx(request)
+        ctx.need("manage")
+        summary = await asyncio.to_thread(dataset_report, dataset_id)
+        found = sniff(summary["file"]) if summary.get("file") else None
+        task, why = found or (available_tasks()[0], "")
+        language = summary.get("language")
+        return console.page(
+            request,
+            "report.html",
+            ctx,
+            ds=summary,
+            task=task,
+            why=why,
+            tasks=available_tasks(),
+            backbone=default_backbone(language) if language else "chosen by the task",
+            budgets=BUDGETS,
+            name=registry_name(summary["name"]),
+        )
+
+    @router.post("/start/{dataset_id}/train")
+    async def train(request: Request, dataset_id: str):
+        ctx = console.ctx(request)
+        ctx.need("manage")
+        form = await console.form(request, ctx)
+        task = get_task(str(form.get("task") or "")).name
+        seconds = _budget(form.get("budget"))
+        params = {"data": dataset_id, "task": task, "time_budget": f"{seconds}s"}
+        if form.get("name"):
+            params["name"] = registry.check_name(str(form["name"]))
+        job = await asyncio.to_thread(jobs.submit, "train", params, guard=only_granted_paths)
+        return console.redirect(request, f"jobs/{job['id']}?wizard=1", ctx=ctx)
+
+
+def registry_name(name: str) -> str:
+    """A model name from a dataset name (what a train job would choose), or ``model``."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in name).strip("-._")
+    return cleaned[:100] or "model"
+
+
+def _budget(value) -> int:
+    low, high, _ = BUDGETS
+    try:
+        seconds = int(float(str(value)))
+    except ValueError:
+        seconds = -1
+    if not low <= seconds <= high:
+        raise ConfigError(
+            f"The time budget must be {low} to {high} seconds; got {value!r}.", hint="Move the slider."
+        )
+    return seconds
+
+
+def _add_try(router: APIRouter, console: Console, engine: Engine, predictor: Predictor) -> None:
+    @router.get("/try")
+    async def served(request: Request):
+        ctx = console.ctx(request)
+        names = sorted(n for n, s in engine.services.items() if s.state == "ready")
+        return console.page(request, "served.html", ctx, names=names)
+
+    @router.get("/try/{name}")
+    async def try_page(request: Request, name: str):
+        ctx = console.ctx(request)
+        deployment = engine.route(name)
+        base = str(request.base_url).rstrip("/")
+        return console.page(
+            request,
+            "try.html",
+            ctx,
+            name=name,
+            deployment=deployment.info(),
+            kind=deployment.spec.data_kind,
+            sample=json.dumps(deployment.spec.sample_request, ensure_ascii=False),
+            base=base,
+        )
+
+    @router.post("/try/{name}")
+    async def try_it(request: Request, name: str):
+        ctx = console.ctx(request)
+        console.guard.check(f"Bearer {ctx.session.key}", "predict")  # scope and rate limit, as REST
+        form = await console.form(request, ctx, max_files=16)
+        files = [f for f in form.getlist("files") if hasattr(f, "read") and getattr(f, "filename", "")]
+        if files:
+            inputs = [await f.read() for f in files]
+        else:
+            inputs = [line.strip() for line in str(form.get("text") or "").splitlines() if line.strip()]
+        if not inputs:
+            raise ConfigError("Type a text (one per line) or choose a picture.", hint="Then press Predict.")
+        answer = json.loads(await predictor(name, {"inputs": inputs}, ctx.caller))
+        shown = [str(i) if isinstance(i, str) else f"picture {n + 1}" for n, i in enumerate(inputs)]
+        rows = list(zip(shown, answer.get("predictions", [])))
+        return console.page(request, "try_result.html", ctx, rows=rows, model=answer.get("model"))

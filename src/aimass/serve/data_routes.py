@@ -1,0 +1,237 @@
+"""Data and registry over REST: uploads, datasets, model versions and their pictures.
+
+These are the JSON twins of the web console's pages (the console calls the same functions):
+
+- ``POST /v1/uploads`` (multipart, one file) keeps a data file or archive under
+  ``AIMASS_HOME/uploads`` and answers the path to import; ``POST /v1/datasets`` imports it;
+- ``GET /v1/datasets`` (paginated), ``GET /v1/datasets/{id}`` (the import report) and
+  ``GET /v1/datasets/{id}/rejects`` (paginated);
+- ``GET /v1/versions`` (paginated, ``?name=``), ``GET /v1/versions/{ref}`` (lineage, params,
+  metrics, evaluation, aliases, where it is deployed), ``GET /v1/versions/{ref}/files/{file}``
+  (the evaluation pictures) and ``PUT /v1/versions/{ref}/aliases/{alias}``.
+
+Everything needs a ``manage`` key; a path in ``POST /v1/datasets`` must lie under the data roots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from aimass import api
+from aimass.data import Dataset, load_dataset
+from aimass.data.dataset import MANIFEST_FILE
+from aimass.data.store import datasets_dir
+from aimass.data.uploads import store_upload, upload_limit
+from aimass.errors import ConfigError, NotFoundError
+from aimass.serve.engine import Engine
+from aimass.serve.jobs_routes import only_granted_paths
+from aimass.store import browse, registry
+
+UPLOAD_PATH = "/v1/uploads"
+PICTURES = (".png", ".svg")
+DATASET_ID = re.compile(r"[0-9a-f]{6,64}")
+
+
+class ImportRequest(BaseModel):
+    path: str = Field(description="a file or folder under AIMASS_HOME/uploads or AIMASS_DATA_ROOTS")
+    name: str | None = Field(None, description="the dataset's name (default: the file's)")
+
+
+def page(rows: list[dict], total: int, limit: int, offset: int, key: str) -> dict:
+    return {key: rows, "total": total, "limit": limit, "offset": offset}
+
+
+# ------------------------------------------------------------ the calls (REST and console)
+def datasets_page(limit: int, offset: int) -> dict:
+    rows, total = browse.datasets(limit, offset)
+    out = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "language": r.language,
+            "created": r.created,
+            "rows": (r.summary or {}).get("rows"),
+            "rejects": (r.summary or {}).get("rejects"),
+            "classes": len((r.summary or {}).get("classes") or {}),
+        }
+        for r in rows
+    ]
+    return page(out, total, *browse.clamp(limit, offset), "datasets")
+
+
+def open_dataset(dataset_id: str) -> Dataset:
+    """A dataset by its id straight from its folder (one manifest read), else by name or prefix."""
+    if DATASET_ID.fullmatch(dataset_id) and (datasets_dir() / dataset_id / MANIFEST_FILE).is_file():
+        return Dataset.open(datasets_dir() / dataset_id)
+    return load_dataset(dataset_id)
+
+
+def dataset_report(dataset_id: str) -> dict:
+    return open_dataset(dataset_id).summary()
+
+
+def rejects_page(dataset_id: str, limit: int, offset: int) -> dict:
+    """Rejected rows (line, reason, ...) of a dataset, read lazily from its rejects file."""
+    ds = open_dataset(dataset_id)
+    limit, offset = browse.clamp(limit, offset)
+    total = int(ds.summary().get("rejects") or 0)
+    path = ds.rejects_path
+    rows: list[dict] = []
+    if path.exists():
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            for line in itertools.islice(lines, offset, offset + limit):
+                rows.append(json.loads(line))
+    return page(rows, total, limit, offset, "rejects")
+
+
+def import_upload(path: str, name: str | None) -> dict:
+    only_granted_paths({"path": path})
+    options = {"name": name} if name else {}
+    return api.import_dataset(path, **options).summary()
+
+
+def versions_page(name: str | None, limit: int, offset: int) -> dict:
+    rows, total = browse.versions(name or None, limit, offset)
+    out = [{k: v for k, v in r.to_dict().items() if k not in ("path", "params")} for r in rows]
+    return page(out, total, *browse.clamp(limit, offset), "versions")
+
+
+def version(ref: str, engine: Engine) -> dict:
+    """One version: lineage, params, metrics, evaluation, its pictures, aliases and services."""
+    info = api.show_model(ref)
+    folder = Path(info.pop("path"))
+    info["pictures"] = sorted(p.name for p in folder.iterdir() if p.suffix in PICTURES)
+    info["aliases"] = sorted(a for a, v in registry.aliases(info["name"]).items() if v == info["version"])
+    info["deployed_in"] = deployed_in(engine, info["ref"])
+    return info
+
+
+def deployed_in(engine: Engine, ref: str) -> list[str]:
+    return sorted(s.name for s in engine.services.values() if any(d.ref == ref for d in s.deployments))
+
+
+def picture(ref: str, file: str) -> Path:
+    record = registry.get_version(ref)
+    folder = Path(record.path)
+    names = {p.name for p in folder.iterdir() if p.suffix in PICTURES}
+    if file not in names:
+        raise NotFoundError(
+            f"{record.ref} has no picture {file!r}; it has {sorted(names) or 'none'}.",
+            hint=f"GET /v1/versions/{record.ref} lists them under 'pictures'.",
+        )
+    return folder / file
+
+
+def set_alias(ref: str, alias: str, force: bool = False) -> dict:
+    record = registry.set_alias(ref, alias, force=force)
+    return {"ref": record.ref, "alias": alias}
+
+
+# ---------------------------------------------------------------- routes
+def add_data_routes(app: FastAPI, engine: Engine, allow: Callable) -> None:
+    """Add the routes; ``allow(scope)`` is the dependency that checks the caller's key."""
+    manage = [allow("manage")]
+
+    @app.post(UPLOAD_PATH, tags=["datasets"], dependencies=manage, status_code=201, openapi_extra=UPLOAD_BODY)
+    async def upload(request: Request):
+        """Keep a data file or archive under AIMASS_HOME/uploads; answers the ``path`` to import."""
+        file = await one_upload(request)
+        try:
+            return await asyncio.to_thread(store_upload, file.file, file.filename)
+        finally:
+            await file.close()
+
+    @app.post("/v1/datasets", tags=["datasets"], dependencies=manage, status_code=201)
+    async def import_data(body: ImportRequest):
+        """Import (check, split, store) a file or folder under the data roots: the import report."""
+        return await asyncio.to_thread(import_upload, body.path, body.name)
+
+    @app.get("/v1/datasets", tags=["datasets"], dependencies=manage)
+    async def datasets(limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)):
+        return await asyncio.to_thread(datasets_page, limit, offset)
+
+    @app.get("/v1/datasets/{dataset_id}", tags=["datasets"], dependencies=manage)
+    async def dataset(dataset_id: str):
+        return await asyncio.to_thread(dataset_report, dataset_id)
+
+    @app.get("/v1/datasets/{dataset_id}/rejects", tags=["datasets"], dependencies=manage)
+    async def rejects(
+        dataset_id: str, limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)
+    ):
+        return await asyncio.to_thread(rejects_page, dataset_id, limit, offset)
+
+    @app.get("/v1/versions", tags=["models"], dependencies=manage)
+    async def versions(
+        name: str | None = None,
+        limit: int = Query(50, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=10**9),
+    ):
+        """Registered versions, newest first (every model, or ``name``'s)."""
+        return await asyncio.to_thread(versions_page, name, limit, offset)
+
+    @app.get("/v1/versions/{ref}", tags=["models"], dependencies=manage)
+    async def show_version(ref: str):
+        return await asyncio.to_thread(version, ref, engine)
+
+    @app.get("/v1/versions/{ref}/files/{file}", tags=["models"], dependencies=manage)
+    async def version_picture(ref: str, file: str):
+        """An evaluation picture (confusion matrix, per-class scores, ...) as PNG or SVG."""
+        return FileResponse(await asyncio.to_thread(picture, ref, file))
+
+    @app.put("/v1/versions/{ref}/aliases/{alias}", tags=["models"], dependencies=manage)
+    async def alias(ref: str, alias: str, force: bool = False):
+        """Point ``alias`` (e.g. ``production``) at this version."""
+        return await asyncio.to_thread(set_alias, ref, alias, force)
+
+
+async def one_upload(request: Request) -> UploadFile:
+    """The one file of a multipart request (the server's stream cap applies on top)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ConfigError(
+            "Send the data as multipart/form-data with one file.",
+            hint="e.g. curl -F file=@reviews.csv -H 'Authorization: Bearer KEY' .../v1/uploads",
+        )
+    parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=8)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise ConfigError(
+            f"The multipart body cannot be read: {exc.message}",
+            hint="Upload exactly one file (CSV, TSV, JSONL, .zip, .tar or .tar.gz) in the field 'file'.",
+        ) from None
+    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not files:
+        raise ConfigError("The request has no file.", hint="Upload it as a file, e.g. -F file=@reviews.csv.")
+    return files[0]
+
+
+def upload_body_limit() -> int:
+    """Bytes the server reads of an upload request: the file plus its multipart framing."""
+    return upload_limit() + 64 * 1024
+
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,68 @@
+"""Pages of the metadata tables for lists that grow without bound (jobs, model versions, datasets).
+
+Each function answers ``(rows, total)`` for one page: a ``LIMIT/OFFSET`` query on an indexed order plus
+one ``COUNT``, so a page costs the same with 10 or 10,000 rows behind it. The REST read routes and
+the web console call these; nothing else needs them.
+
+>>> clamp(5000, -3)
+(1000, 0)
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from aimass.store.db import DatasetRecord, JobRecord, ModelVersionRecord, session
+
+MAX_PAGE = 1000
+
+
+def clamp(limit: int, offset: int) -> tuple[int, int]:
+    """``limit`` into 1..MAX_PAGE and ``offset`` to at least 0."""
+    return max(1, min(int(limit), MAX_PAGE)), max(0, int(offset))
+
+
+def _page(query, count, limit: int, offset: int) -> tuple[list, int]:
+    limit, offset = clamp(limit, offset)
+    with session() as s:
+        rows = list(s.scalars(query.limit(limit).offset(offset)).all())
+        total = s.scalar(count) or 0
+    return rows, total
+
+
+def jobs(status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[JobRecord], int]:
+    """Jobs, newest first, optionally of one status."""
+    query = select(JobRecord).order_by(JobRecord.created.desc(), JobRecord.id)
+    count = select(func.count()).select_from(JobRecord)
+    if status:
+        query, count = query.where(JobRecord.status == status), count.where(JobRecord.status == status)
+    return _page(query, count, limit, offset)
+
+
+def versions(
+    name: str | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[ModelVersionRecord], int]:
+    """Model versions, newest first, optionally of one model."""
+    query = select(ModelVersionRecord).order_by(ModelVersionRecord.id.desc())
+    count = select(func.count()).select_from(ModelVersionRecord)
+    if name:
+        where = ModelVersionRecord.name == name
+        query, count = query.where(where), count.where(where)
+    return _page(query, count, limit, offset)
+
+
+def datasets(limit: int = 50, offset: int = 0) -> tuple[list[DatasetRecord], int]:
+    """Imported datasets, newest first."""
+    query = select(DatasetRecord).order_by(DatasetRecord.created.desc(), DatasetRecord.id)
+    return _page(query, select(func.count()).select_from(DatasetRecord), limit, offset)
+
+
+def dataset_record(dataset_id: str) -> DatasetRecord | None:
+    with session() as s:
+        return s.get(DatasetRecord, dataset_id)
+
+
+def deployable_versions(name: str) -> list[str]:
+    """Refs of every version of ``name``, newest first (at most MAX_PAGE)."""
+    rows, _ = versions(name, MAX_PAGE, 0)
+    return [r.ref for r in rows]

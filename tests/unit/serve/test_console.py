@@ -1,0 +1,191 @@
+"""The web console over HTTP (no browser, no training): sessions, CSRF, scopes, relative links,
+and the REST read routes its pages mirror (uploads, datasets, versions, paginated jobs)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from aimass import api, jobs
+from aimass.serve import auth
+from aimass.serve.app import create_app
+from aimass.serve.console.sessions import COOKIE
+
+STATIC = Path(__file__).parents[3] / "src" / "aimass" / "serve" / "console" / "static"
+HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
+
+
+@pytest.fixture(scope="module")
+def app():
+    return create_app(refs=[])
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def signed_in(app, key: str) -> TestClient:
+    client = TestClient(app)
+    form = client.get("/console/signin")
+    answer = client.post("/console/signin", data={"csrf": csrf_of(form.text), "key": key})
+    assert answer.status_code == 200, answer.text
+    return client
+
+
+@pytest.fixture(scope="module")
+def admin(app):
+    with signed_in(app, auth.admin_token()) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def manage_headers():
+    _, key = auth.create_key("console-ops", ["manage"])
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_htmx_is_the_pinned_file():
+    assert hashlib.sha256((STATIC / "htmx.min.js").read_bytes()).hexdigest() == HTMX_SHA256
+    assert HTMX_SHA256 in (STATIC / "README.md").read_text()
+
+
+def test_pages_need_a_session_and_redirect_relatively(app):
+    client = TestClient(app)
+    for path, to in [
+        ("/console/", "./signin"),
+        ("/console/jobs", "./signin"),
+        ("/console/jobs/x", "../signin"),
+    ]:
+        answer = client.get(path, follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == to, path
+    assert client.get("/console", follow_redirects=False).headers["location"] == "console/"
+
+
+def test_sign_in_sets_a_strict_http_only_cookie_without_the_key(app):
+    client = TestClient(app)
+    form = client.get("/console/signin")
+    key = auth.admin_token()
+    answer = client.post(
+        "/console/signin", data={"csrf": csrf_of(form.text), "key": key}, follow_redirects=False
+    )
+    assert answer.status_code == 303
+    cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith(COOKIE))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and key not in cookie
+    assert "Path=/" not in cookie  # the browser's default path: works under a proxy's prefix
+
+
+def test_sign_in_refuses_a_wrong_key_and_a_missing_token(app):
+    client = TestClient(app)
+    form = client.get("/console/signin")
+    wrong = client.post("/console/signin", data={"csrf": csrf_of(form.text), "key": "am_nobody_x"})
+    assert wrong.status_code == 401 and "unknown or revoked" in wrong.text
+    assert client.post("/console/signin", data={"key": auth.admin_token()}).status_code == 403
+
+
+def test_every_form_needs_the_csrf_token(admin):
+    page = admin.get("/console/keys")
+    assert page.status_code == 200
+    assert admin.post("/console/keys", data={"name": "x", "scopes": "predict"}).status_code == 403
+    wrong = admin.post("/console/keys", data={"name": "x", "scopes": "predict", "csrf": "forged"})
+    assert wrong.status_code == 403 and "CSRF" in wrong.text
+    made = admin.post("/console/keys", data={"name": "x", "scopes": "predict", "csrf": csrf_of(page.text)})
+    assert made.status_code == 200 and "shown only this once" in made.text
+    assert "shown only this once" not in admin.get("/console/keys").text  # once
+
+
+def test_a_predict_only_key_sees_no_management_and_cannot_forge_it(app):
+    _, key = auth.create_key("viewer", ["predict"])
+    with signed_in(app, key) as client:
+        home = client.get("/console/")
+        assert home.url.path == "/console/try"
+        assert ">Jobs<" not in home.text and ">Keys<" not in home.text and "Deploy" not in home.text
+        csrf = csrf_of(home.text)
+        for path in ("/console/models/x:1/deploy", "/console/keys", "/console/services/x/undeploy"):
+            assert client.post(path, data={"csrf": csrf}).status_code == 403, path
+        assert client.get("/console/jobs").status_code == 403
+
+
+def test_a_revoked_key_ends_its_sessions(app):
+    record, key = auth.create_key("short-lived", ["manage"])
+    with signed_in(app, key) as client:
+        assert client.get("/console/jobs").status_code == 200
+        auth.revoke_key(record.id)
+        assert client.get("/console/jobs", follow_redirects=False).status_code == 303
+
+
+def test_sign_out_ends_the_session(app):
+    with signed_in(app, auth.admin_token()) as client:
+        page = client.get("/console/jobs")
+        client.post("/console/signout", data={"csrf": csrf_of(page.text)})
+        assert client.get("/console/jobs", follow_redirects=False).status_code == 303
+
+
+def test_every_page_renders_with_relative_links(admin, bbc_csv):
+    ds = api.import_dataset(bbc_csv, name="news-console-http")
+    job = jobs.submit("import", {"path": str(bbc_csv)})
+    for path in [
+        "/console/",
+        "/console/jobs",
+        "/console/jobs?status=queued",
+        f"/console/jobs/{job['id']}",
+        "/console/models",
+        "/console/services",
+        "/console/datasets",
+        f"/console/datasets/{ds.id}",
+        f"/console/start/{ds.id}",
+        "/console/keys",
+        "/console/try",
+    ]:
+        page = admin.get(path)
+        assert page.status_code == 200, (path, page.text[-500:])
+        assert not re.search(r'(href|src|action|hx-get|hx-post)="/', page.text), path
+    assert "business" in admin.get(f"/console/datasets/{ds.id}").text
+    live = admin.get(f"/console/jobs/{job['id']}", headers={"HX-Request": "true"})
+    assert live.text.startswith('<div id="progress"') or 'id="progress"' in live.text[:200]
+    assert "<html" not in live.text  # htmx polls the same URL and gets only the live part
+
+
+def test_errors_are_pages_with_the_cause_and_hint(admin):
+    page = admin.get("/console/jobs/nope")
+    assert page.status_code == 404 and "No job" in page.text and "text/html" in page.headers["content-type"]
+
+
+def test_upload_keeps_files_under_the_uploads_root(admin, manage_headers, bbc_csv):
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as zf:
+        zf.writestr("news/news.csv", bbc_csv.read_text())
+    client = TestClient(admin.app)
+    stored = client.post(
+        "/v1/uploads", headers=manage_headers, files={"file": ("../../evil name.zip", packed.getvalue())}
+    )
+    assert stored.status_code == 201, stored.text
+    body = stored.json()
+    assert body["archive"] == "zip" and body["file"] == "evilname.zip"
+    report = client.post("/v1/datasets", headers=manage_headers, json={"path": body["path"]})
+    assert report.status_code == 201, report.text
+    assert report.json()["rows"] > 0
+    refused = client.post("/v1/datasets", headers=manage_headers, json={"path": str(bbc_csv)})
+    assert refused.status_code == 403
+
+
+def test_rest_twins_page_on_the_server(admin, manage_headers, bbc_csv):
+    client = TestClient(admin.app)
+    for _ in range(3):
+        jobs.submit("import", {"path": str(bbc_csv)})
+    first = client.get("/v1/jobs?limit=2", headers=manage_headers).json()
+    second = client.get("/v1/jobs?limit=2&offset=2", headers=manage_headers).json()
+    assert len(first["jobs"]) == 2 and first["total"] >= 3
+    assert not {j["id"] for j in first["jobs"]} & {j["id"] for j in second["jobs"]}
+    listed = client.get("/v1/datasets?limit=1", headers=manage_headers).json()
+    assert listed["total"] >= 1 and len(listed["datasets"]) == 1
+    ds_id = listed["datasets"][0]["id"]
+    assert client.get(f"/v1/datasets/{ds_id}", headers=manage_headers).json()["id"] == ds_id
+    assert "rejects" in client.get(f"/v1/datasets/{ds_id}/rejects", headers=manage_headers).json()
+    assert client.get("/v1/versions", headers=manage_headers).json()["total"] >= 0
+    assert client.get("/v1/versions").status_code == 401

@@ -1,0 +1,224 @@
+"""The web console in a real browser (Playwright driving Debian's chromium) against a live
+``aimass serve`` app: the whole wizard from an upload to a prediction, a canary from the services
+page, cancelling a running job, sign-in, a predict-only key and CSRF. Every page is screenshot at
+1280x800 (and 390 px wide, where nothing may scroll sideways) and checked with axe-core.
+
+Screenshots go to ``AIMASS_CONSOLE_SHOTS`` (default: a ``console-shots`` folder in pytest's
+temporary directory); the path is printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from tests.conftest import bbc_sample, live_server
+
+from aimass import api, jobs
+from aimass.serve import auth
+from aimass.serve.app import create_app
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install -y chromium"),
+]
+AXE = Path(__file__).parents[2] / "fixtures" / "axe-core" / "axe.min.js"
+WIDE, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("AIMASS_CONSOLE_SHOTS") or tmp_path_factory.mktemp("console-shots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nconsole screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server():
+    with live_server(create_app(refs=[], job_runner=1)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def news_csv(tmp_path_factory) -> Path:
+    """200 real BBC News articles (40 per topic, first 300 characters) as a user's CSV."""
+    texts, labels = bbc_sample(per_class=40, chars=300)
+    path = tmp_path_factory.mktemp("upload") / "news.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(texts, labels))
+        writer.writerow(["", "sport"])  # one row the import rejects, with its reason
+    return path
+
+
+def sign_in(page, server: str, key: str) -> None:
+    page.goto(f"{server}/console/")
+    assert page.url.endswith("/console/signin"), "a page without a session redirects to sign-in"
+    page.get_by_label("API key or admin token").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+
+
+def check(page, shots: Path, name: str) -> None:
+    """Screenshot at 1280x800 and 390 px; no serious or critical axe-core violations; no sideways
+    scrolling on a phone."""
+    page.set_viewport_size(WIDE)
+    page.screenshot(path=shots / f"{name}.png")
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        """() => axe.run(document, {resultTypes: ['violations']}).then(r => r.violations
+            .filter(v => ['serious', 'critical'].includes(v.impact))
+            .map(v => `${v.id}: ${v.help} (${v.nodes.map(n => n.target.join(' ')).slice(0, 3)})`))"""
+    )
+    assert found == [], f"{name}: {found}"
+    page.set_viewport_size(PHONE)
+    page.screenshot(path=shots / f"{name}-390.png")
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"{name} scrolls sideways by {overflow}px at 390 px"
+    page.set_viewport_size(WIDE)
+
+
+@pytest.fixture(scope="module")
+def admin_page(browser, server):
+    context = browser.new_context(viewport=WIDE)
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    sign_in(page, server, auth.admin_token())
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def wizard(admin_page, server, shots, news_csv):
+    """Upload -> report -> train (20 s budget) -> deploy -> a prediction in the try-it box."""
+    page = admin_page
+    page.goto(f"{server}/console/")
+    check(page, shots, "01-start")
+    page.get_by_label("Your labelled data").set_input_files(str(news_csv))
+    page.get_by_label("Dataset name (optional)").fill("news-console")
+    page.get_by_role("button", name="Upload and check").click()
+    page.wait_for_url("**/console/start/*")
+    report = page.text_content("main")
+    assert re.search(r"\b19\d rows kept, [1-9]\d* rejected", report), report[:300]
+    check(page, shots, "02-import-report")
+    page.get_by_label("Time budget", exact=False).fill("20")
+    page.get_by_label("Model name").fill("news-console")
+    page.get_by_role("button", name="Train").click()
+    page.wait_for_url("**/console/jobs/*")
+    job_id = page.url.rsplit("/", 1)[-1].split("?")[0]
+    page.screenshot(path=shots / "03-training.png")
+    page.wait_for_selector("[data-status=succeeded]", timeout=300_000)
+    check(page, shots, "04-trained")
+    page.get_by_role("button", name="Deploy news-console:1").click()
+    page.wait_for_url("**/console/try/news-console", timeout=120_000)
+    texts, labels = bbc_sample(per_class=1, chars=300)
+    page.get_by_label("Text (one input per line)").fill(texts[labels.index("sports")].replace("\n", " "))
+    page.get_by_role("button", name="Predict").click()
+    label = page.wait_for_selector("#answer td.label", timeout=60_000).text_content()
+    check(page, shots, "05-try-it")
+    return {"job": job_id, "label": label.strip()}
+
+
+def test_the_wizard_goes_from_an_upload_to_a_prediction(wizard, admin_page):
+    assert wizard["label"] == "sports"  # an article it trained on
+    text = admin_page.text_content("main")
+    assert "curl -s" in text and "/v1/models/news-console/predict" in text and "httpx.post" in text
+
+
+def test_every_page_renders_reads_well_and_passes_axe(wizard, admin_page, server, shots):
+    page = admin_page
+    ds = api.load_dataset("news-console")
+    for name, path in [
+        ("06-jobs", "jobs"),
+        ("07-job", f"jobs/{wizard['job']}"),
+        ("08-models", "models"),
+        ("09-model", "models/news-console:1"),
+        ("10-services", "services"),
+        ("11-service", "services/news-console"),
+        ("12-datasets", "datasets"),
+        ("13-dataset", f"datasets/{ds.id}"),
+        ("14-keys", "keys"),
+        ("15-try-list", "try"),
+    ]:
+        page.goto(f"{server}/console/{path}")
+        assert page.title().endswith("aimass console"), name
+        check(page, shots, name)
+    page.goto(f"{server}/console/models/news-console:1")
+    assert page.locator(".pictures img").count() >= 1
+    assert page.evaluate("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+
+
+def test_a_second_version_becomes_a_10_percent_canary(wizard, admin_page, server, shots):
+    api.register(api.load("news-console:1"), "news-console")  # version 2, the same weights
+    page = admin_page
+    page.goto(f"{server}/console/services/news-console")
+    page.get_by_label("Version", exact=True).select_option("news-console:2")
+    page.get_by_label("Traffic %", exact=True).fill("10")
+    page.get_by_role("button", name="Deploy as canary").click()
+    page.wait_for_url("**/console/services/news-console", timeout=120_000)
+    assert page.get_by_label("Traffic % for news-console:2").input_value() == "10"
+    assert page.get_by_label("Traffic % for news-console:1").input_value() == "90"
+    check(page, shots, "16-canary")
+
+
+def test_a_running_job_is_cancelled_from_its_page(wizard, admin_page, server, shots):
+    ds = api.load_dataset("news-console")
+    job = jobs.submit("train", {"data": ds.id, "name": "news-cancel", "time_budget": "10m"})
+    page = admin_page
+    page.goto(f"{server}/console/jobs/{job['id']}")
+    page.wait_for_selector("[data-status=running]", timeout=60_000)
+    page.get_by_role("button", name="Cancel job").click()
+    page.wait_for_selector("[data-status=cancelled]", timeout=60_000)
+    check(page, shots, "17-cancelled")
+
+
+def test_a_predict_only_key_sees_no_deploy_and_a_forged_post_is_refused(wizard, browser, server, shots):
+    _, key = auth.create_key("viewer", ["predict"])
+    context = browser.new_context(viewport=WIDE)
+    page = context.new_page()
+    sign_in(page, server, key)
+    assert page.url.endswith("/console/try")
+    assert page.get_by_role("link", name="Jobs").count() == 0
+    page.goto(f"{server}/console/try/news-console")
+    assert page.get_by_role("button", name="Deploy").count() == 0
+    check(page, shots, "18-predict-only")
+    csrf = page.locator("input[name=csrf]").first.input_value()
+    forged = page.request.post(f"{server}/console/models/news-console:1/deploy", form={"csrf": csrf})
+    assert forged.status == 403
+    page.goto(f"{server}/console/jobs")
+    assert page.text_content("h1").startswith("403")
+    context.close()
+
+
+def test_a_post_without_the_csrf_token_is_refused(admin_page, server):
+    answer = admin_page.request.post(f"{server}/console/keys", form={"name": "x", "scopes": "predict"})
+    assert answer.status == 403
+    assert "CSRF" in answer.text()
+
+
+def test_sign_in_page_is_accessible(browser, server, shots):
+    context = browser.new_context(viewport=WIDE)
+    page = context.new_page()
+    page.goto(f"{server}/console/jobs")
+    assert page.url.endswith("/console/signin")
+    check(page, shots, "00-signin")
+    page.get_by_label("API key or admin token").fill("am_nobody_nothing")
+    page.get_by_role("button", name="Sign in").click()
+    assert "unknown or revoked" in page.text_content("main")
+    context.close()
