@@ -1,5 +1,9 @@
 """The Python API: a few short functions over the data, task, training and registry layers.
 
+A thin front: the workflows are :mod:`aimass.workflow` (what jobs, auto-learning and exports call
+too), auto-learning is :func:`aimass.autolearn.auto` and exports are :mod:`aimass.exporters`.
+Nothing inside the package imports this module; the shells (CLI, REST) do.
+
 >>> import aimass
 >>> len(aimass.available_tasks()) >= 2
 True
@@ -7,18 +11,24 @@ True
 
 from __future__ import annotations
 
-import json
-import traceback
 from pathlib import Path
 
-from aimass import paths
-from aimass.data import Dataset, list_datasets, load_dataset
-from aimass.data import import_dataset as _import_dataset
-from aimass.errors import NotFoundError
-from aimass.estimator import Estimator
-from aimass.store import registry
-from aimass.store.artifacts import write_atomic
-from aimass.tasks import available_tasks, get_task
+from aimass import autolearn, exporters
+from aimass.workflow import (
+    available_tasks,
+    compress,
+    evaluate,
+    finetune,
+    import_dataset,
+    list_datasets,
+    list_models,
+    load,
+    load_dataset,
+    predict,
+    register,
+    show_model,
+    train_model,
+)
 
 __all__ = [
     "auto",
@@ -39,257 +49,12 @@ __all__ = [
 ]
 
 
-def import_dataset(path: str | Path, **options) -> Dataset:
-    """Read, check, split and store a CSV/TSV/JSONL file or a folder of class sub-folders.
-
-    Options: ``name``, ``text_col``, ``label_col``, ``split_col``, ``seed``, ``valid_frac``, ``test_frac``.
-    Importing the same file twice returns the same dataset.
-    """
-    dataset = _import_dataset(path, **options)
-    registry.record_dataset(dataset)
-    return dataset
-
-
-def dataset(data: Dataset | str | Path, **options) -> Dataset:
-    """A Dataset from a Dataset, a stored id/name, or a path to import."""
-    if isinstance(data, Dataset):
-        return data
-    try:
-        return load_dataset(str(data))
-    except NotFoundError:
-        if Path(str(data)).expanduser().exists():
-            return import_dataset(data, **options)
-        raise
-
-
-def finetune(task: str, data, **params) -> Estimator:
-    """One line: fit the task's estimator on ``data`` (a Dataset, a stored name or a path)."""
-    data = dataset(data) if not isinstance(data, tuple) else data
-    return get_task(task).estimator(**params).fit(data)
-
-
-def train_model(
-    task: str,
-    data,
-    *,
-    name: str | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    run_id: str | None = None,
-    **params,
-) -> dict:
-    """Fit, evaluate on the held-out test split, register and return a summary.
-
-    The run is recorded; with ``resume=True`` an interrupted run with the same
-    settings continues from its last checkpoint. ``run_id`` names the run (a job passes its
-    own): a run that already registered its version returns that version instead of training
-    again, so a job resumed after a crash never registers twice.
-    """
-    data = dataset(data)
-    name = registry.check_name(name or data.name)
-    model = get_task(task).estimator(**params)
-    if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
-        return _summary(done, data, get_task(task).estimator.load(registry.open_folder(done)))
-    run = registry.get_run(run_id) if run_id is not None else None
-    if run is None and resume and run_id is None:
-        run = registry.find_run(task, model.get_params(), data.id)
-    run = run or registry.start_run(task, model.get_params(), data.id, run_id=run_id)
-    run_dir = paths.subdir("runs") / run.id
-    try:
-        model.fit(data, run_dir=run_dir, resume=resume, progress=progress)
-        report = model.evaluate(data, "test")
-    except BaseException as exc:
-        registry.finish_run(run.id, "failed", error="".join(traceback.format_exception_only(exc))[-4000:])
-        raise
-    record = register(model, name, report=report, run_id=run.id)
-    registry.finish_run(run.id, "succeeded", timings=model.timings_)
-    return _summary(record, data, model)
-
-
-HEADLINE = ("n", "accuracy", "macro_f1", "per_class", "loss", "perplexity", "rouge_l", "rouge_l_base")
-
-
-def _summary(record, data, model) -> dict:
-    return {
-        "model": record.ref,
-        "path": record.path,
-        "run": record.run_id,
-        "dataset": data.id,
-        "metrics": {k: record.metrics[k] for k in HEADLINE if k in record.metrics},
-        "timings": getattr(model, "timings_", {}),
-        "stages": _stages(model),
-    }
-
-
-def register(
-    model: Estimator,
-    name: str,
-    *,
-    report: dict | None = None,
-    run_id: str | None = None,
-    parent: str | None = None,
-):
-    """Store ``model`` as the next version of ``name`` with its metrics, plots and lineage."""
-    record = registry.register(model, name, metrics=_headline(report or {}), run_id=run_id, parent=parent)
-    if report:
-        _write_report(model, Path(record.path), report)
-    return record
-
-
-def _write_report(model: Estimator, folder: Path, report: dict) -> None:
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    write_atomic(folder / "evaluation.json", lambda tmp: Path(tmp).write_text(text))
-    get_task(model.task).plots(report, folder)
-
-
-def _headline(report: dict) -> dict:
-    return {k: report[k] for k in HEADLINE if k in report}
-
-
-def _stages(model) -> dict:
-    return {
-        k: {
-            "best_score": v["best_score"],
-            "best_epoch": v["best_epoch"],
-            "skipped": v["skipped"],
-            "epochs": len(v["history"]),
-            **({"fusion": v["fusion"]} if v.get("fusion") else {}),
-        }
-        for k, v in getattr(model, "stages_", {}).items()
-    }
-
-
-def load(ref: str) -> Estimator:
-    """A registered model by ``NAME`` (latest version) or ``NAME:VERSION``."""
-    record = registry.get_version(ref)
-    return get_task(record.task).estimator.load(registry.open_folder(record))
-
-
-def predict(ref: str, inputs: list) -> list:
-    """Labels for ``inputs`` from a registered model."""
-    return load(ref).predict(inputs)
-
-
-def evaluate(ref: str, data: str | Path | None = None, *, save: bool = False) -> dict:
-    """Metrics of a registered model on its test split, another dataset's test split, or a file."""
-    record = registry.get_version(ref)
-    model = get_task(record.task).estimator.load(registry.open_folder(record))
-    split_data = _eval_data(record, data)
-    report = model.evaluate(split_data, "test")
-    if save:
-        _write_report(model, Path(record.path), report)
-        registry.update_metrics(record.ref, _headline(report))
-    return report
-
-
-def _eval_data(record, data):
-    if data is None:
-        match = [d for d in list_datasets() if d.digest == record.dataset_digest]
-        if not match:
-            raise NotFoundError(
-                f"The dataset {record.dataset_digest[:12]} that trained {record.ref} is gone.",
-                hint="Pass --data FILE_OR_DATASET to evaluate on other data.",
-            )
-        return match[-1]
-    read = get_task(record.task).eval_data(Path(str(data)).expanduser(), import_dataset)
-    return read if read is not None else dataset(data)
-
-
-def compress(
-    ref: str, method: str, *, max_drop: float = 1.0, data=None, run_id: str | None = None, **settings
-) -> dict:
-    """Compress a registered version with ``method`` into a child version of the same model.
-
-    Parent and child are evaluated on the parent's held-out test split (or ``data``) and timed
-    in this process; the comparison is stored with the child. A child that loses more than
-    ``max_drop`` accuracy points is marked rejected: it cannot become ``production`` without force.
-    Methods that train (distill, prune) learn from the parent's dataset, never from ``data``.
-    """
-    import shutil
-    import time
-    import uuid
-
-    from aimass.compressors import get_compressor, measure
-
-    record = registry.get_version(ref)
-    spec = get_task(record.task)
-    compressor = get_compressor(method, record.task, **settings)
-    if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
-        info = done.metrics.get("compression", {})
-        return {"model": done.ref, "parent": done.parent, **info, "gate": done.metrics.get("gate")}
-    if run_id is not None and registry.get_run(run_id) is None:
-        registry.start_run(record.task, {"compress": method, **settings}, run_id=run_id)
-    test = _eval_data(record, data)
-    source = test if data is None else None  # what a training method learns from: never ``data``
-    if compressor.trains and source is None:
-        source = _eval_data(record, None)  # the parent's dataset (its train and valid splits)
-    began = time.perf_counter()
-    parent = spec.estimator.load(registry.open_folder(record))
-    parent_load = time.perf_counter() - began
-    items = _test_items(spec, test)
-    parent_report = parent.evaluate(test, "test")
-    parent_row = measure.row(record.ref, "parent", parent, parent_report, items, parent_load)
-    child = compressor.mark(compressor.compress(parent, source), record.ref)
-    staged = paths.subdir("tmp") / f"compress-{uuid.uuid4().hex[:12]}"
-    try:
-        child.save(staged)
-        began = time.perf_counter()
-        child = spec.estimator.load(staged)
-        child_load = time.perf_counter() - began
-        report = child.evaluate(test, "test")
-        child_row = measure.row("(new)", method, child, report, items, child_load)
-        comparison = measure.compare(parent_row, child_row)
-        gate = _gate(comparison["accuracy_drop_points"], max_drop)
-        info = {**child.compression_, "table": [parent_row, child_row], "comparison": comparison}
-        metrics = {**_headline(report), "compression": info, "gate": gate}
-        new = registry.register(
-            child, record.name, metrics=metrics, parent=record.ref, staged=staged, run_id=run_id
-        )
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-    child_row["model"] = new.ref
-    _write_report(child, Path(new.path), report)
-    (Path(new.path) / "compression_report.json").write_text(json.dumps(new.metrics, indent=2, default=str))
-    return {"model": new.ref, "parent": record.ref, **info, "gate": gate}
-
-
 def auto(path: str | Path, **options) -> dict:
     """Detect the task, search hyper-parameters within a time budget, train, evaluate, compress,
     register and optionally serve: see :func:`aimass.autolearn.auto` for the options and the report."""
-    from aimass.autolearn import auto as run
-
-    return run(path, **options)
+    return autolearn.auto(path, **options)
 
 
 def export(ref: str, fmt: str = "onnx", out: str | Path | None = None, *, force: bool = False) -> dict:
     """Write a version to a folder that runs without aimass (see :mod:`aimass.exporters`)."""
-    from aimass.exporters import export as write
-
-    return write(ref, fmt, out, force=force)
-
-
-def _test_items(spec, data) -> list:
-    """A few held-out inputs to time predictions on (short ones for text: <= 32 tokens)."""
-    items = data.inputs("test") if hasattr(data, "inputs") else list(data[0])
-    return spec.latency_inputs(items[:64])
-
-
-def _gate(drop_points: float, max_drop: float) -> dict:
-    status = "rejected" if drop_points > max_drop else "accepted"
-    reason = f"accuracy drop {drop_points:.2f} points {'>' if status == 'rejected' else '<='} {max_drop:g}"
-    return {"status": status, "max_drop": max_drop, "drop_points": drop_points, "reason": reason}
-
-
-def list_models() -> list[dict]:
-    """Every registered version with its metrics and lineage."""
-    return [r.to_dict() for r in registry.list_versions()]
-
-
-def show_model(ref: str) -> dict:
-    """One version: lineage, params, metrics and the stored evaluation."""
-    record = registry.get_version(ref)
-    info = record.to_dict()
-    report = Path(record.path) / "evaluation.json"
-    if report.exists():
-        info["evaluation"] = json.loads(report.read_text())
-    return info
+    return exporters.export(ref, fmt, out, force=force)

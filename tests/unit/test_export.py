@@ -197,8 +197,8 @@ def test_predict_py_tfidf_matches_scikit_learn(language, tmp_path):
     import importlib.util
 
     from aimass import standalone
-    from aimass.lexical import Lexical
     from aimass.tfidf import settings_for
+    from aimass.tfidf.branch import Lexical
 
     texts = (
         TEXTS

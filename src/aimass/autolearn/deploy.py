@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
+from aimass import paths
 from aimass.autolearn.run import _Run
+from aimass.errors import AimassError, Unavailable
+from aimass.store import registry
 from aimass.tasks import get_task
 
 
 # ==================================================================== deploy
 def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
     """Point ``production`` at ``ref``, serve it on 127.0.0.1 (reusing a running server) and ask it once."""
-    from aimass import client
-    from aimass.errors import AimassError
-    from aimass.store import registry
+    from aimass import client  # heavy: httpx pulls in its CLI (rich, click); aimass.api imports this
 
     url, info = client.server_url(), {"alias": f"{name}@production", "ref": ref}
     with run.phase("deploy", 0.95, "deploying on 127.0.0.1"):
@@ -37,7 +40,7 @@ def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
 
 
 def _ready(url: str) -> bool:
-    import httpx
+    import httpx  # heavy: see _deploy
 
     try:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
@@ -47,12 +50,6 @@ def _ready(url: str) -> bool:
 
 def _start_server(url: str, wait_s: float = 180.0) -> int:
     """``aimass serve`` in the background on 127.0.0.1 (never another interface); its pid."""
-    import subprocess
-    from urllib.parse import urlparse
-
-    from aimass import paths
-    from aimass.errors import Unavailable
-
     where = urlparse(url)
     if where.hostname not in ("127.0.0.1", "localhost"):
         raise Unavailable(
@@ -95,7 +92,7 @@ def _curl(url: str, name: str, tuner, ds) -> str:
 
 # ==================================================================== report
 def _report(run: _Run, task, ds, record, report, compression, chosen, served, tuner) -> dict:
-    from aimass import client
+    from aimass import client  # heavy: see _deploy
 
     summary = ds.summary()
     url = client.server_url()

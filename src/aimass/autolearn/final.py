@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from aimass import paths, workflow
 from aimass.autolearn.run import _Run
 from aimass.autolearn.settings import MAX_DROP, METHOD
+from aimass.store import registry
+from aimass.tasks import get_task
 
 
 class _State:
@@ -31,8 +34,6 @@ class _State:
 # ==================================================================== train, register, compress
 def _fit_and_register(run: _Run, tuner, ds, params: dict, name: str, state: _State):
     """The registered version and its test report: trained now, or the one a resumed run made."""
-    from aimass.store import registry
-
     if "model" in state.saved:
         record = registry.get_version(state.saved["model"])
         report = json.loads((registry.open_folder(record) / "evaluation.json").read_text())
@@ -46,10 +47,6 @@ def _fit_and_register(run: _Run, tuner, ds, params: dict, name: str, state: _Sta
 
 def _train_final(run: _Run, tuner, ds, params: dict, state: _State):
     """Fit the task's estimator with ``params`` and the time left, then evaluate on the test split."""
-    from aimass import paths
-    from aimass.store import registry
-    from aimass.tasks import get_task
-
     share = run.left() - run.plan.reserved() - run.deploy_s - run.margin_s
     final = {"seed": run.seed, **tuner.fixed, **params, "time_budget": round(max(10.0, share), 1)}
     if "time_budget" in params:  # resumed: the interrupted run's exact settings
@@ -91,16 +88,12 @@ def _stages(model) -> dict:
 
 
 def _register(run: _Run, model, report: dict, name: str, run_id: str):
-    from aimass import api
-
     with run.phase("register", 0.85, "registering the model"):
-        return api.register(model, name, report=report, run_id=run_id)
+        return workflow.register(model, name, report=report, run_id=run_id)
 
 
 def _compress(run: _Run, ref: str) -> dict:
     """Try the ONNX int8 child; keep it only if it passes the accuracy gate."""
-    from aimass import api
-
     info = {"method": METHOD, "max_drop": MAX_DROP, "kept": False, "child": None, "gate": None}
     need = run.plan.compress_s
     if run.left() < need:
@@ -110,7 +103,7 @@ def _compress(run: _Run, ref: str) -> dict:
         }
     try:
         with run.phase("compress", 0.9, f"trying {METHOD}"):
-            result = api.compress(ref, METHOD, max_drop=MAX_DROP)
+            result = workflow.compress(ref, METHOD, max_drop=MAX_DROP)
     except Exception as exc:  # an export that fails keeps the parent; the report says why
         return {**info, "reason": f"failed ({type(exc).__name__}: {str(exc)[:300]}); keeping {ref}"}
     gate, comparison = result["gate"], result["comparison"]

@@ -8,9 +8,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from aimass import workflow
 from aimass.autolearn.settings import GENERIC_NAMES
 from aimass.autolearn.tuners import Count
 from aimass.errors import ConfigError, DataError
+from aimass.store import registry
+from aimass.tasks import sniff
 
 
 # ==================================================================== budget and phases
@@ -84,8 +87,6 @@ def detect_task(path) -> tuple[str, str]:
     column is found at import) or a folder of class sub-folders holding .txt files is text
     classification.
     """
-    from aimass.tasks import sniff
-
     source = Path(path).expanduser()
     if not source.exists():
         raise DataError(f"{source} does not exist.", where=str(source), hint="Check the path.")
@@ -101,8 +102,6 @@ def detect_task(path) -> tuple[str, str]:
 
 
 def _model_name(name: str | None, source: Path) -> str:
-    from aimass.store import registry
-
     if name is None:
         stem = source.name.split(".")[0] if source.is_file() else source.name
         if stem.lower() in GENERIC_NAMES and source.parent.name:
@@ -112,6 +111,4 @@ def _model_name(name: str | None, source: Path) -> str:
 
 
 def _import(source: Path, name: str, seed: int):
-    from aimass import api
-
-    return api.import_dataset(source, name=name, seed=seed)
+    return workflow.import_dataset(source, name=name, seed=seed)

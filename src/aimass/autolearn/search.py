@@ -1,4 +1,6 @@
-"""The search: preparation, the learning-rate range test, the trials and their confirmation."""
+"""The search: preparation, the learning-rate range test, the trials and their confirmation.
+
+torch and the training stages are imported where they are used (see :mod:`aimass.autolearn.tuners`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from aimass.autolearn.run import _Run
 from aimass.autolearn.settings import LR_STEPS
 from aimass.autolearn.trials import EpochReport, _fit_scores, _noise, _pick, optuna_search
 from aimass.autolearn.tuners import Bundle
+from aimass.backbones import param_groups
 
 
 # ==================================================================== search
@@ -141,7 +144,6 @@ def lr_range_test(bundle: Bundle, tuner, defaults: dict, seed: int, deadline: fl
     default rate); the smoothed loss per step, the rate where it was lowest and a tenth of that."""
     import torch
 
-    from aimass.backbones import param_groups
     from aimass.train import stages
 
     net, lo, hi = bundle.net, *tuner.lr_sweep

@@ -1,4 +1,7 @@
-"""Optuna trials of stage 2 on a subsample, and how the default is kept or replaced."""
+"""Optuna trials of stage 2 on a subsample, and how the default is kept or replaced.
+
+optuna, torch, scikit-learn (the scores) and the training stages are imported where they are used
+(see :mod:`aimass.autolearn.tuners`)."""
 
 from __future__ import annotations
 

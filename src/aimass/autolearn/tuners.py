@@ -1,16 +1,26 @@
 """What the up-front estimate counts, and the tuners: a task's search plan (search space and cost
-model), which the task names (``Task.tuner``); :func:`get_tuner` asks the task for it."""
+model), which the task names (``Task.tuner``); :func:`get_tuner` asks the task for it.
+
+The task files, torch and the training stages are imported inside the methods that use them:
+``aimass.api`` imports the auto-learning package, and the command line stays light (no torch)."""
 
 from __future__ import annotations
 
 import csv
 import math
 import statistics
+import tarfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aimass.backbones import default_backbone, get_backbone
+from aimass.data import read_table
+from aimass.data.archive import archive_kind
+from aimass.data.image_layout import IMAGE_EXTENSIONS, image_files
 from aimass.errors import ConfigError
+from aimass.tasks import available_tasks, get_task
 
 
 @dataclass
@@ -65,15 +75,11 @@ class TextTuner:
         return 1.5 * item  # the parent's and the child's evaluation of each test text
 
     def count(self, source: Path) -> Count:
-        from aimass.data import read_table
-
         rows, _, _ = read_table(source)
         chars = statistics.fmean(len(r["text"]) for r in rows) if rows else 0.0
         return Count(len(rows), chars)
 
     def count_dataset(self, ds) -> Count:
-        from aimass.backbones import default_backbone
-
         texts = ds.texts()
         chars = statistics.fmean(len(t) for t in texts) if texts else 0.0
         return Count(len(texts), chars, default_backbone(ds.manifest.get("language") or "en"))
@@ -137,7 +143,7 @@ class TextTuner:
         return Prepared(seed=seed, time_budget=None, **self.fixed).fit(ds, progress=progress)
 
     def bundle(self, prepared, index) -> Bundle:
-        from aimass.lexical import rows
+        from aimass.tfidf.branch import rows
         from aimass.train import stages
         from aimass.train.stages import Features
 
@@ -164,8 +170,6 @@ class TextTuner:
         )
 
     def describe_backbone(self, ds) -> tuple[str, str]:
-        from aimass.backbones import default_backbone, get_backbone
-
         language = ds.manifest.get("language") or "en"
         name = default_backbone(language)
         why = f"detected language '{language}' -> {get_backbone(name).description}"
@@ -281,8 +285,6 @@ class ImageTuner:
         )
 
     def describe_backbone(self, ds) -> tuple[str, str]:
-        from aimass.backbones import get_backbone
-
         return (
             "efficientnet-lite0",
             f"the bundled image backbone: {get_backbone('efficientnet-lite0').description}",
@@ -292,8 +294,6 @@ class ImageTuner:
 def get_tuner(task: str):
     """The search plan of ``task`` (``Task.make_tuner``, its ``task`` set); a clear error lists the
     tasks that have one."""
-    from aimass.tasks import available_tasks, get_task
-
     tuner = get_task(task).make_tuner()
     if tuner is None:
         planned = [t for t in available_tasks() if get_task(t).tuner]
@@ -306,20 +306,13 @@ def get_tuner(task: str):
 
 def _count_images(source: Path) -> int:
     """Images in a folder, archive or manifest, from names only (nothing is decoded)."""
-    from aimass.data.archive import archive_kind
-    from aimass.data.image_layout import IMAGE_EXTENSIONS, image_files
-
     if source.is_dir():
         return sum(1 for _ in image_files(source))
     kind = archive_kind(source)
     if kind == "zip":
-        import zipfile
-
         with zipfile.ZipFile(source) as archive:
             names = archive.namelist()
     elif kind is not None:
-        import tarfile
-
         with tarfile.open(source) as archive:
             names = archive.getnames()
     else:

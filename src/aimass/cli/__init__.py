@@ -3,6 +3,9 @@
 ``main.py`` holds the data/train/evaluate/predict/registry commands; each other file adds one group
 (``serve``: serve, deploy, services, keys, usage; ``compress``; ``export``; ``auto``; ``jobs``);
 ``shell.py`` holds the output helpers (tables, ``--json``, errors as exit codes).
+
+Each command imports the API (and what it needs) inside its function, so ``aimass --help`` and a
+light command never load the training stack.
 """
 
 from aimass.cli import auto, compress, export, jobs, serve

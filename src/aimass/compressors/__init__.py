@@ -4,16 +4,20 @@ A method is one module in this package that registers a :class:`Compressor` subc
 
     @register_compressor("onnx-int8")
     class OnnxInt8(Compressor):
-        def compress(self, model, data):      # a new model (the parent is left alone)
+        def compress(self, model, data, spec):   # a new model (the parent is left alone)
             ...
-        def save(self, model, folder):        # files the estimator's own save does not write
+        def save(self, model, folder):           # files the estimator's own save does not write
             ...
-        def restore(self, model, folder):     # re-applied when the saved child is loaded
+        def restore(self, model, folder, spec):  # re-applied when the saved child is loaded
             ...
 
 A compressed model carries ``compression_`` (method, settings, parent); the task estimators
 call :func:`saved` at the end of ``save`` and :func:`restore` at the end of ``load``, so a child
 version saves, loads, evaluates and serves like any other version.
+
+Compressors sit below the tasks: what differs per task comes in as ``spec``, the model's task
+spec (:class:`aimass.tasks.base.Task`: its ``compression`` strategies, ONNX runtime and
+calibration data), never from a lookup in the task registry.
 
 >>> from aimass.compressors import available_compressors
 >>> "onnx-int8" in available_compressors()
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from aimass.errors import ConfigError, NotFoundError
+from aimass.errors import NotFoundError
 
 T = TypeVar("T")
 _METHODS: dict[str, type[Compressor]] = {}
@@ -43,6 +47,7 @@ class Compressor:
     only on torch; None: like any version of its task).
     ``per_task``: what the method does depends on the task's network; it supports the tasks whose
     spec names a strategy for it (``Task.compression``) and runs that strategy (:meth:`strategy`).
+    ``spec`` below is the model's task spec (:class:`aimass.tasks.base.Task`).
     """
 
     name: ClassVar[str] = ""
@@ -54,26 +59,22 @@ class Compressor:
         self.settings = settings
 
     @classmethod
-    def supports(cls, task: str) -> bool:
-        """Whether models of ``task`` can be compressed with this method."""
-        from aimass.tasks import get_task  # tasks import this package (save/restore hooks)
+    def supports(cls, spec) -> bool:
+        """Whether models of the task ``spec`` can be compressed with this method."""
+        return not cls.per_task or cls.name in spec.compression
 
-        return not cls.per_task or cls.name in get_task(task).compression
+    def strategy(self, spec):
+        """The task's function for this method: ``strategy(spec)(model, data, settings)``."""
+        return spec.compressor(self.name)
 
-    def strategy(self, model):
-        """The task's function for this method: ``strategy(model)(model, data, settings)``."""
-        from aimass.tasks import get_task
-
-        return get_task(model.task).compressor(self.name)
-
-    def compress(self, model, data):  # pragma: no cover - interface
+    def compress(self, model, data, spec):  # pragma: no cover - interface
         """A new fitted model from the fitted ``model``; ``data`` is the parent's Dataset."""
         raise NotImplementedError
 
     def save(self, model, folder: Path) -> None:
         """Write what the estimator's own ``save`` does not (default: nothing)."""
 
-    def restore(self, model, folder: Path):
+    def restore(self, model, folder: Path, spec):
         """Re-apply the method to a loaded child (default: nothing to do)."""
         return model
 
@@ -105,24 +106,16 @@ def available_compressors() -> list[str]:
     return sorted(_METHODS)
 
 
-def get_compressor(method: str, task: str | None = None, **settings) -> Compressor:
-    """An instance of ``method`` with ``settings``; a clear error lists what exists."""
+def get_compressor(method: str, **settings) -> Compressor:
+    """An instance of ``method`` with ``settings``; a clear error lists what exists. Whether it fits
+    a model's task is :meth:`Compressor.supports` (``aimass.compress`` checks it)."""
     _discover()
     if method not in _METHODS:
         raise NotFoundError(
             f"Unknown compression method '{method}'; available: {', '.join(sorted(_METHODS))}.",
             hint="Pass one of the available methods with --method.",
         )
-    cls = _METHODS[method]
-    if task and not cls.supports(task):
-        from aimass.tasks import available_tasks
-
-        tasks = [t for t in available_tasks() if cls.supports(t)]
-        raise ConfigError(
-            f"Method '{method}' does not support {task} models (it supports {', '.join(tasks)}).",
-            hint=f"Use one of: {', '.join(m for m in sorted(_METHODS) if _METHODS[m].supports(task))}.",
-        )
-    return cls(**settings)
+    return _METHODS[method](**settings)
 
 
 def saved(model, folder: Path) -> None:
@@ -134,11 +127,12 @@ def saved(model, folder: Path) -> None:
     (Path(folder) / FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False))
 
 
-def restore(model, folder: Path):
-    """Called at the end of an estimator's ``load``: re-applies the method of a compressed child."""
+def restore(model, folder: Path, spec):
+    """Called at the end of an estimator's ``load`` with its task spec: re-applies the method of a
+    compressed child."""
     path = Path(folder) / FILE
     if not path.exists():
         return model
     info = json.loads(path.read_text())
     model.compression_ = info
-    return get_compressor(info["method"], **info["settings"]).restore(model, Path(folder))
+    return get_compressor(info["method"], **info["settings"]).restore(model, Path(folder), spec)

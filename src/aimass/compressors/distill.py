@@ -20,7 +20,7 @@ exports and serves like any other version.
 Example:
     >>> from aimass.compressors import get_compressor
     >>> method = get_compressor("distill", layers=2, time_budget="2m")
-    >>> child = method.compress(parent, dataset)  # doctest: +SKIP
+    >>> child = method.compress(parent, dataset, get_task(parent.task))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ from pydantic import BaseModel, Field, field_validator
 from torch import nn
 
 from aimass.backbones import layers
+from aimass.backbones.text_net import Timer, embed
 from aimass.compressors import Compressor, register_compressor, structure
-from aimass.encoders import Timer, embed
+from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError
-from aimass.lexical import rows
-from aimass.tasks.classification import holdout, parse_config
+from aimass.estimator import parse_config
+from aimass.store import registry
+from aimass.tfidf.branch import rows
 from aimass.train import stages
 
 IGNORE = -100  # the label of an unlabelled text (cross-entropy's ignore_index)
@@ -92,8 +94,8 @@ class Distill(Compressor):
     per_task = True  # the task's strategy: an encoder loses layers, an image net top-stage blocks
     trains = True
 
-    def compress(self, model, data):
-        return self.strategy(model)(model, data, self.settings)
+    def compress(self, model, data, spec):
+        return self.strategy(spec)(model, data, self.settings)
 
 
 def distill_encoder(model, data, given: dict):
@@ -122,9 +124,7 @@ def pick_layers(n: int, k: int) -> list[int]:
 
 
 def _load_teachers(refs: list[str], parent) -> list:
-    from aimass import api
-
-    teachers = [api.load(ref) for ref in refs]
+    teachers = [_load(ref, parent) for ref in refs]
     for ref, teacher in zip(refs, teachers, strict=True):
         if list(getattr(teacher, "classes_", [])) != list(parent.classes_):
             raise ConfigError(
@@ -132,6 +132,18 @@ def _load_teachers(refs: list[str], parent) -> list:
                 hint="Every teacher must be trained on the same labels as the parent.",
             )
     return teachers
+
+
+def _load(ref: str, parent):
+    """The registered version ``ref``, loaded by the parent's estimator class (a teacher is a model
+    of the parent's task; compressors sit below the task registry)."""
+    record = registry.get_version(ref)
+    if record.task != parent.task:
+        raise ConfigError(
+            f"Teacher {ref} is a {record.task} model, the parent a {parent.task} model.",
+            hint="Every teacher must be trained on the same labels as the parent.",
+        )
+    return type(parent).load(registry.open_folder(record))
 
 
 def student_of(parent):

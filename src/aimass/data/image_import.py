@@ -30,7 +30,7 @@ from aimass.data.dataset import DATA_FILE, REJECTS_FILE, Dataset
 from aimass.data.image_layout import Item, Layout, image_files, manifest_columns, read_layout
 from aimass.data.images import check_image, pixel_limit, read_image_file
 from aimass.data.split import check_column_splits, check_fractions, random_splits
-from aimass.data.store import (
+from aimass.data.storage import (
     ID_LENGTH,
     atomic_copy,
     atomic_write,

@@ -8,7 +8,7 @@ from aimass.data.dataset import Dataset
 from aimass.data.image_import import import_images, looks_like_images
 from aimass.data.pairs_import import import_pairs, looks_like_pairs
 from aimass.data.split import check_column_splits, check_fractions, random_splits
-from aimass.data.store import (
+from aimass.data.storage import (
     ID_LENGTH,
     canonical_lines,
     compute_digest,

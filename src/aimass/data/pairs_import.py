@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aimass.data.dataset import Dataset
 from aimass.data.read import make_reject, read_source
-from aimass.data.store import (
+from aimass.data.storage import (
     ID_LENGTH,
     compute_digest,
     existing,
@@ -38,6 +38,7 @@ from aimass.data.store import (
 )
 from aimass.data.validate import sort_rejects
 from aimass.errors import DataError
+from aimass.llm.backbone import get_llm_backbone, load_tokenizer
 
 FORMAT_VERSION = 1
 ROLES = ("system", "user", "assistant")
@@ -170,8 +171,6 @@ def import_pairs(
     Raises:
         DataError: Fewer than ``min_rows`` good examples (the message counts the rejects by reason).
     """
-    from aimass.llm.backbone import get_llm_backbone, load_tokenizer
-
     path = Path(path)
     spec = get_llm_backbone(backbone)
     limit = max_tokens or spec.context_length

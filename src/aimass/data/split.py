@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -108,3 +108,20 @@ def check_column_splits(rows: list[dict], where: str) -> list[str]:
         if present.get(split)
         for label in sorted(classes - present[split])
     ]
+
+
+def holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:
+    """Carve a stratified validation split (10%, at least one per class) out of ``train``."""
+    from sklearn.model_selection import train_test_split  # heavy (~1 s): aimass.data stays light
+
+    items, labels = train
+    counts = Counter(labels)
+    n_valid = max(len(counts), round(0.1 * len(items)))
+    if min(counts.values()) < 2 or n_valid > len(items) - len(counts):
+        rare = min(counts, key=counts.get)
+        raise DataError(
+            f"Too few examples to hold out validation data: class '{rare}' has {counts[rare]}.",
+            hint="Give every class at least 2 examples (8 or more works much better), or pass valid data.",
+        )
+    a, b, ya, yb = train_test_split(items, labels, test_size=n_valid, stratify=labels, random_state=seed)
+    return (list(a), list(ya)), (list(b), list(yb))

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from aimass.data.images import open_image
+
 
 def confusion_png(report: dict, path: Path, title: str = "Confusion matrix") -> Path:
     """Draw ``report["confusion_matrix"]`` with counts in each cell."""
@@ -36,8 +38,6 @@ def confusion_png(report: dict, path: Path, title: str = "Confusion matrix") -> 
 def top_losses_png(rows: list[dict], path: Path, columns: int = 4) -> Path:
     """A grid of the most confidently wrong images (fastai's ``plot_top_losses``): each titled
     predicted / actual / probability of the prediction / loss."""
-    from aimass.data.images import open_image
-
     n = len(rows)
     cols = min(columns, n)
     lines = -(-n // cols)

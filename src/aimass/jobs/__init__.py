@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 from aimass.errors import JobError
-from aimass.jobs import store
+from aimass.jobs import custom, state
 from aimass.jobs.kinds import KINDS, Kind, get_kind
 from aimass.jobs.logs import log_path, log_tail
 from aimass.jobs.runner import Runner
@@ -41,14 +41,12 @@ __all__ = [
 def upload_code(source) -> dict:
     """Store code for custom jobs (a folder, an archive file or an open archive); returns its id
     as ``{"code": ...}``. See :func:`aimass.jobs.custom.upload_code`."""
-    from aimass.jobs.custom import upload_code as upload  # pulls in aimass.data: only when used
-
-    return upload(source)
+    return custom.upload_code(source)
 
 
 def kind_of(job_id: str) -> Kind:
     """The kind of a stored job (its ``scope`` says who may submit or retry it)."""
-    return get_kind(store.get(job_id).kind)
+    return get_kind(state.get(job_id).kind)
 
 
 def submit(kind: str, params: dict | None = None, *, timeout_s: float | None = None, guard=None) -> dict:
@@ -60,23 +58,23 @@ def submit(kind: str, params: dict | None = None, *, timeout_s: float | None = N
         guard(params)
     if timeout_s is not None and timeout_s <= 0:
         raise JobError("The timeout must be positive.", code="timeout_invalid", hint="e.g. --timeout 30m.")
-    return store.create(kind, params, timeout_s=timeout_s).to_dict()
+    return state.create(kind, params, timeout_s=timeout_s).to_dict()
 
 
 def list_jobs(status: str | None = None, limit: int = 100) -> list[dict]:
-    return [j.to_dict() for j in store.list_jobs(status, limit)]
+    return [j.to_dict() for j in state.list_jobs(status, limit)]
 
 
 def show(job_id: str) -> dict:
     """The job, its events and the last lines of its log."""
-    info = store.get(job_id).to_dict()
-    info["events"] = [e.to_dict() for e in store.events(job_id)]
+    info = state.get(job_id).to_dict()
+    info["events"] = [e.to_dict() for e in state.events(job_id)]
     info["log_tail"] = log_tail(job_id, 10)
     return info
 
 
 def logs(job_id: str, tail: int | None = None) -> str:
-    store.get(job_id)
+    state.get(job_id)
     path = log_path(job_id)
     text = path.read_text(errors="replace") if path.exists() else ""
     return "\n".join(text.splitlines()[-tail:]) if tail else text
@@ -84,21 +82,21 @@ def logs(job_id: str, tail: int | None = None) -> str:
 
 def cancel(job_id: str) -> dict:
     """Cancel a queued job now, or ask the runner to stop a running one."""
-    job = store.get(job_id)
-    if job.status in store.ENDED:
+    job = state.get(job_id)
+    if job.status in state.ENDED:
         raise JobError(
             f"Job {job_id} already ended ({job.status}).",
             code="job_already_ended",
             hint="Only queued or running jobs can be cancelled; `aimass jobs retry` starts it again.",
         )
-    if not store.cancel_queued(job_id):
-        store.request_cancel(job_id)
-    return store.get(job_id).to_dict()
+    if not state.cancel_queued(job_id):
+        state.request_cancel(job_id)
+    return state.get(job_id).to_dict()
 
 
 def retry(job_id: str) -> dict:
     """Queue a new job with the same kind and params as a failed or cancelled one."""
-    job = store.get(job_id)
+    job = state.get(job_id)
     if job.status not in ("failed", "cancelled"):
         raise JobError(
             f"Job {job_id} is {job.status}; only failed or cancelled jobs can be retried.",
@@ -106,15 +104,15 @@ def retry(job_id: str) -> dict:
             hint="Wait for it to end, or submit a new job.",
         )
     get_kind(job.kind).check(dict(job.params))
-    new = store.create(job.kind, job.params, timeout_s=job.timeout_s, retry_of=job.id)
-    store.event(job.id, "retried", f"retried as job {new.id}")
+    new = state.create(job.kind, job.params, timeout_s=job.timeout_s, retry_of=job.id)
+    state.event(job.id, "retried", f"retried as job {new.id}")
     return new.to_dict()
 
 
 def wait(job_id: str, timeout_s: float | None = None, poll_s: float = 0.5) -> dict:
     """Block until the job ends (or ``timeout_s`` passes); returns it."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while (job := store.get(job_id)).status not in store.ENDED:
+    while (job := state.get(job_id)).status not in state.ENDED:
         if deadline is not None and time.monotonic() > deadline:
             break
         time.sleep(poll_s)
@@ -130,14 +128,14 @@ def run_foreground(job_id: str, *, echo=None) -> dict:
     runner = Runner(parallel=1, poll_s=0.3)
     offset = 0
     while True:
-        job = store.get(job_id)
+        job = state.get(job_id)
         if job.status == "queued":
             runner._start(job_id)
         elif job.status == "running" and job_id in runner.attempts:
             runner.tick_one(job_id)
         if echo is not None:
             offset = _echo(job_id, offset, echo)
-        if job.status in store.ENDED:
+        if job.status in state.ENDED:
             return show(job_id)
         time.sleep(0.3)
 

@@ -41,12 +41,15 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from aimass import paths
+from aimass import paths, workflow
+from aimass.data import load_dataset
 from aimass.data.archive import extract_archive
 from aimass.data.limits import MIB, limit, mebibytes
 from aimass.errors import DataError, JobError, NotFoundError, TooLargeError
 from aimass.jobs.explain import ScriptFailed
 from aimass.jobs.logs import log_tail
+from aimass.store import registry
+from aimass.tasks import available_tasks, get_task
 
 CODE_ID = re.compile(r"[0-9a-f]{32}")
 MAX_UPLOAD_BYTES = 64 * MIB  # the archive (env AIMASS_MAX_CODE_UPLOAD_BYTES)
@@ -267,8 +270,6 @@ def _dataset_id(data) -> str:
         raise JobError(
             "The job needs a dataset.", code="data_missing", hint="Pass --data DATASET_ID_OR_NAME."
         )
-    from aimass.data import load_dataset
-
     try:
         return load_dataset(str(data)).id
     except NotFoundError:
@@ -282,8 +283,6 @@ def _dataset_id(data) -> str:
 # -------------------------------------------------------------- running
 def run(params: dict, ctx) -> dict:
     """Run the script to completion in its own process; register what it leaves in the output dir."""
-    from aimass.data import load_dataset
-
     params = check(params)
     ds = load_dataset(params["data"])
     output = Path(ctx.run_dir) / "output"
@@ -312,14 +311,8 @@ def run(params: dict, ctx) -> dict:
 
 
 def _register(output: Path, meta: dict, params: dict, ctx) -> dict:
-    from aimass import api
-    from aimass.store import registry
-    from aimass.tasks import get_task
-
     if (done := registry.version_of_run(ctx.run_id)) is not None:
         return {"model": done.ref}
-    from aimass.tasks import available_tasks
-
     if meta.get("task") not in available_tasks():
         raise JobError(
             f"{output / 'model.json'} names task {meta.get('task')!r}, which aimass does not know.",
@@ -330,6 +323,6 @@ def _register(output: Path, meta: dict, params: dict, ctx) -> dict:
     name = params.get("name") or Path(params["entry"]).stem
     settings = {"custom": params["entry"], "code": params["code"], "args": params["args"]}
     registry.start_run(model.task, settings, params["data"], run_id=ctx.run_id)
-    record = api.register(model, registry.check_name(name), run_id=ctx.run_id)
+    record = workflow.register(model, registry.check_name(name), run_id=ctx.run_id)
     registry.finish_run(ctx.run_id, "succeeded")
     return {"model": record.ref}

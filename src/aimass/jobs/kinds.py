@@ -1,6 +1,7 @@
 """What a job can do: a table of kinds, each a ``check`` (at submit time) and a ``run``.
 
-A kind's ``run(params, ctx)`` calls the Python API and returns a JSON-able result. ``ctx`` gives
+A kind's ``run(params, ctx)`` calls a workflow (:mod:`aimass.workflow`, what the Python API
+re-exports) and returns a JSON-able result. ``ctx`` gives
 it a stable run folder (checkpoints survive a killed worker), ``ctx.resume`` (True from the
 second attempt on) and ``ctx.progress(fraction, message)``. A kind's ``scope`` is what an API key
 needs to submit it over REST: ``manage`` for kinds that call aimass, ``jobs:code`` for ``custom``,
@@ -12,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aimass import workflow
+from aimass.autolearn import auto
 from aimass.errors import ConfigError
+from aimass.jobs import custom
 from aimass.tasks import DEFAULT_TASK
 
 
@@ -60,24 +64,20 @@ def _require(params: dict, *keys: str) -> dict:
 # ------------------------------------------------------------------ kinds
 @register_kind("import", "import and validate a data file or folder", lambda p: _require(p, "path"))
 def run_import(params: dict, ctx) -> dict:
-    from aimass import api
-
     options = {k: v for k, v in params.items() if k != "path"}
     ctx.progress(0.05, f"importing {params['path']}")
-    ds = api.import_dataset(params["path"], **options)
+    ds = workflow.import_dataset(params["path"], **options)
     summary = ds.summary()
     return {"dataset": ds.id, "name": ds.name, "rows": summary.get("rows"), "rejects": summary.get("rejects")}
 
 
 @register_kind("train", "fine-tune, evaluate and register a model", lambda p: _require(p, "data"))
 def run_train(params: dict, ctx) -> dict:
-    from aimass import api
-
     settings = dict(params)
     task = settings.pop("task", DEFAULT_TASK)
     data, name = settings.pop("data"), settings.pop("name", None)
     ctx.progress(0.02, "loading the data and the backbone")
-    result = api.train_model(
+    result = workflow.train_model(
         task, data, name=name, resume=ctx.resume, progress=False, run_id=ctx.run_id, **settings
     )
     return {**result, "accuracy": result["metrics"].get("accuracy")}
@@ -85,22 +85,18 @@ def run_train(params: dict, ctx) -> dict:
 
 @register_kind("evaluate", "score a registered version on held-out data", lambda p: _require(p, "model"))
 def run_evaluate(params: dict, ctx) -> dict:
-    from aimass import api
-
     ctx.progress(0.1, f"evaluating {params['model']}")
-    report = api.evaluate(params["model"], params.get("data"), save=bool(params.get("save", False)))
+    report = workflow.evaluate(params["model"], params.get("data"), save=bool(params.get("save", False)))
     keys = ("n", "accuracy", "macro_f1")
     return {"model": params["model"], **{k: report[k] for k in keys if k in report}}
 
 
 @register_kind("compress", "compress a version into a gated child", lambda p: _require(p, "model", "method"))
 def run_compress(params: dict, ctx) -> dict:
-    from aimass import api
-
     settings = dict(params)
     ref, method = settings.pop("model"), settings.pop("method")
     ctx.progress(0.05, f"compressing {ref} with {method}")
-    result = api.compress(ref, method, run_id=ctx.run_id, **settings)
+    result = workflow.compress(ref, method, run_id=ctx.run_id, **settings)
     return {"model": result["model"], "parent": result["parent"], "gate": result["gate"]}
 
 
@@ -108,8 +104,6 @@ def run_compress(params: dict, ctx) -> dict:
     "auto", "data folder to an evaluated (optionally deployed) model", lambda p: _require(p, "path")
 )
 def run_auto(params: dict, ctx) -> dict:
-    from aimass.autolearn import auto
-
     settings = dict(params)
     path = settings.pop("path")
     return auto(
@@ -117,16 +111,8 @@ def run_auto(params: dict, ctx) -> dict:
     )
 
 
-def _check_custom(params: dict) -> dict:
-    from aimass.jobs.custom import check
-
-    return check(params)
-
-
 @register_kind(
-    "custom", "your own training script (uploaded) on a stored dataset", _check_custom, scope="jobs:code"
+    "custom", "your own training script (uploaded) on a stored dataset", custom.check, scope="jobs:code"
 )
 def run_custom(params: dict, ctx) -> dict:
-    from aimass.jobs.custom import run
-
-    return run(params, ctx)
+    return custom.run(params, ctx)

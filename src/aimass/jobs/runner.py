@@ -23,7 +23,7 @@ from sqlalchemy import literal_column, select
 
 from aimass import paths
 from aimass.errors import JobError
-from aimass.jobs import explain, store
+from aimass.jobs import explain, state
 from aimass.jobs.logs import log_path, log_tail
 from aimass.store.db import JobRecord, session
 
@@ -113,13 +113,13 @@ class Runner:
     # -------------------------------------------------------------- work
     def recover(self) -> None:
         """Adopt live workers of running jobs; requeue (or fail) the attempts whose worker died."""
-        for job in store.list_jobs("running", limit=10_000):
+        for job in state.list_jobs("running", limit=10_000):
             if job.id in self.attempts:
                 continue
             pid = job.worker_pid if alive(job.worker_pid, job.id) else find_worker(job.id)
             if pid is not None:
                 self.attempts[job.id] = Attempt(job.id, job.attempt, pid, time.monotonic())
-                store.event(
+                state.event(
                     job.id,
                     "adopted",
                     f"a new runner (pid {os.getpid()}) took over the worker",
@@ -157,7 +157,7 @@ class Runner:
             return s.scalar(query)
 
     def _start(self, job_id: str) -> None:
-        job = store.claim(job_id, os.getpid())
+        job = state.claim(job_id, os.getpid())
         if job is None:
             return
         log = log_path(job_id)
@@ -173,20 +173,20 @@ class Runner:
                 start_new_session=True,  # its own group: survives the runner, dies whole on cancel
                 env={**os.environ, "AIMASS_HOME": str(paths.home()), "PYTHONUNBUFFERED": "1"},
             )
-        store.set_worker(job_id, job.attempt, process.pid)
+        state.set_worker(job_id, job.attempt, process.pid)
         self.attempts[job_id] = Attempt(job_id, job.attempt, process.pid, time.monotonic(), process)
 
     def _police(self, attempt: Attempt) -> None:
-        job = store.get(attempt.job_id)
+        job = state.get(attempt.job_id)
         if job.status != "running" or job.attempt != attempt.attempt:
             return
         if job.cancel_requested:
             self._kill(attempt)
             error = {"cause": "cancelled", "message": "Cancelled by request.", "hint": None, "traceback": ""}
-            store.finish(job.id, attempt.attempt, "cancelled", error=error)
+            state.finish(job.id, attempt.attempt, "cancelled", error=error)
         elif job.timeout_s and time.monotonic() - attempt.began > job.timeout_s:
             self._kill(attempt)
-            store.finish(job.id, attempt.attempt, "failed", error=explain.timeout(job.timeout_s))
+            state.finish(job.id, attempt.attempt, "failed", error=explain.timeout(job.timeout_s))
 
     def _kill(self, attempt: Attempt) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -196,19 +196,19 @@ class Runner:
         self.attempts.pop(attempt.job_id, None)
 
     def _ended(self, attempt: Attempt, code: int) -> None:
-        job = store.get(attempt.job_id)
+        job = state.get(attempt.job_id)
         if job.status == "running" and job.attempt == attempt.attempt:  # died without an end state
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             self._died(job.id, job.attempt, code, f"the worker process ended ({how}) before the job did")
 
     def _died(self, job_id: str, attempt: int, code: int, reason: str) -> None:
-        job = store.get(job_id)
+        job = state.get(job_id)
         if job.cancel_requested:
             error = {"cause": "cancelled", "message": "Cancelled by request.", "hint": None, "traceback": ""}
-            store.finish(job_id, attempt, "cancelled", error=error)
+            state.finish(job_id, attempt, "cancelled", error=error)
         elif attempt < job.max_attempts:
-            store.requeue(job_id, attempt, f"{reason}; it will resume from its last checkpoint")
+            state.requeue(job_id, attempt, f"{reason}; it will resume from its last checkpoint")
         else:
             error = explain.killed(code, 0, log_tail(job_id))
             error["message"] += f" It died {attempt} times; giving up."
-            store.finish(job_id, attempt, "failed", error=error)
+            state.finish(job_id, attempt, "failed", error=error)

@@ -14,8 +14,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from aimass.jobs import explain, kinds, store
+from aimass.jobs import explain, kinds, state
 from aimass.jobs.logs import run_dir
+from aimass.train.progress import observe
 
 BEAT_S = 2.0
 
@@ -71,17 +72,15 @@ def _heartbeat(ctx: Context, stop: threading.Event) -> None:
         values = {k: ctx.state[k] for k in ("progress", "eta_s")}
         values["message"] = str(ctx.state["message"])[:1000]
         try:
-            store.beat(ctx.job_id, ctx.attempt, **values)
+            state.beat(ctx.job_id, ctx.attempt, **values)
         except Exception as exc:  # a busy database must not kill the work; the next beat retries
             print(f"[heartbeat] {exc}", file=sys.stderr, flush=True)
 
 
 def execute(job_id: str, attempt: int) -> str:
     """Run the attempt in this process; returns the end state it recorded (or "lost")."""
-    from aimass.train.progress import observe
-
-    job = store.get(job_id)
-    if not store.set_worker(job_id, attempt, os.getpid()):  # the attempt was requeued or ended
+    job = state.get(job_id)
+    if not state.set_worker(job_id, attempt, os.getpid()):  # the attempt was requeued or ended
         print(f"attempt {attempt} of job {job_id} is no longer current; not running it", flush=True)
         return "lost"
     ctx = Context(job_id, attempt, str(run_dir(job_id)), resume=attempt > 1)
@@ -98,7 +97,7 @@ def execute(job_id: str, attempt: int) -> str:
     finally:
         stop.set()
         beat.join(timeout=5)
-    ended = store.finish(job_id, attempt, status, **payload)
+    ended = state.finish(job_id, attempt, status, **payload)
     return status if ended else "lost"
 
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
-from safetensors.torch import save_model
 
 from aimass import paths
-from aimass.backbones import package_dir
 from aimass.errors import ConfigError, NotFoundError
+from aimass.paths import package_dir
 
 SMOLLM2 = "smollm2-135m"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -71,6 +70,7 @@ def _complete(folder: Path) -> bool:
 
 def convert(dest: Path) -> Path:
     """Dequantise the shipped GGUF into a transformers folder (safetensors) at ``dest``."""
+    from safetensors.torch import save_model  # heavy: torch (aimass.data imports this module)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

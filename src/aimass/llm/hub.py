@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from aimass.llm.backbone import get_llm_backbone
+
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -87,8 +89,6 @@ class Hub:
     def base(self, backbone: str) -> Base:
         with self._lock:
             if backbone not in self._bases:
-                from aimass.llm.backbone import get_llm_backbone
-
                 tokenizer, model = get_llm_backbone(backbone).load()
                 for p in model.parameters():
                     p.requires_grad_(False)

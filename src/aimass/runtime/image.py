@@ -7,10 +7,10 @@ The folder (written by :meth:`aimass.tasks.image_classification.ImageClassifier.
   ``tta``, are inside the graph;
 * ``runtime.json``: classes, the crop size ``S``, the size the shorter side is resized to first.
 
-The preprocessing here is also what the torch estimator uses (:func:`square`), so both see the
-same pixels: decode with the platform limits (:func:`aimass.data.images.open_image`: pixel limit
-checked from the header, EXIF orientation, RGB), resize the shorter side (bicubic), take the
-centre square, then the centre crop.
+The preprocessing is :mod:`aimass.backbones.image_preprocess`, which the torch estimator uses
+too, so both see the same pixels: decode with the platform limits
+(:func:`aimass.data.images.open_image`: pixel limit checked from the header, EXIF orientation,
+RGB), resize the shorter side (bicubic), take the centre square, then the centre crop.
 
 Example:
     >>> from aimass.runtime.image import ImageRuntime
@@ -21,53 +21,13 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from aimass.data.images import open_image
+from aimass.backbones.image_preprocess import center, square, where
 from aimass.runtime.onnx_export import session, softmax
-
-
-def square(item, size: int, where: str = "") -> Image.Image:
-    """One image (path, bytes, PIL image or array) as an RGB ``size x size`` square: the shorter
-    side resized to ``size`` (bicubic), then the centre square."""
-    if isinstance(item, Image.Image):
-        image = item.convert("RGB")
-    elif isinstance(item, np.ndarray):
-        array = item if item.dtype == np.uint8 else np.clip(item * (255 / max(item.max(), 1e-9)), 0, 255)
-        image = Image.fromarray(array.astype(np.uint8)).convert("RGB")
-    else:
-        image = open_image(item, where=where)
-    w, h = image.size
-    scale = size / min(w, h)
-    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
-    w, h = image.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
-def center(squares: np.ndarray, size: int) -> np.ndarray:
-    """The centre ``size x size`` crop of ``uint8 [N, H, W, 3]``, as float32 ``[N, 3, size, size]``
-    in [0, 1]."""
-    top, left = (squares.shape[1] - size) // 2, (squares.shape[2] - size) // 2
-    crop = squares[:, top : top + size, left : left + size].transpose(0, 3, 1, 2)
-    return crop.astype(np.float32) / np.float32(255.0)
-
-
-def bmp_bytes(image: Image.Image) -> bytes:
-    """``image`` as an uncompressed BMP file: lossless and quick to write and read back."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="BMP")
-    return buffer.getvalue()
-
-
-def where(item, i: int) -> str:
-    """The name an image goes by in error messages."""
-    return str(item) if isinstance(item, str | Path) else f"image {i}"
 
 
 class ImageRuntime:

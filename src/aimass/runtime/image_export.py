@@ -19,10 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from aimass.backbones.image_net import ImageNet, to_pixels
+from aimass.backbones.image_preprocess import BASE_SCALE, center, square, where
 from aimass.data.images import byte_limit, pixel_limit
+from aimass.runtime.image import ImageRuntime
 from aimass.runtime.onnx_export import export_graph, quantize_static_int8
+from aimass.train import augment
 from aimass.version import __version__
 
 FORMAT = 1
@@ -52,8 +57,6 @@ class ImageLogits(nn.Module):
 def check_images() -> list[bytes]:
     """Small images that exercise the preprocessing: wide and tall, smaller and larger than the
     model's size, grey with alpha, and a JPEG whose EXIF says to rotate it."""
-    from PIL import Image
-
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:90, 0:160]
     gradient = np.stack([x * 255 // 159, y * 255 // 89, (x + y) * 255 // 248], -1).astype(np.uint8)
@@ -74,8 +77,6 @@ def check_images() -> list[bytes]:
 def graph_net(model) -> ImageLogits:
     """What the graph computes: a fresh BatchNorm-folded copy of the net (built outside inference
     mode, so the tracer can use its weights) behind :class:`ImageLogits`."""
-    from aimass.backbones.image_net import ImageNet
-
     net = model.net_.eval()
     fused = ImageNet(net.encoder.fuse_for_inference(), net.head, net.normalise).eval()
     return ImageLogits(fused, bool(model.tta)).eval()
@@ -90,8 +91,6 @@ def export_image(model, folder: str | Path, *, int8: bool = True, images: list |
     of accuracy points), with ranges measured on these images preprocessed as at inference. Without
     ``images`` the check images alone calibrate it: it still works, less accurately.
     """
-    from aimass.backbones.image_net import BASE_SCALE
-
     began = time.perf_counter()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,8 +139,6 @@ def calibration_feeds(images: list, resize: int, size: int) -> list[dict[str, np
     """``images`` as the graph's input, in batches, preprocessed exactly as
     :meth:`aimass.runtime.image.ImageRuntime.pixels` does it: the square, its centre crop, float32
     pixels in [0, 1]."""
-    from aimass.runtime.image import center, square, where
-
     feeds = []
     for begin in range(0, len(images), CALIBRATION_BATCH):
         chunk = images[begin : begin + CALIBRATION_BATCH]
@@ -171,10 +168,6 @@ def _quiet_quantizer():
 @torch.inference_mode()
 def check(model, net: ImageLogits, folder: Path, images: list, int8: bool) -> dict:
     """Largest absolute differences between torch and the exported graph(s), on the same images."""
-    from aimass.backbones.image_net import to_pixels
-    from aimass.runtime.image import ImageRuntime
-    from aimass.train import augment
-
     fp32 = ImageRuntime(folder)
     base = torch.stack([to_pixels(item, fp32.resize_) for item in images])
     torch_pixels = augment.center(base, fp32.image_size_)

@@ -15,8 +15,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer
 
 from aimass.runtime.onnx_export import session, softmax
+from aimass.tfidf import TfidfLite
 
 
 class TextRuntime:
@@ -29,8 +32,6 @@ class TextRuntime:
     """
 
     def __init__(self, folder: str | Path, *, int8: bool = False, threads: int | None = None):
-        from tokenizers import Tokenizer
-
         folder = Path(folder)
         self.folder, self.int8 = folder, int8
         meta = json.loads((folder / "runtime.json").read_text())
@@ -67,9 +68,6 @@ class TextRuntime:
 def _lexical(folder: Path):
     if not (folder / "lexical.json").exists():
         return None, None
-    from safetensors.numpy import load_file
-
-    from aimass.tfidf import TfidfLite
 
     meta = json.loads((folder / "lexical.json").read_text())
     tensors = load_file(str(folder / "lexical.safetensors"))

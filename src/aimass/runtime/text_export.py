@@ -12,8 +12,9 @@ import torch
 from safetensors.numpy import save_file
 from torch import nn
 
-from aimass.encoders import mean_pool
+from aimass.backbones.text_net import mean_pool
 from aimass.runtime.onnx_export import export_graph, quantize_int8
+from aimass.runtime.text import TextRuntime
 from aimass.version import __version__
 
 FORMAT = 1
@@ -84,8 +85,6 @@ def export_text(model, folder: str | Path, *, int8: bool = True, texts: list[str
 
 def check(model, folder: Path, texts: list[str], int8: bool) -> dict:
     """Largest absolute differences between the torch model and the exported graph(s)."""
-    from aimass.runtime.text import TextRuntime
-
     want_logits = model.logits(texts).numpy()
     want = model.predict_proba(texts)
     fp32 = TextRuntime(folder)

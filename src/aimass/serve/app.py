@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.handlers
+import queue
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
@@ -283,8 +286,6 @@ def _errors_as_json(app: FastAPI) -> dict:
     """The OpenAPI document, with every error answer as JSON (a route whose success is plain text,
     like job logs, still answers errors in the one JSON shape)."""
     if app.openapi_schema is None:
-        from fastapi.openapi.utils import get_openapi
-
         spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
         for operations in spec["paths"].values():
             for operation in operations.values():
@@ -418,9 +419,6 @@ def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, grace_s: float 
 def _log_off_the_event_loop():
     """Log lines go through a queue to a thread that writes them: a slow stderr never stalls
     requests. Returns the started listener."""
-    import logging.handlers
-    import queue
-
     lines: queue.SimpleQueue = queue.SimpleQueue()
     stream = logging.StreamHandler()
     stream.setFormatter(logging.Formatter("%(message)s"))

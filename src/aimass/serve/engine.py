@@ -25,6 +25,7 @@ from pathlib import Path
 
 from aimass import paths
 from aimass.compressors import get_compressor
+from aimass.compressors.onnx import stored_calibration
 from aimass.errors import AimassError, ConfigError, NotFoundError, Unavailable
 from aimass.serve import events
 from aimass.serve.batching import Batcher, BatchSettings
@@ -510,9 +511,7 @@ def exported(record, spec) -> dict:
     model = spec.estimator.load(registry.open_folder(record))
     tmp = folder.with_name(f"onnx.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    from aimass.compressors.onnx import stored_calibration
-
-    report = model.export_onnx(tmp, **stored_calibration(record.dataset_digest, record.task))
+    report = model.export_onnx(tmp, **stored_calibration(record.dataset_digest, spec))
     try:
         os.replace(tmp, folder)
     except OSError:  # another process exported it meanwhile

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 import uuid
+from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -174,8 +175,6 @@ def openai_models(engine) -> list[dict]:
 
 
 def _epoch(stamp) -> int:
-    from datetime import datetime
-
     try:
         return int(datetime.fromisoformat(str(stamp)).timestamp())
     except ValueError:

@@ -10,8 +10,12 @@ and each replica loads the weights (safetensors or ONNX) from the registry.
 from __future__ import annotations
 
 import logging
+import time
 
+from aimass import paths
+from aimass.serve.app import default_refs
 from aimass.serve.batching import BatchSettings
+from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
 
@@ -19,13 +23,13 @@ log = logging.getLogger("aimass.serve")
 def model_app(ref: str, settings: BatchSettings, backend: str = "torch"):
     """A bound Ray Serve application serving ``ref``."""
     from pydantic import ValidationError
-    from ray import serve
+    from ray import serve  # optional: aimass[ray]
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
     @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=settings.max_queue)
     class AimassModel:
-        def __init__(self, ref: str, backend: str):
+        def __init__(self, ref: str, backend: str):  # runs in a Ray worker: it imports what it uses
             from aimass.store import registry
             from aimass.tasks import get_task
 
@@ -58,14 +62,8 @@ def model_app(ref: str, settings: BatchSettings, backend: str = "torch"):
 
 def run(refs: list[str], host: str, port: int, settings: BatchSettings, *, block: bool = True) -> dict:
     """Start (or join) Ray, deploy each model, and serve until interrupted (unless ``block`` is off)."""
-    import time
-
-    import ray
+    import ray  # optional: aimass[ray]
     from ray import serve
-
-    from aimass import paths
-    from aimass.serve.app import default_refs
-    from aimass.store import registry
 
     if not ray.is_initialized():  # a local instance; RAY_ADDRESS joins an existing cluster
         env = {"AIMASS_HOME": str(paths.home()), "TOKENIZERS_PARALLELISM": "false"}

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
+
+from aimass.tasks.recipe import Recipe
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # the default largest request body (JSON texts)
 
@@ -129,6 +132,11 @@ class Task:
         return callable(getattr(cls.estimator, "export_onnx", None))
 
     @classmethod
+    def load_runtime(cls, folder: Path, int8: bool = False):
+        """The torch-free :attr:`runtime` over an exported ONNX ``folder`` (``int8``: its int8 graph)."""
+        return load_ref(cls.runtime)(folder, int8=int8)
+
+    @classmethod
     def request_item(cls, item: Any) -> Any:
         """One stored input (``Dataset.inputs()``) as it travels in a JSON request."""
         return item
@@ -136,8 +144,6 @@ class Task:
     @classmethod
     def curl_item(cls, item: Any) -> str:
         """One input as a JSON value inside a single-quoted shell string, for a curl example."""
-        import json
-
         return json.dumps(item, ensure_ascii=False).replace("'", "")
 
     @classmethod
@@ -171,9 +177,11 @@ class Task:
 
     # ---------------------------------------------------------- export
     @classmethod
-    def export_recipes(cls) -> dict[str, Any]:
-        """Format name -> :class:`aimass.exporters.Recipe`: how ``aimass export`` writes a folder
-        that runs without aimass. Default: none (the task cannot be exported)."""
+    def export_recipes(cls) -> dict[str, Recipe]:
+        """Format name -> :class:`Recipe`: how ``aimass export`` writes a folder that runs without
+        aimass. Default: none (the task cannot be exported, unless the export layer registers
+        recipes for it: :func:`aimass.exporters.register_export`, as it does for the
+        classification tasks)."""
         return {}
 
     # ------------------------------------------------------ auto-learn

@@ -1,7 +1,8 @@
-"""What every classification task shares, written once: the validation hold-out, the config parser,
-the estimator's predict/evaluate/save/load bookkeeping (:class:`Classifier`), request checks, the
-response schema, one serving handler (:class:`Handler`) and the task spec's defaults
-(:class:`ClassificationTask`).
+"""What every classification task shares, written once: the estimator's predict/evaluate/save/load
+bookkeeping (:class:`Classifier`), request checks, the response schema, one serving handler
+(:class:`Handler`) and the task spec's defaults (:class:`ClassificationTask`). The validation
+hold-out is :func:`aimass.data.split.holdout` and the config parser
+:func:`aimass.estimator.parse_config` (compressors use them too).
 
 >>> import numpy as np
 >>> encode_scores(["neg", "pos"], np.array([[0.2, 0.8]]))["predictions"][0]["label"]
@@ -11,54 +12,18 @@ response schema, one serving handler (:class:`Handler`) and the task spec's defa
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel
 
-from aimass.errors import ConfigError, DataError, VersionError
+from aimass.errors import VersionError
 from aimass.estimator import Estimator
 from aimass.tasks.base import Task, load_ref
 from aimass.version import __version__
 
 FORMAT = 1  # of model.json; a model written with another format fails to load with both versions named
-
-
-def parse_config(config_class, params: dict, owner: str):
-    """``config_class(**params)`` with the time budget parsed; an invalid value is a ConfigError
-    naming the parameter, what was wrong and what was given (sklearn style)."""
-    from aimass import budget
-
-    params = dict(params, time_budget=budget.seconds(params.get("time_budget")))
-    try:
-        return config_class(**params)
-    except Exception as exc:  # pydantic.ValidationError
-        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
-        name = first["loc"][0]
-        raise ConfigError(
-            f"The '{name}' parameter of {owner} is invalid: {first['msg']}. "
-            f"Got {params.get(name)!r} instead.",
-            hint=f"See {owner}'s docstring or `aimass train --help` for valid values.",
-        ) from None
-
-
-def holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:
-    """Carve a stratified validation split (10%, at least one per class) out of ``train``."""
-    from sklearn.model_selection import train_test_split
-
-    items, labels = train
-    counts = Counter(labels)
-    n_valid = max(len(counts), round(0.1 * len(items)))
-    if min(counts.values()) < 2 or n_valid > len(items) - len(counts):
-        rare = min(counts, key=counts.get)
-        raise DataError(
-            f"Too few examples to hold out validation data: class '{rare}' has {counts[rare]}.",
-            hint="Give every class at least 2 examples (8 or more works much better), or pass valid data.",
-        )
-    a, b, ya, yb = train_test_split(items, labels, test_size=n_valid, stratify=labels, random_state=seed)
-    return (list(a), list(ya)), (list(b), list(yb))
 
 
 class Prediction(BaseModel):
@@ -127,7 +92,7 @@ class Classifier(Estimator):
 
     def _report(self, items: list, labels: list, top_k: int, names: list | None = None, column: str = "text"):
         """Accuracy, macro-F1, per-class scores, confusion matrix, top losses and unknown labels."""
-        from aimass.evaluation import classification_report, top_losses
+        from aimass.evaluation import classification_report, top_losses  # heavy: scikit-learn
 
         proba = self.predict_proba(items)
         predicted = [self.classes_[i] for i in proba.argmax(1)]
@@ -220,6 +185,6 @@ class ClassificationTask(Task):
 
     @classmethod
     def plots(cls, report: dict, folder: Path) -> list[Path]:
-        from aimass.evaluation.plots import confusion_png
+        from aimass.evaluation.plots import confusion_png  # heavy: matplotlib
 
         return [confusion_png(report, Path(folder) / "confusion_matrix.png")]

@@ -10,38 +10,45 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
+import random
 import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from aimass import compressors
+from aimass import compressors, paths
 from aimass.backbones import get_backbone, layers
 from aimass.backbones.image_net import BASE_SCALE, ImageNet, to_pixels
 from aimass.backbones.image_net import build as _build
 from aimass.backbones.image_net import lower as _lower
 from aimass.backbones.image_net import pixels as _pixels
-from aimass.data.images import byte_limit, total_pixels
-from aimass.encoders import Timer
+from aimass.backbones.image_preprocess import bmp_bytes, square
+from aimass.backbones.text_net import Timer
+from aimass.compressors import image_student
+from aimass.data import looks_like_images
+from aimass.data.images import byte_limit, check_image, total_pixels
+from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError, TooLargeError
-from aimass.runtime.image import bmp_bytes, square
+from aimass.estimator import parse_config
+from aimass.runtime.image_export import export_image
 from aimass.tasks import register_task
 from aimass.tasks.classification import (
     ClassificationTask,
     Classifier,
     check_items,
-    holdout,
-    parse_config,
 )
 from aimass.tasks.classification import (
     Handler as ClassifierHandler,
 )
 from aimass.train import augment, stages
+from aimass.train.cache import cached
 
 MAX_ITEMS = 64
 
@@ -107,8 +114,6 @@ def _item_bytes(item) -> bytes:
 def auto_size(items: list, default: int = 224) -> int:
     """The training size: the backbone's 224, or less for small images (Fashion-MNIST, icons),
     where upscaling adds compute but no detail."""
-    from aimass.data.images import check_image
-
     sample = items[:: max(1, len(items) // 50)]
     sides = []
     for item in sample:
@@ -230,9 +235,6 @@ class ImageClassifier(Classifier):
 
     def _features(self, cfg, digest, pixels, train, val) -> tuple[stages.Features, stages.Features]:
         """Stage-1 inputs: pooled features of the centre crops from the frozen (BN-folded) net."""
-        from aimass import paths
-        from aimass.train.cache import cached
-
         size = self.image_size_
         key = f"{self.backbone_}|{digest}|{size}|{len(train[0])}|{cfg.seed}"
         path = (
@@ -387,8 +389,6 @@ class ImageClassifier(Classifier):
         """Write a self-contained ONNX folder that :class:`aimass.runtime.image.ImageRuntime` serves
         without torch; returns the largest differences from this model on ``images`` plus a few
         built-in check images (and the files)."""
-        from aimass.runtime.image_export import export_image
-
         self.check_fitted()
         return export_image(self, folder, int8=int8, images=images)
 
@@ -416,14 +416,12 @@ class ImageClassifier(Classifier):
         model, meta = cls._read_meta(path)
         _, encoder = get_backbone(model.backbone_).load()
         if model.structure_:
-            from aimass.compressors import image_student
-
             image_student.apply(encoder, model.structure_)  # before the weights: shapes change
         model.net_ = _build(encoder, len(model.classes_), meta["feature_dim"])
         state = {k[4:]: v for k, v in load_file(str(path / "model.safetensors")).items()}
         cls._load_state(model.net_, state, path, model.backbone_)
         model.net_.eval()
-        return compressors.restore(model, path)
+        return compressors.restore(model, path, ImageClassification)
 
 
 @torch.inference_mode()
@@ -496,10 +494,6 @@ class Handler(ClassifierHandler):
 
 
 def _sample_png(array: np.ndarray) -> str:
-    import io
-
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
@@ -536,8 +530,6 @@ class ImageClassification(ClassificationTask):
     @classmethod
     def sniff(cls, path: Path) -> str | None:
         """A folder, archive or ``path,label`` manifest of images."""
-        from aimass.data import looks_like_images
-
         if not looks_like_images(path):
             return None
         kind = "an archive" if path.is_file() else "a folder"
@@ -546,7 +538,7 @@ class ImageClassification(ClassificationTask):
     @classmethod
     def sample_data(cls, per_class: int = 12) -> tuple[list[bytes], list[str]]:
         """A small real dataset (scikit-learn's scanned handwritten digits 0, 1 and 7, as PNGs)."""
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # heavy: scikit-learn, sample data only
 
         digits = load_digits()
         images, labels = [], []
@@ -559,8 +551,6 @@ class ImageClassification(ClassificationTask):
     @classmethod
     def eval_data(cls, path: Path, import_dataset) -> tuple[list, list] | None:
         """Every image of a folder, manifest or archive (imported as a dataset)."""
-        from aimass.data import looks_like_images
-
         if not (path.exists() and looks_like_images(path)):
             return None
         images = import_dataset(path)
@@ -568,7 +558,7 @@ class ImageClassification(ClassificationTask):
 
     @classmethod
     def plots(cls, report: dict, folder: Path) -> list[Path]:
-        from aimass.evaluation.plots import top_losses_png
+        from aimass.evaluation.plots import top_losses_png  # heavy: matplotlib
 
         out = super().plots(report, folder)
         if report.get("top_losses"):
@@ -596,16 +586,8 @@ class ImageClassification(ClassificationTask):
     def calibration(cls, data, n: int = 128, seed: int = 0) -> dict:
         """The int8 graph's calibration images: the first ``n`` of a seeded shuffle of the training
         split of an image Dataset (never valid or test)."""
-        import random
-
         if getattr(data, "kind", None) != cls.data_kind:
             return {}
         images = data.inputs("train")
         random.Random(seed).shuffle(images)
         return {"images": images[:n]}
-
-    @classmethod
-    def export_recipes(cls) -> dict:
-        from aimass import exporters
-
-        return {"onnx": exporters.IMAGE_ONNX, "safetensors": exporters.IMAGE_SAFETENSORS}

@@ -24,24 +24,28 @@ from safetensors.torch import load_file, save_file
 
 from aimass import compressors
 from aimass.backbones import default_backbone, get_backbone
+from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.compressors import structure
-from aimass.encoders import Head, TextNet, Timer, token_budget, token_counts
+from aimass.data import bbc_news_path, detect_language, read_table
+from aimass.data.read import TABLE_FORMATS
+from aimass.data.split import holdout
 from aimass.errors import DataError
-from aimass.lexical import Lexical
+from aimass.estimator import parse_config
+from aimass.runtime.text_export import export_text
 from aimass.tasks import register_task
 from aimass.tasks.classification import (
     ClassificationTask,
     Classifier,
     check_encodable,
     check_items,
-    holdout,
-    parse_config,
 )
 from aimass.tasks.classification import (
     Handler as ClassifierHandler,
 )
 from aimass.tfidf import settings_for
+from aimass.tfidf.branch import Lexical
 from aimass.train import stages
+from aimass.train.cache import cached_embeddings
 
 MAX_ITEMS = 256
 MAX_CHARS = 20000
@@ -71,8 +75,6 @@ def _config(params: dict) -> Config:
 
 def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
     """(train, valid, digest, language) from a Dataset or from (texts, labels)."""
-    from aimass.data import detect_language
-
     if hasattr(data, "texts"):
         train = (data.texts("train"), data.labels("train"))
         val = (data.texts("valid"), data.labels("valid"))
@@ -264,8 +266,6 @@ class TextClassifier(Classifier):
         return [self.prefix_ + t for t in texts] if self.prefix_ else list(texts)
 
     def _features(self, cfg, digest, train, val, progress) -> tuple[stages.Features, stages.Features | None]:
-        from aimass.train.cache import cached_embeddings
-
         val = val or ([], [])
         keep = self.net_.n_layers - self.unfrozen_ if self.unfrozen_ else None
         key = f"{self.backbone_}|{digest}|{self.max_length_}|{keep}|{len(train[0])}|{cfg.seed}"
@@ -384,8 +384,6 @@ class TextClassifier(Classifier):
     def export_onnx(self, folder: str | Path, *, int8: bool = True, texts: list[str] | None = None) -> dict:
         """Write a self-contained ONNX folder that :class:`aimass.runtime.text.TextRuntime` serves
         without torch; returns the largest differences from this model (and the files)."""
-        from aimass.runtime.text_export import export_text
-
         self.check_fitted()
         return export_text(self, folder, int8=int8, texts=texts)
 
@@ -432,7 +430,7 @@ class TextClassifier(Classifier):
         if meta["lexical_size"]:
             lex_meta = json.loads((path / "lexical.json").read_text())
             model.lexical_ = Lexical.from_state(lex_meta, tensors)
-        return compressors.restore(model, path)
+        return compressors.restore(model, path, TextClassification)
 
 
 # ------------------------------------------------------------------ serving
@@ -492,8 +490,6 @@ class TextClassification(ClassificationTask):
     @classmethod
     def sniff(cls, path: Path) -> str | None:
         """A CSV/TSV/JSONL table, or a folder of class sub-folders holding .txt files."""
-        from aimass.data.read import TABLE_FORMATS
-
         if path.is_file() and path.suffix.lower() in TABLE_FORMATS:
             return f"a {path.suffix.lower()[1:].upper()} table (text and label columns)"
         if path.is_dir() and next(path.rglob("*.txt"), None) is not None:
@@ -503,8 +499,6 @@ class TextClassification(ClassificationTask):
     @classmethod
     def sample_data(cls, per_class: int = 12) -> tuple[list[str], list[str]]:
         """A small real dataset (BBC News headlines and openings) for checks and demos."""
-        from aimass.data import bbc_news_path
-
         texts, labels = [], []
         for folder in sorted(bbc_news_path().iterdir()):
             for path in sorted(folder.glob("*.txt"))[:per_class]:
@@ -515,8 +509,6 @@ class TextClassification(ClassificationTask):
     @classmethod
     def eval_data(cls, path: Path, import_dataset=None) -> tuple[list, list] | None:
         """The text and label columns of a table file (rejected rows left out)."""
-        from aimass.data import read_table
-
         if not path.is_file():
             return None
         good, rejects, _ = read_table(path)
@@ -539,9 +531,3 @@ class TextClassification(ClassificationTask):
         """Texts cut to about 32 tokens, what latency at batch 1 is quoted on."""
         cjk = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
         return [t[:30] if len(cjk.findall(t[:100])) > 20 else " ".join(t.split()[:22]) for t in texts]
-
-    @classmethod
-    def export_recipes(cls) -> dict:
-        from aimass import exporters
-
-        return {"onnx": exporters.TEXT_ONNX, "safetensors": exporters.TEXT_SAFETENSORS}

@@ -24,14 +24,17 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
+from aimass.data import bbc_news_path
 from aimass.errors import DataError, VersionError
-from aimass.estimator import Estimator
+from aimass.estimator import Estimator, parse_config
 from aimass.llm import decode
+from aimass.llm.backbone import get_llm_backbone
 from aimass.llm.hub import HUB, LORA_TARGETS, Base
 from aimass.llm.metrics import exact_match, rouge_l
 from aimass.tasks import register_task
 from aimass.tasks.base import Task
-from aimass.tasks.classification import check_encodable, parse_config
+from aimass.tasks.classification import check_encodable
+from aimass.train.progress import make_progress
 from aimass.version import __version__
 
 FORMAT = 1
@@ -194,8 +197,6 @@ class TextGenerator(Estimator):
     ) -> TextGenerator:
         """Train a LoRA adapter on a chat Dataset's train split, conversations, or ``(prompts, answers)``."""
         from peft import LoraConfig, get_peft_model
-
-        from aimass.llm.backbone import get_llm_backbone
 
         cfg = parse_config(Config, self.get_params(), "TextGenerator")
         began = time.monotonic()
@@ -418,8 +419,6 @@ class TextGenerator(Estimator):
 
 def _progress(enabled: bool, total: int):
     """A rich progress bar with ETA (no-op when off or not a terminal): ``bar(step, loss)``."""
-    from aimass.train.progress import make_progress
-
     progress = make_progress(enabled)
     task = progress.add_task("LoRA", total=total, info="")
     progress.start()
@@ -487,8 +486,6 @@ class Handler:
 
 def headline_pairs(n: int = 32, chars: int = 300, skip: int = 0) -> tuple[list[str], list[str]]:
     """``n`` real (article opening, headline) pairs from BBC News, round-robin over the topics."""
-    from aimass.data import bbc_news_path
-
     folders = [sorted(f.glob("*.txt")) for f in sorted(bbc_news_path().iterdir())]
     prompts, answers = [], []
     for i in range(skip, skip + n):

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aimass import paths
-from aimass.encoders import embed
+from aimass.backbones.text_net import embed
 from aimass.train.progress import make_progress
 
 

@@ -26,9 +26,9 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
 from aimass.backbones import layers
-from aimass.encoders import block_seconds
+from aimass.backbones.text_net import block_seconds
 from aimass.evaluation import quick_scores
-from aimass.lexical import rows
+from aimass.tfidf.branch import rows
 from aimass.train.callbacks import (
     BestKeeper,
     Checkpoint,

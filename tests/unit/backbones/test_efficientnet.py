@@ -11,7 +11,7 @@ import torch
 
 from aimass.backbones import available_backbones, get_backbone, layers, param_groups
 from aimass.backbones import efficientnet as eff
-from aimass.encoders import Head
+from aimass.backbones.text_net import Head
 from aimass.errors import ConfigError, DataError, NotFoundError
 from aimass.testing import require
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aimass.backbones import available_backbones, default_backbone, get_backbone, layers, param_groups
-from aimass.encoders import Head
+from aimass.backbones.text_net import Head
 from aimass.errors import NotFoundError
 
 

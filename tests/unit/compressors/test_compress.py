@@ -173,7 +173,7 @@ def test_exporting_an_onnx_child_ships_the_graphs_it_serves(int8_child, tmp_path
 def test_the_onnx_staging_folder_goes_away_with_the_model(parent):
     import gc
 
-    model = get_compressor("onnx").compress(api.load(parent.ref), None)
+    model = get_compressor("onnx").compress(api.load(parent.ref), None, get_task("text-classification"))
     staging = Path(model.onnx_staged_).parent
     assert (staging / "onnx").is_dir() and model.predict(["stocks fell sharply"])
     del model

@@ -13,6 +13,7 @@ from tests.conftest import bbc_held_out, bbc_sample, weights_snapshot
 from aimass import api
 from aimass.compressors import distill, get_compressor, structure
 from aimass.errors import ConfigError, DataError
+from aimass.tasks import get_task
 from aimass.tasks.text_classification import TextClassifier
 
 held_out, snapshot = bbc_held_out, weights_snapshot
@@ -26,14 +27,13 @@ def distilled(small_model, tmp_path_factory):
     teacher = api.register(small_model, "distill-teacher")
     method = get_compressor(
         "distill",
-        "text-classification",
         layers=2,
         epochs=2,
         time_budget=60,
         unlabeled=str(extra),
         teachers=[teacher.ref],
     )
-    child = method.mark(method.compress(small_model, bbc_sample()), "news:1")
+    child = method.mark(method.compress(small_model, bbc_sample(), get_task("text-classification")), "news:1")
     return child, before
 
 
@@ -86,11 +86,13 @@ def test_parent_is_unchanged(distilled, small_model, tmp_path):
 def test_settings_are_checked_before_any_training(small_model, tmp_path):
     data = bbc_sample(per_class=4)
     with pytest.raises(ConfigError, match="'layers'"):
-        get_compressor("distill", layers=0).compress(small_model, data)
+        get_compressor("distill", layers=0).compress(small_model, data, get_task("text-classification"))
     with pytest.raises(ConfigError, match="at most 6"):
-        get_compressor("distill", layers=7).compress(small_model, data)
+        get_compressor("distill", layers=7).compress(small_model, data, get_task("text-classification"))
     with pytest.raises(DataError, match="does not exist"):
-        get_compressor("distill", unlabeled=str(tmp_path / "none.txt")).compress(small_model, data)
+        get_compressor("distill", unlabeled=str(tmp_path / "none.txt")).compress(
+            small_model, data, get_task("text-classification")
+        )
 
 
 def test_loss_is_soft_kl_plus_cross_entropy_on_labelled_rows_only():

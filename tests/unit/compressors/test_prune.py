@@ -12,6 +12,7 @@ from tests.conftest import bbc_held_out, bbc_sample, weights_snapshot
 from transformers import BertConfig, BertModel
 
 from aimass.compressors import get_compressor, prune, structure
+from aimass.tasks import get_task
 from aimass.tasks.text_classification import TextClassifier
 
 held_out, snapshot = bbc_held_out, weights_snapshot
@@ -20,8 +21,8 @@ held_out, snapshot = bbc_held_out, weights_snapshot
 @pytest.fixture(scope="module")
 def pruned(small_model):
     before = snapshot(small_model), small_model.predict_proba(held_out()[0])
-    method = get_compressor("prune", "text-classification", heads=0.5, ffn=0.5, epochs=1, time_budget=60)
-    child = method.mark(method.compress(small_model, bbc_sample()), "news:1")
+    method = get_compressor("prune", heads=0.5, ffn=0.5, epochs=1, time_budget=60)
+    child = method.mark(method.compress(small_model, bbc_sample(), get_task("text-classification")), "news:1")
     return child, before
 
 

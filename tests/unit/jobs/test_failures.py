@@ -9,7 +9,7 @@ import time
 import pytest
 
 from aimass import api, jobs
-from aimass.jobs import store
+from aimass.jobs import state
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_a_running_job_can_be_cancelled(tmp_path, news):
     runner = threading.Thread(target=run_all)
     runner.start()
     deadline = time.monotonic() + 60
-    while store.get(job["id"]).worker_pid is None:
+    while state.get(job["id"]).worker_pid is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     began = time.monotonic()

@@ -12,7 +12,7 @@ import pytest
 from aimass import api, paths
 from aimass.data import import_dataset, load_dataset
 from aimass.errors import IntegrityError
-from aimass.jobs import store as jobs
+from aimass.jobs import state as jobs
 from aimass.store import registry
 from aimass.store.db import DatasetRecord, session
 

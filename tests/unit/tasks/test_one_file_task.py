@@ -22,9 +22,10 @@ from pydantic import BaseModel, Field, field_validator
 from typer.testing import CliRunner
 
 from aimass import api
+from aimass.estimator import parse_config
 from aimass.exporters import Recipe, export
 from aimass.tasks import get_task, register_task, unregister_task
-from aimass.tasks.classification import ClassificationTask, Classifier, check_items, parse_config
+from aimass.tasks.classification import ClassificationTask, Classifier, check_items
 from aimass.tasks.classification import Handler as ClassifierHandler
 from aimass.testing import check_task
 

@@ -65,7 +65,7 @@ def test_pair_mix_returns_the_rest_of_the_change_to_the_pretrained_weights():
 
 
 def test_length_sorted_chunks_train_the_same_weights_as_one_padded_batch():
-    from aimass.encoders import TextNet, embed
+    from aimass.backbones.text_net import TextNet, embed
     from aimass.train.stages import Features, fit_pairs
 
     texts, labels = TextClassification.sample_data(per_class=2)
@@ -91,7 +91,7 @@ def test_length_sorted_chunks_train_the_same_weights_as_one_padded_batch():
 def test_the_pair_stage_replans_when_its_steps_run_slower_than_the_timed_ones():
     import time
 
-    from aimass.encoders import TextNet, embed
+    from aimass.backbones.text_net import TextNet, embed
     from aimass.train.stages import Features, fit_pairs
 
     texts, labels = TextClassification.sample_data(per_class=2)

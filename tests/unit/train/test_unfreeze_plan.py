@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from aimass.backbones import get_backbone
-from aimass.encoders import Head, TextNet, block_seconds
+from aimass.backbones.text_net import Head, TextNet, block_seconds
 from aimass.train import stages
 
 

@@ -7,33 +7,33 @@ import pytest
 
 from aimass import jobs
 from aimass.errors import JobError
-from aimass.jobs import store
+from aimass.jobs import state
 
 
 def test_claim_and_finish_happen_once():
-    job = store.create("import", {"path": "x.csv"})
-    first = store.claim(job.id, runner_pid=1)
+    job = state.create("import", {"path": "x.csv"})
+    first = state.claim(job.id, runner_pid=1)
     assert first is not None and first.attempt == 1 and first.status == "running"
-    assert store.claim(job.id, runner_pid=2) is None
-    assert store.finish(job.id, 1, "succeeded", result={"dataset": "d"})
-    assert not store.finish(job.id, 1, "failed", error={"message": "late"})
-    ended = store.get(job.id)
+    assert state.claim(job.id, runner_pid=2) is None
+    assert state.finish(job.id, 1, "succeeded", result={"dataset": "d"})
+    assert not state.finish(job.id, 1, "failed", error={"message": "late"})
+    ended = state.get(job.id)
     assert ended.status == "succeeded" and ended.result == {"dataset": "d"} and ended.progress == 1.0
-    kinds = [e.kind for e in store.events(job.id)]
+    kinds = [e.kind for e in state.events(job.id)]
     assert kinds == ["queued", "started", "succeeded"]
 
 
 def test_an_interrupted_attempt_is_requeued_and_resumes_as_the_next_attempt():
-    job = store.create("train", {"data": "d"})
-    store.claim(job.id, runner_pid=1)
-    assert store.requeue(job.id, 1, "worker died")
-    assert not store.requeue(job.id, 1, "twice")  # the same attempt cannot be requeued again
-    again = store.claim(job.id, runner_pid=1)
+    job = state.create("train", {"data": "d"})
+    state.claim(job.id, runner_pid=1)
+    assert state.requeue(job.id, 1, "worker died")
+    assert not state.requeue(job.id, 1, "twice")  # the same attempt cannot be requeued again
+    again = state.claim(job.id, runner_pid=1)
     assert again.attempt == 2
-    assert not store.finish(job.id, 1, "succeeded")  # the old attempt no longer owns the job
-    assert not store.beat(job.id, 1, progress=0.5)
-    assert store.beat(job.id, 2, progress=0.5, message="epoch 1")
-    assert [e.kind for e in store.events(job.id)] == ["queued", "started", "interrupted", "resumed"]
+    assert not state.finish(job.id, 1, "succeeded")  # the old attempt no longer owns the job
+    assert not state.beat(job.id, 1, progress=0.5)
+    assert state.beat(job.id, 2, progress=0.5, message="epoch 1")
+    assert [e.kind for e in state.events(job.id)] == ["queued", "started", "interrupted", "resumed"]
 
 
 def test_cancel_and_retry_rules():
@@ -52,10 +52,10 @@ def test_cancel_and_retry_rules():
         jobs.retry(again["id"])
     assert err.value.code == "job_not_retryable"
 
-    running = store.create("import", {"path": "x.csv"})
-    store.claim(running.id, runner_pid=1)
+    running = state.create("import", {"path": "x.csv"})
+    state.claim(running.id, runner_pid=1)
     assert jobs.cancel(running.id)["status"] == "running"  # the runner stops it
-    assert store.get(running.id).cancel_requested
+    assert state.get(running.id).cancel_requested
 
 
 def test_submit_checks_before_queueing():

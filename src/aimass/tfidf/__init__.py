@@ -1,6 +1,10 @@
 """TF-IDF: settings and the scikit-learn vectoriser used in training, and :class:`TfidfLite`, the
 same transform in plain Python + numpy for the ONNX runtime (importing scikit-learn costs a
 fresh worker more than a second; an exported folder should not need it at all).
+
+The torch side, the TF-IDF branch a text model trains beside its encoder, is
+:mod:`aimass.tfidf.branch`; this module imports neither torch nor (until a vectoriser is built)
+scikit-learn.
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ def test_twenty_thousand_rows_fast(home, tmp_path):
 
 
 def test_canonical_lines_match_json_dumps():
-    from aimass.data.store import canonical_lines
+    from aimass.data.storage import canonical_lines
 
     rows = [
         {
