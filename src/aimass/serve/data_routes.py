@@ -31,7 +31,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from aimass import api
 from aimass.data import Dataset, load_dataset
 from aimass.data.dataset import MANIFEST_FILE
-from aimass.data.store import datasets_dir
+from aimass.data.storage import datasets_dir
 from aimass.data.uploads import store_upload, upload_limit
 from aimass.errors import ConfigError, NotFoundError
 from aimass.serve.engine import Engine

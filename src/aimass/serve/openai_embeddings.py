@@ -1,5 +1,5 @@
 """``POST /v1/embeddings``, OpenAI's embeddings API over aimass's text encoders
-(:mod:`aimass.llm.embeddings`): the bundled backbones by name and served text classifiers.
+(:mod:`aimass.backbones.embeddings`): the bundled backbones by name and served text classifiers.
 
 ``input`` is a string or a list of at most :data:`MAX_INPUTS` strings (413 past it), each at most
 the encoder's 512 tokens (400 ``context_length_exceeded``: nothing is cut silently) and
@@ -23,8 +23,8 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 import aimass
+from aimass.backbones.embeddings import EMBEDDERS, Embedder, canonical
 from aimass.errors import NotFoundError
-from aimass.llm.embeddings import EMBEDDERS, Embedder, canonical
 from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
 
 MAX_INPUTS = 256

@@ -12,8 +12,8 @@ import pytest
 import torch
 from tests.conftest import live_server
 
-from aimass.encoders import embed
-from aimass.llm.embeddings import EMBEDDERS
+from aimass.backbones.embeddings import EMBEDDERS
+from aimass.backbones.text_net import embed
 from aimass.serve import auth, metering
 from aimass.serve.app import create_app
 

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 
 from aimass import jobs
 from aimass.errors import ConfigError
-from aimass.jobs.store import STATES
+from aimass.jobs.state import STATES
 from aimass.serve import auth, metering
 from aimass.serve.console.core import PAGE_SIZE, Console, pages
 from aimass.serve.data_routes import (

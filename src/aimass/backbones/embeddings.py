@@ -1,7 +1,7 @@
 """Sentence embeddings from aimass's text encoders, for ``POST /v1/embeddings``.
 
 An embedding is the encoder's attention-masked mean over its last hidden states, L2-normalised
-(:func:`aimass.encoders.mean_pool`, what classifiers are trained on). Models that embed:
+(:func:`aimass.backbones.text_net.mean_pool`, what classifiers are trained on). Models that embed:
 
 * the text backbones by name, loaded on first use and kept: ``minilm-l6`` (alias ``minilm``,
   ``all-minilm-l6-v2``; 384-d, English) and ``multilingual-e5-small`` (alias ``e5-small``; 384-d);
@@ -25,7 +25,7 @@ import threading
 import torch
 
 from aimass.backbones import get_backbone
-from aimass.encoders import mean_pool
+from aimass.backbones.text_net import mean_pool
 
 ALIASES = {"minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6", "e5-small": "multilingual-e5-small"}
 BACKBONES = ("minilm-l6", "multilingual-e5-small")
