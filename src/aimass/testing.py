@@ -22,10 +22,12 @@ The checks (:data:`CHECKS`, in order; each an ``AssertionError`` naming the task
 * ``fit``: ``fit`` on ``sample_data()`` with ``fast_params`` returns the estimator itself, and it learns
   (training accuracy at least ``min_accuracy`` for a classifier).
 * ``clone``: a clone has the same params and no learned state.
-* ``save_load``: ``save`` writes no pickle; ``load`` gives the same params and predictions.
+* ``save_load``: ``save`` writes no pickle; ``load`` gives the same params and predictions (and the
+  same ``score((X, y))`` where the estimator has one: a generative model's answer likelihood, which
+  every weight moves, where a few greedy answers might not show a difference).
 * ``evaluate``: the report holds ``n`` and the task's metrics; a confusion matrix adds up.
 * ``handler``: the default handler answers the sample request with a body the response model accepts.
-* ``reproducible``: the same data and seed give the same predictions.
+* ``reproducible``: the same data and seed give the same predictions (and ``score``).
 * ``onnx_handler``: for a task that exports to ONNX, the handler on the ``onnx`` backend answers the
   sample request as the torch model does.
 * ``export``: every export recipe writes a folder whose ``predict.py`` agrees with the model.
@@ -104,7 +106,7 @@ class _Run:
 
     def __init__(self, spec, workdir: Path, min_accuracy: float):
         self.spec, self.workdir, self.min_accuracy = spec, workdir, min_accuracy
-        self._fitted = None
+        self._fitted, self._answers, self._score = None, None, None
         unbudgeted = {"time_budget": None} if "time_budget" in spec.options() else {}
         self.params = {**spec.fast_params, **unbudgeted}  # what the fits use (see the module docstring)
 
@@ -118,6 +120,23 @@ class _Run:
             assert returned is model, "fit must return self"
             self._fitted = (model, X, y)
         return self._fitted
+
+    @property
+    def answers(self) -> np.ndarray:
+        """The fitted model's answers to the sample inputs (computed once: a generative model
+        answers one prompt at a time)."""
+        if self._answers is None:
+            model, X, _ = self.fitted
+            self._answers = _scores(model, X)
+        return self._answers
+
+    @property
+    def score(self) -> float:
+        """The fitted model's ``score`` on the sample data (estimators that have one)."""
+        if self._score is None:
+            model, X, y = self.fitted
+            self._score = model.score((X, y))
+        return self._score
 
     def _folder(self, name: str) -> Path:
         path = self.workdir / name
@@ -194,14 +213,16 @@ class _Run:
         assert not [k for k in vars(copy) if k.endswith("_")], "a clone has no learned state"
 
     def check_save_load(self):
-        model, X, _ = self.fitted
+        model, X, y = self.fitted
         folder = self._folder("saved")
         model.save(folder)
         pickles = [p.name for p in folder.rglob("*") if p.suffix in (".pkl", ".pickle", ".pt", ".pth")]
         assert not pickles, f"save writes no pickle: {pickles}"
         again = self.spec.estimator.load(folder)
         assert again.get_params() == model.get_params(), "load keeps the params"
-        _assert_same(again, model, X, 1e-5)
+        _assert_same(_scores(again, X), self.answers, 1e-5)
+        if hasattr(model, "score"):  # a generative model: the likelihood of the answers, all weights
+            assert abs(again.score((X, y)) - self.score) < 1e-5, "load changes the score"
 
     def check_evaluate(self):
         model, X, y = self.fitted
@@ -257,16 +278,19 @@ class _Run:
     def check_reproducible(self):
         model, X, y = self.fitted
         again = self.spec.estimator(**self.params).fit((X, y), progress=False)
-        _assert_same(again, model, X, 1e-6)
+        _assert_same(_scores(again, X), self.answers, 1e-6)
+        if hasattr(model, "score"):
+            assert abs(again.score((X, y)) - self.score) < 1e-6, "the same seed scores otherwise"
+        if hasattr(model, "history_"):  # a step-by-step training loss, where kept
+            assert again.history_ == model.history_, "the same seed trains otherwise"
         for stage, info in getattr(model, "stages_", {}).items():  # training curves, where kept
             if isinstance(info, dict) and "history" in info:
                 assert again.stages_[stage]["history"] == info["history"], f"stage {stage} trains otherwise"
 
 
-def _assert_same(model, reference, X, atol: float) -> None:
-    """``model`` answers ``X`` as ``reference`` does: scores within ``atol``, or the same answers
-    when they are not numbers (generated text)."""
-    got, want = _scores(model, X), _scores(reference, X)
+def _assert_same(got: np.ndarray, want: np.ndarray, atol: float) -> None:
+    """Answers (:func:`_scores`) agree: scores within ``atol``, or the same answers when they are
+    not numbers (generated text)."""
     if want.dtype.kind in "fiub":
         np.testing.assert_allclose(got, want, atol=atol)
     else:

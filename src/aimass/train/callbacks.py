@@ -220,9 +220,7 @@ class Checkpoint:
         loop.start_epoch = loop.start_epoch if first is None else first
 
     def after_epoch(self, loop) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.{k}": v for k, v in trainable_state(loop.model).items()}
-        tensors.update(_optimizer_tensors(loop.optimizer))
+        tensors = {}
         if self.keeper is not None and self.keeper.state is not None:
             tensors.update({f"best.{k}": v for k, v in self.keeper.state.items()})
         for callback in loop.fit_callbacks:  # e.g. WeightAverage's running average
@@ -233,37 +231,69 @@ class Checkpoint:
         meta = {
             "epoch": loop.epoch,
             "step": loop.step,
-            "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
-            "param_groups": _optimizer_groups(loop.optimizer),
             "best": None if self.keeper is None else [self.keeper.best, self.keeper.epoch],
             "callbacks": {
                 type(c).__name__: c.state_dict() for c in loop.fit_callbacks if hasattr(c, "state_dict")
             },
             **self.extra,
         }
-        # one file holds weights and state (safetensors metadata), replaced atomically: a kill
-        # between two writes cannot pair one epoch's weights with another's counters
-        text = json.dumps(meta)
-        write_atomic(
-            self.folder / "checkpoint.safetensors",
-            lambda p: save_file(_contig(tensors), p, metadata={"aimass.checkpoint": text}),
-        )
-        write_atomic(self.folder / "checkpoint.json", lambda p: Path(p).write_text(text))
+        write_checkpoint(self.folder, loop.model, loop.optimizer, loop.scheduler, meta=meta, tensors=tensors)
 
 
-def restore(folder: Path, loop, keeper: BestKeeper | None = None) -> int | None:
-    """Load a :class:`Checkpoint` into ``loop``; returns the next epoch, or None if none exists."""
+def write_checkpoint(folder: Path, model, optimizer, scheduler=None, *, meta: dict, tensors=None) -> None:
+    """Write ``folder/checkpoint.safetensors``: the trainable weights (``model.*``), the optimizer's
+    state (``opt.*``) and ``tensors``; its metadata is ``meta`` plus the schedule's state and the
+    param groups' hyper-parameters, as JSON (no pickle). ``checkpoint.json`` repeats the metadata."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    everything = {f"model.{k}": v for k, v in trainable_state(model).items()}
+    everything.update(_optimizer_tensors(optimizer))
+    everything.update(tensors or {})
+    meta = {
+        **meta,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "param_groups": _optimizer_groups(optimizer),
+    }
+    # one file holds weights and state (safetensors metadata), replaced atomically: a kill
+    # between two writes cannot pair one epoch's weights with another's counters
+    text = json.dumps(meta)
+    write_atomic(
+        folder / "checkpoint.safetensors",
+        lambda p: save_file(_contig(everything), p, metadata={"aimass.checkpoint": text}),
+    )
+    write_atomic(folder / "checkpoint.json", lambda p: Path(p).write_text(text))
+
+
+def checkpoint_meta(folder: Path) -> dict | None:
+    """The metadata of ``folder``'s checkpoint (read from the weights file itself), or None."""
     weights = Path(folder) / "checkpoint.safetensors"
     if not weights.exists():
         return None
     with safe_open(str(weights), "pt") as handle:
-        meta = json.loads((handle.metadata() or {})["aimass.checkpoint"])
-    tensors = load_file(str(weights))
+        return json.loads((handle.metadata() or {})["aimass.checkpoint"])
+
+
+def read_checkpoint(folder: Path, model, optimizer, scheduler=None) -> tuple[dict, dict] | None:
+    """Load what :func:`write_checkpoint` wrote into ``model``, ``optimizer`` and ``scheduler``;
+    returns ``(meta, tensors)`` (the tensors hold the extra ones), or None when there is none."""
+    meta = checkpoint_meta(folder)
+    if meta is None:
+        return None
+    tensors = load_file(str(Path(folder) / "checkpoint.safetensors"))
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    loop.model.load_state_dict(model_state, strict=False)
-    _load_optimizer(loop.optimizer, tensors, meta.get("param_groups"))
-    if loop.scheduler is not None and meta.get("scheduler"):
-        loop.scheduler.load_state_dict(meta["scheduler"])
+    model.load_state_dict(model_state, strict=False)
+    _load_optimizer(optimizer, tensors, meta.get("param_groups"))
+    if scheduler is not None and meta.get("scheduler"):
+        scheduler.load_state_dict(meta["scheduler"])
+    return meta, tensors
+
+
+def restore(folder: Path, loop, keeper: BestKeeper | None = None) -> int | None:
+    """Load a :class:`Checkpoint` into ``loop``; returns the next epoch, or None if none exists."""
+    found = read_checkpoint(folder, loop.model, loop.optimizer, loop.scheduler)
+    if found is None:
+        return None
+    meta, tensors = found
     if keeper is not None and meta.get("best"):
         keeper.best, keeper.epoch = meta["best"]
         keeper.state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
