@@ -16,13 +16,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright import sync_api  # the dev extra: a missing package fails the run, it does not skip it
 from tests.conftest import bbc_sample, live_server
 
 from aimass import api, jobs
 from aimass.serve import auth
 from aimass.serve.app import create_app
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,

@@ -61,7 +61,8 @@ def test_minilm_vectors_are_the_encoders_normalised_mean_pool(srv):
         headers={"Authorization": f"Bearer {srv.key}"},
     ).json()
     decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
-    assert decoded.tolist() == pytest.approx(vectors[0], abs=1e-7)
+    # one text alone against the same text in a padded batch of 3: float noise
+    assert decoded.tolist() == pytest.approx(vectors[0], abs=1e-6)
 
     short = srv.client.embeddings.create(model="minilm", input=QUERY, dimensions=64, encoding_format="float")
     cut = np.asarray(vectors[0][:64])
