@@ -27,16 +27,16 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from aimass import api
 from aimass.data import Dataset, load_dataset
 from aimass.data.dataset import MANIFEST_FILE
 from aimass.data.storage import datasets_dir
 from aimass.data.uploads import store_upload, upload_limit
-from aimass.errors import ConfigError, NotFoundError
+from aimass.errors import NotFoundError
 from aimass.serve.engine import Engine
 from aimass.serve.jobs_routes import only_granted_paths
+from aimass.serve.uploads import FILE_BODY, one_file
 from aimass.store import browse, registry
 
 UPLOAD_PATH = "/v1/uploads"
@@ -197,24 +197,13 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable) -> None:
 
 
 async def one_upload(request: Request) -> UploadFile:
-    """The one file of a multipart request (the server's stream cap applies on top)."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ConfigError(
-            "Send the data as multipart/form-data with one file.",
-            hint="e.g. curl -F file=@reviews.csv -H 'Authorization: Bearer KEY' .../v1/uploads",
-        )
-    parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=8)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise ConfigError(
-            f"The multipart body cannot be read: {exc.message}",
-            hint="Upload exactly one file (CSV, TSV, JSONL, .zip, .tar or .tar.gz) in the field 'file'.",
-        ) from None
-    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-    if not files:
-        raise ConfigError("The request has no file.", hint="Upload it as a file, e.g. -F file=@reviews.csv.")
-    return files[0]
+    """The one data file of an upload request."""
+    return await one_file(
+        request,
+        what="the data",
+        kinds="CSV, TSV, JSONL, .zip, .tar or .tar.gz",
+        example="curl -F file=@reviews.csv -H 'Authorization: Bearer KEY' .../v1/uploads",
+    )
 
 
 def upload_body_limit() -> int:
@@ -222,17 +211,4 @@ def upload_body_limit() -> int:
     return upload_limit() + 64 * 1024
 
 
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            }
-        },
-    }
-}
+UPLOAD_BODY = FILE_BODY

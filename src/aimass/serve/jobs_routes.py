@@ -13,19 +13,18 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from aimass import jobs, paths
-from aimass.errors import AimassError, ConfigError, PermissionDenied, TooLargeError
-from aimass.jobs.custom import upload_limit
+from aimass.errors import AimassError, PermissionDenied
 from aimass.jobs.kinds import Kind
 from aimass.serve.auth import CODE_SCOPE, Caller, require
+from aimass.serve.uploads import FILE_BODY, one_file
 from aimass.store import browse
 
 log = logging.getLogger("aimass.serve")
@@ -162,56 +161,16 @@ may_run = _may_run
 
 
 async def _one_file(request: Request) -> UploadFile:
-    """The one file of a multipart request, read from a stream capped at the upload limit."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ConfigError(
-            "Send the code as multipart/form-data with one archive file.",
-            hint="e.g. curl -F file=@code.zip -H 'Authorization: Bearer KEY' .../v1/jobs/code",
-        )
-    cap = upload_limit() + 64 * 1024  # the archive plus the multipart framing
-    parser = MultiPartParser(request.headers, _capped(request.stream(), cap), max_files=1, max_fields=8)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise ConfigError(
-            f"The multipart body cannot be read: {exc.message}",
-            hint="Upload exactly one .zip, .tar or .tar.gz file, e.g. curl -F file=@code.zip ...",
-        ) from None
-    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-    if not files:
-        raise ConfigError(
-            "The request has no file.", hint="Upload the archive as a file, e.g. -F file=@code.zip."
-        )
-    return files[0]
+    """The one code archive of a ``/v1/jobs/code`` request."""
+    return await one_file(
+        request,
+        what="the code",
+        kinds=".zip, .tar or .tar.gz",
+        example="curl -F file=@code.zip -H 'Authorization: Bearer KEY' .../v1/jobs/code",
+    )
 
 
-async def _capped(stream: AsyncIterator[bytes], cap: int) -> AsyncIterator[bytes]:
-    seen = 0
-    async for chunk in stream:
-        seen += len(chunk)
-        if seen > cap:
-            raise TooLargeError(
-                f"The code upload is over {cap:,} bytes.",
-                hint="Keep data out of the code: import it with `aimass data import` and read "
-                "AIMASS_DATA_DIR in the script.",
-            )
-        yield chunk
-
-
-CODE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            }
-        },
-    }
-}
+CODE_BODY = FILE_BODY
 
 
 def start_runner(parallel: int = 1) -> threading.Event | None:
