@@ -155,9 +155,11 @@ def sigterm_with_requests_in_flight(proc, url, auth, n=50):
     """SIGTERM while 50 requests are in flight: all 50 answered 200, then a prompt exit."""
     import threading
 
-    texts = [
-        f"Shares fell {i} points after the bank cut its profit forecast for the year." for i in range(16)
-    ]
+    # 4 texts a request: 200 inputs in all. On 2 busy cores the burst's first passes run ~15x
+    # slower than warm ones while the server decodes 50 requests at once, and admission, which
+    # believes a slower pass at once, sheds 800 inputs (the 429 bound is half the 30 s deadline).
+    # Shedding under load is tested in test_batching; this test is about the drain.
+    texts = [f"Shares fell {i} points after the bank cut its profit forecast for the year." for i in range(4)]
     codes = []
 
     def call():
