@@ -200,3 +200,33 @@ def test_moving_the_production_alias_is_a_production_deploy(world):
     assert "'NoProductionDeploys' of policy 'NoProdDeploys'" in answer.json()["error"]["message"]
     row = audit.query(principal="carol", action="model:Deploy")[0]
     assert row["decision"] == "explicitDeny" and row["resource"] == "aimass:project/cv/model/faces:1"
+
+
+def test_jobs_and_versions_lists_page_only_what_each_user_may_read(world, tmp_path):
+    """A user key acts by its policies, not its scopes: alice's key (scope predict) may queue a
+    job in her project, not in bob's; each list shows, and ``total`` counts, only what its
+    caller may read."""
+    from aimass import api
+
+    client, keys = world
+    table = tmp_path / "news.csv"
+    rows = [f"{w} story number {i},{w}" for i in range(12) for w in ("sport", "money")]
+    table.write_text("text,label\n" + "\n".join(rows) + "\n")
+    data = api.import_dataset(table, name="news").id
+    mine = {"kind": "train", "params": {"data": data}, "project": "nlp"}
+    queued = client.post("/v1/jobs", json=mine, headers=keys["alice"])
+    assert queued.status_code == 202, queued.text
+    theirs = client.post("/v1/jobs", json={**mine, "project": "cv"}, headers=keys["alice"])
+    assert theirs.status_code == 403 and "job:Submit" in theirs.json()["error"]["message"]
+    nowhere = client.post("/v1/jobs", json={**mine, "project": "nope"}, headers=keys["carol"])
+    assert nowhere.status_code == 404, nowhere.text
+    bobs = client.post("/v1/jobs", json={**mine, "project": "cv"}, headers=keys["bob"])
+    assert bobs.status_code == 202, bobs.text
+    for user, job in (("alice", queued), ("bob", bobs)):
+        listed = client.get("/v1/jobs", params={"limit": 1}, headers=keys[user]).json()
+        assert [j["id"] for j in listed["jobs"]] == [job.json()["id"]] and listed["total"] == 1, listed
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    assert client.get("/v1/jobs", headers=admin).json()["total"] == 2
+    versions = client.get("/v1/versions", headers=keys["alice"]).json()
+    assert [v["name"] for v in versions["versions"]] == ["reviews"] and versions["total"] == 1
+    assert client.get("/v1/versions", headers=admin).json()["total"] == 2

@@ -53,6 +53,13 @@ def new(top: str, field: str = "name") -> Target:
     return lambda params, data: ("", f"aimass:{top}/{data.get(field, '') if isinstance(data, dict) else ''}")
 
 
+def in_project(params: dict, data) -> tuple[str, str]:
+    """A new job, in the body's ``project`` (``default`` when none): ``aimass:project/P/job/*``,
+    so a policy on the project's resources (``aimass:project/P/*``) covers submitting there."""
+    project = data.get("project") if isinstance(data, dict) else None
+    return "", f"aimass:project/{project or directory.DEFAULT_PROJECT}/job/*"
+
+
 def job_submit(params: dict, data) -> str:
     """Submitting custom code is ``job:SubmitCode``; any other kind ``job:Submit``."""
     return "job:SubmitCode" if isinstance(data, dict) and data.get("kind") == "custom" else "job:Submit"
@@ -103,9 +110,9 @@ RULES: tuple[Rule, ...] = (
     Rule("DELETE", "/v1/keys/{key_id}", "key:Revoke", named("key", "key_id")),
     Rule("GET", "/v1/usage", "usage:Read", fixed("aimass:usage")),
     Rule("GET", "/v1/jobs", "job:List", fixed("aimass:project/*")),
-    Rule("POST", "/v1/jobs", job_submit, fixed("aimass:project/default")),
+    Rule("POST", "/v1/jobs", job_submit, in_project),
     Rule("POST", "/v1/jobs/code", "job:SubmitCode", fixed("aimass:project/default")),
-    Rule("POST", "/v1/auto", "job:Submit", fixed("aimass:project/default")),
+    Rule("POST", "/v1/auto", "job:Submit", in_project),
     Rule("GET", "/v1/jobs/{job_id}", "job:Read", path("job", "job_id")),
     Rule("GET", "/v1/jobs/{job_id}/logs", "job:Read", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/cancel", "job:Cancel", path("job", "job_id")),

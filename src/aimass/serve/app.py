@@ -11,7 +11,9 @@ import asyncio
 import logging
 import logging.handlers
 import queue
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -129,7 +131,7 @@ def create_app(
     _add_predict(app, engine, guard, predictor)
     _add_management(app, engine, guard, meter)
     add_openai_routes(app, engine, lambda scope: _allow(guard, scope), meter)
-    add_data_routes(app, engine, lambda scope: _allow(guard, scope))
+    add_data_routes(app, engine, lambda scope: _allow(guard, scope), partial(_may_see, guard))
     console.add_console(app, engine, guard, predictor, meter)
     add_access_routes(app, lambda scope: _allow(guard, scope))
     return app
@@ -150,6 +152,12 @@ def _allow(guard: Guard, scope: str):
 def _visible(guard: Guard, caller: Caller, kind: str, names: set[str]) -> set[str]:
     """Which of ``names`` the caller may read (every one without an access guard)."""
     return names if guard.policy is None else guard.policy.visible(caller, kind, names)
+
+
+def _may_see(guard: Guard, caller: Caller) -> Callable[[str, set[str]], set[str]] | None:
+    """What a list shows ``caller``: (kind, names) -> the names it may read; None (all) without
+    an access guard."""
+    return None if guard.policy is None else partial(guard.policy.visible, caller)
 
 
 def _add_middleware(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor) -> None:
@@ -370,7 +378,7 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
     async def undeploy(name: str):
         return await engine.undeploy(name)
 
-    add_jobs(app, lambda scope: _allow(guard, scope))
+    add_jobs(app, lambda scope: _allow(guard, scope), partial(_may_see, guard))
 
 
 PREDICT_BODY = {

@@ -43,6 +43,7 @@ from aimass.store.db import ApiKeyRecord, session
 CODE_SCOPE = "jobs:code"
 SCOPES = ("predict", "manage", CODE_SCOPE)
 ADMIN_ID = "admin"
+POLICY_DECIDED = "policy_decided"  # request.state flag: the access policies decided this request
 RATE_MIN, RATE_MAX = 0.001, 1_000_000.0  # requests per second
 CACHE_SIZE = 4096  # keys remembered per server (valid and unknown alike), least recently used out
 REVOKED_LOG = "keys.revoked"
@@ -239,6 +240,7 @@ class Guard:
             require(caller, scope)
         else:
             self.policy.authorize(caller, request, found)
+            request.setdefault("state", {})[POLICY_DECIDED] = True
         self._spend(caller)
         return caller
 

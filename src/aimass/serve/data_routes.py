@@ -34,6 +34,7 @@ from aimass.data.dataset import MANIFEST_FILE
 from aimass.data.storage import datasets_dir
 from aimass.data.uploads import store_upload, upload_limit
 from aimass.errors import NotFoundError
+from aimass.serve.auth import Caller
 from aimass.serve.engine import Engine
 from aimass.serve.jobs_routes import only_granted_paths
 from aimass.serve.uploads import FILE_BODY, one_file
@@ -41,6 +42,7 @@ from aimass.store import browse, registry
 
 UPLOAD_PATH = "/v1/uploads"
 PICTURES = (".png", ".svg")
+Visible = Callable[[str, set[str]], set[str]]
 DATASET_ID = re.compile(r"[0-9a-f]{6,64}")
 
 
@@ -54,8 +56,10 @@ def page(rows: list[dict], total: int, limit: int, offset: int, key: str) -> dic
 
 
 # ------------------------------------------------------------ the calls (REST and console)
-def datasets_page(limit: int, offset: int) -> dict:
-    rows, total = browse.datasets(limit, offset)
+def datasets_page(limit: int, offset: int, visible: Visible | None = None) -> dict:
+    """One page of datasets; with ``visible`` (kind, names -> the names the caller may read) only
+    those, and ``total`` counts only those."""
+    rows, total = browse.datasets(limit, offset, browse.keeping(visible, "dataset", lambda r: r.name))
     out = [
         {
             "id": r.id,
@@ -102,8 +106,10 @@ def import_upload(path: str, name: str | None) -> dict:
     return api.import_dataset(path, **options).summary()
 
 
-def versions_page(name: str | None, limit: int, offset: int) -> dict:
-    rows, total = browse.versions(name or None, limit, offset)
+def versions_page(name: str | None, limit: int, offset: int, visible: Visible | None = None) -> dict:
+    """One page of model versions (of ``name``, or all); ``visible`` as for :func:`datasets_page`."""
+    keep = browse.keeping(visible, "model", lambda r: f"{r.name}:{r.version}")
+    rows, total = browse.versions(name or None, limit, offset, keep)
     out = [{k: v for k, v in r.to_dict().items() if k not in ("path", "params")} for r in rows]
     return page(out, total, *browse.clamp(limit, offset), "versions")
 
@@ -140,8 +146,9 @@ def set_alias(ref: str, alias: str, force: bool = False) -> dict:
 
 
 # ---------------------------------------------------------------- routes
-def add_data_routes(app: FastAPI, engine: Engine, allow: Callable) -> None:
-    """Add the routes; ``allow(scope)`` is the dependency that checks the caller's key."""
+def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Callable) -> None:
+    """Add the routes; ``allow(scope)`` is the dependency that checks the caller's key and
+    ``visible(caller)`` what a list shows it (kind, names -> the names it may read)."""
     manage = [allow("manage")]
 
     @app.post(UPLOAD_PATH, tags=["datasets"], dependencies=manage, status_code=201, openapi_extra=UPLOAD_BODY)
@@ -158,9 +165,14 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable) -> None:
         """Import (check, split, store) a file or folder under the data roots: the import report."""
         return await asyncio.to_thread(import_upload, body.path, body.name)
 
-    @app.get("/v1/datasets", tags=["datasets"], dependencies=manage)
-    async def datasets(limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)):
-        return await asyncio.to_thread(datasets_page, limit, offset)
+    @app.get("/v1/datasets", tags=["datasets"])
+    async def datasets(
+        limit: int = Query(50, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=10**9),
+        caller: Caller = allow("manage"),
+    ):
+        """Datasets the caller may read, newest first."""
+        return await asyncio.to_thread(datasets_page, limit, offset, visible(caller))
 
     @app.get("/v1/datasets/{dataset_id}", tags=["datasets"], dependencies=manage)
     async def dataset(dataset_id: str):
@@ -172,14 +184,15 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable) -> None:
     ):
         return await asyncio.to_thread(rejects_page, dataset_id, limit, offset)
 
-    @app.get("/v1/versions", tags=["models"], dependencies=manage)
+    @app.get("/v1/versions", tags=["models"])
     async def versions(
         name: str | None = None,
         limit: int = Query(50, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=10**9),
+        caller: Caller = allow("manage"),
     ):
-        """Registered versions, newest first (every model, or ``name``'s)."""
-        return await asyncio.to_thread(versions_page, name, limit, offset)
+        """Registered versions the caller may read, newest first (every model, or ``name``'s)."""
+        return await asyncio.to_thread(versions_page, name, limit, offset, visible(caller))
 
     @app.get("/v1/versions/{ref}", tags=["models"], dependencies=manage)
     async def show_version(ref: str):

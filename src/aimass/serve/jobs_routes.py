@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 
 from aimass import jobs, paths
+from aimass.access import directory
 from aimass.errors import AimassError, PermissionDenied
 from aimass.jobs.kinds import Kind
-from aimass.serve.auth import CODE_SCOPE, Caller, require
+from aimass.serve.auth import CODE_SCOPE, POLICY_DECIDED, Caller, require
 from aimass.serve.uploads import FILE_BODY, one_file
 from aimass.store import browse
 
@@ -40,6 +41,9 @@ class JobRequest(BaseModel):
         "POST /v1/jobs/code, 'entry': 'train.py', 'data': 'reviews', 'args': ['--epochs', '3']}",
     )
     timeout_s: float | None = Field(None, gt=0, description="stop the job after this many seconds")
+    project: str | None = Field(
+        None, max_length=64, description="the project the job belongs to (default: 'default')"
+    )
 
     @field_validator("params")
     @classmethod
@@ -56,21 +60,25 @@ class AutoRequest(BaseModel):
     time_budget: str = "10m"
     name: str | None = None
     deploy: bool = False
+    project: str | None = Field(None, max_length=64, description="the project the job belongs to")
 
 
-def add_jobs(app: FastAPI, allow: Callable) -> None:
+def add_jobs(app: FastAPI, allow: Callable, visible: Callable) -> None:
     """Add the job routes; ``allow(scope)`` is the dependency that yields the checked
-    :class:`Caller` (``scope``: one scope, or a tuple of which any one will do)."""
+    :class:`Caller` (``scope``: one scope, or a tuple of which any one will do), and
+    ``visible(caller)`` what the job list shows it (kind, names -> the names it may read)."""
     manage = [allow("manage")]
 
-    @app.get("/v1/jobs", tags=["jobs"], dependencies=manage)
+    @app.get("/v1/jobs", tags=["jobs"])
     async def list_jobs(
         status: str | None = None,
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=10**9),
+        caller: Caller = allow("manage"),
     ):
-        """Jobs, newest first; ``total`` counts every job of that status (for pages of ``limit``)."""
-        return await asyncio.to_thread(jobs_page, status, limit, offset)
+        """Jobs the caller may read, newest first; ``total`` counts those of that status (for
+        pages of ``limit``)."""
+        return await asyncio.to_thread(jobs_page, status, limit, offset, visible(caller))
 
     code = [allow(CODE_SCOPE)]
 
@@ -84,18 +92,22 @@ def add_jobs(app: FastAPI, allow: Callable) -> None:
             await archive.close()
 
     @app.post("/v1/jobs", tags=["jobs"], status_code=202)
-    async def submit(body: JobRequest, caller: Caller = allow(("manage", CODE_SCOPE))):
-        """Check and queue a job; 422 with a stable code when a check fails."""
-        _may_run(caller, jobs.get_kind(body.kind))
-        return await asyncio.to_thread(
+    async def submit(request: Request, body: JobRequest, caller: Caller = allow(("manage", CODE_SCOPE))):
+        """Check and queue a job (in ``project``); 422 with a stable code when a check fails."""
+        _may_run(caller, jobs.get_kind(body.kind), policy_decided(request))
+        await asyncio.to_thread(_project, body.project)
+        job = await asyncio.to_thread(
             jobs.submit, body.kind, body.params, timeout_s=body.timeout_s, guard=_only_granted_paths
         )
+        return await asyncio.to_thread(_own, job, body.project)
 
     @app.post("/v1/auto", tags=["jobs"], dependencies=manage, status_code=202)
     async def auto(body: AutoRequest):
-        """Data to an evaluated (optionally deployed) model, as an ``auto`` job."""
-        params = body.model_dump(exclude_none=True)
-        return await asyncio.to_thread(jobs.submit, "auto", params, guard=_only_granted_paths)
+        """Data to an evaluated (optionally deployed) model, as an ``auto`` job (in ``project``)."""
+        params = body.model_dump(exclude_none=True, exclude={"project"})
+        await asyncio.to_thread(_project, body.project)
+        job = await asyncio.to_thread(jobs.submit, "auto", params, guard=_only_granted_paths)
+        return await asyncio.to_thread(_own, job, body.project)
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], dependencies=manage)
     async def show(job_id: str):
@@ -110,16 +122,17 @@ def add_jobs(app: FastAPI, allow: Callable) -> None:
         return await asyncio.to_thread(jobs.cancel, job_id)
 
     @app.post("/v1/jobs/{job_id}/retry", tags=["jobs"], status_code=202)
-    async def retry(job_id: str, caller: Caller = allow(("manage", CODE_SCOPE))):
+    async def retry(request: Request, job_id: str, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Submit a failed or cancelled job again; needs what submitting it needs."""
-        _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id))
+        _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id), policy_decided(request))
         return await asyncio.to_thread(jobs.retry, job_id)
 
 
-def jobs_page(status: str | None, limit: int, offset: int) -> dict:
-    """One page of jobs (the REST list and the console's)."""
+def jobs_page(status: str | None, limit: int, offset: int, visible: Callable | None = None) -> dict:
+    """One page of jobs (the REST list and the console's); with ``visible`` (kind, names -> the
+    names the caller may read) only those, and ``total`` counts only those."""
     jobs.list_jobs(status, 1)  # an unknown status is a 422 that lists the known ones
-    rows, total = browse.jobs(status, limit, offset)
+    rows, total = browse.jobs(status, limit, offset, browse.keeping(visible, "job", lambda r: r.id))
     return {"jobs": [j.to_dict() for j in rows], "total": total, "limit": limit, "offset": offset}
 
 
@@ -152,9 +165,31 @@ def _strings(value, where: str):
             yield from _strings(item, f"{where}[{i}]")
 
 
-def _may_run(caller: Caller, kind: Kind) -> None:
-    """403 unless the caller has the scope the kind needs (``jobs:code`` for custom code)."""
-    require(caller, kind.scope, why=f"{kind.name} jobs need")
+def _may_run(caller: Caller, kind: Kind, decided: bool = False) -> None:
+    """403 unless the caller has the scope the kind needs (``jobs:code`` for custom code).
+    ``decided``: the access policies already decided this request (``job:Submit`` or
+    ``job:SubmitCode``, see ``access_guard``): a key bound to a user acts by its policies, not
+    its scopes."""
+    if not decided:
+        require(caller, kind.scope, why=f"{kind.name} jobs need")
+
+
+def policy_decided(request: Request) -> bool:
+    """Whether the access policies decided ``request`` (the guard marks it)."""
+    return bool(getattr(request.state, POLICY_DECIDED, False))
+
+
+def _project(name: str | None) -> None:
+    """404 before anything is queued when the project does not exist."""
+    if name and name != directory.DEFAULT_PROJECT:
+        directory.show_project(name)
+
+
+def _own(job: dict, project: str | None) -> dict:
+    """Put a new job in ``project`` (the caller was allowed to submit there)."""
+    if project and project != directory.DEFAULT_PROJECT:
+        directory.assign("job", job["id"], project)
+    return job
 
 
 may_run = _may_run

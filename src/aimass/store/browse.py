@@ -4,11 +4,16 @@ Each function answers ``(rows, total)`` for one page: a ``LIMIT/OFFSET`` query o
 one ``COUNT``, so a page costs the same with 10 or 10,000 rows behind it. The REST read routes and
 the web console call these; nothing else needs them.
 
+``keep`` (rows -> the rows the caller may see, e.g. by access policy) pages what it keeps instead:
+every row is read and filtered, so ``total`` counts only visible rows and no page has gaps.
+
 >>> clamp(5000, -3)
 (1000, 0)
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from sqlalchemy import func, select
 
@@ -22,25 +27,33 @@ def clamp(limit: int, offset: int) -> tuple[int, int]:
     return max(1, min(int(limit), MAX_PAGE)), max(0, int(offset))
 
 
-def _page(query, count, limit: int, offset: int) -> tuple[list, int]:
+Keep = Callable[[list], list]
+
+
+def _page(query, count, limit: int, offset: int, keep: Keep | None = None) -> tuple[list, int]:
     limit, offset = clamp(limit, offset)
     with session() as s:
+        if keep is not None:
+            rows = keep(list(s.scalars(query).all()))
+            return rows[offset : offset + limit], len(rows)
         rows = list(s.scalars(query.limit(limit).offset(offset)).all())
         total = s.scalar(count) or 0
     return rows, total
 
 
-def jobs(status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[JobRecord], int]:
+def jobs(
+    status: str | None = None, limit: int = 50, offset: int = 0, keep: Keep | None = None
+) -> tuple[list[JobRecord], int]:
     """Jobs, newest first, optionally of one status."""
     query = select(JobRecord).order_by(JobRecord.created.desc(), JobRecord.id)
     count = select(func.count()).select_from(JobRecord)
     if status:
         query, count = query.where(JobRecord.status == status), count.where(JobRecord.status == status)
-    return _page(query, count, limit, offset)
+    return _page(query, count, limit, offset, keep)
 
 
 def versions(
-    name: str | None = None, limit: int = 50, offset: int = 0
+    name: str | None = None, limit: int = 50, offset: int = 0, keep: Keep | None = None
 ) -> tuple[list[ModelVersionRecord], int]:
     """Model versions, newest first, optionally of one model."""
     query = select(ModelVersionRecord).order_by(ModelVersionRecord.id.desc())
@@ -48,13 +61,13 @@ def versions(
     if name:
         where = ModelVersionRecord.name == name
         query, count = query.where(where), count.where(where)
-    return _page(query, count, limit, offset)
+    return _page(query, count, limit, offset, keep)
 
 
-def datasets(limit: int = 50, offset: int = 0) -> tuple[list[DatasetRecord], int]:
+def datasets(limit: int = 50, offset: int = 0, keep: Keep | None = None) -> tuple[list[DatasetRecord], int]:
     """Imported datasets, newest first."""
     query = select(DatasetRecord).order_by(DatasetRecord.created.desc(), DatasetRecord.id)
-    return _page(query, select(func.count()).select_from(DatasetRecord), limit, offset)
+    return _page(query, select(func.count()).select_from(DatasetRecord), limit, offset, keep)
 
 
 def dataset_record(dataset_id: str) -> DatasetRecord | None:
@@ -66,3 +79,16 @@ def deployable_versions(name: str) -> list[str]:
     """Refs of every version of ``name``, newest first (at most MAX_PAGE)."""
     rows, _ = versions(name, MAX_PAGE, 0)
     return [r.ref for r in rows]
+
+
+def keeping(visible: Callable[[str, set[str]], set[str]] | None, kind: str, name_of: Callable) -> Keep | None:
+    """A ``keep`` for the page functions: the rows whose ``name_of(row)`` ``visible(kind, names)``
+    answers (an access policy's "may read"); None (every row) without ``visible``."""
+    if visible is None:
+        return None
+
+    def keep(rows: list) -> list:
+        seen = visible(kind, {name_of(r) for r in rows})
+        return [r for r in rows if name_of(r) in seen]
+
+    return keep

@@ -8,6 +8,7 @@ status and the same message and hint as the REST answer.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,11 @@ class Console:
         """Which of ``names`` the caller may read: what a list shows."""
         names = set(names)
         return names if self.guard.policy is None else self.guard.policy.visible(ctx.caller, kind, names)
+
+    def lister(self, ctx: Ctx):
+        """What a paged list shows the caller, for the page functions: (kind, names) -> the names
+        it may read; None (all) without an access guard."""
+        return None if self.guard.policy is None else functools.partial(self.guard.policy.visible, ctx.caller)
 
     def readable(self, ctx: Ctx, kind: str, name: str) -> None:
         """404, like a missing one, unless the caller may read ``name``."""

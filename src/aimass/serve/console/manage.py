@@ -53,7 +53,7 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
     async def job_list(request: Request, status: str | None = None, offset: int = Offset):
         ctx = _manager(console, request, "GET", "/v1/jobs")
         status = status or None
-        found = await asyncio.to_thread(jobs_page, status, PAGE_SIZE, offset)
+        found = await asyncio.to_thread(jobs_page, status, PAGE_SIZE, offset, console.lister(ctx))
         return console.page(
             request,
             "jobs.html",
@@ -87,7 +87,7 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
         ctx = console.ctx(request)
         await console.form(request, ctx)
         await asyncio.to_thread(console.authorize, ctx, "POST", rest("/v1/jobs/{}/retry", job_id))
-        may_run(ctx.caller, await asyncio.to_thread(jobs.kind_of, job_id))
+        may_run(ctx.caller, await asyncio.to_thread(jobs.kind_of, job_id), console.guard.policy is not None)
         new = await asyncio.to_thread(jobs.retry, job_id)
         return console.redirect(request, f"jobs/{new['id']}", f"Retried as job {new['id']}.", ctx)
 
@@ -97,13 +97,12 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
     @router.get("/models")
     async def model_list(request: Request, name: str | None = None, offset: int = Offset):
         ctx = _manager(console, request, "GET", "/v1/versions")
-        found = await asyncio.to_thread(versions_page, name, PAGE_SIZE, offset)
-        seen = await asyncio.to_thread(console.visible, ctx, "model", {v["name"] for v in found["versions"]})
+        found = await asyncio.to_thread(versions_page, name, PAGE_SIZE, offset, console.lister(ctx))
         return console.page(
             request,
             "models.html",
             ctx,
-            versions=[v for v in found["versions"] if v["name"] in seen],
+            versions=found["versions"],
             name=name or "",
             pg=pages(found["total"], offset),
         )
@@ -195,10 +194,8 @@ def _add_datasets(router: APIRouter, console: Console) -> None:
     @router.get("/datasets")
     async def dataset_list(request: Request, offset: int = Offset):
         ctx = _manager(console, request, "GET", "/v1/datasets")
-        found = await asyncio.to_thread(datasets_page, PAGE_SIZE, offset)
-        names = {d["name"] for d in found["datasets"]}
-        seen = await asyncio.to_thread(console.visible, ctx, "dataset", names)
-        shown = [d for d in found["datasets"] if d["name"] in seen]
+        found = await asyncio.to_thread(datasets_page, PAGE_SIZE, offset, console.lister(ctx))
+        shown = found["datasets"]
         return console.page(request, "datasets.html", ctx, datasets=shown, pg=pages(found["total"], offset))
 
     @router.get("/datasets/{dataset_id}")

@@ -145,7 +145,7 @@ def _add_start(router: APIRouter, console: Console) -> None:
         if form.get("name"):
             params["name"] = registry.check_name(str(form["name"]))
         console.authorize(ctx, "POST", "/v1/jobs", {"kind": "train", "params": params})
-        may_run(ctx.caller, jobs.get_kind("train"))  # as POST /v1/jobs
+        may_run(ctx.caller, jobs.get_kind("train"), console.guard.policy is not None)  # as POST /v1/jobs
         job = await asyncio.to_thread(jobs.submit, "train", params, guard=only_granted_paths)
         return console.redirect(request, f"jobs/{job['id']}?wizard=1", ctx=ctx)
 
