@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -218,3 +219,16 @@ def test_predict_py_tfidf_matches_scikit_learn(language, tmp_path):
         spec.loader.exec_module(module)
         tfidf = module.Tfidf(tmp_path) if script == "text_onnx.py" else module.Tfidf(tmp_path, weight)
         assert np.abs(tfidf.scores(queries) - want).max() < 1e-5, script
+
+
+@pytest.mark.parametrize("name", ["text_onnx.py", "text_torch.py", "image_onnx.py", "image_torch.py"])
+def test_exported_scripts_stand_alone_with_the_shared_code_written_in(name):
+    """The scripts share image_prep.py / text_prep.py from one source; the exported text has
+    that code written in and imports nothing of aimass."""
+    from aimass import standalone
+
+    text = standalone.script(name)
+    compile(text, name, "exec")
+    assert not re.search(r"^\s*(from|import) aimass", text, re.MULTILINE), name
+    shared = "def read_image(" if name.startswith("image") else "class Tfidf:"
+    assert text.count(shared) == 1 and "# end shared" not in text

@@ -103,7 +103,7 @@ def _write(record, model, recipe: Recipe, fmt: str, folder: Path) -> dict:
     labels = [str(c) for c in model.classes_]
     (folder / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
     if recipe.script is not None:
-        shutil.copyfile(Path(standalone.__file__).parent / recipe.script, folder / "predict.py")
+        (folder / "predict.py").write_text(standalone.script(recipe.script), encoding="utf-8")
     pins = _pins(recipe.packages)
     (folder / "requirements.txt").write_text("".join(f"{name}=={v}\n" for name, v in pins.items()))
     first = _check_script(model, recipe, folder, checks)

@@ -13,66 +13,18 @@ column per label of labels.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, ImageOps
 
 HERE = Path(__file__).resolve().parent
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
-ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+# shared: image_prep.py (`aimass export` writes that file's code here: predict.py stands alone)
+from aimass.standalone.image_prep import ALPHA_MODES, FORMATS, read_image, square, to_rgb, value_range  # noqa: E402, F401
 
-
-def read_image(source: str | Path | bytes, max_pixels: int, max_bytes: int) -> Image.Image:
-    """Decode a file (or its bytes) as the model was trained: the size checked from the header
-    before decoding, EXIF orientation applied, RGB with transparency on white."""
-    name = "image" if isinstance(source, bytes) else str(source)
-    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
-    if size > max_bytes:
-        raise ValueError(f"{name} is {size} bytes, over the limit of {max_bytes}")
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
-    if image.width * image.height > max_pixels:
-        raise ValueError(f"{name} is {image.width}x{image.height} pixels, over the limit of {max_pixels}")
-    image.load()
-    return to_rgb(ImageOps.exif_transpose(image))
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB; 16- and 32-bit images scaled to 8 bits, transparency composited on white."""
-    if image.mode.startswith("I"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = (0.0, 65535.0) if image.mode.startswith("I;16") else value_range(values)
-        scaled = (values - low) * (255.0 / max(high - low, 1.0))
-        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8)).convert("RGB")
-    if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def value_range(values: np.ndarray) -> tuple[float, float]:
-    """What 0 and 255 stand for in a 32-bit integer image: 8-bit, 16-bit or its own range."""
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if low >= 0 and high <= 255:
-        return 0.0, 255.0
-    if low >= 0 and high <= 65535:
-        return 0.0, 65535.0
-    return low, high
-
-
-def square(image: Image.Image, size: int) -> Image.Image:
-    """The shorter side resized to ``size`` (bicubic), then the centre square."""
-    w, h = image.size
-    scale = size / min(w, h)
-    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
-    left, top = (image.width - size) // 2, (image.height - size) // 2
-    return image.crop((left, top, left + size, top + size))
+# end shared
 
 
 class ImageModel:

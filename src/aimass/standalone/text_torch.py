@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -28,42 +26,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 
 HERE = Path(__file__).resolve().parent
-WORD = re.compile(r"(?u)\b\w\w+\b")  # words of two or more characters
-SPACES = re.compile(r"\s\s+")
+# shared: text_prep.py (`aimass export` writes that file's code here: predict.py stands alone)
+from aimass.standalone.text_prep import SPACES, WORD, Tfidf  # noqa: E402, F401
 
-
-class Tfidf:
-    """The model's TF-IDF branch: the l2-normalised ``(1 + log count) * idf`` of the text's word or
-    character n-grams (lower-cased), times the branch's weights; added to the network's logits."""
-
-    def __init__(self, folder: Path, weight: np.ndarray):
-        meta = json.loads((folder / "lexical.json").read_text(encoding="utf-8"))
-        self.analyzer = meta["settings"]["analyzer"]
-        self.low, self.high = meta["settings"]["ngram_range"]
-        self.vocabulary = meta["vocabulary"]
-        self.idf = np.load(folder / "lexical_idf.npy", allow_pickle=False).astype(np.float64)
-        self.weight = weight
-
-    def grams(self, text: str):
-        text = text.lower()
-        if self.analyzer == "word":
-            units, glue = WORD.findall(text), " "
-        else:  # characters, with runs of white space read as one space
-            units, glue = SPACES.sub(" ", text), ""
-        for n in range(self.low, self.high + 1):
-            for i in range(len(units) - n + 1):
-                yield glue.join(units[i : i + n])
-
-    def scores(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.weight.shape[0]), dtype=np.float32)
-        for row, text in enumerate(texts):
-            counts = Counter(self.vocabulary[g] for g in self.grams(text) if g in self.vocabulary)
-            if not counts:
-                continue
-            index = np.fromiter(counts, dtype=np.int64, count=len(counts))
-            values = (1.0 + np.log([counts[i] for i in index])) * self.idf[index]
-            out[row] = self.weight[:, index] @ (values / np.linalg.norm(values))
-        return out
+# end shared
 
 
 class Classifier(nn.Module):
