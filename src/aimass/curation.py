@@ -83,7 +83,9 @@ def dataset_issues(
     index = {c: i for i, c in enumerate(ds.classes)}
     labels = np.array([index[label] for label in ds.labels()])
     if model is None:
-        proba = cl.out_of_fold_proba(stack_features(embeddings, extra), labels, len(index), folds=folds, seed=seed)
+        proba = cl.out_of_fold_proba(
+            stack_features(embeddings, extra), labels, len(index), folds=folds, seed=seed
+        )
         method = {
             "probabilities": "cross-validation",
             "folds": folds,

@@ -1,0 +1,83 @@
+"""``dataset_issues`` / ``fix_dataset`` through the Python API: a registered model's predictions,
+an image dataset's picture grid, and the checks of a fix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aimass import api
+from aimass.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def news(bbc_csv):
+    return api.import_dataset(bbc_csv, name="curation-news")
+
+
+def test_a_registered_model_can_judge_the_labels(news, small_model, tmp_path):
+    record = api.register(small_model, "curation-judge")
+    report = api.dataset_issues(news, model=record.ref, out=tmp_path, hard=5)
+    assert report["method"]["probabilities"] == f"model {record.ref}"
+    assert report["method"]["in_sample_train"] is False  # fitted on texts, not on this stored dataset
+    assert report["counts"]["rows"] == 80 and report["accuracy"] > 0.8
+    assert len(report["hard_examples"]) == 5
+    assert json.loads((tmp_path / "issues.json").read_text())["dataset"]["digest"] == news.digest
+
+
+def test_an_image_dataset_gets_a_picture_grid(tmp_path, digits_folder):
+    ds = api.import_dataset(digits_folder, name="curation-digits")
+    report = api.dataset_issues(ds, out=tmp_path / "report", folds=3)
+    assert report["dataset"]["kind"] == "image" and report["accuracy"] > 0.8
+    assert {(i["label"], i["suggested"]) for i in report["label_issues"]} >= {("seven", "one")}
+    png = report["files"]["png"]
+    assert png.endswith("issues.png") and Image.open(png).size[0] > 100
+    fixed = api.fix_dataset(ds, report, drop=True)
+    assert fixed.manifest["changes"]["dropped"] == report["counts"]["label_issues"]
+
+
+@pytest.fixture
+def digits_folder(tmp_path):
+    """scikit-learn's scanned ones and sevens as 32x32 PNGs in class folders, three of the ones
+    filed under ``seven``."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    arrays, targets = (data.images * (255 / 16)).round().astype(np.uint8), data.target
+    for name in ("one", "seven"):
+        (tmp_path / "digits" / name).mkdir(parents=True)
+    for digit, name in ((1, "one"), (7, "seven")):
+        folder = tmp_path / "digits" / name
+        for i, array in enumerate(arrays[targets == digit][:30]):
+            target = folder if i >= 3 or digit == 7 else tmp_path / "digits" / "seven"
+            image = Image.fromarray(np.kron(array, np.ones((4, 4), dtype=np.uint8)))
+            image.save(target / f"{digit}-{i}.png")
+    return tmp_path / "digits"
+
+
+def test_a_fix_checks_the_report(news, tmp_path):
+    report = {"dataset": {"digest": "0" * 64}, "label_issues": [], "near_duplicates": []}
+    with pytest.raises(ConfigError, match="was made for dataset") as info:
+        api.fix_dataset(news, report, drop=True)
+    assert "aimass data issues" in info.value.hint
+    mine = {**report, "dataset": {"digest": news.digest}}
+    with pytest.raises(ConfigError, match="nothing to fix"):
+        api.fix_dataset(news, mine)
+    with pytest.raises(ConfigError, match="either dropped or relabelled"):
+        api.fix_dataset(news, mine, drop=True, relabel=True)
+    with pytest.raises(ConfigError, match="flags no row"):
+        api.fix_dataset(news, mine, drop=True)
+    with pytest.raises(ConfigError, match="no issues report"):
+        api.fix_dataset(news, tmp_path / "missing.json", drop=True)
+
+
+def test_bad_options_are_refused(news):
+    with pytest.raises(ConfigError, match="folds must be"):
+        api.dataset_issues(news, folds=1)
+    with pytest.raises(ConfigError, match="threshold must be"):
+        api.dataset_issues(news, threshold=1.5)
+    with pytest.raises(ConfigError, match="hard must be"):
+        api.dataset_issues(news, hard=-1)
