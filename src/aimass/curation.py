@@ -29,7 +29,7 @@ from aimass.data import Dataset, load_dataset
 from aimass.data.dataset import KINDS
 from aimass.data.revise import revise_dataset
 from aimass.data.storage import atomic_write
-from aimass.errors import ConfigError, DataError
+from aimass.errors import ConfigError, DataError, NotFoundError
 from aimass.evaluation import label_issues as cl
 from aimass.store import registry
 from aimass.tasks import available_tasks, get_task
@@ -101,8 +101,29 @@ def dataset_issues(
         "threshold": threshold,
     }
     report["seconds"] = round(time.perf_counter() - began, 2)
-    report["files"] = _write(report, spec, ds, Path(out) if out else paths.subdir("reports/issues") / ds.id)
+    report["files"] = _write(report, spec, ds, Path(out) if out else report_folder(ds.id))
     return report
+
+
+def report_folder(dataset_id: str) -> Path:
+    """Where a dataset's issues report is written by default: ``AIMASS_HOME/reports/issues/<id>``."""
+    return paths.subdir("reports/issues") / dataset_id
+
+
+def stored_issues(data: Dataset | str) -> dict:
+    """The issues report last written to the default folder for this dataset version.
+
+    Raises:
+        NotFoundError: No such dataset, or no report made for it yet.
+    """
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    path = report_folder(ds.id) / "issues.json"
+    if not path.is_file():
+        raise NotFoundError(
+            f"no issues report for dataset {ds.id} ({ds.name}) yet",
+            hint=f"Run `aimass data issues {ds.id}`, or submit a job of kind 'issues' with data={ds.id!r}.",
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _check_options(folds: int, threshold: float, hard: int) -> None:
@@ -323,7 +344,9 @@ def fix_dataset(
             hint="Nothing to fix; pick other rows, or another kind of issue (--duplicates).",
         )
     note = f"aimass data fix from {where}"
-    return revise_dataset(ds, drop=dropping, relabel=relabelling, name=name, note=note)
+    child = revise_dataset(ds, drop=dropping, relabel=relabelling, name=name, note=note)
+    registry.record_dataset(child)
+    return child
 
 
 def _read_report(issues: dict | str | Path) -> tuple[dict, str]:

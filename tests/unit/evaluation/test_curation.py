@@ -81,3 +81,29 @@ def test_bad_options_are_refused(news):
         api.dataset_issues(news, threshold=1.5)
     with pytest.raises(ConfigError, match="hard must be"):
         api.dataset_issues(news, hard=-1)
+
+
+def test_the_rest_twin_serves_the_last_report(news):
+    from fastapi.testclient import TestClient
+
+    from aimass.serve import auth
+    from aimass.serve.app import create_app
+
+    _, key = auth.create_key("curation-ops", ["manage"])
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(refs=[])) as client:
+        missing = client.get(f"/v1/datasets/{news.id}/issues", headers=headers)
+        assert missing.status_code == 404 and "aimass data issues" in missing.text
+        report = api.dataset_issues(news, hard=3)
+        served = client.get(f"/v1/datasets/{news.id}/issues", headers=headers)
+        assert served.status_code == 200 and served.json()["counts"] == report["counts"]
+        assert client.get(f"/v1/datasets/{news.id}/issues").status_code == 401
+
+
+def test_an_issues_job_keeps_its_report_in_place(news):
+    from aimass.jobs.kinds import get_kind
+
+    kind = get_kind("issues")
+    assert kind.check({"data": news.id}) == {"data": news.id}
+    with pytest.raises(ConfigError, match="'out' cannot be set"):
+        kind.check({"data": news.id, "out": "/tmp/elsewhere"})
