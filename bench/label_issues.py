@@ -71,7 +71,7 @@ def scores(flagged: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def features(home: Path):
-    """(training-split features, clean labels, classes, seconds to embed) of BBC News."""
+    """(training-split features, clean labels, classes, seconds to embed, the dataset) of BBC News."""
     import aimass
     from aimass.curation import stack_features
     from aimass.data import bbc_news_path
@@ -86,7 +86,20 @@ def features(home: Path):
     index = {c: i for i, c in enumerate(ds.classes)}
     labels = np.array([index[label] for label in ds.labels()])
     x = stack_features(embeddings, tfidf)[np.flatnonzero(train)]
-    return x, labels[train], ds.classes, seconds
+    return x, labels[train], ds.classes, seconds, ds
+
+
+def command(ds, home: Path) -> dict:
+    """``aimass data issues`` on the clean import, features already cached: its wall time and counts."""
+    import aimass
+
+    began = time.perf_counter()
+    report = aimass.dataset_issues(ds, out=home / "report")
+    return {
+        "wall_s": round(time.perf_counter() - began, 2),
+        **report["counts"],
+        "accuracy": report["accuracy"],
+    }
 
 
 def run_seed(x, clean: np.ndarray, n_classes: int, seed: int) -> list[dict]:
@@ -122,17 +135,44 @@ def run_seed(x, clean: np.ndarray, n_classes: int, seed: int) -> list[dict]:
     return rows
 
 
-def verdict(rows: list[dict]) -> dict:
-    """The bar on seed 0, and how often it holds over every seed run."""
-    by = {(r["seed"], r["system"]): r for r in rows}
-    held = []
-    for seed in sorted({r["seed"] for r in rows}):
+def pooled(rows: list[dict]) -> list[dict]:
+    """Precision and recall of each system over every seed run together."""
+    out = []
+    for system in dict.fromkeys(r["system"] for r in rows):
+        mine = [r for r in rows if r["system"] == system]
+        flagged, found, flipped = (sum(r[k] for r in mine) for k in ("flagged", "found", "flipped"))
+        precision, recall = found / max(flagged, 1), found / max(flipped, 1)
+        out.append(
+            {
+                "seed": "all",
+                "system": system,
+                "flipped": flipped,
+                "flagged": flagged,
+                "found": found,
+                "precision": round(precision, 4),
+                "recall": round(recall, 4),
+                "f1": round(2 * precision * recall / max(precision + recall, 1e-12), 4),
+                "detect_s": round(sum(r["detect_s"] for r in mine), 4),
+                "oof_s": round(sum(r["oof_s"] for r in mine), 2),
+            }
+        )
+    return out
+
+
+def verdict(rows: list[dict], total: list[dict]) -> dict:
+    """The bar on seed 0, how often it holds over every seed run, and on all seeds pooled."""
+    by = {(r["seed"], r["system"]): r for r in rows + total}
+
+    def holds(seed) -> bool:
         ours, theirs = by[(seed, "aimass")], by[(seed, "cleanlab 2.9.0")]
-        held.append(ours["precision"] >= theirs["precision"] and ours["recall"] >= theirs["recall"])
+        return ours["precision"] >= theirs["precision"] and ours["recall"] >= theirs["recall"]
+
+    held = [holds(seed) for seed in sorted({r["seed"] for r in rows})]
     return {
         "bar": "aimass precision >= cleanlab's and recall >= cleanlab's",
         "pass_seed0": held[0],
         "held": held,
+        "pass_pooled": holds("all"),
     }
 
 
@@ -152,13 +192,17 @@ def show(rows: list[dict], result: dict) -> None:
     ]
     for column in columns:
         table.add_column(column)
-    for row in rows:
+    for row in rows + result["pooled"]:
         table.add_row(*[str(row[c]) for c in columns])
     console.print(table)
+    warm, bar = result["command_warm"], result["verdict"]
     console.print(
-        f"embed {result['embed_s']} s, total {result['wall_s']} s; bar ({result['verdict']['bar']}): "
-        + ("PASS" if result["verdict"]["pass_seed0"] else "FAIL")
-        + f" on seed 0; held on {sum(result['verdict']['held'])}/{len(result['verdict']['held'])} seed(s)"
+        f"embed {result['embed_s']} s (cold cache); `aimass data issues` on all {warm['rows']} rows, "
+        f"features cached: {warm['wall_s']} s; total {result['wall_s']} s"
+    )
+    console.print(
+        f"bar ({bar['bar']}): {'PASS' if bar['pass_seed0'] else 'FAIL'} on seed 0; held on "
+        f"{sum(bar['held'])}/{len(bar['held'])} seed(s); {'PASS' if bar['pass_pooled'] else 'FAIL'} pooled"
     )
 
 
@@ -168,8 +212,9 @@ def main() -> int:
     args = parser.parse_args()
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="aimass-bench-issues-") as home:
-        x, clean, classes, embed_s = features(Path(home))
+        x, clean, classes, embed_s, ds = features(Path(home))
         rows = [row for seed in range(args.seeds) for row in run_seed(x, clean, len(classes), seed)]
+        warm = command(ds, Path(home))
     result = {
         "benchmark": "label_issues",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -182,10 +227,12 @@ def main() -> int:
         "noise": NOISE,
         "probabilities": f"{FOLDS}-fold logistic regression on MiniLM-L6 embeddings + word TF-IDF",
         "embed_s": round(embed_s, 2),
+        "command_warm": warm,
         "wall_s": round(time.perf_counter() - began, 2),
         "rows": rows,
     }
-    result["verdict"] = verdict(rows)
+    result["pooled"] = pooled(rows)
+    result["verdict"] = verdict(rows, result["pooled"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     show(rows, result)

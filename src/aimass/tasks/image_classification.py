@@ -542,7 +542,8 @@ class ImageClassification(ClassificationTask):
         items = data.inputs()
         spec = get_backbone(Config().backbone)
         size = auto_size(items)
-        key = f"features|{spec.name}|{data.digest}|{size}"
+        content = hashlib.sha256("".join(row["sha256"] for row in data.rows()).encode()).hexdigest()
+        key = f"features|{spec.name}|{size}|{content}"  # by content: a relabelled version reuses it
         path = (
             paths.subdir("cache/features")
             / f"img-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"

@@ -507,7 +507,7 @@ class TextClassification(ClassificationTask):
         tokenizer, encoder = spec.load()
         prefixed = [spec.prefix + t for t in texts]
         max_length = token_budget(token_counts(tokenizer, prefixed), Config().max_length)
-        key = f"features|{name}|{data.digest}|{max_length}"
+        key = f"features|{name}|{max_length}"  # the texts are hashed too: a relabelled version reuses it
         pooled = cached_embeddings(
             encoder, tokenizer, prefixed, key, max_length=max_length, keep_layer=None, progress=progress
         )["pooled"]
