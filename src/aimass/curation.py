@@ -188,11 +188,11 @@ def _model_proba(ref: str, ds: Dataset, index: dict) -> tuple[np.ndarray, dict]:
 
 def _report(ds: Dataset, labels, proba, embeddings, threshold: float, hard: int) -> dict:
     classes, rows = ds.classes, ds.rows()
-    column = KINDS[ds.kind].column
+    kind = KINDS[ds.kind]
     mask = cl.find_label_issues(labels, proba)
-    issues = [_issue(i, rows[i], column, classes, labels, proba) for i in cl.rank_issues(labels, proba, mask)]
-    dups = _duplicates(rows, column, embeddings, threshold)
-    hardest = [_hard(i, rows[i], column, classes, proba) for i in cl.hard_examples(proba, hard, exclude=mask)]
+    issues = [_issue(i, rows[i], kind, classes, labels, proba) for i in cl.rank_issues(labels, proba, mask)]
+    dups = _duplicates(rows, kind, embeddings, threshold)
+    hardest = [_hard(i, rows[i], kind, classes, proba) for i in cl.hard_examples(proba, hard, exclude=mask)]
     joint = cl.confident_joint(labels, proba)
     return {
         "format": FORMAT,
@@ -212,12 +212,13 @@ def _report(ds: Dataset, labels, proba, embeddings, threshold: float, hard: int)
     }
 
 
-def _item(row: dict, column: str) -> str:
-    value = str(row[column])
+def _item(row: dict, kind) -> str:
+    """What a person recognises a row by: its text, or the file a stored image came from."""
+    value = str(row["source"] if kind.stored_file else row[kind.column])
     return value if len(value) <= SNIPPET else value[:SNIPPET] + "…"
 
 
-def _issue(i: int, row: dict, column: str, classes, labels, proba) -> dict:
+def _issue(i: int, row: dict, kind, classes, labels, proba) -> dict:
     p = proba[i]
     return {
         "row": int(i),
@@ -226,11 +227,11 @@ def _issue(i: int, row: dict, column: str, classes, labels, proba) -> dict:
         "suggested": classes[int(p.argmax())],
         "self_confidence": round(float(p[labels[i]]), 4),
         "margin": round(float(cl.margins(labels[i : i + 1], proba[i : i + 1])[0]), 4),
-        "item": _item(row, column),
+        "item": _item(row, kind),
     }
 
 
-def _hard(i: int, row: dict, column: str, classes, proba) -> dict:
+def _hard(i: int, row: dict, kind, classes, proba) -> dict:
     top = np.argsort(-proba[i])[:2]
     return {
         "row": int(i),
@@ -239,11 +240,11 @@ def _hard(i: int, row: dict, column: str, classes, proba) -> dict:
         "predicted": classes[int(top[0])],
         "runner_up": classes[int(top[1])],
         "margin": round(float(proba[i, top[0]] - proba[i, top[1]]), 4),
-        "item": _item(row, column),
+        "item": _item(row, kind),
     }
 
 
-def _duplicates(rows: list[dict], column: str, embeddings, threshold: float) -> list[dict]:
+def _duplicates(rows: list[dict], kind, embeddings, threshold: float) -> list[dict]:
     """Valid/test rows whose nearest train row reaches ``threshold``."""
     splits = np.array([row["split"] for row in rows])
     train, other = np.flatnonzero(splits == "train"), np.flatnonzero(splits != "train")
@@ -256,8 +257,8 @@ def _duplicates(rows: list[dict], column: str, embeddings, threshold: float) -> 
             "match_row": int(train[r]),
             "match_label": rows[train[r]]["label"],
             "similarity": round(sim, 4),
-            "item": _item(rows[other[q]], column),
-            "match_item": _item(rows[train[r]], column),
+            "item": _item(rows[other[q]], kind),
+            "match_item": _item(rows[train[r]], kind),
         }
         for q, r, sim in found
     ]
