@@ -328,7 +328,11 @@ def fix_dataset(
     ds = data if isinstance(data, Dataset) else load_dataset(data)
     report, where = _read_report(issues)
     _check_fix(ds, report, where, drop=drop, relabel=relabel, duplicates=duplicates)
-    wanted = None if rows is None else {int(r) for r in rows}
+    wanted = (
+        None
+        if rows is None
+        else _wanted_rows(report, rows, where, label_issues=drop or relabel, duplicates=duplicates)
+    )
     chosen = [r for r in report["label_issues"] if wanted is None or r["row"] in wanted]
     reason = "label issue: given {label}, suggested {suggested} (margin {margin})"
     dropping = {r["row"]: reason.format(**r) for r in chosen} if drop else {}
@@ -348,6 +352,21 @@ def fix_dataset(
     child = revise_dataset(ds, drop=dropping, relabel=relabelling, name=name, note=note)
     registry.record_dataset(child)
     return child
+
+
+def _wanted_rows(report: dict, rows: list[int], where: str, *, label_issues: bool, duplicates: bool) -> set:
+    """The row numbers asked for, each of which the report must flag for the chosen action."""
+    flagged = {r["row"] for r in report["label_issues"]} if label_issues else set()
+    flagged |= {r["row"] for r in report["near_duplicates"]} if duplicates else set()
+    wanted = {int(r) for r in rows}
+    stray = sorted(wanted - flagged)
+    if stray:
+        raise ConfigError(
+            f"row(s) {stray[:5]} are not flagged in the issues report {where} for this action",
+            hint="Pick --row numbers from the report's label issues (--drop/--relabel) or near-duplicates "
+            "(--duplicates).",
+        )
+    return wanted
 
 
 def _read_report(issues: dict | str | Path) -> tuple[dict, str]:
