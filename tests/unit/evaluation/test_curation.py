@@ -103,10 +103,14 @@ def test_the_rest_twin_serves_the_last_report(news):
         assert client.get(f"/v1/datasets/{news.id}/issues").status_code == 401
 
 
-def test_an_issues_job_keeps_its_report_in_place(news):
+def test_an_issues_job_writes_the_report_the_rest_twin_serves(news):
+    from aimass import jobs
+    from aimass.curation import stored_issues
     from aimass.jobs.kinds import get_kind
 
-    kind = get_kind("issues")
-    assert kind.check({"data": news.id}) == {"data": news.id}
     with pytest.raises(ConfigError, match="'out' cannot be set"):
-        kind.check({"data": news.id, "out": "/tmp/elsewhere"})
+        get_kind("issues").check({"data": news.id, "out": "/tmp/elsewhere"})
+    done = jobs.run_foreground(jobs.submit("issues", {"data": news.id, "hard": 2})["id"])
+    assert done["status"] == "succeeded", done
+    assert done["result"]["dataset"] == news.id and done["result"]["hard_examples"] == 2
+    assert stored_issues(news.id)["counts"]["hard_examples"] == 2
