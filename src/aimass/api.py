@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aimass import autolearn, exporters
+from aimass.curation import dataset_issues, fix_dataset
 from aimass.workflow import (
     available_tasks,
     compress,
@@ -34,9 +35,11 @@ __all__ = [
     "auto",
     "available_tasks",
     "compress",
+    "dataset_issues",
     "evaluate",
     "export",
     "finetune",
+    "fix_dataset",
     "import_dataset",
     "list_datasets",
     "list_models",

@@ -68,6 +68,89 @@ def data_list(as_json: JsonFlag = False):
     emit(rows, as_json, lambda r: out.print(_table(r, ["id", "name", "rows", "language"])))
 
 
+@data_app.command("issues")
+@command
+def data_issues(
+    dataset_id: Annotated[str, typer.Argument(help="Dataset id or name.")],
+    model: Annotated[
+        str | None, typer.Option(help="NAME[:VERSION]: use this model's predictions, not cross-validation.")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    threshold: Annotated[float, typer.Option(help="Cosine similarity of a near-duplicate.")] = 0.95,
+    hard: Annotated[int, typer.Option(help="Hard examples to list.")] = 20,
+    lexical: Annotated[bool, typer.Option(help="Text: add TF-IDF to the embeddings.")] = True,
+    out: Annotated[
+        str | None, typer.Option(help="Report folder (default: AIMASS_HOME/reports/issues/ID).")
+    ] = None,
+    seed: int = 0,
+    top: Annotated[int, typer.Option(help="Rows shown per table.")] = 15,
+    as_json: JsonFlag = False,
+):
+    """Likely label errors (confident learning), near-duplicates across splits and hard examples."""
+    from aimass import api
+
+    report = api.dataset_issues(
+        dataset_id,
+        model=model,
+        folds=folds,
+        threshold=threshold,
+        hard=hard,
+        lexical=lexical,
+        out=out,
+        seed=seed,
+        progress=not as_json,
+    )
+    emit(report, as_json, lambda r: _show_issues(r, top))
+
+
+def _show_issues(report: dict, top: int) -> None:
+    c, ds = report["counts"], report["dataset"]
+    out.print(
+        f"Dataset {ds['name']!r} (id {ds['id']}): {c['rows']:,} rows, {c['label_issues']} likely label "
+        f"error(s), {c['near_duplicates']} near-duplicate(s) across splits; out-of-fold accuracy "
+        f"{report['accuracy']:.4f} ({report['method']['probabilities']}, {report['seconds']} s)"
+    )
+    tables = (
+        ("label_issues", ["row", "split", "label", "suggested", "self_confidence", "margin", "item"]),
+        ("near_duplicates", ["row", "split", "label", "match_row", "match_label", "similarity", "item"]),
+        ("hard_examples", ["row", "split", "label", "predicted", "runner_up", "margin", "item"]),
+    )
+    for key, columns in tables:
+        rows = [{**r, "item": r["item"][:60]} for r in report[key][:top]]
+        if rows:
+            more = len(report[key]) - len(rows)
+            title = key.replace("_", " ") + (f" (first {len(rows)} of {len(report[key])})" if more else "")
+            out.print(_table(rows, columns, title=title))
+    out.print("Report: " + ", ".join(report["files"].values()))
+    if c["label_issues"]:
+        out.print(f"Act on it: aimass data fix {ds['id']} {report['files']['json']} --relabel (or --drop)")
+
+
+@data_app.command("fix")
+@command
+def data_fix(
+    dataset_id: Annotated[str, typer.Argument(help="Dataset id or name the report was made for.")],
+    issues: Annotated[str, typer.Argument(help="The issues.json written by `aimass data issues`.")],
+    drop: Annotated[bool, typer.Option(help="Drop the rows flagged as label issues.")] = False,
+    relabel: Annotated[bool, typer.Option(help="Give flagged rows their suggested label.")] = False,
+    duplicates: Annotated[
+        bool, typer.Option(help="Drop valid/test rows that near-duplicate a train row.")
+    ] = False,
+    row: Annotated[list[int] | None, typer.Option(help="Only this row of the report (repeatable).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name of the new version (default: the dataset's).")
+    ] = None,
+    as_json: JsonFlag = False,
+):
+    """A new dataset version with the reported rows dropped or relabelled; the parent is kept."""
+    from aimass import api
+
+    ds = api.fix_dataset(
+        dataset_id, issues, drop=drop, relabel=relabel, duplicates=duplicates, rows=row, name=name
+    )
+    emit({"id": ds.id, **ds.summary()}, as_json, lambda _: out.print(ds.describe()))
+
+
 # ------------------------------------------------------------------ train
 def _task_names(incomplete: str) -> list[str]:
     """``--task`` completion from the registry (an unknown name is the registry's own error,

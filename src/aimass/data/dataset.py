@@ -161,6 +161,7 @@ class Dataset:
             "warnings": m["warnings"],
             "leakage": m.get("leakage", []),
             **({"tokens": m["tokens"]} if "tokens" in m else {}),  # generation data: token statistics
+            **({"parent": m["parent"], "changes": m["changes"]} if "parent" in m else {}),  # a revision
         }
 
     def describe(self) -> str:
@@ -179,6 +180,7 @@ class Dataset:
             + f", listed in {s['rejects_file']}",
         ]
         lines += _token_lines(s.get("tokens"))
+        lines += _lineage_lines(s, self.path)
         return "\n".join(lines + [f"  warning: {w}" for w in s["warnings"]])
 
     def _format_lines(self, s: dict) -> list[str]:
@@ -196,6 +198,17 @@ def _token_lines(tokens: dict | None) -> list[str]:
         ]
         out.append(f"    {split}: " + "; ".join(cells))
     return out
+
+
+def _lineage_lines(s: dict, folder: Path) -> list[str]:
+    """A revised dataset: its parent and what changed (``aimass data fix``)."""
+    if "parent" not in s:
+        return []
+    parent, changes = s["parent"], s["changes"]
+    return [
+        f"  revised from {parent['id']} ({parent['name']}): dropped {changes['dropped']:,}, "
+        f"relabelled {changes['relabelled']:,}, listed in {folder / changes['file']}"
+    ]
 
 
 def _split_name(split: str) -> str:

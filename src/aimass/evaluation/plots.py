@@ -59,3 +59,28 @@ def top_losses_png(rows: list[dict], path: Path, columns: int = 4) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def issues_png(rows: list[dict], path: Path, columns: int = 5, title: str = "Label issues") -> Path:
+    """A grid of flagged images, each titled with its row number, the given label and the suggested
+    one (``rows``: ``input`` the image's absolute path, ``row``, ``label``, ``suggested``)."""
+    n = max(1, len(rows))
+    cols = min(columns, n)
+    lines = -(-n // cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(3 * cols, 3.3 * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows):
+        try:
+            ax.imshow(open_image(row["input"]))
+        except Exception:  # the image moved or is unreadable: keep the caption
+            ax.text(0.5, 0.5, "(image unavailable)", ha="center", va="center")
+        ax.set_title(f"row {row['row']}\ngiven {row['label']} -> {row['suggested']}", fontsize=9)
+    if not rows:
+        axes.flat[0].text(0.5, 0.5, "nothing flagged", ha="center", va="center")
+    fig.suptitle(f"{title}: given -> suggested")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.3 * lines)))  # leave the suptitle its own line
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

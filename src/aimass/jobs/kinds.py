@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aimass import workflow
+from aimass import curation, workflow
 from aimass.autolearn import auto
 from aimass.errors import ConfigError
 from aimass.jobs import custom
@@ -98,6 +98,24 @@ def run_compress(params: dict, ctx) -> dict:
     ctx.progress(0.05, f"compressing {ref} with {method}")
     result = workflow.compress(ref, method, run_id=ctx.run_id, **settings)
     return {"model": result["model"], "parent": result["parent"], "gate": result["gate"]}
+
+
+def _check_issues(params: dict) -> dict:
+    if "out" in params:
+        raise ConfigError(
+            "an issues job writes its report beside the others; 'out' cannot be set",
+            hint="Leave out 'out'; read the report at GET /v1/datasets/{id}/issues.",
+        )
+    return _require(params, "data")
+
+
+@register_kind("issues", "label issues, near-duplicates and hard examples of a dataset", _check_issues)
+def run_issues(params: dict, ctx) -> dict:
+    settings = dict(params)
+    data = settings.pop("data")
+    ctx.progress(0.05, f"finding the issues of dataset {data}")
+    report = curation.dataset_issues(data, **settings)
+    return {"dataset": report["dataset"]["id"], **report["counts"], "files": report["files"]}
 
 
 @register_kind(

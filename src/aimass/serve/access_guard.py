@@ -122,6 +122,7 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/datasets", "dataset:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/datasets/{dataset_id}", "dataset:Read", path("dataset", "dataset_id")),
     Rule("GET", "/v1/datasets/{dataset_id}/rejects", "dataset:Read", path("dataset", "dataset_id")),
+    Rule("GET", "/v1/datasets/{dataset_id}/issues", "dataset:Read", path("dataset", "dataset_id")),
     Rule("GET", "/v1/versions", "model:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/versions/{ref}", "model:Read", path("model", "ref")),
     Rule("GET", "/v1/versions/{ref}/files/{file}", "model:Read", path("model", "ref")),

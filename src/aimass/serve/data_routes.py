@@ -5,7 +5,8 @@ These are the JSON twins of the web console's pages (the console calls the same 
 - ``POST /v1/uploads`` (multipart, one file) keeps a data file or archive under
   ``AIMASS_HOME/uploads`` and answers the path to import; ``POST /v1/datasets`` imports it;
 - ``GET /v1/datasets`` (paginated), ``GET /v1/datasets/{id}`` (the import report) and
-  ``GET /v1/datasets/{id}/rejects`` (paginated);
+  ``GET /v1/datasets/{id}/rejects`` (paginated), ``GET /v1/datasets/{id}/issues`` (the last
+  issues report: ``aimass data issues`` or a job of kind ``issues``);
 - ``GET /v1/versions`` (paginated, ``?name=``), ``GET /v1/versions/{ref}`` (lineage, params,
   metrics, evaluation, aliases, where it is deployed), ``GET /v1/versions/{ref}/files/{file}``
   (the evaluation pictures) and ``PUT /v1/versions/{ref}/aliases/{alias}``.
@@ -28,7 +29,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from aimass import api
+from aimass import api, curation
 from aimass.data import Dataset, load_dataset
 from aimass.data.dataset import MANIFEST_FILE
 from aimass.data.storage import datasets_dir
@@ -84,6 +85,10 @@ def open_dataset(dataset_id: str) -> Dataset:
 
 def dataset_report(dataset_id: str) -> dict:
     return open_dataset(dataset_id).summary()
+
+
+def issues_report(dataset_id: str) -> dict:
+    return curation.stored_issues(open_dataset(dataset_id))
 
 
 def rejects_page(dataset_id: str, limit: int, offset: int) -> dict:
@@ -183,6 +188,12 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
         dataset_id: str, limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)
     ):
         return await asyncio.to_thread(rejects_page, dataset_id, limit, offset)
+
+    @app.get("/v1/datasets/{dataset_id}/issues", tags=["datasets"], dependencies=manage)
+    async def issues(dataset_id: str):
+        """The last issues report of this dataset version (likely label errors, near-duplicates across
+        splits, hard examples), written by `aimass data issues` or a job of kind ``issues``."""
+        return await asyncio.to_thread(issues_report, dataset_id)
 
     @app.get("/v1/versions", tags=["models"])
     async def versions(

@@ -107,6 +107,15 @@ class Task:
         it, for data that must be imported to be read (images)."""
         return None
 
+    @classmethod
+    def features(cls, data, *, lexical: bool = True, progress: bool = False):
+        """Frozen-backbone features of every row of the stored Dataset ``data``, in stored order, for
+        data curation (:mod:`aimass.curation`: label issues, near-duplicates): ``(embeddings, extra)``
+        with ``embeddings`` an L2-normalised ``[n, d]`` float array and ``extra`` an optional sparse
+        ``[n, m]`` matrix (a text task's TF-IDF when ``lexical``) or None. Default: None, the task
+        has no such features."""
+        return None
+
     # --------------------------------------------------------- options
     @classmethod
     def options(cls) -> dict[str, Any]:
@@ -160,6 +169,12 @@ class Task:
     @classmethod
     def plots(cls, report: dict, folder: Path) -> list[Path]:
         """PNG files drawn from an evaluation report into ``folder`` (default: none)."""
+        return []
+
+    @classmethod
+    def issue_plots(cls, issues: list[dict], folder: Path) -> list[Path]:
+        """PNG files picturing the label issues of a curation report (each with ``input``, ``row``,
+        ``label``, ``suggested``) drawn into ``folder`` (default: none)."""
         return []
 
     # ---------------------------------------------------- compression

@@ -536,6 +536,36 @@ class ImageClassification(ClassificationTask):
         return f"{kind} of images (class sub-folders or a path,label manifest)"
 
     @classmethod
+    def features(cls, data, *, lexical: bool = True, progress: bool = False):
+        """Pooled features of the centre crops from the frozen EfficientNet-Lite0 (cached on disk);
+        images have no lexical part."""
+        items = data.inputs()
+        spec = get_backbone(Config().backbone)
+        size = auto_size(items)
+        content = hashlib.sha256("".join(row["sha256"] for row in data.rows()).encode()).hexdigest()
+        key = f"features|{spec.name}|{size}|{content}"  # by content: a relabelled version reuses it
+        path = (
+            paths.subdir("cache/features")
+            / f"img-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+        )
+
+        def compute():
+            _, encoder = spec.load()
+            net = _build(encoder, 2, spec.feature_dim)
+            pixels = _pixels(items, round(size * BASE_SCALE))
+            return {"pooled": _embed(net.encoder.fuse_for_inference(), net.normalise, pixels, size)}
+
+        pooled = cached(path, compute)["pooled"]
+        return nn.functional.normalize(pooled.float(), dim=-1).numpy(), None
+
+    @classmethod
+    def issue_plots(cls, issues: list[dict], folder: Path, limit: int = 40) -> list[Path]:
+        """A grid of the worst ``limit`` flagged images, each with its given and suggested label."""
+        from aimass.evaluation.plots import issues_png  # heavy: matplotlib
+
+        return [issues_png(issues[:limit], Path(folder) / "issues.png")]
+
+    @classmethod
     def sample_data(cls, per_class: int = 12) -> tuple[list[bytes], list[str]]:
         """A small real dataset (scikit-learn's scanned handwritten digits 0, 1 and 7, as PNGs)."""
         from sklearn.datasets import load_digits  # heavy: scikit-learn, sample data only

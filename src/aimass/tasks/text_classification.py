@@ -42,7 +42,7 @@ from aimass.tasks.classification import (
 from aimass.tasks.classification import (
     Handler as ClassifierHandler,
 )
-from aimass.tfidf import settings_for
+from aimass.tfidf import settings_for, vectorizer
 from aimass.tfidf.branch import Lexical
 from aimass.train import stages
 from aimass.train.cache import cached_embeddings
@@ -495,6 +495,24 @@ class TextClassification(ClassificationTask):
         if path.is_dir() and next(path.rglob("*.txt"), None) is not None:
             return "a folder of class sub-folders holding .txt files"
         return None
+
+    @classmethod
+    def features(cls, data, *, lexical: bool = True, progress: bool = False):
+        """Mean-pooled embeddings of the language's default backbone (cached on disk) and, when
+        ``lexical``, the TF-IDF of the texts (the training settings, fitted on all rows)."""
+        texts = data.texts()
+        language = data.manifest.get("language") or detect_language(texts)
+        name = default_backbone(language)
+        spec = get_backbone(name)
+        tokenizer, encoder = spec.load()
+        prefixed = [spec.prefix + t for t in texts]
+        max_length = token_budget(token_counts(tokenizer, prefixed), Config().max_length)
+        key = f"features|{name}|{max_length}"  # the texts are hashed too: a relabelled version reuses it
+        pooled = cached_embeddings(
+            encoder, tokenizer, prefixed, key, max_length=max_length, keep_layer=None, progress=progress
+        )["pooled"]
+        extra = vectorizer(settings_for(language)).fit_transform(texts) if lexical else None
+        return pooled.numpy(), extra
 
     @classmethod
     def sample_data(cls, per_class: int = 12) -> tuple[list[str], list[str]]:

@@ -1,0 +1,400 @@
+"""Data curation: likely label errors, near-duplicates across splits and hard examples of a stored
+dataset (:func:`dataset_issues`), and a new dataset version with them fixed (:func:`fix_dataset`).
+
+The probabilities are out of fold: a 5-fold logistic regression on the frozen backbone's cached
+features (for text, with the TF-IDF beside them), so every row is judged by a model that never saw
+it; ``model=`` uses a registered model's predictions instead. The detector is confident learning
+(:mod:`aimass.evaluation.label_issues`).
+
+>>> report = dataset_issues("bbc-news")                                   # doctest: +SKIP
+>>> [(i["row"], i["label"], i["suggested"]) for i in report["label_issues"][:2]]  # doctest: +SKIP
+[(1432, 'sport', 'business'), (87, 'tech', 'business')]
+>>> fixed = fix_dataset("bbc-news", report, relabel=True)                 # doctest: +SKIP
+>>> fixed.manifest["parent"]["id"], fixed.manifest["changes"]["relabelled"]  # doctest: +SKIP
+('5d41402abc4b', 31)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aimass import paths
+from aimass.data import Dataset, load_dataset
+from aimass.data.dataset import KINDS
+from aimass.data.revise import revise_dataset
+from aimass.data.storage import atomic_write
+from aimass.errors import ConfigError, DataError, NotFoundError
+from aimass.evaluation import label_issues as cl
+from aimass.store import registry
+from aimass.tasks import available_tasks, get_task
+
+DUPLICATE_THRESHOLD = 0.95
+HARD_EXAMPLES = 20
+SNIPPET = 200
+FORMAT = 1
+
+
+def dataset_issues(
+    data: Dataset | str,
+    *,
+    model: str | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    lexical: bool = True,
+    threshold: float = DUPLICATE_THRESHOLD,
+    hard: int = HARD_EXAMPLES,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> dict:
+    """Find likely label errors, near-duplicates across splits and hard examples; write the report.
+
+    Args:
+        data: A stored dataset (or its id or name).
+        model: ``NAME[:VERSION]`` of a registered model whose predictions to use instead of
+            cross-validation (rows it trained on are then judged in sample).
+        folds: Cross-validation folds.
+        seed: Seed of the folds.
+        lexical: Text: add the TF-IDF of the texts to the embeddings.
+        threshold: Cosine similarity from which a valid/test row is a near-duplicate of a train row.
+        hard: How many hard examples (lowest margin between the top two classes) to list.
+        out: Folder for ``issues.json``, ``issues.csv`` (and ``issues.png`` for images); default
+            ``AIMASS_HOME/reports/issues/<dataset id>``.
+        progress: Show a progress bar while embedding.
+
+    Returns:
+        The report: ``label_issues`` (worst first), ``near_duplicates``, ``hard_examples``, the class
+        ``thresholds``, the ``confident_joint``, counts, the method and the ``files`` written.
+
+    Raises:
+        ConfigError: Invalid folds, threshold or count.
+        DataError: The dataset holds no classification data, or a class is too small to cross-validate.
+        NotFoundError: No such dataset or model.
+    """
+    _check_options(folds, threshold, hard)
+    began = time.perf_counter()
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    spec, (embeddings, extra) = _features(ds, lexical, progress)
+    index = {c: i for i, c in enumerate(ds.classes)}
+    labels = np.array([index[label] for label in ds.labels()])
+    if model is None:
+        proba = cl.out_of_fold_proba(
+            stack_features(embeddings, extra), labels, len(index), folds=folds, seed=seed
+        )
+        method = {
+            "probabilities": "cross-validation",
+            "folds": folds,
+            "seed": seed,
+            "lexical": extra is not None,
+        }
+    else:
+        proba, method = _model_proba(model, ds, index)
+    report = _report(ds, labels, proba, embeddings, threshold, hard)
+    report["method"] = {
+        **method,
+        "detector": "confident learning (prune by noise rate)",
+        "threshold": threshold,
+    }
+    report["seconds"] = round(time.perf_counter() - began, 2)
+    report["files"] = _write(report, spec, ds, Path(out) if out else report_folder(ds.id))
+    return report
+
+
+def report_folder(dataset_id: str) -> Path:
+    """Where a dataset's issues report is written by default: ``AIMASS_HOME/reports/issues/<id>``."""
+    return paths.subdir("reports/issues") / dataset_id
+
+
+def stored_issues(data: Dataset | str) -> dict:
+    """The issues report last written to the default folder for this dataset version.
+
+    Raises:
+        NotFoundError: No such dataset, or no report made for it yet.
+    """
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    path = report_folder(ds.id) / "issues.json"
+    if not path.is_file():
+        raise NotFoundError(
+            f"no issues report for dataset {ds.id} ({ds.name}) yet",
+            hint=f"Run `aimass data issues {ds.id}`, or submit a job of kind 'issues' with data={ds.id!r}.",
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _check_options(folds: int, threshold: float, hard: int) -> None:
+    if not 2 <= folds <= 50:
+        raise ConfigError(f"folds must be an int in [2, 50]. Got {folds} instead.", hint="Use 5 or 10.")
+    if not 0 < threshold <= 1:
+        raise ConfigError(
+            f"threshold must be a float in (0, 1]. Got {threshold} instead.",
+            hint="Cosine similarity: 0.95 finds near-copies, 1.0 only exact ones.",
+        )
+    if hard < 0:
+        raise ConfigError(f"hard must be an int >= 0. Got {hard} instead.", hint="Use 20, or 0 for none.")
+
+
+def _features(ds: Dataset, lexical: bool, progress: bool):
+    """(the task spec that embedded it, its features): the first task of this kind of data that has them."""
+    for name in available_tasks():
+        spec = get_task(name)
+        if spec.data_kind == ds.kind:
+            found = spec.features(ds, lexical=lexical, progress=progress)
+            if found is not None:
+                return spec, found
+    raise DataError(
+        f"dataset {ds.name!r} holds {ds.kind} data; label issues are found in classification datasets",
+        hint="Import a text or image classification dataset (a label per row).",
+    )
+
+
+def stack_features(embeddings: np.ndarray, extra):
+    """The embeddings beside the sparse extra features (if any), as one matrix to fit on."""
+    if extra is None:
+        return embeddings
+    from scipy import sparse  # heavy: scipy
+
+    return sparse.hstack([sparse.csr_matrix(embeddings), extra], format="csr")
+
+
+def _model_proba(ref: str, ds: Dataset, index: dict) -> tuple[np.ndarray, dict]:
+    """A registered model's probabilities over the dataset's classes, and the method entry."""
+    record = registry.get_version(ref)
+    spec = get_task(record.task)
+    if spec.data_kind != ds.kind:
+        raise DataError(
+            f"model {record.ref} reads {spec.data_kind} data; dataset {ds.name!r} holds {ds.kind}",
+            hint="Pick a model trained on this kind of data, or leave out --model.",
+        )
+    model = spec.estimator.load(registry.open_folder(record))
+    missing = sorted(set(index) - set(model.classes_))
+    if missing:
+        raise DataError(
+            f"model {record.ref} does not know the class(es) {missing} of dataset {ds.name!r}",
+            hint="Use a model trained on these classes, or leave out --model to cross-validate.",
+        )
+    given = np.asarray(model.predict_proba(ds.inputs()), dtype=float)
+    proba = np.zeros((len(given), len(index)))
+    for column, name in enumerate(model.classes_):
+        if name in index:
+            proba[:, index[name]] = given[:, column]
+    in_sample = record.dataset_digest == ds.digest
+    return proba, {"probabilities": f"model {record.ref}", "in_sample_train": in_sample}
+
+
+def _report(ds: Dataset, labels, proba, embeddings, threshold: float, hard: int) -> dict:
+    classes, rows = ds.classes, ds.rows()
+    kind = KINDS[ds.kind]
+    mask = cl.find_label_issues(labels, proba)
+    issues = [_issue(i, rows[i], kind, classes, labels, proba) for i in cl.rank_issues(labels, proba, mask)]
+    dups = _duplicates(rows, kind, embeddings, threshold)
+    hardest = [_hard(i, rows[i], kind, classes, proba) for i in cl.hard_examples(proba, hard, exclude=mask)]
+    joint = cl.confident_joint(labels, proba)
+    return {
+        "format": FORMAT,
+        "dataset": {"id": ds.id, "digest": ds.digest, "name": ds.name, "kind": ds.kind},
+        "counts": {
+            "rows": len(rows),
+            "label_issues": len(issues),
+            "near_duplicates": len(dups),
+            "hard_examples": len(hardest),
+        },
+        "accuracy": round(float((proba.argmax(1) == labels).mean()), 4),
+        "thresholds": {c: round(float(t), 4) for c, t in zip(classes, cl.class_thresholds(labels, proba))},
+        "confident_joint": {"labels": classes, "matrix": joint.tolist()},
+        "label_issues": issues,
+        "near_duplicates": dups,
+        "hard_examples": hardest,
+    }
+
+
+def _item(row: dict, kind) -> str:
+    """What a person recognises a row by: its text, or the file a stored image came from."""
+    value = str(row["source"] if kind.stored_file else row[kind.column])
+    return value if len(value) <= SNIPPET else value[:SNIPPET] + "…"
+
+
+def _issue(i: int, row: dict, kind, classes, labels, proba) -> dict:
+    p = proba[i]
+    return {
+        "row": int(i),
+        "split": row["split"],
+        "label": row["label"],
+        "suggested": classes[int(p.argmax())],
+        "self_confidence": round(float(p[labels[i]]), 4),
+        "margin": round(float(cl.margins(labels[i : i + 1], proba[i : i + 1])[0]), 4),
+        "item": _item(row, kind),
+    }
+
+
+def _hard(i: int, row: dict, kind, classes, proba) -> dict:
+    top = np.argsort(-proba[i])[:2]
+    return {
+        "row": int(i),
+        "split": row["split"],
+        "label": row["label"],
+        "predicted": classes[int(top[0])],
+        "runner_up": classes[int(top[1])],
+        "margin": round(float(proba[i, top[0]] - proba[i, top[1]]), 4),
+        "item": _item(row, kind),
+    }
+
+
+def _duplicates(rows: list[dict], kind, embeddings, threshold: float) -> list[dict]:
+    """Valid/test rows whose nearest train row reaches ``threshold``."""
+    splits = np.array([row["split"] for row in rows])
+    train, other = np.flatnonzero(splits == "train"), np.flatnonzero(splits != "train")
+    found = cl.near_duplicates(embeddings[train], embeddings[other], threshold=threshold)
+    return [
+        {
+            "row": int(other[q]),
+            "split": rows[other[q]]["split"],
+            "label": rows[other[q]]["label"],
+            "match_row": int(train[r]),
+            "match_label": rows[train[r]]["label"],
+            "similarity": round(sim, 4),
+            "item": _item(rows[other[q]], kind),
+            "match_item": _item(rows[train[r]], kind),
+        }
+        for q, r, sim in found
+    ]
+
+
+def _write(report: dict, spec, ds: Dataset, folder: Path) -> dict:
+    """``issues.json``, ``issues.csv`` and the task's pictures of the label issues."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"json": str(folder / "issues.json"), "csv": str(folder / "issues.csv")}
+    pictures = spec.issue_plots(_with_paths(report["label_issues"], ds), folder)
+    files.update({f"png{'' if n == 0 else n}": str(p) for n, p in enumerate(pictures)})
+    atomic_write(folder / "issues.csv", _csv(report).encode())
+    body = json.dumps({**report, "files": files}, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(folder / "issues.json", body.encode())
+    return files
+
+
+def _with_paths(issues: list[dict], ds: Dataset) -> list[dict]:
+    """The label issues with each row's input as a model reads it (an image's absolute path)."""
+    inputs = ds.inputs()
+    return [{**issue, "input": inputs[issue["row"]]} for issue in issues]
+
+
+def _csv(report: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["issue", "row", "split", "label", "suggested", "score", "item"])
+    for r in report["label_issues"]:
+        writer.writerow(["label", r["row"], r["split"], r["label"], r["suggested"], r["margin"], r["item"]])
+    for r in report["near_duplicates"]:
+        note = f"train row {r['match_row']} ({r['match_label']})"
+        writer.writerow(
+            ["near_duplicate", r["row"], r["split"], r["label"], note, r["similarity"], r["item"]]
+        )
+    for r in report["hard_examples"]:
+        writer.writerow(["hard", r["row"], r["split"], r["label"], r["predicted"], r["margin"], r["item"]])
+    return buffer.getvalue()
+
+
+def fix_dataset(
+    data: Dataset | str,
+    issues: dict | str | Path,
+    *,
+    drop: bool = False,
+    relabel: bool = False,
+    duplicates: bool = False,
+    rows: list[int] | None = None,
+    name: str | None = None,
+) -> Dataset:
+    """A new dataset version with the reported issues acted on; the parent stays as it is.
+
+    Args:
+        data: The dataset the report was made for (or its id or name).
+        issues: The report of :func:`dataset_issues`, or the path of its ``issues.json``.
+        drop: Drop the rows flagged as label issues.
+        relabel: Give the rows flagged as label issues their suggested label.
+        duplicates: Drop the valid/test rows that near-duplicate a train row.
+        rows: Act only on these row numbers of the report (default: every flagged row).
+        name: The new version's name (default: the dataset's).
+
+    Returns:
+        The new dataset; its manifest names the parent and ``changes.jsonl`` lists every change.
+
+    Raises:
+        ConfigError: Nothing asked, both drop and relabel, or a report made for another version.
+    """
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    report, where = _read_report(issues)
+    _check_fix(ds, report, where, drop=drop, relabel=relabel, duplicates=duplicates)
+    wanted = (
+        None
+        if rows is None
+        else _wanted_rows(report, rows, where, label_issues=drop or relabel, duplicates=duplicates)
+    )
+    chosen = [r for r in report["label_issues"] if wanted is None or r["row"] in wanted]
+    reason = "label issue: given {label}, suggested {suggested} (margin {margin})"
+    dropping = {r["row"]: reason.format(**r) for r in chosen} if drop else {}
+    relabelling = {r["row"]: (r["suggested"], reason.format(**r)) for r in chosen} if relabel else {}
+    for r in report["near_duplicates"] if duplicates else []:
+        if wanted is None or r["row"] in wanted:
+            relabelling.pop(r["row"], None)
+            dropping[r["row"]] = (
+                f"near-duplicate of train row {r['match_row']} (similarity {r['similarity']})"
+            )
+    if not dropping and not relabelling:
+        raise ConfigError(
+            f"the issues report {where} flags no row to change",
+            hint="Nothing to fix; pick other rows, or another kind of issue (--duplicates).",
+        )
+    note = f"aimass data fix from {where}"
+    child = revise_dataset(ds, drop=dropping, relabel=relabelling, name=name, note=note)
+    registry.record_dataset(child)
+    return child
+
+
+def _wanted_rows(report: dict, rows: list[int], where: str, *, label_issues: bool, duplicates: bool) -> set:
+    """The row numbers asked for, each of which the report must flag for the chosen action."""
+    flagged = {r["row"] for r in report["label_issues"]} if label_issues else set()
+    flagged |= {r["row"] for r in report["near_duplicates"]} if duplicates else set()
+    wanted = {int(r) for r in rows}
+    stray = sorted(wanted - flagged)
+    if stray:
+        raise ConfigError(
+            f"row(s) {stray[:5]} are not flagged in the issues report {where} for this action",
+            hint="Pick --row numbers from the report's label issues (--drop/--relabel) or near-duplicates "
+            "(--duplicates).",
+        )
+    return wanted
+
+
+def _read_report(issues: dict | str | Path) -> tuple[dict, str]:
+    if isinstance(issues, dict):
+        return issues, "the given report"
+    path = Path(issues)
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), str(path)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no issues report at {path}", hint="Run `aimass data issues NAME` first; it prints the path."
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read the issues report {path}: {exc}", hint="Pass the issues.json it wrote."
+        ) from None
+
+
+def _check_fix(ds: Dataset, report: dict, where: str, *, drop: bool, relabel: bool, duplicates: bool) -> None:
+    if not (drop or relabel or duplicates):
+        raise ConfigError(
+            "nothing to fix", hint="Pass --drop or --relabel (label issues) and/or --duplicates."
+        )
+    if drop and relabel:
+        raise ConfigError("label issues are either dropped or relabelled", hint="Pass --drop or --relabel.")
+    made_for = report.get("dataset", {}).get("digest")
+    if made_for != ds.digest:
+        raise ConfigError(
+            f"the issues report {where} was made for dataset {str(made_for)[:12]}, not {ds.id} ({ds.name})",
+            hint=f"Run `aimass data issues {ds.id}` and fix with that report.",
+        )

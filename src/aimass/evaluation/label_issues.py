@@ -1,0 +1,195 @@
+"""Label issues, near-duplicates and hard examples from predicted probabilities (numpy only).
+
+Confident learning (Northcutt, Jiang and Chuang, "Confident Learning: Estimating Uncertainty in
+Dataset Labels", JAIR 2021), written here from the paper:
+
+1. Each class ``k`` gets a threshold ``t_k``: the mean probability of ``k`` over the rows labelled
+   ``k`` (its mean self-confidence).
+2. The confident joint ``C[i, j]`` counts rows labelled ``i`` whose likely true class is ``j``: the
+   most probable class among those whose probability reaches its threshold.
+3. ``C`` is calibrated so that row ``i`` sums to the count of label ``i`` (and the whole to ``n``).
+4. Prune by noise rate: for every off-diagonal cell, the ``C[i, j]`` rows labelled ``i`` with the
+   largest margin ``p_j - p_i`` are flagged; a row the model predicts as its own label is not.
+
+The flagged rows are ranked by their label quality, the normalised margin ``p_given - max_{j !=
+given} p_j`` (lowest first). Probabilities must be out of sample (cross-validated), or the model
+has already learned the wrong labels.
+
+>>> import numpy as np
+>>> labels = np.array([0, 0, 0, 1, 1, 1])
+>>> proba = np.array([[.9, .1], [.8, .2], [.1, .9], [.2, .8], [.3, .7], [.1, .9]])
+>>> find_label_issues(labels, proba).nonzero()[0].tolist()
+[2]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aimass.errors import DataError
+
+
+def self_confidence(labels: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """The probability each row gives its own label."""
+    return proba[np.arange(len(labels)), labels]
+
+
+def margins(labels: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Label quality: ``p_given - max_{j != given} p_j`` (negative: another class is preferred)."""
+    others = proba.copy()
+    others[np.arange(len(labels)), labels] = -np.inf
+    return self_confidence(labels, proba) - others.max(1)
+
+
+def top_two_margin(proba: np.ndarray) -> np.ndarray:
+    """How sure the model is of any class: top probability minus the runner-up."""
+    top = np.sort(proba, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+def class_thresholds(labels: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Per-class mean self-confidence; a class without rows gets ``inf`` (never confident)."""
+    k = proba.shape[1]
+    sums = np.bincount(labels, weights=self_confidence(labels, proba), minlength=k)
+    counts = np.bincount(labels, minlength=k)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+
+
+def confident_joint(labels: np.ndarray, proba: np.ndarray, *, calibrate: bool = True) -> np.ndarray:
+    """``C[given, likely true]`` as integers (rows sum to the label counts when calibrated)."""
+    check_inputs(labels, proba)
+    k = proba.shape[1]
+    above = proba >= class_thresholds(labels, proba) - 1e-6
+    confident = above.any(1)
+    likely = np.where(above, proba, -np.inf).argmax(1)
+    joint = np.zeros((k, k))
+    np.add.at(joint, (labels[confident], likely[confident]), 1)
+    if not calibrate:
+        return joint.astype(int)
+    counts = np.bincount(labels, minlength=k).astype(float)
+    rows = joint.sum(1, keepdims=True)
+    joint = np.where(rows > 0, joint / np.maximum(rows, 1) * counts[:, None], np.diag(counts))
+    return _round_rows(joint, counts.astype(int))
+
+
+def _round_rows(matrix: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Round each row to integers that keep its total (largest remainders round up)."""
+    floor = np.floor(matrix).astype(int)
+    for i, total in enumerate(totals):
+        short = int(total - floor[i].sum())
+        if short > 0:
+            floor[i, np.argsort(floor[i] - matrix[i])[:short]] += 1
+    return floor
+
+
+def find_label_issues(labels, proba, *, min_per_class: int = 1) -> np.ndarray:
+    """A boolean mask of the likely label errors (prune by noise rate; see the module docstring).
+
+    Args:
+        labels: ``[n]`` given class indices.
+        proba: ``[n, k]`` out-of-sample predicted probabilities.
+        min_per_class: Rows of each class never flagged, so no class is emptied.
+    """
+    labels, proba = np.asarray(labels), np.asarray(proba, dtype=float)
+    joint = confident_joint(labels, proba)
+    flagged = np.zeros(len(labels), dtype=bool)
+    for given in range(proba.shape[1]):
+        rows = np.flatnonzero(labels == given)
+        budget = len(rows) - min_per_class
+        for true in np.argsort(-joint[given]):
+            count = min(int(joint[given, true]), budget) if true != given else 0
+            if count <= 0:
+                continue
+            margin = proba[rows, true] - proba[rows, given]
+            flagged[rows[np.argsort(-margin, kind="stable")[:count]]] = True
+        _cap(flagged, rows, budget, proba[rows, given])
+    return flagged & (proba.argmax(1) != labels)
+
+
+def _cap(flagged: np.ndarray, rows: np.ndarray, budget: int, confidence: np.ndarray) -> None:
+    """Keep at most ``budget`` of ``rows`` flagged: the least self-confident ones."""
+    picked = flagged[rows]
+    if picked.sum() > max(budget, 0):
+        keep = rows[picked][np.argsort(confidence[picked], kind="stable")[: max(budget, 0)]]
+        flagged[rows] = False
+        flagged[keep] = True
+
+
+def rank_issues(labels, proba, mask: np.ndarray) -> np.ndarray:
+    """The flagged rows' indices, worst label quality (lowest margin) first."""
+    index = np.flatnonzero(mask)
+    return index[np.argsort(margins(np.asarray(labels), np.asarray(proba))[index], kind="stable")]
+
+
+def hard_examples(proba, k: int, *, exclude: np.ndarray | None = None) -> np.ndarray:
+    """The ``k`` rows with the lowest top-two margin (ambiguous to the model), hardest first."""
+    margin = top_two_margin(np.asarray(proba, dtype=float))
+    if exclude is not None:
+        margin = np.where(exclude, np.inf, margin)
+    order = np.argsort(margin, kind="stable")
+    return order[: min(k, int(np.isfinite(margin).sum()))]
+
+
+def near_duplicates(reference, queries, *, threshold: float = 0.95, chunk: int = 2048) -> list:
+    """For each query row, its most similar reference row when the cosine similarity reaches
+    ``threshold``: ``[(query_index, reference_index, similarity)]``, most similar first.
+
+    Used with the training rows as ``reference`` and the valid/test rows as ``queries``: a test
+    row with a near-copy in training measures memory, not generalisation.
+    """
+    ref = _unit(np.asarray(reference, dtype=np.float32))
+    found = []
+    queries = _unit(np.asarray(queries, dtype=np.float32))
+    for begin in range(0, len(queries), chunk):
+        sims = queries[begin : begin + chunk] @ ref.T
+        best = sims.argmax(1) if ref.size else np.zeros(len(sims), dtype=int)
+        for offset, j in enumerate(best):
+            score = float(sims[offset, j]) if ref.size else -1.0
+            if score >= threshold:
+                found.append((begin + offset, int(j), score))
+    return sorted(found, key=lambda item: -item[2])
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    if x.ndim != 2:
+        x = x.reshape(len(x), -1)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def out_of_fold_proba(features, labels, n_classes: int, *, folds: int = 5, seed: int = 0, c: float = 10.0):
+    """Cross-validated probabilities of a logistic regression on ``features`` (dense or sparse):
+    each row is predicted by a model that never saw it.
+
+    Raises:
+        DataError: A class has fewer than two rows (it cannot be held out and learned).
+    """
+    from sklearn.linear_model import LogisticRegression  # heavy: scikit-learn
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels)
+    smallest = int(np.bincount(labels, minlength=n_classes)[np.unique(labels)].min())
+    if smallest < 2:
+        raise DataError(
+            "Cross-validation needs at least two rows of every class.",
+            hint="Add examples of the smallest class, or pass --model to use a trained model instead.",
+        )
+    proba = np.zeros((len(labels), n_classes))
+    splitter = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
+    for fit_rows, held_rows in splitter.split(np.zeros(len(labels)), labels):
+        model = LogisticRegression(C=c, max_iter=2000).fit(features[fit_rows], labels[fit_rows])
+        proba[np.ix_(held_rows, model.classes_)] = model.predict_proba(features[held_rows])
+    return proba
+
+
+def check_inputs(labels: np.ndarray, proba: np.ndarray) -> None:
+    """Raise DataError unless ``proba`` is ``[n, k]`` with ``k >= 2`` and labels are in ``0..k-1``."""
+    if proba.ndim != 2 or proba.shape[1] < 2 or len(proba) != len(labels):
+        raise DataError(
+            f"Expected probabilities of shape [{len(labels)}, classes >= 2]; got {list(proba.shape)}.",
+            hint="Pass one row of class probabilities per label.",
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= proba.shape[1]):
+        raise DataError(
+            f"Labels must be class indices 0..{proba.shape[1] - 1}.",
+            hint="Map each label to the index of its probability column.",
+        )

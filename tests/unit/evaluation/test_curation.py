@@ -1,0 +1,116 @@
+"""``dataset_issues`` / ``fix_dataset`` through the Python API: a registered model's predictions,
+an image dataset's picture grid, and the checks of a fix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aimass import api
+from aimass.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def news(bbc_csv):
+    return api.import_dataset(bbc_csv, name="curation-news")
+
+
+def test_a_registered_model_can_judge_the_labels(news, small_model, tmp_path):
+    record = api.register(small_model, "curation-judge")
+    report = api.dataset_issues(news, model=record.ref, out=tmp_path, hard=5)
+    assert report["method"]["probabilities"] == f"model {record.ref}"
+    assert report["method"]["in_sample_train"] is False  # fitted on texts, not on this stored dataset
+    assert report["counts"]["rows"] == 80 and report["accuracy"] > 0.8
+    assert len(report["hard_examples"]) == 5
+    assert json.loads((tmp_path / "issues.json").read_text())["dataset"]["digest"] == news.digest
+
+
+def test_an_image_dataset_gets_a_picture_grid(tmp_path, digits_folder):
+    ds = api.import_dataset(digits_folder, name="curation-digits")
+    report = api.dataset_issues(ds, out=tmp_path / "report", folds=3)
+    assert report["dataset"]["kind"] == "image" and report["accuracy"] > 0.8
+    assert {(i["label"], i["suggested"]) for i in report["label_issues"]} >= {("seven", "one")}
+    png = report["files"]["png"]
+    assert png.endswith("issues.png") and Image.open(png).size[0] > 100
+    fixed = api.fix_dataset(ds, report, drop=True)
+    assert fixed.manifest["changes"]["dropped"] == report["counts"]["label_issues"]
+
+
+@pytest.fixture
+def digits_folder(tmp_path):
+    """scikit-learn's scanned ones and sevens as 32x32 PNGs in class folders, three of the ones
+    filed under ``seven``."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    arrays, targets = (data.images * (255 / 16)).round().astype(np.uint8), data.target
+    for name in ("one", "seven"):
+        (tmp_path / "digits" / name).mkdir(parents=True)
+    for digit, name in ((1, "one"), (7, "seven")):
+        folder = tmp_path / "digits" / name
+        for i, array in enumerate(arrays[targets == digit][:30]):
+            target = folder if i >= 3 or digit == 7 else tmp_path / "digits" / "seven"
+            image = Image.fromarray(np.kron(array, np.ones((4, 4), dtype=np.uint8)))
+            image.save(target / f"{digit}-{i}.png")
+    return tmp_path / "digits"
+
+
+def test_a_fix_checks_the_report(news, tmp_path):
+    report = {"dataset": {"digest": "0" * 64}, "label_issues": [], "near_duplicates": []}
+    with pytest.raises(ConfigError, match="was made for dataset") as info:
+        api.fix_dataset(news, report, drop=True)
+    assert "aimass data issues" in info.value.hint
+    mine = {**report, "dataset": {"digest": news.digest}}
+    with pytest.raises(ConfigError, match="nothing to fix"):
+        api.fix_dataset(news, mine)
+    with pytest.raises(ConfigError, match="either dropped or relabelled"):
+        api.fix_dataset(news, mine, drop=True, relabel=True)
+    with pytest.raises(ConfigError, match="flags no row"):
+        api.fix_dataset(news, mine, drop=True)
+    flagged = {**mine, "label_issues": [{"row": 3, "label": "tech", "suggested": "business", "margin": -0.5}]}
+    with pytest.raises(ConfigError, match=r"row\(s\) \[4\] are not flagged"):
+        api.fix_dataset(news, flagged, relabel=True, rows=[3, 4])
+    with pytest.raises(ConfigError, match="no issues report"):
+        api.fix_dataset(news, tmp_path / "missing.json", drop=True)
+
+
+def test_bad_options_are_refused(news):
+    with pytest.raises(ConfigError, match="folds must be"):
+        api.dataset_issues(news, folds=1)
+    with pytest.raises(ConfigError, match="threshold must be"):
+        api.dataset_issues(news, threshold=1.5)
+    with pytest.raises(ConfigError, match="hard must be"):
+        api.dataset_issues(news, hard=-1)
+
+
+def test_the_rest_twin_serves_the_last_report(news):
+    from fastapi.testclient import TestClient
+
+    from aimass.serve import auth
+    from aimass.serve.app import create_app
+
+    _, key = auth.create_key("curation-ops", ["manage"])
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(refs=[])) as client:
+        missing = client.get(f"/v1/datasets/{news.id}/issues", headers=headers)
+        assert missing.status_code == 404 and "aimass data issues" in missing.text
+        report = api.dataset_issues(news, hard=3)
+        served = client.get(f"/v1/datasets/{news.id}/issues", headers=headers)
+        assert served.status_code == 200 and served.json()["counts"] == report["counts"]
+        assert client.get(f"/v1/datasets/{news.id}/issues").status_code == 401
+
+
+def test_an_issues_job_writes_the_report_the_rest_twin_serves(news):
+    from aimass import jobs
+    from aimass.curation import stored_issues
+    from aimass.jobs.kinds import get_kind
+
+    with pytest.raises(ConfigError, match="'out' cannot be set"):
+        get_kind("issues").check({"data": news.id, "out": "/tmp/elsewhere"})
+    done = jobs.run_foreground(jobs.submit("issues", {"data": news.id, "hard": 2})["id"])
+    assert done["status"] == "succeeded", done
+    assert done["result"]["dataset"] == news.id and done["result"]["hard_examples"] == 2
+    assert stored_issues(news.id)["counts"]["hard_examples"] == 2

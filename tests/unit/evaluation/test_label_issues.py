@@ -1,0 +1,104 @@
+"""Confident learning, near-duplicates and hard examples on synthetic probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aimass.errors import DataError
+from aimass.evaluation import label_issues as cl
+
+
+def noisy_problem(n=1500, k=4, noise=0.08, seed=0):
+    """Probabilities of a decent model of the true classes, and labels with ``noise`` of them flipped."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k))
+    logits[np.arange(n), true] += rng.uniform(1.5, 5, n)
+    proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    given = true.copy()
+    flipped = rng.random(n) < noise
+    given[flipped] = (true[flipped] + rng.integers(1, k, flipped.sum())) % k
+    return true, given, flipped, proba
+
+
+def test_flipped_labels_are_found():
+    true, given, flipped, proba = noisy_problem()
+    mask = cl.find_label_issues(given, proba)
+    hits = (mask & flipped).sum()
+    assert hits / mask.sum() >= 0.8 and hits / flipped.sum() >= 0.7
+    ranked = cl.rank_issues(given, proba, mask)
+    assert set(ranked) == set(np.flatnonzero(mask))
+    worst = cl.margins(given, proba)[ranked]
+    assert (np.diff(worst) >= 0).all()  # worst label quality first
+
+
+def test_a_clean_set_flags_few():
+    true, _, _, proba = noisy_problem(noise=0.0)
+    mask = cl.find_label_issues(true, proba)
+    assert mask.mean() <= 0.03
+
+
+def test_confident_joint_rows_sum_to_label_counts():
+    _, given, _, proba = noisy_problem(n=600, k=3)
+    joint = cl.confident_joint(given, proba)
+    assert joint.dtype.kind == "i"
+    assert joint.sum(1).tolist() == np.bincount(given, minlength=3).tolist()
+    assert (np.diag(joint) > joint.sum(1) * 0.7).all()
+
+
+def test_thresholds_are_mean_self_confidence():
+    labels = np.array([0, 0, 1])
+    proba = np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
+    assert cl.class_thresholds(labels, proba).round(3).tolist() == [0.7, 0.7]
+
+
+def test_no_class_is_emptied():
+    labels = np.array([0, 0, 1, 1, 1, 1])
+    proba = np.array([[0.1, 0.9], [0.1, 0.9], [0.1, 0.9], [0.2, 0.8], [0.1, 0.9], [0.2, 0.8]])
+    mask = cl.find_label_issues(labels, proba, min_per_class=1)
+    assert mask[labels == 0].sum() <= 1
+
+
+def test_matches_cleanlab_on_the_same_probabilities():
+    filters = pytest.importorskip("cleanlab.filter")  # bench-only dependency
+    _, given, _, proba = noisy_problem(n=2000, k=5, noise=0.1, seed=3)
+    ours, theirs = cl.find_label_issues(given, proba), filters.find_label_issues(given, proba)
+    assert (ours != theirs).mean() <= 0.005
+
+
+def test_hard_examples_have_the_smallest_top_two_margin():
+    proba = np.array([[0.5, 0.5], [0.9, 0.1], [0.55, 0.45], [0.7, 0.3]])
+    assert cl.hard_examples(proba, 2).tolist() == [0, 2]
+    assert cl.hard_examples(proba, 2, exclude=np.array([True, False, False, False])).tolist() == [2, 3]
+
+
+def test_near_duplicates_pair_each_query_with_its_closest_reference():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(50, 16))
+    test = rng.normal(size=(10, 16))
+    test[3] = train[7] * 2 + 1e-3  # the same direction: cosine 1
+    test[5] = train[9] + rng.normal(scale=0.05, size=16)
+    found = cl.near_duplicates(train, test, threshold=0.95)
+    assert [(q, r) for q, r, _ in found] == [(3, 7), (5, 9)]
+    assert found[0][2] >= found[1][2] >= 0.95
+    assert cl.near_duplicates(train, test, threshold=1.0 - 1e-6) == found[:1]
+    assert cl.near_duplicates(train[:0], test) == []
+
+
+def test_out_of_fold_probabilities_never_see_their_row():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 20)
+    features = rng.normal(size=(60, 8)) + 3 * labels[:, None]
+    proba = cl.out_of_fold_proba(features, labels, 3, folds=5)
+    assert proba.shape == (60, 3) and np.allclose(proba.sum(1), 1)
+    assert (proba.argmax(1) == labels).mean() > 0.8
+
+
+def test_bad_inputs_say_what_to_pass():
+    with pytest.raises(DataError, match="at least two rows of every class"):
+        cl.out_of_fold_proba(np.zeros((5, 2)), np.array([0, 0, 0, 0, 1]), 2)
+    with pytest.raises(DataError, match="shape"):
+        cl.find_label_issues(np.array([0, 1]), np.array([0.5, 0.5]))
+    with pytest.raises(DataError, match="class indices"):
+        cl.find_label_issues(np.array([0, 2]), np.full((2, 2), 0.5))
