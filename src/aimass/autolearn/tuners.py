@@ -134,6 +134,8 @@ class TextTuner:
         from aimass.tasks.text_classification import TextClassifier
 
         class Prepared(TextClassifier):
+            portfolio = False  # the search's preparation: the final fit runs the portfolio
+
             def _stage_top(self, cfg, train, val, deadline, run_dir, resume, baseline):
                 from aimass.train import stages
 
@@ -234,6 +236,8 @@ class ImageTuner:
         from aimass.tasks.image_classification import ImageClassifier
 
         class Prepared(ImageClassifier):
+            portfolio = False  # the search's preparation: the final fit runs the portfolio
+
             def _stage_top(self, cfg, pixels, feats, deadline, run_dir, resume, baseline):
                 from aimass.train import stages
 

@@ -32,7 +32,7 @@ from aimass.data.split import holdout
 from aimass.errors import DataError
 from aimass.estimator import parse_config
 from aimass.runtime.text_export import export_text
-from aimass.tasks import register_task
+from aimass.tasks import portfolio, register_task
 from aimass.tasks.classification import (
     ClassificationTask,
     Classifier,
@@ -189,6 +189,8 @@ class TextClassifier(Classifier):
         planned = stages.planned_epochs(ckpt, "unfreeze")
         self._setup(cfg, language, train, len(val[0]) if val else 0, deadline, planned)
         timer.lap("load_backbone")
+        baselines = portfolio.fit_baselines(self, train, val, cfg.seed)
+        timer.lap("baselines")
         feats = self._features(cfg, digest, train, val, progress)
         timer.lap("embed")
         self.stages_ = {}
@@ -219,6 +221,8 @@ class TextClassifier(Classifier):
             top = self._stage_top(cfg, *feats, deadline, run_dir, resume, head.best_score)
         self.stages_["top"] = top.__dict__
         timer.lap("train_top")
+        portfolio.choose(self, train, val, baselines)
+        timer.lap("choose")
         self.timings_ = timer.stages
         self.data_digest_ = digest
         return self
@@ -476,6 +480,7 @@ class TextClassification(ClassificationTask):
         "distill": "aimass.compressors.distill:distill_encoder",
         "prune": "aimass.compressors.prune:prune_encoder",
     }
+    baselines = {"tfidf-logreg": "aimass.tasks.baselines:TfidfLogReg"}  # the portfolio's floor
     sniff_order = 50  # after image layouts: a folder of images can hold .txt notes
     sample_request = {"inputs": ["The team won the match in the final minute."]}
     # a quick but complete fit for checks: sample_data is few-shot, so the pair stage runs too
