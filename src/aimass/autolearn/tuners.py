@@ -134,15 +134,16 @@ class TextTuner:
         from aimass.tasks.text_classification import TextClassifier
 
         class Prepared(TextClassifier):
-            portfolio = False  # the search's preparation: the final fit runs the portfolio
-
             def _stage_top(self, cfg, train, val, deadline, run_dir, resume, baseline):
                 from aimass.train import stages
 
                 self.train_features_, self.valid_features_ = train, val
                 return stages.StageResult(skipped="auto: the search trains stage 2")
 
-        return Prepared(seed=seed, time_budget=None, **self.fixed).fit(ds, progress=progress)
+        # the search's preparation keeps the network; the final fit runs the portfolio
+        return Prepared(seed=seed, time_budget=None, **{**self.fixed, "baselines": False}).fit(
+            ds, progress=progress
+        )
 
     def bundle(self, prepared, index) -> Bundle:
         from aimass.tfidf.branch import rows
@@ -236,8 +237,6 @@ class ImageTuner:
         from aimass.tasks.image_classification import ImageClassifier
 
         class Prepared(ImageClassifier):
-            portfolio = False  # the search's preparation: the final fit runs the portfolio
-
             def _stage_top(self, cfg, pixels, feats, deadline, run_dir, resume, baseline):
                 from aimass.train import stages
 
@@ -245,7 +244,10 @@ class ImageTuner:
                 self.pixels_, self.views_ = pixels, 1 + cfg.augment
                 return stages.StageResult(skipped="auto: the search trains stage 2")
 
-        return Prepared(seed=seed, time_budget=None, **self.fixed).fit(ds, progress=progress)
+        # the search's preparation keeps the network; the final fit runs the portfolio
+        return Prepared(seed=seed, time_budget=None, **{**self.fixed, "baselines": False}).fit(
+            ds, progress=progress
+        )
 
     def bundle(self, prepared, index) -> Bundle:
         """The subsample's centre crop and ``augment`` random views through the frozen lower stages,

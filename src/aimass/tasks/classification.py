@@ -86,7 +86,6 @@ class Classifier(Estimator):
 
     FITTED: ClassVar[tuple[str, ...]] = ("classes_", "data_digest_")
     PORTFOLIO: ClassVar[tuple[str, ...]] = ("chosen_", "candidates_")  # saved by every classifier
-    portfolio: ClassVar[bool] = True  # fit also fits the task's baselines (aimass.tasks.portfolio)
 
     def predict(self, items: list) -> list[str]:
         """The most probable label of each input."""

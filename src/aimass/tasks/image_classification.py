@@ -68,6 +68,7 @@ class Config(BaseModel):
     lr_head: float = Field(default=3e-3, gt=0, lt=1)
     lr_body: float = Field(default=2e-3, gt=0, lt=1)
     batch_size: int = Field(default=32, ge=2, le=1024)
+    baselines: bool = True
     seed: int = 0
 
     @field_validator("image_size")
@@ -154,6 +155,8 @@ class ImageClassifier(Classifier):
             epochs rather than the last step's weights (0 = off).
         lr_head, lr_body: peak learning rates of the head and the top stage.
         batch_size: stage-2 batch size.
+        baselines: also fit the task's cheap baselines and keep whichever candidate scores best on
+            the validation split (:mod:`aimass.tasks.portfolio`); False: the network alone.
         seed: makes splits, initialisation, augmentation and shuffling repeatable.
     """
 
@@ -173,6 +176,7 @@ class ImageClassifier(Classifier):
         lr_head=3e-3,
         lr_body=2e-3,
         batch_size=32,
+        baselines=True,
         seed=0,
     ):
         self.backbone = backbone
@@ -186,6 +190,7 @@ class ImageClassifier(Classifier):
         self.lr_head = lr_head
         self.lr_body = lr_body
         self.batch_size = batch_size
+        self.baselines = baselines
         self.seed = seed
 
     # ----------------------------------------------------------------- fit
@@ -200,7 +205,7 @@ class ImageClassifier(Classifier):
         train, val = (train, val) if val is not None else holdout(train, cfg.seed)
         self._setup(cfg, train)
         timer.lap("load_backbone")
-        baselines = portfolio.fit_baselines(self, train, val, cfg.seed)
+        floor = portfolio.fit_baselines(self, train, val, cfg.seed, on=cfg.baselines)
         timer.lap("baselines")
         pixels = (_pixels(train[0], self.resize_), _pixels(val[0], self.resize_))
         timer.lap("decode")
@@ -214,7 +219,7 @@ class ImageClassifier(Classifier):
         top = self._stage_top(cfg, pixels, feats, deadline, run_dir, resume, head.best_score)
         self.stages_["top"] = top.__dict__
         timer.lap("train_top")
-        portfolio.choose(self, train, val, baselines)
+        portfolio.choose(self, train, val, floor, on=cfg.baselines)
         timer.lap("choose")
         self.timings_ = timer.stages
         self.data_digest_ = digest

@@ -78,14 +78,12 @@ class Baseline:
         return LogisticRegression(C=c, max_iter=1000, random_state=self.seed)
 
 
-def enabled(model) -> bool:
-    """Whether ``model``'s fit runs the portfolio (an estimator may switch it off: ``portfolio = False``)."""
-    return bool(getattr(type(model), "portfolio", True)) and bool(get_task(model.task).baselines)
-
-
-def fit_baselines(model, train: tuple, valid: tuple | None, seed: int) -> dict[str, Baseline]:
-    """Each baseline of ``model``'s task fitted on ``train`` (none without a validation split)."""
-    if valid is None or not enabled(model):
+def fit_baselines(
+    model, train: tuple, valid: tuple | None, seed: int, *, on: bool = True
+) -> dict[str, Baseline]:
+    """Each baseline of ``model``'s task fitted on ``train`` (none without a validation split, or
+    when ``on`` is False: the estimator's ``baselines=False``)."""
+    if valid is None or not on:
         return {}
     out = {}
     for name, ref in get_task(model.task).baselines.items():
@@ -104,13 +102,16 @@ def pick(candidates: dict[str, dict]) -> str:
     )
 
 
-def choose(model, train: tuple, valid: tuple | None, baselines: dict[str, Baseline]) -> None:
+def choose(
+    model, train: tuple, valid: tuple | None, baselines: dict[str, Baseline], *, on: bool = True
+) -> None:
     """Score the fitted network on ``valid``, keep the best candidate (installing a baseline that
-    wins) and record ``candidates_`` and ``chosen_`` on ``model``."""
+    wins) and record ``candidates_`` and ``chosen_`` on ``model`` (with ``on`` False, or a task
+    without baselines: the network, and no candidates)."""
     from aimass.evaluation import quick_scores  # heavy: scikit-learn
 
     model.chosen_ = NETWORK
-    if not enabled(model):
+    if not on or not get_task(model.task).baselines:
         model.candidates_ = {}
         return
     if valid is None:
