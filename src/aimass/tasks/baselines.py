@@ -55,7 +55,7 @@ class PixelLogReg(Baseline):
         x, y = np.vstack(self.x_), np.concatenate(self.y_)
         x, y = x[y >= 0], y[y >= 0]
         mean, scale = _standardiser(x)
-        clf = self.logreg(self.C_).fit((x - mean) / scale, y)
+        clf = self.regression_ = self.refit((x - mean) / scale, y)
         net = PixelNet(self.side_, self.grey_, len(model.classes_))
         model.net_ = net.set_weights(mean, scale, *softmax_rows(clf))
         model.image_size_ = model.resize_ = self.side_  # the squares are side x side: no crop
@@ -82,7 +82,8 @@ class TfidfLogReg(Baseline):
         """Refit on train + valid; the head becomes the regression (encoder weights at zero)."""
         x, y = sparse.vstack(self.x_).tocsr(), np.concatenate(self.y_)
         keep = np.flatnonzero(y >= 0)
-        weight, bias = softmax_rows(self.logreg(self.C_).fit(x[keep], y[keep]))
+        self.regression_ = self.refit(x[keep], y[keep])
+        weight, bias = softmax_rows(self.regression_)
         head = Head(model.net_.encoder.config.hidden_size, len(model.classes_), self.lexical_.size)
         with torch.no_grad():
             head.dense.weight.zero_()
