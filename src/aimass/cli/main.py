@@ -213,10 +213,12 @@ def _show_portfolio(portfolio: dict | None) -> None:
             "valid accuracy": c.get("accuracy", ""),
             "valid macro-F1": c.get("macro_f1", ""),
             "chosen": "yes" if name == portfolio["chosen"] else "",
+            "note": c.get("note", ""),
         }
         for name, c in portfolio["candidates"].items()
     ]
-    out.print(_table(rows, ["candidate", "valid accuracy", "valid macro-F1", "chosen"], title="Candidates"))
+    columns = ["candidate", "valid accuracy", "valid macro-F1", "chosen", "note"]
+    out.print(_table(rows, columns, title="Candidates"))
 
 
 # --------------------------------------------------------------- evaluate
