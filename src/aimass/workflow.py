@@ -115,6 +115,7 @@ def train_model(
 
 
 HEADLINE = ("n", "accuracy", "macro_f1", "per_class", "loss", "perplexity", "rouge_l", "rouge_l_base")
+KEPT = ("portfolio",)  # stored with the headline: the candidates a classifier's fit compared, its choice
 
 
 def _summary(record, data, model) -> dict:
@@ -126,6 +127,7 @@ def _summary(record, data, model) -> dict:
         "metrics": {k: record.metrics[k] for k in HEADLINE if k in record.metrics},
         "timings": getattr(model, "timings_", {}),
         "stages": _stages(model),
+        **({"portfolio": record.metrics["portfolio"]} if "portfolio" in record.metrics else {}),
     }
 
 
@@ -151,7 +153,7 @@ def _write_report(model: Estimator, folder: Path, report: dict) -> None:
 
 
 def _headline(report: dict) -> dict:
-    return {k: report[k] for k in HEADLINE if k in report}
+    return {k: report[k] for k in HEADLINE + KEPT if k in report}
 
 
 def _stages(model) -> dict:
@@ -229,6 +231,7 @@ def compress(
     began = time.perf_counter()
     parent = spec.estimator.load(registry.open_folder(record))
     parent_load = time.perf_counter() - began
+    _check_network(parent, compressor, record.ref)
     items = _test_items(spec, test)
     parent_report = parent.evaluate(test, "test")
     parent_row = measure.row(record.ref, "parent", parent, parent_report, items, parent_load)
@@ -267,6 +270,18 @@ def _check_supports(compressor: Compressor, spec) -> None:
         f"Method '{compressor.name}' does not support {spec.name} models (it supports {', '.join(tasks)}).",
         hint=f"Use one of: {', '.join(methods)}.",
     )
+
+
+def _check_network(parent, compressor: Compressor, ref: str) -> None:
+    """A ConfigError when a method that reshapes the network meets a version whose portfolio kept a
+    baseline (a linear model: nothing to distill or prune)."""
+    chosen = getattr(parent, "chosen_", "network")
+    if compressor.per_task and chosen != "network":
+        raise ConfigError(
+            f"{ref} is the '{chosen}' baseline its fit picked over the network; "
+            f"'{compressor.name}' compresses networks.",
+            hint="A linear baseline is already small: serve it as it is, or use --method onnx-int8.",
+        )
 
 
 def _test_items(spec, data) -> list:

@@ -102,6 +102,9 @@ def test_a_real_run_searches_trains_registers_and_reports(ran):
     else:
         assert "budget" in search["skipped"]
     assert report["metrics"]["accuracy"] > 0.7 and report["metrics"]["n"] > 0
+    portfolio = report["portfolio"]  # the final fit's floor: the network against TF-IDF + LogReg
+    assert set(portfolio["candidates"]) == {"network", "tfidf-logreg"}
+    assert portfolio["chosen"] in portfolio["candidates"] and "model" in whats
     record = registry.get_version(report["model"])
     assert record.name == "auto-news" and record.run_id
     assert report["compression"]["method"] == "onnx-int8" and report["compression"]["reason"]

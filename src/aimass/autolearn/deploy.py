@@ -108,6 +108,7 @@ def _report(run: _Run, task, ds, record, report, compression, chosen, served, tu
         "choices": run.choices,
         "search": run.search,
         "metrics": {k: report[k] for k in ("accuracy", "macro_f1", "n") if k in report},
+        "portfolio": report.get("portfolio"),  # the candidates the final fit compared, and its choice
         "model": record.ref,
         "chosen": chosen,
         "compression": compression,

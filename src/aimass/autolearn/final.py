@@ -78,6 +78,12 @@ def _note_final(run: _Run, model, final: dict) -> None:
     else:
         why = f"best validation macro-F1 {top['best_score']:.4f} at epoch {top['best_epoch'] + 1}"
     run.choose("final fit", {"time_budget_s": final["time_budget"], "stages": _stages(model)}, why)
+    candidates = getattr(model, "candidates_", None)
+    if candidates and "accuracy" in candidates.get(model.chosen_, {}):
+        scores = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in candidates.items())
+        run.choose(
+            "model", {"chosen": model.chosen_, "candidates": candidates}, f"validation accuracy: {scores}"
+        )
 
 
 def _stages(model) -> dict:

@@ -140,7 +140,10 @@ class TextTuner:
                 self.train_features_, self.valid_features_ = train, val
                 return stages.StageResult(skipped="auto: the search trains stage 2")
 
-        return Prepared(seed=seed, time_budget=None, **self.fixed).fit(ds, progress=progress)
+        # the search's preparation keeps the network; the final fit runs the portfolio
+        return Prepared(seed=seed, time_budget=None, **{**self.fixed, "baselines": False}).fit(
+            ds, progress=progress
+        )
 
     def bundle(self, prepared, index) -> Bundle:
         from aimass.tfidf.branch import rows
@@ -241,7 +244,10 @@ class ImageTuner:
                 self.pixels_, self.views_ = pixels, 1 + cfg.augment
                 return stages.StageResult(skipped="auto: the search trains stage 2")
 
-        return Prepared(seed=seed, time_budget=None, **self.fixed).fit(ds, progress=progress)
+        # the search's preparation keeps the network; the final fit runs the portfolio
+        return Prepared(seed=seed, time_budget=None, **{**self.fixed, "baselines": False}).fit(
+            ds, progress=progress
+        )
 
     def bundle(self, prepared, index) -> Bundle:
         """The subsample's centre crop and ``augment`` random views through the frozen lower stages,

@@ -56,6 +56,11 @@ class ImageNet(nn.Module):
         x = self.normalise(images).contiguous(memory_format=torch.channels_last)
         return self.forward_from(0, self.encoder.stem_forward(x))
 
+    def inference(self) -> ImageNet:
+        """A copy to predict and export with: BatchNorm folded into the convolutions."""
+        self.eval()
+        return ImageNet(self.encoder.fuse_for_inference(), self.head, self.normalise).eval()
+
 
 def build(encoder, n_classes: int, feature_dim: int) -> ImageNet:
     encoder = encoder.to(memory_format=torch.channels_last)

@@ -282,7 +282,26 @@ def _show_train(result: dict) -> None:
             else (f"best valid macro-F1 {info['best_score']:.4f} after {info['epochs']} epoch(s)")
         )
         out.print(f"  {stage}: {note}")
+    _show_portfolio(result.get("portfolio"))
     out.print(f"Artifacts: {result['path']}")
+
+
+def _show_portfolio(portfolio: dict | None) -> None:
+    """The candidates the fit compared on the validation split, and the one it kept."""
+    if not portfolio:
+        return
+    rows = [
+        {
+            "candidate": name,
+            "valid accuracy": c.get("accuracy", ""),
+            "valid macro-F1": c.get("macro_f1", ""),
+            "chosen": "yes" if name == portfolio["chosen"] else "",
+            "note": c.get("note", ""),
+        }
+        for name, c in portfolio["candidates"].items()
+    ]
+    columns = ["candidate", "valid accuracy", "valid macro-F1", "chosen", "note"]
+    out.print(_table(rows, columns, title="Candidates"))
 
 
 # --------------------------------------------------------------- evaluate
@@ -312,6 +331,7 @@ def _show_report(report: dict) -> None:
     losses = report.get("top_losses", [])[:5]
     if losses:
         out.print(_table(losses, ["actual", "predicted", "probability", "text"], title="Top losses"))
+    _show_portfolio(report.get("portfolio"))
 
 
 # ---------------------------------------------------------------- predict

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aimass.backbones.image_preprocess import BASE_SCALE
+from aimass.backbones.pixel_net import PixelNet
 from aimass.compressors.onnx import stored_calibration
 from aimass.data.images import byte_limit, pixel_limit
 from aimass.errors import ConfigError
@@ -111,7 +111,7 @@ def _image_weights(model, folder: Path) -> dict:
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     prep = {
         "image_size": model.image_size_,
-        "resize": round(model.image_size_ * BASE_SCALE),
+        "resize": model.resize_,
         "resample": "bicubic",
         "normalisation": "(x * 255 - 127) / 128 on RGB in [0, 1]",
         "tta": bool(model.tta),
@@ -120,6 +120,8 @@ def _image_weights(model, folder: Path) -> dict:
         "backbone": model.backbone_,
         "structure": getattr(model, "structure_", None),  # a distilled/pruned child's smaller stages
     }
+    if isinstance(model.net_, PixelNet):  # the portfolio picked the pixel baseline: no backbone
+        prep["pixels"] = model.net_.config()
     (folder / "preprocessing.json").write_text(json.dumps(prep, indent=2) + "\n")
     return {}
 
@@ -167,7 +169,10 @@ _IMAGE_ONNX_HOW = _IMAGE_HOW + (
 _IMAGE_TORCH_HOW = _IMAGE_HOW + (
     " The network (EfficientNet-Lite0, an L2-normalised 1280-d feature, a linear layer) is defined in "
     "predict.py; it scales the pixels as (x * 255 - 127) / 128 itself. When `preprocessing.json` says "
-    "`tta`, the probabilities are averaged with those of the mirror image."
+    "`tta`, the probabilities are averaged with those of the mirror image. When `preprocessing.json` "
+    "has `pixels` (the model's portfolio picked its pixel baseline), the network is instead a linear "
+    "layer over the standardised pixels (their channel mean when `grey`), and `model.safetensors` "
+    "holds `mean`, `scale` and `linear.*`."
 )
 
 TEXT_ONNX = Recipe(

@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from aimass.backbones.image_net import ImageNet, to_pixels
-from aimass.backbones.image_preprocess import BASE_SCALE, center, square, where
+from aimass.backbones.image_net import to_pixels
+from aimass.backbones.image_preprocess import center, square, where
 from aimass.data.images import byte_limit, pixel_limit
 from aimass.runtime.image import ImageRuntime
 from aimass.runtime.onnx_export import export_graph, quantize_static_int8
@@ -76,10 +76,9 @@ def check_images() -> list[bytes]:
 
 def graph_net(model) -> ImageLogits:
     """What the graph computes: a fresh BatchNorm-folded copy of the net (built outside inference
-    mode, so the tracer can use its weights) behind :class:`ImageLogits`."""
-    net = model.net_.eval()
-    fused = ImageNet(net.encoder.fuse_for_inference(), net.head, net.normalise).eval()
-    return ImageLogits(fused, bool(model.tta)).eval()
+    mode, so the tracer can use its weights) behind :class:`ImageLogits`. A model whose portfolio
+    picked the pixel baseline (:class:`aimass.backbones.pixel_net.PixelNet`) is its own copy."""
+    return ImageLogits(model.net_.inference(), bool(model.tta)).eval()
 
 
 def export_image(model, folder: str | Path, *, int8: bool = True, images: list | None = None) -> dict:
@@ -106,13 +105,14 @@ def export_image(model, folder: str | Path, *, int8: bool = True, images: list |
         "classes": list(model.classes_),
         "input": "pixels: float32 RGB in [0, 1], [batch, 3, image_size, image_size]",
         "image_size": size,
-        "resize": round(size * BASE_SCALE),
+        "resize": model.resize_,
         "resample": "bicubic",
         "normalisation": "in the graph",
         "tta": "in the graph" if model.tta else False,
         "max_pixels": pixel_limit(),
         "max_bytes": byte_limit(),
         "backbone": model.backbone_,
+        "chosen": getattr(model, "chosen_", "network"),
         "aimass_version": __version__,
     }
     if int8:

@@ -119,11 +119,32 @@ class Classifier(nn.Module):
         return self.head.dense(F.normalize(features, dim=-1))
 
 
-def load(folder: str | Path = HERE) -> tuple[Classifier, list[str], dict]:
+class PixelClassifier(nn.Module):
+    """Pixels in [0, 1], ``[N, 3, S, S]`` -> logits: (channel mean), flatten, standardise, linear
+    (a logistic regression on the raw pixels, what aimass picked when it beat the network)."""
+
+    def __init__(self, side: int, grey: bool, n_classes: int):
+        super().__init__()
+        self.grey = grey
+        dim = side * side * (1 if grey else 3)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+        self.linear = nn.Linear(dim, n_classes)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.mean(1) if self.grey else pixels
+        return self.linear((x.flatten(1) - self.mean) / self.scale)
+
+
+def load(folder: str | Path = HERE) -> tuple[nn.Module, list[str], dict]:
     """(network in eval mode, labels, preprocessing settings) from an exported folder."""
     folder = Path(folder)
     labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
+    if prep.get("pixels"):
+        net = PixelClassifier(**prep["pixels"])
+        net.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+        return net.eval(), labels, prep
     net = Classifier(len(labels))
     net.encoder.reshape(prep.get("structure") or {})
     net.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)

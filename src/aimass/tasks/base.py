@@ -14,7 +14,7 @@ Required: ``estimator``, ``request``, ``response``, ``handler``, ``sample_reques
 >>> issubclass(spec, Task) and spec.name == DEFAULT_TASK
 True
 >>> sorted(spec.options())[:3]
-['average', 'backbone', 'batch_size']
+['average', 'backbone', 'baselines']
 """
 
 from __future__ import annotations
@@ -65,6 +65,10 @@ class Task:
             -> a new fitted model. A method that needs a per-task strategy refuses tasks not named here.
         heavy_decode: decoding a request is real work (images): the server runs it off the event loop.
         max_body_bytes: the largest request body a model of this task accepts.
+        baselines: candidate name -> ``"module:Class"`` of a cheap model (a
+            :class:`aimass.tasks.portfolio.Baseline`) every fit also trains (unless the estimator is
+            given ``baselines=False``); the fit keeps whichever of the network and these scores best on
+            the validation split (:mod:`aimass.tasks.portfolio`). Empty: the network alone.
         fast_params: estimator parameters for a quick but complete fit (checks, demos).
         sniff_order: the order :func:`aimass.tasks.detect_task` asks tasks to :meth:`sniff` a path
             (lower first: the more specific layouts).
@@ -84,6 +88,7 @@ class Task:
     compression: ClassVar[dict[str, str]] = {}
     heavy_decode: ClassVar[bool] = False
     max_body_bytes: ClassVar[int] = MAX_BODY_BYTES
+    baselines: ClassVar[dict[str, str]] = {}
     fast_params: ClassVar[dict] = {}
     sniff_order: ClassVar[int] = 100
 

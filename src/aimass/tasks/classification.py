@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from aimass.errors import VersionError
 from aimass.estimator import Estimator
+from aimass.tasks import portfolio
 from aimass.tasks.base import Task, load_ref
 from aimass.version import __version__
 
@@ -84,6 +85,7 @@ class Classifier(Estimator):
     what it saves in ``FITTED`` (learned attributes) and ``_extra_meta()``."""
 
     FITTED: ClassVar[tuple[str, ...]] = ("classes_", "data_digest_")
+    PORTFOLIO: ClassVar[tuple[str, ...]] = ("chosen_", "candidates_")  # saved by every classifier
 
     def predict(self, items: list) -> list[str]:
         """The most probable label of each input."""
@@ -104,12 +106,16 @@ class Classifier(Estimator):
         unknown = sorted(set(labels) - set(self.classes_))
         if unknown:
             report["unknown_labels"] = unknown
+        chosen = portfolio.summary(self)
+        if chosen:
+            report["portfolio"] = chosen
         return report
 
     # ---------------------------------------------------------- save/load
     def _write_meta(self, path: Path, **extra) -> None:
         """``model.json``: format, task, aimass version, params, the ``FITTED`` state, ``extra``."""
         fitted = {k: getattr(self, k) for k in self.FITTED}
+        fitted.update({k: getattr(self, k) for k in self.PORTFOLIO if hasattr(self, k)})
         if getattr(self, "structure_", None):  # a distilled or pruned child's smaller network
             fitted["structure_"] = self.structure_
         meta = {
@@ -135,6 +141,7 @@ class Classifier(Estimator):
             )
         model = cls(**meta["params"])
         model.structure_ = None
+        model.chosen_, model.candidates_ = portfolio.NETWORK, {}  # a model saved before the portfolio
         for key, value in meta["fitted"].items():
             setattr(model, key, value)
         return model, meta

@@ -30,6 +30,7 @@ from aimass.backbones.image_net import build as _build
 from aimass.backbones.image_net import lower as _lower
 from aimass.backbones.image_net import pixels as _pixels
 from aimass.backbones.image_preprocess import bmp_bytes, square
+from aimass.backbones.pixel_net import PixelNet
 from aimass.backbones.text_net import Timer
 from aimass.compressors import image_student
 from aimass.data import looks_like_images
@@ -38,7 +39,7 @@ from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError, TooLargeError
 from aimass.estimator import parse_config
 from aimass.runtime.image_export import export_image
-from aimass.tasks import register_task
+from aimass.tasks import portfolio, register_task
 from aimass.tasks.classification import (
     ClassificationTask,
     Classifier,
@@ -67,6 +68,7 @@ class Config(BaseModel):
     lr_head: float = Field(default=3e-3, gt=0, lt=1)
     lr_body: float = Field(default=2e-3, gt=0, lt=1)
     batch_size: int = Field(default=32, ge=2, le=1024)
+    baselines: bool = True
     seed: int = 0
 
     @field_validator("image_size")
@@ -114,6 +116,11 @@ def _item_bytes(item) -> bytes:
 def auto_size(items: list, default: int = 224) -> int:
     """The training size: the backbone's 224, or less for small images (Fashion-MNIST, icons),
     where upscaling adds compute but no detail."""
+    return default if median_side(items, default) >= 160 else 128
+
+
+def median_side(items: list, default: float) -> float:
+    """The median shorter side of about 50 of ``items`` (``default`` when there are none)."""
     sample = items[:: max(1, len(items) // 50)]
     sides = []
     for item in sample:
@@ -122,8 +129,7 @@ def auto_size(items: list, default: int = 224) -> int:
             sides.append(min(info.width, info.height))
         else:
             sides.append(min(np.asarray(item).shape[:2]) if not hasattr(item, "size") else min(item.size))
-    median = float(np.median(sides)) if sides else default
-    return default if median >= 160 else 128
+    return float(np.median(sides)) if sides else default
 
 
 class ImageClassifier(Classifier):
@@ -149,11 +155,13 @@ class ImageClassifier(Classifier):
             epochs rather than the last step's weights (0 = off).
         lr_head, lr_body: peak learning rates of the head and the top stage.
         batch_size: stage-2 batch size.
+        baselines: also fit the task's cheap baselines and keep whichever candidate scores best on
+            the validation split (:mod:`aimass.tasks.portfolio`); False: the network alone.
         seed: makes splits, initialisation, augmentation and shuffling repeatable.
     """
 
     task = "image-classification"
-    FITTED = ("classes_", "backbone_", "image_size_", "unfrozen_", "data_digest_")
+    FITTED = ("classes_", "backbone_", "image_size_", "resize_", "unfrozen_", "data_digest_")
 
     def __init__(
         self,
@@ -168,6 +176,7 @@ class ImageClassifier(Classifier):
         lr_head=3e-3,
         lr_body=2e-3,
         batch_size=32,
+        baselines=True,
         seed=0,
     ):
         self.backbone = backbone
@@ -181,6 +190,7 @@ class ImageClassifier(Classifier):
         self.lr_head = lr_head
         self.lr_body = lr_body
         self.batch_size = batch_size
+        self.baselines = baselines
         self.seed = seed
 
     # ----------------------------------------------------------------- fit
@@ -195,8 +205,9 @@ class ImageClassifier(Classifier):
         train, val = (train, val) if val is not None else holdout(train, cfg.seed)
         self._setup(cfg, train)
         timer.lap("load_backbone")
-        base = round(self.image_size_ * BASE_SCALE)
-        pixels = (_pixels(train[0], base), _pixels(val[0], base))
+        floor = portfolio.fit_baselines(self, train, val, cfg.seed, on=cfg.baselines)
+        timer.lap("baselines")
+        pixels = (_pixels(train[0], self.resize_), _pixels(val[0], self.resize_))
         timer.lap("decode")
         feats = self._features(cfg, digest, pixels, train, val)
         timer.lap("embed")
@@ -208,6 +219,8 @@ class ImageClassifier(Classifier):
         top = self._stage_top(cfg, pixels, feats, deadline, run_dir, resume, head.best_score)
         self.stages_["top"] = top.__dict__
         timer.lap("train_top")
+        portfolio.choose(self, train, val, floor, on=cfg.baselines)
+        timer.lap("choose")
         self.timings_ = timer.stages
         self.data_digest_ = digest
         return self
@@ -226,6 +239,7 @@ class ImageClassifier(Classifier):
             )
         self.backbone_ = name
         self.image_size_ = auto_size(train[0]) if cfg.image_size == "auto" else cfg.image_size
+        self.resize_ = round(self.image_size_ * BASE_SCALE)  # the side resized to before the centre crop
         _, encoder = spec.load()
         n_stages = len(layers(encoder))
         self.unfrozen_ = max(0, min(3 if cfg.unfreeze == "auto" else cfg.unfreeze, n_stages))
@@ -351,26 +365,22 @@ class ImageClassifier(Classifier):
         out = np.zeros((len(images), len(self.classes_)), dtype=np.float32)
         for begin in range(0, len(images), batch_size):
             chunk = images[begin : begin + batch_size]
-            base = round(self.image_size_ * BASE_SCALE)  # the same view as in training: resize, centre crop
+            base = self.resize_  # the same view as in training: resize, centre crop
             px = torch.stack([to_pixels(item, base, _where(item, begin + i)) for i, item in enumerate(chunk)])
             out[begin : begin + len(chunk)] = self._proba_batch(frozen, augment.center(px, self.image_size_))
         return out
 
-    def _proba_batch(self, net: ImageNet, images: torch.Tensor) -> np.ndarray:
+    def _proba_batch(self, net: ImageNet | PixelNet, images: torch.Tensor) -> np.ndarray:
         proba = torch.softmax(net(images), -1)
         if self.tta:
             proba = (proba + torch.softmax(net(images.flip(-1)), -1)) / 2
         return proba.numpy()
 
-    def _inference_net(self) -> ImageNet:
+    def _inference_net(self) -> ImageNet | PixelNet:
         """The network with BatchNorm folded into the convolutions (built once, after fit/load)."""
         cached_net = getattr(self, "_fused", None)
         if cached_net is None or cached_net[0] is not self.net_:
-            self.net_.eval()
-            fused = ImageNet(
-                self.net_.encoder.fuse_for_inference(), self.net_.head, self.net_.normalise
-            ).eval()
-            cached_net = (self.net_, fused)
+            cached_net = (self.net_, self.net_.inference())
             self._fused = cached_net
         return cached_net[1]
 
@@ -398,6 +408,14 @@ class ImageClassifier(Classifier):
         self.check_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.net_, PixelNet):  # the portfolio picked the pixel baseline: all of it
+            save_file(
+                {f"net.{k}": v.contiguous() for k, v in self.net_.state_dict().items()},
+                str(path / "model.safetensors"),
+            )
+            self._write_meta(path, pixels=self.net_.config())
+            compressors.saved(self, path)
+            return path
         start = self.net_.n_layers - self.unfrozen_
         keep = (
             ["head."] + [f"encoder.stages.{i}." for i in range(start, self.net_.n_layers)] + ["encoder.head."]
@@ -414,6 +432,15 @@ class ImageClassifier(Classifier):
         """Rebuild from a folder written by :meth:`save` (no dataset, no network)."""
         path = Path(path)
         model, meta = cls._read_meta(path)
+        if not hasattr(model, "resize_"):  # saved before resize_ was stored
+            model.resize_ = round(model.image_size_ * BASE_SCALE)
+        if "pixels" in meta:  # the portfolio's pixel baseline: no backbone to load
+            model.net_ = PixelNet(**meta["pixels"])
+            model.net_.load_state_dict(
+                {k[4:]: v for k, v in load_file(str(path / "model.safetensors")).items()}
+            )
+            model.net_.eval()
+            return compressors.restore(model, path, ImageClassification)
         _, encoder = get_backbone(model.backbone_).load()
         if model.structure_:
             image_student.apply(encoder, model.structure_)  # before the weights: shapes change
@@ -489,7 +516,7 @@ class Handler(ClassifierHandler):
         of small, highly compressed files that would decode to gigapixels is a 413 at once."""
         files = [decode_item(item, i) for i, item in enumerate(request.inputs)]
         total_pixels(files)
-        size = round(self.model.image_size_ * BASE_SCALE)
+        size = self.model.resize_
         return [bmp_bytes(square(data, size, where=f"inputs[{i}]")) for i, data in enumerate(files)]
 
 
@@ -523,6 +550,7 @@ class ImageClassification(ClassificationTask):
         "distill": "aimass.compressors.image_student:distill",
         "prune": "aimass.compressors.image_student:prune",
     }
+    baselines = {"pixels-logreg": "aimass.tasks.baselines:PixelLogReg"}  # the portfolio's floor
     sniff_order = 10  # before text: a folder of images can hold .txt notes
     max_body_bytes = 32 * 1024 * 1024  # base64 JSON or multipart uploads of several photos
     fast_params = {"image_size": 64, "unfreeze": 1, "epochs_top": 1, "batch_size": 16}

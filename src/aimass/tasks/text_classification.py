@@ -32,7 +32,7 @@ from aimass.data.split import holdout
 from aimass.errors import DataError
 from aimass.estimator import parse_config
 from aimass.runtime.text_export import export_text
-from aimass.tasks import register_task
+from aimass.tasks import portfolio, register_task
 from aimass.tasks.classification import (
     ClassificationTask,
     Classifier,
@@ -66,6 +66,7 @@ class Config(BaseModel):
     pair_steps: int | Literal["auto"] = "auto"
     pair_mix: float = Field(default=0.7, gt=0, le=1)
     average: float = Field(default=0.0, ge=0, le=20)
+    baselines: bool = True
     seed: int = 0
 
 
@@ -138,6 +139,8 @@ class TextClassifier(Classifier):
             pretrained weights (WiSE-FT). 1.0 keeps the tuned encoder as it is.
         average: stage 2 validates and keeps a moving average of the weights over about this many
             epochs rather than the last step's weights (0 = off).
+        baselines: also fit the task's cheap baselines and keep whichever candidate scores best on
+            the validation split (:mod:`aimass.tasks.portfolio`); False: the network alone.
         seed: makes splits, initialisation and shuffling repeatable.
     """
 
@@ -158,6 +161,7 @@ class TextClassifier(Classifier):
         pair_steps="auto",
         pair_mix=0.7,
         average=0.0,
+        baselines=True,
         seed=0,
     ):
         self.backbone = backbone
@@ -172,6 +176,7 @@ class TextClassifier(Classifier):
         self.pair_steps = pair_steps
         self.pair_mix = pair_mix
         self.average = average
+        self.baselines = baselines
         self.seed = seed
 
     # ----------------------------------------------------------------- fit
@@ -189,6 +194,8 @@ class TextClassifier(Classifier):
         planned = stages.planned_epochs(ckpt, "unfreeze")
         self._setup(cfg, language, train, len(val[0]) if val else 0, deadline, planned)
         timer.lap("load_backbone")
+        floor = portfolio.fit_baselines(self, train, val, cfg.seed, on=cfg.baselines)
+        timer.lap("baselines")
         feats = self._features(cfg, digest, train, val, progress)
         timer.lap("embed")
         self.stages_ = {}
@@ -219,6 +226,8 @@ class TextClassifier(Classifier):
             top = self._stage_top(cfg, *feats, deadline, run_dir, resume, head.best_score)
         self.stages_["top"] = top.__dict__
         timer.lap("train_top")
+        portfolio.choose(self, train, val, floor, on=cfg.baselines)
+        timer.lap("choose")
         self.timings_ = timer.stages
         self.data_digest_ = digest
         return self
@@ -476,6 +485,7 @@ class TextClassification(ClassificationTask):
         "distill": "aimass.compressors.distill:distill_encoder",
         "prune": "aimass.compressors.prune:prune_encoder",
     }
+    baselines = {"tfidf-logreg": "aimass.tasks.baselines:TfidfLogReg"}  # the portfolio's floor
     sniff_order = 50  # after image layouts: a folder of images can hold .txt notes
     sample_request = {"inputs": ["The team won the match in the final minute."]}
     # a quick but complete fit for checks: sample_data is few-shot, so the pair stage runs too

@@ -132,7 +132,7 @@ def _design(features: Features, w: float):
     return sparse.hstack([_csr(features.lexical), dense]).tocsr()
 
 
-def _softmax_rows(clf) -> tuple[torch.Tensor, torch.Tensor]:
+def softmax_rows(clf) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) of a fitted logistic regression, one row per class."""
     coef, bias = clf.coef_, clf.intercept_
     if coef.shape[0] == 1:  # binary: sklearn keeps one row; softmax needs two
@@ -141,7 +141,7 @@ def _softmax_rows(clf) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _copy_into(head, clf, w: float, dim: int) -> None:
-    coef, bias = _softmax_rows(clf)
+    coef, bias = softmax_rows(clf)
     with torch.no_grad():
         head.dense.weight.copy_(coef[:, -dim:] * w)
         head.dense.bias.copy_(bias)
@@ -176,7 +176,7 @@ def fuse_lexical(
     """
     started = time.perf_counter()
     clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(_csr(train.lexical), train.y.numpy())
-    coef, bias = _softmax_rows(clf)
+    coef, bias = softmax_rows(clf)
     plain = Features(valid.pooled, valid.y, valid.hidden, valid.mask)
     with torch.inference_mode():
         encoder = torch.cat(
