@@ -347,6 +347,12 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
         meter.flush()
         return {"usage": metering.usage(key, since)}
 
+    @app.get("/v1/usage/series", tags=["keys"], dependencies=manage)
+    def usage_series(hours: int = Query(24, ge=1, le=metering.MAX_HOURS), key: str | None = None):
+        """Requests per key in each hour of the last ``hours`` (UTC, oldest first): the usage chart."""
+        meter.flush()
+        return metering.series(hours, key)
+
     @app.get("/v1/services", tags=["services"])
     def services(caller: Caller = _allow(guard, "manage")):
         """The services the caller may read (``service:Read``)."""
@@ -357,6 +363,12 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
     @app.get("/v1/services/{name}", tags=["services"], dependencies=manage)
     def service(name: str):
         return engine.service(name).info()
+
+    @app.get("/v1/services/{name}/metrics", tags=["services"], dependencies=manage)
+    def service_metrics(name: str, window_s: float = Query(60, ge=1, le=3600)):
+        """Live figures: requests/s, p50/p95 latency (ms) and errors over the last ``window_s``
+        seconds of this server's predictions, and the queue depth now (per version in ``queued``)."""
+        return engine.live(name, window_s)
 
     @app.get("/v1/services/{name}/events", tags=["services"], dependencies=manage)
     async def service_events(name: str, limit: int = Query(100, ge=1, le=1000)):
