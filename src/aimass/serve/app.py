@@ -292,6 +292,7 @@ ERRORS = {
     401: _error("No API key, or an unknown or revoked one"),
     403: _error("The key lacks the scope this route needs"),
     404: _error("No such model, version, service, job or key"),
+    409: _error("In use: e.g. deleting a version a service serves or an alias points at"),
     413: _error("The body (or a decoded input) is over its limit"),
     422: _error("The request is invalid: the message names the field and the hint what to send"),
     429: _error("A rate limit or the model's deadline-based admission; see Retry-After"),
