@@ -284,3 +284,21 @@ def test_usage_series_and_the_keys_page_chart(admin, manage):
     page = admin.get("/console/keys")
     assert page.status_code == 200 and "<svg" in page.text and "<polyline" in page.text
     assert 'role="img"' in page.text and "key gapskey1: 10 requests" in page.text
+
+
+# --------------------------------------------------------------------- CLI
+def test_the_cli_refuses_a_version_serving_json_names_then_deletes(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from aimass.cli.main import app as cli
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    ref = tiny("cli-del", {"a": 0.5, "b": 0.5})
+    state = {"services": {"cli-del": [{"ref": ref, "weight": 100, "settings": {}}]}}
+    (tmp_path / "home" / "serving.json").write_text(json.dumps(state))
+    refused = CliRunner().invoke(cli, ["models", "delete", ref])
+    assert refused.exit_code != 0 and "served by cli-del" in refused.output
+    (tmp_path / "home" / "serving.json").write_text(json.dumps({"services": {}}))
+    done = CliRunner().invoke(cli, ["models", "delete", ref, "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["ref"] == ref
