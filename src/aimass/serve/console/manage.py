@@ -219,13 +219,19 @@ def _two(a: str, b: str, ticked: list[str]) -> tuple[str, str]:
     """The two versions to compare: ``a`` and ``b``, else exactly two ticked in the list."""
     if a and b:
         return a, b
-    if len(ticked) == 2:
-        return ticked[0], ticked[1]
+    if len(ticked) == 2:  # the list is newest first: compare the older (a) with the newer (b)
+        older, newer = sorted(ticked, key=_version_order)
+        return older, newer
     raise ConfigError(
         f"Comparing needs two versions; got {len([x for x in (a, b) if x]) or len(ticked)}.",
         hint="Tick two versions in the models list and press Compare "
         "(or open models/compare?a=NAME:1&b=NAME:2).",
     )
+
+
+def _version_order(ref: str) -> tuple:
+    name, _, number = ref.partition(":")
+    return (name, int(number) if number.isascii() and number.isdigit() else -1, ref)
 
 
 def _max_drop(value) -> float:
