@@ -6,6 +6,7 @@ the same audit row and the same 403 or 404). Lists show only what the caller may
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
@@ -329,13 +330,13 @@ def _add_keys(router: APIRouter, console: Console, meter: Meter) -> None:
         ctx = _manager(console, request, "GET", "/v1/keys")
         await asyncio.to_thread(meter.flush)
         keys = await asyncio.to_thread(auth.list_keys)
-        try:
+        usage, chart = [], None  # the keys without their usage when denied (the audit log has it)
+        with contextlib.suppress(PermissionDenied):
             console.authorize(ctx, "GET", "/v1/usage")
             usage = await asyncio.to_thread(metering.usage, None, None)
+        with contextlib.suppress(PermissionDenied):
             console.authorize(ctx, "GET", "/v1/usage/series")
             chart = usage_chart(await asyncio.to_thread(metering.series, 24))
-        except PermissionDenied:  # the keys without their usage (the audit log has the denial)
-            usage, chart = [], None
         secret = ctx.session.notes.pop("secret", None)
         grantable = sorted(auth.grantable(ctx.caller))
         return console.page(
