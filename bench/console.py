@@ -118,6 +118,7 @@ def measure(rounds: int, dataset_id: str) -> dict:
         "models, page 20": "/console/models?offset=500",
         "models, one name": "/console/models?name=model-7",
         "model": "/console/models/model-7:10",
+        "compare two versions": "/console/models/compare?a=model-7:10&b=model-7:9",
         "datasets": "/console/datasets",
         "dataset (100k rows)": f"/console/datasets/{dataset_id}",
         "dataset rejects, page 3": f"/console/datasets/{dataset_id}?offset=50",

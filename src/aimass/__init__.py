@@ -13,8 +13,11 @@ from aimass.version import __version__ as __version__
 __all__ = [
     "auto",
     "available_tasks",
+    "compare_models",
     "compress",
+    "compression_methods",
     "dataset_issues",
+    "delete_model",
     "evaluate",
     "export",
     "finetune",

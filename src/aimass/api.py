@@ -17,7 +17,10 @@ from aimass import autolearn, exporters
 from aimass.curation import dataset_issues, fix_dataset
 from aimass.workflow import (
     available_tasks,
+    compare_models,
     compress,
+    compression_methods,
+    delete_model,
     evaluate,
     finetune,
     import_dataset,
@@ -34,8 +37,11 @@ from aimass.workflow import (
 __all__ = [
     "auto",
     "available_tasks",
+    "compare_models",
     "compress",
+    "compression_methods",
     "dataset_issues",
+    "delete_model",
     "evaluate",
     "export",
     "finetune",

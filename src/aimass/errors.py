@@ -71,6 +71,14 @@ class PermissionDenied(AimassError):
     http_status = 403
 
 
+class InUseError(AimassError):
+    """The resource is in use (a version a service serves, or an alias points at) and cannot be
+    removed until that use ends."""
+
+    code = "in_use"
+    http_status = 409
+
+
 class VersionError(AimassError):
     """A stored artifact was written by an incompatible aimass version."""
 

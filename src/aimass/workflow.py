@@ -309,3 +309,65 @@ def show_model(ref: str) -> dict:
     if report.exists():
         info["evaluation"] = json.loads(report.read_text())
     return info
+
+
+def delete_model(ref: str, *, served: dict[str, list[str]] | None = None, force: bool = False) -> dict:
+    """Delete one version (record, aliases pointing at it, folder); refused while ``served`` says a
+    service serves it, or while an alias points at it unless ``force``. See
+    :func:`aimass.store.registry.delete_version`."""
+    return registry.delete_version(ref, served=served, force=force)
+
+
+def compression_methods(task: str) -> list[str]:
+    """The compression methods that can compress models of ``task`` (what the console offers)."""
+    spec = get_task(task)
+    return [m for m in available_compressors() if get_compressor(m).supports(spec)]
+
+
+COMPARED_METRICS = ("accuracy", "macro_f1", "n", "loss", "perplexity")
+LINEAGE = ("task", "backbone", "dataset_digest", "parent", "run_id", "aimass_version", "created")
+
+
+def compare_models(a: str, b: str) -> dict:
+    """Two versions side by side: lineage, params, metrics, per-class F1 and size, each row with
+    ``same`` (or ``delta`` = b - a for numbers), so a reader sees what changed.
+
+    >>> compare_models("reviews:1", "reviews:2")["metrics"][0]   # doctest: +SKIP
+    {'key': 'accuracy', 'a': 0.91, 'b': 0.93, 'delta': 0.02, 'same': False}
+    """
+    left, right = show_model(a), show_model(b)
+    for info in (left, right):
+        info["size_bytes"] = _folder_size(Path(info["path"]))
+    metrics = [k for k in COMPARED_METRICS if k in left["metrics"] or k in right["metrics"]]
+    classes = sorted(set(_f1s(left)) | set(_f1s(right)))
+    params = sorted(set(left["params"]) | set(right["params"]))
+    return {
+        "a": _side(left),
+        "b": _side(right),
+        "lineage": [_row(k, left.get(k), right.get(k)) for k in LINEAGE],
+        "params": [_row(k, left["params"].get(k), right["params"].get(k)) for k in params],
+        "metrics": [_row(k, left["metrics"].get(k), right["metrics"].get(k)) for k in metrics],
+        "per_class_f1": [_row(c, _f1s(left).get(c), _f1s(right).get(c)) for c in classes],
+        "size": [_row("size_bytes", left["size_bytes"], right["size_bytes"])],
+    }
+
+
+def _side(info: dict) -> dict:
+    return {"ref": info["ref"], "name": info["name"], "version": info["version"], "task": info["task"]}
+
+
+def _f1s(info: dict) -> dict:
+    per_class = (info.get("evaluation") or {}).get("per_class") or {}
+    return {str(c): row.get("f1") for c, row in per_class.items() if isinstance(row, dict)}
+
+
+def _row(key: str, a, b) -> dict:
+    row = {"key": key, "a": a, "b": b, "same": a == b}
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    if numbers:
+        row["delta"] = round(b - a, 6)
+    return row
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0

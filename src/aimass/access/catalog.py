@@ -21,6 +21,7 @@ ACTIONS: tuple[str, ...] = (
     "model:Deploy",
     "model:Delete",
     "model:Train",
+    "model:Export",
     "dataset:List",
     "dataset:Read",
     "dataset:Import",

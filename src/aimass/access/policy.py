@@ -16,11 +16,12 @@ resource policies (attached to a project or one resource) must have one.
 >>> p = compile_policy("ro", {"Statement": {"Effect": "Allow", "Action": "MODEL:read", "Resource": "*"}})
 >>> sorted(p.statements[0].actions)
 ['model:Read']
->>> compile_policy("bad", {"Statement": [{"Effect": "Allow", "Action": "model:Fly", "Resource": "*"}]})
+>>> bad = {"Statement": [{"Effect": "Allow", "Action": "model:Fly", "Resource": "*"}]}
+>>> compile_policy("bad", bad)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
 aimass.access.policy.PolicyError: Statement[0].Action: unknown action 'model:Fly'.
-Hint: Actions of 'model': model:Predict, model:List, model:Read, model:Deploy, model:Delete, model:Train.
+Hint: Actions of 'model': model:Predict, model:List, model:Read, model:Deploy, ..., model:Export.
 """
 
 from __future__ import annotations

@@ -437,5 +437,25 @@ def models_alias(
     emit({"alias": f"{record.name}@{alias}", "ref": record.ref}, as_json)
 
 
+@models_app.command("delete")
+@command
+def models_delete(
+    model: Annotated[str, typer.Argument(help="NAME:VERSION to delete")],
+    force: Annotated[bool, typer.Option(help="Delete the aliases pointing at it too.")] = False,
+    as_json: JsonFlag = False,
+):
+    """Delete a version (record, aliases, files); refused while a service serves it (serving.json)
+    or, without --force, while an alias points at it. Its children keep their lineage."""
+    from aimass import api
+    from aimass.serve.engine import persisted
+
+    served: dict[str, list[str]] = {}
+    for service, rows in (persisted() or {}).items():
+        for row in rows:
+            served.setdefault(str(row.get("ref")), []).append(service)
+    done = api.delete_model(model, served=served, force=force)
+    emit(done, as_json)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from aimass import curation, workflow
 from aimass.autolearn import auto
+from aimass.compressors import get_compressor
 from aimass.errors import ConfigError
 from aimass.jobs import custom
 from aimass.tasks import DEFAULT_TASK
@@ -91,7 +92,14 @@ def run_evaluate(params: dict, ctx) -> dict:
     return {"model": params["model"], **{k: report[k] for k in keys if k in report}}
 
 
-@register_kind("compress", "compress a version into a gated child", lambda p: _require(p, "model", "method"))
+def _check_compress(params: dict) -> dict:
+    """The model and a known method (a 404 listing the methods otherwise) before anything queues."""
+    params = _require(params, "model", "method")
+    get_compressor(str(params["method"]))
+    return params
+
+
+@register_kind("compress", "compress a version into a gated child", _check_compress)
 def run_compress(params: dict, ctx) -> dict:
     settings = dict(params)
     ref, method = settings.pop("model"), settings.pop("method")

@@ -103,12 +103,14 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/services", "service:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/services/{name}", "service:Read", path("service")),
     Rule("GET", "/v1/services/{name}/events", "service:Read", path("service")),
+    Rule("GET", "/v1/services/{name}/metrics", "service:Read", path("service")),
     Rule("PUT", "/v1/services/{name}/traffic", "service:Update", path("service")),
     Rule("DELETE", "/v1/services/{name}", "service:Delete", path("service")),
     Rule("POST", "/v1/keys", "key:Create", fixed("aimass:key/*")),
     Rule("GET", "/v1/keys", "key:Read", fixed("aimass:key/*")),
     Rule("DELETE", "/v1/keys/{key_id}", "key:Revoke", named("key", "key_id")),
     Rule("GET", "/v1/usage", "usage:Read", fixed("aimass:usage")),
+    Rule("GET", "/v1/usage/series", "usage:Read", fixed("aimass:usage")),
     Rule("GET", "/v1/jobs", "job:List", fixed("aimass:project/*")),
     Rule("POST", "/v1/jobs", job_submit, in_project),
     Rule("POST", "/v1/jobs/code", "job:SubmitCode", fixed("aimass:project/default")),
@@ -124,7 +126,13 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/datasets/{dataset_id}/rejects", "dataset:Read", path("dataset", "dataset_id")),
     Rule("GET", "/v1/datasets/{dataset_id}/issues", "dataset:Read", path("dataset", "dataset_id")),
     Rule("GET", "/v1/versions", "model:List", fixed("aimass:project/*")),
+    # both versions must be readable too: the route answers 404 for one that is not (as a list keeps
+    # only what the caller may read); listed before {ref}, which would match "compare"
+    Rule("GET", "/v1/versions/compare", "model:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/versions/{ref}", "model:Read", path("model", "ref")),
+    Rule("DELETE", "/v1/versions/{ref}", "model:Delete", path("model", "ref")),
+    # the weights leave the server: not model:Read, which a predict-only key has
+    Rule("GET", "/v1/versions/{ref}/export", "model:Export", path("model", "ref")),
     Rule("GET", "/v1/versions/{ref}/files/{file}", "model:Read", path("model", "ref")),
     # an alias moves what a stage serves (``production``): a deploy into that stage
     Rule("PUT", "/v1/versions/{ref}/aliases/{alias}", "model:Deploy", path("model", "ref")),
@@ -203,6 +211,19 @@ class AccessGuard:
         if principal.user is None and caller.key_id not in ("admin", "anonymous"):
             hint = f"This key acts by its scopes {list(caller.scopes)}: {SCOPE_HINT} " + hint
         raise PermissionDenied(message, hint=f"{hint} Request id {request_id} is in the audit log.")
+
+    def allows(self, caller, scope, found: tuple[Rule, dict]) -> bool:
+        """Whether the policies would allow the request (no audit row, nothing raised): what a
+        console page offers. The request itself is still decided by :meth:`authorize`."""
+        rule, params = found
+        data = scope.get("state", {}).get(BODY_KEY) or {}
+        action = rule.action(params, data) if callable(rule.action) else rule.action
+        kind, name = rule.target(params, data)
+        resource = self.arn(kind, name) if kind else name
+        principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
+        return self.authorizer.decide(
+            principal, action, resource, self.context(scope, kind, name, data)
+        ).allowed
 
     def arn(self, kind: str, name: str) -> str:
         """The resource's ARN in its project; a model named by alias is named by its version, a

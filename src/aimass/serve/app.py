@@ -292,6 +292,7 @@ ERRORS = {
     401: _error("No API key, or an unknown or revoked one"),
     403: _error("The key lacks the scope this route needs"),
     404: _error("No such model, version, service, job or key"),
+    409: _error("In use: e.g. deleting a version a service serves or an alias points at"),
     413: _error("The body (or a decoded input) is over its limit"),
     422: _error("The request is invalid: the message names the field and the hint what to send"),
     429: _error("A rate limit or the model's deadline-based admission; see Retry-After"),
@@ -347,6 +348,12 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
         meter.flush()
         return {"usage": metering.usage(key, since)}
 
+    @app.get("/v1/usage/series", tags=["keys"], dependencies=manage)
+    def usage_series(hours: int = Query(24, ge=1, le=metering.MAX_HOURS), key: str | None = None):
+        """Requests per key in each hour of the last ``hours`` (UTC, oldest first): the usage chart."""
+        meter.flush()
+        return metering.series(hours, key)
+
     @app.get("/v1/services", tags=["services"])
     def services(caller: Caller = _allow(guard, "manage")):
         """The services the caller may read (``service:Read``)."""
@@ -357,6 +364,12 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
     @app.get("/v1/services/{name}", tags=["services"], dependencies=manage)
     def service(name: str):
         return engine.service(name).info()
+
+    @app.get("/v1/services/{name}/metrics", tags=["services"], dependencies=manage)
+    def service_metrics(name: str, window_s: float = Query(60, ge=1, le=3600)):
+        """Live figures: requests/s, p50/p95 latency (ms) and errors over the last ``window_s``
+        seconds of this server's predictions, and the queue depth now (per version in ``queued``)."""
+        return engine.live(name, window_s)
 
     @app.get("/v1/services/{name}/events", tags=["services"], dependencies=manage)
     async def service_events(name: str, limit: int = Query(100, ge=1, le=1000)):

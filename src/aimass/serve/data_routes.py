@@ -9,7 +9,10 @@ These are the JSON twins of the web console's pages (the console calls the same 
   issues report: ``aimass data issues`` or a job of kind ``issues``);
 - ``GET /v1/versions`` (paginated, ``?name=``), ``GET /v1/versions/{ref}`` (lineage, params,
   metrics, evaluation, aliases, where it is deployed), ``GET /v1/versions/{ref}/files/{file}``
-  (the evaluation pictures) and ``PUT /v1/versions/{ref}/aliases/{alias}``.
+  (the evaluation pictures) and ``PUT /v1/versions/{ref}/aliases/{alias}``;
+- ``DELETE /v1/versions/{ref}`` (409 while a service serves it, or an alias points at it without
+  ``?force=true``), ``GET /v1/versions/compare?a=&b=`` (two versions side by side, with what
+  differs) and ``GET /v1/versions/{ref}/export?format=onnx`` (the export folder as a zip).
 
 Each route's action and resource are in :data:`aimass.serve.access_guard.RULES` (``manage`` keys
 have them all); a path in ``POST /v1/datasets`` must lie under the data roots.
@@ -21,27 +24,33 @@ import asyncio
 import itertools
 import json
 import re
+import shutil
+import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from aimass import api, curation
+from aimass import api, curation, paths
 from aimass.data import Dataset, load_dataset
 from aimass.data.dataset import MANIFEST_FILE
+from aimass.data.limits import MIB, limit
 from aimass.data.storage import datasets_dir
 from aimass.data.uploads import store_upload, upload_limit
-from aimass.errors import NotFoundError
+from aimass.errors import NotFoundError, TooLargeError
 from aimass.serve.auth import Caller
-from aimass.serve.engine import Engine
+from aimass.serve.engine import Engine, persisted
 from aimass.serve.jobs_routes import only_granted_paths
 from aimass.serve.uploads import FILE_BODY, one_file
 from aimass.store import browse, registry
 
 UPLOAD_PATH = "/v1/uploads"
+MAX_EXPORT_BYTES = 2048 * MIB
 PICTURES = (".png", ".svg")
 Visible = Callable[[str, set[str]], set[str]]
 DATASET_ID = re.compile(r"[0-9a-f]{6,64}")
@@ -126,7 +135,69 @@ def version(ref: str, engine: Engine) -> dict:
     info["pictures"] = sorted(p.name for p in folder.iterdir() if p.suffix in PICTURES)
     info["aliases"] = sorted(a for a, v in registry.aliases(info["name"]).items() if v == info["version"])
     info["deployed_in"] = deployed_in(engine, info["ref"])
+    info["parent_deleted"] = registry.deleted_on(info.get("parent"))  # lineage kept, parent gone
     return info
+
+
+def delete_version(ref: str, engine: Engine, force: bool = False) -> dict:
+    """Delete a version unless a service serves it (here, or in ``serving.json``: what a restart
+    would serve) or, without ``force``, an alias points at it."""
+    served: dict[str, list[str]] = {}
+    for service in engine.services.values():
+        for d in service.deployments:
+            served.setdefault(d.ref, []).append(service.name)
+    for name, rows in (persisted() or {}).items():
+        for row in rows:
+            served.setdefault(str(row.get("ref")), []).append(name)
+    return api.delete_model(ref, served=served, force=force)
+
+
+def compare(a: str, b: str, engine: Engine) -> dict:
+    """Two versions side by side (see :func:`aimass.api.compare_models`), with where each is served."""
+    found = api.compare_models(a, b)
+    for side in ("a", "b"):
+        found[side]["deployed_in"] = deployed_in(engine, found[side]["ref"])
+    return found
+
+
+def export_zip(ref: str, fmt: str) -> tuple[Path, str]:
+    """Version ``ref`` exported as ``fmt`` (see :mod:`aimass.exporters`), zipped: (the zip, its
+    download name ``NAME-vVERSION-FORMAT.zip``). Refused (413) past ``AIMASS_MAX_EXPORT_BYTES``
+    (default 2 GiB) of files; the caller deletes the zip once sent."""
+    record = registry.get_version(ref)
+    stem = f"{record.name}-v{record.version}-{fmt}"  # a model name is [A-Za-z0-9._-]: safe as is
+    work = paths.subdir("tmp") / f"export-{uuid.uuid4().hex[:12]}"
+    try:
+        api.export(record.ref, fmt, work / stem)
+        files = sorted(p for p in (work / stem).rglob("*") if p.is_file() and not p.is_symlink())
+        size, most = sum(p.stat().st_size for p in files), export_limit()
+        if size > most:
+            raise TooLargeError(
+                f"The {fmt} export of {record.ref} is {size / MIB:.0f} MiB, over the download limit of "
+                f"{most / MIB:.0f} MiB.",
+                hint=f"Export on the server instead (`aimass export {record.ref} --format {fmt}`), "
+                "or raise AIMASS_MAX_EXPORT_BYTES.",
+            )
+        packed = work / f"{stem}.zip"
+        with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for path in files:
+                zf.write(path, f"{stem}/{path.relative_to(work / stem).as_posix()}")
+        shutil.rmtree(work / stem)
+        return packed, f"{stem}.zip"
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def export_limit() -> int:
+    """Most bytes of files an export download may hold (``AIMASS_MAX_EXPORT_BYTES``)."""
+    return int(limit("AIMASS_MAX_EXPORT_BYTES", MAX_EXPORT_BYTES, None))
+
+
+def zip_response(packed: Path, filename: str) -> FileResponse:
+    """The zip as a download; its folder is removed once it is sent."""
+    cleanup = BackgroundTask(shutil.rmtree, packed.parent, ignore_errors=True)
+    return FileResponse(packed, media_type="application/zip", filename=filename, background=cleanup)
 
 
 def deployed_in(engine: Engine, ref: str) -> list[str]:
@@ -205,9 +276,37 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
         """Registered versions the caller may read, newest first (every model, or ``name``'s)."""
         return await asyncio.to_thread(versions_page, name, limit, offset, visible(caller))
 
+    @app.get("/v1/versions/compare", tags=["models"])
+    async def compare_versions(a: str, b: str, caller: Caller = allow("manage")):
+        """Two versions side by side: lineage, params, metrics, per-class F1 and size, each row
+        with ``same`` (and ``delta`` = b - a for numbers). Both must be readable (404 otherwise).
+        (A model named ``compare`` is reached as ``compare:N`` here.)"""
+        await asyncio.to_thread(readable_versions, visible(caller), a, b)
+        return await asyncio.to_thread(compare, a, b, engine)
+
     @app.get("/v1/versions/{ref}", tags=["models"], dependencies=manage)
     async def show_version(ref: str):
         return await asyncio.to_thread(version, ref, engine)
+
+    @app.delete("/v1/versions/{ref}", tags=["models"], dependencies=manage)
+    async def delete(ref: str, force: bool = False):
+        """Delete a version: its record, its folder and (with ``force``) the aliases pointing at it.
+        409 while a service serves it (undeploy first) or an alias points at it without ``force``.
+        Its children keep their lineage; their parent then reads as deleted."""
+        return await asyncio.to_thread(delete_version, ref, engine, force)
+
+    @app.get(
+        "/v1/versions/{ref}/export",
+        tags=["models"],
+        dependencies=manage,
+        response_class=FileResponse,
+        responses={200: {"content": {"application/zip": {}}}},
+    )
+    async def export(ref: str, fmt: str = Query("onnx", alias="format", description="onnx or safetensors")):
+        """The version as a self-contained folder (``aimass export``), zipped: ``NAME-vN-FORMAT.zip``."""
+        async with EXPORTS:
+            packed, filename = await asyncio.to_thread(export_zip, ref, fmt)
+        return zip_response(packed, filename)
 
     @app.get("/v1/versions/{ref}/files/{file}", tags=["models"], dependencies=manage)
     async def version_picture(ref: str, file: str):
@@ -218,6 +317,17 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
     async def alias(ref: str, alias: str, force: bool = False):
         """Point ``alias`` (e.g. ``production``) at this version."""
         return await asyncio.to_thread(set_alias, ref, alias, force)
+
+
+EXPORTS = asyncio.Semaphore(1)  # one export at a time: each loads the model and converts it
+
+
+def readable_versions(visible: Visible | None, *refs: str) -> None:
+    """404, like a missing version, unless the caller may read every one of ``refs``."""
+    for ref in refs:
+        name = registry.get_version(ref).ref
+        if visible is not None and name not in visible("model", {name}):
+            raise NotFoundError(f"No model '{ref}'.", hint="GET /v1/versions lists what you may read.")
 
 
 async def one_upload(request: Request) -> UploadFile:

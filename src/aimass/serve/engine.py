@@ -380,9 +380,24 @@ class Engine:
                 await d.batcher.drain(d.batcher.settings.timeout_s)
                 d.close()
             del self.services[name]
+            self.metrics.recent.forget(name)
             events.record(name, "stopped", "service removed")
             self._persist()
             return {"name": name, "state": "stopped", "on_restart": "nothing (undeployed)"}
+
+    def live(self, name: str, window_s: float = 60.0) -> dict:
+        """Live figures of service ``name``: requests/s, p50/p95 latency and errors over the last
+        ``window_s`` seconds (this process's own predictions) and what is queued now."""
+        service = self.service(name)
+        queued = {d.ref: d.batcher.pending for d in service.deployments}
+        self.metrics.queue_depth.labels(name).set(sum(queued.values()))  # what /metrics says too
+        return {
+            "service": name,
+            "state": service.state,
+            **self.metrics.recent.summary(name, window_s),
+            "queue_depth": sum(queued.values()),
+            "queued": queued,
+        }
 
     # -------------------------------------------------- what a restart serves
     def _persist(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -105,3 +105,37 @@ def usage(key: str | None = None, since: str | None = None) -> list[dict]:
         }
         for k, m, r, i, ms, first, last in rows
     ]
+
+
+MAX_HOURS = 24 * 31
+
+
+def series(hours: int = 24, key: str | None = None, now: datetime | None = None) -> dict:
+    """Requests per key in each hour of the last ``hours`` (UTC, oldest first, empty hours 0):
+    ``{"hours": [...], "keys": {key: [count per hour]}}``, what the console's usage chart draws.
+
+    Raises:
+        ConfigError: ``hours`` outside 1 to 744 (31 days).
+    """
+    if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= MAX_HOURS:
+        raise ConfigError(
+            f"hours must be a whole number from 1 to {MAX_HOURS}; got {hours!r}.", hint="e.g. 24"
+        )
+    end = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
+    slots = [(end - timedelta(hours=h)).strftime("%Y-%m-%dT%H") for h in range(hours - 1, -1, -1)]
+    hour = func.substr(UsageRecord.minute, 1, 13)
+    query = (
+        select(UsageRecord.key_id, hour, func.sum(UsageRecord.requests))
+        .where(UsageRecord.minute >= slots[0])
+        .group_by(UsageRecord.key_id, hour)
+    )
+    if key:
+        query = query.where(UsageRecord.key_id == key)
+    with session() as s:
+        rows = s.execute(query).all()
+    index = {slot: i for i, slot in enumerate(slots)}
+    keys: dict[str, list[int]] = {}
+    for key_id, slot, requests in rows:
+        if slot in index:
+            keys.setdefault(key_id, [0] * hours)[index[slot]] = int(requests)
+    return {"hours": [f"{slot}:00" for slot in slots], "keys": dict(sorted(keys.items()))}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections import deque
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -40,6 +44,57 @@ class Metrics:
         self.responses = Counter(
             "aimass_responses", "HTTP responses by status code.", ["status"], registry=self.registry
         )
+        self.recent = Recent()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class Recent:
+    """The last ``keep`` predictions of each service, for live figures over a short window: requests
+    per second, p50/p95 latency and errors (what the console's service page polls). One deque
+    append per request; figures are computed only when asked for.
+
+    >>> recent = Recent()
+    >>> for ms in (10, 20, 30, 40):
+    ...     recent.observe("reviews", ms / 1000, now=100.0)
+    >>> recent.observe("reviews", 0.005, error=True, now=100.0)
+    >>> figures = recent.summary("reviews", window_s=60, now=101.0)
+    >>> figures["requests"], figures["errors"], figures["p50_ms"]
+    (5, 1, 20.0)
+    """
+
+    def __init__(self, keep: int = 4096):
+        self.keep = keep
+        self._seen: dict[str, deque] = {}
+
+    def observe(self, service: str, seconds: float, error: bool = False, now: float | None = None) -> None:
+        seen = self._seen.get(service)
+        if seen is None:
+            seen = self._seen[service] = deque(maxlen=self.keep)
+        seen.append((time.monotonic() if now is None else now, seconds, error))
+
+    def forget(self, service: str) -> None:
+        self._seen.pop(service, None)
+
+    def summary(self, service: str, window_s: float = 60.0, now: float | None = None) -> dict:
+        """Requests, requests/s, errors and latency percentiles (ms) of the last ``window_s`` seconds."""
+        now = time.monotonic() if now is None else now
+        rows = [r for r in list(self._seen.get(service, ())) if now - r[0] <= window_s]
+        latencies = sorted(r[1] for r in rows)
+        span = min(window_s, max(now - rows[0][0], 1.0)) if rows else window_s
+        return {
+            "window_s": window_s,
+            "requests": len(rows),
+            "requests_per_s": round(len(rows) / span, 3),
+            "errors": sum(1 for r in rows if r[2]),
+            "p50_ms": _percentile(latencies, 0.50),
+            "p95_ms": _percentile(latencies, 0.95),
+        }
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """The nearest-rank percentile of sorted seconds, in ms (None without data)."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000, 3)

@@ -34,6 +34,15 @@ class Predictor:
 
     async def __call__(self, name: str, payload: dict, caller: Caller) -> bytes:
         began = time.perf_counter()
+        try:
+            return await self._answer(name, payload, caller, began)
+        except AimassError:
+            service = name.partition(":")[0]
+            if service in self.engine.services:  # not every unknown name a client sends
+                self.engine.metrics.recent.observe(service, time.perf_counter() - began, error=True)
+            raise
+
+    async def _answer(self, name: str, payload: dict, caller: Caller, began: float) -> bytes:
         for attempt in range(3):  # a swap can retire the routed version before it queues the request
             deployment = self.engine.route(name)
             spec, handler = deployment.spec, deployment.handler
@@ -54,9 +63,9 @@ class Predictor:
         body = handler.encode_response(rows)
         body["model"] = deployment.ref
         self.meter.add(caller.key_id, deployment.record.name, len(items), compute_s * 1000)
-        self.engine.metrics.latency.labels("predict", name.partition(":")[0]).observe(
-            time.perf_counter() - began
-        )
+        seconds = time.perf_counter() - began
+        self.engine.metrics.latency.labels("predict", name.partition(":")[0]).observe(seconds)
+        self.engine.metrics.recent.observe(name.partition(":")[0], seconds)
         return json.dumps(body, ensure_ascii=False).encode()
 
 

@@ -148,6 +148,16 @@ class ModelVersionRecord(Base):
         return {"ref": self.ref, **{k: getattr(self, k) for k in keys}}
 
 
+class DeletedVersionRecord(Base):
+    """A deleted model version: its number is never given out again, and a reference to it (a
+    child's ``parent``) says it was deleted instead of "no such model"."""
+
+    __tablename__ = "deleted_versions"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deleted: Mapped[str] = mapped_column(String(32), default=now)
+
+
 class AliasRecord(Base):
     """``production`` / ``staging`` (or any name) pointing at one version of a model."""
 

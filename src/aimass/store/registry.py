@@ -6,14 +6,23 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from aimass import paths
-from aimass.errors import ConfigError, NotFoundError
+from aimass.errors import ConfigError, InUseError, NotFoundError
 from aimass.store import artifacts
-from aimass.store.db import AliasRecord, DatasetRecord, ModelVersionRecord, RunRecord, now, session
+from aimass.store.db import (
+    AliasRecord,
+    DatasetRecord,
+    DeletedVersionRecord,
+    ModelVersionRecord,
+    RunRecord,
+    now,
+    session,
+)
 from aimass.version import __version__
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -154,7 +163,10 @@ def register(
     check_name(name)
     with session() as s, s.begin():
         latest = s.scalar(select(func.max(ModelVersionRecord.version)).where(ModelVersionRecord.name == name))
-        version = (latest or 0) + 1
+        gone = s.scalar(
+            select(func.max(DeletedVersionRecord.version)).where(DeletedVersionRecord.name == name)
+        )
+        version = max(latest or 0, gone or 0) + 1  # a deleted version's number is never reused
         folder = paths.subdir("models") / name / f"v{version}"
         _place(folder, model, staged, extra_files or {})
         record = ModelVersionRecord(
@@ -208,6 +220,14 @@ def get_version(ref: str) -> ModelVersionRecord:
         query = select(ModelVersionRecord).where(ModelVersionRecord.name == name)
         query = query.where(ModelVersionRecord.version == version) if version is not None else query
         record = s.scalars(query.order_by(ModelVersionRecord.version.desc())).first()
+    if record is None and version is not None:
+        with session() as s:
+            gone = s.get(DeletedVersionRecord, (name, version))
+        if gone is not None:
+            raise NotFoundError(
+                f"Model version {name}:{version} was deleted on {gone.deleted}.",
+                hint=f"Its children keep their lineage; `aimass models list` shows what {name} has now.",
+            )
     if record is None:
         known = ", ".join(f"{r.name}:{r.version}" for r in list_versions()[-10:]) or "none yet"
         raise NotFoundError(
@@ -237,3 +257,70 @@ def update_metrics(ref: str, metrics: dict) -> None:
     record = get_version(ref)
     with session() as s, s.begin():
         s.get(ModelVersionRecord, record.id).metrics = metrics
+
+
+def delete_version(
+    ref: str, *, served: Mapping[str, Iterable[str]] | None = None, force: bool = False
+) -> dict:
+    """Remove version ``ref``: its record, the aliases pointing at it and its folder.
+
+    Args:
+        ref: ``NAME:VERSION`` (or ``NAME`` / ``NAME@ALIAS``: the version they name now).
+        served: ``NAME:VERSION`` -> the services serving it, as the caller knows them (the
+            server's engine, or ``serving.json`` for the command line): a served version is refused.
+        force: delete the aliases pointing at it too (without it, an alias refuses the delete).
+
+    Returns ``{"ref", "aliases_removed", "children"}``: the children (versions whose ``parent`` is
+    this one) keep their lineage, but their parent no longer resolves (reading it says it was
+    deleted, and when). The version's number is never given out again.
+
+    Raises:
+        InUseError: a service serves it, or an alias points at it and ``force`` is not set.
+        NotFoundError: no such version.
+    """
+    record = get_version(ref)
+    services = sorted(set((served or {}).get(record.ref, ())))
+    if services:
+        raise InUseError(
+            f"{record.ref} is served by {', '.join(services)}; a deployed version cannot be deleted.",
+            hint=f"Undeploy it first (DELETE /v1/services/{services[0]}, or Undeploy on the console's "
+            "service page), or deploy another version to that service.",
+        )
+    pointing = sorted(a for a, v in aliases(record.name).items() if v == record.version)
+    if pointing and not force:
+        named = ", ".join(f"{record.name}@{a}" for a in pointing)
+        raise InUseError(
+            f"{record.ref} is {named}; deleting it would leave the alias pointing at nothing.",
+            hint=f"Move the alias first (`aimass models alias {record.name}:VERSION {pointing[0]}`), "
+            "or force the delete to remove the alias with it (--force, ?force=true).",
+        )
+    with session() as s, s.begin():
+        children = list(s.scalars(select(ModelVersionRecord).where(ModelVersionRecord.parent == record.ref)))
+        s.execute(
+            delete(AliasRecord).where(AliasRecord.name == record.name, AliasRecord.version == record.version)
+        )
+        s.execute(delete(ModelVersionRecord).where(ModelVersionRecord.id == record.id))
+        s.merge(DeletedVersionRecord(name=record.name, version=record.version, deleted=now()))
+    _remove_folder(Path(record.path))
+    return {"ref": record.ref, "aliases_removed": pointing, "children": [c.ref for c in children]}
+
+
+def _remove_folder(folder: Path) -> None:
+    """Rename the folder out of the way first (one atomic step), then delete it: a crash leaves a
+    hidden ``.deleted-*`` folder, never a half-deleted version folder."""
+    if not folder.exists():
+        return
+    gone = folder.parent / f".deleted-{folder.name}-{uuid.uuid4().hex[:8]}"
+    os.replace(folder, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def deleted_on(ref: str | None) -> str | None:
+    """When version ``ref`` (``NAME:VERSION``) was deleted, or None if it was not (or ``ref`` names
+    no version number)."""
+    name, _, version = str(ref or "").partition(":")
+    if not (version.isascii() and version.isdigit()):
+        return None
+    with session() as s:
+        gone = s.get(DeletedVersionRecord, (name, int(version)))
+    return gone.deleted if gone is not None else None

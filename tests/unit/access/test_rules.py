@@ -36,6 +36,11 @@ def test_the_new_routes_name_their_actions(home):
         ("GET", "/v1/versions/reviews:3"): "model:Read",
         ("GET", "/v1/versions/reviews:3/files/confusion.png"): "model:Read",
         ("PUT", "/v1/versions/reviews:3/aliases/production"): "model:Deploy",
+        ("GET", "/v1/versions/compare"): "model:List",  # not model:Read on a model named "compare"
+        ("DELETE", "/v1/versions/reviews:3"): "model:Delete",
+        ("GET", "/v1/versions/reviews:3/export"): "model:Export",  # not model:Read: a predict key has that
+        ("GET", "/v1/services/reviews/metrics"): "service:Read",
+        ("GET", "/v1/usage/series"): "usage:Read",
     }
     for (method, path), action in want.items():
         rule, _ = guard.rule({"method": method, "path": path})

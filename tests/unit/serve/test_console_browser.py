@@ -22,6 +22,7 @@ from tests.conftest import bbc_sample, live_server
 from aimass import api, jobs
 from aimass.serve import auth
 from aimass.serve.app import create_app
+from aimass.store import registry
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -175,6 +176,36 @@ def test_a_second_version_becomes_a_10_percent_canary(wizard, admin_page, server
     assert page.get_by_label("Traffic % for news-console:2").input_value() == "10"
     assert page.get_by_label("Traffic % for news-console:1").input_value() == "90"
     check(page, shots, "16-canary")
+
+
+def test_two_versions_are_compared_and_one_deleted_but_not_a_deployed_one(wizard, admin_page, server, shots):
+    """After the canary: news-console:1 and :2 side by side from the models list; a third version
+    deleted after the confirm box; the deployed :1 refused with the hint to undeploy it."""
+    if registry.list_versions("news-console")[-1].version < 2:
+        api.register(api.load("news-console:1"), "news-console")
+    page = admin_page
+    page.goto(f"{server}/console/models?name=news-console")
+    page.get_by_label("Compare news-console:1").check()
+    page.get_by_label("Compare news-console:2").check()
+    page.get_by_role("button", name="Compare the two ticked").click()
+    page.wait_for_url("**/console/models/compare?*")
+    assert "Per-class F1" in page.text_content("main") and page.locator("tr.differs").count() >= 1
+    check(page, shots, "19-compare")
+    third = api.register(api.load("news-console:1"), "news-console").ref
+    page.goto(f"{server}/console/models/{third}")
+    page.get_by_text("Delete this version").click()
+    page.get_by_label(f"Yes, delete {third}", exact=False).check()
+    check(page, shots, "20-delete-confirm")
+    page.get_by_role("button", name=f"Delete {third}").click()
+    page.wait_for_url("**/console/models")
+    assert f"Deleted {third}." in page.text_content("main")
+    page.goto(f"{server}/console/models/news-console:1")
+    page.get_by_text("Delete this version").click()
+    page.get_by_label("Yes, delete news-console:1", exact=False).check()
+    page.get_by_role("button", name="Delete news-console:1").click()
+    page.wait_for_load_state()
+    assert page.text_content("h1").startswith("409") and "Undeploy it first" in page.text_content("main")
+    assert registry.get_version("news-console:1")
 
 
 def test_a_running_job_is_cancelled_from_its_page(wizard, admin_page, server, shots):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import aimass
-from aimass.errors import ConfigError, NotFoundError
+from aimass.errors import ConfigError, InUseError, NotFoundError
 from aimass.store import registry
 from aimass.store.db import RunRecord, session
 
@@ -239,3 +239,38 @@ def test_find_run_matches_dataset(home):
     registry.start_run("text-classification", params)  # same params, no dataset
     found = registry.find_run("text-classification", params, dataset.id)
     assert found is not None and found.id == with_data.id and found.dataset_id == dataset.id
+
+
+# -- delete_version ------------------------------------------------------------------------------------
+
+
+def test_delete_removes_the_record_its_folder_and_never_reuses_the_number(home):
+    registry.register(TinyEstimator(epochs=1), "gone")
+    second = registry.register(TinyEstimator(epochs=2), "gone", parent="gone:1")
+    child = registry.register(TinyEstimator(epochs=3), "gone", parent="gone:2")
+    done = registry.delete_version("gone:2")
+    assert done == {"ref": "gone:2", "aliases_removed": [], "children": ["gone:3"]}
+    assert not Path(second.path).exists()
+    assert not [p for p in Path(second.path).parent.iterdir() if p.name.startswith(".deleted")]
+    with pytest.raises(NotFoundError, match="gone:2 was deleted on") as err:
+        registry.get_version("gone:2")
+    assert "children keep their lineage" in err.value.hint
+    assert registry.get_version(child.ref).parent == "gone:2"  # the child's lineage is kept as written
+    assert registry.deleted_on("gone:2") and registry.deleted_on("gone:3") is None
+    assert registry.register(TinyEstimator(), "gone").version == 4  # not 2 again, and not 3
+    registry.delete_version("gone:4")
+    assert registry.register(TinyEstimator(), "gone").version == 5  # the latest deleted counts too
+
+
+def test_delete_refuses_a_served_version_and_an_aliased_one_unless_forced(home):
+    registry.register(TinyEstimator(), "kept")
+    registry.set_alias("kept:1", "production")
+    with pytest.raises(InUseError, match="served by reviews-svc") as served:
+        registry.delete_version("kept:1", served={"kept:1": ["reviews-svc"]}, force=True)
+    assert served.value.http_status == 409 and "Undeploy it first" in served.value.hint
+    with pytest.raises(InUseError, match="kept@production") as aliased:
+        registry.delete_version("kept:1")
+    assert "aimass models alias kept:VERSION production" in aliased.value.hint
+    assert registry.get_version("kept:1")  # nothing was removed
+    done = registry.delete_version("kept@production", force=True)
+    assert done["aliases_removed"] == ["production"] and registry.aliases("kept") == {}

@@ -41,6 +41,7 @@ NAV = {  # template -> the navigation entry it belongs to
     "job.html": "jobs",
     "models.html": "models",
     "model.html": "models",
+    "compare.html": "models",
     "services.html": "services",
     "service.html": "services",
     "datasets.html": "datasets",
@@ -130,6 +131,14 @@ class Console:
             ctx.need(scope)
         else:
             policy.authorize(ctx.caller, request, found, source="console")
+
+    def may(self, ctx: Ctx, method: str, path: str, body: dict | None = None, scope: str = "manage") -> bool:
+        """Whether to offer an action (a button, a form): whether :meth:`authorize` would allow its
+        REST twin ``method path``, decided without an audit row. The action is decided again."""
+        request = ctx.scope(method, path, body)
+        policy = self.guard.policy
+        found = policy.rule(request) if policy is not None else None
+        return ctx.can(scope) if found is None else policy.allows(ctx.caller, request, found)
 
     def visible(self, ctx: Ctx, kind: str, names) -> set[str]:
         """Which of ``names`` the caller may read: what a list shows."""

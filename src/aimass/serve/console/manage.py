@@ -6,26 +6,35 @@ the same audit row and the same 403 or 404). Lists show only what the caller may
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
-from aimass import jobs
+from aimass import api, jobs
 from aimass.errors import ConfigError, PermissionDenied
+from aimass.exporters import FORMATS
 from aimass.jobs.state import STATES
 from aimass.serve import auth, metering
+from aimass.serve.console.charts import usage_chart
 from aimass.serve.console.core import PAGE_SIZE, Console, Ctx, pages, rest
 from aimass.serve.data_routes import (
+    EXPORTS,
+    compare,
     dataset_report,
     datasets_page,
+    delete_version,
+    export_zip,
     picture,
+    readable_versions,
     rejects_page,
     set_alias,
     version,
     versions_page,
+    zip_response,
 )
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import jobs_page, may_run
+from aimass.serve.jobs_routes import jobs_page, may_run, only_granted_paths
 from aimass.serve.metering import Meter
 from aimass.store import browse
 
@@ -107,12 +116,63 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
             pg=pages(found["total"], offset),
         )
 
+    @router.get("/models/compare")
+    async def compare_page(request: Request, a: str = "", b: str = "", v: list[str] = Query([])):
+        """Two versions side by side; ``a`` and ``b``, or the two versions ticked in the list (``v``)."""
+        ctx = _manager(console, request, "GET", "/v1/versions/compare")
+        a, b = _two(a, b, v)
+        await asyncio.to_thread(readable_versions, console.lister(ctx), a, b)
+        found = await asyncio.to_thread(compare, a, b, engine)
+        return console.page(request, "compare.html", ctx, c=found)
+
     @router.get("/models/{ref}")
     async def model(request: Request, ref: str):
         ctx = _manager(console, request, "GET", rest("/v1/versions/{}", ref))
         info = await asyncio.to_thread(version, ref, engine)
         services = sorted(await asyncio.to_thread(console.visible, ctx, "service", list(engine.services)))
-        return console.page(request, "model.html", ctx, m=info, services=services)
+        offers = await asyncio.to_thread(_offers, console, ctx, info)
+        return console.page(request, "model.html", ctx, m=info, services=services, **offers)
+
+    @router.post("/models/{ref}/delete")
+    async def delete(request: Request, ref: str):
+        ctx = console.ctx(request)
+        form = await console.form(request, ctx)
+        await asyncio.to_thread(console.authorize, ctx, "DELETE", rest("/v1/versions/{}", ref))
+        if str(form.get("confirm") or "") != ref:
+            raise ConfigError(
+                f"Deleting {ref} needs the confirmation box ticked.",
+                hint="Tick 'Yes, delete it' under Delete on the model's page, then press Delete.",
+            )
+        done = await asyncio.to_thread(delete_version, ref, engine, bool(form.get("force")))
+        note = f"Deleted {done['ref']}."
+        if done["children"]:
+            kept = ", ".join(done["children"])
+            note += f" Its children {kept} keep their lineage; their parent reads as deleted."
+        return console.redirect(request, "models", note, ctx)
+
+    @router.post("/models/{ref}/compress")
+    async def compress(request: Request, ref: str):
+        ctx = console.ctx(request)
+        form = await console.form(request, ctx)
+        params = {"model": ref, "method": str(form.get("method") or "")}
+        if str(form.get("max_drop") or "").strip():
+            params["max_drop"] = _max_drop(form.get("max_drop"))
+        await asyncio.to_thread(
+            console.authorize, ctx, "POST", "/v1/jobs", {"kind": "compress", "params": params}
+        )
+        may_run(ctx.caller, jobs.get_kind("compress"), console.guard.policy is not None)  # as POST /v1/jobs
+        job = await asyncio.to_thread(jobs.submit, "compress", params, guard=only_granted_paths)
+        return console.redirect(
+            request, f"jobs/{job['id']}", f"Compressing {ref} with {params['method']}.", ctx
+        )
+
+    @router.get("/models/{ref}/export")
+    async def export(request: Request, ref: str, fmt: str = Query("onnx", alias="format")):
+        ctx = console.ctx(request)
+        await asyncio.to_thread(console.authorize, ctx, "GET", rest("/v1/versions/{}/export", ref))
+        async with EXPORTS:
+            packed, filename = await asyncio.to_thread(export_zip, ref, fmt)
+        return zip_response(packed, filename)
 
     @router.get("/models/{ref}/files/{file}")
     async def model_picture(request: Request, ref: str, file: str):
@@ -142,6 +202,51 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
         return console.redirect(request, f"{then}/{name}", f"Deployed {ref}.", ctx)
 
 
+def _offers(console: Console, ctx: Ctx, info: dict) -> dict:
+    """What the model page offers the caller: each action only where its REST twin would be allowed."""
+    ref = info["ref"]
+    body = {"kind": "compress", "params": {"model": ref}}
+    methods = api.compression_methods(info["task"]) if console.may(ctx, "POST", "/v1/jobs", body) else []
+    return {
+        "may_deploy": console.may(ctx, "POST", "/v1/services", {"model": ref}),
+        "may_delete": console.may(ctx, "DELETE", rest("/v1/versions/{}", ref)),
+        "may_export": console.may(ctx, "GET", rest("/v1/versions/{}/export", ref)),
+        "methods": methods,
+        "formats": FORMATS,
+    }
+
+
+def _two(a: str, b: str, ticked: list[str]) -> tuple[str, str]:
+    """The two versions to compare: ``a`` and ``b``, else exactly two ticked in the list."""
+    if a and b:
+        return a, b
+    if len(ticked) == 2:  # the list is newest first: compare the older (a) with the newer (b)
+        older, newer = sorted(ticked, key=_version_order)
+        return older, newer
+    raise ConfigError(
+        f"Comparing needs two versions; got {len([x for x in (a, b) if x]) or len(ticked)}.",
+        hint="Tick two versions in the models list and press Compare "
+        "(or open models/compare?a=NAME:1&b=NAME:2).",
+    )
+
+
+def _version_order(ref: str) -> tuple:
+    name, _, number = ref.partition(":")
+    return (name, int(number) if number.isascii() and number.isdigit() else -1, ref)
+
+
+def _max_drop(value) -> float:
+    try:
+        drop = float(str(value).strip())
+    except ValueError:
+        drop = -1.0
+    if not 0 <= drop <= 100:
+        raise ConfigError(
+            f"The accuracy drop allowed must be 0-100 points; got {str(value)[:20]!r}.", hint="e.g. 1"
+        )
+    return drop
+
+
 def _weight(value) -> int:
     text = str(value).strip()
     if not (text.isascii() and text.isdigit() and 0 <= int(text) <= 100):
@@ -162,13 +267,18 @@ def _add_services(router: APIRouter, console: Console, engine: Engine) -> None:
 
     @router.get("/services/{name}")
     async def service(request: Request, name: str):
+        """The service's page; to htmx (which polls it every 2 s) only its live figures."""
+        if request.headers.get("hx-request"):
+            ctx = _manager(console, request, "GET", rest("/v1/services/{}/metrics", name))
+            return console.page(request, "service_live.html", ctx, live=engine.live(name), name=name)
         ctx = _manager(console, request, "GET", rest("/v1/services/{}", name))
         info = engine.service(name).info()
+        live = engine.live(name) if console.may(ctx, "GET", rest("/v1/services/{}/metrics", name)) else None
         events = await asyncio.to_thread(engine.events, name, 50)
         model = info["versions"][0]["ref"].partition(":")[0] if info["versions"] else name
         deployed = {v["ref"] for v in info["versions"]}
         others = [r for r in await asyncio.to_thread(browse.deployable_versions, model) if r not in deployed]
-        return console.page(request, "service.html", ctx, s=info, events=events, others=others)
+        return console.page(request, "service.html", ctx, s=info, events=events, others=others, live=live)
 
     @router.post("/services/{name}/traffic")
     async def traffic(request: Request, name: str):
@@ -220,15 +330,17 @@ def _add_keys(router: APIRouter, console: Console, meter: Meter) -> None:
         ctx = _manager(console, request, "GET", "/v1/keys")
         await asyncio.to_thread(meter.flush)
         keys = await asyncio.to_thread(auth.list_keys)
-        try:
+        usage, chart = [], None  # the keys without their usage when denied (the audit log has it)
+        with contextlib.suppress(PermissionDenied):
             console.authorize(ctx, "GET", "/v1/usage")
             usage = await asyncio.to_thread(metering.usage, None, None)
-        except PermissionDenied:  # the keys without their usage (the audit log has the denial)
-            usage = []
+        with contextlib.suppress(PermissionDenied):
+            console.authorize(ctx, "GET", "/v1/usage/series")
+            chart = usage_chart(await asyncio.to_thread(metering.series, 24))
         secret = ctx.session.notes.pop("secret", None)
         grantable = sorted(auth.grantable(ctx.caller))
         return console.page(
-            request, "keys.html", ctx, keys=keys, usage=usage, secret=secret, grantable=grantable
+            request, "keys.html", ctx, keys=keys, usage=usage, chart=chart, secret=secret, grantable=grantable
         )
 
     @router.post("/keys")
