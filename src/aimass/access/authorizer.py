@@ -86,13 +86,15 @@ class Principal:
         return out
 
 
-def resource_policies(resource: str) -> tuple:
-    """Names of the resource policies on ``resource``'s project, on the ARN, and on its model (no version)."""
+def resource_policies(resource: str, attached=directory.attached) -> tuple:
+    """Names of the resource policies on ``resource``'s project, on the ARN, and on its model (no
+    version). ``attached(target_type, target)``: the policies on a target (a database read by
+    default; :meth:`Authorizer.decide_many` passes maps read once)."""
     parts = resource.split("/")
-    names = directory.attached("project", parts[1]) if len(parts) > 1 and parts[0] == "aimass:project" else []
-    names += directory.attached("resource", resource)
+    names = list(attached("project", parts[1])) if len(parts) > 1 and parts[0] == "aimass:project" else []
+    names += attached("resource", resource)
     if ":" in parts[-1] and len(parts) == 4:
-        names += directory.attached("resource", resource.rsplit(":", 1)[0])
+        names += attached("resource", resource.rsplit(":", 1)[0])
     return tuple(dict.fromkeys(names))
 
 
@@ -182,6 +184,33 @@ class Authorizer:
                     self._decisions.clear()
                 self._decisions[cache_key] = (time.monotonic(), decision)
         return decision
+
+    def allowed_many(self, principal: Principal, action: str, resources, context: dict) -> set[str]:
+        """Which of ``resources`` ``principal`` may ``action`` (a list page): the attachments are
+        read once for all of them, and resources under the same policies are judged together."""
+        self._fresh()
+        maps = self.memo(
+            ("attachments",),
+            lambda: {kind: directory.attachments(kind) for kind in ("project", "resource")},
+        )
+
+        def attached(target_type: str, target: str) -> list[str]:
+            return maps[target_type].get(target, [])
+
+        groups: dict[tuple, list[str]] = {}
+        for resource in resources:
+            names = self._resources.get(resource)
+            if names is None:
+                names = self._resources[resource] = resource_policies(resource, attached)
+            groups.setdefault(names, []).append(resource)
+        context = {**principal.context(), **context}
+        out: set[str] = set()
+        for names, members in groups.items():
+            policies = self._sets.get((principal.policies, names))
+            if policies is None:
+                policies = self._sets[(principal.policies, names)] = build(principal, names)
+            out |= policies.allowed_many(action, members, principal.arns, context)
+        return out
 
     def _fresh(self) -> None:
         mark = _mark(self._changes)

@@ -299,6 +299,27 @@ def detach(policy: str, target_type: str, target: str) -> dict:
     return {"policy": policy, "type": target_type, "target": target, "detached": True}
 
 
+def owners(kind: str) -> dict[str, str]:
+    """Every assigned ``kind`` resource's project, in one read (what is not here is ``default``)."""
+    with t.session() as s:
+        rows = s.execute(select(t.OwnerRecord.name, t.OwnerRecord.project).where(t.OwnerRecord.kind == kind))
+        return dict(rows.all())
+
+
+def attachments(target_type: str) -> dict[str, list[str]]:
+    """target -> its policies, for every target of ``target_type``, in one read."""
+    out: dict[str, list[str]] = {}
+    with t.session() as s:
+        rows = s.execute(
+            select(t.AttachmentRecord.target, t.AttachmentRecord.policy)
+            .where(t.AttachmentRecord.target_type == target_type)
+            .order_by(t.AttachmentRecord.policy)
+        )
+        for target, policy in rows:
+            out.setdefault(target, []).append(policy)
+    return out
+
+
 def attached(target_type: str, target: str) -> list[str]:
     with t.session() as s:
         rows = s.scalars(

@@ -148,6 +148,38 @@ class PolicySet:
         )
 
 
+    def allowed_many(
+        self, action: str, resources: Iterable[str], principals: Iterable[str] = (), context=None
+    ) -> set[str]:
+        """Which of ``resources`` :meth:`evaluate` would allow, computed for a list page: the
+        principal and the conditions (which read only the context) are judged once, then each
+        resource is only matched against the statements' Resource/NotResource."""
+        name = catalog.canonical(action)
+        if name is None:
+            raise ConfigError(f"Unknown action '{action}'.", hint="`aimass policy actions` lists them.")
+        ctx = {k.lower(): v for k, v in context.items()} if context else {}
+        principals = tuple(principals)
+        judged = []  # (statement, deny) of the statements that apply to any resource they match
+        for st in self._index.get(name, ()):
+            if st.match_principal is not None and not any(st.match_principal(p) for p in principals):
+                continue
+            failed = _conditions(st, ctx, [], []) if st.conditions else None
+            if failed is None or failed == "error" and st.deny:  # an erring Deny denies
+                judged.append((st, st.deny))
+        out = set()
+        for resource in resources:
+            allow = False
+            for st, deny in judged:
+                if bool(st.match_resource(resource)) != st.resource_negated:
+                    if deny:
+                        allow = False
+                        break
+                    allow = True
+            if allow:
+                out.add(resource)
+        return out
+
+
 def detail(st: Statement, part: str, text: str | None) -> str:
     """What a near-miss's failed part says (built only when reported, not on every decision)."""
     if part == "principal":

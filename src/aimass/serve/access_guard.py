@@ -158,6 +158,7 @@ RULES: tuple[Rule, ...] = (
 )
 READ = {"model": "model:Read", "service": "service:Read", "job": "job:Read", "dataset": "dataset:Read"}
 BODY_KEY = "access_body"
+DATASET_ID = re.compile(r"[0-9a-f]{6,64}")
 SCOPE_HINT = (
     "`aimass keys create --scope manage` (or --scope jobs:code to run code: manage does not include it)"
     " makes a key that may do more, or bind the key to a user (`aimass keys bind`)."
@@ -243,9 +244,15 @@ class AccessGuard:
         """Which of ``names`` (models, services, datasets, jobs) the caller may read: what list
         routes and the console's lists show."""
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
-        return {
-            n for n in names if self.authorizer.decide(principal, READ[kind], self.arn(kind, n), {}).allowed
+        owners = self.authorizer.memo(("owners", kind), lambda: directory.owners(kind))
+        arns = {
+            n: self.arn(kind, n)  # an alias or a dataset id: resolved one by one (rare in a list)
+            if "@" in n or kind == "dataset" and DATASET_ID.fullmatch(n)
+            else directory.arn(kind, n, owners.get(n.split(":")[0]))
+            for n in names
         }
+        allowed = self.authorizer.allowed_many(principal, READ[kind], set(arns.values()), {})
+        return {n for n, arn in arns.items() if arn in allowed}
 
     def context(self, scope, kind: str, name: str, data, stage: bool = True) -> dict:
         now = time.time()

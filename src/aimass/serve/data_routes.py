@@ -69,7 +69,7 @@ def page(rows: list[dict], total: int, limit: int, offset: int, key: str) -> dic
 def datasets_page(limit: int, offset: int, visible: Visible | None = None) -> dict:
     """One page of datasets; with ``visible`` (kind, names -> the names the caller may read) only
     those, and ``total`` counts only those."""
-    rows, total = browse.datasets(limit, offset, browse.keeping(visible, "dataset", lambda r: r.name))
+    rows, total = browse.datasets(limit, offset, browse.keeping(visible, "dataset"))
     out = [
         {
             "id": r.id,
@@ -122,7 +122,7 @@ def import_upload(path: str, name: str | None) -> dict:
 
 def versions_page(name: str | None, limit: int, offset: int, visible: Visible | None = None) -> dict:
     """One page of model versions (of ``name``, or all); ``visible`` as for :func:`datasets_page`."""
-    keep = browse.keeping(visible, "model", lambda r: f"{r.name}:{r.version}")
+    keep = browse.keeping(visible, "model")
     rows, total = browse.versions(name or None, limit, offset, keep)
     out = [{k: v for k, v in r.to_dict().items() if k not in ("path", "params")} for r in rows]
     return page(out, total, *browse.clamp(limit, offset), "versions")

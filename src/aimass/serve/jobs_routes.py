@@ -132,7 +132,7 @@ def jobs_page(status: str | None, limit: int, offset: int, visible: Callable | N
     """One page of jobs (the REST list and the console's); with ``visible`` (kind, names -> the
     names the caller may read) only those, and ``total`` counts only those."""
     jobs.list_jobs(status, 1)  # an unknown status is a 422 that lists the known ones
-    rows, total = browse.jobs(status, limit, offset, browse.keeping(visible, "job", lambda r: r.id))
+    rows, total = browse.jobs(status, limit, offset, browse.keeping(visible, "job"))
     return {"jobs": [j.to_dict() for j in rows], "total": total, "limit": limit, "offset": offset}
 
 

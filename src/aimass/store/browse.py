@@ -4,8 +4,9 @@ Each function answers ``(rows, total)`` for one page: a ``LIMIT/OFFSET`` query o
 one ``COUNT``, so a page costs the same with 10 or 10,000 rows behind it. The REST read routes and
 the web console call these; nothing else needs them.
 
-``keep`` (rows -> the rows the caller may see, e.g. by access policy) pages what it keeps instead:
-every row is read and filtered, so ``total`` counts only visible rows and no page has gaps.
+``keep`` (names -> the names the caller may see, e.g. by access policy) pages what it keeps instead:
+the (id, name) of every row are read and filtered, then only the page's rows are loaded, so
+``total`` counts only visible rows and no page has gaps.
 
 >>> clamp(5000, -3)
 (1000, 0)
@@ -13,9 +14,10 @@ every row is read and filtered, so ``total`` counts only visible rows and no pag
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, literal, select
 
 from aimass.store.db import DatasetRecord, JobRecord, ModelVersionRecord, session
 
@@ -27,15 +29,21 @@ def clamp(limit: int, offset: int) -> tuple[int, int]:
     return max(1, min(int(limit), MAX_PAGE)), max(0, int(offset))
 
 
-Keep = Callable[[list], list]
+Keep = Callable[[set[str]], set[str]]
 
 
-def _page(query, count, limit: int, offset: int, keep: Keep | None = None) -> tuple[list, int]:
+def _page(query, count, limit: int, offset: int, keep: Keep | None = None, key=None) -> tuple[list, int]:
+    """One page of ``query``; with ``keep``, of the rows whose ``key`` = (id column, name
+    expression) names a row ``keep`` keeps."""
     limit, offset = clamp(limit, offset)
     with session() as s:
         if keep is not None:
-            rows = keep(list(s.scalars(query).all()))
-            return rows[offset : offset + limit], len(rows)
+            pairs = s.execute(query.with_only_columns(*key)).all()
+            seen = keep({name for _, name in pairs})
+            ids = [i for i, name in pairs if name in seen]
+            page = ids[offset : offset + limit]
+            rows = list(s.scalars(query.where(key[0].in_(page)))) if page else []
+            return rows, len(ids)
         rows = list(s.scalars(query.limit(limit).offset(offset)).all())
         total = s.scalar(count) or 0
     return rows, total
@@ -49,7 +57,7 @@ def jobs(
     count = select(func.count()).select_from(JobRecord)
     if status:
         query, count = query.where(JobRecord.status == status), count.where(JobRecord.status == status)
-    return _page(query, count, limit, offset, keep)
+    return _page(query, count, limit, offset, keep, (JobRecord.id, JobRecord.id))
 
 
 def versions(
@@ -61,13 +69,15 @@ def versions(
     if name:
         where = ModelVersionRecord.name == name
         query, count = query.where(where), count.where(where)
-    return _page(query, count, limit, offset, keep)
+    ref = ModelVersionRecord.name + literal(":") + cast(ModelVersionRecord.version, String)
+    return _page(query, count, limit, offset, keep, (ModelVersionRecord.id, ref))
 
 
 def datasets(limit: int = 50, offset: int = 0, keep: Keep | None = None) -> tuple[list[DatasetRecord], int]:
     """Imported datasets, newest first."""
     query = select(DatasetRecord).order_by(DatasetRecord.created.desc(), DatasetRecord.id)
-    return _page(query, select(func.count()).select_from(DatasetRecord), limit, offset, keep)
+    count = select(func.count()).select_from(DatasetRecord)
+    return _page(query, count, limit, offset, keep, (DatasetRecord.id, DatasetRecord.name))
 
 
 def dataset_record(dataset_id: str) -> DatasetRecord | None:
@@ -81,14 +91,7 @@ def deployable_versions(name: str) -> list[str]:
     return [r.ref for r in rows]
 
 
-def keeping(visible: Callable[[str, set[str]], set[str]] | None, kind: str, name_of: Callable) -> Keep | None:
-    """A ``keep`` for the page functions: the rows whose ``name_of(row)`` ``visible(kind, names)``
-    answers (an access policy's "may read"); None (every row) without ``visible``."""
-    if visible is None:
-        return None
-
-    def keep(rows: list) -> list:
-        seen = visible(kind, {name_of(r) for r in rows})
-        return [r for r in rows if name_of(r) in seen]
-
-    return keep
+def keeping(visible: Callable[[str, set[str]], set[str]] | None, kind: str) -> Keep | None:
+    """A ``keep`` for the page functions: the names ``visible(kind, names)`` answers (an access
+    policy's "may read"); None (every row) without ``visible``."""
+    return None if visible is None else functools.partial(visible, kind)

@@ -389,6 +389,10 @@ def compare(policies, requests, outcomes: dict | None = None) -> list[str]:
                 f"{action} {arn} {principals} {ctx}: "
                 f"aimass {got.decision} {matched}, Cedar {expected} {reasons}"
             )
+        listed = engine.allowed_many(action, RESOURCES, principals, ctx)  # the list pages' path
+        if (arn in listed) != (expected == "allowed"):
+            listed_text = f"list path {arn in listed}, Cedar {expected}"
+            mismatches.append(f"{action} {arn} {principals} {ctx}: {listed_text}")
     return mismatches
 
 
