@@ -51,6 +51,7 @@ SUBCLASSES = [
     errors.DeadlineExceeded,
     errors.IntegrityError,
     errors.JobError,
+    errors.InUseError,
 ]
 
 
@@ -71,6 +72,7 @@ def test_subclasses_have_distinct_stable_codes():
         "DeadlineExceeded": "timeout",
         "IntegrityError": "integrity_error",
         "JobError": "job_error",
+        "InUseError": "in_use",
     }
     assert len(set(codes.values())) == len(codes)
     for cls in SUBCLASSES:
