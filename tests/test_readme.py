@@ -104,3 +104,13 @@ def test_doc_python_blocks_run(tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_no_merge_conflict_markers_are_left():
+    """A merge that left ``<<<<<<<`` / ``>>>>>>>`` lines in a doc or source file fails here."""
+    marker = re.compile(r"^(<{7}|>{7}) ", re.MULTILINE)
+    files = [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("bench/**/*.md")]
+    files += [*ROOT.glob("src/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/**/*.py")]
+    files += [*ROOT.glob("src/**/*.html"), ROOT / ".importlinter", ROOT / "pyproject.toml"]
+    left = [str(f.relative_to(ROOT)) for f in files if marker.search(f.read_text(encoding="utf-8"))]
+    assert not left, f"conflict markers in {left}"
