@@ -147,7 +147,6 @@ class PolicySet:
             conditional,
         )
 
-
     def allowed_many(
         self, action: str, resources: Iterable[str], principals: Iterable[str] = (), context=None
     ) -> set[str]:

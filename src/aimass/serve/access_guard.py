@@ -185,11 +185,7 @@ class AccessGuard:
         """Raise 403/404 unless the policies allow; audit as the module says (``source``: ``rest``
         or ``console``, which the audit row keeps)."""
         rule, params = found
-        data = scope.get("state", {}).get(BODY_KEY) or {}
-        action = rule.action(params, data) if callable(rule.action) else rule.action
-        kind, name = rule.target(params, data)
-        resource = self.arn(kind, name) if kind else name
-        principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
+        data, action, kind, name, resource, principal = self._request(caller, scope, found)
         # the model's stage is a registry lookup: only a decision that consulted a condition needs it
         # (one that did not is the same in any context), so the predict path stays off the database
         context = self.context(scope, kind, name, data, stage=False)
@@ -216,15 +212,20 @@ class AccessGuard:
     def allows(self, caller, scope, found: tuple[Rule, dict]) -> bool:
         """Whether the policies would allow the request (no audit row, nothing raised): what a
         console page offers. The request itself is still decided by :meth:`authorize`."""
+        data, action, kind, name, resource, principal = self._request(caller, scope, found)
+        return self.authorizer.decide(
+            principal, action, resource, self.context(scope, kind, name, data)
+        ).allowed
+
+    def _request(self, caller, scope, found: tuple[Rule, dict]) -> tuple:
+        """What a rule makes of a request: (body, action, kind, name, resource ARN, principal)."""
         rule, params = found
         data = scope.get("state", {}).get(BODY_KEY) or {}
         action = rule.action(params, data) if callable(rule.action) else rule.action
         kind, name = rule.target(params, data)
         resource = self.arn(kind, name) if kind else name
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
-        return self.authorizer.decide(
-            principal, action, resource, self.context(scope, kind, name, data)
-        ).allowed
+        return data, action, kind, name, resource, principal
 
     def arn(self, kind: str, name: str) -> str:
         """The resource's ARN in its project; a model named by alias is named by its version, a
