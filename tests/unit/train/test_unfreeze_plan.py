@@ -59,13 +59,21 @@ def test_the_budget_decides_between_two_and_four_blocks(net):
     assert not any(p.requires_grad for p in net.encoder.parameters())  # planning froze it again
 
 
-def test_the_largest_choice_that_fits_the_budget_and_the_encoder_wins(net):
+def test_the_largest_choice_that_fits_the_budget_and_the_encoder_wins(net, monkeypatch):
     assert stages.plan_unfreeze(net, **_plan(), seconds=None, choices=(4, 8)) == 4
     assert stages.plan_unfreeze(net, **_plan(), seconds=None, choices=(3, 6)) == 6
-    forward, _ = block_seconds(net, 16, 64)
-    embed = net.n_layers * forward * 2300 / 16
-    between = 1.15 * (embed + 3 * (_epoch(net, 3) + _epoch(net, 6)) / 2)  # 3 epochs of 3 blocks fit, of 6 not
-    assert stages.plan_unfreeze(net, **_plan(), seconds=between, choices=(3, 6)) == 3
+    # The decision, not the clock: fixed costs (a block's forward 0.01 s a batch; an epoch 10 s a
+    # trainable block), so the bound between 3 and 6 blocks is exact, whatever else loads the CPU.
+    monkeypatch.setattr(stages, "block_seconds", lambda *_: (0.01, 0.03))
+    monkeypatch.setattr(stages, "epoch_seconds", lambda net, start, *_, **__: 10.0 * (net.n_layers - start))
+    embed = net.n_layers * 0.01 * 2300 / 16
+    for seconds, want in (
+        (1.15 * (embed + 3 * 30) + 1, 3),
+        (1.15 * (embed + 3 * 60) - 1, 3),
+        (1.15 * (embed + 3 * 60) + 1, 6),
+    ):
+        assert stages.plan_unfreeze(net, **_plan(), seconds=seconds, choices=(3, 6)) == want
+    assert stages.plan_unfreeze(net, **_plan(), seconds=1.15 * (embed + 3 * 30) - 1, choices=(3, 6)) == 2
 
 
 def test_a_resumed_run_trains_the_blocks_its_checkpoint_planned(tmp_path):
