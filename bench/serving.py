@@ -1,7 +1,9 @@
 """Serving bench: one model, one machine, one run; peers side by side, ratios printed.
 
 Peers: (a) a bare FastAPI handler calling the torch model per request, (b) LitServe with its
-batching (same torch model), (c) aimass with the torch, ONNX and ONNX-int8 backends. Load
+batching (same torch model), (c) aimass with the torch, ONNX and ONNX-int8 backends, and ONNX
+once more behind the access guard (a user-bound key whose project policy allows predict, so every
+request is authenticated and decided by policies, not ``--open-predict``). Load
 comes from ``wrk`` on loopback: p50 at 1 connection, throughput at 32 connections, each
 request one short news sentence (<= 32 tokens). Also measured: the model's offline
 throughput at batch 32 (the ceiling served throughput is held to) and how soon a fresh
@@ -33,6 +35,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "serving.json"
 TEXT = "Shares in the bank fell sharply after it cut its profit forecast for the year."
 BATCH = 32
+GUARDED = "aimass (onnx, key + policies)"
 
 
 def free_port() -> int:
@@ -127,7 +130,7 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # stragglers
 
 
-def wrk(url: str, connections: int, seconds: int, work: Path) -> dict:
+def wrk(url: str, connections: int, seconds: int, work: Path, key: str | None = None) -> dict:
     script = work / "post.lua"
     body = json.dumps({"inputs": [TEXT]})
     lines = [
@@ -135,6 +138,8 @@ def wrk(url: str, connections: int, seconds: int, work: Path) -> dict:
         f"wrk.body = {json.dumps(body)}",
         'wrk.headers["Content-Type"] = "application/json"',
     ]
+    if key:
+        lines.append(f'wrk.headers["Authorization"] = "Bearer {key}"')
     script.write_text("\n".join(lines) + "\n")
     threads = min(2, connections)
     cmd = [
@@ -177,13 +182,32 @@ def offline_at(folder: str, batch: int) -> float:
     return rate(TextRuntime(Path(folder) / "onnx"), [TEXT] * batch)
 
 
+def guarded_key() -> str:
+    """A key bound to user ``ana`` of project ``news``, whose team policy allows every action on
+    the project's resources: the model and its service are assigned to the project."""
+    from aimass.access import directory
+    from aimass.serve import auth
+
+    directory.create_project("news")
+    directory.create_user("ana")
+    team = {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "aimass:project/news/*"}]}
+    directory.put_policy("newsTeam", team)
+    directory.attach("newsTeam", "user", "ana")
+    for kind in ("model", "service"):
+        directory.assign(kind, "bench-news", "news")
+    record, secret = auth.create_key("ana", ["predict"])
+    directory.bind_key(record.id, user="ana")
+    return secret
+
+
 def peers(ref: str, folder: str, env: dict) -> dict[str, tuple[list[str], str, str]]:
     py = sys.executable
-    port = {k: free_port() for k in ("bare", "litserve", "torch", "onnx", "onnx-int8")}
+    port = {k: free_port() for k in ("bare", "litserve", "torch", "onnx", "onnx-int8", "guarded")}
 
-    def aimass(backend: str) -> tuple[list[str], str, str]:
-        p = port[backend]
-        cmd = [py, "-m", "aimass", "serve", "--port", str(p), "--model", ref, "--open-predict"]
+    def aimass(backend: str, guarded: bool = False) -> tuple[list[str], str, str]:
+        p = port["guarded" if guarded else backend]
+        cmd = [py, "-m", "aimass", "serve", "--port", str(p), "--model", ref]
+        cmd += [] if guarded else ["--open-predict"]
         cmd += ["--backend", backend, "--max-batch-size", str(BATCH)]
         base = f"http://127.0.0.1:{p}"
         return cmd, f"{base}/readyz", f"{base}/v1/models/bench-news/predict"
@@ -202,6 +226,7 @@ def peers(ref: str, folder: str, env: dict) -> dict[str, tuple[list[str], str, s
         "aimass (torch)": aimass("torch"),
         "aimass (onnx)": aimass("onnx"),
         "aimass (onnx-int8)": aimass("onnx-int8"),
+        GUARDED: aimass("onnx", guarded=True),
     }
 
 
@@ -218,6 +243,7 @@ def main(argv=None) -> int:
     os.environ["AIMASS_HOME"] = str(work / "home")
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     ref, folder = train(work)
+    key = guarded_key()
     from aimass.serve.engine import exported
     from aimass.store import registry
     from aimass.tasks import get_task
@@ -230,11 +256,12 @@ def main(argv=None) -> int:
         if args.only and not any(o in name for o in args.only):
             continue
         proc = start(cmd, health, env)
+        auth = key if name == GUARDED else None
         try:
-            one = wrk(url, 1, args.duration, work)
+            one = wrk(url, 1, args.duration, work, auth)
             metrics = health.replace("/readyz", "/metrics")
-            before = batch_totals(metrics) if name.startswith("aimass") else None
-            many = wrk(url, 32, args.duration, work)
+            before = batch_totals(metrics) if name.startswith("aimass") and not auth else None
+            many = wrk(url, 32, args.duration, work, auth)
             if before:  # the batch sizes the server formed under the 32-connection load
                 after = batch_totals(metrics)
                 many["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
@@ -288,6 +315,7 @@ def bars(r: dict) -> list[dict]:
             0.0,
         ),
         ("fresh ONNX worker first answer <= 1.5 s", r["fresh_worker_first_answer_s"], "<=", 1.5),
+        ("rps @32 with key + policies >= 0.95 x open", by[GUARDED]["rps_c32"] / best["rps_c32"], ">=", 0.95),
         ("no non-2xx under load", float(sum(row["non_2xx"] for row in r["rows"])), "<=", 0.0),
     ]
     return [
