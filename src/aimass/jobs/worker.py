@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from aimass.jobs import explain, kinds, state
+from aimass.jobs.adopt import adopt
 from aimass.jobs.logs import run_dir
 from aimass.train.progress import observe
 
@@ -90,6 +91,8 @@ def execute(job_id: str, attempt: int) -> str:
     try:
         with observe(_stage_progress(ctx)):
             result = kinds.get_kind(job.kind).run(job.params, ctx)
+        if made := adopt(job_id, result):  # new models and datasets belong to the job's project
+            print(f"assigned to the job's project: {made}", flush=True)
         status, payload = "succeeded", {"result": result}
     except BaseException as exc:  # noqa: BLE001 — every failure is explained, then recorded
         status, payload = "failed", {"error": explain.failure(exc)}

@@ -95,19 +95,19 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable) -> None:
     async def submit(request: Request, body: JobRequest, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Check and queue a job (in ``project``); 422 with a stable code when a check fails."""
         _may_run(caller, jobs.get_kind(body.kind), policy_decided(request))
-        await asyncio.to_thread(_project, body.project)
+        await asyncio.to_thread(need_project, body.project)
         job = await asyncio.to_thread(
             jobs.submit, body.kind, body.params, timeout_s=body.timeout_s, guard=_only_granted_paths
         )
-        return await asyncio.to_thread(_own, job, body.project)
+        return await asyncio.to_thread(own_job, job, body.project)
 
     @app.post("/v1/auto", tags=["jobs"], dependencies=manage, status_code=202)
     async def auto(body: AutoRequest):
         """Data to an evaluated (optionally deployed) model, as an ``auto`` job (in ``project``)."""
         params = body.model_dump(exclude_none=True, exclude={"project"})
-        await asyncio.to_thread(_project, body.project)
+        await asyncio.to_thread(need_project, body.project)
         job = await asyncio.to_thread(jobs.submit, "auto", params, guard=_only_granted_paths)
-        return await asyncio.to_thread(_own, job, body.project)
+        return await asyncio.to_thread(own_job, job, body.project)
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], dependencies=manage)
     async def show(job_id: str):
@@ -179,13 +179,13 @@ def policy_decided(request: Request) -> bool:
     return bool(getattr(request.state, POLICY_DECIDED, False))
 
 
-def _project(name: str | None) -> None:
+def need_project(name: str | None) -> None:
     """404 before anything is queued when the project does not exist."""
     if name and name != directory.DEFAULT_PROJECT:
         directory.show_project(name)
 
 
-def _own(job: dict, project: str | None) -> dict:
+def own_job(job: dict, project: str | None) -> dict:
     """Put a new job in ``project`` (the caller was allowed to submit there)."""
     if project and project != directory.DEFAULT_PROJECT:
         directory.assign("job", job["id"], project)

@@ -229,3 +229,32 @@ def test_the_console_obeys_the_access_policies_not_only_the_key_scopes(app):
     assert rows[-1]["matched"][0]["sid"] == "NoConsoleDeploys"
     listed = audit.query(principal="dora", action="model:List")
     assert listed and listed[0]["decision"] == "allowed" and listed[0]["source"] == "console"
+
+
+def test_the_wizard_trains_in_a_project_the_user_may_submit_to(app, bbc_csv):
+    """A user whose policy covers only project ``ml`` is offered ``ml`` (not ``default``), and the
+    train job lands there; asking for ``default`` is a 403, as POST /v1/jobs would answer."""
+    ds = api.import_dataset(bbc_csv, name="news-wizard-project")
+    directory.create_project("ml")
+    directory.create_user("erin")
+    own = {"Effect": "Allow", "Action": "*", "Resource": "aimass:project/ml/*"}
+    read = {"Effect": "Allow", "Action": "dataset:Read", "Resource": "aimass:project/default/dataset/*"}
+    directory.put_policy("ErinML", {"Statement": [own, read]})
+    directory.attach("ErinML", "user", "erin")
+    record, key = auth.create_key("erin", ["manage"])
+    directory.bind_key(record.id, user="erin")
+    with signed_in(app, key) as client:
+        page = client.get(f"/console/start/{ds.id}")
+        assert page.status_code == 200, page.text[-500:]
+        offered = re.findall(r'<option value="([^"]+)">\1</option>', page.text.split('name="project"')[1])
+        assert offered == ["ml"]
+        form = {"csrf": csrf_of(page.text), "task": "text-classification", "budget": "10"}
+        denied = client.post(f"/console/start/{ds.id}/train", data={**form, "project": "default"})
+        assert denied.status_code == 403, denied.text[-300:]
+        answer = client.post(
+            f"/console/start/{ds.id}/train", data={**form, "project": "ml"}, follow_redirects=False
+        )
+        assert answer.status_code == 303, answer.text[-500:]
+    job_id = re.search(r"jobs/([^?]+)\?wizard=1", answer.headers["location"]).group(1)
+    assert directory.project_of("job", job_id) == "ml"
+    jobs.cancel(job_id)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from aimass import jobs
+from aimass.access import directory
 from aimass.backbones import default_backbone
 from aimass.data.uploads import store_upload
 from aimass.errors import ConfigError, PermissionDenied
@@ -22,7 +23,7 @@ from aimass.serve.console.core import Console, rest, root
 from aimass.serve.console.sessions import COOKIE, LIFETIME_S, SIGNIN_COOKIE
 from aimass.serve.data_routes import dataset_report, import_upload
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import may_run, only_granted_paths
+from aimass.serve.jobs_routes import may_run, need_project, only_granted_paths, own_job
 from aimass.serve.predict import Predictor
 from aimass.store import registry
 from aimass.tasks import available_tasks, get_task, sniff
@@ -122,6 +123,7 @@ def _add_start(router: APIRouter, console: Console) -> None:
         found = sniff(summary["file"]) if summary.get("file") else None
         task, why = found or (available_tasks()[0], "")
         language = summary.get("language")
+        projects = await asyncio.to_thread(_projects, console, ctx)
         return console.page(
             request,
             "report.html",
@@ -133,6 +135,7 @@ def _add_start(router: APIRouter, console: Console) -> None:
             backbone=default_backbone(language) if language else "chosen by the task",
             budgets=BUDGETS,
             name=registry_name(summary["name"]),
+            projects=projects,
         )
 
     @router.post("/start/{dataset_id}/train")
@@ -144,10 +147,22 @@ def _add_start(router: APIRouter, console: Console) -> None:
         params = {"data": dataset_id, "task": task, "time_budget": f"{seconds}s"}
         if form.get("name"):
             params["name"] = registry.check_name(str(form["name"]))
-        console.authorize(ctx, "POST", "/v1/jobs", {"kind": "train", "params": params})
+        project = str(form.get("project") or directory.DEFAULT_PROJECT)
+        body = {"kind": "train", "params": params, "project": project}
+        console.authorize(ctx, "POST", "/v1/jobs", body)
         may_run(ctx.caller, jobs.get_kind("train"), console.guard.policy is not None)  # as POST /v1/jobs
+        await asyncio.to_thread(need_project, project)
         job = await asyncio.to_thread(jobs.submit, "train", params, guard=only_granted_paths)
+        job = await asyncio.to_thread(own_job, job, project)  # its model lands in the project too
         return console.redirect(request, f"jobs/{job['id']}?wizard=1", ctx=ctx)
+
+
+def _projects(console: Console, ctx) -> list[str]:
+    """The projects the caller may train in (``POST /v1/jobs`` would allow a train job there),
+    ``default`` first; the form offers these, and the submit is decided again."""
+    names = [p["name"] for p in directory.list_projects()]
+    names = [directory.DEFAULT_PROJECT] + [n for n in names if n != directory.DEFAULT_PROJECT]
+    return [n for n in names if console.may(ctx, "POST", "/v1/jobs", {"kind": "train", "project": n})]
 
 
 def registry_name(name: str) -> str:

@@ -1,0 +1,65 @@
+"""A job in a project puts what it creates (a new model or dataset name) in that project, and
+claims nothing that existed before it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from aimass import jobs
+from aimass.access import directory
+from aimass.jobs.adopt import adopt
+from aimass.store.db import ModelVersionRecord, session
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    for project in ("nlp", "cv"):
+        directory.create_project(project)
+    return tmp_path
+
+
+def _job_in(project: str, kind: str = "train", **params) -> str:
+    job = jobs.submit(kind, params or {"data": "d"})
+    directory.assign("job", job["id"], project)
+    return job["id"]
+
+
+def _version(name: str, version: int) -> None:
+    with session() as s, s.begin():
+        s.add(ModelVersionRecord(name=name, version=version, task="text-classification", path=f"/x/{name}"))
+
+
+def test_an_import_job_in_a_project_puts_its_new_dataset_there(home, bbc_csv):
+    job_id = _job_in("nlp", "import", path=str(bbc_csv), name="news")
+    assert jobs.run_foreground(job_id)["status"] == "succeeded"
+    assert directory.project_of("dataset", "news") == "nlp"
+    # the same import from a job in cv finds the dataset already there: it stays nlp's
+    again = _job_in("cv", "import", path=str(bbc_csv), name="news")
+    assert jobs.run_foreground(again)["status"] == "succeeded"
+    assert directory.project_of("dataset", "news") == "nlp"
+
+
+def test_only_a_model_name_the_job_created_is_claimed(home):
+    _version("old", 1)  # made before the job: a new version of it keeps its owner (default)
+    _version("theirs", 1)
+    directory.assign("model", "theirs", "cv")
+    time.sleep(1.1)  # creation times have one-second resolution
+    job_id = _job_in("nlp")
+    _version("old", 2)
+    _version("theirs", 2)
+    _version("fresh", 1)
+    assert adopt(job_id, {"model": "old:2"}) == []
+    assert adopt(job_id, {"model": "theirs:2"}) == []
+    assert [m["arn"] for m in adopt(job_id, {"model": "fresh:1"})] == ["aimass:project/nlp/model/fresh"]
+    assert directory.project_of("model", "old") == "default"
+    assert directory.project_of("model", "theirs") == "cv"
+
+
+def test_a_job_in_default_assigns_nothing(home):
+    job_id = jobs.submit("train", {"data": "d"})["id"]
+    _version("fresh", 1)
+    assert adopt(job_id, {"model": "fresh:1"}) == []
+    assert directory.owners("model") == {}
