@@ -60,10 +60,25 @@ def serve(
     jobs: Annotated[
         int, typer.Option(help="Run queued jobs (/v1/jobs, /v1/auto), this many at a time; 0: don't.")
     ] = 1,
+    llm_quant: Annotated[
+        str | None,
+        typer.Option(
+            help="Language models' base weights: none (fp32) or int8 (faster decode, slightly "
+            "different answers; env AIMASS_LLM_QUANT)."
+        ),
+    ] = None,
 ):
     """Serve registered models over REST (FastAPI + uvicorn) with dynamic batching."""
     from aimass.serve.app import create_app, run
     from aimass.serve.batching import BatchSettings
+
+    if llm_quant is not None:
+        import os
+
+        from aimass.llm.hub import quant_setting
+
+        os.environ["AIMASS_LLM_QUANT"] = llm_quant
+        quant_setting()  # a clear error now, not when the first language model loads
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]Warning:[/] binding to {host} exposes the server beyond this machine.")

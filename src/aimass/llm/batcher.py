@@ -134,18 +134,9 @@ class Scheduler:
                         seq.request.done.set()
                 self.groups.clear()
 
-    def _model(self, adapter):
-        model = self.base.model
-        if adapter is not None:
-            model.set_adapter(adapter)
-        return model
-
     def _forward(self, adapter, **inputs):
-        model = self.base.model
-        if adapter is None and self.base.peft:
-            with model.disable_adapter():
-                return model(**inputs, use_cache=True)
-        return self._model(adapter)(**inputs, use_cache=True)
+        with self.base.using(adapter) as model:
+            return model(**inputs, use_cache=True)
 
     def _admit(self) -> None:
         while not self.incoming.empty():

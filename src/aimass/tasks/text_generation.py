@@ -349,6 +349,9 @@ class TextGenerator(Estimator):
 
     # ---------------------------------------------------------- save/load
     def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The LoRA weights: from the peft model after a fit, as read from disk after a load."""
+        if not self.base_.peft:
+            return self.loaded_state_
         from peft import get_peft_model_state_dict
 
         return get_peft_model_state_dict(self.base_.model, adapter_name=self.adapter_)
@@ -393,7 +396,7 @@ class TextGenerator(Estimator):
         name = "a" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
         model.base_ = HUB.base(model.backbone_)
         model.base_.attach(name, model.lora_, state)
-        model.adapter_ = name
+        model.adapter_, model.loaded_state_ = name, state
         return model
 
     def release(self) -> None:
