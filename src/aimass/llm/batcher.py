@@ -1,10 +1,12 @@
 """Continuous batching: concurrent requests on one base model share each decode step.
 
 One thread per base model runs the loop. A new sequence is prefilled on its own and joins the
-running batch of its adapter at the next decode step (its KV cache left-padded to the batch's
-length, the padding masked out, positions kept per sequence). A finished or cancelled sequence
-(a client that disconnected mid-stream) leaves the batch at once, freeing its slot. Sequences of
-different adapters form separate batches that take turns step by step (one shared base).
+running batch at the next decode step (its KV cache left-padded to the batch's length, the
+padding masked out, positions kept per sequence). A finished or cancelled sequence (a client that
+disconnected mid-stream) leaves the batch at once, freeing its slot. Sequences of different
+fine-tunes of one base share the batch too: each row gets its own adapter's LoRA update
+(:meth:`aimass.llm.hub.Base.using_rows`); a base under peft (one being fine-tuned) keeps one batch
+per adapter, taking turns step by step.
 
 Each sequence samples from its own generator (seeded ``seed + choice index``) and matches stop
 strings on its own text exactly as :func:`aimass.llm.decode.generate` does; a request decoded alone
@@ -27,6 +29,7 @@ from aimass.llm import decode
 
 log = logging.getLogger("aimass.serve")
 MAX_BATCH = int(os.environ.get("AIMASS_LLM_MAX_BATCH", "8"))
+MIXED = "*"  # the one batch of a served base, whatever the rows' adapters
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Scheduler:
         self.eos = decode.eos_ids(base.model, base.tokenizer)
         self.steps = 0
         self.peak = 0  # the largest batch a decode step has run
+        self.mixed_steps = 0  # decode steps whose rows ran more than one adapter (or the base too)
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"llm-batcher-{base.backbone}", daemon=True)
         self.thread.start()
@@ -123,7 +127,7 @@ class Scheduler:
                     self._admit()
                     for adapter, group in list(self.groups.items()):
                         if group.seqs:
-                            self._step(adapter, group)
+                            self._step(group)
                         else:
                             del self.groups[adapter]
             except Exception as exc:  # fail the requests in flight, keep the loop alive
@@ -153,7 +157,7 @@ class Scheduler:
     def _prefill(self, request: _Request) -> None:
         params = request.params
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
-        group = self.groups.setdefault(request.adapter, _Group())
+        group = self.groups.setdefault(request.adapter if self.base.peft else MIXED, _Group())
         ids = torch.tensor([request.prompt_ids], dtype=torch.long)
         for i in range(max(1, params.n)):
             out = self._forward(request.adapter, input_ids=ids)
@@ -187,7 +191,7 @@ class Scheduler:
         group.mask = torch.cat([mask, row])
         group.seqs.append(seq)
 
-    def _step(self, adapter, group: _Group) -> None:
+    def _step(self, group: _Group) -> None:
         keep = [
             i for i, s in enumerate(group.seqs) if not s.choice.finish_reason and not s.request.is_cancelled()
         ]
@@ -201,9 +205,16 @@ class Scheduler:
         ids = torch.tensor([[s.pending] for s in group.seqs], dtype=torch.long)
         positions = torch.tensor([[s.position] for s in group.seqs], dtype=torch.long)
         mask = torch.cat([group.mask, torch.ones((len(group.seqs), 1), dtype=torch.long)], 1)
-        out = self._forward(
-            adapter, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=group.cache
-        )
+        rows = [s.request.adapter for s in group.seqs]
+        self.mixed_steps += len(set(rows)) > 1
+        with self.base.using_rows(rows) as model:
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=group.cache,
+                use_cache=True,
+            )
         group.cache, group.mask = out.past_key_values, mask
         self.steps += 1
         self.peak = max(self.peak, len(group.seqs))

@@ -85,6 +85,20 @@ class Base:
             finally:
                 self.selection.name = previous
 
+    @contextmanager
+    def using_rows(self, adapters: list[str | None]):
+        """The model applying ``adapters[i]`` to batch row i (fine-tunes mixed in one decode step)."""
+        with self.lock:
+            if len(set(adapters)) == 1:
+                with self.using(adapters[0]) as model:
+                    yield model
+                return
+            self.selection.rows = list(adapters)
+            try:
+                yield self.model
+            finally:
+                self.selection.rows = None
+
 
 class Hub:
     """Bases by backbone name, each loaded once, LoRA-ready (and int8 when configured)."""

@@ -28,10 +28,13 @@ PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>[
 
 
 class Selection:
-    """Which adapter the next forward pass applies (``None``: the base alone)."""
+    """Which adapter the next forward pass applies: ``name`` for the whole batch (``None``: the
+    base alone), or ``rows``, one adapter (or ``None``) per batch row, when sequences of different
+    fine-tunes share a decode step."""
 
     def __init__(self):
         self.name: str | None = None
+        self.rows: list[str | None] | None = None
 
 
 class LoraLinear(nn.Module):
@@ -48,11 +51,21 @@ class LoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        found = self.adapters.get(self.selection.name) if self.selection.name is not None else None
-        if found is None:
-            return out
-        a, b, scale = found
-        return out + F.linear(F.linear(x, a), b) * scale
+        rows = self.selection.rows
+        if rows is None:
+            found = self.adapters.get(self.selection.name) if self.selection.name is not None else None
+            if found is None:
+                return out
+            a, b, scale = found
+            return out + F.linear(F.linear(x, a), b) * scale
+        for name in set(rows) - {None}:
+            if (found := self.adapters.get(name)) is None:
+                continue
+            a, b, scale = found
+            index = torch.tensor([i for i, r in enumerate(rows) if r == name], dtype=torch.long)
+            part = x.index_select(0, index)
+            out = out.index_add(0, index, F.linear(F.linear(part, a), b) * scale)
+        return out
 
 
 def wrap(model: nn.Module, targets: tuple[str, ...], selection: Selection) -> int:

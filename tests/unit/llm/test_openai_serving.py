@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import live_server
 
 import aimass
+from aimass.llm import batcher
 from aimass.serve import auth
 from aimass.serve.app import create_app
 
@@ -206,6 +207,27 @@ def test_two_adapters_of_one_base_answer_differently_on_one_base_copy(headlines_
             for ref in (headlines_model["model"], second.ref)
         ]
         deployments = [s.deployments[0] for s in app.state.engine.services.values()]
+        # at once, with the base too: one decode batch, each row with its own adapter, same answers
+        sched = batcher.scheduler(deployments[0].handler.model.base_)
+        mixed_before = sched.mixed_steps
+        refs = (headlines_model["model"], second.ref, "smollm2-135m")
+        with ThreadPoolExecutor(3) as pool:
+            together = list(
+                pool.map(
+                    lambda ref: client.chat.completions.create(
+                        model=ref,
+                        messages=[{"role": "user", "content": ARTICLE}],
+                        max_tokens=8,
+                        temperature=0,
+                    ),
+                    refs,
+                )
+            )
+        alone = client.chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": ARTICLE}], max_tokens=8, temperature=0
+        )
+    assert [a.choices[0].message.content for a in together] == [*answers, alone.choices[0].message.content]
+    assert sched.mixed_steps > mixed_before  # the fine-tunes and the base shared decode steps
     assert answers[0] != answers[1]
     models = [d.handler.model for d in deployments]
     assert models[0].base_ is models[1].base_  # one base in memory, two adapters on it
