@@ -449,6 +449,16 @@ def _check_resumable(folder: Path, guard: dict) -> None:
         )
 
 
+def warm_up(steps: int) -> float:
+    """The one-cycle's warm-up share: 10% of a long run, 30% of a short one. The warm-up must end
+    on a step other than the first (``pct * steps - 1 != 0``), which 10% of 10 steps would not.
+
+    >>> [warm_up(n) for n in (2, 10, 19, 20, 300)]
+    [0.3, 0.3, 0.3, 0.1, 0.1]
+    """
+    return 0.1 if steps >= 20 else 0.3
+
+
 class _Loop:
     """The LoRA training loop: AdamW + one-cycle on length-sorted batches, with checkpoints."""
 
@@ -457,7 +467,7 @@ class _Loop:
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=0.0)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.1 if steps >= 10 else 0.3
+            self.optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=warm_up(steps)
         )
         self.state = _State(random.Random(cfg.seed))
 

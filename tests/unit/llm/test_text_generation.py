@@ -115,3 +115,18 @@ def test_rouge_l_matches_a_hand_count():
     assert rouge_l(["police arrest man"], ["man arrested by police"]) == pytest.approx(
         2 * (1 / 3 * 1 / 4) / (1 / 3 + 1 / 4)
     )
+
+
+def test_the_one_cycle_schedule_builds_and_runs_for_every_step_count():
+    """10 steps once divided by zero (a 10% warm-up ending on step 0): the quickstart's setting."""
+    from aimass.tasks.text_generation import warm_up
+
+    for steps in range(1, 200):
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=1e-3, total_steps=steps, pct_start=warm_up(steps)
+        )
+        for _ in range(steps - 1):
+            optimizer.step()
+            schedule.step()
+        assert 0 < optimizer.param_groups[0]["lr"] <= 1e-3
