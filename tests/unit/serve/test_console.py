@@ -146,6 +146,7 @@ def test_every_page_renders_with_relative_links(admin, bbc_csv):
         f"/console/start/{ds.id}",
         "/console/keys",
         "/console/try",
+        "/console/playground",
     ]:
         page = admin.get(path)
         assert page.status_code == 200, (path, page.text[-500:])

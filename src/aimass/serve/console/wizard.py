@@ -25,6 +25,7 @@ from aimass.serve.console.sessions import COOKIE, LIFETIME_S, SIGNIN_COOKIE
 from aimass.serve.data_routes import import_upload, open_dataset
 from aimass.serve.engine import Engine
 from aimass.serve.jobs_routes import AutoRequest, submit_auto
+from aimass.serve.openai_routes import chat_models
 from aimass.serve.predict import Predictor
 from aimass.store import registry
 from aimass.tasks import get_task
@@ -208,6 +209,7 @@ def _add_try(router: APIRouter, console: Console, engine: Engine, predictor: Pre
             kind=deployment.spec.data_kind,
             sample=json.dumps(deployment.spec.sample_request, ensure_ascii=False),
             base=base,
+            chats=name in chat_models(engine),
         )
 
     @router.post("/try/{name}")
