@@ -312,15 +312,23 @@ class Generation:
         self.meters = (meter, LLMMetrics(engine.metrics.registry))
 
     async def chat(self, caller, body: bytes):
+        return await self._counted(body, self._chat(caller, body))
+
+    async def complete(self, caller, body: bytes):
+        return await self._counted(body, self._complete(caller, body))
+
+    async def _chat(self, caller, body: bytes):
         req = parse_body(ChatRequest, body)
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
         ]
         json_object = _json_mode(req, messages)
         limit = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
-        return await self._counted(caller, req, messages, limit, chat=True, json_object=json_object)
+        return await _answer(
+            self.engine, self.meters, caller, req, messages, limit, chat=True, json_object=json_object
+        )
 
-    async def complete(self, caller, body: bytes):
+    async def _complete(self, caller, body: bytes):
         req = parse_body(CompletionRequest, body)
         _unsupported(req)
         if isinstance(req.prompt, list):
@@ -329,21 +337,30 @@ class Generation:
             prompt = req.prompt[0]
         else:
             prompt = req.prompt
-        return await self._counted(caller, req, prompt, req.max_tokens or 16, chat=False)
+        return await _answer(self.engine, self.meters, caller, req, prompt, req.max_tokens or 16, chat=False)
 
-    async def _counted(self, caller, req, prompt, max_tokens: int, **how):
-        """:func:`_answer`, counted in the served model's live figures (a streamed answer is
-        counted when its stream ends)."""
+    async def _counted(self, body: bytes, work):
+        """The answer, counted in the live figures of the service the body's ``model`` names (a
+        refused request too, as a prediction's; a streamed answer when its stream ends)."""
         began = time.perf_counter()
         try:
-            answer = await _answer(self.engine, self.meters, caller, req, prompt, max_tokens, **how)
+            answer = await work
         except AimassError:
-            self.engine.observe(req.model, time.perf_counter() - began, error=True)
+            self.engine.observe(model_named(body), time.perf_counter() - began, error=True)
             raise
         if isinstance(answer, dict):
             tokens = answer["usage"]["completion_tokens"]
-            self.engine.observe(req.model, time.perf_counter() - began, tokens=tokens)
+            self.engine.observe(model_named(body), time.perf_counter() - began, tokens=tokens)
         return answer
+
+
+def model_named(body: bytes) -> str:
+    """The ``model`` a request body names, or "" (not JSON, no model)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return ""
+    return str(payload.get("model") or "") if isinstance(payload, dict) else ""
 
 
 def add_openai_routes(app: FastAPI, engine, allow, meter) -> Generation:
