@@ -58,9 +58,10 @@ __all__ = [
 ]
 
 
-def auto(path: str | Path, **options) -> dict:
+def auto(path: str | Path | None = None, **options) -> dict:
     """Detect the task, search hyper-parameters within a time budget, train, evaluate, compress,
-    register and optionally serve: see :func:`aimass.autolearn.auto` for the options and the report."""
+    register and optionally serve (``data=`` a stored dataset instead of ``path``): see
+    :func:`aimass.autolearn.auto` for the options and the report."""
     return autolearn.auto(path, **options)
 
 

@@ -12,7 +12,7 @@ from tests.conftest import bbc_sample
 from typer.testing import CliRunner
 
 from aimass import api
-from aimass.autolearn import auto, detect_task
+from aimass.autolearn import auto, dataset_task, detect_task
 from aimass.errors import ConfigError, DataError
 from aimass.store import registry
 
@@ -85,6 +85,22 @@ def test_a_budget_too_small_is_refused_before_any_work(bbc_csv):
     assert "too small" in caught.value.message and "--time-budget" in caught.value.hint
     assert len(api.list_datasets()) == datasets, "nothing may be imported"
     assert len(registry.list_versions()) == versions, "nothing may be trained"
+
+
+def test_a_stored_dataset_is_read_not_imported_again_and_checked_up_front(bbc_csv):
+    """``data=`` names an imported dataset (what the console's wizard has): its task comes from its
+    kind of items, nothing is imported again, and a budget too small is refused before any work."""
+    ds = api.import_dataset(bbc_csv, name="auto-stored")
+    assert dataset_task(ds)[0] == "text-classification" and ds.name in dataset_task(ds)[1]
+    datasets, versions = len(api.list_datasets()), len(registry.list_versions())
+    with pytest.raises(ConfigError) as small:
+        auto(data=ds.id, time_budget="2s", progress=False)
+    assert "too small" in small.value.message
+    for both_or_none in ({"path": bbc_csv, "data": ds.id}, {}):
+        with pytest.raises(ConfigError) as caught:
+            auto(time_budget="60s", progress=False, **both_or_none)
+        assert "one of the two" in caught.value.message
+    assert len(api.list_datasets()) == datasets and len(registry.list_versions()) == versions
 
 
 def test_a_real_run_searches_trains_registers_and_reports(ran):

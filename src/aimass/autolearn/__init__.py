@@ -37,25 +37,23 @@ estimator trains so that a trial is a cheaper copy of the real run, not a differ
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aimass import budget as budgets
 from aimass.autolearn.deploy import _deploy, _report
 from aimass.autolearn.final import _compress, _fit_and_register, _State
-from aimass.autolearn.run import _import, _model_name, _Run, check_budget, detect_task
+from aimass.autolearn.run import _Run, dataset_task, detect_task, from_dataset, from_path
 from aimass.autolearn.search import _search_or_resume
 from aimass.autolearn.settings import DEPLOY_S
 from aimass.autolearn.trials import _pick as _pick
-from aimass.autolearn.tuners import get_tuner
 from aimass.errors import ConfigError
 
-__all__ = ["auto", "detect_task"]
+__all__ = ["auto", "dataset_task", "detect_task"]
 
 
 # ==================================================================== the one call
 def auto(
-    path,
+    path=None,
     *,
+    data=None,
     time_budget="10m",
     name=None,
     deploy=False,
@@ -76,6 +74,9 @@ def auto(
     Args:
         path: a CSV/TSV/JSONL table with a text column, a folder of class sub-folders of .txt
             files, or a folder, archive or manifest of images.
+        data: instead of ``path``, a stored dataset (id or name, e.g. what the console's wizard
+            imported): nothing is imported again, its split is kept and its task is the one that
+            reads its kind of items.
         time_budget: wall time for the whole run, e.g. ``"5m"``; phases that do not fit are skipped
             and the report says so.
         name: model name (default: the data's file or folder name).
@@ -92,23 +93,22 @@ def auto(
         compression, deployed, endpoint, curl, wall_s and timings per phase.
 
     Raises:
-        ConfigError: the budget is too small to train anything useful (said before any work).
+        ConfigError: the budget is too small to train anything useful (said before any work), or
+            not exactly one of ``path`` and ``data`` is given.
         DataError: the data's layout names no task, or the data cannot train a classifier.
     """
+    if (path is None) == (data is None):
+        raise ConfigError(
+            "auto takes the data's path or a stored dataset, one of the two.",
+            hint="Pass a path (a file or folder), or data=ID-or-NAME of an imported dataset.",
+        )
     run = _Run(budgets.seconds(time_budget), on_progress, progress, seed, DEPLOY_S if deploy else 0.0)
     if run.total is None:
         raise ConfigError("auto needs a time budget.", hint="Pass --time-budget 5m (or 300s, 1h).")
-    with run.phase("detect", 0.0, "detecting the task"):
-        task, why = detect_task(path)
-        tuner = get_tuner(task)
-        source = Path(path).expanduser()
-        name = _model_name(name, source)
-        run.choose("task", task, why)
-        count = tuner.count(source)
-        check_budget(tuner, count, run.total)
-    with run.phase("import", 0.03, "importing and validating the data"):
-        ds = _import(source, name, seed)
-        check_budget(tuner, tuner.count_dataset(ds), run.total - run.elapsed())
+    if data is not None:
+        ds, task, tuner, name = from_dataset(run, data, name)
+    else:
+        ds, task, tuner, name = from_path(run, path, name)
     state = _State(run_dir, resume)
     params = _search_or_resume(run, tuner, ds, state)
     record, report = _fit_and_register(run, tuner, ds, params, name, state)

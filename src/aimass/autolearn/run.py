@@ -10,10 +10,10 @@ from pathlib import Path
 
 from aimass import workflow
 from aimass.autolearn.settings import GENERIC_NAMES
-from aimass.autolearn.tuners import Count
+from aimass.autolearn.tuners import Count, get_tuner
 from aimass.errors import ConfigError, DataError
 from aimass.store import registry
-from aimass.tasks import sniff
+from aimass.tasks import available_tasks, get_task, sniff
 
 
 # ==================================================================== budget and phases
@@ -101,14 +101,54 @@ def detect_task(path) -> tuple[str, str]:
     )
 
 
+def dataset_task(ds) -> tuple[str, str]:
+    """``(task, why)`` of a stored dataset: the first task (in ``sniff_order``) that reads its kind
+    of items (``Task.data_kind``), so a dataset imported once is never read again to tell."""
+    specs = sorted((get_task(t) for t in available_tasks()), key=lambda s: (s.sniff_order, s.name))
+    for spec in specs:
+        if spec.data_kind == ds.kind:
+            return spec.name, f"the stored dataset '{ds.name}' holds {ds.kind} items"
+    raise DataError(
+        f"No task reads the {ds.kind} items of dataset '{ds.name}' ({ds.id}).",
+        hint="Import the data again with this version of aimass.",
+    )
+
+
 def _model_name(name: str | None, source: Path) -> str:
     if name is None:
         stem = source.name.split(".")[0] if source.is_file() else source.name
         if stem.lower() in GENERIC_NAMES and source.parent.name:
             stem = source.parent.name
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:100] or "model"
+        name = _clean(stem)
     return registry.check_name(name)
 
 
-def _import(source: Path, name: str, seed: int):
-    return workflow.import_dataset(source, name=name, seed=seed)
+def _clean(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:100] or "model"
+
+
+def from_path(run: _Run, path, name: str | None):
+    """Detect the task of the data at ``path`` and import it: (dataset, task, tuner, model name)."""
+    with run.phase("detect", 0.0, "detecting the task"):
+        task, why = detect_task(path)
+        tuner = get_tuner(task)
+        source = Path(path).expanduser()
+        name = _model_name(name, source)
+        run.choose("task", task, why)
+        check_budget(tuner, tuner.count(source), run.total)
+    with run.phase("import", 0.03, "importing and validating the data"):
+        ds = workflow.import_dataset(source, name=name, seed=run.seed)
+        check_budget(tuner, tuner.count_dataset(ds), run.total - run.elapsed())
+    return ds, task, tuner, name
+
+
+def from_dataset(run: _Run, data: str, name: str | None):
+    """A stored dataset (id or name), nothing imported: (dataset, task, tuner, model name)."""
+    with run.phase("detect", 0.0, "reading the stored dataset"):
+        ds = workflow.load_dataset(str(data))
+        task, why = dataset_task(ds)
+        tuner = get_tuner(task)
+        name = registry.check_name(name) if name is not None else _clean(ds.name)
+        run.choose("task", task, why)
+        check_budget(tuner, tuner.count_dataset(ds), run.total)
+    return ds, task, tuner, name

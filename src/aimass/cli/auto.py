@@ -17,8 +17,11 @@ def attach(app: typer.Typer) -> None:
 @command
 def auto(
     path: Annotated[
-        str, typer.Argument(help="A CSV/TSV/JSONL table, or a folder or archive of texts/images.")
-    ],
+        str | None, typer.Argument(help="A CSV/TSV/JSONL table, or a folder or archive of texts/images.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Instead of PATH: a stored dataset's id or name (nothing re-imported).")
+    ] = None,
     time_budget: Annotated[
         str, typer.Option(help="Wall time for everything, e.g. 5m, 300s, 1h (search, training, compression).")
     ] = "10m",
@@ -37,6 +40,7 @@ def auto(
 
     report = run(
         path,
+        data=data,
         time_budget=time_budget,
         name=name,
         deploy=deploy,

@@ -126,15 +126,20 @@ def run_issues(params: dict, ctx) -> dict:
     return {"dataset": report["dataset"]["id"], **report["counts"], "files": report["files"]}
 
 
-@register_kind(
-    "auto", "data folder to an evaluated (optionally deployed) model", lambda p: _require(p, "path")
-)
+def _check_auto(params: dict) -> dict:
+    """The data's ``path`` or a stored dataset (``data``: id or name), exactly one of the two."""
+    if (params.get("path") in (None, "")) == (params.get("data") in (None, "")):
+        raise ConfigError(
+            "An auto job needs 'path' (a file or folder on the server) or 'data' (a stored dataset's "
+            "id or name), one of the two.",
+            hint="Pass path, or data=ID of an imported dataset.",
+        )
+    return params
+
+
+@register_kind("auto", "data (a path or a stored dataset) to an evaluated, registered model", _check_auto)
 def run_auto(params: dict, ctx) -> dict:
-    settings = dict(params)
-    path = settings.pop("path")
-    return auto(
-        path, progress=False, on_progress=ctx.progress, run_dir=ctx.run_dir, resume=ctx.resume, **settings
-    )
+    return auto(progress=False, on_progress=ctx.progress, run_dir=ctx.run_dir, resume=ctx.resume, **params)
 
 
 @register_kind(

@@ -130,9 +130,9 @@ def create_app(
     _add_health(app, engine, state)
     _add_predict(app, engine, guard, predictor)
     _add_management(app, engine, guard, meter)
-    add_openai_routes(app, engine, lambda scope: _allow(guard, scope), meter)
+    generation = add_openai_routes(app, engine, lambda scope: _allow(guard, scope), meter)
     add_data_routes(app, engine, lambda scope: _allow(guard, scope), partial(_may_see, guard))
-    console.add_console(app, engine, guard, predictor, meter)
+    console.add_console(app, engine, guard, predictor, meter, generation)
     add_access_routes(app, lambda scope: _allow(guard, scope))
     return app
 

@@ -386,10 +386,12 @@ class Engine:
             return {"name": name, "state": "stopped", "on_restart": "nothing (undeployed)"}
 
     def live(self, name: str, window_s: float = 60.0) -> dict:
-        """Live figures of service ``name``: requests/s, p50/p95 latency and errors over the last
-        ``window_s`` seconds (this process's own predictions) and what is queued now."""
+        """Live figures of service ``name``: requests/s, p50/p95 latency, errors and generated
+        tokens/s over the last ``window_s`` seconds (this process's own requests: predict and the
+        OpenAI-compatible routes) and what is queued or decoding now."""
         service = self.service(name)
-        queued = {d.ref: d.batcher.pending for d in service.deployments}
+        running = self.metrics.recent.in_flight
+        queued = {d.ref: d.batcher.pending + running(d.ref) for d in service.deployments}
         self.metrics.queue_depth.labels(name).set(sum(queued.values()))  # what /metrics says too
         return {
             "service": name,
@@ -398,6 +400,13 @@ class Engine:
             "queue_depth": sum(queued.values()),
             "queued": queued,
         }
+
+    def observe(self, name: str, seconds: float, *, error: bool = False, tokens: int | None = None) -> None:
+        """Count one request to ``name`` (a service or ``service:N``) in its service's live figures;
+        a name no service here has (a base model, a typo) counts nowhere."""
+        service = name.partition(":")[0]
+        if service in self.services:
+            self.metrics.recent.observe(service, seconds, error, tokens=tokens)
 
     # -------------------------------------------------- what a restart serves
     def _persist(self) -> None:

@@ -56,7 +56,10 @@ class JobRequest(BaseModel):
 
 
 class AutoRequest(BaseModel):
-    path: str = Field(description="a CSV/TSV/JSONL file, or a folder/archive of images, on the server")
+    path: str | None = Field(
+        None, description="a CSV/TSV/JSONL file, or a folder/archive of images, on the server"
+    )
+    data: str | None = Field(None, description="instead of path: a stored dataset's id or name")
     time_budget: str = "10m"
     name: str | None = None
     deploy: bool = False
@@ -103,11 +106,9 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable) -> None:
 
     @app.post("/v1/auto", tags=["jobs"], dependencies=manage, status_code=202)
     async def auto(body: AutoRequest):
-        """Data to an evaluated (optionally deployed) model, as an ``auto`` job (in ``project``)."""
-        params = body.model_dump(exclude_none=True, exclude={"project"})
-        await asyncio.to_thread(need_project, body.project)
-        job = await asyncio.to_thread(jobs.submit, "auto", params, guard=_only_granted_paths)
-        return await asyncio.to_thread(own_job, job, body.project)
+        """Data (``path``, or a stored dataset's id or name as ``data``) to an evaluated (optionally
+        deployed) model, as an ``auto`` job (in ``project``)."""
+        return await asyncio.to_thread(submit_auto, body)
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], dependencies=manage)
     async def show(job_id: str):
@@ -126,6 +127,15 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable) -> None:
         """Submit a failed or cancelled job again; needs what submitting it needs."""
         _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id), policy_decided(request))
         return await asyncio.to_thread(jobs.retry, job_id)
+
+
+def submit_auto(body: AutoRequest) -> dict:
+    """Queue an ``auto`` job in ``body.project``: ``POST /v1/auto`` and the console's wizard (which
+    decides it first as that route is decided)."""
+    need_project(body.project)
+    params = body.model_dump(exclude_none=True, exclude={"project"})
+    job = jobs.submit("auto", params, guard=_only_granted_paths)
+    return own_job(job, body.project)
 
 
 def jobs_page(status: str | None, limit: int, offset: int, visible: Callable | None = None) -> dict:

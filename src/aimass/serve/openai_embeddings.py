@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import aimass
 from aimass.backbones.embeddings import EMBEDDERS, Embedder, canonical
-from aimass.errors import NotFoundError
+from aimass.errors import AimassError, NotFoundError
 from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
 
 MAX_INPUTS = 256
@@ -174,8 +174,13 @@ def add_embedding_routes(app: FastAPI, engine, allow, meter) -> None:
         """OpenAI's embeddings: normalised mean-pooled vectors of each input."""
         req = parse_body(EmbeddingRequest, await request.body())
         began = time.perf_counter()
-        name, vectors, tokens = await asyncio.to_thread(embed, engine, req)
+        try:
+            name, vectors, tokens = await asyncio.to_thread(embed, engine, req)
+        except AimassError:  # counted in a served classifier's live figures, as its predictions
+            engine.observe(req.model, time.perf_counter() - began, error=True)
+            raise
         meter.add(caller.key_id, name, tokens, (time.perf_counter() - began) * 1000)
+        engine.observe(req.model, time.perf_counter() - began)
         data = [
             {"object": "embedding", "index": i, "embedding": _encode(v, req.encoding_format)}
             for i, v in enumerate(vectors)

@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from aimass.errors import NotFoundError
+from aimass.errors import AimassError, NotFoundError
 from aimass.llm import batcher, decode, json_mode
 from aimass.llm.hub import HUB
 from aimass.serve import openai_logprobs
@@ -174,6 +174,18 @@ def openai_models(engine) -> list[dict]:
     return out + embedding_models(engine)
 
 
+def chat_models(engine) -> list[str]:
+    """The model ids that chat (served generation versions, their services and the bases of served
+    fine-tunes): what the console's playground offers, before each caller's access is applied."""
+    ids = set(HUB.names())
+    for service in engine.services.values():
+        generators = [d for d in service.deployments if _is_generator(d)]
+        ids.update(d.ref for d in generators)
+        if generators and service.state == "ready":
+            ids.add(service.name)
+    return sorted(ids)
+
+
 def _epoch(stamp) -> int:
     try:
         return int(datetime.fromisoformat(str(stamp)).timestamp())
@@ -287,9 +299,74 @@ class LLMMetrics:
             self.speed.labels(model).observe(out.completion_tokens / out.seconds)
 
 
-def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
-    """Register the routes. ``allow(scope)``: the server's key check (401/403/429) as a dependency."""
-    metrics = LLMMetrics(engine.metrics.registry)
+class Generation:
+    """Chat and completions over the served generation models: what ``POST /v1/chat/completions``
+    and ``POST /v1/completions`` answer, and what the console's playground streams (one place for
+    parsing, streaming, stop strings, usage, metering and the live figures).
+
+    ``await generation.chat(caller, body)`` -> the answer (a dict, or a Server-Sent Events response
+    for ``stream: true``); the caller was checked by the route (or the console) before."""
+
+    def __init__(self, engine, meter):
+        self.engine = engine
+        self.meters = (meter, LLMMetrics(engine.metrics.registry))
+
+    async def chat(self, caller, body: bytes):
+        return await self._counted(body, self._chat(caller, body))
+
+    async def complete(self, caller, body: bytes):
+        return await self._counted(body, self._complete(caller, body))
+
+    async def _chat(self, caller, body: bytes):
+        req = parse_body(ChatRequest, body)
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
+        ]
+        json_object = _json_mode(req, messages)
+        limit = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
+        return await _answer(
+            self.engine, self.meters, caller, req, messages, limit, chat=True, json_object=json_object
+        )
+
+    async def _complete(self, caller, body: bytes):
+        req = parse_body(CompletionRequest, body)
+        _unsupported(req)
+        if isinstance(req.prompt, list):
+            if len(req.prompt) != 1:
+                raise bad_param("prompt", "Send one prompt per request (a string or a list of one).")
+            prompt = req.prompt[0]
+        else:
+            prompt = req.prompt
+        return await _answer(self.engine, self.meters, caller, req, prompt, req.max_tokens or 16, chat=False)
+
+    async def _counted(self, body: bytes, work):
+        """The answer, counted in the live figures of the service the body's ``model`` names (a
+        refused request too, as a prediction's; a streamed answer when its stream ends)."""
+        began = time.perf_counter()
+        try:
+            answer = await work
+        except AimassError:
+            self.engine.observe(model_named(body), time.perf_counter() - began, error=True)
+            raise
+        if isinstance(answer, dict):
+            tokens = answer["usage"]["completion_tokens"]
+            self.engine.observe(model_named(body), time.perf_counter() - began, tokens=tokens)
+        return answer
+
+
+def model_named(body: bytes) -> str:
+    """The ``model`` a request body names, or "" (not JSON, no model)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return ""
+    return str(payload.get("model") or "") if isinstance(payload, dict) else ""
+
+
+def add_openai_routes(app: FastAPI, engine, allow, meter) -> Generation:
+    """Register the routes. ``allow(scope)``: the server's key check (401/403/429) as a dependency.
+    Returns the :class:`Generation` they call (the console's playground calls it too)."""
+    generation = Generation(engine, meter)
     add_embedding_routes(app, engine, allow, meter)
 
     @app.exception_handler(OpenAIError)
@@ -301,28 +378,14 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> None:
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(request: Request, caller=allow("predict")):
         """OpenAI's chat completions: messages in, choices out (``stream`` for Server-Sent Events)."""
-        req = parse_body(ChatRequest, await request.body())
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
-        ]
-        json_object = _json_mode(req, messages)
-        limit = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
-        return await _answer(
-            engine, (meter, metrics), caller, req, messages, limit, chat=True, json_object=json_object
-        )
+        return await generation.chat(caller, await request.body())
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(request: Request, caller=allow("predict")):
         """OpenAI's (legacy) completions: a raw text prompt, continued without a chat template."""
-        req = parse_body(CompletionRequest, await request.body())
-        _unsupported(req)
-        if isinstance(req.prompt, list):
-            if len(req.prompt) != 1:
-                raise bad_param("prompt", "Send one prompt per request (a string or a list of one).")
-            prompt = req.prompt[0]
-        else:
-            prompt = req.prompt
-        return await _answer(engine, (meter, metrics), caller, req, prompt, req.max_tokens or 16, chat=False)
+        return await generation.complete(caller, await request.body())
+
+    return generation
 
 
 async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat: bool, json_object=False):
@@ -345,9 +408,13 @@ async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat:
     kind = "chat.completion" if chat else "text_completion"
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return _stream(target, meters, caller, prompt, kwargs, (ident, created, shape), chat, include_usage)
+        live = (engine, req.model)  # where the request counts in the live figures
+        return _stream(
+            target, meters, caller, prompt, kwargs, (ident, created, shape), chat, include_usage, live
+        )
     began = time.perf_counter()
-    out = await asyncio.to_thread(target.generate, prompt, raw=not chat, **kwargs)
+    with engine.metrics.recent.running(target.ref):
+        out = await asyncio.to_thread(target.generate, prompt, raw=not chat, **kwargs)
     _record(meters, caller, target.ref, out, began)
     choices = [
         {
@@ -404,8 +471,9 @@ def _usage(out) -> dict:
     }
 
 
-def _stream(target, meters, caller, prompt, kwargs, head, chat, include_usage):
+def _stream(target, meters, caller, prompt, kwargs, head, chat, include_usage, live):
     ident, created, shape = head  # the answer's id and time; entries -> logprobs
+    engine, name = live  # the request counts in the live figures of the service ``name`` names
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     stop = {"cancelled": False}
@@ -416,13 +484,16 @@ def _stream(target, meters, caller, prompt, kwargs, head, chat, include_usage):
     def run():
         began = time.perf_counter()
         try:
-            out = target.generate(
-                prompt, raw=not chat, on_delta=on_delta, cancelled=lambda: stop["cancelled"], **kwargs
-            )
+            with engine.metrics.recent.running(target.ref):
+                out = target.generate(
+                    prompt, raw=not chat, on_delta=on_delta, cancelled=lambda: stop["cancelled"], **kwargs
+                )
             _record(meters, caller, target.ref, out, began)
+            engine.observe(name, time.perf_counter() - began, tokens=out.completion_tokens)
             loop.call_soon_threadsafe(queue.put_nowait, ("done", out))
         except BaseException as exc:  # reported in the stream, never a traceback
             log.exception("generation failed for %s", target.ref)
+            engine.observe(name, time.perf_counter() - began, error=True)
             loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
 
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -9,7 +13,9 @@ from types import SimpleNamespace
 import httpx
 import openai
 import pytest
+from playwright import sync_api
 from tests.conftest import live_server
+from tests.unit.serve.test_console_browser import WIDE, check, sign_in
 
 import aimass
 from aimass.llm import batcher
@@ -232,3 +238,122 @@ def test_two_adapters_of_one_base_answer_differently_on_one_base_copy(headlines_
     models = [d.handler.model for d in deployments]
     assert models[0].base_ is models[1].base_  # one base in memory, two adapters on it
     assert sorted(models[0].base_.adapters) == sorted(m.adapter_ for m in models)
+
+
+# ------------------------------------------------- live figures and the console's playground
+def _figures(srv) -> dict:
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    service = srv.model.partition(":")[0]
+    answer = httpx.get(f"{srv.base}/v1/services/{service}/metrics?window_s=3600", headers=admin)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_openai_requests_count_in_the_service_live_figures(srv):
+    """Chat, completions (plain and streamed) and embeddings to a served generation model count in
+    its service's figures (requests, errors, latency, tokens/s); requests decoding count in its queue."""
+    before = _figures(srv)
+    service = srv.model.partition(":")[0]
+    chat = [{"role": "user", "content": "Name a colour."}]
+    srv.client.chat.completions.create(model=srv.model, messages=chat, max_tokens=4, temperature=0)
+    srv.client.completions.create(model=service, prompt="One, two,", max_tokens=3, temperature=0)
+    list(srv.client.chat.completions.create(model=srv.model, messages=chat, max_tokens=4, stream=True))
+    with pytest.raises(openai.BadRequestError):
+        srv.client.chat.completions.create(model=srv.model, messages=chat, temperature=5)
+    with pytest.raises(openai.BadRequestError):  # a generation model does not embed
+        srv.client.embeddings.create(model=srv.model, input="hello")
+    after = _figures(srv)
+    assert after["requests"] - before["requests"] == 5 and after["errors"] - before["errors"] == 2
+    assert after["tokens_per_s"] > 0 and after["p50_ms"] > 0 and after["p95_ms"] >= after["p50_ms"]
+    prompts = [ARTICLE, "Name three rivers.", "Say hello to Ann."]
+    with ThreadPoolExecutor(3) as pool:
+        running = [
+            pool.submit(
+                srv.client.chat.completions.create,
+                model=srv.model,
+                messages=[{"role": "user", "content": p}],
+                max_tokens=16,
+                temperature=0,
+            )
+            for p in prompts
+        ]
+        seen = []
+        while not all(r.done() for r in running):
+            seen.append(_figures(srv)["queue_depth"])  # requests decoding in the batch count as queued
+        assert all(r.result().choices for r in running)
+    assert max(seen) >= 1, seen
+    assert _figures(srv)["queue_depth"] == 0
+
+
+@contextlib.contextmanager
+def _console(srv, key: str):
+    with httpx.Client(base_url=srv.base, timeout=120, follow_redirects=True) as client:
+        form = client.get("/console/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        assert client.post("/console/signin", data={"csrf": csrf, "key": key}).status_code == 200
+        yield client
+
+
+def test_the_playground_streams_what_the_chat_route_answers(srv):
+    """The console's playground lists the served generation model and streams, through the form's
+    CSRF check and the chat route's access rule, the answer POST /v1/chat/completions gives; its
+    session cookie is no API key."""
+    with _console(srv, srv.key) as client:  # a predict-only key may chat
+        page = client.get("/console/playground", params={"model": srv.model})
+        assert page.status_code == 200 and f'<option value="{srv.model}" selected>' in page.text
+        assert "static/playground.js" in page.text and "/v1/chat/completions" in page.text
+        assert "Playground" in client.get(f"/console/try/{srv.model.partition(':')[0]}").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        body = {
+            "model": srv.model,
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": ARTICLE}],
+            "max_tokens": 6,
+            "temperature": 0.8,
+            "seed": 5,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        forged = client.post("/console/playground/chat", data={"body": json.dumps(body)})
+        assert forged.status_code == 403 and "CSRF" in forged.text
+        streamed = client.post("/console/playground/chat", data={"csrf": csrf, "body": json.dumps(body)})
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        chunks = [json.loads(x[6:]) for x in streamed.text.split("\n\n") if x.startswith("data: {")]
+        bad = client.post(
+            "/console/playground/chat", data={"csrf": csrf, "body": json.dumps({**body, "temperature": 5})}
+        )
+        assert bad.status_code == 400 and "temperature" in bad.text
+        cookie_only = client.post("/v1/chat/completions", json=body)
+        assert cookie_only.status_code == 401  # the REST routes want a key, not the console's cookie
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    plain = srv.client.chat.completions.create(
+        model=srv.model, messages=body["messages"], max_tokens=6, temperature=0.8, seed=5
+    )
+    assert text == plain.choices[0].message.content and chunks[-1]["usage"]["completion_tokens"] <= 6
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium: apt-get install -y chromium")
+def test_the_playground_in_a_browser_streams_and_shows_the_request(srv, tmp_path):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--disable-gpu"])
+        page = browser.new_context(viewport=WIDE).new_page()
+        page.set_default_timeout(60_000)
+        sign_in(page, srv.base, auth.admin_token())
+        page.goto(f"{srv.base}/console/models/{srv.model}")
+        page.get_by_role("link", name=f"Chat with {srv.model} in the Playground").click()
+        page.wait_for_url("**/console/playground?model=*")
+        page.get_by_label("Temperature (0–2)").fill("0")
+        page.get_by_label("Max tokens").fill("6")
+        page.get_by_label("Your message").fill("Say hello.")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector("#status[data-done=true]")
+        said = page.locator(".message.assistant p").text_content()
+        curl, code = page.text_content("#curl"), page.text_content("#python")
+        assert "tokens/s" in page.text_content("#status")
+        check(page, tmp_path, "playground")
+        browser.close()
+    plain = srv.client.chat.completions.create(
+        model=srv.model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=6, temperature=0
+    )
+    assert said == plain.choices[0].message.content and said
+    assert '"stream":true' in curl and '"max_tokens":6' in curl and "Say hello." in curl
+    assert f'model="{srv.model}"' in code and "max_tokens=6" in code and "stream=True" in code

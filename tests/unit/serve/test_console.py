@@ -146,6 +146,7 @@ def test_every_page_renders_with_relative_links(admin, bbc_csv):
         f"/console/start/{ds.id}",
         "/console/keys",
         "/console/try",
+        "/console/playground",
     ]:
         page = admin.get(path)
         assert page.status_code == 200, (path, page.text[-500:])
@@ -233,7 +234,8 @@ def test_the_console_obeys_the_access_policies_not_only_the_key_scopes(app):
 
 def test_the_wizard_trains_in_a_project_the_user_may_submit_to(app, bbc_csv):
     """A user whose policy covers only project ``ml`` is offered ``ml`` (not ``default``), and the
-    train job lands there; asking for ``default`` is a 403, as POST /v1/jobs would answer."""
+    wizard's ``auto`` job (on the stored dataset) lands there; asking for ``default`` is a 403, as
+    POST /v1/auto would answer, with the same audit row."""
     ds = api.import_dataset(bbc_csv, name="news-wizard-project")
     directory.create_project("ml")
     directory.create_user("erin")
@@ -246,9 +248,10 @@ def test_the_wizard_trains_in_a_project_the_user_may_submit_to(app, bbc_csv):
     with signed_in(app, key) as client:
         page = client.get(f"/console/start/{ds.id}")
         assert page.status_code == 200, page.text[-500:]
+        assert "text-classification" in page.text and "POST /v1/auto" in page.text
         offered = re.findall(r'<option value="([^"]+)">\1</option>', page.text.split('name="project"')[1])
         assert offered == ["ml"]
-        form = {"csrf": csrf_of(page.text), "task": "text-classification", "budget": "10"}
+        form = {"csrf": csrf_of(page.text), "budget": "10", "name": "wizard-auto"}
         denied = client.post(f"/console/start/{ds.id}/train", data={**form, "project": "default"})
         assert denied.status_code == 403, denied.text[-300:]
         answer = client.post(
@@ -257,4 +260,14 @@ def test_the_wizard_trains_in_a_project_the_user_may_submit_to(app, bbc_csv):
         assert answer.status_code == 303, answer.text[-500:]
     job_id = re.search(r"jobs/([^?]+)\?wizard=1", answer.headers["location"]).group(1)
     assert directory.project_of("job", job_id) == "ml"
+    job = jobs.show(job_id)
+    assert job["kind"] == "auto" and job["params"] == {
+        "data": ds.id,
+        "time_budget": "10s",
+        "name": "wizard-auto",
+        "deploy": False,
+    }
+    decided = audit.query(principal="erin", action="job:Submit")  # newest first
+    assert [r["decision"] for r in decided[:2]] == ["allowed", "implicitDeny"]
+    assert decided[0]["source"] == "console" and decided[0]["resource"] == "aimass:project/ml/job/*"
     jobs.cancel(job_id)

@@ -205,3 +205,10 @@ def test_auto_is_queued_as_a_job(client, headers, bbc_csv, monkeypatch):
     client.post(
         f"/v1/jobs/{job['id']}/cancel", headers=headers
     )  # not run here: tests/unit/test_auto.py runs auto
+    ds = api.import_dataset(bbc_csv, name="auto-rest")  # a stored dataset instead of a path
+    stored = client.post("/v1/auto", json={"data": ds.id, "time_budget": "2m"}, headers=headers)
+    assert stored.status_code == 202 and stored.json()["params"]["data"] == ds.id, stored.text
+    client.post(f"/v1/jobs/{stored.json()['id']}/cancel", headers=headers)
+    for neither_or_both in ({}, {"data": ds.id, "path": str(bbc_csv)}):
+        refused = client.post("/v1/auto", json={"time_budget": "2m", **neither_or_both}, headers=headers)
+        assert refused.status_code == 422 and "one of the two" in refused.json()["error"]["message"]

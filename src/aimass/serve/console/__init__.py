@@ -5,7 +5,7 @@ Sign in once with an API key or the admin token; pages then offer what that key'
 and the server decides every page and action by the access policies exactly as the REST twin's
 (:meth:`~aimass.serve.console.core.Console.authorize`: same rule, 403/404 and audit row). Each
 page calls the functions its REST twin calls (``/v1/jobs``, ``/v1/versions``, ``/v1/services``,
-``/v1/datasets``, ``/v1/keys``).
+``/v1/datasets``, ``/v1/keys``); the playground calls what ``/v1/chat/completions`` calls.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from aimass.serve.auth import Guard
 from aimass.serve.console.core import HERE, PREFIX, Console, ConsoleRoute
 from aimass.serve.console.manage import add_manage
+from aimass.serve.console.playground import add_playground
 from aimass.serve.console.wizard import add_wizard
 from aimass.serve.engine import Engine
 from aimass.serve.metering import Meter
+from aimass.serve.openai_routes import Generation
 from aimass.serve.predict import Predictor
 
 UPLOAD_PATH = PREFIX + "/start/upload"
@@ -28,12 +30,15 @@ TRY_PATH_PREFIX = PREFIX + "/try/"
 __all__ = ["TRY_PATH_PREFIX", "UPLOAD_PATH", "add_console"]
 
 
-def add_console(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor, meter: Meter) -> Console:
+def add_console(
+    app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor, meter: Meter, generation: Generation
+) -> Console:
     """Mount the console's pages under ``/console`` and its static files under ``/console/static``."""
     console = Console(guard)
     router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
     add_wizard(router, console, engine, predictor)
     add_manage(router, console, engine, meter)
+    add_playground(router, console, engine, generation)
     app.include_router(router)
     app.mount(PREFIX + "/static", StaticFiles(directory=HERE / "static"), name="console-static")
 

@@ -49,6 +49,7 @@ NAV = {  # template -> the navigation entry it belongs to
     "keys.html": "keys",
     "served.html": "try",
     "try.html": "try",
+    "playground.html": "playground",
 }
 
 

@@ -36,6 +36,7 @@ from aimass.serve.data_routes import (
 from aimass.serve.engine import Engine
 from aimass.serve.jobs_routes import jobs_page, may_run, only_granted_paths
 from aimass.serve.metering import Meter
+from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
 
 Offset = Query(0, ge=0, le=10**9)
@@ -131,7 +132,8 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
         info = await asyncio.to_thread(version, ref, engine)
         services = sorted(await asyncio.to_thread(console.visible, ctx, "service", list(engine.services)))
         offers = await asyncio.to_thread(_offers, console, ctx, info)
-        return console.page(request, "model.html", ctx, m=info, services=services, **offers)
+        chats = ref in chat_models(engine)  # served and generates: the playground chats with it
+        return console.page(request, "model.html", ctx, m=info, services=services, chats=chats, **offers)
 
     @router.post("/models/{ref}/delete")
     async def delete(request: Request, ref: str):

@@ -1,8 +1,9 @@
 """Sign-in, the Start wizard and the try-it box.
 
 Upload (or a server path under the data roots) -> the import report -> the task and backbone
-detected, a time budget -> Train (a ``train`` job) -> live progress -> metrics -> Deploy -> try it,
-with the curl and Python snippets. Each step calls what its REST twin calls.
+detected, a time budget -> Train (an ``auto`` job on the stored dataset, decided and queued as
+``POST /v1/auto`` with ``{"data": ID}``) -> live progress -> metrics -> Deploy -> try it, with the
+curl and Python snippets. Each step calls what its REST twin calls.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ import secrets
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
-from aimass import jobs
 from aimass.access import directory
+from aimass.autolearn import dataset_task
 from aimass.backbones import default_backbone
 from aimass.data.uploads import store_upload
 from aimass.errors import ConfigError, PermissionDenied
 from aimass.serve.console.core import Console, rest, root
 from aimass.serve.console.sessions import COOKIE, LIFETIME_S, SIGNIN_COOKIE
-from aimass.serve.data_routes import dataset_report, import_upload
+from aimass.serve.data_routes import import_upload, open_dataset
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import may_run, need_project, only_granted_paths, own_job
+from aimass.serve.jobs_routes import AutoRequest, submit_auto
+from aimass.serve.openai_routes import chat_models
 from aimass.serve.predict import Predictor
 from aimass.store import registry
-from aimass.tasks import available_tasks, get_task, sniff
+from aimass.tasks import get_task
 
 BUDGETS = (10, 1800, 10)  # the time budget slider: min, max, step (seconds)
 
@@ -119,9 +121,9 @@ def _add_start(router: APIRouter, console: Console) -> None:
     async def report(request: Request, dataset_id: str):
         ctx = console.ctx(request)
         await asyncio.to_thread(console.authorize, ctx, "GET", rest("/v1/datasets/{}", dataset_id))
-        summary = await asyncio.to_thread(dataset_report, dataset_id)
-        found = sniff(summary["file"]) if summary.get("file") else None
-        task, why = found or (available_tasks()[0], "")
+        ds = await asyncio.to_thread(open_dataset, dataset_id)
+        summary = ds.summary()
+        task, why = dataset_task(ds)  # what the auto job will find
         language = summary.get("language")
         projects = await asyncio.to_thread(_projects, console, ctx)
         return console.page(
@@ -131,7 +133,7 @@ def _add_start(router: APIRouter, console: Console) -> None:
             ds=summary,
             task=task,
             why=why,
-            tasks=available_tasks(),
+            planned=get_task(task).tuner is not None,
             backbone=default_backbone(language) if language else "chosen by the task",
             budgets=BUDGETS,
             name=registry_name(summary["name"]),
@@ -140,29 +142,29 @@ def _add_start(router: APIRouter, console: Console) -> None:
 
     @router.post("/start/{dataset_id}/train")
     async def train(request: Request, dataset_id: str):
+        """Queue ``auto`` on the stored dataset, as ``POST /v1/auto`` would (same rule, same audit
+        row); the job and the model it makes belong to the chosen project."""
         ctx = console.ctx(request)
         form = await console.form(request, ctx)
-        task = get_task(str(form.get("task") or "")).name
-        seconds = _budget(form.get("budget"))
-        params = {"data": dataset_id, "task": task, "time_budget": f"{seconds}s"}
-        if form.get("name"):
-            params["name"] = registry.check_name(str(form["name"]))
-        project = str(form.get("project") or directory.DEFAULT_PROJECT)
-        body = {"kind": "train", "params": params, "project": project}
-        console.authorize(ctx, "POST", "/v1/jobs", body)
-        may_run(ctx.caller, jobs.get_kind("train"), console.guard.policy is not None)  # as POST /v1/jobs
-        await asyncio.to_thread(need_project, project)
-        job = await asyncio.to_thread(jobs.submit, "train", params, guard=only_granted_paths)
-        job = await asyncio.to_thread(own_job, job, project)  # its model lands in the project too
+        name = registry.check_name(str(form["name"])) if form.get("name") else None
+        body = AutoRequest(
+            data=dataset_id,
+            time_budget=f"{_budget(form.get('budget'))}s",
+            name=name,
+            project=str(form.get("project") or directory.DEFAULT_PROJECT),
+        )
+        twin = body.model_dump(exclude_none=True)
+        await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/auto", twin)
+        job = await asyncio.to_thread(submit_auto, body)
         return console.redirect(request, f"jobs/{job['id']}?wizard=1", ctx=ctx)
 
 
 def _projects(console: Console, ctx) -> list[str]:
-    """The projects the caller may train in (``POST /v1/jobs`` would allow a train job there),
+    """The projects the caller may train in (``POST /v1/auto`` would allow the job there),
     ``default`` first; the form offers these, and the submit is decided again."""
     names = [p["name"] for p in directory.list_projects()]
     names = [directory.DEFAULT_PROJECT] + [n for n in names if n != directory.DEFAULT_PROJECT]
-    return [n for n in names if console.may(ctx, "POST", "/v1/jobs", {"kind": "train", "project": n})]
+    return [n for n in names if console.may(ctx, "POST", "/v1/auto", {"project": n})]
 
 
 def registry_name(name: str) -> str:
@@ -207,6 +209,7 @@ def _add_try(router: APIRouter, console: Console, engine: Engine, predictor: Pre
             kind=deployment.spec.data_kind,
             sample=json.dumps(deployment.spec.sample_request, ensure_ascii=False),
             base=base,
+            chats=name in chat_models(engine),
         )
 
     @router.post("/try/{name}")
