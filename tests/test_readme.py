@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import SESSION_HOME
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -94,7 +96,12 @@ def test_doc_python_blocks_run(tmp_path):
     blocks = python_blocks()
     assert len(blocks) >= 2
     (tmp_path / "blocks.json").write_text(json.dumps(blocks))
-    env = {**os.environ, "AIMASS_HOME": str(tmp_path / "home")}
+    home = tmp_path / "home"
+    home.mkdir()
+    shared = SESSION_HOME / "backbones"  # converted backbone copies: a cache, not the user's state
+    shared.mkdir(parents=True, exist_ok=True)
+    (home / "backbones").symlink_to(shared, target_is_directory=True)
+    env = {**os.environ, "AIMASS_HOME": str(home)}
     result = subprocess.run(
         [sys.executable, "-c", RUNNER, "blocks.json"],
         cwd=tmp_path,
