@@ -3,9 +3,9 @@ a bare FastAPI + transformers ``generate`` server, on the same SmolLM2-135M-Inst
 Q4_1 GGUF; aimass and transformers run its weights dequantised to fp32), the same prompts and one
 thread each, in one run, over HTTP with the official ``openai`` client.
 
-Measured per system: one stream's decode tok/s (token chunks after the first, over their time) and
-time to first token for a ~200-token prompt (median of 3), then 8 concurrent requests' total
-completion tok/s. Greedy, at most 64 new tokens.
+Measured per system: one stream's decode tok/s (token chunks after the first, over their time),
+time to first token for a ~200-token prompt (median of 3 different articles), then 8 concurrent
+requests' total completion tok/s. Greedy, at most 64 new tokens.
 
 llama.cpp's server is a source build (~8.5 min), kept out of aimass's environment:
 
@@ -46,15 +46,20 @@ PROMPTS = [
 ]
 
 
-def long_prompt(tokens: int = 200) -> str:
-    """A BBC article cut to about ``tokens`` tokens of SmolLM2's tokenizer, then a question."""
+def long_prompts(n: int = 3, tokens: int = 200) -> list[str]:
+    """``n`` different BBC articles, each cut to about ``tokens`` tokens of SmolLM2's tokenizer, then
+    a question. Different texts: llama.cpp reuses the cached prefix of the previous prompt, so the
+    same prompt twice would time a cache hit, not a prefill."""
     from aimass.data import bbc_news_path
-    from aimass.llm.hub import HUB
+    from aimass.llm.backbone import get_llm_backbone, load_tokenizer
 
-    text = sorted((bbc_news_path() / "business").glob("*.txt"))[0].read_text(encoding="latin-1")
-    tok = HUB.base("smollm2-135m").tokenizer
-    ids = tok(" ".join(text.split()), add_special_tokens=False)["input_ids"][: tokens - 12]
-    return tok.decode(ids) + "\n\nWhat is this article about?"
+    tok = load_tokenizer(get_llm_backbone("smollm2-135m"))
+    out = []
+    for path in sorted((bbc_news_path() / "business").glob("*.txt"))[:n]:
+        text = " ".join(path.read_text(encoding="latin-1").split())
+        ids = tok(text, add_special_tokens=False)["input_ids"][: tokens - 12]
+        out.append(tok.decode(ids) + "\n\nWhat is this article about?")
+    return out
 
 
 def fine_tune(work: Path) -> str:
@@ -185,7 +190,7 @@ def streamed(client, model: str, prompt: str, max_tokens: int) -> tuple[float, l
     return (arrivals[0] if arrivals else float("nan")), arrivals
 
 
-def measure(spec: dict, prompt_200: str) -> dict:
+def measure(spec: dict, prompts_200: list[str]) -> dict:
     import openai
 
     client = openai.OpenAI(base_url=spec["base"], api_key=spec["key"], max_retries=0, timeout=600)
@@ -199,7 +204,7 @@ def measure(spec: dict, prompt_200: str) -> dict:
         _, arrivals = streamed(client, model, PROMPTS[1], NEW)
         out["decode_tok_s"] = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
         out["decode_chunks"] = len(arrivals)
-        out["ttft_200_s"] = statistics.median(streamed(client, model, prompt_200, 1)[0] for _ in range(3))
+        out["ttft_200_s"] = statistics.median(streamed(client, model, p, 1)[0] for p in prompts_200)
     answers = [None] * len(PROMPTS)
 
     def one(i: int) -> None:
@@ -283,12 +288,12 @@ def main(argv=None) -> int:
         ref = fine_tune(work)
         print(f"fine-tuned {ref} in {time.perf_counter() - began:.0f} s", flush=True)
         _, key = auth.create_key("bench", ["predict"])
-        prompt_200 = long_prompt()
+        prompts_200 = long_prompts()
         rows = {}
         for name, spec in systems(args, env, key).items():
             proc = start(spec["cmd"], spec["health"], env)
             try:
-                rows[name] = measure(spec, prompt_200)
+                rows[name] = measure(spec, prompts_200)
             finally:
                 stop(proc)
             print(f"{name:38s} {json.dumps(rows[name])}", flush=True)
