@@ -16,7 +16,7 @@ classes) without forgetting the old, the way a retrain on everything would not n
 >>> tuple(grown.dense.weight.shape), tuple(grown.lexical.weight.shape)
 ((3, 4), (3, 5))
 >>> replay_rows(["a", "a", "a", "b"], 2, seed=0)
-[0, 1, 3]
+[1, 2, 3]
 """
 
 from __future__ import annotations
