@@ -183,8 +183,11 @@ def continue_model(
     run = registry.get_run(run_id) if run_id is not None else None
     run = run or registry.start_run(spec.name, settings, data.id, run_id=run_id)
     try:
+        began = time.perf_counter()
         before = spec.estimator.load(registry.open_folder(record))
+        loaded = round(time.perf_counter() - began, 2)
         model.fit_from(before, data, old=old, replay=replay, progress=progress)
+        model.timings_ = {"load_parent": loaded, **model.timings_}  # a retrain loads its backbone too
         report = model.evaluate(data, "test")
         report.update(_forgetting(before, model, old, data, report), replay=model.replay_)
     except BaseException as exc:
