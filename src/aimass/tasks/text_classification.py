@@ -385,7 +385,6 @@ class TextClassifier(Classifier):
             >>> child = TextClassifier().fit_from(parent, new_ds, old=old_ds)   # doctest: +SKIP
         """
         cfg = _config(self.get_params())
-        deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
         timer = Timer()
         self._inherit(parent)
         train, val, digest, _ = _splits(data, None)
@@ -394,28 +393,16 @@ class TextClassifier(Classifier):
         self.classes_ = list(parent.classes_) + sorted(set(train[1]) - set(parent.classes_))
         old_rows, old_pooled, self.replay_ = self._replay(parent, old, replay, cfg.seed)
         timer.lap("replay")
-        pooled = self._embed_through(train[0] + val[0], progress)
-        if old_pooled is None:
-            old_pooled = self._embed_through(old_rows[0][0] + old_rows[1][0], progress)
-        cut, old_cut = len(train[0]), len(old_rows[0][0])
-        train, val = _joined(train, old_rows[0]), _joined(val, old_rows[1])
+        train, val, pooled = self._with_replay(train, val, old_rows, old_pooled, progress)
         timer.lap("embed")
         self.lexical_ = parent.lexical_.widen(train[0]) if parent.lexical_ is not None else None
         n_lex = self.lexical_.size if self.lexical_ else 0
         self.net_.head = grown = continual.grow_head(parent.net_.head, len(self.classes_), n_lex)
         feats = (
-            self._pooled_features(train, torch.cat([pooled[:cut], old_pooled[:old_cut]])),
-            self._pooled_features(val, torch.cat([pooled[cut:], old_pooled[old_cut:]])) if val[0] else None,
+            self._pooled_features(train, pooled[0]),
+            self._pooled_features(val, pooled[1]) if val[0] else None,
         )
-        head = continual.fit_continued(
-            grown,
-            *feats,
-            n_old=len(parent.classes_),
-            n_old_lex=parent.lexical_.size if parent.lexical_ else 0,
-            seed=cfg.seed,
-            lr=cfg.lr_head,
-            deadline=deadline,
-        )
+        head = continual.fit_continued(grown, *feats)  # seconds: like stage 1, never cut by the budget
         self.stages_ = {"continue": head.__dict__}
         timer.lap("train_head")
         self.chosen_, self.candidates_ = portfolio.NETWORK, {}
@@ -481,6 +468,16 @@ class TextClassifier(Classifier):
         if keep is None:
             return cache["pooled"][rows]
         return continual.pooled_through(parent.net_, keep, cache["hidden"][rows], cache["mask"][rows])
+
+    def _with_replay(self, train: tuple, val: tuple, old_rows: tuple, old_pooled, progress: bool) -> tuple:
+        """(train + old train rows, valid + old valid rows, (their pooled embeddings)): the new rows
+        embedded through the parent's encoder, the old ones too unless the cache had them."""
+        new = self._embed_through(train[0] + val[0], progress)
+        if old_pooled is None:
+            old_pooled = self._embed_through(old_rows[0][0] + old_rows[1][0], progress)
+        cut, old_cut = len(train[0]), len(old_rows[0][0])
+        pooled = torch.cat([new[:cut], old_pooled[:old_cut]]), torch.cat([new[cut:], old_pooled[old_cut:]])
+        return _joined(train, old_rows[0]), _joined(val, old_rows[1]), pooled
 
     def _embed_through(self, texts: list[str], progress: bool) -> torch.Tensor:
         """Pooled embeddings of ``texts`` through this model's encoder as it is (cached on disk,

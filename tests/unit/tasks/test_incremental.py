@@ -12,13 +12,13 @@ import json
 
 import numpy as np
 import pytest
+from tests.conftest import bbc_sample
 from typer.testing import CliRunner
 
 from aimass import api, jobs
 from aimass.cli import app
 from aimass.errors import ConfigError, NotFoundError
 from aimass.store.db import ModelVersionRecord, session
-from tests.conftest import bbc_sample
 
 FAST = {"backbone": "minilm-l6", "max_length": 32, "unfreeze": 0, "baselines": False, "time_budget": 60}
 SEEN, LATER = 16, 8  # articles per topic in the old data, and more of each in the new
