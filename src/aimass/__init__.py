@@ -16,6 +16,7 @@ __all__ = [
     "compare_models",
     "compress",
     "compression_methods",
+    "continue_model",
     "dataset_issues",
     "delete_model",
     "evaluate",

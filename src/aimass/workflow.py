@@ -27,11 +27,12 @@ from aimass.errors import ConfigError, NotFoundError
 from aimass.estimator import Estimator
 from aimass.store import registry
 from aimass.store.artifacts import write_atomic
-from aimass.tasks import available_tasks, get_task
+from aimass.tasks import DEFAULT_TASK, available_tasks, get_task
 
 __all__ = [
     "available_tasks",
     "compress",
+    "continue_model",
     "dataset",
     "evaluate",
     "finetune",
@@ -77,13 +78,15 @@ def finetune(task: str, data, **params) -> Estimator:
 
 
 def train_model(
-    task: str,
+    task: str | None,
     data,
     *,
     name: str | None = None,
     resume: bool = False,
     progress: bool = True,
     run_id: str | None = None,
+    continue_from: str | None = None,
+    replay: int | None = None,
     **params,
 ) -> dict:
     """Fit, evaluate on the held-out test split, register and return a summary.
@@ -91,8 +94,34 @@ def train_model(
     The run is recorded; with ``resume=True`` an interrupted run with the same
     settings continues from its last checkpoint. ``run_id`` names the run (a job passes its
     own): a run that already registered its version returns that version instead of training
-    again, so a job resumed after a crash never registers twice.
+    again, so a job resumed after a crash never registers twice. ``task`` None: the default task
+    (or, when continuing, the parent's).
+
+    ``continue_from`` (``NAME:VERSION``) continues that version on ``data`` instead of training
+    from scratch (:func:`continue_model`, with ``replay`` rows per class of its old data).
     """
+    if continue_from is not None:
+        if resume:
+            raise ConfigError(
+                "--from continues a registered version and --resume an interrupted run; pass one of them.",
+                hint="Drop --resume: a continued fit trains only the head and is quick to run again.",
+            )
+        return continue_model(
+            continue_from,
+            data,
+            task=task,
+            name=name,
+            replay=replay,
+            progress=progress,
+            run_id=run_id,
+            **params,
+        )
+    if replay is not None:
+        raise ConfigError(
+            "--replay only applies when continuing a version.",
+            hint="Add --from NAME:VERSION, or drop --replay.",
+        )
+    task = task or DEFAULT_TASK
     data = dataset(data)
     name = registry.check_name(name or data.name)
     model = get_task(task).estimator(**params)
@@ -114,8 +143,111 @@ def train_model(
     return _summary(record, data, model)
 
 
+REPLAY = 200  # old training rows per class a continued fit replays by default
+
+
+def continue_model(
+    parent: str,
+    data,
+    *,
+    task: str | None = None,
+    name: str | None = None,
+    replay: int | None = None,
+    progress: bool = True,
+    run_id: str | None = None,
+    **params,
+) -> dict:
+    """Continue the registered version ``parent`` on new ``data`` (new classes welcome) and
+    register the result as a child version (of ``name``, default the parent's name) whose lineage
+    names the parent.
+
+    The child replays up to ``replay`` rows per class of the parent's training data; its test
+    report adds ``old_test`` (parent and child on the parent's test split), ``forgetting`` (the
+    child's drop there, in accuracy points), ``new_test`` and ``all_test`` (both splits together).
+    ``params`` override the parent's (e.g. ``time_budget``).
+    """
+    record = registry.get_version(parent)
+    spec = _continuable(record, task)
+    replay = REPLAY if replay is None else replay
+    if not isinstance(replay, int) or isinstance(replay, bool) or replay < 0:
+        raise ConfigError(
+            f"replay must be a whole number >= 0. Got {replay!r} instead.", hint="e.g. --replay 200"
+        )
+    data = dataset(data)
+    name = registry.check_name(name or record.name)
+    if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
+        return _summary(done, data, spec.estimator.load(registry.open_folder(done)))
+    old = _parent_data(record, replay)
+    model = spec.estimator(**{**record.params, **params})
+    settings = {**model.get_params(), "from": record.ref, "replay": replay}
+    run = registry.get_run(run_id) if run_id is not None else None
+    run = run or registry.start_run(spec.name, settings, data.id, run_id=run_id)
+    try:
+        began = time.perf_counter()
+        before = spec.estimator.load(registry.open_folder(record))
+        loaded = round(time.perf_counter() - began, 2)
+        model.fit_from(before, data, old=old, replay=replay, progress=progress)
+        model.timings_ = {"load_parent": loaded, **model.timings_}  # a retrain loads its backbone too
+        report = model.evaluate(data, "test")
+        report.update(_forgetting(before, model, old, data, report), replay=model.replay_)
+    except BaseException as exc:
+        registry.finish_run(run.id, "failed", error="".join(traceback.format_exception_only(exc))[-4000:])
+        raise
+    new = register(model, name, report=report, run_id=run.id, parent=record.ref)
+    registry.finish_run(run.id, "succeeded", timings=model.timings_)
+    return _summary(new, data, model)
+
+
+def _continuable(record, task: str | None):
+    """The parent's task spec; a ConfigError when ``task`` names another task or the task's
+    estimator cannot continue a fitted model (no ``fit_from``)."""
+    if task is not None and task != record.task:
+        raise ConfigError(
+            f"{record.ref} is a {record.task} model; a {task} model cannot continue from it.",
+            hint=f"Drop --task (the parent's task is used), or continue from a {task} version.",
+        )
+    spec = get_task(record.task)
+    if not callable(getattr(spec.estimator, "fit_from", None)):
+        able = [t for t in available_tasks() if callable(getattr(get_task(t).estimator, "fit_from", None))]
+        raise ConfigError(
+            f"Continuing is supported for {', '.join(able)}; {record.ref} is a {record.task} model.",
+            hint=f"Train a new {record.task} version on all the data instead (aimass train --data ...).",
+        )
+    return spec
+
+
+def _parent_data(record, replay: int):
+    """The dataset that trained ``record`` (its replay and old test split), or None when it is
+    gone and nothing is to be replayed."""
+    try:
+        return _eval_data(record, None)
+    except NotFoundError as exc:
+        if replay == 0:
+            return None
+        raise NotFoundError(
+            exc.message, hint="Pass --replay 0 to continue without replaying old data."
+        ) from None
+
+
+def _forgetting(parent, child, old, data, report: dict) -> dict:
+    """``old_test``, ``forgetting`` (points), ``new_test`` and ``all_test`` of a continued fit."""
+    new_n = report["n"]
+    out = {"new_test": {"child": report["accuracy"], "n": new_n, "dataset": data.id}}
+    if old is None:
+        return out
+    before = parent.evaluate(old, "test", top_k=0)
+    after = child.evaluate(old, "test", top_k=0)
+    n = before["n"]
+    out["old_test"] = {"parent": before["accuracy"], "child": after["accuracy"], "n": n, "dataset": old.id}
+    out["forgetting"] = round(100 * (before["accuracy"] - after["accuracy"]), 2)
+    right = after["accuracy"] * n + report["accuracy"] * new_n
+    out["all_test"] = {"child": round(right / (n + new_n), 6), "n": n + new_n}
+    return out
+
+
 HEADLINE = ("n", "accuracy", "macro_f1", "per_class", "loss", "perplexity", "rouge_l", "rouge_l_base")
 KEPT = ("portfolio",)  # stored with the headline: the candidates a classifier's fit compared, its choice
+CONTINUED = ("old_test", "new_test", "all_test", "forgetting", "replay")  # a continued fit's
 
 
 def _summary(record, data, model) -> dict:
@@ -128,6 +260,8 @@ def _summary(record, data, model) -> dict:
         "timings": getattr(model, "timings_", {}),
         "stages": _stages(model),
         **({"portfolio": record.metrics["portfolio"]} if "portfolio" in record.metrics else {}),
+        **({"parent": record.parent} if record.parent else {}),
+        **{k: record.metrics[k] for k in CONTINUED if k in record.metrics},
     }
 
 
@@ -153,7 +287,7 @@ def _write_report(model: Estimator, folder: Path, report: dict) -> None:
 
 
 def _headline(report: dict) -> dict:
-    return {k: report[k] for k in HEADLINE + KEPT if k in report}
+    return {k: report[k] for k in HEADLINE + KEPT + CONTINUED if k in report}
 
 
 def _stages(model) -> dict:
@@ -188,7 +322,8 @@ def evaluate(ref: str, data: str | Path | None = None, *, save: bool = False) ->
     report = model.evaluate(split_data, "test")
     if save:
         _write_report(model, Path(record.path), report)
-        registry.update_metrics(record.ref, _headline(report))
+        kept = {k: record.metrics[k] for k in CONTINUED if k in record.metrics}  # of its own fit
+        registry.update_metrics(record.ref, {**kept, **_headline(report)})
     return report
 
 

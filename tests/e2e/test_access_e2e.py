@@ -230,3 +230,24 @@ def test_jobs_and_versions_lists_page_only_what_each_user_may_read(world, tmp_pa
     versions = client.get("/v1/versions", headers=keys["alice"]).json()
     assert [v["name"] for v in versions["versions"]] == ["reviews"] and versions["total"] == 1
     assert client.get("/v1/versions", headers=admin).json()["total"] == 2
+
+
+def test_a_train_job_continues_only_a_version_its_submitter_may_read(world, tmp_path):
+    """``{"kind": "train", "params": {"from": REF}}`` learns from REF's weights and data: alice
+    may continue her project's version; bob's is a 404, exactly like one that does not exist."""
+    from aimass import api
+
+    client, keys = world
+    table = tmp_path / "more.csv"
+    rows = [f"{w} story number {i},{w}" for i in range(12) for w in ("sport", "money")]
+    table.write_text("text,label\n" + "\n".join(rows) + "\n")
+    data = api.import_dataset(table, name="more").id
+    job = {"kind": "train", "params": {"data": data, "from": "reviews:3"}, "project": "nlp"}
+    mine = client.post("/v1/jobs", json=job, headers=keys["alice"])
+    assert mine.status_code == 202, mine.text
+    assert mine.json()["params"]["from"] == "reviews:3"
+    for ref in ("faces:1", "nothing:1"):
+        theirs = client.post(
+            "/v1/jobs", json={**job, "params": {"data": data, "from": ref}}, headers=keys["alice"]
+        )
+        assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "not_found", theirs.text

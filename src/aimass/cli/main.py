@@ -179,13 +179,14 @@ class _TaskChoicesHelp(TyperCommand):
 def train(
     data: Annotated[str, typer.Option(help="Dataset id or name, or a file/folder to import.")],
     task: Annotated[
-        str,
+        str | None,
         typer.Option(
             metavar="TASK",
             autocompletion=_task_names,
-            help="Task type; `aimass tasks` lists every task and its options.",
+            help="Task type; `aimass tasks` lists every task and its options "
+            f"(default: {DEFAULT_TASK}, or the --from version's).",
         ),
-    ] = DEFAULT_TASK,
+    ] = None,
     backbone: Annotated[
         str | None, typer.Option(help="auto, a backbone name, hf:ORG/NAME or a folder (default: the task's).")
     ] = None,
@@ -205,6 +206,20 @@ def train(
         int | None, typer.Option(help="Stage-2 epochs (default: planned from the time budget).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run with the same settings.")] = False,
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="NAME:VERSION to continue on the new --data (new classes welcome) instead of training "
+            "from scratch; the new version names it as its parent.",
+        ),
+    ] = None,
+    replay: Annotated[
+        int | None,
+        typer.Option(
+            help="With --from: old training rows per class replayed beside the new data (default 200)."
+        ),
+    ] = None,
     option: Annotated[
         list[str] | None,
         typer.Option(
@@ -219,9 +234,21 @@ def train(
     from aimass import api
 
     given = {"backbone": backbone, "time_budget": time_budget, "unfreeze": unfreeze, "epochs_top": epochs_top}
-    params = {**{k: v for k, v in given.items() if v is not None}, **task_options(task, option or [])}
-    seed = params.pop("seed", seed)
-    result = api.train_model(task, data, name=name, resume=resume, progress=not as_json, seed=seed, **params)
+    params = {
+        **{k: v for k, v in given.items() if v is not None},
+        **task_options(task or DEFAULT_TASK, option or []),
+    }
+    params["seed"] = params.pop("seed", seed)
+    result = api.train_model(
+        task,
+        data,
+        name=name,
+        resume=resume,
+        progress=not as_json,
+        continue_from=from_,
+        replay=replay,
+        **params,
+    )
     emit(result, as_json, _show_train)
 
 
@@ -275,6 +302,7 @@ def _show_train(result: dict) -> None:
         f"macro-F1 {m['macro_f1']:.4f}  (n={m['n']})"
     )
     out.print("Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()))
+    _show_continued(result)
     for stage, info in result["stages"].items():
         note = (
             f"skipped ({info['skipped']})"
@@ -284,6 +312,23 @@ def _show_train(result: dict) -> None:
         out.print(f"  {stage}: {note}")
     _show_portfolio(result.get("portfolio"))
     out.print(f"Artifacts: {result['path']}")
+
+
+def _show_continued(result: dict) -> None:
+    """What a continued fit kept and learned: the old test split (parent vs child), the new one."""
+    if "parent" not in result or "new_test" not in result:
+        return
+    replay = result.get("replay", {})
+    out.print(f"Continued from {result['parent']}, replaying {replay.get('rows', 0)} old training row(s)")
+    old = result.get("old_test")
+    if old:
+        out.print(
+            f"  old test (n={old['n']}): parent {old['parent']:.4f} -> {old['child']:.4f}  "
+            f"forgetting {result['forgetting']:.2f} points"
+        )
+        out.print(f"  all test (n={result['all_test']['n']}): {result['all_test']['child']:.4f}")
+    new = result["new_test"]
+    out.print(f"  new test (n={new['n']}): {new['child']:.4f}")
 
 
 def _show_portfolio(portfolio: dict | None) -> None:

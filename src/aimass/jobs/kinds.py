@@ -18,6 +18,7 @@ from aimass.autolearn import auto
 from aimass.compressors import get_compressor
 from aimass.errors import ConfigError
 from aimass.jobs import custom
+from aimass.store import registry
 from aimass.tasks import DEFAULT_TASK
 
 
@@ -72,14 +73,34 @@ def run_import(params: dict, ctx) -> dict:
     return {"dataset": ds.id, "name": ds.name, "rows": summary.get("rows"), "rejects": summary.get("rejects")}
 
 
-@register_kind("train", "fine-tune, evaluate and register a model", lambda p: _require(p, "data"))
+def _check_train(params: dict) -> dict:
+    """The data, and with ``from`` (continue that version) a version that exists (404 otherwise)
+    before anything queues."""
+    params = _require(params, "data")
+    if params.get("from") is not None:
+        if not isinstance(params["from"], str):
+            raise ConfigError("'from' names a version as NAME:VERSION.", hint='e.g. {"from": "reviews:3"}')
+        registry.get_version(params["from"])
+    return params
+
+
+@register_kind("train", "fine-tune (or continue a version), evaluate and register a model", _check_train)
 def run_train(params: dict, ctx) -> dict:
     settings = dict(params)
-    task = settings.pop("task", DEFAULT_TASK)
+    task = settings.pop("task", None if settings.get("from") else DEFAULT_TASK)
     data, name = settings.pop("data"), settings.pop("name", None)
+    parent = settings.pop("from", None)
     ctx.progress(0.02, "loading the data and the backbone")
+    # a continued fit is head-only and quick: a second attempt runs it again (run_id: never twice)
     result = workflow.train_model(
-        task, data, name=name, resume=ctx.resume, progress=False, run_id=ctx.run_id, **settings
+        task,
+        data,
+        name=name,
+        resume=ctx.resume and parent is None,
+        progress=False,
+        run_id=ctx.run_id,
+        continue_from=parent,
+        **settings,
     )
     return {**result, "accuracy": result["metrics"].get("accuracy")}
 

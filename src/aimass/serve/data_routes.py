@@ -45,7 +45,7 @@ from aimass.data.uploads import store_upload, upload_limit
 from aimass.errors import NotFoundError, TooLargeError
 from aimass.serve.auth import Caller
 from aimass.serve.engine import Engine, persisted
-from aimass.serve.jobs_routes import only_granted_paths
+from aimass.serve.jobs_routes import only_granted_paths, readable_versions
 from aimass.serve.uploads import FILE_BODY, one_file
 from aimass.store import browse, registry
 
@@ -320,14 +320,6 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
 
 
 EXPORTS = asyncio.Semaphore(1)  # one export at a time: each loads the model and converts it
-
-
-def readable_versions(visible: Visible | None, *refs: str) -> None:
-    """404, like a missing version, unless the caller may read every one of ``refs``."""
-    for ref in refs:
-        name = registry.get_version(ref).ref
-        if visible is not None and name not in visible("model", {name}):
-            raise NotFoundError(f"No model '{ref}'.", hint="GET /v1/versions lists what you may read.")
 
 
 async def one_upload(request: Request) -> UploadFile:

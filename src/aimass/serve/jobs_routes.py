@@ -22,11 +22,11 @@ from starlette.datastructures import UploadFile
 
 from aimass import jobs, paths
 from aimass.access import directory
-from aimass.errors import AimassError, PermissionDenied
+from aimass.errors import AimassError, NotFoundError, PermissionDenied
 from aimass.jobs.kinds import Kind
 from aimass.serve.auth import CODE_SCOPE, POLICY_DECIDED, Caller, require
 from aimass.serve.uploads import FILE_BODY, one_file
-from aimass.store import browse
+from aimass.store import browse, registry
 
 log = logging.getLogger("aimass.serve")
 
@@ -98,6 +98,7 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable) -> None:
     async def submit(request: Request, body: JobRequest, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Check and queue a job (in ``project``); 422 with a stable code when a check fails."""
         _may_run(caller, jobs.get_kind(body.kind), policy_decided(request))
+        await asyncio.to_thread(_may_read_parent, body, visible(caller))
         await asyncio.to_thread(need_project, body.project)
         job = await asyncio.to_thread(
             jobs.submit, body.kind, body.params, timeout_s=body.timeout_s, guard=_only_granted_paths
@@ -187,6 +188,23 @@ def _may_run(caller: Caller, kind: Kind, decided: bool = False) -> None:
 def policy_decided(request: Request) -> bool:
     """Whether the access policies decided ``request`` (the guard marks it)."""
     return bool(getattr(request.state, POLICY_DECIDED, False))
+
+
+def readable_versions(visible: Callable | None, *refs: str) -> None:
+    """404, like a missing version, unless the caller may read every one of ``refs`` (the versions
+    compare route's check, and a continued train job's)."""
+    for ref in refs:
+        name = registry.get_version(ref).ref
+        if visible is not None and name not in visible("model", {name}):
+            raise NotFoundError(f"No model '{ref}'.", hint="GET /v1/versions lists what you may read.")
+
+
+def _may_read_parent(body: JobRequest, visible: Callable | None) -> None:
+    """404, like a missing version, when a train job continues (``from``) a version the caller may
+    not read: a job must not learn from weights and data its submitter cannot see."""
+    parent = body.params.get("from")
+    if body.kind == "train" and isinstance(parent, str) and parent:
+        readable_versions(visible, parent)
 
 
 def need_project(name: str | None) -> None:

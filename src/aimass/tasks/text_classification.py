@@ -29,7 +29,7 @@ from aimass.compressors import structure
 from aimass.data import bbc_news_path, detect_language, read_table
 from aimass.data.read import TABLE_FORMATS
 from aimass.data.split import holdout
-from aimass.errors import DataError
+from aimass.errors import ConfigError, DataError
 from aimass.estimator import parse_config
 from aimass.runtime.text_export import export_text
 from aimass.tasks import portfolio, register_task
@@ -44,8 +44,8 @@ from aimass.tasks.classification import (
 )
 from aimass.tfidf import settings_for, vectorizer
 from aimass.tfidf.branch import Lexical
-from aimass.train import stages
-from aimass.train.cache import cached_embeddings
+from aimass.train import continual, stages
+from aimass.train.cache import cache_path, cached_embeddings
 
 MAX_ITEMS = 256
 MAX_CHARS = 20000
@@ -86,6 +86,24 @@ def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
         raise DataError(f"Got {len(texts)} texts but {len(labels)} labels.", hint="Pass one label per text.")
     digest = hashlib.sha256(json.dumps([list(texts), list(labels)]).encode()).hexdigest()
     return (list(texts), list(labels)), valid, digest, detect_language(list(texts))
+
+
+def _take(split: tuple, rows: list[int]) -> tuple[list, list]:
+    return [split[0][i] for i in rows], [split[1][i] for i in rows]
+
+
+def _joined(a: tuple, b: tuple) -> tuple[list, list]:
+    return list(a[0]) + list(b[0]), list(a[1]) + list(b[1])
+
+
+def encoder_digest(model) -> str:
+    """A digest of the encoder weights a fitted text model trained (its fine-tuned blocks), so a
+    feature cache keyed by it follows this model's encoder and no other."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model._trained_state().items()):
+        if not name.startswith("head."):
+            digest.update(name.encode() + tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
 
 
 FEW_SHOT_PER_CLASS = 24
@@ -348,6 +366,140 @@ class TextClassifier(Classifier):
                 self.net_.head.load_state_dict(joint[1])
                 result.fusion["kept"] = False
         return result
+
+    # ------------------------------------------------------------ continue
+    def fit_from(
+        self, parent: TextClassifier, data, *, old=None, replay: int = 200, progress: bool = True
+    ) -> TextClassifier:
+        """Continue the fitted ``parent`` on ``data`` (a Dataset or ``(texts, labels)``), new classes
+        included, without retraining on everything.
+
+        The parent's encoder stays as it is (frozen); its head grows one row per new class and
+        trains on the new training rows plus up to ``replay`` rows per class of ``old`` (the
+        parent's Dataset, split as the parent's fit split it), validated on the new and the old
+        validation rows (:mod:`aimass.train.continual`). Old rows are embedded from the parent's
+        feature cache when it is still on disk. The TF-IDF branch widens to the new texts' terms.
+        ``replay_`` records what was replayed.
+
+        Example:
+            >>> child = TextClassifier().fit_from(parent, new_ds, old=old_ds)   # doctest: +SKIP
+        """
+        cfg = _config(self.get_params())
+        timer = Timer()
+        self._inherit(parent)
+        train, val, digest, _ = _splits(data, None)
+        train, val = _few_shot(train, val, cfg.seed)
+        val = val or ([], [])
+        self.classes_ = list(parent.classes_) + sorted(set(train[1]) - set(parent.classes_))
+        old_rows, old_pooled, self.replay_ = self._replay(parent, old, replay, cfg.seed)
+        timer.lap("replay")
+        train, val, pooled = self._with_replay(train, val, old_rows, old_pooled, progress)
+        timer.lap("embed")
+        self.lexical_ = parent.lexical_.widen(train[0]) if parent.lexical_ is not None else None
+        n_lex = self.lexical_.size if self.lexical_ else 0
+        self.net_.head = grown = continual.grow_head(parent.net_.head, len(self.classes_), n_lex)
+        feats = (
+            self._pooled_features(train, pooled[0]),
+            self._pooled_features(val, pooled[1]) if val[0] else None,
+        )
+        head = continual.fit_continued(grown, *feats)  # seconds: like stage 1, never cut by the budget
+        self.stages_ = {"continue": head.__dict__}
+        timer.lap("train_head")
+        self.chosen_, self.candidates_ = portfolio.NETWORK, {}
+        self.timings_ = timer.stages
+        self.data_digest_ = digest
+        return self
+
+    def _inherit(self, parent: TextClassifier) -> None:
+        """Take the parent's backbone, tokenizer, window and encoder (shared: it stays frozen)."""
+        parent.check_fitted()
+        if getattr(parent, "runtime_", None) is not None:
+            raise ConfigError(
+                "The parent version serves from an ONNX runtime; it has no network to continue.",
+                hint="Continue from the version it was exported from (its parent).",
+            )
+        for key in ("language_", "backbone_", "prefix_", "max_length_", "unfrozen_", "tokenizer_"):
+            setattr(self, key, getattr(parent, key))
+        self.structure_ = getattr(parent, "structure_", None)
+        self.few_shot_ = False
+        self.net_ = TextNet(parent.net_.encoder, parent.net_.head)  # the head grows once data is read
+        for p in parent.net_.parameters():
+            p.requires_grad_(False)
+
+    def _replay(
+        self, parent: TextClassifier, old, n: int, seed: int
+    ) -> tuple[tuple, torch.Tensor | None, dict]:
+        """((old train rows, old valid rows), their pooled embeddings or None, what was replayed):
+        up to ``n`` rows per class of each split as the parent's fit made them; the embeddings come
+        from the parent's feature cache (None when it is gone)."""
+        none = (([], []), ([], []))
+        if old is None or n <= 0:
+            return none, None, {"per_class": 0, "rows": 0, "valid_rows": 0, "from_cache": False}
+        o_train, o_val, digest, _ = _splits(old, None)
+        o_train, o_val = _few_shot(o_train, o_val, parent.seed)
+        o_val = o_val or ([], [])
+        picks = continual.replay_rows(o_train[1], n, seed=seed)
+        valid_picks = continual.replay_rows(o_val[1], n, seed=seed)
+        rows = (_take(o_train, picks), _take(o_val, valid_picks))
+        index = picks + [len(o_train[0]) + i for i in valid_picks]
+        pooled = self._parent_cache(parent, digest, o_train[0] + o_val[0], len(o_train[0]), index)
+        info = {
+            "per_class": n,
+            "rows": len(picks),
+            "valid_rows": len(valid_picks),
+            "from_cache": pooled is not None,
+        }
+        return rows, pooled, info
+
+    def _parent_cache(self, parent, digest: str, texts: list[str], n_train: int, index: list[int]):
+        """Pooled embeddings of rows ``index`` of ``texts`` (the parent's train + valid) through the
+        parent's encoder, from the feature cache the parent's fit wrote; None when it is gone (or
+        the encoder was reshaped since)."""
+        keep = parent.net_.n_layers - self.unfrozen_ if self.unfrozen_ else None
+        key = f"{self.backbone_}|{digest}|{self.max_length_}|{keep}|{n_train}|{parent.seed}"
+        path = cache_path(key, self._prefixed(texts))
+        if self.structure_ or not path.exists():
+            return None
+        try:
+            cache = load_file(str(path))
+        except Exception:  # a torn file: embed instead
+            return None
+        rows = torch.tensor(index, dtype=torch.long)
+        if keep is None:
+            return cache["pooled"][rows]
+        return continual.pooled_through(parent.net_, keep, cache["hidden"][rows], cache["mask"][rows])
+
+    def _with_replay(self, train: tuple, val: tuple, old_rows: tuple, old_pooled, progress: bool) -> tuple:
+        """(train + old train rows, valid + old valid rows, (their pooled embeddings)): the new rows
+        embedded through the parent's encoder, the old ones too unless the cache had them."""
+        new = self._embed_through(train[0] + val[0], progress)
+        if old_pooled is None:
+            old_pooled = self._embed_through(old_rows[0][0] + old_rows[1][0], progress)
+        cut, old_cut = len(train[0]), len(old_rows[0][0])
+        pooled = torch.cat([new[:cut], old_pooled[:old_cut]]), torch.cat([new[cut:], old_pooled[old_cut:]])
+        return _joined(train, old_rows[0]), _joined(val, old_rows[1]), pooled
+
+    def _embed_through(self, texts: list[str], progress: bool) -> torch.Tensor:
+        """Pooled embeddings of ``texts`` through this model's encoder as it is (cached on disk,
+        keyed by its trained weights)."""
+        if not texts:
+            return torch.zeros(0, self.net_.encoder.config.hidden_size)
+        key = f"continue|{self.backbone_}|{encoder_digest(self)}|{self.max_length_}"
+        return cached_embeddings(
+            self.net_.encoder,
+            self.tokenizer_,
+            self._prefixed(texts),
+            key,
+            max_length=self.max_length_,
+            keep_layer=None,
+            progress=progress,
+        )["pooled"]
+
+    def _pooled_features(self, split: tuple, pooled: torch.Tensor) -> stages.Features:
+        index = {c: i for i, c in enumerate(self.classes_)}
+        y = torch.tensor([index[label] for label in split[1]])
+        lex = self.lexical_.transform(split[0]) if self.lexical_ else None
+        return stages.Features(pooled, y, lexical=lex)
 
     # ------------------------------------------------------------- predict
     @torch.inference_mode()

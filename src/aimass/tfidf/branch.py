@@ -34,6 +34,26 @@ class Lexical:
     def transform(self, texts: list[str]) -> torch.Tensor:
         return to_torch(self.vectorizer.transform(texts))
 
+    def widen(self, texts: list[str]) -> Lexical:
+        """A new branch whose vocabulary is this one's (same columns, same idf) followed by the
+        terms ``texts`` add (fitted with the same settings; their idf from ``texts``): a head
+        trained on this branch keeps its columns, and new columns start at zero weight.
+
+        >>> old = Lexical({"analyzer": "word", "ngram_range": [1, 1], "min_df": 1}).fit(["red car"])
+        >>> wide = old.widen(["red bike", "blue bike"])
+        >>> wide.size, wide.vectorizer.vocabulary_["car"] == old.vectorizer.vocabulary_["car"]
+        (4, True)
+        """
+        fresh = vectorizer(self.settings).fit(texts)
+        vocab = {k: int(v) for k, v in self.vectorizer.vocabulary_.items()}
+        added = sorted(t for t in fresh.vocabulary_ if t not in vocab)
+        idf = [self.vectorizer.idf_, fresh.idf_[[fresh.vocabulary_[t] for t in added]]]
+        vocab.update({t: len(vocab) + i for i, t in enumerate(added)})
+        wide = Lexical(self.settings)
+        wide.vectorizer = vectorizer(self.settings, vocab)
+        wide.vectorizer.idf_ = np.concatenate(idf).astype(np.float64)
+        return wide
+
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """(JSON-able metadata, tensors) for saving."""
         vocab = {k: int(v) for k, v in self.vectorizer.vocabulary_.items()}
