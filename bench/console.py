@@ -125,6 +125,8 @@ def measure(rounds: int, dataset_id: str) -> dict:
         "wizard report": f"/console/start/{dataset_id}",
         "services": "/console/services",
         "keys": "/console/keys",
+        "try a model": "/console/try",
+        "playground": "/console/playground",
     }
     out = {}
     for name, path in pages.items():
