@@ -160,7 +160,7 @@ class Scheduler:
         group = self.groups.setdefault(request.adapter if self.base.peft else MIXED, _Group())
         ids = torch.tensor([request.prompt_ids], dtype=torch.long)
         for i in range(max(1, params.n)):
-            out = self._forward(request.adapter, input_ids=ids)
+            out = self._forward(request.adapter, input_ids=ids, logits_to_keep=1)
             track = decode.Track(i, params, self.base.tokenizer, self.eos, request.on_delta)
             seq = _Seq(request, torch.Generator().manual_seed(seed + i), track)
             seq.position = len(request.prompt_ids)

@@ -248,7 +248,7 @@ def generate(
     tracks = [Track(i, params, tokenizer, eos, on_delta) for i in range(n)]
     first = 0.0
     ids = torch.tensor([prompt_ids] * n, dtype=torch.long)
-    out = model(input_ids=ids, use_cache=True)
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)  # the last position's only
     past, logits = out.past_key_values, out.logits[:, -1, :]
     for _ in range(max(0, params.max_tokens)):
         picked = [t.choose(row, g) for t, row, g in zip(tracks, logits, generators)]

@@ -121,7 +121,8 @@ class Hub:
                 selection = lora_layers.Selection()
                 lora_layers.wrap(model, LORA_TARGETS, selection)
                 if quant == "int8":
-                    lora_layers.quantize_int8(model)
+                    ids = tokenizer(lora_layers.CALIBRATION, return_tensors="pt")["input_ids"]
+                    lora_layers.quantize_int8(model, ids)
                 self._bases[backbone] = Base(backbone, tokenizer, model, selection=selection, quant=quant)
             return self._bases[backbone]
 
