@@ -143,7 +143,7 @@ class Int8Linear(nn.Module):
         self.quantized = quantized
         weight = quantized.weight()
         self.register_buffer("weight_int8", weight.int_repr())  # for prompts (unpacking costs more)
-        self.register_buffer("weight_scale", weight.q_per_channel_scales().float()[:, None])
+        self.register_buffer("weight_scale", weight.q_per_channel_scales().float())
         self.register_buffer("bias", bias)
         self.register_buffer("inv_scale", inv_scale)
 
@@ -151,7 +151,8 @@ class Int8Linear(nn.Module):
         if self.inv_scale is not None:
             x = x * self.inv_scale
         if x.numel() > PROMPT_ROWS * x.shape[-1]:
-            return F.linear(x, self.weight_int8.float() * self.weight_scale, self.bias)
+            out = F.linear(x, self.weight_int8.float()) * self.weight_scale  # scales per output
+            return out if self.bias is None else out + self.bias
         if x.numel() > x.shape[-1]:
             top = x.abs().amax(-1, keepdim=True).clamp(min=1e-6)
             out = self.quantized(x / top) * top
