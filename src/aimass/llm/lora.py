@@ -122,7 +122,7 @@ CALIBRATION = (
 SMOOTH_ALPHA = 0.5  # how much of an input channel's range moves into the weights (SmoothQuant's alpha)
 
 
-PROMPT_ROWS = 16  # a call with more rows than this (a prompt) runs fp32 on the dequantised weights
+PROMPT_ROWS = 16  # a call with more tokens per sequence than this (a prompt) runs fp32
 
 
 class Int8Linear(nn.Module):
@@ -132,10 +132,11 @@ class Int8Linear(nn.Module):
     bytes. The kernel quantises its input with one scale per call, so the rows are first divided
     by their own largest value (and the output rows multiplied back, exact in fp32): each token
     gets a scale of its own, as the rows of a batch of different requests should. A prompt's many
-    rows (over :data:`PROMPT_ROWS`) run fp32 on the dequantised weights instead: a prompt is
-    compute-bound, and its tokens' errors would stay in the KV cache for the whole answer. SmolLM2,
-    next-token agreement with fp32 over a 300-token news prompt: 0.95 this way, 0.88 with int8
-    activations per token, 0.40 with one int8 scale for the whole prompt.
+    tokens (over :data:`PROMPT_ROWS` per sequence; a decode step has one, however large the batch)
+    run fp32 on the dequantised weights instead: a prompt is compute-bound, and its tokens' errors
+    would stay in the KV cache for the whole answer. SmolLM2, next-token agreement with fp32 over a
+    300-token news prompt: 0.95 this way, 0.88 with int8 activations per token, 0.40 with one int8
+    scale for the whole prompt.
     """
 
     def __init__(self, quantized: nn.Module, bias: torch.Tensor | None = None, inv_scale=None):
@@ -150,7 +151,8 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inv_scale is not None:
             x = x * self.inv_scale
-        if x.numel() > PROMPT_ROWS * x.shape[-1]:
+        tokens = x.shape[-2] if x.dim() > 1 else 1  # per sequence: a decode step's batch has 1
+        if tokens > PROMPT_ROWS:
             out = F.linear(x, self.weight_int8.float()) * self.weight_scale  # scales per output
             return out if self.bias is None else out + self.bias
         if x.numel() > x.shape[-1]:

@@ -125,6 +125,13 @@ def test_siblings_share_one_int8_call_and_answer_as_their_own_weights():
         assert torch.allclose(one, want[:1], atol=0.1), name
     shared = block.q_proj.shared
     assert block.k_proj.shared is shared and isinstance(block.o_proj, lora.Int8Linear)
+    steps = torch.randn(20, 1, 4)  # a decode step of 20 sequences: int8 activations, not a prompt
+    o_proj = block.o_proj
+    prompt_path = torch.nn.functional.linear(steps, o_proj.weight_int8.float()) * o_proj.weight_scale
+    got = o_proj(steps)
+    assert torch.allclose(got, torch.nn.functional.linear(steps, weights["o_proj"][0]), atol=0.1)
+    assert not torch.equal(got, prompt_path)
+    assert torch.equal(o_proj(steps.reshape(1, 20, 4)), prompt_path.reshape(1, 20, 4))  # a prompt
 
 
 def test_a_bad_quant_setting_and_a_foreign_adapter_are_clear_errors(monkeypatch):
