@@ -154,8 +154,7 @@ class Int8Linear(nn.Module):
         tokens = x.shape[-2] if x.dim() > 1 else 1  # per sequence: a decode step's batch has 1
         if tokens > PROMPT_ROWS:
             out = F.linear(x, self.weight_int8.float()) * self.weight_scale  # scales per output
-            return out if self.bias is None else out + self.bias
-        if x.numel() > x.shape[-1]:
+        elif x.numel() > x.shape[-1]:
             top = x.abs().amax(-1, keepdim=True).clamp(min=1e-6)
             out = self.quantized(x / top) * top
         else:
