@@ -88,48 +88,23 @@ def fine_tune(work: Path) -> str:
 def systems(args, env: dict, key: str) -> dict[str, dict]:
     from aimass.llm.backbone import gguf_path
 
-    py, port = sys.executable, {k: free_port() for k in ("aimass", "int8", "llama", "hf")}
+    py, port = sys.executable, {k: free_port() for k in ("aimass", "int8", "int4", "llama", "hf")}
+
+    def aimass(name: str, *flags: str) -> dict:
+        cmd = [py, "-m", "aimass", "serve", "--port", str(port[name]), "--model", "bench-gen", "--jobs", "0"]
+        return {
+            "cmd": cmd + list(flags),
+            "health": f"http://127.0.0.1:{port[name]}/readyz",
+            "base": f"http://127.0.0.1:{port[name]}/v1",
+            "key": key,
+            "model": "smollm2-135m",
+            "stream": True,
+        }
+
     found = {
-        "aimass": {
-            "cmd": [
-                py,
-                "-m",
-                "aimass",
-                "serve",
-                "--port",
-                str(port["aimass"]),
-                "--model",
-                "bench-gen",
-                "--jobs",
-                "0",
-            ],
-            "health": f"http://127.0.0.1:{port['aimass']}/readyz",
-            "base": f"http://127.0.0.1:{port['aimass']}/v1",
-            "key": key,
-            "model": "smollm2-135m",
-            "stream": True,
-        },
-        "aimass --llm-quant int8": {
-            "cmd": [
-                py,
-                "-m",
-                "aimass",
-                "serve",
-                "--port",
-                str(port["int8"]),
-                "--model",
-                "bench-gen",
-                "--jobs",
-                "0",
-                "--llm-quant",
-                "int8",
-            ],  # fmt: skip
-            "health": f"http://127.0.0.1:{port['int8']}/readyz",
-            "base": f"http://127.0.0.1:{port['int8']}/v1",
-            "key": key,
-            "model": "smollm2-135m",
-            "stream": True,
-        },
+        "aimass": aimass("aimass"),
+        "aimass --llm-quant int8": aimass("int8", "--llm-quant", "int8"),
+        "aimass --llm-quant int4": aimass("int4", "--llm-quant", "int4"),
         "transformers generate (bare FastAPI)": {
             "cmd": [py, str(HERE / "peers" / "hf_generate.py"), str(port["hf"])],
             "health": f"http://127.0.0.1:{port['hf']}/health",
@@ -225,7 +200,7 @@ def measure(spec: dict, prompts_200: list[str]) -> dict:
 def bars(rows: dict) -> list[dict]:
     hf, cpp = rows["transformers generate (bare FastAPI)"], rows.get("llama.cpp server")
     checks = []
-    for name in ("aimass", "aimass --llm-quant int8"):
+    for name in ("aimass", "aimass --llm-quant int8", "aimass --llm-quant int4"):
         me = rows[name]
         checks += [
             (

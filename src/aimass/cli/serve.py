@@ -63,8 +63,9 @@ def serve(
     llm_quant: Annotated[
         str | None,
         typer.Option(
-            help="Language models' base weights: none (fp32) or int8 (faster decode, slightly "
-            "different answers; env AIMASS_LLM_QUANT)."
+            help="Language models' base weights: none (fp32), int8 (faster decode, slightly "
+            "different answers) or int4 (an ONNX Runtime graph built once, the fastest; fine-tunes "
+            "stay fp32 + LoRA; env AIMASS_LLM_QUANT)."
         ),
     ] = None,
 ):

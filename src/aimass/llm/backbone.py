@@ -86,6 +86,7 @@ def convert(dest: Path) -> Path:
         # quantisation entry) and its dequantised weights ourselves
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        model.config.architectures = [type(model).__name__]  # ONNX Runtime GenAI's builder reads it
         model.config.save_pretrained(str(tmp))
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(str(tmp))

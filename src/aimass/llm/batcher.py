@@ -84,6 +84,7 @@ class Scheduler:
         self.peak = 0  # the largest batch a decode step has run
         self.mixed_steps = 0  # decode steps whose rows ran more than one adapter (or the base too)
         self.wake = threading.Event()
+        self.closed = False  # set by release(): the loop ends once idle
         self.thread = threading.Thread(target=self._run, name=f"llm-batcher-{base.backbone}", daemon=True)
         self.thread.start()
 
@@ -118,6 +119,8 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             if not self.active and not self.waiting and self.incoming.empty():
+                if self.closed:
+                    return
                 self.wake.wait(1.0)
                 self.wake.clear()
                 continue
@@ -158,22 +161,27 @@ class Scheduler:
         params = request.params
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
         group = self.groups.setdefault(request.adapter if self.base.peft else MIXED, _Group())
-        ids = torch.tensor([request.prompt_ids], dtype=torch.long)
         for i in range(max(1, params.n)):
-            out = self._forward(request.adapter, input_ids=ids, logits_to_keep=1)
+            logits, cache = self._prefill_one(request, group)
             track = decode.Track(i, params, self.base.tokenizer, self.eos, request.on_delta)
             seq = _Seq(request, torch.Generator().manual_seed(seed + i), track)
             seq.position = len(request.prompt_ids)
             request.seqs.append(seq)
-            token = track.choose(out.logits[0, -1, :], seq.generator)
+            token = track.choose(logits, seq.generator)
             if not request.first:
                 request.first = time.perf_counter() - request.began
             if params.max_tokens <= 0:
                 self._finish(seq, "length")
                 continue
             if self._take(seq, token):
-                self._join(group, seq, out.past_key_values)
+                self._join(group, seq, cache)
         self._maybe_done(request)
+
+    def _prefill_one(self, request: _Request, group: _Group):
+        """The next-token logits [vocab] of ``request``'s prompt, and its KV cache."""
+        ids = torch.tensor([request.prompt_ids], dtype=torch.long)
+        out = self._forward(request.adapter, input_ids=ids, logits_to_keep=1)
+        return out.logits[0, -1, :], out.past_key_values
 
     def _join(self, group: _Group, seq: _Seq, cache) -> None:
         """Add a prefilled sequence to the batch: left-pad the shorter side's cache and mask."""
@@ -202,6 +210,20 @@ class Scheduler:
             self._select(group, keep)
         if not group.seqs:
             return
+        logits = self._decode(group)
+        self.steps += 1
+        self.peak = max(self.peak, len(group.seqs))
+        alive = []
+        for row, seq in enumerate(group.seqs):
+            seq.position += 1
+            token = seq.track.choose(logits[row], seq.generator)
+            if self._take(seq, token):
+                alive.append(row)
+        if len(alive) < len(group.seqs):
+            self._select(group, alive)
+
+    def _decode(self, group: _Group) -> torch.Tensor:
+        """One decode step of the batch: the next-token logits [rows, vocab]."""
         ids = torch.tensor([[s.pending] for s in group.seqs], dtype=torch.long)
         positions = torch.tensor([[s.position] for s in group.seqs], dtype=torch.long)
         mask = torch.cat([group.mask, torch.ones((len(group.seqs), 1), dtype=torch.long)], 1)
@@ -216,17 +238,7 @@ class Scheduler:
                 use_cache=True,
             )
         group.cache, group.mask = out.past_key_values, mask
-        self.steps += 1
-        self.peak = max(self.peak, len(group.seqs))
-        logits = out.logits[:, -1, :]
-        alive = []
-        for row, seq in enumerate(group.seqs):
-            seq.position += 1
-            token = seq.track.choose(logits[row], seq.generator)
-            if self._take(seq, token):
-                alive.append(row)
-        if len(alive) < len(group.seqs):
-            self._select(group, alive)
+        return out.logits[:, -1, :]
 
     def _select(self, group: _Group, rows: list[int]) -> None:
         """Keep only ``rows`` of the batch (finished ones leave) and drop all-padding columns."""
@@ -237,6 +249,9 @@ class Scheduler:
         if not rows:
             group.cache, group.mask = None, None
             return
+        self._keep_rows(group, rows)
+
+    def _keep_rows(self, group: _Group, rows: list[int]) -> None:
         index = torch.tensor(rows, dtype=torch.long)
         mask = group.mask[index]
         start = int((mask.sum(0) == 0).long().cumprod(0).sum())  # leading columns no one uses
@@ -265,22 +280,64 @@ class Scheduler:
             request.done.set()
 
 
+class Int4Scheduler(Scheduler):
+    """The decode loop of an int4 graph (:class:`aimass.llm.int4.Runner`, ``--llm-quant int4``):
+    the same admission, sampling and stop handling, on ONNX Runtime; row i of the runner's KV
+    buffer is the batch's i-th sequence."""
+
+    def __init__(self, base, runner, max_batch: int = MAX_BATCH):
+        self.runner = runner
+        super().__init__(base, min(max_batch, runner.max_batch))
+
+    def _prefill_one(self, request: _Request, group: _Group):
+        import numpy as np
+
+        row = len(group.seqs)  # the next free row; it joins there (or is overwritten if it ends)
+        logits = self.runner.forward(np.array([request.prompt_ids]), [0], first=row)
+        return torch.from_numpy(logits[0]), row
+
+    def _join(self, group: _Group, seq: _Seq, cache) -> None:
+        group.seqs.append(seq)
+
+    def _decode(self, group: _Group) -> torch.Tensor:
+        import numpy as np
+
+        ids = np.array([[s.pending] for s in group.seqs])
+        return torch.from_numpy(self.runner.forward(ids, [s.position for s in group.seqs]))
+
+    def _keep_rows(self, group: _Group, rows: list[int]) -> None:
+        self.runner.keep(rows, [s.position for s in group.seqs])
+
+
 def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
     if n <= 0:
         return t
     return torch.cat([t.new_zeros((t.shape[0], t.shape[1], n, t.shape[3])), t], 2)
 
 
-_SCHEDULERS: dict[int, Scheduler] = {}
+_SCHEDULERS: dict[tuple[int, str | None], Scheduler] = {}
 _LOCK = threading.Lock()
 
 
-def scheduler(base) -> Scheduler:
-    """The one scheduler of ``base`` (started on first use)."""
+def scheduler(base, adapter: str | None = None) -> Scheduler:
+    """The scheduler decoding ``adapter`` (``None``: the base alone) on ``base``, started on first
+    use: the base's shared fp32 loop (every adapter in one batch), or with ``--llm-quant int4`` the
+    loop of that fine-tune's (or the base's) own int4 graph."""
+    runner = base.runner(adapter) if hasattr(base, "runner") else None
+    key = (id(base), adapter) if runner is not None else (id(base), MIXED)
     with _LOCK:
-        if id(base) not in _SCHEDULERS:
-            _SCHEDULERS[id(base)] = Scheduler(base)
-        return _SCHEDULERS[id(base)]
+        if key not in _SCHEDULERS:
+            _SCHEDULERS[key] = Int4Scheduler(base, runner) if runner is not None else Scheduler(base)
+        return _SCHEDULERS[key]
+
+
+def release(base, adapter: str) -> None:
+    """Stop the int4 loop of a fine-tune no longer served, once its requests are done."""
+    with _LOCK:
+        found = _SCHEDULERS.pop((id(base), adapter), None)
+    if found is not None:
+        found.closed = True
+        found.wake.set()
 
 
 def totals() -> tuple[int, int]:

@@ -3,8 +3,11 @@
 A served fine-tune (``headlines:2``) is an adapter attached by name to the shared base of its
 backbone; ``adapter=None`` runs the base alone. A served base has its projections under
 :class:`aimass.llm.lora.LoraLinear` layers (no peft at serving time) and, with
-``AIMASS_LLM_QUANT=int8`` (``aimass serve --llm-quant int8``), int8 weights below them. A base
-being fine-tuned holds a peft model instead (training needs peft's trainable wrappers).
+``AIMASS_LLM_QUANT=int8`` (``aimass serve --llm-quant int8``), int8 weights below them. With
+``int4`` the base also gets an int4 ONNX graph (:mod:`aimass.llm.int4`) that decodes its own
+requests, and each fine-tune attached to it gets its own graph with its LoRA merged into the
+weights (built once per fine-tune, ~100 MB each in memory, not shared). A base being fine-tuned holds a
+peft model instead (training needs peft's trainable wrappers).
 
 >>> Hub().names()
 []
@@ -16,6 +19,7 @@ import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -24,14 +28,16 @@ from aimass.llm import lora as lora_layers
 from aimass.llm.backbone import get_llm_backbone
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-QUANT = ("none", "int8")
+QUANT = ("none", "int8", "int4")
 
 
 def quant_setting() -> str:
-    """The served bases' weights: ``AIMASS_LLM_QUANT`` (``none``, the default, or ``int8``)."""
+    """The served bases' weights: ``AIMASS_LLM_QUANT`` (``none``, the default, ``int8`` or ``int4``)."""
     value = (os.environ.get("AIMASS_LLM_QUANT") or "none").lower()
     if value not in QUANT:
-        raise ConfigError(f"AIMASS_LLM_QUANT={value!r} is not one of {', '.join(QUANT)}.", hint="Use int8.")
+        raise ConfigError(
+            f"AIMASS_LLM_QUANT={value!r} is not one of {', '.join(QUANT)}.", hint="Use none, int8 or int4."
+        )
     return value
 
 
@@ -44,6 +50,8 @@ class Base:
     adapters: dict[str, int] = field(default_factory=dict)  # adapter name -> users
     selection: lora_layers.Selection = field(default_factory=lora_layers.Selection)
     quant: str = "none"
+    int4: object = None  # an aimass.llm.int4.Runner decoding the base alone, with --llm-quant int4
+    int4_adapters: dict[str, object] = field(default_factory=dict)  # fine-tune -> its merged Runner
 
     @property
     def peft(self) -> bool:
@@ -56,6 +64,8 @@ class Base:
                 self.adapters[name] += 1
                 return
             lora_layers.load(self.model, name, lora, state)
+            if self.int4 is not None:
+                self.int4_adapters[name] = _int4_merged(self, name)
             self.adapters[name] = 1
 
     def detach(self, name: str) -> None:
@@ -66,6 +76,16 @@ class Base:
             if self.adapters[name] <= 0:
                 del self.adapters[name]
                 lora_layers.remove(self.model, name)
+                if self.int4_adapters.pop(name, None) is not None:
+                    from aimass.llm import batcher
+
+                    batcher.release(self, name)
+
+    def runner(self, adapter: str | None):
+        """The int4 runner decoding ``adapter`` (or the base alone), if this base has int4 graphs."""
+        if self.int4 is None:
+            return None
+        return self.int4 if adapter is None else self.int4_adapters.get(adapter)
 
     @contextmanager
     def using(self, adapter: str | None):
@@ -123,8 +143,41 @@ class Hub:
                 if quant == "int8":
                     ids = tokenizer(lora_layers.CALIBRATION, return_tensors="pt")["input_ids"]
                     lora_layers.quantize_int8(model, ids)
-                self._bases[backbone] = Base(backbone, tokenizer, model, selection=selection, quant=quant)
+                base = Base(backbone, tokenizer, model, selection=selection, quant=quant)
+                if quant == "int4":
+                    base.int4 = _int4_runner(backbone, model)
+                self._bases[backbone] = base
             return self._bases[backbone]
+
+
+def context_limit(model) -> int:
+    """The context the server allows: the model's, at most ``AIMASS_LLM_MAX_CONTEXT`` (4,096)."""
+    model_limit = getattr(model.config, "max_position_embeddings", None) or 2048
+    return min(model_limit, int(os.environ.get("AIMASS_LLM_MAX_CONTEXT", "4096")))
+
+
+def _int4_merged(base: Base, adapter: str):
+    from aimass.llm import int4
+
+    folder = int4.built_merged(base.model, base.tokenizer, adapter, f"{base.backbone}-{adapter}")
+    return _runner(folder, base.model)
+
+
+def _int4_runner(backbone: str, model):
+    from aimass.llm import int4
+
+    where = get_llm_backbone(backbone).locate()
+    if not Path(where).is_dir():  # a Hub id: its snapshot, downloaded by load()
+        from huggingface_hub import snapshot_download
+
+        where = snapshot_download(where, local_files_only=True)
+    return _runner(int4.built(where, backbone), model)
+
+
+def _runner(folder, model):
+    from aimass.llm import batcher, decode, int4
+
+    return int4.Runner(folder, context_limit(model), max(8, batcher.MAX_BATCH), threads=decode.set_threads())
 
 
 HUB = Hub()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 import uuid
 from datetime import datetime
@@ -32,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aimass.errors import AimassError, NotFoundError
 from aimass.llm import batcher, decode, json_mode
-from aimass.llm.hub import HUB
+from aimass.llm.hub import HUB, context_limit
 from aimass.serve import openai_logprobs
 from aimass.serve.middleware import error_body
 from aimass.serve.openai_embeddings import add_embedding_routes, embedding_models
@@ -207,8 +206,7 @@ class _Target:
         attention over a huge prompt would hold a CPU and its memory for minutes."""
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
-        model_limit = getattr(self.base.model.config, "max_position_embeddings", None) or 2048
-        limit = min(model_limit, int(os.environ.get("AIMASS_LLM_MAX_CONTEXT", "4096")))
+        limit = context_limit(self.base.model)
         if len(ids) + max_tokens > limit:
             raise bad_param(
                 "prompt" if raw else "messages",
@@ -228,7 +226,7 @@ class _Target:
             )
         params = decode.SamplingParams(**kwargs)
         if batcher.enabled():
-            return batcher.scheduler(self.base).submit(
+            return batcher.scheduler(self.base, self.adapter).submit(
                 ids, params, self.adapter, on_delta=on_delta, cancelled=cancelled
             )
         decode.set_threads()
