@@ -4,7 +4,9 @@
 graph with 4-bit ``MatMulNBits`` weights and ``GroupQueryAttention``, built from the model's
 transformers folder by ONNX Runtime GenAI's model builder (``onnxruntime-genai``, in
 ``aimass[llm]``; ~20 s for SmolLM2-135M) and cached under ``AIMASS_HOME/llm-int4/``. The graph is
-cut to compute logits for a prompt's last position only (the LM head is 30% of a prompt's work).
+cut to compute logits for a prompt's last position only (the LM head is 30% of a prompt's work),
+and where the model came from a Q4_1/Q8_0 GGUF its own blocks replace the builder's rounding
+(:mod:`aimass.llm.exact_blocks`: the served weights are then exactly the fp32 model's).
 
 Decoding runs on plain ``onnxruntime``: :class:`Runner` keeps one KV buffer per layer,
 ``[max_batch, kv_heads, capacity, head_dim]``, bound as both the past input and the present output
@@ -35,14 +37,16 @@ from filelock import FileLock
 
 from aimass import paths
 from aimass.errors import ConfigError
+from aimass.llm import exact_blocks
 
 _DONE = "model.onnx"
+_FORMAT = "2"  # 2: a GGUF's own blocks written into the graph (aimass.llm.exact_blocks)
 INSTALL = "pip install 'aimass[llm]' (onnxruntime-genai builds the int4 graph)"
 
 
 def _fingerprint(folder: Path) -> str:
     """A digest of a model folder's config and weight files (names, sizes, mtimes)."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(_FORMAT.encode())
     for f in sorted(folder.iterdir()):
         if f.suffix in (".json", ".safetensors"):
             st = f.stat()
@@ -80,7 +84,7 @@ def built_merged(model, tokenizer, adapter: str, name: str) -> Path:
             write_merged(model, tokenizer, adapter, Path(tmp))
             build(Path(tmp), dest)
 
-    return _once(paths.subdir("llm-int4") / _safe(name), make)
+    return _once(paths.subdir("llm-int4") / f"{_safe(name)}-v{_FORMAT}", make)
 
 
 def write_merged(model, tokenizer, adapter: str, folder: Path) -> None:
@@ -133,6 +137,8 @@ def build(folder: Path, dest: Path) -> Path:
                 hint="Serve this model without --llm-quant int4, or report the model builder's error.",
             )
         last_position_logits(out / _DONE)
+        if (folder / "model.safetensors").is_file():
+            exact_blocks.rewrite(out / _DONE, folder / "model.safetensors")
         for f in out.iterdir():
             f.chmod(0o644)
         if dest.exists():

@@ -43,8 +43,11 @@ def test_int4_keeps_most_of_fp32_s_next_tokens(int4_base):
     int4 = np.concatenate(int4)
     agree = float((int4.argmax(-1) == fp32.argmax(-1)).mean())
     cos = (int4 * fp32).sum(-1) / np.linalg.norm(int4, axis=-1) / np.linalg.norm(fp32, axis=-1)
-    assert agree >= 0.6, agree  # 4-bit weights: the next token moves on some steps of news text
-    assert np.median(cos) > 0.9, (agree, np.median(cos))
+    print("int4 vs fp32: next-token agreement", agree, "median cosine", np.median(cos))
+    # the GGUF's own Q4_1/Q8_0 blocks are served (aimass.llm.exact_blocks): only the int8
+    # activations differ from fp32 (the builder's own 4-bit rounding agreed on 0.60 of tokens)
+    assert agree >= 0.9, agree
+    assert np.median(cos) > 0.99, (agree, np.median(cos))
     # the prompt graph (only the last position's logits) answers as the step-by-step one did
     last = runner.forward(np.array([ids[:100]]), [0])[0]
     assert last.argmax() == int4[59].argmax()  # (int8 activations: a 100-row product rounds otherwise)
@@ -89,7 +92,7 @@ def test_the_served_int4_base_batches_requests_on_its_own_loop(int4_base):
     int4_scheduler = batcher.scheduler(int4_base)
     assert isinstance(int4_scheduler, batcher.Int4Scheduler)
     assert not isinstance(batcher.scheduler(int4_base, "not-attached"), batcher.Int4Scheduler)
-    questions = ["What is the capital of France?", "List three fruits.", "Why is the sky blue?"]
+    questions = ["Name the capital of France.", "List three fruits.", "Why is the sky blue?"]
     prompts = [decode.chat_ids(int4_base.tokenizer, [{"role": "user", "content": q}]) for q in questions]
     params = decode.SamplingParams(max_tokens=24, temperature=0, stop=["\n\n"])
     alone = [int4_scheduler.submit(p, params, None).choices[0].text for p in prompts]
