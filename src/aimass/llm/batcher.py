@@ -84,7 +84,6 @@ class Scheduler:
         self.peak = 0  # the largest batch a decode step has run
         self.mixed_steps = 0  # decode steps whose rows ran more than one adapter (or the base too)
         self.wake = threading.Event()
-        self.closed = False  # set by release(): the loop ends once idle
         self.thread = threading.Thread(target=self._run, name=f"llm-batcher-{base.backbone}", daemon=True)
         self.thread.start()
 
@@ -119,8 +118,6 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             if not self.active and not self.waiting and self.incoming.empty():
-                if self.closed:
-                    return
                 self.wake.wait(1.0)
                 self.wake.clear()
                 continue
@@ -283,7 +280,7 @@ class Scheduler:
 class Int4Scheduler(Scheduler):
     """The decode loop of an int4 graph (:class:`aimass.llm.int4.Runner`, ``--llm-quant int4``):
     the same admission, sampling and stop handling, on ONNX Runtime; row i of the runner's KV
-    buffer is the batch's i-th sequence."""
+    buffer is the batch's i-th sequence, decoded through its own fine-tune's LoRA inputs."""
 
     def __init__(self, base, runner, max_batch: int = MAX_BATCH):
         self.runner = runner
@@ -293,7 +290,8 @@ class Int4Scheduler(Scheduler):
         import numpy as np
 
         row = len(group.seqs)  # the next free row; it joins there (or is overwritten if it ends)
-        logits = self.runner.forward(np.array([request.prompt_ids]), [0], first=row)
+        ids = np.array([request.prompt_ids])
+        logits = self.runner.forward(ids, [0], first=row, adapters=[request.adapter])
         return torch.from_numpy(logits[0]), row
 
     def _join(self, group: _Group, seq: _Seq, cache) -> None:
@@ -303,7 +301,9 @@ class Int4Scheduler(Scheduler):
         import numpy as np
 
         ids = np.array([[s.pending] for s in group.seqs])
-        return torch.from_numpy(self.runner.forward(ids, [s.position for s in group.seqs]))
+        rows = [s.request.adapter for s in group.seqs]
+        self.mixed_steps += len(set(rows)) > 1
+        return torch.from_numpy(self.runner.forward(ids, [s.position for s in group.seqs], adapters=rows))
 
     def _keep_rows(self, group: _Group, rows: list[int]) -> None:
         self.runner.keep(rows, [s.position for s in group.seqs])
@@ -321,23 +321,15 @@ _LOCK = threading.Lock()
 
 def scheduler(base, adapter: str | None = None) -> Scheduler:
     """The scheduler decoding ``adapter`` (``None``: the base alone) on ``base``, started on first
-    use: the base's shared fp32 loop (every adapter in one batch), or with ``--llm-quant int4`` the
-    loop of that fine-tune's (or the base's) own int4 graph."""
-    runner = base.runner(adapter) if hasattr(base, "runner") else None
-    key = (id(base), adapter) if runner is not None else (id(base), MIXED)
+    use: the base's shared loop, every served fine-tune in one batch, on the base's int4 graph
+    with ``--llm-quant int4`` (a fine-tune not on it yet: the fp32 loop) or else in fp32."""
+    runner = getattr(base, "int4", None)
+    on_int4 = runner is not None and (adapter is None or adapter in runner.adapters)
+    key = (id(base), "int4" if on_int4 else MIXED)
     with _LOCK:
         if key not in _SCHEDULERS:
-            _SCHEDULERS[key] = Int4Scheduler(base, runner) if runner is not None else Scheduler(base)
+            _SCHEDULERS[key] = Int4Scheduler(base, runner) if on_int4 else Scheduler(base)
         return _SCHEDULERS[key]
-
-
-def release(base, adapter: str) -> None:
-    """Stop the int4 loop of a fine-tune no longer served, once its requests are done."""
-    with _LOCK:
-        found = _SCHEDULERS.pop((id(base), adapter), None)
-    if found is not None:
-        found.closed = True
-        found.wake.set()
 
 
 def totals() -> tuple[int, int]:

@@ -4,10 +4,10 @@ A served fine-tune (``headlines:2``) is an adapter attached by name to the share
 backbone; ``adapter=None`` runs the base alone. A served base has its projections under
 :class:`aimass.llm.lora.LoraLinear` layers (no peft at serving time) and, with
 ``AIMASS_LLM_QUANT=int8`` (``aimass serve --llm-quant int8``), int8 weights below them. With
-``int4`` the base also gets an int4 ONNX graph (:mod:`aimass.llm.int4`) that decodes its own
-requests, and each fine-tune attached to it gets its own graph with its LoRA merged into the
-weights (built once per fine-tune, ~100 MB each in memory, not shared). A base being fine-tuned holds a
-peft model instead (training needs peft's trainable wrappers).
+``int4`` the base also gets an int4 ONNX graph (:mod:`aimass.llm.int4`) that decodes its
+requests and its fine-tunes' too: each attached fine-tune's LoRA is fed to that one graph as
+inputs (:mod:`aimass.llm.int4_lora`), so ten fine-tunes still cost one copy of the base. A base
+being fine-tuned holds a peft model instead (training needs peft's trainable wrappers).
 
 >>> Hub().names()
 []
@@ -50,8 +50,7 @@ class Base:
     adapters: dict[str, int] = field(default_factory=dict)  # adapter name -> users
     selection: lora_layers.Selection = field(default_factory=lora_layers.Selection)
     quant: str = "none"
-    int4: object = None  # an aimass.llm.int4.Runner decoding the base alone, with --llm-quant int4
-    int4_adapters: dict[str, object] = field(default_factory=dict)  # fine-tune -> its merged Runner
+    int4: object = None  # with --llm-quant int4, the aimass.llm.int4.Runner of the base and its fine-tunes
 
     @property
     def peft(self) -> bool:
@@ -65,7 +64,7 @@ class Base:
                 return
             lora_layers.load(self.model, name, lora, state)
             if self.int4 is not None:
-                self.int4_adapters[name] = _int4_merged(self, name)
+                self.int4.add_adapter(name, self.model)
             self.adapters[name] = 1
 
     def detach(self, name: str) -> None:
@@ -76,16 +75,8 @@ class Base:
             if self.adapters[name] <= 0:
                 del self.adapters[name]
                 lora_layers.remove(self.model, name)
-                if self.int4_adapters.pop(name, None) is not None:
-                    from aimass.llm import batcher
-
-                    batcher.release(self, name)
-
-    def runner(self, adapter: str | None):
-        """The int4 runner decoding ``adapter`` (or the base alone), if this base has int4 graphs."""
-        if self.int4 is None:
-            return None
-        return self.int4 if adapter is None else self.int4_adapters.get(adapter)
+                if self.int4 is not None:
+                    self.int4.remove_adapter(name)
 
     @contextmanager
     def using(self, adapter: str | None):
@@ -154,13 +145,6 @@ def context_limit(model) -> int:
     """The context the server allows: the model's, at most ``AIMASS_LLM_MAX_CONTEXT`` (4,096)."""
     model_limit = getattr(model.config, "max_position_embeddings", None) or 2048
     return min(model_limit, int(os.environ.get("AIMASS_LLM_MAX_CONTEXT", "4096")))
-
-
-def _int4_merged(base: Base, adapter: str):
-    from aimass.llm import int4
-
-    folder = int4.built_merged(base.model, base.tokenizer, adapter, f"{base.backbone}-{adapter}")
-    return _runner(folder, base.model)
 
 
 def _int4_runner(backbone: str, model):
