@@ -287,12 +287,10 @@ class Int4Scheduler(Scheduler):
         super().__init__(base, min(max_batch, runner.max_batch))
 
     def _prefill_one(self, request: _Request, group: _Group):
-        import numpy as np
 
         row = len(group.seqs)  # the next free row; it joins there (or is overwritten if it ends)
-        ids = np.array([request.prompt_ids])
-        logits = self.runner.forward(ids, [0], first=row, adapters=[request.adapter])
-        return torch.from_numpy(logits[0]), row
+        logits = self.runner.prefill(request.prompt_ids, row, request.adapter)
+        return torch.from_numpy(logits), row
 
     def _join(self, group: _Group, seq: _Seq, cache) -> None:
         group.seqs.append(seq)

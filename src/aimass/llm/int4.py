@@ -38,6 +38,7 @@ from filelock import FileLock
 from aimass import paths
 from aimass.errors import ConfigError
 from aimass.llm import exact_blocks, int4_lora
+from aimass.llm.prefix_cache import PrefixCache
 
 _DONE = "model.onnx"
 _FORMAT = "3"  # 2: a GGUF's own blocks (aimass.llm.exact_blocks); 3: + the LoRA graph (int4_lora)
@@ -165,6 +166,7 @@ class Runner:
         self.lora_shapes: dict[str, tuple[int, int]] | None = None  # set once the LoRA graph runs
         self._bound: dict[tuple[int, int], tuple] = {}  # binding -> the row adapters it holds
         self._stacked: tuple[tuple[int, int], dict] | None = None  # one binding's stacked inputs
+        self.prefixes = PrefixCache()
         # the whole context at once, in anonymous memory mapped lazily in 4 KB pages: memory is
         # committed only as rows fill. (Growing and copying a 100 MB buffer stalled every stream for
         # 0.7-1.4 s; numpy's own large arrays ask for 2 MB huge pages, and the first tokens of a row
@@ -211,6 +213,7 @@ class Runner:
 
     def remove_adapter(self, name: str) -> None:
         self.adapters.pop(name, None)
+        self.prefixes.drop(name)
         self._bound, self._stacked = {}, None  # every binding is made again from live arrays
 
     def _bind_lora(self, io, key: tuple[int, int], adapters: tuple) -> None:
@@ -229,6 +232,16 @@ class Runner:
         for name, value in inputs.items():
             io.bind_cpu_input(name, value)
         self._bound[key] = adapters
+
+    def prefill(self, ids: list[int], row: int, adapter: str | None = None) -> np.ndarray:
+        """Feed prompt ``ids`` to empty row ``row``; its longest cached prefix is copied in, not
+        computed (:mod:`aimass.llm.prefix_cache`). Returns the next-token logits [vocab]."""
+        reuse, kv = self.prefixes.match(ids, adapter)
+        if reuse:
+            self.kv[:, :, row, :, :reuse] = kv[:, :, :, :reuse]
+        logits = self.forward(np.array([ids[reuse:]]), [reuse], first=row, adapters=[adapter])[0]
+        self.prefixes.put(ids, adapter, self.kv[:, :, row, :, : len(ids)])
+        return logits
 
     def forward(self, ids: np.ndarray, lengths: list[int], first: int = 0, adapters=None) -> np.ndarray:
         """Feed ``ids`` [n, T] to rows ``first..first+n`` holding ``lengths`` cached tokens each,

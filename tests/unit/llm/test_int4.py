@@ -116,6 +116,23 @@ def test_the_served_int4_base_batches_requests_on_its_own_loop(int4_base):
     assert [c.text for c in sampled.choices] == [c.text for c in again.choices]  # seeded
 
 
+def test_a_shared_prompt_start_is_copied_not_computed_and_answers_the_same(int4_base):
+    runner = int4_base.int4
+    head = decode_prompt(int4_base, "Name the capital of France.")
+    other = decode_prompt(int4_base, "List three fruits.")
+    runner.prefixes.entries.clear()
+    runner.prefixes.tokens = 0
+    fresh = runner.forward(np.array([other]), [0], first=2)[0]
+    fresh_kv = runner.kv[:, :, 2, :, : len(other)].copy()
+    runner.prefill(head, 0)  # cached: it shares the template's system prompt with `other`
+    before = runner.prefixes.reused
+    reused = runner.prefill(other, 1)
+    shared = runner.prefixes.reused - before
+    assert shared >= 20, shared  # the system prompt and the user turn's opening
+    assert np.array_equal(reused, fresh)  # bit for bit: chunked prefill is exact
+    assert np.array_equal(runner.kv[:, :, 1, :, : len(other)], fresh_kv)
+
+
 def _synthetic_adapter(model, scale: float) -> dict:
     gen, state = torch.Generator().manual_seed(0), {}
     for i in range(model.config.num_hidden_layers):
