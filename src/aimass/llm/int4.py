@@ -1,7 +1,7 @@
 """int4 language models on ONNX Runtime: built once per model, decoded in a shared KV buffer.
 
-``aimass serve --llm-quant int4`` serves a base (and each fine-tune, its LoRA merged) from an ONNX
-graph with 4-bit ``MatMulNBits`` weights and ``GroupQueryAttention``, built from the model's
+``aimass serve --llm-quant int4`` serves a base (and its fine-tunes, through LoRA inputs:
+:mod:`aimass.llm.int4_lora`) from one ONNX graph with 4-bit ``MatMulNBits`` weights and ``GroupQueryAttention``, built from the model's
 transformers folder by ONNX Runtime GenAI's model builder (``onnxruntime-genai``, in
 ``aimass[llm]``; ~20 s for SmolLM2-135M) and cached under ``AIMASS_HOME/llm-int4/``. The graph is
 cut to compute logits for a prompt's last position only (the LM head is 30% of a prompt's work),
@@ -15,9 +15,9 @@ sequence, its tokens at positions ``[0, length)``; rows of different lengths sha
 attention mask's row sums give each row its length, so no padding is attended). A finished row is
 replaced by moving the rows behind it forward.
 
-Why this runtime (measured in ``bench/llm_serving.py``, SmolLM2-135M, 1 thread): 85 tok/s for one
-stream and ~190 tok/s for eight, against 54 tok/s for llama.cpp's server on the shipped Q4_1 GGUF
-and 34 tok/s for aimass's own int8 PyTorch path.
+Why this runtime (measured in ``bench/llm_serving.py``, SmolLM2-135M, 1 thread, over HTTP): 67 tok/s
+for one stream and 131 tok/s for eight, against 57 and 53 for llama.cpp's server on the shipped Q4_1
+GGUF, and 33 tok/s for aimass's own int8 PyTorch path.
 """
 
 from __future__ import annotations
