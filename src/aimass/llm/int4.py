@@ -1,12 +1,13 @@
 """int4 language models on ONNX Runtime: built once per model, decoded in a shared KV buffer.
 
 ``aimass serve --llm-quant int4`` serves a base (and its fine-tunes, through LoRA inputs:
-:mod:`aimass.llm.int4_lora`) from one ONNX graph with 4-bit ``MatMulNBits`` weights and ``GroupQueryAttention``, built from the model's
-transformers folder by ONNX Runtime GenAI's model builder (``onnxruntime-genai``, in
-``aimass[llm]``; ~20 s for SmolLM2-135M) and cached under ``AIMASS_HOME/llm-int4/``. The graph is
-cut to compute logits for a prompt's last position only (the LM head is 30% of a prompt's work),
-and where the model came from a Q4_1/Q8_0 GGUF its own blocks replace the builder's rounding
-(:mod:`aimass.llm.exact_blocks`: the served weights are then exactly the fp32 model's).
+:mod:`aimass.llm.int4_lora`) from one ONNX graph with 4-bit ``MatMulNBits`` weights and
+``GroupQueryAttention``, built from the model's transformers folder by ONNX Runtime GenAI's model
+builder (``onnxruntime-genai``, in ``aimass[llm]``; ~20 s for SmolLM2-135M) and cached under
+``AIMASS_HOME/llm-int4/``. The graph is cut to compute logits for a prompt's last position only
+(the LM head is 30% of a prompt's work), and where the model came from a Q4_1/Q8_0 GGUF its own
+blocks replace the builder's rounding (:mod:`aimass.llm.exact_blocks`: the served weights are then
+exactly the fp32 model's).
 
 Decoding runs on plain ``onnxruntime``: :class:`Runner` keeps one KV buffer per layer,
 ``[max_batch, kv_heads, capacity, head_dim]``, bound as both the past input and the present output
