@@ -80,9 +80,11 @@ def arrays(model, adapter: str, shapes: dict[str, tuple[int, int]]) -> dict[str,
         layer, kind = key.split(".", 3)[:3], key.split(".", 3)[3]
         parts = [modules.get(".".join(layer + [p])) for p in PARTS[kind]]
         a_cols, b_blocks, offset = [], [], 0
-        for module in parts:
-            width = module.base.weight.shape[0] if module is not None else 0
-            if module is not None and adapter in module.adapters:
+        for part, module in zip(PARTS[kind], parts, strict=True):
+            if module is None:  # the hub wraps every projection; without it the offsets are unknown
+                raise ValueError(f"{'.'.join(layer + [part])} is not a LoRA-ready projection")
+            width = module.base.weight.shape[0]
+            if adapter in module.adapters:
                 a_t, b_t, scale = module.adapters[adapter]
                 a, b = a_t.detach().float().numpy(), b_t.detach().float().numpy()
                 block = np.zeros((a.shape[0], n), np.float32)

@@ -23,6 +23,18 @@ from collections import OrderedDict
 
 import numpy as np
 
+from aimass.errors import ConfigError
+
+
+def _budget() -> int:
+    value = os.environ.get("AIMASS_LLM_PREFIX_CACHE", "1024")
+    if not value.strip().isdigit():
+        raise ConfigError(
+            f"AIMASS_LLM_PREFIX_CACHE={value!r} is not a number of tokens.",
+            hint="Set it to a whole number of tokens (default 1024), or 0 to turn prefix caching off.",
+        )
+    return int(value)
+
 
 def _common(a: np.ndarray, b: np.ndarray) -> int:
     n = min(len(a), len(b))
@@ -34,8 +46,7 @@ class PrefixCache:
     """Whole prompts' KV ``[layers, 2, heads, tokens, head_dim]`` by (fine-tune, tokens)."""
 
     def __init__(self, budget: int | None = None, minimum: int = 8):
-        env = os.environ.get("AIMASS_LLM_PREFIX_CACHE", "1024")
-        self.budget = int(env) if budget is None else budget
+        self.budget = _budget() if budget is None else budget
         self.minimum = minimum  # shorter shared prefixes are not worth a lookup's copy
         self.entries: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.tokens = 0

@@ -39,3 +39,15 @@ def test_oldest_prompts_leave_first_and_the_budget_holds():
     cache.put(list(range(300, 330)), None, _kv(30, 0))  # longer than the whole budget: not kept
     assert cache.tokens == 16
     assert PrefixCache(budget=0).match(list(range(50)), None) == (0, None)  # turned off
+
+
+def test_a_bad_budget_is_a_clear_error(monkeypatch):
+    import pytest
+
+    from aimass.errors import ConfigError
+
+    monkeypatch.setenv("AIMASS_LLM_PREFIX_CACHE", "lots")
+    with pytest.raises(ConfigError, match="AIMASS_LLM_PREFIX_CACHE"):
+        PrefixCache()
+    monkeypatch.setenv("AIMASS_LLM_PREFIX_CACHE", "64")
+    assert PrefixCache().budget == 64
