@@ -29,19 +29,19 @@ _BLOCK = 32
 
 def q4_1(weight: np.ndarray):
     """(codes uint8 [N, K/32, 32], d [N, K/32], m [N, K/32]) if every block of ``weight`` [N, K]
-    is exactly ``d * q + m`` with ``q`` in 0..15, else None."""
+    is exactly ``d * q + m`` with ``q`` in 0..15, else None. (In float32, as the GGUF reader
+    dequantised them.)"""
     n, k = weight.shape
     if k % _BLOCK:
         return None
-    blocks = weight.reshape(n, k // _BLOCK, _BLOCK).astype(np.float64)
+    blocks = weight.reshape(n, k // _BLOCK, _BLOCK).astype(np.float32, copy=False)
     low, high = blocks.min(-1), blocks.max(-1)
-    d = (high - low) / 15
-    safe = np.where(d == 0, 1.0, d)
+    d = ((high.astype(np.float64) - low) / 15).astype(np.float32)
+    safe = np.where(d == 0, np.float32(1), d)
     codes = np.rint((blocks - low[..., None]) / safe[..., None])
-    rebuilt = (codes * d[..., None] + low[..., None]).astype(np.float32)
-    if not np.array_equal(rebuilt, weight.reshape(blocks.shape)):
+    if not np.array_equal(codes * d[..., None] + low[..., None], blocks):
         return None
-    return codes.astype(np.uint8), d.astype(np.float32), low.astype(np.float32)
+    return codes.astype(np.uint8), d, low
 
 
 def q8_0(weight: np.ndarray):
@@ -49,13 +49,12 @@ def q8_0(weight: np.ndarray):
     n, k = weight.shape
     if k % _BLOCK:
         return None
-    blocks = weight.reshape(n, k // _BLOCK, _BLOCK).astype(np.float64)
-    d = np.abs(blocks).max(-1) / 127
-    codes = np.rint(blocks / np.where(d == 0, 1.0, d)[..., None])
-    rebuilt = (codes * d[..., None]).astype(np.float32)
-    if not np.array_equal(rebuilt, weight.reshape(blocks.shape)):
+    blocks = weight.reshape(n, k // _BLOCK, _BLOCK).astype(np.float32, copy=False)
+    d = (np.abs(blocks).max(-1).astype(np.float64) / 127).astype(np.float32)
+    codes = np.rint(blocks / np.where(d == 0, np.float32(1), d)[..., None])
+    if not np.array_equal(codes * d[..., None], blocks):
         return None
-    return codes.astype(np.int16), d.astype(np.float32)
+    return codes.astype(np.int16), d
 
 
 def _pack4(codes: np.ndarray) -> np.ndarray:
