@@ -64,8 +64,8 @@ def serve(
         str | None,
         typer.Option(
             help="Language models' base weights: none (fp32), int8 (faster decode, slightly "
-            "different answers) or int4 (an ONNX Runtime graph built once, the fastest; fine-tunes "
-            "stay fp32 + LoRA; env AIMASS_LLM_QUANT)."
+            "different answers) or int4 (an ONNX Runtime graph of the model's own 4-bit blocks, built "
+            "once, the fastest; its fine-tunes run on that one graph as LoRA inputs; env AIMASS_LLM_QUANT)."
         ),
     ] = None,
 ):
