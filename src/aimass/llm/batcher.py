@@ -326,7 +326,8 @@ def scheduler(base, adapter: str | None = None) -> Scheduler:
     key = (id(base), "int4" if on_int4 else MIXED)
     with _LOCK:
         if key not in _SCHEDULERS:
-            _SCHEDULERS[key] = Int4Scheduler(base, runner) if on_int4 else Scheduler(base)
+            size = MAX_BATCH if enabled() else 1  # AIMASS_LLM_BATCHING=0: one sequence at a time
+            _SCHEDULERS[key] = Int4Scheduler(base, runner, size) if on_int4 else Scheduler(base, size)
         return _SCHEDULERS[key]
 
 

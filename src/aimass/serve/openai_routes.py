@@ -225,7 +225,7 @@ class _Target:
                 tokenizer, decode.eos_ids(self.base.model, tokenizer)
             )
         params = decode.SamplingParams(**kwargs)
-        if batcher.enabled():
+        if batcher.enabled() or getattr(self.base, "int4", None) is not None:  # int4: always its loop
             return batcher.scheduler(self.base, self.adapter).submit(
                 ids, params, self.adapter, on_delta=on_delta, cancelled=cancelled
             )

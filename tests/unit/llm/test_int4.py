@@ -133,6 +133,35 @@ def test_a_shared_prompt_start_is_copied_not_computed_and_answers_the_same(int4_
     assert np.array_equal(runner.kv[:, :, 1, :, : len(other)], fresh_kv)
 
 
+def test_without_batching_int4_still_decodes_one_request_at_a_time(int4_base, monkeypatch):
+    from aimass.llm import batcher
+
+    key = (id(int4_base), "int4")
+    shared = batcher._SCHEDULERS.pop(key, None)
+    monkeypatch.setenv("AIMASS_LLM_BATCHING", "0")
+    try:
+        serial = batcher.scheduler(int4_base)
+        assert isinstance(serial, batcher.Int4Scheduler) and serial.max_batch == 1
+        prompts = [decode_prompt(int4_base, q) for q in ("Name the capital of France.", "Why do cats purr?")]
+        params = decode.SamplingParams(max_tokens=6, temperature=0)
+        answers = [None, None]
+
+        def ask(i):
+            answers[i] = serial.submit(prompts[i], params, None).choices[0].text
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert serial.peak == 1  # never two sequences in one step
+        assert answers == [serial.submit(p, params, None).choices[0].text for p in prompts]
+    finally:
+        batcher._SCHEDULERS.pop(key, None)
+        if shared is not None:
+            batcher._SCHEDULERS[key] = shared
+
+
 def _synthetic_adapter(model, scale: float) -> dict:
     gen, state = torch.Generator().manual_seed(0), {}
     for i in range(model.config.num_hidden_layers):
