@@ -163,7 +163,7 @@ class Runner:
         self.folder, self._options = folder, options
         self.session = ort.InferenceSession(str(folder / _DONE), options, providers=["CPUExecutionProvider"])
         self.layers, self.max_batch, self.context = layers, max_batch, context
-        self.adapters: dict[str, dict[str, np.ndarray]] = {}  # fine-tune -> its LoRA inputs
+        self.adapters: dict[str | None, dict[str, np.ndarray]] = {}  # fine-tune (None: zeros) -> inputs
         self.lora_shapes: dict[str, tuple[int, int]] | None = None  # set once the LoRA graph runs
         self._bound: dict[tuple[int, int], tuple] = {}  # binding -> the row adapters it holds
         self._stacked: tuple[tuple[int, int], dict] | None = None  # one binding's stacked inputs
