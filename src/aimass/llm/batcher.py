@@ -287,7 +287,6 @@ class Int4Scheduler(Scheduler):
         super().__init__(base, min(max_batch, runner.max_batch))
 
     def _prefill_one(self, request: _Request, group: _Group):
-
         row = len(group.seqs)  # the next free row; it joins there (or is overwritten if it ends)
         logits = self.runner.prefill(request.prompt_ids, row, request.adapter)
         return torch.from_numpy(logits), row
