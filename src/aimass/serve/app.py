@@ -131,6 +131,7 @@ def create_app(
     _add_predict(app, engine, guard, predictor)
     _add_management(app, engine, guard, meter)
     generation = add_openai_routes(app, engine, lambda scope: _allow(guard, scope), meter)
+    app.state.generation = generation  # chat and completions (its slots: generations in flight)
     add_data_routes(app, engine, lambda scope: _allow(guard, scope), partial(_may_see, guard))
     console.add_console(app, engine, guard, predictor, meter, generation)
     add_access_routes(app, lambda scope: _allow(guard, scope))

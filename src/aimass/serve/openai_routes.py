@@ -22,7 +22,9 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -33,6 +35,7 @@ from aimass.errors import AimassError, NotFoundError
 from aimass.llm import batcher, decode, json_mode
 from aimass.llm.hub import HUB, context_limit
 from aimass.serve import openai_logprobs
+from aimass.serve.llm_slots import Slots, configured_limit
 from aimass.serve.middleware import error_body
 from aimass.serve.openai_embeddings import add_embedding_routes, embedding_models
 from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
@@ -308,6 +311,7 @@ class Generation:
     def __init__(self, engine, meter):
         self.engine = engine
         self.meters = (meter, LLMMetrics(engine.metrics.registry))
+        self.slots = Slots(configured_limit())  # generations' own threads (not the loop's 6)
 
     async def chat(self, caller, body: bytes):
         return await self._counted(body, self._chat(caller, body))
@@ -322,9 +326,7 @@ class Generation:
         ]
         json_object = _json_mode(req, messages)
         limit = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
-        return await _answer(
-            self.engine, self.meters, caller, req, messages, limit, chat=True, json_object=json_object
-        )
+        return await _answer(self, caller, req, messages, limit, chat=True, json_object=json_object)
 
     async def _complete(self, caller, body: bytes):
         req = parse_body(CompletionRequest, body)
@@ -335,7 +337,7 @@ class Generation:
             prompt = req.prompt[0]
         else:
             prompt = req.prompt
-        return await _answer(self.engine, self.meters, caller, req, prompt, req.max_tokens or 16, chat=False)
+        return await _answer(self, caller, req, prompt, req.max_tokens or 16, chat=False)
 
     async def _counted(self, body: bytes, work):
         """The answer, counted in the live figures of the service the body's ``model`` names (a
@@ -386,7 +388,8 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> Generation:
     return generation
 
 
-async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat: bool, json_object=False):
+async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: bool, json_object=False):
+    engine, meters, slots = generation.engine, generation.meters, generation.slots
     target = _resolve(engine, req.model)
     await asyncio.to_thread(target.check_length, prompt, raw=not chat, max_tokens=max_tokens)
     kwargs = {
@@ -408,11 +411,11 @@ async def _answer(engine, meters, caller, req, prompt, max_tokens: int, *, chat:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         live = (engine, req.model)  # where the request counts in the live figures
         return _stream(
-            target, meters, caller, prompt, kwargs, (ident, created, shape), chat, include_usage, live
+            target, slots, meters, caller, prompt, kwargs, (ident, created, shape), chat, include_usage, live
         )
     began = time.perf_counter()
     with engine.metrics.recent.running(target.ref):
-        out = await asyncio.to_thread(target.generate, prompt, raw=not chat, **kwargs)
+        out = await slots.start(partial(target.generate, prompt, raw=not chat, **kwargs))
     _record(meters, caller, target.ref, out, began)
     choices = [
         {
@@ -469,7 +472,7 @@ def _usage(out) -> dict:
     }
 
 
-def _stream(target, meters, caller, prompt, kwargs, head, chat, include_usage, live):
+def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live):
     ident, created, shape = head  # the answer's id and time; entries -> logprobs
     engine, name = live  # the request counts in the live figures of the service ``name`` names
     loop = asyncio.get_running_loop()
@@ -509,7 +512,6 @@ def _stream(target, meters, caller, prompt, kwargs, head, chat, include_usage, l
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     async def events():
-        task = loop.run_in_executor(None, run)
         try:
             if chat:  # the first chunk of each choice names the role
                 yield chunk(
@@ -549,10 +551,14 @@ def _stream(target, meters, caller, prompt, kwargs, head, chat, include_usage, l
             yield "data: [DONE]\n\n"
         finally:
             stop["cancelled"] = True  # a client that went away frees the model at the next token
-            del task
 
+    # started now, so a full server is a 429 before any byte is sent; a response never sent (the
+    # client left first) cancels the generation when its body is collected
+    slots.start(run)  # its outcome travels through the queue
+    body = events()
+    weakref.finalize(body, stop.__setitem__, "cancelled", True)
     return StreamingResponse(
-        events(),
+        body,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

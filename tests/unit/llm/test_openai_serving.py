@@ -31,9 +31,10 @@ ARTICLE = (
 @pytest.fixture(scope="module")
 def srv(headlines_model):
     _, key = auth.create_key("llm", ["predict"])
-    with live_server(create_app([headlines_model["model"]])) as base:
+    app = create_app([headlines_model["model"]])
+    with live_server(app) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
-        yield SimpleNamespace(base=base, key=key, client=client, model=headlines_model["model"])
+        yield SimpleNamespace(base=base, key=key, client=client, model=headlines_model["model"], app=app)
 
 
 def test_chat_answer_equals_model_generate_for_the_same_seed(srv):
@@ -165,6 +166,66 @@ def test_concurrent_requests_share_decode_steps_and_answer_as_alone(srv):
         )
     assert scheduler.peak >= 2  # at least two requests decoded in one step
     assert [c.message.content for c in together] == [c.message.content for c in alone]
+
+
+def test_eight_requests_decode_in_one_batch(srv):
+    """Streamed and plain requests together fill the batch's eight rows: generations have threads of
+    their own (asyncio's default pool has six on two cores, and once held the batch at six)."""
+    scheduler = batcher.scheduler(aimass.load(srv.model).base_)
+    scheduler.peak = 0
+    messages = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+
+    def one(i: int) -> int:
+        if i % 2:
+            answer = srv.client.chat.completions.create(
+                model=srv.model, messages=messages, max_tokens=24, temperature=0
+            )
+            return answer.usage.completion_tokens
+        stream = srv.client.chat.completions.create(
+            model=srv.model,
+            messages=messages,
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        return [c.usage.completion_tokens for c in stream if c.usage][0]
+
+    with ThreadPoolExecutor(8) as pool:
+        tokens = list(pool.map(one, range(8)))
+    assert tokens == [24] * 8
+    assert scheduler.peak == 8
+    assert srv.app.state.generation.slots.in_flight == 0
+
+
+def test_a_full_server_answers_429_with_retry_after(srv):
+    slots = srv.app.state.generation.slots
+    body = {
+        "model": srv.model,
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": 200,
+        "temperature": 0,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {srv.key}"}
+    slots.limit = 1
+    try:
+        with httpx.stream(
+            "POST", f"{srv.base}/v1/chat/completions", json=body, headers=headers, timeout=60
+        ) as r:
+            next(line for line in r.iter_lines() if '"content"' in line)  # decoding: the one slot is taken
+            with pytest.raises(openai.RateLimitError) as refused:
+                srv.client.completions.create(model=srv.model, prompt="Hi", max_tokens=2)
+            assert refused.value.response.headers["Retry-After"] == "1"
+            assert "AIMASS_LLM_MAX_REQUESTS" in refused.value.response.json()["error"]["hint"]
+    finally:
+        slots.limit = 64
+    began = time.monotonic()
+    while slots.in_flight and time.monotonic() - began < 20:  # the hung-up stream ends at its next token
+        time.sleep(0.05)
+    assert slots.in_flight == 0
+    quick = srv.client.completions.create(model=srv.model, prompt="Hi", max_tokens=2, temperature=0)
+    assert quick.usage.completion_tokens <= 2
 
 
 def test_a_disconnected_stream_frees_its_slot(srv):
