@@ -414,8 +414,13 @@ async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: boo
             target, slots, meters, caller, prompt, kwargs, (ident, created, shape), chat, include_usage, live
         )
     began = time.perf_counter()
+    gone = {"cancelled": False}  # an await cancelled (a shutdown past its grace): decoding stops
+    work = partial(target.generate, prompt, raw=not chat, cancelled=lambda: gone["cancelled"], **kwargs)
     with engine.metrics.recent.running(target.ref):
-        out = await slots.start(partial(target.generate, prompt, raw=not chat, **kwargs))
+        try:
+            out = await slots.start(work)
+        finally:
+            gone["cancelled"] = True  # at the next token, not after max_tokens
     _record(meters, caller, target.ref, out, began)
     choices = [
         {

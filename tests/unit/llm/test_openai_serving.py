@@ -228,6 +228,38 @@ def test_a_full_server_answers_429_with_retry_after(srv):
     assert quick.usage.completion_tokens <= 2
 
 
+def test_a_cancelled_plain_request_stops_decoding_at_its_next_token(srv):
+    """A plain request whose await is cancelled (a shutdown past its grace) leaves the batch at once
+    instead of decoding the 400 tokens it asked for."""
+    import asyncio
+
+    generation = srv.app.state.generation
+    scheduler = batcher.scheduler(aimass.load(srv.model).base_)
+    body = {
+        "model": srv.model,
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": 400,
+        "temperature": 2.0,  # near-uniform sampling: no early end of text
+        "seed": 0,
+    }
+
+    async def scenario() -> float:
+        task = asyncio.ensure_future(generation.chat(SimpleNamespace(key_id="k"), json.dumps(body).encode()))
+        began = time.monotonic()
+        while not scheduler.active and time.monotonic() - began < 20:
+            await asyncio.sleep(0.02)
+        assert scheduler.active == 1
+        await asyncio.sleep(0.5)  # a few tokens in
+        task.cancel()
+        cancelled = time.monotonic()
+        while scheduler.active and time.monotonic() - cancelled < 20:
+            await asyncio.sleep(0.02)
+        return time.monotonic() - cancelled
+
+    assert asyncio.run(scenario()) < 3  # 400 tokens take ~20 s here
+    assert scheduler.active == 0 and generation.slots.in_flight == 0
+
+
 def test_a_disconnected_stream_frees_its_slot(srv):
     from aimass.llm import batcher
 
