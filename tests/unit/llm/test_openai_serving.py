@@ -37,6 +37,20 @@ def srv(headlines_model):
         yield SimpleNamespace(base=base, key=key, client=client, model=headlines_model["model"], app=app)
 
 
+def story(srv, max_tokens: int, **extra) -> dict:
+    """A request body that decodes all ``max_tokens``: near-uniform sampling (temperature 2, seeded)
+    never reaches the end of text early, so a test that cuts it short cannot pass by the model
+    stopping on its own."""
+    return {
+        "model": srv.model,
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": max_tokens,
+        "temperature": 2.0,
+        "seed": 0,
+        **extra,
+    }
+
+
 def test_chat_answer_equals_model_generate_for_the_same_seed(srv):
     answer = srv.client.chat.completions.create(
         model=srv.model,
@@ -200,13 +214,7 @@ def test_eight_requests_decode_in_one_batch(srv):
 
 def test_a_full_server_answers_429_with_retry_after(srv):
     slots = srv.app.state.generation.slots
-    body = {
-        "model": srv.model,
-        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
-        "max_tokens": 200,
-        "temperature": 0,
-        "stream": True,
-    }
+    body = story(srv, 200, stream=True)
     headers = {"Authorization": f"Bearer {srv.key}"}
     slots.limit = 1
     try:
@@ -235,13 +243,7 @@ def test_a_cancelled_plain_request_stops_decoding_at_its_next_token(srv):
 
     generation = srv.app.state.generation
     scheduler = batcher.scheduler(aimass.load(srv.model).base_)
-    body = {
-        "model": srv.model,
-        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
-        "max_tokens": 400,
-        "temperature": 2.0,  # near-uniform sampling: no early end of text
-        "seed": 0,
-    }
+    body = story(srv, 400)
 
     async def scenario() -> float:
         task = asyncio.ensure_future(generation.chat(SimpleNamespace(key_id="k"), json.dumps(body).encode()))
@@ -264,13 +266,7 @@ def test_a_disconnected_stream_frees_its_slot(srv):
     from aimass.llm import batcher
 
     scheduler = batcher.scheduler(aimass.load(srv.model).base_)
-    body = {
-        "model": srv.model,
-        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
-        "max_tokens": 400,
-        "temperature": 0,
-        "stream": True,
-    }
+    body = story(srv, 400, stream=True)
     headers = {"Authorization": f"Bearer {srv.key}"}
     with httpx.stream("POST", f"{srv.base}/v1/chat/completions", json=body, headers=headers, timeout=60) as r:
         for line in r.iter_lines():
