@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 import uuid
 import weakref
@@ -414,13 +415,13 @@ async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: boo
             target, slots, meters, caller, prompt, kwargs, (ident, created, shape), chat, include_usage, live
         )
     began = time.perf_counter()
-    gone = {"cancelled": False}  # an await cancelled (a shutdown past its grace): decoding stops
-    work = partial(target.generate, prompt, raw=not chat, cancelled=lambda: gone["cancelled"], **kwargs)
+    gone = threading.Event()  # set when the await ends, cancelled too (a shutdown past its grace)
+    work = partial(target.generate, prompt, raw=not chat, cancelled=gone.is_set, **kwargs)
     with engine.metrics.recent.running(target.ref):
         try:
             out = await slots.start(work)
         finally:
-            gone["cancelled"] = True  # at the next token, not after max_tokens
+            gone.set()  # decoding stops at the next token, not after max_tokens
     _record(meters, caller, target.ref, out, began)
     choices = [
         {
@@ -482,7 +483,7 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
     engine, name = live  # the request counts in the live figures of the service ``name`` names
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    stop = {"cancelled": False}
+    stop = threading.Event()
 
     def on_delta(index: int, text: str, reason: str | None, entries) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, ("delta", index, text, reason, entries))
@@ -492,7 +493,7 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
         try:
             with engine.metrics.recent.running(target.ref):
                 out = target.generate(
-                    prompt, raw=not chat, on_delta=on_delta, cancelled=lambda: stop["cancelled"], **kwargs
+                    prompt, raw=not chat, on_delta=on_delta, cancelled=stop.is_set, **kwargs
                 )
             _record(meters, caller, target.ref, out, began)
             engine.observe(name, time.perf_counter() - began, tokens=out.completion_tokens)
@@ -555,13 +556,13 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
                     break
             yield "data: [DONE]\n\n"
         finally:
-            stop["cancelled"] = True  # a client that went away frees the model at the next token
+            stop.set()  # a client that went away frees the model at the next token
 
     # started now, so a full server is a 429 before any byte is sent; a response never sent (the
     # client left first) cancels the generation when its body is collected
     slots.start(run)  # its outcome travels through the queue
     body = events()
-    weakref.finalize(body, stop.__setitem__, "cancelled", True)
+    weakref.finalize(body, stop.set)
     return StreamingResponse(
         body,
         media_type="text/event-stream",
