@@ -12,6 +12,8 @@ import time
 import httpx
 import pytest
 
+from aimass.data.bundled import pdf_bytes
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
@@ -87,14 +89,21 @@ def test_train_registers_a_good_model(env, trained):
     assert shown["dataset_digest"] and shown["params"]["seed"] == 0
 
 
-def test_evaluate_and_predict(env, trained, bbc_csv):
+def test_evaluate_and_predict(env, trained, bbc_csv, tmp_path):
     table = aimass(env, "evaluate", "news").stdout  # the stored test split, as a table
     assert f"accuracy {trained[1]['metrics']['accuracy']:.4f}" in table
     assert "macro-F1" in table and "Top losses" in table
     on_file = as_json(aimass(env, "evaluate", "news:1", "--data", str(bbc_csv), "--json"))
     assert on_file["n"] == 80 and on_file["accuracy"] >= 0.9
-    pred = as_json(aimass(env, "predict", "news", "The striker scored twice in the cup final.", "--json"))
-    assert pred["predictions"][0]["label"] == "sports"
+    sport = "The striker scored twice in the cup final."
+    report = tmp_path / "report.pdf"  # a document given by its path stands for its text
+    report.write_bytes(pdf_bytes(sport))
+    pred = as_json(aimass(env, "predict", "news", sport, str(report), "--json"))
+    assert [p["label"] for p in pred["predictions"]] == ["sports", "sports"]
+    assert pred["predictions"][0]["scores"] == pred["predictions"][1]["scores"]
+    (tmp_path / "scan.pdf").write_bytes(b"%PDF-1.4 not really")
+    broken = aimass(env, "predict", "news", str(tmp_path / "scan.pdf"), ok=False)
+    assert broken.returncode != 0 and "not a readable PDF" in broken.stderr + broken.stdout
 
 
 def test_serve_answers_http(env, trained):

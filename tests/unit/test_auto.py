@@ -64,6 +64,19 @@ def test_a_table_is_text_and_a_folder_of_images_is_image(bbc_csv, tmp_path):
     assert task == "image-classification" and "images" in why
 
 
+def test_a_folder_or_archive_of_documents_is_text(tmp_path):
+    import shutil
+
+    from aimass.data import bbc_news_documents
+
+    folder = bbc_news_documents(tmp_path / "news", per_class=2, formats=("pdf", "docx"))
+    task, why = detect_task(folder)
+    assert task == "text-classification" and "documents" in why
+    archive = shutil.make_archive(str(tmp_path / "news"), "zip", tmp_path, "news")
+    task, why = detect_task(archive)
+    assert task == "text-classification" and "archive" in why and "documents" in why
+
+
 @pytest.mark.parametrize("kind", ["binary file", "empty folder", "missing"])
 def test_a_layout_that_names_no_task_is_a_clear_error(tmp_path, kind):
     target = tmp_path / "thing"

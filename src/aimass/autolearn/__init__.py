@@ -7,7 +7,7 @@ tries an ``onnx-int8`` child, registers both and (with ``deploy=True``) serves t
 >>> from aimass.autolearn import detect_task
 >>> from aimass.data import bbc_news_path
 >>> detect_task(bbc_news_path())[1]
-'a folder of class sub-folders holding .txt files'
+'a folder of class sub-folders holding documents (.txt, .pdf, .docx, .html, .htm)'
 
 How the budget is spent (every phase is timed; the numbers are for BBC News, 2 CPU cores, 5 min):
 

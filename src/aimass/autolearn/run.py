@@ -84,8 +84,8 @@ def detect_task(path) -> tuple[str, str]:
 
     Each registered task is asked in turn (``Task.sniff``, in ``sniff_order``): a folder, archive or
     ``path,label`` manifest of images is image classification; a CSV, TSV or JSONL table (a text
-    column is found at import) or a folder of class sub-folders holding .txt files is text
-    classification.
+    column is found at import) or a folder (or archive) of class sub-folders holding documents
+    (.txt, .pdf, .docx, .html) is text classification.
     """
     source = Path(path).expanduser()
     if not source.exists():
@@ -96,8 +96,8 @@ def detect_task(path) -> tuple[str, str]:
     raise DataError(
         f"Cannot tell the task from {source}: it is neither a table nor a folder of texts or images.",
         where=str(source),
-        hint="Pass a CSV/TSV/JSONL file with text and label columns, a folder of class sub-folders "
-        "(of .txt files or of images), or a .zip/.tar.gz of images.",
+        hint="Pass a CSV/TSV/JSONL file with text and label columns, or a folder of class sub-folders "
+        "(of documents such as .txt, .pdf, .docx, or of images), or a .zip/.tar.gz of such a folder.",
     )
 
 

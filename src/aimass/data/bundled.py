@@ -162,3 +162,85 @@ def _stratified(labels: np.ndarray, n: int, seed: int) -> list[int]:
         idx = np.flatnonzero(labels == c)
         chosen.extend(rng.choice(idx, size=n // len(classes), replace=False).tolist())
     return sorted(chosen)
+
+
+DOCUMENT_FORMATS = ("pdf", "docx", "html", "txt")
+
+
+def bbc_news_documents(dest: str | Path, per_class: int | None = 20, formats=DOCUMENT_FORMATS) -> Path:
+    """Write BBC News articles as documents in class folders, ``dest/<topic>/<name>.<format>``:
+    the first ``per_class`` articles of each topic (by file name; None: all), the formats taking turns (PDF,
+    Word, HTML, plain text). A document folder to try :func:`aimass.import_dataset` on offline.
+    Returns ``dest``."""
+    writers = {"pdf": pdf_bytes, "docx": docx_bytes, "html": html_bytes, "txt": lambda t: t.encode()}
+    dest = Path(dest)
+    for folder in sorted(bbc_news_path().iterdir()):
+        (dest / folder.name).mkdir(parents=True, exist_ok=True)
+        for i, path in enumerate(sorted(folder.glob("*.txt"))[:per_class]):
+            fmt = formats[i % len(formats)]
+            atomic_write(dest / folder.name / f"{path.stem}.{fmt}", writers[fmt](bbc_news_text(path)))
+    return dest
+
+
+def pdf_bytes(text: str, width: int = 90) -> bytes:
+    """A PDF with ``text`` on text-layer pages (Helvetica, latin-1 characters; others become ``?``)."""
+    import textwrap
+
+    from pypdf import PdfWriter
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    writer = PdfWriter()
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+            NameObject("/Encoding"): NameObject("/WinAnsiEncoding"),
+        }
+    )
+    resources = DictionaryObject(
+        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})}
+    )
+    wrap = textwrap.TextWrapper(width, break_long_words=False, break_on_hyphens=False).wrap
+    lines = [w for para in text.splitlines() for w in (wrap(para) or [""])] or [""]
+    for start in range(0, len(lines), 50):
+        page = writer.add_blank_page(612, 792)
+        page[NameObject("/Resources")] = resources
+        body = b"".join(b"(" + _pdf_string(line) + b") Tj T* " for line in lines[start : start + 50])
+        stream = DecodedStreamObject()
+        stream.set_data(b"BT /F1 11 Tf 14 TL 50 750 Td " + body + b"ET")
+        page[NameObject("/Contents")] = writer._add_object(stream)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _pdf_string(line: str) -> bytes:
+    raw = line.encode("cp1252", errors="replace")
+    return raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
+
+
+def docx_bytes(text: str) -> bytes:
+    """A Word document with one paragraph per line of ``text``."""
+    from docx import Document
+
+    document = Document()
+    for line in text.splitlines():
+        document.add_paragraph(line)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def html_bytes(text: str) -> bytes:
+    """An HTML page: the first line as its title and heading, the rest as paragraphs."""
+    from html import escape
+
+    first, *rest = text.splitlines() or [""]
+    paragraphs = "".join(f"<p>{escape(line)}</p>\n" for line in rest if line.strip())
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(first)}</title>"
+        f"<style>p {{ margin: 0 }}</style><script>var seen = 1;</script></head>"
+        f"<body><h1>{escape(first)}</h1>\n{paragraphs}</body></html>"
+    )
+    return page.encode("utf-8")

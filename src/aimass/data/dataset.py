@@ -160,6 +160,7 @@ class Dataset:
             "rejects_file": str(self.rejects_path),
             "warnings": m["warnings"],
             "leakage": m.get("leakage", []),
+            **({"documents": m["documents"]} if "documents" in m else {}),  # a folder: rows by format
             **({"tokens": m["tokens"]} if "tokens" in m else {}),  # generation data: token statistics
             **({"parent": m["parent"], "changes": m["changes"]} if "parent" in m else {}),  # a revision
         }

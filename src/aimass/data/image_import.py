@@ -27,6 +27,7 @@ from pathlib import Path
 
 from aimass.data.archive import archive_kind, extract_archive
 from aimass.data.dataset import DATA_FILE, REJECTS_FILE, Dataset
+from aimass.data.documents import holds_documents
 from aimass.data.image_layout import Item, Layout, image_files, manifest_columns, read_layout
 from aimass.data.images import check_image, pixel_limit, read_image_file
 from aimass.data.split import check_column_splits, check_fractions, random_splits
@@ -53,14 +54,17 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 def looks_like_images(path: str | Path) -> bool:
-    """True when ``path`` is an archive, a folder holding images, or a ``path,label`` manifest.
+    """True when ``path`` is an archive (not one of documents), a folder holding images, or a
+    ``path,label`` manifest.
 
     Only names and headers are read (a folder is walked until its first image).
     """
     path = Path(path)
     if path.is_dir():
         return next(image_files(path), None) is not None
-    return path.is_file() and (archive_kind(path) is not None or manifest_columns(path) is not None)
+    if path.is_file() and archive_kind(path) is not None:
+        return not holds_documents(path)  # an archive of PDFs, .docx or .txt is a text dataset
+    return path.is_file() and manifest_columns(path) is not None
 
 
 def import_images(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aimass.data.dataset import Dataset
+from aimass.data.documents import LISTED, old_format_hint
 from aimass.data.image_import import import_images, looks_like_images
 from aimass.data.pairs_import import import_pairs, looks_like_pairs
 from aimass.data.split import check_column_splits, check_fractions, random_splits
@@ -128,7 +129,10 @@ def _info_warnings(info: dict) -> list[str]:
         )
     ignored = info.get("ignored_files") or []
     if ignored:
-        warnings.append(f"ignored {len(ignored)} file(s) that are not .txt: {ignored[:5]}")
+        warnings.append(f"ignored {len(ignored)} file(s) that are not documents ({LISTED}): {ignored[:5]}")
+    old = sorted({hint for name in ignored if (hint := old_format_hint(name))})
+    if old:
+        warnings.append(f"files in an older format were ignored: {', '.join(old)} to import them")
     return warnings
 
 
@@ -157,4 +161,5 @@ def _manifest(digest, name, rows, rejects, info, *, warnings, settings) -> dict:
         "test_frac": settings.get("test_frac"),
         "split_source": settings["split_source"],
         "imports": [import_entry(name, info, now)],
+        **({"documents": info["documents"]} if info.get("documents") else {}),  # a folder: rows by format
     }

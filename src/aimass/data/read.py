@@ -1,4 +1,4 @@
-"""Read CSV, TSV, JSONL files and one-folder-per-class trees into raw records.
+"""Read CSV, TSV, JSONL files and one-folder-per-class trees of documents into raw records.
 
 Nothing here decides which column is which or whether a row is usable: the
 result is every data record with its file and 1-based starting line, plus the
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
+from aimass.data import documents
+from aimass.data.archive import archive_kind, extract_archive
 from aimass.data.limits import MIB, limit, mebibytes
 from aimass.errors import DataError, TooLargeError
 
@@ -39,8 +41,8 @@ _HIGH_RUN = re.compile(rb"[\x80-\xff]+")
 _GB_FOUR = re.compile(rb"[\x81-\xfe][\x30-\x39][\x81-\xfe][\x30-\x39]")
 FORMATS_HINT = (
     "Use a .csv or .tsv file with a header line (e.g. `text,label`), a .jsonl file with one "
-    'JSON object a line (e.g. {"text": "...", "label": "..."}), or a folder with one '
-    "sub-folder per class holding .txt files."
+    'JSON object a line (e.g. {"text": "...", "label": "..."}), or a folder (or .zip/.tar.gz) with '
+    f"one sub-folder per class holding documents ({documents.LISTED})."
 )
 
 
@@ -49,7 +51,7 @@ class Record:
     """One data record as read from the source.
 
     Attributes:
-        file: The file it comes from, as given (or the .txt file in a folder).
+        file: The file it comes from, as given (or the document in a folder).
         line: 1-based physical line where the record starts.
         raw: The record's original text, cut at ``RAW_LIMIT`` characters.
         fields: Values by column name.
@@ -213,7 +215,8 @@ def read_source(path: Path) -> RawTable:
     """Read a table file or a class folder into records.
 
     Args:
-        path: A .csv/.tsv/.jsonl/.ndjson file or a folder of class sub-folders.
+        path: A .csv/.tsv/.jsonl/.ndjson file, or a folder of class sub-folders holding
+            documents, or a .zip/.tar/.tar.gz archive of such a folder.
 
     Returns:
         The records, the malformed-record rejects, the column names and an ``info``
@@ -226,6 +229,8 @@ def read_source(path: Path) -> RawTable:
         raise DataError(f"{path} does not exist", where=str(path), hint="Check the path.")
     if path.is_dir():
         return read_folder(path)
+    if archive_kind(path) is not None:
+        return read_archive(path)
     fmt = TABLE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise _unsupported(path)
@@ -430,59 +435,110 @@ def _json_object(line: str, undecodable: str | None, most: int) -> tuple[dict | 
     return obj, None
 
 
-def read_folder(path: Path) -> RawTable:
-    """Read ``<path>/<label>/*.txt``: one record per file, the label is the sub-folder name.
+def read_archive(path: Path) -> RawTable:
+    """Read a .zip/.tar/.tar.gz of a class folder: extracted safely (:func:`extract_archive`) into
+    a scratch folder beside the datasets, read as :func:`read_folder`, the scratch removed.
+    Rejects name the member (``news.zip/sport/12.pdf``)."""
+    import tempfile
 
-    A file over the field limit or with a line in neither UTF-8 nor GB18030 is rejected.
+    from aimass.data.storage import datasets_dir
+
+    with tempfile.TemporaryDirectory(prefix=".extract-", dir=datasets_dir()) as scratch:
+        extract_archive(path, scratch)
+        root = _lone_folder(Path(scratch))
+        table = read_folder(root, shown_as=lambda f: f"{path}/{Path(f).relative_to(scratch).as_posix()}")
+    table.info.update(file=str(path), archive=archive_kind(path))
+    return table
+
+
+def _lone_folder(root: Path) -> Path:
+    """Step into a lone top folder (an archive of the dataset folder itself)."""
+    while True:
+        entries = [p for p in root.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+        if len(entries) != 1 or not entries[0].is_dir():
+            return root
+        inner = [p for p in entries[0].iterdir() if not p.name.startswith(".")]
+        if not any(p.is_dir() for p in inner):  # the lone folder is a class folder: keep it
+            return root
+        root = entries[0]
+
+
+def read_folder(path: Path, shown_as=str) -> RawTable:
+    """Read ``<path>/<label>/<document>``: one record per file, the label is the sub-folder name.
+
+    Documents are .txt files (decoded line by line, as tables are), .pdf, .docx, .html and
+    .htm (see :mod:`aimass.data.documents`). A file over the field limit, with a line in neither
+    UTF-8 nor GB18030, or a document that cannot be read or holds no text is rejected with the
+    reason; other files are listed in ``info["ignored_files"]`` (a warning at import).
+
+    Args:
+        path: The folder.
+        shown_as: How a file is named in rejects and rows (an archive names its member).
     """
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     files, ignored = [], []
     for folder in class_dirs:
         for file in sorted(folder.iterdir()):
-            if file.is_file() and file.suffix.lower() == ".txt":
+            if file.is_file() and documents.is_document(file.name):
                 files.append(file)
-            else:
-                ignored.append(str(file.relative_to(path)))
+            elif not file.name.startswith("."):
+                ignored.append(file.relative_to(path).as_posix())
+    ignored += [p.name for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
     if not files:
         raise DataError(
-            "no .txt files in class sub-folders",
-            where=str(path),
-            hint="Lay the folder out as <folder>/<label>/<name>.txt.",
+            f"no documents ({documents.LISTED}) in class sub-folders",
+            where=shown_as(path),
+            hint="Lay the folder out as <folder>/<label>/<name>.txt (or .pdf, .docx, .html).",
         )
-    _check_table_size(sum(file.stat().st_size for file in files), str(path))
-    records, malformed, encodings = [], [], Counter()
+    _check_table_size(sum(file.stat().st_size for file in files), shown_as(path))
+    records, malformed, encodings, kinds = [], [], Counter(), Counter()
     digest, most = hashlib.sha256(), field_limit()
     for file in files:
         data = file.read_bytes()
         digest.update(f"{file.parent.name}/{file.name}\0".encode() + data + b"\0")
-        item = _file_record(file, data, encodings, most)
+        item = _file_record(file, data, encodings, most, shown_as)
         (records if isinstance(item, Record) else malformed).append(item)
+        kinds[documents.document_kind(file.name, data)] += isinstance(item, Record)
     info = {
-        "file": str(path),
+        "file": shown_as(path),
         "format": "folder",
-        "encoding": encoding_label(encodings, "file"),
+        "encoding": encoding_label(encodings, "file") if encodings else "utf-8",
         "encodings": dict(encodings),
+        "documents": {kind: n for kind, n in kinds.items() if n},
         "ignored_files": ignored,
         "sha256": digest.hexdigest(),
     }
     return RawTable(records, malformed, ["text", "label"], info)
 
 
-def _file_record(file: Path, data: bytes, encodings: Counter, most: int) -> Record | dict:
-    """The file as a record, or its reject; counts its encoding(s) in ``encodings``."""
+def _file_record(file: Path, data: bytes, encodings: Counter, most: int, shown_as=str) -> Record | dict:
+    """The file as a record, or its reject; counts a text file's encoding(s) in ``encodings``."""
+    where = shown_as(file)
+    kind = documents.document_kind(file.name, data)
+    if kind != "text":
+        try:
+            text = documents.extract_text(kind, data, where, most)
+        except DataError as exc:
+            reason = f"{exc.message}. {exc.hint}" if exc.hint else exc.message
+            return make_reject(where, 1, reason, "", "unreadable document")
+        if len(text) > most:
+            reason = _too_large_reason("the document", len(text), most)
+            return make_reject(where, 1, reason, text[:RAW_LIMIT], "field too large")
+        fields = {"text": text, "label": file.parent.name}
+        return Record(where, 1, text[:RAW_LIMIT], fields, f"{file.parent.name}/{file.name}")
     decoded = decode_lines(data)
     text = "".join(decoded.lines)
     if decoded.bad:
         number, reason = next(iter(decoded.bad.items()))
         raw = decoded.lines[number - 1][:RAW_LIMIT]
-        return make_reject(str(file), number, reason, raw, "undecodable line")
+        return make_reject(where, number, reason, raw, "undecodable line")
     if len(text) > most:
         reason = _too_large_reason("the file", len(text), most)
-        return make_reject(str(file), 1, reason, text[:RAW_LIMIT], "field too large")
+        return make_reject(where, 1, reason, text[:RAW_LIMIT], "field too large")
     label = decoded.label
     encodings.update(decoded.encodings if label.startswith("mixed") else [label])
     fields = {"text": text, "label": file.parent.name}
-    return Record(str(file), 1, text[:RAW_LIMIT], fields, f"{file.parent.name}/{file.name}")
+    return Record(where, 1, text[:RAW_LIMIT], fields, f"{file.parent.name}/{file.name}")
 
 
 def encoding_label(encodings: Counter, unit: str) -> str:

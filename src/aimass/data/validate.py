@@ -131,11 +131,12 @@ def _place(record: Record, file: str) -> str:
 
 
 def _drop_duplicates(rows: list[_Row]) -> tuple[list[_Row], list[dict]]:
-    """Exact duplicates (same stripped text, same label): the first is kept."""
+    """Duplicates (the same text up to white space, as conflicts are found; the same label): the
+    first is kept. A PDF's line breaks do not make its article a new row beside the .txt copy."""
     first: dict[str, _Row] = {}
     keep, rejects = [], []
     for row in rows:
-        earlier = first.setdefault(row.text, row)
+        earlier = first.setdefault(row.key, row)
         if earlier is row:
             keep.append(row)
         else:

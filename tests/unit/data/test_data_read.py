@@ -103,7 +103,7 @@ def test_class_folder(tmp_path):
 
 def test_folder_rejects_column_flags_and_needs_txt(tmp_path):
     (tmp_path / "a").mkdir()
-    with pytest.raises(DataError, match="no .txt files"):
+    with pytest.raises(DataError, match=r"no documents \(.txt, .pdf"):
         read_table(tmp_path)
     (tmp_path / "a" / "x.txt").write_text("hi")
     with pytest.raises(DataError, match="column options"):

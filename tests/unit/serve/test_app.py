@@ -67,10 +67,41 @@ def test_not_json_and_unknown_model(client):
     assert "news-serve" in missing.json()["error"]["message"]
 
 
+def test_documents_upload_and_answer_as_their_text(client, small_model):
+    """Multipart uploads of a PDF, a Word file and an HTML page get the prediction of their text."""
+    from aimass.data.bundled import docx_bytes, html_bytes, pdf_bytes
+
+    texts = [
+        "Shares in the bank rose after profits beat forecasts and the dividend was raised.",
+        "The striker scored twice in the second half as the champions won the derby.",
+        "The minister told MPs the election would be held in May.",
+    ]
+    files = [
+        ("inputs", ("a.pdf", pdf_bytes(texts[0]), "application/pdf")),
+        ("inputs", ("b.docx", docx_bytes(texts[1]), "application/octet-stream")),
+        ("inputs", ("c.html", html_bytes("Headline\n" + texts[2]), "text/html")),
+    ]
+    response = client.post("/v1/models/news-serve/predict", files=files)
+    assert response.status_code == 200, response.text
+    want = client.post(
+        "/v1/models/news-serve/predict", json={"inputs": texts[:2] + ["Headline\n" + texts[2]]}
+    )
+    assert response.json()["predictions"] == want.json()["predictions"]
+    png = client.post(
+        "/v1/models/news-serve/predict",
+        files=[("inputs", ("x.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png"))],
+    )
+    assert png.status_code == 422 and "inputs[0] is neither text" in png.json()["error"]["message"]
+    broken = client.post(
+        "/v1/models/news-serve/predict", files=[("inputs", ("x.pdf", b"%PDF-1.7 cut", "application/pdf"))]
+    )
+    assert broken.status_code == 422 and "not a readable PDF" in broken.json()["error"]["message"]
+
+
 def test_body_limit(client):
     response = client.post(
         "/v1/models/news-serve/predict",
-        content=b"x" * (3 * 1024 * 1024),
+        content=b"x" * (17 * 1024 * 1024),  # the text task takes up to 16 MiB (document uploads)
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 413

@@ -142,6 +142,21 @@ def test_the_wizard_goes_from_an_upload_to_a_prediction(wizard, admin_page):
     assert "curl -s" in text and "/v1/models/news-console/predict" in text and "httpx.post" in text
 
 
+def test_a_document_tried_in_the_console_gets_the_label_of_its_text(wizard, admin_page, server, tmp_path):
+    from aimass.data.bundled import pdf_bytes
+
+    texts, labels = bbc_sample(per_class=1, chars=300)
+    report = tmp_path / "match-report.pdf"
+    report.write_bytes(pdf_bytes(texts[labels.index("sports")]))
+    page = admin_page
+    page.goto(f"{server}/console/try/news-console")
+    page.get_by_label("Or documents", exact=False).set_input_files(str(report))
+    page.get_by_role("button", name="Predict").click()
+    row = page.wait_for_selector("#answer tbody tr", timeout=60_000)
+    assert row.query_selector("td").text_content() == "match-report.pdf"
+    assert row.query_selector("td.label").text_content().strip() == wizard["label"] == "sports"
+
+
 def test_every_page_renders_reads_well_and_passes_axe(wizard, admin_page, server, shots):
     page = admin_page
     ds = api.load_dataset("news-console")

@@ -224,8 +224,8 @@ def _add_try(router: APIRouter, console: Console, engine: Engine, predictor: Pre
         else:
             inputs = [line.strip() for line in str(form.get("text") or "").splitlines() if line.strip()]
         if not inputs:
-            raise ConfigError("Type a text (one per line) or choose a picture.", hint="Then press Predict.")
+            raise ConfigError("Type a text (one per line) or choose a file.", hint="Then press Predict.")
         answer = json.loads(await predictor(name, {"inputs": inputs}, ctx.caller))
-        shown = [str(i) if isinstance(i, str) else f"picture {n + 1}" for n, i in enumerate(inputs)]
+        shown = [f.filename for f in files] or inputs  # a picture or document by its file name
         rows = list(zip(shown, answer.get("predictions", [])))
         return console.page(request, "try_result.html", ctx, rows=rows, model=answer.get("model"))
