@@ -17,7 +17,7 @@ def attach(app: typer.Typer) -> None:
 @command
 def auto(
     path: Annotated[
-        str | None, typer.Argument(help="A CSV/TSV/JSONL table, or a folder or archive of texts/images.")
+        str | None, typer.Argument(help="A CSV/TSV/JSONL table, a folder or archive of documents or images.")
     ] = None,
     data: Annotated[
         str | None, typer.Option(help="Instead of PATH: a stored dataset's id or name (nothing re-imported).")

@@ -180,6 +180,8 @@ class Dataset:
             + (f" ({kinds})" if kinds else "")
             + f", listed in {s['rejects_file']}",
         ]
+        if s.get("documents"):  # a class folder of documents: rows per format
+            lines.append("  documents: " + ", ".join(f"{n:,} {kind}" for kind, n in s["documents"].items()))
         lines += _token_lines(s.get("tokens"))
         lines += _lineage_lines(s, self.path)
         return "\n".join(lines + [f"  warning: {w}" for w in s["warnings"]])

@@ -111,6 +111,7 @@ def test_a_folder_of_documents_imports_every_readable_one_and_names_the_rest(fol
     assert all(r["kind"] == "unreadable document" for r in rejects)
     assert "not a readable PDF" in by_file["truncated.pdf"]["reason"]
     assert "OCR" in by_file["scan.pdf"]["reason"] and "no text" in by_file["empty.html"]["reason"]
+    assert "documents: 15 pdf, 15 docx, 15 html, 15 text" in ds.describe()
     warnings = " ".join(summary["warnings"])
     assert "business/minutes.doc" in warnings and "README.pdf" in warnings
     assert "save .doc files as .docx" in warnings
@@ -142,3 +143,15 @@ def test_an_archive_with_images_still_imports_as_images(tmp_path):
         zf.writestr("cat/1.png", b"\x89PNG")
         zf.writestr("cat/notes.txt", b"a cat")
     assert looks_like_images(tmp_path / "mixed.zip")
+
+
+def test_the_command_line_reads_a_document_path_as_its_text(tmp_path):
+    from aimass.tasks.text_classification import TextClassification
+
+    (tmp_path / "memo.docx").write_bytes(docx_bytes("Budget talks\nThe chancellor spoke."))
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    texts = TextClassification.cli_inputs([str(tmp_path / "memo.docx"), "plain words", "missing.pdf"])
+    assert texts == ["Budget talks\nThe chancellor spoke.", "plain words", "missing.pdf"]
+    with pytest.raises(DataError, match="not a readable PDF") as raised:
+        TextClassification.cli_inputs([str(tmp_path / "broken.pdf")])
+    assert raised.value.where == str(tmp_path / "broken.pdf") and raised.value.hint
