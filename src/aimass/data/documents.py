@@ -40,8 +40,11 @@ PAGES_ENV = "AIMASS_MAX_DOCUMENT_PAGES"
 MAX_DOCX_UNPACKED = 256 * MIB
 OLD_FORMATS = {".doc": ".docx", ".rtf": ".docx", ".odt": ".docx", ".xls": "CSV", ".xlsx": "CSV"}
 
-# pypdf logs every recoverable quirk of a malformed file at WARNING; the reject says what matters
-logging.getLogger("pypdf").setLevel(logging.ERROR)
+# pypdf logs each quirk it recovers from (at WARNING and ERROR); the text, or the reject, is what counts
+logging.getLogger("pypdf").setLevel(logging.CRITICAL)
+# A damaged file can fail anywhere inside a parser (zlib.error, NotImplementedError, RecursionError...):
+# every such failure is the file's, and becomes its reject; running out of memory is not.
+_NOT_THE_FILE = (MemoryError,)
 
 
 def document_kind(name: str | None, data: bytes) -> str | None:
@@ -104,7 +107,6 @@ def extract_text(kind: str, data: bytes, where: str, max_chars: int) -> str:
 def pdf_text(data: bytes, where: str = "document", max_chars: int = 10**9) -> str:
     """Every page's text, pages separated by a blank line."""
     from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -128,9 +130,9 @@ def pdf_text(data: bytes, where: str = "document", max_chars: int = 10**9) -> st
             size += len(texts[-1])
             if size > max_chars:
                 break
-    except DataError:
+    except (DataError, *_NOT_THE_FILE):
         raise
-    except (PyPdfError, ValueError, TypeError, KeyError, IndexError, AttributeError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - see _NOT_THE_FILE
         raise _unreadable("PDF", exc, where) from exc
     return "\n\n".join(t.strip() for t in texts if t.strip())
 
@@ -150,7 +152,9 @@ def docx_text(data: bytes, where: str = "document", max_chars: int = 10**9) -> s
             size += sum(len(t) for t in texts)
             if size > max_chars:
                 break
-    except (ValueError, KeyError, AttributeError, OSError, zipfile.BadZipFile, SyntaxError) as exc:
+    except _NOT_THE_FILE:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see _NOT_THE_FILE
         raise _unreadable(".docx", exc, where) from exc
     return "\n".join(lines)
 
@@ -160,7 +164,9 @@ def _check_docx_size(data: bytes, where: str) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             unpacked = sum(info.file_size for info in zf.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except _NOT_THE_FILE:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see _NOT_THE_FILE
         raise _unreadable(".docx", exc, where) from exc
     most = limit("AIMASS_MAX_ARCHIVE_BYTES", MAX_DOCX_UNPACKED, None)
     ratio = limit("AIMASS_MAX_ARCHIVE_RATIO", MAX_RATIO, None)
