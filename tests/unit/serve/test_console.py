@@ -180,6 +180,23 @@ def test_upload_keeps_files_under_the_uploads_root(admin, manage_headers, bbc_cs
     assert refused.status_code == 403
 
 
+def test_an_uploaded_archive_of_documents_imports_as_text(admin, manage_headers, tmp_path):
+    import shutil
+
+    from aimass.data import bbc_news_documents
+
+    bbc_news_documents(tmp_path / "letters", per_class=4, formats=("pdf", "docx"))
+    archive = Path(shutil.make_archive(str(tmp_path / "letters"), "zip", tmp_path, "letters"))
+    client = TestClient(admin.app)
+    stored = client.post(
+        "/v1/uploads", headers=manage_headers, files={"file": ("letters.zip", archive.read_bytes())}
+    )
+    assert stored.status_code == 201, stored.text
+    report = client.post("/v1/datasets", headers=manage_headers, json={"path": stored.json()["path"]})
+    assert report.status_code == 201, report.text
+    assert report.json()["rows"] == 20 and report.json()["documents"] == {"pdf": 10, "docx": 10}
+
+
 def test_rest_twins_page_on_the_server(admin, manage_headers, bbc_csv):
     client = TestClient(admin.app)
     for _ in range(3):
