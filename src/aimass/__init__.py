@@ -29,7 +29,10 @@ __all__ = [
     "load",
     "load_dataset",
     "predict",
+    "pull_model",
+    "push_model",
     "register",
+    "remote_models",
     "show_model",
     "train_model",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aimass import autolearn, exporters
 from aimass.curation import dataset_issues, fix_dataset
+from aimass.sharing import pull_model, push_model, remote_models
 from aimass.workflow import (
     available_tasks,
     compare_models,
@@ -54,7 +55,10 @@ __all__ = [
     "load",
     "load_dataset",
     "predict",
+    "pull_model",
+    "push_model",
     "register",
+    "remote_models",
     "show_model",
     "train_model",
 ]

@@ -457,6 +457,8 @@ def models_show(model: str, as_json: JsonFlag = False):
         ):
             out.print(f"[bold]{key}[/]: {i.get(key)}")
         out.print(f"[bold]params[/]: {json.dumps(i['params'])}")
+        if "pulled_from" in i["metrics"]:
+            out.print(f"[bold]pulled from[/]: {i['metrics']['pulled_from']}")
         if "compression" in i["metrics"]:
             from aimass.cli.compress import render as show_compression
 
@@ -500,6 +502,52 @@ def models_delete(
             served.setdefault(str(row.get("ref")), []).append(service)
     done = api.delete_model(model, served=served, force=force)
     emit(done, as_json)
+
+
+Store = Annotated[str, typer.Argument(help="s3://BUCKET[/PREFIX]; endpoint in AWS_ENDPOINT_URL_S3")]
+
+
+@models_app.command("push")
+@command
+def models_push(
+    model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
+    store: Store,
+    as_json: JsonFlag = False,
+):
+    """Upload a version to S3-compatible storage (MinIO, Ceph, AWS S3) under NAME/vVERSION."""
+    from aimass import api
+
+    emit(api.push_model(model, store), as_json)
+
+
+@models_app.command("pull")
+@command
+def models_pull(
+    url: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX/NAME/vN, or .../NAME for its newest")],
+    name: Annotated[str | None, typer.Option(help="Register it under this name (default: its own).")] = None,
+    as_json: JsonFlag = False,
+):
+    """Download a pushed version, check every file's sha256 and register it here."""
+    from aimass import api
+
+    emit(api.pull_model(url, name=name), as_json)
+
+
+@models_app.command("remote")
+@command
+def models_remote(
+    store: Store,
+    name: Annotated[str | None, typer.Option(help="Only this model's versions.")] = None,
+    as_json: JsonFlag = False,
+):
+    """The versions pushed to a store."""
+    from aimass import api
+
+    rows = [
+        {**{k: v[k] for k in ("name", "version", "task", "url")}, "accuracy": v["metrics"].get("accuracy")}
+        for v in api.remote_models(store, name)
+    ]
+    emit(rows, as_json, lambda r: out.print(_table(r, ["name", "version", "task", "accuracy", "url"])))
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,244 @@
+"""Model versions in S3-compatible object storage (MinIO, Ceph, SeaweedFS, AWS S3): the files of
+a sealed version folder, and ``version.json`` (lineage, params, metrics and every file's sha256).
+
+Layout: ``s3://BUCKET/PREFIX/<name>/v<version>/<files>``, ``version.json`` written last, so a
+version whose upload was cut short has none and is neither listed nor pulled. Versions are
+immutable: pushing a version that is already there with other files is refused.
+
+Where and who: boto3's own settings. The endpoint of a self-hosted store is
+``AWS_ENDPOINT_URL_S3`` (or ``AWS_ENDPOINT_URL``); credentials come from ``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY``, ``~/.aws`` or an instance role. aimass stores none of them.
+
+A pull checks before it writes (names inside the version, no ``..``; the total against
+``AIMASS_MAX_PULL_BYTES``, 20 GiB) and after (every file's sha256 against ``version.json``; a file
+that is not listed there is refused), into a staging folder the caller registers or removes.
+
+>>> parse_url("s3://models/team-a/reviews/v3")
+('models', 'team-a/reviews/v3')
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from aimass.data.archive import safe_parts
+from aimass.data.limits import limit, mebibytes
+from aimass.errors import AimassError, ConfigError, IntegrityError, NotFoundError, TooLargeError
+from aimass.store.artifacts import SUMS, sha256_file
+
+META = "version.json"
+MAX_META_BYTES = 1 << 20
+MAX_PULL_BYTES = 20 * 1024**3
+PULL_ENV = "AIMASS_MAX_PULL_BYTES"
+_VERSION = re.compile(r"v(\d+)")
+
+
+class RemoteError(AimassError):
+    """The object store cannot be reached, or refused the request (credentials, bucket, network)."""
+
+    code = "remote_error"
+    http_status = 502
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``; a ConfigError otherwise."""
+    match = re.fullmatch(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/.*)?", str(url).rstrip("/"))
+    if not match:
+        raise ConfigError(
+            f"{url!r} is not an s3:// URL",
+            hint="Give the store as s3://BUCKET or s3://BUCKET/PREFIX (the endpoint of a self-hosted "
+            "store goes in AWS_ENDPOINT_URL_S3).",
+        )
+    prefix = (match.group(2) or "").strip("/")
+    if prefix:
+        safe_parts(prefix)  # no '..' or empty components in a key prefix
+    return match.group(1), prefix
+
+
+def client():
+    """A boto3 S3 client configured from the environment (endpoint, credentials, region)."""
+    try:
+        import boto3
+        from botocore.config import Config
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "pushing and pulling models needs boto3", hint="pip install 'aimass[s3]' (boto3)."
+        ) from exc
+    return boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p)
+
+
+def version_key(prefix: str, name: str, version: int) -> str:
+    return _join(prefix, name, f"v{version}")
+
+
+def _call(what: str, url: str, fn, *args, **kwargs):
+    """Run a boto3 call; its failures become RemoteError/NotFoundError that say what to check."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        return fn(*args, **kwargs)
+    except NoCredentialsError as exc:
+        raise RemoteError(
+            f"{what} {url}: no credentials", hint="Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+        ) from exc
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket", "NoSuchKey", "404"):
+            raise NotFoundError(f"{what} {url}: {code}", hint="Check the bucket and path.") from exc
+        raise RemoteError(
+            f"{what} {url}: {code or exc}",
+            hint="Check the credentials and that they may read and write this bucket.",
+        ) from exc
+    except BotoCoreError as exc:
+        raise RemoteError(
+            f"{what} {url}: {exc}", hint="Check AWS_ENDPOINT_URL_S3 and that the store is reachable."
+        ) from exc
+
+
+def _objects(s3, bucket: str, prefix: str, url: str) -> list[dict]:
+    """Every object under ``prefix/`` (key and size)."""
+    found, token = [], None
+    while True:
+        extra = {"ContinuationToken": token} if token else {}
+        page = _call("listing", url, s3.list_objects_v2, Bucket=bucket, Prefix=prefix + "/", **extra)
+        found += [{"key": o["Key"], "size": o["Size"]} for o in page.get("Contents", [])]
+        if not page.get("IsTruncated"):
+            return found
+        token = page["NextContinuationToken"]
+
+
+def read_meta(s3, bucket: str, key: str, url: str) -> dict | None:
+    """A version's ``version.json``, or None when it has none (absent or cut short)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        head = s3.head_object(Bucket=bucket, Key=_join(key, META))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise RemoteError(f"reading {url}: {exc}", hint="Check the credentials and the bucket.") from exc
+    if head["ContentLength"] > MAX_META_BYTES:
+        raise TooLargeError(f"{url}/{META} is {mebibytes(head['ContentLength'])}", where=url)
+    body = _call("reading", url, s3.get_object, Bucket=bucket, Key=_join(key, META))["Body"].read()
+    try:
+        meta = json.loads(body)
+    except ValueError as exc:
+        raise IntegrityError(f"{url}/{META} is not JSON", hint="Push the version again.") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict) or "task" not in meta:
+        raise IntegrityError(f"{url}/{META} lacks task or files", hint="Push the version again.")
+    return meta
+
+
+def push_folder(folder: Path, url: str, name: str, version: int, meta: dict) -> dict:
+    """Upload a sealed version folder and then its ``version.json``; returns ``{"url", "files",
+    "bytes", "unchanged"}``. A version already there with the same files is left as it is."""
+    bucket, prefix = parse_url(url)
+    key = version_key(prefix, name, version)
+    where = f"s3://{bucket}/{key}"
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    sums = {rel: sha256_file(path) for rel, path in files.items()}
+    s3 = client()
+    existing = read_meta(s3, bucket, key, where)
+    if existing is not None:
+        if existing["files"] == sums:
+            return {"url": where, "files": len(files), "bytes": 0, "unchanged": True}
+        raise ConfigError(
+            f"{where} already holds another {name}:{version}",
+            hint="Versions are immutable: push to another prefix, or delete that one in the store first.",
+        )
+    sent = 0
+    for rel, path in files.items():
+        _call("uploading to", where, s3.upload_file, str(path), bucket, _join(key, rel))
+        sent += path.stat().st_size
+    body = json.dumps({**meta, "files": sums}, indent=2, sort_keys=True).encode()
+    _call("uploading to", where, s3.put_object, Bucket=bucket, Key=_join(key, META), Body=body)
+    return {"url": where, "files": len(files), "bytes": sent, "unchanged": False}
+
+
+def remote_versions(url: str, name: str | None = None) -> list[dict]:
+    """Complete versions under ``url`` (of ``name``, or every name): name, version, task, metrics."""
+    bucket, prefix = parse_url(url)
+    s3 = client()
+    found = []
+    for obj in _objects(s3, bucket, _join(prefix, name) if name else prefix, url):
+        rel = obj["key"][len(prefix) :].strip("/").split("/") if prefix else obj["key"].split("/")
+        if len(rel) == 3 and rel[2] == META and _VERSION.fullmatch(rel[1]):
+            meta = read_meta(s3, bucket, _join(prefix, rel[0], rel[1]), url) or {}
+            found.append(
+                {
+                    "name": rel[0],
+                    "version": int(rel[1][1:]),
+                    "url": f"s3://{bucket}/{_join(prefix, rel[0], rel[1])}",
+                    "task": meta.get("task"),
+                    "metrics": meta.get("metrics", {}),
+                    "created": meta.get("created"),
+                }
+            )
+    return sorted(found, key=lambda v: (v["name"], v["version"]))
+
+
+def resolve(url: str) -> tuple[str, str, dict]:
+    """``s3://.../NAME/vN`` (or ``s3://.../NAME``: its newest complete version) -> ``(bucket,
+    key, meta)``."""
+    bucket, key = parse_url(url)
+    s3 = client()
+    last = key.rsplit("/", 1)[-1]
+    if not _VERSION.fullmatch(last):  # a name: its newest version
+        versions = remote_versions(f"s3://{bucket}/{key.rpartition('/')[0]}".rstrip("/"), name=last)
+        if not versions:
+            hint = "`aimass models remote URL` lists what the store holds."
+            raise NotFoundError(f"no pushed version under {url}", hint=hint)
+        key = parse_url(versions[-1]["url"])[1]
+    meta = read_meta(s3, bucket, key, url)
+    if meta is None:
+        raise NotFoundError(
+            f"{url} holds no complete version (no {META})",
+            hint="Push it again, or `aimass models remote URL` for what is there.",
+        )
+    return bucket, key, meta
+
+
+def pull_folder(url: str, dest: Path) -> dict:
+    """Download a version into ``dest`` (created; the caller removes it on failure) and check
+    every file against ``version.json``; returns the meta with ``url`` and ``bytes``."""
+    bucket, key, meta = resolve(url)
+    where = f"s3://{bucket}/{key}"
+    s3 = client()
+    objects = [o for o in _objects(s3, bucket, key, where) if o["key"] != _join(key, META)]
+    listed = set(meta["files"])
+    names = {o["key"][len(key) + 1 :]: o for o in objects}
+    for rel in names:
+        safe_parts(rel)
+    unlisted = sorted(set(names) - listed)
+    missing = sorted(listed - set(names))
+    if unlisted or missing:
+        raise IntegrityError(
+            f"{where} does not match its {META}: "
+            + (f"not listed {unlisted[:3]}" if unlisted else f"missing {missing[:3]}"),
+            hint="Push the version again from the machine that has it.",
+        )
+    total, most = sum(o["size"] for o in objects), limit(PULL_ENV, MAX_PULL_BYTES, None)
+    if total > most:
+        raise TooLargeError(
+            f"{where} is {mebibytes(total)}; the limit is {mebibytes(most)}",
+            hint=f"Raise {PULL_ENV} to pull it.",
+        )
+    dest.mkdir(parents=True)
+    for rel, obj in sorted(names.items()):
+        target = dest.joinpath(*safe_parts(rel))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _call("downloading", where, s3.download_file, bucket, obj["key"], str(target))
+        if sha256_file(target) != meta["files"][rel]:
+            raise IntegrityError(
+                f"{where}/{rel} does not match its sha256 in {META} (changed or cut short in the store)",
+                hint="Push the version again from the machine that has it.",
+            )
+    if SUMS not in listed:
+        raise IntegrityError(f"{where} is not a sealed version folder (no {SUMS})", hint="Push it again.")
+    return {**meta, "url": where, "bytes": total}

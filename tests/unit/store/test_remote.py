@@ -1,0 +1,145 @@
+"""Model versions through S3-compatible storage, against a real S3 API server on 127.0.0.1 (moto's
+server: boto3 speaks HTTP to it as to MinIO): push on one home, pull on another, and every way a
+store can hand back something other than what was pushed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from aimass import api
+from aimass.errors import ConfigError, DataError, IntegrityError, NotFoundError
+from aimass.store import registry, remote
+from aimass.testing import require
+
+BUCKET = "models"
+TEXTS = ["The striker scored twice in the final.", "Shares fell after the profit warning."]
+
+
+@pytest.fixture(scope="module")
+def store():
+    """An S3 API on a free port, one bucket; the endpoint and credentials as a user sets them."""
+    require("boto3", "s3")
+    server = require("moto.server", "dev").ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "aimass-test",
+        "AWS_SECRET_ACCESS_KEY": "aimass-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    remote.client().create_bucket(Bucket=BUCKET)
+    yield env
+    for key, value in saved.items():
+        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def pushed(store, small_model):
+    """small_model registered here and pushed to s3://models/team-a."""
+    record = api.register(small_model, "news-remote")
+    return record.ref, api.push_model(record.ref, f"s3://{BUCKET}/team-a")
+
+
+def other_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "other-home"))
+
+
+def test_a_pushed_version_pulls_elsewhere_and_predicts_alike(pushed, small_model, monkeypatch, tmp_path):
+    ref, sent = pushed
+    name, version = ref.split(":")
+    assert sent["url"] == f"s3://{BUCKET}/team-a/{name}/v{version}" and not sent["unchanged"]
+    assert sent["bytes"] > 1_000_000 and api.push_model(ref, f"s3://{BUCKET}/team-a")["unchanged"]
+    listed = api.remote_models(f"s3://{BUCKET}/team-a")
+    assert [(v["name"], v["version"], v["task"]) for v in listed] == [
+        (name, int(version), "text-classification")
+    ]
+
+    other_machine(monkeypatch, tmp_path)
+    got = api.pull_model(f"s3://{BUCKET}/team-a/{name}")  # the newest version of that name
+    assert got["model"] == f"{name}:1" and got["from"] == sent["url"]
+    here = registry.get_version(got["model"])
+    assert here.metrics["pulled_from"] == sent["url"] and here.params == small_model.get_params()
+    assert api.load(got["model"]).predict(TEXTS) == small_model.predict(TEXTS)
+    again = api.pull_model(sent["url"], name="news-copy")
+    assert again["model"] == "news-copy:1"
+
+
+def copy_version(s3, key: str, prefix: str) -> str:
+    """The pushed version copied under another prefix, inside the store; returns its key."""
+    copied = f"{prefix}/{key.split('/', 1)[1]}"
+    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=key + "/")["Contents"]:
+        rel = obj["Key"][len(key) + 1 :]
+        s3.copy_object(Bucket=BUCKET, Key=f"{copied}/{rel}", CopySource=f"{BUCKET}/{obj['Key']}")
+    return copied
+
+
+def test_a_changed_or_an_extra_file_in_the_store_is_refused(pushed, monkeypatch, tmp_path):
+    _, sent = pushed
+    s3 = remote.client()
+    _, key = remote.parse_url(sent["url"])
+    meta = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{key}/version.json")["Body"].read())
+    weights = next(rel for rel in meta["files"] if rel.endswith(".safetensors"))
+    changed = copy_version(s3, key, "changed")
+    s3.put_object(Bucket=BUCKET, Key=f"{changed}/{weights}", Body=b"not the weights")
+    extra = copy_version(s3, key, "extra")
+    s3.put_object(Bucket=BUCKET, Key=f"{extra}/exploit.pkl", Body=b"cos\nsystem\n(S'id'\ntR.")
+    for copied, named in ((changed, weights), (extra, "exploit.pkl")):
+        other_machine(monkeypatch, tmp_path / copied.split("/")[0])
+        with pytest.raises(IntegrityError, match=named.replace(".", r"\.")) as refused:
+            api.pull_model(f"s3://{BUCKET}/{copied}")
+        assert "Push the version again" in refused.value.hint
+        assert api.list_models() == []  # nothing registered, no staging folder left
+        assert not list((tmp_path / copied.split("/")[0] / "other-home" / "models").glob(".pulling-*"))
+
+
+def test_versions_are_immutable_and_urls_are_checked(pushed, small_model, tmp_path, monkeypatch):
+    ref, sent = pushed
+    other_machine(monkeypatch, tmp_path)
+    clone = api.register(small_model, ref.split(":")[0])  # the same number here, other files
+    (registry.open_folder(clone) / "extra.txt").write_text("different files")
+    from aimass.store import artifacts
+
+    artifacts.seal(registry.open_folder(clone))
+    with pytest.raises(ConfigError, match="already holds another") as refused:
+        api.push_model(clone.ref, f"s3://{BUCKET}/team-a")
+    assert "immutable" in refused.value.hint
+    for bad in ("http://example.com/models", "s3://Bad_Bucket/x", "models/team-a"):
+        with pytest.raises(ConfigError, match="not an s3:// URL"):
+            remote.parse_url(bad)
+    with pytest.raises(DataError, match=r"'\.\.'"):
+        remote.parse_url("s3://models/team-a/../other")
+    with pytest.raises(NotFoundError, match="no pushed version"):
+        api.pull_model(f"s3://{BUCKET}/team-a/nobody")
+
+
+def test_the_command_line_lists_a_store(pushed, store):
+    ref, sent = pushed
+    env = {**os.environ, **store, "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "aimass", "models", "remote", f"s3://{BUCKET}/team-a", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [row["url"] for row in json.loads(done.stdout)] == [sent["url"]]
+    env["AWS_ENDPOINT_URL_S3"] = "http://127.0.0.1:9"  # nothing listens there
+    down = subprocess.run(
+        [sys.executable, "-m", "aimass", "models", "remote", f"s3://{BUCKET}/team-a"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert down.returncode != 0 and "remote_error" in down.stdout + down.stderr
+    assert "AWS_ENDPOINT_URL_S3" in down.stdout + down.stderr
