@@ -254,7 +254,8 @@ def _add_predict(app: FastAPI, engine: Engine, guard: Guard, predictor: Predicto
     async def predict(name: str, request: Request, caller: Caller = _allow(guard, "predict")):
         """JSON ``{"inputs": [...]}``, or multipart/form-data with one or more ``inputs`` files.
         (JSON requests are answered by :class:`~aimass.serve.predict.PredictLane` before routing.)"""
-        payload = await _payload(request, predictor.limit(name))
+        upload = request.headers.get("content-type", "").startswith("multipart/form-data")
+        payload = await _payload(request, predictor.limit(name, upload=upload))
         answer = await predictor(name, payload, caller)
         return Response(answer, media_type="application/json")
 

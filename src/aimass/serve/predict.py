@@ -29,9 +29,11 @@ class Predictor:
     def __init__(self, engine: Engine, meter: Meter):
         self.engine, self.meter = engine, meter
 
-    def limit(self, name: str) -> int:
-        """The largest body the model behind ``name`` accepts (404 for an unknown name)."""
-        return self.engine.route(name).spec.max_body_bytes
+    def limit(self, name: str, *, upload: bool = False) -> int:
+        """The largest body the model behind ``name`` accepts (404 for an unknown name); ``upload``:
+        a multipart body of files (documents, photos), which a task may allow to be larger."""
+        spec = self.engine.route(name).spec
+        return (spec.max_upload_bytes or spec.max_body_bytes) if upload else spec.max_body_bytes
 
     async def __call__(self, name: str, payload: dict, caller: Caller) -> bytes:
         began = time.perf_counter()

@@ -65,6 +65,7 @@ class Task:
             -> a new fitted model. A method that needs a per-task strategy refuses tasks not named here.
         heavy_decode: decoding a request is real work (images): the server runs it off the event loop.
         max_body_bytes: the largest request body a model of this task accepts.
+        max_upload_bytes: the largest multipart body (uploaded files); None: ``max_body_bytes``.
         baselines: candidate name -> ``"module:Class"`` of a cheap model (a
             :class:`aimass.tasks.portfolio.Baseline`) every fit also trains (unless the estimator is
             given ``baselines=False``); the fit keeps whichever of the network and these scores best on
@@ -88,6 +89,7 @@ class Task:
     compression: ClassVar[dict[str, str]] = {}
     heavy_decode: ClassVar[bool] = False
     max_body_bytes: ClassVar[int] = MAX_BODY_BYTES
+    max_upload_bytes: ClassVar[int | None] = None
     baselines: ClassVar[dict[str, str]] = {}
     fast_params: ClassVar[dict] = {}
     sniff_order: ClassVar[int] = 100

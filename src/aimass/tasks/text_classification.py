@@ -666,7 +666,7 @@ class TextClassification(ClassificationTask):
     baselines = {"tfidf-logreg": "aimass.tasks.baselines:TfidfLogReg"}  # the portfolio's floor
     sniff_order = 50  # after image layouts: a folder of images can hold .txt notes
     sample_request = {"inputs": ["The team won the match in the final minute."]}
-    max_body_bytes = 16 * 1024 * 1024  # multipart uploads of PDF or Word documents
+    max_upload_bytes = 16 * 1024 * 1024  # multipart uploads of PDF or Word documents (JSON: 2 MiB)
     # a quick but complete fit for checks: sample_data is few-shot, so the pair stage runs too
     fast_params = {
         "backbone": "minilm-l6",

@@ -101,8 +101,12 @@ def test_documents_upload_and_answer_as_their_text(client, small_model):
 def test_body_limit(client):
     response = client.post(
         "/v1/models/news-serve/predict",
-        content=b"x" * (17 * 1024 * 1024),  # the text task takes up to 16 MiB (document uploads)
+        content=b"x" * (3 * 1024 * 1024),  # JSON: 2 MiB (multipart document uploads: 16 MiB)
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 413
     assert "limit" in response.json()["error"]["message"]
+    big = ("inputs", ("long.txt", b"word " * (600 * 1024), "text/plain"))  # 3 MiB: fine as an upload
+    assert client.post("/v1/models/news-serve/predict", files=[big]).status_code == 200
+    huge = ("inputs", ("huge.txt", b"word " * (3500 * 1024), "text/plain"))  # 17 MiB: over 16 MiB
+    assert client.post("/v1/models/news-serve/predict", files=[huge]).status_code == 413
