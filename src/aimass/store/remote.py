@@ -79,6 +79,7 @@ def version_key(prefix: str, name: str, version: int) -> str:
 
 def _call(what: str, url: str, fn, *args, **kwargs):
     """Run a boto3 call; its failures become RemoteError/NotFoundError that say what to check."""
+    from boto3.exceptions import Boto3Error  # S3UploadFailedError wraps what failed in an upload
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     try:
@@ -95,7 +96,7 @@ def _call(what: str, url: str, fn, *args, **kwargs):
             f"{what} {url}: {code or exc}",
             hint="Check the credentials and that they may read and write this bucket.",
         ) from exc
-    except BotoCoreError as exc:
+    except (BotoCoreError, Boto3Error) as exc:
         raise RemoteError(
             f"{what} {url}: {exc}", hint="Check AWS_ENDPOINT_URL_S3 and that the store is reachable."
         ) from exc
@@ -106,7 +107,8 @@ def _objects(s3, bucket: str, prefix: str, url: str) -> list[dict]:
     found, token = [], None
     while True:
         extra = {"ContinuationToken": token} if token else {}
-        page = _call("listing", url, s3.list_objects_v2, Bucket=bucket, Prefix=prefix + "/", **extra)
+        below = f"{prefix}/" if prefix else ""  # the bucket's root: every key
+        page = _call("listing", url, s3.list_objects_v2, Bucket=bucket, Prefix=below, **extra)
         found += [{"key": o["Key"], "size": o["Size"]} for o in page.get("Contents", [])]
         if not page.get("IsTruncated"):
             return found

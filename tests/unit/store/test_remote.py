@@ -71,6 +71,12 @@ def test_a_pushed_version_pulls_elsewhere_and_predicts_alike(pushed, small_model
     assert api.load(got["model"]).predict(TEXTS) == small_model.predict(TEXTS)
     again = api.pull_model(sent["url"], name="news-copy")
     assert again["model"] == "news-copy:1"
+    at_root = api.push_model(again["model"], f"s3://{BUCKET}")  # a store at the bucket's root
+    assert (
+        [v["url"] for v in api.remote_models(f"s3://{BUCKET}")]
+        == [at_root["url"]]
+        == [f"s3://{BUCKET}/news-copy/v1"]
+    )
 
 
 def copy_version(s3, key: str, prefix: str) -> str:
