@@ -124,8 +124,10 @@ def test_no_key_no_body_read(srv):
 def test_chunked_bodies_are_capped_on_the_stream(srv):
     headers = {**srv.mk, "Content-Type": "application/json"}
     assert answer_before_the_end(srv, "/v1/keys", headers, chunks=3) == 413  # 1 MB for management
-    headers = {**srv.pk, "Content-Type": "multipart/form-data; boundary=xyz"}
+    headers = {**srv.pk, "Content-Type": "application/json"}
     assert answer_before_the_end(srv, "/v1/models/hard-news/predict", headers, chunks=4) == 413  # 2 MB
+    headers = {**srv.pk, "Content-Type": "multipart/form-data; boundary=xyz"}  # documents: 16 MiB
+    assert answer_before_the_end(srv, "/v1/models/hard-news/predict", headers, chunks=18) == 413
     assert predict(srv, {"inputs": [TEXT]}).status_code == 200
 
 
