@@ -43,8 +43,11 @@ def pull_model(url: str, name: str | None = None) -> dict:
         meta = remote.pull_folder(url, staging)
         model = get_task(meta["task"]).estimator.load(staging)
         metrics = {**meta.get("metrics", {}), "pulled_from": meta["url"]}
-        target = registry.check_name(name or meta["name"])
-        record = registry.register(model, target, metrics=metrics, parent=meta.get("parent"), staged=staging)
+        target, parent = registry.check_name(name or meta["name"]), meta.get("parent")
+        try:
+            record = registry.register(model, target, metrics=metrics, parent=parent, staged=staging)
+        finally:
+            getattr(model, "release", lambda: None)()  # a LoRA adapter leaves the shared base again
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"model": record.ref, "from": meta["url"], "task": record.task, "bytes": meta["bytes"]}

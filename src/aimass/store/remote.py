@@ -132,8 +132,13 @@ def read_meta(s3, bucket: str, key: str, url: str) -> dict | None:
         meta = json.loads(body)
     except ValueError as exc:
         raise IntegrityError(f"{url}/{META} is not JSON", hint="Push the version again.") from exc
-    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict) or "task" not in meta:
-        raise IntegrityError(f"{url}/{META} lacks task or files", hint="Push the version again.")
+    if not isinstance(meta, dict):
+        raise IntegrityError(f"{url}/{META} is not an object", hint="Push the version again.")
+    shapes = {"files": dict, "task": str, "name": str, "metrics": dict, "parent": (str, type(None))}
+    wrong = [key for key, kind in shapes.items() if not isinstance(meta.get(key), kind)]
+    if wrong or not all(isinstance(v, str) for v in meta["files"].values()):
+        where = ", ".join(wrong) or "files"
+        raise IntegrityError(f"{url}/{META} is malformed ({where})", hint="Push the version again.")
     return meta
 
 

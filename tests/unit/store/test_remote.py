@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -98,9 +99,11 @@ def test_a_changed_or_an_extra_file_in_the_store_is_refused(pushed, monkeypatch,
     s3.put_object(Bucket=BUCKET, Key=f"{changed}/{weights}", Body=b"not the weights")
     extra = copy_version(s3, key, "extra")
     s3.put_object(Bucket=BUCKET, Key=f"{extra}/exploit.pkl", Body=b"cos\nsystem\n(S'id'\ntR.")
-    for copied, named in ((changed, weights), (extra, "exploit.pkl")):
+    malformed = copy_version(s3, key, "malformed")
+    s3.put_object(Bucket=BUCKET, Key=f"{malformed}/version.json", Body=json.dumps({**meta, "metrics": [1]}))
+    for copied, named in ((changed, weights), (extra, "exploit.pkl"), (malformed, "malformed (metrics)")):
         other_machine(monkeypatch, tmp_path / copied.split("/")[0])
-        with pytest.raises(IntegrityError, match=named.replace(".", r"\.")) as refused:
+        with pytest.raises(IntegrityError, match=re.escape(named)) as refused:
             api.pull_model(f"s3://{BUCKET}/{copied}")
         assert "Push the version again" in refused.value.hint
         assert api.list_models() == []  # nothing registered, no staging folder left
