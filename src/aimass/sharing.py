@@ -19,7 +19,7 @@ import shutil
 import uuid
 
 from aimass import paths
-from aimass.store import registry, remote
+from aimass.store import artifacts, registry, remote
 from aimass.tasks import get_task
 
 SHARED = ("task", "backbone", "dataset_digest", "params", "metrics", "parent", "aimass_version", "created")
@@ -30,6 +30,8 @@ def push_model(ref: str, url: str) -> dict:
     (``s3://BUCKET[/PREFIX]``), under ``<name>/v<version>/``."""
     record = registry.get_version(ref)
     folder = registry.open_folder(record)
+    if not (folder / artifacts.SUMS).exists():  # a version from before folders were sealed
+        artifacts.seal(folder)
     meta = {key: value for key, value in record.to_dict().items() if key in SHARED}
     meta.update(name=record.name, version=record.version)
     return {"model": record.ref, **remote.push_folder(folder, url, record.name, record.version, meta)}
