@@ -161,20 +161,19 @@ def extract_archive(
     return writer.result
 
 
-def archive_names(path: str | Path, max_names: int = MAX_MEMBERS) -> list[str]:
-    """The member names of an archive (at most ``max_names``; none when it is not one or unreadable),
-    read from its headers without extracting anything."""
+def archive_names(path: str | Path, max_names: int = MAX_MEMBERS) -> Iterator[str]:
+    """The member names of an archive, one by one from its headers (nothing is extracted; a caller
+    that has seen enough stops reading a .tar.gz there). At most ``max_names``; none when it is not
+    an archive, and no more once it turns out unreadable."""
     path = Path(path)
     kind = archive_kind(path)
     if kind is None:
-        return []
-    names = []
+        return
     try:
         for member in _members(path, kind, max_names):
-            names.append(member.name)
+            yield member.name
     except (*_READ_ERRORS, TooLargeError):
-        pass
-    return names
+        return
 
 
 def _members(path: Path, kind: str, max_members: int) -> Iterator[_Member]:

@@ -73,11 +73,17 @@ def is_document(name: str) -> bool:
 
 
 def holds_documents(path) -> bool:
-    """True for an archive that holds documents and no images (a text dataset)."""
+    """True for an archive that holds documents and no images (a text dataset). The listing stops
+    at the first image, so an archive of photos is not read to its end."""
     from aimass.data.images import IMAGE_EXTENSIONS
 
-    names = [n.lower() for n in archive_names(path)]
-    return any(n.endswith(SUFFIXES) for n in names) and not any(n.endswith(IMAGE_EXTENSIONS) for n in names)
+    found = False
+    for name in archive_names(path):
+        name = name.lower()
+        if name.endswith(IMAGE_EXTENSIONS):
+            return False
+        found = found or name.endswith(SUFFIXES)
+    return found
 
 
 def extract_text(kind: str, data: bytes, where: str, max_chars: int) -> str:

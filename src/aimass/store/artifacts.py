@@ -68,6 +68,15 @@ def seal(folder: Path) -> None:
     write_atomic(folder / SUMS, lambda tmp: Path(tmp).write_text("".join(lines)))
 
 
+def read_sums(folder: Path) -> dict[str, str]:
+    """``SHA256SUMS`` as ``{relative path: sha256}`` (empty when the folder has none)."""
+    sums = Path(folder) / SUMS
+    if not sums.exists():
+        return {}
+    pairs = (line.partition("  ") for line in sums.read_text().splitlines())
+    return {name: digest for digest, _, name in pairs}
+
+
 def verify(folder: Path) -> int:
     """Check every file listed in ``SHA256SUMS``; returns how many. Folders written before
     sealing existed (no ``SHA256SUMS``) are accepted as they are (returns 0); a missing folder is not.
@@ -79,12 +88,10 @@ def verify(folder: Path) -> int:
             hint="Restore it from a backup (or point AIMASS_HOME at the home that holds it), "
             "or train the version again.",
         )
-    sums = folder / SUMS
-    if not sums.exists():
+    if not (folder / SUMS).exists():
         return 0
     checked = 0
-    for line in sums.read_text().splitlines():
-        expected, _, name = line.partition("  ")
+    for name, expected in read_sums(folder).items():
         path = folder / name
         if not path.is_file():
             raise IntegrityError(

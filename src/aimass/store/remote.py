@@ -26,7 +26,7 @@ from pathlib import Path
 from aimass.data.archive import safe_parts
 from aimass.data.limits import limit, mebibytes
 from aimass.errors import AimassError, ConfigError, IntegrityError, NotFoundError, TooLargeError
-from aimass.store.artifacts import SUMS, sha256_file
+from aimass.store.artifacts import SUMS, read_sums, sha256_file
 
 META = "version.json"
 MAX_META_BYTES = 1 << 20
@@ -143,13 +143,16 @@ def read_meta(s3, bucket: str, key: str, url: str) -> dict | None:
 
 
 def push_folder(folder: Path, url: str, name: str, version: int, meta: dict) -> dict:
-    """Upload a sealed version folder and then its ``version.json``; returns ``{"url", "files",
-    "bytes", "unchanged"}``. A version already there with the same files is left as it is."""
+    """Upload a sealed version folder, just verified by the caller, and then its ``version.json``;
+    returns ``{"url", "files", "bytes", "unchanged"}``. A version already there with the same files
+    is left as it is. The sha256 of a file its ``SHA256SUMS`` lists is taken from there, not
+    computed a second time."""
     bucket, prefix = parse_url(url)
     key = version_key(prefix, name, version)
     where = f"s3://{bucket}/{key}"
     files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
-    sums = {rel: sha256_file(path) for rel, path in files.items()}
+    listed = read_sums(folder)
+    sums = {rel: listed.get(rel) or sha256_file(path) for rel, path in files.items()}
     s3 = client()
     existing = read_meta(s3, bucket, key, where)
     if existing is not None:
@@ -168,10 +171,11 @@ def push_folder(folder: Path, url: str, name: str, version: int, meta: dict) -> 
     return {"url": where, "files": len(files), "bytes": sent, "unchanged": False}
 
 
-def remote_versions(url: str, name: str | None = None) -> list[dict]:
-    """Complete versions under ``url`` (of ``name``, or every name): name, version, task, metrics."""
+def remote_versions(url: str, name: str | None = None, s3=None) -> list[dict]:
+    """Complete versions under ``url`` (of ``name``, or every name): name, version, task, metrics.
+    ``s3``: a client to reuse (building one costs more than a small request)."""
     bucket, prefix = parse_url(url)
-    s3 = client()
+    s3 = s3 or client()
     found = []
     for obj in _objects(s3, bucket, _join(prefix, name) if name else prefix, url):
         rel = obj["key"][len(prefix) :].strip("/").split("/") if prefix else obj["key"].split("/")
@@ -190,14 +194,14 @@ def remote_versions(url: str, name: str | None = None) -> list[dict]:
     return sorted(found, key=lambda v: (v["name"], v["version"]))
 
 
-def resolve(url: str) -> tuple[str, str, dict]:
+def resolve(url: str, s3) -> tuple[str, str, dict]:
     """``s3://.../NAME/vN`` (or ``s3://.../NAME``: its newest complete version) -> ``(bucket,
     key, meta)``."""
     bucket, key = parse_url(url)
-    s3 = client()
     last = key.rsplit("/", 1)[-1]
     if not _VERSION.fullmatch(last):  # a name: its newest version
-        versions = remote_versions(f"s3://{bucket}/{key.rpartition('/')[0]}".rstrip("/"), name=last)
+        parent = f"s3://{bucket}/{key.rpartition('/')[0]}".rstrip("/")
+        versions = remote_versions(parent, name=last, s3=s3)
         if not versions:
             hint = "`aimass models remote URL` lists what the store holds."
             raise NotFoundError(f"no pushed version under {url}", hint=hint)
@@ -214,9 +218,9 @@ def resolve(url: str) -> tuple[str, str, dict]:
 def pull_folder(url: str, dest: Path) -> dict:
     """Download a version into ``dest`` (created; the caller removes it on failure) and check
     every file against ``version.json``; returns the meta with ``url`` and ``bytes``."""
-    bucket, key, meta = resolve(url)
-    where = f"s3://{bucket}/{key}"
     s3 = client()
+    bucket, key, meta = resolve(url, s3)
+    where = f"s3://{bucket}/{key}"
     objects = [o for o in _objects(s3, bucket, key, where) if o["key"] != _join(key, META)]
     listed = set(meta["files"])
     names = {o["key"][len(key) + 1 :]: o for o in objects}
