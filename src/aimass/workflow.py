@@ -27,6 +27,7 @@ from aimass.errors import ConfigError, NotFoundError
 from aimass.estimator import Estimator
 from aimass.store import registry
 from aimass.store.artifacts import write_atomic
+from aimass.store.claims import claim
 from aimass.tasks import DEFAULT_TASK, available_tasks, get_task
 
 __all__ = [
@@ -123,7 +124,7 @@ def train_model(
         )
     task = task or DEFAULT_TASK
     data = dataset(data)
-    name = registry.check_name(name or data.name)
+    name = claim("model", registry.check_name(name or data.name))  # before the work, not after
     model = get_task(task).estimator(**params)
     if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
         return _summary(done, data, get_task(task).estimator.load(registry.open_folder(done)))
@@ -174,7 +175,7 @@ def continue_model(
             f"replay must be a whole number >= 0. Got {replay!r} instead.", hint="e.g. --replay 200"
         )
     data = dataset(data)
-    name = registry.check_name(name or record.name)
+    name = claim("model", registry.check_name(name or record.name))
     if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
         return _summary(done, data, spec.estimator.load(registry.open_folder(done)))
     old = _parent_data(record, replay)
@@ -351,6 +352,7 @@ def compress(
     Methods that train (distill, prune) learn from the parent's dataset, never from ``data``.
     """
     record = registry.get_version(ref)
+    claim("model", record.name)  # the child is a version of the parent's model
     spec = get_task(record.task)
     compressor = get_compressor(method, **settings)
     _check_supports(compressor, spec)

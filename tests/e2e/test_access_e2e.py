@@ -202,25 +202,33 @@ def test_moving_the_production_alias_is_a_production_deploy(world):
     assert row["decision"] == "explicitDeny" and row["resource"] == "aimass:project/cv/model/faces:1"
 
 
+def news(folder, project: str) -> str:
+    """The id of a small dataset named ``news-PROJECT``, owned by ``project``."""
+    from aimass import api
+
+    table = folder / f"news-{project}.csv"
+    rows = [f"{w} story number {i} for {project},{w}" for i in range(12) for w in ("sport", "money")]
+    table.write_text("text,label\n" + "\n".join(rows) + "\n")
+    directory.assign("dataset", f"news-{project}", project)
+    return api.import_dataset(table, name=f"news-{project}").id
+
+
 def test_jobs_and_versions_lists_page_only_what_each_user_may_read(world, tmp_path):
     """A user key acts by its policies, not its scopes: alice's key (scope predict) may queue a
     job in her project, not in bob's; each list shows, and ``total`` counts, only what its
     caller may read."""
-    from aimass import api
 
     client, keys = world
-    table = tmp_path / "news.csv"
-    rows = [f"{w} story number {i},{w}" for i in range(12) for w in ("sport", "money")]
-    table.write_text("text,label\n" + "\n".join(rows) + "\n")
-    data = api.import_dataset(table, name="news").id
-    mine = {"kind": "train", "params": {"data": data}, "project": "nlp"}
+    data = {project: news(tmp_path, project) for project in ("nlp", "cv")}
+    mine = {"kind": "train", "params": {"data": data["nlp"]}, "project": "nlp"}
     queued = client.post("/v1/jobs", json=mine, headers=keys["alice"])
     assert queued.status_code == 202, queued.text
     theirs = client.post("/v1/jobs", json={**mine, "project": "cv"}, headers=keys["alice"])
     assert theirs.status_code == 403 and "job:Submit" in theirs.json()["error"]["message"]
     nowhere = client.post("/v1/jobs", json={**mine, "project": "nope"}, headers=keys["carol"])
     assert nowhere.status_code == 404, nowhere.text
-    bobs = client.post("/v1/jobs", json={**mine, "project": "cv"}, headers=keys["bob"])
+    bobs = {"kind": "train", "params": {"data": data["cv"]}, "project": "cv"}
+    bobs = client.post("/v1/jobs", json=bobs, headers=keys["bob"])
     assert bobs.status_code == 202, bobs.text
     for user, job in (("alice", queued), ("bob", bobs)):
         listed = client.get("/v1/jobs", params={"limit": 1}, headers=keys[user]).json()
@@ -235,13 +243,9 @@ def test_jobs_and_versions_lists_page_only_what_each_user_may_read(world, tmp_pa
 def test_a_train_job_continues_only_a_version_its_submitter_may_read(world, tmp_path):
     """``{"kind": "train", "params": {"from": REF}}`` learns from REF's weights and data: alice
     may continue her project's version; bob's is a 404, exactly like one that does not exist."""
-    from aimass import api
 
     client, keys = world
-    table = tmp_path / "more.csv"
-    rows = [f"{w} story number {i},{w}" for i in range(12) for w in ("sport", "money")]
-    table.write_text("text,label\n" + "\n".join(rows) + "\n")
-    data = api.import_dataset(table, name="more").id
+    data = news(tmp_path, "nlp")
     job = {"kind": "train", "params": {"data": data, "from": "reviews:3"}, "project": "nlp"}
     mine = client.post("/v1/jobs", json=job, headers=keys["alice"])
     assert mine.status_code == 202, mine.text
@@ -251,3 +255,40 @@ def test_a_train_job_continues_only_a_version_its_submitter_may_read(world, tmp_
             "/v1/jobs", json={**job, "params": {"data": data, "from": ref}}, headers=keys["alice"]
         )
         assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "not_found", theirs.text
+
+
+def test_a_job_names_only_versions_and_datasets_its_submitter_may_read(world, tmp_path):
+    """Every version and dataset a job's params name must be the submitter's to read, whatever the
+    kind: alice cannot score, compress, distil from, inspect or train on bob's model or data
+    (404s, exactly like names that do not exist); her own are accepted."""
+    client, keys = world
+    ours, theirs = news(tmp_path, "nlp"), news(tmp_path, "cv")
+    refused = [
+        {"kind": "evaluate", "params": {"model": "faces:1"}},
+        {"kind": "evaluate", "params": {"model": "reviews:3", "data": theirs}},
+        {"kind": "compress", "params": {"model": "faces:1", "method": "onnx"}},
+        {"kind": "compress", "params": {"model": "reviews:3", "method": "distill", "teachers": ["faces:1"]}},
+        {"kind": "issues", "params": {"data": theirs}},
+        {"kind": "issues", "params": {"data": "news-cv", "model": "reviews:3"}},
+        {"kind": "train", "params": {"data": theirs[:8]}},  # an id prefix names it too
+        {"kind": "auto", "params": {"data": "news-cv"}},
+    ]
+    for job in refused:
+        answer = client.post("/v1/jobs", json={**job, "project": "nlp"}, headers=keys["alice"])
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", (job, answer.text)
+        assert "faces" in answer.text or "news-cv" in answer.text or theirs[:8] in answer.text
+    auto = client.post("/v1/auto", json={"data": theirs, "project": "nlp"}, headers=keys["alice"])
+    assert auto.status_code == 404, auto.text
+    for job in (
+        {"kind": "evaluate", "params": {"model": "reviews:3", "data": ours}},
+        {"kind": "issues", "params": {"data": "news-nlp"}},
+    ):
+        answer = client.post("/v1/jobs", json={**job, "project": "nlp"}, headers=keys["alice"])
+        assert answer.status_code == 202, (job, answer.text)
+    assert (
+        client.post("/v1/auto", json={"data": ours, "project": "nlp"}, headers=keys["alice"]).status_code
+        == 202
+    )
+    bobs = {"kind": "issues", "params": {"data": theirs}, "project": "cv"}
+    mine = client.post("/v1/jobs", json=bobs, headers=keys["bob"])
+    assert mine.status_code == 202, mine.text

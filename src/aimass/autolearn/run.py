@@ -13,6 +13,7 @@ from aimass.autolearn.settings import GENERIC_NAMES
 from aimass.autolearn.tuners import Count, get_tuner
 from aimass.errors import ConfigError, DataError
 from aimass.store import registry
+from aimass.store.claims import claim
 from aimass.tasks import available_tasks, get_task, sniff
 
 
@@ -120,7 +121,7 @@ def _model_name(name: str | None, source: Path) -> str:
         if stem.lower() in GENERIC_NAMES and source.parent.name:
             stem = source.parent.name
         name = _clean(stem)
-    return registry.check_name(name)
+    return claim("dataset", claim("model", registry.check_name(name)))  # the data is imported as it
 
 
 def _clean(stem: str) -> str:
@@ -148,7 +149,7 @@ def from_dataset(run: _Run, data: str, name: str | None):
         ds = workflow.load_dataset(str(data))
         task, why = dataset_task(ds)
         tuner = get_tuner(task)
-        name = registry.check_name(name) if name is not None else _clean(ds.name)
+        name = claim("model", registry.check_name(name) if name is not None else _clean(ds.name))
         run.choose("task", task, why)
         check_budget(tuner, tuner.count_dataset(ds), run.total)
     return ds, task, tuner, name

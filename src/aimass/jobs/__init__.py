@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import time
 
+from aimass.access import directory
 from aimass.errors import JobError
 from aimass.jobs import custom, state
-from aimass.jobs.kinds import KINDS, Kind, get_kind
+from aimass.jobs.kinds import KINDS, Kind, get_kind, reads
 from aimass.jobs.logs import log_path, log_tail
 from aimass.jobs.runner import Runner
 
@@ -29,6 +30,7 @@ __all__ = [
     "kind_of",
     "list_jobs",
     "logs",
+    "reads",
     "retry",
     "run_foreground",
     "show",
@@ -51,11 +53,11 @@ def kind_of(job_id: str) -> Kind:
 
 def submit(kind: str, params: dict | None = None, *, timeout_s: float | None = None, guard=None) -> dict:
     """Check ``params`` for ``kind`` (nothing runs if a check fails) and queue the job.
-    ``guard(params)``, after the kind's own check, may refuse what this caller may not name."""
+    ``guard(kind, params)``, after the kind's own check, may refuse what this caller may not name."""
     spec = get_kind(kind)
     params = spec.check(dict(params or {}))
     if guard is not None:
-        guard(params)
+        guard(kind, params)
     if timeout_s is not None and timeout_s <= 0:
         raise JobError("The timeout must be positive.", code="timeout_invalid", hint="e.g. --timeout 30m.")
     return state.create(kind, params, timeout_s=timeout_s).to_dict()
@@ -94,8 +96,9 @@ def cancel(job_id: str) -> dict:
     return state.get(job_id).to_dict()
 
 
-def retry(job_id: str) -> dict:
-    """Queue a new job with the same kind and params as a failed or cancelled one."""
+def retry(job_id: str, *, guard=None) -> dict:
+    """Queue a new job with the same kind and params as a failed or cancelled one, in its project.
+    ``guard(kind, params)`` as for :func:`submit` (who retries must be able to name what it names)."""
     job = state.get(job_id)
     if job.status not in ("failed", "cancelled"):
         raise JobError(
@@ -104,7 +107,11 @@ def retry(job_id: str) -> dict:
             hint="Wait for it to end, or submit a new job.",
         )
     get_kind(job.kind).check(dict(job.params))
+    if guard is not None:
+        guard(job.kind, dict(job.params))
     new = state.create(job.kind, job.params, timeout_s=job.timeout_s, retry_of=job.id)
+    if (project := directory.project_of("job", job.id)) != directory.DEFAULT_PROJECT:
+        directory.assign("job", new.id, project)  # it writes where the first attempt would have
     state.event(job.id, "retried", f"retried as job {new.id}")
     return new.to_dict()
 

@@ -4,8 +4,13 @@ A job submitted into project P (``POST /v1/jobs`` with ``"project": "P"``) that 
 model name or a new dataset name puts it in P, so the team that made it can read, deploy and
 delete it without an operator's ``aimass projects assign``. A job only claims what it created:
 a name with a version or an import older than the job (a new version of an existing model, a
-dataset the job only read) stays with its owner, so nobody takes another project's model by
-training into its name.
+dataset the job only read) stays with its owner.
+
+And a job writes only into its own project: :func:`confine` is the check the worker installs
+(:mod:`aimass.store.claims`), so a job in P adds a version only to a model or dataset of P, or
+under a new name. A job in ``default`` writes the unassigned names. Without it, a key that may
+submit jobs in one project could train into another project's model name, and that project's
+services and trainings would pick the new version up as "the latest".
 """
 
 from __future__ import annotations
@@ -13,7 +18,11 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from aimass.access import directory
+from aimass.errors import PermissionDenied
+from aimass.store.claims import Check
 from aimass.store.db import DatasetRecord, JobRecord, ModelVersionRecord, session
+
+RECORDS = {"model": ModelVersionRecord, "dataset": DatasetRecord}
 
 
 def adopt(job_id: str, result: dict) -> list[dict]:
@@ -42,3 +51,28 @@ def _all_since(created, since: str) -> bool:
 
 def _unowned(kind: str, name: str) -> bool:
     return name not in directory.owners(kind)
+
+
+def confine(job_id: str) -> Check:
+    """The write check of job ``job_id``: a name its project owns, or a name nothing has yet."""
+
+    def check(kind: str, name: str) -> None:
+        # read when the job writes, not when it starts: the route assigns the job its project
+        # right after queueing it, and a runner may start it in between
+        project, owner = directory.project_of("job", job_id), directory.project_of(kind, name)
+        if owner == project or owner == directory.DEFAULT_PROJECT and not _exists(kind, name):
+            return
+        raise PermissionDenied(
+            f"This job runs in project {project!r}; {kind} {name!r} belongs to project {owner!r}, "
+            "so the job may not add a version to it.",
+            hint=f"Give the job another name (params.name), or submit it into project {owner!r} "
+            "with a key that may submit jobs there.",
+        )
+
+    return check
+
+
+def _exists(kind: str, name: str) -> bool:
+    record = RECORDS[kind]
+    with session() as s:
+        return s.scalar(select(record.name).where(record.name == name).limit(1)) is not None

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from aimass import curation, workflow
 from aimass.autolearn import auto
 from aimass.compressors import get_compressor
-from aimass.errors import ConfigError
+from aimass.data import load_dataset
+from aimass.errors import ConfigError, NotFoundError
 from aimass.jobs import custom
 from aimass.store import registry
 from aimass.tasks import DEFAULT_TASK
@@ -61,6 +62,28 @@ def _require(params: dict, *keys: str) -> dict:
             hint=f"Pass {', '.join(missing)} in the job's params.",
         )
     return params
+
+
+def reads(kind: str, params: dict) -> list[tuple[str, str]]:
+    """(``model`` or ``dataset``, name) of every stored version and dataset a job's params name:
+    ``model`` and ``from`` (and a distillation's ``teachers``) are versions, ``data`` a stored
+    dataset unless it names none (then it is a path, which the server checks against its data
+    folders). What a REST caller must be able to read to submit the job. None for ``custom``: its
+    code runs as the server's user, so a key that may submit it reads everything already."""
+    if kind == "custom":
+        return []
+    found = [("model", params[k]) for k in ("model", "from") if isinstance(params.get(k), str) and params[k]]
+    teachers = params.get("teachers")
+    found += [("model", t) for t in teachers if isinstance(t, str)] if isinstance(teachers, list) else []
+    data = params.get("data")
+    if isinstance(data, str) and data.strip():
+        try:
+            stored = load_dataset(data)
+        except NotFoundError:  # a path to import, or a name nothing has
+            stored = None
+        if stored is not None:  # by the name given, or by its id (named by the latest import)
+            found.append(("dataset", data.strip() if data.strip() in stored.names else stored.id))
+    return found
 
 
 # ------------------------------------------------------------------ kinds

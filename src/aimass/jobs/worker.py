@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass, field
 
 from aimass.jobs import explain, kinds, state
-from aimass.jobs.adopt import adopt
+from aimass.jobs.adopt import adopt, confine
 from aimass.jobs.logs import run_dir
+from aimass.store import claims
 from aimass.train.progress import observe
 
 BEAT_S = 2.0
@@ -89,6 +90,7 @@ def execute(job_id: str, attempt: int) -> str:
     beat = threading.Thread(target=_heartbeat, args=(ctx, stop), daemon=True)
     beat.start()
     try:
+        claims.install(confine(job_id))  # versions only under the job's project's names, or new ones
         with observe(_stage_progress(ctx)):
             result = kinds.get_kind(job.kind).run(job.params, ctx)
         if made := adopt(job_id, result):  # new models and datasets belong to the job's project
@@ -98,6 +100,7 @@ def execute(job_id: str, attempt: int) -> str:
         status, payload = "failed", {"error": explain.failure(exc)}
         print(payload["error"].get("traceback", ""), file=sys.stderr, flush=True)
     finally:
+        claims.install(None)
         stop.set()
         beat.join(timeout=5)
     ended = state.finish(job_id, attempt, status, **payload)

@@ -98,18 +98,17 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable) -> None:
     async def submit(request: Request, body: JobRequest, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Check and queue a job (in ``project``); 422 with a stable code when a check fails."""
         _may_run(caller, jobs.get_kind(body.kind), policy_decided(request))
-        await asyncio.to_thread(_may_read_parent, body, visible(caller))
         await asyncio.to_thread(need_project, body.project)
         job = await asyncio.to_thread(
-            jobs.submit, body.kind, body.params, timeout_s=body.timeout_s, guard=_only_granted_paths
+            jobs.submit, body.kind, body.params, timeout_s=body.timeout_s, guard=job_guard(visible(caller))
         )
         return await asyncio.to_thread(own_job, job, body.project)
 
-    @app.post("/v1/auto", tags=["jobs"], dependencies=manage, status_code=202)
-    async def auto(body: AutoRequest):
+    @app.post("/v1/auto", tags=["jobs"], status_code=202)
+    async def auto(body: AutoRequest, caller: Caller = allow("manage")):
         """Data (``path``, or a stored dataset's id or name as ``data``) to an evaluated (optionally
         deployed) model, as an ``auto`` job (in ``project``)."""
-        return await asyncio.to_thread(submit_auto, body)
+        return await asyncio.to_thread(submit_auto, body, visible(caller))
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], dependencies=manage)
     async def show(job_id: str):
@@ -127,15 +126,15 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable) -> None:
     async def retry(request: Request, job_id: str, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Submit a failed or cancelled job again; needs what submitting it needs."""
         _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id), policy_decided(request))
-        return await asyncio.to_thread(jobs.retry, job_id)
+        return await asyncio.to_thread(jobs.retry, job_id, guard=job_guard(visible(caller)))
 
 
-def submit_auto(body: AutoRequest) -> dict:
+def submit_auto(body: AutoRequest, visible: Callable | None = None) -> dict:
     """Queue an ``auto`` job in ``body.project``: ``POST /v1/auto`` and the console's wizard (which
-    decides it first as that route is decided)."""
+    decides it first as that route is decided); ``visible`` as :func:`job_guard`'s."""
     need_project(body.project)
     params = body.model_dump(exclude_none=True, exclude={"project"})
-    job = jobs.submit("auto", params, guard=_only_granted_paths)
+    job = jobs.submit("auto", params, guard=job_guard(visible))
     return own_job(job, body.project)
 
 
@@ -199,12 +198,24 @@ def readable_versions(visible: Callable | None, *refs: str) -> None:
             raise NotFoundError(f"No model '{ref}'.", hint="GET /v1/versions lists what you may read.")
 
 
-def _may_read_parent(body: JobRequest, visible: Callable | None) -> None:
-    """404, like a missing version, when a train job continues (``from``) a version the caller may
-    not read: a job must not learn from weights and data its submitter cannot see."""
-    parent = body.params.get("from")
-    if body.kind == "train" and isinstance(parent, str) and parent:
-        readable_versions(visible, parent)
+def job_guard(visible: Callable | None) -> Callable[[str, dict], None]:
+    """What a caller's job may name (the ``guard(kind, params)`` of ``jobs.submit`` and
+    ``jobs.retry``): server paths only under the data folders (403), and only versions and
+    datasets the caller may read (404, like missing ones): a job must not learn from, score,
+    compress or copy what its submitter cannot see. Where it may write is the job's project
+    (:func:`aimass.jobs.adopt.confine`)."""
+
+    def guard(job_kind: str, params: dict) -> None:
+        _only_granted_paths(params)
+        if visible is None:  # no access policies: a key's scopes decide
+            return
+        for kind, name in jobs.reads(job_kind, params):
+            if kind == "model":
+                readable_versions(visible, name)
+            elif name not in visible("dataset", {name}):
+                raise NotFoundError(f"No dataset '{name}'.", hint="GET /v1/datasets lists what you may read.")
+
+    return guard
 
 
 def need_project(name: str | None) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select
 from aimass import paths
 from aimass.errors import ConfigError, InUseError, NotFoundError
 from aimass.store import artifacts
+from aimass.store.claims import claim
 from aimass.store.db import (
     AliasRecord,
     DatasetRecord,
@@ -96,6 +97,7 @@ def set_alias(ref: str, alias: str, *, force: bool = False) -> ModelVersionRecor
 
 
 def record_dataset(ds) -> None:
+    claim("dataset", ds.name)
     with session() as s, s.begin():
         s.merge(
             DatasetRecord(
@@ -160,7 +162,7 @@ def register(
 ) -> ModelVersionRecord:
     """Save ``model`` as the next version of ``name`` and record its lineage; ``staged``: a folder
     ``model`` was already saved to (moved into place instead of saving again)."""
-    check_name(name)
+    claim("model", check_name(name))
     with session() as s, s.begin():
         latest = s.scalar(select(func.max(ModelVersionRecord.version)).where(ModelVersionRecord.name == name))
         gone = s.scalar(

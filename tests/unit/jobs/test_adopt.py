@@ -1,5 +1,5 @@
-"""A job in a project puts what it creates (a new model or dataset name) in that project, and
-claims nothing that existed before it."""
+"""A job in a project puts what it creates (a new model or dataset name) in that project, claims
+nothing that existed before it, and writes no version into another project's names."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from aimass import jobs
 from aimass.access import directory
-from aimass.jobs.adopt import adopt
+from aimass.errors import PermissionDenied
+from aimass.jobs.adopt import adopt, confine
 from aimass.store.db import ModelVersionRecord, session
 
 
@@ -36,10 +37,13 @@ def test_an_import_job_in_a_project_puts_its_new_dataset_there(home, bbc_csv):
     job_id = _job_in("nlp", "import", path=str(bbc_csv), name="news")
     assert jobs.run_foreground(job_id)["status"] == "succeeded"
     assert directory.project_of("dataset", "news") == "nlp"
-    # the same import from a job in cv finds the dataset already there: it stays nlp's
-    again = _job_in("cv", "import", path=str(bbc_csv), name="news")
-    assert jobs.run_foreground(again)["status"] == "succeeded"
+    # the same import from a job in cv would make it cv's "news" too: refused, it stays nlp's
+    again = jobs.run_foreground(_job_in("cv", "import", path=str(bbc_csv), name="news"))
+    assert again["status"] == "failed" and again["error"]["code"] == "permission_denied", again
+    assert "belongs to project 'nlp'" in again["error"]["message"]
     assert directory.project_of("dataset", "news") == "nlp"
+    mine = _job_in("nlp", "import", path=str(bbc_csv), name="news")  # its own project's name: fine
+    assert jobs.run_foreground(mine)["status"] == "succeeded"
 
 
 def test_only_a_model_name_the_job_created_is_claimed(home):
@@ -63,3 +67,21 @@ def test_a_job_in_default_assigns_nothing(home):
     _version("fresh", 1)
     assert adopt(job_id, {"model": "fresh:1"}) == []
     assert directory.owners("model") == {}
+
+
+def test_a_job_writes_only_under_its_projects_names_or_new_ones(home):
+    _version("old", 1)  # unassigned: the default project's
+    _version("theirs", 1)
+    _version("ours", 1)
+    directory.assign("model", "theirs", "cv")
+    directory.assign("model", "ours", "nlp")
+    in_nlp, in_default = confine(_job_in("nlp")), confine(jobs.submit("train", {"data": "d"})["id"])
+    for allowed in (("model", "ours"), ("model", "brand-new"), ("dataset", "brand-new")):
+        in_nlp(*allowed)
+    for refused, owner in ((("model", "theirs"), "cv"), (("model", "old"), "default")):
+        with pytest.raises(PermissionDenied, match=f"belongs to project '{owner}'"):
+            in_nlp(*refused)
+    in_default("model", "old")  # the operator's own jobs write the unassigned names
+    in_default("model", "new-too")
+    with pytest.raises(PermissionDenied, match="project 'cv'"):
+        in_default("model", "theirs")

@@ -34,7 +34,7 @@ from aimass.serve.data_routes import (
     zip_response,
 )
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import jobs_page, may_run, only_granted_paths
+from aimass.serve.jobs_routes import job_guard, jobs_page, may_run
 from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
@@ -98,7 +98,7 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
         await console.form(request, ctx)
         await asyncio.to_thread(console.authorize, ctx, "POST", rest("/v1/jobs/{}/retry", job_id))
         may_run(ctx.caller, await asyncio.to_thread(jobs.kind_of, job_id), console.guard.policy is not None)
-        new = await asyncio.to_thread(jobs.retry, job_id)
+        new = await asyncio.to_thread(jobs.retry, job_id, guard=job_guard(console.lister(ctx)))
         return console.redirect(request, f"jobs/{new['id']}", f"Retried as job {new['id']}.", ctx)
 
 
@@ -163,7 +163,8 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
             console.authorize, ctx, "POST", "/v1/jobs", {"kind": "compress", "params": params}
         )
         may_run(ctx.caller, jobs.get_kind("compress"), console.guard.policy is not None)  # as POST /v1/jobs
-        job = await asyncio.to_thread(jobs.submit, "compress", params, guard=only_granted_paths)
+        guard = job_guard(console.lister(ctx))  # the version must be the caller's to read
+        job = await asyncio.to_thread(jobs.submit, "compress", params, guard=guard)
         return console.redirect(
             request, f"jobs/{job['id']}", f"Compressing {ref} with {params['method']}.", ctx
         )

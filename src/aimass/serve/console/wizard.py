@@ -155,7 +155,7 @@ def _add_start(router: APIRouter, console: Console) -> None:
         )
         twin = body.model_dump(exclude_none=True)
         await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/auto", twin)
-        job = await asyncio.to_thread(submit_auto, body)
+        job = await asyncio.to_thread(submit_auto, body, console.lister(ctx))
         return console.redirect(request, f"jobs/{job['id']}?wizard=1", ctx=ctx)
 
 
