@@ -292,3 +292,68 @@ def test_a_job_names_only_versions_and_datasets_its_submitter_may_read(world, tm
     bobs = {"kind": "issues", "params": {"data": theirs}, "project": "cv"}
     mine = client.post("/v1/jobs", json=bobs, headers=keys["bob"])
     assert mine.status_code == 202, mine.text
+
+
+def test_a_deploy_cannot_take_over_another_projects_service(world):
+    """A deploy changes the service it deploys into (``service:Update``): alice may deploy her model
+    only into her project's services (or a new one named after her model, which joins her project).
+    Into bob's ``faces``, or an unassigned service of another name (``default``'s), is a 404: she may
+    not even read them. Each denial is audited with the real resource."""
+    client, keys = world
+    alice = keys["alice"]
+    hijack = client.post("/v1/services", json={"model": "reviews:3", "service": "faces"}, headers=alice)
+    assert hijack.status_code == 404 and hijack.json()["error"]["message"] == "No service 'faces'.", (
+        hijack.text
+    )
+    elsewhere = client.post("/v1/services", json={"model": "reviews:3", "service": "shared"}, headers=alice)
+    assert elsewhere.status_code == 404, elsewhere.text  # default's, which she may not read either
+    denied = audit.query(principal="alice", action="service:Update")
+    assert [row["resource"] for row in denied] == [
+        "aimass:project/default/service/shared",
+        "aimass:project/cv/service/faces",
+    ]
+    # her own service passes both checks (the engine then fails to load the stand-in record)
+    own = client.post("/v1/services", json={"model": "reviews:3"}, headers=alice)
+    assert own.status_code not in (403, 404), own.text
+    assert audit.query(principal="alice", action="service:Update")[0]["decision"] == "allowed"
+    assert client.post("/v1/services", json={"model": "faces:1"}, headers=keys["bob"]).status_code not in (
+        403,
+        404,
+    )
+
+
+def test_a_new_service_named_after_a_project_model_joins_that_project(world):
+    from aimass.serve.access_guard import adopt_service, deployed_into
+
+    directory.assign("model", "notes", "nlp")
+    assert deployed_into({}, {"model": "notes:1"}) == ("", "aimass:project/nlp/service/notes")
+    assert deployed_into({}, {"model": "notes:1", "service": "faces"}) == ("service", "faces")
+    adopt_service("notes", "notes@production")
+    adopt_service("elsewhere", "notes:1")  # another name: nobody's, so default's
+    adopt_service("faces", "faces:1")  # already cv's
+    assert directory.owners("service") == {"reviews": "nlp", "faces": "cv", "notes": "nlp"}
+    assert deployed_into({}, {"model": "notes:1"}) == ("service", "notes")
+
+
+def test_moving_a_resource_needs_both_projects(world):
+    """Assigning a resource to a project takes it out of another: a lead who may update project nlp
+    cannot pull bob's model out of cv (nor an unassigned one out of default) unless they may update
+    that project too."""
+    client, _ = world
+    lead = {"Statement": [{"Effect": "Allow", "Action": "project:Update", "Resource": "aimass:project/nlp"}]}
+    directory.create_user("dave")
+    directory.put_policy("NlpLead", lead)
+    directory.attach("NlpLead", "user", "dave")
+    record, key = auth.create_key("dave", ["predict"])
+    directory.bind_key(record.id, user="dave")
+    dave = {"Authorization": f"Bearer {key}"}
+    steal = client.post("/v1/projects/nlp/resources", json={"kind": "model", "name": "faces"}, headers=dave)
+    assert steal.status_code == 403 and "aimass:project/cv" in steal.json()["error"]["message"], steal.text
+    unowned = client.post("/v1/projects/nlp/resources", json={"kind": "model", "name": "x"}, headers=dave)
+    assert unowned.status_code == 403 and "aimass:project/default" in unowned.text, unowned.text
+    assert directory.project_of("model", "faces") == "cv"
+    lead["Statement"][0]["Resource"] = ["aimass:project/nlp", "aimass:project/cv"]
+    directory.put_policy("NlpLead", lead)
+    moved = client.post("/v1/projects/nlp/resources", json={"kind": "model", "name": "faces"}, headers=dave)
+    assert moved.status_code == 200, moved.text
+    assert directory.project_of("model", "faces") == "nlp"

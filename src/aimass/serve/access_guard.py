@@ -74,6 +74,37 @@ def job_retry(params: dict, data) -> str:
     return "job:SubmitCode" if code else "job:Submit"
 
 
+def deployed_into(params: dict, data) -> tuple[str, str]:
+    """The service a deploy changes: the body's ``service``, default the model's name. One that a
+    project owns is named in that project. An unassigned one named after the model is the model's
+    project's (the deploy puts a new one there, :func:`adopt_service`); any other unassigned one is
+    ``default``'s, so a key cannot deploy its model into a service it was not given."""
+    model = str(data.get("model") or "") if isinstance(data, dict) else ""
+    base = model.split(":")[0].split("@")[0]
+    name = str(data.get("service") or base) if isinstance(data, dict) else ""
+    if name and name == base and name not in directory.owners("service"):
+        return "", directory.arn("service", name, directory.project_of("model", base))
+    return "service", name
+
+
+def leaving(params: dict, data) -> tuple[str, str]:
+    """The project a resource leaves when it is assigned (``default`` for an unassigned one)."""
+    kind = str(data.get("kind") or "") if isinstance(data, dict) else ""
+    name = str(data.get("name") or "") if isinstance(data, dict) else ""
+    known = kind in directory.RESOURCE_KINDS and name
+    return "", f"aimass:project/{directory.project_of(kind, name) if known else directory.DEFAULT_PROJECT}"
+
+
+def adopt_service(name: str, ref: str) -> None:
+    """A service nobody owns yet, named after the project model it now serves, joins that project
+    (so its team can read, scale and undeploy it)."""
+    base = ref.split(":")[0].split("@")[0]
+    if name != base or name in directory.owners("service"):
+        return
+    if (project := directory.project_of("model", base)) != directory.DEFAULT_PROJECT:
+        directory.assign("service", name, project)
+
+
 def dataset_name(id_or_name: str) -> str:
     """The name of the dataset with this id (what a project owns), else ``id_or_name`` itself."""
     record = browse.dataset_record(id_or_name) if id_or_name else None
@@ -87,6 +118,7 @@ class Rule:
     action: str | Callable[[dict, dict], str]  # or (path params, JSON body) -> action
     target: Target
     management: bool = True  # audit every decision (not only denials)
+    also: tuple[tuple[str, Target], ...] = ()  # more (action, resource) the request needs, each decided
 
     @property
     def regex(self) -> re.Pattern:
@@ -99,7 +131,14 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/completions", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/v1/embeddings", "model:Predict", body("model", "model"), management=False),
     Rule("GET", "/v1/models", "model:List", fixed("aimass:project/*"), management=False),
-    Rule("POST", "/v1/services", "model:Deploy", body("model", "model")),
+    # a deploy changes the service it deploys into: another project's service is not the caller's
+    Rule(
+        "POST",
+        "/v1/services",
+        "model:Deploy",
+        body("model", "model"),
+        also=(("service:Update", deployed_into),),
+    ),
     Rule("GET", "/v1/services", "service:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/services/{name}", "service:Read", path("service")),
     Rule("GET", "/v1/services/{name}/events", "service:Read", path("service")),
@@ -152,7 +191,14 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/projects", "project:Read", fixed("aimass:project/*")),
     Rule("POST", "/v1/projects", "project:Create", new("project")),
     Rule("GET", "/v1/projects/{name}", "project:Read", named("project")),
-    Rule("POST", "/v1/projects/{name}/resources", "project:Update", named("project")),
+    # moving a resource changes two projects: the one it leaves must be the caller's to update too
+    Rule(
+        "POST",
+        "/v1/projects/{name}/resources",
+        "project:Update",
+        named("project"),
+        also=(("project:Update", leaving),),
+    ),
     Rule("GET", "/v1/audit", "audit:Read", fixed("aimass:audit")),
     Rule("GET", "/v1/audit/{request_id}", "audit:Read", fixed("aimass:audit")),
 )
@@ -182,10 +228,19 @@ class AccessGuard:
         return None
 
     def authorize(self, caller, scope, found: tuple[Rule, dict], source: str = "rest") -> None:
-        """Raise 403/404 unless the policies allow; audit as the module says (``source``: ``rest``
-        or ``console``, which the audit row keeps)."""
+        """Raise 403/404 unless the policies allow the rule's action and each of its ``also``;
+        audit as the module says (``source``: ``rest`` or ``console``, which the audit row keeps)."""
         rule, params = found
         data, action, kind, name, resource, principal = self._request(caller, scope, found)
+        self._authorize_one(caller, scope, found, source, (data, action, kind, name, resource, principal))
+        for action, target in rule.also:
+            kind, name = target(params, data)
+            resource = self.arn(kind, name) if kind else name
+            self._authorize_one(caller, scope, found, source, (data, action, kind, name, resource, principal))
+
+    def _authorize_one(self, caller, scope, found: tuple[Rule, dict], source: str, request: tuple) -> None:
+        rule, params = found
+        data, action, kind, name, resource, principal = request
         # the model's stage is a registry lookup: only a decision that consulted a condition needs it
         # (one that did not is the same in any context), so the predict path stays off the database
         context = self.context(scope, kind, name, data, stage=False)
@@ -213,9 +268,14 @@ class AccessGuard:
         """Whether the policies would allow the request (no audit row, nothing raised): what a
         console page offers. The request itself is still decided by :meth:`authorize`."""
         data, action, kind, name, resource, principal = self._request(caller, scope, found)
-        return self.authorizer.decide(
-            principal, action, resource, self.context(scope, kind, name, data)
-        ).allowed
+        asks = [(action, kind, name, resource)]
+        for also, target in found[0].also:
+            kind, name = target(found[1], data)
+            asks.append((also, kind, name, self.arn(kind, name) if kind else name))
+        return all(
+            self.authorizer.decide(principal, action, resource, self.context(scope, kind, name, data)).allowed
+            for action, kind, name, resource in asks
+        )
 
     def _request(self, caller, scope, found: tuple[Rule, dict]) -> tuple:
         """What a rule makes of a request: (body, action, kind, name, resource ARN, principal)."""

@@ -27,7 +27,7 @@ import aimass
 from aimass.errors import AimassError, ConfigError
 from aimass.jobs.custom import upload_limit
 from aimass.serve import auth, console, metering
-from aimass.serve.access_guard import AccessGuard
+from aimass.serve.access_guard import AccessGuard, adopt_service
 from aimass.serve.access_routes import add_access_routes, stash_body
 from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import BatchSettings
@@ -381,7 +381,10 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
     async def deploy(body: DeployRequest):
         """Deploy a version: loaded and warmed before it takes traffic; the old one finishes its queue."""
         settings = body.settings.overrides() if body.settings else None
-        return await engine.deploy(body.model, service=body.service, weight=body.weight, settings=settings)
+        done = await engine.deploy(body.model, service=body.service, weight=body.weight, settings=settings)
+        name = done.get("name") or body.service or body.model.split(":")[0].split("@")[0]
+        await asyncio.to_thread(adopt_service, name, body.model)
+        return done
 
     @app.put("/v1/services/{name}/traffic", tags=["services"], dependencies=manage)
     async def traffic(name: str, weights: dict[str, Weight]):

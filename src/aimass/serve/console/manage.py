@@ -16,6 +16,7 @@ from aimass.errors import ConfigError, PermissionDenied
 from aimass.exporters import FORMATS
 from aimass.jobs.state import STATES
 from aimass.serve import auth, metering
+from aimass.serve.access_guard import adopt_service
 from aimass.serve.console.charts import usage_chart
 from aimass.serve.console.core import PAGE_SIZE, Console, Ctx, pages, rest
 from aimass.serve.data_routes import (
@@ -201,6 +202,7 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
         await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/services", body)
         done = await engine.deploy(ref, service=service, weight=weight)
         name = done.get("name") or service or ref.partition(":")[0]
+        await asyncio.to_thread(adopt_service, name, ref)
         then = "try" if form.get("then") == "try" else "services"
         return console.redirect(request, f"{then}/{name}", f"Deployed {ref}.", ctx)
 
