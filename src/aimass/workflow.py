@@ -318,6 +318,8 @@ def predict(ref: str, inputs: list) -> list:
 def evaluate(ref: str, data: str | Path | None = None, *, save: bool = False) -> dict:
     """Metrics of a registered model on its test split, another dataset's test split, or a file."""
     record = registry.get_version(ref)
+    if save:  # rewrites the version's report and metrics: a write, as a new version is
+        claim("model", record.name)
     model = get_task(record.task).estimator.load(registry.open_folder(record))
     split_data = _eval_data(record, data)
     report = model.evaluate(split_data, "test")

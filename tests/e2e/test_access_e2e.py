@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aimass.access import audit, directory
+from aimass.data import load_dataset
 from aimass.serve import auth
 from aimass.serve.app import create_app
 from aimass.serve.engine import Service
@@ -357,3 +358,56 @@ def test_moving_a_resource_needs_both_projects(world):
     moved = client.post("/v1/projects/nlp/resources", json={"kind": "model", "name": "faces"}, headers=dave)
     assert moved.status_code == 200, moved.text
     assert directory.project_of("model", "faces") == "nlp"
+
+
+def test_an_import_over_rest_does_not_add_a_version_to_a_projects_dataset(world, tmp_path):
+    """``POST /v1/datasets`` lands in ``default``: even the admin's import may not make another
+    project's dataset name point at new rows (its trainings by name would pick them up)."""
+    from aimass import paths
+
+    client, _ = world
+    news(tmp_path, "nlp")
+    uploads = paths.subdir("uploads")
+    other = uploads / "other.csv"
+    other.write_text(
+        "text,label\n" + "\n".join(f"other {w} row {i},{w}" for i in range(12) for w in "ab") + "\n"
+    )
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    over = client.post("/v1/datasets", json={"path": str(other), "name": "news-nlp"}, headers=admin)
+    assert over.status_code == 403 and "belongs to project 'nlp'" in over.json()["error"]["message"], (
+        over.text
+    )
+    assert "other" not in load_dataset("news-nlp").rows()[0]["text"]
+    fresh = client.post("/v1/datasets", json={"path": str(other), "name": "fresh"}, headers=admin)
+    assert fresh.status_code == 201, fresh.text
+
+
+def test_a_minted_key_is_bound_as_its_creators_key(world):
+    """A key mints keys bound as it is (user, project, tags): alice, who may create keys, cannot mint
+    an unbound predict key that reads every project's models, and a key tagged env=dev cannot mint
+    an untagged one that escapes a Deny on that tag."""
+    client, keys = world
+    minting = {"Statement": [{"Effect": "Allow", "Action": "key:Create", "Resource": "aimass:key/*"}]}
+    directory.put_policy("MintKeys", minting)
+    directory.attach("MintKeys", "user", "alice")
+    made = client.post("/v1/keys", json={"name": "alice-2", "scopes": ["predict"]}, headers=keys["alice"])
+    assert made.status_code == 200, made.text
+    assert directory.key_binding(made.json()["id"])["user"] == "alice"
+    second = {"Authorization": f"Bearer {made.json()['key']}"}
+    assert client.get("/v1/services/faces", headers=second).status_code == 404  # bob's, as for alice
+    assert [v["name"] for v in client.get("/v1/versions", headers=second).json()["versions"]] == ["reviews"]
+
+    record, tagged = auth.create_key("dev-ops", ["manage"])  # acts by its scopes, tagged env=dev
+    directory.bind_key(record.id, tags={"env": "dev"})
+    dev = {"Authorization": f"Bearer {tagged}"}
+    minted = client.post("/v1/keys", json={"name": "dev-2", "scopes": ["manage"]}, headers=dev)
+    assert minted.status_code == 200, minted.text
+    assert directory.key_binding(minted.json()["id"])["tags"] == {"env": "dev"}  # a Deny on env=dev holds
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    free = client.post("/v1/keys", json={"name": "ops", "scopes": ["manage"]}, headers=admin).json()
+    assert directory.key_binding(free["id"]) == {
+        "key_id": free["id"],
+        "user": None,
+        "project": None,
+        "tags": {},
+    }

@@ -16,8 +16,8 @@ from aimass import paths
 from aimass.access import tables as t
 from aimass.access.managed import MANAGED, SCOPE_ONLY, managed
 from aimass.access.policy import IDENTITY, RESOURCE, PolicyError, check_arn, compile_policy
-from aimass.errors import ConfigError, NotFoundError
-from aimass.store.db import now
+from aimass.errors import ConfigError, NotFoundError, PermissionDenied
+from aimass.store.db import DatasetRecord, ModelVersionRecord, now, session
 
 CHANGES = "access.changes"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+=-]{0,99}")
@@ -180,6 +180,27 @@ def project_of(kind: str, name: str) -> str:
     with t.session() as s:
         record = s.get(t.OwnerRecord, (kind, base))
     return record.project if record else DEFAULT_PROJECT
+
+
+def may_write(project: str, kind: str, name: str, *, how: str = "a job") -> None:
+    """Raise PermissionDenied unless something acting in ``project`` (``how``: a job, an import)
+    may add a version under the ``kind`` (``model`` or ``dataset``) name ``name``: one its project
+    owns, or one nothing has yet. ``default`` owns the unassigned names."""
+    owner = project_of(kind, name)
+    if owner == project or owner == DEFAULT_PROJECT and not _exists(kind, name):
+        return
+    raise PermissionDenied(
+        f"{how[0].upper()}{how[1:]} in project {project!r} may not add a version to {kind} {name!r}: "
+        f"it belongs to project {owner!r}.",
+        hint=f"Give it another name, or do it in project {owner!r} (a job submitted there, with a key "
+        "that may) so it stays that project's.",
+    )
+
+
+def _exists(kind: str, name: str) -> bool:
+    record = {"model": ModelVersionRecord, "dataset": DatasetRecord}[kind]
+    with session() as s:
+        return s.scalar(select(record.name).where(record.name == name).limit(1)) is not None
 
 
 # ------------------------------------------------------------------ policies

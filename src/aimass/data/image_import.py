@@ -47,6 +47,7 @@ from aimass.data.storage import (
 )
 from aimass.data.validate import check_trainable, reject_counts, sort_rejects
 from aimass.errors import DataError, TooLargeError
+from aimass.store.claims import claim
 
 FORMAT_VERSION = 1
 IMAGES_DIR = "images"
@@ -355,6 +356,7 @@ def _manifest(digest, opts, rows, rejects, info, layout, archive, warnings, sett
 
 def _save(images: list[_Image], rows: list[dict], rejects: list[dict], manifest: dict) -> Dataset:
     """Copy the images (original bytes, by content), then data, rejects and the manifest last."""
+    claim("dataset", manifest["name"])
     folder = datasets_dir() / manifest["id"]
     for image, row in zip(images, rows, strict=True):
         target = folder / row["image"]

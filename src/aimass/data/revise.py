@@ -31,6 +31,7 @@ from aimass.data.storage import (
 )
 from aimass.data.validate import check_trainable
 from aimass.errors import ConfigError
+from aimass.store.claims import claim
 
 CHANGES_FILE = "changes.jsonl"
 _LINES = {"text": canonical_lines, "image": image_lines}  # the digest's canonical rows per kind
@@ -152,6 +153,7 @@ def _manifest(
 
 def _save(parent: Dataset, rows: list[dict], changes: list[dict], manifest: dict) -> Dataset:
     """Link (or copy) stored files, write data, rejects (the parent's) and changes, the manifest last."""
+    claim("dataset", manifest["name"])
     folder = datasets_dir() / manifest["id"]
     folder.mkdir(parents=True, exist_ok=True)
     if KINDS[parent.kind].stored_file:

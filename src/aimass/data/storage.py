@@ -14,6 +14,7 @@ from pathlib import Path
 from aimass.data.dataset import DATA_FILE, MANIFEST_FILE, REJECTS_FILE, Dataset
 from aimass.errors import NotFoundError
 from aimass.paths import subdir
+from aimass.store.claims import claim
 
 ID_LENGTH = 12
 MIN_PREFIX = 4
@@ -91,6 +92,7 @@ def save_dataset(lines: list[str], rows: list[dict], rejects: list[dict], manife
     ``rejects.jsonl``, then ``manifest.json`` last, so that a folder with a manifest is
     always complete.
     """
+    claim("dataset", manifest["name"])  # before a file is written (a job may write only its own names)
     folder = datasets_dir() / manifest["id"]
     folder.mkdir(parents=True, exist_ok=True)
     data = "".join(
@@ -138,6 +140,7 @@ def import_entry(name: str, info: dict, at: str) -> dict:
 
 def record_import(stored: Dataset, name: str, info: dict) -> Dataset:
     """Same content imported again: nothing is copied; the import is noted in the manifest."""
+    claim("dataset", name)
     stored.manifest.setdefault("imports", []).append(import_entry(name, info, utc_now()))
     write_manifest(stored.path, stored.manifest)
     return stored

@@ -18,11 +18,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from aimass.access import directory
-from aimass.errors import PermissionDenied
 from aimass.store.claims import Check
 from aimass.store.db import DatasetRecord, JobRecord, ModelVersionRecord, session
-
-RECORDS = {"model": ModelVersionRecord, "dataset": DatasetRecord}
 
 
 def adopt(job_id: str, result: dict) -> list[dict]:
@@ -57,22 +54,8 @@ def confine(job_id: str) -> Check:
     """The write check of job ``job_id``: a name its project owns, or a name nothing has yet."""
 
     def check(kind: str, name: str) -> None:
-        # read when the job writes, not when it starts: the route assigns the job its project
-        # right after queueing it, and a runner may start it in between
-        project, owner = directory.project_of("job", job_id), directory.project_of(kind, name)
-        if owner == project or owner == directory.DEFAULT_PROJECT and not _exists(kind, name):
-            return
-        raise PermissionDenied(
-            f"This job runs in project {project!r}; {kind} {name!r} belongs to project {owner!r}, "
-            "so the job may not add a version to it.",
-            hint=f"Give the job another name (params.name), or submit it into project {owner!r} "
-            "with a key that may submit jobs there.",
-        )
+        # the project is read when the job writes, not when it starts: the route assigns the job
+        # its project right after queueing it, and a runner may start it in between
+        directory.may_write(directory.project_of("job", job_id), kind, name, how="a job")
 
     return check
-
-
-def _exists(kind: str, name: str) -> bool:
-    record = RECORDS[kind]
-    with session() as s:
-        return s.scalar(select(record.name).where(record.name == name).limit(1)) is not None

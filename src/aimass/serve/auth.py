@@ -37,6 +37,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from aimass import paths
+from aimass.access import directory
 from aimass.errors import ConfigError, NotFoundError, PermissionDenied, TooManyRequests, Unauthenticated
 from aimass.store.db import ApiKeyRecord, session
 
@@ -72,7 +73,9 @@ def create_key(
     """A new key: returns ``(record, key)``; the key itself is shown once and never stored.
 
     ``rate_limit`` is requests/s, from :data:`RATE_MIN` to :data:`RATE_MAX` (None: no limit).
-    ``granted_by``: the caller asking (over REST); see :func:`grantable`.
+    ``granted_by``: the caller asking (over REST); see :func:`grantable`. The new key is bound as
+    the caller's key is (its user, project and tags): a key that acts as a user, or reaches one
+    project, cannot mint a key that reaches further.
     """
     scopes = sorted(set(scopes))
     bad = [s for s in scopes if s not in SCOPES]
@@ -90,6 +93,11 @@ def create_key(
     record = ApiKeyRecord(id=key_id, name=name, hash=_digest(key), scopes=scopes, rate_limit=rate_limit)
     with session() as s, s.begin():
         s.add(record)
+    if granted_by is not None and granted_by.key_id not in ("admin", "anonymous"):
+        bound = directory.key_binding(granted_by.key_id)
+        if bound["user"] or bound["project"] or bound["tags"]:  # before anyone has the key
+            tags = bound["tags"] or None
+            directory.bind_key(key_id, user=bound["user"], project=bound["project"], tags=tags)
     return record, key
 
 

@@ -28,6 +28,7 @@ import shutil
 import uuid
 import zipfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Query, Request
@@ -37,6 +38,7 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from aimass import api, curation, paths
+from aimass.access import directory
 from aimass.data import Dataset, load_dataset
 from aimass.data.dataset import MANIFEST_FILE
 from aimass.data.limits import MIB, limit
@@ -47,7 +49,7 @@ from aimass.serve.auth import Caller
 from aimass.serve.engine import Engine, persisted
 from aimass.serve.jobs_routes import only_granted_paths, readable_versions
 from aimass.serve.uploads import FILE_BODY, one_file
-from aimass.store import browse, registry
+from aimass.store import browse, claims, registry
 
 UPLOAD_PATH = "/v1/uploads"
 MAX_EXPORT_BYTES = 2048 * MIB
@@ -115,9 +117,12 @@ def rejects_page(dataset_id: str, limit: int, offset: int) -> dict:
 
 
 def import_upload(path: str, name: str | None) -> dict:
+    """Import a file under the data roots (REST and the console's upload). It lands in ``default``,
+    so it may not add a version to a dataset name another project owns (403 naming it)."""
     only_granted_paths({"path": path})
     options = {"name": name} if name else {}
-    return api.import_dataset(path, **options).summary()
+    with claims.checked(partial(directory.may_write, directory.DEFAULT_PROJECT, how="an import")):
+        return api.import_dataset(path, **options).summary()
 
 
 def versions_page(name: str | None, limit: int, offset: int, visible: Visible | None = None) -> dict:

@@ -1,11 +1,13 @@
-"""Which names the running code may write a new version under: one check, installed by the job
-worker, consulted wherever a model version is registered or a dataset name recorded.
+"""Which names the running code may write a new version under: one check, consulted wherever a
+model version is registered or a dataset name recorded.
 
 A job writes only under the names of its own project, or new ones (which it then adopts, see
-:mod:`aimass.jobs.adopt`), so a key that may submit jobs in one project cannot add a version to
-another project's model or dataset, which that project's services and trainings would then pick up
-as "the latest". Outside a job nothing is installed and nothing is checked: the operator's own
-commands and Python calls may write any name.
+:mod:`aimass.jobs.adopt`), and an import over REST only under ``default``'s, so a key that may
+submit jobs or import in one project cannot add a version to another project's model or dataset,
+which that project's services and trainings would then pick up as "the latest". The job worker
+installs its check for the whole process (it runs exactly one job); a server request sets one for
+its own call with :func:`checked`. With neither, nothing is checked: the operator's own commands
+and Python calls may write any name.
 
 >>> claim("model", "reviews")
 'reviews'
@@ -13,21 +15,35 @@ commands and Python calls may write any name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 Check = Callable[[str, str], None]  # (kind, name) -> None, or raise
-_check: Check | None = None
+_process: Check | None = None
+_call: ContextVar[Check | None] = ContextVar("aimass_claims", default=None)
 
 
 def install(check: Check | None) -> None:
-    """Set (or with None, remove) the check for this process: a job worker runs exactly one job."""
-    global _check
-    _check = check
+    """Set (or with None, remove) the check for every thread of this process (a job worker)."""
+    global _process
+    _process = check
+
+
+@contextmanager
+def checked(check: Check) -> Iterator[None]:
+    """Apply ``check`` to the writes of this call (this thread or task, and what it awaits)."""
+    token = _call.set(check)
+    try:
+        yield
+    finally:
+        _call.reset(token)
 
 
 def claim(kind: str, name: str) -> str:
-    """``name`` if this process may write a new ``kind`` (``model`` or ``dataset``) version under it;
-    otherwise the installed check raises (PermissionDenied, naming the owner)."""
-    if _check is not None:
-        _check(kind, name)
+    """``name`` if this code may write a new ``kind`` (``model`` or ``dataset``) version under it;
+    otherwise the check in force raises (PermissionDenied, naming the owner)."""
+    for check in (_call.get(), _process):
+        if check is not None:
+            check(kind, name)
     return name

@@ -97,7 +97,6 @@ def set_alias(ref: str, alias: str, *, force: bool = False) -> ModelVersionRecor
 
 
 def record_dataset(ds) -> None:
-    claim("dataset", ds.name)
     with session() as s, s.begin():
         s.merge(
             DatasetRecord(

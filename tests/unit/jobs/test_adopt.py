@@ -85,3 +85,12 @@ def test_a_job_writes_only_under_its_projects_names_or_new_ones(home):
     in_default("model", "new-too")
     with pytest.raises(PermissionDenied, match="project 'cv'"):
         in_default("model", "theirs")
+
+
+def test_an_evaluate_job_saves_its_report_only_on_its_projects_model(home):
+    """Saving an evaluation rewrites the version's report and metrics: a write, confined as one."""
+    _version("theirs", 1)
+    directory.assign("model", "theirs", "cv")
+    job = jobs.run_foreground(_job_in("nlp", "evaluate", model="theirs:1", save=True))
+    assert job["status"] == "failed" and job["error"]["code"] == "permission_denied", job
+    assert "model 'theirs': it belongs to project 'cv'" in job["error"]["message"]
