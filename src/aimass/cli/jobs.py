@@ -38,6 +38,9 @@ def submit(
         list[str] | None, typer.Option("--set", help="A job parameter KEY=VALUE (repeatable).")
     ] = None,
     timeout: Annotated[str | None, typer.Option(help="Stop the job after this long, e.g. 30m.")] = None,
+    project: Annotated[
+        str | None, typer.Option(help="The project the job works in: it writes only that project's names.")
+    ] = None,
     foreground: Annotated[bool, typer.Option(help="Run it here and follow its log.")] = False,
     as_json: JsonFlag = False,
 ):
@@ -46,6 +49,7 @@ def submit(
     A custom job's --code-dir is packed and uploaded (``aimass jobs upload``) first; the job runs
     that copy."""
     from aimass import jobs
+    from aimass.access import directory
 
     kind = kind or ("custom" if code_dir or code or entry else None)
     if kind is None:
@@ -61,7 +65,11 @@ def submit(
     params = {k: v for k, v in given.items() if v is not None} | settings(option or [])
     if kind == "custom":
         params["args"] = list(args or [])
+    if project and project != directory.DEFAULT_PROJECT:
+        directory.show_project(project)  # a 404 before anything queues
     job = jobs.submit(kind, params, timeout_s=seconds(timeout))
+    if project and project != directory.DEFAULT_PROJECT:
+        directory.assign("job", job["id"], project)  # before a runner can start it writing
     if foreground:
         job = jobs.run_foreground(job["id"], echo=None if as_json else _write)
     emit(job, as_json, _show)

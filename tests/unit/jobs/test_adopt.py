@@ -94,3 +94,29 @@ def test_an_evaluate_job_saves_its_report_only_on_its_projects_model(home):
     job = jobs.run_foreground(_job_in("nlp", "evaluate", model="theirs:1", save=True))
     assert job["status"] == "failed" and job["error"]["code"] == "permission_denied", job
     assert "model 'theirs': it belongs to project 'cv'" in job["error"]["message"]
+
+
+def test_the_command_line_submits_into_a_project(home, bbc_csv):
+    """``aimass jobs submit --project P``: the operator's job works in P as a REST one would."""
+    from typer.testing import CliRunner
+
+    from aimass.cli import app
+
+    directory.assign("dataset", "news", "nlp")
+    submit = [
+        "jobs",
+        "submit",
+        "--kind",
+        "import",
+        "--set",
+        f"path={bbc_csv}",
+        "--set",
+        "name=news",
+        "--json",
+    ]
+    done = CliRunner().invoke(app, [*submit, "--project", "nlp", "--foreground"])
+    assert done.exit_code == 0 and '"status": "succeeded"' in done.output, done.output
+    refused = CliRunner().invoke(app, [*submit, "--foreground"])  # in default: nlp's name is not its own
+    assert '"code": "permission_denied"' in refused.output, refused.output
+    missing = CliRunner().invoke(app, [*submit, "--project", "nope"])
+    assert missing.exit_code != 0 and "nope" in missing.output
