@@ -7,6 +7,11 @@ The transfer and its checks are :mod:`aimass.store.remote`; this module reads an
 registry. A pulled version is loaded once before it is registered (safetensors only, as any load),
 so a folder its task cannot read never becomes a version.
 
+Named stores: the operator lists them in ``AIMASS_STORES`` (``team-a=s3://models/team-a,
+backup=s3://backup``), and every call takes a name where it takes a URL. Over REST (``push`` and
+``pull`` jobs) only those names are accepted: a key picks among the stores the operator set up, it
+cannot send a model to a bucket of its choosing.
+
 >>> push_model("news:3", "s3://models/team-a")                  # doctest: +SKIP
 {'url': 's3://models/team-a/news/v3', 'files': 7, 'bytes': 91034211, 'unchanged': False, ...}
 >>> pull_model("s3://models/team-a/news")["model"]              # doctest: +SKIP
@@ -15,19 +20,54 @@ so a folder its task cannot read never becomes a version.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import uuid
 
 from aimass import paths
+from aimass.errors import ConfigError, NotFoundError
 from aimass.store import artifacts, registry, remote
 from aimass.tasks import get_task
 
+STORES_ENV = "AIMASS_STORES"
+_STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SHARED = ("task", "backbone", "dataset_digest", "params", "metrics", "parent", "aimass_version", "created")
+
+
+def stores() -> dict[str, str]:
+    """The named stores of ``AIMASS_STORES`` (``NAME=s3://BUCKET[/PREFIX]``, comma-separated)."""
+    named = {}
+    for entry in filter(None, (e.strip() for e in os.environ.get(STORES_ENV, "").split(","))):
+        name, sep, url = (part.strip() for part in entry.partition("="))
+        if not sep or not _STORE_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{STORES_ENV} entry {entry[:100]!r} is not NAME=s3://BUCKET[/PREFIX].",
+                hint=f"e.g. {STORES_ENV}='team-a=s3://models/team-a,backup=s3://backup'",
+            )
+        remote.parse_url(url)  # a ConfigError naming a bad URL
+        named[name] = url.rstrip("/")
+    return named
+
+
+def store_url(store: str, *, named_only: bool = False) -> str:
+    """The URL of ``store``: a name from ``AIMASS_STORES``, or (unless ``named_only``) an s3:// URL."""
+    named = stores()
+    if store in named:
+        return named[store]
+    if not named_only and str(store).startswith("s3://"):
+        remote.parse_url(store)
+        return str(store).rstrip("/")
+    raise NotFoundError(
+        f"No store named {str(store)[:100]!r}; the stores set up here: {sorted(named) or 'none'}.",
+        hint=f"Name one of them; the operator lists stores in {STORES_ENV} (NAME=s3://BUCKET/PREFIX).",
+    )
 
 
 def push_model(ref: str, url: str) -> dict:
     """Upload version ``ref`` (its folder checked against its sha256 sums first) to ``url``
-    (``s3://BUCKET[/PREFIX]``), under ``<name>/v<version>/``."""
+    (``s3://BUCKET[/PREFIX]``, or a store's name), under ``<name>/v<version>/``."""
+    url = store_url(url)
     record = registry.get_version(ref)
     folder = registry.open_folder(record)
     if not (folder / artifacts.SUMS).exists():  # a version from before folders were sealed
@@ -38,8 +78,12 @@ def push_model(ref: str, url: str) -> dict:
 
 
 def pull_model(url: str, name: str | None = None) -> dict:
-    """Download a pushed version (``s3://.../NAME/vN``, or ``s3://.../NAME`` for its newest) and
-    register it as the next version of ``name`` (default: its own name) here."""
+    """Download a pushed version (``s3://.../NAME/vN``, or ``s3://.../NAME`` for its newest; a
+    store's name may stand for ``s3://BUCKET/PREFIX``) and register it as the next version of
+    ``name`` (default: its own name) here."""
+    store, slash, rest = str(url).partition("/")
+    if not str(url).startswith("s3://") and store in stores():
+        url = stores()[store] + (f"/{rest}" if slash and rest else "")
     staging = paths.subdir("models") / f".pulling-{uuid.uuid4().hex[:12]}"
     try:
         meta = remote.pull_folder(url, staging)
@@ -56,5 +100,5 @@ def pull_model(url: str, name: str | None = None) -> dict:
 
 
 def remote_models(url: str, name: str | None = None) -> list[dict]:
-    """The complete versions pushed under ``url`` (of ``name``, or of every name)."""
-    return remote.remote_versions(url, name)
+    """The complete versions pushed under ``url`` (or a store's name), of ``name`` or of every name."""
+    return remote.remote_versions(store_url(url), name)

@@ -18,7 +18,7 @@ import time
 from aimass.access import directory
 from aimass.errors import JobError
 from aimass.jobs import custom, state
-from aimass.jobs.kinds import KINDS, Kind, get_kind, reads
+from aimass.jobs.kinds import KINDS, Kind, exports, get_kind, reads
 from aimass.jobs.logs import log_path, log_tail
 from aimass.jobs.runner import Runner
 
@@ -26,6 +26,7 @@ __all__ = [
     "KINDS",
     "Runner",
     "cancel",
+    "exports",
     "get_kind",
     "kind_of",
     "list_jobs",

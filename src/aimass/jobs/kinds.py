@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aimass import curation, workflow
+from aimass import curation, sharing, workflow
 from aimass.autolearn import auto
 from aimass.compressors import get_compressor
 from aimass.data import load_dataset
 from aimass.errors import ConfigError, NotFoundError
 from aimass.jobs import custom
 from aimass.store import registry
+from aimass.store.claims import claim
 from aimass.tasks import DEFAULT_TASK
 
 
@@ -84,6 +85,11 @@ def reads(kind: str, params: dict) -> list[tuple[str, str]]:
         if stored is not None:  # by the name given, or by its id (named by the latest import)
             found.append(("dataset", data.strip() if data.strip() in stored.names else stored.id))
     return found
+
+
+def exports(kind: str, params: dict) -> list[str]:
+    """The versions a job takes off the server (a ``push``): what needs ``model:Export``."""
+    return [str(params["model"])] if kind == "push" and params.get("model") else []
 
 
 # ------------------------------------------------------------------ kinds
@@ -184,6 +190,49 @@ def _check_auto(params: dict) -> dict:
 @register_kind("auto", "data (a path or a stored dataset) to an evaluated, registered model", _check_auto)
 def run_auto(params: dict, ctx) -> dict:
     return auto(progress=False, on_progress=ctx.progress, run_dir=ctx.run_dir, resume=ctx.resume, **params)
+
+
+def _check_push(params: dict) -> dict:
+    """The version and the store exist before anything queues (404s otherwise)."""
+    params = _require(params, "model", "store")
+    registry.get_version(str(params["model"]))
+    sharing.store_url(str(params["store"]))
+    return params
+
+
+@register_kind("push", "upload a version to S3-compatible storage (a store in AIMASS_STORES)", _check_push)
+def run_push(params: dict, ctx) -> dict:
+    ctx.progress(0.05, f"pushing {params['model']} to {params['store']}")
+    return sharing.push_model(str(params["model"]), str(params["store"]))
+
+
+def _remote(params: dict) -> tuple[str, int | None]:
+    """``remote`` (``NAME`` or ``NAME:VERSION``, as pushed) as (name, version or None)."""
+    name, _, version = str(params["remote"]).partition(":")
+    if not registry.NAME.fullmatch(name) or version and not version.isdigit():
+        raise ConfigError(
+            f"'remote' names a pushed model as NAME or NAME:VERSION; got {params['remote']!r}.",
+            hint='e.g. {"store": "team-a", "remote": "news:3"} (or "news" for its newest version)',
+        )
+    return name, int(version) if version else None
+
+
+def _check_pull(params: dict) -> dict:
+    params = _require(params, "store", "remote")
+    sharing.store_url(str(params["store"]))
+    _remote(params)
+    if params.get("name") is not None:
+        registry.check_name(str(params["name"]))
+    return params
+
+
+@register_kind("pull", "download a pushed version and register it here", _check_pull)
+def run_pull(params: dict, ctx) -> dict:
+    name, version = _remote(params)
+    claim("model", str(params.get("name") or name))  # before gigabytes come down
+    url = f"{sharing.store_url(str(params['store']))}/{name}" + (f"/v{version}" if version else "")
+    ctx.progress(0.05, f"pulling {url}")
+    return sharing.pull_model(url, name=params.get("name"))
 
 
 @register_kind(

@@ -20,7 +20,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 
-from aimass import jobs, paths
+from aimass import jobs, paths, sharing
 from aimass.access import directory
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
 from aimass.jobs.kinds import Kind
@@ -207,6 +207,8 @@ def job_guard(visible: Callable | None) -> Callable[[str, dict], None]:
 
     def guard(job_kind: str, params: dict) -> None:
         _only_granted_paths(params)
+        if "store" in params:  # a key picks among the operator's stores, never a bucket of its own
+            sharing.store_url(str(params["store"]), named_only=True)
         if visible is None:  # no access policies: a key's scopes decide
             return
         for kind, name in jobs.reads(job_kind, params):
@@ -214,6 +216,13 @@ def job_guard(visible: Callable | None) -> Callable[[str, dict], None]:
                 readable_versions(visible, name)
             elif name not in visible("dataset", {name}):
                 raise NotFoundError(f"No dataset '{name}'.", hint="GET /v1/datasets lists what you may read.")
+        for ref in jobs.exports(job_kind, params):  # the weights leave the server
+            if ref not in visible("model", {ref}, action="model:Export"):
+                raise PermissionDenied(
+                    f"Pushing {ref} takes its weights off the server: that needs model:Export on it.",
+                    hint="Ask for a policy that allows model:Export on the model (as GET "
+                    "/v1/versions/{ref}/export needs).",
+                )
 
     return guard
 

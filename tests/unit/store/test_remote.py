@@ -152,3 +152,65 @@ def test_the_command_line_lists_a_store(pushed, store):
     )
     assert down.returncode != 0 and "remote_error" in down.stdout + down.stderr
     assert "AWS_ENDPOINT_URL_S3" in down.stdout + down.stderr
+
+
+def test_named_stores_push_and_pull_as_jobs_over_rest(store, small_model, monkeypatch, tmp_path):
+    """Push and pull are jobs any REST key may submit within its rights: only the stores the operator
+    named (AIMASS_STORES), a push needs model:Export on the version, and a pull writes only into
+    the job's project (here alice's nlp: a new name joins it; bob's model name is refused)."""
+    from fastapi.testclient import TestClient
+
+    from aimass import jobs
+    from aimass.access import directory
+    from aimass.serve import auth
+    from aimass.serve.app import create_app
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AIMASS_STORES", f"team-a=s3://{BUCKET}/jobs")
+    assert api.push_model(api.register(small_model, "shared").ref, "team-a")["url"].startswith(
+        f"s3://{BUCKET}/jobs/shared/v1"
+    )
+    api.register(small_model, "faces")
+    every = {"Effect": "Allow", "Action": "*", "Resource": "aimass:project/nlp/*"}
+    no_export = {"Effect": "Deny", "Action": "model:Export", "Resource": "*"}
+    headers = {}
+    for user, statements in (("alice", [every]), ("erin", [every, no_export])):
+        directory.create_user(user)
+        directory.put_policy(f"{user}-policy", {"Statement": statements})
+        directory.attach(f"{user}-policy", "user", user)
+        record, key = auth.create_key(user, ["predict"])
+        directory.bind_key(record.id, user=user)
+        headers[user] = {"Authorization": f"Bearer {key}"}
+    directory.create_project("nlp")
+    directory.create_project("cv")
+    directory.assign("model", "shared", "nlp")
+    directory.assign("model", "faces", "cv")
+    push = {"kind": "push", "params": {"model": "shared:1", "store": "team-a"}, "project": "nlp"}
+    with TestClient(create_app([], job_runner=0)) as client:
+        queued = client.post("/v1/jobs", json=push, headers=headers["alice"])
+        assert queued.status_code == 202, queued.text
+        raw = {**push, "params": {"model": "shared:1", "store": f"s3://{BUCKET}/mine"}}
+        anywhere = client.post("/v1/jobs", json=raw, headers=headers["alice"])
+        assert anywhere.status_code == 404 and "team-a" in anywhere.json()["error"]["message"]
+        denied = client.post("/v1/jobs", json=push, headers=headers["erin"])
+        assert denied.status_code == 403 and "model:Export" in denied.json()["error"]["message"]
+        pulls = {
+            name: client.post(
+                "/v1/jobs",
+                json={
+                    "kind": "pull",
+                    "params": {"store": "team-a", "remote": "shared", "name": name},
+                    "project": "nlp",
+                },
+                headers=headers["alice"],
+            ).json()["id"]
+            for name in ("shared-copy", "faces")
+        }
+    assert jobs.run_foreground(queued.json()["id"])["status"] == "succeeded"
+    copied = jobs.run_foreground(pulls["shared-copy"])
+    assert copied["status"] == "succeeded" and copied["result"]["model"] == "shared-copy:1", copied
+    assert directory.project_of("model", "shared-copy") == "nlp"
+    assert api.load("shared-copy:1").predict(TEXTS) == small_model.predict(TEXTS)
+    taken = jobs.run_foreground(pulls["faces"])
+    assert taken["status"] == "failed" and "belongs to project 'cv'" in taken["error"]["message"], taken
+    assert [v.ref for v in registry.list_versions("faces")] == ["faces:1"]
