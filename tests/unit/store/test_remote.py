@@ -214,3 +214,20 @@ def test_named_stores_push_and_pull_as_jobs_over_rest(store, small_model, monkey
     taken = jobs.run_foreground(pulls["faces"])
     assert taken["status"] == "failed" and "belongs to project 'cv'" in taken["error"]["message"], taken
     assert [v.ref for v in registry.list_versions("faces")] == ["faces:1"]
+    # the operator's own calls take a store's name wherever they take a URL
+    assert [v["name"] for v in api.remote_models("team-a")] == ["shared"]
+    assert api.pull_model("team-a/shared/v1", name="by-name")["model"] == "by-name:1"
+
+
+def test_named_stores_are_checked(monkeypatch):
+    from aimass.sharing import store_url, stores
+
+    monkeypatch.setenv("AIMASS_STORES", " team-a = s3://models/team-a/ , backup=s3://backup")
+    assert stores() == {"team-a": "s3://models/team-a", "backup": "s3://backup"}
+    assert store_url("s3://other/x") == "s3://other/x"
+    with pytest.raises(NotFoundError, match=r"\['backup', 'team-a'\]"):
+        store_url("s3://other/x", named_only=True)
+    for bad in ("team-a", "team-a=http://x", "../x=s3://models"):
+        monkeypatch.setenv("AIMASS_STORES", bad)
+        with pytest.raises(ConfigError, match="AIMASS_STORES|s3://"):
+            stores()
