@@ -201,6 +201,38 @@ def test_compress_from_the_console_queues_a_compress_job(admin):
     assert bad.status_code == 404 and "Unknown compression method" in bad.text
 
 
+def test_a_projects_model_compresses_and_pushes_in_its_project(admin, monkeypatch):
+    """From a model's page, compress and push are jobs in the model's project (a compression's
+    child is a version of that model, which only a job there may write); push offers only the
+    operator's named stores."""
+    from aimass.access import directory
+
+    ref = tiny("gaps-team", {"a": 0.5, "b": 0.5})
+    if "team" not in {p["name"] for p in directory.list_projects()}:
+        directory.create_project("team")
+    directory.assign("model", "gaps-team", "team")
+    assert f'{ref}/push"' not in admin.get(f"/console/models/{ref}").text  # no store named yet
+    monkeypatch.setenv("AIMASS_STORES", "team-a=s3://models/team-a,backup=s3://backup")
+    page = admin.get(f"/console/models/{ref}")
+    assert '<option value="backup">backup</option><option value="team-a">team-a</option>' in page.text
+    assert f'{ref}/push"' in page.text
+    for action, data in (("compress", {"method": "onnx"}), ("push", {"store": "team-a"})):
+        answer = admin.post(
+            f"/console/models/{ref}/{action}",
+            data={"csrf": csrf_of(page.text), **data},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303, answer.text[-400:]
+        job_id = answer.headers["location"].rsplit("/", 1)[-1]
+        assert jobs.show(job_id)["params"] == {"model": ref, **data}
+        assert directory.project_of("job", job_id) == "team"
+        jobs.cancel(job_id)
+    elsewhere = admin.post(
+        f"/console/models/{ref}/push", data={"csrf": csrf_of(page.text), "store": "s3://mine/x"}
+    )
+    assert elsewhere.status_code == 404 and "team-a" in elsewhere.text
+
+
 # ------------------------------------------------------------------ export
 def test_export_refuses_unknown_formats_predict_keys_and_oversized_folders(
     app, manage, predict_key, monkeypatch

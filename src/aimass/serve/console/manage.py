@@ -11,7 +11,8 @@ import contextlib
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
-from aimass import api, jobs
+from aimass import api, jobs, sharing
+from aimass.access import directory
 from aimass.errors import ConfigError, PermissionDenied
 from aimass.exporters import FORMATS
 from aimass.jobs.state import STATES
@@ -35,7 +36,7 @@ from aimass.serve.data_routes import (
     zip_response,
 )
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import job_guard, jobs_page, may_run
+from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, own_job
 from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
@@ -160,15 +161,19 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
         params = {"model": ref, "method": str(form.get("method") or "")}
         if str(form.get("max_drop") or "").strip():
             params["max_drop"] = _max_drop(form.get("max_drop"))
-        await asyncio.to_thread(
-            console.authorize, ctx, "POST", "/v1/jobs", {"kind": "compress", "params": params}
-        )
-        may_run(ctx.caller, jobs.get_kind("compress"), console.guard.policy is not None)  # as POST /v1/jobs
-        guard = job_guard(console.lister(ctx))  # the version must be the caller's to read
-        job = await asyncio.to_thread(jobs.submit, "compress", params, guard=guard)
+        job = await _model_job(console, ctx, "compress", params)
         return console.redirect(
             request, f"jobs/{job['id']}", f"Compressing {ref} with {params['method']}.", ctx
         )
+
+    @router.post("/models/{ref}/push")
+    async def push(request: Request, ref: str):
+        """Push the version to a named store, as ``POST /v1/jobs`` with kind push would."""
+        ctx = console.ctx(request)
+        form = await console.form(request, ctx)
+        params = {"model": ref, "store": str(form.get("store") or "")}
+        job = await _model_job(console, ctx, "push", params)
+        return console.redirect(request, f"jobs/{job['id']}", f"Pushing {ref} to {params['store']}.", ctx)
 
     @router.get("/models/{ref}/export")
     async def export(request: Request, ref: str, fmt: str = Query("onnx", alias="format")):
@@ -207,12 +212,28 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
         return console.redirect(request, f"{then}/{name}", f"Deployed {ref}.", ctx)
 
 
+async def _model_job(console: Console, ctx: Ctx, kind: str, params: dict) -> dict:
+    """Queue a job on a version from its page, decided as ``POST /v1/jobs`` is, in the model's
+    project: a compression's child is a version of that model, which only a job there may write."""
+    project = await asyncio.to_thread(directory.project_of, "model", params["model"])
+    body = {"kind": kind, "params": params, "project": project}
+    await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/jobs", body)
+    may_run(ctx.caller, jobs.get_kind(kind), console.guard.policy is not None)  # as POST /v1/jobs
+    guard = job_guard(console.lister(ctx))  # readable versions, a named store, model:Export to push
+    job = await asyncio.to_thread(jobs.submit, kind, params, guard=guard)
+    return await asyncio.to_thread(own_job, job, project)
+
+
 def _offers(console: Console, ctx: Ctx, info: dict) -> dict:
     """What the model page offers the caller: each action only where its REST twin would be allowed."""
     ref = info["ref"]
-    body = {"kind": "compress", "params": {"model": ref}}
+    project = directory.project_of("model", ref)
+    body = {"kind": "compress", "params": {"model": ref}, "project": project}
     methods = api.compression_methods(info["task"]) if console.may(ctx, "POST", "/v1/jobs", body) else []
+    push = {"kind": "push", "params": {"model": ref}, "project": project}
+    named = sorted(sharing.stores()) if console.may(ctx, "POST", "/v1/jobs", push) else []
     return {
+        "stores": named if named and console.may(ctx, "GET", rest("/v1/versions/{}/export", ref)) else [],
         "may_deploy": console.may(ctx, "POST", "/v1/services", {"model": ref}),
         "may_delete": console.may(ctx, "DELETE", rest("/v1/versions/{}", ref)),
         "may_export": console.may(ctx, "GET", rest("/v1/versions/{}/export", ref)),
