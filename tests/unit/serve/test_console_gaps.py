@@ -203,8 +203,8 @@ def test_compress_from_the_console_queues_a_compress_job(admin):
 
 def test_a_projects_model_compresses_and_pushes_in_its_project(admin, monkeypatch):
     """From a model's page, compress and push are jobs in the model's project (a compression's
-    child is a version of that model, which only a job there may write); push offers only the
-    operator's named stores."""
+    child is a version of that model, which only a job there may write); push and the models
+    list's pull offer only the operator's named stores."""
     from aimass.access import directory
 
     ref = tiny("gaps-team", {"a": 0.5, "b": 0.5})
@@ -231,6 +231,23 @@ def test_a_projects_model_compresses_and_pushes_in_its_project(admin, monkeypatc
         f"/console/models/{ref}/push", data={"csrf": csrf_of(page.text), "store": "s3://mine/x"}
     )
     assert elsewhere.status_code == 404 and "team-a" in elsewhere.text
+    listed = admin.get("/console/models")
+    assert 'action="models/pull"' in listed.text or 'models/pull"' in listed.text
+    assert '<option value="team">team</option>' in listed.text
+    pulled = admin.post(
+        "/console/models/pull",
+        data={"csrf": csrf_of(listed.text), "store": "team-a", "remote": "news:3", "project": "team"},
+        follow_redirects=False,
+    )
+    assert pulled.status_code == 303, pulled.text[-400:]
+    job_id = pulled.headers["location"].rsplit("/", 1)[-1]
+    assert jobs.show(job_id)["params"] == {"store": "team-a", "remote": "news:3"}
+    assert directory.project_of("job", job_id) == "team"
+    jobs.cancel(job_id)
+    bad = admin.post(
+        "/console/models/pull", data={"csrf": csrf_of(listed.text), "store": "team-a", "remote": "../x"}
+    )
+    assert bad.status_code == 422 and "NAME:VERSION" in bad.text
 
 
 # ------------------------------------------------------------------ export

@@ -36,7 +36,7 @@ from aimass.serve.data_routes import (
     zip_response,
 )
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, own_job
+from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, need_project, own_job
 from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
@@ -117,7 +117,26 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
             versions=found["versions"],
             name=name or "",
             pg=pages(found["total"], offset),
+            **await asyncio.to_thread(_pull_offer, console, ctx),
         )
+
+    @router.post("/models/pull")
+    async def pull(request: Request):
+        """Pull a pushed version from a named store into a project, as ``POST /v1/jobs`` with kind
+        pull would; the new version is the job's to register (only under the project's names)."""
+        ctx = console.ctx(request)
+        form = await console.form(request, ctx)
+        params = {"store": str(form.get("store") or ""), "remote": str(form.get("remote") or "").strip()}
+        if str(form.get("name") or "").strip():
+            params["name"] = str(form.get("name")).strip()
+        project = str(form.get("project") or directory.DEFAULT_PROJECT)
+        body = {"kind": "pull", "params": params, "project": project}
+        await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/jobs", body)
+        may_run(ctx.caller, jobs.get_kind("pull"), console.guard.policy is not None)
+        await asyncio.to_thread(need_project, project)
+        job = await asyncio.to_thread(jobs.submit, "pull", params, guard=job_guard(console.lister(ctx)))
+        await asyncio.to_thread(own_job, job, project)
+        return console.redirect(request, f"jobs/{job['id']}", f"Pulling {params['remote']}.", ctx)
 
     @router.get("/models/compare")
     async def compare_page(request: Request, a: str = "", b: str = "", v: list[str] = Query([])):
@@ -210,6 +229,16 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
         await asyncio.to_thread(adopt_service, name, ref)
         then = "try" if form.get("then") == "try" else "services"
         return console.redirect(request, f"{then}/{name}", f"Deployed {ref}.", ctx)
+
+
+def _pull_offer(console: Console, ctx: Ctx) -> dict:
+    """The stores and projects the models page offers to pull into (none without a named store)."""
+    named = sorted(sharing.stores())
+    projects = [p["name"] for p in directory.list_projects()] if named else []
+    projects = [directory.DEFAULT_PROJECT] + [p for p in projects if p != directory.DEFAULT_PROJECT]
+    body = {"kind": "pull", "params": {}}
+    allowed = [p for p in projects if named and console.may(ctx, "POST", "/v1/jobs", {**body, "project": p})]
+    return {"pull_stores": named, "pull_projects": allowed}
 
 
 async def _model_job(console: Console, ctx: Ctx, kind: str, params: dict) -> dict:
