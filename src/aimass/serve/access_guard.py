@@ -301,9 +301,9 @@ class AccessGuard:
         project = self.authorizer.memo((kind, name), lambda: directory.project_of(kind, name))
         return directory.arn(kind, name, project)
 
-    def visible(self, caller, kind: str, names, action: str | None = None) -> set[str]:
-        """Which of ``names`` (models, services, datasets, jobs) the caller may read (or, with
-        ``action``, do that to): what list routes and the console's lists show."""
+    def visible(self, caller, kind: str, names) -> set[str]:
+        """Which of ``names`` (models, services, datasets, jobs) the caller may read: what list
+        routes and the console's lists show."""
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
         owners = self.authorizer.memo(("owners", kind), lambda: directory.owners(kind))
         arns = {
@@ -312,7 +312,7 @@ class AccessGuard:
             else directory.arn(kind, n, owners.get(n.split(":")[0]))
             for n in names
         }
-        allowed = self.authorizer.allowed_many(principal, action or READ[kind], set(arns.values()), {})
+        allowed = self.authorizer.allowed_many(principal, READ[kind], set(arns.values()), {})
         return {n for n, arn in arns.items() if arn in allowed}
 
     def context(self, scope, kind: str, name: str, data, stage: bool = True) -> dict:

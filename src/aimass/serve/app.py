@@ -27,7 +27,7 @@ import aimass
 from aimass.errors import AimassError, ConfigError
 from aimass.jobs.custom import upload_limit
 from aimass.serve import auth, console, metering
-from aimass.serve.access_guard import AccessGuard, adopt_service
+from aimass.serve.access_guard import BODY_KEY, AccessGuard, adopt_service
 from aimass.serve.access_routes import add_access_routes, stash_body
 from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import BatchSettings
@@ -159,6 +159,23 @@ def _may_see(guard: Guard, caller: Caller) -> Callable[[str, set[str]], set[str]
     """What a list shows ``caller``: (kind, names) -> the names it may read; None (all) without
     an access guard."""
     return None if guard.policy is None else partial(guard.policy.visible, caller)
+
+
+def _twin(guard: Guard, request: Request, caller: Caller, method: str, path: str) -> None:
+    """Decide ``method path`` for ``caller`` as that route would be, with this request's context
+    (source IP, time) and its own audit row: what a job needs beyond being submitted (a push is an
+    export). Without access policies the submit route's scope check is all there is."""
+    if guard.policy is None:
+        return
+    twin = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "client": request.scope.get("client"),
+        "scheme": request.scope.get("scheme"),
+        "state": {"request_id": request.scope.get("state", {}).get("request_id", ""), BODY_KEY: {}},
+    }
+    guard.policy.authorize(caller, twin, guard.policy.rule(twin))
 
 
 def _add_middleware(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor) -> None:
@@ -396,7 +413,7 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
     async def undeploy(name: str):
         return await engine.undeploy(name)
 
-    add_jobs(app, lambda scope: _allow(guard, scope), partial(_may_see, guard))
+    add_jobs(app, lambda scope: _allow(guard, scope), partial(_may_see, guard), partial(_twin, guard))
 
 
 PREDICT_BODY = {

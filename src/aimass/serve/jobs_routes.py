@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse
@@ -66,10 +67,12 @@ class AutoRequest(BaseModel):
     project: str | None = Field(None, max_length=64, description="the project the job belongs to")
 
 
-def add_jobs(app: FastAPI, allow: Callable, visible: Callable) -> None:
+def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -> None:
     """Add the job routes; ``allow(scope)`` is the dependency that yields the checked
-    :class:`Caller` (``scope``: one scope, or a tuple of which any one will do), and
-    ``visible(caller)`` what the job list shows it (kind, names -> the names it may read)."""
+    :class:`Caller` (``scope``: one scope, or a tuple of which any one will do),
+    ``visible(caller)`` what the job list shows it (kind, names -> the names it may read), and
+    ``twin(request, caller, method, path)`` decides another route for this request, as that route
+    would be decided (its context, its audit row): a push is also ``GET /v1/versions/{ref}/export``."""
     manage = [allow("manage")]
 
     @app.get("/v1/jobs", tags=["jobs"])
@@ -98,6 +101,8 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable) -> None:
     async def submit(request: Request, body: JobRequest, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Check and queue a job (in ``project``); 422 with a stable code when a check fails."""
         _may_run(caller, jobs.get_kind(body.kind), policy_decided(request))
+        for ref in jobs.exports(body.kind, body.params):  # the weights leave the server
+            await asyncio.to_thread(twin, request, caller, "GET", export_path(ref))
         await asyncio.to_thread(need_project, body.project)
         job = await asyncio.to_thread(
             jobs.submit, body.kind, body.params, timeout_s=body.timeout_s, guard=job_guard(visible(caller))
@@ -126,6 +131,9 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable) -> None:
     async def retry(request: Request, job_id: str, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Submit a failed or cancelled job again; needs what submitting it needs."""
         _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id), policy_decided(request))
+        job = await asyncio.to_thread(jobs.show, job_id)
+        for ref in jobs.exports(job["kind"], job["params"]):
+            await asyncio.to_thread(twin, request, caller, "GET", export_path(ref))
         return await asyncio.to_thread(jobs.retry, job_id, guard=job_guard(visible(caller)))
 
 
@@ -189,6 +197,11 @@ def policy_decided(request: Request) -> bool:
     return bool(getattr(request.state, POLICY_DECIDED, False))
 
 
+def export_path(ref: str) -> str:
+    """``GET /v1/versions/{ref}/export``: the route a push is decided as (its weights leave)."""
+    return f"/v1/versions/{quote(str(ref), safe=':@')}/export"
+
+
 def readable_versions(visible: Callable | None, *refs: str) -> None:
     """404, like a missing version, unless the caller may read every one of ``refs`` (the versions
     compare route's check, and a continued train job's)."""
@@ -203,7 +216,7 @@ def job_guard(visible: Callable | None) -> Callable[[str, dict], None]:
     ``jobs.retry``): server paths only under the data folders (403), and only versions and
     datasets the caller may read (404, like missing ones): a job must not learn from, score,
     compress or copy what its submitter cannot see. Where it may write is the job's project
-    (:func:`aimass.jobs.adopt.confine`)."""
+    (:func:`aimass.jobs.adopt.confine`); a push is decided as an export by the route (``twin``)."""
 
     def guard(job_kind: str, params: dict) -> None:
         _only_granted_paths(params)
@@ -216,13 +229,6 @@ def job_guard(visible: Callable | None) -> Callable[[str, dict], None]:
                 readable_versions(visible, name)
             elif name not in visible("dataset", {name}):
                 raise NotFoundError(f"No dataset '{name}'.", hint="GET /v1/datasets lists what you may read.")
-        for ref in jobs.exports(job_kind, params):  # the weights leave the server
-            if ref not in visible("model", {ref}, action="model:Export"):
-                raise PermissionDenied(
-                    f"Pushing {ref} takes its weights off the server: that needs model:Export on it.",
-                    hint="Ask for a policy that allows model:Export on the model (as GET "
-                    "/v1/versions/{ref}/export needs).",
-                )
 
     return guard
 

@@ -156,8 +156,9 @@ def test_the_command_line_lists_a_store(pushed, store):
 
 def test_named_stores_push_and_pull_as_jobs_over_rest(store, small_model, monkeypatch, tmp_path):
     """Push and pull are jobs any REST key may submit within its rights: only the stores the operator
-    named (AIMASS_STORES), a push needs model:Export on the version, and a pull writes only into
-    the job's project (here alice's nlp: a new name joins it; bob's model name is refused)."""
+    named (AIMASS_STORES), a push is decided as an export of the version (model:Export, with the
+    request's own context, so a Deny outside the office network holds), and a pull writes only
+    into the job's project (here alice's nlp: a new name joins it; bob's model name is refused)."""
     from fastapi.testclient import TestClient
 
     from aimass import jobs
@@ -173,8 +174,13 @@ def test_named_stores_push_and_pull_as_jobs_over_rest(store, small_model, monkey
     api.register(small_model, "faces")
     every = {"Effect": "Allow", "Action": "*", "Resource": "aimass:project/nlp/*"}
     no_export = {"Effect": "Deny", "Action": "model:Export", "Resource": "*"}
+    office_only = {**no_export, "Condition": {"NotIpAddress": {"aimass:SourceIp": "10.0.0.0/8"}}}
     headers = {}
-    for user, statements in (("alice", [every]), ("erin", [every, no_export])):
+    for user, statements in (
+        ("alice", [every]),
+        ("erin", [every, no_export]),
+        ("frank", [every, office_only]),
+    ):
         directory.create_user(user)
         directory.put_policy(f"{user}-policy", {"Statement": statements})
         directory.attach(f"{user}-policy", "user", user)
@@ -194,6 +200,9 @@ def test_named_stores_push_and_pull_as_jobs_over_rest(store, small_model, monkey
         assert anywhere.status_code == 404 and "team-a" in anywhere.json()["error"]["message"]
         denied = client.post("/v1/jobs", json=push, headers=headers["erin"])
         assert denied.status_code == 403 and "model:Export" in denied.json()["error"]["message"]
+        # decided as GET /v1/versions/shared:1/export with this request's context: not from the office
+        outside = client.post("/v1/jobs", json=push, headers=headers["frank"])
+        assert outside.status_code == 403 and "model:Export" in outside.json()["error"]["message"]
         pulls = {
             name: client.post(
                 "/v1/jobs",

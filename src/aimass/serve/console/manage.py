@@ -36,7 +36,7 @@ from aimass.serve.data_routes import (
     zip_response,
 )
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, need_project, own_job
+from aimass.serve.jobs_routes import export_path, job_guard, jobs_page, may_run, need_project, own_job
 from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
@@ -248,6 +248,8 @@ async def _model_job(console: Console, ctx: Ctx, kind: str, params: dict) -> dic
     body = {"kind": kind, "params": params, "project": project}
     await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/jobs", body)
     may_run(ctx.caller, jobs.get_kind(kind), console.guard.policy is not None)  # as POST /v1/jobs
+    for ref in jobs.exports(kind, params):  # a push is an export too, as POST /v1/jobs decides it
+        await asyncio.to_thread(console.authorize, ctx, "GET", export_path(ref))
     guard = job_guard(console.lister(ctx))  # readable versions, a named store, model:Export to push
     job = await asyncio.to_thread(jobs.submit, kind, params, guard=guard)
     return await asyncio.to_thread(own_job, job, project)
