@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
@@ -101,11 +102,10 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
     async def submit(request: Request, body: JobRequest, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Check and queue a job (in ``project``); 422 with a stable code when a check fails."""
         _may_run(caller, jobs.get_kind(body.kind), policy_decided(request))
-        for ref in jobs.exports(body.kind, body.params):  # the weights leave the server
-            await asyncio.to_thread(twin, request, caller, "GET", export_path(ref))
         await asyncio.to_thread(need_project, body.project)
+        guard = job_guard(visible(caller), partial(twin, request, caller, "GET"))
         job = await asyncio.to_thread(
-            jobs.submit, body.kind, body.params, timeout_s=body.timeout_s, guard=job_guard(visible(caller))
+            jobs.submit, body.kind, body.params, timeout_s=body.timeout_s, guard=guard
         )
         return await asyncio.to_thread(own_job, job, body.project)
 
@@ -131,10 +131,8 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
     async def retry(request: Request, job_id: str, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Submit a failed or cancelled job again; needs what submitting it needs."""
         _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id), policy_decided(request))
-        job = await asyncio.to_thread(jobs.show, job_id)
-        for ref in jobs.exports(job["kind"], job["params"]):
-            await asyncio.to_thread(twin, request, caller, "GET", export_path(ref))
-        return await asyncio.to_thread(jobs.retry, job_id, guard=job_guard(visible(caller)))
+        guard = job_guard(visible(caller), partial(twin, request, caller, "GET"))
+        return await asyncio.to_thread(jobs.retry, job_id, guard=guard)
 
 
 def submit_auto(body: AutoRequest, visible: Callable | None = None) -> dict:
@@ -211,12 +209,15 @@ def readable_versions(visible: Callable | None, *refs: str) -> None:
             raise NotFoundError(f"No model '{ref}'.", hint="GET /v1/versions lists what you may read.")
 
 
-def job_guard(visible: Callable | None) -> Callable[[str, dict], None]:
+def job_guard(
+    visible: Callable | None, decide: Callable[[str], None] | None = None
+) -> Callable[[str, dict], None]:
     """What a caller's job may name (the ``guard(kind, params)`` of ``jobs.submit`` and
     ``jobs.retry``): server paths only under the data folders (403), and only versions and
     datasets the caller may read (404, like missing ones): a job must not learn from, score,
     compress or copy what its submitter cannot see. Where it may write is the job's project
-    (:func:`aimass.jobs.adopt.confine`); a push is decided as an export by the route (``twin``)."""
+    (:func:`aimass.jobs.adopt.confine`). A push takes a version's weights off the server:
+    ``decide(path)`` decides ``GET /v1/versions/{ref}/export`` for it, as that route would be."""
 
     def guard(job_kind: str, params: dict) -> None:
         _only_granted_paths(params)
@@ -229,6 +230,8 @@ def job_guard(visible: Callable | None) -> Callable[[str, dict], None]:
                 readable_versions(visible, name)
             elif name not in visible("dataset", {name}):
                 raise NotFoundError(f"No dataset '{name}'.", hint="GET /v1/datasets lists what you may read.")
+        for ref in jobs.exports(job_kind, params) if decide is not None else []:
+            decide(export_path(ref))  # the weights leave the server
 
     return guard
 

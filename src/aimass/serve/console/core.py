@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from aimass.access import directory
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
 from aimass.serve.access_guard import BODY_KEY
 from aimass.serve.auth import Caller, Guard, require
@@ -140,6 +141,13 @@ class Console:
         policy = self.guard.policy
         found = policy.rule(request) if policy is not None else None
         return ctx.can(scope) if found is None else policy.allows(ctx.caller, request, found)
+
+    def projects(self, ctx: Ctx, method: str, path: str, body: dict) -> list[str]:
+        """The projects a form offers (``default`` first): those where :meth:`may` allows the REST
+        twin ``method path`` with ``body`` plus ``"project"``. The submit is decided again."""
+        names = [p["name"] for p in directory.list_projects()]
+        names = [directory.DEFAULT_PROJECT] + [n for n in names if n != directory.DEFAULT_PROJECT]
+        return [n for n in names if self.may(ctx, method, path, {**body, "project": n})]
 
     def visible(self, ctx: Ctx, kind: str, names) -> set[str]:
         """Which of ``names`` the caller may read: what a list shows."""

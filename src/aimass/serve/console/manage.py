@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
@@ -36,7 +37,7 @@ from aimass.serve.data_routes import (
     zip_response,
 )
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import export_path, job_guard, jobs_page, may_run, need_project, own_job
+from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, need_project, own_job
 from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
@@ -234,11 +235,11 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
 def _pull_offer(console: Console, ctx: Ctx) -> dict:
     """The stores and projects the models page offers to pull into (none without a named store)."""
     named = sorted(sharing.stores())
-    projects = [p["name"] for p in directory.list_projects()] if named else []
-    projects = [directory.DEFAULT_PROJECT] + [p for p in projects if p != directory.DEFAULT_PROJECT]
     body = {"kind": "pull", "params": {}}
-    allowed = [p for p in projects if named and console.may(ctx, "POST", "/v1/jobs", {**body, "project": p})]
-    return {"pull_stores": named, "pull_projects": allowed}
+    return {
+        "pull_stores": named,
+        "pull_projects": console.projects(ctx, "POST", "/v1/jobs", body) if named else [],
+    }
 
 
 async def _model_job(console: Console, ctx: Ctx, kind: str, params: dict) -> dict:
@@ -248,9 +249,8 @@ async def _model_job(console: Console, ctx: Ctx, kind: str, params: dict) -> dic
     body = {"kind": kind, "params": params, "project": project}
     await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/jobs", body)
     may_run(ctx.caller, jobs.get_kind(kind), console.guard.policy is not None)  # as POST /v1/jobs
-    for ref in jobs.exports(kind, params):  # a push is an export too, as POST /v1/jobs decides it
-        await asyncio.to_thread(console.authorize, ctx, "GET", export_path(ref))
-    guard = job_guard(console.lister(ctx))  # readable versions, a named store, model:Export to push
+    export = partial(console.authorize, ctx, "GET")  # a push is an export too, as POST /v1/jobs decides it
+    guard = job_guard(console.lister(ctx), export)  # readable versions, a named store, export to push
     job = await asyncio.to_thread(jobs.submit, kind, params, guard=guard)
     return await asyncio.to_thread(own_job, job, project)
 

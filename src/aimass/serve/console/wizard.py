@@ -125,7 +125,7 @@ def _add_start(router: APIRouter, console: Console) -> None:
         summary = ds.summary()
         task, why = dataset_task(ds)  # what the auto job will find
         language = summary.get("language")
-        projects = await asyncio.to_thread(_projects, console, ctx)
+        projects = await asyncio.to_thread(console.projects, ctx, "POST", "/v1/auto", {})  # to train in
         return console.page(
             request,
             "report.html",
@@ -157,14 +157,6 @@ def _add_start(router: APIRouter, console: Console) -> None:
         await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/auto", twin)
         job = await asyncio.to_thread(submit_auto, body, console.lister(ctx))
         return console.redirect(request, f"jobs/{job['id']}?wizard=1", ctx=ctx)
-
-
-def _projects(console: Console, ctx) -> list[str]:
-    """The projects the caller may train in (``POST /v1/auto`` would allow the job there),
-    ``default`` first; the form offers these, and the submit is decided again."""
-    names = [p["name"] for p in directory.list_projects()]
-    names = [directory.DEFAULT_PROJECT] + [n for n in names if n != directory.DEFAULT_PROJECT]
-    return [n for n in names if console.may(ctx, "POST", "/v1/auto", {"project": n})]
 
 
 def registry_name(name: str) -> str:
