@@ -382,6 +382,70 @@ def test_an_import_over_rest_does_not_add_a_version_to_a_projects_dataset(world,
     assert fresh.status_code == 201, fresh.text
 
 
+def test_a_team_imports_its_data_into_its_own_project(world, tmp_path):
+    """A user whose policies cover only project nlp uploads and imports into nlp (``?project=`` on
+    the upload, ``"project"`` on the import): the new dataset is nlp's, bob does not see it, and
+    neither ``default`` nor cv's dataset names are alice's to import into."""
+    client, keys = world
+    news(tmp_path, "cv")
+    rows = "text,label\n" + "\n".join(f"team story {i} about {w},{w}" for i in range(12) for w in "ab")
+    upload = {"file": ("mine.csv", rows.encode(), "text/csv")}
+
+    into_default = client.post("/v1/uploads", files=upload, headers=keys["alice"])
+    assert into_default.status_code == 403, into_default.text
+    assert "aimass:project/default/dataset/*" in into_default.json()["error"]["message"]
+    missing = client.post("/v1/uploads?project=nope", files=upload, headers=keys["carol"])
+    assert missing.status_code == 404, missing.text
+    stored = client.post("/v1/uploads?project=nlp", files=upload, headers=keys["alice"])
+    assert stored.status_code == 201, stored.text
+    path = stored.json()["path"]
+
+    denied = client.post("/v1/datasets", json={"path": path}, headers=keys["alice"])
+    assert denied.status_code == 403, denied.text
+    made = client.post("/v1/datasets", json={"path": path, "project": "nlp"}, headers=keys["alice"])
+    assert made.status_code == 201 and made.json()["project"] == "nlp", made.text
+    assert directory.project_of("dataset", "mine") == "nlp"
+    assert "mine" in [d["name"] for d in client.get("/v1/datasets", headers=keys["alice"]).json()["datasets"]]
+    assert "mine" not in [
+        d["name"] for d in client.get("/v1/datasets", headers=keys["bob"]).json()["datasets"]
+    ]
+    again = client.post("/v1/datasets", json={"path": path, "project": "nlp"}, headers=keys["alice"])
+    assert again.status_code == 201, again.text  # a new version of nlp's own dataset
+
+    over = {"path": path, "name": "news-cv", "project": "nlp"}
+    taken = client.post("/v1/datasets", json=over, headers=keys["alice"])
+    assert taken.status_code == 403 and "belongs to project 'cv'" in taken.json()["error"]["message"]
+    assert all("team story" not in r["text"] for r in load_dataset("news-cv").rows())
+
+
+def test_a_conditional_deny_on_reading_holds_for_lists_and_jobs(world, tmp_path):
+    """A Deny on reading with a condition on the request's context (here the time, as a Deny outside
+    office hours or the office network would be) hides the version from the lists and from a job's
+    params as it does from ``GET /v1/versions/{ref}``: they are decided with the request's context."""
+    client, keys = world
+    after = {"DateGreaterThan": {"aimass:CurrentTime": "2000-01-01T00:00:00Z"}}
+    deny = {
+        "Sid": "NoReviews",
+        "Effect": "Deny",
+        "Action": "model:Read",
+        "Resource": "aimass:project/nlp/model/reviews:*",
+        "Condition": after,
+    }
+    directory.put_policy("NoReviewsNow", {"Statement": [deny]})
+    directory.attach("NoReviewsNow", "user", "alice")
+    assert client.get("/v1/versions/reviews:3", headers=keys["alice"]).status_code == 404
+    listed = client.get("/v1/versions", headers=keys["alice"]).json()
+    assert listed["versions"] == [] and listed["total"] == 0, listed
+    assert client.get("/v1/models", headers=keys["alice"]).json()["data"] == []
+    job = {
+        "kind": "evaluate",
+        "params": {"model": "reviews:3", "data": news(tmp_path, "nlp")},
+        "project": "nlp",
+    }
+    refused = client.post("/v1/jobs", json=job, headers=keys["alice"])
+    assert refused.status_code == 404 and "reviews:3" in refused.json()["error"]["message"], refused.text
+
+
 def test_a_minted_key_is_bound_as_its_creators_key(world):
     """A key mints keys bound as it is (user, project, tags): alice, who may create keys, cannot mint
     an unbound predict key that reads every project's models, and a key tagged env=dev cannot mint

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import parse_qs
 
 from aimass import jobs
 from aimass.access import audit, directory
@@ -58,6 +59,13 @@ def in_project(params: dict, data) -> tuple[str, str]:
     so a policy on the project's resources (``aimass:project/P/*``) covers submitting there."""
     project = data.get("project") if isinstance(data, dict) else None
     return "", f"aimass:project/{project or directory.DEFAULT_PROJECT}/job/*"
+
+
+def importing_into(params: dict, data) -> tuple[str, str]:
+    """A new dataset version, in the body's ``project`` (an upload's ``?project=``; ``default``
+    when none): ``aimass:project/P/dataset/*``, which a policy on P's resources covers."""
+    project = data.get("project") if isinstance(data, dict) else None
+    return "", f"aimass:project/{project or directory.DEFAULT_PROJECT}/dataset/*"
 
 
 def job_submit(params: dict, data) -> str:
@@ -119,6 +127,7 @@ class Rule:
     target: Target
     management: bool = True  # audit every decision (not only denials)
     also: tuple[tuple[str, Target], ...] = ()  # more (action, resource) the request needs, each decided
+    query: tuple[str, ...] = ()  # query parameters the target reads as body fields (a multipart upload's)
 
     @property
     def regex(self) -> re.Pattern:
@@ -158,8 +167,8 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/jobs/{job_id}/logs", "job:Read", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/cancel", "job:Cancel", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/retry", job_retry, path("job", "job_id")),
-    Rule("POST", "/v1/uploads", "dataset:Import", fixed("aimass:project/default")),
-    Rule("POST", "/v1/datasets", "dataset:Import", fixed("aimass:project/default")),
+    Rule("POST", "/v1/uploads", "dataset:Import", importing_into, query=("project",)),
+    Rule("POST", "/v1/datasets", "dataset:Import", importing_into),
     Rule("GET", "/v1/datasets", "dataset:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/datasets/{dataset_id}", "dataset:Read", path("dataset", "dataset_id")),
     Rule("GET", "/v1/datasets/{dataset_id}/rejects", "dataset:Read", path("dataset", "dataset_id")),
@@ -281,6 +290,8 @@ class AccessGuard:
         """What a rule makes of a request: (body, action, kind, name, resource ARN, principal)."""
         rule, params = found
         data = scope.get("state", {}).get(BODY_KEY) or {}
+        if rule.query and (asked := parse_qs(scope.get("query_string", b"").decode("latin-1"))):
+            data = {**data, **{k: v[-1] for k, v in asked.items() if k in rule.query}}
         action = rule.action(params, data) if callable(rule.action) else rule.action
         kind, name = rule.target(params, data)
         resource = self.arn(kind, name) if kind else name
@@ -303,7 +314,9 @@ class AccessGuard:
 
     def visible(self, caller, kind: str, names) -> set[str]:
         """Which of ``names`` (models, services, datasets, jobs) the caller may read: what list
-        routes and the console's lists show."""
+        routes, the console's lists and a job's params (:func:`~aimass.serve.jobs_routes.job_guard`)
+        show. Decided in the caller's request context (time, source address, transport), so a Deny
+        conditioned on it hides a name here as it does from the name's own route."""
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
         owners = self.authorizer.memo(("owners", kind), lambda: directory.owners(kind))
         arns = {
@@ -312,7 +325,8 @@ class AccessGuard:
             else directory.arn(kind, n, owners.get(n.split(":")[0]))
             for n in names
         }
-        allowed = self.authorizer.allowed_many(principal, READ[kind], set(arns.values()), {})
+        context = self.context(getattr(caller, "where", None) or {}, kind, "", None, stage=False)
+        allowed = self.authorizer.allowed_many(principal, READ[kind], set(arns.values()), context)
         return {n for n, arn in arns.items() if arn in allowed}
 
     def context(self, scope, kind: str, name: str, data, stage: bool = True) -> dict:

@@ -177,10 +177,21 @@ def admin_token(create: bool = True) -> str | None:
 
 # ------------------------------------------------------------ the check
 class Caller:
-    """Who is calling: a key id (``admin``, a key, or ``anonymous``) and its scopes."""
+    """Who is calling: a key id (``admin``, a key, or ``anonymous``) and its scopes; ``where``, the
+    request's client address and scheme (what policy conditions read), once :meth:`at` set it."""
 
-    def __init__(self, key_id: str, scopes: tuple, rate_limit: float | None = None):
-        self.key_id, self.scopes, self.rate_limit = key_id, scopes, rate_limit
+    def __init__(
+        self, key_id: str, scopes: tuple, rate_limit: float | None = None, where: dict | None = None
+    ):
+        self.key_id, self.scopes, self.rate_limit, self.where = key_id, scopes, rate_limit, where or {}
+
+    def at(self, request: dict | None) -> Caller:
+        """This caller, calling from where the ASGI scope ``request`` says (a copy: callers are cached)."""
+        if not request:
+            return self
+        return Caller(
+            self.key_id, self.scopes, self.rate_limit, {k: request.get(k) for k in ("client", "scheme")}
+        )
 
 
 ANONYMOUS = Caller("anonymous", ("predict",))
@@ -250,7 +261,7 @@ class Guard:
             self.policy.authorize(caller, request, found)
             request.setdefault("state", {})[POLICY_DECIDED] = True
         self._spend(caller)
-        return caller
+        return caller.at(request)
 
     def identify(self, header: str | None) -> Caller | None:
         """The caller a header names, or None (no key, malformed, unknown or revoked)."""

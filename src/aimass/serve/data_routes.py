@@ -47,7 +47,7 @@ from aimass.data.uploads import store_upload, upload_limit
 from aimass.errors import NotFoundError, TooLargeError
 from aimass.serve.auth import Caller
 from aimass.serve.engine import Engine, persisted
-from aimass.serve.jobs_routes import only_granted_paths, readable_versions
+from aimass.serve.jobs_routes import need_project, only_granted_paths, readable_versions
 from aimass.serve.uploads import FILE_BODY, one_file
 from aimass.store import browse, claims, registry
 
@@ -61,6 +61,9 @@ DATASET_ID = re.compile(r"[0-9a-f]{6,64}")
 class ImportRequest(BaseModel):
     path: str = Field(description="a file or folder under AIMASS_HOME/uploads or AIMASS_DATA_ROOTS")
     name: str | None = Field(None, description="the dataset's name (default: the file's)")
+    project: str | None = Field(
+        None, max_length=64, description="the project the dataset belongs to (default: 'default')"
+    )
 
 
 def page(rows: list[dict], total: int, limit: int, offset: int, key: str) -> dict:
@@ -116,13 +119,19 @@ def rejects_page(dataset_id: str, limit: int, offset: int) -> dict:
     return page(rows, total, limit, offset, "rejects")
 
 
-def import_upload(path: str, name: str | None) -> dict:
-    """Import a file under the data roots (REST and the console's upload). It lands in ``default``,
-    so it may not add a version to a dataset name another project owns (403 naming it)."""
+def import_upload(path: str, name: str | None, project: str | None = None) -> dict:
+    """Import a file under the data roots (REST and the console's upload) into ``project``
+    (``default`` when None; 404 when there is none): a new dataset name joins it, and a name
+    another project owns is refused before anything is written (403 naming its owner)."""
+    project = project or directory.DEFAULT_PROJECT
+    need_project(project)
     only_granted_paths({"path": path})
     options = {"name": name} if name else {}
-    with claims.checked(partial(directory.may_write, directory.DEFAULT_PROJECT, how="an import")):
-        return api.import_dataset(path, **options).summary()
+    with claims.checked(partial(directory.may_write, project, how="an import")):
+        summary = api.import_dataset(path, **options).summary()
+    if project != directory.DEFAULT_PROJECT and summary["name"] not in directory.owners("dataset"):
+        directory.assign("dataset", summary["name"], project)
+    return {**summary, "project": project}
 
 
 def versions_page(name: str | None, limit: int, offset: int, visible: Visible | None = None) -> dict:
@@ -233,8 +242,14 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
     manage = [allow("manage")]
 
     @app.post(UPLOAD_PATH, tags=["datasets"], dependencies=manage, status_code=201, openapi_extra=UPLOAD_BODY)
-    async def upload(request: Request):
+    async def upload(
+        request: Request,
+        project: str | None = Query(
+            None, max_length=64, description="the project to import it into (decides who may upload)"
+        ),
+    ):
         """Keep a data file or archive under AIMASS_HOME/uploads; answers the ``path`` to import."""
+        await asyncio.to_thread(need_project, project)
         file = await one_upload(request)
         try:
             return await asyncio.to_thread(store_upload, file.file, file.filename)
@@ -244,7 +259,7 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
     @app.post("/v1/datasets", tags=["datasets"], dependencies=manage, status_code=201)
     async def import_data(body: ImportRequest):
         """Import (check, split, store) a file or folder under the data roots: the import report."""
-        return await asyncio.to_thread(import_upload, body.path, body.name)
+        return await asyncio.to_thread(import_upload, body.path, body.name, body.project)
 
     @app.get("/v1/datasets", tags=["datasets"])
     async def datasets(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from aimass import api, jobs
+from aimass import api, jobs, paths
 from aimass.access import audit, directory
 from aimass.serve import auth
 from aimass.serve.app import create_app
@@ -288,3 +288,36 @@ def test_the_wizard_trains_in_a_project_the_user_may_submit_to(app, bbc_csv):
     assert [r["decision"] for r in decided[:2]] == ["allowed", "implicitDeny"]
     assert decided[0]["source"] == "console" and decided[0]["resource"] == "aimass:project/ml/job/*"
     jobs.cancel(job_id)
+
+
+def test_a_project_only_user_uploads_into_their_project(app):
+    """A user whose policy covers only project ``vision`` is offered ``vision`` on the Start page;
+    the upload lands there (the dataset is vision's), and asking for ``default`` is a 403, decided
+    as POST /v1/uploads would be, before the file is kept."""
+    directory.create_project("vision")
+    directory.create_user("fay")
+    directory.put_policy(
+        "FayVision",
+        {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "aimass:project/vision/*"}]},
+    )
+    directory.attach("FayVision", "user", "fay")
+    record, key = auth.create_key("fay", ["manage"])
+    directory.bind_key(record.id, user="fay")
+    rows = "text,label\n" + "\n".join(f"vision note {i} on {w},{w}" for i in range(12) for w in "ab")
+    with signed_in(app, key) as client:
+        start = client.get("/console/")
+        offered = re.findall(r'<option value="([^"]+)">\1</option>', start.text.split('name="project"')[1])
+        assert offered == ["vision"]
+        form = {"csrf": csrf_of(start.text), "name": "fay-notes"}
+        upload = {"file": ("notes.csv", rows.encode(), "text/csv")}
+        kept = len(list(paths.subdir("uploads").glob("*")))
+        denied = client.post("/console/start/upload", data={**form, "project": "default"}, files=upload)
+        assert denied.status_code == 403, denied.text[-300:]
+        assert len(list(paths.subdir("uploads").glob("*"))) == kept
+        answer = client.post(
+            "/console/start/upload", data={**form, "project": "vision"}, files=upload, follow_redirects=False
+        )
+        assert answer.status_code == 303, answer.text[-300:]
+        report = client.get("/console/" + answer.headers["location"].lstrip("./"))
+        assert report.status_code == 200 and "fay-notes" in report.text, report.text[-300:]
+    assert directory.project_of("dataset", "fay-notes") == "vision"

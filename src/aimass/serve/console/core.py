@@ -118,7 +118,8 @@ class Console:
         request.state.key_id = caller.key_id
         client = tuple(request.client) if request.client else None
         state = request.scope.get("state") or {}
-        return Ctx(session, caller, client, request.url.scheme, str(state.get("request_id", "")))
+        where = caller.at({"client": client, "scheme": request.url.scheme})  # what conditions read
+        return Ctx(session, where, client, request.url.scheme, str(state.get("request_id", "")))
 
     def authorize(
         self, ctx: Ctx, method: str, path: str, body: dict | None = None, scope: str = "manage"

@@ -96,14 +96,19 @@ def _add_start(router: APIRouter, console: Console) -> None:
         ctx = console.ctx(request)
         if not ctx.can("manage"):
             return console.redirect(request, "try")
-        return console.page(request, "start.html", ctx)
+        # the projects the caller may import into
+        projects = await asyncio.to_thread(console.projects, ctx, "POST", "/v1/datasets", {})
+        return console.page(request, "start.html", ctx, projects=projects)
 
     @router.post("/start/upload")
     async def upload(request: Request):
         ctx = console.ctx(request)
-        console.authorize(ctx, "POST", "/v1/uploads")  # before the file is read
+        if not await asyncio.to_thread(console.projects, ctx, "POST", "/v1/uploads", {}):
+            console.authorize(ctx, "POST", "/v1/uploads")  # before the file is read: the 403 it gets
         form = await console.form(request, ctx, max_files=1)
         file, path, name = form.get("file"), str(form.get("path") or "").strip(), form.get("name") or None
+        project = str(form.get("project") or directory.DEFAULT_PROJECT)
+        console.authorize(ctx, "POST", "/v1/uploads", {"project": project})
         if hasattr(file, "read") and getattr(file, "filename", ""):
             stored = await asyncio.to_thread(store_upload, file.file, file.filename)
             path = stored["path"]
@@ -113,8 +118,9 @@ def _add_start(router: APIRouter, console: Console) -> None:
                 hint="CSV, TSV, JSONL, a .zip/.tar.gz, or a path under AIMASS_HOME/uploads or "
                 "AIMASS_DATA_ROOTS.",
             )
-        console.authorize(ctx, "POST", "/v1/datasets", {"path": path, "name": str(name) if name else None})
-        report = await asyncio.to_thread(import_upload, path, str(name) if name else None)
+        twin = {"path": path, "name": str(name) if name else None, "project": project}
+        console.authorize(ctx, "POST", "/v1/datasets", twin)
+        report = await asyncio.to_thread(import_upload, path, twin["name"], project)
         return console.redirect(request, f"start/{report['id']}", ctx=ctx)
 
     @router.get("/start/{dataset_id}")
@@ -126,6 +132,8 @@ def _add_start(router: APIRouter, console: Console) -> None:
         task, why = dataset_task(ds)  # what the auto job will find
         language = summary.get("language")
         projects = await asyncio.to_thread(console.projects, ctx, "POST", "/v1/auto", {})  # to train in
+        home = directory.project_of("dataset", summary["name"])  # offered first: the data's project
+        projects = sorted(projects, key=lambda p: p != home)
         return console.page(
             request,
             "report.html",
