@@ -138,6 +138,7 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/models/{name}/predict", "model:Predict", path("model"), management=False),
     Rule("POST", "/v1/chat/completions", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/v1/completions", "model:Predict", body("model", "model"), management=False),
+    Rule("POST", "/v1/responses", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/v1/embeddings", "model:Predict", body("model", "model"), management=False),
     Rule("GET", "/v1/models", "model:List", fixed("aimass:project/*"), management=False),
     # a deploy changes the service it deploys into: another project's service is not the caller's

@@ -2,7 +2,7 @@
 ``POST /v1/completions``, ``POST /v1/embeddings`` (:mod:`aimass.serve.openai_embeddings`) and the
 OpenAI fields of ``GET /v1/models``. ``logprobs`` come in OpenAI's shapes
 (:mod:`aimass.serve.openai_logprobs`); ``response_format: json_object`` decodes under a JSON grammar
-(:mod:`aimass.llm.json_mode`).
+(:mod:`aimass.llm.json_mode`), ``json_schema`` under the request's JSON Schema (:mod:`aimass.llm.structured`).
 
 A model id is a served version (``headlines:2``), a service name (``headlines``: its traffic split
 picks the version) or the base model of a served fine-tune (``smollm2-135m``). Every LoRA version is
@@ -26,125 +26,29 @@ import uuid
 import weakref
 from datetime import datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
-from aimass.errors import AimassError, NotFoundError
+from aimass.errors import AimassError, ConfigError, NotFoundError
 from aimass.llm import batcher, decode, json_mode
 from aimass.llm.hub import HUB, context_limit
-from aimass.serve import openai_logprobs
+from aimass.serve import openai_logprobs, openai_responses, openai_tools
 from aimass.serve.llm_slots import Slots, configured_limit
 from aimass.serve.middleware import error_body
 from aimass.serve.openai_embeddings import add_embedding_routes, embedding_models
 from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
+from aimass.serve.openai_requests import (
+    DEFAULT_MAX_TOKENS,
+    ChatRequest,
+    CompletionRequest,
+    output_of,
+    tools_of,
+    unsupported,
+)
 
 log = logging.getLogger("aimass.serve")
-MAX_TOKENS_CAP = 2048
-DEFAULT_MAX_TOKENS = 128
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class ResponseFormat(BaseModel):
-    type: Literal["text", "json_object", "json_schema"] = "text"
-
-
-class _Common(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=8)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    user: str | None = None
-
-    def stops(self) -> tuple[str, ...]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > 4:
-            raise bad_param("stop", f"Send at most 4 stop sequences; got {len(stops)}.")
-        return tuple(s for s in stops if s)
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]]
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        parts = []
-        for part in self.content:
-            if part.get("type") != "text":
-                raise bad_param(
-                    "messages", f"Only text content parts are supported; got {part.get('type')!r}."
-                )
-            parts.append(str(part.get("text", "")))
-        return "".join(parts)
-
-
-class ChatRequest(_Common):
-    messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    response_format: ResponseFormat | None = None
-
-    def logprob_count(self) -> int | None:
-        """None (no logprobs) or how many alternatives each token lists."""
-        if self.top_logprobs is not None and not self.logprobs:
-            raise bad_param("top_logprobs", "top_logprobs needs logprobs: true; send both.")
-        return (self.top_logprobs or 0) if self.logprobs else None
-
-
-class CompletionRequest(_Common):
-    prompt: str | list[str]
-    echo: bool = False
-    suffix: str | None = None
-    logprobs: int | None = Field(None, ge=0, le=5)
-
-    def logprob_count(self) -> int | None:
-        return self.logprobs
-
-
-def _json_mode(req: ChatRequest, messages: list[dict]) -> bool:
-    """True for ``response_format: {"type": "json_object"}``; as OpenAI, the messages must ask for
-    JSON (the word, any case) so that the model is told and does not fill its tokens with spaces."""
-    fmt = req.response_format
-    if fmt is None or fmt.type == "text":
-        return False
-    if fmt.type != "json_object":
-        raise bad_param(
-            "response_format",
-            f"response_format {fmt.type!r} is not supported; use {{'type': 'json_object'}} (any JSON "
-            "object) and describe the fields you want in the messages.",
-            "unsupported_parameter",
-        )
-    if not any("json" in m["content"].lower() for m in messages):
-        raise bad_param(
-            "messages",
-            "'messages' must contain the word 'json' in some form to use 'response_format' of type "
-            "'json_object'.",
-        )
-    return True
-
-
-def _unsupported(req) -> None:
-    if isinstance(req, CompletionRequest) and (req.echo or req.suffix):
-        raise bad_param(
-            "echo" if req.echo else "suffix", "echo and suffix are not supported.", "unsupported_parameter"
-        )
 
 
 def _is_generator(deployment) -> bool:
@@ -219,15 +123,32 @@ class _Target:
                 code="context_length_exceeded",
             )
 
-    def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, json_object=False, **kwargs):
+    def constraint(self, output: tuple[str, Any] | None, param: str = "response_format.json_schema.schema"):
+        """The decoding constraint asked for (:func:`_output`): None, any JSON object
+        (:mod:`aimass.llm.json_mode`), or a JSON Schema, a regular expression or a list of choices
+        (:mod:`aimass.llm.structured`; 400 naming what cannot be compiled, before any work)."""
+        if output is None:
+            return None
+        kind, value = output
+        tokenizer = self.base.tokenizer
+        eos = decode.eos_ids(self.base.model, tokenizer)
+        if kind == "json_object":
+            return json_mode.json_object(tokenizer, eos)
+        from aimass.llm import structured  # llguidance: the llm extra, as the generation models
+
+        build = {"json": structured.json_schema, "regex": structured.regex, "choice": structured.choice}[kind]
+        try:
+            return build(tokenizer, eos, value)
+        except ConfigError as exc:
+            error = bad_param(param, exc.message)
+            error.hint = exc.hint
+            raise error from None
+
+    def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, **kwargs):
         """Decode in the shared continuous batch (or one request at a time, ``AIMASS_LLM_BATCHING=0``);
-        ``json_object``: constrained to a JSON object (:mod:`aimass.llm.json_mode`)."""
+        ``kwargs``: :class:`~aimass.llm.decode.SamplingParams`, its ``constraint`` from :meth:`constraint`."""
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
-        if json_object:
-            kwargs["constraint"] = json_mode.json_object(
-                tokenizer, decode.eos_ids(self.base.model, tokenizer)
-            )
         params = decode.SamplingParams(**kwargs)
         if batcher.enabled() or getattr(self.base, "int4", None) is not None:  # int4: always its loop
             return batcher.scheduler(self.base, self.adapter).submit(
@@ -322,16 +243,28 @@ class Generation:
 
     async def _chat(self, caller, body: bytes):
         req = parse_body(ChatRequest, body)
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
-        ]
-        json_object = _json_mode(req, messages)
+        messages = [m.turn() for m in req.messages]
         limit = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
-        return await _answer(self, caller, req, messages, limit, chat=True, json_object=json_object)
+        tools = tools_of(req)
+        if tools is None:
+            return await _answer(
+                self, caller, req, messages, limit, chat=True, output=output_of(req, messages)
+            )
+        schema = openai_tools.forced(tools, req.tool_choice)
+        return await _answer(
+            self,
+            caller,
+            req,
+            openai_tools.render(messages, tools),
+            limit,
+            chat=True,
+            output=("json", schema) if schema else None,
+            tools={t.function.name for t in tools},
+        )
 
     async def _complete(self, caller, body: bytes):
         req = parse_body(CompletionRequest, body)
-        _unsupported(req)
+        unsupported(req)
         if isinstance(req.prompt, list):
             if len(req.prompt) != 1:
                 raise bad_param("prompt", "Send one prompt per request (a string or a list of one).")
@@ -381,6 +314,11 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> Generation:
         """OpenAI's chat completions: messages in, choices out (``stream`` for Server-Sent Events)."""
         return await generation.chat(caller, await request.body())
 
+    @app.post("/v1/responses", tags=["openai"])
+    async def responses(request: Request, caller=allow("predict")):
+        """OpenAI's Responses API: ``input`` (text or items) in, ``output`` items out; not stored."""
+        return await openai_responses.answer(generation, caller, await request.body())
+
     @app.post("/v1/completions", tags=["openai"])
     async def completions(request: Request, caller=allow("predict")):
         """OpenAI's (legacy) completions: a raw text prompt, continued without a chat template."""
@@ -389,10 +327,20 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> Generation:
     return generation
 
 
-async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: bool, json_object=False):
+async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: bool, output=None, tools=None):
+    """The answer (or its stream); ``output``: the constraint asked for; ``tools``: the names of the
+    tools the model may call, whose calls the answer reads (:mod:`aimass.serve.openai_tools`)."""
     engine, meters, slots = generation.engine, generation.meters, generation.slots
     target = _resolve(engine, req.model)
     await asyncio.to_thread(target.check_length, prompt, raw=not chat, max_tokens=max_tokens)
+    if not chat:
+        output = req.guided()
+    param = (
+        "tools"
+        if tools
+        else (f"guided_{output[0]}" if req.guided() else "response_format.json_schema.schema")
+    )
+    constraint = await asyncio.to_thread(target.constraint, output, param)  # a bad one: 400 before any work
     kwargs = {
         "max_tokens": max_tokens,
         "temperature": req.temperature,
@@ -401,7 +349,7 @@ async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: boo
         "stop": req.stops(),
         "n": req.n,
         "logprobs": req.logprob_count(),
-        "json_object": json_object,
+        "constraint": constraint,
     }
     # the vocabulary's token bytes are built once per tokenizer (~0.1 s): off the event loop
     shape = await asyncio.to_thread(_logprob_shape, target, kwargs["logprobs"], None if chat else len(prompt))
@@ -411,9 +359,8 @@ async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: boo
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         live = (engine, req.model)  # where the request counts in the live figures
-        return _stream(
-            target, slots, meters, caller, prompt, kwargs, (ident, created, shape), chat, include_usage, live
-        )
+        head = (ident, created, shape, tools)
+        return _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live)
     began = time.perf_counter()
     gone = threading.Event()  # set when the await ends, cancelled too (a shutdown past its grace)
     work = partial(target.generate, prompt, raw=not chat, cancelled=gone.is_set, **kwargs)
@@ -426,9 +373,8 @@ async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: boo
     choices = [
         {
             "index": c.index,
-            "message": {"role": "assistant", "content": c.text},
+            **_message(c.text, c.finish_reason, tools),
             "logprobs": shape(c.logprobs),
-            "finish_reason": c.finish_reason,
         }
         if chat
         else {
@@ -448,6 +394,29 @@ async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: boo
         "choices": choices,
         "usage": _usage(out),
     }
+
+
+def _message(text: str, reason: str | None, tools: set[str] | None) -> dict:
+    """A chat choice's ``message`` and ``finish_reason``: the calls of known tools read out of the
+    text (``finish_reason`` ``tool_calls``) when the model may call any."""
+    content, calls = openai_tools.parse_calls(text, tools) if tools else (text, [])
+    if not calls:
+        return {"message": {"role": "assistant", "content": text}, "finish_reason": reason}
+    message = {"role": "assistant", "content": content, "tool_calls": calls}
+    return {"message": message, "finish_reason": "tool_calls"}
+
+
+def _held_chunks(index: int, text: str, reason: str, tools: set[str], logprobs) -> list[dict]:
+    """A streamed choice that may call tools, once it ended: its content or its ``tool_calls``
+    (each with its ``index``, as OpenAI streams them), then its ``finish_reason``."""
+    answer = _message(text, reason, tools)
+    delta = {k: v for k, v in answer["message"].items() if k != "role"}
+    for i, call in enumerate(delta.get("tool_calls", [])):
+        call["index"] = i
+    return [
+        {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None},
+        {"index": index, "delta": {}, "logprobs": None, "finish_reason": answer["finish_reason"]},
+    ]
 
 
 def _record(meters, caller, ref: str, out, began: float) -> None:
@@ -479,7 +448,8 @@ def _usage(out) -> dict:
 
 
 def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live):
-    ident, created, shape = head  # the answer's id and time; entries -> logprobs
+    ident, created, shape, tools = head  # the answer's id and time; entries -> logprobs; tool names
+    held: dict[int, tuple[list[str], list]] = {}  # with tools: each choice's text, kept until it ends
     engine, name = live  # the request counts in the live figures of the service ``name`` names
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
@@ -535,6 +505,14 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
                 item = await queue.get()
                 if item[0] == "delta":
                     _, index, text, reason, entries = item
+                    if tools:  # a call is read out of the whole answer: one delta when the choice ends
+                        texts, kept = held.setdefault(index, ([], []))
+                        texts.append(text)
+                        kept.extend(entries or [])
+                        if reason is not None:
+                            for part in _held_chunks(index, "".join(texts), reason, tools, shape(kept)):
+                                yield chunk([part])
+                        continue
                     logprobs = shape(entries)
                     if chat:
                         delta = {"content": text} if text else {}

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
+from typing import Literal
 
+import jsonschema
 import openai
 import pytest
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from tests.conftest import live_server
 
 from aimass.llm import decode
@@ -169,9 +173,146 @@ def test_json_object_answers_always_parse(srv):
             model=BASE, messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_object"}
         )
     assert no_word.value.body["param"] == "messages" and "json" in no_word.value.body["message"]
-    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
-    with pytest.raises(openai.BadRequestError) as unsupported:
-        srv.client.chat.completions.create(
-            model=BASE, messages=[{"role": "user", "content": "JSON please"}], response_format=schema
+
+
+class City(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # "additionalProperties": false, as strict mode asks
+
+    name: str = Field(max_length=24)
+    country: str = Field(max_length=24)
+    population: int = Field(ge=0, le=50_000_000)
+    capital: bool
+    kind: Literal["city", "town", "village"]
+
+
+SCHEMAS = [
+    City.model_json_schema(),
+    {
+        "type": "object",
+        "properties": {
+            "colours": {
+                "type": "array",
+                "items": {"enum": ["red", "green", "blue"]},
+                "minItems": 1,
+                "maxItems": 3,
+            },
+            "count": {"type": "integer", "minimum": 1, "maximum": 9},
+        },
+        "required": ["colours", "count"],
+        "additionalProperties": False,
+    },
+    {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 2, "maxItems": 2},
+]
+
+
+def test_structured_outputs_follow_their_json_schema_through_the_official_client(srv):
+    """``response_format: json_schema`` (OpenAI's Structured Outputs): the official client's ``parse``
+    gets a validated object; requests with different schemas (and one without) decoding together in
+    the continuous batch each follow their own; sampled and streamed answers too."""
+    parsed = srv.client.chat.completions.parse(
+        model=BASE,
+        messages=[{"role": "user", "content": "Describe Paris."}],
+        response_format=City,
+        max_tokens=80,
+        temperature=0,
+    )
+    city = parsed.choices[0].message.parsed
+    assert isinstance(city, City) and parsed.choices[0].finish_reason == "stop", parsed
+
+    def ask(i: int):
+        fmt = (
+            {"type": "json_schema", "json_schema": {"name": f"s{i}", "schema": SCHEMAS[i]}}
+            if i < len(SCHEMAS)
+            else None
         )
-    assert unsupported.value.body["code"] == "unsupported_parameter"
+        return srv.client.chat.completions.create(
+            model=BASE,
+            messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+            max_tokens=60,
+            temperature=1.0,
+            seed=i,
+            n=2,
+            **({"response_format": fmt} if fmt else {}),
+        )
+
+    with ThreadPoolExecutor(len(SCHEMAS) + 1) as pool:
+        answers = list(pool.map(ask, range(len(SCHEMAS) + 1)))
+    for schema, answer in zip(SCHEMAS, answers):
+        for choice in answer.choices:
+            assert choice.finish_reason == "stop", choice
+            jsonschema.validate(json.loads(choice.message.content), schema)
+    streamed = srv.client.chat.completions.create(
+        model=BASE,
+        messages=[{"role": "user", "content": "Two short words, please."}],
+        max_tokens=40,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "pair", "schema": SCHEMAS[2]}},
+        stream=True,
+    )
+    jsonschema.validate(
+        json.loads("".join(c.choices[0].delta.content or "" for c in streamed if c.choices)), SCHEMAS[2]
+    )
+
+
+def test_a_schema_that_cannot_be_followed_is_a_400_before_any_work(srv):
+    def asked(fmt) -> dict:
+        with pytest.raises(openai.BadRequestError) as refused:
+            srv.client.chat.completions.create(
+                model=BASE, messages=[{"role": "user", "content": "hi"}], response_format=fmt
+            )
+        return refused.value.body
+
+    assert asked({"type": "json_schema"})["param"] == "response_format.json_schema"
+    bad = asked({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}})
+    assert bad["param"] == "response_format.json_schema.schema" and "nonsense" in bad["message"], bad
+    huge = {"type": "object", "properties": {f"field_{i}": {"type": "string"} for i in range(4000)}}
+    too_big = asked({"type": "json_schema", "json_schema": {"name": "x", "schema": huge}})
+    assert too_big["param"] == "response_format.json_schema.schema" and "bytes" in too_big["message"]
+    assert "name" in str(asked({"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}))
+
+
+def test_vllms_guided_choice_regex_and_json_hold_on_both_routes(srv):
+    """vLLM's ``guided_choice``, ``guided_regex`` and ``guided_json`` (sent as ``extra_body``) on chat
+    and legacy completions: the text is one of the choices, matches the expression whole, or follows
+    the schema; two at once, or one with ``response_format``, is a 400 naming the field."""
+    labels = ["positive", "negative", "mixed feelings"]
+    for prompt in ("I love this phone, it is great.", "Terrible. It broke on day one."):
+        said = srv.client.completions.create(
+            model=BASE,
+            prompt=f"Review: {prompt}\nSentiment:",
+            max_tokens=8,
+            temperature=0,
+            extra_body={"guided_choice": labels},
+        )
+        assert said.choices[0].text in labels and said.choices[0].finish_reason == "stop", said
+    phone = srv.client.chat.completions.create(
+        model=BASE,
+        messages=[{"role": "user", "content": "Make up a phone number."}],
+        max_tokens=12,
+        temperature=1.0,
+        seed=3,
+        n=2,
+        extra_body={"guided_regex": r"\d{3}-\d{4}"},
+    )
+    assert all(re.fullmatch(r"\d{3}-\d{4}", c.message.content) for c in phone.choices), phone
+    cut = srv.client.chat.completions.create(
+        model=BASE,
+        messages=[{"role": "user", "content": "Two words."}],
+        max_tokens=40,
+        temperature=0,
+        extra_body={"guided_json": SCHEMAS[2]},
+    )
+    jsonschema.validate(json.loads(cut.choices[0].message.content), SCHEMAS[2])
+
+    def refused(**extra) -> dict:
+        with pytest.raises(openai.BadRequestError) as error:
+            srv.client.chat.completions.create(
+                model=BASE, messages=[{"role": "user", "content": "json"}], max_tokens=4, **extra
+            )
+        return error.value.body
+
+    assert refused(extra_body={"guided_regex": "(open"})["param"] == "guided_regex"
+    both = refused(extra_body={"guided_regex": "a", "guided_choice": ["b"]})
+    assert both["param"] == "guided_choice", both
+    mixed = refused(response_format={"type": "json_object"}, extra_body={"guided_choice": ["b"]})
+    assert mixed["param"] == "guided_choice", mixed

@@ -1,0 +1,182 @@
+"""The request bodies of the OpenAI-compatible routes, and what a chat request asks the decoder for:
+text, JSON mode, a JSON Schema (``response_format`` or vLLM's ``guided_*``), or calls of its tools."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aimass.serve import openai_tools
+from aimass.serve.openai_errors import bad_param
+
+MAX_TOKENS_CAP = 2048
+DEFAULT_MAX_TOKENS = 128
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class JsonSchema(BaseModel):
+    """OpenAI's ``response_format.json_schema``: a named JSON Schema the answer must follow."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JsonSchema | None = None
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=8)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    # vLLM's guided decoding (``extra_body`` in the openai client); one at a time
+    guided_json: dict[str, Any] | None = None
+    guided_regex: str | None = Field(None, max_length=65536)
+    guided_choice: list[str] | None = Field(None, min_length=1, max_length=256)
+
+    def guided(self) -> tuple[str, Any] | None:
+        """The one ``guided_*`` constraint asked for, as (kind, value), or None."""
+        asked = [
+            (k, v)
+            for k, v in (
+                ("json", self.guided_json),
+                ("regex", self.guided_regex),
+                ("choice", self.guided_choice),
+            )
+            if v is not None
+        ]
+        if len(asked) > 1:
+            raise bad_param(
+                f"guided_{asked[1][0]}", "Send one of guided_json, guided_regex and guided_choice."
+            )
+        return asked[0] if asked else None
+
+    def stops(self) -> tuple[str, ...]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > 4:
+            raise bad_param("stop", f"Send at most 4 stop sequences; got {len(stops)}.")
+        return tuple(s for s in stops if s)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = Field(None, max_length=64)  # an assistant's earlier calls
+    tool_call_id: str | None = None
+
+    def turn(self) -> dict:
+        """The message as the chat template takes it (:mod:`aimass.serve.openai_tools` for calls)."""
+        text = self.text()
+        if self.role == "tool":
+            return {"role": "user", "content": openai_tools.response_text(text)}
+        if self.tool_calls:
+            text = "\n".join(filter(None, [text, openai_tools.call_text(self.tool_calls)]))
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text":
+                raise bad_param(
+                    "messages", f"Only text content parts are supported; got {part.get('type')!r}."
+                )
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+
+
+class ChatRequest(_Common):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[openai_tools.Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+    def logprob_count(self) -> int | None:
+        """None (no logprobs) or how many alternatives each token lists."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise bad_param("top_logprobs", "top_logprobs needs logprobs: true; send both.")
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str]
+    echo: bool = False
+    suffix: str | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
+
+
+def output_of(req: ChatRequest, messages: list[dict]) -> tuple[str, Any] | None:
+    """What ``response_format`` (or a ``guided_*`` field) asks for: None (text), ``("json_object",
+    None)``, ``("json", schema)``, ``("regex", pattern)`` or ``("choice", options)``. As OpenAI, JSON
+    mode needs the word JSON (any case) in the messages, so that the model is told and does not fill
+    its tokens with spaces; a schema needs ``json_schema`` with its ``name``."""
+    fmt, guided = req.response_format, req.guided()
+    if fmt is None or fmt.type == "text":
+        return guided
+    if guided is not None:
+        raise bad_param(f"guided_{guided[0]}", "Send response_format or a guided_* field, not both.")
+    if fmt.type == "json_schema":
+        if fmt.json_schema is None:
+            raise bad_param(
+                "response_format.json_schema",
+                "response_format of type 'json_schema' needs 'json_schema': {'name': ..., 'schema': {...}}.",
+            )
+        return "json", fmt.json_schema.schema_
+    if not any("json" in m["content"].lower() for m in messages):
+        raise bad_param(
+            "messages",
+            "'messages' must contain the word 'json' in some form to use 'response_format' of type "
+            "'json_object'.",
+        )
+    return "json_object", None
+
+
+def tools_of(req: ChatRequest) -> list | None:
+    """The tools the model may call (None: none, or ``tool_choice: "none"``); 400 for a
+    ``tool_choice`` without tools, or tools with ``response_format`` or a ``guided_*`` field."""
+    if not req.tools:
+        if req.tool_choice not in (None, "none"):
+            raise bad_param("tool_choice", "tool_choice needs tools: send the functions in 'tools'.")
+        return None
+    if req.tool_choice == "none":
+        return None
+    if (req.response_format and req.response_format.type != "text") or req.guided():
+        raise bad_param("tools", "Send tools or response_format (or a guided_* field), not both.")
+    return req.tools
+
+
+def unsupported(req) -> None:
+    if isinstance(req, CompletionRequest) and (req.echo or req.suffix):
+        raise bad_param(
+            "echo" if req.echo else "suffix", "echo and suffix are not supported.", "unsupported_parameter"
+        )

@@ -1,0 +1,144 @@
+"""Tool calling on chat completions: OpenAI's ``tools``, ``tool_choice`` and ``tool_calls``, in the
+format Hermes and Qwen models use (what vLLM's ``hermes`` parser reads).
+
+- The tools are written into the system message as ``<tools>`` JSON; the model is asked to answer a
+  call as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. Earlier calls (an assistant
+  message's ``tool_calls``) are written back the same way, and a ``tool`` message's result as
+  ``<tool_response>`` in a user turn, so a conversation round-trips.
+- ``tool_choice: "auto"`` (the default with tools): the model decides; each ``<tool_call>`` block of
+  its answer that holds a JSON call of a known tool becomes a ``tool_calls`` entry (``finish_reason``
+  ``tool_calls``), and the text before the first one stays the ``content``.
+- ``"required"`` or ``{"type": "function", "function": {"name": ...}}``: decoding is constrained
+  (:mod:`aimass.llm.structured`) to one call, of any tool or of the named one, whose ``arguments``
+  follow the tool's ``parameters`` schema. ``"none"``: the tools are not shown; a plain answer.
+
+>>> said = 'Let me look.<tool_call>{"name": "weather", "arguments": {"city": "Paris"}}</tool_call>'
+>>> calls = parse_calls(said, {"weather"})
+>>> calls[0], [c["function"] for c in calls[1]]
+('Let me look.', [{'name': 'weather', 'arguments': '{"city": "Paris"}'}])
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aimass.serve.openai_errors import bad_param
+
+CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+INSTRUCTIONS = """# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{tools}
+</tools>
+
+For each function call, return a json object with function name and arguments within \
+<tool_call></tool_call> XML tags:
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>"""
+
+
+class Function(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = Field(None, max_length=4096)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    type: Literal["function"] = "function"
+    function: Function
+
+
+def render(messages: list[dict], tools: list[Tool]) -> list[dict]:
+    """The messages with the tools described in the system message (a new one first if none)."""
+    listed = "\n".join(json.dumps(t.model_dump(exclude_none=True), ensure_ascii=False) for t in tools)
+    text = INSTRUCTIONS.format(tools=listed)
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{text}"}, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
+
+
+def call_text(calls: list[dict]) -> str:
+    """An assistant message's earlier ``tool_calls``, written as the model writes them."""
+    blocks = []
+    for call in calls:
+        function = call.get("function") or {}
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except (ValueError, TypeError):
+            arguments = function.get("arguments")
+        body = json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False)
+        blocks.append(f"<tool_call>\n{body}\n</tool_call>")
+    return "\n".join(blocks)
+
+
+def response_text(content: str) -> str:
+    """A ``tool`` message's result, as the user turn that hands it back."""
+    return f"<tool_response>\n{content}\n</tool_response>"
+
+
+def forced(tools: list[Tool], choice) -> dict | None:
+    """The JSON Schema of the one call ``tool_choice`` forces (None: the model decides, or none)."""
+    if choice in (None, "auto", "none"):
+        return None
+    if choice == "required":
+        chosen = tools
+    else:
+        name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+        chosen = [t for t in tools if t.function.name == name]
+        if not chosen:
+            raise bad_param(
+                "tool_choice",
+                f"tool_choice names {name!r}, which is not in tools ({[t.function.name for t in tools]}).",
+            )
+    options = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": t.function.name}, "arguments": t.function.parameters},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for t in chosen
+    ]
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def parse_calls(text: str, names: set[str]) -> tuple[str | None, list[dict]]:
+    """(content, tool_calls) of an answer: each ``<tool_call>`` block (or a whole answer that is
+    one JSON call) naming a known tool becomes a call; the text before the first stays content."""
+    found = list(CALL.finditer(text))
+    bodies = [m.group(1) for m in found] or [text.strip()]
+    calls = []
+    for body in bodies:
+        try:
+            call = json.loads(body)
+        except ValueError:
+            continue
+        if (
+            isinstance(call, dict)
+            and call.get("name") in names
+            and isinstance(call.get("arguments", {}), dict)
+        ):
+            arguments = json.dumps(call.get("arguments", {}), ensure_ascii=False)
+            calls.append(
+                {
+                    "id": "call_" + uuid.uuid4().hex[:24],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": arguments},
+                }
+            )
+    if not calls:
+        return text, []
+    before = text[: found[0].start()].strip() if found else ""
+    return before or None, calls
