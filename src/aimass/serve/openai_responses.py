@@ -241,53 +241,27 @@ class _Events:
         if self.text is None:
             self.text = _text_item("", "in_progress")
             self.items.append(self.text)
-            at = len(self.items) - 1
-            out.append(
-                self.event("response.output_item.added", output_index=at, item={**self.text, "content": []})
-            )
+            item = {**self.text, "content": []}
+            out.append(self.event("response.output_item.added", output_index=len(self.items) - 1, item=item))
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            out.append(
-                self.event(
-                    "response.content_part.added",
-                    item_id=self.text["id"],
-                    output_index=at,
-                    content_index=0,
-                    part=part,
-                )
-            )
+            out.append(self._on_text("response.content_part.added", part=part))
         self.text["content"][0]["text"] += text
+        return [*out, self._on_text("response.output_text.delta", delta=text, logprobs=[])]
+
+    def _on_text(self, kind: str, **fields) -> str:
+        """An event about the one text part of the message item."""
         at = self.items.index(self.text)
-        out.append(
-            self.event(
-                "response.output_text.delta",
-                item_id=self.text["id"],
-                output_index=at,
-                content_index=0,
-                delta=text,
-                logprobs=[],
-            )
-        )
-        return out
+        return self.event(kind, item_id=self.text["id"], output_index=at, content_index=0, **fields)
 
     def _close_text(self) -> list[str]:
         if self.text is None or self.text["status"] != "in_progress":
             return []
         self.text["status"] = "completed" if self.reason != "length" else "incomplete"
-        at, part = self.items.index(self.text), self.text["content"][0]
-        ident = self.text["id"]
+        part = self.text["content"][0]
         return [
-            self.event(
-                "response.output_text.done",
-                item_id=ident,
-                output_index=at,
-                content_index=0,
-                text=part["text"],
-                logprobs=[],
-            ),
-            self.event(
-                "response.content_part.done", item_id=ident, output_index=at, content_index=0, part=part
-            ),
-            self.event("response.output_item.done", output_index=at, item=self.text),
+            self._on_text("response.output_text.done", text=part["text"], logprobs=[]),
+            self._on_text("response.content_part.done", part=part),
+            self.event("response.output_item.done", output_index=self.items.index(self.text), item=self.text),
         ]
 
     def _call(self, call: dict) -> list[str]:
