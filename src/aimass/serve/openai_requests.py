@@ -76,12 +76,27 @@ class _Common(BaseModel):
         return tuple(s for s in stops if s)
 
 
+class CallFunction(BaseModel):
+    name: str = Field(max_length=64)
+    arguments: str = Field("{}", max_length=65536)
+
+
+class ToolCall(BaseModel):
+    """An assistant message's earlier call, as the answer gave it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = Field(None, max_length=128)
+    type: Literal["function"] = "function"
+    function: CallFunction
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
-    tool_calls: list[dict[str, Any]] | None = Field(None, max_length=64)  # an assistant's earlier calls
+    tool_calls: list[ToolCall] | None = Field(None, max_length=64)  # an assistant's earlier calls
     tool_call_id: str | None = None
 
     def turn(self) -> dict:
@@ -90,7 +105,8 @@ class Message(BaseModel):
         if self.role == "tool":
             return {"role": "user", "content": openai_tools.response_text(text)}
         if self.tool_calls:
-            text = "\n".join(filter(None, [text, openai_tools.call_text(self.tool_calls)]))
+            calls = [c.model_dump() for c in self.tool_calls]
+            text = "\n".join(filter(None, [text, openai_tools.call_text(calls)]))
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
     def text(self) -> str:

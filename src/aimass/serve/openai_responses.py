@@ -27,6 +27,22 @@ from aimass.serve.openai_errors import bad_param, parse_body
 from aimass.serve.openai_requests import MAX_TOKENS_CAP
 
 
+class Format(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class TextConfig(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    format: Format | None = None
+
+
 class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -38,7 +54,7 @@ class ResponsesRequest(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     tools: list[dict[str, Any]] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
-    text: dict[str, Any] | None = None
+    text: TextConfig | None = None
     stream: bool = False
     previous_response_id: str | None = None
     parallel_tool_calls: bool | None = None
@@ -72,8 +88,8 @@ def chat_body(req: ResponsesRequest) -> dict:
         body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice.get("name")}}
     elif req.tool_choice:
         body["tool_choice"] = req.tool_choice
-    if fmt := (req.text or {}).get("format"):
-        body["response_format"] = _format(fmt)
+    if req.text and req.text.format:
+        body["response_format"] = _format(req.text.format)
     return body
 
 
@@ -97,10 +113,9 @@ def _message(item: dict, i: int) -> dict:
     if isinstance(content, list):
         texts = []
         for part in content:
-            if part.get("type") not in ("input_text", "output_text", "text"):
-                raise bad_param(
-                    f"input[{i}].content", f"Only text parts are supported; got {part.get('type')!r}."
-                )
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if kind not in ("input_text", "output_text", "text"):
+                raise bad_param(f"input[{i}].content", f"Only text parts are supported; got {kind!r}.")
             texts.append(str(part.get("text", "")))
         content = "".join(texts)
     return {"role": item["role"], "content": content}
@@ -117,11 +132,11 @@ def _tool(tool: dict, i: int) -> dict:
     return {"type": "function", "function": {k: tool[k] for k in keep if tool.get(k) is not None}}
 
 
-def _format(fmt: dict) -> dict:
-    if fmt.get("type") != "json_schema":
-        return {"type": fmt.get("type", "text")}
-    keep = ("name", "schema", "strict", "description")
-    return {"type": "json_schema", "json_schema": {k: fmt[k] for k in keep if k in fmt}}
+def _format(fmt: Format) -> dict:
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    schema = fmt.model_dump(by_alias=True, exclude={"type"}, exclude_none=True)
+    return {"type": "json_schema", "json_schema": schema}
 
 
 # ------------------------------------------------------------------ answers
@@ -177,7 +192,9 @@ def _shell(req: ResponsesRequest, ident: str, created: int, model: str, items: l
         "tools": req.tools or [],
         "tool_choice": req.tool_choice or "auto",
         "parallel_tool_calls": True,
-        "text": req.text or {"format": {"type": "text"}},
+        "text": req.text.model_dump(by_alias=True, exclude_none=True)
+        if req.text
+        else {"format": {"type": "text"}},
         "store": False,
         "previous_response_id": None,
         "error": None,

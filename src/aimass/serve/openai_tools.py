@@ -95,7 +95,8 @@ def forced(tools: list[Tool], choice) -> dict | None:
     if choice == "required":
         chosen = tools
     else:
-        name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+        function = choice.get("function") if isinstance(choice, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
         chosen = [t for t in tools if t.function.name == name]
         if not chosen:
             raise bad_param(

@@ -7,6 +7,7 @@ import json
 from types import SimpleNamespace
 from typing import Literal
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -232,3 +233,38 @@ def test_the_responses_api_answers_parses_calls_tools_and_streams(srv):
     with pytest.raises(openai.BadRequestError) as stored:
         srv.client.responses.create(model=BASE, input="hi", previous_response_id="resp_123")
     assert stored.value.body["param"] == "previous_response_id"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("chat/completions", {"messages": [{"role": "assistant", "tool_calls": [{"function": "x"}]}]}),
+        (
+            "chat/completions",
+            {"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {}}]}]},
+        ),
+        ("chat/completions", {"messages": [{"role": "tool", "content": [1, 2]}]}),
+        ("chat/completions", {"messages": ASK, "tools": [{"type": "function", "function": {"name": "a b"}}]}),
+        ("chat/completions", {"messages": ASK, "tools": [WEATHER], "tool_choice": {"function": "x"}}),
+        ("chat/completions", {"messages": ASK, "tools": [WEATHER], "tool_choice": "sometimes"}),
+        ("responses", {"input": [{"type": "message", "role": "user", "content": [1, 2]}]}),
+        ("responses", {"input": [{"type": "message", "role": "user", "content": [{"type": "input_image"}]}]}),
+        ("responses", {"input": [{"type": "message", "role": "robot", "content": "hi"}]}),
+        ("responses", {"input": "hi", "text": {"format": "json"}}),
+        ("responses", {"input": "hi", "text": {"format": {"type": "json_schema"}}}),
+        ("responses", {"input": [{"type": "function_call", "name": 5, "call_id": "c"}]}),
+        ("responses", {"input": ["hi"]}),
+        ("responses", {"input": "hi", "tools": [{"type": "web_search"}]}),
+        ("responses", {"input": []}),
+    ],
+)
+def test_malformed_tool_and_responses_bodies_are_400s(srv, path, body):
+    """What a client can get wrong in the new fields is a 400 in OpenAI's error shape, never a 500."""
+    answer = httpx.post(
+        f"{srv.client.base_url}{path}",
+        json={"model": BASE, "max_tokens": 4, **body},
+        headers={"Authorization": f"Bearer {srv.client.api_key}"},
+        timeout=60,
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["type"] == "invalid_request_error", answer.text
