@@ -456,7 +456,10 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
     stop = threading.Event()
 
     def on_delta(index: int, text: str, reason: str | None, entries) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, ("delta", index, text, reason, entries))
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, ("delta", index, text, reason, entries))
+        except RuntimeError:  # the loop is closed (a shutdown past its grace): stop decoding
+            stop.set()
 
     def run():
         began = time.perf_counter()

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import httpx
+import jsonschema
 import openai
 import pytest
 from playwright import sync_api
@@ -420,6 +421,14 @@ def test_the_playground_streams_what_the_chat_route_answers(srv):
     assert text == plain.choices[0].message.content and chunks[-1]["usage"]["completion_tokens"] <= 6
 
 
+CITY = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 20}, "sunny": {"type": "boolean"}},
+    "required": ["city", "sunny"],
+    "additionalProperties": False,
+}
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium: apt-get install -y chromium")
 def test_the_playground_in_a_browser_streams_and_shows_the_request(srv, tmp_path):
     with sync_api.sync_playwright() as p:
@@ -439,7 +448,20 @@ def test_the_playground_in_a_browser_streams_and_shows_the_request(srv, tmp_path
         curl, code = page.text_content("#curl"), page.text_content("#python")
         assert "tokens/s" in page.text_content("#status")
         check(page, tmp_path, "playground")
+        page.get_by_role("button", name="Clear the chat").click()
+        page.get_by_label("JSON Schema of the answer (optional)").fill("{not json")
+        page.get_by_label("Your message").fill("Describe Paris.")
+        page.get_by_role("button", name="Send").click()
+        assert "not JSON" in page.text_content("#status") and page.locator(".message").count() == 0
+        page.get_by_label("JSON Schema of the answer (optional)").fill(json.dumps(CITY))
+        page.get_by_label("Max tokens").fill("40")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector("#status[data-done=true]")
+        structured = page.locator(".message.assistant p").text_content()
+        shaped = page.text_content("#python")
         browser.close()
+    jsonschema.validate(json.loads(structured), CITY)
+    assert "response_format={" in shaped and '"additionalProperties": False' in shaped, shaped
     plain = srv.client.chat.completions.create(
         model=srv.model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=6, temperature=0
     )

@@ -21,16 +21,36 @@
       if (value !== null) body[name] = value;
     }
     if (form.stop.value) body.stop = [form.stop.value];
+    const schema = form.schema.value.trim();
+    if (schema) {
+      let parsed;
+      try {
+        parsed = JSON.parse(schema);
+      } catch (error) {
+        throw new Error(`The JSON Schema is not JSON: ${error.message}`);
+      }
+      body.response_format = { type: "json_schema", json_schema: { name: "answer", schema: parsed, strict: true } };
+    }
     body.stream = true;
     body.stream_options = { include_usage: true };
     return body;
   }
 
+  function literal(value) {  // a JSON value written as Python (True, False, None)
+    if (value === null) return "None";
+    if (value === true || value === false) return value ? "True" : "False";
+    if (Array.isArray(value)) return `[${value.map(literal).join(", ")}]`;
+    if (typeof value === "object") {
+      return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${literal(v)}`).join(", ")}}`;
+    }
+    return JSON.stringify(value);
+  }
+
   function python(body) {
     const args = [`    model=${JSON.stringify(body.model)},`,
       `    messages=${JSON.stringify(body.messages, null, 4).replace(/\n/g, "\n    ")},`];
-    for (const name of ["temperature", "top_p", "max_tokens", "seed", "stop"]) {
-      if (body[name] !== undefined) args.push(`    ${name}=${JSON.stringify(body[name])},`);
+    for (const name of ["temperature", "top_p", "max_tokens", "seed", "stop", "response_format"]) {
+      if (body[name] !== undefined) args.push(`    ${name}=${literal(body[name])},`);
     }
     args.push("    stream=True,", '    stream_options={"include_usage": True},');
     return ["import os", "from openai import OpenAI", "",
@@ -70,11 +90,18 @@
     event.preventDefault();
     const text = form.message.value.trim();
     if (!text) return;
-    const body = request(text);
+    let body;
+    try {
+      body = request(text);
+    } catch (error) {
+      status.textContent = error.message;
+      return;
+    }
     snippets(body);
     bubble("user", text);
     const said = bubble("assistant", "");
     form.send.disabled = true;
+    delete status.dataset.done;
     status.textContent = "Generating…";
     const began = performance.now();
     let answer = "", usage = null;
@@ -129,13 +156,24 @@
   }
 
   form.addEventListener("submit", send);
-  form.addEventListener("input", (event) => { if (event.target !== form.message) snippets(request()); });
-  form.addEventListener("change", () => snippets(request()));
+  function refresh() {
+    try {
+      snippets(request());
+      if (status.dataset.invalid) status.textContent = "";
+      delete status.dataset.invalid;
+    } catch (error) {
+      status.textContent = error.message;  // a JSON Schema still being typed
+      status.dataset.invalid = "true";
+    }
+  }
+
+  form.addEventListener("input", (event) => { if (event.target !== form.message) refresh(); });
+  form.addEventListener("change", refresh);
   document.getElementById("clear").addEventListener("click", () => {
     history.length = 0;
     chat.replaceChildren();
     status.textContent = "";
-    snippets(request());
+    refresh();
   });
-  snippets(request());
+  refresh();
 })();
