@@ -230,6 +230,15 @@ def test_the_responses_api_answers_parses_calls_tools_and_streams(srv):
     same = srv.client.responses.create(model=BASE, input="Name a fruit.", max_output_tokens=10, temperature=0)
     assert final.output_text == same.output_text  # greedy: the stream and the plain answer agree
 
+    with srv.client.responses.stream(
+        model=BASE, input=ASK, tools=[tool], tool_choice="required", max_output_tokens=40, temperature=0
+    ) as stream:
+        kinds = [event.type for event in stream]
+        streamed = stream.get_final_response()
+    assert "response.function_call_arguments.done" in kinds, kinds
+    [streamed_call] = [item for item in streamed.output if item.type == "function_call"]
+    assert (streamed_call.name, streamed_call.arguments) == (call.name, call.arguments)  # greedy: the same
+
     with pytest.raises(openai.BadRequestError) as stored:
         srv.client.responses.create(model=BASE, input="hi", previous_response_id="resp_123")
     assert stored.value.body["param"] == "previous_response_id"
