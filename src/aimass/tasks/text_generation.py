@@ -268,9 +268,14 @@ class TextGenerator(Estimator):
         raw: bool = False,
         on_delta=None,
         cancelled=None,
+        schema: dict | None = None,
+        regex: str | None = None,
+        choices: list[str] | None = None,
     ) -> decode.Generation:
         """Generate for one prompt (a user message, or a list of chat messages; ``raw``: plain text,
-        no chat template). ``base=True`` answers with the base model, the adapter off."""
+        no chat template). ``base=True`` answers with the base model, the adapter off. At most one
+        of ``schema`` (a JSON Schema the answer follows), ``regex`` (a pattern it matches whole) and
+        ``choices`` (strings it is one of) constrains the answer (:mod:`aimass.llm.structured`)."""
         self.check_fitted()
         tokenizer = self.base_.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else self._prompt_ids(prompt)
@@ -282,10 +287,27 @@ class TextGenerator(Estimator):
             seed=seed,
             stop=stops,
             n=n,
+            constraint=self._constraint(schema, regex, choices),
         )
         decode.set_threads(self.threads if isinstance(self.threads, int) else None)
         with self.base_.using(None if base else self.adapter_) as model:
             return decode.generate(model, tokenizer, ids, params, on_delta=on_delta, cancelled=cancelled)
+
+    def _constraint(self, schema: dict | None, regex: str | None, choices: list[str] | None):
+        asked = [
+            (build, value)
+            for build, value in (("json_schema", schema), ("regex", regex), ("choice", choices))
+            if value is not None
+        ]
+        if not asked:
+            return None
+        if len(asked) > 1:
+            raise ConfigError("Give one of schema, regex and choices.", hint="They are alternatives.")
+        from aimass.llm import structured  # llguidance: the llm extra
+
+        tokenizer = self.base_.tokenizer
+        build, value = asked[0]
+        return getattr(structured, build)(tokenizer, decode.eos_ids(self.base_.model, tokenizer), value)
 
     def predict(self, inputs, *, base: bool = False) -> list[str]:
         """The greedy answer to each prompt (a string or a list of chat messages)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,30 @@ def test_loaded_adapter_answers_like_the_trained_model(headlines_model):
     b = again.generate(prompt, temperature=0.9, seed=7, max_tokens=8)
     assert a.choices[0].token_ids == b.choices[0].token_ids
     assert a.completion_tokens == 8 or a.choices[0].finish_reason == "stop"
+
+
+def test_the_python_api_constrains_an_answer_to_a_schema_a_pattern_or_choices(headlines_model):
+    """``generate(schema=...)``, ``regex=`` and ``choices=``: what the OpenAI routes offer, one layer down."""
+    model = aimass.load(headlines_model["model"])
+    schema = {
+        "type": "object",
+        "properties": {"topic": {"enum": ["business", "sport", "tech"]}, "words": {"type": "integer"}},
+        "required": ["topic", "words"],
+        "additionalProperties": False,
+    }
+    prompt = headline_pairs(1, skip=101)[0][0]
+    shaped = model.generate(prompt, schema=schema, max_tokens=30)
+    answer = json.loads(shaped.choices[0].text)
+    assert answer["topic"] in ("business", "sport", "tech") and isinstance(answer["words"], int), answer
+    assert re.fullmatch(
+        r"[A-Z][a-z]+ \d{4}", model.generate(prompt, regex=r"[A-Z][a-z]+ \d{4}").choices[0].text
+    )
+    assert model.generate(prompt, choices=["yes", "no"], temperature=1.0, seed=3).choices[0].text in (
+        "yes",
+        "no",
+    )
+    with pytest.raises(ConfigError, match="one of"):
+        model.generate(prompt, regex="a", choices=["a"])
 
 
 class Killed(Exception):
