@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -357,13 +358,21 @@ def evaluate(
     data: Annotated[str | None, typer.Option(help="Dataset id/name or a CSV/TSV/JSONL file.")] = None,
     as_json: JsonFlag = False,
 ):
-    """Accuracy, macro-F1, per-class scores, confusion matrix and top losses."""
+    """Accuracy, macro-F1, per-class scores, confusion matrix and top losses (a language model:
+    loss, perplexity, ROUGE-L against its base)."""
     from aimass import api
 
     emit(api.evaluate(model, data), as_json, _show_report)
 
 
 def _show_report(report: dict) -> None:
+    if "accuracy" not in report:  # a language model's: loss, perplexity, ROUGE-L, base vs fine-tuned
+        keys = ["n", "loss", "perplexity", "rouge_l", "rouge_l_base", "exact_match", "seconds"]
+        out.print(_table([{k: report.get(k) for k in keys}], keys))
+        side = report.get("side_by_side") or []
+        if side:
+            out.print(_table(side[:5], ["prompt", "reference", "base", "fine_tuned"], title="Side by side"))
+        return
     out.print(f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   n={report['n']}")
     rows = [{"class": c, **v} for c, v in report["per_class"].items()]
     out.print(_table(rows, ["class", "precision", "recall", "f1", "support"]))
@@ -386,28 +395,60 @@ def predict(
     model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
     inputs: Annotated[list[str], typer.Argument(help="Texts or document files (image models: image files).")],
     as_json: JsonFlag = False,
+    schema: Annotated[
+        Path | None, typer.Option(help="Language models: a JSON Schema file the answer follows.")
+    ] = None,
+    regex: Annotated[str | None, typer.Option(help="Language models: a pattern the answer matches.")] = None,
+    choice: Annotated[
+        list[str] | None, typer.Option(help="Language models: an allowed answer (repeat the option).")
+    ] = None,
 ):
-    """Predict labels (with probabilities) for the given inputs."""
+    """Predict labels (with probabilities), or a language model's answers, for the given inputs."""
     from aimass import api
+    from aimass.errors import ConfigError
     from aimass.tasks import get_task
 
     estimator = api.load(model)
-    spec = get_task(estimator.task)
-    handler = spec.handler(model=estimator)
-    body = handler.encode_response(handler.predict(spec.cli_inputs(inputs)))
-    emit(
-        body,
-        as_json,
-        lambda b: out.print(
-            _table(
-                [
-                    {"input": i[:60], "label": p["label"], "score": max(p["scores"].values())}
-                    for i, p in zip(inputs, b["predictions"])
-                ],
-                ["input", "label", "score"],
+    constrained = {
+        "schema": _schema_file(schema) if schema else None,
+        "regex": regex,
+        "choices": choice or None,
+    }
+    if any(v is not None for v in constrained.values()):
+        if not hasattr(estimator, "generate"):
+            raise ConfigError(
+                "--schema, --regex and --choice apply to language models.",
+                hint=f"{model} is a {estimator.task} model.",
             )
-        ),
-    )
+        body = {
+            "predictions": [{"text": estimator.generate(i, **constrained).choices[0].text} for i in inputs]
+        }
+    else:
+        spec = get_task(estimator.task)
+        handler = spec.handler(model=estimator)
+        body = handler.encode_response(handler.predict(spec.cli_inputs(inputs)))
+    emit(body, as_json, lambda b: out.print(_prediction_table(inputs, b["predictions"])))
+
+
+def _schema_file(path: Path) -> dict:
+    from aimass.errors import ConfigError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read the JSON Schema in {path}: {exc}", where=str(path)) from None
+
+
+def _prediction_table(inputs: list[str], predictions: list[dict]):
+    if predictions and "label" not in predictions[0]:  # a language model's answers
+        return _table(
+            [{"input": i[:60], "answer": p["text"]} for i, p in zip(inputs, predictions)], ["input", "answer"]
+        )
+    rows = [
+        {"input": i[:60], "label": p["label"], "score": max(p["scores"].values())}
+        for i, p in zip(inputs, predictions)
+    ]
+    return _table(rows, ["input", "label", "score"])
 
 
 # ----------------------------------------------------------------- models
