@@ -407,7 +407,7 @@ def _check_supports(compressor: Compressor, spec) -> None:
     methods = [m for m in available_compressors() if get_compressor(m).supports(spec)]
     raise ConfigError(
         f"Method '{compressor.name}' does not support {spec.name} models (it supports {', '.join(tasks)}).",
-        hint=f"Use one of: {', '.join(methods)}.",
+        hint=spec.compress_instead or f"Use one of: {', '.join(methods)}.",
     )
 
 

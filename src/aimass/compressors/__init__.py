@@ -61,7 +61,7 @@ class Compressor:
     @classmethod
     def supports(cls, spec) -> bool:
         """Whether models of the task ``spec`` can be compressed with this method."""
-        return not cls.per_task or cls.name in spec.compression
+        return spec.compress_instead is None and (not cls.per_task or cls.name in spec.compression)
 
     def strategy(self, spec):
         """The task's function for this method: ``strategy(spec)(model, data, settings)``."""

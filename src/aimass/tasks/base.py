@@ -63,6 +63,8 @@ class Task:
         compression: method name -> ``"module:function"``: what a training compressor
             (``distill``, ``prune``) does to models of this task, ``function(model, data, settings)``
             -> a new fitted model. A method that needs a per-task strategy refuses tasks not named here.
+        compress_instead: set for a task ``aimass compress`` does not take at all: what to do instead
+            (the hint of its refusal).
         heavy_decode: decoding a request is real work (images): the server runs it off the event loop.
         max_body_bytes: the largest request body a model of this task accepts.
         max_upload_bytes: the largest multipart body (uploaded files); None: ``max_body_bytes``.
@@ -87,6 +89,7 @@ class Task:
     runtime: ClassVar[str | None] = None
     tuner: ClassVar[str | None] = None
     compression: ClassVar[dict[str, str]] = {}
+    compress_instead: ClassVar[str | None] = None
     heavy_decode: ClassVar[bool] = False
     max_body_bytes: ClassVar[int] = MAX_BODY_BYTES
     max_upload_bytes: ClassVar[int | None] = None

@@ -642,6 +642,10 @@ class TextGeneration(Task):
     response = GenerateResponse
     handler = Handler
     sample_request = {"inputs": ["Say hello in three words."]}
+    compress_instead = (
+        "A language model is quantised where it is served: aimass serve --llm-quant int8 (or int4), "
+        "and its version stays the LoRA adapter."
+    )
     fast_params = {
         "max_steps": 2,
         "batch_size": 2,

@@ -44,3 +44,10 @@ def test_evaluate_shows_a_language_models_report(headlines_model, headlines_json
     answer = CliRunner().invoke(app, ["evaluate", headlines_model["model"], "--data", str(headlines_jsonl)])
     assert answer.exit_code == 0, (answer.output, answer.exception)
     assert "perplexity" in answer.output and "rouge_l" in answer.output
+
+
+def test_compress_refuses_a_language_model_and_says_what_to_do_instead(headlines_model):
+    for method in ("int8-dynamic", "onnx", "distill"):
+        answer = CliRunner().invoke(app, ["compress", headlines_model["model"], "--method", method])
+        assert answer.exit_code == 2, (method, answer.output, answer.exception)
+        assert "does not support text-generation" in answer.output and "--llm-quant" in answer.output
