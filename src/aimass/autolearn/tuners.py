@@ -305,7 +305,7 @@ def get_tuner(task: str):
         planned = [t for t in available_tasks() if get_task(t).tuner]
         raise ConfigError(
             f"auto has no search plan for task '{task}'; available: {', '.join(planned)}",
-            hint="Train it with `aimass train --task ...` instead.",
+            hint=f"Train it with `aimass train --task {task} --data ...` instead.",
         )
     return tuner
 

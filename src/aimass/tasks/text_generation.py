@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
 from aimass.data import bbc_news_path, bbc_news_text
+from aimass.data.pairs_import import looks_like_pairs
 from aimass.errors import ConfigError, DataError, VersionError
 from aimass.estimator import Estimator, parse_config
 from aimass.llm import decode
@@ -642,6 +643,7 @@ class TextGeneration(Task):
     response = GenerateResponse
     handler = Handler
     sample_request = {"inputs": ["Say hello in three words."]}
+    sniff_order = 40  # before text classification: a chat JSONL or a source/target CSV is a table too
     compress_instead = (
         "A language model is quantised where it is served: aimass serve --llm-quant int8 (or int4), "
         "and its version stays the LoRA adapter."
@@ -653,6 +655,15 @@ class TextGeneration(Task):
         "max_new_tokens": 8,
         "eval_examples": 2,
     }
+
+    @classmethod
+    def sniff(cls, path: Path) -> str | None:
+        """Chat JSONL (``messages``), prompt/completion JSONL, or a source/target CSV/TSV."""
+        return (
+            "conversations (chat or prompt/completion JSONL, or source/target columns)"
+            if looks_like_pairs(path)
+            else None
+        )
 
     @staticmethod
     def sample_data(per_class: int = 2) -> tuple[list[str], list[str]]:
