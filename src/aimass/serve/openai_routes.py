@@ -124,9 +124,10 @@ class _Target:
             )
 
     def constraint(self, output: tuple[str, Any] | None, param: str = "response_format.json_schema.schema"):
-        """The decoding constraint asked for (:func:`_output`): None, any JSON object
-        (:mod:`aimass.llm.json_mode`), or a JSON Schema, a regular expression or a list of choices
-        (:mod:`aimass.llm.structured`; 400 naming what cannot be compiled, before any work)."""
+        """The decoding constraint asked for (:func:`~aimass.serve.openai_requests.output_of`): None,
+        any JSON object (:mod:`aimass.llm.json_mode`), or a JSON Schema, a regular expression or a
+        list of choices (:mod:`aimass.llm.structured`; 400 naming what cannot be compiled, before any
+        work)."""
         if output is None:
             return None
         kind, value = output
