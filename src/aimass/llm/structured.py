@@ -110,20 +110,20 @@ class SchemaConstraint:
     """One choice's matcher: which tokens may come next, and what was picked."""
 
     def __init__(self, matcher: llguidance.LLMatcher, vocab_size: int, ends: torch.Tensor):
-        self.matcher, self.vocab_size, self.ends = matcher, vocab_size, ends
+        self.matcher, self.vocab_size, self.ends = matcher, vocab_size, ends[ends < vocab_size]
         self.mask = llguidance.torch.allocate_token_bitmask(1, vocab_size)
 
     def allowed(self, left: int) -> torch.Tensor:
         """A boolean mask over the vocabulary (``left``, the tokens left, is not used: see the module)."""
         if self.matcher.is_stopped():  # complete (or, never expected, in error): only the end
             allowed = torch.zeros(self.vocab_size, dtype=torch.bool)
-            allowed[self.ends[self.ends < self.vocab_size]] = True
+            allowed[self.ends] = True
             return allowed
         llguidance.torch.fill_next_token_bitmask(self.matcher, self.mask, 0)
         bits = (self.mask[0, :, None] >> _BITS) & 1
         allowed = bits.flatten()[: self.vocab_size].bool()
-        if bool(allowed[self.ends[self.ends < self.vocab_size]].any()):  # any end means all of them
-            allowed[self.ends[self.ends < self.vocab_size]] = True
+        if bool(allowed[self.ends].any()):  # any end means all of them
+            allowed[self.ends] = True
         return allowed
 
     def advance(self, token: int) -> None:

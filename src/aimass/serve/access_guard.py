@@ -214,6 +214,21 @@ RULES: tuple[Rule, ...] = (
 )
 READ = {"model": "model:Read", "service": "service:Read", "job": "job:Read", "dataset": "dataset:Read"}
 BODY_KEY = "access_body"
+
+
+def twin_scope(method: str, path: str, client, scheme, request_id: str, body: dict | None = None) -> dict:
+    """The ASGI scope the route ``method path`` would have, as the rules read it: what the console
+    and a job's extra decisions (a push is an export) are decided as."""
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "client": client,
+        "scheme": scheme,
+        "state": {"request_id": request_id, BODY_KEY: body or {}},
+    }
+
+
 DATASET_ID = re.compile(r"[0-9a-f]{6,64}")
 SCOPE_HINT = (
     "`aimass keys create --scope manage` (or --scope jobs:code to run code: manage does not include it)"

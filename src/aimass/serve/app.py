@@ -27,7 +27,7 @@ import aimass
 from aimass.errors import AimassError, ConfigError
 from aimass.jobs.custom import upload_limit
 from aimass.serve import auth, console, metering
-from aimass.serve.access_guard import BODY_KEY, AccessGuard, adopt_service
+from aimass.serve.access_guard import AccessGuard, adopt_service, twin_scope
 from aimass.serve.access_routes import add_access_routes, stash_body
 from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import BatchSettings
@@ -167,14 +167,9 @@ def _twin(guard: Guard, request: Request, caller: Caller, method: str, path: str
     export). Without access policies the submit route's scope check is all there is."""
     if guard.policy is None:
         return
-    twin = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "client": request.scope.get("client"),
-        "scheme": request.scope.get("scheme"),
-        "state": {"request_id": request.scope.get("state", {}).get("request_id", ""), BODY_KEY: {}},
-    }
+    scope = request.scope
+    request_id = scope.get("state", {}).get("request_id", "")
+    twin = twin_scope(method, path, scope.get("client"), scope.get("scheme"), request_id)
     guard.policy.authorize(caller, twin, guard.policy.rule(twin))
 
 

@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from aimass.access import directory
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
-from aimass.serve.access_guard import BODY_KEY
+from aimass.serve.access_guard import twin_scope
 from aimass.serve.auth import Caller, Guard, require
 from aimass.serve.console.sessions import COOKIE, Session, Sessions
 
@@ -77,14 +77,7 @@ class Ctx:
 
     def scope(self, method: str, path: str, body: dict | None = None) -> dict:
         """The ASGI scope the REST twin ``method path`` would have, as the access guard reads it."""
-        return {
-            "type": "http",
-            "method": method,
-            "path": path,
-            "client": self.client,
-            "scheme": self.scheme,
-            "state": {"request_id": self.request_id, BODY_KEY: body or {}},
-        }
+        return twin_scope(method, path, self.client, self.scheme, self.request_id, body)
 
 
 def rest(template: str, *parts: str) -> str:
