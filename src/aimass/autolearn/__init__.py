@@ -112,7 +112,7 @@ def auto(
     state = _State(run_dir, resume)
     params = _search_or_resume(run, tuner, ds, state)
     record, report = _fit_and_register(run, tuner, ds, params, name, state)
-    compression = state.saved.get("compression") or _compress(run, record.ref)
+    compression = state.saved.get("compression") or _compress(run, record.ref, task)
     state.save(compression=compression)
     chosen = compression["child"] if compression["kept"] else record.ref
     served = _deploy(run, name, chosen, tuner, ds) if deploy else None

@@ -10,10 +10,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from aimass import paths
+from aimass.autolearn.generation import chat_curl, sample_chat
 from aimass.autolearn.run import _Run
 from aimass.errors import AimassError, Unavailable
 from aimass.store import registry
 from aimass.tasks import get_task
+
+# what a run's report shows of the test evaluation: a classifier's, then a language model's
+METRICS = ("accuracy", "macro_f1", "n", "loss", "perplexity", "rouge_l", "rouge_l_base", "exact_match")
 
 
 # ==================================================================== deploy
@@ -30,13 +34,12 @@ def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
                 client.call("POST", "/v1/services", json={"model": f"{name}@production"}, server=url)
             else:
                 started = _start_server(url)
-            answer = client.call("POST", f"/v1/models/{name}/predict", json=_sample(tuner, ds), server=url)
+            answer = _ask(client, url, name, tuner, ds)
         except AimassError as exc:  # the model is registered and promoted: report, do not lose the run
             run.choose("deployment", None, f"failed: {exc.message} ({exc.hint or 'see logs/server.log'})")
             return {**info, "server": url, "error": exc.to_dict()}
     run.choose("deployment", f"{url} ({info['alias']})", "production points at the served version")
-    label = answer["predictions"][0]["label"]
-    return {**info, "server": url, "started_pid": started, "prediction": label}
+    return {**info, "server": url, "started_pid": started, "prediction": answer}
 
 
 def _ready(url: str) -> bool:
@@ -77,12 +80,43 @@ def _start_server(url: str, wait_s: float = 180.0) -> int:
     raise Unavailable(f"The server did not become ready within {wait_s:.0f}s.", hint="See logs/server.log.")
 
 
+def _chats(tuner) -> bool:
+    """Whether the task's models are asked through the OpenAI chat route (language models)."""
+    return get_task(tuner.task).data_kind == "chat"
+
+
+def _ask(client, url: str, name: str, tuner, ds) -> str:
+    """The served model's answer to one real held-out input: its label, or a language model's reply
+    to a held-out conversation over the OpenAI chat route."""
+    if _chats(tuner):
+        body = sample_chat(ds, name, _answer_tokens(name))
+        return client.call("POST", "/v1/chat/completions", json=body, server=url)["choices"][0]["message"][
+            "content"
+        ]
+    answer = client.call("POST", f"/v1/models/{name}/predict", json=_sample(tuner, ds), server=url)
+    return answer["predictions"][0]["label"]
+
+
+def _answer_tokens(name: str) -> int:
+    """The ``max_new_tokens`` the version was planned with (what its evaluation generated)."""
+    record = registry.get_version(f"{name}@production")
+    return int(
+        json.loads((registry.open_folder(record) / "model.json").read_text())["params"]["max_new_tokens"]
+    )
+
+
 def _sample(tuner, ds) -> dict:
     """One real held-out input as a request body (as the task sends one: ``Task.request_item``)."""
     return {"inputs": [get_task(tuner.task).request_item(ds.inputs("test")[0])]}
 
 
+def _endpoint(url: str, name: str, tuner) -> str:
+    return f"{url}/v1/chat/completions" if _chats(tuner) else f"{url}/v1/models/{name}/predict"
+
+
 def _curl(url: str, name: str, tuner, ds) -> str:
+    if _chats(tuner):
+        return chat_curl(url, sample_chat(ds, name, 64))
     body = '{"inputs": [' + get_task(tuner.task).curl_item(ds.inputs("test")[0]) + "]}"
     return (
         f"curl -s {url}/v1/models/{name}/predict -H 'Content-Type: application/json' "
@@ -107,13 +141,13 @@ def _report(run: _Run, task, ds, record, report, compression, chosen, served, tu
         },
         "choices": run.choices,
         "search": run.search,
-        "metrics": {k: report[k] for k in ("accuracy", "macro_f1", "n") if k in report},
+        "metrics": {k: report[k] for k in METRICS if k in report},
         "portfolio": report.get("portfolio"),  # the candidates the final fit compared, and its choice
         "model": record.ref,
         "chosen": chosen,
         "compression": compression,
         "deployed": served,
-        "endpoint": f"{url}/v1/models/{record.name}/predict",
+        "endpoint": _endpoint(url, record.name, tuner),
         "curl": _curl(url, record.name, tuner, ds),
         "budget_s": run.total,
         "wall_s": round(run.elapsed(), 1),

@@ -65,11 +65,15 @@ def _train_final(run: _Run, tuner, ds, params: dict, state: _State):
         registry.finish_run(record.id, "failed", error=f"{type(exc).__name__}: {exc}"[-4000:])
         raise
     registry.finish_run(record.id, "succeeded", timings=model.timings_)
-    _note_final(run, model, final)
+    _note_final(run, tuner, model, final)
     return model, report, record.id
 
 
-def _note_final(run: _Run, model, final: dict) -> None:
+def _note_final(run: _Run, tuner, model, final: dict) -> None:
+    if not tuner.searches:
+        value, why = tuner.fit_note(model)
+        run.choose("final fit", {"time_budget_s": final["time_budget"], **value}, why)
+        return
     top = getattr(model, "stages_", {}).get("top", {})
     if top.get("skipped"):
         why = f"stage 2 skipped: {top['skipped']}"
@@ -98,9 +102,14 @@ def _register(run: _Run, model, report: dict, name: str, run_id: str):
         return workflow.register(model, name, report=report, run_id=run_id)
 
 
-def _compress(run: _Run, ref: str) -> dict:
-    """Try the ONNX int8 child; keep it only if it passes the accuracy gate."""
+def _compress(run: _Run, ref: str, task: str) -> dict:
+    """Try the ONNX int8 child; keep it only if it passes the accuracy gate. A task compressed
+    another way (``Task.compress_instead``: a language model is quantised where it is served) is
+    not tried, and the report says what to do instead."""
     info = {"method": METHOD, "max_drop": MAX_DROP, "kept": False, "child": None, "gate": None}
+    instead = get_task(task).compress_instead
+    if instead:
+        return {**info, "method": None, "reason": f"not tried: {instead}"}
     need = run.plan.compress_s
     if run.left() < need:
         return {

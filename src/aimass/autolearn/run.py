@@ -61,10 +61,10 @@ def check_budget(tuner, count: Count, seconds: float) -> None:
         return
     useful = tuner.useful_seconds(count)
     raise ConfigError(
-        f"A {_duration(seconds)} budget is too small for {count.items:,} {tuner.items}: embedding "
-        f"them with the frozen backbone, fitting a head and evaluating need about {_duration(need)}.",
+        f"A {_duration(seconds)} budget is too small for {count.items:,} {tuner.items}: "
+        f"{tuner.least_work} need about {_duration(need)}.",
         hint=f"Pass --time-budget {_budget_arg(need)} or more; about {_budget_arg(useful)} leaves time "
-        "to search hyper-parameters and fine-tune the top blocks.",
+        f"{tuner.more_time}.",
     )
 
 

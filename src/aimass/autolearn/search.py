@@ -23,7 +23,7 @@ def _search_or_resume(run: _Run, tuner, ds, state: _State) -> dict:
     backbone, why = tuner.describe_backbone(ds)
     run.choose("backbone", backbone, why)
     if "params" in state.saved:
-        run.plan = _reserve(run, tuner, ds)
+        run.plan = _reserve(run, tuner, ds) if tuner.searches else tuner.reserve(run, ds)
         run.search = state.saved["search"]
         run.choose("hyper-parameters", state.saved["params"], "resumed: the interrupted run's search result")
         return state.saved["params"]
@@ -31,7 +31,10 @@ def _search_or_resume(run: _Run, tuner, ds, state: _State) -> dict:
 
 
 def _search(run: _Run, tuner, ds) -> dict:
-    """Prepare, LR range test, Optuna trials; returns the final fit's parameters."""
+    """Prepare, LR range test, Optuna trials; returns the final fit's parameters. A task whose
+    tuner does not search sizes its run itself (``tuner.settle``)."""
+    if not tuner.searches:
+        return tuner.settle(run, ds)
     defaults = tuner.default_params()
     reason = tuner.searchable(ds)
     run.plan = _reserve(run, tuner, ds)

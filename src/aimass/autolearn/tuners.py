@@ -30,6 +30,7 @@ class Count:
     items: int
     mean_chars: float = 0.0
     backbone: str | None = None
+    tokens: float = 0.0  # per example, where the task counts tokens (text generation)
 
 
 # ==================================================================== tuners (one per task)
@@ -61,6 +62,9 @@ class TextTuner:
     """Text classification: MiniLM / e5 encoders, stage 2 on cached hidden states."""
 
     items = "texts"
+    searches = True  # stage 2 is searched (the generation tuner plans instead: ``settle``)
+    least_work = "embedding them with the frozen backbone, fitting a head and evaluating"
+    more_time = "to search hyper-parameters and fine-tune the top blocks"
     rate = 0.021  # s per 128-token text for MiniLM's frozen pass on 2 cores (BBC: 35.5 s / 1,701)
     max_epochs = 4  # TextClassifier's stage-2 cap for data that is not few-shot
     trial_epochs = 2
@@ -183,6 +187,9 @@ class ImageTuner:
     """Image classification: EfficientNet-Lite0, stage 2 on cached lower-stage outputs of views."""
 
     items = "images"
+    searches = True
+    least_work = TextTuner.least_work
+    more_time = TextTuner.more_time
     rate = 0.0045  # s per image: import + decode + the frozen pass at 128 px on 2 cores (Fashion-MNIST)
     max_epochs = 12  # ImageClassifier's stage-2 cap
     trial_epochs = 3

@@ -17,7 +17,10 @@ def attach(app: typer.Typer) -> None:
 @command
 def auto(
     path: Annotated[
-        str | None, typer.Argument(help="A CSV/TSV/JSONL table, a folder or archive of documents or images.")
+        str | None,
+        typer.Argument(
+            help="A CSV/TSV/JSONL table, a folder or archive of documents or images, or chat JSONL."
+        ),
     ] = None,
     data: Annotated[
         str | None, typer.Option(help="Instead of PATH: a stored dataset's id or name (nothing re-imported).")
@@ -32,7 +35,10 @@ def auto(
     seed: int = 0,
     as_json: JsonFlag = False,
 ):
-    """Detect the task, search hyper-parameters within the budget, train, evaluate, compress, register."""
+    """Detect the task, search hyper-parameters within the budget, train, evaluate, compress, register.
+
+    Conversations (chat or prompt/completion JSONL, source/target columns) fine-tune a language
+    model with LoRA, sized to the budget, and deploy behind the OpenAI-compatible chat route."""
     from aimass.autolearn import auto as run
 
     def tell(fraction: float, message: str) -> None:
@@ -52,18 +58,17 @@ def auto(
 
 
 def render(report: dict) -> None:
-    m = report["metrics"]
     out.print(
         f"[bold green]{report['model']}[/] ({report['task']}) in {report['wall_s']:.0f}s of a "
-        f"{report['budget_s']:.0f}s budget: test accuracy {m['accuracy']:.4f}, macro-F1 "
-        f"{m['macro_f1']:.4f} (n={m['n']})"
+        f"{report['budget_s']:.0f}s budget: {_metrics(report['metrics'])}"
     )
     d = report["dataset"]
     out.print(f"data: {d['name']} ({d['id']}), {d['rows']:,} rows, {d['rejects']:,} rejected")
     rows = [{**c, "value": _short(c["value"])} for c in report["choices"]]
     out.print(table(rows, ["what", "value", "why"], title="What auto chose and why"))
     out.print(_search_line(report["search"]))
-    out.print(f"compression ({report['compression']['method']}): {report['compression']['reason']}")
+    method = report["compression"]["method"]
+    out.print(f"compression{f' ({method})' if method else ''}: {report['compression']['reason']}")
     dep = report["deployed"]
     if dep and dep.get("error"):
         out.print(f"[red]not deployed[/]: {dep['error']['message']} (hint: {dep['error']['hint']})")
@@ -76,6 +81,17 @@ def render(report: dict) -> None:
     out.print(f"endpoint: {report['endpoint']}")
     out.print(f"try it:   {report['curl']}")
     out.print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items()))
+
+
+def _metrics(m: dict) -> str:
+    """The test metrics in a line: a classifier's accuracy and macro-F1, a language model's
+    perplexity and ROUGE-L (against its base model's)."""
+    if "accuracy" in m:
+        return f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={m['n']})"
+    return (
+        f"test perplexity {m['perplexity']:.2f}, ROUGE-L {m['rouge_l']:.4f} (base model "
+        f"{m['rouge_l_base']:.4f}) (n={m['n']})"
+    )
 
 
 def _search_line(search: dict) -> str:

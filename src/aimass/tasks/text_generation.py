@@ -108,6 +108,18 @@ def encode_example(tokenizer, messages: list[dict], max_length: int) -> tuple[li
     return ids[-max_length:], labels[-max_length:]
 
 
+def lora_settings(cfg: Config) -> dict:
+    """peft's ``LoraConfig`` arguments for ``cfg``: rank and scale on all 7 projections of each block."""
+    return {
+        "r": cfg.lora_r,
+        "lora_alpha": cfg.lora_alpha,
+        "lora_dropout": 0.0,
+        "target_modules": list(LORA_TARGETS),
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
+
+
 def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Length-sorted batches (little padding), in a seeded random order."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
@@ -223,14 +235,7 @@ class TextGenerator(Estimator):
         tokenizer, model = get_llm_backbone(cfg.backbone).load()
         loaded = time.monotonic()
         examples = [encode_example(tokenizer, c, cfg.max_length) for c in convs]
-        self.lora_ = {
-            "r": cfg.lora_r,
-            "lora_alpha": cfg.lora_alpha,
-            "lora_dropout": 0.0,
-            "target_modules": list(LORA_TARGETS),
-            "bias": "none",
-            "task_type": "CAUSAL_LM",
-        }
+        self.lora_ = lora_settings(cfg)
         model = get_peft_model(model, LoraConfig(**self.lora_), adapter_name="default")
         loop = _Loop(model, cfg, steps, guard)
         if resume and folder is not None:
@@ -552,6 +557,45 @@ class _Loop:
         }
 
 
+def measure_speed(conversations: list[list[dict]], **params) -> dict:
+    """How fast this machine trains and decodes with ``params`` (a :class:`TextGenerator`'s), timed on
+    real examples: ``load_s`` (the backbone), ``step_s`` (a LoRA step on a batch of median-length
+    conversations, the second of two: the first warms the allocator), ``decode_tok_s`` (greedy
+    tokens per second, prompt included) and ``tokens`` (per example, mean). The LoRA weights are
+    thrown away; ``aimass auto`` sizes its run from these figures."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = parse_config(Config, {**TextGenerator().get_params(), **params}, "TextGenerator")
+    decode.set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    began = time.monotonic()
+    tokenizer, model = get_llm_backbone(cfg.backbone).load()
+    loaded = time.monotonic()
+    examples = sorted(
+        (encode_example(tokenizer, c, cfg.max_length) for c in conversations), key=lambda e: len(e[0])
+    )
+    middle = max(0, len(examples) // 2 - cfg.batch_size // 2)
+    batch = _collate(examples[middle : middle + cfg.batch_size], tokenizer.pad_token_id)
+    model = get_peft_model(model, LoraConfig(**lora_settings(cfg)), adapter_name="default")
+    loop = _Loop(model, cfg, 10, {})
+    model.train()
+    loop.step(batch)
+    warm = time.monotonic()
+    loop.step(batch)
+    stepped = time.monotonic()
+    model.eval()
+    prompt = decode.chat_ids(tokenizer, conversations[0][:-1])
+    generated = decode.generate(model, tokenizer, prompt, decode.SamplingParams(max_tokens=16))
+    decoded = time.monotonic()
+    return {
+        "load_s": round(loaded - began, 2),
+        "step_s": round(stepped - warm, 3),
+        "decode_tok_s": round(max(1, generated.completion_tokens) / max(decoded - stepped, 1e-3), 2),
+        "tokens": round(sum(len(e[0]) for e in examples) / max(1, len(examples)), 1),
+        "batch_tokens": int(batch["attention_mask"].sum()),
+    }
+
+
 def _progress(enabled: bool, total: int):
     """A rich progress bar with ETA (no-op when off or not a terminal): ``bar(step, loss)``."""
     progress = make_progress(enabled)
@@ -643,6 +687,7 @@ class TextGeneration(Task):
     response = GenerateResponse
     handler = Handler
     sample_request = {"inputs": ["Say hello in three words."]}
+    tuner = "aimass.autolearn.generation:GenerationTuner"
     sniff_order = 40  # before text classification: a chat JSONL or a source/target CSV is a table too
     compress_instead = (
         "A language model is quantised where it is served: aimass serve --llm-quant int8 (or int4), "

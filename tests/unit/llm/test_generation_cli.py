@@ -53,12 +53,13 @@ def test_compress_refuses_a_language_model_and_says_what_to_do_instead(headlines
         assert "does not support text-generation" in answer.output and "--llm-quant" in answer.output
 
 
-def test_auto_tells_conversations_apart_and_says_how_to_train_them(headlines_jsonl):
+def test_auto_tells_conversations_apart_and_sizes_its_budget_for_them(headlines_jsonl):
     """A chat JSONL is a language model's data, not a table with no text column: ``auto`` names the
-    task and the command that trains it."""
+    task, and a budget too small for a LoRA fine-tune is refused before any work, in conversations."""
     from aimass.autolearn.run import detect_task
 
     assert detect_task(headlines_jsonl)[0] == "text-generation"
     answer = CliRunner().invoke(app, ["auto", str(headlines_jsonl), "--time-budget", "20s"])
     assert answer.exit_code == 2, (answer.output, answer.exception)
-    assert "aimass train --task text-generation" in " ".join(answer.output.split()), answer.output
+    said = " ".join(answer.output.split())
+    assert "too small for 32 conversations" in said and "--time-budget" in said, answer.output

@@ -130,6 +130,7 @@ def _add_start(router: APIRouter, console: Console) -> None:
         ds = await asyncio.to_thread(open_dataset, dataset_id)
         summary = ds.summary()
         task, why = dataset_task(ds)  # what the auto job will find
+        spec = get_task(task)
         language = summary.get("language")
         projects = await asyncio.to_thread(console.projects, ctx, "POST", "/v1/auto", {})  # to train in
         home = directory.project_of("dataset", summary["name"])  # offered first: the data's project
@@ -141,8 +142,8 @@ def _add_start(router: APIRouter, console: Console) -> None:
             ds=summary,
             task=task,
             why=why,
-            planned=get_task(task).tuner is not None,
-            backbone=default_backbone(language) if language else "chosen by the task",
+            planned=spec.tuner is not None,
+            backbone=_backbone(spec, ds, language),
             budgets=BUDGETS,
             name=registry_name(summary["name"]),
             projects=projects,
@@ -165,6 +166,15 @@ def _add_start(router: APIRouter, console: Console) -> None:
         await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/auto", twin)
         job = await asyncio.to_thread(submit_auto, body, console.lister(ctx))
         return console.redirect(request, f"jobs/{job['id']}?wizard=1", ctx=ctx)
+
+
+def _backbone(spec, ds, language: str | None) -> str:
+    """What the auto job will train: the task's tuner says (a language model's backbone is the one
+    whose tokenizer counted the data), else the default encoder for the data's language."""
+    tuner = spec.make_tuner() if spec.tuner is not None else None
+    if tuner is not None and not tuner.searches:
+        return tuner.describe_backbone(ds)[0]
+    return default_backbone(language) if language else "chosen by the task"
 
 
 def registry_name(name: str) -> str:
