@@ -29,6 +29,10 @@ How the budget is spent (every phase is timed; the numbers are for BBC News, 2 C
    favour low learning rates (short-horizon bias), so the evidence to leave the default is strict.
 5. *Final fit* with the chosen settings and all the time left, then evaluate, register, compress.
 
+Conversations (text generation) are planned, not searched (:mod:`aimass.autolearn.generation`): a
+LoRA step is timed on this machine and the fit gets the steps the budget leaves; there is no int8
+child (a language model is quantised where it is served).
+
 Where tasks differ (how stage 2 reads its cached inputs, the default learning rates) lives in one
 small tuner per task, found in a table by task name, as the task and backbone tables do. The tuners
 reach into their estimator's stage-2 inputs (``_stage_top``'s arguments): they mirror what the
@@ -73,7 +77,8 @@ def auto(
 
     Args:
         path: a CSV/TSV/JSONL table with a text column, a folder of class sub-folders of .txt
-            files, or a folder, archive or manifest of images.
+            files, a folder, archive or manifest of images, or conversations (chat or
+            prompt/completion JSONL, source/target columns) for a LoRA fine-tune.
         data: instead of ``path``, a stored dataset (id or name, e.g. what the console's wizard
             imported): nothing is imported again, its split is kept and its task is the one that
             reads its kind of items.
