@@ -407,19 +407,6 @@ def _message(text: str, reason: str | None, tools: set[str] | None) -> dict:
     return {"message": message, "finish_reason": "tool_calls"}
 
 
-def _held_chunks(index: int, text: str, reason: str, tools: set[str], logprobs) -> list[dict]:
-    """A streamed choice that may call tools, once it ended: its content or its ``tool_calls``
-    (each with its ``index``, as OpenAI streams them), then its ``finish_reason``."""
-    answer = _message(text, reason, tools)
-    delta = {k: v for k, v in answer["message"].items() if k != "role"}
-    for i, call in enumerate(delta.get("tool_calls", [])):
-        call["index"] = i
-    return [
-        {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None},
-        {"index": index, "delta": {}, "logprobs": None, "finish_reason": answer["finish_reason"]},
-    ]
-
-
 def _record(meters, caller, ref: str, out, began: float) -> None:
     """Metering (per key: prompt + completion tokens as items) and the generation metrics."""
     meter, metrics = meters
@@ -450,7 +437,7 @@ def _usage(out) -> dict:
 
 def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live):
     ident, created, shape, tools = head  # the answer's id and time; entries -> logprobs; tool names
-    held: dict[int, tuple[list[str], list]] = {}  # with tools: each choice's text, kept until it ends
+    readers: dict[int, tuple[openai_tools.ToolStream, list]] = {}  # with tools: each choice's reader
     engine, name = live  # the request counts in the live figures of the service ``name`` names
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
@@ -509,13 +496,27 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
                 item = await queue.get()
                 if item[0] == "delta":
                     _, index, text, reason, entries = item
-                    if tools:  # a call is read out of the whole answer: one delta when the choice ends
-                        texts, kept = held.setdefault(index, ([], []))
-                        texts.append(text)
-                        kept.extend(entries or [])
+                    if tools:  # content streams as it comes; each call goes out when its block closes
+                        reader, pending = readers.setdefault(index, (openai_tools.ToolStream(tools), []))
+                        pending.extend(entries or [])  # logprobs ride on the next chunk sent
+                        deltas, finish = reader.feed(text), None
                         if reason is not None:
-                            for part in _held_chunks(index, "".join(texts), reason, tools, shape(kept)):
-                                yield chunk([part])
+                            more, finish = reader.finish(reason)
+                            deltas += more
+                        for delta in deltas + ([{}] if reason is not None else []):
+                            logprobs = shape(pending) if pending else None
+                            pending.clear()
+                            last = not delta
+                            yield chunk(
+                                [
+                                    {
+                                        "index": index,
+                                        "delta": delta,
+                                        "logprobs": logprobs,
+                                        "finish_reason": finish if last else None,
+                                    }
+                                ]
+                            )
                         continue
                     logprobs = shape(entries)
                     if chat:

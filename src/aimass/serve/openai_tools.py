@@ -120,26 +120,119 @@ def parse_calls(text: str, names: set[str]) -> tuple[str | None, list[dict]]:
     one JSON call) naming a known tool becomes a call; the text before the first stays content."""
     found = list(CALL.finditer(text))
     bodies = [m.group(1) for m in found] or [text.strip()]
-    calls = []
-    for body in bodies:
-        try:
-            call = json.loads(body)
-        except ValueError:
-            continue
-        if (
-            isinstance(call, dict)
-            and call.get("name") in names
-            and isinstance(call.get("arguments", {}), dict)
-        ):
-            arguments = json.dumps(call.get("arguments", {}), ensure_ascii=False)
-            calls.append(
-                {
-                    "id": "call_" + uuid.uuid4().hex[:24],
-                    "type": "function",
-                    "function": {"name": call["name"], "arguments": arguments},
-                }
-            )
+    calls = [call for call in (read_call(body, names) for body in bodies) if call is not None]
     if not calls:
         return text, []
     before = text[: found[0].start()].strip() if found else ""
     return before or None, calls
+
+
+def read_call(body: str, names: set[str]) -> dict | None:
+    """A ``tool_calls`` entry from one block's JSON, or None when it is not a call of a known tool."""
+    try:
+        call = json.loads(body)
+    except ValueError:
+        return None
+    if not (
+        isinstance(call, dict) and call.get("name") in names and isinstance(call.get("arguments", {}), dict)
+    ):
+        return None
+    return {
+        "id": "call_" + uuid.uuid4().hex[:24],
+        "type": "function",
+        "function": {
+            "name": call["name"],
+            "arguments": json.dumps(call.get("arguments", {}), ensure_ascii=False),
+        },
+    }
+
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+
+
+class ToolStream:
+    """A streamed answer that may call tools, read as it is generated (as vLLM's ``hermes`` parser
+    reads one): the text before the first ``<tool_call>`` streams as ``content`` token by token,
+    held back only while its end could still become the tag (or is whitespace before one); each call
+    goes out whole when its block closes, with its ``index``; an answer that starts with ``{`` (a
+    forced call is bare JSON) is held to its end. What goes out adds up to :func:`parse_calls` of the
+    whole answer: without a valid call, the held rest is sent as content at the end.
+
+    >>> reader = ToolStream({"weather"})
+    >>> [reader.feed(p) for p in ("Let me", " look.<tool", '_call>{"name": "weather", ')]
+    [[{'content': 'Let me'}], [{'content': ' look.'}], []]
+    >>> deltas = reader.feed('"arguments": {"city": "Paris"}}</tool_call>')
+    >>> deltas[0]["tool_calls"][0]["function"], reader.finish("stop")
+    ({'name': 'weather', 'arguments': '{"city": "Paris"}'}, ([], 'tool_calls'))
+    """
+
+    def __init__(self, names: set[str]):
+        self.names = names
+        self.text = ""  # the answer so far
+        self.sent = 0  # characters of it sent as content
+        self.calls = 0  # calls sent
+        self.mode = "text"  # text: before any tag; calls: from the first tag on; whole: held to the end
+        self.scan = 0  # calls mode: where the next block starts
+
+    def feed(self, piece: str) -> list[dict]:
+        """The deltas ``piece`` releases (``{"content": ...}`` or ``{"tool_calls": [...]}``)."""
+        self.text += piece
+        if self.mode == "text":
+            if self.sent == 0 and self.text.lstrip()[:1] == "{":
+                self.mode = "whole"
+            at = self.text.find(OPEN, self.sent)
+            if self.mode == "whole":
+                return []
+            if at < 0:
+                return self._content(_safe_end(self.text, self.sent))
+            sent = self._content(len(self.text[:at].rstrip()))
+            self.mode, self.scan = "calls", at
+            return sent + self._blocks(final=False)
+        return self._blocks(final=False) if self.mode == "calls" else []
+
+    def finish(self, reason: str | None) -> tuple[list[dict], str | None]:
+        """The deltas left when the answer ends, and its ``finish_reason``."""
+        if self.mode == "whole":
+            content, calls = parse_calls(self.text, self.names)
+            if calls:
+                return [{"content": content}] * bool(content) + [self._numbered(calls)], "tool_calls"
+            return self._content(len(self.text)), reason
+        deltas = self._blocks(final=True) if self.mode == "calls" else []
+        if self.calls:
+            return deltas, "tool_calls"
+        return deltas + self._content(len(self.text)), reason
+
+    def _content(self, end: int) -> list[dict]:
+        if end <= self.sent:
+            return []
+        piece, self.sent = self.text[self.sent : end], end
+        return [{"content": piece}]
+
+    def _blocks(self, final: bool) -> list[dict]:
+        out = []
+        while True:
+            start = self.text.find(OPEN, self.scan)
+            if start < 0:
+                return out
+            end = self.text.find(CLOSE, start)
+            if end < 0 and not final:
+                return out
+            body = self.text[start + len(OPEN) : end if end >= 0 else len(self.text)]
+            self.scan = end + len(CLOSE) if end >= 0 else len(self.text)
+            call = read_call(body.strip(), self.names)
+            if call is not None:
+                out.append(self._numbered([call]))
+
+    def _numbered(self, calls: list[dict]) -> dict:
+        for call in calls:
+            call["index"], self.calls = self.calls, self.calls + 1
+        return {"tool_calls": calls}
+
+
+def _safe_end(text: str, sent: int) -> int:
+    """How much of ``text`` may go out as content: all but a tail that could still start the tag,
+    and but trailing whitespace (which a tag after it would strip)."""
+    for keep in range(min(len(OPEN) - 1, len(text) - sent), 0, -1):
+        if OPEN.startswith(text[-keep:]):
+            return len(text[:-keep].rstrip())
+    return len(text.rstrip())

@@ -11,13 +11,15 @@ import httpx
 import jsonschema
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 from tests.conftest import live_server
 
 from aimass.serve import auth
 from aimass.serve.app import create_app
 from aimass.serve.openai_requests import Message
-from aimass.serve.openai_tools import parse_calls
+from aimass.serve.openai_tools import ToolStream, parse_calls
 
 BASE = "smollm2-135m"
 WEATHER = {
@@ -176,6 +178,70 @@ def test_calls_are_read_out_of_hermes_blocks_and_written_back_the_same_way():
         "role": "user",
         "content": "<tool_response>\n18C\n</tool_response>",
     }
+
+
+PIECES = [
+    "Sure, ",
+    "let me look.",
+    " ",
+    "\n",
+    "<tool_call>",
+    "</tool_call>",
+    '{"name": "get_weather", "arguments": {"city": "Oslo"}}',
+    '{"name": "get_time", "arguments": {"zone": "CET"}}',
+    '{"name": "rm_rf", "arguments": {}}',
+    "{not json",
+    "<tool",
+    "<",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=10), st.data())
+def test_a_streamed_answer_adds_up_to_the_whole_answers_calls_and_content(parts, data):
+    """However the answer is cut into tokens, what the stream sends (content as it comes, each call
+    when its block closes) is what the whole answer reads as: the same calls in order, the same
+    content (the text before the first block when there are calls, all of it when there are none)."""
+    names = {"get_weather", "get_time"}
+    text = "".join(parts)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(text)), max_size=12)))
+    tokens = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    reader = ToolStream(names)
+    deltas = [d for token in tokens for d in reader.feed(token)]
+    more, reason = reader.finish("stop")
+    deltas += more
+    content = "".join(d.get("content", "") for d in deltas)
+    calls = [c for d in deltas for c in d.get("tool_calls", [])]
+    expected_content, expected_calls = parse_calls(text, names)
+    assert [c["function"] for c in calls] == [c["function"] for c in expected_calls], tokens
+    assert [c["index"] for c in calls] == list(range(len(calls)))
+    assert reason == ("tool_calls" if expected_calls else "stop")
+    if expected_calls:
+        assert content.strip() == (expected_content or ""), tokens
+    else:
+        assert content == text, tokens  # nothing lost, nothing added
+
+
+def test_content_streams_token_by_token_when_the_model_may_call_tools(srv):
+    """With tools offered and the model answering in words, the words stream as they are generated
+    (several content chunks), and they add up to the plain answer's content (greedy)."""
+    plain = srv.client.chat.completions.create(
+        model=BASE, messages=ASK, tools=[WEATHER], max_tokens=16, temperature=0
+    )
+    assert not plain.choices[0].message.tool_calls  # this small model answers in words here
+    stream = srv.client.chat.completions.create(
+        model=BASE, messages=ASK, tools=[WEATHER], max_tokens=16, temperature=0, stream=True
+    )
+    pieces, reasons = [], []
+    for chunk in stream:
+        for part in chunk.choices:
+            reasons.append(part.finish_reason)
+            if part.delta.content:
+                pieces.append(part.delta.content)
+    assert len(pieces) > 3, pieces
+    assert (
+        "".join(pieces) == plain.choices[0].message.content and reasons[-1] == plain.choices[0].finish_reason
+    )
 
 
 class City(BaseModel):
