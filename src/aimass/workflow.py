@@ -246,7 +246,17 @@ def _forgetting(parent, child, old, data, report: dict) -> dict:
     return out
 
 
-HEADLINE = ("n", "accuracy", "macro_f1", "per_class", "loss", "perplexity", "rouge_l", "rouge_l_base")
+HEADLINE = (
+    "n",
+    "accuracy",
+    "macro_f1",
+    "per_class",
+    "loss",
+    "perplexity",
+    "perplexity_base",
+    "rouge_l",
+    "rouge_l_base",
+)
 KEPT = ("portfolio",)  # stored with the headline: the candidates a classifier's fit compared, its choice
 CONTINUED = ("old_test", "new_test", "all_test", "forgetting", "replay")  # a continued fit's
 

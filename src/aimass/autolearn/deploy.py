@@ -17,7 +17,17 @@ from aimass.store import registry
 from aimass.tasks import get_task
 
 # what a run's report shows of the test evaluation: a classifier's, then a language model's
-METRICS = ("accuracy", "macro_f1", "n", "loss", "perplexity", "rouge_l", "rouge_l_base", "exact_match")
+METRICS = (
+    "accuracy",
+    "macro_f1",
+    "n",
+    "loss",
+    "perplexity",
+    "perplexity_base",
+    "rouge_l",
+    "rouge_l_base",
+    "exact_match",
+)
 
 
 # ==================================================================== deploy

@@ -74,10 +74,10 @@ class GenerationTuner:
         batch_tokens: float,
         decode_tok_s: float,
     ) -> float:
-        """The held-out loss (a forward pass, a third of a step per batch's tokens) and greedy answers
-        of the base and the fine-tune for ``examples`` prompts."""
+        """The held-out loss of the fine-tune and of the base (a forward pass each, a third of a step
+        per batch's tokens) and greedy answers of both for ``examples`` prompts."""
         per_token = step_s / max(batch_tokens, 1.0) / 3
-        return n_test * tokens * per_token + 2 * examples * (new_tokens / decode_tok_s + 0.3) + 3.0
+        return 2 * n_test * tokens * per_token + 2 * examples * (new_tokens / decode_tok_s + 0.3) + 3.0
 
     def minimum_seconds(self, count: Count) -> float:
         """Loading twice (the timing and the fit), the two timed steps and two more, a two-answer

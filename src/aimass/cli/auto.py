@@ -89,8 +89,8 @@ def _metrics(m: dict) -> str:
     if "accuracy" in m:
         return f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={m['n']})"
     return (
-        f"test perplexity {m['perplexity']:.2f}, ROUGE-L {m['rouge_l']:.4f} (base model "
-        f"{m['rouge_l_base']:.4f}) (n={m['n']})"
+        f"test perplexity {m['perplexity']:.2f} (base model {m['perplexity_base']:.2f}), ROUGE-L "
+        f"{m['rouge_l']:.4f} (base model {m['rouge_l_base']:.4f}) (n={m['n']})"
     )
 
 

@@ -367,8 +367,18 @@ def evaluate(
 
 def _show_report(report: dict) -> None:
     if "accuracy" not in report:  # a language model's: loss, perplexity, ROUGE-L, base vs fine-tuned
-        keys = ["n", "loss", "perplexity", "rouge_l", "rouge_l_base", "exact_match", "seconds"]
-        out.print(_table([{k: report.get(k) for k in keys}], keys))
+        rows = [
+            {"metric": "loss", "fine-tuned": report["loss"], "base model": report.get("loss_base")},
+            {
+                "metric": "perplexity",
+                "fine-tuned": report["perplexity"],
+                "base model": report.get("perplexity_base"),
+            },
+            {"metric": "rouge_l", "fine-tuned": report["rouge_l"], "base model": report["rouge_l_base"]},
+            {"metric": "exact_match", "fine-tuned": report["exact_match"], "base model": None},
+        ]
+        title = f"Held-out: {report['n']} examples, {report['n_generated']} answered, {report['seconds']}s"
+        out.print(_table(rows, ["metric", "fine-tuned", "base model"], title=title))
         side = report.get("side_by_side") or []
         if side:
             out.print(_table(side[:5], ["prompt", "reference", "base", "fine_tuned"], title="Side by side"))

@@ -1,4 +1,5 @@
-"""Pictures of an evaluation: the confusion matrix and the top losses as PNGs."""
+"""Pictures of an evaluation: the confusion matrix and the top losses as PNGs, and a language
+model's loss curve."""
 
 from __future__ import annotations
 
@@ -84,4 +85,40 @@ def issues_png(rows: list[dict], path: Path, columns: int = 5, title: str = "Lab
         axes.flat[0].text(0.5, 0.5, "nothing flagged", ha="center", va="center")
     fig.suptitle(f"{title}: given -> suggested")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.3 * lines)))  # leave the suptitle its own line
+    return _save(fig, path)
+
+
+def loss_curve_png(report: dict, path: Path) -> Path:
+    """A language model's fit: its training loss at each step (and a running mean), against the
+    held-out loss of the fine-tune and of the base model (``report["training_loss"]``, ``loss``,
+    ``loss_base``), in loss per answer token."""
+    history = np.asarray(report["training_loss"], dtype=float)
+    steps = np.arange(1, len(history) + 1)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(
+        steps,
+        history,
+        color="#8fa8bf",
+        lw=1,
+        marker="." if len(history) < 40 else None,
+        label="training, per step",
+    )
+    window = max(2, len(history) // 10)
+    if len(history) > window:
+        mean = np.convolve(history, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], mean, color="#1f4e79", lw=2, label=f"training, mean of {window} steps")
+    ax.axhline(report["loss"], color="#2e7d32", ls="--", label=f"held-out, fine-tuned ({report['loss']:.2f})")
+    if report.get("loss_base") is not None:
+        ax.axhline(
+            report["loss_base"],
+            color="#c62828",
+            ls=":",
+            label=f"held-out, base model ({report['loss_base']:.2f})",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss per answer token")
+    base = f" (base model {report['perplexity_base']:.1f})" if report.get("perplexity_base") else ""
+    ax.set_title(f"LoRA fine-tune: held-out perplexity {report['perplexity']:.1f}{base}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, path)

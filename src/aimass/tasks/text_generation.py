@@ -43,6 +43,7 @@ from aimass.version import __version__
 FORMAT = 1
 MAX_ITEMS = 16
 MAX_CHARS = 20000
+MAX_CURVE = 5000  # training-loss points an evaluation keeps (the last ones)
 SYSTEM_HEADLINE = "Write the headline of this news article."
 
 
@@ -345,8 +346,9 @@ class TextGenerator(Estimator):
         return -self.loss(convs)
 
     def evaluate(self, data, split: str = "test", top_k: int = 3) -> dict:
-        """Held-out loss and perplexity, ROUGE-L and exact match of greedy answers, and a table of
-        base vs fine-tuned answers for ``top_k`` prompts."""
+        """Held-out loss and perplexity (of the fine-tune and of the base model), ROUGE-L and exact
+        match of greedy answers, a table of base vs fine-tuned answers for ``top_k`` prompts, and
+        the fit's training loss per step (drawn by ``TextGeneration.plots``)."""
         convs, _ = _conversations(data, split)
         if not convs:
             raise DataError(
@@ -354,7 +356,7 @@ class TextGenerator(Estimator):
                 hint="Evaluate on another split or pass --data FILE.",
             )
         began = time.monotonic()
-        loss = self.loss(convs)
+        loss, base_loss = self.loss(convs), self.loss(convs, base=True)
         shown = convs[: self.eval_examples]
         refs = [c[-1]["content"] for c in shown]
         tuned = self.predict([c[:-1] for c in shown])
@@ -367,11 +369,14 @@ class TextGenerator(Estimator):
             "n": len(convs),
             "loss": round(loss, 4),
             "perplexity": round(math.exp(min(loss, 50)), 3),
+            "loss_base": round(base_loss, 4),
+            "perplexity_base": round(math.exp(min(base_loss, 50)), 3),
             "n_generated": len(shown),
             "rouge_l": round(rouge_l(tuned, refs), 4),
             "rouge_l_base": round(rouge_l(base, refs), 4),
             "exact_match": round(exact_match(tuned, refs), 4),
             "side_by_side": table,
+            "training_loss": list(getattr(self, "history_", []))[-MAX_CURVE:],
             "seconds": round(time.monotonic() - began, 2),
         }
 
@@ -719,10 +724,16 @@ class TextGeneration(Task):
 
     @staticmethod
     def plots(report: dict, folder: Path) -> list[Path]:
-        """The base vs fine-tuned table as Markdown next to ``evaluation.json``."""
+        """The training loss curve against the held-out losses (``training_loss.png``) and the base
+        vs fine-tuned table as Markdown (``side_by_side.md``), next to ``evaluation.json``."""
+        from aimass.evaluation.plots import loss_curve_png
+
+        pictures = []
+        if report.get("training_loss"):
+            pictures.append(loss_curve_png(report, Path(folder) / "training_loss.png"))
         rows = report.get("side_by_side") or []
         if not rows:
-            return []
+            return pictures
         lines = ["| prompt | reference | base | fine-tuned |", "|---|---|---|---|"]
         cell = lambda s: " ".join(str(s).split()).replace("|", "\\|")[:160]  # noqa: E731
         lines += [
@@ -731,7 +742,7 @@ class TextGeneration(Task):
         ]
         out = Path(folder) / "side_by_side.md"
         out.write_text("\n".join(lines) + "\n")
-        return [out]
+        return [*pictures, out]
 
     @staticmethod
     def cli_inputs(values: list[str]) -> list[str]:

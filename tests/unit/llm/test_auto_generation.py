@@ -84,7 +84,13 @@ def test_auto_fine_tunes_a_language_model_sized_to_the_data_and_the_budget(deplo
     # evaluated against the base model on the held-out split; not compressed, and said why
     metrics = report["metrics"]
     assert metrics["n"] == len(ds.rows("test")) and metrics["perplexity"] > 1
-    assert {"rouge_l", "rouge_l_base", "loss"} <= set(metrics)
+    assert {"rouge_l", "rouge_l_base", "loss"} <= set(metrics) and metrics["perplexity_base"] > 1
+    # the pictures and the table next to the evaluation: the loss curve of every step run
+    folder = registry.open_folder(version)
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    assert len(evaluation["training_loss"]) == saved["fitted"]["train_stats_"]["steps"]
+    assert (folder / "training_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| prompt | reference | base | fine-tuned |" in (folder / "side_by_side.md").read_text()
     assert report["compression"]["method"] is None and "--llm-quant" in report["compression"]["reason"]
     assert report["wall_s"] <= BUDGET_S * 1.3, report["timings"]
     fractions = [f for f, _ in calls]
@@ -161,6 +167,14 @@ def test_the_console_wizard_offers_auto_for_conversations(deployed):
         where = urljoin(f"/console/start/{report['dataset']['id']}/train", queued.headers["location"])
         job = admin.get(where)
         assert job.status_code == 200 and "auto" in job.text, (where, job.text[-800:])
+        shown = admin.get(f"/console/models/{report['model']}")
+        assert shown.status_code == 200 and "Answers on held-out prompts" in shown.text
+        assert (
+            f"models/{report['model']}/files/training_loss.png" in shown.text
+            and "perplexity_base" in shown.text
+        )
+        picture = admin.get(f"/console/models/{report['model']}/files/training_loss.png")
+        assert picture.status_code == 200 and picture.content[:4] == b"\x89PNG"
         job_id = re.search(r"jobs/([^/?]+)", where).group(1)
         cancelled = admin.post(f"/console/jobs/{job_id}/cancel", data={"csrf": csrf_of(job.text)})
         assert cancelled.status_code == 200 and "cancelled" in cancelled.text  # no runner picks it up later
