@@ -100,13 +100,13 @@ class GenerationTuner:
         return {}
 
     def describe_backbone(self, ds) -> tuple[str, str]:
+        from aimass.data.pairs_import import language_warnings
         from aimass.llm.backbone import get_llm_backbone
 
         name = ds.manifest.get("tokens", {}).get("tokenizer") or "smollm2-135m"
-        return (
-            name,
-            f"the backbone whose tokenizer counted the data at import: {get_llm_backbone(name).description}",
-        )
+        spec = get_llm_backbone(name)
+        why = f"the backbone whose tokenizer counted the data at import: {spec.description}"
+        return name, "; ".join([why, *language_warnings(spec, ds.manifest.get("language") or "en")])
 
     # ------------------------------------------------------------------ the plan
     def shape(self, ds) -> dict:

@@ -26,6 +26,7 @@ import random
 from pathlib import Path
 
 from aimass.data.dataset import Dataset
+from aimass.data.language import detect_language
 from aimass.data.read import make_reject, read_source
 from aimass.data.storage import (
     ID_LENGTH,
@@ -225,6 +226,8 @@ def import_pairs(
     if stored is not None:  # the same examples and split: stored once, this import noted
         return record_import(stored, name or path.stem, {**info, "rejects_by_reason": by_reason})
     manifest = _manifest(digest, name or path.stem, rows, rejects, info, cols, by_reason, backbone, limit)
+    manifest["language"] = detect_language([m["content"] for r in rows for m in r["messages"]])
+    manifest["warnings"] += language_warnings(spec, manifest["language"])
     manifest["split_settings"] = settings
     return save_dataset(lines, rows, rejects, manifest)
 
@@ -267,6 +270,19 @@ def _manifest(digest, name, rows, rejects, info, cols, by_reason, backbone, limi
         "warnings": [],
         "imports": [import_entry(name, {**info, "rejects_by_reason": by_reason}, now)],
     }
+
+
+def language_warnings(spec, language: str) -> list[str]:
+    """Why a backbone may not suit conversations in ``language`` (its ``languages`` say), if so."""
+    if not spec.languages or language in spec.languages:
+        return []
+    names = {"zh": "Chinese", "en": "English"}
+    return [
+        f"The conversations are {names.get(language, language)}, but {spec.name} answers in "
+        f"{' and '.join(names.get(x, x) for x in spec.languages)} only: a fine-tune on them will answer "
+        "poorly. With a network, train a multilingual model instead: aimass train --task text-generation "
+        "--backbone hf:Qwen/Qwen2.5-0.5B-Instruct --data NAME."
+    ]
 
 
 def conversations(dataset: Dataset, split: str | None = None) -> list[list[dict]]:

