@@ -446,6 +446,39 @@ def test_a_conditional_deny_on_reading_holds_for_lists_and_jobs(world, tmp_path)
     assert refused.status_code == 404 and "reviews:3" in refused.json()["error"]["message"], refused.text
 
 
+def test_a_deny_on_a_stage_hides_that_stages_versions_from_lists_row_by_row(world, tmp_path):
+    """A Deny on reading conditioned on ``aimass:ModelStage`` is decided with each row's own stage in
+    the lists, as on the version's own route: the production version is hidden, the unaliased one
+    of the same model is not."""
+    client, keys = world
+    with session() as s, s.begin():
+        s.add(
+            ModelVersionRecord(
+                name="reviews", version=2, task="text-classification", path=str(tmp_path / "r2")
+            )
+        )
+    deny = {
+        "Sid": "NoProduction",
+        "Effect": "Deny",
+        "Action": "model:Read",
+        "Resource": "aimass:project/nlp/model/*",
+        "Condition": {"StringEquals": {"aimass:ModelStage": "production"}},
+    }
+    directory.put_policy("NoProductionReads", {"Statement": [deny]})
+    directory.attach("NoProductionReads", "user", "alice")
+    assert client.get("/v1/versions/reviews:3", headers=keys["alice"]).status_code == 404
+    assert client.get("/v1/versions/reviews:2", headers=keys["alice"]).status_code == 200
+    listed = client.get("/v1/versions", headers=keys["alice"]).json()
+    assert [(v["name"], v["version"]) for v in listed["versions"]] == [("reviews", 2)], listed
+    assert listed["total"] == 1
+    assert (
+        client.get("/v1/models/reviews", headers=keys["alice"]).status_code == 404
+    )  # its latest is production
+    assert client.get("/v1/models", headers=keys["alice"]).json()["data"] == []
+    carol = client.get("/v1/versions", headers=keys["carol"]).json()  # no such Deny: sees every version
+    assert {(v["name"], v["version"]) for v in carol["versions"]} >= {("reviews", 2), ("reviews", 3)}
+
+
 def test_a_minted_key_is_bound_as_its_creators_key(world):
     """A key mints keys bound as it is (user, project, tags): alice, who may create keys, cannot mint
     an unbound predict key that reads every project's models, and a key tagged env=dev cannot mint

@@ -343,7 +343,22 @@ class AccessGuard:
         }
         context = self.context(getattr(caller, "where", None) or {}, kind, "", None, stage=False)
         allowed = self.authorizer.allowed_many(principal, READ[kind], set(arns.values()), context)
-        return {n for n, arn in arns.items() if arn in allowed}
+        if kind != "model":
+            return {n for n, arn in arns.items() if arn in allowed}
+        return {n for n, arn in arns.items() if self._staged(principal, n, arn, arn in allowed, context)}
+
+    def _staged(self, principal, name: str, arn: str, allowed: bool, context: dict) -> bool:
+        """A model row's read, decided with the stage of the version it names when the decision
+        consulted a condition (as the version's own route decides it): a Deny on
+        ``aimass:ModelStage`` hides that stage's rows, row by row. A decision that consulted none is
+        the same at every stage, so most rows stay off the registry."""
+        if not self.authorizer.decide(principal, READ["model"], arn, context).conditional:
+            return allowed
+        stage = self.stage(name)
+        if stage is None:
+            return allowed
+        staged = {**context, "aimass:ModelStage": stage}
+        return self.authorizer.decide(principal, READ["model"], arn, staged).allowed
 
     def context(self, scope, kind: str, name: str, data, stage: bool = True) -> dict:
         now = time.time()

@@ -146,7 +146,11 @@ def version(ref: str, engine: Engine) -> dict:
     """One version: lineage, params, metrics, evaluation, its pictures, aliases and services."""
     info = api.show_model(ref)
     folder = Path(info.pop("path"))
-    info["pictures"] = sorted(p.name for p in folder.iterdir() if p.suffix in PICTURES)
+    # a folder removed by hand leaves the record: shown as it is, saying its files are gone
+    info["files_missing"] = not folder.is_dir()
+    info["pictures"] = (
+        [] if info["files_missing"] else sorted(p.name for p in folder.iterdir() if p.suffix in PICTURES)
+    )
     info["aliases"] = sorted(a for a, v in registry.aliases(info["name"]).items() if v == info["version"])
     info["deployed_in"] = deployed_in(engine, info["ref"])
     info["parent_deleted"] = registry.deleted_on(info.get("parent"))  # lineage kept, parent gone
