@@ -35,6 +35,7 @@ from aimass.errors import AimassError, ConfigError, NotFoundError
 from aimass.llm import batcher, decode, json_mode
 from aimass.llm.hub import HUB, context_limit
 from aimass.serve import openai_logprobs, openai_responses, openai_tools
+from aimass.serve.llm_adapters import Adapters
 from aimass.serve.llm_slots import Slots, configured_limit
 from aimass.serve.middleware import error_body
 from aimass.serve.openai_embeddings import add_embedding_routes, embedding_models
@@ -47,6 +48,7 @@ from aimass.serve.openai_requests import (
     tools_of,
     unsupported,
 )
+from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
 
@@ -56,7 +58,8 @@ def _is_generator(deployment) -> bool:
 
 
 def openai_models(engine) -> list[dict]:
-    """``GET /v1/models`` in OpenAI's shape: every served version, and the bases of fine-tunes."""
+    """``GET /v1/models`` in OpenAI's shape: every served version, the bases of fine-tunes, and the
+    latest version of every registered fine-tune (answered without a deployment)."""
     out, seen = [], set()
     for service in engine.services.values():
         for d in service.deployments:
@@ -77,6 +80,18 @@ def openai_models(engine) -> list[dict]:
         if name not in seen:
             out.append(
                 {"id": name, "object": "model", "created": 0, "owned_by": "aimass", "task": "text-generation"}
+            )
+    for record in registry.latest_versions():  # fine-tunes answer by name without a deployment
+        if record.task == "text-generation" and record.ref not in seen:
+            created = _epoch(record.created)
+            out.append(
+                {
+                    "id": record.ref,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "aimass",
+                    "task": record.task,
+                }
             )
     return out + embedding_models(engine)
 
@@ -103,10 +118,11 @@ def _epoch(stamp) -> int:
 class _Target:
     """What a model id resolves to: a fine-tuned model (its adapter on the shared base) or a base alone."""
 
-    def __init__(self, ref: str, model=None, base=None):
+    def __init__(self, ref: str, model=None, base=None, adapters=None):
         self.ref, self.model = ref, model
         self.base = model.base_ if model is not None else base
         self.adapter = model.adapter_ if model is not None else None
+        self.adapters = adapters  # a registered fine-tune answered without a deployment: held while decoding
 
     def check_length(self, prompt, *, raw: bool, max_tokens: int) -> None:
         """400 ``context_length_exceeded`` before any work when the prompt plus ``max_tokens`` is over
@@ -148,6 +164,12 @@ class _Target:
     def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, **kwargs):
         """Decode in the shared continuous batch (or one request at a time, ``AIMASS_LLM_BATCHING=0``);
         ``kwargs``: :class:`~aimass.llm.decode.SamplingParams`, its ``constraint`` from :meth:`constraint`."""
+        if self.adapters is not None:
+            with self.adapters.lease(self.ref):
+                return self._generate(prompt, raw, on_delta, cancelled, kwargs)
+        return self._generate(prompt, raw, on_delta, cancelled, kwargs)
+
+    def _generate(self, prompt, raw: bool, on_delta, cancelled, kwargs):
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
         params = decode.SamplingParams(**kwargs)
@@ -160,12 +182,17 @@ class _Target:
             return decode.generate(model, tokenizer, ids, params, on_delta=on_delta, cancelled=cancelled)
 
 
-def _resolve(engine, name: str) -> _Target:
+def _resolve(engine, name: str, adapters: Adapters | None = None) -> _Target:
+    """A base model, a served generation model, or (``adapters``) a registered fine-tune that is
+    not deployed, its adapter attached on first use (:mod:`aimass.serve.llm_adapters`)."""
     if name in HUB.names():
         return _Target(name, base=HUB.base(name))
     try:
         deployment = engine.route(name)
     except NotFoundError:
+        found = adapters.find(name) if adapters is not None else None
+        if found is not None:
+            return _Target(found[0], model=found[1], adapters=adapters)
         known = ", ".join(m["id"] for m in openai_models(engine)) or "none"
         raise OpenAIError(
             404,
@@ -235,6 +262,7 @@ class Generation:
         self.engine = engine
         self.meters = (meter, LLMMetrics(engine.metrics.registry))
         self.slots = Slots(configured_limit())  # generations' own threads (not the loop's 6)
+        self.adapters = Adapters()  # fine-tunes answered by name without a deployment
 
     async def chat(self, caller, body: bytes):
         return await self._counted(body, self._chat(caller, body))
@@ -332,7 +360,7 @@ async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: boo
     """The answer (or its stream); ``output``: the constraint asked for; ``tools``: the names of the
     tools the model may call, whose calls the answer reads (:mod:`aimass.serve.openai_tools`)."""
     engine, meters, slots = generation.engine, generation.meters, generation.slots
-    target = _resolve(engine, req.model)
+    target = await asyncio.to_thread(_resolve, engine, req.model, generation.adapters)  # may attach
     await asyncio.to_thread(target.check_length, prompt, raw=not chat, max_tokens=max_tokens)
     if not chat:
         output = req.guided()
