@@ -37,6 +37,7 @@ from aimass.serve.engine import Engine, persisted
 from aimass.serve.jobs_routes import add_jobs, start_runner
 from aimass.serve.metering import Meter
 from aimass.serve.middleware import AuthGate, RequestLog, error_body, error_response
+from aimass.serve.openai_finetune import FILES_PATH, add_fine_tuning_routes
 from aimass.serve.openai_routes import add_openai_routes, openai_models
 from aimass.serve.predict import PredictLane, Predictor, parse_json, too_large
 from aimass.serve.settings import ServingSettings
@@ -55,7 +56,7 @@ def body_limit(path: str) -> int:
         return HARD_BODY_BYTES
     if path == CODE_UPLOAD_PATH:
         return upload_limit() + 64 * 1024  # the archive plus its multipart framing
-    if path in (DATA_UPLOAD_PATH, console.UPLOAD_PATH):
+    if path in (DATA_UPLOAD_PATH, console.UPLOAD_PATH, FILES_PATH):
         return upload_body_limit()
     if path.startswith(console.TRY_PATH_PREFIX):  # the try-it box takes pictures too
         return HARD_BODY_BYTES
@@ -409,6 +410,9 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
         return await engine.undeploy(name)
 
     add_jobs(app, lambda scope: _allow(guard, scope), partial(_may_see, guard), partial(_twin, guard))
+    add_fine_tuning_routes(
+        app, lambda scope: _allow(guard, scope), partial(_may_see, guard), partial(_twin, guard)
+    )
 
 
 PREDICT_BODY = {

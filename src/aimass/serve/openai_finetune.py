@@ -1,0 +1,304 @@
+"""OpenAI's Files and Fine-tuning APIs over aimass's datasets and train jobs, so a script written
+for OpenAI fine-tunes here unchanged: ``client.files.create(file=..., purpose="fine-tune")`` then
+``client.fine_tuning.jobs.create(model="smollm2-135m", training_file=file.id)``, poll
+``client.fine_tuning.jobs.retrieve(job.id)`` until ``succeeded`` and chat with its
+``fine_tuned_model`` (a registered fine-tune answers by name: :mod:`aimass.serve.llm_adapters`).
+
+- A *file* is a chat dataset: the upload is imported at once (checked, split, versioned by digest;
+  its bad lines are counted in ``status_details``), and its id is the dataset's id.
+- A *fine-tuning job* is a ``train`` job of task ``text-generation`` (LoRA) on that dataset: its id is
+  the job's; ``hyperparameters`` map to the estimator's ``epochs``, ``batch_size`` and ``lr`` (1e-3
+  times ``learning_rate_multiplier``). ``"auto"`` epochs are 3 for up to 1,000 examples and 1 above
+  (three passes beat one on small sets: ``bench/results/generation_epochs.json``). Its events are
+  the job's log lines; ``fine_tuned_model`` is the registered version (``ft-SUFFIX:N``).
+- Access is the routes' own (:data:`aimass.serve.access_guard.RULES`): uploading is
+  ``dataset:Import``, a job ``job:Submit``; the data a job names must be readable by its submitter.
+- A ``validation_file`` is refused (400): the training file's own validation split is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime
+from functools import partial
+from typing import Literal
+
+from fastapi import FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from aimass import jobs, workflow
+from aimass.errors import ConfigError, NotFoundError
+from aimass.jobs import state
+from aimass.llm.backbone import get_llm_backbone
+from aimass.serve.data_routes import import_upload
+from aimass.serve.jobs_routes import job_guard, may_run, need_project, own_job, policy_decided
+from aimass.serve.openai_errors import bad_param, parse_body
+from aimass.store import registry
+
+FILES_PATH = "/v1/files"
+JOBS_PATH = "/v1/fine_tuning/jobs"
+BASE_LR = 1e-3  # the TextGenerator's default peak learning rate
+SMALL_SET = 1000  # "auto" epochs: 3 passes up to this many examples, 1 above
+STATUS = {"queued": "queued", "running": "running", "succeeded": "succeeded", "failed": "failed"}
+STATUS["cancelled"] = "cancelled"
+
+
+class Hyperparameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n_epochs: Literal["auto"] | int = Field("auto", description="passes over the data (1-50)")
+    batch_size: Literal["auto"] | int = Field("auto", description="examples per step (1-256)")
+    learning_rate_multiplier: Literal["auto"] | float = Field("auto", description="times 1e-3 (0-10]")
+
+
+class FineTuneRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(max_length=200, description="the base: smollm2-135m, hf:ORG/NAME or a folder")
+    training_file: str = Field(max_length=64, description="a file id from POST /v1/files")
+    validation_file: str | None = None
+    hyperparameters: Hyperparameters = Hyperparameters()
+    method: dict | None = None
+    suffix: str | None = Field(None, max_length=40)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    project: str | None = Field(None, max_length=64, description="aimass: the project the job belongs to")
+
+
+def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
+    """The Files and Fine-tuning routes; ``allow``, ``visible`` and ``twin`` as :func:`add_jobs`'s."""
+    manage = [allow("manage")]
+
+    @app.post(FILES_PATH, tags=["openai"], dependencies=manage)
+    async def create_file(
+        request: Request, project: str | None = Query(None, max_length=64, description="aimass: the project")
+    ):
+        """A JSONL of conversations (``purpose`` ``fine-tune``), imported as a chat dataset."""
+        await asyncio.to_thread(need_project, project)
+        upload, purpose = await _file_and_purpose(request)
+        try:
+            if purpose != "fine-tune":
+                raise bad_param("purpose", f"Only purpose 'fine-tune' is accepted here; got {purpose!r}.")
+            from aimass.data.uploads import store_upload
+
+            stored = await asyncio.to_thread(store_upload, upload.file, upload.filename)
+        finally:
+            await upload.close()
+        report = await asyncio.to_thread(import_upload, stored["path"], None, project)
+        return await asyncio.to_thread(_file, report["id"], stored["file"])
+
+    @app.get(FILES_PATH, tags=["openai"])
+    async def list_files(caller=allow("manage")):
+        return await asyncio.to_thread(_files, visible(caller))
+
+    @app.get(FILES_PATH + "/{file_id}", tags=["openai"], dependencies=manage)
+    async def show_file(file_id: str):
+        return await asyncio.to_thread(_file, file_id)
+
+    @app.post(JOBS_PATH, tags=["openai"])
+    async def create_job(request: Request, caller=allow("manage")):
+        """A LoRA ``train`` job on a file, in OpenAI's fine-tuning job shape."""
+        body = parse_body(FineTuneRequest, await request.body())
+        may_run(caller, jobs.get_kind("train"), policy_decided(request))
+        await asyncio.to_thread(need_project, body.project)
+        params = await asyncio.to_thread(_train_params, body)
+        guard = job_guard(visible(caller), partial(twin, request, caller, "GET"))
+        job = await asyncio.to_thread(jobs.submit, "train", params, guard=guard)
+        await asyncio.to_thread(own_job, job, body.project)
+        return _job(job)
+
+    @app.get(JOBS_PATH, tags=["openai"])
+    async def list_jobs(
+        limit: int = Query(20, ge=1, le=100),
+        after: str | None = Query(None, max_length=64),
+        caller=allow("manage"),
+    ):
+        return await asyncio.to_thread(_jobs, limit, after, visible(caller))
+
+    @app.get(JOBS_PATH + "/{job_id}", tags=["openai"], dependencies=manage)
+    async def show_job(job_id: str):
+        return _job(await asyncio.to_thread(_fine_tuning, job_id))
+
+    @app.get(JOBS_PATH + "/{job_id}/events", tags=["openai"], dependencies=manage)
+    async def events(job_id: str, limit: int = Query(20, ge=1, le=1000)):
+        return await asyncio.to_thread(_events, job_id, limit)
+
+    @app.post(JOBS_PATH + "/{job_id}/cancel", tags=["openai"], dependencies=manage)
+    async def cancel(job_id: str):
+        await asyncio.to_thread(_fine_tuning, job_id)
+        return _job(await asyncio.to_thread(jobs.cancel, job_id))
+
+
+async def _file_and_purpose(request: Request):
+    """The one file and the ``purpose`` field of ``client.files.create``'s multipart body."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ConfigError("Send the file as multipart/form-data with a 'file' and a 'purpose' field.")
+    parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=8)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise ConfigError(f"The multipart body cannot be read: {exc.message}") from None
+    upload = form.get("file")
+    if not hasattr(upload, "read"):
+        raise bad_param("file", "The request has no file; send a JSONL of conversations as 'file'.")
+    return upload, str(form.get("purpose") or "")
+
+
+# ------------------------------------------------------------------ files
+def _file(dataset_id: str, filename: str | None = None) -> dict:
+    ds = workflow.load_dataset(dataset_id)
+    if ds.kind != "chat":
+        raise bad_param("file_id", f"{dataset_id} is a {ds.kind} dataset, not conversations.")
+    summary = ds.summary()
+    rejects = summary["rejects"]
+    return {
+        "id": ds.id,
+        "object": "file",
+        "bytes": _size(ds),
+        "created_at": _epoch(ds.manifest.get("created")),
+        "filename": filename or ds.manifest.get("source", "").rsplit("/", 1)[-1],
+        "purpose": "fine-tune",
+        "status": "processed",
+        "status_details": f"{summary['rows']} examples kept, {rejects} rejected"
+        + (f" (GET /v1/datasets/{ds.id}/rejects lists them)" if rejects else ""),
+    }
+
+
+def _size(ds) -> int:
+    return sum(p.stat().st_size for p in ds.path.iterdir() if p.is_file())
+
+
+def _files(visible) -> dict:
+    from aimass.data.storage import list_datasets
+
+    chats = [d.id for d in list_datasets() if d.kind == "chat"]
+    if visible is not None:
+        shown = visible("dataset", set(chats))
+        chats = [d for d in chats if d in shown]
+    return {"object": "list", "data": [_file(d) for d in chats], "has_more": False}
+
+
+# ------------------------------------------------------------------ jobs
+def _train_params(body: FineTuneRequest) -> dict:
+    """The ``train`` job's params from an OpenAI fine-tuning request (400 naming the field)."""
+    if body.validation_file:
+        raise bad_param(
+            "validation_file",
+            "A separate validation file is not used: aimass holds out part of the training file.",
+        )
+    hyper = body.hyperparameters
+    if body.method is not None:
+        if body.method.get("type") != "supervised":
+            raise bad_param("method", "Only the 'supervised' method is available (LoRA on the answers).")
+        inner = (body.method.get("supervised") or {}).get("hyperparameters") or {}
+        hyper = Hyperparameters.model_validate({**hyper.model_dump(), **inner})
+    try:
+        get_llm_backbone(body.model)
+    except Exception as exc:
+        raise bad_param("model", f"Cannot fine-tune '{body.model}': {exc}") from None
+    ds = workflow.load_dataset(body.training_file)
+    if ds.kind != "chat":
+        raise bad_param("training_file", f"{body.training_file} holds {ds.kind} data, not conversations.")
+    params = {"task": "text-generation", "data": ds.id, "backbone": body.model, "time_budget": None}
+    params["name"] = registry.check_name("ft-" + _slug(body.suffix or body.model))
+    params["epochs"] = _pick(
+        hyper.n_epochs, 1, 50, "n_epochs", 3 if len(ds.rows("train")) <= SMALL_SET else 1
+    )
+    params["batch_size"] = _pick(hyper.batch_size, 1, 256, "batch_size", 8)
+    params["lr"] = BASE_LR * _pick(hyper.learning_rate_multiplier, 1e-6, 10, "learning_rate_multiplier", 1.0)
+    if body.seed is not None:
+        params["seed"] = body.seed
+    return params
+
+
+def _pick(value, low, high, name: str, auto):
+    if value == "auto":
+        return auto
+    if not low <= value <= high:
+        raise bad_param(f"hyperparameters.{name}", f"{name} must be {low} to {high}; got {value}.")
+    return value
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:60] or "model"
+
+
+def _fine_tuning(job_id: str) -> dict:
+    """The job ``job_id`` if it is a fine-tuning job (a text-generation train job), else a 404."""
+    job = state.get(job_id).to_dict()
+    if job["kind"] != "train" or job["params"].get("task") != "text-generation":
+        raise NotFoundError(f"No fine-tuning job '{job_id}'.", hint="GET /v1/fine_tuning/jobs lists them.")
+    return job
+
+
+def _job(job: dict) -> dict:
+    params, result = job["params"], job.get("result") or {}
+    error = job.get("error") or None
+    return {
+        "id": job["id"],
+        "object": "fine_tuning.job",
+        "created_at": _epoch(job.get("created")),
+        "finished_at": _epoch(job.get("finished")) if job.get("finished") else None,
+        "model": params.get("backbone", "smollm2-135m"),
+        "fine_tuned_model": result.get("model") if job["status"] == "succeeded" else None,
+        "organization_id": "aimass",
+        "status": STATUS.get(job["status"], job["status"]),
+        "training_file": params["data"],
+        "validation_file": None,
+        "hyperparameters": {
+            "n_epochs": params.get("epochs"),
+            "batch_size": params.get("batch_size"),
+            "learning_rate_multiplier": round(params.get("lr", BASE_LR) / BASE_LR, 6),
+        },
+        "result_files": [],
+        "trained_tokens": None,
+        "error": {"code": error.get("code"), "message": error.get("message"), "param": None}
+        if error
+        else None,
+        "seed": params.get("seed", 0),
+        "estimated_finish": None,
+        "integrations": [],
+        "metadata": None,
+        "method": {"type": "supervised"},
+        "metrics": result.get("metrics"),
+    }
+
+
+def _jobs(limit: int, after: str | None, visible) -> dict:
+    mine = [j.to_dict() for j in state.list_jobs(None, 10_000)]
+    mine = [j for j in mine if j["kind"] == "train" and j["params"].get("task") == "text-generation"]
+    if visible is not None:
+        shown = visible("job", {j["id"] for j in mine})
+        mine = [j for j in mine if j["id"] in shown]
+    if after is not None:
+        ids = [j["id"] for j in mine]
+        mine = mine[ids.index(after) + 1 :] if after in ids else []
+    page = mine[:limit]
+    return {"object": "list", "data": [_job(j) for j in page], "has_more": len(mine) > limit}
+
+
+def _events(job_id: str, limit: int) -> dict:
+    job = _fine_tuning(job_id)
+    lines = [line for line in jobs.logs(job_id).splitlines() if line.strip()]
+    stamp = _epoch(job.get("created"))
+    data = [
+        {
+            "id": f"{job_id}-{i}",
+            "object": "fine_tuning.job.event",
+            "created_at": stamp,
+            "level": "error" if "error" in line.lower() else "info",
+            "message": line[:2000],
+            "type": "message",
+        }
+        for i, line in enumerate(lines)
+    ]
+    data.reverse()  # newest first, as OpenAI lists them
+    return {"object": "list", "data": data[:limit], "has_more": len(data) > limit}
+
+
+def _epoch(stamp) -> int:
+    try:
+        return int(datetime.fromisoformat(str(stamp)).timestamp())
+    except ValueError:
+        return 0

@@ -1,0 +1,90 @@
+"""OpenAI's Files and Fine-tuning APIs through the official ``openai`` client: a fine-tuning script
+written for OpenAI runs here unchanged, from the upload to a chat with the fine-tuned model."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from tests.conftest import live_server
+from tests.unit.llm.conftest import bbc_pairs, chat_line
+
+from aimass import jobs
+from aimass.serve import auth
+from aimass.serve.app import create_app
+
+ASK = [{"role": "user", "content": "Shares in the carmaker rose 5% after record quarterly profits."}]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _, key = auth.create_key("fine-tuning", ["manage"])
+    with live_server(create_app([])) as base:
+        yield openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory):
+    """12 short BBC pairs and one line with no answer: 9 train, 1 valid and 2 test examples."""
+    path = tmp_path_factory.mktemp("ft") / "headlines.jsonl"
+    lines = [chat_line(a, h) for a, h in bbc_pairs(12, chars=120, skip=300)]
+    lines.append(json.dumps({"messages": [{"role": "user", "content": "no answer here"}]}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file):
+    client = server
+    file = client.files.create(file=small_file.open("rb"), purpose="fine-tune")
+    assert file.object == "file" and file.purpose == "fine-tune" and file.status == "processed"
+    assert file.status_details.startswith("12 examples kept, 1 rejected"), file.status_details
+    assert client.files.retrieve(file.id).filename == "headlines.jsonl"
+    assert file.id in [f.id for f in client.files.list().data]
+
+    job = client.fine_tuning.jobs.create(
+        model="smollm2-135m",
+        training_file=file.id,
+        suffix="small headlines",
+        hyperparameters={"n_epochs": 1, "batch_size": 4},
+        seed=3,
+    )
+    assert job.object == "fine_tuning.job" and job.status == "queued" and job.fine_tuned_model is None
+    assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size) == (1, 4)
+    assert job.model == "smollm2-135m" and job.training_file == file.id and job.seed == 3
+    assert jobs.run_foreground(job.id)["status"] == "succeeded"  # what `aimass serve --jobs 1` runs
+
+    done = client.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded" and done.finished_at >= done.created_at
+    assert done.fine_tuned_model.startswith("ft-small-headlines:"), done.fine_tuned_model
+    assert job.id in [j.id for j in client.fine_tuning.jobs.list(limit=5).data]
+    events = client.fine_tuning.jobs.list_events(job.id, limit=50).data
+    assert events and all(e.object == "fine_tuning.job.event" and e.message for e in events)
+
+    # the fine-tuned model answers by name at once, without a deployment
+    answer = client.chat.completions.create(
+        model=done.fine_tuned_model, messages=ASK, max_tokens=8, temperature=0
+    )
+    assert answer.model == done.fine_tuned_model and answer.choices[0].message.content
+    with pytest.raises(openai.UnprocessableEntityError):  # ended: nothing to cancel (422, as /v1/jobs)
+        client.fine_tuning.jobs.cancel(job.id)
+
+
+def test_what_cannot_be_fine_tuned_is_a_4xx_naming_the_field(server, small_file):
+    client = server
+    file = client.files.create(file=small_file.open("rb"), purpose="fine-tune")
+
+    def refused(error=openai.BadRequestError, **body):
+        with pytest.raises(error) as caught:
+            client.fine_tuning.jobs.create(**{"model": "smollm2-135m", "training_file": file.id, **body})
+        return caught.value.body
+
+    assert refused(validation_file=file.id)["param"] == "validation_file"
+    assert refused(hyperparameters={"n_epochs": 0})["param"] == "hyperparameters.n_epochs"
+    assert refused(method={"type": "dpo"})["param"] == "method"
+    refused(openai.NotFoundError, training_file="0123456789ab")
+    with pytest.raises(openai.BadRequestError) as purpose:
+        client.files.create(file=small_file.open("rb"), purpose="assistants")
+    assert purpose.value.body["param"] == "purpose"
+    queued = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=file.id)
+    assert client.fine_tuning.jobs.cancel(queued.id).status == "cancelled"  # queued: cancelled at once
