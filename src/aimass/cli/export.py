@@ -19,7 +19,11 @@ def export(
     model: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
     fmt: Annotated[
         str,
-        typer.Option("--format", help="onnx (onnxruntime, no torch) or safetensors (weights for PyTorch)."),
+        typer.Option(
+            "--format",
+            help="onnx (onnxruntime, no torch) or safetensors (weights for PyTorch); a language model: "
+            "safetensors (transformers, vLLM), gguf or gguf-f16 (llama.cpp, ollama).",
+        ),
     ] = "onnx",
     out_dir: Annotated[
         Path | None,
@@ -39,6 +43,14 @@ def _render(result: dict) -> None:
     check = result["check"]
     size = sum(result["files"].values()) / 1e6
     out.print(f"Exported [bold]{result['ref']}[/] as {result['format']} to {result['out']} ({size:.1f} MB)")
+    if "next_token_agreement" in check:  # a language model
+        out.print(
+            f"Loaded back and teacher-forced on {check['check_inputs']} prompts: next token as aimass's at "
+            f"{check['next_token_agreement']:.1%} of {check['positions']} positions, max |logit diff| "
+            f"{check['max_abs_diff_logits']:.2g}"
+        )
+        out.print(f"Next: see {result['out']}/README.md")
+        return
     out.print(
         f"predict.py vs aimass on {check['check_inputs']} check inputs: "
         f"max |diff| {check['predict_py_max_abs_diff_proba']:.1e}"

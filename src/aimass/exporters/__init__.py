@@ -1,6 +1,7 @@
 """Export a registered model to a folder that runs without aimass (``aimass export``).
 
-Two formats:
+Two formats for classifiers, three for language models (:mod:`aimass.exporters.generation`:
+``safetensors``, ``gguf`` and ``gguf-f16``, the LoRA adapter merged into the base). A classifier's:
 
 * ``onnx``: the network as ONNX (fp32 and int8), its tokenizer or image preprocessing, the labels
   and a ``predict.py`` that needs only onnxruntime, numpy and tokenizers (text) or pillow (images):
@@ -30,15 +31,19 @@ Example:
 
 from aimass.exporters.classification import IMAGE_ONNX, IMAGE_SAFETENSORS, TEXT_ONNX, TEXT_SAFETENSORS
 from aimass.exporters.folder import export, write_folder
+from aimass.exporters.generation import GGUF, GGUF_F16, TRANSFORMERS
 from aimass.exporters.table import FORMATS, recipes, register_export
 from aimass.tasks.recipe import Recipe
 
 __all__ = [
     "FORMATS",
+    "GGUF",
+    "GGUF_F16",
     "IMAGE_ONNX",
     "IMAGE_SAFETENSORS",
     "TEXT_ONNX",
     "TEXT_SAFETENSORS",
+    "TRANSFORMERS",
     "Recipe",
     "export",
     "recipes",

@@ -31,7 +31,7 @@ def export(ref: str, fmt: str = "onnx", out: str | Path | None = None, *, force:
 
     Args:
         ref: ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``.
-        fmt: ``onnx`` or ``safetensors``.
+        fmt: ``onnx`` or ``safetensors``; a language model: ``safetensors``, ``gguf`` or ``gguf-f16``.
         out: the folder to write; it must not exist or be empty (default: ``NAME-vVERSION-FORMAT``
             in the current directory).
         force: replace a folder that an earlier export wrote (never any other folder).
@@ -44,7 +44,8 @@ def export(ref: str, fmt: str = "onnx", out: str | Path | None = None, *, force:
     if fmt not in table.FORMATS:
         raise ConfigError(
             f"Unknown export format '{fmt}'; available: {', '.join(table.FORMATS)}.",
-            hint="Use --format onnx (onnxruntime, no torch) or --format safetensors (PyTorch).",
+            hint="Use --format onnx (onnxruntime, no torch) or safetensors (PyTorch); a language model: "
+            "safetensors (transformers, vLLM), gguf or gguf-f16 (llama.cpp, ollama).",
         )
     record = registry.get_version(ref)
     recipe = table.recipe(record.task, fmt)
@@ -83,7 +84,7 @@ def _check_out(out: Path, force: bool) -> None:
         raise ConfigError(f"{out} is a file, not a folder.", hint="Pass --out with a new folder name.")
     if not out.exists() or not any(out.iterdir()):
         return
-    earlier = (out / "export.json").is_file() and (out / "predict.py").is_file()
+    earlier = (out / "export.json").is_file() and (out / "README.md").is_file()
     if not force:
         raise ConfigError(
             f"{out} already exists and is not empty.",
@@ -99,6 +100,8 @@ def _check_out(out: Path, force: bool) -> None:
 
 def _write(record, model, recipe: Recipe, fmt: str, folder: Path) -> dict:
     """Every file of the export into ``folder``; returns the manifest (also written as export.json)."""
+    if recipe.folder is not None:
+        return _write_whole(record, model, recipe, fmt, folder)
     checks = recipe.write(model, folder)
     labels = [str(c) for c in model.classes_]
     (folder / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
@@ -124,6 +127,22 @@ def _write(record, model, recipe: Recipe, fmt: str, folder: Path) -> dict:
     }
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     (folder / "README.md").write_text(readme(manifest, recipe, files, example))
+    manifest["files"] = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    (folder / "export.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def _write_whole(record, model, recipe: Recipe, fmt: str, folder: Path) -> dict:
+    """A recipe that writes its whole folder (a language model's): its files and the manifest."""
+    manifest = {
+        "ref": record.ref,
+        "task": record.task,
+        "format": fmt,
+        "backbone": record.backbone,
+        "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "aimass_version": __version__,
+        "check": recipe.folder(model, folder),
+    }
     manifest["files"] = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
     (folder / "export.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest

@@ -13,7 +13,9 @@ from aimass.tasks.recipe import Recipe
 
 FORMATS = {
     "onnx": "ONNX graph for onnxruntime: no torch needed",
-    "safetensors": "the fine-tuned PyTorch weights",
+    "safetensors": "the fine-tuned PyTorch weights (a language model: a transformers folder, LoRA merged)",
+    "gguf": "a language model for llama.cpp and ollama: LoRA merged, trained projections q8_0",
+    "gguf-f16": "as gguf, the trained projections in f16",
 }
 
 _RECIPES: dict[tuple[str, str], Recipe] = {}

@@ -42,6 +42,7 @@ class LLMBackbone:
     context_length: int = 2048
     description: str = ""
     languages: tuple[str, ...] = ()  # what it was trained to answer in ("en", "zh"); empty: not known
+    gguf: Callable[[], Path] | None = None  # the GGUF it ships as (``aimass export --format gguf``)
 
     def load(self, dtype=None):
         """(tokenizer, model) in eval mode; ``locate()`` converts a bundled model once."""
@@ -134,6 +135,7 @@ register_llm_backbone(
         context_length=2048,  # 8192 in its config; training and serving keep to 2048 on a CPU
         description="SmolLM2-135M-Instruct (134.5M params, English, chat template), from a Q4_1 GGUF",
         languages=("en",),
+        gguf=gguf_path,
     )
 )
 

@@ -326,7 +326,14 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
         response_class=FileResponse,
         responses={200: {"content": {"application/zip": {}}}},
     )
-    async def export(ref: str, fmt: str = Query("onnx", alias="format", description="onnx or safetensors")):
+    async def export(
+        ref: str,
+        fmt: str = Query(
+            "onnx",
+            alias="format",
+            description="onnx or safetensors; a language model: safetensors, gguf or gguf-f16",
+        ),
+    ):
         """The version as a self-contained folder (``aimass export``), zipped: ``NAME-vN-FORMAT.zip``."""
         async with EXPORTS:
             packed, filename = await asyncio.to_thread(export_zip, ref, fmt)

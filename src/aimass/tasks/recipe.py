@@ -25,6 +25,9 @@ class Recipe:
         unit: what one input is, for the README (``text`` / ``image``).
         example: example inputs for the README's command lines.
         how: the README's paragraph on what ``predict.py`` does.
+        folder: for models that do not classify, ``folder(model, folder) -> dict`` writes every
+            file (README, requirements, scripts) and returns the check numbers; ``write`` and the
+            classification fields are then unused.
     """
 
     write: Callable
@@ -35,3 +38,4 @@ class Recipe:
     unit: str
     example: tuple[str, ...]
     how: str
+    folder: Callable | None = None

@@ -696,7 +696,8 @@ class TextGeneration(Task):
     sniff_order = 40  # before text classification: a chat JSONL or a source/target CSV is a table too
     compress_instead = (
         "A language model is quantised where it is served: aimass serve --llm-quant int8 (or int4), "
-        "and its version stays the LoRA adapter."
+        "and its version stays the LoRA adapter; for llama.cpp or ollama, aimass export REF --format gguf "
+        "writes it merged with its projections in 8 bits."
     )
     fast_params = {
         "max_steps": 2,

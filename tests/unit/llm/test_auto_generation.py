@@ -173,6 +173,10 @@ def test_the_console_wizard_offers_auto_for_conversations(deployed):
             f"models/{report['model']}/files/training_loss.png" in shown.text
             and "perplexity_base" in shown.text
         )
+        offered = re.findall(
+            r'<option value="([^"]+)">', shown.text.split('id="format"')[1].split("</select>")[0]
+        )
+        assert offered == ["safetensors", "gguf", "gguf-f16"]  # a language model's formats only, no onnx
         picture = admin.get(f"/console/models/{report['model']}/files/training_loss.png")
         assert picture.status_code == 200 and picture.content[:4] == b"\x89PNG"
         job_id = re.search(r"jobs/([^/?]+)", where).group(1)

@@ -27,7 +27,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_file(tmp_path_factory):
     """12 short BBC pairs and one line with no answer: 9 train, 1 valid and 2 test examples."""
-    path = tmp_path_factory.mktemp("ft") / "headlines.jsonl"
+    path = tmp_path_factory.mktemp("ft") / "ft-headlines.jsonl"
     lines = [chat_line(a, h) for a, h in bbc_pairs(12, chars=120, skip=300)]
     lines.append(json.dumps({"messages": [{"role": "user", "content": "no answer here"}]}))
     path.write_text("\n".join(lines) + "\n")
@@ -39,7 +39,7 @@ def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file):
     file = client.files.create(file=small_file.open("rb"), purpose="fine-tune")
     assert file.object == "file" and file.purpose == "fine-tune" and file.status == "processed"
     assert file.status_details.startswith("12 examples kept, 1 rejected"), file.status_details
-    assert client.files.retrieve(file.id).filename == "headlines.jsonl"
+    assert client.files.retrieve(file.id).filename == "ft-headlines.jsonl"
     assert file.id in [f.id for f in client.files.list().data]
 
     job = client.fine_tuning.jobs.create(

@@ -327,7 +327,8 @@ def test_two_adapters_of_one_base_answer_differently_on_one_base_copy(headlines_
     assert answers[0] != answers[1]
     models = [d.handler.model for d in deployments]
     assert models[0].base_ is models[1].base_  # one base in memory, two adapters on it
-    assert sorted(models[0].base_.adapters) == sorted(m.adapter_ for m in models)
+    # both adapters on it (fine-tunes other tests served by name may be attached to it too)
+    assert {m.adapter_ for m in models} <= set(models[0].base_.adapters)
 
 
 # ------------------------------------------------- live figures and the console's playground

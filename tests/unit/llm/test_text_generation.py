@@ -53,7 +53,7 @@ def test_registered_version_is_the_adapter_and_its_lineage(headlines_model):
     assert all("lora_" in k for k in state) and len(state) == 30 * 7 * 2
     meta = json.loads((folder / "model.json").read_text())
     assert meta["lineage"]["base_model"] == "smollm2-135m"
-    assert meta["lineage"]["data_digest"] == aimass.load_dataset("headlines").digest
+    assert meta["lineage"]["data_digest"] == aimass.load_dataset(headlines_model["dataset"]).digest
     assert meta["params"]["max_steps"] == 2 and meta["fitted"]["train_stats_"]["steps"] == 2
     report = json.loads((folder / "evaluation.json").read_text())
     assert report["perplexity"] > 1 and 0 <= report["rouge_l"] <= 1

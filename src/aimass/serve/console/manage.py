@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse
 from aimass import api, jobs, sharing
 from aimass.access import directory
 from aimass.errors import ConfigError, PermissionDenied
-from aimass.exporters import FORMATS
+from aimass.exporters import FORMATS, recipes
 from aimass.jobs.state import STATES
 from aimass.serve import auth, metering
 from aimass.serve.access_guard import adopt_service
@@ -269,7 +269,7 @@ def _offers(console: Console, ctx: Ctx, info: dict) -> dict:
         "may_delete": console.may(ctx, "DELETE", rest("/v1/versions/{}", ref)),
         "may_export": console.may(ctx, "GET", rest("/v1/versions/{}/export", ref)),
         "methods": methods,
-        "formats": FORMATS,
+        "formats": {name: what for name, what in FORMATS.items() if name in recipes(info["task"])},
     }
 
 
