@@ -19,9 +19,11 @@ for OpenAI fine-tunes here unchanged: ``client.files.create(file=..., purpose="f
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, Query, Request
@@ -106,7 +108,7 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         guard = job_guard(visible(caller), partial(twin, request, caller, "GET"))
         job = await asyncio.to_thread(jobs.submit, "train", params, guard=guard)
         await asyncio.to_thread(own_job, job, body.project)
-        return _job(job)
+        return await asyncio.to_thread(_job, job)
 
     @app.get(JOBS_PATH, tags=["openai"])
     async def list_jobs(
@@ -118,7 +120,7 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
 
     @app.get(JOBS_PATH + "/{job_id}", tags=["openai"], dependencies=manage)
     async def show_job(job_id: str):
-        return _job(await asyncio.to_thread(_fine_tuning, job_id))
+        return await asyncio.to_thread(lambda: _job(_fine_tuning(job_id)))
 
     @app.get(JOBS_PATH + "/{job_id}/events", tags=["openai"], dependencies=manage)
     async def events(job_id: str, limit: int = Query(20, ge=1, le=1000)):
@@ -127,7 +129,7 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
     @app.post(JOBS_PATH + "/{job_id}/cancel", tags=["openai"], dependencies=manage)
     async def cancel(job_id: str):
         await asyncio.to_thread(_fine_tuning, job_id)
-        return _job(await asyncio.to_thread(jobs.cancel, job_id))
+        return await asyncio.to_thread(lambda: _job(jobs.cancel(job_id)))
 
 
 async def _file_and_purpose(request: Request):
@@ -252,7 +254,7 @@ def _job(job: dict) -> dict:
             "learning_rate_multiplier": round(params.get("lr", BASE_LR) / BASE_LR, 6),
         },
         "result_files": [],
-        "trained_tokens": None,
+        "trained_tokens": _trained_tokens(result.get("model")) if job["status"] == "succeeded" else None,
         "error": {"code": error.get("code"), "message": error.get("message"), "param": None}
         if error
         else None,
@@ -263,6 +265,15 @@ def _job(job: dict) -> dict:
         "method": {"type": "supervised"},
         "metrics": result.get("metrics"),
     }
+
+
+def _trained_tokens(ref: str | None) -> int | None:
+    """The tokens the fit read (prompts and answers, every pass), from the version's model.json."""
+    try:
+        meta = json.loads((Path(registry.get_version(ref).path) / "model.json").read_text())
+        return int(meta["fitted"]["train_stats_"]["tokens"])
+    except (NotFoundError, OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _jobs(limit: int, after: str | None, visible) -> dict:

@@ -57,6 +57,7 @@ def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file):
     done = client.fine_tuning.jobs.retrieve(job.id)
     assert done.status == "succeeded" and done.finished_at >= done.created_at
     assert done.fine_tuned_model.startswith("ft-small-headlines:"), done.fine_tuned_model
+    assert done.trained_tokens > 9 * 20  # 9 training conversations, one pass, from the version's stats
     assert job.id in [j.id for j in client.fine_tuning.jobs.list(limit=5).data]
     events = client.fine_tuning.jobs.list_events(job.id, limit=50).data
     assert events and all(e.object == "fine_tuning.job.event" and e.message for e in events)
