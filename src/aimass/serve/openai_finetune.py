@@ -35,7 +35,14 @@ from aimass.errors import ConfigError, NotFoundError
 from aimass.jobs import state
 from aimass.llm.backbone import get_llm_backbone
 from aimass.serve.data_routes import import_upload
-from aimass.serve.jobs_routes import job_guard, may_run, need_project, own_job, policy_decided
+from aimass.serve.jobs_routes import (
+    job_guard,
+    may_run,
+    need_project,
+    only_granted_paths,
+    own_job,
+    policy_decided,
+)
 from aimass.serve.openai_errors import bad_param, parse_body
 from aimass.store import registry
 
@@ -195,6 +202,7 @@ def _train_params(body: FineTuneRequest) -> dict:
             raise bad_param("method", "Only the 'supervised' method is available (LoRA on the answers).")
         inner = (body.method.get("supervised") or {}).get("hyperparameters") or {}
         hyper = Hyperparameters.model_validate({**hyper.model_dump(), **inner})
+    only_granted_paths({"model": body.model})  # before the folder is looked at: no existence oracle
     try:
         get_llm_backbone(body.model)
     except Exception as exc:

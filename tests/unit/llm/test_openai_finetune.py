@@ -84,6 +84,9 @@ def test_what_cannot_be_fine_tuned_is_a_4xx_naming_the_field(server, small_file)
     assert refused(hyperparameters={"n_epochs": 0})["param"] == "hyperparameters.n_epochs"
     assert refused(method={"type": "dpo"})["param"] == "method"
     refused(openai.NotFoundError, training_file="0123456789ab")
+    # a base named by a server path outside the data folders: 403 whether or not it exists
+    for folder in ("/etc", "/no/such/folder"):
+        assert "outside the data folders" in refused(openai.PermissionDeniedError, model=folder)["message"]
     with pytest.raises(openai.BadRequestError) as purpose:
         client.files.create(file=small_file.open("rb"), purpose="assistants")
     assert purpose.value.body["param"] == "purpose"
