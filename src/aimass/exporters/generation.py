@@ -11,10 +11,16 @@ merged into the base weights (``W + B A * alpha / r``, the sum the served adapte
   Only a backbone that ships as a GGUF (``smollm2-135m``) has one to start from; a Hub model is
   refused with the way to convert the ``safetensors`` export with llama.cpp's own converter.
 
-Either folder is checked when written: it is loaded back by transformers (the GGUF through
-transformers' GGUF reader, independent of the writer here) and teacher-forced on a few prompts
-with aimass's own greedy answers; ``export.json`` records the largest logit difference and how
-often the exported model picks aimass's next token.
+Either folder is checked when written and teacher-forced on a few prompts with aimass's own greedy
+answers; ``export.json`` records the largest logit difference and how often the exported model
+picks aimass's next token. The transformers folder is loaded back by transformers. The GGUF is read
+back from disk with gguf's reader: every tensor but the trained projections must be the base's
+bytes, and the base transformers model (the base GGUF dequantised, which aimass caches) takes each
+projection as the file holds it, dequantised and its rows put back in transformers' order. That row
+order is checked against the base itself (its layer-0 q and k in the GGUF, put back, equal the
+cached weights exactly), so a permutation and its inverse cannot be wrong together. A full load
+through transformers' GGUF reader gives the same model in about 30 s more (llama.cpp itself:
+``bench/llm_export.py``).
 """
 
 from __future__ import annotations
@@ -118,7 +124,7 @@ def write_gguf(model, folder: Path, quant: str) -> dict:
     arch = str(reader.fields["general.architecture"].contents())
     heads = int(reader.fields[f"{arch}.attention.head_count"].contents())
     kv_heads = int(reader.fields[f"{arch}.attention.head_count_kv"].contents())
-    updates = {}
+    updates, targets = {}, {}
     for name, delta in deltas(model).items():
         match = LAYER.search(name)
         if match is None or match[2] not in GGUF_NAMES:
@@ -126,6 +132,7 @@ def write_gguf(model, folder: Path, quant: str) -> dict:
         if match[2] in ("q_proj", "k_proj"):  # llama.cpp stores q and k rows in its rotary order
             delta = _permute(delta, heads if match[2] == "q_proj" else kv_heads)
         updates[f"blk.{match[1]}.{GGUF_NAMES[match[2]]}.weight"] = delta
+        targets[f"blk.{match[1]}.{GGUF_NAMES[match[2]]}.weight"] = name
     qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "f16": gguf.GGMLQuantizationType.F16}[quant]
     writer = gguf.GGUFWriter(str(folder / "model.gguf"), arch)
     for key, field in reader.fields.items():
@@ -153,7 +160,7 @@ def write_gguf(model, folder: Path, quant: str) -> dict:
     writer.write_tensors_to_file()
     writer.close()
     (folder / "Modelfile").write_text(MODELFILE)
-    check = _check(model, _load_gguf(folder))
+    check = _check(model, _read_back(model, folder / "model.gguf", reader, targets, (heads, kv_heads)))
     check["quant"] = quant
     (folder / "README.md").write_text(_readme_gguf(model, check))
     return check
@@ -168,12 +175,56 @@ def _permute(weight: np.ndarray, heads: int) -> np.ndarray:
     )
 
 
-def _load_gguf(folder: Path):
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
+def _unpermute(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Rows of a q or k projection back in transformers' order (the inverse of :func:`_permute`)."""
+    return (
+        weight.reshape(heads, weight.shape[0] // heads // 2, 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
 
-    hf_logging.disable_progress_bar()
-    return AutoModelForCausalLM.from_pretrained(str(folder), gguf_file="model.gguf").eval()
+
+def _read_back(model, path: Path, base, targets: dict[str, str], heads: tuple[int, int]):
+    """The base transformers model with each projection as the GGUF at ``path`` holds it (read
+    from disk). Refuses a file whose other tensors are not the ``base`` reader's bytes, or a row
+    order that does not map the base's own GGUF q and k onto the cached transformers weights."""
+    import gguf
+    import torch
+
+    from aimass.llm.backbone import get_llm_backbone
+
+    _, network = get_llm_backbone(model.backbone_).load()
+    theirs = {t.name: t for t in base.tensors}
+
+    def weight(tensor) -> torch.Tensor:
+        name = targets[tensor.name]
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        if name.endswith(("q_proj", "k_proj")):
+            values = _unpermute(values, heads[0] if name.endswith("q_proj") else heads[1])
+        return torch.from_numpy(np.ascontiguousarray(values))
+
+    with torch.no_grad():
+        for gguf_name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight"):
+            if gguf_name in targets and gguf_name in theirs:
+                cached = network.get_submodule(targets[gguf_name]).weight
+                if not torch.equal(weight(theirs[gguf_name]), cached):
+                    raise ConfigError(
+                        f"The base GGUF's {gguf_name} is not the cached base weight in "
+                        "any row order this exporter knows; it cannot be merged."
+                    )
+        replaced = 0
+        for tensor in gguf.GGUFReader(str(path)).tensors:
+            before = theirs.get(tensor.name)
+            if tensor.name not in targets:
+                same = before is not None and tensor.tensor_type == before.tensor_type
+                if not (same and np.array_equal(tensor.data, before.data)):
+                    raise ConfigError(f"The written GGUF's {tensor.name} is not the base's; export again.")
+                continue
+            network.get_submodule(targets[tensor.name]).weight.copy_(weight(tensor))
+            replaced += 1
+    if replaced != len(targets):
+        raise ConfigError(f"The written GGUF holds {replaced} of {len(targets)} projections; export again.")
+    return network.eval()
 
 
 # ------------------------------------------------------------------ checking
@@ -258,7 +309,7 @@ ollama create my-model -f Modelfile && ollama run my-model
 
 aimass answered {json.dumps(example["prompt"])} with {json.dumps(example["answer"])}.
 
-{_closeness(check, "transformers' GGUF reader")}
+{_closeness(check, "gguf's reader over the base model")}
 """
 
 
