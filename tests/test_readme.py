@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import SESSION_HOME
+from tests.conftest import shared_backbones
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -96,11 +96,7 @@ def test_doc_python_blocks_run(tmp_path):
     blocks = python_blocks()
     assert len(blocks) >= 2
     (tmp_path / "blocks.json").write_text(json.dumps(blocks))
-    home = tmp_path / "home"
-    home.mkdir()
-    shared = SESSION_HOME / "backbones"  # converted backbone copies: a cache, not the user's state
-    shared.mkdir(parents=True, exist_ok=True)
-    (home / "backbones").symlink_to(shared, target_is_directory=True)
+    home = shared_backbones(tmp_path / "home")
     env = {**os.environ, "AIMASS_HOME": str(home)}
     result = subprocess.run(
         [sys.executable, "-c", RUNNER, "blocks.json"],

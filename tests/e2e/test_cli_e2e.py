@@ -11,13 +11,14 @@ import time
 
 import httpx
 import pytest
+from tests.conftest import PAIR_STEPS, shared_backbones
 
 from aimass.data.bundled import pdf_bytes
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
+    home = shared_backbones(tmp_path_factory.mktemp("cli") / "home")
     return {**os.environ, "AIMASS_HOME": str(home), "COLUMNS": "200"}
 
 
@@ -53,6 +54,8 @@ def trained(env, bbc_csv):
             "90s",
             "--unfreeze",
             "1",
+            "--set",
+            f"pair_steps={PAIR_STEPS}",
             "--name",
             "news",
             "--json",

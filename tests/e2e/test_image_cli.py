@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import shared_backbones
 
 
 def aimass(env, *args):
@@ -44,7 +45,7 @@ def digits(tmp_path_factory) -> Path:
 
 
 def test_archive_to_trained_model_and_predictions(tmp_path, digits):
-    env = {**os.environ, "AIMASS_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    env = {**os.environ, "AIMASS_HOME": str(shared_backbones(tmp_path / "home")), "COLUMNS": "200"}
     imported = aimass(env, "data", "import", str(digits / "photos.zip"), "--name", "digits", "--json")
     assert imported["kind"] == "image" and imported["rows"] == 180
     trained = aimass(

@@ -16,7 +16,7 @@ from aimass.serve import auth
 from aimass.serve.app import create_app
 from aimass.store import registry
 
-BUDGET_S = 90
+BUDGET_S = 65
 
 
 @pytest.fixture(scope="module")
