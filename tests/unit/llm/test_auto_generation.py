@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import live_server
 
 from aimass.autolearn import auto
+from aimass.llm.backbone import cached_path
 from aimass.serve import auth
 from aimass.serve.app import create_app
 from aimass.store import registry
@@ -22,6 +23,7 @@ BUDGET_S = 65
 @pytest.fixture(scope="module")
 def deployed(headlines_jsonl, monkeypatch_module, tmp_path_factory):
     """One real run with ``deploy=True`` against a live server (reused, as a running one is)."""
+    cached_path()  # the base converted once per test run, as a user's second run finds it (30 s)
     _, key = auth.create_key("auto-llm", ["predict", "manage"])
     calls, run_dir = [], tmp_path_factory.mktemp("auto-llm")
     with live_server(create_app([])) as base:
