@@ -131,8 +131,8 @@ def write_gguf(model, folder: Path, quant: str) -> dict:
             raise ConfigError(f"The adapter trains {name}, which has no GGUF tensor name here.")
         if match[2] in ("q_proj", "k_proj"):  # llama.cpp stores q and k rows in its rotary order
             delta = _permute(delta, heads if match[2] == "q_proj" else kv_heads)
-        updates[f"blk.{match[1]}.{GGUF_NAMES[match[2]]}.weight"] = delta
-        targets[f"blk.{match[1]}.{GGUF_NAMES[match[2]]}.weight"] = name
+        key = f"blk.{match[1]}.{GGUF_NAMES[match[2]]}.weight"
+        updates[key], targets[key] = delta, name
     qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "f16": gguf.GGMLQuantizationType.F16}[quant]
     writer = gguf.GGUFWriter(str(folder / "model.gguf"), arch)
     for key, field in reader.fields.items():
