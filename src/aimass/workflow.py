@@ -88,6 +88,7 @@ def train_model(
     run_id: str | None = None,
     continue_from: str | None = None,
     replay: int | None = None,
+    valid_data=None,
     **params,
 ) -> dict:
     """Fit, evaluate on the held-out test split, register and return a summary.
@@ -100,7 +101,16 @@ def train_model(
 
     ``continue_from`` (``NAME:VERSION``) continues that version on ``data`` instead of training
     from scratch (:func:`continue_model`, with ``replay`` rows per class of its old data).
+
+    ``valid_data`` (conversations only): train on every conversation of ``data`` and validate and
+    test on those of ``valid_data`` (:func:`aimass.data.chat_validation.with_validation`: the
+    pair is stored as a dataset of its own, ``DATA-with-VALID``).
     """
+    if valid_data is not None and continue_from is not None:
+        raise ConfigError(
+            "A separate validation set is not taken when continuing a version.",
+            hint="Drop the validation data, or train from scratch.",
+        )
     if continue_from is not None:
         if resume:
             raise ConfigError(
@@ -125,6 +135,11 @@ def train_model(
     task = task or DEFAULT_TASK
     data = dataset(data)
     name = claim("model", registry.check_name(name or data.name))  # before the work, not after
+    if valid_data is not None:
+        from aimass.data.chat_validation import with_validation
+
+        data = with_validation(data, dataset(valid_data))
+        registry.record_dataset(data)
     model = get_task(task).estimator(**params)
     if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
         return _summary(done, data, get_task(task).estimator.load(registry.open_folder(done)))
@@ -253,6 +268,7 @@ HEADLINE = (
     "per_class",
     "loss",
     "perplexity",
+    "mean_token_accuracy",
     "perplexity_base",
     "rouge_l",
     "rouge_l_base",

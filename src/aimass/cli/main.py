@@ -221,6 +221,13 @@ def train(
             help="With --from: old training rows per class replayed beside the new data (default 200)."
         ),
     ] = None,
+    valid_data: Annotated[
+        str | None,
+        typer.Option(
+            help="text-generation: conversations (dataset or file) to validate and test on; "
+            "then every conversation of --data trains."
+        ),
+    ] = None,
     option: Annotated[
         list[str] | None,
         typer.Option(
@@ -248,6 +255,7 @@ def train(
         progress=not as_json,
         continue_from=from_,
         replay=replay,
+        valid_data=valid_data,
         **params,
     )
     emit(result, as_json, _show_train)

@@ -225,14 +225,14 @@ def import_pairs(
     stored = existing(digest[:ID_LENGTH])
     if stored is not None:  # the same examples and split: stored once, this import noted
         return record_import(stored, name or path.stem, {**info, "rejects_by_reason": by_reason})
-    manifest = _manifest(digest, name or path.stem, rows, rejects, info, cols, by_reason, backbone, limit)
+    manifest = chat_manifest(digest, name or path.stem, rows, rejects, info, cols, by_reason, backbone, limit)
     manifest["language"] = detect_language([m["content"] for r in rows for m in r["messages"]])
     manifest["warnings"] += language_warnings(spec, manifest["language"])
     manifest["split_settings"] = settings
     return save_dataset(lines, rows, rejects, manifest)
 
 
-def _manifest(digest, name, rows, rejects, info, cols, by_reason, backbone, limit) -> dict:
+def chat_manifest(digest, name, rows, rejects, info, cols, by_reason, backbone, limit) -> dict:
     splits = ("train", "valid", "test")
     by_split = {s: sum(r["split"] == s for r in rows) for s in splits}
     tokens = {

@@ -89,9 +89,9 @@ def issues_png(rows: list[dict], path: Path, columns: int = 5, title: str = "Lab
 
 
 def loss_curve_png(report: dict, path: Path) -> Path:
-    """A language model's fit: its training loss at each step (and a running mean), against the
-    held-out loss of the fine-tune and of the base model (``report["training_loss"]``, ``loss``,
-    ``loss_base``), in loss per answer token."""
+    """A language model's fit: its training loss at each step (and a running mean), its validation
+    loss at the end of each pass, against the held-out loss of the fine-tune and of the base model
+    (``report["training_loss"]``, ``validation``, ``loss``, ``loss_base``), in loss per answer token."""
     history = np.asarray(report["training_loss"], dtype=float)
     steps = np.arange(1, len(history) + 1)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -107,6 +107,16 @@ def loss_curve_png(report: dict, path: Path) -> Path:
     if len(history) > window:
         mean = np.convolve(history, np.ones(window) / window, mode="valid")
         ax.plot(steps[window - 1 :], mean, color="#1f4e79", lw=2, label=f"training, mean of {window} steps")
+    valid = report.get("validation") or []
+    if valid:
+        ax.plot(
+            [v["step"] for v in valid],
+            [v["valid_loss"] for v in valid],
+            color="#ef6c00",
+            lw=1.5,
+            marker="o",
+            label="validation, end of each pass",
+        )
     ax.axhline(report["loss"], color="#2e7d32", ls="--", label=f"held-out, fine-tuned ({report['loss']:.2f})")
     if report.get("loss_base") is not None:
         ax.axhline(

@@ -67,17 +67,19 @@ def _require(params: dict, *keys: str) -> dict:
 
 def reads(kind: str, params: dict) -> list[tuple[str, str]]:
     """(``model`` or ``dataset``, name) of every stored version and dataset a job's params name:
-    ``model`` and ``from`` (and a distillation's ``teachers``) are versions, ``data`` a stored
-    dataset unless it names none (then it is a path, which the server checks against its data
-    folders). What a REST caller must be able to read to submit the job. None for ``custom``: its
-    code runs as the server's user, so a key that may submit it reads everything already."""
+    ``model`` and ``from`` (and a distillation's ``teachers``) are versions, ``data`` (and a
+    fine-tune's ``valid_data``) a stored dataset unless it names none (then it is a path, which
+    the server checks against its data folders). What a REST caller must be able to read to
+    submit the job. None for ``custom``: its code runs as the server's user, so a key that may
+    submit it reads everything already."""
     if kind == "custom":
         return []
     found = [("model", params[k]) for k in ("model", "from") if isinstance(params.get(k), str) and params[k]]
     teachers = params.get("teachers")
     found += [("model", t) for t in teachers if isinstance(t, str)] if isinstance(teachers, list) else []
-    data = params.get("data")
-    if isinstance(data, str) and data.strip():
+    for data in (params.get("data"), params.get("valid_data")):
+        if not (isinstance(data, str) and data.strip()):
+            continue
         try:
             stored = load_dataset(data)
         except NotFoundError:  # a path to import, or a name nothing has

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from aimass import paths
 
+METRICS = "[metrics] "  # a log line with a training metric as JSON follows this
+
 
 def run_dir(job_id: str) -> Path:
     """The job's folder: checkpoints, outputs and its log."""

@@ -8,6 +8,7 @@ which resumes from the checkpoints in the job's run folder.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 
 from aimass.jobs import explain, kinds, state
 from aimass.jobs.adopt import adopt, confine
-from aimass.jobs.logs import run_dir
+from aimass.jobs.logs import METRICS, run_dir
 from aimass.store import claims
-from aimass.train.progress import observe
+from aimass.train.progress import observe, observe_metrics
 
 BEAT_S = 2.0
 
@@ -69,6 +70,12 @@ def _stage_progress(ctx: Context):
     return hear
 
 
+def _log_metrics(stage: str, metrics: dict) -> None:
+    """A training metric as one line of the job's log (``[metrics] {JSON}``: the fine-tuning
+    API's metric events)."""
+    print(METRICS + json.dumps({"stage": stage, **metrics}), flush=True)
+
+
 def _heartbeat(ctx: Context, stop: threading.Event) -> None:
     while not stop.wait(BEAT_S):
         values = {k: ctx.state[k] for k in ("progress", "eta_s")}
@@ -91,7 +98,7 @@ def execute(job_id: str, attempt: int) -> str:
     beat.start()
     try:
         claims.install(confine(job_id))  # versions only under the job's project's names, or new ones
-        with observe(_stage_progress(ctx)):
+        with observe(_stage_progress(ctx)), observe_metrics(_log_metrics):
             result = kinds.get_kind(job.kind).run(job.params, ctx)
         if made := adopt(job_id, result):  # new models and datasets belong to the job's project
             print(f"assigned to the job's project: {made}", flush=True)

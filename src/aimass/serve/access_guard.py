@@ -29,6 +29,7 @@ from aimass.access import audit, directory
 from aimass.access.authorizer import Authorizer
 from aimass.access.evaluate import explain
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
+from aimass.serve.openai_finetune import result_job
 from aimass.store import browse, registry
 
 Target = Callable[[dict, dict], tuple[str, str]]  # (path params, JSON body) -> (kind, name)
@@ -52,6 +53,16 @@ def named(top: str, param: str = "name") -> Target:
 
 def new(top: str, field: str = "name") -> Target:
     return lambda params, data: ("", f"aimass:{top}/{data.get(field, '') if isinstance(data, dict) else ''}")
+
+
+def _file(params: dict, data) -> tuple[str, str]:
+    """An OpenAI file: an uploaded one is a dataset, a fine-tuning job's result file the job."""
+    job_id = result_job(params["file_id"])
+    return ("dataset", params["file_id"]) if job_id is None else ("job", job_id)
+
+
+def _file_action(params: dict, data) -> str:
+    return "dataset:Read" if result_job(params["file_id"]) is None else "job:Read"
 
 
 def in_project(params: dict, data) -> tuple[str, str]:
@@ -171,11 +182,13 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/uploads", "dataset:Import", importing_into, query=("project",)),
     Rule("POST", "/v1/files", "dataset:Import", importing_into, query=("project",)),
     Rule("GET", "/v1/files", "dataset:List", fixed("aimass:project/*")),
-    Rule("GET", "/v1/files/{file_id}", "dataset:Read", path("dataset", "file_id")),
+    Rule("GET", "/v1/files/{file_id}", _file_action, _file),
+    Rule("GET", "/v1/files/{file_id}/content", _file_action, _file),
     Rule("POST", "/v1/fine_tuning/jobs", "job:Submit", in_project),
     Rule("GET", "/v1/fine_tuning/jobs", "job:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/fine_tuning/jobs/{job_id}", "job:Read", path("job", "job_id")),
     Rule("GET", "/v1/fine_tuning/jobs/{job_id}/events", "job:Read", path("job", "job_id")),
+    Rule("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints", "job:Read", path("job", "job_id")),
     Rule("POST", "/v1/fine_tuning/jobs/{job_id}/cancel", "job:Cancel", path("job", "job_id")),
     Rule("POST", "/v1/datasets", "dataset:Import", importing_into),
     Rule("GET", "/v1/datasets", "dataset:List", fixed("aimass:project/*")),

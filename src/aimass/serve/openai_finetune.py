@@ -11,14 +11,23 @@ for OpenAI fine-tunes here unchanged: ``client.files.create(file=..., purpose="f
   times ``learning_rate_multiplier``). ``"auto"`` epochs are 3 for up to 1,000 examples and 1 above
   (three passes beat one on small sets: ``bench/results/generation_epochs.json``). Its events are
   the job's log lines; ``fine_tuned_model`` is the registered version (``ft-SUFFIX:N``).
+- A ``validation_file`` makes the job train on *all* of the training file and score the validation
+  file (its loss and mean token accuracy at the end of each epoch, and the final evaluation);
+  without one, the training file's own held-out splits are used.
+- What a fit measured comes back as OpenAI's do: ``metrics`` events (step, training loss and token
+  accuracy, validation scores), a ``result_files`` CSV (``step,train_loss,train_accuracy,
+  valid_loss,valid_mean_token_accuracy``, read with ``client.files.content``) and one checkpoint,
+  the registered version, with its full-validation scores (aimass keeps the final adapter only).
 - Access is the routes' own (:data:`aimass.serve.access_guard.RULES`): uploading is
-  ``dataset:Import``, a job ``job:Submit``; the data a job names must be readable by its submitter.
-- A ``validation_file`` is refused (400): the training file's own validation split is used.
+  ``dataset:Import``, a job ``job:Submit``; the data a job names must be readable by its submitter;
+  a result file is its job's (``job:Read``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import re
 from datetime import datetime
@@ -27,12 +36,14 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from aimass import jobs, workflow
 from aimass.errors import ConfigError, NotFoundError
 from aimass.jobs import state
+from aimass.jobs.logs import METRICS
 from aimass.llm.backbone import get_llm_backbone
 from aimass.serve.data_routes import import_upload
 from aimass.serve.jobs_routes import (
@@ -52,6 +63,13 @@ BASE_LR = 1e-3  # the TextGenerator's default peak learning rate
 SMALL_SET = 1000  # "auto" epochs: 3 passes up to this many examples, 1 above
 STATUS = {"queued": "queued", "running": "running", "succeeded": "succeeded", "failed": "failed"}
 STATUS["cancelled"] = "cancelled"
+RESULTS = "results-"  # a job's result file is RESULTS + its id
+RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+
+
+def result_job(file_id: str) -> str | None:
+    """The job whose result file ``file_id`` is, or None for an uploaded file."""
+    return file_id[len(RESULTS) :] if file_id.startswith(RESULTS) else None
 
 
 class Hyperparameters(BaseModel):
@@ -103,7 +121,18 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
 
     @app.get(FILES_PATH + "/{file_id}", tags=["openai"], dependencies=manage)
     async def show_file(file_id: str):
-        return await asyncio.to_thread(_file, file_id)
+        """An uploaded file, or a fine-tuning job's result file (``results-JOB``)."""
+        job_id = result_job(file_id)
+        return await asyncio.to_thread(_file, file_id) if job_id is None else _result_file(job_id)
+
+    @app.get(FILES_PATH + "/{file_id}/content", tags=["openai"], dependencies=manage)
+    async def file_content(file_id: str):
+        """An uploaded file's conversations as JSONL, or a result file's CSV."""
+        job_id = result_job(file_id)
+        if job_id is None:
+            body = await asyncio.to_thread(_conversations_jsonl, file_id)
+            return Response(body, media_type="application/jsonl")
+        return Response(await asyncio.to_thread(_results_csv, job_id), media_type="text/csv")
 
     @app.post(JOBS_PATH, tags=["openai"])
     async def create_job(request: Request, caller=allow("manage")):
@@ -132,6 +161,10 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
     @app.get(JOBS_PATH + "/{job_id}/events", tags=["openai"], dependencies=manage)
     async def events(job_id: str, limit: int = Query(20, ge=1, le=1000)):
         return await asyncio.to_thread(_events, job_id, limit)
+
+    @app.get(JOBS_PATH + "/{job_id}/checkpoints", tags=["openai"], dependencies=manage)
+    async def checkpoints(job_id: str):
+        return await asyncio.to_thread(_checkpoints, job_id)
 
     @app.post(JOBS_PATH + "/{job_id}/cancel", tags=["openai"], dependencies=manage)
     async def cancel(job_id: str):
@@ -178,10 +211,55 @@ def _size(ds) -> int:
     return sum(p.stat().st_size for p in ds.path.iterdir() if p.is_file())
 
 
+def _conversations_jsonl(dataset_id: str) -> bytes:
+    """The kept conversations of an uploaded file, one ``{"messages": [...]}`` a line."""
+    _file(dataset_id)  # a chat dataset, else 400
+    rows = workflow.load_dataset(dataset_id).rows()
+    return "".join(json.dumps({"messages": r["messages"]}, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+def _result_file(job_id: str) -> dict:
+    job = _succeeded(job_id)
+    return {
+        "id": RESULTS + job_id,
+        "object": "file",
+        "bytes": len(_results_csv(job_id)),
+        "created_at": _epoch(job.get("finished")),
+        "filename": "step_metrics.csv",
+        "purpose": "fine-tune-results",
+        "status": "processed",
+        "status_details": None,
+    }
+
+
+def _results_csv(job_id: str) -> bytes:
+    """The fit's metrics per step: training loss and token accuracy at every step, the validation
+    scores at the steps they were measured (empty elsewhere)."""
+    fitted = _fitted(_succeeded(job_id)["result"]["model"])
+    valid = {v["step"]: v for v in fitted.get("valid_history_") or []}
+    accuracy = fitted.get("train_accuracy_") or []
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RESULT_COLUMNS)
+    for step, loss in enumerate(fitted.get("history_") or [], start=1):
+        scores = valid.get(step, {})
+        train_accuracy = accuracy[step - 1] if step <= len(accuracy) else ""
+        row = [
+            step,
+            loss,
+            train_accuracy,
+            scores.get("valid_loss", ""),
+            scores.get("valid_mean_token_accuracy", ""),
+        ]
+        writer.writerow(row)
+    return out.getvalue().encode()
+
+
 def _files(visible) -> dict:
     from aimass.data.storage import list_datasets
 
-    chats = [d.id for d in list_datasets() if d.kind == "chat"]
+    # uploads only: a training file paired with its validation file is the job's, not a file
+    chats = [d.id for d in list_datasets() if d.kind == "chat" and "parents" not in d.manifest]
     if visible is not None:
         shown = visible("dataset", set(chats))
         chats = [d for d in chats if d in shown]
@@ -191,11 +269,6 @@ def _files(visible) -> dict:
 # ------------------------------------------------------------------ jobs
 def _train_params(body: FineTuneRequest) -> dict:
     """The ``train`` job's params from an OpenAI fine-tuning request (400 naming the field)."""
-    if body.validation_file:
-        raise bad_param(
-            "validation_file",
-            "A separate validation file is not used: aimass holds out part of the training file.",
-        )
     hyper = body.hyperparameters
     if body.method is not None:
         if body.method.get("type") != "supervised":
@@ -212,9 +285,15 @@ def _train_params(body: FineTuneRequest) -> dict:
         raise bad_param("training_file", f"{body.training_file} holds {ds.kind} data, not conversations.")
     params = {"task": "text-generation", "data": ds.id, "backbone": body.model, "time_budget": None}
     params["name"] = registry.check_name("ft-" + _slug(body.suffix or body.model))
-    params["epochs"] = _pick(
-        hyper.n_epochs, 1, 50, "n_epochs", 3 if len(ds.rows("train")) <= SMALL_SET else 1
-    )
+    examples = len(ds.rows("train"))
+    if body.validation_file:
+        valid = workflow.load_dataset(body.validation_file)
+        if valid.kind != "chat":
+            raise bad_param(
+                "validation_file", f"{body.validation_file} holds {valid.kind} data, not conversations."
+            )
+        params["valid_data"], examples = valid.id, len(ds.rows())  # all of the training file trains
+    params["epochs"] = _pick(hyper.n_epochs, 1, 50, "n_epochs", 3 if examples <= SMALL_SET else 1)
     params["batch_size"] = _pick(hyper.batch_size, 1, 256, "batch_size", 8)
     params["lr"] = BASE_LR * _pick(hyper.learning_rate_multiplier, 1e-6, 10, "learning_rate_multiplier", 1.0)
     if body.seed is not None:
@@ -232,6 +311,17 @@ def _pick(value, low, high, name: str, auto):
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:60] or "model"
+
+
+def _succeeded(job_id: str) -> dict:
+    """The fine-tuning job ``job_id`` if it succeeded (its results exist), else a 404."""
+    job = _fine_tuning(job_id)
+    if job["status"] != "succeeded":
+        raise NotFoundError(
+            f"Fine-tuning job '{job_id}' is {job['status']}: it has no results yet.",
+            hint=f"GET {JOBS_PATH}/{job_id} until its status is succeeded.",
+        )
+    return job
 
 
 def _fine_tuning(job_id: str) -> dict:
@@ -255,13 +345,13 @@ def _job(job: dict) -> dict:
         "organization_id": "aimass",
         "status": STATUS.get(job["status"], job["status"]),
         "training_file": params["data"],
-        "validation_file": None,
+        "validation_file": params.get("valid_data"),
         "hyperparameters": {
             "n_epochs": params.get("epochs"),
             "batch_size": params.get("batch_size"),
             "learning_rate_multiplier": round(params.get("lr", BASE_LR) / BASE_LR, 6),
         },
-        "result_files": [],
+        "result_files": [RESULTS + job["id"]] if job["status"] == "succeeded" else [],
         "trained_tokens": _trained_tokens(result.get("model")) if job["status"] == "succeeded" else None,
         "error": {"code": error.get("code"), "message": error.get("message"), "param": None}
         if error
@@ -275,13 +365,53 @@ def _job(job: dict) -> dict:
     }
 
 
+def _fitted(ref: str) -> dict:
+    """What the version's fit recorded (``fitted`` in its model.json: losses, stats)."""
+    try:
+        return json.loads((Path(registry.get_version(ref).path) / "model.json").read_text())["fitted"]
+    except (OSError, KeyError, TypeError, ValueError):
+        raise NotFoundError(f"The files of {ref} cannot be read.", hint="Train it again.") from None
+
+
 def _trained_tokens(ref: str | None) -> int | None:
     """The tokens the fit read (prompts and answers, every pass), from the version's model.json."""
     try:
-        meta = json.loads((Path(registry.get_version(ref).path) / "model.json").read_text())
-        return int(meta["fitted"]["train_stats_"]["tokens"])
-    except (NotFoundError, OSError, KeyError, TypeError, ValueError):
+        return int(_fitted(ref)["train_stats_"]["tokens"])
+    except (NotFoundError, KeyError, TypeError, ValueError):
         return None
+
+
+def _checkpoints(job_id: str) -> dict:
+    """The job's one checkpoint: the registered version, with the scores of its last step and of
+    the whole held-out set (``full_valid_*``: the evaluation's)."""
+    job = _fine_tuning(job_id)
+    if job["status"] != "succeeded":
+        return {"object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None}
+    ref = job["result"]["model"]
+    fitted, version = _fitted(ref), registry.get_version(ref)
+    step = len(fitted.get("history_") or [])
+    metrics = {"step": step, "train_loss": (fitted.get("history_") or [None])[-1]}
+    metrics["train_mean_token_accuracy"] = (fitted.get("train_accuracy_") or [None])[-1]
+    last = (fitted.get("valid_history_") or [{}])[-1]
+    metrics.update({k: last.get(k) for k in ("valid_loss", "valid_mean_token_accuracy")})
+    metrics["full_valid_loss"] = (version.metrics or {}).get("loss")
+    metrics["full_valid_mean_token_accuracy"] = (version.metrics or {}).get("mean_token_accuracy")
+    checkpoint = {
+        "id": f"ftckpt-{job_id}-{step}",
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": _epoch(job.get("finished")),
+        "fine_tuned_model_checkpoint": ref,
+        "fine_tuning_job_id": job_id,
+        "metrics": metrics,
+        "step_number": step,
+    }
+    return {
+        "object": "list",
+        "data": [checkpoint],
+        "has_more": False,
+        "first_id": checkpoint["id"],
+        "last_id": checkpoint["id"],
+    }
 
 
 def _jobs(limit: int, after: str | None, visible) -> dict:
@@ -302,18 +432,28 @@ def _events(job_id: str, limit: int) -> dict:
     lines = [line for line in jobs.logs(job_id).splitlines() if line.strip()]
     stamp = _epoch(job.get("created"))
     data = [
-        {
-            "id": f"{job_id}-{i}",
-            "object": "fine_tuning.job.event",
-            "created_at": stamp,
-            "level": "error" if "error" in line.lower() else "info",
-            "message": line[:2000],
-            "type": "message",
-        }
+        {"id": f"{job_id}-{i}", "object": "fine_tuning.job.event", "created_at": stamp, **_event(line)}
         for i, line in enumerate(lines)
     ]
     data.reverse()  # newest first, as OpenAI lists them
     return {"object": "list", "data": data[:limit], "has_more": len(data) > limit}
+
+
+def _event(line: str) -> dict:
+    """A log line as an event: a ``[metrics]`` line is a ``metrics`` event with its numbers."""
+    if line.startswith(METRICS):
+        try:
+            data = json.loads(line[len(METRICS) :])
+            message = f"Step {data['step']}/{data['total_steps']}: training loss={data['train_loss']:.4f}"
+        except (ValueError, KeyError, TypeError):
+            data = None
+        if isinstance(data, dict):
+            if data.get("valid_loss") is not None:
+                message += f", validation loss={data['valid_loss']:.4f}"
+            data.pop("stage", None)
+            return {"level": "info", "message": message, "type": "metrics", "data": data}
+    level = "error" if "error" in line.lower() else "info"
+    return {"level": level, "message": line[:2000], "type": "message"}
 
 
 def _epoch(stamp) -> int:

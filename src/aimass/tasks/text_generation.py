@@ -37,13 +37,16 @@ from aimass.tasks import register_task
 from aimass.tasks.base import Task
 from aimass.tasks.classification import check_encodable
 from aimass.train.callbacks import checkpoint_meta, read_checkpoint, write_checkpoint
-from aimass.train.progress import make_progress
+from aimass.train.progress import make_progress, publish_metrics
 from aimass.version import __version__
 
 FORMAT = 1
 MAX_ITEMS = 16
 MAX_CHARS = 20000
 MAX_CURVE = 5000  # training-loss points an evaluation keeps (the last ones)
+VALID_EXAMPLES = 32  # validation conversations scored at the end of each epoch and of the fit
+METRIC_EVENTS = 200  # a fit publishes its step metrics about this many times (every step if fewer)
+FITTED = ("backbone_", "data_digest_", "max_length_", "lora_")  # what a load needs besides params
 SYSTEM_HEADLINE = "Write the headline of this news article."
 
 
@@ -86,6 +89,16 @@ def _conversations(data, split: str | None) -> tuple[list[list[dict]], str]:
         convs = [list(c) for c in data]
     digest = hashlib.sha256(json.dumps(convs, sort_keys=True).encode()).hexdigest()
     return convs, digest
+
+
+def _valid(data, valid) -> list[list[dict]]:
+    """The first :data:`VALID_EXAMPLES` validation conversations: ``valid``'s, else the
+    ``valid`` split of a Dataset ``data`` (none for plain conversations)."""
+    if valid is not None:
+        convs, _ = _conversations(valid, "valid")
+    else:
+        convs = _conversations(data, "valid")[0] if hasattr(data, "rows") else []
+    return convs[:VALID_EXAMPLES]
 
 
 def encode_example(tokenizer, messages: list[dict], max_length: int) -> tuple[list[int], list[int]]:
@@ -141,14 +154,18 @@ def _collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(summed next-token loss over the labelled tokens, how many)."""
+def _token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
+    """(summed next-token loss over the labelled tokens, how many, how many the model's top token
+    gets right: the mean token accuracy OpenAI's fine-tuning metrics report)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     target = batch["labels"][:, 1:]
+    scored = logits[:, :-1]
     loss = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target.reshape(-1), reduction="sum"
+        scored.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), reduction="sum"
     )
-    return loss, int((target != -100).sum())
+    labelled = target != -100
+    right = int(((scored.argmax(-1) == target) & labelled).sum())
+    return loss, int(labelled.sum()), right
 
 
 class TextGenerator(Estimator):
@@ -216,7 +233,11 @@ class TextGenerator(Estimator):
 
         With ``run_dir`` the adapter, optimizer, schedule and batch order are checkpointed to
         ``run_dir/checkpoint`` (at most every :data:`CHECKPOINT_SECONDS`, and after the last step);
-        ``resume=True`` continues from there and ends where an uninterrupted run ends."""
+        ``resume=True`` continues from there and ends where an uninterrupted run ends.
+
+        ``valid`` (conversations; default: a Dataset's ``valid`` split) is scored at the end of each
+        epoch and of the fit, on its first :data:`VALID_EXAMPLES` (loss and mean token accuracy:
+        ``valid_history_``); ``train_accuracy_`` is each step's token accuracy."""
         from peft import LoraConfig, get_peft_model
 
         cfg = parse_config(Config, self.get_params(), "TextGenerator")
@@ -236,19 +257,23 @@ class TextGenerator(Estimator):
         tokenizer, model = get_llm_backbone(cfg.backbone).load()
         loaded = time.monotonic()
         examples = [encode_example(tokenizer, c, cfg.max_length) for c in convs]
+        held = [encode_example(tokenizer, c, cfg.max_length) for c in _valid(data, valid)]
         self.lora_ = lora_settings(cfg)
         model = get_peft_model(model, LoraConfig(**self.lora_), adapter_name="default")
-        loop = _Loop(model, cfg, steps, guard)
+        loop = _Loop(model, cfg, steps, guard, per_epoch)
         if resume and folder is not None:
             loop.restore(folder)
         deadline = None if cfg.time_budget is None else began + cfg.time_budget - loop.state.seconds_before
-        loop.run(examples, tokenizer.pad_token_id, deadline, folder, _progress(progress, steps))
+        bar = _progress(progress, steps)
+        loop.run(examples, tokenizer.pad_token_id, deadline, folder, bar, held)
         model.eval()
         trained = time.monotonic() - loaded + loop.state.seconds_before
         self.backbone_ = cfg.backbone
         self.data_digest_ = digest
         self.max_length_ = cfg.max_length
         self.history_ = list(loop.state.history)
+        self.train_accuracy_ = list(loop.state.accuracy)
+        self.valid_history_ = list(loop.state.valid)
         self.train_stats_ = loop.stats(len(examples), trained)
         self.timings_ = {"load_backbone": round(loaded - began, 2), "train": round(trained, 2)}
         self.base_ = Base(cfg.backbone, tokenizer, model, adapters={"default": 1})
@@ -323,21 +348,27 @@ class TextGenerator(Estimator):
         return [self.generate(item, base=base).choices[0].text.strip() for item in items]
 
     # ------------------------------------------------------------ evaluate
-    @torch.inference_mode()
     def loss(self, conversations: list[list[dict]], batch_size: int = 8, *, base: bool = False) -> float:
         """Mean next-token loss on the assistant tokens of ``conversations`` (teacher forcing);
         ``base=True``: of the base model, the adapter off."""
+        return self.token_scores(conversations, batch_size, base=base)[0]
+
+    @torch.inference_mode()
+    def token_scores(
+        self, conversations: list[list[dict]], batch_size: int = 8, *, base: bool = False
+    ) -> tuple[float, float]:
+        """(mean next-token loss, mean token accuracy) on the assistant tokens of ``conversations``."""
         self.check_fitted()
         tokenizer = self.base_.tokenizer
         examples = [encode_example(tokenizer, c, self.max_length_) for c in conversations]
-        total, count = 0.0, 0
+        total, count, right = 0.0, 0, 0
         with self.base_.using(None if base else self.adapter_) as model:
             for start in range(0, len(examples), batch_size):
-                loss, n = _token_loss(
+                loss, n, r = _token_loss(
                     model, _collate(examples[start : start + batch_size], tokenizer.pad_token_id)
                 )
-                total, count = total + float(loss), count + n
-        return total / max(count, 1)
+                total, count, right = total + float(loss), count + n, right + r
+        return total / max(count, 1), right / max(count, 1)
 
     def score(self, data, split: str = "test") -> float:
         """Mean log-likelihood per answer token (minus :meth:`loss`; higher is better, as
@@ -356,7 +387,7 @@ class TextGenerator(Estimator):
                 hint="Evaluate on another split or pass --data FILE.",
             )
         began = time.monotonic()
-        loss, base_loss = self.loss(convs), self.loss(convs, base=True)
+        (loss, accuracy), base_loss = self.token_scores(convs), self.loss(convs, base=True)
         shown = convs[: self.eval_examples]
         refs = [c[-1]["content"] for c in shown]
         tuned = self.predict([c[:-1] for c in shown])
@@ -369,6 +400,7 @@ class TextGenerator(Estimator):
             "n": len(convs),
             "loss": round(loss, 4),
             "perplexity": round(math.exp(min(loss, 50)), 3),
+            "mean_token_accuracy": round(accuracy, 4),
             "loss_base": round(base_loss, 4),
             "perplexity_base": round(math.exp(min(base_loss, 50)), 3),
             "n_generated": len(shown),
@@ -377,6 +409,7 @@ class TextGenerator(Estimator):
             "exact_match": round(exact_match(tuned, refs), 4),
             "side_by_side": table,
             "training_loss": list(getattr(self, "history_", []))[-MAX_CURVE:],
+            "validation": list(getattr(self, "valid_history_", [])),
             "seconds": round(time.monotonic() - began, 2),
         }
 
@@ -404,7 +437,7 @@ class TextGenerator(Estimator):
             "params": self.get_params(),
             "fitted": {
                 k: getattr(self, k)
-                for k in ("backbone_", "data_digest_", "max_length_", "lora_", "history_", "train_stats_")
+                for k in (*FITTED, "history_", "train_accuracy_", "valid_history_", "train_stats_")
             },
             "lineage": {"base_model": self.backbone_, "data_digest": self.data_digest_},
         }
@@ -449,6 +482,8 @@ class _State:
     step: int = 0
     tokens: int = 0
     history: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)  # each step's token accuracy
+    valid: list[dict] = field(default_factory=list)  # the validation scores so far
     queue: list[list[int]] = field(default_factory=list)  # the batches left of this epoch
     seconds_before: float = 0.0  # training time of the interrupted processes before this one
     resumed_at: int | None = None
@@ -459,6 +494,8 @@ class _State:
             "step": self.step,
             "tokens": self.tokens,
             "history": self.history,
+            "accuracy": self.accuracy,
+            "valid": self.valid,
             "queue": self.queue,
             "rng": [version, list(internal), gauss],
             "seconds": round(self.seconds_before + seconds, 3),
@@ -469,6 +506,7 @@ class _State:
         self.rng.setstate((version, tuple(internal), gauss))
         self.step, self.tokens, self.resumed_at = meta["step"], meta["tokens"], meta["step"]
         self.history, self.queue = list(meta["history"]), [list(b) for b in meta["queue"]]
+        self.accuracy, self.valid = list(meta.get("accuracy", [])), list(meta.get("valid", []))
         self.seconds_before = meta["seconds"]
 
 
@@ -495,8 +533,10 @@ def warm_up(steps: int) -> float:
 class _Loop:
     """The LoRA training loop: AdamW + one-cycle on length-sorted batches, with checkpoints."""
 
-    def __init__(self, model, cfg: Config, steps: int, guard: dict):
+    def __init__(self, model, cfg: Config, steps: int, guard: dict, per_epoch: int = 0):
         self.model, self.cfg, self.steps, self.guard = model, cfg, steps, guard
+        self.per_epoch = per_epoch  # steps in a pass over the data: validation at each pass's end
+        self.every = max(1, steps // METRIC_EVENTS)  # steps between two published metrics
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=0.0)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -514,17 +554,34 @@ class _Loop:
         meta = {"guard": self.guard, "loop": self.state.meta(seconds)}
         write_checkpoint(folder, self.model, self.optimizer, self.schedule, meta=meta)
 
-    def step(self, batch: dict[str, torch.Tensor]) -> float:
-        loss_sum, count = _token_loss(self.model, batch)
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+        """One optimizer step: (the batch's mean token loss, its token accuracy)."""
+        loss_sum, count, right = _token_loss(self.model, batch)
         loss = loss_sum / max(count, 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
         self.optimizer.step()
         self.schedule.step()
-        return loss.item()
+        return loss.item(), right / max(count, 1)
 
-    def run(self, examples, pad_id: int, deadline, folder: Path | None, bar) -> None:
+    @torch.inference_mode()
+    def validate(self, held: list, pad_id: int) -> dict:
+        """Loss and mean token accuracy on the validation examples, at this step."""
+        self.model.eval()
+        total = count = right = 0
+        size = self.cfg.batch_size
+        for start in range(0, len(held), size):
+            loss, n, r = _token_loss(self.model, _collate(held[start : start + size], pad_id))
+            total, count, right = total + float(loss), count + n, right + r
+        self.model.train()
+        return {
+            "step": self.state.step,
+            "valid_loss": round(total / max(count, 1), 4),
+            "valid_mean_token_accuracy": round(right / max(count, 1), 4),
+        }
+
+    def run(self, examples, pad_id: int, deadline, folder: Path | None, bar, held=()) -> None:
         state, began = self.state, time.monotonic()
         saved = began
         lengths = [len(x) for x, _ in examples]
@@ -533,19 +590,35 @@ class _Loop:
             if not state.queue:
                 state.queue = _batches(lengths, self.cfg.batch_size, state.rng)
             batch = _collate([examples[i] for i in state.queue.pop(0)], pad_id)
-            loss = self.step(batch)
+            loss, accuracy = self.step(batch)
             state.step += 1
             state.tokens += int(batch["attention_mask"].sum())
             state.history.append(round(loss, 4))
+            state.accuracy.append(round(accuracy, 4))
             bar(state.step, state.history[-1])
             now = time.monotonic()
             stop = deadline is not None and now > deadline
+            self.publish(held, pad_id, stop)
             if folder is not None and (stop or state.step == self.steps or now - saved >= CHECKPOINT_SECONDS):
                 self.save(folder, now - began)
                 saved = time.monotonic()
             if stop:
                 break
         bar(None, None)
+
+    def publish(self, held: list, pad_id: int, stop: bool) -> None:
+        """Every :attr:`every` steps, the step's metrics to the observers (a job's log); at the
+        end of a pass over the data and of the fit, the validation scores too."""
+        state = self.state
+        last = stop or state.step == self.steps
+        scores = {}
+        if held and (last or (self.per_epoch and state.step % self.per_epoch == 0)):
+            scores = self.validate(held, pad_id)
+            state.valid.append(scores)
+        if scores or last or state.step % self.every == 0:
+            metrics = {"step": state.step, "total_steps": self.steps, "train_loss": state.history[-1]}
+            metrics["train_mean_token_accuracy"] = state.accuracy[-1]
+            publish_metrics("LoRA", {**metrics, **scores})
 
     def stats(self, n_examples: int, seconds: float) -> dict:
         state = self.state

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 _observers: list[Callable[[str, float, float], None]] = []
+_metric_observers: list[Callable[[str, dict], None]] = []
 
 
 @contextlib.contextmanager
@@ -25,6 +26,22 @@ def observe(callback: Callable[[str, float, float], None]):
 def notify(stage: str, done: float, total: float) -> None:
     for callback in list(_observers):
         callback(stage, done, total)
+
+
+@contextlib.contextmanager
+def observe_metrics(callback: Callable[[str, dict], None]):
+    """Within the block, ``callback(stage, metrics)`` hears every training metric a loop
+    publishes (a language model's step loss and token accuracy, its validation scores)."""
+    _metric_observers.append(callback)
+    try:
+        yield callback
+    finally:
+        _metric_observers.remove(callback)
+
+
+def publish_metrics(stage: str, metrics: dict) -> None:
+    for callback in list(_metric_observers):
+        callback(stage, metrics)
 
 
 class _Forwarding(Progress):

@@ -48,3 +48,17 @@ def test_the_new_routes_name_their_actions(home):
     embeddings, _ = guard.rule({"method": "POST", "path": "/v1/embeddings"})
     assert embeddings.management is False and embeddings.target({}, {"model": "e5"}) == ("model", "e5")
     assert len({(r.method, r.template) for r in RULES}) == len(RULES)  # no route listed twice
+
+
+def test_an_openai_file_is_its_dataset_or_for_a_result_file_its_job(home):
+    """An uploaded file is read as its dataset; a fine-tuning job's result file as the job, so a
+    key that may not read the job cannot read its metrics either."""
+    guard = AccessGuard()
+    for path in ("/v1/files/abc123", "/v1/files/abc123/content"):
+        rule, params = guard.rule({"method": "GET", "path": path})
+        assert (rule.action(params, {}), rule.target(params, {})) == ("dataset:Read", ("dataset", "abc123"))
+    for path in ("/v1/files/results-0f0f0f0f0f0f", "/v1/files/results-0f0f0f0f0f0f/content"):
+        rule, params = guard.rule({"method": "GET", "path": path})
+        assert (rule.action(params, {}), rule.target(params, {})) == ("job:Read", ("job", "0f0f0f0f0f0f"))
+    rule, _ = guard.rule({"method": "GET", "path": "/v1/fine_tuning/jobs/0f0f0f0f0f0f/checkpoints"})
+    assert rule.action == "job:Read"

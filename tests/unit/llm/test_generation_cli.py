@@ -63,3 +63,33 @@ def test_auto_tells_conversations_apart_and_sizes_its_budget_for_them(headlines_
     assert answer.exit_code == 2, (answer.output, answer.exception)
     said = " ".join(answer.output.split())
     assert "too small for 32 conversations" in said and "--time-budget" in said, answer.output
+
+
+def test_train_validates_on_a_file_of_its_own_and_trains_on_all_of_data(headlines_jsonl, tmp_path):
+    """``--valid-data``: every conversation of ``--data`` trains; the validation file is scored at
+    the end of the fit and is the test split; the pair is a dataset naming both sources."""
+    from tests.unit.llm.conftest import bbc_pairs, chat_line
+
+    import aimass
+    from aimass.tasks.text_generation import TextGenerator
+
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text("".join(chat_line(a, h) + "\n" for a, h in bbc_pairs(10, chars=120, skip=500)))
+    settings = ["max_steps=2", "batch_size=4", "max_length=96", "max_new_tokens=8", "eval_examples=1"]
+    args = ["train", "--task", "text-generation", "--data", str(headlines_jsonl), "--valid-data", str(valid)]
+    args += [x for s in settings for x in ("--set", s)] + ["--name", "headlines-validated", "--json"]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, (run.output, run.exception)
+    result = json.loads(run.stdout)
+    assert result["metrics"]["n"] == 10 and 0 < result["metrics"]["mean_token_accuracy"] < 1
+    pair = aimass.load_dataset(result["dataset"])
+    assert pair.manifest["counts"]["by_split"] == {"train": 32, "valid": 10, "test": 10}
+    parents = pair.manifest["parents"]
+    assert parents["training_file"]["name"] == "headlines" and parents["validation_file"]["name"] == "valid"
+    model = TextGenerator.load(result["path"])
+    assert [v["step"] for v in model.valid_history_] == [2]  # max_steps ends the fit before a pass does
+
+    refused = CliRunner().invoke(
+        app, ["train", "--data", str(headlines_jsonl), "--from", "x:1", "--valid-data", "v"]
+    )
+    assert refused.exit_code != 0 and "validation" in refused.output

@@ -3,6 +3,8 @@ written for OpenAI runs here unchanged, from the upload to a chat with the fine-
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import openai
@@ -34,9 +36,18 @@ def small_file(tmp_path_factory):
     return path
 
 
-def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file):
+@pytest.fixture(scope="module")
+def valid_file(tmp_path_factory):
+    """10 other BBC pairs: a validation file."""
+    path = tmp_path_factory.mktemp("ft") / "ft-valid.jsonl"
+    path.write_text("".join(chat_line(a, h) + "\n" for a, h in bbc_pairs(10, chars=120, skip=400)))
+    return path
+
+
+def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file, valid_file):
     client = server
     file = client.files.create(file=small_file.open("rb"), purpose="fine-tune")
+    valid = client.files.create(file=valid_file.open("rb"), purpose="fine-tune")
     assert file.object == "file" and file.purpose == "fine-tune" and file.status == "processed"
     assert file.status_details.startswith("12 examples kept, 1 rejected"), file.status_details
     assert client.files.retrieve(file.id).filename == "ft-headlines.jsonl"
@@ -45,22 +56,48 @@ def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file):
     job = client.fine_tuning.jobs.create(
         model="smollm2-135m",
         training_file=file.id,
+        validation_file=valid.id,
         suffix="small headlines",
-        hyperparameters={"n_epochs": 1, "batch_size": 4},
+        hyperparameters={"n_epochs": 2, "batch_size": 4},
         seed=3,
     )
     assert job.object == "fine_tuning.job" and job.status == "queued" and job.fine_tuned_model is None
-    assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size) == (1, 4)
+    assert job.validation_file == valid.id and job.result_files == []
+    assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size) == (2, 4)
     assert job.model == "smollm2-135m" and job.training_file == file.id and job.seed == 3
-    assert jobs.run_foreground(job.id)["status"] == "succeeded"  # what `aimass serve --jobs 1` runs
+    ran = jobs.run_foreground(job.id)  # what `aimass serve --jobs 1` runs
+    assert ran["status"] == "succeeded", ran["error"]
 
     done = client.fine_tuning.jobs.retrieve(job.id)
     assert done.status == "succeeded" and done.finished_at >= done.created_at
     assert done.fine_tuned_model.startswith("ft-small-headlines:"), done.fine_tuned_model
-    assert done.trained_tokens > 9 * 20  # 9 training conversations, one pass, from the version's stats
+    # with a validation file, all 12 training conversations train: 3 steps of 4 a pass, 2 passes
+    assert done.trained_tokens > 2 * 12 * 20
     assert job.id in [j.id for j in client.fine_tuning.jobs.list(limit=5).data]
     events = client.fine_tuning.jobs.list_events(job.id, limit=50).data
     assert events and all(e.object == "fine_tuning.job.event" and e.message for e in events)
+    metrics = sorted((e.data for e in events if e.type == "metrics"), key=lambda d: d["step"])
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6] and metrics[0]["total_steps"] == 6
+    assert all(m["train_loss"] > 0 and 0 <= m["train_mean_token_accuracy"] <= 1 for m in metrics)
+    validated = [m for m in metrics if "valid_loss" in m]
+    assert [m["step"] for m in validated] == [3, 6]  # the end of each pass over the 12
+    assert validated[-1]["valid_loss"] < validated[0]["valid_loss"] * 1.5
+
+    # the result file: a CSV of the steps, read as OpenAI's is
+    (results,) = done.result_files
+    assert client.files.retrieve(results).purpose == "fine-tune-results"
+    table = list(csv.DictReader(io.StringIO(client.files.content(results).text)))
+    assert [int(r["step"]) for r in table] == [1, 2, 3, 4, 5, 6]
+    assert [float(r["train_loss"]) for r in table] == [m["train_loss"] for m in metrics]
+    assert [r["step"] for r in table if r["valid_loss"]] == ["3", "6"]
+    assert float(table[-1]["valid_loss"]) == validated[-1]["valid_loss"]
+    (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoint.fine_tuned_model_checkpoint == done.fine_tuned_model and checkpoint.step_number == 6
+    assert checkpoint.metrics.valid_loss == validated[-1]["valid_loss"]
+    assert checkpoint.metrics.full_valid_loss > 0  # the evaluation on all 10 validation conversations
+    # the uploaded file reads back as its kept conversations
+    lines = client.files.content(file.id).text.splitlines()
+    assert len(lines) == 12 and json.loads(lines[0])["messages"][-1]["role"] == "assistant"
 
     # the fine-tuned model answers by name at once, without a deployment
     answer = client.chat.completions.create(
@@ -80,7 +117,7 @@ def test_what_cannot_be_fine_tuned_is_a_4xx_naming_the_field(server, small_file)
             client.fine_tuning.jobs.create(**{"model": "smollm2-135m", "training_file": file.id, **body})
         return caught.value.body
 
-    assert refused(validation_file=file.id)["param"] == "validation_file"
+    refused(openai.NotFoundError, validation_file="0123456789ab")
     assert refused(hyperparameters={"n_epochs": 0})["param"] == "hyperparameters.n_epochs"
     assert refused(method={"type": "dpo"})["param"] == "method"
     refused(openai.NotFoundError, training_file="0123456789ab")

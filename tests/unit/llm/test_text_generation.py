@@ -104,12 +104,16 @@ class Killed(Exception):
 @pytest.mark.slow
 def test_same_seed_same_adapter_also_when_resumed_after_a_kill(tmp_path, monkeypatch):
     """A straight seeded run, and one killed in step 2 then resumed from its checkpoint: the same
-    adapter, bit for bit, and the same losses (step 3 starts a new seeded batch order)."""
+    adapter, bit for bit, and the same losses and validation scores (step 3 starts a new seeded
+    batch order; validation at the end of the pass, step 2, and of the fit, step 3)."""
     from aimass.tasks import text_generation as tg
 
     data = headline_pairs(4, chars=100)  # 2 batches of 2 a pass
+    valid = headline_pairs(2, chars=100, skip=50)
     params = {**GEN_PARAMS, "max_steps": 3, "batch_size": 2, "max_length": 48}
-    straight = TextGenerator(**params).fit(data, progress=False)
+    straight = TextGenerator(**params).fit(data, valid, progress=False)
+    assert [v["step"] for v in straight.valid_history_] == [2, 3]
+    assert len(straight.train_accuracy_) == 3 and all(0 <= a <= 1 for a in straight.train_accuracy_)
     monkeypatch.setattr(tg, "CHECKPOINT_SECONDS", 0.0)
     real, calls = tg._token_loss, []
 
@@ -121,14 +125,16 @@ def test_same_seed_same_adapter_also_when_resumed_after_a_kill(tmp_path, monkeyp
 
     monkeypatch.setattr(tg, "_token_loss", dies_in_step_2)
     with pytest.raises(Killed):
-        TextGenerator(**params).fit(data, run_dir=tmp_path, progress=False)
+        TextGenerator(**params).fit(data, valid, run_dir=tmp_path, progress=False)
     folder = tmp_path / "checkpoint"
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.json", "checkpoint.safetensors"]
     assert json.loads((folder / "checkpoint.json").read_text())["loop"]["step"] == 1
     monkeypatch.setattr(tg, "_token_loss", real)
-    resumed = TextGenerator(**params).fit(data, run_dir=tmp_path, resume=True, progress=False)
+    resumed = TextGenerator(**params).fit(data, valid, run_dir=tmp_path, resume=True, progress=False)
     assert resumed.train_stats_["resumed_at_step"] == 1 and resumed.train_stats_["steps"] == 3
     assert resumed.history_ == straight.history_
+    assert resumed.train_accuracy_ == straight.train_accuracy_
+    assert resumed.valid_history_ == straight.valid_history_
     s1, s2 = straight.adapter_state(), resumed.adapter_state()
     assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
     with pytest.raises(ConfigError, match="other data or settings"):  # refused before loading
