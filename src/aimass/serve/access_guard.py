@@ -336,10 +336,13 @@ class AccessGuard:
         return data, action, kind, name, resource, principal
 
     def arn(self, kind: str, name: str) -> str:
-        """The resource's ARN in its project; a model named by alias is named by its version, a
-        dataset named by its id by its name (projects own datasets by name)."""
+        """The resource's ARN in its project; a model named by alias is named by its version (a
+        checkpoint of a version as the version), a dataset named by its id by its name (projects own
+        datasets by name)."""
         if kind == "dataset":
             name = self.authorizer.memo(("dataset-name", name), lambda: dataset_name(name))
+        if kind == "model":  # a checkpoint of a version is that version's
+            name = registry.split_checkpoint(name)[0]
         if kind == "model" and "@" in name:
             try:
                 base, version = registry.parse_ref(name)

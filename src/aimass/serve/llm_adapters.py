@@ -2,8 +2,9 @@
 
 A version of a text-generation model is only its LoRA adapter (~9 MB), and every adapter of one
 backbone runs on the one shared base copy (:mod:`aimass.llm.hub`). So the OpenAI routes answer any
-registered fine-tune the caller may use (``NAME``, ``NAME:VERSION``, ``NAME@ALIAS``) the moment
-training registers it: the adapter is attached on first use and kept for the next requests. At most
+registered fine-tune the caller may use (``NAME``, ``NAME:VERSION``, ``NAME@ALIAS``, and an earlier
+epoch's checkpoint of a version, ``NAME:VERSION:ckpt-step-N``) the moment training registers it:
+the adapter is attached on first use and kept for the next requests. At most
 ``AIMASS_LLM_ADAPTERS`` (default 16) are kept beyond the deployed ones; the least recently used
 idle one is detached first, and one that is decoding is never detached.
 """
@@ -40,13 +41,18 @@ class Adapters:
     def find(self, name: str):
         """``(ref, model)`` of the registered fine-tune ``name`` names, attached now if it was not;
         None when ``name`` names no registered version, or one that does not generate text."""
+        ref, step = registry.split_checkpoint(name)
         try:
-            record = registry.get_version(name)
+            record = registry.get_version(ref)
         except AimassError:
             return None
         if record.task != TASK:
             return None
-        return record.ref, self._model(record.ref)
+        ref = record.ref if step is None else f"{record.ref}:ckpt-step-{step}"
+        try:
+            return ref, self._model(ref)
+        except AimassError:  # no checkpoint kept at that step
+            return None
 
     @contextmanager
     def lease(self, ref: str):
@@ -73,7 +79,8 @@ class Adapters:
                 return model
         from aimass.tasks.text_generation import TextGenerator  # torch: only where a fine-tune answers
 
-        loaded = TextGenerator.load(registry.open_folder(registry.get_version(ref)))
+        version, step = registry.split_checkpoint(ref)
+        loaded = TextGenerator.load(registry.open_folder(registry.get_version(version)), checkpoint=step)
         with self._lock:
             model = self._models.get(ref)
             if model is None:

@@ -16,8 +16,9 @@ for OpenAI fine-tunes here unchanged: ``client.files.create(file=..., purpose="f
   without one, the training file's own held-out splits are used.
 - What a fit measured comes back as OpenAI's do: ``metrics`` events (step, training loss and token
   accuracy, validation scores), a ``result_files`` CSV (``step,train_loss,train_accuracy,
-  valid_loss,valid_mean_token_accuracy``, read with ``client.files.content``) and one checkpoint,
-  the registered version, with its full-validation scores (aimass keeps the final adapter only).
+  valid_loss,valid_mean_token_accuracy``, read with ``client.files.content``) and checkpoints: the
+  registered version with its full-validation scores, and the adapters kept at the ends of the two
+  epochs before it, which answer by name (``ft-SUFFIX:N:ckpt-step-S``) as the version does.
 - Access is the routes' own (:data:`aimass.serve.access_guard.RULES`): uploading is
   ``dataset:Import``, a job ``job:Submit``; the data a job names must be readable by its submitter;
   a result file is its job's (``job:Read``).
@@ -382,35 +383,43 @@ def _trained_tokens(ref: str | None) -> int | None:
 
 
 def _checkpoints(job_id: str) -> dict:
-    """The job's one checkpoint: the registered version, with the scores of its last step and of
-    the whole held-out set (``full_valid_*``: the evaluation's)."""
+    """The job's checkpoints, newest first: the registered version (its last step, with
+    ``full_valid_*`` from its evaluation) and the adapters kept at the ends of the epochs before
+    (``NAME:VERSION:ckpt-step-N``), each with the training and validation scores of its step."""
     job = _fine_tuning(job_id)
     if job["status"] != "succeeded":
         return {"object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None}
     ref = job["result"]["model"]
     fitted, version = _fitted(ref), registry.get_version(ref)
-    step = len(fitted.get("history_") or [])
-    metrics = {"step": step, "train_loss": (fitted.get("history_") or [None])[-1]}
-    metrics["train_mean_token_accuracy"] = (fitted.get("train_accuracy_") or [None])[-1]
-    last = (fitted.get("valid_history_") or [{}])[-1]
-    metrics.update({k: last.get(k) for k in ("valid_loss", "valid_mean_token_accuracy")})
-    metrics["full_valid_loss"] = (version.metrics or {}).get("loss")
-    metrics["full_valid_mean_token_accuracy"] = (version.metrics or {}).get("mean_token_accuracy")
-    checkpoint = {
-        "id": f"ftckpt-{job_id}-{step}",
-        "object": "fine_tuning.job.checkpoint",
-        "created_at": _epoch(job.get("finished")),
-        "fine_tuned_model_checkpoint": ref,
-        "fine_tuning_job_id": job_id,
-        "metrics": metrics,
-        "step_number": step,
-    }
+    history, accuracy = fitted.get("history_") or [], fitted.get("train_accuracy_") or []
+    valid = {v["step"]: v for v in fitted.get("valid_history_") or []}
+    kept = [(c["step"], f"{ref}:ckpt-step-{c['step']}") for c in fitted.get("checkpoints_") or []]
+    data = []
+    for step, model in [(len(history), ref), *sorted(kept, reverse=True)]:
+        metrics = {"step": step, "train_loss": history[step - 1] if 0 < step <= len(history) else None}
+        metrics["train_mean_token_accuracy"] = accuracy[step - 1] if 0 < step <= len(accuracy) else None
+        scores = valid.get(step, {})
+        metrics.update({k: scores.get(k) for k in ("valid_loss", "valid_mean_token_accuracy")})
+        if model == ref:
+            metrics["full_valid_loss"] = (version.metrics or {}).get("loss")
+            metrics["full_valid_mean_token_accuracy"] = (version.metrics or {}).get("mean_token_accuracy")
+        data.append(
+            {
+                "id": f"ftckpt-{job_id}-{step}",
+                "object": "fine_tuning.job.checkpoint",
+                "created_at": _epoch(job.get("finished")),
+                "fine_tuned_model_checkpoint": model,
+                "fine_tuning_job_id": job_id,
+                "metrics": metrics,
+                "step_number": step,
+            }
+        )
     return {
         "object": "list",
-        "data": [checkpoint],
+        "data": data,
         "has_more": False,
-        "first_id": checkpoint["id"],
-        "last_id": checkpoint["id"],
+        "first_id": data[0]["id"],
+        "last_id": data[-1]["id"],
     }
 
 

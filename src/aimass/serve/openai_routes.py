@@ -188,6 +188,8 @@ def _resolve(engine, name: str, adapters: Adapters | None = None) -> _Target:
     if name in HUB.names():
         return _Target(name, base=HUB.base(name))
     try:
+        if registry.split_checkpoint(name)[1] is not None:  # an epoch's checkpoint: never deployed
+            raise NotFoundError(name)
         deployment = engine.route(name)
     except NotFoundError:
         found = adapters.find(name) if adapters is not None else None

@@ -57,6 +57,20 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return check_name(name), int(version) if version else None
 
 
+CHECKPOINT = re.compile(r"^(.+):ckpt-step-([0-9]{1,9})$")
+
+
+def split_checkpoint(ref: str) -> tuple[str, int | None]:
+    """``"ft-news:2:ckpt-step-40"`` -> (``ft-news:2``, 40): a language model's checkpoint kept at
+    an earlier epoch's end; any other ref -> (ref, None).
+
+    >>> split_checkpoint("ft-news:2:ckpt-step-40"), split_checkpoint("ft-news:2")
+    (('ft-news:2', 40), ('ft-news:2', None))
+    """
+    found = CHECKPOINT.fullmatch(str(ref))
+    return (found.group(1), int(found.group(2))) if found else (str(ref), None)
+
+
 def alias_version(name: str, alias: str) -> int:
     with session() as s:
         record = s.get(AliasRecord, (name, alias))

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from aimass.data import bbc_news_path, bbc_news_text
 from aimass.data.pairs_import import looks_like_pairs
-from aimass.errors import ConfigError, DataError, VersionError
+from aimass.errors import ConfigError, DataError, NotFoundError, VersionError
 from aimass.estimator import Estimator, parse_config
 from aimass.llm import decode
 from aimass.llm.backbone import get_llm_backbone
@@ -47,6 +47,8 @@ MAX_CURVE = 5000  # training-loss points an evaluation keeps (the last ones)
 VALID_EXAMPLES = 32  # validation conversations scored at the end of each epoch and of the fit
 METRIC_EVENTS = 200  # a fit publishes its step metrics about this many times (every step if fewer)
 FITTED = ("backbone_", "data_digest_", "max_length_", "lora_")  # what a load needs besides params
+EPOCH_CHECKPOINTS = 2  # adapters kept from the ends of the last passes before the final one
+CHECKPOINTS = "checkpoints"  # a version's folder of those: checkpoints/step-N.safetensors
 SYSTEM_HEADLINE = "Write the headline of this news article."
 
 
@@ -237,7 +239,9 @@ class TextGenerator(Estimator):
 
         ``valid`` (conversations; default: a Dataset's ``valid`` split) is scored at the end of each
         epoch and of the fit, on its first :data:`VALID_EXAMPLES` (loss and mean token accuracy:
-        ``valid_history_``); ``train_accuracy_`` is each step's token accuracy."""
+        ``valid_history_``); ``train_accuracy_`` is each step's token accuracy. The adapters at
+        the ends of the last :data:`EPOCH_CHECKPOINTS` passes before the final step are kept too
+        (``checkpoints_``; saved with the version, answering as ``NAME:VERSION:ckpt-step-N``)."""
         from peft import LoraConfig, get_peft_model
 
         cfg = parse_config(Config, self.get_params(), "TextGenerator")
@@ -274,6 +278,8 @@ class TextGenerator(Estimator):
         self.history_ = list(loop.state.history)
         self.train_accuracy_ = list(loop.state.accuracy)
         self.valid_history_ = list(loop.state.valid)
+        self.snapshots_ = dict(loop.snapshots)
+        self.checkpoints_ = [_checkpoint_entry(step, self.valid_history_) for step in self.snapshots_]
         self.train_stats_ = loop.stats(len(examples), trained)
         self.timings_ = {"load_backbone": round(loaded - began, 2), "train": round(trained, 2)}
         self.base_ = Base(cfg.backbone, tokenizer, model, adapters={"default": 1})
@@ -437,16 +443,30 @@ class TextGenerator(Estimator):
             "params": self.get_params(),
             "fitted": {
                 k: getattr(self, k)
-                for k in (*FITTED, "history_", "train_accuracy_", "valid_history_", "train_stats_")
+                for k in (
+                    *FITTED,
+                    "history_",
+                    "train_accuracy_",
+                    "valid_history_",
+                    "checkpoints_",
+                    "train_stats_",
+                )
+                if hasattr(self, k)
             },
             "lineage": {"base_model": self.backbone_, "data_digest": self.data_digest_},
         }
         (path / "model.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        for step, state in getattr(self, "snapshots_", {}).items():
+            (path / CHECKPOINTS).mkdir(exist_ok=True)
+            save_file(
+                state, str(path / CHECKPOINTS / f"step-{step}.safetensors"), metadata={"base": self.backbone_}
+            )
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> TextGenerator:
-        """Attach the saved adapter to the shared base (loaded once per process)."""
+    def load(cls, path: str | Path, checkpoint: int | None = None) -> TextGenerator:
+        """Attach the saved adapter to the shared base (loaded once per process); ``checkpoint``:
+        the one kept at that step (an earlier epoch's end, :attr:`checkpoints_`) instead."""
         path = Path(path)
         meta = json.loads((path / "model.json").read_text())
         if meta.get("format") != FORMAT:
@@ -458,8 +478,17 @@ class TextGenerator(Estimator):
         model = cls(**meta["params"])
         for key, value in meta["fitted"].items():
             setattr(model, key, value)
-        state = load_file(str(path / "adapter.safetensors"))
-        name = "a" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        weights = path / "adapter.safetensors"
+        if checkpoint is not None:
+            weights = path / CHECKPOINTS / f"step-{int(checkpoint)}.safetensors"
+            if not weights.is_file():
+                kept = [c["step"] for c in getattr(model, "checkpoints_", [])]
+                raise NotFoundError(
+                    f"{path} keeps no checkpoint at step {checkpoint}.",
+                    hint=f"Its checkpoints are at steps {kept}; the final adapter is the version itself.",
+                )
+        state = load_file(str(weights))
+        name = "a" + hashlib.sha1(str(weights.resolve()).encode()).hexdigest()[:12]
         model.base_ = HUB.base(model.backbone_)
         model.base_.attach(name, model.lora_, state)
         model.adapter_, model.loaded_state_ = name, state
@@ -520,6 +549,12 @@ def _check_resumable(folder: Path, guard: dict) -> None:
         )
 
 
+def _checkpoint_entry(step: int, valid: list[dict]) -> dict:
+    """A kept checkpoint's step and the validation scores measured there, if any."""
+    scores = next((v for v in valid if v["step"] == step), {})
+    return {"step": step, **{k: v for k, v in scores.items() if k != "step"}}
+
+
 def warm_up(steps: int) -> float:
     """The one-cycle's warm-up share: 10% of a long run, 30% of a short one. The warm-up must end
     on a step other than the first (``pct * steps - 1 != 0``), which 10% of 10 steps would not.
@@ -536,6 +571,7 @@ class _Loop:
     def __init__(self, model, cfg: Config, steps: int, guard: dict, per_epoch: int = 0):
         self.model, self.cfg, self.steps, self.guard = model, cfg, steps, guard
         self.per_epoch = per_epoch  # steps in a pass over the data: validation at each pass's end
+        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}  # step -> adapter, the last passes' ends
         self.every = max(1, steps // METRIC_EVENTS)  # steps between two published metrics
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=0.0)
@@ -611,14 +647,26 @@ class _Loop:
         end of a pass over the data and of the fit, the validation scores too."""
         state = self.state
         last = stop or state.step == self.steps
+        epoch_end = bool(self.per_epoch) and state.step % self.per_epoch == 0
         scores = {}
-        if held and (last or (self.per_epoch and state.step % self.per_epoch == 0)):
+        if held and (last or epoch_end):
             scores = self.validate(held, pad_id)
             state.valid.append(scores)
+        if epoch_end and not last:
+            self.snapshot()
         if scores or last or state.step % self.every == 0:
             metrics = {"step": state.step, "total_steps": self.steps, "train_loss": state.history[-1]}
             metrics["train_mean_token_accuracy"] = state.accuracy[-1]
             publish_metrics("LoRA", {**metrics, **scores})
+
+    def snapshot(self) -> None:
+        """Keep a copy of the adapter at this step (the last :data:`EPOCH_CHECKPOINTS` are kept)."""
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(self.model, adapter_name="default")
+        self.snapshots[self.state.step] = {k: v.detach().clone().contiguous() for k, v in state.items()}
+        while len(self.snapshots) > EPOCH_CHECKPOINTS:
+            self.snapshots.pop(min(self.snapshots))
 
     def stats(self, n_examples: int, seconds: float) -> dict:
         state = self.state

@@ -91,10 +91,26 @@ def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file, valid_f
     assert [float(r["train_loss"]) for r in table] == [m["train_loss"] for m in metrics]
     assert [r["step"] for r in table if r["valid_loss"]] == ["3", "6"]
     assert float(table[-1]["valid_loss"]) == validated[-1]["valid_loss"]
-    (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(job.id).data
-    assert checkpoint.fine_tuned_model_checkpoint == done.fine_tuned_model and checkpoint.step_number == 6
-    assert checkpoint.metrics.valid_loss == validated[-1]["valid_loss"]
-    assert checkpoint.metrics.full_valid_loss > 0  # the evaluation on all 10 validation conversations
+    final, first = client.fine_tuning.jobs.checkpoints.list(job.id).data  # newest first
+    assert final.fine_tuned_model_checkpoint == done.fine_tuned_model and final.step_number == 6
+    assert final.metrics.valid_loss == validated[-1]["valid_loss"]
+    assert final.metrics.full_valid_loss > 0  # the evaluation on all 10 validation conversations
+    assert first.fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-3"
+    assert first.step_number == 3 and first.metrics.valid_loss == validated[0]["valid_loss"]
+    # the first epoch's adapter answers by its checkpoint name, and differs from the final one
+    early = client.chat.completions.create(
+        model=first.fine_tuned_model_checkpoint, messages=ASK, max_tokens=8, temperature=0, logprobs=True
+    )
+    late = client.chat.completions.create(
+        model=done.fine_tuned_model, messages=ASK, max_tokens=8, temperature=0, logprobs=True
+    )
+    assert early.model == first.fine_tuned_model_checkpoint and early.choices[0].message.content
+    first_token = [c.choices[0].logprobs.content[0].logprob for c in (early, late)]
+    assert first_token[0] != first_token[1], first_token
+    with pytest.raises(openai.NotFoundError):  # no checkpoint kept at step 2
+        client.chat.completions.create(
+            model=f"{done.fine_tuned_model}:ckpt-step-2", messages=ASK, max_tokens=2
+        )
     # the uploaded file reads back as its kept conversations
     lines = client.files.content(file.id).text.splitlines()
     assert len(lines) == 12 and json.loads(lines[0])["messages"][-1]["role"] == "assistant"

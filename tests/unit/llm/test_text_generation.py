@@ -137,6 +137,10 @@ def test_same_seed_same_adapter_also_when_resumed_after_a_kill(tmp_path, monkeyp
     assert resumed.valid_history_ == straight.valid_history_
     s1, s2 = straight.adapter_state(), resumed.adapter_state()
     assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert [c["step"] for c in resumed.checkpoints_] == [2] and resumed.checkpoints_ == straight.checkpoints_
+    e1, e2 = straight.snapshots_[2], resumed.snapshots_[2]  # the adapter at the end of the first pass
+    assert e1.keys() == s1.keys() and all(torch.equal(e1[k], e2[k]) for k in e1)
+    assert any(not torch.equal(e1[k], s1[k]) for k in e1)  # and not the final one
     with pytest.raises(ConfigError, match="other data or settings"):  # refused before loading
         TextGenerator(**{**params, "lr": 5e-4}).fit(data, run_dir=tmp_path, resume=True, progress=False)
 
