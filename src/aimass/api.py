@@ -35,6 +35,7 @@ from aimass.workflow import (
     show_model,
     train_model,
 )
+from aimass.workflow import delete_dataset as _delete_dataset
 
 __all__ = [
     "auto",
@@ -44,6 +45,7 @@ __all__ = [
     "compression_methods",
     "continue_model",
     "dataset_issues",
+    "delete_dataset",
     "delete_model",
     "evaluate",
     "export",
@@ -69,6 +71,16 @@ def auto(path: str | Path | None = None, **options) -> dict:
     register and optionally serve (``data=`` a stored dataset instead of ``path``): see
     :func:`aimass.autolearn.auto` for the options and the report."""
     return autolearn.auto(path, **options)
+
+
+def delete_dataset(ref: str, *, force: bool = False) -> dict:
+    """Delete a stored dataset by id or name (refused while a job that has not ended names it, and
+    while versions trained on it are registered unless ``force``): see
+    :func:`aimass.workflow.delete_dataset`."""
+    from aimass import jobs
+
+    found = load_dataset(ref)
+    return _delete_dataset(ref, force=force, jobs=jobs.using_dataset(found))
 
 
 def export(ref: str, fmt: str = "onnx", out: str | Path | None = None, *, force: bool = False) -> dict:

@@ -23,7 +23,8 @@ from aimass import paths
 from aimass.compressors import Compressor, available_compressors, get_compressor, measure
 from aimass.data import Dataset, list_datasets, load_dataset
 from aimass.data import import_dataset as _import_dataset
-from aimass.errors import ConfigError, NotFoundError
+from aimass.data.storage import deleted_dataset
+from aimass.errors import ConfigError, InUseError, NotFoundError
 from aimass.estimator import Estimator
 from aimass.store import registry
 from aimass.store.artifacts import write_atomic
@@ -360,8 +361,10 @@ def _eval_data(record, data):
     if data is None:
         match = [d for d in list_datasets() if d.digest == record.dataset_digest]
         if not match:
+            gone = deleted_dataset(record.dataset_digest)
+            when = f" (deleted on {gone['deleted']})" if gone else ""
             raise NotFoundError(
-                f"The dataset {record.dataset_digest[:12]} that trained {record.ref} is gone.",
+                f"The dataset {record.dataset_digest[:12]} that trained {record.ref} is gone{when}.",
                 hint="Pass --data FILE_OR_DATASET to evaluate on other data.",
             )
         return match[-1]
@@ -481,6 +484,61 @@ def delete_model(ref: str, *, served: dict[str, list[str]] | None = None, force:
     service serves it, or while an alias points at it unless ``force``. See
     :func:`aimass.store.registry.delete_version`."""
     return registry.delete_version(ref, served=served, force=force)
+
+
+def delete_dataset(ref: str, *, force: bool = False, jobs: list[str] | tuple = ()) -> dict:
+    """Delete the stored dataset ``ref`` (its id, or a name: the newest import of it), the upload
+    it came from and nothing of the user's own disk (:mod:`aimass.data.removal`); refused while
+    ``jobs`` (the queued or running jobs that name it, as the caller knows them) is not empty, and
+    while registered versions were trained on it unless ``force`` (they keep their lineage, which
+    then says the dataset was deleted, and when).
+
+    A dataset made from it for one fine-tuning job (a training file paired with its validation
+    file, :mod:`aimass.data.chat_validation`) holds its rows too and goes with it (``derived``).
+
+    Returns the tombstone (``id``, ``names``, ``digest``, ``deleted``) with ``uploads_removed``,
+    ``derived`` (the ids of those pairs) and ``models`` (the versions trained on it or on them).
+
+    Raises:
+        NotFoundError: no such dataset (or it was deleted already: the message says when).
+        InUseError: a job names it, or a version was trained on it and ``force`` is not set.
+    """
+    from aimass.data.removal import remove_dataset
+
+    ds = load_dataset(ref) if ref in _ids_and_names() else _no_prefix(ref)
+    if jobs:
+        raise InUseError(
+            f"Dataset {ds.name} ({ds.id}) is named by job(s) {', '.join(jobs)} that have not ended.",
+            hint="Wait for them to end, or cancel them (`aimass jobs cancel ID`), then delete it.",
+        )
+    derived = [d for d in list_datasets() if ds.id in _parent_ids(d)]
+    trained = [ref for d in (ds, *derived) for ref in registry.versions_trained_on(d.digest)]
+    if trained and not force:
+        raise InUseError(
+            f"Dataset {ds.name} ({ds.id}) trained {', '.join(trained)}; their lineage names it.",
+            hint="Delete those versions first, or force the delete (--force, ?force=true): they stay "
+            "registered and their lineage says the dataset was deleted.",
+        )
+    for pair in derived:
+        remove_dataset(pair)
+    return {**remove_dataset(ds), "derived": [d.id for d in derived], "models": trained}
+
+
+def _parent_ids(ds: Dataset) -> set[str]:
+    return {p.get("id") for p in (ds.manifest.get("parents") or {}).values() if isinstance(p, dict)}
+
+
+def _ids_and_names() -> set[str]:
+    return {key for d in list_datasets() for key in (d.id, *d.names)}
+
+
+def _no_prefix(ref: str) -> Dataset:
+    """A delete names a dataset whole: an id prefix is refused (a 404 that says so)."""
+    load_dataset(ref)  # no such dataset (or a deleted one): its own message
+    raise NotFoundError(
+        f"{ref!r} is not the whole id or a name of a dataset.",
+        hint="Give the whole id (`aimass data list` shows it) to delete a dataset.",
+    )
 
 
 def compression_methods(task: str) -> list[str]:

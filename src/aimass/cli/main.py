@@ -69,6 +69,30 @@ def data_list(as_json: JsonFlag = False):
     emit(rows, as_json, lambda r: out.print(_table(r, ["id", "name", "rows", "language"])))
 
 
+@data_app.command("delete")
+@command
+def data_delete(
+    dataset: Annotated[str, typer.Argument(help="The dataset's whole id, or its name (the newest import).")],
+    force: Annotated[
+        bool, typer.Option(help="Delete it even though registered versions were trained on it.")
+    ] = False,
+    as_json: JsonFlag = False,
+):
+    """Delete a stored dataset and the upload it came from (never a file of your own disk)."""
+    from aimass import api
+
+    gone = api.delete_dataset(dataset, force=force)
+
+    def show(g):
+        out.print(f"Deleted dataset {g['id']} ({', '.join(g['names'])}).")
+        if g["uploads_removed"]:
+            out.print(f"Removed the upload it came from ({g['uploads_removed']} folder).")
+        if g["models"]:
+            out.print(f"Trained on it, still registered: {', '.join(g['models'])}.")
+
+    emit(gone, as_json, show)
+
+
 @data_app.command("issues")
 @command
 def data_issues(

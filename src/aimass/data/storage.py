@@ -18,6 +18,7 @@ from aimass.store.claims import claim
 
 ID_LENGTH = 12
 MIN_PREFIX = 4
+TOMBSTONES = ".deleted"  # datasets/.deleted/<id>.json: what was deleted, when (aimass.data.removal)
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 _ENCODE_STRING = json.encoder.encode_basestring
 
@@ -102,6 +103,7 @@ def save_dataset(lines: list[str], rows: list[dict], rejects: list[dict], manife
     atomic_write(folder / DATA_FILE, data.encode())
     atomic_write(folder / REJECTS_FILE, jsonl_bytes(rejects))
     write_manifest(folder, manifest)
+    (datasets_dir() / TOMBSTONES / f"{manifest['id']}.json").unlink(missing_ok=True)  # stored again
     return Dataset.open(folder)
 
 
@@ -188,10 +190,30 @@ def load_dataset(id_or_name: str) -> Dataset:
         raise NotFoundError(
             f"{key!r} matches several datasets: {_listing(prefixed)}", hint="Give more characters of the id."
         )
+    gone = deleted_dataset(key)
+    if gone is not None:
+        raise NotFoundError(
+            f"dataset {key!r} ({gone['id']}) was deleted on {gone['deleted']}",
+            hint="Import its file again to get it back (the same content gets the same id).",
+        )
     raise NotFoundError(
         f"no dataset {key!r}; stored: {_listing(datasets) or 'none'}",
         hint="Use an id or name from the list, or import the file first.",
     )
+
+
+def deleted_dataset(key: str) -> dict | None:
+    """The tombstone of the newest deleted dataset with id, digest or name ``key``, or None."""
+    folder = datasets_dir() / TOMBSTONES
+    stones = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            stone = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if key in (stone.get("id"), stone.get("digest")) or key in stone.get("names", []):
+            stones.append(stone)
+    return max(stones, key=lambda s: s.get("deleted", ""), default=None)
 
 
 def _last_import(ds: Dataset, name: str) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "show",
     "submit",
     "upload_code",
+    "using_dataset",
     "wait",
 ]
 
@@ -62,6 +63,18 @@ def submit(kind: str, params: dict | None = None, *, timeout_s: float | None = N
     if timeout_s is not None and timeout_s <= 0:
         raise JobError("The timeout must be positive.", code="timeout_invalid", hint="e.g. --timeout 30m.")
     return state.create(kind, params, timeout_s=timeout_s).to_dict()
+
+
+def using_dataset(ds) -> list[str]:
+    """The queued and running jobs whose ``data`` (or ``valid_data``) names dataset ``ds`` (by id,
+    digest or one of its names): what must end before it is deleted."""
+    keys = {ds.id, ds.digest, *ds.names}
+    return [
+        job.id
+        for status in ("queued", "running")
+        for job in state.list_jobs(status, 10_000)
+        if any(str(job.params.get(k) or "").strip() in keys for k in ("data", "valid_data"))
+    ]
 
 
 def list_jobs(status: str | None = None, limit: int = 100) -> list[dict]:

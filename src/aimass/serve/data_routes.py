@@ -278,6 +278,13 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
     async def dataset(dataset_id: str):
         return await asyncio.to_thread(dataset_report, dataset_id)
 
+    @app.delete("/v1/datasets/{dataset_id}", tags=["datasets"], dependencies=manage)
+    async def delete_dataset(dataset_id: str, force: bool = False):
+        """Delete a dataset (by whole id or name) and the upload it came from. 409 while a job that
+        has not ended names it, or while versions trained on it are registered (unless ``force``:
+        they stay, their lineage saying the dataset was deleted). A later reference says when."""
+        return await asyncio.to_thread(api.delete_dataset, dataset_id, force=force)
+
     @app.get("/v1/datasets/{dataset_id}/rejects", tags=["datasets"], dependencies=manage)
     async def rejects(
         dataset_id: str, limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)

@@ -41,7 +41,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from aimass import jobs, workflow
+from aimass import api, jobs, workflow
 from aimass.errors import ConfigError, NotFoundError
 from aimass.jobs import state
 from aimass.jobs.logs import METRICS
@@ -125,6 +125,17 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         """An uploaded file, or a fine-tuning job's result file (``results-JOB``)."""
         job_id = result_job(file_id)
         return await asyncio.to_thread(_file, file_id) if job_id is None else _result_file(job_id)
+
+    @app.delete(FILES_PATH + "/{file_id}", tags=["openai"], dependencies=manage)
+    async def delete_file(file_id: str):
+        """An uploaded file: its dataset and upload (409 while a job that has not ended reads it).
+        As on OpenAI, the fine-tunes trained on it stay (their lineage says it was deleted). A
+        result file goes with its job (400)."""
+        if result_job(file_id) is not None:
+            raise bad_param("file_id", "A result file is its fine-tuning job's; it is not deleted apart.")
+        await asyncio.to_thread(_file, file_id)  # an uploaded file (a chat dataset), else 404 / 400
+        gone = await asyncio.to_thread(partial(api.delete_dataset, file_id, force=True))
+        return {"id": gone["id"], "object": "file", "deleted": True}
 
     @app.get(FILES_PATH + "/{file_id}/content", tags=["openai"], dependencies=manage)
     async def file_content(file_id: str):

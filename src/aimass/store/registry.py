@@ -268,6 +268,13 @@ def latest_versions() -> list[ModelVersionRecord]:
     return list(latest.values())
 
 
+def versions_trained_on(digest: str) -> list[str]:
+    """The refs of the registered versions trained on the dataset with content digest ``digest``."""
+    with session() as s:
+        rows = s.scalars(select(ModelVersionRecord).where(ModelVersionRecord.dataset_digest == digest))
+        return [r.ref for r in rows]
+
+
 def update_metrics(ref: str, metrics: dict) -> None:
     record = get_version(ref)
     with session() as s, s.begin():

@@ -38,6 +38,8 @@ def test_the_new_routes_name_their_actions(home):
         ("PUT", "/v1/versions/reviews:3/aliases/production"): "model:Deploy",
         ("GET", "/v1/versions/compare"): "model:List",  # not model:Read on a model named "compare"
         ("DELETE", "/v1/versions/reviews:3"): "model:Delete",
+        ("DELETE", "/v1/datasets/abc123"): "dataset:Delete",
+        ("DELETE", "/v1/files/abc123"): "dataset:Delete",
         ("GET", "/v1/versions/reviews:3/export"): "model:Export",  # not model:Read: a predict key has that
         ("GET", "/v1/services/reviews/metrics"): "service:Read",
         ("GET", "/v1/usage/series"): "usage:Read",

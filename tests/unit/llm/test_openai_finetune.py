@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import live_server
 from tests.unit.llm.conftest import bbc_pairs, chat_line
 
-from aimass import jobs
+from aimass import api, jobs
+from aimass.errors import InUseError, NotFoundError
 from aimass.serve import auth
 from aimass.serve.app import create_app
 
@@ -122,6 +123,24 @@ def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file, valid_f
     assert answer.model == done.fine_tuned_model and answer.choices[0].message.content
     with pytest.raises(openai.UnprocessableEntityError):  # ended: nothing to cancel (422, as /v1/jobs)
         client.fine_tuning.jobs.cancel(job.id)
+
+    # deleting the files: the pair made of them (and holding their rows) goes too, the model stays
+    pair = jobs.show(job.id)["result"]["dataset"]
+    with pytest.raises(InUseError, match=done.fine_tuned_model):  # the CLI's delete asks for --force
+        api.delete_dataset(file.id)
+    assert client.files.delete(valid.id).deleted is True
+    with pytest.raises(openai.NotFoundError) as gone:
+        client.files.retrieve(valid.id)
+    assert "was deleted on" in gone.value.body["message"]
+    assert client.files.delete(file.id).deleted is True  # nothing trained on it alone: no refusal
+    with pytest.raises(NotFoundError, match="was deleted on"):
+        api.load_dataset(pair)
+    with pytest.raises(openai.BadRequestError):  # a result file goes with its job
+        client.files.delete(results)
+    again = client.chat.completions.create(
+        model=done.fine_tuned_model, messages=ASK, max_tokens=4, temperature=0
+    )
+    assert again.choices[0].message.content
 
 
 def test_what_cannot_be_fine_tuned_is_a_4xx_naming_the_field(server, small_file):

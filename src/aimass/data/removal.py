@@ -1,0 +1,65 @@
+"""Deleting a stored dataset: its folder, the uploaded copy it came from, and a tombstone.
+
+A dataset folder is renamed into ``datasets/.trash/`` first (one atomic step) and then deleted, so a
+crash leaves a folder nothing lists, never a half-deleted dataset. The file it was imported from is
+removed too when it is an upload (a folder under ``AIMASS_HOME/uploads/`` that no other dataset
+came from); a file of the user's own disk is never touched. A tombstone
+(``datasets/.deleted/<id>.json``: id, names, digest, when) makes a later reference to it say it
+was deleted, and when, instead of "no dataset"; importing the same content again lifts it.
+
+What may be deleted (no model trained on it unless forced, no job about to read it) is decided
+above this layer: :func:`aimass.workflow.delete_dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from aimass import paths
+from aimass.data.dataset import Dataset
+from aimass.data.storage import TOMBSTONES, atomic_write, datasets_dir, list_datasets, utc_now
+
+TRASH = ".trash"  # where a dataset folder goes to be deleted (nothing lists it)
+
+
+def remove_dataset(ds: Dataset) -> dict:
+    """Delete ``ds`` (see the module); returns ``{"id", "names", "deleted", "uploads_removed"}``."""
+    others = [d for d in list_datasets() if d.id != ds.id]
+    kept = {folder for d in others for folder in _uploads(d)}
+    uploads = sorted(_uploads(ds) - kept)
+    stone = {"id": ds.id, "digest": ds.digest, "names": ds.names, "deleted": utc_now()}
+    folder = datasets_dir() / TOMBSTONES
+    folder.mkdir(exist_ok=True)
+    atomic_write(folder / f"{ds.id}.json", json.dumps(stone, ensure_ascii=False).encode())
+    _remove(ds.path, datasets_dir() / TRASH)
+    for upload in uploads:
+        _remove(upload, upload.parent)
+    return {**stone, "uploads_removed": len(uploads)}
+
+
+def _uploads(ds: Dataset) -> set[Path]:
+    """The upload folders (``uploads/<id>/``) ``ds`` was imported from, by any of its imports."""
+    root = paths.subdir("uploads").resolve()
+    sources = [ds.manifest.get("source")] + [i.get("source") for i in ds.manifest.get("imports", [])]
+    found = set()
+    for source in filter(None, sources):
+        try:
+            relative = Path(source).resolve().relative_to(root)
+        except ValueError:  # not an upload: the user's own file
+            continue
+        if relative.parts:
+            found.add(root / relative.parts[0])
+    return found
+
+
+def _remove(folder: Path, trash: Path) -> None:
+    if not folder.exists():
+        return
+    trash.mkdir(parents=True, exist_ok=True)
+    gone = trash / f".deleted-{folder.name}-{uuid.uuid4().hex[:8]}"
+    os.replace(folder, gone)
+    shutil.rmtree(gone, ignore_errors=True)

@@ -1,0 +1,61 @@
+"""Deleting a dataset: its folder and the upload it came from go, a file of the user's own disk
+stays, a later reference says when it was deleted, and a job that has not ended keeps it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from aimass import api, jobs
+from aimass.cli import app
+from aimass.data.storage import datasets_dir
+from aimass.data.uploads import store_upload
+from aimass.errors import InUseError, NotFoundError
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_a_deleted_dataset_is_gone_but_the_users_own_file_stays(home, bbc_csv):
+    ds = api.import_dataset(bbc_csv, name="news")
+    gone = json.loads(CliRunner().invoke(app, ["data", "delete", "news", "--json"]).stdout)
+    assert gone["id"] == ds.id and gone["names"] == ["news"] and gone["uploads_removed"] == 0
+    assert gone["models"] == [] and gone["derived"] == []
+    assert not ds.path.exists() and bbc_csv.is_file()  # the source is the user's, not aimass's
+    assert [p.name for p in datasets_dir().iterdir() if not p.name.startswith(".")] == []
+    assert api.list_datasets() == []
+    for key in (ds.id, "news"):
+        with pytest.raises(NotFoundError, match=f"was deleted on {gone['deleted'][:10]}"):
+            api.load_dataset(key)
+    again = CliRunner().invoke(app, ["data", "delete", ds.id])
+    assert again.exit_code != 0 and "was deleted on" in again.output
+
+    back = api.import_dataset(bbc_csv, name="news")  # the same content: the same id, no longer deleted
+    assert back.id == ds.id and api.load_dataset(ds.id).id == ds.id
+
+
+def test_deleting_an_upload_removes_the_copy_aimass_kept(home, bbc_csv):
+    with open(bbc_csv, "rb") as fh:
+        stored = store_upload(fh, "news.csv")
+    ds = api.import_dataset(stored["path"], name="uploaded")
+    folder = home / "uploads" / stored["upload"]
+    assert folder.is_dir()
+    assert api.delete_dataset(ds.id)["uploads_removed"] == 1
+    assert not folder.exists() and not ds.path.exists()
+
+
+def test_a_job_that_has_not_ended_keeps_its_data_and_a_prefix_deletes_nothing(home, bbc_csv):
+    ds = api.import_dataset(bbc_csv, name="news")
+    job = jobs.submit("train", {"data": "news"})
+    with pytest.raises(InUseError, match=job["id"]):
+        api.delete_dataset(ds.id)
+    with pytest.raises(NotFoundError, match="not the whole id"):
+        api.delete_dataset(ds.id[:6])
+    assert ds.path.is_dir()
+    jobs.cancel(job["id"])
+    assert api.delete_dataset("news")["id"] == ds.id
