@@ -351,3 +351,45 @@ def test_the_cli_refuses_a_version_serving_json_names_then_deletes(tmp_path, mon
     done = CliRunner().invoke(cli, ["models", "delete", ref, "--json"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["ref"] == ref
+
+
+# ------------------------------------------------------------------ delete a dataset
+def own_dataset(tmp_path, name: str):
+    """A dataset of its own content (a shared one could be another test's, by digest)."""
+    from tests.conftest import bbc_sample
+
+    texts, labels = bbc_sample(per_class=4, chars=200)
+    path = tmp_path / f"{name}.csv"
+    rows = [f'"{name} {t.replace(chr(34), "")}",{label}' for t, label in zip(texts, labels)]
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    return api.import_dataset(path, name=name)
+
+
+def test_a_dataset_is_deleted_from_its_page_after_the_confirm_box_and_over_rest(app, admin, manage, tmp_path):
+    ds = own_dataset(tmp_path, "gaps-del-data")
+    page = admin.get(f"/console/datasets/{ds.id}")
+    assert page.status_code == 200 and "Delete gaps-del-data" in page.text and 'name="confirm"' in page.text
+    csrf = csrf_of(page.text)
+    unconfirmed = admin.post(f"/console/datasets/{ds.id}/delete", data={"csrf": csrf})
+    assert unconfirmed.status_code == 422 and "confirmation box" in unconfirmed.text
+    done = admin.post(f"/console/datasets/{ds.id}/delete", data={"csrf": csrf, "confirm": ds.id})
+    assert done.status_code == 200 and done.url.path == "/console/datasets"
+    assert f"Deleted dataset {ds.id}" in done.text and not ds.path.exists()
+
+    other = own_dataset(tmp_path, "gaps-del-rest")
+    client = TestClient(app)
+    assert client.delete(f"/v1/datasets/{other.id}", headers=manage).json()["id"] == other.id
+    gone = client.get(f"/v1/datasets/{other.id}", headers=manage)
+    assert gone.status_code == 404 and "was deleted on" in gone.json()["error"]["message"]
+
+
+def test_a_predict_only_key_cannot_delete_a_dataset(app, predict_key, tmp_path):
+    """It may not even read one: 404, as for a dataset that does not exist."""
+    ds = own_dataset(tmp_path, "gaps-del-viewer")
+    headers = {"Authorization": f"Bearer {predict_key}"}
+    assert TestClient(app).delete(f"/v1/datasets/{ds.id}", headers=headers).status_code == 404
+    with signed_in(app, predict_key) as client:
+        csrf = csrf_of(client.get("/console/").text)
+        forged = client.post(f"/console/datasets/{ds.id}/delete", data={"csrf": csrf, "confirm": ds.id})
+        assert forged.status_code == 404, forged.text
+    assert ds.path.is_dir()

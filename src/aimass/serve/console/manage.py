@@ -370,6 +370,7 @@ def _add_datasets(router: APIRouter, console: Console) -> None:
         ctx = _manager(console, request, "GET", rest("/v1/datasets/{}", dataset_id))
         summary = await asyncio.to_thread(dataset_report, dataset_id)
         rejects = await asyncio.to_thread(rejects_page, dataset_id, PAGE_SIZE, offset)
+        may_delete = await asyncio.to_thread(console.may, ctx, "DELETE", rest("/v1/datasets/{}", dataset_id))
         return console.page(
             request,
             "dataset.html",
@@ -377,7 +378,25 @@ def _add_datasets(router: APIRouter, console: Console) -> None:
             ds=summary,
             rejects=rejects["rejects"],
             pg=pages(rejects["total"], offset),
+            may_delete=may_delete,
         )
+
+    @router.post("/datasets/{dataset_id}/delete")
+    async def delete_dataset(request: Request, dataset_id: str):
+        """``DELETE /v1/datasets/{id}`` with a confirmation box (and ``force`` as a second one)."""
+        ctx = console.ctx(request)
+        form = await console.form(request, ctx)
+        await asyncio.to_thread(console.authorize, ctx, "DELETE", rest("/v1/datasets/{}", dataset_id))
+        if str(form.get("confirm") or "") != dataset_id:
+            raise ConfigError(
+                f"Deleting dataset {dataset_id} needs the confirmation box ticked.",
+                hint="Tick 'Yes, delete it' under Delete on the dataset's page, then press Delete.",
+            )
+        gone = await asyncio.to_thread(partial(api.delete_dataset, dataset_id, force=bool(form.get("force"))))
+        note = f"Deleted dataset {gone['id']} ({', '.join(gone['names'])})."
+        if gone["models"]:
+            note += f" Versions trained on it keep their lineage: {', '.join(gone['models'])}."
+        return console.redirect(request, "datasets", note, ctx)
 
 
 # ------------------------------------------------------------------ keys
