@@ -220,6 +220,7 @@ class _Events:
     def __init__(self, req: ResponsesRequest):
         self.req, self.sequence, self.items, self.ident = req, 0, [], "resp_" + uuid.uuid4().hex[:24]
         self.text: dict | None = None  # the message item being streamed
+        self.calls: dict[int, dict] = {}  # the function-call items whose arguments are still streaming
         self.model, self.created, self.reason, self.usage = req.model, int(time.time()), None, None
         self.broken = False
 
@@ -250,7 +251,7 @@ class _Events:
                 out += self._call(call)
             if part.get("finish_reason"):
                 self.reason = part["finish_reason"]
-                out += self._close_text()
+                out += self._close_text() + self._close_calls()
         return out
 
     def _text(self, text: str) -> list[str]:
@@ -282,27 +283,48 @@ class _Events:
         ]
 
     def _call(self, call: dict) -> list[str]:
-        out = self._close_text()
+        """A call's first delta (its id and name) opens a function-call item; later deltas of the
+        same ``index`` add to its arguments (a forced call streams them as they are generated)."""
+        if call.get("id") is None and call.get("index") in self.calls:
+            item = self.calls[call["index"]]
+            piece = call["function"].get("arguments") or ""
+            item["arguments"] += piece
+            at = self.items.index(item)
+            delta = "response.function_call_arguments.delta"
+            return [self.event(delta, item_id=item["id"], output_index=at, delta=piece)] if piece else []
+        out = self._close_text() + self._close_calls()
         item = _call_item({"id": call.get("id"), "function": call["function"]}, "in_progress")
         self.items.append(item)
+        self.calls[call.get("index", 0)] = item
         at, arguments = len(self.items) - 1, item["arguments"]
         out.append(self.event("response.output_item.added", output_index=at, item={**item, "arguments": ""}))
-        out.append(
-            self.event(
-                "response.function_call_arguments.delta", item_id=item["id"], output_index=at, delta=arguments
+        if arguments:
+            out.append(
+                self.event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=at,
+                    delta=arguments,
+                )
             )
-        )
-        out.append(
-            self.event(
-                "response.function_call_arguments.done",
-                item_id=item["id"],
-                output_index=at,
-                arguments=arguments,
-                name=item["name"],
+        return out
+
+    def _close_calls(self) -> list[str]:
+        out = []
+        for item in self.calls.values():
+            at = self.items.index(item)
+            out.append(
+                self.event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=at,
+                    arguments=item["arguments"],
+                    name=item["name"],
+                )
             )
-        )
-        item["status"] = "completed"
-        out.append(self.event("response.output_item.done", output_index=at, item=item))
+            item["status"] = "completed"
+            out.append(self.event("response.output_item.done", output_index=at, item=item))
+        self.calls.clear()
         return out
 
     def end(self) -> list[str]:

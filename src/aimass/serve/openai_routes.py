@@ -527,7 +527,10 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
                 if item[0] == "delta":
                     _, index, text, reason, entries = item
                     if tools:  # content streams as it comes; each call goes out when its block closes
-                        reader, pending = readers.setdefault(index, (openai_tools.ToolStream(tools), []))
+                        forced = kwargs["constraint"] is not None  # tool_choice: a call, arguments streamed
+                        reader, pending = readers.setdefault(
+                            index, (openai_tools.ToolStream(tools, forced=forced), [])
+                        )
                         pending.extend(entries or [])  # logprobs ride on the next chunk sent
                         deltas, finish = reader.feed(text), None
                         if reason is not None:

@@ -148,6 +148,9 @@ def read_call(body: str, names: set[str]) -> dict | None:
 
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+HEAD = re.compile(
+    r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*'
+)  # a forced call's start
 
 
 class ToolStream:
@@ -155,8 +158,13 @@ class ToolStream:
     reads one): the text before the first ``<tool_call>`` streams as ``content`` token by token,
     held back only while its end could still become the tag (or is whitespace before one); each call
     goes out whole when its block closes, with its ``index``; an answer that starts with ``{`` (a
-    forced call is bare JSON) is held to its end. What goes out adds up to :func:`parse_calls` of the
-    whole answer: without a valid call, the held rest is sent as content at the end.
+    bare JSON call) is held to its end. What goes out adds up to :func:`parse_calls` of the whole
+    answer: without a valid call, the held rest is sent as content at the end.
+
+    ``forced``: the answer is constrained to one call (``tool_choice``), so it cannot turn out to be
+    anything else: as vLLM does, the call goes out as soon as its name is known (its ``id``,
+    ``name`` and empty ``arguments``), then its arguments as they are generated, the call object's
+    closing brace held back (the arguments add up to the generated JSON text, not re-serialised).
 
     >>> reader = ToolStream({"weather"})
     >>> [reader.feed(p) for p in ("Let me", " look.<tool", '_call>{"name": "weather", ')]
@@ -164,10 +172,17 @@ class ToolStream:
     >>> deltas = reader.feed('"arguments": {"city": "Paris"}}</tool_call>')
     >>> deltas[0]["tool_calls"][0]["function"], reader.finish("stop")
     ({'name': 'weather', 'arguments': '{"city": "Paris"}'}, ([], 'tool_calls'))
+    >>> forced = ToolStream({"weather"}, forced=True)
+    >>> parts = ['{"name": "weather", "arguments": ', '{"city": "Pa', 'ris"}', "}"]
+    >>> deltas = [d for p in parts for d in forced.feed(p)] + forced.finish("stop")[0]
+    >>> [d["tool_calls"][0]["function"] for d in deltas][1:]
+    [{'arguments': '{"city": "Pa'}, {'arguments': 'ris"'}, {'arguments': '}'}]
     """
 
-    def __init__(self, names: set[str]):
-        self.names = names
+    def __init__(self, names: set[str], forced: bool = False):
+        self.names, self.forced = names, forced
+        self.args_sent: int | None = None  # forced: how much of the text has gone out (after the head)
+        self.args_begun = False  # forced: whether any of the arguments has gone out
         self.text = ""  # the answer so far
         self.sent = 0  # characters of it sent as content
         self.calls = 0  # calls sent
@@ -182,16 +197,23 @@ class ToolStream:
                 self.mode = "whole"
             at = self.text.find(OPEN, self.sent)
             if self.mode == "whole":
-                return []
+                return self._forced() if self.forced else []
             if at < 0:
                 return self._content(_safe_end(self.text, self.sent))
             sent = self._content(len(self.text[:at].rstrip()))
             self.mode, self.scan = "calls", at
             return sent + self._blocks(final=False)
+        if self.mode == "whole":
+            return self._forced() if self.forced else []
         return self._blocks(final=False) if self.mode == "calls" else []
 
     def finish(self, reason: str | None) -> tuple[list[dict], str | None]:
         """The deltas left when the answer ends, and its ``finish_reason``."""
+        if self.mode == "whole" and self.args_sent is not None:  # a forced call, streamed
+            complete = bool(parse_calls(self.text, self.names)[1])
+            rest = self.text[self.args_sent :].rstrip()
+            rest = rest[:-1].rstrip() if complete and rest.endswith("}") else rest  # the object's own brace
+            return self._arguments(rest), "tool_calls" if complete else reason
         if self.mode == "whole":
             content, calls = parse_calls(self.text, self.names)
             if calls:
@@ -201,6 +223,34 @@ class ToolStream:
         if self.calls:
             return deltas, "tool_calls"
         return deltas + self._content(len(self.text)), reason
+
+    def _forced(self) -> list[dict]:
+        """A forced call's head once its name is complete, then its arguments so far, but for
+        trailing braces and whitespace (the last brace closes the call object, not the arguments)."""
+        out = []
+        if self.args_sent is None:
+            head = HEAD.match(self.text)
+            try:
+                name = json.loads(f'"{head.group(1)}"') if head else None
+            except ValueError:
+                name = None
+            if name not in self.names:
+                return []
+            self.args_sent = head.end()
+            call = {"id": "call_" + uuid.uuid4().hex[:24], "type": "function"}
+            out.append(self._numbered([{**call, "function": {"name": name, "arguments": ""}}]))
+        end = max(self.args_sent, len(self.text.rstrip(" \t\r\n}")))
+        return out + self._arguments(self.text[self.args_sent : end])
+
+    def _arguments(self, piece: str) -> list[dict]:
+        if not self.args_begun:  # whitespace before the arguments is not theirs
+            self.args_sent += len(piece) - len(piece.lstrip())
+            piece = piece.lstrip()
+        if not piece:
+            return []
+        self.args_begun = True
+        self.args_sent += len(piece)
+        return [{"tool_calls": [{"index": self.calls - 1, "function": {"arguments": piece}}]}]
 
     def _content(self, end: int) -> list[dict]:
         if end <= self.sent:

@@ -100,15 +100,17 @@ def test_a_forced_tool_call_follows_the_tools_parameters(srv):
     stream = srv.client.chat.completions.create(
         model=BASE, messages=ASK, tools=[WEATHER], tool_choice="required", max_tokens=40, stream=True
     )
-    name, arguments, reasons = "", "", []
+    name, arguments, reasons, pieces = "", "", [], 0
     for chunk in stream:
         for part in chunk.choices:
             reasons.append(part.finish_reason)
             for call in part.delta.tool_calls or []:
                 name += call.function.name or ""
                 arguments += call.function.arguments or ""
+                pieces += bool(call.function.arguments)
     assert name == "get_weather" and reasons[-1] == "tool_calls", (name, reasons)
     jsonschema.validate(json.loads(arguments), WEATHER["function"]["parameters"])
+    assert pieces > 2, pieces  # the arguments stream as they are generated, not whole at the end
 
 
 def test_the_official_clients_parse_reads_a_pydantic_tool_and_a_conversation_round_trips(srv):
@@ -220,6 +222,42 @@ def test_a_streamed_answer_adds_up_to_the_whole_answers_calls_and_content(parts,
         assert content.strip() == (expected_content or ""), tokens
     else:
         assert content == text, tokens  # nothing lost, nothing added
+
+
+ARGUMENTS = st.recursive(
+    st.none() | st.booleans() | st.integers(-99, 99) | st.text('ab}{"\\ ', max_size=6),
+    lambda inner: st.dictionaries(st.text("xyz}", max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text("cityzone", max_size=5), ARGUMENTS, max_size=3), st.booleans(), st.data())
+def test_a_forced_call_streams_its_arguments_as_they_come_and_they_add_up(arguments, spaced, data):
+    """A forced call (the answer constrained to one call object): however it is cut into tokens, the
+    first delta names the tool, the arguments that follow add up to the generated arguments, and
+    nothing of the object's own closing brace is in them."""
+    names = {"get_weather", "get_time"}
+    text = json.dumps({"name": "get_time", "arguments": arguments}, indent=1 if spaced else None)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(text)), max_size=12)))
+    tokens = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    reader = ToolStream(names, forced=True)
+    deltas = [d for token in tokens for d in reader.feed(token)]
+    more, reason = reader.finish("stop")
+    calls = [c for d in deltas + more for c in d["tool_calls"]]
+    head = calls[0]
+    assert head["function"] == {"name": "get_time", "arguments": ""} and head["id"].startswith("call_")
+    assert {c["index"] for c in calls} == {0} and all("id" not in c for c in calls[1:])
+    streamed = "".join(c["function"]["arguments"] for c in calls[1:])
+    assert json.loads(streamed) == arguments and reason == "tool_calls", tokens
+
+
+def test_a_forced_call_cut_by_max_tokens_ends_with_length_and_what_was_generated():
+    reader = ToolStream({"get_time"}, forced=True)
+    deltas = reader.feed('{"name": "get_time", "arguments": {"zone": {"a": 1}')
+    more, reason = reader.finish("length")
+    streamed = "".join(d["tool_calls"][0]["function"]["arguments"] for d in deltas[1:] + more)
+    assert streamed == '{"zone": {"a": 1}' and reason == "length"  # the inner brace is not dropped
 
 
 def test_content_streams_token_by_token_when_the_model_may_call_tools(srv):
