@@ -44,7 +44,8 @@ FORMAT = 1
 MAX_ITEMS = 16
 MAX_CHARS = 20000
 MAX_CURVE = 5000  # training-loss points an evaluation keeps (the last ones)
-VALID_EXAMPLES = 32  # validation conversations scored at the end of each epoch and of the fit
+VALID_EXAMPLES = 32  # the most validation conversations scored at each epoch's end and the fit's
+VALID_SHARE = 8  # ... and at most one per this many training conversations (at least 8): a cheap check
 METRIC_EVENTS = 200  # a fit publishes its step metrics about this many times (every step if fewer)
 FITTED = ("backbone_", "data_digest_", "max_length_", "lora_")  # what a load needs besides params
 EPOCH_CHECKPOINTS = 2  # adapters kept from the ends of the last passes before the final one
@@ -93,14 +94,16 @@ def _conversations(data, split: str | None) -> tuple[list[list[dict]], str]:
     return convs, digest
 
 
-def _valid(data, valid) -> list[list[dict]]:
-    """The first :data:`VALID_EXAMPLES` validation conversations: ``valid``'s, else the
-    ``valid`` split of a Dataset ``data`` (none for plain conversations)."""
+def _valid(data, valid, n_train: int) -> list[list[dict]]:
+    """The first validation conversations (``valid``'s, else the ``valid`` split of a Dataset
+    ``data``; none for plain conversations), as many as one per :data:`VALID_SHARE` training
+    conversations, at least 8 and at most :data:`VALID_EXAMPLES`: scoring them costs a few percent
+    of a pass (forward only), and the evaluation scores the whole held-out split at the end."""
     if valid is not None:
         convs, _ = _conversations(valid, "valid")
     else:
         convs = _conversations(data, "valid")[0] if hasattr(data, "rows") else []
-    return convs[:VALID_EXAMPLES]
+    return convs[: min(VALID_EXAMPLES, max(8, n_train // VALID_SHARE))]
 
 
 def encode_example(tokenizer, messages: list[dict], max_length: int) -> tuple[list[int], list[int]]:
@@ -238,7 +241,7 @@ class TextGenerator(Estimator):
         ``resume=True`` continues from there and ends where an uninterrupted run ends.
 
         ``valid`` (conversations; default: a Dataset's ``valid`` split) is scored at the end of each
-        epoch and of the fit, on its first :data:`VALID_EXAMPLES` (loss and mean token accuracy:
+        epoch and of the fit, on its first few (:func:`_valid`; loss and mean token accuracy:
         ``valid_history_``); ``train_accuracy_`` is each step's token accuracy. The adapters at
         the ends of the last :data:`EPOCH_CHECKPOINTS` passes before the final step are kept too
         (``checkpoints_``; saved with the version, answering as ``NAME:VERSION:ckpt-step-N``)."""
@@ -261,7 +264,7 @@ class TextGenerator(Estimator):
         tokenizer, model = get_llm_backbone(cfg.backbone).load()
         loaded = time.monotonic()
         examples = [encode_example(tokenizer, c, cfg.max_length) for c in convs]
-        held = [encode_example(tokenizer, c, cfg.max_length) for c in _valid(data, valid)]
+        held = [encode_example(tokenizer, c, cfg.max_length) for c in _valid(data, valid, len(convs))]
         self.lora_ = lora_settings(cfg)
         model = get_peft_model(model, LoraConfig(**self.lora_), adapter_name="default")
         loop = _Loop(model, cfg, steps, guard, per_epoch)
