@@ -159,15 +159,8 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
 
     @router.post("/models/{ref}/delete")
     async def delete(request: Request, ref: str):
-        ctx = console.ctx(request)
-        form = await console.form(request, ctx)
-        await asyncio.to_thread(console.authorize, ctx, "DELETE", rest("/v1/versions/{}", ref))
-        if str(form.get("confirm") or "") != ref:
-            raise ConfigError(
-                f"Deleting {ref} needs the confirmation box ticked.",
-                hint="Tick 'Yes, delete it' under Delete on the model's page, then press Delete.",
-            )
-        done = await asyncio.to_thread(delete_version, ref, engine, bool(form.get("force")))
+        ctx, force = await _confirmed(console, request, rest("/v1/versions/{}", ref), ref, (ref, "model"))
+        done = await asyncio.to_thread(delete_version, ref, engine, force)
         note = f"Deleted {done['ref']}."
         if done["children"]:
             kept = ", ".join(done["children"])
@@ -356,6 +349,20 @@ def _add_services(router: APIRouter, console: Console, engine: Engine) -> None:
         return console.redirect(request, "services", f"Service {name} undeployed.", ctx)
 
 
+async def _confirmed(console: Console, request: Request, path: str, key: str, what: tuple[str, str]):
+    """(ctx, force) of a console delete: the REST twin's access decision, then the confirmation box
+    that must name ``key``; ``what``: (the thing, the page it is deleted from)."""
+    ctx = console.ctx(request)
+    form = await console.form(request, ctx)
+    await asyncio.to_thread(console.authorize, ctx, "DELETE", path)
+    if str(form.get("confirm") or "") != key:
+        raise ConfigError(
+            f"Deleting {what[0]} needs the confirmation box ticked.",
+            hint=f"Tick 'Yes, delete it' under Delete on the {what[1]}'s page, then press Delete.",
+        )
+    return ctx, bool(form.get("force"))
+
+
 # -------------------------------------------------------------- datasets
 def _add_datasets(router: APIRouter, console: Console) -> None:
     @router.get("/datasets")
@@ -384,15 +391,9 @@ def _add_datasets(router: APIRouter, console: Console) -> None:
     @router.post("/datasets/{dataset_id}/delete")
     async def delete_dataset(request: Request, dataset_id: str):
         """``DELETE /v1/datasets/{id}`` with a confirmation box (and ``force`` as a second one)."""
-        ctx = console.ctx(request)
-        form = await console.form(request, ctx)
-        await asyncio.to_thread(console.authorize, ctx, "DELETE", rest("/v1/datasets/{}", dataset_id))
-        if str(form.get("confirm") or "") != dataset_id:
-            raise ConfigError(
-                f"Deleting dataset {dataset_id} needs the confirmation box ticked.",
-                hint="Tick 'Yes, delete it' under Delete on the dataset's page, then press Delete.",
-            )
-        gone = await asyncio.to_thread(partial(api.delete_dataset, dataset_id, force=bool(form.get("force"))))
+        what = (f"dataset {dataset_id}", "dataset")
+        ctx, force = await _confirmed(console, request, rest("/v1/datasets/{}", dataset_id), dataset_id, what)
+        gone = await asyncio.to_thread(partial(api.delete_dataset, dataset_id, force=force))
         note = f"Deleted dataset {gone['id']} ({', '.join(gone['names'])})."
         if gone["models"]:
             note += f" Versions trained on it keep their lineage: {', '.join(gone['models'])}."
