@@ -124,7 +124,9 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
     async def show_file(file_id: str):
         """An uploaded file, or a fine-tuning job's result file (``results-JOB``)."""
         job_id = result_job(file_id)
-        return await asyncio.to_thread(_file, file_id) if job_id is None else _result_file(job_id)
+        if job_id is not None:
+            return await asyncio.to_thread(_result_file, job_id)
+        return await asyncio.to_thread(_file, file_id)
 
     @app.delete(FILES_PATH + "/{file_id}", tags=["openai"], dependencies=manage)
     async def delete_file(file_id: str):
