@@ -73,7 +73,7 @@ def _stage_progress(ctx: Context):
 def _log_metrics(stage: str, metrics: dict) -> None:
     """A training metric as one line of the job's log (``[metrics] {JSON}``: the fine-tuning
     API's metric events)."""
-    print(METRICS + json.dumps({"stage": stage, **metrics}), flush=True)
+    print(METRICS + json.dumps({"stage": stage, "at": round(time.time(), 3), **metrics}), flush=True)
 
 
 def _heartbeat(ctx: Context, stop: threading.Event) -> None:

@@ -31,6 +31,7 @@ import csv
 import io
 import json
 import re
+import time
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -173,8 +174,11 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         return await asyncio.to_thread(lambda: _job(_fine_tuning(job_id)))
 
     @app.get(JOBS_PATH + "/{job_id}/events", tags=["openai"], dependencies=manage)
-    async def events(job_id: str, limit: int = Query(20, ge=1, le=1000)):
-        return await asyncio.to_thread(_events, job_id, limit)
+    async def events(
+        job_id: str, limit: int = Query(20, ge=1, le=1000), after: str | None = Query(None, max_length=80)
+    ):
+        """The job's events, newest first; ``after``: those older than that event (the next page)."""
+        return await asyncio.to_thread(_events, job_id, limit, after)
 
     @app.get(JOBS_PATH + "/{job_id}/checkpoints", tags=["openai"], dependencies=manage)
     async def checkpoints(job_id: str):
@@ -371,7 +375,10 @@ def _job(job: dict) -> dict:
         if error
         else None,
         "seed": params.get("seed", 0),
-        "estimated_finish": None,
+        # the ETA of the last heartbeat (at most a few seconds old)
+        "estimated_finish": int(time.time() + job["eta_s"])
+        if job["status"] == "running" and job.get("eta_s") is not None
+        else None,
         "integrations": [],
         "metadata": None,
         "method": {"type": "supervised"},
@@ -449,20 +456,24 @@ def _jobs(limit: int, after: str | None, visible) -> dict:
     return {"object": "list", "data": [_job(j) for j in page], "has_more": len(mine) > limit}
 
 
-def _events(job_id: str, limit: int) -> dict:
+def _events(job_id: str, limit: int, after: str | None = None) -> dict:
     job = _fine_tuning(job_id)
     lines = [line for line in jobs.logs(job_id).splitlines() if line.strip()]
     stamp = _epoch(job.get("created"))
     data = [
-        {"id": f"{job_id}-{i}", "object": "fine_tuning.job.event", "created_at": stamp, **_event(line)}
+        {"id": f"{job_id}-{i}", "object": "fine_tuning.job.event", **_event(line, stamp)}
         for i, line in enumerate(lines)
     ]
     data.reverse()  # newest first, as OpenAI lists them
+    if after is not None:
+        ids = [e["id"] for e in data]
+        data = data[ids.index(after) + 1 :] if after in ids else []
     return {"object": "list", "data": data[:limit], "has_more": len(data) > limit}
 
 
-def _event(line: str) -> dict:
-    """A log line as an event: a ``[metrics]`` line is a ``metrics`` event with its numbers."""
+def _event(line: str, stamp: int) -> dict:
+    """A log line as an event: a ``[metrics]`` line is a ``metrics`` event with its numbers and
+    its own time; other lines carry ``stamp`` (the job's creation: the log has no times)."""
     if line.startswith(METRICS):
         try:
             data = json.loads(line[len(METRICS) :])
@@ -473,9 +484,17 @@ def _event(line: str) -> dict:
             if data.get("valid_loss") is not None:
                 message += f", validation loss={data['valid_loss']:.4f}"
             data.pop("stage", None)
-            return {"level": "info", "message": message, "type": "metrics", "data": data}
+            at = data.pop("at", None)
+            created = int(at) if isinstance(at, int | float) else stamp
+            return {
+                "created_at": created,
+                "level": "info",
+                "message": message,
+                "type": "metrics",
+                "data": data,
+            }
     level = "error" if "error" in line.lower() else "info"
-    return {"level": level, "message": line[:2000], "type": "message"}
+    return {"created_at": stamp, "level": level, "message": line[:2000], "type": "message"}
 
 
 def _epoch(stamp) -> int:

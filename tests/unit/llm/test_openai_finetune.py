@@ -77,9 +77,16 @@ def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file, valid_f
     assert job.id in [j.id for j in client.fine_tuning.jobs.list(limit=5).data]
     events = client.fine_tuning.jobs.list_events(job.id, limit=50).data
     assert events and all(e.object == "fine_tuning.job.event" and e.message for e in events)
+    first = client.fine_tuning.jobs.list_events(job.id, limit=3)
+    following = client.fine_tuning.jobs.list_events(job.id, limit=3, after=first.data[-1].id)
+    assert first.has_more and [e.id for e in first.data + following.data] == [e.id for e in events[:6]]
     metrics = sorted((e.data for e in events if e.type == "metrics"), key=lambda d: d["step"])
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6] and metrics[0]["total_steps"] == 6
     assert all(m["train_loss"] > 0 and 0 <= m["train_mean_token_accuracy"] <= 1 for m in metrics)
+    stamps = [
+        e.created_at for e in sorted((e for e in events if e.type == "metrics"), key=lambda e: e.data["step"])
+    ]
+    assert stamps == sorted(stamps) and done.created_at <= stamps[0] <= stamps[-1] <= done.finished_at + 1
     validated = [m for m in metrics if "valid_loss" in m]
     assert [m["step"] for m in validated] == [3, 6]  # the end of each pass over the 12
     assert validated[-1]["valid_loss"] < validated[0]["valid_loss"] * 1.5
@@ -164,3 +171,15 @@ def test_what_cannot_be_fine_tuned_is_a_4xx_naming_the_field(server, small_file)
     assert purpose.value.body["param"] == "purpose"
     queued = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=file.id)
     assert client.fine_tuning.jobs.cancel(queued.id).status == "cancelled"  # queued: cancelled at once
+
+
+def test_a_running_job_estimates_its_finish_from_its_last_heartbeat():
+    import time
+
+    from aimass.serve.openai_finetune import _job
+
+    params = {"task": "text-generation", "data": "0123456789ab", "backbone": "smollm2-135m"}
+    job = {"id": "j", "kind": "train", "status": "running", "params": params, "eta_s": 120.0}
+    job.update(created="2026-12-05T10:00:00+00:00", finished=None, result={}, error=None)
+    assert abs(_job(job)["estimated_finish"] - (time.time() + 120)) < 5
+    assert _job({**job, "status": "queued", "eta_s": None})["estimated_finish"] is None
