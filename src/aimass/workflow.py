@@ -53,8 +53,9 @@ __all__ = [
 def import_dataset(path: str | Path, **options) -> Dataset:
     """Read, check, split and store a CSV/TSV/JSONL file or a folder of class sub-folders.
 
-    Options: ``name``, ``text_col``, ``label_col``, ``split_col``, ``seed``, ``valid_frac``, ``test_frac``.
-    Importing the same file twice returns the same dataset.
+    Options: ``name``, ``text_col``, ``label_col``, ``split_col``, ``seed``, ``valid_frac``, ``test_frac``,
+    ``valid_path`` and ``test_path`` (tables of validation and test rows; ``path`` then holds the
+    training rows). Importing the same file twice returns the same dataset.
     """
     dataset = _import_dataset(path, **options)
     registry.record_dataset(dataset)

@@ -34,6 +34,12 @@ def data_import(
     text_col: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
     label_col: Annotated[str | None, typer.Option(help="Column holding the label.")] = None,
     split_col: Annotated[str | None, typer.Option(help="Column with train/valid/test.")] = None,
+    valid_file: Annotated[
+        str | None, typer.Option(help="A table of validation rows (then PATH holds the training rows).")
+    ] = None,
+    test_file: Annotated[
+        str | None, typer.Option(help="A table of test rows (then PATH holds the training rows).")
+    ] = None,
     seed: int = 0,
     as_json: JsonFlag = False,
 ):
@@ -41,7 +47,14 @@ def data_import(
     from aimass import api
 
     ds = api.import_dataset(
-        path, name=name, text_col=text_col, label_col=label_col, split_col=split_col, seed=seed
+        path,
+        name=name,
+        text_col=text_col,
+        label_col=label_col,
+        split_col=split_col,
+        seed=seed,
+        valid_path=valid_file,
+        test_path=test_file,
     )
     emit({"id": ds.id, **ds.summary()}, as_json, lambda _: out.print(ds.describe()))
 

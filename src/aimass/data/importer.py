@@ -20,7 +20,7 @@ from aimass.data.storage import (
     save_dataset,
     utc_now,
 )
-from aimass.data.table import read_table
+from aimass.data.table import read_split_files, read_table
 from aimass.data.validate import check_trainable
 from aimass.errors import ConfigError
 
@@ -39,6 +39,8 @@ def import_dataset(
     test_frac: float = 0.2,
     min_rows: int = 10,
     max_pixels: int | None = None,
+    valid_path: str | Path | None = None,
+    test_path: str | Path | None = None,
 ) -> Dataset:
     """Import a labelled dataset into ``AIMASS_HOME/datasets/<id>/``: text or images.
 
@@ -59,6 +61,9 @@ def import_dataset(
         test_frac: Share of each class for test.
         min_rows: Fewest good rows accepted.
         max_pixels: Image datasets only: pixel limit per image.
+        valid_path, test_path: Text tables only: a file of validation rows, of test rows
+            (:func:`~aimass.data.table.read_split_files`); ``path`` then holds the training rows,
+            and a split without a file of its own is drawn from them (``valid_frac``, ``test_frac``).
 
     Returns:
         The stored dataset.
@@ -70,6 +75,13 @@ def import_dataset(
     check_fractions(valid_frac, test_frac)
     path = Path(path)
     options = {"seed": seed, "valid_frac": valid_frac, "test_frac": test_frac, "min_rows": min_rows}
+    split_files = {k: v for k, v in (("valid", valid_path), ("test", test_path)) if v is not None}
+    if split_files and (looks_like_images(path) or looks_like_pairs(path) or split_col):
+        raise ConfigError(
+            "split files (valid_path, test_path) apply to text classification tables without a split column",
+            where=str(path),
+            hint="Import images or conversations alone, or put a split column in one table.",
+        )
     if looks_like_images(path):
         _check_no_columns(text_col=text_col, label_col=label_col, split_col=split_col)
         return import_images(path, name=name, max_pixels=max_pixels, **options)
@@ -79,7 +91,11 @@ def import_dataset(
         )
     if looks_like_pairs(path):  # chat / prompt-completion / source-target: text generation
         return import_pairs(path, name=name, text_col=text_col, label_col=label_col, **options)
-    rows, rejects, info = read_table(path, text_col=text_col, label_col=label_col, split_col=split_col)
+    if split_files:
+        files = {"train": path, **split_files}
+        rows, rejects, info = read_split_files(files, text_col=text_col, label_col=label_col)
+    else:
+        rows, rejects, info = read_table(path, text_col=text_col, label_col=label_col, split_col=split_col)
     check_trainable(rows, rejects, min_rows=min_rows, where=str(path))
     settings, warnings = _assign_splits(rows, info, seed, valid_frac, test_frac)
     lines = canonical_lines(rows)
@@ -106,6 +122,17 @@ def _check_no_columns(**columns) -> None:
 def _assign_splits(rows, info, seed, valid_frac, test_frac) -> tuple[dict, list[str]]:
     """Set ``row["split"]``; return the split settings (part of the digest) and warnings."""
     fractions = {"seed": seed, "valid_frac": valid_frac, "test_frac": test_frac}
+    if info.get("split_files"):  # each file its split; a split without a file drawn from train's rows
+        given = set(info["split_files"])
+        fractions.update(valid_frac=0.0 if "valid" in given else valid_frac)
+        fractions.update(test_frac=0.0 if "test" in given else test_frac)
+        train = [row for row in rows if row["split"] == "train"]
+        drawn, warnings = random_splits([row["label"] for row in train], **fractions)
+        for row, split in zip(train, drawn, strict=True):
+            row["split"] = split
+        warnings += check_column_splits(rows, info["file"])
+        sums = {split: f["sha256"] for split, f in sorted(info["split_files"].items())}
+        return {"split_source": "files", "files": sums, **fractions}, warnings
     if info["split_col"]:
         warnings = check_column_splits(rows, info["file"])
         return {"split_source": "column", "split_col": info["split_col"]}, warnings
@@ -162,4 +189,5 @@ def _manifest(digest, name, rows, rejects, info, *, warnings, settings) -> dict:
         "split_source": settings["split_source"],
         "imports": [import_entry(name, info, now)],
         **({"documents": info["documents"]} if info.get("documents") else {}),  # a folder: rows by format
+        **({"split_files": info["split_files"]} if info.get("split_files") else {}),  # valid/test files
     }

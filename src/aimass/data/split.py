@@ -100,7 +100,7 @@ def check_column_splits(rows: list[dict], where: str) -> list[str]:
         raise DataError(
             f"class(es) {missing} have no rows in the train split",
             where=where,
-            hint="Move some of their rows to train in the split column.",
+            hint="Move some of their rows to train (in the split column, or into the training file).",
         )
     return [
         f"class {label!r} has no rows in the {split} split"

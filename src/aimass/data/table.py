@@ -6,9 +6,9 @@ from pathlib import Path
 
 from aimass.data.columns import Columns, check_header, choose_columns
 from aimass.data.language import detect_language
-from aimass.data.read import RawTable, read_source
+from aimass.data.read import RawTable, Record, read_source
 from aimass.data.validate import reject_counts, sort_rejects, validate_records
-from aimass.errors import DataError
+from aimass.errors import ConfigError, DataError
 
 
 def read_table(
@@ -76,3 +76,67 @@ def _columns(table: RawTable, path: Path, text_col, label_col, split_col) -> Col
     return choose_columns(
         table.columns, table.records, text_col=text_col, label_col=label_col, split_col=split_col, where=where
     )
+
+
+SPLIT_FIELD = "\0split"  # the split a record's file gives it (a field no file can have)
+
+
+def read_split_files(
+    files: dict[str, str | Path], *, text_col: str | None = None, label_col: str | None = None
+) -> tuple[list[dict], list[dict], dict]:
+    """Read one table per split (``{"train": path, "valid": path, "test": path}``, train required)
+    and check their rows together, as :func:`read_table` checks one file: every row takes its
+    file's split; the same text again in a later file is a duplicate (a valid or test row that
+    repeats a training row is rejected, naming the training row), the same text with another label
+    in another file a conflict. ``info`` is the training file's, with ``split_files`` (split ->
+    ``{"file", "sha256"}`` of the others).
+
+    Raises:
+        DataError: A file cannot be read, is a folder, or its columns cannot be determined.
+        ConfigError: A file has a split column too.
+    """
+    records, malformed, tables = [], [], {}
+    for split, path in files.items():
+        path = Path(path)
+        table = read_source(path)
+        if table.info["format"] == "folder":
+            raise DataError(
+                "split files are tables (CSV, TSV, JSONL), not folders",
+                where=str(path),
+                hint="Give one table per split, or import the folder alone.",
+            )
+        cols = _columns(table, path, text_col, label_col, None)
+        if cols.split:
+            raise ConfigError(
+                f"{path.name} has a split column ({cols.split!r}) and is given as the {split} file",
+                where=str(path),
+                hint="Give split files or a split column, not both.",
+            )
+        for rec in table.records:
+            fields = {
+                "text": rec.fields.get(cols.text),
+                "label": rec.fields.get(cols.label),
+                SPLIT_FIELD: split,
+            }
+            records.append(Record(rec.file, rec.line, rec.raw, fields, rec.source))
+        malformed += table.malformed
+        tables[split] = (table, cols)
+    good, rejects = validate_records(records, Columns("text", "label", SPLIT_FIELD))
+    rejects = sort_rejects(malformed + rejects)
+    train, cols = tables["train"]
+    info = dict(
+        train.info,
+        columns=train.columns,
+        text_col=cols.text,
+        label_col=cols.label,
+        split_col=None,
+        records=len(good) + len(rejects),
+        rejects_by_reason=reject_counts(rejects),
+        language=detect_language([row["text"] for row in good]),
+        split_files={
+            split: {"file": str(Path(t.info["file"]).resolve()), "sha256": t.info["sha256"]}
+            for split, (t, _) in tables.items()
+            if split != "train"
+        },
+    )
+    return good, rejects, info

@@ -64,6 +64,10 @@ class ImportRequest(BaseModel):
     project: str | None = Field(
         None, max_length=64, description="the project the dataset belongs to (default: 'default')"
     )
+    valid_path: str | None = Field(
+        None, description="a table of validation rows (then path holds training rows)"
+    )
+    test_path: str | None = Field(None, description="a table of test rows (then path holds training rows)")
 
 
 def page(rows: list[dict], total: int, limit: int, offset: int, key: str) -> dict:
@@ -119,14 +123,16 @@ def rejects_page(dataset_id: str, limit: int, offset: int) -> dict:
     return page(rows, total, limit, offset, "rejects")
 
 
-def import_upload(path: str, name: str | None, project: str | None = None) -> dict:
+def import_upload(path: str, name: str | None, project: str | None = None, **files: str | None) -> dict:
     """Import a file under the data roots (REST and the console's upload) into ``project``
     (``default`` when None; 404 when there is none): a new dataset name joins it, and a name
-    another project owns is refused before anything is written (403 naming its owner)."""
+    another project owns is refused before anything is written (403 naming its owner).
+    ``files``: ``valid_path`` and ``test_path``, tables of validation and test rows."""
     project = project or directory.DEFAULT_PROJECT
     need_project(project)
-    only_granted_paths({"path": path})
-    options = {"name": name} if name else {}
+    files = {k: v for k, v in files.items() if v}
+    only_granted_paths({"path": path, **files})
+    options = {"name": name, **files} if name else dict(files)
     with claims.checked(partial(directory.may_write, project, how="an import")):
         summary = api.import_dataset(path, **options).summary()
     if project != directory.DEFAULT_PROJECT and summary["name"] not in directory.owners("dataset"):
@@ -263,7 +269,8 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
     @app.post("/v1/datasets", tags=["datasets"], dependencies=manage, status_code=201)
     async def import_data(body: ImportRequest):
         """Import (check, split, store) a file or folder under the data roots: the import report."""
-        return await asyncio.to_thread(import_upload, body.path, body.name, body.project)
+        files = {"valid_path": body.valid_path, "test_path": body.test_path}
+        return await asyncio.to_thread(partial(import_upload, body.path, body.name, body.project, **files))
 
     @app.get("/v1/datasets", tags=["datasets"])
     async def datasets(
