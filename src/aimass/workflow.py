@@ -522,7 +522,10 @@ def delete_dataset(ref: str, *, force: bool = False, jobs: list[str] | tuple = (
         )
     for pair in derived:
         remove_dataset(pair)
-    return {**remove_dataset(ds), "derived": [d.id for d in derived], "models": trained}
+        registry.forget_dataset(pair.id)
+    gone = remove_dataset(ds)
+    registry.forget_dataset(ds.id)
+    return {**gone, "derived": [d.id for d in derived], "models": trained}
 
 
 def _parent_ids(ds: Dataset) -> set[str]:

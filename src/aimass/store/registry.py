@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from aimass import paths
 from aimass.errors import ConfigError, InUseError, NotFoundError
@@ -122,6 +122,14 @@ def record_dataset(ds) -> None:
                 summary=ds.summary(),
             )
         )
+
+
+def forget_dataset(dataset_id: str) -> None:
+    """A deleted dataset leaves the listings: its record goes, and the runs that read it keep
+    their params but no longer point at it (nothing can resume on data that is gone)."""
+    with session() as s, s.begin():
+        s.execute(update(RunRecord).where(RunRecord.dataset_id == dataset_id).values(dataset_id=None))
+        s.execute(delete(DatasetRecord).where(DatasetRecord.id == dataset_id))
 
 
 def start_run(

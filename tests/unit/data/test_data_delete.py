@@ -13,6 +13,7 @@ from aimass.cli import app
 from aimass.data.storage import datasets_dir
 from aimass.data.uploads import store_upload
 from aimass.errors import InUseError, NotFoundError
+from aimass.store import browse
 
 
 @pytest.fixture()
@@ -28,7 +29,7 @@ def test_a_deleted_dataset_is_gone_but_the_users_own_file_stays(home, bbc_csv):
     assert gone["models"] == [] and gone["derived"] == []
     assert not ds.path.exists() and bbc_csv.is_file()  # the source is the user's, not aimass's
     assert [p.name for p in datasets_dir().iterdir() if not p.name.startswith(".")] == []
-    assert api.list_datasets() == []
+    assert api.list_datasets() == [] and browse.datasets()[1] == 0  # the folders and the records
     for key in (ds.id, "news"):
         with pytest.raises(NotFoundError, match=f"was deleted on {gone['deleted'][:10]}"):
             api.load_dataset(key)

@@ -381,6 +381,8 @@ def test_a_dataset_is_deleted_from_its_page_after_the_confirm_box_and_over_rest(
     assert client.delete(f"/v1/datasets/{other.id}", headers=manage).json()["id"] == other.id
     gone = client.get(f"/v1/datasets/{other.id}", headers=manage)
     assert gone.status_code == 404 and "was deleted on" in gone.json()["error"]["message"]
+    listed = client.get("/v1/datasets", headers=manage, params={"limit": 500}).json()["datasets"]
+    assert not {ds.id, other.id} & {d["id"] for d in listed}  # gone from the list too
 
 
 def test_a_predict_only_key_cannot_delete_a_dataset(app, predict_key, tmp_path):
