@@ -80,7 +80,8 @@ def import_dataset(
         raise ConfigError(
             "split files (valid_path, test_path) apply to text classification tables without a split column",
             where=str(path),
-            hint="Import images or conversations alone, or put a split column in one table.",
+            hint="Put a split column in one table instead; conversations take a validation file at "
+            "training: aimass train --task text-generation --data train.jsonl --valid-data valid.jsonl.",
         )
     if looks_like_images(path):
         _check_no_columns(text_col=text_col, label_col=label_col, split_col=split_col)
