@@ -513,7 +513,7 @@ def delete_dataset(ref: str, *, force: bool = False, jobs: list[str] | tuple = (
             hint="Wait for them to end, or cancel them (`aimass jobs cancel ID`), then delete it.",
         )
     derived = [d for d in list_datasets() if ds.id in _parent_ids(d)]
-    trained = [ref for d in (ds, *derived) for ref in registry.versions_trained_on(d.digest)]
+    trained = [v for d in (ds, *derived) for v in registry.versions_trained_on(d.digest)]
     if trained and not force:
         raise InUseError(
             f"Dataset {ds.name} ({ds.id}) trained {', '.join(trained)}; their lineage names it.",
