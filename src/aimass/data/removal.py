@@ -42,9 +42,11 @@ def remove_dataset(ds: Dataset) -> dict:
 
 
 def _uploads(ds: Dataset) -> set[Path]:
-    """The upload folders (``uploads/<id>/``) ``ds`` was imported from, by any of its imports."""
+    """The upload folders (``uploads/<id>/``) ``ds`` was imported from, by any of its imports
+    (its validation and test files too)."""
     root = paths.subdir("uploads").resolve()
     sources = [ds.manifest.get("source")] + [i.get("source") for i in ds.manifest.get("imports", [])]
+    sources += [f.get("file") for f in (ds.manifest.get("split_files") or {}).values()]  # valid/test files
     found = set()
     for source in filter(None, sources):
         try:

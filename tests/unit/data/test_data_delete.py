@@ -3,9 +3,11 @@ stays, a later reference says when it was deleted, and a job that has not ended 
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from tests.conftest import bbc_sample
 from typer.testing import CliRunner
 
 from aimass import api, jobs
@@ -40,14 +42,23 @@ def test_a_deleted_dataset_is_gone_but_the_users_own_file_stays(home, bbc_csv):
     assert back.id == ds.id and api.load_dataset(ds.id).id == ds.id
 
 
-def test_deleting_an_upload_removes_the_copy_aimass_kept(home, bbc_csv):
-    with open(bbc_csv, "rb") as fh:
-        stored = store_upload(fh, "news.csv")
-    ds = api.import_dataset(stored["path"], name="uploaded")
-    folder = home / "uploads" / stored["upload"]
-    assert folder.is_dir()
-    assert api.delete_dataset(ds.id)["uploads_removed"] == 1
-    assert not folder.exists() and not ds.path.exists()
+def test_deleting_an_upload_removes_the_copies_aimass_kept(home):
+    texts, labels = bbc_sample(per_class=12, chars=200)
+    rows = [f'"{" ".join(t.replace(chr(34), "").split())}",{label}\n' for t, label in zip(texts, labels)]
+    train_rows, test_rows = (
+        [r for i, r in enumerate(rows) if i % 4],
+        [r for i, r in enumerate(rows) if i % 4 == 0],
+    )
+    stored, test_upload = (
+        store_upload(io.BytesIO(("text,label\n" + "".join(part)).encode()), name)
+        for part, name in ((train_rows, "news.csv"), (test_rows, "test.csv"))
+    )
+    ds = api.import_dataset(stored["path"], name="uploaded", test_path=test_upload["path"])
+    folders = [home / "uploads" / stored["upload"], home / "uploads" / test_upload["upload"]]
+    assert all(f.is_dir() for f in folders)
+    assert ds.manifest["counts"]["by_split"]["test"] == 15 and ds.manifest["rejects"] == 0
+    assert api.delete_dataset(ds.id)["uploads_removed"] == 2  # the training file's and the test file's
+    assert not any(f.exists() for f in folders) and not ds.path.exists()
 
 
 def test_a_job_that_has_not_ended_keeps_its_data_and_a_prefix_deletes_nothing(home, bbc_csv):
