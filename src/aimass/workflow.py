@@ -30,6 +30,7 @@ from aimass.store import registry
 from aimass.store.artifacts import write_atomic
 from aimass.store.claims import claim
 from aimass.tasks import DEFAULT_TASK, available_tasks, get_task
+from aimass.train.cache import clear_features
 
 __all__ = [
     "available_tasks",
@@ -497,8 +498,12 @@ def delete_dataset(ref: str, *, force: bool = False, jobs: list[str] | tuple = (
     A dataset made from it for one fine-tuning job (a training file paired with its validation
     file, :mod:`aimass.data.chat_validation`) holds its rows too and goes with it (``derived``).
 
+    The feature cache (text and image embeddings of every dataset, :func:`clear_features`) is
+    cleared too: a cached file does not say whose rows it holds, and a delete must not leave any.
+
     Returns the tombstone (``id``, ``names``, ``digest``, ``deleted``) with ``uploads_removed``,
-    ``derived`` (the ids of those pairs) and ``models`` (the versions trained on it or on them).
+    ``derived`` (the ids of those pairs), ``models`` (the versions trained on it or on them) and
+    ``cache_files_removed``.
 
     Raises:
         NotFoundError: no such dataset (or it was deleted already: the message says when).
@@ -525,7 +530,8 @@ def delete_dataset(ref: str, *, force: bool = False, jobs: list[str] | tuple = (
         registry.forget_dataset(pair.id)
     gone = remove_dataset(ds)
     registry.forget_dataset(ds.id)
-    return {**gone, "derived": [d.id for d in derived], "models": trained}
+    cleared = clear_features()  # embeddings of its texts or images may be among them
+    return {**gone, "derived": [d.id for d in derived], "models": trained, "cache_files_removed": cleared}
 
 
 def _parent_ids(ds: Dataset) -> set[str]:

@@ -102,6 +102,10 @@ def data_delete(
             out.print(f"Removed the upload it came from ({g['uploads_removed']} folder).")
         if g["models"]:
             out.print(f"Trained on it, still registered: {', '.join(g['models'])}.")
+        if g["cache_files_removed"]:
+            out.print(
+                f"Cleared the feature cache ({g['cache_files_removed']} files; the next fit embeds again)."
+            )
 
     emit(gone, as_json, show)
 

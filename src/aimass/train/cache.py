@@ -52,6 +52,17 @@ def cached_embeddings(
     return cached(cache_path(key, texts), compute)
 
 
+def clear_features() -> int:
+    """Delete every cached feature file (text and image embeddings; a cache only: the next fit
+    embeds again); how many. What a dataset's deletion does, since a cached file does not say
+    which dataset's texts or images it holds."""
+    removed = 0
+    for path in paths.subdir("cache/features").glob("*.safetensors"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def cached(path: Path, compute) -> dict[str, torch.Tensor]:
     """``compute()``'s tensors, stored at ``path`` (safetensors) and read back next time."""
     if path.exists():

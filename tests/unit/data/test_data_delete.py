@@ -7,15 +7,17 @@ import io
 import json
 
 import pytest
+import torch
 from tests.conftest import bbc_sample
 from typer.testing import CliRunner
 
-from aimass import api, jobs
+from aimass import api, jobs, paths
 from aimass.cli import app
 from aimass.data.storage import datasets_dir
 from aimass.data.uploads import store_upload
 from aimass.errors import InUseError, NotFoundError
 from aimass.store import browse
+from aimass.train.cache import cached
 
 
 @pytest.fixture()
@@ -26,8 +28,11 @@ def home(tmp_path, monkeypatch):
 
 def test_a_deleted_dataset_is_gone_but_the_users_own_file_stays(home, bbc_csv):
     ds = api.import_dataset(bbc_csv, name="news")
+    feature = paths.subdir("cache/features") / "embeddings.safetensors"
+    cached(feature, lambda: {"pooled": torch.ones(2, 4)})  # as a fit caches its rows' embeddings
     gone = json.loads(CliRunner().invoke(app, ["data", "delete", "news", "--json"]).stdout)
     assert gone["id"] == ds.id and gone["names"] == ["news"] and gone["uploads_removed"] == 0
+    assert gone["cache_files_removed"] == 1 and not feature.exists()
     assert gone["models"] == [] and gone["derived"] == []
     assert not ds.path.exists() and bbc_csv.is_file()  # the source is the user's, not aimass's
     assert [p.name for p in datasets_dir().iterdir() if not p.name.startswith(".")] == []
