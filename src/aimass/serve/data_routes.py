@@ -160,6 +160,7 @@ def version(ref: str, engine: Engine) -> dict:
     info["aliases"] = sorted(a for a, v in registry.aliases(info["name"]).items() if v == info["version"])
     info["deployed_in"] = deployed_in(engine, info["ref"])
     info["parent_deleted"] = registry.deleted_on(info.get("parent"))  # lineage kept, parent gone
+    info["checkpoints"] = [] if info["files_missing"] else _checkpoints(folder, info["ref"])
     return info
 
 
@@ -174,6 +175,19 @@ def delete_version(ref: str, engine: Engine, force: bool = False) -> dict:
         for row in rows:
             served.setdefault(str(row.get("ref")), []).append(name)
     return api.delete_model(ref, served=served, force=force)
+
+
+def _checkpoints(folder: Path, ref: str) -> list[dict]:
+    """A language model's adapters kept at earlier epochs' ends (``REF:ckpt-step-N``, which answer
+    by that name), with the validation scores of their steps."""
+    try:
+        fitted = json.loads((folder / "model.json").read_text()).get("fitted") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    kept = fitted.get("checkpoints_") or [] if isinstance(fitted, dict) else []
+    return [
+        {"model": f"{ref}:ckpt-step-{c['step']}", **c} for c in kept if isinstance(c, dict) and "step" in c
+    ]
 
 
 def compare(a: str, b: str, engine: Engine) -> dict:

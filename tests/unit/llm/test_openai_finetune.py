@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
+import httpx
 import openai
 import pytest
 from tests.conftest import live_server
@@ -119,6 +121,20 @@ def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file, valid_f
         client.chat.completions.create(
             model=f"{done.fine_tuned_model}:ckpt-step-2", messages=ASK, max_tokens=2
         )
+    # the version's page: the validation table names the kept checkpoint (and its REST twin does)
+    base = str(client.base_url).removesuffix("/").removesuffix("/v1")
+    with httpx.Client(base_url=base, timeout=60) as web:
+        auth_header = {"Authorization": f"Bearer {client.api_key}"}
+        twin = web.get(f"/v1/versions/{done.fine_tuned_model}", headers=auth_header).json()
+        assert [c["model"] for c in twin["checkpoints"]] == [first.fine_tuned_model_checkpoint]
+        form = web.get("/console/signin").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+        assert web.post("/console/signin", data={"csrf": csrf, "key": client.api_key}).status_code in (
+            200,
+            303,
+        )
+        page = web.get(f"/console/models/{done.fine_tuned_model}", follow_redirects=True).text
+        assert "Validation while training" in page and first.fine_tuned_model_checkpoint in page
     # the uploaded file reads back as its kept conversations
     lines = client.files.content(file.id).text.splitlines()
     assert len(lines) == 12 and json.loads(lines[0])["messages"][-1]["role"] == "assistant"
