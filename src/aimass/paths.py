@@ -19,6 +19,9 @@ from pathlib import Path
 from aimass.errors import NotFoundError
 
 HOME_FOLDERS = ("models", "datasets", "runs", "jobs", "backbones", "cache", "samples", "tmp", "logs")
+FEATURES = (
+    "cache/features"  # the embedding cache fits write (aimass.train.cache), cleared on a dataset delete
+)
 
 
 def home() -> Path:

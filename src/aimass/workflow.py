@@ -30,7 +30,6 @@ from aimass.store import registry
 from aimass.store.artifacts import write_atomic
 from aimass.store.claims import claim
 from aimass.tasks import DEFAULT_TASK, available_tasks, get_task
-from aimass.train.cache import clear_features
 
 __all__ = [
     "available_tasks",
@@ -498,8 +497,9 @@ def delete_dataset(ref: str, *, force: bool = False, jobs: list[str] | tuple = (
     A dataset made from it for one fine-tuning job (a training file paired with its validation
     file, :mod:`aimass.data.chat_validation`) holds its rows too and goes with it (``derived``).
 
-    The feature cache (text and image embeddings of every dataset, :func:`clear_features`) is
-    cleared too: a cached file does not say whose rows it holds, and a delete must not leave any.
+    The feature cache (text and image embeddings of every dataset,
+    :func:`~aimass.data.removal.clear_features`) is cleared too: a cached file does not say whose
+    rows it holds, and a delete must not leave any.
 
     Returns the tombstone (``id``, ``names``, ``digest``, ``deleted``) with ``uploads_removed``,
     ``derived`` (the ids of those pairs), ``models`` (the versions trained on it or on them) and
@@ -509,7 +509,7 @@ def delete_dataset(ref: str, *, force: bool = False, jobs: list[str] | tuple = (
         NotFoundError: no such dataset (or it was deleted already: the message says when).
         InUseError: a job names it, or a version was trained on it and ``force`` is not set.
     """
-    from aimass.data.removal import remove_dataset
+    from aimass.data.removal import clear_features, remove_dataset
 
     ds = load_dataset(ref) if ref in _ids_and_names() else _no_prefix(ref)
     if jobs:

@@ -65,3 +65,14 @@ def _remove(folder: Path, trash: Path) -> None:
     gone = trash / f".deleted-{folder.name}-{uuid.uuid4().hex[:8]}"
     os.replace(folder, gone)
     shutil.rmtree(gone, ignore_errors=True)
+
+
+def clear_features() -> int:
+    """Delete every cached feature file (text and image embeddings, :mod:`aimass.train.cache`; a
+    cache only: the next fit embeds again); how many. A dataset's deletion does this, since a
+    cached file does not say which dataset's texts or images it holds."""
+    removed = 0
+    for path in paths.subdir(paths.FEATURES).glob("*.safetensors"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -252,8 +252,7 @@ class ImageClassifier(Classifier):
         size = self.image_size_
         key = f"{self.backbone_}|{digest}|{size}|{len(train[0])}|{cfg.seed}"
         path = (
-            paths.subdir("cache/features")
-            / f"img-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+            paths.subdir(paths.FEATURES) / f"img-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
         )
         frozen = self.net_.encoder.fuse_for_inference()
 
@@ -573,8 +572,7 @@ class ImageClassification(ClassificationTask):
         content = hashlib.sha256("".join(row["sha256"] for row in data.rows()).encode()).hexdigest()
         key = f"features|{spec.name}|{size}|{content}"  # by content: a relabelled version reuses it
         path = (
-            paths.subdir("cache/features")
-            / f"img-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+            paths.subdir(paths.FEATURES) / f"img-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
         )
 
         def compute():

@@ -22,7 +22,7 @@ def cache_path(key: str, texts: list[str]) -> Path:
     digest = hashlib.sha256(key.encode())
     for text in texts:
         digest.update(text.encode("utf-8", "replace") + b"\0")
-    return paths.subdir("cache/features") / f"{digest.hexdigest()[:32]}.safetensors"
+    return paths.subdir(paths.FEATURES) / f"{digest.hexdigest()[:32]}.safetensors"
 
 
 def cached_embeddings(
@@ -50,17 +50,6 @@ def cached_embeddings(
             )
 
     return cached(cache_path(key, texts), compute)
-
-
-def clear_features() -> int:
-    """Delete every cached feature file (text and image embeddings; a cache only: the next fit
-    embeds again); how many. What a dataset's deletion does, since a cached file does not say
-    which dataset's texts or images it holds."""
-    removed = 0
-    for path in paths.subdir("cache/features").glob("*.safetensors"):
-        path.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 def cached(path: Path, compute) -> dict[str, torch.Tensor]:

@@ -28,7 +28,7 @@ def home(tmp_path, monkeypatch):
 
 def test_a_deleted_dataset_is_gone_but_the_users_own_file_stays(home, bbc_csv):
     ds = api.import_dataset(bbc_csv, name="news")
-    feature = paths.subdir("cache/features") / "embeddings.safetensors"
+    feature = paths.subdir(paths.FEATURES) / "embeddings.safetensors"
     cached(feature, lambda: {"pooled": torch.ones(2, 4)})  # as a fit caches its rows' embeddings
     gone = json.loads(CliRunner().invoke(app, ["data", "delete", "news", "--json"]).stdout)
     assert gone["id"] == ds.id and gone["names"] == ["news"] and gone["uploads_removed"] == 0
