@@ -30,6 +30,7 @@ from aimass.store import registry
 from aimass.store.artifacts import write_atomic
 from aimass.store.claims import claim
 from aimass.tasks import DEFAULT_TASK, available_tasks, get_task
+from aimass.train.progress import Paused
 
 __all__ = [
     "available_tasks",
@@ -153,6 +154,8 @@ def train_model(
     try:
         model.fit(data, run_dir=run_dir, resume=resume, progress=progress)
         report = model.evaluate(data, "test")
+    except Paused:  # its job was paused: the run goes on when it resumes
+        raise
     except BaseException as exc:
         registry.finish_run(run.id, "failed", error="".join(traceback.format_exception_only(exc))[-4000:])
         raise
@@ -208,6 +211,8 @@ def continue_model(
         model.timings_ = {"load_parent": loaded, **model.timings_}  # a retrain loads its backbone too
         report = model.evaluate(data, "test")
         report.update(_forgetting(before, model, old, data, report), replay=model.replay_)
+    except Paused:  # its job was paused: the run goes on when it resumes
+        raise
     except BaseException as exc:
         registry.finish_run(run.id, "failed", error="".join(traceback.format_exception_only(exc))[-4000:])
         raise

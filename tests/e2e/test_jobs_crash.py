@@ -1,6 +1,6 @@
-"""Jobs survive crashes: a training worker killed with SIGKILL three times at random points
-resumes and ends with the metrics of an uninterrupted run; a runner killed mid-queue loses and
-repeats nothing."""
+"""Jobs survive crashes and pauses: a training worker killed with SIGKILL three times at random
+points resumes and ends with the metrics of an uninterrupted run, and so does a training job
+paused (it stops right after a checkpoint) and resumed."""
 
 from __future__ import annotations
 
@@ -85,14 +85,32 @@ def checkpoint_epoch(home: Path) -> int:
     return json.loads(found[0].read_text())["epoch"] if found else -1
 
 
-def test_training_job_killed_three_times_resumes_to_the_same_metrics(news_csv, tmp_path):
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
+@pytest.fixture(scope="module")
+def reference(news_csv, tmp_path_factory) -> tuple[Path, dict]:
+    """The training job run once, uninterrupted: (its home, the job)."""
+    clean = tmp_path_factory.mktemp("clean")
     job = submit_train(clean, news_csv)
     aimass(clean, "jobs", "runner", "--until-idle")
-    reference = json.loads(aimass(clean, "jobs", "show", job, "--json").stdout)
-    assert reference["status"] == "succeeded", reference
-    assert reference["attempt"] == 1
+    shown = json.loads(aimass(clean, "jobs", "show", job, "--json").stdout)
+    assert shown["status"] == "succeeded", shown
+    assert shown["attempt"] == 1
+    return clean, shown
 
+
+def same_model(home_a: Path, home_b: Path) -> float:
+    """The largest difference between the weights of the one version in each home."""
+    [(path_a,)], [(path_b,)] = (
+        db(home_a, "select path from model_versions"),
+        db(home_b, "select path from model_versions"),
+    )
+    weights_a = load_file(str(home_a / path_a / "model.safetensors"))  # stored relative to home
+    weights_b = load_file(str(home_b / path_b / "model.safetensors"))
+    assert weights_a.keys() == weights_b.keys()
+    return max(float((weights_a[k].float() - weights_b[k].float()).abs().max()) for k in weights_a)
+
+
+def test_training_job_killed_three_times_resumes_to_the_same_metrics(news_csv, reference, tmp_path):
+    (clean, reference), killed = reference, tmp_path / "killed"
     job = submit_train(killed, news_csv)
     process = runner(killed)
     rng = random.Random(7)
@@ -118,13 +136,38 @@ def test_training_job_killed_three_times_resumes_to_the_same_metrics(news_csv, t
     for key in ("accuracy", "macro_f1"):
         assert abs(final["result"]["metrics"][key] - reference["result"]["metrics"][key]) <= TOLERANCE
     assert db(killed, "select count(*) from model_versions") == [(1,)]  # registered once
-    [(path_a,)], [(path_b,)] = (
-        db(clean, "select path from model_versions"),
-        db(killed, "select path from model_versions"),
-    )
-    weights_a = load_file(str(clean / path_a / "model.safetensors"))  # stored relative to home
-    weights_b = load_file(str(killed / path_b / "model.safetensors"))
-    assert weights_a.keys() == weights_b.keys()
-    worst = max(float((weights_a[k].float() - weights_b[k].float()).abs().max()) for k in weights_a)
+    worst = same_model(clean, killed)
     assert worst <= 1e-6, f"resumed weights differ from the uninterrupted run's by {worst}"
     assert db(killed, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_paused_training_job_stops_at_a_checkpoint_and_resumes_to_the_same_model(
+    news_csv, reference, tmp_path
+):
+    (clean, reference), home = reference, tmp_path / "paused"
+    job = submit_train(home, news_csv)
+    first = runner(home, "--until-idle")
+    wait_for(lambda: worker(home, job, attempt=1))  # paused as soon as it runs: after its first epoch
+    asked = json.loads(aimass(home, "jobs", "pause", job, "--json").stdout)
+    assert asked["status"] == "running" and asked["pause_requested"]
+    assert first.wait(timeout=600) == 0, "the runner is idle once its only job is paused"
+
+    paused = json.loads(aimass(home, "jobs", "show", job, "--json").stdout)
+    assert paused["status"] == "paused" and paused["attempt"] == 1 and paused["max_attempts"] == 6
+    note = paused["events"][-1]
+    assert note["kind"] == "paused" and "right after its checkpoint was written" in note["message"], note
+    paused_at = checkpoint_epoch(home)
+    assert 0 <= paused_at < TRAIN["epochs_top"] - 1, "paused before the last epoch"
+    assert db(home, "select status from runs") == [("running",)]  # the run is not failed: it goes on
+
+    assert json.loads(aimass(home, "jobs", "resume", job, "--json").stdout)["status"] == "queued"
+    aimass(home, "jobs", "runner", "--until-idle")
+    done = json.loads(aimass(home, "jobs", "show", job, "--json").stdout)
+    assert done["status"] == "succeeded" and done["attempt"] == 2, done["events"]
+    kinds = [e["kind"] for e in done["events"]]
+    paused_and_resumed = ["pause_requested", "paused", "resume_requested", "resumed"]
+    assert kinds == ["queued", "started", *paused_and_resumed, "succeeded"]
+    for key in ("accuracy", "macro_f1"):
+        assert done["result"]["metrics"][key] == reference["result"]["metrics"][key]
+    worst = same_model(clean, home)
+    assert worst <= 1e-6, f"the paused job's weights differ from the uninterrupted run's by {worst}"

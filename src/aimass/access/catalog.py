@@ -35,6 +35,8 @@ ACTIONS: tuple[str, ...] = (
     "job:SubmitCode",
     "job:Read",
     "job:Cancel",
+    "job:Pause",
+    "job:Resume",
     "key:Create",
     "key:Read",
     "key:Revoke",

@@ -10,6 +10,7 @@ from aimass.autolearn.run import _Run
 from aimass.autolearn.settings import MAX_DROP, METHOD
 from aimass.store import registry
 from aimass.tasks import get_task
+from aimass.train.progress import Paused
 
 
 class _State:
@@ -61,6 +62,8 @@ def _train_final(run: _Run, tuner, ds, params: dict, state: _State):
             model.fit(ds, run_dir=folder, resume=state.resume, progress=run.progress)
         with run.phase("evaluate", 0.8, "evaluating on the held-out test split"):
             report = model.evaluate(ds, "test")
+    except Paused:  # its job was paused: the run goes on when it resumes
+        raise
     except BaseException as exc:
         registry.finish_run(record.id, "failed", error=f"{type(exc).__name__}: {exc}"[-4000:])
         raise

@@ -129,11 +129,16 @@ def show(job_id: str, as_json: JsonFlag = False):
 
 
 def _show(job: dict) -> None:
-    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(job["status"], "cyan")
+    colours = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "paused": "magenta"}
+    colour = colours.get(job["status"], "cyan")
     out.print(f"[bold]{job['id']}[/] {job['kind']}  [{colour}]{job['status']}[/]  attempt {job['attempt']}")
     if job["status"] in ("queued", "running"):
         eta = f", ETA {job['eta_s']:.0f}s" if job.get("eta_s") else ""
         out.print(f"progress {job['progress']:.0%}{eta}  {job.get('message') or ''}")
+    if job["status"] == "running" and job.get("pause_requested"):
+        out.print("pausing: it stops right after its next checkpoint")
+    if job["status"] == "paused":
+        out.print(f"paused: `aimass jobs resume {job['id']}` goes on from its last checkpoint")
     if job.get("result"):
         out.print({k: v for k, v in job["result"].items() if k not in ("stages", "per_class")})
     if job.get("error"):
@@ -160,7 +165,7 @@ def logs(
     text = jobs.logs(job_id, tail)
     _write(text + ("\n" if text and not text.endswith("\n") else ""))
     offset = len(jobs.logs(job_id).encode())
-    while follow and jobs.show(job_id)["status"] in ("queued", "running"):
+    while follow and jobs.show(job_id)["status"] in ("queued", "running", "paused"):
         time.sleep(1)
         offset = jobs._echo(job_id, offset, _write)
 
@@ -172,6 +177,25 @@ def cancel(job_id: str, as_json: JsonFlag = False):
     from aimass import jobs
 
     emit(jobs.cancel(job_id), as_json, _show)
+
+
+@jobs_app.command("pause")
+@command
+def pause(job_id: str, as_json: JsonFlag = False):
+    """Pause a job: a running train or auto job stops right after its next checkpoint (others at
+    once), a queued one is held; `aimass jobs resume` goes on from there."""
+    from aimass import jobs
+
+    emit(jobs.pause(job_id), as_json, _show)
+
+
+@jobs_app.command("resume")
+@command
+def resume(job_id: str, as_json: JsonFlag = False):
+    """Queue a paused job again: it goes on from its last checkpoint."""
+    from aimass import jobs
+
+    emit(jobs.resume(job_id), as_json, _show)
 
 
 @jobs_app.command("retry")

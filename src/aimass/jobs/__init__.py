@@ -7,8 +7,10 @@
 
 ``submit`` checks and queues; a runner (``aimass jobs runner``, or the server's) executes queued
 jobs; ``run_foreground`` runs one in this terminal. ``show``/``logs``/``cancel``/``retry`` do what
-they say, here and over REST. A custom job runs code stored with ``upload_code`` (never a folder of
-the host), and submitting one over REST needs the ``jobs:code`` scope (``kind_of(job).scope``).
+they say, here and over REST; ``pause`` stops a job at its next checkpoint (a queued one before it
+starts) and ``resume`` queues it again, to go on from there. A custom job runs code stored with
+``upload_code`` (never a folder of the host), and submitting one over REST needs the ``jobs:code``
+scope (``kind_of(job).scope``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ __all__ = [
     "kind_of",
     "list_jobs",
     "logs",
+    "pause",
     "reads",
+    "resume",
     "retry",
     "run_foreground",
     "show",
@@ -66,12 +70,12 @@ def submit(kind: str, params: dict | None = None, *, timeout_s: float | None = N
 
 
 def using_dataset(ds) -> list[str]:
-    """The queued and running jobs whose ``data`` (or ``valid_data``) names dataset ``ds`` (by id,
+    """The queued, running and paused jobs whose ``data`` (or ``valid_data``) names dataset ``ds`` (by id,
     digest or one of its names): what must end before it is deleted."""
     keys = {ds.id, ds.digest, *ds.names}
     return [
         job.id
-        for status in ("queued", "running")
+        for status in ("queued", "running", "paused")
         for job in state.list_jobs(status, 10_000)
         if any(str(job.params.get(k) or "").strip() in keys for k in ("data", "valid_data"))
     ]
@@ -107,6 +111,35 @@ def cancel(job_id: str) -> dict:
         )
     if not state.cancel_queued(job_id):
         state.request_cancel(job_id)
+    return state.get(job_id).to_dict()
+
+
+def pause(job_id: str) -> dict:
+    """Pause a job: a queued one stays queued-but-held until resumed; a running train or auto
+    job stops right after its next checkpoint (others at once), and ``resume`` continues it from
+    there. Pausing is not failing: a paused attempt does not count toward ``max_attempts``."""
+    job = state.get(job_id)
+    if job.status not in ("queued", "running"):
+        raise JobError(
+            f"Job {job_id} is {job.status}; only queued or running jobs can be paused.",
+            code="job_not_pausable",
+            hint="A paused job is resumed with `aimass jobs resume`; an ended one is retried.",
+        )
+    if not state.pause_queued(job_id):
+        state.request_pause(job_id)
+    return state.get(job_id).to_dict()
+
+
+def resume(job_id: str) -> dict:
+    """Queue a paused job again: its next attempt goes on from its last checkpoint."""
+    job = state.get(job_id)
+    if not state.resume(job_id):
+        hint = (
+            "It is still pausing: wait for its status to be paused."
+            if job.status == "running" and job.pause_requested
+            else "Only paused jobs are resumed; `aimass jobs retry` starts a failed or cancelled one again."
+        )
+        raise JobError(f"Job {job_id} is {job.status}, not paused.", code="job_not_paused", hint=hint)
     return state.get(job_id).to_dict()
 
 
@@ -156,7 +189,7 @@ def run_foreground(job_id: str, *, echo=None) -> dict:
             runner.tick_one(job_id)
         if echo is not None:
             offset = _echo(job_id, offset, echo)
-        if job.status in state.ENDED:
+        if job.status in state.ENDED or job.status == "paused":
             return show(job_id)
         time.sleep(0.3)
 

@@ -5,7 +5,9 @@ re-exports) and returns a JSON-able result. ``ctx`` gives
 it a stable run folder (checkpoints survive a killed worker), ``ctx.resume`` (True from the
 second attempt on) and ``ctx.progress(fraction, message)``. A kind's ``scope`` is what an API key
 needs to submit it over REST: ``manage`` for kinds that call aimass, ``jobs:code`` for ``custom``,
-which runs the caller's own code on the server.
+which runs the caller's own code on the server. A kind whose ``checkpoints`` is True stops at its
+next checkpoint when its job is paused (its fits call :func:`aimass.train.progress.pause_point`);
+the others are stopped at once and start over when resumed.
 """
 
 from __future__ import annotations
@@ -31,16 +33,22 @@ class Kind:
     check: Callable[[dict], dict]
     summary: str
     scope: str = "manage"
+    checkpoints: bool = False  # a pause waits for its next checkpoint (else it stops it at once)
 
 
 KINDS: dict[str, Kind] = {}
 
 
 def register_kind(
-    name: str, summary: str, check: Callable[[dict], dict] | None = None, *, scope: str = "manage"
+    name: str,
+    summary: str,
+    check: Callable[[dict], dict] | None = None,
+    *,
+    scope: str = "manage",
+    checkpoints: bool = False,
 ):
     def wrap(run):
-        KINDS[name] = Kind(name, run, check or (lambda params: params), summary, scope)
+        KINDS[name] = Kind(name, run, check or (lambda params: params), summary, scope, checkpoints)
         return run
 
     return wrap
@@ -115,7 +123,12 @@ def _check_train(params: dict) -> dict:
     return params
 
 
-@register_kind("train", "fine-tune (or continue a version), evaluate and register a model", _check_train)
+@register_kind(
+    "train",
+    "fine-tune (or continue a version), evaluate and register a model",
+    _check_train,
+    checkpoints=True,
+)
 def run_train(params: dict, ctx) -> dict:
     settings = dict(params)
     task = settings.pop("task", None if settings.get("from") else DEFAULT_TASK)
@@ -189,7 +202,12 @@ def _check_auto(params: dict) -> dict:
     return params
 
 
-@register_kind("auto", "data (a path or a stored dataset) to an evaluated, registered model", _check_auto)
+@register_kind(
+    "auto",
+    "data (a path or a stored dataset) to an evaluated, registered model",
+    _check_auto,
+    checkpoints=True,
+)
 def run_auto(params: dict, ctx) -> dict:
     return auto(progress=False, on_progress=ctx.progress, run_dir=ctx.run_dir, resume=ctx.resume, **params)
 

@@ -4,7 +4,9 @@ One runner per ``AIMASS_HOME`` (a file lock says so) runs at most ``parallel`` w
 Workers live in their own process group, so a runner killed with SIGKILL leaves them working:
 the next runner adopts the ones still alive and requeues the attempts whose worker died, which
 then resume from their checkpoints. A worker that dies ``max_attempts`` times fails the job with
-an explanation. Cancelling kills the worker's whole process group.
+an explanation. Cancelling kills the worker's whole process group. Pausing lets a worker whose
+kind checkpoints (train, auto) stop at its next checkpoint, for at most ``pause_grace_s``; the
+others, and one that overruns, are stopped at once (they resume from their last checkpoint).
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from sqlalchemy import literal_column, select
 from aimass import paths
 from aimass.errors import JobError
 from aimass.jobs import explain, state
+from aimass.jobs.kinds import get_kind
 from aimass.jobs.logs import log_path, log_tail
 from aimass.store.db import JobRecord, session
+
+PAUSE_GRACE_S = 120.0  # how long a pause waits for a checkpointing job's next checkpoint
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Attempt:
     pid: int
     began: float
     process: subprocess.Popen | None = None  # None: adopted from a runner that died
+    pause_seen: float | None = None  # when the runner first saw a pause asked of it
 
     def exit_code(self) -> int | None:
         """The exit code once the worker is gone (-9 for an adopted worker that vanished)."""
@@ -67,8 +73,8 @@ def find_worker(job_id: str) -> int | None:
 class Runner:
     """Run queued jobs, ``parallel`` at a time, until stopped (or idle, with ``until_idle``)."""
 
-    def __init__(self, parallel: int = 2, poll_s: float = 0.5):
-        self.parallel, self.poll_s = max(1, int(parallel)), poll_s
+    def __init__(self, parallel: int = 2, poll_s: float = 0.5, pause_grace_s: float = PAUSE_GRACE_S):
+        self.parallel, self.poll_s, self.pause_grace_s = max(1, int(parallel)), poll_s, pause_grace_s
         self.attempts: dict[str, Attempt] = {}
         self._lock = None
 
@@ -184,9 +190,26 @@ class Runner:
             self._kill(attempt)
             error = {"cause": "cancelled", "message": "Cancelled by request.", "hint": None, "traceback": ""}
             state.finish(job.id, attempt.attempt, "cancelled", error=error)
+        elif job.pause_requested:
+            self._pause(attempt, job)
         elif job.timeout_s and time.monotonic() - attempt.began > job.timeout_s:
             self._kill(attempt)
             state.finish(job.id, attempt.attempt, "failed", error=explain.timeout(job.timeout_s))
+
+    def _pause(self, attempt: Attempt, job) -> None:
+        """Stop the attempt now, or once it has had ``pause_grace_s`` to reach a checkpoint."""
+        now = time.monotonic()
+        attempt.pause_seen = attempt.pause_seen or now
+        graceful = get_kind(job.kind).checkpoints
+        if graceful and now - attempt.pause_seen < self.pause_grace_s:
+            return  # its worker hears it within a heartbeat and pauses after its next checkpoint
+        self._kill(attempt)
+        why = (
+            f"it reached no checkpoint within {self.pause_grace_s:g} s"
+            if graceful
+            else f"a {job.kind} job is stopped at once"
+        )
+        state.pause(job.id, attempt.attempt, f"paused: {why}; it resumes from its last checkpoint")
 
     def _kill(self, attempt: Attempt) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -206,6 +229,8 @@ class Runner:
         if job.cancel_requested:
             error = {"cause": "cancelled", "message": "Cancelled by request.", "hint": None, "traceback": ""}
             state.finish(job_id, attempt, "cancelled", error=error)
+        elif job.pause_requested:
+            state.pause(job_id, attempt, f"paused ({reason}); it resumes from its last checkpoint")
         elif attempt < job.max_attempts:
             state.requeue(job_id, attempt, f"{reason}; it will resume from its last checkpoint")
         else:

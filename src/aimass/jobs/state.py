@@ -1,7 +1,9 @@
 """Job state in the metadata database. Every transition is one conditional UPDATE.
 
 A job moves ``queued -> running -> succeeded | failed | cancelled``; a running job whose worker
-was killed goes back to ``queued`` (and resumes). Each UPDATE names the state (and attempt) it
+was killed goes back to ``queued`` (and resumes). A pause takes a queued job, or a running one at
+its next checkpoint, to ``paused``; resuming queues it again (the next attempt resumes from that
+checkpoint), and a paused job may also be cancelled. Each UPDATE names the state (and attempt) it
 expects, so two processes racing on one job cannot both win: a job starts once per attempt and
 ends exactly once.
 """
@@ -16,7 +18,7 @@ from sqlalchemy import select, update
 from aimass.errors import ConfigError, NotFoundError
 from aimass.store.db import JobEventRecord, JobRecord, now, session
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 ENDED = ("succeeded", "failed", "cancelled")
 
 
@@ -79,6 +81,7 @@ def claim(job_id: str, runner_pid: int) -> JobRecord | None:
             return None
         attempt = job.attempt + 1
         values = {"status": "running", "attempt": attempt, "runner_pid": runner_pid, "worker_pid": None}
+        values["pause_requested"] = False
         values.update(heartbeat=time.time(), started=job.started or now())
         if not _change(s, job_id, {"status": "queued", "attempt": job.attempt}, values):
             return None
@@ -138,11 +141,69 @@ def requeue(job_id: str, attempt: int, reason: str) -> bool:
 
 
 def cancel_queued(job_id: str) -> bool:
+    """queued or paused -> cancelled."""
     with session() as s, s.begin():
-        values = {"status": "cancelled", "finished": now(), "cancel_requested": True}
-        if not _change(s, job_id, {"status": "queued"}, values):
+        job = s.get(JobRecord, job_id)
+        if job is None or job.status not in ("queued", "paused"):
             return False
-        s.add(JobEventRecord(job_id=job_id, kind="cancelled", message="cancelled before it started"))
+        values = {"status": "cancelled", "finished": now(), "cancel_requested": True}
+        if not _change(s, job_id, {"status": job.status, "attempt": job.attempt}, values):
+            return False
+        message = "cancelled before it started" if job.attempt == 0 else "cancelled while paused"
+        s.add(JobEventRecord(job_id=job_id, attempt=job.attempt, kind="cancelled", message=message))
+    return True
+
+
+def pause_queued(job_id: str) -> bool:
+    """queued -> paused: no runner starts it until it is resumed."""
+    with session() as s, s.begin():
+        if not _change(s, job_id, {"status": "queued"}, {"status": "paused", "pause_requested": False}):
+            return False
+        s.add(JobEventRecord(job_id=job_id, kind="paused", message="paused before its next attempt started"))
+    return True
+
+
+def request_pause(job_id: str) -> bool:
+    """Ask the running attempt to stop at its next checkpoint (the runner stops it by force
+    after a grace period)."""
+    with session() as s, s.begin():
+        if not _change(s, job_id, {"status": "running"}, {"pause_requested": True}):
+            return False
+        job = s.get(JobRecord, job_id)
+        s.add(JobEventRecord(job_id=job_id, attempt=job.attempt, kind="pause_requested", message=""))
+    return True
+
+
+def pause_requested(job_id: str) -> bool:
+    with session() as s:
+        return bool(s.scalar(select(JobRecord.pause_requested).where(JobRecord.id == job_id)))
+
+
+def pause(job_id: str, attempt: int, message: str) -> bool:
+    """running (this attempt) -> paused. The attempt does not count toward ``max_attempts``:
+    pausing is not dying."""
+    with session() as s, s.begin():
+        job = s.get(JobRecord, job_id)
+        if job is None:
+            return False
+        values = {"status": "paused", "worker_pid": None, "runner_pid": None, "pause_requested": False}
+        values.update(max_attempts=job.max_attempts + 1, eta_s=None)
+        if not _change(s, job_id, {"status": "running", "attempt": attempt}, values):
+            return False
+        s.add(JobEventRecord(job_id=job_id, attempt=attempt, kind="paused", message=message))
+    return True
+
+
+def resume(job_id: str) -> bool:
+    """paused -> queued: a runner starts its next attempt, from its last checkpoint."""
+    with session() as s, s.begin():
+        job = s.get(JobRecord, job_id)
+        if job is None or not _change(
+            s, job_id, {"status": "paused", "attempt": job.attempt}, {"status": "queued"}
+        ):
+            return False
+        message = "queued again; it resumes from its last checkpoint" if job.attempt else "queued again"
+        s.add(JobEventRecord(job_id=job_id, attempt=job.attempt, kind="resume_requested", message=message))
     return True
 
 

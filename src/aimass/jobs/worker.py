@@ -3,7 +3,9 @@
 The worker owns the attempt the runner claimed for it: it beats a heartbeat (with progress and
 ETA), runs the job's kind and writes the end state itself, once. Its stdout/stderr are the job's
 log. If it is killed, the runner sees the attempt still ``running`` and starts the next one,
-which resumes from the checkpoints in the job's run folder.
+which resumes from the checkpoints in the job's run folder. When the job is paused, the
+heartbeat hears it and the fit stops right after its next checkpoint (:func:`pause_point`):
+the worker records ``paused`` and exits.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from aimass.jobs import explain, kinds, state
 from aimass.jobs.adopt import adopt, confine
 from aimass.jobs.logs import METRICS, run_dir
 from aimass.store import claims
-from aimass.train.progress import observe, observe_metrics
+from aimass.train.progress import Paused, observe, observe_metrics, request_pause
 
 BEAT_S = 2.0
 
@@ -82,6 +84,8 @@ def _heartbeat(ctx: Context, stop: threading.Event) -> None:
         values["message"] = str(ctx.state["message"])[:1000]
         try:
             state.beat(ctx.job_id, ctx.attempt, **values)
+            if state.pause_requested(ctx.job_id):
+                request_pause()
         except Exception as exc:  # a busy database must not kill the work; the next beat retries
             print(f"[heartbeat] {exc}", file=sys.stderr, flush=True)
 
@@ -103,6 +107,8 @@ def execute(job_id: str, attempt: int) -> str:
         if made := adopt(job_id, result):  # new models and datasets belong to the job's project
             print(f"assigned to the job's project: {made}", flush=True)
         status, payload = "succeeded", {"result": result}
+    except Paused as paused:
+        status, payload = "paused", {"message": f"{paused}; `aimass jobs resume {job_id}` continues it"}
     except BaseException as exc:  # noqa: BLE001 — every failure is explained, then recorded
         status, payload = "failed", {"error": explain.failure(exc)}
         print(payload["error"].get("traceback", ""), file=sys.stderr, flush=True)
@@ -110,14 +116,17 @@ def execute(job_id: str, attempt: int) -> str:
         claims.install(None)
         stop.set()
         beat.join(timeout=5)
-    ended = state.finish(job_id, attempt, status, **payload)
+    if status == "paused":
+        ended = state.pause(job_id, attempt, payload["message"])
+    else:
+        ended = state.finish(job_id, attempt, status, **payload)
     return status if ended else "lost"
 
 
 def main(argv: list[str] | None = None) -> int:
     job_id, attempt = (argv or sys.argv[1:])[:2]
     status = execute(job_id, int(attempt))
-    return 0 if status in ("succeeded", "failed") else 3
+    return 0 if status in ("succeeded", "failed", "paused") else 3
 
 
 if __name__ == "__main__":  # pragma: no cover

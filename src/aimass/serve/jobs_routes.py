@@ -127,6 +127,17 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
     async def cancel(job_id: str):
         return await asyncio.to_thread(jobs.cancel, job_id)
 
+    @app.post("/v1/jobs/{job_id}/pause", tags=["jobs"], dependencies=manage)
+    async def pause(job_id: str):
+        """Pause a job: a running train or auto job stops right after its next checkpoint (the
+        answer says ``pause_requested`` until it has), others at once; a queued one is held."""
+        return await asyncio.to_thread(jobs.pause, job_id)
+
+    @app.post("/v1/jobs/{job_id}/resume", tags=["jobs"], dependencies=manage)
+    async def resume(job_id: str):
+        """Queue a paused job again; it goes on from its last checkpoint."""
+        return await asyncio.to_thread(jobs.resume, job_id)
+
     @app.post("/v1/jobs/{job_id}/retry", tags=["jobs"], status_code=202)
     async def retry(request: Request, job_id: str, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Submit a failed or cancelled job again; needs what submitting it needs."""

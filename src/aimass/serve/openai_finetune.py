@@ -19,6 +19,8 @@ for OpenAI fine-tunes here unchanged: ``client.files.create(file=..., purpose="f
   valid_loss,valid_mean_token_accuracy``, read with ``client.files.content``) and checkpoints: the
   registered version with its full-validation scores, and the adapters kept at the ends of the two
   epochs before it, which answer by name (``ft-SUFFIX:N:ckpt-step-S``) as the version does.
+- ``pause`` stops a running job right after its next LoRA step (a checkpoint is written there) and
+  ``resume`` queues it to go on from it (:func:`aimass.jobs.pause`); ``cancel`` ends it.
 - Access is the routes' own (:data:`aimass.serve.access_guard.RULES`): uploading is
   ``dataset:Import``, a job ``job:Submit``; the data a job names must be readable by its submitter;
   a result file is its job's (``job:Read``).
@@ -188,6 +190,18 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
     async def cancel(job_id: str):
         await asyncio.to_thread(_fine_tuning, job_id)
         return await asyncio.to_thread(lambda: _job(jobs.cancel(job_id)))
+
+    @app.post(JOBS_PATH + "/{job_id}/pause", tags=["openai"], dependencies=manage)
+    async def pause(job_id: str):
+        """Stop the job right after its next checkpoint (at once while queued): ``paused``."""
+        await asyncio.to_thread(_fine_tuning, job_id)
+        return await asyncio.to_thread(lambda: _job(jobs.pause(job_id)))
+
+    @app.post(JOBS_PATH + "/{job_id}/resume", tags=["openai"], dependencies=manage)
+    async def resume(job_id: str):
+        """Queue a paused job again: it goes on from that checkpoint."""
+        await asyncio.to_thread(_fine_tuning, job_id)
+        return await asyncio.to_thread(lambda: _job(jobs.resume(job_id)))
 
 
 async def _file_and_purpose(request: Request):

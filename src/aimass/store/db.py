@@ -12,8 +12,20 @@ import json
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, create_engine, event
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+)
+from sqlalchemy import text as sql_text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeDecorator
 
 from aimass import paths
@@ -245,6 +257,7 @@ class JobRecord(Base):
     result: Mapped[dict] = mapped_column(default=dict)
     error: Mapped[dict | None] = mapped_column(nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    pause_requested: Mapped[bool] = mapped_column(default=False, server_default=sql_text("0"))
     retry_of: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created: Mapped[str] = mapped_column(String(32), default=now)
     started: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -264,6 +277,7 @@ class JobRecord(Base):
             "message",
             "result",
             "error",
+            "pause_requested",
             "retry_of",
             "created",
             "started",
@@ -298,11 +312,30 @@ def _wal(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _add_new_columns(engine) -> None:
+    """Add the columns a table gained since this home's database was made (``ALTER TABLE ... ADD
+    COLUMN``, each with its server default), so a home made by an older aimass opens as it is."""
+    found = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            ddl = CreateColumn(column).compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sql_text(f'ALTER TABLE "{table.name}" ADD COLUMN {ddl}'))
+            except OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 @lru_cache(maxsize=8)
 def _sessionmaker(url: str) -> sessionmaker:
     engine = create_engine(url, json_serializer=lambda o: json.dumps(o, ensure_ascii=False))
     event.listen(engine, "connect", _wal)
     Base.metadata.create_all(engine)
+    _add_new_columns(engine)
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -37,7 +37,7 @@ from aimass.tasks import register_task
 from aimass.tasks.base import Task
 from aimass.tasks.classification import check_encodable
 from aimass.train.callbacks import checkpoint_meta, read_checkpoint, write_checkpoint
-from aimass.train.progress import make_progress, publish_metrics
+from aimass.train.progress import make_progress, pause_point, pause_requested, publish_metrics
 from aimass.version import __version__
 
 FORMAT = 1
@@ -504,6 +504,7 @@ class TextGenerator(Estimator):
 
 
 CHECKPOINT_SECONDS = 60.0  # the least time between two checkpoints of a LoRA fit
+SNAPSHOT = "snapshot."  # a checkpoint's tensors of the adapters kept so far: snapshot.STEP.KEY
 
 
 @dataclass
@@ -587,11 +588,19 @@ class _Loop:
         """Continue from ``folder``'s checkpoint, if there is one (:func:`_check_resumable`)."""
         found = read_checkpoint(folder, self.model, self.optimizer, self.schedule)
         if found is not None:
-            self.state.load(found[0]["loop"])
+            meta, tensors = found
+            self.state.load(meta["loop"])
+            for name, value in tensors.items():  # the adapters kept at earlier passes' ends
+                if name.startswith(SNAPSHOT):
+                    step, key = name[len(SNAPSHOT) :].split(".", 1)
+                    self.snapshots.setdefault(int(step), {})[key] = value
 
     def save(self, folder: Path, seconds: float) -> None:
         meta = {"guard": self.guard, "loop": self.state.meta(seconds)}
-        write_checkpoint(folder, self.model, self.optimizer, self.schedule, meta=meta)
+        kept = {
+            f"{SNAPSHOT}{step}.{k}": v for step, adapter in self.snapshots.items() for k, v in adapter.items()
+        }
+        write_checkpoint(folder, self.model, self.optimizer, self.schedule, meta=meta, tensors=kept)
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
         """One optimizer step: (the batch's mean token loss, its token accuracy)."""
@@ -638,9 +647,11 @@ class _Loop:
             now = time.monotonic()
             stop = deadline is not None and now > deadline
             self.publish(held, pad_id, stop)
-            if folder is not None and (stop or state.step == self.steps or now - saved >= CHECKPOINT_SECONDS):
+            due = stop or state.step == self.steps or now - saved >= CHECKPOINT_SECONDS
+            if folder is not None and (due or pause_requested()):
                 self.save(folder, now - began)
                 saved = time.monotonic()
+                pause_point(f"at step {state.step} of {self.steps}")
             if stop:
                 break
         bar(None, None)

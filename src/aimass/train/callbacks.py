@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from aimass.store.artifacts import write_atomic
-from aimass.train.progress import notify
+from aimass.train.progress import notify, pause_point
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -238,6 +238,7 @@ class Checkpoint:
             **self.extra,
         }
         write_checkpoint(self.folder, loop.model, loop.optimizer, loop.scheduler, meta=meta, tensors=tensors)
+        pause_point(f"after epoch {loop.epoch + 1}")  # a paused job stops here and resumes from it
 
 
 def write_checkpoint(folder: Path, model, optimizer, scheduler=None, *, meta: dict, tensors=None) -> None:

@@ -4,12 +4,39 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Callable
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 _observers: list[Callable[[str, float, float], None]] = []
 _metric_observers: list[Callable[[str, dict], None]] = []
+_pause = threading.Event()
+
+
+class Paused(BaseException):  # noqa: N818 — not an error (no `except Exception` may swallow it)
+    """A fit stopped at a checkpoint it just wrote because its job was asked to pause."""
+
+
+def request_pause() -> None:
+    """Ask the fits of this process to stop at their next checkpoint (a job's worker calls this
+    when its job is paused): :func:`pause_point` then raises :class:`Paused`."""
+    _pause.set()
+
+
+def pause_requested() -> bool:
+    return _pause.is_set()
+
+
+def clear_pause() -> None:
+    """Forget a pause asked of this process (before fitting again in it, from the checkpoint)."""
+    _pause.clear()
+
+
+def pause_point(where: str) -> None:
+    """Call right after a checkpoint is written: raises :class:`Paused` if a pause was asked for."""
+    if _pause.is_set():
+        raise Paused(f"paused {where}, right after its checkpoint was written")
 
 
 @contextlib.contextmanager

@@ -43,6 +43,10 @@ def test_the_new_routes_name_their_actions(home):
         ("GET", "/v1/versions/reviews:3/export"): "model:Export",  # not model:Read: a predict key has that
         ("GET", "/v1/services/reviews/metrics"): "service:Read",
         ("GET", "/v1/usage/series"): "usage:Read",
+        ("POST", "/v1/jobs/abc123/pause"): "job:Pause",
+        ("POST", "/v1/jobs/abc123/resume"): "job:Resume",
+        ("POST", "/v1/fine_tuning/jobs/abc123/pause"): "job:Pause",
+        ("POST", "/v1/fine_tuning/jobs/abc123/resume"): "job:Resume",
     }
     for (method, path), action in want.items():
         rule, _ = guard.rule({"method": method, "path": path})

@@ -71,3 +71,66 @@ def test_submit_checks_before_queueing():
     assert len(jobs.list_jobs(limit=10_000)) == before
     with pytest.raises(Exception, match="Unknown job status"):
         jobs.list_jobs("sleeping")
+
+
+def test_pause_and_resume_rules():
+    queued = jobs.submit("import", {"path": "x.csv"})
+    assert jobs.pause(queued["id"])["status"] == "paused"  # held: no runner claims it
+    assert state.claim(queued["id"], runner_pid=1) is None
+    with pytest.raises(JobError) as err:
+        jobs.pause(queued["id"])
+    assert err.value.code == "job_not_pausable"
+    assert jobs.resume(queued["id"])["status"] == "queued"
+    with pytest.raises(JobError) as err:
+        jobs.resume(queued["id"])
+    assert err.value.code == "job_not_paused" and "Only paused jobs" in err.value.hint
+
+    running = state.create("train", {"data": "d"})
+    state.claim(running.id, runner_pid=1)
+    asked = jobs.pause(running.id)
+    assert asked["status"] == "running" and asked["pause_requested"]  # stops at its next checkpoint
+    with pytest.raises(JobError) as err:
+        jobs.resume(running.id)
+    assert "still pausing" in err.value.hint
+    assert state.pause(running.id, 1, "paused at step 3")
+    assert not state.finish(running.id, 1, "succeeded")  # the paused attempt owns nothing
+    paused = state.get(running.id)
+    assert paused.status == "paused" and paused.max_attempts == 6 and not paused.pause_requested
+    assert jobs.resume(running.id)["status"] == "queued"
+    again = state.claim(running.id, runner_pid=1)
+    assert again.attempt == 2 and again.max_attempts == 6  # pausing did not use up an attempt
+    kinds = [e.kind for e in state.events(running.id)]
+    assert kinds == ["queued", "started", "pause_requested", "paused", "resume_requested", "resumed"]
+
+    held = jobs.submit("import", {"path": "x.csv"})
+    jobs.pause(held["id"])
+    cancelled = jobs.cancel(held["id"])
+    assert cancelled["status"] == "cancelled" and cancelled["finished"]
+    assert [e.kind for e in state.events(held["id"])][-1] == "cancelled"
+
+
+def test_a_database_made_before_a_column_existed_gains_it(tmp_path, monkeypatch):
+    """An older home (its jobs table without ``pause_requested``) opens as it is."""
+    import sqlite3
+
+    old = tmp_path / "old-home"
+    old.mkdir()
+    with sqlite3.connect(old / "aimass.db") as conn:
+        conn.execute(
+            "CREATE TABLE jobs (id VARCHAR(16) PRIMARY KEY, kind VARCHAR(32), params JSON, "
+            "status VARCHAR(16), attempt INTEGER, max_attempts INTEGER, timeout_s FLOAT, "
+            "runner_pid INTEGER, worker_pid INTEGER, heartbeat FLOAT, progress FLOAT, eta_s FLOAT, "
+            "message VARCHAR(1000), result JSON, error JSON, cancel_requested BOOLEAN, "
+            "retry_of VARCHAR(16), created VARCHAR(32), started VARCHAR(32), finished VARCHAR(32))"
+        )
+        conn.execute(
+            "INSERT INTO jobs VALUES ('oldjob', 'import', '{}', 'queued', 0, 5, NULL, NULL, NULL, "
+            "NULL, 0.0, NULL, '', '{}', NULL, 0, NULL, '2026-01-01T00:00:00+00:00', NULL, NULL)"
+        )
+    monkeypatch.setenv("AIMASS_HOME", str(old))
+    job = state.get("oldjob")
+    assert job.pause_requested is False and job.status == "queued"
+    assert jobs.pause("oldjob")["status"] == "paused"
+    with sqlite3.connect(old / "aimass.db") as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
+    assert "pause_requested" in columns

@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import re
+import threading
+import time
 
 import httpx
 import openai
@@ -68,8 +70,18 @@ def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file, valid_f
     assert job.validation_file == valid.id and job.result_files == []
     assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size) == (2, 4)
     assert job.model == "smollm2-135m" and job.training_file == file.id and job.seed == 3
-    ran = jobs.run_foreground(job.id)  # what `aimass serve --jobs 1` runs
+    # paused once it runs (its LoRA loop stops right after the step it is on), then resumed
+    pauser = threading.Thread(target=_pause_when_running, args=(client, job.id))
+    pauser.start()
+    held = jobs.run_foreground(job.id)  # what `aimass serve --jobs 1` runs; it returns when paused
+    pauser.join()
+    assert held["status"] == "paused", held["events"]
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    assert "right after its checkpoint was written" in held["events"][-1]["message"]
+    assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+    ran = jobs.run_foreground(job.id)
     assert ran["status"] == "succeeded", ran["error"]
+    assert [e["kind"] for e in ran["events"]][-3:] == ["resume_requested", "resumed", "succeeded"]
 
     done = client.fine_tuning.jobs.retrieve(job.id)
     assert done.status == "succeeded" and done.finished_at >= done.created_at
@@ -187,6 +199,14 @@ def test_what_cannot_be_fine_tuned_is_a_4xx_naming_the_field(server, small_file)
     assert purpose.value.body["param"] == "purpose"
     queued = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=file.id)
     assert client.fine_tuning.jobs.cancel(queued.id).status == "cancelled"  # queued: cancelled at once
+
+
+def _pause_when_running(client, job_id: str) -> None:
+    deadline = time.monotonic() + 300
+    while client.fine_tuning.jobs.retrieve(job_id).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    asked = client.fine_tuning.jobs.pause(job_id)
+    assert asked.status == "running"  # until its next checkpoint is written
 
 
 def test_a_running_job_estimates_its_finish_from_its_last_heartbeat():

@@ -16,6 +16,7 @@ from aimass.errors import ConfigError
 from aimass.llm.decode import StopMatcher
 from aimass.llm.metrics import rouge_l
 from aimass.tasks.text_generation import TextGenerator, encode_example, headline_pairs
+from aimass.train import progress
 
 
 def test_only_assistant_tokens_are_labelled():
@@ -102,7 +103,7 @@ class Killed(Exception):
 
 
 @pytest.mark.slow
-def test_same_seed_same_adapter_also_when_resumed_after_a_kill(tmp_path, monkeypatch):
+def test_same_seed_same_adapter_also_when_resumed_after_a_kill_or_a_pause(tmp_path, monkeypatch):
     """A straight seeded run, and one killed in step 2 then resumed from its checkpoint: the same
     adapter, bit for bit, and the same losses and validation scores (step 3 starts a new seeded
     batch order; validation at the end of the pass, step 2, and of the fit, step 3)."""
@@ -143,6 +144,32 @@ def test_same_seed_same_adapter_also_when_resumed_after_a_kill(tmp_path, monkeyp
     assert any(not torch.equal(e1[k], s1[k]) for k in e1)  # and not the final one
     with pytest.raises(ConfigError, match="other data or settings"):  # refused before loading
         TextGenerator(**{**params, "lr": 5e-4}).fit(data, run_dir=tmp_path, resume=True, progress=False)
+
+    # paused during step 2, the first pass's end (long before a routine checkpoint is due): the
+    # loop writes one after that step and stops; resumed, the same fit, the kept adapter included
+    monkeypatch.setattr(tg, "CHECKPOINT_SECONDS", 3600.0)
+    calls.clear()
+
+    def pause_in_step_2(model, batch):
+        calls.append(1)
+        if len(calls) == 2:
+            progress.request_pause()
+        return real(model, batch)
+
+    monkeypatch.setattr(tg, "_token_loss", pause_in_step_2)
+    try:
+        with pytest.raises(progress.Paused, match="at step 2 of 3"):
+            TextGenerator(**params).fit(data, valid, run_dir=tmp_path / "paused", progress=False)
+    finally:
+        progress.clear_pause()
+    monkeypatch.setattr(tg, "_token_loss", real)
+    meta = json.loads((tmp_path / "paused" / "checkpoint" / "checkpoint.json").read_text())
+    assert meta["loop"]["step"] == 2
+    again = TextGenerator(**params).fit(data, valid, run_dir=tmp_path / "paused", resume=True, progress=False)
+    assert again.train_stats_["resumed_at_step"] == 2 and again.history_ == straight.history_
+    assert again.valid_history_ == straight.valid_history_ and again.checkpoints_ == straight.checkpoints_
+    e3, s3 = again.snapshots_[2], again.adapter_state()  # kept before the pause, read from the checkpoint
+    assert all(torch.equal(e1[k], e3[k]) for k in e1) and all(torch.equal(s1[k], s3[k]) for k in s1)
 
 
 def test_rouge_l_matches_a_hand_count():

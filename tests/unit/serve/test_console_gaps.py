@@ -395,3 +395,20 @@ def test_a_predict_only_key_cannot_delete_a_dataset(app, predict_key, tmp_path):
         forged = client.post(f"/console/datasets/{ds.id}/delete", data={"csrf": csrf, "confirm": ds.id})
         assert forged.status_code == 404, forged.text
     assert ds.path.is_dir()
+
+
+def test_a_job_is_paused_resumed_and_cancelled_from_its_page(admin):
+    ref = tiny("gaps-pause-job", {"a": 0.5, "b": 0.5})
+    job = jobs.submit("evaluate", {"model": ref})
+    page = admin.get(f"/console/jobs/{job['id']}")
+    assert "Pause job" in page.text and "Resume job" not in page.text
+    paused = admin.post(f"/console/jobs/{job['id']}/pause", data={"csrf": csrf_of(page.text)})
+    assert paused.status_code == 200 and jobs.show(job["id"])["status"] == "paused"
+    assert "Resume job" in paused.text and "Pause job" not in paused.text
+    assert 'data-status="paused"' in paused.text and "hx-trigger" not in paused.text  # no polling
+    resumed = admin.post(f"/console/jobs/{job['id']}/resume", data={"csrf": csrf_of(paused.text)})
+    assert resumed.status_code == 200 and jobs.show(job["id"])["status"] == "queued"
+    forged = admin.post(f"/console/jobs/{job['id']}/pause", data={"csrf": "forged"})
+    assert forged.status_code == 403 and jobs.show(job["id"])["status"] == "queued"
+    admin.post(f"/console/jobs/{job['id']}/cancel", data={"csrf": csrf_of(resumed.text)})
+    assert jobs.show(job["id"])["status"] == "cancelled"

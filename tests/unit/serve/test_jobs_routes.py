@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import sysconfig
 import tarfile
+import threading
+import time
 import zipfile
 
 import pytest
@@ -87,6 +89,50 @@ def test_submit_run_show_logs_and_retry(client, headers, coder, news):
     assert again.status_code == 202 and again.json()["retry_of"] == job_id
     cancelled = client.post(f"/v1/jobs/{again.json()['id']}/cancel", headers=headers)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+
+SLEEPER = """import os, pathlib, time
+runs = pathlib.Path(os.environ["AIMASS_OUTPUT_DIR"]) / "runs.txt"
+runs.write_text((runs.read_text() if runs.exists() else "") + "x")
+if runs.read_text() == "x":
+    time.sleep(120)  # the first run is paused in here
+print("done")
+"""
+
+
+def test_pause_and_resume(client, headers, coder, news):
+    code = upload(client, coder, zipped({"sleep.py": SLEEPER})).json()["code"]
+    body = {"kind": "custom", "params": {"code": code, "entry": "sleep.py", "data": news.id}}
+    job_id = client.post("/v1/jobs", json=body, headers=coder).json()["id"]
+    held = client.post(f"/v1/jobs/{job_id}/pause", headers=headers)
+    assert held.status_code == 200 and held.json()["status"] == "paused"  # queued: held at once
+    assert jobs.run_foreground(job_id)["attempt"] == 0  # no runner starts a paused job
+    _, predict_only = auth.create_key("app-pause", ["predict"])
+    denied = client.post(f"/v1/jobs/{job_id}/resume", headers={"Authorization": f"Bearer {predict_only}"})
+    assert denied.status_code == 404  # a job it may not read does not exist for it
+    assert client.post(f"/v1/jobs/{job_id}/resume", headers=headers).json()["status"] == "queued"
+
+    runner = threading.Thread(target=jobs.run_foreground, args=(job_id,))
+    runner.start()
+    runs = paths.home() / "jobs" / job_id / "output" / "runs.txt"
+    deadline = time.monotonic() + 120
+    while not runs.exists():
+        assert time.monotonic() < deadline and runner.is_alive()
+        time.sleep(0.1)
+    asked = client.post(f"/v1/jobs/{job_id}/pause", headers=headers).json()
+    assert asked["status"] in ("running", "paused")
+    runner.join(timeout=60)
+    shown = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+    assert shown["status"] == "paused" and not runner.is_alive()
+    assert "a custom job is stopped at once" in shown["events"][-1]["message"]  # it has no checkpoints
+    again = client.post(f"/v1/jobs/{job_id}/pause", headers=headers)
+    assert again.status_code == 422 and again.json()["error"]["code"] == "job_not_pausable"
+
+    assert client.post(f"/v1/jobs/{job_id}/resume", headers=headers).json()["status"] == "queued"
+    done = jobs.run_foreground(job_id)
+    assert done["status"] == "succeeded" and done["attempt"] == 2 and runs.read_text() == "xx"
+    ended = client.post(f"/v1/jobs/{job_id}/resume", headers=headers)
+    assert ended.status_code == 422 and ended.json()["error"]["code"] == "job_not_paused"
 
 
 def test_a_manage_key_cannot_upload_or_run_code(client, headers, coder, news):

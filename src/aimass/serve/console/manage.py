@@ -89,11 +89,22 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
 
     @router.post("/jobs/{job_id}/cancel")
     async def cancel(request: Request, job_id: str):
+        return await _job_action(request, job_id, "cancel", jobs.cancel, "Cancel requested.")
+
+    @router.post("/jobs/{job_id}/pause")
+    async def pause(request: Request, job_id: str):
+        return await _job_action(request, job_id, "pause", jobs.pause, "Pause requested.")
+
+    @router.post("/jobs/{job_id}/resume")
+    async def resume(request: Request, job_id: str):
+        return await _job_action(request, job_id, "resume", jobs.resume, "Resumed: queued again.")
+
+    async def _job_action(request: Request, job_id: str, action: str, call, done: str):
         ctx = console.ctx(request)
         await console.form(request, ctx)
-        console.authorize(ctx, "POST", rest("/v1/jobs/{}/cancel", job_id))
-        await asyncio.to_thread(jobs.cancel, job_id)
-        return console.redirect(request, f"jobs/{job_id}", "Cancel requested.", ctx)
+        console.authorize(ctx, "POST", rest("/v1/jobs/{}/" + action, job_id))
+        await asyncio.to_thread(call, job_id)
+        return console.redirect(request, f"jobs/{job_id}", done, ctx)
 
     @router.post("/jobs/{job_id}/retry")
     async def retry(request: Request, job_id: str):
