@@ -12,9 +12,11 @@ import typer
 from aimass.budget import seconds
 from aimass.cli.compress import settings
 from aimass.cli.shell import JsonFlag, command, emit, out, table
-from aimass.errors import JobError
+from aimass.errors import ConfigError, JobError
 
-jobs_app = typer.Typer(help="Submit, watch, cancel and retry long-running jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="Submit, watch, pause, resume, cancel and retry long-running jobs.", no_args_is_help=True
+)
 COLUMNS = ["id", "kind", "status", "attempt", "progress", "eta_s", "message", "created"]
 
 
@@ -40,6 +42,10 @@ def submit(
     timeout: Annotated[str | None, typer.Option(help="Stop the job after this long, e.g. 30m.")] = None,
     project: Annotated[
         str | None, typer.Option(help="The project the job works in: it writes only that project's names.")
+    ] = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option("--meta", help="A label of your own, KEY=VALUE (repeatable, up to 16)."),
     ] = None,
     foreground: Annotated[bool, typer.Option(help="Run it here and follow its log.")] = False,
     as_json: JsonFlag = False,
@@ -67,12 +73,23 @@ def submit(
         params["args"] = list(args or [])
     if project and project != directory.DEFAULT_PROJECT:
         directory.show_project(project)  # a 404 before anything queues
-    job = jobs.submit(kind, params, timeout_s=seconds(timeout))
+    job = jobs.submit(kind, params, timeout_s=seconds(timeout), metadata=labels(meta))
     if project and project != directory.DEFAULT_PROJECT:
         directory.assign("job", job["id"], project)  # before a runner can start it writing
     if foreground:
         job = jobs.run_foreground(job["id"], echo=None if as_json else _write)
     emit(job, as_json, _show)
+
+
+def labels(pairs: list[str] | None) -> dict | None:
+    """``["team=nlp"]`` -> ``{"team": "nlp"}`` (values stay strings)."""
+    found = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--meta {pair!r} is not KEY=VALUE.", hint="For example --meta team=nlp.")
+        found[key.strip()] = value
+    return found or None
 
 
 def _model_name(code_dir: str) -> str | None:
@@ -108,14 +125,19 @@ def _write(text: str) -> None:
 @jobs_app.command("list")
 @command
 def list_(
-    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed, cancelled")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="queued, running, paused, succeeded, failed, cancelled")
+    ] = None,
     limit: int = 50,
+    meta: Annotated[
+        list[str] | None, typer.Option("--meta", help="Only jobs with this label, KEY=VALUE (repeatable).")
+    ] = None,
     as_json: JsonFlag = False,
 ):
     """The latest jobs, newest first."""
     from aimass import jobs
 
-    rows = jobs.list_jobs(status, limit)
+    rows = jobs.list_jobs(status, limit, labels(meta))
     emit(rows, as_json, lambda r: out.print(table(r, COLUMNS)))
 
 
@@ -135,6 +157,8 @@ def _show(job: dict) -> None:
     if job["status"] in ("queued", "running"):
         eta = f", ETA {job['eta_s']:.0f}s" if job.get("eta_s") else ""
         out.print(f"progress {job['progress']:.0%}{eta}  {job.get('message') or ''}")
+    if job.get("metadata"):
+        out.print("metadata: " + ", ".join(f"{k}={v}" for k, v in job["metadata"].items()), markup=False)
     if job["status"] == "running" and job.get("pause_requested"):
         out.print("pausing: it stops right after its next checkpoint")
     if job["status"] == "paused":

@@ -28,6 +28,7 @@ __all__ = [
     "KINDS",
     "Runner",
     "cancel",
+    "check_metadata",
     "exports",
     "get_kind",
     "kind_of",
@@ -57,16 +58,60 @@ def kind_of(job_id: str) -> Kind:
     return get_kind(state.get(job_id).kind)
 
 
-def submit(kind: str, params: dict | None = None, *, timeout_s: float | None = None, guard=None) -> dict:
+METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512  # OpenAI's limits on a job's metadata
+
+
+def submit(
+    kind: str,
+    params: dict | None = None,
+    *,
+    timeout_s: float | None = None,
+    metadata: dict | None = None,
+    guard=None,
+) -> dict:
     """Check ``params`` for ``kind`` (nothing runs if a check fails) and queue the job.
-    ``guard(kind, params)``, after the kind's own check, may refuse what this caller may not name."""
+    ``metadata``: up to 16 string pairs of the caller's own (a team, a ticket) that the job keeps
+    and :func:`list_jobs` filters on. ``guard(kind, params)``, after the kind's own check, may
+    refuse what this caller may not name."""
     spec = get_kind(kind)
     params = spec.check(dict(params or {}))
+    metadata = check_metadata(metadata)
     if guard is not None:
         guard(kind, params)
     if timeout_s is not None and timeout_s <= 0:
         raise JobError("The timeout must be positive.", code="timeout_invalid", hint="e.g. --timeout 30m.")
-    return state.create(kind, params, timeout_s=timeout_s).to_dict()
+    return state.create(kind, params, timeout_s=timeout_s, metadata=metadata).to_dict()
+
+
+def check_metadata(metadata) -> dict | None:
+    """``metadata`` if it is at most 16 pairs of strings (keys up to 64 characters, values up to
+    512), else a JobError naming what is wrong."""
+    if metadata is None:
+        return None
+    hint = (
+        'e.g. {"team": "nlp", "ticket": "AI-12"}: at most 16 pairs, keys <= 64 and values <= 512 characters.'
+    )
+    if not isinstance(metadata, dict):
+        raise JobError(
+            "metadata must be an object of string keys and values.", code="metadata_invalid", hint=hint
+        )
+    if len(metadata) > METADATA_PAIRS:
+        raise JobError(
+            f"metadata holds {len(metadata)} pairs; at most {METADATA_PAIRS} are kept.",
+            code="metadata_invalid",
+            hint=hint,
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise JobError(f"metadata[{key!r}] must be a string.", code="metadata_invalid", hint=hint)
+        if not 0 < len(key) <= METADATA_KEY or len(value) > METADATA_VALUE:
+            raise JobError(
+                f"metadata[{key[:70]!r}] is too long (keys 1-{METADATA_KEY}, values up to {METADATA_VALUE} "
+                "characters).",
+                code="metadata_invalid",
+                hint=hint,
+            )
+    return dict(metadata) or None
 
 
 def using_dataset(ds) -> list[str]:
@@ -81,8 +126,9 @@ def using_dataset(ds) -> list[str]:
     ]
 
 
-def list_jobs(status: str | None = None, limit: int = 100) -> list[dict]:
-    return [j.to_dict() for j in state.list_jobs(status, limit)]
+def list_jobs(status: str | None = None, limit: int = 100, metadata: dict | None = None) -> list[dict]:
+    """Jobs, newest first: of ``status``, and whose metadata holds every pair in ``metadata``."""
+    return [j.to_dict() for j in state.list_jobs(status, limit, metadata)]
 
 
 def show(job_id: str) -> dict:
@@ -156,7 +202,7 @@ def retry(job_id: str, *, guard=None) -> dict:
     get_kind(job.kind).check(dict(job.params))
     if guard is not None:
         guard(job.kind, dict(job.params))
-    new = state.create(job.kind, job.params, timeout_s=job.timeout_s, retry_of=job.id)
+    new = state.create(job.kind, job.params, timeout_s=job.timeout_s, retry_of=job.id, metadata=job.meta)
     if (project := directory.project_of("job", job.id)) != directory.DEFAULT_PROJECT:
         directory.assign("job", new.id, project)  # it writes where the first attempt would have
     state.event(job.id, "retried", f"retried as job {new.id}")

@@ -23,10 +23,20 @@ ENDED = ("succeeded", "failed", "cancelled")
 
 
 def create(
-    kind: str, params: dict, *, timeout_s: float | None = None, retry_of: str | None = None
+    kind: str,
+    params: dict,
+    *,
+    timeout_s: float | None = None,
+    retry_of: str | None = None,
+    metadata: dict | None = None,
 ) -> JobRecord:
     job = JobRecord(
-        id=uuid.uuid4().hex[:12], kind=kind, params=params, timeout_s=timeout_s, retry_of=retry_of
+        id=uuid.uuid4().hex[:12],
+        kind=kind,
+        params=params,
+        timeout_s=timeout_s,
+        retry_of=retry_of,
+        meta=metadata or None,
     )
     with session() as s, s.begin():
         s.add(job)
@@ -45,11 +55,14 @@ def get(job_id: str) -> JobRecord:
     return job
 
 
-def list_jobs(status: str | None = None, limit: int = 100) -> list[JobRecord]:
+def list_jobs(status: str | None = None, limit: int = 100, metadata: dict | None = None) -> list[JobRecord]:
+    """Jobs, newest first: of ``status``, and whose metadata holds every pair of ``metadata``."""
     if status is not None and status not in STATES:
         raise ConfigError(f"Unknown job status {status!r}.", hint=f"Use one of: {', '.join(STATES)}.")
     query = select(JobRecord).order_by(JobRecord.created.desc(), JobRecord.id).limit(limit)
     query = query.where(JobRecord.status == status) if status else query
+    for key, value in (metadata or {}).items():
+        query = query.where(JobRecord.meta[key].as_string() == value)
     with session() as s:
         return list(s.scalars(query).all())
 

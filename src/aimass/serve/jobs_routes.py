@@ -46,6 +46,9 @@ class JobRequest(BaseModel):
     project: str | None = Field(
         None, max_length=64, description="the project the job belongs to (default: 'default')"
     )
+    metadata: dict[str, str] | None = Field(
+        None, description="labels of your own: up to 16 pairs, keys <= 64 and values <= 512 characters"
+    )
 
     @field_validator("params")
     @classmethod
@@ -78,14 +81,16 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
 
     @app.get("/v1/jobs", tags=["jobs"])
     async def list_jobs(
+        request: Request,
         status: str | None = None,
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=10**9),
         caller: Caller = allow("manage"),
     ):
         """Jobs the caller may read, newest first; ``total`` counts those of that status (for
-        pages of ``limit``)."""
-        return await asyncio.to_thread(jobs_page, status, limit, offset, visible(caller))
+        pages of ``limit``). ``metadata[KEY]=VALUE`` (repeatable): only jobs with those labels."""
+        labels = metadata_filter(request)
+        return await asyncio.to_thread(jobs_page, status, limit, offset, visible(caller), labels)
 
     code = [allow(CODE_SCOPE)]
 
@@ -105,7 +110,9 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
         await asyncio.to_thread(need_project, body.project)
         guard = job_guard(visible(caller), partial(twin, request, caller, "GET"))
         job = await asyncio.to_thread(
-            jobs.submit, body.kind, body.params, timeout_s=body.timeout_s, guard=guard
+            partial(jobs.submit, timeout_s=body.timeout_s, metadata=body.metadata, guard=guard),
+            body.kind,
+            body.params,
         )
         return await asyncio.to_thread(own_job, job, body.project)
 
@@ -155,12 +162,24 @@ def submit_auto(body: AutoRequest, visible: Callable | None = None) -> dict:
     return own_job(job, body.project)
 
 
-def jobs_page(status: str | None, limit: int, offset: int, visible: Callable | None = None) -> dict:
+def jobs_page(
+    status: str | None, limit: int, offset: int, visible: Callable | None = None, metadata: dict | None = None
+) -> dict:
     """One page of jobs (the REST list and the console's); with ``visible`` (kind, names -> the
     names the caller may read) only those, and ``total`` counts only those."""
     jobs.list_jobs(status, 1)  # an unknown status is a 422 that lists the known ones
-    rows, total = browse.jobs(status, limit, offset, browse.keeping(visible, "job"))
+    rows, total = browse.jobs(status, limit, offset, browse.keeping(visible, "job"), metadata)
     return {"jobs": [j.to_dict() for j in rows], "total": total, "limit": limit, "offset": offset}
+
+
+def metadata_filter(request: Request) -> dict | None:
+    """The ``metadata[KEY]=VALUE`` pairs of a list request's query (OpenAI's way to filter by
+    metadata), or None."""
+    found = {}
+    for name, value in request.query_params.multi_items():
+        if name.startswith("metadata[") and name.endswith("]") and len(name) > len("metadata[]"):
+            found[name[len("metadata[") : -1]] = value
+    return found or None
 
 
 def _only_granted_paths(params: dict) -> None:

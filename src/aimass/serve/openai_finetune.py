@@ -53,6 +53,7 @@ from aimass.serve.data_routes import import_upload
 from aimass.serve.jobs_routes import (
     job_guard,
     may_run,
+    metadata_filter,
     need_project,
     only_granted_paths,
     own_job,
@@ -95,6 +96,7 @@ class FineTuneRequest(BaseModel):
     suffix: str | None = Field(None, max_length=40)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     project: str | None = Field(None, max_length=64, description="aimass: the project the job belongs to")
+    metadata: dict[str, str] | None = Field(None, description="up to 16 pairs of your own labels")
 
 
 def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
@@ -159,17 +161,22 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         await asyncio.to_thread(need_project, body.project)
         params = await asyncio.to_thread(_train_params, body)
         guard = job_guard(visible(caller), partial(twin, request, caller, "GET"))
-        job = await asyncio.to_thread(jobs.submit, "train", params, guard=guard)
+        job = await asyncio.to_thread(
+            partial(jobs.submit, metadata=body.metadata, guard=guard), "train", params
+        )
         await asyncio.to_thread(own_job, job, body.project)
         return await asyncio.to_thread(_job, job)
 
     @app.get(JOBS_PATH, tags=["openai"])
     async def list_jobs(
+        request: Request,
         limit: int = Query(20, ge=1, le=100),
         after: str | None = Query(None, max_length=64),
         caller=allow("manage"),
     ):
-        return await asyncio.to_thread(_jobs, limit, after, visible(caller))
+        """Fine-tuning jobs, newest first; ``metadata[KEY]=VALUE``: only those with those labels."""
+        labels = metadata_filter(request)
+        return await asyncio.to_thread(_jobs, limit, after, visible(caller), labels)
 
     @app.get(JOBS_PATH + "/{job_id}", tags=["openai"], dependencies=manage)
     async def show_job(job_id: str):
@@ -394,7 +401,7 @@ def _job(job: dict) -> dict:
         if job["status"] == "running" and job.get("eta_s") is not None
         else None,
         "integrations": [],
-        "metadata": None,
+        "metadata": job.get("metadata"),
         "method": {"type": "supervised"},
         "metrics": result.get("metrics"),
     }
@@ -457,8 +464,8 @@ def _checkpoints(job_id: str) -> dict:
     }
 
 
-def _jobs(limit: int, after: str | None, visible) -> dict:
-    mine = [j.to_dict() for j in state.list_jobs(None, 10_000)]
+def _jobs(limit: int, after: str | None, visible, metadata: dict | None = None) -> dict:
+    mine = [j.to_dict() for j in state.list_jobs(None, 10_000, metadata)]
     mine = [j for j in mine if j["kind"] == "train" and j["params"].get("task") == "text-generation"]
     if visible is not None:
         shown = visible("job", {j["id"] for j in mine})

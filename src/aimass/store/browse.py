@@ -50,13 +50,19 @@ def _page(query, count, limit: int, offset: int, keep: Keep | None = None, key=N
 
 
 def jobs(
-    status: str | None = None, limit: int = 50, offset: int = 0, keep: Keep | None = None
+    status: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    keep: Keep | None = None,
+    metadata: dict | None = None,
 ) -> tuple[list[JobRecord], int]:
-    """Jobs, newest first, optionally of one status."""
+    """Jobs, newest first, optionally of one status and holding every pair of ``metadata``."""
     query = select(JobRecord).order_by(JobRecord.created.desc(), JobRecord.id)
     count = select(func.count()).select_from(JobRecord)
-    if status:
-        query, count = query.where(JobRecord.status == status), count.where(JobRecord.status == status)
+    wheres = [JobRecord.status == status] if status else []
+    wheres += [JobRecord.meta[k].as_string() == v for k, v in (metadata or {}).items()]
+    for where in wheres:
+        query, count = query.where(where), count.where(where)
     return _page(query, count, limit, offset, keep, (JobRecord.id, JobRecord.id))
 
 

@@ -262,6 +262,7 @@ class JobRecord(Base):
     created: Mapped[str] = mapped_column(String(32), default=now)
     started: Mapped[str | None] = mapped_column(String(32), nullable=True)
     finished: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    meta: Mapped[dict | None] = mapped_column(nullable=True)  # the submitter's key-value labels
 
     def to_dict(self) -> dict:
         keys = (
@@ -283,7 +284,7 @@ class JobRecord(Base):
             "started",
             "finished",
         )
-        return {k: getattr(self, k) for k in keys}
+        return {**{k: getattr(self, k) for k in keys}, "metadata": self.meta}
 
 
 class JobEventRecord(Base):

@@ -134,3 +134,25 @@ def test_a_database_made_before_a_column_existed_gains_it(tmp_path, monkeypatch)
     with sqlite3.connect(old / "aimass.db") as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
     assert "pause_requested" in columns
+
+
+def test_metadata_is_kept_filtered_on_checked_and_retried():
+    tagged = jobs.submit("import", {"path": "x.csv"}, metadata={"team": "nlp-meta", "ticket": "AI-12"})
+    jobs.submit("import", {"path": "y.csv"}, metadata={"team": "vision-meta"})
+    assert tagged["metadata"] == {"team": "nlp-meta", "ticket": "AI-12"}
+    assert [j["id"] for j in jobs.list_jobs(metadata={"team": "nlp-meta"})] == [tagged["id"]]
+    assert [j["id"] for j in jobs.list_jobs(metadata={"team": "nlp-meta", "ticket": "AI-13"})] == []
+    before = len(jobs.list_jobs(limit=10_000))
+    for bad, why in (
+        ({str(i): "x" for i in range(17)}, "17 pairs"),
+        ({"team": 3}, "must be a string"),
+        ({"k" * 65: "x"}, "too long"),
+        ({"team": "v" * 513}, "too long"),
+        (["team", "nlp"], "must be an object"),
+    ):
+        with pytest.raises(JobError) as err:
+            jobs.submit("import", {"path": "x.csv"}, metadata=bad)
+        assert err.value.code == "metadata_invalid" and why in str(err.value), err.value
+    assert len(jobs.list_jobs(limit=10_000)) == before  # nothing queued
+    jobs.cancel(tagged["id"])
+    assert jobs.retry(tagged["id"])["metadata"] == tagged["metadata"]

@@ -65,6 +65,7 @@ def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file, valid_f
         suffix="small headlines",
         hyperparameters={"n_epochs": 2, "batch_size": 4},
         seed=3,
+        metadata={"team": "news-desk"},
     )
     assert job.object == "fine_tuning.job" and job.status == "queued" and job.fine_tuned_model is None
     assert job.validation_file == valid.id and job.result_files == []
@@ -89,6 +90,9 @@ def test_an_openai_fine_tuning_script_runs_unchanged(server, small_file, valid_f
     # with a validation file, all 12 training conversations train: 3 steps of 4 a pass, 2 passes
     assert done.trained_tokens > 2 * 12 * 20
     assert job.id in [j.id for j in client.fine_tuning.jobs.list(limit=5).data]
+    assert done.metadata == {"team": "news-desk"}
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "news-desk"}).data] == [job.id]
+    assert client.fine_tuning.jobs.list(metadata={"team": "sports-desk"}).data == []
     events = client.fine_tuning.jobs.list_events(job.id, limit=50).data
     assert events and all(e.object == "fine_tuning.job.event" and e.message for e in events)
     first = client.fine_tuning.jobs.list_events(job.id, limit=3)
@@ -197,6 +201,11 @@ def test_what_cannot_be_fine_tuned_is_a_4xx_naming_the_field(server, small_file)
     with pytest.raises(openai.BadRequestError) as purpose:
         client.files.create(file=small_file.open("rb"), purpose="assistants")
     assert purpose.value.body["param"] == "purpose"
+    with pytest.raises(openai.UnprocessableEntityError) as labels:
+        client.fine_tuning.jobs.create(
+            model="smollm2-135m", training_file=file.id, metadata={"k" * 65: "too long a key"}
+        )
+    assert "too long" in labels.value.body["message"]
     queued = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=file.id)
     assert client.fine_tuning.jobs.cancel(queued.id).status == "cancelled"  # queued: cancelled at once
 

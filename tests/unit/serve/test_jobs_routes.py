@@ -103,7 +103,14 @@ print("done")
 def test_pause_and_resume(client, headers, coder, news):
     code = upload(client, coder, zipped({"sleep.py": SLEEPER})).json()["code"]
     body = {"kind": "custom", "params": {"code": code, "entry": "sleep.py", "data": news.id}}
+    body["metadata"] = {"team": "pausers", "ticket": "AI-7"}
     job_id = client.post("/v1/jobs", json=body, headers=coder).json()["id"]
+    listed = client.get("/v1/jobs", params={"metadata[team]": "pausers"}, headers=headers).json()
+    assert [j["id"] for j in listed["jobs"]] == [job_id] and listed["total"] == 1
+    assert listed["jobs"][0]["metadata"] == body["metadata"]
+    too_many = {**body, "metadata": {f"k{i}": "v" for i in range(17)}}
+    refused = client.post("/v1/jobs", json=too_many, headers=coder)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "metadata_invalid"
     held = client.post(f"/v1/jobs/{job_id}/pause", headers=headers)
     assert held.status_code == 200 and held.json()["status"] == "paused"  # queued: held at once
     assert jobs.run_foreground(job_id)["attempt"] == 0  # no runner starts a paused job
