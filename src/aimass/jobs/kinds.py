@@ -24,6 +24,7 @@ from aimass.jobs import custom
 from aimass.store import registry
 from aimass.store.claims import claim
 from aimass.tasks import DEFAULT_TASK
+from aimass.tasks.base import load_ref
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,17 @@ def run_pull(params: dict, ctx) -> dict:
     url = f"{sharing.store_url(str(params['store']))}/{name}" + (f"/v{version}" if version else "")
     ctx.progress(0.05, f"pulling {url}")
     return sharing.pull_model(url, name=params.get("name"))
+
+
+@register_kind(
+    "batch",
+    "answer a file of OpenAI requests offline (the Batch API)",
+    lambda p: _require(p, "input", "endpoint", "requests"),
+)
+def run_batch(params: dict, ctx) -> dict:
+    """The serving layer answers them with the routes' own code (:mod:`aimass.serve.batches`);
+    each answer is kept as it comes, so a resumed attempt answers only the rest."""
+    return load_ref("aimass.serve.batches:run")(params, ctx)
 
 
 @register_kind(

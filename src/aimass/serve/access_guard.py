@@ -29,6 +29,7 @@ from aimass.access import audit, directory
 from aimass.access.authorizer import Authorizer
 from aimass.access.evaluate import explain
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
+from aimass.serve.batch_files import output_job
 from aimass.serve.openai_finetune import result_job
 from aimass.store import browse, registry
 
@@ -55,14 +56,21 @@ def new(top: str, field: str = "name") -> Target:
     return lambda params, data: ("", f"aimass:{top}/{data.get(field, '') if isinstance(data, dict) else ''}")
 
 
+def _job_of_file(file_id: str) -> str | None:
+    """The job whose file ``file_id`` is (a fine-tuning job's results, a batch's output or
+    errors), or None for an uploaded file."""
+    return result_job(file_id) or output_job(file_id)
+
+
 def _file(params: dict, data) -> tuple[str, str]:
-    """An OpenAI file: an uploaded one is a dataset, a fine-tuning job's result file the job."""
-    job_id = result_job(params["file_id"])
+    """An OpenAI file: an uploaded one (conversations or a batch's requests) is data, a job's
+    result or output file the job's."""
+    job_id = _job_of_file(params["file_id"])
     return ("dataset", params["file_id"]) if job_id is None else ("job", job_id)
 
 
 def _file_action(params: dict, data) -> str:
-    return "dataset:Read" if result_job(params["file_id"]) is None else "job:Read"
+    return "dataset:Read" if _job_of_file(params["file_id"]) is None else "job:Read"
 
 
 def in_project(params: dict, data) -> tuple[str, str]:
@@ -195,6 +203,10 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/fine_tuning/jobs/{job_id}/cancel", "job:Cancel", path("job", "job_id")),
     Rule("POST", "/v1/fine_tuning/jobs/{job_id}/pause", "job:Pause", path("job", "job_id")),
     Rule("POST", "/v1/fine_tuning/jobs/{job_id}/resume", "job:Resume", path("job", "job_id")),
+    Rule("POST", "/v1/batches", "job:Submit", in_project),
+    Rule("GET", "/v1/batches", "job:List", fixed("aimass:project/*")),
+    Rule("GET", "/v1/batches/{batch_id}", "job:Read", path("job", "batch_id")),
+    Rule("POST", "/v1/batches/{batch_id}/cancel", "job:Cancel", path("job", "batch_id")),
     Rule("POST", "/v1/datasets", "dataset:Import", importing_into),
     Rule("GET", "/v1/datasets", "dataset:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/datasets/{dataset_id}", "dataset:Read", path("dataset", "dataset_id")),

@@ -30,6 +30,7 @@ from aimass.serve import auth, console, metering
 from aimass.serve.access_guard import AccessGuard, adopt_service, twin_scope
 from aimass.serve.access_routes import add_access_routes, stash_body
 from aimass.serve.auth import Caller, Guard
+from aimass.serve.batches import add_batch_routes
 from aimass.serve.batching import BatchSettings
 from aimass.serve.data_routes import UPLOAD_PATH as DATA_UPLOAD_PATH
 from aimass.serve.data_routes import add_data_routes, upload_body_limit
@@ -162,15 +163,18 @@ def _may_see(guard: Guard, caller: Caller) -> Callable[[str, set[str]], set[str]
     return None if guard.policy is None else partial(guard.policy.visible, caller)
 
 
-def _twin(guard: Guard, request: Request, caller: Caller, method: str, path: str) -> None:
-    """Decide ``method path`` for ``caller`` as that route would be, with this request's context
-    (source IP, time) and its own audit row: what a job needs beyond being submitted (a push is an
-    export). Without access policies the submit route's scope check is all there is."""
+def _twin(
+    guard: Guard, request: Request, caller: Caller, method: str, path: str, body: dict | None = None
+) -> None:
+    """Decide ``method path`` (with JSON ``body``) for ``caller`` as that route would be, with this
+    request's context (source IP, time) and its own audit row: what a job needs beyond being
+    submitted (a push is an export, a batch's requests predictions). Without access policies the
+    submit route's scope check is all there is."""
     if guard.policy is None:
         return
     scope = request.scope
     request_id = scope.get("state", {}).get("request_id", "")
-    twin = twin_scope(method, path, scope.get("client"), scope.get("scheme"), request_id)
+    twin = twin_scope(method, path, scope.get("client"), scope.get("scheme"), request_id, body)
     guard.policy.authorize(caller, twin, guard.policy.rule(twin))
 
 
@@ -413,6 +417,7 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
     add_fine_tuning_routes(
         app, lambda scope: _allow(guard, scope), partial(_may_see, guard), partial(_twin, guard)
     )
+    add_batch_routes(app, lambda scope: _allow(guard, scope), partial(_may_see, guard), partial(_twin, guard))
 
 
 PREDICT_BODY = {

@@ -124,14 +124,24 @@ class Service:
 
 
 class Engine:
-    """Services by name; every change is serialised and written to the service's events."""
+    """Services by name; every change is serialised and written to the service's events.
 
-    def __init__(self, settings: BatchSettings | None = None, metrics: Metrics | None = None):
+    An ``offline`` engine (a batch job's, :mod:`aimass.serve.batches`) serves only its own
+    process: it writes no service events and leaves ``serving.json`` as the server wrote it."""
+
+    def __init__(
+        self, settings: BatchSettings | None = None, metrics: Metrics | None = None, *, offline: bool = False
+    ):
+        self.offline = offline
         self.settings = settings or BatchSettings()
         self.metrics = metrics or Metrics()
         self.services: dict[str, Service] = {}
         self._change = asyncio.Lock()
         self._draining: set[asyncio.Task] = set()
+
+    def _record(self, *args, **kwargs) -> None:
+        if not self.offline:
+            events.record(*args, **kwargs)
 
     # ------------------------------------------------------------- lookup
     def route(self, name: str) -> Deployment:
@@ -195,7 +205,7 @@ class Engine:
         current = self.services.get(name)
         if current is None:
             current = self.services[name] = Service(name)
-            events.record(name, "created", f"service {name} created", ref=record.ref)
+            self._record(name, "created", f"service {name} created", ref=record.ref)
         existing = next((d for d in current.deployments if d.ref == record.ref), None)
         if existing is not None and overrides and overrides != existing.overrides:
             existing = await self._apply(current, existing, overrides, batch)
@@ -205,9 +215,9 @@ class Engine:
                 return await self._set_only(current, record.ref)
             existing.weight = weight
             _scale([d for d in current.deployments if d is not existing], 100 - weight)
-            events.record(name, "traffic", self._describe(current), ref=record.ref)
+            self._record(name, "traffic", self._describe(current), ref=record.ref)
             return current.info()
-        events.record(name, "loading", f"loading {record.ref} from {record.path}", ref=record.ref)
+        self._record(name, "loading", f"loading {record.ref} from {record.path}", ref=record.ref)
         try:
             deployment = await self._load(record, batch, name)
         except Exception as exc:
@@ -219,7 +229,7 @@ class Engine:
             raise failure from None
         deployment.overrides = overrides
         current.failure = None
-        events.record(
+        self._record(
             name,
             "warmed",
             f"{record.ref} loaded in {deployment.load_s:.2f}s ({_backend_note(deployment)}), "
@@ -228,7 +238,7 @@ class Engine:
         )
         self._switch(current, deployment, weight)
         current.state = "ready"
-        events.record(name, "ready", f"{name} serving {self._describe(current)}", ref=record.ref)
+        self._record(name, "ready", f"{name} serving {self._describe(current)}", ref=record.ref)
         return current.info()
 
     def _settings(self, overrides: dict) -> BatchSettings:
@@ -244,9 +254,9 @@ class Engine:
         if not reload:
             existing.batcher.settings = batch
             existing.overrides = overrides
-            events.record(service.name, "settings", f"{existing.ref}: {overrides}", ref=existing.ref)
+            self._record(service.name, "settings", f"{existing.ref}: {overrides}", ref=existing.ref)
             return existing
-        events.record(service.name, "loading", f"reloading {existing.ref} with {overrides}", ref=existing.ref)
+        self._record(service.name, "loading", f"reloading {existing.ref} with {overrides}", ref=existing.ref)
         try:
             fresh = await self._load(existing.record, batch, service.name)
         except Exception as exc:
@@ -258,7 +268,7 @@ class Engine:
         fresh.overrides, fresh.weight = overrides, existing.weight
         service.deployments = [fresh if d is existing else d for d in service.deployments]
         self._retire(service.name, existing)
-        events.record(service.name, "settings", f"{existing.ref} reloaded with {overrides}", ref=existing.ref)
+        self._record(service.name, "settings", f"{existing.ref} reloaded with {overrides}", ref=existing.ref)
         return fresh
 
     async def _load(self, record, settings: BatchSettings, service: str) -> Deployment:
@@ -274,7 +284,7 @@ class Engine:
                 spec.runtime,
                 Path(record.path) / "onnx",
                 {"int8": backend == "onnx-int8"},
-                on_event=lambda kind, message: events.record(service, kind, message, ref=record.ref),
+                on_event=lambda kind, message: self._record(service, kind, message, ref=record.ref),
             )
             await asyncio.to_thread(worker.start)
             run = worker.run
@@ -308,12 +318,12 @@ class Engine:
                 self._retire(service.name, d)
             if old:
                 was = ", ".join(d.ref for d in old)
-                events.record(service.name, "swapped", f"{was} -> {new.ref}", ref=new.ref)
+                self._record(service.name, "swapped", f"{was} -> {new.ref}", ref=new.ref)
             return
         new.weight = weight
         _scale(old, 100 - weight)
         service.deployments = [*old, new]
-        events.record(service.name, "traffic", self._describe(service), ref=new.ref)
+        self._record(service.name, "traffic", self._describe(service), ref=new.ref)
 
     async def set_traffic(self, name: str, weights: dict[str, int]) -> dict:
         """Set the weights of deployed versions (``{"reviews:3": 90, "reviews:4": 10}``): whole
@@ -334,7 +344,7 @@ class Engine:
             service.deployments = [by_ref[r] for r in weights]
             for ref, w in weights.items():
                 by_ref[ref].weight = w
-            events.record(name, "traffic", self._describe(service))
+            self._record(name, "traffic", self._describe(service))
             self._persist()
             return {**service.info(), "on_restart": self.on_restart(name)}
 
@@ -345,17 +355,17 @@ class Engine:
                 self._retire(service.name, d)
         keep[0].weight = 100
         service.deployments = keep
-        events.record(service.name, "traffic", self._describe(service), ref=ref)
+        self._record(service.name, "traffic", self._describe(service), ref=ref)
         return service.info()
 
     def _retire(self, name: str, deployment: Deployment) -> None:
         """Let a replaced version finish its queue, then release it."""
-        events.record(name, "draining", f"{deployment.ref} finishing {deployment.batcher.pending} queued")
+        self._record(name, "draining", f"{deployment.ref} finishing {deployment.batcher.pending} queued")
 
         async def drain():
             await deployment.batcher.drain(deployment.batcher.settings.timeout_s)
             deployment.close()
-            events.record(name, "stopped", f"{deployment.ref} released", ref=deployment.ref)
+            self._record(name, "stopped", f"{deployment.ref} released", ref=deployment.ref)
 
         task = asyncio.get_running_loop().create_task(drain())
         self._draining.add(task)
@@ -364,7 +374,7 @@ class Engine:
     def _failed(self, service: Service, ref: str, exc: BaseException) -> None:
         log.error("deploying %s failed:\n%s", ref, "".join(traceback.format_exception(exc)))
         keeps = f"; still serving {self._describe(service)}" if service.deployments else ""
-        events.record(service.name, "failed", f"{ref}: {_cause(exc)}{keeps}", hint=_fix(exc), ref=ref)
+        self._record(service.name, "failed", f"{ref}: {_cause(exc)}{keeps}", hint=_fix(exc), ref=ref)
 
     @staticmethod
     def _describe(service: Service) -> str:
@@ -375,13 +385,13 @@ class Engine:
         async with self._change:
             service = self.service(name)
             service.state = "draining"
-            events.record(name, "draining", f"undeploying {self._describe(service)}")
+            self._record(name, "draining", f"undeploying {self._describe(service)}")
             for d in service.deployments:
                 await d.batcher.drain(d.batcher.settings.timeout_s)
                 d.close()
             del self.services[name]
             self.metrics.recent.forget(name)
-            events.record(name, "stopped", "service removed")
+            self._record(name, "stopped", "service removed")
             self._persist()
             return {"name": name, "state": "stopped", "on_restart": "nothing (undeployed)"}
 
@@ -412,6 +422,8 @@ class Engine:
     def _persist(self) -> None:
         """Write what is served now (versions, weights, the operator's settings) to
         ``AIMASS_HOME/serving.json``, which a plain restart restores (see :meth:`restore`)."""
+        if self.offline:
+            return
         state = {
             name: [{"ref": d.ref, "weight": d.weight, "settings": d.overrides} for d in s.deployments]
             for name, s in self.services.items()
@@ -451,19 +463,19 @@ class Engine:
             if len(loaded) > 1 and total:
                 for d in self.services[name].deployments:
                     d.weight = round(loaded.get(d.ref, 0) * 100 / total)
-                events.record(name, "traffic", f"restored {self._describe(self.services[name])}")
+                self._record(name, "traffic", f"restored {self._describe(self.services[name])}")
 
     async def shutdown(self, grace: float) -> None:
         """Finish what is queued (within ``grace`` seconds), then release every version."""
         for service in self.services.values():
             service.state = "draining"
-            events.record(service.name, "draining", "server shutting down")
+            self._record(service.name, "draining", "server shutting down")
         waits = [d.batcher.drain(grace) for s in self.services.values() for d in s.deployments]
         await asyncio.gather(*waits, *self._draining, return_exceptions=True)
         for service in self.services.values():
             for d in service.deployments:
                 d.close()
-            events.record(service.name, "stopped", "server stopped")
+            self._record(service.name, "stopped", "server stopped")
 
 
 def state_path() -> Path:

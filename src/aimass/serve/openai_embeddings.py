@@ -172,18 +172,23 @@ def add_embedding_routes(app: FastAPI, engine, allow, meter) -> None:
     @app.post("/v1/embeddings", tags=["openai"])
     async def embeddings(request: Request, caller=allow("predict")):
         """OpenAI's embeddings: normalised mean-pooled vectors of each input."""
-        req = parse_body(EmbeddingRequest, await request.body())
-        began = time.perf_counter()
-        try:
-            name, vectors, tokens = await asyncio.to_thread(embed, engine, req)
-        except AimassError:  # counted in a served classifier's live figures, as its predictions
-            engine.observe(req.model, time.perf_counter() - began, error=True)
-            raise
-        meter.add(caller.key_id, name, tokens, (time.perf_counter() - began) * 1000)
-        engine.observe(req.model, time.perf_counter() - began)
-        data = [
-            {"object": "embedding", "index": i, "embedding": _encode(v, req.encoding_format)}
-            for i, v in enumerate(vectors)
-        ]
-        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return {"object": "list", "data": data, "model": name, "usage": usage}
+        return await answer(engine, meter, caller, await request.body())
+
+
+async def answer(engine, meter, caller, body: bytes) -> dict:
+    """What ``POST /v1/embeddings`` answers ``body`` (a batch's requests are answered here too)."""
+    req = parse_body(EmbeddingRequest, body)
+    began = time.perf_counter()
+    try:
+        name, vectors, tokens = await asyncio.to_thread(embed, engine, req)
+    except AimassError:  # counted in a served classifier's live figures, as its predictions
+        engine.observe(req.model, time.perf_counter() - began, error=True)
+        raise
+    meter.add(caller.key_id, name, tokens, (time.perf_counter() - began) * 1000)
+    engine.observe(req.model, time.perf_counter() - began)
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode(v, req.encoding_format)}
+        for i, v in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"object": "list", "data": data, "model": name, "usage": usage}

@@ -33,6 +33,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import time
 from datetime import datetime
 from functools import partial
@@ -44,11 +45,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from aimass import api, jobs, workflow
+from aimass import api, jobs, paths, workflow
 from aimass.errors import ConfigError, NotFoundError
 from aimass.jobs import state
 from aimass.jobs.logs import METRICS
 from aimass.llm.backbone import get_llm_backbone
+from aimass.serve import batch_files, batches
 from aimass.serve.data_routes import import_upload
 from aimass.serve.jobs_routes import (
     job_guard,
@@ -69,6 +71,7 @@ SMALL_SET = 1000  # "auto" epochs: 3 passes up to this many examples, 1 above
 STATUS = {"queued": "queued", "running": "running", "succeeded": "succeeded", "failed": "failed"}
 STATUS["cancelled"] = "cancelled"
 RESULTS = "results-"  # a job's result file is RESULTS + its id
+PURPOSES = ("fine-tune", "batch")
 RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
 
@@ -107,17 +110,20 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
     async def create_file(
         request: Request, project: str | None = Query(None, max_length=64, description="aimass: the project")
     ):
-        """A JSONL of conversations (``purpose`` ``fine-tune``), imported as a chat dataset."""
+        """A JSONL of conversations (``purpose`` ``fine-tune``), imported as a chat dataset, or of
+        requests (``batch``), checked line by line and kept for ``POST /v1/batches``."""
         await asyncio.to_thread(need_project, project)
         upload, purpose = await _file_and_purpose(request)
         try:
-            if purpose != "fine-tune":
-                raise bad_param("purpose", f"Only purpose 'fine-tune' is accepted here; got {purpose!r}.")
+            if purpose not in PURPOSES:
+                raise bad_param("purpose", f"Purpose must be 'fine-tune' or 'batch'; got {purpose!r}.")
             from aimass.data.uploads import store_upload
 
             stored = await asyncio.to_thread(store_upload, upload.file, upload.filename)
         finally:
             await upload.close()
+        if purpose == "batch":
+            return await asyncio.to_thread(_batch_file, stored, project)
         report = await asyncio.to_thread(import_upload, stored["path"], None, project)
         return await asyncio.to_thread(_file, report["id"], stored["file"])
 
@@ -127,10 +133,15 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
 
     @app.get(FILES_PATH + "/{file_id}", tags=["openai"], dependencies=manage)
     async def show_file(file_id: str):
-        """An uploaded file, or a fine-tuning job's result file (``results-JOB``)."""
+        """An uploaded file, a fine-tuning job's result file (``results-JOB``) or a batch's output
+        or error file."""
         job_id = result_job(file_id)
         if job_id is not None:
             return await asyncio.to_thread(_result_file, job_id)
+        if batch_files.is_input(file_id):
+            return await asyncio.to_thread(batch_files.describe, file_id)
+        if batch_files.output_job(file_id) is not None:
+            return await asyncio.to_thread(batches.output_file, file_id)
         return await asyncio.to_thread(_file, file_id)
 
     @app.delete(FILES_PATH + "/{file_id}", tags=["openai"], dependencies=manage)
@@ -138,20 +149,30 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         """An uploaded file: its dataset and upload (409 while a job that has not ended reads it).
         As on OpenAI, the fine-tunes trained on it stay (their lineage says it was deleted). A
         result file goes with its job (400)."""
-        if result_job(file_id) is not None:
-            raise bad_param("file_id", "A result file is its fine-tuning job's; it is not deleted apart.")
+        if result_job(file_id) is not None or batch_files.output_job(file_id) is not None:
+            raise bad_param("file_id", "A job's result or output file is its job's; it is not deleted apart.")
+        if batch_files.is_input(file_id):
+            return await asyncio.to_thread(lambda: batch_files.delete(file_id, batches.in_use(file_id)))
         await asyncio.to_thread(_file, file_id)  # an uploaded file (a chat dataset), else 404 / 400
         gone = await asyncio.to_thread(partial(api.delete_dataset, file_id, force=True))
         return {"id": gone["id"], "object": "file", "deleted": True}
 
     @app.get(FILES_PATH + "/{file_id}/content", tags=["openai"], dependencies=manage)
     async def file_content(file_id: str):
-        """An uploaded file's conversations as JSONL, or a result file's CSV."""
+        """An uploaded file's conversations or requests as JSONL, a result file's CSV, a batch's
+        answers as JSONL."""
         job_id = result_job(file_id)
-        if job_id is None:
-            body = await asyncio.to_thread(_conversations_jsonl, file_id)
+        if job_id is not None:
+            return Response(await asyncio.to_thread(_results_csv, job_id), media_type="text/csv")
+        if batch_files.is_input(file_id):
+            return Response(
+                await asyncio.to_thread(batch_files.content, file_id), media_type="application/jsonl"
+            )
+        if batch_files.output_job(file_id) is not None:
+            body = await asyncio.to_thread(batches.output_content, file_id)
             return Response(body, media_type="application/jsonl")
-        return Response(await asyncio.to_thread(_results_csv, job_id), media_type="text/csv")
+        body = await asyncio.to_thread(_conversations_jsonl, file_id)
+        return Response(body, media_type="application/jsonl")
 
     @app.post(JOBS_PATH, tags=["openai"])
     async def create_job(request: Request, caller=allow("manage")):
@@ -227,6 +248,18 @@ async def _file_and_purpose(request: Request):
 
 
 # ------------------------------------------------------------------ files
+def _batch_file(stored: dict, project: str | None) -> dict:
+    """An upload with purpose ``batch``: checked and kept as a batch input file; the upload's
+    folder goes either way (a bad line keeps nothing)."""
+    folder = paths.home() / "uploads" / stored["upload"]
+    try:
+        if stored["archive"]:
+            raise bad_param("file", "A batch file is one JSONL of requests, not an archive.", "invalid_file")
+        return batch_files.store(Path(stored["path"]), stored["file"], project)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _file(dataset_id: str, filename: str | None = None) -> dict:
     ds = workflow.load_dataset(dataset_id)
     if ds.kind != "chat":
@@ -299,10 +332,12 @@ def _files(visible) -> dict:
 
     # uploads only: a training file paired with its validation file is the job's, not a file
     chats = [d.id for d in list_datasets() if d.kind == "chat" and "parents" not in d.manifest]
+    requests = batch_files.listed()  # batch input files are data too
     if visible is not None:
-        shown = visible("dataset", set(chats))
-        chats = [d for d in chats if d in shown]
-    return {"object": "list", "data": [_file(d) for d in chats], "has_more": False}
+        shown = visible("dataset", {*chats, *requests})
+        chats, requests = [d for d in chats if d in shown], [f for f in requests if f in shown]
+    data = [batch_files.describe(f) for f in requests] + [_file(d) for d in chats]
+    return {"object": "list", "data": data, "has_more": False}
 
 
 # ------------------------------------------------------------------ jobs

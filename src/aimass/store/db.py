@@ -278,6 +278,7 @@ class JobRecord(Base):
             "message",
             "result",
             "error",
+            "cancel_requested",
             "pause_requested",
             "retry_of",
             "created",

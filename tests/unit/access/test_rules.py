@@ -47,6 +47,9 @@ def test_the_new_routes_name_their_actions(home):
         ("POST", "/v1/jobs/abc123/resume"): "job:Resume",
         ("POST", "/v1/fine_tuning/jobs/abc123/pause"): "job:Pause",
         ("POST", "/v1/fine_tuning/jobs/abc123/resume"): "job:Resume",
+        ("POST", "/v1/batches"): "job:Submit",
+        ("GET", "/v1/batches/abc123"): "job:Read",
+        ("POST", "/v1/batches/abc123/cancel"): "job:Cancel",
     }
     for (method, path), action in want.items():
         rule, _ = guard.rule({"method": method, "path": path})
@@ -66,5 +69,11 @@ def test_an_openai_file_is_its_dataset_or_for_a_result_file_its_job(home):
     for path in ("/v1/files/results-0f0f0f0f0f0f", "/v1/files/results-0f0f0f0f0f0f/content"):
         rule, params = guard.rule({"method": "GET", "path": path})
         assert (rule.action(params, {}), rule.target(params, {})) == ("job:Read", ("job", "0f0f0f0f0f0f"))
+    for name in ("batch_output-0f0f0f0f0f0f", "batch_errors-0f0f0f0f0f0f"):  # a batch's answers: the job's
+        rule, params = guard.rule({"method": "GET", "path": f"/v1/files/{name}/content"})
+        assert (rule.action(params, {}), rule.target(params, {})) == ("job:Read", ("job", "0f0f0f0f0f0f"))
+    batch_input = "file-" + "ab" * 12  # a batch's requests: data
+    rule, params = guard.rule({"method": "GET", "path": f"/v1/files/{batch_input}"})
+    assert (rule.action(params, {}), rule.target(params, {})) == ("dataset:Read", ("dataset", batch_input))
     rule, _ = guard.rule({"method": "GET", "path": "/v1/fine_tuning/jobs/0f0f0f0f0f0f/checkpoints"})
     assert rule.action == "job:Read"

@@ -469,3 +469,119 @@ def test_the_playground_in_a_browser_streams_and_shows_the_request(srv, tmp_path
     assert said == plain.choices[0].message.content and said
     assert '"stream":true' in curl and '"max_tokens":6' in curl and "Say hello." in curl
     assert f'model="{srv.model}"' in code and "max_tokens=6" in code and "stream=True" in code
+
+
+def batch_line(custom_id: str, body: dict, url: str = "/v1/chat/completions") -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+def test_a_batch_answers_each_line_as_the_route_does_and_resumes_where_it_stopped(srv, tmp_path):
+    from aimass import jobs
+    from aimass.jobs.logs import run_dir
+
+    _, manage = auth.create_key("batches", ["manage"])
+    client = openai.OpenAI(base_url=f"{srv.base}/v1", api_key=manage, max_retries=0, timeout=120)
+    ask = {"messages": [{"role": "user", "content": ARTICLE}], "max_tokens": 6, "temperature": 0.8}
+    bodies = {f"r{i}": {"model": srv.model, **ask, "seed": i} for i in range(3)}
+    bodies["missing"] = {"model": "no-such-model", **ask}
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(batch_line(k, b) + "\n" for k, b in bodies.items()))
+
+    for bad, why in (
+        (
+            batch_line("a", bodies["r0"]) + "\n" + batch_line("a", bodies["r1"]),
+            "Line 2: custom_id 'a' repeats line 1",
+        ),
+        (batch_line("a", {**bodies["r0"], "stream": True}), "Line 1: a batch's answers are not streamed"),
+        (batch_line("a", bodies["r0"], url="/v1/images"), "Line 1: url must be one of"),
+        ("{not json", "Line 1 is not JSON"),
+    ):
+        (tmp_path / "bad.jsonl").write_text(bad + "\n")
+        with pytest.raises(openai.BadRequestError) as err:
+            client.files.create(file=(tmp_path / "bad.jsonl").open("rb"), purpose="batch")
+        assert why in err.value.body["message"], err.value.body
+    file = client.files.create(file=requests.open("rb"), purpose="batch")
+    assert file.purpose == "batch" and file.status_details == "4 requests" and file.id.startswith("file-")
+    assert client.files.content(file.id).content == requests.read_bytes()
+    with pytest.raises(openai.BadRequestError) as err:  # the file's requests are chat completions
+        client.batches.create(input_file_id=file.id, endpoint="/v1/embeddings", completion_window="24h")
+    assert err.value.body["param"] == "endpoint"
+
+    batch = client.batches.create(
+        input_file_id=file.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"run": "nightly"},
+    )
+    assert (
+        batch.status == "validating"
+        and batch.request_counts.total == 4
+        and batch.metadata == {"run": "nightly"}
+    )
+    with pytest.raises(openai.ConflictError):  # its input is kept until it has ended
+        client.files.delete(file.id)
+    assert jobs.run_foreground(batch.id)["status"] == "succeeded"
+
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.completed_at >= done.created_at
+    assert (done.request_counts.completed, done.request_counts.failed) == (3, 1)
+    answers = {
+        json.loads(x)["custom_id"]: json.loads(x)
+        for x in client.files.content(done.output_file_id).text.splitlines()
+    }
+    assert sorted(answers) == ["r0", "r1", "r2"]
+    for custom_id in answers:  # each answer is what the live route answers the same body
+        live = srv.client.chat.completions.create(**bodies[custom_id])
+        line = answers[custom_id]["response"]
+        assert line["status_code"] == 200 and line["body"]["object"] == "chat.completion"
+        assert line["body"]["choices"][0]["message"]["content"] == live.choices[0].message.content
+    [missing] = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+    assert missing["custom_id"] == "missing" and missing["response"]["status_code"] == 404
+    assert "no-such-model" in missing["response"]["body"]["error"]["message"]
+    assert batch.id in [b.id for b in client.batches.list(limit=5).data]
+    assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+
+    # a second batch whose worker died after answering r1 (and in the middle of writing r2's line)
+    again = client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    folder = run_dir(again.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = json.dumps(answers["r1"]) + "\n"
+    (folder / "output.jsonl").write_text(kept + json.dumps(answers["r2"])[:40])
+    assert jobs.run_foreground(again.id)["status"] == "succeeded"
+    lines = (folder / "output.jsonl").read_text().splitlines(keepends=True)
+    assert lines[0] == kept and sorted(json.loads(x)["custom_id"] for x in lines) == ["r0", "r1", "r2"]
+    assert client.batches.retrieve(again.id).request_counts.completed == 3
+
+    assert client.files.delete(file.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(file.id)
+    with pytest.raises(openai.BadRequestError):
+        client.files.delete(done.output_file_id)
+
+
+def test_aimass_batch_answers_a_local_file_like_vllm_run_batch(srv, tmp_path):
+    from typer.testing import CliRunner
+
+    from aimass.cli import app
+
+    requests = tmp_path / "local.jsonl"
+    body = {
+        "model": srv.model,
+        "messages": [{"role": "user", "content": ARTICLE}],
+        "max_tokens": 4,
+        "seed": 5,
+    }
+    requests.write_text(batch_line("x1", body) + "\n" + batch_line("x2", {**body, "model": "nope"}) + "\n")
+    done = CliRunner().invoke(app, ["batch", str(requests), "--meta", "source=cli", "--json"])
+    assert done.exit_code == 0, done.output[-2000:]
+    job = json.loads(done.output[done.output.index("{") :])
+    assert job["status"] == "succeeded" and job["metadata"] == {"source": "cli"}
+    lines = [json.loads(x) for x in (tmp_path / "local.out.jsonl").read_text().splitlines()]
+    assert [(x["custom_id"], x["response"]["status_code"]) for x in lines] == [("x1", 200), ("x2", 404)]
+    live = srv.client.chat.completions.create(**body)
+    assert lines[0]["response"]["body"]["choices"][0]["message"]["content"] == live.choices[0].message.content
+    (tmp_path / "bad.jsonl").write_text('{"custom_id": "a"}\n')
+    refused = CliRunner().invoke(app, ["batch", str(tmp_path / "bad.jsonl")])
+    assert refused.exit_code != 0 and "Line 1: method must be" in refused.output

@@ -1,0 +1,174 @@
+"""The files of OpenAI's Batch API: an uploaded input file (``purpose`` ``batch``), checked line
+by line when it arrives, and a batch's output and error files, which are its job's.
+
+An input file lives in ``AIMASS_HOME/files/<id>/`` (``input.jsonl`` and ``file.json``); its id is
+``file-`` and 24 hex digits. Each line is one request, as OpenAI's::
+
+    {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
+     "body": {"model": "headlines", "messages": [{"role": "user", "content": "..."}]}}
+
+A line that is not JSON, lacks a field, repeats a ``custom_id``, names another ``url`` than
+:data:`ENDPOINTS` or asks to ``stream`` refuses the whole upload with a 400 naming the line and
+the field (nothing is kept). Access treats an input file as data: uploading it is
+``dataset:Import`` into the project of the upload, reading and deleting it ``dataset:Read`` and
+``dataset:Delete`` on ``aimass:project/P/dataset/<id>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aimass import paths
+from aimass.access import directory
+from aimass.errors import InUseError, NotFoundError
+from aimass.serve.openai_errors import bad_param
+
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+MAX_REQUESTS = 50_000  # OpenAI's limit on a batch's requests
+CUSTOM_ID = 256  # the longest custom_id kept
+INPUT_ID = re.compile(r"file-[0-9a-f]{24}")
+OUTPUT, ERRORS = "batch_output-", "batch_errors-"  # a batch's output file is OUTPUT + its job id
+
+
+def is_input(file_id: str) -> bool:
+    return bool(INPUT_ID.fullmatch(file_id))
+
+
+def output_job(file_id: str) -> str | None:
+    """The job whose output or error file ``file_id`` is, else None."""
+    for prefix in (OUTPUT, ERRORS):
+        if file_id.startswith(prefix):
+            return file_id[len(prefix) :]
+    return None
+
+
+def folder(file_id: str) -> Path:
+    if not is_input(file_id):
+        raise NotFoundError(f"No file '{file_id}'.", hint="GET /v1/files lists the files.")
+    return paths.home() / "files" / file_id
+
+
+def store(upload: Path, filename: str, project: str | None) -> dict:
+    """Check the uploaded JSONL at ``upload`` and keep it as a batch input file in ``project``;
+    its :func:`describe`. A bad line is a 400 naming it (and nothing is kept)."""
+    requests = check(upload)
+    file_id = f"file-{secrets.token_hex(12)}"
+    home = paths.subdir("files") / file_id
+    home.mkdir()
+    shutil.move(str(upload), home / "input.jsonl")
+    info = {
+        "id": file_id,
+        "filename": filename,
+        "bytes": (home / "input.jsonl").stat().st_size,
+        "created_at": int(datetime.now(UTC).timestamp()),
+        "requests": len(requests),
+        "endpoints": sorted({r["url"] for r in requests}),
+        "models": sorted({r["body"]["model"] for r in requests}),
+    }
+    (home / "file.json").write_text(json.dumps(info))
+    if project and project != directory.DEFAULT_PROJECT:
+        directory.assign("dataset", file_id, project)  # a file is data: its project's policies apply
+    return describe(file_id)
+
+
+def check(path: Path) -> list[dict]:
+    """The requests of a batch input file; a 400 naming the first bad line and field."""
+    requests, seen = [], {}
+    with open(path, encoding="utf-8", errors="strict") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    requests.append(_request(line, number, seen))
+                if len(requests) > MAX_REQUESTS:
+                    raise bad_param("file", f"A batch holds at most {MAX_REQUESTS:,} requests.", "too_many")
+        except UnicodeDecodeError:
+            raise bad_param("file", "The file is not UTF-8 text.", "invalid_file") from None
+    if not requests:
+        raise bad_param("file", "The file holds no requests: one JSON object per line.", "invalid_file")
+    return requests
+
+
+def _request(line: str, number: int, seen: dict) -> dict:
+    where = f"Line {number}"
+    try:
+        request = json.loads(line)
+    except ValueError as exc:
+        raise bad_param("file", f"{where} is not JSON: {exc}.", "invalid_json") from None
+    if not isinstance(request, dict):
+        raise bad_param("file", f"{where} is not a JSON object.", "invalid_json")
+    custom = request.get("custom_id")
+    if not isinstance(custom, str) or not custom or len(custom) > CUSTOM_ID:
+        raise bad_param("file", f"{where}: custom_id must be a string of 1 to {CUSTOM_ID} characters.")
+    if custom in seen:
+        raise bad_param("file", f"{where}: custom_id {custom!r} repeats line {seen[custom]}.", "duplicate")
+    seen[custom] = number
+    if request.get("method") != "POST":
+        raise bad_param("file", f'{where}: method must be "POST"; got {request.get("method")!r}.')
+    if request.get("url") not in ENDPOINTS:
+        raise bad_param(
+            "file", f"{where}: url must be one of {', '.join(ENDPOINTS)}; got {request.get('url')!r}."
+        )
+    body = request.get("body")
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
+        raise bad_param("file", f"{where}: body must be an object with a model.")
+    if body.get("stream"):
+        raise bad_param("file", f'{where}: a batch\'s answers are not streamed; drop "stream".')
+    return {"custom_id": custom, "url": request["url"], "body": body}
+
+
+def info(file_id: str) -> dict:
+    try:
+        return json.loads((folder(file_id) / "file.json").read_text())
+    except FileNotFoundError:
+        raise NotFoundError(f"No file '{file_id}'.", hint="GET /v1/files lists the files.") from None
+
+
+def describe(file_id: str) -> dict:
+    """The input file as OpenAI's file object."""
+    found = info(file_id)
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": found["bytes"],
+        "created_at": found["created_at"],
+        "filename": found["filename"],
+        "purpose": "batch",
+        "status": "processed",
+        "status_details": f"{found['requests']} requests",
+    }
+
+
+def requests_of(file_id: str) -> list[dict]:
+    return check(folder(file_id) / "input.jsonl")
+
+
+def content(file_id: str) -> bytes:
+    return (folder(file_id) / "input.jsonl").read_bytes()
+
+
+def listed() -> list[str]:
+    """Every input file's id, newest first."""
+    root = paths.home() / "files"
+    found = [p for p in root.glob("file-*") if is_input(p.name) and (p / "file.json").exists()]
+    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def delete(file_id: str, in_use: list[str]) -> dict:
+    """Delete the input file unless a batch that has not ended reads it (``in_use``: those)."""
+    home = folder(file_id)
+    info(file_id)
+    if in_use:
+        raise InUseError(
+            f"File {file_id} is the input of batch {in_use[0]}, which has not ended.",
+            hint="Cancel the batch first (POST /v1/batches/{id}/cancel), or wait for it to end.",
+        )
+    trash = home.with_name(f".deleted-{file_id}-{os.getpid()}")
+    home.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    return {"id": file_id, "object": "file", "deleted": True}
