@@ -4,8 +4,8 @@ asked by an ``openai`` client script, one request at a time and 16 at a time, in
 same registered fine-tune, the same requests and the same threads.
 
 What a user gains from a batch over a loop of client calls: wall time for all the answers (the
-batch's includes its worker's start and the model's load), and the same answers (greedy decoding:
-each batch line must equal the sequential answer to the same request).
+batch's includes its process, its worker's start and the model's load, also reported apart), and
+the same answers (greedy decoding: each batch line must equal the sequential answer).
 
     python bench/batches.py            # ~5 minutes on 2 cores
 """
@@ -131,6 +131,8 @@ def main(argv=None) -> int:
         "client_one_at_a_time_s": round(one_s, 1),
         "client_16_at_a_time_s": round(many_s, 1),
         "aimass_batch_s": round(batch_s, 1),
+        "aimass_batch_load_s": job["result"]["seconds"]["load"],
+        "aimass_batch_answer_s": job["result"]["seconds"]["answer"],
         "batch_attempts": job["attempt"],
         "answers_equal_to_sequential": f"{same}/{len(one)}",
         "answers_equal_16_vs_sequential": f"{sum(many[k] == one[k] for k in one)}/{len(one)}",
@@ -142,9 +144,9 @@ def main(argv=None) -> int:
             "pass": batch_s < one_s,
         },
         {
-            "bar": "aimass batch within 1.25x of 16 client threads on a warm server (ratio, load included)",
-            "value": round(batch_s / many_s, 3),
-            "pass": batch_s <= 1.25 * many_s,
+            "bar": "the batch's answering within 1.1x of 16 client threads on a warm server (ratio)",
+            "value": round(job["result"]["seconds"]["answer"] / many_s, 3),
+            "pass": job["result"]["seconds"]["answer"] <= 1.1 * many_s,
         },
         {
             "bar": "every batch answer equals the sequential answer",

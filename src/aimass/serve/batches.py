@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import shutil
+import time
 import uuid
 from datetime import datetime
 from functools import partial
@@ -288,15 +289,19 @@ def run(params: dict, ctx) -> dict:
     done = _answered(output) | _answered(errors)  # a resumed attempt answers only the rest
     todo = [r for r in requests if r["custom_id"] not in done]
     ctx.progress(len(done) / len(requests), f"{len(done)}/{len(requests)} requests answered")
-    asyncio.run(_answer_all(todo, params, (output, errors), ctx, len(requests)))
+    seconds = asyncio.run(_answer_all(todo, params, (output, errors), ctx, len(requests)))
     counts = {"total": len(requests), "completed": _count(output), "failed": _count(errors)}
-    return {"batch": ctx.job_id, "request_counts": counts}
+    return {"batch": ctx.job_id, "request_counts": counts, "seconds": seconds}
 
 
-async def _answer_all(todo: list[dict], params: dict, files: tuple[Path, Path], ctx, total: int) -> None:
+async def _answer_all(todo: list[dict], params: dict, files: tuple[Path, Path], ctx, total: int) -> dict:
+    """Answer ``todo``, appending to the (output, errors) files; the seconds spent loading the
+    models and answering (this attempt's)."""
+    began = time.perf_counter()
     engine = Engine(offline=True)
     for model in sorted({r["body"]["model"] for r in todo}):
         await _serve(engine, model)
+    loaded = time.perf_counter()
     meter = Meter()
     generation = Generation(engine, meter)
     answer = {
@@ -324,6 +329,7 @@ async def _answer_all(todo: list[dict], params: dict, files: tuple[Path, Path], 
         finally:
             await asyncio.to_thread(meter.flush)
             await engine.shutdown(5.0)
+    return {"load": round(loaded - began, 2), "answer": round(time.perf_counter() - loaded, 2)}
 
 
 async def _serve(engine: Engine, model: str) -> None:
