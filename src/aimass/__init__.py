@@ -29,6 +29,7 @@ __all__ = [
     "load",
     "load_dataset",
     "predict",
+    "predict_file",
     "pull_model",
     "push_model",
     "register",

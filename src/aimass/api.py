@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aimass import autolearn, exporters
 from aimass.curation import dataset_issues, fix_dataset
+from aimass.scoring import predict_file
 from aimass.sharing import pull_model, push_model, remote_models
 from aimass.workflow import (
     available_tasks,
@@ -57,6 +58,7 @@ __all__ = [
     "load",
     "load_dataset",
     "predict",
+    "predict_file",
     "pull_model",
     "push_model",
     "register",

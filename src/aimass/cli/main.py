@@ -452,7 +452,9 @@ def _show_report(report: dict) -> None:
 @command
 def predict(
     model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
-    inputs: Annotated[list[str], typer.Argument(help="Texts or document files (image models: image files).")],
+    inputs: Annotated[
+        list[str] | None, typer.Argument(help="Texts or document files (image models: image files).")
+    ] = None,
     as_json: JsonFlag = False,
     schema: Annotated[
         Path | None, typer.Option(help="Language models: a JSON Schema file the answer follows.")
@@ -461,12 +463,32 @@ def predict(
     choice: Annotated[
         list[str] | None, typer.Option(help="Language models: an allowed answer (repeat the option).")
     ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Score every row of this CSV/TSV/JSONL (or image of this folder) into a CSV, as a job."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="With --file: the CSV written (default FILE.predictions.csv)."),
+    ] = None,
+    text_col: Annotated[str | None, typer.Option(help="With --file: the column holding the text.")] = None,
 ):
-    """Predict labels (with probabilities), or a language model's answers, for the given inputs."""
+    """Predict labels (with probabilities), or a language model's answers, for the given inputs;
+    with --file, for every row of a table (a durable job: killed, it goes on where it stopped)."""
     from aimass import api
     from aimass.errors import ConfigError
     from aimass.tasks import get_task
 
+    if (file is None) == (not inputs):
+        raise ConfigError(
+            "Give inputs to predict, or --file with a table of them, one of the two.",
+            hint='e.g. aimass predict reviews "great product", or aimass predict reviews --file new.csv',
+        )
+    if file is not None:
+        emit(_predict_file(model, file, output, text_col, as_json), as_json, _render_scored)
+        return
     estimator = api.load(model)
     constrained = {
         "schema": _schema_file(schema) if schema else None,
@@ -487,6 +509,39 @@ def predict(
         handler = spec.handler(model=estimator)
         body = handler.encode_response(handler.predict(spec.cli_inputs(inputs)))
     emit(body, as_json, lambda b: out.print(_prediction_table(inputs, b["predictions"])))
+
+
+def _predict_file(model: str, file: Path, output: Path | None, text_col: str | None, as_json: bool) -> dict:
+    """Run a ``predict`` job on ``file`` here and copy its CSV to ``output``."""
+    import shutil
+
+    from aimass import jobs
+    from aimass.jobs.kinds import PREDICTIONS
+    from aimass.jobs.logs import run_dir
+
+    params = {"model": model, "path": str(file.expanduser().resolve())}
+    params.update({"text_col": text_col} if text_col else {})
+    job = jobs.submit("predict", params)
+    job = jobs.run_foreground(
+        job["id"], echo=None if as_json else lambda t: (sys.stdout.write(t), sys.stdout.flush())
+    )
+    if job["status"] != "succeeded":
+        from aimass.errors import JobError
+
+        error = job.get("error") or {}
+        raise JobError(
+            f"Job {job['id']} {job['status']}: {error.get('message', '')}",
+            code=error.get("cause") or "job_failed",
+            hint=error.get("hint") or f"`aimass jobs show {job['id']}` has its events and log.",
+        )
+    target = output or file.with_name(f"{file.stem}.predictions.csv")
+    shutil.copyfile(run_dir(job["id"]) / PREDICTIONS, target)
+    return {**job["result"], "output": str(target), "job": job["id"]}
+
+
+def _render_scored(result: dict) -> None:
+    rejected = f"; {len(result['rejects'])} unreadable lines listed with --json" if result["rejects"] else ""
+    out.print(f"{result['rows']} rows scored by {result['model']} -> {result['output']}{rejected}")
 
 
 def _schema_file(path: Path) -> dict:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from aimass import curation, sharing, workflow
+from aimass import curation, scoring, sharing, workflow
 from aimass.autolearn import auto
 from aimass.compressors import get_compressor
 from aimass.data import load_dataset
@@ -38,6 +39,7 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {}
+PREDICTIONS = "predictions.csv"  # what a predict job writes in its run folder
 
 
 def register_kind(
@@ -254,6 +256,27 @@ def run_pull(params: dict, ctx) -> dict:
     url = f"{sharing.store_url(str(params['store']))}/{name}" + (f"/v{version}" if version else "")
     ctx.progress(0.05, f"pulling {url}")
     return sharing.pull_model(url, name=params.get("name"))
+
+
+def _check_predict(params: dict) -> dict:
+    """The version exists (404 otherwise) before anything queues."""
+    params = _require(params, "model", "path")
+    registry.get_version(str(params["model"]))
+    return params
+
+
+@register_kind("predict", "score every row of a table (or image of a folder) into a CSV", _check_predict)
+def run_predict(params: dict, ctx) -> dict:
+    """A resumed attempt keeps the chunks already written (:func:`aimass.scoring.predict_file`)."""
+    out = Path(ctx.run_dir) / PREDICTIONS
+    settings = {k: params[k] for k in ("text_col",) if params.get(k)}
+
+    def heard(done: int, total: int) -> None:
+        ctx.progress(done / total, f"{done}/{total} rows scored")
+
+    return scoring.predict_file(
+        params["model"], params["path"], out, resume=ctx.resume, progress=heard, **settings
+    )
 
 
 @register_kind(

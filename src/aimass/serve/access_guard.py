@@ -185,6 +185,7 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/auto", "job:Submit", in_project),
     Rule("GET", "/v1/jobs/{job_id}", "job:Read", path("job", "job_id")),
     Rule("GET", "/v1/jobs/{job_id}/logs", "job:Read", path("job", "job_id")),
+    Rule("GET", "/v1/jobs/{job_id}/predictions", "job:Read", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/cancel", "job:Cancel", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/pause", "job:Pause", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/resume", "job:Resume", path("job", "job_id")),

@@ -18,14 +18,15 @@ from functools import partial
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 
 from aimass import jobs, paths, sharing
 from aimass.access import directory
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
-from aimass.jobs.kinds import Kind
+from aimass.jobs.kinds import PREDICTIONS, Kind
+from aimass.jobs.logs import run_dir
 from aimass.serve.auth import CODE_SCOPE, POLICY_DECIDED, Caller, require
 from aimass.serve.uploads import FILE_BODY, one_file
 from aimass.store import browse, registry
@@ -108,7 +109,7 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
         """Check and queue a job (in ``project``); 422 with a stable code when a check fails."""
         _may_run(caller, jobs.get_kind(body.kind), policy_decided(request))
         await asyncio.to_thread(need_project, body.project)
-        guard = job_guard(visible(caller), partial(twin, request, caller, "GET"))
+        guard = job_guard(visible(caller), partial(twin, request, caller))
         job = await asyncio.to_thread(
             partial(jobs.submit, timeout_s=body.timeout_s, metadata=body.metadata, guard=guard),
             body.kind,
@@ -130,6 +131,12 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
     async def logs(job_id: str, tail: int | None = Query(None, ge=1, le=100_000)):
         return await asyncio.to_thread(jobs.logs, job_id, tail)
 
+    @app.get("/v1/jobs/{job_id}/predictions", tags=["jobs"], dependencies=manage)
+    async def predictions(job_id: str):
+        """A ``predict`` job's CSV (each input row, its label, score and class probabilities)."""
+        path = await asyncio.to_thread(_predictions, job_id)
+        return FileResponse(path, media_type="text/csv", filename=f"predictions-{job_id}.csv")
+
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], dependencies=manage)
     async def cancel(job_id: str):
         return await asyncio.to_thread(jobs.cancel, job_id)
@@ -149,8 +156,19 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
     async def retry(request: Request, job_id: str, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Submit a failed or cancelled job again; needs what submitting it needs."""
         _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id), policy_decided(request))
-        guard = job_guard(visible(caller), partial(twin, request, caller, "GET"))
+        guard = job_guard(visible(caller), partial(twin, request, caller))
         return await asyncio.to_thread(jobs.retry, job_id, guard=guard)
+
+
+def _predictions(job_id: str):
+    """The CSV of a succeeded ``predict`` job, else a 404 that says why."""
+    job = jobs.show(job_id)
+    if job["kind"] != "predict" or job["status"] != "succeeded":
+        raise NotFoundError(
+            f"Job {job_id} is a {job['status']} {job['kind']} job: it has no predictions.",
+            hint="Only a succeeded predict job has them; GET /v1/jobs/{id} says where it stands.",
+        )
+    return run_dir(job_id) / PREDICTIONS
 
 
 def submit_auto(body: AutoRequest, visible: Callable | None = None) -> dict:
@@ -240,14 +258,15 @@ def readable_versions(visible: Callable | None, *refs: str) -> None:
 
 
 def job_guard(
-    visible: Callable | None, decide: Callable[[str], None] | None = None
+    visible: Callable | None, decide: Callable[[str, str], None] | None = None
 ) -> Callable[[str, dict], None]:
     """What a caller's job may name (the ``guard(kind, params)`` of ``jobs.submit`` and
     ``jobs.retry``): server paths only under the data folders (403), and only versions and
     datasets the caller may read (404, like missing ones): a job must not learn from, score,
     compress or copy what its submitter cannot see. Where it may write is the job's project
-    (:func:`aimass.jobs.adopt.confine`). A push takes a version's weights off the server:
-    ``decide(path)`` decides ``GET /v1/versions/{ref}/export`` for it, as that route would be."""
+    (:func:`aimass.jobs.adopt.confine`). ``decide(method, path)`` decides another route as that
+    route would be: a push takes a version's weights off the server (``GET
+    /v1/versions/{ref}/export``), a predict job calls the version (``POST /v1/models/{ref}/predict``)."""
 
     def guard(job_kind: str, params: dict) -> None:
         _only_granted_paths(params)
@@ -261,7 +280,9 @@ def job_guard(
             elif name not in visible("dataset", {name}):
                 raise NotFoundError(f"No dataset '{name}'.", hint="GET /v1/datasets lists what you may read.")
         for ref in jobs.exports(job_kind, params) if decide is not None else []:
-            decide(export_path(ref))  # the weights leave the server
+            decide("GET", export_path(ref))  # the weights leave the server
+        if job_kind == "predict" and decide is not None:  # it predicts as the route would
+            decide("POST", f"/v1/models/{quote(str(params['model']), safe=':@')}/predict")
 
     return guard
 

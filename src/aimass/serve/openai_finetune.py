@@ -181,7 +181,7 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         may_run(caller, jobs.get_kind("train"), policy_decided(request))
         await asyncio.to_thread(need_project, body.project)
         params = await asyncio.to_thread(_train_params, body)
-        guard = job_guard(visible(caller), partial(twin, request, caller, "GET"))
+        guard = job_guard(visible(caller), partial(twin, request, caller))
         job = await asyncio.to_thread(
             partial(jobs.submit, metadata=body.metadata, guard=guard), "train", params
         )

@@ -253,8 +253,8 @@ async def _model_job(console: Console, ctx: Ctx, kind: str, params: dict) -> dic
     body = {"kind": kind, "params": params, "project": project}
     await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/jobs", body)
     may_run(ctx.caller, jobs.get_kind(kind), console.guard.policy is not None)  # as POST /v1/jobs
-    export = partial(console.authorize, ctx, "GET")  # a push is an export too, as POST /v1/jobs decides it
-    guard = job_guard(console.lister(ctx), export)  # readable versions, a named store, export to push
+    decide = partial(console.authorize, ctx)  # a push is an export too, as POST /v1/jobs decides it
+    guard = job_guard(console.lister(ctx), decide)  # readable versions, a named store, export to push
     job = await asyncio.to_thread(jobs.submit, kind, params, guard=guard)
     return await asyncio.to_thread(own_job, job, project)
 
