@@ -153,7 +153,7 @@ def cancel(job_id: str) -> dict:
         raise JobError(
             f"Job {job_id} already ended ({job.status}).",
             code="job_already_ended",
-            hint="Only queued or running jobs can be cancelled; `aimass jobs retry` starts it again.",
+            hint="Only queued, running or paused jobs can be cancelled; `aimass jobs retry` starts it again.",
         )
     if not state.cancel_queued(job_id):
         state.request_cancel(job_id)
