@@ -5,6 +5,7 @@ CLI (a durable job) and the REST download give the same file."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 import pytest
@@ -101,3 +102,29 @@ def test_a_language_model_is_sent_to_aimass_batch(monkeypatch):
     monkeypatch.setattr(registry, "get_version", lambda ref: SimpleNamespace(task="text-generation", ref=ref))
     with pytest.raises(ConfigError, match="aimass batch"):
         scoring.predict_file("headlines:1", "x.csv", "y.csv")
+
+
+def test_the_console_labels_an_uploaded_file_from_the_model_page(scorer, unlabelled):
+    from tests.unit.serve.test_console_gaps import csrf_of, signed_in
+
+    from aimass import jobs
+
+    with signed_in(create_app(refs=[]), auth.admin_token()) as web:
+        page = web.get(f"/console/models/{scorer}")
+        assert "Label the file" in page.text
+        sent = web.post(
+            f"/console/models/{scorer}/score",
+            data={"csrf": csrf_of(page.text)},
+            files={"file": ("new.csv", unlabelled.read_bytes(), "text/csv")},
+            follow_redirects=False,
+        )
+        assert sent.status_code == 303, sent.text[-500:]
+        job_id = sent.headers["location"].rsplit("/", 1)[-1]
+        assert jobs.run_foreground(job_id)["status"] == "succeeded"
+        shown = web.get(f"/console/jobs/{job_id}")
+        assert "Download the labels (CSV)" in shown.text and "1 unreadable line " in shown.text
+        csv_file = web.get(f"/console/jobs/{job_id}/predictions")
+        assert csv_file.status_code == 200 and csv_file.text.splitlines()[0].startswith("id,text,line,label")
+        assert len(list(csv.reader(io.StringIO(csv_file.text)))) == 601  # the header and every row
+        empty = web.post(f"/console/models/{scorer}/score", data={"csrf": csrf_of(page.text)})
+        assert empty.status_code == 422 and "Choose a file" in empty.text

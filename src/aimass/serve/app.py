@@ -57,7 +57,7 @@ def body_limit(path: str) -> int:
         return HARD_BODY_BYTES
     if path == CODE_UPLOAD_PATH:
         return upload_limit() + 64 * 1024  # the archive plus its multipart framing
-    if path in (DATA_UPLOAD_PATH, console.UPLOAD_PATH, FILES_PATH):
+    if path in (DATA_UPLOAD_PATH, FILES_PATH) or console.is_upload(path):
         return upload_body_limit()
     if path.startswith(console.TRY_PATH_PREFIX):  # the try-it box takes pictures too
         return HARD_BODY_BYTES

@@ -134,7 +134,7 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
     @app.get("/v1/jobs/{job_id}/predictions", tags=["jobs"], dependencies=manage)
     async def predictions(job_id: str):
         """A ``predict`` job's CSV (each input row, its label, score and class probabilities)."""
-        path = await asyncio.to_thread(_predictions, job_id)
+        path = await asyncio.to_thread(predictions_file, job_id)
         return FileResponse(path, media_type="text/csv", filename=f"predictions-{job_id}.csv")
 
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], dependencies=manage)
@@ -160,7 +160,7 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
         return await asyncio.to_thread(jobs.retry, job_id, guard=guard)
 
 
-def _predictions(job_id: str):
+def predictions_file(job_id: str):
     """The CSV of a succeeded ``predict`` job, else a 404 that says why."""
     job = jobs.show(job_id)
     if job["kind"] != "predict" or job["status"] != "succeeded":

@@ -27,7 +27,13 @@ from aimass.serve.predict import Predictor
 UPLOAD_PATH = PREFIX + "/start/upload"
 TRY_PATH_PREFIX = PREFIX + "/try/"
 
-__all__ = ["TRY_PATH_PREFIX", "UPLOAD_PATH", "add_console"]
+
+def is_upload(path: str) -> bool:
+    """Whether ``path`` takes a data file: the wizard's upload or a model page's file to label."""
+    return path == UPLOAD_PATH or path.startswith(PREFIX + "/models/") and path.endswith("/score")
+
+
+__all__ = ["TRY_PATH_PREFIX", "UPLOAD_PATH", "add_console", "is_upload"]
 
 
 def add_console(

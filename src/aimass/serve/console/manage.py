@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 
 from aimass import api, jobs, sharing
 from aimass.access import directory
+from aimass.data.uploads import store_upload
 from aimass.errors import ConfigError, PermissionDenied
 from aimass.exporters import FORMATS, recipes
 from aimass.jobs.state import STATES
@@ -37,10 +38,12 @@ from aimass.serve.data_routes import (
     zip_response,
 )
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, need_project, own_job
+from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, need_project, own_job, predictions_file
 from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
+
+SCORED = ("text-classification", "image-classification")  # what a model page offers to label a file with
 
 Offset = Query(0, ge=0, le=10**9)
 
@@ -90,6 +93,12 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
     @router.post("/jobs/{job_id}/cancel")
     async def cancel(request: Request, job_id: str):
         return await _job_action(request, job_id, "cancel", jobs.cancel, "Cancel requested.")
+
+    @router.get("/jobs/{job_id}/predictions")
+    async def predictions(request: Request, job_id: str):
+        _manager(console, request, "GET", rest("/v1/jobs/{}/predictions", job_id))
+        path = await asyncio.to_thread(predictions_file, job_id)
+        return FileResponse(path, media_type="text/csv", filename=f"predictions-{job_id}.csv")
 
     @router.post("/jobs/{job_id}/pause")
     async def pause(request: Request, job_id: str):
@@ -190,6 +199,23 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
             request, f"jobs/{job['id']}", f"Compressing {ref} with {params['method']}.", ctx
         )
 
+    @router.post("/models/{ref}/score")
+    async def score(request: Request, ref: str):
+        """Label an uploaded table with the version: a ``predict`` job, as ``POST /v1/uploads`` then
+        ``POST /v1/jobs`` (kind predict) would be decided; its page offers the CSV."""
+        ctx = console.ctx(request)
+        console.authorize(ctx, "POST", "/v1/uploads")  # before the file is read: the 403 it gets
+        form = await console.form(request, ctx, max_files=1)
+        upload = form.get("file")
+        if not (hasattr(upload, "read") and getattr(upload, "filename", "")):
+            raise ConfigError("Choose a file to label: CSV, TSV or JSONL.", hint="One text a row.")
+        stored = await asyncio.to_thread(store_upload, upload.file, upload.filename)
+        params = {"model": ref, "path": stored["path"]}
+        if str(form.get("text_col") or "").strip():
+            params["text_col"] = str(form.get("text_col")).strip()
+        job = await _model_job(console, ctx, "predict", params)
+        return console.redirect(request, f"jobs/{job['id']}", f"Labelling {upload.filename} with {ref}.", ctx)
+
     @router.post("/models/{ref}/push")
     async def push(request: Request, ref: str):
         """Push the version to a named store, as ``POST /v1/jobs`` with kind push would."""
@@ -272,6 +298,10 @@ def _offers(console: Console, ctx: Ctx, info: dict) -> dict:
         "may_deploy": console.may(ctx, "POST", "/v1/services", {"model": ref}),
         "may_delete": console.may(ctx, "DELETE", rest("/v1/versions/{}", ref)),
         "may_export": console.may(ctx, "GET", rest("/v1/versions/{}/export", ref)),
+        "may_score": info["task"] in SCORED
+        and console.may(
+            ctx, "POST", "/v1/jobs", {"kind": "predict", "params": {"model": ref}, "project": project}
+        ),
         "methods": methods,
         "formats": {name: what for name, what in FORMATS.items() if name in recipes(info["task"])},
     }
