@@ -205,11 +205,11 @@ class Runner:
             return  # its worker hears it within a heartbeat and pauses after its next checkpoint
         self._kill(attempt)
         why = (
-            f"it reached no checkpoint within {self.pause_grace_s:g} s"
+            f"it reached no checkpoint within {self.pause_grace_s:g} s; it resumes from its last one"
             if graceful
-            else f"a {job.kind} job is stopped at once"
+            else f"a {job.kind} job is stopped at once; resumed, it goes on from what it saved"
         )
-        state.pause(job.id, attempt.attempt, f"paused: {why}; it resumes from its last checkpoint")
+        state.pause(job.id, attempt.attempt, f"paused: {why}")
 
     def _kill(self, attempt: Attempt) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
