@@ -31,7 +31,6 @@ import os
 import shutil
 import time
 import uuid
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -46,12 +45,12 @@ from aimass.serve import batch_files, openai_embeddings
 from aimass.serve.auth import Caller
 from aimass.serve.batch_files import ERRORS, OUTPUT
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import may_run, need_project, own_job, policy_decided
+from aimass.serve.jobs_routes import cursor_page, may_run, need_project, own_job, policy_decided
 from aimass.serve.llm_slots import configured_limit
 from aimass.serve.metering import Meter
 from aimass.serve.middleware import error_body
 from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
-from aimass.serve.openai_routes import Generation
+from aimass.serve.openai_routes import Generation, epoch_seconds
 from aimass.store import registry
 
 PATH = "/v1/batches"
@@ -181,8 +180,8 @@ def describe(job: dict) -> dict:
     params, status = job["params"], job["status"]
     folder = run_dir(job["id"])
     completed, failed = _count(folder / "output.jsonl"), _count(folder / "errors.jsonl")
-    created, error = _epoch(job.get("created")), job.get("error")
-    ended = _epoch(job.get("finished")) if job.get("finished") else None
+    created, error = epoch_seconds(job.get("created")), job.get("error")
+    ended = epoch_seconds(job.get("finished")) if job.get("finished") else None
     return {
         "id": job["id"],
         "object": "batch",
@@ -194,7 +193,7 @@ def describe(job: dict) -> dict:
         "output_file_id": OUTPUT + job["id"] if completed and status in state.ENDED else None,
         "error_file_id": ERRORS + job["id"] if failed and status in state.ENDED else None,
         "created_at": created,
-        "in_progress_at": _epoch(job["started"]) if job.get("started") else None,
+        "in_progress_at": epoch_seconds(job["started"]) if job.get("started") else None,
         "expires_at": created + 24 * 3600,
         "finalizing_at": ended if status == "succeeded" else None,
         "completed_at": ended if status == "succeeded" else None,
@@ -216,18 +215,10 @@ def _error(error: dict) -> dict:
     }
 
 
-def _epoch(stamp: str) -> int:
-    return int(datetime.fromisoformat(stamp).timestamp())
-
-
 def _listed(limit: int, after: str | None, visible) -> dict:
-    found = [j.to_dict() for j in state.list_jobs(None, 10_000) if j.kind == "batch"]
-    if visible is not None:
-        shown = visible("job", {j["id"] for j in found})
-        found = [j for j in found if j["id"] in shown]
-    if after is not None:
-        ids = [j["id"] for j in found]
-        found = found[ids.index(after) + 1 :] if after in ids else []
+    found = cursor_page(
+        [j.to_dict() for j in state.list_jobs(None, 10_000) if j.kind == "batch"], after, visible
+    )
     data = [describe(j) for j in found[:limit]]
     first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
     return {

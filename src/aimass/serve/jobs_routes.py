@@ -190,6 +190,18 @@ def jobs_page(
     return {"jobs": [j.to_dict() for j in rows], "total": total, "limit": limit, "offset": offset}
 
 
+def cursor_page(found: list[dict], after: str | None, visible: Callable | None) -> list[dict]:
+    """Of jobs ``found`` (newest first), those the caller may read (``visible`` as
+    :func:`job_guard`'s) that come after the job ``after``: OpenAI's lists page this way."""
+    if visible is not None:
+        shown = visible("job", {j["id"] for j in found})
+        found = [j for j in found if j["id"] in shown]
+    if after is not None:
+        ids = [j["id"] for j in found]
+        found = found[ids.index(after) + 1 :] if after in ids else []
+    return found
+
+
 def metadata_filter(request: Request) -> dict | None:
     """The ``metadata[KEY]=VALUE`` pairs of a list request's query (OpenAI's way to filter by
     metadata), or None."""

@@ -35,7 +35,6 @@ import json
 import re
 import shutil
 import time
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -53,6 +52,7 @@ from aimass.llm.backbone import get_llm_backbone
 from aimass.serve import batch_files, batches
 from aimass.serve.data_routes import import_upload
 from aimass.serve.jobs_routes import (
+    cursor_page,
     job_guard,
     may_run,
     metadata_filter,
@@ -62,6 +62,7 @@ from aimass.serve.jobs_routes import (
     policy_decided,
 )
 from aimass.serve.openai_errors import bad_param, parse_body
+from aimass.serve.openai_routes import epoch_seconds
 from aimass.store import registry
 
 FILES_PATH = "/v1/files"
@@ -270,7 +271,7 @@ def _file(dataset_id: str, filename: str | None = None) -> dict:
         "id": ds.id,
         "object": "file",
         "bytes": _size(ds),
-        "created_at": _epoch(ds.manifest.get("created")),
+        "created_at": epoch_seconds(ds.manifest.get("created")),
         "filename": filename or ds.manifest.get("source", "").rsplit("/", 1)[-1],
         "purpose": "fine-tune",
         "status": "processed",
@@ -296,7 +297,7 @@ def _result_file(job_id: str) -> dict:
         "id": RESULTS + job_id,
         "object": "file",
         "bytes": len(_results_csv(job_id)),
-        "created_at": _epoch(job.get("finished")),
+        "created_at": epoch_seconds(job.get("finished")),
         "filename": "step_metrics.csv",
         "purpose": "fine-tune-results",
         "status": "processed",
@@ -412,8 +413,8 @@ def _job(job: dict) -> dict:
     return {
         "id": job["id"],
         "object": "fine_tuning.job",
-        "created_at": _epoch(job.get("created")),
-        "finished_at": _epoch(job.get("finished")) if job.get("finished") else None,
+        "created_at": epoch_seconds(job.get("created")),
+        "finished_at": epoch_seconds(job.get("finished")) if job.get("finished") else None,
         "model": params.get("backbone", "smollm2-135m"),
         "fine_tuned_model": result.get("model") if job["status"] == "succeeded" else None,
         "organization_id": "aimass",
@@ -483,7 +484,7 @@ def _checkpoints(job_id: str) -> dict:
             {
                 "id": f"ftckpt-{job_id}-{step}",
                 "object": "fine_tuning.job.checkpoint",
-                "created_at": _epoch(job.get("finished")),
+                "created_at": epoch_seconds(job.get("finished")),
                 "fine_tuned_model_checkpoint": model,
                 "fine_tuning_job_id": job_id,
                 "metrics": metrics,
@@ -502,12 +503,7 @@ def _checkpoints(job_id: str) -> dict:
 def _jobs(limit: int, after: str | None, visible, metadata: dict | None = None) -> dict:
     mine = [j.to_dict() for j in state.list_jobs(None, 10_000, metadata)]
     mine = [j for j in mine if j["kind"] == "train" and j["params"].get("task") == "text-generation"]
-    if visible is not None:
-        shown = visible("job", {j["id"] for j in mine})
-        mine = [j for j in mine if j["id"] in shown]
-    if after is not None:
-        ids = [j["id"] for j in mine]
-        mine = mine[ids.index(after) + 1 :] if after in ids else []
+    mine = cursor_page(mine, after, visible)
     page = mine[:limit]
     return {"object": "list", "data": [_job(j) for j in page], "has_more": len(mine) > limit}
 
@@ -515,7 +511,7 @@ def _jobs(limit: int, after: str | None, visible, metadata: dict | None = None) 
 def _events(job_id: str, limit: int, after: str | None = None) -> dict:
     job = _fine_tuning(job_id)
     lines = [line for line in jobs.logs(job_id).splitlines() if line.strip()]
-    stamp = _epoch(job.get("created"))
+    stamp = epoch_seconds(job.get("created"))
     data = [
         {"id": f"{job_id}-{i}", "object": "fine_tuning.job.event", **_event(line, stamp)}
         for i, line in enumerate(lines)
@@ -551,10 +547,3 @@ def _event(line: str, stamp: int) -> dict:
             }
     level = "error" if "error" in line.lower() else "info"
     return {"created_at": stamp, "level": level, "message": line[:2000], "type": "message"}
-
-
-def _epoch(stamp) -> int:
-    try:
-        return int(datetime.fromisoformat(str(stamp)).timestamp())
-    except ValueError:
-        return 0

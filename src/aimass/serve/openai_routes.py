@@ -66,7 +66,7 @@ def openai_models(engine) -> list[dict]:
             if d.ref in seen:
                 continue
             seen.add(d.ref)
-            created = _epoch(getattr(d.record, "created", None))
+            created = epoch_seconds(getattr(d.record, "created", None))
             out.append(
                 {
                     "id": d.ref,
@@ -83,7 +83,7 @@ def openai_models(engine) -> list[dict]:
             )
     for record in registry.latest_versions():  # fine-tunes answer by name without a deployment
         if record.task == "text-generation" and record.ref not in seen:
-            created = _epoch(record.created)
+            created = epoch_seconds(record.created)
             out.append(
                 {
                     "id": record.ref,
@@ -108,7 +108,8 @@ def chat_models(engine) -> list[str]:
     return sorted(ids)
 
 
-def _epoch(stamp) -> int:
+def epoch_seconds(stamp) -> int:
+    """A stored ISO time as OpenAI's ``created_at`` (seconds since 1970; 0 when unreadable)."""
     try:
         return int(datetime.fromisoformat(str(stamp)).timestamp())
     except ValueError:

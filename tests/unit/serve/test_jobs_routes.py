@@ -95,7 +95,7 @@ SLEEPER = """import os, pathlib, time
 runs = pathlib.Path(os.environ["AIMASS_OUTPUT_DIR"]) / "runs.txt"
 runs.write_text((runs.read_text() if runs.exists() else "") + "x")
 if runs.read_text() == "x":
-    time.sleep(120)  # the first run is paused in here
+    time.sleep(30)  # the first run is paused in here (at once: the pause follows its first write)
 print("done")
 """
 
