@@ -509,3 +509,41 @@ def test_a_minted_key_is_bound_as_its_creators_key(world):
         "project": None,
         "tags": {},
     }
+
+
+def test_a_predict_job_is_decided_as_the_predict_route_on_its_model(world):
+    """A ``predict`` job calls its version as ``POST /v1/models/{ref}/predict`` would: a Deny on
+    ``model:Predict`` refuses the job (403 naming the Deny, audited) though the same user may still
+    evaluate that version; an Allow queues it; a model its submitter cannot read is a 404."""
+    from aimass import paths
+
+    client, keys = world
+    table = paths.home() / "uploads" / "to-label.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text("text\nwhat a match\n")
+    job = {"kind": "predict", "params": {"model": "reviews:3", "path": str(table)}, "project": "nlp"}
+    queued = client.post("/v1/jobs", json=job, headers=keys["alice"])
+    assert queued.status_code == 202, queued.text
+    no_predict = {
+        "Statement": [
+            {
+                "Sid": "NoScoring",
+                "Effect": "Deny",
+                "Action": "model:Predict",
+                "Resource": "aimass:project/nlp/model/*",
+            }
+        ]
+    }
+    directory.put_policy("NoScoring", no_predict)
+    directory.attach("NoScoring", "user", "alice")
+    refused = client.post("/v1/jobs", json=job, headers=keys["alice"])
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert "model:Predict on aimass:project/nlp/model/reviews:3" in error["message"]
+    assert "'NoScoring' of policy 'NoScoring'" in error["message"]
+    row = audit.query(principal="alice", action="model:Predict")[0]
+    assert row["decision"] == "explicitDeny" and row["request_id"] == error["request_id"]
+    evaluate = {"kind": "evaluate", "params": {"model": "reviews:3"}, "project": "nlp"}
+    assert client.post("/v1/jobs", json=evaluate, headers=keys["alice"]).status_code == 202
+    theirs = {**job, "project": "cv"}
+    assert client.post("/v1/jobs", json=theirs, headers=keys["bob"]).status_code == 404
