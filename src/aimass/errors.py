@@ -104,6 +104,17 @@ class TooManyRequests(AimassError):
         super().__init__(message, **kwargs)
 
 
+class QuotaExceeded(AimassError):
+    """A key used every item its quota grants in this period; ``retry_after``: seconds to the reset."""
+
+    code = "insufficient_quota"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs):
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+
 class Unavailable(AimassError):
     """The service is not ready (loading, draining, or its worker restarted)."""
 

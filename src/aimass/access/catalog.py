@@ -39,6 +39,7 @@ ACTIONS: tuple[str, ...] = (
     "job:Resume",
     "key:Create",
     "key:Read",
+    "key:Update",
     "key:Revoke",
     "usage:Read",
     "policy:Read",

@@ -180,6 +180,9 @@ def _show_service(info: dict) -> None:
         out.print(f"After a restart, {info['name']} serves: {info['on_restart']}")
 
 
+QUOTA_HELP = "Metered items per quota period: predictions, or prompt and completion tokens (default: none)."
+
+
 @keys_app.command("create")
 @command
 def keys_create(
@@ -194,12 +197,16 @@ def keys_create(
     rate_limit: Annotated[
         float | None, typer.Option(help="Requests per second allowed, 0.001 to 1000000 (default: none).")
     ] = None,
+    quota: Annotated[int | None, typer.Option(help=QUOTA_HELP)] = None,
+    quota_period: Annotated[str | None, typer.Option(help="day or month (UTC; default month).")] = None,
     as_json: JsonFlag = False,
 ):
     """A new API key. It is printed once; only its hash is stored."""
     from aimass.serve import auth
 
-    record, key = auth.create_key(name, scope or ["predict"], rate_limit)
+    record, key = auth.create_key(
+        name, scope or ["predict"], rate_limit, quota=quota, quota_period=quota_period
+    )
     info = {**record.to_dict(), "key": key}
     emit(
         info,
@@ -212,17 +219,60 @@ def keys_create(
     )
 
 
+@keys_app.command("update")
+@command
+def keys_update(
+    key_id: str,
+    rate_limit: Annotated[str | None, typer.Option(help="Requests per second, or 'none'.")] = None,
+    quota: Annotated[str | None, typer.Option(help=QUOTA_HELP + " 'none' removes it.")] = None,
+    quota_period: Annotated[str | None, typer.Option(help="day or month (UTC).")] = None,
+    as_json: JsonFlag = False,
+):
+    """Change a key's rate limit or quota (servers apply it within seconds)."""
+    from aimass.serve import auth
+
+    changes = {}
+    if rate_limit is not None:
+        changes["rate_limit"] = (
+            None if rate_limit.lower() == "none" else _number(rate_limit, float, "--rate-limit")
+        )
+    if quota is not None:
+        changes["quota"] = None if quota.lower() == "none" else _number(quota, int, "--quota")
+    if quota_period is not None:
+        changes["quota_period"] = quota_period
+    if not changes:
+        raise ConfigError("Nothing to change.", hint="Give --rate-limit, --quota and/or --quota-period.")
+    emit(auth.update_key(key_id, **changes), as_json)
+
+
+def _number(text: str, kind, option: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(
+            f"{option} must be a number or 'none'; got {text[:40]!r}.", hint=f"e.g. {option} 100000"
+        ) from None
+
+
 @keys_app.command("list")
 @command
 def keys_list(as_json: JsonFlag = False):
-    """Every key: id, name, scopes, rate limit, created, revoked (never the secret)."""
+    """Every key: id, name, scopes, rate limit, quota and what it used this period, created,
+    revoked (never the secret)."""
     from aimass.serve import auth
 
-    emit(
-        auth.list_keys(),
-        as_json,
-        lambda rows: out.print(table(rows, ["id", "name", "scopes", "rate_limit", "created", "revoked"])),
-    )
+    columns = [
+        "id",
+        "name",
+        "scopes",
+        "rate_limit",
+        "quota",
+        "quota_period",
+        "quota_used",
+        "created",
+        "revoked",
+    ]
+    emit(auth.list_keys(), as_json, lambda rows: out.print(table(rows, columns)))
 
 
 @keys_app.command("revoke")

@@ -176,6 +176,7 @@ RULES: tuple[Rule, ...] = (
     Rule("DELETE", "/v1/services/{name}", "service:Delete", path("service")),
     Rule("POST", "/v1/keys", "key:Create", fixed("aimass:key/*")),
     Rule("GET", "/v1/keys", "key:Read", fixed("aimass:key/*")),
+    Rule("PATCH", "/v1/keys/{key_id}", "key:Update", named("key", "key_id")),
     Rule("DELETE", "/v1/keys/{key_id}", "key:Revoke", named("key", "key_id")),
     Rule("GET", "/v1/usage", "usage:Read", fixed("aimass:usage")),
     Rule("GET", "/v1/usage/series", "usage:Read", fixed("aimass:usage")),

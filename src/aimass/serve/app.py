@@ -314,7 +314,10 @@ ERRORS = {
     409: _error("In use: e.g. deleting a version a service serves or an alias points at"),
     413: _error("The body (or a decoded input) is over its limit"),
     422: _error("The request is invalid: the message names the field and the hint what to send"),
-    429: _error("A rate limit or the model's deadline-based admission; see Retry-After"),
+    429: _error(
+        "A rate limit, the model's deadline-based admission (see Retry-After) or a key's spent "
+        "quota (code insufficient_quota; Retry-After: seconds to its reset)"
+    ),
     500: _error("An internal error (logged with the request id)"),
     503: _error("The service is loading, draining, failed, or its worker restarted; see Retry-After"),
     504: _error("The request took longer than the service's timeout"),
@@ -342,6 +345,18 @@ class KeyRequest(BaseModel):
     name: str = ""
     scopes: list[str] = Field(default_factory=lambda: ["predict"])
     rate_limit: float | None = Field(None, description="requests per second, 0.001 to 1,000,000")
+    quota: int | None = Field(
+        None, description="metered items (predictions, or tokens) per quota_period; none: no quota"
+    )
+    quota_period: str | None = Field(None, description="day or month (UTC); month when a quota is set")
+
+
+class KeyUpdate(BaseModel):
+    """Only the fields sent change; null removes a rate limit or a quota."""
+
+    rate_limit: float | None = None
+    quota: int | None = None
+    quota_period: str | None = None
 
 
 def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) -> None:
@@ -351,11 +366,29 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
     def create_key(body: KeyRequest, caller: Caller = _allow(guard, "manage")):
         """A new API key; the key is in this answer only (the server keeps its hash). A key can
         grant only scopes its creator holds (a ``manage`` key cannot mint ``jobs:code``)."""
-        record, key = auth.create_key(body.name, body.scopes, body.rate_limit, granted_by=caller)
+        record, key = auth.create_key(
+            body.name,
+            body.scopes,
+            body.rate_limit,
+            quota=body.quota,
+            quota_period=body.quota_period,
+            granted_by=caller,
+        )
         return {**record.to_dict(), "key": key}
+
+    @app.patch("/v1/keys/{key_id}", tags=["keys"])
+    def update_key(key_id: str, body: KeyUpdate, caller: Caller = _allow(guard, "manage")):
+        """Change a key's rate limit or quota; servers apply it within seconds. A key held to a
+        quota may not change keys (nor create them)."""
+        meter.flush()  # the answer's quota_used counts what this server has metered
+        changes = {k: getattr(body, k) for k in body.model_fields_set}
+        updated = auth.update_key(key_id, **changes, granted_by=caller)
+        meter.forget(key_id)  # this server applies it from the next request (others within seconds)
+        return updated
 
     @app.get("/v1/keys", tags=["keys"], dependencies=manage)
     def keys():
+        meter.flush()
         return {"keys": auth.list_keys()}
 
     @app.delete("/v1/keys/{key_id}", tags=["keys"], dependencies=manage)

@@ -1,4 +1,4 @@
-"""API keys with scopes, the server's admin token, and per-key rate limits.
+"""API keys with scopes, the server's admin token, per-key rate limits and quotas.
 
 A key reads ``am_<id>_<secret>``; the database keeps only the id and the key's sha256 (the
 secret has 256 random bits, so a fast hash is enough and lookups stay cheap). Scopes:
@@ -39,6 +39,7 @@ from sqlalchemy import select
 from aimass import paths
 from aimass.access import directory
 from aimass.errors import ConfigError, NotFoundError, PermissionDenied, TooManyRequests, Unauthenticated
+from aimass.serve import quotas
 from aimass.store.db import ApiKeyRecord, session
 
 CODE_SCOPE = "jobs:code"
@@ -68,11 +69,14 @@ def create_key(
     scopes: list[str] | tuple = ("predict",),
     rate_limit: float | None = None,
     *,
+    quota: int | None = None,
+    quota_period: str | None = None,
     granted_by: Caller | None = None,
 ):
     """A new key: returns ``(record, key)``; the key itself is shown once and never stored.
 
-    ``rate_limit`` is requests/s, from :data:`RATE_MIN` to :data:`RATE_MAX` (None: no limit).
+    ``rate_limit`` is requests/s, from :data:`RATE_MIN` to :data:`RATE_MAX` (None: no limit);
+    ``quota``: metered items per ``quota_period`` (``day`` or ``month``, UTC; None: no quota).
     ``granted_by``: the caller asking (over REST); see :func:`grantable`. The new key is bound as
     the caller's key is (its user, project and tags): a key that acts as a user, or reaches one
     project, cannot mint a key that reaches further.
@@ -87,10 +91,20 @@ def create_key(
             hint="A key grants only scopes it has; the admin token (`aimass keys create` on the server) "
             "grants any.",
         )
+    _not_held_to_a_quota(granted_by)
     rate_limit = check_rate_limit(rate_limit)
+    quota, quota_period = quotas.check_quota(quota, quota_period)
     key_id = secrets.token_hex(4)
     key = f"am_{key_id}_{secrets.token_urlsafe(32)}"
-    record = ApiKeyRecord(id=key_id, name=name, hash=_digest(key), scopes=scopes, rate_limit=rate_limit)
+    record = ApiKeyRecord(
+        id=key_id,
+        name=name,
+        hash=_digest(key),
+        scopes=scopes,
+        rate_limit=rate_limit,
+        quota=quota,
+        quota_period=quota_period,
+    )
     with session() as s, s.begin():
         s.add(record)
     if granted_by is not None and granted_by.key_id not in ("admin", "anonymous"):
@@ -99,6 +113,49 @@ def create_key(
             tags = bound["tags"] or None
             directory.bind_key(key_id, user=bound["user"], project=bound["project"], tags=tags)
     return record, key
+
+
+UNCHANGED = object()
+
+
+def update_key(
+    key_id: str,
+    *,
+    rate_limit=UNCHANGED,
+    quota=UNCHANGED,
+    quota_period=UNCHANGED,
+    granted_by: Caller | None = None,
+) -> dict:
+    """Change a key's rate limit or quota (None removes it); servers apply it within seconds.
+    A quota's period stays as it was unless given."""
+    _not_held_to_a_quota(granted_by)
+    with session() as s, s.begin():
+        record = s.get(ApiKeyRecord, key_id)
+        if record is None or record.revoked:
+            state = "revoked" if record is not None else "unknown"
+            raise NotFoundError(
+                f"No active API key with id '{key_id}' ({state}).", hint="`aimass keys list` shows the ids."
+            )
+        if rate_limit is not UNCHANGED:
+            record.rate_limit = check_rate_limit(rate_limit)
+        if quota is None:  # no quota, so no period either
+            record.quota = record.quota_period = None
+        elif quota is not UNCHANGED or quota_period is not UNCHANGED:
+            new = record.quota if quota is UNCHANGED else quota
+            period = record.quota_period if quota_period is UNCHANGED else quota_period
+            record.quota, record.quota_period = quotas.check_quota(new, period)
+        return _listed(record)
+
+
+def _not_held_to_a_quota(caller: Caller | None) -> None:
+    """A key with a quota may not mint or change keys: a fresh key would escape the quota."""
+    if caller is None or caller.key_id in (ADMIN_ID, "anonymous"):
+        return
+    if quotas.limit_of(caller.key_id) is not None:
+        raise PermissionDenied(
+            f"Key '{caller.key_id}' is held to a quota, so it may not create or change keys.",
+            hint="Ask an operator (the admin token, or a key without a quota) to do it.",
+        )
 
 
 def check_rate_limit(value) -> float | None:
@@ -137,9 +194,18 @@ def effective_rate(stored) -> float | None:
 
 
 def list_keys() -> list[dict]:
+    """Every key, with ``quota_used``: the items used this period where it has a quota."""
     with session() as s:
         records = s.scalars(select(ApiKeyRecord).order_by(ApiKeyRecord.created)).all()
-        return [{**r.to_dict(), "rate_limit": effective_rate(r.rate_limit)} for r in records]
+    return [_listed(r) for r in records]
+
+
+def _listed(record: ApiKeyRecord) -> dict:
+    info = {**record.to_dict(), "rate_limit": effective_rate(record.rate_limit), "quota_used": None}
+    if record.quota:
+        since = quotas.window(record.quota_period or "month")[0]
+        info["quota_used"] = quotas.used_since(record.id, quotas.minute(since))
+    return info
 
 
 def revoke_key(key_id: str) -> dict:

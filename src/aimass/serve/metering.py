@@ -2,18 +2,26 @@
 
 The request path only adds to an in-memory tally; :meth:`Meter.flush` (every couple of
 seconds, and at shutdown) folds it into the ``usage`` table, one row per key, model and minute.
+:meth:`Meter.admit` holds a key to its quota (:mod:`aimass.serve.quotas`): the table's items this
+period (re-read every few seconds, off the event loop) plus the tally not yet written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
 from aimass.errors import ConfigError
+from aimass.serve import quotas
 from aimass.store.db import UsageRecord, session
+
+REFRESH_S = 5.0  # how stale a key's quota and stored usage may be
+UNMETERED = ("admin", "anonymous")
 
 
 def _minute() -> str:
@@ -24,6 +32,34 @@ class Meter:
     def __init__(self):
         self._tally: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0])
         self._lock = threading.Lock()
+        # key -> (read at, (quota, period) or None, first minute of the period, items stored then)
+        self._quotas: dict[str, tuple[float, tuple[int, str] | None, str, int]] = {}
+
+    async def admit(self, key_id: str) -> None:
+        """QuotaExceeded (429) when ``key_id`` has used its quota's items this period."""
+        if key_id in UNMETERED:
+            return
+        known = self._quotas.get(key_id)
+        if known is None or time.monotonic() - known[0] > REFRESH_S:
+            known = await asyncio.to_thread(self._read_quota, key_id)
+        _, limit, since, stored = known
+        if limit is None:
+            return
+        with self._lock:
+            pending = sum(row[1] for (k, _, m), row in self._tally.items() if k == key_id and m >= since)
+        if stored + pending >= limit[0]:
+            raise quotas.refuse(key_id, *limit, stored + pending)
+
+    def forget(self, key_id: str) -> None:
+        """Read ``key_id``'s quota afresh on its next request (it was just changed here)."""
+        self._quotas.pop(key_id, None)
+
+    def _read_quota(self, key_id: str):
+        limit = quotas.limit_of(key_id)
+        since = quotas.minute(quotas.window(limit[1])[0]) if limit else ""
+        known = (time.monotonic(), limit, since, quotas.used_since(key_id, since) if limit else 0)
+        self._quotas[key_id] = known
+        return known
 
     def add(self, key_id: str, model: str, items: int, compute_ms: float) -> None:
         with self._lock:
@@ -47,6 +83,10 @@ class Meter:
                     row = self._tally[where]
                     row[0], row[1], row[2] = row[0] + requests, row[1] + items, row[2] + ms
             raise
+        for (key_id, _, minute), (_, items, _) in tally.items():  # now stored: count it there
+            known = self._quotas.get(key_id)
+            if known and known[1] and minute >= known[2]:
+                self._quotas[key_id] = (*known[:3], known[3] + int(items))
         return len(tally)
 
     @staticmethod

@@ -11,7 +11,7 @@ import uuid
 
 from starlette.responses import JSONResponse
 
-from aimass.errors import AimassError, TooLargeError, TooManyRequests, Unauthenticated
+from aimass.errors import AimassError, QuotaExceeded, TooLargeError, TooManyRequests, Unauthenticated
 
 log = logging.getLogger("aimass.serve")
 access = logging.getLogger("aimass.access")
@@ -23,6 +23,7 @@ OPENAI_TYPES = {
     "permission_denied": "permission_error",
     "not_found": "not_found_error",
     "too_many_requests": "rate_limit_error",
+    "insufficient_quota": "insufficient_quota",
     "internal_error": "server_error",
     "unavailable": "server_error",
     "timeout": "server_error",
@@ -50,6 +51,8 @@ def error_response(exc: AimassError, request_id: str) -> JSONResponse:
     headers = None
     if isinstance(exc, TooManyRequests):
         headers = {"Retry-After": str(round(exc.retry_after))}
+    elif isinstance(exc, QuotaExceeded):  # asking again before the reset is pointless: say so to clients
+        headers = {"Retry-After": str(round(exc.retry_after)), "x-should-retry": "false"}
     elif status == 503:
         headers = {"Retry-After": "1"}
     elif status == 401:

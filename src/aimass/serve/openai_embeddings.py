@@ -178,6 +178,7 @@ def add_embedding_routes(app: FastAPI, engine, allow, meter) -> None:
 async def answer(engine, meter, caller, body: bytes) -> dict:
     """What ``POST /v1/embeddings`` answers ``body`` (a batch's requests are answered here too)."""
     req = parse_body(EmbeddingRequest, body)
+    await meter.admit(caller.key_id)
     began = time.perf_counter()
     try:
         name, vectors, tokens = await asyncio.to_thread(embed, engine, req)

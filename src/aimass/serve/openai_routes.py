@@ -363,6 +363,7 @@ async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: boo
     """The answer (or its stream); ``output``: the constraint asked for; ``tools``: the names of the
     tools the model may call, whose calls the answer reads (:mod:`aimass.serve.openai_tools`)."""
     engine, meters, slots = generation.engine, generation.meters, generation.slots
+    await meters[0].admit(caller.key_id)
     target = await asyncio.to_thread(_resolve, engine, req.model, generation.adapters)  # may attach
     await asyncio.to_thread(target.check_length, prompt, raw=not chat, max_tokens=max_tokens)
     if not chat:

@@ -36,6 +36,7 @@ class Predictor:
         return (spec.max_upload_bytes or spec.max_body_bytes) if upload else spec.max_body_bytes
 
     async def __call__(self, name: str, payload: dict, caller: Caller) -> bytes:
+        await self.meter.admit(caller.key_id)  # a key over its quota is not a model's error
         began = time.perf_counter()
         try:
             return await self._answer(name, payload, caller, began)

@@ -206,12 +206,14 @@ class ApiKeyRecord(Base):
     hash: Mapped[str] = mapped_column(String(64))
     scopes: Mapped[list] = mapped_column(default=list)
     rate_limit: Mapped[float | None] = mapped_column(nullable=True)  # requests per second
+    quota: Mapped[int | None] = mapped_column(nullable=True)  # metered items per quota_period
+    quota_period: Mapped[str | None] = mapped_column(String(8), nullable=True)  # day or month (UTC)
     created: Mapped[str] = mapped_column(String(32), default=now)
     revoked: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     def to_dict(self) -> dict:
         """JSON-safe: a non-finite ``rate_limit`` (inf or NaN, left by an older version) reads None."""
-        keys = ("id", "name", "scopes", "rate_limit", "created", "revoked")
+        keys = ("id", "name", "scopes", "rate_limit", "quota", "quota_period", "created", "revoked")
         info = {k: getattr(self, k) for k in keys}
         rate = self.rate_limit
         finite = isinstance(rate, int | float) and abs(rate) < float("inf")  # False for NaN too

@@ -50,6 +50,7 @@ def test_the_new_routes_name_their_actions(home):
         ("POST", "/v1/batches"): "job:Submit",
         ("GET", "/v1/batches/abc123"): "job:Read",
         ("POST", "/v1/batches/abc123/cancel"): "job:Cancel",
+        ("PATCH", "/v1/keys/abc123"): "key:Update",
     }
     for (method, path), action in want.items():
         rule, _ = guard.rule({"method": method, "path": path})

@@ -585,3 +585,44 @@ def test_aimass_batch_answers_a_local_file_like_vllm_run_batch(srv, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"custom_id": "a"}\n')
     refused = CliRunner().invoke(app, ["batch", str(tmp_path / "bad.jsonl")])
     assert refused.exit_code != 0 and "Line 1: method must be" in refused.output
+
+
+def test_a_key_over_its_token_quota_gets_insufficient_quota_once_and_its_batches_too(srv, tmp_path):
+    """Tokens (prompt + completion) count against a key's quota: the official client (with its
+    default two retries) sends the refused request once, since the answer says not to retry, and
+    raises RateLimitError with OpenAI's ``insufficient_quota``; a batch of that key answers every
+    line with the same 429 in its error file."""
+    from aimass import jobs
+
+    record, key = auth.create_key("tokens", ["predict", "manage"], quota=30)
+    sent = []
+    hooks = {"request": [lambda request: sent.append(request.url.path)]}
+    client = openai.OpenAI(
+        base_url=f"{srv.base}/v1", api_key=key, http_client=httpx.Client(event_hooks=hooks)
+    )
+    body = {
+        "model": srv.model,
+        "messages": [{"role": "user", "content": ARTICLE}],
+        "max_tokens": 4,
+        "seed": 1,
+    }
+    first = client.chat.completions.create(**body)
+    assert first.usage.total_tokens >= 30  # the request that crosses the quota is answered
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(**body)
+    assert err.value.code == "insufficient_quota" and err.value.type == "insufficient_quota"
+    assert f"used {first.usage.total_tokens} of the 30 items its quota allows this month" in err.value.message
+    assert sent == ["/v1/chat/completions"] * 2  # not retried
+    requests = tmp_path / "capped.jsonl"
+    requests.write_text(batch_line("c1", body) + "\n" + batch_line("c2", {**body, "seed": 2}) + "\n")
+    file = client.files.create(file=requests.open("rb"), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert jobs.run_foreground(batch.id)["status"] == "succeeded"
+    done = client.batches.retrieve(batch.id)
+    assert (done.request_counts.completed, done.request_counts.failed) == (0, 2)
+    lines = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+    assert {x["response"]["status_code"] for x in lines} == {429}
+    assert {x["response"]["body"]["error"]["code"] for x in lines} == {"insufficient_quota"}
+    assert record.id in lines[0]["response"]["body"]["error"]["message"]

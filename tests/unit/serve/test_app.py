@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aimass import api
+from aimass.serve import auth
 from aimass.serve.app import create_app
 
 
@@ -110,3 +111,50 @@ def test_body_limit(client):
     assert client.post("/v1/models/news-serve/predict", files=[big]).status_code == 200
     huge = ("inputs", ("huge.txt", b"word " * (3500 * 1024), "text/plain"))  # 17 MiB: over 16 MiB
     assert client.post("/v1/models/news-serve/predict", files=[huge]).status_code == 413
+
+
+def test_a_key_held_to_a_quota_is_refused_once_it_is_spent_and_until_it_is_raised(client):
+    """A key with a quota of 3 items a day: two calls of two texts are answered (the second
+    crosses it: its size is not refused ahead), the third is a 429 ``insufficient_quota`` with
+    the reset in Retry-After and ``x-should-retry: false``; the listing shows 4 used; raising the
+    quota over REST applies to the next call; the count survives a restart of the server; a key
+    held to a quota cannot mint a key without one."""
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    made = client.post("/v1/keys", json={"name": "capped", "quota": 3, "quota_period": "day"}, headers=admin)
+    assert made.status_code == 200, made.text
+    assert (made.json()["quota"], made.json()["quota_period"]) == (3, "day")
+    capped = {"Authorization": f"Bearer {made.json()['key']}"}
+    two = {"inputs": ["A late goal won the cup final.", "Shares fell on the news."]}
+    for _ in range(2):
+        assert client.post("/v1/models/news-serve/predict", json=two, headers=capped).status_code == 200
+    refused = client.post("/v1/models/news-serve/predict", json=two, headers=capped)
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["type"]) == ("insufficient_quota", "insufficient_quota")
+    assert "used 4 of the 3 items its quota allows this day" in error["message"]
+    assert f"aimass keys update {made.json()['id']} --quota" in error["hint"]
+    assert refused.headers["x-should-retry"] == "false"
+    assert 1 <= int(refused.headers["retry-after"]) <= 86_400
+    listed = {k["id"]: k for k in client.get("/v1/keys", headers=admin).json()["keys"]}
+    assert listed[made.json()["id"]]["quota_used"] == 4
+    key_path = f"/v1/keys/{made.json()['id']}"
+    assert client.patch(key_path, json={"quota_period": "week"}, headers=admin).status_code == 422
+    raised = client.patch(key_path, json={"quota": 6}, headers=admin)
+    assert (
+        raised.status_code == 200 and raised.json()["quota"] == 6 and raised.json()["quota_period"] == "day"
+    )
+    assert client.post("/v1/models/news-serve/predict", json=two, headers=capped).status_code == 200
+    assert client.get("/v1/usage", headers=admin).status_code == 200  # written now, not in 2 s
+    with TestClient(create_app(["news-serve"])) as restarted:  # 6 used: stored, and read again
+        again = restarted.post("/v1/models/news-serve/predict", json=two, headers=capped)
+        assert again.status_code == 429 and "used 6 of the 6" in again.json()["error"]["message"]
+    manager = client.post(
+        "/v1/keys", json={"scopes": ["manage", "predict"], "quota": 10}, headers=admin
+    ).json()
+    minted = client.post(
+        "/v1/keys", json={"name": "escape"}, headers={"Authorization": f"Bearer {manager['key']}"}
+    )
+    assert minted.status_code == 403 and "held to a quota" in minted.json()["error"]["message"]
+    lifted = client.patch(key_path, json={"quota": None}, headers=admin).json()
+    assert lifted["quota"] is None and lifted["quota_period"] is None
+    assert client.post("/v1/models/news-serve/predict", json=two, headers=capped).status_code == 200

@@ -246,3 +246,46 @@ def test_the_cache_is_bounded_and_skips_malformed_keys():
         assert guard.identify(f"Bearer am_zz_{i}") is None
     assert guard.cache_len == auth.CACHE_SIZE
     assert guard.check(f"Bearer {good}", "predict").key_id == good.split("_")[1]
+
+
+def test_quotas_from_the_cli_bad_values_and_periods():
+    """``aimass keys create --quota``, ``keys update`` (a number, or none), ``keys list``; odd
+    quotas and periods are refused naming the field; a month's window ends on the next month's
+    first day, December's in January."""
+    from datetime import UTC, datetime
+
+    from typer.testing import CliRunner
+
+    from aimass.cli import app
+    from aimass.serve import quotas
+
+    def run(*args: str, code: int = 0) -> dict:
+        done = CliRunner().invoke(app, ["keys", *args, "--json"])
+        assert done.exit_code == code, done.output
+        return json.loads(done.output)
+
+    made = run("create", "--name", "cli-capped", "--quota", "500", "--quota-period", "day")
+    assert (made["quota"], made["quota_period"]) == (500, "day")
+    listed = {k["id"]: k for k in run("list")}
+    assert listed[made["id"]]["quota_used"] == 0 and listed[made["id"]]["quota"] == 500
+    assert run("update", made["id"], "--quota", "800")["quota_period"] == "day"  # the period stays
+    monthly = run("update", made["id"], "--quota-period", "month")
+    assert (monthly["quota"], monthly["quota_period"]) == (800, "month")
+    assert run("update", made["id"], "--quota", "none")["quota"] is None
+    assert (
+        "--quota must be a number" in run("update", made["id"], "--quota", "lots", code=2)["error"]["message"]
+    )
+    assert "Nothing to change" in run("update", made["id"], code=2)["error"]["message"]
+    assert "No active API key" in run("update", "nokey123", "--quota", "5", code=2)["error"]["message"]
+    for args, why in (
+        (["--quota", "0"], "from 1 to"),
+        (["--quota", "5", "--quota-period", "week"], "'day' or 'month'"),
+        (["--quota-period", "day"], "without --quota"),
+    ):
+        assert why in run("create", *args, code=2)["error"]["message"]
+    december = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    assert quotas.window("month", december) == (
+        datetime(2026, 12, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
+    )
+    assert quotas.window("day", december)[1] == datetime(2027, 1, 1, tzinfo=UTC)

@@ -321,3 +321,29 @@ def test_a_project_only_user_uploads_into_their_project(app):
         report = client.get("/console/" + answer.headers["location"].lstrip("./"))
         assert report.status_code == 200 and "fay-notes" in report.text, report.text[-300:]
     assert directory.project_of("dataset", "fay-notes") == "vision"
+
+
+def test_keys_page_creates_a_key_with_a_quota_and_changes_it(admin):
+    """The create form's quota and period, the row's use of it, and the row's form to change or
+    remove it (decided as PATCH /v1/keys/{id}); a quota that is not a number is a 422 naming it."""
+    page = admin.get("/console/keys")
+    form = {
+        "name": "capped-ui",
+        "scopes": "predict",
+        "quota": "5",
+        "quota_period": "day",
+        "csrf": csrf_of(page.text),
+    }
+    made = admin.post("/console/keys", data=form)
+    assert made.status_code == 200 and "shown only this once" in made.text
+    key_id = re.search(r"New key <strong>([0-9a-f]{8})</strong>", made.text).group(1)
+    assert "0 of 5 this day" in made.text
+    changed = admin.post(f"/console/keys/{key_id}/quota", data={"quota": "7", "csrf": csrf_of(made.text)})
+    assert changed.status_code == 200 and f"Key {key_id}: quota 7 items." in changed.text
+    assert "0 of 7 this day" in changed.text
+    odd = admin.post(f"/console/keys/{key_id}/quota", data={"quota": "many", "csrf": csrf_of(made.text)})
+    assert odd.status_code == 422 and "The quota must be a number" in odd.text
+    lifted = admin.post(f"/console/keys/{key_id}/quota", data={"quota": "", "csrf": csrf_of(made.text)})
+    assert f"Key {key_id}: no quota." in lifted.text
+    listed = {k["id"]: k for k in auth.list_keys()}
+    assert listed[key_id]["quota"] is None

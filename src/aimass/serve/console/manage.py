@@ -442,6 +442,15 @@ def _add_datasets(router: APIRouter, console: Console) -> None:
 
 
 # ------------------------------------------------------------------ keys
+def _number(form, field: str, kind, what: str, example: str):
+    """A form's number field (None when empty), or a 422 that names it."""
+    text = str(form.get(field) or "").strip()
+    try:
+        return kind(text) if text else None
+    except ValueError:
+        raise ConfigError(f"{what} must be a number; got {text[:20]!r}.", hint=f"e.g. {example}") from None
+
+
 def _add_keys(router: APIRouter, console: Console, meter: Meter) -> None:
     @router.get("/keys")
     async def key_list(request: Request):
@@ -466,19 +475,29 @@ def _add_keys(router: APIRouter, console: Console, meter: Meter) -> None:
         ctx = console.ctx(request)
         form = await console.form(request, ctx)
         console.authorize(ctx, "POST", "/v1/keys")
-        rate = str(form.get("rate_limit") or "").strip()
-        try:
-            rate_limit = float(rate) if rate else None
-        except ValueError:
-            raise ConfigError(
-                f"The rate limit must be a number; got {rate[:20]!r}.", hint="e.g. 20"
-            ) from None
+        rate_limit = _number(form, "rate_limit", float, "The rate limit", "20")
+        quota = _number(form, "quota", int, "The quota", "100000")
+        period = str(form.get("quota_period") or "month") if quota is not None else None
         scopes = [str(s) for s in form.getlist("scopes")]
         record, key = await asyncio.to_thread(
-            auth.create_key, str(form.get("name") or ""), scopes, rate_limit, granted_by=ctx.caller
+            partial(auth.create_key, quota=quota, quota_period=period, granted_by=ctx.caller),
+            str(form.get("name") or ""),
+            scopes,
+            rate_limit,
         )
         ctx.session.notes["secret"] = {"id": record.id, "key": key}
         return console.redirect(request, "keys", ctx=ctx)
+
+    @router.post("/keys/{key_id}/quota")
+    async def set_quota(request: Request, key_id: str):
+        ctx = console.ctx(request)
+        form = await console.form(request, ctx)
+        console.authorize(ctx, "PATCH", rest("/v1/keys/{}", key_id))
+        quota = _number(form, "quota", int, "The quota", "100000")
+        await asyncio.to_thread(partial(auth.update_key, key_id, quota=quota, granted_by=ctx.caller))
+        meter.forget(key_id)
+        said = f"Key {key_id}: quota {quota:,} items." if quota else f"Key {key_id}: no quota."
+        return console.redirect(request, "keys", said, ctx)
 
     @router.post("/keys/{key_id}/revoke")
     async def revoke(request: Request, key_id: str):
