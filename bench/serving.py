@@ -3,7 +3,8 @@
 Peers: (a) a bare FastAPI handler calling the torch model per request, (b) LitServe with its
 batching (same torch model), (c) aimass with the torch, ONNX and ONNX-int8 backends, and ONNX
 once more behind the access guard (a user-bound key whose project policy allows predict, so every
-request is authenticated and decided by policies, not ``--open-predict``). Load
+request is authenticated and decided by policies, not ``--open-predict``), and ONNX for a key
+held to a quota (a monthly quota it never reaches: every request is counted against it). Load
 comes from ``wrk`` on loopback: p50 at 1 connection, throughput at 32 connections, each
 request one short news sentence (<= 32 tokens). Also measured: the model's offline
 throughput at batch 32 (the ceiling served throughput is held to) and how soon a fresh
@@ -36,6 +37,7 @@ RESULTS = HERE / "results" / "serving.json"
 TEXT = "Shares in the bank fell sharply after it cut its profit forecast for the year."
 BATCH = 32
 GUARDED = "aimass (onnx, key + policies)"
+QUOTA = "aimass (onnx, key with a quota)"
 
 
 def free_port() -> int:
@@ -202,10 +204,10 @@ def guarded_key() -> str:
 
 def peers(ref: str, folder: str, env: dict) -> dict[str, tuple[list[str], str, str]]:
     py = sys.executable
-    port = {k: free_port() for k in ("bare", "litserve", "torch", "onnx", "onnx-int8", "guarded")}
+    port = {k: free_port() for k in ("bare", "litserve", "torch", "onnx", "onnx-int8", "guarded", "quota")}
 
-    def aimass(backend: str, guarded: bool = False) -> tuple[list[str], str, str]:
-        p = port["guarded" if guarded else backend]
+    def aimass(backend: str, guarded: bool = False, slot: str | None = None) -> tuple[list[str], str, str]:
+        p = port[slot or ("guarded" if guarded else backend)]
         cmd = [py, "-m", "aimass", "serve", "--port", str(p), "--model", ref]
         cmd += [] if guarded else ["--open-predict"]
         cmd += ["--backend", backend, "--max-batch-size", str(BATCH)]
@@ -227,6 +229,7 @@ def peers(ref: str, folder: str, env: dict) -> dict[str, tuple[list[str], str, s
         "aimass (onnx)": aimass("onnx"),
         "aimass (onnx-int8)": aimass("onnx-int8"),
         GUARDED: aimass("onnx", guarded=True),
+        QUOTA: aimass("onnx", guarded=True, slot="quota"),
     }
 
 
@@ -244,6 +247,9 @@ def main(argv=None) -> int:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     ref, folder = train(work)
     key = guarded_key()
+    from aimass.serve.auth import create_key
+
+    _, metered = create_key("metered", ["predict"], quota=10**12)
     from aimass.serve.engine import exported
     from aimass.store import registry
     from aimass.tasks import get_task
@@ -256,7 +262,7 @@ def main(argv=None) -> int:
         if args.only and not any(o in name for o in args.only):
             continue
         proc = start(cmd, health, env)
-        auth = key if name == GUARDED else None
+        auth = {GUARDED: key, QUOTA: metered}.get(name)
         try:
             one = wrk(url, 1, args.duration, work, auth)
             metrics = health.replace("/readyz", "/metrics")
@@ -316,6 +322,7 @@ def bars(r: dict) -> list[dict]:
         ),
         ("fresh ONNX worker first answer <= 1.5 s", r["fresh_worker_first_answer_s"], "<=", 1.5),
         ("rps @32 with key + policies >= 0.95 x open", by[GUARDED]["rps_c32"] / best["rps_c32"], ">=", 0.95),
+        ("rps @32 with a quota'd key >= 0.95 x open", by[QUOTA]["rps_c32"] / best["rps_c32"], ">=", 0.95),
         ("no non-2xx under load", float(sum(row["non_2xx"] for row in r["rows"])), "<=", 0.0),
     ]
     return [
