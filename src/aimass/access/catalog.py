@@ -41,6 +41,10 @@ ACTIONS: tuple[str, ...] = (
     "key:Read",
     "key:Update",
     "key:Revoke",
+    "webhook:Create",
+    "webhook:Read",
+    "webhook:Update",
+    "webhook:Delete",
     "usage:Read",
     "policy:Read",
     "policy:Write",
@@ -63,7 +67,7 @@ SERVICES = frozenset(a.split(":")[0] for a in ACTIONS)
 _CANONICAL = {a.lower(): a for a in ACTIONS}
 
 # ARN kinds: aimass:<top>/<name>, and inside a project aimass:project/<p>/<kind>/<name>
-TOP_KINDS = frozenset({"project", "user", "group", "key", "policy", "audit", "usage"})
+TOP_KINDS = frozenset({"project", "user", "group", "key", "webhook", "policy", "audit", "usage"})
 PROJECT_KINDS = frozenset({"model", "dataset", "service", "job", "key"})
 
 # Context keys (case-insensitive, like AWS). ``aimass:KeyTag/<k>`` is a family.

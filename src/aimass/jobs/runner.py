@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,13 @@ class Runner:
             self._lock = None
 
     def run(self, *, until_idle: bool = False, stop=None) -> None:
+        """Also sends the webhooks' deliveries (:mod:`aimass.jobs.webhooks`), in a thread of its own."""
+        from aimass.jobs import webhooks
+
         self.acquire()
+        halt = threading.Event()
+        sender = threading.Thread(target=webhooks.Deliverer().run, args=(halt,), name="webhooks", daemon=True)
+        sender.start()
         try:
             self.recover()
             while stop is None or not stop.is_set():
@@ -114,6 +121,7 @@ class Runner:
                     return
                 time.sleep(self.poll_s)
         finally:
+            halt.set()
             self.release()
 
     # -------------------------------------------------------------- work

@@ -177,6 +177,22 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/keys", "key:Create", fixed("aimass:key/*")),
     Rule("GET", "/v1/keys", "key:Read", fixed("aimass:key/*")),
     Rule("PATCH", "/v1/keys/{key_id}", "key:Update", named("key", "key_id")),
+    Rule("GET", "/v1/webhook_event_types", "webhook:Read", fixed("aimass:webhook/*")),
+    Rule("POST", "/v1/webhook_endpoints", "webhook:Create", fixed("aimass:webhook/*")),
+    Rule("GET", "/v1/webhook_endpoints", "webhook:Read", fixed("aimass:webhook/*")),
+    Rule("GET", "/v1/webhook_endpoints/{webhook_id}", "webhook:Read", named("webhook", "webhook_id")),
+    Rule("POST", "/v1/webhook_endpoints/{webhook_id}", "webhook:Update", named("webhook", "webhook_id")),
+    Rule("DELETE", "/v1/webhook_endpoints/{webhook_id}", "webhook:Delete", named("webhook", "webhook_id")),
+    Rule(
+        "POST",
+        "/v1/webhook_endpoints/{webhook_id}/rotate_secret",
+        "webhook:Update",
+        named("webhook", "webhook_id"),
+    ),
+    Rule("POST", "/v1/webhook_endpoints/{webhook_id}/test", "webhook:Update", named("webhook", "webhook_id")),
+    Rule(
+        "GET", "/v1/webhook_endpoints/{webhook_id}/deliveries", "webhook:Read", named("webhook", "webhook_id")
+    ),
     Rule("DELETE", "/v1/keys/{key_id}", "key:Revoke", named("key", "key_id")),
     Rule("GET", "/v1/usage", "usage:Read", fixed("aimass:usage")),
     Rule("GET", "/v1/usage/series", "usage:Read", fixed("aimass:usage")),

@@ -42,6 +42,7 @@ from aimass.serve.openai_finetune import FILES_PATH, add_fine_tuning_routes
 from aimass.serve.openai_routes import add_openai_routes, openai_models
 from aimass.serve.predict import PredictLane, Predictor, parse_json, too_large
 from aimass.serve.settings import ServingSettings
+from aimass.serve.webhook_routes import add_webhook_routes
 from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
@@ -451,6 +452,7 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
         app, lambda scope: _allow(guard, scope), partial(_may_see, guard), partial(_twin, guard)
     )
     add_batch_routes(app, lambda scope: _allow(guard, scope), partial(_may_see, guard), partial(_twin, guard))
+    add_webhook_routes(app, lambda scope: _allow(guard, scope))
 
 
 PREDICT_BODY = {

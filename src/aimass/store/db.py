@@ -220,6 +220,49 @@ class ApiKeyRecord(Base):
         return {**info, "rate_limit": rate if finite else None}
 
 
+class WebhookRecord(Base):
+    """An endpoint that is sent job events (:mod:`aimass.jobs.webhooks`). ``secret`` signs them, so
+    it is kept as given (a receiver checks it; it grants nothing here); ``key_id``: who made it,
+    whose read access picks the events; ``cursor``: the last job event looked at."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list] = mapped_column(default=list)
+    secret: Mapped[str] = mapped_column(String(100))
+    old_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    old_until: Mapped[float | None] = mapped_column(nullable=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[float] = mapped_column()
+    updated: Mapped[float] = mapped_column()
+
+
+class DeliveryRecord(Base):
+    """One event for one webhook and how sending it went (pending, delivered, failed)."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(String(40), index=True)
+    event_id: Mapped[str] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[float] = mapped_column(default=0.0)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created: Mapped[float] = mapped_column()
+    delivered: Mapped[float | None] = mapped_column(nullable=True)
+
+    def to_dict(self) -> dict:
+        keys = ("event_id", "type", "status", "attempts", "last_status", "last_error", "created", "delivered")
+        return {k: getattr(self, k) for k in keys} | {
+            "next_at": self.next_at if self.status == "pending" else None
+        }
+
+
 class UsageRecord(Base):
     """Requests, items and compute time of one key on one model in one minute."""
 

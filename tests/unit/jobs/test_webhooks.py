@@ -1,0 +1,242 @@
+"""Webhooks: the official client manages endpoints over REST, a real HTTP receiver gets each job's
+event signed as Standard Webhooks (the client's own ``unwrap``/``verify_signature`` check it), a
+failed delivery is sent again with the same id, a rotated secret signs beside the old one, and an
+endpoint only hears of jobs its creator's key may read."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import openai
+import pytest
+from tests.conftest import live_server
+
+from aimass import jobs, paths
+from aimass.access import directory
+from aimass.jobs import webhooks
+from aimass.serve import auth
+from aimass.serve.app import create_app
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that keeps every request and answers ``codes`` in turn (then 200)."""
+
+    def __init__(self):
+        self.got: list[dict] = []
+        self.codes: list[int] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 — http.server's name
+                body = self.rfile.read(int(self.headers["content-length"]))
+                owner.got.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                self.send_response(owner.codes.pop(0) if owner.codes else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/aimass"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver(tmp_path, monkeypatch):
+    """A receiver, and a home of this test's own: no other test's runner sends to it."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    found = Receiver()
+    yield found
+    found.close()
+
+
+def table(name: str, rows: int = 12) -> str:
+    folder = paths.home() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.csv"
+    path.write_text("text,label\n" + "".join(f"{name} row {i},{'ab'[i % 2]}\n" for i in range(rows)))
+    return str(path)
+
+
+def events_of(got: list[dict]) -> list[dict]:
+    return [json.loads(g["body"]) for g in got]
+
+
+def test_the_openai_client_manages_endpoints_and_each_job_event_arrives_signed(receiver):
+    with live_server(create_app([])) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=auth.admin_token(), max_retries=0)
+        assert {"batch.completed", "fine_tuning.job.succeeded", "job.failed"} <= set(
+            client.webhooks.event_types.list().data
+        )
+        for bad, param in (
+            ({"url": "file:///etc/passwd", "event_types": ["job.failed"]}, "url"),
+            ({"url": receiver.url, "event_types": ["response.completed"]}, "event_types"),
+        ):
+            with pytest.raises(openai.BadRequestError) as err:
+                client.webhooks.create(name="bad", **bad)
+            assert err.value.param == param, err.value.body
+        made = client.webhooks.create(
+            name="ci", url=receiver.url, event_types=["job.succeeded", "job.failed"]
+        )
+        secret = made.signing_secret
+        assert secret.startswith("whsec_") and made.signing_secret_hint == f"whsec_...{secret[-4:]}"
+        shown = client.webhooks.retrieve(made.id)
+        assert not hasattr(shown, "signing_secret") or shown.signing_secret is None
+        assert [e.id for e in client.webhooks.list()] == [made.id]
+
+        # the official client's test delivery, checked and parsed by the client itself
+        tried = client.webhooks.test(made.id, event_type="batch.completed")
+        assert (tried.status_code, tried.event_type) == (200, "batch.completed")
+        sample = receiver.got.pop()
+        event = client.webhooks.unwrap(sample["body"], sample["headers"], secret=secret)
+        assert event.type == "batch.completed" and event.data.id == "job_test"
+        with pytest.raises(openai.InvalidWebhookSignatureError):
+            client.webhooks.unwrap(sample["body"], sample["headers"], secret="whsec_" + "A" * 44)
+
+        good = jobs.submit("import", {"path": table("hooked"), "name": "hooked"}, metadata={"team": "ci"})
+        bad = jobs.submit("import", {"path": str(paths.home() / "uploads" / "missing.csv")})
+        assert jobs.run_foreground(good["id"])["status"] == "succeeded"
+        assert jobs.run_foreground(bad["id"])["status"] == "failed"
+        deliverer = webhooks.Deliverer()
+        assert deliverer.tick() == 2 and deliverer.tick() == 0  # once each
+        for got in receiver.got:
+            client.webhooks.verify_signature(got["body"], got["headers"], secret=secret)
+            assert got["path"] == "/hooks/aimass" and got["headers"]["webhook-id"].startswith("evt_")
+        sent = {e["data"]["id"]: e for e in events_of(receiver.got)}
+        assert sent[good["id"]]["type"] == "job.succeeded" and sent[good["id"]]["data"]["metadata"] == {
+            "team": "ci"
+        }
+        assert sent[bad["id"]]["type"] == "job.failed" and "missing.csv" in sent[bad["id"]]["data"]["message"]
+
+        # an answer other than 2xx: sent again when due, with the same event id
+        receiver.got.clear()
+        receiver.codes = [500]
+        again = jobs.submit("import", {"path": table("retried"), "name": "retried"})
+        jobs.run_foreground(again["id"])
+        assert deliverer.tick() == 1
+        listed = httpx.get(
+            f"{base}/v1/webhook_endpoints/{made.id}/deliveries",
+            headers={"Authorization": f"Bearer {auth.admin_token()}"},
+        ).json()["data"]
+        assert (listed[0]["status"], listed[0]["attempts"], listed[0]["last_status"]) == ("pending", 1, 500)
+        assert deliverer.tick() == 0  # not due for 5 s
+        later = webhooks.Deliverer(clock=lambda: time.time() + webhooks.BACKOFF_S[0] + 1)
+        assert later.send_due() == 1
+        first, second = receiver.got
+        assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"]
+        assert webhooks.deliveries(made.id)[0]["status"] == "delivered"
+
+        # a rotated secret that keeps the old one for a day: both sign, so either checks
+        rotated = client.webhooks.rotate_secret(made.id, keep_old_secret_active_for_24_hours=True)
+        assert rotated.signing_secret != secret
+        renamed = client.webhooks.update(made.id, name="ci-2", event_types=["job.started"])
+        assert renamed.name == "ci-2" and renamed.event_types == ["job.started"]
+        receiver.got.clear()
+        jobs.run_foreground(jobs.submit("import", {"path": table("rotated"), "name": "rotated"})["id"])
+        assert deliverer.tick() == 1
+        (got,) = receiver.got
+        assert json.loads(got["body"])["type"] == "job.started"
+        assert got["headers"]["webhook-signature"].count("v1,") == 2
+        for key in (secret, rotated.signing_secret):
+            client.webhooks.verify_signature(got["body"], got["headers"], secret=key)
+
+        assert client.webhooks.delete(made.id).deleted
+        with pytest.raises(openai.NotFoundError):
+            client.webhooks.retrieve(made.id)
+        _, predict_only = auth.create_key("reader", ["predict"])
+        reader = openai.OpenAI(base_url=f"{base}/v1", api_key=predict_only, max_retries=0)
+        with pytest.raises(openai.PermissionDeniedError):
+            reader.webhooks.create(name="x", url=receiver.url, event_types=["job.failed"])
+
+
+def test_an_endpoint_hears_only_of_jobs_its_creators_key_may_read(receiver):
+    """alice's key acts in project nlp: her endpoint is sent the event of the job in nlp, not the
+    one in cv; once her key is revoked it is sent nothing more. A dead URL is retried, then failed."""
+    directory.create_project("nlp")
+    directory.create_project("cv")
+    directory.create_user("alice")
+    team = {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "aimass:project/nlp/*"}]}
+    directory.put_policy("nlpTeam", team)
+    directory.attach("nlpTeam", "user", "alice")
+    record, _ = auth.create_key("alice", ["predict"])
+    directory.bind_key(record.id, user="alice")
+    hook = webhooks.create("alice", receiver.url, ["job.succeeded"], record.id)
+    ids = {}
+    for project in ("nlp", "cv"):
+        job = jobs.submit("import", {"path": table(f"in-{project}"), "name": f"in-{project}"})
+        directory.assign("job", job["id"], project)
+        jobs.run_foreground(job["id"])
+        ids[project] = job["id"]
+    deliverer = webhooks.Deliverer()
+    deliverer.tick()
+    assert [e["data"]["id"] for e in events_of(receiver.got)] == [ids["nlp"]]
+    auth.revoke_key(record.id)
+    late = jobs.submit("import", {"path": table("late-nlp"), "name": "late-nlp"})
+    directory.assign("job", late["id"], "nlp")
+    jobs.run_foreground(late["id"])
+    assert deliverer.tick() == 0 and len(receiver.got) == 1
+
+    dead = webhooks.create("dead", "http://127.0.0.1:9/nothing", ["job.succeeded"], auth.ADMIN_ID)
+    jobs.run_foreground(jobs.submit("import", {"path": table("unheard"), "name": "unheard"})["id"])
+    clock = [time.time()]
+    deliverer = webhooks.Deliverer(clock=lambda: clock[0])
+    deliverer.collect()
+    for _ in range(len(webhooks.BACKOFF_S) + 1):
+        assert deliverer.send_due() == 1
+        clock[0] += max(webhooks.BACKOFF_S) + 1
+    (row,) = webhooks.deliveries(dead["id"])
+    assert row["status"] == "failed" and row["attempts"] == len(webhooks.BACKOFF_S) + 1
+    assert "ConnectError" in row["last_error"]
+    assert hook["id"] in [e["id"] for e in webhooks.list_endpoints()]
+
+
+def test_the_job_runner_sends_the_deliveries(receiver):
+    webhooks.create("runner", receiver.url, ["job.succeeded"], auth.ADMIN_ID)
+    job = jobs.submit("import", {"path": table("by-runner"), "name": "by-runner"})
+    stop = threading.Event()
+    runner = threading.Thread(target=jobs.Runner(parallel=1, poll_s=0.1).run, kwargs={"stop": stop})
+    runner.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not receiver.got and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        runner.join(60)
+    assert [(e["type"], e["data"]["id"]) for e in events_of(receiver.got)] == [("job.succeeded", job["id"])]
+
+
+def test_the_cli_creates_tests_lists_and_deletes_endpoints(receiver):
+    from typer.testing import CliRunner
+
+    from aimass.cli import app
+
+    def run(*args: str, code: int = 0):
+        done = CliRunner().invoke(app, ["webhooks", *args, "--json"])
+        assert done.exit_code == code, done.output
+        return json.loads(done.output)
+
+    made = run("create", receiver.url, "--event", "job.failed", "--event", "batch.failed", "--name", "cli")
+    assert made["event_types"] == ["job.failed", "batch.failed"] and made["signing_secret"].startswith(
+        "whsec_"
+    )
+    assert [e["id"] for e in run("list")] == [made["id"]] and "signing_secret" not in run("list")[0]
+    tested = run("test", made["id"], "--event", "job.failed")
+    assert tested["status_code"] == 200 and json.loads(receiver.got[-1]["body"])["type"] == "job.failed"
+    assert (
+        "aimass sends no events"
+        in run("create", receiver.url, "--event", "job.exploded", code=2)["error"]["message"]
+    )
+    assert run("rotate", made["id"])["signing_secret"] != made["signing_secret"]
+    assert run("deliveries", made["id"]) == []  # a test is not a delivery of an event
+    assert run("delete", made["id"])["deleted"] is True
+    assert "No webhook endpoint" in run("delete", made["id"], code=2)["error"]["message"]
