@@ -110,7 +110,7 @@ class QuotaExceeded(AimassError):
     code = "insufficient_quota"
     http_status = 429
 
-    def __init__(self, message: str, *, retry_after: float, **kwargs):
+    def __init__(self, message: str, *, retry_after: float = 1.0, **kwargs):
         self.retry_after = retry_after
         super().__init__(message, **kwargs)
 
