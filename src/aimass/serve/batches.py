@@ -49,7 +49,7 @@ from aimass.serve.jobs_routes import cursor_page, may_run, need_project, own_job
 from aimass.serve.llm_slots import configured_limit
 from aimass.serve.metering import Meter
 from aimass.serve.middleware import error_body
-from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
+from aimass.serve.openai_errors import OpenAIError, bad_param, list_page, parse_body
 from aimass.serve.openai_routes import Generation, epoch_seconds
 from aimass.store import registry
 
@@ -219,15 +219,7 @@ def _listed(limit: int, after: str | None, visible) -> dict:
     found = cursor_page(
         [j.to_dict() for j in state.list_jobs(None, 10_000) if j.kind == "batch"], after, visible
     )
-    data = [describe(j) for j in found[:limit]]
-    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": len(found) > limit,
-        "first_id": first,
-        "last_id": last,
-    }
+    return {**list_page(found, limit), "data": [describe(j) for j in found[:limit]]}
 
 
 # ------------------------------------------------------------------ files

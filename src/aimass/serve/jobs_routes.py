@@ -191,7 +191,7 @@ def jobs_page(
 
 
 def cursor_page(found: list[dict], after: str | None, visible: Callable | None) -> list[dict]:
-    """Of jobs ``found`` (newest first), those the caller may read (``visible`` as
+    """Of the rows ``found`` (jobs newest first, webhook endpoints), those the caller may read (``visible`` as
     :func:`job_guard`'s) that come after the job ``after``: OpenAI's lists page this way."""
     if visible is not None:
         shown = visible("job", {j["id"] for j in found})

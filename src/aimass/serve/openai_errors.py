@@ -28,6 +28,19 @@ class OpenAIError(AimassError):
         return self.openai_code or self.type
 
 
+def list_page(found: list[dict], limit: int) -> dict:
+    """OpenAI's list object: the first ``limit`` of ``found`` (what comes after the cursor)."""
+    data = found[:limit]
+    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": len(found) > limit,
+        "first_id": first,
+        "last_id": last,
+    }
+
+
 def bad_param(param: str | None, message: str, code: str = "invalid_value") -> OpenAIError:
     return OpenAIError(400, message, type="invalid_request_error", param=param, code=code)
 

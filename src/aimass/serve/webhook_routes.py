@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aimass.errors import ConfigError
 from aimass.jobs import webhooks
-from aimass.serve.openai_errors import bad_param, parse_body
+from aimass.serve.jobs_routes import cursor_page
+from aimass.serve.openai_errors import bad_param, list_page, parse_body
 
 PATH = "/v1/webhook_endpoints"
 
@@ -69,18 +70,7 @@ def add_webhook_routes(app: FastAPI, allow) -> None:
     async def list_endpoints(
         limit: int = Query(20, ge=1, le=100), after: str | None = Query(None, max_length=64)
     ):
-        found = await asyncio.to_thread(webhooks.list_endpoints)
-        ids = [e["id"] for e in found]
-        found = found[ids.index(after) + 1 :] if after in ids else found
-        data = found[:limit]
-        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
-        return {
-            "object": "list",
-            "data": data,
-            "has_more": len(found) > limit,
-            "first_id": first,
-            "last_id": last,
-        }
+        return list_page(cursor_page(await asyncio.to_thread(webhooks.list_endpoints), after, None), limit)
 
     @app.get(PATH + "/{webhook_id}", tags=["openai"], dependencies=manage)
     async def show(webhook_id: str):
