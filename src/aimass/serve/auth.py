@@ -144,7 +144,7 @@ def update_key(
             new = record.quota if quota is UNCHANGED else quota
             period = record.quota_period if quota_period is UNCHANGED else quota_period
             record.quota, record.quota_period = quotas.check_quota(new, period)
-        return _listed(record)
+    return _listed(record)
 
 
 def _not_held_to_a_quota(caller: Caller | None) -> None:
