@@ -159,6 +159,8 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/completions", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/v1/responses", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/v1/embeddings", "model:Predict", body("model", "model"), management=False),
+    Rule("POST", "/tokenize", "model:Predict", body("model", "model"), management=False),
+    Rule("POST", "/detokenize", "model:Predict", body("model", "model"), management=False),
     Rule("GET", "/v1/models", "model:List", fixed("aimass:project/*"), management=False),
     # a deploy changes the service it deploys into: another project's service is not the caller's
     Rule(

@@ -147,6 +147,9 @@ async def _answer(exc: AimassError, request_id: str, scope, send) -> None:
     await error_response(exc, request_id)(scope, nothing, send)
 
 
+KEYED_OUTSIDE_V1 = ("/tokenize", "/detokenize")  # vLLM's paths
+
+
 class AuthGate:
     """Refuses a ``/v1/`` request without a known key (401) before any of its body is read.
 
@@ -159,7 +162,7 @@ class AuthGate:
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1/"):
+        if scope["type"] != "http" or not (path.startswith("/v1/") or path in KEYED_OUTSIDE_V1):
             return await self.app(scope, receive, send)
         if self.guard.open_predict and (path == "/v1/models" or path.startswith("/v1/models/")):
             return await self.app(scope, receive, send)

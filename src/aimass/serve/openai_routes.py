@@ -48,6 +48,7 @@ from aimass.serve.openai_requests import (
     tools_of,
     unsupported,
 )
+from aimass.serve.tokenize_routes import add_tokenize_routes
 from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
@@ -334,6 +335,7 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> Generation:
     Returns the :class:`Generation` they call (the console's playground calls it too)."""
     generation = Generation(engine, meter)
     add_embedding_routes(app, engine, allow, meter)
+    add_tokenize_routes(app, allow, lambda name: _resolve(engine, name, generation.adapters))
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError):

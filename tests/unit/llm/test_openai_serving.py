@@ -626,3 +626,27 @@ def test_a_key_over_its_token_quota_gets_insufficient_quota_once_and_its_batches
     assert {x["response"]["status_code"] for x in lines} == {429}
     assert {x["response"]["body"]["error"]["code"] for x in lines} == {"insufficient_quota"}
     assert record.id in lines[0]["response"]["body"]["error"]["message"]
+
+
+def test_tokenize_counts_what_the_chat_route_counts_and_detokenize_reads_it_back(srv):
+    """vLLM's /tokenize and /detokenize: a chat's count equals the chat route's prompt_tokens, a
+    prompt's ids read back to the prompt; bad inputs are 400s naming the field, no key a 401."""
+    keyed = {"Authorization": f"Bearer {srv.key}"}
+
+    def post(path: str, body: dict, headers=keyed) -> httpx.Response:
+        return httpx.post(f"{srv.base}{path}", json=body, headers=headers, timeout=60)
+
+    messages = [{"role": "user", "content": ARTICLE}]
+    counted = post("/tokenize", {"model": srv.model, "messages": messages}).json()
+    answer = srv.client.chat.completions.create(model=srv.model, messages=messages, max_tokens=1)
+    assert counted["count"] == answer.usage.prompt_tokens == len(counted["tokens"])
+    assert counted["max_model_len"] >= 2048
+    assert ARTICLE in post("/detokenize", {"model": srv.model, "tokens": counted["tokens"]}).json()["prompt"]
+    ids = post("/tokenize", {"model": srv.model, "prompt": "Shares rose 5%."}).json()["tokens"]
+    assert post("/detokenize", {"model": srv.model, "tokens": ids}).json()["prompt"] == "Shares rose 5%."
+    both = post("/tokenize", {"model": srv.model, "prompt": "x", "messages": messages})
+    assert both.status_code == 400 and "either prompt or messages" in both.text
+    wrong = post("/detokenize", {"model": srv.model, "tokens": [1, -5]})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "tokens[1]"
+    assert post("/tokenize", {"model": "no-such-model", "prompt": "x"}).status_code == 404
+    assert post("/tokenize", {"model": srv.model, "prompt": "x"}, headers={}).status_code == 401
