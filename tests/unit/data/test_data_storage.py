@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -128,15 +127,14 @@ def test_dataset_api(home, tmp_path):
     assert str(ds.path / "rejects.jsonl") in ds.describe()
 
 
-def test_twenty_thousand_rows_fast(home, tmp_path):
+def test_twenty_thousand_rows_are_all_stored(home, tmp_path):
+    """How fast is bench/data_import.py's (tests do not time things)."""
     path = tmp_path / "big.csv"
     rows = "".join(f"this is review {i} with words {i * 7},{('pos', 'neg')[i % 2]}\n" for i in range(20_000))
     path.write_text("text,label\n" + rows, encoding="utf-8")
-    start = time.perf_counter()
     ds = import_dataset(path)
-    elapsed = time.perf_counter() - start
     assert ds.manifest["counts"]["total"] == 20_000
-    assert elapsed < 2.0, elapsed
+    assert len((ds.path / "data.jsonl").read_text(encoding="utf-8").splitlines()) == 20_000
 
 
 def test_canonical_lines_match_json_dumps():
