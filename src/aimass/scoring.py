@@ -8,7 +8,9 @@ classifier, into a CSV, in chunks that survive a crash — what a cloud's batch 
 
 The output keeps each input row's columns and adds ``line`` (where the row starts in the file, to
 join back), ``label`` (the most probable class), ``score`` (its probability) and ``p_CLASS`` for
-every class. A row whose text is empty is kept with an empty ``label`` and ``error``; a line that
+every class; for a language model (a LoRA fine-tune) ``answer`` instead, its greedy answer to the
+row's prompt (the ``prompt`` column, else as for text), 16 rows a chunk. A row whose text is
+empty is kept with an empty ``label`` and ``error``; a line that
 cannot be read at all (bad JSON, wrong field count, undecodable bytes) is listed in ``rejects``
 with its line and reason. With ``resume`` the chunks already in the output are kept and the rest
 appended (a job resumed after its worker died does this), so no row is scored twice.
@@ -27,7 +29,10 @@ from aimass.errors import ConfigError, DataError
 from aimass.store import registry
 
 CHUNK = 256  # rows scored, written and flushed at a time
+ANSWER_CHUNK = 16  # a language model's rows: each takes about a second
 FIXED = ("line", "label", "score", "error")
+ANSWERED = ("line", "answer", "error")
+TASKS = ("text-classification", "image-classification", "text-generation")
 
 
 def predict_file(
@@ -40,34 +45,37 @@ def predict_file(
     progress=None,
 ) -> dict:
     """Score every row of ``path`` (CSV, TSV, JSONL; a folder of images for an image model) with
-    the registered classifier ``ref`` into the CSV ``out``; ``progress(done, total)`` hears each
-    chunk. Returns what was written: rows, classes, rejects, seconds."""
+    the registered classifier or language model ``ref`` into the CSV ``out``;
+    ``progress(done, total)`` hears each chunk. Returns what was written: rows, classes (none for
+    a language model), rejects, seconds."""
     record = registry.get_version(ref)
-    if record.task not in ("text-classification", "image-classification"):
+    if record.task not in TASKS:
         raise ConfigError(
-            f"{record.ref} is a {record.task} model; bulk prediction scores classifiers.",
-            hint="Answer a language model's prompts in bulk with `aimass batch` (OpenAI's Batch API).",
+            f"{record.ref} is a {record.task} model; bulk prediction takes classifiers and language models.",
+            hint="Answer OpenAI requests in bulk with `aimass batch` (OpenAI's Batch API).",
         )
     rows, inputs, columns, rejects = _read(record.task, Path(path), text_col)
     out = Path(out)
     began = time.perf_counter()
     model = workflow.load(record.ref)
-    classes = [str(c) for c in model.classes_]
-    header = [*columns, *FIXED, *(f"p_{c}" for c in classes)]
-    done = _written(out, header) if resume else 0
+    if record.task == "text-generation":
+        classes, size, tail = [], ANSWER_CHUNK, _answerer(model)
+        header = [*columns, *ANSWERED]
+    else:
+        classes, size = [str(c) for c in model.classes_], CHUNK
+        header, tail = [*columns, *FIXED, *(f"p_{c}" for c in classes)], _scorer(model, classes)
+    done = _written(out, header, size) if resume else 0
     with open(out, "a" if done else "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         if not done:
             writer.writerow(header)
-        for start in range(done, len(rows), CHUNK):
-            chunk = range(start, min(start + CHUNK, len(rows)))
+        for start in range(done, len(rows), size):
+            chunk = range(start, min(start + size, len(rows)))
             scorable = [i for i in chunk if inputs[i]]
-            proba = model.predict_proba([inputs[i] for i in scorable]) if scorable else []
-            scores = dict(zip(scorable, proba, strict=True))
+            tails = dict(zip(scorable, tail([inputs[i] for i in scorable]) if scorable else [], strict=True))
             for i in chunk:
-                writer.writerow(
-                    [*(rows[i].get(c, "") for c in columns), *_scored(rows[i], scores.get(i), classes)]
-                )
+                found = tails.get(i) or tail.empty
+                writer.writerow([*(rows[i].get(c, "") for c in columns), rows[i]["_line"], *found])
             handle.flush()
             if progress is not None:
                 progress(chunk.stop, len(rows))
@@ -83,17 +91,30 @@ def predict_file(
     }
 
 
-def _scored(row: dict, proba, classes: list[str]) -> list:
-    if proba is None:
-        return [row["_line"], "", "", "empty input", *([""] * len(classes))]
-    best = int(proba.argmax())
-    return [
-        row["_line"],
-        classes[best],
-        round(float(proba[best]), 6),
-        "",
-        *(round(float(p), 6) for p in proba),
-    ]
+def _scorer(model, classes: list[str]):
+    """Inputs -> each row's ``label, score, error, p_CLASS...`` (``.empty``: an empty input's)."""
+
+    def tail(inputs: list) -> list[list]:
+        out = []
+        for proba in model.predict_proba(inputs):
+            best = int(proba.argmax())
+            out.append(
+                [classes[best], round(float(proba[best]), 6), "", *(round(float(p), 6) for p in proba)]
+            )
+        return out
+
+    tail.empty = ["", "", "empty input", *([""] * len(classes))]
+    return tail
+
+
+def _answerer(model):
+    """Prompts -> each row's ``answer, error`` (the model's greedy answer)."""
+
+    def tail(prompts: list[str]) -> list[list]:
+        return [[answer, ""] for answer in model.predict(prompts)]
+
+    tail.empty = ["", "empty input"]
+    return tail
 
 
 def _read(task: str, path: Path, text_col: str | None) -> tuple[list[dict], list, list[str], list[dict]]:
@@ -115,7 +136,7 @@ def _read(task: str, path: Path, text_col: str | None) -> tuple[list[dict], list
         raise DataError(
             "bulk prediction reads a table", where=str(path), hint="Use a .csv, .tsv or .jsonl file."
         )
-    column = _text_column(table, text_col, path)
+    column = _text_column(table, text_col or ("prompt" if task == "text-generation" else None), path)
     rows = [{**{k: _cell(v) for k, v in r.fields.items()}, "_line": r.line} for r in table.records]
     inputs = [row.get(column, "").strip() for row in rows]
     rejects = [{"line": m["line"], "reason": m["reason"]} for m in table.malformed]
@@ -129,6 +150,8 @@ def _cell(value) -> str:
 def _text_column(table, wanted: str | None, path: Path) -> str:
     """``wanted``, else the only column, else ``text``, else the column with the longest values."""
     columns = list(table.columns)
+    if wanted == "prompt" and "prompt" not in columns:  # a language model's guess: as for text
+        wanted = None
     if wanted is not None:
         if wanted not in columns:
             raise DataError(
@@ -143,16 +166,16 @@ def _text_column(table, wanted: str | None, path: Path) -> str:
     return max(columns, key=lambda c: sum(len(_cell(r.fields.get(c))) for r in sample))
 
 
-def _written(out: Path, header: list[str]) -> int:
-    """How many rows of an earlier run are in ``out`` (its whole chunks; a chunk cut short is
-    dropped and scored again); 0 when it holds none or was written for other columns."""
+def _written(out: Path, header: list[str], size: int = CHUNK) -> int:
+    """How many rows of an earlier run are in ``out`` (its whole chunks of ``size``; a chunk cut
+    short is dropped and scored again); 0 when it holds none or was written for other columns."""
     if not out.exists():
         return 0
     with open(out, newline="", encoding="utf-8") as handle:
         found = list(csv.reader(handle))
     if not found or found[0] != header:
         return 0
-    whole = (len(found) - 1) // CHUNK * CHUNK
+    whole = (len(found) - 1) // size * size
     with open(out, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows(found[: whole + 1])
     return whole

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from aimass import api, scoring
 from aimass.cli import app
-from aimass.errors import ConfigError, DataError
+from aimass.errors import DataError
 from aimass.serve import auth
 from aimass.serve.app import create_app
 
@@ -92,16 +92,6 @@ def test_the_cli_runs_it_as_a_job_and_rest_serves_its_csv(scorer, unlabelled, tm
         assert show["kind"] == "predict" and show["result"]["rows"] == 600
     both = CliRunner().invoke(app, ["predict", scorer, "some text", "--file", str(unlabelled)])
     assert both.exit_code != 0 and "one of the two" in both.output
-
-
-def test_a_language_model_is_sent_to_aimass_batch(monkeypatch):
-    from types import SimpleNamespace
-
-    from aimass.store import registry
-
-    monkeypatch.setattr(registry, "get_version", lambda ref: SimpleNamespace(task="text-generation", ref=ref))
-    with pytest.raises(ConfigError, match="aimass batch"):
-        scoring.predict_file("headlines:1", "x.csv", "y.csv")
 
 
 def test_the_console_labels_an_uploaded_file_from_the_model_page(scorer, unlabelled):

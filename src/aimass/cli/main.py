@@ -541,7 +541,8 @@ def _predict_file(model: str, file: Path, output: Path | None, text_col: str | N
 
 def _render_scored(result: dict) -> None:
     rejected = f"; {len(result['rejects'])} unreadable lines listed with --json" if result["rejects"] else ""
-    out.print(f"{result['rows']} rows scored by {result['model']} -> {result['output']}{rejected}")
+    verb = "scored" if result.get("classes") else "answered"  # a language model has no classes
+    out.print(f"{result['rows']} rows {verb} by {result['model']} -> {result['output']}{rejected}")
 
 
 def _schema_file(path: Path) -> dict:

@@ -74,6 +74,46 @@ def test_loaded_adapter_answers_like_the_trained_model(headlines_model):
     assert a.completion_tokens == 8 or a.choices[0].finish_reason == "stop"
 
 
+def test_a_file_of_prompts_is_answered_in_bulk_and_resumes_by_whole_chunks(
+    headlines_model, tmp_path, monkeypatch
+):
+    """``aimass.predict_file`` on a language model: each row's greedy answer (as ``predict``) in
+    ``answer``, an empty prompt kept with its error; a run cut in its third row resumes from
+    row 2 (chunks of 2 here) and ends equal to the straight run."""
+    import csv
+
+    from aimass import scoring
+
+    prompts = [p[:160] for p in headline_pairs(3, skip=120)[0]]
+    table = tmp_path / "prompts.csv"
+    with open(table, "w", newline="") as handle:
+        csv.writer(handle).writerows(
+            [["id", "prompt"], *[[f"r{i}", p] for i, p in enumerate(prompts)], ["r3", ""]]
+        )
+    monkeypatch.setattr(scoring, "ANSWER_CHUNK", 2)
+    done = aimass.predict_file(headlines_model["model"], table, tmp_path / "answers.csv")
+    assert done["rows"] == 4 and done["classes"] == []
+    with open(tmp_path / "answers.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["id", "prompt", "line", "answer", "error"]
+    expected = aimass.load(headlines_model["model"]).predict(prompts)
+    assert [r["answer"] for r in rows[:3]] == expected and all(expected)
+    assert (rows[3]["answer"], rows[3]["error"]) == ("", "empty input")
+    straight = (tmp_path / "answers.csv").read_text()
+    lines = straight.splitlines(keepends=True)
+    (tmp_path / "cut.csv").write_text("".join(lines[:3]) + lines[3][:10])  # header, 2 rows, part of a 3rd
+    again = aimass.predict_file(headlines_model["model"], table, tmp_path / "cut.csv", resume=True)
+    assert again["resumed_at"] == 2 and (tmp_path / "cut.csv").read_text() == straight
+    from tests.unit.serve.test_console_gaps import signed_in
+
+    from aimass.serve import auth
+    from aimass.serve.app import create_app
+
+    with signed_in(create_app(refs=[]), auth.admin_token()) as web:  # the model page offers it
+        page = web.get(f"/console/models/{headlines_model['model']}")
+        assert "Answer the file" in page.text and "Label the file" not in page.text
+
+
 def test_the_python_api_constrains_an_answer_to_a_schema_a_pattern_or_choices(headlines_model):
     """``generate(schema=...)``, ``regex=`` and ``choices=``: what the OpenAI routes offer, one layer down."""
     model = aimass.load(headlines_model["model"])

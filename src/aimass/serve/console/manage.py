@@ -43,7 +43,7 @@ from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
 
-SCORED = ("text-classification", "image-classification")  # what a model page offers to label a file with
+SCORED = ("text-classification", "image-classification", "text-generation")  # a model page labels a file
 
 Offset = Query(0, ge=0, le=10**9)
 
