@@ -151,7 +151,8 @@ KEYED_OUTSIDE_V1 = ("/tokenize", "/detokenize")  # vLLM's paths
 
 
 class AuthGate:
-    """Refuses a ``/v1/`` request without a known key (401) before any of its body is read.
+    """Refuses a ``/v1/`` (or vLLM's ``/tokenize``) request without a known key (401) before any
+    of its body is read.
 
     Scopes, rate limits and the ``open_predict`` exception for ``/v1/models`` routes are checked
     again, per route, by the route's own dependency; this layer only makes sure that nobody
