@@ -6,6 +6,7 @@ endpoint only hears of jobs its creator's key may read."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -240,3 +241,40 @@ def test_the_cli_creates_tests_lists_and_deletes_endpoints(receiver):
     assert run("deliveries", made["id"]) == []  # a test is not a delivery of an event
     assert run("delete", made["id"])["deleted"] is True
     assert "No webhook endpoint" in run("delete", made["id"], code=2)["error"]["message"]
+
+
+def test_the_console_adds_tests_shows_and_deletes_an_endpoint(receiver):
+    """The Webhooks page: the secret shown once, a test's status code, a job's delivery listed
+    as delivered; a bad URL is a 422 naming it; deleting it empties the page."""
+    from tests.unit.serve.test_console_gaps import csrf_of, signed_in
+
+    with signed_in(create_app([]), auth.admin_token()) as web:
+        page = web.get("/console/webhooks")
+        assert page.status_code == 200 and "No endpoints yet." in page.text
+        form = {
+            "name": "ui",
+            "url": receiver.url,
+            "event_types": ["job.succeeded"],
+            "csrf": csrf_of(page.text),
+        }
+        made = web.post("/console/webhooks", data=form)
+        assert "shown only this once" in made.text
+        secret = re.search(r'id="new-secret">(whsec_[^<]+)<', made.text).group(1)
+        (hook,) = webhooks.list_endpoints()
+        assert "shown only this once" not in web.get("/console/webhooks").text
+        tried = web.post(
+            f"/console/webhooks/{hook['id']}/test",
+            data={"event_type": "job.succeeded", "csrf": csrf_of(made.text)},
+        )
+        assert f"Sent a test job.succeeded to {hook['id']}: it answered 200." in tried.text
+        openai.OpenAI(api_key="x").webhooks.verify_signature(
+            receiver.got[-1]["body"], receiver.got[-1]["headers"], secret=secret
+        )
+        jobs.run_foreground(jobs.submit("import", {"path": table("from-ui"), "name": "from-ui"})["id"])
+        webhooks.Deliverer().tick()
+        listed = web.get("/console/webhooks").text
+        assert "delivered" in listed and "job.succeeded" in listed
+        bad = web.post("/console/webhooks", data={**form, "url": "ftp://x"})
+        assert bad.status_code == 422 and "http(s) URL" in bad.text
+        gone = web.post(f"/console/webhooks/{hook['id']}/delete", data={"csrf": csrf_of(made.text)})
+        assert f"Webhook endpoint {hook['id']} deleted." in gone.text and "No endpoints yet." in gone.text

@@ -48,6 +48,7 @@ NAV = {  # template -> the navigation entry it belongs to
     "datasets.html": "datasets",
     "dataset.html": "datasets",
     "keys.html": "keys",
+    "webhooks.html": "webhooks",
     "served.html": "try",
     "try.html": "try",
     "playground.html": "playground",
