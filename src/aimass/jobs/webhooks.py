@@ -278,6 +278,7 @@ class Deliverer:
         self.poll_s, self.clock = poll_s, clock
         self.client = client or httpx.Client(timeout=TIMEOUT_S, follow_redirects=False)
         self.authorizer = Authorizer()
+        self._pruned = 0.0
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.poll_s):
@@ -299,7 +300,9 @@ class Deliverer:
                 return 0
             query = (
                 select(JobEventRecord)
-                .where(JobEventRecord.id > min(h.cursor for h in hooks), JobEventRecord.kind.in_(JOB_TYPES))
+                .where(
+                    JobEventRecord.id > min(h.cursor for h in hooks), JobEventRecord.kind.in_(list(JOB_TYPES))
+                )
                 .order_by(JobEventRecord.id)
                 .limit(1000)
             )
@@ -348,12 +351,12 @@ class Deliverer:
     def send_due(self, limit: int = 50) -> int:
         """Send the pending deliveries that are due (oldest first); how many were sent."""
         now = self.clock()
-        with session() as s, s.begin():
-            s.execute(
-                delete(DeliveryRecord).where(
-                    DeliveryRecord.status != "pending", DeliveryRecord.created < now - KEEP_S
-                )
-            )
+        if now - self._pruned > 3600:  # a write at most hourly: an idle runner takes no write lock
+            self._pruned = now
+            with session() as s, s.begin():
+                old = (DeliveryRecord.status != "pending", DeliveryRecord.created < now - KEEP_S)
+                s.execute(delete(DeliveryRecord).where(*old))
+        with session() as s:
             due = list(
                 s.scalars(
                     select(DeliveryRecord)

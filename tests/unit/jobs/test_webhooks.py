@@ -197,6 +197,8 @@ def test_an_endpoint_hears_only_of_jobs_its_creators_key_may_read(receiver):
     (row,) = webhooks.deliveries(dead["id"])
     assert row["status"] == "failed" and row["attempts"] == len(webhooks.BACKOFF_S) + 1
     assert "ConnectError" in row["last_error"]
+    week_later = webhooks.Deliverer(clock=lambda: clock[0] + webhooks.KEEP_S)
+    assert week_later.send_due() == 0 and webhooks.deliveries(dead["id"]) == []  # kept a week, then pruned
     assert hook["id"] in [e["id"] for e in webhooks.list_endpoints()]
 
 
