@@ -76,7 +76,10 @@ def test_twenty_jobs_survive_a_killed_runner(tmp_path, bbc_csv):
     aimass(home, "jobs", "runner", "--parallel", "2", "--until-idle", env={"LEDGER": str(ledger)})
 
     statuses = rows(home, "select status, count(*) from jobs group by status")
-    assert statuses == [("succeeded", 20)], statuses
+    why = rows(home, "select id, status, attempt, error from jobs where status != 'succeeded'")
+    for job_id, *_ in why:
+        why += rows(home, f"select kind, attempt, message from job_events where job_id = '{job_id}'")
+    assert statuses == [("succeeded", 20)], (statuses, why)
     ends = rows(
         home,
         "select job_id, count(*) from job_events"

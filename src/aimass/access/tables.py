@@ -120,7 +120,7 @@ class AuditRecord(AccessBase):
 
 @lru_cache(maxsize=8)
 def _created(engine) -> bool:
-    AccessBase.metadata.create_all(engine)
+    db.create_tables(AccessBase.metadata, engine)
     return True
 
 

@@ -9,6 +9,7 @@ back, both are absolute paths in the home in use, so callers never see the store
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -377,11 +378,27 @@ def _add_new_columns(engine) -> None:
                     raise
 
 
+def create_tables(metadata, engine, tries: int = 5) -> None:
+    """``metadata.create_all``, safe when processes race to create the same tables: SQLite's
+    "already exists" means another process created one between the check and the CREATE, and
+    "locked" that one wrote between this one's check and its CREATE; either way the check runs
+    again (two workers starting at once on a new home did fail a job this way)."""
+    for attempt in range(tries):
+        try:
+            metadata.create_all(engine)
+            return
+        except OperationalError as exc:
+            raced = "already exists" in str(exc) or "database is locked" in str(exc)
+            if not raced or attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 @lru_cache(maxsize=8)
 def _sessionmaker(url: str) -> sessionmaker:
     engine = create_engine(url, json_serializer=lambda o: json.dumps(o, ensure_ascii=False))
     event.listen(engine, "connect", _wal)
-    Base.metadata.create_all(engine)
+    create_tables(Base.metadata, engine)
     _add_new_columns(engine)
     return sessionmaker(engine, expire_on_commit=False)
 
