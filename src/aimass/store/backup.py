@@ -20,6 +20,7 @@ staging folder beside the target, checks every file's sha256 and the database's
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -121,23 +122,13 @@ def backup(out: str | Path, *, include_cache: bool = False) -> dict:
             data = json.dumps(manifest, indent=1).encode()
             info = tarfile.TarInfo(MANIFEST)
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
-            tar.addfile(info, _Hashing(_Bytes(data), len(data)))
+            tar.addfile(info, io.BytesIO(data))
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
     total = sum(e["bytes"] for e in entries)
     seconds = round(time.perf_counter() - began, 2)
     return {"path": str(out), "files": len(entries), "bytes": total, "seconds": seconds, "changed": changed}
-
-
-class _Bytes:
-    def __init__(self, data: bytes):
-        self.data, self.at = data, 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self.data) if n is None or n < 0 else self.at + n
-        chunk, self.at = self.data[self.at : end], min(end, len(self.data))
-        return chunk
 
 
 def _level(mode: str) -> dict:
