@@ -161,6 +161,10 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/embeddings", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/tokenize", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/detokenize", "model:Predict", body("model", "model"), management=False),
+    *(
+        Rule("POST", route, "model:Predict", body("model", "model"), management=False)
+        for route in ("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/score")
+    ),
     Rule("GET", "/v1/models", "model:List", fixed("aimass:project/*"), management=False),
     # a deploy changes the service it deploys into: another project's service is not the caller's
     Rule(

@@ -147,7 +147,7 @@ async def _answer(exc: AimassError, request_id: str, scope, send) -> None:
     await error_response(exc, request_id)(scope, nothing, send)
 
 
-KEYED_OUTSIDE_V1 = ("/tokenize", "/detokenize")  # vLLM's paths
+KEYED_OUTSIDE_V1 = ("/tokenize", "/detokenize", "/rerank", "/v2/rerank", "/score")  # vLLM's, Cohere's
 
 
 class AuthGate:

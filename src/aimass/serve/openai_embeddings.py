@@ -157,15 +157,22 @@ def _encode(vector: torch.Tensor, fmt: str):
 
 def embed(engine, req: EmbeddingRequest) -> tuple[str, torch.Tensor, int]:
     """(model id, vectors, prompt tokens) of a request; blocking (run it in a thread)."""
-    texts = req.texts()
-    embedder = _resolve(engine, req.model)
-    if req.dimensions is not None and req.dimensions > embedder.dimensions:
+    return vectors(engine, req.model, req.texts(), req.input_type, req.dimensions)
+
+
+def vectors(
+    engine, model: str, texts: list[str], input_type: str | None, dimensions: int | None = None
+) -> tuple[str, torch.Tensor, int]:
+    """(model id, normalised vectors of ``texts``, tokens read); blocking. 404 for an unknown
+    model, 400 for a text over the encoder's length, 413 past :data:`MAX_TOTAL_TOKENS`."""
+    embedder = _resolve(engine, model)
+    if dimensions is not None and dimensions > embedder.dimensions:
         raise bad_param(
             "dimensions", f"{embedder.name} gives {embedder.dimensions} values; ask for at most that."
         )
-    prepared = embedder.prepare(texts, req.input_type)
+    prepared = embedder.prepare(texts, input_type)
     counts = _check_lengths(embedder, prepared)
-    return embedder.name, _shorten(embedder.embed(prepared), req.dimensions), sum(counts)
+    return embedder.name, _shorten(embedder.embed(prepared), dimensions), sum(counts)
 
 
 def add_embedding_routes(app: FastAPI, engine, allow, meter) -> None:
@@ -178,18 +185,26 @@ def add_embedding_routes(app: FastAPI, engine, allow, meter) -> None:
 async def answer(engine, meter, caller, body: bytes) -> dict:
     """What ``POST /v1/embeddings`` answers ``body`` (a batch's requests are answered here too)."""
     req = parse_body(EmbeddingRequest, body)
-    await meter.admit(caller.key_id)
-    began = time.perf_counter()
-    try:
-        name, vectors, tokens = await asyncio.to_thread(embed, engine, req)
-    except AimassError:  # counted in a served classifier's live figures, as its predictions
-        engine.observe(req.model, time.perf_counter() - began, error=True)
-        raise
-    meter.add(caller.key_id, name, tokens, (time.perf_counter() - began) * 1000)
-    engine.observe(req.model, time.perf_counter() - began)
+    name, found, tokens = await metered(engine, meter, caller, req.model, lambda: embed(engine, req))
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(v, req.encoding_format)}
-        for i, v in enumerate(vectors)
+        for i, v in enumerate(found)
     ]
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return {"object": "list", "data": data, "model": name, "usage": usage}
+
+
+async def metered(engine, meter, caller, model: str, work) -> tuple[str, Any, int]:
+    """Run blocking ``work() -> (model id, result, tokens)`` in a thread once the caller's quota
+    admits it; the tokens are metered against the caller's key and the time is counted in the
+    model's live figures (a served classifier's, as its predictions), failures too."""
+    await meter.admit(caller.key_id)
+    began = time.perf_counter()
+    try:
+        name, result, tokens = await asyncio.to_thread(work)
+    except AimassError:
+        engine.observe(model, time.perf_counter() - began, error=True)
+        raise
+    meter.add(caller.key_id, name, tokens, (time.perf_counter() - began) * 1000)
+    engine.observe(model, time.perf_counter() - began)
+    return name, result, tokens

@@ -48,6 +48,7 @@ from aimass.serve.openai_requests import (
     tools_of,
     unsupported,
 )
+from aimass.serve.rerank_routes import add_rerank_routes
 from aimass.serve.tokenize_routes import add_tokenize_routes
 from aimass.store import registry
 
@@ -335,6 +336,7 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> Generation:
     Returns the :class:`Generation` they call (the console's playground calls it too)."""
     generation = Generation(engine, meter)
     add_embedding_routes(app, engine, allow, meter)
+    add_rerank_routes(app, engine, allow, meter)
     add_tokenize_routes(app, allow, lambda name: _resolve(engine, name, generation.adapters))
 
     @app.exception_handler(OpenAIError)

@@ -1,4 +1,5 @@
-"""``POST /v1/embeddings`` through the official ``openai`` client against a live server."""
+"""``POST /v1/embeddings`` through the official ``openai`` client against a live server, and the
+rerank and score APIs over the same encoders (vLLM's, Jina's and Cohere's shapes, over HTTP)."""
 
 from __future__ import annotations
 
@@ -112,6 +113,102 @@ def test_embedding_errors(srv):
         srv.client.embeddings.create(model="nope", input="hi")
     ids = [m.id for m in srv.client.models.list()]
     assert "minilm-l6" in ids and "multilingual-e5-small" in ids
+
+
+DOCUMENTS = [IRRELEVANT, RELEVANT, "央行再次加息，以抑制不断上涨的物价。", "Shares in the bank fell."]
+
+
+def post(srv, path: str, body: dict, key: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key or srv.key}"}
+    return httpx.post(f"{srv.base}{path}", json=body, headers=headers, timeout=120)
+
+
+def test_rerank_orders_documents_by_the_embeddings_cosine(srv):
+    docs = [DOCUMENTS[0], {"text": DOCUMENTS[1]}, DOCUMENTS[2], DOCUMENTS[3]]  # Cohere's objects too
+    answer = post(srv, "/v1/rerank", {"model": "e5-small", "query": QUERY, "documents": docs})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] == "multilingual-e5-small" and body["id"].startswith("rerank-")
+    results = body["results"]
+    # the same numbers as the embeddings API: the query as "query: ", each document as "passage: "
+    query = srv.client.embeddings.create(
+        model="e5-small", input=QUERY, extra_body={"input_type": "query"}, encoding_format="float"
+    )
+    passages = srv.client.embeddings.create(
+        model="e5-small", input=DOCUMENTS, extra_body={"input_type": "passage"}, encoding_format="float"
+    )
+    expected = [cosine(query.data[0].embedding, p.embedding) for p in passages.data]
+    assert sorted(r["index"] for r in results) == [0, 1, 2, 3]
+    assert [r["index"] for r in results] == sorted(range(4), key=lambda i: -expected[i])
+    for r in results:
+        assert r["relevance_score"] == pytest.approx(expected[r["index"]], abs=1e-5)
+        assert r["document"]["text"] == DOCUMENTS[r["index"]]
+    assert results[0]["index"] in (1, 2)  # the English or the Chinese article on rates, not football
+    assert results[-1]["index"] == 0
+    assert body["usage"]["total_tokens"] == query.usage.prompt_tokens + passages.usage.prompt_tokens
+
+    # the other paths answer the same; top_n and return_documents
+    for path in ("/rerank", "/v2/rerank"):
+        again = post(srv, path, {"model": "multilingual-e5-small", "query": QUERY, "documents": DOCUMENTS})
+        assert [r["index"] for r in again.json()["results"]] == [r["index"] for r in results]
+    short = post(
+        srv,
+        "/v1/rerank",
+        {"model": "e5-small", "query": QUERY, "documents": DOCUMENTS, "top_n": 2, "return_documents": False},
+    ).json()["results"]
+    assert [r["index"] for r in short] == [r["index"] for r in results[:2]]
+    assert all("document" not in r for r in short)
+
+    srv.app.state.meter.flush()
+    mine = {u["model"]: u for u in metering.usage(srv.key_id)}
+    assert mine["multilingual-e5-small"]["items"] >= 3 * body["usage"]["total_tokens"]
+
+
+def test_score_pairs_texts_as_vllm_does(srv):
+    one = post(
+        srv, "/v1/score", {"model": "minilm", "text_1": QUERY, "text_2": [RELEVANT, IRRELEVANT]}
+    ).json()
+    assert one["object"] == "list" and one["id"].startswith("score-") and one["model"] == "minilm-l6"
+    scores = [d["score"] for d in one["data"]]
+    assert [d["index"] for d in one["data"]] == [0, 1] and {d["object"] for d in one["data"]} == {"score"}
+    vectors = srv.client.embeddings.create(
+        model="minilm", input=[QUERY, RELEVANT, IRRELEVANT], encoding_format="float"
+    )
+    v = [d.embedding for d in vectors.data]
+    assert scores == pytest.approx([cosine(v[0], v[1]), cosine(v[0], v[2])], abs=1e-5)
+    assert one["usage"]["prompt_tokens"] == vectors.usage.prompt_tokens == one["usage"]["total_tokens"]
+    # two lists go pair by pair; a repeated text is read once but scored in each pair
+    pairs = post(
+        srv,
+        "/score",
+        {"model": "minilm", "text_1": [QUERY, QUERY, RELEVANT], "text_2": [RELEVANT, IRRELEVANT, RELEVANT]},
+    ).json()
+    got = [d["score"] for d in pairs["data"]]
+    assert got[:2] == pytest.approx(scores, abs=1e-6) and got[2] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_rerank_and_score_errors(srv):
+    def error(path, body, key=None):
+        answer = post(srv, path, body, key)
+        return answer.status_code, answer.json()["error"]
+
+    status, err = error("/v1/score", {"model": "minilm", "text_1": ["a", "b"], "text_2": ["a", "b", "c"]})
+    assert status == 400 and err["param"] == "text_2" and "same length" in err["message"]
+    status, err = error("/v1/rerank", {"model": "minilm", "query": "q", "documents": ["fine", "  "]})
+    assert status == 400 and err["param"] == "documents[1]"
+    status, err = error("/v1/rerank", {"model": "minilm", "query": "q", "documents": ["word " * 600]})
+    assert status == 400 and err["code"] == "context_length_exceeded"  # never cut silently
+    status, err = error("/v1/rerank", {"model": "minilm", "query": "q", "documents": []})
+    assert status == 400 and err["param"] == "documents"
+    status, err = error("/v1/rerank", {"model": "nope", "query": "q", "documents": ["d"]})
+    assert status == 404 and err["code"] == "model_not_found"
+    status, err = error("/v1/score", {"model": "minilm", "text_1": "", "text_2": "x"})
+    assert status == 400 and err["param"] == "text_1"
+    for path in ("/rerank", "/v2/rerank", "/score", "/v1/rerank"):  # keyed before the body is read
+        assert httpx.post(f"{srv.base}{path}", content=b"{").status_code == 401
+    _, coder = auth.create_key("code-only", ["jobs:code"])  # may not predict: refused as embeddings are
+    refused, _ = error("/v1/rerank", {"model": "minilm", "query": "q", "documents": ["d"]}, coder)
+    assert refused == post(srv, "/v1/embeddings", {"model": "minilm", "input": "d"}, coder).status_code == 404
 
 
 @pytest.mark.slow
