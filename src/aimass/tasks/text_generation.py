@@ -46,6 +46,7 @@ MAX_CHARS = 20000
 MAX_CURVE = 5000  # training-loss points an evaluation keeps (the last ones)
 VALID_EXAMPLES = 32  # the most validation conversations scored at each epoch's end and the fit's
 VALID_SHARE = 8  # ... and at most one per this many training conversations (at least 8): a cheap check
+PREDICT_BATCH = 8  # prompts ``predict`` decodes side by side (smollm2, 1 thread: ~4x the tokens/s of one)
 METRIC_EVENTS = 200  # a fit publishes its step metrics about this many times (every step if fewer)
 FITTED = ("backbone_", "data_digest_", "max_length_", "lora_")  # what a load needs besides params
 EPOCH_CHECKPOINTS = 2  # adapters kept from the ends of the last passes before the final one
@@ -351,10 +352,25 @@ class TextGenerator(Estimator):
         return getattr(structured, build)(tokenizer, decode.eos_ids(self.base_.model, tokenizer), value)
 
     def predict(self, inputs, *, base: bool = False) -> list[str]:
-        """The greedy answer to each prompt (a string or a list of chat messages)."""
+        """The greedy answer to each prompt (a string or a list of chat messages), decoded
+        :data:`PREDICT_BATCH` at a time, prompts of similar length together
+        (:func:`aimass.llm.decode.generate_batch`; the same prompts always give the same answers)."""
         self.check_fitted()
         items = [inputs] if isinstance(inputs, str) else list(inputs)
-        return [self.generate(item, base=base).choices[0].text.strip() for item in items]
+        prompts = [self._prompt_ids(item) for item in items]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        params = decode.SamplingParams(max_tokens=self.max_new_tokens, temperature=0.0)
+        answers = [""] * len(prompts)
+        decode.set_threads(self.threads if isinstance(self.threads, int) else None)
+        for start in range(0, len(order), PREDICT_BATCH):
+            rows = order[start : start + PREDICT_BATCH]
+            with self.base_.using(
+                None if base else self.adapter_
+            ) as model:  # the base's lock, a batch at a time
+                found = decode.generate_batch(model, self.base_.tokenizer, [prompts[i] for i in rows], params)
+            for i, choice in zip(rows, found, strict=True):
+                answers[i] = choice.text.strip()
+        return answers
 
     # ------------------------------------------------------------ evaluate
     def loss(self, conversations: list[list[dict]], batch_size: int = 8, *, base: bool = False) -> float:
