@@ -13,6 +13,7 @@ from tests.unit.llm.conftest import GEN_PARAMS
 
 import aimass
 from aimass.errors import ConfigError
+from aimass.llm import decode
 from aimass.llm.decode import StopMatcher
 from aimass.llm.metrics import rouge_l
 from aimass.tasks.text_generation import TextGenerator, encode_example, headline_pairs
@@ -72,6 +73,31 @@ def test_loaded_adapter_answers_like_the_trained_model(headlines_model):
     b = again.generate(prompt, temperature=0.9, seed=7, max_tokens=8)
     assert a.choices[0].token_ids == b.choices[0].token_ids
     assert a.completion_tokens == 8 or a.choices[0].finish_reason == "stop"
+
+
+def test_prompts_decoded_side_by_side_answer_as_each_alone(headlines_model):
+    """``generate_batch`` (what ``predict`` runs): prompts of different lengths, left-padded in one
+    batch, each ending on its own (stop string, end of text, max_tokens) with the tokens and text
+    it has when decoded alone."""
+    model = aimass.load(headlines_model["model"])
+    tokenizer = model.base_.tokenizer
+    articles = headline_pairs(5, chars=300, skip=200)[0]
+    prompts = [model._prompt_ids(a[: 40 + 60 * i]) for i, a in enumerate(articles)]
+    assert len({len(p) for p in prompts}) == 5  # really padded
+    for stop in ((), (" ",)):  # a stop string ends rows at different steps
+        params = decode.SamplingParams(max_tokens=12, temperature=0.0, stop=stop)
+        with model.base_.using(model.adapter_) as net:
+            together = decode.generate_batch(net, tokenizer, prompts, params)
+            alone = [decode.generate(net, tokenizer, p, params).choices[0] for p in prompts]
+        for got, want in zip(together, alone, strict=True):
+            assert (got.token_ids, got.text, got.finish_reason) == (
+                want.token_ids,
+                want.text,
+                want.finish_reason,
+            )
+    assert {c.finish_reason for c in together} == {"stop"} and any(len(c.token_ids) > 1 for c in together)
+    assert model.predict(articles[:3]) == [model.generate(a).choices[0].text.strip() for a in articles[:3]]
+    assert decode.generate_batch(None, tokenizer, [], params) == []
 
 
 def test_a_file_of_prompts_is_answered_in_bulk_and_resumes_by_whole_chunks(
