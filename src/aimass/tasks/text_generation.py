@@ -17,6 +17,7 @@ import json
 import math
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from aimass.data import bbc_news_path, bbc_news_text
 from aimass.data.pairs_import import looks_like_pairs
 from aimass.errors import ConfigError, DataError, NotFoundError, VersionError
 from aimass.estimator import Estimator, parse_config
-from aimass.llm import decode
+from aimass.llm import batcher, decode
 from aimass.llm.backbone import get_llm_backbone
 from aimass.llm.hub import HUB, LORA_TARGETS, Base
 from aimass.llm.metrics import exact_match, rouge_l
@@ -813,7 +814,22 @@ class Handler:
         return request.inputs
 
     def predict(self, prompts: list[str]) -> list[str]:
-        return self.model.predict(prompts)
+        """Served, each prompt joins the base's continuous batch (:mod:`aimass.llm.batcher`) beside
+        the chat requests in flight, rather than taking the base for a batch of its own and
+        stalling their streams; with ``AIMASS_LLM_BATCHING=0``, :meth:`TextGenerator.predict`."""
+        model = self.model
+        if not batcher.enabled() and getattr(model.base_, "int4", None) is None:
+            return model.predict(prompts)
+        shared = batcher.scheduler(model.base_, model.adapter_)
+        params = decode.SamplingParams(max_tokens=model.max_new_tokens, temperature=0.0)
+
+        def answer(prompt) -> str:
+            return shared.submit(model._prompt_ids(prompt), params, model.adapter_).choices[0].text.strip()
+
+        if len(prompts) == 1:
+            return [answer(prompts[0])]
+        with ThreadPoolExecutor(max_workers=min(len(prompts), batcher.MAX_BATCH)) as pool:
+            return list(pool.map(answer, prompts))
 
     def encode_response(self, texts: list[str]) -> dict[str, Any]:
         return {"predictions": [{"text": t} for t in texts]}

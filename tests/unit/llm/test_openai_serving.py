@@ -70,6 +70,26 @@ def test_chat_answer_equals_model_generate_for_the_same_seed(srv):
     assert answer.model == srv.model
 
 
+def test_rest_predict_joins_the_continuous_batch_with_the_same_answers(srv):
+    """``POST /v1/models/{name}/predict`` on a language model: its prompts decode in the base's
+    shared batch (beside the chats in flight) and answer what ``predict`` answers."""
+    prompts = [ARTICLE, "Shares fell sharply on Monday.", "The team won the cup final after extra time."]
+    shared = batcher.scheduler(aimass.load(srv.model).base_, None)
+    steps, peak = shared.steps, shared.peak
+    shared.peak = 0
+    answer = httpx.post(
+        f"{srv.base}/v1/models/{srv.model}/predict",
+        json={"inputs": prompts},
+        headers={"Authorization": f"Bearer {srv.key}"},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    got = [p["text"] for p in answer.json()["predictions"]]
+    assert got == aimass.load(srv.model).predict(prompts)
+    assert shared.steps > steps and shared.peak >= 2  # decoded there, side by side
+    shared.peak = max(shared.peak, peak)
+
+
 def test_stream_is_real_sse_with_usage_and_done(srv):
     stream = srv.client.chat.completions.create(
         model=srv.model,
