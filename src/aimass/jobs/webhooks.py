@@ -12,6 +12,8 @@ endpoint asked for and of jobs its creator's key may read (``job:Read``, decided
 decides it), and queues one delivery each in the transaction that moves the cursor, so an event
 is queued once even across restarts. A delivery without a 2xx answer within 10 s is sent again
 after 5 s, 30 s, 2 min, 10 min, 30 min, 2 h and 8 h, with the same event id, then marked failed.
+Endpoints are sent to side by side (up to 8 at once), each one's deliveries in order: a slow or
+dead receiver holds up only its own, and after a failure it gets nothing more until the next tick.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -44,6 +47,7 @@ OPENAI_TYPES = {  # a batch's and a fine-tune's ends, under OpenAI's names
 EVENT_TYPES = sorted({*JOB_TYPES.values(), *(t for m in OPENAI_TYPES.values() for t in m.values())})
 BACKOFF_S = (5, 30, 120, 600, 1800, 7200, 28800)  # after attempt 1, 2, ...; then failed
 TIMEOUT_S = 10.0
+SENDERS = 8  # endpoints sent to at once
 KEEP_S = 7 * 86400  # sent and failed deliveries are listed for a week
 MAX_ENDPOINTS = 100
 ADMIN = "admin"
@@ -365,10 +369,24 @@ class Deliverer:
                     .limit(limit)
                 ).all()
             )
-        sent = 0
+        by_endpoint: dict[str, list[DeliveryRecord]] = {}
         for item in due:
+            by_endpoint.setdefault(item.webhook_id, []).append(item)
+        if len(by_endpoint) <= 1:
+            return sum(self._send_in_order(items) for items in by_endpoint.values())
+        # one thread per endpoint: a slow or dead receiver holds up only its own deliveries
+        with ThreadPoolExecutor(
+            max_workers=min(SENDERS, len(by_endpoint)), thread_name_prefix="webhook"
+        ) as pool:
+            return sum(pool.map(self._send_in_order, by_endpoint.values()))
+
+    def _send_in_order(self, items: list[DeliveryRecord]) -> int:
+        """Send one endpoint's due deliveries, oldest first, until one fails (the rest wait for
+        the next tick: a receiver that is down gets one try a tick, not a burst); how many were sent."""
+        sent = 0
+        for item in items:
             with session() as s, s.begin():  # a lease: nobody else sends it while this one does
-                lease = now + 3 * TIMEOUT_S
+                lease = self.clock() + 3 * TIMEOUT_S
                 taken = s.execute(
                     update(DeliveryRecord)
                     .where(DeliveryRecord.id == item.id, DeliveryRecord.next_at == item.next_at)
@@ -380,6 +398,8 @@ class Deliverer:
             status, error = send(hook, item.event_id, item.payload, self.client)
             sent += 1
             self._record(item, status, error)
+            if status is None or not 200 <= status < 300:
+                break
         return sent
 
     def _record(self, item: DeliveryRecord, status: int | None, error: str | None) -> None:

@@ -26,7 +26,7 @@ from aimass.serve.app import create_app
 class Receiver:
     """An HTTP server on 127.0.0.1 that keeps every request and answers ``codes`` in turn (then 200)."""
 
-    def __init__(self):
+    def __init__(self, hold=None):
         self.got: list[dict] = []
         self.codes: list[int] = []
         owner = self
@@ -35,6 +35,8 @@ class Receiver:
             def do_POST(self):  # noqa: N802 — http.server's name
                 body = self.rfile.read(int(self.headers["content-length"]))
                 owner.got.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                if hold is not None:
+                    hold()
                 self.send_response(owner.codes.pop(0) if owner.codes else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -200,6 +202,41 @@ def test_an_endpoint_hears_only_of_jobs_its_creators_key_may_read(receiver):
     week_later = webhooks.Deliverer(clock=lambda: clock[0] + webhooks.KEEP_S)
     assert week_later.send_due() == 0 and webhooks.deliveries(dead["id"]) == []  # kept a week, then pruned
     assert hook["id"] in [e["id"] for e in webhooks.list_endpoints()]
+
+
+def test_a_slow_endpoint_holds_up_only_its_own_deliveries(receiver):
+    """Two endpoints, the slow one first in line: while it holds its first delivery, the other
+    gets both of its own. After its 500, its second waits for the next tick."""
+    fast_done, waited = threading.Event(), []
+    slow = Receiver(hold=lambda: waited.append(fast_done.wait(5)))  # under the client's 10 s timeout
+    slow.codes = [500]
+    try:
+        webhooks.create("slow", slow.url, ["job.succeeded"], auth.ADMIN_ID)
+        webhooks.create("fast", receiver.url, ["job.succeeded"], auth.ADMIN_ID)
+        done = [
+            jobs.submit("import", {"path": table(f"two-{i}"), "name": f"two-{i}"})["id"] for i in range(2)
+        ]
+        for job_id in done:
+            jobs.run_foreground(job_id)
+        deliverer = webhooks.Deliverer()
+        assert deliverer.collect() == 4
+
+        original = receiver.server.RequestHandlerClass.do_POST
+
+        def counted(handler):
+            original(handler)
+            if len(receiver.got) == 2:
+                fast_done.set()
+
+        receiver.server.RequestHandlerClass.do_POST = counted
+        assert deliverer.send_due() == 3  # the fast endpoint's two, the slow one's first (a 500)
+        assert waited == [True]  # the fast endpoint was answered while the slow one held its first
+        assert [e["data"]["id"] for e in events_of(receiver.got)] == done  # oldest first
+        assert len(slow.got) == 1
+        assert deliverer.send_due() == 1 and len(slow.got) == 2  # its second, on the next tick
+        assert [e["data"]["id"] for e in events_of(slow.got)] == done
+    finally:
+        slow.close()
 
 
 def test_the_job_runner_sends_the_deliveries(receiver):
