@@ -21,6 +21,7 @@ from aimass.serve import quotas
 from aimass.store.db import UsageRecord, session
 
 REFRESH_S = 5.0  # how stale a key's quota and stored usage may be
+HOLD_S = 900.0  # a request's hold lapses after this long even if it was never released
 UNMETERED = ("admin", "anonymous")
 
 
@@ -34,21 +35,41 @@ class Meter:
         self._lock = threading.Lock()
         # key -> (read at, (quota, period) or None, first minute of the period, items stored then)
         self._quotas: dict[str, tuple[float, tuple[int, str] | None, str, int]] = {}
+        # key -> the holds of its requests in flight: hold -> (items expected, held until)
+        self._holds: dict[str, dict[Hold, tuple[int, float]]] = {}
 
-    async def admit(self, key_id: str) -> None:
-        """QuotaExceeded (429) when ``key_id`` has used its quota's items this period."""
+    async def admit(self, key_id: str, items: int = 1) -> Hold:
+        """QuotaExceeded (429) when ``key_id`` has used its quota's items this period, counting
+        what the key's requests in flight are expected to use (their holds); else the request's
+        own :class:`Hold` of ``items`` (release it when the request ends). A key without a quota
+        gets a hold that holds nothing."""
         if key_id in UNMETERED:
-            return
+            return Hold(self, key_id, 0)
         known = self._quotas.get(key_id)
         if known is None or time.monotonic() - known[0] > REFRESH_S:
             known = await asyncio.to_thread(self._read_quota, key_id)
-        _, limit, since, stored = known
-        if limit is None:
+        if known[1] is None:
+            return Hold(self, key_id, 0)
+        hold = Hold(self, key_id, 0)
+        hold.grow(items)
+        return hold
+
+    def _check(self, key_id: str, hold: Hold) -> None:
+        """Refuse when the stored use, the tally not yet written and the other holds reach the quota
+        (the request's own size is not refused ahead: the one that crosses it is answered)."""
+        known = self._quotas.get(key_id)
+        if known is None or known[1] is None:
             return
+        _, limit, since, stored = known
+        now = time.monotonic()
         with self._lock:
             pending = sum(row[1] for (k, _, m), row in self._tally.items() if k == key_id and m >= since)
-        if stored + pending >= limit[0]:
-            raise quotas.refuse(key_id, *limit, stored + pending)
+            held = self._holds.setdefault(key_id, {})
+            for other in [h for h, (_, until) in held.items() if until < now]:  # never released: a backstop
+                del held[other]
+            others = sum(n for h, (n, _) in held.items() if h is not hold)
+        if stored + pending + others >= limit[0]:
+            raise quotas.refuse(key_id, *limit, stored + pending + others)
 
     def forget(self, key_id: str) -> None:
         """Read ``key_id``'s quota afresh on its next request (it was just changed here)."""
@@ -106,6 +127,35 @@ class Meter:
                 row.requests += int(requests)
                 row.items += int(items)
                 row.compute_ms += float(ms)
+
+
+class Hold:
+    """The items one request of a key held to a quota is expected to use, while it runs: the
+    key's other requests count them, so many requests at once cannot all slip under the quota
+    before any is metered. :meth:`release` when the request ends (it lapses after
+    :data:`HOLD_S` regardless)."""
+
+    def __init__(self, meter: Meter, key_id: str, items: int):
+        self.meter, self.key_id, self.items = meter, key_id, items
+
+    def grow(self, items: int) -> None:
+        """Expect ``items`` more; QuotaExceeded (429, and nothing held) when the key's use and its
+        other requests' holds already reach the quota."""
+        if self.meter._quotas.get(self.key_id, (0, None))[1] is None:
+            return
+        try:
+            self.meter._check(self.key_id, self)
+        except Exception:
+            self.release()
+            raise
+        with self.meter._lock:
+            self.items += max(0, int(items))
+            self.meter._holds.setdefault(self.key_id, {})[self] = (self.items, time.monotonic() + HOLD_S)
+
+    def release(self) -> None:
+        with self.meter._lock:
+            self.meter._holds.get(self.key_id, {}).pop(self, None)
+        self.items = 0
 
 
 def usage(key: str | None = None, since: str | None = None) -> list[dict]:

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import threading
 import time
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -185,7 +186,8 @@ def add_embedding_routes(app: FastAPI, engine, allow, meter) -> None:
 async def answer(engine, meter, caller, body: bytes) -> dict:
     """What ``POST /v1/embeddings`` answers ``body`` (a batch's requests are answered here too)."""
     req = parse_body(EmbeddingRequest, body)
-    name, found, tokens = await metered(engine, meter, caller, req.model, lambda: embed(engine, req))
+    work = partial(embed, engine, req)
+    name, found, tokens = await metered(engine, meter, caller, req.model, work, len(req.texts()))
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(v, req.encoding_format)}
         for i, v in enumerate(found)
@@ -194,17 +196,21 @@ async def answer(engine, meter, caller, body: bytes) -> dict:
     return {"object": "list", "data": data, "model": name, "usage": usage}
 
 
-async def metered(engine, meter, caller, model: str, work) -> tuple[str, Any, int]:
+async def metered(engine, meter, caller, model: str, work, texts: int) -> tuple[str, Any, int]:
     """Run blocking ``work() -> (model id, result, tokens)`` in a thread once the caller's quota
-    admits it; the tokens are metered against the caller's key and the time is counted in the
-    model's live figures (a served classifier's, as its predictions), failures too."""
-    await meter.admit(caller.key_id)
+    admits it (a key held to one holds ``texts`` items meanwhile: a text is a token at least); the
+    tokens are metered against the caller's key and the time is counted in the model's live
+    figures (a served classifier's, as its predictions), failures too."""
+    hold = await meter.admit(caller.key_id, texts)
     began = time.perf_counter()
     try:
-        name, result, tokens = await asyncio.to_thread(work)
-    except AimassError:
-        engine.observe(model, time.perf_counter() - began, error=True)
-        raise
-    meter.add(caller.key_id, name, tokens, (time.perf_counter() - began) * 1000)
+        try:
+            name, result, tokens = await asyncio.to_thread(work)
+        except AimassError:
+            engine.observe(model, time.perf_counter() - began, error=True)
+            raise
+        meter.add(caller.key_id, name, tokens, (time.perf_counter() - began) * 1000)
+    finally:
+        hold.release()  # once metered: never a moment when neither counts
     engine.observe(model, time.perf_counter() - began)
     return name, result, tokens

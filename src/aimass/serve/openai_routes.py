@@ -127,10 +127,11 @@ class _Target:
         self.adapter = model.adapter_ if model is not None else None
         self.adapters = adapters  # a registered fine-tune answered without a deployment: held while decoding
 
-    def check_length(self, prompt, *, raw: bool, max_tokens: int) -> None:
-        """400 ``context_length_exceeded`` before any work when the prompt plus ``max_tokens`` is over
-        the context the server allows (the model's, at most ``AIMASS_LLM_MAX_CONTEXT``, default 4,096):
-        attention over a huge prompt would hold a CPU and its memory for minutes."""
+    def check_length(self, prompt, *, raw: bool, max_tokens: int) -> int:
+        """The prompt's tokens; 400 ``context_length_exceeded`` before any work when the prompt plus
+        ``max_tokens`` is over the context the server allows (the model's, at most
+        ``AIMASS_LLM_MAX_CONTEXT``, default 4,096): attention over a huge prompt would hold a CPU and
+        its memory for minutes."""
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
         limit = context_limit(self.base.model)
@@ -141,6 +142,7 @@ class _Target:
                 f"asks for {max_tokens} more. Shorten the prompt or lower max_tokens.",
                 code="context_length_exceeded",
             )
+        return len(ids)
 
     def constraint(self, output: tuple[str, Any] | None, param: str = "response_format.json_schema.schema"):
         """The decoding constraint asked for (:func:`~aimass.serve.openai_requests.output_of`): None,
@@ -365,11 +367,25 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> Generation:
 
 async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: bool, output=None, tools=None):
     """The answer (or its stream); ``output``: the constraint asked for; ``tools``: the names of the
-    tools the model may call, whose calls the answer reads (:mod:`aimass.serve.openai_tools`)."""
+    tools the model may call, whose calls the answer reads (:mod:`aimass.serve.openai_tools`).
+    A key held to a quota holds the request's prompt and ``max_tokens`` while it runs
+    (:class:`~aimass.serve.metering.Hold`): a stream releases it when its generation ends."""
+    hold = await generation.meters[0].admit(caller.key_id, 0)  # grown to the prompt and max_tokens
+    try:
+        answer = await _answer_held(generation, caller, req, prompt, max_tokens, hold, chat, output, tools)
+    except BaseException:
+        hold.release()
+        raise
+    if not req.stream:
+        hold.release()
+    return answer
+
+
+async def _answer_held(generation, caller, req, prompt, max_tokens: int, hold, chat: bool, output, tools):
     engine, meters, slots = generation.engine, generation.meters, generation.slots
-    await meters[0].admit(caller.key_id)
     target = await asyncio.to_thread(_resolve, engine, req.model, generation.adapters)  # may attach
-    await asyncio.to_thread(target.check_length, prompt, raw=not chat, max_tokens=max_tokens)
+    prompt_tokens = await asyncio.to_thread(target.check_length, prompt, raw=not chat, max_tokens=max_tokens)
+    hold.grow(prompt_tokens + max_tokens * req.n)  # 429 if the key's other requests fill its quota
     if not chat:
         output = req.guided()
     param = (
@@ -397,7 +413,7 @@ async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: boo
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         live = (engine, req.model)  # where the request counts in the live figures
         head = (ident, created, shape, tools)
-        return _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live)
+        return _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live, hold)
     began = time.perf_counter()
     gone = threading.Event()  # set when the await ends, cancelled too (a shutdown past its grace)
     work = partial(target.generate, prompt, raw=not chat, cancelled=gone.is_set, **kwargs)
@@ -471,7 +487,7 @@ def _usage(out) -> dict:
     }
 
 
-def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live):
+def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live, hold):
     ident, created, shape, tools = head  # the answer's id and time; entries -> logprobs; tool names
     readers: dict[int, tuple[openai_tools.ToolStream, list]] = {}  # with tools: each choice's reader
     engine, name = live  # the request counts in the live figures of the service ``name`` names
@@ -499,6 +515,8 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
             log.exception("generation failed for %s", target.ref)
             engine.observe(name, time.perf_counter() - began, error=True)
             loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+        finally:
+            hold.release()
 
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 

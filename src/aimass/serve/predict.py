@@ -36,7 +36,9 @@ class Predictor:
         return (spec.max_upload_bytes or spec.max_body_bytes) if upload else spec.max_body_bytes
 
     async def __call__(self, name: str, payload: dict, caller: Caller) -> bytes:
-        await self.meter.admit(caller.key_id)  # a key over its quota is not a model's error
+        inputs = payload.get("inputs") if isinstance(payload, dict) else None
+        # a key over its quota is not a model's error; one held to a quota holds its inputs meanwhile
+        hold = await self.meter.admit(caller.key_id, len(inputs) if isinstance(inputs, list) else 1)
         began = time.perf_counter()
         try:
             return await self._answer(name, payload, caller, began)
@@ -45,6 +47,8 @@ class Predictor:
             if service in self.engine.services:  # not every unknown name a client sends
                 self.engine.metrics.recent.observe(service, time.perf_counter() - began, error=True)
             raise
+        finally:
+            hold.release()
 
     async def _answer(self, name: str, payload: dict, caller: Caller, began: float) -> bytes:
         for attempt in range(3):  # a swap can retire the routed version before it queues the request

@@ -1,8 +1,9 @@
 """Per-key quotas: at most ``quota`` metered items (predictions, or prompt + completion tokens,
 or embedded tokens) in each UTC day or month, as OpenAI's usage limits and a cloud's quotas.
 
-A request is admitted while the key has used less than its quota this period (the one that
-crosses it is answered: how many tokens it will take is not known before); the next is a 429
+A request is admitted while the key has used less than its quota this period, counting what its
+requests in flight are expected to use (:class:`aimass.serve.metering.Hold`); the one that
+crosses it is answered (how many tokens it will take is not known before), and the next is a 429
 ``insufficient_quota`` that says what was used, when it resets, and who can raise it.
 """
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 
 import torch
 from fastapi import FastAPI, Request
@@ -125,13 +126,15 @@ def add_rerank_routes(app: FastAPI, engine, allow, meter) -> None:
     async def rerank_route(request: Request, caller=allow("predict")):
         """The documents, most relevant to the query first (vLLM's, Jina's and Cohere's rerank)."""
         req = parse_body(RerankRequest, await request.body())
-        name, body, tokens = await metered(engine, meter, caller, req.model, lambda: rerank(engine, req))
+        work = partial(rerank, engine, req)
+        name, body, tokens = await metered(engine, meter, caller, req.model, work, len(req.documents) + 1)
         return {"id": f"rerank-{uuid.uuid4().hex}", "model": name, **body, "usage": {"total_tokens": tokens}}
 
     async def score_route(request: Request, caller=allow("predict")):
         """vLLM's score: the relevance of each (text_1, text_2) pair."""
         req = parse_body(ScoreRequest, await request.body())
-        name, body, tokens = await metered(engine, meter, caller, req.model, lambda: score(engine, req))
+        work = partial(score, engine, req)
+        name, body, tokens = await metered(engine, meter, caller, req.model, work, 2 * len(req.pairs()[0]))
         usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}
         return {"id": f"score-{uuid.uuid4().hex}", "model": name, **body, "usage": usage}
 

@@ -647,6 +647,23 @@ def test_a_key_over_its_token_quota_gets_insufficient_quota_once_and_its_batches
     assert {x["response"]["body"]["error"]["code"] for x in lines} == {"insufficient_quota"}
     assert record.id in lines[0]["response"]["body"]["error"]["message"]
 
+    # six chats at once: each holds its prompt and max_tokens while it runs, so with room for a
+    # little over two of them, three start (the third crosses) and three are refused
+    size = first.usage.prompt_tokens + body["max_tokens"]
+    _, burst_key = auth.create_key("burst", ["predict"], quota=2 * size + 1)
+    burst = openai.OpenAI(base_url=f"{srv.base}/v1", api_key=burst_key, max_retries=0, timeout=120)
+
+    def chat(seed: int) -> str:
+        try:
+            burst.chat.completions.create(**{**body, "seed": seed})
+            return "answered"
+        except openai.RateLimitError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = sorted(pool.map(chat, range(6)))
+    assert outcomes == ["answered"] * 3 + ["insufficient_quota"] * 3, outcomes
+
 
 def test_tokenize_counts_what_the_chat_route_counts_and_detokenize_reads_it_back(srv):
     """vLLM's /tokenize and /detokenize: a chat's count equals the chat route's prompt_tokens, a

@@ -113,6 +113,36 @@ def test_body_limit(client):
     assert client.post("/v1/models/news-serve/predict", files=[huge]).status_code == 413
 
 
+def test_many_calls_at_once_cannot_all_slip_under_a_quota(client):
+    """Twenty one-text calls sent at once with a key whose quota is 5 a day: each call in flight
+    holds its inputs, so exactly 5 are answered and 15 refused, however they interleave."""
+    import asyncio
+
+    import httpx
+    from tests.conftest import live_server
+
+    from aimass.serve import metering
+
+    record, key = auth.create_key("burst", ["predict"], quota=5, quota_period="day")
+
+    async def burst(base: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+            calls = [
+                http.post(
+                    "/v1/models/news-serve/predict", json={"inputs": [f"Shares rose {i}%."]}, timeout=60
+                )
+                for i in range(20)
+            ]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    app = create_app(["news-serve"])
+    with live_server(app) as base:
+        codes = asyncio.run(burst(base))
+        app.state.meter.flush()
+    assert sorted(codes) == [200] * 5 + [429] * 15, codes
+    assert sum(u["items"] for u in metering.usage(record.id)) == 5
+
+
 def test_a_key_held_to_a_quota_is_refused_once_it_is_spent_and_until_it_is_raised(client):
     """A key with a quota of 3 items a day: two calls of two texts are answered (the second
     crosses it: its size is not refused ahead), the third is a 429 ``insufficient_quota`` with
