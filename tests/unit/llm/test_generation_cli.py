@@ -75,15 +75,18 @@ def test_train_validates_on_a_file_of_its_own_and_trains_on_all_of_data(headline
 
     valid = tmp_path / "valid.jsonl"
     valid.write_text("".join(chat_line(a, h) + "\n" for a, h in bbc_pairs(10, chars=120, skip=500)))
+    # a file of its own: the shared one may have been imported first under another name (auto-...)
+    train = tmp_path / "headlines.jsonl"
+    train.write_text(headlines_jsonl.read_text() + chat_line(*bbc_pairs(1, chars=200, skip=700)[0]) + "\n")
     settings = ["max_steps=2", "batch_size=4", "max_length=96", "max_new_tokens=8", "eval_examples=1"]
-    args = ["train", "--task", "text-generation", "--data", str(headlines_jsonl), "--valid-data", str(valid)]
+    args = ["train", "--task", "text-generation", "--data", str(train), "--valid-data", str(valid)]
     args += [x for s in settings for x in ("--set", s)] + ["--name", "headlines-validated", "--json"]
     run = CliRunner().invoke(app, args)
     assert run.exit_code == 0, (run.output, run.exception)
     result = json.loads(run.stdout)
     assert result["metrics"]["n"] == 10 and 0 < result["metrics"]["mean_token_accuracy"] < 1
     pair = aimass.load_dataset(result["dataset"])
-    assert pair.manifest["counts"]["by_split"] == {"train": 32, "valid": 10, "test": 10}
+    assert pair.manifest["counts"]["by_split"] == {"train": 33, "valid": 10, "test": 10}
     parents = pair.manifest["parents"]
     assert parents["training_file"]["name"] == "headlines" and parents["validation_file"]["name"] == "valid"
     model = TextGenerator.load(result["path"])
