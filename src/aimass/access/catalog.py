@@ -26,6 +26,12 @@ ACTIONS: tuple[str, ...] = (
     "dataset:Read",
     "dataset:Import",
     "dataset:Delete",
+    "vector_store:Create",
+    "vector_store:List",
+    "vector_store:Read",
+    "vector_store:Search",
+    "vector_store:Update",
+    "vector_store:Delete",
     "service:List",
     "service:Read",
     "service:Update",
@@ -68,7 +74,7 @@ _CANONICAL = {a.lower(): a for a in ACTIONS}
 
 # ARN kinds: aimass:<top>/<name>, and inside a project aimass:project/<p>/<kind>/<name>
 TOP_KINDS = frozenset({"project", "user", "group", "key", "webhook", "policy", "audit", "usage"})
-PROJECT_KINDS = frozenset({"model", "dataset", "service", "job", "key"})
+PROJECT_KINDS = frozenset({"model", "dataset", "service", "job", "key", "vector_store"})
 
 # Context keys (case-insensitive, like AWS). ``aimass:KeyTag/<k>`` is a family.
 CONTEXT_KEYS = {

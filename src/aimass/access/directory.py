@@ -23,7 +23,7 @@ CHANGES = "access.changes"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+=-]{0,99}")
 TARGETS = {"user": IDENTITY, "group": IDENTITY, "key": IDENTITY, "project": RESOURCE, "resource": RESOURCE}
 DEFAULT_PROJECT = "default"
-RESOURCE_KINDS = ("model", "dataset", "service", "job")
+RESOURCE_KINDS = ("model", "dataset", "service", "job", "vector_store")
 
 
 def changed() -> None:

@@ -34,6 +34,7 @@ from aimass.serve.openai_finetune import result_job
 from aimass.store import browse, registry
 
 Target = Callable[[dict, dict], tuple[str, str]]  # (path params, JSON body) -> (kind, name)
+VECTOR_STORE = "/v1/vector_stores/{vector_store_id}"
 
 
 def path(kind: str, param: str = "name") -> Target:
@@ -85,6 +86,12 @@ def importing_into(params: dict, data) -> tuple[str, str]:
     when none): ``aimass:project/P/dataset/*``, which a policy on P's resources covers."""
     project = data.get("project") if isinstance(data, dict) else None
     return "", f"aimass:project/{project or directory.DEFAULT_PROJECT}/dataset/*"
+
+
+def creating_store(params: dict, data) -> tuple[str, str]:
+    """A new vector store, in the body's ``project`` (``default`` when none)."""
+    project = data.get("project") if isinstance(data, dict) else None
+    return "", f"aimass:project/{project or directory.DEFAULT_PROJECT}/vector_store/*"
 
 
 def job_submit(params: dict, data) -> str:
@@ -219,6 +226,39 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/files/{file_id}", _file_action, _file),
     Rule("GET", "/v1/files/{file_id}/content", _file_action, _file),
     Rule("DELETE", "/v1/files/{file_id}", "dataset:Delete", path("dataset", "file_id")),
+    Rule("POST", "/v1/vector_stores", "vector_store:Create", creating_store),
+    Rule("GET", "/v1/vector_stores", "vector_store:List", fixed("aimass:project/*")),
+    *(
+        Rule(method, VECTOR_STORE + tail, action, path("vector_store", "vector_store_id"))
+        for method, tail, action in (
+            ("GET", "", "vector_store:Read"),
+            ("POST", "", "vector_store:Update"),
+            ("DELETE", "", "vector_store:Delete"),
+            ("GET", "/files", "vector_store:Read"),
+            ("GET", "/files/{file_id}", "vector_store:Read"),
+            ("GET", "/files/{file_id}/content", "vector_store:Read"),
+            ("POST", "/files/{file_id}", "vector_store:Update"),
+            ("DELETE", "/files/{file_id}", "vector_store:Update"),
+            ("POST", "/file_batches", "vector_store:Update"),
+            ("GET", "/file_batches/{batch_id}", "vector_store:Read"),
+            ("GET", "/file_batches/{batch_id}/files", "vector_store:Read"),
+            ("POST", "/file_batches/{batch_id}/cancel", "vector_store:Update"),
+        )
+    ),
+    Rule(
+        "POST",
+        VECTOR_STORE + "/files",
+        "vector_store:Update",
+        path("vector_store", "vector_store_id"),
+        also=(("dataset:Read", body("dataset", "file_id")),),
+    ),
+    Rule(
+        "POST",
+        VECTOR_STORE + "/search",
+        "vector_store:Search",
+        path("vector_store", "vector_store_id"),
+        management=False,
+    ),
     Rule("POST", "/v1/fine_tuning/jobs", "job:Submit", in_project),
     Rule("GET", "/v1/fine_tuning/jobs", "job:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/fine_tuning/jobs/{job_id}", "job:Read", path("job", "job_id")),
@@ -276,6 +316,7 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/audit/{request_id}", "audit:Read", fixed("aimass:audit")),
 )
 READ = {"model": "model:Read", "service": "service:Read", "job": "job:Read", "dataset": "dataset:Read"}
+READ["vector_store"] = "vector_store:Read"
 BODY_KEY = "access_body"
 
 

@@ -42,6 +42,7 @@ from aimass.serve.openai_finetune import FILES_PATH, add_fine_tuning_routes
 from aimass.serve.openai_routes import add_openai_routes, openai_models
 from aimass.serve.predict import PredictLane, Predictor, parse_json, too_large
 from aimass.serve.settings import ServingSettings
+from aimass.serve.vector_store_routes import add_vector_store_routes
 from aimass.serve.webhook_routes import add_webhook_routes
 from aimass.store import registry
 
@@ -113,6 +114,7 @@ def create_app(
             except AimassError as exc:  # the event log has it; the other models still serve
                 log.error("could not deploy %s: %s", ref, exc)
         state["ready"] = True
+        await asyncio.to_thread(app.state.vector_stores.resume)  # files a stopped server left half done
         flusher = asyncio.get_running_loop().create_task(flush_usage())
         stop_jobs = start_runner(job_runner) if job_runner else None
         yield
@@ -120,6 +122,7 @@ def create_app(
             stop_jobs.set()
         state["ready"] = False
         await engine.shutdown(grace_s)
+        app.state.vector_stores.stop()
         flusher.cancel()
         await asyncio.to_thread(meter.flush)
 
@@ -453,6 +456,9 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
     )
     add_batch_routes(app, lambda scope: _allow(guard, scope), partial(_may_see, guard), partial(_twin, guard))
     add_webhook_routes(app, lambda scope: _allow(guard, scope))
+    app.state.vector_stores = add_vector_store_routes(
+        app, lambda scope: _allow(guard, scope), partial(_may_see, guard), partial(_twin, guard), meter
+    )
 
 
 PREDICT_BODY = {

@@ -1,5 +1,6 @@
 """The files of OpenAI's Batch API: an uploaded input file (``purpose`` ``batch``), checked line
-by line when it arrives, and a batch's output and error files, which are its job's.
+by line when it arrives, and a batch's output and error files, which are its job's. Documents
+(``purpose`` ``assistants``, :mod:`aimass.retrieval.files`) share the folder and the id scheme.
 
 An input file lives in ``AIMASS_HOME/files/<id>/`` (``input.jsonl`` and ``file.json``); its id is
 ``file-`` and 24 hex digits. Each line is one request, as OpenAI's::
@@ -27,6 +28,7 @@ from pathlib import Path
 from aimass import paths
 from aimass.access import directory
 from aimass.errors import InUseError, NotFoundError
+from aimass.retrieval import files as documents
 from aimass.serve.openai_errors import bad_param
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -130,8 +132,10 @@ def info(file_id: str) -> dict:
 
 
 def describe(file_id: str) -> dict:
-    """The input file as OpenAI's file object."""
+    """The input file (or a document, :mod:`aimass.retrieval.files`) as OpenAI's file object."""
     found = info(file_id)
+    if documents.is_document(found):
+        return documents.describe(found)
     return {
         "id": file_id,
         "object": "file",
@@ -144,11 +148,19 @@ def describe(file_id: str) -> dict:
     }
 
 
+def is_batch_input(file_id: str) -> bool:
+    """Whether ``file_id`` is a batch's input file (not a document); 404 for no file."""
+    return not documents.is_document(info(file_id))
+
+
 def requests_of(file_id: str) -> list[dict]:
     return check(folder(file_id) / "input.jsonl")
 
 
 def content(file_id: str) -> bytes:
+    """The file as it was sent: a batch's requests, or a document's bytes."""
+    if documents.is_document(info(file_id)):
+        return documents.original(file_id)
     return (folder(file_id) / "input.jsonl").read_bytes()
 
 

@@ -45,10 +45,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from aimass import api, jobs, paths, workflow
-from aimass.errors import ConfigError, NotFoundError
+from aimass.access import directory
+from aimass.errors import ConfigError, DataError, NotFoundError
 from aimass.jobs import state
 from aimass.jobs.logs import METRICS
 from aimass.llm.backbone import get_llm_backbone
+from aimass.retrieval import files as documents
+from aimass.retrieval import stores
 from aimass.serve import batch_files, batches
 from aimass.serve.data_routes import import_upload
 from aimass.serve.jobs_routes import (
@@ -72,7 +75,7 @@ SMALL_SET = 1000  # "auto" epochs: 3 passes up to this many examples, 1 above
 STATUS = {"queued": "queued", "running": "running", "succeeded": "succeeded", "failed": "failed"}
 STATUS["cancelled"] = "cancelled"
 RESULTS = "results-"  # a job's result file is RESULTS + its id
-PURPOSES = ("fine-tune", "batch")
+PURPOSES = ("fine-tune", "batch", *documents.PURPOSES)
 RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
 
@@ -111,13 +114,14 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
     async def create_file(
         request: Request, project: str | None = Query(None, max_length=64, description="aimass: the project")
     ):
-        """A JSONL of conversations (``purpose`` ``fine-tune``), imported as a chat dataset, or of
-        requests (``batch``), checked line by line and kept for ``POST /v1/batches``."""
+        """A JSONL of conversations (``purpose`` ``fine-tune``), imported as a chat dataset, of
+        requests (``batch``), checked line by line and kept for ``POST /v1/batches``, or a document
+        (``assistants``, ``user_data``: PDF, DOCX, HTML or text) for vector stores."""
         await asyncio.to_thread(need_project, project)
         upload, purpose = await _file_and_purpose(request)
         try:
             if purpose not in PURPOSES:
-                raise bad_param("purpose", f"Purpose must be 'fine-tune' or 'batch'; got {purpose!r}.")
+                raise bad_param("purpose", f"Purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.")
             from aimass.data.uploads import store_upload
 
             stored = await asyncio.to_thread(store_upload, upload.file, upload.filename)
@@ -125,6 +129,8 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
             await upload.close()
         if purpose == "batch":
             return await asyncio.to_thread(_batch_file, stored, project)
+        if purpose in documents.PURPOSES:
+            return await asyncio.to_thread(_document, stored, project, purpose)
         report = await asyncio.to_thread(import_upload, stored["path"], None, project)
         return await asyncio.to_thread(_file, report["id"], stored["file"])
 
@@ -153,6 +159,7 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         if result_job(file_id) is not None or batch_files.output_job(file_id) is not None:
             raise bad_param("file_id", "A job's result or output file is its job's; it is not deleted apart.")
         if batch_files.is_input(file_id):
+            await asyncio.to_thread(stores.forget_file, file_id)  # a document leaves every store
             return await asyncio.to_thread(lambda: batch_files.delete(file_id, batches.in_use(file_id)))
         await asyncio.to_thread(_file, file_id)  # an uploaded file (a chat dataset), else 404 / 400
         gone = await asyncio.to_thread(partial(api.delete_dataset, file_id, force=True))
@@ -166,9 +173,9 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         if job_id is not None:
             return Response(await asyncio.to_thread(_results_csv, job_id), media_type="text/csv")
         if batch_files.is_input(file_id):
-            return Response(
-                await asyncio.to_thread(batch_files.content, file_id), media_type="application/jsonl"
-            )
+            document = not await asyncio.to_thread(batch_files.is_batch_input, file_id)
+            media = "application/octet-stream" if document else "application/jsonl"
+            return Response(await asyncio.to_thread(batch_files.content, file_id), media_type=media)
         if batch_files.output_job(file_id) is not None:
             body = await asyncio.to_thread(batches.output_content, file_id)
             return Response(body, media_type="application/jsonl")
@@ -257,6 +264,24 @@ def _batch_file(stored: dict, project: str | None) -> dict:
         if stored["archive"]:
             raise bad_param("file", "A batch file is one JSONL of requests, not an archive.", "invalid_file")
         return batch_files.store(Path(stored["path"]), stored["file"], project)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _document(stored: dict, project: str | None, purpose: str) -> dict:
+    """An upload with a document's purpose: its text read and kept for vector stores (400 naming
+    the file when it has none); the upload's folder goes either way."""
+    folder = paths.home() / "uploads" / stored["upload"]
+    try:
+        if stored["archive"]:
+            raise bad_param("file", "Send documents one by one, not as an archive.", "invalid_file")
+        try:
+            found = documents.store(Path(stored["path"]), stored["file"], purpose)
+        except (ConfigError, DataError) as exc:
+            raise bad_param("file", str(exc), "invalid_file") from None
+        if project and project != directory.DEFAULT_PROJECT:
+            directory.assign("dataset", found["id"], project)  # a document is data: its project's policies
+        return found
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

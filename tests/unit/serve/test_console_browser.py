@@ -180,8 +180,13 @@ def test_every_page_renders_reads_well_and_passes_axe(wizard, admin_page, server
         assert page.title().endswith("aimass console"), name
         check(page, shots, name)
     page.goto(f"{server}/console/models/news-console:1")
-    assert page.locator(".pictures img").count() >= 1
-    assert page.evaluate("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    pictures = page.locator(".pictures img")
+    assert pictures.count() >= 1
+    for i in range(pictures.count()):  # loading="lazy": each loads once it is scrolled into view
+        pictures.nth(i).scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000
+    )
 
 
 def test_a_second_version_becomes_a_10_percent_canary(wizard, admin_page, server, shots):

@@ -1,0 +1,179 @@
+"""Search a vector store: the encoder's cosine and BM25, fused by weighted reciprocal rank.
+
+Every chunk the filters keep is ranked twice, by the cosine of the query's vector (``query: `` for
+E5) and by BM25 (:mod:`aimass.retrieval.lexical`); a chunk's fused score is
+``sum(weight / (60 + rank))`` (OpenAI's ``hybrid_search`` weights, 1 and 1 by default; a chunk with
+no word of the query has no keyword rank). ``score`` is that sum over its best possible (first in
+both), so it lies in (0, 1] and ``score_threshold`` means the same whatever the weights. A store's
+chunks are kept in memory as matrices (the :data:`KEEP_INDEXES` last searched), rebuilt when its
+chunks change.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+
+from aimass.backbones.embeddings import EMBEDDERS
+from aimass.errors import ConfigError
+from aimass.retrieval import files, lexical
+from aimass.retrieval.filters import check_filter, is_number, matches
+from aimass.retrieval.stores import attributes_of, status_of, store_of
+from aimass.retrieval.tables import ChunkRecord, session
+
+MAX_RESULTS, RRF_K = 50, 60
+MAX_QUERY_TOKENS = 512
+
+
+@dataclass
+class _Index:
+    revision: int
+    ids: list[int]
+    file_ids: list[str]
+    texts: list[str]
+    vectors: np.ndarray
+    lexical: lexical.Index
+
+
+_INDEXES: OrderedDict[str, _Index] = OrderedDict()
+_INDEX_LOCK = threading.Lock()
+KEEP_INDEXES = 8
+
+
+def search(
+    store_id: str,
+    query: str | list[str],
+    filters: dict | None = None,
+    max_num_results: int = 10,
+    ranking_options: dict | None = None,
+) -> dict:
+    """The store's best chunks for ``query``: OpenAI's ``vector_store.search_results.page``, plus
+    ``usage`` (the query's tokens)."""
+    queries = [query] if isinstance(query, str) else list(query or [])
+    if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
+        raise ConfigError("Send 'query' as a non-empty string or list of strings.", where="query")
+    if not isinstance(max_num_results, int) or not 1 <= max_num_results <= MAX_RESULTS:
+        raise ConfigError(f"max_num_results must be 1 to {MAX_RESULTS}.", where="max_num_results")
+    weights, threshold = _ranking(ranking_options)
+    check_filter(filters)
+    with session() as s:
+        store = store_of(s, store_id)
+        if status_of(s, store) == "expired":
+            raise ConfigError(
+                f"Vector store {store_id} has expired.",
+                where="vector_store_id",
+                hint="Set a new expires_after (POST /v1/vector_stores/{id}) or create a new store.",
+            )
+        store.last_active = int(time.time())
+        s.commit()
+        model, attributes = store.embedding_model, attributes_of(s, store_id)
+    embedder = EMBEDDERS.backbone(model)
+    text = "\n".join(queries)
+    prepared = embedder.prepare([text], "query")
+    tokens = embedder.token_counts(prepared)[0]
+    if tokens > MAX_QUERY_TOKENS:
+        raise ConfigError(
+            f"The query has {tokens} tokens; search with at most {MAX_QUERY_TOKENS}.", where="query"
+        )
+    index = _index(store_id)
+    keep = np.asarray([matches(filters, attributes.get(f, {})) for f in index.file_ids], bool)
+    scores = np.zeros(len(index.ids))
+    if keep.any():
+        if weights[0]:
+            cosine = index.vectors @ embedder.embed(prepared).numpy()[0]
+            scores += weights[0] * _reciprocal_ranks(cosine, keep)
+        if weights[1]:
+            scores += weights[1] * _reciprocal_ranks(index.lexical.scores(text), keep, positive=True)
+    scores /= sum(weights) / (RRF_K + 1)
+    order = [i for i in np.argsort(-scores, kind="stable") if keep[i] and scores[i] > 0]
+    order = [i for i in order if scores[i] >= threshold][:max_num_results]
+    names = {f: files.info(f)["filename"] for f in {index.file_ids[i] for i in order}}
+    data = [
+        {
+            "file_id": index.file_ids[i],
+            "filename": names[index.file_ids[i]],
+            "score": round(float(scores[i]), 6),
+            "attributes": attributes.get(index.file_ids[i], {}),
+            "content": [{"type": "text", "text": index.texts[i]}],
+        }
+        for i in order
+    ]
+    return {
+        "object": "vector_store.search_results.page",
+        "search_query": queries,
+        "data": data,
+        "has_more": False,
+        "next_page": None,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _reciprocal_ranks(values: np.ndarray, keep: np.ndarray, positive: bool = False) -> np.ndarray:
+    """``1 / (RRF_K + rank)`` of each kept value, the best ranked 1; 0 for the rest (and, with
+    ``positive``, for values of 0: no word in common is no keyword match)."""
+    out = np.zeros(len(values))
+    ranked = [i for i in np.argsort(-values, kind="stable") if keep[i] and (values[i] > 0 or not positive)]
+    out[ranked] = 1.0 / (RRF_K + np.arange(1, len(ranked) + 1))
+    return out
+
+
+def _index(store_id: str) -> _Index:
+    """The store's chunks as matrices, rebuilt when its revision moves."""
+    with session() as s:
+        revision = store_of(s, store_id).revision
+        with _INDEX_LOCK:
+            cached = _INDEXES.get(store_id)
+            if cached is not None and cached.revision == revision:
+                _INDEXES.move_to_end(store_id)
+                return cached
+        rows = s.execute(
+            select(ChunkRecord.id, ChunkRecord.file_id, ChunkRecord.text, ChunkRecord.vector)
+            .where(ChunkRecord.store_id == store_id)
+            .order_by(ChunkRecord.id)
+        ).all()
+    dims = len(rows[0][3]) // 4 if rows else 1
+    vectors = np.frombuffer(b"".join(r[3] for r in rows), "<f4").reshape(len(rows), dims)
+    built = _Index(
+        revision,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        vectors,
+        lexical.Index([r[2] for r in rows]),
+    )
+    with _INDEX_LOCK:
+        _INDEXES[store_id] = built
+        while len(_INDEXES) > KEEP_INDEXES:
+            _INDEXES.popitem(last=False)
+    return built
+
+
+def _ranking(options: dict | None) -> tuple[tuple[float, float], float]:
+    options = options or {}
+    if not isinstance(options, dict):
+        raise ConfigError("ranking_options must be an object.", where="ranking_options")
+    ranker = options.get("ranker", "auto")
+    if ranker not in ("auto", "default-2024-11-15", "none"):
+        raise ConfigError(
+            f"Unknown ranker {ranker!r}.", where="ranking_options.ranker", hint="Use 'auto' or 'none'."
+        )
+    threshold = options.get("score_threshold", 0.0)
+    if not is_number(threshold) or not 0 <= threshold <= 1:
+        raise ConfigError(
+            "score_threshold must be a number from 0 to 1.", where="ranking_options.score_threshold"
+        )
+    hybrid = options.get("hybrid_search") or {}
+    weights = (hybrid.get("embedding_weight", 1.0), hybrid.get("text_weight", 1.0))
+    if any(not isinstance(w, int | float) or isinstance(w, bool) or w < 0 for w in weights) or not sum(
+        weights
+    ):
+        raise ConfigError(
+            "hybrid_search weights must be numbers of 0 or more, not both 0.",
+            where="ranking_options.hybrid_search",
+        )
+    return (float(weights[0]), float(weights[1])), float(threshold)

@@ -1,0 +1,69 @@
+"""The vector store tables, in the registry's SQLite file (``AIMASS_HOME/aimass.db``), on their own
+declarative base, created on first use by :func:`session`."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from aimass.store import db
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class StoreRecord(Base):
+    __tablename__ = "vector_stores"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    embedding_model: Mapped[str] = mapped_column(String(100))
+    chunking: Mapped[dict] = mapped_column(default=dict)
+    labels: Mapped[dict] = mapped_column(default=dict)  # OpenAI's metadata
+    expires_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created: Mapped[int] = mapped_column(Integer)
+    last_active: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer, default=0)  # bumped whenever its chunks change
+
+
+class StoreFileRecord(Base):
+    __tablename__ = "vector_store_files"
+    store_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="in_progress")
+    last_error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    attributes: Mapped[dict] = mapped_column(default=dict)
+    chunking: Mapped[dict] = mapped_column(default=dict)
+    usage_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer)
+
+
+class ChunkRecord(Base):
+    __tablename__ = "vector_store_chunks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    store_id: Mapped[str] = mapped_column(String(40), index=True)
+    file_id: Mapped[str] = mapped_column(String(40))
+    seq: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class FileBatchRecord(Base):
+    __tablename__ = "vector_store_file_batches"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(40), index=True)
+    file_ids: Mapped[list] = mapped_column(default=list)
+    created: Mapped[int] = mapped_column(Integer)
+
+
+_CREATED: set = set()  # the engines whose tables exist
+
+
+def session():
+    s = db.session()
+    bind = s.get_bind()
+    if bind not in _CREATED:
+        db.create_tables(Base.metadata, bind)
+        _CREATED.add(bind)
+    return s

@@ -1,0 +1,68 @@
+"""One background thread that processes the files added to vector stores, oldest first.
+
+Adding a file answers at once (``in_progress``); this thread chunks and embeds it, one file at a
+time, so a large upload never holds a request open and never takes more than one core's share of
+embedding away from the models being served. :meth:`Worker.resume` queues what a stopped server
+left ``in_progress``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from aimass.retrieval import stores
+
+log = logging.getLogger("aimass.retrieval")
+Done = Callable[[str | None, str, int, float], None]  # (key id, store id, tokens, milliseconds)
+
+
+class Worker:
+    def __init__(self, done: Done | None = None):
+        self._queue: queue.Queue = queue.Queue()
+        self._done = done
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def submit(self, store_id: str, file_id: str, key_id: str | None = None) -> None:
+        self.idle.clear()
+        self._queue.put((store_id, file_id, key_id))
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="vector-stores", daemon=True)
+                self._thread.start()
+
+    def resume(self) -> int:
+        """Queue every file left ``in_progress``; how many."""
+        found = stores.pending()
+        for store_id, file_id in found:
+            self.submit(store_id, file_id)
+        return len(found)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=30)
+            except queue.Empty:
+                self.idle.set()
+                continue
+            if item is None:
+                return
+            store_id, file_id, key_id = item
+            began = time.perf_counter()
+            try:
+                tokens = stores.process(store_id, file_id)
+                if tokens and self._done is not None:
+                    self._done(key_id, store_id, tokens, (time.perf_counter() - began) * 1000)
+            except Exception:  # noqa: BLE001 — the next file is still processed
+                log.exception("vector store %s: file %s was not processed", store_id, file_id)
+            if self._queue.empty():
+                self.idle.set()
