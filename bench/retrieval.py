@@ -136,11 +136,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(home: Path) -> tuple[subprocess.Popen, str, str]:
-    """A live ``aimass serve`` on an empty home, with a predict key: (process, base URL, key)."""
+def serve(home: Path, scope: str = "predict") -> tuple[subprocess.Popen, str, str]:
+    """A live ``aimass serve`` on an empty home, with a key of ``scope``: (process, base URL, key)."""
     env = {**os.environ, "AIMASS_HOME": str(home)}
     made = subprocess.run(
-        [sys.executable, "-m", "aimass", "keys", "create", "--name", "bench", "--scope", "predict", "--json"],
+        [sys.executable, "-m", "aimass", "keys", "create", "--name", "bench", "--scope", scope, "--json"],
         env=env,
         capture_output=True,
         text=True,

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from aimass import paths
 from aimass.data.documents import PARSED, extract_text
-from aimass.errors import ConfigError, DataError, NotFoundError
+from aimass.errors import ConfigError, DataError, NotFoundError, TooLargeError
 
 PURPOSE = "assistants"
 PURPOSES = (PURPOSE, "user_data")  # OpenAI's two purposes for documents a model reads
 MAX_CHARS = 5_000_000  # the most text one document may hold (about 2,500 pages)
+MAX_BYTES = 128 * 2**20  # the largest document file (a PDF with pictures is large for its text)
 TEXT_SUFFIXES = (
     *(".txt", ".md", ".markdown", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".xml", ".yaml", ".yml"),
     *(".tex", ".py", ".js", ".ts", ".java", ".c", ".cc", ".cpp", ".h", ".go", ".rs", ".rb", ".sh", ".sql"),
@@ -68,7 +69,15 @@ def read_text(data: bytes, filename: str) -> str:
 
 
 def store(upload: Path, filename: str, purpose: str = PURPOSE) -> dict:
-    """Keep the document at ``upload`` (moved) with its text; its :func:`describe`."""
+    """Keep the document at ``upload`` (moved) with its text; its :func:`describe`. TooLargeError
+    past :data:`MAX_BYTES`, before it is read."""
+    size = upload.stat().st_size
+    if size > MAX_BYTES:
+        raise TooLargeError(
+            f"the document has {size:,} bytes; a document may have at most {MAX_BYTES:,}",
+            where=filename,
+            hint="Split it into smaller files.",
+        )
     text = read_text(upload.read_bytes(), filename)
     file_id = f"file-{secrets.token_hex(12)}"
     home = paths.subdir("files") / file_id
@@ -85,6 +94,19 @@ def store(upload: Path, filename: str, purpose: str = PURPOSE) -> dict:
     }
     (home / "file.json").write_text(json.dumps(info, ensure_ascii=False))
     return describe(info)
+
+
+def add(path: str | Path, purpose: str = PURPOSE) -> dict:
+    """Keep a copy of the local document at ``path`` (the Python API's upload); its :func:`describe`."""
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise NotFoundError(f"No file {source}.", hint="Give the path of a PDF, DOCX, HTML or text file.")
+    copy = paths.subdir("uploads") / f".document-{secrets.token_hex(6)}"
+    shutil.copyfile(source, copy)
+    try:
+        return store(copy, source.name, purpose)
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def is_document(info: dict) -> bool:

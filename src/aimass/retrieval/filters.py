@@ -17,16 +17,20 @@ from aimass.errors import ConfigError
 
 MAX_ATTRIBUTES, MAX_VALUE = 16, 512
 COMPARE = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin")
+MAX_DEPTH = 8
 
 
 def is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def check_filter(spec, where: str = "filters") -> None:
-    """ConfigError naming the first part of ``spec`` that is not an OpenAI filter."""
+def check_filter(spec, where: str = "filters", depth: int = 0) -> None:
+    """ConfigError naming the first part of ``spec`` that is not an OpenAI filter (or that nests
+    ``and`` / ``or`` deeper than :data:`MAX_DEPTH`)."""
     if spec is None:
         return
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"Filters nest at most {MAX_DEPTH} deep.", where=where)
     if not isinstance(spec, dict):
         raise ConfigError("A filter is an object.", where=where)
     kind = spec.get("type")
@@ -35,7 +39,7 @@ def check_filter(spec, where: str = "filters") -> None:
         if not isinstance(parts, list) or not parts:
             raise ConfigError(f"An '{kind}' filter needs a non-empty list 'filters'.", where=where)
         for i, part in enumerate(parts):
-            check_filter(part, f"{where}.filters[{i}]")
+            check_filter(part, f"{where}.filters[{i}]", depth + 1)
         return
     if kind not in COMPARE:
         raise ConfigError(

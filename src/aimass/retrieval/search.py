@@ -28,6 +28,7 @@ from aimass.retrieval.tables import ChunkRecord, session
 
 MAX_RESULTS, RRF_K = 50, 60
 MAX_QUERY_TOKENS = 512
+ACTIVE_STEP = 60  # seconds: last_active_at moves on by at least this much
 
 
 @dataclass
@@ -53,7 +54,7 @@ def search(
     ranking_options: dict | None = None,
 ) -> dict:
     """The store's best chunks for ``query``: OpenAI's ``vector_store.search_results.page``, plus
-    ``usage`` (the query's tokens)."""
+    ``usage`` (the query's tokens) and ``model`` (the store's encoder)."""
     queries = [query] if isinstance(query, str) else list(query or [])
     if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
         raise ConfigError("Send 'query' as a non-empty string or list of strings.", where="query")
@@ -63,14 +64,15 @@ def search(
     check_filter(filters)
     with session() as s:
         store = store_of(s, store_id)
-        if status_of(s, store) == "expired":
+        if store.expires_days and status_of(s, store) == "expired":
             raise ConfigError(
                 f"Vector store {store_id} has expired.",
                 where="vector_store_id",
                 hint="Set a new expires_after (POST /v1/vector_stores/{id}) or create a new store.",
             )
-        store.last_active = int(time.time())
-        s.commit()
+        if (now := int(time.time())) - store.last_active >= ACTIVE_STEP:  # not a write per search
+            store.last_active = now
+            s.commit()
         model, attributes = store.embedding_model, attributes_of(s, store_id)
     embedder = EMBEDDERS.backbone(model)
     text = "\n".join(queries)
@@ -110,6 +112,7 @@ def search(
         "has_more": False,
         "next_page": None,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "model": model,
     }
 
 

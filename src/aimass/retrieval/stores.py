@@ -25,7 +25,7 @@ from aimass.retrieval import chunks, files, filters
 from aimass.retrieval.tables import ChunkRecord, FileBatchRecord, StoreFileRecord, StoreRecord, session
 
 DEFAULT_MODEL = "multilingual-e5-small"
-EMBED_GROUP = 64  # chunks embedded, then checked for a removal, at a time
+EMBED_GROUP = 8  # chunks embedded at a time (the encoder is shared: a search waits for one group at most)
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
 
 
@@ -69,6 +69,16 @@ def create(
             s.add(_file_record(store_id, file_id, {}, strategy))
         s.commit()
     return get(store_id)
+
+
+def build(name: str, documents: list, **options) -> dict:
+    """A store of local ``documents`` (paths), embedded before it returns: the Python API's
+    one call. ``options`` as :func:`create`'s."""
+    ids = [files.add(path)["id"] for path in documents]
+    found = create(name, ids, **options)
+    for file_id in ids:
+        process(found["id"], file_id)
+    return get(found["id"])
 
 
 def get(store_id: str) -> dict:
@@ -244,7 +254,7 @@ def _embed(embedder: Embedder, pieces: list[str], wanted) -> tuple[np.ndarray | 
     for start in range(0, len(prepared), EMBED_GROUP):
         if not wanted():
             return None, 0
-        found.append(embedder.embed(prepared[start : start + EMBED_GROUP], batch_size=16).numpy())
+        found.append(embedder.embed(prepared[start : start + EMBED_GROUP], batch_size=EMBED_GROUP).numpy())
     dims = embedder.dimensions
     return (np.concatenate(found) if found else np.zeros((0, dims), np.float32)), tokens
 
@@ -414,12 +424,20 @@ def _file_ids(file_ids) -> list[str]:
 
 
 def _chunking(requested: dict | None, model: str) -> dict:
-    embedder = EMBEDDERS.backbone(model)
-    most = embedder.max_length - len(embedder.tokenizer(embedder.prefix.strip() or "x")["input_ids"]) - 2
     try:
-        return chunks.strategy(requested, most)
+        return chunks.strategy(requested, most_tokens(model))
     except ValueError as exc:
         raise ConfigError(str(exc), where="chunking_strategy") from None
+
+
+def most_tokens(model: str) -> int:
+    """The most tokens a chunk may hold for ``model``: its window less the special tokens, the
+    passage prefix and one more (a chunk's first word can split differently after the prefix)."""
+    embedder = EMBEDDERS.backbone(model)
+    prefix = (
+        embedder.tokenizer(embedder.prefix, add_special_tokens=False)["input_ids"] if embedder.prefix else []
+    )
+    return embedder.max_length - 2 - len(prefix) - 1
 
 
 def _name(name) -> str:

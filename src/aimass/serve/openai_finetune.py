@@ -46,7 +46,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from aimass import api, jobs, paths, workflow
 from aimass.access import directory
-from aimass.errors import ConfigError, DataError, NotFoundError
+from aimass.errors import ConfigError, DataError, NotFoundError, TooLargeError
 from aimass.jobs import state
 from aimass.jobs.logs import METRICS
 from aimass.llm.backbone import get_llm_backbone
@@ -277,6 +277,8 @@ def _document(stored: dict, project: str | None, purpose: str) -> dict:
             raise bad_param("file", "Send documents one by one, not as an archive.", "invalid_file")
         try:
             found = documents.store(Path(stored["path"]), stored["file"], purpose)
+        except TooLargeError:
+            raise
         except (ConfigError, DataError) as exc:
             raise bad_param("file", str(exc), "invalid_file") from None
         if project and project != directory.DEFAULT_PROJECT:

@@ -281,9 +281,8 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
                 body.max_num_results,
                 body.ranking_options,
             )
-            model = await run(lambda: stores.get(vector_store_id)["embedding_model"])
             ms = (time.perf_counter() - began) * 1000
-            meter.add(caller.key_id, model, found["usage"]["total_tokens"], ms)
+            meter.add(caller.key_id, found.pop("model"), found["usage"]["total_tokens"], ms)
         finally:
             hold.release()
         return found

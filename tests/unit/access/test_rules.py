@@ -51,6 +51,15 @@ def test_the_new_routes_name_their_actions(home):
         ("GET", "/v1/batches/abc123"): "job:Read",
         ("POST", "/v1/batches/abc123/cancel"): "job:Cancel",
         ("PATCH", "/v1/keys/abc123"): "key:Update",
+        ("POST", "/v1/vector_stores"): "vector_store:Create",
+        ("GET", "/v1/vector_stores"): "vector_store:List",
+        ("GET", "/v1/vector_stores/vs_1"): "vector_store:Read",
+        ("POST", "/v1/vector_stores/vs_1"): "vector_store:Update",
+        ("DELETE", "/v1/vector_stores/vs_1"): "vector_store:Delete",
+        ("POST", "/v1/vector_stores/vs_1/files"): "vector_store:Update",
+        ("GET", "/v1/vector_stores/vs_1/files/file-1/content"): "vector_store:Read",
+        ("POST", "/v1/vector_stores/vs_1/file_batches/vsfb_1/cancel"): "vector_store:Update",
+        ("POST", "/v1/vector_stores/vs_1/search"): "vector_store:Search",
     }
     for (method, path), action in want.items():
         rule, _ = guard.rule({"method": method, "path": path})
@@ -58,6 +67,12 @@ def test_the_new_routes_name_their_actions(home):
     embeddings, _ = guard.rule({"method": "POST", "path": "/v1/embeddings"})
     assert embeddings.management is False and embeddings.target({}, {"model": "e5"}) == ("model", "e5")
     assert len({(r.method, r.template) for r in RULES}) == len(RULES)  # no route listed twice
+    adding, params = guard.rule({"method": "POST", "path": "/v1/vector_stores/vs_1/files"})
+    assert [(a, t(params, {"file_id": "file-1"})) for a, t in adding.also] == [
+        ("dataset:Read", ("dataset", "file-1"))
+    ]
+    creating, _ = guard.rule({"method": "POST", "path": "/v1/vector_stores"})
+    assert creating.target({}, {"project": "nlp"}) == ("", "aimass:project/nlp/vector_store/*")
 
 
 def test_an_openai_file_is_its_dataset_or_for_a_result_file_its_job(home):

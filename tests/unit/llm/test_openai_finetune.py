@@ -199,7 +199,7 @@ def test_what_cannot_be_fine_tuned_is_a_4xx_naming_the_field(server, small_file)
     for folder in ("/etc", "/no/such/folder"):
         assert "outside the data folders" in refused(openai.PermissionDeniedError, model=folder)["message"]
     with pytest.raises(openai.BadRequestError) as purpose:
-        client.files.create(file=small_file.open("rb"), purpose="assistants")
+        client.files.create(file=small_file.open("rb"), purpose="vision")
     assert purpose.value.body["param"] == "purpose"
     with pytest.raises(openai.UnprocessableEntityError) as labels:
         client.fine_tuning.jobs.create(

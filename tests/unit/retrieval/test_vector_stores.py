@@ -1,0 +1,298 @@
+"""Vector stores through the official ``openai`` client against a live server: documents in, chunks
+embedded in the background, hybrid search with filters; errors, durability and access."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import httpx
+import openai
+import pytest
+from tests.conftest import live_server
+
+from aimass.access import directory
+from aimass.backbones.embeddings import EMBEDDERS
+from aimass.data.bundled import pdf_bytes
+from aimass.retrieval import chunks, files, lexical, stores
+from aimass.retrieval.filters import matches
+from aimass.serve import auth, metering
+from aimass.serve.app import create_app
+
+DOCS = {
+    "leave.md": "# Leave\n\nEvery employee is entitled to twenty-five days of paid annual leave each year, "
+    "plus public holidays. Unused days may be carried over until March.",
+    "expenses.txt": "Claim travel costs within thirty days on form EXP-4471, with the receipts attached. "
+    "Finance pays approved claims with the next salary.",
+    "zh.txt": "员工每年享有二十五天带薪年假。未休完的年假可以顺延到次年三月。",
+}
+PDF_TEXT = (
+    "Opening hours. The office opens at 8 am and closes at 6 pm on Fridays; the car park shuts at 7 pm."
+)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIMASS_HOME", str(tmp_path_factory.mktemp("vector-stores")))
+    record, key = auth.create_key("docs", ["manage"])
+    app = create_app([])
+    with live_server(app) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
+        uploaded = {
+            name: client.files.create(file=(name, text.encode()), purpose="assistants").id
+            for name, text in DOCS.items()
+        }
+        pdf = client.files.create(file=("hours.pdf", pdf_bytes(PDF_TEXT)), purpose="assistants")
+        uploaded["hours.pdf"] = pdf.id
+        store = client.vector_stores.create(name="handbook", file_ids=list(uploaded.values()))
+        yield SimpleNamespace(
+            base=base, key=key, key_id=record.id, client=client, app=app, files=uploaded, store=store
+        )
+    mp.undo()
+
+
+def wait(srv, store_id: str) -> dict:
+    assert srv.app.state.vector_stores.idle.wait(120)
+    return srv.client.vector_stores.retrieve(store_id)
+
+
+def names(page) -> list[str]:
+    return [hit.filename for hit in page.data]
+
+
+def test_documents_are_embedded_and_found_by_meaning_by_words_and_in_chinese(srv):
+    store = wait(srv, srv.store.id)
+    assert store.status == "completed" and store.file_counts.completed == 4 and store.usage_bytes > 0
+    first = srv.client.vector_stores.search(srv.store.id, query="How much holiday do staff get per year?")
+    assert names(first)[0] == "leave.md"
+    assert 0 < first.data[-1].score <= first.data[0].score <= 1
+    assert names(srv.client.vector_stores.search(srv.store.id, query="年假能顺延吗"))[0] == "zh.txt"
+    friday = srv.client.vector_stores.search(srv.store.id, query="When does the office shut on a Friday?")
+    assert names(friday)[0] == "hours.pdf" and "6 pm" in friday.data[0].content[0].text
+    # the form number is a keyword: BM25 alone ranks its document first, and nothing without the word
+    words = srv.client.vector_stores.search(
+        srv.store.id,
+        query="EXP-4471",
+        extra_body={"ranking_options": {"hybrid_search": {"embedding_weight": 0, "text_weight": 1}}},
+    )
+    assert names(words) == ["expenses.txt"] and words.data[0].score == pytest.approx(1.0)
+    hybrid = srv.client.vector_stores.search(srv.store.id, query="EXP-4471", max_num_results=2)
+    assert names(hybrid)[0] == "expenses.txt" and len(hybrid.data) == 2
+    top = srv.client.vector_stores.search(
+        srv.store.id, query="EXP-4471", ranking_options={"score_threshold": 0.9}
+    )
+    assert names(top) == ["expenses.txt"]  # first in both rankings: 1.0; the rest at most about 0.5
+
+
+def test_a_chunk_is_the_document_s_own_text_and_the_content_route_returns_them_in_order(srv):
+    content = srv.client.vector_stores.files.content(
+        file_id=srv.files["leave.md"], vector_store_id=srv.store.id
+    )
+    assert [c.text for c in content.data] == [DOCS["leave.md"]]
+    tokenizer = EMBEDDERS.backbone("e5-small").tokenizer
+    text = " ".join(f"Clause {i}: the tenant keeps the garden tidy and pays rent monthly." for i in range(60))
+    pieces = chunks.split(text, tokenizer, 100, 40)
+    sizes = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in pieces]
+    assert (
+        all(p in text for p in pieces)
+        and pieces[0].startswith("Clause 0")
+        and pieces[-1].endswith("monthly.")
+    )
+    assert max(sizes) <= 100 and len(pieces) == pytest.approx(len(tokenizer(text)["input_ids"]) / 60, abs=2)
+    assert pieces[1][:30] in pieces[0]  # neighbours share their overlap
+    long = srv.client.files.create(file=("lease.txt", text.encode()), purpose="assistants")
+    added = srv.client.vector_stores.files.create(
+        vector_store_id=srv.store.id,
+        file_id=long.id,
+        chunking_strategy={
+            "type": "static",
+            "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 40},
+        },
+    )
+    assert added.status == "in_progress"
+    wait(srv, srv.store.id)
+    stored = srv.client.vector_stores.files.content(file_id=long.id, vector_store_id=srv.store.id)
+    assert [c.text for c in stored.data] == pieces
+    srv.client.vector_stores.files.delete(file_id=long.id, vector_store_id=srv.store.id)
+
+
+def test_attribute_filters_select_files_and_a_missing_attribute_matches_nothing(srv):
+    sid = srv.store.id
+    srv.client.vector_stores.files.update(
+        file_id=srv.files["zh.txt"], vector_store_id=sid, attributes={"lang": "zh", "year": 2024}
+    )
+    srv.client.vector_stores.files.update(
+        file_id=srv.files["leave.md"], vector_store_id=sid, attributes={"lang": "en", "year": 2022}
+    )
+    query = "annual leave"
+    only = srv.client.vector_stores.search(
+        sid, query=query, filters={"type": "eq", "key": "lang", "value": "zh"}
+    )
+    assert names(only) == ["zh.txt"] and only.data[0].attributes == {"lang": "zh", "year": 2024}
+    recent = {
+        "type": "and",
+        "filters": [
+            {"type": "gte", "key": "year", "value": 2023},
+            {"type": "in", "key": "lang", "value": ["en", "zh"]},
+        ],
+    }
+    assert names(srv.client.vector_stores.search(sid, query=query, filters=recent)) == ["zh.txt"]
+    either = {
+        "type": "or",
+        "filters": [
+            {"type": "eq", "key": "lang", "value": "en"},
+            {"type": "lt", "key": "year", "value": 2023},
+        ],
+    }
+    assert names(srv.client.vector_stores.search(sid, query=query, filters=either)) == ["leave.md"]
+    # "ne" on files without the attribute selects none of them (nothing is chosen by what was not set)
+    other = srv.client.vector_stores.search(
+        sid, query=query, filters={"type": "ne", "key": "lang", "value": "en"}
+    )
+    assert names(other) == ["zh.txt"]
+    assert matches({"type": "nin", "key": "lang", "value": ["en"]}, {}) is False
+    assert matches({"type": "gt", "key": "year", "value": "2020"}, {"year": 2024}) is False  # no mixed types
+
+
+def test_bm25_counts_chinese_by_characters_and_pairs():
+    assert lexical.words("Rates rose 0.5% — 利率上调") == [
+        *("rates", "rose", "0", "5"),
+        *("利", "利率", "率", "率上", "上", "上调", "调"),
+    ]
+    index = lexical.Index(["利率上调", "股市下跌", "interest rates rise"])
+    scores = index.scores("上调利率")
+    assert scores[0] > 0 and scores[1] == 0 and scores[2] == 0
+    assert index.scores("nothing in common").tolist() == [0, 0, 0]
+
+
+def errors(srv, method: str, path: str, **kwargs) -> tuple[int, dict]:
+    answer = httpx.request(method, srv.base + path, headers={"Authorization": f"Bearer {srv.key}"}, **kwargs)
+    return answer.status_code, answer.json().get("error", {})
+
+
+def test_bad_requests_are_400s_naming_the_field_and_nothing_is_kept(srv, monkeypatch):
+    sid = srv.store.id
+    before = len(srv.client.vector_stores.list().data)
+    too_big = {"type": "static", "static": {"max_chunk_size_tokens": 4096, "chunk_overlap_tokens": 0}}
+    status, error = errors(srv, "POST", "/v1/vector_stores", json={"name": "x", "chunking_strategy": too_big})
+    assert status == 400 and error["param"] == "chunking_strategy"
+    assert f"from 100 to {stores.most_tokens('e5-small')} " in error["message"]
+    overlap = {"type": "static", "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 150}}
+    status, error = errors(srv, "POST", "/v1/vector_stores", json={"chunking_strategy": overlap})
+    assert status == 400 and "half" in error["message"]
+    status, error = errors(srv, "POST", "/v1/vector_stores", json={"file_ids": ["file-" + "0" * 24]})
+    assert status == 404
+    assert len(srv.client.vector_stores.list().data) == before  # none of these made a store
+    status, error = errors(
+        srv,
+        "POST",
+        f"/v1/vector_stores/{sid}/search",
+        json={"query": "x", "filters": {"type": "like", "key": "a", "value": 1}},
+    )
+    assert status == 400 and error["param"] == "filters.type"
+    status, error = errors(
+        srv, "POST", f"/v1/vector_stores/{sid}/search", json={"query": "x", "rewrite_query": True}
+    )
+    assert status == 400 and error["param"] == "rewrite_query"
+    status, error = errors(srv, "POST", f"/v1/vector_stores/{sid}/search", json={"query": "x " * 600})
+    assert status == 400 and error["param"] == "query"
+    status, _ = errors(srv, "POST", "/v1/vector_stores/vs_nope/search", json={"query": "x"})
+    assert status == 404
+    with pytest.raises(openai.BadRequestError, match="not a document"):
+        srv.client.files.create(file=("tool.exe", b"MZ\x90\x00"), purpose="assistants")
+    with pytest.raises(openai.BadRequestError, match="not UTF-8"):
+        srv.client.files.create(file=("notes.txt", "年假".encode("gb18030")), purpose="assistants")
+    with pytest.raises(openai.BadRequestError, match="OCR"):  # a scanned PDF: no text layer
+        srv.client.files.create(file=("scan.pdf", pdf_bytes("")), purpose="assistants")
+    monkeypatch.setattr(files, "MAX_BYTES", 64)
+    with pytest.raises(openai.APIStatusError, match="at most 64") as big:  # refused before it is read
+        srv.client.files.create(file=("big.txt", b"x" * 65), purpose="assistants")
+    assert big.value.status_code == 413
+    monkeypatch.undo()
+    assert not [
+        f
+        for f in srv.client.files.list().data
+        if f.filename in ("tool.exe", "notes.txt", "scan.pdf", "big.txt")
+    ]
+    status, error = errors(
+        srv,
+        "POST",
+        f"/v1/vector_stores/{sid}/files",
+        json={"file_id": srv.files["zh.txt"], "attributes": {"k": "v" * 600}},
+    )
+    assert status == 400 and error["param"] == "attributes.k"
+    batch_input = srv.files["leave.md"]  # a document is not a batch's requests
+    status, error = errors(
+        srv, "POST", "/v1/batches", json={"input_file_id": batch_input, "endpoint": "/v1/embeddings"}
+    )
+    assert status == 400 and error["param"] == "input_file_id"
+
+
+def test_file_batches_deleting_a_file_takes_it_out_and_usage_is_metered(srv):
+    extra = srv.client.files.create(
+        file=("faq.txt", b"Parking permits are renewed every January."), purpose="assistants"
+    )
+    store = srv.client.vector_stores.create(name="faq")
+    batch = srv.client.vector_stores.file_batches.create(
+        vector_store_id=store.id, file_ids=[extra.id, srv.files["zh.txt"]], attributes={"team": "hr"}
+    )
+    assert batch.object == "vector_store.files_batch" and batch.file_counts.total == 2
+    wait(srv, store.id)
+    done = srv.client.vector_stores.file_batches.retrieve(batch_id=batch.id, vector_store_id=store.id)
+    assert done.status == "completed" and done.file_counts.completed == 2
+    listed = srv.client.vector_stores.file_batches.list_files(batch_id=batch.id, vector_store_id=store.id)
+    assert {f.id for f in listed.data} == {extra.id, srv.files["zh.txt"]}
+    assert {f.attributes["team"] for f in listed.data} == {"hr"}
+    assert (
+        names(srv.client.vector_stores.search(store.id, query="When are parking permits renewed?"))[0]
+        == "faq.txt"
+    )
+    srv.client.files.delete(extra.id)  # the upload goes, and with it its chunks in every store
+    assert srv.client.vector_stores.retrieve(store.id).file_counts.total == 1
+    assert "faq.txt" not in names(srv.client.vector_stores.search(store.id, query="parking permits"))
+    assert srv.client.vector_stores.delete(store.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        srv.client.vector_stores.retrieve(store.id)
+    assert srv.client.files.retrieve(srv.files["zh.txt"]).purpose == "assistants"  # files stay
+    srv.app.state.meter.flush()
+    used = {u["model"]: u["items"] for u in metering.usage(srv.key_id)}
+    assert used.get("multilingual-e5-small", 0) > 50  # the documents' and the queries' tokens
+
+
+def test_a_file_left_in_progress_by_a_stopped_server_is_embedded_by_the_next(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path))
+    source = tmp_path / "note.txt"
+    source.write_text("The library closes early on public holidays.")
+    document = files.store(source, "note.txt")
+    store = stores.create("left", [document["id"]])  # added, never processed: a server stopped here
+    assert stores.get(store["id"])["status"] == "in_progress"
+    app = create_app([])
+    with live_server(app):
+        assert app.state.vector_stores.idle.wait(120)
+    found = stores.get(store["id"])
+    assert found["status"] == "completed" and found["file_counts"]["completed"] == 1
+    assert stores.file_content(store["id"], document["id"])["content"][0]["text"].startswith("The library")
+
+
+def test_search_is_its_own_action_that_a_predict_key_is_granted_by_a_policy(srv):
+    record, reader = auth.create_key("app", ["predict"])
+    app_key_id = record.id
+    client = openai.OpenAI(base_url=f"{srv.base}/v1", api_key=reader, max_retries=0)
+    with pytest.raises(openai.NotFoundError):  # a store the key may not read is no store to it
+        client.vector_stores.search(srv.store.id, query="annual leave")
+    with pytest.raises(openai.PermissionDeniedError, match="vector_store:Create"):
+        client.vector_stores.create(name="mine")
+    other = srv.client.vector_stores.create(name="private")
+    arn = directory.arn("vector_store", srv.store.id)
+    directory.put_policy(
+        "SearchHandbook",
+        {"Statement": [{"Effect": "Allow", "Action": "vector_store:Search", "Resource": arn}]},
+    )
+    directory.attach("SearchHandbook", "key", app_key_id)
+    assert names(client.vector_stores.search(srv.store.id, query="annual leave"))[0] in ("leave.md", "zh.txt")
+    with pytest.raises(openai.NotFoundError):  # only the store it was granted
+        client.vector_stores.search(other.id, query="annual leave")
+    with pytest.raises(openai.NotFoundError):  # searching is not reading the documents whole
+        client.vector_stores.files.content(file_id=srv.files["leave.md"], vector_store_id=srv.store.id)
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(srv.files["leave.md"])
