@@ -6,7 +6,8 @@ answer (or its stream) is rewritten into a Response (or Response events).
 - ``input``: a string, or a list of messages (``role`` + text or ``input_text`` parts) and of the
   items a tool loop sends back (``function_call``, ``function_call_output``); ``instructions`` is
   the system message. ``text.format`` is ``response_format`` (``text``, ``json_object``,
-  ``json_schema``), ``tools`` are function tools, ``tool_choice`` as in chat.
+  ``json_schema``), ``tools`` are function tools, ``tool_choice`` as in chat, and one
+  ``file_search`` tool grounds the answer in vector stores (:mod:`aimass.serve.openai_file_search`).
 - Nothing is stored: ``store`` is accepted and answered ``false``, ``previous_response_id`` is a
   400 (send the whole conversation in ``input``, as a stateless client does).
 - Streamed: ``response.created``, ``response.in_progress``, then per output item ``added``, its text
@@ -15,6 +16,7 @@ answer (or its stream) is rewritten into a Response (or Response events).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -23,8 +25,9 @@ from typing import Any, Literal
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from aimass.serve import openai_file_search as file_search
 from aimass.serve.openai_errors import bad_param, parse_body
-from aimass.serve.openai_requests import MAX_TOKENS_CAP
+from aimass.serve.openai_requests import DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP
 
 
 class Format(BaseModel):
@@ -58,6 +61,7 @@ class ResponsesRequest(BaseModel):
     stream: bool = False
     previous_response_id: str | None = None
     parallel_tool_calls: bool | None = None
+    include: list[str] | None = Field(None, max_length=16)
 
 
 def chat_body(req: ResponsesRequest) -> dict:
@@ -82,12 +86,14 @@ def chat_body(req: ResponsesRequest) -> dict:
         body["stream_options"] = {"include_usage": True}
     if req.max_output_tokens:
         body["max_tokens"] = req.max_output_tokens
-    if req.tools:
-        body["tools"] = [_tool(t, i) for i, t in enumerate(req.tools)]
-    if isinstance(req.tool_choice, dict):
-        body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice.get("name")}}
-    elif req.tool_choice:
-        body["tool_choice"] = req.tool_choice
+    # a file_search tool runs on every request (openai_file_search): it is not the model's to call
+    functions = [(i, t) for i, t in enumerate(req.tools or []) if t.get("type") != file_search.TYPE]
+    if functions:
+        body["tools"] = [_tool(t, i) for i, t in functions]
+        if isinstance(req.tool_choice, dict):
+            body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice.get("name")}}
+        elif req.tool_choice:
+            body["tool_choice"] = req.tool_choice
     if req.text and req.text.format:
         body["response_format"] = _format(req.text.format)
     return body
@@ -125,7 +131,7 @@ def _tool(tool: dict, i: int) -> dict:
     if tool.get("type") != "function":
         raise bad_param(
             f"tools[{i}]",
-            f"Only function tools are supported; got {tool.get('type')!r}.",
+            f"Only function and file_search tools are supported; got {tool.get('type')!r}.",
             "unsupported_parameter",
         )
     keep = ("name", "description", "parameters", "strict")
@@ -140,10 +146,14 @@ def _format(fmt: Format) -> dict:
 
 
 # ------------------------------------------------------------------ answers
-def response(req: ResponsesRequest, answer: dict) -> dict:
-    """A chat completion, as a Response."""
+def response(req: ResponsesRequest, answer: dict, grounding: tuple | None = None) -> dict:
+    """A chat completion, as a Response (after the ``file_search_call`` item of ``grounding``,
+    ``(item, passages used)``, and with their files cited)."""
     choice = answer["choices"][0]
     items = _items(choice["message"].get("content"), choice["message"].get("tool_calls") or [])
+    if grounding is not None:
+        _cite(items, grounding[1])
+        items.insert(0, grounding[0])
     usage = answer["usage"]
     ident = "resp_" + uuid.uuid4().hex[:24]
     return _shell(req, ident, answer["created"], answer["model"], items, choice["finish_reason"], usage)
@@ -152,6 +162,14 @@ def response(req: ResponsesRequest, answer: dict) -> dict:
 def _items(text: str | None, calls: list[dict]) -> list[dict]:
     items = [_text_item(text, "completed")] if text or not calls else []
     return items + [_call_item(call, "completed") for call in calls]
+
+
+def _cite(items: list[dict], used: list[dict]) -> None:
+    """Cite the files of the passages ``used`` in the message item's text."""
+    for item in items:
+        if item["type"] == "message" and item["content"]:
+            part = item["content"][0]
+            part["annotations"] = file_search.citations(used, part["text"])
 
 
 def _text_item(text: str, status: str) -> dict:
@@ -217,8 +235,9 @@ def _usage(usage: dict) -> dict:
 class _Events:
     """Chat completion chunks in, Response events out (``event:`` + ``data:`` lines)."""
 
-    def __init__(self, req: ResponsesRequest):
+    def __init__(self, req: ResponsesRequest, grounding: tuple | None = None):
         self.req, self.sequence, self.items, self.ident = req, 0, [], "resp_" + uuid.uuid4().hex[:24]
+        self.grounding = grounding
         self.text: dict | None = None  # the message item being streamed
         self.calls: dict[int, dict] = {}  # the function-call items whose arguments are still streaming
         self.model, self.created, self.reason, self.usage = req.model, int(time.time()), None, None
@@ -233,10 +252,20 @@ class _Events:
         return _shell(self.req, self.ident, self.created, self.model, self.items, self.reason, self.usage)
 
     def start(self) -> list[str]:
-        return [
+        out = [
             self.event("response.created", response=self.shell()),
             self.event("response.in_progress", response=self.shell()),
         ]
+        if self.grounding is None:
+            return out
+        item = self.grounding[0]  # the search is done before the first token
+        self.items.append(item)
+        out.append(
+            self.event("response.output_item.added", output_index=0, item={**item, "status": "in_progress"})
+        )
+        for step in ("in_progress", "searching", "completed"):
+            out.append(self.event(f"response.file_search_call.{step}", output_index=0, item_id=item["id"]))
+        return [*out, self.event("response.output_item.done", output_index=0, item=item)]
 
     def chunk(self, data: dict) -> list[str]:
         out = []
@@ -276,6 +305,8 @@ class _Events:
             return []
         self.text["status"] = "completed" if self.reason != "length" else "incomplete"
         part = self.text["content"][0]
+        if self.grounding is not None:
+            part["annotations"] = file_search.citations(self.grounding[1], part["text"])
         return [
             self._on_text("response.output_text.done", text=part["text"], logprobs=[]),
             self._on_text("response.content_part.done", part=part),
@@ -343,10 +374,12 @@ class _Events:
         return [self.event("response.failed", response=failed)]
 
 
-def stream(req: ResponsesRequest, chat: StreamingResponse) -> StreamingResponse:
+def stream(
+    req: ResponsesRequest, chat: StreamingResponse, grounding: tuple | None = None
+) -> StreamingResponse:
     """The chat completion stream ``chat``, as Response events."""
     source = chat.body_iterator
-    events = _Events(req)
+    events = _Events(req, grounding)
 
     async def body():
         try:
@@ -369,8 +402,20 @@ def stream(req: ResponsesRequest, chat: StreamingResponse) -> StreamingResponse:
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
-async def answer(generation, caller, body: bytes):
-    """``POST /v1/responses``: a Response, or its events for ``stream: true``."""
+async def answer(generation, caller, body: bytes, search: file_search.Search | None = None):
+    """``POST /v1/responses``: a Response, or its events for ``stream: true``. ``search(store id,
+    query, options)`` serves a ``file_search`` tool (:mod:`aimass.serve.openai_file_search`)."""
     req = parse_body(ResponsesRequest, body)
-    chat = await generation.chat(caller, json.dumps(chat_body(req)).encode())
-    return stream(req, chat) if req.stream else response(req, chat)
+    chat, grounding = chat_body(req), None
+    tool = file_search.tool_of(req.tools)
+    if tool is not None:
+        if search is None:
+            raise bad_param("tools", "file_search is not served here.", "unsupported_parameter")
+        query = file_search.query_of(chat["messages"])
+        found = await file_search.retrieve(tool, query, search)
+        limit = chat.get("max_tokens") or DEFAULT_MAX_TOKENS
+        room, tokens = await asyncio.to_thread(generation.room, req.model, chat["messages"], limit)
+        chat["messages"], used = file_search.grounded(chat["messages"], found, room, tokens)
+        grounding = (file_search.call_item(query, used, file_search.INCLUDE in (req.include or [])), used)
+    answer = await generation.chat(caller, json.dumps(chat).encode())
+    return stream(req, answer, grounding) if req.stream else response(req, answer, grounding)

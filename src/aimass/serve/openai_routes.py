@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -50,8 +51,10 @@ from aimass.serve.openai_requests import (
 )
 from aimass.serve.rerank_routes import add_rerank_routes
 from aimass.serve.tokenize_routes import add_tokenize_routes
+from aimass.serve.vector_store_routes import metered_search
 from aimass.store import registry
 
+ROOM_MARGIN = 16  # tokens kept for the template of a message added to a prompt
 log = logging.getLogger("aimass.serve")
 
 
@@ -309,6 +312,15 @@ class Generation:
             prompt = req.prompt
         return await _answer(self, caller, req, prompt, req.max_tokens or 16, chat=False)
 
+    def room(self, model: str, messages: list[dict], max_tokens: int) -> tuple[int, Callable[[str], int]]:
+        """(tokens left in ``model``'s context after ``messages``, ``max_tokens`` and a margin for one
+        more message's template, a counter of a text's tokens): what a retrieved passage may fill."""
+        target = _resolve(self.engine, model, self.adapters)
+        tokenizer = target.base.tokenizer
+        used = len(decode.chat_ids(tokenizer, messages))
+        left = context_limit(target.base.model) - used - max_tokens - ROOM_MARGIN
+        return left, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
     async def _counted(self, body: bytes, work):
         """The answer, counted in the live figures of the service the body's ``model`` names (a
         refused request too, as a prediction's; a streamed answer when its stream ends)."""
@@ -333,10 +345,19 @@ def model_named(body: bytes) -> str:
     return str(payload.get("model") or "") if isinstance(payload, dict) else ""
 
 
-def add_openai_routes(app: FastAPI, engine, allow, meter) -> Generation:
-    """Register the routes. ``allow(scope)``: the server's key check (401/403/429) as a dependency.
-    Returns the :class:`Generation` they call (the console's playground calls it too)."""
+def add_openai_routes(app: FastAPI, engine, allow, meter, twin=None) -> Generation:
+    """Register the routes. ``allow(scope)``: the server's key check (401/403/429) as a dependency;
+    ``twin(request, caller, method, path)``: decide another route for the caller (the stores a
+    ``file_search`` tool names). Returns the :class:`Generation` they call (the console's
+    playground calls it too)."""
     generation = Generation(engine, meter)
+
+    async def searched(request: Request, caller, store_id: str, query: str, options: dict) -> dict:
+        """A vector store searched for a ``file_search`` tool, decided as its own search route."""
+        if twin is not None:
+            await asyncio.to_thread(twin, request, caller, "POST", f"/v1/vector_stores/{store_id}/search")
+        return await metered_search(meter, caller, store_id, query, options)
+
     add_embedding_routes(app, engine, allow, meter)
     add_rerank_routes(app, engine, allow, meter)
     add_tokenize_routes(app, allow, lambda name: _resolve(engine, name, generation.adapters))
@@ -355,7 +376,8 @@ def add_openai_routes(app: FastAPI, engine, allow, meter) -> Generation:
     @app.post("/v1/responses", tags=["openai"])
     async def responses(request: Request, caller=allow("predict")):
         """OpenAI's Responses API: ``input`` (text or items) in, ``output`` items out; not stored."""
-        return await openai_responses.answer(generation, caller, await request.body())
+        search = partial(searched, request, caller)
+        return await openai_responses.answer(generation, caller, await request.body(), search)
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(request: Request, caller=allow("predict")):

@@ -271,23 +271,24 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
                 "Queries are searched as written here; send rewrite_query false.",
                 "unsupported_value",
             )
-        hold, began = await meter.admit(caller.key_id, 1), time.perf_counter()
-        try:
-            found = await run(
-                searching.search,
-                vector_store_id,
-                body.query,
-                body.filters,
-                body.max_num_results,
-                body.ranking_options,
-            )
-            ms = (time.perf_counter() - began) * 1000
-            meter.add(caller.key_id, found.pop("model"), found["usage"]["total_tokens"], ms)
-        finally:
-            hold.release()
-        return found
+        options = body.model_dump(include={"filters", "max_num_results", "ranking_options"})
+        return await metered_search(meter, caller, vector_store_id, body.query, options)
 
     return worker
+
+
+async def metered_search(meter, caller, store_id: str, query, options: dict) -> dict:
+    """:func:`aimass.retrieval.search.search` in a thread, once the caller's quota admits it; the
+    query's tokens are metered to the caller's key under the store's encoder."""
+    hold, began = await meter.admit(caller.key_id, 1), time.perf_counter()
+    try:
+        with openai_shape():
+            found = await asyncio.to_thread(searching.search, store_id, query, **options)
+        ms = (time.perf_counter() - began) * 1000
+        meter.add(caller.key_id, found.pop("model"), found["usage"]["total_tokens"], ms)
+    finally:
+        hold.release()
+    return found
 
 
 def _page(found: list[dict], order: str, after: str | None, before: str | None) -> list[dict]:

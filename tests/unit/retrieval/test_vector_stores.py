@@ -13,9 +13,11 @@ from tests.conftest import live_server
 from aimass.access import directory
 from aimass.backbones.embeddings import EMBEDDERS
 from aimass.data.bundled import pdf_bytes
+from aimass.llm.hub import HUB
 from aimass.retrieval import chunks, files, lexical, stores
 from aimass.retrieval.filters import matches
 from aimass.serve import auth, metering
+from aimass.serve import openai_file_search as file_search
 from aimass.serve.app import create_app
 
 DOCS = {
@@ -296,3 +298,71 @@ def test_search_is_its_own_action_that_a_predict_key_is_granted_by_a_policy(srv)
         client.vector_stores.files.content(file_id=srv.files["leave.md"], vector_store_id=srv.store.id)
     with pytest.raises(openai.NotFoundError):
         client.files.content(srv.files["leave.md"])
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    """SmolLM2-135M, loaded in this process (the live server's): served by name as a base model."""
+    HUB.base("smollm2-135m")
+    return "smollm2-135m"
+
+
+def test_a_response_with_file_search_answers_from_the_passages_and_cites_their_files(srv, base_model):
+    tool = {"type": "file_search", "vector_store_ids": [srv.store.id], "max_num_results": 2}
+    question = "How many days of annual leave does an employee get?"
+    ask = {"model": "smollm2-135m", "input": question, "max_output_tokens": 16, "temperature": 0}
+    answer = srv.client.responses.create(**ask, tools=[tool], include=["file_search_call.results"])
+    call, message = answer.output
+    assert call.type == "file_search_call" and call.queries == [question] and len(call.results) == 2
+    assert call.results[0].filename == "leave.md" and call.results[0].text == DOCS["leave.md"]
+    text = message.content[0]
+    assert [(a.type, a.filename) for a in text.annotations] == [
+        ("file_citation", r.filename) for r in call.results
+    ]
+    # what the model read: the passages, numbered, in a system message before the question
+    passages = "".join(f"[{i}] {r.filename}\n{r.text}\n\n" for i, r in enumerate(call.results, 1))
+    chat = srv.client.chat.completions.create(
+        model="smollm2-135m",
+        messages=[
+            {"role": "system", "content": (file_search.PROMPT + passages).rstrip()},
+            {"role": "user", "content": question},
+        ],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert text.text == chat.choices[0].message.content
+    assert answer.usage.input_tokens == chat.usage.prompt_tokens
+    events = list(srv.client.responses.create(**ask, tools=[tool], stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[2:7] == [
+        "response.output_item.added",
+        *(f"response.file_search_call.{s}" for s in ("in_progress", "searching", "completed")),
+        "response.output_item.done",
+    ]
+    streamed = events[-1].response.output
+    assert streamed[0].results is None  # results only when "include" asks for them
+    assert streamed[1].content[0].text == text.text
+    assert [a.filename for a in streamed[1].content[0].annotations] == [r.filename for r in call.results]
+
+
+def test_passages_go_in_best_first_while_they_fit_and_a_store_the_key_may_not_search_is_a_404(
+    srv, base_model
+):
+    hits = [
+        {"filename": name, "content": [{"type": "text", "text": "word " * n}], "score": 1 / (i + 1)}
+        for i, (name, n) in enumerate([("a.txt", 50), ("b.txt", 500), ("c.txt", 30)])
+    ]
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}]
+    grounded, used = file_search.grounded(messages, hits, room=200, tokens=lambda t: len(t.split()))
+    assert [h["filename"] for h in used] == ["a.txt", "c.txt"]  # b.txt does not fit and is not cut
+    assert [m["role"] for m in grounded] == ["system", "system", "user"]
+    assert "[2] c.txt" in grounded[1]["content"] and "b.txt" not in grounded[1]["content"]
+    record, key = auth.create_key("chat-only", ["predict"])
+    client = openai.OpenAI(base_url=f"{srv.base}/v1", api_key=key, max_retries=0)
+    tool = {"type": "file_search", "vector_store_ids": [srv.store.id]}
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(
+            model="smollm2-135m", input="annual leave?", tools=[tool], max_output_tokens=4
+        )
+    with pytest.raises(openai.BadRequestError, match="vector_store_ids"):
+        srv.client.responses.create(model="smollm2-135m", input="q", tools=[{"type": "file_search"}])
