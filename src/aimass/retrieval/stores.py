@@ -371,7 +371,10 @@ def _batch_statuses(s, record: FileBatchRecord) -> dict[str, str]:
 def store_of(s, store_id: str) -> StoreRecord:
     record = s.get(StoreRecord, store_id) if isinstance(store_id, str) else None
     if record is None:
-        raise NotFoundError(f"No vector store '{store_id}'.", hint="GET /v1/vector_stores lists them.")
+        raise NotFoundError(
+            f"No vector store {store_id!r}.",
+            hint="`aimass stores list` (or GET /v1/vector_stores) lists them.",
+        )
     return record
 
 

@@ -3,6 +3,7 @@ embedded in the background, hybrid search with filters; errors, durability and a
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import httpx
@@ -366,3 +367,28 @@ def test_passages_go_in_best_first_while_they_fit_and_a_store_the_key_may_not_se
         )
     with pytest.raises(openai.BadRequestError, match="vector_store_ids"):
         srv.client.responses.create(model="smollm2-135m", input="q", tools=[{"type": "file_search"}])
+
+
+def test_the_command_line_builds_lists_searches_and_deletes_a_store(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from aimass.cli import app
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    for name, text in DOCS.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    runner = CliRunner()
+    made = runner.invoke(app, ["stores", "create", "handbook", *(str(tmp_path / n) for n in DOCS), "--json"])
+    assert made.exit_code == 0, made.output
+    store = json.loads(made.output)
+    assert store["status"] == "completed" and store["file_counts"]["completed"] == 3
+    found = runner.invoke(app, ["stores", "search", store["id"], "年假能顺延吗", "-n", "2", "--json"])
+    assert [h["filename"] for h in json.loads(found.output)["data"]][0] == "zh.txt"
+    assert [s["id"] for s in json.loads(runner.invoke(app, ["stores", "list", "--json"]).output)] == [
+        store["id"]
+    ]
+    missing = runner.invoke(app, ["stores", "create", "x", str(tmp_path / "nope.pdf")])
+    assert missing.exit_code == 2 and "No file" in missing.output
+    assert runner.invoke(app, ["stores", "delete", store["id"]]).exit_code == 0
+    gone = runner.invoke(app, ["stores", "search", store["id"], "leave"])
+    assert gone.exit_code == 2 and "aimass stores list" in gone.output
