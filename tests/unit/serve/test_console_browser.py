@@ -277,3 +277,32 @@ def test_sign_in_page_is_accessible(browser, server, shots):
     page.get_by_role("button", name="Sign in").click()
     assert "unknown or revoked" in page.text_content("main")
     context.close()
+
+
+def test_documents_become_a_store_that_a_newcomer_searches_in_the_browser(
+    admin_page, server, shots, tmp_path
+):
+    leave, zh = tmp_path / "leave.md", tmp_path / "zh.txt"
+    leave.write_text("Every employee gets twenty-five days of paid annual leave each year.", encoding="utf-8")
+    zh.write_text("员工每年享有二十五天带薪年假。未休完的年假可以顺延到次年三月。", encoding="utf-8")
+    page = admin_page
+    page.goto(f"{server}/console/stores")
+    check(page, shots, "19-stores")
+    page.get_by_label("Name", exact=True).fill("handbook")
+    page.get_by_label("Documents", exact=False).set_input_files([str(leave), str(zh)])
+    page.get_by_role("button", name="Make the store").click()
+    page.wait_for_url("**/console/stores/vs_*", timeout=120_000)
+    for _ in range(240):  # embedded in the background: the page says how far it is
+        if "2 of 2 documents embedded" in page.text_content("main"):
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    assert "2 of 2 documents embedded" in page.text_content("main")
+    page.get_by_label("Question or words").fill("年假能顺延吗")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector("ol.hits li")
+    assert page.locator("ol.hits li strong").first.text_content() == "zh.txt"
+    check(page, shots, "20-store-search")
+    page.get_by_role("button", name="Delete vector store").click()
+    page.wait_for_url("**/console/stores")
+    assert "deleted" in page.text_content("main") and "handbook" not in page.text_content("tbody")

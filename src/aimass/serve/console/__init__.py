@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from aimass.serve.auth import Guard
 from aimass.serve.console.core import HERE, PREFIX, Console, ConsoleRoute
+from aimass.serve.console.documents import add_documents
 from aimass.serve.console.hooks import add_webhooks
 from aimass.serve.console.manage import add_manage
 from aimass.serve.console.playground import add_playground
@@ -46,6 +47,7 @@ def add_console(
     add_wizard(router, console, engine, predictor)
     add_manage(router, console, engine, meter)
     add_webhooks(router, console)
+    add_documents(router, console)
     add_playground(router, console, engine, generation)
     app.include_router(router)
     app.mount(PREFIX + "/static", StaticFiles(directory=HERE / "static"), name="console-static")

@@ -49,6 +49,8 @@ NAV = {  # template -> the navigation entry it belongs to
     "dataset.html": "datasets",
     "keys.html": "keys",
     "webhooks.html": "webhooks",
+    "stores.html": "stores",
+    "store.html": "stores",
     "served.html": "try",
     "try.html": "try",
     "playground.html": "playground",

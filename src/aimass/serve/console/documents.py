@@ -1,0 +1,98 @@
+"""The console's Documents page: vector stores made from uploaded documents, their files as they
+are embedded, and a search box. REST twins: ``/v1/files`` (purpose ``assistants``) and
+``/v1/vector_stores`` (:mod:`aimass.serve.vector_store_routes`), decided the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+
+from aimass import paths
+from aimass.access import directory
+from aimass.data.uploads import store_upload
+from aimass.errors import ConfigError
+from aimass.retrieval import files, stores
+from aimass.retrieval import search as searching
+from aimass.serve.console.core import Console, rest
+
+MAX_FILES = 16  # documents in one form
+
+
+def add_documents(router: APIRouter, console: Console) -> None:
+    @router.get("/stores")
+    async def store_list(request: Request):
+        ctx = console.ctx(request)
+        console.authorize(ctx, "GET", "/v1/vector_stores")
+        found = await asyncio.to_thread(stores.listed)
+        shown = await asyncio.to_thread(console.visible, ctx, "vector_store", [s["id"] for s in found])
+        projects = await asyncio.to_thread(console.projects, ctx, "POST", "/v1/vector_stores", {})
+        rows = [s for s in found if s["id"] in shown]
+        return console.page(request, "stores.html", ctx, stores=rows, projects=projects, most=MAX_FILES)
+
+    @router.post("/stores")
+    async def create(request: Request):
+        ctx = console.ctx(request)
+        console.authorize(ctx, "POST", "/v1/files")  # before a file is read: the 403 it gets
+        form = await console.form(request, ctx, max_files=MAX_FILES)
+        project = str(form.get("project") or directory.DEFAULT_PROJECT)
+        console.authorize(ctx, "POST", "/v1/vector_stores", {"project": project})
+        uploads = [f for f in form.getlist("documents") if hasattr(f, "read") and getattr(f, "filename", "")]
+        if not uploads:
+            raise ConfigError(
+                "Choose one or more documents.", hint="PDF, DOCX, HTML, Markdown or text files."
+            )
+        ids = [await asyncio.to_thread(_keep, upload.file, upload.filename, project) for upload in uploads]
+        made = await asyncio.to_thread(stores.create, str(form.get("name") or ""), ids)
+        if project != directory.DEFAULT_PROJECT:
+            await asyncio.to_thread(directory.assign, "vector_store", made["id"], project)
+        for file_id in ids:
+            request.app.state.vector_stores.submit(made["id"], file_id, ctx.caller.key_id)
+        said = f"Store {made['id']} made of {len(ids)} documents: they are embedded in the background."
+        return console.redirect(request, f"stores/{made['id']}", said, ctx)
+
+    @router.get("/stores/{store_id}")
+    async def store_page(request: Request, store_id: str, q: str = ""):
+        ctx = console.ctx(request)
+        console.authorize(ctx, "GET", rest("/v1/vector_stores/{}", store_id))
+        found = await asyncio.to_thread(stores.get, store_id)
+        listed = await asyncio.to_thread(stores.listed_files, store_id)
+        names = {f["id"]: await asyncio.to_thread(_filename, f["id"]) for f in listed}
+        hits = None
+        if q.strip():
+            console.authorize(ctx, "POST", rest("/v1/vector_stores/{}/search", store_id))
+            hits = (await asyncio.to_thread(searching.search, store_id, q[:2000], max_num_results=5))["data"]
+        return console.page(
+            request, "store.html", ctx, store=found, files=listed, names=names, q=q, hits=hits
+        )
+
+    @router.post("/stores/{store_id}/delete")
+    async def delete(request: Request, store_id: str):
+        ctx = console.ctx(request)
+        await console.form(request, ctx)
+        console.authorize(ctx, "DELETE", rest("/v1/vector_stores/{}", store_id))
+        await asyncio.to_thread(stores.remove, store_id)
+        return console.redirect(request, "stores", f"Vector store {store_id} deleted.", ctx)
+
+
+def _keep(source, filename: str, project: str) -> str:
+    """An uploaded document kept (as ``POST /v1/files`` keeps it); its file id."""
+    stored = store_upload(source, filename)
+    try:
+        if stored["archive"]:
+            raise ConfigError(f"{filename} is an archive.", hint="Upload the documents themselves.")
+        found = files.store(Path(stored["path"]), stored["file"])
+    finally:
+        shutil.rmtree(paths.home() / "uploads" / stored["upload"], ignore_errors=True)
+    if project != directory.DEFAULT_PROJECT:
+        directory.assign("dataset", found["id"], project)
+    return found["id"]
+
+
+def _filename(file_id: str) -> str:
+    try:
+        return files.info(file_id)["filename"]
+    except Exception:  # noqa: BLE001 — a deleted upload: its id stands for it
+        return file_id
