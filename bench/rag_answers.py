@@ -24,9 +24,10 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,7 +35,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["AIMASS_HOME"] = tempfile.mkdtemp(prefix="aimass-rag-")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -66,6 +66,24 @@ QUESTIONS = [
 console = Console(width=160)
 
 
+@contextmanager
+def live_server(app):
+    """uvicorn on 127.0.0.1, a free port, in a thread of this process (the base model loaded here
+    is the one it serves); yields the base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not (server.started and server.servers):
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -74,7 +92,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import openai
-    from tests.conftest import live_server
 
     from aimass.llm.hub import HUB
     from aimass.serve import auth
