@@ -147,11 +147,14 @@ def _params(body: BatchRequest, caller: Caller, decide) -> dict:
         raise bad_param("endpoint", f"endpoint must be one of {', '.join(batch_files.ENDPOINTS)}.")
     if body.completion_window != WINDOW:
         raise bad_param("completion_window", f"The only completion window is {WINDOW!r}.")
-    if not batch_files.is_input(body.input_file_id) or not batch_files.is_batch_input(body.input_file_id):
-        raise bad_param(
-            "input_file_id", f"{body.input_file_id!r} is not a file uploaded with purpose 'batch'."
-        )
+    not_batch = bad_param(
+        "input_file_id", f"{body.input_file_id!r} is not a file uploaded with purpose 'batch'."
+    )
+    if not batch_files.is_input(body.input_file_id):
+        raise not_batch
     decide("GET", f"/v1/files/{body.input_file_id}")
+    if not batch_files.is_batch_input(body.input_file_id):  # a document (after access: no probing)
+        raise not_batch
     found = batch_files.info(body.input_file_id)
     others = [url for url in found["endpoints"] if url != body.endpoint]
     if others:
