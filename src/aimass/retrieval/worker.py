@@ -26,11 +26,14 @@ class Worker:
         self._done = done
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.idle = threading.Event()
+        self._pending = 0  # files submitted and not processed yet
+        self.idle = threading.Event()  # set while nothing is pending
         self.idle.set()
 
     def submit(self, store_id: str, file_id: str, key_id: str | None = None) -> None:
-        self.idle.clear()
+        with self._lock:
+            self._pending += 1
+            self.idle.clear()
         self._queue.put((store_id, file_id, key_id))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
@@ -49,11 +52,7 @@ class Worker:
 
     def _run(self) -> None:
         while True:
-            try:
-                item = self._queue.get(timeout=30)
-            except queue.Empty:
-                self.idle.set()
-                continue
+            item = self._queue.get()
             if item is None:
                 return
             store_id, file_id, key_id = item
@@ -64,5 +63,7 @@ class Worker:
                     self._done(key_id, store_id, tokens, (time.perf_counter() - began) * 1000)
             except Exception:  # noqa: BLE001 — the next file is still processed
                 log.exception("vector store %s: file %s was not processed", store_id, file_id)
-            if self._queue.empty():
-                self.idle.set()
+            with self._lock:
+                self._pending -= 1
+                if not self._pending:
+                    self.idle.set()
