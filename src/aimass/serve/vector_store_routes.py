@@ -10,7 +10,8 @@ Routes: ``/v1/vector_stores`` (create, list, retrieve, modify, delete), ``.../fi
 retrieve, update attributes, remove, ``content``), ``.../file_batches`` (create, retrieve, cancel,
 list files) and ``.../search``. Adding files answers at once with ``in_progress``; one background
 thread (:class:`aimass.retrieval.worker.Worker`) chunks and embeds them, and a restarted server
-finishes what was left. The tokens embedded (files and queries) are metered to the caller's key.
+finishes what was left. The tokens embedded (files and queries) are metered to the caller's key; a
+key that has used its quota cannot add files (429) until its period turns.
 
 Access: a store is a project resource, ``aimass:project/P/vector_store/vs_...``, with its own
 actions: ``vector_store:Create`` (in the body's ``project``), ``List``, ``Read`` (the store, its
@@ -119,6 +120,10 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
         with openai_shape():
             return await asyncio.to_thread(work, *args, **kwargs)
 
+    async def within_quota(caller) -> None:
+        """429 when the caller's key has used its quota: embedding a file is metered work too."""
+        (await meter.admit(caller.key_id, 1)).release()
+
     def readable(request: Request, caller, file_ids: list[str]) -> None:
         for file_id in file_ids:  # adding a file reads it: decided as its own route would be
             twin(request, caller, "GET", f"/v1/files/{file_id}")
@@ -127,6 +132,8 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
     async def create(request: Request, caller=allow("manage")):
         """A store, with the files of ``file_ids`` added (``in_progress`` until embedded)."""
         body = parse_body(StoreRequest, await request.body())
+        if body.file_ids:
+            await within_quota(caller)
         await asyncio.to_thread(need_project, body.project)
         await asyncio.to_thread(readable, request, caller, body.file_ids)
         found = await run(
@@ -178,6 +185,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
     async def add_file(vector_store_id: str, request: Request, caller=allow("manage")):
         """Add an uploaded document (``in_progress`` until embedded); adding it again re-reads it."""
         body = parse_body(FileRequest, await request.body())
+        await within_quota(caller)
         found = await run(
             stores.add_file, vector_store_id, body.file_id, body.attributes, body.chunking_strategy
         )
@@ -227,6 +235,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
         shared = {"attributes": body.attributes, "chunking_strategy": body.chunking_strategy}
         entries = [f.model_dump() for f in body.files] if body.files else []
         entries = entries or [{"file_id": f, **shared} for f in body.file_ids or []]
+        await within_quota(caller)
         await asyncio.to_thread(readable, request, caller, [e["file_id"] for e in entries])
         found = await run(stores.add_batch, vector_store_id, entries)
         for entry in entries:

@@ -392,3 +392,18 @@ def test_the_command_line_builds_lists_searches_and_deletes_a_store(tmp_path, mo
     assert runner.invoke(app, ["stores", "delete", store["id"]]).exit_code == 0
     gone = runner.invoke(app, ["stores", "search", store["id"], "leave"])
     assert gone.exit_code == 2 and "aimass stores list" in gone.output
+
+
+def test_a_key_past_its_quota_cannot_add_files_or_search(srv):
+    record, key = auth.create_key("small", ["manage"], quota=20, quota_period="day")
+    client = openai.OpenAI(base_url=f"{srv.base}/v1", api_key=key, max_retries=0)
+    store = client.vector_stores.create(name="quota")
+    client.vector_stores.files.create(vector_store_id=store.id, file_id=srv.files["leave.md"])
+    wait(srv, store.id)
+    srv.app.state.meter.flush()
+    assert sum(u["items"] for u in metering.usage(record.id)) > 20  # the file's tokens, metered to the key
+    with pytest.raises(openai.RateLimitError, match="quota"):
+        client.vector_stores.files.create(vector_store_id=store.id, file_id=srv.files["zh.txt"])
+    with pytest.raises(openai.RateLimitError, match="quota"):
+        client.vector_stores.search(store.id, query="annual leave")
+    assert client.vector_stores.files.list(store.id).data[0].id == srv.files["leave.md"]  # nothing added
