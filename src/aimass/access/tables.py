@@ -6,8 +6,6 @@ registry's module (``aimass.store.db``) needs no change to carry them.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from sqlalchemy import JSON, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -118,14 +116,6 @@ class AuditRecord(AccessBase):
         return {k: getattr(self, k) for k in keys}
 
 
-@lru_cache(maxsize=8)
-def _created(engine) -> bool:
-    db.create_tables(AccessBase.metadata, engine)
-    return True
-
-
 def session():
     """A session on the registry's database, with the access tables created."""
-    s = db.session()
-    _created(s.get_bind())
-    return s
+    return db.session_with(AccessBase.metadata)

@@ -39,6 +39,7 @@ class _Index:
     texts: list[str]
     vectors: np.ndarray
     lexical: lexical.Index
+    names: dict[str, str]  # file id -> its filename
 
 
 _INDEXES: OrderedDict[str, _Index] = OrderedDict()
@@ -83,7 +84,8 @@ def search(
             f"The query has {tokens} tokens; search with at most {MAX_QUERY_TOKENS}.", where="query"
         )
     index = _index(store_id)
-    keep = np.asarray([matches(filters, attributes.get(f, {})) for f in index.file_ids], bool)
+    chosen = {f: matches(filters, attributes.get(f, {})) for f in index.names}  # once per file
+    keep = np.fromiter((chosen[f] for f in index.file_ids), bool, len(index.file_ids))
     scores = np.zeros(len(index.ids))
     if keep.any():
         if weights[0]:
@@ -94,11 +96,10 @@ def search(
     scores /= sum(weights) / (RRF_K + 1)
     order = [i for i in np.argsort(-scores, kind="stable") if keep[i] and scores[i] > 0]
     order = [i for i in order if scores[i] >= threshold][:max_num_results]
-    names = {f: files.info(f)["filename"] for f in {index.file_ids[i] for i in order}}
     data = [
         {
             "file_id": index.file_ids[i],
-            "filename": names[index.file_ids[i]],
+            "filename": index.names[index.file_ids[i]],
             "score": round(float(scores[i]), 6),
             "attributes": attributes.get(index.file_ids[i], {}),
             "content": [{"type": "text", "text": index.texts[i]}],
@@ -120,7 +121,9 @@ def _reciprocal_ranks(values: np.ndarray, keep: np.ndarray, positive: bool = Fal
     """``1 / (RRF_K + rank)`` of each kept value, the best ranked 1; 0 for the rest (and, with
     ``positive``, for values of 0: no word in common is no keyword match)."""
     out = np.zeros(len(values))
-    ranked = [i for i in np.argsort(-values, kind="stable") if keep[i] and (values[i] > 0 or not positive)]
+    wanted = keep & (values > 0) if positive else keep
+    order = np.argsort(-values, kind="stable")
+    ranked = order[wanted[order]]
     out[ranked] = 1.0 / (RRF_K + np.arange(1, len(ranked) + 1))
     return out
 
@@ -141,13 +144,16 @@ def _index(store_id: str) -> _Index:
         ).all()
     dims = len(rows[0][3]) // 4 if rows else 1
     vectors = np.frombuffer(b"".join(r[3] for r in rows), "<f4").reshape(len(rows), dims)
+    file_ids = [r[1] for r in rows]
+    names = {f: files.info(f)["filename"] for f in dict.fromkeys(file_ids)}  # a name never changes
     built = _Index(
         revision,
         [r[0] for r in rows],
-        [r[1] for r in rows],
+        file_ids,
         [r[2] for r in rows],
         vectors,
         lexical.Index([r[2] for r in rows]),
+        names,
     )
     with _INDEX_LOCK:
         _INDEXES[store_id] = built
@@ -172,9 +178,7 @@ def _ranking(options: dict | None) -> tuple[tuple[float, float], float]:
         )
     hybrid = options.get("hybrid_search") or {}
     weights = (hybrid.get("embedding_weight", 1.0), hybrid.get("text_weight", 1.0))
-    if any(not isinstance(w, int | float) or isinstance(w, bool) or w < 0 for w in weights) or not sum(
-        weights
-    ):
+    if not all(is_number(w) and w >= 0 for w in weights) or not sum(weights):
         raise ConfigError(
             "hybrid_search weights must be numbers of 0 or more, not both 0.",
             where="ranking_options.hybrid_search",

@@ -57,13 +57,6 @@ class FileBatchRecord(Base):
     created: Mapped[int] = mapped_column(Integer)
 
 
-_CREATED: set = set()  # the engines whose tables exist
-
-
 def session():
-    s = db.session()
-    bind = s.get_bind()
-    if bind not in _CREATED:
-        db.create_tables(Base.metadata, bind)
-        _CREATED.add(bind)
-    return s
+    """A session on the registry's database, with the vector store tables created."""
+    return db.session_with(Base.metadata)

@@ -136,8 +136,9 @@ def create_app(
     _add_health(app, engine, state)
     _add_predict(app, engine, guard, predictor)
     _add_management(app, engine, guard, meter)
-    allow = partial(_allow, guard)
-    generation = add_openai_routes(app, engine, allow, meter, partial(_twin, guard))
+    generation = add_openai_routes(
+        app, engine, lambda scope: _allow(guard, scope), meter, partial(_twin, guard)
+    )
     app.state.generation = generation  # chat and completions (its slots: generations in flight)
     add_data_routes(app, engine, lambda scope: _allow(guard, scope), partial(_may_see, guard))
     console.add_console(app, engine, guard, predictor, meter, generation)

@@ -157,11 +157,11 @@ def requests_of(file_id: str) -> list[dict]:
     return check(folder(file_id) / "input.jsonl")
 
 
-def content(file_id: str) -> bytes:
-    """The file as it was sent: a batch's requests, or a document's bytes."""
+def content(file_id: str) -> tuple[bytes, str]:
+    """The file as it was sent, and its media type: a batch's requests, or a document's bytes."""
     if documents.is_document(info(file_id)):
-        return documents.original(file_id)
-    return (folder(file_id) / "input.jsonl").read_bytes()
+        return documents.original(file_id), "application/octet-stream"
+    return (folder(file_id) / "input.jsonl").read_bytes(), "application/jsonl"
 
 
 def listed() -> list[str]:

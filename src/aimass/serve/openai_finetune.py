@@ -173,9 +173,8 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         if job_id is not None:
             return Response(await asyncio.to_thread(_results_csv, job_id), media_type="text/csv")
         if batch_files.is_input(file_id):
-            document = not await asyncio.to_thread(batch_files.is_batch_input, file_id)
-            media = "application/octet-stream" if document else "application/jsonl"
-            return Response(await asyncio.to_thread(batch_files.content, file_id), media_type=media)
+            body, media = await asyncio.to_thread(batch_files.content, file_id)
+            return Response(body, media_type=media)
         if batch_files.output_job(file_id) is not None:
             body = await asyncio.to_thread(batches.output_content, file_id)
             return Response(body, media_type="application/jsonl")

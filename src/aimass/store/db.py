@@ -406,3 +406,17 @@ def _sessionmaker(url: str) -> sessionmaker:
 def session():
     """A new session on ``AIMASS_HOME/aimass.db`` (the tables are created on first use)."""
     return _sessionmaker(f"sqlite:///{paths.home() / 'aimass.db'}")()
+
+
+@lru_cache(maxsize=32)
+def _created(metadata, engine) -> bool:
+    create_tables(metadata, engine)
+    return True
+
+
+def session_with(metadata):
+    """A :func:`session` on which the tables of ``metadata`` (a declarative base of their own, as
+    the access and vector store tables have) exist, created on first use per database."""
+    s = session()
+    _created(metadata, s.get_bind())
+    return s
