@@ -347,3 +347,33 @@ def test_keys_page_creates_a_key_with_a_quota_and_changes_it(admin):
     assert f"Key {key_id}: no quota." in lifted.text
     listed = {k["id"]: k for k in auth.list_keys()}
     assert listed[key_id]["quota"] is None
+
+
+def test_documents_added_in_the_console_are_decided_as_their_rest_twin(app):
+    """Adding documents to a store reads each one (``dataset:Read``, as
+    ``POST /v1/vector_stores/{id}/files`` decides it). A user denied that read gets the REST twin's
+    404 and keeps nothing: the upload is taken away and the store is unchanged."""
+    from aimass.retrieval import stores
+
+    directory.create_project("library")
+    directory.create_user("gus")
+    own = {"Effect": "Allow", "Action": "*", "Resource": "aimass:project/library/*"}
+    unread = {"Effect": "Deny", "Action": "dataset:Read", "Resource": "aimass:project/library/dataset/*"}
+    directory.put_policy("GusNoReads", {"Statement": [own, unread]})
+    directory.attach("GusNoReads", "user", "gus")
+    record, key = auth.create_key("gus", ["manage"])
+    directory.bind_key(record.id, user="gus")
+    made = stores.create("gus-shelf", [])
+    directory.assign("vector_store", made["id"], "library")
+    documents = paths.home() / "files"
+    kept = sorted(documents.glob("file-*")) if documents.exists() else []
+    with signed_in(app, key) as client:
+        page = client.get(f"/console/stores/{made['id']}")
+        assert page.status_code == 200 and "Add documents" in page.text, page.text[-300:]
+        doc = {"documents": ("rules.md", b"Library books go back within three weeks.", "text/markdown")}
+        form = {"csrf": csrf_of(page.text)}
+        denied = client.post(f"/console/stores/{made['id']}/files", data=form, files=doc)
+        # a read denied is a 404, as over REST: the document is hidden from the one who sent it
+        assert denied.status_code == 404 and "No dataset" in denied.text, denied.text[-300:]
+    assert (sorted(documents.glob("file-*")) if documents.exists() else []) == kept
+    assert stores.listed_files(made["id"]) == [] and stores.get(made["id"])["file_counts"]["total"] == 0

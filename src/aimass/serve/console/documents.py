@@ -16,6 +16,7 @@ from aimass.data.uploads import store_upload
 from aimass.errors import ConfigError
 from aimass.retrieval import files, stores
 from aimass.retrieval import search as searching
+from aimass.serve import batch_files
 from aimass.serve.console.core import Console, rest
 
 MAX_FILES = 16  # documents in one form
@@ -35,16 +36,15 @@ def add_documents(router: APIRouter, console: Console) -> None:
     @router.post("/stores")
     async def create(request: Request):
         ctx = console.ctx(request)
-        console.authorize(ctx, "POST", "/v1/files")  # before a file is read: the 403 it gets
+        if not await asyncio.to_thread(console.projects, ctx, "POST", "/v1/files", {}):
+            console.authorize(ctx, "POST", "/v1/files")  # before a file is read: the 403 it gets
         form = await console.form(request, ctx, max_files=MAX_FILES)
         project = str(form.get("project") or directory.DEFAULT_PROJECT)
+        console.authorize(ctx, "POST", "/v1/files", {"project": project})  # ?project=, as over REST
         console.authorize(ctx, "POST", "/v1/vector_stores", {"project": project})
-        uploads = [f for f in form.getlist("documents") if hasattr(f, "read") and getattr(f, "filename", "")]
-        if not uploads:
-            raise ConfigError(
-                "Choose one or more documents.", hint="PDF, DOCX, HTML, Markdown or text files."
-            )
-        ids = [await asyncio.to_thread(_keep, upload.file, upload.filename, project) for upload in uploads]
+        uploads = _uploads(form)
+        await _within_quota(request, ctx)
+        ids = await _keep_all(uploads, project)
         made = await asyncio.to_thread(stores.create, str(form.get("name") or ""), ids)
         if project != directory.DEFAULT_PROJECT:
             await asyncio.to_thread(directory.assign, "vector_store", made["id"], project)
@@ -64,9 +64,36 @@ def add_documents(router: APIRouter, console: Console) -> None:
         if q.strip():
             console.authorize(ctx, "POST", rest("/v1/vector_stores/{}/search", store_id))
             hits = (await asyncio.to_thread(searching.search, store_id, q[:2000], max_num_results=5))["data"]
-        return console.page(
-            request, "store.html", ctx, store=found, files=listed, names=names, q=q, hits=hits
+        project = await asyncio.to_thread(directory.project_of, "vector_store", store_id)
+        may_add = console.may(ctx, "POST", rest("/v1/vector_stores/{}", store_id)) and console.may(
+            ctx, "POST", "/v1/files", {"project": project}
         )
+        shown = {"files": listed, "names": names, "q": q, "hits": hits, "may_add": may_add, "most": MAX_FILES}
+        return console.page(request, "store.html", ctx, store=found, **shown)
+
+    @router.post("/stores/{store_id}/files")
+    async def add(request: Request, store_id: str):
+        """More documents into a store, each decided as ``POST /v1/vector_stores/{id}/files``."""
+        ctx = console.ctx(request)
+        console.authorize(ctx, "POST", rest("/v1/vector_stores/{}", store_id))  # the store's Update
+        project = await asyncio.to_thread(directory.project_of, "vector_store", store_id)
+        console.authorize(ctx, "POST", "/v1/files", {"project": project})  # before a file is read
+        form = await console.form(request, ctx, max_files=MAX_FILES)
+        uploads = _uploads(form)
+        await _within_quota(request, ctx)
+        ids = await _keep_all(uploads, project)
+        twin = rest("/v1/vector_stores/{}/files", store_id)
+        try:
+            for file_id in ids:  # the twin also reads the file: dataset:Read in the store's project
+                console.authorize(ctx, "POST", twin, {"file_id": file_id})
+                await asyncio.to_thread(stores.add_file, store_id, file_id)
+        except Exception:
+            await asyncio.to_thread(_discard, ids)
+            raise
+        for file_id in ids:
+            request.app.state.vector_stores.submit(store_id, file_id, ctx.caller.key_id)
+        said = f"{len(ids)} more documents in store {store_id}: they are embedded in the background."
+        return console.redirect(request, f"stores/{store_id}", said, ctx)
 
     @router.post("/stores/{store_id}/delete")
     async def delete(request: Request, store_id: str):
@@ -75,6 +102,18 @@ def add_documents(router: APIRouter, console: Console) -> None:
         console.authorize(ctx, "DELETE", rest("/v1/vector_stores/{}", store_id))
         await asyncio.to_thread(stores.remove, store_id)
         return console.redirect(request, "stores", f"Vector store {store_id} deleted.", ctx)
+
+
+def _uploads(form) -> list:
+    uploads = [f for f in form.getlist("documents") if hasattr(f, "read") and getattr(f, "filename", "")]
+    if not uploads:
+        raise ConfigError("Choose one or more documents.", hint="PDF, DOCX, HTML, Markdown or text files.")
+    return uploads
+
+
+async def _within_quota(request: Request, ctx) -> None:
+    """429 when the signed-in key has used its quota (embedding is metered work), as over REST."""
+    (await request.app.state.meter.admit(ctx.caller.key_id, 1)).release()
 
 
 def _keep(source, filename: str, project: str) -> str:
@@ -89,6 +128,25 @@ def _keep(source, filename: str, project: str) -> str:
     if project != directory.DEFAULT_PROJECT:
         directory.assign("dataset", found["id"], project)
     return found["id"]
+
+
+async def _keep_all(uploads: list, project: str) -> list[str]:
+    """Every upload kept, or none: a refused document takes the ones kept before it away."""
+    ids = []
+    try:
+        for upload in uploads:
+            ids.append(await asyncio.to_thread(_keep, upload.file, upload.filename, project))
+    except Exception:
+        await asyncio.to_thread(_discard, ids)
+        raise
+    return ids
+
+
+def _discard(file_ids: list[str]) -> None:
+    """Uploads taken away as ``DELETE /v1/files/{id}`` takes a document (out of any store too)."""
+    for file_id in file_ids:
+        stores.forget_file(file_id)
+        batch_files.delete(file_id, [])
 
 
 def _filename(file_id: str) -> str:
