@@ -25,6 +25,7 @@ from aimass.retrieval import chunks, files, filters
 from aimass.retrieval.tables import ChunkRecord, FileBatchRecord, StoreFileRecord, StoreRecord, session
 
 DEFAULT_MODEL = "multilingual-e5-small"
+MAX_FILE_IDS = 500  # files one create or file batch names (OpenAI's limit)
 EMBED_GROUP = 8  # chunks embedded at a time (the encoder is shared: a search waits for one group at most)
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
 
@@ -73,9 +74,11 @@ def create(
 
 def build(name: str, documents: list, **options) -> dict:
     """A store of local ``documents`` (paths), embedded before it returns: the Python API's
-    one call. ``options`` as :func:`create`'s."""
+    one call, for any number of documents. ``options`` as :func:`create`'s."""
     ids = [files.add(path)["id"] for path in documents]
-    found = create(name, ids, **options)
+    found = create(name, ids[:MAX_FILE_IDS], **options)
+    for file_id in ids[MAX_FILE_IDS:]:  # past what one request may name: added one by one
+        add_file(found["id"], file_id)
     for file_id in ids:
         process(found["id"], file_id)
     return get(found["id"])
@@ -296,8 +299,8 @@ def cancel_file(store_id: str, file_id: str) -> None:
 def add_batch(store_id: str, entries: list[dict]) -> dict:
     """Add several files at once (each ``{"file_id", "attributes", "chunking_strategy"}``), as one
     batch to follow; its object."""
-    if not entries or len(entries) > 500:
-        raise ConfigError("A file batch holds 1 to 500 files.", where="file_ids")
+    if not entries or len(entries) > MAX_FILE_IDS:
+        raise ConfigError(f"A file batch holds 1 to {MAX_FILE_IDS} files.", where="file_ids")
     ids = _file_ids([e["file_id"] for e in entries])
     with session() as s:
         store_of(s, store_id)
@@ -419,8 +422,8 @@ def _file_record(store_id: str, file_id: str, attributes: dict, strategy: dict) 
 
 def _file_ids(file_ids) -> list[str]:
     file_ids = list(dict.fromkeys(file_ids or []))
-    if len(file_ids) > 500:
-        raise ConfigError("Add at most 500 files at once.", where="file_ids")
+    if len(file_ids) > MAX_FILE_IDS:
+        raise ConfigError(f"Add at most {MAX_FILE_IDS} files at once.", where="file_ids")
     for file_id in file_ids:
         files.info(file_id)
     return file_ids

@@ -277,6 +277,22 @@ def test_a_file_left_in_progress_by_a_stopped_server_is_embedded_by_the_next(tmp
     assert stores.file_content(store["id"], document["id"])["content"][0]["text"].startswith("The library")
 
 
+def test_the_python_api_builds_a_store_of_more_documents_than_one_request_may_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path))
+    monkeypatch.setattr(stores, "MAX_FILE_IDS", 2)  # 500 in use: three documents stand for 501
+    paths = []
+    for i, fact in enumerate(
+        ["The canteen opens at eight.", "Parking is free on Sundays.", "Badges are blue."]
+    ):
+        paths.append(tmp_path / f"fact-{i}.txt")
+        paths[-1].write_text(fact)
+    with pytest.raises(Exception, match="at most 2 files"):
+        stores.create("too-many", [files.add(p)["id"] for p in paths])
+    built = stores.build("facts", paths)
+    assert built["status"] == "completed" and built["file_counts"]["completed"] == 3
+    assert {f["status"] for f in stores.listed_files(built["id"])} == {"completed"}
+
+
 def test_search_is_its_own_action_that_a_predict_key_is_granted_by_a_policy(srv):
     record, reader = auth.create_key("app", ["predict"])
     app_key_id = record.id
