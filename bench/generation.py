@@ -134,7 +134,7 @@ def aimass_setup(params: dict, steps: int):
     )
     loop = _Loop(model, cfg, steps, guard={})
     model.train()
-    return lambda examples: loop.step(_collate(examples, tokenizer.pad_token_id))
+    return lambda examples: loop.step(_collate(examples, tokenizer.pad_token_id))[0]  # (loss, accuracy)
 
 
 def speed(convs: list[list[dict]], params: dict, steps: int) -> dict:

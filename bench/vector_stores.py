@@ -44,6 +44,8 @@ from retrieval import bm25, metrics, ranks, serve, tfidf  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from aimass.backbones.precision import bf16_enabled  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "vector_stores.json"
 MODES = {
     "hybrid": None,
@@ -163,6 +165,7 @@ def main(argv=None) -> int:
             "chunks": chunks,
             "seconds": round(seconds, 1),
             "chunks per second": round(chunks / seconds, 1),
+            "precision": "bf16" if bf16_enabled() else "fp32",  # the server's (same machine, env)
             "usage bytes": store.usage_bytes,
         },
         "search p50 ms": {"http": round(http_ms, 1), "in-process": round(local_ms, 1)},

@@ -332,6 +332,7 @@ def _stages(model) -> dict:
             "skipped": v["skipped"],
             "epochs": len(v["history"]),
             **({"fusion": v["fusion"]} if v.get("fusion") else {}),
+            **({"precision": v["precision"]} if v.get("precision", "fp32") != "fp32" else {}),
         }
         for k, v in getattr(model, "stages_", {}).items()
     }

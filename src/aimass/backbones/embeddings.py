@@ -10,7 +10,8 @@ An embedding is the encoder's attention-masked mean over its last hidden states,
 E5 was trained with ``"query: "`` / ``"passage: "`` in front of each text. A text that already starts
 with one is embedded as it is; otherwise ``input_type`` (``query`` or ``passage``) picks the prefix,
 and without it the backbone's default, ``"query: "`` (symmetric tasks: similarity, clustering).
-Encoders without prefixes ignore ``input_type``.
+Encoders without prefixes ignore ``input_type``. They run in bfloat16 where the CPU computes it
+natively (:mod:`aimass.backbones.precision`).
 
 >>> Embedder("x", tokenizer=None, encoder=None, prefix="query: ").prepare(["hi", "passage: doc"], None)
 ['query: hi', 'passage: doc']
@@ -25,6 +26,7 @@ import threading
 import torch
 
 from aimass.backbones import get_backbone
+from aimass.backbones.precision import low_precision
 from aimass.backbones.text_net import mean_pool
 
 ALIASES = {"minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6", "e5-small": "multilingual-e5-small"}
@@ -75,8 +77,9 @@ class Embedder:
                     padding=True,
                     return_tensors="pt",
                 )
-                hidden = self.encoder(**enc).last_hidden_state
-                out[idx] = mean_pool(hidden, enc["attention_mask"])
+                with low_precision():
+                    hidden = self.encoder(**enc).last_hidden_state
+                out[idx] = mean_pool(hidden.float(), enc["attention_mask"])
         return out
 
 

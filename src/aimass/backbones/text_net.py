@@ -15,6 +15,7 @@ from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
 from aimass.backbones import layers
+from aimass.backbones.precision import low_precision
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -38,7 +39,8 @@ class Head(nn.Module):
     def forward(self, pooled: torch.Tensor, lexical: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.dense(self.dropout(pooled))
         if self.lexical is not None and lexical is not None:
-            logits = logits + torch.sparse.mm(lexical, self.lexical.weight.t())
+            with torch.autocast("cpu", enabled=False):  # sparse products have no bfloat16 kernel
+                logits = logits.float() + torch.sparse.mm(lexical, self.lexical.weight.t())
         return logits
 
 
@@ -86,7 +88,7 @@ def block_seconds(net, batch_size: int, length: int) -> tuple[float, float]:
     try:
         for _ in range(2):
             began = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), low_precision():  # as embed() runs it
                 block(hidden, attention_mask=bias)
             forward = time.perf_counter() - began
             began = time.perf_counter()
@@ -146,8 +148,9 @@ def embed(
 
 def _embed_batch(encoder, tokenizer, batch, idx, max_length, keep_layer, out) -> None:
     enc = tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    result = encoder(**enc, output_hidden_states=keep_layer is not None)
-    out["pooled"][idx] = mean_pool(result.last_hidden_state, enc["attention_mask"])
+    with low_precision():
+        result = encoder(**enc, output_hidden_states=keep_layer is not None)
+    out["pooled"][idx] = mean_pool(result.last_hidden_state.float(), enc["attention_mask"])
     if keep_layer is not None:
         width = enc["input_ids"].shape[1]
         out["hidden"][idx, :width] = result.hidden_states[keep_layer].to(torch.float16)

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from aimass import compressors
 from aimass.backbones import default_backbone, get_backbone
+from aimass.backbones.precision import bf16_enabled
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.compressors import structure
 from aimass.data import bbc_news_path, bbc_news_text, detect_language, documents, read_table
@@ -283,6 +284,7 @@ class TextClassifier(Classifier):
                 n_embed=len(train[0]) + n_valid,
                 batch_size=cfg.batch_size,
                 seconds=None if deadline is None else deadline - time.monotonic(),
+                mixed=bf16_enabled(),
             )
         self.unfrozen_ = max(0, min(unfreeze, n_blocks))
         self.structure_ = None  # the backbone as shipped; compressors set a smaller one
@@ -328,7 +330,9 @@ class TextClassifier(Classifier):
         start = self.net_.n_layers - self.unfrozen_
         stages.set_trainable(self.net_, self.unfrozen_)
         n_valid = 0 if val is None else len(val)
-        per_epoch = stages.epoch_seconds(self.net_, start, train.mask.sum(1), cfg.batch_size, n_valid=n_valid)
+        mixed = bf16_enabled()  # bfloat16 autocast where the CPU has it natively
+        lengths, size = train.mask.sum(1), cfg.batch_size
+        per_epoch = stages.epoch_seconds(self.net_, start, lengths, size, n_valid=n_valid, mixed=mixed)
         ckpt = Path(run_dir) / "checkpoint" if run_dir else None
         epochs = stages.planned_epochs(ckpt) if resume else None
         if epochs is None:
@@ -357,6 +361,7 @@ class TextClassifier(Classifier):
             checkpoint_dir=ckpt,
             resume=resume,
             average=cfg.average,
+            mixed=mixed,
         )
         self.net_.eval()
         if late:

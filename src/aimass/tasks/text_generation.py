@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
+from aimass.backbones.precision import bf16_enabled, low_precision
 from aimass.data import bbc_news_path, bbc_news_text
 from aimass.data.pairs_import import looks_like_pairs
 from aimass.errors import ConfigError, DataError, NotFoundError, VersionError
@@ -600,6 +601,7 @@ class _Loop:
             self.optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=warm_up(steps)
         )
         self.state = _State(random.Random(cfg.seed))
+        self.mixed = bf16_enabled()  # training forwards in bfloat16 autocast; validation in float32
 
     def restore(self, folder: Path) -> None:
         """Continue from ``folder``'s checkpoint, if there is one (:func:`_check_resumable`)."""
@@ -621,7 +623,8 @@ class _Loop:
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
         """One optimizer step: (the batch's mean token loss, its token accuracy)."""
-        loss_sum, count, right = _token_loss(self.model, batch)
+        with low_precision(enabled=self.mixed):
+            loss_sum, count, right = _token_loss(self.model, batch)
         loss = loss_sum / max(count, 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -710,6 +713,7 @@ class _Loop:
             "steps_per_s": round(state.step / seconds, 4) if seconds else None,
             "tokens_per_s": round(state.tokens / seconds, 1) if seconds else None,
             "stopped_by_budget": state.step < self.steps,
+            "precision": "bf16" if self.mixed else "fp32",
             **({"resumed_at_step": state.resumed_at} if state.resumed_at is not None else {}),
         }
 

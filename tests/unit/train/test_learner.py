@@ -10,7 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from aimass.train.callbacks import Checkpoint, EarlyStopping, History, TimeBudget, WeightAverage
+from aimass.train.callbacks import (
+    Checkpoint,
+    EarlyStopping,
+    History,
+    MixedPrecision,
+    TimeBudget,
+    WeightAverage,
+)
 from aimass.train.learner import (
     EVENTS,
     CancelBatchException,
@@ -257,3 +264,42 @@ def test_checkpoint_resume_gives_identical_weights(tmp_path):
     ):
         assert torch.equal(a, b), name
     assert resumed.scheduler.state_dict()["last_epoch"] == whole.scheduler.state_dict()["last_epoch"]
+
+
+def test_mixed_precision_runs_training_forwards_in_bfloat16_and_keeps_float32_weights():
+    seen = []
+
+    class Probe:
+        def after_pred(self, learn):
+            seen.append((torch.is_autocast_enabled("cpu"), learn.pred.dtype))
+
+    def validate():
+        seen.append(("validate", torch.is_autocast_enabled("cpu")))
+        return {"loss": 0.0}
+
+    learn = learner(validate)
+    plain = learn.forward
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    learn.fit(2, 1e-2, callbacks=[MixedPrecision(), Probe()])
+    assert learn.forward is plain  # restored after the fit
+    # each training forward ran in autocast (the pred cast back to float32); validation did not
+    steps = [s for s in seen if s[0] != "validate"]
+    assert len(steps) == 6 and all(s == (False, torch.float32) for s in steps)
+    assert ("validate", False) in seen and math.isfinite(learn.loss)
+    params = list(learn.model.parameters())
+    assert all(p.dtype == torch.float32 for p in params)
+    assert any(not torch.equal(a, b) for a, b in zip(before, params, strict=True))
+
+
+def test_mixed_precision_forward_is_autocast_bfloat16():
+    inside = []
+
+    def forward(model, x):
+        inside.append(torch.is_autocast_enabled("cpu"))
+        out = model(x)
+        inside.append(out.dtype)
+        return out
+
+    learn = learner(forward=forward)
+    learn.fit(1, 1e-2, callbacks=[MixedPrecision()])
+    assert inside[:2] == [True, torch.bfloat16] and not torch.is_autocast_enabled("cpu")
