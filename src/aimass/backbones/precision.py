@@ -1,4 +1,4 @@
-"""The precision a frozen encoder runs in: bfloat16 where the CPU computes it natively.
+"""The precision encoders embed and fine-tune in: bfloat16 where the CPU computes it natively.
 
 On a CPU with AMX tiles (Intel Sapphire Rapids and later), ``torch.autocast("cpu", bfloat16)``
 runs matrix products in bfloat16 (sums kept in float32, layer norms and softmax in float32): twice
@@ -36,7 +36,7 @@ def _native_bf16() -> bool:
 
 
 def bf16_enabled() -> bool:
-    """Whether frozen encoders run in bfloat16 here (``AIMASS_PRECISION``, else the CPU)."""
+    """Whether encoders embed and train in bfloat16 here (``AIMASS_PRECISION``, else the CPU)."""
     choice = (os.environ.get("AIMASS_PRECISION") or "auto").lower()
     if choice not in CHOICES:
         raise ConfigError(
@@ -48,8 +48,8 @@ def bf16_enabled() -> bool:
 
 
 def low_precision(enabled: bool | None = None):
-    """A context in which a frozen encoder's forward runs in bfloat16 when :func:`bf16_enabled`
-    (outputs come back as bfloat16 or float32: cast them with ``.float()``)."""
+    """A context in which forward passes run in bfloat16 autocast (``enabled``, by default
+    :func:`bf16_enabled`); outputs come back as bfloat16 or float32: cast them with ``.float()``."""
     if enabled is None:
         enabled = bf16_enabled()
     if not enabled:
