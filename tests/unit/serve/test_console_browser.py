@@ -279,6 +279,21 @@ def test_sign_in_page_is_accessible(browser, server, shots):
     context.close()
 
 
+def first_hit(page, embedded: str, question: str) -> str:
+    """Once the store page says ``embedded`` (documents are embedded in the background; the page
+    is reloaded until it says so), the file of the best passage for ``question``."""
+    for _ in range(240):
+        if embedded in page.text_content("main"):
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    assert embedded in page.text_content("main")
+    page.get_by_label("Question or words").fill(question)
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector("ol.hits li")
+    return page.locator("ol.hits li strong").first.text_content()
+
+
 def test_documents_become_a_store_that_a_newcomer_searches_in_the_browser(
     admin_page, server, shots, tmp_path
 ):
@@ -292,32 +307,14 @@ def test_documents_become_a_store_that_a_newcomer_searches_in_the_browser(
     page.get_by_label("Documents", exact=False).set_input_files([str(leave), str(zh)])
     page.get_by_role("button", name="Make the store").click()
     page.wait_for_url("**/console/stores/vs_*", timeout=120_000)
-    for _ in range(240):  # embedded in the background: the page says how far it is
-        if "2 of 2 documents embedded" in page.text_content("main"):
-            break
-        page.wait_for_timeout(500)
-        page.reload()
-    assert "2 of 2 documents embedded" in page.text_content("main")
-    page.get_by_label("Question or words").fill("年假能顺延吗")
-    page.get_by_role("button", name="Search").click()
-    page.wait_for_selector("ol.hits li")
-    assert page.locator("ol.hits li strong").first.text_content() == "zh.txt"
+    assert first_hit(page, "2 of 2 documents embedded", "年假能顺延吗") == "zh.txt"
     check(page, shots, "20-store-search")
     wifi = tmp_path / "wifi.txt"
     wifi.write_text("The office Wi-Fi password is on the noticeboard in the kitchen.", encoding="utf-8")
     page.get_by_label("Documents", exact=False).set_input_files([str(wifi)])
     page.get_by_role("button", name="Add them").click()
     page.wait_for_selector("text=1 more documents", timeout=60_000)
-    for _ in range(240):
-        if "3 of 3 documents embedded" in page.text_content("main"):
-            break
-        page.wait_for_timeout(500)
-        page.reload()
-    assert "3 of 3 documents embedded" in page.text_content("main")
-    page.get_by_label("Question or words").fill("Where is the Wi-Fi password?")
-    page.get_by_role("button", name="Search").click()
-    page.wait_for_selector("ol.hits li")
-    assert page.locator("ol.hits li strong").first.text_content() == "wifi.txt"
+    assert first_hit(page, "3 of 3 documents embedded", "Where is the Wi-Fi password?") == "wifi.txt"
     page.get_by_role("button", name="Delete vector store").click()
     page.wait_for_url("**/console/stores")
     assert "deleted" in page.text_content("main") and "handbook" not in page.text_content("tbody")
