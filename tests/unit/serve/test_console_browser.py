@@ -315,6 +315,11 @@ def test_documents_become_a_store_that_a_newcomer_searches_in_the_browser(
     page.get_by_role("button", name="Add them").click()
     page.wait_for_selector("text=1 more documents", timeout=60_000)
     assert first_hit(page, "3 of 3 documents embedded", "Where is the Wi-Fi password?") == "wifi.txt"
+    page.get_by_label("Document to take out", exact=False).select_option(label="leave.md")
+    page.get_by_role("button", name="Remove it").click()
+    page.wait_for_selector("text=leave.md is no longer in store")
+    assert "2 of 2 documents embedded" in page.text_content("main")
+    assert "leave.md" not in page.text_content("tbody")
     page.get_by_role("button", name="Delete vector store").click()
     page.wait_for_url("**/console/stores")
     assert "deleted" in page.text_content("main") and "handbook" not in page.text_content("tbody")

@@ -65,11 +65,11 @@ def add_documents(router: APIRouter, console: Console) -> None:
             console.authorize(ctx, "POST", rest("/v1/vector_stores/{}/search", store_id))
             hits = (await asyncio.to_thread(searching.search, store_id, q[:2000], max_num_results=5))["data"]
         project = await asyncio.to_thread(directory.project_of, "vector_store", store_id)
-        may_add = console.may(ctx, "POST", rest("/v1/vector_stores/{}", store_id)) and console.may(
-            ctx, "POST", "/v1/files", {"project": project}
-        )
-        shown = {"files": listed, "names": names, "q": q, "hits": hits, "may_add": may_add, "most": MAX_FILES}
-        return console.page(request, "store.html", ctx, store=found, **shown)
+        may_change = console.may(ctx, "POST", rest("/v1/vector_stores/{}", store_id))
+        may_add = may_change and console.may(ctx, "POST", "/v1/files", {"project": project})
+        shown = {"files": listed, "names": names, "q": q, "hits": hits}
+        shown |= {"may_add": may_add, "may_change": may_change}
+        return console.page(request, "store.html", ctx, store=found, most=MAX_FILES, **shown)
 
     @router.post("/stores/{store_id}/files")
     async def add(request: Request, store_id: str):
@@ -93,6 +93,16 @@ def add_documents(router: APIRouter, console: Console) -> None:
         for file_id in ids:
             request.app.state.vector_stores.submit(store_id, file_id, ctx.caller.key_id)
         said = f"{len(ids)} more documents in store {store_id}: they are embedded in the background."
+        return console.redirect(request, f"stores/{store_id}", said, ctx)
+
+    @router.post("/stores/{store_id}/files/remove")
+    async def remove_file(request: Request, store_id: str):
+        """A document out of the store (the upload stays), as ``DELETE .../files/{file_id}``."""
+        ctx = console.ctx(request)
+        file_id = str((await console.form(request, ctx)).get("file_id") or "")
+        console.authorize(ctx, "DELETE", rest("/v1/vector_stores/{}/files/{}", store_id, file_id))
+        await asyncio.to_thread(stores.remove_file, store_id, file_id)
+        said = f"{await asyncio.to_thread(_filename, file_id)} is no longer in store {store_id}."
         return console.redirect(request, f"stores/{store_id}", said, ctx)
 
     @router.post("/stores/{store_id}/delete")
