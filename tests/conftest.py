@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -19,6 +20,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # a compression's throughput windows (1.5 s each by default): the suite checks the table, not the
 # speeds (bench/ measures those), so shorter windows save about a minute of CI
 os.environ.setdefault("AIMASS_MEASURE_SECONDS", "0.3")
+# `make test`'s xdist workers share the cores: each process (and the CLI and job processes it starts)
+# gets its share of OpenMP threads. Two workers of two threads each on two cores spin against each
+# other: test_resume.py and test_jobs_crash.py side by side took 204 s, 88 s with one thread each.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    THREADS = max(1, len(os.sched_getaffinity(0)) // WORKERS)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(THREADS))
+    if "torch" in sys.modules:  # imported before this file (a plugin): its pool is sized already
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 SESSION_HOME = Path(os.environ.get("AIMASS_TEST_HOME") or tempfile.mkdtemp(prefix="aimass-test-"))
 os.environ["AIMASS_HOME"] = str(SESSION_HOME)
 # `make test` runs two pytest-xdist workers, each with its own SESSION_HOME; the converted backbone
