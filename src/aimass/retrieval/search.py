@@ -4,7 +4,8 @@ Every chunk the filters keep is ranked twice, by the cosine of the query's vecto
 E5) and by BM25 (:mod:`aimass.retrieval.lexical`); a chunk's fused score is
 ``sum(weight / (60 + rank))`` (OpenAI's ``hybrid_search`` weights, 1 and 1 by default; a chunk with
 no word of the query has no keyword rank). ``score`` is that sum over its best possible (first in
-both), so it lies in (0, 1] and ``score_threshold`` means the same whatever the weights. A store's
+both) times :func:`relevance`, how likely the store answers the query at all, so it lies in (0, 1)
+and ``score_threshold`` drops passages of a query the store does not answer. A store's
 chunks are kept in memory as matrices (the :data:`KEEP_INDEXES` last searched), rebuilt when its
 chunks change.
 """
@@ -29,6 +30,7 @@ from aimass.retrieval.tables import ChunkRecord, session
 MAX_RESULTS, RRF_K = 50, 60
 MAX_QUERY_TOKENS = 512
 ACTIVE_STEP = 60  # seconds: last_active_at moves on by at least this much
+COVERAGE = (0.85, 0.05)  # (midpoint, scale) of the query words' share in one passage: see relevance()
 
 
 @dataclass
@@ -86,14 +88,16 @@ def search(
     index = _index(store_id)
     chosen = {f: matches(filters, attributes.get(f, {})) for f in index.names}  # once per file
     keep = np.fromiter((chosen[f] for f in index.file_ids), bool, len(index.file_ids))
-    scores = np.zeros(len(index.ids))
+    scores, cosine, coverage = np.zeros(len(index.ids)), None, None
     if keep.any():
         if weights[0]:
             cosine = index.vectors @ embedder.embed(prepared).numpy()[0]
             scores += weights[0] * _reciprocal_ranks(cosine, keep)
+            cosine = float(cosine[keep].max())
         if weights[1]:
             scores += weights[1] * _reciprocal_ranks(index.lexical.scores(text), keep, positive=True)
-    scores /= sum(weights) / (RRF_K + 1)
+            coverage = float(index.lexical.coverage(text)[keep].max())
+    scores *= relevance(model, cosine, coverage) / (sum(weights) / (RRF_K + 1))
     order = [i for i in np.argsort(-scores, kind="stable") if keep[i] and scores[i] > 0]
     order = [i for i in order if scores[i] >= threshold][:max_num_results]
     data = [
@@ -115,6 +119,34 @@ def search(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         "model": model,
     }
+
+
+def relevance(model: str, cosine: float | None, coverage: float | None) -> float:
+    """How likely the store holds a passage relevant to the query, from its best passage's cosine
+    (logistic around the encoder's measured midpoint) or, when higher, from the largest share of
+    the query's words one passage holds (IDF-weighted: a code or a name found whole is a match
+    however far its meaning). 1 when neither signal is measured for ``model``.
+
+    >>> round(relevance("multilingual-e5-small", 0.86, None), 2), round(relevance("x", None, 1.0), 2)
+    (0.95, 0.95)
+    >>> relevance("multilingual-e5-small", 0.80, 0.4) < 0.1  # its best passage is far: off-topic
+    True
+    """
+    from aimass.backbones import get_backbone
+
+    found = []
+    if cosine is not None:
+        calibrated = get_backbone(model).relevance if model in EMBEDDERS.names() else ()
+        if not calibrated:  # a cosine nobody measured says nothing: rank alone
+            return 1.0
+        found.append(_logistic((cosine - calibrated[0]) / calibrated[1]))
+    if coverage is not None:
+        found.append(_logistic((coverage - COVERAGE[0]) / COVERAGE[1]))
+    return max(found) if found else 1.0
+
+
+def _logistic(x: float) -> float:
+    return float(1 / (1 + np.exp(-x)))
 
 
 def _reciprocal_ranks(values: np.ndarray, keep: np.ndarray, positive: bool = False) -> np.ndarray:

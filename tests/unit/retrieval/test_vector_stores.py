@@ -78,13 +78,55 @@ def test_documents_are_embedded_and_found_by_meaning_by_words_and_in_chinese(srv
         query="EXP-4471",
         extra_body={"ranking_options": {"hybrid_search": {"embedding_weight": 0, "text_weight": 1}}},
     )
-    assert names(words) == ["expenses.txt"] and words.data[0].score == pytest.approx(1.0)
+    # every word of the query is in it: relevant on words alone, however far its meaning
+    assert names(words) == ["expenses.txt"] and words.data[0].score > 0.9
     hybrid = srv.client.vector_stores.search(srv.store.id, query="EXP-4471", max_num_results=2)
     assert names(hybrid)[0] == "expenses.txt" and len(hybrid.data) == 2
     top = srv.client.vector_stores.search(
         srv.store.id, query="EXP-4471", ranking_options={"score_threshold": 0.9}
     )
     assert names(top) == ["expenses.txt"]  # first in both rankings: 1.0; the rest at most about 0.5
+
+
+def test_the_score_says_whether_the_store_answers_the_query_at_all(srv):
+    """A question the handbook answers scores high; one it does not is low for every result, so a
+    score_threshold leaves a RAG answer nothing unrelated to build on."""
+    wait(srv, srv.store.id)
+    answered = srv.client.vector_stores.search(srv.store.id, query="How many days of paid leave do I get?")
+    unrelated = srv.client.vector_stores.search(srv.store.id, query="How do I bake sourdough bread at home?")
+    assert names(answered)[0] == "leave.md" and answered.data[0].score > 0.7
+    assert unrelated.data and max(hit.score for hit in unrelated.data) < 0.1  # ranked, but far
+    kept = {"score_threshold": 0.3}
+    assert (
+        names(srv.client.vector_stores.search(srv.store.id, query="年假能顺延吗", ranking_options=kept))[0]
+        == "zh.txt"
+    )
+    assert (
+        srv.client.vector_stores.search(
+            srv.store.id, query="How do I bake sourdough bread at home?", ranking_options=kept
+        ).data
+        == []
+    )
+
+
+def test_relevance_weighs_the_best_cosine_or_the_words_found_whole():
+    from aimass.retrieval.search import relevance
+
+    # the encoder's midpoint is even odds; a cosine nobody calibrated leaves the ranking alone
+    assert relevance("multilingual-e5-small", 0.83, None) == pytest.approx(0.5)
+    assert (
+        relevance("multilingual-e5-small", 0.78, 0.2)
+        < 0.01
+        < 0.99
+        < relevance("multilingual-e5-small", 0.88, 0.2)
+    )
+    assert relevance("multilingual-e5-small", 0.78, 1.0) > 0.9  # a code found whole: its words decide
+    assert relevance("reviews:3", 0.2, 0.0) == 1.0
+    index = lexical.Index(["form EXP-4471 for travel", "travel costs", "年假顺延"])
+    assert index.coverage("EXP-4471").tolist() == [1.0, 0.0, 0.0]
+    share = index.coverage("travel form")  # "form" is rarer than "travel": it weighs more
+    assert share[0] == pytest.approx(1.0) and 0 < share[1] < 0.5 and share[2] == 0
+    assert index.coverage("顺延").tolist()[2] == pytest.approx(1.0)
 
 
 def test_a_chunk_is_the_document_s_own_text_and_the_content_route_returns_them_in_order(srv):

@@ -308,6 +308,7 @@ def test_documents_become_a_store_that_a_newcomer_searches_in_the_browser(
     page.get_by_role("button", name="Make the store").click()
     page.wait_for_url("**/console/stores/vs_*", timeout=120_000)
     assert first_hit(page, "2 of 2 documents embedded", "年假能顺延吗") == "zh.txt"
+    assert "looks related" not in page.text_content("main")
     check(page, shots, "20-store-search")
     wifi = tmp_path / "wifi.txt"
     wifi.write_text("The office Wi-Fi password is on the noticeboard in the kitchen.", encoding="utf-8")
@@ -320,6 +321,8 @@ def test_documents_become_a_store_that_a_newcomer_searches_in_the_browser(
     page.wait_for_selector("text=leave.md is no longer in store")
     assert "2 of 2 documents embedded" in page.text_content("main")
     assert "leave.md" not in page.text_content("tbody")
+    first_hit(page, "2 of 2 documents embedded", "How do I bake sourdough bread at home?")
+    assert "Nothing in this store looks related to the question" in page.text_content("main")
     page.get_by_role("button", name="Delete vector store").click()
     page.wait_for_url("**/console/stores")
     assert "deleted" in page.text_content("main") and "handbook" not in page.text_content("tbody")
