@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy import select
 
 from aimass.backbones.embeddings import EMBEDDERS
+from aimass.data.language import detect_language
 from aimass.errors import ConfigError
 from aimass.retrieval import files, lexical
 from aimass.retrieval.filters import check_filter, is_number, matches
@@ -97,7 +98,7 @@ def search(
         if weights[1]:
             scores += weights[1] * _reciprocal_ranks(index.lexical.scores(text), keep, positive=True)
             coverage = float(index.lexical.coverage(text)[keep].max())
-    scores *= relevance(model, cosine, coverage) / (sum(weights) / (RRF_K + 1))
+    scores *= relevance(model, cosine, coverage, detect_language([text])) / (sum(weights) / (RRF_K + 1))
     order = [i for i in np.argsort(-scores, kind="stable") if keep[i] and scores[i] > 0]
     order = [i for i in order if scores[i] >= threshold][:max_num_results]
     data = [
@@ -121,11 +122,12 @@ def search(
     }
 
 
-def relevance(model: str, cosine: float | None, coverage: float | None) -> float:
+def relevance(model: str, cosine: float | None, coverage: float | None, language: str = "en") -> float:
     """How likely the store holds a passage relevant to the query, from its best passage's cosine
-    (logistic around the encoder's measured midpoint) or, when higher, from the largest share of
-    the query's words one passage holds (IDF-weighted: a code or a name found whole is a match
-    however far its meaning). 1 when neither signal is measured for ``model``.
+    (logistic around the encoder's midpoint measured for the query's ``language``, else its
+    English one) or, when higher, from the largest share of the query's words one passage holds
+    (IDF-weighted: a code or a name found whole is a match however far its meaning). 1 when the
+    cosine was computed but never measured for ``model``.
 
     >>> round(relevance("multilingual-e5-small", 0.86, None), 2), round(relevance("x", None, 1.0), 2)
     (0.95, 0.95)
@@ -136,7 +138,8 @@ def relevance(model: str, cosine: float | None, coverage: float | None) -> float
 
     found = []
     if cosine is not None:
-        calibrated = get_backbone(model).relevance if model in EMBEDDERS.names() else ()
+        measured = get_backbone(model).relevance if model in EMBEDDERS.names() else {}
+        calibrated = measured.get(language) or measured.get("en")
         if not calibrated:  # a cosine nobody measured says nothing: rank alone
             return 1.0
         found.append(_logistic((cosine - calibrated[0]) / calibrated[1]))

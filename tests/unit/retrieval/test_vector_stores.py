@@ -107,6 +107,10 @@ def test_the_score_says_whether_the_store_answers_the_query_at_all(srv):
         ).data
         == []
     )
+    # where the annual party is held: near the leave policy (cosine 0.857, which in English would
+    # be a likely answer), but Chinese questions sit closer to Chinese passages
+    party = srv.client.vector_stores.search(srv.store.id, query="公司的年会在哪里举办", ranking_options=kept)
+    assert party.data == []
 
 
 def test_relevance_weighs_the_best_cosine_or_the_words_found_whole():
@@ -122,6 +126,10 @@ def test_relevance_weighs_the_best_cosine_or_the_words_found_whole():
     )
     assert relevance("multilingual-e5-small", 0.78, 1.0) > 0.9  # a code found whole: its words decide
     assert relevance("reviews:3", 0.2, 0.0) == 1.0
+    # Chinese questions sit closer to Chinese passages: the same cosine is weaker evidence
+    e5 = "multilingual-e5-small"
+    assert relevance(e5, 0.86, 0.0, "zh") < 0.2 < 0.9 < relevance(e5, 0.86, 0.0)
+    assert relevance("minilm-l6", 0.5, 0.0, "zh") == relevance("minilm-l6", 0.5, 0.0)  # English only
     index = lexical.Index(["form EXP-4471 for travel", "travel costs", "年假顺延"])
     assert index.coverage("EXP-4471").tolist() == [1.0, 0.0, 0.0]
     share = index.coverage("travel form")  # "form" is rarer than "travel": it weighs more
