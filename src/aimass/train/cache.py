@@ -14,12 +14,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aimass import paths
+from aimass.backbones.precision import bf16_enabled
 from aimass.backbones.text_net import embed
 from aimass.train.progress import make_progress
 
 
 def cache_path(key: str, texts: list[str]) -> Path:
-    digest = hashlib.sha256(key.encode())
+    """Where the features of ``texts`` under ``key`` are kept; keyed by the precision the encoder
+    embeds in too, so ``AIMASS_PRECISION=fp32`` reproduces a float32 fit rather than reading the
+    bfloat16 features of an earlier one."""
+    digest = hashlib.sha256(f"{key}|{'bf16' if bf16_enabled() else 'fp32'}".encode())
     for text in texts:
         digest.update(text.encode("utf-8", "replace") + b"\0")
     return paths.subdir(paths.FEATURES) / f"{digest.hexdigest()[:32]}.safetensors"

@@ -25,3 +25,14 @@ def test_the_setting_forces_or_turns_off_bfloat16_and_a_wrong_one_names_itself(m
     with pytest.raises(ConfigError, match="AIMASS_PRECISION") as wrong:
         precision.bf16_enabled()
     assert "fp32" in str(wrong.value) or "fp32" in (wrong.value.hint or "")
+
+
+def test_features_embedded_in_one_precision_are_not_read_back_in_the_other(monkeypatch, tmp_path):
+    from aimass.train.cache import cache_path
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path))
+    monkeypatch.setenv("AIMASS_PRECISION", "fp32")
+    fp32 = cache_path("minilm-l6|digest|128", ["a text"])
+    assert cache_path("minilm-l6|digest|128", ["a text"]) == fp32
+    monkeypatch.setenv("AIMASS_PRECISION", "bf16")
+    assert cache_path("minilm-l6|digest|128", ["a text"]) != fp32
