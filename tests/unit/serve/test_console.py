@@ -377,3 +377,53 @@ def test_documents_added_in_the_console_are_decided_as_their_rest_twin(app):
         assert denied.status_code == 404 and "No dataset" in denied.text, denied.text[-300:]
     assert (sorted(documents.glob("file-*")) if documents.exists() else []) == kept
     assert stores.listed_files(made["id"]) == [] and stores.get(made["id"])["file_counts"]["total"] == 0
+
+
+def test_a_document_is_labelled_in_the_console_and_search_filters_read_it(app, admin, tmp_path):
+    """The attributes form replaces a document's attributes as ``POST
+    /v1/vector_stores/{id}/files/{file_id}`` does; a wrong line is a 422 naming it, and a user
+    whose policies deny ``vector_store:Update`` gets the twin's 403 and changes nothing."""
+    from aimass.retrieval import files, search, stores
+
+    doc = tmp_path / "rules.md"
+    doc.write_text("Library books go back within three weeks; reference books stay in the room.")
+    file_id = files.add(doc)["id"]
+    made = stores.create("shelf", [file_id])
+    stores.process(made["id"], file_id)
+    page = admin.get(f"/console/stores/{made['id']}")
+    assert "Set the attributes" in page.text
+    form = {
+        "csrf": csrf_of(page.text),
+        "file_id": file_id,
+        "attributes": 'lang = en\nyear = 2024\ncode = "007"',
+    }
+    done = admin.post(f"/console/stores/{made['id']}/files/attributes", data=form)
+    assert done.status_code == 200 and "rules.md now has the attributes" in done.text
+    assert "year = 2024" in done.text and 'code = "007"' in done.text  # shown under its name
+    assert stores.get_file(made["id"], file_id)["attributes"] == {"lang": "en", "year": 2024, "code": "007"}
+    recent = {"type": "gte", "key": "year", "value": 2020}
+    assert search.search(made["id"], "When do books go back?", filters=recent)["data"]
+    assert not search.search(made["id"], "When do books go back?", filters={**recent, "value": 2025})["data"]
+
+    wrong = admin.post(
+        f"/console/stores/{made['id']}/files/attributes", data={**form, "attributes": "lang = en\nyear 2024"}
+    )
+    assert wrong.status_code == 422 and "Line 2 of the attributes is not name = value" in wrong.text
+    assert stores.get_file(made["id"], file_id)["attributes"]["year"] == 2024  # unchanged
+
+    directory.create_project("archive")
+    directory.assign("vector_store", made["id"], "archive")
+    directory.create_user("ivy")
+    own = {"Effect": "Allow", "Action": "*", "Resource": "aimass:project/archive/*"}
+    frozen = {"Effect": "Deny", "Action": "vector_store:Update", "Resource": "*"}
+    directory.put_policy("IvyReadsOnly", {"Statement": [own, frozen]})
+    directory.attach("IvyReadsOnly", "user", "ivy")
+    record, key = auth.create_key("ivy", ["manage"])
+    directory.bind_key(record.id, user="ivy")
+    with signed_in(app, key) as client:
+        seen = client.get(f"/console/stores/{made['id']}")
+        assert seen.status_code == 200 and "Set the attributes" not in seen.text
+        form = {"csrf": csrf_of(seen.text), "file_id": file_id, "attributes": "lang = fr"}
+        denied = client.post(f"/console/stores/{made['id']}/files/attributes", data=form)
+        assert denied.status_code == 403 and "IvyReadsOnly" in denied.text, denied.text[-300:]
+    assert stores.get_file(made["id"], file_id)["attributes"]["lang"] == "en"

@@ -316,6 +316,12 @@ def test_documents_become_a_store_that_a_newcomer_searches_in_the_browser(
     page.get_by_role("button", name="Add them").click()
     page.wait_for_selector("text=1 more documents", timeout=60_000)
     assert first_hit(page, "3 of 3 documents embedded", "Where is the Wi-Fi password?") == "wifi.txt"
+    page.get_by_label("Document to label").select_option(label="wifi.txt")
+    page.get_by_label("Its attributes", exact=False).fill("floor = 2\nteam = office")
+    page.get_by_role("button", name="Set the attributes").click()
+    page.wait_for_selector("text=wifi.txt now has the attributes")
+    assert 'floor = 2, team = "office"' in page.text_content("tbody")
+    check(page, shots, "21-store-attributes")
     page.get_by_label("Document to take out", exact=False).select_option(label="leave.md")
     page.get_by_role("button", name="Remove it").click()
     page.wait_for_selector("text=leave.md is no longer in store")

@@ -5,6 +5,8 @@ are embedded, and a search box. REST twins: ``/v1/files`` (purpose ``assistants`
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from aimass.data.uploads import store_upload
 from aimass.errors import ConfigError
 from aimass.retrieval import files, stores
 from aimass.retrieval import search as searching
+from aimass.retrieval.filters import check_attributes
 from aimass.serve import batch_files
 from aimass.serve.console.core import Console, rest
 
@@ -105,6 +108,20 @@ def add_documents(router: APIRouter, console: Console) -> None:
         said = f"{await asyncio.to_thread(_filename, file_id)} is no longer in store {store_id}."
         return console.redirect(request, f"stores/{store_id}", said, ctx)
 
+    @router.post("/stores/{store_id}/files/attributes")
+    async def label(request: Request, store_id: str):
+        """A document's attributes (what search filters read), replaced as
+        ``POST /v1/vector_stores/{id}/files/{file_id}`` replaces them."""
+        ctx = console.ctx(request)
+        form = await console.form(request, ctx)
+        file_id = str(form.get("file_id") or "")
+        console.authorize(ctx, "POST", rest("/v1/vector_stores/{}/files/{}", store_id, file_id))
+        attributes = parse_attributes(str(form.get("attributes") or ""))
+        await asyncio.to_thread(stores.set_attributes, store_id, file_id, attributes)
+        shown = ", ".join(f"{k} = {v!r}" for k, v in attributes.items()) or "none"
+        said = f"{await asyncio.to_thread(_filename, file_id)} now has the attributes: {shown}."
+        return console.redirect(request, f"stores/{store_id}", said, ctx)
+
     @router.post("/stores/{store_id}/delete")
     async def delete(request: Request, store_id: str):
         ctx = console.ctx(request)
@@ -112,6 +129,39 @@ def add_documents(router: APIRouter, console: Console) -> None:
         console.authorize(ctx, "DELETE", rest("/v1/vector_stores/{}", store_id))
         await asyncio.to_thread(stores.remove, store_id)
         return console.redirect(request, "stores", f"Vector store {store_id} deleted.", ctx)
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
+
+
+def parse_attributes(text: str) -> dict:
+    r"""``name = value`` lines (blank lines skipped) as a file's attributes: ``true``/``false`` are
+    booleans, numbers are numbers, a value in quotes stays text, anything else is text.
+
+    >>> parse_attributes('lang = zh\nyear = 2024\n\nfinal = true\ncode = "0042"')
+    {'lang': 'zh', 'year': 2024, 'final': True, 'code': '0042'}
+    """
+    found: dict = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, value = (part.strip() for part in line.partition("="))
+        if not sep or not name or name in found:
+            why = f"names {name!r} a second time" if name in found else "is not name = value"
+            raise ConfigError(
+                f"Line {n} of the attributes {why}: {line.strip()[:80]!r}.",
+                where=f"attributes, line {n}",
+                hint="Write one attribute a line, each name once, e.g. year = 2024 or lang = zh.",
+            )
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            found[name] = value[1:-1]
+        elif value in ("true", "false"):
+            found[name] = value == "true"
+        elif _NUMBER.fullmatch(value):
+            found[name] = json.loads(value)
+        else:
+            found[name] = value
+    return check_attributes(found)
 
 
 def _uploads(form) -> list:
