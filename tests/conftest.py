@@ -61,6 +61,20 @@ def bbc_sample(per_class: int = 16, chars: int = 600) -> tuple[list[str], list[s
     return texts, labels
 
 
+def user_with_key(user: str, policy: str, statements: list[dict], scopes: tuple = ("manage",)) -> str:
+    """A new user with its own policy ``policy`` of ``statements`` attached, and a new key of
+    ``scopes`` bound to it; returns the key."""
+    from aimass.access import directory
+    from aimass.serve import auth
+
+    directory.create_user(user)
+    directory.put_policy(policy, {"Statement": statements})
+    directory.attach(policy, "user", user)
+    record, key = auth.create_key(user, list(scopes))
+    directory.bind_key(record.id, user=user)
+    return key
+
+
 def bbc_held_out(seen: int = 16, extra: int = 8) -> tuple[list[str], list[str]]:
     """The ``extra`` articles per topic after the first ``seen`` (what ``small_model`` never saw)."""
     texts, labels = bbc_sample(per_class=seen + extra)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import openai
 import pytest
-from tests.conftest import live_server
+from tests.conftest import live_server, user_with_key
 from tests.unit.llm.conftest import GEN_PARAMS
 
 from aimass.access import directory
@@ -53,13 +53,9 @@ def test_a_registered_fine_tune_answers_by_name_without_a_deployment(headlines_m
         assert missing.value.body["code"] == "model_not_found"
         # a user whose policies reach another project only: the fine-tune is not theirs to use
         directory.create_project("elsewhere")
-        directory.create_user("dave")
         allow = {"Effect": "Allow", "Action": "model:*", "Resource": "aimass:project/elsewhere/*"}
         listing = {"Effect": "Allow", "Action": "model:List", "Resource": "aimass:project/*"}
-        directory.put_policy("ElsewhereModels", {"Statement": [allow, listing]})
-        directory.attach("ElsewhereModels", "user", "dave")
-        record, dave = auth.create_key("dave", ["predict"])
-        directory.bind_key(record.id, user="dave")
+        dave = user_with_key("dave", "ElsewhereModels", [allow, listing], scopes=("predict",))
         refused = openai.OpenAI(base_url=f"{base}/v1", api_key=dave, max_retries=0)
         with pytest.raises((openai.NotFoundError, openai.PermissionDeniedError)):
             refused.chat.completions.create(model=name, messages=ASK, max_tokens=4)

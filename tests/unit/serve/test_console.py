@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.conftest import user_with_key
 
 from aimass import api, jobs, paths
 from aimass.access import audit, directory
@@ -255,13 +256,9 @@ def test_the_wizard_trains_in_a_project_the_user_may_submit_to(app, bbc_csv):
     POST /v1/auto would answer, with the same audit row."""
     ds = api.import_dataset(bbc_csv, name="news-wizard-project")
     directory.create_project("ml")
-    directory.create_user("erin")
     own = {"Effect": "Allow", "Action": "*", "Resource": "aimass:project/ml/*"}
     read = {"Effect": "Allow", "Action": "dataset:Read", "Resource": "aimass:project/default/dataset/*"}
-    directory.put_policy("ErinML", {"Statement": [own, read]})
-    directory.attach("ErinML", "user", "erin")
-    record, key = auth.create_key("erin", ["manage"])
-    directory.bind_key(record.id, user="erin")
+    key = user_with_key("erin", "ErinML", [own, read])
     with signed_in(app, key) as client:
         page = client.get(f"/console/start/{ds.id}")
         assert page.status_code == 200, page.text[-500:]
@@ -356,13 +353,9 @@ def test_documents_added_in_the_console_are_decided_as_their_rest_twin(app):
     from aimass.retrieval import stores
 
     directory.create_project("library")
-    directory.create_user("gus")
     own = {"Effect": "Allow", "Action": "*", "Resource": "aimass:project/library/*"}
     unread = {"Effect": "Deny", "Action": "dataset:Read", "Resource": "aimass:project/library/dataset/*"}
-    directory.put_policy("GusNoReads", {"Statement": [own, unread]})
-    directory.attach("GusNoReads", "user", "gus")
-    record, key = auth.create_key("gus", ["manage"])
-    directory.bind_key(record.id, user="gus")
+    key = user_with_key("gus", "GusNoReads", [own, unread])
     made = stores.create("gus-shelf", [])
     directory.assign("vector_store", made["id"], "library")
     documents = paths.home() / "files"
@@ -413,13 +406,9 @@ def test_a_document_is_labelled_in_the_console_and_search_filters_read_it(app, a
 
     directory.create_project("archive")
     directory.assign("vector_store", made["id"], "archive")
-    directory.create_user("ivy")
     own = {"Effect": "Allow", "Action": "*", "Resource": "aimass:project/archive/*"}
     frozen = {"Effect": "Deny", "Action": "vector_store:Update", "Resource": "*"}
-    directory.put_policy("IvyReadsOnly", {"Statement": [own, frozen]})
-    directory.attach("IvyReadsOnly", "user", "ivy")
-    record, key = auth.create_key("ivy", ["manage"])
-    directory.bind_key(record.id, user="ivy")
+    key = user_with_key("ivy", "IvyReadsOnly", [own, frozen])
     with signed_in(app, key) as client:
         seen = client.get(f"/console/stores/{made['id']}")
         assert seen.status_code == 200 and "Set the attributes" not in seen.text
