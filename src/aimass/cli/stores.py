@@ -57,6 +57,35 @@ def search(
     emit(searching.search(store, query, max_num_results=top), as_json, _render_hits)
 
 
+@stores_app.command("export")
+@command
+def export(
+    store: Annotated[str, typer.Argument(help="The store's id (vs_...).")],
+    folder: Annotated[Path, typer.Argument(help="A new or empty folder to write it into.")],
+    as_json: JsonFlag = False,
+):
+    """Write STORE (documents, attributes, every chunk and its vector) into FOLDER, for `import` elsewhere."""
+    from aimass.retrieval import portable
+
+    done = portable.export_store(store, folder)
+    emit(done, as_json, lambda d: out.print(f"{d['files']} documents, {d['chunks']} chunks -> {d['folder']}"))
+
+
+@stores_app.command("import")
+@command
+def import_(
+    folder: Annotated[Path, typer.Argument(help="A folder `aimass stores export` wrote.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name the new store (default: as exported).")
+    ] = None,
+    as_json: JsonFlag = False,
+):
+    """A new store from FOLDER, searchable at once: nothing is embedded again."""
+    from aimass.retrieval import portable
+
+    emit(portable.import_store(folder, name), as_json, _render_store)
+
+
 @stores_app.command("delete")
 @command
 def delete(store: Annotated[str, typer.Argument(help="The store's id (vs_...).")], as_json: JsonFlag = False):

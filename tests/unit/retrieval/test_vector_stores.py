@@ -4,6 +4,7 @@ embedded in the background, hybrid search with filters; errors, durability and a
 from __future__ import annotations
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import httpx
@@ -458,6 +459,59 @@ def test_the_command_line_builds_lists_searches_and_deletes_a_store(tmp_path, mo
     assert runner.invoke(app, ["stores", "delete", store["id"]]).exit_code == 0
     gone = runner.invoke(app, ["stores", "search", store["id"], "leave"])
     assert gone.exit_code == 2 and "aimass stores list" in gone.output
+
+
+def test_a_store_exported_here_is_imported_elsewhere_and_answers_the_same_without_embedding(
+    tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from aimass.cli import app
+    from aimass.retrieval import search
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "here"))
+    made = stores.build("handbook", [_doc(tmp_path, name, text) for name, text in DOCS.items()])
+    zh = next(f["id"] for f in stores.listed_files(made["id"]) if files.info(f["id"])["filename"] == "zh.txt")
+    stores.set_attributes(made["id"], zh, {"lang": "zh", "year": 2024})
+    asked = search.search(made["id"], "年假能顺延吗")["data"]
+    runner = CliRunner()
+    done = runner.invoke(app, ["stores", "export", made["id"], str(tmp_path / "out"), "--json"])
+    assert done.exit_code == 0 and json.loads(done.output)["files"] == 3, done.output
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "there"))
+    monkeypatch.setattr(stores, "_embed", lambda *a: pytest.fail("an imported chunk was embedded again"))
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tmp_path / "out", tampered)
+    lines = (tampered / "chunks.jsonl").read_text(encoding="utf-8").splitlines()
+    (tampered / "chunks.jsonl").write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
+    short = runner.invoke(app, ["stores", "import", str(tampered)])
+    assert short.exit_code == 2 and "where store.json says" in " ".join(short.output.split())
+    manifest = json.loads((tampered / "store.json").read_text())
+    manifest["files"][0]["filename"] = "../../escape.txt"
+    (tampered / "store.json").write_text(json.dumps(manifest))
+    (tampered / "chunks.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    escape = runner.invoke(app, ["stores", "import", str(tampered)])
+    assert escape.exit_code == 2 and "no plain file name" in " ".join(escape.output.split())
+    assert stores.listed() == []  # neither left a store behind
+
+    back = runner.invoke(app, ["stores", "import", str(tmp_path / "out"), "--name", "moved", "--json"])
+    assert back.exit_code == 0, back.output
+    moved = json.loads(back.output)
+    assert (
+        moved["name"] == "moved" and moved["status"] == "completed" and moved["file_counts"]["completed"] == 3
+    )
+    again = search.search(moved["id"], "年假能顺延吗")["data"]
+    assert [(h["filename"], h["score"]) for h in again] == [(h["filename"], h["score"]) for h in asked]
+    assert again[0]["attributes"] == {"lang": "zh", "year": 2024}
+    recent = search.search(moved["id"], "leave", filters={"type": "gte", "key": "year", "value": 2024})[
+        "data"
+    ]
+    assert [h["filename"] for h in recent] == ["zh.txt"]
+
+
+def _doc(folder, name: str, text: str):
+    (folder / name).write_text(text, encoding="utf-8")
+    return folder / name
 
 
 def test_a_key_past_its_quota_cannot_add_files_or_search(srv):

@@ -1,0 +1,209 @@
+"""A vector store as a folder that moves to another machine: its documents, their attributes and
+every chunk with its vector, so the store there answers as it does here without embedding anything
+again.
+
+The folder holds ``store.json`` (format, name, encoder, chunking, metadata and each file's
+filename, attributes, chunking and status), ``documents/<n>`` (each document's bytes as uploaded)
+and ``chunks.safetensors`` (``vectors``, float32, one row a chunk) beside ``chunks.jsonl`` (its
+file and text, in the same order). :func:`import_store` checks all of it before it writes anything:
+the format, the encoder (known here, vectors of its width), each document (read as an upload is),
+the chunk count, then makes a new store with new file ids.
+
+>>> sorted(FORMAT.split("/"))
+['1', 'aimass-vector-store']
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from aimass import paths
+from aimass.backbones.embeddings import EMBEDDERS
+from aimass.errors import ConfigError, DataError
+from aimass.retrieval import files, stores
+from aimass.retrieval.tables import ChunkRecord, StoreFileRecord, session
+
+FORMAT = "aimass-vector-store/1"
+MAX_CHUNKS = 2_000_000  # rows a folder may bring (about 3 GB of 384-d vectors)
+
+
+def export_store(store_id: str, folder: str | Path) -> dict:
+    """Write store ``store_id`` into ``folder`` (created; it must not hold anything yet)."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} is not empty.", where=str(folder), hint="Export into a new folder.")
+    found = stores.get(store_id)
+    with session() as s:
+        records = (
+            s.query(StoreFileRecord).filter_by(store_id=store_id).order_by(StoreFileRecord.created).all()
+        )
+        listed = [
+            (r.file_id, r.status, dict(r.attributes or {}), dict(r.chunking), r.tokens) for r in records
+        ]
+        rows = (
+            s.query(ChunkRecord.file_id, ChunkRecord.text, ChunkRecord.vector)
+            .filter_by(store_id=store_id)
+            .order_by(ChunkRecord.file_id, ChunkRecord.seq)
+            .all()
+        )
+    (folder / "documents").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for n, (file_id, status, attributes, chunking, tokens) in enumerate(listed):
+        (folder / "documents" / str(n)).write_bytes(files.original(file_id))
+        name = files.info(file_id)["filename"]
+        entries.append(
+            {"file_id": file_id, "filename": name, "status": status, "attributes": attributes,
+             "chunking": chunking, "tokens": tokens}
+        )  # fmt: skip
+    dims = EMBEDDERS.backbone(found["embedding_model"]).dimensions
+    vectors = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), dims)
+    save_file({"vectors": np.ascontiguousarray(vectors)}, str(folder / "chunks.safetensors"))
+    with open(folder / "chunks.jsonl", "w", encoding="utf-8") as f:
+        for file_id, text, _ in rows:
+            f.write(json.dumps({"file_id": file_id, "text": text}, ensure_ascii=False) + "\n")
+    manifest = {
+        "format": FORMAT,
+        "name": found["name"],
+        "embedding_model": found["embedding_model"],
+        "dimensions": dims,
+        "chunking": found["chunking_strategy"],
+        "metadata": found["metadata"],
+        "expires_after": found["expires_after"],
+        "files": entries,
+        "chunks": len(rows),
+    }
+    (folder / "store.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    return {"folder": str(folder), "vector_store_id": store_id, "files": len(entries), "chunks": len(rows)}
+
+
+def import_store(folder: str | Path, name: str | None = None) -> dict:
+    """A new store made of the export in ``folder`` (see the module docstring); its object."""
+    folder = Path(folder)
+    manifest = _manifest(folder)
+    model, entries = manifest["embedding_model"], manifest["files"]
+    chunks = _chunks(folder, manifest)
+    known = {e["file_id"] for e in entries}
+    if stray := next((c.get("file_id") for c in chunks[1] if c.get("file_id") not in known), None):
+        raise DataError(
+            f"chunks.jsonl names file {stray!r}, which store.json does not list.", where=str(folder)
+        )
+    documents = [_document(folder, n, entry) for n, entry in enumerate(entries)]  # all read first
+    made = stores.create(
+        manifest["name"] if name is None else name,
+        [],
+        chunking_strategy=manifest.get("chunking"),
+        metadata=manifest.get("metadata") or {},
+        expires_after=manifest.get("expires_after"),
+        embedding_model=model,
+    )
+    by_file: dict[str, list] = {}
+    for row, vector in zip(chunks[1], chunks[0], strict=True):
+        by_file.setdefault(row["file_id"], []).append((row["text"], vector))
+    kept: list[str] = []
+    try:
+        for entry, source in zip(entries, documents, strict=True):
+            copy = paths.subdir("uploads") / f".document-{secrets.token_hex(6)}"
+            shutil.copyfile(source, copy)
+            try:
+                kept.append(files.store(copy, entry["filename"])["id"])
+            finally:
+                copy.unlink(missing_ok=True)
+            strategy = {"type": "static", "static": entry["chunking"]}
+            stores.add_file(made["id"], kept[-1], entry.get("attributes") or {}, strategy)
+            if entry.get("status") == "completed":
+                pieces, tokens = by_file.get(entry["file_id"], []), int(entry.get("tokens") or 0)
+                stores._finish(made["id"], kept[-1], pieces, tokens=tokens)
+            else:  # never embedded there (failed, cancelled, in progress): embedded here
+                stores.process(made["id"], kept[-1])
+    except BaseException:
+        stores.remove(made["id"])
+        for file_id in kept:
+            shutil.rmtree(files.folder(file_id), ignore_errors=True)
+        raise
+    return stores.get(made["id"])
+
+
+def _manifest(folder: Path) -> dict:
+    where = str(folder / "store.json")
+    try:
+        manifest = json.loads((folder / "store.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"{where} cannot be read: {exc}.",
+            where=where,
+            hint="Point at a folder `aimass stores export` wrote.",
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{where} is not a {FORMAT} export.", where=where)
+    model = manifest.get("embedding_model")
+    if model not in EMBEDDERS.names():
+        raise ConfigError(
+            f"The store was embedded with {model!r}, which this machine does not have.",
+            where=f"{where}: embedding_model",
+            hint=f"Install the package that provides it; known here: {', '.join(EMBEDDERS.names())}.",
+        )
+    entries = manifest.get("files")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "file_id" in e for e in entries):
+        raise DataError(f"{where}: files is not a list of files.", where=f"{where}: files")
+    return manifest
+
+
+def _chunks(folder: Path, manifest: dict) -> tuple[np.ndarray, list[dict]]:
+    """(vectors, rows), checked against the manifest and the encoder's width."""
+    count = manifest.get("chunks")
+    if not isinstance(count, int) or not 0 <= count <= MAX_CHUNKS:
+        raise DataError(f"store.json: chunks must be 0 to {MAX_CHUNKS:,}.", where="store.json: chunks")
+    dims = EMBEDDERS.backbone(manifest["embedding_model"]).dimensions
+    try:
+        vectors = load_file(str(folder / "chunks.safetensors"))["vectors"]
+    except Exception as exc:  # noqa: BLE001 — a torn, foreign or missing file
+        raise DataError(f"chunks.safetensors cannot be read: {exc}.", where=str(folder)) from None
+    if vectors.dtype != np.float32 or vectors.shape != (count, dims):
+        raise DataError(
+            f"chunks.safetensors holds {vectors.dtype} {vectors.shape}; {count} vectors of {dims} float32 "
+            f"are expected for {manifest['embedding_model']}.",
+            where=str(folder / "chunks.safetensors"),
+        )
+    rows, lines = [], 0
+    try:
+        with open(folder / "chunks.jsonl", encoding="utf-8") as f:
+            for lines, line in enumerate(f, 1):
+                if lines > count:
+                    break
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    raise ValueError("not a chunk")
+                rows.append(row)
+    except (OSError, ValueError) as exc:
+        where = f"chunks.jsonl line {lines}"
+        raise DataError(f"{where} cannot be read: {exc}.", where=where) from None
+    if len(rows) != count or lines > count:
+        more = "more than " if lines > count else ""
+        raise DataError(
+            f"chunks.jsonl has {more}{len(rows)} lines where store.json says {count}.",
+            where=str(folder / "chunks.jsonl"),
+            hint="Export the store again: the folder was changed or cut short.",
+        )
+    return vectors, rows
+
+
+def _document(folder: Path, n: int, entry: dict) -> Path:
+    """The n-th document's path, checked as an upload is (size, then its text) before anything is
+    written; its name may only be a file name."""
+    name = str(entry.get("filename") or "")
+    where = f"store.json: files[{n}]"
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise DataError(f"File {n} of the store has no plain file name ({name!r}).", where=where)
+    source = folder / "documents" / str(n)
+    if not source.is_file():
+        raise DataError(f"documents/{n} ({name}) is missing.", where=str(source))
+    if source.stat().st_size > files.MAX_BYTES:
+        raise DataError(f"documents/{n} ({name}) is over {files.MAX_BYTES:,} bytes.", where=str(source))
+    files.read_text(source.read_bytes(), name)
+    return source
