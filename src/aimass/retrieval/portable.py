@@ -118,7 +118,7 @@ def import_store(folder: str | Path, name: str | None = None) -> dict:
             stores.add_file(made["id"], kept[-1], entry.get("attributes") or {}, strategy)
             if entry.get("status") == "completed":
                 pieces, tokens = by_file.get(entry["file_id"], []), int(entry.get("tokens") or 0)
-                stores._finish(made["id"], kept[-1], pieces, tokens=tokens)
+                stores.finish(made["id"], kept[-1], pieces, tokens=tokens)
             else:  # never embedded there (failed, cancelled, in progress): embedded here
                 stores.process(made["id"], kept[-1])
     except BaseException:

@@ -238,16 +238,16 @@ def process(store_id: str, file_id: str) -> int:
         )
         vectors, tokens = _embed(embedder, pieces, lambda: _still_wanted(store_id, file_id))
     except (AimassError, OSError, ValueError) as exc:
-        _finish(store_id, file_id, None, error={"code": "invalid_file", "message": str(exc)})
+        finish(store_id, file_id, None, error={"code": "invalid_file", "message": str(exc)})
         return 0
     except Exception as exc:  # noqa: BLE001 — never left in_progress for ever
-        _finish(
+        finish(
             store_id, file_id, None, error={"code": "server_error", "message": f"{type(exc).__name__}: {exc}"}
         )
         raise
     if vectors is None:  # removed while it was embedded
         return 0
-    _finish(store_id, file_id, list(zip(pieces, vectors, strict=True)), tokens=tokens)
+    finish(store_id, file_id, list(zip(pieces, vectors, strict=True)), tokens=tokens)
     return tokens
 
 
@@ -268,7 +268,9 @@ def _still_wanted(store_id: str, file_id: str) -> bool:
         return record is not None and record.status == "in_progress"
 
 
-def _finish(store_id: str, file_id: str, pieces, tokens: int = 0, error: dict | None = None) -> None:
+def finish(store_id: str, file_id: str, pieces, tokens: int = 0, error: dict | None = None) -> None:
+    """End a file added ``in_progress``: ``completed`` with ``pieces`` (``(text, vector)`` pairs,
+    kept in order) or ``failed`` with ``error``; a file no longer in progress is left alone."""
     with session() as s:
         record = s.get(StoreFileRecord, (store_id, file_id))
         store = s.get(StoreRecord, store_id)
