@@ -95,7 +95,7 @@ def import_store(folder: str | Path, name: str | None = None) -> dict:
         )
     documents = [_document(folder, n, entry) for n, entry in enumerate(entries)]  # all read first
     made = stores.create(
-        manifest["name"] if name is None else name,
+        str(manifest.get("name") or "") if name is None else name,
         [],
         chunking_strategy=manifest.get("chunking"),
         metadata=manifest.get("metadata") or {},
@@ -114,10 +114,10 @@ def import_store(folder: str | Path, name: str | None = None) -> dict:
                 kept.append(files.store(copy, entry["filename"])["id"])
             finally:
                 copy.unlink(missing_ok=True)
-            strategy = {"type": "static", "static": entry["chunking"]}
+            strategy = {"type": "static", "static": entry["chunking"]} if entry.get("chunking") else None
             stores.add_file(made["id"], kept[-1], entry.get("attributes") or {}, strategy)
             if entry.get("status") == "completed":
-                pieces, tokens = by_file.get(entry["file_id"], []), int(entry.get("tokens") or 0)
+                pieces, tokens = by_file.get(entry["file_id"], []), entry.get("tokens") or 0
                 stores.finish(made["id"], kept[-1], pieces, tokens=tokens)
             else:  # never embedded there (failed, cancelled, in progress): embedded here
                 stores.process(made["id"], kept[-1])
@@ -149,7 +149,9 @@ def _manifest(folder: Path) -> dict:
             hint=f"Install the package that provides it; known here: {', '.join(EMBEDDERS.names())}.",
         )
     entries = manifest.get("files")
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and "file_id" in e for e in entries):
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and "file_id" in e and isinstance(e.get("tokens", 0), int) for e in entries
+    ):
         raise DataError(f"{where}: files is not a list of files.", where=f"{where}: files")
     return manifest
 

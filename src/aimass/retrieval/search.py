@@ -126,26 +126,25 @@ def relevance(model: str, cosine: float | None, coverage: float | None, language
     """How likely the store holds a passage relevant to the query, from its best passage's cosine
     (logistic around the encoder's midpoint measured for the query's ``language``, else its
     English one) or, when higher, from the largest share of the query's words one passage holds
-    (IDF-weighted: a code or a name found whole is a match however far its meaning). 1 when the
-    cosine was computed but never measured for ``model``.
+    (IDF-weighted: a code or a name found whole is a match however far its meaning). 1 (the rank
+    alone) without a cosine (a search by words only: a share of words alone tells an answer from a
+    near miss too poorly) or when ``model``'s cosines were never measured.
 
-    >>> round(relevance("multilingual-e5-small", 0.86, None), 2), round(relevance("x", None, 1.0), 2)
-    (0.95, 0.95)
+    >>> round(relevance("multilingual-e5-small", 0.86, None), 2), relevance("x", None, 1.0)
+    (0.95, 1.0)
     >>> relevance("multilingual-e5-small", 0.80, 0.4) < 0.1  # its best passage is far: off-topic
     True
     """
     from aimass.backbones import get_backbone
 
-    found = []
-    if cosine is not None:
-        measured = get_backbone(model).relevance if model in EMBEDDERS.names() else {}
-        calibrated = measured.get(language) or measured.get("en")
-        if not calibrated:  # a cosine nobody measured says nothing: rank alone
-            return 1.0
-        found.append(_logistic((cosine - calibrated[0]) / calibrated[1]))
+    measured = get_backbone(model).relevance if model in EMBEDDERS.names() else {}
+    calibrated = measured.get(language) or measured.get("en")
+    if cosine is None or not calibrated:
+        return 1.0
+    found = _logistic((cosine - calibrated[0]) / calibrated[1])
     if coverage is not None:
-        found.append(_logistic((coverage - COVERAGE[0]) / COVERAGE[1]))
-    return max(found) if found else 1.0
+        found = max(found, _logistic((coverage - COVERAGE[0]) / COVERAGE[1]))
+    return found
 
 
 def _logistic(x: float) -> float:

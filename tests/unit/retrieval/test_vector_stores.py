@@ -79,8 +79,8 @@ def test_documents_are_embedded_and_found_by_meaning_by_words_and_in_chinese(srv
         query="EXP-4471",
         extra_body={"ranking_options": {"hybrid_search": {"embedding_weight": 0, "text_weight": 1}}},
     )
-    # every word of the query is in it: relevant on words alone, however far its meaning
-    assert names(words) == ["expenses.txt"] and words.data[0].score > 0.9
+    # searched by words only, the score is the rank alone: first is 1
+    assert names(words) == ["expenses.txt"] and words.data[0].score == pytest.approx(1.0)
     hybrid = srv.client.vector_stores.search(srv.store.id, query="EXP-4471", max_num_results=2)
     assert names(hybrid)[0] == "expenses.txt" and len(hybrid.data) == 2
     top = srv.client.vector_stores.search(
@@ -127,6 +127,7 @@ def test_relevance_weighs_the_best_cosine_or_the_words_found_whole():
     )
     assert relevance("multilingual-e5-small", 0.78, 1.0) > 0.9  # a code found whole: its words decide
     assert relevance("reviews:3", 0.2, 0.0) == 1.0
+    assert relevance("multilingual-e5-small", None, 0.2) == 1.0  # by words only: the rank alone
     # Chinese questions sit closer to Chinese passages: the same cosine is weaker evidence
     e5 = "multilingual-e5-small"
     assert relevance(e5, 0.86, 0.0, "zh") < 0.2 < 0.9 < relevance(e5, 0.86, 0.0)
