@@ -134,8 +134,9 @@ def _manifest(folder: Path) -> dict:
     try:
         manifest = json.loads((folder / "store.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise DataError(
-            f"{where} cannot be read: {exc}.",
+            f"store.json cannot be read ({reason}).",
             where=where,
             hint="Point at a folder `aimass stores export` wrote.",
         ) from None

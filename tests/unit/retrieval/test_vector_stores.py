@@ -493,7 +493,9 @@ def test_a_store_exported_here_is_imported_elsewhere_and_answers_the_same_withou
     (tampered / "chunks.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     escape = runner.invoke(app, ["stores", "import", str(tampered)])
     assert escape.exit_code == 2 and "no plain file name" in " ".join(escape.output.split())
-    assert stores.listed() == []  # neither left a store behind
+    nowhere = runner.invoke(app, ["stores", "import", str(tmp_path / "nowhere")])
+    assert nowhere.exit_code == 2 and "store.json cannot be read" in " ".join(nowhere.output.split())
+    assert stores.listed() == []  # none left a store behind
 
     back = runner.invoke(app, ["stores", "import", str(tmp_path / "out"), "--name", "moved", "--json"])
     assert back.exit_code == 0, back.output
