@@ -96,15 +96,16 @@ def store(upload: Path, filename: str, purpose: str = PURPOSE) -> dict:
     return describe(info)
 
 
-def add(path: str | Path, purpose: str = PURPOSE) -> dict:
-    """Keep a copy of the local document at ``path`` (the Python API's upload); its :func:`describe`."""
+def add(path: str | Path, purpose: str = PURPOSE, filename: str | None = None) -> dict:
+    """Keep a copy of the local document at ``path`` (the Python API's upload), called ``filename``
+    (default: its own name); its :func:`describe`."""
     source = Path(path).expanduser()
     if not source.is_file():
         raise NotFoundError(f"No file {source}.", hint="Give the path of a PDF, DOCX, HTML or text file.")
     copy = paths.subdir("uploads") / f".document-{secrets.token_hex(6)}"
     shutil.copyfile(source, copy)
     try:
-        return store(copy, source.name, purpose)
+        return store(copy, filename or source.name, purpose)
     finally:
         copy.unlink(missing_ok=True)
 

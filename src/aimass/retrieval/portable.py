@@ -5,9 +5,10 @@ again.
 The folder holds ``store.json`` (format, name, encoder, chunking, metadata and each file's
 filename, attributes, chunking and status), ``documents/<n>`` (each document's bytes as uploaded)
 and ``chunks.safetensors`` (``vectors``, float32, one row a chunk) beside ``chunks.jsonl`` (its
-file and text, in the same order). :func:`import_store` checks all of it before it writes anything:
-the format, the encoder (known here, vectors of its width), each document (read as an upload is),
-the chunk count, then makes a new store with new file ids.
+file and text, in the same order). :func:`import_store` checks the format, the encoder (known here,
+vectors of its width), the chunk count and each document's name and size before it writes anything,
+then makes a new store with new file ids, reading each document as an upload is; a failure there
+takes the new store and its documents away again.
 
 >>> sorted(FORMAT.split("/"))
 ['1', 'aimass-vector-store']
@@ -16,14 +17,12 @@ the chunk count, then makes a new store with new file ids.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from aimass import paths
 from aimass.backbones.embeddings import EMBEDDERS
 from aimass.errors import ConfigError, DataError
 from aimass.retrieval import files, stores
@@ -93,7 +92,7 @@ def import_store(folder: str | Path, name: str | None = None) -> dict:
         raise DataError(
             f"chunks.jsonl names file {stray!r}, which store.json does not list.", where=str(folder)
         )
-    documents = [_document(folder, n, entry) for n, entry in enumerate(entries)]  # all read first
+    documents = [_document(folder, n, entry) for n, entry in enumerate(entries)]
     made = stores.create(
         str(manifest.get("name") or "") if name is None else name,
         [],
@@ -108,12 +107,7 @@ def import_store(folder: str | Path, name: str | None = None) -> dict:
     kept: list[str] = []
     try:
         for entry, source in zip(entries, documents, strict=True):
-            copy = paths.subdir("uploads") / f".document-{secrets.token_hex(6)}"
-            shutil.copyfile(source, copy)
-            try:
-                kept.append(files.store(copy, entry["filename"])["id"])
-            finally:
-                copy.unlink(missing_ok=True)
+            kept.append(files.add(source, filename=entry["filename"])["id"])  # read as an upload is
             strategy = {"type": "static", "static": entry["chunking"]} if entry.get("chunking") else None
             stores.add_file(made["id"], kept[-1], entry.get("attributes") or {}, strategy)
             if entry.get("status") == "completed":
@@ -197,8 +191,8 @@ def _chunks(folder: Path, manifest: dict) -> tuple[np.ndarray, list[dict]]:
 
 
 def _document(folder: Path, n: int, entry: dict) -> Path:
-    """The n-th document's path, checked as an upload is (size, then its text) before anything is
-    written; its name may only be a file name."""
+    """The n-th document's path, there and within an upload's size; its name may only be a file
+    name. (Its text is read when it is added: a document that has none undoes the import.)"""
     name = str(entry.get("filename") or "")
     where = f"store.json: files[{n}]"
     if not name or Path(name).name != name or name in (".", ".."):
@@ -208,5 +202,4 @@ def _document(folder: Path, n: int, entry: dict) -> Path:
         raise DataError(f"documents/{n} ({name}) is missing.", where=str(source))
     if source.stat().st_size > files.MAX_BYTES:
         raise DataError(f"documents/{n} ({name}) is over {files.MAX_BYTES:,} bytes.", where=str(source))
-    files.read_text(source.read_bytes(), name)
     return source

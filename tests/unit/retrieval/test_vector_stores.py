@@ -493,6 +493,11 @@ def test_a_store_exported_here_is_imported_elsewhere_and_answers_the_same_withou
     (tampered / "chunks.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     escape = runner.invoke(app, ["stores", "import", str(tampered)])
     assert escape.exit_code == 2 and "no plain file name" in " ".join(escape.output.split())
+    manifest["files"][0]["filename"] = "blank.txt"  # a document with no text: read when it is added
+    (tampered / "store.json").write_text(json.dumps(manifest))
+    (tampered / "documents" / "0").write_bytes(b"   ")
+    blank = runner.invoke(app, ["stores", "import", str(tampered)])
+    assert blank.exit_code == 2 and "holds no text" in " ".join(blank.output.split())
     nowhere = runner.invoke(app, ["stores", "import", str(tmp_path / "nowhere")])
     assert nowhere.exit_code == 2 and "store.json cannot be read" in " ".join(nowhere.output.split())
     assert stores.listed() == []  # none left a store behind
