@@ -20,7 +20,8 @@ The checks (:data:`CHECKS`, in order; each an ``AssertionError`` naming the task
   survive a JSON round trip.
 * ``not_fitted``: ``predict`` before ``fit`` raises NotFittedError.
 * ``fit``: ``fit`` on ``sample_data()`` with ``fast_params`` returns the estimator itself, and it learns
-  (training accuracy at least ``min_accuracy`` for a classifier).
+  (training accuracy at least ``min_accuracy`` for a classifier; for a multi-label one, whose targets
+  are lists, the share of rows given exactly their labels).
 * ``clone``: a clone has the same params and no learned state.
 * ``save_load``: ``save`` writes no pickle; ``load`` gives the same params and predictions (and the
   same ``score((X, y))`` where the estimator has one: a generative model's answer likelihood, which
@@ -203,8 +204,9 @@ class _Run:
     def check_fit(self):
         model, X, y = self.fitted
         if hasattr(model, "classes_"):
-            assert list(model.classes_) == sorted(set(y)), "classes_ are the sorted labels"
-            accuracy = float(np.mean(np.array(model.predict(X)) == np.array(y)))
+            assert list(model.classes_) == sorted(_classes(y)), "classes_ are the sorted labels"
+            right = [_same(a, b) for a, b in zip(model.predict(X), y, strict=True)]
+            accuracy = float(np.mean(right))
             assert accuracy >= self.min_accuracy, f"training accuracy {accuracy:.3f} < {self.min_accuracy}"
 
     def check_clone(self):
@@ -255,7 +257,8 @@ class _Run:
         model, *_ = self.fitted
         body = self._answer("torch")
         if hasattr(model, "classes_"):
-            assert body["predictions"][0]["label"] in model.classes_, body
+            answered = _labels(body)[0]
+            assert set(answered if isinstance(answered, list) else [answered]) <= set(model.classes_), body
 
     def check_onnx_handler(self):
         if not self.spec.supports_onnx():
@@ -318,7 +321,20 @@ def _scores(model, X) -> np.ndarray:
 
 
 def _labels(body: dict) -> list:
-    return [p.get("label") for p in body.get("predictions", [])]
+    """Each prediction's label (a multi-label model's: its list of labels)."""
+    return [p.get("labels", p.get("label")) for p in body.get("predictions", [])]
+
+
+def _classes(targets: list) -> set:
+    """The labels of ``targets``: one label per row, or a list of labels per row (multi-label)."""
+    return {label for t in targets for label in (t if isinstance(t, list | tuple) else [t])}
+
+
+def _same(predicted, target) -> bool:
+    """A prediction is right: the same label, or (multi-label) the same set of labels."""
+    if isinstance(target, list | tuple):
+        return sorted(predicted) == sorted(target)
+    return predicted == target
 
 
 # ------------------------------------------------------------------ packages

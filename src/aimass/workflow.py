@@ -29,7 +29,7 @@ from aimass.estimator import Estimator
 from aimass.store import registry
 from aimass.store.artifacts import write_atomic
 from aimass.store.claims import claim
-from aimass.tasks import DEFAULT_TASK, available_tasks, get_task
+from aimass.tasks import DEFAULT_TASK, available_tasks, get_task, task_for_kind
 from aimass.train.progress import Paused
 
 __all__ = [
@@ -135,8 +135,8 @@ def train_model(
             "--replay only applies when continuing a version.",
             hint="Add --from NAME:VERSION, or drop --replay.",
         )
-    task = task or DEFAULT_TASK
     data = dataset(data)
+    task = task or task_for_kind(data.kind) or DEFAULT_TASK
     name = claim("model", registry.check_name(name or data.name))  # before the work, not after
     if valid_data is not None:
         from aimass.data.chat_validation import with_validation
@@ -272,6 +272,10 @@ HEADLINE = (
     "n",
     "accuracy",
     "macro_f1",
+    "micro_f1",  # multi-label: over every row-label decision
+    "samples_f1",
+    "hamming_loss",
+    "threshold",
     "per_class",
     "loss",
     "perplexity",

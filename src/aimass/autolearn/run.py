@@ -14,7 +14,7 @@ from aimass.autolearn.tuners import Count, get_tuner
 from aimass.errors import ConfigError, DataError
 from aimass.store import registry
 from aimass.store.claims import claim
-from aimass.tasks import available_tasks, get_task, sniff
+from aimass.tasks import sniff, task_for_kind
 
 
 # ==================================================================== budget and phases
@@ -105,10 +105,9 @@ def detect_task(path) -> tuple[str, str]:
 def dataset_task(ds) -> tuple[str, str]:
     """``(task, why)`` of a stored dataset: the first task (in ``sniff_order``) that reads its kind
     of items (``Task.data_kind``), so a dataset imported once is never read again to tell."""
-    specs = sorted((get_task(t) for t in available_tasks()), key=lambda s: (s.sniff_order, s.name))
-    for spec in specs:
-        if spec.data_kind == ds.kind:
-            return spec.name, f"the stored dataset '{ds.name}' holds {ds.kind} items"
+    task = task_for_kind(ds.kind)
+    if task is not None:
+        return task, f"the stored dataset '{ds.name}' holds {ds.kind} items"
     raise DataError(
         f"No task reads the {ds.kind} items of dataset '{ds.name}' ({ds.id}).",
         hint="Import the data again with this version of aimass.",

@@ -34,6 +34,10 @@ def data_import(
     text_col: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
     label_col: Annotated[str | None, typer.Option(help="Column holding the label.")] = None,
     split_col: Annotated[str | None, typer.Option(help="Column with train/valid/test.")] = None,
+    label_sep: Annotated[
+        str | None,
+        typer.Option(help="Several labels per row, one cell cut here (e.g. ';'); JSON lists need none."),
+    ] = None,
     valid_file: Annotated[
         str | None, typer.Option(help="A table of validation rows (then PATH holds the training rows).")
     ] = None,
@@ -55,6 +59,7 @@ def data_import(
         seed=seed,
         valid_path=valid_file,
         test_path=test_file,
+        label_sep=label_sep,
     )
     emit({"id": ds.id, **ds.summary()}, as_json, lambda _: out.print(ds.describe()))
 
@@ -347,10 +352,7 @@ def _show_train(result: dict) -> None:
         )
         out.print(f"Artifacts: {result['path']}")
         return
-    out.print(
-        f"[bold green]Registered {result['model']}[/]  test accuracy {m['accuracy']:.4f}  "
-        f"macro-F1 {m['macro_f1']:.4f}  (n={m['n']})"
-    )
+    out.print(f"[bold green]Registered {result['model']}[/]  test {_headline(m)}")
     out.print("Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()))
     _show_continued(result)
     for stage, info in result["stages"].items():
@@ -381,6 +383,16 @@ def _show_continued(result: dict) -> None:
     out.print(f"  new test (n={new['n']}): {new['child']:.4f}")
 
 
+def _headline(m: dict) -> str:
+    """A classifier's test scores in one line (a multi-label one's micro-F1 first)."""
+    if "micro_f1" in m:
+        return (
+            f"micro-F1 {m['micro_f1']:.4f}  exact match {m['accuracy']:.4f}  "
+            f"macro-F1 {m['macro_f1']:.4f}  (n={m['n']}, threshold {m['threshold']})"
+        )
+    return f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})"
+
+
 def _show_portfolio(portfolio: dict | None) -> None:
     """The candidates the fit compared on the validation split, and the one it kept."""
     if not portfolio:
@@ -390,12 +402,15 @@ def _show_portfolio(portfolio: dict | None) -> None:
             "candidate": name,
             "valid accuracy": c.get("accuracy", ""),
             "valid macro-F1": c.get("macro_f1", ""),
+            "valid micro-F1": c.get("micro_f1", ""),
             "chosen": "yes" if name == portfolio["chosen"] else "",
             "note": c.get("note", ""),
         }
         for name, c in portfolio["candidates"].items()
     ]
     columns = ["candidate", "valid accuracy", "valid macro-F1", "chosen", "note"]
+    if any(row["valid micro-F1"] != "" for row in rows):  # multi-label: picked by micro-F1
+        columns[1:1] = ["valid micro-F1"]
     out.print(_table(rows, columns, title="Candidates"))
 
 
@@ -432,9 +447,23 @@ def _show_report(report: dict) -> None:
         if side:
             out.print(_table(side[:5], ["prompt", "reference", "base", "fine_tuned"], title="Side by side"))
         return
-    out.print(f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   n={report['n']}")
+    out.print(_headline(report))
     rows = [{"class": c, **v} for c, v in report["per_class"].items()]
     out.print(_table(rows, ["class", "precision", "recall", "f1", "support"]))
+    if "confusion_matrix" not in report:  # multi-label: a row's labels are right or wrong one by one
+        losses = [
+            {
+                **r,
+                "actual": ", ".join(r["actual"]),
+                "predicted": ", ".join(r["predicted"]),
+                "text": r["text"][:80],
+            }
+            for r in report["top_losses"][:5]
+        ]
+        if losses:
+            out.print(_table(losses, ["actual", "predicted", "loss", "text"], title="Top losses"))
+        _show_portfolio(report.get("portfolio"))
+        return
     cm = report["confusion_matrix"]
     grid = [
         {"actual \\ predicted": label, **dict(zip(cm["labels"], row))}
@@ -555,6 +584,12 @@ def _schema_file(path: Path) -> dict:
 
 
 def _prediction_table(inputs: list[str], predictions: list[dict]):
+    if predictions and "labels" in predictions[0]:  # multi-label: every label given, with its score
+        rows = [
+            {"input": i[:60], "labels": ", ".join(f"{c} {p['scores'][c]:.2f}" for c in p["labels"])}
+            for i, p in zip(inputs, predictions)
+        ]
+        return _table(rows, ["input", "labels"])
     if predictions and "label" not in predictions[0]:  # a language model's answers
         return _table(
             [{"input": i[:60], "answer": p["text"]} for i, p in zip(inputs, predictions)], ["input", "answer"]

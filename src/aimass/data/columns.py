@@ -20,7 +20,19 @@ TEXT_NAMES = (
     "document",
     "tweet",
 )
-LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "target", "y", "intent", "topic")
+LABEL_NAMES = (
+    "label",
+    "labels",
+    "class",
+    "category",
+    "sentiment",
+    "target",
+    "y",
+    "intent",
+    "topic",
+    "tags",
+    "tag",
+)
 SPLIT_NAMES = ("split",)
 SAMPLE = 2000
 

@@ -36,6 +36,13 @@ KINDS = {  # a new kind of data is one entry; tasks name the kind they read (``T
         "image", stored_file=True, format_lines=("  {kind} dataset, format {format}, layout {layout}",)
     ),
     "chat": Kind("messages", format_lines=("  chat dataset, format {format}, encoding {encoding}",)),
+    "multilabel": Kind(  # texts with several labels each (:mod:`aimass.data.multilabel`)
+        "text",
+        format_lines=(
+            "  multi-label texts, format {format}, encoding {encoding}, language {language}",
+            "  columns: text={columns[text]!r} labels={columns[label]!r}",
+        ),
+    ),
 }
 
 
@@ -100,7 +107,7 @@ class Dataset:
         Raises:
             ConfigError: This is an image dataset (use :meth:`inputs`).
         """
-        if self.kind != "text":
+        if KINDS[self.kind].column != "text":
             raise ConfigError(
                 f"dataset {self.name!r} holds {self.kind}s, not texts",
                 hint="Use inputs() instead of texts().",

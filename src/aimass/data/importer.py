@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aimass.data import multilabel
 from aimass.data.dataset import Dataset
 from aimass.data.documents import LISTED, old_format_hint
 from aimass.data.image_import import import_images, looks_like_images
@@ -41,6 +42,7 @@ def import_dataset(
     max_pixels: int | None = None,
     valid_path: str | Path | None = None,
     test_path: str | Path | None = None,
+    label_sep: str | None = None,
 ) -> Dataset:
     """Import a labelled dataset into ``AIMASS_HOME/datasets/<id>/``: text or images.
 
@@ -64,6 +66,9 @@ def import_dataset(
         valid_path, test_path: Text tables only: a file of validation rows, of test rows
             (:func:`~aimass.data.table.read_split_files`); ``path`` then holds the training rows,
             and a split without a file of its own is drawn from them (``valid_frac``, ``test_frac``).
+        label_sep: Text tables only: each row has several labels, one cell cut at this separator
+            (``";"``). Rows whose label is a JSON list are read so without it. The dataset's kind
+            is then ``multilabel`` (:mod:`aimass.data.multilabel`).
 
     Returns:
         The stored dataset.
@@ -84,21 +89,34 @@ def import_dataset(
             "training: aimass train --task text-generation --data train.jsonl --valid-data valid.jsonl.",
         )
     if looks_like_images(path):
-        _check_no_columns(text_col=text_col, label_col=label_col, split_col=split_col)
+        _check_no_columns(text_col=text_col, label_col=label_col, split_col=split_col, label_sep=label_sep)
         return import_images(path, name=name, max_pixels=max_pixels, **options)
     if max_pixels is not None:
         raise ConfigError(
             "max_pixels applies to image datasets only", where=str(path), hint="Leave out max_pixels."
         )
     if looks_like_pairs(path):  # chat / prompt-completion / source-target: text generation
+        if label_sep is not None:
+            raise ConfigError(
+                "label_sep applies to tables of labelled texts, not to conversations or pairs",
+                where=str(path),
+                hint="Leave out label_sep.",
+            )
         return import_pairs(path, name=name, text_col=text_col, label_col=label_col, **options)
     if split_files:
         files = {"train": path, **split_files}
-        rows, rejects, info = read_split_files(files, text_col=text_col, label_col=label_col)
+        rows, rejects, info = read_split_files(
+            files, text_col=text_col, label_col=label_col, label_sep=label_sep
+        )
     else:
-        rows, rejects, info = read_table(path, text_col=text_col, label_col=label_col, split_col=split_col)
-    check_trainable(rows, rejects, min_rows=min_rows, where=str(path))
+        rows, rejects, info = read_table(
+            path, text_col=text_col, label_col=label_col, split_col=split_col, label_sep=label_sep
+        )
+    multi = info["multi_label"]
+    check_trainable(rows, rejects, min_rows=min_rows, where=str(path), multi=multi)
     settings, warnings = _assign_splits(rows, info, seed, valid_frac, test_frac)
+    if multi:  # the same stored lines read as one label each are another dataset
+        settings["multi_label"] = True
     lines = canonical_lines(rows)
     digest = compute_digest(lines, settings)
     name = name or path.stem or path.name
@@ -128,7 +146,7 @@ def _assign_splits(rows, info, seed, valid_frac, test_frac) -> tuple[dict, list[
         fractions.update(valid_frac=0.0 if "valid" in given else valid_frac)
         fractions.update(test_frac=0.0 if "test" in given else test_frac)
         train = [row for row in rows if row["split"] == "train"]
-        drawn, warnings = random_splits([row["label"] for row in train], **fractions)
+        drawn, warnings = random_splits(_strata(train, info), **fractions)
         for row, split in zip(train, drawn, strict=True):
             row["split"] = split
         warnings += check_column_splits(rows, info["file"])
@@ -137,10 +155,15 @@ def _assign_splits(rows, info, seed, valid_frac, test_frac) -> tuple[dict, list[
     if info["split_col"]:
         warnings = check_column_splits(rows, info["file"])
         return {"split_source": "column", "split_col": info["split_col"]}, warnings
-    splits, warnings = random_splits([row["label"] for row in rows], **fractions)
+    splits, warnings = random_splits(_strata(rows, info), **fractions)
     for row, split in zip(rows, splits, strict=True):
         row["split"] = split
     return {"split_source": "random", **fractions}, warnings
+
+
+def _strata(rows: list[dict], info: dict) -> list[str]:
+    """What the random split stratifies by: the label, or a multi-label row's rarest label."""
+    return multilabel.strata(rows) if info["multi_label"] else [row["label"] for row in rows]
 
 
 def _info_warnings(info: dict) -> list[str]:
@@ -168,7 +191,7 @@ def _manifest(digest, name, rows, rejects, info, *, warnings, settings) -> dict:
     now = utc_now()
     return {
         "format_version": FORMAT_VERSION,
-        "kind": "text",
+        "kind": "multilabel" if info["multi_label"] else "text",
         "id": digest[:ID_LENGTH],
         "digest": digest,
         "name": name,
@@ -180,7 +203,7 @@ def _manifest(digest, name, rows, rejects, info, *, warnings, settings) -> dict:
         "encodings": info.get("encodings", {}),
         "language": info["language"],
         "columns": {"text": info["text_col"], "label": info["label_col"], "split": info["split_col"]},
-        "counts": counts(rows),
+        "counts": counts(rows, info["multi_label"]),
         "rejects": len(rejects),
         "rejects_by_reason": info["rejects_by_reason"],
         "warnings": warnings,

@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aimass.data import multilabel
 from aimass.data.dataset import DATA_FILE, MANIFEST_FILE, REJECTS_FILE, Dataset
 from aimass.errors import NotFoundError
 from aimass.paths import subdir
@@ -113,14 +114,16 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     atomic_write(folder / MANIFEST_FILE, text.encode())
 
 
-def counts(rows: list[dict]) -> dict:
-    """The manifest's ``counts``: total, by split, by class and by split and class."""
+def counts(rows: list[dict], multi: bool = False) -> dict:
+    """The manifest's ``counts``: total, by split, by class and by split and class (``multi``: each
+    of a row's labels is a class, and the row counts once for each)."""
     by_split = Counter(row["split"] for row in rows)
-    pairs = Counter((row["split"], row["label"]) for row in rows)
+    labels = multilabel.split_labels if multi else (lambda label: [label])
+    pairs = Counter((row["split"], label) for row in rows for label in labels(row["label"]))
     return {
         "total": len(rows),
         "by_split": {s: by_split[s] for s in ("train", "valid", "test") if by_split[s]},
-        "by_class": dict(sorted(Counter(row["label"] for row in rows).items())),
+        "by_class": dict(sorted(Counter(label for row in rows for label in labels(row["label"])).items())),
         "by_split_class": {
             s: {label: n for (split, label), n in sorted(pairs.items()) if split == s}
             for s in ("train", "valid", "test")

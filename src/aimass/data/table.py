@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aimass.data import multilabel
 from aimass.data.columns import Columns, check_header, choose_columns
 from aimass.data.language import detect_language
 from aimass.data.read import RawTable, Record, read_source
@@ -17,6 +18,7 @@ def read_table(
     text_col: str | None = None,
     label_col: str | None = None,
     split_col: str | None = None,
+    label_sep: str | None = None,
 ) -> tuple[list[dict], list[dict], dict]:
     """Read and check a dataset file without storing it.
 
@@ -26,12 +28,14 @@ def read_table(
         label_col: Name of the label column (detected when None).
         split_col: Name of a column holding train/valid/test (a column named ``split``
             is used when None).
+        label_sep: Several labels per row, one cell cut at this separator (``";"``); a JSON
+            list of labels needs none (:mod:`aimass.data.multilabel`).
 
     Returns:
         ``(good, rejects, info)``: good rows ``{"text", "label", "split", "source"}``
         (``split`` is None without a split column), rejects ``{"file", "line", "reason",
         "raw", "kind"}``, and info (file, format, encoding, sha256, columns, text_col,
-        label_col, split_col, records, rejects_by_reason, language).
+        label_col, split_col, records, rejects_by_reason, language, multi_label).
 
     Raises:
         DataError: The file cannot be read or its columns cannot be determined.
@@ -39,8 +43,9 @@ def read_table(
     path = Path(path)
     table = read_source(path)
     cols = _columns(table, path, text_col, label_col, split_col)
-    good, rejects = validate_records(table.records, cols)
-    rejects = sort_rejects(table.malformed + rejects)
+    records, unread, multi = _labels(table.records, cols.label, label_sep)
+    good, rejects = validate_records(records, cols)
+    rejects = sort_rejects(table.malformed + unread + rejects)
     info = dict(
         table.info,
         columns=table.columns,
@@ -50,8 +55,23 @@ def read_table(
         records=len(good) + len(rejects),
         rejects_by_reason=reject_counts(rejects),
         language=detect_language([row["text"] for row in good]),
+        multi_label=multi,
     )
     return good, rejects, info
+
+
+def _labels(records: list[Record], label_col: str, sep: str | None) -> tuple[list[Record], list[dict], bool]:
+    """(records, rejects, multi): several labels a row joined as they are stored, when the rows
+    carry them (:func:`aimass.data.multilabel.is_multi`); else the records as they are."""
+    if sep is not None and not sep.strip():
+        raise ConfigError(
+            f"label_sep {sep!r} is blank",
+            hint="Name the character between a row's labels, e.g. --label-sep ';'.",
+        )
+    if not multilabel.is_multi(records, label_col, sep):
+        return records, [], False
+    records, rejects = multilabel.join_records(records, label_col, sep)
+    return records, rejects, True
 
 
 def _columns(table: RawTable, path: Path, text_col, label_col, split_col) -> Columns:
@@ -82,7 +102,11 @@ SPLIT_FIELD = "\0split"  # the split a record's file gives it (a field no file c
 
 
 def read_split_files(
-    files: dict[str, str | Path], *, text_col: str | None = None, label_col: str | None = None
+    files: dict[str, str | Path],
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    label_sep: str | None = None,
 ) -> tuple[list[dict], list[dict], dict]:
     """Read one table per split (``{"train": path, "valid": path, "test": path}``, train required)
     and check their rows together, as :func:`read_table` checks one file: every row takes its
@@ -121,8 +145,9 @@ def read_split_files(
             records.append(Record(rec.file, rec.line, rec.raw, fields, rec.source))
         malformed += table.malformed
         tables[split] = (table, cols)
+    records, unread, multi = _labels(records, "label", label_sep)  # a list in any file: all are lists
     good, rejects = validate_records(records, Columns("text", "label", SPLIT_FIELD))
-    rejects = sort_rejects(malformed + rejects)
+    rejects = sort_rejects(malformed + unread + rejects)
     train, cols = tables["train"]
     info = dict(
         train.info,
@@ -133,6 +158,7 @@ def read_split_files(
         records=len(good) + len(rejects),
         rejects_by_reason=reject_counts(rejects),
         language=detect_language([row["text"] for row in good]),
+        multi_label=multi,
         split_files={
             split: {"file": str(Path(t.info["file"]).resolve()), "sha256": t.info["sha256"]}
             for split, (t, _) in tables.items()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from aimass.data import multilabel
 from aimass.data.columns import Columns
 from aimass.data.read import Record, make_reject
 from aimass.errors import DataError
@@ -157,7 +158,9 @@ def _rejects_note(rejects: list[dict]) -> str:
     return f" {len(rejects)} row(s) were rejected ({kinds})."
 
 
-def check_trainable(rows: list[dict], rejects: list[dict], *, min_rows: int, where: str) -> Counter:
+def check_trainable(
+    rows: list[dict], rejects: list[dict], *, min_rows: int, where: str, multi: bool = False
+) -> Counter:
     """Stop when the good rows cannot train a classifier.
 
     Args:
@@ -165,6 +168,8 @@ def check_trainable(rows: list[dict], rejects: list[dict], *, min_rows: int, whe
         rejects: Rejected rows (only to explain the numbers).
         min_rows: Fewest good rows accepted.
         where: File name for error messages.
+        multi: The rows carry several labels each: every label is a class, counted once per row
+            that has it.
 
     Returns:
         Row counts by class.
@@ -172,7 +177,7 @@ def check_trainable(rows: list[dict], rejects: list[dict], *, min_rows: int, whe
     Raises:
         DataError: Too few rows, fewer than two classes, or a class with one example.
     """
-    counts = Counter(row["label"] for row in rows)
+    counts = multilabel.label_counts(rows) if multi else Counter(row["label"] for row in rows)
     note = _rejects_note(rejects)
     if len(rows) < min_rows:
         raise DataError(
@@ -193,6 +198,24 @@ def check_trainable(rows: list[dict], rejects: list[dict], *, min_rows: int, whe
         raise DataError(
             f"every class needs at least 2 examples: {listed}",
             where=where,
-            hint="Add examples for that class or remove its rows." + note,
+            hint="Add examples for that class or remove its rows."
+            + note
+            + ("" if multi else _lists_hint(counts)),
         )
     return counts
+
+
+def _lists_hint(counts: Counter) -> str:
+    """A hint when most classes read like lists of labels (``billing;urgent``): the separator to name.
+
+    >>> _lists_hint(Counter({"billing;urgent": 1, "billing": 3, "urgent;other": 1}))[-28:]
+    "import with --label-sep ';'."
+    """
+    for sep in (";", "|", ","):
+        joined = [label for label in counts if sep in label]
+        if len(joined) * 3 >= len(counts):
+            return (
+                f" The labels look like lists ({joined[0]!r}): for several labels per text, "
+                f"import with --label-sep {sep!r}."
+            )
+    return ""

@@ -61,3 +61,74 @@ def quick_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
         "accuracy": float((y_true == y_pred).mean()),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
     }
+
+
+def multilabel_report(
+    texts, y_true: list[list[str]], proba: np.ndarray, classes: list[str], threshold: float, k: int = 10
+) -> dict:
+    """Scores of a multi-label classifier: ``accuracy`` (the share of rows whose predicted label
+    set is exactly right: subset accuracy), ``micro_f1`` (over every row-label decision),
+    ``macro_f1`` (the mean of the labels' F1), ``samples_f1`` (the mean of the rows' F1),
+    ``hamming_loss`` (the share of row-label decisions that are wrong), per-label precision,
+    recall, F1 and support, and the ``k`` rows with the highest loss (the summed binary
+    cross-entropy of their labels). A row's predicted labels are those scoring at least
+    ``threshold``, or its best label when none does.
+
+    >>> report = multilabel_report(["a", "b"], [["x"], ["x", "y"]], np.array([[0.9, 0.2], [0.8, 0.3]]),
+    ...                            ["x", "y"], 0.5)
+    >>> report["accuracy"], report["micro_f1"], report["per_class"]["y"]["recall"]
+    (0.5, 0.8, 0.0)
+    """
+    truth = multi_hot(y_true, classes)
+    predicted = decide(proba, threshold)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, average=None, zero_division=0
+    )
+    per_class = {
+        c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for c, p, r, f, s in zip(classes, precision, recall, f1, support)
+    }
+    clipped = np.clip(proba, 1e-7, 1 - 1e-7)
+    losses = -(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped)).sum(1)
+    unknown = sorted({label for labels in y_true for label in labels} - set(classes))
+    return {
+        "n": len(y_true),
+        "accuracy": float((truth == predicted).all(1).mean()),
+        "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "samples_f1": float(f1_score(truth, predicted, average="samples", zero_division=0)),
+        "hamming_loss": float((truth != predicted).mean()),
+        "threshold": threshold,
+        "per_class": per_class,
+        "top_losses": [
+            {
+                "text": texts[i][:300],
+                "actual": list(y_true[i]),
+                "predicted": [c for c, on in zip(classes, predicted[i]) if on],
+                "scores": {c: round(float(p), 4) for c, p in zip(classes, proba[i])},
+                "loss": round(float(losses[i]), 4),
+            }
+            for i in np.argsort(-losses)[:k]
+        ],
+        **({"unknown_labels": unknown} if unknown else {}),
+    }
+
+
+def multi_hot(label_sets: list[list[str]], classes: list[str]) -> np.ndarray:
+    """``[n, len(classes)]`` 0/1: which of ``classes`` each row has (other labels are left out)."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(label_sets), len(classes)), dtype=np.int64)
+    for row, labels in enumerate(label_sets):
+        for label in labels:
+            if label in index:
+                out[row, index[label]] = 1
+    return out
+
+
+def decide(proba: np.ndarray, threshold: float) -> np.ndarray:
+    """0/1 decisions: every label scoring at least ``threshold``, and each row's best label when
+    none does (every training row has at least one label)."""
+    out = (proba >= threshold).astype(np.int64)
+    if len(out):
+        out[np.arange(len(out)), proba.argmax(1)] = 1
+    return out

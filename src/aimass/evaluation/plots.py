@@ -36,6 +36,30 @@ def confusion_png(report: dict, path: Path, title: str = "Confusion matrix") -> 
     return path
 
 
+def per_label_png(report: dict, path: Path) -> Path:
+    """A multi-label report's precision, recall and F1 per label, as grouped horizontal bars."""
+    labels = list(report["per_class"])
+    scores = {k: [report["per_class"][c][k] for c in labels] for k in ("precision", "recall", "f1")}
+    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.45 * len(labels) + 1.5)))
+    y = np.arange(len(labels))
+    for i, (name, values) in enumerate(scores.items()):
+        ax.barh(y + (i - 1) * 0.27, values, height=0.27, label=name)
+    ax.set_yticks(y, [f"{c} ({report['per_class'][c]['support']})" for c in labels])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score on the test split (support in brackets)")
+    ax.set_title(
+        f"Per label: micro-F1 {report['micro_f1']:.3f}, exact match {report['accuracy']:.3f} "
+        f"(threshold {report['threshold']:.2f})"
+    )
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _image_grid(rows: list[dict], image_key: str, caption, columns: int):
     """A figure of ``rows``' images (``row[image_key]``), each titled ``caption(row)``; an image
     that moved or cannot be read keeps its caption. Returns (figure, axes, line count)."""

@@ -4,7 +4,8 @@ The folder (written by :meth:`aimass.tasks.text_classification.TextClassifier.ex
 
 * ``model.onnx`` / ``model.int8.onnx``: token ids + attention mask -> the encoder-side logits;
 * ``tokenizer.json``: the backbone's tokenizer;
-* ``runtime.json``: classes, text prefix, max length, padding token;
+* ``runtime.json``: classes, text prefix, max length, padding token, and for a multi-label
+  model the ``sigmoid`` activation and the threshold;
 * ``lexical.json`` + ``lexical.safetensors`` (optional): the TF-IDF branch, added to the logits
   here because string n-grams do not belong in a graph.
 """
@@ -36,6 +37,8 @@ class TextRuntime:
         self.folder, self.int8 = folder, int8
         meta = json.loads((folder / "runtime.json").read_text())
         self.classes_ = meta["classes"]
+        self.activation = meta.get("activation", "softmax")  # sigmoid: a multi-label model's labels
+        self.threshold_ = meta.get("threshold")
         self.prefix = meta.get("prefix") or ""
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(meta["max_length"])
@@ -49,7 +52,8 @@ class TextRuntime:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths pad less
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            out[idx] = softmax(self.logits([texts[i] for i in idx]))
+            logits = self.logits([texts[i] for i in idx])
+            out[idx] = 1 / (1 + np.exp(-logits)) if self.activation == "sigmoid" else softmax(logits)
         return out
 
     def logits(self, texts: list[str]) -> np.ndarray:

@@ -63,6 +63,8 @@ def export_text(model, folder: str | Path, *, int8: bool = True, texts: list[str
         "pad_id": tok.pad_token_id,
         "pad_token": tok.pad_token,
         "backbone": model.backbone_,
+        "activation": getattr(model, "activation", "softmax"),  # sigmoid: one yes/no per label
+        "threshold": getattr(model, "threshold_", None),  # from which a multi-label model gives a label
         "aimass_version": __version__,
     }
     (folder / "runtime.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))

@@ -67,6 +67,16 @@ def sniff(path: str | Path) -> tuple[str, str] | None:
     return None
 
 
+def task_for_kind(kind: str) -> str | None:
+    """The first task (in ``sniff_order``) that reads stored data of ``kind`` (``Task.data_kind``),
+    or None."""
+    _discover()
+    for spec in sorted(_TASKS.values(), key=lambda s: (s.sniff_order, s.name)):
+        if spec.data_kind == kind:
+            return spec.name
+    return None
+
+
 def get_task(name: str) -> type[Task]:
     """The task spec registered under ``name``; a clear error lists what exists."""
     _discover()

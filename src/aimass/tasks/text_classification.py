@@ -33,7 +33,7 @@ from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError
 from aimass.estimator import parse_config
 from aimass.runtime.text_export import export_text
-from aimass.tasks import portfolio, register_task
+from aimass.tasks import get_task, portfolio, register_task
 from aimass.tasks.classification import (
     ClassificationTask,
     Classifier,
@@ -78,6 +78,12 @@ def _config(params: dict) -> Config:
 def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
     """(train, valid, digest, language) from a Dataset or from (texts, labels)."""
     if hasattr(data, "texts"):
+        if data.kind != "text":
+            raise DataError(
+                f"Dataset {data.name!r} holds {data.kind} rows (several labels per text), which "
+                "text-classification cannot learn.",
+                hint="Train it with --task text-multilabel.",
+            )
         train = (data.texts("train"), data.labels("train"))
         val = (data.texts("valid"), data.labels("valid"))
         language = data.manifest.get("language") or detect_language(train[0])
@@ -596,7 +602,7 @@ class TextClassifier(Classifier):
         if meta["lexical_size"]:
             lex_meta = json.loads((path / "lexical.json").read_text())
             model.lexical_ = Lexical.from_state(lex_meta, tensors)
-        return compressors.restore(model, path, TextClassification)
+        return compressors.restore(model, path, get_task(model.task))
 
 
 # ------------------------------------------------------------------ serving

@@ -1,0 +1,437 @@
+"""Task ``text-multilabel``: texts with any number of labels each (tags, topics, intents).
+
+One yes/no decision per label: a logistic regression per label over the frozen encoder's pooled
+embedding and the TF-IDF branch (the text task's stage 1, with a sigmoid per label instead of one
+softmax). What a fit compares on the validation split, like the single-label portfolio:
+
+* ``network``: embedding and TF-IDF together (the embedding weighted by ``w``);
+* ``tfidf-logreg``: TF-IDF alone, the baseline a careful engineer tries first;
+
+each over a grid of regularisation strengths, scored by micro-F1 at the threshold that suits it
+best (one threshold for every label, picked on the same split). The winner becomes the model's
+head, so it saves, exports to ONNX, serves and compresses like the text classifier. A row is
+given every label scoring at least the threshold, or its best label when none does.
+
+Data: a JSON list of labels per row, or a table cell cut at ``--label-sep`` when importing
+(:mod:`aimass.data.multilabel`).
+
+>>> from aimass.tasks import get_task
+>>> get_task("text-multilabel").estimator().get_params()["backbone"]
+'auto'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from aimass.backbones import default_backbone, get_backbone
+from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
+from aimass.data import bbc_news_path, bbc_news_text, detect_language, read_table
+from aimass.data.multilabel import split_labels
+from aimass.errors import DataError
+from aimass.estimator import parse_config
+from aimass.tasks import portfolio, register_task
+from aimass.tasks.classification import ClassificationTask
+from aimass.tasks.classification import Handler as ClassifierHandler
+from aimass.tasks.text_classification import PredictRequest, TextClassification, TextClassifier
+from aimass.tfidf import settings_for
+from aimass.tfidf.branch import Lexical
+from aimass.train.cache import cached_embeddings
+
+C_GRID = (1.0, 10.0, 100.0)
+W_GRID = (0.3, 1.0, 3.0)  # the embedding's weight beside TF-IDF (the network's candidates)
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.05))
+VALID_SHARE = 0.15  # held out for the choice when the data has no validation split
+
+
+class Config(BaseModel):
+    """Validated hyper-parameters (checked in ``fit``, never in ``__init__``)."""
+
+    backbone: str = "auto"
+    max_length: int = Field(default=128, ge=8, le=512)
+    lexical: bool = True
+    threshold: float | None = Field(default=None, gt=0, lt=1)
+    baselines: bool = True
+    seed: int = 0
+
+
+class MultiLabelTextClassifier(TextClassifier):
+    """Give each text every label that applies (any number), from a frozen pretrained encoder and
+    TF-IDF.
+
+    Example:
+        >>> ds = aimass.import_dataset("tickets.jsonl")  # {"text": ..., "labels": [...]}  # doctest: +SKIP
+        >>> model = MultiLabelTextClassifier().fit(ds)                                      # doctest: +SKIP
+        >>> model.predict(["refund my double charge now"])                                 # doctest: +SKIP
+        [['billing', 'urgent']]
+
+    Args:
+        backbone: ``auto`` (by detected language), a name from the backbone table,
+            ``hf:ORG/NAME`` or a local model folder.
+        max_length: the most tokens per text the encoder sees (less if the data needs less).
+        lexical: add the TF-IDF branch (and compare against TF-IDF alone).
+        threshold: the score from which a label is given; None: picked on the validation split.
+        baselines: also try TF-IDF alone and keep it when it scores better on validation.
+        seed: makes the validation hold-out repeatable.
+    """
+
+    task = "text-multilabel"
+    FITTED = (
+        "classes_",
+        "language_",
+        "backbone_",
+        "prefix_",
+        "max_length_",
+        "unfrozen_",
+        "threshold_",
+        "data_digest_",
+    )
+    activation = "sigmoid"  # how the ONNX runtime turns logits into scores (aimass.runtime.text)
+
+    def __init__(self, backbone="auto", max_length=128, lexical=True, threshold=None, baselines=True, seed=0):
+        self.backbone = backbone
+        self.max_length = max_length
+        self.lexical = lexical
+        self.threshold = threshold
+        self.baselines = baselines
+        self.seed = seed
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, data, valid=None, *, run_dir=None, resume=False, progress=True) -> MultiLabelTextClassifier:
+        """Train on a Dataset (its train/valid splits) or on ``(texts, label lists)``."""
+        cfg = parse_config(Config, self.get_params(), "MultiLabelTextClassifier")
+        timer = Timer()
+        train, val, digest, language = _splits(data, valid, cfg.seed)
+        self.classes_ = sorted({label for labels in train[1] for label in labels})
+        if len(self.classes_) < 2:
+            raise DataError("Training needs at least two labels.", hint="Add examples of another label.")
+        self._setup(cfg, language, train[0])
+        timer.lap("load_backbone")
+        pooled = self._embed(train[0] + val[0], digest, progress)
+        timer.lap("embed")
+        lexical = [self.lexical_.transform(part) if self.lexical_ else None for part in (train[0], val[0])]
+        parts = [(pooled[: len(train[0])], lexical[0]), (pooled[len(train[0]) :], lexical[1])]
+        targets = [_multi_hot(train[1], self.classes_), _multi_hot(val[1], self.classes_)]
+        self._choose(cfg, parts, targets)
+        timer.lap("train_head")
+        self.stages_ = {}
+        self.timings_ = timer.stages
+        self.data_digest_ = digest
+        return self
+
+    def _setup(self, cfg: Config, language: str, texts: list[str]) -> None:
+        self.language_ = language
+        self.backbone_ = default_backbone(language) if cfg.backbone == "auto" else cfg.backbone
+        spec = get_backbone(self.backbone_)
+        self.tokenizer_, encoder = spec.load()
+        self.prefix_ = spec.prefix
+        self.max_length_ = token_budget(token_counts(self.tokenizer_, self._prefixed(texts)), cfg.max_length)
+        self.lexical_ = Lexical(settings_for(language)).fit(texts) if cfg.lexical else None
+        n_lex = self.lexical_.size if self.lexical_ else 0
+        self.net_ = TextNet(encoder, Head(encoder.config.hidden_size, len(self.classes_), n_lex)).eval()
+        self.unfrozen_, self.structure_ = 0, None
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+
+    def _embed(self, texts: list[str], digest: str, progress: bool) -> np.ndarray:
+        key = f"multilabel|{self.backbone_}|{digest}|{self.max_length_}"
+        return cached_embeddings(
+            self.net_.encoder,
+            self.tokenizer_,
+            self._prefixed(texts),
+            key,
+            max_length=self.max_length_,
+            keep_layer=None,
+            progress=progress,
+        )["pooled"].numpy()
+
+    def _choose(self, cfg: Config, parts: list, targets: list[np.ndarray]) -> None:
+        """Fit every candidate on the training rows, keep the best by validation micro-F1 (then
+        macro-F1; the network wins a tie) and copy it into the head."""
+        from aimass.evaluation.metrics import decide
+
+        grids = {portfolio.NETWORK: [(c, w) for c in C_GRID for w in W_GRID]}
+        if self.lexical_ is not None and cfg.baselines:
+            grids["tfidf-logreg"] = [(c, 0.0) for c in C_GRID]
+        candidates, best = {}, None
+        for name, grid in grids.items():
+            began, top = time.perf_counter(), None
+            for c, w in grid:
+                coef, bias = _fit_labels(_design(*parts[0], w), targets[0], c, cfg.seed)
+                proba = _sigmoid(_design(*parts[1], w) @ coef.T + bias)
+                threshold, scores = _best_threshold(proba, targets[1], cfg.threshold, decide)
+                if top is None or (scores["micro_f1"], scores["macro_f1"]) > top[0]:
+                    top = ((scores["micro_f1"], scores["macro_f1"]), c, w, threshold, scores, coef, bias)
+            (_, c, w, threshold, scores, coef, bias) = top
+            candidates[name] = {**scores, "C": c, "w": w, "threshold": threshold}
+            candidates[name]["fit_s"] = round(time.perf_counter() - began, 2)
+            key = (scores["micro_f1"], scores["macro_f1"], name == portfolio.NETWORK)
+            if best is None or key > best[0]:
+                best = (key, name, w, threshold, coef, bias)
+        _, self.chosen_, w, self.threshold_, coef, bias = best
+        self.candidates_ = candidates if len(candidates) > 1 else {}
+        dim = parts[0][0].shape[1]
+        head = self.net_.head
+        with torch.no_grad():
+            head.dense.weight.copy_(torch.tensor(coef[:, -dim:] * w, dtype=torch.float32))
+            head.dense.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+            if head.lexical is not None:
+                head.lexical.weight.copy_(torch.tensor(coef[:, :-dim], dtype=torch.float32))
+
+    # ------------------------------------------------------------- predict
+    def _proba_batch(self, batch: list[str]) -> np.ndarray:
+        return torch.sigmoid(self.logits(batch)).numpy()
+
+    def predict(self, items: list) -> list[list[str]]:
+        """The labels of each input: every label scoring at least ``threshold_`` (its best label
+        when none does)."""
+        from aimass.evaluation.metrics import decide
+
+        decided = decide(self.predict_proba(items), self.threshold_)
+        return [[c for c, on in zip(self.classes_, row) if on] for row in decided]
+
+    def evaluate(self, data, split: str = "test", top_k: int = 10) -> dict:
+        """Subset accuracy, micro-, macro- and samples-F1, Hamming loss, per-label scores, the
+        rows with the highest loss and the portfolio's choice."""
+        from aimass.evaluation.metrics import multilabel_report
+
+        if hasattr(data, "texts"):
+            texts, labels = data.texts(split), [split_labels(x) for x in data.labels(split)]
+        else:
+            texts, labels = data[0], [_label_list(x) for x in data[1]]
+        if not texts:
+            raise DataError(
+                f"There are no rows in the '{split}' split to evaluate on.",
+                hint="Evaluate on another split or pass --data FILE.",
+            )
+        report = multilabel_report(
+            texts, labels, self.predict_proba(texts), self.classes_, self.threshold_, top_k
+        )
+        chosen = portfolio.summary(self)
+        if chosen:
+            report["portfolio"] = {
+                **chosen,
+                "by": "validation micro-F1 (each at its best threshold), then macro-F1",
+            }
+        return report
+
+
+def _splits(data, valid, seed: int) -> tuple[tuple, tuple, str, str]:
+    """(train, valid, digest, language), labels as lists; a validation split is held out of the
+    training rows when there is none."""
+    if hasattr(data, "texts"):
+        train = (data.texts("train"), [split_labels(x) for x in data.labels("train")])
+        val = (data.texts("valid"), [split_labels(x) for x in data.labels("valid")])
+        language = data.manifest.get("language") or detect_language(train[0])
+        digest = data.digest
+    else:
+        texts, labels = data
+        if len(texts) != len(labels):
+            raise DataError(
+                f"Got {len(texts)} texts but {len(labels)} label lists.",
+                hint="Pass one list of labels per text.",
+            )
+        train = (list(texts), [_label_list(x) for x in labels])
+        val = (list(valid[0]), [_label_list(x) for x in valid[1]]) if valid else ([], [])
+        language = detect_language(train[0])
+        digest = hashlib.sha256(json.dumps([train[0], train[1]]).encode()).hexdigest()
+    if not val[0]:
+        train, val = _holdout(train, seed)
+    return train, val, digest, language
+
+
+def _label_list(value) -> list[str]:
+    """One row's labels given in Python: a list (or tuple, set) of labels, or one label."""
+    if isinstance(value, str):
+        return [value]
+    return sorted({str(v) for v in value})
+
+
+def _holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:
+    rng = np.random.RandomState(seed)
+    order = rng.permutation(len(train[0]))
+    n_valid = max(1, round(VALID_SHARE * len(order)))
+    if len(order) - n_valid < 2:
+        raise DataError(
+            "Too few rows to hold out validation data.", hint="Add rows, or pass validation data."
+        )
+    pick = lambda rows: ([train[0][i] for i in rows], [train[1][i] for i in rows])  # noqa: E731
+    return pick(sorted(order[n_valid:])), pick(sorted(order[:n_valid]))
+
+
+def _multi_hot(label_sets: list[list[str]], classes: list[str]) -> np.ndarray:
+    from aimass.evaluation.metrics import multi_hot
+
+    return multi_hot(label_sets, classes)
+
+
+def _design(pooled: np.ndarray, lexical, w: float):
+    """[TF-IDF, w * embedding] as one sparse matrix (the embedding alone without TF-IDF)."""
+    from scipy import sparse
+
+    dense = sparse.csr_matrix(pooled * w) if w else sparse.csr_matrix(pooled.shape, dtype=np.float32)
+    if lexical is None:
+        return dense
+    lex = sparse.csr_matrix(
+        (lexical.values().numpy(), lexical.col_indices().numpy(), lexical.crow_indices().numpy()),
+        shape=tuple(lexical.shape),
+    )
+    return sparse.hstack([lex, dense]).tocsr()
+
+
+def _fit_labels(x, y: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One logistic regression per label column of ``y``: (coef ``[labels, features]``, bias).
+    A label every training row has (or none has) gets no weights and a bias that says so."""
+    from sklearn.linear_model import LogisticRegression
+
+    coef, bias = np.zeros((y.shape[1], x.shape[1]), dtype=np.float64), np.zeros(y.shape[1])
+    with portfolio.one_blas_thread():
+        for j in range(y.shape[1]):
+            column = y[:, j]
+            if column.min() == column.max():
+                bias[j] = 8.0 if column[0] else -8.0
+                continue
+            clf = LogisticRegression(C=c, solver="liblinear", random_state=seed).fit(x, column)
+            coef[j], bias[j] = clf.coef_[0], clf.intercept_[0]
+    return coef, bias
+
+
+def _sigmoid(z) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z)))
+
+
+def _best_threshold(proba: np.ndarray, truth: np.ndarray, fixed: float | None, decide) -> tuple[float, dict]:
+    """(threshold, scores): the threshold of :data:`THRESHOLDS` with the best micro-F1 on
+    ``truth`` (the middle one wins ties), or ``fixed`` when given."""
+    from sklearn.metrics import f1_score
+
+    best = None
+    for t in (fixed,) if fixed else THRESHOLDS:
+        predicted = decide(proba, t)
+        scores = {
+            "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+            "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+            "accuracy": float((truth == predicted).all(1).mean()),
+        }
+        key = (round(scores["micro_f1"], 6), -abs(t - 0.5))
+        if best is None or key > best[0]:
+            best = (key, float(t), {k: round(v, 6) for k, v in scores.items()})
+    return best[1], best[2]
+
+
+# ------------------------------------------------------------------ serving
+class Prediction(BaseModel):
+    labels: list[str]
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class Handler(ClassifierHandler):
+    """The classifier handler, answering every label from the model's threshold."""
+
+    estimator = MultiLabelTextClassifier
+    runtime = "aimass.runtime.text:TextRuntime"
+
+    def encode_response(self, proba: np.ndarray) -> dict:
+        from aimass.evaluation.metrics import decide
+
+        classes = self.model.classes_
+        decided = decide(proba, self.model.threshold_)
+        return {
+            "predictions": [
+                {
+                    "labels": [c for c, on in zip(classes, row) if on],
+                    "scores": {c: round(float(p), 6) for c, p in zip(classes, scores)},
+                }
+                for row, scores in zip(decided, proba)
+            ]
+        }
+
+
+@register_task("text-multilabel")
+class TextMultiLabel(ClassificationTask):
+    """The task spec the CLI, server and registry look up (the hooks: :class:`aimass.tasks.base.Task`)."""
+
+    estimator = MultiLabelTextClassifier
+    config = Config
+    data_kind = "multilabel"
+    item_noun = "texts"
+    request = PredictRequest
+    response = PredictResponse
+    handler = Handler
+    runtime = "aimass.runtime.text:TextRuntime"
+    sniff_order = 40  # before text-classification: a table whose labels are lists
+    sample_request = {"inputs": ["The minister said the new phone tax would hit music sales."]}
+    max_upload_bytes = TextClassification.max_upload_bytes
+    fast_params = {"backbone": "minilm-l6", "max_length": 64}
+
+    @classmethod
+    def plots(cls, report: dict, folder: Path) -> list[Path]:
+        from aimass.evaluation.plots import per_label_png  # heavy: matplotlib
+
+        return [per_label_png(report, Path(folder) / "per_label.png")]
+
+    cli_inputs = TextClassification.cli_inputs
+    request_item = TextClassification.request_item
+    curl_item = TextClassification.curl_item
+    latency_inputs = TextClassification.latency_inputs
+
+    @classmethod
+    def sniff(cls, path: Path) -> str | None:
+        """A JSONL table whose label field holds lists."""
+        if not (path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson")):
+            return None
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for _, line in zip(range(50), fh):
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and any(
+                    isinstance(v, list) and k != "messages" for k, v in row.items()
+                ):
+                    return "a JSONL table whose labels are lists (several labels per text)"
+        return None
+
+    @classmethod
+    def sample_data(cls, per_class: int = 12) -> tuple[list[str], list[list[str]]]:
+        """BBC News openings, alone (one label) or two of different topics joined (two labels)."""
+        by_topic = {
+            folder.name: [bbc_news_text(p)[:200] for p in sorted(folder.glob("*.txt"))[: 2 * per_class]]
+            for folder in sorted(bbc_news_path().iterdir())
+        }
+        topics = sorted(by_topic)
+        texts, labels = [], []
+        for i in range(per_class):
+            for j, topic in enumerate(topics):
+                texts.append(by_topic[topic][i])
+                labels.append([topic])
+                other = topics[(j + 1 + i % (len(topics) - 1)) % len(topics)]
+                texts.append(by_topic[topic][per_class + i] + " " + by_topic[other][per_class + i])
+                labels.append(sorted([topic, other]))
+        return texts, labels
+
+    @classmethod
+    def eval_data(cls, path: Path, import_dataset=None) -> tuple[list, list] | None:
+        """The text and label columns of a table file (labels as lists; rejected rows left out)."""
+        if not path.is_file():
+            return None
+        good, rejects, _ = read_table(path)
+        if not good:
+            raise DataError(
+                f"No usable rows in {path} ({len(rejects)} rejected).", hint="Check the file's columns."
+            )
+        return [r["text"] for r in good], [split_labels(r["label"]) for r in good]
+
+
+__all__ = ["MultiLabelTextClassifier", "TextMultiLabel"]

@@ -1,0 +1,136 @@
+"""Multi-label text: import (JSON lists, a separator in a cell), the task picked by the stored data,
+training against TF-IDF alone, evaluation, the CLI and the REST answer with every label."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from aimass import api
+from aimass.cli.main import app
+from aimass.errors import DataError
+from aimass.serve import auth
+from aimass.serve.app import create_app
+from aimass.tasks.text_multilabel import TextMultiLabel
+
+
+@pytest.fixture(scope="module")
+def rows():
+    """BBC openings alone (one topic) and two of different topics joined (two topics): 200 rows."""
+    texts, labels = TextMultiLabel.sample_data(per_class=20)
+    return [{"text": t, "labels": lab} for t, lab in zip(texts, labels)]
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_json_lists_import_as_multilabel_rows_and_bad_labels_are_rejected_by_line(
+    tmp_path, monkeypatch, rows
+):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    bad = [
+        {"text": "a row whose labels are an object", "labels": {"sports": 1}},
+        {"text": "a row whose labels hold a list", "labels": [["sports"]]},
+        {"text": "a label holding the join character", "labels": ["sports|tech"]},
+        {"text": "a row without labels", "labels": []},
+    ]
+    ds = api.import_dataset(write_jsonl(tmp_path / "tags.jsonl", rows[:60] + bad))
+    assert ds.kind == "multilabel" and ds.manifest["columns"]["label"] == "labels"
+    # every label is a class, counted once per row that has it
+    assert ds.classes == ["business", "entertainment", "politics", "sports", "tech"]
+    assert sum(ds.manifest["counts"]["by_class"].values()) == sum(len(r["labels"]) for r in rows[:60])
+    rejects = [json.loads(line) for line in ds.rejects_path.read_text().splitlines()]
+    reasons = {r["line"]: r["reason"] for r in rejects}
+    assert "neither a list nor text" in reasons[61] and "holds list" in reasons[62]
+    assert "holds '|'" in reasons[63] and "rename the label" in reasons[63]
+    assert reasons[64] == "missing label"
+    # stored sorted and joined; read back as lists
+    assert api.load_dataset(ds.id).labels()[1] == "|".join(sorted(rows[1]["labels"]))
+    # every label reaches the test split (stratified by each row's rarest label)
+    assert set(ds.manifest["counts"]["by_split_class"]["test"]) == set(ds.classes)
+
+
+def test_a_cell_cut_at_the_separator_is_the_same_dataset_and_without_it_each_combination_is_a_class(
+    tmp_path, monkeypatch, rows
+):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    path = tmp_path / "tags.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "tags"])
+        writer.writerows([r["text"], " ; ".join(reversed(r["labels"]))] for r in rows[:60])
+    listed = api.import_dataset(write_jsonl(tmp_path / "tags.jsonl", rows[:60]))
+    cut = api.import_dataset(path, label_sep=";")
+    assert cut.id == listed.id  # the same rows and labels: stored once
+    plain = api.import_dataset(path, min_rows=2)  # one label per row: "business ; tech" is a class of its own
+    assert plain.kind == "text" and plain.id != listed.id
+    tags = ["billing", "billing;urgent", "urgent", "urgent;refund", "refund", "billing", "refund", "urgent"]
+    odd = tmp_path / "odd.csv"
+    odd.write_text("text,tags\n" + "".join(f"ticket number {i},{t}\n" for i, t in enumerate(tags)))
+    with pytest.raises(DataError, match="at least 2 examples") as caught:  # combinations seen once
+        api.import_dataset(odd, min_rows=2)
+    assert "import with --label-sep ';'" in caught.value.hint
+    assert api.import_dataset(odd, min_rows=2, label_sep=";").classes == ["billing", "refund", "urgent"]
+    with pytest.raises(DataError, match="several labels per text") as caught:
+        api.train_model("text-classification", listed.id)
+    assert "--task text-multilabel" in caught.value.hint
+
+
+def test_training_picks_the_task_from_the_data_and_beats_or_keeps_tfidf_alone(tmp_path, monkeypatch, rows):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    ds = api.import_dataset(write_jsonl(tmp_path / "topics.jsonl", rows))
+    result = api.train_model(None, ds.id, backbone="minilm-l6", max_length=64)
+    model = api.load(result["model"])
+    assert model.task == "text-multilabel"
+    metrics = result["metrics"]
+    assert metrics["micro_f1"] >= 0.85 and 0 < metrics["threshold"] < 1
+    candidates = result["portfolio"]["candidates"]
+    assert set(candidates) == {"network", "tfidf-logreg"}
+    best = max(
+        candidates, key=lambda n: (candidates[n]["micro_f1"], candidates[n]["macro_f1"], n == "network")
+    )
+    assert result["portfolio"]["chosen"] == best
+    answer = model.predict(["Shares in the mobile phone maker fell after its handset flopped at launch."])
+    assert isinstance(answer[0], list) and set(answer[0]) <= set(model.classes_)
+    report = model.evaluate(api.load_dataset(ds.id), "test")
+    assert report["n"] == ds.manifest["counts"]["by_split"]["test"]
+    assert report["micro_f1"] == pytest.approx(metrics["micro_f1"])
+    worst = report["top_losses"][0]  # the row the model gets most wrong: its labels and what was given
+    assert worst["actual"] != worst["predicted"] and set(worst["scores"]) == set(model.classes_)
+
+    # the CLI: predict prints every label with its score; evaluate the per-label table
+    runner = CliRunner()
+    out = runner.invoke(app, ["predict", result["model"], "The band's new album topped the charts."])
+    assert out.exit_code == 0, out.output
+    assert "labels" in out.output and "entertainment" in out.output
+    out = runner.invoke(app, ["evaluate", result["model"]])
+    assert out.exit_code == 0, out.output
+    assert "micro-F1" in out.output and "exact match" in out.output and "tfidf-logreg" in out.output
+
+    # REST (on the ONNX runtime, the default backend for text): a list of labels per text
+    texts = ["The striker scored twice in the cup final.", "The chancellor's budget cut taxes on shares."]
+    with TestClient(create_app([result["model"]], open_predict=True)) as client:
+        body = client.post(f"/v1/models/{ds.name}/predict", json={"inputs": texts}).json()
+        # the console's "try a model" page shows every label given, with its score
+        form = client.get("/console/signin").text
+        client.post("/console/signin", data={"csrf": csrf_of(form), "key": auth.admin_token()})
+        csrf = csrf_of(client.get(f"/console/try/{ds.name}").text)
+        page = client.post(f"/console/try/{ds.name}", data={"csrf": csrf, "text": texts[0]}).text
+    answers = [p["labels"] for p in body["predictions"]]
+    assert answers == model.predict(texts)
+    assert set(body["predictions"][0]["scores"]) == set(model.classes_)
+    shown = body["predictions"][0]
+    assert ">labels<" in page and all(
+        f"<strong>{label}</strong> {shown['scores'][label]:.3f}" in page for label in shown["labels"]
+    )
