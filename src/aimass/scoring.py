@@ -7,13 +7,14 @@ classifier, into a CSV, in chunks that survive a crash — what a cloud's batch 
 {'model': 'reviews:3', 'rows': 50000, 'output': 'scored.csv', ...}
 
 The output keeps each input row's columns and adds ``line`` (where the row starts in the file, to
-join back), ``label`` (the most probable class), ``score`` (its probability) and ``p_CLASS`` for
-every class; for a language model (a LoRA fine-tune) ``answer`` instead, its greedy answer to the
-row's prompt (the ``prompt`` column, else as for text), 16 rows a chunk. A row whose text is
-empty is kept with an empty ``label`` and ``error``; a line that
-cannot be read at all (bad JSON, wrong field count, undecodable bytes) is listed in ``rejects``
-with its line and reason. With ``resume`` the chunks already in the output are kept and the rest
-appended (a job resumed after its worker died does this), so no row is scored twice.
+join back), ``label`` (the most probable class; a multi-label model's: every label it gives, joined
+by ``;``), ``score`` (the best class's probability) and ``p_CLASS`` for every class; for a language
+model (a LoRA fine-tune) ``answer`` instead, its greedy answer to the row's prompt (the ``prompt``
+column, else as for text), 16 rows a chunk. A row whose text is empty is kept with an empty
+``label`` and ``error``; a line that cannot be read at all (bad JSON, wrong field count,
+undecodable bytes) is listed in ``rejects`` with its line and reason. With ``resume`` the chunks
+already in the output are kept and the rest appended (a job resumed after its worker died does
+this), so no row is scored twice.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ CHUNK = 256  # rows scored, written and flushed at a time
 ANSWER_CHUNK = 16  # a language model's rows: each takes about a second
 FIXED = ("line", "label", "score", "error")
 ANSWERED = ("line", "answer", "error")
-TASKS = ("text-classification", "image-classification", "text-generation")
+TASKS = ("text-classification", "text-multilabel", "image-classification", "text-generation")
 
 
 def predict_file(
@@ -94,13 +95,16 @@ def predict_file(
 def _scorer(model, classes: list[str]):
     """Inputs -> each row's ``label, score, error, p_CLASS...`` (``.empty``: an empty input's)."""
 
+    threshold = getattr(model, "threshold_", None)  # a multi-label model gives every label from it
+
     def tail(inputs: list) -> list[list]:
         out = []
         for proba in model.predict_proba(inputs):
             best = int(proba.argmax())
-            out.append(
-                [classes[best], round(float(proba[best]), 6), "", *(round(float(p), 6) for p in proba)]
-            )
+            label = classes[best]
+            if threshold is not None:  # its best label when none reaches the threshold, as served
+                label = ";".join(c for c, p in zip(classes, proba) if p >= threshold) or label
+            out.append([label, round(float(proba[best]), 6), "", *(round(float(p), 6) for p in proba)])
         return out
 
     tail.empty = ["", "", "empty input", *([""] * len(classes))]

@@ -16,10 +16,13 @@ from aimass.errors import AimassError, Unavailable
 from aimass.store import registry
 from aimass.tasks import get_task
 
-# what a run's report shows of the test evaluation: a classifier's, then a language model's
+# what a run's report shows of the test evaluation: a classifier's (a multi-label one's too), then a
+# language model's
 METRICS = (
     "accuracy",
     "macro_f1",
+    "micro_f1",
+    "threshold",
     "n",
     "loss",
     "perplexity",
@@ -104,7 +107,8 @@ def _ask(client, url: str, name: str, tuner, ds) -> str:
             "content"
         ]
     answer = client.call("POST", f"/v1/models/{name}/predict", json=_sample(tuner, ds), server=url)
-    return answer["predictions"][0]["label"]
+    first = answer["predictions"][0]
+    return first["label"] if "label" in first else ", ".join(first["labels"])  # multi-label: every label
 
 
 def _answer_tokens(name: str) -> int:

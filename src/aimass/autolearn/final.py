@@ -50,6 +50,8 @@ def _train_final(run: _Run, tuner, ds, params: dict, state: _State):
     """Fit the task's estimator with ``params`` and the time left, then evaluate on the test split."""
     share = run.left() - run.plan.reserved() - run.deploy_s - run.margin_s
     final = {"seed": run.seed, **tuner.fixed, **params, "time_budget": round(max(10.0, share), 1)}
+    if "time_budget" not in get_task(tuner.task).options():  # a fit that takes seconds has no budget
+        final.pop("time_budget")
     if "time_budget" in params:  # resumed: the interrupted run's exact settings
         final = dict(params)
     state.save(params=final, search=run.search)
@@ -58,7 +60,8 @@ def _train_final(run: _Run, tuner, ds, params: dict, state: _State):
     record = found or registry.start_run(tuner.task, model.get_params(), ds.id)
     folder = state.run_dir or paths.subdir("runs") / record.id
     try:
-        with run.phase("train", 0.45, f"final fit ({final['time_budget']:.0f}s)"):
+        budget = f" ({final['time_budget']:.0f}s)" if "time_budget" in final else ""
+        with run.phase("train", 0.45, f"final fit{budget}"):
             model.fit(ds, run_dir=folder, resume=state.resume, progress=run.progress)
         with run.phase("evaluate", 0.8, "evaluating on the held-out test split"):
             report = model.evaluate(ds, "test")
@@ -75,7 +78,8 @@ def _train_final(run: _Run, tuner, ds, params: dict, state: _State):
 def _note_final(run: _Run, tuner, model, final: dict) -> None:
     if not tuner.searches:
         value, why = tuner.fit_note(model)
-        run.choose("final fit", {"time_budget_s": final["time_budget"], **value}, why)
+        budget = {"time_budget_s": final["time_budget"]} if "time_budget" in final else {}
+        run.choose("final fit", {**budget, **value}, why)
         return
     top = getattr(model, "stages_", {}).get("top", {})
     if top.get("skipped"):

@@ -84,8 +84,13 @@ def render(report: dict) -> None:
 
 
 def _metrics(m: dict) -> str:
-    """The test metrics in a line: a classifier's accuracy and macro-F1, a language model's
-    perplexity and ROUGE-L (against its base model's)."""
+    """The test metrics in a line: a classifier's accuracy and macro-F1 (a multi-label one's micro-F1
+    and exact match first), a language model's perplexity and ROUGE-L (against its base model's)."""
+    if "micro_f1" in m:
+        return (
+            f"test micro-F1 {m['micro_f1']:.4f}, exact match {m['accuracy']:.4f}, "
+            f"macro-F1 {m['macro_f1']:.4f} (n={m['n']})"
+        )
     if "accuracy" in m:
         return f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={m['n']})"
     return (

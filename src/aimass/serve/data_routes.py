@@ -68,6 +68,12 @@ class ImportRequest(BaseModel):
         None, description="a table of validation rows (then path holds training rows)"
     )
     test_path: str | None = Field(None, description="a table of test rows (then path holds training rows)")
+    label_sep: str | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="several labels per row, one cell cut here (e.g. ';'); JSON lists need none",
+    )
 
 
 def page(rows: list[dict], total: int, limit: int, offset: int, key: str) -> dict:
@@ -123,16 +129,21 @@ def rejects_page(dataset_id: str, limit: int, offset: int) -> dict:
     return page(rows, total, limit, offset, "rejects")
 
 
-def import_upload(path: str, name: str | None, project: str | None = None, **files: str | None) -> dict:
+def import_upload(
+    path: str, name: str | None, project: str | None = None, label_sep: str | None = None, **files: str | None
+) -> dict:
     """Import a file under the data roots (REST and the console's upload) into ``project``
     (``default`` when None; 404 when there is none): a new dataset name joins it, and a name
     another project owns is refused before anything is written (403 naming its owner).
-    ``files``: ``valid_path`` and ``test_path``, tables of validation and test rows."""
+    ``files``: ``valid_path`` and ``test_path``, tables of validation and test rows; ``label_sep``:
+    several labels per row (:mod:`aimass.data.multilabel`)."""
     project = project or directory.DEFAULT_PROJECT
     need_project(project)
     files = {k: v for k, v in files.items() if v}
     only_granted_paths({"path": path, **files})
     options = {"name": name, **files} if name else dict(files)
+    if label_sep is not None:
+        options["label_sep"] = label_sep
     with claims.checked(partial(directory.may_write, project, how="an import")):
         summary = api.import_dataset(path, **options).summary()
     if project != directory.DEFAULT_PROJECT and summary["name"] not in directory.owners("dataset"):
@@ -284,7 +295,9 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
     async def import_data(body: ImportRequest):
         """Import (check, split, store) a file or folder under the data roots: the import report."""
         files = {"valid_path": body.valid_path, "test_path": body.test_path}
-        return await asyncio.to_thread(partial(import_upload, body.path, body.name, body.project, **files))
+        return await asyncio.to_thread(
+            partial(import_upload, body.path, body.name, body.project, body.label_sep, **files)
+        )
 
     @app.get("/v1/datasets", tags=["datasets"])
     async def datasets(

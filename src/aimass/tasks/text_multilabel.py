@@ -370,6 +370,7 @@ class TextMultiLabel(ClassificationTask):
     response = PredictResponse
     handler = Handler
     runtime = "aimass.runtime.text:TextRuntime"
+    tuner = "aimass.autolearn.multilabel:MultiLabelTuner"
     sniff_order = 40  # before text-classification: a table whose labels are lists
     sample_request = {"inputs": ["The minister said the new phone tax would hit music sales."]}
     max_upload_bytes = TextClassification.max_upload_bytes

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from aimass import api
+from aimass import api, scoring
 from aimass.cli.main import app
 from aimass.errors import DataError
 from aimass.serve import auth
@@ -82,6 +82,20 @@ def test_a_cell_cut_at_the_separator_is_the_same_dataset_and_without_it_each_com
         api.import_dataset(odd, min_rows=2)
     assert "import with --label-sep ';'" in caught.value.hint
     assert api.import_dataset(odd, min_rows=2, label_sep=";").classes == ["billing", "refund", "urgent"]
+    # REST: POST /v1/datasets takes label_sep too
+    _, key = auth.create_key("ml-ops", ["manage"])
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app([])) as client:
+        stored = client.post(
+            "/v1/uploads", headers=headers, files={"file": ("tickets.csv", path.read_bytes())}
+        )
+        assert stored.status_code == 201, stored.text
+        body = {"path": stored.json()["path"], "name": "tickets", "label_sep": ";"}
+        report = client.post("/v1/datasets", headers=headers, json=body)
+        blank = client.post("/v1/datasets", headers=headers, json={**body, "label_sep": ""})
+    assert report.status_code == 201, report.text
+    assert report.json()["kind"] == "multilabel" and report.json()["id"] == listed.id
+    assert blank.status_code == 422 and "label_sep" in blank.text
     with pytest.raises(DataError, match="several labels per text") as caught:
         api.train_model("text-classification", listed.id)
     assert "--task text-multilabel" in caught.value.hint
@@ -109,6 +123,15 @@ def test_training_picks_the_task_from_the_data_and_beats_or_keeps_tfidf_alone(tm
     worst = report["top_losses"][0]  # the row the model gets most wrong: its labels and what was given
     assert worst["actual"] != worst["predicted"] and set(worst["scores"]) == set(model.classes_)
 
+    # bulk scoring: the label column lists every label given, joined by ';'
+    table = tmp_path / "unlabelled.csv"
+    with table.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["text"], *([r["text"]] for r in rows[:6])])
+    scoring.predict_file(result["model"], table, tmp_path / "scored.csv")
+    with open(tmp_path / "scored.csv", encoding="utf-8") as fh:
+        scored = [row["label"].split(";") for row in csv.DictReader(fh)]
+    assert scored == model.predict([r["text"] for r in rows[:6]])
+
     # the CLI: predict prints every label with its score; evaluate the per-label table
     runner = CliRunner()
     out = runner.invoke(app, ["predict", result["model"], "The band's new album topped the charts."])
@@ -134,3 +157,17 @@ def test_training_picks_the_task_from_the_data_and_beats_or_keeps_tfidf_alone(tm
     assert ">labels<" in page and all(
         f"<strong>{label}</strong> {shown['scores'][label]:.3f}" in page for label in shown["labels"]
     )
+
+
+def test_auto_detects_label_lists_and_reports_what_the_fit_chose(tmp_path, monkeypatch, rows):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    report = api.auto(write_jsonl(tmp_path / "topics.jsonl", rows), time_budget="3m", progress=False)
+    assert report["task"] == "text-multilabel"
+    assert {"micro_f1", "accuracy", "macro_f1", "threshold"} <= set(report["metrics"])
+    choices = {c["what"]: c for c in report["choices"]}
+    assert "nothing to search" in choices["hyper-parameters"]["why"]
+    fit = choices["final fit"]
+    assert "time_budget_s" not in fit["value"] and fit["value"]["chosen"] in ("network", "tfidf-logreg")
+    assert "validation micro-F1: network" in fit["why"]
+    # the served version is the int8 child when it kept the parent's exact-match accuracy (the gate)
+    assert report["compression"]["method"] == "onnx-int8"
