@@ -59,6 +59,15 @@ def test_json_lists_import_as_multilabel_rows_and_bad_labels_are_rejected_by_lin
     assert api.load_dataset(ds.id).labels()[1] == "|".join(sorted(rows[1]["labels"]))
     # every label reaches the test split (stratified by each row's rarest label)
     assert set(ds.manifest["counts"]["by_split_class"]["test"]) == set(ds.classes)
+    # the console's wizard offers to train the multi-label task on it
+    with TestClient(create_app([])) as client:
+        client.post(
+            "/console/signin",
+            data={"csrf": csrf_of(client.get("/console/signin").text), "key": auth.admin_token()},
+        )
+        page = client.get(f"/console/start/{ds.id}").text
+    assert "Task: <strong>text-multilabel</strong>" in page
+    assert "several labels each" in page
 
 
 def test_a_cell_cut_at_the_separator_is_the_same_dataset_and_without_it_each_combination_is_a_class(
