@@ -175,6 +175,23 @@ _IMAGE_TORCH_HOW = _IMAGE_HOW + (
     "holds `mean`, `scale` and `linear.*`."
 )
 
+_MULTILABEL_EXAMPLE = ("The minister said the new phone tax would hit music sales.", "Shares fell 3%.")
+_MULTILABEL_HOW = _TEXT_HOW.replace(
+    "A softmax of the sum gives the probabilities.",
+    "A sigmoid of each label's sum gives its probability (the labels are not exclusive); a text is "
+    "given every label whose probability is at least `threshold` in `preprocessing.json`, or its best "
+    "label when none is.",
+)
+TEXT_MULTILABEL_ONNX = Recipe(
+    _onnx_files,
+    "text_onnx.py",
+    "TextModel",
+    ("onnxruntime", "numpy", "tokenizers"),
+    _text_samples,
+    "text",
+    _MULTILABEL_EXAMPLE,
+    _MULTILABEL_HOW,
+)
 TEXT_ONNX = Recipe(
     _onnx_files,
     "text_onnx.py",
@@ -218,5 +235,6 @@ IMAGE_SAFETENSORS = Recipe(
 
 register_export("text-classification", "onnx", TEXT_ONNX)
 register_export("text-classification", "safetensors", TEXT_SAFETENSORS)
+register_export("text-multilabel", "onnx", TEXT_MULTILABEL_ONNX)
 register_export("image-classification", "onnx", IMAGE_ONNX)
 register_export("image-classification", "safetensors", IMAGE_SAFETENSORS)

@@ -5,9 +5,11 @@ Needs only onnxruntime, numpy and tokenizers (README.md has the versions). Run i
     python predict.py "first text" "second text"
     python predict.py --file texts.txt          # one text per line, or a JSON list of strings
 
-Each text gives one JSON line: {"input": ..., "label": ..., "scores": {label: probability}}.
-From Python: ``TextModel(folder).predict_proba(texts)`` gives one row per text, one column per
-label of labels.json.
+Each text gives one JSON line: {"input": ..., "label": ..., "scores": {label: probability}}; a
+multi-label model's (``preprocessing.json`` has ``"activation": "sigmoid"`` and a ``threshold``)
+gives {"input": ..., "labels": [every label scoring at least the threshold, else the best one],
+"scores": ...}. From Python: ``TextModel(folder).predict_proba(texts)`` gives one row per text, one
+column per label of labels.json.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class TextModel:
         self.labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
         prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
         self.prefix = prep.get("prefix") or ""
+        self.sigmoid = prep.get("activation") == "sigmoid"  # multi-label: one yes/no score per label
+        self.threshold = prep.get("threshold")
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(prep["max_length"])
         self.tokenizer.enable_padding(pad_id=prep["pad_id"], pad_token=prep["pad_token"])
@@ -64,11 +68,20 @@ class TextModel:
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
-            out[start : start + batch_size] = softmax(self.logits(texts[start : start + batch_size]))
+            logits = self.logits(texts[start : start + batch_size])
+            out[start : start + batch_size] = 1 / (1 + np.exp(-logits)) if self.sigmoid else softmax(logits)
         return out
 
-    def predict(self, texts: list[str]) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+    def predict(self, texts: list[str]) -> list:
+        """Each text's label (a multi-label model's: its list of labels)."""
+        return [self.answer(row) for row in self.predict_proba(texts)]
+
+    def answer(self, row: np.ndarray):
+        """One row of probabilities as a label, or (multi-label) every label from the threshold."""
+        best = self.labels[int(row.argmax())]
+        if self.threshold is None:
+            return best
+        return [label for label, p in zip(self.labels, row) if p >= self.threshold] or [best]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -99,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     model = TextModel(HERE, int8=args.int8)
     for text, row in zip(texts, model.predict_proba(texts)):
         scores = {label: round(float(p), 6) for label, p in zip(model.labels, row)}
-        line = {"input": text, "label": model.labels[int(row.argmax())], "scores": scores}
+        key = "label" if model.threshold is None else "labels"
+        line = {"input": text, key: model.answer(row), "scores": scores}
         print(json.dumps(line, ensure_ascii=False))
     return 0
 
