@@ -94,6 +94,7 @@ class MultiLabelTextClassifier(TextClassifier):
         "data_digest_",
     )
     activation = "sigmoid"  # how the ONNX runtime turns logits into scores (aimass.runtime.text)
+    fit_from = None  # continuing a version (the text classifier's) is not supported here yet
 
     def __init__(self, backbone="auto", max_length=128, lexical=True, threshold=None, baselines=True, seed=0):
         self.backbone = backbone

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from aimass import api, scoring
 from aimass.cli.main import app
-from aimass.errors import DataError
+from aimass.errors import ConfigError, DataError
 from aimass.serve import auth
 from aimass.serve.app import create_app
 from aimass.tasks.text_multilabel import TextMultiLabel
@@ -131,6 +131,9 @@ def test_training_picks_the_task_from_the_data_and_beats_or_keeps_tfidf_alone(tm
     assert report["micro_f1"] == pytest.approx(metrics["micro_f1"])
     worst = report["top_losses"][0]  # the row the model gets most wrong: its labels and what was given
     assert worst["actual"] != worst["predicted"] and set(worst["scores"]) == set(model.classes_)
+
+    with pytest.raises(ConfigError, match="Continuing is supported for"):  # not for multi-label yet
+        api.train_model(None, ds.id, continue_from=result["model"])
 
     # bulk scoring: the label column lists every label given, joined by ';'
     table = tmp_path / "unlabelled.csv"
