@@ -183,3 +183,18 @@ def test_auto_detects_label_lists_and_reports_what_the_fit_chose(tmp_path, monke
     assert "validation micro-F1: network" in fit["why"]
     # the served version is the int8 child when it kept the parent's exact-match accuracy (the gate)
     assert report["compression"]["method"] == "onnx-int8"
+
+
+def test_many_labels_try_fewer_settings_each(monkeypatch):
+    """Each setting costs one regression per label: the candidates try as many settings as
+    ``LABEL_FITS`` label fits allow, most promising first (100 labels: 2 settings each)."""
+    from aimass.tasks import text_multilabel
+
+    monkeypatch.setattr(text_multilabel, "LABEL_FITS", 10)  # 5 labels: 2 settings per candidate
+    texts, labels = TextMultiLabel.sample_data(per_class=6)
+    model = text_multilabel.MultiLabelTextClassifier(backbone="minilm-l6", max_length=64)
+    model.fit((texts, labels), progress=False)
+    tried = {name: c["settings_tried"] for name, c in model.candidates_.items()}
+    assert tried == {"network": 2, "tfidf-logreg": 2}
+    chosen = model.candidates_[model.chosen_]
+    assert (chosen["C"], chosen["w"]) in (text_multilabel.NETWORK_GRID[:2] + text_multilabel.TFIDF_GRID[:2])
