@@ -1,4 +1,8 @@
-"""Prototype: does fine-tuning MiniLM's top 2 blocks with BCE beat the frozen multi-label head?"""
+"""Tried and not kept (bench/results/HISTORY.md, "Multi-label text"): does fine-tuning MiniLM's top
+blocks with a binary cross-entropy beat the frozen multi-label head on bench/multilabel.py's split?
+
+    python bench/peers/multilabel_stage2_tried.py 2 3     # top 2 blocks, 3 epochs (then: 4 4)
+"""
 
 import os
 import sys
