@@ -86,6 +86,43 @@ def import_(
     emit(portable.import_store(folder, name), as_json, _render_store)
 
 
+@stores_app.command("push")
+@command
+def push(
+    store: Annotated[str, typer.Argument(help="The store's id (vs_...).")],
+    url: Annotated[str, typer.Argument(help="s3://BUCKET[/PREFIX], or a store named in AIMASS_STORES.")],
+    as_json: JsonFlag = False,
+):
+    """Upload STORE (as `export` writes it, sealed) to URL/vector-stores/<id>/v<N>, for `pull` elsewhere."""
+    from aimass import sharing
+    from aimass.retrieval import portable
+
+    done = portable.push_store(store, sharing.store_url(url))
+    emit(
+        done,
+        as_json,
+        lambda d: out.print(
+            f"{d['files']} documents, {d['chunks']} chunks -> {d['url']}"
+            + (" (already there: nothing sent)" if d["unchanged"] else f" ({d['bytes']:,} bytes)")
+        ),
+    )
+
+
+@stores_app.command("pull")
+@command
+def pull(
+    url: Annotated[str, typer.Argument(help="s3://.../vector-stores/<id>[/vN] (without vN: the newest).")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name the new store (default: as pushed).")
+    ] = None,
+    as_json: JsonFlag = False,
+):
+    """A new store from a pushed one: every file checked against its sums, nothing embedded again."""
+    from aimass.retrieval import portable
+
+    emit(portable.pull_store(url, name), as_json, _render_store)
+
+
 @stores_app.command("delete")
 @command
 def delete(store: Annotated[str, typer.Argument(help="The store's id (vs_...).")], as_json: JsonFlag = False):

@@ -10,6 +10,11 @@ vectors of its width), the chunk count and each document's name and size before 
 then makes a new store with new file ids, reading each document as an upload is; a failure there
 takes the new store and its documents away again.
 
+:func:`push_store` carries the same folder to S3-compatible storage, sealed (``SHA256SUMS``) and
+laid out as pushed model versions are (:mod:`aimass.store.remote`), under
+``s3://BUCKET/PREFIX/vector-stores/<store id>/v<N>``; :func:`pull_store` downloads one, checks every
+file against its sums and imports it.
+
 >>> sorted(FORMAT.split("/"))
 ['1', 'aimass-vector-store']
 """
@@ -27,6 +32,7 @@ from aimass.backbones.embeddings import EMBEDDERS
 from aimass.errors import ConfigError, DataError
 from aimass.retrieval import files, stores
 from aimass.retrieval.tables import ChunkRecord, StoreFileRecord, session
+from aimass.store import artifacts, remote
 
 FORMAT = "aimass-vector-store/1"
 MAX_CHUNKS = 2_000_000  # rows a folder may bring (about 3 GB of 384-d vectors)
@@ -203,3 +209,62 @@ def _document(folder: Path, n: int, entry: dict) -> Path:
     if source.stat().st_size > files.MAX_BYTES:
         raise DataError(f"documents/{n} ({name}) is over {files.MAX_BYTES:,} bytes.", where=str(source))
     return source
+
+
+REMOTE_PREFIX = "vector-stores"  # under the URL a store is pushed to; model versions sit beside it
+REMOTE_TASK = "vector-store"  # version.json's ``task``: what a pull of this folder makes
+
+
+def push_store(store_id: str, url: str) -> dict:
+    """Export store ``store_id``, seal it and upload it under ``URL/vector-stores/<id>/v<N>``: N is
+    the newest version there when it holds the very same files (nothing is sent: ``unchanged``),
+    else one past it. ``url``: ``s3://BUCKET[/PREFIX]``."""
+    import tempfile
+
+    base = f"{url.rstrip('/')}/{REMOTE_PREFIX}"
+    remote.parse_url(base)
+    with tempfile.TemporaryDirectory(prefix="aimass-store-") as tmp:
+        folder = Path(tmp) / "store"
+        done = export_store(store_id, folder)
+        artifacts.seal(folder)
+        pushed = remote.remote_versions(base, name=store_id)
+        version = pushed[-1]["version"] if pushed else 1
+        if pushed and not _same_files(folder, pushed[-1]["url"]):
+            version += 1
+        found = stores.get(store_id)
+        meta = {
+            "name": store_id,
+            "version": version,
+            "task": REMOTE_TASK,
+            "metrics": {"files": done["files"], "chunks": done["chunks"]},
+            "parent": None,
+            "store_name": found["name"],
+            "embedding_model": found["embedding_model"],
+        }
+        sent = remote.push_folder(folder, base, store_id, version, meta)
+    return {"vector_store_id": store_id, "files": done["files"], "chunks": done["chunks"], **sent}
+
+
+def _same_files(folder: Path, url: str) -> bool:
+    """Whether the pushed version at ``url`` holds exactly the files of the sealed ``folder``."""
+    meta = remote.resolve(url, remote.client())[2]
+    here = {**artifacts.read_sums(folder), artifacts.SUMS: artifacts.sha256_file(folder / artifacts.SUMS)}
+    return meta["files"] == here
+
+
+def pull_store(url: str, name: str | None = None) -> dict:
+    """Download a pushed store (``s3://.../vector-stores/<id>/vN``, or without ``/vN`` its newest),
+    check every file against the sums it was pushed with, and import it as a new store here
+    (:func:`import_store`; ``name`` default: the pushed store's)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="aimass-store-") as tmp:
+        folder = Path(tmp) / "store"
+        meta = remote.pull_folder(url, folder)
+        if meta.get("task") != REMOTE_TASK:
+            raise ConfigError(
+                f"{meta['url']} holds a {meta.get('task')} version, not a vector store.",
+                hint="Pull model versions with `aimass models pull`.",
+            )
+        made = import_store(folder, name)
+    return {**made, "pulled_from": meta["url"]}

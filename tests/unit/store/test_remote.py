@@ -240,3 +240,63 @@ def test_named_stores_are_checked(monkeypatch):
         monkeypatch.setenv("AIMASS_STORES", bad)
         with pytest.raises(ConfigError, match="AIMASS_STORES|s3://"):
             stores()
+
+
+HANDBOOK = {
+    "leave.md": "Annual leave: every employee has 25 days of paid holiday a year. Unused days carry over "
+    "to March.",
+    "it.txt": "To reset your password, open the staff portal and choose 'forgot password'. The IT desk is "
+    "on the second floor.",
+}
+
+
+def test_a_vector_store_pushed_here_is_pulled_elsewhere_and_answers_the_same(store, monkeypatch, tmp_path):
+    """``aimass stores push`` seals the export and uploads it beside the model versions (not listed
+    among them); pushing it unchanged sends nothing, changed makes v2; ``stores pull`` on another
+    home checks every file and answers with the same scores; a changed object is refused."""
+    from typer.testing import CliRunner
+
+    from aimass.cli import app
+    from aimass.retrieval import files, search, stores
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "here"))
+    for name, text in HANDBOOK.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    made = stores.build("handbook", [tmp_path / name for name in HANDBOOK])
+    question = "How many days of holiday do I get?"
+    runner, url = CliRunner(), f"s3://{BUCKET}/team-b"
+    first = runner.invoke(app, ["stores", "push", made["id"], url, "--json"])
+    assert first.exit_code == 0, first.output
+    sent = json.loads(first.output)
+    assert (
+        sent["url"] == f"{url}/vector-stores/{made['id']}/v1"
+        and not sent["unchanged"]
+        and sent["chunks"] >= 2
+    )
+    again = json.loads(runner.invoke(app, ["stores", "push", made["id"], url, "--json"]).output)
+    assert again["unchanged"] and again["url"] == sent["url"] and again["bytes"] == 0
+    assert api.remote_models(url) == []  # stores are not model versions
+    leave = next(
+        f["id"] for f in stores.listed_files(made["id"]) if files.info(f["id"])["filename"] == "leave.md"
+    )
+    stores.set_attributes(made["id"], leave, {"team": "hr"})
+    asked = search.search(made["id"], question)["data"]
+    changed = json.loads(runner.invoke(app, ["stores", "push", made["id"], url, "--json"]).output)
+    assert changed["url"].endswith("/v2") and not changed["unchanged"]
+
+    other_machine(monkeypatch, tmp_path)
+    pulled = runner.invoke(
+        app, ["stores", "pull", f"{url}/vector-stores/{made['id']}", "--name", "moved", "--json"]
+    )
+    assert pulled.exit_code == 0, pulled.output
+    moved = json.loads(pulled.output)
+    assert moved["name"] == "moved" and moved["pulled_from"] == changed["url"]  # the newest version
+    answer = search.search(moved["id"], question)["data"]
+    assert [(h["filename"], h["score"]) for h in answer] == [(h["filename"], h["score"]) for h in asked]
+    assert answer[0]["attributes"] == {"team": "hr"}
+
+    bucket_key = f"team-b/vector-stores/{made['id']}/v1/chunks.jsonl"
+    remote.client().put_object(Bucket=BUCKET, Key=bucket_key, Body=b'{"file_id": "x", "text": "changed"}\n')
+    refused = runner.invoke(app, ["stores", "pull", sent["url"]])
+    assert refused.exit_code == 1 and "does not match its sha256" in " ".join(refused.output.split())
+    assert [s["id"] for s in stores.listed()] == [moved["id"]]  # nothing imported from v1
