@@ -127,7 +127,7 @@ class MultiLabelTextClassifier(TextClassifier):
         self.classes_ = sorted({label for labels in train[1] for label in labels})
         if len(self.classes_) < 2:
             raise DataError("Training needs at least two labels.", hint="Add examples of another label.")
-        self._setup(cfg, language, train[0])
+        self._prepare(cfg, language, train[0])
         timer.lap("load_backbone")
         pooled = self._embed(train[0] + val[0], digest, progress)
         timer.lap("embed")
@@ -141,7 +141,8 @@ class MultiLabelTextClassifier(TextClassifier):
         self.data_digest_ = digest
         return self
 
-    def _setup(self, cfg: Config, language: str, texts: list[str]) -> None:
+    def _prepare(self, cfg: Config, language: str, texts: list[str]) -> None:
+        """Backbone, tokenizer, token window, TF-IDF branch and the network (encoder frozen)."""
         self.language_ = language
         self.backbone_ = default_backbone(language) if cfg.backbone == "auto" else cfg.backbone
         spec = get_backbone(self.backbone_)
@@ -278,7 +279,10 @@ def _holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:
         raise DataError(
             "Too few rows to hold out validation data.", hint="Add rows, or pass validation data."
         )
-    pick = lambda rows: ([train[0][i] for i in rows], [train[1][i] for i in rows])  # noqa: E731
+
+    def pick(rows) -> tuple[list, list]:
+        return [train[0][i] for i in rows], [train[1][i] for i in rows]
+
     return pick(sorted(order[n_valid:])), pick(sorted(order[:n_valid]))
 
 
