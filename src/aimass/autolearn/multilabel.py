@@ -41,15 +41,10 @@ class MultiLabelTuner(TextTuner):
         return _reserve(run, self, ds)
 
     def settle(self, run: _Run, ds) -> dict:
+        from aimass.autolearn.search import _no_search  # optuna and the trials: only for a run
+
         run.plan = _reserve(run, self, ds)
-        run.search = {
-            "trials": 0,
-            "pruned": 0,
-            "best_params": None,
-            "best_valid_macro_f1": None,
-            "lr_range_test": None,
-            "skipped": WHY_NO_SEARCH,
-        }
+        run.search = _no_search(WHY_NO_SEARCH, {})
         run.choose("hyper-parameters", {}, WHY_NO_SEARCH)
         return {}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -182,16 +183,6 @@ _MULTILABEL_HOW = _TEXT_HOW.replace(
     "given every label whose probability is at least `threshold` in `preprocessing.json`, or its best "
     "label when none is.",
 )
-TEXT_MULTILABEL_ONNX = Recipe(
-    _onnx_files,
-    "text_onnx.py",
-    "TextModel",
-    ("onnxruntime", "numpy", "tokenizers"),
-    _text_samples,
-    "text",
-    _MULTILABEL_EXAMPLE,
-    _MULTILABEL_HOW,
-)
 TEXT_ONNX = Recipe(
     _onnx_files,
     "text_onnx.py",
@@ -202,6 +193,7 @@ TEXT_ONNX = Recipe(
     _TEXT_EXAMPLE,
     _TEXT_HOW,
 )
+TEXT_MULTILABEL_ONNX = replace(TEXT_ONNX, example=_MULTILABEL_EXAMPLE, how=_MULTILABEL_HOW)
 IMAGE_ONNX = Recipe(
     _onnx_files,
     "image_onnx.py",

@@ -495,7 +495,13 @@ class TextClassifier(Classifier):
         keyed by its trained weights)."""
         if not texts:
             return torch.zeros(0, self.net_.encoder.config.hidden_size)
-        key = f"continue|{self.backbone_}|{encoder_digest(self)}|{self.max_length_}"
+        return self._pooled(
+            texts, f"continue|{self.backbone_}|{encoder_digest(self)}|{self.max_length_}", progress
+        )
+
+    def _pooled(self, texts: list[str], key: str, progress: bool) -> torch.Tensor:
+        """Pooled embeddings of ``texts`` through this model's encoder, cached on disk under ``key``
+        (and the texts' digest)."""
         return cached_embeddings(
             self.net_.encoder,
             self.tokenizer_,

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from aimass.backbones import default_backbone, get_backbone
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
-from aimass.data import bbc_news_path, bbc_news_text, detect_language, read_table
+from aimass.data import bbc_news_path, bbc_news_text, detect_language
 from aimass.data.multilabel import split_labels
 from aimass.errors import DataError
 from aimass.estimator import parse_config
@@ -43,7 +43,6 @@ from aimass.tasks.classification import Handler as ClassifierHandler
 from aimass.tasks.text_classification import PredictRequest, TextClassification, TextClassifier
 from aimass.tfidf import settings_for
 from aimass.tfidf.branch import Lexical
-from aimass.train.cache import cached_embeddings
 
 # the candidates' settings, most promising first: (C, the embedding's weight beside TF-IDF)
 NETWORK_GRID = (
@@ -157,16 +156,9 @@ class MultiLabelTextClassifier(TextClassifier):
             p.requires_grad_(False)
 
     def _embed(self, texts: list[str], digest: str, progress: bool) -> np.ndarray:
-        key = f"multilabel|{self.backbone_}|{digest}|{self.max_length_}"
-        return cached_embeddings(
-            self.net_.encoder,
-            self.tokenizer_,
-            self._prefixed(texts),
-            key,
-            max_length=self.max_length_,
-            keep_layer=None,
-            progress=progress,
-        )["pooled"].numpy()
+        return self._pooled(
+            texts, f"multilabel|{self.backbone_}|{digest}|{self.max_length_}", progress
+        ).numpy()
 
     def _choose(self, cfg: Config, parts: list, targets: list[np.ndarray]) -> None:
         """Fit every candidate on the training rows, keep the best by validation micro-F1 (then
@@ -445,14 +437,8 @@ class TextMultiLabel(ClassificationTask):
     @classmethod
     def eval_data(cls, path: Path, import_dataset=None) -> tuple[list, list] | None:
         """The text and label columns of a table file (labels as lists; rejected rows left out)."""
-        if not path.is_file():
-            return None
-        good, rejects, _ = read_table(path)
-        if not good:
-            raise DataError(
-                f"No usable rows in {path} ({len(rejects)} rejected).", hint="Check the file's columns."
-            )
-        return [r["text"] for r in good], [split_labels(r["label"]) for r in good]
+        found = TextClassification.eval_data(path, import_dataset)
+        return None if found is None else (found[0], [split_labels(x) for x in found[1]])
 
 
 __all__ = ["MultiLabelTextClassifier", "TextMultiLabel"]
