@@ -143,6 +143,7 @@ def train_model(
 
         data = with_validation(data, dataset(valid_data))
         registry.record_dataset(data)
+    _check_options(task, params)
     model = get_task(task).estimator(**params)
     if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
         return _summary(done, data, get_task(task).estimator.load(registry.open_folder(done)))
@@ -162,6 +163,18 @@ def train_model(
     record = register(model, name, report=report, run_id=run.id)
     registry.finish_run(run.id, "succeeded", timings=model.timings_)
     return _summary(record, data, model)
+
+
+def _check_options(task: str, params: dict) -> None:
+    """A ConfigError naming the options ``task`` does not take (the task may come from the data,
+    after the command line was read), with the ones it does."""
+    known = get_task(task).options()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"Task '{task}' has no option {', '.join(map(repr, unknown))}.",
+            hint=f"Its options: {', '.join(sorted(known))} (`aimass tasks` shows their defaults).",
+        )
 
 
 REPLAY = 200  # old training rows per class a continued fit replays by default

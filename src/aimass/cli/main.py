@@ -290,7 +290,7 @@ def train(
     given = {"backbone": backbone, "time_budget": time_budget, "unfreeze": unfreeze, "epochs_top": epochs_top}
     params = {
         **{k: v for k, v in given.items() if v is not None},
-        **task_options(task or DEFAULT_TASK, option or []),
+        **task_options(task, option or []),  # no --task: checked once the data names the task
     }
     params["seed"] = params.pop("seed", seed)
     result = api.train_model(
@@ -307,15 +307,16 @@ def train(
     emit(result, as_json, _show_train)
 
 
-def task_options(task: str, pairs: list[str]) -> dict:
-    """``--set KEY=VALUE`` pairs checked against the task's options (``Task.options()``)."""
+def task_options(task: str | None, pairs: list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs checked against the task's options (``Task.options()``); with no
+    task, as given (``train_model`` checks them against the task the data calls for)."""
     from aimass.cli.compress import settings
     from aimass.errors import ConfigError
     from aimass.tasks import get_task
 
     given = settings(pairs)
-    if not given:
-        return {}
+    if not given or task is None:
+        return given
     known = get_task(task).options()
     unknown = sorted(set(given) - set(known))
     if unknown:

@@ -152,6 +152,14 @@ def test_training_picks_the_task_from_the_data_and_beats_or_keeps_tfidf_alone(tm
     out = runner.invoke(app, ["evaluate", result["model"]])
     assert out.exit_code == 0, out.output
     assert "micro-F1" in out.output and "exact match" in out.output and "tfidf-logreg" in out.output
+    # `train` without --task: its --set options are the task's the data calls for
+    out = runner.invoke(app, ["train", "--data", ds.id, "--set", "threshold=0.4", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["metrics"]["threshold"] == 0.4
+    out = runner.invoke(app, ["train", "--data", ds.id, "--set", "unfreeze=2"])
+    assert out.exit_code == 2 and "Task 'text-multilabel' has no option 'unfreeze'" in " ".join(
+        out.output.split()
+    )
 
     # REST (on the ONNX runtime, the default backend for text): a list of labels per text
     texts = ["The striker scored twice in the cup final.", "The chancellor's budget cut taxes on shares."]
