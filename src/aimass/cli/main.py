@@ -231,7 +231,8 @@ def train(
             metavar="TASK",
             autocompletion=_task_names,
             help="Task type; `aimass tasks` lists every task and its options "
-            f"(default: {DEFAULT_TASK}, or the --from version's).",
+            f"(default: the one the data's kind calls for, {DEFAULT_TASK} for texts with one label each; "
+            "with --from, the version's).",
         ),
     ] = None,
     backbone: Annotated[
