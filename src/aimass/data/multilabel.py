@@ -69,7 +69,7 @@ def is_multi(records: list[Record], label_col: str, sep: str | None) -> bool:
 
 def join_records(records: list[Record], label_col: str, sep: str | None) -> tuple[list[Record], list[dict]]:
     """Each record with its labels joined (:func:`joined`), and a reject for each record whose
-    labels cannot be read (naming the file, the line and what is wrong)."""
+    labels cannot be read or that has none (naming the file, the line and what is wrong)."""
     good, rejects = [], []
     for rec in records:
         try:
@@ -78,6 +78,10 @@ def join_records(records: list[Record], label_col: str, sep: str | None) -> tupl
             rejects.append(
                 make_reject(rec.file, rec.line, f"malformed labels: {exc}", rec.raw, "malformed line")
             )
+            continue
+        if not rec.fields[label_col]:
+            reason = "no labels: give every row at least one (a label such as 'none' where no tag applies)"
+            rejects.append(make_reject(rec.file, rec.line, reason, rec.raw, "missing label"))
             continue
         good.append(rec)
     return good, rejects
