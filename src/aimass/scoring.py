@@ -98,12 +98,14 @@ def _scorer(model, classes: list[str]):
     threshold = getattr(model, "threshold_", None)  # a multi-label model gives every label from it
 
     def tail(inputs: list) -> list[list]:
+        from aimass.evaluation.metrics import decide  # heavy (scikit-learn): a scoring job only
+
+        probas = model.predict_proba(inputs)
+        given = None if threshold is None else decide(probas, threshold)  # as served
         out = []
-        for proba in model.predict_proba(inputs):
+        for i, proba in enumerate(probas):
             best = int(proba.argmax())
-            label = classes[best]
-            if threshold is not None:  # its best label when none reaches the threshold, as served
-                label = ";".join(c for c, p in zip(classes, proba) if p >= threshold) or label
+            label = classes[best] if given is None else ";".join(c for c, on in zip(classes, given[i]) if on)
             out.append([label, round(float(proba[best]), 6), "", *(round(float(p), 6) for p in proba)])
         return out
 

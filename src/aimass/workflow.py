@@ -143,7 +143,7 @@ def train_model(
 
         data = with_validation(data, dataset(valid_data))
         registry.record_dataset(data)
-    _check_options(task, params)
+    check_options(task, params)
     model = get_task(task).estimator(**params)
     if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
         return _summary(done, data, get_task(task).estimator.load(registry.open_folder(done)))
@@ -165,7 +165,7 @@ def train_model(
     return _summary(record, data, model)
 
 
-def _check_options(task: str, params: dict) -> None:
+def check_options(task: str, params: dict) -> None:
     """A ConfigError naming the options ``task`` does not take (the task may come from the data,
     after the command line was read), with the ones it does."""
     known = get_task(task).options()

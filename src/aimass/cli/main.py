@@ -312,19 +312,11 @@ def task_options(task: str | None, pairs: list[str]) -> dict:
     """``--set KEY=VALUE`` pairs checked against the task's options (``Task.options()``); with no
     task, as given (``train_model`` checks them against the task the data calls for)."""
     from aimass.cli.compress import settings
-    from aimass.errors import ConfigError
-    from aimass.tasks import get_task
+    from aimass.workflow import check_options
 
     given = settings(pairs)
-    if not given or task is None:
-        return given
-    known = get_task(task).options()
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"Task '{task}' has no option {', '.join(map(repr, unknown))}.",
-            hint=f"Its options: {', '.join(sorted(known))} (`aimass tasks` shows their defaults).",
-        )
+    if given and task is not None:
+        check_options(task, given)
     return given
 
 
