@@ -27,10 +27,12 @@ import numpy as np
 from aimass import paths
 from aimass.data import Dataset, load_dataset
 from aimass.data.dataset import KINDS
+from aimass.data.multilabel import split_labels, strata
 from aimass.data.revise import revise_dataset
 from aimass.data.storage import atomic_write
 from aimass.errors import ConfigError, DataError, NotFoundError
 from aimass.evaluation import label_issues as cl
+from aimass.evaluation.metrics import decide, multi_hot
 from aimass.store import registry
 from aimass.tasks import available_tasks, get_task
 
@@ -81,10 +83,14 @@ def dataset_issues(
     ds = data if isinstance(data, Dataset) else load_dataset(data)
     spec, (embeddings, extra) = _features(ds, lexical, progress)
     index = {c: i for i, c in enumerate(ds.classes)}
-    labels = np.array([index[label] for label in ds.labels()])
+    multi = ds.kind == "multilabel"
+    labels = _targets(ds) if multi else np.array([index[label] for label in ds.labels()])
     if model is None:
-        proba = cl.out_of_fold_proba(
-            stack_features(embeddings, extra), labels, len(index), folds=folds, seed=seed
+        features = stack_features(embeddings, extra)
+        proba = (
+            cl.out_of_fold_multilabel(features, labels, strata=strata(ds.rows()), folds=folds, seed=seed)
+            if multi
+            else cl.out_of_fold_proba(features, labels, len(index), folds=folds, seed=seed)
         )
         method = {
             "probabilities": "cross-validation",
@@ -94,10 +100,11 @@ def dataset_issues(
         }
     else:
         proba, method = _model_proba(model, ds, index)
-    report = _report(ds, labels, proba, embeddings, threshold, hard)
+    report = (_multi_report if multi else _report)(ds, labels, proba, embeddings, threshold, hard)
     report["method"] = {
         **method,
-        "detector": "confident learning (prune by noise rate)",
+        "detector": "confident learning (prune by noise rate"
+        + (", one-vs-rest per label)" if multi else ")"),
         "threshold": threshold,
     }
     report["seconds"] = round(time.perf_counter() - began, 2)
@@ -209,6 +216,83 @@ def _report(ds: Dataset, labels, proba, embeddings, threshold: float, hard: int)
         "label_issues": issues,
         "near_duplicates": dups,
         "hard_examples": hardest,
+    }
+
+
+def _targets(ds: Dataset) -> np.ndarray:
+    """A multi-label dataset's labels as ``[rows, classes]`` 0/1."""
+    return multi_hot([split_labels(label) for label in ds.labels()], ds.classes)
+
+
+def _multi_report(ds: Dataset, targets, proba, embeddings, threshold: float, hard: int) -> dict:
+    """The report of a multi-label dataset: a row is a likely label error when any of its label
+    decisions is (a label given that does not apply, or one missing that does); issues are ranked
+    by the probability of the row's label set, the hard examples by their least sure decision."""
+    classes, rows = ds.classes, ds.rows()
+    cells = cl.find_multilabel_issues(targets, proba)
+    quality = cl.label_set_log_likelihood(targets, proba)
+    margin = cl.multilabel_margins(targets, proba)
+    issues = [
+        _multi_issue(i, rows[i], classes, cells[i], quality[i], margin[i])
+        for i in cl.rank_rows(quality, cells.any(1))
+    ]
+    unsure = np.abs(2 * proba - 1)
+    hardest = [
+        _multi_hard(i, rows[i], classes, proba[i], unsure[i])
+        for i in cl.lowest(unsure.min(1), hard, exclude=cells.any(1))
+    ]
+    dups = _duplicates(rows, KINDS[ds.kind], embeddings, threshold)
+    decided = decide(proba, 0.5)
+    return {
+        "format": FORMAT,
+        "dataset": {"id": ds.id, "digest": ds.digest, "name": ds.name, "kind": ds.kind},
+        "counts": {
+            "rows": len(rows),
+            "label_issues": len(issues),
+            "near_duplicates": len(dups),
+            "hard_examples": len(hardest),
+        },
+        "accuracy": round(float((decided == targets).all(1).mean()), 4),  # exact match, labels from 0.5
+        "flagged_by_label": {
+            c: {
+                "missing": int((cells[:, k] & (targets[:, k] == 0)).sum()),
+                "wrong": int((cells[:, k] & (targets[:, k] == 1)).sum()),
+            }
+            for k, c in enumerate(classes)
+        },
+        "label_issues": issues,
+        "near_duplicates": dups,
+        "hard_examples": hardest,
+    }
+
+
+def _multi_issue(i: int, row: dict, classes: list[str], cells, quality: float, margin) -> dict:
+    given = set(split_labels(row["label"]))
+    flagged = {classes[k] for k in np.flatnonzero(cells)}
+    suggested = given ^ flagged or given  # every flagged decision turned (never no label at all)
+    return {
+        "row": int(i),
+        "split": row["split"],
+        "label": row["label"],
+        "suggested": "|".join(sorted(suggested)),
+        "add": sorted(flagged - given),
+        "remove": sorted(flagged & given),
+        "self_confidence": round(float(np.exp(quality)), 4),  # of the label set as given
+        "margin": round(float(margin[cells].min()), 4),
+        "item": _item(row, KINDS["multilabel"]),
+    }
+
+
+def _multi_hard(i: int, row: dict, classes: list[str], proba, unsure) -> dict:
+    k = int(unsure.argmin())
+    return {
+        "row": int(i),
+        "split": row["split"],
+        "label": row["label"],
+        "predicted": "|".join(classes[j] for j in np.flatnonzero(decide(proba[None], 0.5)[0])),
+        "unsure": classes[k],  # the label the model is least sure of
+        "margin": round(float(unsure[k]), 4),
+        "item": _item(row, KINDS["multilabel"]),
     }
 
 

@@ -152,18 +152,25 @@ def data_issues(
 
 def _show_issues(report: dict, top: int) -> None:
     c, ds = report["counts"], report["dataset"]
+    multi = ds.get("kind") == "multilabel"  # rows with several labels: a label added or removed
     out.print(
         f"Dataset {ds['name']!r} (id {ds['id']}): {c['rows']:,} rows, {c['label_issues']} likely label "
-        f"error(s), {c['near_duplicates']} near-duplicate(s) across splits; out-of-fold accuracy "
-        f"{report['accuracy']:.4f} ({report['method']['probabilities']}, {report['seconds']} s)"
+        f"error(s), {c['near_duplicates']} near-duplicate(s) across splits; out-of-fold "
+        f"{'exact match' if multi else 'accuracy'} {report['accuracy']:.4f} "
+        f"({report['method']['probabilities']}, {report['seconds']} s)"
     )
+    issue = ["add", "remove"] if multi else ["suggested"]
     tables = (
-        ("label_issues", ["row", "split", "label", "suggested", "self_confidence", "margin", "item"]),
+        ("label_issues", ["row", "split", "label", *issue, "self_confidence", "margin", "item"]),
         ("near_duplicates", ["row", "split", "label", "match_row", "match_label", "similarity", "item"]),
-        ("hard_examples", ["row", "split", "label", "predicted", "runner_up", "margin", "item"]),
+        (
+            "hard_examples",
+            ["row", "split", "label", "predicted", "unsure" if multi else "runner_up", "margin", "item"],
+        ),
     )
     for key, columns in tables:
         rows = [{**r, "item": r["item"][:60]} for r in report[key][:top]]
+        rows = [{k: ", ".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows]
         if rows:
             more = len(report[key]) - len(rows)
             title = key.replace("_", " ") + (f" (first {len(rows)} of {len(report[key])})" if more else "")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aimass.data.dataset import DATA_FILE, KINDS, REJECTS_FILE, Dataset
 from aimass.data.image_import import find_leakage, image_lines
+from aimass.data.multilabel import JOIN, split_labels
 from aimass.data.storage import (
     ID_LENGTH,
     atomic_copy,
@@ -34,7 +35,11 @@ from aimass.errors import ConfigError
 from aimass.store.claims import claim
 
 CHANGES_FILE = "changes.jsonl"
-_LINES = {"text": canonical_lines, "image": image_lines}  # the digest's canonical rows per kind
+_LINES = {
+    "text": canonical_lines,
+    "multilabel": canonical_lines,
+    "image": image_lines,
+}  # the digest's canonical rows per kind
 
 
 def revise_dataset(
@@ -63,10 +68,15 @@ def revise_dataset(
         DataError: What is left cannot train a classifier.
     """
     drop, relabel = dict(drop or {}), dict(relabel or {})
+    if parent.kind == "multilabel":  # a label set is stored sorted and joined: "a|b"
+        relabel = {
+            i: (JOIN.join(sorted(set(split_labels(label)))), why) for i, (label, why) in relabel.items()
+        }
     rows = parent.rows()
     _check(parent, rows, drop, relabel)
     changes, kept = _apply(parent, rows, drop, relabel)
-    check_trainable(kept, [], min_rows=2, where=f"dataset {parent.name} after the changes")
+    multi = parent.kind == "multilabel"
+    check_trainable(kept, [], min_rows=2, where=f"dataset {parent.name} after the changes", multi=multi)
     settings = {"parent": parent.digest, "changes": _canonical_changes(changes)}
     digest = compute_digest(_LINES[parent.kind](kept), settings)
     stored = existing(digest[:ID_LENGTH])
@@ -79,7 +89,8 @@ def revise_dataset(
 def _check(parent: Dataset, rows: list[dict], drop: dict, relabel: dict) -> None:
     if parent.kind not in _LINES:
         raise ConfigError(
-            f"dataset {parent.name!r} holds {parent.kind} data; only text and image datasets are revised",
+            f"dataset {parent.name!r} holds {parent.kind} data; only text, multi-label and image datasets "
+            "are revised",
             hint="Revise a classification dataset.",
         )
     if not drop and not relabel:
@@ -93,10 +104,14 @@ def _check(parent: Dataset, rows: list[dict], drop: dict, relabel: dict) -> None
     both = sorted(set(drop) & set(relabel))
     if both:
         raise ConfigError(f"row(s) {both[:5]} are both dropped and relabelled", hint="Pick one per row.")
+    empty = sorted(i for i, (label, _) in relabel.items() if not label)
+    if empty:
+        raise ConfigError(f"row(s) {empty[:5]} would have no label", hint="Give every row at least one.")
     same = sorted(i for i, (label, _) in relabel.items() if rows[i]["label"] == label)
     if same:
         raise ConfigError(f"row(s) {same[:5]} already have the label they are given", hint="Leave them out.")
-    unknown = sorted({label for label, _ in relabel.values()} - set(parent.classes))
+    names = split_labels if parent.kind == "multilabel" else (lambda label: [label])
+    unknown = sorted({name for label, _ in relabel.values() for name in names(label)} - set(parent.classes))
     if unknown:
         raise ConfigError(
             f"unknown label(s) {unknown} for dataset {parent.name!r}",
@@ -136,7 +151,7 @@ def _manifest(
         "digest": digest,
         "name": name,
         "created": now,
-        "counts": counts(rows),
+        "counts": counts(rows, multi=parent.kind == "multilabel"),
         "parent": {"id": parent.id, "digest": parent.digest, "name": parent.name},
         "changes": {
             "dropped": actions.count("drop"),

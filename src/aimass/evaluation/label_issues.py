@@ -106,6 +106,55 @@ def find_label_issues(labels, proba, *, min_per_class: int = 1) -> np.ndarray:
     return flagged & (proba.argmax(1) != labels)
 
 
+def find_multilabel_issues(targets, proba, *, min_per_class: int = 1) -> np.ndarray:
+    """A boolean ``[n, k]`` mask of the label decisions that look wrong in multi-label data: a label
+    given that does not apply, or one missing that does.
+
+    One-vs-rest: each label is a yes/no class of its own (probabilities ``[1 - p, p]``) and goes
+    through :func:`find_label_issues`; a label every row has, or none has, is never flagged. A row
+    is a likely label error when any of its cells is flagged.
+
+    Args:
+        targets: ``[n, k]`` 0/1, the labels given (multi-hot).
+        proba: ``[n, k]`` out-of-sample probability of each label (independent, not summing to 1).
+        min_per_class: Rows of each yes and each no never flagged, per label.
+
+    >>> targets = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
+    >>> proba = np.array([[.9, .1], [.8, .2], [.9, .8], [.1, .9], [.2, .8], [.1, .9]])
+    >>> find_multilabel_issues(targets, proba).nonzero()
+    (array([2]), array([1]))
+    """
+    targets, proba = np.asarray(targets, dtype=int), np.asarray(proba, dtype=float)
+    if targets.shape != proba.shape or targets.ndim != 2:
+        raise DataError(
+            f"Expected targets and probabilities of the same shape [rows, labels]; got "
+            f"{list(targets.shape)} and {list(proba.shape)}.",
+            hint="Pass one 0/1 column and one probability column per label.",
+        )
+    mask = np.zeros(targets.shape, dtype=bool)
+    for k in range(targets.shape[1]):
+        given, p = targets[:, k], proba[:, k]
+        if given.min() != given.max():
+            mask[:, k] = find_label_issues(given, np.column_stack([1 - p, p]), min_per_class=min_per_class)
+    return mask
+
+
+def multilabel_margins(targets, proba) -> np.ndarray:
+    """``[n, k]`` label quality of each decision: ``2p - 1`` for a label given, ``1 - 2p`` for one not
+    (the binary margin; negative: the model disagrees with the data)."""
+    p = np.asarray(proba, dtype=float)
+    return np.where(np.asarray(targets, dtype=bool), 2 * p - 1, 1 - 2 * p)
+
+
+def label_set_log_likelihood(targets, proba) -> np.ndarray:
+    """``[n]`` log-probability the model gives each row's label set exactly (every label given
+    present, every other absent, the labels taken as independent): the multi-label label quality
+    issues are ranked by, lowest first. It ranks the rows changed at random better than the
+    worst single decision does (``bench/label_issues_multilabel.py``)."""
+    p = np.clip(np.asarray(proba, dtype=float), 1e-6, 1 - 1e-6)
+    return np.where(np.asarray(targets, dtype=bool), np.log(p), np.log1p(-p)).sum(1)
+
+
 def _cap(flagged: np.ndarray, rows: np.ndarray, budget: int, confidence: np.ndarray) -> None:
     """Keep at most ``budget`` of ``rows`` flagged: the least self-confident ones."""
     picked = flagged[rows]
@@ -115,15 +164,24 @@ def _cap(flagged: np.ndarray, rows: np.ndarray, budget: int, confidence: np.ndar
         flagged[keep] = True
 
 
+def rank_rows(quality: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The flagged rows' indices, lowest ``quality`` first."""
+    index = np.flatnonzero(mask)
+    return index[np.argsort(quality[index], kind="stable")]
+
+
 def rank_issues(labels, proba, mask: np.ndarray) -> np.ndarray:
     """The flagged rows' indices, worst label quality (lowest margin) first."""
-    index = np.flatnonzero(mask)
-    return index[np.argsort(margins(np.asarray(labels), np.asarray(proba))[index], kind="stable")]
+    return rank_rows(margins(np.asarray(labels), np.asarray(proba)), mask)
 
 
 def hard_examples(proba, k: int, *, exclude: np.ndarray | None = None) -> np.ndarray:
     """The ``k`` rows with the lowest top-two margin (ambiguous to the model), hardest first."""
-    margin = top_two_margin(np.asarray(proba, dtype=float))
+    return lowest(top_two_margin(np.asarray(proba, dtype=float)), k, exclude=exclude)
+
+
+def lowest(margin: np.ndarray, k: int, *, exclude: np.ndarray | None = None) -> np.ndarray:
+    """The ``k`` rows of lowest ``margin`` (rows in ``exclude`` left out), lowest first."""
     if exclude is not None:
         margin = np.where(exclude, np.inf, margin)
     order = np.argsort(margin, kind="stable")
@@ -178,6 +236,45 @@ def out_of_fold_proba(features, labels, n_classes: int, *, folds: int = 5, seed:
     for fit_rows, held_rows in splitter.split(np.zeros(len(labels)), labels):
         model = LogisticRegression(C=c, max_iter=2000).fit(features[fit_rows], labels[fit_rows])
         proba[np.ix_(held_rows, model.classes_)] = model.predict_proba(features[held_rows])
+    return proba
+
+
+def out_of_fold_multilabel(features, targets, *, strata=None, folds: int = 5, seed: int = 0, c: float = 10.0):
+    """Cross-validated probability of each label (``[n, k]``): one logistic regression per label
+    (liblinear) on ``features``, each row predicted by models that never saw it.
+
+    Args:
+        features: ``[n, d]`` dense or sparse.
+        targets: ``[n, k]`` 0/1.
+        strata: What the folds stratify by (e.g. each row's rarest label), or None for plain folds.
+
+    Raises:
+        DataError: A label has fewer than two rows.
+    """
+    from sklearn.linear_model import LogisticRegression  # heavy: scikit-learn
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    targets = np.asarray(targets, dtype=int)
+    smallest = int(targets.sum(0).min())
+    if smallest < 2:
+        raise DataError(
+            "Cross-validation needs at least two rows of every label.",
+            hint="Add examples of the rarest label, or pass --model to use a trained model instead.",
+        )
+    folds = min(folds, len(targets))
+    if strata is not None and min(np.unique(strata, return_counts=True)[1]) >= folds:
+        splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(targets, strata)
+    else:
+        splits = KFold(n_splits=folds, shuffle=True, random_state=seed).split(targets)
+    proba = np.zeros(targets.shape)
+    for fit_rows, held_rows in splits:
+        for k in range(targets.shape[1]):
+            given = targets[fit_rows, k]
+            if given.min() == given.max():  # this fold has no yes (or no no): that is its answer
+                proba[held_rows, k] = given[0]
+                continue
+            model = LogisticRegression(C=c, solver="liblinear").fit(features[fit_rows], given)
+            proba[held_rows, k] = model.predict_proba(features[held_rows])[:, 1]
     return proba
 
 

@@ -395,6 +395,7 @@ class TextMultiLabel(ClassificationTask):
         return [per_label_png(report, Path(folder) / "per_label.png")]
 
     cli_inputs = TextClassification.cli_inputs
+    features = TextClassification.features  # for data curation: the text's embeddings and TF-IDF
     request_item = TextClassification.request_item
     curl_item = TextClassification.curl_item
     latency_inputs = TextClassification.latency_inputs

@@ -102,3 +102,60 @@ def test_bad_inputs_say_what_to_pass():
         cl.find_label_issues(np.array([0, 1]), np.array([0.5, 0.5]))
     with pytest.raises(DataError, match="class indices"):
         cl.find_label_issues(np.array([0, 2]), np.full((2, 2), 0.5))
+
+
+def noisy_multilabel(n=1200, k=5, noise=0.05, seed=0):
+    """Independent label probabilities of a decent model, the true label sets, and the given ones with
+    ``noise`` of the rows changed in one decision (a label added or left out)."""
+    rng = np.random.default_rng(seed)
+    true = (rng.random((n, k)) < 0.35).astype(int)
+    logits = np.where(true == 1, rng.uniform(1, 5, (n, k)), -rng.uniform(1, 5, (n, k)))
+    proba = 1 / (1 + np.exp(-logits))
+    given = true.copy()
+    changed = rng.random(n) < noise
+    cells = rng.integers(0, k, n)
+    given[changed, cells[changed]] = 1 - given[changed, cells[changed]]
+    return true, given, changed, proba
+
+
+def test_multilabel_issues_are_the_changed_decisions():
+    true, given, changed, proba = noisy_multilabel()
+    cells = cl.find_multilabel_issues(given, proba)
+    rows = cells.any(1)
+    hits = (rows & changed).sum()
+    assert hits / rows.sum() >= 0.8 and hits / changed.sum() >= 0.8
+    assert (given[cells] != true[cells]).mean() >= 0.8  # the decision flagged is the one changed
+    # a label every row has (or none has) is never flagged
+    given[:, 0], proba[:, 0] = 1, 0.01
+    assert not cl.find_multilabel_issues(given, proba)[:, 0].any()
+
+
+def test_rows_rank_by_the_probability_of_their_label_set():
+    targets = np.array([[1, 0], [1, 1], [0, 1]])
+    proba = np.array([[0.9, 0.2], [0.9, 0.2], [0.5, 0.5]])
+    loglik = cl.label_set_log_likelihood(targets, proba)
+    assert np.allclose(np.exp(loglik), [0.72, 0.18, 0.25])
+    assert cl.rank_rows(loglik, np.array([True, True, True])).tolist() == [1, 2, 0]
+    assert cl.multilabel_margins(targets, proba).round(2).tolist() == [[0.8, 0.6], [0.8, -0.6], [0.0, 0.0]]
+
+
+def test_multilabel_matches_cleanlab_on_the_same_probabilities():
+    filters = pytest.importorskip("cleanlab.multilabel_classification.filter")  # bench-only dependency
+    _, given, _, proba = noisy_multilabel(n=1500, seed=4)
+    ours = cl.find_multilabel_issues(given, proba).any(1)
+    theirs = filters.find_label_issues(labels=[list(np.flatnonzero(r)) for r in given], pred_probs=proba)
+    assert (ours != theirs).mean() <= 0.005
+
+
+def test_out_of_fold_label_probabilities_never_see_their_row():
+    rng = np.random.default_rng(0)
+    targets = (rng.random((80, 3)) < 0.4).astype(int)
+    targets[:4] = 1  # every label has rows on both sides
+    targets[4:8] = 0
+    features = rng.normal(size=(80, 6)) + 3 * np.hstack([targets, targets])
+    proba = cl.out_of_fold_multilabel(features, targets, strata=targets.argmax(1), folds=5)
+    assert proba.shape == (80, 3) and ((proba > 0.5) == targets).mean() > 0.9
+    with pytest.raises(DataError, match="two rows of every label"):
+        cl.out_of_fold_multilabel(features, np.column_stack([targets, np.eye(80)[0]]).astype(int))
+    with pytest.raises(DataError, match="same shape"):
+        cl.find_multilabel_issues(targets, proba[:, :2])

@@ -133,6 +133,10 @@ def test_training_picks_the_task_from_the_data_and_beats_or_keeps_tfidf_alone(tm
     worst = report["top_losses"][0]  # the row the model gets most wrong: its labels and what was given
     assert worst["actual"] != worst["predicted"] and set(worst["scores"]) == set(model.classes_)
 
+    judged = api.dataset_issues(ds, model=result["model"], out=tmp_path / "judged")  # its own predictions
+    assert judged["method"]["in_sample_train"] is True and judged["accuracy"] > 0.8
+    assert all(i["add"] or i["remove"] for i in judged["label_issues"])
+
     with pytest.raises(ConfigError, match="Continuing is supported for"):  # not for multi-label yet
         api.train_model(None, ds.id, continue_from=result["model"])
 
@@ -207,3 +211,42 @@ def test_many_labels_try_fewer_settings_each(monkeypatch):
     assert tried == {"network": 2, "tfidf-logreg": 2}
     chosen = model.candidates_[model.chosen_]
     assert (chosen["C"], chosen["w"]) in (text_multilabel.NETWORK_GRID[:2] + text_multilabel.TFIDF_GRID[:2])
+
+
+def test_label_issues_name_the_label_to_add_or_remove_and_a_fix_is_a_new_version(tmp_path, monkeypatch, rows):
+    """Six rows with a wrong label decision each: three with a topic added, three with theirs swapped.
+    ``data issues`` finds them (out of fold, one-vs-rest per label) and says which label to add or
+    remove; ``data fix --relabel`` stores a child version with those label sets."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    noisy = [dict(r) for r in rows]
+    single = [i for i, r in enumerate(noisy) if r["labels"] == ["sports"]][:6]
+    for n, i in enumerate(single):
+        noisy[i]["labels"] = ["politics", "sports"] if n < 3 else ["politics"]
+    ds = api.import_dataset(write_jsonl(tmp_path / "noisy.jsonl", noisy), test_frac=0, valid_frac=0)
+    out = CliRunner().invoke(app, ["data", "issues", ds.id, "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["dataset"]["kind"] == "multilabel" and "one-vs-rest" in report["method"]["detector"]
+    flagged = {i["row"]: i for i in report["label_issues"]}
+    stored = {" ".join(r["text"].split()): i for i, r in enumerate(ds.rows())}  # as imported: spaces folded
+    changed = [stored[" ".join(noisy[i]["text"].split())] for i in single]
+    found = sorted(set(changed) & set(flagged))  # 200 rows: 4 of the 6 (the swapped ones are harder)
+    assert len(found) >= 4 and len(flagged) <= 15
+    for row in found:
+        assert flagged[row]["add"] in ([], ["sports"]) and flagged[row]["remove"] == ["politics"]
+        assert flagged[row]["suggested"] == "sports"
+    qualities = [i["self_confidence"] for i in report["label_issues"]]
+    assert qualities == sorted(qualities)  # the least likely label set first
+    hard = report["hard_examples"][0]
+    assert hard["unsure"] in ds.classes and "runner_up" not in hard
+
+    fixed = api.fix_dataset(ds, report, relabel=True, rows=found)
+    assert fixed.kind == "multilabel" and fixed.manifest["parent"]["id"] == ds.id
+    labels = fixed.labels()
+    assert all(labels[row] == "sports" for row in found)
+    before, after = ds.manifest["counts"]["by_class"], fixed.manifest["counts"]["by_class"]
+    assert after["politics"] == before["politics"] - len(found)
+    with pytest.raises(ConfigError, match="unknown label"):
+        from aimass.data.revise import revise_dataset
+
+        revise_dataset(ds, relabel={0: ("sports|weather", "a typo")})
