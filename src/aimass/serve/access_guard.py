@@ -277,6 +277,13 @@ RULES: tuple[Rule, ...] = (
     Rule("DELETE", "/v1/datasets/{dataset_id}", "dataset:Delete", path("dataset", "dataset_id")),
     Rule("GET", "/v1/datasets/{dataset_id}/rejects", "dataset:Read", path("dataset", "dataset_id")),
     Rule("GET", "/v1/datasets/{dataset_id}/issues", "dataset:Read", path("dataset", "dataset_id")),
+    Rule(  # a new version of the dataset, from its own rows
+        "POST",
+        "/v1/datasets/{dataset_id}/fix",
+        "dataset:Import",
+        path("dataset", "dataset_id"),
+        also=(("dataset:Read", path("dataset", "dataset_id")),),
+    ),
     Rule("GET", "/v1/versions", "model:List", fixed("aimass:project/*")),
     # both versions must be readable too: the route answers 404 for one that is not (as a list keeps
     # only what the caller may read); listed before {ref}, which would match "compare"

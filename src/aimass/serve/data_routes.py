@@ -6,7 +6,8 @@ These are the JSON twins of the web console's pages (the console calls the same 
   ``AIMASS_HOME/uploads`` and answers the path to import; ``POST /v1/datasets`` imports it;
 - ``GET /v1/datasets`` (paginated), ``GET /v1/datasets/{id}`` (the import report) and
   ``GET /v1/datasets/{id}/rejects`` (paginated), ``GET /v1/datasets/{id}/issues`` (the last
-  issues report: ``aimass data issues`` or a job of kind ``issues``);
+  issues report: ``aimass data issues`` or a job of kind ``issues``) and
+  ``POST /v1/datasets/{id}/fix`` (a new version with that report's rows dropped or relabelled);
 - ``GET /v1/versions`` (paginated, ``?name=``), ``GET /v1/versions/{ref}`` (lineage, params,
   metrics, evaluation, aliases, where it is deployed), ``GET /v1/versions/{ref}/files/{file}``
   (the evaluation pictures) and ``PUT /v1/versions/{ref}/aliases/{alias}``;
@@ -76,6 +77,22 @@ class ImportRequest(BaseModel):
     )
 
 
+class FixRequest(BaseModel):
+    """What to do with the rows the dataset version's last issues report flags."""
+
+    drop: bool = Field(False, description="drop the rows flagged as label issues")
+    relabel: bool = Field(False, description="give the rows flagged as label issues their suggested label")
+    duplicates: bool = Field(False, description="drop the valid/test rows that near-duplicate a train row")
+    rows: list[int] | None = Field(
+        None, max_length=100_000, description="only these row numbers of the report (default: every one)"
+    )
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="the new version's name (default: the dataset's)",
+    )
+
+
 def page(rows: list[dict], total: int, limit: int, offset: int, key: str) -> dict:
     return {key: rows, "total": total, "limit": limit, "offset": offset}
 
@@ -113,6 +130,20 @@ def dataset_report(dataset_id: str) -> dict:
 
 def issues_report(dataset_id: str) -> dict:
     return curation.stored_issues(open_dataset(dataset_id))
+
+
+def fix_from_report(dataset_id: str, fix: FixRequest) -> dict:
+    """A new version of the dataset with its last issues report acted on (REST and the console).
+    It stays in the parent's project: a name another project owns is refused (403)."""
+    ds = open_dataset(dataset_id)
+    report = curation.stored_issues(ds)
+    project = directory.project_of("dataset", ds.name)
+    options = fix.model_dump(exclude={"name"})
+    with claims.checked(partial(directory.may_write, project, how="a fix")):
+        child = api.fix_dataset(ds, report, name=fix.name, **options)
+    if project != directory.DEFAULT_PROJECT and child.name not in directory.owners("dataset"):
+        directory.assign("dataset", child.name, project)
+    return {**child.summary(), "project": project}
 
 
 def rejects_page(dataset_id: str, limit: int, offset: int) -> dict:
@@ -330,6 +361,12 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
         """The last issues report of this dataset version (likely label errors, near-duplicates across
         splits, hard examples), written by `aimass data issues` or a job of kind ``issues``."""
         return await asyncio.to_thread(issues_report, dataset_id)
+
+    @app.post("/v1/datasets/{dataset_id}/fix", tags=["datasets"], dependencies=manage, status_code=201)
+    async def fix(dataset_id: str, body: FixRequest):
+        """A new version of the dataset with the rows its last issues report flags dropped or
+        relabelled (all, or ``rows``); the parent stays. 404 when no report was made for it yet."""
+        return await asyncio.to_thread(fix_from_report, dataset_id, body)
 
     @app.get("/v1/versions", tags=["models"])
     async def versions(

@@ -332,3 +332,39 @@ def test_documents_become_a_store_that_a_newcomer_searches_in_the_browser(
     page.get_by_role("button", name="Delete vector store").click()
     page.wait_for_url("**/console/stores")
     assert "deleted" in page.text_content("main") and "handbook" not in page.text_content("tbody")
+
+
+def test_label_issues_are_found_and_fixed_from_the_dataset_page(admin_page, server, shots, tmp_path):
+    """80 BBC articles, three with another topic's label. The dataset page's button queues an issues
+    job; its page links back to the report, whose first flagged row is ticked and dropped: a new
+    version of the dataset, the parent kept."""
+    page = admin_page
+    texts, labels = bbc_sample()
+    noisy = tmp_path / "noisy.csv"
+    with noisy.open("w", newline="", encoding="utf-8") as fh:
+        flips = {0: "sports", 20: "tech", 40: "business"}
+        csv.writer(fh).writerows(
+            [["text", "label"], *((t, flips.get(i, y)) for i, (t, y) in enumerate(zip(texts, labels)))]
+        )
+    ds = api.import_dataset(noisy, name="noisy-console")
+    page.goto(f"{server}/console/datasets/{ds.id}")
+    page.get_by_role("button", name="Find label issues").click()
+    page.wait_for_url("**/console/jobs/*")
+    link = page.get_by_role("link", name="see and fix them on the dataset's page")
+    link.wait_for(timeout=120_000)  # the job runner embeds the 200 articles and cross-validates
+    link.click()
+    page.wait_for_url(f"**/console/datasets/{ds.id}*")
+    check(page, shots, "13b-dataset-issues")
+    boxes = page.locator('input[name="row"]')
+    assert boxes.count() >= 1
+    row = boxes.first.get_attribute("value")
+    boxes.first.check()
+    page.get_by_role("button", name="Drop them").first.click()
+    page.wait_for_url("**/console/datasets/*")
+    assert "0 relabelled, 1 dropped" in page.text_content("main")
+    child = api.load_dataset(page.url.rsplit("/", 1)[1])
+    assert (
+        child.manifest["parent"]["id"] == ds.id
+        and child.manifest["counts"]["total"] == ds.manifest["counts"]["total"] - 1
+    )
+    assert f'"parent_row": {row}' in (child.path / "changes.jsonl").read_text()

@@ -161,9 +161,9 @@ class Console:
         if name not in self.visible(ctx, kind, [name]):
             raise NotFoundError(f"No {kind} '{name}'.", hint="The console's lists show what you may use.")
 
-    async def form(self, request: Request, ctx: Ctx, *, max_files: int = 0):
+    async def form(self, request: Request, ctx: Ctx, *, max_files: int = 0, max_fields: int = 64):
         """The POSTed form, after its CSRF token is checked (403 when missing or wrong)."""
-        form = await request.form(max_files=max_files, max_fields=64)
+        form = await request.form(max_files=max_files, max_fields=max_fields)
         token = form.get("csrf") or request.headers.get("x-csrf-token")
         if not ctx.session.valid_csrf(token if isinstance(token, str) else None):
             raise PermissionDenied(

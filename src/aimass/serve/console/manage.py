@@ -22,6 +22,7 @@ from aimass.serve import auth, metering
 from aimass.serve.access_guard import adopt_service
 from aimass.serve.console.charts import usage_chart
 from aimass.serve.console.core import PAGE_SIZE, Console, Ctx, pages, rest
+from aimass.serve.console.curation import add_curation, issues_section
 from aimass.serve.data_routes import (
     EXPORTS,
     compare,
@@ -53,6 +54,7 @@ def add_manage(router: APIRouter, console: Console, engine: Engine, meter: Meter
     _add_models(router, console, engine)
     _add_services(router, console, engine)
     _add_datasets(router, console)
+    add_curation(router, console)
     _add_keys(router, console, meter)
 
 
@@ -419,6 +421,7 @@ def _add_datasets(router: APIRouter, console: Console) -> None:
         summary = await asyncio.to_thread(dataset_report, dataset_id)
         rejects = await asyncio.to_thread(rejects_page, dataset_id, PAGE_SIZE, offset)
         may_delete = await asyncio.to_thread(console.may, ctx, "DELETE", rest("/v1/datasets/{}", dataset_id))
+        issues = await asyncio.to_thread(issues_section, console, ctx, summary["id"], summary["name"])
         return console.page(
             request,
             "dataset.html",
@@ -427,6 +430,7 @@ def _add_datasets(router: APIRouter, console: Console) -> None:
             rejects=rejects["rejects"],
             pg=pages(rejects["total"], offset),
             may_delete=may_delete,
+            **issues,
         )
 
     @router.post("/datasets/{dataset_id}/delete")
