@@ -106,3 +106,36 @@ def test_bad_continuations_are_clear_errors(lineage):
         jobs.submit("train", {"data": new.id, "from": "incr:99"})
     cli = CliRunner().invoke(app, ["train", "--from", "incr:99", "--data", new.id, "--json"])
     assert cli.exit_code == 2 and json.loads(cli.stdout)["error"]["code"] == "not_found"
+
+
+def test_the_console_continues_a_version_on_a_dataset_it_picks(lineage):
+    """The model page offers the stored text datasets; the form queues a train job with ``from``,
+    and the job's page shows what the child kept on the parent's test split and learned."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from aimass.serve import auth
+    from aimass.serve.app import create_app
+
+    parent, _, old, new = lineage
+    with TestClient(create_app(refs=[])) as client:
+        form = client.get("/console/signin").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+        client.post("/console/signin", data={"csrf": csrf, "key": auth.admin_token()})
+        page = client.get(f"/console/models/{parent['model']}").text
+        assert "Continue training" in page and f'<option value="{new.id}">' in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        action = f"/console/models/{parent['model']}/continue"
+        bad = client.post(action, data={"csrf": csrf, "data": new.id, "replay": "lots"})
+        assert bad.status_code == 422 and "whole number" in bad.text
+        asked = client.post(
+            action, data={"csrf": csrf, "data": new.id, "replay": "3"}, follow_redirects=False
+        )
+        assert asked.status_code == 303, asked.text[-300:]
+        job_id = asked.headers["location"].rsplit("/", 1)[1]
+        done = jobs.run_foreground(job_id)
+        assert done["status"] == "succeeded", done.get("error")
+        assert done["result"]["parent"] == parent["model"] and done["result"]["replay"]["per_class"] == 3
+        shown = client.get(f"/console/jobs/{job_id}").text
+        assert "Kept and learned" in shown and f"forgetting {done['result']['forgetting']} points" in shown

@@ -21,6 +21,7 @@ from aimass.jobs.state import STATES
 from aimass.serve import auth, metering
 from aimass.serve.access_guard import adopt_service
 from aimass.serve.console.charts import usage_chart
+from aimass.serve.console.continuing import add_continuing, continue_offer
 from aimass.serve.console.core import PAGE_SIZE, Console, Ctx, pages, rest
 from aimass.serve.console.curation import add_curation, issues_section
 from aimass.serve.data_routes import (
@@ -55,6 +56,7 @@ def add_manage(router: APIRouter, console: Console, engine: Engine, meter: Meter
     _add_services(router, console, engine)
     _add_datasets(router, console)
     add_curation(router, console)
+    add_continuing(router, console)
     _add_keys(router, console, meter)
 
 
@@ -176,6 +178,7 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
         info = await asyncio.to_thread(version, ref, engine)
         services = sorted(await asyncio.to_thread(console.visible, ctx, "service", list(engine.services)))
         offers = await asyncio.to_thread(_offers, console, ctx, info)
+        offers.update(await asyncio.to_thread(continue_offer, console, ctx, info))
         chats = ref in chat_models(engine)  # served and generates: the playground chats with it
         return console.page(request, "model.html", ctx, m=info, services=services, chats=chats, **offers)
 
