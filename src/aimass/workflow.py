@@ -208,6 +208,11 @@ def continue_model(
             f"replay must be a whole number >= 0. Got {replay!r} instead.", hint="e.g. --replay 200"
         )
     data = dataset(data)
+    if data.kind != spec.data_kind and (spec.data_kind, data.kind) != ("multilabel", "text"):
+        raise ConfigError(  # a multi-label model reads single-label rows too: one label each
+            f"{record.ref} is a {record.task} model; dataset {data.name!r} holds {data.kind} rows.",
+            hint=f"Continue it on {spec.data_kind} data, or train a new model on this dataset.",
+        )
     name = claim("model", registry.check_name(name or record.name))
     if run_id is not None and (done := registry.version_of_run(run_id)) is not None:
         return _summary(done, data, spec.estimator.load(registry.open_folder(done)))

@@ -372,7 +372,12 @@ def _show_continued(result: dict) -> None:
     if "parent" not in result or "new_test" not in result:
         return
     replay = result.get("replay", {})
-    out.print(f"Continued from {result['parent']}, replaying {replay.get('rows', 0)} old training row(s)")
+    score = (
+        "exact match" if "micro_f1" in result.get("metrics", {}) else "accuracy"
+    )  # multi-label: whole sets
+    out.print(
+        f"Continued from {result['parent']}, replaying {replay.get('rows', 0)} old training row(s); {score}:"
+    )
     old = result.get("old_test")
     if old:
         out.print(

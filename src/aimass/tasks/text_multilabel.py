@@ -22,20 +22,23 @@ Data: a JSON list of labels per row, or a table cell cut at ``--label-sep`` when
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import BaseModel, Field
+from safetensors.torch import load_file
 
 from aimass.backbones import default_backbone, get_backbone
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.data import bbc_news_path, bbc_news_text, detect_language
 from aimass.data.multilabel import split_labels
-from aimass.errors import DataError
+from aimass.errors import ConfigError, DataError
 from aimass.estimator import parse_config
 from aimass.tasks import portfolio, register_task
 from aimass.tasks.classification import ClassificationTask
@@ -43,6 +46,8 @@ from aimass.tasks.classification import Handler as ClassifierHandler
 from aimass.tasks.text_classification import PredictRequest, TextClassification, TextClassifier
 from aimass.tfidf import settings_for
 from aimass.tfidf.branch import Lexical
+from aimass.train import continual
+from aimass.train.cache import cache_path
 
 # the candidates' settings, most promising first: (C, the embedding's weight beside TF-IDF)
 NETWORK_GRID = (
@@ -107,7 +112,6 @@ class MultiLabelTextClassifier(TextClassifier):
         "data_digest_",
     )
     activation = "sigmoid"  # how the ONNX runtime turns logits into scores (aimass.runtime.text)
-    fit_from = None  # continuing a version (the text classifier's) is not supported here yet
 
     def __init__(self, backbone="auto", max_length=128, lexical=True, threshold=None, baselines=True, seed=0):
         self.backbone = backbone
@@ -139,6 +143,92 @@ class MultiLabelTextClassifier(TextClassifier):
         self.timings_ = timer.stages
         self.data_digest_ = digest
         return self
+
+    def fit_from(
+        self, parent: MultiLabelTextClassifier, data, *, old=None, replay: int = 200, progress: bool = True
+    ) -> MultiLabelTextClassifier:
+        """Continue the fitted ``parent`` on ``data`` (new labels welcome) without embedding its
+        old data again.
+
+        The parent's encoder, window and TF-IDF vocabulary stay (the vocabulary widens to the new
+        texts' terms); up to ``replay`` rows per label of ``old`` (the parent's Dataset: each row
+        counted under its rarest label) join the new training and validation rows, their
+        embeddings read from the parent's feature cache while it is on disk. The regressions are
+        then fitted and chosen as in :meth:`fit` (seconds). An old row has none of the new labels:
+        a tag that did not exist then counts as absent. ``replay_`` records what was replayed.
+        """
+        cfg = parse_config(Config, self.get_params(), "MultiLabelTextClassifier")
+        timer = Timer()
+        self._inherit(parent)
+        train, val, digest, _ = _splits(data, None, cfg.seed)
+        self.classes_ = list(parent.classes_) + sorted(
+            {x for row in train[1] for x in row} - set(parent.classes_)
+        )
+        old_rows, old_pooled, self.replay_ = self._replay(parent, old, replay, cfg.seed)
+        timer.lap("replay")
+        new_pooled = self._embed(train[0] + val[0], digest, progress)
+        if old_pooled is None:
+            old_pooled = self._embed(old_rows[0][0] + old_rows[1][0], f"replay|{digest}", progress)
+        timer.lap("embed")
+        cut, old_cut = len(train[0]), len(old_rows[0][0])
+        train = (train[0] + old_rows[0][0], train[1] + old_rows[0][1])
+        val = (val[0] + old_rows[1][0], val[1] + old_rows[1][1])
+        pooled = (
+            np.concatenate([new_pooled[:cut], old_pooled[:old_cut]]),
+            np.concatenate([new_pooled[cut:], old_pooled[old_cut:]]),
+        )
+        self.lexical_ = parent.lexical_.widen(train[0]) if parent.lexical_ is not None else None
+        n_lex = self.lexical_.size if self.lexical_ else 0
+        self.net_ = TextNet(
+            parent.net_.encoder, Head(parent.net_.encoder.config.hidden_size, len(self.classes_), n_lex)
+        ).eval()
+        lexical = [self.lexical_.transform(part) if self.lexical_ else None for part in (train[0], val[0])]
+        targets = [_multi_hot(train[1], self.classes_), _multi_hot(val[1], self.classes_)]
+        self._choose(cfg, [(pooled[0], lexical[0]), (pooled[1], lexical[1])], targets)
+        timer.lap("train_head")
+        self.stages_ = {}  # no training stages: the regressions are fitted whole, in seconds
+        self.timings_ = timer.stages
+        self.data_digest_ = digest
+        return self
+
+    def _inherit(self, parent: MultiLabelTextClassifier) -> None:
+        """The parent's backbone, tokenizer, window and encoder (shared: it stays frozen)."""
+        parent.check_fitted()
+        if getattr(parent, "runtime_", None) is not None:
+            raise ConfigError(
+                "The parent version serves from an ONNX runtime; it has no network to continue.",
+                hint="Continue from the version it was exported from (its parent).",
+            )
+        for key in ("language_", "backbone_", "prefix_", "max_length_", "tokenizer_"):
+            setattr(self, key, getattr(parent, key))
+        self.unfrozen_, self.structure_ = 0, None
+        self.net_ = parent.net_  # the encoder, until the head is made for the new labels
+
+    def _replay(self, parent, old, n: int, seed: int) -> tuple[tuple, np.ndarray | None, dict]:
+        """((old train rows, old valid rows), their pooled embeddings from the parent's cache or
+        None, what was replayed): up to ``n`` rows per label of each split as the parent's fit
+        made them (a row counted under its rarest label)."""
+        none = (([], []), ([], []))
+        if old is None or n <= 0:
+            return none, None, {"per_class": 0, "rows": 0, "valid_rows": 0, "from_cache": False}
+        o_train, o_val, digest, _ = _splits(old, None, parent.seed)
+        picks = continual.replay_rows(_rarest(o_train[1]), n, seed=seed)
+        valid_picks = continual.replay_rows(_rarest(o_val[1]), n, seed=seed)
+        rows = (_take(o_train, picks), _take(o_val, valid_picks))
+        texts = self._prefixed(o_train[0] + o_val[0])
+        path = cache_path(f"multilabel|{self.backbone_}|{digest}|{self.max_length_}", texts)
+        pooled = None
+        if path.exists():
+            with contextlib.suppress(Exception):  # a torn file: embed instead
+                index = picks + [len(o_train[0]) + i for i in valid_picks]
+                pooled = load_file(str(path))["pooled"][torch.tensor(index, dtype=torch.long)].numpy()
+        info = {
+            "per_class": n,
+            "rows": len(picks),
+            "valid_rows": len(valid_picks),
+            "from_cache": pooled is not None,
+        }
+        return rows, pooled, info
 
     def _prepare(self, cfg: Config, language: str, texts: list[str]) -> None:
         """Backbone, tokenizer, token window, TF-IDF branch and the network (encoder frozen)."""
@@ -254,6 +344,16 @@ def _splits(data, valid, seed: int) -> tuple[tuple, tuple, str, str]:
     if not val[0]:
         train, val = _holdout(train, seed)
     return train, val, digest, language
+
+
+def _rarest(label_sets: list[list[str]]) -> list[str]:
+    """Each row's rarest label (ties: the first by name): what replay draws rows per label by."""
+    counts = Counter(x for row in label_sets for x in row)
+    return [min(row, key=lambda x: (counts[x], x)) for row in label_sets]
+
+
+def _take(split: tuple, index: list[int]) -> tuple[list, list]:
+    return [split[0][i] for i in index], [split[1][i] for i in index]
 
 
 def _label_list(value) -> list[str]:

@@ -137,9 +137,6 @@ def test_training_picks_the_task_from_the_data_and_beats_or_keeps_tfidf_alone(tm
     assert judged["method"]["in_sample_train"] is True and judged["accuracy"] > 0.8
     assert all(i["add"] or i["remove"] for i in judged["label_issues"])
 
-    with pytest.raises(ConfigError, match="Continuing is supported for"):  # not for multi-label yet
-        api.train_model(None, ds.id, continue_from=result["model"])
-
     # bulk scoring: the label column lists every label given, joined by ';'
     table = tmp_path / "unlabelled.csv"
     with table.open("w", newline="", encoding="utf-8") as fh:
@@ -250,3 +247,46 @@ def test_label_issues_name_the_label_to_add_or_remove_and_a_fix_is_a_new_version
         from aimass.data.revise import revise_dataset
 
         revise_dataset(ds, relabel={0: ("sports|weather", "a typo")})
+
+
+def test_a_version_continues_on_new_rows_with_a_new_label(tmp_path, monkeypatch, rows):
+    """The parent never saw ``tech``; the child continues it on rows that have it (and more of the
+    others), replaying old rows from the parent's feature cache, and reports what it kept."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    old_rows = [r for r in rows[:120] if "tech" not in r["labels"]]
+    new_rows = [r for r in rows[120:]] + [r for r in rows[:120] if "tech" in r["labels"]]
+    old = api.import_dataset(write_jsonl(tmp_path / "old.jsonl", old_rows), name="tags-old")
+    new = api.import_dataset(write_jsonl(tmp_path / "new.jsonl", new_rows), name="tags-new")
+    parent = api.train_model(None, old.id, name="tags", backbone="minilm-l6", max_length=64)
+    out = CliRunner().invoke(
+        app, ["train", "--from", parent["model"], "--data", new.id, "--replay", "10", "--json"]
+    )
+    assert out.exit_code == 0, out.output[-2000:]
+    child = json.loads(out.stdout)
+    assert child["model"] == "tags:2" and child["parent"] == "tags:1"
+    assert child["replay"] == {
+        "per_class": 10,
+        "rows": child["replay"]["rows"],
+        "valid_rows": child["replay"]["valid_rows"],
+        "from_cache": True,
+    }
+    assert 10 <= child["replay"]["rows"] <= 40  # up to 10 rows per label, counted by their rarest
+    assert child["old_test"]["n"] == len(old.labels("test")) and child["new_test"]["n"] == len(
+        new.labels("test")
+    )
+    assert child["forgetting"] == pytest.approx(
+        100 * (child["old_test"]["parent"] - child["old_test"]["child"]), abs=0.01
+    )
+    from PIL import Image
+
+    for label, shade in (("dark", 30), ("light", 220)):
+        (tmp_path / "pics" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.new("L", (16, 16), shade + i).save(tmp_path / "pics" / label / f"{i}.png")
+    images = api.import_dataset(tmp_path / "pics", name="pics")
+    with pytest.raises(ConfigError, match="holds image rows"):
+        api.train_model(None, images.id, continue_from=parent["model"])
+    before, after = api.load(parent["model"]), api.load(child["model"])
+    assert "tech" not in before.classes_ and after.classes_ == [*before.classes_, "tech"]
+    tech = [r["text"] for r in new_rows if r["labels"] == ["tech"]][:6]
+    assert sum("tech" in labels for labels in after.predict(tech)) >= 4
