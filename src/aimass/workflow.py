@@ -271,18 +271,30 @@ def _parent_data(record, replay: int):
 
 
 def _forgetting(parent, child, old, data, report: dict) -> dict:
-    """``old_test``, ``forgetting`` (points), ``new_test`` and ``all_test`` of a continued fit."""
+    """``old_test``, ``forgetting`` (points), ``new_test`` and ``all_test`` of a continued fit, in
+    accuracy (a multi-label model's: micro-F1, what it is judged by; ``metric`` names it)."""
+    metric = "micro_f1" if "micro_f1" in report else "accuracy"
     new_n = report["n"]
-    out = {"new_test": {"child": report["accuracy"], "n": new_n, "dataset": data.id}}
+    out = {"new_test": {"child": report[metric], "n": new_n, "dataset": data.id, "metric": metric}}
     if old is None:
         return out
     before = parent.evaluate(old, "test", top_k=0)
     after = child.evaluate(old, "test", top_k=0)
     n = before["n"]
-    out["old_test"] = {"parent": before["accuracy"], "child": after["accuracy"], "n": n, "dataset": old.id}
-    out["forgetting"] = round(100 * (before["accuracy"] - after["accuracy"]), 2)
-    right = after["accuracy"] * n + report["accuracy"] * new_n
-    out["all_test"] = {"child": round(right / (n + new_n), 6), "n": n + new_n}
+    out["old_test"] = {
+        "parent": before[metric],
+        "child": after[metric],
+        "n": n,
+        "dataset": old.id,
+        "metric": metric,
+    }
+    out["forgetting"] = round(100 * (before[metric] - after[metric]), 2)
+    if metric == "accuracy":  # rows right on each split, added up
+        both = (after["accuracy"] * n + report["accuracy"] * new_n) / (n + new_n)
+    else:  # micro-F1 pools every decision: score both splits as one
+        rows = (old.texts("test") + data.texts("test"), old.labels("test") + data.labels("test"))
+        both = child.evaluate(rows, top_k=0)[metric]
+    out["all_test"] = {"child": round(both, 6), "n": n + new_n, "metric": metric}
     return out
 
 

@@ -372,9 +372,7 @@ def _show_continued(result: dict) -> None:
     if "parent" not in result or "new_test" not in result:
         return
     replay = result.get("replay", {})
-    score = (
-        "exact match" if "micro_f1" in result.get("metrics", {}) else "accuracy"
-    )  # multi-label: whole sets
+    score = result["new_test"].get("metric", "accuracy").replace("micro_f1", "micro-F1")
     out.print(
         f"Continued from {result['parent']}, replaying {replay.get('rows', 0)} old training row(s); {score}:"
     )

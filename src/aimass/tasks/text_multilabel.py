@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -46,7 +47,6 @@ from aimass.tasks.classification import Handler as ClassifierHandler
 from aimass.tasks.text_classification import PredictRequest, TextClassification, TextClassifier
 from aimass.tfidf import settings_for
 from aimass.tfidf.branch import Lexical
-from aimass.train import continual
 from aimass.train.cache import cache_path
 
 # the candidates' settings, most promising first: (C, the embedding's weight beside TF-IDF)
@@ -151,8 +151,8 @@ class MultiLabelTextClassifier(TextClassifier):
         old data again.
 
         The parent's encoder, window and TF-IDF vocabulary stay (the vocabulary widens to the new
-        texts' terms); up to ``replay`` rows per label of ``old`` (the parent's Dataset: each row
-        counted under its rarest label) join the new training and validation rows, their
+        texts' terms); up to ``replay`` rows per label of ``old`` (the parent's Dataset; a row counts
+        for each of its labels) join the new training and validation rows, their
         embeddings read from the parent's feature cache while it is on disk. The regressions are
         then fitted and chosen as in :meth:`fit` (seconds). An old row has none of the new labels:
         a tag that did not exist then counts as absent. ``replay_`` records what was replayed.
@@ -207,13 +207,12 @@ class MultiLabelTextClassifier(TextClassifier):
     def _replay(self, parent, old, n: int, seed: int) -> tuple[tuple, np.ndarray | None, dict]:
         """((old train rows, old valid rows), their pooled embeddings from the parent's cache or
         None, what was replayed): up to ``n`` rows per label of each split as the parent's fit
-        made them (a row counted under its rarest label)."""
+        made them (:func:`_replay_rows`)."""
         none = (([], []), ([], []))
         if old is None or n <= 0:
             return none, None, {"per_class": 0, "rows": 0, "valid_rows": 0, "from_cache": False}
         o_train, o_val, digest, _ = _splits(old, None, parent.seed)
-        picks = continual.replay_rows(_rarest(o_train[1]), n, seed=seed)
-        valid_picks = continual.replay_rows(_rarest(o_val[1]), n, seed=seed)
+        picks, valid_picks = _replay_rows(o_train[1], n, seed), _replay_rows(o_val[1], n, seed)
         rows = (_take(o_train, picks), _take(o_val, valid_picks))
         texts = self._prefixed(o_train[0] + o_val[0])
         path = cache_path(f"multilabel|{self.backbone_}|{digest}|{self.max_length_}", texts)
@@ -346,10 +345,18 @@ def _splits(data, valid, seed: int) -> tuple[tuple, tuple, str, str]:
     return train, val, digest, language
 
 
-def _rarest(label_sets: list[list[str]]) -> list[str]:
-    """Each row's rarest label (ties: the first by name): what replay draws rows per label by."""
-    counts = Counter(x for row in label_sets for x in row)
-    return [min(row, key=lambda x: (counts[x], x)) for row in label_sets]
+def _replay_rows(label_sets: list[list[str]], n: int, seed: int) -> list[int]:
+    """Indices of rows to replay (in row order): in a seeded random order, each row that has a
+    label with fewer than ``n`` rows taken yet, so every label gets up to ``n`` (a row counts for
+    each of its labels)."""
+    order = list(range(len(label_sets)))
+    random.Random(seed).shuffle(order)
+    taken, keep = Counter(), []
+    for i in order:
+        if any(taken[x] < n for x in label_sets[i]):
+            keep.append(i)
+            taken.update(label_sets[i])
+    return sorted(keep)
 
 
 def _take(split: tuple, index: list[int]) -> tuple[list, list]:
@@ -357,9 +364,10 @@ def _take(split: tuple, index: list[int]) -> tuple[list, list]:
 
 
 def _label_list(value) -> list[str]:
-    """One row's labels given in Python: a list (or tuple, set) of labels, or one label."""
+    """One row's labels given in Python: a list (or tuple, set) of labels, or a string: one label,
+    or a stored row's labels joined by ``|``."""
     if isinstance(value, str):
-        return [value]
+        return split_labels(value)
     return sorted({str(v) for v in value})
 
 

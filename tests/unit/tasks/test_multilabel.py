@@ -270,13 +270,19 @@ def test_a_version_continues_on_new_rows_with_a_new_label(tmp_path, monkeypatch,
         "valid_rows": child["replay"]["valid_rows"],
         "from_cache": True,
     }
-    assert 10 <= child["replay"]["rows"] <= 40  # up to 10 rows per label, counted by their rarest
+    assert 10 <= child["replay"]["rows"] <= 40  # up to 10 rows per label (a row counts for each of its)
     assert child["old_test"]["n"] == len(old.labels("test")) and child["new_test"]["n"] == len(
         new.labels("test")
     )
     assert child["forgetting"] == pytest.approx(
         100 * (child["old_test"]["parent"] - child["old_test"]["child"]), abs=0.01
     )
+    # in micro-F1, what a multi-label model is judged by; both splits scored as one
+    assert child["old_test"]["metric"] == child["all_test"]["metric"] == "micro_f1"
+    assert child["old_test"]["child"] == pytest.approx(api.evaluate("tags:2", old.id)["micro_f1"])
+    assert child["new_test"]["child"] == pytest.approx(child["metrics"]["micro_f1"])
+    scores = sorted((child["old_test"]["child"], child["new_test"]["child"]))
+    assert scores[0] - 0.05 <= child["all_test"]["child"] <= scores[1] + 0.05
     from PIL import Image
 
     for label, shade in (("dark", 30), ("light", 220)):
