@@ -233,7 +233,7 @@ def _multi_report(ds: Dataset, targets, proba, embeddings, threshold: float, har
     quality = cl.label_set_log_likelihood(targets, proba)
     margin = cl.multilabel_margins(targets, proba)
     issues = [
-        _multi_issue(i, rows[i], classes, cells[i], quality[i], margin[i])
+        _multi_issue(i, rows[i], classes, cells[i], quality[i], margin[i], proba[i])
         for i in cl.rank_rows(quality, cells.any(1))
     ]
     unsure = np.abs(2 * proba - 1)
@@ -266,10 +266,11 @@ def _multi_report(ds: Dataset, targets, proba, embeddings, threshold: float, har
     }
 
 
-def _multi_issue(i: int, row: dict, classes: list[str], cells, quality: float, margin) -> dict:
+def _multi_issue(i: int, row: dict, classes: list[str], cells, quality: float, margin, proba) -> dict:
     given = set(split_labels(row["label"]))
     flagged = {classes[k] for k in np.flatnonzero(cells)}
-    suggested = given ^ flagged or given  # every flagged decision turned (never no label at all)
+    # every flagged decision turned; when that leaves none, the model's best label (a row has one)
+    suggested = given ^ flagged or {classes[int(np.argmax(proba))]}
     return {
         "row": int(i),
         "split": row["split"],
@@ -420,7 +421,11 @@ def fix_dataset(
     chosen = [r for r in report["label_issues"] if wanted is None or r["row"] in wanted]
     reason = "label issue: given {label}, suggested {suggested} (margin {margin})"
     dropping = {r["row"]: reason.format(**r) for r in chosen} if drop else {}
-    relabelling = {r["row"]: (r["suggested"], reason.format(**r)) for r in chosen} if relabel else {}
+    relabelling = {  # a row whose suggestion is the label it has is left as it is
+        r["row"]: (r["suggested"], reason.format(**r))
+        for r in chosen
+        if relabel and r["suggested"] != r["label"]
+    }
     for r in report["near_duplicates"] if duplicates else []:
         if wanted is None or r["row"] in wanted:
             relabelling.pop(r["row"], None)

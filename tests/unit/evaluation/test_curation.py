@@ -73,6 +73,9 @@ def test_a_fix_checks_the_report(news, tmp_path):
     flagged = {**mine, "label_issues": [{"row": 3, "label": "tech", "suggested": "business", "margin": -0.5}]}
     with pytest.raises(ConfigError, match=r"row\(s\) \[4\] are not flagged"):
         api.fix_dataset(news, flagged, relabel=True, rows=[3, 4])
+    same = {**mine, "label_issues": [{"row": 3, "label": "tech", "suggested": "tech", "margin": -0.5}]}
+    with pytest.raises(ConfigError, match="flags no row"):  # its suggestion is the label it has
+        api.fix_dataset(news, same, relabel=True)
     with pytest.raises(ConfigError, match="no issues report"):
         api.fix_dataset(news, tmp_path / "missing.json", drop=True)
 
