@@ -276,8 +276,8 @@ def _multi_issue(i: int, row: dict, classes: list[str], cells, quality: float, m
         "split": row["split"],
         "label": row["label"],
         "suggested": "|".join(sorted(suggested)),
-        "add": sorted(flagged - given),
-        "remove": sorted(flagged & given),
+        "add": sorted(suggested - given),
+        "remove": sorted(given - suggested),
         "self_confidence": round(float(np.exp(quality)), 4),  # of the label set as given
         "margin": round(float(margin[cells].min()), 4),
         "item": _item(row, KINDS["multilabel"]),

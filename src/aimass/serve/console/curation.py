@@ -50,6 +50,8 @@ def add_curation(router: APIRouter, console: Console) -> None:
     async def find(request: Request, dataset_id: str):
         ctx = console.ctx(request)
         await console.form(request, ctx)
+        _read = partial(console.authorize, ctx, "GET", rest("/v1/datasets/{}", dataset_id))
+        await asyncio.to_thread(_read)  # 404 for a dataset the caller may not read, before its project shows
         ds = await asyncio.to_thread(open_dataset, dataset_id)
         body = await asyncio.to_thread(_job_body, ds.id, ds.name)
         await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/jobs", body)
