@@ -277,6 +277,9 @@ RULES: tuple[Rule, ...] = (
     Rule("DELETE", "/v1/datasets/{dataset_id}", "dataset:Delete", path("dataset", "dataset_id")),
     Rule("GET", "/v1/datasets/{dataset_id}/rejects", "dataset:Read", path("dataset", "dataset_id")),
     Rule("GET", "/v1/datasets/{dataset_id}/issues", "dataset:Read", path("dataset", "dataset_id")),
+    Rule(
+        "GET", "/v1/datasets/{dataset_id}/issues/files/{file}", "dataset:Read", path("dataset", "dataset_id")
+    ),
     Rule(  # a new version of the dataset, from its own rows
         "POST",
         "/v1/datasets/{dataset_id}/fix",

@@ -6,8 +6,9 @@ These are the JSON twins of the web console's pages (the console calls the same 
   ``AIMASS_HOME/uploads`` and answers the path to import; ``POST /v1/datasets`` imports it;
 - ``GET /v1/datasets`` (paginated), ``GET /v1/datasets/{id}`` (the import report) and
   ``GET /v1/datasets/{id}/rejects`` (paginated), ``GET /v1/datasets/{id}/issues`` (the last
-  issues report: ``aimass data issues`` or a job of kind ``issues``) and
-  ``POST /v1/datasets/{id}/fix`` (a new version with that report's rows dropped or relabelled);
+  issues report: ``aimass data issues`` or a job of kind ``issues``; its pictures under
+  ``/issues/files/{file}``) and ``POST /v1/datasets/{id}/fix`` (a new version with that report's
+  rows dropped or relabelled);
 - ``GET /v1/versions`` (paginated, ``?name=``), ``GET /v1/versions/{ref}`` (lineage, params,
   metrics, evaluation, aliases, where it is deployed), ``GET /v1/versions/{ref}/files/{file}``
   (the evaluation pictures) and ``PUT /v1/versions/{ref}/aliases/{alias}``;
@@ -130,6 +131,22 @@ def dataset_report(dataset_id: str) -> dict:
 
 def issues_report(dataset_id: str) -> dict:
     return curation.stored_issues(open_dataset(dataset_id))
+
+
+def issues_picture(dataset_id: str, file: str) -> Path:
+    """A picture of the dataset's last issues report (an image dataset's grid of the flagged
+    images, ``issues.png``): only a file the report lists, from its own folder."""
+    ds = open_dataset(dataset_id)
+    report = curation.stored_issues(ds)
+    folder = curation.report_folder(ds.id)
+    names = {Path(p).name for key, p in report.get("files", {}).items() if key.startswith("png")}
+    if file not in names or not (folder / file).is_file():
+        raise NotFoundError(
+            f"the issues report of dataset {ds.id} has no picture {file!r}; "
+            f"it has {sorted(names) or 'none'}.",
+            hint="An image dataset's report has issues.png; a text dataset's has none.",
+        )
+    return folder / file
 
 
 def fix_from_report(dataset_id: str, fix: FixRequest) -> dict:
@@ -361,6 +378,12 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
         """The last issues report of this dataset version (likely label errors, near-duplicates across
         splits, hard examples), written by `aimass data issues` or a job of kind ``issues``."""
         return await asyncio.to_thread(issues_report, dataset_id)
+
+    @app.get("/v1/datasets/{dataset_id}/issues/files/{file}", tags=["datasets"], dependencies=manage)
+    async def issues_file(dataset_id: str, file: str):
+        """A picture of the last issues report (an image dataset's ``issues.png``: the flagged
+        images, each titled with its label and the suggested one)."""
+        return FileResponse(await asyncio.to_thread(issues_picture, dataset_id, file))
 
     @app.post("/v1/datasets/{dataset_id}/fix", tags=["datasets"], dependencies=manage, status_code=201)
     async def fix(dataset_id: str, body: FixRequest):

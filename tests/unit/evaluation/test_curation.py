@@ -4,6 +4,7 @@ an image dataset's picture grid, and the checks of a fix."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -37,6 +38,30 @@ def test_an_image_dataset_gets_a_picture_grid(tmp_path, digits_folder):
     assert png.endswith("issues.png") and Image.open(png).size[0] > 100
     fixed = api.fix_dataset(ds, report, drop=True)
     assert fixed.manifest["changes"]["dropped"] == report["counts"]["label_issues"]
+
+    # the grid over REST and on the console's dataset page (the report in its default folder)
+    from fastapi.testclient import TestClient
+
+    from aimass.serve import auth
+    from aimass.serve.app import create_app
+
+    api.dataset_issues(ds, folds=3)
+    _, key = auth.create_key("curation-pictures", ["manage"])
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(refs=[])) as client:
+        png = client.get(f"/v1/datasets/{ds.id}/issues/files/issues.png", headers=headers)
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        for other in ("issues.json", "..%2Fissues.png", "missing.png"):  # only the report's pictures
+            assert (
+                client.get(f"/v1/datasets/{ds.id}/issues/files/{other}", headers=headers).status_code == 404
+            )
+        assert client.get(f"/v1/datasets/{ds.id}/issues/files/issues.png").status_code == 401
+        form = client.get("/console/signin").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+        client.post("/console/signin", data={"csrf": csrf, "key": auth.admin_token()})
+        page = client.get(f"/console/datasets/{ds.id}").text
+        assert re.search(rf'<img src="[./]*datasets/{ds.id}/issues/files/issues.png"', page)
+        assert client.get(f"/console/datasets/{ds.id}/issues/files/issues.png").content == png.content
 
 
 @pytest.fixture

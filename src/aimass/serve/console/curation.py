@@ -12,12 +12,13 @@ import contextlib
 from functools import partial
 
 from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 
 from aimass import jobs
 from aimass.access import directory
 from aimass.errors import ConfigError, NotFoundError
 from aimass.serve.console.core import Console, Ctx, rest
-from aimass.serve.data_routes import FixRequest, fix_from_report, issues_report, open_dataset
+from aimass.serve.data_routes import FixRequest, fix_from_report, issues_picture, issues_report, open_dataset
 from aimass.serve.jobs_routes import job_guard, may_run, own_job
 
 SHOWN = 50  # rows of each table, so a form of ticked rows stays small
@@ -46,6 +47,13 @@ def _job_body(dataset_id: str, name: str) -> dict:
 
 
 def add_curation(router: APIRouter, console: Console) -> None:
+    @router.get("/datasets/{dataset_id}/issues/files/{file}")
+    async def issues_file(request: Request, dataset_id: str, file: str):
+        ctx = console.ctx(request)
+        twin = rest("/v1/datasets/{}/issues/files/{}", dataset_id, file)
+        await asyncio.to_thread(console.authorize, ctx, "GET", twin)
+        return FileResponse(await asyncio.to_thread(issues_picture, dataset_id, file))
+
     @router.post("/datasets/{dataset_id}/issues")
     async def find(request: Request, dataset_id: str):
         ctx = console.ctx(request)
