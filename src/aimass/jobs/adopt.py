@@ -1,10 +1,10 @@
 """What a job makes belongs to the job's project.
 
 A job submitted into project P (``POST /v1/jobs`` with ``"project": "P"``) that creates a new
-model name or a new dataset name puts it in P, so the team that made it can read, deploy and
-delete it without an operator's ``aimass projects assign``. A job only claims what it created:
-a name with a version or an import older than the job (a new version of an existing model, a
-dataset the job only read) stays with its owner.
+model name, a new dataset name or a vector store (pulled) puts it in P, so the team that made it
+can read, deploy and delete it without an operator's ``aimass projects assign``. A job only
+claims what it created: a name with a version or an import older than the job (a new version of
+an existing model, a dataset the job only read) stays with its owner.
 
 And a job writes only into its own project: :func:`confine` is the check the worker installs
 (:mod:`aimass.store.claims`), so a job in P adds a version only to a model or dataset of P, or
@@ -38,6 +38,8 @@ def adopt(job_id: str, result: dict) -> list[dict]:
         if isinstance(dataset_id := result.get("dataset"), str) and (ds := s.get(DatasetRecord, dataset_id)):
             created = s.scalars(select(DatasetRecord.created).where(DatasetRecord.name == ds.name))
             made += [("dataset", ds.name)] if _all_since(created, since) else []
+    if isinstance(store_id := result.get("vector_store_id"), str) and result.get("pulled_from"):
+        made.append(("vector_store", store_id))  # a pulled store is new: made by this job
     return [directory.assign(kind, name, project) for kind, name in made if _unowned(kind, name)]
 
 

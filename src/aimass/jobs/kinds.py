@@ -12,6 +12,7 @@ the others are stopped at once and start over when resumed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from aimass.compressors import get_compressor
 from aimass.data import load_dataset
 from aimass.errors import ConfigError, NotFoundError
 from aimass.jobs import custom
+from aimass.retrieval import portable, stores
 from aimass.store import registry
 from aimass.store.claims import claim
 from aimass.tasks import DEFAULT_TASK
@@ -85,6 +87,8 @@ def reads(kind: str, params: dict) -> list[tuple[str, str]]:
     submit it reads everything already."""
     if kind == "custom":
         return []
+    if kind == "store-push":  # the store's files leave the server
+        return [("vector_store", str(params.get("vector_store")))]
     found = [("model", params[k]) for k in ("model", "from") if isinstance(params.get(k), str) and params[k]]
     teachers = params.get("teachers")
     found += [("model", t) for t in teachers if isinstance(t, str)] if isinstance(teachers, list) else []
@@ -256,6 +260,56 @@ def run_pull(params: dict, ctx) -> dict:
     url = f"{sharing.store_url(str(params['store']))}/{name}" + (f"/v{version}" if version else "")
     ctx.progress(0.05, f"pulling {url}")
     return sharing.pull_model(url, name=params.get("name"))
+
+
+def _check_store_push(params: dict) -> dict:
+    """A named store and a vector store that exists (404 otherwise) before anything queues."""
+    params = _require(params, "vector_store", "store")
+    sharing.store_url(str(params["store"]))
+    stores.get(str(params["vector_store"]))
+    return params
+
+
+@register_kind(
+    "store-push",
+    "upload a vector store to S3-compatible storage (a store in AIMASS_STORES)",
+    _check_store_push,
+)
+def run_store_push(params: dict, ctx) -> dict:
+    ctx.progress(0.05, f"pushing vector store {params['vector_store']} to {params['store']}")
+    return portable.push_store(str(params["vector_store"]), sharing.store_url(str(params["store"])))
+
+
+def _store_remote(params: dict) -> tuple[str, int | None]:
+    """``remote`` (``vs_ID`` or ``vs_ID:VERSION``, as pushed) as (id, version or None)."""
+    sid, _, version = str(params["remote"]).partition(":")
+    if not re.fullmatch(r"vs_[0-9a-f]{1,64}", sid) or version and not version.isdigit():
+        raise ConfigError(
+            f"'remote' names a pushed vector store as vs_ID or vs_ID:VERSION; got {params['remote']!r}.",
+            hint='e.g. {"store": "team-a", "remote": "vs_0123abcd:2"} (or without ":2" for its newest)',
+        )
+    return sid, int(version) if version else None
+
+
+def _check_store_pull(params: dict) -> dict:
+    params = _require(params, "store", "remote")
+    sharing.store_url(str(params["store"]))
+    _store_remote(params)
+    if params.get("name") is not None and not str(params["name"]).strip():
+        raise ConfigError(
+            "'name' of the pulled vector store is empty.", hint="Leave it out to keep the pushed name."
+        )
+    return params
+
+
+@register_kind("store-pull", "download a pushed vector store and import it here", _check_store_pull)
+def run_store_pull(params: dict, ctx) -> dict:
+    sid, version = _store_remote(params)
+    url = f"{sharing.store_url(str(params['store']))}/{portable.REMOTE_PREFIX}/{sid}"
+    url += f"/v{version}" if version else ""
+    ctx.progress(0.05, f"pulling {url}")
+    made = portable.pull_store(url, name=params.get("name"))
+    return {"vector_store_id": made["id"], "name": made["name"], "pulled_from": made["pulled_from"]}
 
 
 def _check_predict(params: dict) -> dict:

@@ -289,8 +289,11 @@ def job_guard(
         for kind, name in jobs.reads(job_kind, params):
             if kind == "model":
                 readable_versions(visible, name)
-            elif name not in visible("dataset", {name}):
-                raise NotFoundError(f"No dataset '{name}'.", hint="GET /v1/datasets lists what you may read.")
+            elif name not in visible(kind, {name}):  # a dataset, a vector store
+                where = "GET /v1/vector_stores" if kind == "vector_store" else "GET /v1/datasets"
+                raise NotFoundError(
+                    f"No {kind.replace('_', ' ')} '{name}'.", hint=f"{where} lists what you may read."
+                )
         for ref in jobs.exports(job_kind, params) if decide is not None else []:
             decide("GET", export_path(ref))  # the weights leave the server
         if job_kind == "predict" and decide is not None:  # it predicts as the route would

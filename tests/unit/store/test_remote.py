@@ -300,3 +300,95 @@ def test_a_vector_store_pushed_here_is_pulled_elsewhere_and_answers_the_same(sto
     refused = runner.invoke(app, ["stores", "pull", sent["url"]])
     assert refused.exit_code == 1 and "does not match its sha256" in " ".join(refused.output.split())
     assert [s["id"] for s in stores.listed()] == [moved["id"]]  # nothing imported from v1
+
+
+def test_vector_stores_push_and_pull_as_jobs_over_rest(store, monkeypatch, tmp_path):
+    """``store-push`` and ``store-pull`` jobs: only the operator's named stores, a push only of a
+    store the caller may read (404 otherwise, like a missing one), and a pulled store belongs to
+    the job's project and answers like the one pushed."""
+    from fastapi.testclient import TestClient
+    from tests.conftest import user_with_key
+
+    from aimass import jobs
+    from aimass.access import directory
+    from aimass.retrieval import search, stores
+    from aimass.serve.app import create_app
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AIMASS_STORES", f"team-a=s3://{BUCKET}/store-jobs")
+    for name, text in HANDBOOK.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    made = stores.build("handbook", [tmp_path / name for name in HANDBOOK])
+    directory.create_project("hr")
+    directory.create_project("cv")
+    directory.assign("vector_store", made["id"], "hr")
+    listing = {"Effect": "Allow", "Action": "vector_store:List", "Resource": "aimass:project/*"}
+    keys = {
+        user: user_with_key(
+            user,
+            f"{user}-policy",
+            [{"Effect": "Allow", "Action": "*", "Resource": f"aimass:project/{project}/*"}, listing],
+        )
+        for user, project in (("hana", "hr"), ("carl", "cv"))
+    }
+    headers = {user: {"Authorization": f"Bearer {key}"} for user, key in keys.items()}
+    push = {"kind": "store-push", "params": {"vector_store": made["id"], "store": "team-a"}}
+    with TestClient(create_app([], job_runner=0)) as client:
+        hidden = client.post("/v1/jobs", json={**push, "project": "cv"}, headers=headers["carl"])
+        assert hidden.status_code == 404 and "vector store" in hidden.json()["error"]["message"], hidden.text
+        raw = {**push, "params": {**push["params"], "store": f"s3://{BUCKET}/mine"}, "project": "hr"}
+        assert client.post("/v1/jobs", json=raw, headers=headers["hana"]).status_code == 404
+        queued = client.post("/v1/jobs", json={**push, "project": "hr"}, headers=headers["hana"])
+        assert queued.status_code == 202, queued.text
+        bad = {"kind": "store-pull", "params": {"store": "team-a", "remote": "../x"}, "project": "hr"}
+        assert client.post("/v1/jobs", json=bad, headers=headers["hana"]).status_code == 422
+        pull = {"kind": "store-pull", "params": {"store": "team-a", "remote": made["id"], "name": "copy"}}
+        pulled_id = client.post("/v1/jobs", json={**pull, "project": "hr"}, headers=headers["hana"]).json()[
+            "id"
+        ]
+    pushed = jobs.run_foreground(queued.json()["id"])
+    assert pushed["status"] == "succeeded", pushed
+    assert pushed["result"]["url"] == f"s3://{BUCKET}/store-jobs/vector-stores/{made['id']}/v1"
+    done = jobs.run_foreground(pulled_id)
+    assert done["status"] == "succeeded", done
+    copy = done["result"]["vector_store_id"]
+    assert copy != made["id"] and stores.get(copy)["name"] == "copy"
+    assert directory.project_of("vector_store", copy) == "hr"  # the job's project
+    question = "How many days of holiday do I get?"
+    before, after = search.search(made["id"], question)["data"], search.search(copy, question)["data"]
+    assert [(h["filename"], h["score"]) for h in after] == [(h["filename"], h["score"]) for h in before]
+
+    # the console: hana's store page pushes it, the Documents page pulls it into a project she may use
+    import re
+
+    with TestClient(create_app([], job_runner=0)) as client:
+        form = client.get("/console/signin").text
+        client.post(
+            "/console/signin",
+            data={"csrf": re.search(r'name="csrf" value="([^"]+)"', form)[1], "key": keys["hana"]},
+        )
+        page = client.get(f"/console/stores/{made['id']}").text
+        assert '<option value="team-a">' in page and "Push to a store" in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+        pushed = client.post(
+            f"/console/stores/{made['id']}/push",
+            data={"csrf": csrf, "store": "team-a"},
+            follow_redirects=False,
+        )
+        assert pushed.status_code == 303, pushed.text[-300:]
+        listing = client.get("/console/stores").text
+        assert re.findall(r'<option value="([^"]+)">\1</option>', listing.split('name="project"')[-1]) == [
+            "hr"
+        ]
+        asked = {"csrf": csrf, "store": "team-a", "remote": made["id"], "name": "again", "project": "hr"}
+        queued = client.post("/console/stores/pull", data=asked, follow_redirects=False)
+        assert queued.status_code == 303, queued.text[-300:]
+        elsewhere = client.post("/console/stores/pull", data={**asked, "project": "cv"})
+        assert elsewhere.status_code == 403
+    unchanged = jobs.run_foreground(pushed.headers["location"].rsplit("/", 1)[1])
+    assert unchanged["status"] == "succeeded" and unchanged["result"]["unchanged"], unchanged
+    again = jobs.run_foreground(queued.headers["location"].rsplit("/", 1)[1])
+    assert (
+        again["status"] == "succeeded"
+        and directory.project_of("vector_store", again["result"]["vector_store_id"]) == "hr"
+    )

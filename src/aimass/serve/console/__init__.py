@@ -20,6 +20,7 @@ from aimass.serve.console.documents import add_documents
 from aimass.serve.console.hooks import add_webhooks
 from aimass.serve.console.manage import add_manage
 from aimass.serve.console.playground import add_playground
+from aimass.serve.console.store_sharing import add_store_sharing
 from aimass.serve.console.wizard import add_wizard
 from aimass.serve.engine import Engine
 from aimass.serve.metering import Meter
@@ -47,6 +48,7 @@ def add_console(
     add_wizard(router, console, engine, predictor)
     add_manage(router, console, engine, meter)
     add_webhooks(router, console)
+    add_store_sharing(router, console)  # before the documents' /stores/{id} routes
     add_documents(router, console)
     add_playground(router, console, engine, generation)
     app.include_router(router)

@@ -21,6 +21,7 @@ from aimass.retrieval import search as searching
 from aimass.retrieval.filters import check_attributes
 from aimass.serve import batch_files
 from aimass.serve.console.core import Console, rest
+from aimass.serve.console.store_sharing import pull_offer, push_offer
 
 MAX_FILES = 16  # documents in one form
 
@@ -34,7 +35,10 @@ def add_documents(router: APIRouter, console: Console) -> None:
         shown = await asyncio.to_thread(console.visible, ctx, "vector_store", [s["id"] for s in found])
         projects = await asyncio.to_thread(console.projects, ctx, "POST", "/v1/vector_stores", {})
         rows = [s for s in found if s["id"] in shown]
-        return console.page(request, "stores.html", ctx, stores=rows, projects=projects, most=MAX_FILES)
+        offer = await asyncio.to_thread(pull_offer, console, ctx)
+        return console.page(
+            request, "stores.html", ctx, stores=rows, projects=projects, most=MAX_FILES, **offer
+        )
 
     @router.post("/stores")
     async def create(request: Request):
@@ -72,6 +76,7 @@ def add_documents(router: APIRouter, console: Console) -> None:
         may_add = may_change and console.may(ctx, "POST", "/v1/files", {"project": project})
         shown = {"files": listed, "names": names, "q": q, "hits": hits}
         shown |= {"may_add": may_add, "may_change": may_change}
+        shown["push_stores"] = await asyncio.to_thread(push_offer, console, ctx, store_id, project)
         return console.page(request, "store.html", ctx, store=found, most=MAX_FILES, **shown)
 
     @router.post("/stores/{store_id}/files")
