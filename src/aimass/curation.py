@@ -202,20 +202,23 @@ def _report(ds: Dataset, labels, proba, embeddings, threshold: float, hard: int)
     hardest = [_hard(i, rows[i], kind, classes, proba) for i in cl.hard_examples(proba, hard, exclude=mask)]
     joint = cl.confident_joint(labels, proba)
     return {
-        "format": FORMAT,
-        "dataset": {"id": ds.id, "digest": ds.digest, "name": ds.name, "kind": ds.kind},
-        "counts": {
-            "rows": len(rows),
-            "label_issues": len(issues),
-            "near_duplicates": len(dups),
-            "hard_examples": len(hardest),
-        },
+        **_head(ds, len(rows), issues, dups, hardest),
         "accuracy": round(float((proba.argmax(1) == labels).mean()), 4),
         "thresholds": {c: round(float(t), 4) for c, t in zip(classes, cl.class_thresholds(labels, proba))},
         "confident_joint": {"labels": classes, "matrix": joint.tolist()},
         "label_issues": issues,
         "near_duplicates": dups,
         "hard_examples": hardest,
+    }
+
+
+def _head(ds: Dataset, n: int, issues: list, dups: list, hardest: list) -> dict:
+    """What every report starts with: its format, the dataset it was made for, the counts."""
+    counts = {"label_issues": len(issues), "near_duplicates": len(dups), "hard_examples": len(hardest)}
+    return {
+        "format": FORMAT,
+        "dataset": {"id": ds.id, "digest": ds.digest, "name": ds.name, "kind": ds.kind},
+        "counts": {"rows": n, **counts},
     }
 
 
@@ -244,14 +247,7 @@ def _multi_report(ds: Dataset, targets, proba, embeddings, threshold: float, har
     dups = _duplicates(rows, KINDS[ds.kind], embeddings, threshold)
     decided = decide(proba, 0.5)
     return {
-        "format": FORMAT,
-        "dataset": {"id": ds.id, "digest": ds.digest, "name": ds.name, "kind": ds.kind},
-        "counts": {
-            "rows": len(rows),
-            "label_issues": len(issues),
-            "near_duplicates": len(dups),
-            "hard_examples": len(hardest),
-        },
+        **_head(ds, len(rows), issues, dups, hardest),
         "accuracy": round(float((decided == targets).all(1).mean()), 4),  # exact match, labels from 0.5
         "flagged_by_label": {
             c: {

@@ -29,6 +29,8 @@ from aimass.store.claims import claim
 from aimass.tasks import DEFAULT_TASK
 from aimass.tasks.base import load_ref
 
+STORE_ID = re.compile(r"vs_[0-9a-f]{1,64}")  # a vector store's id, as pushed
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -233,13 +235,14 @@ def run_push(params: dict, ctx) -> dict:
     return sharing.push_model(str(params["model"]), str(params["store"]))
 
 
-def _remote(params: dict) -> tuple[str, int | None]:
-    """``remote`` (``NAME`` or ``NAME:VERSION``, as pushed) as (name, version or None)."""
+def _remote(params: dict, pattern=registry.NAME, what: str = "model as NAME", example: str = "news") -> tuple:
+    """``remote`` (``NAME`` or ``NAME:VERSION``, as pushed; ``pattern`` the name's) as (name,
+    version or None)."""
     name, _, version = str(params["remote"]).partition(":")
-    if not registry.NAME.fullmatch(name) or version and not version.isdigit():
+    if not pattern.fullmatch(name) or version and not version.isdigit():
         raise ConfigError(
-            f"'remote' names a pushed model as NAME or NAME:VERSION; got {params['remote']!r}.",
-            hint='e.g. {"store": "team-a", "remote": "news:3"} (or "news" for its newest version)',
+            f"'remote' names a pushed {what} or {what.split()[-1]}:VERSION; got {params['remote']!r}.",
+            hint=f'e.g. {{"store": "team-a", "remote": "{example}:3"}} (or "{example}" for its newest)',
         )
     return name, int(version) if version else None
 
@@ -282,13 +285,7 @@ def run_store_push(params: dict, ctx) -> dict:
 
 def _store_remote(params: dict) -> tuple[str, int | None]:
     """``remote`` (``vs_ID`` or ``vs_ID:VERSION``, as pushed) as (id, version or None)."""
-    sid, _, version = str(params["remote"]).partition(":")
-    if not re.fullmatch(r"vs_[0-9a-f]{1,64}", sid) or version and not version.isdigit():
-        raise ConfigError(
-            f"'remote' names a pushed vector store as vs_ID or vs_ID:VERSION; got {params['remote']!r}.",
-            hint='e.g. {"store": "team-a", "remote": "vs_0123abcd:2"} (or without ":2" for its newest)',
-        )
-    return sid, int(version) if version else None
+    return _remote(params, STORE_ID, "vector store as vs_ID", "vs_0123abcd")
 
 
 def _check_store_pull(params: dict) -> dict:

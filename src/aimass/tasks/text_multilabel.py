@@ -39,7 +39,7 @@ from aimass.backbones import default_backbone, get_backbone
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.data import bbc_news_path, bbc_news_text, detect_language
 from aimass.data.multilabel import split_labels
-from aimass.errors import ConfigError, DataError
+from aimass.errors import DataError
 from aimass.estimator import parse_config
 from aimass.tasks import portfolio, register_task
 from aimass.tasks.classification import ClassificationTask
@@ -190,19 +190,6 @@ class MultiLabelTextClassifier(TextClassifier):
         self.timings_ = timer.stages
         self.data_digest_ = digest
         return self
-
-    def _inherit(self, parent: MultiLabelTextClassifier) -> None:
-        """The parent's backbone, tokenizer, window and encoder (shared: it stays frozen)."""
-        parent.check_fitted()
-        if getattr(parent, "runtime_", None) is not None:
-            raise ConfigError(
-                "The parent version serves from an ONNX runtime; it has no network to continue.",
-                hint="Continue from the version it was exported from (its parent).",
-            )
-        for key in ("language_", "backbone_", "prefix_", "max_length_", "tokenizer_"):
-            setattr(self, key, getattr(parent, key))
-        self.unfrozen_, self.structure_ = 0, None
-        self.net_ = parent.net_  # the encoder, until the head is made for the new labels
 
     def _replay(self, parent, old, n: int, seed: int) -> tuple[tuple, np.ndarray | None, dict]:
         """((old train rows, old valid rows), their pooled embeddings from the parent's cache or

@@ -9,23 +9,13 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import bbc_sample, user_with_key
+from tests.unit.serve.test_console import csrf_of, signed_in
 
 from aimass import api, jobs
 from aimass.serve import auth
 from aimass.serve.app import create_app
 
 FLIPPED = {0: "sports", 20: "tech", 40: "business"}  # row of the file -> the wrong label it gets
-
-
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
-
-
-def signed_in(app, key: str) -> TestClient:
-    client = TestClient(app)
-    form = client.get("/console/signin")
-    assert client.post("/console/signin", data={"csrf": csrf_of(form.text), "key": key}).status_code == 200
-    return client
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from aimass.serve.console.charts import usage_chart
 from aimass.serve.console.continuing import add_continuing, continue_offer
 from aimass.serve.console.core import PAGE_SIZE, Console, Ctx, pages, rest
 from aimass.serve.console.curation import add_curation, issues_section
+from aimass.serve.console.store_sharing import pull_from_form, pull_offer
 from aimass.serve.data_routes import (
     EXPORTS,
     compare,
@@ -40,7 +41,7 @@ from aimass.serve.data_routes import (
     zip_response,
 )
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, need_project, own_job, predictions_file
+from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, own_job, predictions_file
 from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
@@ -142,26 +143,14 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
             versions=found["versions"],
             name=name or "",
             pg=pages(found["total"], offset),
-            **await asyncio.to_thread(_pull_offer, console, ctx),
+            **await asyncio.to_thread(pull_offer, console, ctx, "pull"),
         )
 
     @router.post("/models/pull")
     async def pull(request: Request):
         """Pull a pushed version from a named store into a project, as ``POST /v1/jobs`` with kind
         pull would; the new version is the job's to register (only under the project's names)."""
-        ctx = console.ctx(request)
-        form = await console.form(request, ctx)
-        params = {"store": str(form.get("store") or ""), "remote": str(form.get("remote") or "").strip()}
-        if str(form.get("name") or "").strip():
-            params["name"] = str(form.get("name")).strip()
-        project = str(form.get("project") or directory.DEFAULT_PROJECT)
-        body = {"kind": "pull", "params": params, "project": project}
-        await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/jobs", body)
-        may_run(ctx.caller, jobs.get_kind("pull"), console.guard.policy is not None)
-        await asyncio.to_thread(need_project, project)
-        job = await asyncio.to_thread(jobs.submit, "pull", params, guard=job_guard(console.lister(ctx)))
-        await asyncio.to_thread(own_job, job, project)
-        return console.redirect(request, f"jobs/{job['id']}", f"Pulling {params['remote']}.", ctx)
+        return await pull_from_form(console, request, "pull")
 
     @router.get("/models/compare")
     async def compare_page(request: Request, a: str = "", b: str = "", v: list[str] = Query([])):
@@ -265,16 +254,6 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
         await asyncio.to_thread(adopt_service, name, ref)
         then = "try" if form.get("then") == "try" else "services"
         return console.redirect(request, f"{then}/{name}", f"Deployed {ref}.", ctx)
-
-
-def _pull_offer(console: Console, ctx: Ctx) -> dict:
-    """The stores and projects the models page offers to pull into (none without a named store)."""
-    named = sorted(sharing.stores())
-    body = {"kind": "pull", "params": {}}
-    return {
-        "pull_stores": named,
-        "pull_projects": console.projects(ctx, "POST", "/v1/jobs", body) if named else [],
-    }
 
 
 async def _model_job(console: Console, ctx: Ctx, kind: str, params: dict) -> dict:
