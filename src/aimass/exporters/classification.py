@@ -100,6 +100,8 @@ def _text_weights(model, folder: Path) -> dict:
         "pooling": "mean of the token vectors over the attention mask, L2-normalised",
         "backbone": model.backbone_,
     }
+    if getattr(model, "threshold_", None) is not None:  # multi-label: a sigmoid per label, labels from here
+        prep |= {"activation": "sigmoid", "threshold": model.threshold_}
     (folder / "preprocessing.json").write_text(json.dumps(prep, indent=2, ensure_ascii=False) + "\n")
     return {}
 
@@ -214,6 +216,11 @@ TEXT_SAFETENSORS = Recipe(
     _TEXT_EXAMPLE,
     _TEXT_TORCH_HOW,
 )
+TEXT_MULTILABEL_SAFETENSORS = replace(
+    TEXT_SAFETENSORS,
+    example=_MULTILABEL_EXAMPLE,
+    how=_TEXT_TORCH_HOW.replace(_TEXT_HOW, _MULTILABEL_HOW),
+)
 IMAGE_SAFETENSORS = Recipe(
     _image_weights,
     "image_torch.py",
@@ -228,5 +235,6 @@ IMAGE_SAFETENSORS = Recipe(
 register_export("text-classification", "onnx", TEXT_ONNX)
 register_export("text-classification", "safetensors", TEXT_SAFETENSORS)
 register_export("text-multilabel", "onnx", TEXT_MULTILABEL_ONNX)
+register_export("text-multilabel", "safetensors", TEXT_MULTILABEL_SAFETENSORS)
 register_export("image-classification", "onnx", IMAGE_ONNX)
 register_export("image-classification", "safetensors", IMAGE_SAFETENSORS)

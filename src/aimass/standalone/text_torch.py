@@ -6,7 +6,8 @@ weights, the linear head and the TF-IDF branch's weights are model.safetensors. 
 
     python predict.py "first text" "second text"
 
-Each text gives one JSON line: {"input": ..., "label": ..., "scores": {label: probability}}.
+Each text gives one JSON line: {"input": ..., "label": ..., "scores": {label: probability}}
+(a multi-label model's: "labels", every label from its threshold).
 From Python: ``TextModel(folder).predict_proba(texts)``; ``TextModel(folder).net`` is the
 ``torch.nn.Module`` (token ids + attention mask -> the encoder's part of the logits).
 """
@@ -57,6 +58,8 @@ class TextModel:
         self.labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
         prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
         self.prefix = prep.get("prefix") or ""
+        self.sigmoid = prep.get("activation") == "sigmoid"  # multi-label: one yes/no score per label
+        self.threshold = prep.get("threshold")
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(prep["max_length"])
         self.tokenizer.enable_padding(pad_id=prep["pad_id"], pad_token=prep["pad_token"])
@@ -79,11 +82,21 @@ class TextModel:
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             logits = torch.from_numpy(self.logits(texts[start : start + batch_size]))
-            out[start : start + batch_size] = logits.softmax(-1).numpy()
+            out[start : start + batch_size] = (
+                logits.sigmoid() if self.sigmoid else logits.softmax(-1)
+            ).numpy()
         return out
 
-    def predict(self, texts: list[str]) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+    def predict(self, texts: list[str]) -> list:
+        """Each text's label (a multi-label model's: its list of labels)."""
+        return [self.answer(row) for row in self.predict_proba(texts)]
+
+    def answer(self, row: np.ndarray):
+        """One row of probabilities as a label, or (multi-label) every label from the threshold."""
+        best = self.labels[int(row.argmax())]
+        if self.threshold is None:
+            return best
+        return [label for label, p in zip(self.labels, row) if p >= self.threshold] or [best]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     model = TextModel(HERE)
     for text, row in zip(args.texts, model.predict_proba(args.texts)):
         scores = {label: round(float(p), 6) for label, p in zip(model.labels, row)}
-        line = {"input": text, "label": model.labels[int(row.argmax())], "scores": scores}
+        key = "label" if model.threshold is None else "labels"
+        line = {"input": text, key: model.answer(row), "scores": scores}
         print(json.dumps(line, ensure_ascii=False))
     return 0
 

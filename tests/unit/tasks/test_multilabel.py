@@ -133,6 +133,15 @@ def test_training_picks_the_task_from_the_data_and_beats_or_keeps_tfidf_alone(tm
     worst = report["top_losses"][0]  # the row the model gets most wrong: its labels and what was given
     assert worst["actual"] != worst["predicted"] and set(worst["scores"]) == set(model.classes_)
 
+    # exports: the ONNX folder and the fine-tuned weights, each predict.py checked against aimass
+    from aimass.exporters import export
+
+    for fmt in ("onnx", "safetensors"):
+        done = export(result["model"], fmt, tmp_path / f"export-{fmt}")
+        assert done["check"]["predict_py_max_abs_diff_proba"] < 1e-4, (fmt, done["check"])
+        prep = json.loads((tmp_path / f"export-{fmt}" / "preprocessing.json").read_text())
+        assert prep["activation"] == "sigmoid" and prep["threshold"] == model.threshold_
+
     judged = api.dataset_issues(ds, model=result["model"], out=tmp_path / "judged")  # its own predictions
     assert judged["method"]["in_sample_train"] is True and judged["accuracy"] > 0.8
     assert all(i["add"] or i["remove"] for i in judged["label_issues"])
