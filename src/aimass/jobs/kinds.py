@@ -292,9 +292,11 @@ def _check_store_pull(params: dict) -> dict:
     params = _require(params, "store", "remote")
     sharing.store_url(str(params["store"]))
     _store_remote(params)
-    if params.get("name") is not None and not str(params["name"]).strip():
+    name = params.get("name")
+    if name is not None and not (isinstance(name, str) and 0 < len(name.strip()) <= 256):
         raise ConfigError(
-            "'name' of the pulled vector store is empty.", hint="Leave it out to keep the pushed name."
+            "'name' of the pulled vector store is a string of 1 to 256 characters.",
+            hint="Leave it out to keep the pushed name.",
         )
     return params
 

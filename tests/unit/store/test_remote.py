@@ -342,6 +342,8 @@ def test_vector_stores_push_and_pull_as_jobs_over_rest(store, monkeypatch, tmp_p
         assert queued.status_code == 202, queued.text
         bad = {"kind": "store-pull", "params": {"store": "team-a", "remote": "../x"}, "project": "hr"}
         assert client.post("/v1/jobs", json=bad, headers=headers["hana"]).status_code == 422
+        long = {**bad, "params": {"store": "team-a", "remote": made["id"], "name": "x" * 300}}
+        assert client.post("/v1/jobs", json=long, headers=headers["hana"]).status_code == 422
         pull = {"kind": "store-pull", "params": {"store": "team-a", "remote": made["id"], "name": "copy"}}
         pulled_id = client.post("/v1/jobs", json={**pull, "project": "hr"}, headers=headers["hana"]).json()[
             "id"
