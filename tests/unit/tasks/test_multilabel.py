@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from aimass import api, scoring
+from aimass import api, jobs, scoring
 from aimass.cli.main import app
 from aimass.errors import ConfigError, DataError
 from aimass.serve import auth
@@ -181,6 +181,20 @@ def test_training_picks_the_task_from_the_data_and_beats_or_keeps_tfidf_alone(tm
         client.post("/console/signin", data={"csrf": csrf_of(form), "key": auth.admin_token()})
         csrf = csrf_of(client.get(f"/console/try/{ds.name}").text)
         page = client.post(f"/console/try/{ds.name}", data={"csrf": csrf, "text": texts[0]}).text
+        # the model page labels a file (a predict job), every label of a row joined by ';'
+        assert "Label a file with this model" in client.get(f"/console/models/{result['model']}").text
+        upload = {"file": ("unlabelled.csv", table.read_bytes(), "text/csv")}
+        asked = client.post(
+            f"/console/models/{result['model']}/score",
+            data={"csrf": csrf},
+            files=upload,
+            follow_redirects=False,
+        )
+        assert asked.status_code == 303, asked.text[-300:]
+        job_id = asked.headers["location"].rsplit("/", 1)[1]
+        assert jobs.run_foreground(job_id)["status"] == "succeeded"
+        labelled = client.get(f"/console/jobs/{job_id}/predictions").text
+    assert [row["label"].split(";") for row in csv.DictReader(labelled.splitlines())] == scored
     answers = [p["labels"] for p in body["predictions"]]
     assert answers == model.predict(texts)
     assert set(body["predictions"][0]["scores"]) == set(model.classes_)

@@ -18,6 +18,7 @@ from aimass.data.uploads import store_upload
 from aimass.errors import ConfigError, PermissionDenied
 from aimass.exporters import FORMATS, recipes
 from aimass.jobs.state import STATES
+from aimass.scoring import TASKS as SCORED  # the tasks whose model page labels a file
 from aimass.serve import auth, metering
 from aimass.serve.access_guard import adopt_service
 from aimass.serve.console.charts import usage_chart
@@ -45,8 +46,6 @@ from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, own_job, pre
 from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
-
-SCORED = ("text-classification", "image-classification", "text-generation")  # a model page labels a file
 
 Offset = Query(0, ge=0, le=10**9)
 
