@@ -6,7 +6,7 @@ These are the JSON twins of the web console's pages (the console calls the same 
   ``AIMASS_HOME/uploads`` and answers the path to import; ``POST /v1/datasets`` imports it;
 - ``GET /v1/datasets`` (paginated), ``GET /v1/datasets/{id}`` (the import report) and
   ``GET /v1/datasets/{id}/rejects`` (paginated), ``GET /v1/datasets/{id}/issues`` (the last
-  issues report: ``aimass data issues`` or a job of kind ``issues``; its pictures under
+  issues report: ``aimass data issues`` or a job of kind ``issues``; its CSV and pictures under
   ``/issues/files/{file}``) and ``POST /v1/datasets/{id}/fix`` (a new version with that report's
   rows dropped or relabelled);
 - ``GET /v1/versions`` (paginated, ``?name=``), ``GET /v1/versions/{ref}`` (lineage, params,
@@ -133,18 +133,20 @@ def issues_report(dataset_id: str) -> dict:
     return curation.stored_issues(open_dataset(dataset_id))
 
 
-def issues_picture(dataset_id: str, file: str) -> Path:
-    """A picture of the dataset's last issues report (an image dataset's grid of the flagged
-    images, ``issues.png``): only a file the report lists, from its own folder."""
+def issues_file(dataset_id: str, file: str) -> Path:
+    """A file of the dataset's last issues report: ``issues.csv`` (every flagged row, for a
+    spreadsheet) or a picture (an image dataset's grid of the flagged images, ``issues.png``);
+    only a file the report lists, from its own folder."""
     ds = open_dataset(dataset_id)
     report = curation.stored_issues(ds)
     folder = curation.report_folder(ds.id)
-    names = {Path(p).name for key, p in report.get("files", {}).items() if key.startswith("png")}
+    names = {
+        Path(p).name for key, p in report.get("files", {}).items() if key == "csv" or key.startswith("png")
+    }
     if file not in names or not (folder / file).is_file():
         raise NotFoundError(
-            f"the issues report of dataset {ds.id} has no picture {file!r}; "
-            f"it has {sorted(names) or 'none'}.",
-            hint="An image dataset's report has issues.png; a text dataset's has none.",
+            f"the issues report of dataset {ds.id} has no file {file!r}; it has {sorted(names) or 'none'}.",
+            hint="issues.csv, and for an image dataset issues.png.",
         )
     return folder / file
 
@@ -380,10 +382,12 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
         return await asyncio.to_thread(issues_report, dataset_id)
 
     @app.get("/v1/datasets/{dataset_id}/issues/files/{file}", tags=["datasets"], dependencies=manage)
-    async def issues_file(dataset_id: str, file: str):
-        """A picture of the last issues report (an image dataset's ``issues.png``: the flagged
-        images, each titled with its label and the suggested one)."""
-        return FileResponse(await asyncio.to_thread(issues_picture, dataset_id, file))
+    async def report_file(dataset_id: str, file: str):
+        """A file of the last issues report: ``issues.csv`` (every flagged row) or an image
+        dataset's ``issues.png`` (the flagged images, each titled with its label and the suggested
+        one)."""
+        path = await asyncio.to_thread(issues_file, dataset_id, file)
+        return FileResponse(path, filename=path.name if path.suffix == ".csv" else None)
 
     @app.post("/v1/datasets/{dataset_id}/fix", tags=["datasets"], dependencies=manage, status_code=201)
     async def fix(dataset_id: str, body: FixRequest):

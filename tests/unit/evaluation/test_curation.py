@@ -51,7 +51,9 @@ def test_an_image_dataset_gets_a_picture_grid(tmp_path, digits_folder):
     with TestClient(create_app(refs=[])) as client:
         png = client.get(f"/v1/datasets/{ds.id}/issues/files/issues.png", headers=headers)
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
-        for other in ("issues.json", "..%2Fissues.png", "missing.png"):  # only the report's pictures
+        table = client.get(f"/v1/datasets/{ds.id}/issues/files/issues.csv", headers=headers)
+        assert table.status_code == 200 and table.text.startswith("issue,row,split,label")
+        for other in ("issues.json", "..%2Fissues.png", "missing.png"):  # only the report's files
             assert (
                 client.get(f"/v1/datasets/{ds.id}/issues/files/{other}", headers=headers).status_code == 404
             )
@@ -61,6 +63,7 @@ def test_an_image_dataset_gets_a_picture_grid(tmp_path, digits_folder):
         client.post("/console/signin", data={"csrf": csrf, "key": auth.admin_token()})
         page = client.get(f"/console/datasets/{ds.id}").text
         assert re.search(rf'<img src="[./]*datasets/{ds.id}/issues/files/issues.png"', page)
+        assert f"datasets/{ds.id}/issues/files/issues.csv" in page
         assert client.get(f"/console/datasets/{ds.id}/issues/files/issues.png").content == png.content
 
 

@@ -18,7 +18,7 @@ from aimass import jobs
 from aimass.access import directory
 from aimass.errors import ConfigError, NotFoundError
 from aimass.serve.console.core import Console, Ctx, rest
-from aimass.serve.data_routes import FixRequest, fix_from_report, issues_picture, issues_report, open_dataset
+from aimass.serve.data_routes import FixRequest, fix_from_report, issues_file, issues_report, open_dataset
 from aimass.serve.jobs_routes import job_guard, may_run, own_job
 
 SHOWN = 50  # rows of each table, so a form of ticked rows stays small
@@ -48,11 +48,12 @@ def _job_body(dataset_id: str, name: str) -> dict:
 
 def add_curation(router: APIRouter, console: Console) -> None:
     @router.get("/datasets/{dataset_id}/issues/files/{file}")
-    async def issues_file(request: Request, dataset_id: str, file: str):
+    async def report_file(request: Request, dataset_id: str, file: str):
         ctx = console.ctx(request)
         twin = rest("/v1/datasets/{}/issues/files/{}", dataset_id, file)
         await asyncio.to_thread(console.authorize, ctx, "GET", twin)
-        return FileResponse(await asyncio.to_thread(issues_picture, dataset_id, file))
+        path = await asyncio.to_thread(issues_file, dataset_id, file)
+        return FileResponse(path, filename=path.name if path.suffix == ".csv" else None)
 
     @router.post("/datasets/{dataset_id}/issues")
     async def find(request: Request, dataset_id: str):
