@@ -107,6 +107,7 @@ def datasets_page(limit: int, offset: int, visible: Visible | None = None) -> di
         {
             "id": r.id,
             "name": r.name,
+            "kind": (r.summary or {}).get("kind", "text"),  # text, multilabel, image, chat, ...
             "language": r.language,
             "created": r.created,
             "rows": (r.summary or {}).get("rows"),

@@ -181,6 +181,8 @@ def test_training_picks_the_task_from_the_data_and_beats_or_keeps_tfidf_alone(tm
         client.post("/console/signin", data={"csrf": csrf_of(form), "key": auth.admin_token()})
         csrf = csrf_of(client.get(f"/console/try/{ds.name}").text)
         page = client.post(f"/console/try/{ds.name}", data={"csrf": csrf, "text": texts[0]}).text
+        listed = client.get("/console/datasets").text  # the list says what kind of data each holds
+        assert re.search(rf"<code>{ds.id[:16]}</code></td><td>multi-label text</td>", listed)
         # the model page labels a file (a predict job), every label of a row joined by ';'
         assert "Label a file with this model" in client.get(f"/console/models/{result['model']}").text
         upload = {"file": ("unlabelled.csv", table.read_bytes(), "text/csv")}
