@@ -139,6 +139,16 @@ def adopt_service(name: str, ref: str) -> None:
         directory.assign("service", name, project)
 
 
+def fixing_into(params: dict, data) -> tuple[str, str]:
+    """Where a fix writes its new version: the dataset itself, or the body's ``name`` in the
+    dataset's project (so a Deny on that name holds: a fix may not add a version to it)."""
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name:
+        return "dataset", params["dataset_id"]
+    project = directory.project_of("dataset", dataset_name(params["dataset_id"]))
+    return "", directory.arn("dataset", name, project)
+
+
 def dataset_name(id_or_name: str) -> str:
     """The name of the dataset with this id (what a project owns), else ``id_or_name`` itself."""
     record = browse.dataset_record(id_or_name) if id_or_name else None
@@ -280,11 +290,11 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "GET", "/v1/datasets/{dataset_id}/issues/files/{file}", "dataset:Read", path("dataset", "dataset_id")
     ),
-    Rule(  # a new version of the dataset, from its own rows
+    Rule(  # a new version of the dataset (or of the body's name), from the dataset's rows
         "POST",
         "/v1/datasets/{dataset_id}/fix",
         "dataset:Import",
-        path("dataset", "dataset_id"),
+        fixing_into,
         also=(("dataset:Read", path("dataset", "dataset_id")),),
     ),
     Rule("GET", "/v1/versions", "model:List", fixed("aimass:project/*")),

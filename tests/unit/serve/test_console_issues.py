@@ -89,6 +89,18 @@ def test_the_rest_fix_is_decided_by_the_policies(noisy_news):
             },
         ],
     )
+    guarded = user_with_key(  # may fix anything, but never add a version to dataset 'protected'
+        "nina",
+        "NinaNotProtected",
+        [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {
+                "Effect": "Deny",
+                "Action": "dataset:Import",
+                "Resource": "aimass:project/default/dataset/protected",
+            },
+        ],
+    )
     _, manager = auth.create_key("fixer", ["manage"])
     body = {"drop": True}
     with TestClient(create_app(refs=[])) as client:
@@ -100,6 +112,12 @@ def test_the_rest_fix_is_decided_by_the_policies(noisy_news):
         with signed_in(client.app, reader) as console:  # the page shows the report, no boxes to fix
             page = console.get(f"/console/datasets/{ds.id}").text
             assert "Likely label errors" in page and 'name="row"' not in page
+        into = client.post(
+            f"/v1/datasets/{ds.id}/fix",
+            json={"drop": True, "name": "protected"},
+            headers={"Authorization": f"Bearer {guarded}"},
+        )
+        assert into.status_code == 403 and "dataset:Import" in into.json()["error"]["message"], into.text
         headers = {"Authorization": f"Bearer {manager}"}
         bad = client.post(f"/v1/datasets/{ds.id}/fix", json={"drop": True, "name": "../x"}, headers=headers)
         assert bad.status_code == 422
