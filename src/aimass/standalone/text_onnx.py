@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 
 HERE = Path(__file__).resolve().parent
 # shared: text_prep.py (`aimass export` writes that file's code here: predict.py stands alone)
-from aimass.standalone.text_prep import SPACES, WORD, Tfidf  # noqa: E402, F401
+from aimass.standalone.text_prep import SPACES, WORD, Tfidf, labels_of  # noqa: E402, F401
 
 # end shared
 
@@ -78,10 +78,7 @@ class TextModel:
 
     def answer(self, row: np.ndarray):
         """One row of probabilities as a label, or (multi-label) every label from the threshold."""
-        best = self.labels[int(row.argmax())]
-        if self.threshold is None:
-            return best
-        return [label for label, p in zip(self.labels, row) if p >= self.threshold] or [best]
+        return labels_of(row, self.labels, self.threshold)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

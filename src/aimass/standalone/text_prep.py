@@ -1,5 +1,6 @@
-"""The TF-IDF branch of the standalone text scripts: one source, written into each exported
-``predict.py`` by ``aimass export`` (see :func:`aimass.standalone.script`)."""
+"""The TF-IDF branch of the standalone text scripts, and how a row of probabilities becomes an
+answer: one source, written into each exported ``predict.py`` by ``aimass export`` (see
+:func:`aimass.standalone.script`)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,12 @@ class Tfidf:
             values = (1.0 + np.log([counts[i] for i in index])) * self.idf[index]
             out[row] = self.weight[:, index] @ (values / np.linalg.norm(values))
         return out
+
+
+def labels_of(row: np.ndarray, labels: list[str], threshold: float | None):
+    """One row of probabilities as its best label, or (a multi-label model: ``threshold`` set)
+    every label scoring at least ``threshold``, its best one when none does."""
+    best = labels[int(row.argmax())]
+    if threshold is None:
+        return best
+    return [label for label, p in zip(labels, row) if p >= threshold] or [best]
