@@ -189,9 +189,9 @@ def load_dataset(id_or_name: str) -> Dataset:
     prefixed = [ds for ds in datasets if len(key) >= MIN_PREFIX and ds.id.startswith(key.lower())]
     if len(prefixed) == 1:
         return prefixed[0]
-    if prefixed:
+    if prefixed:  # no listing (nor below): these messages reach REST callers and job results
         raise NotFoundError(
-            f"{key!r} matches several datasets: {_listing(prefixed)}", hint="Give more characters of the id."
+            f"{key!r} matches {len(prefixed)} datasets", hint="Give more characters of the id, or the name."
         )
     gone = deleted_dataset(key)
     if gone is not None:
@@ -200,8 +200,9 @@ def load_dataset(id_or_name: str) -> Dataset:
             hint="Import its file again to get it back (the same content gets the same id).",
         )
     raise NotFoundError(
-        f"no dataset {key!r}; stored: {_listing(datasets) or 'none'}",
-        hint="Use an id or name from the list, or import the file first.",
+        f"no dataset {key!r}",
+        hint="`aimass data list` (or GET /v1/datasets) lists the datasets you may use; "
+        "import the file first.",
     )
 
 
@@ -222,8 +223,3 @@ def deleted_dataset(key: str) -> dict | None:
 def _last_import(ds: Dataset, name: str) -> str:
     times = [e["at"] for e in ds.manifest.get("imports", []) if e["name"] == name]
     return max(times, default=ds.manifest.get("created", ""))
-
-
-def _listing(datasets: list[Dataset], limit: int = 20) -> str:
-    shown = ", ".join(f"{ds.id} ({ds.name})" for ds in datasets[-limit:])
-    return shown + (f" and {len(datasets) - limit} older" if len(datasets) > limit else "")

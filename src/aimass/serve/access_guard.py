@@ -28,6 +28,7 @@ from aimass import jobs
 from aimass.access import audit, directory
 from aimass.access.authorizer import Authorizer
 from aimass.access.evaluate import explain
+from aimass.data import load_dataset
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
 from aimass.serve.batch_files import output_job
 from aimass.serve.openai_finetune import result_job
@@ -150,9 +151,21 @@ def fixing_into(params: dict, data) -> tuple[str, str]:
 
 
 def dataset_name(id_or_name: str) -> str:
-    """The name of the dataset with this id (what a project owns), else ``id_or_name`` itself."""
+    """The name a project owns for the dataset the routes open with ``id_or_name``: resolved as
+    :func:`aimass.data.load_dataset` resolves it (an id, a digest, a name, or an id prefix), so an
+    id prefix or digest is decided as the dataset it opens; ``id_or_name`` itself when nothing
+    matches (the route answers 404)."""
     record = browse.dataset_record(id_or_name) if id_or_name else None
-    return record.name if record is not None else id_or_name
+    if record is not None or not id_or_name:
+        return record.name if record is not None else id_or_name
+    try:
+        found = load_dataset(id_or_name)
+    except AimassError:
+        return id_or_name
+    if id_or_name in found.names:  # a name: the project owning that name decides
+        return id_or_name
+    record = browse.dataset_record(found.id)
+    return record.name if record is not None else found.name
 
 
 @dataclass(frozen=True)
@@ -442,8 +455,8 @@ class AccessGuard:
         """The resource's ARN in its project; a model named by alias is named by its version (a
         checkpoint of a version as the version), a dataset named by its id by its name (projects own
         datasets by name)."""
-        if kind == "dataset":
-            name = self.authorizer.memo(("dataset-name", name), lambda: dataset_name(name))
+        if kind == "dataset":  # not remembered: what a prefix or name opens changes with imports
+            name = dataset_name(name)
         if kind == "model":  # a checkpoint of a version is that version's
             name = registry.split_checkpoint(name)[0]
         if kind == "model" and "@" in name:

@@ -278,7 +278,9 @@ def job_guard(
     compress or copy what its submitter cannot see. Where it may write is the job's project
     (:func:`aimass.jobs.adopt.confine`). ``decide(method, path)`` decides another route as that
     route would be: a push takes a version's weights off the server (``GET
-    /v1/versions/{ref}/export``), a predict job calls the version (``POST /v1/models/{ref}/predict``)."""
+    /v1/versions/{ref}/export``), a predict job calls the version (``POST /v1/models/{ref}/predict``),
+    an issues job replaces the report the dataset's fixes act on (``POST /v1/datasets/{id}/fix``: it
+    needs ``dataset:Import`` on the dataset, not only read)."""
 
     def guard(job_kind: str, params: dict) -> None:
         _only_granted_paths(params)
@@ -296,6 +298,8 @@ def job_guard(
                 )
         for ref in jobs.exports(job_kind, params) if decide is not None else []:
             decide("GET", export_path(ref))  # the weights leave the server
+        if job_kind == "issues" and decide is not None:  # it replaces the dataset's stored report,
+            decide("POST", f"/v1/datasets/{quote(str(params['data']), safe='')}/fix")  # which fixes act on
         if job_kind == "predict" and decide is not None:  # it predicts as the route would
             decide("POST", f"/v1/models/{quote(str(params['model']), safe=':@')}/predict")
 

@@ -251,11 +251,11 @@ def get_version(ref: str) -> ModelVersionRecord:
                 f"Model version {name}:{version} was deleted on {gone.deleted}.",
                 hint=f"Its children keep their lineage; `aimass models list` shows what {name} has now.",
             )
-    if record is None:
-        known = ", ".join(f"{r.name}:{r.version}" for r in list_versions()[-10:]) or "none yet"
+    if record is None:  # no listing: this message reaches REST callers and job results of any project
         raise NotFoundError(
-            f"No model '{ref}'. Registered: {known}.",
-            hint="Train one with `aimass train` or list them with `aimass models list`.",
+            f"No model '{ref}'.",
+            hint="`aimass models list` (or GET /v1/versions) lists the versions you may use; "
+            "train one with `aimass train`.",
         )
     return record
 

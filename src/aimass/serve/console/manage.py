@@ -125,7 +125,8 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
         await console.form(request, ctx)
         await asyncio.to_thread(console.authorize, ctx, "POST", rest("/v1/jobs/{}/retry", job_id))
         may_run(ctx.caller, await asyncio.to_thread(jobs.kind_of, job_id), console.guard.policy is not None)
-        new = await asyncio.to_thread(jobs.retry, job_id, guard=job_guard(console.lister(ctx)))
+        guard = job_guard(console.lister(ctx), partial(console.authorize, ctx))  # as the REST retry decides
+        new = await asyncio.to_thread(jobs.retry, job_id, guard=guard)
         return console.redirect(request, f"jobs/{new['id']}", f"Retried as job {new['id']}.", ctx)
 
 

@@ -1,0 +1,160 @@
+"""A caller with a valid low-privilege key, confined to its own project: what names a resource is
+decided as the resource the route opens (an id prefix or digest too), errors list nothing of other
+projects, a job that rewrites a dataset's stored report needs write access, and the console's retry
+decides what the REST retry decides."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from aimass import api, jobs
+from aimass.access import directory
+from aimass.serve import auth
+from aimass.serve.app import create_app
+from aimass.store import registry
+
+NLP_ONLY = [{"Effect": "Allow", "Action": "*", "Resource": ["aimass:project/nlp", "aimass:project/nlp/*"]}]
+
+
+def user_with_key(user: str, policy: str, statements: list[dict]) -> str:
+    directory.create_user(user)
+    directory.put_policy(policy, {"Statement": statements})
+    directory.attach(policy, "user", user)
+    record, key = auth.create_key(user, ["manage"])
+    directory.bind_key(record.id, user=user)
+    return key
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def signed_in(app, key: str) -> TestClient:
+    client = TestClient(app)
+    client.post("/console/signin", data={"csrf": csrf_of(client.get("/console/signin").text), "key": key})
+    return client
+
+
+def write_csv(path, n: int = 40, word: str = "row"):
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        for i in range(n):
+            label = ("pos", "neg")[i % 2]
+            writer.writerow([f"secret {word} {i}: a {label} sentence", label])
+    return path
+
+
+@pytest.fixture
+def victim(tmp_path, monkeypatch):
+    """Dataset 'secret' in project cv; projects cv and nlp."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    directory.create_project("cv")
+    directory.create_project("nlp")
+    ds = api.import_dataset(write_csv(tmp_path / "secret.csv"), name="secret")
+    directory.assign("dataset", "secret", "cv")
+    return ds
+
+
+def test_an_id_prefix_or_digest_is_decided_as_the_dataset_it_opens(tmp_path, victim):
+    key = user_with_key("mallory", "NlpOnly", NLP_ONLY)
+    headers = {"Authorization": f"Bearer {key}"}
+    prefix = victim.id[:4]
+    with TestClient(create_app([])) as client:
+        # a dataset of its own named like the victim's id prefix, then deleted: nlp owns the name
+        upload = client.post(
+            "/v1/uploads?project=nlp",
+            headers=headers,
+            files={"file": ("t.csv", write_csv(tmp_path / "t.csv", word="mine").read_bytes(), "text/csv")},
+        )
+        made = client.post(
+            "/v1/datasets",
+            headers=headers,
+            json={"path": upload.json()["path"], "name": prefix, "project": "nlp"},
+        )
+        assert made.status_code == 201, made.text
+        assert client.delete(f"/v1/datasets/{prefix}?force=true", headers=headers).status_code == 200
+        assert directory.project_of("dataset", prefix) == "nlp"
+        for route in ("", "/rejects", "/issues", "/issues/files/issues.csv"):
+            for ref in (victim.id, prefix, victim.digest):
+                answer = client.get(f"/v1/datasets/{ref}{route}", headers=headers)
+                assert answer.status_code == 404, (route, ref, answer.text[:200])
+                assert "secret" not in answer.text
+        fixed = client.post(f"/v1/datasets/{prefix}/fix", headers=headers, json={"drop": True})
+        assert fixed.status_code == 404, fixed.text
+    assert api.load_dataset("secret").id == victim.id  # no version was added to it
+
+
+def test_not_found_errors_and_job_errors_list_nothing_of_other_projects(tmp_path, victim):
+    key = user_with_key("mallory", "NlpOnly", NLP_ONLY)
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app([])) as client:
+        missing = client.get("/v1/datasets/no-such-thing", headers=headers)
+        submitted = client.post(
+            "/v1/jobs",
+            headers=headers,
+            json={"kind": "train", "params": {"data": "nothing"}, "project": "nlp"},
+        )
+        assert submitted.status_code == 202, submitted.text
+        jobs.run_foreground(submitted.json()["id"])
+        failed = client.get(f"/v1/jobs/{submitted.json()['id']}", headers=headers).text
+    assert missing.status_code == 404
+    for text in (missing.text, failed):
+        assert victim.id not in text and "secret" not in text
+    assert "no dataset 'nothing'" in failed
+
+
+def test_an_issues_job_needs_write_access_to_the_dataset_whose_report_it_replaces(tmp_path, victim):
+    reader = [
+        *NLP_ONLY,
+        {"Effect": "Allow", "Action": "dataset:Read", "Resource": "aimass:project/cv/dataset/secret"},
+    ]
+    key = user_with_key("rita", "NlpPlusReadSecret", reader)
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"kind": "issues", "params": {"data": victim.id, "threshold": 0.01}, "project": "nlp"}
+    with TestClient(create_app([])) as client:
+        assert client.get(f"/v1/datasets/{victim.id}", headers=headers).status_code == 200  # may read it
+        refused = client.post("/v1/jobs", headers=headers, json=body)
+    assert refused.status_code == 403 and "dataset:Import" in refused.text
+    assert jobs.list_jobs() == []
+
+
+class Registered:
+    """A registered version without training anything (only its name and project matter here)."""
+
+    task = "text-classification"
+
+    def get_params(self):
+        return {}
+
+
+def test_a_console_retry_decides_what_the_rest_retry_decides(tmp_path, monkeypatch):
+    """A Deny on model:Export holds when a push job is retried from the console."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AIMASS_STORES", "team-a=s3://shared-bucket/models")
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "model.json").write_text("{}")
+    registry.register(Registered(), "faces", staged=staged)
+    directory.create_project("cv")
+    directory.assign("model", "faces", "cv")
+    earlier = jobs.submit("push", {"model": "faces:1", "store": "team-a"})  # by someone allowed to
+    directory.assign("job", earlier["id"], "cv")
+    jobs.cancel(earlier["id"])
+    statements = [
+        {"Effect": "Allow", "Action": "*", "Resource": ["aimass:project/cv", "aimass:project/cv/*"]},
+        {"Effect": "Deny", "Action": "model:Export", "Resource": "*"},
+    ]
+    key = user_with_key("mallory", "NoExport", statements)
+    app = create_app([])
+    rest = TestClient(app).post(f"/v1/jobs/{earlier['id']}/retry", headers={"Authorization": f"Bearer {key}"})
+    client = signed_in(app, key)
+    csrf = csrf_of(client.get(f"/console/jobs/{earlier['id']}").text)
+    console = client.post(f"/console/jobs/{earlier['id']}/retry", data={"csrf": csrf}, follow_redirects=False)
+    assert rest.status_code == 403 and "model:Export" in rest.text
+    assert console.status_code == 403, console.text[:300]
+    assert [j["id"] for j in jobs.list_jobs()] == [earlier["id"]]  # nothing queued again
