@@ -18,7 +18,7 @@ from multilabel import build_rows, write_jsonl
 import aimass
 from aimass.data.multilabel import split_labels
 from aimass.evaluation.metrics import decide, multi_hot, multilabel_report
-from aimass.tasks.text_multilabel import _best_threshold
+from aimass.tasks.label_sets import best_threshold as _best_threshold
 from aimass.train import stages
 from aimass.train.cache import cached_embeddings
 

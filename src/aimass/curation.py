@@ -27,6 +27,7 @@ import numpy as np
 from aimass import paths
 from aimass.data import Dataset, load_dataset
 from aimass.data.dataset import KINDS
+from aimass.data.multilabel import KINDS as MULTI_KINDS
 from aimass.data.multilabel import split_labels, strata
 from aimass.data.revise import revise_dataset
 from aimass.data.storage import atomic_write
@@ -83,7 +84,7 @@ def dataset_issues(
     ds = data if isinstance(data, Dataset) else load_dataset(data)
     spec, (embeddings, extra) = _features(ds, lexical, progress)
     index = {c: i for i, c in enumerate(ds.classes)}
-    multi = ds.kind == "multilabel"
+    multi = ds.kind in MULTI_KINDS
     labels = _targets(ds) if multi else np.array([index[label] for label in ds.labels()])
     if model is None:
         features = stack_features(embeddings, extra)
@@ -236,12 +237,12 @@ def _multi_report(ds: Dataset, targets, proba, embeddings, threshold: float, har
     quality = cl.label_set_log_likelihood(targets, proba)
     margin = cl.multilabel_margins(targets, proba)
     issues = [
-        _multi_issue(i, rows[i], classes, cells[i], quality[i], margin[i], proba[i])
+        _multi_issue(i, rows[i], KINDS[ds.kind], classes, cells[i], quality[i], margin[i], proba[i])
         for i in cl.rank_rows(quality, cells.any(1))
     ]
     unsure = np.abs(2 * proba - 1)
     hardest = [
-        _multi_hard(i, rows[i], classes, proba[i], unsure[i])
+        _multi_hard(i, rows[i], KINDS[ds.kind], classes, proba[i], unsure[i])
         for i in cl.lowest(unsure.min(1), hard, exclude=cells.any(1))
     ]
     dups = _duplicates(rows, KINDS[ds.kind], embeddings, threshold)
@@ -262,7 +263,7 @@ def _multi_report(ds: Dataset, targets, proba, embeddings, threshold: float, har
     }
 
 
-def _multi_issue(i: int, row: dict, classes: list[str], cells, quality: float, margin, proba) -> dict:
+def _multi_issue(i: int, row: dict, kind, classes: list[str], cells, quality: float, margin, proba) -> dict:
     given = set(split_labels(row["label"]))
     flagged = {classes[k] for k in np.flatnonzero(cells)}
     # every flagged decision turned; when that leaves none, the model's best label (a row has one)
@@ -276,11 +277,11 @@ def _multi_issue(i: int, row: dict, classes: list[str], cells, quality: float, m
         "remove": sorted(given - suggested),
         "self_confidence": round(float(np.exp(quality)), 4),  # of the label set as given
         "margin": round(float(margin[cells].min()), 4),
-        "item": _item(row, KINDS["multilabel"]),
+        "item": _item(row, kind),
     }
 
 
-def _multi_hard(i: int, row: dict, classes: list[str], proba, unsure) -> dict:
+def _multi_hard(i: int, row: dict, kind, classes: list[str], proba, unsure) -> dict:
     k = int(unsure.argmin())
     return {
         "row": int(i),
@@ -289,7 +290,7 @@ def _multi_hard(i: int, row: dict, classes: list[str], proba, unsure) -> dict:
         "predicted": "|".join(classes[j] for j in np.flatnonzero(decide(proba[None], 0.5)[0])),
         "unsure": classes[k],  # the label the model is least sure of
         "margin": round(float(unsure[k]), 4),
-        "item": _item(row, KINDS["multilabel"]),
+        "item": _item(row, kind),
     }
 
 

@@ -33,7 +33,8 @@ CHUNK = 256  # rows scored, written and flushed at a time
 ANSWER_CHUNK = 16  # a language model's rows: each takes about a second
 FIXED = ("line", "label", "score", "error")
 ANSWERED = ("line", "answer", "error")
-TASKS = ("text-classification", "text-multilabel", "image-classification", "text-generation")
+IMAGE_TASKS = ("image-classification", "image-multilabel")  # score a folder of images
+TASKS = ("text-classification", "text-multilabel", *IMAGE_TASKS, "text-generation")
 
 
 def predict_file(
@@ -125,7 +126,7 @@ def _answerer(model):
 
 def _read(task: str, path: Path, text_col: str | None) -> tuple[list[dict], list, list[str], list[dict]]:
     """(rows with their ``_line``, the model's input of each, the columns kept, rejects)."""
-    if task == "image-classification":
+    if task in IMAGE_TASKS:
         if not path.is_dir():
             raise DataError(
                 "an image model scores a folder of images", where=str(path), hint="Pass a folder."

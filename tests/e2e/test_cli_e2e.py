@@ -201,9 +201,8 @@ def test_errors_exit_non_zero_with_hint(env, tmp_path):
     result = aimass(env, "data", "import", str(one_class), ok=False)
     assert result.returncode == 2 and "Hint:" in result.stderr and "class" in result.stderr
     unknown = aimass(env, "train", "--task", "img-cls", "--data", "news", ok=False)
-    assert (
-        unknown.returncode == 2 and "available: image-classification, text-classification" in unknown.stderr
-    )
+    assert unknown.returncode == 2
+    assert "available: image-classification, image-multilabel, text-classification" in unknown.stderr
     missing = aimass(env, "predict", "nope", "hello", "--json", ok=False)
     assert missing.returncode == 2 and json.loads(missing.stdout)["error"]["code"] == "not_found"
 

@@ -1,10 +1,12 @@
-"""The multi-label text tuner: ``aimass auto`` on texts with several labels each (a JSONL table whose
-labels are lists, or a stored ``multilabel`` dataset).
+"""The multi-label tuners: ``aimass auto`` on texts or images with several labels each (a JSONL
+table or image manifest whose labels are lists, or a stored ``multilabel`` / ``multilabel-image``
+dataset).
 
 There is nothing for auto to search: the fit itself compares every candidate on the validation
-split (TF-IDF alone and beside the embedding, C, the embedding's weight, the threshold;
-:mod:`aimass.tasks.text_multilabel`) in seconds after the frozen pass. Auto checks the budget holds
-the frozen pass, plans evaluation and the int8 child as for text classification, and reports what
+split (texts: TF-IDF alone and beside the embedding, C, the embedding's weight; images: the frozen
+features or the raw pixels, C; and the threshold: :mod:`aimass.tasks.text_multilabel`,
+:mod:`aimass.tasks.image_multilabel`) in seconds after the frozen pass. Auto checks the budget holds
+the frozen pass, plans evaluation and the int8 child as for the single-label task, and reports what
 the fit chose and why.
 """
 
@@ -12,21 +14,18 @@ from __future__ import annotations
 
 from aimass.autolearn.plan import Plan, _reserve
 from aimass.autolearn.run import _Run
-from aimass.autolearn.tuners import Count, TextTuner
-
-WHY_NO_SEARCH = (
-    "nothing to search: the fit compares TF-IDF alone against TF-IDF beside the frozen embedding over "
-    "C, the embedding's weight and the threshold on the validation split, in seconds"
-)
+from aimass.autolearn.tuners import Count, ImageTuner, TextTuner
 
 
-class MultiLabelTuner(TextTuner):
-    """Multi-label text: the frozen pass is costed as for text classification; no stage 2."""
+class NoSearch:
+    """What the multi-label tuners share: no search, no stage 2; the frozen pass is costed as for
+    the single-label task they are mixed with."""
 
     searches = False
     least_work = "embedding them with the frozen backbone, fitting a regression per label and evaluating"
     more_time = "to make and measure the int8 child as well"
     fixed: dict = {}
+    why_no_search = ""
 
     def useful_seconds(self, count: Count) -> float:
         """The frozen pass with room to spare, the regressions, and the int8 child."""
@@ -44,8 +43,8 @@ class MultiLabelTuner(TextTuner):
         from aimass.autolearn.search import _no_search  # optuna and the trials: only for a run
 
         run.plan = _reserve(run, self, ds)
-        run.search = _no_search(WHY_NO_SEARCH, {})
-        run.choose("hyper-parameters", {}, WHY_NO_SEARCH)
+        run.search = _no_search(self.why_no_search, {})
+        run.choose("hyper-parameters", {}, self.why_no_search)
         return {}
 
     def fit_note(self, model) -> tuple[dict, str]:
@@ -54,5 +53,24 @@ class MultiLabelTuner(TextTuner):
         scores = ", ".join(f"{name} {c['micro_f1']:.4f}" for name, c in (model.candidates_ or {}).items())
         why = f"validation micro-F1: {scores}" if scores else "the network alone (baselines off)"
         if chosen:
-            why += f"; kept {model.chosen_} at C={chosen['C']}, embedding weight {chosen['w']}"
+            why += f"; kept {model.chosen_} at C={chosen['C']}"
+            why += f", embedding weight {chosen['w']}" if "w" in chosen else ""
         return value, why + f", labels given from {model.threshold_}"
+
+
+class MultiLabelTuner(NoSearch, TextTuner):
+    """Multi-label text: the frozen pass is costed as for text classification."""
+
+    why_no_search = (
+        "nothing to search: the fit compares TF-IDF alone against TF-IDF beside the frozen embedding over "
+        "C, the embedding's weight and the threshold on the validation split, in seconds"
+    )
+
+
+class MultiLabelImageTuner(NoSearch, ImageTuner):
+    """Multi-label images: the frozen pass is costed as for image classification."""
+
+    why_no_search = (
+        "nothing to search: the fit compares the frozen backbone's features against the raw pixels over "
+        "C and the threshold on the validation split, in seconds"
+    )

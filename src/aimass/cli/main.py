@@ -152,7 +152,10 @@ def data_issues(
 
 def _show_issues(report: dict, top: int) -> None:
     c, ds = report["counts"], report["dataset"]
-    multi = ds.get("kind") == "multilabel"  # rows with several labels: a label added or removed
+    multi = ds.get("kind") in (
+        "multilabel",
+        "multilabel-image",
+    )  # rows with several labels: a label added or removed
     out.print(
         f"Dataset {ds['name']!r} (id {ds['id']}): {c['rows']:,} rows, {c['label_issues']} likely label "
         f"error(s), {c['near_duplicates']} near-duplicate(s) across splits; out-of-fold "
@@ -455,17 +458,18 @@ def _show_report(report: dict) -> None:
     rows = [{"class": c, **v} for c, v in report["per_class"].items()]
     out.print(_table(rows, ["class", "precision", "recall", "f1", "support"]))
     if "confusion_matrix" not in report:  # multi-label: a row's labels are right or wrong one by one
+        item = "image" if any("image" in r for r in report["top_losses"]) else "text"
         losses = [
             {
                 **r,
                 "actual": ", ".join(r["actual"]),
                 "predicted": ", ".join(r["predicted"]),
-                "text": r["text"][:80],
+                item: r[item][:80],
             }
             for r in report["top_losses"][:5]
         ]
         if losses:
-            out.print(_table(losses, ["actual", "predicted", "loss", "text"], title="Top losses"))
+            out.print(_table(losses, ["actual", "predicted", "loss", item], title="Top losses"))
         _show_portfolio(report.get("portfolio"))
         return
     cm = report["confusion_matrix"]

@@ -36,6 +36,9 @@ KINDS = {  # a new kind of data is one entry; tasks name the kind they read (``T
         "image", stored_file=True, format_lines=("  {kind} dataset, format {format}, layout {layout}",)
     ),
     "chat": Kind("messages", format_lines=("  chat dataset, format {format}, encoding {encoding}",)),
+    "multilabel-image": Kind(  # images with several labels each (a manifest's label lists)
+        "image", stored_file=True, format_lines=("  multi-label images, format {format}, layout {layout}",)
+    ),
     "multilabel": Kind(  # texts with several labels each (:mod:`aimass.data.multilabel`)
         "text",
         format_lines=(

@@ -30,7 +30,7 @@ from aimass.data.dataset import DATA_FILE, REJECTS_FILE, Dataset
 from aimass.data.documents import holds_documents
 from aimass.data.image_layout import Item, Layout, image_files, manifest_columns, read_layout
 from aimass.data.images import check_image, pixel_limit, read_image_file
-from aimass.data.split import check_column_splits, check_fractions, random_splits
+from aimass.data.split import check_column_splits, check_fractions, draw_splits
 from aimass.data.storage import (
     ID_LENGTH,
     atomic_copy,
@@ -77,6 +77,7 @@ def import_images(
     test_frac: float = 0.2,
     max_pixels: int | None = None,
     min_rows: int = 10,
+    label_sep: str | None = None,
 ) -> Dataset:
     """Import an image classification dataset into ``AIMASS_HOME/datasets/<id>/``.
 
@@ -95,6 +96,9 @@ def import_images(
         max_pixels: Pixel limit per image (default ``AIMASS_MAX_PIXELS`` or 40 million);
             larger images are rejected.
         min_rows: Fewest good images accepted.
+        label_sep: A manifest's label cell holds several labels cut at this separator; a JSONL
+            manifest whose labels are lists needs none. The dataset's kind is then
+            ``multilabel-image`` (each image any number of labels, stored joined: ``"a|b"``).
 
     Returns:
         The stored dataset; the same images, labels and split settings give the same id.
@@ -114,10 +118,11 @@ def import_images(
         raise DataError(f"{path} does not exist", where=str(path), hint="Check the path.")
     kind = archive_kind(path)
     if kind is None:
-        return _import(read_layout(path, show=str), path, None, options)
+        return _import(read_layout(path, show=str, label_sep=label_sep), path, None, options)
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=datasets_dir()) as scratch:
         extract_archive(path, scratch)
-        layout = read_layout(Path(scratch), show=_shown_in(path, Path(scratch)), descend=True)
+        shown = _shown_in(path, Path(scratch))
+        layout = read_layout(Path(scratch), show=shown, descend=True, label_sep=label_sep)
         return _import(layout, path, kind, options)
 
 
@@ -168,7 +173,9 @@ def _shown_in(archive: Path, scratch: Path) -> Callable[[Path], str]:
 
 def _import(layout: Layout, path: Path, archive: str | None, opts: _Options) -> Dataset:
     images, rejects = _accepted(layout, opts, where=str(path))
-    settings, warnings = _assign_splits(images, opts, where=str(path))
+    settings, warnings = _assign_splits(images, opts, where=str(path), multi=layout.multi)
+    if layout.multi:  # the same manifest read as one label an image is another dataset
+        settings["multi_label"] = True
     rows = [image.row() for image in images]
     digest = compute_digest(image_lines(rows), settings)
     sha = _source_sha(path, archive, images)
@@ -192,7 +199,7 @@ def _accepted(layout: Layout, opts: _Options, where: str) -> tuple[list[_Image],
     images.sort(key=lambda image: (image.sha256, image.item.split or "", image.item.source))
     rejects = sort_rejects(layout.rejects + rejects + dropped)
     labels = [{"label": image.item.label} for image in images]
-    check_trainable(labels, rejects, min_rows=opts.min_rows, where=where)
+    check_trainable(labels, rejects, min_rows=opts.min_rows, where=where, multi=layout.multi)
     return images, rejects
 
 
@@ -248,7 +255,7 @@ def _conflict_reason(image: _Image, by_label: dict[str, list[_Image]], limit: in
     return f"conflicting labels: the same image is also labelled {others}"
 
 
-def _assign_splits(images: list[_Image], opts: _Options, where: str) -> tuple[dict, list[str]]:
+def _assign_splits(images: list[_Image], opts: _Options, where: str, multi: bool) -> tuple[dict, list[str]]:
     """Keep the given splits and draw the missing ones from train; return the settings and warnings.
 
     Without given splits every image is drawn as the text importer does. With them, a
@@ -257,20 +264,23 @@ def _assign_splits(images: list[_Image], opts: _Options, where: str) -> tuple[di
     fractions = {"seed": opts.seed, "valid_frac": opts.valid_frac, "test_frac": opts.test_frac}
     given = {image.item.split for image in images} - {None}
     if not given:
-        return {"kind": "image", "split_source": "random", **fractions}, _draw(images, fractions)
-    warnings = check_column_splits([{"label": i.item.label, "split": i.item.split} for i in images], where)
+        return {"kind": "image", "split_source": "random", **fractions}, _draw(images, fractions, multi)
+    given_rows = [{"label": i.item.label, "split": i.item.split} for i in images]
+    warnings = check_column_splits(given_rows, where, multi)
     drawn = {f"{s}_frac": 0.0 if s in given else fractions[f"{s}_frac"] for s in ("valid", "test")}
     for image in images:
         image.split = image.item.split
     train = [image for image in images if image.split == "train"]
-    warnings += _draw(train, {"seed": opts.seed, **drawn})
+    warnings += _draw(train, {"seed": opts.seed, **drawn}, multi)
     settings = {"seed": opts.seed, **drawn} if any(drawn.values()) else {}
     return {"kind": "image", "split_source": "given", **settings}, warnings
 
 
-def _draw(images: list[_Image], fractions: dict) -> list[str]:
-    """Stratified random split of these images (``random_splits``); returns its warnings."""
-    splits, warnings = random_splits([image.item.label for image in images], **fractions)
+def _draw(images: list[_Image], fractions: dict, multi: bool) -> list[str]:
+    """Stratified random split of these images (``random_splits``; several labels an image:
+    by its rarest label); returns its warnings."""
+    rows = [{"label": image.item.label} for image in images]
+    splits, warnings = draw_splits(rows, multi, **fractions)
     for image, split in zip(images, splits, strict=True):
         image.split = split
     return warnings
@@ -330,7 +340,7 @@ def _manifest(digest, opts, rows, rejects, info, layout, archive, warnings, sett
     now = utc_now()
     return {
         "format_version": FORMAT_VERSION,
-        "kind": "image",
+        "kind": "multilabel-image" if layout.multi else "image",
         "id": digest[:ID_LENGTH],
         "digest": digest,
         "name": opts.name,
@@ -340,7 +350,7 @@ def _manifest(digest, opts, rows, rejects, info, layout, archive, warnings, sett
         "format": archive or layout.format,
         "layout": layout.kind,
         "columns": layout.columns,
-        "counts": counts(rows),
+        "counts": counts(rows, layout.multi),
         "rejects": len(rejects),
         "rejects_by_reason": info["rejects_by_reason"],
         "warnings": warnings,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from aimass.data import multilabel
 from aimass.data.archive import is_ignored
 from aimass.data.columns import LABEL_NAMES, TEXT_NAMES, norm
 from aimass.data.images import IMAGE_EXTENSIONS
@@ -69,21 +70,27 @@ class Layout:
     rejects: list[dict] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     columns: dict | None = None
+    multi: bool = False  # a manifest whose rows carry several labels each (stored joined: "a|b")
 
 
-def read_layout(root: Path, *, show: Callable[[Path], str] = str, descend: bool = False) -> Layout:
+def read_layout(
+    root: Path, *, show: Callable[[Path], str] = str, descend: bool = False, label_sep: str | None = None
+) -> Layout:
     """List the images of a manifest file or a folder.
 
     Args:
         root: A CSV/TSV/JSONL manifest or a folder.
         show: How a file is named in rejects (archives name the member, not the scratch copy).
         descend: Step into a lone top folder (an archive of the dataset folder itself).
+        label_sep: A manifest's label cell holds several labels cut at this separator (a JSON
+            list of labels needs none); class folders give one label an image.
 
     Raises:
-        DataError: No layout fits, or a manifest path leaves the manifest's folder.
+        DataError: No layout fits, a manifest path leaves the manifest's folder, or ``label_sep``
+            was given for class folders.
     """
     if root.is_file():
-        return read_manifest(root, show)
+        return read_manifest(root, show, label_sep)
     root = _lone_folder(root) if descend else root
     manifests = [p for p in _visible(root) if p.is_file() and manifest_columns(p) is not None]
     if len(manifests) > 1:
@@ -93,7 +100,14 @@ def read_layout(root: Path, *, show: Callable[[Path], str] = str, descend: bool 
             hint="Keep one CSV or JSONL file with `path,label` columns.",
         )
     if manifests:
-        return read_manifest(manifests[0], show)
+        return read_manifest(manifests[0], show, label_sep)
+    if label_sep is not None:
+        raise DataError(
+            "label_sep applies to an image manifest; class folders give each image one label",
+            where=show(root),
+            hint="List the images in a CSV with a header `path,labels` (e.g. `a.jpg,beach;sunset` with "
+            "--label-sep ';') or a JSONL manifest whose labels are lists.",
+        )
     splits = split_folders(root, show)
     if splits:
         layout = _read_split_folders(root, splits, show)
@@ -228,8 +242,13 @@ def _header_names(text: str, fmt: str) -> list[str]:
     return list(first) if isinstance(first, dict) else []
 
 
-def read_manifest(path: Path, show: Callable[[Path], str] = str) -> Layout:
+def read_manifest(path: Path, show: Callable[[Path], str] = str, label_sep: str | None = None) -> Layout:
     """List the images of a ``path,label[,split]`` manifest; paths are relative to its folder.
+
+    A label that is a JSON list, or a cell cut at ``label_sep``, gives an image several labels
+    (:mod:`aimass.data.multilabel`): the layout is then ``multi`` and each item's label is the
+    set joined (``"beach|sunset"``); a row whose labels cannot be read, or that has none, is
+    rejected with its line.
 
     Raises:
         DataError: The file is not a manifest, or a path is absolute or leaves its folder.
@@ -245,8 +264,15 @@ def read_manifest(path: Path, show: Callable[[Path], str] = str) -> Layout:
     table = read_source(path)
     layout = Layout("manifest", table.info["format"], columns=columns)
     layout.rejects += [dict(r, file=show(path)) for r in table.malformed]
+    records = table.records
+    if multilabel.is_multi(records, columns["label"], label_sep):
+        if label_sep is not None and not label_sep.strip():
+            raise DataError(f"label_sep {label_sep!r} is blank", hint="Give a separator such as ';' or ','.")
+        records, unread = multilabel.join_records(records, columns["label"], label_sep)
+        layout.rejects += [dict(r, file=show(path)) for r in unread]
+        layout.multi = True
     base = path.parent.resolve()
-    for record in table.records:
+    for record in records:
         item = _manifest_item(record, columns, base, show(path))
         (layout.items if isinstance(item, Item) else layout.rejects).append(item)
     return layout

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aimass.data import multilabel
 from aimass.data.dataset import Dataset
 from aimass.data.documents import LISTED, old_format_hint
 from aimass.data.image_import import import_images, looks_like_images
 from aimass.data.pairs_import import import_pairs, looks_like_pairs
-from aimass.data.split import check_column_splits, check_fractions, random_splits
+from aimass.data.split import check_column_splits, check_fractions, draw_splits
 from aimass.data.storage import (
     ID_LENGTH,
     canonical_lines,
@@ -66,9 +65,10 @@ def import_dataset(
         valid_path, test_path: Text tables only: a file of validation rows, of test rows
             (:func:`~aimass.data.table.read_split_files`); ``path`` then holds the training rows,
             and a split without a file of its own is drawn from them (``valid_frac``, ``test_frac``).
-        label_sep: Text tables only: each row has several labels, one cell cut at this separator
-            (``";"``). Rows whose label is a JSON list are read so without it. The dataset's kind
-            is then ``multilabel`` (:mod:`aimass.data.multilabel`).
+        label_sep: Each row has several labels, one cell cut at this separator (``";"``): a text
+            table, or an image manifest. Rows whose label is a JSON list are read so without it.
+            The dataset's kind is then ``multilabel`` (texts) or ``multilabel-image``
+            (:mod:`aimass.data.multilabel`).
 
     Returns:
         The stored dataset.
@@ -89,8 +89,8 @@ def import_dataset(
             "training: aimass train --task text-generation --data train.jsonl --valid-data valid.jsonl.",
         )
     if looks_like_images(path):
-        _check_no_columns(text_col=text_col, label_col=label_col, split_col=split_col, label_sep=label_sep)
-        return import_images(path, name=name, max_pixels=max_pixels, **options)
+        _check_no_columns(text_col=text_col, label_col=label_col, split_col=split_col)
+        return import_images(path, name=name, max_pixels=max_pixels, label_sep=label_sep, **options)
     if max_pixels is not None:
         raise ConfigError(
             "max_pixels applies to image datasets only", where=str(path), hint="Leave out max_pixels."
@@ -146,24 +146,19 @@ def _assign_splits(rows, info, seed, valid_frac, test_frac) -> tuple[dict, list[
         fractions.update(valid_frac=0.0 if "valid" in given else valid_frac)
         fractions.update(test_frac=0.0 if "test" in given else test_frac)
         train = [row for row in rows if row["split"] == "train"]
-        drawn, warnings = random_splits(_strata(train, info), **fractions)
+        drawn, warnings = draw_splits(train, info["multi_label"], **fractions)
         for row, split in zip(train, drawn, strict=True):
             row["split"] = split
-        warnings += check_column_splits(rows, info["file"])
+        warnings += check_column_splits(rows, info["file"], info["multi_label"])
         sums = {split: f["sha256"] for split, f in sorted(info["split_files"].items())}
         return {"split_source": "files", "files": sums, **fractions}, warnings
     if info["split_col"]:
-        warnings = check_column_splits(rows, info["file"])
+        warnings = check_column_splits(rows, info["file"], info["multi_label"])
         return {"split_source": "column", "split_col": info["split_col"]}, warnings
-    splits, warnings = random_splits(_strata(rows, info), **fractions)
+    splits, warnings = draw_splits(rows, info["multi_label"], **fractions)
     for row, split in zip(rows, splits, strict=True):
         row["split"] = split
     return {"split_source": "random", **fractions}, warnings
-
-
-def _strata(rows: list[dict], info: dict) -> list[str]:
-    """What the random split stratifies by: the label, or a multi-label row's rarest label."""
-    return multilabel.strata(rows) if info["multi_label"] else [row["label"] for row in rows]
 
 
 def _info_warnings(info: dict) -> list[str]:

@@ -25,6 +25,7 @@ from collections import Counter
 from aimass.data.read import Record, make_reject
 
 JOIN = "|"  # a stored row's labels, sorted, joined by this
+KINDS = frozenset({"multilabel", "multilabel-image"})  # the dataset kinds whose rows hold label sets
 
 
 def joined(value, sep: str | None) -> str:

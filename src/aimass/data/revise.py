@@ -17,6 +17,7 @@ from pathlib import Path
 from aimass.data.dataset import DATA_FILE, KINDS, REJECTS_FILE, Dataset
 from aimass.data.image_import import find_leakage, image_lines
 from aimass.data.multilabel import JOIN, split_labels
+from aimass.data.multilabel import KINDS as MULTI_KINDS
 from aimass.data.storage import (
     ID_LENGTH,
     atomic_copy,
@@ -39,6 +40,7 @@ _LINES = {
     "text": canonical_lines,
     "multilabel": canonical_lines,
     "image": image_lines,
+    "multilabel-image": image_lines,
 }  # the digest's canonical rows per kind
 
 
@@ -68,14 +70,14 @@ def revise_dataset(
         DataError: What is left cannot train a classifier.
     """
     drop, relabel = dict(drop or {}), dict(relabel or {})
-    if parent.kind == "multilabel":  # a label set is stored sorted and joined: "a|b"
+    if parent.kind in MULTI_KINDS:  # a label set is stored sorted and joined: "a|b"
         relabel = {
             i: (JOIN.join(sorted(set(split_labels(label)))), why) for i, (label, why) in relabel.items()
         }
     rows = parent.rows()
     _check(parent, rows, drop, relabel)
     changes, kept = _apply(parent, rows, drop, relabel)
-    multi = parent.kind == "multilabel"
+    multi = parent.kind in MULTI_KINDS
     check_trainable(kept, [], min_rows=2, where=f"dataset {parent.name} after the changes", multi=multi)
     settings = {"parent": parent.digest, "changes": _canonical_changes(changes)}
     digest = compute_digest(_LINES[parent.kind](kept), settings)
@@ -110,7 +112,7 @@ def _check(parent: Dataset, rows: list[dict], drop: dict, relabel: dict) -> None
     same = sorted(i for i, (label, _) in relabel.items() if rows[i]["label"] == label)
     if same:
         raise ConfigError(f"row(s) {same[:5]} already have the label they are given", hint="Leave them out.")
-    names = split_labels if parent.kind == "multilabel" else (lambda label: [label])
+    names = split_labels if parent.kind in MULTI_KINDS else (lambda label: [label])
     unknown = sorted({name for label, _ in relabel.values() for name in names(label)} - set(parent.classes))
     if unknown:
         raise ConfigError(
@@ -151,7 +153,7 @@ def _manifest(
         "digest": digest,
         "name": name,
         "created": now,
-        "counts": counts(rows, multi=parent.kind == "multilabel"),
+        "counts": counts(rows, multi=parent.kind in MULTI_KINDS),
         "parent": {"id": parent.id, "digest": parent.digest, "name": parent.name},
         "changes": {
             "dropped": actions.count("drop"),
@@ -161,7 +163,7 @@ def _manifest(
         },
         "imports": [{"name": name, "at": now, "source": f"dataset {parent.id}", "rejects": 0}],
     }
-    if parent.kind == "image":
+    if KINDS[parent.kind].stored_file:  # images: the same picture in two splits
         manifest["leakage"] = find_leakage(rows)
     return manifest
 

@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from aimass.data.multilabel import split_labels, strata
 from aimass.errors import ConfigError, DataError
 
 SPLITS = ("train", "valid", "test")
@@ -64,6 +65,30 @@ def random_splits(
     return splits, warnings
 
 
+def draw_splits(rows: list[dict], multi: bool, **fractions) -> tuple[list[str], list[str]]:
+    """:func:`random_splits` of rows (``{"label"}``); several labels a row (``multi``): stratified
+    by each row's rarest label, and warned about per label, not per stratum.
+
+    >>> rows = [{"label": "a|b"}] * 6 + [{"label": "a"}] * 6
+    >>> draw_splits(rows, True, seed=0, valid_frac=0.2, test_frac=0.2)[1]
+    []
+    """
+    if not multi:
+        return random_splits([row["label"] for row in rows], **fractions)
+    splits, _ = random_splits(strata(rows), **fractions)
+    found: dict[str, Counter] = defaultdict(Counter)
+    for row, split in zip(rows, splits, strict=True):
+        for label in split_labels(row["label"]):
+            found[label][split] += 1
+    warnings = [
+        f"label {label!r} is on {sum(by.values())} row(s), none of them in the {split} split"
+        for label, by in sorted(found.items())
+        for split in ("valid", "test")
+        if fractions.get(f"{split}_frac", 0) > 0 and not by[split]
+    ]
+    return splits, warnings
+
+
 def _sizes(n: int, valid_frac: float, test_frac: float) -> tuple[int, int] | None:
     """(valid, test) sizes for a class of n rows; None when it cannot fill every split."""
     if n < 1 + (valid_frac > 0) + (test_frac > 0):
@@ -78,12 +103,13 @@ def _sizes(n: int, valid_frac: float, test_frac: float) -> tuple[int, int] | Non
     return n_valid, n_test
 
 
-def check_column_splits(rows: list[dict], where: str) -> list[str]:
+def check_column_splits(rows: list[dict], where: str, multi: bool = False) -> list[str]:
     """Check a user-given split: every class must be in train.
 
     Args:
         rows: Good rows with ``split`` set from the split column.
         where: File name for error messages.
+        multi: The rows carry several labels each (stored joined, ``"a|b"``): every label is a class.
 
     Returns:
         Warnings (classes missing from valid or test).
@@ -93,7 +119,7 @@ def check_column_splits(rows: list[dict], where: str) -> list[str]:
     """
     present: dict[str, set[str]] = defaultdict(set)
     for row in rows:
-        present[row["split"]].add(row["label"])
+        present[row["split"]].update(split_labels(row["label"]) if multi else [row["label"]])
     classes = set().union(*present.values())
     missing = sorted(classes - present["train"])
     if missing:

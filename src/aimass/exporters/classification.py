@@ -122,6 +122,8 @@ def _image_weights(model, folder: Path) -> dict:
         "max_bytes": byte_limit(),
         "backbone": model.backbone_,
         "structure": getattr(model, "structure_", None),  # a distilled/pruned child's smaller stages
+        "activation": getattr(model, "activation", "softmax"),  # sigmoid: one yes/no per label
+        "threshold": getattr(model, "threshold_", None),  # from which a multi-label model gives a label
     }
     if isinstance(model.net_, PixelNet):  # the portfolio picked the pixel baseline: no backbone
         prep["pixels"] = model.net_.config()
@@ -231,6 +233,16 @@ IMAGE_SAFETENSORS = Recipe(
     _IMAGE_EXAMPLE,
     _IMAGE_TORCH_HOW,
 )
+_IMAGE_MULTILABEL = (
+    "and a softmax gives the probabilities.",
+    "and a sigmoid of each score gives that label's probability (the labels are not exclusive); an "
+    "image is given every label whose probability is at least `threshold` in `preprocessing.json`, or "
+    "its best label when none is.",
+)
+IMAGE_MULTILABEL_ONNX = replace(IMAGE_ONNX, how=IMAGE_ONNX.how.replace(*_IMAGE_MULTILABEL))
+IMAGE_MULTILABEL_SAFETENSORS = replace(
+    IMAGE_SAFETENSORS, how=IMAGE_SAFETENSORS.how.replace(*_IMAGE_MULTILABEL)
+)
 
 register_export("text-classification", "onnx", TEXT_ONNX)
 register_export("text-classification", "safetensors", TEXT_SAFETENSORS)
@@ -238,3 +250,5 @@ register_export("text-multilabel", "onnx", TEXT_MULTILABEL_ONNX)
 register_export("text-multilabel", "safetensors", TEXT_MULTILABEL_SAFETENSORS)
 register_export("image-classification", "onnx", IMAGE_ONNX)
 register_export("image-classification", "safetensors", IMAGE_SAFETENSORS)
+register_export("image-multilabel", "onnx", IMAGE_MULTILABEL_ONNX)
+register_export("image-multilabel", "safetensors", IMAGE_MULTILABEL_SAFETENSORS)

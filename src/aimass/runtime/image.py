@@ -5,7 +5,8 @@ The folder (written by :meth:`aimass.tasks.image_classification.ImageClassifier.
 * ``model.onnx`` / ``model.int8.onnx``: ``pixels`` (float32 RGB in [0, 1], ``[N, 3, S, S]``) ->
   ``logits``; the backbone's normalisation, and the mirror-image average of a model trained with
   ``tta``, are inside the graph;
-* ``runtime.json``: classes, the crop size ``S``, the size the shorter side is resized to first.
+* ``runtime.json``: classes, the crop size ``S``, the size the shorter side is resized to first;
+  for a multi-label model the ``sigmoid`` activation and the threshold.
 
 The preprocessing is :mod:`aimass.backbones.image_preprocess`, which the torch estimator uses
 too, so both see the same pixels: decode with the platform limits
@@ -44,6 +45,8 @@ class ImageRuntime:
         self.folder, self.int8 = folder, int8
         meta = json.loads((folder / "runtime.json").read_text())
         self.classes_ = meta["classes"]
+        self.activation = meta.get("activation", "softmax")  # sigmoid: a multi-label model's labels
+        self.threshold_ = meta.get("threshold")
         self.image_size_ = meta["image_size"]
         self.resize_ = meta["resize"]
         self.session = session(folder / ("model.int8.onnx" if int8 else "model.onnx"), threads)
@@ -54,7 +57,10 @@ class ImageRuntime:
         out = np.zeros((len(images), len(self.classes_)), dtype=np.float32)
         for begin in range(0, len(images), batch_size):
             chunk = images[begin : begin + batch_size]
-            out[begin : begin + len(chunk)] = softmax(self.logits(self.pixels(chunk, begin)))
+            logits = self.logits(self.pixels(chunk, begin))
+            out[begin : begin + len(chunk)] = (
+                1 / (1 + np.exp(-logits)) if self.activation == "sigmoid" else softmax(logits)
+            )
         return out
 
     def pixels(self, images: list, offset: int = 0) -> np.ndarray:

@@ -103,6 +103,8 @@ def export_image(model, folder: str | Path, *, int8: bool = True, images: list |
         "format": FORMAT,
         "task": model.task,
         "classes": list(model.classes_),
+        "activation": getattr(model, "activation", "softmax"),  # sigmoid: one yes/no per label
+        "threshold": getattr(model, "threshold_", None),
         "input": "pixels: float32 RGB in [0, 1], [batch, 3, image_size, image_size]",
         "image_size": size,
         "resize": model.resize_,

@@ -5,7 +5,10 @@ Needs only onnxruntime, numpy and pillow (README.md has the versions). Run it fr
     python predict.py cat.jpg dog.png
     python predict.py --file images.txt          # one path per line, or a JSON list of paths
 
-Each image gives one JSON line: {"input": ..., "label": ..., "scores": {label: probability}}.
+Each image gives one JSON line: {"input": ..., "label": ..., "scores": {label: probability}}; a
+multi-label model's (``preprocessing.json`` has ``"activation": "sigmoid"`` and a ``threshold``)
+gives {"input": ..., "labels": [every label scoring at least the threshold, else the best one],
+"scores": ...}.
 From Python: ``ImageModel(folder).predict_proba(paths_or_bytes)`` gives one row per image, one
 column per label of labels.json.
 """
@@ -25,6 +28,11 @@ HERE = Path(__file__).resolve().parent
 from aimass.standalone.image_prep import ALPHA_MODES, FORMATS, read_image, square, to_rgb, value_range  # noqa: E402, F401
 
 # end shared
+# isort: split
+# shared: answer.py
+from aimass.standalone.answer import labels_of  # noqa: E402, F401
+
+# end shared
 
 
 class ImageModel:
@@ -40,6 +48,8 @@ class ImageModel:
         folder = Path(folder)
         self.labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
         self.prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
+        self.sigmoid = self.prep.get("activation") == "sigmoid"  # multi-label: one yes/no score per label
+        self.threshold = self.prep.get("threshold")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -63,11 +73,16 @@ class ImageModel:
         out = np.zeros((len(images), len(self.labels)), dtype=np.float32)
         for start in range(0, len(images), batch_size):
             pixels = self.pixels(images[start : start + batch_size])
-            out[start : start + batch_size] = softmax(self.session.run(["logits"], {"pixels": pixels})[0])
+            logits = self.session.run(["logits"], {"pixels": pixels})[0]
+            out[start : start + batch_size] = 1 / (1 + np.exp(-logits)) if self.sigmoid else softmax(logits)
         return out
 
-    def predict(self, images: list) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(images).argmax(axis=1)]
+    def predict(self, images: list) -> list:
+        return [self.answer(row) for row in self.predict_proba(images)]
+
+    def answer(self, row: np.ndarray):
+        """One row of probabilities as a label, or (multi-label) every label from the threshold."""
+        return labels_of(row, self.labels, self.threshold)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -95,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     model = ImageModel(HERE, int8=args.int8)
     for path, row in zip(paths, model.predict_proba(paths)):
         scores = {label: round(float(p), 6) for label, p in zip(model.labels, row)}
-        print(json.dumps({"input": path, "label": model.labels[int(row.argmax())], "scores": scores}))
+        key = "label" if model.threshold is None else "labels"
+        print(json.dumps({"input": path, key: model.answer(row), "scores": scores}))
     return 0
 
 

@@ -156,6 +156,11 @@ def load(folder: str | Path = HERE) -> tuple[nn.Module, list[str], dict]:
 from aimass.standalone.image_prep import ALPHA_MODES, FORMATS, read_image, square, to_rgb, value_range  # noqa: E402, F401
 
 # end shared
+# isort: split
+# shared: answer.py
+from aimass.standalone.answer import labels_of  # noqa: E402, F401
+
+# end shared
 
 
 def pixels(images: list, prep: dict) -> torch.Tensor:
@@ -174,20 +179,26 @@ class ImageModel:
 
     def __init__(self, folder: str | Path = HERE):
         self.net, self.labels, self.prep = load(folder)
+        self.sigmoid = self.prep.get("activation") == "sigmoid"  # multi-label: one yes/no score per label
+        self.threshold = self.prep.get("threshold")
 
     @torch.inference_mode()
     def predict_proba(self, images: list, batch_size: int = 32) -> np.ndarray:
         out = []
         for start in range(0, len(images), batch_size):
             x = pixels(images[start : start + batch_size], self.prep)
-            proba = self.net(x).softmax(-1)
+            proba = self.net(x).sigmoid() if self.sigmoid else self.net(x).softmax(-1)
             if self.prep.get("tta"):  # the model was trained to average with the mirror image
                 proba = (proba + self.net(x.flip(-1)).softmax(-1)) / 2
             out.append(proba.numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
-    def predict(self, images: list) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(images).argmax(axis=1)]
+    def predict(self, images: list) -> list:
+        return [self.answer(row) for row in self.predict_proba(images)]
+
+    def answer(self, row: np.ndarray):
+        """One row of probabilities as a label, or (multi-label) every label from the threshold."""
+        return labels_of(row, self.labels, self.threshold)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     model = ImageModel(HERE)
     for path, row in zip(args.images, model.predict_proba(args.images)):
         scores = {label: round(float(p), 6) for label, p in zip(model.labels, row)}
-        print(json.dumps({"input": path, "label": model.labels[int(row.argmax())], "scores": scores}))
+        key = "label" if model.threshold is None else "labels"
+        print(json.dumps({"input": path, key: model.answer(row), "scores": scores}))
     return 0
 
 

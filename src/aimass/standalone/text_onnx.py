@@ -25,7 +25,12 @@ from tokenizers import Tokenizer
 
 HERE = Path(__file__).resolve().parent
 # shared: text_prep.py (`aimass export` writes that file's code here: predict.py stands alone)
-from aimass.standalone.text_prep import SPACES, WORD, Tfidf, labels_of  # noqa: E402, F401
+from aimass.standalone.text_prep import SPACES, WORD, Tfidf  # noqa: E402, F401
+
+# end shared
+# isort: split
+# shared: answer.py
+from aimass.standalone.answer import labels_of  # noqa: E402, F401
 
 # end shared
 

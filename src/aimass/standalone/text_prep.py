@@ -49,12 +49,3 @@ class Tfidf:
             values = (1.0 + np.log([counts[i] for i in index])) * self.idf[index]
             out[row] = self.weight[:, index] @ (values / np.linalg.norm(values))
         return out
-
-
-def labels_of(row: np.ndarray, labels: list[str], threshold: float | None):
-    """One row of probabilities as its best label, or (a multi-label model: ``threshold`` set)
-    every label scoring at least ``threshold``, its best one when none does."""
-    best = labels[int(row.argmax())]
-    if threshold is None:
-        return best
-    return [label for label, p in zip(labels, row) if p >= threshold] or [best]

@@ -43,7 +43,7 @@ class PixelLogReg(Baseline):
         self.grey_ = bool(torch.equal(raw[:, 0], raw[:, 1]) and torch.equal(raw[:, 1], raw[:, 2]))
         self.x_ = (self._flat(raw), self._flat(pixels(valid[0], self.side_)))
         self.y_ = (self.targets(model, train[1]), self.targets(model, valid[1]))
-        mean, scale = _standardiser(self.x_[0])
+        mean, scale = standardiser(self.x_[0])
         self.select((self.x_[0] - mean) / scale, self.y_[0], (self.x_[1] - mean) / scale, self.y_[1])
         return self
 
@@ -54,7 +54,7 @@ class PixelLogReg(Baseline):
         """Refit on train + valid; the estimator's network becomes the :class:`PixelNet`."""
         x, y = np.vstack(self.x_), np.concatenate(self.y_)
         x, y = x[y >= 0], y[y >= 0]
-        mean, scale = _standardiser(x)
+        mean, scale = standardiser(x)
         clf = self.regression_ = self.refit((x - mean) / scale, y)
         net = PixelNet(self.side_, self.grey_, len(model.classes_))
         model.net_ = net.set_weights(mean, scale, *softmax_rows(clf))
@@ -94,5 +94,5 @@ class TfidfLogReg(Baseline):
         self.x_ = self.y_ = None
 
 
-def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(0), np.maximum(x.std(0), MIN_SCALE)

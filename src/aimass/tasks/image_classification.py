@@ -39,7 +39,7 @@ from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError, TooLargeError
 from aimass.estimator import parse_config
 from aimass.runtime.image_export import export_image
-from aimass.tasks import portfolio, register_task
+from aimass.tasks import get_task, portfolio, register_task
 from aimass.tasks.classification import (
     ClassificationTask,
     Classifier,
@@ -227,9 +227,7 @@ class ImageClassifier(Classifier):
 
     def _setup(self, cfg: Config, train: tuple) -> None:
         torch.manual_seed(cfg.seed)
-        self.classes_ = sorted(set(train[1]))
-        if len(self.classes_) < 2:
-            raise DataError("Training needs at least two classes.", hint="Add images of another class.")
+        self.classes_ = self._classes_of(train[1])
         name = "efficientnet-lite0" if cfg.backbone == "auto" else cfg.backbone
         spec = get_backbone(name)
         if spec.modality != "image":
@@ -242,15 +240,35 @@ class ImageClassifier(Classifier):
         self.resize_ = round(self.image_size_ * BASE_SCALE)  # the side resized to before the centre crop
         _, encoder = spec.load()
         n_stages = len(layers(encoder))
-        self.unfrozen_ = max(0, min(3 if cfg.unfreeze == "auto" else cfg.unfreeze, n_stages))
+        unfreeze = getattr(cfg, "unfreeze", 0)  # a config without it (multi-label) keeps the backbone frozen
+        self.unfrozen_ = max(0, min(3 if unfreeze == "auto" else unfreeze, n_stages))
         self.net_ = _build(encoder, len(self.classes_), spec.feature_dim)
         for p in encoder.parameters():
             p.requires_grad_(False)
 
+    @staticmethod
+    def _classes_of(labels: list) -> list[str]:
+        classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise DataError("Training needs at least two classes.", hint="Add images of another class.")
+        return classes
+
     def _features(self, cfg, digest, pixels, train, val) -> tuple[stages.Features, stages.Features]:
         """Stage-1 inputs: pooled features of the centre crops from the frozen (BN-folded) net."""
+        pooled = self._pooled(cfg, digest, pixels, len(train[0]))
+        index = {c: i for i, c in enumerate(self.classes_)}
+
+        def split(name, labels):
+            y = torch.tensor([index.get(label, -1) for label in labels])
+            return stages.Features(nn.functional.normalize(pooled[name], dim=-1), y)
+
+        return split("train", train[1]), split("valid", val[1])
+
+    def _pooled(self, cfg, digest: str, pixels: tuple, n_train: int) -> dict[str, torch.Tensor]:
+        """``{"train", "valid"}``: the frozen (BN-folded) net's pooled features of the centre crops,
+        cached by data and size."""
         size = self.image_size_
-        key = f"{self.backbone_}|{digest}|{size}|{len(train[0])}|{cfg.seed}"
+        key = f"{self.backbone_}|{digest}|{size}|{n_train}|{cfg.seed}"
         path = (
             paths.subdir(paths.FEATURES) / f"img-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
         )
@@ -262,14 +280,7 @@ class ImageClassifier(Classifier):
                 out[name] = _embed(frozen, self.net_.normalise, px, size)
             return out
 
-        pooled = cached(path, compute)
-        index = {c: i for i, c in enumerate(self.classes_)}
-
-        def split(name, labels):
-            y = torch.tensor([index.get(label, -1) for label in labels])
-            return stages.Features(nn.functional.normalize(pooled[name], dim=-1), y)
-
-        return split("train", train[1]), split("valid", val[1])
+        return cached(path, compute)
 
     def _stage_top(self, cfg, pixels, feats, deadline, run_dir, resume, baseline) -> stages.StageResult:
         if not self.unfrozen_:
@@ -439,7 +450,7 @@ class ImageClassifier(Classifier):
                 {k[4:]: v for k, v in load_file(str(path / "model.safetensors")).items()}
             )
             model.net_.eval()
-            return compressors.restore(model, path, ImageClassification)
+            return compressors.restore(model, path, get_task(cls.task))
         _, encoder = get_backbone(model.backbone_).load()
         if model.structure_:
             image_student.apply(encoder, model.structure_)  # before the weights: shapes change
@@ -447,7 +458,7 @@ class ImageClassifier(Classifier):
         state = {k[4:]: v for k, v in load_file(str(path / "model.safetensors")).items()}
         cls._load_state(model.net_, state, path, model.backbone_)
         model.net_.eval()
-        return compressors.restore(model, path, ImageClassification)
+        return compressors.restore(model, path, get_task(cls.task))
 
 
 @torch.inference_mode()

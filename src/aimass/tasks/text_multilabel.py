@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import json
 import random
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from aimass.data import bbc_news_path, bbc_news_text, detect_language
 from aimass.data.multilabel import split_labels
 from aimass.errors import DataError
 from aimass.estimator import parse_config
-from aimass.tasks import portfolio, register_task
+from aimass.tasks import label_sets, portfolio, register_task
 from aimass.tasks.classification import ClassificationTask
 from aimass.tasks.classification import Handler as ClassifierHandler
 from aimass.tasks.text_classification import PredictRequest, TextClassification, TextClassifier
@@ -62,11 +61,6 @@ NETWORK_GRID = (
     (1.0, 3.0),
 )
 TFIDF_GRID = ((10.0, 0.0), (100.0, 0.0), (1.0, 0.0))
-# label fits a candidate may take (one regression per label and setting; ~0.25 s each on 2,000 rows
-# of noisy labels): many labels try the first settings only (100 labels: 2 settings each)
-LABEL_FITS = 200
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.05))
-VALID_SHARE = 0.15  # held out for the choice when the data has no validation split
 
 
 class Config(BaseModel):
@@ -127,16 +121,14 @@ class MultiLabelTextClassifier(TextClassifier):
         cfg = parse_config(Config, self.get_params(), "MultiLabelTextClassifier")
         timer = Timer()
         train, val, digest, language = _splits(data, valid, cfg.seed)
-        self.classes_ = sorted({label for labels in train[1] for label in labels})
-        if len(self.classes_) < 2:
-            raise DataError("Training needs at least two labels.", hint="Add examples of another label.")
+        self.classes_ = label_sets.classes_of(train[1])
         self._prepare(cfg, language, train[0])
         timer.lap("load_backbone")
         pooled = self._embed(train[0] + val[0], digest, progress)
         timer.lap("embed")
         lexical = [self.lexical_.transform(part) if self.lexical_ else None for part in (train[0], val[0])]
         parts = [(pooled[: len(train[0])], lexical[0]), (pooled[len(train[0]) :], lexical[1])]
-        targets = [_multi_hot(train[1], self.classes_), _multi_hot(val[1], self.classes_)]
+        targets = [label_sets.multi_hot(train[1], self.classes_), label_sets.multi_hot(val[1], self.classes_)]
         self._choose(cfg, parts, targets)
         timer.lap("train_head")
         self.stages_ = {}
@@ -183,7 +175,7 @@ class MultiLabelTextClassifier(TextClassifier):
             parent.net_.encoder, Head(parent.net_.encoder.config.hidden_size, len(self.classes_), n_lex)
         ).eval()
         lexical = [self.lexical_.transform(part) if self.lexical_ else None for part in (train[0], val[0])]
-        targets = [_multi_hot(train[1], self.classes_), _multi_hot(val[1], self.classes_)]
+        targets = [label_sets.multi_hot(train[1], self.classes_), label_sets.multi_hot(val[1], self.classes_)]
         self._choose(cfg, [(pooled[0], lexical[0]), (pooled[1], lexical[1])], targets)
         timer.lap("train_head")
         self.stages_ = {}  # no training stages: the regressions are fitted whole, in seconds
@@ -239,34 +231,22 @@ class MultiLabelTextClassifier(TextClassifier):
     def _choose(self, cfg: Config, parts: list, targets: list[np.ndarray]) -> None:
         """Fit every candidate on the training rows, keep the best by validation micro-F1 (then
         macro-F1; the network wins a tie) and copy it into the head."""
-        from aimass.evaluation.metrics import decide
+        n = label_sets.settings_per_candidate(targets[0].shape[1])
 
-        settings = max(1, LABEL_FITS // targets[0].shape[1])
-        grids = {portfolio.NETWORK: NETWORK_GRID[:settings]}
+        def grid(settings):
+            for c, w in settings[:n]:
+                yield {"C": c, "w": w}, _design(*parts[0], w), _design(*parts[1], w)
+
+        grids = {portfolio.NETWORK: grid(NETWORK_GRID)}
         if self.lexical_ is not None and cfg.baselines:
-            grids["tfidf-logreg"] = TFIDF_GRID[:settings]
-        candidates, best = {}, None
-        for name, grid in grids.items():
-            began, top = time.perf_counter(), None
-            for c, w in grid:
-                coef, bias = _fit_labels(_design(*parts[0], w), targets[0], c, cfg.seed)
-                proba = _sigmoid(_design(*parts[1], w) @ coef.T + bias)
-                threshold, scores = _best_threshold(proba, targets[1], cfg.threshold, decide)
-                if top is None or (scores["micro_f1"], scores["macro_f1"]) > top[0]:
-                    top = ((scores["micro_f1"], scores["macro_f1"]), c, w, threshold, scores, coef, bias)
-            (_, c, w, threshold, scores, coef, bias) = top
-            candidates[name] = {**scores, "C": c, "w": w, "threshold": threshold, "settings_tried": len(grid)}
-            candidates[name]["fit_s"] = round(time.perf_counter() - began, 2)
-            key = (scores["micro_f1"], scores["macro_f1"], name == portfolio.NETWORK)
-            if best is None or key > best[0]:
-                best = (key, name, w, threshold, coef, bias)
-        _, self.chosen_, w, self.threshold_, coef, bias = best
-        self.candidates_ = candidates if len(candidates) > 1 else {}
-        dim = parts[0][0].shape[1]
+            grids["tfidf-logreg"] = grid(TFIDF_GRID)
+        choice = label_sets.choose(grids, targets, cfg.threshold, cfg.seed)
+        self.chosen_, self.threshold_, self.candidates_ = choice.name, choice.threshold, choice.candidates
+        coef, w, dim = choice.coef, choice.settings["w"], parts[0][0].shape[1]
         head = self.net_.head
         with torch.no_grad():
             head.dense.weight.copy_(torch.tensor(coef[:, -dim:] * w, dtype=torch.float32))
-            head.dense.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+            head.dense.bias.copy_(torch.tensor(choice.bias, dtype=torch.float32))
             if head.lexical is not None:
                 head.lexical.weight.copy_(torch.tensor(coef[:, :-dim], dtype=torch.float32))
 
@@ -290,7 +270,7 @@ class MultiLabelTextClassifier(TextClassifier):
         if hasattr(data, "texts"):
             texts, labels = data.texts(split), [split_labels(x) for x in data.labels(split)]
         else:
-            texts, labels = data[0], [_label_list(x) for x in data[1]]
+            texts, labels = data[0], [label_sets.label_list(x) for x in data[1]]
         if not texts:
             raise DataError(
                 f"There are no rows in the '{split}' split to evaluate on.",
@@ -323,60 +303,31 @@ def _splits(data, valid, seed: int) -> tuple[tuple, tuple, str, str]:
                 f"Got {len(texts)} texts but {len(labels)} label lists.",
                 hint="Pass one list of labels per text.",
             )
-        train = (list(texts), [_label_list(x) for x in labels])
-        val = (list(valid[0]), [_label_list(x) for x in valid[1]]) if valid else ([], [])
+        train = (list(texts), [label_sets.label_list(x) for x in labels])
+        val = (list(valid[0]), [label_sets.label_list(x) for x in valid[1]]) if valid else ([], [])
         language = detect_language(train[0])
         digest = hashlib.sha256(json.dumps([train[0], train[1]]).encode()).hexdigest()
     if not val[0]:
-        train, val = _holdout(train, seed)
+        train, val = label_sets.holdout(train, seed)
     return train, val, digest, language
 
 
-def _replay_rows(label_sets: list[list[str]], n: int, seed: int) -> list[int]:
+def _replay_rows(sets: list[list[str]], n: int, seed: int) -> list[int]:
     """Indices of rows to replay (in row order): in a seeded random order, each row that has a
     label with fewer than ``n`` rows taken yet, so every label gets up to ``n`` (a row counts for
     each of its labels)."""
-    order = list(range(len(label_sets)))
+    order = list(range(len(sets)))
     random.Random(seed).shuffle(order)
     taken, keep = Counter(), []
     for i in order:
-        if any(taken[x] < n for x in label_sets[i]):
+        if any(taken[x] < n for x in sets[i]):
             keep.append(i)
-            taken.update(label_sets[i])
+            taken.update(sets[i])
     return sorted(keep)
 
 
 def _take(split: tuple, index: list[int]) -> tuple[list, list]:
     return [split[0][i] for i in index], [split[1][i] for i in index]
-
-
-def _label_list(value) -> list[str]:
-    """One row's labels given in Python: a list (or tuple, set) of labels, or a string: one label,
-    or a stored row's labels joined by ``|``."""
-    if isinstance(value, str):
-        return split_labels(value)
-    return sorted({str(v) for v in value})
-
-
-def _holdout(train: tuple, seed: int) -> tuple[tuple, tuple]:
-    rng = np.random.RandomState(seed)
-    order = rng.permutation(len(train[0]))
-    n_valid = max(1, round(VALID_SHARE * len(order)))
-    if len(order) - n_valid < 2:
-        raise DataError(
-            "Too few rows to hold out validation data.", hint="Add rows, or pass validation data."
-        )
-
-    def pick(rows) -> tuple[list, list]:
-        return [train[0][i] for i in rows], [train[1][i] for i in rows]
-
-    return pick(sorted(order[n_valid:])), pick(sorted(order[:n_valid]))
-
-
-def _multi_hot(label_sets: list[list[str]], classes: list[str]) -> np.ndarray:
-    from aimass.evaluation.metrics import multi_hot
-
-    return multi_hot(label_sets, classes)
 
 
 def _design(pooled: np.ndarray, lexical, w: float):
@@ -393,56 +344,7 @@ def _design(pooled: np.ndarray, lexical, w: float):
     return sparse.hstack([lex, dense]).tocsr()
 
 
-def _fit_labels(x, y: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One logistic regression per label column of ``y``: (coef ``[labels, features]``, bias).
-    A label every training row has (or none has) gets no weights and a bias that says so."""
-    from sklearn.linear_model import LogisticRegression
-
-    coef, bias = np.zeros((y.shape[1], x.shape[1]), dtype=np.float64), np.zeros(y.shape[1])
-    with portfolio.one_blas_thread():
-        for j in range(y.shape[1]):
-            column = y[:, j]
-            if column.min() == column.max():
-                bias[j] = 8.0 if column[0] else -8.0
-                continue
-            clf = LogisticRegression(C=c, solver="liblinear", random_state=seed).fit(x, column)
-            coef[j], bias[j] = clf.coef_[0], clf.intercept_[0]
-    return coef, bias
-
-
-def _sigmoid(z) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(z)))
-
-
-def _best_threshold(proba: np.ndarray, truth: np.ndarray, fixed: float | None, decide) -> tuple[float, dict]:
-    """(threshold, scores): the threshold of :data:`THRESHOLDS` with the best micro-F1 on
-    ``truth`` (the middle one wins ties), or ``fixed`` when given."""
-    from sklearn.metrics import f1_score
-
-    best = None
-    for t in (fixed,) if fixed else THRESHOLDS:
-        predicted = decide(proba, t)
-        scores = {
-            "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
-            "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
-            "accuracy": float((truth == predicted).all(1).mean()),
-        }
-        key = (round(scores["micro_f1"], 6), -abs(t - 0.5))
-        if best is None or key > best[0]:
-            best = (key, float(t), {k: round(v, 6) for k, v in scores.items()})
-    return best[1], best[2]
-
-
 # ------------------------------------------------------------------ serving
-class Prediction(BaseModel):
-    labels: list[str]
-    scores: dict[str, float]
-
-
-class PredictResponse(BaseModel):
-    predictions: list[Prediction]
-
-
 class Handler(ClassifierHandler):
     """The classifier handler, answering every label from the model's threshold."""
 
@@ -450,19 +352,7 @@ class Handler(ClassifierHandler):
     runtime = "aimass.runtime.text:TextRuntime"
 
     def encode_response(self, proba: np.ndarray) -> dict:
-        from aimass.evaluation.metrics import decide
-
-        classes = self.model.classes_
-        decided = decide(proba, self.model.threshold_)
-        return {
-            "predictions": [
-                {
-                    "labels": [c for c, on in zip(classes, row) if on],
-                    "scores": {c: round(float(p), 6) for c, p in zip(classes, scores)},
-                }
-                for row, scores in zip(decided, proba)
-            ]
-        }
+        return label_sets.encode_label_sets(self.model.classes_, proba, self.model.threshold_)
 
 
 @register_task("text-multilabel")
@@ -474,7 +364,7 @@ class TextMultiLabel(ClassificationTask):
     data_kind = "multilabel"
     item_noun = "texts"
     request = PredictRequest
-    response = PredictResponse
+    response = label_sets.PredictResponse
     handler = Handler
     runtime = "aimass.runtime.text:TextRuntime"
     tuner = "aimass.autolearn.multilabel:MultiLabelTuner"

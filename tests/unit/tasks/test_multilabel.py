@@ -223,9 +223,9 @@ def test_auto_detects_label_lists_and_reports_what_the_fit_chose(tmp_path, monke
 def test_many_labels_try_fewer_settings_each(monkeypatch):
     """Each setting costs one regression per label: the candidates try as many settings as
     ``LABEL_FITS`` label fits allow, most promising first (100 labels: 2 settings each)."""
-    from aimass.tasks import text_multilabel
+    from aimass.tasks import label_sets, text_multilabel
 
-    monkeypatch.setattr(text_multilabel, "LABEL_FITS", 10)  # 5 labels: 2 settings per candidate
+    monkeypatch.setattr(label_sets, "LABEL_FITS", 10)  # 5 labels: 2 settings per candidate
     texts, labels = TextMultiLabel.sample_data(per_class=6)
     model = text_multilabel.MultiLabelTextClassifier(backbone="minilm-l6", max_length=64)
     model.fit((texts, labels), progress=False)
