@@ -574,12 +574,12 @@ class ImageClassification(ClassificationTask):
         return f"{kind} of images (class sub-folders or a path,label manifest)"
 
     @classmethod
-    def features(cls, data, *, lexical: bool = True, progress: bool = False):
-        """Pooled features of the centre crops from the frozen EfficientNet-Lite0 (cached on disk);
-        images have no lexical part."""
+    def features(cls, data, *, lexical: bool = True, progress: bool = False, size: int | None = None):
+        """Pooled features of the centre crops (at ``size``, default :func:`auto_size`) from the frozen
+        EfficientNet-Lite0 (cached on disk); images have no lexical part."""
         items = data.inputs()
         spec = get_backbone(Config().backbone)
-        size = auto_size(items)
+        size = size or auto_size(items)
         content = hashlib.sha256("".join(row["sha256"] for row in data.rows()).encode()).hexdigest()
         key = f"features|{spec.name}|{size}|{content}"  # by content: a relabelled version reuses it
         path = (
