@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from aimass.data import multilabel
 from aimass.data.archive import is_ignored
 from aimass.data.columns import LABEL_NAMES, TEXT_NAMES, norm
 from aimass.data.images import IMAGE_EXTENSIONS
-from aimass.data.read import TABLE_FORMATS, Record, decode_bytes, make_reject, read_source
+from aimass.data.read import TABLE_FORMATS, Record, decode_bytes, loads_json, make_reject, read_source
 from aimass.data.validate import SPLIT_ALIASES
 from aimass.errors import DataError
 
@@ -236,8 +235,8 @@ def _header_names(text: str, fmt: str) -> list[str]:
         delimiter = "\t" if fmt == "tsv" else ","
         return [c.strip() for c in next(csv.reader(lines[:1], delimiter=delimiter), [])]
     try:
-        first = json.loads(lines[0])
-    except json.JSONDecodeError:
+        first = loads_json(lines[0])
+    except ValueError:
         return []
     return list(first) if isinstance(first, dict) else []
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 from aimass.data.dataset import Dataset
 from aimass.data.language import detect_language
-from aimass.data.read import make_reject, read_source
+from aimass.data.read import loads_json, make_reject, read_source
 from aimass.data.storage import (
     ID_LENGTH,
     compute_digest,
@@ -68,8 +69,8 @@ def looks_like_pairs(path: Path) -> bool:
         return False
     if suffix in (".jsonl", ".ndjson"):
         try:
-            obj = json.loads(first)
-        except json.JSONDecodeError:
+            obj = loads_json(first)
+        except ValueError:
             return False
         return isinstance(obj, dict) and ("messages" in obj or {"prompt", "completion"} <= set(obj))
     if suffix in (".csv", ".tsv", ".txt"):
@@ -108,9 +109,23 @@ def _messages(fields: dict, cols: tuple[str, str] | None = None) -> tuple[list[d
         out.append({"role": role, "content": content})
     if not any(m["role"] == "assistant" for m in out):
         return None, "no assistant turn (nothing to learn from)"
-    while out[-1]["role"] != "assistant":  # trailing user turns teach nothing
-        out.pop()
+    if out[-1]["role"] != "assistant":  # said, not dropped: the user may have meant an answer there
+        return None, (
+            f"the conversation ends with a {out[-1]['role']} turn (messages[{len(out) - 1}]) after the last "
+            "assistant answer: nothing would learn from it; remove the turn or add its answer"
+        )
+    if not any(m["role"] == "user" for m in out[:-1]):
+        return None, "no user turn before the last assistant answer (nothing it answers)"
     return out, None
+
+
+def ignored_fields(fields: dict) -> set[str]:
+    """Fields of a conversation's messages that training does not read (OpenAI's ``weight``,
+    ``name``, ``tool_calls`` ...): reported in the dataset's warnings, never silently dropped."""
+    raw = fields.get("messages")
+    if not isinstance(raw, list):
+        return set()
+    return {k for m in raw if isinstance(m, dict) for k in m} - {"role", "content"}
 
 
 def count_tokens(tokenizer, messages: list[dict]) -> tuple[int, int]:
@@ -187,7 +202,7 @@ def import_pairs(
                 where=str(path),
                 hint="Name the columns source and target (or prompt and completion).",
             )
-    rows, rejects = [], list(table.malformed)
+    rows, rejects, ignored = [], list(table.malformed), Counter()
     for record in table.records:
         messages, reason = _messages(record.fields, cols)
         kind = "invalid example"
@@ -200,10 +215,9 @@ def import_pairs(
                 )
                 kind = "too long"
         if reason:
-            rejects.append(
-                make_reject(record.file, record.line, f"{record.source}: {reason}", record.raw, kind)
-            )
+            rejects.append(make_reject(record.file, record.line, reason, record.raw, kind))
             continue
+        ignored.update(ignored_fields(record.fields))
         rows.append({"messages": messages, "tokens": [n_prompt, n_completion], "source": record.source})
     rejects = sort_rejects(rejects)
     by_reason: dict[str, int] = {}
@@ -228,6 +242,12 @@ def import_pairs(
     manifest = chat_manifest(digest, name or path.stem, rows, rejects, info, cols, by_reason, backbone, limit)
     manifest["language"] = detect_language([m["content"] for r in rows for m in r["messages"]])
     manifest["warnings"] += language_warnings(spec, manifest["language"])
+    if ignored:
+        fields = ", ".join(f"{k} ({n} message list(s))" for k, n in sorted(ignored.items()))
+        manifest["warnings"].append(
+            f"message fields not read by training: {fields}; every assistant answer's content is learned "
+            "from as it is (a weight of 0 does not skip an answer)"
+        )
     manifest["split_settings"] = settings
     return save_dataset(lines, rows, rejects, manifest)
 

@@ -419,20 +419,59 @@ def read_jsonl(lines: list[str], file: str, fmt: str = "jsonl", bad: dict | None
     return RawTable(records, malformed, list(columns), {})
 
 
+def loads_json(text: str):
+    """``json.loads`` for user data: a ValueError (never a RecursionError) for JSON nested too deeply,
+    and ``NaN`` / ``Infinity``, which are not JSON, refused rather than read as numbers.
+
+    >>> loads_json('{"a": [1, "x"]}')
+    {'a': [1, 'x']}
+    >>> loads_json('{"label": NaN}')
+    Traceback (most recent call last):
+    ...
+    ValueError: NaN is not a JSON value; write null, a number or a string
+    """
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not a JSON value; write null, a number or a string")
+
+
 def _json_object(line: str, undecodable: str | None, most: int) -> tuple[dict | None, tuple | None]:
     """The line's object, or None and ``(reason, kind)``."""
     if undecodable:
         return None, (undecodable, "undecodable line")
     try:
-        obj = json.loads(line)
+        obj = loads_json(line)
     except json.JSONDecodeError as exc:
         return None, (f"malformed line: invalid JSON ({exc.msg} at column {exc.colno})", "malformed line")
+    except ValueError as exc:
+        return None, (f"malformed line: {exc}", "malformed line")
     if not isinstance(obj, dict):
         return None, (f"malformed line: not a JSON object (found {type(obj).__name__})", "malformed line")
-    large = next((k for k, v in obj.items() if isinstance(v, str) and len(v) > most), None)
+    large = _large_string(obj, most)
     if large is not None:
-        return None, (_too_large_reason(repr(large), len(obj[large]), most), "field too large")
+        return None, (_too_large_reason(large[0], large[1], most), "field too large")
     return obj, None
+
+
+def _large_string(obj: dict, most: int) -> tuple[str, int] | None:
+    """``(where, characters)`` of the first string over ``most`` characters anywhere in ``obj`` (a
+    label in a list, a message's content), else None: every field is bounded before any work."""
+    stack = [(repr(k), v) for k, v in obj.items()]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if len(value) > most:
+                return where, len(value)
+        elif isinstance(value, dict):
+            stack.extend((f"{where}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+    return None
 
 
 def read_archive(path: Path) -> RawTable:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +41,7 @@ from aimass.backbones.pixel_net import PixelNet, flat
 from aimass.backbones.text_net import Timer
 from aimass.data.image_layout import manifest_columns
 from aimass.data.multilabel import split_labels
+from aimass.data.read import loads_json
 from aimass.errors import DataError
 from aimass.estimator import parse_config
 from aimass.tasks import label_sets, portfolio, register_task
@@ -292,7 +292,7 @@ class ImageMultiLabel(ImageClassification):
         with open(path, encoding="utf-8", errors="replace") as fh:
             for _, line in zip(range(50), fh):
                 with contextlib.suppress(ValueError):
-                    row = json.loads(line)
+                    row = loads_json(line)
                     if isinstance(row, dict) and isinstance(row.get(columns["label"]), list):
                         return "an image manifest whose labels are lists (several labels per image)"
         return None

@@ -38,6 +38,7 @@ from aimass.backbones import default_backbone, get_backbone
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.data import bbc_news_path, bbc_news_text, detect_language
 from aimass.data.multilabel import split_labels
+from aimass.data.read import loads_json
 from aimass.errors import DataError
 from aimass.estimator import parse_config
 from aimass.tasks import label_sets, portfolio, register_task
@@ -393,7 +394,7 @@ class TextMultiLabel(ClassificationTask):
         with open(path, encoding="utf-8", errors="replace") as fh:
             for _, line in zip(range(50), fh):
                 try:
-                    row = json.loads(line)
+                    row = loads_json(line)
                 except ValueError:
                     continue
                 if isinstance(row, dict) and any(

@@ -197,3 +197,25 @@ def test_detect_language():
     assert detect_language(["这部电影非常好看", "剧情太无聊了 ok"]) == "zh"
     assert detect_language(["This film is great", "含 one char"]) == "en"
     assert detect_language([]) == "en"
+
+
+def test_jsonl_lines_that_are_not_plain_json_are_rejected_by_line(tmp_path, monkeypatch):
+    """NaN and Infinity are not JSON (Python reads them as numbers: the class 'nan'); a line nested
+    100,000 deep is rejected, not a RecursionError; a string over the field limit anywhere in a line
+    (a label in a list) is refused before any work."""
+    monkeypatch.setenv("AIMASS_MAX_FIELD_CHARS", "1000")
+    good = [json.dumps({"text": f"row {i}", "label": "ab"[i % 2]}) for i in range(4)]
+    bad = [
+        '{"text": "a", "label": NaN}',
+        '{"text": Infinity, "label": "a"}',
+        '{"text": "x", "label": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        json.dumps({"text": "x", "labels": ["a", "b" * 2000]}),
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(good + bad) + "\n")
+    table = read_table(path)
+    rows, rejects = table[0], {r["line"]: r["reason"] for r in table[1]}
+    assert len(rows) == 4 and sorted(rejects) == [5, 6, 7, 8]
+    assert "NaN is not a JSON value" in rejects[5] and "Infinity is not a JSON value" in rejects[6]
+    assert rejects[7] == "malformed line: nested too deeply"
+    assert "'labels'[1] holds 2,000 characters; the limit is 1,000" in rejects[8]

@@ -35,7 +35,7 @@ def test_chat_jsonl_reports_each_bad_line(tmp_path):
     rejects = _rejects(ds)
     assert [r["line"] for r in rejects] == [7, 8, 9, 10, 11]
     reasons = [r["reason"] for r in rejects]
-    assert reasons[0].startswith("chat.jsonl:7: unknown role 'robot'")
+    assert reasons[0].startswith("unknown role 'robot'") and rejects[0]["file"].endswith("chat.jsonl")
     assert "no assistant turn" in reasons[1]
     assert "empty content in messages[1] (assistant)" in reasons[2]
     assert "over the context length: 30" in reasons[3] and "the limit is 2048" in reasons[3]
@@ -68,6 +68,44 @@ def test_prompt_completion_jsonl_and_csv_tsv(tmp_path):
         assert ds.rows()[0]["messages"][-1]["content"] == pairs[0][1]
         (reject,) = _rejects(ds)
         assert reject["line"] == 14 and "empty content in 'target'" in reject["reason"]
+
+
+def test_a_conversation_is_rejected_whole_or_kept_whole_and_ignored_fields_are_said(tmp_path):
+    """A turn after the last answer is not dropped in silence, an answer with no question before it
+    is rejected (it used to crash the token count), and message fields training does not read are
+    named in the warnings."""
+    good = [chat_line(a, h) for a, h in bbc_pairs(12)]
+    weighted = {
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]
+    }
+    bad = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": "and then?"},
+                ]
+            }
+        ),
+        json.dumps({"messages": [{"role": "assistant", "content": "an answer to nothing"}]}),
+        json.dumps(
+            {"messages": [{"role": "system", "content": "be brief"}, {"role": "assistant", "content": "ok"}]}
+        ),
+        "[" * 100_000 + "]" * 100_000,
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(good + bad + [json.dumps(weighted)]) + "\n")
+    ds = aimass.import_dataset(path, name="chat")
+    assert ds.manifest["counts"]["total"] == 13
+    reasons = {r["line"]: r["reason"] for r in _rejects(ds)}
+    assert reasons[13].startswith("the conversation ends with a user turn (messages[2])")
+    assert reasons[14] == reasons[15] == "no user turn before the last assistant answer (nothing it answers)"
+    assert reasons[16] == "malformed line: nested too deeply"
+    assert any(
+        "message fields not read by training: weight (1 message list(s))" in w
+        for w in ds.manifest["warnings"]
+    )
 
 
 def test_too_few_examples_says_why(tmp_path):
