@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from aimass import paths
 from aimass.data import Dataset, load_dataset
@@ -444,7 +445,12 @@ def _wanted_rows(report: dict, rows: list[int], where: str, *, label_issues: boo
     """The row numbers asked for, each of which the report must flag for the chosen action."""
     flagged = {r["row"] for r in report["label_issues"]} if label_issues else set()
     flagged |= {r["row"] for r in report["near_duplicates"]} if duplicates else set()
-    wanted = {int(r) for r in rows}
+    try:
+        wanted = {int(r) for r in rows}
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"rows must be row numbers; got {list(rows)[:5]}", hint="e.g. --row 12 --row 40"
+        ) from None
     stray = sorted(wanted - flagged)
     if stray:
         raise ConfigError(
@@ -455,20 +461,65 @@ def _wanted_rows(report: dict, rows: list[int], where: str, *, label_issues: boo
     return wanted
 
 
+class _Issue(BaseModel):  # what a fix reads of a flagged row (the report holds more)
+    model_config = ConfigDict(extra="allow")
+    row: int
+    label: str
+    suggested: str
+    margin: float
+
+
+class _Duplicate(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    row: int
+    match_row: int
+    similarity: float
+
+
+class _Made(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    digest: str
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    dataset: _Made
+    label_issues: list[_Issue]
+    near_duplicates: list[_Duplicate] = []
+
+
 def _read_report(issues: dict | str | Path) -> tuple[dict, str]:
+    """The report and how to name it; a ConfigError naming the first field that is not as
+    :func:`dataset_issues` writes it (a report edited by hand, or another file)."""
     if isinstance(issues, dict):
-        return issues, "the given report"
+        return _checked(issues, "the given report"), "the given report"
     path = Path(issues)
     try:
-        return json.loads(path.read_text(encoding="utf-8")), str(path)
+        return _checked(json.loads(path.read_text(encoding="utf-8")), str(path)), str(path)
     except FileNotFoundError:
         raise ConfigError(
             f"no issues report at {path}", hint="Run `aimass data issues NAME` first; it prints the path."
         ) from None
     except (OSError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(
             f"cannot read the issues report {path}: {exc}", hint="Pass the issues.json it wrote."
         ) from None
+
+
+def _checked(report, where: str) -> dict:
+    try:
+        _Report.model_validate(report)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        what = f"{field}: {first['msg']}" if field else "it is not a JSON object"
+        raise ConfigError(
+            f"the issues report {where} is not one `aimass data issues` wrote: {what}",
+            hint="Pass the issues.json it wrote, as it wrote it; pick rows with --row instead of editing it.",
+        ) from None
+    return report
 
 
 def _check_fix(ds: Dataset, report: dict, where: str, *, drop: bool, relabel: bool, duplicates: bool) -> None:

@@ -106,6 +106,21 @@ def test_a_fix_checks_the_report(news, tmp_path):
         api.fix_dataset(news, same, relabel=True)
     with pytest.raises(ConfigError, match="no issues report"):
         api.fix_dataset(news, tmp_path / "missing.json", drop=True)
+    # a report edited by hand, or another file: the field named, never a traceback
+    for broken, field in (
+        ([], "it is not a JSON object"),
+        ({"dataset": "news"}, "dataset: Input should be a valid dictionary"),
+        ({"dataset": {"digest": news.digest}}, "label_issues: Field required"),
+        ({**mine, "label_issues": [{"row": 3}]}, "label_issues.0.label: Field required"),
+        ({**mine, "label_issues": [{**flagged["label_issues"][0], "row": "x"}]}, "label_issues.0.row:"),
+    ):
+        path = tmp_path / "edited.json"
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ConfigError, match="is not one `aimass data issues` wrote") as info:
+            api.fix_dataset(news, path, drop=True)
+        assert field in info.value.message
+    with pytest.raises(ConfigError, match="rows must be row numbers"):
+        api.fix_dataset(news, flagged, relabel=True, rows=["x"])
 
 
 def test_bad_options_are_refused(news):
