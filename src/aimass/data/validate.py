@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
@@ -112,13 +113,25 @@ def _drop_conflicts(rows: list[_Row]) -> tuple[list[_Row], list[dict]]:
     return keep, [_conflict_reject(row, groups[row.key]) for row in rows if row.key in conflicted]
 
 
-def _conflict_reject(row: _Row, by_label: dict[str, list[_Row]]) -> dict:
-    others = "; ".join(
-        f"{label!r} at {_places(found, row.record.file)}"
-        for label, found in by_label.items()
-        if label != row.label
+def _conflict_reject(row: _Row, by_label: dict[str, list[_Row]], limit: int = 3) -> dict:
+    """The reject of one conflicting row: at most ``limit`` other labels named (a reason stays short,
+    and n rows of n labels cost n, not n squared)."""
+    others = [label for label in itertools.islice(by_label, limit + 1) if label != row.label][:limit]
+    shown = "; ".join(
+        f"{shown_label(label)} at {_places(by_label[label], row.record.file)}" for label in others
     )
-    return row.reject(f"conflicting labels: the same text is also labelled {others}", "conflicting labels")
+    more = len(by_label) - 1 - len(others)
+    shown += f"; and {more} more label(s)" if more > 0 else ""
+    return row.reject(f"conflicting labels: the same text is also labelled {shown}", "conflicting labels")
+
+
+def shown_label(label: str, most: int = 60) -> str:
+    """A label as a message shows it: quoted, and cut at ``most`` characters.
+
+    >>> shown_label("x" * 100)[-12:]
+    "…' (100 chars)"
+    """
+    return repr(label) if len(label) <= most else repr(label[:most] + "…") + f" ({len(label)} chars)"
 
 
 def _places(rows: list[_Row], file: str, limit: int = 3) -> str:
@@ -186,7 +199,7 @@ def check_trainable(
             hint="Add more labelled rows." + note,
         )
     if len(counts) < 2:
-        found = f"only one class ({next(iter(counts))!r})" if counts else "no classes"
+        found = f"only one class ({shown_label(next(iter(counts)))})" if counts else "no classes"
         raise DataError(
             f"{found}: a classifier needs at least two",
             where=where,
@@ -194,7 +207,8 @@ def check_trainable(
         )
     small = {label: n for label, n in sorted(counts.items()) if n < 2}
     if small:
-        listed = ", ".join(f"{label!r} has {n} example" for label, n in small.items())
+        listed = ", ".join(f"{shown_label(label)} has {n} example" for label, n in list(small.items())[:10])
+        listed += f", and {len(small) - 10} more class(es) of one example" if len(small) > 10 else ""
         raise DataError(
             f"every class needs at least 2 examples: {listed}",
             where=where,

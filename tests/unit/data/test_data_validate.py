@@ -118,3 +118,24 @@ def test_class_with_one_example_is_named(tmp_path):
     with pytest.raises(DataError) as err:
         import_dataset(path)
     assert "'c' has 1 example" in err.value.message and err.value.hint
+
+
+def test_messages_stay_short_however_many_labels_a_mistake_makes(tmp_path):
+    """The label column given as the text and an id column as the label: 3,000 rows, each its own
+    label. Each conflict names three other labels (not 2,999: the import stayed quadratic), and the
+    error lists ten classes of one example, not every one."""
+    path = tmp_path / "swapped.csv"
+    path.write_text(
+        "id,text,label\n" + "".join(f"{i},{('pos', 'neg')[i % 2]},row {i}\n" for i in range(3000))
+    )
+    rows, rejects, _ = read_table(path, text_col="text", label_col="id")
+    assert rows == [] and len(rejects) == 3000
+    assert all(len(r["reason"]) < 300 for r in rejects)
+    assert rejects[0]["reason"].endswith("and 1496 more label(s)")  # 1,500 rows share its text
+    ids = tmp_path / "ids.csv"
+    ids.write_text(
+        "id,text,label\n" + "".join(f"{i},unique text {i},{('pos', 'neg')[i % 2]}\n" for i in range(3000))
+    )
+    with pytest.raises(DataError) as info:
+        import_dataset(ids, label_col="id")
+    assert len(info.value.message) < 600 and "and 2990 more class(es) of one example" in info.value.message
