@@ -22,7 +22,7 @@ from aimass.data.storage import (
 )
 from aimass.data.table import read_split_files, read_table
 from aimass.data.validate import check_trainable
-from aimass.errors import ConfigError
+from aimass.errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
 
@@ -88,6 +88,7 @@ def import_dataset(
             hint="Put a split column in one table instead; conversations take a validation file at "
             "training: aimass train --task text-generation --data train.jsonl --valid-data valid.jsonl.",
         )
+    _check_not_an_office_file(path)
     if looks_like_images(path):
         _check_no_columns(text_col=text_col, label_col=label_col, split_col=split_col)
         return import_images(path, name=name, max_pixels=max_pixels, label_sep=label_sep, **options)
@@ -127,6 +128,29 @@ def import_dataset(
         digest, name, rows, rejects, info, warnings=_info_warnings(info) + warnings, settings=settings
     )
     return save_dataset(lines, rows, rejects, manifest)
+
+
+SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+ONE_DOCUMENT = (".docx", ".doc", ".odt", ".pdf", ".html", ".htm", ".rtf")
+
+
+def _check_not_an_office_file(path: Path) -> None:
+    """A spreadsheet or a single document is said to be one (a .xlsx is a zip file inside, and
+    would otherwise be read as an archive of images)."""
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix in SPREADSHEETS:
+        raise DataError(
+            f"a spreadsheet ({suffix}): aimass reads tables as CSV, TSV or JSONL",
+            where=str(path),
+            hint="Save the sheet as CSV UTF-8 (Excel: File > Save As > CSV UTF-8) and import that file.",
+        )
+    if path.is_file() and suffix in ONE_DOCUMENT:
+        raise DataError(
+            f"one document ({suffix}) is not a labelled dataset",
+            where=str(path),
+            hint="Put documents in one folder per class (<folder>/<label>/<file>) and import the folder "
+            "(or a .zip of it); to label this one, use `aimass predict MODEL FILE`.",
+        )
 
 
 def _check_no_columns(**columns) -> None:

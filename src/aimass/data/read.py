@@ -108,7 +108,8 @@ class Decoded:
 
 
 def decode_lines(data: bytes) -> Decoded:
-    """Decode each line by its own encoding: UTF-8 (BOM or not), else GB18030, else rejected.
+    """Decode each line by its own encoding: UTF-8 (BOM or not), else GB18030, else rejected; a
+    UTF-16 or UTF-32 file (:func:`wide_encoding`) is decoded whole.
 
     A file that is not UTF-8 and whose non-ASCII bytes mostly stand alone between ASCII
     bytes (single-byte Western text such as ``café``) is read whole as latin-1. In a file
@@ -121,6 +122,16 @@ def decode_lines(data: bytes) -> Decoded:
     Returns:
         The lines, the encodings found and the lines that could not be decoded.
     """
+    wide = wide_encoding(data)
+    if wide is not None:  # Excel's "Unicode text" and Windows tools write UTF-16
+        try:
+            text = data.decode(wide).lstrip("\ufeff")
+        except UnicodeDecodeError as exc:
+            lines = [data.decode(wide, "backslashreplace")]
+            why = f"undecodable line 1: {wide.upper()} broken at byte {exc.start}; {SAVE_AS_UTF8}"
+            return Decoded(lines, Counter(), {1: why}, False)
+        lines = io.StringIO(text, newline="").readlines()
+        return Decoded(lines, Counter({wide.removesuffix("-le").removesuffix("-be"): len(lines)}), {}, False)
     bom = data.startswith(codecs.BOM_UTF8)
     body = data[len(codecs.BOM_UTF8) :] if bom else data
     try:
@@ -179,6 +190,34 @@ def _utf8_error(chunk: bytes) -> str:
     except UnicodeDecodeError as exc:
         return f"neither UTF-8 nor GB18030 (byte 0x{chunk[exc.start]:02X} at column {exc.start + 1})"
     return "neither UTF-8 nor GB18030"
+
+
+def wide_encoding(data: bytes) -> str | None:
+    """``utf-32``/``utf-16`` (a byte order mark), ``utf-16-le``/``utf-16-be`` (no mark, but NULs at
+    every other byte of the start and none between, as UTF-16 text has), else None.
+
+    >>> wide_encoding("text,label\n".encode("utf-16-le")), wide_encoding(b"text,label")
+    ('utf-16-le', None)
+    """
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            return name
+    sample = data[:4096]
+    even, odd = sample[0::2], sample[1::2]
+    if len(sample) < 8:
+        return None
+    # ASCII characters (separators, digits, line ends) leave a NUL at every other byte; Chinese text
+    # has fewer of them, but never NULs on both sides
+    if odd.count(0) > 0.1 * len(odd) and even.count(0) < 0.01 * len(even):
+        return "utf-16-le"
+    if even.count(0) > 0.1 * len(even) and odd.count(0) < 0.01 * len(odd):
+        return "utf-16-be"
+    return None
 
 
 def _count(lines: list[str], encoding: str) -> Counter:

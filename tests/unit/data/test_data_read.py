@@ -116,6 +116,9 @@ def test_folder_rejects_column_flags_and_needs_txt(tmp_path):
         ("utf-8", "utf-8", b""),
         ("utf-8", "utf-8-sig", b"\xef\xbb\xbf"),
         ("gb18030", "gb18030", b""),
+        ("utf-16", "utf-16", b""),  # with its byte order mark: Excel's "Unicode text"
+        ("utf-16-le", "utf-16", b""),  # without one: told by the NULs of its ASCII characters
+        ("utf-16-be", "utf-16", b""),
     ],
 )
 def test_encodings(tmp_path, encoding, expected, prefix):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from aimass.data import import_dataset, read_table
@@ -139,3 +141,18 @@ def test_messages_stay_short_however_many_labels_a_mistake_makes(tmp_path):
     with pytest.raises(DataError) as info:
         import_dataset(ids, label_col="id")
     assert len(info.value.message) < 600 and "and 2990 more class(es) of one example" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "said"), [("sheet.xlsx", "a spreadsheet (.xlsx)"), ("memo.docx", "one document")]
+)
+def test_a_spreadsheet_or_one_document_is_named_for_what_it_is(tmp_path, name, said):
+    """A .xlsx or .docx is a zip file inside: it was read as an archive of images ("only 0 usable rows")."""
+    import zipfile
+
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+    with pytest.raises(DataError, match=re.escape(said)) as info:
+        import_dataset(path)
+    assert "CSV" in info.value.hint or "folder per class" in info.value.hint
