@@ -44,6 +44,7 @@ class Columns:
     text: str
     label: str
     split: str | None = None
+    guessed: str | None = None  # how the label column was told from others that could hold labels
 
     def as_dict(self) -> dict:
         """The mapping stored in manifests: role -> column name."""
@@ -84,12 +85,14 @@ def choose_columns(
     rest = [c for c in columns if c != split]
     label = label_col or _by_name([c for c in rest if c != text_col], LABEL_NAMES)
     text = text_col or _pick_text([c for c in rest if c != label], sample, where)
-    label = label or _pick_label([c for c in rest if c != text], sample, where)
+    guessed = None
+    if label is None:
+        label, guessed = _pick_label([c for c in rest if c != text], sample, where)
     if text == label:
         raise DataError(
             f"the text and label columns are both {text!r}", where=where, hint="Name two different columns."
         )
-    return Columns(text, label, split)
+    return Columns(text, label, split, guessed)
 
 
 def _require(name: str | None, columns: list[str], where: str) -> None:
@@ -138,7 +141,9 @@ def _average_length(column: str, sample: list[Record]) -> float:
     return sum(lengths) / len(lengths) if lengths else 0.0
 
 
-def _pick_label(candidates: list[str], sample: list[Record], where: str) -> str:
+def _pick_label(candidates: list[str], sample: list[Record], where: str) -> tuple[str, str | None]:
+    """(the column with the fewest distinct values, at least 2; a note naming the others that could
+    hold labels too, or None when it was the only one)."""
     limit = max(2, len(sample) // 2)
     distinct = {c: len({str(r.fields.get(c)).strip() for r in sample}) for c in candidates}
     pool = [c for c in candidates if distinct[c] <= limit]
@@ -148,7 +153,15 @@ def _pick_label(candidates: list[str], sample: list[Record], where: str) -> str:
             where=where,
             hint="Name it with label_col (e.g. --label-col sentiment).",
         )
-    return min(pool, key=lambda c: (distinct[c] < 2, distinct[c]))
+    label = min(pool, key=lambda c: (distinct[c] < 2, distinct[c]))
+    others = [c for c in pool if c != label and distinct[c] >= 2]
+    if not others:
+        return label, None
+    listed = ", ".join(f"{c!r} ({distinct[c]} values)" for c in others[:5])
+    return label, (
+        f"the label column was guessed: {label!r} ({distinct[label]} values), the fewest of the columns "
+        f"that could hold labels; also possible: {listed}. Name it with --label-col if it is another"
+    )
 
 
 def check_header(columns: list[str], records: list[Record], where: str) -> None:

@@ -186,7 +186,7 @@ def _assign_splits(rows, info, seed, valid_frac, test_frac) -> tuple[dict, list[
 
 
 def _info_warnings(info: dict) -> list[str]:
-    warnings = []
+    warnings = [info["label_guessed"]] if info.get("label_guessed") else []
     if "latin-1" in info["encoding"]:
         warnings.append(
             f"latin-1 used as a last resort (encoding {info['encoding']}): "

@@ -56,6 +56,7 @@ def read_table(
         rejects_by_reason=reject_counts(rejects),
         language=detect_language([row["text"] for row in good]),
         multi_label=multi,
+        **({"label_guessed": cols.guessed} if cols.guessed else {}),
     )
     return good, rejects, info
 

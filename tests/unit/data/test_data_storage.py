@@ -93,7 +93,13 @@ def test_load_by_id_prefix_name_and_not_found(home, tmp_path):
     assert load_dataset("reviews").id == ds.id
     with pytest.raises(NotFoundError) as err:
         load_dataset("missing")
-    assert ds.id in err.value.message and "reviews" in err.value.message
+    # named, and nothing listed: the message reaches REST callers and jobs of any project
+    assert (
+        "'missing'" in err.value.message
+        and ds.id not in err.value.message
+        and "reviews" not in err.value.message
+    )
+    assert "aimass data list" in err.value.hint
 
 
 def test_name_resolves_to_latest_import(home, tmp_path):

@@ -156,3 +156,15 @@ def test_a_spreadsheet_or_one_document_is_named_for_what_it_is(tmp_path, name, s
     with pytest.raises(DataError, match=re.escape(said)) as info:
         import_dataset(path)
     assert "CSV" in info.value.hint or "folder per class" in info.value.hint
+
+
+def test_a_guessed_label_column_is_said_with_the_others_it_could_have_been(tmp_path):
+    rows = "".join(f"review {i} of the product,{1 + i % 5},{'YN'[i % 2]}\n" for i in range(40))
+    ds = import_dataset(write(tmp_path / "reviews.csv", "body,stars,verified_purchase\n" + rows))
+    assert ds.manifest["columns"]["label"] == "verified_purchase"
+    said = [w for w in ds.manifest["warnings"] if w.startswith("the label column was guessed")]
+    assert said and "also possible: 'stars' (5 values)" in said[0] and "--label-col" in said[0]
+    named = import_dataset(
+        write(tmp_path / "named.csv", "body,stars,verified_purchase\n" + rows), label_col="stars"
+    )
+    assert not any("guessed" in w for w in named.manifest["warnings"])
