@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from aimass.data.limits import MIB, limit, mebibytes
-from aimass.errors import DataError, TooLargeError
+from aimass.errors import AimassError, DataError, TooLargeError
 
 MAX_ARCHIVE_BYTES = 2 * 1024 * MIB
 MAX_MEMBERS = 100_000
@@ -158,6 +158,9 @@ def extract_archive(
         raise DataError(
             f"cannot read the archive: {exc}", where=str(path), hint="Check that the file is complete."
         ) from exc
+    except AimassError as exc:  # a member refused: the message names it, ``where`` the archive
+        exc.where = exc.where or str(path)
+        raise
     return writer.result
 
 
