@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aimass.data import multilabel
 from aimass.data.dataset import Dataset
 from aimass.data.documents import LISTED, old_format_hint
 from aimass.data.image_import import import_images, looks_like_images
@@ -116,6 +117,8 @@ def import_dataset(
     multi = info["multi_label"]
     check_trainable(rows, rejects, min_rows=min_rows, where=str(path), multi=multi)
     settings, warnings = _assign_splits(rows, info, seed, valid_frac, test_frac)
+    mixed = multilabel.other_separators(rows, label_sep) if multi else None
+    warnings += [mixed] if mixed else []
     if multi:  # the same stored lines read as one label each are another dataset
         settings["multi_label"] = True
     lines = canonical_lines(rows)

@@ -88,6 +88,27 @@ def join_records(records: list[Record], label_col: str, sep: str | None) -> tupl
     return good, rejects
 
 
+def other_separators(rows: list[dict], sep: str | None) -> str | None:
+    """A warning when labels cut at ``sep`` still hold another usual separator (``a, b`` with
+    ``--label-sep ';'``: one label ``"a, b"``, maybe two meant), else None.
+
+    >>> other_separators([{"label": "a, b|c"}, {"label": "c"}], ";")[:40]
+    "1 label(s) hold ',' though the separator"
+    """
+    if not sep:
+        return None
+    labels = {label for row in rows for label in split_labels(row["label"])}
+    for other in (",", ";", "/"):
+        found = sorted(label for label in labels if other in label and other != sep)
+        if found:
+            return (
+                f"{len(found)} label(s) hold {other!r} though the separator is {sep!r}, e.g. "
+                f"{found[0][:60]!r}: if a cell mixes separators, make them one (each such label is one "
+                "class now)"
+            )
+    return None
+
+
 def label_counts(rows: list[dict]) -> Counter:
     """Rows per label (a row counts once for each of its labels)."""
     return Counter(label for row in rows for label in split_labels(row["label"]))

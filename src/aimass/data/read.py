@@ -196,7 +196,7 @@ def wide_encoding(data: bytes) -> str | None:
     """``utf-32``/``utf-16`` (a byte order mark), ``utf-16-le``/``utf-16-be`` (no mark, but NULs at
     every other byte of the start and none between, as UTF-16 text has), else None.
 
-    >>> wide_encoding("text,label\n".encode("utf-16-le")), wide_encoding(b"text,label")
+    >>> wide_encoding("text,label".encode("utf-16-le")), wide_encoding(b"text,label")
     ('utf-16-le', None)
     """
     for bom, name in (

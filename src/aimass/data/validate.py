@@ -128,8 +128,8 @@ def _conflict_reject(row: _Row, by_label: dict[str, list[_Row]], limit: int = 3)
 def shown_label(label: str, most: int = 60) -> str:
     """A label as a message shows it: quoted, and cut at ``most`` characters.
 
-    >>> shown_label("x" * 100)[-12:]
-    "…' (100 chars)"
+    >>> shown_label("x" * 100).endswith("…' (100 chars)"), shown_label("tech")
+    (True, "'tech'")
     """
     return repr(label) if len(label) <= most else repr(label[:most] + "…") + f" ({len(label)} chars)"
 
