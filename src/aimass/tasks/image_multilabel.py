@@ -81,7 +81,7 @@ class Config(BaseModel):
         return value
 
 
-class MultiLabelImageClassifier(ImageClassifier):
+class MultiLabelImageClassifier(label_sets.SetPredictor, ImageClassifier):
     """Give each image every label that applies (any number), from a frozen pretrained backbone,
     or from its raw pixels when validation says they do better.
 
@@ -166,19 +166,9 @@ class MultiLabelImageClassifier(ImageClassifier):
     def _proba_batch(self, net, images: torch.Tensor) -> np.ndarray:
         return torch.sigmoid(net(images)).numpy()
 
-    def predict(self, items: list) -> list[list[str]]:
-        """The labels of each image: every label scoring at least ``threshold_`` (its best label
-        when none does)."""
-        from aimass.evaluation.metrics import decide
-
-        decided = decide(self.predict_proba(items), self.threshold_)
-        return [[c for c, on in zip(self.classes_, row) if on] for row in decided]
-
     def evaluate(self, data, split: str = "test", top_k: int = 12) -> dict:
         """Subset accuracy, micro-, macro- and samples-F1, Hamming loss, per-label scores, the
         images with the highest loss and the portfolio's choice."""
-        from aimass.evaluation.metrics import multilabel_report
-
         if hasattr(data, "inputs"):
             images, labels = data.inputs(split), [split_labels(x) for x in data.labels(split)]
         else:
@@ -189,17 +179,9 @@ class MultiLabelImageClassifier(ImageClassifier):
                 hint="Evaluate on another split or pass --data MANIFEST_OR_ARCHIVE.",
             )
         names = [_where(item, i) for i, item in enumerate(images)]
-        report = multilabel_report(
-            names, labels, self.predict_proba(images), self.classes_, self.threshold_, top_k
-        )
+        report = self._sets_report(names, images, labels, top_k)
         for row in report["top_losses"]:
             row["image"] = row.pop("text")
-        chosen = portfolio.summary(self)
-        if chosen:
-            report["portfolio"] = {
-                **chosen,
-                "by": "validation micro-F1 (each at its best threshold), then macro-F1",
-            }
         return report
 
 

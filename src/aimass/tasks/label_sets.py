@@ -163,6 +163,35 @@ def classes_of(label_sets: list[list[str]]) -> list[str]:
     return classes
 
 
+class SetPredictor:
+    """``predict`` and the evaluation report every multi-label estimator shares (mixed in before
+    the single-label estimator it extends, which gives ``predict_proba``, ``classes_``,
+    ``threshold_`` and the portfolio)."""
+
+    def predict(self, items: list) -> list[list[str]]:
+        """The labels of each input: every label scoring at least ``threshold_`` (its best label
+        when none does)."""
+        from aimass.evaluation.metrics import decide
+
+        decided = decide(self.predict_proba(items), self.threshold_)
+        return [[c for c, on in zip(self.classes_, row) if on] for row in decided]
+
+    def _sets_report(self, names: list[str], items: list, labels: list[list[str]], top_k: int) -> dict:
+        """Subset accuracy, micro-, macro- and samples-F1, Hamming loss, per-label scores, the
+        ``top_k`` rows with the highest loss (named by ``names``) and the portfolio's choice."""
+        from aimass.evaluation.metrics import multilabel_report
+
+        proba = self.predict_proba(items)
+        report = multilabel_report(names, labels, proba, self.classes_, self.threshold_, top_k)
+        chosen = portfolio.summary(self)
+        if chosen:
+            report["portfolio"] = {
+                **chosen,
+                "by": "validation micro-F1 (each at its best threshold), then macro-F1",
+            }
+        return report
+
+
 # ------------------------------------------------------------------ serving
 class Prediction(BaseModel):
     labels: list[str]

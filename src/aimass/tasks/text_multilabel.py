@@ -75,7 +75,7 @@ class Config(BaseModel):
     seed: int = 0
 
 
-class MultiLabelTextClassifier(TextClassifier):
+class MultiLabelTextClassifier(label_sets.SetPredictor, TextClassifier):
     """Give each text every label that applies (any number), from a frozen pretrained encoder and
     TF-IDF.
 
@@ -255,19 +255,9 @@ class MultiLabelTextClassifier(TextClassifier):
     def _proba_batch(self, batch: list[str]) -> np.ndarray:
         return torch.sigmoid(self.logits(batch)).numpy()
 
-    def predict(self, items: list) -> list[list[str]]:
-        """The labels of each input: every label scoring at least ``threshold_`` (its best label
-        when none does)."""
-        from aimass.evaluation.metrics import decide
-
-        decided = decide(self.predict_proba(items), self.threshold_)
-        return [[c for c, on in zip(self.classes_, row) if on] for row in decided]
-
     def evaluate(self, data, split: str = "test", top_k: int = 10) -> dict:
         """Subset accuracy, micro-, macro- and samples-F1, Hamming loss, per-label scores, the
         rows with the highest loss and the portfolio's choice."""
-        from aimass.evaluation.metrics import multilabel_report
-
         if hasattr(data, "texts"):
             texts, labels = data.texts(split), [split_labels(x) for x in data.labels(split)]
         else:
@@ -277,16 +267,7 @@ class MultiLabelTextClassifier(TextClassifier):
                 f"There are no rows in the '{split}' split to evaluate on.",
                 hint="Evaluate on another split or pass --data FILE.",
             )
-        report = multilabel_report(
-            texts, labels, self.predict_proba(texts), self.classes_, self.threshold_, top_k
-        )
-        chosen = portfolio.summary(self)
-        if chosen:
-            report["portfolio"] = {
-                **chosen,
-                "by": "validation micro-F1 (each at its best threshold), then macro-F1",
-            }
-        return report
+        return self._sets_report(texts, texts, labels, top_k)
 
 
 def _splits(data, valid, seed: int) -> tuple[tuple, tuple, str, str]:
