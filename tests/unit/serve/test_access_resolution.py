@@ -121,6 +121,11 @@ def test_an_issues_job_needs_write_access_to_the_dataset_whose_report_it_replace
         refused = client.post("/v1/jobs", headers=headers, json=body)
     assert refused.status_code == 403 and "dataset:Import" in refused.text
     assert jobs.list_jobs() == []
+    # one who may also run jobs in cv (where the console queues it) is not offered the button either
+    jobs_in_cv = {"Effect": "Allow", "Action": "job:*", "Resource": "aimass:project/cv/job/*"}
+    runner = user_with_key("rory", "ReadSecretJobsInCv", [*reader, jobs_in_cv])
+    page = signed_in(create_app([]), runner).get(f"/console/datasets/{victim.id}").text
+    assert victim.name in page and "Find label issues" not in page
 
 
 class Registered:

@@ -32,11 +32,12 @@ def issues_section(console: Console, ctx: Ctx, dataset_id: str, name: str) -> di
     if console.may(ctx, "GET", rest("/v1/datasets/{}/issues", dataset_id)):
         with contextlib.suppress(NotFoundError):
             report = issues_report(dataset_id)
+    may_write = console.may(ctx, "POST", rest("/v1/datasets/{}/fix", dataset_id))  # as the job guard asks
     return {
         "issues": report,
         "shown": SHOWN,
-        "may_find": console.may(ctx, "POST", "/v1/jobs", _job_body(dataset_id, name)),
-        "may_fix": report is not None and console.may(ctx, "POST", rest("/v1/datasets/{}/fix", dataset_id)),
+        "may_find": may_write and console.may(ctx, "POST", "/v1/jobs", _job_body(dataset_id, name)),
+        "may_fix": report is not None and may_write,
     }
 
 
