@@ -137,7 +137,7 @@ class MultiLabelImageClassifier(label_sets.SetPredictor, ImageClassifier):
         if cfg.baselines:
             grids["pixels-logreg"] = _pixel_grid(train[0], val[0], n)
         choice = label_sets.choose(grids, targets, cfg.threshold, cfg.seed)
-        self._install(choice, grids)
+        self._install(choice)
         timer.lap("train_head")
         self.stages_ = {}  # no training stages: the regressions are fitted whole, in seconds
         self.timings_ = timer.stages
@@ -148,7 +148,7 @@ class MultiLabelImageClassifier(label_sets.SetPredictor, ImageClassifier):
     def _classes_of(labels: list) -> list[str]:
         return label_sets.classes_of(labels)
 
-    def _install(self, choice: label_sets.Choice, grids: dict) -> None:
+    def _install(self, choice: label_sets.Choice) -> None:
         """The winner's weights become the network: the backbone's head, or a PixelNet."""
         self.chosen_, self.threshold_, self.candidates_ = choice.name, choice.threshold, choice.candidates
         weight = torch.tensor(choice.coef, dtype=torch.float32)
