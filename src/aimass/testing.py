@@ -316,7 +316,10 @@ def _scores(model, X) -> np.ndarray:
     """What a model's answers are compared on: probabilities when it has them."""
     if hasattr(model, "predict_proba"):
         return np.asarray(model.predict_proba(X))
-    answers = np.asarray(model.predict(X))
+    answers = model.predict(X)
+    if any(isinstance(a, list | tuple | dict) for a in answers):  # structured answers (entity spans)
+        return np.array([json.dumps(a, sort_keys=True, ensure_ascii=False) for a in answers])
+    answers = np.asarray(answers)
     return answers.astype(float) if answers.dtype.kind in "fiub" else answers
 
 

@@ -39,6 +39,12 @@ KINDS = {  # a new kind of data is one entry; tasks name the kind they read (``T
     "multilabel-image": Kind(  # images with several labels each (a manifest's label lists)
         "image", stored_file=True, format_lines=("  multi-label images, format {format}, layout {layout}",)
     ),
+    "entities": Kind(  # texts with their entity spans (:mod:`aimass.data.entities`)
+        "text",
+        format_lines=(
+            "  texts with named entities, format {format}, encoding {encoding}, language {language}",
+        ),
+    ),
     "multilabel": Kind(  # texts with several labels each (:mod:`aimass.data.multilabel`)
         "text",
         format_lines=(

@@ -7,6 +7,7 @@ from pathlib import Path
 from aimass.data import multilabel
 from aimass.data.dataset import Dataset
 from aimass.data.documents import LISTED, old_format_hint
+from aimass.data.entities import import_entities, looks_like_entities
 from aimass.data.image_import import import_images, looks_like_images
 from aimass.data.pairs_import import import_pairs, looks_like_pairs
 from aimass.data.split import check_column_splits, check_fractions, draw_splits
@@ -82,7 +83,9 @@ def import_dataset(
     path = Path(path)
     options = {"seed": seed, "valid_frac": valid_frac, "test_frac": test_frac, "min_rows": min_rows}
     split_files = {k: v for k, v in (("valid", valid_path), ("test", test_path)) if v is not None}
-    if split_files and (looks_like_images(path) or looks_like_pairs(path) or split_col):
+    if split_files and (
+        looks_like_images(path) or looks_like_pairs(path) or looks_like_entities(path) or split_col
+    ):
         raise ConfigError(
             "split files (valid_path, test_path) apply to text classification tables without a split column",
             where=str(path),
@@ -97,6 +100,24 @@ def import_dataset(
         raise ConfigError(
             "max_pixels applies to image datasets only", where=str(path), hint="Leave out max_pixels."
         )
+    if looks_like_entities(path):  # texts with entity spans or tagged tokens: token classification
+        given = [
+            k
+            for k, v in (
+                ("text_col", text_col),
+                ("label_col", label_col),
+                ("split_col", split_col),
+                ("label_sep", label_sep),
+            )
+            if v
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} apply to text tables, not to entity rows",
+                where=str(path),
+                hint="Entity rows are read by their fields: text and entities (or tokens and tags), split.",
+            )
+        return import_entities(path, name=name, **options)
     if looks_like_pairs(path):  # chat / prompt-completion / source-target: text generation
         if label_sep is not None:
             raise ConfigError(

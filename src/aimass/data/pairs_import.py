@@ -149,7 +149,8 @@ def _stats(values: list[int]) -> dict:
     }
 
 
-def _splits(n: int, seed: int, valid_frac: float, test_frac: float) -> list[str]:
+def random_splits(n: int, seed: int, valid_frac: float, test_frac: float) -> list[str]:
+    """Each of ``n`` rows' split, drawn at random (none held out under 10 rows)."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
     n_test = round(n * test_frac) if n >= 10 else 0
@@ -231,7 +232,7 @@ def import_pairs(
             where=str(path),
             hint="Each line needs a user prompt and a non-empty assistant answer.",
         )
-    for row, split in zip(rows, _splits(len(rows), seed, valid_frac, test_frac), strict=True):
+    for row, split in zip(rows, random_splits(len(rows), seed, valid_frac, test_frac), strict=True):
         row["split"] = split
     settings = {"kind": "chat", "seed": seed, "valid_frac": valid_frac, "test_frac": test_frac}
     lines = [json.dumps({"messages": r["messages"], "split": r["split"]}, ensure_ascii=False) for r in rows]

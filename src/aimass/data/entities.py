@@ -1,0 +1,315 @@
+"""Import texts with their named entities, for ``token-classification``.
+
+Accepted JSONL rows (one a line), in the shapes labelling tools and hubs write:
+
+- **spans** (doccano, spaCy, Label Studio exports): ``{"text": "...", "entities": [[start, end,
+  "PER"], ...]}``; the list may be called ``entities``, ``spans``, ``ner`` or ``label``, and a span
+  may be an object ``{"start", "end", "label"}``. Offsets are characters, ``end`` exclusive;
+- **tokens and tags** (Hugging Face's ``conll2003`` style): ``{"tokens": ["Li", "Na", ...], "tags":
+  ["B-PER", "I-PER", ...]}`` (``ner_tags`` too, as text), in BIO, IOB1, BIOES or BILOU. Tokens are
+  joined with a space, except between two CJK characters.
+
+A ``split`` field (train, valid, test) is kept; otherwise the rows are split at random. Each bad row
+is rejected with its line and the reason (a span outside the text, overlapping spans, a tag that is
+not ``O`` or ``X-LABEL``, tokens and tags of different lengths ...). Spans with spaces at their
+edges are trimmed, and spans that start or end inside a word are counted, both in the warnings.
+
+>>> _spans_of({"text": "Li Na won", "entities": [{"start": 0, "end": 5, "label": "PER"}]})
+('Li Na won', [[0, 5, 'PER']], None)
+>>> _spans_of({"tokens": ["Li", "Na", "won"], "tags": ["B-PER", "I-PER", "O"]})
+('Li Na won', [[0, 5, 'PER']], None)
+>>> _spans_of({"text": "Li", "entities": [[0, 9, "PER"]]})[2]
+'entities[0] [0, 9] is outside the text (2 characters)'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from aimass.data.dataset import Dataset
+from aimass.data.language import detect_language
+from aimass.data.pairs_import import random_splits
+from aimass.data.read import loads_json, make_reject, read_source
+from aimass.data.storage import (
+    ID_LENGTH,
+    compute_digest,
+    existing,
+    import_entry,
+    record_import,
+    save_dataset,
+    utc_now,
+)
+from aimass.data.validate import SPLIT_ALIASES, sort_rejects
+from aimass.errors import DataError
+
+FORMAT_VERSION = 1
+SPAN_KEYS = ("entities", "spans", "ner", "label")
+TAG_KEYS = ("tags", "ner_tags")
+CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+WORD = re.compile(r"\w")
+
+
+def _is_span_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(x, list | dict) for x in value)
+
+
+def _row_shape(obj) -> str | None:
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("tokens"), list) and any(k in obj for k in TAG_KEYS):
+        return "tokens and tags"
+    if isinstance(obj.get("text"), str) and any(_is_span_list(obj.get(k)) and obj.get(k) for k in SPAN_KEYS):
+        return "texts with entity spans"
+    return None
+
+
+def looks_like_entities(path: Path) -> str | None:
+    """A short description when ``path`` is a JSONL file of entity rows (in its first 50 lines:
+    a row with ``tokens`` and tags, or a text with a non-empty list of spans), else None."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in (".jsonl", ".ndjson"):
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for _, line in zip(range(50), fh):
+                try:
+                    shape = _row_shape(loads_json(line))
+                except ValueError:
+                    continue
+                if shape:
+                    return f"a JSONL file of {shape} (named entities)"
+    except OSError:
+        return None
+    return None
+
+
+def _span(i: int, raw) -> tuple[list | None, str | None]:
+    if isinstance(raw, dict):
+        raw = [raw.get("start"), raw.get("end"), raw.get("label")]
+    if not isinstance(raw, list) or len(raw) != 3:
+        return None, f"entities[{i}] is not [start, end, label] or {{start, end, label}}"
+    start, end, label = raw
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
+        return None, f"entities[{i}] has start/end {start!r}/{end!r}, not whole numbers"
+    if not isinstance(label, str) or not label.strip():
+        return None, f"entities[{i}] has no label (got {label!r})"
+    return [start, end, label.strip()], None
+
+
+def _spans_of(fields: dict) -> tuple[str, list[list], str | None]:
+    """(text, spans, None) or (text, [], reason)."""
+    if isinstance(fields.get("tokens"), list):
+        return _from_tokens(fields)
+    text = fields.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return "", [], "no text (a 'text' field with the sentence is needed)"
+    key = next((k for k in SPAN_KEYS if k in fields), None)
+    raw = fields.get(key) if key else []
+    if not isinstance(raw, list):
+        return text, [], f"'{key}' is {type(raw).__name__}, not a list of [start, end, label]"
+    spans = []
+    for i, item in enumerate(raw):
+        span, reason = _span(i, item)
+        if reason:
+            return text, [], reason
+        if not 0 <= span[0] < span[1] <= len(text):
+            return text, [], f"entities[{i}] {span[:2]} is outside the text ({len(text)} characters)"
+        spans.append(span)
+    return text, *_checked(text, spans)
+
+
+def _checked(text: str, spans: list[list]) -> tuple[list[list], str | None]:
+    spans = sorted(spans)
+    for a, b in zip(spans, spans[1:]):
+        if b[0] < a[1]:
+            return [], (
+                f"overlapping entities {a} and {b}: a tagger gives each character one label; keep one"
+            )
+    return spans, None
+
+
+def _from_tokens(fields: dict) -> tuple[str, list[list], str | None]:
+    tokens = fields["tokens"]
+    key = next((k for k in TAG_KEYS if k in fields), None)
+    tags = fields.get(key) if key else None
+    if not isinstance(tags, list):
+        return "", [], "no 'tags' list beside 'tokens'"
+    if len(tags) != len(tokens):
+        return "", [], f"{len(tokens)} tokens but {len(tags)} tags"
+    if not tokens:
+        return "", [], "no tokens"
+    text, offsets = "", []
+    for i, token in enumerate(tokens):
+        if not isinstance(token, str) or not token.strip():
+            return "", [], f"tokens[{i}] is not a word (got {token!r})"
+        if text and not (CJK.match(text[-1]) and CJK.match(token[0])):
+            text += " "
+        offsets.append((len(text), len(text) + len(token)))
+        text += token
+    spans: list[list] = []
+    for i, (tag, (start, end)) in enumerate(zip(tags, offsets, strict=True)):
+        if not isinstance(tag, str) or not (tag == "O" or re.fullmatch(r"[BIESLU]-\S+", tag)):
+            return text, [], f"tags[{i}] is {tag!r}: use O or B-/I-LABEL (BIOES and BILOU too)"
+        prefix, label = tag[:1], tag[2:]
+        opens = prefix in "BSU" or not spans or spans[-1][2] != label or spans[-1][3]
+        if tag == "O":
+            if spans:
+                spans[-1][3] = True  # closed
+            continue
+        if opens:
+            spans.append([start, end, label, prefix in "SUEL"])
+        else:
+            spans[-1][1] = end
+            spans[-1][3] = prefix in "EL"
+    return text, *_checked(text, [s[:3] for s in spans])
+
+
+def import_entities(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    seed: int = 0,
+    valid_frac: float = 0.1,
+    test_frac: float = 0.2,
+    min_rows: int = 10,
+) -> Dataset:
+    """Read, check, split and store entity data under ``AIMASS_HOME/datasets/<id>/`` (kind
+    ``entities``; one stored row ``{"text", "label": [[start, end, label], ...], "split"}``).
+
+    Raises:
+        DataError: Fewer than ``min_rows`` good rows, or no entity at all.
+    """
+    path = Path(path)
+    table = read_source(path)
+    info = table.info
+    rows, rejects = [], list(table.malformed)
+    trimmed = inside_words = 0
+    for record in table.records:
+        text, spans, reason = _spans_of(record.fields)
+        split = record.fields.get("split")
+        if reason is None and split is not None and SPLIT_ALIASES.get(str(split).lower()) is None:
+            reason = f"split {split!r} is not train, valid or test"
+        if reason:
+            rejects.append(make_reject(record.file, record.line, reason, record.raw, "invalid row"))
+            continue
+        spans, n = _trim(text, spans)
+        trimmed += n
+        inside_words += sum(_cuts_a_word(text, s) for s in spans)
+        rows.append({"text": text, "label": spans, "source": record.source, "split": split})
+    rejects = sort_rejects(rejects)
+    by_reason = dict(Counter(r["kind"] for r in rejects))
+    if len(rows) < min_rows or not any(r["label"] for r in rows):
+        shown = "; ".join(f"{r['file']}:{r['line']}: {r['reason']}" for r in rejects[:3])
+        raise DataError(
+            f"{len(rows)} usable row(s) with {sum(len(r['label']) for r in rows)} entities; at least "
+            f"{min_rows} rows and one entity needed"
+            + (f"; {len(rejects)} rejected, e.g. {shown}" if rejects else ""),
+            where=str(path),
+            hint='Each line needs {"text": ..., "entities": [[start, end, label], ...]} or '
+            '{"tokens": [...], "tags": [...]}.',
+        )
+    given = [r["split"] is not None for r in rows]
+    if all(given):
+        for row in rows:
+            row["split"] = SPLIT_ALIASES[str(row["split"]).lower()]
+        settings = {"kind": "entities", "split_source": "column"}
+    else:
+        for row, split in zip(rows, random_splits(len(rows), seed, valid_frac, test_frac), strict=True):
+            row["split"] = split
+        settings = {
+            "kind": "entities",
+            "split_source": "random",
+            "seed": seed,
+            "valid_frac": valid_frac,
+            "test_frac": test_frac,
+        }
+    lines = [
+        json.dumps({"text": r["text"], "label": r["label"], "split": r["split"]}, ensure_ascii=False)
+        for r in rows
+    ]
+    digest = compute_digest(lines, settings)
+    name = name or path.stem
+    stored = existing(digest[:ID_LENGTH])
+    if stored is not None:
+        return record_import(stored, name, {**info, "rejects_by_reason": by_reason})
+    warnings = []
+    if any(given) and not all(given):
+        warnings.append(f"{given.count(False)} row(s) have no split field: every row was split at random")
+    if trimmed:
+        warnings.append(f"{trimmed} entity span(s) had spaces at an edge and were trimmed")
+    if inside_words:
+        warnings.append(
+            f"{inside_words} entity span(s) start or end inside a word: the tagger marks whole words, "
+            "so these cannot be found exactly"
+        )
+    manifest = _manifest(digest, name, rows, rejects, info, by_reason, warnings, settings)
+    manifest["language"] = detect_language([r["text"] for r in rows])
+    return save_dataset(lines, rows, rejects, manifest)
+
+
+def _trim(text: str, spans: list[list]) -> tuple[list[list], int]:
+    out, n = [], 0
+    for start, end, label in spans:
+        a, b = start, end
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        n += (a, b) != (start, end)
+        if a < b:
+            out.append([a, b, label])
+    return out, n
+
+
+def _cuts_a_word(text: str, span: list) -> bool:
+    start, end = span[0], span[1]
+
+    def joined(i: int) -> bool:  # text[i-1] and text[i] belong to one word (not CJK characters)
+        return 0 < i < len(text) and all(WORD.match(c) and not CJK.match(c) for c in text[i - 1 : i + 1])
+
+    return joined(start) or joined(end)
+
+
+def _manifest(digest, name, rows, rejects, info, by_reason, warnings, settings) -> dict:
+    splits = ("train", "valid", "test")
+    by_class = Counter(s[2] for r in rows for s in r["label"])
+    by_split_class = {
+        split: dict(sorted(Counter(s[2] for r in rows if r["split"] == split for s in r["label"]).items()))
+        for split in splits
+    }
+    now = utc_now()
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": "entities",
+        "id": digest[:ID_LENGTH],
+        "digest": digest,
+        "name": name,
+        "created": now,
+        "source": str(Path(info["file"]).resolve()),
+        "source_sha256": info["sha256"],
+        "format": info["format"],
+        "encoding": info["encoding"],
+        "encodings": info.get("encodings", {}),
+        "columns": {
+            "text": "text",
+            "label": "entities",
+            "split": "split" if settings["split_source"] == "column" else None,
+        },
+        "counts": {
+            "total": len(rows),
+            "by_split": {s: n for s in splits if (n := sum(r["split"] == s for r in rows))},
+            "by_class": dict(sorted(by_class.items())),
+            "by_split_class": {s: c for s, c in by_split_class.items() if c},
+        },
+        "rejects": len(rejects),
+        "rejects_by_reason": by_reason,
+        "warnings": warnings,
+        "split_settings": settings,
+        "imports": [import_entry(name, {**info, "rejects_by_reason": by_reason}, now)],
+    }
+
+
+__all__ = ["import_entities", "looks_like_entities"]
