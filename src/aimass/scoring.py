@@ -20,6 +20,7 @@ this), so no row is scored twice.
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -33,8 +34,9 @@ CHUNK = 256  # rows scored, written and flushed at a time
 ANSWER_CHUNK = 16  # a language model's rows: each takes about a second
 FIXED = ("line", "label", "score", "error")
 ANSWERED = ("line", "answer", "error")
+TAGGED = ("line", "entities", "error")  # an entity tagger's
 IMAGE_TASKS = ("image-classification", "image-multilabel")  # score a folder of images
-TASKS = ("text-classification", "text-multilabel", *IMAGE_TASKS, "text-generation")
+TASKS = ("text-classification", "text-multilabel", *IMAGE_TASKS, "text-generation", "token-classification")
 
 
 def predict_file(
@@ -63,6 +65,9 @@ def predict_file(
     if record.task == "text-generation":
         classes, size, tail = [], ANSWER_CHUNK, _answerer(model)
         header = [*columns, *ANSWERED]
+    elif record.task == "token-classification":  # each row's entities, as a JSON list
+        classes, size, tail = [], CHUNK, _tagger(model)
+        header = [*columns, *TAGGED]
     else:
         classes, size = [str(c) for c in model.classes_], CHUNK
         header, tail = [*columns, *FIXED, *(f"p_{c}" for c in classes)], _scorer(model, classes)
@@ -111,6 +116,17 @@ def _scorer(model, classes: list[str]):
         return out
 
     tail.empty = ["", "", "empty input", *([""] * len(classes))]
+    return tail
+
+
+def _tagger(model):
+    """Texts -> each row's ``entities, error``: a JSON list of ``{"text", "label", "start", "end",
+    "score"}`` as served."""
+
+    def tail(texts: list[str]) -> list[list]:
+        return [[json.dumps(found, ensure_ascii=False), ""] for found in model.predict_entities(texts)]
+
+    tail.empty = ["", "empty input"]
     return tail
 
 

@@ -303,6 +303,8 @@ HEADLINE = (
     "accuracy",
     "macro_f1",
     "micro_f1",  # multi-label: over every row-label decision
+    "precision",  # entities: over every entity (micro)
+    "recall",
     "samples_f1",
     "hamming_loss",
     "threshold",

@@ -349,7 +349,7 @@ def tasks_list(as_json: JsonFlag = False):
 
 def _show_train(result: dict) -> None:
     m = result["metrics"]
-    if "accuracy" not in m:  # text-generation: loss, perplexity, ROUGE-L
+    if "accuracy" not in m and "micro_f1" not in m:  # text-generation: loss, perplexity, ROUGE-L
         out.print(
             f"[bold green]Registered {result['model']}[/]  test "
             + "  ".join(f"{k} {v}" for k, v in m.items())
@@ -392,6 +392,11 @@ def _show_continued(result: dict) -> None:
 
 def _headline(m: dict) -> str:
     """A classifier's test scores in one line (a multi-label one's micro-F1 first)."""
+    if "accuracy" not in m:  # entities: each one right when its span and label are
+        return (
+            f"entity micro-F1 {m['micro_f1']:.4f}  precision {m['precision']:.4f}  "
+            f"recall {m['recall']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']} texts)"
+        )
     if "micro_f1" in m:
         return (
             f"micro-F1 {m['micro_f1']:.4f}  exact match {m['accuracy']:.4f}  "
@@ -437,6 +442,9 @@ def evaluate(
 
 
 def _show_report(report: dict) -> None:
+    if "top_errors" in report:  # entities
+        _show_entity_report(report)
+        return
     if "accuracy" not in report:  # a language model's: loss, perplexity, ROUGE-L, base vs fine-tuned
         rows = [
             {"metric": "loss", "fine-tuned": report["loss"], "base model": report.get("loss_base")},
@@ -481,6 +489,24 @@ def _show_report(report: dict) -> None:
     losses = report.get("top_losses", [])[:5]
     if losses:
         out.print(_table(losses, ["actual", "predicted", "probability", "text"], title="Top losses"))
+    _show_portfolio(report.get("portfolio"))
+
+
+def _show_entity_report(report: dict) -> None:
+    """An entity tagger's scores per label and the texts with the most errors."""
+    out.print(_headline(report))
+    rows = [{"label": c, **v} for c, v in report["per_class"].items()]
+    out.print(_table(rows, ["label", "precision", "recall", "f1", "support"]))
+    errors = [
+        {
+            "missed": ", ".join(f"{e[3]} ({e[2]})" for e in r["missed"]),
+            "wrong": ", ".join(f"{e[3]} ({e[2]})" for e in r["wrong"]),
+            "text": r["text"][:80],
+        }
+        for r in report["top_errors"][:5]
+    ]
+    if errors:
+        out.print(_table(errors, ["missed", "wrong", "text"], title="Texts with the most errors"))
     _show_portfolio(report.get("portfolio"))
 
 
@@ -598,6 +624,15 @@ def _prediction_table(inputs: list[str], predictions: list[dict]):
             for i, p in zip(inputs, predictions)
         ]
         return _table(rows, ["input", "labels"])
+    if predictions and "entities" in predictions[0]:  # each entity found, its label and score
+        rows = [
+            {
+                "input": i[:60],
+                "entities": ", ".join(f"{e['text']} ({e['label']} {e['score']:.2f})" for e in p["entities"]),
+            }
+            for i, p in zip(inputs, predictions)
+        ]
+        return _table(rows, ["input", "entities"])
     if predictions and "label" not in predictions[0]:  # a language model's answers
         return _table(
             [{"input": i[:60], "answer": p["text"]} for i, p in zip(inputs, predictions)], ["input", "answer"]

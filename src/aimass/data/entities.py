@@ -7,7 +7,9 @@ Accepted JSONL rows (one a line), in the shapes labelling tools and hubs write:
   may be an object ``{"start", "end", "label"}``. Offsets are characters, ``end`` exclusive;
 - **tokens and tags** (Hugging Face's ``conll2003`` style): ``{"tokens": ["Li", "Na", ...], "tags":
   ["B-PER", "I-PER", ...]}`` (``ner_tags`` too, as text), in BIO, IOB1, BIOES or BILOU. Tokens are
-  joined with a space, except between two CJK characters.
+  joined with a space, except between two CJK characters;
+- **CoNLL** (``.conll``, ``.bio``, ``.iob``, ``.iob2``, ``.bioes``): one token a line, its tag in the
+  last column, a blank line between sentences (``-DOCSTART-`` lines skipped).
 
 A ``split`` field (train, valid, test) is kept; otherwise the rows are split at random. Each bad row
 is rejected with its line and the reason (a span outside the text, overlapping spans, a tag that is
@@ -24,6 +26,7 @@ edges are trimmed, and spans that start or end inside a word are counted, both i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -32,7 +35,16 @@ from pathlib import Path
 from aimass.data.dataset import Dataset
 from aimass.data.language import detect_language
 from aimass.data.pairs_import import random_splits
-from aimass.data.read import loads_json, make_reject, read_source
+from aimass.data.read import (
+    RAW_LIMIT,
+    RawTable,
+    Record,
+    _check_table_size,
+    decode_lines,
+    loads_json,
+    make_reject,
+    read_source,
+)
 from aimass.data.storage import (
     ID_LENGTH,
     compute_digest,
@@ -46,6 +58,11 @@ from aimass.data.validate import SPLIT_ALIASES, sort_rejects
 from aimass.errors import DataError
 
 FORMAT_VERSION = 1
+CONLL_SUFFIXES = (".conll", ".bio", ".iob", ".iob2", ".bioes")
+CONLL_HINT = (
+    "Write one token a line with its tag in the last column (B-PER, I-PER, O), "
+    "a blank line between sentences."
+)
 SPAN_KEYS = ("entities", "spans", "ner", "label")
 TAG_KEYS = ("tags", "ner_tags")
 CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -70,6 +87,8 @@ def looks_like_entities(path: Path) -> str | None:
     """A short description when ``path`` is a JSONL file of entity rows (in its first 50 lines:
     a row with ``tokens`` and tags, or a text with a non-empty list of spans), else None."""
     path = Path(path)
+    if is_conll(path):
+        return "a CoNLL file of tagged tokens (named entities)"
     if not path.is_file() or path.suffix.lower() not in (".jsonl", ".ndjson"):
         return None
     try:
@@ -84,6 +103,55 @@ def looks_like_entities(path: Path) -> str | None:
     except OSError:
         return None
     return None
+
+
+def is_conll(path: Path) -> bool:
+    """A CoNLL file: ``.conll``, ``.bio``, ``.iob``, ``.iob2`` or ``.bioes`` (one token a line, its
+    tag in the last column, a blank line between sentences)."""
+    return Path(path).is_file() and Path(path).suffix.lower() in CONLL_SUFFIXES
+
+
+def read_conll(path: Path) -> RawTable:
+    """One record per sentence of a CoNLL file, ``{"tokens", "tags"}`` read from the first and the
+    last column of each line (``-DOCSTART-`` lines skipped); a line with a single column makes its
+    sentence a malformed record, rejected with that line."""
+    _check_table_size(path.stat().st_size, str(path))
+    data = path.read_bytes()
+    decoded = decode_lines(data)
+    records, malformed, name = [], [], path.name
+    sentence: list[tuple[int, list[str]]] = []
+
+    def close() -> None:
+        if not sentence:
+            return
+        first = sentence[0][0]
+        raw = "\n".join(" ".join(cols) for _, cols in sentence)[:RAW_LIMIT]
+        short = next((n for n, cols in sentence if len(cols) < 2), None)
+        if short is not None or any(n in decoded.bad for n, _ in sentence):
+            why = f"line {short} has no tag column" if short is not None else "a line could not be decoded"
+            malformed.append(make_reject(str(path), first, why, raw, "malformed"))
+        else:
+            fields = {"tokens": [c[0] for _, c in sentence], "tags": [c[-1] for _, c in sentence]}
+            records.append(Record(str(path), first, raw, fields, f"{name}:{first}"))
+        sentence.clear()
+
+    for number, line in enumerate(decoded.lines, start=1):
+        cols = line.split()
+        if not cols:
+            close()
+        elif cols[0] != "-DOCSTART-":
+            sentence.append((number, cols))
+    close()
+    if not records and not malformed:
+        raise DataError("the file holds no sentences", where=str(path), hint=CONLL_HINT)
+    info = {
+        "file": str(path),
+        "format": "conll",
+        "encoding": decoded.label,
+        "encodings": dict(decoded.encodings),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    return RawTable(records, malformed, ["tokens", "tags"], info)
 
 
 def _span(i: int, raw) -> tuple[list | None, str | None]:
@@ -183,7 +251,7 @@ def import_entities(
         DataError: Fewer than ``min_rows`` good rows, or no entity at all.
     """
     path = Path(path)
-    table = read_source(path)
+    table = read_conll(path) if is_conll(path) else read_source(path)
     info = table.info
     rows, rejects = [], list(table.malformed)
     trimmed = inside_words = 0

@@ -37,7 +37,7 @@ def confusion_png(report: dict, path: Path, title: str = "Confusion matrix") -> 
 
 
 def per_label_png(report: dict, path: Path) -> Path:
-    """A multi-label report's precision, recall and F1 per label, as grouped horizontal bars."""
+    """A multi-label (or entity) report's precision, recall and F1 per label, as grouped horizontal bars."""
     labels = list(report["per_class"])
     scores = {k: [report["per_class"][c][k] for c in labels] for k in ("precision", "recall", "f1")}
     fig, ax = plt.subplots(figsize=(7, max(3.0, 0.45 * len(labels) + 1.5)))
@@ -48,10 +48,10 @@ def per_label_png(report: dict, path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("score on the test split (support in brackets)")
-    ax.set_title(
-        f"Per label: micro-F1 {report['micro_f1']:.3f}, exact match {report['accuracy']:.3f} "
-        f"(threshold {report['threshold']:.2f})"
-    )
+    title = f"Per label: micro-F1 {report['micro_f1']:.3f}"
+    if "threshold" in report:  # labels per item (multi-label); else entities, scored by exact span
+        title += f", exact match {report['accuracy']:.3f} (threshold {report['threshold']:.2f})"
+    ax.set_title(title)
     ax.legend(loc="lower right")
     fig.tight_layout()
     path = Path(path)

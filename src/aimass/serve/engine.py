@@ -70,15 +70,15 @@ class Deployment:
         return self.record.ref
 
     def info(self) -> dict:
-        r = self.record
+        r, m = self.record, self.handler.model
         return {
             "ref": r.ref,
             "version": r.version,
             "weight": self.weight,
             "task": r.task,
             "backbone": r.backbone,
-            "metrics": {k: r.metrics.get(k) for k in ("accuracy", "macro_f1")},
-            "labels": list(getattr(self.handler.model, "classes_", None) or []),
+            "metrics": {k: r.metrics.get(k) for k in ("accuracy", "macro_f1", "micro_f1")},
+            "labels": list(getattr(m, "classes_", None) or getattr(m, "labels_", None) or []),
             "backend": self.backend,
             "worker": None
             if self.worker is None
