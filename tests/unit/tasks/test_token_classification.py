@@ -1,0 +1,208 @@
+"""Named entities: import (spans, tokens and tags, CoNLL) with every bad row rejected by line, the CRF
+tagger against its lexical baseline, evaluation, the CLI, bulk tagging, REST and the console."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from aimass import api
+from aimass.cli.main import app
+from aimass.data.bundled import peoples_daily
+from aimass.errors import ConfigError, DataError
+from aimass.serve import auth
+from aimass.serve.app import create_app
+from aimass.tasks import sequence as seq
+from aimass.tasks.token_classification import EntityTagger, entity_scores
+
+SENTENCE = "新华社北京一月一日电，江泽民在人民大会堂发表讲话。"
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def rejects_of(ds) -> dict[int, dict]:
+    return {r["line"]: r for r in map(json.loads, ds.rejects_path.read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """600 sentences of the People's Daily (PER, LOC, ORG) imported and trained once: the path
+    ``aimass train --data news.jsonl`` takes, the task picked from the data."""
+    root = tmp_path_factory.mktemp("ner")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIMASS_HOME", str(root / "home"))
+        rows = [{"text": t, "entities": e} for t, e in peoples_daily(600)]
+        ds = api.import_dataset(write_jsonl(root / "news.jsonl", rows), name="news")
+        result = api.train_model(None, ds.id)
+    return root, ds, result
+
+
+def test_span_rows_import_and_every_bad_row_is_rejected_with_its_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    good = [{"text": t, "entities": e} for t, e in peoples_daily(40)]
+    bad = [
+        {"text": "江泽民", "entities": [[0, 9, "PER"]]},  # line 41: outside the text
+        {"text": "江泽民在北京", "entities": [[0, 3, "PER"], [2, 4, "LOC"]]},  # 42: overlapping
+        {"text": "江泽民", "entities": [[0, 3, ""]]},  # 43: no label
+        {"text": "", "entities": []},  # 44: no text
+        {"tokens": ["Li", "Na"], "tags": ["B-PER"]},  # 45: lengths differ
+        {"tokens": ["Li", "Na"], "tags": ["B-PER", "PERSON"]},  # 46: not a tag
+        {"text": "江泽民", "entities": [[0, 3, "PER"]], "split": "holdout"},  # 47: unknown split
+        {"text": "江泽民", "entities": [["0", 3, "PER"]]},  # 48: start is not a number
+    ]
+    edges = [{"text": "Mr Li Na spoke", "entities": [{"start": 2, "end": 8, "label": "PER"}]}]  # " Li Na"
+    inside = [{"text": "Londoners cheered", "entities": [[0, 6, "LOC"]]}]  # "London" inside a word
+    ds = api.import_dataset(write_jsonl(tmp_path / "news.jsonl", good + bad + edges + inside))
+    assert ds.kind == "entities" and ds.classes == ["LOC", "ORG", "PER"]
+    rejects = rejects_of(ds)
+    assert sorted(rejects) == list(range(41, 49))
+    assert "outside the text (3 characters)" in rejects[41]["reason"]
+    assert "overlapping entities [0, 3, 'PER'] and [2, 4, 'LOC']" in rejects[42]["reason"]
+    assert "no label" in rejects[43]["reason"] and "no text" in rejects[44]["reason"]
+    assert rejects[45]["reason"] == "2 tokens but 1 tags"
+    assert "tags[1] is 'PERSON'" in rejects[46]["reason"]
+    assert "split 'holdout'" in rejects[47]["reason"] and "not whole numbers" in rejects[48]["reason"]
+    assert len(ds.rows()) + len(rejects) == len(good + bad + edges + inside)  # nothing dropped unreported
+    stored = {r["text"]: r["label"] for r in ds.rows()}
+    assert stored["Mr Li Na spoke"] == [[3, 8, "PER"]]  # trimmed, and said so
+    warnings = " ".join(ds.manifest["warnings"])
+    assert "1 entity span(s) had spaces at an edge" in warnings
+    assert "1 entity span(s) start or end inside a word" in warnings
+    with pytest.raises(ConfigError, match="apply to text tables, not to entity rows"):
+        api.import_dataset(tmp_path / "news.jsonl", text_col="text")
+
+
+def test_tokens_and_tags_in_every_scheme_and_conll_files_read_as_the_same_spans(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    schemes = {
+        "BIO": ["B-PER", "I-PER", "O", "B-LOC", "O"],
+        "IOB1": ["I-PER", "I-PER", "O", "I-LOC", "O"],
+        "BIOES": ["B-PER", "E-PER", "O", "S-LOC", "O"],
+        "BILOU": ["B-PER", "L-PER", "O", "U-LOC", "O"],
+    }
+    tokens = ["Li", "Na", "visited", "Paris", "."]
+    for name, tags in schemes.items():
+        rows = [{"tokens": tokens, "tags": tags}] * 12
+        ds = api.import_dataset(write_jsonl(tmp_path / f"{name}.jsonl", rows), name=name)
+        assert ds.rows()[0]["text"] == "Li Na visited Paris ."
+        assert ds.rows()[0]["label"] == [[0, 5, "PER"], [14, 19, "LOC"]], name
+    chinese = {"tokens": ["江", "泽民", "在", "北京"], "ner_tags": ["B-PER", "I-PER", "O", "B-LOC"]}
+    ds = api.import_dataset(write_jsonl(tmp_path / "zh.jsonl", [chinese] * 12))
+    assert ds.rows()[0]["text"] == "江泽民在北京" and ds.rows()[0]["label"] == [[0, 3, "PER"], [4, 6, "LOC"]]
+
+    sentence = "-DOCSTART- -X- O O\n\nLi NNP B-PER\nNa NNP I-PER\nvisited VBD O\nParis NNP B-LOC\n. . O\n\n"
+    broken = "Oops\nParis NNP B-LOC\n\n"  # line 3 of the sentence starting at line 74
+    conll = tmp_path / "train.conll"
+    conll.write_text(sentence + "\n".join(sentence.split("\n")[2:]) * 11 + broken, encoding="utf-8")
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home2"))  # the same rows as BIO.jsonl: stored once
+    ds = api.import_dataset(conll)
+    assert ds.kind == "entities" and ds.manifest["format"] == "conll"
+    assert {r["text"] for r in ds.rows()} == {"Li Na visited Paris ."} and len(ds.rows()) == 12
+    [reject] = rejects_of(ds).values()
+    assert reject["reason"].endswith("has no tag column") and reject["kind"] == "malformed"
+    with pytest.raises(DataError, match="at least 10 rows and one entity"):
+        api.import_dataset(write_jsonl(tmp_path / "none.jsonl", [{"tokens": ["a"], "tags": ["O"]}] * 12))
+
+
+def test_the_numpy_decoder_agrees_with_crfsuites_own_tagger(tmp_path):
+    """The weights read back from crfsuite, decoded here (Viterbi), tag as crfsuite's tagger does;
+    the marginals are probabilities."""
+    pycrfsuite = pytest.importorskip("pycrfsuite")
+    data = peoples_daily(150)
+    rows = [(seq.lexical(t), None, seq.bio_tags(t, e)) for t, e in data[:100]]
+    weights = seq.train_crf(rows, c1=0.1, c2=0.1, max_iterations=30)
+    trainer = pycrfsuite.Trainer(verbose=False)
+    for lex, _, tags in rows:
+        trainer.append(pycrfsuite.ItemSequence([{f"h{k}": 1.0 for k in ids.tolist()} for ids in lex]), tags)
+    trainer.set_params({"c1": 0.1, "c2": 0.1, "max_iterations": 30})
+    trainer.train(str(tmp_path / "m.crfsuite"))
+    tagger = pycrfsuite.Tagger()
+    tagger.open(str(tmp_path / "m.crfsuite"))
+    for text, _ in data[100:]:
+        lex = seq.lexical(text)
+        emissions = weights.emissions(lex, None)
+        ours = [weights.tags[k] for k in seq.viterbi(emissions, weights.transitions)]
+        items = pycrfsuite.ItemSequence([{f"h{k}": 1.0 for k in ids.tolist()} for ids in lex])
+        assert ours == tagger.tag(items), text
+        probs = seq.marginals(emissions, weights.transitions)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_entity_scores_count_exact_spans_only():
+    truth = [[[0, 3, "PER"], [4, 6, "LOC"]], [[0, 2, "ORG"]]]
+    predicted = [[[0, 3, "PER"], [4, 7, "LOC"]], [[0, 2, "ORG"], [3, 4, "LOC"]]]
+    scores = entity_scores(truth, predicted, ["LOC", "ORG", "PER"])
+    assert scores["precision"] == pytest.approx(2 / 4) and scores["recall"] == pytest.approx(2 / 3)
+    assert scores["per_class"]["LOC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+
+
+def test_training_picks_the_better_candidate_and_the_model_finds_entities(trained, monkeypatch):
+    root, ds, result = trained
+    monkeypatch.setenv("AIMASS_HOME", str(root / "home"))
+    assert api.load(result["model"]).task == "token-classification"
+    metrics = result["metrics"]
+    assert metrics["micro_f1"] >= 0.75, metrics  # measured 0.85 on these 120 test sentences
+    candidates = result["portfolio"]["candidates"]
+    assert set(candidates) == {"network", "crf-lexical"}
+    best = max(candidates, key=lambda n: (candidates[n]["micro_f1"], n == "network"))
+    assert result["portfolio"]["chosen"] == best
+    model = api.load(result["model"])
+    found = model.predict_entities([SENTENCE])[0]
+    assert [(e["text"], e["label"]) for e in found] == [("新华社", "ORG"), ("北京", "LOC"), ("江泽民", "PER")]
+    assert all(0.5 < e["score"] <= 1 and SENTENCE[e["start"] : e["end"]] == e["text"] for e in found)
+    report = model.evaluate(api.load_dataset(ds.id), "test")
+    assert report["micro_f1"] == pytest.approx(metrics["micro_f1"]) and report["n"] == len(ds.inputs("test"))
+    assert set(report["per_class"]) == {"LOC", "ORG", "PER"}
+    assert report["top_errors"] and {"missed", "wrong", "text"} <= set(report["top_errors"][0])
+    folder = root / "saved"
+    model.save(folder)
+    assert not [p for p in folder.rglob("*") if p.suffix in (".pkl", ".pt", ".crfsuite")]
+    texts = ds.inputs("test")[:20]
+    assert EntityTagger.load(folder).predict(texts) == model.predict(texts)
+
+
+def test_cli_rest_console_and_bulk_tagging_answer_the_same_entities(trained, tmp_path, monkeypatch):
+    root, ds, result = trained
+    monkeypatch.setenv("AIMASS_HOME", str(root / "home"))
+    model = api.load(result["model"])
+    want = model.predict_entities([SENTENCE, "今天天气很好。"])
+    runner = CliRunner()
+    out = runner.invoke(app, ["evaluate", result["model"]])
+    assert out.exit_code == 0, out.output
+    assert "entity micro-F1" in out.output and "crf-lexical" in out.output and "most errors" in out.output
+    out = runner.invoke(app, ["predict", result["model"], SENTENCE, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["predictions"][0]["entities"] == want[0]
+
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text(f"text\n{SENTENCE}\n今天天气很好。\n\n", encoding="utf-8")
+    out = runner.invoke(
+        app, ["predict", result["model"], "--file", str(unlabelled), "--output", str(tmp_path / "o.csv")]
+    )
+    assert out.exit_code == 0, out.output
+    with open(tmp_path / "o.csv", encoding="utf-8") as fh:
+        tagged = [json.loads(row["entities"]) for row in csv.DictReader(fh)]
+    assert tagged == want
+
+    with TestClient(create_app([result["model"]], open_predict=True)) as client:
+        body = client.post("/v1/models/news/predict", json={"inputs": [SENTENCE, "今天天气很好。"]}).json()
+        empty = client.post("/v1/models/news/predict", json={"inputs": [" "]})
+        form = client.get("/console/signin").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+        client.post("/console/signin", data={"csrf": csrf, "key": auth.admin_token()})
+        listed = client.get("/console/datasets").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/try/news").text).group(1)
+        page = client.post("/console/try/news", data={"csrf": csrf, "text": SENTENCE}).text
+    assert [p["entities"] for p in body["predictions"]] == want
+    assert empty.status_code == 422 and empty.json()["error"]["code"] == "config_error"
+    assert re.search(rf"<code>{ds.id[:16]}</code></td><td>named entities</td>", listed)
+    assert '<mark title="PER ' in page and "江泽民 <small>PER</small></mark>" in page
