@@ -22,6 +22,8 @@ METRICS = (
     "accuracy",
     "macro_f1",
     "micro_f1",
+    "precision",  # entities
+    "recall",
     "threshold",
     "n",
     "loss",

@@ -86,6 +86,11 @@ def render(report: dict) -> None:
 def _metrics(m: dict) -> str:
     """The test metrics in a line: a classifier's accuracy and macro-F1 (a multi-label one's micro-F1
     and exact match first), a language model's perplexity and ROUGE-L (against its base model's)."""
+    if "micro_f1" in m and "accuracy" not in m:  # entities: each right when its span and label are
+        return (
+            f"test entity micro-F1 {m['micro_f1']:.4f}, precision {m['precision']:.4f}, "
+            f"recall {m['recall']:.4f} (n={m['n']} texts)"
+        )
     if "micro_f1" in m:
         return (
             f"test micro-F1 {m['micro_f1']:.4f}, exact match {m['accuracy']:.4f}, "

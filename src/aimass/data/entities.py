@@ -16,11 +16,11 @@ is rejected with its line and the reason (a span outside the text, overlapping s
 not ``O`` or ``X-LABEL``, tokens and tags of different lengths ...). Spans with spaces at their
 edges are trimmed, and spans that start or end inside a word are counted, both in the warnings.
 
->>> _spans_of({"text": "Li Na won", "entities": [{"start": 0, "end": 5, "label": "PER"}]})
+>>> spans_of({"text": "Li Na won", "entities": [{"start": 0, "end": 5, "label": "PER"}]})
 ('Li Na won', [[0, 5, 'PER']], None)
->>> _spans_of({"tokens": ["Li", "Na", "won"], "tags": ["B-PER", "I-PER", "O"]})
+>>> spans_of({"tokens": ["Li", "Na", "won"], "tags": ["B-PER", "I-PER", "O"]})
 ('Li Na won', [[0, 5, 'PER']], None)
->>> _spans_of({"text": "Li", "entities": [[0, 9, "PER"]]})[2]
+>>> spans_of({"text": "Li", "entities": [[0, 9, "PER"]]})[2]
 'entities[0] [0, 9] is outside the text (2 characters)'
 """
 
@@ -167,7 +167,7 @@ def _span(i: int, raw) -> tuple[list | None, str | None]:
     return [start, end, label.strip()], None
 
 
-def _spans_of(fields: dict) -> tuple[str, list[list], str | None]:
+def spans_of(fields: dict) -> tuple[str, list[list], str | None]:
     """(text, spans, None) or (text, [], reason)."""
     if isinstance(fields.get("tokens"), list):
         return _from_tokens(fields)
@@ -256,7 +256,7 @@ def import_entities(
     rows, rejects = [], list(table.malformed)
     trimmed = inside_words = 0
     for record in table.records:
-        text, spans, reason = _spans_of(record.fields)
+        text, spans, reason = spans_of(record.fields)
         split = record.fields.get("split")
         if reason is None and split is not None and SPLIT_ALIASES.get(str(split).lower()) is None:
             reason = f"split {split!r} is not train, valid or test"
@@ -380,4 +380,4 @@ def _manifest(digest, name, rows, rejects, info, by_reason, warnings, settings) 
     }
 
 
-__all__ = ["import_entities", "looks_like_entities"]
+__all__ = ["import_entities", "is_conll", "looks_like_entities", "read_conll", "spans_of"]

@@ -483,6 +483,7 @@ class TokenClassification(Task):
     handler = Handler
     sample_request = {"inputs": ["新华社北京一月一日电，江泽民在人民大会堂发表讲话。"]}
     compress_instead = "An entity tagger is a CRF of a few MB: it serves as it is."
+    tuner = "aimass.autolearn.entities:EntityTuner"
     sniff_order = 4  # before the other JSONL readers: rows holding entity spans or tags
 
     @classmethod

@@ -206,3 +206,24 @@ def test_cli_rest_console_and_bulk_tagging_answer_the_same_entities(trained, tmp
     assert empty.status_code == 422 and empty.json()["error"]["code"] == "config_error"
     assert re.search(rf"<code>{ds.id[:16]}</code></td><td>named entities</td>", listed)
     assert '<mark title="PER ' in page and "江泽民 <small>PER</small></mark>" in page
+
+
+def test_auto_takes_entity_data_from_file_to_a_registered_tagger(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    from aimass.autolearn import auto
+    from aimass.autolearn.run import detect_task
+
+    rows = [  # the units a Chinese tagger sees: characters, runs of digits, punctuation
+        {"tokens": [t[a:b] for a, b in seq.units(t)], "tags": seq.bio_tags(t, e)}
+        for t, e in peoples_daily(150)
+    ]
+    path = write_jsonl(tmp_path / "tagged.jsonl", rows)
+    task, why = detect_task(path)
+    assert task == "token-classification" and "tokens and tags" in why
+    report = auto(path, time_budget="5m", progress=False)
+    assert report["dataset"]["rejects"] == 0
+    assert report["task"] == "token-classification" and report["metrics"]["micro_f1"] > 0.3
+    assert {"precision", "recall"} <= set(report["metrics"])
+    assert report["compression"]["method"] is None and "serves as it is" in report["compression"]["reason"]
+    final = next(c for c in report["choices"] if c["what"] == "final fit")
+    assert final["value"]["chosen"] in ("network", "crf-lexical") and "entity micro-F1" in final["why"]
