@@ -266,8 +266,11 @@ def import_entities(
         spans, n = _trim(text, spans)
         trimmed += n
         inside_words += sum(_cuts_a_word(text, s) for s in spans)
-        rows.append({"text": text, "label": spans, "source": record.source, "split": split})
-    rejects = sort_rejects(rejects)
+        rows.append(
+            {"text": text, "label": spans, "source": record.source, "split": split, "_record": record}
+        )
+    rows, repeated = _drop_repeats(rows)
+    rejects = sort_rejects(rejects + repeated)
     by_reason = dict(Counter(r["kind"] for r in rejects))
     if len(rows) < min_rows or not any(r["label"] for r in rows):
         shown = "; ".join(f"{r['file']}:{r['line']}: {r['reason']}" for r in rejects[:3])
@@ -316,6 +319,32 @@ def import_entities(
     manifest = _manifest(digest, name, rows, rejects, info, by_reason, warnings, settings)
     manifest["language"] = detect_language([r["text"] for r in rows])
     return save_dataset(lines, rows, rejects, manifest)
+
+
+def _drop_repeats(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A text given again with the same entities is a duplicate (the first kept); with other
+    entities, a conflict (every copy rejected, naming where the others are)."""
+    by_text: dict[str, list[dict]] = {}
+    for row in rows:
+        by_text.setdefault(row["text"], []).append(row)
+    keep, rejects = [], []
+    for row in rows:
+        copies = by_text[row["text"]]
+        record = row.pop("_record")
+        if len(copies) == 1:
+            keep.append(row)
+            continue
+        others = [c for c in copies if c is not row and c["label"] != row["label"]]
+        if others:
+            shown = ", ".join(f"line {c['source'].rpartition(':')[2]}" for c in others[:3])
+            reason = f"conflicting entities: the same text has other entities at {shown}"
+            rejects.append(make_reject(record.file, record.line, reason, record.raw, "conflicting entities"))
+        elif copies[0] is not row:
+            reason = f"duplicate of line {copies[0]['source'].rpartition(':')[2]}"
+            rejects.append(make_reject(record.file, record.line, reason, record.raw, "duplicate"))
+        else:
+            keep.append(row)
+    return keep, rejects
 
 
 def _trim(text: str, spans: list[list]) -> tuple[list[list], int]:

@@ -58,13 +58,17 @@ def test_span_rows_import_and_every_bad_row_is_rejected_with_its_line(tmp_path, 
         {"tokens": ["Li", "Na"], "tags": ["B-PER", "PERSON"]},  # 46: not a tag
         {"text": "江泽民", "entities": [[0, 3, "PER"]], "split": "holdout"},  # 47: unknown split
         {"text": "江泽民", "entities": [["0", 3, "PER"]]},  # 48: start is not a number
+        good[0],  # 49: a duplicate of line 1
+        {"text": good[1]["text"], "entities": []},  # 50: line 2's text with other entities: both rejected
     ]
     edges = [{"text": "Mr Li Na spoke", "entities": [{"start": 2, "end": 8, "label": "PER"}]}]  # " Li Na"
     inside = [{"text": "Londoners cheered", "entities": [[0, 6, "LOC"]]}]  # "London" inside a word
     ds = api.import_dataset(write_jsonl(tmp_path / "news.jsonl", good + bad + edges + inside))
     assert ds.kind == "entities" and ds.classes == ["LOC", "ORG", "PER"]
     rejects = rejects_of(ds)
-    assert sorted(rejects) == list(range(41, 49))
+    assert sorted(rejects) == [2, *range(41, 51)]
+    assert rejects[49]["reason"] == "duplicate of line 1" and rejects[49]["kind"] == "duplicate"
+    assert rejects[2]["reason"].endswith("other entities at line 50") and "line 2" in rejects[50]["reason"]
     assert "outside the text (3 characters)" in rejects[41]["reason"]
     assert "overlapping entities [0, 3, 'PER'] and [2, 4, 'LOC']" in rejects[42]["reason"]
     assert "no label" in rejects[43]["reason"] and "no text" in rejects[44]["reason"]
@@ -89,28 +93,37 @@ def test_tokens_and_tags_in_every_scheme_and_conll_files_read_as_the_same_spans(
         "BIOES": ["B-PER", "E-PER", "O", "S-LOC", "O"],
         "BILOU": ["B-PER", "L-PER", "O", "U-LOC", "O"],
     }
-    tokens = ["Li", "Na", "visited", "Paris", "."]
+    tokens = ["Li", "Na", "visited", "Paris", "on", "day"]  # and a number: 12 different rows
     for name, tags in schemes.items():
-        rows = [{"tokens": tokens, "tags": tags}] * 12
+        rows = [{"tokens": [*tokens, str(i)], "tags": [*tags, "O", "O"]} for i in range(12)]
         ds = api.import_dataset(write_jsonl(tmp_path / f"{name}.jsonl", rows), name=name)
-        assert ds.rows()[0]["text"] == "Li Na visited Paris ."
+        assert ds.rows()[0]["text"] == "Li Na visited Paris on day 0"
         assert ds.rows()[0]["label"] == [[0, 5, "PER"], [14, 19, "LOC"]], name
-    chinese = {"tokens": ["江", "泽民", "在", "北京"], "ner_tags": ["B-PER", "I-PER", "O", "B-LOC"]}
-    ds = api.import_dataset(write_jsonl(tmp_path / "zh.jsonl", [chinese] * 12))
-    assert ds.rows()[0]["text"] == "江泽民在北京" and ds.rows()[0]["label"] == [[0, 3, "PER"], [4, 6, "LOC"]]
+    chinese = [
+        {"tokens": ["江", "泽民", "在", "北京", str(i)], "ner_tags": ["B-PER", "I-PER", "O", "B-LOC", "O"]}
+        for i in range(12)
+    ]
+    ds = api.import_dataset(write_jsonl(tmp_path / "zh.jsonl", chinese))
+    assert ds.rows()[0]["text"] == "江泽民在北京 0" and ds.rows()[0]["label"] == [
+        [0, 3, "PER"],
+        [4, 6, "LOC"],
+    ]
 
-    sentence = "-DOCSTART- -X- O O\n\nLi NNP B-PER\nNa NNP I-PER\nvisited VBD O\nParis NNP B-LOC\n. . O\n\n"
-    broken = "Oops\nParis NNP B-LOC\n\n"  # line 3 of the sentence starting at line 74
+    head = "-DOCSTART- -X- O O\n\n"
+    sentences = "".join(
+        f"Li NNP B-PER\nNa NNP I-PER\nvisited VBD O\nParis NNP B-LOC\n{i} CD O\n\n" for i in range(12)
+    )
+    broken = "Oops\nParis NNP B-LOC\n\n"  # line 1 of the sentence starting at line 75
     conll = tmp_path / "train.conll"
-    conll.write_text(sentence + "\n".join(sentence.split("\n")[2:]) * 11 + broken, encoding="utf-8")
-    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home2"))  # the same rows as BIO.jsonl: stored once
+    conll.write_text(head + sentences + broken, encoding="utf-8")
     ds = api.import_dataset(conll)
     assert ds.kind == "entities" and ds.manifest["format"] == "conll"
-    assert {r["text"] for r in ds.rows()} == {"Li Na visited Paris ."} and len(ds.rows()) == 12
+    assert len(ds.rows()) == 12 and ds.rows()[0]["label"] == [[0, 5, "PER"], [14, 19, "LOC"]]
     [reject] = rejects_of(ds).values()
-    assert reject["reason"].endswith("has no tag column") and reject["kind"] == "malformed"
+    assert reject == {**reject, "line": 75, "reason": "line 75 has no tag column", "kind": "malformed"}
     with pytest.raises(DataError, match="at least 10 rows and one entity"):
-        api.import_dataset(write_jsonl(tmp_path / "none.jsonl", [{"tokens": ["a"], "tags": ["O"]}] * 12))
+        none = [{"tokens": ["a", str(i)], "tags": ["O", "O"]} for i in range(12)]
+        api.import_dataset(write_jsonl(tmp_path / "none.jsonl", none))
 
 
 def test_the_numpy_decoder_agrees_with_crfsuites_own_tagger(tmp_path):
