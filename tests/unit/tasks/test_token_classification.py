@@ -240,3 +240,22 @@ def test_auto_takes_entity_data_from_file_to_a_registered_tagger(tmp_path, monke
     assert report["compression"]["method"] is None and "serves as it is" in report["compression"]["reason"]
     final = next(c for c in report["choices"] if c["what"] == "final fit")
     assert final["value"]["chosen"] in ("network", "crf-lexical") and "entity micro-F1" in final["why"]
+
+
+def test_the_console_start_page_takes_a_conll_upload_to_the_entity_task(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    conll = "".join(
+        "".join(f"{t[a:b]} {tag}\n" for (a, b), tag in zip(seq.units(t), seq.bio_tags(t, e))) + "\n"
+        for t, e in peoples_daily(30)
+    )
+    with TestClient(create_app([])) as client:
+        form = client.get("/console/signin").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+        client.post("/console/signin", data={"csrf": csrf, "key": auth.admin_token()})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/").text).group(1)
+        upload = {"file": ("news.conll", conll.encode(), "text/plain")}
+        page = client.post("/console/start/upload", data={"csrf": csrf}, files=upload)
+    assert page.status_code == 200 and "/console/start/" in str(page.url)
+    text = re.sub(r"\s+", " ", re.sub("<[^>]+>", " ", page.text))
+    assert "30 rows kept, 0 rejected" in text and "Task: token-classification" in text
+    assert "texts with named entities" in text and "no int8 copy" in text
