@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from aimass.data import multilabel
-from aimass.data.archive import is_ignored
+from aimass.data.archive import archive_kind, is_ignored
 from aimass.data.columns import LABEL_NAMES, TEXT_NAMES, norm
 from aimass.data.images import IMAGE_EXTENSIONS
 from aimass.data.read import TABLE_FORMATS, Record, decode_bytes, loads_json, make_reject, read_source
@@ -113,6 +113,16 @@ def read_layout(
     else:
         layout = _read_class_folders(root, Layout("class folders", "folder"), root, None, show)
     if not (layout.items or layout.rejects):
+        nested = sorted(
+            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and archive_kind(p)
+        )
+        if nested:  # an archive inside the archive: said, not "no images"
+            raise DataError(
+                f"no images found in class sub-folders, only archive(s) inside: {nested[:3]}",
+                where=show(root),
+                hint="Archives inside an archive are not opened: extract the inner one and import it, "
+                "or put its folders in the outer archive.",
+            )
         raise DataError("no images found in class sub-folders", where=show(root), hint=LAYOUT_HINT)
     return layout
 

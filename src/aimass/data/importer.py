@@ -140,6 +140,7 @@ def import_dataset(
     settings, warnings = _assign_splits(rows, info, seed, valid_frac, test_frac)
     mixed = multilabel.other_separators(rows, label_sep) if multi else None
     warnings += [mixed] if mixed else []
+    warnings += _control_characters(rows)
     if multi:  # the same stored lines read as one label each are another dataset
         settings["multi_label"] = True
     lines = canonical_lines(rows)
@@ -207,6 +208,19 @@ def _assign_splits(rows, info, seed, valid_frac, test_frac) -> tuple[dict, list[
     for row, split in zip(rows, splits, strict=True):
         row["split"] = split
     return {"split_source": "random", **fractions}, warnings
+
+
+def _control_characters(rows: list[dict]) -> list[str]:
+    """A warning naming the rows whose text or label holds a NUL character (kept as they are: it is
+    the user's data, but it usually means a binary file or a broken export)."""
+    found = [row["source"] for row in rows if "\x00" in row["text"] or "\x00" in str(row["label"])]
+    if not found:
+        return []
+    shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    return [
+        f"{len(found)} row(s) hold a NUL character (\\0), kept as they are: {shown}; a NUL in text "
+        "usually means a binary file or a broken export: check those lines"
+    ]
 
 
 def _info_warnings(info: dict) -> list[str]:

@@ -33,7 +33,6 @@ import numpy as np
 from pydantic import BaseModel, Field
 from safetensors.numpy import load_file, save_file
 
-from aimass import __version__
 from aimass.backbones import default_backbone, get_backbone
 from aimass.data import detect_language
 from aimass.errors import DataError, VersionError
@@ -42,6 +41,7 @@ from aimass.tasks import label_sets, portfolio, register_task
 from aimass.tasks import sequence as seq
 from aimass.tasks.base import Task
 from aimass.tasks.text_classification import PredictRequest
+from aimass.version import __version__
 
 FORMAT = 1
 LEXICAL = "crf-lexical"

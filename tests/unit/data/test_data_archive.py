@@ -271,3 +271,17 @@ def test_truncated_archive_is_a_data_error(tmp_path):
     (tmp_path / "cut.zip").write_bytes(data[:3000])
     with pytest.raises(DataError, match="cannot read the archive"):
         extract_archive(tmp_path / "cut.zip", tmp_path / "out")
+
+
+def test_an_archive_holding_only_an_archive_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    from aimass.data import import_dataset
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        z.writestr("cat/a.png", b"not read")
+    with zipfile.ZipFile(tmp_path / "outer.zip", "w") as z:
+        z.writestr("inner.zip", inner.getvalue())
+    with pytest.raises(DataError, match=r"only archive\(s\) inside: \['inner.zip'\]") as info:
+        import_dataset(tmp_path / "outer.zip")
+    assert "extract the inner one" in info.value.hint

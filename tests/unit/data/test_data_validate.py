@@ -168,3 +168,11 @@ def test_a_guessed_label_column_is_said_with_the_others_it_could_have_been(tmp_p
         write(tmp_path / "named.csv", "body,stars,verified_purchase\n" + rows), label_col="stars"
     )
     assert not any("guessed" in w for w in named.manifest["warnings"])
+
+
+def test_a_nul_character_is_kept_but_said_with_its_lines(tmp_path):
+    body = "text,label\n" + balanced() + "broken\x00 export here,a\nother\x00 one,b\n"
+    ds = import_dataset(write(tmp_path / "nul.csv", body))
+    assert "broken\x00 export here" in ds.texts()  # the user's data, as given
+    [said] = [w for w in ds.manifest["warnings"] if "NUL" in w]
+    assert said.startswith("2 row(s) hold a NUL character") and "nul.csv:14, nul.csv:15" in said
