@@ -484,6 +484,9 @@ class TokenClassification(Task):
     sample_request = {"inputs": ["新华社北京一月一日电，江泽民在人民大会堂发表讲话。"]}
     compress_instead = "An entity tagger is a CRF of a few MB: it serves as it is."
     tuner = "aimass.autolearn.entities:EntityTuner"
+    # the contract's fits: the lexical CRF alone (no encoder to load and run, seconds instead of ~20;
+    # the encoder's path is tested in tests/unit/tasks/test_token_classification.py)
+    fast_params = {"dims": 0}
     sniff_order = 4  # before the other JSONL readers: rows holding entity spans or tags
 
     @classmethod
