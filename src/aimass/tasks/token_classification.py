@@ -110,7 +110,8 @@ class EntityTagger(Estimator):
         if cfg.dims:
             start = time.perf_counter()
             self._load_encoder()
-            vectors = {name: self._vectors(split[0]) for name, split in (("train", train), ("valid", val))}
+            vectors = self._vectors(train[0] + val[0], progress=progress)
+            vectors = {"train": vectors[: len(train[0])], "valid": vectors[len(train[0]) :]}
             self._fit_reducer(np.vstack(vectors["train"]), cfg.dims)
             dense = {k: [self._reduce(v) for v in vs] for k, vs in vectors.items()}
             timings["embed"] = round(time.perf_counter() - start, 2)
@@ -155,10 +156,13 @@ class EntityTagger(Estimator):
         self.tokenizer_, self.encoder_ = spec.load()
         self.prefix_ = spec.prefix
 
-    def _vectors(self, texts: list[str], batch_size: int = 16) -> list[np.ndarray]:
+    def _vectors(self, texts: list[str], batch_size: int = 16, progress: bool = False) -> list[np.ndarray]:
         """Each text's unit vectors ``[n_units, hidden]``: the mean of the last hidden states of
-        the sub-word tokens overlapping the unit, L2-normalised; a long text is read in windows."""
+        the sub-word tokens overlapping the unit, L2-normalised; a long text is read in windows.
+        ``progress``: a bar on a terminal; a job hears it either way (:mod:`aimass.train.progress`)."""
         import torch  # heavy: only the network candidate needs it
+
+        from aimass.train.progress import make_progress  # rich: the fit's embedding pass only
 
         tok = self.tokenizer_
         prefix = tok(self.prefix_, add_special_tokens=False)["input_ids"] if self.prefix_ else []
@@ -174,7 +178,8 @@ class EntityTagger(Estimator):
         counts = [np.zeros(len(o), dtype=np.float32) for o in out]
         cuts = [np.array(seq.units(t), dtype=np.int64).reshape(-1, 2) for t in texts]
         windows.sort(key=lambda w: len(w[1]))
-        with torch.inference_mode():
+        with torch.inference_mode(), make_progress(progress) as bar:
+            task = bar.add_task("embed (frozen encoder)", total=len(windows), info="")
             for b in range(0, len(windows), batch_size):
                 batch = windows[b : b + batch_size]
                 rows = [[tok.cls_token_id, *prefix, *w[1], tok.sep_token_id] for w in batch]
@@ -188,6 +193,7 @@ class EntityTagger(Estimator):
                 for r, (i, _, offsets) in enumerate(batch):
                     states = hidden[r, 1 + len(prefix) : 1 + len(prefix) + len(offsets)]
                     _add_to_units(out[i], counts[i], cuts[i], np.array(offsets).reshape(-1, 2), states)
+                bar.update(task, advance=len(batch))
         for vectors, n in zip(out, counts, strict=True):
             vectors /= np.maximum(n, 1)[:, None]
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9
