@@ -40,7 +40,7 @@ from aimass.estimator import Estimator, parse_config
 from aimass.tasks import label_sets, portfolio, register_task
 from aimass.tasks import sequence as seq
 from aimass.tasks.base import Task
-from aimass.tasks.text_classification import PredictRequest
+from aimass.tasks.text_classification import PredictRequest, TextClassification
 from aimass.version import __version__
 
 FORMAT = 1
@@ -500,6 +500,22 @@ class TokenClassification(Task):
         from aimass.data.entities import looks_like_entities  # the data layer reads the format
 
         return looks_like_entities(path)
+
+    @classmethod
+    def cli_inputs(cls, values: list[str]) -> list[str]:
+        """Texts from the command line; a document file (.pdf, .docx, .html, .txt) stands for its text."""
+        return TextClassification.cli_inputs(values)
+
+    @classmethod
+    def eval_data(cls, path: Path, import_dataset) -> tuple[list, list] | None:
+        """Every text of an entity file (JSONL spans, tokens and tags, CoNLL), imported as a
+        dataset and read with its entities; None for anything else."""
+        from aimass.data.entities import looks_like_entities  # the data layer reads the format
+
+        if not looks_like_entities(path):
+            return None
+        ds = import_dataset(path)
+        return ds.inputs(), [_span_list(x) for x in ds.labels()]
 
     @classmethod
     def sample_data(cls, per_class: int = 12) -> tuple[list[str], list[list]]:

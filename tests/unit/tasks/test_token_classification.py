@@ -195,6 +195,18 @@ def test_cli_rest_console_and_bulk_tagging_answer_the_same_entities(trained, tmp
     out = runner.invoke(app, ["predict", result["model"], SENTENCE, "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["predictions"][0]["entities"] == want[0]
+    (tmp_path / "speech.txt").write_text(SENTENCE, encoding="utf-8")  # a document stands for its text
+    out = runner.invoke(app, ["predict", result["model"], str(tmp_path / "speech.txt"), "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["predictions"][0]["entities"] == want[0], out.output
+    held = [{"text": t, "entities": e} for t, e in peoples_daily(700)[600:]]  # sentences it never saw
+    out = runner.invoke(
+        app,
+        ["evaluate", result["model"], "--data", str(write_jsonl(tmp_path / "held.jsonl", held)), "--json"],
+    )
+    assert out.exit_code == 0, out.output
+    assert (
+        json.loads(out.output)["n"] == len(held) and json.loads(out.output)["micro_f1"] > 0.3
+    )  # 0.45: other articles
 
     unlabelled = tmp_path / "unlabelled.csv"
     unlabelled.write_text(f"text\n{SENTENCE}\n今天天气很好。\n\n", encoding="utf-8")
