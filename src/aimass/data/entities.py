@@ -286,6 +286,14 @@ def import_entities(
     if all(given):
         for row in rows:
             row["split"] = SPLIT_ALIASES[str(row["split"]).lower()]
+        missing = [split for split in ("train", "test") if not any(r["split"] == split for r in rows)]
+        if missing:  # training needs the one, the evaluation after it the other
+            raise DataError(
+                f"every row names its split, and none is {' or '.join(missing)}",
+                where=str(path),
+                hint="Give some rows split train and some split test (valid is optional), or leave the split "
+                "field out to split at random.",
+            )
         settings = {"kind": "entities", "split_source": "column"}
     else:
         for row, split in zip(rows, random_splits(len(rows), seed, valid_frac, test_frac), strict=True):

@@ -81,6 +81,9 @@ def test_span_rows_import_and_every_bad_row_is_rejected_with_its_line(tmp_path, 
     warnings = " ".join(ds.manifest["warnings"])
     assert "1 entity span(s) had spaces at an edge" in warnings
     assert "1 entity span(s) start or end inside a word" in warnings
+    only_train = [{**row, "split": "train"} for row in good]
+    with pytest.raises(DataError, match="every row names its split, and none is test"):
+        api.import_dataset(write_jsonl(tmp_path / "train_only.jsonl", only_train))
     with pytest.raises(ConfigError, match="apply to text tables, not to entity rows"):
         api.import_dataset(tmp_path / "news.jsonl", text_col="text")
 
