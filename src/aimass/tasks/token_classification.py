@@ -40,6 +40,7 @@ from aimass.estimator import Estimator, parse_config
 from aimass.tasks import label_sets, portfolio, register_task
 from aimass.tasks import sequence as seq
 from aimass.tasks.base import Task
+from aimass.tasks.classification import Handler as ClassifierHandler
 from aimass.tasks.text_classification import PredictRequest, TextClassification
 from aimass.version import __version__
 
@@ -453,21 +454,10 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-class Handler:
-    """LitServe-style: texts in, each text's entities out."""
+class Handler(ClassifierHandler):
+    """LitServe-style (loading and decoding as a classifier's): texts in, each text's entities out."""
 
     estimator = EntityTagger
-
-    def __init__(self, model_dir: Path | None = None, model=None):
-        self.model_dir = model_dir
-        self.model = model
-
-    def setup(self, device: str = "cpu", backend: str = "torch") -> None:
-        if self.model is None:
-            self.model = self.estimator.load(self.model_dir)
-
-    def decode_request(self, request) -> list:
-        return request.inputs
 
     def predict(self, items: list) -> list[list[dict]]:
         return self.model.predict_entities(items)
