@@ -94,7 +94,10 @@ def lexical(text: str, cuts: list[tuple[int, int]] | None = None) -> list[np.nda
             "t=" + low[j - 1] + "|" + low[j] + "|" + low[j + 1],
         ]
         names += [f"w{d:+d}=" + low[j + d] for d in range(-WINDOW, WINDOW + 1) if d]
-        out.append(np.array([zlib.crc32(n.encode("utf-8")) % BUCKETS for n in names], dtype=np.int64))
+        # unique: two names in one bucket are one attribute, as crfsuite trains them (a dict's keys)
+        out.append(
+            np.unique(np.array([zlib.crc32(n.encode("utf-8")) % BUCKETS for n in names], dtype=np.int64))
+        )
     return out
 
 
@@ -113,11 +116,12 @@ class Weights:
     def emissions(self, lex_ids: list[np.ndarray], dense: np.ndarray | None) -> np.ndarray:
         """The per-unit tag scores ``[n_units, n_tags]`` of one text."""
         out = np.zeros((len(lex_ids), len(self.tags)), dtype=np.float64)
-        for i, ids in enumerate(lex_ids):
-            at = np.searchsorted(self.lex_ids, ids)
-            at = at[at < len(self.lex_ids)]
-            hit = at[np.isin(self.lex_ids[at], ids)]
-            out[i] = self.lex[hit].sum(axis=0) if len(hit) else 0.0
+        if len(lex_ids) and len(self.lex_ids):  # every unit's ids looked up at once
+            ids = np.concatenate(lex_ids)
+            unit = np.repeat(np.arange(len(lex_ids)), [len(x) for x in lex_ids])
+            at = np.minimum(np.searchsorted(self.lex_ids, ids), len(self.lex_ids) - 1)
+            hit = self.lex_ids[at] == ids
+            np.add.at(out, unit[hit], self.lex[at[hit]])
         if dense is not None and len(self.dense):
             out += dense @ self.dense
         return out

@@ -175,9 +175,9 @@ class EntityTagger(Estimator):
             for s in range(0, max(1, len(ids)), room):
                 windows.append((i, ids[s : s + room], offsets[s : s + room]))
         hidden_size = self.encoder_.config.hidden_size
-        out = [np.zeros((len(seq.units(t)), hidden_size), dtype=np.float32) for t in texts]
-        counts = [np.zeros(len(o), dtype=np.float32) for o in out]
         cuts = [np.array(seq.units(t), dtype=np.int64).reshape(-1, 2) for t in texts]
+        out = [np.zeros((len(c), hidden_size), dtype=np.float32) for c in cuts]
+        counts = [np.zeros(len(c), dtype=np.float32) for c in cuts]
         windows.sort(key=lambda w: len(w[1]))
         with torch.inference_mode(), make_progress(progress) as bar:
             task = bar.add_task("embed (frozen encoder)", total=len(windows), info="")
@@ -219,13 +219,12 @@ class EntityTagger(Estimator):
     def _decode(self, text: str, weights: seq.Weights, lex_ids, dense) -> tuple[list, list[float]]:
         emissions = weights.emissions(lex_ids, dense)
         best = seq.viterbi(emissions, weights.transitions)
-        tags = [weights.tags[k] for k in best]
-        found = seq.spans(text, tags)
+        cuts = seq.units(text)
+        found = seq.spans(text, [weights.tags[k] for k in best], cuts)
         if not found:
             return found, []
         probs = seq.marginals(emissions, weights.transitions)
         chosen = probs[np.arange(len(best)), best]
-        cuts = seq.units(text)
         scores = [
             float(np.mean([chosen[i] for i, (a, _) in enumerate(cuts) if s <= a < e])) for s, e, _ in found
         ]
