@@ -12,6 +12,7 @@ endpoint asked for and of jobs its creator's key may read (``job:Read``, decided
 decides it), and queues one delivery each in the transaction that moves the cursor, so an event
 is queued once even across restarts. A delivery without a 2xx answer within 10 s is sent again
 after 5 s, 30 s, 2 min, 10 min, 30 min, 2 h and 8 h, with the same event id, then marked failed.
+Only public addresses are sent to, unless the operator allows more (:mod:`aimass.jobs.egress`).
 Endpoints are sent to side by side (up to 8 at once), each one's deliveries in order: a slow or
 dead receiver holds up only its own, and after a failure it gets nothing more until the next tick.
 """
@@ -36,6 +37,7 @@ from sqlalchemy import delete, func, select, update
 from aimass.access import directory
 from aimass.access.authorizer import Authorizer
 from aimass.errors import ConfigError, DataError, NotFoundError
+from aimass.jobs import egress
 from aimass.store.db import ApiKeyRecord, DeliveryRecord, JobEventRecord, JobRecord, WebhookRecord, session
 
 log = logging.getLogger("aimass.webhooks")
@@ -55,15 +57,17 @@ ADMIN = "admin"
 
 # ------------------------------------------------------------ endpoints
 def check_url(url) -> str:
-    """An http(s) URL with a host and no user:password part, at most 2,000 characters."""
+    """An http(s) URL with a host and no user:password part, at most 2,000 characters, whose host
+    is a public address or one the operator allows (:mod:`aimass.jobs.egress`)."""
     text = url if isinstance(url, str) else ""
     parts = urlsplit(text) if len(text) <= 2000 else None
     if not parts or parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
         raise ConfigError(
             f"url must be an http(s) URL with a host (at most 2,000 characters); got {str(url)[:200]!r}.",
-            hint="e.g. https://example.internal/hooks/aimass; put a token in the path, not user:password@",
+            hint="e.g. https://ci.example.com/hooks/aimass; put a token in the path, not user:password@",
             where="url",
         )
+    egress.check(text)
     return text
 
 
@@ -206,9 +210,11 @@ def test(webhook_id: str, event_type: str, client: httpx.Client | None = None) -
     """Send a sample ``event_type`` now (``data.id`` is ``job_test``); its answer's status code.
 
     Raises:
+        ConfigError: its host is no longer allowed (:mod:`aimass.jobs.egress`).
         DataError: the endpoint could not be reached (the reason: refused, timed out, ...).
     """
     record, (kind,) = get(webhook_id), check_types([event_type])
+    egress.check(record.url)
     event_id = f"evt_{secrets.token_hex(12)}"
     payload = _payload(event_id, kind, time.time(), {"id": "job_test", "kind": "test", "status": "test"})
     status, error = send(record, event_id, payload, client)
@@ -249,10 +255,16 @@ def send(record: WebhookRecord, event_id: str, payload: dict, client: httpx.Clie
         "webhook-timestamp": str(stamp),
         "webhook-signature": signature(keys, event_id, stamp, body),
     }
+    try:  # checked again now, and sent to the address checked (not to what the name resolves to next)
+        url, host, extensions = egress.pinned(record.url)
+    except ConfigError as exc:
+        return None, f"not sent: {exc.message} {exc.hint}"[:480]
     own = client is None
     client = client or httpx.Client(timeout=TIMEOUT_S, follow_redirects=False)
     try:
-        with client.stream("POST", record.url, content=body, headers=headers) as answer:
+        with client.stream(
+            "POST", url, content=body, headers={**headers, **host}, extensions=extensions
+        ) as answer:
             return answer.status_code, None
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:480]

@@ -57,6 +57,7 @@ class Receiver:
 def receiver(tmp_path, monkeypatch):
     """A receiver, and a home of this test's own: no other test's runner sends to it."""
     monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AIMASS_WEBHOOK_ALLOW", "127.0.0.1")  # the operator lets this machine be sent to
     found = Receiver()
     yield found
     found.close()
@@ -317,3 +318,55 @@ def test_the_console_adds_tests_shows_and_deletes_an_endpoint(receiver):
         assert bad.status_code == 422 and "http(s) URL" in bad.text
         gone = web.post(f"/console/webhooks/{hook['id']}/delete", data={"csrf": csrf_of(made.text)})
         assert f"Webhook endpoint {hook['id']} deleted." in gone.text and "No endpoints yet." in gone.text
+
+
+def test_only_public_addresses_are_sent_to_unless_the_operator_allows_more(receiver, monkeypatch):
+    """A key that may create endpoints cannot make the server reach its loopback, LAN or a cloud's
+    metadata service: every address the host resolves to is checked when the endpoint is made, and
+    again before each delivery, which connects to the address checked (the name kept in Host)."""
+    monkeypatch.delenv("AIMASS_WEBHOOK_ALLOW")
+    port = receiver.server.server_address[1]
+    with live_server(create_app([])) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=auth.admin_token(), max_retries=0)
+        for url, shown in (
+            (receiver.url, "127.0.0.1, a loopback address"),
+            (f"http://localhost:{port}/hooks", "127.0.0.1, a loopback address"),
+            (f"http://2130706433:{port}/hooks", "127.0.0.1, a loopback address"),  # 127.0.0.1 as a number
+            (f"http://[::ffff:127.0.0.1]:{port}/hooks", "a loopback address"),
+            ("http://169.254.169.254/latest/meta-data", "169.254.169.254, a link-local address"),
+            ("http://10.0.0.7/hooks", "10.0.0.7, a private address"),
+            ("http://0.0.0.0/hooks", "an unspecified address"),
+        ):
+            with pytest.raises(openai.BadRequestError) as err:
+                client.webhooks.create(name="inside", url=url, event_types=["job.failed"])
+            assert err.value.param == "url" and shown in err.value.message, (url, err.value.body)
+            assert "AIMASS_WEBHOOK_ALLOW" in err.value.message
+        assert client.webhooks.list().data == []
+
+        # the operator allows a name: it is sent to at the address checked, the name in Host
+        monkeypatch.setenv("AIMASS_WEBHOOK_ALLOW", "localhost, *.example.invalid")
+        made = client.webhooks.create(
+            name="named", url=f"http://localhost:{port}/named", event_types=["job.failed"]
+        )
+        assert client.webhooks.test(made.id, event_type="job.failed").status_code == 200
+        sent = {k.lower(): v for k, v in receiver.got.pop()["headers"].items()}
+        assert sent["host"] == f"localhost:{port}"
+
+        # ... and later takes it back: nothing is sent to it, and the test says why
+        monkeypatch.setenv("AIMASS_WEBHOOK_ALLOW", "10.0.0.0/8")
+        with pytest.raises(openai.BadRequestError) as err:
+            client.webhooks.test(made.id, event_type="job.failed")
+        assert err.value.param == "url" and "loopback" in err.value.message
+        with pytest.raises(openai.BadRequestError):
+            client.webhooks.update(made.id, url=f"http://127.0.0.1:{port}/other")
+    jobs.run_foreground(jobs.submit("import", {"path": str(paths.home() / "uploads" / "none.csv")})["id"])
+    deliverer = webhooks.Deliverer()
+    assert deliverer.collect() == 1 and deliverer.send_due() == 1
+    (row,) = webhooks.deliveries(made.id)
+    assert row["status"] == "pending" and row["last_status"] is None
+    assert row["last_error"].startswith("not sent: The URL's host 'localhost' is 127.0.0.1, a loopback")
+    assert receiver.got == []
+
+    # an allowed network: an address inside it is sent to
+    monkeypatch.setenv("AIMASS_WEBHOOK_ALLOW", "127.0.0.0/8")
+    assert webhooks.test(made.id, "job.failed")["status_code"] == 200
