@@ -88,6 +88,7 @@ CONTEXT_KEYS = {
     "aimass:ResourceProject": "string",
     "aimass:ModelStage": "string",
     "aimass:JobKind": "string",
+    "aimass:Store": "string",
     "aimass:BatchSize": "number",
 }
 KEY_FAMILIES = ("aimass:KeyTag/",)

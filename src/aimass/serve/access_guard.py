@@ -514,6 +514,9 @@ class AccessGuard:
             out["aimass:ModelStage"] = found
         if kind == "job" or isinstance(data, dict) and "kind" in data:
             out["aimass:JobKind"] = str(data.get("kind", "")) if isinstance(data, dict) else ""
+            params = data.get("params") if isinstance(data, dict) else None
+            if isinstance(params, dict) and "store" in params:  # a push or pull: which named store
+                out["aimass:Store"] = str(params["store"])
         return out
 
     def stage(self, ref: str) -> str | None:

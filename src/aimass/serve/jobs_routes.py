@@ -156,7 +156,7 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
     async def retry(request: Request, job_id: str, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Submit a failed or cancelled job again; needs what submitting it needs."""
         _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id), policy_decided(request))
-        guard = job_guard(visible(caller), partial(twin, request, caller))
+        guard = retry_guard(visible(caller), partial(twin, request, caller), job_id)
         return await asyncio.to_thread(jobs.retry, job_id, guard=guard)
 
 
@@ -302,6 +302,23 @@ def job_guard(
             decide("POST", f"/v1/datasets/{quote(str(params['data']), safe='')}/fix")  # which fixes act on
         if job_kind == "predict" and decide is not None:  # it predicts as the route would
             decide("POST", f"/v1/models/{quote(str(params['model']), safe=':@')}/predict")
+
+    return guard
+
+
+def retry_guard(
+    visible: Callable | None, decide: Callable | None, job_id: str
+) -> Callable[[str, dict], None]:
+    """:func:`job_guard` for retrying ``job_id``, plus what its params decided when it was submitted:
+    a push's or pull's store (``aimass:Store``) is decided as ``POST /v1/jobs`` decides it, in the
+    job's project, so a retry reaches no store its caller could not have named."""
+    base = job_guard(visible, decide)
+
+    def guard(job_kind: str, params: dict) -> None:
+        base(job_kind, params)
+        if decide is not None and "store" in params:
+            project = directory.project_of("job", job_id)
+            decide("POST", "/v1/jobs", {"kind": job_kind, "params": params, "project": project})
 
     return guard
 

@@ -163,3 +163,50 @@ def test_a_console_retry_decides_what_the_rest_retry_decides(tmp_path, monkeypat
     assert rest.status_code == 403 and "model:Export" in rest.text
     assert console.status_code == 403, console.text[:300]
     assert [j["id"] for j in jobs.list_jobs()] == [earlier["id"]]  # nothing queued again
+
+
+def test_a_policy_confines_push_and_pull_jobs_to_the_named_stores_it_allows(tmp_path, monkeypatch):
+    """``aimass:Store`` names the operator's store a push or pull job uses: one team's key keeps
+    to its team's store (a Deny on the other wins over the project's Allow)."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AIMASS_STORES", "team-a=s3://shared/models/a,team-b=s3://shared/models/b")
+    directory.create_project("nlp")
+    statements = [
+        *NLP_ONLY,
+        {
+            "Effect": "Deny",
+            "Action": "job:Submit",
+            "Resource": "*",
+            "Condition": {"StringNotEquals": {"aimass:Store": "team-a"}},
+        },
+    ]
+    key = user_with_key("alice", "TeamAStoreOnly", statements)
+    client = TestClient(create_app([]))
+
+    def submit(params: dict):
+        body = {"kind": "pull", "params": params, "project": "nlp"}
+        return client.post("/v1/jobs", json=body, headers={"Authorization": f"Bearer {key}"})
+
+    other = submit({"store": "team-b", "remote": "faces:1"})
+    assert other.status_code == 403 and "job:Submit" in other.text, other.text
+    own = submit({"store": "team-a", "remote": "news:1"})
+    assert own.status_code in (200, 201, 202), own.text
+    assert [j["kind"] for j in jobs.list_jobs()] == ["pull"]
+    import_job = client.post(
+        "/v1/jobs",
+        json={"kind": "import", "params": {"path": "x.csv"}, "project": "nlp"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert import_job.status_code != 403, import_job.text  # no store named: the condition does not apply
+
+    # someone else's team-b pull in her project, retried: decided as submitting it is
+    earlier = jobs.submit("pull", {"store": "team-b", "remote": "faces:1"})
+    directory.assign("job", earlier["id"], "nlp")
+    jobs.cancel(earlier["id"])
+    retried = client.post(f"/v1/jobs/{earlier['id']}/retry", headers={"Authorization": f"Bearer {key}"})
+    assert retried.status_code == 403 and "TeamAStoreOnly" in retried.text, retried.text
+    console = signed_in(create_app([]), key)
+    csrf = csrf_of(console.get(f"/console/jobs/{earlier['id']}").text)
+    again = console.post(f"/console/jobs/{earlier['id']}/retry", data={"csrf": csrf}, follow_redirects=False)
+    assert again.status_code == 403, again.text[:300]
+    assert sum(j["kind"] == "pull" for j in jobs.list_jobs()) == 2  # nothing queued again

@@ -42,7 +42,7 @@ from aimass.serve.data_routes import (
     zip_response,
 )
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, own_job, predictions_file
+from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, own_job, predictions_file, retry_guard
 from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
 from aimass.store import browse
@@ -125,7 +125,7 @@ def _add_jobs(router: APIRouter, console: Console) -> None:
         await console.form(request, ctx)
         await asyncio.to_thread(console.authorize, ctx, "POST", rest("/v1/jobs/{}/retry", job_id))
         may_run(ctx.caller, await asyncio.to_thread(jobs.kind_of, job_id), console.guard.policy is not None)
-        guard = job_guard(console.lister(ctx), partial(console.authorize, ctx))  # as the REST retry decides
+        guard = retry_guard(console.lister(ctx), partial(console.authorize, ctx), job_id)  # as REST's retry
         new = await asyncio.to_thread(jobs.retry, job_id, guard=guard)
         return console.redirect(request, f"jobs/{new['id']}", f"Retried as job {new['id']}.", ctx)
 
