@@ -36,7 +36,7 @@ from aimass.errors import ConfigError, DataError, NotFoundError
 from aimass.evaluation import label_issues as cl
 from aimass.evaluation.metrics import decide, multi_hot
 from aimass.store import registry
-from aimass.tasks import available_tasks, get_task
+from aimass.tasks import available_tasks, entity_issues, get_task
 
 DUPLICATE_THRESHOLD = 0.95
 HARD_EXAMPLES = 20
@@ -83,6 +83,8 @@ def dataset_issues(
     _check_options(folds, threshold, hard)
     began = time.perf_counter()
     ds = data if isinstance(data, Dataset) else load_dataset(data)
+    if ds.kind == "entities":
+        return _entity_issues(ds, model, folds, seed, hard, out, began)
     spec, (embeddings, extra) = _features(ds, lexical, progress)
     index = {c: i for i, c in enumerate(ds.classes)}
     multi = ds.kind in MULTI_KINDS
@@ -111,6 +113,33 @@ def dataset_issues(
     }
     report["seconds"] = round(time.perf_counter() - began, 2)
     report["files"] = _write(report, spec, ds, Path(out) if out else report_folder(ds.id))
+    return report
+
+
+def _entity_issues(ds: Dataset, model, folds: int, seed: int, hard: int, out, began: float) -> dict:
+    """Texts with entities: units whose given tag a cross-validated CRF doubts
+    (:mod:`aimass.tasks.entity_issues`); repeated texts were already rejected at import."""
+    if model is not None:
+        raise ConfigError(
+            "--model is not used for texts with entities: every text is judged by a CRF cross-validated "
+            "on the others",
+            hint="Leave out --model.",
+        )
+    rows = ds.rows()
+    found = entity_issues.report(rows, folds=folds, seed=seed, hard=hard, snippet=SNIPPET)
+    report = {**_head(ds, len(rows), found["label_issues"], [], found["hard_examples"]), **found}
+    report["near_duplicates"] = []
+    report["method"] = {
+        "probabilities": f"cross-validation, lexical CRF per unit ({folds} folds)",
+        "folds": folds,
+        "seed": seed,
+        "detector": "confident learning over every unit's BIO tag (prune by noise rate)",
+        "near_duplicates": "not searched: a text given twice is rejected at import",
+    }
+    report["seconds"] = round(time.perf_counter() - began, 2)
+    report["files"] = _write(
+        report, get_task("token-classification"), ds, Path(out) if out else report_folder(ds.id)
+    )
     return report
 
 
@@ -419,10 +448,13 @@ def fix_dataset(
     chosen = [r for r in report["label_issues"] if wanted is None or r["row"] in wanted]
     reason = "label issue: given {label}, suggested {suggested} (margin {margin})"
     dropping = {r["row"]: reason.format(**r) for r in chosen} if drop else {}
+    new = "suggested_entities" if ds.kind == "entities" else "suggested"  # entities: the spans found
+    if relabel and any(r.get(new) is None for r in chosen):
+        raise ConfigError(
+            f"the issues report {where} gives no {new} to relabel with", hint="Pass the issues.json it wrote."
+        )
     relabelling = {  # a row whose suggestion is the label it has is left as it is
-        r["row"]: (r["suggested"], reason.format(**r))
-        for r in chosen
-        if relabel and r["suggested"] != r["label"]
+        r["row"]: (r[new], reason.format(**r)) for r in chosen if relabel and r["suggested"] != r["label"]
     }
     for r in report["near_duplicates"] if duplicates else []:
         if wanted is None or r["row"] in wanted:
@@ -467,6 +499,7 @@ class _Issue(BaseModel):  # what a fix reads of a flagged row (the report holds 
     label: str
     suggested: str
     margin: float
+    suggested_entities: list[list] | None = None  # texts with entities: the spans found
 
 
 class _Duplicate(BaseModel):

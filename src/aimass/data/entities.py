@@ -305,10 +305,7 @@ def import_entities(
             "valid_frac": valid_frac,
             "test_frac": test_frac,
         }
-    lines = [
-        json.dumps({"text": r["text"], "label": r["label"], "split": r["split"]}, ensure_ascii=False)
-        for r in rows
-    ]
+    lines = entity_lines(rows)
     digest = compute_digest(lines, settings)
     name = name or path.stem
     stored = existing(digest[:ID_LENGTH])
@@ -327,6 +324,30 @@ def import_entities(
     manifest = _manifest(digest, name, rows, rejects, info, by_reason, warnings, settings)
     manifest["language"] = detect_language([r["text"] for r in rows])
     return save_dataset(lines, rows, rejects, manifest)
+
+
+def entity_lines(rows: list[dict]) -> list[str]:
+    """The rows as the digest reads them (one JSON line each: text, spans, split)."""
+    return [
+        json.dumps({"text": r["text"], "label": r["label"], "split": r["split"]}, ensure_ascii=False)
+        for r in rows
+    ]
+
+
+def entity_counts(rows: list[dict]) -> dict:
+    """The manifest's ``counts``: rows in all and by split, entities by label and by split and label."""
+    splits = ("train", "valid", "test")
+    by_class = Counter(s[2] for r in rows for s in r["label"])
+    by_split_class = {
+        split: dict(sorted(Counter(s[2] for r in rows if r["split"] == split for s in r["label"]).items()))
+        for split in splits
+    }
+    return {
+        "total": len(rows),
+        "by_split": {s: n for s in splits if (n := sum(r["split"] == s for r in rows))},
+        "by_class": dict(sorted(by_class.items())),
+        "by_split_class": {s: c for s, c in by_split_class.items() if c},
+    }
 
 
 def _drop_repeats(rows: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -379,12 +400,6 @@ def _cuts_a_word(text: str, span: list) -> bool:
 
 
 def _manifest(digest, name, rows, rejects, info, by_reason, warnings, settings) -> dict:
-    splits = ("train", "valid", "test")
-    by_class = Counter(s[2] for r in rows for s in r["label"])
-    by_split_class = {
-        split: dict(sorted(Counter(s[2] for r in rows if r["split"] == split for s in r["label"]).items()))
-        for split in splits
-    }
     now = utc_now()
     return {
         "format_version": FORMAT_VERSION,
@@ -403,12 +418,7 @@ def _manifest(digest, name, rows, rejects, info, by_reason, warnings, settings) 
             "label": "entities",
             "split": "split" if settings["split_source"] == "column" else None,
         },
-        "counts": {
-            "total": len(rows),
-            "by_split": {s: n for s in splits if (n := sum(r["split"] == s for r in rows))},
-            "by_class": dict(sorted(by_class.items())),
-            "by_split_class": {s: c for s, c in by_split_class.items() if c},
-        },
+        "counts": entity_counts(rows),
         "rejects": len(rejects),
         "rejects_by_reason": by_reason,
         "warnings": warnings,
@@ -417,4 +427,12 @@ def _manifest(digest, name, rows, rejects, info, by_reason, warnings, settings) 
     }
 
 
-__all__ = ["import_entities", "is_conll", "looks_like_entities", "read_conll", "spans_of"]
+__all__ = [
+    "entity_counts",
+    "entity_lines",
+    "import_entities",
+    "is_conll",
+    "looks_like_entities",
+    "read_conll",
+    "spans_of",
+]

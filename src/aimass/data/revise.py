@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from aimass.data.dataset import DATA_FILE, KINDS, REJECTS_FILE, Dataset
+from aimass.data.entities import entity_counts, entity_lines, spans_of
 from aimass.data.image_import import find_leakage, image_lines
 from aimass.data.multilabel import JOIN, split_labels
 from aimass.data.multilabel import KINDS as MULTI_KINDS
@@ -32,7 +33,7 @@ from aimass.data.storage import (
     write_manifest,
 )
 from aimass.data.validate import check_trainable
-from aimass.errors import ConfigError
+from aimass.errors import ConfigError, DataError
 from aimass.store.claims import claim
 
 CHANGES_FILE = "changes.jsonl"
@@ -41,6 +42,7 @@ _LINES = {
     "multilabel": canonical_lines,
     "image": image_lines,
     "multilabel-image": image_lines,
+    "entities": entity_lines,
 }  # the digest's canonical rows per kind
 
 
@@ -78,7 +80,11 @@ def revise_dataset(
     _check(parent, rows, drop, relabel)
     changes, kept = _apply(parent, rows, drop, relabel)
     multi = parent.kind in MULTI_KINDS
-    check_trainable(kept, [], min_rows=2, where=f"dataset {parent.name} after the changes", multi=multi)
+    where = f"dataset {parent.name} after the changes"
+    if parent.kind == "entities":
+        _entities_trainable(kept, where)
+    else:
+        check_trainable(kept, [], min_rows=2, where=where, multi=multi)
     settings = {"parent": parent.digest, "changes": _canonical_changes(changes)}
     digest = compute_digest(_LINES[parent.kind](kept), settings)
     stored = existing(digest[:ID_LENGTH])
@@ -91,8 +97,8 @@ def revise_dataset(
 def _check(parent: Dataset, rows: list[dict], drop: dict, relabel: dict) -> None:
     if parent.kind not in _LINES:
         raise ConfigError(
-            f"dataset {parent.name!r} holds {parent.kind} data; only text, multi-label and image datasets "
-            "are revised",
+            f"dataset {parent.name!r} holds {parent.kind} data; only text, multi-label, image and entity "
+            "datasets are revised",
             hint="Revise a classification dataset.",
         )
     if not drop and not relabel:
@@ -106,6 +112,8 @@ def _check(parent: Dataset, rows: list[dict], drop: dict, relabel: dict) -> None
     both = sorted(set(drop) & set(relabel))
     if both:
         raise ConfigError(f"row(s) {both[:5]} are both dropped and relabelled", hint="Pick one per row.")
+    if parent.kind == "entities":
+        return _check_entities(parent, rows, relabel)
     empty = sorted(i for i, (label, _) in relabel.items() if not label)
     if empty:
         raise ConfigError(f"row(s) {empty[:5]} would have no label", hint="Give every row at least one.")
@@ -118,6 +126,32 @@ def _check(parent: Dataset, rows: list[dict], drop: dict, relabel: dict) -> None
         raise ConfigError(
             f"unknown label(s) {unknown} for dataset {parent.name!r}",
             hint=f"Use one of: {', '.join(parent.classes)}.",
+        )
+
+
+def _check_entities(parent: Dataset, rows: list[dict], relabel: dict) -> None:
+    """A text's new entities: spans inside it, not overlapping, of the parent's labels."""
+    for i, (spans, _) in sorted(relabel.items()):
+        _, checked, reason = spans_of({"text": rows[i]["text"], "entities": spans})
+        if reason:
+            raise ConfigError(
+                f"row {i}'s new entities: {reason}", hint="Give [start, end, label] spans of its text."
+            )
+        if checked == rows[i]["label"]:
+            raise ConfigError(f"row {i} already has the entities it is given", hint="Leave it out.")
+        unknown = sorted({s[2] for s in checked} - set(parent.classes))
+        if unknown:
+            raise ConfigError(
+                f"unknown label(s) {unknown} in row {i}'s new entities for dataset {parent.name!r}",
+                hint=f"Use one of: {', '.join(parent.classes)}.",
+            )
+        relabel[i] = (checked, relabel[i][1])
+
+
+def _entities_trainable(rows: list[dict], where: str) -> None:
+    if not any(r["split"] == "train" and r["label"] for r in rows):
+        raise DataError(
+            "no training text with an entity is left", where=where, hint="Drop or relabel fewer rows."
         )
 
 
@@ -153,7 +187,9 @@ def _manifest(
         "digest": digest,
         "name": name,
         "created": now,
-        "counts": counts(rows, multi=parent.kind in MULTI_KINDS),
+        "counts": entity_counts(rows)
+        if parent.kind == "entities"
+        else counts(rows, multi=parent.kind in MULTI_KINDS),
         "parent": {"id": parent.id, "digest": parent.digest, "name": parent.name},
         "changes": {
             "dropped": actions.count("drop"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,3 +275,74 @@ def test_the_console_start_page_takes_a_conll_upload_to_the_entity_task(tmp_path
     text = re.sub(r"\s+", " ", re.sub("<[^>]+>", " ", page.text))
     assert "30 rows kept, 0 rejected" in text and "Task: token-classification" in text
     assert "texts with named entities" in text and "no int8 copy" in text
+
+
+def test_annotation_errors_are_found_out_of_fold_and_fixed_as_a_new_version(tmp_path, monkeypatch):
+    """400 People's Daily sentences, 12 of them with an entity given the wrong type: ``data issues``
+    flags most of them (a CRF cross-validated on the other texts doubts their tags), shows the
+    entities it would give, and ``data fix --relabel`` stores a child version with those."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    rows = [{"text": t, "entities": [list(s) for s in e]} for t, e in peoples_daily(400)]
+    swap = {"PER": "LOC", "LOC": "ORG", "ORG": "PER"}
+    wrong = [i for i, r in enumerate(rows) if r["entities"]][3::20][:12]
+    truth = {i: [list(s) for s in rows[i]["entities"]] for i in wrong}
+    for i in wrong:
+        rows[i]["entities"][0][2] = swap[rows[i]["entities"][0][2]]
+    ds = api.import_dataset(write_jsonl(tmp_path / "noisy.jsonl", rows), name="noisy-ner")
+    stored = {r["text"]: n for n, r in enumerate(ds.rows())}
+    changed = {stored[rows[i]["text"]]: truth[i] for i in wrong}
+
+    out = CliRunner().invoke(app, ["data", "issues", ds.id, "--json"])
+    assert out.exit_code == 0, out.output[-2000:]
+    report = json.loads(out.stdout)
+    assert report["dataset"]["kind"] == "entities" and "BIO tag" in report["method"]["detector"]
+    flagged = {i["row"]: i for i in report["label_issues"]}
+    found = sorted(set(changed) & set(flagged))
+    assert len(found) >= 9 and len(flagged) <= 60, (len(found), len(flagged))  # 11 of 12 among 45
+    restored = [r for r in found if sorted(flagged[r]["suggested_entities"]) == sorted(changed[r])]
+    assert len(restored) >= 6, restored  # 9: the other flagged ones' suggestions differ elsewhere too
+    one = flagged[found[0]]
+    assert one["units"] and all(u["given"] != u["suggested"] for u in one["units"])
+    assert "/" in one["label"] and one["item"] == ds.rows()[found[0]]["text"][:200]
+    qualities = [i["self_confidence"] for i in report["label_issues"]]
+    assert qualities == sorted(qualities)  # the least likely tag first
+    assert report["hard_examples"] and not set(h["row"] for h in report["hard_examples"]) & set(flagged)
+    assert report["near_duplicates"] == [] and 0.9 < report["accuracy"] <= 1
+    listed = list(csv.reader(Path(report["files"]["csv"]).read_text(encoding="utf-8").splitlines()))
+    assert sum(r[0] == "label" for r in listed) == len(flagged)
+
+    fixed = CliRunner().invoke(
+        app, ["data", "fix", ds.id, report["files"]["json"], "--relabel", *(f"--row={r}" for r in restored)]
+    )
+    assert fixed.exit_code == 0, fixed.output[-2000:]
+    child = api.load_dataset("noisy-ner")
+    assert child.manifest["parent"]["id"] == ds.id and child.manifest["changes"]["relabelled"] == len(
+        restored
+    )
+    assert all(child.rows()[r]["label"] == changed[r] for r in restored)  # each got its true types back
+    assert child.manifest["counts"]["total"] == ds.manifest["counts"]["total"]
+    dropped = api.fix_dataset(ds, report, drop=True, name="noisy-ner-dropped")
+    assert dropped.manifest["counts"]["total"] == len(ds.rows()) - len(flagged)
+
+    from aimass.data.revise import revise_dataset
+
+    for bad, message in (
+        ([[0, 999, "PER"]], "outside the text"),
+        ([[0, 2, "PER"], [1, 3, "LOC"]], "overlapping"),
+        ([[0, 2, "DRUG"]], "unknown label"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            revise_dataset(ds, relabel={found[0]: (bad, "by hand")})
+    with pytest.raises(ConfigError, match="--model is not used"):
+        api.dataset_issues(ds, model="news:1")
+
+    client = TestClient(create_app([]))
+    rest = client.get(
+        f"/v1/datasets/{ds.id}/issues", headers={"Authorization": f"Bearer {auth.admin_token()}"}
+    )
+    assert rest.status_code == 200 and rest.json()["counts"]["label_issues"] == len(flagged)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/signin").text).group(1)
+    client.post("/console/signin", data={"csrf": csrf, "key": auth.admin_token()})
+    page = client.get(f"/console/datasets/{ds.id}").text
+    assert "Likely label errors" in page and f'name="row" value="{found[0]}"' in page
+    assert one["suggested"] in page  # the entities found, as a reviewer reads them

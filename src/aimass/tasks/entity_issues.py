@@ -1,0 +1,178 @@
+"""Likely annotation errors and hard examples in texts with entities (what
+:func:`aimass.curation.dataset_issues` reports for an ``entities`` dataset).
+
+Every text is judged by a model that never saw it: the texts are cut into ``folds`` groups and a
+lexical CRF (:mod:`aimass.tasks.sequence`, the ``crf-lexical`` candidate: seconds to fit) trained on
+the others gives each unit of the held-out texts its tag probabilities (forward-backward) and the
+texts their predicted entities (Viterbi). Confident learning then runs over every unit's given
+BIO tag, as cleanlab's ``token_classification.filter.find_label_issues`` does (the units of all
+texts flattened, per-tag thresholds, prune by noise rate): a text with a flagged unit is a likely
+annotation error, ranked by its least likely given tag. What the report shows of it is what a
+reviewer needs: the entities given, the entities the held-out model finds, and the units whose tag
+disagrees. Hard examples are the unflagged texts whose least sure unit (the margin between its two
+likeliest tags) is lowest.
+
+>>> texts = ["Ann met Bob in Rome."] * 2
+>>> [tags for tags in given_tags(texts, [[[0, 3, "PER"]], []])][0]
+['B-PER', 'O', 'O', 'O', 'O', 'O']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aimass.errors import DataError
+from aimass.evaluation import label_issues as cl
+from aimass.tasks import sequence as seq
+
+C1, C2, ITERATIONS = 0.1, 0.1, 100  # the crf-lexical candidate's defaults
+
+
+def tag_set(spans: list[list]) -> list[str]:
+    """``O`` then ``B-``/``I-`` of every label, in :mod:`aimass.tasks.sequence`'s order."""
+    labels = sorted({s[2] for entities in spans for s in entities})
+    return ["O"] + [f"{p}-{label}" for label in labels for p in ("B", "I")]
+
+
+def given_tags(texts: list[str], spans: list[list]) -> list[list[str]]:
+    """Each text's BIO tag per unit, from its spans."""
+    return [seq.bio_tags(t, s) for t, s in zip(texts, spans, strict=True)]
+
+
+def out_of_fold(texts: list[str], spans: list[list], *, folds: int = 5, seed: int = 0):
+    """(the tag set, per text its units' tag probabilities ``[units, tags]``, per text its
+    predicted spans), each text from a CRF fitted on the other folds.
+
+    Raises:
+        DataError: fewer texts than folds, or no entities at all.
+    """
+    if len(texts) < folds:
+        raise DataError(
+            f"{len(texts)} texts cannot be cross-validated in {folds} folds",
+            hint="Use fewer folds (--folds), or add texts.",
+        )
+    tags = tag_set(spans)
+    if len(tags) == 1:
+        raise DataError("no text holds an entity", hint="Mark entities in the texts first.")
+    column = {t: i for i, t in enumerate(tags)}
+    lexical = [seq.lexical(t) for t in texts]
+    given = given_tags(texts, spans)
+    fold_of = np.random.default_rng(seed).permutation(len(texts)) % folds
+    proba: list = [None] * len(texts)
+    found: list = [None] * len(texts)
+    for k in range(folds):
+        rows = [(lexical[i], None, given[i]) for i in np.flatnonzero(fold_of != k)]
+        weights = seq.train_crf(rows, c1=C1, c2=C2, max_iterations=ITERATIONS)
+        where = [column[t] for t in weights.tags]  # a fold may lack a rare label's tags
+        for i in np.flatnonzero(fold_of == k):
+            emissions = weights.emissions(lexical[i], None)
+            p = np.zeros((len(emissions), len(tags)))
+            p[:, where] = seq.marginals(emissions, weights.transitions)
+            proba[i] = p
+            best = seq.viterbi(emissions, weights.transitions)
+            found[i] = seq.spans(texts[i], [weights.tags[b] for b in best])
+    return tags, proba, found
+
+
+def find_issues(tags: list[str], given: list[list[str]], proba: list[np.ndarray]):
+    """(per text whether it holds a likely error, per text the units flagged, per text its quality:
+    the lowest probability of a given tag) by confident learning over all units."""
+    column = {t: i for i, t in enumerate(tags)}
+    labels = np.array([column.get(t, 0) for text in given for t in text], dtype=np.int64)
+    flat = np.vstack([p for p in proba if len(p)]) if labels.size else np.zeros((0, len(tags)))
+    mask = cl.find_label_issues(labels, flat) if labels.size else np.zeros(0, dtype=bool)
+    confidence = cl.self_confidence(labels, flat) if labels.size else np.zeros(0)
+    flagged, quality, at = [], [], 0
+    for text in given:
+        n = len(text)
+        flagged.append(np.flatnonzero(mask[at : at + n]).tolist())
+        quality.append(float(confidence[at : at + n].min()) if n else 1.0)
+        at += n
+    return np.array([bool(f) for f in flagged]), flagged, np.array(quality)
+
+
+def least_sure(proba: list[np.ndarray]) -> np.ndarray:
+    """Per text, the smallest margin between a unit's two likeliest tags (1.0 for no units)."""
+    return np.array([float(cl.top_two_margin(p).min()) if len(p) else 1.0 for p in proba])
+
+
+def shown(text: str, spans: list) -> str:
+    """Entities as a reviewer reads them: ``江泽民/PER 北京/LOC`` (``-`` for none)."""
+    return " ".join(f"{text[s:e]}/{label}" for s, e, label in spans) or "-"
+
+
+def report(rows: list[dict], *, folds: int = 5, seed: int = 0, hard: int = 20, snippet: int = 200) -> dict:
+    """The issues of ``rows`` (``{"text", "label": spans, "split"}``, a stored dataset's order):
+    ``label_issues`` (least likely first), ``hard_examples``, the out-of-fold ``accuracy`` (of the
+    units' tags) and entity ``micro_f1``, and ``thresholds`` per tag.
+
+    Raises:
+        DataError: as :func:`out_of_fold`.
+    """
+    texts, spans = [r["text"] for r in rows], [[list(s) for s in r["label"]] for r in rows]
+    tags, proba, found = out_of_fold(texts, spans, folds=folds, seed=seed)
+    given = given_tags(texts, spans)
+    flagged, units, quality = find_issues(tags, given, proba)
+    column = {t: i for i, t in enumerate(tags)}
+    labels = np.array([column[t] for text in given for t in text], dtype=np.int64)
+    flat = np.vstack([p for p in proba if len(p)])
+
+    def item(i: int) -> str:
+        return texts[i] if len(texts[i]) <= snippet else texts[i][:snippet] + "…"
+
+    def issue(i: int) -> dict:
+        cuts = seq.units(texts[i])
+        return {
+            "row": int(i),
+            "split": rows[i]["split"],
+            "label": shown(texts[i], spans[i]),
+            "suggested": shown(texts[i], found[i]),
+            "self_confidence": round(float(quality[i]), 4),
+            "margin": round(float(min(cl.margins(_ids(given[i], column), proba[i]))), 4),
+            "entities": spans[i],
+            "suggested_entities": found[i],
+            "units": [
+                {
+                    "unit": texts[i][slice(*cuts[u])],
+                    "given": given[i][u],
+                    "suggested": tags[int(proba[i][u].argmax())],
+                }
+                for u in units[i]
+            ],
+            "item": item(i),
+        }
+
+    def hard_one(i: int) -> dict:
+        u = int(cl.top_two_margin(proba[i]).argmin())
+        top = np.argsort(-proba[i][u])[:2]
+        unit = texts[i][slice(*seq.units(texts[i])[u])]
+        return {
+            "row": int(i),
+            "split": rows[i]["split"],
+            "label": shown(texts[i], spans[i]),
+            "predicted": shown(texts[i], found[i]),
+            "runner_up": f"{unit}: {tags[int(top[0])]} or {tags[int(top[1])]}",
+            "margin": round(float(proba[i][u][top[0]] - proba[i][u][top[1]]), 4),
+            "item": item(i),
+        }
+
+    order = cl.rank_rows(quality, flagged)
+    hardest = cl.lowest(least_sure(proba), hard, exclude=flagged)
+    right = sum(len({tuple(s) for s in f} & {tuple(s) for s in g}) for f, g in zip(found, spans, strict=True))
+    n_found, n_given = sum(map(len, found)), sum(map(len, spans))
+    return {
+        "accuracy": round(float((flat.argmax(1) == labels).mean()), 4),
+        "micro_f1": round(2 * right / max(n_found + n_given, 1), 4),
+        "thresholds": {
+            t: round(float(v), 4) for t, v in zip(tags, cl.class_thresholds(labels, flat), strict=True)
+        },
+        "label_issues": [issue(int(i)) for i in order],
+        "hard_examples": [hard_one(int(i)) for i in hardest],
+    }
+
+
+def _ids(tags: list[str], column: dict) -> np.ndarray:
+    return np.array([column[t] for t in tags], dtype=np.int64)
+
+
+__all__ = ["find_issues", "given_tags", "least_sure", "out_of_fold", "report", "shown", "tag_set"]
