@@ -73,13 +73,18 @@ def confident_joint(labels: np.ndarray, proba: np.ndarray, *, calibrate: bool = 
 
 
 def _round_rows(matrix: np.ndarray, totals: np.ndarray) -> np.ndarray:
-    """Round each row to integers that keep its total (largest remainders round up)."""
-    floor = np.floor(matrix).astype(int)
+    """Round each row to the nearest integers (halves to even), then move the cells furthest
+    from their value by one until the row keeps its total, as the paper's reference
+    implementation rounds (so both prune the same counts)."""
+    out = np.rint(matrix).astype(int)
     for i, total in enumerate(totals):
-        short = int(total - floor[i].sum())
-        if short > 0:
-            floor[i, np.argsort(floor[i] - matrix[i])[:short]] += 1
-    return floor
+        short = int(total - out[i].sum())
+        while short:
+            step = 1 if short > 0 else -1  # up: the cells furthest below their value; down: above
+            picked = np.argsort(matrix[i] - out[i])[::-step][: abs(short)]
+            out[i, picked] += step
+            short = int(total - out[i].sum())
+    return out
 
 
 def find_label_issues(labels, proba, *, min_per_class: int = 1) -> np.ndarray:

@@ -67,6 +67,22 @@ def test_matches_cleanlab_on_the_same_probabilities():
     assert (ours != theirs).mean() <= 0.005
 
 
+def test_the_confident_joint_is_rounded_to_its_row_totals_halves_to_even():
+    """Each calibrated row keeps its total; which cell gives way on a tie decides which rows are
+    pruned, so it is the paper's reference rounding (nearest, halves to even, then the cells
+    furthest from their value)."""
+    matrix = np.array([[2.5, 1.5, 1.0], [0.4, 0.4, 5.2], [3.6, 3.6, 0.8]])
+    rounded = cl._round_rows(matrix, np.array([5, 6, 8]))
+    assert rounded.sum(1).tolist() == [5, 6, 8] and rounded[0].tolist() == [2, 2, 1]
+    util = pytest.importorskip("cleanlab.internal.util")  # bench-only dependency
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        rows = rng.dirichlet(np.ones(6), size=6) * rng.integers(5, 400, size=(6, 1))
+        totals = np.rint(rows.sum(1)).astype(int)
+        ours = cl._round_rows(rows, totals)
+        assert (ours == util.round_preserving_row_totals(rows)).all()
+
+
 def test_hard_examples_have_the_smallest_top_two_margin():
     proba = np.array([[0.5, 0.5], [0.9, 0.1], [0.55, 0.45], [0.7, 0.3]])
     assert cl.hard_examples(proba, 2).tolist() == [0, 2]
