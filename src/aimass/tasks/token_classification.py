@@ -132,6 +132,33 @@ class EntityTagger(Estimator):
         self.stages_ = {}
         return self
 
+    def fit_from(self, parent: EntityTagger, data, *, old=None, replay: int = 200, progress: bool = True):
+        """Continue the fitted ``parent`` on ``data`` (an ``entities`` Dataset or ``(texts,
+        spans)``), new labels welcome: the portfolio is fitted again on the new texts plus up to
+        ``replay`` texts per label of ``old`` (the parent's Dataset, split as the parent's fit split
+        it; a text counts for its rarest label), through the parent's encoder. The encoder is frozen
+        and a CRF refits in seconds, so this is what a retrain on everything would learn from the
+        old texts kept. ``replay_`` records what was replayed.
+
+        Example:
+            >>> child = EntityTagger().fit_from(parent, new_ds, old=old_ds)   # doctest: +SKIP
+        """
+        parent.check_fitted()
+        cfg = parse_config(Config, self.get_params(), "EntityTagger")
+        train, val, digest = _splits(data, None, cfg.seed)
+        self.replay_ = {"per_class": max(int(replay), 0), "rows": 0, "valid_rows": 0, "from_cache": False}
+        if old is not None and replay > 0:
+            o_train, o_val, _ = _splits(old, None, parent.seed)
+            picked = [_replayed(part, replay, cfg.seed) for part in (o_train, o_val)]
+            train = (train[0] + picked[0][0], train[1] + picked[0][1])
+            val = (val[0] + picked[1][0], val[1] + picked[1][1])
+            self.replay_.update(rows=len(picked[0][0]), valid_rows=len(picked[1][0]))
+        if self.backbone == "auto":  # the parent's encoder, whatever the new texts' language
+            self.backbone = parent.backbone_
+        self.fit(train, valid=val, progress=progress)
+        self.data_digest_ = digest
+        return self
+
     def _candidate(self, lex, dense, tags, val, crf, candidates, name) -> seq.Weights:
         start = time.perf_counter()
         rows = [
@@ -404,6 +431,20 @@ def _prf(tp: int, n_predicted: int, n_true: int) -> dict:
     r = tp / n_true if n_true else 0.0
     f = 2 * p * r / (p + r) if p + r else 0.0
     return {"precision": round(p, 6), "recall": round(r, 6), "f1": round(f, 6), "support": n_true}
+
+
+def _replayed(split: tuple, n: int, seed: int) -> tuple[list, list]:
+    """Up to ``n`` texts of ``split`` per label (a text counts for its rarest label; those without
+    entities as one more group), a seeded draw in row order."""
+    from aimass.train import continual  # heavy: torch (continuing a classifier's head)
+
+    counts: dict[str, int] = {}
+    for spans in split[1]:
+        for span in spans:
+            counts[span[2]] = counts.get(span[2], 0) + 1
+    keys = [min((s[2] for s in spans), key=lambda k: (counts[k], k), default="") for spans in split[1]]
+    rows = continual.replay_rows(keys, n, seed=seed)
+    return [split[0][i] for i in rows], [split[1][i] for i in rows]
 
 
 def _splits(data, valid, seed: int) -> tuple[tuple, tuple, str]:

@@ -346,3 +346,35 @@ def test_annotation_errors_are_found_out_of_fold_and_fixed_as_a_new_version(tmp_
     page = client.get(f"/console/datasets/{ds.id}").text
     assert "Likely label errors" in page and f'name="row" value="{found[0]}"' in page
     assert one["suggested"] in page  # the entities found, as a reviewer reads them
+
+
+def test_a_version_continues_on_new_texts_with_a_new_label(tmp_path, monkeypatch):
+    """The parent never saw ORG; ``train --from`` refits on the new texts (which have it) plus a
+    replay of the old ones, and reports the child on the old test split beside the parent."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    data = peoples_daily(900)
+    old = [{"text": t, "entities": [s for s in e if s[2] != "ORG"]} for t, e in data[:450]]
+    new = [{"text": t, "entities": e} for t, e in data[450:]]
+    old_ds = api.import_dataset(write_jsonl(tmp_path / "old.jsonl", old), name="pd-old")
+    new_ds = api.import_dataset(write_jsonl(tmp_path / "new.jsonl", new), name="pd-new")
+    parent = api.train_model(None, old_ds.id, name="pd", dims=0)
+    out = CliRunner().invoke(
+        app, ["train", "--from", parent["model"], "--data", new_ds.id, "--replay", "80", "--json"]
+    )
+    assert out.exit_code == 0, out.output[-2000:]
+    child = json.loads(out.stdout)
+    assert child["model"] == "pd:2" and child["parent"] == "pd:1"
+    assert child["replay"]["per_class"] == 80 and 80 <= child["replay"]["rows"] <= 240
+    assert "ORG" in child["metrics"]["per_class"] and "ORG" not in parent["metrics"]["per_class"]
+    assert child["old_test"]["metric"] == "micro_f1" and child["old_test"]["n"] == len(old_ds.labels("test"))
+    assert child["old_test"]["parent"] == parent["metrics"]["micro_f1"]
+    assert child["forgetting"] <= 5, child["old_test"]  # 0.82 -> 0.86: more texts of the same kinds
+    model = api.load("pd:2")
+    assert model.get_params()["dims"] == 0 and model.labels_ == ["LOC", "ORG", "PER"]
+    texts = [r["text"] for r in new_ds.rows("train") if any(s[2] == "ORG" for s in r["label"])]
+    assert (
+        sum(e["label"] == "ORG" for found in model.predict_entities(texts) for e in found) >= len(texts) // 2
+    )
+
+    alone = api.continue_model(parent["model"], new_ds.id, replay=0)
+    assert alone["replay"]["rows"] == 0 and alone["model"] == "pd:3"
