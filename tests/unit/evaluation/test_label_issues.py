@@ -74,6 +74,14 @@ def test_the_confident_joint_is_rounded_to_its_row_totals_halves_to_even():
     matrix = np.array([[2.5, 1.5, 1.0], [0.4, 0.4, 5.2], [3.6, 3.6, 0.8]])
     rounded = cl._round_rows(matrix, np.array([5, 6, 8]))
     assert rounded.sum(1).tolist() == [5, 6, 8] and rounded[0].tolist() == [2, 2, 1]
+    assert rounded[1].tolist() == [0, 1, 5] and rounded[2].tolist() == [
+        3,
+        4,
+        1,
+    ]  # ties: the later cell up, the earlier down
+
+
+def test_the_rounding_is_cleanlabs():
     util = pytest.importorskip("cleanlab.internal.util")  # bench-only dependency
     rng = np.random.default_rng(0)
     for _ in range(200):
