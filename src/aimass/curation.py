@@ -84,7 +84,7 @@ def dataset_issues(
     began = time.perf_counter()
     ds = data if isinstance(data, Dataset) else load_dataset(data)
     if ds.kind == "entities":
-        return _entity_issues(ds, model, folds, seed, hard, out, began)
+        return _entity_issues(ds, model, folds, seed, hard, threshold, out, began)
     spec, (embeddings, extra) = _features(ds, lexical, progress)
     index = {c: i for i, c in enumerate(ds.classes)}
     multi = ds.kind in MULTI_KINDS
@@ -116,9 +116,11 @@ def dataset_issues(
     return report
 
 
-def _entity_issues(ds: Dataset, model, folds: int, seed: int, hard: int, out, began: float) -> dict:
-    """Texts with entities: units whose given tag a cross-validated CRF doubts
-    (:mod:`aimass.tasks.entity_issues`); repeated texts were already rejected at import."""
+def _entity_issues(
+    ds: Dataset, model, folds: int, seed: int, hard: int, threshold: float, out, began
+) -> dict:
+    """Texts with entities: units whose given tag a cross-validated CRF doubts, and valid/test texts
+    that nearly copy a training text (:mod:`aimass.tasks.entity_issues`)."""
     if model is not None:
         raise ConfigError(
             "--model is not used for texts with entities: every text is judged by a CRF cross-validated "
@@ -127,14 +129,15 @@ def _entity_issues(ds: Dataset, model, folds: int, seed: int, hard: int, out, be
         )
     rows = ds.rows()
     found = entity_issues.report(rows, folds=folds, seed=seed, hard=hard, snippet=SNIPPET)
-    report = {**_head(ds, len(rows), found["label_issues"], [], found["hard_examples"]), **found}
-    report["near_duplicates"] = []
+    dups = entity_issues.near_copies(rows, threshold=threshold, snippet=SNIPPET)
+    report = {**_head(ds, len(rows), found["label_issues"], dups, found["hard_examples"]), **found}
+    report["near_duplicates"] = dups
     report["method"] = {
         "probabilities": f"cross-validation, lexical CRF per unit ({folds} folds)",
         "folds": folds,
         "seed": seed,
         "detector": "confident learning over every unit's BIO tag (prune by noise rate)",
-        "near_duplicates": "not searched: a text given twice is rejected at import",
+        "near_duplicates": "character 1-3-gram TF-IDF cosine (a text given twice is rejected at import)",
     }
     report["seconds"] = round(time.perf_counter() - began, 2)
     report["files"] = _write(

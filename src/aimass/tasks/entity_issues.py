@@ -171,8 +171,64 @@ def report(rows: list[dict], *, folds: int = 5, seed: int = 0, hard: int = 20, s
     }
 
 
+def near_copies(
+    rows: list[dict], *, threshold: float = 0.95, snippet: int = 200, chunk: int = 512
+) -> list[dict]:
+    """Valid/test texts whose most similar training text (cosine of their character 1-3-gram TF-IDF
+    vectors) reaches ``threshold``, most similar first: exact repeats are rejected at import, these
+    are the near ones (a date or a digit changed), which a test score would count as memory."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # heavy: scikit-learn
+
+    train = [i for i, r in enumerate(rows) if r["split"] == "train"]
+    other = [i for i, r in enumerate(rows) if r["split"] != "train"]
+    if not train or not other:
+        return []
+    vectors = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True).fit_transform(
+        [r["text"] for r in rows]
+    )
+    reference = vectors[train].T.tocsc()
+    found = []
+    for begin in range(0, len(other), chunk):
+        sims = (vectors[other[begin : begin + chunk]] @ reference).toarray()
+        best = sims.argmax(1)
+        for offset, j in enumerate(best):
+            if sims[offset, j] >= threshold:
+                found.append((other[begin + offset], train[int(j)], float(sims[offset, j])))
+
+    def shown(i: int) -> str:
+        text = rows[i]["text"]
+        return text if len(text) <= snippet else text[:snippet] + "…"
+
+    return [
+        {
+            "row": q,
+            "split": rows[q]["split"],
+            "label": shown_spans(rows[q]),
+            "match_row": r,
+            "match_label": shown_spans(rows[r]),
+            "similarity": round(sim, 4),
+            "item": shown(q),
+            "match_item": shown(r),
+        }
+        for q, r, sim in sorted(found, key=lambda item: -item[2])
+    ]
+
+
+def shown_spans(row: dict) -> str:
+    return shown(row["text"], row["label"])
+
+
 def _ids(tags: list[str], column: dict) -> np.ndarray:
     return np.array([column[t] for t in tags], dtype=np.int64)
 
 
-__all__ = ["find_issues", "given_tags", "least_sure", "out_of_fold", "report", "shown", "tag_set"]
+__all__ = [
+    "find_issues",
+    "given_tags",
+    "least_sure",
+    "near_copies",
+    "out_of_fold",
+    "report",
+    "shown",
+    "tag_set",
+]
