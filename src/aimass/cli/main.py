@@ -159,8 +159,10 @@ def _show_issues(report: dict, top: int) -> None:
     out.print(
         f"Dataset {ds['name']!r} (id {ds['id']}): {c['rows']:,} rows, {c['label_issues']} likely label "
         f"error(s), {c['near_duplicates']} near-duplicate(s) across splits; out-of-fold "
-        f"{'exact match' if multi else 'accuracy'} {report['accuracy']:.4f} "
-        f"({report['method']['probabilities']}, {report['seconds']} s)"
+        f"{'exact match' if multi else 'tag accuracy' if 'micro_f1' in report else 'accuracy'} "
+        f"{report['accuracy']:.4f}"
+        + (f", entity micro-F1 {report['micro_f1']:.4f}" if "micro_f1" in report else "")
+        + f" ({report['method']['probabilities']}, {report['seconds']} s)"
     )
     issue = ["add", "remove"] if multi else ["suggested"]
     tables = (
@@ -173,7 +175,7 @@ def _show_issues(report: dict, top: int) -> None:
     )
     for key, columns in tables:
         rows = [{**r, "item": r["item"][:60]} for r in report[key][:top]]
-        rows = [{k: ", ".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows]
+        rows = [{k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in r.items()} for r in rows]
         if rows:
             more = len(report[key]) - len(rows)
             title = key.replace("_", " ") + (f" (first {len(rows)} of {len(report[key])})" if more else "")

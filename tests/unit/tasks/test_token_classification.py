@@ -295,6 +295,10 @@ def test_annotation_errors_are_found_out_of_fold_and_fixed_as_a_new_version(tmp_
     out = CliRunner().invoke(app, ["data", "issues", ds.id, "--json"])
     assert out.exit_code == 0, out.output[-2000:]
     report = json.loads(out.stdout)
+    table = CliRunner().invoke(app, ["data", "issues", ds.id, "--top", "3"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output[-2000:]
+    assert "label issues (first 3 of" in table.output and "Act on it: aimass data fix" in table.output
+    assert "out-of-fold tag accuracy" in table.output and "entity micro-F1" in table.output
     assert report["dataset"]["kind"] == "entities" and "BIO tag" in report["method"]["detector"]
     flagged = {i["row"]: i for i in report["label_issues"]}
     found = sorted(set(changed) & set(flagged))
@@ -345,6 +349,7 @@ def test_annotation_errors_are_found_out_of_fold_and_fixed_as_a_new_version(tmp_
     client.post("/console/signin", data={"csrf": csrf, "key": auth.admin_token()})
     page = client.get(f"/console/datasets/{ds.id}").text
     assert "Likely label errors" in page and f'name="row" value="{found[0]}"' in page
+    assert f"entity micro-F1 {report['micro_f1']}" in page
     assert one["suggested"] in page  # the entities found, as a reviewer reads them
 
 
