@@ -149,7 +149,8 @@ class EntityTagger(Estimator):
         self.replay_ = {"per_class": max(int(replay), 0), "rows": 0, "valid_rows": 0, "from_cache": False}
         if old is not None and replay > 0:
             o_train, o_val, _ = _splits(old, None, parent.seed)
-            picked = [_replayed(part, replay, cfg.seed) for part in (o_train, o_val)]
+            seen = set(train[0]) | set(val[0])  # a text the new data gives again is taken as it gives it
+            picked = [_replayed(part, replay, cfg.seed, seen) for part in (o_train, o_val)]
             train = (train[0] + picked[0][0], train[1] + picked[0][1])
             val = (val[0] + picked[1][0], val[1] + picked[1][1])
             self.replay_.update(rows=len(picked[0][0]), valid_rows=len(picked[1][0]))
@@ -433,10 +434,13 @@ def _prf(tp: int, n_predicted: int, n_true: int) -> dict:
     return {"precision": round(p, 6), "recall": round(r, 6), "f1": round(f, 6), "support": n_true}
 
 
-def _replayed(split: tuple, n: int, seed: int) -> tuple[list, list]:
+def _replayed(split: tuple, n: int, seed: int, seen: set) -> tuple[list, list]:
     """Up to ``n`` texts of ``split`` per label (a text counts for its rarest label; those without
-    entities as one more group), a seeded draw in row order."""
+    entities as one more group), a seeded draw in row order; texts in ``seen`` are left out."""
     from aimass.train import continual  # heavy: torch (continuing a classifier's head)
+
+    keep = [i for i, text in enumerate(split[0]) if text not in seen]
+    split = ([split[0][i] for i in keep], [split[1][i] for i in keep])
 
     counts: dict[str, int] = {}
     for spans in split[1]:

@@ -383,6 +383,8 @@ def test_a_version_continues_on_new_texts_with_a_new_label(tmp_path, monkeypatch
 
     alone = api.continue_model(parent["model"], new_ds.id, replay=0)
     assert alone["replay"]["rows"] == 0 and alone["model"] == "pd:3"
+    again = api.continue_model(parent["model"], old_ds.id, replay=80)  # its own texts: none twice
+    assert again["replay"]["rows"] == 0 and again["replay"]["valid_rows"] == 0
 
 
 def test_a_test_text_that_nearly_copies_a_training_text_is_reported_and_dropped(tmp_path, monkeypatch):
