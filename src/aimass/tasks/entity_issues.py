@@ -74,12 +74,21 @@ def out_of_fold(texts: list[str], spans: list[list], *, folds: int = 5, seed: in
     return tags, proba, found
 
 
-def find_issues(tags: list[str], given: list[list[str]], proba: list[np.ndarray]):
-    """(per text whether it holds a likely error, per text the units flagged, per text its quality:
-    the lowest probability of a given tag) by confident learning over all units."""
+def flattened(tags: list[str], given: list[list[str]], proba: list[np.ndarray]):
+    """Every unit of every text as one row: (its given tag's index, its tag probabilities)."""
     column = {t: i for i, t in enumerate(tags)}
     labels = np.array([column.get(t, 0) for text in given for t in text], dtype=np.int64)
     flat = np.vstack([p for p in proba if len(p)]) if labels.size else np.zeros((0, len(tags)))
+    return labels, flat
+
+
+def find_issues(tags: list[str], given: list[list[str]], proba: list[np.ndarray]):
+    """(per text whether it holds a likely error, per text the units flagged, per text its quality:
+    the lowest probability of a given tag) by confident learning over all units."""
+    return _issues_in(*flattened(tags, given, proba), given)
+
+
+def _issues_in(labels: np.ndarray, flat: np.ndarray, given: list[list[str]]):
     mask = cl.find_label_issues(labels, flat) if labels.size else np.zeros(0, dtype=bool)
     confidence = cl.self_confidence(labels, flat) if labels.size else np.zeros(0)
     flagged, quality, at = [], [], 0
@@ -112,10 +121,9 @@ def report(rows: list[dict], *, folds: int = 5, seed: int = 0, hard: int = 20, s
     texts, spans = [r["text"] for r in rows], [[list(s) for s in r["label"]] for r in rows]
     tags, proba, found = out_of_fold(texts, spans, folds=folds, seed=seed)
     given = given_tags(texts, spans)
-    flagged, units, quality = find_issues(tags, given, proba)
+    labels, flat = flattened(tags, given, proba)
+    flagged, units, quality = _issues_in(labels, flat, given)
     column = {t: i for i, t in enumerate(tags)}
-    labels = np.array([column[t] for text in given for t in text], dtype=np.int64)
-    flat = np.vstack([p for p in proba if len(p)])
 
     def item(i: int) -> str:
         return texts[i] if len(texts[i]) <= snippet else texts[i][:snippet] + "…"
@@ -224,6 +232,7 @@ def _ids(tags: list[str], column: dict) -> np.ndarray:
 
 __all__ = [
     "find_issues",
+    "flattened",
     "given_tags",
     "least_sure",
     "near_copies",
