@@ -17,13 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aimass import curation, scoring, sharing, workflow
+from aimass import scoring, sharing, workflow
 from aimass.autolearn import auto
 from aimass.compressors import get_compressor
 from aimass.data import load_dataset
 from aimass.errors import ConfigError, NotFoundError
 from aimass.jobs import custom
-from aimass.retrieval import portable, stores
 from aimass.store import registry
 from aimass.store.claims import claim
 from aimass.tasks import DEFAULT_TASK
@@ -196,6 +195,8 @@ def run_issues(params: dict, ctx) -> dict:
     settings = dict(params)
     data = settings.pop("data")
     ctx.progress(0.05, f"finding the issues of dataset {data}")
+    from aimass import curation  # scikit-learn: imported by the jobs that need it, not every worker
+
     report = curation.dataset_issues(data, **settings)
     return {"dataset": report["dataset"]["id"], **report["counts"], "files": report["files"]}
 
@@ -269,6 +270,8 @@ def _check_store_push(params: dict) -> dict:
     """A named store and a vector store that exists (404 otherwise) before anything queues."""
     params = _require(params, "vector_store", "store")
     sharing.store_url(str(params["store"]))
+    from aimass.retrieval import stores  # transformers: only for the jobs that need it
+
     stores.get(str(params["vector_store"]))
     return params
 
@@ -280,6 +283,8 @@ def _check_store_push(params: dict) -> dict:
 )
 def run_store_push(params: dict, ctx) -> dict:
     ctx.progress(0.05, f"pushing vector store {params['vector_store']} to {params['store']}")
+    from aimass.retrieval import portable
+
     return portable.push_store(str(params["vector_store"]), sharing.store_url(str(params["store"])))
 
 
@@ -304,6 +309,8 @@ def _check_store_pull(params: dict) -> dict:
 @register_kind("store-pull", "download a pushed vector store and import it here", _check_store_pull)
 def run_store_pull(params: dict, ctx) -> dict:
     sid, version = _store_remote(params)
+    from aimass.retrieval import portable
+
     url = f"{sharing.store_url(str(params['store']))}/{portable.REMOTE_PREFIX}/{sid}"
     url += f"/v{version}" if version else ""
     ctx.progress(0.05, f"pulling {url}")

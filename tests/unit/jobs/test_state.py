@@ -156,3 +156,18 @@ def test_metadata_is_kept_filtered_on_checked_and_retried():
     assert len(jobs.list_jobs(limit=10_000)) == before  # nothing queued
     jobs.cancel(tagged["id"])
     assert jobs.retry(tagged["id"])["metadata"] == tagged["metadata"]
+
+
+def test_a_job_worker_starts_without_the_heavy_libraries():
+    """Every job is a fresh ``python -m aimass.jobs.worker``: what its import pulls in is paid
+    by every job (transformers and scikit-learn took ~6 s a job). A kind imports them when it
+    runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aimass.jobs.worker, aimass.jobs.runner; "
+        "print(sorted(m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]"], done.stdout
