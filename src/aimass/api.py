@@ -11,10 +11,11 @@ True
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aimass import autolearn, exporters
-from aimass.curation import dataset_issues, fix_dataset
+from aimass import autolearn
 from aimass.scoring import predict_file
 from aimass.sharing import pull_model, push_model, remote_models
 from aimass.workflow import (
@@ -37,6 +38,9 @@ from aimass.workflow import (
     train_model,
 )
 from aimass.workflow import delete_dataset as _delete_dataset
+
+if TYPE_CHECKING:  # loaded on first use (__getattr__ below)
+    from aimass.curation import dataset_issues, fix_dataset
 
 __all__ = [
     "auto",
@@ -87,4 +91,16 @@ def delete_dataset(ref: str, *, force: bool = False) -> dict:
 
 def export(ref: str, fmt: str = "onnx", out: str | Path | None = None, *, force: bool = False) -> dict:
     """Write a version to a folder that runs without aimass (see :mod:`aimass.exporters`)."""
+    from aimass import exporters  # torch: imported when a command needs it, not by `data list`
+
     return exporters.export(ref, fmt, out, force=force)
+
+
+_LAZY = {"dataset_issues": "aimass.curation", "fix_dataset": "aimass.curation"}  # scikit-learn
+
+
+def __getattr__(name: str):
+    """The functions of heavy modules load on first use, so `aimass data list` starts in a second."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'aimass.api' has no attribute {name!r}")
