@@ -185,15 +185,17 @@ def project_of(kind: str, name: str) -> str:
 def may_write(project: str, kind: str, name: str, *, how: str = "a job") -> None:
     """Raise PermissionDenied unless something acting in ``project`` (``how``: a job, an import)
     may add a version under the ``kind`` (``model`` or ``dataset``) name ``name``: one its project
-    owns, or one nothing has yet. ``default`` owns the unassigned names."""
+    owns, or one nothing has yet. ``default`` owns the unassigned names. The refusal does not name
+    the owner: a key confined to one project learns that a name is taken, not who holds it."""
     owner = project_of(kind, name)
     if owner == project or owner == DEFAULT_PROJECT and not _exists(kind, name):
         return
     raise PermissionDenied(
         f"{how[0].upper()}{how[1:]} in project {project!r} may not add a version to {kind} {name!r}: "
-        f"it belongs to project {owner!r}.",
-        hint=f"Give it another name, or do it in project {owner!r} (a job submitted there, with a key "
-        "that may) so it stays that project's.",
+        "the name belongs to another project.",
+        hint=f"Give it another name ({kind} names are unique across projects), or do it in the project "
+        "that holds it (a job submitted there, with a key that may; `aimass access projects show` "
+        "lists a project's names).",
     )
 
 
