@@ -22,12 +22,12 @@ natively (:mod:`aimass.backbones.precision`).
 from __future__ import annotations
 
 import threading
-
-import torch
+from typing import TYPE_CHECKING
 
 from aimass.backbones import get_backbone
-from aimass.backbones.precision import low_precision
-from aimass.backbones.text_net import mean_pool
+
+if TYPE_CHECKING:
+    import torch
 
 ALIASES = {"minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6", "e5-small": "multilingual-e5-small"}
 BACKBONES = ("minilm-l6", "multilingual-e5-small")
@@ -61,13 +61,17 @@ class Embedder:
         """Tokens of each prepared text, special tokens included (what ``usage`` counts)."""
         return [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
 
-    @torch.inference_mode()
     def embed(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
         """``[len(texts), dimensions]`` normalised mean-pooled vectors of prepared texts (longest first,
         dynamic padding; rows in the order given)."""
+        import torch  # heavy: loaded by the first embedding, not by every module that imports this one
+
+        from aimass.backbones.precision import low_precision
+        from aimass.backbones.text_net import mean_pool
+
         out = torch.zeros(len(texts), self.dimensions)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        with self.lock:
+        with self.lock, torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 enc = self.tokenizer(

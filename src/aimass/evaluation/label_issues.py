@@ -125,7 +125,7 @@ def find_multilabel_issues(targets, proba, *, min_per_class: int = 1) -> np.ndar
         min_per_class: Rows of each yes and each no never flagged, per label.
 
     >>> targets = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
-    >>> proba = np.array([[.9, .1], [.8, .2], [.9, .8], [.1, .9], [.2, .8], [.1, .9]])
+    >>> proba = np.array([[.9, .1], [.8, .2], [.9, .9], [.1, .9], [.2, .8], [.1, .9]])
     >>> find_multilabel_issues(targets, proba).nonzero()
     (array([2]), array([1]))
     """

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 
 def classification_report(y_true, y_pred, classes: list[str]) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, zero_division=0
     )
@@ -57,6 +58,8 @@ def top_losses(texts, y_true, proba: np.ndarray, classes: list[str], k: int = 10
 
 def quick_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """Accuracy and macro-F1 on integer labels (used every epoch)."""
+    from sklearn.metrics import f1_score  # heavy: scikit-learn, and the server imports this module
+
     return {
         "accuracy": float((y_true == y_pred).mean()),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
@@ -79,6 +82,8 @@ def multilabel_report(
     >>> report["accuracy"], report["micro_f1"], report["per_class"]["y"]["recall"]
     (0.5, 0.8, 0.0)
     """
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
     truth = multi_hot(y_true, classes)
     predicted = decide(proba, threshold)
     precision, recall, f1, support = precision_recall_fscore_support(

@@ -17,9 +17,8 @@ import base64
 import threading
 import time
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +26,9 @@ import aimass
 from aimass.backbones.embeddings import EMBEDDERS, Embedder, canonical
 from aimass.errors import AimassError, NotFoundError
 from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_INPUTS = 256
 MAX_TOTAL_TOKENS = 32_768
@@ -147,6 +149,8 @@ def _shorten(vectors: torch.Tensor, dimensions: int | None) -> torch.Tensor:
     """The first ``dimensions`` values of each vector, renormalised."""
     if dimensions is None or dimensions == vectors.shape[1]:
         return vectors
+    import torch  # loaded with the encoders, on first use
+
     return torch.nn.functional.normalize(vectors[:, :dimensions], dim=-1)
 
 

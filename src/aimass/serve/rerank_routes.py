@@ -21,7 +21,6 @@ import time
 import uuid
 from functools import partial
 
-import torch
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -97,6 +96,8 @@ def relevance(engine, model: str, queries: list[str], documents: list[str]) -> t
     _, d, d_tokens = vectors(engine, model, unique_docs, "passage")
     qi = {t: i for i, t in enumerate(unique_queries)}
     di = {t: i for i, t in enumerate(unique_docs)}
+    import torch  # loaded with the encoders, on first use
+
     rows = torch.tensor([qi[t] for t in queries]), torch.tensor([di[t] for t in documents])
     scores = (q[rows[0]] * d[rows[1]]).sum(dim=1).clamp(-1.0, 1.0)
     return name, [round(float(s), 6) for s in scores], q_tokens + d_tokens

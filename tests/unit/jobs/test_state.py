@@ -158,7 +158,7 @@ def test_metadata_is_kept_filtered_on_checked_and_retried():
     assert jobs.retry(tagged["id"])["metadata"] == tagged["metadata"]
 
 
-def test_a_job_worker_and_the_api_start_without_the_heavy_libraries():
+def test_a_job_worker_the_api_and_the_server_start_without_the_heavy_libraries():
     """Every job is a fresh ``python -m aimass.jobs.worker``: what its import pulls in is paid
     by every job (transformers and scikit-learn took ~6 s a job). A kind imports them when it
     runs. The same for the API behind every CLI command (``aimass data list`` took 4.5 s)."""
@@ -169,5 +169,10 @@ def test_a_job_worker_and_the_api_start_without_the_heavy_libraries():
         "import sys, aimass.jobs.worker, aimass.jobs.runner, aimass.api; "
         "print(sorted(m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules))"
     )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]"], done.stdout
+    # the server: transformers and scikit-learn load with the first model, embedding or report that
+    # needs them (torch still comes with the language-model routes)
+    code = "import sys, aimass.serve.app; print([m for m in ('transformers', 'sklearn') if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["[]"], done.stdout
