@@ -15,12 +15,20 @@ from aimass.access import audit, directory
 from aimass.access.authorizer import simulate
 from aimass.serve.access_guard import BODY_KEY
 
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")  # their rules read the query
+
 
 async def stash_body(request: Request) -> None:
-    """Leave a JSON body, parsed, where the access rules read it (``deploy``'s model, a job's kind)."""
-    if request.method in ("POST", "PUT") and request.headers.get("content-type", "").startswith(
-        "application/json"
-    ):
+    """Leave the body, parsed, where the access rules read it (``deploy``'s model, a job's kind).
+
+    Whatever its ``Content-Type`` says, except a form: the routes read a JSON body under
+    ``Application/JSON``, ``application/x+json`` or ``text/plain`` alike (FastAPI and the OpenAI
+    routes' own parsing), so the rules must see the same fields, or a caller would choose what the
+    rule is decided on by the spelling of a header (a custom job submitted as ``job:Submit``, a
+    project's Deny read as ``default``). A body that is not JSON leaves nothing: its route answers
+    4xx without running."""
+    kind = request.headers.get("content-type", "").strip().lower()
+    if request.method in ("POST", "PUT") and not kind.startswith(FORMS):
         with contextlib.suppress(ValueError, UnicodeDecodeError):  # the route's own parsing answers 4xx
             request.scope.setdefault("state", {})[BODY_KEY] = json.loads(await request.body() or b"{}")
 

@@ -5,6 +5,7 @@ host folder; failed checks are 4xx bodies with a stable code."""
 from __future__ import annotations
 
 import io
+import json
 import sysconfig
 import tarfile
 import threading
@@ -157,6 +158,13 @@ def test_a_manage_key_cannot_upload_or_run_code(client, headers, coder, news):
         answer = client.post("/v1/jobs", json={"kind": "custom", "params": params}, headers=headers)
         assert answer.status_code == 403, answer.text
         assert "may not job:SubmitCode" in answer.json()["error"]["message"]
+        # the body the route parses is the body the rule reads, whatever the header calls it
+        for media in ("Application/JSON", "application/vnd.x+json", "text/plain", ""):
+            sent = {**headers, "Content-Type": media}
+            body = json.dumps({"kind": "custom", "params": params})
+            answer = client.post("/v1/jobs", content=body, headers=sent)
+            assert answer.status_code in (403, 422), (media, answer.text)
+            assert answer.status_code == 422 or "job:SubmitCode" in answer.json()["error"]["message"]
     assert len(jobs.list_jobs()) == before
     train = client.post("/v1/jobs", json={"kind": "train", "params": {"data": news.id}}, headers=coder)
     assert train.status_code == 403 and "may not job:Submit " in train.json()["error"]["message"]
