@@ -7,13 +7,16 @@ In 5% of them one entity is corrupted, as annotators err: its type changed (``ty
 left out (``missed``) or its end moved by one character (``boundary``), a third each. The noisy
 sentences are written as JSONL and imported with ``aimass.import_dataset``; then:
 
-* ``aimass``: ``aimass.dataset_issues(ds)`` as ``aimass data issues`` runs it (5-fold lexical CRF
-  marginals per unit, confident learning over the units' BIO tags); a sentence is flagged when the
-  report lists it;
+* ``aimass``: ``aimass.dataset_issues(ds)`` as ``aimass data issues`` runs it (5-fold CRF
+  marginals per unit over the lexical features and the encoder's unit vectors, confident learning
+  over the units' BIO tags); a sentence is flagged when the report lists it;
+* ``aimass lexical``: the same with ``network=False`` (``--no-network``: the lexical CRF alone,
+  what it did before 2026-12-07);
 * ``cleanlab``: ``cleanlab.token_classification.filter.find_label_issues(labels, pred_probs)`` with
   its defaults, on exactly the out-of-fold probabilities the report used
-  (``aimass.tasks.entity_issues.out_of_fold`` with the same folds and seed); a sentence is flagged
-  when it holds a flagged token (cleanlab is a bench-only dependency: the ``bench`` extra);
+  (``aimass.tasks.entity_issues.out_of_fold`` with the same folds, seed and unit vectors); a
+  sentence is flagged when it holds a flagged token (cleanlab is a bench-only dependency: the
+  ``bench`` extra);
 * ``disagreement``: every sentence whose out-of-fold predicted entities differ from the given
   ones (what a careful engineer tries first).
 
@@ -47,6 +50,7 @@ from rich.table import Table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ner_issues.json"
 LABELS = ("PER", "LOC", "ORG")
+NAMES = ("aimass", "aimass lexical", "cleanlab", "disagreement")
 console = Console(width=150)
 
 
@@ -89,6 +93,7 @@ def run(seed: int, n: int, share: float) -> dict:
     import aimass
     from aimass.data.bundled import peoples_daily
     from aimass.tasks import entity_issues
+    from aimass.tasks.token_classification import EntityTagger
 
     rng = random.Random(seed)
     pool = [(t, [list(s) for s in e]) for t, e in peoples_daily() if e]
@@ -105,10 +110,15 @@ def run(seed: int, n: int, share: float) -> dict:
         report = aimass.dataset_issues(ds, hard=0, seed=seed)
         seconds = time.perf_counter() - began
         ours = {i["row"] for i in report["label_issues"]}
+        began = time.perf_counter()
+        lexical = aimass.dataset_issues(ds, hard=0, seed=seed, network=False)
+        seconds_lexical = time.perf_counter() - began
+        ours_lexical = {i["row"] for i in lexical["label_issues"]}
 
         texts = [r["text"] for r in stored]
         spans = [r["label"] for r in stored]
-        tags, proba, found = entity_issues.out_of_fold(texts, spans, folds=5, seed=seed)
+        dense = EntityTagger().unit_features(texts)
+        tags, proba, found = entity_issues.out_of_fold(texts, spans, folds=5, seed=seed, dense=dense)
     from cleanlab.token_classification.filter import find_label_issues
 
     column = {t: i for i, t in enumerate(tags)}
@@ -127,7 +137,12 @@ def run(seed: int, n: int, share: float) -> dict:
             )
             for k in kinds
         }
-        for name, flagged in (("aimass", ours), ("cleanlab", theirs), ("disagreement", differ))
+        for name, flagged in (
+            ("aimass", ours),
+            ("aimass lexical", ours_lexical),
+            ("cleanlab", theirs),
+            ("disagreement", differ),
+        )
     }
     return {
         "seed": seed,
@@ -135,11 +150,13 @@ def run(seed: int, n: int, share: float) -> dict:
         "corrupted": len(noisy),
         "by_kind": {k: sum(1 for i in noisy if how_of[texts[i]] == k) for k in kinds},
         "aimass": {**scores(ours, noisy), "seconds": round(seconds, 1)},
+        "aimass lexical": {**scores(ours_lexical, noisy), "seconds": round(seconds_lexical, 1)},
         "cleanlab": scores(theirs, noisy),
         "disagreement": scores(differ, noisy),
         "recall_by_kind": recall_by_kind,
         "out_of_fold_tag_accuracy": report["accuracy"],
         "out_of_fold_micro_f1": report["micro_f1"],
+        "out_of_fold_micro_f1_lexical": lexical["micro_f1"],
     }
 
 
@@ -156,7 +173,7 @@ def main() -> int:
     for column in ("seed", "detector", "flagged", "precision", "recall", "F1", "recall type/missed/boundary"):
         table.add_column(column)
     for r in runs:
-        for name in ("aimass", "cleanlab", "disagreement"):
+        for name in NAMES:
             s, kinds = r[name], r["recall_by_kind"][name]
             table.add_row(
                 str(r["seed"]),
@@ -170,7 +187,7 @@ def main() -> int:
     console.print(table)
     mean = {
         name: {m: round(float(np.mean([r[name][m] for r in runs])), 4) for m in ("precision", "recall", "f1")}
-        for name in ("aimass", "cleanlab", "disagreement")
+        for name in NAMES
     }
     passed = all(mean["aimass"][m] >= mean["cleanlab"][m] for m in ("precision", "recall"))
     console.print(f"mean over {len(runs)} seed(s): {mean}")

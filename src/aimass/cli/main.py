@@ -126,6 +126,9 @@ def data_issues(
     threshold: Annotated[float, typer.Option(help="Cosine similarity of a near-duplicate.")] = 0.95,
     hard: Annotated[int, typer.Option(help="Hard examples to list.")] = 20,
     lexical: Annotated[bool, typer.Option(help="Text: add TF-IDF to the embeddings.")] = True,
+    network: Annotated[
+        bool, typer.Option(help="Entities: the encoder's unit vectors beside the lexical features.")
+    ] = True,
     out: Annotated[
         str | None, typer.Option(help="Report folder (default: AIMASS_HOME/reports/issues/ID).")
     ] = None,
@@ -143,6 +146,7 @@ def data_issues(
         threshold=threshold,
         hard=hard,
         lexical=lexical,
+        network=network,
         out=out,
         seed=seed,
         progress=not as_json,

@@ -187,6 +187,9 @@ def _check_issues(params: dict) -> dict:
             "an issues job writes its report beside the others; 'out' cannot be set",
             hint="Leave out 'out'; read the report at GET /v1/datasets/{id}/issues.",
         )
+    from aimass import curation  # scikit-learn: imported by the jobs that need it, not every worker
+
+    curation.check_options({k: v for k, v in params.items() if k != "data"})
     return _require(params, "data")
 
 

@@ -126,6 +126,18 @@ class Task:
         has no such features."""
         return None
 
+    @classmethod
+    def issues(cls, data, **options) -> dict | None:
+        """The issues of the stored Dataset ``data``, for a task whose rows :meth:`features` cannot
+        judge (a text's entities are many decisions, not one label): a dict with ``label_issues``
+        (each with ``row``, ``split``, ``label``, ``suggested``, ``margin`` and ``item``, least
+        likely first), ``hard_examples``, ``near_duplicates`` and the ``method``, which
+        :mod:`aimass.curation` heads, writes and fixes from. ``options``: ``model``, ``folds``,
+        ``seed``, ``hard``, ``threshold``, ``snippet``, ``network`` and ``progress``, as
+        :func:`aimass.curation.dataset_issues` takes them. Default: None (curation's confident
+        learning on :meth:`features`)."""
+        return None
+
     # --------------------------------------------------------- options
     @classmethod
     def options(cls) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from safetensors.numpy import load_file, save_file
 
 from aimass.backbones import default_backbone, get_backbone
 from aimass.data import detect_language
-from aimass.errors import DataError, VersionError
+from aimass.errors import ConfigError, DataError, VersionError
 from aimass.estimator import Estimator, parse_config
 from aimass.tasks import label_sets, portfolio, register_task
 from aimass.tasks import sequence as seq
@@ -180,6 +180,17 @@ class EntityTagger(Estimator):
         return weights
 
     # --------------------------------------------------------- the encoder
+    def unit_features(self, texts: list[str], progress: bool = False) -> list[np.ndarray]:
+        """Each text's units as the ``network`` candidate's CRF sees them: the frozen encoder's
+        unit vectors reduced to ``dims`` by a PCA fitted on these texts' units (it sees no tags),
+        for judging texts out of fold (:mod:`aimass.tasks.entity_issues`)."""
+        cfg = parse_config(Config, self.get_params(), "EntityTagger")
+        self.backbone_ = cfg.backbone if cfg.backbone != "auto" else default_backbone(detect_language(texts))
+        self._load_encoder()
+        vectors = self._vectors(texts, progress=progress)
+        self._fit_reducer(np.vstack(vectors), cfg.dims or Config.model_fields["dims"].default)
+        return [self._reduce(v) for v in vectors]
+
     def _load_encoder(self) -> None:
         spec = get_backbone(self.backbone_)
         self.tokenizer_, self.encoder_ = spec.load()
@@ -559,6 +570,51 @@ class TokenClassification(Task):
 
         rows = peoples_daily(limit=per_class * 8)
         return [r[0] for r in rows], [r[1] for r in rows]
+
+    @classmethod
+    def issues(
+        cls,
+        data,
+        *,
+        model=None,
+        folds: int = 5,
+        seed: int = 0,
+        hard: int = 20,
+        threshold: float = 0.95,
+        snippet: int = 200,
+        network: bool = True,
+        progress: bool = False,
+        **_,
+    ) -> dict:
+        """Units whose given tag a cross-validated CRF doubts, over the lexical features and (with
+        ``network``) the encoder's unit vectors; valid/test texts that nearly copy a training text
+        (:mod:`aimass.tasks.entity_issues`)."""
+        from aimass.tasks import entity_issues  # scikit-learn, for the near copies
+
+        if model is not None:
+            raise ConfigError(
+                "--model is not used for texts with entities: every text is judged by a CRF "
+                "cross-validated on the others",
+                hint="Leave out --model.",
+            )
+        rows = data.rows()
+        texts = [r["text"] for r in rows]
+        tagger = EntityTagger()
+        dense = tagger.unit_features(texts, progress=progress) if network else None
+        found = entity_issues.report(rows, folds=folds, seed=seed, hard=hard, snippet=snippet, dense=dense)
+        crf = f"CRF over lexical features{f' and {tagger.backbone_} unit vectors' if network else ''}"
+        return {
+            **found,
+            "near_duplicates": entity_issues.near_copies(rows, threshold=threshold, snippet=snippet),
+            "method": {
+                "probabilities": f"cross-validation, {crf} ({folds} folds)",
+                "folds": folds,
+                "seed": seed,
+                "network": network,
+                "detector": "confident learning over every unit's BIO tag (prune by noise rate)",
+                "near_duplicates": "character 1-3-gram TF-IDF cosine (exact repeats are rejected at import)",
+            },
+        }
 
     @classmethod
     def plots(cls, report: dict, folder: Path) -> list[Path]:

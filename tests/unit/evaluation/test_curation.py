@@ -156,6 +156,14 @@ def test_an_issues_job_writes_the_report_the_rest_twin_serves(news):
 
     with pytest.raises(ConfigError, match="'out' cannot be set"):
         get_kind("issues").check({"data": news.id, "out": "/tmp/elsewhere"})
+    for bad, message in (  # refused when submitted, not after a queue and an embedding pass
+        ({"network": "no"}, "'network' is invalid: Input should be a valid boolean"),
+        ({"netwrk": False}, "'netwrk' is invalid: Extra inputs"),
+        ({"folds": 1}, r"folds must be an int in \[2, 50\]"),
+        ({"hard": "3"}, "'hard' is invalid"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            jobs.submit("issues", {"data": news.id, **bad})
     done = jobs.run_foreground(jobs.submit("issues", {"data": news.id, "hard": 2})["id"])
     assert done["status"] == "succeeded", done
     assert done["result"]["dataset"] == news.id and done["result"]["hard_examples"] == 2
