@@ -102,14 +102,22 @@ def data_roots() -> list[Path]:
 def outside_roots(value: str, roots: list[Path]) -> Path | None:
     """``value`` as a real path when it names a file or folder outside every root: absolute,
     ``~``, ``..``, or a relative path that exists from the current directory; None for a
-    name (a dataset, a backbone) or a path inside a root."""
+    name (a dataset, a backbone) or a path inside a root. Inside ``AIMASS_HOME/uploads`` only a
+    path within one upload's folder (``uploads/<id>/...``, the ``path`` an upload answers) is
+    granted: the folder of every project's uploads, or a file left beside them, is no one's."""
     if "\0" in value:  # no file has such a name: nothing can be opened by it
         return None
     path = Path(value).expanduser()
     if not (path.is_absolute() or value.startswith("~") or ".." in path.parts or _exists(path)):
         return None
     real = Path(os.path.realpath(path))
-    return None if any(real.is_relative_to(r) for r in roots) else real
+    return None if any(_inside(real, r) for r in roots) else real
+
+
+def _inside(real: Path, root: Path) -> bool:
+    if not real.is_relative_to(root):
+        return False
+    return root != Path(os.path.realpath(subdir("uploads"))) or len(real.relative_to(root).parts) >= 2
 
 
 def _exists(path: Path) -> bool:

@@ -367,8 +367,8 @@ def test_an_import_over_rest_does_not_add_a_version_to_a_projects_dataset(world,
 
     client, _ = world
     news(tmp_path, "nlp")
-    uploads = paths.subdir("uploads")
-    other = uploads / "other.csv"
+    other = paths.subdir("uploads") / "0123456789ab" / "other.csv"  # where an upload keeps it
+    other.parent.mkdir(parents=True, exist_ok=True)
     other.write_text(
         "text,label\n" + "\n".join(f"other {w} row {i},{w}" for i in range(12) for w in "ab") + "\n"
     )
@@ -519,7 +519,7 @@ def test_a_predict_job_is_decided_as_the_predict_route_on_its_model(world):
     from aimass import paths
 
     client, keys = world
-    table = paths.home() / "uploads" / "to-label.csv"
+    table = paths.home() / "uploads" / "0123456789ab" / "to-label.csv"
     table.parent.mkdir(parents=True, exist_ok=True)
     table.write_text("text\nwhat a match\n")
     job = {"kind": "predict", "params": {"model": "reviews:3", "path": str(table)}, "project": "nlp"}

@@ -245,7 +245,16 @@ def test_a_manage_key_names_only_data_under_the_data_roots(client, headers, bbc_
         error = answer.json()["error"]
         assert where in error["message"] and "AIMASS_DATA_ROOTS" in error["hint"], error
     assert len(jobs.list_jobs(None, 1000)) == before  # nothing queued
-    uploaded = paths.subdir("uploads") / "news.csv"
+    # the folder of every upload (each project's), or a file beside them, is no one's to name
+    stray = paths.subdir("uploads") / "news.csv"
+    stray.write_bytes(bbc_csv.read_bytes())
+    for whole in (paths.subdir("uploads"), stray, paths.subdir("uploads") / "x" / ".."):
+        body = {"kind": "import", "params": {"path": str(whole)}}
+        assert client.post("/v1/jobs", json=body, headers=headers).status_code == 403, whole
+        refused = client.post("/v1/datasets", json={"path": str(whole)}, headers=headers)
+        assert refused.status_code == 403, (whole, refused.text)
+    uploaded = paths.subdir("uploads") / "0123456789ab" / "news.csv"  # where an upload keeps it
+    uploaded.parent.mkdir()
     uploaded.write_bytes(bbc_csv.read_bytes())
     inside = client.post(
         "/v1/jobs", json={"kind": "import", "params": {"path": str(uploaded)}}, headers=headers
