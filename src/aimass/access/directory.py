@@ -186,12 +186,17 @@ def may_write(project: str, kind: str, name: str, *, how: str = "a job") -> None
     """Raise PermissionDenied unless something acting in ``project`` (``how``: a job, an import)
     may add a version under the ``kind`` (``model`` or ``dataset``) name ``name``: one its project
     owns, or one nothing has yet. ``default`` owns the unassigned names. The refusal does not name
-    the owner: a key confined to one project learns that a name is taken, not who holds it."""
+    the owner: a key confined to one project learns that a name is taken, not who holds it.
+    A ``service`` (an ``auto`` job's deploy): one its project owns or one no project owns, as
+    ``POST /v1/services`` decides a deploy (:func:`aimass.serve.access_guard.deployed_into`)."""
     owner = project_of(kind, name)
-    if owner == project or owner == DEFAULT_PROJECT and not _exists(kind, name):
+    if kind == "service" and (owner == project or name not in owners("service")):
+        return
+    if kind != "service" and (owner == project or owner == DEFAULT_PROJECT and not _exists(kind, name)):
         return
     raise PermissionDenied(
-        f"{how[0].upper()}{how[1:]} in project {project!r} may not add a version to {kind} {name!r}: "
+        f"{how[0].upper()}{how[1:]} in project {project!r} may not "
+        f"{'deploy into' if kind == 'service' else 'add a version to'} {kind} {name!r}: "
         "the name belongs to another project.",
         hint=f"Give it another name ({kind} names are unique across projects), or do it in the project "
         "that holds it (a job submitted there, with a key that may; `aimass access projects show` "

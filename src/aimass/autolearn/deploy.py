@@ -14,6 +14,7 @@ from aimass.autolearn.generation import chat_curl, sample_chat
 from aimass.autolearn.run import _Run
 from aimass.errors import AimassError, Unavailable
 from aimass.store import registry
+from aimass.store.claims import claim
 from aimass.tasks import get_task
 
 # what a run's report shows of the test evaluation: a classifier's (a multi-label one's too), then a
@@ -44,6 +45,7 @@ def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
     with run.phase("deploy", 0.95, "deploying on 127.0.0.1"):
         registry.set_alias(ref, "production")
         try:
+            claim("service", name)  # a job deploys into its project's service or a new one
             started = None
             if _ready(url):
                 client.call("POST", "/v1/services", json={"model": f"{name}@production"}, server=url)

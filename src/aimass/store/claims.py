@@ -41,8 +41,9 @@ def checked(check: Check) -> Iterator[None]:
 
 
 def claim(kind: str, name: str) -> str:
-    """``name`` if this code may write a new ``kind`` (``model`` or ``dataset``) version under it;
-    otherwise the check in force raises (PermissionDenied, naming the owner)."""
+    """``name`` if this code may write a new ``kind`` (``model`` or ``dataset``) version under it,
+    or deploy into the ``service`` of that name; otherwise the check in force raises
+    (PermissionDenied)."""
     for check in (_call.get(), _process):
         if check is not None:
             check(kind, name)

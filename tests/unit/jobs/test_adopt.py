@@ -122,3 +122,39 @@ def test_the_command_line_submits_into_a_project(home, bbc_csv):
     assert '"code": "permission_denied"' in refused.output, refused.output
     missing = CliRunner().invoke(app, [*submit, "--project", "nope"])
     assert missing.exit_code != 0 and "nope" in missing.output
+
+
+def test_an_auto_jobs_deploy_goes_only_into_its_projects_service_or_a_new_one(home):
+    """``auto`` with ``deploy`` calls ``POST /v1/services`` with the server's own token: the job's
+    project decides which service it may change, as the route decides a key's deploy. A job in nlp
+    whose model shares a name with cv's service would otherwise move cv's traffic to nlp's model."""
+    from aimass.autolearn.deploy import _deploy
+    from aimass.store import claims
+
+    directory.assign("service", "chat", "cv")
+    directory.assign("service", "ours", "nlp")
+    in_nlp = confine(_job_in("nlp"))
+    in_nlp("service", "ours")
+    in_nlp("service", "brand-new")  # the deploy makes it; the server gives it the model's project
+    with pytest.raises(PermissionDenied, match="may not deploy into service 'chat': the name belongs"):
+        in_nlp("service", "chat")
+
+    class Run:  # what _deploy reports to: the refusal is reported, the version stays registered
+        chosen = {}
+
+        def phase(self, *args):
+            import contextlib
+
+            return contextlib.nullcontext()
+
+        def choose(self, what, value, why):
+            self.chosen[what] = (value, why)
+
+    _version("chat", 1)
+    claims.install(in_nlp)
+    try:
+        out = _deploy(Run(), "chat", "chat:1", None, None)
+    finally:
+        claims.install(None)
+    assert out["error"]["code"] == "permission_denied" and "service 'chat'" in out["error"]["message"]
+    assert Run.chosen["deployment"][0] is None and "failed" in Run.chosen["deployment"][1]
