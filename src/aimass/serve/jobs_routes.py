@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 
 from aimass import jobs, paths, sharing
 from aimass.access import directory
-from aimass.errors import AimassError, NotFoundError, PermissionDenied
+from aimass.errors import AimassError, ConfigError, NotFoundError, PermissionDenied
 from aimass.jobs.kinds import PREDICTIONS, Kind
 from aimass.jobs.logs import run_dir
 from aimass.serve.auth import CODE_SCOPE, POLICY_DECIDED, Caller, require
@@ -32,6 +32,9 @@ from aimass.serve.uploads import FILE_BODY, one_file
 from aimass.store import browse, registry
 
 log = logging.getLogger("aimass.serve")
+
+
+OWN_ROUTE = {"batch": "POST /v1/batches"}  # kinds whose route checks what POST /v1/jobs cannot
 
 
 class JobRequest(BaseModel):
@@ -107,6 +110,11 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
     @app.post("/v1/jobs", tags=["jobs"], status_code=202)
     async def submit(request: Request, body: JobRequest, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Check and queue a job (in ``project``); 422 with a stable code when a check fails."""
+        if body.kind in OWN_ROUTE:  # its route decides what it reads (each request's model)
+            raise ConfigError(
+                f"A {body.kind} job is submitted with {OWN_ROUTE[body.kind]}, not POST /v1/jobs.",
+                hint=f"Use {OWN_ROUTE[body.kind]}.",
+            )
         _may_run(caller, jobs.get_kind(body.kind), policy_decided(request))
         await asyncio.to_thread(need_project, body.project)
         guard = job_guard(visible(caller), partial(twin, request, caller))

@@ -166,6 +166,9 @@ def test_a_manage_key_cannot_upload_or_run_code(client, headers, coder, news):
             assert answer.status_code in (403, 422), (media, answer.text)
             assert answer.status_code == 422 or "job:SubmitCode" in answer.json()["error"]["message"]
     assert len(jobs.list_jobs()) == before
+    batch = {"kind": "batch", "params": {"input": "file-x", "endpoint": "v1/chat/completions", "requests": 1}}
+    refused = client.post("/v1/jobs", json=batch, headers=headers)  # its route checks each request's model
+    assert refused.status_code == 422 and "POST /v1/batches" in refused.json()["error"]["message"]
     train = client.post("/v1/jobs", json={"kind": "train", "params": {"data": news.id}}, headers=coder)
     assert train.status_code == 403 and "may not job:Submit " in train.json()["error"]["message"]
     _, reader = auth.create_key("app", ["predict"])
