@@ -67,7 +67,7 @@ def dataset_issues(
         seed: Seed of the folds.
         lexical: Text: add the TF-IDF of the texts to the embeddings.
         network: Entities: the CRF sees the encoder's unit vectors beside the lexical features
-            (False: the lexical CRF alone, about 3x faster, finds fewer).
+            (False: the lexical CRF alone, about 2.5x faster, finds fewer).
         threshold: Cosine similarity from which a valid/test row is a near-duplicate of a train row.
         hard: How many hard examples (lowest margin between the top two classes) to list.
         out: Folder for ``issues.json``, ``issues.csv`` (and ``issues.png`` for images); default
