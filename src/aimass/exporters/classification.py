@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from aimass.backbones.pixel_net import PixelNet
 from aimass.compressors.onnx import stored_calibration
 from aimass.data.images import byte_limit, pixel_limit
 from aimass.errors import ConfigError
@@ -125,6 +124,8 @@ def _image_weights(model, folder: Path) -> dict:
         "activation": getattr(model, "activation", "softmax"),  # sigmoid: one yes/no per label
         "threshold": getattr(model, "threshold_", None),  # from which a multi-label model gives a label
     }
+    from aimass.backbones.pixel_net import PixelNet  # torch: the console imports the recipes
+
     if isinstance(model.net_, PixelNet):  # the portfolio picked the pixel baseline: no backbone
         prep["pixels"] = model.net_.config()
     (folder / "preprocessing.json").write_text(json.dumps(prep, indent=2) + "\n")

@@ -20,15 +20,26 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from aimass.errors import ConfigError
-from aimass.llm import lora as lora_layers
 from aimass.llm.backbone import get_llm_backbone
+
+if TYPE_CHECKING:
+    import torch
+
+    from aimass.llm import lora as lora_layers
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 QUANT = ("none", "int8", "int4")
+
+
+def _lora():
+    """:mod:`aimass.llm.lora` (torch), imported when a base loads: the server imports this module
+    to list the bases, and a server that serves no language model never loads torch for it."""
+    from aimass.llm import lora
+
+    return lora
 
 
 def quant_setting() -> str:
@@ -48,7 +59,7 @@ class Base:
     model: object  # the transformers model (its projections LoRA-ready), or a PeftModel in training
     lock: threading.RLock = field(default_factory=threading.RLock)
     adapters: dict[str, int] = field(default_factory=dict)  # adapter name -> users
-    selection: lora_layers.Selection = field(default_factory=lora_layers.Selection)
+    selection: lora_layers.Selection = field(default_factory=lambda: _lora().Selection())
     quant: str = "none"
     int4: object = None  # with --llm-quant int4, the aimass.llm.int4.Runner of the base and its fine-tunes
 
@@ -62,7 +73,7 @@ class Base:
             if name in self.adapters:
                 self.adapters[name] += 1
                 return
-            lora_layers.load(self.model, name, lora, state)
+            _lora().load(self.model, name, lora, state)
             if self.int4 is not None:
                 self.int4.add_adapter(name, self.model)
             self.adapters[name] = 1
@@ -74,7 +85,7 @@ class Base:
             self.adapters[name] -= 1
             if self.adapters[name] <= 0:
                 del self.adapters[name]
-                lora_layers.remove(self.model, name)
+                _lora().remove(self.model, name)
                 if self.int4 is not None:
                     self.int4.remove_adapter(name)
 
@@ -129,6 +140,7 @@ class Hub:
                 for p in model.parameters():
                     p.requires_grad_(False)
                 model.eval()
+                lora_layers = _lora()
                 selection = lora_layers.Selection()
                 lora_layers.wrap(model, LORA_TARGETS, selection)
                 if quant == "int8":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -33,7 +34,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from aimass.errors import AimassError, ConfigError, NotFoundError
-from aimass.llm import batcher, decode, json_mode
 from aimass.llm.hub import HUB, context_limit
 from aimass.serve import openai_logprobs, openai_responses, openai_tools
 from aimass.serve.llm_adapters import Adapters
@@ -121,6 +121,13 @@ def epoch_seconds(stamp) -> int:
         return 0
 
 
+def _batched() -> tuple[int, int]:
+    """(sequences decoding, requests waiting) of the continuous batcher; (0, 0) while it is not
+    loaded (no language model has decoded yet, so a server without one never imports torch)."""
+    loaded = sys.modules.get("aimass.llm.batcher")
+    return loaded.totals() if loaded is not None else (0, 0)
+
+
 class _Target:
     """What a model id resolves to: a fine-tuned model (its adapter on the shared base) or a base alone."""
 
@@ -135,6 +142,8 @@ class _Target:
         ``max_tokens`` is over the context the server allows (the model's, at most
         ``AIMASS_LLM_MAX_CONTEXT``, default 4,096): attention over a huge prompt would hold a CPU and
         its memory for minutes."""
+        from aimass.llm import decode  # torch: loaded by the first language-model request
+
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
         limit = context_limit(self.base.model)
@@ -154,6 +163,8 @@ class _Target:
         work)."""
         if output is None:
             return None
+        from aimass.llm import decode, json_mode
+
         kind, value = output
         tokenizer = self.base.tokenizer
         eos = decode.eos_ids(self.base.model, tokenizer)
@@ -178,6 +189,8 @@ class _Target:
         return self._generate(prompt, raw, on_delta, cancelled, kwargs)
 
     def _generate(self, prompt, raw: bool, on_delta, cancelled, kwargs):
+        from aimass.llm import batcher, decode
+
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
         params = decode.SamplingParams(**kwargs)
@@ -246,11 +259,11 @@ class LLMMetrics:
         active = Gauge(
             "aimass_llm_active_sequences", "Sequences in the running decode batches.", registry=registry
         )
-        active.set_function(lambda: batcher.totals()[0])
+        active.set_function(lambda: _batched()[0])
         waiting = Gauge(
             "aimass_llm_waiting_requests", "Requests waiting for a batch slot.", registry=registry
         )
-        waiting.set_function(lambda: batcher.totals()[1])
+        waiting.set_function(lambda: _batched()[1])
 
     def observe(self, model: str, out) -> None:
         self.tokens.labels(model, "prompt").inc(out.prompt_tokens)
@@ -315,6 +328,8 @@ class Generation:
     def room(self, model: str, messages: list[dict], max_tokens: int) -> tuple[int, Callable[[str], int]]:
         """(tokens left in ``model``'s context after ``messages``, ``max_tokens`` and a margin for one
         more message's template, a counter of a text's tokens): what a retrieved passage may fill."""
+        from aimass.llm import decode
+
         target = _resolve(self.engine, model, self.adapters)
         tokenizer = target.base.tokenizer
         used = len(decode.chat_ids(tokenizer, messages))

@@ -9,7 +9,6 @@ import asyncio
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from aimass.llm import decode
 from aimass.llm.hub import context_limit
 from aimass.serve.openai_errors import bad_param, parse_body
 from aimass.serve.openai_requests import Message
@@ -42,6 +41,8 @@ class DetokenizeRequest(BaseModel):
 
 
 def tokenize(target, req: TokenizeRequest) -> dict:
+    from aimass.llm import decode  # torch: loaded with the language model
+
     tokenizer = target.base.tokenizer
     if req.prompt is not None:
         ids = decode.text_ids(tokenizer, req.prompt)
