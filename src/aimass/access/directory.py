@@ -175,8 +175,10 @@ def assign(kind: str, name: str, project: str) -> dict:
 
 
 def project_of(kind: str, name: str) -> str:
-    """The project owning a resource (``default`` when none was assigned)."""
-    base = name.split(":")[0].split("@")[0]
+    """The project owning a resource (``default`` when none was assigned); a model named by a
+    version or an alias (``reviews:3``, ``reviews@production``) is its name's. Only a model's: a
+    job id with ``:x`` after it names no job, not the job it starts with."""
+    base = name.split(":")[0].split("@")[0] if kind == "model" else name
     with t.session() as s:
         record = s.get(t.OwnerRecord, (kind, base))
     return record.project if record else DEFAULT_PROJECT

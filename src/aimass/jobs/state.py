@@ -48,9 +48,9 @@ def get(job_id: str) -> JobRecord:
     with session() as s:
         job = s.get(JobRecord, job_id)
     if job is None:
-        known = ", ".join(j.id for j in list_jobs(limit=5)) or "none yet"
+        # no list of other jobs here: over REST it would name jobs the caller may not read
         raise NotFoundError(
-            f"No job '{job_id}'. Recent jobs: {known}.", hint="List them with `aimass jobs list`."
+            f"No job '{job_id}'.", hint="List the jobs you may read with `aimass jobs list` (GET /v1/jobs)."
         )
     return job
 

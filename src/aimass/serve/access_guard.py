@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from aimass import jobs
 from aimass.access import audit, directory
@@ -359,7 +359,7 @@ def twin_scope(method: str, path: str, client, scheme, request_id: str, body: di
     return {
         "type": "http",
         "method": method,
-        "path": path,
+        "path": unquote(path),  # as a request's scope holds it: decoded (a dataset named "q 1")
         "client": client,
         "scheme": scheme,
         "state": {"request_id": request_id, BODY_KEY: body or {}},
@@ -443,7 +443,9 @@ class AccessGuard:
         """What a rule makes of a request: (body, action, kind, name, resource ARN, principal)."""
         rule, params = found
         data = scope.get("state", {}).get(BODY_KEY) or {}
-        if rule.query and (asked := parse_qs(scope.get("query_string", b"").decode("latin-1"))):
+        query = scope.get("query_string", b"").decode("latin-1")
+        # blank values kept: the route reads ?project=&project=nlp as "" (default), so must the rule
+        if rule.query and (asked := parse_qs(query, keep_blank_values=True)):
             data = {**data, **{k: v[-1] for k, v in asked.items() if k in rule.query}}
         action = rule.action(params, data) if callable(rule.action) else rule.action
         kind, name = rule.target(params, data)

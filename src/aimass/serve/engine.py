@@ -149,7 +149,6 @@ class Engine:
         service_name, _, version = name.partition(":")
         service = self.services.get(service_name)
         if service is None or service.state != "ready":
-            known = ", ".join(sorted(s for s, v in self.services.items() if v.state == "ready")) or "none"
             if service is not None and service.state == "failed" and service.failure is not None:
                 raise Unavailable(
                     f"Service '{service_name}' has no version serving: {service.failure.message}",
@@ -159,7 +158,7 @@ class Engine:
             if service is not None:
                 raise Unavailable(f"Service '{service_name}' is {service.state}.", hint="Retry shortly.")
             raise NotFoundError(
-                f"Model '{name}' is not served here. Served: {known}.",
+                f"Model '{name}' is not served here.",  # no list: it would name others' services
                 hint="GET /v1/models lists them; deploy one with `aimass deploy NAME[:VERSION]`.",
             )
         return service.pick(name if version else None)
@@ -173,8 +172,9 @@ class Engine:
         return self.services[name]
 
     def _unknown(self, name: str) -> NotFoundError:
-        known = ", ".join(sorted(self.services)) or "none"
-        return NotFoundError(f"No service '{name}'. Services: {known}.", hint="`aimass services list`.")
+        return NotFoundError(  # no list of the others: a key may not read them all
+            f"No service '{name}'.", hint="`aimass services list` (GET /v1/services) lists those you may see."
+        )
 
     def events(self, name: str, limit: int) -> list[dict]:
         """The events of service ``name``: one deployed now or in the past (404 for a name never used)."""

@@ -216,10 +216,10 @@ def _resolve(engine, name: str, adapters: Adapters | None = None) -> _Target:
         found = adapters.find(name) if adapters is not None else None
         if found is not None:
             return _Target(found[0], model=found[1], adapters=adapters)
-        known = ", ".join(m["id"] for m in openai_models(engine)) or "none"
-        raise OpenAIError(
+        raise OpenAIError(  # no list of the served ones: GET /v1/models shows those the caller may use
             404,
-            f"The model '{name}' does not exist or is not served here. Served: {known}.",
+            f"The model '{name}' does not exist or is not served here; GET /v1/models lists the models "
+            "you may use.",
             type="invalid_request_error",
             param="model",
             code="model_not_found",

@@ -210,3 +210,36 @@ def test_a_policy_confines_push_and_pull_jobs_to_the_named_stores_it_allows(tmp_
     again = console.post(f"/console/jobs/{earlier['id']}/retry", data={"csrf": csrf}, follow_redirects=False)
     assert again.status_code == 403, again.text[:300]
     assert sum(j["kind"] == "pull" for j in jobs.list_jobs()) == 2  # nothing queued again
+
+
+def test_what_the_route_reads_is_what_the_rule_decides(tmp_path, victim):
+    """A blank repeated query value, a twin decided on an encoded path, a job id with ``:x`` after
+    it: each was decided as one resource while the route acted on another (or named others)."""
+    key = user_with_key("mallory", "NlpOnly", NLP_ONLY)
+    headers = {"Authorization": f"Bearer {key}"}
+    theirs = jobs.submit("import", {"path": "x.csv"})["id"]  # the default project's jobs
+    other = jobs.submit("import", {"path": "z.csv"})["id"]
+    with TestClient(create_app([])) as client:
+        # ?project=nlp&project= : the route imports into "" (default), so the rule decides default
+        files = {"file": ("shared.jsonl", b'{"messages": []}\n', "application/jsonl")}
+        sent = {"files": files, "data": {"purpose": "fine-tune"}}
+        blank = client.post("/v1/files?project=nlp&project=", headers=headers, **sent)
+        assert blank.status_code == 403, blank.text
+        upload = client.post("/v1/uploads?project=nlp&project=", headers=headers, files=files)
+        assert upload.status_code == 403, upload.text
+        # a job id with a suffix names no job: not nlp's (which allowed it) and no list of the others
+        mine = client.post("/v1/jobs", headers=headers, json={"kind": "import", "params": {"path": "y.csv"}})
+        assert mine.status_code == 403  # submitting in default: not nlp's
+        for path in (f"/v1/jobs/{theirs}:x", f"/v1/batches/{theirs}@x"):
+            answer = client.get(path, headers=headers)
+            assert answer.status_code in (403, 404) and other not in answer.text, (path, answer.text)
+        # the console's and a job's twin is decided on the decoded path, as a request's is
+        q1 = api.import_dataset(write_csv(tmp_path / "q1.csv", word="q"), name="q 1")
+        directory.assign("dataset", q1.name, "cv")
+        issues = {"kind": "issues", "params": {"data": "q 1"}, "project": "nlp"}
+        answer = client.post("/v1/jobs", headers=headers, json=issues)
+        assert answer.status_code in (403, 404), answer.text
+        gone = client.get(
+            "/v1/services/nothing-here", headers={"Authorization": f"Bearer {auth.admin_token()}"}
+        )
+        assert gone.json()["error"]["message"] == "No service 'nothing-here'."
