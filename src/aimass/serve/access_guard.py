@@ -175,13 +175,34 @@ class Rule:
     action: str | Callable[[dict, dict], str]  # or (path params, JSON body) -> action
     target: Target
     management: bool = True  # audit every decision (not only denials)
-    also: tuple[tuple[str, Target], ...] = ()  # more (action, resource) the request needs, each decided
+    # more (action, resource) the request needs, each decided; an action may be read from the request
+    also: tuple[tuple[str | Callable[[dict, dict], str], Target], ...] = ()
     query: tuple[str, ...] = ()  # query parameters the target reads as body fields (a multipart upload's)
 
     @property
     def regex(self) -> re.Pattern:
         return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template) + "$")
 
+
+def attaching(params: dict, data) -> str:
+    """Attaching a policy to a user, group, key or project updates it: ``user:Update``...; to one
+    resource's ARN, its project (``project:Update``)."""
+    kind = str(data.get("type") or "") if isinstance(data, dict) else ""
+    return f"{kind}:Update" if kind in ("user", "group", "key", "project") else "project:Update"
+
+
+def attached_to(params: dict, data) -> tuple[str, str]:
+    """What an attachment changes: ``aimass:user/NAME`` (group, key, project alike), or the project
+    of a resource ARN (``aimass:project/P/...``)."""
+    kind = str(data.get("type") or "") if isinstance(data, dict) else ""
+    target = str(data.get("target") or "") if isinstance(data, dict) else ""
+    if kind in ("user", "group", "key", "project"):
+        return "", f"aimass:{kind}/{target}"
+    project = re.match(r"aimass:project/([^/]+)", target)
+    return "", f"aimass:project/{project.group(1) if project else directory.DEFAULT_PROJECT}"
+
+
+ATTACHING = ((attaching, attached_to),)
 
 RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/models/{name}/predict", "model:Predict", path("model"), management=False),
@@ -326,8 +347,16 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/policies/{name}", "policy:Read", named("policy")),
     Rule("PUT", "/v1/policies/{name}", "policy:Write", named("policy")),
     Rule("DELETE", "/v1/policies/{name}", "policy:Write", named("policy")),
-    Rule("POST", "/v1/policies/{name}/attachments", "policy:Write", named("policy")),
-    Rule("DELETE", "/v1/policies/{name}/attachments", "policy:Write", named("policy")),
+    # attaching changes what its target may do: the target must be the caller's to update too
+    Rule("POST", "/v1/policies/{name}/attachments", "policy:Write", named("policy"), also=ATTACHING),
+    Rule(
+        "DELETE",
+        "/v1/policies/{name}/attachments",
+        "policy:Write",
+        named("policy"),
+        also=ATTACHING,
+        query=("type", "target"),
+    ),
     Rule("GET", "/v1/users", "user:Read", fixed("aimass:user/*")),
     Rule("POST", "/v1/users", "user:Create", new("user")),
     Rule("GET", "/v1/users/{name}", "user:Read", named("user")),
@@ -395,7 +424,8 @@ class AccessGuard:
         rule, params = found
         data, action, kind, name, resource, principal = self._request(caller, scope, found)
         self._authorize_one(caller, scope, found, source, (data, action, kind, name, resource, principal))
-        for action, target in rule.also:
+        for also, target in rule.also:
+            action = also if isinstance(also, str) else also(params, data)
             kind, name = target(params, data)
             resource = self.arn(kind, name) if kind else name
             self._authorize_one(caller, scope, found, source, (data, action, kind, name, resource, principal))
@@ -433,6 +463,7 @@ class AccessGuard:
         asks = [(action, kind, name, resource)]
         for also, target in found[0].also:
             kind, name = target(found[1], data)
+            also = also if isinstance(also, str) else also(found[1], data)
             asks.append((also, kind, name, self.arn(kind, name) if kind else name))
         return all(
             self.authorizer.decide(principal, action, resource, self.context(scope, kind, name, data)).allowed

@@ -243,3 +243,33 @@ def test_what_the_route_reads_is_what_the_rule_decides(tmp_path, victim):
             "/v1/services/nothing-here", headers={"Authorization": f"Bearer {auth.admin_token()}"}
         )
         assert gone.json()["error"]["message"] == "No service 'nothing-here'."
+
+
+def test_attaching_a_policy_is_decided_on_what_it_attaches_to(victim):
+    """``policy:Write`` on a team's policies lets a lead write them; attaching one changes its
+    target, so it also needs ``user:Update`` (group, key, project alike) on that target: otherwise
+    the lead writes "Allow * on *" and attaches it to themselves."""
+    lead_may = [*NLP_ONLY, {"Effect": "Allow", "Action": "policy:*", "Resource": "aimass:policy/nlp-*"}]
+    key = user_with_key("lead", "NlpLead", lead_may)
+    headers = {"Authorization": f"Bearer {key}"}
+    everything = {"document": {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}}
+    with TestClient(create_app([])) as client:
+        assert client.put("/v1/policies/nlp-helper", headers=headers, json=everything).status_code == 200
+        for target in ({"type": "user", "target": "lead"}, {"type": "project", "target": "cv"}):
+            answer = client.post("/v1/policies/nlp-helper/attachments", headers=headers, json=target)
+            assert answer.status_code == 403 and "Update" in answer.json()["error"]["message"], answer.text
+        assert client.get(f"/v1/datasets/{victim.id}", headers=headers).status_code == 404  # still cv's
+        nlp = {"type": "project", "target": "nlp"}  # a resource policy on the lead's own project
+        statement = {"Effect": "Allow", "Principal": "*", "Action": "model:Read", "Resource": "*"}
+        resource = {"document": {"Statement": [statement]}, "kind": "resource"}
+        made = client.put("/v1/policies/nlp-open", headers=headers, json=resource)
+        assert made.status_code == 200, made.text
+        assert client.post("/v1/policies/nlp-open/attachments", headers=headers, json=nlp).status_code == 200
+        gone = client.delete("/v1/policies/nlp-open/attachments?type=project&target=nlp", headers=headers)
+        assert gone.status_code == 200, gone.text
+        admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+        client.post(
+            "/v1/policies/nlp-helper/attachments", headers=admin, json={"type": "user", "target": "bob"}
+        )
+        refused = client.delete("/v1/policies/nlp-helper/attachments?type=user&target=bob", headers=headers)
+        assert refused.status_code == 403, refused.text
