@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aimass.data import multilabel
 from aimass.data.dataset import DATA_FILE, MANIFEST_FILE, REJECTS_FILE, Dataset
-from aimass.errors import NotFoundError
+from aimass.errors import NotFoundError, PermissionDenied
 from aimass.paths import subdir
 from aimass.store.claims import claim
 
@@ -144,8 +144,22 @@ def import_entry(name: str, info: dict, at: str) -> dict:
 
 
 def record_import(stored: Dataset, name: str, info: dict) -> Dataset:
-    """Same content imported again: nothing is copied; the import is noted in the manifest."""
+    """Same content imported again: nothing is copied; the import is noted in the manifest.
+
+    The stored dataset gets one more name, and whoever holds any of its names may then delete or
+    fix it, so the code running must be allowed to write under every name it has already, not
+    only under ``name``: a job or REST import in one project cannot give another project's data a
+    name of its own (:mod:`aimass.store.claims`)."""
     claim("dataset", name)
+    for held in stored.names:
+        try:
+            claim("dataset", held)
+        except PermissionDenied:
+            raise PermissionDenied(
+                f"This data is already stored, under a name another project holds; it cannot also be "
+                f"dataset {name!r} here (a dataset is stored once, by its content).",
+                hint="Import it in the project that holds it, or change the data.",
+            ) from None
     stored.manifest.setdefault("imports", []).append(import_entry(name, info, utc_now()))
     write_manifest(stored.path, stored.manifest)
     return stored

@@ -273,3 +273,23 @@ def test_attaching_a_policy_is_decided_on_what_it_attaches_to(victim):
         )
         refused = client.delete("/v1/policies/nlp-helper/attachments?type=user&target=bob", headers=headers)
         assert refused.status_code == 403, refused.text
+
+
+def test_the_same_data_cannot_take_a_second_name_in_another_project(tmp_path, victim):
+    """A dataset is stored once by content: an identical file imported under a new name gives the
+    stored dataset one more name, and whoever holds a name may delete or fix it. From another
+    project that is refused (before, ``mine`` then deleted cv's ``secret``)."""
+    key = user_with_key("mallory", "NlpOnly", NLP_ONLY)
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app([])) as client:
+        data = write_csv(tmp_path / "copy.csv").read_bytes()  # the very rows of cv's 'secret'
+        upload = client.post("/v1/uploads?project=nlp", headers=headers, files={"file": ("c.csv", data)})
+        made = client.post(
+            "/v1/datasets",
+            headers=headers,
+            json={"path": upload.json()["path"], "name": "mine", "project": "nlp"},
+        )
+        assert made.status_code == 403, made.text
+        assert "secret" not in made.text and "already stored" in made.json()["error"]["message"]
+        assert client.delete("/v1/datasets/mine?force=true", headers=headers).status_code == 404
+    assert api.load_dataset("secret").names == ["secret"]
