@@ -140,9 +140,30 @@ def get(webhook_id: str) -> WebhookRecord:
     return record
 
 
-def list_endpoints() -> list[dict]:
+def list_endpoints(key_id: str | None = None) -> list[dict]:
+    """Every endpoint (the operator's CLI), or with ``key_id`` those that key may manage (:func:`mine`)."""
     with session() as s:
-        return [view(r) for r in s.scalars(select(WebhookRecord).order_by(WebhookRecord.created)).all()]
+        found = s.scalars(select(WebhookRecord).order_by(WebhookRecord.created)).all()
+    return [view(r) for r in found if key_id is None or _manages(key_id, r.key_id)]
+
+
+def mine(webhook_id: str, key_id: str) -> WebhookRecord:
+    """The endpoint, if the key ``key_id`` may manage it: the operator's (``admin``), the key that
+    made it or another key of the same user; else the same 404 as for none. An endpoint hears what
+    its creator may read, so another caller who could change its URL would hear it instead."""
+    record = get(webhook_id)
+    if not _manages(key_id, record.key_id):
+        raise NotFoundError(
+            f"No webhook endpoint '{webhook_id}'.", hint="GET /v1/webhook_endpoints lists them."
+        )
+    return record
+
+
+def _manages(key_id: str, creator: str) -> bool:
+    if key_id in (ADMIN, creator):
+        return True
+    user = directory.key_binding(key_id)["user"]
+    return user is not None and user == directory.key_binding(creator)["user"]
 
 
 def change(webhook_id: str, *, name=None, url=None, event_types=None) -> dict:

@@ -66,37 +66,47 @@ def add_webhook_routes(app: FastAPI, allow) -> None:
         body = parse_body(EndpointRequest, await request.body())
         return await _call(webhooks.create, body.name, body.url, body.event_types, caller.key_id)
 
-    @app.get(PATH, tags=["openai"], dependencies=manage)
+    # an endpoint is its creator's (their key, another key of the same user) and the operator's:
+    # another caller sees none of it (webhooks.mine), whatever its policies allow on webhooks
+    @app.get(PATH, tags=["openai"])
     async def list_endpoints(
-        limit: int = Query(20, ge=1, le=100), after: str | None = Query(None, max_length=64)
+        limit: int = Query(20, ge=1, le=100),
+        after: str | None = Query(None, max_length=64),
+        caller=allow("manage"),
     ):
-        return list_page(cursor_page(await asyncio.to_thread(webhooks.list_endpoints), after, None), limit)
+        found = await asyncio.to_thread(webhooks.list_endpoints, caller.key_id)
+        return list_page(cursor_page(found, after, None), limit)
 
-    @app.get(PATH + "/{webhook_id}", tags=["openai"], dependencies=manage)
-    async def show(webhook_id: str):
-        return webhooks.view(await asyncio.to_thread(webhooks.get, webhook_id))
+    @app.get(PATH + "/{webhook_id}", tags=["openai"])
+    async def show(webhook_id: str, caller=allow("manage")):
+        return webhooks.view(await asyncio.to_thread(webhooks.mine, webhook_id, caller.key_id))
 
-    @app.post(PATH + "/{webhook_id}", tags=["openai"], dependencies=manage)
-    async def change(webhook_id: str, request: Request):
+    @app.post(PATH + "/{webhook_id}", tags=["openai"])
+    async def change(webhook_id: str, request: Request, caller=allow("manage")):
         body = parse_body(EndpointUpdate, await request.body())
+        await asyncio.to_thread(webhooks.mine, webhook_id, caller.key_id)
         return await _call(webhooks.change, webhook_id, **body.model_dump())
 
-    @app.delete(PATH + "/{webhook_id}", tags=["openai"], dependencies=manage)
-    async def remove(webhook_id: str):
+    @app.delete(PATH + "/{webhook_id}", tags=["openai"])
+    async def remove(webhook_id: str, caller=allow("manage")):
+        await asyncio.to_thread(webhooks.mine, webhook_id, caller.key_id)
         return await asyncio.to_thread(webhooks.remove, webhook_id)
 
-    @app.post(PATH + "/{webhook_id}/rotate_secret", tags=["openai"], dependencies=manage)
-    async def rotate(webhook_id: str, request: Request):
+    @app.post(PATH + "/{webhook_id}/rotate_secret", tags=["openai"])
+    async def rotate(webhook_id: str, request: Request, caller=allow("manage")):
         body = parse_body(RotateRequest, await request.body() or b"{}")
+        await asyncio.to_thread(webhooks.mine, webhook_id, caller.key_id)
         return await asyncio.to_thread(webhooks.rotate, webhook_id, body.keep_old_secret_active_for_24_hours)
 
-    @app.post(PATH + "/{webhook_id}/test", tags=["openai"], dependencies=manage)
-    async def test(webhook_id: str, request: Request):
+    @app.post(PATH + "/{webhook_id}/test", tags=["openai"])
+    async def test(webhook_id: str, request: Request, caller=allow("manage")):
         """Send a sample event now; the endpoint's status code (a 422 if nothing answered)."""
         body = parse_body(TestRequest, await request.body())
+        await asyncio.to_thread(webhooks.mine, webhook_id, caller.key_id)
         return await _call(webhooks.test, webhook_id, body.event_type)
 
-    @app.get(PATH + "/{webhook_id}/deliveries", tags=["openai"], dependencies=manage)
-    async def deliveries(webhook_id: str, limit: int = Query(50, ge=1, le=500)):
+    @app.get(PATH + "/{webhook_id}/deliveries", tags=["openai"])
+    async def deliveries(webhook_id: str, limit: int = Query(50, ge=1, le=500), caller=allow("manage")):
         """aimass: the endpoint's latest deliveries, newest first (status, attempts, last answer)."""
+        await asyncio.to_thread(webhooks.mine, webhook_id, caller.key_id)
         return {"object": "list", "data": await asyncio.to_thread(webhooks.deliveries, webhook_id, limit)}

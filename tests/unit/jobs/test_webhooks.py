@@ -370,3 +370,42 @@ def test_only_public_addresses_are_sent_to_unless_the_operator_allows_more(recei
     # an allowed network: an address inside it is sent to
     monkeypatch.setenv("AIMASS_WEBHOOK_ALLOW", "127.0.0.0/8")
     assert webhooks.test(made.id, "job.failed")["status_code"] == 200
+
+
+def test_an_endpoint_is_managed_only_by_its_creator_and_the_operator(receiver):
+    """An endpoint hears the jobs its creator's key may read: whoever could change its URL would
+    hear them. dan may manage webhooks (``webhook:*``) but the admin's endpoint is not his: 404 for
+    each of its routes, and the list shows only his own; another key of the same user manages it."""
+    from fastapi.testclient import TestClient
+
+    directory.create_user("dan")
+    directory.put_policy("hooks", {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+    directory.attach("hooks", "user", "dan")
+    keys = []
+    for _ in range(2):
+        record, key = auth.create_key("dan", ["manage"])
+        directory.bind_key(record.id, user="dan")
+        keys.append({"Authorization": f"Bearer {key}"})
+    theirs = webhooks.create("ops", receiver.url, ["job.failed"], auth.ADMIN_ID)
+    with TestClient(create_app([])) as client:
+        path = f"/v1/webhook_endpoints/{theirs['id']}"
+        for method, where, body in (
+            ("GET", path, None),
+            ("POST", path, {"url": "https://evil.example.net/x"}),
+            ("POST", path + "/rotate_secret", {}),
+            ("POST", path + "/test", {"event_type": "job.succeeded"}),
+            ("GET", path + "/deliveries", None),
+            ("DELETE", path, None),
+        ):
+            answer = client.request(method, where, headers=keys[0], json=body)
+            assert answer.status_code == 404, (method, where, answer.text)
+        assert webhooks.get(theirs["id"]).url == receiver.url
+        made = client.post(
+            "/v1/webhook_endpoints",
+            headers=keys[0],
+            json={"url": receiver.url, "event_types": ["job.failed"]},
+        )
+        assert made.status_code == 200, made.text
+        listed = client.get("/v1/webhook_endpoints", headers=keys[1]).json()["data"]
+        assert [e["id"] for e in listed] == [made.json()["id"]]  # his, seen from his other key
+        assert client.delete(f"/v1/webhook_endpoints/{made.json()['id']}", headers=keys[1]).status_code == 200

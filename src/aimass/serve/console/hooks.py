@@ -18,7 +18,7 @@ def add_webhooks(router: APIRouter, console: Console) -> None:
     async def endpoint_list(request: Request):
         ctx = console.ctx(request)
         console.authorize(ctx, "GET", "/v1/webhook_endpoints")
-        found = await asyncio.to_thread(webhooks.list_endpoints)
+        found = await asyncio.to_thread(webhooks.list_endpoints, ctx.caller.key_id)
         for endpoint in found:
             endpoint["deliveries"] = await asyncio.to_thread(webhooks.deliveries, endpoint["id"], 5)
         secret = ctx.session.notes.pop("webhook_secret", None)
@@ -44,6 +44,7 @@ def add_webhooks(router: APIRouter, console: Console) -> None:
         form = await console.form(request, ctx)
         console.authorize(ctx, "POST", rest("/v1/webhook_endpoints/{}/test", webhook_id))
         kind = str(form.get("event_type") or "job.succeeded")
+        await asyncio.to_thread(webhooks.mine, webhook_id, ctx.caller.key_id)
         try:
             sent = await asyncio.to_thread(webhooks.test, webhook_id, kind)
             said = f"Sent a test {kind} to {webhook_id}: it answered {sent['status_code']}."
@@ -56,5 +57,6 @@ def add_webhooks(router: APIRouter, console: Console) -> None:
         ctx = console.ctx(request)
         await console.form(request, ctx)
         console.authorize(ctx, "DELETE", rest("/v1/webhook_endpoints/{}", webhook_id))
+        await asyncio.to_thread(webhooks.mine, webhook_id, ctx.caller.key_id)
         await asyncio.to_thread(webhooks.remove, webhook_id)
         return console.redirect(request, "webhooks", f"Webhook endpoint {webhook_id} deleted.", ctx)
