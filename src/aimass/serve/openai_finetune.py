@@ -187,7 +187,7 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         body = parse_body(FineTuneRequest, await request.body())
         may_run(caller, jobs.get_kind("train"), policy_decided(request))
         await asyncio.to_thread(need_project, body.project)
-        params = await asyncio.to_thread(_train_params, body)
+        params = await asyncio.to_thread(_train_params, body, visible(caller))
         guard = job_guard(visible(caller), partial(twin, request, caller))
         job = await asyncio.to_thread(
             partial(jobs.submit, metadata=body.metadata, guard=guard), "train", params
@@ -368,7 +368,18 @@ def _files(visible) -> dict:
 
 
 # ------------------------------------------------------------------ jobs
-def _train_params(body: FineTuneRequest) -> dict:
+def _readable(ref: str, visible) -> object:
+    """The stored dataset ``ref`` names, if the caller may read it (``visible`` as
+    :func:`job_guard`'s); a 404 like a missing one otherwise, before its kind is looked at (which
+    would tell a caller that another project's dataset exists and what it holds)."""
+    ds = workflow.load_dataset(ref)
+    name = ref.strip() if ref.strip() in ds.names else ds.id
+    if visible is not None and name not in visible("dataset", {name}):
+        raise NotFoundError(f"No dataset '{ref}'.", hint="GET /v1/files lists the files you may use.")
+    return ds
+
+
+def _train_params(body: FineTuneRequest, visible=None) -> dict:
     """The ``train`` job's params from an OpenAI fine-tuning request (400 naming the field)."""
     hyper = body.hyperparameters
     if body.method is not None:
@@ -381,14 +392,14 @@ def _train_params(body: FineTuneRequest) -> dict:
         get_llm_backbone(body.model)
     except Exception as exc:
         raise bad_param("model", f"Cannot fine-tune '{body.model}': {exc}") from None
-    ds = workflow.load_dataset(body.training_file)
+    ds = _readable(body.training_file, visible)
     if ds.kind != "chat":
         raise bad_param("training_file", f"{body.training_file} holds {ds.kind} data, not conversations.")
     params = {"task": "text-generation", "data": ds.id, "backbone": body.model, "time_budget": None}
     params["name"] = registry.check_name("ft-" + _slug(body.suffix or body.model))
     examples = len(ds.rows("train"))
     if body.validation_file:
-        valid = workflow.load_dataset(body.validation_file)
+        valid = _readable(body.validation_file, visible)
         if valid.kind != "chat":
             raise bad_param(
                 "validation_file", f"{body.validation_file} holds {valid.kind} data, not conversations."

@@ -293,3 +293,15 @@ def test_the_same_data_cannot_take_a_second_name_in_another_project(tmp_path, vi
         assert "secret" not in made.text and "already stored" in made.json()["error"]["message"]
         assert client.delete("/v1/datasets/mine?force=true", headers=headers).status_code == 404
     assert api.load_dataset("secret").names == ["secret"]
+
+
+def test_a_fine_tuning_file_of_another_project_is_not_found_not_described(victim):
+    """``training_file`` naming cv's dataset: a 404 as for a missing one, not "secret holds text
+    data" (which told mallory that it exists and what it holds)."""
+    key = user_with_key("mallory", "NlpOnly", NLP_ONLY)
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app([])) as client:
+        for named in ("secret", victim.id[:8]):  # by name, by id prefix
+            body = {"model": "smollm2-135m", "training_file": named, "project": "nlp"}
+            answer = client.post("/v1/fine_tuning/jobs", headers=headers, json=body)
+            assert answer.status_code == 404 and "text" not in answer.text, (named, answer.text)
