@@ -550,3 +550,28 @@ def test_a_predict_job_is_decided_as_the_predict_route_on_its_model(world):
     assert client.post("/v1/jobs", json=evaluate, headers=keys["alice"]).status_code == 202
     theirs = {**job, "project": "cv"}
     assert client.post("/v1/jobs", json=theirs, headers=keys["bob"]).status_code == 404
+
+
+def test_a_service_nobody_assigned_is_its_models_projects(world):
+    """``aimass serve --model logos`` starts a service nobody assigned, named after cv's model: it
+    is decided as cv's for reading, scaling and undeploying (as a deploy into it already was), not
+    as the default project's, whose users could otherwise undeploy it and cv's could not read it."""
+    client, keys = world
+    with session() as s, s.begin():
+        s.add(ModelVersionRecord(name="logos", version=1, task="text-classification", path="/x/logos"))
+    directory.assign("model", "logos", "cv")
+    directory.create_user("dan")
+    directory.put_policy("defaultTeam", team("default"))
+    directory.attach("defaultTeam", "user", "dan")
+    record, key = auth.create_key("dan", ["predict"])
+    directory.bind_key(record.id, user="dan")
+    dan = {"Authorization": f"Bearer {key}"}
+
+    def decided(answer) -> list[str]:
+        return [d["decision"] for d in audit.explain_request(answer.headers["x-request-id"])["decisions"]]
+
+    for method in ("GET", "DELETE"):
+        answer = client.request(method, "/v1/services/logos", headers=dan)
+        assert answer.status_code in (403, 404) and decided(answer) == ["implicitDeny"], answer.text
+    read = client.get("/v1/services/logos", headers=keys["bob"])  # not deployed here: the engine's 404
+    assert read.status_code == 404 and decided(read) == ["allowed"], read.text

@@ -184,6 +184,15 @@ def project_of(kind: str, name: str) -> str:
     return record.project if record else DEFAULT_PROJECT
 
 
+def service_project(name: str) -> str:
+    """A service's project: the one it was assigned to, else that of the model it is named after
+    (a service started by ``aimass serve --model faces`` serves cv's ``faces``: cv's team reads,
+    scales and undeploys it, and a deploy into it is decided there too)."""
+    with t.session() as s:
+        record = s.get(t.OwnerRecord, ("service", name))
+    return record.project if record else project_of("model", name)
+
+
 def may_write(project: str, kind: str, name: str, *, how: str = "a job") -> None:
     """Raise PermissionDenied unless something acting in ``project`` (``how``: a job, an import)
     may add a version under the ``kind`` (``model`` or ``dataset``) name ``name``: one its project

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from urllib.parse import parse_qs, unquote
 
 from aimass import jobs
@@ -127,7 +128,10 @@ def leaving(params: dict, data) -> tuple[str, str]:
     kind = str(data.get("kind") or "") if isinstance(data, dict) else ""
     name = str(data.get("name") or "") if isinstance(data, dict) else ""
     known = kind in directory.RESOURCE_KINDS and name
-    return "", f"aimass:project/{directory.project_of(kind, name) if known else directory.DEFAULT_PROJECT}"
+    if not known:
+        return "", f"aimass:project/{directory.DEFAULT_PROJECT}"
+    owner = directory.service_project(name) if kind == "service" else directory.project_of(kind, name)
+    return "", f"aimass:project/{owner}"
 
 
 def adopt_service(name: str, ref: str) -> None:
@@ -498,7 +502,8 @@ class AccessGuard:
                 name = f"{base}:{version}"
             except AimassError:  # no such alias: the route answers 404 itself
                 pass
-        project = self.authorizer.memo((kind, name), lambda: directory.project_of(kind, name))
+        owner = directory.service_project if kind == "service" else partial(directory.project_of, kind)
+        project = self.authorizer.memo((kind, name), lambda: owner(name))
         return directory.arn(kind, name, project)
 
     def visible(self, caller, kind: str, names) -> set[str]:
@@ -508,6 +513,9 @@ class AccessGuard:
         conditioned on it hides a name here as it does from the name's own route."""
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
         owners = self.authorizer.memo(("owners", kind), lambda: directory.owners(kind))
+        if kind == "service":  # an unassigned service is its model's project's (service_project)
+            models = self.authorizer.memo(("owners", "model"), lambda: directory.owners("model"))
+            owners = {**models, **owners}
         arns = {
             n: self.arn(kind, n)  # an alias or a dataset id: resolved one by one (rare in a list)
             if "@" in n or kind == "dataset" and DATASET_ID.fullmatch(n)
