@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from aimass.access import audit, directory
 from aimass.data import load_dataset
+from aimass.errors import PermissionDenied
 from aimass.serve import auth
 from aimass.serve.app import create_app
 from aimass.serve.engine import Service
@@ -575,3 +576,28 @@ def test_a_service_nobody_assigned_is_its_models_projects(world):
         assert answer.status_code in (403, 404) and decided(answer) == ["implicitDeny"], answer.text
     read = client.get("/v1/services/logos", headers=keys["bob"])  # not deployed here: the engine's 404
     assert read.status_code == 404 and decided(read) == ["allowed"], read.text
+
+
+def test_a_name_only_a_service_has_is_decided_in_the_services_project(world):
+    """cv serves ``secret:1`` in a service named ``helpdesk``; no model has that name. A request for
+    model ``helpdesk`` reaches that service, so it is decided as cv's (before: as the default
+    project's, which dan may use), and no other project may register a model of that name."""
+    from aimass.store import claims
+
+    client, keys = world
+    directory.assign("service", "helpdesk", "cv")
+    directory.create_user("dan")
+    directory.put_policy("defaultTeam", team("default"))
+    directory.attach("defaultTeam", "user", "dan")
+    record, key = auth.create_key("dan", ["predict"])
+    directory.bind_key(record.id, user="dan")
+    body = {"model": "helpdesk", "messages": [{"role": "user", "content": "hi"}]}
+    for route in ("/v1/chat/completions", "/v1/embeddings", "/tokenize"):
+        answer = client.post(
+            route, json={**body, "input": "hi", "prompt": "hi"}, headers={"Authorization": f"Bearer {key}"}
+        )
+        decided = [d["decision"] for d in audit.explain_request(answer.headers["x-request-id"])["decisions"]]
+        assert answer.status_code in (403, 404) and decided == ["implicitDeny"], (route, answer.text)
+    in_nlp = claims.checked(lambda kind, name: directory.may_write("nlp", kind, name))
+    with pytest.raises(PermissionDenied, match="belongs to another project"), in_nlp:
+        claims.claim("model", "helpdesk")

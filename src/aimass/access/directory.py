@@ -193,6 +193,17 @@ def service_project(name: str) -> str:
     return record.project if record else project_of("model", name)
 
 
+def model_project(name: str) -> str:
+    """The project a request naming model ``name`` is decided in: its model's; for a name no model
+    has, the service of that name's (the server answers a service's name as the service: a model
+    name that only a service has must not be decided as the default project's)."""
+    base = name.split(":")[0].split("@")[0]
+    owner = project_of("model", base)
+    if owner != DEFAULT_PROJECT or _exists("model", base):
+        return owner
+    return service_project(base)
+
+
 def may_write(project: str, kind: str, name: str, *, how: str = "a job") -> None:
     """Raise PermissionDenied unless something acting in ``project`` (``how``: a job, an import)
     may add a version under the ``kind`` (``model`` or ``dataset``) name ``name``: one its project
@@ -203,7 +214,12 @@ def may_write(project: str, kind: str, name: str, *, how: str = "a job") -> None
     owner = project_of(kind, name)
     if kind == "service" and (owner == project or name not in owners("service")):
         return
-    if kind != "service" and (owner == project or owner == DEFAULT_PROJECT and not _exists(kind, name)):
+    served = owners("service").get(name, project) if kind == "model" else project
+    if (
+        kind != "service"
+        and served == project
+        and (owner == project or owner == DEFAULT_PROJECT and not _exists(kind, name))
+    ):
         return
     raise PermissionDenied(
         f"{how[0].upper()}{how[1:]} in project {project!r} may not "

@@ -502,7 +502,9 @@ class AccessGuard:
                 name = f"{base}:{version}"
             except AimassError:  # no such alias: the route answers 404 itself
                 pass
-        owner = directory.service_project if kind == "service" else partial(directory.project_of, kind)
+        owner = {"service": directory.service_project, "model": directory.model_project}.get(
+            kind, partial(directory.project_of, kind)
+        )
         project = self.authorizer.memo((kind, name), lambda: owner(name))
         return directory.arn(kind, name, project)
 
