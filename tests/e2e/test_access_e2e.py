@@ -553,6 +553,21 @@ def test_a_predict_job_is_decided_as_the_predict_route_on_its_model(world):
     assert client.post("/v1/jobs", json=theirs, headers=keys["bob"]).status_code == 404
 
 
+def default_user(name: str) -> dict:
+    """A user of the default project alone, and the headers of their key."""
+    directory.create_user(name)
+    directory.put_policy(f"{name}Default", team("default"))
+    directory.attach(f"{name}Default", "user", name)
+    record, key = auth.create_key(name, ["predict"])
+    directory.bind_key(record.id, user=name)
+    return {"Authorization": f"Bearer {key}"}
+
+
+def decided(answer) -> list[str]:
+    """The decisions the audit log kept for a request (an allowed prediction is not kept)."""
+    return [d["decision"] for d in audit.explain_request(answer.headers["x-request-id"])["decisions"]]
+
+
 def test_a_service_nobody_assigned_is_its_models_projects(world):
     """``aimass serve --model logos`` starts a service nobody assigned, named after cv's model: it
     is decided as cv's for reading, scaling and undeploying (as a deploy into it already was), not
@@ -561,16 +576,7 @@ def test_a_service_nobody_assigned_is_its_models_projects(world):
     with session() as s, s.begin():
         s.add(ModelVersionRecord(name="logos", version=1, task="text-classification", path="/x/logos"))
     directory.assign("model", "logos", "cv")
-    directory.create_user("dan")
-    directory.put_policy("defaultTeam", team("default"))
-    directory.attach("defaultTeam", "user", "dan")
-    record, key = auth.create_key("dan", ["predict"])
-    directory.bind_key(record.id, user="dan")
-    dan = {"Authorization": f"Bearer {key}"}
-
-    def decided(answer) -> list[str]:
-        return [d["decision"] for d in audit.explain_request(answer.headers["x-request-id"])["decisions"]]
-
+    dan = default_user("dan")
     for method in ("GET", "DELETE"):
         answer = client.request(method, "/v1/services/logos", headers=dan)
         assert answer.status_code in (403, 404) and decided(answer) == ["implicitDeny"], answer.text
@@ -586,18 +592,16 @@ def test_a_name_only_a_service_has_is_decided_in_the_services_project(world):
 
     client, keys = world
     directory.assign("service", "helpdesk", "cv")
-    directory.create_user("dan")
-    directory.put_policy("defaultTeam", team("default"))
-    directory.attach("defaultTeam", "user", "dan")
-    record, key = auth.create_key("dan", ["predict"])
-    directory.bind_key(record.id, user="dan")
-    body = {"model": "helpdesk", "messages": [{"role": "user", "content": "hi"}]}
+    dan = default_user("dan")
+    body = {
+        "model": "helpdesk",
+        "messages": [{"role": "user", "content": "hi"}],
+        "input": "hi",
+        "prompt": "hi",
+    }
     for route in ("/v1/chat/completions", "/v1/embeddings", "/tokenize"):
-        answer = client.post(
-            route, json={**body, "input": "hi", "prompt": "hi"}, headers={"Authorization": f"Bearer {key}"}
-        )
-        decided = [d["decision"] for d in audit.explain_request(answer.headers["x-request-id"])["decisions"]]
-        assert answer.status_code in (403, 404) and decided == ["implicitDeny"], (route, answer.text)
+        answer = client.post(route, json=body, headers=dan)
+        assert answer.status_code in (403, 404) and decided(answer) == ["implicitDeny"], (route, answer.text)
     in_nlp = claims.checked(lambda kind, name: directory.may_write("nlp", kind, name))
     with pytest.raises(PermissionDenied, match="belongs to another project"), in_nlp:
         claims.claim("model", "helpdesk")
