@@ -179,18 +179,21 @@ def project_of(kind: str, name: str) -> str:
     version or an alias (``reviews:3``, ``reviews@production``) is its name's. Only a model's: a
     job id with ``:x`` after it names no job, not the job it starts with."""
     base = name.split(":")[0].split("@")[0] if kind == "model" else name
+    return _assigned(kind, base) or DEFAULT_PROJECT
+
+
+def _assigned(kind: str, name: str) -> str | None:
+    """The project ``name`` was assigned to, or None (then it is ``default``'s)."""
     with t.session() as s:
-        record = s.get(t.OwnerRecord, (kind, base))
-    return record.project if record else DEFAULT_PROJECT
+        record = s.get(t.OwnerRecord, (kind, name))
+    return record.project if record else None
 
 
 def service_project(name: str) -> str:
     """A service's project: the one it was assigned to, else that of the model it is named after
     (a service started by ``aimass serve --model faces`` serves cv's ``faces``: cv's team reads,
     scales and undeploys it, and a deploy into it is decided there too)."""
-    with t.session() as s:
-        record = s.get(t.OwnerRecord, ("service", name))
-    return record.project if record else project_of("model", name)
+    return _assigned("service", name) or project_of("model", name)
 
 
 def model_project(name: str) -> str:
@@ -211,15 +214,14 @@ def may_write(project: str, kind: str, name: str, *, how: str = "a job") -> None
     the owner: a key confined to one project learns that a name is taken, not who holds it.
     A ``service`` (an ``auto`` job's deploy): one its project owns or one no project owns, as
     ``POST /v1/services`` decides a deploy (:func:`aimass.serve.access_guard.deployed_into`)."""
-    owner = project_of(kind, name)
-    if kind == "service" and (owner == project or name not in owners("service")):
-        return
-    served = owners("service").get(name, project) if kind == "model" else project
-    if (
-        kind != "service"
-        and served == project
-        and (owner == project or owner == DEFAULT_PROJECT and not _exists(kind, name))
-    ):
+    if kind == "service":
+        allowed = _assigned("service", name) in (None, project)
+    else:
+        owner = project_of(kind, name)
+        # a model named like another project's service: a request for the name reaches the service
+        clash = kind == "model" and _assigned("service", name) not in (None, project)
+        allowed = not clash and (owner == project or owner == DEFAULT_PROJECT and not _exists(kind, name))
+    if allowed:
         return
     raise PermissionDenied(
         f"{how[0].upper()}{how[1:]} in project {project!r} may not "

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from urllib.parse import parse_qs, unquote
 
 from aimass import jobs
@@ -207,6 +206,17 @@ def attached_to(params: dict, data) -> tuple[str, str]:
 
 
 ATTACHING = ((attaching, attached_to),)
+
+
+def _project(kind: str, name: str) -> str:
+    """The project a resource is decided in (:meth:`AccessGuard.arn`): a service nobody assigned
+    is its model's project's, a name only a service has is the service's."""
+    if kind == "service":
+        return directory.service_project(name)
+    if kind == "model":
+        return directory.model_project(name)
+    return directory.project_of(kind, name)
+
 
 RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/models/{name}/predict", "model:Predict", path("model"), management=False),
@@ -502,10 +512,7 @@ class AccessGuard:
                 name = f"{base}:{version}"
             except AimassError:  # no such alias: the route answers 404 itself
                 pass
-        owner = {"service": directory.service_project, "model": directory.model_project}.get(
-            kind, partial(directory.project_of, kind)
-        )
-        project = self.authorizer.memo((kind, name), lambda: owner(name))
+        project = self.authorizer.memo((kind, name), lambda: _project(kind, name))
         return directory.arn(kind, name, project)
 
     def visible(self, caller, kind: str, names) -> set[str]:
