@@ -53,7 +53,9 @@ class Principal:
     @classmethod
     def of_key(cls, key_id: str, scopes: tuple) -> Principal:
         """A key: its user's policies if bound to one, else its scopes' managed policies."""
-        if key_id in (ADMIN_KEY, "anonymous"):
+        if key_id == ADMIN_KEY:  # the admin token: everything (docs/access.md), whatever its scopes
+            return cls(key_id, (f"aimass:key/{key_id}",), (("Admin", None),), key_id)
+        if key_id == "anonymous":
             return cls(
                 key_id, (f"aimass:key/{key_id}",), tuple((SCOPE_POLICIES[s], None) for s in scopes), key_id
             )

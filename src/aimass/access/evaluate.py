@@ -99,6 +99,10 @@ class PolicySet:
                     index.setdefault(action, []).append(st)
         self._index = {a: tuple(s) for a, s in index.items()}
 
+    def statements(self, action: str) -> tuple:
+        """The statements that name ``action`` (a catalog action), Allow and Deny alike."""
+        return self._index.get(action, ())
+
     def evaluate(
         self, action: str, resource: str, principals: Iterable[str] = (), context: dict | None = None
     ) -> Decision:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
-from aimass.access import audit, directory
-from aimass.access.authorizer import simulate
+from aimass.access import audit, directory, escalation
+from aimass.access.authorizer import Principal, simulate
 from aimass.serve.access_guard import BODY_KEY
 
 FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")  # their rules read the query
@@ -85,21 +85,31 @@ def add_access_routes(app: FastAPI, allow: Callable) -> None:
     def policy(name: str):
         return directory.show_policy(name)
 
-    @app.put("/v1/policies/{name}", tags=["access"], dependencies=checked)
-    def put_policy(name: str, body: PolicyBody):
-        """Create or replace a policy; an invalid one is a 422 naming the JSON path of the fault."""
+    # a policy gives no more than its writer holds (aimass.access.escalation): checked here, where
+    # the caller is known; the CLI acts as the operator, who holds everything
+    def writer(caller) -> Principal:
+        return Principal.of_key(caller.key_id, tuple(caller.scopes))
+
+    @app.put("/v1/policies/{name}", tags=["access"])
+    def put_policy(name: str, body: PolicyBody, caller=allow("manage")):
+        """Create or replace a policy; an invalid one is a 422 naming the JSON path of the fault, one
+        that gives more than the caller holds (or drops a Deny they are under) a 403."""
+        escalation.check_write(writer(caller), name, body.document, body.kind)
         return directory.put_policy(name, body.document, body.kind, body.description)
 
-    @app.delete("/v1/policies/{name}", tags=["access"], dependencies=checked)
-    def delete_policy(name: str):
+    @app.delete("/v1/policies/{name}", tags=["access"])
+    def delete_policy(name: str, caller=allow("manage")):
+        escalation.check_lift(writer(caller), name, "delete")
         return directory.delete_policy(name)
 
-    @app.post("/v1/policies/{name}/attachments", tags=["access"], dependencies=checked)
-    def attach(name: str, body: Attachment):
+    @app.post("/v1/policies/{name}/attachments", tags=["access"])
+    def attach(name: str, body: Attachment, caller=allow("manage")):
+        escalation.check_attach(writer(caller), name)
         return directory.attach(name, body.type, body.target)
 
-    @app.delete("/v1/policies/{name}/attachments", tags=["access"], dependencies=checked)
-    def detach(name: str, type: str, target: str):
+    @app.delete("/v1/policies/{name}/attachments", tags=["access"])
+    def detach(name: str, type: str, target: str, caller=allow("manage")):
+        escalation.check_lift(writer(caller), name, "detach")
         return directory.detach(name, type, target)
 
     @app.get("/v1/users", tags=["access"], dependencies=checked)

@@ -252,15 +252,20 @@ def test_attaching_a_policy_is_decided_on_what_it_attaches_to(victim):
     lead_may = [*NLP_ONLY, {"Effect": "Allow", "Action": "policy:*", "Resource": "aimass:policy/nlp-*"}]
     key = user_with_key("lead", "NlpLead", lead_may)
     headers = {"Authorization": f"Bearer {key}"}
-    everything = {"document": {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}}
+    held = {"document": {"Statement": NLP_ONLY}}  # what the lead holds: writing it is allowed
     with TestClient(create_app([])) as client:
-        assert client.put("/v1/policies/nlp-helper", headers=headers, json=everything).status_code == 200
+        assert client.put("/v1/policies/nlp-helper", headers=headers, json=held).status_code == 200
         for target in ({"type": "user", "target": "lead"}, {"type": "project", "target": "cv"}):
             answer = client.post("/v1/policies/nlp-helper/attachments", headers=headers, json=target)
             assert answer.status_code == 403 and "Update" in answer.json()["error"]["message"], answer.text
         assert client.get(f"/v1/datasets/{victim.id}", headers=headers).status_code == 404  # still cv's
         nlp = {"type": "project", "target": "nlp"}  # a resource policy on the lead's own project
-        statement = {"Effect": "Allow", "Principal": "*", "Action": "model:Read", "Resource": "*"}
+        statement = {
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "model:Read",
+            "Resource": "aimass:project/nlp/*",
+        }
         resource = {"document": {"Statement": [statement]}, "kind": "resource"}
         made = client.put("/v1/policies/nlp-open", headers=headers, json=resource)
         assert made.status_code == 200, made.text
@@ -268,11 +273,77 @@ def test_attaching_a_policy_is_decided_on_what_it_attaches_to(victim):
         gone = client.delete("/v1/policies/nlp-open/attachments?type=project&target=nlp", headers=headers)
         assert gone.status_code == 200, gone.text
         admin = {"Authorization": f"Bearer {auth.admin_token()}"}
-        client.post(
+        directory.create_user("bob")
+        to_bob = client.post(
             "/v1/policies/nlp-helper/attachments", headers=admin, json={"type": "user", "target": "bob"}
         )
+        assert to_bob.status_code == 200, to_bob.text
         refused = client.delete("/v1/policies/nlp-helper/attachments?type=user&target=bob", headers=headers)
         assert refused.status_code == 403, refused.text
+
+
+def test_a_policy_gives_no_more_than_its_writer_holds(victim):
+    """A lead who may write the team's policies and update the team's group could write "Allow *
+    on *" and attach it to the group they are in (or rewrite a policy already attached there, or
+    lift the Deny that holds them): a policy gives only what its writer holds, and a Deny is
+    lifted only by someone who may do what it denies (Kubernetes RBAC's escalation check)."""
+    lead_may = [
+        *NLP_ONLY,
+        {"Effect": "Allow", "Action": "policy:*", "Resource": "aimass:policy/nlp-*"},
+        {"Effect": "Allow", "Action": "group:Update", "Resource": "aimass:group/nlp-team"},
+    ]
+    key = user_with_key("lead", "NlpLead", lead_may)
+    directory.create_group("nlp-team")
+    directory.add_member("nlp-team", "lead")
+    headers = {"Authorization": f"Bearer {key}"}
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    team = {"type": "group", "target": "nlp-team"}
+
+    def doc(*statements):
+        return {"document": {"Statement": list(statements)}}
+
+    def allow(action, resource, effect="Allow"):
+        return {"Effect": effect, "Action": action, "Resource": resource}
+
+    with TestClient(create_app([])) as client:
+        for wide in (
+            allow("*", "*"),
+            allow("dataset:Read", "aimass:project/*"),  # a wider pattern than the lead's
+            allow("dataset:Read", "aimass:project/cv/dataset/secret"),  # one ARN of cv's
+            {"Effect": "Allow", "Action": "dataset:Read", "NotResource": "aimass:project/cv/*"},
+        ):
+            answer = client.put("/v1/policies/nlp-all", headers=headers, json=doc(wide))
+            assert answer.status_code == 403, (wide, answer.text)
+            assert "does not hold" in answer.json()["error"]["message"]
+        # what the lead holds may be given, attached to the team, and a policy rewritten within it
+        mine = doc(
+            allow("dataset:Read", "aimass:project/nlp/*"), allow("model:*", "aimass:project/nlp/model/x")
+        )
+        assert client.put("/v1/policies/nlp-read", headers=headers, json=mine).status_code == 200
+        assert client.post("/v1/policies/nlp-read/attachments", headers=headers, json=team).status_code == 200
+        again = client.put("/v1/policies/nlp-read", headers=headers, json=doc(allow("*", "*")))
+        assert again.status_code == 403, again.text
+        assert client.get(f"/v1/datasets/{victim.id}", headers=headers).status_code == 404  # still cv's
+        # an administrator's Deny on the team: the lead may not lift it, nor write it away
+        guard = doc(allow("dataset:Delete", "*", effect="Deny"))
+        assert client.put("/v1/policies/nlp-guard", headers=admin, json=guard).status_code == 200
+        assert client.post("/v1/policies/nlp-guard/attachments", headers=admin, json=team).status_code == 200
+        lifted = (
+            client.delete("/v1/policies/nlp-guard/attachments?type=group&target=nlp-team", headers=headers),
+            client.put(
+                "/v1/policies/nlp-guard",
+                headers=headers,
+                json=doc(allow("model:Read", "aimass:project/nlp/*")),
+            ),
+            client.delete("/v1/policies/nlp-guard", headers=headers),
+        )
+        assert [a.status_code for a in lifted] == [403, 403, 403], [a.text for a in lifted]
+        kept = doc(guard["document"]["Statement"][0], allow("model:Read", "aimass:project/nlp/*"))
+        assert client.put("/v1/policies/nlp-guard", headers=headers, json=kept).status_code == 200
+        # the administrator holds everything: gives it, lifts it
+        assert client.put("/v1/policies/nlp-all", headers=admin, json=doc(allow("*", "*"))).status_code == 200
+        gone = client.delete("/v1/policies/nlp-guard/attachments?type=group&target=nlp-team", headers=admin)
+        assert gone.status_code == 200, gone.text
 
 
 def test_the_same_data_cannot_take_a_second_name_in_another_project(tmp_path, victim):
