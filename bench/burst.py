@@ -127,7 +127,10 @@ async def closed_loop(port: int, service: str, clients: int, seconds: float) -> 
 
 def model_seconds(port: int, service: str) -> tuple[float, float, float]:
     """(inputs, seconds, batches) of the forward passes of ``service`` so far, from its metrics."""
-    text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=10).text
+    from aimass.serve.auth import admin_token  # /metrics needs usage:Read
+
+    token = {"Authorization": f"Bearer {admin_token()}"}
+    text = httpx.get(f"http://{HOST}:{port}/metrics", headers=token, timeout=10).text
 
     def total(name: str) -> float:
         prefix = f'{name}{{model="{service}"}}'

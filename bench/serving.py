@@ -171,7 +171,9 @@ def wrk(url: str, connections: int, seconds: int, work: Path, key: str | None = 
 
 def batch_totals(metrics_url: str) -> tuple[float, float]:
     """(items, forward passes) so far, from the server's batch-size histogram."""
-    text = httpx.get(metrics_url, timeout=10).text
+    from aimass.serve.auth import admin_token  # /metrics needs usage:Read
+
+    text = httpx.get(metrics_url, headers={"Authorization": f"Bearer {admin_token()}"}, timeout=10).text
     total = sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith("aimass_batch_size_sum"))
     count = sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith("aimass_batch_size_count"))
     return total, count

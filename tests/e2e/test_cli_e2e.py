@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -133,7 +134,7 @@ def test_serve_answers_http(env, trained):
         bad = httpx.post(f"{url}/v1/models/news/predict", json={"inputs": []}, headers=auth, timeout=30)
         assert bad.status_code == 422 and "at least one text" in bad.json()["error"]["message"]
         operate(env, url, key)
-        sigterm_with_requests_in_flight(proc, url, auth)
+        sigterm_with_requests_in_flight(proc, url, auth, env)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -160,7 +161,7 @@ def operate(env, url, key):
     assert missing.returncode == 2 and json.loads(missing.stdout)["error"]["code"] == "not_found"
 
 
-def sigterm_with_requests_in_flight(proc, url, auth, n=50):
+def sigterm_with_requests_in_flight(proc, url, auth, env, n=50):
     """SIGTERM while 50 requests are in flight: all 50 answered (200, or admission's 429 on a busy
     machine), then a prompt exit."""
     import threading
@@ -171,6 +172,8 @@ def sigterm_with_requests_in_flight(proc, url, auth, n=50):
     # Shedding under load is tested in test_batching; this test is about the drain.
     texts = [f"Shares fell {i} points after the bank cut its profit forecast for the year." for i in range(4)]
     codes = []
+    token = (Path(env["AIMASS_HOME"]) / "admin.token").read_text().strip()
+    admin = {"Authorization": f"Bearer {token}"}  # /metrics names every service: usage:Read
 
     def call():
         r = httpx.post(f"{url}/v1/models/news/predict", json={"inputs": texts}, headers=auth, timeout=120)
@@ -181,7 +184,7 @@ def sigterm_with_requests_in_flight(proc, url, auth, n=50):
         t.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # every request has reached the server
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = httpx.get(f"{url}/metrics", headers=admin).text
         line = next((x for x in metrics.splitlines() if x.startswith('aimass_queue_depth{model="news"}')), "")
         if line and float(line.split()[-1]) + len(codes) >= n:
             break

@@ -266,6 +266,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("DELETE", "/v1/keys/{key_id}", "key:Revoke", named("key", "key_id")),
     Rule("GET", "/v1/usage", "usage:Read", fixed("aimass:usage")),
+    Rule("GET", "/metrics", "usage:Read", fixed("aimass:usage")),
     Rule("GET", "/v1/usage/series", "usage:Read", fixed("aimass:usage")),
     Rule("GET", "/v1/jobs", "job:List", fixed("aimass:project/*")),
     Rule("POST", "/v1/jobs", job_submit, in_project),

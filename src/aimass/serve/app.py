@@ -29,7 +29,7 @@ from aimass.jobs.custom import upload_limit
 from aimass.serve import auth, console, metering
 from aimass.serve.access_guard import AccessGuard, adopt_service, twin_scope
 from aimass.serve.access_routes import add_access_routes, stash_body
-from aimass.serve.auth import Caller, Guard
+from aimass.serve.auth import ANONYMOUS, Caller, Guard
 from aimass.serve.batches import add_batch_routes
 from aimass.serve.batching import BatchSettings
 from aimass.serve.data_routes import UPLOAD_PATH as DATA_UPLOAD_PATH
@@ -133,7 +133,7 @@ def create_app(
     predictor = Predictor(engine, meter)
     app.openapi = lambda: _errors_as_json(app)
     _add_middleware(app, engine, guard, predictor)
-    _add_health(app, engine, state)
+    _add_health(app, engine, state, guard)
     _add_predict(app, engine, guard, predictor)
     _add_management(app, engine, guard, meter)
     generation = add_openai_routes(
@@ -236,24 +236,29 @@ def describe(errors) -> str:
     return "; ".join(parts) or "The request is invalid."
 
 
-def _add_health(app: FastAPI, engine: Engine, state: dict) -> None:
+def _add_health(app: FastAPI, engine: Engine, state: dict, guard: Guard) -> None:
     @app.get("/livez", tags=["health"])
     def livez():
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"])
-    def readyz():
+    def readyz(request: Request):
+        """Ready or not, for anyone (a load balancer's probe carries no key); the ready services'
+        names only to a key, and only those it may read: a name is another project's to give."""
         if state["draining"]:
             return JSONResponse({"status": "draining"}, status_code=503)
         if not state["ready"]:
             return JSONResponse({"status": "loading"}, status_code=503)
-        return {
-            "status": "ready",
-            "models": sorted(n for n, s in engine.services.items() if s.state == "ready"),
-        }
+        ready = {n for n, s in engine.services.items() if s.state == "ready"}
+        caller = guard.identify(request.headers.get("authorization"))
+        caller = caller or (ANONYMOUS if guard.open_predict else None)  # what /v1/models would list
+        seen = _visible(guard, caller, "model", ready) if caller is not None else set()
+        return {"status": "ready", "services": len(ready), "models": sorted(seen)}
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get("/metrics", tags=["health"], response_class=Response, dependencies=[_allow(guard, "manage")])
     def metrics():
+        """Prometheus text, to a key that may read usage (``usage:Read``): its series name every
+        service (``scrape_configs: authorization: {credentials: KEY}``)."""
         for name, service in engine.services.items():
             engine.metrics.queue_depth.labels(name).set(sum(d.batcher.pending for d in service.deployments))
         return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -26,6 +26,20 @@ def test_health_and_listing(client):
     assert client.get("/openapi.json").json()["paths"]["/v1/models/{name}/predict"]
 
 
+def test_health_names_services_only_to_a_key_that_may_read_them(client, small_model):
+    """``/readyz`` answers anyone (a probe has no key) but names the services only to a key that
+    may read them; ``/metrics``, whose series name every service, needs ``usage:Read``."""
+    predict_only = {"Authorization": f"Bearer {auth.create_key('reader', ['predict'])[1]}"}
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    with TestClient(create_app(["news-serve"])) as closed:
+        anyone = closed.get("/readyz").json()
+        assert anyone == {"status": "ready", "services": 1, "models": []}
+        assert closed.get("/readyz", headers=admin).json()["models"] == ["news-serve"]
+        assert [closed.get("/metrics", headers=h).status_code for h in ({}, predict_only)] == [401, 403]
+        scraped = closed.get("/metrics", headers=admin)
+        assert scraped.status_code == 200 and 'aimass_queue_depth{model="news-serve"}' in scraped.text
+
+
 def test_predict_list_and_single_string(client, small_model):
     texts = ["The striker scored twice as United won the cup final.", "Parliament voted on the budget bill."]
     body = client.post("/v1/models/news-serve/predict", json={"inputs": texts}).json()

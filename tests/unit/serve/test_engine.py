@@ -119,7 +119,8 @@ def test_200_simultaneous_requests_against_a_queue_of_8_get_200_or_429(url):
 
 def test_metrics_request_ids_and_limits(url):
     assert predict(url, headers={"X-Request-ID": "req-42"}).headers["X-Request-ID"] == "req-42"
-    text = httpx.get(f"{url}/metrics").text
+    assert httpx.get(f"{url}/metrics").status_code == 401  # its series name every service
+    text = httpx.get(f"{url}/metrics", headers=ADMIN).text
     for name in (
         "aimass_request_seconds_bucket",
         "aimass_batch_size_bucket",
