@@ -202,7 +202,12 @@ def retry(job_id: str, *, guard=None) -> dict:
     get_kind(job.kind).check(dict(job.params))
     if guard is not None:
         guard(job.kind, dict(job.params))
-    new = state.create(job.kind, job.params, timeout_s=job.timeout_s, retry_of=job.id, metadata=job.meta)
+    # a guarded retry (REST, the console) read the params' paths here, so they are read here; the
+    # operator's own retry reads them where the first attempt did
+    cwd = job.cwd if guard is None else None
+    new = state.create(
+        job.kind, job.params, timeout_s=job.timeout_s, retry_of=job.id, metadata=job.meta, cwd=cwd
+    )
     if (project := directory.project_of("job", job.id)) != directory.DEFAULT_PROJECT:
         directory.assign("job", new.id, project)  # it writes where the first attempt would have
     state.event(job.id, "retried", f"retried as job {new.id}")

@@ -186,6 +186,7 @@ class Runner:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own group: survives the runner, dies whole on cancel
                 env={**os.environ, "AIMASS_HOME": str(paths.home()), "PYTHONUNBUFFERED": "1"},
+                cwd=_folder(job),
             )
         state.set_worker(job_id, job.attempt, process.pid)
         self.attempts[job_id] = Attempt(job_id, job.attempt, process.pid, time.monotonic(), process)
@@ -245,3 +246,12 @@ class Runner:
             error = explain.killed(code, 0, log_tail(job_id))
             error["message"] += f" It died {attempt} times; giving up."
             state.finish(job_id, attempt, "failed", error=error)
+
+
+def _folder(job) -> str:
+    """Where a job's worker starts: the submitter's working folder (a relative path in its params
+    means what it meant to the submitter, and to the server that checked a REST job's paths, not
+    what it means where this runner was started); the home when that folder is gone."""
+    if job.cwd and os.path.isdir(job.cwd):
+        return job.cwd
+    return str(paths.home())

@@ -10,6 +10,7 @@ ends exactly once.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -29,7 +30,10 @@ def create(
     timeout_s: float | None = None,
     retry_of: str | None = None,
     metadata: dict | None = None,
+    cwd: str | None = None,
 ) -> JobRecord:
+    """Queue a job; ``cwd``: the folder its relative paths are read from (default: this process's
+    working folder, where the submitter, or the server checking a REST job, read them)."""
     job = JobRecord(
         id=uuid.uuid4().hex[:12],
         kind=kind,
@@ -37,11 +41,19 @@ def create(
         timeout_s=timeout_s,
         retry_of=retry_of,
         meta=metadata or None,
+        cwd=cwd or _cwd(),
     )
     with session() as s, s.begin():
         s.add(job)
         s.add(JobEventRecord(job_id=job.id, kind="queued", message=f"{kind} job queued"))
     return job
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:  # the working folder was deleted: the worker starts in the home
+        return None
 
 
 def get(job_id: str) -> JobRecord:

@@ -309,6 +309,9 @@ class JobRecord(Base):
     started: Mapped[str | None] = mapped_column(String(32), nullable=True)
     finished: Mapped[str | None] = mapped_column(String(32), nullable=True)
     meta: Mapped[dict | None] = mapped_column(nullable=True)  # the submitter's key-value labels
+    # the submitter's working folder: its worker reads a relative path in params from there, as the
+    # submitter (and the server's check of a REST job's paths) did; not shown to callers
+    cwd: Mapped[str | None] = mapped_column(String(4096), nullable=True)
 
     def to_dict(self) -> dict:
         keys = (

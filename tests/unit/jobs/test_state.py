@@ -136,6 +136,26 @@ def test_a_database_made_before_a_column_existed_gains_it(tmp_path, monkeypatch)
     assert "pause_requested" in columns
 
 
+def test_a_relative_path_is_read_where_the_job_was_submitted(tmp_path, monkeypatch):
+    """A job's worker reads a relative path from the submitter's working folder, not the runner's:
+    over REST the server checked the path where it runs, and a runner started in another folder
+    must not read another file of that name (nor fail to find the submitter's)."""
+    here, there = tmp_path / "submitter", tmp_path / "runner"
+    here.mkdir()
+    there.mkdir()
+    rows = "text,label\n" + "".join(f"row {i} is good,pos\nrow {i} is bad,neg\n" for i in range(10))
+    (here / "mine.csv").write_text(rows)
+    (there / "other.csv").write_text(rows.replace("row", "secret"))
+    monkeypatch.chdir(here)
+    mine = jobs.submit("import", {"path": "mine.csv", "name": "mine"})["id"]
+    other = jobs.submit("import", {"path": "other.csv", "name": "other"})["id"]
+    monkeypatch.chdir(there)
+    assert jobs.run_foreground(mine)["status"] == "succeeded"
+    assert jobs.run_foreground(other)["status"] == "failed"
+    retried = jobs.retry(other)["id"]  # the operator's retry reads where the first attempt did
+    assert state.get(retried).cwd == str(here)
+
+
 def test_metadata_is_kept_filtered_on_checked_and_retried():
     tagged = jobs.submit("import", {"path": "x.csv"}, metadata={"team": "nlp-meta", "ticket": "AI-12"})
     jobs.submit("import", {"path": "y.csv"}, metadata={"team": "vision-meta"})
