@@ -14,7 +14,6 @@ import re
 from collections import Counter
 
 import numpy as np
-from scipy import sparse
 
 K1, B = 1.2, 0.75
 _WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+|[^\W_]+")
@@ -38,6 +37,8 @@ class Index:
     """BM25 over a list of texts: :meth:`scores` of a query against each, in one sparse product."""
 
     def __init__(self, texts: list[str]):
+        from scipy import sparse  # with the first search: a server without one never loads SciPy
+
         vocab: dict[str, int] = {}
         rows, cols, counts, lengths = [], [], [], []
         for row, text in enumerate(texts):

@@ -193,7 +193,7 @@ def test_a_job_worker_the_api_and_the_server_start_without_the_heavy_libraries()
     assert done.stdout.split() == ["[]"], done.stdout
     # the server: torch, transformers and scikit-learn load with the first model, embedding, language
     # model or report that needs them (a server of ONNX models never loads them: 545 -> 115 MB)
-    heavy = "('torch', 'transformers', 'sklearn')"
+    heavy = "('torch', 'transformers', 'sklearn', 'scipy')"
     code = f"import sys, aimass.serve.app; print([m for m in {heavy} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["[]"], done.stdout
