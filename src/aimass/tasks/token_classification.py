@@ -111,7 +111,7 @@ class EntityTagger(Estimator):
         if cfg.dims:
             start = time.perf_counter()
             self._load_encoder()
-            vectors = self._vectors(train[0] + val[0], progress=progress)
+            vectors = self._vectors(train[0] + val[0], progress=progress, cache=True)
             vectors = {"train": vectors[: len(train[0])], "valid": vectors[len(train[0]) :]}
             self._fit_reducer(np.vstack(vectors["train"]), cfg.dims)
             dense = {k: [self._reduce(v) for v in vs] for k, vs in vectors.items()}
@@ -187,7 +187,7 @@ class EntityTagger(Estimator):
         cfg = parse_config(Config, self.get_params(), "EntityTagger")
         self.backbone_ = cfg.backbone if cfg.backbone != "auto" else default_backbone(detect_language(texts))
         self._load_encoder()
-        vectors = self._vectors(texts, progress=progress)
+        vectors = self._vectors(texts, progress=progress, cache=True)
         self._fit_reducer(np.vstack(vectors), cfg.dims or Config.model_fields["dims"].default)
         return [self._reduce(v) for v in vectors]
 
@@ -196,10 +196,30 @@ class EntityTagger(Estimator):
         self.tokenizer_, self.encoder_ = spec.load()
         self.prefix_ = spec.prefix
 
-    def _vectors(self, texts: list[str], batch_size: int = 16, progress: bool = False) -> list[np.ndarray]:
+    def _vectors(
+        self, texts: list[str], batch_size: int = 16, progress: bool = False, cache: bool = False
+    ) -> list[np.ndarray]:
         """Each text's unit vectors ``[n_units, hidden]``: the mean of the last hidden states of
         the sub-word tokens overlapping the unit, L2-normalised; a long text is read in windows.
-        ``progress``: a bar on a terminal; a job hears it either way (:mod:`aimass.train.progress`)."""
+        ``progress``: a bar on a terminal; a job hears it either way (:mod:`aimass.train.progress`).
+        ``cache``: kept in the feature cache under the backbone and the texts (a fit and an issues
+        run on the same data embed once; prediction does not write there)."""
+        if not cache:
+            return self._embed_units(texts, batch_size, progress)
+        import torch
+
+        from aimass.train.cache import cache_path, cached
+
+        def compute() -> dict:
+            found = self._embed_units(texts, batch_size, progress)
+            flat = np.vstack(found) if found else np.zeros((0, 1), np.float32)
+            return {"units": torch.from_numpy(flat), "lengths": torch.tensor([len(v) for v in found])}
+
+        stored = cached(cache_path(f"entity-units|{self.backbone_}", texts), compute)
+        flat, lengths = stored["units"].numpy(), stored["lengths"].tolist()
+        return np.split(flat, np.cumsum(lengths)[:-1]) if lengths else []
+
+    def _embed_units(self, texts: list[str], batch_size: int, progress: bool) -> list[np.ndarray]:
         import torch  # heavy: only the network candidate needs it
 
         from aimass.train.progress import make_progress  # rich: the fit's embedding pass only

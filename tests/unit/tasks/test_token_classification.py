@@ -409,3 +409,20 @@ def test_a_test_text_that_nearly_copies_a_training_text_is_reported_and_dropped(
     assert report["counts"]["near_duplicates"] == 1 and "TF-IDF" in report["method"]["near_duplicates"]
     fixed = api.fix_dataset(ds, report, duplicates=True)
     assert copied not in fixed.inputs() and fixed.manifest["changes"]["dropped"] == 1
+
+
+def test_the_encoder_units_are_embedded_once_per_data(tmp_path, monkeypatch):
+    """A fit and an issues run read the units' vectors from the feature cache the first one wrote:
+    a second run on the same texts does not run the encoder again (prediction never writes there)."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    texts = [t for t, _ in peoples_daily(12)]
+    first = EntityTagger().unit_features(texts)
+    embedded = []
+    real = EntityTagger._embed_units
+    monkeypatch.setattr(
+        EntityTagger, "_embed_units", lambda self, *a: embedded.append(len(a[0])) or real(self, *a)
+    )
+    again = EntityTagger().unit_features(texts)
+    assert embedded == [] and all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    EntityTagger().unit_features(texts[:5])  # other texts: embedded
+    assert embedded == [5]
