@@ -14,8 +14,7 @@ from pydantic import BaseModel, Field
 from aimass.access import audit, directory, escalation
 from aimass.access.authorizer import Principal, simulate
 from aimass.serve.access_guard import BODY_KEY
-
-FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")  # their rules read the query
+from aimass.serve.openai_errors import FORMS
 
 
 async def stash_body(request: Request) -> None:

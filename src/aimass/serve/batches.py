@@ -49,7 +49,7 @@ from aimass.serve.jobs_routes import cursor_page, may_run, need_project, own_job
 from aimass.serve.llm_slots import configured_limit
 from aimass.serve.metering import Meter
 from aimass.serve.middleware import error_body
-from aimass.serve.openai_errors import OpenAIError, bad_param, list_page, parse_body
+from aimass.serve.openai_errors import OpenAIError, bad_param, json_body, list_page, parse_body
 from aimass.serve.openai_routes import Generation, epoch_seconds
 from aimass.store import registry
 
@@ -81,7 +81,7 @@ def add_batch_routes(app: FastAPI, allow, visible, twin) -> None:
     @app.post(PATH, tags=["openai"])
     async def create(request: Request, caller=allow("manage")):
         """A batch of the input file's requests, answered by a ``batch`` job."""
-        body = parse_body(BatchRequest, await request.body())
+        body = parse_body(BatchRequest, await json_body(request))
         may_run(caller, jobs.get_kind("batch"), policy_decided(request))
         await asyncio.to_thread(need_project, body.project)
         params = await asyncio.to_thread(_params, body, caller, partial(twin, request, caller))

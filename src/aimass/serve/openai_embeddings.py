@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import aimass
 from aimass.backbones.embeddings import EMBEDDERS, Embedder, canonical
 from aimass.errors import AimassError, NotFoundError
-from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
+from aimass.serve.openai_errors import OpenAIError, bad_param, json_body, parse_body
 
 if TYPE_CHECKING:
     import torch
@@ -184,7 +184,7 @@ def add_embedding_routes(app: FastAPI, engine, allow, meter) -> None:
     @app.post("/v1/embeddings", tags=["openai"])
     async def embeddings(request: Request, caller=allow("predict")):
         """OpenAI's embeddings: normalised mean-pooled vectors of each input."""
-        return await answer(engine, meter, caller, await request.body())
+        return await answer(engine, meter, caller, await json_body(request))
 
 
 async def answer(engine, meter, caller, body: bytes) -> dict:

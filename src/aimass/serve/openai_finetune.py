@@ -64,7 +64,7 @@ from aimass.serve.jobs_routes import (
     own_job,
     policy_decided,
 )
-from aimass.serve.openai_errors import bad_param, parse_body
+from aimass.serve.openai_errors import bad_param, json_body, parse_body
 from aimass.serve.openai_routes import epoch_seconds
 from aimass.store import registry
 
@@ -184,7 +184,7 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
     @app.post(JOBS_PATH, tags=["openai"])
     async def create_job(request: Request, caller=allow("manage")):
         """A LoRA ``train`` job on a file, in OpenAI's fine-tuning job shape."""
-        body = parse_body(FineTuneRequest, await request.body())
+        body = parse_body(FineTuneRequest, await json_body(request))
         may_run(caller, jobs.get_kind("train"), policy_decided(request))
         await asyncio.to_thread(need_project, body.project)
         params = await asyncio.to_thread(_train_params, body, visible(caller))
@@ -371,11 +371,17 @@ def _files(visible) -> dict:
 def _readable(ref: str, visible) -> object:
     """The stored dataset ``ref`` names, if the caller may read it (``visible`` as
     :func:`job_guard`'s); a 404 like a missing one otherwise, before its kind is looked at (which
-    would tell a caller that another project's dataset exists and what it holds)."""
-    ds = workflow.load_dataset(ref)
+    would tell a caller that another project's dataset exists and what it holds). A name nothing
+    has, a prefix several ids share or a deleted dataset is the same 404: the lookup's own answers
+    (a deletion's date, a count of matches) would tell what other projects hold."""
+    missing = NotFoundError(f"No dataset '{ref}'.", hint="GET /v1/files lists the files you may use.")
+    try:
+        ds = workflow.load_dataset(ref)
+    except NotFoundError:
+        raise missing from None
     name = ref.strip() if ref.strip() in ds.names else ds.id
     if visible is not None and name not in visible("dataset", {name}):
-        raise NotFoundError(f"No dataset '{ref}'.", hint="GET /v1/files lists the files you may use.")
+        raise missing
     return ds
 
 

@@ -40,7 +40,7 @@ from aimass.serve.llm_adapters import Adapters
 from aimass.serve.llm_slots import Slots, configured_limit
 from aimass.serve.middleware import error_body
 from aimass.serve.openai_embeddings import add_embedding_routes, embedding_models
-from aimass.serve.openai_errors import OpenAIError, bad_param, parse_body
+from aimass.serve.openai_errors import OpenAIError, bad_param, json_body, parse_body
 from aimass.serve.openai_requests import (
     DEFAULT_MAX_TOKENS,
     ChatRequest,
@@ -386,18 +386,18 @@ def add_openai_routes(app: FastAPI, engine, allow, meter, twin=None) -> Generati
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(request: Request, caller=allow("predict")):
         """OpenAI's chat completions: messages in, choices out (``stream`` for Server-Sent Events)."""
-        return await generation.chat(caller, await request.body())
+        return await generation.chat(caller, await json_body(request))
 
     @app.post("/v1/responses", tags=["openai"])
     async def responses(request: Request, caller=allow("predict")):
         """OpenAI's Responses API: ``input`` (text or items) in, ``output`` items out; not stored."""
         search = partial(searched, request, caller)
-        return await openai_responses.answer(generation, caller, await request.body(), search)
+        return await openai_responses.answer(generation, caller, await json_body(request), search)
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(request: Request, caller=allow("predict")):
         """OpenAI's (legacy) completions: a raw text prompt, continued without a chat template."""
-        return await generation.complete(caller, await request.body())
+        return await generation.complete(caller, await json_body(request))
 
     return generation
 

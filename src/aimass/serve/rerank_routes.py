@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aimass.serve.openai_embeddings import metered, vectors
-from aimass.serve.openai_errors import bad_param, parse_body
+from aimass.serve.openai_errors import bad_param, json_body, parse_body
 
 MAX_DOCUMENTS = 1000
 RERANK_PATHS = ("/v1/rerank", "/rerank", "/v2/rerank")
@@ -126,14 +126,14 @@ def score(engine, req: ScoreRequest) -> tuple[str, dict, int]:
 def add_rerank_routes(app: FastAPI, engine, allow, meter) -> None:
     async def rerank_route(request: Request, caller=allow("predict")):
         """The documents, most relevant to the query first (vLLM's, Jina's and Cohere's rerank)."""
-        req = parse_body(RerankRequest, await request.body())
+        req = parse_body(RerankRequest, await json_body(request))
         work = partial(rerank, engine, req)
         name, body, tokens = await metered(engine, meter, caller, req.model, work, len(req.documents) + 1)
         return {"id": f"rerank-{uuid.uuid4().hex}", "model": name, **body, "usage": {"total_tokens": tokens}}
 
     async def score_route(request: Request, caller=allow("predict")):
         """vLLM's score: the relevance of each (text_1, text_2) pair."""
-        req = parse_body(ScoreRequest, await request.body())
+        req = parse_body(ScoreRequest, await json_body(request))
         work = partial(score, engine, req)
         name, body, tokens = await metered(engine, meter, caller, req.model, work, 2 * len(req.pairs()[0]))
         usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aimass.llm.hub import context_limit
-from aimass.serve.openai_errors import bad_param, parse_body
+from aimass.serve.openai_errors import bad_param, json_body, parse_body
 from aimass.serve.openai_requests import Message
 
 MAX_TOKENS = 1_000_000
@@ -70,13 +70,13 @@ def add_tokenize_routes(app: FastAPI, allow, resolve) -> None:
     @app.post("/tokenize", tags=["openai"])
     async def tokenize_route(request: Request, caller=allow("predict")):
         """vLLM's: ``{"count", "max_model_len", "tokens"}`` of a prompt or a chat's messages."""
-        req = parse_body(TokenizeRequest, await request.body())
+        req = parse_body(TokenizeRequest, await json_body(request))
         target = await asyncio.to_thread(resolve, req.model)
         return await asyncio.to_thread(tokenize, target, req)
 
     @app.post("/detokenize", tags=["openai"])
     async def detokenize_route(request: Request, caller=allow("predict")):
         """vLLM's: ``{"prompt"}``, the text of ``tokens``."""
-        req = parse_body(DetokenizeRequest, await request.body())
+        req = parse_body(DetokenizeRequest, await json_body(request))
         target = await asyncio.to_thread(resolve, req.model)
         return await asyncio.to_thread(detokenize, target, req)

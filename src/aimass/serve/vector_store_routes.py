@@ -37,7 +37,7 @@ from aimass.retrieval import search as searching
 from aimass.retrieval import stores
 from aimass.retrieval.worker import Worker
 from aimass.serve.jobs_routes import need_project
-from aimass.serve.openai_errors import bad_param, list_page, parse_body
+from aimass.serve.openai_errors import bad_param, json_body, list_page, parse_body
 
 PATH = "/v1/vector_stores"
 
@@ -131,7 +131,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
     @app.post(PATH, tags=["vector stores"])
     async def create(request: Request, caller=allow("manage")):
         """A store, with the files of ``file_ids`` added (``in_progress`` until embedded)."""
-        body = parse_body(StoreRequest, await request.body())
+        body = parse_body(StoreRequest, await json_body(request))
         if body.file_ids:
             await within_quota(caller)
         await asyncio.to_thread(need_project, body.project)
@@ -173,7 +173,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
     @app.post(PATH + "/{vector_store_id}", tags=["vector stores"], dependencies=manage)
     async def modify(vector_store_id: str, request: Request):
         """Change ``name``, ``metadata`` or ``expires_after`` (``null``: never expires)."""
-        body = parse_body(StoreChange, await request.body())
+        body = parse_body(StoreChange, await json_body(request))
         return await run(stores.update, vector_store_id, body.model_dump(exclude_unset=True))
 
     @app.delete(PATH + "/{vector_store_id}", tags=["vector stores"], dependencies=manage)
@@ -184,7 +184,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
     @app.post(PATH + "/{vector_store_id}/files", tags=["vector stores"])
     async def add_file(vector_store_id: str, request: Request, caller=allow("manage")):
         """Add an uploaded document (``in_progress`` until embedded); adding it again re-reads it."""
-        body = parse_body(FileRequest, await request.body())
+        body = parse_body(FileRequest, await json_body(request))
         await within_quota(caller)
         found = await run(
             stores.add_file, vector_store_id, body.file_id, body.attributes, body.chunking_strategy
@@ -211,7 +211,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
     @app.post(PATH + "/{vector_store_id}/files/{file_id}", tags=["vector stores"], dependencies=manage)
     async def update_file(vector_store_id: str, file_id: str, request: Request):
         """Replace the file's ``attributes`` (its chunks stay as they are)."""
-        body = parse_body(FileChange, await request.body())
+        body = parse_body(FileChange, await json_body(request))
         return await run(stores.set_attributes, vector_store_id, file_id, body.attributes)
 
     @app.delete(PATH + "/{vector_store_id}/files/{file_id}", tags=["vector stores"], dependencies=manage)
@@ -229,7 +229,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
     async def create_batch(vector_store_id: str, request: Request, caller=allow("manage")):
         """Add several files at once: ``file_ids`` (sharing ``attributes`` and ``chunking_strategy``)
         or ``files`` (each its own)."""
-        body = parse_body(BatchRequest, await request.body())
+        body = parse_body(BatchRequest, await json_body(request))
         if bool(body.file_ids) == bool(body.files):
             raise bad_param("file_ids", "Send 'file_ids' or 'files' (one of them, not empty).")
         shared = {"attributes": body.attributes, "chunking_strategy": body.chunking_strategy}
@@ -273,7 +273,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
     @app.post(PATH + "/{vector_store_id}/search", tags=["vector stores"])
     async def search(vector_store_id: str, request: Request, caller=allow("manage")):
         """The store's best chunks for ``query``: by meaning and by words, fused (see the module)."""
-        body = parse_body(SearchRequest, await request.body())
+        body = parse_body(SearchRequest, await json_body(request))
         if body.rewrite_query:
             raise bad_param(
                 "rewrite_query",

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aimass.errors import ConfigError
 from aimass.jobs import webhooks
 from aimass.serve.jobs_routes import cursor_page
-from aimass.serve.openai_errors import bad_param, list_page, parse_body
+from aimass.serve.openai_errors import bad_param, json_body, list_page, parse_body
 
 PATH = "/v1/webhook_endpoints"
 
@@ -63,7 +63,7 @@ def add_webhook_routes(app: FastAPI, allow) -> None:
     @app.post(PATH, tags=["openai"])
     async def create(request: Request, caller=allow("manage")):
         """A new endpoint; the answer's ``signing_secret`` is shown this once."""
-        body = parse_body(EndpointRequest, await request.body())
+        body = parse_body(EndpointRequest, await json_body(request))
         return await _call(webhooks.create, body.name, body.url, body.event_types, caller.key_id)
 
     # an endpoint is its creator's (their key, another key of the same user) and the operator's:
@@ -83,7 +83,7 @@ def add_webhook_routes(app: FastAPI, allow) -> None:
 
     @app.post(PATH + "/{webhook_id}", tags=["openai"])
     async def change(webhook_id: str, request: Request, caller=allow("manage")):
-        body = parse_body(EndpointUpdate, await request.body())
+        body = parse_body(EndpointUpdate, await json_body(request))
         await asyncio.to_thread(webhooks.mine, webhook_id, caller.key_id)
         return await _call(webhooks.change, webhook_id, **body.model_dump())
 
@@ -94,14 +94,14 @@ def add_webhook_routes(app: FastAPI, allow) -> None:
 
     @app.post(PATH + "/{webhook_id}/rotate_secret", tags=["openai"])
     async def rotate(webhook_id: str, request: Request, caller=allow("manage")):
-        body = parse_body(RotateRequest, await request.body() or b"{}")
+        body = parse_body(RotateRequest, await json_body(request) or b"{}")
         await asyncio.to_thread(webhooks.mine, webhook_id, caller.key_id)
         return await asyncio.to_thread(webhooks.rotate, webhook_id, body.keep_old_secret_active_for_24_hours)
 
     @app.post(PATH + "/{webhook_id}/test", tags=["openai"])
     async def test(webhook_id: str, request: Request, caller=allow("manage")):
         """Send a sample event now; the endpoint's status code (a 422 if nothing answered)."""
-        body = parse_body(TestRequest, await request.body())
+        body = parse_body(TestRequest, await json_body(request))
         await asyncio.to_thread(webhooks.mine, webhook_id, caller.key_id)
         return await _call(webhooks.test, webhook_id, body.event_type)
 

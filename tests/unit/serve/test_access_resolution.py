@@ -6,6 +6,7 @@ decides what the REST retry decides."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import pytest
@@ -366,7 +367,7 @@ def test_the_same_data_cannot_take_a_second_name_in_another_project(tmp_path, vi
     assert api.load_dataset("secret").names == ["secret"]
 
 
-def test_a_fine_tuning_file_of_another_project_is_not_found_not_described(victim):
+def test_a_fine_tuning_file_of_another_project_is_not_found_not_described(tmp_path, victim):
     """``training_file`` naming cv's dataset: a 404 as for a missing one, not "secret holds text
     data" (which told mallory that it exists and what it holds)."""
     key = user_with_key("mallory", "NlpOnly", NLP_ONLY)
@@ -376,3 +377,40 @@ def test_a_fine_tuning_file_of_another_project_is_not_found_not_described(victim
             body = {"model": "smollm2-135m", "training_file": named, "project": "nlp"}
             answer = client.post("/v1/fine_tuning/jobs", headers=headers, json=body)
             assert answer.status_code == 404 and "text" not in answer.text, (named, answer.text)
+        # a missing name, another project's, a deleted one: one answer (the lookup's own said
+        # "no dataset" in another case, or a deleted dataset's id and date)
+        gone = api.import_dataset(write_csv(tmp_path / "gone.csv", word="gone"), name="gone")
+        directory.assign("dataset", "gone", "cv")
+        api.delete_dataset(gone.name, force=True)
+        answers = {}
+        for named in ("secret", "no-such-name", "gone"):
+            body = {"model": "smollm2-135m", "training_file": named, "project": "nlp"}
+            answer = client.post("/v1/fine_tuning/jobs", headers=headers, json=body)
+            answers[named] = (answer.status_code, answer.json()["error"]["message"].replace(named, "X"))
+        assert set(answers.values()) == {(404, "No dataset 'X'.")}, answers
+
+
+def test_a_json_route_does_not_read_a_form_body(victim):
+    """The access rules read a form's query, not its body; a route that parsed a JSON body sent
+    as ``multipart/form-data`` acted on names the rule never saw (a store in default adding cv's
+    file, a fine-tune submitted into cv): such a body is a 415 now."""
+    all_but_cv = [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "*", "Resource": ["aimass:project/cv", "aimass:project/cv/*"]},
+    ]
+    headers = {"Authorization": f"Bearer {user_with_key('dave', 'AllButCv', all_but_cv)}"}
+    form = {**headers, "Content-Type": "multipart/form-data; boundary=x"}
+    with TestClient(create_app([])) as client:
+        store = client.post("/v1/vector_stores", headers=headers, json={"name": "mine"}).json()["id"]
+        sent = {
+            f"/v1/vector_stores/{store}/files": {"file_id": victim.id},
+            "/v1/vector_stores": {"name": "planted", "project": "cv"},
+            "/v1/fine_tuning/jobs": {"model": "smollm2-135m", "training_file": "secret", "project": "cv"},
+            "/v1/chat/completions": {"model": "secret", "messages": [{"role": "user", "content": "hi"}]},
+            "/v1/embeddings": {"model": "secret", "input": "hi"},
+        }
+        for route, body in sent.items():
+            answer = client.post(route, headers=form, content=json.dumps(body))
+            assert answer.status_code == 415, (route, answer.text)
+            assert answer.json()["error"]["code"] == "unsupported_media_type"
+        assert client.get(f"/v1/vector_stores/{store}/files", headers=headers).json()["data"] == []
