@@ -40,7 +40,7 @@ from aimass.serve.metering import Meter
 from aimass.serve.middleware import AuthGate, RequestLog, error_body, error_response
 from aimass.serve.openai_finetune import FILES_PATH, add_fine_tuning_routes
 from aimass.serve.openai_routes import add_openai_routes, openai_models
-from aimass.serve.predict import PredictLane, Predictor, parse_json, too_large
+from aimass.serve.predict import PredictLane, Predictor, parse_json, read_within
 from aimass.serve.settings import ServingSettings
 from aimass.serve.vector_store_routes import add_vector_store_routes
 from aimass.serve.webhook_routes import add_webhook_routes
@@ -489,13 +489,7 @@ PREDICT_BODY = {
 async def _payload(request: Request, limit: int) -> dict:
     """The request as ``{"inputs": ...}``: parsed JSON, or the uploaded files' bytes. The body is
     read as a stream and refused (413) as soon as it passes ``limit``, chunked or not."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(size, limit)
-        chunks.append(chunk)
-    body = request._body = b"".join(chunks)  # what request.form() parses next
+    body = await read_within(request, limit)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         files = [v for _, v in form.multi_items() if hasattr(v, "read")]

@@ -86,6 +86,19 @@ def _uploads(payload: dict) -> bool:
     return isinstance(inputs, list) and any(isinstance(item, bytes) for item in inputs)
 
 
+async def read_within(request, limit: int) -> bytes:
+    """The request's body, read as a stream and refused (413) as soon as it passes ``limit``,
+    chunked or not; kept where ``request.form()`` parses it next."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(size, limit)
+        chunks.append(chunk)
+    body = request._body = b"".join(chunks)
+    return body
+
+
 def too_large(size: int, limit: int) -> TooLargeError:
     return TooLargeError(
         f"The request body is over {limit} bytes (at least {size}), the limit for this model.",

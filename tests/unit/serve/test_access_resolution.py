@@ -414,3 +414,59 @@ def test_a_json_route_does_not_read_a_form_body(victim):
             assert answer.status_code == 415, (route, answer.text)
             assert answer.json()["error"]["code"] == "unsupported_media_type"
         assert client.get(f"/v1/vector_stores/{store}/files", headers=headers).json()["data"] == []
+
+
+def test_console_actions_on_another_projects_version_or_store_are_not_found(victim):
+    """Compress, push, score and continue on a version, and push on a vector store, were decided
+    as ``POST /v1/jobs`` in the target's project first: the 403 named the project that holds it.
+    The target is read first now: a 404, as the REST twin answers."""
+    from aimass.retrieval import stores
+
+    directory.assign("model", "faces", "cv")
+    store = stores.create("cv-store", [])
+    directory.assign("vector_store", store["id"], "cv")
+    client = signed_in(create_app([]), user_with_key("mallory", "NlpOnly", NLP_ONLY))
+    csrf = csrf_of(client.get("/console/").text)
+    posts = {
+        "/console/models/faces:1/compress": {"method": "int8"},
+        "/console/models/faces:1/push": {"store": "s"},
+        "/console/models/faces:1/continue": {"data": "x"},
+        f"/console/stores/{store['id']}/push": {"store": "s"},
+    }
+    for path, form in posts.items():
+        answer = client.post(path, data={"csrf": csrf, **form})
+        assert answer.status_code == 404 and "cv" not in answer.text.split("<main")[-1], (path, answer.text)
+
+
+def test_the_webhooks_page_shows_deliveries_only_where_rest_would(tmp_path, monkeypatch):
+    """The page listed every endpoint's deliveries after deciding only the list; a Deny on one
+    endpoint's ``webhook:Read`` (what ``GET .../deliveries`` decides) hid nothing."""
+    import time
+
+    from aimass.jobs import webhooks
+    from aimass.store.db import DeliveryRecord, session
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AIMASS_WEBHOOK_ALLOW", "127.0.0.1")  # no network here: a local receiver
+    allow = {"Effect": "Allow", "Action": "webhook:*", "Resource": "*"}
+    key = user_with_key("wes", "WesHooks", [allow])
+    key_id = auth.Guard(admin=auth.admin_token()).identify(f"Bearer {key}").key_id
+    hook = webhooks.create("h", "http://127.0.0.1:9/h", ["job.succeeded"], key_id)
+    with session() as s, s.begin():
+        s.add(
+            DeliveryRecord(
+                webhook_id=hook["id"],
+                event_id="evt_hidden_delivery",
+                type="job.succeeded",
+                payload={},
+                status="failed",
+                attempts=3,
+                last_error="refused",
+                created=time.time(),
+            )
+        )
+    client = signed_in(create_app([]), key)
+    assert "evt_hidden_delivery" in client.get("/console/webhooks").text
+    deny = {"Effect": "Deny", "Action": "webhook:Read", "Resource": f"aimass:webhook/{hook['id']}"}
+    directory.put_policy("WesHooks", {"Statement": [allow, deny]})
+    assert "evt_hidden_delivery" not in client.get("/console/webhooks").text

@@ -40,6 +40,22 @@ def test_health_names_services_only_to_a_key_that_may_read_them(client, small_mo
         assert scraped.status_code == 200 and 'aimass_queue_depth{model="news-serve"}' in scraped.text
 
 
+def test_the_try_it_box_keeps_the_models_body_limit(client):
+    """The console's try-it box took 64 MiB of files for any model; it reads the body within the
+    model's own limit, as ``POST /v1/models/{name}/predict`` does (16 MiB of documents here)."""
+    import re
+
+    page = client.get("/console/signin").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    client.post("/console/signin", data={"csrf": csrf, "key": auth.admin_token()})
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/try/news-serve").text).group(1)
+    big = {"files": ("report.txt", b"x" * (17 * 1024 * 1024), "text/plain")}
+    answer = client.post("/console/try/news-serve", data={"csrf": csrf}, files=big)
+    assert answer.status_code == 413, answer.text[:300]
+    small = {"files": ("report.txt", b"Shares fell after the bank cut its forecast.", "text/plain")}
+    assert client.post("/console/try/news-serve", data={"csrf": csrf}, files=small).status_code == 200
+
+
 def test_predict_list_and_single_string(client, small_model):
     texts = ["The striker scored twice as United won the cup final.", "Parliament voted on the budget bill."]
     body = client.post("/v1/models/news-serve/predict", json={"inputs": texts}).json()

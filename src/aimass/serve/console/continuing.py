@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from aimass import jobs
 from aimass.access import directory
 from aimass.errors import ConfigError
-from aimass.serve.console.core import Console, Ctx
+from aimass.serve.console.core import Console, Ctx, rest
 from aimass.serve.jobs_routes import job_guard, may_run, own_job
 from aimass.store import browse
 from aimass.tasks import get_task
@@ -60,6 +60,8 @@ def add_continuing(router: APIRouter, console: Console) -> None:
                 "Choose the dataset to continue on.", hint="Import the new rows on the Start page."
             )
         params = {"data": data, "replay": _replay(form.get("replay"))}
+        # read first: a refusal decided in the version's project would name the project
+        await asyncio.to_thread(console.authorize, ctx, "GET", rest("/v1/versions/{}", ref))
         body = await asyncio.to_thread(_body, ref, params)
         await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/jobs", body)
         may_run(ctx.caller, jobs.get_kind("train"), console.guard.policy is not None)

@@ -258,7 +258,10 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
 
 async def _model_job(console: Console, ctx: Ctx, kind: str, params: dict) -> dict:
     """Queue a job on a version from its page, decided as ``POST /v1/jobs`` is, in the model's
-    project: a compression's child is a version of that model, which only a job there may write."""
+    project: a compression's child is a version of that model, which only a job there may write.
+    The version is read first (a 404 for one the caller may not read, as REST answers): a refusal
+    in its project would name the project that holds it."""
+    await asyncio.to_thread(console.authorize, ctx, "GET", rest("/v1/versions/{}", params["model"]))
     project = await asyncio.to_thread(directory.project_of, "model", params["model"])
     body = {"kind": kind, "params": params, "project": project}
     await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/jobs", body)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 
 from aimass import jobs, sharing
 from aimass.access import directory
-from aimass.serve.console.core import Console, Ctx
+from aimass.serve.console.core import Console, Ctx, rest
 from aimass.serve.jobs_routes import job_guard, may_run, need_project, own_job
 
 
@@ -45,6 +45,8 @@ def add_store_sharing(router: APIRouter, console: Console) -> None:
         ctx = console.ctx(request)
         form = await console.form(request, ctx)
         params = {"vector_store": store_id, "store": str(form.get("store") or "")}
+        # read first: a refusal decided in the store's project would name the project
+        await asyncio.to_thread(console.authorize, ctx, "GET", rest("/v1/vector_stores/{}", store_id))
         project = await asyncio.to_thread(directory.project_of, "vector_store", store_id)
         job = await queue_job(console, ctx, "store-push", params, project)
         return console.redirect(

@@ -26,7 +26,7 @@ from aimass.serve.data_routes import import_upload, open_dataset
 from aimass.serve.engine import Engine
 from aimass.serve.jobs_routes import AutoRequest, submit_auto
 from aimass.serve.openai_routes import chat_models
-from aimass.serve.predict import Predictor
+from aimass.serve.predict import Predictor, read_within
 from aimass.store import registry
 from aimass.tasks import get_task
 
@@ -227,6 +227,7 @@ def _add_try(router: APIRouter, console: Console, engine: Engine, predictor: Pre
         ctx = console.ctx(request)
         twin = ctx.scope("POST", rest("/v1/models/{}/predict", name))  # the policy and rate limit, as REST
         console.guard.check(f"Bearer {ctx.session.key}", "predict", twin)
+        await read_within(request, predictor.limit(name, upload=True))  # the model's limit, as REST's
         form = await console.form(request, ctx, max_files=16)
         files = [f for f in form.getlist("files") if hasattr(f, "read") and getattr(f, "filename", "")]
         if files:
