@@ -55,7 +55,10 @@ from aimass.store import browse, claims, registry
 
 UPLOAD_PATH = "/v1/uploads"
 MAX_EXPORT_BYTES = 2048 * MIB
-PICTURES = (".png", ".svg")
+# what evaluation writes; no SVG (a pulled version's folder could carry one, whose script would
+# run in the console's origin)
+PICTURES = (".png",)
+INERT = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'"}
 Visible = Callable[[str, set[str]], set[str]]
 DATASET_ID = re.compile(r"[0-9a-f]{6,64}")
 
@@ -304,6 +307,11 @@ def deployed_in(engine: Engine, ref: str) -> list[str]:
     return sorted(s.name for s in engine.services.values() if any(d.ref == ref for d in s.deployments))
 
 
+def picture_response(path: Path) -> FileResponse:
+    """A picture as an inert PNG: never sniffed as another type, nothing in it may run or load."""
+    return FileResponse(path, media_type="image/png", headers=INERT)
+
+
 def picture(ref: str, file: str) -> Path:
     record = registry.get_version(ref)
     folder = Path(record.path)
@@ -388,7 +396,7 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
         dataset's ``issues.png`` (the flagged images, each titled with its label and the suggested
         one)."""
         path = await asyncio.to_thread(issues_file, dataset_id, file)
-        return FileResponse(path, filename=path.name if path.suffix == ".csv" else None)
+        return FileResponse(path, filename=path.name if path.suffix == ".csv" else None, headers=INERT)
 
     @app.post("/v1/datasets/{dataset_id}/fix", tags=["datasets"], dependencies=manage, status_code=201)
     async def fix(dataset_id: str, body: FixRequest):
@@ -447,8 +455,8 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
 
     @app.get("/v1/versions/{ref}/files/{file}", tags=["models"], dependencies=manage)
     async def version_picture(ref: str, file: str):
-        """An evaluation picture (confusion matrix, per-class scores, ...) as PNG or SVG."""
-        return FileResponse(await asyncio.to_thread(picture, ref, file))
+        """An evaluation picture (confusion matrix, per-class scores, ...) as PNG."""
+        return picture_response(await asyncio.to_thread(picture, ref, file))
 
     @app.put("/v1/versions/{ref}/aliases/{alias}", tags=["models"], dependencies=manage)
     async def alias(ref: str, alias: str, force: bool = False):

@@ -40,6 +40,29 @@ def test_health_names_services_only_to_a_key_that_may_read_them(client, small_mo
         assert scraped.status_code == 200 and 'aimass_queue_depth{model="news-serve"}' in scraped.text
 
 
+def test_a_versions_pictures_are_inert_pngs(client):
+    """A pulled version's folder holds whatever its store sent: an ``.svg`` there was served as an
+    image with its script live in the console's origin. Only PNGs are pictures, sent so that a
+    browser never sniffs one as another type nor runs anything in it."""
+    from pathlib import Path
+
+    from aimass.store import registry
+
+    folder = Path(registry.get_version("news-serve").path)
+    (folder / "evil.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    )
+    (folder / "evil.png").write_text("<html><script>alert(1)</script></html>")
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    assert client.get("/v1/versions/news-serve:1/files/evil.svg", headers=admin).status_code == 404
+    sent = client.get("/v1/versions/news-serve:1/files/evil.png", headers=admin)
+    assert sent.status_code == 200 and sent.headers["content-type"] == "image/png"
+    assert sent.headers["x-content-type-options"] == "nosniff"
+    assert sent.headers["content-security-policy"] == "default-src 'none'"
+    listed = client.get("/v1/versions/news-serve:1", headers=admin).json()["pictures"]
+    assert "evil.svg" not in listed
+
+
 def test_the_try_it_box_keeps_the_models_body_limit(client):
     """The console's try-it box took 64 MiB of files for any model; it reads the body within the
     model's own limit, as ``POST /v1/models/{name}/predict`` does (16 MiB of documents here)."""

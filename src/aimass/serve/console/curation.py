@@ -18,7 +18,14 @@ from aimass import jobs
 from aimass.access import directory
 from aimass.errors import ConfigError, NotFoundError
 from aimass.serve.console.core import Console, Ctx, rest
-from aimass.serve.data_routes import FixRequest, fix_from_report, issues_file, issues_report, open_dataset
+from aimass.serve.data_routes import (
+    INERT,
+    FixRequest,
+    fix_from_report,
+    issues_file,
+    issues_report,
+    open_dataset,
+)
 from aimass.serve.jobs_routes import job_guard, may_run, own_job
 
 SHOWN = 50  # rows of each table, so a form of ticked rows stays small
@@ -54,7 +61,7 @@ def add_curation(router: APIRouter, console: Console) -> None:
         twin = rest("/v1/datasets/{}/issues/files/{}", dataset_id, file)
         await asyncio.to_thread(console.authorize, ctx, "GET", twin)
         path = await asyncio.to_thread(issues_file, dataset_id, file)
-        return FileResponse(path, filename=path.name if path.suffix == ".csv" else None)
+        return FileResponse(path, filename=path.name if path.suffix == ".csv" else None, headers=INERT)
 
     @router.post("/datasets/{dataset_id}/issues")
     async def find(request: Request, dataset_id: str):

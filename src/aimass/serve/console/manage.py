@@ -34,6 +34,7 @@ from aimass.serve.data_routes import (
     delete_version,
     export_zip,
     picture,
+    picture_response,
     readable_versions,
     rejects_page,
     set_alias,
@@ -230,7 +231,7 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
     @router.get("/models/{ref}/files/{file}")
     async def model_picture(request: Request, ref: str, file: str):
         _manager(console, request, "GET", rest("/v1/versions/{}/files/{}", ref, file))
-        return FileResponse(await asyncio.to_thread(picture, ref, file))
+        return picture_response(await asyncio.to_thread(picture, ref, file))
 
     @router.post("/models/{ref}/alias")
     async def alias(request: Request, ref: str):
