@@ -19,6 +19,7 @@ that is not listed there is refused), into a staging folder the caller registers
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -127,7 +128,11 @@ def read_meta(s3, bucket: str, key: str, url: str) -> dict | None:
         raise RemoteError(f"reading {url}: {exc}", hint="Check the credentials and the bucket.") from exc
     if head["ContentLength"] > MAX_META_BYTES:
         raise TooLargeError(f"{url}/{META} is {mebibytes(head['ContentLength'])}", where=url)
-    body = _call("reading", url, s3.get_object, Bucket=bucket, Key=_join(key, META))["Body"].read()
+    # the GET may send more than the HEAD said: read no more than the bound either way
+    body = _call("reading", url, s3.get_object, Bucket=bucket, Key=_join(key, META))["Body"]
+    body = _call("reading", url, body.read, MAX_META_BYTES + 1)
+    if len(body) > MAX_META_BYTES:
+        raise TooLargeError(f"{url}/{META} is over {mebibytes(MAX_META_BYTES)}", where=url)
     try:
         meta = json.loads(body)
     except ValueError as exc:
@@ -215,6 +220,25 @@ def resolve(url: str, s3) -> tuple[str, str, dict]:
     return bucket, key, meta
 
 
+def _download(s3, bucket: str, obj: dict, target: Path, where: str) -> str:
+    """Stream one object to ``target``, refused as soon as it passes the size the listing gave (the
+    sum the pull limit was checked on: a store that lists small and sends more cannot fill the
+    disk); its sha256."""
+    body = s3.get_object(Bucket=bucket, Key=obj["key"])["Body"]
+    digest, written = hashlib.sha256(), 0
+    with open(target, "wb") as out:
+        while block := body.read(1 << 20):
+            written += len(block)
+            if written > obj["size"]:
+                raise IntegrityError(
+                    f"{where} sends more than the {obj['size']} bytes its listing gave",
+                    hint="Push the version again from the machine that has it.",
+                )
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
 def pull_folder(url: str, dest: Path) -> dict:
     """Download a version into ``dest`` (created; the caller removes it on failure) and check
     every file against ``version.json``; returns the meta with ``url`` and ``bytes``."""
@@ -244,8 +268,8 @@ def pull_folder(url: str, dest: Path) -> dict:
     for rel, obj in sorted(names.items()):
         target = dest.joinpath(*safe_parts(rel))
         target.parent.mkdir(parents=True, exist_ok=True)
-        _call("downloading", where, s3.download_file, bucket, obj["key"], str(target))
-        if sha256_file(target) != meta["files"][rel]:
+        got = _call("downloading", where, _download, s3, bucket, obj, target, f"{where}/{rel}")
+        if got != meta["files"][rel]:
             raise IntegrityError(
                 f"{where}/{rel} does not match its sha256 in {META} (changed or cut short in the store)",
                 hint="Push the version again from the machine that has it.",

@@ -110,6 +110,20 @@ def test_a_changed_or_an_extra_file_in_the_store_is_refused(pushed, monkeypatch,
         assert not list((tmp_path / copied.split("/")[0] / "other-home" / "models").glob(".pulling-*"))
 
 
+def test_a_store_that_lists_small_and_sends_more_is_cut_off(pushed, monkeypatch, tmp_path):
+    """The pull limit is checked on the sizes the listing gives; a store that lists 10 bytes and
+    sends megabytes is refused at the 11th byte, not after the disk has filled."""
+    _, sent = pushed
+    listed = remote._objects
+    monkeypatch.setattr(
+        remote, "_objects", lambda *a: [{**o, "size": min(o["size"], 10)} for o in listed(*a)]
+    )
+    other_machine(monkeypatch, tmp_path)
+    with pytest.raises(IntegrityError, match="sends more than the 10 bytes its listing gave"):
+        api.pull_model(sent["url"])
+    assert api.list_models() == [] and not list((tmp_path / "other-home" / "models").glob(".pulling-*"))
+
+
 def test_versions_are_immutable_and_urls_are_checked(pushed, small_model, tmp_path, monkeypatch):
     ref, sent = pushed
     other_machine(monkeypatch, tmp_path)
