@@ -33,6 +33,8 @@ from aimass.serve.openai_errors import bad_param
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 MAX_REQUESTS = 50_000  # OpenAI's limit on a batch's requests
+MAX_FILE_BYTES = 200 * 1024 * 1024  # OpenAI's limit on a batch input file
+MAX_LINE_BYTES = 1024 * 1024 + 4096  # one request: a JSON route's body limit, plus its envelope
 CUSTOM_ID = 256  # the longest custom_id kept
 INPUT_ID = re.compile(r"file-[0-9a-f]{24}")
 OUTPUT, ERRORS = "batch_output-", "batch_errors-"  # a batch's output file is OUTPUT + its job id
@@ -81,10 +83,20 @@ def store(upload: Path, filename: str, project: str | None) -> dict:
 
 def check(path: Path) -> list[dict]:
     """The requests of a batch input file; a 400 naming the first bad line and field."""
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise bad_param("file", f"A batch input file is at most {MAX_FILE_BYTES >> 20} MiB.", "too_large")
     requests, seen = [], {}
     with open(path, encoding="utf-8", errors="strict") as handle:
         try:
-            for number, line in enumerate(handle, start=1):
+            number = 0
+            while line := handle.readline(MAX_LINE_BYTES + 1):  # a long line is not read whole
+                number += 1
+                if len(line) > MAX_LINE_BYTES:
+                    raise bad_param(
+                        "file",
+                        f"Line {number} is over {MAX_LINE_BYTES:,} characters: one request a line.",
+                        "too_large",
+                    )
                 if line.strip():
                     requests.append(_request(line, number, seen))
                 if len(requests) > MAX_REQUESTS:
