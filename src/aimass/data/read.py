@@ -36,6 +36,9 @@ MAX_FIELD_CHARS = MIB
 FIELD_ENV = "AIMASS_MAX_FIELD_CHARS"
 MAX_TABLE_BYTES = 1024 * MIB
 TABLE_ENV = "AIMASS_MAX_TABLE_BYTES"
+# a row costs ~1 KB while it is parsed, whatever its length: short rows, not bytes, bound memory
+MAX_TABLE_ROWS = 2_000_000
+ROWS_ENV = "AIMASS_MAX_TABLE_ROWS"
 SAVE_AS_UTF8 = "save the file as UTF-8 (in most editors: Save As, encoding UTF-8) and import it again"
 _HIGH_RUN = re.compile(rb"[\x80-\xff]+")
 _GB_FOUR = re.compile(rb"[\x81-\xfe][\x30-\x39][\x81-\xfe][\x30-\x39]")
@@ -275,6 +278,7 @@ def read_source(path: Path) -> RawTable:
         raise _unsupported(path)
     _check_table_size(path.stat().st_size, str(path))
     data = path.read_bytes()
+    _check_table_rows(data.count(b"\n") + (not data.endswith(b"\n")), str(path))
     decoded = decode_lines(data)
     if not "".join(decoded.lines).strip():
         raise DataError("the file is empty", where=str(path), hint=FORMATS_HINT)
@@ -285,6 +289,16 @@ def read_source(path: Path) -> RawTable:
         file=str(path), format=fmt, encoding=decoded.label, encodings=dict(decoded.encodings), sha256=sha
     )
     return table
+
+
+def _check_table_rows(lines: int, where: str) -> None:
+    most = limit(ROWS_ENV, MAX_TABLE_ROWS, None)
+    if lines > most + 1:  # the header line
+        raise TooLargeError(
+            f"the data has {lines:,} lines; the limit is {most:,} rows",
+            where=where,
+            hint=f"Split the file, or raise {ROWS_ENV} on a machine with the memory (~1 KB a row).",
+        )
 
 
 def _check_table_size(size: int, where: str) -> None:

@@ -222,3 +222,18 @@ def test_jsonl_lines_that_are_not_plain_json_are_rejected_by_line(tmp_path, monk
     assert "NaN is not a JSON value" in rejects[5] and "Infinity is not a JSON value" in rejects[6]
     assert rejects[7] == "malformed line: nested too deeply"
     assert "'labels'[1] holds 2,000 characters; the limit is 1,000" in rejects[8]
+
+
+def test_a_table_of_more_rows_than_the_limit_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    """Bytes do not bound memory: a row costs ~1 KB while parsed, so 512 MiB of short rows took
+    ~60 GB. Rows are counted on the raw bytes first (AIMASS_MAX_TABLE_ROWS, 2 million)."""
+    from aimass.errors import TooLargeError
+
+    monkeypatch.setenv("AIMASS_MAX_TABLE_ROWS", "10")
+    path = tmp_path / "rows.csv"
+    path.write_text("text,label\n" + "".join(f"row {i},a\n" for i in range(10)))
+    assert len(read_table(path)[0]) == 10  # ten rows and a header: within the limit
+    path.write_text("text,label\n" + "".join(f"row {i},a\n" for i in range(11)))
+    with pytest.raises(TooLargeError, match="the limit is 10 rows") as refused:
+        read_table(path)
+    assert "AIMASS_MAX_TABLE_ROWS" in refused.value.hint
