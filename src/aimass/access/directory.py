@@ -363,6 +363,20 @@ def owners(kind: str) -> dict[str, str]:
         return dict(rows.all())
 
 
+def model_owners() -> dict[str, str]:
+    """:func:`owners` of models as :func:`model_project` decides a name, in two reads: an assigned
+    service's name that no model has is that service's project's."""
+    models = owners("model")
+    services = {n: p for n, p in owners("service").items() if n not in models}
+    if services:
+        with session() as s:
+            named = set(
+                s.scalars(select(ModelVersionRecord.name).where(ModelVersionRecord.name.in_(services)))
+            )
+        models = {**{n: p for n, p in services.items() if n not in named}, **models}
+    return models
+
+
 def attachments(target_type: str) -> dict[str, list[str]]:
     """target -> its policies, for every target of ``target_type``, in one read."""
     out: dict[str, list[str]] = {}

@@ -522,7 +522,10 @@ class AccessGuard:
         show. Decided in the caller's request context (time, source address, transport), so a Deny
         conditioned on it hides a name here as it does from the name's own route."""
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
-        owners = self.authorizer.memo(("owners", kind), lambda: directory.owners(kind))
+        if kind == "model":  # a name only a service has is the service's project's (model_project)
+            owners = self.authorizer.memo(("owners", "model", "served"), directory.model_owners)
+        else:
+            owners = self.authorizer.memo(("owners", kind), lambda: directory.owners(kind))
         if kind == "service":  # an unassigned service is its model's project's (service_project)
             models = self.authorizer.memo(("owners", "model"), lambda: directory.owners("model"))
             owners = {**models, **owners}

@@ -470,3 +470,18 @@ def test_the_webhooks_page_shows_deliveries_only_where_rest_would(tmp_path, monk
     deny = {"Effect": "Deny", "Action": "webhook:Read", "Resource": f"aimass:webhook/{hook['id']}"}
     directory.put_policy("WesHooks", {"Statement": [allow, deny]})
     assert "evt_hidden_delivery" not in client.get("/console/webhooks").text
+
+
+def test_a_name_only_a_service_has_is_listed_as_the_service_is_decided(victim):
+    """A service assigned to cv under a name no model has: its predict route is decided in cv
+    (``directory.model_project``), so the lists must not show it to default's readers either."""
+    from aimass.serve.access_guard import AccessGuard
+    from aimass.serve.auth import Caller
+
+    directory.assign("service", "faces-api", "cv")
+    default_only = [{"Effect": "Allow", "Action": "*", "Resource": "aimass:project/default/*"}]
+    key = user_with_key("dora", "DefaultOnly", default_only)
+    caller = auth.Guard(admin=auth.admin_token()).identify(f"Bearer {key}")
+    guard = AccessGuard()
+    assert guard.visible(caller, "model", {"faces-api", "plain"}) == {"plain"}
+    assert guard.visible(Caller("admin", ("manage",)), "model", {"faces-api"}) == {"faces-api"}
