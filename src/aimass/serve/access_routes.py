@@ -28,7 +28,8 @@ async def stash_body(request: Request) -> None:
     4xx without running."""
     kind = request.headers.get("content-type", "").strip().lower()
     if request.method in ("POST", "PUT") and not kind.startswith(FORMS):
-        with contextlib.suppress(ValueError, UnicodeDecodeError):  # the route's own parsing answers 4xx
+        # the route's own parsing answers 4xx (RecursionError: JSON nested thousands deep)
+        with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
             request.scope.setdefault("state", {})[BODY_KEY] = json.loads(await request.body() or b"{}")
 
 

@@ -114,6 +114,8 @@ def _request(line: str, number: int, seen: dict) -> dict:
         request = json.loads(line)
     except ValueError as exc:
         raise bad_param("file", f"{where} is not JSON: {exc}.", "invalid_json") from None
+    except RecursionError:
+        raise bad_param("file", f"{where} is JSON nested too deeply.", "invalid_json") from None
     if not isinstance(request, dict):
         raise bad_param("file", f"{where} is not a JSON object.", "invalid_json")
     custom = request.get("custom_id")

@@ -69,6 +69,8 @@ def parse_body(cls, body: bytes):
         payload = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_param(None, f"The body is not valid JSON: {exc}.", "invalid_json") from None
+    except RecursionError:
+        raise bad_param(None, "The body is JSON nested too deeply.", "invalid_json") from None
     if not isinstance(payload, dict):
         raise bad_param(None, "The body must be a JSON object.", "invalid_json")
     try:

@@ -131,7 +131,7 @@ def read_call(body: str, names: set[str]) -> dict | None:
     """A ``tool_calls`` entry from one block's JSON, or None when it is not a call of a known tool."""
     try:
         call = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # what a model wrote: not a call
         return None
     if not (
         isinstance(call, dict) and call.get("name") in names and isinstance(call.get("arguments", {}), dict)

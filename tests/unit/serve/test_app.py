@@ -63,6 +63,16 @@ def test_a_versions_pictures_are_inert_pngs(client):
     assert "evil.svg" not in listed
 
 
+def test_json_nested_thousands_deep_is_a_400_not_a_500(client):
+    """Python's parser raises RecursionError, not a ValueError, past ~1,000 levels: the access
+    rules' parse and the OpenAI routes' let it through as a 500."""
+    admin = {"Authorization": f"Bearer {auth.admin_token()}", "Content-Type": "application/json"}
+    deep = b'{"model": "news-serve", "input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for route in ("/v1/chat/completions", "/v1/embeddings", "/v1/vector_stores"):
+        answer = client.post(route, headers=admin, content=deep)
+        assert answer.status_code == 400 and "nested too deeply" in answer.text, (route, answer.text[:300])
+
+
 def test_the_try_it_box_keeps_the_models_body_limit(client):
     """The console's try-it box took 64 MiB of files for any model; it reads the body within the
     model's own limit, as ``POST /v1/models/{name}/predict`` does (16 MiB of documents here)."""
