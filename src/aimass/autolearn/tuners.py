@@ -9,15 +9,13 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-import tarfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aimass.backbones import default_backbone, get_backbone
 from aimass.data import read_table
-from aimass.data.archive import archive_kind
+from aimass.data.archive import archive_kind, member_names
 from aimass.data.image_layout import IMAGE_EXTENSIONS, image_files
 from aimass.errors import ConfigError
 from aimass.tasks import available_tasks, get_task
@@ -318,16 +316,12 @@ def get_tuner(task: str):
 
 
 def _count_images(source: Path) -> int:
-    """Images in a folder, archive or manifest, from names only (nothing is decoded)."""
+    """Images in a folder, archive or manifest, from names only (nothing is decoded). An archive
+    over the member limit is refused here, before its listing is built, as its import would be."""
     if source.is_dir():
         return sum(1 for _ in image_files(source))
-    kind = archive_kind(source)
-    if kind == "zip":
-        with zipfile.ZipFile(source) as archive:
-            names = archive.namelist()
-    elif kind is not None:
-        with tarfile.open(source) as archive:
-            names = archive.getnames()
+    if archive_kind(source) is not None:
+        names = member_names(source)
     else:
         with source.open(newline="", encoding="utf-8", errors="replace") as fh:
             return max(0, sum(1 for _ in csv.reader(fh)) - 1)

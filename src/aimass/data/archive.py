@@ -6,6 +6,11 @@ checked first against the headers, then against the bytes actually decompressed:
 file is written with ``O_EXCL | O_NOFOLLOW`` chunk by chunk, and the chunk that would
 pass a limit is never written. ``tarfile.extractall`` is not used.
 
+The libraries' own reading is bounded too, since it happens before any member is seen: a zip's
+central directory is counted against the member limit before ``zipfile`` loads it, and a tar's
+long names and pax records are refused past ``MAX_TAR_HEADER`` bytes before ``tarfile`` reads
+them, its whole stream past the byte limit.
+
 >>> archive_kind(__file__) is None
 True
 """
@@ -15,10 +20,12 @@ from __future__ import annotations
 import gzip
 import os
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -31,9 +38,23 @@ MAX_MEMBERS = 100_000
 MAX_RATIO = 100
 RATIO_FLOOR = MIB
 CHUNK = MIB
+MAX_TAR_HEADER = 64 * 1024  # a GNU long name or pax record; real ones hold a path of a few hundred bytes
+TAR_ROOM = 4096  # stream bytes allowed per member on top of its data: header, padding, long name
 IGNORED_NAMES = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
 _TAR_MAGIC_OFFSET = 257
 _READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError, RuntimeError)
+_TAR_EXTENDED = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
+_ZIP_END = struct.Struct("<4s4H2LH")  # End Of Central Directory record
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_END = struct.Struct("<4sQ2H2L4Q")
+_ZIP_ENTRY = 46  # fixed part of a central directory entry; name, extra and comment lengths at 28
+_SHORT = 300  # characters of a library's error text kept in a message
 
 
 @dataclass(frozen=True)
@@ -151,17 +172,44 @@ def extract_archive(
     root.mkdir(parents=True, exist_ok=True)
     limits = Limits.resolve(max_bytes, max_members, max_ratio)
     writer = _Writer(root.resolve(), path.stat().st_size, limits, Extracted(root, kind))
-    try:
-        for member in _members(path, kind, limits.max_members):
+    with _reading(path):
+        for member in _members(path, kind, limits):
             writer.add(member)
+    return writer.result
+
+
+def member_names(path: str | Path, *, max_members: int | None = None) -> list[str]:
+    """Every member name of an archive, from its headers (nothing is extracted), for a caller that
+    needs them all: refused past the member limit as :func:`extract_archive` refuses, so a listing
+    of millions of names is never built.
+
+    Raises:
+        DataError: Not a supported archive, or unreadable.
+        TooLargeError: More members than ``max_members`` (default ``AIMASS_MAX_ARCHIVE_MEMBERS``).
+    """
+    path = Path(path)
+    kind = archive_kind(path)
+    if kind is None:
+        raise DataError("not a .zip, .tar or .tar.gz archive", where=str(path))
+    with _reading(path):
+        return [member.name for member in _members(path, kind, Limits.resolve(max_members=max_members))]
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Errors while reading become DataErrors naming the archive. The library's text is shortened:
+    it can quote a member name, which a crafted archive makes megabytes long."""
+    try:
+        yield
     except _READ_ERRORS as exc:
         raise DataError(
-            f"cannot read the archive: {exc}", where=str(path), hint="Check that the file is complete."
+            f"cannot read the archive: {_short(str(exc))}",
+            where=str(path),
+            hint="Check that the file is complete.",
         ) from exc
     except AimassError as exc:  # a member refused: the message names it, ``where`` the archive
         exc.where = exc.where or str(path)
         raise
-    return writer.result
 
 
 def archive_names(path: str | Path, max_names: int = MAX_MEMBERS) -> Iterator[str]:
@@ -173,26 +221,74 @@ def archive_names(path: str | Path, max_names: int = MAX_MEMBERS) -> Iterator[st
     if kind is None:
         return
     try:
-        for member in _members(path, kind, max_names):
+        for member in _members(path, kind, Limits.resolve(max_members=max_names)):
             yield member.name
-    except (*_READ_ERRORS, TooLargeError):
+    except (*_READ_ERRORS, DataError):
         return
 
 
-def _members(path: Path, kind: str, max_members: int) -> Iterator[_Member]:
-    reader = _zip_members if kind == "zip" else _tar_members
-    for count, member in enumerate(reader(path), 1):
-        if count > max_members:
-            raise TooLargeError(
-                f"the archive has more than {max_members:,} members",
-                where=str(path),
-                hint="Split it into several archives, or raise AIMASS_MAX_ARCHIVE_MEMBERS.",
-            )
+def _members(path: Path, kind: str, limits: Limits) -> Iterator[_Member]:
+    if kind == "zip" and _zip_entries(path, limits.max_members) > limits.max_members:
+        raise _too_many(path, limits.max_members)
+    members = _zip_members(path, limits.max_members) if kind == "zip" else _tar_members(path, kind, limits)
+    for count, member in enumerate(members, 1):
+        if count > limits.max_members:
+            raise _too_many(path, limits.max_members)
         yield member
 
 
-def _zip_members(path: Path) -> Iterator[_Member]:
+def _too_many(path: Path, most: int) -> TooLargeError:
+    return TooLargeError(
+        f"the archive has more than {most:,} members",
+        where=str(path),
+        hint="Split it into several archives, or raise AIMASS_MAX_ARCHIVE_MEMBERS.",
+    )
+
+
+def _zip_entries(path: Path, most: int) -> int:
+    """The entries of a zip's central directory, counted up to ``most + 1`` from their records.
+
+    ``zipfile.ZipFile`` loads the whole directory (about 500 bytes of memory per entry) before any
+    limit can be applied, and the count the End Of Central Directory record declares may lie, so
+    the records zipfile will parse are counted first: from where it will start (the end record,
+    or its ZIP64 version, less the directory's size) for as many bytes. 0 when there is no end
+    record: zipfile then refuses the file.
+    """
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        tail_at = max(0, size - 0x10000 - _ZIP_END.size)
+        fh.seek(tail_at)
+        tail = fh.read()
+        end = tail.rfind(b"PK\x05\x06")
+        if end < 0 or len(tail) - end < _ZIP_END.size:
+            return 0
+        *_, declared, cd_size, _, _ = _ZIP_END.unpack_from(tail, end)
+        start = tail_at + end - cd_size
+        locator = tail_at + end - _ZIP64_LOCATOR.size
+        if locator - _ZIP64_END.size >= 0:
+            fh.seek(locator - _ZIP64_END.size)
+            zip64 = fh.read(_ZIP64_END.size + _ZIP64_LOCATOR.size)
+            if zip64[:4] == b"PK\x06\x06" and zip64[_ZIP64_END.size :][:4] == b"PK\x06\x07":
+                *_, declared, cd_size, _ = _ZIP64_END.unpack_from(zip64)
+                start = locator - _ZIP64_END.size - cd_size
+        if declared > most:
+            return declared
+        count, read = 0, 0
+        fh.seek(max(start, 0))
+        while read < cd_size and count <= most:
+            entry = fh.read(_ZIP_ENTRY)
+            if len(entry) < _ZIP_ENTRY or entry[:4] != b"PK\x01\x02":
+                break  # zipfile refuses the directory here
+            skip = sum(struct.unpack_from("<3H", entry, 28))
+            fh.seek(skip, os.SEEK_CUR)
+            count, read = count + 1, read + _ZIP_ENTRY + skip
+        return count
+
+
+def _zip_members(path: Path, most: int) -> Iterator[_Member]:
     with zipfile.ZipFile(path) as zf:
+        if len(zf.infolist()) > most:  # checked before anything is written
+            raise _too_many(path, most)
         for info in zf.infolist():
             opener = None if info.is_dir() else (lambda info=info: zf.open(info))
             yield _Member(
@@ -211,11 +307,55 @@ def _zip_refusal(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def _tar_members(path: Path) -> Iterator[_Member]:
-    with tarfile.open(path, "r:*") as tf:
+def _tar_members(path: Path, kind: str, limits: Limits) -> Iterator[_Member]:
+    """Read as a stream (``r|``) through :class:`_Bounded`, with :class:`_TarInfo` headers."""
+    most = limits.max_bytes + limits.max_members * TAR_ROOM
+    raw = gzip.open(path, "rb") if kind == "tar.gz" else open(path, "rb")  # noqa: SIM115
+    with raw, tarfile.open(fileobj=_Bounded(raw, most), mode="r|", tarinfo=_TarInfo) as tf:
         for info in tf:
             opener = (lambda info=info: tf.extractfile(info)) if info.isreg() else None
             yield _Member(info.name, info.isdir(), info.size, None, opener, _tar_refusal(info))
+
+
+class _Bounded:
+    """A tar's uncompressed stream, refused once more than ``most`` bytes were read: the headers,
+    long names and pax records tarfile reads, and the data it skips, are not member data, so the
+    limits on what is written never see them."""
+
+    def __init__(self, raw: IO[bytes], most: int):
+        self.raw, self.most, self.seen = raw, most, 0
+
+    def read(self, size: int) -> bytes:
+        data = self.raw.read(size)  # tarfile's stream mode reads one record (10 KiB) at a time
+        self.seen += len(data)
+        if self.seen > self.most:
+            raise TooLargeError(
+                f"the archive unpacks to more than {mebibytes(self.most)} of headers and data",
+                hint="Split it into several archives, or raise AIMASS_MAX_ARCHIVE_BYTES.",
+            )
+        return data
+
+
+class _TarInfo(tarfile.TarInfo):
+    """Refuses, before tarfile reads them whole into memory, the headers whose size the archive
+    chooses: a GNU long name or pax record over ``MAX_TAR_HEADER`` bytes, a second global pax
+    header (their keys add up for the whole archive), and GNU sparse maps."""
+
+    def _proc_member(self, tf):  # the hook tarfile documents for subclasses
+        if self.type in _TAR_EXTENDED and self.size > MAX_TAR_HEADER:
+            raise TooLargeError(
+                f"a tar header announces a {self.size:,}-byte long name or pax record, "
+                f"over the {MAX_TAR_HEADER:,}-byte limit",
+                hint="Repack the archive with ordinary file names.",
+            )
+        if self.type == tarfile.XGLTYPE and tf.pax_headers:
+            raise _unsafe(self.name, "it is a second global pax header")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _unsafe(self.name, "it is a sparse file")
+        return super()._proc_member(tf)
+
+    def _proc_gnusparse_10(self, member, pax_headers, tf):  # GNU sparse 1.0: its map is in the data
+        raise _unsafe(member.name, "it is a sparse file")
 
 
 def _tar_refusal(info: tarfile.TarInfo) -> str | None:
@@ -346,9 +486,13 @@ def is_ignored(parts: tuple[str, ...]) -> bool:
     return any(part in IGNORED_NAMES or part.startswith(".") for part in parts)
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= _SHORT else f"{text[:_SHORT]}... ({len(text):,} characters)"
+
+
 def _unsafe(name: str, rule: str) -> DataError:
     return DataError(
-        f"archive member {name!r} refused: {rule}",
+        f"archive member {_short(repr(name))} refused: {rule}",
         hint="Archives may hold only plain files and folders with relative paths; "
         "repack it without that member.",
     )

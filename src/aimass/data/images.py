@@ -4,8 +4,9 @@ The pixel limits are checked from the header, before any pixel is decoded: per i
 (``AIMASS_MAX_PIXELS``, default 40 MP) and, for the images of one server request together,
 :func:`total_pixels` (``AIMASS_MAX_REQUEST_PIXELS``, default 192 MP: sixteen 12 MP photos), so a
 request of small, highly compressed files cannot make the server decode gigapixels. Pillow's own
-decompression-bomb check is never consulted: the format plugins are called directly,
-so its global ``Image.MAX_IMAGE_PIXELS`` is neither relied on nor changed.
+decompression-bomb check is not relied on: the format plugins are called directly, so its global
+``Image.MAX_IMAGE_PIXELS`` is neither needed nor changed. The WebP plugin applies it anyway while
+reading the header; that refusal is a :class:`TooLargeError` like ours, not a crash.
 
 >>> import io
 >>> from PIL import Image
@@ -230,6 +231,9 @@ def _identify(fp: io.BytesIO, name: str, place: str | None) -> ImageFile.ImageFi
         fp.seek(0)
         try:
             return factory(fp, "")
+        except Image.DecompressionBombError as exc:  # the WebP plugin checks its size itself, here
+            message = f"{name} is over Pillow's own pixel limit ({exc})"
+            raise TooLargeError(message, where=place, hint="Resize the image.") from exc
         except _DECODE_ERRORS as exc:
             raise _corrupt(name, place, exc) from exc
     raise DataError(

@@ -260,7 +260,8 @@ def test_member_count_limit(tmp_path, kind, monkeypatch):
     path = write_archive(tmp_path / f"many.{kind}", kind, members)
     with pytest.raises(TooLargeError, match="the archive has more than 10 members"):
         extract_archive(path, tmp_path / "out", max_members=10)
-    assert len(tree(tmp_path / "out")) == 10
+    # a zip's central directory is counted before anything is written; a tar is read as it goes
+    assert len(tree(tmp_path / "out")) == (0 if kind == "zip" else 10)
     monkeypatch.setenv("AIMASS_MAX_ARCHIVE_MEMBERS", "29")
     with pytest.raises(TooLargeError, match="more than 29 members"):
         extract_archive(path, tmp_path / "out2")
