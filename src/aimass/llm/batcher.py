@@ -45,6 +45,10 @@ class _Seq:
         return self.track.choice
 
 
+class Cancelled(RuntimeError):
+    """The request's client left before it was answered."""
+
+
 @dataclass
 class _Request:
     prompt_ids: list[int]
@@ -148,17 +152,32 @@ class Scheduler:
         still = []
         for request in self.waiting:
             n = max(1, request.params.n)
-            if self.active + n > self.max_batch and self.active:
+            if self.active + n > self.max_batch and self.active and not request.is_cancelled():
                 still.append(request)
                 continue
-            self._prefill(request)
+            try:
+                self._prefill(request)
+            except Exception as exc:  # this request only: it must not stay waiting and fail again
+                log.exception("prefill failed")
+                self._fail(request, exc)
         self.waiting = still
+
+    def _fail(self, request: _Request, exc: BaseException) -> None:
+        """End ``request`` with ``exc``: its sequences that joined a batch leave at the next step."""
+        for seq in request.seqs:
+            if not seq.choice.finish_reason:
+                seq.track.finish("length")
+        request.error = exc
+        request.done.set()
 
     def _prefill(self, request: _Request) -> None:
         params = request.params
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
         group = self.groups.setdefault(request.adapter if self.base.peft else MIXED, _Group())
         for i in range(max(1, params.n)):
+            if request.is_cancelled():  # its client left while it waited, or between its prefills
+                self._fail(request, Cancelled("the request was cancelled"))
+                return
             logits, cache = self._prefill_one(request, group)
             track = decode.Track(i, params, self.base.tokenizer, self.eos, request.on_delta)
             seq = _Seq(request, torch.Generator().manual_seed(seed + i), track)

@@ -12,6 +12,7 @@ from aimass.serve.openai_errors import bad_param
 
 MAX_TOKENS_CAP = 2048
 DEFAULT_MAX_TOKENS = 128
+MAX_STOP_CHARS = 256  # a stop sequence: scanned for after every token, on the shared decode thread
 
 
 class StreamOptions(BaseModel):
@@ -73,6 +74,8 @@ class _Common(BaseModel):
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if len(stops) > 4:
             raise bad_param("stop", f"Send at most 4 stop sequences; got {len(stops)}.")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):  # each is looked for after every token
+            raise bad_param("stop", f"A stop sequence is at most {MAX_STOP_CHARS} characters.")
         return tuple(s for s in stops if s)
 
 

@@ -18,6 +18,7 @@ batch at the next decode step, and a streamed request whose client disconnects l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -31,7 +32,7 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from aimass.errors import AimassError, ConfigError, NotFoundError
 from aimass.llm.hub import HUB, context_limit
@@ -146,6 +147,8 @@ class _Target:
 
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
+        if not ids:  # nothing to continue: the model cannot prefill zero tokens
+            raise bad_param("prompt", "The prompt is empty: send at least one token of text.")
         limit = context_limit(self.base.model)
         if len(ids) + max_tokens > limit:
             raise bad_param(
@@ -386,20 +389,44 @@ def add_openai_routes(app: FastAPI, engine, allow, meter, twin=None) -> Generati
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(request: Request, caller=allow("predict")):
         """OpenAI's chat completions: messages in, choices out (``stream`` for Server-Sent Events)."""
-        return await generation.chat(caller, await json_body(request))
+        return await unless_gone(request, generation.chat(caller, await json_body(request)))
 
     @app.post("/v1/responses", tags=["openai"])
     async def responses(request: Request, caller=allow("predict")):
         """OpenAI's Responses API: ``input`` (text or items) in, ``output`` items out; not stored."""
         search = partial(searched, request, caller)
-        return await openai_responses.answer(generation, caller, await json_body(request), search)
+        body = await json_body(request)
+        return await unless_gone(request, openai_responses.answer(generation, caller, body, search))
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(request: Request, caller=allow("predict")):
         """OpenAI's (legacy) completions: a raw text prompt, continued without a chat template."""
-        return await generation.complete(caller, await json_body(request))
+        return await unless_gone(request, generation.complete(caller, await json_body(request)))
 
     return generation
+
+
+GONE_POLL_S = 0.25  # how often a plain request looks whether its client is still there
+
+
+async def unless_gone(request: Request, work):
+    """``work``'s answer, or a 499 once the client has hung up: the work is cancelled then, so a
+    plain (not streamed) request stops decoding at its next token instead of holding its rows of
+    the shared batch for its ``max_tokens`` (vLLM's ``with_cancellation``). uvicorn does not cancel
+    a handler whose client left; a stream notices by itself when it writes."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=GONE_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return Response(status_code=499)
+    finally:
+        task.cancel()  # the handler itself cancelled (a shutdown): the work goes with it
 
 
 async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: bool, output=None, tools=None):

@@ -6,6 +6,7 @@ import contextlib
 import json
 import re
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from tests.conftest import live_server
 from tests.unit.serve.test_console_browser import WIDE, check, sign_in
 
 import aimass
-from aimass.llm import batcher
+from aimass.llm import batcher, decode
 from aimass.serve import auth
 from aimass.serve.app import create_app
 
@@ -300,6 +301,54 @@ def test_a_disconnected_stream_frees_its_slot(srv):
     assert time.monotonic() - began < 20  # far less than 400 tokens' worth
     quick = srv.client.completions.create(model=srv.model, prompt="Hi", max_tokens=2, temperature=0)
     assert quick.usage.completion_tokens <= 2
+
+
+def test_a_plain_request_whose_client_hangs_up_stops_decoding(srv):
+    """uvicorn does not cancel a handler whose client left: a plain request went on decoding its
+    400 tokens (8 rows of the batch with n=8) for nobody. It is cancelled within a poll now."""
+    scheduler = batcher.scheduler(aimass.load(srv.model).base_)
+    headers = {"Authorization": f"Bearer {srv.key}"}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up after 1 s and closes the socket
+        httpx.post(f"{srv.base}/v1/chat/completions", json=story(srv, 400, n=4), headers=headers, timeout=1)
+    began = time.monotonic()
+    while scheduler.active and time.monotonic() - began < 20:
+        time.sleep(0.05)
+    assert scheduler.active == 0 and time.monotonic() - began < 5  # 400 tokens x 4 take ~40 s here
+    assert srv.app.state.generation.slots.in_flight == 0
+
+
+def test_a_request_the_model_cannot_prefill_fails_alone(srv):
+    """An empty prompt is a 400 before any work; and a request whose prefill fails anyway fails by
+    itself: it used to stay in the waiting list, failing every pass of the shared loop, while every
+    later request hung."""
+    refused = httpx.post(
+        f"{srv.base}/v1/completions",
+        json={"model": srv.model, "prompt": "", "max_tokens": 5},
+        headers={"Authorization": f"Bearer {srv.key}"},
+        timeout=30,
+    )
+    assert refused.status_code == 400 and "prompt is empty" in refused.json()["error"]["message"]
+    scheduler = batcher.scheduler(aimass.load(srv.model).base_)
+    params = decode.SamplingParams(max_tokens=3, temperature=0.0)
+    raised = []
+
+    def attempt():  # zero tokens: the model's forward raises (before, submit never returned)
+        try:
+            scheduler.submit([], params, None)
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    waiting = threading.Thread(target=attempt, daemon=True)
+    waiting.start()
+    waiting.join(30)
+    assert raised and not scheduler.waiting
+    quick = srv.client.completions.create(model=srv.model, prompt="Hi", max_tokens=2, temperature=0)
+    assert quick.usage.completion_tokens <= 2
+
+
+def test_a_stop_sequence_is_bounded(srv):
+    with pytest.raises(openai.BadRequestError, match="at most 256 characters"):
+        srv.client.completions.create(model=srv.model, prompt="Hi", max_tokens=2, stop=["x" * 257])
 
 
 @pytest.mark.slow
