@@ -20,13 +20,14 @@ cannot send a model to a bucket of its choosing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import uuid
 
 from aimass import paths
-from aimass.errors import ConfigError, NotFoundError
+from aimass.errors import ConfigError, NotFoundError, PermissionDenied
 from aimass.store import artifacts, registry, remote
 from aimass.tasks import get_task
 
@@ -87,6 +88,7 @@ def pull_model(url: str, name: str | None = None) -> dict:
     staging = paths.subdir("models") / f".pulling-{uuid.uuid4().hex[:12]}"
     try:
         meta = remote.pull_folder(url, staging)
+        _only_known_bases(staging / "model.json")
         model = get_task(meta["task"]).estimator.load(staging)
         metrics = {**meta.get("metrics", {}), "pulled_from": meta["url"]}
         target, parent = registry.check_name(name or meta["name"]), meta.get("parent")
@@ -97,6 +99,48 @@ def pull_model(url: str, name: str | None = None) -> dict:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"model": record.ref, "from": meta["url"], "task": record.task, "bytes": meta["bytes"]}
+
+
+def _only_known_bases(meta_file) -> None:
+    """Refuse a pulled version whose ``model.json`` names a folder of this machine as its base or
+    backbone (a fine-tune's base is loaded from there, not shipped with it): a store's writer
+    would serve, export or read the weights of a model the puller was never given. Registered
+    names and ``hf:`` models are fine; a folder inside the data roots too (as a REST job's paths).
+
+    >>> import json, pathlib, tempfile
+    >>> meta = pathlib.Path(tempfile.mkdtemp()) / "model.json"
+    >>> _ = meta.write_text(json.dumps({"params": {"backbone": "/etc"}}))
+    >>> _only_known_bases(meta)
+    Traceback (most recent call last):
+    ...
+    aimass.errors.PermissionDenied: The pulled version names params.backbone '/etc', a folder of ...
+    """
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not readable: its task's load says why
+    roots = paths.data_roots()
+    for where, value in _bases(meta, ""):
+        if paths.outside_roots(value, roots) is not None:
+            raise PermissionDenied(
+                f"The pulled version names {where} {value[:200]!r}, a folder of this machine, as its base.",
+                hint="Push versions whose base is a registered backbone (aimass backbones) or hf:ORG/NAME; "
+                "a local base folder must be under AIMASS_DATA_ROOTS.",
+            )
+
+
+def _bases(value, where: str):
+    """(location, text) of every string under a key naming a backbone or base model."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            at = f"{where}.{key}" if where else str(key)
+            if isinstance(item, str) and str(key).rstrip("_").endswith(("backbone", "base_model")):
+                yield at, item
+            else:
+                yield from _bases(item, at)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _bases(item, f"{where}[{i}]")
 
 
 def remote_models(url: str, name: str | None = None) -> list[dict]:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aimass.errors import NotFoundError
+from aimass.errors import ConfigError, NotFoundError
 from aimass.paths import package_dir
 
 
@@ -71,9 +71,23 @@ def _load_hf_text(spec: Backbone):
     hf_logging.set_verbosity_error()  # the unused pooler of sentence encoders is expected
     hf_logging.disable_progress_bar()
     where = spec.locate()
-    tokenizer = AutoTokenizer.from_pretrained(where)
-    encoder = AutoModel.from_pretrained(where, add_pooling_layer=False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        encoder = AutoModel.from_pretrained(where, add_pooling_layer=False, use_safetensors=True)
+    except OSError as err:
+        raise unreadable(spec.name, where, err) from None
     return tokenizer, encoder.eval()
+
+
+def unreadable(name: str, where: str, err: OSError) -> ConfigError:
+    """The error for a backbone that cannot be read: a folder without safetensors weights (aimass
+    never unpickles a ``pytorch_model.bin``), or a Hub model not downloaded yet without a network."""
+    return ConfigError(
+        f"Backbone {name!r} cannot be loaded from {str(where)[:200]}: {str(err)[:300]}",
+        hint="A model folder needs config.json, its tokenizer and model.safetensors (aimass never loads "
+        "pickled weights: save it with save_pretrained(), which writes safetensors); an hf: model "
+        "needs a network the first time.",
+    )
 
 
 def _load_efficientnet(spec: Backbone):

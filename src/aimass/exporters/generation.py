@@ -103,7 +103,7 @@ def write_transformers(model, folder: Path) -> dict:
 def _load_transformers(folder: Path):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    return AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True).eval()
 
 
 # ------------------------------------------------------------------- GGUF

@@ -52,8 +52,15 @@ class LLMBackbone:
 
         hf_logging.disable_progress_bar()
         where = self.locate()
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(where)
+            model = AutoModelForCausalLM.from_pretrained(
+                where, dtype=dtype or torch.float32, use_safetensors=True
+            )
+        except OSError as err:  # no safetensors weights (never a pickle), or a Hub model offline
+            from aimass.backbones import unreadable
+
+            raise unreadable(self.name, where, err) from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer, model.eval()

@@ -6,10 +6,11 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from aimass.backbones import available_backbones, default_backbone, get_backbone, layers, param_groups
 from aimass.backbones.text_net import Head
-from aimass.errors import NotFoundError
+from aimass.errors import ConfigError, NotFoundError
 
 
 def test_table_and_defaults():
@@ -32,6 +33,13 @@ def test_local_folder_loads_like_a_bundled_backbone(tmp_path):
     ids = tokenizer(["a local model folder"], return_tensors="pt")
     assert encoder(**ids).last_hidden_state.shape[-1] == 384
     assert len(layers(encoder)) == 6
+    pickled = tmp_path / "pickled-encoder"  # the same weights as a pytorch_model.bin: never unpickled
+    shutil.copytree(folder, pickled)
+    torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="cannot be loaded from") as refused:
+        get_backbone(str(pickled)).load()
+    assert "never loads pickled weights" in refused.value.hint
 
 
 def test_discriminative_learning_rates():

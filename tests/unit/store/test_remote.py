@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +123,34 @@ def test_a_store_that_lists_small_and_sends_more_is_cut_off(pushed, monkeypatch,
     with pytest.raises(IntegrityError, match="sends more than the 10 bytes its listing gave"):
         api.pull_model(sent["url"])
     assert api.list_models() == [] and not list((tmp_path / "other-home" / "models").glob(".pulling-*"))
+
+
+def test_a_pulled_version_cannot_name_a_folder_of_this_machine_as_its_base(
+    small_model, store, monkeypatch, tmp_path
+):
+    """A fine-tune's base is loaded from where its ``model.json`` says, not shipped with it: a store's
+    writer naming a folder of the pulling machine (here the bundled encoder's own folder, which loads
+    fine) would have the puller serve a model it was never given. Refused before loading."""
+    from aimass.backbones import get_backbone
+    from aimass.errors import PermissionDenied
+    from aimass.store import artifacts
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "writer"))
+    record = api.register(small_model, "borrowed")
+    folder = registry.open_folder(record)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["fitted"]["backbone_"] = get_backbone("minilm-l6").locate()  # a folder outside the data roots
+    (folder / "model.json").write_text(json.dumps(meta))
+    artifacts.seal(folder)
+    remote.client().create_bucket(Bucket="writers")  # apart from the store the other tests list
+    sent = api.push_model(record.ref, "s3://writers/team-b")
+    other_machine(monkeypatch, tmp_path)
+    with pytest.raises(PermissionDenied, match=r"fitted\.backbone_ .*a folder of this machine") as refused:
+        api.pull_model(sent["url"])
+    assert "AIMASS_DATA_ROOTS" in refused.value.hint
+    assert api.list_models() == [] and not list((tmp_path / "other-home" / "models").glob(".pulling-*"))
+    monkeypatch.setenv("AIMASS_DATA_ROOTS", str(Path(meta["fitted"]["backbone_"]).parent))
+    assert api.pull_model(sent["url"])["model"] == "borrowed:1"  # the operator granted that folder
 
 
 def test_versions_are_immutable_and_urls_are_checked(pushed, small_model, tmp_path, monkeypatch):
