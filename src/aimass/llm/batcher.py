@@ -87,6 +87,7 @@ class Scheduler:
         self.steps = 0
         self.peak = 0  # the largest batch a decode step has run
         self.mixed_steps = 0  # decode steps whose rows ran more than one adapter (or the base too)
+        self.prefills = 0  # prompts prefilled (one for all ``n`` choices of a request)
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"llm-batcher-{base.backbone}", daemon=True)
         self.thread.start()
@@ -171,26 +172,30 @@ class Scheduler:
         request.done.set()
 
     def _prefill(self, request: _Request) -> None:
+        """Prefill ``request``'s prompt once; its ``n`` choices sample from the same logits and
+        join the batch sharing that KV cache (vLLM's parallel sampling), not ``n`` prefills."""
         params = request.params
+        if request.is_cancelled():  # its client left while it waited
+            self._fail(request, Cancelled("the request was cancelled"))
+            return
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
         group = self.groups.setdefault(request.adapter if self.base.peft else MIXED, _Group())
+        logits, cache = self._prefill_one(request, group)
+        self.prefills += 1
+        request.first = time.perf_counter() - request.began
+        going = []
         for i in range(max(1, params.n)):
-            if request.is_cancelled():  # its client left while it waited, or between its prefills
-                self._fail(request, Cancelled("the request was cancelled"))
-                return
-            logits, cache = self._prefill_one(request, group)
             track = decode.Track(i, params, self.base.tokenizer, self.eos, request.on_delta)
             seq = _Seq(request, torch.Generator().manual_seed(seed + i), track)
             seq.position = len(request.prompt_ids)
             request.seqs.append(seq)
             token = track.choose(logits, seq.generator)
-            if not request.first:
-                request.first = time.perf_counter() - request.began
             if params.max_tokens <= 0:
                 self._finish(seq, "length")
-                continue
-            if self._take(seq, token):
-                self._join(group, seq, cache)
+            elif self._take(seq, token):
+                going.append(seq)
+        if going:
+            self._join(group, going, cache)
         self._maybe_done(request)
 
     def _prefill_one(self, request: _Request, group: _Group):
@@ -199,21 +204,25 @@ class Scheduler:
         out = self._forward(request.adapter, input_ids=ids, logits_to_keep=1)
         return out.logits[0, -1, :], out.past_key_values
 
-    def _join(self, group: _Group, seq: _Seq, cache) -> None:
-        """Add a prefilled sequence to the batch: left-pad the shorter side's cache and mask."""
-        t = seq.position
+    def _join(self, group: _Group, seqs: list[_Seq], cache) -> None:
+        """Add the choices of one prefilled prompt to the batch, each a row holding a copy of its
+        cache: left-pad the shorter side's cache and mask."""
+        t, k = seqs[0].position, len(seqs)
         if group.cache is None or not group.seqs:
-            group.cache, group.mask, group.seqs = cache, torch.ones((1, t), dtype=torch.long), [seq]
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys.repeat(k, 1, 1, 1), layer.values.repeat(k, 1, 1, 1)
+            group.cache, group.mask, group.seqs = cache, torch.ones((k, t), dtype=torch.long), list(seqs)
             return
         width = group.mask.shape[1]
         pad_new, pad_old = max(0, width - t), max(0, t - width)
         for old, new in zip(group.cache.layers, cache.layers):
-            old.keys = torch.cat([_pad_left(old.keys, pad_old), _pad_left(new.keys, pad_new)])
-            old.values = torch.cat([_pad_left(old.values, pad_old), _pad_left(new.values, pad_new)])
-        row = torch.cat([torch.zeros(pad_new, dtype=torch.long), torch.ones(t, dtype=torch.long)])[None]
+            keys, values = _pad_left(new.keys, pad_new), _pad_left(new.values, pad_new)
+            old.keys = torch.cat([_pad_left(old.keys, pad_old), keys.expand(k, -1, -1, -1)])
+            old.values = torch.cat([_pad_left(old.values, pad_old), values.expand(k, -1, -1, -1)])
+        row = torch.cat([torch.zeros(pad_new, dtype=torch.long), torch.ones(t, dtype=torch.long)])
         mask = torch.cat([torch.zeros((group.mask.shape[0], pad_old), dtype=torch.long), group.mask], 1)
-        group.mask = torch.cat([mask, row])
-        group.seqs.append(seq)
+        group.mask = torch.cat([mask, row.expand(k, -1)])
+        group.seqs.extend(seqs)
 
     def _step(self, group: _Group) -> None:
         keep = [
@@ -310,8 +319,13 @@ class Int4Scheduler(Scheduler):
         logits = self.runner.prefill(request.prompt_ids, row, request.adapter)
         return torch.from_numpy(logits), row
 
-    def _join(self, group: _Group, seq: _Seq, cache) -> None:
-        group.seqs.append(seq)
+    def _join(self, group: _Group, seqs: list[_Seq], cache) -> None:
+        """The prompt was prefilled into row ``cache``; its choices take that row and the next ones,
+        each a copy of its KV."""
+        t = seqs[0].position
+        for j in range(1, len(seqs)):
+            self.runner.kv[:, :, cache + j, :, :t] = self.runner.kv[:, :, cache, :, :t]
+        group.seqs.extend(seqs)
 
     def _decode(self, group: _Group) -> torch.Tensor:
         import numpy as np

@@ -111,7 +111,9 @@ def test_the_served_int4_base_batches_requests_on_its_own_loop(int4_base):
         t.join()
     assert together == alone
     assert int4_scheduler.peak >= 2  # they shared decode steps
+    before = int4_scheduler.prefills
     sampled = int4_scheduler.submit(prompts[0], decode.SamplingParams(max_tokens=8, seed=7, n=2), None)
+    assert int4_scheduler.prefills == before + 1  # both choices start from one prefilled row
     again = int4_scheduler.submit(prompts[0], decode.SamplingParams(max_tokens=8, seed=7, n=2), None)
     assert [c.text for c in sampled.choices] == [c.text for c in again.choices]  # seeded
 

@@ -134,6 +134,21 @@ def test_n_choices_and_stop_strings(srv):
         n=2,
     )
     assert [c.index for c in two.choices] == [0, 1]
+    # the prompt is prefilled once for all its choices, which answer as model.generate's n rows do
+    scheduler = batcher.scheduler(aimass.load(srv.model).base_)
+    before = scheduler.prefills
+    three = srv.client.chat.completions.create(
+        model=srv.model,
+        messages=[{"role": "user", "content": ARTICLE}],
+        max_tokens=8,
+        temperature=1.0,
+        seed=5,
+        n=3,
+    )
+    assert scheduler.prefills == before + 1
+    expected = aimass.load(srv.model).generate(ARTICLE, max_tokens=8, temperature=1.0, seed=5, n=3)
+    assert [c.message.content for c in three.choices] == [c.text for c in expected.choices]
+    assert len({c.message.content for c in three.choices}) > 1  # each its own sample
     counted = srv.client.completions.create(
         model=srv.model, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[" 7", "\n\n"]
     )
@@ -243,7 +258,12 @@ def test_a_full_server_answers_429_with_retry_after(srv):
         with httpx.stream(
             "POST", f"{srv.base}/v1/chat/completions", json=body, headers=headers, timeout=60
         ) as r:
-            next(line for line in r.iter_lines() if '"content"' in line)  # decoding: the one slot is taken
+            seen = []
+            for line in r.iter_lines():  # decoding (past the role chunk): the one slot is taken
+                seen.append(line)
+                if '"content": "' in line and '"content": ""' not in line:
+                    break
+            assert slots.in_flight == 1, seen
             with pytest.raises(openai.RateLimitError) as refused:
                 srv.client.completions.create(model=srv.model, prompt="Hi", max_tokens=2)
             assert refused.value.response.headers["Retry-After"] == "1"
