@@ -147,3 +147,14 @@ class JobError(AimassError):
         if code:
             self.code = code
         super().__init__(message, **kwargs)
+
+
+def backbone_unreadable(name: str, where: str, err: OSError) -> ConfigError:
+    """The error for a backbone that cannot be read: a folder without safetensors weights (aimass
+    never unpickles a ``pytorch_model.bin``), or a Hub model not downloaded yet without a network."""
+    return ConfigError(
+        f"Backbone {name!r} cannot be loaded from {str(where)[:200]}: {str(err)[:300]}",
+        hint="A model folder needs config.json, its tokenizer and model.safetensors (aimass never loads "
+        "pickled weights: save it with save_pretrained(), which writes safetensors); an hf: model "
+        "needs a network the first time.",
+    )

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aimass.errors import ConfigError, NotFoundError
+from aimass.errors import NotFoundError, backbone_unreadable
 from aimass.paths import package_dir
 
 
@@ -75,19 +75,8 @@ def _load_hf_text(spec: Backbone):
         tokenizer = AutoTokenizer.from_pretrained(where)
         encoder = AutoModel.from_pretrained(where, add_pooling_layer=False, use_safetensors=True)
     except OSError as err:
-        raise unreadable(spec.name, where, err) from None
+        raise backbone_unreadable(spec.name, where, err) from None
     return tokenizer, encoder.eval()
-
-
-def unreadable(name: str, where: str, err: OSError) -> ConfigError:
-    """The error for a backbone that cannot be read: a folder without safetensors weights (aimass
-    never unpickles a ``pytorch_model.bin``), or a Hub model not downloaded yet without a network."""
-    return ConfigError(
-        f"Backbone {name!r} cannot be loaded from {str(where)[:200]}: {str(err)[:300]}",
-        hint="A model folder needs config.json, its tokenizer and model.safetensors (aimass never loads "
-        "pickled weights: save it with save_pretrained(), which writes safetensors); an hf: model "
-        "needs a network the first time.",
-    )
 
 
 def _load_efficientnet(spec: Backbone):

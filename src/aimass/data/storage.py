@@ -213,8 +213,14 @@ def load_dataset(id_or_name: str) -> Dataset:
             f"dataset {key!r} ({gone['id']}) was deleted on {gone['deleted']}",
             hint="Import its file again to get it back (the same content gets the same id).",
         )
-    raise NotFoundError(
-        f"no dataset {key!r}",
+    raise missing_dataset(key)
+
+
+def missing_dataset(key: str) -> NotFoundError:
+    """The one answer for a dataset that is not there, or that the caller may not see (REST's
+    access rules answer it too: no difference between the two tells a name exists)."""
+    return NotFoundError(
+        f"no dataset {str(key)[:200]!r}",
         hint="`aimass data list` (or GET /v1/datasets) lists the datasets you may use; "
         "import the file first.",
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from aimass import paths
-from aimass.errors import ConfigError, NotFoundError
+from aimass.errors import ConfigError, NotFoundError, backbone_unreadable
 from aimass.paths import package_dir
 
 SMOLLM2 = "smollm2-135m"
@@ -58,9 +58,7 @@ class LLMBackbone:
                 where, dtype=dtype or torch.float32, use_safetensors=True
             )
         except OSError as err:  # no safetensors weights (never a pickle), or a Hub model offline
-            from aimass.backbones import unreadable
-
-            raise unreadable(self.name, where, err) from None
+            raise backbone_unreadable(self.name, where, err) from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer, model.eval()

@@ -152,5 +152,10 @@ def original(file_id: str) -> bytes:
 
 def folder(file_id: str) -> Path:
     if not file_id.startswith("file-") or not file_id[5:].isalnum() or len(file_id) != 29:
-        raise NotFoundError(f"No file '{file_id}'.", hint="GET /v1/files lists the files.")
+        raise missing_file(file_id)
     return paths.home() / "files" / file_id
+
+
+def missing_file(file_id: str) -> NotFoundError:
+    """The one answer for a file that is not there, or that the caller may not see."""
+    return NotFoundError(f"No file '{str(file_id)[:100]}'.", hint="GET /v1/files lists the files.")

@@ -29,7 +29,9 @@ from aimass.access import audit, directory
 from aimass.access.authorizer import Authorizer
 from aimass.access.evaluate import explain
 from aimass.data import load_dataset
+from aimass.data.storage import deleted_dataset, missing_dataset
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
+from aimass.retrieval.files import missing_file
 from aimass.serve.batch_files import output_job
 from aimass.serve.openai_finetune import result_job
 from aimass.store import browse, registry
@@ -163,8 +165,12 @@ def dataset_name(id_or_name: str) -> str:
         return record.name if record is not None else id_or_name
     try:
         found = load_dataset(id_or_name)
-    except AimassError:
-        return id_or_name
+    except AimassError:  # a deleted one is decided by the name it had: its project's, not default's
+        gone = deleted_dataset(id_or_name)
+        names = gone.get("names") if gone else None
+        if not names or id_or_name in names:
+            return id_or_name
+        return names[0]
     if id_or_name in found.names:  # a name: the project owning that name decides
         return id_or_name
     record = browse.dataset_record(found.id)
@@ -339,12 +345,13 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "GET", "/v1/datasets/{dataset_id}/issues/files/{file}", "dataset:Read", path("dataset", "dataset_id")
     ),
-    Rule(  # a new version of the dataset (or of the body's name), from the dataset's rows
+    Rule(  # a new version of the dataset (or of the body's name), from the dataset's rows: read
+        # first, so one the caller cannot see is a 404, not a 403 naming the project holding it
         "POST",
         "/v1/datasets/{dataset_id}/fix",
-        "dataset:Import",
-        fixing_into,
-        also=(("dataset:Read", path("dataset", "dataset_id")),),
+        "dataset:Read",
+        path("dataset", "dataset_id"),
+        also=(("dataset:Import", fixing_into),),
     ),
     Rule("GET", "/v1/versions", "model:List", fixed("aimass:project/*")),
     # both versions must be readable too: the route answers 404 for one that is not (as a list keeps
@@ -463,6 +470,10 @@ class AccessGuard:
         if decision.allowed:
             return
         if kind in READ and not self.authorizer.decide(principal, READ[kind], resource, context).allowed:
+            if kind == "dataset":  # as the route answers a missing one, for what the caller typed
+                if "file_id" in params:  # a file is data of its project
+                    raise missing_file(params["file_id"])
+                raise missing_dataset(params.get("dataset_id", name))
             raise NotFoundError(
                 f"No {kind} '{name}'.", hint="Ask for the names your key may see (GET /v1/models)."
             )

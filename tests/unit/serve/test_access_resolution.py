@@ -390,6 +390,39 @@ def test_a_fine_tuning_file_of_another_project_is_not_found_not_described(tmp_pa
         assert set(answers.values()) == {(404, "No dataset 'X'.")}, answers
 
 
+def test_another_project_s_dataset_answers_as_a_missing_one(tmp_path, victim):
+    """A dataset the caller may not read, by name or id prefix, live or deleted, and a fix of it:
+    one 404, worded as for a name that does not exist. Before, "No dataset 'secret'." (the rules')
+    against "no dataset 'nothing'" (the lookup's) told which names and id prefixes exist; a deleted
+    dataset's id answered its tombstone (id and date: decided as default's); and a fix naming a new
+    version answered 403 naming cv."""
+    default = {"Effect": "Allow", "Action": "*", "Resource": ["aimass:project/default/*"]}
+    key = user_with_key("mallory", "NlpAndDefault", [*NLP_ONLY, default])
+    headers = {"Authorization": f"Bearer {key}"}
+    gone = api.import_dataset(write_csv(tmp_path / "gone.csv", word="gone"), name="gone")
+    directory.assign("dataset", "gone", "cv")
+    api.delete_dataset(gone.name, force=True)
+    with TestClient(create_app([])) as client:
+        answers = {}
+        for named in ("secret", victim.id[:5], "nothing", "f0f0f", gone.id, gone.id[:6]):
+            for route in ("", "/rejects", "/issues"):
+                answer = client.get(f"/v1/datasets/{named}{route}", headers=headers)
+                body = answer.json()["error"]
+                answers[named, route] = (
+                    answer.status_code,
+                    body["message"].replace(named, "X"),
+                    body["hint"],
+                )
+        fix = client.post("/v1/datasets/secret/fix", headers=headers, json={"drop": True, "name": "mine"})
+        answers["fix"] = (
+            fix.status_code,
+            fix.json()["error"]["message"].replace("secret", "X"),
+            fix.json()["error"]["hint"],
+        )
+    assert len(set(answers.values())) == 1, answers
+    assert next(iter(answers.values()))[:2] == (404, "no dataset 'X'")
+
+
 def test_a_json_route_does_not_read_a_form_body(victim):
     """The access rules read a form's query, not its body; a route that parsed a JSON body sent
     as ``multipart/form-data`` acted on names the rule never saw (a store in default adding cv's
