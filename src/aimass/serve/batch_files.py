@@ -61,7 +61,7 @@ def folder(file_id: str) -> Path:
 def store(upload: Path, filename: str, project: str | None) -> dict:
     """Check the uploaded JSONL at ``upload`` and keep it as a batch input file in ``project``;
     its :func:`describe`. A bad line is a 400 naming it (and nothing is kept)."""
-    requests = check(upload, bodies=False)
+    summary = check(upload)
     file_id = f"file-{secrets.token_hex(12)}"
     home = paths.subdir("files") / file_id
     home.mkdir()
@@ -71,9 +71,7 @@ def store(upload: Path, filename: str, project: str | None) -> dict:
         "filename": filename,
         "bytes": (home / "input.jsonl").stat().st_size,
         "created_at": int(datetime.now(UTC).timestamp()),
-        "requests": len(requests),
-        "endpoints": sorted({r["url"] for r in requests}),
-        "models": sorted({r["model"] for r in requests}),
+        **summary,
     }
     (home / "file.json").write_text(json.dumps(info))
     if project and project != directory.DEFAULT_PROJECT:
@@ -81,15 +79,28 @@ def store(upload: Path, filename: str, project: str | None) -> dict:
     return describe(file_id)
 
 
-def check(path: Path, *, bodies: bool = True) -> list[dict]:
-    """The requests of a batch input file; a 400 naming the first bad line and field. ``bodies=False``
-    keeps only each request's url and model (an upload's check: a parsed body costs ~11x its bytes)."""
+def check(path: Path) -> dict:
+    """A batch input file's summary, ``{"requests", "endpoints", "models"}``; a 400 naming the first
+    bad line and field. One line's parsed body at a time (a whole file's cost ~7x its bytes)."""
+    count, endpoints, models = 0, set(), set()
+    for request in each(path):
+        count += 1
+        endpoints.add(request["url"])
+        models.add(request["body"]["model"])
+    if not count:
+        raise bad_param("file", "The file holds no requests: one JSON object per line.", "invalid_file")
+    return {"requests": count, "endpoints": sorted(endpoints), "models": sorted(models)}
+
+
+def each(path: Path):
+    """The requests of a batch input file, read one line at a time; a 400 naming the first bad
+    line and field (raised when the reader gets there)."""
     if path.stat().st_size > MAX_FILE_BYTES:
         raise bad_param("file", f"A batch input file is at most {MAX_FILE_BYTES >> 20} MiB.", "too_large")
-    requests, seen = [], {}
+    seen = {}
     with open(path, encoding="utf-8", errors="strict") as handle:
         try:
-            number = 0
+            number = count = 0
             while line := handle.readline(MAX_LINE_BYTES + 1):  # a long line is not read whole
                 number += 1
                 if len(line) > MAX_LINE_BYTES:
@@ -99,17 +110,14 @@ def check(path: Path, *, bodies: bool = True) -> list[dict]:
                         "too_large",
                     )
                 if line.strip():
-                    request = _request(line, number, seen)
-                    requests.append(
-                        request if bodies else {"url": request["url"], "model": request["body"]["model"]}
-                    )
-                if len(requests) > MAX_REQUESTS:
-                    raise bad_param("file", f"A batch holds at most {MAX_REQUESTS:,} requests.", "too_many")
+                    count += 1
+                    if count > MAX_REQUESTS:
+                        raise bad_param(
+                            "file", f"A batch holds at most {MAX_REQUESTS:,} requests.", "too_many"
+                        )
+                    yield _request(line, number, seen)
         except UnicodeDecodeError:
             raise bad_param("file", "The file is not UTF-8 text.", "invalid_file") from None
-    if not requests:
-        raise bad_param("file", "The file holds no requests: one JSON object per line.", "invalid_file")
-    return requests
 
 
 def _request(line: str, number: int, seen: dict) -> dict:
@@ -171,8 +179,9 @@ def is_batch_input(file_id: str) -> bool:
     return not documents.is_document(info(file_id))
 
 
-def requests_of(file_id: str) -> list[dict]:
-    return check(folder(file_id) / "input.jsonl")
+def requests_of(file_id: str):
+    """The input file's requests, one at a time (checked when it was uploaded)."""
+    return each(folder(file_id) / "input.jsonl")
 
 
 def content(file_id: str) -> tuple[bytes, str]:

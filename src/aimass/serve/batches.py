@@ -268,24 +268,29 @@ def in_use(file_id: str) -> list[str]:
 # -------------------------------------------------------- the job itself
 def run(params: dict, ctx) -> dict:
     """The ``batch`` job: answer every request of the input file not answered yet."""
-    requests = batch_files.requests_of(params["input"])
+    found = batch_files.info(params["input"])  # its count and models, from the upload's check
+    total = found["requests"]
     folder = Path(ctx.run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     output, errors = folder / "output.jsonl", folder / "errors.jsonl"
     done = _answered(output) | _answered(errors)  # a resumed attempt answers only the rest
-    todo = [r for r in requests if r["custom_id"] not in done]
-    ctx.progress(len(done) / len(requests), f"{len(done)}/{len(requests)} requests answered")
-    seconds = asyncio.run(_answer_all(todo, params, (output, errors), ctx, len(requests)))
-    counts = {"total": len(requests), "completed": _count(output), "failed": _count(errors)}
+    # read as answered: a request's parsed body costs ~7x its line (a 200 MiB file, GBs at once)
+    todo = (r for r in batch_files.requests_of(params["input"]) if r["custom_id"] not in done)
+    ctx.progress(len(done) / total, f"{len(done)}/{total} requests answered")
+    started = (total - len(done), found["models"])
+    seconds = asyncio.run(_answer_all(todo, params, (output, errors), ctx, (total, *started)))
+    counts = {"total": total, "completed": _count(output), "failed": _count(errors)}
     return {"batch": ctx.job_id, "request_counts": counts, "seconds": seconds}
 
 
-async def _answer_all(todo: list[dict], params: dict, files: tuple[Path, Path], ctx, total: int) -> dict:
-    """Answer ``todo``, appending to the (output, errors) files; the seconds spent loading the
-    models and answering (this attempt's)."""
+async def _answer_all(todo, params: dict, files: tuple[Path, Path], ctx, sizes: tuple) -> dict:
+    """Answer the requests ``todo`` yields, at most :data:`CONCURRENCY` at once, appending to the
+    (output, errors) files; ``sizes``: (requests in all, left to answer, the models they name).
+    The seconds spent loading the models and answering (this attempt's)."""
+    total, left, models = sizes
     began = time.perf_counter()
     engine = Engine(offline=True)
-    for model in sorted({r["body"]["model"] for r in todo}):
+    for model in models:
         await _serve(engine, model)
     loaded = time.perf_counter()
     meter = Meter()
@@ -296,22 +301,22 @@ async def _answer_all(todo: list[dict], params: dict, files: tuple[Path, Path], 
         "/v1/embeddings": partial(openai_embeddings.answer, engine, meter),
     }[params["endpoint"]]
     caller = Caller(params.get("caller") or "batch", ("predict",))
-    limit, finished = asyncio.Semaphore(min(CONCURRENCY, configured_limit())), [total - len(todo)]
+    finished = [total - left]
     step = max(1, total // 100)
     with open(files[0], "a", encoding="utf-8") as out, open(files[1], "a", encoding="utf-8") as err:
 
-        async def one(request: dict) -> None:
-            async with limit:
+        async def worker() -> None:
+            for request in todo:  # the workers share one reader: each takes the next line
                 line, ok = await _line(answer, caller, request)
-            handle = out if ok else err
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-            handle.flush()
-            finished[0] += 1
-            if finished[0] % step == 0 or finished[0] == total:  # about 100 lines in the job's log
-                ctx.progress(finished[0] / total, f"{finished[0]}/{total} requests answered")
+                handle = out if ok else err
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+                handle.flush()
+                finished[0] += 1
+                if finished[0] % step == 0 or finished[0] == total:  # about 100 lines in the job's log
+                    ctx.progress(finished[0] / total, f"{finished[0]}/{total} requests answered")
 
         try:
-            await asyncio.gather(*(one(r) for r in todo))
+            await asyncio.gather(*(worker() for _ in range(min(CONCURRENCY, configured_limit()))))
         finally:
             await asyncio.to_thread(meter.flush)
             await engine.shutdown(5.0)
