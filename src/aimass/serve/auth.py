@@ -91,7 +91,7 @@ def create_key(
             hint="A key grants only scopes it has; the admin token (`aimass keys create` on the server) "
             "grants any.",
         )
-    _not_held_to_a_quota(granted_by)
+    _not_held_to_a_limit(granted_by)
     rate_limit = check_rate_limit(rate_limit)
     quota, quota_period = quotas.check_quota(quota, quota_period)
     key_id = secrets.token_hex(4)
@@ -128,7 +128,7 @@ def update_key(
 ) -> dict:
     """Change a key's rate limit or quota (None removes it); servers apply it within seconds.
     A quota's period stays as it was unless given."""
-    _not_held_to_a_quota(granted_by)
+    _not_held_to_a_limit(granted_by)
     with session() as s, s.begin():
         record = s.get(ApiKeyRecord, key_id)
         if record is None or record.revoked:
@@ -147,14 +147,23 @@ def update_key(
     return _listed(record)
 
 
-def _not_held_to_a_quota(caller: Caller | None) -> None:
-    """A key with a quota may not mint or change keys: a fresh key would escape the quota."""
+def _not_held_to_a_limit(caller: Caller | None) -> None:
+    """A key with a quota or a rate limit may not mint or change keys: a fresh key (or its own,
+    changed) would escape the limit."""
     if caller is None or caller.key_id in (ADMIN_ID, "anonymous"):
         return
+    held = None
     if quotas.limit_of(caller.key_id) is not None:
+        held = "a quota"
+    else:
+        with session() as s:
+            record = s.get(ApiKeyRecord, caller.key_id)
+        if record is not None and record.rate_limit is not None:
+            held = "a rate limit"
+    if held:
         raise PermissionDenied(
-            f"Key '{caller.key_id}' is held to a quota, so it may not create or change keys.",
-            hint="Ask an operator (the admin token, or a key without a quota) to do it.",
+            f"Key '{caller.key_id}' is held to {held}, so it may not create or change keys.",
+            hint="Ask an operator (the admin token, or a key without a quota or rate limit) to do it.",
         )
 
 

@@ -191,7 +191,7 @@ async def answer(engine, meter, caller, body: bytes) -> dict:
     """What ``POST /v1/embeddings`` answers ``body`` (a batch's requests are answered here too)."""
     req = parse_body(EmbeddingRequest, body)
     work = partial(embed, engine, req)
-    name, found, tokens = await metered(engine, meter, caller, req.model, work, len(req.texts()))
+    name, found, tokens = await metered(engine, meter, caller, req.model, work, req.texts())
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(v, req.encoding_format)}
         for i, v in enumerate(found)
@@ -200,12 +200,23 @@ async def answer(engine, meter, caller, body: bytes) -> dict:
     return {"object": "list", "data": data, "model": name, "usage": usage}
 
 
-async def metered(engine, meter, caller, model: str, work, texts: int) -> tuple[str, Any, int]:
+def expected_tokens(texts: list[str]) -> int:
+    """What ``texts`` may cost at most, held against a key's quota while its request runs: a token
+    a character, at most an encoder's 512 and its two markers a text. (One item a text let twelve
+    402-token requests in at once under a quota of 100.)
+
+    >>> expected_tokens(["hello", "x" * 10_000])
+    521
+    """
+    return sum(min(len(text), 512) + 2 for text in texts)
+
+
+async def metered(engine, meter, caller, model: str, work, texts: list[str]) -> tuple[str, Any, int]:
     """Run blocking ``work() -> (model id, result, tokens)`` in a thread once the caller's quota
-    admits it (a key held to one holds ``texts`` items meanwhile: a text is a token at least); the
+    admits it (a key held to one holds :func:`expected_tokens` of ``texts`` meanwhile); the
     tokens are metered against the caller's key and the time is counted in the model's live
     figures (a served classifier's, as its predictions), failures too."""
-    hold = await meter.admit(caller.key_id, texts)
+    hold = await meter.admit(caller.key_id, expected_tokens(texts))
     began = time.perf_counter()
     try:
         try:

@@ -480,13 +480,17 @@ async def _answer_held(generation, caller, req, prompt, max_tokens: int, hold, c
         return _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live, hold)
     began = time.perf_counter()
     gone = threading.Event()  # set when the await ends, cancelled too (a shutdown past its grace)
-    work = partial(target.generate, prompt, raw=not chat, cancelled=gone.is_set, **kwargs)
+
+    def work():  # metered where it ends: a client that hung up is charged what was decoded for it
+        out = target.generate(prompt, raw=not chat, cancelled=gone.is_set, **kwargs)
+        _record(meters, caller, target.ref, out, began)
+        return out
+
     with engine.metrics.recent.running(target.ref):
         try:
             out = await slots.start(work)
         finally:
             gone.set()  # decoding stops at the next token, not after max_tokens
-    _record(meters, caller, target.ref, out, began)
     choices = [
         {
             "index": c.index,

@@ -128,14 +128,16 @@ def add_rerank_routes(app: FastAPI, engine, allow, meter) -> None:
         """The documents, most relevant to the query first (vLLM's, Jina's and Cohere's rerank)."""
         req = parse_body(RerankRequest, await json_body(request))
         work = partial(rerank, engine, req)
-        name, body, tokens = await metered(engine, meter, caller, req.model, work, len(req.documents) + 1)
+        name, body, tokens = await metered(engine, meter, caller, req.model, work, [req.query, *req.texts()])
         return {"id": f"rerank-{uuid.uuid4().hex}", "model": name, **body, "usage": {"total_tokens": tokens}}
 
     async def score_route(request: Request, caller=allow("predict")):
         """vLLM's score: the relevance of each (text_1, text_2) pair."""
         req = parse_body(ScoreRequest, await json_body(request))
         work = partial(score, engine, req)
-        name, body, tokens = await metered(engine, meter, caller, req.model, work, 2 * len(req.pairs()[0]))
+        name, body, tokens = await metered(
+            engine, meter, caller, req.model, work, [t for p in req.pairs() for t in p]
+        )
         usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}
         return {"id": f"score-{uuid.uuid4().hex}", "model": name, **body, "usage": usage}
 

@@ -334,9 +334,13 @@ def test_a_disconnected_stream_frees_its_slot(srv):
 
 def test_a_plain_request_whose_client_hangs_up_stops_decoding(srv):
     """uvicorn does not cancel a handler whose client left: a plain request went on decoding its
-    400 tokens (8 rows of the batch with n=8) for nobody. It is cancelled within a poll now."""
+    400 tokens (8 rows of the batch with n=8) for nobody. It is cancelled within a poll now, and its
+    key is charged the tokens decoded for it (it was charged nothing: a way to use the model free)."""
+    from aimass.serve import metering
+
     scheduler = batcher.scheduler(aimass.load(srv.model).base_)
-    headers = {"Authorization": f"Bearer {srv.key}"}
+    record, key = auth.create_key("hangs-up", ["predict"])
+    headers = {"Authorization": f"Bearer {key}"}
     with pytest.raises(httpx.ReadTimeout):  # the client gives up after 1 s and closes the socket
         httpx.post(f"{srv.base}/v1/chat/completions", json=story(srv, 400, n=4), headers=headers, timeout=1)
     began = time.monotonic()
@@ -344,6 +348,10 @@ def test_a_plain_request_whose_client_hangs_up_stops_decoding(srv):
         time.sleep(0.05)
     assert scheduler.active == 0 and time.monotonic() - began < 5  # 400 tokens x 4 take ~40 s here
     assert srv.app.state.generation.slots.in_flight == 0
+    time.sleep(0.2)  # the worker thread records as it ends
+    srv.app.state.meter.flush()
+    used = [u for u in metering.usage(record.id) if u["model"] == srv.model]
+    assert used and used[0]["requests"] == 1 and used[0]["items"] > 20, used  # the prompt and some tokens
 
 
 def test_a_request_the_model_cannot_prefill_fails_alone(srv):

@@ -249,6 +249,15 @@ def test_a_key_held_to_a_quota_is_refused_once_it_is_spent_and_until_it_is_raise
         "/v1/keys", json={"name": "escape"}, headers={"Authorization": f"Bearer {manager['key']}"}
     )
     assert minted.status_code == 403 and "held to a quota" in minted.json()["error"]["message"]
+    # a rate limit too: a limited manager minted a key without one, or lifted its own (200 before)
+    limited = client.post(
+        "/v1/keys", json={"scopes": ["manage", "predict"], "rate_limit": 50}, headers=admin
+    ).json()
+    as_limited = {"Authorization": f"Bearer {limited['key']}"}
+    minted = client.post("/v1/keys", json={"name": "free", "scopes": ["predict"]}, headers=as_limited)
+    assert minted.status_code == 403 and "held to a rate limit" in minted.json()["error"]["message"]
+    own = client.patch(f"/v1/keys/{limited['id']}", json={"rate_limit": None}, headers=as_limited)
+    assert own.status_code == 403, own.text
     lifted = client.patch(key_path, json={"quota": None}, headers=admin).json()
     assert lifted["quota"] is None and lifted["quota_period"] is None
     assert client.post("/v1/models/news-serve/predict", json=two, headers=capped).status_code == 200

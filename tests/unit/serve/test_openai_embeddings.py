@@ -228,3 +228,25 @@ def test_a_served_classifier_embeds_with_its_own_encoder(small_model):
         hidden = small_model.net_.encoder(**enc).last_hidden_state
     expected = torch.nn.functional.normalize(hidden.mean(1), dim=-1)[0]
     assert answer.model == version.ref and np.allclose(answer.data[0].embedding, expected.numpy(), atol=NOISE)
+
+
+def test_embedding_requests_sent_together_cannot_all_slip_under_a_quota(srv):
+    """A key held to 100 tokens a day sends six 400-token requests at once: one is answered (the
+    one that crosses the quota is), the others are 429 while it holds what it may cost. A hold of
+    one item a text let all twelve of an audit's requests in (4,824 tokens metered)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    record, key = auth.create_key("embed-capped", ["predict"], quota=100, quota_period="day")
+    long_text = "The quick brown fox jumps over the lazy dog. " * 40
+    body = {"model": "minilm", "input": [long_text]}
+
+    def one(_):
+        answer = httpx.post(
+            f"{srv.base}/v1/embeddings", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        )
+        return answer.status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        codes = sorted(pool.map(one, range(6)))
+    assert codes.count(200) < 6 and set(codes) <= {200, 429}, codes
+    assert codes.count(200) <= 2, codes  # one, or two that crossed before the first was held
