@@ -56,6 +56,7 @@ from aimass.store import registry
 PATH = "/v1/batches"
 WINDOW = "24h"
 CONCURRENCY = 16  # requests of a batch in flight at once (the generation slots bound the work)
+FLUSH_S = 5.0  # how often a running batch writes the usage it metered
 RETRIES = 30  # a request answered 429 is asked again this often, a second or so apart
 STATUS = {"queued": "validating", "running": "in_progress", "paused": "in_progress"}
 STATUS.update(succeeded="completed", failed="failed", cancelled="cancelled")
@@ -301,7 +302,7 @@ async def _answer_all(todo, params: dict, files: tuple[Path, Path], ctx, sizes: 
         "/v1/embeddings": partial(openai_embeddings.answer, engine, meter),
     }[params["endpoint"]]
     caller = Caller(params.get("caller") or "batch", ("predict",))
-    finished = [total - left]
+    finished, flushed = [total - left], [time.monotonic()]
     step = max(1, total // 100)
     with open(files[0], "a", encoding="utf-8") as out, open(files[1], "a", encoding="utf-8") as err:
 
@@ -314,6 +315,9 @@ async def _answer_all(todo, params: dict, files: tuple[Path, Path], ctx, sizes: 
                 finished[0] += 1
                 if finished[0] % step == 0 or finished[0] == total:  # about 100 lines in the job's log
                     ctx.progress(finished[0] / total, f"{finished[0]}/{total} requests answered")
+                if time.monotonic() - flushed[0] > FLUSH_S:  # usage shows as it goes, and a killed
+                    flushed[0] = time.monotonic()  # worker loses at most these seconds' of it
+                    await asyncio.to_thread(meter.flush)
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(CONCURRENCY, configured_limit()))))

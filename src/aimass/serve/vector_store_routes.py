@@ -23,6 +23,7 @@ Adding a file also needs ``dataset:Read`` on the uploaded file. ``Search`` is no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -286,12 +287,13 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
     return worker
 
 
-async def metered_search(meter, caller, store_id: str, query, options: dict) -> dict:
+async def metered_search(meter, caller, store_id: str, query, options: dict, *, shaped: bool = True) -> dict:
     """:func:`aimass.retrieval.search.search` in a thread, once the caller's quota admits it; the
-    query's tokens are metered to the caller's key under the store's encoder."""
+    query's tokens are metered to the caller's key under the store's encoder. ``shaped``: errors in
+    OpenAI's shape (the console shows its own)."""
     hold, began = await meter.admit(caller.key_id, 1), time.perf_counter()
     try:
-        with openai_shape():
+        with openai_shape() if shaped else contextlib.nullcontext():
             found = await asyncio.to_thread(searching.search, store_id, query, **options)
         ms = (time.perf_counter() - began) * 1000
         meter.add(caller.key_id, found.pop("model"), found["usage"]["total_tokens"], ms)

@@ -15,7 +15,7 @@ from tests.conftest import user_with_key
 
 from aimass import api, jobs, paths
 from aimass.access import audit, directory
-from aimass.serve import auth
+from aimass.serve import auth, metering
 from aimass.serve.app import create_app
 from aimass.serve.console.sessions import COOKIE
 
@@ -415,4 +415,10 @@ def test_a_document_is_labelled_in_the_console_and_search_filters_read_it(app, a
         form = {"csrf": csrf_of(seen.text), "file_id": file_id, "attributes": "lang = fr"}
         denied = client.post(f"/console/stores/{made['id']}/files/attributes", data=form)
         assert denied.status_code == 403 and "IvyReadsOnly" in denied.text, denied.text[-300:]
+        # her search embeds the question: metered to her key, as its REST twin (it was not)
+        searched = client.get(f"/console/stores/{made['id']}", params={"q": "When do books go back?"})
+        assert searched.status_code == 200 and "rules.md" in searched.text
     assert stores.get_file(made["id"], file_id)["attributes"]["lang"] == "en"
+    app.state.meter.flush()
+    used = metering.usage(key.split("_")[1])  # am_<id>_<secret>
+    assert used and used[0]["requests"] == 1 and used[0]["items"] >= 5, used

@@ -17,11 +17,11 @@ from aimass.access import directory
 from aimass.data.uploads import store_upload
 from aimass.errors import ConfigError
 from aimass.retrieval import files, stores
-from aimass.retrieval import search as searching
 from aimass.retrieval.filters import check_attributes
 from aimass.serve import batch_files
 from aimass.serve.console.core import Console, rest
 from aimass.serve.console.store_sharing import pull_offer, push_offer
+from aimass.serve.vector_store_routes import metered_search
 
 MAX_FILES = 16  # documents in one form
 
@@ -70,7 +70,9 @@ def add_documents(router: APIRouter, console: Console) -> None:
         hits = None
         if q.strip():
             console.authorize(ctx, "POST", rest("/v1/vector_stores/{}/search", store_id))
-            hits = (await asyncio.to_thread(searching.search, store_id, q[:2000], max_num_results=5))["data"]
+            meter, options = request.app.state.meter, {"max_num_results": 5}  # metered as its REST twin
+            result = await metered_search(meter, ctx.caller, store_id, q[:2000], options, shaped=False)
+            hits = result["data"]
         project = await asyncio.to_thread(directory.project_of, "vector_store", store_id)
         may_change = console.may(ctx, "POST", rest("/v1/vector_stores/{}", store_id))
         may_add = may_change and console.may(ctx, "POST", "/v1/files", {"project": project})
