@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
-from aimass.errors import NotFoundError
+from aimass.errors import ConfigError, NotFoundError
 
 HOME_FOLDERS = ("models", "datasets", "runs", "jobs", "backbones", "cache", "samples", "tmp", "logs")
 FEATURES = (
@@ -107,11 +108,42 @@ def outside_roots(value: str, roots: list[Path]) -> Path | None:
     granted: the folder of every project's uploads, or a file left beside them, is no one's."""
     if "\0" in value:  # no file has such a name: nothing can be opened by it
         return None
+    value = value.removeprefix("hf:")  # transformers reads a folder named so (hub_repo refuses it)
     path = Path(value).expanduser()
     if not (path.is_absolute() or value.startswith("~") or ".." in path.parts or _exists(path)):
         return None
     real = Path(os.path.realpath(path))
     return None if any(_inside(real, r) for r in roots) else real
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")  # NAME or ORG/NAME
+
+
+def hub_repo(name: str) -> str:
+    """The Hugging Face Hub id of ``hf:ORG/NAME``; a ConfigError when the rest is not a Hub id, or
+    names a folder of this machine (transformers would read that folder instead: ``hf:/srv/x``
+    or ``hf:tmp/x`` must not reach past the data roots a path is held to).
+
+    >>> hub_repo("hf:Qwen/Qwen2.5-0.5B-Instruct")
+    'Qwen/Qwen2.5-0.5B-Instruct'
+    >>> hub_repo("hf:/etc")
+    Traceback (most recent call last):
+    ...
+    aimass.errors.ConfigError: 'hf:/etc' is not a Hugging Face model id ...
+    """
+    repo = name.removeprefix("hf:")
+    if not HUB_ID.fullmatch(repo) or ".." in repo:
+        raise ConfigError(
+            f"{name[:200]!r} is not a Hugging Face model id (ORG/NAME).",
+            hint="Write hf:ORG/NAME (letters, digits, '-', '_' and '.'); "
+            "give a local model folder as its path.",
+        )
+    if _exists(Path(repo)):
+        raise ConfigError(
+            f"{name[:200]!r} names a folder of this machine ({repo!r}), not only a Hub model.",
+            hint="Give the folder as a path (without hf:) to load it, or run from another directory.",
+        )
+    return repo
 
 
 def _inside(real: Path, root: Path) -> bool:

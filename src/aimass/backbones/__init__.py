@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aimass.errors import NotFoundError, backbone_unreadable
-from aimass.paths import package_dir
+from aimass.paths import hub_repo, package_dir
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def get_backbone(name: str) -> Backbone:
     if name in _TABLE:
         return _TABLE[name]
     if name.startswith("hf:"):
-        repo = name[3:]
+        repo = hub_repo(name)  # an id, never a path: a path is held to the data roots
         return Backbone(name, lambda: repo, languages=("multi",), description=f"Hub model {repo}")
     if Path(name).expanduser().is_dir():
         folder = str(Path(name).expanduser().resolve())

@@ -25,7 +25,7 @@ from filelock import FileLock
 
 from aimass import paths
 from aimass.errors import ConfigError, NotFoundError, backbone_unreadable
-from aimass.paths import package_dir
+from aimass.paths import hub_repo, package_dir
 
 SMOLLM2 = "smollm2-135m"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -171,7 +171,7 @@ def get_llm_backbone(name: str) -> LLMBackbone:
     if name in _TABLE:
         return _TABLE[name]
     if name.startswith("hf:"):
-        repo = name[3:]
+        repo = hub_repo(name)  # an id, never a path: a path is held to the data roots
         return LLMBackbone(name, lambda: repo, description=f"Hub model {repo}")
     if Path(name).expanduser().is_dir():
         folder = str(Path(name).expanduser().resolve())

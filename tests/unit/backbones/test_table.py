@@ -26,6 +26,20 @@ def test_hub_name_is_resolved_lazily():
     assert spec.locate() == "sentence-transformers/all-MiniLM-L6-v2"  # nothing is downloaded here
 
 
+def test_a_hub_name_never_names_a_folder_of_this_machine(tmp_path, monkeypatch):
+    """transformers loads a folder when the id it is given is one: ``hf:/srv/x`` (or a relative
+    ``hf:x`` that exists here) would read a folder no data root grants."""
+    from aimass.llm.backbone import get_llm_backbone
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    for name in (f"hf:{tmp_path}", "hf:../etc", "hf:org/name", "hf:", "hf:a/b/c", "hf:~/x"):
+        for lookup in (get_backbone, get_llm_backbone):
+            with pytest.raises(ConfigError, match="Hugging Face model id|a folder of this machine"):
+                lookup(name)
+    assert get_llm_backbone("hf:org/other").locate() == "org/other"  # no such folder: a Hub id
+
+
 def test_local_folder_loads_like_a_bundled_backbone(tmp_path):
     folder = tmp_path / "my-encoder"
     shutil.copytree(get_backbone("minilm-l6").locate(), folder)

@@ -238,6 +238,12 @@ def test_a_manage_key_names_only_data_under_the_data_roots(client, headers, bbc_
         ("/v1/jobs", {"kind": "import", "params": {"path": str(bbc_csv)}}, "params.path"),
         ("/v1/jobs", {"kind": "train", "params": {"data": "~/.ssh/id_rsa"}}, "params.data"),
         ("/v1/jobs", {"kind": "train", "params": {"data": "x", "backbone": "../../etc"}}, "params.backbone"),
+        # transformers reads a folder given as a Hub id: hf:/path is a path too
+        (
+            "/v1/jobs",
+            {"kind": "train", "params": {"data": "x", "backbone": f"hf:{bbc_csv.parent}"}},
+            "params.backbone",
+        ),
         ("/v1/jobs", {"kind": "evaluate", "params": {"model": "m", "data": [secret]}}, "params.data[0]"),
         ("/v1/auto", {"path": str(bbc_csv)}, "params.path"),
     ]
