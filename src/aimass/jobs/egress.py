@@ -47,13 +47,41 @@ def _rules() -> tuple[set[str], list[str], list]:
     return names, domains, networks
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: any embedding, a local network's
+COMPATIBLE = ipaddress.ip_network("::/96")  # the deprecated IPv4-compatible addresses
+
+
+def _inner(address):
+    """The IPv4 address an IPv6 one carries to (mapped, 6to4, NAT64, IPv4-compatible, Teredo's
+    client), else ``address``: ``[64:ff9b::a9fe:a9fe]`` reaches 169.254.169.254 on a NAT64
+    network, and Python calls it global.
+
+    >>> str(_inner(ipaddress.ip_address("2002:7f00:1::")))
+    '127.0.0.1'
+    >>> str(_inner(ipaddress.ip_address("64:ff9b::a9fe:a9fe")))
+    '169.254.169.254'
+    """
+    if address.version != 6:
+        return address
+    if address.ipv4_mapped or address.sixtofour:
+        return address.ipv4_mapped or address.sixtofour
+    if address.teredo:
+        return address.teredo[1]
+    if address in NAT64 or address in COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
 def _public(address) -> bool:
-    address = getattr(address, "ipv4_mapped", None) or address
+    if address.version == 6 and address in LOCAL_NAT64:
+        return False
+    address = _inner(address)
     return address.is_global and not address.is_multicast
 
 
 def _kind(address) -> str:
-    address = getattr(address, "ipv4_mapped", None) or address
+    address = _inner(address)
     for name in ("loopback", "link_local", "multicast", "unspecified", "private"):
         if getattr(address, f"is_{name}"):
             return ("an " if name == "unspecified" else "a ") + name.replace("_", "-")

@@ -336,6 +336,11 @@ def test_only_public_addresses_are_sent_to_unless_the_operator_allows_more(recei
             ("http://169.254.169.254/latest/meta-data", "169.254.169.254, a link-local address"),
             ("http://10.0.0.7/hooks", "10.0.0.7, a private address"),
             ("http://0.0.0.0/hooks", "an unspecified address"),
+            # IPv6 addresses that carry an IPv4 one: NAT64, 6to4, IPv4-compatible, local-use NAT64
+            ("http://[64:ff9b::a9fe:a9fe]/", "a link-local address"),
+            (f"http://[2002:7f00:1::]:{port}/hooks", "a loopback address"),
+            (f"http://[::7f00:1]:{port}/hooks", "a loopback address"),
+            ("http://[64:ff9b:1::a00:7]/", "a shared or reserved address"),
         ):
             with pytest.raises(openai.BadRequestError) as err:
                 client.webhooks.create(name="inside", url=url, event_types=["job.failed"])
