@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import sys
 import traceback
 
 from aimass.errors import AimassError, DataError
@@ -19,8 +22,29 @@ class ScriptFailed(Exception):
 
 
 def _tail(exc: BaseException) -> str:
+    """The traceback's last lines, each file named from its import root (``aimass/jobs/kinds.py``):
+    a job's submitter reads where it broke, not where the server is installed."""
     lines = "".join(traceback.format_exception(exc)).rstrip().splitlines()
-    return "\n".join(lines[-TAIL_LINES:])
+    return _FILE.sub(lambda m: f'File "{_short(m.group(1))}"', "\n".join(lines[-TAIL_LINES:]))
+
+
+_FILE = re.compile(r'File "([^"]+)"')
+
+
+def _short(path: str) -> str:
+    """``path`` from the longest import root holding it, else its file name alone.
+
+    >>> _short(os.path.join(os.path.dirname(os.__file__), "json", "decoder.py"))  # the standard library
+    'json/decoder.py'
+    >>> _short("/srv/aimass-home/jobs/0a1b/train.py")
+    'train.py'
+    """
+    roots = sorted({os.path.abspath(p) for p in sys.path if p}, key=len, reverse=True)
+    full = os.path.abspath(path)
+    for root in roots:
+        if full.startswith(root.rstrip(os.sep) + os.sep):
+            return full[len(root.rstrip(os.sep)) + 1 :].replace(os.sep, "/")
+    return os.path.basename(path) if os.path.isabs(path) else path
 
 
 def failure(exc: BaseException) -> dict:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+import aimass
 from aimass import api, jobs
 from aimass.jobs import state
 
@@ -68,6 +70,8 @@ def test_failures_explain_themselves(tmp_path, news):
     assert other["status"] == "failed" and other["error"]["cause"] == "not_found"
     assert "no-such-model" in other["error"]["message"]
     assert "Traceback" in other["error"]["traceback"] and "evaluate" in other["error"]["traceback"]
+    assert 'File "aimass/' in other["error"]["traceback"]  # named from its import root:
+    assert str(Path(aimass.__file__).parent) not in other["error"]["traceback"]  # no install path
     for job in (failing, oom, slow, missing, broken):
         event = last_event(job["id"])
         assert event["kind"] == "failed" and event["message"] and event["hint"]
