@@ -335,7 +335,7 @@ class Guard:
         else:
             self.policy.authorize(caller, request, found)
             request.setdefault("state", {})[POLICY_DECIDED] = True
-        self._spend(caller)
+        self.spend(caller)
         return caller.at(request)
 
     def identify(self, header: str | None) -> Caller | None:
@@ -380,7 +380,7 @@ class Guard:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
-    def _spend(self, caller: Caller) -> None:
+    def spend(self, caller: Caller) -> None:
         """Token bucket per key: ``rate_limit`` requests/s, bursts up to max(1, rate_limit)."""
         rate = caller.rate_limit
         if not rate:

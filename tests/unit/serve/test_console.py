@@ -372,6 +372,51 @@ def test_documents_added_in_the_console_are_decided_as_their_rest_twin(app):
     assert stores.listed_files(made["id"]) == [] and stores.get(made["id"])["file_counts"]["total"] == 0
 
 
+def test_a_console_form_value_never_takes_its_rest_twin_off_the_access_rules(app):
+    """A form's id fills one segment of the REST twin it is decided as; an id holding ``/`` (or none)
+    made a path no rule names, decided by the key's scope alone: it reached the store of a project
+    the user may not read ("vs_... has no file 'x/y'", a 404 that a missing store answers otherwise)."""
+    from aimass.retrieval import stores
+
+    directory.create_project("vault")
+    hidden = stores.create("vault-shelf", [])["id"]
+    directory.assign("vector_store", hidden, "vault")
+    key = user_with_key(
+        "hal", "HalOwnOnly", [{"Effect": "Allow", "Action": "*", "Resource": "aimass:project/lab/*"}]
+    )
+    with signed_in(app, key) as client:
+        page = client.get("/console/")
+        assert page.status_code == 200, page.text[-300:]
+        csrf = csrf_of(page.text)
+        for file_id in ("file-1/x", "", "..", "file-1"):
+            for action in ("files/attributes", "files/remove"):
+                answers = {
+                    store: client.post(
+                        f"/console/stores/{store}/{action}",
+                        data={"csrf": csrf, "file_id": file_id, "attributes": "a=1"},
+                    )
+                    for store in (hidden, "vs_000000000000000000000000")
+                }
+                shown = {a.status_code for a in answers.values()}
+                text = {re.sub(r"vs_\w+", "vs_", a.text) for a in answers.values()}
+                assert shown == {404} and len(text) == 1, (
+                    file_id,
+                    action,
+                    shown,
+                )  # the same as a missing store
+    assert stores.get(hidden)["file_counts"]["total"] == 0
+
+
+def test_the_console_spends_the_key_s_rate_limit_as_rest_does(app):
+    """A page is a request of the signed-in key: past its rate limit, a 429 as its REST twin answers."""
+    _, key = auth.create_key("slow-console", ["manage"], rate_limit=0.01)
+    with signed_in(app, key) as client:  # signing in lands on a page: the one request its burst allows
+        again = client.get("/console/jobs")
+        assert again.status_code == 429 and "limited to 0.01 requests/s" in again.text, again.text[-300:]
+    rest = TestClient(app).get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert rest.status_code == 429  # one bucket for both
+
+
 def test_a_document_is_labelled_in_the_console_and_search_filters_read_it(app, admin, tmp_path):
     """The attributes form replaces a document's attributes as ``POST
     /v1/vector_stores/{id}/files/{file_id}`` does; a wrong line is a 422 naming it, and a user

@@ -84,7 +84,22 @@ class Ctx:
 
 
 def rest(template: str, *parts: str) -> str:
-    """A REST path with each ``{}`` filled by one path segment, quoted (so it stays one segment)."""
+    """A REST path with each ``{}`` filled by one path segment, quoted (so it stays one segment).
+    A part that could not be one segment of a real route (empty, ``/``, ``..``) names nothing: 404,
+    before any rule is looked for.
+
+    >>> rest("/v1/vector_stores/{}/files/{}", "vs_1", "file-2")
+    '/v1/vector_stores/vs_1/files/file-2'
+    >>> rest("/v1/vector_stores/{}/files/{}", "vs_1", "a/b")
+    Traceback (most recent call last):
+    ...
+    aimass.errors.NotFoundError: Nothing is named 'a/b'.
+    """
+    for part in map(str, parts):
+        if part in ("", ".", "..") or "/" in part:
+            raise NotFoundError(
+                f"Nothing is named {part[:200]!r}.", hint="The console's lists show what there is."
+            )
     return template.format(*(quote(str(p), safe=":@") for p in parts))
 
 
@@ -101,8 +116,10 @@ class Console:
         self.guard, self.sessions = guard, Sessions()
 
     # ------------------------------------------------------------ who
-    def ctx(self, request: Request) -> Ctx:
-        """The signed-in caller; :class:`SignInNeeded` without a session or once the key is revoked."""
+    def ctx(self, request: Request, *, spend: bool = True) -> Ctx:
+        """The signed-in caller; :class:`SignInNeeded` without a session or once the key is revoked.
+        Each request spends one of the key's rate limit as a REST request does (429 past it);
+        ``spend=False`` where the page spends it by deciding its REST twin itself."""
         session_id = request.cookies.get(COOKIE)
         session = self.sessions.get(session_id)
         if session is None:
@@ -112,6 +129,8 @@ class Console:
             self.sessions.close(session_id)
             raise SignInNeeded
         request.state.key_id = caller.key_id
+        if spend:
+            self.guard.spend(caller)
         client = tuple(request.client) if request.client else None
         state = request.scope.get("state") or {}
         where = caller.at({"client": client, "scheme": request.url.scheme})  # what conditions read
@@ -122,12 +141,17 @@ class Console:
     ) -> None:
         """Decide a console action exactly as its REST twin ``method path`` is decided: by the access
         policies (same rule, same audit row, same 403 naming the denying statement, or 404 for what
-        the caller may not even read); by the key's ``scope`` only where no rule names the route."""
+        the caller may not even read); by the key's ``scope`` only without an access guard. A path
+        no rule names is refused (every REST route has a rule: such a path names nothing)."""
         request = ctx.scope(method, path, body)
         policy = self.guard.policy
         found = policy.rule(request) if policy is not None else None
-        if found is None:
+        if policy is None:
             ctx.need(scope)
+        elif found is None:
+            raise NotFoundError(
+                f"Nothing is at {path[:200]!r}.", hint="The console's lists show what there is."
+            )
         else:
             policy.authorize(ctx.caller, request, found, source="console")
 
@@ -136,8 +160,10 @@ class Console:
         REST twin ``method path``, decided without an audit row. The action is decided again."""
         request = ctx.scope(method, path, body)
         policy = self.guard.policy
-        found = policy.rule(request) if policy is not None else None
-        return ctx.can(scope) if found is None else policy.allows(ctx.caller, request, found)
+        if policy is None:
+            return ctx.can(scope)
+        found = policy.rule(request)
+        return found is not None and policy.allows(ctx.caller, request, found)
 
     def projects(self, ctx: Ctx, method: str, path: str, body: dict) -> list[str]:
         """The projects a form offers (``default`` first): those where :meth:`may` allows the REST

@@ -34,7 +34,7 @@ def add_playground(router: APIRouter, console: Console, engine: Engine, generati
 
     @router.post("/playground/chat")
     async def chat(request: Request):
-        ctx = console.ctx(request)
+        ctx = console.ctx(request, spend=False)  # its twin's check spends the rate limit
         form = await console.form(request, ctx)
         body = str(form.get("body") or "")
         twin = ctx.scope("POST", CHAT_PATH, _json(body))  # the rule reads the body's model

@@ -224,7 +224,7 @@ def _add_try(router: APIRouter, console: Console, engine: Engine, predictor: Pre
 
     @router.post("/try/{name}")
     async def try_it(request: Request, name: str):
-        ctx = console.ctx(request)
+        ctx = console.ctx(request, spend=False)  # its twin's check spends the rate limit
         twin = ctx.scope("POST", rest("/v1/models/{}/predict", name))  # the policy and rate limit, as REST
         console.guard.check(f"Bearer {ctx.session.key}", "predict", twin)
         await read_within(request, predictor.limit(name, upload=True))  # the model's limit, as REST's
