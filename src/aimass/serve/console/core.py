@@ -93,7 +93,7 @@ def rest(template: str, *parts: str) -> str:
     >>> rest("/v1/vector_stores/{}/files/{}", "vs_1", "a/b")
     Traceback (most recent call last):
     ...
-    aimass.errors.NotFoundError: Nothing is named 'a/b'.
+    aimass.errors.NotFoundError: Nothing is named 'a/b'...
     """
     for part in map(str, parts):
         if part in ("", ".", "..") or "/" in part:
