@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
+from collections.abc import Callable
 
 import numpy as np
 from sqlalchemy import delete, func, select
 
 from aimass.backbones.embeddings import EMBEDDERS, Embedder, canonical
-from aimass.errors import AimassError, ConfigError, NotFoundError
+from aimass.errors import AimassError, ConfigError, NotFoundError, QuotaExceeded
 from aimass.retrieval import chunks, files, filters
 from aimass.retrieval.tables import ChunkRecord, FileBatchRecord, StoreFileRecord, StoreRecord, session
 
@@ -219,9 +220,11 @@ def pending() -> list[tuple[str, str]]:
     return [(a, b) for a, b in rows]
 
 
-def process(store_id: str, file_id: str) -> int:
+def process(store_id: str, file_id: str, admit: Callable[[int], None] | None = None) -> int:
     """Chunk and embed a file added ``in_progress``: ``completed`` with its chunks, or ``failed``
-    with the reason. Tokens embedded (0 if it was removed, or done, meanwhile)."""
+    with the reason. Tokens embedded (0 if it was removed, or done, meanwhile). ``admit(tokens)``
+    is called before the embedding; a QuotaExceeded it raises fails the file
+    (``rate_limit_exceeded``, OpenAI's code) with nothing embedded."""
     with session() as s:
         record = s.get(StoreFileRecord, (store_id, file_id))
         store = s.get(StoreRecord, store_id)
@@ -236,7 +239,10 @@ def process(store_id: str, file_id: str) -> int:
             strategy["max_chunk_size_tokens"],
             strategy["chunk_overlap_tokens"],
         )
-        vectors, tokens = _embed(embedder, pieces, lambda: _still_wanted(store_id, file_id))
+        vectors, tokens = _embed(embedder, pieces, lambda: _still_wanted(store_id, file_id), admit)
+    except QuotaExceeded as exc:
+        finish(store_id, file_id, None, error={"code": "rate_limit_exceeded", "message": exc.message})
+        return 0
     except (AimassError, OSError, ValueError) as exc:
         finish(store_id, file_id, None, error={"code": "invalid_file", "message": str(exc)})
         return 0
@@ -251,9 +257,11 @@ def process(store_id: str, file_id: str) -> int:
     return tokens
 
 
-def _embed(embedder: Embedder, pieces: list[str], wanted) -> tuple[np.ndarray | None, int]:
+def _embed(embedder: Embedder, pieces: list[str], wanted, admit=None) -> tuple[np.ndarray | None, int]:
     prepared = embedder.prepare(pieces, "passage")
     found, tokens = [], sum(embedder.token_counts(prepared)) if prepared else 0
+    if admit is not None:
+        admit(tokens)
     for start in range(0, len(prepared), EMBED_GROUP):
         if not wanted():
             return None, 0

@@ -18,12 +18,19 @@ from aimass.retrieval import stores
 
 log = logging.getLogger("aimass.retrieval")
 Done = Callable[[str | None, str, int, float], None]  # (key id, store id, tokens, milliseconds)
+Admit = Callable[[str, int], object]  # (key id, tokens) -> a hold with release(), or QuotaExceeded
 
 
 class Worker:
-    def __init__(self, done: Done | None = None):
+    """``done`` meters a processed file's tokens to the key that added it; ``admit`` is asked,
+    once a file is chunked and before it is embedded, whether that key may still spend its
+    tokens (a quota): files queued by one key one after another are each checked against what
+    the ones before them used, so a key past its quota has its next files ``failed``
+    (``rate_limit_exceeded``), not embedded."""
+
+    def __init__(self, done: Done | None = None, admit: Admit | None = None):
         self._queue: queue.Queue = queue.Queue()
-        self._done = done
+        self._done, self._admit = done, admit
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._pending = 0  # files submitted and not processed yet
@@ -56,13 +63,21 @@ class Worker:
             if item is None:
                 return
             store_id, file_id, key_id = item
-            began = time.perf_counter()
+            began, holds = time.perf_counter(), []
+
+            def admit(tokens: int, key_id=key_id, holds=holds) -> None:
+                if key_id and self._admit is not None:
+                    holds.append(self._admit(key_id, tokens))  # held until metered below
+
             try:
-                tokens = stores.process(store_id, file_id)
+                tokens = stores.process(store_id, file_id, admit)
                 if tokens and self._done is not None:
                     self._done(key_id, store_id, tokens, (time.perf_counter() - began) * 1000)
             except Exception:  # noqa: BLE001 — the next file is still processed
                 log.exception("vector store %s: file %s was not processed", store_id, file_id)
+            finally:
+                for hold in holds:
+                    hold.release()
             with self._lock:
                 self._pending -= 1
                 if not self._pending:

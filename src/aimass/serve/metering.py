@@ -43,11 +43,18 @@ class Meter:
         what the key's requests in flight are expected to use (their holds); else the request's
         own :class:`Hold` of ``items`` (release it when the request ends). A key without a quota
         gets a hold that holds nothing."""
+        known = self._quotas.get(key_id)
+        if key_id not in UNMETERED and (known is None or time.monotonic() - known[0] > REFRESH_S):
+            await asyncio.to_thread(self._read_quota, key_id)
+        return self.admit_now(key_id, items)
+
+    def admit_now(self, key_id: str, items: int = 1) -> Hold:
+        """:meth:`admit` in the calling thread (a worker's: the quota is read here if it is stale)."""
         if key_id in UNMETERED:
             return Hold(self, key_id, 0)
         known = self._quotas.get(key_id)
         if known is None or time.monotonic() - known[0] > REFRESH_S:
-            known = await asyncio.to_thread(self._read_quota, key_id)
+            known = self._read_quota(key_id)
         if known[1] is None:
             return Hold(self, key_id, 0)
         hold = Hold(self, key_id, 0)

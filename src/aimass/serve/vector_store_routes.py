@@ -11,7 +11,8 @@ retrieve, update attributes, remove, ``content``), ``.../file_batches`` (create,
 list files) and ``.../search``. Adding files answers at once with ``in_progress``; one background
 thread (:class:`aimass.retrieval.worker.Worker`) chunks and embeds them, and a restarted server
 finishes what was left. The tokens embedded (files and queries) are metered to the caller's key; a
-key that has used its quota cannot add files (429) until its period turns.
+key that has used its quota cannot add files (429) until its period turns, and a file it added is
+checked again before it is embedded (``failed``, ``rate_limit_exceeded``, once the quota is used).
 
 Access: a store is a project resource, ``aimass:project/P/vector_store/vs_...``, with its own
 actions: ``vector_store:Create`` (in the body's ``project``), ``List``, ``Read`` (the store, its
@@ -115,7 +116,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
         if key_id:
             meter.add(key_id, stores.get(store_id)["embedding_model"], tokens, ms)
 
-    worker = Worker(done)
+    worker = Worker(done, meter.admit_now)  # each file is checked against the quota before it is embedded
 
     async def run(work: Callable, *args, **kwargs) -> Any:
         with openai_shape():

@@ -535,3 +535,27 @@ def test_a_key_past_its_quota_cannot_add_files_or_search(srv):
     with pytest.raises(openai.RateLimitError, match="quota"):
         client.vector_stores.search(store.id, query="annual leave")
     assert client.vector_stores.files.list(store.id).data[0].id == srv.files["leave.md"]  # nothing added
+
+
+def test_files_added_at_once_are_each_held_to_the_quota_before_they_are_embedded(srv):
+    """The route's quota check passes every file added at once (nothing is embedded yet); each one
+    is checked again, once chunked and before it is embedded, against what the key's files before
+    it used: the one that crosses the quota is embedded, the rest fail (``rate_limit_exceeded``)."""
+    record, key = auth.create_key("batchy", ["manage"], quota=20, quota_period="day")
+    client = openai.OpenAI(base_url=f"{srv.base}/v1", api_key=key, max_retries=0)
+    store = client.vector_stores.create(name="held")
+    file_ids = [srv.files[name] for name in ("leave.md", "zh.txt", "hours.pdf")]
+    client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=file_ids)
+    wait(srv, store.id)
+    files = {f.id: f for f in client.vector_stores.files.list(store.id).data}
+    done = [i for i in file_ids if files[i].status == "completed"]
+    refused = [files[i] for i in file_ids if files[i].status == "failed"]
+    assert len(done) == 1 and len(refused) == 2, {i: (f.status, f.last_error) for i, f in files.items()}
+    assert all(f.last_error.code == "rate_limit_exceeded" for f in refused)
+    assert all("quota" in f.last_error.message for f in refused)
+    srv.app.state.meter.flush()
+    used = sum(u["items"] for u in metering.usage(record.id))
+    embedder = EMBEDDERS.backbone(stores.get(store.id)["embedding_model"])
+    pieces = [c["text"] for c in stores.file_content(store.id, done[0])["content"]]
+    assert used == sum(embedder.token_counts(embedder.prepare(pieces, "passage")))  # that file's, alone
+    assert not srv.app.state.meter._holds.get(record.id)  # every hold let go
