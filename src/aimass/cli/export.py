@@ -51,8 +51,14 @@ def _render(result: dict) -> None:
         )
         out.print(f"Next: see {result['out']}/README.md")
         return
-    out.print(
-        f"predict.py vs aimass on {check['check_inputs']} check inputs: "
-        f"max |diff| {check['predict_py_max_abs_diff_proba']:.1e}"
-    )
+    if "predict_py_same_entities" in check:  # an entity tagger
+        out.print(
+            f"predict.py vs aimass on {check['check_inputs']} check texts: the same entities on "
+            f"{check['predict_py_same_entities']:.0%}, max |score diff| {check['max_abs_diff_score']:.1e}"
+        )
+    else:
+        out.print(
+            f"predict.py vs aimass on {check['check_inputs']} check inputs: "
+            f"max |diff| {check['predict_py_max_abs_diff_proba']:.1e}"
+        )
     out.print(f"Next: pip install -r {result['out']}/requirements.txt, then see {result['out']}/README.md")

@@ -30,12 +30,14 @@ Example:
 """
 
 from aimass.exporters.classification import IMAGE_ONNX, IMAGE_SAFETENSORS, TEXT_ONNX, TEXT_SAFETENSORS
+from aimass.exporters.entities import ENTITIES_ONNX
 from aimass.exporters.folder import export, write_folder
 from aimass.exporters.generation import GGUF, GGUF_F16, TRANSFORMERS
 from aimass.exporters.table import FORMATS, recipes, register_export
 from aimass.tasks.recipe import Recipe
 
 __all__ = [
+    "ENTITIES_ONNX",
     "FORMATS",
     "GGUF",
     "GGUF_F16",

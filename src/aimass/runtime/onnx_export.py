@@ -14,8 +14,16 @@ from pathlib import Path
 import numpy as np
 
 
-def export_graph(module, args: tuple, path: Path, input_names: list[str], dynamic: dict[str, dict]) -> Path:
-    """Trace ``module(*args)`` into ``path`` (opset 17, the axes in ``dynamic`` left free)."""
+def export_graph(
+    module,
+    args: tuple,
+    path: Path,
+    input_names: list[str],
+    dynamic: dict[str, dict],
+    output: tuple[str, dict] = ("logits", {0: "batch"}),
+) -> Path:
+    """Trace ``module(*args)`` into ``path`` (opset 17, the axes in ``dynamic`` left free);
+    ``output``: the output's name and its free axes."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,8 +37,8 @@ def export_graph(module, args: tuple, path: Path, input_names: list[str], dynami
             args,
             str(tmp),
             input_names=input_names,
-            output_names=["logits"],
-            dynamic_axes={**dynamic, "logits": {0: "batch"}},
+            output_names=[output[0]],
+            dynamic_axes={**dynamic, output[0]: output[1]},
             opset_version=17,
             dynamo=False,
         )

@@ -252,12 +252,9 @@ class EntityTagger(Estimator):
                 hidden = self.encoder_(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
                 for r, (i, _, offsets) in enumerate(batch):
                     states = hidden[r, 1 + len(prefix) : 1 + len(prefix) + len(offsets)]
-                    _add_to_units(out[i], counts[i], cuts[i], np.array(offsets).reshape(-1, 2), states)
+                    seq.add_to_units(out[i], counts[i], cuts[i], np.array(offsets).reshape(-1, 2), states)
                 bar.update(task, advance=len(batch))
-        for vectors, n in zip(out, counts, strict=True):
-            vectors /= np.maximum(n, 1)[:, None]
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9
-        return out
+        return [seq.unit_means(vectors, n) for vectors, n in zip(out, counts, strict=True)]
 
     def _fit_reducer(self, vectors: np.ndarray, dims: int) -> None:
         from sklearn.decomposition import PCA  # heavy: scikit-learn
@@ -276,18 +273,7 @@ class EntityTagger(Estimator):
 
     # ------------------------------------------------------------- predict
     def _decode(self, text: str, weights: seq.Weights, lex_ids, dense) -> tuple[list, list[float]]:
-        emissions = weights.emissions(lex_ids, dense)
-        best = seq.viterbi(emissions, weights.transitions)
-        cuts = seq.units(text)
-        found = seq.spans(text, [weights.tags[k] for k in best], cuts)
-        if not found:
-            return found, []
-        probs = seq.marginals(emissions, weights.transitions)
-        chosen = probs[np.arange(len(best)), best]
-        scores = [
-            float(np.mean([chosen[i] for i, (a, _) in enumerate(cuts) if s <= a < e])) for s, e, _ in found
-        ]
-        return found, scores
+        return seq.decode(text, weights.emissions(lex_ids, dense), weights.transitions, weights.tags)
 
     def predict_entities(self, texts: list[str]) -> list[list[dict]]:
         """Per text, its entities: ``{"text", "label", "start", "end", "score"}`` (``score``: the
@@ -408,20 +394,6 @@ class EntityTagger(Estimator):
             model._load_encoder()
         model.stages_ = {}
         return model
-
-
-def _add_to_units(out, counts, cuts, offsets, states) -> None:
-    """Add each token's state to every unit it overlaps (for the mean)."""
-    if not len(cuts):
-        return
-    for (a, b), state in zip(offsets, states, strict=True):
-        if b <= a:
-            continue
-        first = np.searchsorted(cuts[:, 1], a, side="right")
-        last = np.searchsorted(cuts[:, 0], b, side="left")
-        if first < last:
-            out[first:last] += state
-            counts[first:last] += 1
 
 
 def _shown(text: str, span: tuple) -> list:

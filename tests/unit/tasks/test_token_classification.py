@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +239,45 @@ def test_cli_rest_console_and_bulk_tagging_answer_the_same_entities(trained, tmp
     assert empty.status_code == 422 and empty.json()["error"]["code"] == "config_error"
     assert re.search(rf"<code>{ds.id[:16]}</code></td><td>named entities</td>", listed)
     assert '<mark title="PER ' in page and "江泽民 <small>PER</small></mark>" in page
+
+
+def test_a_tagger_exports_as_onnx_and_its_predict_py_finds_the_same_entities(trained, tmp_path, monkeypatch):
+    """``aimass export --format onnx``: the encoder as ONNX beside the CRF's arrays; predict.py, run in
+    a fresh interpreter with aimass out of reach, finds what aimass finds."""
+    root, ds, result = trained
+    monkeypatch.setenv("AIMASS_HOME", str(root / "home"))
+    model = api.load(result["model"])
+    out = CliRunner().invoke(
+        app, ["export", result["model"], "--format", "onnx", "--out", str(tmp_path / "ner")]
+    )
+    assert out.exit_code == 0, out.output
+    folder = tmp_path / "ner"
+    manifest = json.loads((folder / "export.json").read_text())
+    assert manifest["check"]["predict_py_same_entities"] == 1.0 and manifest["check"]["entities_found"] >= 3
+    assert manifest["check"]["max_abs_diff_score"] < 1e-3
+    network = model.chosen_ == "network"
+    assert (folder / "model.onnx").is_file() == network and (folder / "tokenizer.json").is_file() == network
+    assert not [p for p in folder.rglob("*") if p.suffix in (".pkl", ".pt", ".crfsuite", ".safetensors")]
+    texts = ds.inputs("test")[:30]
+    alone = tmp_path / "alone"  # the folder copied where nothing of aimass is importable
+    shutil.copytree(folder, alone)
+    (alone / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ran = subprocess.run(
+        [sys.executable, "-I", "predict.py", "--file", "texts.json"],
+        cwd=alone,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "aimass" not in (alone / "predict.py").read_text().split("# from units.py")[0].split('"""')[-1]
+    lines = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert [line["input"] for line in lines] == texts
+    assert [[(e["start"], e["end"], e["label"]) for e in line["entities"]] for line in lines] == [
+        [tuple(x) for x in found] for found in model.predict(texts)
+    ]
 
 
 def test_auto_takes_entity_data_from_file_to_a_registered_tagger(tmp_path, monkeypatch):
