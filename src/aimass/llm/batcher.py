@@ -241,8 +241,16 @@ class Scheduler:
         alive = []
         for row, seq in enumerate(group.seqs):
             seq.position += 1
-            token = seq.track.choose(logits[row], seq.generator)
-            if self._take(seq, token):
+            if seq.request.error is not None:  # another choice of its request failed this step
+                continue
+            try:  # one request's failure (its sampling, its constraint, its client) is its own
+                token = seq.track.choose(logits[row], seq.generator)
+                going = self._take(seq, token)
+            except Exception as exc:  # noqa: BLE001 — the batch's other requests go on
+                log.exception("a request failed at its next token")
+                self._fail(seq.request, exc)
+                continue
+            if going:
                 alive.append(row)
         if len(alive) < len(group.seqs):
             self._select(group, alive)

@@ -122,10 +122,18 @@ def eos_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+GREEDY_BELOW = 1e-5  # a temperature under this samples greedily, as vLLM's (1e-38 overflowed to inf)
+
+
+def greedy(params: SamplingParams) -> bool:
+    return params.temperature < GREEDY_BELOW
+
+
 def sample(scores: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """One token from a row of (masked) logits: the argmax at temperature 0, else a draw from
-    ``softmax(scores / temperature)`` cut to the ``top_p`` nucleus."""
-    if params.temperature <= 0:
+    """One token from a row of (masked) logits: the argmax at temperature 0 (or under
+    :data:`GREEDY_BELOW`), else a draw from ``softmax(scores / temperature)`` cut to the ``top_p``
+    nucleus."""
+    if greedy(params):
         return int(scores.argmax(-1))
     row = torch.softmax(scores.float() / params.temperature, -1)
     if params.top_p < 1.0:
@@ -138,7 +146,7 @@ def sample(scores: torch.Tensor, params: SamplingParams, generator: torch.Genera
 def token_logprob(scores: torch.Tensor, token: int, params: SamplingParams, offset: int) -> TokenLogprob:
     """The log-probability of ``token`` and of the ``params.logprobs`` most likely tokens under the
     distribution sampled from (``scores / temperature``; greedy: the scores as they are)."""
-    scaled = scores.float() / params.temperature if params.temperature > 0 else scores.float()
+    scaled = scores.float() if greedy(params) else scores.float() / params.temperature
     logp = torch.log_softmax(scaled, -1)
     top = []
     if params.logprobs:

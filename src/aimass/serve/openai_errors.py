@@ -8,6 +8,7 @@ answers 422, so the official ``openai`` client raises its own exception types.
 from __future__ import annotations
 
 import json
+import re
 
 from pydantic import ValidationError
 
@@ -63,6 +64,31 @@ async def json_body(request) -> bytes:
     return await request.body()
 
 
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # what a body must hold to carry one
+
+
+def unpaired(value, where: str = "") -> str | None:
+    """Where in a parsed JSON value a string (or key) holds a lone surrogate, which no tokenizer
+    or database takes (a 500 before), else None.
+
+    >>> unpaired({"messages": [{"content": "ok"}, {"content": "a\\ud800"}]})
+    'messages[1].content'
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "body"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        here = f"{where}[{key}]" if isinstance(key, int) else (f"{where}.{key}" if where else str(key))
+        found = unpaired(key, here) if isinstance(key, str) else None
+        if (found := found or unpaired(item, here)) is not None:
+            return found
+    return None
+
+
 def parse_body(cls, body: bytes):
     """The request body as ``cls`` (a Pydantic model); a 400 naming the field otherwise."""
     try:
@@ -73,6 +99,15 @@ def parse_body(cls, body: bytes):
         raise bad_param(None, "The body is JSON nested too deeply.", "invalid_json") from None
     if not isinstance(payload, dict):
         raise bad_param(None, "The body must be a JSON object.", "invalid_json")
+    try:
+        where = unpaired(payload) if SURROGATE_ESCAPE.search(body) else None
+    except RecursionError:
+        raise bad_param(None, "The body is JSON nested too deeply.", "invalid_json") from None
+    if where is not None:
+        raise bad_param(
+            where,
+            f"{where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape); send valid Unicode text.",
+        )
     try:
         return cls.model_validate(payload)
     except ValidationError as exc:

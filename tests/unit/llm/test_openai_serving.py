@@ -16,6 +16,7 @@ import httpx
 import jsonschema
 import openai
 import pytest
+import torch
 from playwright import sync_api
 from tests.conftest import live_server
 from tests.unit.serve.test_console_browser import WIDE, check, sign_in
@@ -381,6 +382,87 @@ def test_a_request_the_model_cannot_prefill_fails_alone(srv):
     assert raised and not scheduler.waiting
     quick = srv.client.completions.create(model=srv.model, prompt="Hi", max_tokens=2, temperature=0)
     assert quick.usage.completion_tokens <= 2
+
+
+def test_a_request_that_fails_mid_decode_fails_alone_and_a_tiny_temperature_is_greedy(srv):
+    """A request's own failure at a later token (its sampling, its constraint) used to fail every
+    request in the shared batch: a ``temperature`` of 1e-45 (valid: [0, 2]) divided the logits to
+    inf, and the loop's handler ended everyone's generation. Now such a temperature samples greedily
+    (as vLLM's below 1e-5), and a failure at a token fails that request alone."""
+    tiny = srv.client.completions.create(
+        model=srv.model, prompt="Once upon a time", max_tokens=6, temperature=1e-45
+    )
+    greedy = srv.client.completions.create(
+        model=srv.model, prompt="Once upon a time", max_tokens=6, temperature=0
+    )
+    assert tiny.choices[0].text == greedy.choices[0].text
+
+    base = aimass.load(srv.model).base_
+    scheduler = batcher.scheduler(base)
+    vocab = len(base.tokenizer)
+
+    class Breaks:  # a constraint that fails at its third token, as a guided grammar's bug would
+        def __init__(self):
+            self.calls = 0
+
+        def allowed(self, left):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("the constraint broke")
+            return torch.ones(vocab, dtype=torch.bool)
+
+        def advance(self, token):
+            pass
+
+    ids = base.tokenizer("Write a very long story about a dragon.")["input_ids"]
+    healthy, broken = {}, {}
+
+    def run(out, params):
+        try:
+            out["answer"] = scheduler.submit(ids, params, None)
+        except RuntimeError as exc:
+            out["error"] = exc
+
+    first = threading.Thread(
+        target=run, args=(healthy, decode.SamplingParams(max_tokens=40, temperature=2.0, seed=0))
+    )
+    first.start()
+    began = time.monotonic()
+    while not scheduler.active and time.monotonic() - began < 20:
+        time.sleep(0.01)
+    second = threading.Thread(
+        target=run,
+        args=(broken, decode.SamplingParams(max_tokens=40, temperature=2.0, seed=1, constraint=Breaks)),
+    )
+    second.start()
+    first.join(60), second.join(60)
+    assert "the constraint broke" in str(broken.get("error")), broken
+    assert "answer" in healthy, healthy  # the other request in the batch went on to its 40 tokens
+    assert healthy["answer"].choices[0].finish_reason == "length"
+    assert len(healthy["answer"].choices[0].token_ids) == 40
+
+
+def test_a_lone_surrogate_is_a_400_naming_its_field(srv):
+    """JSON's ``\\ud800`` escape carries half a character no tokenizer takes: it was a 500."""
+    headers = {"Authorization": f"Bearer {srv.key}", "Content-Type": "application/json"}
+    bodies = {
+        "/v1/completions": ('{"model": "M", "prompt": "Hi \\ud800 there", "max_tokens": 2}', "prompt"),
+        "/v1/chat/completions": (
+            '{"model": "M", "messages": [{"role": "user", "content": "\\udfff"}], "max_tokens": 2}',
+            "messages[0].content",
+        ),
+        "/tokenize": ('{"model": "M", "prompt": "a\\ud800"}', "prompt"),
+    }
+    for path, (body, where) in bodies.items():
+        answer = httpx.post(
+            f"{srv.base}{path}", content=body.replace("M", srv.model), headers=headers, timeout=30
+        )
+        error = answer.json()["error"]
+        assert answer.status_code == 400 and error["param"] == where, (path, answer.text)
+        assert "lone surrogate" in error["message"]
+    paired = '{"model": "M", "prompt": "smile \\ud83d\\ude00", "max_tokens": 1}'.replace("M", srv.model)
+    smiled = httpx.post(f"{srv.base}/v1/completions", content=paired, headers=headers, timeout=60)
+    assert smiled.status_code == 200, smiled.text  # a pair of escapes is one character (an emoji)
 
 
 def test_a_stop_sequence_is_bounded(srv):
