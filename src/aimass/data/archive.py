@@ -486,6 +486,43 @@ def is_ignored(parts: tuple[str, ...]) -> bool:
     return any(part in IGNORED_NAMES or part.startswith(".") for part in parts)
 
 
+def is_litter(parts: tuple[str, ...]) -> bool:
+    """True for what tools leave beside the data, never data itself: macOS Finder files
+    (``.DS_Store``, ``__MACOSX/``, the AppleDouble ``._name`` copies) and Windows' ``Thumbs.db``,
+    ``desktop.ini``. Skipped without a word; any other hidden file is skipped and said
+    (:func:`hidden_warnings`)."""
+    return any(part in IGNORED_NAMES or part.startswith("._") for part in parts)
+
+
+def hidden_files(root: Path) -> list[str]:
+    """The files under ``root`` that a hidden name or folder (starting with ``.``) keeps out of an
+    import, litter left out (:func:`is_litter`), as ``/``-separated paths relative to ``root``."""
+    found = []
+    for top, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not is_litter((d,)))
+        folder = Path(top).relative_to(root).parts
+        found += [
+            "/".join((*folder, name))
+            for name in sorted(files)
+            if is_ignored((*folder, name)) and not is_litter((*folder, name))
+        ]
+    return found
+
+
+def hidden_warnings(names: list[str]) -> list[str]:
+    """A warning listing the hidden files (``names``: paths, folders ending in ``/`` left out) skipped
+    by an import, litter left out: a real image or document named ``.cat.png`` is the user's data,
+    and is not dropped without a word."""
+    hidden = [n for n in names if not n.endswith("/") and not is_litter(PurePosixPath(n).parts)]
+    if not hidden:
+        return []
+    more = f" and {len(hidden) - 5} more" if len(hidden) > 5 else ""
+    return [
+        f"skipped {len(hidden)} hidden file(s), whose name or folder starts with '.': "
+        f"{', '.join(hidden[:5])}{more}; rename them without the leading dot to import them"
+    ]
+
+
 def _short(text: str) -> str:
     return text if len(text) <= _SHORT else f"{text[:_SHORT]}... ({len(text):,} characters)"
 

@@ -12,6 +12,7 @@ from aimass.errors import ConfigError
 DATA_FILE = "data.jsonl"
 MANIFEST_FILE = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"
+IMPORTS_DIR = "imports"  # the rejects of each later import of data already stored
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class Dataset:
         name: The name given at import (default: the file name without extension).
         path: The dataset folder.
         manifest: The content of ``manifest.json``.
+        imported: Set when this content was stored already and imported again: that import's entry
+            in ``manifest["imports"]``, whose rejects :meth:`summary` then reports (they are not the
+            rejects of the first import, kept in ``rejects.jsonl``).
     """
 
     id: str
@@ -80,6 +84,7 @@ class Dataset:
     path: Path
     manifest: dict
     _rows: list[dict] | None = field(default=None, repr=False, compare=False)
+    imported: dict | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def open(cls, folder: Path) -> Dataset:
@@ -148,13 +153,42 @@ class Dataset:
         """The ``rejects.jsonl`` file of this dataset."""
         return self.path / REJECTS_FILE
 
-    def summary(self) -> dict:
+    def imports(self) -> list[dict]:
+        """Every import of this content, oldest first: name, time, source, its rejects (count, by
+        reason) and the file listing them (absolute; None for an import recorded before each import
+        kept its own rejects)."""
+        entries = self.manifest.get("imports", [])
+        return [self._import_view(index, entry) for index, entry in enumerate(entries)]
+
+    def _import_view(self, index: int, entry: dict) -> dict:
+        kept = entry.get("rejects_file", REJECTS_FILE if index == 0 else None)
+        return {
+            "index": index,
+            "name": entry.get("name"),
+            "at": entry.get("at"),
+            "source": entry.get("source"),
+            "rejects": entry.get("rejects", 0),
+            "rejects_by_reason": entry.get("rejects_by_reason", {}),
+            "rejects_file": str(self.path / kept) if kept else None,
+        }
+
+    def summary(self, this_import: bool = True) -> dict:
         """Counts per split and class, rejects, source file, format and columns used.
 
         Text datasets give their encoding and language; image datasets their layout and
-        the images found in more than one split (``leakage``).
+        the images found in more than one split (``leakage``). When this content was stored
+        already (:attr:`imported`), ``rejects``, ``rejects_by_reason`` and ``rejects_file`` are
+        this import's, ``import`` describes it and ``already_stored`` is True (``this_import``
+        False: the stored dataset's summary alone, what its listings show).
         """
         m = self.manifest
+        return {
+            **self._stored_summary(m),
+            "imports": self.imports(),
+            **(self._this_import() if this_import else {}),
+        }
+
+    def _stored_summary(self, m: dict) -> dict:
         return {
             "id": self.id,
             "name": self.name,
@@ -181,6 +215,16 @@ class Dataset:
             **({"parent": m["parent"], "changes": m["changes"]} if "parent" in m else {}),  # a revision
         }
 
+    def _this_import(self) -> dict:
+        """The summary keys that report the import that found this content stored already."""
+        if self.imported is None:
+            return {}
+        entries = self.manifest.get("imports", [])
+        index = next((i for i, e in enumerate(entries) if e is self.imported), len(entries) - 1)
+        this = self._import_view(index, self.imported)
+        keys = ("rejects", "rejects_by_reason", "rejects_file")
+        return {**{k: this[k] for k in keys}, "already_stored": True, "import": this}
+
     def describe(self) -> str:
         """A few human-readable lines for the terminal, naming the rejects file."""
         s = self.summary()
@@ -196,10 +240,13 @@ class Dataset:
             + (f" ({kinds})" if kinds else "")
             + f", listed in {s['rejects_file']}",
         ]
+        if s.get("already_stored"):
+            lines.insert(1, _already_stored_line(s))
         if s.get("documents"):  # a class folder of documents: rows per format
             lines.append("  documents: " + ", ".join(f"{n:,} {kind}" for kind, n in s["documents"].items()))
         lines += _token_lines(s.get("tokens"))
         lines += _lineage_lines(s, self.path)
+        lines += _later_import_lines(s)
         return "\n".join(lines + [f"  warning: {w}" for w in s["warnings"]])
 
     def _format_lines(self, s: dict) -> list[str]:
@@ -217,6 +264,34 @@ def _token_lines(tokens: dict | None) -> list[str]:
         ]
         out.append(f"    {split}: " + "; ".join(cells))
     return out
+
+
+def _already_stored_line(s: dict) -> str:
+    this = s["import"]
+    return (
+        f"  already stored: imported again as {this['name']!r} from {this['source']} (the same rows and "
+        "split, nothing copied); the rejects below are this import's"
+    )
+
+
+SHOWN_IMPORTS = 5
+
+
+def _later_import_lines(s: dict) -> list[str]:
+    """The imports after the first, newest ``SHOWN_IMPORTS``, with their rejects (the one being
+    reported on is left out: its rejects are the summary's)."""
+    this = s.get("import", {}).get("index")
+    later = [e for e in s["imports"][1:] if e["index"] != this]
+    hidden = len(later) - SHOWN_IMPORTS
+    lines = [f"  imported again {hidden} more time(s) before these:"] if hidden > 0 else []
+    for entry in later[-SHOWN_IMPORTS:]:
+        kinds = ", ".join(f"{k} {v:,}" for k, v in entry["rejects_by_reason"].items())
+        listed = f", listed in {entry['rejects_file']}" if entry["rejects_file"] and entry["rejects"] else ""
+        lines.append(
+            f"  imported again as {entry['name']!r} on {entry['at']} from {entry['source']}: "
+            f"rejects {entry['rejects']:,}" + (f" ({kinds})" if kinds else "") + listed
+        )
+    return lines
 
 
 def _lineage_lines(s: dict, folder: Path) -> list[str]:

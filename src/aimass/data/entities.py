@@ -310,7 +310,7 @@ def import_entities(
     name = name or path.stem
     stored = existing(digest[:ID_LENGTH])
     if stored is not None:
-        return record_import(stored, name, {**info, "rejects_by_reason": by_reason})
+        return record_import(stored, name, {**info, "rejects_by_reason": by_reason}, rejects)
     warnings = []
     if any(given) and not all(given):
         warnings.append(f"{given.count(False)} row(s) have no split field: every row was split at random")

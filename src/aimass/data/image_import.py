@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from aimass.data.archive import archive_kind, extract_archive
+from aimass.data.archive import archive_kind, extract_archive, hidden_warnings
 from aimass.data.dataset import DATA_FILE, REJECTS_FILE, Dataset
 from aimass.data.documents import holds_documents
 from aimass.data.image_layout import Item, Layout, image_files, manifest_columns, read_layout
@@ -120,9 +120,10 @@ def import_images(
     if kind is None:
         return _import(read_layout(path, show=str, label_sep=label_sep), path, None, options)
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=datasets_dir()) as scratch:
-        extract_archive(path, scratch)
+        extracted = extract_archive(path, scratch)
         shown = _shown_in(path, Path(scratch))
         layout = read_layout(Path(scratch), show=shown, descend=True, label_sep=label_sep)
+        layout.hidden += extracted.ignored  # hidden members were not extracted: named as in the archive
         return _import(layout, path, kind, options)
 
 
@@ -182,7 +183,7 @@ def _import(layout: Layout, path: Path, archive: str | None, opts: _Options) -> 
     info = {"file": str(path), "sha256": sha, "rejects_by_reason": reject_counts(rejects)}
     stored = existing(digest[:ID_LENGTH])
     if stored is not None:
-        return record_import(stored, opts.name, info)
+        return record_import(stored, opts.name, info, rejects)
     leakage = find_leakage(rows)
     warnings = _layout_warnings(layout) + warnings + _leakage_warnings(leakage)
     manifest = _manifest(digest, opts, rows, rejects, info, layout, archive, warnings, settings, leakage)
@@ -310,9 +311,10 @@ def _leakage_warnings(leakage: list[dict]) -> list[str]:
 
 def _layout_warnings(layout: Layout) -> list[str]:
     ignored = layout.ignored
+    warnings = hidden_warnings(layout.hidden)
     if not ignored:
-        return []
-    return [f"ignored {len(ignored)} file(s) that are not part of the layout: {ignored[:5]}"]
+        return warnings
+    return [f"ignored {len(ignored)} file(s) that are not part of the layout: {ignored[:5]}", *warnings]
 
 
 def image_lines(rows: list[dict]) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from aimass.data import multilabel
-from aimass.data.archive import archive_kind, is_ignored
+from aimass.data.archive import archive_kind, hidden_files, is_ignored
 from aimass.data.columns import LABEL_NAMES, TEXT_NAMES, norm
 from aimass.data.images import IMAGE_EXTENSIONS
 from aimass.data.read import TABLE_FORMATS, Record, decode_bytes, loads_json, make_reject, read_source
@@ -70,6 +70,7 @@ class Layout:
     ignored: list[str] = field(default_factory=list)
     columns: dict | None = None
     multi: bool = False  # a manifest whose rows carry several labels each (stored joined: "a|b")
+    hidden: list[str] = field(default_factory=list)  # hidden files left out of folders (a warning)
 
 
 def read_layout(
@@ -112,6 +113,7 @@ def read_layout(
         layout = _read_split_folders(root, splits, show)
     else:
         layout = _read_class_folders(root, Layout("class folders", "folder"), root, None, show)
+    layout.hidden = hidden_files(root)
     if not (layout.items or layout.rejects):
         nested = sorted(
             p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and archive_kind(p)

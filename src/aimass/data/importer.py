@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aimass.data import multilabel
+from aimass.data.archive import hidden_warnings
 from aimass.data.dataset import Dataset
 from aimass.data.documents import LISTED, old_format_hint
 from aimass.data.entities import import_entities, looks_like_entities
@@ -148,7 +149,7 @@ def import_dataset(
     name = name or path.stem or path.name
     stored = existing(digest[:ID_LENGTH])
     if stored is not None:
-        return record_import(stored, name, info)
+        return record_import(stored, name, info, rejects)
     manifest = _manifest(
         digest, name, rows, rejects, info, warnings=_info_warnings(info) + warnings, settings=settings
     )
@@ -241,7 +242,7 @@ def _info_warnings(info: dict) -> list[str]:
     old = sorted({hint for name in ignored if (hint := old_format_hint(name))})
     if old:
         warnings.append(f"files in an older format were ignored: {', '.join(old)} to import them")
-    return warnings
+    return warnings + hidden_warnings(info.get("hidden_files") or [])
 
 
 def _manifest(digest, name, rows, rejects, info, *, warnings, settings) -> dict:

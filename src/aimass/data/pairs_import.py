@@ -239,7 +239,7 @@ def import_pairs(
     digest = compute_digest(lines, settings)
     stored = existing(digest[:ID_LENGTH])
     if stored is not None:  # the same examples and split: stored once, this import noted
-        return record_import(stored, name or path.stem, {**info, "rejects_by_reason": by_reason})
+        return record_import(stored, name or path.stem, {**info, "rejects_by_reason": by_reason}, rejects)
     manifest = chat_manifest(digest, name or path.stem, rows, rejects, info, cols, by_reason, backbone, limit)
     manifest["language"] = detect_language([m["content"] for r in rows for m in r["messages"]])
     manifest["warnings"] += language_warnings(spec, manifest["language"])

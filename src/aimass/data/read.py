@@ -26,7 +26,7 @@ from itertools import islice
 from pathlib import Path
 
 from aimass.data import documents
-from aimass.data.archive import archive_kind, extract_archive
+from aimass.data.archive import archive_kind, extract_archive, hidden_files
 from aimass.data.limits import MIB, limit, mebibytes
 from aimass.errors import DataError, TooLargeError
 
@@ -42,6 +42,7 @@ ROWS_ENV = "AIMASS_MAX_TABLE_ROWS"
 SAVE_AS_UTF8 = "save the file as UTF-8 (in most editors: Save As, encoding UTF-8) and import it again"
 _HIGH_RUN = re.compile(rb"[\x80-\xff]+")
 _GB_FOUR = re.compile(rb"[\x81-\xfe][\x30-\x39][\x81-\xfe][\x30-\x39]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 FORMATS_HINT = (
     "Use a .csv or .tsv file with a header line (e.g. `text,label`), a .jsonl file with one "
     'JSON object a line (e.g. {"text": "...", "label": "..."}), or a folder (or .zip/.tar.gz) with '
@@ -278,7 +279,7 @@ def read_source(path: Path) -> RawTable:
         raise _unsupported(path)
     _check_table_size(path.stat().st_size, str(path))
     data = path.read_bytes()
-    _check_table_rows(data.count(b"\n") + (not data.endswith(b"\n")), str(path))
+    _check_table_rows(line_count(data), str(path))
     decoded = decode_lines(data)
     if not "".join(decoded.lines).strip():
         raise DataError("the file is empty", where=str(path), hint=FORMATS_HINT)
@@ -289,6 +290,20 @@ def read_source(path: Path) -> RawTable:
         file=str(path), format=fmt, encoding=decoded.label, encodings=dict(decoded.encodings), sha256=sha
     )
     return table
+
+
+def line_count(data: bytes) -> int:
+    """The lines as :func:`decode_lines` splits them: ``\\r\\n``, a lone ``\\r`` and ``\\n`` each end one
+    (a file saved with old Mac line ends holds no ``\\n`` at all), UTF-16's ``\\r\\0\\n`` too.
+
+    >>> line_count(b"a\\r\\nb\\rc\\nd"), line_count(b"a\\rb\\r")
+    (4, 2)
+    >>> line_count("a\\r\\nb\\r\\n".encode("utf-16-le"))
+    2
+    """
+    utf16 = (wide_encoding(data) or "").startswith("utf-16")
+    ends = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\x00\n" if utf16 else b"\r\n")
+    return ends + (not data.rstrip(b"\x00").endswith((b"\n", b"\r")))
 
 
 def _check_table_rows(lines: int, where: str) -> None:
@@ -336,12 +351,17 @@ def read_delimited(lines: list[str], file: str, fmt: str, bad: dict[int, str] | 
     rows = [item for item in _rows_with_lines(lines, fmt) if not _blank(item[2])]
     if not rows:
         return RawTable([], [], [], {})
-    header = _header([c.strip() for c in rows[0][2]], file, _bad_in(bad, rows[0][0], rows[0][1]))
+    given = [c.strip() for c in rows[0][2]]
+    header = _header(given, file, _bad_in(bad, rows[0][0], rows[0][1]))
     name, most = Path(file).name, field_limit()
     records, malformed = [], []
     for start, end, row in rows[1:]:
         raw = "".join(lines[start - 1 : end]).rstrip("\r\n")[:RAW_LIMIT]
-        problem = _bad_in(bad, start, end) or _row_problem(header, row, start, end, most)
+        problem = (
+            _bad_in(bad, start, end)
+            or _repeated_header(given, row, start)
+            or _row_problem(header, row, start, end, most)
+        )
         if problem:
             malformed.append(make_reject(file, start, problem[0], raw, problem[1]))
         else:
@@ -355,6 +375,18 @@ def _bad_in(bad: dict[int, str], start: int, end: int) -> tuple[str, str] | None
         return None
     reason = next((bad[n] for n in range(start, end + 1) if n in bad), None)
     return (reason, "undecodable line") if reason else None
+
+
+def _repeated_header(header: list[str], row: list[str], start: int) -> tuple[str, str] | None:
+    """A row that is the header line again (two files joined into one) is not data: read as a row, its
+    column names would become a text and a one-example class."""
+    if [c.strip() for c in row] != header:
+        return None
+    reason = (
+        f"the header repeated at line {start} (were two files joined?): not a data row; "
+        "delete that line if it is left over from joining files"
+    )
+    return reason, "repeated header"
 
 
 def _row_problem(header: list[str], row: list[str], start: int, end: int, most: int) -> tuple | None:
@@ -472,9 +504,11 @@ def read_jsonl(lines: list[str], file: str, fmt: str = "jsonl", bad: dict | None
     return RawTable(records, malformed, list(columns), {})
 
 
-def loads_json(text: str):
+def loads_json(text: str, *, unique_keys: bool = False):
     """``json.loads`` for user data: a ValueError (never a RecursionError) for JSON nested too deeply,
-    and ``NaN`` / ``Infinity``, which are not JSON, refused rather than read as numbers.
+    and ``NaN`` / ``Infinity``, which are not JSON, refused rather than read as numbers. With
+    ``unique_keys``, an object giving a key twice is refused too (``json`` would keep the last value
+    and drop the other without a word).
 
     >>> loads_json('{"a": [1, "x"]}')
     {'a': [1, 'x']}
@@ -482,11 +516,32 @@ def loads_json(text: str):
     Traceback (most recent call last):
     ...
     ValueError: NaN is not a JSON value; write null, a number or a string
+    >>> loads_json('{"label": "pos", "label": "neg"}', unique_keys=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    aimass.data.read.DuplicateKey: field 'label' is given twice in one object: ... keep one 'label'
     """
+    hook = _unique_object if unique_keys else None
     try:
-        return json.loads(text, parse_constant=_not_json)
+        return json.loads(text, parse_constant=_not_json, object_pairs_hook=hook)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+
+
+class DuplicateKey(ValueError):
+    """A JSON object gives the same key twice (:func:`loads_json` with ``unique_keys``)."""
+
+
+def _unique_object(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen = set()
+    key = next(k for k, _ in pairs if k in seen or seen.add(k))
+    raise DuplicateKey(
+        f"field {key!r} is given twice in one object: JSON keeps only the last value ({obj[key]!r:.60}), "
+        f"so the other would be lost; keep one {key!r}"
+    )
 
 
 def _not_json(name: str):
@@ -498,33 +553,49 @@ def _json_object(line: str, undecodable: str | None, most: int) -> tuple[dict | 
     if undecodable:
         return None, (undecodable, "undecodable line")
     try:
-        obj = loads_json(line)
+        obj = loads_json(line, unique_keys=True)
     except json.JSONDecodeError as exc:
         return None, (f"malformed line: invalid JSON ({exc.msg} at column {exc.colno})", "malformed line")
+    except DuplicateKey as exc:
+        return None, (str(exc), "duplicate key")
     except ValueError as exc:
         return None, (f"malformed line: {exc}", "malformed line")
     if not isinstance(obj, dict):
         return None, (f"malformed line: not a JSON object (found {type(obj).__name__})", "malformed line")
-    large = _large_string(obj, most)
-    if large is not None:
-        return None, (_too_large_reason(large[0], large[1], most), "field too large")
-    return obj, None
+    return obj, _string_problem(obj, most)
 
 
-def _large_string(obj: dict, most: int) -> tuple[str, int] | None:
-    """``(where, characters)`` of the first string over ``most`` characters anywhere in ``obj`` (a
-    label in a list, a message's content), else None: every field is bounded before any work."""
-    stack = [(repr(k), v) for k, v in obj.items()]
+def _string_problem(obj: dict, most: int) -> tuple[str, str] | None:
+    """``(reason, kind)`` for the first string anywhere in ``obj`` (a label in a list, a message's
+    content, a key) that is over ``most`` characters or holds a lone surrogate, else None: every
+    field is bounded before any work, and a string that cannot be written as UTF-8 (an unpaired
+    ``\\ud800`` escape, which JSON allows) is refused here rather than crashing the import later."""
+    stack = [(repr(k), k, v) for k, v in obj.items()]
     while stack:
-        where, value = stack.pop()
-        if isinstance(value, str):
-            if len(value) > most:
-                return where, len(value)
-        elif isinstance(value, dict):
-            stack.extend((f"{where}.{k}", v) for k, v in value.items())
+        where, key, value = stack.pop()
+        for text in (key, value) if isinstance(value, str) else (key,):
+            if not _encodable(text):
+                return _surrogate_reason(where, text), "invalid text"
+        if isinstance(value, str) and len(value) > most:
+            return _too_large_reason(where, len(value), most), "field too large"
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}", k, v) for k, v in value.items())
         elif isinstance(value, list):
-            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+            stack.extend((f"{where}[{i}]", "", v) for i, v in enumerate(value))
     return None
+
+
+def _encodable(text: str) -> bool:
+    return text.isascii() or not _SURROGATE.search(text)
+
+
+def _surrogate_reason(where: str, text: str) -> str:
+    found = _SURROGATE.search(text).group()
+    return (
+        f"field {where} holds a lone surrogate (\\u{ord(found):04x}), half of a character that cannot be "
+        "stored as UTF-8; the tool that wrote the file cut a character in two: fix or remove that "
+        "escape in the line"
+    )
 
 
 def read_archive(path: Path) -> RawTable:
@@ -536,10 +607,11 @@ def read_archive(path: Path) -> RawTable:
     from aimass.data.storage import datasets_dir
 
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=datasets_dir()) as scratch:
-        extract_archive(path, scratch)
+        extracted = extract_archive(path, scratch)
         root = _lone_folder(Path(scratch))
         table = read_folder(root, shown_as=lambda f: f"{path}/{Path(f).relative_to(scratch).as_posix()}")
     table.info.update(file=str(path), archive=archive_kind(path))
+    table.info["hidden_files"] += extracted.ignored  # not extracted: named as in the archive
     return table
 
 
@@ -598,6 +670,7 @@ def read_folder(path: Path, shown_as=str) -> RawTable:
         "encodings": dict(encodings),
         "documents": {kind: n for kind, n in kinds.items() if n},
         "ignored_files": ignored,
+        "hidden_files": hidden_files(path),  # left out, said in a warning (litter is not)
         "sha256": digest.hexdigest(),
     }
     return RawTable(records, malformed, ["text", "label"], info)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aimass.data import multilabel
-from aimass.data.dataset import DATA_FILE, MANIFEST_FILE, REJECTS_FILE, Dataset
+from aimass.data.dataset import DATA_FILE, IMPORTS_DIR, MANIFEST_FILE, REJECTS_FILE, Dataset
 from aimass.errors import NotFoundError, PermissionDenied
 from aimass.paths import subdir
 from aimass.store.claims import claim
@@ -132,19 +132,28 @@ def counts(rows: list[dict], multi: bool = False) -> dict:
     }
 
 
-def import_entry(name: str, info: dict, at: str) -> dict:
-    """One entry of the manifest's ``imports`` list (``info`` has file, sha256, rejects_by_reason)."""
+def import_entry(name: str, info: dict, at: str, rejects_file: str = REJECTS_FILE) -> dict:
+    """One entry of the manifest's ``imports`` list (``info`` has file, sha256, rejects_by_reason);
+    ``rejects_file`` is where that import's rejects are listed, relative to the dataset folder."""
+    by_reason = dict(info["rejects_by_reason"])
     return {
         "name": name,
         "at": at,
         "source": str(Path(info["file"]).resolve()),
         "source_sha256": info["sha256"],
-        "rejects": sum(info["rejects_by_reason"].values()),
+        "rejects": sum(by_reason.values()),
+        "rejects_by_reason": by_reason,
+        "rejects_file": rejects_file,
     }
 
 
-def record_import(stored: Dataset, name: str, info: dict) -> Dataset:
+def record_import(stored: Dataset, name: str, info: dict, rejects: list[dict]) -> Dataset:
     """Same content imported again: nothing is copied; the import is noted in the manifest.
+
+    Its rejects differ from the first import's (the good rows were the same, the bad ones need
+    not be), so they are written to a file of their own under ``imports/``, named by the import's
+    entry, and the returned dataset reports them (:attr:`Dataset.imported`): no bad row of this
+    import goes unreported.
 
     The stored dataset gets one more name, and whoever holds any of its names may then delete or
     fix it, so the code running must be allowed to write under every name it has already, not
@@ -160,8 +169,14 @@ def record_import(stored: Dataset, name: str, info: dict) -> Dataset:
                 f"dataset {name!r} here (a dataset is stored once, by its content).",
                 hint="Import it in the project that holds it, or change the data.",
             ) from None
-    stored.manifest.setdefault("imports", []).append(import_entry(name, info, utc_now()))
+    at = utc_now()
+    kept = f"{IMPORTS_DIR}/{at[:19].replace(':', '')}-{uuid.uuid4().hex[:8]}.rejects.jsonl"
+    (stored.path / IMPORTS_DIR).mkdir(exist_ok=True)
+    atomic_write(stored.path / kept, jsonl_bytes(rejects))  # before the manifest names it
+    entry = import_entry(name, info, at, kept)
+    stored.manifest.setdefault("imports", []).append(entry)
     write_manifest(stored.path, stored.manifest)
+    stored.imported = entry
     return stored
 
 

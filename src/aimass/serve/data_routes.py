@@ -5,10 +5,10 @@ These are the JSON twins of the web console's pages (the console calls the same 
 - ``POST /v1/uploads`` (multipart, one file) keeps a data file or archive under
   ``AIMASS_HOME/uploads`` and answers the path to import; ``POST /v1/datasets`` imports it;
 - ``GET /v1/datasets`` (paginated), ``GET /v1/datasets/{id}`` (the import report) and
-  ``GET /v1/datasets/{id}/rejects`` (paginated), ``GET /v1/datasets/{id}/issues`` (the last
-  issues report: ``aimass data issues`` or a job of kind ``issues``; its CSV and pictures under
-  ``/issues/files/{file}``) and ``POST /v1/datasets/{id}/fix`` (a new version with that report's
-  rows dropped or relabelled);
+  ``GET /v1/datasets/{id}/rejects`` (paginated; ``?import=N``: those of one import of it),
+  ``GET /v1/datasets/{id}/issues`` (the last issues report: ``aimass data issues`` or a job of kind
+  ``issues``; its CSV and pictures under ``/issues/files/{file}``) and ``POST /v1/datasets/{id}/fix``
+  (a new version with that report's rows dropped or relabelled);
 - ``GET /v1/versions`` (paginated, ``?name=``), ``GET /v1/versions/{ref}`` (lineage, params,
   metrics, evaluation, aliases, where it is deployed), ``GET /v1/versions/{ref}/files/{file}``
   (the evaluation pictures) and ``PUT /v1/versions/{ref}/aliases/{alias}``;
@@ -169,18 +169,33 @@ def fix_from_report(dataset_id: str, fix: FixRequest) -> dict:
     return {**child.summary(), "project": project}
 
 
-def rejects_page(dataset_id: str, limit: int, offset: int) -> dict:
-    """Rejected rows (line, reason, ...) of a dataset, read lazily from its rejects file."""
+def rejects_page(dataset_id: str, limit: int, offset: int, import_index: int | None = None) -> dict:
+    """Rejected rows (line, reason, ...) of a dataset, read lazily from its rejects file; with
+    ``import_index``, those of that import (``imports[i]`` of the report: an import of data stored
+    already keeps its own rejects)."""
     ds = open_dataset(dataset_id)
     limit, offset = browse.clamp(limit, offset)
-    total = int(ds.summary().get("rejects") or 0)
-    path = ds.rejects_path
+    total, path = _rejects_of(ds, import_index)
     rows: list[dict] = []
-    if path.exists():
+    if path is not None and path.exists():
         with open(path, encoding="utf-8", errors="replace") as lines:
             for line in itertools.islice(lines, offset, offset + limit):
                 rows.append(json.loads(line))
     return page(rows, total, limit, offset, "rejects")
+
+
+def _rejects_of(ds: Dataset, import_index: int | None) -> tuple[int, Path | None]:
+    """How many rows were rejected, and the file listing them: the dataset's, or one import's."""
+    if import_index is None:
+        return int(ds.summary().get("rejects") or 0), ds.rejects_path
+    imports = ds.imports()
+    if not 0 <= import_index < len(imports):
+        raise NotFoundError(
+            f"dataset {ds.id} has no import {import_index}; it has {len(imports)} (0 to {len(imports) - 1})",
+            hint="GET /v1/datasets/{id} lists them under imports, each with its index.",
+        )
+    entry = imports[import_index]
+    return entry["rejects"], Path(entry["rejects_file"]) if entry["rejects_file"] else None
 
 
 def import_upload(
@@ -380,9 +395,16 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
 
     @app.get("/v1/datasets/{dataset_id}/rejects", tags=["datasets"], dependencies=manage)
     async def rejects(
-        dataset_id: str, limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)
+        dataset_id: str,
+        limit: int = Query(50, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=10**9),
+        import_index: int | None = Query(
+            None, alias="import", ge=0, le=10**6, description="one import's rejects (its index in imports)"
+        ),
     ):
-        return await asyncio.to_thread(rejects_page, dataset_id, limit, offset)
+        """Rejected rows, with their file, line and reason: the dataset's first import's, or with
+        ``?import=N`` those of its import N (an import of data stored already reports its own)."""
+        return await asyncio.to_thread(rejects_page, dataset_id, limit, offset, import_index)
 
     @app.get("/v1/datasets/{dataset_id}/issues", tags=["datasets"], dependencies=manage)
     async def issues(dataset_id: str):

@@ -119,7 +119,8 @@ def record_dataset(ds) -> None:
                 name=ds.name,
                 path=str(ds.path),
                 language=ds.manifest.get("language", ""),
-                summary=ds.summary(),
+                # the dataset's own summary, not that of an import that found it stored already
+                summary=ds.summary(this_import=False) if getattr(ds, "imported", None) else ds.summary(),
             )
         )
 

@@ -318,3 +318,48 @@ def test_manifests_without_kind_are_text(home, bbc_csv):
     old = load_dataset(ds.id)
     assert old.kind == "text" and old.inputs() == old.texts()
     assert "encoding" in old.describe()
+
+
+def test_images_imported_again_report_their_own_rejects(home, tmp_path, pets):
+    """The same images again, now beside a broken one: the dataset is the stored one, and the
+    broken image is this import's reject (it was reported as 0, the first import's)."""
+    first = import_images(pets, name="pets")
+    (pets / "coffee" / "broken.jpg").write_bytes(b"\xff\xd8\xff broken")
+    again = import_images(pets, name="pets-again")
+    s = again.summary()
+    assert again.id == first.id and s["already_stored"] and s["rejects"] == 1
+    (reject,) = [json.loads(line) for line in Path(s["rejects_file"]).read_text().splitlines()]
+    assert reject["raw"] == "coffee/broken.jpg" and reject["kind"] == "unreadable image"
+    assert rejects_of(first) == {} and load_dataset("pets").summary()["imports"][1]["rejects"] == 1
+
+
+def test_hidden_images_are_skipped_with_a_warning_litter_silently(home, tmp_path, pets):
+    """``cat/.hidden.png`` is a real image the user gave: skipped, it is named in a warning; macOS
+    and Windows litter (.DS_Store, AppleDouble ``._x.jpg``, __MACOSX/) is skipped without one."""
+    shutil.copy(pets / "coffee" / "0.jpg", pets / "coffee" / ".hidden.jpg")
+    (pets / ".cache").mkdir()
+    shutil.copy(pets / "chelsea" / "0.jpg", pets / ".cache" / "x.jpg")
+    (pets / "coffee" / ".DS_Store").write_bytes(b"mac")
+    (pets / "coffee" / "._0.jpg").write_bytes(b"apple double")
+    (pets / "__MACOSX" / "coffee").mkdir(parents=True)
+    (pets / "__MACOSX" / "coffee" / "._1.jpg").write_bytes(b"apple double")
+    for source in (pets, zip_folder(pets, tmp_path / "pets.zip")):
+        ds = import_images(source, seed=1 if source == pets else 2)  # a new dataset each: its warnings
+        (warning,) = [w for w in ds.summary()["warnings"] if "hidden" in w]
+        assert warning.startswith("skipped 2 hidden file(s)") and ".cache/x.jpg" in warning, source
+        assert "coffee/.hidden.jpg" in warning and "DS_Store" not in warning and "._" not in warning
+        assert ds.summary()["rows"] == 15
+
+
+def test_hidden_documents_are_skipped_with_a_warning(home, tmp_path):
+    for label in ("pos", "neg"):
+        (tmp_path / "docs" / label).mkdir(parents=True)
+        for i in range(6):
+            (tmp_path / "docs" / label / f"{i}.txt").write_text(f"{label} document number {i}")
+    (tmp_path / "docs" / "pos" / ".draft.txt").write_text("a pos draft")
+    (tmp_path / "docs" / "pos" / ".DS_Store").write_bytes(b"mac")
+    ds = import_dataset(tmp_path / "docs")
+    assert [w for w in ds.summary()["warnings"] if "hidden" in w] == [
+        "skipped 1 hidden file(s), whose name or folder starts with '.': pos/.draft.txt; "
+        "rename them without the leading dot to import them"
+    ]

@@ -237,3 +237,92 @@ def test_a_table_of_more_rows_than_the_limit_is_refused_before_it_is_parsed(tmp_
     with pytest.raises(TooLargeError, match="the limit is 10 rows") as refused:
         read_table(path)
     assert "AIMASS_MAX_TABLE_ROWS" in refused.value.hint
+
+
+def test_a_lone_surrogate_in_jsonl_is_a_reject_naming_line_and_field(tmp_path):
+    """JSON allows an unpaired ``\\ud800`` escape, which is half a character: it cannot be written as
+    UTF-8, and storing the row crashed the import with a UnicodeEncodeError."""
+    good = [json.dumps({"text": f"row {i}", "label": "ab"[i % 2]}) for i in range(4)]
+    bad = [
+        '{"text": "lone \\ud800 surrogate", "label": "a"}',
+        '{"text": "ok", "labels": ["a", "\\udfff"]}',
+        '{"text": "a pair \\ud83d\\ude00 is one character", "label": "b"}',
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(good + bad) + "\n")
+    rows, rejects, _ = read_table(path)
+    reasons = {r["line"]: r["reason"] for r in rejects}
+    assert sorted(reasons) == [5, 6] and {r["kind"] for r in rejects} == {"invalid text"}
+    assert reasons[5].startswith("field 'text' holds a lone surrogate (\\ud800)")
+    assert "field 'labels'[1] holds a lone surrogate (\\udfff)" in reasons[6] and "remove" in reasons[6]
+    assert rows[-1]["text"] == "a pair \U0001f600 is one character"  # a whole pair is a character
+
+
+def test_a_lone_surrogate_is_rejected_in_every_kind_of_jsonl_import(home, tmp_path):
+    """Classification, entities and chat rows all go through the JSON row reader: each imports with
+    the bad row rejected by its line (chat data crashed with a TypeError counting tokens)."""
+    from aimass.data import import_dataset
+
+    texts = [f"Alice Smith met Bob number {i} today" for i in range(12)]
+    kinds = {
+        "labels": [{"text": t, "label": "ab"[i % 2]} for i, t in enumerate(texts)],
+        "entities": [{"text": t, "entities": [[0, 11, "PER"]]} for t in texts],
+        "chat": [
+            {"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]}
+            for t in texts
+        ],
+    }
+    for kind, objects in kinds.items():
+        lines = [json.dumps(o) for o in objects]
+        lines.append(lines[0].replace("Alice", "Alice \\ud800", 1))  # the escape as the file holds it
+        path = tmp_path / f"{kind}.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        ds = import_dataset(path)
+        (reject,) = [json.loads(line) for line in ds.rejects_path.read_text().splitlines()]
+        assert (reject["line"], reject["kind"]) == (13, "invalid text"), kind
+        assert "lone surrogate" in reject["reason"] and ds.summary()["rows"] == 12, kind
+
+
+def test_a_json_key_given_twice_rejects_the_row_naming_the_key(tmp_path):
+    """``json`` keeps the last of two equal keys: ``"label":"pos","label":"neg"`` was stored as neg,
+    the pos dropped without a word."""
+    good = [json.dumps({"text": f"row {i}", "label": "ab"[i % 2]}) for i in range(4)]
+    bad = [
+        '{"text": "a", "label": "pos", "label": "neg"}',
+        '{"text": "b", "meta": {"k": 1, "k": 2}, "label": "a"}',
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(good + bad) + "\n")
+    rows, rejects, _ = read_table(path)
+    assert len(rows) == 4 and [r["line"] for r in rejects] == [5, 6]
+    assert {r["kind"] for r in rejects} == {"duplicate key"}
+    assert rejects[0]["reason"].startswith("field 'label' is given twice in one object")
+    assert "keep one 'label'" in rejects[0]["reason"] and "field 'k' is given twice" in rejects[1]["reason"]
+
+
+@pytest.mark.parametrize("newline", ["\r", "\r\n", "\n"])
+def test_the_row_limit_counts_lines_however_they_end(tmp_path, monkeypatch, newline):
+    """A file with old Mac line ends (a lone CR) holds no LF: counting LFs found one line, and any
+    number of rows passed AIMASS_MAX_TABLE_ROWS."""
+    from aimass.errors import TooLargeError
+
+    monkeypatch.setenv("AIMASS_MAX_TABLE_ROWS", "10")
+    path = tmp_path / "rows.csv"
+    path.write_bytes(newline.join(["text,label"] + [f"row {i},a" for i in range(10)]).encode())
+    assert len(read_table(path)[0]) == 10  # ten rows and a header, the last line without an end
+    path.write_bytes(newline.join(["text,label"] + [f"row {i},a" for i in range(11)]).encode() + b"\r")
+    with pytest.raises(TooLargeError, match="the data has 12 lines; the limit is 10 rows"):
+        read_table(path)
+
+
+def test_a_header_repeated_mid_file_is_a_reject_with_its_line(tmp_path):
+    """Two CSV files joined: the second header was read as a row, and the import then failed with
+    "'label' has 1 example", naming no line."""
+    body = "text,label\n" + "".join(f"{t},{lab}\n" for t, lab in ROWS)
+    second = " text , label \n" + "".join(f"{t} again,{lab}\n" for t, lab in ROWS)
+    path = write_csv(tmp_path / "joined.csv", body + second)
+    rows, rejects, _ = read_table(path)
+    assert len(rows) == 6 and {r["label"] for r in rows} == {"pos", "neg"}
+    (reject,) = rejects
+    assert (reject["line"], reject["kind"], reject["raw"]) == (5, "repeated header", " text , label ")
+    assert reject["reason"].startswith("the header repeated at line 5")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,62 @@ def test_data_jsonl_rows_round_trip_special_characters(home, tmp_path):
     )
     ds = load_dataset(import_dataset(path).id)
     assert ds.texts() == texts
+
+
+def test_an_import_of_data_stored_already_reports_and_keeps_its_own_rejects(home, tmp_path):
+    """The good rows match a stored dataset: it keeps its id, but this import's bad rows were reported
+    as 0 (the first import's rejects) and kept nowhere but as a bare count in the manifest."""
+    from aimass.serve.data_routes import rejects_page
+
+    first = import_dataset(make_csv(tmp_path / "base.csv"), name="base")
+    bad = "too,many,cols\nreview number 3 text,pos\n,neg\n"
+    again = import_dataset(make_csv(tmp_path / "more.csv", extra=bad), name="again")
+    assert again.id == first.id and again.name == "base"  # the content is stored once
+    s = again.summary()
+    assert s["already_stored"] and s["rejects"] == 3 and s["import"]["name"] == "again"
+    assert s["rejects_by_reason"] == {"malformed line": 1, "duplicate": 1, "empty text": 1}
+    rows = [json.loads(line) for line in Path(s["rejects_file"]).read_text().splitlines()]
+    assert [(r["line"], r["kind"]) for r in rows] == [
+        (32, "malformed line"),
+        (33, "duplicate"),
+        (34, "empty text"),
+    ]
+    assert all(r["file"] == str(tmp_path / "more.csv") for r in rows)
+    assert "rejects: 3 (malformed line 1, duplicate 1, empty text 1)" in again.describe()
+    assert "already stored: imported again as 'again'" in again.describe()
+    assert first.rejects_path.read_text() == ""  # the first import's rejects are its own
+    shown = load_dataset("base")  # `aimass data show`: the stored dataset lists each import's rejects
+    assert shown.summary()["rejects"] == 0 and shown.summary()["imports"][1]["rejects"] == 3
+    assert f"imported again as 'again' on {s['import']['at']}" in shown.describe()
+    assert s["rejects_file"] in shown.describe()
+    listed = rejects_page(first.id, 50, 0, import_index=1)  # GET /v1/datasets/{id}/rejects?import=1
+    assert listed["total"] == 3 and listed["rejects"] == rows
+    assert rejects_page(first.id, 50, 0)["total"] == 0
+    with pytest.raises(NotFoundError, match="has no import 2"):
+        rejects_page(first.id, 50, 0, import_index=2)
+    from aimass.store import browse, registry
+
+    registry.record_dataset(again)  # as aimass.import_dataset does: the listings show the dataset's
+    assert browse.dataset_record(first.id).summary["rejects"] == 0
+
+
+@pytest.mark.parametrize("kind", ["entities", "chat"])
+def test_entities_and_chat_imported_again_report_their_own_rejects(home, tmp_path, kind):
+    texts = [f"Alice Smith met Bob number {i} today" for i in range(12)]
+    if kind == "entities":
+        objects = [{"text": t, "entities": [[0, 11, "PER"]]} for t in texts]
+        broken = {"text": "Li", "entities": [[0, 9, "PER"]]}
+    else:
+        objects = [
+            {"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]}
+            for t in texts
+        ]
+        broken = {"messages": [{"role": "robot", "content": "x"}]}
+    lines = [json.dumps(o) for o in objects]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "b.jsonl").write_text("\n".join([*lines, json.dumps(broken), "{not json"]) + "\n")
+    first = import_dataset(tmp_path / "a.jsonl")
+    again = import_dataset(tmp_path / "b.jsonl")
+    assert again.id == first.id and again.summary()["rejects"] == 2
+    rows = [json.loads(line) for line in Path(again.summary()["rejects_file"]).read_text().splitlines()]
+    assert [r["line"] for r in rows] == [13, 14]
