@@ -8,6 +8,10 @@ fine-tunes of one base share the batch too: each row gets its own adapter's LoRA
 (:meth:`aimass.llm.hub.Base.using_rows`); a base under peft (one being fine-tuned) keeps one batch
 per adapter, taking turns step by step.
 
+A prompt longer than :data:`PREFILL_CHUNK` tokens is prefilled a chunk at a time, one chunk between
+two decode steps of the running batch (vLLM's chunked prefill): a 3,900-token prompt stalled every
+stream for the 17 s its one forward pass took.
+
 Each sequence samples from its own generator (seeded ``seed + choice index``) and matches stop
 strings on its own text exactly as :func:`aimass.llm.decode.generate` does; a request decoded alone
 takes the same tokens as ``model.generate`` (batched with others, padding can move the logits by
@@ -30,6 +34,7 @@ from aimass.llm import decode
 log = logging.getLogger("aimass.serve")
 MAX_BATCH = int(os.environ.get("AIMASS_LLM_MAX_BATCH", "8"))
 MIXED = "*"  # the one batch of a served base, whatever the rows' adapters
+PREFILL_CHUNK = int(os.environ.get("AIMASS_LLM_PREFILL_CHUNK", "256"))  # tokens; 0: a prompt at once
 
 
 @dataclass
@@ -61,6 +66,8 @@ class _Request:
     began: float = field(default_factory=time.perf_counter)
     first: float = 0.0
     error: BaseException | None = None
+    cache: object = None  # a prompt prefilled a chunk at a time: its KV cache so far
+    computed: int = 0  # ... and how many of its tokens that cache holds
 
     def is_cancelled(self) -> bool:
         return bool(self.cancelled is not None and self.cancelled())
@@ -78,6 +85,8 @@ class _Group:
 class Scheduler:
     """The decode loop of one base (:class:`aimass.llm.hub.Base`)."""
 
+    chunked = True  # long prompts prefilled a chunk at a time (PREFILL_CHUNK)
+
     def __init__(self, base, max_batch: int = MAX_BATCH):
         self.base, self.max_batch = base, max_batch
         self.incoming: queue.SimpleQueue[_Request] = queue.SimpleQueue()
@@ -88,6 +97,8 @@ class Scheduler:
         self.peak = 0  # the largest batch a decode step has run
         self.mixed_steps = 0  # decode steps whose rows ran more than one adapter (or the base too)
         self.prefills = 0  # prompts prefilled (one for all ``n`` choices of a request)
+        self.chunk = PREFILL_CHUNK if self.chunked else 0
+        self.prefilling: list[_Request] = []  # long prompts being prefilled a chunk at a time, in turn
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"llm-batcher-{base.backbone}", daemon=True)
         self.thread.start()
@@ -122,7 +133,7 @@ class Scheduler:
     # ---------------------------------------------------------------- loop
     def _run(self) -> None:
         while True:
-            if not self.active and not self.waiting and self.incoming.empty():
+            if not self.active and not self.waiting and not self.prefilling and self.incoming.empty():
                 self.wake.wait(1.0)
                 self.wake.clear()
                 continue
@@ -130,6 +141,7 @@ class Scheduler:
                 decode.set_threads()
                 with torch.inference_mode(), self.base.lock:
                     self._admit()
+                    self._prefill_chunk()
                     for adapter, group in list(self.groups.items()):
                         if group.seqs:
                             self._step(group)
@@ -153,8 +165,12 @@ class Scheduler:
         still = []
         for request in self.waiting:
             n = max(1, request.params.n)
-            if self.active + n > self.max_batch and self.active and not request.is_cancelled():
+            taken = self.active + sum(max(1, r.params.n) for r in self.prefilling)
+            if taken + n > self.max_batch and taken and not request.is_cancelled():
                 still.append(request)
+                continue
+            if self.chunk and len(request.prompt_ids) > self.chunk and not request.is_cancelled():
+                self.prefilling.append(request)  # a chunk a pass, between the batch's decode steps
                 continue
             try:
                 self._prefill(request)
@@ -174,13 +190,50 @@ class Scheduler:
     def _prefill(self, request: _Request) -> None:
         """Prefill ``request``'s prompt once; its ``n`` choices sample from the same logits and
         join the batch sharing that KV cache (vLLM's parallel sampling), not ``n`` prefills."""
-        params = request.params
         if request.is_cancelled():  # its client left while it waited
             self._fail(request, Cancelled("the request was cancelled"))
             return
-        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
-        group = self.groups.setdefault(request.adapter if self.base.peft else MIXED, _Group())
+        group = self._group_of(request)
         logits, cache = self._prefill_one(request, group)
+        self._start(request, group, logits, cache)
+
+    def _group_of(self, request: _Request) -> _Group:
+        return self.groups.setdefault(request.adapter if self.base.peft else MIXED, _Group())
+
+    def _prefill_chunk(self) -> None:
+        """The next chunk of the first long prompt being prefilled; once its last chunk is in, its
+        choices sample their first tokens and join the batch. Its failure (or its client's leaving)
+        is its own."""
+        if not self.prefilling:
+            return
+        request = self.prefilling[0]
+        try:
+            if request.is_cancelled():
+                raise Cancelled("the request was cancelled")
+            ids, start = request.prompt_ids, request.computed
+            end = min(len(ids), start + self.chunk)
+            chunk = torch.tensor([ids[start:end]], dtype=torch.long)
+            out = self._forward(
+                request.adapter, input_ids=chunk, past_key_values=request.cache, logits_to_keep=1
+            )
+            request.cache, request.computed = out.past_key_values, end
+            if end < len(ids):
+                return
+            self.prefilling.pop(0)
+            cache, request.cache = request.cache, None
+            self._start(request, self._group_of(request), out.logits[0, -1, :], cache)
+        except Exception as exc:  # noqa: BLE001 — this request only
+            if not isinstance(exc, Cancelled):
+                log.exception("prefill failed")
+            if request in self.prefilling:
+                self.prefilling.remove(request)
+            request.cache = None
+            self._fail(request, exc)
+
+    def _start(self, request: _Request, group: _Group, logits, cache) -> None:
+        """A prefilled prompt: its choices pick their first tokens and join ``group``."""
+        params = request.params
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.prefills += 1
         request.first = time.perf_counter() - request.began
         going = []
@@ -317,6 +370,8 @@ class Int4Scheduler(Scheduler):
     """The decode loop of an int4 graph (:class:`aimass.llm.int4.Runner`, ``--llm-quant int4``):
     the same admission, sampling and stop handling, on ONNX Runtime; row i of the runner's KV
     buffer is the batch's i-th sequence, decoded through its own fine-tune's LoRA inputs."""
+
+    chunked = False  # the runner prefills a row in one pass (its prefix cache reuses what it can)
 
     def __init__(self, base, runner, max_batch: int = MAX_BATCH):
         self.runner = runner

@@ -442,6 +442,44 @@ def test_a_request_that_fails_mid_decode_fails_alone_and_a_tiny_temperature_is_g
     assert len(healthy["answer"].choices[0].token_ids) == 40
 
 
+def test_a_long_prompt_is_prefilled_in_chunks_while_the_batch_decodes(srv):
+    """A prompt longer than the chunk is prefilled a chunk between two decode steps: a stream in
+    the batch keeps getting tokens meanwhile (one pass over the whole prompt stalled every stream
+    for as long as it took), and the long request answers what it answers prefilled at once."""
+    base = aimass.load(srv.model).base_
+    scheduler = batcher.scheduler(base)
+    long_ids = base.tokenizer(" ".join(["The quick brown fox jumps over the lazy dog."] * 130))["input_ids"]
+    assert len(long_ids) > 4 * scheduler.chunk > 0
+    params = decode.SamplingParams(max_tokens=4, temperature=0.0)
+    whole = decode.generate(base.model, base.tokenizer, long_ids, params)  # one pass, no batcher
+    streamed, seen_at_first = [], []
+
+    def on_delta(index, text, reason, entries):  # the running stream's tokens, as they come
+        streamed.append(text)
+
+    def long_first(index, text, reason, entries):  # the long prompt's first token: its prefill is done
+        if not seen_at_first:
+            seen_at_first.append(len(streamed))
+
+    running, answers = {}, {}
+    ids = base.tokenizer("Write a very long story about a dragon.")["input_ids"]
+    story = decode.SamplingParams(max_tokens=60, temperature=2.0, seed=0)
+    first = threading.Thread(
+        target=lambda: running.update(a=scheduler.submit(ids, story, None, on_delta=on_delta))
+    )
+    first.start()
+    began = time.monotonic()
+    while len(streamed) < 2 and time.monotonic() - began < 30:
+        time.sleep(0.01)
+    before = len(streamed)
+    answers["long"] = scheduler.submit(long_ids, params, None, on_delta=long_first)
+    first.join(60)
+    chunks = -(-len(long_ids) // scheduler.chunk)
+    assert seen_at_first[0] - before >= chunks - 1, (before, seen_at_first, chunks)  # a token a chunk
+    assert answers["long"].choices[0].token_ids == whole.choices[0].token_ids
+    assert running["a"].choices[0].finish_reason == "length"
+
+
 def test_a_lone_surrogate_is_a_400_naming_its_field(srv):
     """JSON's ``\\ud800`` escape carries half a character no tokenizer takes: it was a 500."""
     headers = {"Authorization": f"Bearer {srv.key}", "Content-Type": "application/json"}
