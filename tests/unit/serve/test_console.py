@@ -80,6 +80,11 @@ def test_sign_in_sets_a_strict_http_only_cookie_without_the_key(app):
     cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith(COOKIE))
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and key not in cookie
     assert "Path=/" not in cookie  # the browser's default path: works under a proxy's prefix
+    policy = form.headers["content-security-policy"]  # a string past the escaping runs no script
+    assert (
+        "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    )
+    assert "frame-ancestors 'none'" in policy and form.headers["x-frame-options"] == "DENY"
 
 
 def test_sign_in_refuses_a_wrong_key_and_a_missing_token(app):
