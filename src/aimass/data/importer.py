@@ -24,7 +24,7 @@ from aimass.data.storage import (
     utc_now,
 )
 from aimass.data.table import read_split_files, read_table
-from aimass.data.validate import check_trainable
+from aimass.data.validate import check_trainable, look_alike_labels
 from aimass.errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
@@ -142,6 +142,7 @@ def import_dataset(
     mixed = multilabel.other_separators(rows, label_sep) if multi else None
     warnings += [mixed] if mixed else []
     warnings += _control_characters(rows)
+    warnings += look_alike_labels(counts(rows, multi)["by_class"])
     if multi:  # the same stored lines read as one label each are another dataset
         settings["multi_label"] = True
     lines = canonical_lines(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
@@ -233,3 +234,32 @@ def _lists_hint(counts: Counter) -> str:
                 f"import with --label-sep {sep!r} (Python and REST: label_sep)."
             )
     return ""
+
+
+def look_alike_labels(by_class: dict[str, int], shown: int = 3) -> list[str]:
+    """A warning for each set of labels that differ only in case, full- or half-width characters or
+    spacing (``Pos``, ``pos``, ``ｐｏｓ``): they are separate classes, as they were written, which
+    is rarely what was meant. ``by_class``: rows per label.
+
+    >>> look_alike_labels({"pos": 18, "Pos": 2, "ｐｏｓ ": 1, "neg": 20})[0][:55]
+    "labels 'pos' (18 rows) and 'Pos' (2), 'ｐｏｓ ' (1) differ"
+    """
+    groups: dict[str, list[str]] = {}
+    for label in by_class:
+        key = " ".join(unicodedata.normalize("NFKC", label).casefold().split())
+        groups.setdefault(key, []).append(label)
+    warnings = []
+    for labels in groups.values():
+        if len(labels) < 2:
+            continue
+        labels.sort(key=lambda label: -by_class[label])
+        first, rest = labels[0], labels[1:shown]
+        listed = f"{first!r} ({by_class[first]:,} rows) and " + ", ".join(
+            f"{x!r} ({by_class[x]:,})" for x in rest
+        )
+        more = f" and {len(labels) - shown} more" if len(labels) > shown else ""
+        warnings.append(
+            f"labels {listed}{more} differ only in case, width or spacing: they are kept as separate "
+            "classes; write them alike if they are one class"
+        )
+    return warnings

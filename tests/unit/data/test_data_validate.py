@@ -176,3 +176,14 @@ def test_a_nul_character_is_kept_but_said_with_its_lines(tmp_path):
     assert "broken\x00 export here" in ds.texts()  # the user's data, as given
     [said] = [w for w in ds.manifest["warnings"] if "NUL" in w]
     assert said.startswith("2 row(s) hold a NUL character") and "nul.csv:14, nul.csv:15" in said
+
+
+def test_labels_that_differ_only_in_case_width_or_spacing_are_named_in_a_warning(tmp_path):
+    """``Pos``, ``pos`` and full-width ``ｐｏｓ`` are three classes as written (the user's labels are
+    never merged behind their back), and the import says so: it was a generic "few examples" note."""
+    body = "text,label\n" + balanced(6, ("pos", "neg"))
+    body += "".join(f"another text {i},Pos\n" for i in range(3)) + "full width text,ｐｏｓ\nwide two,ｐｏｓ\n"
+    ds = import_dataset(write(tmp_path / "labels.csv", body))
+    assert set(ds.summary()["classes"]) == {"pos", "Pos", "ｐｏｓ", "neg"}
+    (warning,) = [w for w in ds.summary()["warnings"] if "differ only in case" in w]
+    assert "'pos' (6 rows) and 'Pos' (3), 'ｐｏｓ' (2)" in warning and "neg" not in warning
