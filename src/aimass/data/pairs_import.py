@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 from aimass.data.dataset import Dataset
@@ -55,6 +56,9 @@ def _pair_columns(columns: list[str]) -> tuple[str, str] | None:
     return None
 
 
+SNIFF_LINES = 20  # a JSONL file's kind is read from its first lines that are objects
+
+
 def looks_like_pairs(path: Path) -> bool:
     """Whether ``path`` is generation data: a JSONL file whose first object has ``messages`` or
     ``prompt``+``completion``, or a CSV/TSV whose header has source/target columns."""
@@ -64,15 +68,19 @@ def looks_like_pairs(path: Path) -> bool:
     suffix = path.suffix.lower()
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
-            first = next((line for line in fh if line.strip()), "")
+            lines = list(islice((line for line in fh if line.strip()), SNIFF_LINES))
     except OSError:
         return False
-    if suffix in (".jsonl", ".ndjson"):
-        try:
-            obj = loads_json(first)
-        except ValueError:
-            return False
-        return isinstance(obj, dict) and ("messages" in obj or {"prompt", "completion"} <= set(obj))
+    first = lines[0] if lines else ""
+    if suffix in (".jsonl", ".ndjson"):  # the first of the first lines that is a JSON object decides
+        for line in lines:  # (one broken or empty first line is that line's reject, not the file's kind)
+            try:
+                obj = loads_json(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj:
+                return "messages" in obj or {"prompt", "completion"} <= set(obj)
+        return False
     if suffix in (".csv", ".tsv", ".txt"):
         sep = "\t" if suffix == ".tsv" or ("\t" in first and "," not in first) else ","
         return _pair_columns([c.strip().strip('"') for c in first.strip().split(sep)]) is not None

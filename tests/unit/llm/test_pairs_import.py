@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from tests.unit.llm.conftest import bbc_pairs, chat_line
@@ -44,6 +45,18 @@ def test_chat_jsonl_reports_each_bad_line(tmp_path):
     assert set(stats) == {"train", "valid", "test"}
     assert stats["train"]["completion"]["max"] >= stats["train"]["completion"]["p50"] > 2
     assert ds.rows("train")[0]["messages"][-1]["role"] == "assistant"
+
+
+@pytest.mark.parametrize("first", ["{}", "{not json", "[1, 2]"])
+def test_a_chat_file_whose_first_line_is_broken_is_still_chat_data(tmp_path, first):
+    """The file's kind was read from its first line alone: a broken first line made the whole file a
+    table of labelled texts ("cannot tell which column holds the text"); now it is that line's reject."""
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join([first] + [chat_line(a, h) for a, h in bbc_pairs(12)]) + "\n")
+    ds = aimass.import_dataset(path, name="chat")
+    assert ds.kind == "chat" and ds.manifest["counts"]["total"] == 12
+    this = [json.loads(line) for line in Path(ds.summary()["rejects_file"]).read_text().splitlines()]
+    assert [r["line"] for r in this] == [1]  # this import's (the same examples may be stored already)
 
 
 def test_prompt_completion_jsonl_and_csv_tsv(tmp_path):
