@@ -87,10 +87,16 @@ def _columns(table: RawTable, path: Path, text_col, label_col, split_col) -> Col
         return Columns("text", "label")
     if not table.records:
         first = table.malformed[0]["reason"] if table.malformed else "the file has no data rows"
+        jsonl = table.info["format"] in ("jsonl", "ndjson")
         raise DataError(
             f"no readable data rows ({first})",
             where=where,
-            hint="Check the file format; the first line must be a header.",
+            hint=(
+                'A .jsonl file holds one JSON object a line, e.g. {"text": "...", "label": "..."}: '
+                "not one JSON array or an object spread over several lines."
+                if jsonl
+                else "Check the file format; the first line must be a header."
+            ),
         )
     if table.info["format"] in ("csv", "tsv") and not (text_col or label_col):
         check_header(table.columns, table.records, where)

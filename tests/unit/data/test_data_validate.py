@@ -187,3 +187,10 @@ def test_labels_that_differ_only_in_case_width_or_spacing_are_named_in_a_warning
     assert set(ds.summary()["classes"]) == {"pos", "Pos", "ｐｏｓ", "neg"}
     (warning,) = [w for w in ds.summary()["warnings"] if "differ only in case" in w]
     assert "'pos' (6 rows) and 'Pos' (3), 'ｐｏｓ' (2)" in warning and "neg" not in warning
+
+
+def test_a_json_array_saved_as_jsonl_is_told_what_jsonl_is(tmp_path):
+    path = write(tmp_path / "rows.jsonl", '[{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]\n')
+    with pytest.raises(DataError, match="not a JSON object") as refused:
+        import_dataset(path)
+    assert "one JSON object a line" in refused.value.hint and "header" not in refused.value.hint
