@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.conftest import user_with_key
 
 from aimass.access import audit, directory
 from aimass.data import load_dataset
@@ -204,6 +205,40 @@ def test_moving_the_production_alias_is_a_production_deploy(world):
     assert "'NoProductionDeploys' of policy 'NoProdDeploys'" in answer.json()["error"]["message"]
     row = audit.query(principal="carol", action="model:Deploy")[0]
     assert row["decision"] == "explicitDeny" and row["resource"] == "aimass:project/cv/model/faces:1"
+
+
+def test_a_deny_holds_however_the_version_is_named_moved_or_reached(world):
+    """A helper's audit: a second alias hid ``production`` from a Deny (the first alias by name was
+    the stage decided), ``reviews:03`` was decided as a model no Deny names, a traffic split and an
+    auto job that deploys never asked for ``model:Deploy``, and nothing asked for ``model:Train``."""
+    client, keys = world
+    with session() as s, s.begin():
+        s.add(AliasRecord(name="reviews", alias="aaa", version=3))  # a second alias on production's version
+    answer = client.post("/v1/services", json={"model": "reviews:3"}, headers=keys["carol"])
+    assert answer.status_code == 403 and "NoProductionDeploys" in answer.json()["error"]["message"], (
+        answer.text
+    )
+    weights = client.put("/v1/services/reviews/traffic", json={"reviews:3": 100}, headers=keys["carol"])
+    assert weights.status_code == 403 and "NoProductionDeploys" in weights.json()["error"]["message"]
+    auto = {"data": "anything", "name": "reviews", "deploy": True, "project": "nlp"}
+    answer = client.post("/v1/auto", json=auto, headers=keys["carol"])
+    assert answer.status_code == 403 and "NoProductionDeploys" in answer.json()["error"]["message"]
+    assert "model:Deploy on aimass:project/nlp/model/reviews" in answer.json()["error"]["message"]
+
+    deny = {
+        "Sid": "NotThisOne",
+        "Effect": "Deny",
+        "Action": ["model:Read", "model:Export", "model:Train"],
+        "Resource": ["aimass:project/nlp/model/reviews:3", "aimass:project/nlp/model/reviews"],
+    }
+    key = user_with_key("dave", "DaveNlp", [*team("nlp")["Statement"], deny])
+    dave = {"Authorization": f"Bearer {key}"}
+    for ref in ("reviews:3", "reviews:03", "reviews:003"):  # the same version, however it is written
+        assert client.get(f"/v1/versions/{ref}", headers=dave).status_code == 404, ref
+        assert client.get(f"/v1/versions/{ref}/export", headers=dave).status_code == 404, ref
+    job = {"kind": "train", "params": {"data": "anything", "name": "reviews"}, "project": "nlp"}
+    answer = client.post("/v1/jobs", json=job, headers=dave)
+    assert answer.status_code == 403 and "model:Train" in answer.json()["error"]["message"], answer.text
 
 
 def news(folder, project: str) -> str:

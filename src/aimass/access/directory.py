@@ -233,6 +233,11 @@ def may_write(project: str, kind: str, name: str, *, how: str = "a job") -> None
     )
 
 
+def exists(kind: str, name: str) -> bool:
+    """Whether any version of model (or dataset) ``name`` is registered."""
+    return _exists(kind, name)
+
+
 def _exists(kind: str, name: str) -> bool:
     record = {"model": ModelVersionRecord, "dataset": DatasetRecord}[kind]
     with session() as s:

@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
 from aimass import jobs
 from aimass.access import audit, directory
 from aimass.access.authorizer import Authorizer
-from aimass.access.evaluate import explain
+from aimass.access.evaluate import EXPLICIT_DENY, explain
 from aimass.data import load_dataset
 from aimass.data.storage import deleted_dataset, missing_dataset
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
@@ -111,6 +112,68 @@ def job_retry(params: dict, data) -> str:
     return "job:SubmitCode" if code else "job:Submit"
 
 
+TRAINS = ("train", "auto")  # the job kinds that register a model version under a name
+
+
+def _job_body(params: dict, data) -> dict:
+    """What a job was (or is being) submitted with: the body of ``POST /v1/jobs`` (``kind``,
+    ``params``, ``project``), ``/v1/auto``'s as an ``auto`` job's, or a retried job's own."""
+    if "job_id" in params:  # a retry runs the job's stored params again
+        try:
+            job = jobs.state.get(params["job_id"])
+        except AimassError:  # no such job: the route answers 404
+            return {}
+        project = directory.project_of("job", params["job_id"])
+        return {"kind": job.kind, "params": dict(job.params or {}), "project": project}
+    if not isinstance(data, dict):
+        return {}
+    if "kind" in data:
+        return data
+    return {"kind": "auto", "params": data, "project": data.get("project")}
+
+
+def _job_model(body: dict) -> str | None:
+    """The model name a train or auto job registers: its ``name``, else its data's name (what
+    :func:`aimass.workflow.train_model` and ``auto`` fall back to)."""
+    params = body.get("params") if isinstance(body.get("params"), dict) else {}
+    if body.get("kind") not in TRAINS:
+        return None
+    name = params.get("name")
+    if not name and params.get("data"):
+        name = dataset_name(str(params["data"]))
+    if not name and params.get("path"):
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(params["path"])).stem).strip("-.") or None
+    return str(name) if name else None
+
+
+def _model_arn(name: str, body: dict) -> str:
+    """The ARN a job's model is decided on: in its project, or (a name no model has yet) in the
+    project the job registers it in."""
+    project = directory.project_of("model", name)
+    if project == directory.DEFAULT_PROJECT and not directory.exists("model", name.split(":")[0]):
+        project = body.get("project") or directory.DEFAULT_PROJECT
+    return directory.arn("model", name, project)
+
+
+def job_trains(params: dict, data) -> tuple[str, str] | None:
+    """A train or auto job registers a version of a model: ``model:Train`` on it; None for others."""
+    body = _job_body(params, data)
+    name = _job_model(body)
+    return ("", _model_arn(name, body)) if name else None
+
+
+def job_deploys(params: dict, data) -> tuple[str, str] | None:
+    """An auto job with ``deploy`` points ``production`` at what it trains and serves it: a deploy
+    at the ``production`` stage (as ``PUT .../aliases/production`` and ``POST /v1/services``)."""
+    body = _job_body(params, data)
+    deploying = isinstance(body.get("params"), dict) and body["params"].get("deploy")
+    name = _job_model(body) if body.get("kind") == "auto" and deploying else None
+    return ("", _model_arn(name, body)) if name else None
+
+
+TRAINING = (("model:Train", job_trains), ("model:Deploy", job_deploys, "production"))
+
+
 def deployed_into(params: dict, data) -> tuple[str, str]:
     """The service a deploy changes: the body's ``service``, default the model's name. One that a
     project owns is named in that project. An unassigned one named after the model is the model's
@@ -184,8 +247,10 @@ class Rule:
     action: str | Callable[[dict, dict], str]  # or (path params, JSON body) -> action
     target: Target
     management: bool = True  # audit every decision (not only denials)
-    # more (action, resource) the request needs, each decided; an action may be read from the request
-    also: tuple[tuple[str | Callable[[dict, dict], str], Target], ...] = ()
+    # more (action, resource[, stage]) the request needs, each decided; an action may be read from the
+    # request; a target that answers None asks nothing (a job that deploys nothing); ``stage``: the
+    # ``aimass:ModelStage`` the decision is made at (an auto job's deploy moves ``production``)
+    also: tuple[tuple, ...] = ()
     query: tuple[str, ...] = ()  # query parameters the target reads as body fields (a multipart upload's)
 
     @property
@@ -275,16 +340,16 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/metrics", "usage:Read", fixed("aimass:usage")),
     Rule("GET", "/v1/usage/series", "usage:Read", fixed("aimass:usage")),
     Rule("GET", "/v1/jobs", "job:List", fixed("aimass:project/*")),
-    Rule("POST", "/v1/jobs", job_submit, in_project),
+    Rule("POST", "/v1/jobs", job_submit, in_project, also=TRAINING),
     Rule("POST", "/v1/jobs/code", "job:SubmitCode", fixed("aimass:project/default")),
-    Rule("POST", "/v1/auto", "job:Submit", in_project),
+    Rule("POST", "/v1/auto", "job:Submit", in_project, also=TRAINING),
     Rule("GET", "/v1/jobs/{job_id}", "job:Read", path("job", "job_id")),
     Rule("GET", "/v1/jobs/{job_id}/logs", "job:Read", path("job", "job_id")),
     Rule("GET", "/v1/jobs/{job_id}/predictions", "job:Read", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/cancel", "job:Cancel", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/pause", "job:Pause", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/resume", "job:Resume", path("job", "job_id")),
-    Rule("POST", "/v1/jobs/{job_id}/retry", job_retry, path("job", "job_id")),
+    Rule("POST", "/v1/jobs/{job_id}/retry", job_retry, path("job", "job_id"), also=TRAINING),
     Rule("POST", "/v1/uploads", "dataset:Import", importing_into, query=("project",)),
     Rule("POST", "/v1/files", "dataset:Import", importing_into, query=("project",)),
     Rule("GET", "/v1/files", "dataset:List", fixed("aimass:project/*")),
@@ -430,7 +495,7 @@ class AccessGuard:
     def __init__(self, authorizer: Authorizer | None = None, stage_s: float = 5.0):
         self.authorizer = authorizer or Authorizer()
         self._rules = [(r.method, r.regex, r) for r in RULES]
-        self._stages: dict[str, tuple[float, str | None]] = {}
+        self._stages: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._stage_s = stage_s
 
     def rule(self, scope) -> tuple[Rule, dict] | None:
@@ -446,24 +511,36 @@ class AccessGuard:
         rule, params = found
         data, action, kind, name, resource, principal = self._request(caller, scope, found)
         self._authorize_one(caller, scope, found, source, (data, action, kind, name, resource, principal))
-        for also, target in rule.also:
-            action = also if isinstance(also, str) else also(params, data)
-            kind, name = target(params, data)
-            resource = self.arn(kind, name) if kind else name
-            self._authorize_one(caller, scope, found, source, (data, action, kind, name, resource, principal))
+        for action, kind, name, resource, stage in self._also(found, data):
+            request = (data, action, kind, name, resource, principal)
+            self._authorize_one(caller, scope, found, source, request, stage)
 
-    def _authorize_one(self, caller, scope, found: tuple[Rule, dict], source: str, request: tuple) -> None:
+    def _also(self, found: tuple[Rule, dict], data) -> list[tuple]:
+        """The rule's further asks: (action, kind, name, resource ARN, stage or None) each."""
+        rule, params = found
+        out = []
+        for also, target, *stage in rule.also:
+            aimed = target(params, data)
+            if aimed is None:
+                continue
+            kind, name = aimed
+            action = also if isinstance(also, str) else also(params, data)
+            out.append(
+                (action, kind, name, self.arn(kind, name) if kind else name, stage[0] if stage else None)
+            )
+        return out
+
+    def _authorize_one(
+        self, caller, scope, found: tuple[Rule, dict], source: str, request: tuple, stage: str | None = None
+    ) -> None:
         rule, params = found
         data, action, kind, name, resource, principal = request
-        # the model's stage is a registry lookup: only a decision that consulted a condition needs it
-        # (one that did not is the same in any context), so the predict path stays off the database
         context = self.context(scope, kind, name, data, stage=False)
         if "alias" in params:  # PUT .../aliases/{alias}: the stage the version is moved into
             context["aimass:ModelStage"] = params["alias"]
-        decision = self.authorizer.decide(principal, action, resource, context)
-        if decision.conditional and "aimass:ModelStage" not in context:
-            context = {**context, **self.context(scope, kind, name, data)}
-            decision = self.authorizer.decide(principal, action, resource, context)
+        if stage is not None:  # the stage this ask moves (an auto job's deploy: production)
+            context["aimass:ModelStage"] = stage
+        decision, context = self._decide(principal, action, resource, context, kind, name)
         request_id = scope.get("state", {}).get("request_id", "")
         if rule.management or not decision.allowed:
             audit.record(principal.name, decision, request_id, source)
@@ -486,15 +563,29 @@ class AccessGuard:
         """Whether the policies would allow the request (no audit row, nothing raised): what a
         console page offers. The request itself is still decided by :meth:`authorize`."""
         data, action, kind, name, resource, principal = self._request(caller, scope, found)
-        asks = [(action, kind, name, resource)]
-        for also, target in found[0].also:
-            kind, name = target(found[1], data)
-            also = also if isinstance(also, str) else also(found[1], data)
-            asks.append((also, kind, name, self.arn(kind, name) if kind else name))
-        return all(
-            self.authorizer.decide(principal, action, resource, self.context(scope, kind, name, data)).allowed
-            for action, kind, name, resource in asks
-        )
+        asks = [(action, kind, name, resource, found[1].get("alias")), *self._also(found, data)]
+        for action, kind, name, resource, stage in asks:
+            context = self.context(scope, kind, name, data, stage=False)
+            if stage is not None:
+                context["aimass:ModelStage"] = stage
+            if not self._decide(principal, action, resource, context, kind, name)[0].allowed:
+                return False
+        return True
+
+    def _decide(self, principal, action: str, resource: str, context: dict, kind: str, name: str):
+        """The decision and the context it was made in. The version's stage is a registry lookup:
+        only a decision that consulted a condition needs it (one that did not is the same in any
+        context), so the predict path stays off the database. A version several aliases point at
+        is decided at each of its stages: a Deny at any one wins (a second alias must not hide
+        ``production``), else an Allow at any one allows."""
+        decision = self.authorizer.decide(principal, action, resource, context)
+        if not decision.conditional or kind != "model" or "aimass:ModelStage" in context:
+            return decision, context
+        tried = [{**context, "aimass:ModelStage": stage} for stage in self.stages(name)] or [context]
+        found = [(self.authorizer.decide(principal, action, resource, c), c) for c in tried]
+        denied = [hit for hit in found if hit[0].decision == EXPLICIT_DENY]
+        allowed = [hit for hit in found if hit[0].allowed]
+        return (denied or allowed or found)[0]
 
     def _request(self, caller, scope, found: tuple[Rule, dict]) -> tuple:
         """What a rule makes of a request: (body, action, kind, name, resource ARN, principal)."""
@@ -518,6 +609,9 @@ class AccessGuard:
             name = dataset_name(name)
         if kind == "model":  # a checkpoint of a version is that version's
             name = registry.split_checkpoint(name)[0]
+            base, _, version = name.partition(":")
+            if version.isascii() and version.isdigit():  # reviews:01 opens reviews:1: decided as it
+                name = f"{base}:{int(version)}"
         if kind == "model" and "@" in name:
             try:
                 base, version = registry.parse_ref(name)
@@ -559,11 +653,7 @@ class AccessGuard:
         the same at every stage, so most rows stay off the registry."""
         if not self.authorizer.decide(principal, READ["model"], arn, context).conditional:
             return allowed
-        stage = self.stage(name)
-        if stage is None:
-            return allowed
-        staged = {**context, "aimass:ModelStage": stage}
-        return self.authorizer.decide(principal, READ["model"], arn, staged).allowed
+        return self._decide(principal, READ["model"], arn, context, "model", name)[0].allowed
 
     def context(self, scope, kind: str, name: str, data, stage: bool = True) -> dict:
         now = time.time()
@@ -575,8 +665,8 @@ class AccessGuard:
         }
         if client:
             out["aimass:SourceIp"] = client[0]
-        if stage and kind == "model" and (found := self.stage(name)):
-            out["aimass:ModelStage"] = found
+        if stage and kind == "model" and (found := self.stages(name)):
+            out["aimass:ModelStage"] = found[0]
         if kind == "job" or isinstance(data, dict) and "kind" in data:
             out["aimass:JobKind"] = str(data.get("kind", "")) if isinstance(data, dict) else ""
             params = data.get("params") if isinstance(data, dict) else None
@@ -584,20 +674,21 @@ class AccessGuard:
                 out["aimass:Store"] = str(params["store"])
         return out
 
-    def stage(self, ref: str) -> str | None:
-        """The alias (``production``, ``staging``, ...) that points at the version ``ref`` names."""
+    def stages(self, ref: str) -> tuple[str, ...]:
+        """Every alias (``production``, ``staging``, ...) that points at the version ``ref`` names,
+        sorted; the alias itself for ``NAME@ALIAS``."""
         hit = self._stages.get(ref)
         if hit and time.monotonic() - hit[0] < self._stage_s:
             return hit[1]
-        stage = None
+        stages: tuple[str, ...] = ()
         try:
             if "@" in ref:
-                stage = ref.partition("@")[2]
+                stages = (ref.partition("@")[2],)
             else:
-                name, version = registry.parse_ref(ref)
+                name, version = registry.parse_ref(registry.split_checkpoint(ref)[0])
                 version = version or registry.get_version(name).version
-                stage = next((a for a, v in sorted(registry.aliases(name).items()) if v == version), None)
+                stages = tuple(sorted(a for a, v in registry.aliases(name).items() if v == version))
         except AimassError:  # an unknown model: no stage (the route answers 404 itself)
-            stage = None
-        self._stages[ref] = (time.monotonic(), stage)
-        return stage
+            stages = ()
+        self._stages[ref] = (time.monotonic(), stages)
+        return stages

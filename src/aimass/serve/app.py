@@ -37,7 +37,7 @@ from aimass.serve.data_routes import add_data_routes, upload_body_limit
 from aimass.serve.engine import Engine, persisted
 from aimass.serve.jobs_routes import add_jobs, start_runner
 from aimass.serve.metering import Meter
-from aimass.serve.middleware import AuthGate, RequestLog, error_body, error_response
+from aimass.serve.middleware import AuthGate, FiniteJSONResponse, RequestLog, error_body, error_response
 from aimass.serve.openai_finetune import FILES_PATH, add_fine_tuning_routes
 from aimass.serve.openai_routes import add_openai_routes, openai_models
 from aimass.serve.predict import PredictLane, Predictor, parse_json, read_within
@@ -126,7 +126,13 @@ def create_app(
         flusher.cancel()
         await asyncio.to_thread(meter.flush)
 
-    app = FastAPI(title="aimass", version=aimass.__version__, lifespan=lifespan, responses=ERRORS)
+    app = FastAPI(
+        title="aimass",
+        version=aimass.__version__,
+        lifespan=lifespan,
+        responses=ERRORS,
+        default_response_class=FiniteJSONResponse,  # a job's NaN score is null, not a 500
+    )
     app.state.engine = engine
     app.state.aimass = state
     app.state.meter = meter
@@ -447,10 +453,18 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
         await asyncio.to_thread(adopt_service, name, body.model)
         return done
 
-    @app.put("/v1/services/{name}/traffic", tags=["services"], dependencies=manage)
-    async def traffic(name: str, weights: dict[str, Weight]):
+    @app.put("/v1/services/{name}/traffic", tags=["services"])
+    async def traffic(
+        name: str, weights: dict[str, Weight], request: Request, caller: Caller = _allow(guard, "manage")
+    ):
         """Weights per deployed version, whole numbers adding up to 100, e.g.
-        ``{"reviews:3": 90, "reviews:4": 10}``."""
+        ``{"reviews:3": 90, "reviews:4": 10}``. A version given traffic is deployed into the
+        service: each is decided as ``POST /v1/services`` of it would be (``model:Deploy`` at its
+        stage, so a Deny on deploying it holds here too)."""
+        for ref, weight in weights.items():
+            if weight > 0:
+                body = {"model": ref, "service": name}
+                await asyncio.to_thread(_twin, guard, request, caller, "POST", "/v1/services", body)
         return await engine.set_traffic(name, weights)
 
     @app.delete("/v1/services/{name}", tags=["services"], dependencies=manage)

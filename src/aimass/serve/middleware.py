@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 
@@ -28,6 +29,32 @@ OPENAI_TYPES = {
     "unavailable": "server_error",
     "timeout": "server_error",
 }
+
+
+class FiniteJSONResponse(JSONResponse):
+    """The routes' JSON: a float that is not finite (a NaN score of a few-shot fit, kept in a job's
+    result) is written as ``null``, as JSON has no NaN; Starlette's refuses it, a 500 for the whole
+    answer.
+
+    >>> FiniteJSONResponse({"f1": float("nan"), "n": [1.5, float("inf")]}).body
+    b'{"f1":null,"n":[1.5,null]}'
+    """
+
+    def render(self, content) -> bytes:
+        try:
+            return super().render(content)
+        except ValueError:  # only then walk it: the common answer pays nothing
+            return super().render(_finite(content))
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def error_body(code: str, message: str, hint: str | None, request_id: str) -> dict:

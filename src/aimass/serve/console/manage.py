@@ -366,6 +366,8 @@ def _add_services(router: APIRouter, console: Console, engine: Engine) -> None:
         console.authorize(ctx, "PUT", rest("/v1/services/{}/traffic", name))
         refs = [v["ref"] for v in engine.service(name).info()["versions"]]
         weights = {ref: _weight(form.get(f"w:{ref}", 0)) for ref in refs}
+        for ref in [r for r, weight in weights.items() if weight > 0]:  # as the REST twin decides it
+            console.authorize(ctx, "POST", "/v1/services", {"model": ref, "service": name})
         await engine.set_traffic(name, weights)
         return console.redirect(request, f"services/{name}", "Traffic split saved.", ctx)
 
