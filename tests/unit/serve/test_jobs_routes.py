@@ -291,3 +291,15 @@ def test_auto_is_queued_as_a_job(client, headers, bbc_csv, monkeypatch):
     for neither_or_both in ({}, {"data": ds.id, "path": str(bbc_csv)}):
         refused = client.post("/v1/auto", json={"time_budget": "2m", **neither_or_both}, headers=headers)
         assert refused.status_code == 422 and "one of the two" in refused.json()["error"]["message"]
+
+
+def test_a_job_whose_result_holds_a_nan_is_answered_with_null(client, headers):
+    """A few-shot fit's validation score can be NaN; JSON has none: the job's page was a 500."""
+    from aimass.jobs import state
+
+    job = jobs.submit("import", {"path": "nowhere.csv"})
+    claimed = state.claim(job["id"], runner_pid=0)
+    state.finish(job["id"], claimed.attempt, "succeeded", result={"best_valid_macro_f1": float("nan")})
+    answer = client.get(f"/v1/jobs/{job['id']}", headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["best_valid_macro_f1"] is None
