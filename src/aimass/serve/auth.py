@@ -329,13 +329,13 @@ class Guard:
                 "This endpoint needs an API key." if not header else "The API key is unknown or revoked.",
                 hint="Send 'Authorization: Bearer <key>'; create one with `aimass keys create`.",
             )
+        self.spend(caller)  # before any decision: a refused request costs one too (and writes an audit row)
         found = self.policy.rule(request) if self.policy is not None and request is not None else None
         if found is None:
             require(caller, scope)
         else:
             self.policy.authorize(caller, request, found)
             request.setdefault("state", {})[POLICY_DECIDED] = True
-        self.spend(caller)
         return caller.at(request)
 
     def identify(self, header: str | None) -> Caller | None:

@@ -57,6 +57,17 @@ def test_rate_limit_answers_429_with_retry_after():
     assert refused.value.retry_after >= 1 and "2 requests/s" in refused.value.message
 
 
+def test_a_refused_request_spends_the_rate_limit_too(client):
+    """A key's refusals were free: 300 forbidden requests in 4 s, each writing an audit row."""
+    from aimass.access import audit
+
+    _, key = auth.create_key("refused", ["predict"], rate_limit=1)
+    headers = {"Authorization": f"Bearer {key}"}
+    answers = [client.get("/metrics", headers=headers).status_code for _ in range(5)]
+    assert answers[0] == 403 and set(answers[1:]) == {429}, answers
+    assert len([r for r in audit.query(action="usage:Read") if r["decision"] != "allowed"]) <= 1
+
+
 def test_bad_scopes_and_limits_are_refused():
     with pytest.raises(ConfigError, match="Unknown scopes"):
         auth.create_key("x", ["admin"])
