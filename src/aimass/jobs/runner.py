@@ -22,14 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import literal_column, select
-
 from aimass import paths
+from aimass.access import directory
 from aimass.errors import JobError
 from aimass.jobs import explain, state
 from aimass.jobs.kinds import get_kind
 from aimass.jobs.logs import log_path, log_tail
-from aimass.store.db import JobRecord, session
 
 PAUSE_GRACE_S = 120.0  # how long a pause waits for a checkpointing job's next checkpoint
 
@@ -161,14 +159,7 @@ class Runner:
             self._police(attempt)
 
     def _next(self) -> str | None:
-        query = (
-            select(JobRecord.id)
-            .where(JobRecord.status == "queued")
-            .order_by(JobRecord.created, literal_column("jobs.rowid"))
-            .limit(1)
-        )
-        with session() as s:
-            return s.scalar(query)
+        return state.next_queued(projects_of)
 
     def _start(self, job_id: str) -> None:
         job = state.claim(job_id, os.getpid())
@@ -255,3 +246,9 @@ def _folder(job) -> str:
     if job.cwd and os.path.isdir(job.cwd):
         return job.cwd
     return str(paths.home())
+
+
+def projects_of(job_ids) -> dict[str, str]:
+    """Each job's project (``default`` for one nobody assigned)."""
+    owners = directory.owners("job")
+    return {job_id: owners.get(job_id, directory.DEFAULT_PROJECT) for job_id in job_ids}

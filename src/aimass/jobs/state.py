@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import literal_column, select, update
 
 from aimass.errors import ConfigError, NotFoundError
 from aimass.store.db import JobEventRecord, JobRecord, now, session
@@ -240,3 +240,41 @@ def request_cancel(job_id: str) -> bool:
 def _summary(result: dict) -> str:
     parts = [f"{k}={result[k]}" for k in ("model", "dataset", "accuracy") if k in result]
     return ", ".join(parts) or "done"
+
+
+FAIR_WINDOW = 500  # queued jobs (oldest first) and recent starts the next pick looks at
+UNFINISHED = ("queued", "running", "paused")
+
+
+def next_queued(project_of) -> str | None:
+    """The queued job to start next: the oldest one of the project served longest ago (whose
+    latest job started first, or that never had one), so one project's flood of jobs waits its
+    turn behind the others' instead of before them. ``project_of(job ids) -> {id: project}``."""
+    with session() as s:
+        queued = list(
+            s.scalars(
+                select(JobRecord.id)
+                .where(JobRecord.status == "queued")
+                .order_by(JobRecord.created, literal_column("jobs.rowid"))  # as submitted
+                .limit(FAIR_WINDOW)
+            )
+        )
+        if len(queued) < 2:
+            return queued[0] if queued else None
+        started = s.execute(
+            select(JobRecord.id, JobRecord.started)
+            .where(JobRecord.started.is_not(None))
+            .order_by(JobRecord.started.desc())
+            .limit(FAIR_WINDOW)
+        ).all()
+    projects = project_of([*queued, *(job_id for job_id, _ in started)])
+    served: dict[str, str] = {}
+    for job_id, when in started:
+        served.setdefault(projects[job_id], when)
+    return min(queued, key=lambda job_id: served.get(projects[job_id], ""))  # the oldest of the least served
+
+
+def unfinished_ids() -> list[str]:
+    """Every job queued, running or paused."""
+    with session() as s:
+        return list(s.scalars(select(JobRecord.id).where(JobRecord.status.in_(UNFINISHED))))

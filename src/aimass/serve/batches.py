@@ -45,7 +45,7 @@ from aimass.serve import batch_files, openai_embeddings
 from aimass.serve.auth import Caller
 from aimass.serve.batch_files import ERRORS, OUTPUT
 from aimass.serve.engine import Engine
-from aimass.serve.jobs_routes import cursor_page, may_run, need_project, own_job, policy_decided
+from aimass.serve.jobs_routes import cursor_page, may_run, need_project, need_room, own_job, policy_decided
 from aimass.serve.llm_slots import configured_limit
 from aimass.serve.metering import Meter
 from aimass.serve.middleware import error_body
@@ -85,6 +85,7 @@ def add_batch_routes(app: FastAPI, allow, visible, twin) -> None:
         body = parse_body(BatchRequest, await json_body(request))
         may_run(caller, jobs.get_kind("batch"), policy_decided(request))
         await asyncio.to_thread(need_project, body.project)
+        await asyncio.to_thread(need_room, body.project)
         params = await asyncio.to_thread(_params, body, caller, partial(twin, request, caller))
         submit = partial(jobs.submit, metadata=body.metadata)
         job = await asyncio.to_thread(submit, "batch", params)

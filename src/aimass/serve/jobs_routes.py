@@ -24,7 +24,8 @@ from starlette.datastructures import UploadFile
 
 from aimass import jobs, paths, sharing
 from aimass.access import directory
-from aimass.errors import AimassError, ConfigError, NotFoundError, PermissionDenied
+from aimass.data.limits import limit
+from aimass.errors import AimassError, ConfigError, NotFoundError, PermissionDenied, TooManyRequests
 from aimass.jobs.kinds import PREDICTIONS, Kind
 from aimass.jobs.logs import run_dir
 from aimass.serve.auth import CODE_SCOPE, POLICY_DECIDED, Caller, require
@@ -117,9 +118,11 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
             )
         _may_run(caller, jobs.get_kind(body.kind), policy_decided(request))
         await asyncio.to_thread(need_project, body.project)
+        await asyncio.to_thread(need_room, body.project)
         guard = job_guard(visible(caller), partial(twin, request, caller))
+        timeout = job_timeout(body.timeout_s)
         job = await asyncio.to_thread(
-            partial(jobs.submit, timeout_s=body.timeout_s, metadata=body.metadata, guard=guard),
+            partial(jobs.submit, timeout_s=timeout, metadata=body.metadata, guard=guard),
             body.kind,
             body.params,
         )
@@ -164,6 +167,7 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
     async def retry(request: Request, job_id: str, caller: Caller = allow(("manage", CODE_SCOPE))):
         """Submit a failed or cancelled job again; needs what submitting it needs."""
         _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id), policy_decided(request))
+        await asyncio.to_thread(need_room, await asyncio.to_thread(directory.project_of, "job", job_id))
         guard = retry_guard(visible(caller), partial(twin, request, caller), job_id)
         return await asyncio.to_thread(jobs.retry, job_id, guard=guard)
 
@@ -183,8 +187,9 @@ def submit_auto(body: AutoRequest, visible: Callable | None = None) -> dict:
     """Queue an ``auto`` job in ``body.project``: ``POST /v1/auto`` and the console's wizard (which
     decides it first as that route is decided); ``visible`` as :func:`job_guard`'s."""
     need_project(body.project)
+    need_room(body.project)
     params = body.model_dump(exclude_none=True, exclude={"project"})
-    job = jobs.submit("auto", params, guard=job_guard(visible))
+    job = jobs.submit("auto", params, guard=job_guard(visible), timeout_s=job_timeout(None))
     return own_job(job, body.project)
 
 
@@ -335,6 +340,36 @@ def need_project(name: str | None) -> None:
     """404 before anything is queued when the project does not exist."""
     if name and name != directory.DEFAULT_PROJECT:
         directory.show_project(name)
+
+
+PROJECT_JOBS = "AIMASS_MAX_PROJECT_JOBS"  # jobs one project may have queued, running or paused
+MAX_JOB_HOURS = "AIMASS_MAX_JOB_HOURS"  # the longest a job submitted over REST may run
+
+
+def need_room(project: str | None) -> None:
+    """429 before anything is queued when ``project`` already has its share of unfinished jobs
+    (queued, running or paused): one key cannot queue thousands and keep every other project's
+    jobs waiting (the runner also takes turns between projects: :func:`aimass.jobs.state.next_queued`)."""
+    project = project or directory.DEFAULT_PROJECT
+    most = int(limit(PROJECT_JOBS, 20, None))
+    owners = directory.owners("job")
+    held = sum(
+        owners.get(job_id, directory.DEFAULT_PROJECT) == project for job_id in jobs.state.unfinished_ids()
+    )
+    if held >= most:
+        raise TooManyRequests(
+            f"Project {project!r} has {held} jobs queued, running or paused; at most {most} at once.",
+            retry_after=60,
+            hint=f"Wait for one to end, or cancel one (POST /v1/jobs/{{id}}/cancel); the operator sets "
+            f"{PROJECT_JOBS}.",
+        )
+
+
+def job_timeout(asked: float | None) -> float:
+    """The timeout of a job submitted over REST: what was asked, at most the operator's
+    :data:`MAX_JOB_HOURS` (72 by default), which is also what a job asking none gets."""
+    most = float(limit(MAX_JOB_HOURS, 72, None)) * 3600
+    return min(asked, most) if asked else most
 
 
 def own_job(job: dict, project: str | None) -> dict:

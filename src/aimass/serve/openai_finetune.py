@@ -60,6 +60,7 @@ from aimass.serve.jobs_routes import (
     may_run,
     metadata_filter,
     need_project,
+    need_room,
     only_granted_paths,
     own_job,
     policy_decided,
@@ -187,6 +188,7 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         body = parse_body(FineTuneRequest, await json_body(request))
         may_run(caller, jobs.get_kind("train"), policy_decided(request))
         await asyncio.to_thread(need_project, body.project)
+        await asyncio.to_thread(need_room, body.project)
         params = await asyncio.to_thread(_train_params, body, visible(caller))
         guard = job_guard(visible(caller), partial(twin, request, caller))
         job = await asyncio.to_thread(

@@ -303,3 +303,36 @@ def test_a_job_whose_result_holds_a_nan_is_answered_with_null(client, headers):
     answer = client.get(f"/v1/jobs/{job['id']}", headers=headers)
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"]["best_valid_macro_f1"] is None
+
+
+def test_a_project_holds_at_most_its_share_of_unfinished_jobs_and_the_runner_takes_turns(
+    client, headers, monkeypatch
+):
+    """One key queued 30 jobs in 0.2 s and another project's job then waited 33 s behind them; a job
+    asked for 1e12 s of timeout. Now a project has at most AIMASS_MAX_PROJECT_JOBS unfinished, a
+    REST job at most AIMASS_MAX_JOB_HOURS, and the runner starts the oldest job of the project
+    served longest ago."""
+    from aimass.access import directory
+    from aimass.jobs import state
+    from aimass.jobs.runner import projects_of
+
+    for name in ("flood", "calm"):
+        directory.create_project(name)
+    for job_id in state.unfinished_ids():  # what other tests left queued
+        jobs.cancel(job_id)
+    monkeypatch.setenv("AIMASS_MAX_PROJECT_JOBS", "3")
+    job = {"kind": "import", "params": {"path": "nowhere.csv"}, "project": "flood", "timeout_s": 1e12}
+    made = [client.post("/v1/jobs", json=job, headers=headers) for _ in range(4)]
+    assert [m.status_code for m in made] == [202, 202, 202, 429], made[-1].text
+    refused = made[-1].json()["error"]
+    assert "'flood' has 3 jobs queued" in refused["message"] and "AIMASS_MAX_PROJECT_JOBS" in refused["hint"]
+    assert made[-1].headers["Retry-After"] == "60"
+    assert made[0].json()["timeout_s"] == 72 * 3600  # what was asked, at most the operator's cap
+    calm = client.post("/v1/jobs", json={**job, "project": "calm"}, headers=headers)
+    assert calm.status_code == 202  # another project still has room
+
+    flood = [m.json()["id"] for m in made[:3]]
+    state.claim(flood[0], runner_pid=0)  # flood has been served: calm's job goes before flood's others
+    assert state.next_queued(projects_of) == calm.json()["id"]  # not flood's older ones
+    for job_id in [*flood, calm.json()["id"]]:
+        client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from aimass import jobs, sharing
 from aimass.access import directory
 from aimass.serve.console.core import Console, Ctx, rest
-from aimass.serve.jobs_routes import job_guard, may_run, need_project, own_job
+from aimass.serve.jobs_routes import job_guard, may_run, need_project, need_room, own_job
 
 
 def push_offer(console: Console, ctx: Ctx, store_id: str, project: str) -> list[str]:
@@ -73,6 +73,7 @@ async def queue_job(console: Console, ctx: Ctx, kind: str, params: dict, project
     await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/jobs", body)
     may_run(ctx.caller, jobs.get_kind(kind), console.guard.policy is not None)
     await asyncio.to_thread(need_project, project)
+    await asyncio.to_thread(need_room, project)
     guard = job_guard(console.lister(ctx), partial(console.authorize, ctx))
     job = await asyncio.to_thread(jobs.submit, kind, params, guard=guard)
     return await asyncio.to_thread(own_job, job, project)
