@@ -51,7 +51,8 @@ BACKOFF_S = (5, 30, 120, 600, 1800, 7200, 28800)  # after attempt 1, 2, ...; the
 TIMEOUT_S = 10.0
 SENDERS = 8  # endpoints sent to at once
 KEEP_S = 7 * 86400  # sent and failed deliveries are listed for a week
-MAX_ENDPOINTS = 100
+MAX_ENDPOINTS = 1000  # on the server, the operator's own aside
+MAX_OWN = 10  # a user's (or an unbound key's): one caller cannot take every other's room
 ADMIN = "admin"
 
 
@@ -110,10 +111,20 @@ def create(name: str, url: str, event_types: list[str], key_id: str) -> dict:
     """A new endpoint, sent the events from now on; the answer holds its signing secret."""
     url, types, now = check_url(url), check_types(event_types), time.time()
     with session() as s, s.begin():
-        if s.scalar(select(func.count()).select_from(WebhookRecord)) >= MAX_ENDPOINTS:
-            raise ConfigError(
-                f"There are already {MAX_ENDPOINTS} webhook endpoints.", hint="Delete one first."
-            )
+        creators = list(s.scalars(select(WebhookRecord.key_id)))
+        if key_id != ADMIN:
+            mine = {creator for creator in set(creators) if creator != ADMIN and _manages(key_id, creator)}
+            own = sum(creator in mine for creator in creators)
+            if own >= MAX_OWN:
+                raise ConfigError(
+                    f"You have {own} webhook endpoints, the most one user (or key) may have.",
+                    hint="Delete one you no longer need (DELETE /v1/webhook_endpoints/{id}), or send "
+                    "several event types to one endpoint.",
+                )
+            if sum(creator != ADMIN for creator in creators) >= MAX_ENDPOINTS:
+                raise ConfigError(
+                    f"The server holds {MAX_ENDPOINTS} webhook endpoints.", hint="Ask the operator."
+                )
         cursor = s.scalar(select(func.max(JobEventRecord.id))) or 0
         record = WebhookRecord(
             id=f"we_{secrets.token_hex(12)}",

@@ -414,3 +414,36 @@ def test_an_endpoint_is_managed_only_by_its_creator_and_the_operator(receiver):
         listed = client.get("/v1/webhook_endpoints", headers=keys[1]).json()["data"]
         assert [e["id"] for e in listed] == [made.json()["id"]]  # his, seen from his other key
         assert client.delete(f"/v1/webhook_endpoints/{made.json()['id']}", headers=keys[1]).status_code == 200
+
+
+def test_one_user_cannot_take_every_webhook_endpoint(receiver, monkeypatch):
+    """The server held 100 endpoints in all: one key made 100 and then nobody, the operator neither,
+    could add one (nor see, to delete, the ones in the way). Now a user holds at most MAX_OWN,
+    counted over every key of theirs; others and the operator still add theirs."""
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setattr(webhooks, "MAX_OWN", 2)
+    directory.create_user("eve")
+    directory.put_policy(
+        "eve-hooks", {"Statement": [{"Effect": "Allow", "Action": "webhook:*", "Resource": "*"}]}
+    )
+    directory.attach("eve-hooks", "user", "eve")
+    keys = []
+    for _ in range(2):
+        record, key = auth.create_key("eve", ["manage"])
+        directory.bind_key(record.id, user="eve")
+        keys.append({"Authorization": f"Bearer {key}"})
+    _, other = auth.create_key("frank", ["manage"])
+    body = {"url": receiver.url, "event_types": ["job.failed"]}
+    with TestClient(create_app([])) as client:
+        made = [client.post("/v1/webhook_endpoints", headers=keys[i % 2], json=body) for i in range(3)]
+        assert [m.status_code for m in made] == [200, 200, 400], made[-1].text
+        assert "You have 2 webhook endpoints" in made[-1].json()["error"]["message"]
+        assert (
+            client.post(
+                "/v1/webhook_endpoints", headers={"Authorization": f"Bearer {other}"}, json=body
+            ).status_code
+            == 200
+        )
+        admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+        assert client.post("/v1/webhook_endpoints", headers=admin, json=body).status_code == 200
