@@ -337,9 +337,13 @@ def run_predict(params: dict, ctx) -> dict:
     def heard(done: int, total: int) -> None:
         ctx.progress(done / total, f"{done}/{total} rows scored")
 
-    return scoring.predict_file(
+    found = scoring.predict_file(
         params["model"], params["path"], out, resume=ctx.resume, progress=heard, **settings
     )
+    if params.get("caller"):  # submitted over REST: its rows are metered to the key, as the route's
+        record = load_ref("aimass.serve.metering:record")  # (once, at the end: a killed attempt metered none)
+        record(params["caller"], found["model"], found["rows"], found["seconds"] * 1000)
+    return found
 
 
 @register_kind(

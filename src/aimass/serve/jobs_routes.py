@@ -121,10 +121,16 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
         await asyncio.to_thread(need_room, body.project)
         guard = job_guard(visible(caller), partial(twin, request, caller))
         timeout = job_timeout(body.timeout_s)
+        params = dict(body.params)
+        if body.kind == "predict":  # its rows are predictions: metered to this key, within its quota
+            meter = request.app.state.meter
+            meter.forget(caller.key_id)  # read afresh: its earlier jobs metered outside this meter
+            (await meter.admit(caller.key_id, 1)).release()
+            params["caller"] = caller.key_id  # set here: a caller cannot bill another key
         job = await asyncio.to_thread(
             partial(jobs.submit, timeout_s=timeout, metadata=body.metadata, guard=guard),
             body.kind,
-            body.params,
+            params,
         )
         return await asyncio.to_thread(own_job, job, body.project)
 

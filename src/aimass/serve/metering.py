@@ -165,6 +165,16 @@ class Hold:
         self.items = 0
 
 
+def record(key_id: str, model: str, items: int, compute_ms: float) -> None:
+    """Meter one piece of work done outside a server's meter (a ``predict`` job's rows) to
+    ``key_id``: written at once."""
+    if key_id in UNMETERED or items <= 0:
+        return
+    meter = Meter()
+    meter.add(key_id, model, items, compute_ms)
+    meter.flush()
+
+
 def usage(key: str | None = None, since: str | None = None) -> list[dict]:
     """Totals per key and model, optionally for one key and from ``since`` (ISO time or date)."""
     query = select(

@@ -261,3 +261,27 @@ def test_a_key_held_to_a_quota_is_refused_once_it_is_spent_and_until_it_is_raise
     lifted = client.patch(key_path, json={"quota": None}, headers=admin).json()
     assert lifted["quota"] is None and lifted["quota_period"] is None
     assert client.post("/v1/models/news-serve/predict", json=two, headers=capped).status_code == 200
+
+
+def test_a_predict_job_is_metered_to_its_key_and_held_to_its_quota(client, tmp_path, monkeypatch):
+    """A key past its quota was refused by the predict route, yet a predict job of 400 rows ran and
+    was never metered. Now the job's rows are metered to the key that submitted it (a ``caller`` in
+    the params cannot bill another key), and a key past its quota cannot submit one."""
+    from aimass import jobs, paths
+    from aimass.serve import metering
+
+    monkeypatch.delenv("AIMASS_DATA_ROOTS", raising=False)
+    record, key = auth.create_key("bulk", ["manage", "predict"], quota=5, quota_period="day")
+    other, _ = auth.create_key("victim", ["predict"])
+    table = paths.subdir("uploads") / "0a0b0c0d0e0f" / "rows.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text("text\n" + "".join(f"The match ended {i}-0 after extra time.\n" for i in range(8)))
+    headers = {"Authorization": f"Bearer {key}"}
+    job = {"kind": "predict", "params": {"model": "news-serve", "path": str(table), "caller": other.id}}
+    made = client.post("/v1/jobs", json=job, headers=headers)
+    assert made.status_code == 202, made.text
+    assert jobs.run_foreground(made.json()["id"])["status"] == "succeeded"
+    assert sum(u["items"] for u in metering.usage(record.id)) == 8  # every row, to the submitter
+    assert metering.usage(other.id) == []
+    again = client.post("/v1/jobs", json=job, headers=headers)
+    assert again.status_code == 429 and again.json()["error"]["code"] == "insufficient_quota", again.text
