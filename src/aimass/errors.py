@@ -43,6 +43,13 @@ class TooLargeError(DataError):
     http_status = 413
 
 
+class InsufficientStorage(AimassError):
+    """The disk holding ``AIMASS_HOME`` is (nearly) full: what was sent is not kept."""
+
+    code = "insufficient_storage"
+    http_status = 507
+
+
 class ConfigError(AimassError):
     """A parameter or setting is invalid."""
 

@@ -13,6 +13,7 @@ path to import is what it holds: its one table, or the folder below any single w
 
 from __future__ import annotations
 
+import errno
 import re
 import secrets
 import shutil
@@ -22,9 +23,10 @@ from typing import BinaryIO
 from aimass import paths
 from aimass.data.archive import archive_kind, extract_archive
 from aimass.data.limits import MIB, limit, mebibytes
-from aimass.errors import TooLargeError
+from aimass.errors import InsufficientStorage, TooLargeError
 
 MAX_UPLOAD_BYTES = 512 * MIB
+MIN_FREE_BYTES = 256 * MIB  # what an upload leaves free on the disk, for the database, jobs and models
 
 
 def upload_limit() -> int:
@@ -57,8 +59,10 @@ def store_upload(source: BinaryIO, filename: str | None) -> dict:
         size = _copy(source, target)
         kind = archive_kind(target)
         found = _unpack(target, folder / "files") if kind else (target, 1)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # an archive unpacked past the room
+            raise _disk_full(int(limit("AIMASS_MIN_FREE_BYTES", MIN_FREE_BYTES, None))) from None
         raise
     path, files = found
     return {
@@ -73,16 +77,34 @@ def store_upload(source: BinaryIO, filename: str | None) -> dict:
 
 def _copy(source: BinaryIO, target: Path) -> int:
     most, written = upload_limit(), 0
-    with open(target, "wb") as out:
-        while chunk := source.read(MIB):
-            written += len(chunk)
-            if written > most:
-                raise TooLargeError(
-                    f"The upload is over {mebibytes(most)}.",
-                    hint="Send a smaller file, or raise AIMASS_MAX_UPLOAD_BYTES on the server.",
-                )
-            out.write(chunk)
+    keep = int(limit("AIMASS_MIN_FREE_BYTES", MIN_FREE_BYTES, None))
+    try:
+        with open(target, "wb") as out:
+            while chunk := source.read(MIB):
+                written += len(chunk)
+                if written > most:
+                    raise TooLargeError(
+                        f"The upload is over {mebibytes(most)}.",
+                        hint="Send a smaller file, or raise AIMASS_MAX_UPLOAD_BYTES on the server.",
+                    )
+                if shutil.disk_usage(target.parent).free - len(chunk) < keep:
+                    raise _disk_full(keep)
+                out.write(chunk)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise _disk_full(keep) from None
+        raise
     return written
+
+
+def _disk_full(keep: int) -> InsufficientStorage:
+    """The upload would leave less than ``keep`` bytes free on the disk of ``AIMASS_HOME`` (the
+    database, running jobs and new model versions need room more than a file not yet imported)."""
+    return InsufficientStorage(
+        f"The server's disk is nearly full: an upload leaves at least {mebibytes(keep)} free.",
+        hint="Try again later or send a smaller file; the operator can free space (old uploads, "
+        "datasets, versions) or lower AIMASS_MIN_FREE_BYTES.",
+    )
 
 
 def _unpack(archive: Path, dest: Path) -> tuple[Path, int]:

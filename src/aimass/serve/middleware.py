@@ -74,7 +74,7 @@ def error_body(code: str, message: str, hint: str | None, request_id: str) -> di
 
 def error_response(exc: AimassError, request_id: str) -> JSONResponse:
     """An :class:`AimassError` as its HTTP answer (internal errors stay a plain 500)."""
-    status = exc.http_status if exc.http_status < 500 or exc.http_status in (503, 504) else 500
+    status = exc.http_status if exc.http_status < 500 or exc.http_status in (503, 504, 507) else 500
     headers = None
     if isinstance(exc, TooManyRequests):
         headers = {"Retry-After": str(round(exc.retry_after))}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -184,6 +185,27 @@ def test_upload_keeps_files_under_the_uploads_root(admin, manage_headers, bbc_cs
     assert report.json()["rows"] > 0
     refused = client.post("/v1/datasets", headers=manage_headers, json={"path": str(bbc_csv)})
     assert refused.status_code == 403
+
+
+def test_an_upload_that_would_fill_the_disk_is_a_507_and_keeps_nothing(admin, manage_headers, monkeypatch):
+    """A full disk made an upload a bare 500, and the next user's too; now an upload leaves
+    AIMASS_MIN_FREE_BYTES free (the database, jobs and new versions need room) or is refused whole."""
+    from aimass import paths
+
+    before = sorted(paths.subdir("uploads").iterdir())
+    free = shutil.disk_usage(paths.subdir("uploads")).free
+    monkeypatch.setenv("AIMASS_MIN_FREE_BYTES", str(free - 512 * 1024))  # half a MiB of room left
+    client = TestClient(admin.app)
+    refused = client.post(
+        "/v1/uploads", headers=manage_headers, files={"file": ("big.csv", b"x" * (2 << 20))}
+    )
+    assert refused.status_code == 507, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "insufficient_storage" and "AIMASS_MIN_FREE_BYTES" in error["hint"]
+    assert sorted(paths.subdir("uploads").iterdir()) == before  # nothing half-written is kept
+    monkeypatch.setenv("AIMASS_MIN_FREE_BYTES", "1")
+    small = client.post("/v1/uploads", headers=manage_headers, files={"file": ("small.csv", b"text,label\n")})
+    assert small.status_code == 201  # the server goes on
 
 
 def test_an_uploaded_archive_of_documents_imports_as_text(admin, manage_headers, tmp_path):
