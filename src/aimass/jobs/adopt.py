@@ -58,6 +58,11 @@ def confine(job_id: str) -> Check:
     def check(kind: str, name: str) -> None:
         # the project is read when the job writes, not when it starts: the route assigns the job
         # its project right after queueing it, and a runner may start it in between
-        directory.may_write(directory.project_of("job", job_id), kind, name, how="a job")
+        project = directory.project_of("job", job_id)
+        directory.may_write(project, kind, name, how="a job")
+        if project != directory.DEFAULT_PROJECT and kind in ("model", "dataset") and _unowned(kind, name):
+            # a new name is the job's project's from its first write: a job cancelled or failed
+            # after its import left the dataset in default, where its retry could not write
+            directory.assign(kind, name, project)
 
     return check

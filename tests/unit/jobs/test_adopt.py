@@ -89,6 +89,21 @@ def test_a_job_writes_only_under_its_projects_names_or_new_ones(home):
         in_default("model", "theirs")
 
 
+def test_a_new_name_is_the_job_s_project_s_from_its_first_write(home):
+    """A cancelled auto job had imported its dataset, which nothing adopted (adopting came at the
+    job's success): it stayed in default, where the job's own retry in its project could not add
+    to it. The name is now the project's when the job first writes under it."""
+    in_nlp = confine(_job_in("nlp"))
+    in_nlp("dataset", "fresh")
+    in_nlp("model", "fresh-model")
+    assert directory.project_of("dataset", "fresh") == "nlp"
+    assert directory.project_of("model", "fresh-model") == "nlp"
+    retried = confine(_job_in("nlp"))
+    retried("dataset", "fresh")  # the retry writes it again
+    confine(jobs.submit("train", {"data": "d"})["id"])("dataset", "loose")  # a default job assigns nothing
+    assert "loose" not in directory.owners("dataset")
+
+
 def test_an_evaluate_job_saves_its_report_only_on_its_projects_model(home):
     """Saving an evaluation rewrites the version's report and metrics: a write, confined as one."""
     _version("theirs", 1)
