@@ -448,6 +448,7 @@ def _add_management(app: FastAPI, engine: Engine, guard: Guard, meter: Meter) ->
     async def deploy(body: DeployRequest):
         """Deploy a version: loaded and warmed before it takes traffic; the old one finishes its queue."""
         settings = body.settings.overrides() if body.settings else None
+        await asyncio.to_thread(engine.check_room, body.model, body.service)
         done = await engine.deploy(body.model, service=body.service, weight=body.weight, settings=settings)
         name = done.get("name") or body.service or body.model.split(":")[0].split("@")[0]
         await asyncio.to_thread(adopt_service, name, body.model)

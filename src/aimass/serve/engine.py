@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aimass import paths
+from aimass.access import directory
 from aimass.compressors import get_compressor
 from aimass.compressors.onnx import stored_calibration
-from aimass.errors import AimassError, ConfigError, NotFoundError, Unavailable
+from aimass.data.limits import limit
+from aimass.errors import AimassError, ConfigError, InUseError, NotFoundError, Unavailable
 from aimass.serve import events
 from aimass.serve.batching import Batcher, BatchSettings
 from aimass.serve.metrics import Metrics
@@ -165,6 +167,29 @@ class Engine:
 
     def info(self) -> list[dict]:
         return [s.info() for s in self.services.values()]
+
+    def check_room(self, model: str, service: str | None) -> None:
+        """409 when deploying ``model`` into ``service`` (default: the model's name) would load one
+        more version than its project may hold loaded (``AIMASS_MAX_PROJECT_MODELS``, 16): each
+        loaded version holds its weights in this server's memory, which every project shares.
+        Moving traffic, or deploying a version the service already holds, loads nothing."""
+        ref = registry.get_version(model).ref
+        name = service or ref.split(":")[0]
+        project = directory.service_project(name)
+        loaded = [
+            (s.name, d.ref)
+            for s in list(self.services.values())
+            for d in list(s.deployments)
+            if directory.service_project(s.name) == project
+        ]
+        most = int(limit("AIMASS_MAX_PROJECT_MODELS", 16, None))
+        if (name, ref) not in loaded and len(loaded) >= most:
+            raise InUseError(
+                f"Project {project!r} has {len(loaded)} versions loaded in this server, the most it "
+                "may hold.",
+                hint="Undeploy a service or a canary you no longer need (DELETE /v1/services/{name}); "
+                "the operator sets AIMASS_MAX_PROJECT_MODELS.",
+            )
 
     def service(self, name: str) -> Service:
         if name not in self.services:

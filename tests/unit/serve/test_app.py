@@ -285,3 +285,20 @@ def test_a_predict_job_is_metered_to_its_key_and_held_to_its_quota(client, tmp_p
     assert metering.usage(other.id) == []
     again = client.post("/v1/jobs", json=job, headers=headers)
     assert again.status_code == 429 and again.json()["error"]["code"] == "insufficient_quota", again.text
+
+
+def test_a_project_holds_at_most_its_share_of_loaded_versions(client, monkeypatch):
+    """Each loaded version keeps its weights in the server's memory, which every project shares: a
+    key could deploy one service after another until the server ran out of it."""
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    monkeypatch.setenv("AIMASS_MAX_PROJECT_MODELS", "1")
+    refused = client.post("/v1/services", json={"model": "news-serve", "service": "second"}, headers=admin)
+    assert refused.status_code == 409, refused.text
+    assert "has 1 versions loaded" in refused.json()["error"]["message"]
+    assert "AIMASS_MAX_PROJECT_MODELS" in refused.json()["error"]["hint"]
+    again = client.post("/v1/services", json={"model": "news-serve"}, headers=admin)
+    assert again.status_code == 200, again.text  # loaded already: nothing more is held
+    monkeypatch.setenv("AIMASS_MAX_PROJECT_MODELS", "2")
+    second = client.post("/v1/services", json={"model": "news-serve", "service": "second"}, headers=admin)
+    assert second.status_code == 200, second.text
+    assert client.delete("/v1/services/second", headers=admin).status_code == 200

@@ -250,6 +250,7 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
         weight = _weight(form.get("weight")) if form.get("weight") not in (None, "") else None
         body = {"model": ref, "service": service, "weight": weight}
         await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/services", body)
+        await asyncio.to_thread(engine.check_room, ref, service)
         done = await engine.deploy(ref, service=service, weight=weight)
         name = done.get("name") or service or ref.partition(":")[0]
         await asyncio.to_thread(adopt_service, name, ref)
