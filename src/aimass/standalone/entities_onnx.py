@@ -25,6 +25,11 @@ HERE = Path(__file__).resolve().parent
 from aimass.standalone.units import add_to_units, decode, emissions, lexical, unit_means, units  # noqa: E402, F401
 
 # end shared
+# isort: split
+# shared: texts_in.py
+from aimass.standalone.texts_in import read_texts  # noqa: E402, F401
+
+# end shared
 
 BATCH = 16  # encoder windows a run
 
@@ -111,17 +116,6 @@ class EntityModel:
     def predict(self, texts: list[str]) -> list[list[list]]:
         """Per text, its ``[start, end, label]`` spans."""
         return [[[e["start"], e["end"], e["label"]] for e in found] for found in self.predict_entities(texts)]
-
-
-def read_texts(path: str) -> list[str]:
-    """A JSON list of strings, or one text per non-empty line."""
-    content = Path(path).read_text(encoding="utf-8")
-    if path.endswith(".json"):
-        texts = json.loads(content)
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise SystemExit(f"{path}: expected a JSON list of strings")
-        return texts
-    return [line for line in content.splitlines() if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,11 @@ from aimass.standalone.text_prep import SPACES, WORD, Tfidf  # noqa: E402, F401
 from aimass.standalone.answer import labels_of  # noqa: E402, F401
 
 # end shared
+# isort: split
+# shared: texts_in.py
+from aimass.standalone.texts_in import read_texts  # noqa: E402, F401
+
+# end shared
 
 
 class TextModel:
@@ -89,17 +94,6 @@ class TextModel:
 def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-def read_texts(path: str) -> list[str]:
-    """A JSON list of strings, or one text per non-empty line."""
-    content = Path(path).read_text(encoding="utf-8")
-    if path.endswith(".json"):
-        texts = json.loads(content)
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise SystemExit(f"{path}: expected a JSON list of strings")
-        return texts
-    return [line for line in content.splitlines() if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
