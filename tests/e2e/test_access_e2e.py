@@ -236,9 +236,13 @@ def test_a_deny_holds_however_the_version_is_named_moved_or_reached(world):
     for ref in ("reviews:3", "reviews:03", "reviews:003"):  # the same version, however it is written
         assert client.get(f"/v1/versions/{ref}", headers=dave).status_code == 404, ref
         assert client.get(f"/v1/versions/{ref}/export", headers=dave).status_code == 404, ref
-    job = {"kind": "train", "params": {"data": "anything", "name": "reviews"}, "project": "nlp"}
-    answer = client.post("/v1/jobs", json=job, headers=dave)
-    assert answer.status_code == 403 and "model:Train" in answer.json()["error"]["message"], answer.text
+    for params in (
+        {"data": "anything", "name": "reviews"},
+        {"data": "/srv/uploads/0a1b2c3d4e5f/reviews.csv"},
+    ):
+        job = {"kind": "train", "params": params, "project": "nlp"}  # a file trains under its name
+        answer = client.post("/v1/jobs", json=job, headers=dave)
+        assert answer.status_code == 403 and "model:Train" in answer.json()["error"]["message"], answer.text
 
 
 def news(folder, project: str) -> str:

@@ -138,11 +138,10 @@ def _job_model(body: dict) -> str | None:
     params = body.get("params") if isinstance(body.get("params"), dict) else {}
     if body.get("kind") not in TRAINS:
         return None
-    name = params.get("name")
-    if not name and params.get("data"):
-        name = dataset_name(str(params["data"]))
-    if not name and params.get("path"):
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(params["path"])).stem).strip("-.") or None
+    name, data = params.get("name"), str(params.get("data") or params.get("path") or "")
+    if not name and data:  # a stored dataset's name, or the name a file is imported under
+        name = dataset_name(data) if "/" not in data else None
+        name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", Path(data).stem).strip("-.") or None
     return str(name) if name else None
 
 
