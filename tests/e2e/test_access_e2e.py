@@ -228,19 +228,26 @@ def test_a_deny_holds_however_the_version_is_named_moved_or_reached(world):
     deny = {
         "Sid": "NotThisOne",
         "Effect": "Deny",
-        "Action": ["model:Read", "model:Export", "model:Train"],
-        "Resource": ["aimass:project/nlp/model/reviews:3", "aimass:project/nlp/model/reviews"],
+        "Action": ["model:Read", "model:Export"],
+        "Resource": "aimass:project/nlp/model/reviews:3",
     }
-    key = user_with_key("dave", "DaveNlp", [*team("nlp")["Statement"], deny])
+    untrained = {
+        "Sid": "NoTraining",
+        "Effect": "Deny",
+        "Action": "model:Train",
+        "Resource": "aimass:project/nlp/model/reviews",
+    }
+    key = user_with_key("dave", "DaveNlp", [*team("nlp")["Statement"], deny, untrained])
     dave = {"Authorization": f"Bearer {key}"}
     for ref in ("reviews:3", "reviews:03", "reviews:003"):  # the same version, however it is written
         assert client.get(f"/v1/versions/{ref}", headers=dave).status_code == 404, ref
         assert client.get(f"/v1/versions/{ref}/export", headers=dave).status_code == 404, ref
     for params in (
         {"data": "anything", "name": "reviews"},
-        {"data": "/srv/uploads/0a1b2c3d4e5f/reviews.csv"},
+        {"data": "/srv/uploads/0a1b2c3d4e5f/reviews.csv"},  # a file trains under its name
+        {"data": "anything", "from": "reviews:3"},  # a continued version under its parent's
     ):
-        job = {"kind": "train", "params": params, "project": "nlp"}  # a file trains under its name
+        job = {"kind": "train", "params": params, "project": "nlp"}
         answer = client.post("/v1/jobs", json=job, headers=dave)
         assert answer.status_code == 403 and "model:Train" in answer.json()["error"]["message"], answer.text
 

@@ -139,26 +139,28 @@ def _job_model(body: dict) -> str | None:
     if body.get("kind") not in TRAINS:
         return None
     name, data = params.get("name"), str(params.get("data") or params.get("path") or "")
+    if not name and params.get("from"):  # a continued version registers under its parent's name
+        name = str(params["from"]).split(":")[0].split("@")[0]
     if not name and data:  # a stored dataset's name, or the name a file is imported under
         name = dataset_name(data) if "/" not in data else None
         name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", Path(data).stem).strip("-.") or None
     return str(name) if name else None
 
 
-def _model_arn(name: str, body: dict) -> str:
-    """The ARN a job's model is decided on: in its project, or (a name no model has yet) in the
+def _model_target(name: str, body: dict) -> tuple[str, str]:
+    """What a job's model is decided as: the model, when the name is taken (so one the caller may
+    not read answers 404 as a missing one, naming no project); a name no model has yet, in the
     project the job registers it in."""
-    project = directory.project_of("model", name)
-    if project == directory.DEFAULT_PROJECT and not directory.exists("model", name.split(":")[0]):
-        project = body.get("project") or directory.DEFAULT_PROJECT
-    return directory.arn("model", name, project)
+    if directory.exists("model", name) or directory.project_of("model", name) != directory.DEFAULT_PROJECT:
+        return "model", name
+    return "", directory.arn("model", name, body.get("project") or directory.DEFAULT_PROJECT)
 
 
 def job_trains(params: dict, data) -> tuple[str, str] | None:
     """A train or auto job registers a version of a model: ``model:Train`` on it; None for others."""
     body = _job_body(params, data)
     name = _job_model(body)
-    return ("", _model_arn(name, body)) if name else None
+    return _model_target(name, body) if name else None
 
 
 def job_deploys(params: dict, data) -> tuple[str, str] | None:
@@ -167,7 +169,7 @@ def job_deploys(params: dict, data) -> tuple[str, str] | None:
     body = _job_body(params, data)
     deploying = isinstance(body.get("params"), dict) and body["params"].get("deploy")
     name = _job_model(body) if body.get("kind") == "auto" and deploying else None
-    return ("", _model_arn(name, body)) if name else None
+    return _model_target(name, body) if name else None
 
 
 TRAINING = (("model:Train", job_trains), ("model:Deploy", job_deploys, "production"))
