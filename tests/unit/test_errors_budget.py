@@ -53,6 +53,7 @@ SUBCLASSES = [
     errors.IntegrityError,
     errors.JobError,
     errors.InUseError,
+    errors.InsufficientStorage,
 ]
 
 
@@ -75,6 +76,7 @@ def test_subclasses_have_distinct_stable_codes():
         "IntegrityError": "integrity_error",
         "JobError": "job_error",
         "InUseError": "in_use",
+        "InsufficientStorage": "insufficient_storage",
     }
     assert len(set(codes.values())) == len(codes)
     for cls in SUBCLASSES:
