@@ -12,15 +12,14 @@ aimass on a few texts (the same entities, their scores within ``check.max_abs_di
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from aimass import standalone
+from aimass.exporters.folder import import_script
 from aimass.exporters.table import register_export
 from aimass.tasks.recipe import Recipe
 
@@ -100,12 +99,7 @@ def _encoder(model, folder: Path) -> dict:
 
 def _check(model, folder: Path) -> dict:
     """``predict.py`` (imported from the folder) against aimass on :data:`CHECK_TEXTS`."""
-    spec = importlib.util.spec_from_file_location(
-        f"aimass_entities_check_{os.getpid()}", folder / "predict.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    got = module.EntityModel(folder).predict_entities(list(CHECK_TEXTS))
+    got = import_script(folder).EntityModel(folder).predict_entities(list(CHECK_TEXTS))
     want = model.predict_entities(list(CHECK_TEXTS))
     same = [
         [(e["start"], e["end"], e["label"]) for e in g] == [(e["start"], e["end"], e["label"]) for e in w]

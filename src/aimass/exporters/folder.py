@@ -152,15 +152,20 @@ def _check_script(model, recipe: Recipe, folder: Path, checks: dict) -> np.ndarr
     """Run the folder's own ``predict.py`` (imported from the folder) on the check inputs and add
     how far it is from aimass to ``checks``; returns its probabilities of the first input."""
     samples = recipe.samples()
-    spec = importlib.util.spec_from_file_location(f"aimass_export_check_{os.getpid()}", folder / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    got = getattr(module, recipe.runner)(folder).predict_proba(samples)
+    got = getattr(import_script(folder), recipe.runner)(folder).predict_proba(samples)
     want = model.predict_proba(samples)
     checks["check_inputs"] = len(samples)
     checks["predict_py_max_abs_diff_proba"] = float(np.abs(got - want).max())
     checks["predict_py_same_label"] = float(np.mean(got.argmax(1) == want.argmax(1)))
     return got[0]
+
+
+def import_script(folder: Path):
+    """The folder's own ``predict.py``, imported as a module (what a check runs against aimass)."""
+    spec = importlib.util.spec_from_file_location(f"aimass_export_check_{os.getpid()}", folder / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _pins(packages: tuple[str, ...]) -> dict[str, str]:

@@ -377,20 +377,26 @@ def test_only_public_addresses_are_sent_to_unless_the_operator_allows_more(recei
     assert webhooks.test(made.id, "job.failed")["status_code"] == 200
 
 
+def two_keys_of(user: str, policy: str, action: str) -> list[dict]:
+    """A new user allowed ``action`` on everything, and the headers of two keys bound to them."""
+    directory.create_user(user)
+    directory.put_policy(policy, {"Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]})
+    directory.attach(policy, "user", user)
+    keys = []
+    for _ in range(2):
+        record, key = auth.create_key(user, ["manage"])
+        directory.bind_key(record.id, user=user)
+        keys.append({"Authorization": f"Bearer {key}"})
+    return keys
+
+
 def test_an_endpoint_is_managed_only_by_its_creator_and_the_operator(receiver):
     """An endpoint hears the jobs its creator's key may read: whoever could change its URL would
     hear them. dan may manage webhooks (``webhook:*``) but the admin's endpoint is not his: 404 for
     each of its routes, and the list shows only his own; another key of the same user manages it."""
     from fastapi.testclient import TestClient
 
-    directory.create_user("dan")
-    directory.put_policy("hooks", {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
-    directory.attach("hooks", "user", "dan")
-    keys = []
-    for _ in range(2):
-        record, key = auth.create_key("dan", ["manage"])
-        directory.bind_key(record.id, user="dan")
-        keys.append({"Authorization": f"Bearer {key}"})
+    keys = two_keys_of("dan", "hooks", "*")
     theirs = webhooks.create("ops", receiver.url, ["job.failed"], auth.ADMIN_ID)
     with TestClient(create_app([])) as client:
         path = f"/v1/webhook_endpoints/{theirs['id']}"
@@ -423,16 +429,7 @@ def test_one_user_cannot_take_every_webhook_endpoint(receiver, monkeypatch):
     from fastapi.testclient import TestClient
 
     monkeypatch.setattr(webhooks, "MAX_OWN", 2)
-    directory.create_user("eve")
-    directory.put_policy(
-        "eve-hooks", {"Statement": [{"Effect": "Allow", "Action": "webhook:*", "Resource": "*"}]}
-    )
-    directory.attach("eve-hooks", "user", "eve")
-    keys = []
-    for _ in range(2):
-        record, key = auth.create_key("eve", ["manage"])
-        directory.bind_key(record.id, user="eve")
-        keys.append({"Authorization": f"Bearer {key}"})
+    keys = two_keys_of("eve", "eve-hooks", "webhook:*")
     _, other = auth.create_key("frank", ["manage"])
     body = {"url": receiver.url, "event_types": ["job.failed"]}
     with TestClient(create_app([])) as client:
