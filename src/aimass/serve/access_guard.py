@@ -29,7 +29,7 @@ from aimass import jobs
 from aimass.access import audit, directory
 from aimass.access.authorizer import Authorizer
 from aimass.access.evaluate import EXPLICIT_DENY, explain
-from aimass.data import load_dataset
+from aimass.data import load_dataset, uploads
 from aimass.data.storage import deleted_dataset, missing_dataset
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
 from aimass.retrieval.files import missing_file
@@ -90,6 +90,14 @@ def importing_into(params: dict, data) -> tuple[str, str]:
     when none): ``aimass:project/P/dataset/*``, which a policy on P's resources covers."""
     project = data.get("project") if isinstance(data, dict) else None
     return "", f"aimass:project/{project or directory.DEFAULT_PROJECT}/dataset/*"
+
+
+def _upload(params: dict, data) -> tuple[str, str]:
+    """An upload, in its project; a missing one is the route's 404 for anyone."""
+    project = uploads.upload_project(params["upload_id"])
+    if project is None:
+        raise uploads.missing_upload(params["upload_id"])
+    return "", f"aimass:project/{project}/dataset/*"
 
 
 def creating_store(params: dict, data) -> tuple[str, str]:
@@ -352,6 +360,8 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/jobs/{job_id}/resume", "job:Resume", path("job", "job_id")),
     Rule("POST", "/v1/jobs/{job_id}/retry", job_retry, path("job", "job_id"), also=TRAINING),
     Rule("POST", "/v1/uploads", "dataset:Import", importing_into, query=("project",)),
+    Rule("GET", "/v1/uploads", "dataset:Import", importing_into, query=("project",)),
+    Rule("DELETE", "/v1/uploads/{upload_id}", "dataset:Delete", _upload),
     Rule("POST", "/v1/files", "dataset:Import", importing_into, query=("project",)),
     Rule("GET", "/v1/files", "dataset:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/files/{file_id}", _file_action, _file),

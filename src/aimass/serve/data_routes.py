@@ -4,6 +4,8 @@ These are the JSON twins of the web console's pages (the console calls the same 
 
 - ``POST /v1/uploads`` (multipart, one file) keeps a data file or archive under
   ``AIMASS_HOME/uploads`` and answers the path to import; ``POST /v1/datasets`` imports it;
+  ``GET /v1/uploads?project=P`` lists a project's uploads against its share of bytes and
+  ``DELETE /v1/uploads/{id}`` frees one;
 - ``GET /v1/datasets`` (paginated), ``GET /v1/datasets/{id}`` (the import report) and
   ``GET /v1/datasets/{id}/rejects`` (paginated; ``?import=N``: those of one import of it),
   ``GET /v1/datasets/{id}/issues`` (the last issues report: ``aimass data issues`` or a job of kind
@@ -42,6 +44,7 @@ from starlette.datastructures import UploadFile
 from aimass import api, curation, paths
 from aimass.access import directory
 from aimass.data import Dataset, load_dataset
+from aimass.data import uploads as data_uploads
 from aimass.data.dataset import MANIFEST_FILE
 from aimass.data.limits import MIB, limit
 from aimass.data.storage import datasets_dir
@@ -220,6 +223,13 @@ def import_upload(
     return {**summary, "project": project}
 
 
+def uploads_page(project: str) -> dict:
+    """A project's uploads and the bytes they hold against its share."""
+    found = data_uploads.uploads(project)
+    held = sum(int(u.get("bytes") or 0) for u in found)
+    return {"uploads": found, "project": project, "bytes": held, "limit": data_uploads.project_upload_limit()}
+
+
 def versions_page(name: str | None, limit: int, offset: int, visible: Visible | None = None) -> dict:
     """One page of model versions (of ``name``, or all); ``visible`` as for :func:`datasets_page`."""
     keep = browse.keeping(visible, "model")
@@ -361,9 +371,23 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
         await asyncio.to_thread(need_project, project)
         file = await one_upload(request)
         try:
-            return await asyncio.to_thread(store_upload, file.file, file.filename)
+            return await asyncio.to_thread(store_upload, file.file, file.filename, project)
         finally:
             await file.close()
+
+    @app.get(UPLOAD_PATH, tags=["datasets"], dependencies=manage)
+    async def uploads(
+        project: str | None = Query(None, max_length=64, description="the project (default: 'default')"),
+    ):
+        """The project's kept uploads, oldest first, with the bytes they hold against its share
+        (``AIMASS_MAX_PROJECT_UPLOAD_BYTES``)."""
+        await asyncio.to_thread(need_project, project)
+        return await asyncio.to_thread(uploads_page, project or directory.DEFAULT_PROJECT)
+
+    @app.delete(UPLOAD_PATH + "/{upload_id}", tags=["datasets"], dependencies=manage)
+    async def delete_upload(upload_id: str):
+        """Delete an upload (a dataset imported from it keeps its own copy), freeing its bytes."""
+        return await asyncio.to_thread(data_uploads.delete_upload, upload_id)
 
     @app.post("/v1/datasets", tags=["datasets"], dependencies=manage, status_code=201)
     async def import_data(body: ImportRequest):

@@ -125,7 +125,7 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
                 raise bad_param("purpose", f"Purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.")
             from aimass.data.uploads import store_upload
 
-            stored = await asyncio.to_thread(store_upload, upload.file, upload.filename)
+            stored = await asyncio.to_thread(store_upload, upload.file, upload.filename, project)
         finally:
             await upload.close()
         if purpose == "batch":

@@ -185,7 +185,7 @@ async def _within_quota(request: Request, ctx) -> None:
 
 def _keep(source, filename: str, project: str) -> str:
     """An uploaded document kept (as ``POST /v1/files`` keeps it); its file id."""
-    stored = store_upload(source, filename)
+    stored = store_upload(source, filename, project)
     try:
         if stored["archive"]:
             raise ConfigError(f"{filename} is an archive.", hint="Upload the documents themselves.")

@@ -110,7 +110,7 @@ def _add_start(router: APIRouter, console: Console) -> None:
         project = str(form.get("project") or directory.DEFAULT_PROJECT)
         console.authorize(ctx, "POST", "/v1/uploads", {"project": project})
         if hasattr(file, "read") and getattr(file, "filename", ""):
-            stored = await asyncio.to_thread(store_upload, file.file, file.filename)
+            stored = await asyncio.to_thread(store_upload, file.file, file.filename, project)
             path = stored["path"]
         elif not path:
             raise ConfigError(
