@@ -276,8 +276,9 @@ def test_predict_takes_any_header_values(srv, authorization, valid_key, content_
     response = check_predict(srv, body, headers)
     if "x-request-id" in response.headers:  # the app answered (not uvicorn's parser)
         assert valid_key or response.status_code == 401, response.text
-        if request_id and request_id.isascii() and request_id == request_id[:64]:
-            assert response.headers["x-request-id"] == request_id.decode()
+        assert re.fullmatch(r"[0-9a-f]{16}", response.headers["x-request-id"])  # always the server's
+        if request_id and all(32 < c < 127 for c in request_id) and request_id == request_id[:64]:
+            assert response.headers["x-client-request-id"] == request_id.decode()
     still_serves(srv)
 
 

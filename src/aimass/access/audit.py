@@ -6,6 +6,8 @@ decision in full (its matched statements, near-misses and missing context keys).
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from aimass.access import tables
@@ -13,15 +15,26 @@ from aimass.access.evaluate import Decision, Ref, explain
 from aimass.errors import NotFoundError
 
 MAX_ROWS = 1000
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    r"""``text`` with control characters written as escapes: a name sent with a newline in it
+    cannot forge a second line of ``aimass audit``.
+
+    >>> printable("reviews\nadmin key:Create allowed")
+    'reviews\\x0aadmin key:Create allowed'
+    """
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def record(principal: str, decision: Decision, request_id: str = "", source: str = "rest") -> None:
     """One row: who, what, on which resource, the decision and the statements behind it."""
     row = tables.AuditRecord(
         request_id=request_id,
-        principal=principal,
-        action=decision.action,
-        resource=decision.resource,
+        principal=printable(principal),
+        action=printable(decision.action),
+        resource=printable(decision.resource),
         decision=decision.decision,
         matched=[r.to_dict() for r in decision.matched],
         detail=decision.to_dict(),

@@ -245,12 +245,18 @@ def _exists(kind: str, name: str) -> bool:
 
 
 # ------------------------------------------------------------------ policies
+# no stored policy may carry a managed one's name, in any case: decisions read the built-in
+# document under it (a stored ``JobsCodeScope`` of harmless text became the right to run code)
+RESERVED = {n.lower(): n for n in (*MANAGED, *SCOPE_ONLY)}
+
+
 def put_policy(name: str, document: dict | str, kind: str = IDENTITY, description: str = "") -> dict:
     """Create or replace a policy, validated first (:class:`PolicyError` names the JSON path)."""
     _name(name, "policy")
-    if name in MANAGED:
+    if name.lower() in RESERVED:
         raise ConfigError(
-            f"'{name}' is a managed policy and cannot be changed.", hint="Write your own policy."
+            f"'{name}' is the name of a managed policy ('{RESERVED[name.lower()]}') and cannot be written.",
+            hint="Give your policy another name.",
         )
     if kind not in (IDENTITY, RESOURCE):
         raise ConfigError(f"A policy is 'identity' or 'resource'; got {kind!r}.")
@@ -278,8 +284,11 @@ def put_policy(name: str, document: dict | str, kind: str = IDENTITY, descriptio
 
 
 def show_policy(name: str) -> dict:
-    if name in MANAGED:
-        return {"name": name, "kind": IDENTITY, "managed": True, "description": "", "document": MANAGED[name]}
+    """A policy as decisions use it: a managed one's (and a scope's built-in one's) own document,
+    whatever the database holds under its name."""
+    if name in MANAGED or name in SCOPE_ONLY:
+        document = MANAGED.get(name) or SCOPE_ONLY[name]
+        return {"name": name, "kind": IDENTITY, "managed": True, "description": "", "document": document}
     with t.session() as s:
         record = _need(s, t.PolicyRecord, name, "policie")
         info = record.to_dict()

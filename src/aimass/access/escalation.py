@@ -8,6 +8,8 @@ same way: a role may only be created or bound by someone who holds what it grant
 Whoever changes what a policy gives must hold what the change gives:
 
 - writing a policy, or attaching one: each of its Allow statements' actions on its resources;
+- adding a member to a group: what every policy attached to the group allows (joining a group is
+  being attached its policies);
 - lifting a Deny (detaching or deleting a policy, or rewriting it without one of its Deny
   statements): each lifted Deny's actions on its resources (one may only lift a restriction on
   what one may do oneself).
@@ -33,9 +35,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from aimass.access import directory
+from aimass.access import audit, directory
 from aimass.access.authorizer import Principal, build, policy_set
-from aimass.access.evaluate import PolicySet
+from aimass.access.evaluate import IMPLICIT_DENY, Decision, PolicySet
 from aimass.access.patterns import compile_any
 from aimass.access.policy import Statement, compile_policy
 from aimass.errors import NotFoundError, PermissionDenied
@@ -115,9 +117,12 @@ def _covered(held: PolicySet, action: str, pattern: str, arns: tuple) -> bool:
     return allowed
 
 
-def check(principal: Principal, policy: str, statements: list[Statement], doing: str) -> None:
+def check(
+    principal: Principal, policy: str, statements: list[Statement], doing: str, request_id: str = ""
+) -> None:
     """Raise PermissionDenied naming the first few things ``statements`` give that ``principal``
-    does not hold (``doing``: what the caller is doing, for the message)."""
+    does not hold (``doing``: what the caller is doing, for the message); the refusal is a row of
+    the audit log under ``request_id`` (an ``implicitDeny`` of the first thing not held)."""
     if not statements:
         return
     universe = [
@@ -135,11 +140,13 @@ def check(principal: Principal, policy: str, statements: list[Statement], doing:
         shown = ", ".join(f"{a} on {r}" for a, r in lacking[:3]) + (
             f" and {len(lacking) - 3} more" if len(lacking) > 3 else ""
         )
-        raise PermissionDenied(
+        message = (
             f"{principal.name} may not {doing} policy '{policy}': it gives {shown}, "
-            f"which {principal.name} does not hold.",
-            hint=HINT,
+            f"which {principal.name} does not hold."
         )
+        action, resource = lacking[0]
+        audit.record(principal.name, Decision(IMPLICIT_DENY, action, resource), request_id, "escalation")
+        raise PermissionDenied(message, hint=HINT)
 
 
 def _stored(name: str):
@@ -155,7 +162,7 @@ def _denies(policy) -> list[Statement]:
     return [st for st in policy.statements if st.deny]
 
 
-def check_write(principal: Principal, name: str, document: dict, kind: str) -> None:
+def check_write(principal: Principal, name: str, document: dict, kind: str, request_id: str = "") -> None:
     """Before ``PUT /v1/policies/{name}``: the new document's Allows, and the Denies it drops."""
     new = compile_policy(name, document, kind)
     lifted = []
@@ -166,17 +173,25 @@ def check_write(principal: Principal, name: str, document: dict, kind: str) -> N
     if old is not None:
         kept = {_same(st) for st in _denies(new)}
         lifted = [st for st in _denies(old) if _same(st) not in kept]
-    check(principal, name, _allows(new), "write")
-    check(principal, name, lifted, "drop a Deny of")
+    check(principal, name, _allows(new), "write", request_id)
+    check(principal, name, lifted, "drop a Deny of", request_id)
 
 
-def check_attach(principal: Principal, name: str) -> None:
-    check(principal, name, _allows(_stored(name)), "attach")
+def check_attach(principal: Principal, name: str, request_id: str = "") -> None:
+    check(principal, name, _allows(_stored(name)), "attach", request_id)
 
 
-def check_lift(principal: Principal, name: str, doing: str) -> None:
+def check_lift(principal: Principal, name: str, doing: str, request_id: str = "") -> None:
     """Before detaching or deleting ``name``: its Denies."""
-    check(principal, name, _denies(_stored(name)), doing)
+    check(principal, name, _denies(_stored(name)), doing, request_id)
+
+
+def check_join(principal: Principal, group: str, request_id: str = "") -> None:
+    """Before adding a member to ``group``: the Allows of every policy attached to it (whoever
+    joins gets them, so adding anyone, oneself included, gives them)."""
+    for name in directory.attached("group", group):
+        doing = f"add a member to group '{group}', which has"
+        check(principal, name, _allows(_stored(name)), doing, request_id)
 
 
 def _same(st: Statement) -> tuple:

@@ -231,8 +231,11 @@ def explain(decision: Decision, who: str) -> tuple[str, str]:
             )
         return message, "An explicit Deny wins over every Allow; change or detach the denying policy."
     message = f"{head}: no statement allowed it."
-    rank = {"condition": 0, "principal": 1, "resource": 2}  # the closest first
-    misses = sorted((m for m in decision.near_misses if not m[0].deny), key=lambda m: rank[m[1]])[:3]
+    rank = {"condition": 0, "resource": 2}  # the closest first
+    # not a statement written for someone else (a resource policy's Principal): the caller would
+    # learn another team's policies and whom they grant; the audit row and the simulator keep them
+    misses = [m for m in decision.near_misses if not m[0].deny and m[1] != "principal"]
+    misses = sorted(misses, key=lambda m: rank[m[1]])[:3]
     if misses:
         message += (
             " Closest: "

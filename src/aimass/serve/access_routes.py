@@ -90,26 +90,29 @@ def add_access_routes(app: FastAPI, allow: Callable) -> None:
     def writer(caller) -> Principal:
         return Principal.of_key(caller.key_id, tuple(caller.scopes))
 
+    def rid(request: Request) -> str:  # the escalation check's refusals are audit rows under it
+        return request.scope.get("state", {}).get("request_id", "")
+
     @app.put("/v1/policies/{name}", tags=["access"])
-    def put_policy(name: str, body: PolicyBody, caller=allow("manage")):
+    def put_policy(name: str, body: PolicyBody, request: Request, caller=allow("manage")):
         """Create or replace a policy; an invalid one is a 422 naming the JSON path of the fault, one
         that gives more than the caller holds (or drops a Deny they are under) a 403."""
-        escalation.check_write(writer(caller), name, body.document, body.kind)
+        escalation.check_write(writer(caller), name, body.document, body.kind, rid(request))
         return directory.put_policy(name, body.document, body.kind, body.description)
 
     @app.delete("/v1/policies/{name}", tags=["access"])
-    def delete_policy(name: str, caller=allow("manage")):
-        escalation.check_lift(writer(caller), name, "delete")
+    def delete_policy(name: str, request: Request, caller=allow("manage")):
+        escalation.check_lift(writer(caller), name, "delete", rid(request))
         return directory.delete_policy(name)
 
     @app.post("/v1/policies/{name}/attachments", tags=["access"])
-    def attach(name: str, body: Attachment, caller=allow("manage")):
-        escalation.check_attach(writer(caller), name)
+    def attach(name: str, body: Attachment, request: Request, caller=allow("manage")):
+        escalation.check_attach(writer(caller), name, rid(request))
         return directory.attach(name, body.type, body.target)
 
     @app.delete("/v1/policies/{name}/attachments", tags=["access"])
-    def detach(name: str, type: str, target: str, caller=allow("manage")):
-        escalation.check_lift(writer(caller), name, "detach")
+    def detach(name: str, type: str, target: str, request: Request, caller=allow("manage")):
+        escalation.check_lift(writer(caller), name, "detach", rid(request))
         return directory.detach(name, type, target)
 
     @app.get("/v1/users", tags=["access"], dependencies=checked)
@@ -132,8 +135,11 @@ def add_access_routes(app: FastAPI, allow: Callable) -> None:
     def create_group(body: Named):
         return directory.create_group(body.name)
 
-    @app.post("/v1/groups/{name}/members", tags=["access"], dependencies=checked)
-    def add_member(name: str, body: Member):
+    @app.post("/v1/groups/{name}/members", tags=["access"])
+    def add_member(name: str, body: Member, request: Request, caller=allow("manage")):
+        """Add a user to a group: the caller must hold what the group's policies allow (403 naming
+        the first thing not held), as attaching them would need."""
+        escalation.check_join(writer(caller), name, rid(request))
         return directory.add_member(name, body.user)
 
     @app.get("/v1/projects", tags=["access"], dependencies=checked)

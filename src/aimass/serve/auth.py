@@ -112,6 +112,8 @@ def create_key(
         if bound["user"] or bound["project"] or bound["tags"]:  # before anyone has the key
             tags = bound["tags"] or None
             directory.bind_key(key_id, user=bound["user"], project=bound["project"], tags=tags)
+        for policy in directory.attached("key", granted_by.key_id):  # a Deny on the key binds its children
+            directory.attach(policy, "key", key_id)
     return record, key
 
 

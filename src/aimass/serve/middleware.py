@@ -89,7 +89,10 @@ def error_response(exc: AimassError, request_id: str) -> JSONResponse:
 
 
 class RequestLog:
-    """Gives every request an id (``X-Request-ID`` in, or a new one; echoed back), caps the body
+    """Gives every request an id of the server's (``X-Request-ID`` out: the id the audit log and
+    errors name, so no caller can file rows under another request's id); a client's own id
+    (``X-Client-Request-Id`` or ``X-Request-ID`` in, as OpenAI's clients send) is echoed back as
+    ``X-Client-Request-Id`` when it is printable ASCII of at most 64 characters, and logged. Caps the body
     at ``body_limit(path)`` bytes as it streams in (Content-Length or chunked: one byte over and
     the request is answered 413 and the rest is never read), turns unexpected errors into a plain
     500, and logs one JSON line per request."""
@@ -102,7 +105,8 @@ class RequestLog:
             return await self.app(scope, receive, send)
         began = time.perf_counter()
         headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"")[:64].decode("latin-1") or uuid.uuid4().hex[:16]
+        request_id = uuid.uuid4().hex[:16]
+        theirs = client_request_id(headers)
         scope.setdefault("state", {})["request_id"] = request_id
         status = [0]
         limit = self.body_limit(scope["path"])
@@ -111,7 +115,10 @@ class RequestLog:
         async def send_own(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                ids = [(b"x-request-id", request_id.encode())]
+                if theirs:
+                    ids.append((b"x-client-request-id", theirs.encode()))
+                message["headers"] = [*message.get("headers", []), *ids]
             await send(message)
 
         async def send_with_id(message):
@@ -142,9 +149,9 @@ class RequestLog:
                 body = error_body("internal_error", "Internal server error.", None, request_id)
                 await JSONResponse(body, status_code=500)(scope, receive, send_own)
         finally:
-            self._log(scope, request_id, status[0] or 500, time.perf_counter() - began)
+            self._log(scope, request_id, status[0] or 500, time.perf_counter() - began, theirs)
 
-    def _log(self, scope, request_id: str, status: int, seconds: float) -> None:
+    def _log(self, scope, request_id: str, status: int, seconds: float, theirs: str | None = None) -> None:
         self.metrics.responses.labels(str(status)).inc()
         if access.isEnabledFor(logging.INFO):
             client = scope.get("client")
@@ -157,7 +164,19 @@ class RequestLog:
                 "client": client[0] if client else None,
                 "key": scope["state"].get("key_id"),
             }
+            if theirs:
+                line["client_request_id"] = theirs
             access.info(json.dumps(line))
+
+
+def client_request_id(headers: dict) -> str | None:
+    """The client's own request id, when it is printable ASCII of 1 to 64 characters.
+
+    >>> client_request_id({b"x-request-id": b"req-42"}), client_request_id({b"x-request-id": b"a\\nb"})
+    ('req-42', None)
+    """
+    raw = headers.get(b"x-client-request-id") or headers.get(b"x-request-id") or b""
+    return raw.decode("ascii") if 0 < len(raw) <= 64 and all(32 < c < 127 for c in raw) else None
 
 
 def body_too_large(size: int, limit: int) -> TooLargeError:

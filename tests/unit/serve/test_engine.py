@@ -118,7 +118,10 @@ def test_200_simultaneous_requests_against_a_queue_of_8_get_200_or_429(url):
 
 
 def test_metrics_request_ids_and_limits(url):
-    assert predict(url, headers={"X-Request-ID": "req-42"}).headers["X-Request-ID"] == "req-42"
+    answer = predict(url, headers={"X-Request-ID": "req-42"})
+    # the server's own id (what the audit log and errors name: no caller can file rows under
+    # another request's), and the client's echoed beside it
+    assert answer.headers["X-Client-Request-Id"] == "req-42" and answer.headers["X-Request-ID"] != "req-42"
     assert httpx.get(f"{url}/metrics").status_code == 401  # its series name every service
     text = httpx.get(f"{url}/metrics", headers=ADMIN).text
     for name in (
