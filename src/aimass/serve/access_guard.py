@@ -29,10 +29,12 @@ from aimass import jobs
 from aimass.access import audit, directory
 from aimass.access.authorizer import Authorizer
 from aimass.access.evaluate import EXPLICIT_DENY, explain
+from aimass.backbones.embeddings import canonical
 from aimass.data import load_dataset, uploads
 from aimass.data.storage import deleted_dataset, missing_dataset
 from aimass.errors import AimassError, NotFoundError, PermissionDenied
 from aimass.retrieval.files import missing_file
+from aimass.retrieval.stores import DEFAULT_MODEL
 from aimass.serve.batch_files import output_job
 from aimass.serve.openai_finetune import result_job
 from aimass.store import browse, registry
@@ -47,6 +49,17 @@ def path(kind: str, param: str = "name") -> Target:
 
 def body(kind: str, field: str) -> Target:
     return lambda params, data: (kind, str(data.get(field) or "")) if isinstance(data, dict) else (kind, "")
+
+
+def encoder(field: str = "model", default: str = "") -> Target:
+    """An embedding model named in the body, decided as the encoder the route opens: ``minilm`` and
+    ``all-minilm-l6-v2`` are ``minilm-l6`` (a Deny on ``minilm-l6`` was passed by its alias)."""
+
+    def target(params: dict, data) -> tuple[str, str]:
+        name = data.get(field) if isinstance(data, dict) else None
+        return "model", canonical(str(name or default))
+
+    return target
 
 
 def fixed(arn: str) -> Target:
@@ -303,11 +316,11 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", "/v1/chat/completions", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/v1/completions", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/v1/responses", "model:Predict", body("model", "model"), management=False),
-    Rule("POST", "/v1/embeddings", "model:Predict", body("model", "model"), management=False),
+    Rule("POST", "/v1/embeddings", "model:Predict", encoder(), management=False),
     Rule("POST", "/tokenize", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/detokenize", "model:Predict", body("model", "model"), management=False),
     *(
-        Rule("POST", route, "model:Predict", body("model", "model"), management=False)
+        Rule("POST", route, "model:Predict", encoder(), management=False)
         for route in ("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/score")
     ),
     Rule("GET", "/v1/models", "model:List", fixed("aimass:project/*"), management=False),
@@ -367,7 +380,13 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/files/{file_id}", _file_action, _file),
     Rule("GET", "/v1/files/{file_id}/content", _file_action, _file),
     Rule("DELETE", "/v1/files/{file_id}", "dataset:Delete", path("dataset", "file_id")),
-    Rule("POST", "/v1/vector_stores", "vector_store:Create", creating_store),
+    Rule(  # the store embeds its files and every search with the encoder its creator picks
+        "POST",
+        "/v1/vector_stores",
+        "vector_store:Create",
+        creating_store,
+        also=(("model:Predict", encoder("embedding_model", DEFAULT_MODEL)),),
+    ),
     Rule("GET", "/v1/vector_stores", "vector_store:List", fixed("aimass:project/*")),
     *(
         Rule(method, VECTOR_STORE + tail, action, path("vector_store", "vector_store_id"))

@@ -133,3 +133,31 @@ def test_a_403_recites_no_other_teams_resource_policy(client):
         messages.append(answer.json()["error"]["message"].replace(project, "P"))
     assert "acme" not in messages[0] and "cv-contractors" not in messages[0]
     assert messages[0] == messages[1]
+
+
+def test_a_deny_on_an_encoder_holds_under_its_aliases_and_in_a_new_store(client):
+    """``minilm`` and ``all-minilm-l6-v2`` open ``minilm-l6``: a Deny on it was passed by naming an
+    alias, and a vector store could be made to embed with it."""
+    allow_all = [{"Effect": "Allow", "Action": "*", "Resource": "*"}]
+    key = bearer(user_with_key("alice", "Everything", allow_all))
+    deny = {
+        "Statement": [
+            {"Effect": "Deny", "Action": "model:Predict", "Resource": "aimass:project/*/model/minilm-l6"}
+        ]
+    }
+    directory.put_policy("NoMiniLM", deny)
+    directory.attach("NoMiniLM", "user", "alice")
+    for name in ("minilm-l6", "minilm", "all-minilm-l6-v2"):
+        for route, body in (
+            ("/v1/embeddings", {"model": name, "input": "hi"}),
+            ("/v1/rerank", {"model": name, "query": "hi", "documents": ["a"]}),
+            ("/score", {"model": name, "text_1": "a", "text_2": "b"}),
+        ):
+            answer = client.post(route, headers=key, json=body)
+            assert answer.status_code == 403 and "NoMiniLM" in answer.json()["error"]["message"], (
+                route,
+                name,
+            )
+    store = client.post("/v1/vector_stores", headers=key, json={"name": "s", "embedding_model": "minilm"})
+    assert store.status_code == 403 and "minilm-l6" in store.json()["error"]["message"]
+    assert client.get("/v1/vector_stores", headers=key).json()["data"] == []
