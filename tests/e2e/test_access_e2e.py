@@ -239,15 +239,19 @@ def test_a_deny_holds_however_the_version_is_named_moved_or_reached(world):
     }
     key = user_with_key("dave", "DaveNlp", [*team("nlp")["Statement"], deny, untrained])
     dave = {"Authorization": f"Bearer {key}"}
+    with session() as s, s.begin():  # a version dave may read
+        s.add(ModelVersionRecord(name="reviews", version=4, task="text-classification", path="/nowhere"))
     for ref in ("reviews:3", "reviews:03", "reviews:003"):  # the same version, however it is written
         assert client.get(f"/v1/versions/{ref}", headers=dave).status_code == 404, ref
         assert client.get(f"/v1/versions/{ref}/export", headers=dave).status_code == 404, ref
-    for params in (
-        {"data": "anything", "name": "reviews"},
-        {"data": "/srv/uploads/0a1b2c3d4e5f/reviews.csv"},  # a file trains under its name
-        {"data": "anything", "from": "reviews:3"},  # a continued version under its parent's
+    for kind, params in (
+        ("train", {"data": "anything", "name": "reviews"}),
+        ("train", {"data": "/srv/uploads/0a1b2c3d4e5f/reviews.csv"}),  # a file trains under its name
+        ("train", {"data": "anything", "from": "reviews:3"}),  # a continued version under its parent's
+        ("compress", {"model": "reviews:4", "method": "int8-dynamic"}),  # a child version of reviews
+        ("pull", {"store": "team", "remote": "reviews:2"}),  # a pulled version under its own name
     ):
-        job = {"kind": "train", "params": params, "project": "nlp"}
+        job = {"kind": kind, "params": params, "project": "nlp"}
         answer = client.post("/v1/jobs", json=job, headers=dave)
         assert answer.status_code == 403 and "model:Train" in answer.json()["error"]["message"], answer.text
 

@@ -154,9 +154,16 @@ def _job_body(params: dict, data) -> dict:
 
 
 def _job_model(body: dict) -> str | None:
-    """The model name a train or auto job registers: its ``name``, else its data's name (what
-    :func:`aimass.workflow.train_model` and ``auto`` fall back to)."""
+    """The model name a job registers a version of: a train or auto job's ``name``, else its
+    data's name (what :func:`aimass.workflow.train_model` and ``auto`` fall back to); a compress
+    job's parent's (the child is a version of the parent's model); a pull's ``name``, else the
+    pushed model's."""
     params = body.get("params") if isinstance(body.get("params"), dict) else {}
+    if body.get("kind") == "compress" and isinstance(params.get("model"), str):
+        return params["model"].split(":")[0].split("@")[0] or None
+    if body.get("kind") == "pull":
+        name = params.get("name") or str(params.get("remote") or "").split(":")[0]
+        return str(name) if name else None
     if body.get("kind") not in TRAINS:
         return None
     name, data = params.get("name"), str(params.get("data") or params.get("path") or "")
@@ -178,7 +185,8 @@ def _model_target(name: str, body: dict) -> tuple[str, str]:
 
 
 def job_trains(params: dict, data) -> tuple[str, str] | None:
-    """A train or auto job registers a version of a model: ``model:Train`` on it; None for others."""
+    """A train, auto, compress or pull job registers a version of a model: ``model:Train`` on it;
+    None for others."""
     body = _job_body(params, data)
     name = _job_model(body)
     return _model_target(name, body) if name else None
