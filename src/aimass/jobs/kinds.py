@@ -13,6 +13,7 @@ the others are stopped at once and start over when resumed.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,20 +331,56 @@ def _check_predict(params: dict) -> dict:
 
 @register_kind("predict", "score every row of a table (or image of a folder) into a CSV", _check_predict)
 def run_predict(params: dict, ctx) -> dict:
-    """A resumed attempt keeps the chunks already written (:func:`aimass.scoring.predict_file`)."""
+    """A resumed attempt keeps the chunks already written (:func:`aimass.scoring.predict_file`).
+    Submitted over REST (``caller``, set by the server), its rows are metered to the key as they
+    are scored, as the route's would be: a job killed near its end is billed for what it did."""
     out = Path(ctx.run_dir) / PREDICTIONS
     settings = {k: params[k] for k in ("text_col",) if params.get(k)}
+    meter = _RowMeter(params.get("caller"), registry.get_version(str(params["model"])).ref)
 
     def heard(done: int, total: int) -> None:
         ctx.progress(done / total, f"{done}/{total} rows scored")
+        meter.reached(done)
 
     found = scoring.predict_file(
         params["model"], params["path"], out, resume=ctx.resume, progress=heard, **settings
     )
-    if params.get("caller"):  # submitted over REST: its rows are metered to the key, as the route's
-        record = load_ref("aimass.serve.metering:record")  # (once, at the end: a killed attempt metered none)
-        record(params["caller"], found["model"], found["rows"], found["seconds"] * 1000)
+    meter.finish(found["rows"] - found["resumed_at"])
     return found
+
+
+class _RowMeter:
+    """A predict job's rows metered to its submitter's key as they are scored: every
+    :data:`EVERY_ROWS` rows or :data:`EVERY_SECONDS` seconds, and the rest (with the one request)
+    at the end. The first chunk an attempt scores is counted at the end (where the attempt began
+    is known then), so an attempt killed early leaves at most a chunk and a window unbilled."""
+
+    EVERY_ROWS, EVERY_SECONDS = 1000, 10.0
+
+    def __init__(self, key_id: str | None, model: str):
+        self.key_id, self.model = key_id, model
+        self.last: int | None = None  # the rows done at the last progress report
+        self.pending = self.metered = 0
+        self.since = time.monotonic()
+
+    def reached(self, done: int) -> None:
+        if self.last is not None:
+            self.pending += done - self.last
+        self.last = done
+        if self.pending >= self.EVERY_ROWS or time.monotonic() - self.since >= self.EVERY_SECONDS:
+            self._record(self.pending, 0)
+
+    def finish(self, scored: int) -> None:
+        """``scored``: the rows this attempt scored (what a resumed one had written is not)."""
+        self._record(scored - self.metered, 1)
+
+    def _record(self, rows: int, requests: int) -> None:
+        now = time.monotonic()
+        if self.key_id and (rows > 0 or requests):
+            record = load_ref("aimass.serve.metering:record")
+            record(self.key_id, self.model, rows, (now - self.since) * 1000, requests)
+        self.metered += max(rows, 0)
+        self.pending, self.since = 0, now
 
 
 @register_kind(

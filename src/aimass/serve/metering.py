@@ -89,10 +89,10 @@ class Meter:
         self._quotas[key_id] = known
         return known
 
-    def add(self, key_id: str, model: str, items: int, compute_ms: float) -> None:
+    def add(self, key_id: str, model: str, items: int, compute_ms: float, requests: int = 1) -> None:
         with self._lock:
             row = self._tally[(key_id, model, _minute())]
-            row[0] += 1
+            row[0] += requests
             row[1] += items
             row[2] += compute_ms
 
@@ -165,13 +165,13 @@ class Hold:
         self.items = 0
 
 
-def record(key_id: str, model: str, items: int, compute_ms: float) -> None:
+def record(key_id: str, model: str, items: int, compute_ms: float, requests: int = 1) -> None:
     """Meter one piece of work done outside a server's meter (a ``predict`` job's rows) to
-    ``key_id``: written at once."""
-    if key_id in UNMETERED or items <= 0:
+    ``key_id``: written at once. ``requests``: 0 for a part of one (a job's rows as it goes)."""
+    if key_id in UNMETERED or items <= 0 and requests <= 0:
         return
     meter = Meter()
-    meter.add(key_id, model, items, compute_ms)
+    meter.add(key_id, model, max(items, 0), compute_ms, requests)
     meter.flush()
 
 
