@@ -235,7 +235,7 @@ def test_a_deny_holds_however_the_version_is_named_moved_or_reached(world):
         "Sid": "NoTraining",
         "Effect": "Deny",
         "Action": "model:Train",
-        "Resource": "aimass:project/nlp/model/reviews",
+        "Resource": ["aimass:project/nlp/model/reviews", "aimass:project/nlp/model/ft-news"],
     }
     key = user_with_key("dave", "DaveNlp", [*team("nlp")["Statement"], deny, untrained])
     dave = {"Authorization": f"Bearer {key}"}
@@ -254,6 +254,10 @@ def test_a_deny_holds_however_the_version_is_named_moved_or_reached(world):
         job = {"kind": kind, "params": params, "project": "nlp"}
         answer = client.post("/v1/jobs", json=job, headers=dave)
         assert answer.status_code == 403 and "model:Train" in answer.json()["error"]["message"], answer.text
+    # OpenAI's route trains ft-SUFFIX as a train job would
+    tune = {"model": "smollm2-135m", "training_file": "anything", "suffix": "news", "project": "nlp"}
+    answer = client.post("/v1/fine_tuning/jobs", json=tune, headers=dave)
+    assert answer.status_code == 403 and "model:Train on aimass:project/nlp/model/ft-news" in answer.text
 
 
 def news(folder, project: str) -> str:

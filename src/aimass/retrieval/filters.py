@@ -2,12 +2,16 @@
 
 A comparison (``eq``, ``ne``, ``gt``, ``gte``, ``lt``, ``lte``, ``in``, ``nin``) reads one attribute
 of a chunk's file; ``and`` / ``or`` combine filters. A file without the attribute fails every
-comparison, ``ne`` and ``nin`` included: nothing is selected because something was *not* set.
+comparison, ``ne`` and ``nin`` included: nothing is selected because something was *not* set. A
+boolean equals only a boolean (``true`` is not ``1``), as a number is ordered only against a number
+and a string only against a string.
 
 >>> matches({"type": "and", "filters": [{"type": "eq", "key": "lang", "value": "en"},
 ...          {"type": "gte", "key": "year", "value": 2020}]}, {"lang": "en", "year": 2024})
 True
 >>> matches({"type": "ne", "key": "lang", "value": "en"}, {})
+False
+>>> matches({"type": "eq", "key": "confidential", "value": 1}, {"confidential": True})
 False
 """
 
@@ -71,13 +75,20 @@ def matches(spec: dict | None, attrs: dict) -> bool:
         return False
     have, want = attrs[spec["key"]], spec["value"]
     if kind in ("in", "nin"):
-        return (have in want) == (kind == "in")
+        return any(_equal(have, v) for v in want) == (kind == "in")
     if kind in ("eq", "ne"):
-        return (have == want) == (kind == "eq")
+        return _equal(have, want) == (kind == "eq")
     numbers = is_number(have) and is_number(want)
     if not numbers and not (isinstance(have, str) and isinstance(want, str)):
         return False
     return {"gt": have > want, "gte": have >= want, "lt": have < want, "lte": have <= want}[kind]
+
+
+def _equal(have, want) -> bool:
+    """``==``, but a boolean equals only a boolean (Python's ``True == 1`` is not a filter's)."""
+    if isinstance(have, bool) or isinstance(want, bool):
+        return isinstance(have, bool) and isinstance(want, bool) and have == want
+    return have == want
 
 
 def check_attributes(attributes: dict | None) -> dict:

@@ -2,12 +2,14 @@
 
 Every chunk the filters keep is ranked twice, by the cosine of the query's vector (``query: `` for
 E5) and by BM25 (:mod:`aimass.retrieval.lexical`); a chunk's fused score is
-``sum(weight / (60 + rank))`` (OpenAI's ``hybrid_search`` weights, 1 and 1 by default; a chunk with
-no word of the query has no keyword rank). ``score`` is that sum over its best possible (first in
-both) times :func:`relevance`, how likely the store answers the query at all, so it lies in (0, 1)
-and ``score_threshold`` drops passages of a query the store does not answer. A store's
-chunks are kept in memory as matrices (the :data:`KEEP_INDEXES` last searched), rebuilt when its
-chunks change.
+``sum(weight / (60 + rank))`` (OpenAI's ``hybrid_search`` weights, 0 to :data:`MAX_WEIGHT`, 1 and 1
+by default, only their ratio counting; a chunk with no word of the query has no keyword rank).
+``score`` is that sum over its best possible (first in both) times :func:`relevance`, how likely the
+store answers the query at all, so it lies in (0, 1) and ``score_threshold`` drops passages of a
+query the store does not answer. A store's chunks are kept in memory as matrices (the
+:data:`KEEP_INDEXES` last searched), rebuilt when its chunks change; the chunks of a file whose
+upload is gone (deleted while it was being added) are left out, so one such file never fails the
+store's every search.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy import select
 
 from aimass.backbones.embeddings import EMBEDDERS
 from aimass.data.language import detect_language
-from aimass.errors import ConfigError
+from aimass.errors import ConfigError, NotFoundError
 from aimass.retrieval import files, lexical
 from aimass.retrieval.filters import check_filter, is_number, matches
 from aimass.retrieval.stores import attributes_of, status_of, store_of
@@ -30,6 +32,7 @@ from aimass.retrieval.tables import ChunkRecord, session
 
 MAX_RESULTS, RRF_K = 50, 60
 MAX_QUERY_TOKENS = 512
+MAX_WEIGHT = 100  # hybrid_search weights are 0 to this (only their ratio counts)
 ACTIVE_STEP = 60  # seconds: last_active_at moves on by at least this much
 COVERAGE = (0.85, 0.05)  # (midpoint, scale) of the query words' share in one passage: see relevance()
 
@@ -176,10 +179,16 @@ def _index(store_id: str) -> _Index:
             .where(ChunkRecord.store_id == store_id)
             .order_by(ChunkRecord.id)
         ).all()
+    names = {}  # file id -> its filename (a name never changes); a file deleted meanwhile has none
+    for file_id in dict.fromkeys(r[1] for r in rows):
+        try:
+            names[file_id] = files.info(file_id)["filename"]
+        except NotFoundError:
+            continue
+    rows = [r for r in rows if r[1] in names]
     dims = len(rows[0][3]) // 4 if rows else 1
     vectors = np.frombuffer(b"".join(r[3] for r in rows), "<f4").reshape(len(rows), dims)
     file_ids = [r[1] for r in rows]
-    names = {f: files.info(f)["filename"] for f in dict.fromkeys(file_ids)}  # a name never changes
     built = _Index(
         revision,
         [r[0] for r in rows],
@@ -210,11 +219,18 @@ def _ranking(options: dict | None) -> tuple[tuple[float, float], float]:
         raise ConfigError(
             "score_threshold must be a number from 0 to 1.", where="ranking_options.score_threshold"
         )
-    hybrid = options.get("hybrid_search") or {}
-    weights = (hybrid.get("embedding_weight", 1.0), hybrid.get("text_weight", 1.0))
-    if not all(is_number(w) and w >= 0 for w in weights) or not sum(weights):
+    hybrid = options.get("hybrid_search")
+    hybrid = {} if hybrid is None else hybrid
+    if not isinstance(hybrid, dict):
         raise ConfigError(
-            "hybrid_search weights must be numbers of 0 or more, not both 0.",
+            'hybrid_search is an object, {"embedding_weight": W, "text_weight": W}.',
             where="ranking_options.hybrid_search",
         )
-    return (float(weights[0]), float(weights[1])), float(threshold)
+    weights = (hybrid.get("embedding_weight", 1.0), hybrid.get("text_weight", 1.0))
+    if not all(is_number(w) and 0 <= w <= MAX_WEIGHT for w in weights) or not any(weights):
+        raise ConfigError(
+            f"hybrid_search weights must be numbers from 0 to {MAX_WEIGHT}, not both 0.",
+            where="ranking_options.hybrid_search",
+        )
+    top = max(float(w) for w in weights)  # only the ratio counts: (1e-300, 0) ranks as (1, 0)
+    return (float(weights[0]) / top, float(weights[1]) / top), float(threshold)

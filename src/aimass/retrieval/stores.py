@@ -5,20 +5,22 @@ chunks (text and vector). Adding a file records it ``in_progress``; :func:`proce
 text, cuts it (:mod:`aimass.retrieval.chunks`), embeds the chunks with the store's encoder
 (``passage: `` for E5) and marks it ``completed``, or ``failed`` with the reason. A file's chunks are
 written in one transaction with its status, so a search never sees half a file, and a file left
-``in_progress`` by a stopped server is processed again (:func:`pending`).
+``in_progress`` by a stopped server is processed again (:func:`pending`), for the key that added it.
+The tokens embedded are reported as they are embedded, so a file taken out (or its store deleted)
+halfway is still metered for the work done.
 
 Searching is :mod:`aimass.retrieval.search`; attributes and filters :mod:`aimass.retrieval.filters`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
 from collections.abc import Callable
 
 import numpy as np
 from sqlalchemy import delete, func, select
+from sqlalchemy import update as sql_update
 
 from aimass.backbones.embeddings import EMBEDDERS, Embedder, canonical
 from aimass.errors import AimassError, ConfigError, NotFoundError, QuotaExceeded
@@ -29,6 +31,9 @@ DEFAULT_MODEL = "multilingual-e5-small"
 MAX_FILE_IDS = 500  # files one create or file batch names (OpenAI's limit)
 EMBED_GROUP = 8  # chunks embedded at a time (the encoder is shared: a search waits for one group at most)
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
+UNREADABLE = "The file's text could not be read (was the file deleted?)."  # an OSError: no server path
+FAILED = "The file could not be processed (a server error, in the server's log)."
+Embedded = Callable[[str, int], None]  # (the store's encoder, tokens): after each group embedded
 
 
 def _now() -> int:
@@ -43,8 +48,10 @@ def create(
     metadata: dict | None = None,
     expires_after: dict | None = None,
     embedding_model: str = DEFAULT_MODEL,
+    added_by: str | None = None,
 ) -> dict:
-    """A new store (files in ``file_ids`` added ``in_progress``: :func:`process` each); its object."""
+    """A new store (files in ``file_ids`` added ``in_progress``: :func:`process` each, by the key
+    ``added_by``); its object."""
     model = embedding_model and canonical(embedding_model)
     if model not in EMBEDDERS.names():
         raise ConfigError(
@@ -67,8 +74,10 @@ def create(
     )
     with session() as s:
         s.add(record)
+        s.flush()  # the write lock: a file deleted from here on is seen below, one deleted later forgets it
         for file_id in file_ids:
-            s.add(_file_record(store_id, file_id, {}, strategy))
+            files.info(file_id)  # still there (deleted meanwhile: 404, and no store is made)
+            s.add(_file_record(store_id, file_id, {}, strategy, added_by))
         s.commit()
     return get(store_id)
 
@@ -115,6 +124,7 @@ def update(store_id: str, changes: dict) -> dict:
 def remove(store_id: str) -> dict:
     """Delete the store, its files' records and chunks (the uploaded files stay)."""
     with session() as s:
+        _write_lock(s)
         store_of(s, store_id)
         for table in (ChunkRecord, StoreFileRecord, FileBatchRecord, StoreRecord):
             column = table.id if table is StoreRecord else table.store_id
@@ -125,17 +135,25 @@ def remove(store_id: str) -> dict:
 
 # ------------------------------------------------------------------- files
 def add_file(
-    store_id: str, file_id: str, attributes: dict | None = None, chunking: dict | None = None
+    store_id: str,
+    file_id: str,
+    attributes: dict | None = None,
+    chunking: dict | None = None,
+    added_by: str | None = None,
 ) -> dict:
-    """Add an uploaded document to the store, ``in_progress`` (:func:`process` it); adding it
-    again re-reads it with the new attributes and chunking."""
+    """Add an uploaded document to the store, ``in_progress`` (:func:`process` it; its tokens are
+    the key ``added_by``'s); adding it again re-reads it with the new attributes and chunking."""
     files.info(file_id)
     with session() as s:
+        _write_lock(s)
         store = store_of(s, store_id)
         strategy = _chunking(chunking, store.embedding_model) if chunking else store.chunking
         attrs = filters.check_attributes(attributes)
+        # read again under the write lock: an upload deleted before it is gone here (404), one
+        # deleted after waits for this commit and then takes the file out (:func:`forget_file`)
+        files.info(file_id)
         _drop_chunks(s, store, file_id)
-        s.merge(_file_record(store_id, file_id, attrs, strategy))
+        s.merge(_file_record(store_id, file_id, attrs, strategy, added_by))
         s.commit()
     return get_file(store_id, file_id)
 
@@ -181,13 +199,21 @@ def remove_file(store_id: str, file_id: str) -> dict:
 
 
 def forget_file(file_id: str) -> list[str]:
-    """Take a deleted upload out of every store that holds it; those stores' ids."""
+    """Take a deleted upload out of every store that holds it; those stores' ids. Call it once the
+    upload is gone: under the write lock, a store adding it meanwhile has either committed (and is
+    found here) or will find it gone (:func:`add_file`)."""
     with session() as s:
+        _write_lock(s)
         held = s.scalars(select(StoreFileRecord).where(StoreFileRecord.file_id == file_id)).all()
         ids = [r.store_id for r in held]
-    for store_id in ids:
-        with contextlib.suppress(NotFoundError):  # removed meanwhile
-            remove_file(store_id, file_id)
+        for record in held:
+            mine = (ChunkRecord.store_id == record.store_id, ChunkRecord.file_id == file_id)
+            s.execute(delete(ChunkRecord).where(*mine))
+            s.delete(record)
+        if ids:
+            moved = StoreRecord.revision + 1
+            s.execute(sql_update(StoreRecord).where(StoreRecord.id.in_(ids)).values(revision=moved))
+        s.commit()
     return ids
 
 
@@ -209,28 +235,43 @@ def file_content(store_id: str, file_id: str) -> dict:
     }
 
 
-def pending() -> list[tuple[str, str]]:
-    """(store, file) of every file still ``in_progress``, oldest first."""
+def pending() -> list[tuple[str, str, str | None]]:
+    """(store, file, the key that added it) of every file still ``in_progress``, oldest first."""
     with session() as s:
         rows = s.execute(
-            select(StoreFileRecord.store_id, StoreFileRecord.file_id)
+            select(StoreFileRecord.store_id, StoreFileRecord.file_id, StoreFileRecord.added_by)
             .where(StoreFileRecord.status == "in_progress")
             .order_by(StoreFileRecord.created)
         ).all()
-    return [(a, b) for a, b in rows]
+    return [(a, b, c) for a, b, c in rows]
 
 
-def process(store_id: str, file_id: str, admit: Callable[[int], None] | None = None) -> int:
+def process(
+    store_id: str,
+    file_id: str,
+    admit: Callable[[int], None] | None = None,
+    embedded: Embedded | None = None,
+) -> int:
     """Chunk and embed a file added ``in_progress``: ``completed`` with its chunks, or ``failed``
-    with the reason. Tokens embedded (0 if it was removed, or done, meanwhile). ``admit(tokens)``
-    is called before the embedding; a QuotaExceeded it raises fails the file
-    (``rate_limit_exceeded``, OpenAI's code) with nothing embedded."""
+    with the reason. Tokens embedded: those of every group embedded, also when the file was taken
+    out (or its store deleted) halfway and nothing is kept; 0 if it was removed, or done, before.
+    ``admit(tokens)`` is called before the embedding; a QuotaExceeded it raises fails the file
+    (``rate_limit_exceeded``, OpenAI's code) with nothing embedded. ``embedded(model, tokens)`` is
+    called after each group embedded (``model``: the store's encoder, as it was when the file was
+    started), also when an error ends the file later: what to meter, whatever happens next."""
     with session() as s:
         record = s.get(StoreFileRecord, (store_id, file_id))
         store = s.get(StoreRecord, store_id)
         if record is None or store is None or record.status != "in_progress":
             return 0
         strategy, model = dict(record.chunking), store.embedding_model
+    spent = [0]
+
+    def count(tokens: int) -> None:
+        spent[0] += tokens
+        if embedded is not None:
+            embedded(model, tokens)
+
     try:
         embedder = EMBEDDERS.backbone(model)
         pieces = chunks.split(
@@ -239,35 +280,46 @@ def process(store_id: str, file_id: str, admit: Callable[[int], None] | None = N
             strategy["max_chunk_size_tokens"],
             strategy["chunk_overlap_tokens"],
         )
-        vectors, tokens = _embed(embedder, pieces, lambda: _still_wanted(store_id, file_id), admit)
+        vectors, tokens = _embed(embedder, pieces, lambda: _still_wanted(store_id, file_id), admit, count)
     except QuotaExceeded as exc:
         finish(store_id, file_id, None, error={"code": "rate_limit_exceeded", "message": exc.message})
-        return 0
-    except (AimassError, OSError, ValueError) as exc:
+        return spent[0]
+    except OSError:  # its text is gone (the upload deleted meanwhile): said without the server's paths
+        finish(store_id, file_id, None, error={"code": "invalid_file", "message": UNREADABLE})
+        return spent[0]
+    except (AimassError, ValueError) as exc:
         finish(store_id, file_id, None, error={"code": "invalid_file", "message": str(exc)})
-        return 0
-    except Exception as exc:  # noqa: BLE001 — never left in_progress for ever
-        finish(
-            store_id, file_id, None, error={"code": "server_error", "message": f"{type(exc).__name__}: {exc}"}
-        )
+        return spent[0]
+    except Exception:  # noqa: BLE001 — never left in_progress for ever; the details go to the log
+        finish(store_id, file_id, None, error={"code": "server_error", "message": FAILED})
         raise
-    if vectors is None:  # removed while it was embedded
-        return 0
+    if vectors is None:  # removed while it was embedded: what was embedded is still the key's
+        return tokens
     finish(store_id, file_id, list(zip(pieces, vectors, strict=True)), tokens=tokens)
     return tokens
 
 
-def _embed(embedder: Embedder, pieces: list[str], wanted, admit=None) -> tuple[np.ndarray | None, int]:
+def _embed(
+    embedder: Embedder, pieces: list[str], wanted, admit=None, embedded=None
+) -> tuple[np.ndarray | None, int]:
+    """The vectors of ``pieces`` (None once ``wanted()`` says no, between groups) and the tokens
+    embedded: all of them, or those of the groups embedded before it stopped. ``embedded(tokens)``
+    after each group."""
     prepared = embedder.prepare(pieces, "passage")
-    found, tokens = [], sum(embedder.token_counts(prepared)) if prepared else 0
+    counts = embedder.token_counts(prepared) if prepared else []
     if admit is not None:
-        admit(tokens)
+        admit(sum(counts))
+    found, spent = [], 0
     for start in range(0, len(prepared), EMBED_GROUP):
         if not wanted():
-            return None, 0
+            return None, spent
         found.append(embedder.embed(prepared[start : start + EMBED_GROUP], batch_size=EMBED_GROUP).numpy())
+        group = int(sum(counts[start : start + EMBED_GROUP]))
+        spent += group
+        if embedded is not None:
+            embedded(group)
     dims = embedder.dimensions
-    return (np.concatenate(found) if found else np.zeros((0, dims), np.float32)), tokens
+    return (np.concatenate(found) if found else np.zeros((0, dims), np.float32)), spent
 
 
 def _still_wanted(store_id: str, file_id: str) -> bool:
@@ -280,6 +332,7 @@ def finish(store_id: str, file_id: str, pieces, tokens: int = 0, error: dict | N
     """End a file added ``in_progress``: ``completed`` with ``pieces`` (``(text, vector)`` pairs,
     kept in order) or ``failed`` with ``error``; a file no longer in progress is left alone."""
     with session() as s:
+        _write_lock(s)  # what is read next stays so until the commit (a file taken out meanwhile)
         record = s.get(StoreFileRecord, (store_id, file_id))
         store = s.get(StoreRecord, store_id)
         if record is None or store is None or record.status != "in_progress":
@@ -306,16 +359,18 @@ def cancel_file(store_id: str, file_id: str) -> None:
 
 
 # ------------------------------------------------------------ file batches
-def add_batch(store_id: str, entries: list[dict]) -> dict:
-    """Add several files at once (each ``{"file_id", "attributes", "chunking_strategy"}``), as one
-    batch to follow; its object."""
+def add_batch(store_id: str, entries: list[dict], added_by: str | None = None) -> dict:
+    """Add several files at once (each ``{"file_id", "attributes", "chunking_strategy"}``, by the
+    key ``added_by``), as one batch to follow; its object."""
     if not entries or len(entries) > MAX_FILE_IDS:
         raise ConfigError(f"A file batch holds 1 to {MAX_FILE_IDS} files.", where="file_ids")
     ids = _file_ids([e["file_id"] for e in entries])
     with session() as s:
         store_of(s, store_id)
     for entry in entries:
-        add_file(store_id, entry["file_id"], entry.get("attributes"), entry.get("chunking_strategy"))
+        add_file(
+            store_id, entry["file_id"], entry.get("attributes"), entry.get("chunking_strategy"), added_by
+        )
     batch_id = f"vsfb_{secrets.token_hex(12)}"
     with session() as s:
         s.add(FileBatchRecord(id=batch_id, store_id=store_id, file_ids=ids, created=_now()))
@@ -402,6 +457,13 @@ def _file(s, store_id: str, file_id: str) -> StoreFileRecord:
     return record
 
 
+def _write_lock(s) -> None:
+    """Take the database's write lock before reading: SQLite lets one writer at a time, and the
+    transaction begins at its first write, so what this session reads next is the latest and stays
+    so until it commits. An UPDATE of no row is enough."""
+    s.execute(sql_update(StoreRecord).where(StoreRecord.id == "").values(revision=StoreRecord.revision))
+
+
 def _drop_chunks(s, store: StoreRecord, file_id: str) -> None:
     s.execute(delete(ChunkRecord).where(ChunkRecord.store_id == store.id, ChunkRecord.file_id == file_id))
     store.revision += 1
@@ -416,7 +478,9 @@ def attributes_of(s, store_id: str) -> dict[str, dict]:
     return {f: a or {} for f, a in rows}
 
 
-def _file_record(store_id: str, file_id: str, attributes: dict, strategy: dict) -> StoreFileRecord:
+def _file_record(
+    store_id: str, file_id: str, attributes: dict, strategy: dict, added_by: str | None = None
+) -> StoreFileRecord:
     return StoreFileRecord(
         store_id=store_id,
         file_id=file_id,
@@ -427,6 +491,7 @@ def _file_record(store_id: str, file_id: str, attributes: dict, strategy: dict) 
         usage_bytes=0,
         tokens=0,
         created=_now(),
+        added_by=added_by,
     )
 
 

@@ -1,10 +1,16 @@
 """The vector store tables, in the registry's SQLite file (``AIMASS_HOME/aimass.db``), on their own
-declarative base, created on first use by :func:`session`."""
+declarative base, created on first use by :func:`session`; a column added since a home's database
+was made is added to it then (as the registry's are, :func:`aimass.store.db._add_new_columns`)."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Integer, LargeBinary, String, Text
+from functools import lru_cache
+
+from sqlalchemy import JSON, Integer, LargeBinary, String, Text, inspect
+from sqlalchemy import text as sql_text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import CreateColumn
 
 from aimass.store import db
 
@@ -37,6 +43,9 @@ class StoreFileRecord(Base):
     usage_bytes: Mapped[int] = mapped_column(Integer, default=0)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[int] = mapped_column(Integer)
+    # the key that added it: its embedding is metered to that key (and held to its quota), also when
+    # a restarted server finishes it; None for the Python API's and the command line's files
+    added_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class ChunkRecord(Base):
@@ -58,5 +67,29 @@ class FileBatchRecord(Base):
 
 
 def session():
-    """A session on the registry's database, with the vector store tables created."""
-    return db.session_with(Base.metadata)
+    """A session on the registry's database, with the vector store tables created (and the columns
+    they gained since it was made added)."""
+    s = db.session_with(Base.metadata)
+    _add_new_columns(s.get_bind())
+    return s
+
+
+@lru_cache(maxsize=32)
+def _add_new_columns(engine) -> bool:
+    """``ALTER TABLE ... ADD COLUMN`` for each column of these tables that this home's database
+    lacks (made by an older aimass), once per database; a column another process added first is
+    left as it is."""
+    found = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            ddl = CreateColumn(column).compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sql_text(f'ALTER TABLE "{table.name}" ADD COLUMN {ddl}'))
+            except OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
+    return True

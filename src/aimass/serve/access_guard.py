@@ -36,7 +36,7 @@ from aimass.errors import AimassError, NotFoundError, PermissionDenied
 from aimass.retrieval.files import missing_file
 from aimass.retrieval.stores import DEFAULT_MODEL
 from aimass.serve.batch_files import output_job
-from aimass.serve.openai_finetune import result_job
+from aimass.serve.openai_finetune import fine_tuned_name, result_job
 from aimass.store import browse, registry
 
 Target = Callable[[dict, dict], tuple[str, str]]  # (path params, JSON body) -> (kind, name)
@@ -202,6 +202,15 @@ def job_deploys(params: dict, data) -> tuple[str, str] | None:
 
 
 TRAINING = (("model:Train", job_trains), ("model:Deploy", job_deploys, "production"))
+
+
+def fine_tunes(params: dict, data) -> tuple[str, str] | None:
+    """``POST /v1/fine_tuning/jobs`` trains (and registers) ``ft-SUFFIX``: ``model:Train`` on it, as
+    a train job's (a Deny on training it was passed through the OpenAI route)."""
+    if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+        return None  # the route answers 400
+    suffix = data.get("suffix") if isinstance(data.get("suffix"), str) else None
+    return _model_target(fine_tuned_name(suffix, data["model"]), data)
 
 
 def deployed_into(params: dict, data) -> tuple[str, str]:
@@ -427,7 +436,7 @@ RULES: tuple[Rule, ...] = (
         path("vector_store", "vector_store_id"),
         management=False,
     ),
-    Rule("POST", "/v1/fine_tuning/jobs", "job:Submit", in_project),
+    Rule("POST", "/v1/fine_tuning/jobs", "job:Submit", in_project, also=(("model:Train", fine_tunes),)),
     Rule("GET", "/v1/fine_tuning/jobs", "job:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/fine_tuning/jobs/{job_id}", "job:Read", path("job", "job_id")),
     Rule("GET", "/v1/fine_tuning/jobs/{job_id}/events", "job:Read", path("job", "job_id")),

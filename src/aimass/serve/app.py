@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 import aimass
-from aimass.errors import AimassError, ConfigError
+from aimass.errors import AimassError, ConfigError, NotFoundError
 from aimass.jobs.custom import upload_limit
 from aimass.serve import auth, console, metering
 from aimass.serve.access_guard import AccessGuard, adopt_service, twin_scope
@@ -187,7 +187,10 @@ def _twin(
     scope = request.scope
     request_id = scope.get("state", {}).get("request_id", "")
     twin = twin_scope(method, path, scope.get("client"), scope.get("scheme"), request_id, body)
-    guard.policy.authorize(caller, twin, guard.policy.rule(twin))
+    found = guard.policy.rule(twin)
+    if found is None:  # a path built from what the caller sent that no route has: nothing there
+        raise NotFoundError(f"No route {method} {path[:200]}.", hint="Check the ids in the request.")
+    guard.policy.authorize(caller, twin, found)
 
 
 def _add_middleware(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor) -> None:

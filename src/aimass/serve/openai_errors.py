@@ -112,6 +112,29 @@ def parse_body(cls, body: bytes):
         return cls.model_validate(payload)
     except ValidationError as exc:
         err = exc.errors()[0]
-        param = ".".join(str(p) for p in err.get("loc", ())) or None
+        param = field_path(payload, err.get("loc", ()), err.get("type") == "missing") or None
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         raise bad_param(param, f"Invalid '{param}': {message}.") from None
+
+
+def field_path(payload, loc: tuple, missing: bool = False) -> str:
+    """The path of the body's field a validation error is about: ``loc``'s steps that lead through
+    ``payload``, without the union members' tags pydantic puts between them (``n_epochs`` of
+    ``int | "auto"`` fails as ``n_epochs.literal['auto']``); a ``missing`` field's name last.
+
+    >>> field_path({"h": {"n": "x"}}, ("h", "n", "literal['auto']"))
+    'h.n'
+    >>> field_path({"messages": [{"role": 1}]}, ("messages", 0, "role")), field_path({}, ("model",), True)
+    ('messages.0.role', 'model')
+    """
+    parts, node = [], payload
+    for step in loc:
+        if isinstance(node, dict) and isinstance(step, str) and step in node:
+            parts.append(step)
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            parts.append(str(step))
+            node = node[step]
+    if missing and loc and (not parts or parts[-1] != str(loc[-1])):
+        parts.append(str(loc[-1]))
+    return ".".join(parts)

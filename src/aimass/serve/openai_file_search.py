@@ -17,6 +17,7 @@ passages came from. Searching a store is decided as ``POST /v1/vector_stores/{id
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,7 @@ from aimass.serve.openai_errors import bad_param
 TYPE = "file_search"
 DEFAULT_RESULTS = 5
 MAX_STORES = 4
+STORE_ID = re.compile(r"vs_[0-9a-f]{1,64}")  # what :func:`aimass.retrieval.stores.create` names a store
 INCLUDE = "file_search_call.results"
 PROMPT = (
     "Answer the user's question from the numbered passages of their documents below. If the passages "
@@ -47,6 +49,11 @@ def tool_of(tools: list[dict] | None) -> dict | None:
     if not names or not 1 <= len(ids) <= MAX_STORES:
         raise bad_param(
             f"tools[{i}].vector_store_ids", f"vector_store_ids: name 1 to {MAX_STORES} stores by id."
+        )
+    if bad := next((v for v in ids if not STORE_ID.fullmatch(v)), None):
+        raise bad_param(  # checked before a store is decided on: a "/" would name another route
+            f"tools[{i}].vector_store_ids",
+            f"{bad[:80]!r} is not a vector store id (vs_ and hex digits, as POST /v1/vector_stores gives).",
         )
     count = tool.get("max_num_results", DEFAULT_RESULTS)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 50:

@@ -41,11 +41,12 @@ from typing import Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from aimass import api, jobs, paths, workflow
 from aimass.access import directory
+from aimass.data.storage import deleted_dataset, list_datasets
 from aimass.errors import ConfigError, DataError, NotFoundError, TooLargeError
 from aimass.jobs import state
 from aimass.jobs.logs import METRICS
@@ -65,7 +66,7 @@ from aimass.serve.jobs_routes import (
     own_job,
     policy_decided,
 )
-from aimass.serve.openai_errors import bad_param, json_body, parse_body
+from aimass.serve.openai_errors import bad_param, json_body, list_page, parse_body
 from aimass.serve.openai_routes import epoch_seconds
 from aimass.store import registry
 
@@ -136,8 +137,16 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         return await asyncio.to_thread(_file, report["id"], stored["file"])
 
     @app.get(FILES_PATH, tags=["openai"])
-    async def list_files(caller=allow("manage")):
-        return await asyncio.to_thread(_files, visible(caller))
+    async def list_files(
+        purpose: str | None = Query(None, max_length=40, description="only the files of this purpose"),
+        limit: int = Query(10_000, ge=1, le=10_000),
+        after: str | None = Query(None, max_length=80, description="the page after this file id"),
+        order: Literal["asc", "desc"] = Query("desc", description="by created_at"),
+        caller=allow("manage"),
+    ):
+        """The files the caller may read, newest first, paged as OpenAI's (``has_more``, ``last_id``)."""
+        listing = partial(_files, visible(caller), purpose, limit, after, order)
+        return await asyncio.to_thread(listing)
 
     @app.get(FILES_PATH + "/{file_id}", tags=["openai"], dependencies=manage)
     async def show_file(file_id: str):
@@ -160,8 +169,11 @@ def add_fine_tuning_routes(app: FastAPI, allow, visible, twin) -> None:
         if result_job(file_id) is not None or batch_files.output_job(file_id) is not None:
             raise bad_param("file_id", "A job's result or output file is its job's; it is not deleted apart.")
         if batch_files.is_input(file_id):
-            await asyncio.to_thread(stores.forget_file, file_id)  # a document leaves every store
-            return await asyncio.to_thread(lambda: batch_files.delete(file_id, batches.in_use(file_id)))
+            gone = await asyncio.to_thread(lambda: batch_files.delete(file_id, batches.in_use(file_id)))
+            # then a document leaves every store: once it is gone, no store can add it any more
+            # (stores.add_file reads it again under the write lock this takes)
+            await asyncio.to_thread(stores.forget_file, file_id)
+            return gone
         await asyncio.to_thread(_file, file_id)  # an uploaded file (a chat dataset), else 404 / 400
         gone = await asyncio.to_thread(partial(api.delete_dataset, file_id, force=True))
         return {"id": gone["id"], "object": "file", "deleted": True}
@@ -290,16 +302,33 @@ def _document(stored: dict, project: str | None, purpose: str) -> dict:
 
 
 def _file(dataset_id: str, filename: str | None = None) -> dict:
-    ds = workflow.load_dataset(dataset_id)
+    ds = _dataset(dataset_id)
     if ds.kind != "chat":
         raise bad_param("file_id", f"{dataset_id} is a {ds.kind} dataset, not conversations.")
+    return _chat_file(ds, filename)
+
+
+def _dataset(file_id: str):
+    """The dataset an uploaded file is. A missing one is "No file", the 404 the access rules answer
+    for a file the caller may not read (so neither tells that a file exists); a deleted one (which
+    only a caller who may read it gets to) says when it was deleted."""
+    try:
+        return workflow.load_dataset(file_id)
+    except NotFoundError:
+        if deleted_dataset(file_id.strip()) is None:
+            raise documents.missing_file(file_id) from None
+        raise
+
+
+def _chat_file(ds, filename: str | None = None) -> dict:
+    """The chat dataset ``ds`` as OpenAI's file object."""
     summary = ds.summary()
     rejects = summary["rejects"]
     return {
         "id": ds.id,
         "object": "file",
         "bytes": _size(ds),
-        "created_at": epoch_seconds(ds.manifest.get("created")),
+        "created_at": _created(ds),
         "filename": filename or ds.manifest.get("source", "").rsplit("/", 1)[-1],
         "purpose": "fine-tune",
         "status": "processed",
@@ -356,17 +385,30 @@ def _results_csv(job_id: str) -> bytes:
     return out.getvalue().encode()
 
 
-def _files(visible) -> dict:
-    from aimass.data.storage import list_datasets
-
+def _files(visible, purpose=None, limit=10_000, after=None, order="desc") -> dict:
+    """The files the caller may read, as OpenAI lists them: those of ``purpose`` (all when None),
+    by ``created_at`` (``order``; ties by id, so a cursor pages steadily), the first ``limit`` after
+    the file ``after``. Only the page's chat files are described: that reads their rows."""
     # uploads only: a training file paired with its validation file is the job's, not a file
-    chats = [d.id for d in list_datasets() if d.kind == "chat" and "parents" not in d.manifest]
-    requests = batch_files.listed()  # batch input files are data too
+    chats = {d.id: d for d in list_datasets() if d.kind == "chat" and "parents" not in d.manifest}
+    requests = batch_files.listed()  # batch input files (and documents) are data too
     if visible is not None:
         shown = visible("dataset", {*chats, *requests})
-        chats, requests = [d for d in chats if d in shown], [f for f in requests if f in shown]
-    data = [batch_files.describe(f) for f in requests] + [_file(d) for d in chats]
-    return {"object": "list", "data": data, "has_more": False}
+        chats, requests = {k: d for k, d in chats.items() if k in shown}, [f for f in requests if f in shown]
+    found = [batch_files.describe(f) for f in requests]  # a file.json each: cheap
+    found += [{"id": k, "purpose": "fine-tune", "created_at": _created(d)} for k, d in chats.items()]
+    found = sorted(
+        (f for f in found if purpose in (None, f["purpose"])),
+        key=lambda f: (f["created_at"], f["id"]),
+        reverse=order == "desc",
+    )
+    page = list_page(cursor_page(found, after, None), limit)
+    page["data"] = [_chat_file(chats[f["id"]]) if f["id"] in chats else f for f in page["data"]]
+    return page
+
+
+def _created(ds) -> int:
+    return epoch_seconds(ds.manifest.get("created"))
 
 
 # ------------------------------------------------------------------ jobs
@@ -391,10 +433,7 @@ def _train_params(body: FineTuneRequest, visible=None) -> dict:
     """The ``train`` job's params from an OpenAI fine-tuning request (400 naming the field)."""
     hyper = body.hyperparameters
     if body.method is not None:
-        if body.method.get("type") != "supervised":
-            raise bad_param("method", "Only the 'supervised' method is available (LoRA on the answers).")
-        inner = (body.method.get("supervised") or {}).get("hyperparameters") or {}
-        hyper = Hyperparameters.model_validate({**hyper.model_dump(), **inner})
+        hyper = _method_hyperparameters(body.method, hyper)
     only_granted_paths({"model": body.model})  # before the folder is looked at: no existence oracle
     try:
         get_llm_backbone(body.model)
@@ -404,7 +443,7 @@ def _train_params(body: FineTuneRequest, visible=None) -> dict:
     if ds.kind != "chat":
         raise bad_param("training_file", f"{body.training_file} holds {ds.kind} data, not conversations.")
     params = {"task": "text-generation", "data": ds.id, "backbone": body.model, "time_budget": None}
-    params["name"] = registry.check_name("ft-" + _slug(body.suffix or body.model))
+    params["name"] = registry.check_name(fine_tuned_name(body.suffix, body.model))
     examples = len(ds.rows("train"))
     if body.validation_file:
         valid = _readable(body.validation_file, visible)
@@ -421,12 +460,54 @@ def _train_params(body: FineTuneRequest, visible=None) -> dict:
     return params
 
 
+def _method_hyperparameters(method: dict, hyper: Hyperparameters) -> Hyperparameters:
+    """``hyper`` overlaid with ``method.supervised.hyperparameters`` (where OpenAI's newer clients
+    send them); ``method`` is a free-form object, so a 400 names the path of what is wrong in it."""
+    if method.get("type") != "supervised":
+        raise bad_param("method", "Only the 'supervised' method is available (LoRA on the answers).")
+    supervised = _object(method.get("supervised"), "method.supervised")
+    where = "method.supervised.hyperparameters"
+    inner = _object(supervised.get("hyperparameters"), where)
+    try:
+        return Hyperparameters.model_validate({**hyper.model_dump(), **inner})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err.get("loc") else ""
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(Hyperparameters.model_fields)
+            raise bad_param(f"{where}.{name}", f"Unknown hyperparameter '{name}'; send {known}.") from None
+        why = [e["msg"] for e in exc.errors() if e["loc"][:1] == (name,)][-1]  # the number's, after "auto"'s
+        message = (
+            f'{name} is "auto" or {Hyperparameters.model_fields[name].description}; '
+            f"got {json.dumps(inner.get(name))[:100]} ({why[:1].lower()}{why[1:]})."
+        )
+        raise bad_param(f"{where}.{name}", message) from None
+
+
+def _object(value, where: str) -> dict:
+    """``value`` when it is a JSON object ({} for none), else a 400 naming ``where``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_param(where, f"{where} must be an object; got {json.dumps(value)[:100]}.")
+    return value
+
+
 def _pick(value, low, high, name: str, auto):
     if value == "auto":
         return auto
     if not low <= value <= high:
         raise bad_param(f"hyperparameters.{name}", f"{name} must be {low} to {high}; got {value}.")
     return value
+
+
+def fine_tuned_name(suffix: str | None, model: str) -> str:
+    """The model a fine-tuning job registers: ``ft-`` and its ``suffix``, else its base model's name.
+
+    >>> fine_tuned_name("news v2", "smollm2-135m"), fine_tuned_name(None, "hf:Qwen/Qwen2.5-0.5B")
+    ('ft-news-v2', 'ft-hf-Qwen-Qwen2.5-0.5B')
+    """
+    return "ft-" + _slug(suffix or model)
 
 
 def _slug(text: str) -> str:
@@ -454,7 +535,8 @@ def _fine_tuning(job_id: str) -> dict:
 
 def _job(job: dict) -> dict:
     params, result = job["params"], job.get("result") or {}
-    error = job.get("error") or None
+    status = _status(job)
+    error = job.get("error") if status != "cancelled" else None  # OpenAI: a cancelled job has none
     return {
         "id": job["id"],
         "object": "fine_tuning.job",
@@ -463,7 +545,7 @@ def _job(job: dict) -> dict:
         "model": params.get("backbone", "smollm2-135m"),
         "fine_tuned_model": result.get("model") if job["status"] == "succeeded" else None,
         "organization_id": "aimass",
-        "status": STATUS.get(job["status"], job["status"]),
+        "status": status,
         "training_file": params["data"],
         "validation_file": params.get("valid_data"),
         "hyperparameters": {
@@ -473,19 +555,31 @@ def _job(job: dict) -> dict:
         },
         "result_files": [RESULTS + job["id"]] if job["status"] == "succeeded" else [],
         "trained_tokens": _trained_tokens(result.get("model")) if job["status"] == "succeeded" else None,
-        "error": {"code": error.get("code"), "message": error.get("message"), "param": None}
+        "error": {
+            "code": error.get("code") or error.get("cause") or "failed",
+            "message": error.get("message"),
+            "param": None,
+        }
         if error
         else None,
         "seed": params.get("seed", 0),
         # the ETA of the last heartbeat (at most a few seconds old)
         "estimated_finish": int(time.time() + job["eta_s"])
-        if job["status"] == "running" and job.get("eta_s") is not None
+        if status == "running" and job.get("eta_s") is not None
         else None,
         "integrations": [],
         "metadata": job.get("metadata"),
         "method": {"type": "supervised"},
         "metrics": result.get("metrics"),
     }
+
+
+def _status(job: dict) -> str:
+    """OpenAI's status: a running job asked to cancel is ``cancelled`` at once, as OpenAI answers
+    the cancel (its worker stops within a heartbeat), not ``running`` until then."""
+    if job["status"] == "running" and job.get("cancel_requested"):
+        return "cancelled"
+    return STATUS.get(job["status"], job["status"])
 
 
 def _fitted(ref: str) -> dict:

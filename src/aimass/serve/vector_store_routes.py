@@ -10,9 +10,11 @@ Routes: ``/v1/vector_stores`` (create, list, retrieve, modify, delete), ``.../fi
 retrieve, update attributes, remove, ``content``), ``.../file_batches`` (create, retrieve, cancel,
 list files) and ``.../search``. Adding files answers at once with ``in_progress``; one background
 thread (:class:`aimass.retrieval.worker.Worker`) chunks and embeds them, and a restarted server
-finishes what was left. The tokens embedded (files and queries) are metered to the caller's key; a
-key that has used its quota cannot add files (429) until its period turns, and a file it added is
-checked again before it is embedded (``failed``, ``rate_limit_exceeded``, once the quota is used).
+finishes what was left, for the key that added it. The tokens embedded (files and queries) are
+metered to the caller's key, a file's also when it is taken out (or its store deleted) while it is
+embedded; a key that has used its quota cannot add files (429) until its period turns, and a file
+it added is checked again before it is embedded (``failed``, ``rate_limit_exceeded``, once the
+quota is used).
 
 Access: a store is a project resource, ``aimass:project/P/vector_store/vs_...``, with its own
 actions: ``vector_store:Create`` (in the body's ``project``), ``List``, ``Read`` (the store, its
@@ -35,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aimass.access import directory
 from aimass.errors import ConfigError
+from aimass.retrieval import files as documents
 from aimass.retrieval import search as searching
 from aimass.retrieval import stores
 from aimass.retrieval.worker import Worker
@@ -112,9 +115,9 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
     The worker that processes added files is returned (``resume`` it once the server is up)."""
     manage = [allow("manage")]
 
-    def done(key_id: str | None, store_id: str, tokens: int, ms: float) -> None:
-        if key_id:
-            meter.add(key_id, stores.get(store_id)["embedding_model"], tokens, ms)
+    def done(key_id: str | None, model: str, tokens: int, ms: float) -> None:
+        if key_id:  # the encoder named when the file was started: the store may be gone by now
+            meter.add(key_id, model, tokens, ms)
 
     worker = Worker(done, meter.admit_now)  # each file is checked against the quota before it is embedded
 
@@ -128,6 +131,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
 
     def readable(request: Request, caller, file_ids: list[str]) -> None:
         for file_id in file_ids:  # adding a file reads it: decided as its own route would be
+            documents.folder(file_id)  # 404 for what is no file id (a "/" would make another route)
             twin(request, caller, "GET", f"/v1/files/{file_id}")
 
     @app.post(PATH, tags=["vector stores"])
@@ -146,6 +150,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
             body.metadata,
             body.expires_after,
             body.embedding_model,
+            caller.key_id,
         )
         if body.project and body.project != directory.DEFAULT_PROJECT:
             await asyncio.to_thread(directory.assign, "vector_store", found["id"], body.project)
@@ -189,7 +194,12 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
         body = parse_body(FileRequest, await json_body(request))
         await within_quota(caller)
         found = await run(
-            stores.add_file, vector_store_id, body.file_id, body.attributes, body.chunking_strategy
+            stores.add_file,
+            vector_store_id,
+            body.file_id,
+            body.attributes,
+            body.chunking_strategy,
+            caller.key_id,
         )
         worker.submit(vector_store_id, body.file_id, caller.key_id)
         return found
@@ -239,7 +249,7 @@ def add_vector_store_routes(app: FastAPI, allow, visible, twin, meter) -> Worker
         entries = entries or [{"file_id": f, **shared} for f in body.file_ids or []]
         await within_quota(caller)
         await asyncio.to_thread(readable, request, caller, [e["file_id"] for e in entries])
-        found = await run(stores.add_batch, vector_store_id, entries)
+        found = await run(stores.add_batch, vector_store_id, entries, caller.key_id)
         for entry in entries:
             worker.submit(vector_store_id, entry["file_id"], caller.key_id)
         return found

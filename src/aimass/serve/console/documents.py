@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import shutil
+from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -52,7 +53,8 @@ def add_documents(router: APIRouter, console: Console) -> None:
         uploads = _uploads(form)
         await _within_quota(request, ctx)
         ids = await _keep_all(uploads, project)
-        made = await asyncio.to_thread(stores.create, str(form.get("name") or ""), ids)
+        name, key_id = str(form.get("name") or ""), ctx.caller.key_id  # a restart resumes its files as it
+        made = await asyncio.to_thread(partial(stores.create, name, ids, added_by=key_id))
         if project != directory.DEFAULT_PROJECT:
             await asyncio.to_thread(directory.assign, "vector_store", made["id"], project)
         for file_id in ids:
@@ -96,7 +98,8 @@ def add_documents(router: APIRouter, console: Console) -> None:
         try:
             for file_id in ids:  # the twin also reads the file: dataset:Read in the store's project
                 console.authorize(ctx, "POST", twin, {"file_id": file_id})
-                await asyncio.to_thread(stores.add_file, store_id, file_id)
+                adding = partial(stores.add_file, store_id, file_id, added_by=ctx.caller.key_id)
+                await asyncio.to_thread(adding)
         except Exception:
             await asyncio.to_thread(_discard, ids)
             raise
@@ -211,9 +214,9 @@ async def _keep_all(uploads: list, project: str) -> list[str]:
 
 def _discard(file_ids: list[str]) -> None:
     """Uploads taken away as ``DELETE /v1/files/{id}`` takes a document (out of any store too)."""
-    for file_id in file_ids:
-        stores.forget_file(file_id)
+    for file_id in file_ids:  # gone first: then no store can add it (as DELETE /v1/files does)
         batch_files.delete(file_id, [])
+        stores.forget_file(file_id)
 
 
 def _filename(file_id: str) -> str:
