@@ -10,8 +10,10 @@ The output keeps each input row's columns and adds ``line`` (where the row start
 join back), ``label`` (the most probable class; a multi-label model's: every label it gives, joined
 by ``;``), ``score`` (the best class's probability) and ``p_CLASS`` for every class; for a language
 model (a LoRA fine-tune) ``answer`` instead, its greedy answer to the row's prompt (the ``prompt``
-column, else as for text), 16 rows a chunk. A row whose text is empty is kept with an empty
-``label`` and ``error``; a line that cannot be read at all (bad JSON, wrong field count,
+column, else as for text), 16 rows a chunk. A row whose text is empty, or an image that cannot be
+decoded, is kept with an empty ``label`` and the reason in ``error``; a table is read as an import
+reads it (a ``;``-separated CSV at its semicolons) and refused as one is (a lone column named
+``id;comment``); a line that cannot be read at all (bad JSON, wrong field count,
 undecodable bytes) is listed in ``rejects`` with its line and reason. With ``resume`` the chunks
 already in the output are kept and the rest appended (a job resumed after its worker died does
 this), so no row is scored twice.
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from aimass import workflow
+from aimass.data.columns import check_header
 from aimass.data.images import IMAGE_EXTENSIONS
 from aimass.data.read import read_source
 from aimass.errors import ConfigError, DataError
@@ -99,14 +102,29 @@ def predict_file(
 
 
 def _scorer(model, classes: list[str]):
-    """Inputs -> each row's ``label, score, error, p_CLASS...`` (``.empty``: an empty input's)."""
+    """Inputs -> each row's ``label, score, error, p_CLASS...`` (``.empty``: an empty input's).
+
+    An input the model cannot read (a corrupt or truncated image) fails its own row, not the job:
+    when a chunk fails on one, its inputs are scored one by one and that one's row gets the reason in
+    ``error``, as an empty text's does."""
 
     threshold = getattr(model, "threshold_", None)  # a multi-label model gives every label from it
 
     def tail(inputs: list) -> list[list]:
+        try:
+            return scored(model.predict_proba(inputs))
+        except DataError:
+            return [alone(item) for item in inputs]
+
+    def alone(item) -> list:
+        try:
+            return scored(model.predict_proba([item]))[0]
+        except DataError as exc:
+            return ["", "", exc.message, *([""] * len(classes))]
+
+    def scored(probas) -> list[list]:
         from aimass.evaluation.metrics import decide  # heavy (scikit-learn): a scoring job only
 
-        probas = model.predict_proba(inputs)
         given = None if threshold is None else decide(probas, threshold)  # as served
         out = []
         for i, proba in enumerate(probas):
@@ -159,6 +177,8 @@ def _read(task: str, path: Path, text_col: str | None) -> tuple[list[dict], list
         raise DataError(
             "bulk prediction reads a table", where=str(path), hint="Use a .csv, .tsv or .jsonl file."
         )
+    if table.info["format"] != "jsonl" and not text_col and table.columns:
+        check_header(table.columns, table.records, str(path), need=1)  # as an import checks it
     column = _text_column(table, text_col or ("prompt" if task == "text-generation" else None), path)
     rows = [{**{k: _cell(v) for k, v in r.fields.items()}, "_line": r.line} for r in table.records]
     inputs = [row.get(column, "").strip() for row in rows]

@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -23,6 +24,7 @@ from aimass import paths
 from aimass.compressors import Compressor, available_compressors, get_compressor, measure
 from aimass.data import Dataset, list_datasets, load_dataset
 from aimass.data import import_dataset as _import_dataset
+from aimass.data.dataset import KINDS
 from aimass.data.storage import deleted_dataset
 from aimass.errors import ConfigError, InUseError, NotFoundError
 from aimass.estimator import Estimator
@@ -393,6 +395,9 @@ def evaluate(ref: str, data: str | Path | None = None, *, save: bool = False) ->
     model = get_task(record.task).estimator.load(registry.open_folder(record))
     split_data = _eval_data(record, data)
     report = model.evaluate(split_data, "test")
+    overlap = _overlap_with_train(record, split_data)
+    if overlap is not None:
+        report["overlap_with_train"] = overlap
     if save:
         _write_report(model, Path(record.path), report)
         kept = {k: record.metrics[k] for k in CONTINUED if k in record.metrics}  # of its own fit
@@ -400,17 +405,44 @@ def evaluate(ref: str, data: str | Path | None = None, *, save: bool = False) ->
     return report
 
 
+def _trained_on(record) -> Dataset | None:
+    """The stored dataset the version was trained on (its lineage), or None when it is gone."""
+    match = [d for d in list_datasets() if d.digest == record.dataset_digest]
+    return match[-1] if match else None
+
+
+def _overlap_with_train(record, data) -> int | None:
+    """How many of the evaluated rows are rows the version was trained or validated on, by content
+    (a text's hash; a stored image's file name, its sha256); None when its dataset is gone."""
+    trained = _trained_on(record)
+    if trained is None:
+        return None
+    key = _file_key if KINDS[trained.kind].stored_file else _content_key
+    seen = {key(item) for split in ("train", "valid") for item in trained.inputs(split)}
+    items = data.inputs("test") if hasattr(data, "inputs") else data[0]
+    return sum(key(item) in seen for item in items)
+
+
+def _content_key(item) -> bytes:
+    text = item if isinstance(item, str) else json.dumps(item, sort_keys=True, ensure_ascii=False)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _file_key(item) -> str:
+    return Path(item).name  # stored images are named by their content's sha256
+
+
 def _eval_data(record, data):
     if data is None:
-        match = [d for d in list_datasets() if d.digest == record.dataset_digest]
-        if not match:
+        trained = _trained_on(record)
+        if trained is None:
             gone = deleted_dataset(record.dataset_digest)
             when = f" (deleted on {gone['deleted']})" if gone else ""
             raise NotFoundError(
                 f"The dataset {record.dataset_digest[:12]} that trained {record.ref} is gone{when}.",
                 hint="Pass --data FILE_OR_DATASET to evaluate on other data.",
             )
-        return match[-1]
+        return trained
     read = get_task(record.task).eval_data(Path(str(data)).expanduser(), import_dataset)
     return read if read is not None else dataset(data)
 

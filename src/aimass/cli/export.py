@@ -27,7 +27,12 @@ def export(
     ] = "onnx",
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder to write; new or empty (default: NAME-vVERSION-FORMAT here)."),
+        typer.Option(
+            "--out",
+            "--output",
+            "-o",
+            help="Folder to write; new or empty (default: NAME-vVERSION-FORMAT here).",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace a folder that an earlier export wrote.")] = False,
     as_json: JsonFlag = False,

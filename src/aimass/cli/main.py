@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand
 
-from aimass.cli.shell import JsonFlag, command, emit, out
+from aimass.cli.shell import JsonFlag, command, emit, err, out
 from aimass.cli.shell import table as _table
 from aimass.tasks import DEFAULT_TASK
 
@@ -444,7 +445,18 @@ def evaluate(
     loss, perplexity, ROUGE-L against its base)."""
     from aimass import api
 
-    emit(api.evaluate(model, data), as_json, _show_report)
+    report = api.evaluate(model, data)
+    emit(report, as_json, _show_report)
+    if report.get("overlap_with_train"):
+        err.print(
+            f"[yellow]Warning:[/] {report['overlap_with_train']} of the {report['n']} rows evaluated are "
+            f"rows {model} was trained or validated on (overlap_with_train): these scores overstate "
+            f"how it does on new data. Evaluate on data it never saw, e.g. `aimass evaluate {model}` "
+            "(its held-out test split)."
+        )
+
+
+TOP_LOSSES = 10  # rows of the report's top losses shown (docs/evaluation.md)
 
 
 def _show_report(report: dict) -> None:
@@ -480,7 +492,7 @@ def _show_report(report: dict) -> None:
                 "predicted": ", ".join(r["predicted"]),
                 item: r[item][:80],
             }
-            for r in report["top_losses"][:5]
+            for r in report["top_losses"][:TOP_LOSSES]
         ]
         if losses:
             out.print(_table(losses, ["actual", "predicted", "loss", item], title="Top losses"))
@@ -492,9 +504,20 @@ def _show_report(report: dict) -> None:
         for label, row in zip(cm["labels"], cm["matrix"])
     ]
     out.print(_table(grid, ["actual \\ predicted", *cm["labels"]]))
-    losses = report.get("top_losses", [])[:5]
-    if losses:
-        out.print(_table(losses, ["actual", "predicted", "probability", "text"], title="Top losses"))
+    losses = report.get("top_losses", [])[:TOP_LOSSES]
+    item = "image" if any("image" in r for r in losses) else "text"
+    rows = [
+        {
+            **r,
+            "p(actual)": r.get("p_true", round(math.exp(-r["loss"]), 4)),  # a report stored before p_true
+            "predicted (p)": f"{r['predicted']} ({r['probability']:.2f})",
+            item: r[item][:80],
+        }
+        for r in losses
+    ]
+    if rows:
+        columns = ["actual", "p(actual)", "predicted (p)", "loss", item]
+        out.print(_table(rows, columns, title="Top losses: highest loss first"))
     _show_portfolio(report.get("portfolio"))
 
 
@@ -608,10 +631,17 @@ def _predict_file(model: str, file: Path, output: Path | None, text_col: str | N
     return {**job["result"], "output": str(target), "job": job["id"]}
 
 
-def _render_scored(result: dict) -> None:
-    rejected = f"; {len(result['rejects'])} unreadable lines listed with --json" if result["rejects"] else ""
+def _render_scored(result: dict, shown: int = 5) -> None:
+    """The summary line, then the first ``shown`` unreadable lines with their reasons (all of them
+    with --json): a line left out of the output is said where the user looks."""
+    rejects = result["rejects"]
+    rejected = f"; {len(rejects)} unreadable lines not scored:" if rejects else ""
     verb = "scored" if result.get("classes") else "answered"  # a language model has no classes
     out.print(f"{result['rows']} rows {verb} by {result['model']} -> {result['output']}{rejected}")
+    for reject in rejects[:shown]:
+        out.print(f"  line {reject['line']}: {reject['reason']}", markup=False, highlight=False)
+    if len(rejects) > shown:
+        out.print(f"  ... and {len(rejects) - shown} more, all listed with --json")
 
 
 def _schema_file(path: Path) -> dict:

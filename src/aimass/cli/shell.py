@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aimass.errors import AimassError
@@ -15,10 +17,13 @@ from aimass.errors import AimassError
 out = Console()
 err = Console(stderr=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+DEBUG_ENV = "AIMASS_DEBUG"  # set (to anything but 0) to see the traceback of an unexpected error
 
 
 def command(fn):
-    """Turn AimassError into a message + hint on stderr (or JSON) and a non-zero exit."""
+    """Turn AimassError into a message + hint on stderr (or JSON) and a non-zero exit; any other
+    exception (a bug) into one ``Error (internal)`` line and exit 1, its traceback shown only when
+    ``AIMASS_DEBUG`` is set."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -34,8 +39,28 @@ def command(fn):
                 if exc.hint:
                     err.print(f"[yellow]Hint:[/] {exc.hint}")
             raise typer.Exit(2 if exc.http_status < 500 else 1) from None
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):  # typer's own way out
+            raise
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
+                raise
+            _internal(exc, kwargs.get("as_json"))
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _internal(exc: Exception, as_json: bool) -> None:
+    """One line (or a JSON error) for an exception aimass did not expect."""
+    first = next(iter(str(exc).splitlines()), "")
+    message = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    hint = f"Rerun with {DEBUG_ENV}=1 to see the traceback; please report it if aimass is at fault."
+    if as_json:
+        error = {"code": "internal", "message": message, "where": None, "hint": hint}
+        print(json.dumps({"error": error}, ensure_ascii=False))
+    else:
+        err.print(f"[bold red]Error (internal):[/] {escape(message)}")
+        err.print(f"[yellow]Hint:[/] {hint}")
 
 
 def emit(payload, as_json: bool, render=None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aimass.data.read import Record
+from aimass.data.read import UNNAMED, Record
 from aimass.errors import DataError
 
 TEXT_NAMES = (
@@ -44,7 +44,9 @@ class Columns:
     text: str
     label: str
     split: str | None = None
-    guessed: str | None = None  # how the label column was told from others that could hold labels
+    # how the label column was told from others that could hold labels; a column picked whose header
+    # cell is empty (both: a warning at import)
+    guessed: str | None = None
 
     def as_dict(self) -> dict:
         """The mapping stored in manifests: role -> column name."""
@@ -92,7 +94,25 @@ def choose_columns(
         raise DataError(
             f"the text and label columns are both {text!r}", where=where, hint="Name two different columns."
         )
-    return Columns(text, label, split, guessed)
+    picked = {"text": (text, text_col), "label": (label, label_col)}
+    notes = [guessed] + [
+        _unnamed(columns, name, role) for role, (name, given) in picked.items() if given is None
+    ]
+    return Columns(text, label, split, "; ".join(filter(None, notes)) or None)
+
+
+def _unnamed(columns: list[str], name: str, role: str) -> str | None:
+    """A note when the column picked for ``role`` has an empty header cell (``text<TAB>``): a table
+    reader names it ``column2`` (:data:`aimass.data.read.UNNAMED`), and a label column nobody named
+    should not go unsaid. Only the names are seen here, so a column its header calls ``column2``, in
+    second place, is taken for one with an empty cell too."""
+    number = columns.index(name) + 1
+    if name != UNNAMED.format(number):
+        return None
+    return (
+        f"column {number} has an empty header cell: it was named {name!r} and used as the {role} column; "
+        f"give it a name in the header line, or name the column with --{role}-col"
+    )
 
 
 def _require(name: str | None, columns: list[str], where: str) -> None:
@@ -164,17 +184,32 @@ def _pick_label(candidates: list[str], sample: list[Record], where: str) -> tupl
     )
 
 
-def check_header(columns: list[str], records: list[Record], where: str) -> None:
-    """Stop when a CSV/TSV seems to have no header line (its first line looks like data).
+def check_header(columns: list[str], records: list[Record], where: str, *, need: int = 2) -> None:
+    """Stop when a CSV/TSV seems to have no header line (its first line looks like data) or was split
+    at the wrong separator.
+
+    Args:
+        columns: The header's column names.
+        records: The records (the first ``SAMPLE`` are inspected).
+        where: The file, for messages.
+        need: The fewest columns the file must have: 2 (a text and a label) to import it, 1 to
+            score it; a single column whose name holds a separator is refused either way.
 
     Raises:
-        DataError: Only one column, or the first line looks like a data row.
+        DataError: Too few columns, a lone column named like ``id;comment``, or the first line
+            looks like a data row.
     """
-    if len(columns) < 2:
-        sep = next((s for s in (";", "\t", ",", "|") if s in columns[0]), None)
-        extra = f" The header contains {sep!r}: is that the separator?" if sep else ""
+    sep = next((s for s in (";", "\t", ",", "|") if s in columns[0]), None) if len(columns) == 1 else None
+    if len(columns) < need or sep:
+        extra = (
+            f" The header contains {sep!r}: is that the separator? A .csv is read with the one of "
+            "',', ';', tab or '|' its header line holds."
+            if sep
+            else ""
+        )
         raise DataError(
-            f"found a single column {columns[0]!r}; need a text and a label column",
+            f"found a single column {columns[0]!r}"
+            + ("; need a text and a label column" if need > 1 else ""),
             where=where,
             hint="Use a header line such as `text,label`." + extra,
         )

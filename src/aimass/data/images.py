@@ -201,7 +201,8 @@ def _read(source, where: str) -> tuple[bytes, str, str | None]:
         _check_bytes(len(source), most, name, None)
         return bytes(source), name, None
     path = Path(source)
-    name, place = where or path.name, str(path)
+    place = str(path)  # an error's where: the message names the file alone, not its path again
+    name = where if where and where != place else path.name
     try:
         _check_bytes(path.stat().st_size, most, name, place)
         return path.read_bytes(), name, place

@@ -227,6 +227,8 @@ def _control_characters(rows: list[dict]) -> list[str]:
 
 def _info_warnings(info: dict) -> list[str]:
     warnings = [info["label_guessed"]] if info.get("label_guessed") else []
+    if info.get("delimiter"):
+        warnings.append(f"read as a {info['delimiter']!r}-separated CSV: its header line holds no comma")
     if "latin-1" in info["encoding"]:
         warnings.append(
             f"latin-1 used as a last resort (encoding {info['encoding']}): "

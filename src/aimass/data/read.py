@@ -43,6 +43,9 @@ SAVE_AS_UTF8 = "save the file as UTF-8 (in most editors: Save As, encoding UTF-8
 _HIGH_RUN = re.compile(rb"[\x80-\xff]+")
 _GB_FOUR = re.compile(rb"[\x81-\xfe][\x30-\x39][\x81-\xfe][\x30-\x39]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+UNNAMED = "column{}"  # the name of the n-th column when its header cell is empty
+SEPARATORS = (";", "\t", "|")  # besides the comma, what a .csv may be separated by
+_QUOTED_CELL = re.compile(r'"(?:[^"]|"")*("|$)')  # a whole quoted cell, or one left open to the next line
 FORMATS_HINT = (
     "Use a .csv or .tsv file with a header line (e.g. `text,label`), a .jsonl file with one "
     'JSON object a line (e.g. {"text": "...", "label": "..."}), or a folder (or .zip/.tar.gz) with '
@@ -338,7 +341,8 @@ def _unsupported(path: Path) -> DataError:
 
 
 def read_delimited(lines: list[str], file: str, fmt: str, bad: dict[int, str] | None = None) -> RawTable:
-    """Parse CSV (RFC 4180 quoting) or TSV (no quoting) lines; the first row is the header.
+    """Parse CSV (RFC 4180 quoting; the separator from :func:`csv_delimiter`) or TSV (quoted as
+    :func:`tsv_rows` finds) lines; the first row is the header.
 
     Args:
         lines: The physical lines.
@@ -346,9 +350,14 @@ def read_delimited(lines: list[str], file: str, fmt: str, bad: dict[int, str] | 
         fmt: ``csv`` or ``tsv``.
         bad: Lines that could not be decoded (1-based number -> reason): a record
             touching one is rejected.
+
+    Returns:
+        The table; its ``info`` names a CSV's ``delimiter`` when it is not a comma.
     """
     bad = bad or {}
-    rows = [item for item in _rows_with_lines(lines, fmt) if not _blank(item[2])]
+    sep = csv_delimiter(lines) if fmt == "csv" else "\t"
+    found = _rows_with_lines(lines, sep, True) if fmt == "csv" else tsv_rows(lines)
+    rows = [item for item in found if not _blank(item[2])]
     if not rows:
         return RawTable([], [], [], {})
     given = [c.strip() for c in rows[0][2]]
@@ -366,7 +375,50 @@ def read_delimited(lines: list[str], file: str, fmt: str, bad: dict[int, str] | 
             malformed.append(make_reject(file, start, problem[0], raw, problem[1]))
         else:
             records.append(Record(file, start, raw, dict(zip(header, row, strict=True)), f"{name}:{start}"))
-    return RawTable(records, malformed, header, {})
+    return RawTable(records, malformed, header, {"delimiter": sep} if fmt == "csv" and sep != "," else {})
+
+
+def csv_delimiter(lines: list[str]) -> str:
+    """A .csv's separator: a comma, unless its header line holds none and exactly one of ``;``, tab or
+    ``|`` (outside quotes). Excel writes ``;`` where the decimal mark is a comma (most of Europe);
+    read with commas, such a file is one column. A header with a comma is read as before.
+
+    >>> csv_delimiter(["id;comment\\r\\n", "1;Broke, sadly\\r\\n"]), csv_delimiter(['"a;b",c\\n'])
+    (';', ',')
+    >>> csv_delimiter(["text\\n"]), csv_delimiter(["a;b|c\\n"])
+    (',', ',')
+    """
+    header = next((line for line in lines if line.strip()), "")
+    bare = re.sub(r'"[^"]*"', "", header)
+    found = [sep for sep in SEPARATORS if sep in bare]
+    return found[0] if len(found) == 1 and "," not in bare else ","
+
+
+def tsv_rows(lines: list[str]):
+    """A TSV's records, read with quotes as a CSV reads them when the file quotes its cells.
+
+    A TSV written by Python's csv module or pandas quotes a cell holding a tab, a newline or a quote
+    (``"two\\nlines"``); read without quoting, such a cell breaks into malformed lines and stray
+    quotes. A hand-made TSV may hold a quote at the start of a cell (``"Quoted" start``) that quotes
+    nothing, or open a quote it never closes. So a file is read quoted only when one of its cells is a
+    quoted cell (``"..."`` whole, or opened and left open to the next line) and reading it so leaves
+    fewer records of the wrong field count, or as many and the same number of records (a stray quote
+    would join lines).
+    """
+    plain = list(_rows_with_lines(lines, "\t", False))
+    cells = (cell for line in lines if '"' in line for cell in line.rstrip("\r\n").split("\t"))
+    if not any(_QUOTED_CELL.fullmatch(cell) for cell in cells):
+        return plain
+    quoted = list(_rows_with_lines(lines, "\t", True))
+    fewer = _uneven(quoted) < _uneven(plain)  # multi-line cells now whole
+    same = _uneven(quoted) == _uneven(plain) and len(quoted) == len(plain)  # only quotes taken off
+    return quoted if fewer or same else plain
+
+
+def _uneven(rows: list[tuple]) -> int:
+    """How many records have another field count than the first (the header)."""
+    widths = [len(row) for _, _, row in rows if not _blank(row)]
+    return sum(width != widths[0] for width in widths)
 
 
 def _bad_in(bad: dict[int, str], start: int, end: int) -> tuple[str, str] | None:
@@ -399,14 +451,15 @@ def _row_problem(header: list[str], row: list[str], start: int, end: int, most: 
     return None
 
 
-def _rows_with_lines(lines: list[str], fmt: str):
-    """Yield ``(first_line, last_line, row)`` for each CSV/TSV record.
+def _rows_with_lines(lines: list[str], sep: str, quoted: bool):
+    """Yield ``(first_line, last_line, row)`` for each record split at ``sep``, with RFC 4180 quotes
+    when ``quoted``.
 
     The csv module refuses a field over its process-wide ``field_size_limit`` (131,072
     characters by default), which aimass leaves as it is: such a record is split by
     :func:`_split_record` instead and the caller applies aimass's own limit.
     """
-    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    options = {"delimiter": sep} if quoted else {"delimiter": sep, "quoting": csv.QUOTE_NONE}
     source, done = iter(lines), 0
     while True:
         reader = csv.reader(source, **options)
@@ -418,15 +471,15 @@ def _rows_with_lines(lines: list[str], fmt: str):
             return
         except csv.Error:
             consumed = done + reader.line_num
-            done = max(consumed, _record_end(lines, previous, fmt))
+            done = max(consumed, _record_end(lines, previous, quoted))
             for _ in islice(source, done - consumed):
                 pass
-            yield previous + 1, done, _split_record("".join(lines[previous:done]), fmt)
+            yield previous + 1, done, _split_record("".join(lines[previous:done]), sep, quoted)
 
 
-def _record_end(lines: list[str], first: int, fmt: str) -> int:
+def _record_end(lines: list[str], first: int, quoted: bool) -> int:
     """The line count after the record starting at index ``first``: its quotes balance there."""
-    if fmt == "tsv":
+    if not quoted:
         return first + 1
     quotes = 0
     for index in range(first, len(lines)):
@@ -436,11 +489,11 @@ def _record_end(lines: list[str], first: int, fmt: str) -> int:
     return len(lines)
 
 
-def _split_record(text: str, fmt: str) -> list[str]:
+def _split_record(text: str, sep: str, quoted: bool) -> list[str]:
     """Split one record without the csv module (RFC 4180: ``""`` inside quotes is a quote)."""
     text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith(("\n", "\r")) else text
-    if fmt == "tsv":
-        return text.split("\t")
+    if not quoted:
+        return text.split(sep)
     fields, current = [], []
     parts = text.split('"')
     for i, part in enumerate(parts):
@@ -449,7 +502,7 @@ def _split_record(text: str, fmt: str) -> list[str]:
         elif part == "" and 0 < i < len(parts) - 1:
             current.append('"')
         else:
-            first, *rest = part.split(",")
+            first, *rest = part.split(sep)
             current.append(first)
             for piece in rest:
                 fields.append("".join(current))
@@ -465,7 +518,7 @@ def _blank(row: list[str]) -> bool:
 def _header(names: list[str], file: str, problem: tuple[str, str] | None = None) -> list[str]:
     if problem:
         raise DataError(f"cannot read the header line: {problem[0]}", where=f"{file}:1", hint=SAVE_AS_UTF8)
-    names = [name or f"column{i + 1}" for i, name in enumerate(names)]
+    names = [name or UNNAMED.format(i + 1) for i, name in enumerate(names)]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DataError(

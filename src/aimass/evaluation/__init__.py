@@ -1,5 +1,5 @@
 """Evaluation: metrics as numbers (:mod:`.metrics`) and as pictures (:mod:`.plots`)."""
 
-from aimass.evaluation.metrics import classification_report, quick_scores, top_losses
+from aimass.evaluation.metrics import check_labels, classification_report, quick_scores, top_losses
 
-__all__ = ["classification_report", "quick_scores", "top_losses"]
+__all__ = ["check_labels", "classification_report", "quick_scores", "top_losses"]

@@ -4,6 +4,35 @@ from __future__ import annotations
 
 import numpy as np
 
+from aimass.errors import DataError
+
+
+def check_labels(labels, classes: list[str], shown: int = 8) -> None:
+    """Refuse data none of whose labels is one of the model's ``classes`` (no score means anything
+    then); data with some such labels is scored, the others listed as ``unknown_labels``.
+
+    >>> check_labels(["pos", "other"], ["pos", "neg"])
+    >>> try:
+    ...     check_labels(["好评", "差评"], ["positive", "negative"])
+    ... except DataError as exc:
+    ...     print(exc.message)
+    None of the data's labels (好评, 差评) is a class of the model (negative, positive).
+    """
+    given = set(labels)
+    if given & set(classes):
+        return
+
+    def listed(values) -> str:
+        values = sorted(map(str, values))
+        more = f" and {len(values) - shown} more" if len(values) > shown else ""
+        return ", ".join(values[:shown]) + more
+
+    raise DataError(
+        f"None of the data's labels ({listed(given)}) is a class of the model ({listed(classes)}).",
+        hint="Evaluate on data labelled with the model's classes (by default its own test split), "
+        "or relabel this data to them.",
+    )
+
 
 def classification_report(y_true, y_pred, classes: list[str]) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
@@ -36,7 +65,9 @@ def classification_report(y_true, y_pred, classes: list[str]) -> dict:
 
 
 def top_losses(texts, y_true, proba: np.ndarray, classes: list[str], k: int = 10) -> list[dict]:
-    """The ``k`` examples with the highest loss (most confidently wrong first)."""
+    """The ``k`` examples with the highest loss (most confidently wrong first): each with its
+    ``actual`` label and ``p_true`` (the probability given to it), the ``predicted`` label and
+    ``probability`` (the probability of the prediction), and ``loss`` (``-log p_true``)."""
     index = {c: i for i, c in enumerate(classes)}
     true_idx = np.array([index.get(y, -1) for y in y_true])
     p_true = np.where(true_idx >= 0, proba[np.arange(len(true_idx)), np.maximum(true_idx, 0)], 0.0)
@@ -48,6 +79,7 @@ def top_losses(texts, y_true, proba: np.ndarray, classes: list[str], k: int = 10
             {
                 "text": texts[i][:300],
                 "actual": y_true[i],
+                "p_true": round(float(p_true[i]), 4),
                 "predicted": classes[pred],
                 "probability": round(float(proba[i, pred]), 4),
                 "loss": round(float(losses[i]), 4),

@@ -3,6 +3,9 @@ model's loss curve."""
 
 from __future__ import annotations
 
+import functools
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -10,32 +13,118 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+from matplotlib.ft2font import FT2Font  # noqa: E402
 
 from aimass.data.images import open_image
 
+# fonts that draw Chinese, Japanese and Korean, the first installed one that has every character of
+# the labels is used for them (matplotlib's default, DejaVu Sans, has none: labels come out as boxes)
+CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Noto Sans CJK TC",
+    "Noto Sans CJK KR",
+    "Noto Sans SC",
+    "Source Han Sans SC",
+    "Source Han Sans CN",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "AR PL UMing CN",
+    "AR PL UKai CN",
+    "Microsoft YaHei",
+    "SimHei",
+    "PingFang SC",
+    "Hiragino Sans GB",
+    "Arial Unicode MS",
+)
+CAPTION_INCHES = 0.7  # under a confusion matrix whose class names no font here draws
 
-def confusion_png(report: dict, path: Path, title: str = "Confusion matrix") -> Path:
-    """Draw ``report["confusion_matrix"]`` with counts in each cell."""
-    labels = report["confusion_matrix"]["labels"]
+
+@contextmanager
+def _no_glyph_warnings():
+    """Drop matplotlib's "Glyph ... missing from font(s)" warnings: the plots choose their fonts."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        yield
+
+
+@functools.cache
+def _font_file(path: str) -> FT2Font:
+    return FT2Font(path)
+
+
+def _draws(path: str, texts: list[str]) -> bool:
+    font = _font_file(path)
+    return all(font.get_char_index(ord(ch)) for text in texts for ch in str(text) if not ch.isspace())
+
+
+def label_font(texts: list[str]) -> font_manager.FontProperties | None | bool:
+    """How to draw ``texts``: None when the default font has all their characters, else the
+    properties of the first installed font of :data:`CJK_FONTS` that has them, else False (no
+    font here draws them).
+
+    >>> label_font(["positive", "negative"]) is None
+    True
+    """
+    if _draws(font_manager.findfont(font_manager.FontProperties()), texts):
+        return None
+    installed = {f.name: f.fname for f in font_manager.fontManager.ttflist}
+    for name in CJK_FONTS:
+        if name in installed and _draws(installed[name], texts):
+            return font_manager.FontProperties(fname=installed[name])
+    return False
+
+
+def confusion_figure(report: dict, title: str = "Confusion matrix"):
+    """The figure of ``report["confusion_matrix"]`` with counts in each cell. Class names no
+    installed font can draw (Chinese without a CJK font) are replaced on the axes by their index
+    (their position in ``confusion_matrix.labels``), explained in a caption under the matrix."""
+    labels = [str(c) for c in report["confusion_matrix"]["labels"]]
     matrix = np.array(report["confusion_matrix"]["matrix"])
+    font = label_font(labels)
+    ticks = [str(i) for i in range(len(labels))] if font is False else labels
+    shown = {"fontproperties": font} if font else {}
     size = max(4.0, 0.6 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = plt.subplots(figsize=(size, size + (CAPTION_INCHES if font is False else 0)))
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xticks(range(len(labels)), ticks, rotation=45, ha="right", **shown)
+    ax.set_yticks(range(len(labels)), ticks, **shown)
     ax.set_xlabel("Predicted")
     ax.set_ylabel("Actual")
     ax.set_title(f"{title} (accuracy {report['accuracy']:.3f})")
     limit = matrix.max() / 2 if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center", color="white" if value > limit else "black")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    if font is False:
+        fig.text(0.5, 0.01, _index_caption(labels), ha="center", va="bottom", fontsize=8)
+    return fig
 
 
+def _index_caption(labels: list[str]) -> str:
+    """What the axes' class indices stand for: the names the default font draws, and where to
+    read the others."""
+    default = font_manager.findfont(font_manager.FontProperties())
+    named = [f"{i} = {c}" for i, c in enumerate(labels) if _draws(default, [c])]
+    return (
+        "Class i is confusion_matrix.labels[i] in evaluation.json"
+        + ("; " + ", ".join(named) if named else "")
+        + ".\nNo font here draws the other names: install one,\n"
+        + "e.g. Noto Sans CJK (Debian/Ubuntu: fonts-noto-cjk)."
+    )
+
+
+@_no_glyph_warnings()
+def confusion_png(report: dict, path: Path, title: str = "Confusion matrix") -> Path:
+    """Draw ``report["confusion_matrix"]`` with counts in each cell (see :func:`confusion_figure`)."""
+    fig = confusion_figure(report, title)
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, CAPTION_INCHES / height, 1, 1) if fig.texts else None)
+    return _save(fig, path)
+
+
+@_no_glyph_warnings()
 def per_label_png(report: dict, path: Path) -> Path:
     """A multi-label (or entity) report's precision, recall and F1 per label, as grouped horizontal bars."""
     labels = list(report["per_class"])
@@ -44,7 +133,12 @@ def per_label_png(report: dict, path: Path) -> Path:
     y = np.arange(len(labels))
     for i, (name, values) in enumerate(scores.items()):
         ax.barh(y + (i - 1) * 0.27, values, height=0.27, label=name)
-    ax.set_yticks(y, [f"{c} ({report['per_class'][c]['support']})" for c in labels])
+    font = label_font(labels)
+    ax.set_yticks(
+        y,
+        [f"{c} ({report['per_class'][c]['support']})" for c in labels],
+        **({"fontproperties": font} if font else {}),
+    )
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("score on the test split (support in brackets)")
@@ -69,12 +163,14 @@ def _image_grid(rows: list[dict], image_key: str, caption, columns: int):
     fig, axes = plt.subplots(lines, cols, figsize=(3 * cols, 3.3 * lines), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    font = label_font([caption(row) for row in rows])
+    shown = {"fontproperties": font} if font else {}
     for ax, row in zip(axes.flat, rows):
         try:
             ax.imshow(open_image(row[image_key]))
         except Exception:  # the image moved or is unreadable: keep the caption
             ax.text(0.5, 0.5, "(image unavailable)", ha="center", va="center")
-        ax.set_title(caption(row), fontsize=9)
+        ax.set_title(caption(row), fontsize=9, **shown)
     return fig, axes, lines
 
 
@@ -85,6 +181,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+@_no_glyph_warnings()
 def top_losses_png(rows: list[dict], path: Path, columns: int = 4) -> Path:
     """A grid of the most confidently wrong images (fastai's ``plot_top_losses``): each titled
     predicted / actual / probability of the prediction / loss."""
@@ -99,6 +196,7 @@ def top_losses_png(rows: list[dict], path: Path, columns: int = 4) -> Path:
     return _save(fig, path)
 
 
+@_no_glyph_warnings()
 def issues_png(rows: list[dict], path: Path, columns: int = 5, title: str = "Label issues") -> Path:
     """A grid of flagged images, each titled with its row number, the given label and the suggested
     one (``rows``: ``input`` the image's absolute path, ``row``, ``label``, ``suggested``)."""

@@ -21,6 +21,7 @@ from aimass import standalone, workflow
 from aimass.errors import ConfigError
 from aimass.exporters import table
 from aimass.exporters.readme import readme
+from aimass.runtime.onnx_export import quiet_quantizer
 from aimass.store import registry
 from aimass.tasks.recipe import Recipe
 from aimass.version import __version__
@@ -102,7 +103,8 @@ def _write(record, model, recipe: Recipe, fmt: str, folder: Path) -> dict:
     """Every file of the export into ``folder``; returns the manifest (also written as export.json)."""
     if recipe.folder is not None:
         return _write_whole(record, model, recipe, fmt, folder)
-    checks = recipe.write(model, folder)
+    with quiet_quantizer():
+        checks = recipe.write(model, folder)
     labels = [str(c) for c in model.classes_]
     (folder / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
     if recipe.script is not None:

@@ -15,6 +15,7 @@ scope (``kind_of(job).scope``).
 
 from __future__ import annotations
 
+import re
 import time
 
 from aimass.access import directory
@@ -246,11 +247,22 @@ def run_foreground(job_id: str, *, echo=None) -> dict:
 
 
 def _echo(job_id: str, offset: int, echo) -> int:
+    """Pass what the job's log gained since ``offset`` to ``echo``; the first attempt's banner stays
+    in the log only (a later attempt's says the job was resumed, which its follower should see)."""
     path = log_path(job_id)
     if not path.exists() or path.stat().st_size <= offset:
         return offset
     with open(path, "rb") as handle:
         handle.seek(offset)
         chunk = handle.read()
-    echo(chunk.decode("utf-8", "replace"))
+    text = (
+        FIRST_BANNER.sub("", chunk.decode("utf-8", "replace"))
+        if offset == 0
+        else chunk.decode("utf-8", "replace")
+    )
+    if text:
+        echo(text)
     return offset + len(chunk)
+
+
+FIRST_BANNER = re.compile(r"\A\n?===== attempt 1 \(pid of runner \d+\) =====\n")

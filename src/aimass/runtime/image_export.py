@@ -9,10 +9,8 @@ outside (Pillow), in the one function both torch and the runtime call.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import logging
 import math
 import time
 from pathlib import Path
@@ -32,10 +30,6 @@ from aimass.version import __version__
 
 FORMAT = 1
 CALIBRATION_BATCH = 16
-_QUANTISER_NOISE = (
-    "Inference failed or unsupported type to quantize",
-    "Increased scale",
-)
 
 
 class ImageLogits(nn.Module):
@@ -119,8 +113,7 @@ def export_image(model, folder: str | Path, *, int8: bool = True, images: list |
     }
     if int8:
         feeds = calibration_feeds(images, meta["resize"], size)
-        with _quiet_quantizer():
-            quantize_static_int8(folder / "model.onnx", folder / "model.int8.onnx", feeds)
+        quantize_static_int8(folder / "model.onnx", folder / "model.int8.onnx", feeds)
         meta["int8"] = {
             "method": "static",
             "format": "QOperator",
@@ -147,24 +140,6 @@ def calibration_feeds(images: list, resize: int, size: int) -> list[dict[str, np
         squares = [square(item, resize, where(item, begin + i)) for i, item in enumerate(chunk)]
         feeds.append({"pixels": center(np.stack([np.asarray(s, dtype=np.uint8) for s in squares]), size)})
     return feeds
-
-
-@contextlib.contextmanager
-def _quiet_quantizer():
-    """Drop root-logger records of the quantiser that say nothing to a user: the integer shape
-    arithmetic of the "same" padding is (rightly) not quantised (a warning), and a weight's scale was
-    widened so that its int32 bias fits (info, once per channel); anything else it logs still
-    shows."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(_QUANTISER_NOISE)
-
-    root = logging.getLogger()
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
 
 
 @torch.inference_mode()

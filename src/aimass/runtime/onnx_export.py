@@ -6,9 +6,11 @@ Used by the serving engine at deploy time and by compression/export: one exporte
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +48,40 @@ def export_graph(
     return path
 
 
+class _NotFromQuantizer(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"onnxruntime{os.sep}quantization" not in record.pathname
+
+
+@contextmanager
+def quiet_quantizer():
+    """Keep onnxruntime's quantizer quiet while it works: it logs through the root logger
+    (``WARNING:root:Please consider to run pre-processing ...``, one line per tensor where the root
+    logger takes info lines: a served int8 model's log opened with 40 of them) and its first warning
+    would give the root logger a handler to stderr for good. The root logger gets a filter (and a
+    null handler when it has none) for the duration; ``onnxruntime.*`` loggers are set to errors
+    only. All is restored afterwards."""
+    root, named = logging.getLogger(), logging.getLogger("onnxruntime")
+    quiet, null, level = _NotFromQuantizer(), logging.NullHandler(), named.level
+    root.addFilter(quiet)
+    if not root.handlers:
+        root.addHandler(null)
+    named.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        named.setLevel(level)
+        root.removeHandler(null)
+        root.removeFilter(quiet)
+
+
 def quantize_int8(source: Path, target: Path) -> Path:
     """Dynamic int8 quantisation of the weights of MatMul/Gemm (activations stay float)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = target.with_suffix(".tmp.onnx")
-    quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+    with quiet_quantizer():
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
     os.replace(tmp, target)
     return target
 
@@ -78,7 +108,7 @@ def quantize_static_int8(source: Path, target: Path, feeds: list[dict[str, np.nd
     if not feeds:
         raise ValueError("static quantisation needs at least one calibration input")
     tmp = target.with_suffix(".tmp.onnx")
-    with tempfile.TemporaryDirectory(prefix="aimass-quant-") as work:
+    with tempfile.TemporaryDirectory(prefix="aimass-quant-") as work, quiet_quantizer():
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(

@@ -93,9 +93,11 @@ class Classifier(Estimator):
         return [self.classes_[i] for i in proba.argmax(1)]
 
     def _report(self, items: list, labels: list, top_k: int, names: list | None = None, column: str = "text"):
-        """Accuracy, macro-F1, per-class scores, confusion matrix, top losses and unknown labels."""
-        from aimass.evaluation import classification_report, top_losses  # heavy: scikit-learn
+        """Accuracy, macro-F1, per-class scores, confusion matrix, top losses and unknown labels
+        (a DataError when no label of the data is one of the model's classes)."""
+        from aimass.evaluation import check_labels, classification_report, top_losses  # heavy: scikit-learn
 
+        check_labels(labels, self.classes_)
         proba = self.predict_proba(items)
         predicted = [self.classes_[i] for i in proba.argmax(1)]
         report = classification_report(list(labels), predicted, self.classes_)

@@ -191,8 +191,9 @@ def test_headerless_csv_is_reported(tmp_path):
 
 
 def test_single_column_suggests_separator(tmp_path):
+    """A .tsv cut at ';' (a .csv whose header has no comma is read at its one other separator)."""
     with pytest.raises(DataError) as err:
-        read_table(write_csv(tmp_path / "s.csv", "text;label\nhi;a\n"))
+        read_table(write_csv(tmp_path / "s.tsv", "text;label\nhi;a\n"))
     assert "';'" in err.value.hint
 
 

@@ -1,4 +1,7 @@
-"""A predict job's rows are metered as they are scored. They were metered once, at the end: an
+"""A predict job as its submitter sees it: its rows metered as they are scored, and its log followed
+without the runner's banner.
+
+Its rows are metered as they are scored. They were metered once, at the end: an
 attempt killed at 99% (a timeout, a crash, a cancel) had scored its rows for nothing, and a job
 that always dies before its end was free."""
 
@@ -37,3 +40,21 @@ def test_a_resumed_attempt_meters_only_what_it_scores(tmp_path, monkeypatch):
     meter.finish(64 - 32)
     assert totals(record.id) == (32, 1)
     _RowMeter(None, "news:1").finish(10)  # a job submitted on the server's machine: no key to bill
+
+
+def test_a_followed_job_shows_no_banner_for_its_first_attempt(tmp_path, monkeypatch):
+    """``aimass predict --file`` printed ``===== attempt 1 (pid of runner N) =====`` before every
+    job's output; the log keeps it, and a later attempt's banner (a resumed job) still shows."""
+    from aimass.jobs import _echo, log_path
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    log = log_path("0123456789ab")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("\n===== attempt 1 (pid of runner 42) =====\nscoring\n")
+    seen = []
+    offset = _echo("0123456789ab", 0, seen.append)
+    assert seen == ["scoring\n"] and "attempt 1" in log.read_text()
+    with log.open("a") as handle:
+        handle.write("\n===== attempt 2 (pid of runner 43) =====\nresumed\n")
+    _echo("0123456789ab", offset, seen.append)
+    assert "attempt 2" in seen[-1]

@@ -348,7 +348,10 @@ def test_a_plain_request_whose_client_hangs_up_stops_decoding(srv):
     while scheduler.active and time.monotonic() - began < 20:
         time.sleep(0.05)
     assert scheduler.active == 0 and time.monotonic() - began < 5  # 400 tokens x 4 take ~40 s here
-    assert srv.app.state.generation.slots.in_flight == 0
+    slots = srv.app.state.generation.slots
+    while slots.in_flight and time.monotonic() - began < 10:  # the handler lets its slot go as it ends
+        time.sleep(0.05)
+    assert slots.in_flight == 0
     time.sleep(0.2)  # the worker thread records as it ends
     srv.app.state.meter.flush()
     used = [u for u in metering.usage(record.id) if u["model"] == srv.model]
