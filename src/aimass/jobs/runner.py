@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import subprocess
@@ -28,6 +29,8 @@ from aimass.errors import JobError
 from aimass.jobs import explain, state
 from aimass.jobs.kinds import get_kind
 from aimass.jobs.logs import log_path, log_tail
+
+log = logging.getLogger("aimass.jobs")
 
 PAUSE_GRACE_S = 120.0  # how long a pause waits for a checkpointing job's next checkpoint
 
@@ -114,7 +117,11 @@ class Runner:
         try:
             self.recover()
             while stop is None or not stop.is_set():
-                busy = self.tick()
+                try:
+                    busy = self.tick()
+                except Exception:  # noqa: BLE001 — a busy database (locked past its timeout): next pass
+                    log.exception("job runner: this pass failed; trying again")
+                    busy = True  # a database held 10 s by another process stopped every job for good
                 if until_idle and not busy:
                     return
                 time.sleep(self.poll_s)
@@ -192,7 +199,7 @@ class Runner:
             state.finish(job.id, attempt.attempt, "cancelled", error=error)
         elif job.pause_requested:
             self._pause(attempt, job)
-        elif job.timeout_s and time.monotonic() - attempt.began > job.timeout_s:
+        elif job.timeout_s and state.ran_seconds(job.id) > job.timeout_s:  # every attempt's time
             self._kill(attempt)
             state.finish(job.id, attempt.attempt, "failed", error=explain.timeout(job.timeout_s))
 

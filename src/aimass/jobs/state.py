@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import datetime
 
 from sqlalchemy import literal_column, select, update
 
@@ -153,6 +154,37 @@ def finish(
         hint = (error or {}).get("hint")
         s.add(JobEventRecord(job_id=job_id, attempt=attempt, kind=status, message=message, hint=hint))
     return True
+
+
+OPENS = ("started", "resumed")  # an attempt begins running
+CLOSES = ("interrupted", "paused", "succeeded", "failed", "cancelled")  # it stops
+
+
+def ran_seconds(job_id: str, at: float | None = None) -> float:
+    """How long the job has run over all its attempts (from its events: each ``started`` or
+    ``resumed`` to the ``interrupted``, ``paused`` or end that followed; the running one to ``at``,
+    default now). A job's timeout is held to this: counted per attempt, a job whose worker or runner
+    kept dying ran five times its timeout, and one adopted by each new runner never timed out.
+
+    >>> ran_seconds("no-such-job")
+    0.0
+    """
+    with session() as s:
+        events = s.execute(
+            select(JobEventRecord.kind, JobEventRecord.time)
+            .where(JobEventRecord.job_id == job_id, JobEventRecord.kind.in_(OPENS + CLOSES))
+            .order_by(JobEventRecord.id)
+        ).all()
+    total, opened = 0.0, None
+    for kind, stamp in events:
+        when = datetime.fromisoformat(stamp).timestamp()
+        if kind in OPENS:
+            opened = when
+        elif opened is not None:
+            total, opened = total + max(0.0, when - opened), None
+    if opened is not None:
+        total += max(0.0, (time.time() if at is None else at) - opened)
+    return total
 
 
 def requeue(job_id: str, attempt: int, reason: str) -> bool:

@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import OperationalError
+
 from aimass.jobs import explain, kinds, state
 from aimass.jobs.adopt import adopt, confine
 from aimass.jobs.logs import METRICS, run_dir
@@ -117,10 +119,25 @@ def execute(job_id: str, attempt: int) -> str:
         stop.set()
         beat.join(timeout=5)
     if status == "paused":
-        ended = state.pause(job_id, attempt, payload["message"])
+        ended = _patiently(lambda: state.pause(job_id, attempt, payload["message"]))
     else:
-        ended = state.finish(job_id, attempt, status, **payload)
+        ended = _patiently(lambda: state.finish(job_id, attempt, status, **payload))
     return status if ended else "lost"
+
+
+def _patiently(record, tries: int = 12):
+    """``record()`` (the attempt's end state), tried again while the database stays locked past its
+    busy timeout (another process holding a write for long): a finished job whose last write failed
+    was run again from the start. About two minutes in all."""
+    for attempt in range(tries):
+        try:
+            return record()
+        except OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            print(f"[state] the database is busy; recording the end again ({exc.orig})", file=sys.stderr)
+            time.sleep(min(2.0 * (attempt + 1), 10.0))
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:

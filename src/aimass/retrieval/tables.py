@@ -4,13 +4,8 @@ was made is added to it then (as the registry's are, :func:`aimass.store.db._add
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from sqlalchemy import JSON, Integer, LargeBinary, String, Text, inspect
-from sqlalchemy import text as sql_text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import JSON, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.schema import CreateColumn
 
 from aimass.store import db
 
@@ -69,27 +64,4 @@ class FileBatchRecord(Base):
 def session():
     """A session on the registry's database, with the vector store tables created (and the columns
     they gained since it was made added)."""
-    s = db.session_with(Base.metadata)
-    _add_new_columns(s.get_bind())
-    return s
-
-
-@lru_cache(maxsize=32)
-def _add_new_columns(engine) -> bool:
-    """``ALTER TABLE ... ADD COLUMN`` for each column of these tables that this home's database
-    lacks (made by an older aimass), once per database; a column another process added first is
-    left as it is."""
-    found = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        have = {c["name"] for c in found.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have:
-                continue
-            ddl = CreateColumn(column).compile(dialect=engine.dialect)
-            try:
-                with engine.begin() as conn:
-                    conn.execute(sql_text(f'ALTER TABLE "{table.name}" ADD COLUMN {ddl}'))
-            except OperationalError as exc:  # another process added it first
-                if "duplicate column" not in str(exc):
-                    raise
-    return True
+    return db.session_with(Base.metadata)

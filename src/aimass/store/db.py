@@ -363,11 +363,12 @@ def _wal(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _add_new_columns(engine) -> None:
-    """Add the columns a table gained since this home's database was made (``ALTER TABLE ... ADD
-    COLUMN``, each with its server default), so a home made by an older aimass opens as it is."""
+def _add_new_columns(engine, metadata=None) -> None:
+    """Add the columns a table (of ``metadata``, default the registry's) gained since this home's
+    database was made (``ALTER TABLE ... ADD COLUMN``, each with its server default), so a home made
+    by an older aimass opens as it is."""
     found = inspect(engine)
-    for table in Base.metadata.sorted_tables:
+    for table in (metadata or Base.metadata).sorted_tables:
         have = {c["name"] for c in found.get_columns(table.name)}
         for column in table.columns:
             if column.name in have:
@@ -414,6 +415,7 @@ def session():
 @lru_cache(maxsize=32)
 def _created(metadata, engine) -> bool:
     create_tables(metadata, engine)
+    _add_new_columns(engine, metadata)
     return True
 
 
