@@ -82,7 +82,7 @@ def data_list(as_json: JsonFlag = False):
     from aimass import api
 
     rows = [
-        {"id": d.id, "name": d.name, **{k: d.summary().get(k) for k in ("rows", "language")}}
+        {"id": d.id, "name": ", ".join(d.names), **{k: d.summary().get(k) for k in ("rows", "language")}}
         for d in api.list_datasets()
     ]
     emit(rows, as_json, lambda r: out.print(_table(r, ["id", "name", "rows", "language"])))

@@ -170,6 +170,7 @@ class Dataset:
             "rejects": entry.get("rejects", 0),
             "rejects_by_reason": entry.get("rejects_by_reason", {}),
             "rejects_file": str(self.path / kept) if kept else None,
+            **{k: entry[k] for k in ("format", "encoding", "columns") if k in entry},  # how it was read
         }
 
     def summary(self, this_import: bool = True) -> dict:
@@ -228,11 +229,17 @@ class Dataset:
     def describe(self) -> str:
         """A few human-readable lines for the terminal, naming the rejects file."""
         s = self.summary()
+        this = s.get("import") if s.get("already_stored") else None
+        if this:  # what the import just made read: its name, file, format and columns
+            s = {**s, **{k: this[k] for k in ("format", "encoding", "columns") if k in this}}
         splits = ", ".join(f"{k} {v:,}" for k, v in s["splits"].items())
         classes = ", ".join(f"{k} {v:,}" for k, v in s["classes"].items())
         kinds = ", ".join(f"{k} {v:,}" for k, v in s["rejects_by_reason"].items())
+        head = f"Dataset {self.name!r} (id {self.id}) from {s['file']}"
+        if this:
+            head = f"Dataset {this['name']!r} (id {self.id}) from {this['source']}"
         lines = [
-            f"Dataset {self.name!r} (id {self.id}) from {s['file']}",
+            head,
             *self._format_lines(s),
             f"  rows: {s['rows']:,} ({splits})",
             f"  classes: {classes}",
@@ -267,10 +274,10 @@ def _token_lines(tokens: dict | None) -> list[str]:
 
 
 def _already_stored_line(s: dict) -> str:
-    this = s["import"]
+    first = s["imports"][0] if s.get("imports") else {"name": s["name"], "source": s["file"]}
     return (
-        f"  already stored: imported again as {this['name']!r} from {this['source']} (the same rows and "
-        "split, nothing copied); the rejects below are this import's"
+        f"  already stored: the same rows as {first['name']!r} from {first['source']} (the same split, "
+        "nothing copied); the rejects below are this import's"
     )
 
 

@@ -136,7 +136,7 @@ def import_entry(name: str, info: dict, at: str, rejects_file: str = REJECTS_FIL
     """One entry of the manifest's ``imports`` list (``info`` has file, sha256, rejects_by_reason);
     ``rejects_file`` is where that import's rejects are listed, relative to the dataset folder."""
     by_reason = dict(info["rejects_by_reason"])
-    return {
+    entry = {
         "name": name,
         "at": at,
         "source": str(Path(info["file"]).resolve()),
@@ -145,6 +145,15 @@ def import_entry(name: str, info: dict, at: str, rejects_file: str = REJECTS_FIL
         "rejects_by_reason": by_reason,
         "rejects_file": rejects_file,
     }
+    # how this import read its file (a JSONL of the rows a CSV held is stored once, read otherwise)
+    entry |= {k: info[k] for k in ("format", "encoding") if isinstance(info.get(k), str)}
+    if info.get("text_col") is not None:
+        entry["columns"] = {
+            "text": info["text_col"],
+            "label": info.get("label_col"),
+            "split": info.get("split_col"),
+        }
+    return entry
 
 
 def record_import(stored: Dataset, name: str, info: dict, rejects: list[dict]) -> Dataset:

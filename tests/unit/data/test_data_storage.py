@@ -191,12 +191,14 @@ def test_an_import_of_data_stored_already_reports_and_keeps_its_own_rejects(home
     ]
     assert all(r["file"] == str(tmp_path / "more.csv") for r in rows)
     assert "rejects: 3 (malformed line 1, duplicate 1, empty text 1)" in again.describe()
-    assert "already stored: imported again as 'again'" in again.describe()
+    assert again.describe().startswith(f"Dataset 'again' (id {first.id}) from {tmp_path / 'more.csv'}")
+    assert f"already stored: the same rows as 'base' from {tmp_path / 'base.csv'}" in again.describe()
     assert first.rejects_path.read_text() == ""  # the first import's rejects are its own
     shown = load_dataset("base")  # `aimass data show`: the stored dataset lists each import's rejects
     assert shown.summary()["rejects"] == 0 and shown.summary()["imports"][1]["rejects"] == 3
     assert f"imported again as 'again' on {s['import']['at']}" in shown.describe()
     assert s["rejects_file"] in shown.describe()
+    assert shown.names == ["again", "base"]
     listed = rejects_page(first.id, 50, 0, import_index=1)  # GET /v1/datasets/{id}/rejects?import=1
     assert listed["total"] == 3 and listed["rejects"] == rows
     assert rejects_page(first.id, 50, 0)["total"] == 0
@@ -228,3 +230,15 @@ def test_entities_and_chat_imported_again_report_their_own_rejects(home, tmp_pat
     assert again.id == first.id and again.summary()["rejects"] == 2
     rows = [json.loads(line) for line in Path(again.summary()["rejects_file"]).read_text().splitlines()]
     assert [r["line"] for r in rows] == [13, 14]
+
+
+def test_a_second_import_in_another_format_is_described_as_it_was_read(home, tmp_path):
+    """The JSONL of a stored CSV's rows, with its label under another name: the summary said
+    "Dataset 'base' ... format csv, columns label='label'", nothing of the import just made."""
+    first = import_dataset(make_csv(tmp_path / "base.csv"), name="base")
+    lines = [json.dumps({"text": r["text"], "category": r["label"]}) for r in first.rows()]
+    (tmp_path / "same.jsonl").write_text("\n".join(lines) + "\n")
+    again = import_dataset(tmp_path / "same.jsonl", name="same")
+    shown = again.describe()
+    assert again.id == first.id, shown
+    assert shown.startswith("Dataset 'same'") and "format jsonl" in shown and "label='category'" in shown
