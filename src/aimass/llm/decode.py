@@ -8,8 +8,9 @@ could still turn into a stop string is held back, and a stop string is never ret
 
 A request may ask for the log-probabilities of the picked tokens and their top alternatives
 (``logprobs``): they are those of the distribution the token was drawn from,
-``softmax(logits / temperature)`` (temperature 0, greedy: the model's own distribution), after a
-constraint's mask (JSON mode) and before ``top_p``'s cut.
+``softmax(logits / temperature)`` (temperature 0, greedy: the model's own distribution), after
+``logit_bias``, the frequency and presence penalties and a constraint's mask (JSON mode), and
+before ``top_p``'s cut.
 
 >>> m = StopMatcher(["\\n\\n", "END"])
 >>> m.scan("Hello EN")   # "EN" may become "END": held back
@@ -40,6 +41,9 @@ class SamplingParams:
     n: int = 1
     logprobs: int | None = None  # None: none; k: the picked token's and the k most likely ones'
     constraint: Callable[[], object] | None = None  # a new per-choice processor (allowed/advance)
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit (OpenAI's, -100..100)
+    frequency_penalty: float = 0.0  # subtracted per time a token was generated (OpenAI's, -2..2)
+    presence_penalty: float = 0.0  # subtracted once from a token that was generated (-2..2)
 
 
 @dataclass
@@ -129,6 +133,27 @@ def greedy(params: SamplingParams) -> bool:
     return params.temperature < GREEDY_BELOW
 
 
+def adjusted(scores: torch.Tensor, params: SamplingParams, generated: list[int]) -> torch.Tensor:
+    """``scores`` (a new tensor; never changed in place) with OpenAI's ``logit_bias`` added and its
+    penalties subtracted, by each token's count in the text generated so far:
+    ``logit -= count * frequency_penalty + (count > 0) * presence_penalty``.
+
+    >>> p = SamplingParams(logit_bias={0: 5.0}, frequency_penalty=1.0, presence_penalty=0.5)
+    >>> adjusted(torch.zeros(3), p, [1, 1]).tolist()
+    [5.0, -2.5, 0.0]
+    """
+    vocab = scores.shape[-1]
+    if params.logit_bias:
+        bias = [(i, b) for i, b in params.logit_bias.items() if 0 <= i < vocab]
+        ids = torch.tensor([i for i, _ in bias], dtype=torch.long)
+        scores = scores.index_add(-1, ids, torch.tensor([b for _, b in bias], dtype=scores.dtype))
+    if (params.frequency_penalty or params.presence_penalty) and generated:
+        counts = torch.bincount(torch.tensor(generated, dtype=torch.long), minlength=vocab)[:vocab]
+        counts = counts.to(scores.dtype)
+        scores = scores - counts * params.frequency_penalty - (counts > 0) * params.presence_penalty
+    return scores
+
+
 def sample(scores: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
     """One token from a row of (masked) logits: the argmax at temperature 0 (or under
     :data:`GREEDY_BELOW`), else a draw from ``softmax(scores / temperature)`` cut to the ``top_p``
@@ -170,7 +195,7 @@ class Track:
 
     def choose(self, logits: torch.Tensor, generator: torch.Generator) -> int:
         """Pick the next token from this choice's row of logits ``[vocab]``."""
-        scores = logits.float()
+        scores = adjusted(logits.float(), self.params, self.choice.token_ids)
         if self.constraint is not None:
             left = self.params.max_tokens - len(self.choice.token_ids) - 1
             allowed = self.constraint.allowed(left)

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 import aimass
@@ -37,7 +38,14 @@ from aimass.serve.data_routes import add_data_routes, upload_body_limit
 from aimass.serve.engine import Engine, persisted
 from aimass.serve.jobs_routes import add_jobs, start_runner
 from aimass.serve.metering import Meter
-from aimass.serve.middleware import AuthGate, FiniteJSONResponse, RequestLog, error_body, error_response
+from aimass.serve.middleware import (
+    AuthGate,
+    FiniteJSONResponse,
+    RequestLog,
+    database_busy,
+    error_body,
+    error_response,
+)
 from aimass.serve.openai_finetune import FILES_PATH, add_fine_tuning_routes
 from aimass.serve.openai_routes import add_openai_routes, openai_models
 from aimass.serve.predict import PredictLane, Predictor, parse_json, read_within
@@ -215,6 +223,13 @@ def _add_middleware(app: FastAPI, engine: Engine, guard: Guard, predictor: Predi
         error = ConfigError(message, hint="Send valid Unicode text (no unpaired \\ud800-\\udfff escapes).")
         return error_response(error, request.state.request_id)
 
+    @app.exception_handler(OperationalError)
+    async def database(request: Request, exc: OperationalError):
+        busy = database_busy(exc)
+        if busy is None:
+            raise exc  # the request log answers a plain 500
+        return error_response(busy, request.state.request_id)
+
     @app.exception_handler(OverflowError)
     async def overflow(request: Request, exc: OverflowError):
         error = ConfigError(
@@ -274,18 +289,33 @@ def _add_health(app: FastAPI, engine: Engine, state: dict, guard: Guard) -> None
 
 
 def _add_predict(app: FastAPI, engine: Engine, guard: Guard, predictor: Predictor) -> None:
-    @app.get("/v1/models", tags=["models"])
-    def models(caller: Caller = _allow(guard, "predict")):
-        """Every served model the caller may read (``model:Read``) and the versions behind it."""
+    def listed(caller: Caller) -> tuple[list[dict], list[dict]]:
+        """(aimass's entries, OpenAI's) of the models ``caller`` may read."""
         out = []
         for service in engine.services.values():
             for d in service.deployments:
                 out.append({"name": service.name, "state": service.state, **d.info()})
         data = openai_models(engine)
         seen = _visible(guard, caller, "model", {m["name"] for m in out} | {m["id"] for m in data})
-        out = [m for m in out if m["name"] in seen]
-        data = [m for m in data if m["id"] in seen]
+        return [m for m in out if m["name"] in seen], [m for m in data if m["id"] in seen]
+
+    @app.get("/v1/models", tags=["models"])
+    def models(caller: Caller = _allow(guard, "predict")):
+        """Every served model the caller may read (``model:Read``) and the versions behind it."""
+        out, data = listed(caller)
         return {"models": out, "object": "list", "data": data}  # aimass's and OpenAI's shape
+
+    @app.get("/v1/models/{model_id:path}", tags=["models"])
+    def model(model_id: str, request: Request, caller: Caller = _allow(guard, "predict")):
+        """OpenAI's model retrieval: the entry of ``GET /v1/models`` with this id (404 otherwise)."""
+        found = next((m for m in listed(caller)[1] if m["id"] == model_id), None)
+        if found is not None:
+            return found
+        message = f"The model '{model_id}' does not exist or you do not have access to it."
+        hint = "GET /v1/models lists the ids."
+        body = error_body("model_not_found", message, hint, request.state.request_id)
+        body["error"].update(type="invalid_request_error", param="model")
+        return JSONResponse(body, status_code=404)
 
     @app.post("/v1/models/{name}/predict", tags=["models"], openapi_extra=PREDICT_BODY)
     async def predict(name: str, request: Request, caller: Caller = _allow(guard, "predict")):

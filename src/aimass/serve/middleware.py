@@ -10,9 +10,17 @@ import math
 import time
 import uuid
 
+from sqlalchemy.exc import OperationalError
 from starlette.responses import JSONResponse
 
-from aimass.errors import AimassError, QuotaExceeded, TooLargeError, TooManyRequests, Unauthenticated
+from aimass.errors import (
+    AimassError,
+    QuotaExceeded,
+    TooLargeError,
+    TooManyRequests,
+    Unauthenticated,
+    Unavailable,
+)
 
 log = logging.getLogger("aimass.serve")
 access = logging.getLogger("aimass.access")
@@ -142,7 +150,12 @@ class RequestLog:
                 await _answer(body_too_large(int(length), limit), request_id, scope, send_own)
             else:
                 await self.app(scope, capped_receive, send_with_id)
-        except Exception:  # never a traceback to the client
+        except Exception as exc:  # never a traceback to the client
+            busy = database_busy(exc)
+            if busy is not None and not status[0]:  # another process holds the database: retry later
+                log.warning("request %s: %s", request_id, exc)
+                await error_response(busy, request_id)(scope, receive, send_own)
+                return
             if not capped[0]:  # (a capped body makes the app fail on purpose: nothing to log)
                 log.exception("request %s failed", request_id)
             if not status[0]:
@@ -167,6 +180,18 @@ class RequestLog:
             if theirs:
                 line["client_request_id"] = theirs
             access.info(json.dumps(line))
+
+
+def database_busy(exc: BaseException) -> Unavailable | None:
+    """A 503 for SQLite's "database is locked" (another process held a write past the busy
+    timeout): the request may be sent again in a moment, and nothing is wrong with it. None for
+    any other error (a bare 500 once said the server was broken)."""
+    if isinstance(exc, OperationalError) and "database is locked" in str(exc):
+        return Unavailable(
+            "The database is busy: another process has been writing to it for over 10 seconds.",
+            hint="Send the request again in a few seconds.",
+        )
+    return None
 
 
 def client_request_id(headers: dict) -> str | None:
@@ -200,9 +225,22 @@ class AuthGate:
     """Refuses a ``/v1/`` (or vLLM's ``/tokenize``) request without a known key (401) before any
     of its body is read.
 
-    Scopes, rate limits and the ``open_predict`` exception for ``/v1/models`` routes are checked
-    again, per route, by the route's own dependency; this layer only makes sure that nobody
-    without a valid key can make the server read (and buffer, and parse) a body."""
+    Scopes, rate limits and the ``open_predict`` exception are checked again, per route, by the
+    route's own dependency; this layer only makes sure that nobody without a valid key can make
+    the server read (and buffer, and parse) a body. With ``open_predict`` the ``/v1/models``
+    routes and the prediction routes of :attr:`OPEN_PREDICT` pass without a key (or with one that
+    is unknown, such as the ``EMPTY`` an OpenAI client sends): their dependency answers for the
+    anonymous caller, as for ``/v1/models/{name}/predict``."""
+
+    OPEN_PREDICT = (  # POST routes whose dependency is ``allow("predict")``
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/rerank",
+        "/v1/score",
+        *KEYED_OUTSIDE_V1,
+    )
 
     def __init__(self, app, guard):
         self.app, self.guard = app, guard
@@ -211,7 +249,11 @@ class AuthGate:
         path = scope.get("path", "")
         if scope["type"] != "http" or not (path.startswith("/v1/") or path in KEYED_OUTSIDE_V1):
             return await self.app(scope, receive, send)
-        if self.guard.open_predict and (path == "/v1/models" or path.startswith("/v1/models/")):
+        if self.guard.open_predict and (
+            path == "/v1/models"
+            or path.startswith("/v1/models/")
+            or (scope.get("method") == "POST" and path in self.OPEN_PREDICT)
+        ):
             return await self.app(scope, receive, send)
         header = dict(scope["headers"]).get(b"authorization")
         if self.guard.identify(header.decode("latin-1") if header else None) is None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aimass.serve import openai_tools
 from aimass.serve.openai_errors import bad_param
 
 MAX_TOKENS_CAP = 2048
 DEFAULT_MAX_TOKENS = 128
+MAX_LOGIT_BIAS = 300  # OpenAI's most entries of logit_bias
 MAX_STOP_CHARS = 256  # a stop sequence: scanned for after every token, on the shared decode thread
 
 
@@ -35,8 +36,19 @@ class ResponseFormat(BaseModel):
     json_schema: JsonSchema | None = None
 
 
+def drop_nulls(data: Any) -> Any:
+    """A body's top-level ``null`` values dropped, so each means "not given" (the default): the
+    ``openai`` client sends ``"temperature": null`` for ``temperature=None``, which OpenAI takes."""
+    return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        return drop_nulls(data)
 
     model: str
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
@@ -48,6 +60,9 @@ class _Common(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    logit_bias: dict[str, float] | None = Field(None, max_length=MAX_LOGIT_BIAS)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
     # vLLM's guided decoding (``extra_body`` in the openai client); one at a time
     guided_json: dict[str, Any] | None = None
     guided_regex: str | None = Field(None, max_length=65536)
@@ -69,6 +84,20 @@ class _Common(BaseModel):
                 f"guided_{asked[1][0]}", "Send one of guided_json, guided_regex and guided_choice."
             )
         return asked[0] if asked else None
+
+    def biases(self, vocab: int) -> dict[int, float] | None:
+        """``logit_bias`` as {token id: bias}; 400 for an id that is not a token of the model's
+        ``vocab`` or a bias outside -100..100 (OpenAI's limits)."""
+        if not self.logit_bias:
+            return None
+        out = {}
+        for key, bias in self.logit_bias.items():
+            if not key.isdigit() or int(key) >= vocab:
+                raise bad_param("logit_bias", f"logit_bias keys are token ids 0..{vocab - 1}; got {key!r}.")
+            if not -100 <= bias <= 100:
+                raise bad_param("logit_bias", f"A logit_bias value is -100 to 100; got {bias} for {key}.")
+            out[int(key)] = bias
+        return out
 
     def stops(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -149,6 +178,7 @@ class CompletionRequest(_Common):
     echo: bool = False
     suffix: str | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
+    best_of: int | None = Field(None, ge=1, le=20)
 
     def logprob_count(self) -> int | None:
         return self.logprobs
@@ -198,4 +228,10 @@ def unsupported(req) -> None:
     if isinstance(req, CompletionRequest) and (req.echo or req.suffix):
         raise bad_param(
             "echo" if req.echo else "suffix", "echo and suffix are not supported.", "unsupported_parameter"
+        )
+    if isinstance(req, CompletionRequest) and req.best_of not in (None, 1):
+        raise bad_param(
+            "best_of",
+            "best_of is not supported: send n for several completions and pick among them.",
+            "unsupported_parameter",
         )

@@ -23,11 +23,11 @@ import uuid
 from typing import Any, Literal
 
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aimass.serve import openai_file_search as file_search
 from aimass.serve.openai_errors import bad_param, parse_body
-from aimass.serve.openai_requests import DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP
+from aimass.serve.openai_requests import DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP, drop_nulls
 
 
 class Format(BaseModel):
@@ -49,6 +49,11 @@ class TextConfig(BaseModel):
 class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:  # null: the default, as OpenAI takes it
+        return drop_nulls(data)
+
     model: str
     input: str | list[dict[str, Any]] = Field(min_length=1)
     instructions: str | None = None
@@ -62,6 +67,8 @@ class ResponsesRequest(BaseModel):
     previous_response_id: str | None = None
     parallel_tool_calls: bool | None = None
     include: list[str] | None = Field(None, max_length=16)
+    metadata: dict[str, str] | None = Field(None, max_length=16)  # echoed in the answer, as OpenAI
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
 def chat_body(req: ResponsesRequest) -> dict:
@@ -72,6 +79,8 @@ def chat_body(req: ResponsesRequest) -> dict:
             "Responses are not stored here: send the whole conversation in 'input'.",
             "unsupported_parameter",
         )
+    if req.top_logprobs:
+        raise bad_param("top_logprobs", "top_logprobs is not supported here.", "unsupported_parameter")
     messages = [{"role": "system", "content": req.instructions}] if req.instructions else []
     items = [{"role": "user", "content": req.input}] if isinstance(req.input, str) else req.input
     messages += [_message(item, i) for i, item in enumerate(items)]
@@ -150,7 +159,8 @@ def response(req: ResponsesRequest, answer: dict, grounding: tuple | None = None
     """A chat completion, as a Response (after the ``file_search_call`` item of ``grounding``,
     ``(item, passages used)``, and with their files cited)."""
     choice = answer["choices"][0]
-    items = _items(choice["message"].get("content"), choice["message"].get("tool_calls") or [])
+    status = "incomplete" if choice["finish_reason"] == "length" else "completed"  # as the stream's
+    items = _items(choice["message"].get("content"), choice["message"].get("tool_calls") or [], status)
     if grounding is not None:
         _cite(items, grounding[1])
         items.insert(0, grounding[0])
@@ -159,8 +169,8 @@ def response(req: ResponsesRequest, answer: dict, grounding: tuple | None = None
     return _shell(req, ident, answer["created"], answer["model"], items, choice["finish_reason"], usage)
 
 
-def _items(text: str | None, calls: list[dict]) -> list[dict]:
-    items = [_text_item(text, "completed")] if text or not calls else []
+def _items(text: str | None, calls: list[dict], status: str = "completed") -> list[dict]:
+    items = [_text_item(text, status)] if text or (text is not None and not calls) else []
     return items + [_call_item(call, "completed") for call in calls]
 
 
@@ -217,7 +227,7 @@ def _shell(req: ResponsesRequest, ident: str, created: int, model: str, items: l
         "previous_response_id": None,
         "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-        "metadata": {},
+        "metadata": req.metadata or {},
         "usage": _usage(usage) if usage else None,
     }
 

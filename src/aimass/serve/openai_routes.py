@@ -467,6 +467,9 @@ async def _answer_held(generation, caller, req, prompt, max_tokens: int, hold, c
         "n": req.n,
         "logprobs": req.logprob_count(),
         "constraint": constraint,
+        "logit_bias": req.biases(len(target.base.tokenizer)),
+        "frequency_penalty": req.frequency_penalty,
+        "presence_penalty": req.presence_penalty,
     }
     # the vocabulary's token bytes are built once per tokenizer (~0.1 s): off the event loop
     shape = await asyncio.to_thread(_logprob_shape, target, kwargs["logprobs"], None if chat else len(prompt))
@@ -494,7 +497,7 @@ async def _answer_held(generation, caller, req, prompt, max_tokens: int, hold, c
     choices = [
         {
             "index": c.index,
-            **_message(c.text, c.finish_reason, tools),
+            **_message(c.text, c.finish_reason, tools, forced=constraint is not None),
             "logprobs": shape(c.logprobs),
         }
         if chat
@@ -517,9 +520,12 @@ async def _answer_held(generation, caller, req, prompt, max_tokens: int, hold, c
     }
 
 
-def _message(text: str, reason: str | None, tools: set[str] | None) -> dict:
+def _message(text: str, reason: str | None, tools: set[str] | None, forced: bool = False) -> dict:
     """A chat choice's ``message`` and ``finish_reason``: the calls of known tools read out of the
-    text (``finish_reason`` ``tool_calls``) when the model may call any."""
+    text (``finish_reason`` ``tool_calls``) when the model may call any. A forced call (with tools,
+    a constraint is ``tool_choice``'s) is read as its stream is (:func:`openai_tools.answer`)."""
+    if tools and forced:
+        return openai_tools.answer(text, tools, reason, forced=True)
     content, calls = openai_tools.parse_calls(text, tools) if tools else (text, [])
     if not calls:
         return {"message": {"role": "assistant", "content": text}, "finish_reason": reason}
@@ -600,6 +606,8 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
             body["usage"] = usage
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
+    forced = bool(tools) and kwargs["constraint"] is not None  # tool_choice: a call, never content
+
     async def events():
         try:
             if chat:  # the first chunk of each choice names the role
@@ -607,7 +615,7 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
                     [
                         {
                             "index": i,
-                            "delta": {"role": "assistant", "content": ""},
+                            "delta": {"role": "assistant", "content": None if forced else ""},
                             "logprobs": None,
                             "finish_reason": None,
                         }
@@ -619,7 +627,6 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
                 if item[0] == "delta":
                     _, index, text, reason, entries = item
                     if tools:  # content streams as it comes; each call goes out when its block closes
-                        forced = kwargs["constraint"] is not None  # tool_choice: a call, arguments streamed
                         reader, pending = readers.setdefault(
                             index, (openai_tools.ToolStream(tools, forced=forced), [])
                         )

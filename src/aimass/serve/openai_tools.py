@@ -218,6 +218,8 @@ class ToolStream:
             content, calls = parse_calls(self.text, self.names)
             if calls:
                 return [{"content": content}] * bool(content) + [self._numbered(calls)], "tool_calls"
+            if self.forced:  # cut before the name was complete: the wrapper is not an answer
+                return [], reason
             return self._content(len(self.text)), reason
         deltas = self._blocks(final=True) if self.mode == "calls" else []
         if self.calls:
@@ -277,6 +279,35 @@ class ToolStream:
         for call in calls:
             call["index"], self.calls = self.calls, self.calls + 1
         return {"tool_calls": calls}
+
+
+def answer(text: str, names: set[str], reason: str | None, forced: bool) -> dict:
+    """A whole (not streamed) chat choice's ``message`` and ``finish_reason``, read as
+    :class:`ToolStream` reads the stream, so that both say the same: a forced call cut by
+    ``max_tokens`` is the call with the arguments generated so far (or no call and no content
+    when its name was not complete), ``finish_reason`` ``length``.
+
+    >>> said = answer('{"name": "weather", "arguments": {"ci', {"weather"}, "length", True)
+    >>> said["message"]["content"], said["message"]["tool_calls"][0]["function"], said["finish_reason"]
+    (None, {'name': 'weather', 'arguments': '{"ci'}, 'length')
+    >>> answer('{"name": "wea', {"weather"}, "length", True)
+    {'message': {'role': 'assistant', 'content': None}, 'finish_reason': 'length'}
+    """
+    reader = ToolStream(names, forced=forced)
+    deltas = reader.feed(text)
+    more, finish = reader.finish(reason)
+    content, calls = "", []
+    for delta in deltas + more:
+        content += delta.get("content") or ""
+        for call in delta.get("tool_calls") or []:
+            if call["index"] < len(calls):
+                calls[call["index"]]["function"]["arguments"] += call["function"]["arguments"]
+            else:
+                calls.append({k: v for k, v in call.items() if k != "index"})
+    message = {"role": "assistant", "content": content or (None if calls or forced else "")}
+    if calls:
+        message["tool_calls"] = calls
+    return {"message": message, "finish_reason": finish}
 
 
 def _safe_end(text: str, sent: int) -> int:
