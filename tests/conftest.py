@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import sys
@@ -75,6 +76,15 @@ def user_with_key(user: str, policy: str, statements: list[dict], scopes: tuple 
     return key
 
 
+def write_csv(path, rows) -> str:
+    """``rows`` of (text, label) as a CSV with a ``text,label`` header at ``path``; its path."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return str(path)
+
+
 def bbc_held_out(seen: int = 16, extra: int = 8) -> tuple[list[str], list[str]]:
     """The ``extra`` articles per topic after the first ``seen`` (what ``small_model`` never saw)."""
     texts, labels = bbc_sample(per_class=seen + extra)
@@ -90,8 +100,6 @@ def weights_snapshot(model) -> dict:
 @pytest.fixture(scope="session")
 def bbc_csv(tmp_path_factory) -> Path:
     """The BBC slice as a CSV file with a header, as a user would hand it over."""
-    import csv
-
     texts, labels = bbc_sample()
     path = tmp_path_factory.mktemp("data") / "bbc_small.csv"
     with path.open("w", newline="", encoding="utf-8") as f:

@@ -3,11 +3,10 @@ the top-losses table the command line prints."""
 
 from __future__ import annotations
 
-import csv
 import re
 
 import pytest
-from tests.conftest import PAIR_STEPS, bbc_sample, shared_backbones
+from tests.conftest import PAIR_STEPS, bbc_sample, shared_backbones, write_csv
 from typer.testing import CliRunner
 
 from aimass import api
@@ -27,14 +26,6 @@ def trained(tmp_path_factory, bbc_csv):
         model = TextClassifier(backbone="minilm-l6", **params).fit(ds, progress=False)
         record = api.register(model, "news-eval", report=model.evaluate(ds, "test"))
         yield record.ref, ds
-
-
-def write_csv(path, rows) -> str:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-    return str(path)
 
 
 def test_labels_none_of_the_models_classes_are_a_data_error(trained, tmp_path):

@@ -7,12 +7,11 @@ trained once for the module, the child through the CLI; the tests read what they
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
-from tests.conftest import bbc_sample
+from tests.conftest import bbc_sample, write_csv
 from typer.testing import CliRunner
 
 from aimass import api, jobs
@@ -23,14 +22,6 @@ from aimass.store.db import ModelVersionRecord, session
 FAST = {"backbone": "minilm-l6", "max_length": 32, "unfreeze": 0, "baselines": False, "time_budget": 60}
 SEEN, LATER = 16, 8  # articles per topic in the old data, and more of each in the new
 REPLAY = 5
-
-
-def write_csv(path, rows) -> str:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
