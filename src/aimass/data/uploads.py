@@ -173,7 +173,7 @@ class _Room:
     def take(self, n: int) -> None:
         with _LOCK:
             if self._held() + n > self.most:
-                raise self._full(self._held() - self.mine + n)
+                raise self._full(self._held() + n)
             _WRITING[self.project] += n
             self.mine += n
 

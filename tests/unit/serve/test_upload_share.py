@@ -36,6 +36,7 @@ def test_a_project_holds_its_share_and_no_more(home):
         uploads.store_upload(io.BytesIO(b"y" * (2 << 20)), "b.csv", "nlp")
     message = str(refused.value) + refused.value.hint
     assert "'nlp'" in message and first["upload"] in message and "DELETE /v1/uploads" in message
+    assert "at most 3.0 MiB" in message and "would make 4.0 MiB" in message  # its second MiB did not fit
     assert [u["upload"] for u in uploads.uploads("nlp")] == [first["upload"]]  # nothing half-kept
     assert len(list((home / "uploads").iterdir())) == 1
     other = uploads.store_upload(io.BytesIO(b"z" * (2 << 20)), "c.csv", "cv")  # another project's share
