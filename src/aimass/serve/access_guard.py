@@ -341,6 +341,7 @@ RULES: tuple[Rule, ...] = (
         for route in ("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/score")
     ),
     Rule("GET", "/v1/models", "model:List", fixed("aimass:project/*"), management=False),
+    Rule("GET", "/v1/models/{model_id}", "model:Read", path("model", "model_id"), management=False),
     # a deploy changes the service it deploys into: another project's service is not the caller's
     Rule(
         "POST",

@@ -21,6 +21,7 @@ from aimass.serve import auth, metering
 from aimass.serve import openai_file_search as file_search
 from aimass.serve.app import create_app
 from aimass.serve.openai_errors import OpenAIError
+from aimass.store import db as registry_db
 
 LONG = " ".join(f"Clause {i}: the tenant keeps the garden tidy and pays the rent monthly." for i in range(80))
 SMALL = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
@@ -156,7 +157,7 @@ def test_a_home_made_before_the_adding_key_was_kept_gains_its_column(home):
         )
     assert "added_by" in columns
     assert stores.pending() == [(store["id"], file_id, None)]
-    tables._add_new_columns.cache_clear()  # a second process opening it finds the column there
+    registry_db._created.cache_clear()  # a second process opening it finds the column there
     with tables.session() as s:
         assert s.get(tables.StoreFileRecord, (store["id"], file_id)).added_by is None
 
