@@ -111,8 +111,10 @@ def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def text_ids(tokenizer, prompt: str) -> list[int]:
-    """Token ids of a raw completion prompt (no template)."""
+def text_ids(tokenizer, prompt: str | list[int]) -> list[int]:
+    """Token ids of a raw completion prompt (no template); a prompt sent as token ids is its own."""
+    if isinstance(prompt, list):
+        return list(prompt)
     return tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 

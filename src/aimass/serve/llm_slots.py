@@ -47,25 +47,34 @@ class Slots:
     def start(self, work) -> asyncio.Future:
         """Run ``work()`` on a thread of its own now; the slot is free again when it returns.
         Raises :class:`TooManyRequests` (429) when ``limit`` generations are in flight."""
+        return self.start_all([work])[0]
+
+    def start_all(self, works: list) -> list[asyncio.Future]:
+        """Run each of ``works`` on a thread of its own now, or none of them: 429 when fewer than
+        ``len(works)`` slots are free (a legacy completion's several prompts)."""
         with self._lock:
-            if self.in_flight >= self.limit:
+            if self.in_flight + len(works) > self.limit:
                 raise TooManyRequests(
-                    f"{self.limit} generation requests are in flight, the most this server takes.",
+                    f"{self.limit} generation requests are in flight, the most this server takes"
+                    + (f"; this request needs {len(works)} at once." if len(works) > 1 else "."),
                     hint="Retry after a second, or raise AIMASS_LLM_MAX_REQUESTS.",
                     retry_after=1.0,
                 )
-            self.in_flight += 1
-
-        def run():
+            self.in_flight += len(works)
+        loop = asyncio.get_running_loop()
+        futures = []
+        for done, work in enumerate(works):
             try:
-                return work()
-            finally:
+                futures.append(loop.run_in_executor(self._pool, self._run, work))
+            except BaseException:
                 with self._lock:
-                    self.in_flight -= 1
+                    self.in_flight -= len(works) - done
+                raise
+        return futures
 
+    def _run(self, work):
         try:
-            return asyncio.get_running_loop().run_in_executor(self._pool, run)
-        except BaseException:
+            return work()
+        finally:
             with self._lock:
                 self.in_flight -= 1
-            raise

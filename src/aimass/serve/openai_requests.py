@@ -42,6 +42,9 @@ def drop_nulls(data: Any) -> Any:
     return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
+MAX_PROMPTS = 16  # a legacy completion's prompts at most (vLLM takes lists; each holds a slot)
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -174,7 +177,7 @@ class ChatRequest(_Common):
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
     suffix: str | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
@@ -182,6 +185,24 @@ class CompletionRequest(_Common):
 
     def logprob_count(self) -> int | None:
         return self.logprobs
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts, each a text or a list of token ids, as OpenAI takes them: a string, a list
+        of strings, a list of token ids (one prompt) or a list of such lists. 400 for none, or more
+        than :data:`MAX_PROMPTS` (each decodes on a generation slot of its own)."""
+        prompt = self.prompt
+        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+            prompts = [prompt]
+        else:
+            prompts = list(prompt)
+        if not prompts:
+            raise bad_param("prompt", "The prompt list is empty: send at least one prompt.")
+        if len(prompts) > MAX_PROMPTS:
+            raise bad_param(
+                "prompt",
+                f"{len(prompts)} prompts in one request; at most {MAX_PROMPTS} are taken at once.",
+            )
+        return prompts
 
 
 def output_of(req: ChatRequest, messages: list[dict]) -> tuple[str, Any] | None:

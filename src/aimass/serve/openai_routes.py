@@ -146,6 +146,13 @@ class _Target:
         from aimass.llm import decode  # torch: loaded by the first language-model request
 
         tokenizer = self.base.tokenizer
+        if raw and isinstance(prompt, list):  # token ids: each must be one of the vocabulary's
+            vocab = len(tokenizer)
+            wrong = next((t for t in prompt if not 0 <= t < vocab), None)
+            if wrong is not None:
+                raise bad_param(
+                    "prompt", f"Token id {wrong} is not in this model's vocabulary (0 to {vocab - 1})."
+                )
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
         if not ids:  # nothing to continue: the model cannot prefill zero tokens
             raise bad_param("prompt", "The prompt is empty: send at least one token of text.")
@@ -303,14 +310,14 @@ class Generation:
         tools = tools_of(req)
         if tools is None:
             return await _answer(
-                self, caller, req, messages, limit, chat=True, output=output_of(req, messages)
+                self, caller, req, [messages], limit, chat=True, output=output_of(req, messages)
             )
         schema = openai_tools.forced(tools, req.tool_choice)
         return await _answer(
             self,
             caller,
             req,
-            openai_tools.render(messages, tools),
+            [openai_tools.render(messages, tools)],
             limit,
             chat=True,
             output=("json", schema) if schema else None,
@@ -320,13 +327,7 @@ class Generation:
     async def _complete(self, caller, body: bytes):
         req = parse_body(CompletionRequest, body)
         unsupported(req)
-        if isinstance(req.prompt, list):
-            if len(req.prompt) != 1:
-                raise bad_param("prompt", "Send one prompt per request (a string or a list of one).")
-            prompt = req.prompt[0]
-        else:
-            prompt = req.prompt
-        return await _answer(self, caller, req, prompt, req.max_tokens or 16, chat=False)
+        return await _answer(self, caller, req, req.prompts(), req.max_tokens or 16, chat=False)
 
     def room(self, model: str, messages: list[dict], max_tokens: int) -> tuple[int, Callable[[str], int]]:
         """(tokens left in ``model``'s context after ``messages``, ``max_tokens`` and a margin for one
@@ -429,14 +430,16 @@ async def unless_gone(request: Request, work):
         task.cancel()  # the handler itself cancelled (a shutdown): the work goes with it
 
 
-async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: bool, output=None, tools=None):
-    """The answer (or its stream); ``output``: the constraint asked for; ``tools``: the names of the
+async def _answer(generation, caller, req, prompts, max_tokens: int, *, chat: bool, output=None, tools=None):
+    """The answer (or its stream) to ``prompts`` (a chat's one list of messages; a legacy
+    completion's texts or token ids, choice ``i * n + j`` being prompt ``i``'s ``j``-th, as OpenAI
+    numbers them); ``output``: the constraint asked for; ``tools``: the names of the
     tools the model may call, whose calls the answer reads (:mod:`aimass.serve.openai_tools`).
     A key held to a quota holds the request's prompt and ``max_tokens`` while it runs
     (:class:`~aimass.serve.metering.Hold`): a stream releases it when its generation ends."""
     hold = await generation.meters[0].admit(caller.key_id, 0)  # grown to the prompt and max_tokens
     try:
-        answer = await _answer_held(generation, caller, req, prompt, max_tokens, hold, chat, output, tools)
+        answer = await _answer_held(generation, caller, req, prompts, max_tokens, hold, chat, output, tools)
     except BaseException:
         hold.release()
         raise
@@ -445,11 +448,17 @@ async def _answer(generation, caller, req, prompt, max_tokens: int, *, chat: boo
     return answer
 
 
-async def _answer_held(generation, caller, req, prompt, max_tokens: int, hold, chat: bool, output, tools):
+async def _answer_held(generation, caller, req, prompts, max_tokens: int, hold, chat: bool, output, tools):
     engine, meters, slots = generation.engine, generation.meters, generation.slots
     target = await asyncio.to_thread(_resolve, engine, req.model, generation.adapters)  # may attach
-    prompt_tokens = await asyncio.to_thread(target.check_length, prompt, raw=not chat, max_tokens=max_tokens)
-    hold.grow(prompt_tokens + max_tokens * req.n)  # 429 if the key's other requests fill its quota
+
+    def lengths():  # every prompt checked before any work
+        return [target.check_length(p, raw=not chat, max_tokens=max_tokens) for p in prompts]
+
+    prompt_tokens = sum(await asyncio.to_thread(lengths))
+    hold.grow(
+        prompt_tokens + max_tokens * req.n * len(prompts)
+    )  # 429 if the key's other requests fill its quota
     if not chat:
         output = req.guided()
     param = (
@@ -472,41 +481,48 @@ async def _answer_held(generation, caller, req, prompt, max_tokens: int, hold, c
         "presence_penalty": req.presence_penalty,
     }
     # the vocabulary's token bytes are built once per tokenizer (~0.1 s): off the event loop
-    shape = await asyncio.to_thread(_logprob_shape, target, kwargs["logprobs"], None if chat else len(prompt))
+    shapes = await asyncio.to_thread(
+        lambda: [
+            _logprob_shape(target, kwargs["logprobs"], None if chat else _chars(target, p)) for p in prompts
+        ]
+    )
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     kind = "chat.completion" if chat else "text_completion"
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         live = (engine, req.model)  # where the request counts in the live figures
-        head = (ident, created, shape, tools)
-        return _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live, hold)
+        head = (ident, created, shapes, tools)
+        return _stream(target, slots, meters, caller, prompts, kwargs, head, chat, include_usage, live, hold)
     began = time.perf_counter()
     gone = threading.Event()  # set when the await ends, cancelled too (a shutdown past its grace)
 
-    def work():  # metered where it ends: a client that hung up is charged what was decoded for it
+    def work(prompt, first: bool):  # metered where it ends: a client that hung up is charged what was decoded
         out = target.generate(prompt, raw=not chat, cancelled=gone.is_set, **kwargs)
-        _record(meters, caller, target.ref, out, began)
+        _record(meters, caller, target.ref, out, began, requests=int(first))
         return out
 
     with engine.metrics.recent.running(target.ref):
-        try:
-            out = await slots.start(work)
+        try:  # every prompt decodes in the same continuous batch, on a slot of its own
+            outs = await asyncio.gather(
+                *slots.start_all([partial(work, p, i == 0) for i, p in enumerate(prompts)])
+            )
         finally:
             gone.set()  # decoding stops at the next token, not after max_tokens
     choices = [
         {
             "index": c.index,
             **_message(c.text, c.finish_reason, tools, forced=constraint is not None),
-            "logprobs": shape(c.logprobs),
+            "logprobs": shapes[0](c.logprobs),
         }
         if chat
         else {
-            "index": c.index,
+            "index": i * req.n + c.index,
             "text": c.text,
-            "logprobs": shape(c.logprobs),
+            "logprobs": shapes[i](c.logprobs),
             "finish_reason": c.finish_reason,
         }
+        for i, out in enumerate(outs)
         for c in out.choices
     ]
     return {
@@ -516,7 +532,7 @@ async def _answer_held(generation, caller, req, prompt, max_tokens: int, hold, c
         "model": target.ref,
         "system_fingerprint": None,
         "choices": choices,
-        "usage": _usage(out),
+        "usage": _usage(outs),
     }
 
 
@@ -533,12 +549,12 @@ def _message(text: str, reason: str | None, tools: set[str] | None, forced: bool
     return {"message": message, "finish_reason": "tool_calls"}
 
 
-def _record(meters, caller, ref: str, out, began: float) -> None:
-    """Metering (per key: prompt + completion tokens as items) and the generation metrics."""
+def _record(meters, caller, ref: str, out, began: float, requests: int = 1) -> None:
+    """Metering (per key: prompt + completion tokens as items; ``requests``: 0 for a request's
+    second prompt on) and the generation metrics."""
     meter, metrics = meters
-    meter.add(
-        caller.key_id, ref, out.prompt_tokens + out.completion_tokens, (time.perf_counter() - began) * 1000
-    )
+    items = out.prompt_tokens + out.completion_tokens
+    meter.add(caller.key_id, ref, items, (time.perf_counter() - began) * 1000, requests)
     metrics.observe(ref, out)
 
 
@@ -553,44 +569,65 @@ def _logprob_shape(target: _Target, count: int | None, prompt_chars: int | None)
     return lambda entries: openai_logprobs.legacy(tokens, entries, prompt_chars)
 
 
-def _usage(out) -> dict:
+def _chars(target: _Target, prompt) -> int:
+    """A legacy prompt's length in characters (where its completion's ``text_offset`` starts)."""
+    return len(prompt) if isinstance(prompt, str) else len(target.base.tokenizer.decode(prompt))
+
+
+def _usage(outs: list) -> dict:
+    prompt = sum(out.prompt_tokens for out in outs)
+    completion = sum(out.completion_tokens for out in outs)
     return {
-        "prompt_tokens": out.prompt_tokens,
-        "completion_tokens": out.completion_tokens,
-        "total_tokens": out.prompt_tokens + out.completion_tokens,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
     }
 
 
-def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_usage, live, hold):
-    ident, created, shape, tools = head  # the answer's id and time; entries -> logprobs; tool names
+def _stream(target, slots, meters, caller, prompts, kwargs, head, chat, include_usage, live, hold):
+    ident, created, shapes, tools = (
+        head  # the answer's id and time; entries -> logprobs (per prompt); tool names
+    )
     readers: dict[int, tuple[openai_tools.ToolStream, list]] = {}  # with tools: each choice's reader
     engine, name = live  # the request counts in the live figures of the service ``name`` names
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     stop = threading.Event()
+    n = kwargs["n"]
+    running = [len(prompts), 0, False]  # prompts decoding, tokens decoded, whether one failed
+    lock, started = threading.Lock(), time.perf_counter()
 
-    def on_delta(index: int, text: str, reason: str | None, entries) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, ("delta", index, text, reason, entries))
+    def on_delta(first: int, index: int, text: str, reason: str | None, entries) -> None:
+        try:  # ``first``: the prompt's first choice (prompt i's choice j is i * n + j)
+            loop.call_soon_threadsafe(queue.put_nowait, ("delta", first + index, text, reason, entries))
         except RuntimeError:  # the loop is closed (a shutdown past its grace): stop decoding
             stop.set()
 
-    def run():
-        began = time.perf_counter()
+    def ended(tokens: int, failed: bool) -> None:
+        """A prompt's end; the last one counts the request in the live figures and frees its hold."""
+        with lock:
+            running[0] -= 1
+            running[1] += tokens
+            running[2] = running[2] or failed
+            last = running[0] == 0
+        if last:
+            engine.observe(name, time.perf_counter() - started, tokens=running[1], error=running[2])
+            hold.release()
+
+    def run(i: int, prompt):
+        began, out = time.perf_counter(), None
         try:
             with engine.metrics.recent.running(target.ref):
                 out = target.generate(
-                    prompt, raw=not chat, on_delta=on_delta, cancelled=stop.is_set, **kwargs
+                    prompt, raw=not chat, on_delta=partial(on_delta, i * n), cancelled=stop.is_set, **kwargs
                 )
-            _record(meters, caller, target.ref, out, began)
-            engine.observe(name, time.perf_counter() - began, tokens=out.completion_tokens)
+            _record(meters, caller, target.ref, out, began, requests=int(i == 0))
             loop.call_soon_threadsafe(queue.put_nowait, ("done", out))
         except BaseException as exc:  # reported in the stream, never a traceback
             log.exception("generation failed for %s", target.ref)
-            engine.observe(name, time.perf_counter() - began, error=True)
             loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
         finally:
-            hold.release()
+            ended(out.completion_tokens if out is not None else 0, out is None)
 
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 
@@ -619,9 +656,10 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
                             "logprobs": None,
                             "finish_reason": None,
                         }
-                        for i in range(kwargs["n"])
+                        for i in range(n)
                     ]
                 )
+            outs = []
             while True:
                 item = await queue.get()
                 if item[0] == "delta":
@@ -636,7 +674,7 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
                             more, finish = reader.finish(reason)
                             deltas += more
                         for delta in deltas + ([{}] if reason is not None else []):
-                            logprobs = shape(pending) if pending else None
+                            logprobs = shapes[0](pending) if pending else None
                             pending.clear()
                             last = not delta
                             yield chunk(
@@ -650,7 +688,7 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
                                 ]
                             )
                         continue
-                    logprobs = shape(entries)
+                    logprobs = shapes[index // n](entries)
                     if chat:
                         delta = {"content": text} if text else {}
                         yield chunk(
@@ -661,8 +699,11 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
                             [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}]
                         )
                 elif item[0] == "done":
+                    outs.append(item[1])
+                    if len(outs) < len(prompts):
+                        continue
                     if include_usage:
-                        yield chunk([], _usage(item[1]))
+                        yield chunk([], _usage(outs))
                     break
                 else:
                     error = {"message": "The model failed while generating; the server log has the details."}
@@ -675,7 +716,7 @@ def _stream(target, slots, meters, caller, prompt, kwargs, head, chat, include_u
 
     # started now, so a full server is a 429 before any byte is sent; a response never sent (the
     # client left first) cancels the generation when its body is collected
-    slots.start(run)  # its outcome travels through the queue
+    slots.start_all([partial(run, i, p) for i, p in enumerate(prompts)])  # outcomes travel through the queue
     body = events()
     weakref.finalize(body, stop.set)
     return StreamingResponse(

@@ -212,3 +212,55 @@ def test_a_cut_response_marks_its_message_incomplete_and_echoes_metadata(srv):
     )
     assert said.status == "incomplete" and said.output[0].status == "incomplete"
     assert said.metadata == {"team": "news"}
+
+
+# ------------------------------------------------------------------ 9. legacy completions: several prompts, token ids
+PROMPTS = ["The capital of France is", "Once upon a time"]
+
+
+def test_several_prompts_answer_n_choices_each_numbered_as_openai(srv):
+    args = {"model": srv.model, "max_tokens": 4, "temperature": 0}
+    alone = [srv.client.completions.create(prompt=p, **args) for p in PROMPTS]
+    both = srv.client.completions.create(prompt=PROMPTS, n=2, **args)
+    assert [c.index for c in both.choices] == [0, 1, 2, 3]
+    texts = [c.text for c in both.choices]
+    assert texts[0] == texts[1] == alone[0].choices[0].text  # prompt i's choice j is i * n + j
+    assert texts[2] == texts[3] == alone[1].choices[0].text
+    assert both.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+    assert both.usage.completion_tokens == 2 * sum(a.usage.completion_tokens for a in alone)
+
+
+def test_several_prompts_stream_every_choice_and_the_summed_usage(srv):
+    args = {"model": srv.model, "max_tokens": 4, "temperature": 0, "prompt": PROMPTS}
+    plain = srv.client.completions.create(**args)
+    chunks = list(srv.client.completions.create(stream=True, stream_options={"include_usage": True}, **args))
+    texts, reasons = {}, {}
+    for chunk in chunks:
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + c.text
+            reasons[c.index] = c.finish_reason or reasons.get(c.index)
+    assert texts == {c.index: c.text for c in plain.choices}
+    assert reasons == {0: "length", 1: "length"}
+    assert chunks[-1].usage.total_tokens == plain.usage.total_tokens
+
+
+def test_a_prompt_of_token_ids_is_that_text(srv):
+    ids = _post(srv.base, "/tokenize", {"model": srv.model, "prompt": PROMPTS[0]}, srv.key).json()["tokens"]
+    args = {"model": srv.model, "max_tokens": 4, "temperature": 0, "logprobs": 1}
+    text = srv.client.completions.create(prompt=PROMPTS[0], **args).choices[0]
+    for prompt in (ids, [ids]):
+        said = srv.client.completions.create(prompt=prompt, **args).choices[0]
+        assert said.text == text.text
+        assert said.logprobs.text_offset == text.logprobs.text_offset  # counted from the prompt's text
+
+
+@pytest.mark.parametrize(
+    ("prompt", "says"),
+    [([], "empty"), (["Hi"] * 17, "at most 16"), ([[1, 2], [99999999]], "99999999"), ([-1], "-1")],
+)
+def test_a_wrong_prompt_list_is_a_400_naming_prompt(srv, prompt, says):
+    said = _post(
+        srv.base, "/v1/completions", {"model": srv.model, "prompt": prompt, "max_tokens": 1}, srv.key
+    )
+    assert said.status_code == 400, said.text
+    assert said.json()["error"]["param"] == "prompt" and says in said.json()["error"]["message"]
