@@ -67,7 +67,7 @@ def looks_like_pairs(path: Path) -> bool:
         return False
     suffix = path.suffix.lower()
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:  # Excel's "CSV UTF-8" has a BOM
             lines = list(islice((line for line in fh if line.strip()), SNIFF_LINES))
     except OSError:
         return False
@@ -212,10 +212,17 @@ def import_pairs(
                 hint="Name the columns source and target (or prompt and completion).",
             )
     rows, rejects, ignored = [], list(table.malformed), Counter()
+    seen: dict[str, object] = {}  # a conversation (white space aside) -> the record it was first in
     for record in table.records:
         messages, reason = _messages(record.fields, cols)
         kind = "invalid example"
         if messages is not None:
+            key = json.dumps([[m["role"], " ".join(m["content"].split())] for m in messages])
+            first = seen.setdefault(key, record)
+            if first is not record:  # a copy could land in test and score what it trained on
+                where = f"line {first.line}" if first.file == record.file else first.source
+                reason, kind = f"duplicate of {where}", "duplicate"
+        if messages is not None and not reason:
             n_prompt, n_completion = count_tokens(tokenizer, messages)
             if n_prompt + n_completion > limit:
                 reason = (

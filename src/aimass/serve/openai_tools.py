@@ -148,9 +148,8 @@ def read_call(body: str, names: set[str]) -> dict | None:
 
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-HEAD = re.compile(
-    r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*'
-)  # a forced call's start
+NAMED = r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"'  # a forced call's name, complete
+HEAD = re.compile(NAMED + r'\s*,\s*"arguments"\s*:\s*')  # a forced call's start
 
 
 class ToolStream:
@@ -218,8 +217,8 @@ class ToolStream:
             content, calls = parse_calls(self.text, self.names)
             if calls:
                 return [{"content": content}] * bool(content) + [self._numbered(calls)], "tool_calls"
-            if self.forced:  # cut before the name was complete: the wrapper is not an answer
-                return [], reason
+            if self.forced:  # cut before "arguments": the call with none if its name is complete
+                return self._head(re.match(NAMED, self.text)), reason
             return self._content(len(self.text)), reason
         deltas = self._blocks(final=True) if self.mode == "calls" else []
         if self.calls:
@@ -231,18 +230,24 @@ class ToolStream:
         trailing braces and whitespace (the last brace closes the call object, not the arguments)."""
         out = []
         if self.args_sent is None:
-            head = HEAD.match(self.text)
-            try:
-                name = json.loads(f'"{head.group(1)}"') if head else None
-            except ValueError:
-                name = None
-            if name not in self.names:
+            out = self._head(HEAD.match(self.text))
+            if not out:
                 return []
-            self.args_sent = head.end()
-            call = {"id": "call_" + uuid.uuid4().hex[:24], "type": "function"}
-            out.append(self._numbered([{**call, "function": {"name": name, "arguments": ""}}]))
         end = max(self.args_sent, len(self.text.rstrip(" \t\r\n}")))
         return out + self._arguments(self.text[self.args_sent : end])
+
+    def _head(self, head: re.Match | None) -> list[dict]:
+        """The call's first delta (its id, name and empty arguments) when ``head`` names one of the
+        tools; the arguments start where it ends."""
+        try:
+            name = json.loads(f'"{head.group(1)}"') if head else None
+        except ValueError:
+            name = None
+        if name not in self.names:
+            return []
+        self.args_sent = head.end()
+        call = {"id": "call_" + uuid.uuid4().hex[:24], "type": "function"}
+        return [self._numbered([{**call, "function": {"name": name, "arguments": ""}}])]
 
     def _arguments(self, piece: str) -> list[dict]:
         if not self.args_begun:  # whitespace before the arguments is not theirs
@@ -284,14 +289,17 @@ class ToolStream:
 def answer(text: str, names: set[str], reason: str | None, forced: bool) -> dict:
     """A whole (not streamed) chat choice's ``message`` and ``finish_reason``, read as
     :class:`ToolStream` reads the stream, so that both say the same: a forced call cut by
-    ``max_tokens`` is the call with the arguments generated so far (or no call and no content
-    when its name was not complete), ``finish_reason`` ``length``.
+    ``max_tokens`` is the call with the arguments generated so far (none when it was cut before
+    them; no call and no content when its name was not complete), ``finish_reason`` ``length``.
 
     >>> said = answer('{"name": "weather", "arguments": {"ci', {"weather"}, "length", True)
     >>> said["message"]["content"], said["message"]["tool_calls"][0]["function"], said["finish_reason"]
     (None, {'name': 'weather', 'arguments': '{"ci'}, 'length')
     >>> answer('{"name": "wea', {"weather"}, "length", True)
     {'message': {'role': 'assistant', 'content': None}, 'finish_reason': 'length'}
+    >>> cut = answer('{"name": "weather", "argu', {"weather"}, "length", True)
+    >>> cut["message"]["tool_calls"][0]["function"], cut["finish_reason"]
+    ({'name': 'weather', 'arguments': ''}, 'length')
     """
     reader = ToolStream(names, forced=forced)
     deltas = reader.feed(text)

@@ -152,3 +152,29 @@ def test_chinese_conversations_warn_that_the_bundled_model_answers_in_english(tm
 def _write_pairs(path, pairs):
     path.write_text("".join(json.dumps({"prompt": a, "completion": h}) + "\n" for a, h in pairs))
     return path
+
+
+def test_a_repeated_conversation_is_a_duplicate_naming_the_first(tmp_path):
+    """Copies used to be kept, so a test row could be a training row: the scores measured memory."""
+    lines = [chat_line(a, h) for a, h in bbc_pairs(12, skip=40)]
+    spaced = chat_line(*(" ".join(f"  {x}  ".split(" ")) for x in bbc_pairs(1, skip=40)[0]))
+    path = tmp_path / "dups.jsonl"
+    path.write_text("\n".join([*lines, lines[3], spaced]) + "\n")
+    ds = aimass.import_dataset(path, name="dups")
+    assert ds.manifest["counts"]["total"] == 12
+    assert [(r["line"], r["kind"], r["reason"]) for r in _rejects(ds)] == [
+        (13, "duplicate", "duplicate of line 4"),
+        (14, "duplicate", "duplicate of line 1"),  # the same text but for its white space
+    ]
+
+
+def test_a_source_target_csv_with_a_byte_order_mark_is_generation_data(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: the file was read as labelled texts
+    ("every class needs at least 2 examples") though the same bytes without it import as pairs."""
+    path = tmp_path / "excel.csv"
+    with path.open("w", newline="", encoding="utf-8-sig") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["source", "target"])
+        writer.writerows(bbc_pairs(12, skip=60))
+    ds = aimass.import_dataset(path)
+    assert ds.kind == "chat" and ds.manifest["counts"]["total"] == 12

@@ -258,3 +258,29 @@ def test_the_one_cycle_schedule_builds_and_runs_for_every_step_count():
             optimizer.step()
             schedule.step()
         assert 0 < optimizer.param_groups[0]["lr"] <= 1e-3
+
+
+@pytest.mark.slow
+def test_examples_train_whole_by_default_and_a_cut_is_counted_and_said(caplog):
+    """Without ``max_length`` every example trains whole (the longest sets it); a given one cuts
+    the longer examples' start, which the stats count and a warning says (it used to be a silent 256)."""
+    prompts, answers = headline_pairs(3, chars=100)
+    data = (prompts + [("word " * 300).strip()], answers + ["A long one"])
+    params = {**GEN_PARAMS, "max_steps": 1, "batch_size": 2}
+    params.pop("max_length")
+    whole = TextGenerator(**params).fit(data, progress=False)
+    tokenizer = whole.base_.tokenizer
+    longest = max(len(encode_example(tokenizer, c, None)[0]) for c in _as_chats(*data))
+    assert longest > 256 and whole.max_length_ == -(-longest // 16) * 16
+    assert whole.train_stats_["truncated_examples"] == 0
+    with caplog.at_level("WARNING", logger="aimass.train"):
+        cut = TextGenerator(**params, max_length=64).fit(data, progress=False)
+    assert cut.train_stats_["max_length"] == 64 and cut.train_stats_["truncated_examples"] >= 1
+    assert "longer than max_length=64" in caplog.text
+
+
+def _as_chats(prompts, answers):
+    return [
+        [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
+        for p, a in zip(prompts, answers)
+    ]
