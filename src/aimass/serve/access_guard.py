@@ -62,6 +62,16 @@ def encoder(field: str = "model", default: str = "") -> Target:
     return target
 
 
+ANSWERING = "answering"  # a target kind: the versions a served name answers with (AccessGuard.served)
+
+
+def answering(read: Target) -> Target:
+    """The versions that answer the name ``read`` gives (a service's traffic split): each is decided
+    too, so a ``Deny`` on ``reviews:1`` is not passed by calling it as the service ``reviews``, nor
+    by a service of another name that serves it. :class:`AccessGuard` asks the engine (``served``)."""
+    return lambda params, data: (ANSWERING, read(params, data)[1])
+
+
 def fixed(arn: str) -> Target:
     return lambda params, data: ("", arn)
 
@@ -329,10 +339,22 @@ def _project(kind: str, name: str) -> str:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("POST", "/v1/models/{name}/predict", "model:Predict", path("model"), management=False),
-    Rule("POST", "/v1/chat/completions", "model:Predict", body("model", "model"), management=False),
-    Rule("POST", "/v1/completions", "model:Predict", body("model", "model"), management=False),
-    Rule("POST", "/v1/responses", "model:Predict", body("model", "model"), management=False),
+    *(
+        Rule(
+            method,
+            route,
+            "model:Predict",
+            target,
+            management=False,
+            also=(("model:Predict", answering(target)),),
+        )
+        for method, route, target in (
+            ("POST", "/v1/models/{name}/predict", path("model")),
+            ("POST", "/v1/chat/completions", body("model", "model")),
+            ("POST", "/v1/completions", body("model", "model")),
+            ("POST", "/v1/responses", body("model", "model")),
+        )
+    ),
     Rule("POST", "/v1/embeddings", "model:Predict", encoder(), management=False),
     Rule("POST", "/tokenize", "model:Predict", body("model", "model"), management=False),
     Rule("POST", "/detokenize", "model:Predict", body("model", "model"), management=False),
@@ -540,8 +562,11 @@ SCOPE_HINT = (
 class AccessGuard:
     """Decides a request by its route's rule; see the module docstring."""
 
-    def __init__(self, authorizer: Authorizer | None = None, stage_s: float = 5.0):
+    def __init__(
+        self, authorizer: Authorizer | None = None, stage_s: float = 5.0, served: Callable | None = None
+    ):
         self.authorizer = authorizer or Authorizer()
+        self.served = served  # name -> the versions (NAME:V) that answer it now; None: no engine here
         self._rules = [(r.method, r.regex, r) for r in RULES]
         self._stages: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._stage_s = stage_s
@@ -573,6 +598,14 @@ class AccessGuard:
                 continue
             kind, name = aimed
             action = also if isinstance(also, str) else also(params, data)
+            if kind == ANSWERING:  # each version the name answers with, unless it is the name itself
+                asked = self.arn("model", name)
+                for ref in self.served(name) if self.served is not None and name else ():
+                    if self.arn("model", ref) != asked:
+                        out.append(
+                            (action, "model", ref, self.arn("model", ref), stage[0] if stage else None)
+                        )
+                continue
             out.append(
                 (action, kind, name, self.arn(kind, name) if kind else name, stage[0] if stage else None)
             )

@@ -100,7 +100,7 @@ def create_app(
     engine = Engine(settings)
     state = {"ready": False, "draining": False}
     guard = Guard(open_predict=open_predict, admin=auth.admin_token())
-    guard.policy = AccessGuard()
+    guard.policy = AccessGuard(served=engine.answering)
     meter = Meter()
 
     async def flush_usage():

@@ -148,8 +148,8 @@ class Engine:
     # ------------------------------------------------------------- lookup
     def route(self, name: str) -> Deployment:
         """The deployment that answers ``name`` (a service, or SERVICE:VERSION)."""
-        service_name, _, version = name.partition(":")
-        service = self.services.get(service_name)
+        service_name, colon, version = name.partition(":")
+        service = self.services.get(service_name) if version or not colon else None  # "reviews:" names none
         if service is None or service.state != "ready":
             if service is not None and service.state == "failed" and service.failure is not None:
                 raise Unavailable(
@@ -164,6 +164,15 @@ class Engine:
                 hint="GET /v1/models lists them; deploy one with `aimass deploy NAME[:VERSION]`.",
             )
         return service.pick(name if version else None)
+
+    def answering(self, name: str) -> list[str]:
+        """The versions (NAME:VERSION) that may answer ``name`` now: a service's that take traffic,
+        or the one ``SERVICE:VERSION`` names; none for a name not served (the route answers 404)."""
+        service_name, colon, version = name.partition(":")
+        service = self.services.get(service_name)
+        if service is None:
+            return []
+        return [d.ref for d in service.deployments if (d.ref == name if colon else d.weight > 0)]
 
     def info(self) -> list[dict]:
         return [s.info() for s in self.services.values()]
