@@ -240,7 +240,7 @@ def _add_middleware(app: FastAPI, engine: Engine, guard: Guard, predictor: Predi
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         code, hint = HTTP_CODES.get(exc.status_code, ("bad_request", "Check the request against /docs."))
-        body = error_body(code, str(exc.detail), hint, request.state.request_id)
+        body = error_body(code, str(exc.detail), hint, request.state.request_id, exc.status_code)
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 

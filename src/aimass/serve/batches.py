@@ -363,7 +363,7 @@ async def _line(answer, caller: Caller, request: dict) -> tuple[dict, bool]:
         body["error"].update(type=exc.type, param=exc.param, code=exc.openai_code)
     except AimassError as exc:
         status = exc.http_status if exc.http_status < 500 or exc.http_status in (503, 504) else 500
-        body = error_body(exc.code, exc.message, exc.hint, request_id)
+        body = error_body(exc.code, exc.message, exc.hint, request_id, status)
     except Exception as exc:  # noqa: BLE001 — one line's failure is that line's answer
         status, body = 500, error_body("internal_error", f"{type(exc).__name__}: {exc}", None, request_id)
     response = {"status_code": status, "request_id": request_id, "body": body}

@@ -93,6 +93,19 @@ class Deployment:
         }
 
 
+def _check_same_task(service: Service, record) -> None:
+    """A canary shares its service's requests: a version of another task (an image model beside a
+    text one) would answer its share with 422s. 422 before anything loads."""
+    other = next((d for d in service.deployments if d.record.task != record.task), None)
+    if other is not None:
+        raise ConfigError(
+            f"Service '{service.name}' serves {other.record.task} ({other.ref}); {record.ref} is "
+            f"{record.task}: a share of the service's traffic would be requests it cannot read.",
+            hint=f"Deploy it as a service of its own (service: '{record.name}'), or replace the service's "
+            "versions by deploying it without a weight.",
+        )
+
+
 @dataclass
 class Service:
     name: str
@@ -110,7 +123,8 @@ class Service:
             served = ", ".join(d.ref for d in self.deployments) or "none"
             raise NotFoundError(
                 f"Version '{ref}' is not deployed in service '{self.name}' (deployed: {served}).",
-                hint=f"Deploy it with `aimass deploy {ref}`, or call /v1/models/{self.name}/predict.",
+                hint=f"Call /v1/models/{self.name}/predict (its traffic split picks the version), or deploy "
+                f"the version into it: POST /v1/services with its NAME:VERSION and service '{self.name}'.",
             )
         if not live:
             raise Unavailable(f"Service '{self.name}' has no version taking traffic.", hint="Deploy one.")
@@ -237,6 +251,8 @@ class Engine:
 
     async def _deploy(self, record, name: str, weight: int | None, overrides: dict, batch) -> dict:
         current = self.services.get(name)
+        if current is not None and weight is not None:
+            _check_same_task(current, record)
         if current is None:
             current = self.services[name] = Service(name)
             self._record(name, "created", f"service {name} created", ref=record.ref)

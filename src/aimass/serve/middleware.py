@@ -65,9 +65,14 @@ def _finite(value):
     return value
 
 
-def error_body(code: str, message: str, hint: str | None, request_id: str) -> dict:
-    """The one error shape: aimass's code, message, hint and request id, plus OpenAI's type and param."""
-    kind = OPENAI_TYPES.get(code, "invalid_request_error")
+def error_body(code: str, message: str, hint: str | None, request_id: str, status: int = 400) -> dict:
+    """The one error shape: aimass's code, message, hint and request id, plus OpenAI's type and param
+    (a code it does not list is ``server_error`` for a ``status`` of 500 up, as clients retry those).
+
+    >>> error_body("worker_restarting", "The model restarts.", None, "r1", 503)["error"]["type"]
+    'server_error'
+    """
+    kind = OPENAI_TYPES.get(code, "server_error" if status >= 500 else "invalid_request_error")
     return {
         "error": {
             "code": code,
@@ -92,7 +97,7 @@ def error_response(exc: AimassError, request_id: str) -> JSONResponse:
         headers = {"Retry-After": "1"}
     elif status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
-    body = error_body(exc.code, exc.message, exc.hint, request_id)
+    body = error_body(exc.code, exc.message, exc.hint, request_id, status)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -383,7 +383,8 @@ def add_openai_routes(app: FastAPI, engine, allow, meter, twin=None) -> Generati
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError):
-        body = error_body(exc.code, exc.message, exc.hint, getattr(request.state, "request_id", ""))
+        request_id = getattr(request.state, "request_id", "")
+        body = error_body(exc.code, exc.message, exc.hint, request_id, exc.http_status)
         body["error"].update(type=exc.type, param=exc.param, code=exc.openai_code)
         return JSONResponse(body, status_code=exc.http_status)
 

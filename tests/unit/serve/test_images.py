@@ -128,3 +128,19 @@ def test_decoding_past_the_deadline_is_504(digits, zero_36mp):
         assert response.status_code == 504, response.text[:200]
         assert "Decoding the inputs took longer than 0.05s" in response.json()["error"]["message"]
         assert c.get("/livez").status_code == 200
+
+
+def test_a_text_model_cannot_be_a_canary_of_an_image_service(client, digits, small_model):
+    """It was taken: half the service's image requests then got 422 "not base64" from the text model."""
+    from aimass.serve import auth
+
+    text = api.register(small_model, "text-beside-digits").ref
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    said = client.post(
+        "/v1/services", json={"model": text, "service": "digits-serve", "weight": 50}, headers=admin
+    )
+    assert said.status_code == 422, said.text
+    assert "image-classification" in said.json()["error"]["message"]
+    assert "text-classification" in said.json()["error"]["message"]
+    served = client.get("/v1/services/digits-serve", headers=admin).json()
+    assert [v["ref"].split(":")[0] for v in served["versions"]] == ["digits-serve"]
