@@ -13,13 +13,12 @@ aimass on a few texts (the same entities, their scores within ``check.max_abs_di
 from __future__ import annotations
 
 import json
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from aimass import standalone
-from aimass.exporters.folder import import_script
+from aimass.exporters.folder import import_script, pins, write_requirements
 from aimass.exporters.table import register_export
 from aimass.tasks.recipe import Recipe
 
@@ -52,7 +51,7 @@ def write(model, folder: Path) -> dict:
     )
     (folder / "predict.py").write_text(standalone.script("entities_onnx.py"), encoding="utf-8")
     packages = ("numpy", "onnxruntime", "tokenizers") if network else ("numpy",)
-    (folder / "requirements.txt").write_text("".join(f"{p}=={metadata.version(p)}\n" for p in packages))
+    write_requirements(folder, packages)
     check = _check(model, folder)
     (folder / "README.md").write_text(_readme(model, meta, packages, check), encoding="utf-8")
     return check
@@ -121,7 +120,7 @@ def _readme(model, meta: dict, packages: tuple[str, ...], check: dict) -> str:
         if meta["network"]
         else "no encoder: the lexical CRF won the fit, so numpy alone runs it;"
     )
-    pins = "\n".join(f"{p}=={metadata.version(p)}" for p in packages)
+    pinned = "\n".join(f"{name}=={v}" for name, v in pins(packages).items())
     return f"""# Entity tagger, exported by aimass
 
 Finds {", ".join(meta["labels"])} entities in texts, without aimass or torch.
@@ -137,7 +136,7 @@ Finds {", ".join(meta["labels"])} entities in texts, without aimass or torch.
 ## Run it
 
 ```bash
-pip install -r requirements.txt      # {pins.replace(chr(10), ", ")}
+pip install -r requirements.txt      # {pinned.replace(chr(10), ", ")}
 python predict.py "{CHECK_TEXTS[0]}"
 python predict.py --file texts.txt   # one text per line, or a .json list of strings
 ```

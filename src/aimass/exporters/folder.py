@@ -57,7 +57,7 @@ def export(ref: str, fmt: str = "onnx", out: str | Path | None = None, *, force:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         manifest = _write(record, model, recipe, fmt, staging)
-        staging.chmod(0o755)  # mkdtemp made it private; the export is meant to be shared
+        shareable(staging)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
@@ -109,8 +109,7 @@ def _write(record, model, recipe: Recipe, fmt: str, folder: Path) -> dict:
     (folder / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
     if recipe.script is not None:
         (folder / "predict.py").write_text(standalone.script(recipe.script), encoding="utf-8")
-    pins = _pins(recipe.packages)
-    (folder / "requirements.txt").write_text("".join(f"{name}=={v}\n" for name, v in pins.items()))
+    write_requirements(folder, recipe.packages)
     first = _check_script(model, recipe, folder, checks)
     manifest = {
         "ref": record.ref,
@@ -170,14 +169,36 @@ def import_script(folder: Path):
     return module
 
 
-def _pins(packages: tuple[str, ...]) -> dict[str, str]:
-    """``package -> version``: aimass's own pin (pyproject.toml), else the installed version."""
+def shareable(folder: Path) -> None:
+    """Files 0644, folders 0755: mkdtemp made the folder private, and some writers (transformers'
+    ``save_pretrained``) leave 0600 files that another user (a container's) cannot read."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def write_requirements(folder: Path, packages: tuple[str, ...]) -> None:
+    """``requirements.txt`` pinning ``packages`` (:func:`pins`)."""
+    (folder / "requirements.txt").write_text("".join(f"{name}=={v}\n" for name, v in pins(packages).items()))
+
+
+def pins(packages: tuple[str, ...]) -> dict[str, str]:
+    """``package -> version``: aimass's own pin (pyproject.toml), else the installed version without
+    its local label (``torch`` ``2.13.0+cpu`` is ``2.13.0``: PyPI holds no ``+cpu`` builds, so pip
+    could not install the pin).
+
+    >>> pins(("numpy",))["numpy"].count("+")
+    0
+    """
     declared = {}
     for requirement in metadata.requires("aimass") or []:
         match = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^;\s]+)", requirement.strip())
         if match:
             declared[_canonical(match[1])] = match[2]
-    return {name: declared.get(_canonical(name)) or metadata.version(name) for name in packages}
+    return {
+        name: declared.get(_canonical(name)) or metadata.version(name).partition("+")[0] for name in packages
+    }
 
 
 def _canonical(name: str) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from aimass.errors import ConfigError
+from aimass.exporters.folder import write_requirements
 from aimass.exporters.table import register_export
 from aimass.tasks.recipe import Recipe
 
@@ -94,7 +95,7 @@ def write_transformers(model, folder: Path) -> dict:
     network.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
     (folder / "predict.py").write_text(PREDICT_PY, encoding="utf-8")
-    _requirements(folder, ("torch", "transformers"))
+    write_requirements(folder, ("torch", "transformers"))
     check = _check(model, _load_transformers(folder))
     (folder / "README.md").write_text(_readme_transformers(model, check))
     return check
@@ -256,12 +257,6 @@ def _check(model, exported) -> dict:
         "positions": positions,
         "answers": answers,
     }
-
-
-def _requirements(folder: Path, packages: tuple[str, ...]) -> None:
-    from importlib import metadata
-
-    (folder / "requirements.txt").write_text("".join(f"{p}=={metadata.version(p)}\n" for p in packages))
 
 
 def _closeness(check: dict, loader: str) -> str:

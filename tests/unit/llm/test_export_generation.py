@@ -35,6 +35,9 @@ def test_the_safetensors_export_answers_as_aimass_does(headlines_model, tmp_path
     assert {"config.json", "model.safetensors", "tokenizer.json", "predict.py", "README.md"} <= set(
         manifest["files"]
     )
+    # readable by another user (`vllm serve .` in a container); pins pip can install (no "+cpu")
+    assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir() if p.is_file()} == {"0o644"}
+    assert "+" not in (out / "requirements.txt").read_text()
     want = aimass.load(headlines_model["model"]).generate(PROMPT, max_tokens=24).choices[0].text.strip()
     spec = importlib.util.spec_from_file_location("exported_predict", out / "predict.py")
     predict = importlib.util.module_from_spec(spec)
