@@ -109,7 +109,7 @@ def _write(record, model, recipe: Recipe, fmt: str, folder: Path) -> dict:
     (folder / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
     if recipe.script is not None:
         (folder / "predict.py").write_text(standalone.script(recipe.script), encoding="utf-8")
-    write_requirements(folder, recipe.packages)
+    pinned = write_requirements(folder, recipe.packages)
     first = _check_script(model, recipe, folder, checks)
     manifest = {
         "ref": record.ref,
@@ -117,7 +117,7 @@ def _write(record, model, recipe: Recipe, fmt: str, folder: Path) -> dict:
         "format": fmt,
         "backbone": record.backbone,
         "labels": labels,
-        "packages": pins,
+        "packages": pinned,
         "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "aimass_version": __version__,
         "check": checks,
@@ -178,9 +178,11 @@ def shareable(folder: Path) -> None:
             path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def write_requirements(folder: Path, packages: tuple[str, ...]) -> None:
-    """``requirements.txt`` pinning ``packages`` (:func:`pins`)."""
-    (folder / "requirements.txt").write_text("".join(f"{name}=={v}\n" for name, v in pins(packages).items()))
+def write_requirements(folder: Path, packages: tuple[str, ...]) -> dict[str, str]:
+    """``requirements.txt`` pinning ``packages`` (:func:`pins`); returns the pins."""
+    pinned = pins(packages)
+    (folder / "requirements.txt").write_text("".join(f"{name}=={v}\n" for name, v in pinned.items()))
+    return pinned
 
 
 def pins(packages: tuple[str, ...]) -> dict[str, str]:
