@@ -27,7 +27,7 @@ from aimass.standalone.units import add_to_units, decode, emissions, lexical, un
 # end shared
 # isort: split
 # shared: texts_in.py
-from aimass.standalone.texts_in import read_texts  # noqa: E402, F401
+from aimass.standalone.texts_in import checked, read_texts  # noqa: E402, F401
 
 # end shared
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("texts", nargs="*", help="texts to read")
     parser.add_argument("--file", help="a UTF-8 file: one text per line, or a .json list of strings")
     args = parser.parse_args(argv)
-    texts = list(args.texts) + (read_texts(args.file) if args.file else [])
+    texts = checked(list(args.texts) + (read_texts(args.file) if args.file else []))
     if not texts:
         parser.error("give at least one text, or --file FILE")
     for text, found in zip(texts, EntityModel(HERE).predict_entities(texts)):

@@ -35,7 +35,7 @@ from aimass.standalone.answer import labels_of  # noqa: E402, F401
 # end shared
 # isort: split
 # shared: texts_in.py
-from aimass.standalone.texts_in import read_texts  # noqa: E402, F401
+from aimass.standalone.texts_in import checked, read_texts  # noqa: E402, F401
 
 # end shared
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", help="a UTF-8 file: one text per line, or a .json list of strings")
     parser.add_argument("--int8", action="store_true", help="use the int8 model (smaller, faster)")
     args = parser.parse_args(argv)
-    texts = list(args.texts) + (read_texts(args.file) if args.file else [])
+    texts = checked(list(args.texts) + (read_texts(args.file) if args.file else []))
     if not texts:
         parser.error("give at least one text, or --file FILE")
     model = TextModel(HERE, int8=args.int8)

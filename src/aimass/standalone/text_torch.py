@@ -36,6 +36,11 @@ from aimass.standalone.text_prep import SPACES, WORD, Tfidf  # noqa: E402, F401
 from aimass.standalone.answer import labels_of  # noqa: E402, F401
 
 # end shared
+# isort: split
+# shared: texts_in.py
+from aimass.standalone.texts_in import checked, read_texts  # noqa: E402, F401
+
+# end shared
 
 
 class Classifier(nn.Module):
@@ -103,10 +108,14 @@ class TextModel:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Classify texts; prints one JSON line per text.")
-    parser.add_argument("texts", nargs="+", help="texts to classify")
+    parser.add_argument("texts", nargs="*", help="texts to classify")
+    parser.add_argument("--file", help="a UTF-8 file: one text per line, or a .json list of strings")
     args = parser.parse_args(argv)
+    texts = checked(list(args.texts) + (read_texts(args.file) if args.file else []))
+    if not texts:
+        parser.error("give at least one text, or --file FILE")
     model = TextModel(HERE)
-    for text, row in zip(args.texts, model.predict_proba(args.texts)):
+    for text, row in zip(texts, model.predict_proba(texts)):
         scores = {label: round(float(p), 6) for label, p in zip(model.labels, row)}
         key = "label" if model.threshold is None else "labels"
         line = {"input": text, key: model.answer(row), "scores": scores}

@@ -214,7 +214,7 @@ def test_a_cut_response_marks_its_message_incomplete_and_echoes_metadata(srv):
     assert said.metadata == {"team": "news"}
 
 
-# ------------------------------------------------------------------ 9. legacy completions: several prompts, token ids
+# ------------------------------------------ 9. legacy completions: several prompts, token ids
 PROMPTS = ["The capital of France is", "Once upon a time"]
 
 
