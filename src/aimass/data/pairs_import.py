@@ -4,8 +4,14 @@ Every example becomes a list of chat messages (``[{"role", "content"}, ...]`` en
 assistant turn). Accepted inputs:
 
 - **chat JSONL** (OpenAI's fine-tuning format): ``{"messages": [{"role": "system"|"user"|"assistant",
-  "content": "..."}, ...]}``, one conversation a line;
-- **prompt/completion JSONL**: ``{"prompt": "...", "completion": "..."}``;
+  "content": "..."}, ...]}``, one conversation a line; with function calling too: a ``developer``
+  role, content as text parts, an assistant's ``tool_calls`` (content null or empty), ``tool``
+  messages with their results and the row's ``tools``. Such a row becomes the plain turns the
+  server builds from the same conversation (:mod:`aimass.llm.tool_text`: the tools in the system
+  message, calls as ``<tool_call>`` blocks, results as ``<tool_response>`` user turns), so a model
+  is trained on the text it is served with; a last assistant turn that only calls is learned as is;
+- **prompt/completion JSONL**: ``{"prompt": "...", "completion": "..."}`` (``source``/``target`` and
+  ``input``/``output`` too);
 - **CSV/TSV** with ``source`` and ``target`` columns (``prompt``/``completion`` and
   ``input``/``output`` are accepted too).
 
@@ -16,13 +22,18 @@ content, over the context length with its token count, malformed JSON ...), list
 >>> _messages({"prompt": "Hi", "completion": "Hello"})[0]
 [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]
 >>> _messages({"messages": [{"role": "robot", "content": "x"}]})[1]
-"unknown role 'robot' in messages[0] (use system, user or assistant)"
+"unknown role 'robot' in messages[0] (use system, developer, user, assistant or tool)"
+>>> call = {"function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
+>>> said = {"role": "assistant", "content": None, "tool_calls": [call]}
+>>> _messages({"messages": [{"role": "user", "content": "Paris?"}, said]})[0][1]["content"]
+'<tool_call>\\n{"name": "weather", "arguments": {"city": "Paris"}}\\n</tool_call>'
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from itertools import islice
 from pathlib import Path
@@ -41,10 +52,12 @@ from aimass.data.storage import (
 )
 from aimass.data.validate import sort_rejects
 from aimass.errors import DataError
+from aimass.llm import tool_text
 from aimass.llm.backbone import get_llm_backbone, load_tokenizer
 
 FORMAT_VERSION = 1
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant", "tool")  # the roles the chat route takes
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a function tool's name, as the chat route takes it
 PAIR_COLUMNS = (("source", "target"), ("prompt", "completion"), ("input", "output"))
 
 
@@ -60,8 +73,9 @@ SNIFF_LINES = 20  # a JSONL file's kind is read from its first lines that are ob
 
 
 def looks_like_pairs(path: Path) -> bool:
-    """Whether ``path`` is generation data: a JSONL file whose first object has ``messages`` or
-    ``prompt``+``completion``, or a CSV/TSV whose header has source/target columns."""
+    """Whether ``path`` is generation data: a JSONL file whose first object has ``messages`` or a
+    pair of fields (source/target, prompt/completion, input/output), or a CSV/TSV whose header has
+    such columns."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -78,8 +92,8 @@ def looks_like_pairs(path: Path) -> bool:
                 obj = loads_json(line)
             except ValueError:
                 continue
-            if isinstance(obj, dict) and obj:
-                return "messages" in obj or {"prompt", "completion"} <= set(obj)
+            if isinstance(obj, dict) and obj:  # the same column pairs as a CSV's
+                return "messages" in obj or _pair_columns(list(obj)) is not None
         return False
     if suffix in (".csv", ".tsv", ".txt"):
         sep = "\t" if suffix == ".tsv" or ("\t" in first and "," not in first) else ","
@@ -88,52 +102,174 @@ def looks_like_pairs(path: Path) -> bool:
 
 
 def _messages(fields: dict, cols: tuple[str, str] | None = None) -> tuple[list[dict] | None, str | None]:
-    """(messages, None) or (None, reason)."""
+    """(messages, None) or (None, reason). ``cols``: a table's source and target columns (None: a
+    JSONL row, read by its ``messages`` or else by its pair of fields)."""
     if cols is not None or "messages" not in fields:
-        src, tgt = cols or ("prompt", "completion")
-        prompt, completion = fields.get(src), fields.get(tgt)
-        for name, value in ((src, prompt), (tgt, completion)):
-            if value is None:
-                return None, f"no '{name}' field"
-            if not isinstance(value, str):
-                return None, f"'{name}' is {type(value).__name__}, not text"
-            if not value.strip():
-                return None, f"empty content in '{name}'"
-        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], None
+        return _pair(fields, cols or _pair_columns(list(fields)) or ("prompt", "completion"))
     raw = fields["messages"]
     if not isinstance(raw, list) or not raw:
         return None, "'messages' must be a non-empty list of {role, content} objects"
-    out = []
+    tools, reason = _tools(fields.get("tools"))
+    if reason:
+        return None, reason
+    names = {t["function"]["name"] for t in tools} if tools else None
+    out, calling = [], False  # calling: the message before was a call or a call's result
     for i, message in enumerate(raw):
-        if not isinstance(message, dict):
-            return None, f"messages[{i}] is not an object"
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            return None, f"unknown role {role!r} in messages[{i}] (use system, user or assistant)"
-        if not isinstance(content, str):
-            return None, f"messages[{i}] ({role}) has no text content"
-        if not content.strip():
-            return None, f"empty content in messages[{i}] ({role})"
-        out.append({"role": role, "content": content})
-    if not any(m["role"] == "assistant" for m in out):
-        return None, "no assistant turn (nothing to learn from)"
-    if out[-1]["role"] != "assistant":  # said, not dropped: the user may have meant an answer there
-        return None, (
-            f"the conversation ends with a {out[-1]['role']} turn (messages[{len(out) - 1}]) after the last "
+        turn, reason = _turn(i, message, calling, names)
+        if reason:
+            return None, reason
+        out.append(turn)
+        calling = message["role"] == "tool" or bool(message.get("tool_calls"))
+    reason = _ending([m["role"] for m in raw])
+    if reason:
+        return None, reason
+    return (tool_text.render(out, tools) if tools else out), None
+
+
+def _pair(fields: dict, cols: tuple[str, str]) -> tuple[list[dict] | None, str | None]:
+    """A prompt and its completion (or a source and its target) as a user and an assistant turn."""
+    src, tgt = cols
+    prompt, completion = fields.get(src), fields.get(tgt)
+    for name, value in ((src, prompt), (tgt, completion)):
+        if value is None:
+            return None, f"no '{name}' field"
+        if not isinstance(value, str):
+            return None, f"'{name}' is {type(value).__name__}, not text"
+        if not value.strip():
+            return None, f"empty content in '{name}'"
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], None
+
+
+def _ending(roles: list[str]) -> str | None:
+    """Why a conversation with these roles teaches nothing, if it does not: it needs a user turn,
+    then an assistant turn last (an answer or a call)."""
+    if "assistant" not in roles:
+        return "no assistant turn (nothing to learn from)"
+    if roles[-1] != "assistant":  # said, not dropped: the user may have meant an answer there
+        return (
+            f"the conversation ends with a {roles[-1]} turn (messages[{len(roles) - 1}]) after the last "
             "assistant answer: nothing would learn from it; remove the turn or add its answer"
         )
-    if not any(m["role"] == "user" for m in out[:-1]):
-        return None, "no user turn before the last assistant answer (nothing it answers)"
-    return out, None
+    if "user" not in roles[:-1]:
+        return "no user turn before the last assistant answer (nothing it answers)"
+    return None
+
+
+def _turn(i: int, message, calling: bool, names: set[str] | None) -> tuple[dict | None, str | None]:
+    """messages[i] as the plain turn the chat route makes of it (:func:`aimass.llm.tool_text.turn`),
+    or why it is malformed. ``calling``: a ``tool`` result may follow; ``names``: the row's tools."""
+    if not isinstance(message, dict):
+        return None, f"messages[{i}] is not an object"
+    role = message.get("role")
+    if role not in ROLES:
+        return (
+            None,
+            f"unknown role {role!r} in messages[{i}] (use system, developer, user, assistant or tool)",
+        )
+    if role == "tool" and not calling:
+        return None, (
+            f"messages[{i}] (tool) has no call before it: a tool result follows an assistant message "
+            "with tool_calls (or another result)"
+        )
+    calls, reason = _calls(i, role, message.get("tool_calls"), names)
+    if reason:
+        return None, reason
+    text, reason = _text(i, role, message.get("content"), said=bool(calls) or role == "tool")
+    if reason:
+        return None, reason
+    return tool_text.turn(role, text, calls), None
+
+
+def _text(i: int, role: str, content, said: bool) -> tuple[str, str | None]:
+    """(the content's text, None), text parts joined, or ("", why it is not text). ``said``: the
+    message is a call or a tool's result, so its text may be empty or null."""
+    if content is None and said:
+        return "", None
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if not (
+                isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            ):
+                return "", f"messages[{i}].content[{j}] is not a text part ({{'type': 'text', 'text': ...}})"
+        content = tool_text.content_text(content)
+    if not isinstance(content, str):
+        calls = " and no tool_calls" if role == "assistant" else ""
+        return "", f"messages[{i}] ({role}) has no text content{calls}"
+    if not content.strip() and not said:
+        return "", f"empty content in messages[{i}] ({role})"
+    return content, None
+
+
+def _calls(i: int, role: str, raw, names: set[str] | None) -> tuple[list[dict], str | None]:
+    """An assistant's ``tool_calls`` (each a function's name and its arguments as a JSON object in a
+    string, as OpenAI writes them), or why they are malformed. ``names``: the row's tools, if any."""
+    if raw is None:
+        return [], None
+    if role != "assistant":
+        return [], f"messages[{i}].tool_calls on a {role} message (only an assistant calls tools)"
+    if not isinstance(raw, list):
+        return [], f"messages[{i}].tool_calls must be a list of calls"
+    calls = []
+    for j, call in enumerate(raw):
+        where = f"messages[{i}].tool_calls[{j}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or call.get("type", "function") != "function":
+            return (
+                [],
+                f"{where} must be {{'type': 'function', 'function': {{'name': ..., 'arguments': ...}}}}",
+            )
+        name, arguments = function.get("name"), function.get("arguments", "{}")
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            return [], f"{where}.function has no name (1 to 64 characters)"
+        if names is not None and name not in names:
+            return (
+                [],
+                f"{where}.function.name {name!r} is not one of the row's tools ({', '.join(sorted(names))})",
+            )
+        if not isinstance(arguments, str):
+            return [], f"{where}.function.arguments is {type(arguments).__name__}, not a string of JSON"
+        try:
+            parsed = json.loads(arguments or "{}")
+        except (ValueError, RecursionError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            return [], f"{where}.function.arguments is not a JSON object: {arguments[:40]!r}"
+        calls.append({"type": "function", "function": {"name": name, "arguments": arguments}})
+    return calls, None
+
+
+def _tools(raw) -> tuple[list[dict], str | None]:
+    """A row's ``tools`` (OpenAI's function tools) as the system message lists them, or why not."""
+    if raw is None:
+        return [], None
+    if not isinstance(raw, list):
+        return [], "'tools' must be a list of {'type': 'function', 'function': {'name': ...}} objects"
+    tools = []
+    for k, tool in enumerate(raw):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type", "function") != "function":
+            return [], f"tools[{k}] must be {{'type': 'function', 'function': {{'name': ...}}}}"
+        if not isinstance(function.get("name"), str) or not TOOL_NAME.match(function["name"]):
+            return [], f"tools[{k}].function.name must be 1 to 64 letters, digits, _ or -"
+        description, parameters = function.get("description"), function.get("parameters", {})
+        if description is not None and not isinstance(description, str):
+            return [], f"tools[{k}].function.description is {type(description).__name__}, not text"
+        if not isinstance(parameters, dict):
+            return [], f"tools[{k}].function.parameters must be a JSON Schema object"
+        if not isinstance(function.get("strict", False), bool | None):
+            return [], f"tools[{k}].function.strict must be true or false"
+        tools.append(tool_text.tool_entry(function))
+    return tools, None
 
 
 def ignored_fields(fields: dict) -> set[str]:
     """Fields of a conversation's messages that training does not read (OpenAI's ``weight``,
-    ``name``, ``tool_calls`` ...): reported in the dataset's warnings, never silently dropped."""
+    ``name`` ...): reported in the dataset's warnings, never silently dropped."""
     raw = fields.get("messages")
     if not isinstance(raw, list):
         return set()
-    return {k for m in raw if isinstance(m, dict) for k in m} - {"role", "content"}
+    read = {"role", "content", "tool_calls", "tool_call_id"}  # an id pairs a result with its call: in order
+    return {k for m in raw if isinstance(m, dict) for k in m} - read
 
 
 def count_tokens(tokenizer, messages: list[dict]) -> tuple[int, int]:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aimass.llm import tool_text
 from aimass.serve import openai_tools
 from aimass.serve.openai_errors import bad_param
 
@@ -135,28 +136,16 @@ class Message(BaseModel):
     tool_call_id: str | None = None
 
     def turn(self) -> dict:
-        """The message as the chat template takes it (:mod:`aimass.serve.openai_tools` for calls)."""
-        text = self.text()
-        if self.role == "tool":
-            return {"role": "user", "content": openai_tools.response_text(text)}
-        if self.tool_calls:
-            calls = [c.model_dump() for c in self.tool_calls]
-            text = "\n".join(filter(None, [text, openai_tools.call_text(calls)]))
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+        """The message as the chat template takes it (:func:`aimass.llm.tool_text.turn`, which the
+        fine-tuning import writes its conversations with too)."""
+        calls = [c.model_dump() for c in self.tool_calls or []]
+        return tool_text.turn(self.role, self.text(), calls)
 
     def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        parts = []
-        for part in self.content:
-            if part.get("type") != "text":
-                raise bad_param(
-                    "messages", f"Only text content parts are supported; got {part.get('type')!r}."
-                )
-            parts.append(str(part.get("text", "")))
-        return "".join(parts)
+        try:
+            return tool_text.content_text(self.content)
+        except ValueError as e:  # a part that is not text
+            raise bad_param("messages", str(e)) from None
 
 
 class ChatRequest(_Common):

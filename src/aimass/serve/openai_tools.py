@@ -4,7 +4,8 @@ format Hermes and Qwen models use (what vLLM's ``hermes`` parser reads).
 - The tools are written into the system message as ``<tools>`` JSON; the model is asked to answer a
   call as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. Earlier calls (an assistant
   message's ``tool_calls``) are written back the same way, and a ``tool`` message's result as
-  ``<tool_response>`` in a user turn, so a conversation round-trips.
+  ``<tool_response>`` in a user turn, so a conversation round-trips. That text is written by
+  :mod:`aimass.llm.tool_text`, which the fine-tuning import writes its conversations with too.
 - ``tool_choice: "auto"`` (the default with tools): the model decides; each ``<tool_call>`` block of
   its answer that holds a JSON call of a known tool becomes a ``tool_calls`` entry (``finish_reason``
   ``tool_calls``), and the text before the first one stays the ``content``.
@@ -27,23 +28,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aimass.llm import tool_text
 from aimass.serve.openai_errors import bad_param
 
 CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
-INSTRUCTIONS = """# Tools
-
-You may call one or more functions to assist with the user query.
-
-You are provided with function signatures within <tools></tools> XML tags:
-<tools>
-{tools}
-</tools>
-
-For each function call, return a json object with function name and arguments within \
-<tool_call></tool_call> XML tags:
-<tool_call>
-{{"name": <function-name>, "arguments": <args-json-object>}}
-</tool_call>"""
 
 
 class Function(BaseModel):
@@ -62,30 +50,7 @@ class Tool(BaseModel):
 
 def render(messages: list[dict], tools: list[Tool]) -> list[dict]:
     """The messages with the tools described in the system message (a new one first if none)."""
-    listed = "\n".join(json.dumps(t.model_dump(exclude_none=True), ensure_ascii=False) for t in tools)
-    text = INSTRUCTIONS.format(tools=listed)
-    if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{text}"}, *messages[1:]]
-    return [{"role": "system", "content": text}, *messages]
-
-
-def call_text(calls: list[dict]) -> str:
-    """An assistant message's earlier ``tool_calls``, written as the model writes them."""
-    blocks = []
-    for call in calls:
-        function = call.get("function") or {}
-        try:
-            arguments = json.loads(function.get("arguments") or "{}")
-        except (ValueError, TypeError):
-            arguments = function.get("arguments")
-        body = json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False)
-        blocks.append(f"<tool_call>\n{body}\n</tool_call>")
-    return "\n".join(blocks)
-
-
-def response_text(content: str) -> str:
-    """A ``tool`` message's result, as the user turn that hands it back."""
-    return f"<tool_response>\n{content}\n</tool_response>"
+    return tool_text.render(messages, [t.model_dump(exclude_none=True) for t in tools])
 
 
 def forced(tools: list[Tool], choice) -> dict | None:

@@ -178,3 +178,124 @@ def test_a_source_target_csv_with_a_byte_order_mark_is_generation_data(tmp_path)
         writer.writerows(bbc_pairs(12, skip=60))
     ds = aimass.import_dataset(path)
     assert ds.kind == "chat" and ds.manifest["counts"]["total"] == 12
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city now.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def _call(city: str, id_: str = "call_1") -> dict:
+    arguments = json.dumps({"city": city})
+    return {"id": id_, "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+
+
+def _tool_rows(n: int) -> list[dict]:
+    """OpenAI fine-tuning rows for function calling, every shape the chat route takes: a developer
+    message in text parts, a call with null or empty content, its result, then the answer or not."""
+    rows = []
+    for i, (article, headline) in enumerate(bbc_pairs(n, skip=80)):
+        city = f"{headline[:30]} {i}"
+        ask = {
+            "role": "user",
+            "content": [{"type": "text", "text": f"{article[:80]} "}, {"type": "text", "text": city}],
+        }
+        call = {"role": "assistant", "content": None if i % 2 else "", "tool_calls": [_call(city)]}
+        messages = [{"role": "developer", "content": "Answer from the tools."}, ask, call]
+        if i % 3:  # the rest end with the call: the model learns to call
+            messages += [
+                {"role": "tool", "tool_call_id": "call_1", "content": f"{i + 10} C and sunny"},
+                {"role": "assistant", "content": f"It is {i + 10} C and sunny in {city}."},
+            ]
+        rows.append({"messages": messages, "tools": [WEATHER]})
+    return rows
+
+
+def test_function_calling_rows_import_as_the_turns_the_chat_route_builds(tmp_path):
+    """Rows the server answers were rejected at import ("has no text content", "empty content",
+    "unknown role 'developer'") and the row's tools were ignored: now each row is stored as the
+    very turns the chat route builds from the same request, so training sees what serving sees."""
+    from aimass.serve import openai_tools
+    from aimass.serve.openai_requests import ChatRequest, tools_of
+
+    rows = _tool_rows(12)
+    path = tmp_path / "tools.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = aimass.import_dataset(path, name="tools")
+    assert ds.kind == "chat" and ds.manifest["counts"]["total"] == 12 and _rejects(ds) == []
+    assert not any("tool_calls" in w for w in ds.manifest["warnings"])
+    stored = {json.dumps(r["messages"][1]["content"]): r["messages"] for r in ds.rows()}
+    for row in rows:
+        req = ChatRequest.model_validate({"model": "m", **row})
+        served = openai_tools.render([m.turn() for m in req.messages], tools_of(req))
+        assert stored[json.dumps(served[1]["content"])] == served
+    ends = [r["messages"][-1]["content"] for r in ds.rows()]
+    assert sum(e.startswith("<tool_call>\n{") for e in ends) == 4  # a call is a valid last turn
+    assert all('"name": "get_weather"' in r["messages"][0]["content"] for r in ds.rows())
+
+
+def test_malformed_function_calling_rows_name_the_message_and_field(tmp_path):
+    good = [json.dumps(r) for r in _tool_rows(12)]
+    ask = {"role": "user", "content": "Weather in Paris?"}
+
+    def row(*messages, tools=(WEATHER,)):
+        return json.dumps({"messages": [ask, *messages], "tools": list(tools)})
+
+    def calling(**function):
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"type": "function", "function": function}],
+        }
+
+    bad = [
+        row(calling(arguments="{}")),
+        row(calling(name="get_weather", arguments={"city": "Paris"})),
+        row(calling(name="get_weather", arguments="city=Paris")),
+        row({"role": "tool", "content": "18 C"}, {"role": "assistant", "content": "18 C."}),
+        row(calling(name="get_time", arguments="{}")),
+        row({"role": "robot", "content": "x"}),
+        row({"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}),
+        row({"role": "assistant", "content": None}),
+        row({"role": "assistant", "tool_calls": [_call("Paris")]}, {"role": "tool", "content": "18 C"}),
+        row(
+            {"role": "assistant", "content": "ok"}, tools=[{"type": "function", "function": {"name": "a b"}}]
+        ),
+    ]
+    path = tmp_path / "bad_tools.jsonl"
+    path.write_text("\n".join(good + bad) + "\n")
+    ds = aimass.import_dataset(path, name="bad-tools")  # the good rows may be stored already
+    assert ds.manifest["counts"]["total"] == 12
+    this = [json.loads(line) for line in Path(ds.summary()["rejects_file"]).read_text().splitlines()]
+    assert [r["reason"] for r in this] == [
+        "messages[1].tool_calls[0].function has no name (1 to 64 characters)",
+        "messages[1].tool_calls[0].function.arguments is dict, not a string of JSON",
+        "messages[1].tool_calls[0].function.arguments is not a JSON object: 'city=Paris'",
+        "messages[1] (tool) has no call before it: a tool result follows an assistant message with "
+        "tool_calls (or another result)",
+        "messages[1].tool_calls[0].function.name 'get_time' is not one of the row's tools (get_weather)",
+        "unknown role 'robot' in messages[1] (use system, developer, user, assistant or tool)",
+        "messages[1].content[0] is not a text part ({'type': 'text', 'text': ...})",
+        "messages[1] (assistant) has no text content and no tool_calls",
+        "the conversation ends with a tool turn (messages[2]) after the last assistant answer: nothing "
+        "would learn from it; remove the turn or add its answer",
+        "tools[0].function.name must be 1 to 64 letters, digits, _ or -",
+    ]
+
+
+@pytest.mark.parametrize(("src", "tgt", "skip"), [("source", "target", 100), ("input", "output", 112)])
+def test_source_target_and_input_output_jsonl_are_generation_data(tmp_path, src, tgt, skip):
+    """The column pairs a CSV takes were not recognised in JSONL: the file was read as labelled texts."""
+    pairs = bbc_pairs(12, skip=skip)
+    path = tmp_path / f"{src}.jsonl"
+    path.write_text("".join(json.dumps({src: a, tgt: h}) + "\n" for a, h in pairs))
+    ds = aimass.import_dataset(path)
+    assert ds.kind == "chat" and ds.manifest["counts"]["total"] == 12
+    assert {json.dumps(r["messages"]) for r in ds.rows()} == {
+        json.dumps([{"role": "user", "content": a}, {"role": "assistant", "content": h}]) for a, h in pairs
+    }
