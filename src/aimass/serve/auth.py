@@ -48,6 +48,7 @@ ADMIN_ID = "admin"
 POLICY_DECIDED = "policy_decided"  # request.state flag: the access policies decided this request
 RATE_MIN, RATE_MAX = 0.001, 1_000_000.0  # requests per second
 CACHE_SIZE = 4096  # keys remembered per server (valid and unknown alike), least recently used out
+MAX_BUCKETS = 65_536  # rate buckets kept (keys and anonymous addresses), the oldest dropped first
 REVOKED_LOG = "keys.revoked"
 KEY_FORMAT = re.compile(r"am_([0-9a-f]{8})_[A-Za-z0-9_-]{32,128}")
 
@@ -193,6 +194,22 @@ def check_rate_limit(value) -> float | None:
     return rate
 
 
+def open_rate() -> float | None:
+    """``AIMASS_OPEN_PREDICT_RATE``: requests/s each client address may send as the anonymous caller
+    of an ``--open-predict`` server (unset: no limit but the server's own queues)."""
+    value = os.environ.get("AIMASS_OPEN_PREDICT_RATE", "").strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = value  # refused below, naming it
+    try:
+        return check_rate_limit(number)
+    except ConfigError as exc:
+        raise ConfigError(f"AIMASS_OPEN_PREDICT_RATE: {exc.message}", hint="e.g. 20, or unset it.") from None
+
+
 def effective_rate(stored) -> float | None:
     """The limit a stored value means: finite positive values clamped into range, anything else
     (None, inf or NaN left by an older version) no limit."""
@@ -316,6 +333,7 @@ class Guard:
         self._revocations = paths.home() / REVOKED_LOG
         self._seen = _mark(self._revocations)
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._open_rate = open_rate() if open_predict else None  # a bad value stops the start-up
         self.policy = None  # an AccessGuard (aimass.serve.access_guard), set by the app
 
     def check(self, header: str | None, scope: str | tuple[str, ...], request=None) -> Caller:
@@ -326,6 +344,9 @@ class Guard:
         caller = self.identify(header)
         if caller is None:
             if scope == "predict" and self.open_predict:
+                if self._open_rate is not None:  # per client address: one client cannot take it all
+                    client = (request or {}).get("client") or ("?",)
+                    self.spend(Caller("anonymous", ("predict",), self._open_rate), f"anonymous@{client[0]}")
                 return ANONYMOUS
             raise Unauthenticated(
                 "This endpoint needs an API key." if not header else "The API key is unknown or revoked.",
@@ -382,22 +403,27 @@ class Guard:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
-    def spend(self, caller: Caller) -> None:
-        """Token bucket per key: ``rate_limit`` requests/s, bursts up to max(1, rate_limit)."""
+    def spend(self, caller: Caller, bucket: str | None = None) -> None:
+        """Token bucket per key (or ``bucket``: an anonymous client's address): ``rate_limit``
+        requests/s, bursts up to max(1, rate_limit)."""
         rate = caller.rate_limit
         if not rate:
             return
         now = time.monotonic()
-        tokens, last = self._buckets.get(caller.key_id, (max(1.0, rate), now))
+        bucket = bucket or caller.key_id
+        if bucket not in self._buckets and len(self._buckets) >= MAX_BUCKETS:  # addresses are many
+            self._buckets.pop(next(iter(self._buckets)))
+        tokens, last = self._buckets.get(bucket, (max(1.0, rate), now))
         tokens = min(max(1.0, rate), tokens + (now - last) * rate)
         if tokens < 1:
-            self._buckets[caller.key_id] = (tokens, now)
+            self._buckets[bucket] = (tokens, now)
+            who = "Key 'anonymous' (this address)" if bucket != caller.key_id else f"Key '{caller.key_id}'"
             raise TooManyRequests(
-                f"Key '{caller.key_id}' is limited to {rate:g} requests/s.",
+                f"{who} is limited to {rate:g} requests/s.",
                 retry_after=max(1, math.ceil((1 - tokens) / rate)),
                 hint="Slow down, batch several inputs per request, or ask for a higher limit.",
             )
-        self._buckets[caller.key_id] = (tokens - 1, now)
+        self._buckets[bucket] = (tokens - 1, now)
 
 
 _UNKNOWN = object()  # the revocations log could not be read: cache nothing

@@ -300,3 +300,23 @@ def test_quotas_from_the_cli_bad_values_and_periods():
         datetime(2027, 1, 1, tzinfo=UTC),
     )
     assert quotas.window("day", december)[1] == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_the_anonymous_caller_of_an_open_server_is_rate_limited_per_address(monkeypatch):
+    """``--open-predict`` had no per-client bound: one address could take every generation slot."""
+    from fastapi.testclient import TestClient
+
+    from aimass.serve.app import create_app
+
+    monkeypatch.setenv("AIMASS_OPEN_PREDICT_RATE", "nonsense")
+    with pytest.raises(ConfigError, match="AIMASS_OPEN_PREDICT_RATE"):
+        auth.Guard(open_predict=True)
+    monkeypatch.setenv("AIMASS_OPEN_PREDICT_RATE", "0.01")
+    _, key = auth.create_key("open-rate", ["predict"])
+    with TestClient(create_app([], open_predict=True)) as client:
+        ask = lambda **kw: client.post("/v1/models/nothing/predict", json={"inputs": ["hi"]}, **kw)  # noqa: E731
+        assert ask().status_code == 404  # let through (no such model)
+        refused = ask()
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert "this address" in refused.json()["error"]["message"]
+        assert ask(headers={"Authorization": f"Bearer {key}"}).status_code == 404  # a key has its own
