@@ -453,10 +453,17 @@ async def _answer_held(generation, caller, req, prompts, max_tokens: int, hold, 
     engine, meters, slots = generation.engine, generation.meters, generation.slots
     target = await asyncio.to_thread(_resolve, engine, req.model, generation.adapters)  # may attach
 
-    def lengths():  # every prompt checked before any work
-        return [target.check_length(p, raw=not chat, max_tokens=max_tokens) for p in prompts]
+    # without max_tokens the answer may fill what the context leaves, up to the default (as vLLM);
+    # only a prompt with no room for one token is a 400 then
+    given = req.max_tokens is not None or getattr(req, "max_completion_tokens", None) is not None
 
-    prompt_tokens = sum(await asyncio.to_thread(lengths))
+    def lengths():  # every prompt checked before any work
+        return [target.check_length(p, raw=not chat, max_tokens=max_tokens if given else 1) for p in prompts]
+
+    counted = await asyncio.to_thread(lengths)
+    if not given:
+        max_tokens = max(1, min(max_tokens, context_limit(target.base.model) - max(counted)))
+    prompt_tokens = sum(counted)
     hold.grow(
         prompt_tokens + max_tokens * req.n * len(prompts)
     )  # 429 if the key's other requests fill its quota

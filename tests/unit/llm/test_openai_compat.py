@@ -264,3 +264,17 @@ def test_a_wrong_prompt_list_is_a_400_naming_prompt(srv, prompt, says):
     )
     assert said.status_code == 400, said.text
     assert said.json()["error"]["param"] == "prompt" and says in said.json()["error"]["message"]
+
+
+def test_without_max_tokens_the_answer_fills_what_the_context_leaves(srv, monkeypatch):
+    """The default (16 for a completion, 128 for a chat) was a 400 for a prompt near the context:
+    "asks for 128 more", tokens the client never asked for. As vLLM, the room left bounds it now."""
+    monkeypatch.setenv("AIMASS_LLM_MAX_CONTEXT", "64")  # read at each request
+    ids = _post(srv.base, "/tokenize", {"model": srv.model, "prompt": "word " * 80}, srv.key).json()["tokens"]
+    said = srv.client.completions.create(model=srv.model, prompt=ids[:60], temperature=0)
+    assert said.usage.completion_tokens <= 4 and said.choices[0].finish_reason in ("length", "stop")
+    for extra in ({"max_tokens": 16}, {}):  # asked for, or no room for even one token
+        prompt = ids[:60] if extra else ids[:64]
+        body = {"model": srv.model, "prompt": prompt, **extra}
+        refused = _post(srv.base, "/v1/completions", body, srv.key)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
