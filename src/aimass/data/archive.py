@@ -55,6 +55,7 @@ _ZIP64_LOCATOR = struct.Struct("<4sLQL")
 _ZIP64_END = struct.Struct("<4sQ2H2L4Q")
 _ZIP_ENTRY = 46  # fixed part of a central directory entry; name, extra and comment lengths at 28
 _SHORT = 300  # characters of a library's error text kept in a message
+ZIP_ENCODINGS = ("utf-8", "gb18030")  # tried on a zip name without the UTF-8 flag, before cp437
 
 
 @dataclass(frozen=True)
@@ -289,11 +290,65 @@ def _zip_members(path: Path, most: int) -> Iterator[_Member]:
     with zipfile.ZipFile(path) as zf:
         if len(zf.infolist()) > most:  # checked before anything is written
             raise _too_many(path, most)
-        for info in zf.infolist():
+        for info, name in zip(zf.infolist(), zip_names(zf.infolist()), strict=True):
             opener = None if info.is_dir() else (lambda info=info: zf.open(info))
-            yield _Member(
-                info.filename, info.is_dir(), info.file_size, info.compress_size, opener, _zip_refusal(info)
-            )
+            yield _Member(name, info.is_dir(), info.file_size, info.compress_size, opener, _zip_refusal(info))
+
+
+def zip_names(infos: list[zipfile.ZipInfo]) -> list[str]:
+    """The members' names as their maker meant them. Without the UTF-8 flag (bit 11) ``zipfile``
+    reads a name's bytes as cp437, which is rarely what they are: Linux ``zip`` writes UTF-8 without
+    the flag, Chinese Windows writes GBK. So such a name is, in this order: the Info-ZIP Unicode
+    Path extra field (0x7075) when it is there for this name; the bytes in the first of UTF-8 and
+    GB18030 that reads every such name of the archive (a short GBK name can pass for UTF-8: ``猫``
+    reads as ``è``, so one archive is read in one encoding); in whichever of the two reads it; else
+    cp437. The safety checks run on the names given here (:func:`safe_parts`).
+
+    >>> zip_names([zipfile.ZipInfo("蓝色.狗/1.png".encode().decode("cp437"))])
+    ['蓝色.狗/1.png']
+    >>> zip_names([zipfile.ZipInfo(n.encode("gbk").decode("cp437")) for n in ("猫/1.png", "狗/1.png")])
+    ['猫/1.png', '狗/1.png']
+    """
+    raws = [None if info.flag_bits & 0x800 else info.orig_filename.encode("cp437") for info in infos]
+    others = [raw for raw in raws if raw is not None and not raw.isascii()]
+    first = next(
+        (enc for enc in ZIP_ENCODINGS if all(_decoded(raw, enc) is not None for raw in others)), None
+    )
+    order = (first, *(enc for enc in ZIP_ENCODINGS if enc != first)) if first else ZIP_ENCODINGS
+    return [
+        info.filename if raw is None else _unicode_path(info.extra, raw) or _first_decoding(raw, order)
+        for info, raw in zip(infos, raws, strict=True)
+    ]
+
+
+def _first_decoding(raw: bytes, encodings: tuple[str, ...]) -> str:
+    found = (_decoded(raw, encoding) for encoding in encodings)
+    return next((name for name in found if name is not None), raw.decode("cp437"))
+
+
+def _decoded(raw: bytes, encoding: str) -> str | None:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def _unicode_path(extra: bytes, raw: bytes) -> str | None:
+    """The name in an Info-ZIP Unicode Path extra field (id 0x7075: version 1, the CRC-32 of the
+    name it stands for, the name in UTF-8), when there is one and it is for ``raw``."""
+    at = 0
+    while at + 4 <= len(extra):
+        kind, size = struct.unpack_from("<2H", extra, at)
+        body = extra[at + 4 : at + 4 + size]
+        at += 4 + size
+        if (
+            kind == 0x7075
+            and len(body) > 5
+            and body[0] == 1
+            and struct.unpack_from("<L", body, 1)[0] == zlib.crc32(raw)
+        ):
+            return _decoded(body[5:], "utf-8")
+    return None
 
 
 def _zip_refusal(info: zipfile.ZipInfo) -> str | None:

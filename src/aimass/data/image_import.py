@@ -311,7 +311,7 @@ def _leakage_warnings(leakage: list[dict]) -> list[str]:
 
 def _layout_warnings(layout: Layout) -> list[str]:
     ignored = layout.ignored
-    warnings = hidden_warnings(layout.hidden)
+    warnings = layout.warnings + hidden_warnings(layout.hidden)  # empty class folders too
     if not ignored:
         return warnings
     return [f"ignored {len(ignored)} file(s) that are not part of the layout: {ignored[:5]}", *warnings]

@@ -3,7 +3,8 @@
 Three layouts, tried in this order on a folder: a ``path,label`` manifest at its top,
 ``train/``/``valid/``/``test/`` folders of class folders, one folder per class. The
 result lists every image found (:class:`Item`) and the files refused while listing
-(no label, not an image, missing); nothing is decoded here.
+(no label, not an image, missing, a symbolic link that leads outside the folder); nothing is
+decoded here. Links that stay inside the folder are followed, each real folder once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from aimass.data import multilabel
 from aimass.data.archive import archive_kind, hidden_files, is_ignored
 from aimass.data.columns import LABEL_NAMES, TEXT_NAMES, norm
 from aimass.data.images import IMAGE_EXTENSIONS
-from aimass.data.read import TABLE_FORMATS, Record, decode_bytes, loads_json, make_reject, read_source
+from aimass.data.read import (
+    TABLE_FORMATS,
+    Record,
+    decode_bytes,
+    leads_outside,
+    link_reject,
+    loads_json,
+    make_reject,
+    read_source,
+)
 from aimass.data.validate import SPLIT_ALIASES
 from aimass.errors import DataError
 
@@ -71,6 +81,7 @@ class Layout:
     columns: dict | None = None
     multi: bool = False  # a manifest whose rows carry several labels each (stored joined: "a|b")
     hidden: list[str] = field(default_factory=list)  # hidden files left out of folders (a warning)
+    warnings: list[str] = field(default_factory=list)  # what the listing itself found wrong
 
 
 def read_layout(
@@ -92,7 +103,7 @@ def read_layout(
     if root.is_file():
         return read_manifest(root, show, label_sep)
     root = _lone_folder(root) if descend else root
-    manifests = [p for p in _visible(root) if p.is_file() and manifest_columns(p) is not None]
+    manifests = [p for p in _visible(root, root) if p.is_file() and manifest_columns(p) is not None]
     if len(manifests) > 1:
         raise DataError(
             f"several manifests: {[p.name for p in manifests]}",
@@ -114,6 +125,7 @@ def read_layout(
     else:
         layout = _read_class_folders(root, Layout("class folders", "folder"), root, None, show)
     layout.hidden = hidden_files(root)
+    layout.rejects += [link_reject(path, root, show(path)) for path, out in _walk(root, root) if out]
     if not (layout.items or layout.rejects):
         nested = sorted(
             p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and archive_kind(p)
@@ -129,33 +141,52 @@ def read_layout(
     return layout
 
 
-def _visible(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not is_ignored((p.name,)))
+def _visible(folder: Path, root: Path) -> list[Path]:
+    """The entries of ``folder`` an import reads: hidden names and links leading outside ``root`` left
+    out (:func:`read_layout` lists those links as rejects)."""
+    return sorted(p for p in folder.iterdir() if not is_ignored((p.name,)) and not leads_outside(p, root))
 
 
 def _lone_folder(root: Path) -> Path:
     """Step down while the folder holds one folder and nothing else, unless it is a split or class folder."""
+    top = root
     while True:
-        entries = _visible(root)
+        entries = _visible(root, top)
         only = entries[0] if len(entries) == 1 and entries[0].is_dir() else None
-        if only is None or only.name.lower() in SPLIT_DIRS or not any(p.is_dir() for p in _visible(only)):
+        inner = _visible(only, top) if only is not None else []
+        if only is None or only.name.lower() in SPLIT_DIRS or not any(p.is_dir() for p in inner):
             return root
         root = only
 
 
 def image_files(folder: Path) -> Iterator[Path]:
-    """Every image file under ``folder`` by extension, sorted, skipping hidden files and folders."""
-    for path in _files(folder):
+    """Every image file under ``folder`` by extension, sorted, skipping hidden files and folders and
+    links that lead outside ``folder``."""
+    for path in _files(folder, folder):
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             yield path
 
 
-def _files(folder: Path) -> Iterator[Path]:
-    for top, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not is_ignored((d,)))
-        for name in sorted(files):
-            if not is_ignored((name,)):
-                yield Path(top) / name
+def _files(folder: Path, root: Path) -> Iterator[Path]:
+    return (path for path, out in _walk(folder, root) if not out)
+
+
+def _walk(folder: Path, root: Path) -> Iterator[tuple[Path, bool]]:
+    """Every file under ``folder``, sorted, as ``(path, False)``; every link under it that leads
+    outside ``root`` as ``(link, True)``, never followed. Hidden names are skipped; links that stay
+    inside ``root`` are followed, each real folder walked once, and never one back up to ``folder``
+    or above it (a loop)."""
+    seen, start = set(), folder.resolve()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        here, real = Path(top), Path(top).resolve()
+        if real in seen or (here != folder and start.is_relative_to(real)):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        names = [n for n in sorted(dirs + files) if not is_ignored((n,))]
+        out = {n for n in names if leads_outside(here / n, root)}
+        dirs[:] = [d for d in names if d in dirs and d not in out]
+        yield from ((here / n, n in out) for n in names if n in out or n in files)
 
 
 def split_folders(root: Path, show: Callable[[Path], str] = str) -> dict[str, Path]:
@@ -164,7 +195,7 @@ def split_folders(root: Path, show: Callable[[Path], str] = str) -> dict[str, Pa
     Raises:
         DataError: Two folders name the same split (``val/`` and ``valid/``).
     """
-    folders = [p for p in _visible(root) if p.is_dir()]
+    folders = [p for p in _visible(root, root) if p.is_dir()]
     names = [SPLIT_DIRS.get(p.name.lower()) for p in folders]
     if not folders or None in names or "train" not in names:
         return {}
@@ -181,21 +212,34 @@ def _read_split_folders(root: Path, splits: dict[str, Path], show) -> Layout:
     layout = Layout("split folders", "folder")
     for split, folder in splits.items():
         _read_class_folders(folder, layout, root, split, show)
-    for path in _visible(root):
+    for path in _visible(root, root):
         if path.is_file():
             _outside(path, root, layout, show, "not in a split folder")
     return layout
 
 
 def _read_class_folders(folder: Path, layout: Layout, root: Path, split: str | None, show) -> Layout:
-    """Add ``<folder>/<label>/**/<image>`` to the layout; files elsewhere are rejected or ignored."""
-    for entry in _visible(folder):
+    """Add ``<folder>/<label>/**/<image>`` to the layout; files elsewhere are rejected or ignored. A
+    class folder that gives no image is no class: a warning names it."""
+    for entry in _visible(folder, root):
         if entry.is_file():
             _outside(entry, root, layout, show, "not in a class folder: its label is unknown")
             continue
-        for file in _files(entry):
+        items, rejects = len(layout.items), len(layout.rejects)
+        for file in _files(entry, root):
             _add_file(layout, file, root, entry.name, split, show)
+        if len(layout.items) == items:
+            layout.warnings.append(
+                _no_class(entry.relative_to(root).as_posix(), len(layout.rejects) - rejects)
+            )
     return layout
+
+
+def _no_class(folder: str, rejected: int) -> str:
+    held = (
+        f"none of its {rejected} file(s) is an image (see the rejects)" if rejected else "it holds no images"
+    )
+    return f"class folder {folder!r} was left out: {held}; put the class's images in it, or remove it"
 
 
 def _add_file(layout: Layout, file: Path, root: Path, label: str, split: str | None, show) -> None:

@@ -87,6 +87,21 @@ def make_reject(file: str, line: int, reason: str, raw: str, kind: str) -> dict:
     return {"file": file, "line": line, "reason": reason, "raw": raw, "kind": kind}
 
 
+LINK_OUT = "a link that leads outside the folder being imported"
+
+
+def leads_outside(path: Path, root: Path) -> bool:
+    """True when ``path`` is a symbolic link whose target is not under ``root``: such a link is never
+    read (a reject, :data:`LINK_OUT`), so a link dropped into an imported folder cannot pull the
+    server's other files into a dataset. Links that stay under ``root`` are followed."""
+    return path.is_symlink() and not path.resolve().is_relative_to(root.resolve())
+
+
+def link_reject(path: Path, root: Path, shown: str) -> dict:
+    """The reject of a link that leads outside ``root``, named ``shown``."""
+    return make_reject(shown, 1, LINK_OUT, path.relative_to(root).as_posix(), "link outside")
+
+
 @dataclass
 class Decoded:
     """A file decoded line by line.
@@ -686,29 +701,38 @@ def read_folder(path: Path, shown_as=str) -> RawTable:
     Documents are .txt files (decoded line by line, as tables are), .pdf, .docx, .html and
     .htm (see :mod:`aimass.data.documents`). A file over the field limit, with a line in neither
     UTF-8 nor GB18030, or a document that cannot be read or holds no text is rejected with the
-    reason; other files are listed in ``info["ignored_files"]`` (a warning at import).
+    reason; other files are listed in ``info["ignored_files"]`` (a warning at import). A symbolic
+    link that leads outside ``path`` (a document or a whole class folder) is never read: it is a
+    reject saying so (:func:`leads_outside`).
 
     Args:
         path: The folder.
         shown_as: How a file is named in rejects and rows (an archive names its member).
     """
-    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    links = [p for p in entries if leads_outside(p, path)]
+    class_dirs = [p for p in entries if p.is_dir() and p not in links]
     files, ignored = [], []
     for folder in class_dirs:
         for file in sorted(folder.iterdir()):
-            if file.is_file() and documents.is_document(file.name):
+            if leads_outside(file, path):
+                links.append(file)
+            elif file.is_file() and documents.is_document(file.name):
                 files.append(file)
             elif not file.name.startswith("."):
                 ignored.append(file.relative_to(path).as_posix())
-    ignored += [p.name for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    ignored += [p.name for p in entries if p.is_file() and p not in links]
     if not files:
+        unread = f"; not read: {len(links)} {LINK_OUT}" if links else ""
         raise DataError(
-            f"no documents ({documents.LISTED}) in class sub-folders",
+            f"no documents ({documents.LISTED}) in class sub-folders{unread}",
             where=shown_as(path),
-            hint="Lay the folder out as <folder>/<label>/<name>.txt (or .pdf, .docx, .html).",
+            hint="Lay the folder out as <folder>/<label>/<name>.txt (or .pdf, .docx, .html)"
+            + (", with the files themselves in it rather than links to elsewhere." if links else "."),
         )
     _check_table_size(sum(file.stat().st_size for file in files), shown_as(path))
-    records, malformed, encodings, kinds = [], [], Counter(), Counter()
+    records, encodings, kinds = [], Counter(), Counter()
+    malformed = [link_reject(link, path, shown_as(link)) for link in links]
     digest, most = hashlib.sha256(), field_limit()
     for file in files:
         data = file.read_bytes()

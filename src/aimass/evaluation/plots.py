@@ -4,6 +4,7 @@ model's loss curve."""
 from __future__ import annotations
 
 import functools
+import textwrap
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,11 @@ CJK_FONTS = (
     "Arial Unicode MS",
 )
 CAPTION_INCHES = 0.7  # under a confusion matrix whose class names no font here draws
+LEGEND_LINE_INCHES = 0.17  # a line of the legend under an image grid whose class names no font draws
+LEGEND = "class-legend"  # the gid of the text under an image grid that explains "#i"
+FONT_ADVICE = (
+    "No font here draws these names: install one, e.g. Noto Sans CJK (Debian/Ubuntu: fonts-noto-cjk)."
+)
 
 
 @contextmanager
@@ -154,24 +160,58 @@ def per_label_png(report: dict, path: Path) -> Path:
     return path
 
 
-def _image_grid(rows: list[dict], image_key: str, caption, columns: int):
-    """A figure of ``rows``' images (``row[image_key]``), each titled ``caption(row)``; an image
-    that moved or cannot be read keeps its caption. Returns (figure, axes, line count)."""
+def _image_grid(rows: list[dict], image_key: str, caption, columns: int, classes: list[str], where: str):
+    """A figure of ``rows``' images (``row[image_key]``), each titled ``caption(row, name)``; an
+    image that moved or cannot be read keeps its caption. ``name(label)`` is how a class is written:
+    as it is, or, when no installed font draws some of ``classes`` (Chinese without a CJK font), those
+    as ``#i``, their index in ``classes``, explained by a legend under the grid that says ``where``
+    the names are (as :func:`confusion_figure` does). Returns (figure, axes, line count)."""
     n = max(1, len(rows))
     cols = min(columns, n)
     lines = -(-n // cols)
-    fig, axes = plt.subplots(lines, cols, figsize=(3 * cols, 3.3 * lines), squeeze=False)
+    font = label_font(classes)
+    name, legend = _class_names(classes, where, 15 * 3 * cols) if font is False else (str, "")
+    legend_inches = LEGEND_LINE_INCHES * (legend.count("\n") + 2) if legend else 0
+    fig, axes = plt.subplots(lines, cols, figsize=(3 * cols, 3.3 * lines + legend_inches), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    font = label_font([caption(row) for row in rows])
     shown = {"fontproperties": font} if font else {}
     for ax, row in zip(axes.flat, rows):
         try:
             ax.imshow(open_image(row[image_key]))
         except Exception:  # the image moved or is unreadable: keep the caption
             ax.text(0.5, 0.5, "(image unavailable)", ha="center", va="center")
-        ax.set_title(caption(row), fontsize=9, **shown)
+        ax.set_title(caption(row, name), fontsize=9, **shown)
+    if legend:
+        fig.text(0.5, 0.01, legend, ha="center", va="bottom", fontsize=8, gid=LEGEND)
     return fig, axes, lines
+
+
+def grid_legend(fig) -> str:
+    """The legend under an image grid (what ``#i`` stands for), or "" when it has none."""
+    return next((t.get_text() for t in fig.texts if t.get_gid() == LEGEND), "")
+
+
+def _class_names(classes: list[str], where: str, width: int) -> tuple:
+    """``(name, legend)`` for classes no installed font draws: ``name(label)`` is the label when
+    the default font draws it, else ``#i`` (its index in ``classes``); the legend says so, wrapped
+    at ``width`` characters."""
+    default = font_manager.findfont(font_manager.FontProperties())
+    number = {c: i for i, c in enumerate(classes)}
+
+    def name(label) -> str:
+        label = str(label)
+        return label if _draws(default, [label]) else f"#{number.get(label, '?')}"
+
+    text = f"#i is class i: {where}. {FONT_ADVICE}"
+    return name, "\n".join(textwrap.wrap(text, width))
+
+
+def _grid_layout(fig, top_inches: float = 0.0) -> None:
+    """Tight layout, leaving the legend (if any) its room at the bottom and ``top_inches`` at the top."""
+    height, legend = fig.get_figheight(), grid_legend(fig)
+    bottom = LEGEND_LINE_INCHES * (legend.count("\n") + 2) / height if legend else 0
+    fig.tight_layout(rect=(0, bottom, 1, 1 - top_inches / height))
 
 
 def _save(fig, path: Path) -> Path:
@@ -181,33 +221,58 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-@_no_glyph_warnings()
-def top_losses_png(rows: list[dict], path: Path, columns: int = 4) -> Path:
+def top_losses_figure(rows: list[dict], columns: int = 4, classes: list[str] | None = None):
     """A grid of the most confidently wrong images (fastai's ``plot_top_losses``): each titled
-    predicted / actual / probability of the prediction / loss."""
+    predicted / actual / probability of the prediction / loss. ``classes`` is the report's
+    ``confusion_matrix.labels``: class names no installed font draws are shown as their index in it."""
+    seen = sorted({str(r[k]) for r in rows for k in ("predicted", "actual")})
+    known = [str(c) for c in classes] if classes else []
     fig, _, _ = _image_grid(
         rows,
         "image",
-        lambda r: f"{r['predicted']} / {r['actual']}\np={r['probability']:.2f} loss={r['loss']:.2f}",
+        lambda r, name: (
+            f"{name(r['predicted'])} / {name(r['actual'])}\np={r['probability']:.2f} loss={r['loss']:.2f}"
+        ),
         columns,
+        known + [c for c in seen if c not in known],
+        "confusion_matrix.labels[i] in evaluation.json"
+        if classes
+        else "the i-th of these names in sorted order",
     )
     fig.suptitle("Top losses: predicted / actual")
-    fig.tight_layout()
-    return _save(fig, path)
+    _grid_layout(fig)
+    return fig
 
 
 @_no_glyph_warnings()
-def issues_png(rows: list[dict], path: Path, columns: int = 5, title: str = "Label issues") -> Path:
+def top_losses_png(rows: list[dict], path: Path, columns: int = 4, classes: list[str] | None = None) -> Path:
+    """Draw :func:`top_losses_figure`."""
+    return _save(top_losses_figure(rows, columns, classes), path)
+
+
+def issues_figure(rows: list[dict], columns: int = 5, title: str = "Label issues"):
     """A grid of flagged images, each titled with its row number, the given label and the suggested
-    one (``rows``: ``input`` the image's absolute path, ``row``, ``label``, ``suggested``)."""
-    fig, axes, lines = _image_grid(
-        rows, "input", lambda r: f"row {r['row']}\ngiven {r['label']} -> {r['suggested']}", columns
+    one (``rows``: ``input`` the image's absolute path, ``row``, ``label``, ``suggested``). Class
+    names no installed font draws are shown as ``#i``, explained under the grid."""
+    fig, axes, _ = _image_grid(
+        rows,
+        "input",
+        lambda r, name: f"row {r['row']}\ngiven {name(r['label'])} -> {name(r['suggested'])}",
+        columns,
+        sorted({str(r[k]) for r in rows for k in ("label", "suggested")}),
+        "the i-th of these images' class names in sorted order; issues.csv gives each row's labels",
     )
     if not rows:
         axes.flat[0].text(0.5, 0.5, "nothing flagged", ha="center", va="center")
     fig.suptitle(f"{title}: given -> suggested")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.3 * lines)))  # leave the suptitle its own line
-    return _save(fig, path)
+    _grid_layout(fig, top_inches=0.35)  # leave the suptitle its own line
+    return fig
+
+
+@_no_glyph_warnings()
+def issues_png(rows: list[dict], path: Path, columns: int = 5, title: str = "Label issues") -> Path:
+    """Draw :func:`issues_figure`."""
+    return _save(issues_figure(rows, columns, title), path)
 
 
 def loss_curve_png(report: dict, path: Path) -> Path:

@@ -11,6 +11,7 @@ from PIL import Image, ImageOps
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+MAX_STRETCH = 4  # longer images are resized only where their centre square lies
 
 
 def read_image(source: str | Path | bytes, max_pixels: int, max_bytes: int) -> Image.Image:
@@ -53,9 +54,15 @@ def value_range(values: np.ndarray) -> tuple[float, float]:
 
 
 def square(image: Image.Image, size: int) -> Image.Image:
-    """The shorter side resized to ``size`` (bicubic), then the centre square."""
+    """The shorter side resized to ``size`` (bicubic), then the centre square. An image longer than
+    ``MAX_STRETCH`` to 1 is resized only where that square lies: resized whole, an 8000x1 image
+    would become 1.8M x 224 pixels. As aimass does it (``aimass.backbones.image_preprocess``)."""
     w, h = image.size
     scale = size / min(w, h)
-    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
-    left, top = (image.width - size) // 2, (image.height - size) // 2
-    return image.crop((left, top, left + size, top + size))
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    if new_w * new_h <= MAX_STRETCH * size * size:
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        return image.crop((left, top, left + size, top + size))
+    box = (left * w / new_w, top * h / new_h, (left + size) * w / new_w, (top + size) * h / new_h)
+    return image.resize((size, size), Image.Resampling.BICUBIC, box=box)

@@ -52,6 +52,7 @@ from aimass.train import augment, stages
 from aimass.train.cache import cached
 
 MAX_ITEMS = 64
+ASCII_SPACE = dict.fromkeys(map(ord, " \t\n\r\f\v"))  # line-wrapped base64 (MIME, `base64` without -w0)
 
 
 class Config(BaseModel):
@@ -490,13 +491,15 @@ class PredictRequest(BaseModel):
 
 
 def decode_item(item: str | bytes, i: int) -> bytes:
-    """Bytes of one request item: raw bytes (multipart) or base64 text (JSON, data: URLs too)."""
+    """Bytes of one request item: raw bytes (multipart) or base64 text (JSON, data: URLs too). ASCII
+    whitespace in the text is dropped first: the ``base64`` tool, Python's ``encodebytes`` and Java's
+    MIME encoder wrap their lines; anything else that is not base64 is refused."""
     if isinstance(item, bytes):
         data = item
     else:
         text = item.split(",", 1)[1] if item.startswith("data:") else item
         try:
-            data = base64.b64decode(text, validate=True)
+            data = base64.b64decode(text.translate(ASCII_SPACE), validate=True)
         except (binascii.Error, ValueError):
             raise DataError(
                 f"inputs[{i}] is not base64.",
@@ -629,7 +632,8 @@ class ImageClassification(ClassificationTask):
 
         out = super().plots(report, folder)
         if report.get("top_losses"):
-            out.append(top_losses_png(report["top_losses"], Path(folder) / "top_losses.png"))
+            classes = report.get("confusion_matrix", {}).get("labels")
+            out.append(top_losses_png(report["top_losses"], Path(folder) / "top_losses.png", classes=classes))
         return out
 
     @classmethod

@@ -286,3 +286,73 @@ def test_an_archive_holding_only_an_archive_names_it(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"only archive\(s\) inside: \['inner.zip'\]") as info:
         import_dataset(tmp_path / "outer.zip")
     assert "extract the inner one" in info.value.hint
+
+
+class _RawName(zipfile.ZipInfo):
+    """A member whose name is written as the given bytes with the UTF-8 flag (bit 11) clear, as
+    Linux ``zip`` (UTF-8) and Chinese Windows (GBK) write them."""
+
+    def __init__(self, raw: bytes, extra: bytes = b""):
+        super().__init__(raw.decode("cp437"))
+        self.raw, self.extra = raw, extra
+
+    def _encodeFilenameFlags(self):
+        return self.raw, self.flag_bits & ~0x800
+
+
+def _unicode_path_field(name: str, for_raw: bytes) -> bytes:
+    import struct
+    import zlib
+
+    body = b"\x01" + struct.pack("<L", zlib.crc32(for_raw)) + name.encode()
+    return struct.pack("<2H", 0x7075, len(body)) + body
+
+
+def _raw_zip(path: Path, members: list[_RawName]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for info in members:
+            zf.writestr(info, b"\x89PNG data of " + info.raw)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("raws", "names"),
+    [
+        ([n.encode() for n in ("蓝色.狗/1.png", "red cat/1.png")], ["蓝色.狗/1.png", "red cat/1.png"]),
+        (
+            [n.encode("gbk") for n in ("猫/1.png", "狗/1.png")],
+            ["猫/1.png", "狗/1.png"],
+        ),  # 猫 alone reads as è
+        ([n.encode("cp437") for n in ("café/1.png", "Ünï/2.png")], ["café/1.png", "Ünï/2.png"]),
+    ],
+    ids=["utf-8 (Linux zip)", "gbk (Chinese Windows)", "cp437 (DOS)"],
+)
+def test_zip_names_without_the_utf8_flag_are_read_as_their_maker_wrote_them(tmp_path, raws, names):
+    path = _raw_zip(tmp_path / "a.zip", [_RawName(raw) for raw in raws])
+    assert archive.member_names(path) == names
+    extracted = extract_archive(path, tmp_path / "out")
+    assert extracted.files == names and all((tmp_path / "out" / n).is_file() for n in names)
+
+
+def test_the_info_zip_unicode_path_field_names_the_member_when_it_matches(tmp_path):
+    raw = "蓝色/1.png".encode("gbk")
+    fresh = _RawName(raw, _unicode_path_field("蓝色/1.png", raw))
+    stale = _RawName("猫/2.png".encode("gbk"), _unicode_path_field("renamed/2.png", b"other name"))
+    path = _raw_zip(tmp_path / "u.zip", [fresh, stale])
+    assert archive.member_names(path) == ["蓝色/1.png", "猫/2.png"]
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        _RawName("../蓝色.png".encode()),
+        _RawName("..\\猫.png".encode("gbk")),
+        _RawName(b"ok.png", _unicode_path_field("../../evil.png", b"ok.png")),
+    ],
+    ids=["utf-8", "gbk", "unicode path field"],
+)
+def test_the_path_checks_run_on_the_decoded_name(tmp_path, member):
+    path = _raw_zip(tmp_path / "bad.zip", [_RawName(b"fine.png"), member])
+    with pytest.raises(DataError, match=r"refused: its path contains '\.\.'"):
+        extract_archive(path, tmp_path / "out")
+    assert not list(tmp_path.glob("*.png")) and not (tmp_path / "evil.png").exists()

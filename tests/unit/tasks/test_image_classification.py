@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -9,7 +10,13 @@ import pytest
 from PIL import Image
 
 from aimass.errors import ConfigError, DataError
-from aimass.tasks.image_classification import ImageClassification, ImageClassifier, auto_size, to_pixels
+from aimass.tasks.image_classification import (
+    ImageClassification,
+    ImageClassifier,
+    auto_size,
+    decode_item,
+    to_pixels,
+)
 
 
 def _png(size=(50, 30), color=(200, 10, 10)) -> bytes:
@@ -30,6 +37,19 @@ def test_to_pixels_accepts_bytes_paths_pil_and_arrays(tmp_path):
 def test_corrupt_bytes_name_where():
     with pytest.raises(DataError, match="photo-9"):
         to_pixels(b"not an image", 24, where="photo-9")
+
+
+def test_line_wrapped_base64_is_read_and_other_characters_refused():
+    """What the ``base64`` tool (without -w0), Python's ``encodebytes`` and Java's MIME encoder send:
+    lines of 76 characters ended by CRLF or LF."""
+    data = _png((120, 90))
+    wrapped = base64.encodebytes(data).decode()
+    assert "\n" in wrapped and decode_item(wrapped, 0) == data
+    assert decode_item(wrapped.replace("\n", "\r\n"), 0) == data
+    assert decode_item("data:image/png;base64,\n" + wrapped + "  \t", 0) == data
+    for bad in (wrapped.replace("\n", "*"), wrapped.replace("\n", "\u00a0", 1)):
+        with pytest.raises(DataError, match=r"inputs\[3\] is not base64"):
+            decode_item(bad, 3)
 
 
 def test_auto_size_follows_the_images():
