@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +15,14 @@ import pytest
 from tests.conftest import bbc_sample
 from typer.testing import CliRunner
 
-from aimass import api
+from aimass import api, paths, workflow
 from aimass.autolearn import auto, dataset_task, detect_task
-from aimass.errors import ConfigError, DataError
+from aimass.autolearn.deploy import _deploy, _note_pid, _start_server
+from aimass.autolearn.final import _compress
+from aimass.autolearn.plan import Plan
+from aimass.autolearn.run import _Run
+from aimass.cli.auto import Terminated, stopped_by_sigterm
+from aimass.errors import ConfigError, DataError, Unavailable
 from aimass.store import registry
 
 
@@ -190,3 +199,89 @@ def test_cli_prints_json_and_errors_follow_the_cli_rules(bbc_csv, ran):
     shown = CliRunner().invoke(app, ["auto", "--help"])
     assert shown.exit_code == 0 and "--time-budget" in shown.stdout and "--deploy" in shown.stdout
     render(ran[0])  # the rich summary of a real report renders without error
+
+
+def test_data_with_no_test_rows_is_refused_right_after_the_import(tmp_path):
+    """200 labels of 2 rows each: the split keeps every row in train, so nothing could be evaluated;
+    auto stops after the import (a path) or the load (a stored dataset), before any training."""
+    labels = [f"topic-{i // 2:03d}" for i in range(400)]
+    texts = [f"text {i} about {label} and its own words {i * 7}" for i, label in enumerate(labels)]
+    path = write_csv(tmp_path / "many_labels.csv", texts, labels)
+    versions, calls = len(registry.list_versions()), []
+    with pytest.raises(DataError) as imported:
+        auto(path, time_budget="60s", progress=False, on_progress=lambda *call: calls.append(call))
+    assert calls[-1] == (0.03, "importing and validating the data"), "nothing embedded or trained"
+    ds = api.import_dataset(path, name="many-labels")
+    with pytest.raises(DataError) as stored:
+        auto(data=ds.id, time_budget="60s", progress=False, on_progress=lambda *call: calls.append(call))
+    assert calls[-1] == (0.0, "reading the stored dataset")
+    for caught in (imported, stored):
+        assert "no rows in the test split" in caught.value.message
+        assert "200 of its 200 classes have too few rows" in caught.value.message
+        assert "split column" in caught.value.hint and "--test-file" in caught.value.hint
+    assert len(registry.list_versions()) == versions
+
+
+def test_compression_leaves_deployment_its_seconds():
+    """A 60 s budget with --deploy keeps 30 s for deployment: a 40 s compression does not fit, though
+    it would without deployment (then it is tried: on a ref that does not exist it fails)."""
+    for deploy_s, outcome in ((30.0, "skipped"), (0.0, "failed")):
+        run = _Run(60.0, None, False, 0, deploy_s)
+        run.plan = Plan(evaluate_s=3.0, compress_s=40.0)
+        reason = _compress(run, "no-such-model:1", "text-classification")["reason"]
+        assert reason.startswith(outcome), reason
+        assert deploy_s == 0 or "after 30s kept for deployment, it needs ~40s" in reason
+
+
+def test_sigterm_during_the_cli_run_raises_and_the_old_handler_comes_back():
+    """The CLI's run turns SIGTERM into an exception its cleanup handles (exit 143); after it, the
+    handler set before answers again. (tests/e2e/test_auto_cli.py sends it to a real run.)"""
+    seen = []
+
+    def before(signum, frame):
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        with pytest.raises(Terminated) as caught, stopped_by_sigterm():
+            signal.raise_signal(signal.SIGTERM)
+        assert caught.value.code == 143 and str(caught.value) == "stopped by SIGTERM"
+        assert seen == [] and signal.getsignal(signal.SIGTERM) is before
+        signal.raise_signal(signal.SIGTERM)
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_failed_deployment_leaves_production_where_it_was(small_model, monkeypatch):
+    first = workflow.register(small_model, "auto-deployed")
+    second = workflow.register(small_model, "auto-deployed")
+    registry.set_alias(first.ref, "production")
+    monkeypatch.setenv("AIMASS_SERVER", "http://127.0.0.2:9")  # nothing answers; not one to start
+    run = _Run(60.0, None, False, 0, 30.0)
+    served = _deploy(run, "auto-deployed", second.ref, None, None)
+    assert served["error"]["code"] == Unavailable.code
+    assert registry.aliases("auto-deployed")["production"] == first.version
+    assert f"still names {first.ref}" in run.choices[-1]["why"]
+
+
+def test_a_server_that_fails_to_start_leaves_server_pid_alone(tmp_path, monkeypatch):
+    """server.pid names what ``make stop`` stops: a server that never became ready is not written
+    over the pid of one still running (this test's process stands in for it)."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))  # a bare home: the server starts fast
+    pid_file = paths.home() / "server.pid"
+    pid_file.write_text(str(os.getpid()))
+    with socket.socket() as busy:  # the port is taken: the server cannot bind and exits
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        with pytest.raises(Unavailable) as caught:
+            _start_server(f"http://127.0.0.1:{busy.getsockname()[1]}", wait_s=60)
+    assert "exited early" in caught.value.message
+    assert pid_file.read_text() == str(os.getpid())
+    _note_pid(12345)  # a ready server: still not over a live pid
+    assert pid_file.read_text() == str(os.getpid())
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    pid_file.write_text(str(gone.pid))
+    _note_pid(12345)  # the recorded server is gone: the new one is recorded
+    assert pid_file.read_text() == "12345"

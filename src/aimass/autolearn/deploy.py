@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -38,11 +39,16 @@ METRICS = (
 
 # ==================================================================== deploy
 def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
-    """Point ``production`` at ``ref``, serve it on 127.0.0.1 (reusing a running server) and ask it once."""
+    """Point ``production`` at ``ref``, serve it on 127.0.0.1 (reusing a running server) and ask it once.
+
+    The server serves ``name@production``, so the alias moves first; when serving fails it goes back
+    to the version it named before, so the registry never names a version no server answered with
+    (a model that had no ``production`` keeps the new one: the registry cannot remove an alias)."""
     from aimass import client  # heavy: httpx pulls in its CLI (rich, click); aimass.api imports this
 
     url, info = client.server_url(), {"alias": f"{name}@production", "ref": ref}
     with run.phase("deploy", 0.95, "deploying on 127.0.0.1"):
+        before = registry.aliases(name).get("production")
         registry.set_alias(ref, "production")
         try:
             claim("service", name)  # a job deploys into its project's service or a new one
@@ -52,11 +58,24 @@ def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
             else:
                 started = _start_server(url)
             answer = _ask(client, url, name, tuner, ds)
-        except AimassError as exc:  # the model is registered and promoted: report, do not lose the run
-            run.choose("deployment", None, f"failed: {exc.message} ({exc.hint or 'see logs/server.log'})")
+        except BaseException as exc:
+            kept = _restore(name, before)
+            if not isinstance(exc, AimassError):
+                raise
+            # the model is registered: report, do not lose the run
+            why = f"failed: {exc.message} ({exc.hint or 'see logs/server.log'}); {kept}"
+            run.choose("deployment", None, why)
             return {**info, "server": url, "error": exc.to_dict()}
     run.choose("deployment", f"{url} ({info['alias']})", "production points at the served version")
     return {**info, "server": url, "started_pid": started, "prediction": answer}
+
+
+def _restore(name: str, before: int | None) -> str:
+    """Point ``production`` back at version ``before`` after a failed deployment; what it names now."""
+    if before is None:
+        return f"{name}@production names the new version (it named none before)"
+    registry.set_alias(f"{name}:{before}", "production", force=True)  # it was production already
+    return f"{name}@production still names {name}:{before}"
 
 
 def _ready(url: str) -> bool:
@@ -83,7 +102,6 @@ def _start_server(url: str, wait_s: float = 180.0) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    (paths.home() / "server.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -92,9 +110,33 @@ def _start_server(url: str, wait_s: float = 180.0) -> int:
                 hint=f"See {paths.home() / 'logs' / 'server.log'}.",
             )
         if _ready(url):
+            _note_pid(proc.pid)
             return proc.pid
         time.sleep(0.5)
+    proc.terminate()  # never ready: not left running unrecorded
     raise Unavailable(f"The server did not become ready within {wait_s:.0f}s.", hint="See logs/server.log.")
+
+
+def _note_pid(pid: int) -> None:
+    """Write ``server.pid`` (what ``make stop`` stops) for a server that answered, unless it names a
+    process still alive: a server started by hand, or by an earlier run, must stay stoppable."""
+    path = paths.home() / "server.pid"
+    if not _alive(path):
+        path.write_text(str(pid))
+
+
+def _alive(pid_file: Path) -> bool:
+    """Whether ``pid_file`` names a live process."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        if pid <= 0:
+            return False
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        return True
+    except (OSError, ValueError):  # no file, not a number, or the process is gone
+        return False
+    return True
 
 
 def _chats(tuner) -> bool:

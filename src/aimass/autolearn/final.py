@@ -110,18 +110,22 @@ def _register(run: _Run, model, report: dict, name: str, run_id: str):
 
 
 def _compress(run: _Run, ref: str, task: str) -> dict:
-    """Try the ONNX int8 child; keep it only if it passes the accuracy gate. A task compressed
-    another way (``Task.compress_instead``: a language model is quantised where it is served) is
-    not tried, and the report says what to do instead."""
+    """Try the ONNX int8 child; keep it only if it passes the accuracy gate. It starts only when the
+    time left, less what deployment is given and the run's margin, covers its estimate: compression
+    takes no deadline, so one started late overruns the budget. A task compressed another way
+    (``Task.compress_instead``: a language model is quantised where it is served) is not tried, and
+    the report says what to do instead."""
     info = {"method": METHOD, "max_drop": MAX_DROP, "kept": False, "child": None, "gate": None}
     instead = get_task(task).compress_instead
     if instead:
         return {**info, "method": None, "reason": f"not tried: {instead}"}
     need = run.plan.compress_s
-    if run.left() < need:
+    free = run.left() - run.deploy_s - run.margin_s  # deployment and the margin still come after it
+    if free < need:
+        after = f" after {run.deploy_s:.0f}s kept for deployment" if run.deploy_s else ""
         return {
             **info,
-            "reason": f"skipped: {max(0, run.left()):.0f}s left of the budget, it needs ~{need:.0f}s",
+            "reason": f"skipped: {max(0, free):.0f}s left of the budget{after}, it needs ~{need:.0f}s",
         }
     try:
         with run.phase("compress", 0.9, f"trying {METHOD}"):

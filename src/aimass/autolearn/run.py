@@ -54,6 +54,9 @@ class _Run:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.monotonic() - began, 2)
 
 
+LEAST_BUDGET_S = 10.0  # no task's ``minimum_seconds`` is below it (text: 10 s plus its items)
+
+
 def check_budget(tuner, count: Count, seconds: float) -> None:
     """Raise ConfigError when ``seconds`` cannot cover the encoder pass, a head and the evaluation."""
     need = tuner.minimum_seconds(count)
@@ -65,6 +68,29 @@ def check_budget(tuner, count: Count, seconds: float) -> None:
         f"{tuner.least_work} need about {_duration(need)}.",
         hint=f"Pass --time-budget {_budget_arg(need)} or more; about {_budget_arg(useful)} leaves time "
         f"{tuner.more_time}.",
+    )
+
+
+def check_held_out(ds) -> None:
+    """Raise DataError when ``ds`` holds no test rows, before any training: the run could search and
+    fit but never evaluate. The random split keeps a class of fewer than 3 rows in train (one row
+    each for train, validation and test), so data of many tiny classes has no held-out rows at all."""
+    counts = ds.manifest["counts"]
+    if counts["by_split"].get("test"):
+        return
+    held = counts["by_split_class"]
+    small = [c for c in counts["by_class"] if not any(c in held.get(s, {}) for s in ("valid", "test"))]
+    why = (
+        f"{len(small):,} of its {len(counts['by_class']):,} classes have too few rows to hold any out "
+        "(a class needs 3: one each for train, validation and test)"
+        if small
+        else "no row is held out"
+    )
+    raise DataError(
+        f"Dataset '{ds.name}' has no rows in the test split to evaluate on: {why}.",
+        hint="Give each class more rows (10 or more works much better), merge rare classes into fewer, "
+        "or choose the held-out rows yourself: a split column (train/valid/test) in the table, or "
+        "`aimass data import FILE --test-file TEST.csv` and then `aimass auto --data NAME`.",
     )
 
 
@@ -138,6 +164,7 @@ def from_path(run: _Run, path, name: str | None):
         check_budget(tuner, tuner.count(source), run.total)
     with run.phase("import", 0.03, "importing and validating the data"):
         ds = workflow.import_dataset(source, name=name, seed=run.seed)
+        check_held_out(ds)
         check_budget(tuner, tuner.count_dataset(ds), run.total - run.elapsed())
     return ds, task, tuner, name
 
@@ -150,5 +177,6 @@ def from_dataset(run: _Run, data: str, name: str | None):
         tuner = get_tuner(task)
         name = claim("model", registry.check_name(name) if name is not None else _clean(ds.name))
         run.choose("task", task, why)
+        check_held_out(ds)
         check_budget(tuner, tuner.count_dataset(ds), run.total)
     return ds, task, tuner, name

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -44,17 +47,48 @@ def auto(
     def tell(fraction: float, message: str) -> None:
         err.print(f"[dim]{fraction:4.0%}[/] {message}")
 
-    report = run(
-        path,
-        data=data,
-        time_budget=time_budget,
-        name=name,
-        deploy=deploy,
-        seed=seed,
-        progress=not as_json,
-        on_progress=None if as_json else tell,
-    )
+    with stopped_by_sigterm():
+        report = run(
+            path,
+            data=data,
+            time_budget=time_budget,
+            name=name,
+            deploy=deploy,
+            seed=seed,
+            progress=not as_json,
+            on_progress=None if as_json else tell,
+        )
     emit(report, as_json, render)
+
+
+class Terminated(SystemExit):
+    """SIGTERM as an exception: what ``timeout``, systemd and ``docker stop`` send ends the run the
+    way Ctrl-C does (its training run is marked failed), and the process exits 143 (128 + 15)."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+    def __str__(self) -> str:
+        return "stopped by SIGTERM"
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+@contextmanager
+def stopped_by_sigterm():
+    """For the block's duration SIGTERM raises :class:`Terminated`; the old handler comes back
+    after. Without it the signal kills the process at once and leaves its run 'running' forever.
+    Only the main thread may set handlers (a CLI run in a thread keeps the old one)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)  # None: set outside Python
 
 
 def render(report: dict) -> None:

@@ -22,8 +22,10 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 
+from aimass import budget as budgets
 from aimass import jobs, paths, sharing
 from aimass.access import directory
+from aimass.autolearn.run import LEAST_BUDGET_S
 from aimass.data.limits import limit
 from aimass.errors import AimassError, ConfigError, NotFoundError, PermissionDenied, TooManyRequests
 from aimass.jobs.kinds import PREDICTIONS, Kind
@@ -70,10 +72,26 @@ class AutoRequest(BaseModel):
         None, description="a CSV/TSV/JSONL file, or a folder/archive of images, on the server"
     )
     data: str | None = Field(None, description="instead of path: a stored dataset's id or name")
-    time_budget: str = "10m"
+    time_budget: str = Field("10m", description="wall time for everything: '300s', '5m', '1h'; at least 10s")
     name: str | None = None
     deploy: bool = False
     project: str | None = Field(None, max_length=64, description="the project the job belongs to")
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget(cls, value: str) -> str:
+        """Parsed as the CLI parses ``--time-budget`` (a 422 now, not a job that fails later); below
+        :data:`LEAST_BUDGET_S` no data trains. The data's own minimum is checked when the job runs."""
+        try:
+            seconds = budgets.seconds(value)
+        except ConfigError:
+            raise ValueError(f"send a duration such as '300s', '5m' or '1h', not {value!r}") from None
+        if seconds < LEAST_BUDGET_S:
+            raise ValueError(
+                f"{value!r} is {seconds:g}s; auto needs at least {LEAST_BUDGET_S:.0f}s whatever the data "
+                "(a few minutes leave time to search), e.g. '5m'"
+            )
+        return value
 
 
 def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -> None:

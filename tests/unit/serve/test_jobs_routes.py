@@ -293,6 +293,22 @@ def test_auto_is_queued_as_a_job(client, headers, bbc_csv, monkeypatch):
         assert refused.status_code == 422 and "one of the two" in refused.json()["error"]["message"]
 
 
+def test_auto_refuses_a_budget_the_cli_would_refuse(client, headers, bbc_csv, monkeypatch):
+    """``time_budget`` is parsed as ``--time-budget`` is: a 422 naming the field, nothing queued
+    (it was a 202 and a job that failed seconds later with a CLI hint)."""
+    monkeypatch.setenv("AIMASS_DATA_ROOTS", str(bbc_csv.parent))
+    queued = len(jobs.list_jobs(None, 1000))
+    for budget in ("banana", "5s", "0", "-1m", "3"):
+        body = {"path": str(bbc_csv), "time_budget": budget}
+        refused = client.post("/v1/auto", json=body, headers=headers)
+        assert refused.status_code == 422, (budget, refused.text)
+        assert "time_budget" in refused.json()["error"]["message"], refused.text
+    assert len(jobs.list_jobs(None, 1000)) == queued
+    least = client.post("/v1/auto", json={"path": str(bbc_csv), "time_budget": "10s"}, headers=headers)
+    assert least.status_code == 202, least.text
+    client.post(f"/v1/jobs/{least.json()['id']}/cancel", headers=headers)
+
+
 def test_a_job_whose_result_holds_a_nan_is_answered_with_null(client, headers):
     """A few-shot fit's validation score can be NaN; JSON has none: the job's page was a 500."""
     from aimass.jobs import state
