@@ -93,6 +93,8 @@ def reads(kind: str, params: dict) -> list[tuple[str, str]]:
         return [("vector_store", str(params.get("vector_store")))]
     found = [("model", params[k]) for k in ("model", "from") if isinstance(params.get(k), str) and params[k]]
     teachers = params.get("teachers")
+    if isinstance(teachers, str):  # "a:1,b:2", as the distillation's settings read it
+        teachers = [t.strip() for t in teachers.split(",") if t.strip()]
     found += [("model", t) for t in teachers if isinstance(t, str)] if isinstance(teachers, list) else []
     for data in (params.get("data"), params.get("valid_data")):
         if not (isinstance(data, str) and data.strip()):

@@ -518,3 +518,27 @@ def test_a_name_only_a_service_has_is_listed_as_the_service_is_decided(victim):
     guard = AccessGuard()
     assert guard.visible(caller, "model", {"faces-api", "plain"}) == {"plain"}
     assert guard.visible(Caller("admin", ("manage",)), "model", {"faces-api"}) == {"faces-api"}
+
+
+@pytest.mark.parametrize(
+    "teachers", [["secret-teacher:1"], "secret-teacher:1", "nlp-student:1, secret-teacher:1"]
+)
+def test_a_distillation_teacher_of_another_project_is_not_found_however_it_is_written(
+    victim, small_model, teachers
+):
+    """A comma-separated string of teachers (the distillation reads that form too) skipped the read
+    check: a key confined to nlp trained a student on the soft labels of cv's model."""
+    api.register(small_model, "secret-teacher")
+    directory.assign("model", "secret-teacher", "cv")
+    api.register(small_model, "nlp-student")
+    directory.assign("model", "nlp-student", "nlp")
+    key = user_with_key("bob", "NlpOnly", NLP_ONLY)
+    params = {"model": "nlp-student:1", "method": "distill", "teachers": teachers, "time_budget": 5}
+    with TestClient(create_app([])) as client:
+        said = client.post(
+            "/v1/jobs",
+            json={"kind": "compress", "project": "nlp", "params": params},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert said.status_code == 404, said.text
+    assert "secret-teacher" in said.json()["error"]["message"] and jobs.list_jobs() == []
