@@ -102,7 +102,9 @@ def read_layout(
     """
     if root.is_file():
         return read_manifest(root, show, label_sep)
-    root = _lone_folder(root) if descend else root
+    top, notes = root, []
+    if descend:
+        root, notes = _lone_folder(root)
     manifests = [p for p in _visible(root, root) if p.is_file() and manifest_columns(p) is not None]
     if len(manifests) > 1:
         raise DataError(
@@ -125,6 +127,7 @@ def read_layout(
     else:
         layout = _read_class_folders(root, Layout("class folders", "folder"), root, None, show)
     layout.hidden = hidden_files(root)
+    layout.ignored += [p.relative_to(top).as_posix() for p in notes]  # a README beside the lone folder
     layout.rejects += [link_reject(path, root, show(path)) for path, out in _walk(root, root) if out]
     if not (layout.items or layout.rejects):
         nested = sorted(
@@ -147,16 +150,26 @@ def _visible(folder: Path, root: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not is_ignored((p.name,)) and not leads_outside(p, root))
 
 
-def _lone_folder(root: Path) -> Path:
-    """Step down while the folder holds one folder and nothing else, unless it is a split or class folder."""
-    top = root
+def _lone_folder(root: Path) -> tuple[Path, list[Path]]:
+    """Step down while the folder holds one folder and no image or manifest beside it (a README or
+    LICENSE does not count: it is listed as ignored), unless it is a split or class folder. Returns
+    the folder and the loose files stepped past."""
+    top, passed = root, []
     while True:
         entries = _visible(root, top)
-        only = entries[0] if len(entries) == 1 and entries[0].is_dir() else None
+        folders = [p for p in entries if p.is_dir()]
+        notes = [p for p in entries if not p.is_dir() and not _matters(p)]
+        only = folders[0] if len(folders) == 1 and len(folders) + len(notes) == len(entries) else None
         inner = _visible(only, top) if only is not None else []
         if only is None or only.name.lower() in SPLIT_DIRS or not any(p.is_dir() for p in inner):
-            return root
+            return root, passed
+        passed += notes
         root = only
+
+
+def _matters(path: Path) -> bool:
+    """Whether a loose file shapes the layout: an image, or a manifest."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS or manifest_columns(path) is not None
 
 
 def image_files(folder: Path) -> Iterator[Path]:

@@ -119,3 +119,19 @@ def test_a_class_folder_that_gives_no_image_is_named_in_a_warning(tmp_path, writ
     ]
     ds = import_dataset(pets, name="pets-with-empty")  # the import says it, as the layout does
     assert any("'empty one' was left out" in w for w in ds.manifest["warnings"]), ds.manifest["warnings"]
+
+
+def test_a_readme_beside_the_archive_s_top_folder_does_not_merge_its_classes(tmp_path, write_classes):
+    """``README.md`` + ``pets/<class>/...`` was read as one class 'pets' ("check the label column")."""
+    import zipfile
+
+    tree = write_classes(tmp_path / "tree" / "pets", start=5)  # images no other test stored
+    (tmp_path / "tree" / "README.md").write_text("Photos of three pets.")
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((tmp_path / "tree").rglob("*")):
+            zf.write(path, path.relative_to(tmp_path / "tree").as_posix())
+    ds = import_dataset(archive, name="pets-readme")
+    assert set(ds.labels()) == {"astronaut", "chelsea", "coffee"}
+    assert any("README.md" in w for w in ds.manifest["warnings"]), ds.manifest["warnings"]
+    assert tree.is_dir()
