@@ -13,8 +13,8 @@ is refused at once (429) with a ``Retry-After`` of the time the backlog needs to
 never queued. The other half is for what the prediction leaves out: the event loop, HTTP,
 and the load a burst itself puts on the machine, which slows the model just when the queue
 fills. A request admitted but not started in time (its pass, at the speed measured then,
-would end past its deadline) is shed then, also 429: nothing ran. 504 is for a forward pass
-that ended too late.
+would end past its deadline) is shed then, also 429, answered at once: nothing ran. 504 is for
+a forward pass that ended too late; the pass still runs to its end and is metered (``charge``).
 """
 
 from __future__ import annotations
@@ -70,45 +70,57 @@ class BatchSettings:
 class Throughput:
     """How long the model takes for ``n`` inputs, learned from the batches it runs.
 
-    A forward pass of ``n`` inputs is modelled as ``overhead + n * per_item`` seconds, fitted by
-    exponentially weighted least squares over recent batches, so the estimate follows load and
-    the machine: a batch slower than predicted weighs ``slower`` (half) at once, since admitting
-    on a stale, fast estimate turns a burst into 504s; a faster one weighs ``decay``. While
-    recent batches are all about one size (no slope to fit), the per-input cost stays what it
-    was (the prior ``prior_items_per_s`` before any fit), capped by what those batches show,
-    and the overhead takes up the rest: a run of one-input batches (light load) reads as
-    per-pass overhead, not as a slow model, so it does not make admission refuse the batches
-    that would show otherwise.
+    A forward pass of ``n`` inputs is modelled as ``overhead + n * per_item`` seconds, each part an
+    exponentially weighted average that each pass moves by what it can show about that part:
+
+    - ``overhead`` follows what a pass took beyond its inputs' predicted cost, with weight
+      ``1/n`` of the pass's: it is learned from small passes. A run of one-input passes (light
+      load) reads as per-pass overhead, not as a slow model; a pass of 100 long texts moves it a
+      hundredth as much, since its time says how costly those inputs were, and the overhead is
+      multiplied by every batch a burst needs. One pass can raise it to at most twice what it was
+      plus 10 ms (``MOST_STEP_S``), so one stall of the machine cannot make an idle model
+      refuse small requests.
+    - ``per_item`` follows what a pass took per input beyond the overhead, with weight
+      ``(n - 1)/n`` of the pass's (a one-input pass cannot tell the two apart), and is capped by
+      each pass's ``seconds / n``: a cost that long texts showed is dropped as soon as shorter ones
+      run faster.
+
+    A pass slower than predicted weighs ``slower`` (half) at once, since admitting on a stale, fast
+    estimate turns a burst into 504s; a faster one weighs ``decay``. The first pass weighs all
+    (the prior, ``prior_items_per_s`` and no overhead, is only a guess).
 
     >>> speed = Throughput()
-    >>> for n, seconds in [(1, 0.006), (32, 0.050)] * 5:
+    >>> for n, seconds in [(1, 0.006), (32, 0.050)] * 20:
     ...     speed.observe(n, seconds)
-    >>> round(speed.seconds(64, max_batch=32), 3)  # two full batches
+    >>> round(speed.seconds(64, max_batch=32), 2)  # two full batches
     0.1
+    >>> speed.observe(100, 11.6)  # one request of 100 long texts
+    >>> speed.seconds(1, max_batch=32) < 0.2  # a short text is still predicted fast
+    True
     """
+
+    MOST_STEP_S = 0.010  # one pass may raise the overhead to at most twice itself plus this
 
     def __init__(self, prior_items_per_s: float = 500.0, decay: float = 0.1, slower: float = 0.5):
         self.decay, self.slower = decay, slower
         self.overhead, self.per_item = 0.0, 1.0 / prior_items_per_s
-        self._sums = [0.0] * 5  # weights, n, seconds, n*n, n*seconds
+        self.passes = 0
 
     def observe(self, n: int, seconds: float) -> None:
         """Add one batch of ``n`` inputs that took ``seconds``."""
         if n <= 0:
             return
         # slower than predicted: believe it at once (a burst loading the cores); faster: gradually
-        decay = self.slower if seconds > self.overhead + n * self.per_item else self.decay
-        sample = (1.0, n, seconds, n * n, n * seconds)
-        self._sums = [s * (1 - decay) + x for s, x in zip(self._sums, sample, strict=True)]
-        w, sn, st, snn, snt = self._sums
-        mean_n, mean_t = sn / w, st / w
-        spread = snn / w - mean_n**2
-        fitted = (snt / w - mean_n * mean_t) / spread if spread >= 1 else 0.0
-        if fitted > 0 and mean_t >= fitted * mean_n:
-            self.per_item = fitted
-        else:  # one batch size lately, or noise: keep the per-input cost, capped by what was seen
-            self.per_item = min(self.per_item, mean_t / mean_n)
-        self.overhead = mean_t - self.per_item * mean_n
+        weight = self.slower if seconds > self.overhead + n * self.per_item else self.decay
+        most = 2 * self.overhead + self.MOST_STEP_S
+        if not self.passes:  # the first pass replaces the prior, which was only a guess
+            weight, most = 1.0, math.inf
+        self.passes += 1
+        fixed = max(0.0, seconds - n * self.per_item)  # what this pass shows of the overhead
+        each = max(0.0, (seconds - self.overhead) / n)  # and of the cost of one input
+        self.overhead = min(self.overhead + weight / n * (fixed - self.overhead), most)
+        self.per_item += weight * (n - 1) / n * (each - self.per_item)
+        self.per_item = min(self.per_item, seconds / n)
 
     def assuming(self, n: int, seconds: float) -> Throughput:
         """A copy that has also seen a pass of ``n`` inputs take ``seconds`` (a pass still running)."""
@@ -138,6 +150,7 @@ class _Job:
     started: bool = False  # its forward pass has begun
     queued_behind: bool = False  # admitted behind other work (a busy model), not to an idle one
     finished: float | None = None  # when its forward pass ended (perf_counter)
+    charge: Callable[[int, float], None] | None = None  # told (inputs, seconds) when its pass ended
 
 
 class Batcher:
@@ -173,16 +186,23 @@ class Batcher:
         self._loop = asyncio.get_running_loop()
         threading.Thread(target=self._serve, name="aimass-model", daemon=True).start()
 
-    async def submit(self, items: list, timeout_s: float | None = None) -> Sequence:
+    async def submit(
+        self, items: list, timeout_s: float | None = None, charge: Callable[[int, float], None] | None = None
+    ) -> Sequence:
         """The rows for ``items``; 429 when the model cannot answer them in time, 504 past the deadline."""
-        rows, _ = await self.submit_metered(items, timeout_s)
+        rows, _ = await self.submit_metered(items, timeout_s, charge)
         return rows
 
-    async def submit_metered(self, items: list, timeout_s: float | None = None) -> tuple[Sequence, float]:
+    async def submit_metered(
+        self, items: list, timeout_s: float | None = None, charge: Callable[[int, float], None] | None = None
+    ) -> tuple[Sequence, float]:
         """Like :meth:`submit`, plus this request's share of the batch's compute seconds.
 
         ``timeout_s``: the seconds this request has left (e.g. after decoding its inputs), at most
-        the service's ``timeout_s`` (the default)."""
+        the service's ``timeout_s`` (the default). ``charge(inputs, seconds)`` is called once, on the
+        event loop, when a forward pass that ran these inputs ends without an error, with their
+        share of its compute seconds: also when the request was answered 504 meanwhile (the pass
+        ran on), so what the model did for a caller is metered whatever the caller saw."""
         if self._closed or self._loop is None:
             raise Retired("This model version is shutting down.", hint="Retry; another version serves.")
         timeout = self.settings.timeout_s if timeout_s is None else min(timeout_s, self.settings.timeout_s)
@@ -190,7 +210,7 @@ class Batcher:
             raise _late("The request", self.settings.timeout_s)
         with self._lock:
             self._admit(len(items), timeout)
-            job = _Job(list(items), self._loop.create_future())
+            job = _Job(list(items), self._loop.create_future(), charge=charge)
             job.deadline, job.queued_behind = (
                 job.enqueued + timeout,
                 bool(self.waiting_items or self._running),
@@ -203,6 +223,9 @@ class Batcher:
         except TimeoutError:
             if job.finished is not None and job.finished - job.enqueued <= timeout:
                 return await job.future  # answered in time; the event loop was late to notice
+            if job.future.done() and not job.started:  # shed by the model thread as its deadline passed
+                return await job.future
+            job.future.cancel()  # nobody waits for it now: an answer that comes later is dropped
             if self._drop(job):
                 raise _late("The prediction", timeout) from None
             raise self._shed(timeout) from None
@@ -253,11 +276,7 @@ class Batcher:
         prediction. Nothing ran, so a retry is safe: 429 with the backlog's drain time."""
         with self._lock:
             drain = self._wait(0)[1]
-        return TooManyRequests(
-            f"The model is busy: it could not start this request within its {timeout:g}s deadline.",
-            retry_after=float(max(1, math.ceil(drain))),
-            hint="Retry after the Retry-After seconds (nothing ran), or raise the service's timeout_s.",
-        )
+        return _busy(timeout, drain)
 
     def _unqueue(self, job: _Job) -> None:
         """``job`` runs now, or never: its inputs no longer count as waiting (call under the lock)."""
@@ -311,16 +330,20 @@ class Batcher:
 
     def _begin(self, batch: list[_Job]) -> list[_Job]:
         """The jobs of ``batch`` still wanted, now counted as running. Dropped here (they never
-        run; the request is answered 429 as shed load) even if the busy event loop has not
-        answered them yet: jobs past their deadline, and jobs queued behind other work whose
-        pass, at the speed measured now, would end past their deadline (the model slowed after
-        they were admitted). A job that found the model idle runs whatever the prediction."""
+        run; the request is answered 429 as shed load at once, not when its deadline passes)
+        even if the busy event loop has not answered them yet: jobs past their deadline, and
+        jobs queued behind other work whose pass, at the speed measured now, would end past
+        their deadline (the model slowed after they were admitted). A job that found the model
+        idle runs whatever the prediction."""
         now, most = time.perf_counter(), self.settings.max_batch_size
         with self._lock:
             planned = now + self.speed.seconds(sum(len(j.items) for j in batch), most)
+            shed = []
             for job in batch:
                 self._unqueue(job)
                 late = now > job.deadline or (job.queued_behind and planned > job.deadline)
+                if late and not job.dropped:  # (a job its request gave up on is answered already)
+                    shed.append(job)
                 job.dropped = job.dropped or late
             jobs = [j for j in batch if not j.dropped]
             for job in jobs:
@@ -328,7 +351,18 @@ class Batcher:
             n = sum(len(j.items) for j in jobs)
             self._running = n
             self._began, self._planned = now, self.speed.seconds(n, most)
+            drain = self._wait(0)[1] if shed else 0.0  # the Retry-After of the jobs shed
+        self._refuse(shed, drain)
         return jobs
+
+    def _refuse(self, jobs: list[_Job], drain: float) -> None:
+        """Answer ``jobs`` (shed at :meth:`_begin`) 429 now, with ``drain`` as Retry-After."""
+        try:
+            for job in jobs:
+                error = _busy(job.deadline - job.enqueued, drain)
+                self._loop.call_soon_threadsafe(_fail, job, error)
+        except RuntimeError:  # the event loop has closed: nobody waits for them
+            pass
 
     def _run(self, jobs: list[_Job]) -> bool:
         """One forward pass; the answers go to the event loop. False once that loop is gone."""
@@ -368,18 +402,35 @@ class Batcher:
 
 
 def _deliver(jobs: list[_Job], outcome, seconds: float) -> None:
-    """On the event loop: each job's rows and its share of the compute seconds, or the error."""
+    """On the event loop: each job's rows and its share of the compute seconds, or the error.
+    Each job's ``charge`` is told its share even if its request gave up (504) meanwhile."""
     if isinstance(outcome, Exception):
         for job in jobs:
-            if not job.future.done():
-                job.future.set_exception(outcome)
+            _fail(job, outcome)
         return
     total, start = sum(len(job.items) for job in jobs), 0
     for job in jobs:
-        end = start + len(job.items)
+        end, share = start + len(job.items), seconds * len(job.items) / total
+        if job.charge is not None:
+            job.charge(len(job.items), share)
         if not job.future.done():
-            job.future.set_result((outcome[start:end], seconds * len(job.items) / total))
+            job.future.set_result((outcome[start:end], share))
         start = end
+
+
+def _fail(job: _Job, error: Exception) -> None:
+    """On the event loop: ``job``'s request gets ``error``, unless it has its answer already."""
+    if not job.future.done():
+        job.future.set_exception(error)
+
+
+def _busy(timeout: float, drain: float) -> TooManyRequests:
+    """The 429 for a request shed before it started: nothing ran, a retry after ``drain`` is safe."""
+    return TooManyRequests(
+        f"The model is busy: it could not start this request within its {timeout:g}s deadline.",
+        retry_after=float(max(1, math.ceil(drain))),
+        hint="Retry after the Retry-After seconds (nothing ran), or raise the service's timeout_s.",
+    )
 
 
 def _late(what: str, timeout: float) -> DeadlineExceeded:

@@ -50,6 +50,17 @@ class Predictor:
         finally:
             hold.release()
 
+    def _charge(self, caller: Caller, deployment):
+        """What meters the forward pass that ran a request's inputs, called by the batcher when the
+        pass ends: once, whatever the client saw (a 504 while the pass ran on costs the model as
+        much as an answer does, so it is metered too)."""
+        key_id, model = caller.key_id, deployment.record.name
+
+        def charge(items: int, seconds: float) -> None:
+            self.meter.add(key_id, model, items, seconds * 1000)
+
+        return charge
+
     async def _answer(self, name: str, payload: dict, caller: Caller, began: float) -> bytes:
         for attempt in range(3):  # a swap can retire the routed version before it queues the request
             deployment = self.engine.route(name)
@@ -60,20 +71,20 @@ class Predictor:
                 else:
                     parsed = spec.request.model_validate(payload)
             except ValidationError as exc:
-                raise ConfigError(_describe(exc), hint=f"Send JSON like {spec.sample_request}") from None
+                example = json.dumps(spec.sample_request, ensure_ascii=False)  # JSON, not a Python repr
+                raise ConfigError(_describe(exc), hint=f"Send JSON like {example}") from None
             if spec.heavy_decode:  # e.g. images: the model's decode threads, 504 late
                 items = await deployment.batcher.decode(handler.decode_request, parsed)
             else:
                 items = handler.decode_request(parsed)
             try:
-                rows, compute_s = await deployment.batcher.submit_metered(items)
+                rows = await deployment.batcher.submit(items, charge=self._charge(caller, deployment))
                 break
             except Retired:
                 if attempt == 2:
                     raise
         body = handler.encode_response(rows)
         body["model"] = deployment.ref
-        self.meter.add(caller.key_id, deployment.record.name, len(items), compute_s * 1000)
         seconds = time.perf_counter() - began
         self.engine.metrics.latency.labels("predict", name.partition(":")[0]).observe(seconds)
         self.engine.metrics.recent.observe(name.partition(":")[0], seconds)
