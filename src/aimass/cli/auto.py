@@ -152,7 +152,26 @@ def _search_line(search: dict) -> str:
     )
 
 
-def _short(value) -> str:
-    if isinstance(value, dict):
-        return json.dumps(value, default=str)[:120]
-    return str(value)
+def _short(value, limit: int = 120) -> str:
+    """A choice's value in one table cell: a dict as ``key=value`` pairs, whole pairs only (it was cut
+    mid-object at 120 characters), the rest counted.
+
+    >>> _short({"lr_body": 0.000123456, "backbone": "minilm-l6", "unfreeze": 2}, limit=40)
+    'lr_body=0.000123, backbone=minilm-l6, … 1 more (--json has all)'
+    """
+    if not isinstance(value, dict):
+        return str(value)
+    pairs = [f"{k}={_cell(v)}" for k, v in value.items()]
+    shown: list[str] = []
+    for pair in pairs:
+        if shown and len(", ".join([*shown, pair])) > limit:
+            break
+        shown.append(pair)
+    rest = len(pairs) - len(shown)
+    return ", ".join(shown) + (f", … {rest} more (--json has all)" if rest else "")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return value if isinstance(value, str) else json.dumps(value, default=str)
