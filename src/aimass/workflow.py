@@ -12,8 +12,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 import traceback
@@ -22,13 +24,14 @@ from pathlib import Path
 
 from aimass import paths
 from aimass.compressors import Compressor, available_compressors, get_compressor, measure
+from aimass.compressors.onnx import stored_calibration
 from aimass.data import Dataset, list_datasets, load_dataset
 from aimass.data import import_dataset as _import_dataset
 from aimass.data.dataset import KINDS
 from aimass.data.storage import deleted_dataset
-from aimass.errors import ConfigError, InUseError, NotFoundError
+from aimass.errors import ConfigError, IntegrityError, InUseError, NotFoundError
 from aimass.estimator import Estimator
-from aimass.store import registry
+from aimass.store import artifacts, registry
 from aimass.store.artifacts import write_atomic
 from aimass.store.claims import claim
 from aimass.tasks import DEFAULT_TASK, available_tasks, get_task, task_for_kind
@@ -457,6 +460,7 @@ def compress(
     ``max_drop`` accuracy points is marked rejected: it cannot become ``production`` without force.
     Methods that train (distill, prune) learn from the parent's dataset, never from ``data``.
     """
+    max_drop = check_max_drop(max_drop)  # before any work: NaN would pass every gate
     record = registry.get_version(ref)
     claim("model", record.name)  # the child is a version of the parent's model
     spec = get_task(record.task)
@@ -477,7 +481,8 @@ def compress(
     _check_network(parent, compressor, record.ref)
     items = _test_items(spec, test)
     parent_report = parent.evaluate(test, "test")
-    parent_row = measure.row(record.ref, "parent", parent, parent_report, items, parent_load)
+    served = _served_runtime(record, spec, parent)
+    parent_row = measure.row(record.ref, "parent", parent, parent_report, items, parent_load, served=served)
     child = compressor.mark(compressor.compress(parent, source, spec), record.ref)
     staged = paths.subdir("tmp") / f"compress-{uuid.uuid4().hex[:12]}"
     try:
@@ -496,10 +501,98 @@ def compress(
         )
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    child_row["model"] = new.ref
+    child_row["model"] = new.ref  # its number is known only now: the stored table said "(new)"
+    registry.update_metrics(new.ref, metrics)
     _write_report(child, Path(new.path), report)
     (Path(new.path) / "compression_report.json").write_text(json.dumps(new.metrics, indent=2, default=str))
     return {"model": new.ref, "parent": record.ref, **info, "gate": gate}
+
+
+def served_backend(record, spec) -> str:
+    """The backend the server runs ``record`` on by default: a compressed version's own (an
+    ``onnx-int8`` child on ONNX int8, an ``int8-dynamic`` one on torch), else ONNX when the task
+    exports it, else torch."""
+    method = compression_method(record)
+    own = get_compressor(method).backend if method else None
+    return own or ("onnx" if spec.supports_onnx() else "torch")
+
+
+def compression_method(record) -> str | None:
+    """The compression method that made ``record`` (from its ``compression.json``), or None."""
+    path = Path(record.path) / "compression.json"
+    return json.loads(path.read_text())["method"] if path.exists() else None
+
+
+def _served_runtime(record, spec, model):
+    """What answers ``record``'s requests on the server when that is not ``model`` itself: the
+    ONNX runtime over its served folder (:func:`served_onnx`). The parent of a compression is timed
+    on it, as its child is on its own: a parent timed on torch (spinning OpenMP threads) against a
+    child on onnxruntime made a lossless ONNX conversion look 70 times faster. None when ``model``
+    already runs the way it is served (on torch, or a child on its own ONNX runtime)."""
+    backend = served_backend(record, spec)
+    if not backend.startswith("onnx") or getattr(model, "runtime_", None) is not None:
+        return None
+    served_onnx(record, spec)
+    return spec.load_runtime(Path(record.path) / "onnx", int8=backend == "onnx-int8")
+
+
+def served_onnx(record, spec) -> dict:
+    """The version's ONNX folder (``models/NAME/vN/onnx``) as the server runs it, checked, and its
+    export report.
+
+    The version's own files are checked against its ``SHA256SUMS`` first (an ``onnx`` child's
+    folder is among them). Any other version's folder is a cache, exported (and checked against
+    torch) on first use and sealed with a ``SHA256SUMS`` of its own when written: it is checked
+    before each use, and one that no longer matches (a changed ``runtime.json``'s class order
+    answered with other labels) is exported again."""
+    version = registry.open_folder(record)
+    folder = version / "onnx"
+    if _sealed_with_version(version):  # the version's own graphs, checked with it just now
+        done = folder / "export.json"
+        return json.loads(done.read_text()) if done.is_file() else {}
+    if _intact(folder):
+        return json.loads((folder / "export.json").read_text())
+    model = spec.estimator.load(version)
+    tmp = version / f".onnx.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        report = model.export_onnx(tmp, **stored_calibration(record.dataset_digest, spec))
+        artifacts.seal(tmp)
+        _replace_folder(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+def _sealed_with_version(version: Path) -> bool:
+    return any(name.startswith("onnx/") for name in artifacts.read_sums(version))
+
+
+def _intact(folder: Path) -> bool:
+    """Whether the cached ONNX ``folder`` is complete and matches its own ``SHA256SUMS``."""
+    if not (folder / artifacts.SUMS).is_file() or not (folder / "export.json").is_file():
+        return False  # unsealed: written before the cache was sealed, or torn
+    try:
+        return artifacts.verify(folder) > 0
+    except IntegrityError:
+        return False
+
+
+def _replace_folder(new: Path, folder: Path) -> None:
+    """Put ``new`` at ``folder``: a stale one is moved aside first (one rename each, so a reader
+    sees the old folder or the new one). When another process put its own there meanwhile, that
+    one is kept (the same export) and ``new`` goes."""
+    if _intact(folder):  # another process exported it again while this one did
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    if folder.exists():
+        stale = folder.with_name(f".onnx.stale-{uuid.uuid4().hex[:12]}")
+        with contextlib.suppress(FileNotFoundError):  # another process moved it first
+            os.replace(folder, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.replace(new, folder)
+    except OSError:  # another process exported it meanwhile
+        shutil.rmtree(new, ignore_errors=True)
 
 
 def _check_supports(compressor: Compressor, spec) -> None:
@@ -531,6 +624,27 @@ def _test_items(spec, data) -> list:
     """A few held-out inputs to time predictions on (short ones for text: <= 32 tokens)."""
     items = data.inputs("test") if hasattr(data, "inputs") else list(data[0])
     return spec.latency_inputs(items[:64])
+
+
+def check_max_drop(value) -> float:
+    """``value`` as the accuracy points a compressed child may lose before the gate rejects it: a
+    finite number 0-100 (a number or its text, as a form or a JSON body sends it). NaN passed
+    every gate (``drop > nan`` is False), and a word failed only after the whole compression.
+
+    >>> check_max_drop(1), check_max_drop(" 2.5 ")
+    (1.0, 2.5)
+    """
+    try:
+        drop = float(str(value).strip())
+    except ValueError:
+        drop = float("nan")
+    if not 0 <= drop <= 100:  # False for NaN too
+        raise ConfigError(
+            f"max_drop (the accuracy points a compressed version may lose) must be a number 0-100; "
+            f"got {str(value)[:20]!r}.",
+            hint="e.g. 1 (the default): a result that loses more points than this is rejected.",
+        )
+    return drop
 
 
 def _gate(drop_points: float, max_drop: float) -> dict:

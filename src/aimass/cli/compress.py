@@ -21,7 +21,7 @@ def compress(
     model: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
     method: Annotated[str, typer.Option(help="int8-dynamic, onnx, onnx-int8, distill or prune")],
     max_drop: Annotated[
-        float, typer.Option(help="Accuracy points the result may lose before it is rejected.")
+        float, typer.Option(help="Accuracy points (0-100) the result may lose before it is rejected.")
     ] = 1.0,
     data: Annotated[str | None, typer.Option(help="Evaluate on this dataset or file instead.")] = None,
     option: Annotated[

@@ -1,7 +1,12 @@
 """What a compressed version is compared on: accuracy and macro-F1 on the parent's test split,
 weight size, p50 latency at batch 1, throughput at batch 32 and load time, all measured in the
 same process, one model after the other. Throughput is the best of two windows of
-``AIMASS_MEASURE_SECONDS`` (1.5) each: longer for steadier figures on a busy machine."""
+``AIMASS_MEASURE_SECONDS`` (1.5) each: longer for steadier figures on a busy machine.
+
+Each row is timed on the backend the server runs that version on (its ``backend`` column): ONNX
+sessions with one intra-op thread per core and no spinning, torch with its own threads. A parent
+timed on torch against a child on ONNX measured the backends, not the compression (a lossless ONNX
+conversion came out 70 times faster on a busy two-core machine)."""
 
 from __future__ import annotations
 
@@ -13,13 +18,29 @@ from aimass.data.limits import limit
 
 WINDOW_S = 1.5
 WINDOW_ENV = "AIMASS_MEASURE_SECONDS"
-COLUMNS = ["model", "method", "accuracy", "macro_f1", "size_mb", "p50_ms_b1", "items_per_s_b32", "load_s"]
+COLUMNS = [
+    *("model", "method", "backend", "accuracy", "macro_f1"),
+    *("size_mb", "p50_ms_b1", "items_per_s_b32", "load_s"),
+]
+
+
+def _runtime(model):
+    """The ONNX runtime ``model`` predicts with (itself when it is one), or None (torch)."""
+    return getattr(model, "runtime_", None) or (model if hasattr(model, "session") else None)
+
+
+def backend(model) -> str:
+    """``onnx``, ``onnx-int8`` or ``torch``: what ``model`` predicts with."""
+    runtime = _runtime(model)
+    if runtime is None:
+        return "torch"
+    return "onnx-int8" if runtime.int8 else "onnx"
 
 
 def weight_bytes(model) -> int:
-    """Bytes of the weights ``model`` predicts with: its ONNX file when it runs on one, else its
-    network's tensors (int8 tensors count one byte), plus the TF-IDF branch when it has one."""
-    runtime = getattr(model, "runtime_", None)
+    """Bytes of the weights ``model`` predicts with: its ONNX file when it runs on one (or is one),
+    else its network's tensors (int8 tensors count one byte), plus the TF-IDF branch when it has one."""
+    runtime = _runtime(model)
     if runtime is not None:
         return sum(p.stat().st_size for p in _runtime_files(runtime))
     total = _tensor_bytes(model.net_.state_dict())
@@ -68,14 +89,19 @@ def speed(model, items: list, *, calls: int = 40, seconds: float | None = None) 
     return {"p50_ms_b1": statistics.median(times) * 1000, "items_per_s_b32": best}
 
 
-def row(ref: str, method: str, model, report: dict, items: list, load_s: float) -> dict:
+def row(ref: str, method: str, model, report: dict, items: list, load_s: float, *, served=None) -> dict:
+    """One line of the comparison table. ``report``: ``model``'s evaluation; ``served``: what
+    answers the version's requests on the server when that is not ``model`` (the ONNX runtime of a
+    version served on ONNX): the size, the speed and the backend are its."""
+    runner = model if served is None else served
     return {
         "model": ref,
         "method": method,
+        "backend": backend(runner),
         "accuracy": report["accuracy"],
         "macro_f1": report["macro_f1"],
-        "size_mb": weight_bytes(model) / 1e6,
-        **speed(model, items),
+        "size_mb": weight_bytes(runner) / 1e6,
+        **speed(runner, items),
         "load_s": load_s,
     }
 

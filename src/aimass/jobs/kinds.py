@@ -169,9 +169,12 @@ def run_evaluate(params: dict, ctx) -> dict:
 
 
 def _check_compress(params: dict) -> dict:
-    """The model and a known method (a 404 listing the methods otherwise) before anything queues."""
+    """The model, a known method (a 404 listing the methods otherwise) and a ``max_drop`` of 0-100
+    points before anything queues (a word failed only after the whole export)."""
     params = _require(params, "model", "method")
     get_compressor(str(params["method"]))
+    if "max_drop" in params:
+        params = {**params, "max_drop": workflow.check_max_drop(params["max_drop"])}
     return params
 
 

@@ -75,11 +75,14 @@ def body_limit(path: str) -> int:
 
 
 def default_refs() -> list[str]:
-    """Each model's ``production`` alias if it has one, else its latest version."""
+    """Each model's ``production`` alias if it has one, else its latest version: never one the
+    compression gate rejected (a model with only rejected versions and no alias is not served)."""
+    latest = {record.name: record.ref for record in registry.latest_versions()}
     refs = []
-    for record in registry.latest_versions():
-        alias = registry.aliases(record.name).get("production")
-        refs.append(f"{record.name}:{alias}" if alias else record.ref)
+    for name in sorted({record.name for record in registry.list_versions()}):
+        alias = registry.aliases(name).get("production")
+        ref = f"{name}:{alias}" if alias else latest.get(name)
+        refs += [ref] if ref else []
     return refs
 
 

@@ -17,16 +17,14 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aimass import paths
+from aimass import paths, workflow
 from aimass.access import directory
 from aimass.compressors import get_compressor
-from aimass.compressors.onnx import stored_calibration
 from aimass.data.limits import limit
 from aimass.errors import AimassError, ConfigError, InUseError, NotFoundError, Unavailable
 from aimass.serve import events
@@ -589,20 +587,10 @@ def compression_method(record) -> str | None:
 
 
 def exported(record, spec) -> dict:
-    """The version's ONNX folder, exported (and checked against torch) on first use."""
-    folder = Path(record.path) / "onnx"
-    done = folder / "export.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    model = spec.estimator.load(registry.open_folder(record))
-    tmp = folder.with_name(f"onnx.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    report = model.export_onnx(tmp, **stored_calibration(record.dataset_digest, spec))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process exported it meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
-    return report
+    """The version's ONNX folder, exported (and checked against torch) on first use, sealed when
+    written and checked before each load; one that no longer matches its seal is exported again
+    (see :func:`aimass.workflow.served_onnx`, which compressions time a parent on too)."""
+    return workflow.served_onnx(record, spec)
 
 
 def _backend_note(d: Deployment) -> str:

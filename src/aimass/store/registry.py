@@ -10,9 +10,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy import text as sql_text
 
 from aimass import paths
-from aimass.errors import ConfigError, InUseError, NotFoundError
+from aimass.errors import ConfigError, IntegrityError, InUseError, NotFoundError
 from aimass.store import artifacts
 from aimass.store.claims import claim
 from aimass.store.db import (
@@ -183,38 +184,71 @@ def register(
     staged: Path | None = None,
 ) -> ModelVersionRecord:
     """Save ``model`` as the next version of ``name`` and record its lineage; ``staged``: a folder
-    ``model`` was already saved to (moved into place instead of saving again)."""
+    ``model`` was already saved to (moved into place instead of saving again).
+
+    The files are written and sealed first, outside any lock (a save takes seconds); the version
+    number is then taken under SQLite's write lock (``BEGIN IMMEDIATE``), which is held while the
+    folder is renamed into place and the record committed: two processes registering the same
+    name at once get two numbers, each with its own files."""
     claim("model", check_name(name))
-    with session() as s, s.begin():
-        latest = s.scalar(select(func.max(ModelVersionRecord.version)).where(ModelVersionRecord.name == name))
-        gone = s.scalar(
-            select(func.max(DeletedVersionRecord.version)).where(DeletedVersionRecord.name == name)
-        )
-        version = max(latest or 0, gone or 0) + 1  # a deleted version's number is never reused
-        folder = paths.subdir("models") / name / f"v{version}"
-        _place(folder, model, staged, extra_files or {})
-        record = ModelVersionRecord(
-            name=name,
-            version=version,
-            task=model.task,
-            path=str(folder),
-            backbone=getattr(model, "backbone_", ""),
-            run_id=run_id,
-            dataset_digest=getattr(model, "data_digest_", ""),
-            params=model.get_params(),
-            metrics=metrics or {},
-            parent=parent,
-            aimass_version=__version__,
-        )
-        s.add(record)
+    root = paths.subdir("models") / name
+    building = _build(root, model, staged, extra_files or {})
+    try:
+        with session() as s, s.begin():
+            s.execute(sql_text("BEGIN IMMEDIATE"))  # readers go on; other writers wait (busy_timeout)
+            version = _next_version(s, name)
+            folder = root / f"v{version}"
+            _clear_leftover(s, folder)
+            record = ModelVersionRecord(
+                name=name,
+                version=version,
+                task=model.task,
+                path=str(folder),
+                backbone=getattr(model, "backbone_", ""),
+                run_id=run_id,
+                dataset_digest=getattr(model, "data_digest_", ""),
+                params=model.get_params(),
+                metrics=metrics or {},
+                parent=parent,
+                aimass_version=__version__,
+            )
+            s.add(record)
+            s.flush()  # a broken record fails here, before its folder takes the version's place
+            os.replace(building, folder)
+            artifacts.fsync_dir(root)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
     return record
 
 
-def _place(folder: Path, model, staged: Path | None, extra_files: dict[str, Path]) -> None:
-    """Save (or move) the artifacts into a hidden folder, seal them with sha256 sums, then rename
-    the folder into place: a crash leaves either no version folder or a complete, sealed one."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    building = folder.parent / f".building-{folder.name}-{uuid.uuid4().hex[:8]}"
+def _next_version(s, name: str) -> int:
+    """One more than the highest version ``name`` has had: a deleted version's number is never
+    reused. Read under the write lock, so no other process can take the same number meanwhile."""
+    latest = s.scalar(select(func.max(ModelVersionRecord.version)).where(ModelVersionRecord.name == name))
+    gone = s.scalar(select(func.max(DeletedVersionRecord.version)).where(DeletedVersionRecord.name == name))
+    return max(latest or 0, gone or 0) + 1
+
+
+def _clear_leftover(s, folder: Path) -> None:
+    """Remove ``folder`` when it is left by a crash between its rename and its record's commit;
+    a folder that a committed record owns is never removed (an IntegrityError names it)."""
+    if not folder.exists():
+        return
+    owner = s.scalars(select(ModelVersionRecord).where(ModelVersionRecord.path == str(folder))).first()
+    if owner is not None:
+        raise IntegrityError(
+            f"{folder} belongs to {owner.ref}, yet the next free version number points at it.",
+            hint="The registry database and the models folder disagree: restore both from the same backup.",
+        )
+    _remove_folder(folder)
+
+
+def _build(root: Path, model, staged: Path | None, extra_files: dict[str, Path]) -> Path:
+    """Save (or move) the artifacts into a hidden folder under ``root`` and seal them with sha256
+    sums; :func:`register` renames it into place, so a crash leaves either no version folder or a
+    complete, sealed one (a hidden ``.building-*`` one is removed by whoever started it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    building = root / f".building-{uuid.uuid4().hex[:12]}"
     try:
         if staged is not None:
             shutil.move(str(staged), building)
@@ -223,12 +257,10 @@ def _place(folder: Path, model, staged: Path | None, extra_files: dict[str, Path
         for target, source in extra_files.items():
             shutil.copy(source, building / target)
         artifacts.seal(building)
-        if folder.exists():  # left by a crash after a rename whose record never committed
-            shutil.rmtree(folder)
-        os.replace(building, folder)
-        artifacts.fsync_dir(folder.parent)
-    finally:
+    except BaseException:
         shutil.rmtree(building, ignore_errors=True)
+        raise
+    return building
 
 
 def open_folder(record: ModelVersionRecord) -> Path:
@@ -237,13 +269,28 @@ def open_folder(record: ModelVersionRecord) -> Path:
     return Path(record.path)
 
 
+def rejected(record: ModelVersionRecord) -> bool:
+    """Whether the compression gate rejected ``record`` (a child that lost more than its
+    ``max_drop``): such a version is never "the latest", only named by number (or an alias)."""
+    return ((record.metrics or {}).get("gate") or {}).get("status") == "rejected"
+
+
 def get_version(ref: str) -> ModelVersionRecord:
-    """A version by ``NAME`` (latest) or ``NAME:VERSION``; a clear error lists what exists."""
+    """A version by ``NAME`` (the latest: the newest one the compression gate did not reject),
+    ``NAME:VERSION`` or ``NAME@ALIAS`` (either of which may name a rejected one); a clear error
+    lists what exists."""
     name, version = parse_ref(ref)
     with session() as s:
         query = select(ModelVersionRecord).where(ModelVersionRecord.name == name)
         query = query.where(ModelVersionRecord.version == version) if version is not None else query
-        record = s.scalars(query.order_by(ModelVersionRecord.version.desc())).first()
+        records = list(s.scalars(query.order_by(ModelVersionRecord.version.desc())))
+    record = next((r for r in records if version is not None or not rejected(r)), None)
+    if record is None and records:
+        raise NotFoundError(
+            f"Every version of '{name}' was rejected by the compression gate; a name alone picks "
+            "the newest version the gate did not reject.",
+            hint=f"Name the version to use one anyway ({name}:VERSION); `aimass models list` lists them.",
+        )
     if record is None and version is not None:
         with session() as s:
             gone = s.get(DeletedVersionRecord, (name, version))
@@ -270,10 +317,12 @@ def list_versions(name: str | None = None) -> list[ModelVersionRecord]:
 
 
 def latest_versions() -> list[ModelVersionRecord]:
-    """The newest version of every model name."""
+    """The latest version of every model name, as :func:`get_version` picks it for a name alone (a
+    version the compression gate rejected is skipped; a name with only rejected ones is left out)."""
     latest: dict[str, ModelVersionRecord] = {}
     for record in list_versions():
-        latest[record.name] = record
+        if not rejected(record):
+            latest[record.name] = record
     return list(latest.values())
 
 

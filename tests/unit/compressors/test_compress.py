@@ -54,6 +54,19 @@ def test_onnx_int8_child_is_a_measured_version_of_its_parent(parent, int8_child)
     assert child.metrics["gate"]["status"] in ("accepted", "rejected")
     stored = json.loads((Path(child.path) / "compression_report.json").read_text())
     assert stored["compression"]["table"][1]["method"] == "onnx-int8"
+    assert [r["model"] for r in info["table"]] == [parent.ref, child.ref]  # the record said "(new)"
+
+
+def test_each_row_is_timed_on_the_backend_its_version_is_served_on(parent, int8_child):
+    """The parent was timed on torch (spinning OpenMP threads) and the child on onnxruntime: a
+    lossless ONNX conversion came out 72.9x faster at p50. The server runs this parent on ONNX."""
+    parent_row, child_row = int8_child["table"]
+    assert (parent_row["backend"], child_row["backend"]) == ("onnx", "onnx-int8")
+    folder = Path(parent.path) / "onnx"  # the very folder the server will run it from
+    assert (folder / "SHA256SUMS").is_file() and parent_row["size_mb"] * 1e6 == pytest.approx(
+        (folder / "model.onnx").stat().st_size + sum(p.stat().st_size for p in folder.glob("lexical.*")),
+    )
+    assert _backend(get_task("text-classification"), "auto", parent) == parent_row["backend"]
 
 
 def test_the_child_predicts_on_onnx_runtime_like_its_parent(parent, int8_child, bbc_csv):
@@ -65,8 +78,15 @@ def test_the_child_predicts_on_onnx_runtime_like_its_parent(parent, int8_child, 
 
 
 def test_gate_rejects_a_drop_over_max_drop_and_blocks_production(parent):
-    result = api.compress(parent.ref, "onnx", max_drop=-1.0)  # any result "loses" more than -1 point
-    assert result["gate"]["status"] == "rejected"
+    from aimass.workflow import _gate
+
+    assert _gate(1.5, 1.0)["status"] == "rejected" and _gate(1.0, 1.0)["status"] == "accepted"
+    result = api.compress(parent.ref, "onnx", max_drop=0)  # a lossless conversion: a drop of 0 or next to it
+    drop = result["comparison"]["accuracy_drop_points"]
+    assert result["gate"]["status"] == ("rejected" if drop > 0 else "accepted")
+    child = registry.get_version(result["model"])
+    registry.update_metrics(child.ref, {**child.metrics, "gate": _gate(0.5, 0.0)})  # as a lossy method's
+    assert registry.get_version(parent.name).ref != result["model"]  # "latest" skips it
     with pytest.raises(ConfigError, match="rejected by the compression gate"):
         registry.set_alias(result["model"], "production")
     assert registry.set_alias(result["model"], "production", force=True).ref == result["model"]
@@ -179,3 +199,57 @@ def test_the_onnx_staging_folder_goes_away_with_the_model(parent):
     del model
     gc.collect()
     assert not staging.exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -5, 1e308, "lots", True, None])
+def test_max_drop_must_be_a_number_0_to_100_before_any_work(bad):
+    """NaN passed every gate (a 50-point drop was "accepted"), and "lots" failed with a TypeError
+    only after the whole export: each is refused before the model is even looked up."""
+    from aimass import jobs
+
+    with pytest.raises(ConfigError, match="max_drop .* must be a number 0-100"):
+        api.compress("no-such-model", "onnx", max_drop=bad)
+    with pytest.raises(ConfigError, match="max_drop"):
+        jobs.submit("compress", {"model": "no-such-model", "method": "onnx", "max_drop": bad})
+
+
+def test_max_drop_given_as_text_is_read_as_a_number():
+    from aimass import jobs
+
+    queued = jobs.submit("compress", {"model": "cmp:1", "method": "onnx", "max_drop": " 2.5"})
+    assert queued["params"]["max_drop"] == 2.5
+    jobs.cancel(queued["id"])
+
+
+def test_cli_refuses_a_max_drop_of_nan():
+    from aimass.cli import app
+
+    result = CliRunner().invoke(
+        app, ["compress", "no-such-model", "--method", "onnx", "--max-drop", "nan", "--json"]
+    )
+    assert result.exit_code == 2 and json.loads(result.output)["error"]["code"] == "config_error"
+
+
+def test_the_served_onnx_folder_is_sealed_and_exported_again_when_changed(parent, int8_child):
+    """The cache ``models/NAME/vN/onnx`` was written after the version was sealed and trusted as it
+    was: a runtime.json with its classes reordered changed every answer, with no error."""
+    from aimass.errors import IntegrityError
+    from aimass.serve.engine import exported
+
+    spec = get_task("text-classification")
+    exported(parent, spec)
+    runtime = Path(parent.path) / "onnx" / "runtime.json"
+    assert (runtime.parent / "SHA256SUMS").is_file()
+    meta = json.loads(runtime.read_text())
+    runtime.write_text(json.dumps({**meta, "classes": meta["classes"][::-1]}))
+    exported(parent, spec)  # a cache: exported again, not refused
+    assert json.loads(runtime.read_text())["classes"] == meta["classes"]
+    child = registry.get_version(int8_child["model"])
+    theirs = Path(child.path) / "onnx" / "runtime.json"  # part of the child's own seal: refused
+    original = theirs.read_text()
+    theirs.write_text(json.dumps({**json.loads(original), "classes": meta["classes"][::-1]}))
+    try:
+        with pytest.raises(IntegrityError, match="runtime.json"):
+            exported(child, spec)
+    finally:
+        theirs.write_text(original)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 import aimass
-from aimass.errors import ConfigError, InUseError, NotFoundError
+from aimass.errors import ConfigError, IntegrityError, InUseError, NotFoundError
 from aimass.store import registry
-from aimass.store.db import RunRecord, session
+from aimass.store.db import ModelVersionRecord, RunRecord, session
 
 
 @pytest.fixture
@@ -103,6 +105,59 @@ def test_register_replaces_stale_folder(home):
     assert sorted(p.name for p in Path(record.path).iterdir()) == ["SHA256SUMS", "model.json"]
 
 
+class SlowEstimator(TinyEstimator):
+    """Saves for a second, as a real model's weights take: long enough for two processes to overlap."""
+
+    def __init__(self, who: str):
+        super().__init__()
+        self.who = who
+
+    def get_params(self) -> dict:
+        return {"who": self.who}
+
+    def save(self, path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        time.sleep(1.0)
+        (Path(path) / "model.json").write_text(json.dumps({"who": self.who}))
+
+
+def _register_at_once(who: str, barrier, results) -> None:
+    barrier.wait(timeout=120)
+    try:
+        results.put((who, registry.register(SlowEstimator(who), "racey").ref))
+    except Exception as exc:  # reported to the test, which names it
+        results.put((who, f"{type(exc).__name__}: {exc}"))
+
+
+def test_two_processes_registering_at_once_get_their_own_versions_and_files(home):
+    """The version number was read outside the write lock, then the second save's rename deleted
+    the first one's folder: racey:2 held A's params and B's files, and B died on a raw IntegrityError."""
+    registry.register(SlowEstimator("seed"), "racey")  # creates the database before the race
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited sqlite connection
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    workers = [ctx.Process(target=_register_at_once, args=(who, barrier, results)) for who in "AB"]
+    for w in workers:
+        w.start()
+    got = dict(results.get(timeout=180) for _ in workers)
+    for w in workers:
+        w.join(timeout=60)
+    assert sorted(got.values()) == ["racey:2", "racey:3"], got
+    for record in registry.list_versions("racey"):
+        assert json.loads((Path(record.path) / "model.json").read_text()) == record.params
+        assert registry.artifacts.verify(Path(record.path)) == 1
+    assert not [p.name for p in (home / "models" / "racey").iterdir() if p.name.startswith(".")]
+
+
+def test_a_folder_a_record_owns_is_never_cleared(home):
+    record = registry.register(TinyEstimator(), "owned")
+    with session() as s, s.begin():  # a record pointing at the folder the next number would take
+        s.get(ModelVersionRecord, record.id).path = str(home / "models" / "owned" / "v2")
+    (home / "models" / "owned" / "v1").rename(home / "models" / "owned" / "v2")
+    with pytest.raises(IntegrityError, match="belongs to owned:1"):
+        registry.register(TinyEstimator(), "owned")
+    assert (home / "models" / "owned" / "v2" / "model.json").exists()
+
+
 def test_get_version_latest_and_pinned(home):
     registry.register(TinyEstimator(epochs=1), "x")
     registry.register(TinyEstimator(epochs=2), "x")
@@ -111,6 +166,37 @@ def test_get_version_latest_and_pinned(home):
     assert registry.get_version("x:1").version == 1
     assert registry.get_version("x:1").params["epochs"] == 1
     assert registry.get_version("x:2").version == 2
+
+
+def test_latest_skips_a_version_the_gate_rejected(home):
+    """A rejected compressed child was "the latest": what a name alone loads, predicts and serves."""
+    rejected = {"gate": {"status": "rejected", "reason": "accuracy drop 3.00 points > 1"}}
+    registry.register(TinyEstimator(epochs=1), "news")
+    registry.register(
+        TinyEstimator(epochs=2), "news", metrics={"gate": {"status": "accepted"}}, parent="news:1"
+    )
+    registry.register(TinyEstimator(epochs=3), "news", metrics=rejected, parent="news:1")
+    assert registry.get_version("news").ref == "news:2"
+    assert registry.get_version("news:3").ref == "news:3"  # named, it still loads
+    assert [r.ref for r in registry.latest_versions()] == ["news:2"]
+    registry.register(TinyEstimator(), "only", metrics=rejected)
+    with pytest.raises(NotFoundError, match="rejected by the compression gate") as info:
+        registry.get_version("only")
+    assert "only:VERSION" in info.value.hint
+    assert registry.get_version("only:1").ref == "only:1"
+    assert "only" not in {r.name for r in registry.latest_versions()}
+
+
+def test_the_server_default_never_serves_a_rejected_version(home):
+    from aimass.serve.app import default_refs
+
+    rejected = {"gate": {"status": "rejected"}}
+    registry.register(TinyEstimator(), "news")
+    registry.register(TinyEstimator(), "news", metrics=rejected, parent="news:1")
+    registry.register(TinyEstimator(), "forced", metrics=rejected)
+    registry.register(TinyEstimator(), "orphan", metrics=rejected)
+    registry.set_alias("forced:1", "production", force=True)
+    assert default_refs() == ["forced:1", "news:1"]  # the alias wins; "orphan" has nothing to serve
 
 
 def test_unknown_name_names_it_and_lists_nothing(home):
