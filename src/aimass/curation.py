@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from aimass import paths
-from aimass.data import Dataset, load_dataset
+from aimass.data import Dataset, load_dataset, removal
 from aimass.data.dataset import KINDS
 from aimass.data.multilabel import KINDS as MULTI_KINDS
 from aimass.data.multilabel import split_labels, strata
@@ -166,8 +165,9 @@ def check_options(options: dict) -> dict:
 
 
 def report_folder(dataset_id: str) -> Path:
-    """Where a dataset's issues report is written by default: ``AIMASS_HOME/reports/issues/<id>``."""
-    return paths.subdir("reports/issues") / dataset_id
+    """Where a dataset's issues report is written by default: ``AIMASS_HOME/reports/issues/<id>``
+    (the data layer's :func:`aimass.data.removal.report_folder`, which a delete removes)."""
+    return removal.report_folder(dataset_id)
 
 
 def stored_issues(data: Dataset | str) -> dict:
@@ -242,8 +242,23 @@ def _model_proba(ref: str, ds: Dataset, index: dict) -> tuple[np.ndarray, dict]:
     for column, name in enumerate(model.classes_):
         if name in index:
             proba[:, index[name]] = given[:, column]
-    in_sample = record.dataset_digest == ds.digest
+    in_sample = record.dataset_digest in _lineage(ds)
     return proba, {"probabilities": f"model {record.ref}", "in_sample_train": in_sample}
+
+
+def _lineage(ds: Dataset) -> set[str]:
+    """The digests of ``ds`` and of every version it was revised from (``data fix``: the manifest's
+    ``parent``, its parent's, ...): a model trained on any of them saw these texts, so its
+    probabilities on them are in sample. A deleted ancestor ends the walk (its digest still counts)."""
+    digests, manifest = {ds.digest}, ds.manifest
+    while isinstance(manifest.get("parent"), dict) and manifest["parent"].get("digest") not in digests:
+        parent = manifest["parent"]
+        digests.add(parent["digest"])
+        try:
+            manifest = load_dataset(str(parent.get("id"))).manifest
+        except NotFoundError:
+            break
+    return digests
 
 
 def _report(ds: Dataset, labels, proba, embeddings, threshold: float, hard: int) -> dict:
@@ -470,14 +485,7 @@ def fix_dataset(
     chosen = [r for r in report["label_issues"] if wanted is None or r["row"] in wanted]
     reason = "label issue: given {label}, suggested {suggested} (margin {margin})"
     dropping = {r["row"]: reason.format(**r) for r in chosen} if drop else {}
-    new = "suggested_entities" if ds.kind == "entities" else "suggested"  # entities: the spans found
-    if relabel and any(r.get(new) is None for r in chosen):
-        raise ConfigError(
-            f"the issues report {where} gives no {new} to relabel with", hint="Pass the issues.json it wrote."
-        )
-    relabelling = {  # a row whose suggestion is the label it has is left as it is
-        r["row"]: (r[new], reason.format(**r)) for r in chosen if relabel and r["suggested"] != r["label"]
-    }
+    relabelling = _relabelling(ds, chosen, where) if relabel else {}
     for r in report["near_duplicates"] if duplicates else []:
         if wanted is None or r["row"] in wanted:
             relabelling.pop(r["row"], None)
@@ -487,12 +495,46 @@ def fix_dataset(
     if not dropping and not relabelling:
         raise ConfigError(
             f"the issues report {where} flags no row to change",
-            hint="Nothing to fix; pick other rows, or another kind of issue (--duplicates).",
+            hint="Nothing to fix; pick other rows (`rows`; the CLI's --row) or another kind of issue "
+            "(`duplicates`; --duplicates).",
         )
-    note = f"aimass data fix from {where}"
+    note = f"fixed from the issues report {where}"
     child = revise_dataset(ds, drop=dropping, relabel=relabelling, name=name, note=note)
     registry.record_dataset(child)
     return child
+
+
+def _relabelling(ds: Dataset, chosen: list[dict], where: str) -> dict[int, tuple]:
+    """Row -> (new label, reason) for the flagged rows ``chosen``; a row whose suggestion is the
+    label it has is left as it is. A text with entities gets ``relabel_entities`` (its given
+    entities with only the doubted units retagged, :func:`aimass.tasks.entity_issues.merged_entities`),
+    never the model's whole output, and a row the report could not merge is refused with its reason."""
+    entities = ds.kind == "entities"
+    new = "relabel_entities" if entities else "suggested"
+    if any(r.get(new) is None and not r.get("relabel_refused") for r in chosen):
+        raise ConfigError(
+            f"the issues report {where} gives no {new} to relabel with",
+            hint=f"Make a new issues report for dataset {ds.id} (`aimass data issues {ds.id}`, or a job "
+            "of kind 'issues') and fix with it.",
+        )
+    refused = {r["row"]: r["relabel_refused"] for r in chosen if r.get("relabel_refused")}
+    if refused:
+        first = next(iter(refused.items()))
+        others = [r["row"] for r in chosen if r["row"] not in refused]
+        raise ConfigError(
+            f"row(s) {sorted(refused)[:10]} of the issues report {where} cannot be relabelled "
+            f"(row {first[0]}: {first[1]})",
+            hint="Correct them by hand, or drop them (`drop` with their `rows`; --drop --row N)"
+            + (f"; relabel the others: `rows` {others[:20]} (--row N for each)." if others else "."),
+        )
+    if not entities:
+        reason = "label issue: given {label}, suggested {suggested} (margin {margin})"
+        return {r["row"]: (r[new], reason.format(**r)) for r in chosen if r["suggested"] != r["label"]}
+    return {
+        r["row"]: (r[new], f"label issue: retagged {'; '.join(r['relabel_changes'])} (margin {r['margin']})")
+        for r in chosen
+        if r[new] != r.get("entities")
+    }
 
 
 def _wanted_rows(report: dict, rows: list[int], where: str, *, label_issues: bool, duplicates: bool) -> set:
@@ -503,14 +545,15 @@ def _wanted_rows(report: dict, rows: list[int], where: str, *, label_issues: boo
         wanted = {int(r) for r in rows}
     except (TypeError, ValueError):
         raise ConfigError(
-            f"rows must be row numbers; got {list(rows)[:5]}", hint="e.g. --row 12 --row 40"
+            f"rows must be row numbers; got {list(rows)[:5]}",
+            hint="Give the report's row numbers: `rows` [12, 40] (the CLI's --row 12 --row 40).",
         ) from None
     stray = sorted(wanted - flagged)
     if stray:
         raise ConfigError(
             f"row(s) {stray[:5]} are not flagged in the issues report {where} for this action",
-            hint="Pick --row numbers from the report's label issues (--drop/--relabel) or near-duplicates "
-            "(--duplicates).",
+            hint="Pick `rows` (the CLI's --row) from the report's `label_issues` for `drop`/`relabel`, or "
+            "from its `near_duplicates` for `duplicates`.",
         )
     return wanted
 
@@ -522,6 +565,10 @@ class _Issue(BaseModel):  # what a fix reads of a flagged row (the report holds 
     suggested: str
     margin: float
     suggested_entities: list[list] | None = None  # texts with entities: the spans found
+    entities: list[list] | None = None  # texts with entities: the spans given
+    relabel_entities: list[list] | None = None  # the given spans, only the doubted units retagged
+    relabel_changes: list[str] = []  # what those retags change: "unit: old -> new"
+    relabel_refused: str | None = None  # why no merge was made (a person's call)
 
 
 class _Duplicate(BaseModel):
@@ -546,8 +593,10 @@ class _Report(BaseModel):
 def _read_report(issues: dict | str | Path) -> tuple[dict, str]:
     """The report and how to name it; a ConfigError naming the first field that is not as
     :func:`dataset_issues` writes it (a report edited by hand, or another file)."""
-    if isinstance(issues, dict):
-        return _checked(issues, "the given report"), "the given report"
+    if isinstance(issues, dict):  # REST and the console pass the stored report: name its file
+        files = issues.get("files")
+        where = str(files["json"]) if isinstance(files, dict) and files.get("json") else "passed in"
+        return _checked(issues, where), where
     path = Path(issues)
     try:
         return _checked(json.loads(path.read_text(encoding="utf-8")), str(path)), str(path)
@@ -572,7 +621,7 @@ def _checked(report, where: str) -> dict:
         what = f"{field}: {first['msg']}" if field else "it is not a JSON object"
         raise ConfigError(
             f"the issues report {where} is not one `aimass data issues` wrote: {what}",
-            hint="Pass the issues.json it wrote, as it wrote it; pick rows with --row instead of editing it.",
+            hint="Pass the issues.json it wrote, as it wrote it; pick `rows` (--row) instead of editing it.",
         ) from None
     return report
 
@@ -580,13 +629,19 @@ def _checked(report, where: str) -> dict:
 def _check_fix(ds: Dataset, report: dict, where: str, *, drop: bool, relabel: bool, duplicates: bool) -> None:
     if not (drop or relabel or duplicates):
         raise ConfigError(
-            "nothing to fix", hint="Pass --drop or --relabel (label issues) and/or --duplicates."
+            "nothing to fix",
+            hint="Set `drop` or `relabel` (label issues) and/or `duplicates` "
+            "(the CLI's --drop, --relabel, --duplicates).",
         )
     if drop and relabel:
-        raise ConfigError("label issues are either dropped or relabelled", hint="Pass --drop or --relabel.")
+        raise ConfigError(
+            "label issues are either dropped or relabelled",
+            hint="Set one of `drop` and `relabel` (--drop, --relabel).",
+        )
     made_for = report.get("dataset", {}).get("digest")
     if made_for != ds.digest:
         raise ConfigError(
             f"the issues report {where} was made for dataset {str(made_for)[:12]}, not {ds.id} ({ds.name})",
-            hint=f"Run `aimass data issues {ds.id}` and fix with that report.",
+            hint=f"Make an issues report for dataset {ds.id} (`aimass data issues {ds.id}`, or a job of "
+            "kind 'issues') and fix with that report.",
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from aimass.budget import seconds
 from aimass.cli.compress import settings
@@ -156,7 +157,7 @@ def _show(job: dict) -> None:
     out.print(f"[bold]{job['id']}[/] {job['kind']}  [{colour}]{job['status']}[/]  attempt {job['attempt']}")
     if job["status"] in ("queued", "running"):
         eta = f", ETA {job['eta_s']:.0f}s" if job.get("eta_s") else ""
-        out.print(f"progress {job['progress']:.0%}{eta}  {job.get('message') or ''}")
+        out.print(f"progress {job['progress']:.0%}{eta}  {escape(job.get('message') or '')}")
     if job.get("metadata"):
         out.print("metadata: " + ", ".join(f"{k}={v}" for k, v in job["metadata"].items()), markup=False)
     if job["status"] == "running" and job.get("pause_requested"):
@@ -167,9 +168,9 @@ def _show(job: dict) -> None:
         out.print({k: v for k, v in job["result"].items() if k not in ("stages", "per_class")})
     if job.get("error"):
         error = job["error"]
-        out.print(f"[red]{error.get('cause')}[/]: {error.get('message')}")
+        out.print(f"[red]{escape(str(error.get('cause')))}[/]: {escape(str(error.get('message')))}")
         if error.get("hint"):
-            out.print(f"[yellow]Hint:[/] {error['hint']}")
+            out.print(f"[yellow]Hint:[/] {escape(error['hint'])}")
         if error.get("traceback"):
             out.print(error["traceback"], markup=False, highlight=False)
     if job.get("events"):

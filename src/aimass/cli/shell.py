@@ -33,11 +33,12 @@ def command(fn):
             if kwargs.get("as_json"):
                 print(json.dumps({"error": exc.to_dict()}, ensure_ascii=False))
             else:
-                err.print(
-                    f"[bold red]Error ({exc.code}):[/] {exc.where + ': ' if exc.where else ''}{exc.message}"
-                )
+                # the message, where and hint quote user text (labels, file names, JSON shapes such as
+                # `[[start, end, label]]`) that Rich would otherwise read as markup, or fail on
+                where = escape(f"{exc.where}: ") if exc.where else ""
+                err.print(f"[bold red]Error ({exc.code}):[/] {where}{escape(exc.message)}")
                 if exc.hint:
-                    err.print(f"[yellow]Hint:[/] {exc.hint}")
+                    err.print(f"[yellow]Hint:[/] {escape(exc.hint)}")
             raise typer.Exit(2 if exc.http_status < 500 else 1) from None
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):  # typer's own way out
             raise
@@ -60,7 +61,7 @@ def _internal(exc: Exception, as_json: bool) -> None:
         print(json.dumps({"error": error}, ensure_ascii=False))
     else:
         err.print(f"[bold red]Error (internal):[/] {escape(message)}")
-        err.print(f"[yellow]Hint:[/] {hint}")
+        err.print(f"[yellow]Hint:[/] {escape(hint)}")
 
 
 def emit(payload, as_json: bool, render=None) -> None:

@@ -12,9 +12,10 @@ Accepted JSONL rows (one a line), in the shapes labelling tools and hubs write:
   last column, a blank line between sentences (``-DOCSTART-`` lines skipped).
 
 A ``split`` field (train, valid, test) is kept; otherwise the rows are split at random. Each bad row
-is rejected with its line and the reason (a span outside the text, overlapping spans, a tag that is
-not ``O`` or ``X-LABEL``, tokens and tags of different lengths ...). Spans with spaces at their
-edges are trimmed, and spans that start or end inside a word are counted, both in the warnings.
+is rejected with its line and the reason (a span outside the text, an empty span, a span of spaces
+only, overlapping spans, a tag that is not ``O`` or ``X-LABEL``, tokens and tags of different
+lengths ...). Spans with spaces at their edges are trimmed, and spans that start or end inside a
+word are counted, both in the warnings.
 
 >>> spans_of({"text": "Li Na won", "entities": [{"start": 0, "end": 5, "label": "PER"}]})
 ('Li Na won', [[0, 5, 'PER']], None)
@@ -22,6 +23,8 @@ edges are trimmed, and spans that start or end inside a word are counted, both i
 ('Li Na won', [[0, 5, 'PER']], None)
 >>> spans_of({"text": "Li", "entities": [[0, 9, "PER"]]})[2]
 'entities[0] [0, 9] is outside the text (2 characters)'
+>>> spans_of({"text": "Li  Na", "entities": [[2, 4, "PER"]]})[2]
+"entities[0] [2, 4] holds only spaces ('  '): it marks no word"
 """
 
 from __future__ import annotations
@@ -183,10 +186,27 @@ def spans_of(fields: dict) -> tuple[str, list[list], str | None]:
         span, reason = _span(i, item)
         if reason:
             return text, [], reason
-        if not 0 <= span[0] < span[1] <= len(text):
-            return text, [], f"entities[{i}] {span[:2]} is outside the text ({len(text)} characters)"
+        reason = _bad_offsets(i, span, text)
+        if reason:
+            return text, [], reason
         spans.append(span)
     return text, *_checked(text, spans)
+
+
+def _bad_offsets(i: int, span: list, text: str) -> str | None:
+    """Why span ``i`` marks no characters of ``text`` (None when it marks some that are not all
+    spaces): an empty span and one of spaces only are rejected, not dropped, so that the row's
+    annotation is not silently changed."""
+    start, end = span[0], span[1]
+    if start == end and 0 <= start <= len(text):
+        return f"entities[{i}] {span[:2]} is an empty span (start == end): it marks no character"
+    if end < start:
+        return f"entities[{i}] {span[:2]} ends before it starts (end is exclusive: [start, end])"
+    if not 0 <= start < end <= len(text):
+        return f"entities[{i}] {span[:2]} is outside the text ({len(text)} characters)"
+    if not text[start:end].strip():
+        return f"entities[{i}] {span[:2]} holds only spaces ({text[start:end]!r}): it marks no word"
+    return None
 
 
 def _checked(text: str, spans: list[list]) -> tuple[list[list], str | None]:

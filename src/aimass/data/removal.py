@@ -1,9 +1,12 @@
-"""Deleting a stored dataset: its folder, the uploaded copy it came from, and a tombstone.
+"""Deleting a stored dataset: its folder, the uploaded copy it came from, its issues report, and a
+tombstone.
 
 A dataset folder is renamed into ``datasets/.trash/`` first (one atomic step) and then deleted, so a
 crash leaves a folder nothing lists, never a half-deleted dataset. The file it was imported from is
 removed too when it is an upload (a folder under ``AIMASS_HOME/uploads/`` that no other dataset
-came from); a file of the user's own disk is never touched. A tombstone
+came from); a file of the user's own disk is never touched. Its issues report in the default folder
+(:func:`report_folder`: ``issues.json`` and ``issues.csv`` quote its rows, the pictures show its
+images) goes the same way; one written with ``--out`` elsewhere is the user's own file. A tombstone
 (``datasets/.deleted/<id>.json``: id, names, digest, when) makes a later reference to it say it
 was deleted, and when, instead of "no dataset"; importing the same content again lifts it.
 
@@ -24,10 +27,21 @@ from aimass.data.dataset import Dataset
 from aimass.data.storage import TOMBSTONES, atomic_write, datasets_dir, list_datasets, utc_now
 
 TRASH = ".trash"  # where a dataset folder goes to be deleted (nothing lists it)
+REPORTS = "reports/issues"  # a dataset's issues report, one folder per dataset id
+
+
+def report_folder(dataset_id: str) -> Path:
+    """Where a dataset's issues report is written by default: ``AIMASS_HOME/reports/issues/<id>``.
+
+    It lives in this layer (and :mod:`aimass.curation`, which writes the report, asks it) so that a
+    delete, which may not import curation, removes the report with the dataset.
+    """
+    return paths.subdir(REPORTS) / dataset_id
 
 
 def remove_dataset(ds: Dataset) -> dict:
-    """Delete ``ds`` (see the module); returns ``{"id", "names", "deleted", "uploads_removed"}``."""
+    """Delete ``ds`` (see the module); returns ``{"id", "names", "deleted", "uploads_removed",
+    "report_removed"}``."""
     others = [d for d in list_datasets() if d.id != ds.id]
     kept = {folder for d in others for folder in _uploads(d)}
     uploads = sorted(_uploads(ds) - kept)
@@ -38,7 +52,10 @@ def remove_dataset(ds: Dataset) -> dict:
     _remove(ds.path, datasets_dir() / TRASH)
     for upload in uploads:
         _remove(upload, upload.parent)
-    return {**stone, "uploads_removed": len(uploads)}
+    report = report_folder(ds.id)
+    had_report = report.exists()
+    _remove(report, report.parent)
+    return {**stone, "uploads_removed": len(uploads), "report_removed": had_report}
 
 
 def _uploads(ds: Dataset) -> set[Path]:

@@ -15,12 +15,22 @@ reviewer needs: the entities given, the entities the held-out model finds, and t
 disagrees. Hard examples are the unflagged texts whose least sure unit (the margin between its two
 likeliest tags) is lowest.
 
+What a relabel gives a flagged text (``relabel_entities``, :func:`merged_entities`) is its given
+entities with only the doubted units retagged, not the held-out model's whole output: an entity
+the model missed but nobody doubted stays. Where the retagged units would cut an entity so that a
+unit is ``I-X`` with no ``B-X`` before it, no merge is made (``relabel_refused`` says why) and the
+text is left for a person, rather than guessed at.
+
 >>> texts = ["Ann met Bob in Rome."] * 2
 >>> [tags for tags in given_tags(texts, [[[0, 3, "PER"]], []])][0]
 ['B-PER', 'O', 'O', 'O', 'O', 'O']
+>>> merged_entities("Ann met Bob in Rome.", [[0, 3, "PER"], [15, 19, "PER"]], {4: "B-LOC"})
+([[0, 3, 'PER'], [15, 19, 'LOC']], ['Rome: B-PER -> B-LOC'], None)
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -29,6 +39,7 @@ from aimass.evaluation import label_issues as cl
 from aimass.tasks import sequence as seq
 
 C1, C2, ITERATIONS = 0.1, 0.1, 100  # the crf-lexical candidate's defaults
+DIGIT = re.compile(r"\d")  # a decimal digit of any script (str patterns match Unicode's Nd)
 
 
 def tag_set(spans: list[list]) -> list[str]:
@@ -108,6 +119,48 @@ def _issues_in(labels: np.ndarray, flat: np.ndarray, given: list[list[str]]):
     return np.array([bool(f) for f in flagged]), flagged, np.array(quality)
 
 
+def merged_entities(text: str, spans: list[list], retag: dict[int, str]):
+    """``(entities, changes, None)``: the given ``spans`` of ``text`` with only the units in ``retag``
+    (unit number -> new BIO tag) retagged, the spans rebuilt from the merged tags; every entity none
+    of whose units changed is kept exactly as given (its own start and end). ``changes`` says what
+    changed, one ``unit: old -> new`` each. ``(None, [], reason)`` when the merged tags cannot be read
+    as entities: a unit left ``I-X`` after a unit that is not ``B-X``/``I-X`` (the doubted units cut
+    an entity part way), or a given entity the units do not show overlapping a new one."""
+    cuts = seq.units(text)
+    given = seq.bio_tags(text, spans)
+    tags = list(given)
+    for u, tag in retag.items():
+        tags[u] = tag
+    orphan = _orphan(text, cuts, tags)
+    if orphan:
+        return None, [], orphan
+    as_given = {tuple(_aligned(cuts, s)): s for s in spans if _aligned(cuts, s)}  # the unit-wise form
+    merged = [list(as_given.get(tuple(m), m)) for m in seq.spans(text, tags, cuts)]
+    unseen = [list(s) for s in spans if not _aligned(cuts, s)]  # starts inside a unit: no tag shows it
+    if any(a < m[1] and m[0] < b for a, b, _ in unseen for m in merged):
+        return None, [], "a given entity that starts inside a unit overlaps the retagged units' entity"
+    changes = [f"{text[slice(*cuts[u])]}: {given[u]} -> {tag}" for u, tag in sorted(retag.items())]
+    return sorted(merged + unseen), changes, None
+
+
+def _orphan(text: str, cuts: list[tuple[int, int]], tags: list[str]) -> str | None:
+    """Why ``tags`` are no BIO reading: the first unit ``I-X`` after one that is not ``B-X``/``I-X``."""
+    for u, tag in enumerate(tags):
+        before = tags[u - 1][2:] if u and tags[u - 1] != "O" else None
+        if tag.startswith("I-") and before != tag[2:]:
+            return (
+                f"retagging the doubted units leaves {text[slice(*cuts[u])]!r} as {tag} with no "
+                f"B-{tag[2:]} before it: the model doubts only part of an entity"
+            )
+    return None
+
+
+def _aligned(cuts: list[tuple[int, int]], span: list) -> list | None:
+    """A span as the units read it: from its first unit's start to its last unit's end."""
+    inside = [(a, b) for a, b in cuts if span[0] <= a < span[1]]
+    return [inside[0][0], inside[-1][1], span[2]] if inside else None
+
+
 def least_sure(proba: list[np.ndarray]) -> np.ndarray:
     """Per text, the smallest margin between a unit's two likeliest tags (1.0 for no units)."""
     return np.array([float(cl.top_two_margin(p).min()) if len(p) else 1.0 for p in proba])
@@ -141,6 +194,8 @@ def report(
 
     def issue(i: int) -> dict:
         cuts = seq.units(texts[i])
+        retag = {u: tags[int(proba[i][u].argmax())] for u in units[i]}
+        relabelled, changes, refused = merged_entities(texts[i], spans[i], retag)
         return {
             "row": int(i),
             "split": rows[i]["split"],
@@ -158,6 +213,9 @@ def report(
                 }
                 for u in units[i]
             ],
+            "relabel_entities": relabelled,  # what --relabel gives: only the doubted units retagged
+            "relabel_changes": changes,
+            "relabel_refused": refused,
             "item": item(i),
         }
 
@@ -195,7 +253,11 @@ def near_copies(
 ) -> list[dict]:
     """Valid/test texts whose most similar training text (cosine of their character 1-3-gram TF-IDF
     vectors) reaches ``threshold``, most similar first: exact repeats are rejected at import, these
-    are the near ones (a date or a digit changed), which a test score would count as memory."""
+    are the near ones (a date or a digit changed), which a test score would count as memory.
+
+    Every digit (ASCII, full-width ``１``, any script's) reads as ``0`` first: a short text with one
+    date character changed (``１２月３０日`` for ``１２月３１日``) would otherwise lose three of its
+    few n-grams and fall under the threshold (cosine 0.94 on a 46-character sentence)."""
     from sklearn.feature_extraction.text import TfidfVectorizer  # heavy: scikit-learn
 
     train = [i for i, r in enumerate(rows) if r["split"] == "train"]
@@ -203,7 +265,7 @@ def near_copies(
     if not train or not other:
         return []
     vectors = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True).fit_transform(
-        [r["text"] for r in rows]
+        [DIGIT.sub("0", r["text"]) for r in rows]
     )
     reference = vectors[train].T.tocsc()
     found = []
@@ -246,6 +308,7 @@ __all__ = [
     "flattened",
     "given_tags",
     "least_sure",
+    "merged_entities",
     "near_copies",
     "out_of_fold",
     "report",

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import random
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Config(BaseModel):
     """Validated hyper-parameters (checked in ``fit``, never in ``__init__``)."""
 
     backbone: str = "auto"
+    time_budget: float | None = Field(default=None, gt=0)
     max_length: int = Field(default=128, ge=8, le=512)
     lexical: bool = True
     threshold: float | None = Field(default=None, gt=0, lt=1)
@@ -89,6 +91,10 @@ class MultiLabelTextClassifier(label_sets.SetPredictor, TextClassifier):
         backbone: ``auto`` (by detected language), a name from the backbone table,
             ``hf:ORG/NAME`` or a local model folder.
         max_length: the most tokens per text the encoder sees (less if the data needs less).
+        time_budget: wall-time budget for fit, e.g. ``"1m"``; None: no bound. The encoder embeds
+            every text whatever the budget (one pass, cached); the grid of regressions is what it
+            bounds: once it is spent, each candidate stops after the settings it has tried (always
+            at least its first, most promising one; ``settings_tried`` in ``candidates_``).
         lexical: add the TF-IDF branch (and compare against TF-IDF alone).
         threshold: the score from which a label is given; None: picked on the validation split.
         baselines: also try TF-IDF alone and keep it when it scores better on validation.
@@ -108,8 +114,18 @@ class MultiLabelTextClassifier(label_sets.SetPredictor, TextClassifier):
     )
     activation = "sigmoid"  # how the ONNX runtime turns logits into scores (aimass.runtime.text)
 
-    def __init__(self, backbone="auto", max_length=128, lexical=True, threshold=None, baselines=True, seed=0):
+    def __init__(
+        self,
+        backbone="auto",
+        max_length=128,
+        lexical=True,
+        threshold=None,
+        baselines=True,
+        seed=0,
+        time_budget=None,
+    ):
         self.backbone = backbone
+        self.time_budget = time_budget
         self.max_length = max_length
         self.lexical = lexical
         self.threshold = threshold
@@ -120,6 +136,7 @@ class MultiLabelTextClassifier(label_sets.SetPredictor, TextClassifier):
     def fit(self, data, valid=None, *, run_dir=None, resume=False, progress=True) -> MultiLabelTextClassifier:
         """Train on a Dataset (its train/valid splits) or on ``(texts, label lists)``."""
         cfg = parse_config(Config, self.get_params(), "MultiLabelTextClassifier")
+        deadline = _deadline(cfg)
         timer = Timer()
         train, val, digest, language = _splits(data, valid, cfg.seed)
         self.classes_ = label_sets.classes_of(train[1])
@@ -130,7 +147,7 @@ class MultiLabelTextClassifier(label_sets.SetPredictor, TextClassifier):
         lexical = [self.lexical_.transform(part) if self.lexical_ else None for part in (train[0], val[0])]
         parts = [(pooled[: len(train[0])], lexical[0]), (pooled[len(train[0]) :], lexical[1])]
         targets = [label_sets.multi_hot(train[1], self.classes_), label_sets.multi_hot(val[1], self.classes_)]
-        self._choose(cfg, parts, targets)
+        self._choose(cfg, parts, targets, deadline)
         timer.lap("train_head")
         self.stages_ = {}
         self.timings_ = timer.stages
@@ -151,6 +168,7 @@ class MultiLabelTextClassifier(label_sets.SetPredictor, TextClassifier):
         a tag that did not exist then counts as absent. ``replay_`` records what was replayed.
         """
         cfg = parse_config(Config, self.get_params(), "MultiLabelTextClassifier")
+        deadline = _deadline(cfg)
         timer = Timer()
         self._inherit(parent)
         train, val, digest, _ = _splits(data, None, cfg.seed)
@@ -177,7 +195,7 @@ class MultiLabelTextClassifier(label_sets.SetPredictor, TextClassifier):
         ).eval()
         lexical = [self.lexical_.transform(part) if self.lexical_ else None for part in (train[0], val[0])]
         targets = [label_sets.multi_hot(train[1], self.classes_), label_sets.multi_hot(val[1], self.classes_)]
-        self._choose(cfg, [(pooled[0], lexical[0]), (pooled[1], lexical[1])], targets)
+        self._choose(cfg, [(pooled[0], lexical[0]), (pooled[1], lexical[1])], targets, deadline)
         timer.lap("train_head")
         self.stages_ = {}  # no training stages: the regressions are fitted whole, in seconds
         self.timings_ = timer.stages
@@ -229,13 +247,16 @@ class MultiLabelTextClassifier(label_sets.SetPredictor, TextClassifier):
             texts, f"multilabel|{self.backbone_}|{digest}|{self.max_length_}", progress
         ).numpy()
 
-    def _choose(self, cfg: Config, parts: list, targets: list[np.ndarray]) -> None:
+    def _choose(self, cfg: Config, parts: list, targets: list[np.ndarray], deadline: float | None) -> None:
         """Fit every candidate on the training rows, keep the best by validation micro-F1 (then
-        macro-F1; the network wins a tie) and copy it into the head."""
+        macro-F1; the network wins a tie) and copy it into the head. Past ``deadline`` (a
+        ``time.monotonic()``), a candidate tries no further settings after its first."""
         n = label_sets.settings_per_candidate(targets[0].shape[1])
 
         def grid(settings):
-            for c, w in settings[:n]:
+            for k, (c, w) in enumerate(settings[:n]):
+                if k and deadline is not None and time.monotonic() > deadline:
+                    return
                 yield {"C": c, "w": w}, _design(*parts[0], w), _design(*parts[1], w)
 
         grids = {portfolio.NETWORK: grid(NETWORK_GRID)}
@@ -268,6 +289,11 @@ class MultiLabelTextClassifier(label_sets.SetPredictor, TextClassifier):
                 hint="Evaluate on another split or pass --data FILE.",
             )
         return self._sets_report(texts, texts, labels, top_k)
+
+
+def _deadline(cfg: Config) -> float | None:
+    """The ``time.monotonic()`` by which the fit's time budget is spent (None: no budget)."""
+    return None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
 
 
 def _splits(data, valid, seed: int) -> tuple[tuple, tuple, str, str]:

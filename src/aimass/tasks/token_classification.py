@@ -42,6 +42,7 @@ from aimass.tasks import sequence as seq
 from aimass.tasks.base import Task
 from aimass.tasks.classification import Handler as ClassifierHandler
 from aimass.tasks.text_classification import PredictRequest, TextClassification
+from aimass.train.stages import StageResult
 from aimass.version import __version__
 
 FORMAT = 1
@@ -52,6 +53,7 @@ class Config(BaseModel):
     """Validated hyper-parameters (checked in ``fit``, never in ``__init__``)."""
 
     backbone: str = "auto"
+    time_budget: float | None = Field(default=None, gt=0)
     dims: int = Field(default=64, ge=0, le=384)
     c1: float = Field(default=0.1, ge=0)
     c2: float = Field(default=0.1, ge=0)
@@ -71,6 +73,10 @@ class EntityTagger(Estimator):
 
     Args:
         backbone: a text encoder from the backbone table; ``auto``: by the texts' language.
+        time_budget: wall-time budget for fit, e.g. ``"1m"``; None: no bound. The first candidate
+            (the network, or the lexical CRF when ``dims`` is 0) is always fitted, each CRF to its
+            ``max_iterations`` (crfsuite's L-BFGS cannot be stopped part way); the lexical
+            baseline is skipped when the budget is spent by then (``stages_`` says so).
         dims: the encoder vector's dimensions the CRF sees (a PCA); 0: the lexical CRF only.
         c1, c2: the CRF's L1 and L2 penalties.
         max_iterations: L-BFGS iterations of each CRF fit.
@@ -80,8 +86,19 @@ class EntityTagger(Estimator):
 
     task = "token-classification"
 
-    def __init__(self, backbone="auto", dims=64, c1=0.1, c2=0.1, max_iterations=100, baselines=True, seed=0):
+    def __init__(
+        self,
+        backbone="auto",
+        dims=64,
+        c1=0.1,
+        c2=0.1,
+        max_iterations=100,
+        baselines=True,
+        seed=0,
+        time_budget=None,
+    ):
         self.backbone = backbone
+        self.time_budget = time_budget
         self.dims = dims
         self.c1 = c1
         self.c2 = c2
@@ -94,6 +111,7 @@ class EntityTagger(Estimator):
         """Train on an ``entities`` Dataset (its train/valid splits) or on ``(texts, spans)``."""
         cfg = parse_config(Config, self.get_params(), "EntityTagger")
         began = time.perf_counter()
+        deadline = None if cfg.time_budget is None else time.monotonic() + cfg.time_budget
         train, val, digest = _splits(data, valid, cfg.seed)
         self.labels_ = sorted({span[2] for spans in train[1] for span in spans})
         if not self.labels_:
@@ -119,7 +137,11 @@ class EntityTagger(Estimator):
             fitted[portfolio.NETWORK] = self._candidate(
                 lex, dense, tags, val, crf, candidates, portfolio.NETWORK
             )
-        if cfg.baselines or not cfg.dims:
+        self.stages_ = {}
+        if fitted and cfg.baselines and deadline is not None and time.monotonic() > deadline:
+            spent = f"time budget: {cfg.time_budget:g}s spent by the {portfolio.NETWORK} candidate"
+            self.stages_[LEXICAL] = StageResult(skipped=spent).__dict__
+        elif cfg.baselines or not cfg.dims:
             fitted[LEXICAL] = self._candidate(lex, None, tags, val, crf, candidates, LEXICAL)
         self.chosen_ = max(candidates, key=lambda k: (candidates[k]["micro_f1"], k == portfolio.NETWORK))
         self.weights_ = fitted[self.chosen_]
@@ -129,7 +151,6 @@ class EntityTagger(Estimator):
             self.encoder_ = self.tokenizer_ = None
         self.data_digest_ = digest
         self.timings_ = {**timings, "total": round(time.perf_counter() - began, 2)}
-        self.stages_ = {}
         return self
 
     def fit_from(self, parent: EntityTagger, data, *, old=None, replay: int = 200, progress: bool = True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,3 +77,21 @@ def test_a_job_that_has_not_ended_keeps_its_data_and_a_prefix_deletes_nothing(ho
     assert ds.path.is_dir()
     jobs.cancel(job["id"])
     assert api.delete_dataset("news")["id"] == ds.id
+
+
+def test_a_deleted_dataset_takes_its_issues_report_with_it(home, tmp_path):
+    """The issues report quotes the rows (``issues.json``, 200-character snippets in ``issues.csv``):
+    a copy aimass made, so it goes with the dataset; a report written elsewhere (``--out``) stays."""
+    from aimass.data.bundled import peoples_daily
+
+    rows = [{"text": t, "entities": e} for t, e in peoples_daily(60)]
+    source = tmp_path / "news.jsonl"
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    ds = api.import_dataset(source, name="news")
+    report = api.dataset_issues(ds, folds=3, hard=0, network=False)
+    elsewhere = api.dataset_issues(ds, folds=3, hard=0, network=False, out=tmp_path / "mine")
+    folder = home / "reports" / "issues" / ds.id
+    assert Path(report["files"]["csv"]).parent == folder and (folder / "issues.json").is_file()
+    gone = json.loads(CliRunner().invoke(app, ["data", "delete", "news", "--json"]).stdout)
+    assert not folder.exists() and gone["report_removed"]
+    assert Path(elsewhere["files"]["json"]).is_file()  # the user's own folder

@@ -3,6 +3,7 @@ an image dataset's picture grid, and the checks of a fix."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -147,6 +148,18 @@ def test_the_rest_twin_serves_the_last_report(news):
         served = client.get(f"/v1/datasets/{news.id}/issues", headers=headers)
         assert served.status_code == 200 and served.json()["counts"] == report["counts"]
         assert client.get(f"/v1/datasets/{news.id}/issues").status_code == 401
+        # a fix over REST names the stored report it acted on and the JSON fields, not only CLI flags
+        flagged = {i["row"] for i in report["label_issues"]}
+        clean = next(r for r in range(len(news.rows())) if r not in flagged)
+        refused = client.post(
+            f"/v1/datasets/{news.id}/fix", json={"drop": True, "rows": [clean]}, headers=headers
+        )
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert f"[{clean}] are not flagged in the issues report {report['files']['json']}" in error["message"]
+        assert "`rows`" in error["hint"] and "`drop`" in error["hint"]
+        nothing = client.post(f"/v1/datasets/{news.id}/fix", json={}, headers=headers).json()["error"]
+        assert nothing["message"] == "nothing to fix" and "`drop` or `relabel`" in nothing["hint"]
 
 
 def test_an_issues_job_writes_the_report_the_rest_twin_serves(news):
@@ -168,3 +181,17 @@ def test_an_issues_job_writes_the_report_the_rest_twin_serves(news):
     assert done["status"] == "succeeded", done
     assert done["result"]["dataset"] == news.id and done["result"]["hard_examples"] == 2
     assert stored_issues(news.id)["counts"]["hard_examples"] == 2
+
+
+def test_a_fixed_child_of_the_training_data_is_in_sample(news, small_model, tmp_path):
+    """A ``data fix`` child (and its child) holds the texts its parent trained the model on: the
+    model's probabilities on them are in sample, though the child's digest is its own."""
+    from aimass.data.revise import revise_dataset
+
+    trained = copy.copy(small_model)
+    trained.data_digest_ = news.digest  # as `aimass train --data curation-news` records it
+    record = api.register(trained, "curation-lineage")
+    child = revise_dataset(news, drop={0: "a duplicate"}, name="curation-child")
+    grandchild = revise_dataset(child, drop={1: "off topic"}, name="curation-grandchild")
+    report = api.dataset_issues(grandchild, model=record.ref, out=tmp_path, hard=0)
+    assert report["method"]["in_sample_train"] is True  # its parent's parent trained the model

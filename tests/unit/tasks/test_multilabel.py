@@ -214,7 +214,7 @@ def test_auto_detects_label_lists_and_reports_what_the_fit_chose(tmp_path, monke
     choices = {c["what"]: c for c in report["choices"]}
     assert "nothing to search" in choices["hyper-parameters"]["why"]
     fit = choices["final fit"]
-    assert "time_budget_s" not in fit["value"] and fit["value"]["chosen"] in ("network", "tfidf-logreg")
+    assert fit["value"]["time_budget_s"] > 0 and fit["value"]["chosen"] in ("network", "tfidf-logreg")
     assert "validation micro-F1: network" in fit["why"]
     # the served version is the int8 child when it kept the parent's exact-match accuracy (the gate)
     assert report["compression"]["method"] == "onnx-int8"
@@ -321,3 +321,16 @@ def test_a_version_continues_on_new_rows_with_a_new_label(tmp_path, monkeypatch,
     assert "tech" not in before.classes_ and after.classes_ == [*before.classes_, "tech"]
     tech = [r["text"] for r in new_rows if r["labels"] == ["tech"]][:6]
     assert sum("tech" in labels for labels in after.predict(tech)) >= 4
+
+
+def test_a_time_budget_bounds_the_grid_of_regressions(tmp_path, monkeypatch, rows):
+    """``aimass train --time-budget`` is taken (not "has no option 'time_budget'"): once it is spent
+    each candidate keeps the first, most promising setting it tried."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    ds = api.import_dataset(write_jsonl(tmp_path / "topics.jsonl", rows[:80]))
+    args = ["train", "--data", ds.id, "--backbone", "minilm-l6", "--set", "max_length=64", "--json"]
+    out = CliRunner().invoke(app, [*args, "--time-budget", "0.01s"])
+    assert out.exit_code == 0, out.output[-2000:]
+    candidates = json.loads(out.stdout)["portfolio"]["candidates"]
+    assert {name: c["settings_tried"] for name, c in candidates.items()} == {"network": 1, "tfidf-logreg": 1}
+    assert api.load(json.loads(out.stdout)["model"]).get_params()["time_budget"] == "0.01s"

@@ -65,13 +65,15 @@ def test_span_rows_import_and_every_bad_row_is_rejected_with_its_line(tmp_path, 
         {"text": "江泽民", "entities": [["0", 3, "PER"]]},  # 48: start is not a number
         good[0],  # 49: a duplicate of line 1
         {"text": good[1]["text"], "entities": []},  # 50: line 2's text with other entities: both rejected
+        {"text": "Carol  met Dave", "entities": [[5, 7, "PER"]]},  # 51: spaces only (not dropped unseen)
+        {"text": "Erin met Frank", "entities": [[4, 4, "PER"]]},  # 52: an empty span
     ]
     edges = [{"text": "Mr Li Na spoke", "entities": [{"start": 2, "end": 8, "label": "PER"}]}]  # " Li Na"
     inside = [{"text": "Londoners cheered", "entities": [[0, 6, "LOC"]]}]  # "London" inside a word
     ds = api.import_dataset(write_jsonl(tmp_path / "news.jsonl", good + bad + edges + inside))
     assert ds.kind == "entities" and ds.classes == ["LOC", "ORG", "PER"]
     rejects = rejects_of(ds)
-    assert sorted(rejects) == [2, *range(41, 51)]
+    assert sorted(rejects) == [2, *range(41, 53)]
     assert rejects[49]["reason"] == "duplicate of line 1" and rejects[49]["kind"] == "duplicate"
     assert rejects[2]["reason"].endswith("other entities at line 50") and "line 2" in rejects[50]["reason"]
     assert "outside the text (3 characters)" in rejects[41]["reason"]
@@ -80,6 +82,10 @@ def test_span_rows_import_and_every_bad_row_is_rejected_with_its_line(tmp_path, 
     assert rejects[45]["reason"] == "2 tokens but 1 tags"
     assert "tags[1] is 'PERSON'" in rejects[46]["reason"]
     assert "split 'holdout'" in rejects[47]["reason"] and "not whole numbers" in rejects[48]["reason"]
+    assert rejects[51]["reason"] == "entities[0] [5, 7] holds only spaces ('  '): it marks no word"
+    assert (
+        rejects[52]["reason"] == "entities[0] [4, 4] is an empty span (start == end): it marks no character"
+    )
     assert len(ds.rows()) + len(rejects) == len(good + bad + edges + inside)  # nothing dropped unreported
     stored = {r["text"]: r["label"] for r in ds.rows()}
     assert stored["Mr Li Na spoke"] == [[3, 8, "PER"]]  # trimmed, and said so
@@ -323,7 +329,8 @@ def test_the_console_start_page_takes_a_conll_upload_to_the_entity_task(tmp_path
 def test_annotation_errors_are_found_out_of_fold_and_fixed_as_a_new_version(tmp_path, monkeypatch):
     """400 People's Daily sentences, 12 of them with an entity given the wrong type: ``data issues``
     flags most of them (a CRF cross-validated on the other texts doubts their tags), shows the
-    entities it would give, and ``data fix --relabel`` stores a child version with those."""
+    entities it would give, and ``data fix --relabel`` stores a child version with the given entities
+    whose doubted units are retagged."""
     monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
     rows = [{"text": t, "entities": [list(s) for s in e]} for t, e in peoples_daily(400)]
     swap = {"PER": "LOC", "LOC": "ORG", "ORG": "PER"}
@@ -350,7 +357,7 @@ def test_annotation_errors_are_found_out_of_fold_and_fixed_as_a_new_version(tmp_
     found = sorted(set(changed) & set(flagged))
     assert len(found) >= 9 and len(flagged) <= 60, (len(found), len(flagged))  # 11 of 12 among 36
     assert len(flagged) < lexical  # the lexical CRF alone: 45 flagged
-    restored = [r for r in found if sorted(flagged[r]["suggested_entities"]) == sorted(changed[r])]
+    restored = [r for r in found if sorted(flagged[r]["relabel_entities"] or []) == sorted(changed[r])]
     assert len(restored) >= 6, restored  # 9: the other flagged ones' suggestions differ elsewhere too
     one = flagged[found[0]]
     assert one["units"] and all(u["given"] != u["suggested"] for u in one["units"])
@@ -469,3 +476,20 @@ def test_the_encoder_units_are_embedded_once_per_data(tmp_path, monkeypatch):
     assert embedded == [] and all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     EntityTagger().unit_features(texts[:5])  # other texts: embedded
     assert embedded == [5]
+
+
+def test_a_time_budget_skips_the_baseline_once_spent(tmp_path, monkeypatch):
+    """``aimass train --time-budget`` is taken (not "has no option 'time_budget'"): the network
+    candidate is fitted whatever the budget, the lexical baseline only while some of it is left."""
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    rows = [{"text": t, "entities": e} for t, e in peoples_daily(120)]
+    ds = api.import_dataset(write_jsonl(tmp_path / "news.jsonl", rows), name="news")
+    out = CliRunner().invoke(app, ["train", "--data", ds.id, "--time-budget", "0.01s", "--json"])
+    assert out.exit_code == 0, out.output[-2000:]
+    result = json.loads(out.stdout)
+    assert (
+        list(result["portfolio"]["candidates"]) == ["network"] and result["portfolio"]["chosen"] == "network"
+    )
+    assert result["stages"]["crf-lexical"]["skipped"] == "time budget: 0.01s spent by the network candidate"
+    lexical = api.train_model(None, ds.id, name="lexical", dims=0, time_budget="0.01s")
+    assert list(lexical["portfolio"]["candidates"]) == ["crf-lexical"]  # the only candidate: always fitted
