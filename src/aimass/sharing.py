@@ -7,6 +7,10 @@ The transfer and its checks are :mod:`aimass.store.remote`; this module reads an
 registry. A pulled version is loaded once before it is registered (safetensors only, as any load),
 so a folder its task cannot read never becomes a version.
 
+A pull downloads into ``models/.pulling-<pid>-<random>``, removed when it ends; one left by a
+process that was killed (kill -9, a cancelled job) is swept by the next pull: its owner ``<pid>``
+is gone (``os.kill(pid, 0)``), or, for a folder whose name carries no pid, it is over an hour old.
+
 Named stores: the operator lists them in ``AIMASS_STORES`` (``team-a=s3://models/team-a,
 backup=s3://backup``), and every call takes a name where it takes a URL. Over REST (``push`` and
 ``pull`` jobs) only those names are accepted: a key picks among the stores the operator set up, it
@@ -24,7 +28,9 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
+from pathlib import Path
 
 from aimass import paths
 from aimass.errors import ConfigError, NotFoundError, PermissionDenied
@@ -33,6 +39,8 @@ from aimass.tasks import get_task
 
 STORES_ENV = "AIMASS_STORES"
 _STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+STAGING = ".pulling-"
+STALE_SECONDS = 3600  # a staging folder with no owner pid in its name, older than this, is left over
 SHARED = ("task", "backbone", "dataset_digest", "params", "metrics", "parent", "aimass_version", "created")
 
 
@@ -85,13 +93,16 @@ def pull_model(url: str, name: str | None = None) -> dict:
     store, slash, rest = str(url).partition("/")
     if not str(url).startswith("s3://") and store in stores():
         url = stores()[store] + (f"/{rest}" if slash and rest else "")
-    staging = paths.subdir("models") / f".pulling-{uuid.uuid4().hex[:12]}"
+    models = paths.subdir("models")
+    sweep_staging(models)
+    staging = models / f"{STAGING}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
-        meta = remote.pull_folder(url, staging)
+        meta = remote.pull_folder(url, staging)  # checks that version.json names the URL's NAME/vN
         _only_known_bases(staging / "model.json")
         model = get_task(meta["task"]).estimator.load(staging)
         metrics = {**meta.get("metrics", {}), "pulled_from": meta["url"]}
-        target, parent = registry.check_name(name or meta["name"]), meta.get("parent")
+        pulled = meta["url"].rstrip("/").split("/")[-2]  # the URL's NAME (of NAME/vN)
+        target, parent = registry.check_name(name or pulled), meta.get("parent")
         try:
             record = registry.register(model, target, metrics=metrics, parent=parent, staged=staging)
         finally:
@@ -99,6 +110,45 @@ def pull_model(url: str, name: str | None = None) -> dict:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"model": record.ref, "from": meta["url"], "task": record.task, "bytes": meta["bytes"]}
+
+
+def sweep_staging(models: Path) -> list[str]:
+    """Remove the ``.pulling-*`` folders under ``models`` whose pull is over: the process named in
+    the folder's name is gone, or (no pid in the name) the folder is over an hour old. Returns the
+    names removed.
+
+    >>> import pathlib, tempfile
+    >>> models = pathlib.Path(tempfile.mkdtemp())
+    >>> (models / f".pulling-{os.getpid()}-abc").mkdir()
+    >>> sweep_staging(models)
+    []
+    """
+    removed = []
+    for folder in models.glob(f"{STAGING}*"):
+        owner, sep, _ = folder.name[len(STAGING) :].partition("-")
+        pid = int(owner) if sep and owner.isdigit() and len(owner) < 10 else 0
+        try:
+            gone = not _alive(pid) if pid > 0 else _age(folder) > STALE_SECONDS
+        except FileNotFoundError:  # removed meanwhile by its owner
+            continue
+        if gone:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _age(folder: Path) -> float:
+    return time.time() - folder.stat().st_mtime
 
 
 def _only_known_bases(meta_file) -> None:

@@ -146,3 +146,17 @@ def test_the_cli_backs_up_and_restores(home, tmp_path):
         app, ["restore", str(tmp_path / "cli.tar"), "--home", str(tmp_path / "new"), "--json"]
     )
     assert again.exit_code == 2 and "not an empty folder" in json.loads(again.output)["error"]["message"]
+
+
+def test_a_pull_or_save_under_way_is_not_backed_up(home, tmp_path):
+    """A killed pull left ``models/.pulling-*`` (up to 20 GiB) that every backup then archived."""
+    for leftover in (".pulling-999999-ab12", ".building-cd34"):
+        folder = paths.home() / "models" / leftover
+        folder.mkdir(parents=True)
+        (folder / "zz-big.bin").write_bytes(b"x" * 1024)
+    archive = tmp_path / "home.tar"
+    backup.backup(archive)
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert not [n for n in names if ".pulling-" in n or ".building-" in n]
+    assert any(n.startswith("models/news-backup/") for n in names)

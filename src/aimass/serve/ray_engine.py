@@ -5,16 +5,24 @@ JSON as the built-in engine). Requests are grouped by ``@serve.batch``; the hand
 ``decode_request`` / ``predict`` / ``encode_response`` are the ones the built-in engine calls.
 Ray ships the deployment class to its workers itself; aimass only hands it a model reference,
 and each replica loads the weights (safetensors or ONNX) from the registry.
+
+A request body is capped at the task's ``max_body_bytes``, as on the built-in engine: a
+Content-Length over it, or a stream that passes it, is answered 413 in the one error shape,
+and the rest of the body is never read.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 from aimass import paths
+from aimass.errors import TooLargeError
 from aimass.serve.app import default_refs
 from aimass.serve.batching import BatchSettings
+from aimass.serve.middleware import error_response
+from aimass.serve.predict import too_large
 from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
@@ -49,7 +57,11 @@ def model_app(ref: str, settings: BatchSettings, backend: str = "torch"):
 
         async def __call__(self, request: Request):
             try:
-                parsed = self.spec.request.model_validate(await request.json())
+                body = await read_body(request, self.spec.max_body_bytes)
+            except TooLargeError as exc:
+                return error_response(exc, request.headers.get("x-request-id", ""))
+            try:
+                parsed = self.spec.request.model_validate(json.loads(body))
             except (ValidationError, ValueError) as exc:
                 hint = f"Send JSON like {self.spec.sample_request}"
                 error = {"code": "config_error", "message": str(exc).splitlines()[0], "hint": hint}
@@ -58,6 +70,21 @@ def model_app(ref: str, settings: BatchSettings, backend: str = "torch"):
             return {**self.handler.encode_response(rows), "model": self.ref}
 
     return AimassModel.bind(ref, backend)
+
+
+async def read_body(request, limit: int) -> bytes:
+    """A Starlette request's body, refused (413) when its Content-Length says it is over ``limit``
+    bytes, or as soon as the stream passes ``limit`` (chunked, or a length that lied)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(int(declared), limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def run(refs: list[str], host: str, port: int, settings: BatchSettings, *, block: bool = True) -> dict:

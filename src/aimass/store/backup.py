@@ -58,6 +58,9 @@ class _Hashing:
         return data
 
 
+IN_PROGRESS = (".pulling-", ".building-")  # folders a pull or a version save is filling (or died filling)
+
+
 def _files(home: Path, include_cache: bool) -> list[tuple[str, Path]]:
     skip_top = set() if include_cache else set(DERIVED)
     found = []
@@ -65,7 +68,7 @@ def _files(home: Path, include_cache: bool) -> list[tuple[str, Path]]:
         rel = Path(folder).relative_to(home)
         if rel == Path("."):
             dirs[:] = [d for d in dirs if d not in skip_top]
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith(IN_PROGRESS))  # a pull or save under way
         for name in sorted(names):
             path = Path(folder) / name
             relative = (rel / name).as_posix()

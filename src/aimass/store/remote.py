@@ -9,7 +9,14 @@ Where and who: boto3's own settings. The endpoint of a self-hosted store is
 ``AWS_ENDPOINT_URL_S3`` (or ``AWS_ENDPOINT_URL``); credentials come from ``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY``, ``~/.aws`` or an instance role. aimass stores none of them.
 
-A pull checks before it writes (names inside the version, no ``..``; the total against
+A push sends the sealed set only (the files ``SHA256SUMS`` lists, and ``SHA256SUMS``): what the
+folder gained later, as the ONNX runtime's cache of a served version, stays here. Objects under
+the version's prefix that its ``version.json`` does not list (left by a push cut short) are
+deleted before ``version.json`` is written, so a second push repairs the first.
+
+A pull checks before it writes (names inside the version, no ``..``; the ``version.json``'s name
+and number against the URL's ``NAME/vN``; no pickle-type file such as ``*.bin`` or ``*.pkl``, which
+runs code when loaded; at most ``AIMASS_MAX_PULL_FILES`` files, 10,000, and the total against
 ``AIMASS_MAX_PULL_BYTES``, 20 GiB) and after (every file's sha256 against ``version.json``; a file
 that is not listed there is refused), into a staging folder the caller registers or removes.
 
@@ -26,13 +33,17 @@ from pathlib import Path
 
 from aimass.data.archive import safe_parts
 from aimass.data.limits import limit, mebibytes
-from aimass.errors import AimassError, ConfigError, IntegrityError, NotFoundError, TooLargeError
+from aimass.errors import AimassError, ConfigError, DataError, IntegrityError, NotFoundError, TooLargeError
 from aimass.store.artifacts import SUMS, read_sums, sha256_file
 
 META = "version.json"
 MAX_META_BYTES = 1 << 20
 MAX_PULL_BYTES = 20 * 1024**3
 PULL_ENV = "AIMASS_MAX_PULL_BYTES"
+MAX_PULL_FILES = 10_000  # a model has a dozen files; a vector store one per document
+FILES_ENV = "AIMASS_MAX_PULL_FILES"
+# formats that run code when loaded (pickle and what wraps it): a version is safetensors and JSON
+PICKLED = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib")
 _VERSION = re.compile(r"v(\d+)")
 
 
@@ -155,25 +166,49 @@ def push_folder(folder: Path, url: str, name: str, version: int, meta: dict) -> 
     bucket, prefix = parse_url(url)
     key = version_key(prefix, name, version)
     where = f"s3://{bucket}/{key}"
-    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = sealed_files(folder)
     listed = read_sums(folder)
     sums = {rel: listed.get(rel) or sha256_file(path) for rel, path in files.items()}
     s3 = client()
     existing = read_meta(s3, bucket, key, where)
+    stored = {o["key"][len(key) + 1 :] for o in _objects(s3, bucket, key, where)} - {META}
     if existing is not None:
-        if existing["files"] == sums:
+        if existing["files"] != sums:
+            raise ConfigError(
+                f"{where} already holds another {name}:{version}",
+                hint="Versions are immutable: push to another prefix, or delete that one in the store first.",
+            )
+        if stored == set(sums):
             return {"url": where, "files": len(files), "bytes": 0, "unchanged": True}
-        raise ConfigError(
-            f"{where} already holds another {name}:{version}",
-            hint="Versions are immutable: push to another prefix, or delete that one in the store first.",
-        )
     sent = 0
     for rel, path in files.items():
         _call("uploading to", where, s3.upload_file, str(path), bucket, _join(key, rel))
         sent += path.stat().st_size
+    for rel in sorted(stored - set(sums)):  # left by a push cut short: a pull would refuse them
+        _call("deleting from", where, s3.delete_object, Bucket=bucket, Key=_join(key, rel))
     body = json.dumps({**meta, "files": sums}, indent=2, sort_keys=True).encode()
     _call("uploading to", where, s3.put_object, Bucket=bucket, Key=_join(key, META), Body=body)
     return {"url": where, "files": len(files), "bytes": sent, "unchanged": False}
+
+
+def sealed_files(folder: Path) -> dict[str, Path]:
+    """``{relative path: path}`` of what ``SHA256SUMS`` lists, and ``SHA256SUMS`` itself: the
+    version as the registry sealed it, not what was added to its folder since (a runtime's cache).
+    """
+    listed = read_sums(folder)
+    if not listed:
+        raise IntegrityError(
+            f"{folder} is not a sealed version folder (no {SUMS})",
+            hint="Seal it again: push_model seals a version from before folders were sealed.",
+        )
+    files = {rel: folder.joinpath(*rel.split("/")) for rel in sorted(listed)}
+    missing = [rel for rel, path in files.items() if not path.is_file()]
+    if missing:
+        raise IntegrityError(
+            f"{folder} lacks files its {SUMS} lists: {missing[:3]}",
+            hint="Restore the folder from a backup or train the version again.",
+        )
+    return {**files, SUMS: folder / SUMS}
 
 
 def remote_versions(url: str, name: str | None = None, s3=None) -> list[dict]:
@@ -245,11 +280,11 @@ def pull_folder(url: str, dest: Path) -> dict:
     s3 = client()
     bucket, key, meta = resolve(url, s3)
     where = f"s3://{bucket}/{key}"
+    _check_identity(meta, key, where)
     objects = [o for o in _objects(s3, bucket, key, where) if o["key"] != _join(key, META)]
     listed = set(meta["files"])
     names = {o["key"][len(key) + 1 :]: o for o in objects}
-    for rel in names:
-        safe_parts(rel)
+    _check_names(set(names) | listed, where)
     unlisted = sorted(set(names) - listed)
     missing = sorted(listed - set(names))
     if unlisted or missing:
@@ -266,7 +301,7 @@ def pull_folder(url: str, dest: Path) -> dict:
         )
     dest.mkdir(parents=True)
     for rel, obj in sorted(names.items()):
-        target = dest.joinpath(*safe_parts(rel))
+        target = dest.joinpath(*rel.split("/"))  # checked by _check_names
         target.parent.mkdir(parents=True, exist_ok=True)
         got = _call("downloading", where, _download, s3, bucket, obj, target, f"{where}/{rel}")
         if got != meta["files"][rel]:
@@ -277,3 +312,42 @@ def pull_folder(url: str, dest: Path) -> dict:
     if SUMS not in listed:
         raise IntegrityError(f"{where} is not a sealed version folder (no {SUMS})", hint="Push it again.")
     return {**meta, "url": where, "bytes": total}
+
+
+def _check_identity(meta: dict, key: str, where: str) -> None:
+    """The ``version.json`` of ``.../NAME/vN`` must say NAME and N: a store's writer cannot have a
+    pull register (or replace) another model's versions by naming it inside the file."""
+    parts = key.split("/")
+    named = parts[-2] if len(parts) >= 2 and _VERSION.fullmatch(parts[-1]) else None
+    number = meta.get("version")
+    if named is None or meta["name"] != named or type(number) is not int or parts[-1] != f"v{number}":
+        raise IntegrityError(  # v01 is not v1: push writes v1, and a pull registers what push wrote
+            f"{where}/{META} names {meta['name'][:100]!r} version {str(number)[:20]!r}, "
+            f"not the {named!r} version {parts[-1]!r} of its URL",
+            hint="Push the version again from the machine that has it (versions are pulled from NAME/vN).",
+        )
+
+
+def _check_names(names: set[str], where: str) -> None:
+    """Every file name of a version: a path inside it, not a pickle-type file, at most
+    ``AIMASS_MAX_PULL_FILES`` of them; an error naming the store otherwise."""
+    most = limit(FILES_ENV, MAX_PULL_FILES, None)
+    if len(names) > most:
+        raise TooLargeError(
+            f"{where} holds {len(names)} files; the limit is {most}",
+            hint=f"Raise {FILES_ENV} to pull it.",
+        )
+    for rel in sorted(names):
+        try:
+            safe_parts(rel)
+        except DataError as exc:
+            raise IntegrityError(
+                f"{where} holds a file with a bad name {rel[:200]!r}: {exc.message}",
+                hint="Push the version again from the machine that has it.",
+            ) from None
+    pickled = sorted(rel for rel in names if rel.lower().endswith(PICKLED))
+    if pickled:
+        raise IntegrityError(
+            f"{where} holds pickle-type files, which run code when loaded: {pickled[:3]}",
+            hint="Push the version again from the machine that has it (weights are safetensors).",
+        )

@@ -39,3 +39,45 @@ def test_ray_serve_answers_like_the_builtin_engine(small_model):
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def _request(chunks: list[bytes], length: int | None = None):
+    """A Starlette request as Ray Serve hands one over, its body sent in ``chunks``; counts reads."""
+    from starlette.requests import Request
+
+    sent = []
+    headers = [(b"content-type", b"application/json")]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+
+    async def receive():
+        chunk = chunks[len(sent)] if len(sent) < len(chunks) else b""
+        sent.append(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": len(sent) < len(chunks)}
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers, "query_string": b""}
+    return Request(scope, receive), sent
+
+
+def test_a_ray_request_body_is_capped_like_the_builtin_engine():
+    """``--engine ray`` read the whole body whatever its size: a Content-Length over the model's
+    ``max_body_bytes`` is refused before a byte is read, a chunked stream at the first byte over;
+    the 413 carries the one error shape."""
+    import asyncio
+
+    from aimass.errors import TooLargeError
+    from aimass.serve.middleware import error_response
+    from aimass.tasks.base import MAX_BODY_BYTES as limit  # text classification's max_body_bytes
+
+    fine, _ = _request([b'{"inputs": ', b'["a"]}'])
+    assert asyncio.run(ray_engine.read_body(fine, limit)) == b'{"inputs": ["a"]}'
+    declared, read = _request([b"x" * 1024] * 4, length=300 * 1024 * 1024)
+    with pytest.raises(TooLargeError, match=f"over {limit} bytes"):
+        asyncio.run(ray_engine.read_body(declared, limit))
+    assert read == []  # refused on its Content-Length
+    streamed, read = _request([b"x" * (1 << 20)] * 300)  # chunked, no Content-Length: 300 MiB
+    with pytest.raises(TooLargeError) as refused:
+        asyncio.run(ray_engine.read_body(streamed, limit))
+    assert len(read) == limit // (1 << 20) + 1  # stopped at the first chunk over the limit
+    answer = error_response(refused.value, "r1")
+    assert answer.status_code == 413 and b'"code":"too_large"' in answer.body

@@ -437,3 +437,118 @@ def test_vector_stores_push_and_pull_as_jobs_over_rest(store, monkeypatch, tmp_p
         again["status"] == "succeeded"
         and directory.project_of("vector_store", again["result"]["vector_store_id"]) == "hr"
     )
+
+
+def objects_under(s3, key: str) -> set[str]:
+    return {
+        o["Key"][len(key) + 1 :]
+        for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=key + "/").get("Contents", [])
+    }
+
+
+def test_a_push_sends_the_sealed_set_and_repairs_a_push_cut_short(store, small_model, monkeypatch, tmp_path):
+    """What a served version's folder gained (the ONNX runtime's cache) is not pushed, and a second
+    push is then ``unchanged``; objects a push cut short left under NAME/vN (no version.json, or
+    not listed in it) are deleted by the next push, which is then pullable."""
+    from aimass.store import artifacts
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "here"))
+    record = api.register(small_model, "news-sealed")
+    folder = registry.open_folder(record)
+    sealed = set(artifacts.read_sums(folder)) | {artifacts.SUMS}
+    (folder / "onnx").mkdir()
+    (folder / "onnx" / "cache.onnx").write_bytes(b"a runtime's cache, written when served")
+    s3, key = remote.client(), "sealed/news-sealed/v1"
+    sent = api.push_model(record.ref, f"s3://{BUCKET}/sealed")
+    assert objects_under(s3, key) == sealed | {"version.json"}
+    (folder / "onnx" / "more.onnx").write_bytes(b"served again")
+    assert api.push_model(record.ref, f"s3://{BUCKET}/sealed")["unchanged"]
+
+    s3.put_object(Bucket=BUCKET, Key=f"{key}/leftover.bin", Body=b"a stray object")  # listed nowhere
+    again = api.push_model(record.ref, f"s3://{BUCKET}/sealed")
+    assert not again["unchanged"] and objects_under(s3, key) == sealed | {"version.json"}
+    cut = "cut/news-sealed/v1"  # a push cut short: files, one not the version's, and no version.json
+    s3.put_object(Bucket=BUCKET, Key=f"{cut}/model.json", Body=b"{}")
+    s3.put_object(Bucket=BUCKET, Key=f"{cut}/partial/weights.tmp", Body=b"half")
+    assert not api.push_model(record.ref, f"s3://{BUCKET}/cut")["unchanged"]
+    assert objects_under(s3, cut) == sealed | {"version.json"}
+    other_machine(monkeypatch, tmp_path)
+    assert api.pull_model(f"s3://{BUCKET}/{cut}")["model"] == "news-sealed:1"
+    assert api.pull_model(sent["url"], name="from-sealed")["model"] == "from-sealed:1"
+
+
+def move_version(s3, key: str, to: str, meta: dict | None = None, extra: dict | None = None) -> str:
+    """The pushed version copied to ``to`` (a key), with ``extra`` files added and listed in its
+    version.json (``meta`` merged in): what a writer of the store can make."""
+    import hashlib
+
+    meta = {
+        **json.loads(s3.get_object(Bucket=BUCKET, Key=f"{key}/version.json")["Body"].read()),
+        **(meta or {}),
+    }
+    for rel in meta["files"]:  # get and put: moto's copy_object keeps a checksum a GET then fails
+        body = s3.get_object(Bucket=BUCKET, Key=f"{key}/{rel}")["Body"].read()
+        s3.put_object(Bucket=BUCKET, Key=f"{to}/{rel}", Body=body)
+    for rel, body in (extra or {}).items():
+        s3.put_object(Bucket=BUCKET, Key=f"{to}/{rel}", Body=body)
+        meta["files"][rel] = hashlib.sha256(body).hexdigest()
+    s3.put_object(Bucket=BUCKET, Key=f"{to}/version.json", Body=json.dumps(meta))
+    return f"s3://{BUCKET}/{to}"
+
+
+def test_a_pull_checks_the_name_the_files_and_their_names(pushed, monkeypatch, tmp_path):
+    """A store's writer cannot have a pull register under another name or number than the URL's
+    NAME/vN, nor add pickle-type files (listed and summed in version.json), nor more files than the
+    bound; a key with '..' is the store's fault (IntegrityError naming it), not the caller's."""
+    _, sent = pushed
+    s3 = remote.client()
+    _, key = remote.parse_url(sent["url"])
+    v = key.rsplit("/", 1)[1]  # v1 in a fresh session home
+    pickle = b"cos\nsystem\n(S'id'\ntR."
+    cases = {
+        f"names 'news-remote' version '{v[1:]}', not the 'victim'": move_version(
+            s3, key, f"renamed/victim/{v}"
+        ),
+        f"version '{v[1:]}', not the 'news-remote' version 'v7'": move_version(
+            s3, key, "renumbered/news-remote/v7"
+        ),
+        f"version 'v0{v[1:]}'": move_version(s3, key, f"zero/news-remote/v0{v[1:]}"),
+        "pytorch_model.bin": move_version(
+            s3, key, f"bin/news-remote/{v}", extra={"pytorch_model.bin": pickle}
+        ),
+        "sub/evil.pkl": move_version(s3, key, f"pkl/news-remote/{v}", extra={"sub/evil.pkl": pickle}),
+        "a bad name 'sub/../x'": move_version(s3, key, f"dots/news-remote/{v}", extra={"sub/../x": b"1"}),
+    }
+    other_machine(monkeypatch, tmp_path)
+    for named, url in cases.items():
+        with pytest.raises(IntegrityError, match=re.escape(named)) as refused:
+            api.pull_model(url)
+        assert url in refused.value.message and "Push the version again" in refused.value.hint
+    monkeypatch.setenv("AIMASS_MAX_PULL_FILES", "3")
+    with pytest.raises(DataError, match="holds .* files; the limit is 3") as refused:
+        api.pull_model(sent["url"])
+    assert "AIMASS_MAX_PULL_FILES" in refused.value.hint
+    assert api.list_models() == [] and not list((tmp_path / "other-home" / "models").glob(".pulling-*"))
+
+
+def test_a_pull_sweeps_the_staging_folders_of_pulls_that_died(pushed, monkeypatch, tmp_path):
+    """A pull killed with -9 (or a cancelled job) leaves ``models/.pulling-*``: the next pull removes
+    those whose owner process is gone, and those with no pid older than an hour; a live pull's stays."""
+    _, sent = pushed
+    other_machine(monkeypatch, tmp_path)
+    models = tmp_path / "other-home" / "models"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    names = {
+        "dead": f".pulling-{int(dead.stdout)}-0123456789ab",
+        "alive": f".pulling-{os.getpid()}-0123456789ab",
+        "old": ".pulling-0123456789ab",
+        "young": ".pulling-ba9876543210",
+    }
+    for name in names.values():
+        (models / name).mkdir(parents=True)
+        (models / name / "model.safetensors").write_bytes(b"x" * 1000)
+    os.utime(models / names["old"], (0, 0))
+    assert api.pull_model(sent["url"])["model"].endswith(":1")
+    assert sorted(p.name for p in models.glob(".pulling-*")) == sorted([names["alive"], names["young"]])
