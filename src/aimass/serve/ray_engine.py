@@ -22,7 +22,7 @@ from aimass.errors import TooLargeError
 from aimass.serve.app import default_refs
 from aimass.serve.batching import BatchSettings
 from aimass.serve.middleware import error_response
-from aimass.serve.predict import too_large
+from aimass.serve.predict import read_within, too_large
 from aimass.store import registry
 
 log = logging.getLogger("aimass.serve")
@@ -78,13 +78,7 @@ async def read_body(request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(int(declared), limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(size, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_within(request, limit)
 
 
 def run(refs: list[str], host: str, port: int, settings: BatchSettings, *, block: bool = True) -> dict:
