@@ -565,11 +565,11 @@ def _check_weights(weights: dict) -> None:
 def _backend(spec, wanted: str, record) -> str:
     """The backend to serve ``record`` on: a compressed version's own (an ``onnx-int8`` child runs
     on ONNX int8, an ``int8-dynamic`` one only on torch), else ONNX when the task exports it."""
-    supports = spec.supports_onnx()
-    method = compression_method(record)
-    own = get_compressor(method).backend if method else None
     if wanted == "auto":
-        return own or ("onnx" if supports else "torch")
+        return workflow.served_backend(record, spec)
+    supports = spec.supports_onnx()
+    method = workflow.compression_method(record)
+    own = get_compressor(method).backend if method else None
     if wanted not in ("torch", "onnx", "onnx-int8"):
         raise ConfigError(f"Unknown backend '{wanted}'.", hint="Use auto, torch, onnx or onnx-int8.")
     if wanted != "torch" and not supports:
@@ -579,11 +579,6 @@ def _backend(spec, wanted: str, record) -> str:
             f"{record.ref} is a {method} version; it runs on torch only.", hint="Use --backend torch or auto."
         )
     return wanted
-
-
-def compression_method(record) -> str | None:
-    path = Path(record.path) / "compression.json"
-    return json.loads(path.read_text())["method"] if path.exists() else None
 
 
 def exported(record, spec) -> dict:
