@@ -19,6 +19,7 @@ from aimass.errors import PermissionDenied
 from aimass.serve import auth
 from aimass.serve.app import create_app
 from aimass.serve.engine import Service
+from aimass.store import registry
 from aimass.store.db import AliasRecord, ModelVersionRecord, session
 
 TEAM = "Allow every action on the project's resources, and listing"
@@ -205,6 +206,19 @@ def test_moving_the_production_alias_is_a_production_deploy(world):
     assert "'NoProductionDeploys' of policy 'NoProdDeploys'" in answer.json()["error"]["message"]
     row = audit.query(principal="carol", action="model:Deploy")[0]
     assert row["decision"] == "explicitDeny" and row["resource"] == "aimass:project/cv/model/faces:1"
+    # removing it empties production: decided on the version it names, as moving it
+    registry.set_alias("faces:1", "production")
+    answer = client.delete("/v1/versions/faces/aliases/production", headers=keys["carol"])
+    assert answer.status_code == 403, answer.text
+    row = audit.query(principal="carol", action="model:Deploy")[0]
+    assert row["decision"] == "explicitDeny" and row["resource"] == "aimass:project/cv/model/faces:1"
+    assert registry.aliases("faces") == {"production": 1}
+    admin = {"Authorization": f"Bearer {auth.admin_token()}"}
+    assert client.delete("/v1/versions/faces:2/aliases/production", headers=admin).status_code == 409
+    answer = client.delete("/v1/versions/faces:1/aliases/production", headers=admin)
+    assert answer.json() == {"alias": "faces@production", "ref": "faces:1", "removed": True}
+    assert registry.aliases("faces") == {}
+    assert client.delete("/v1/versions/faces/aliases/production", headers=admin).status_code == 404
 
 
 def test_a_deny_holds_however_the_version_is_named_moved_or_reached(world):

@@ -263,6 +263,11 @@ def test_a_failed_deployment_leaves_production_where_it_was(small_model, monkeyp
     assert served["error"]["code"] == Unavailable.code
     assert registry.aliases("auto-deployed")["production"] == first.version
     assert f"still names {first.ref}" in run.choices[-1]["why"]
+    # a model that had no production: the alias goes again (it named a version nothing served)
+    registry.remove_alias("auto-deployed", "production")
+    assert _deploy(run, "auto-deployed", second.ref, None, None)["error"]["code"] == Unavailable.code
+    assert registry.aliases("auto-deployed") == {}
+    assert "was removed" in run.choices[-1]["why"]
 
 
 def test_a_server_that_fails_to_start_leaves_server_pid_alone(tmp_path, monkeypatch):

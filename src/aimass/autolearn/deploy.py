@@ -42,8 +42,8 @@ def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
     """Point ``production`` at ``ref``, serve it on 127.0.0.1 (reusing a running server) and ask it once.
 
     The server serves ``name@production``, so the alias moves first; when serving fails it goes back
-    to the version it named before, so the registry never names a version no server answered with
-    (a model that had no ``production`` keeps the new one: the registry cannot remove an alias)."""
+    to the version it named before (or is removed, if it named none), so the registry never names a
+    version no server answered with."""
     from aimass import client  # heavy: httpx pulls in its CLI (rich, click); aimass.api imports this
 
     url, info = client.server_url(), {"alias": f"{name}@production", "ref": ref}
@@ -73,7 +73,8 @@ def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
 def _restore(name: str, before: int | None) -> str:
     """Point ``production`` back at version ``before`` after a failed deployment; what it names now."""
     if before is None:
-        return f"{name}@production names the new version (it named none before)"
+        registry.remove_alias(name, "production")
+        return f"{name}@production was removed (it named no version before)"
     registry.set_alias(f"{name}:{before}", "production", force=True)  # it was production already
     return f"{name}@production still names {name}:{before}"
 

@@ -754,6 +754,19 @@ def models_alias(
     emit({"alias": f"{record.name}@{alias}", "ref": record.ref}, as_json)
 
 
+@models_app.command("unalias")
+@command
+def models_unalias(
+    model: Annotated[str, typer.Argument(help="NAME (or NAME:VERSION: the alias must name that version)")],
+    alias: Annotated[str, typer.Argument(help="e.g. staging")],
+    as_json: JsonFlag = False,
+):
+    """Remove an alias; services keep serving the version they were deployed with."""
+    from aimass.store import registry
+
+    emit(registry.remove_alias(model, alias), as_json)
+
+
 @models_app.command("delete")
 @command
 def models_delete(

@@ -47,6 +47,11 @@ def path(kind: str, param: str = "name") -> Target:
     return lambda params, body: (kind, params[param])
 
 
+def aliased(params: dict, data) -> tuple[str, str]:
+    """``DELETE /v1/versions/{ref}/aliases/{alias}``: decided on the version the alias names now."""
+    return "model", f"{params['ref'].partition(':')[0]}@{params['alias']}"
+
+
 def body(kind: str, field: str) -> Target:
     return lambda params, data: (kind, str(data.get(field) or "")) if isinstance(data, dict) else (kind, "")
 
@@ -499,6 +504,7 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/versions/{ref}/files/{file}", "model:Read", path("model", "ref")),
     # an alias moves what a stage serves (``production``): a deploy into that stage
     Rule("PUT", "/v1/versions/{ref}/aliases/{alias}", "model:Deploy", path("model", "ref")),
+    Rule("DELETE", "/v1/versions/{ref}/aliases/{alias}", "model:Deploy", aliased),
     Rule("POST", "/v1/policies/simulate", "policy:Simulate", fixed("aimass:policy/*")),
     Rule("GET", "/v1/policies", "policy:Read", fixed("aimass:policy/*")),
     Rule("GET", "/v1/policies/{name}", "policy:Read", named("policy")),
@@ -617,7 +623,7 @@ class AccessGuard:
         rule, params = found
         data, action, kind, name, resource, principal = request
         context = self.context(scope, kind, name, data, stage=False)
-        if "alias" in params:  # PUT .../aliases/{alias}: the stage the version is moved into
+        if "alias" in params:  # PUT/DELETE .../aliases/{alias}: the stage moved (or emptied)
             context["aimass:ModelStage"] = params["alias"]
         if stage is not None:  # the stage this ask moves (an auto job's deploy: production)
             context["aimass:ModelStage"] = stage

@@ -13,7 +13,7 @@ These are the JSON twins of the web console's pages (the console calls the same 
   (a new version with that report's rows dropped or relabelled);
 - ``GET /v1/versions`` (paginated, ``?name=``), ``GET /v1/versions/{ref}`` (lineage, params,
   metrics, evaluation, aliases, where it is deployed), ``GET /v1/versions/{ref}/files/{file}``
-  (the evaluation pictures) and ``PUT /v1/versions/{ref}/aliases/{alias}``;
+  (the evaluation pictures) and ``PUT`` / ``DELETE /v1/versions/{ref}/aliases/{alias}``;
 - ``DELETE /v1/versions/{ref}`` (409 while a service serves it, or an alias points at it without
   ``?force=true``), ``GET /v1/versions/compare?a=&b=`` (two versions side by side, with what
   differs) and ``GET /v1/versions/{ref}/export?format=onnx`` (the export folder as a zip).
@@ -508,6 +508,12 @@ def add_data_routes(app: FastAPI, engine: Engine, allow: Callable, visible: Call
     async def alias(ref: str, alias: str, force: bool = False):
         """Point ``alias`` (e.g. ``production``) at this version."""
         return await asyncio.to_thread(set_alias, ref, alias, force)
+
+    @app.delete("/v1/versions/{ref}/aliases/{alias}", tags=["models"], dependencies=manage)
+    async def unalias(ref: str, alias: str):
+        """Remove ``alias`` from the model ``ref`` names (``NAME``, or ``NAME:VERSION`` when the
+        alias must name that version: a 409 if it names another)."""
+        return await asyncio.to_thread(registry.remove_alias, ref, alias)
 
 
 EXPORTS = asyncio.Semaphore(1)  # one export at a time: each loads the model and converts it

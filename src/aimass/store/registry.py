@@ -111,6 +111,29 @@ def set_alias(ref: str, alias: str, *, force: bool = False) -> ModelVersionRecor
     return record
 
 
+def remove_alias(ref: str, alias: str) -> dict:
+    """Remove ``alias`` from the model ``ref`` names (``NAME``, or ``NAME:VERSION``: then the alias
+    must name that version, so a caller never removes what another just moved). Services keep
+    serving what they serve: they hold the version the alias named when they were deployed.
+
+    Returns ``{"alias": "NAME@ALIAS", "ref": the version it named, "removed": True}``.
+
+    Raises:
+        NotFoundError: no such model, or it has no such alias.
+        InUseError: ``NAME:VERSION`` given and the alias names another version.
+    """
+    name, _, version = str(ref).partition(":")
+    named = alias_version(name, alias)  # NotFoundError, listing the aliases it has
+    if version and version != str(named):
+        raise InUseError(
+            f"{name}@{alias} names {name}:{named}, not {ref}.",
+            hint=f"Remove it by name (`aimass models unalias {name} {alias}`) or as {name}:{named}.",
+        )
+    with session() as s, s.begin():
+        s.execute(delete(AliasRecord).where(AliasRecord.name == name, AliasRecord.alias == alias))
+    return {"alias": f"{name}@{alias}", "ref": f"{name}:{named}", "removed": True}
+
+
 def record_dataset(ds) -> None:
     with session() as s, s.begin():
         s.merge(

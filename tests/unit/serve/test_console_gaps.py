@@ -412,3 +412,22 @@ def test_a_job_is_paused_resumed_and_cancelled_from_its_page(admin):
     assert forged.status_code == 403 and jobs.show(job["id"])["status"] == "queued"
     admin.post(f"/console/jobs/{job['id']}/cancel", data={"csrf": csrf_of(resumed.text)})
     assert jobs.show(job["id"])["status"] == "cancelled"
+
+
+def test_the_cli_removes_an_alias_and_says_what_it_named(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from aimass.cli.main import app as cli
+    from aimass.store import registry
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    ref = tiny("cli-unalias", {"a": 0.5, "b": 0.5})
+    assert CliRunner().invoke(cli, ["models", "alias", ref, "staging"]).exit_code == 0
+    other = CliRunner().invoke(cli, ["models", "unalias", "cli-unalias:9", "staging"])
+    assert other.exit_code != 0 and f"names {ref}, not cli-unalias:9" in other.output
+    done = CliRunner().invoke(cli, ["models", "unalias", "cli-unalias", "staging", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output) == {"alias": "cli-unalias@staging", "ref": ref, "removed": True}
+    assert registry.aliases("cli-unalias") == {}
+    gone = CliRunner().invoke(cli, ["models", "unalias", "cli-unalias", "staging"])
+    assert gone.exit_code != 0 and "has no alias 'staging'" in gone.output
