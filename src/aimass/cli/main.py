@@ -684,9 +684,15 @@ def _prediction_table(inputs: list[str], predictions: list[dict]):
 @models_app.command("list")
 @command
 def models_list(as_json: JsonFlag = False):
-    """Every registered model version."""
+    """Every registered model version, with the aliases naming it and the compression gate's word."""
     from aimass import api
+    from aimass.store import registry
 
+    models = api.list_models()
+    named: dict[tuple, list[str]] = {}
+    for name in {r["name"] for r in models}:
+        for alias, version in registry.aliases(name).items():
+            named.setdefault((name, version), []).append(alias)
     rows = [
         {
             "ref": r["ref"],
@@ -694,14 +700,17 @@ def models_list(as_json: JsonFlag = False):
             "backbone": r["backbone"],
             "accuracy": r["metrics"].get("accuracy"),
             "macro_f1": r["metrics"].get("macro_f1"),
+            "aliases": sorted(named.get((r["name"], r["version"]), [])),
+            "gate": (r["metrics"].get("gate") or {}).get("status"),
             "created": r["created"],
         }
-        for r in api.list_models()
+        for r in models
     ]
+    columns = ["ref", "task", "backbone", "accuracy", "macro_f1", "aliases", "gate", "created"]
     emit(
         rows,
         as_json,
-        lambda r: out.print(_table(r, ["ref", "task", "backbone", "accuracy", "macro_f1", "created"])),
+        lambda r: out.print(_table([{**x, "aliases": ", ".join(x["aliases"])} for x in r], columns)),
     )
 
 

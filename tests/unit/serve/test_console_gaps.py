@@ -423,6 +423,8 @@ def test_the_cli_removes_an_alias_and_says_what_it_named(tmp_path, monkeypatch):
     monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
     ref = tiny("cli-unalias", {"a": 0.5, "b": 0.5})
     assert CliRunner().invoke(cli, ["models", "alias", ref, "staging"]).exit_code == 0
+    listed = json.loads(CliRunner().invoke(cli, ["models", "list", "--json"]).output)
+    assert [(r["ref"], r["aliases"], r["gate"]) for r in listed] == [(ref, ["staging"], None)]
     other = CliRunner().invoke(cli, ["models", "unalias", "cli-unalias:9", "staging"])
     assert other.exit_code != 0 and f"names {ref}, not cli-unalias:9" in other.output
     done = CliRunner().invoke(cli, ["models", "unalias", "cli-unalias", "staging", "--json"])
