@@ -48,6 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aimass import paths
+from aimass.backbones.image_preprocess import centre_square
 from aimass.errors import ConfigError, DataError, NotFoundError
 
 __all__ = [
@@ -272,16 +273,13 @@ def preprocess(image, size: int = INPUT_SIZE) -> torch.Tensor:
 
     As in TF's EfficientNet evaluation: the shorter side is resized (bicubic) to
     ``size / 0.875`` (256 for 224) and the centre ``size x size`` is cropped. Grey images
-    are repeated over the three channels.
+    are repeated over the three channels. A very long, thin image is resized only where the
+    square lies (:func:`~aimass.backbones.image_preprocess.centre_square`): an 8000 x 1 PNG
+    does not become 256 x 2 million pixels.
     """
-    image = _to_pil(image)
-    short = round(size / CROP_FRACTION)
-    width, height = image.size
-    scale = short / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
+    square = centre_square(_to_pil(image), round(size / CROP_FRACTION))
+    left = (square.size[0] - size) // 2
+    image = square.crop((left, left, left + size, left + size))
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
     return normalise(pixels.contiguous())
 

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from aimass.backbones import available_backbones, get_backbone, layers, param_groups
 from aimass.backbones import efficientnet as eff
@@ -133,3 +134,17 @@ def test_conversion_errors(tmp_path, home):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(ConfigError, match="already exists"):
         eff.convert(tmp_path / "full")
+
+
+def test_a_long_thin_image_is_resized_only_where_the_square_lies(monkeypatch):
+    """An 8000 x 1 strip is scaled to 256 x 2 million pixels (2 GB) by resizing the shorter side
+    first; only the centre square is made, and it is the strip's colour."""
+    made, resize = [], Image.Image.resize
+    monkeypatch.setattr(
+        Image.Image, "resize", lambda im, size, *a, **k: made.append(size) or resize(im, size, *a, **k)
+    )
+    pixels = eff.preprocess(Image.new("RGB", (8000, 1), (255, 0, 0)))
+    assert made and max(w * h for w, h in made) <= 4 * 256 * 256, made
+    assert pixels.shape == (3, eff.INPUT_SIZE, eff.INPUT_SIZE)
+    red = eff.preprocess(Image.new("RGB", (256, 256), (255, 0, 0)))
+    assert torch.allclose(pixels, red, atol=1e-5)
