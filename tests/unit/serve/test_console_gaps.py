@@ -433,3 +433,15 @@ def test_the_cli_removes_an_alias_and_says_what_it_named(tmp_path, monkeypatch):
     assert registry.aliases("cli-unalias") == {}
     gone = CliRunner().invoke(cli, ["models", "unalias", "cli-unalias", "staging"])
     assert gone.exit_code != 0 and "has no alias 'staging'" in gone.output
+
+
+def test_the_console_removes_an_alias(admin):
+    ref = tiny("gaps-unalias-ui", {"a": 0.5, "b": 0.5})
+    registry.set_alias(ref, "staging")
+    page = admin.get(f"/console/models/{ref}")
+    assert page.status_code == 200 and "Remove @staging" in page.text
+    forged = admin.post(f"/console/models/{ref}/unalias", data={"alias": "staging"})
+    assert forged.status_code == 403 and registry.aliases("gaps-unalias-ui") == {"staging": 1}  # no CSRF
+    done = admin.post(f"/console/models/{ref}/unalias", data={"csrf": csrf_of(page.text), "alias": "staging"})
+    assert done.status_code == 200 and "Removed gaps-unalias-ui@staging." in done.text
+    assert registry.aliases("gaps-unalias-ui") == {} and "Remove @staging" not in done.text

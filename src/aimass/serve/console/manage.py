@@ -46,7 +46,7 @@ from aimass.serve.engine import Engine
 from aimass.serve.jobs_routes import job_guard, jobs_page, may_run, own_job, predictions_file, retry_guard
 from aimass.serve.metering import Meter
 from aimass.serve.openai_routes import chat_models
-from aimass.store import browse
+from aimass.store import browse, registry
 
 Offset = Query(0, ge=0, le=10**9)
 
@@ -241,6 +241,15 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
         console.authorize(ctx, "PUT", rest("/v1/versions/{}/aliases/{}", ref, name or "-"))
         done = await asyncio.to_thread(set_alias, ref, name, bool(form.get("force")))
         return console.redirect(request, f"models/{ref}", f"{done['ref']} is now @{done['alias']}.", ctx)
+
+    @router.post("/models/{ref}/unalias")
+    async def unalias(request: Request, ref: str):
+        ctx = console.ctx(request)
+        form = await console.form(request, ctx)
+        name = str(form.get("alias") or "")
+        console.authorize(ctx, "DELETE", rest("/v1/versions/{}/aliases/{}", ref, name or "-"))
+        done = await asyncio.to_thread(registry.remove_alias, ref, name)
+        return console.redirect(request, f"models/{ref}", f"Removed {done['alias']}.", ctx)
 
     @router.post("/models/{ref}/deploy")
     async def deploy(request: Request, ref: str):
