@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from aimass.backbones.precision import low_precision
+from aimass.errors import ConfigError
 from aimass.store.artifacts import write_atomic
 from aimass.train.progress import notify, pause_point
 
@@ -33,21 +34,82 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-class BestKeeper:
-    """Remember the weights of the best epoch by ``monitor``; restore them after fit."""
+class Tracker:
+    """What :class:`BestKeeper` and :class:`EarlyStopping` share (fastai's ``TrackerCallback``): the
+    validation metric ``monitor``, which way is better (``mode``: "max", "min", or "auto": "min"
+    when the name contains "loss", else "max") and the ``best`` score so far.
 
-    def __init__(self, monitor: str = "macro_f1"):
-        self.monitor, self.best, self.state, self.epoch = monitor, -float("inf"), None, -1
+    A callback given to ``Learner(callbacks=)`` serves every fit, so ``before_fit`` starts over
+    (:meth:`reset`) when the state is left from an earlier fit; not when it is new, set by hand
+    (a baseline to beat) or restored from a checkpoint. A monitor that validation does not report
+    (a typo) is a ConfigError at the first epoch's end that names the metrics it does report."""
+
+    def __init__(self, monitor: str, mode: str = "auto"):
+        self.monitor, self.mode, self.sign = monitor, mode, _direction(monitor, mode)
+        self.phase = "new"  # "fitting" between before_fit and after_fit, then "done"
+        self.reset()
+
+    def reset(self) -> None:
+        self.best = -self.sign * float("inf")
+
+    def improved(self, score: float, by: float = 0.0) -> bool:
+        """Whether ``score`` beats ``best`` by more than ``by``, in the better direction."""
+        return self.sign * (score - self.best) > by
+
+    def restored(self) -> None:
+        """Called when a checkpoint filled the state: the next ``before_fit`` keeps it."""
+        self.phase = "fitting" if self.phase == "fitting" else "new"
+
+    def before_fit(self, loop) -> None:
+        if self.phase == "done":
+            self.reset()
+        self.phase = "fitting"
+
+    def after_validate(self, loop) -> None:
+        if self.monitor not in loop.metrics:
+            reported = ", ".join(sorted(loop.metrics)) or "none (no validation data?)"
+            raise ConfigError(
+                f"{type(self).__name__} monitors {self.monitor!r}, which validation does not report; "
+                f"it reports: {reported}.",
+                hint=f"Pass monitor= one of those names to {type(self).__name__}.",
+            )
+
+    def after_fit(self, loop) -> None:
+        self.phase = "done"
+
+
+def _direction(monitor: str, mode: str) -> int:
+    """+1 where higher is better, -1 where lower is; "auto": lower for a loss."""
+    if mode not in ("max", "min", "auto"):
+        raise ConfigError(
+            f"mode must be 'max', 'min' or 'auto'; got {mode!r}.", hint="Use mode='min' for a loss."
+        )
+    if mode == "auto":
+        mode = "min" if "loss" in monitor else "max"
+    return 1 if mode == "max" else -1
+
+
+class BestKeeper(Tracker):
+    """Remember the weights of the best epoch by ``monitor`` (see :class:`Tracker` for ``mode``);
+    restore them after fit."""
+
+    def __init__(self, monitor: str = "macro_f1", mode: str = "auto"):
+        super().__init__(monitor, mode)
+
+    def reset(self) -> None:
+        super().reset()
+        self.state, self.epoch = None, -1
 
     def after_epoch(self, loop) -> None:
-        score = loop.metrics.get(self.monitor, -float("inf"))
-        if score > self.best:
+        score = loop.metrics.get(self.monitor)  # None: a cancelled epoch, not validated
+        if score is not None and self.improved(score):
             self.best, self.epoch = score, loop.epoch
             self.state = trainable_state(loop.model)
 
     def after_fit(self, loop) -> None:
-        if self.state is not None:
+        if self.phase == "fitting" and self.state is not None:  # not when another before_fit failed
             loop.model.load_state_dict(self.state, strict=False)
+        super().after_fit(loop)
 
 
 class MixedPrecision:
@@ -57,8 +119,10 @@ class MixedPrecision:
     computes bfloat16 natively (:func:`aimass.backbones.precision.bf16_enabled`): one MiniLM or E5
     block's forward and backward on 32 x 256 tokens take half the time on 2 AMX cores."""
 
+    plain = None  # the learner's own forward, while a fit runs
+
     def before_fit(self, loop) -> None:
-        self.forward = forward = loop.forward
+        self.plain = forward = loop.forward
 
         def mixed(model, inputs):
             with low_precision(enabled=True):
@@ -68,7 +132,8 @@ class MixedPrecision:
         loop.forward = mixed
 
     def after_fit(self, loop) -> None:
-        loop.forward = self.forward
+        if self.plain is not None:  # None: another callback's before_fit failed before this one's
+            loop.forward, self.plain = self.plain, None
 
 
 class WeightAverage:
@@ -76,22 +141,25 @@ class WeightAverage:
     updated every step over a horizon of about ``steps`` steps. Validation sees the average, so
     :class:`BestKeeper` (listed before this callback) keeps the best *averaged* weights; training
     goes on from the raw ones. With ``keep=True`` (no keeper) the average is the final model.
-    :class:`Checkpoint` saves the average (``state_tensors``), so a resumed run goes on with it."""
+    :class:`Checkpoint` saves the average (``state_tensors``), so a resumed run goes on with it.
+    Each fit starts a new average, unless a checkpoint restored one."""
 
     def __init__(self, steps: float, keep: bool = False):
         self.decay, self.keep, self.shadow, self.raw = 1.0 - 1.0 / max(1.0, steps), keep, None, None
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (average, live tensor)
+        self.phase = "new"  # "fitting" between before_fit and after_fit, then "done"
 
     def before_fit(self, loop) -> None:
-        if self.shadow is None:  # else restored from a checkpoint (which may also come later)
+        if self.shadow is None or self.phase == "done":  # else restored (the checkpoint may come later)
             self.shadow = trainable_state(loop.model)
-        self.pairs = []
+        self.pairs, self.phase = [], "fitting"
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return self.shadow or {}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.shadow, self.pairs = {k: v.clone() for k, v in tensors.items()}, []
+        self.phase = "fitting" if self.phase == "fitting" else "new"
 
     def after_batch(self, loop) -> None:
         if not self.pairs:  # load_state_dict copies in place: references to live tensors hold
@@ -114,21 +182,37 @@ class WeightAverage:
             self.raw = None
 
     def after_fit(self, loop) -> None:
-        if self.keep:
+        if self.keep and self.phase == "fitting":  # not when another before_fit failed before this one's
             loop.model.load_state_dict(self.shadow, strict=False)
+        self.phase = "done"
 
 
-class EarlyStopping:
-    """Stop when ``monitor`` has not improved for ``patience`` epochs, counted from epoch
-    ``start`` on (epochs of a learning-rate warm-up are often worse and should not stop the run)."""
+class EarlyStopping(Tracker):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs,
+    counted from epoch ``start`` on (epochs of a learning-rate warm-up are often worse and should
+    not stop the run). ``mode`` says which way is better (see :class:`Tracker`); each fit starts
+    over, unless a checkpoint restored the count."""
 
-    def __init__(self, monitor: str = "macro_f1", patience: int = 3, min_delta: float = 1e-4, start: int = 0):
-        self.monitor, self.patience, self.min_delta, self.start = monitor, patience, min_delta, start
-        self.best, self.wait = -float("inf"), 0
+    def __init__(
+        self,
+        monitor: str = "macro_f1",
+        patience: int = 3,
+        min_delta: float = 1e-4,
+        start: int = 0,
+        mode: str = "auto",
+    ):
+        self.patience, self.min_delta, self.start = patience, min_delta, start
+        super().__init__(monitor, mode)
+
+    def reset(self) -> None:
+        super().reset()
+        self.wait = 0
 
     def after_epoch(self, loop) -> None:
-        score = loop.metrics.get(self.monitor, -float("inf"))
-        if score > self.best + self.min_delta:
+        score = loop.metrics.get(self.monitor)  # None: a cancelled epoch, not validated
+        if score is None:
+            return
+        if self.improved(score, self.min_delta):
             self.best, self.wait = score, 0
         elif loop.epoch >= self.start:
             self.wait += 1
@@ -139,6 +223,7 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.wait = state["best"], state["wait"]
+        self.restored()
 
 
 class TimeBudget:
@@ -156,6 +241,7 @@ class TimeBudget:
         self.started, self.planned = None, None
 
     def before_fit(self, loop) -> None:
+        self.started = None  # an earlier fit's last epoch says nothing about this one's first
         if self.epoch_seconds is not None:
             left = self.deadline - time.monotonic()
             self.planned = max(0, min(loop.n_epoch, int(left // (self.epoch_seconds * self.margin))))
@@ -320,6 +406,7 @@ def restore(folder: Path, loop, keeper: BestKeeper | None = None) -> int | None:
     if keeper is not None and meta.get("best"):
         keeper.best, keeper.epoch = meta["best"]
         keeper.state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+        keeper.restored()
     for callback in loop.fit_callbacks:
         state = meta.get("callbacks", {}).get(type(callback).__name__)
         if state is not None and hasattr(callback, "load_state_dict"):

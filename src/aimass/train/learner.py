@@ -22,9 +22,12 @@ A callback stops training at the end of the current step by setting ``learn.stop
 at once by raising :class:`CancelBatchException` (the rest of this step is skipped),
 :class:`CancelTrainException` (the rest of this epoch's steps; validation still runs),
 :class:`CancelEpochException` (the rest of this epoch, validation included) or
-:class:`CancelFitException` (the rest of the fit). Each cancel fires ``after_cancel_<what>``;
-``after_batch``, ``after_train``, ``after_epoch`` and ``after_fit`` fire even then. Callbacks
-run in the order given, sorted (stably) by their ``order`` attribute (default 0).
+:class:`CancelFitException` (the rest of the fit). Each cancel fires ``after_cancel_<what>``,
+then ``after_<what>``; the levels it ends on its way out end too, innermost first: a
+CancelFitException raised in ``after_loss`` fires ``after_batch``, ``after_train``,
+``after_epoch``, ``after_cancel_fit`` and ``after_fit``. Any other error passes straight out,
+with a note naming the callback and event that raised it; only ``after_fit`` fires then.
+Callbacks run in the order given, sorted (stably) by their ``order`` attribute (default 0).
 
 >>> import torch
 >>> from aimass.train.learner import Learner
@@ -44,6 +47,7 @@ import torch
 from torch import nn
 
 from aimass.backbones import layers, param_groups
+from aimass.errors import ConfigError
 from aimass.train.callbacks import EpochProgress, OneCycle
 
 EVENTS = (
@@ -80,6 +84,9 @@ class CancelFitException(Exception):
     """End the fit now."""
 
 
+CANCELS = (CancelBatchException, CancelTrainException, CancelEpochException, CancelFitException)
+
+
 class Learner:
     """A network with its data, loss, parameter groups and callbacks.
 
@@ -97,7 +104,8 @@ class Learner:
         loss_fn: ``loss_fn(logits, target)`` (default cross-entropy).
         callbacks: callbacks for every fit; ``fit(..., callbacks=)`` adds some for one fit.
         wd: the AdamW weight decay of the optimiser ``fit`` builds.
-        optimizer: an optimiser to use instead of building one per fit.
+        optimizer: an optimiser to use instead of building one per fit; ``fit(lr=)`` sets its
+            groups' rates.
 
     Example:
         >>> import torch
@@ -132,7 +140,7 @@ class Learner:
             self.callbacks.append(EpochProgress())
         self.given_optimizer, self.optimizer = optimizer, optimizer
         self.scheduler = None  # set by OneCycle; Checkpoint saves and restores it
-        self.n_unfrozen = 0
+        self.n_unfrozen, self.whole_body = 0, False
         self.epoch, self.step, self.loss, self.metrics, self.stop = 0, 0, 0.0, {}, False
         self.n_epoch, self.start_epoch, self.fit_callbacks = 0, 0, list(self.callbacks)
         self.inputs = self.target = self.pred = self.loss_tensor = None
@@ -147,11 +155,14 @@ class Learner:
         return self.unfreeze(0)
 
     def unfreeze(self, n: int | None = None) -> Learner:
-        """The top ``n`` blocks of the body train (``None``: all of them), and the head."""
+        """The top ``n`` blocks of the body train, and the head. ``None``: the whole model, as
+        fastai's ``unfreeze()``: every block and what lies outside them (embeddings, the stem, a
+        final norm), which :meth:`param_groups` puts one ``decay`` step below the lowest block."""
         blocks = self.blocks()
+        self.whole_body = n is None
         n = len(blocks) if n is None else max(0, min(n, len(blocks)))
         for p in self.body.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(self.whole_body)
         for block in blocks[len(blocks) - n :]:
             for p in block.parameters():
                 p.requires_grad_(True)
@@ -169,7 +180,13 @@ class Learner:
         lr_body, lr_head = lr if isinstance(lr, tuple | list) else (lr, lr)
         if self.body is None:
             return [{"params": list(self.head), "lr": lr_head}]
-        return param_groups(self.body, self.head, self.n_unfrozen, lr_head, lr_body, decay)
+        groups = param_groups(self.body, self.head, self.n_unfrozen, lr_head, lr_body, decay)
+        if self.whole_body:  # unfreeze(): the body's parameters outside its blocks train too
+            grouped = {id(p) for group in groups for p in group["params"]}
+            rest = [p for p in self.body.parameters() if id(p) not in grouped]
+            if rest:
+                groups.append({"params": rest, "lr": lr_body * decay**self.n_unfrozen})
+        return groups
 
     def steps_per_epoch(self) -> int:
         """The steps of one epoch: ``len(data)``, else the batches of epoch 0 counted."""
@@ -180,14 +197,16 @@ class Learner:
 
     # ------------------------------------------------------------------ fit
     def fit(
-        self, epochs: int, lr=1e-3, *, decay: float = 0.6, callbacks: Iterable[Any] = (), start_epoch: int = 0
+        self, epochs: int, lr=None, *, decay: float = 0.6, callbacks: Iterable[Any] = (), start_epoch: int = 0
     ) -> Learner:
         """Train epochs ``start_epoch`` to ``epochs - 1``: AdamW (weight decay ``wd``) on
-        :meth:`param_groups` ``(lr, decay)``, unless an optimiser was given.
+        :meth:`param_groups` ``(lr, decay)`` (``lr`` None: 1e-3). A given optimiser keeps its
+        groups and ``lr`` sets their rates (:meth:`set_rates`); None leaves them as they are
+        (a scheduler's, a restored checkpoint's).
 
         A callback's ``before_fit`` may change ``n_epoch`` (time-budget planning) or
         ``start_epoch`` (resume from a checkpoint)."""
-        self.optimizer = self.given_optimizer or self._new_optimizer(lr, decay)
+        self.optimizer = self._optimizer(lr, decay)
         every = sorted([*self.callbacks, *callbacks], key=lambda c: getattr(c, "order", 0))
         self.fit_callbacks, self.stop = every, False
         self.n_epoch, self.start_epoch = epochs, start_epoch
@@ -207,7 +226,7 @@ class Learner:
     def fit_one_cycle(
         self,
         epochs: int,
-        lr_max=1e-3,
+        lr_max=None,
         *,
         decay: float = 0.6,
         pct_start: float = 0.25,
@@ -215,63 +234,104 @@ class Learner:
         callbacks: Iterable[Any] = (),
     ) -> Learner:
         """``fit`` with a one-cycle schedule (warm-up for ``pct_start`` of the steps, then
-        cosine annealing) peaking at ``lr_max`` (one rate, or ``(body, head)``)."""
+        cosine annealing) peaking at ``lr_max`` (one rate, or ``(body, head)``; None: as ``fit``'s
+        ``lr``, so a given optimiser peaks at its rates as they are, annealed by an earlier cycle)."""
         cycle = OneCycle(pct_start=pct_start, min_steps=min_steps)
         return self.fit(epochs, lr_max, decay=decay, callbacks=[cycle, *callbacks])
+
+    def set_rates(self, lr, decay: float = 0.6) -> None:
+        """Set the optimiser's rates (fastai's ``set_hyper("lr", ...)``). One rate goes to the group
+        with the highest rate and the others keep their ratio to it, so discriminative groups stay
+        discriminative; ``(body, head)`` gives each group its rate from :meth:`param_groups`, which
+        needs an optimiser built on those groups."""
+        groups = self.optimizer.param_groups
+        if isinstance(lr, tuple | list | slice):
+            rates = [group["lr"] for group in self.param_groups(lr, decay)]
+            if len(rates) != len(groups):
+                raise ConfigError(
+                    f"lr={lr!r} gives {len(rates)} parameter groups (head, then blocks top-down), "
+                    f"but the optimizer has {len(groups)}.",
+                    hint="Pass one rate (the groups keep their ratios), or build the optimizer on "
+                    "learn.param_groups(lr).",
+                )
+        else:
+            top = max(group["lr"] for group in groups)
+            rates = [lr * group["lr"] / top if top > 0 else lr for group in groups]
+        for group, rate in zip(groups, rates, strict=True):
+            group["lr"] = rate
 
     def fire(self, event: str) -> None:
         for callback in self.fit_callbacks:
             handler = getattr(callback, event, None)
-            if handler is not None:
+            if handler is None:
+                continue
+            try:
                 handler(self)
+            except CANCELS:
+                raise
+            except Exception as error:  # the type stays; the traceback says whose handler it was
+                error.add_note(f"raised by {type(callback).__name__}.{event}")
+                raise
 
     # ------------------------------------------------------------- internals
+    def _optimizer(self, lr, decay: float) -> torch.optim.Optimizer:
+        if self.given_optimizer is None:
+            return self._new_optimizer(1e-3 if lr is None else lr, decay)
+        self.optimizer = self.given_optimizer
+        if lr is not None:
+            self.set_rates(lr, decay)
+        return self.optimizer
+
     def _new_optimizer(self, lr, decay: float) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.param_groups(lr, decay), weight_decay=self.wd)
 
-    def _one_epoch(self) -> None:
+    def _level(self, name: str, body: Callable[[], None], cancel: type[Exception], skippable=False) -> None:
+        """``before_<name>``, ``body()``, ``after_<name>`` (fastai's ``_with_events``). ``cancel``
+        ends the body early and fires ``after_cancel_<name>`` first; a cancel of a wider level
+        fires ``after_<name>`` on its way out. Other errors pass at once. ``skippable``: a ``stop``
+        set in ``before_<name>`` skips the rest, ``after_<name>`` included."""
         try:
-            self.fire("before_epoch")
-            if self.stop:  # e.g. TimeBudget: this epoch would not finish in time
+            self.fire(f"before_{name}")
+            if skippable and self.stop:
                 return
-            self.metrics = {}  # a cancelled epoch reports none
-            self._train()
-            self.fire("before_validate")
-            self.model.eval()
-            with torch.inference_mode():
-                self.metrics = self.validate() if self.validate is not None else {}
-            self.fire("after_validate")
-        except CancelEpochException:
-            self.fire("after_cancel_epoch")
-        self.fire("after_epoch")
+            body()
+        except cancel:
+            self.fire(f"after_cancel_{name}")
+        except CANCELS:
+            self.fire(f"after_{name}")
+            raise
+        self.fire(f"after_{name}")
 
-    def _train(self) -> None:
+    def _one_epoch(self) -> None:
+        # skippable: TimeBudget's stop in before_epoch says this epoch would not finish in time
+        self._level("epoch", self._train_and_validate, CancelEpochException, skippable=True)
+
+    def _train_and_validate(self) -> None:
+        self.metrics = {}  # a cancelled epoch reports none
         self.model.train()
         data = self.data(self.epoch) if callable(self.data) else self.data
-        try:
-            self.fire("before_train")
-            for inputs, target in data:
-                self.inputs, self.target = inputs, target
-                self._one_batch()
-                if self.stop:
-                    break
-        except CancelTrainException:
-            self.fire("after_cancel_train")
-        self.fire("after_train")
+        self._level("train", lambda: self._all_batches(data), CancelTrainException)
+        self.fire("before_validate")
+        self.model.eval()
+        with torch.inference_mode():
+            self.metrics = self.validate() if self.validate is not None else {}
+        self.fire("after_validate")
+
+    def _all_batches(self, data) -> None:
+        for inputs, target in data:
+            self.inputs, self.target = inputs, target
+            self._level("batch", self._one_batch, CancelBatchException)
+            if self.stop:
+                break
 
     def _one_batch(self) -> None:
-        try:
-            self.fire("before_batch")
-            self.pred = self.forward(self.model, self.inputs)
-            self.fire("after_pred")
-            self.loss_tensor = self.loss_fn(self.pred, self.target)
-            self.fire("after_loss")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.loss_tensor.backward()
-            self.fire("after_backward")
-            self.optimizer.step()
-            self.loss, self.step = float(self.loss_tensor.detach()), self.step + 1
-            self.fire("after_step")
-        except CancelBatchException:
-            self.fire("after_cancel_batch")
-        self.fire("after_batch")
+        self.pred = self.forward(self.model, self.inputs)
+        self.fire("after_pred")
+        self.loss_tensor = self.loss_fn(self.pred, self.target)
+        self.fire("after_loss")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss_tensor.backward()
+        self.fire("after_backward")
+        self.optimizer.step()
+        self.loss, self.step = float(self.loss_tensor.detach()), self.step + 1
+        self.fire("after_step")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 from torch import nn
 
+from aimass.errors import ConfigError
 from aimass.train.callbacks import (
     BestKeeper,
     Checkpoint,
@@ -109,11 +111,30 @@ def test_best_keeper_restores_weights_of_best_epoch():
     assert states_equal(trainable_state(model), rec.weights[1])
 
 
-def test_best_keeper_ignores_missing_metric_and_leaves_model_alone():
-    model, keeper, rec = make_model(), BestKeeper("accuracy"), EpochRecorder()
-    sgd_loop(model, scripted([0.5, 0.9]), [keeper, rec]).fit(2)
-    assert keeper.state is None
-    assert states_equal(trainable_state(model), rec.weights[1])
+def test_a_monitor_validation_does_not_report_is_a_config_error_naming_what_it_reports():
+    for callback in (BestKeeper("acuracy"), EarlyStopping("acuracy")):
+        rec = EpochRecorder()
+        validate = lambda: {"accuracy": 0.5, "loss": 0.7}  # noqa: E731
+        with pytest.raises(ConfigError, match="'acuracy'.*reports: accuracy, loss"):
+            sgd_loop(make_model(), validate, [callback, rec]).fit(3)
+        assert rec.epochs == []  # at the first epoch's end
+
+
+def test_a_loss_is_better_lower_and_mode_says_which_way_otherwise():
+    losses = [0.9, 0.7, 0.5, 0.4, 0.3]
+    keeper, stopper, rec = BestKeeper("loss"), EarlyStopping("loss", patience=1), EpochRecorder()
+    sgd_loop(make_model(), scripted(losses, key="loss"), [keeper, stopper, rec]).fit(5)
+    assert rec.epochs == [0, 1, 2, 3, 4]  # a falling loss is improving: no early stop
+    assert keeper.epoch == 4 and keeper.best == 0.3 and stopper.best == 0.3
+    # mode= overrides the name: an error rate that should go down, a "loss" score that should go up
+    errors = BestKeeper("error_rate", mode="min")
+    sgd_loop(make_model(), scripted([0.3, 0.1, 0.2], key="error_rate"), [errors]).fit(3)
+    assert errors.epoch == 1
+    gains = EarlyStopping("loss_gain", patience=1, mode="max")
+    sgd_loop(make_model(), scripted([0.1, 0.2, 0.1, 0.3], key="loss_gain"), [gains, rec]).fit(4)
+    assert gains.best == 0.2 and rec.epochs[5:] == [0, 1, 2]
+    with pytest.raises(ConfigError, match="mode"):
+        EarlyStopping(mode="lowest")
 
 
 def test_best_keeper_keeps_only_trainable_parameters():
@@ -145,6 +166,21 @@ def test_early_stopping_counter_resets_on_improvement_and_respects_min_delta():
     loop.fit(6)
     assert rec.epochs == [0, 1, 2, 3, 4]
     assert stopper.best == 0.7
+
+
+def test_callbacks_start_over_in_each_fit_unless_restored():
+    stopper, keeper = EarlyStopping(patience=2), BestKeeper()
+    budget, rec = TimeBudget(time.monotonic() + 3600), EpochRecorder()
+    loop = sgd_loop(make_model(), scripted([0.5, 0.6, 0.6, 0.6, 0.5, 0.55, 0.56, 0.57, 0.3]), [])
+    loop.callbacks += [stopper, keeper, budget, rec]
+    loop.fit(4)
+    assert rec.epochs == [0, 1, 2, 3] and stopper.wait == 2 and keeper.best == 0.6
+    budget.started -= 7200  # the last epoch "began" two hours ago: says nothing about the next fit
+    loop.fit(4)  # gradual unfreezing: the next stage is judged on its own
+    assert rec.epochs[4:] == [0, 1, 2, 3] and keeper.epoch == 3 and keeper.best == 0.57
+    stopper.load_state_dict({"best": 0.9, "wait": 1})  # as a checkpoint restores it
+    loop.fit(1)
+    assert loop.stop and stopper.wait == 2
 
 
 def test_early_stopping_runs_all_epochs_while_improving():

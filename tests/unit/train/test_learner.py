@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from aimass.errors import ConfigError
 from aimass.train.callbacks import (
+    BestKeeper,
     Checkpoint,
     EarlyStopping,
     History,
@@ -107,6 +109,33 @@ def test_freeze_and_unfreeze_n_set_requires_grad_from_the_top():
     assert trains() == [True, True, True]
 
 
+class WithStem(Net):
+    """A body with a part outside its blocks, as embeddings are."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder.stem = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return super().forward(self.encoder.stem(x))
+
+
+def test_unfreeze_all_trains_the_whole_body_below_the_blocks_rates():
+    torch.manual_seed(0)
+    learn = Learner(WithStem(), batches(), None).freeze()
+    stem = learn.model.encoder.stem
+    learn.unfreeze()
+    assert all(p.requires_grad for p in learn.model.parameters())
+    groups = learn.param_groups((1e-3, 1e-2), decay=0.5)
+    assert [g["lr"] for g in groups] == [1e-2, 1e-3, 5e-4, 2.5e-4, 1.25e-4]  # the stem last
+    assert groups[-1]["params"] == list(stem.parameters())
+    before = stem.weight.detach().clone()
+    learn.fit(1, (1e-3, 1e-2))
+    assert not torch.equal(before, stem.weight)
+    learn.unfreeze(3)  # every block, but only the blocks
+    assert not stem.weight.requires_grad and len(learn.param_groups(1e-3)) == 4
+
+
 def test_param_groups_give_discriminative_rates():
     learn = learner().unfreeze(2)
     groups = learn.param_groups((1e-4, 1e-3), decay=0.5)
@@ -146,6 +175,36 @@ def test_fit_one_cycle_rates_follow_one_cycle():
     assert all(lrs[1] / lrs[0] == pytest.approx(body / head) for lrs in rates.lrs)  # ratios hold
     assert rates.betas[0] == pytest.approx(0.95) and rates.betas[peak] == pytest.approx(0.85)
     assert learn.scheduler.last_epoch == total
+
+
+class PeakRates:
+    def __init__(self):
+        self.peaks: list[list[float]] = []
+
+    def before_fit(self, learn):
+        self.peaks.append([0.0] * len(learn.optimizer.param_groups))
+
+    def before_batch(self, learn):
+        rates = [g["lr"] for g in learn.optimizer.param_groups]
+        self.peaks[-1] = [max(a, b) for a, b in zip(self.peaks[-1], rates, strict=True)]
+
+
+def test_lr_sets_the_rates_of_a_given_optimizer_keeping_their_ratios():
+    torch.manual_seed(0)
+    net, peaks = Net(), PeakRates()
+    optimizer = torch.optim.AdamW(
+        [{"params": net.head.parameters(), "lr": 0.1}, {"params": net.encoder.parameters(), "lr": 0.01}]
+    )
+    learn = Learner(net, batches(n_batches=4), optimizer=optimizer, callbacks=[peaks])
+    learn.fit_one_cycle(2, lr_max=1e-3)
+    learn.fit_one_cycle(2, lr_max=1e-3)  # not from where the first cycle annealed to
+    learn.fit(1, lr=5e-2)
+    assert peaks.peaks == [pytest.approx([1e-3, 1e-4])] * 2 + [pytest.approx([5e-2, 5e-3])]
+    learn.fit(1)  # no lr: the rates stay as they are
+    assert peaks.peaks[-1] == pytest.approx([5e-2, 5e-3])
+    plain = Learner(net, batches(), optimizer=torch.optim.SGD(net.parameters(), lr=0.1)).unfreeze(1)
+    with pytest.raises(ConfigError, match="2 parameter groups.*optimizer has 1"):
+        plain.fit(1, (1e-3, 1e-2))
 
 
 def test_early_stopping_stops_when_the_score_stops_improving():
@@ -208,6 +267,23 @@ def test_a_callback_cancels_an_epoch_without_validation():
     assert seen == [1]  # only epoch 1 validated
     assert cancel.events.count("after_cancel_epoch") == 1 and cancel.events.count("after_epoch") == 2
     assert learn.epoch == 1 and learn.step == 6
+
+
+def test_a_cancel_ends_every_level_it_leaves_innermost_first():
+    for exc, event, ended in [
+        (CancelFitException, "after_loss", ["after_batch", "after_train", "after_epoch", "after_cancel_fit"]),
+        (CancelFitException, "after_validate", ["after_epoch", "after_cancel_fit", "after_fit"]),
+        (
+            CancelEpochException,
+            "after_loss",
+            ["after_batch", "after_train", "after_cancel_epoch", "after_epoch"],
+        ),
+    ]:
+        cancel, history = Canceller(event, exc), History()  # at its first firing
+        learner(lambda: {"macro_f1": 0.5}).fit(2, callbacks=[cancel, history])
+        after = cancel.events[cancel.events.index(event) + 1 :]
+        assert after[: len(ended)] == ended, (exc, event)
+        assert len(history.rows) == (1 if exc is CancelFitException else 2)
 
 
 def test_cancel_fit_ends_the_fit_and_after_fit_still_fires():
@@ -303,3 +379,26 @@ def test_mixed_precision_forward_is_autocast_bfloat16():
     learn = learner(forward=forward)
     learn.fit(1, 1e-2, callbacks=[MixedPrecision()])
     assert inside[:2] == [True, torch.bfloat16] and not torch.is_autocast_enabled("cpu")
+
+
+def test_gradual_unfreezing_judges_each_stage_on_its_own():
+    scores = iter([0.5, 0.6, 0.6, 0.6, 0.55, 0.58, 0.7, 0.8, 0.9])
+    history = History()
+    learn = learner(lambda: {"macro_f1": next(scores)}, callbacks=[EarlyStopping(patience=2), history])
+    learn.unfreeze(1).fit(4, 1e-2)
+    learn.unfreeze(2).fit(5, 1e-3)
+    assert [row["epoch"] for row in history.rows] == [0, 1, 2, 3, 0, 1, 2, 3, 4]
+
+
+def test_an_error_in_one_before_fit_surfaces_named_not_hidden_by_other_after_fits():
+    class Broken:
+        def before_fit(self, learn):
+            raise ValueError("bad config")
+
+    for callback in (MixedPrecision(), WeightAverage(10, keep=True), BestKeeper()):
+        learn = learner()
+        plain = learn.forward
+        with pytest.raises(ValueError, match="bad config") as raised:
+            learn.fit(1, callbacks=[Broken(), callback])
+        assert raised.value.__notes__ == ["raised by Broken.before_fit"]
+        assert learn.forward is plain
