@@ -49,11 +49,12 @@ class SamplingParams:
 @dataclass
 class TokenLogprob:
     """A picked token, its log-probability, the ``top`` alternatives ``[(id, logprob)]`` and
-    ``offset``: how many characters of the choice's text come before it."""
+    ``offset``: how many characters of the choice's text come before it. A prompt's first token
+    (:func:`prompt_logprobs`) has no logprob and no ``top``: both None."""
 
     token: int
-    logprob: float
-    top: list[tuple[int, float]]
+    logprob: float | None
+    top: list[tuple[int, float]] | None
     offset: int = 0
 
 
@@ -180,6 +181,29 @@ def token_logprob(scores: torch.Tensor, token: int, params: SamplingParams, offs
         values, ids = logp.topk(min(params.logprobs, logp.shape[-1]))
         top = [(int(i), float(v)) for v, i in zip(values, ids) if v > float("-inf")]
     return TokenLogprob(token, float(logp[token]), top, offset)
+
+
+SCORE_CHUNK = 512  # prompt positions turned into log-probabilities at a time (4k x 49k floats: 0.8 GB)
+
+
+@torch.inference_mode()
+def prompt_logprobs(model, ids: list[int], top: int) -> list[TokenLogprob]:
+    """Each of a prompt's tokens with its log-probability given the tokens before it and the ``top``
+    most likely tokens there, from one forward pass over the prompt: what a legacy completion with
+    ``echo`` and ``logprobs`` lists for its prompt (lm-evaluation-harness scores with it). These are
+    the model's own distributions (no temperature, bias or penalty). The first token has nothing
+    before it: its logprob and ``top`` are None, as OpenAI answers."""
+    logits = model(input_ids=torch.tensor([ids], dtype=torch.long), use_cache=False).logits[0]
+    entries = [TokenLogprob(ids[0], None, None)]
+    for start in range(0, len(ids) - 1, SCORE_CHUNK):
+        end = min(start + SCORE_CHUNK, len(ids) - 1)
+        logp = torch.log_softmax(logits[start:end].float(), -1)  # row i: the token after position i
+        after = ids[start + 1 : end + 1]
+        picked = logp.gather(1, torch.tensor(after)[:, None])[:, 0].tolist()
+        values, where = logp.topk(min(top, logp.shape[-1]), -1)
+        for token, logprob, vs, ws in zip(after, picked, values.tolist(), where.tolist(), strict=True):
+            entries.append(TokenLogprob(token, logprob, list(zip(ws, vs, strict=True))))
+    return entries
 
 
 class Track:

@@ -167,6 +167,7 @@ class ChatRequest(_Common):
 
 class CompletionRequest(_Common):
     prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS_CAP)  # 0: only scores an echoed prompt
     echo: bool = False
     suffix: str | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
@@ -235,9 +236,21 @@ def tools_of(req: ChatRequest) -> list | None:
 
 
 def unsupported(req) -> None:
-    if isinstance(req, CompletionRequest) and (req.echo or req.suffix):
+    """400 for what a legacy completion cannot ask for: ``suffix``, ``best_of`` above 1, ``echo``
+    with ``stream``, and ``max_tokens`` 0 without ``echo`` (nothing to answer)."""
+    if isinstance(req, CompletionRequest) and req.suffix:
+        raise bad_param("suffix", "suffix is not supported.", "unsupported_parameter")
+    if isinstance(req, CompletionRequest) and req.echo and req.stream:
         raise bad_param(
-            "echo" if req.echo else "suffix", "echo and suffix are not supported.", "unsupported_parameter"
+            "stream",
+            "echo is not supported with stream: send stream: false to get the prompt back.",
+            "unsupported_parameter",
+        )
+    if isinstance(req, CompletionRequest) and req.max_tokens == 0 and not req.echo:
+        raise bad_param(
+            "max_tokens",
+            "Invalid 'max_tokens': Input should be greater than or equal to 1 (0 only with echo: true, "
+            "which scores the prompt).",
         )
     if isinstance(req, CompletionRequest) and req.best_of not in (None, 1):
         raise bad_param(

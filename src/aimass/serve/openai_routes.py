@@ -193,10 +193,36 @@ class _Target:
     def generate(self, prompt, *, raw: bool, on_delta=None, cancelled=None, **kwargs):
         """Decode in the shared continuous batch (or one request at a time, ``AIMASS_LLM_BATCHING=0``);
         ``kwargs``: :class:`~aimass.llm.decode.SamplingParams`, its ``constraint`` from :meth:`constraint`."""
-        if self.adapters is not None:
-            with self.adapters.lease(self.ref):
-                return self._generate(prompt, raw, on_delta, cancelled, kwargs)
-        return self._generate(prompt, raw, on_delta, cancelled, kwargs)
+        with self._held():
+            return self._generate(prompt, raw, on_delta, cancelled, kwargs)
+
+    def check_scoring(self) -> None:
+        """400 for ``echo`` with ``logprobs`` on an int4 base (``--llm-quant int4``): its graph computes
+        the logits of a prompt's last position only, and scoring the prompt in fp32 instead would
+        mix two models' numbers in one answer."""
+        if getattr(self.base, "int4", None) is not None:
+            raise bad_param(
+                "echo",
+                "echo with logprobs is not supported on an int4 model: serve it without --llm-quant int4 "
+                "to score prompts, or leave out logprobs.",
+                "unsupported_parameter",
+            )
+
+    def score(self, prompt, top: int) -> list:
+        """A legacy prompt's tokens with their logprobs and ``top`` alternatives (``echo``): one
+        forward pass through the model and adapter that answer the request
+        (:func:`~aimass.llm.decode.prompt_logprobs`)."""
+        from aimass.llm import decode
+
+        with self._held():
+            ids = decode.text_ids(self.base.tokenizer, prompt)
+            decode.set_threads()
+            with self.base.using(self.adapter) as model:
+                return decode.prompt_logprobs(model, ids, top)
+
+    def _held(self):
+        """A fine-tune answered without a deployment held attached while the block runs."""
+        return self.adapters.lease(self.ref) if self.adapters is not None else contextlib.nullcontext()
 
     def _generate(self, prompt, raw: bool, on_delta, cancelled, kwargs):
         from aimass.llm import batcher, decode
@@ -204,6 +230,9 @@ class _Target:
         tokenizer = self.base.tokenizer
         ids = decode.text_ids(tokenizer, prompt) if raw else decode.chat_ids(tokenizer, prompt)
         params = decode.SamplingParams(**kwargs)
+        if params.max_tokens == 0:  # an echoed prompt only scored: nothing to decode
+            choices = [decode.Choice(i, finish_reason="length") for i in range(params.n)]
+            return decode.Generation(choices, len(ids), 0)
         if batcher.enabled() or getattr(self.base, "int4", None) is not None:  # int4: always its loop
             return batcher.scheduler(self.base, self.adapter).submit(
                 ids, params, self.adapter, on_delta=on_delta, cancelled=cancelled
@@ -327,7 +356,8 @@ class Generation:
     async def _complete(self, caller, body: bytes):
         req = parse_body(CompletionRequest, body)
         unsupported(req)
-        return await _answer(self, caller, req, req.prompts(), req.max_tokens or 16, chat=False)
+        limit = 16 if req.max_tokens is None else req.max_tokens  # 0: an echoed prompt only scored
+        return await _answer(self, caller, req, req.prompts(), limit, chat=False)
 
     def room(self, model: str, messages: list[dict], max_tokens: int) -> tuple[int, Callable[[str], int]]:
         """(tokens left in ``model``'s context after ``messages``, ``max_tokens`` and a margin for one
@@ -461,6 +491,9 @@ async def _answer_held(generation, caller, req, prompts, max_tokens: int, hold, 
         return [target.check_length(p, raw=not chat, max_tokens=max_tokens if given else 1) for p in prompts]
 
     counted = await asyncio.to_thread(lengths)
+    echo = not chat and req.echo  # a legacy prompt sent back before its completion
+    if echo and req.logprobs is not None:
+        target.check_scoring()
     if not given:
         max_tokens = max(1, min(max_tokens, context_limit(target.base.model) - max(counted)))
     prompt_tokens = sum(counted)
@@ -488,12 +521,13 @@ async def _answer_held(generation, caller, req, prompts, max_tokens: int, hold, 
         "frequency_penalty": req.frequency_penalty,
         "presence_penalty": req.presence_penalty,
     }
-    # the vocabulary's token bytes are built once per tokenizer (~0.1 s): off the event loop
-    shapes = await asyncio.to_thread(
-        lambda: [
-            _logprob_shape(target, kwargs["logprobs"], None if chat else _chars(target, p)) for p in prompts
-        ]
-    )
+
+    def shaped():  # the vocabulary's token bytes are built once per tokenizer (~0.1 s): off the event loop
+        texts = [None if chat else _prompt_text(target, p) for p in prompts]
+        count = kwargs["logprobs"]
+        return texts, [_logprob_shape(target, count, None if t is None else len(t)) for t in texts]
+
+    texts, shapes = await asyncio.to_thread(shaped)
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     kind = "chat.completion" if chat else "text_completion"
@@ -505,15 +539,19 @@ async def _answer_held(generation, caller, req, prompts, max_tokens: int, hold, 
     began = time.perf_counter()
     gone = threading.Event()  # set when the await ends, cancelled too (a shutdown past its grace)
 
-    def work(prompt, first: bool):  # metered where it ends: a client that hung up is charged what was decoded
+    echoed = [()] * len(prompts)  # echo with logprobs: each prompt's own entries
+
+    def work(i: int, prompt):  # metered where it ends: a client that hung up is charged what was decoded
+        if echo and kwargs["logprobs"] is not None:
+            echoed[i] = target.score(prompt, kwargs["logprobs"])
         out = target.generate(prompt, raw=not chat, cancelled=gone.is_set, **kwargs)
-        _record(meters, caller, target.ref, out, began, requests=int(first))
+        _record(meters, caller, target.ref, out, began, requests=int(i == 0))
         return out
 
     with engine.metrics.recent.running(target.ref):
         try:  # every prompt decodes in the same continuous batch, on a slot of its own
             outs = await asyncio.gather(
-                *slots.start_all([partial(work, p, i == 0) for i, p in enumerate(prompts)])
+                *slots.start_all([partial(work, i, p) for i, p in enumerate(prompts)])
             )
         finally:
             gone.set()  # decoding stops at the next token, not after max_tokens
@@ -526,8 +564,8 @@ async def _answer_held(generation, caller, req, prompts, max_tokens: int, hold, 
         if chat
         else {
             "index": i * req.n + c.index,
-            "text": c.text,
-            "logprobs": shapes[i](c.logprobs),
+            "text": (texts[i] if echo else "") + c.text,
+            "logprobs": shapes[i](c.logprobs, echoed[i]),
             "finish_reason": c.finish_reason,
         }
         for i, out in enumerate(outs)
@@ -568,18 +606,20 @@ def _record(meters, caller, ref: str, out, began: float, requests: int = 1) -> N
 
 def _logprob_shape(target: _Target, count: int | None, prompt_chars: int | None):
     """``entries -> choices[].logprobs``: None when not asked for, else OpenAI's chat shape (or the
-    legacy completions shape, whose offsets count from the prompt's start)."""
+    legacy completions shape, whose offsets count from the prompt's start; ``echoed``: an echoed
+    prompt's entries, listed first)."""
     if count is None:
-        return lambda entries: None
+        return lambda entries, echoed=(): None
     tokens = openai_logprobs.Tokens(target.base.tokenizer)
     if prompt_chars is None:
         return lambda entries: openai_logprobs.chat(tokens, entries)
-    return lambda entries: openai_logprobs.legacy(tokens, entries, prompt_chars)
+    return lambda entries, echoed=(): openai_logprobs.legacy(tokens, entries, prompt_chars, echoed)
 
 
-def _chars(target: _Target, prompt) -> int:
-    """A legacy prompt's length in characters (where its completion's ``text_offset`` starts)."""
-    return len(prompt) if isinstance(prompt, str) else len(target.base.tokenizer.decode(prompt))
+def _prompt_text(target: _Target, prompt) -> str:
+    """A legacy prompt as text: what ``echo`` sends back, and where its completion's ``text_offset``
+    starts (its length in characters)."""
+    return prompt if isinstance(prompt, str) else target.base.tokenizer.decode(prompt)
 
 
 def _usage(outs: list) -> dict:
