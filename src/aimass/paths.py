@@ -25,11 +25,30 @@ FEATURES = (
 )
 
 
+_PRIVATE: set[Path] = set()  # homes this process made owner-only (checked once each)
+
+
 def home() -> Path:
-    """The root folder for datasets, models, caches and the metadata database (absolute)."""
+    """The root folder for datasets, models, caches and the metadata database (absolute), created
+    mode 0700: it holds training data, the webhooks' signing secrets and the keys' hashes."""
     root = Path(os.environ.get("AIMASS_HOME") or Path.home() / ".aimass").expanduser().absolute()
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if root not in _PRIVATE:
+        _owner_only(root)
+        _PRIVATE.add(root)
     return root
+
+
+def _owner_only(folder: Path) -> None:
+    """Make ``folder`` 0700 when it is this user's and others may enter it (an older aimass made
+    its home 0755). A folder of another user or a shared one (sticky, like ``/tmp``) is left as it
+    is, and so is one on a read-only disk."""
+    try:
+        found = folder.stat()
+        if found.st_mode & 0o077 and not found.st_mode & 0o1000 and found.st_uid == os.getuid():
+            folder.chmod(0o700)
+    except OSError:
+        pass
 
 
 def subdir(name: str) -> Path:
@@ -105,15 +124,34 @@ def outside_roots(value: str, roots: list[Path]) -> Path | None:
     ``~``, ``..``, or a relative path that exists from the current directory; None for a
     name (a dataset, a backbone) or a path inside a root. Inside ``AIMASS_HOME/uploads`` only a
     path within one upload's folder (``uploads/<id>/...``, the ``path`` an upload answers) is
-    granted: the folder of every project's uploads, or a file left beside them, is no one's."""
+    granted: the folder of every project's uploads, or a file left beside them, is no one's. Which
+    caller may name a path in one upload's folder is its project's to decide (:func:`upload_of`)."""
+    real = _real(value)
+    return None if real is None or any(_inside(real, r) for r in roots) else real
+
+
+def upload_of(value: str) -> str | None:
+    """The folder name (the upload's id) of the upload ``value`` names a path in
+    (``AIMASS_HOME/uploads/<id>/...``, read as :func:`outside_roots` reads a path, links
+    resolved); None for a name or any other path. An upload is data of the project it was sent to:
+    the REST layer decides who may name it."""
+    real = _real(value)
+    uploads = Path(os.path.realpath(subdir("uploads")))
+    if real is None or not _inside(real, uploads):
+        return None
+    return real.relative_to(uploads).parts[0]
+
+
+def _real(value: str) -> Path | None:
+    """``value`` as a real path when it reads as one (absolute, ``~``, ``..``, or a relative path
+    that exists from the current directory); None for a name (a dataset, a backbone)."""
     if "\0" in value:  # no file has such a name: nothing can be opened by it
         return None
     value = value.removeprefix("hf:")  # transformers reads a folder named so (hub_repo refuses it)
     path = Path(value).expanduser()
     if not (path.is_absolute() or value.startswith("~") or ".." in path.parts or _exists(path)):
         return None
-    real = Path(os.path.realpath(path))
-    return None if any(_inside(real, r) for r in roots) else real
+    return Path(os.path.realpath(path))
 
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")  # NAME or ORG/NAME

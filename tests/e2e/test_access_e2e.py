@@ -587,13 +587,13 @@ def test_a_predict_job_is_decided_as_the_predict_route_on_its_model(world):
     """A ``predict`` job calls its version as ``POST /v1/models/{ref}/predict`` would: a Deny on
     ``model:Predict`` refuses the job (403 naming the Deny, audited) though the same user may still
     evaluate that version; an Allow queues it; a model its submitter cannot read is a 404."""
-    from aimass import paths
+    import io
+
+    from aimass.data.uploads import store_upload
 
     client, keys = world
-    table = paths.home() / "uploads" / "0123456789ab" / "to-label.csv"
-    table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text("text\nwhat a match\n")
-    job = {"kind": "predict", "params": {"model": "reviews:3", "path": str(table)}, "project": "nlp"}
+    table = store_upload(io.BytesIO(b"text\nwhat a match\n"), "to-label.csv", project="nlp")["path"]
+    job = {"kind": "predict", "params": {"model": "reviews:3", "path": table}, "project": "nlp"}
     queued = client.post("/v1/jobs", json=job, headers=keys["alice"])
     assert queued.status_code == 202, queued.text
     no_predict = {

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aimass import scoring, sharing, workflow
+from aimass import paths, scoring, sharing, workflow
 from aimass.autolearn import auto
 from aimass.compressors import get_compressor
 from aimass.data import load_dataset
@@ -81,21 +81,19 @@ def _require(params: dict, *keys: str) -> dict:
 
 
 def reads(kind: str, params: dict) -> list[tuple[str, str]]:
-    """(``model`` or ``dataset``, name) of every stored version and dataset a job's params name:
-    ``model`` and ``from`` (and a distillation's ``teachers``) are versions, ``data`` (and a
+    """(``model``, ``dataset``, ``vector_store`` or ``upload``, name) of everything a job's params
+    name: ``model`` and ``from`` (and a distillation's ``teachers``) are versions, ``data`` (and a
     fine-tune's ``valid_data``) a stored dataset unless it names none (then it is a path, which
-    the server checks against its data folders). What a REST caller must be able to read to
-    submit the job. None for ``custom``: its code runs as the server's user, so a key that may
+    the server checks against its data folders), and any path in an upload's folder that upload
+    (by its id: it is data of the project it was sent to). What a REST caller must be able to read
+    to submit the job. None for ``custom``: its code runs as the server's user, so a key that may
     submit it reads everything already."""
     if kind == "custom":
         return []
+    uploads = [("upload", upload) for upload in uploads_named(params)]
     if kind == "store-push":  # the store's files leave the server
-        return [("vector_store", str(params.get("vector_store")))]
-    found = [("model", params[k]) for k in ("model", "from") if isinstance(params.get(k), str) and params[k]]
-    teachers = params.get("teachers")
-    if isinstance(teachers, str):  # "a:1,b:2", as the distillation's settings read it
-        teachers = [t.strip() for t in teachers.split(",") if t.strip()]
-    found += [("model", t) for t in teachers if isinstance(t, str)] if isinstance(teachers, list) else []
+        return [("vector_store", str(params.get("vector_store"))), *uploads]
+    found = [("model", ref) for ref in versions_named(kind, params)]
     for data in (params.get("data"), params.get("valid_data")):
         if not (isinstance(data, str) and data.strip()):
             continue
@@ -105,7 +103,30 @@ def reads(kind: str, params: dict) -> list[tuple[str, str]]:
             stored = None
         if stored is not None:  # by the name given, or by its id (named by the latest import)
             found.append(("dataset", data.strip() if data.strip() in stored.names else stored.id))
-    return found
+    return found + uploads
+
+
+def versions_named(kind: str, params: dict) -> list[str]:
+    """The versions a job's params name (``model``, ``from``, a distillation's ``teachers``), as
+    given: what :func:`reads` lists as models, and what a REST submit checks its caller may read
+    before the kind's own check looks them up (its not-found messages name a model's aliases)."""
+    if kind in ("custom", "store-push"):
+        return []
+    found = [params[k] for k in ("model", "from") if isinstance(params.get(k), str) and params[k]]
+    teachers = params.get("teachers")
+    if isinstance(teachers, str):  # "a:1,b:2", as the distillation's settings read it
+        teachers = [t.strip() for t in teachers.split(",") if t.strip()]
+    return found + ([t for t in teachers if isinstance(t, str)] if isinstance(teachers, list) else [])
+
+
+def uploads_named(value) -> list[str]:
+    """The ids of the uploads any string in a JSON value names a path in
+    (:func:`aimass.paths.upload_of`), each once, in order."""
+    if isinstance(value, str):
+        upload = paths.upload_of(value)
+        return [upload] if upload else []
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return list(dict.fromkeys(u for item in items for u in uploads_named(item)))
 
 
 def exports(kind: str, params: dict) -> list[str]:

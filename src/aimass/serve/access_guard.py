@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
-from aimass import jobs
+from aimass import jobs, paths
 from aimass.access import audit, directory
 from aimass.access.authorizer import Authorizer
 from aimass.access.evaluate import EXPLICIT_DENY, explain
@@ -128,6 +128,30 @@ def _upload(params: dict, data) -> tuple[str, str]:
     return "", f"aimass:project/{project}/dataset/*"
 
 
+def upload_arn(upload_id: str) -> str:
+    """What using an upload (naming a path in its folder as data) is decided on: its project's
+    datasets, ``aimass:project/P/dataset/*``, as uploading there and listing P's uploads are
+    (``dataset:Import``). One with no record (cut short, or kept before uploads had projects) is
+    no project's: ``aimass:upload/ID``, which only a grant on every resource covers."""
+    project = uploads.upload_project(upload_id)
+    return f"aimass:project/{project}/dataset/*" if project else f"aimass:upload/{upload_id}"
+
+
+def upload_in(field: str) -> Callable[[dict, dict], tuple[str, str] | None]:
+    """The upload the body's path ``field`` lies in (``uploads/<id>/...``), decided as
+    :func:`upload_arn` says; None (nothing to ask) for a path in no upload, or a name."""
+
+    def target(params: dict, data) -> tuple[str, str] | None:
+        value = data.get(field) if isinstance(data, dict) else None
+        upload = paths.upload_of(value) if isinstance(value, str) else None
+        return ("upload", upload) if upload else None
+
+    return target
+
+
+IMPORTS_FROM = tuple(("dataset:Import", upload_in(field)) for field in ("path", "valid_path", "test_path"))
+
+
 def creating_store(params: dict, data) -> tuple[str, str]:
     """A new vector store, in the body's ``project`` (``default`` when none)."""
     project = data.get("project") if isinstance(data, dict) else None
@@ -216,7 +240,31 @@ def job_deploys(params: dict, data) -> tuple[str, str] | None:
     return _model_target(name, body) if name else None
 
 
-TRAINING = (("model:Train", job_trains), ("model:Deploy", job_deploys, "production"))
+def job_saves(params: dict, data) -> tuple[str, str] | None:
+    """An evaluate job with ``save`` rewrites a version's stored evaluation and headline metrics,
+    a write to the version as registering it is: ``model:Train`` on the version its ``model`` opens
+    now (a bare name its latest, an alias the version it points at, a checkpoint its version); None
+    for any other job, or a ref that opens nothing (the route answers 404 without naming what
+    exists)."""
+    body = _job_body(params, data)
+    settings = body.get("params") if isinstance(body.get("params"), dict) else {}
+    if (
+        body.get("kind") != "evaluate"
+        or not settings.get("save")
+        or not isinstance(settings.get("model"), str)
+    ):
+        return None
+    try:
+        return "model", registry.get_version(registry.split_checkpoint(settings["model"])[0]).ref
+    except AimassError:
+        return None
+
+
+TRAINING = (
+    ("model:Train", job_trains),
+    ("model:Train", job_saves),
+    ("model:Deploy", job_deploys, "production"),
+)
 
 
 def fine_tunes(params: dict, data) -> tuple[str, str] | None:
@@ -476,7 +524,8 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/batches", "job:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/batches/{batch_id}", "job:Read", path("job", "batch_id")),
     Rule("POST", "/v1/batches/{batch_id}/cancel", "job:Cancel", path("job", "batch_id")),
-    Rule("POST", "/v1/datasets", "dataset:Import", importing_into),
+    # importing from an upload reads it: its project's to decide, as using it in a job is
+    Rule("POST", "/v1/datasets", "dataset:Import", importing_into, also=IMPORTS_FROM),
     Rule("GET", "/v1/datasets", "dataset:List", fixed("aimass:project/*")),
     Rule("GET", "/v1/datasets/{dataset_id}", "dataset:Read", path("dataset", "dataset_id")),
     Rule("DELETE", "/v1/datasets/{dataset_id}", "dataset:Delete", path("dataset", "dataset_id")),
@@ -542,6 +591,7 @@ RULES: tuple[Rule, ...] = (
 )
 READ = {"model": "model:Read", "service": "service:Read", "job": "job:Read", "dataset": "dataset:Read"}
 READ["vector_store"] = "vector_store:Read"
+READ["upload"] = "dataset:Import"  # an upload is seen (listed, used) by who may import into its project
 BODY_KEY = "access_body"
 
 
@@ -634,6 +684,8 @@ class AccessGuard:
         if decision.allowed:
             return
         if kind in READ and not self.authorizer.decide(principal, READ[kind], resource, context).allowed:
+            if kind == "upload":  # as for one that does not exist, naming no project
+                raise uploads.missing_upload(name)
             if kind == "dataset":  # as the route answers a missing one, for what the caller typed
                 if "file_id" in params:  # a file is data of its project
                     raise missing_file(params["file_id"])
@@ -691,7 +743,9 @@ class AccessGuard:
     def arn(self, kind: str, name: str) -> str:
         """The resource's ARN in its project; a model named by alias is named by its version (a
         checkpoint of a version as the version), a dataset named by its id by its name (projects own
-        datasets by name)."""
+        datasets by name), an upload as its project's datasets (:func:`upload_arn`)."""
+        if kind == "upload":  # not remembered: read from the upload's own record
+            return upload_arn(name)
         if kind == "dataset":  # not remembered: what a prefix or name opens changes with imports
             name = dataset_name(name)
         if kind == "model":  # a checkpoint of a version is that version's
@@ -709,11 +763,23 @@ class AccessGuard:
         return directory.arn(kind, name, project)
 
     def visible(self, caller, kind: str, names) -> set[str]:
-        """Which of ``names`` (models, services, datasets, jobs) the caller may read: what list
-        routes, the console's lists and a job's params (:func:`~aimass.serve.jobs_routes.job_guard`)
-        show. Decided in the caller's request context (time, source address, transport), so a Deny
-        conditioned on it hides a name here as it does from the name's own route."""
+        """Which of ``names`` (models, services, datasets, jobs, vector stores, uploads by id) the
+        caller may read: what list routes, the console's lists and a job's params
+        (:func:`~aimass.serve.jobs_routes.job_guard`) show. Decided in the caller's request context
+        (time, source address, transport), so a Deny conditioned on it hides a name here as it does
+        from the name's own route."""
         principal = self.authorizer.principal(caller.key_id, tuple(caller.scopes))
+        arns = self._arns(kind, names)
+        context = self.context(getattr(caller, "where", None) or {}, kind, "", None, stage=False)
+        allowed = self.authorizer.allowed_many(principal, READ[kind], set(arns.values()), context)
+        if kind != "model":
+            return {n for n, arn in arns.items() if arn in allowed}
+        return {n for n, arn in arns.items() if self._staged(principal, n, arn, arn in allowed, context)}
+
+    def _arns(self, kind: str, names) -> dict[str, str]:
+        """Each of ``names`` (of ``kind``) with its ARN in its project: :meth:`visible`'s rows."""
+        if kind == "upload":  # each upload's project is in its own record
+            return {n: upload_arn(n) for n in names}
         if kind == "model":  # a name only a service has is the service's project's (model_project)
             owners = self.authorizer.memo(("owners", "model", "served"), directory.model_owners)
         else:
@@ -721,17 +787,12 @@ class AccessGuard:
         if kind == "service":  # an unassigned service is its model's project's (service_project)
             models = self.authorizer.memo(("owners", "model"), lambda: directory.owners("model"))
             owners = {**models, **owners}
-        arns = {
+        return {
             n: self.arn(kind, n)  # an alias or a dataset id: resolved one by one (rare in a list)
             if "@" in n or kind == "dataset" and DATASET_ID.fullmatch(n)
             else directory.arn(kind, n, owners.get(n.split(":")[0]))
             for n in names
         }
-        context = self.context(getattr(caller, "where", None) or {}, kind, "", None, stage=False)
-        allowed = self.authorizer.allowed_many(principal, READ[kind], set(arns.values()), context)
-        if kind != "model":
-            return {n for n, arn in arns.items() if arn in allowed}
-        return {n for n, arn in arns.items() if self._staged(principal, n, arn, arn in allowed, context)}
 
     def _staged(self, principal, name: str, arn: str, allowed: bool, context: dict) -> bool:
         """A model row's read, decided with the stage of the version it names when the decision

@@ -27,8 +27,9 @@ from aimass import jobs, paths, sharing
 from aimass.access import directory
 from aimass.autolearn.run import LEAST_BUDGET_S
 from aimass.data.limits import limit
+from aimass.data.uploads import missing_upload
 from aimass.errors import AimassError, ConfigError, NotFoundError, PermissionDenied, TooManyRequests
-from aimass.jobs.kinds import PREDICTIONS, Kind
+from aimass.jobs.kinds import PREDICTIONS, Kind, versions_named
 from aimass.jobs.logs import run_dir
 from aimass.serve.auth import CODE_SCOPE, POLICY_DECIDED, Caller, require
 from aimass.serve.uploads import FILE_BODY, one_file
@@ -140,6 +141,7 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
         guard = job_guard(visible(caller), partial(twin, request, caller))
         timeout = job_timeout(body.timeout_s)
         params = dict(body.params)
+        await asyncio.to_thread(readable_params, visible(caller), body.kind, params)
         if body.kind == "predict":  # its rows are predictions: metered to this key, within its quota
             meter = request.app.state.meter
             meter.forget(caller.key_id)  # read afresh: its earlier jobs metered outside this meter
@@ -193,6 +195,8 @@ def add_jobs(app: FastAPI, allow: Callable, visible: Callable, twin: Callable) -
         _may_run(caller, await asyncio.to_thread(jobs.kind_of, job_id), policy_decided(request))
         await asyncio.to_thread(need_room, await asyncio.to_thread(directory.project_of, "job", job_id))
         guard = retry_guard(visible(caller), partial(twin, request, caller), job_id)
+        job = await asyncio.to_thread(jobs.state.get, job_id)
+        await asyncio.to_thread(readable_params, visible(caller), job.kind, dict(job.params or {}))
         return await asyncio.to_thread(jobs.retry, job_id, guard=guard)
 
 
@@ -299,11 +303,45 @@ def export_path(ref: str) -> str:
 
 def readable_versions(visible: Callable | None, *refs: str) -> None:
     """404, like a missing version, unless the caller may read every one of ``refs`` (the versions
-    compare route's check, and a continued train job's)."""
+    compare route's check, and a job's). Why a ref opens nothing (no such alias, a deleted
+    version) is told only to a caller who may read its model: the registry's message names the
+    model's aliases and dates; anyone else gets the generic one, as for a model that does not exist."""
     for ref in refs:
-        name = registry.get_version(ref).ref
+        try:
+            name = registry.get_version(ref).ref
+        except NotFoundError:
+            if may_read_model(visible, ref):
+                raise
+            raise no_model(ref) from None
         if visible is not None and name not in visible("model", {name}):
-            raise NotFoundError(f"No model '{ref}'.", hint="GET /v1/versions lists what you may read.")
+            raise no_model(ref)
+
+
+def may_read_model(visible: Callable | None, ref: str) -> bool:
+    """Whether the caller may read the model ``ref`` names (its name, whatever version or alias
+    follows): who may learn why a ref of it opens nothing."""
+    model = registry.split_checkpoint(str(ref))[0].split(":")[0].split("@")[0]
+    return visible is None or model in visible("model", {model})
+
+
+def no_model(ref: str) -> NotFoundError:
+    """The 404 of a version the caller may not read: the version routes' words, naming nothing else."""
+    return NotFoundError(f"No model '{ref}'.", hint="GET /v1/versions lists what you may read.")
+
+
+def readable_params(visible: Callable | None, kind: str, params: dict) -> None:
+    """Before the kind's own check looks a job's versions up (its not-found messages name a
+    model's aliases, versions and dates): a ref that opens nothing, of a model the caller may not
+    read, is answered as the version routes answer it. Everything else is left to that check and
+    :func:`job_guard`, in their order."""
+    for ref in versions_named(kind, params):
+        try:
+            registry.get_version(ref)
+        except NotFoundError:
+            if not may_read_model(visible, ref):
+                raise no_model(ref) from None
+        except AimassError:  # a malformed ref: the kind's check says so
+            continue
 
 
 def job_guard(
@@ -328,11 +366,8 @@ def job_guard(
         for kind, name in jobs.reads(job_kind, params):
             if kind == "model":
                 readable_versions(visible, name)
-            elif name not in visible(kind, {name}):  # a dataset, a vector store
-                where = "GET /v1/vector_stores" if kind == "vector_store" else "GET /v1/datasets"
-                raise NotFoundError(
-                    f"No {kind.replace('_', ' ')} '{name}'.", hint=f"{where} lists what you may read."
-                )
+            elif name not in visible(kind, {name}):  # a dataset, a vector store, an upload
+                raise _unseen(kind, name)
         for ref in jobs.exports(job_kind, params) if decide is not None else []:
             decide("GET", export_path(ref))  # the weights leave the server
         if job_kind == "issues" and decide is not None:  # it replaces the dataset's stored report,
@@ -341,6 +376,15 @@ def job_guard(
             decide("POST", f"/v1/models/{quote(str(params['model']), safe=':@')}/predict")
 
     return guard
+
+
+def _unseen(kind: str, name: str) -> NotFoundError:
+    """The 404 of a dataset, vector store or upload a job names that its submitter may not read:
+    the words of one that does not exist (an upload's, naming no project)."""
+    if kind == "upload":
+        return missing_upload(name)
+    where = "GET /v1/vector_stores" if kind == "vector_store" else "GET /v1/datasets"
+    return NotFoundError(f"No {kind.replace('_', ' ')} '{name}'.", hint=f"{where} lists what you may read.")
 
 
 def retry_guard(
