@@ -8,7 +8,9 @@ back, both are absolute paths in the home in use, so callers never see the store
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -398,9 +400,28 @@ def create_tables(metadata, engine, tries: int = 5) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
+def _owner_only(database: str | None) -> None:
+    """Create the database file mode 0600 before SQLite opens it, and tighten one an older aimass
+    left 0644 (with its ``-wal`` and ``-shm``): it holds the webhooks' signing secrets, the keys'
+    hashes and who did what. SQLite gives the ``-wal`` and ``-shm`` it creates the database file's
+    mode, so they are 0600 too. A file of another user, or on a read-only disk, is left as it is."""
+    if not database or database == ":memory:":
+        return
+    with contextlib.suppress(OSError):  # there already (or not ours to make: SQLite says why when it opens)
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for path in (database, f"{database}-wal", f"{database}-shm"):
+        try:
+            found = os.stat(path)
+            if found.st_mode & 0o077 and found.st_uid == os.getuid():
+                os.chmod(path, 0o600)
+        except OSError:  # absent, or a read-only disk
+            continue
+
+
 @lru_cache(maxsize=8)
 def _sessionmaker(url: str) -> sessionmaker:
     engine = create_engine(url, json_serializer=lambda o: json.dumps(o, ensure_ascii=False))
+    _owner_only(engine.url.database)
     event.listen(engine, "connect", _wal)
     create_tables(Base.metadata, engine)
     _add_new_columns(engine)
