@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aimass.errors import NotFoundError, backbone_unreadable
+from aimass.errors import ConfigError, NotFoundError, backbone_unreadable
 from aimass.paths import hub_repo, package_dir
 
 
@@ -73,10 +73,21 @@ def _load_hf_text(spec: Backbone):
     where = spec.locate()
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
-        encoder = AutoModel.from_pretrained(where, add_pooling_layer=False, use_safetensors=True)
-    except OSError as err:
+        encoder = _from_pretrained(AutoModel, where)
+    except (OSError, ValueError, TypeError) as err:  # no weights, an unknown model type, bad config
         raise backbone_unreadable(spec.name, where, err) from None
     return tokenizer, encoder.eval()
+
+
+def _from_pretrained(auto, where: str):
+    """The encoder at ``where`` without the pooler that sentence encoders never use; models that
+    have none to leave out (DistilBERT, DeBERTa, ELECTRA) refuse the ``add_pooling_layer`` keyword."""
+    try:
+        return auto.from_pretrained(where, add_pooling_layer=False, use_safetensors=True)
+    except TypeError as err:
+        if "add_pooling_layer" not in str(err):
+            raise
+    return auto.from_pretrained(where, use_safetensors=True)
 
 
 def _load_efficientnet(spec: Backbone):
@@ -85,11 +96,35 @@ def _load_efficientnet(spec: Backbone):
     return preprocess, load_pretrained(Path(spec.locate()))
 
 
+# where encoders keep their blocks: image networks; BERT, RoBERTa, XLM-R, DeBERTa, ELECTRA; wrapped
+# encoders; DistilBERT; ModernBERT and other newer models
+BLOCKS = ("stages", "encoder.layer", "encoder.encoder.layer", "transformer.layer", "layers")
+
+
+def block_path(encoder) -> str:
+    """The dotted attribute path of the encoder's blocks (one of :data:`BLOCKS`); a ConfigError
+    naming the model class when none of those holds them."""
+    for path in BLOCKS:
+        found = encoder
+        for part in path.split("."):
+            found = getattr(found, part, None)
+        if found is not None and hasattr(found, "__len__") and hasattr(found, "__iter__"):
+            return path
+    raise ConfigError(
+        f"Cannot find the blocks of a {type(encoder).__name__} encoder; aimass looks for them in "
+        f"{', '.join(BLOCKS)}.",
+        hint="Use an encoder of the BERT family (BERT, RoBERTa, XLM-R, DistilBERT, DeBERTa, ELECTRA, "
+        "MiniLM) or one of `aimass backbones`, or register a backbone whose loader returns such an encoder.",
+    )
+
+
 def layers(encoder):
-    """The encoder's blocks, bottom to top: an image network's ``stages``, else the
-    transformer layers (BERT and XLM-R keep them in ``encoder.encoder.layer``)."""
-    stages = getattr(encoder, "stages", None)
-    return stages if stages is not None else encoder.encoder.layer
+    """The encoder's blocks, bottom to top: an image network's ``stages``, else the transformer
+    layers (BERT and XLM-R keep them in ``encoder.layer``, DistilBERT in ``transformer.layer``)."""
+    found = encoder
+    for part in block_path(encoder).split("."):
+        found = getattr(found, part)
+    return found
 
 
 def param_groups(encoder, head_params, n_top: int, lr_head: float, lr_body: float, decay: float = 0.6):
@@ -121,10 +156,35 @@ def _efficientnet() -> str:
 _TABLE: dict[str, Backbone] = {}
 
 
-def register_backbone(backbone: Backbone) -> Backbone:
-    """Add an entry to the table; a new backbone is one call."""
+def register_backbone(backbone: Backbone, *, replace: bool = False) -> Backbone:
+    """Add an entry to the table; a new backbone is one call.
+
+    A name already taken by an entry from elsewhere is a ConfigError; ``replace=True`` replaces it
+    on purpose. The same entry again, or one whose ``locate`` is the same function (its module
+    reloaded), simply takes its place.
+    """
+    old = _TABLE.get(backbone.name)
+    if old is not None and not replace and _origin(old) != _origin(backbone):
+        raise ConfigError(
+            f"backbone '{backbone.name}' is already registered (by module {_origin(old)[0]})",
+            hint="Give yours another name, or pass register_backbone(..., replace=True) to replace that "
+            "entry on purpose.",
+        )
     _TABLE[backbone.name] = backbone
     return backbone
+
+
+def unregister_backbone(name: str) -> None:
+    """Remove an entry registered at run time (a test's example); unknown names are ignored."""
+    _TABLE.pop(name, None)
+
+
+def _origin(backbone: Backbone) -> tuple:
+    """Where an entry comes from: the module, name and line of its ``locate`` function (the same
+    for the function a reloaded module defines again; two lambdas differ by their lines)."""
+    locate = backbone.locate
+    line = getattr(getattr(locate, "__code__", None), "co_firstlineno", 0)
+    return getattr(locate, "__module__", "?"), getattr(locate, "__qualname__", repr(locate)), line
 
 
 register_backbone(

@@ -66,6 +66,20 @@ class TextNet(nn.Module):
                 hidden = block(hidden, attention_mask=bias)
         return mean_pool(hidden, mask)
 
+    @torch.inference_mode()
+    def runs_blockwise(self, tokenizer) -> bool:
+        """Whether the blocks, run one by one from the embeddings (what :meth:`pooled_from` does to
+        fine-tune the top ones on cached hidden states), give what the whole encoder gives on a short
+        probe text. DeBERTa's blocks do not: they need relative positions their encoder makes."""
+        enc = tokenizer(["a short probe text"], return_tensors="pt")
+        mask = enc["attention_mask"]
+        try:
+            out = self.encoder(**enc, output_hidden_states=True)
+            blockwise = self.pooled_from(0, out.hidden_states[0], mask)
+        except (TypeError, AttributeError, ValueError, RuntimeError, IndexError):
+            return False
+        return torch.allclose(blockwise, mean_pool(out.last_hidden_state, mask), atol=1e-4)
+
     def forward_from(self, start: int, hidden, mask, lexical=None) -> torch.Tensor:
         return self.head(self.pooled_from(start, hidden, mask), lexical)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from aimass.errors import NotFoundError
+from aimass.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:  # importing the contract (pydantic) here would slow every CLI start
     from aimass.tasks.base import Task
@@ -26,19 +26,36 @@ _TASKS: dict[str, type[Task]] = {}
 DEFAULT_TASK = "text-classification"  # what `aimass train` and a train job use when no task is named
 
 
-def register_task(name: str) -> Callable[[T], T]:
-    """Class decorator: ``@register_task("text-classification")`` on a :class:`Task` subclass."""
+def register_task(name: str, *, replace: bool = False) -> Callable[[T], T]:
+    """Class decorator: ``@register_task("text-classification")`` on a :class:`Task` subclass.
+
+    A name already taken by another class is a ConfigError (a plug-in would otherwise replace a
+    task silently); ``replace=True`` replaces it on purpose. The same class again, or the same
+    class defined again by reloading its module, simply takes its place.
+    """
 
     from aimass.tasks.base import Task
 
     def wrap(cls: T) -> T:
         if not (isinstance(cls, type) and issubclass(cls, Task)):
             raise TypeError(f"task '{name}': {cls!r} is not a subclass of aimass.tasks.base.Task")
+        old = _TASKS.get(name)
+        if old is not None and not replace and _origin(old) != _origin(cls):
+            raise ConfigError(
+                f"task '{name}' is already registered (by module {old.__module__})",
+                hint=f"Register {cls.__qualname__} under another name, or pass "
+                f"register_task({name!r}, replace=True) to replace that task on purpose.",
+            )
         cls.name = name
         _TASKS[name] = cls
         return cls
 
     return wrap
+
+
+def _origin(cls: type) -> tuple[str, str]:
+    """Where a class is defined: a module reloaded defines the same class again, under the same name."""
+    return cls.__module__, cls.__qualname__
 
 
 def unregister_task(name: str) -> None:

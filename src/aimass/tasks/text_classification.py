@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
 from aimass import compressors
-from aimass.backbones import default_backbone, get_backbone
+from aimass.backbones import block_path, default_backbone, get_backbone
 from aimass.backbones.precision import bf16_enabled
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.compressors import structure
@@ -75,6 +75,86 @@ def _config(params: dict) -> Config:
     return parse_config(Config, params, "TextClassifier")
 
 
+def _shown(value) -> str:
+    """A value and its type, short, for a message: ``123 (int)``."""
+    return f"{value!r:.40} ({type(value).__name__})"
+
+
+def check_text(text, where: str) -> str:
+    """One input text, refused with a ValueError naming ``where`` when it is not a string, is blank or
+    cannot be written as UTF-8: the REST check (a 422) and, through :func:`check_texts`, the Python one.
+
+    >>> check_text("great phone", "inputs[0]")
+    'great phone'
+    >>> check_text(" ", "inputs[2]")
+    Traceback (most recent call last):
+    ...
+    ValueError: inputs[2] is empty; send non-empty text
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"{where} is {_shown(text)}, not text; send a string")
+    if not text.strip():
+        raise ValueError(f"{where} is empty; send non-empty text")
+    check_encodable(text, where)
+    return text
+
+
+def check_texts(texts, name: str = "texts") -> list[str]:
+    """``texts`` (one string or a list of them) as a list, as ``fit`` and ``predict`` take them; a
+    DataError naming the first bad item by its index otherwise (the REST API refuses the same ones).
+
+    >>> check_texts("one text")
+    ['one text']
+    >>> check_texts(["fine", None])
+    Traceback (most recent call last):
+    ...
+    aimass.errors.DataError: texts[1] is None (NoneType), not text; send a string.
+    Hint: Every text must be a non-empty string: fill in or drop that one.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    if texts is None or isinstance(texts, bytes | dict) or not hasattr(texts, "__iter__"):
+        raise DataError(
+            f"{name} must be a string or a list of strings. Got {_shown(texts)} instead.",
+            hint="e.g. model.predict(['great phone, fast delivery']).",
+        )
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        try:
+            check_text(text, f"{name}[{i}]")
+        except ValueError as exc:
+            raise DataError(
+                f"{exc}.", hint="Every text must be a non-empty string: fill in or drop that one."
+            ) from None
+    return texts
+
+
+def check_labels(labels, name: str = "labels") -> list:
+    """``labels`` as a list of class names: all strings or all whole numbers (NumPy's taken as
+    Python's); a DataError naming the first bad one by its index otherwise."""
+    if labels is None or isinstance(labels, str | bytes | dict) or not hasattr(labels, "__iter__"):
+        raise DataError(
+            f"{name} must be a list with one label per text. Got {_shown(labels)} instead.",
+            hint="e.g. (['great', 'awful'], ['pos', 'neg']).",
+        )
+    labels = [label.item() if isinstance(label, np.generic) else label for label in labels]
+    hint = "Give every text one label: a non-empty string or a whole number."
+    for i, label in enumerate(labels):
+        if isinstance(label, bool) or not isinstance(label, str | int):
+            raise DataError(f"{name}[{i}] is {_shown(label)}, not a label.", hint=hint)
+        if isinstance(label, str) and not label.strip():
+            raise DataError(f"{name}[{i}] is empty.", hint=hint)
+    kinds = [next((i for i, x in enumerate(labels) if isinstance(x, kind)), None) for kind in (str, int)]
+    if None not in kinds:
+        first, other = kinds
+        raise DataError(
+            f"{name} mix strings and whole numbers: {name}[{first}] is {labels[first]!r:.40}, "
+            f"{name}[{other}] is {labels[other]!r}.",
+            hint="Use one kind for every label, e.g. [str(label) for label in labels].",
+        )
+    return labels
+
+
 def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
     """(train, valid, digest, language) from a Dataset or from (texts, labels)."""
     if hasattr(data, "texts"):
@@ -88,11 +168,29 @@ def _splits(data, valid) -> tuple[tuple, tuple | None, str, str]:
         val = (data.texts("valid"), data.labels("valid"))
         language = data.manifest.get("language") or detect_language(train[0])
         return train, val if val[0] else None, data.digest, language
-    texts, labels = data
+    texts, labels = _pair(data, "")
+    if not texts:
+        raise DataError("There are no texts to train on.", hint="Pass texts of at least two classes.")
+    valid = _pair(valid, "valid_") if valid is not None else None
+    digest = hashlib.sha256(json.dumps([texts, labels]).encode()).hexdigest()
+    return (texts, labels), valid, digest, detect_language(texts)
+
+
+def _pair(data, prefix: str) -> tuple[list[str], list]:
+    """``(texts, labels)`` checked (:func:`check_texts`, :func:`check_labels`), one label per text;
+    ``prefix`` names the pair in messages (``valid_`` for the validation pair)."""
+    if not isinstance(data, tuple | list) or len(data) != 2:
+        raise DataError(
+            f"The {prefix}data must be a Dataset or a (texts, labels) pair. Got a {type(data).__name__}.",
+            hint="e.g. fit((['great phone', 'broke in a day'], ['pos', 'neg'])), or a Dataset from "
+            "aimass.import_dataset('reviews.csv').",
+        )
+    texts, labels = check_texts(data[0], f"{prefix}texts"), check_labels(data[1], f"{prefix}labels")
     if len(texts) != len(labels):
-        raise DataError(f"Got {len(texts)} texts but {len(labels)} labels.", hint="Pass one label per text.")
-    digest = hashlib.sha256(json.dumps([list(texts), list(labels)]).encode()).hexdigest()
-    return (list(texts), list(labels)), valid, digest, detect_language(list(texts))
+        raise DataError(
+            f"Got {len(texts)} {prefix}texts but {len(labels)} labels.", hint="Pass one label per text."
+        )
+    return texts, labels
 
 
 def _take(split: tuple, rows: list[int]) -> tuple[list, list]:
@@ -274,10 +372,10 @@ class TextClassifier(Classifier):
         self.lexical_ = Lexical(settings_for(language)).fit(train[0]) if lexical else None
         n_lex = self.lexical_.size if self.lexical_ else 0
         self.net_ = TextNet(encoder, Head(encoder.config.hidden_size, len(self.classes_), n_lex)).eval()
-        n_blocks = self.net_.n_layers
+        n_blocks = self._trainable_blocks(cfg)
         if cfg.unfreeze != "auto":
             unfreeze = cfg.unfreeze
-        elif self.few_shot_:
+        elif self.few_shot_ or not n_blocks:
             unfreeze = n_blocks
         elif planned is not None:  # a resumed run keeps the blocks its checkpoint trained
             unfreeze = planned
@@ -296,6 +394,20 @@ class TextClassifier(Classifier):
         self.structure_ = None  # the backbone as shipped; compressors set a smaller one
         for p in encoder.parameters():
             p.requires_grad_(False)
+
+    def _trainable_blocks(self, cfg: Config) -> int:
+        """How many encoder blocks stage 2 may fine-tune: every one, or none when they cannot run on
+        their own (:meth:`TextNet.runs_blockwise`: DeBERTa); ``unfreeze`` above 0 then is an error."""
+        if cfg.unfreeze == 0 or self.net_.runs_blockwise(self.tokenizer_):
+            return self.net_.n_layers
+        if cfg.unfreeze != "auto":
+            raise ConfigError(
+                f"The blocks of a {type(self.net_.encoder).__name__} backbone cannot be fine-tuned one "
+                f"by one, which unfreeze={cfg.unfreeze} asks for.",
+                hint="Pass unfreeze=0 (or 'auto') to train the head on its frozen embeddings, or use a "
+                "backbone of the BERT family (BERT, RoBERTa, XLM-R, DistilBERT, ELECTRA, MiniLM).",
+            )
+        return 0
 
     def _prefixed(self, texts: list[str]) -> list[str]:
         return [self.prefix_ + t for t in texts] if self.prefix_ else list(texts)
@@ -523,7 +635,7 @@ class TextClassifier(Classifier):
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``."""
         self.check_fitted()
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = check_texts(texts)
         if getattr(self, "runtime_", None) is not None:  # a compressed child runs on its runtime
             return self.runtime_.predict_proba(texts, batch_size)
         out = np.zeros((len(texts), len(self.classes_)), dtype=np.float32)
@@ -588,7 +700,8 @@ class TextClassifier(Classifier):
     def _trained_state(self) -> dict[str, torch.Tensor]:
         # a reshaped encoder (``structure_``) no longer matches its backbone: save every block
         start = 0 if getattr(self, "structure_", None) else self.net_.n_layers - self.unfrozen_
-        keep = ["head."] + [f"encoder.encoder.layer.{i}." for i in range(start, self.net_.n_layers)]
+        blocks = f"encoder.{block_path(self.net_.encoder)}"  # encoder.encoder.layer in BERT
+        keep = ["head."] + [f"{blocks}.{i}." for i in range(start, self.net_.n_layers)]
         return {k: v for k, v in self.net_.state_dict().items() if any(k.startswith(p) for p in keep)}
 
     @classmethod
@@ -629,11 +742,9 @@ class PredictRequest(BaseModel):
         check_items(items, MAX_ITEMS, "text", '{"inputs": ["great product"]}')
         items = [document_text(item, i) if isinstance(item, bytes) else item for i, item in enumerate(items)]
         for i, text in enumerate(items):
-            if not text.strip():
-                raise ValueError(f"inputs[{i}] is empty; send non-empty text")
+            check_text(text, f"inputs[{i}]")
             if len(text) > MAX_CHARS:
                 raise ValueError(f"inputs[{i}] has {len(text)} characters; the limit is {MAX_CHARS}")
-            check_encodable(text, f"inputs[{i}]")
         return items
 
 
