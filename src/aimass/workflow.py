@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -29,12 +30,12 @@ from aimass.data import Dataset, list_datasets, load_dataset
 from aimass.data import import_dataset as _import_dataset
 from aimass.data.dataset import KINDS
 from aimass.data.storage import deleted_dataset
-from aimass.errors import ConfigError, IntegrityError, InUseError, NotFoundError
+from aimass.errors import ConfigError, DataError, IntegrityError, InUseError, NotFoundError
 from aimass.estimator import Estimator
 from aimass.store import artifacts, registry
 from aimass.store.artifacts import write_atomic
 from aimass.store.claims import claim
-from aimass.tasks import DEFAULT_TASK, available_tasks, get_task, task_for_kind
+from aimass.tasks import DEFAULT_TASK, available_tasks, get_task, sniff, task_for_kind
 from aimass.train.progress import Paused
 
 __all__ = [
@@ -69,9 +70,15 @@ def import_dataset(path: str | Path, **options) -> Dataset:
 
 
 def dataset(data: Dataset | str | Path, **options) -> Dataset:
-    """A Dataset from a Dataset, a stored id/name, or a path to import."""
+    """A Dataset from a Dataset, a stored id/name, or a path to import (anything else: a DataError)."""
     if isinstance(data, Dataset):
         return data
+    if not isinstance(data, str | os.PathLike):
+        raise DataError(
+            f"The data must be a Dataset, a stored dataset's name or id, or a path. "
+            f"Got a {type(data).__name__} instead.",
+            hint="Pass in-memory data to finetune as a tuple, e.g. aimass.finetune(task, (texts, labels)).",
+        )
     try:
         return load_dataset(str(data))
     except NotFoundError:
@@ -81,7 +88,9 @@ def dataset(data: Dataset | str | Path, **options) -> Dataset:
 
 
 def finetune(task: str, data, **params) -> Estimator:
-    """One line: fit the task's estimator on ``data`` (a Dataset, a stored name or a path)."""
+    """One line: fit the task's estimator on ``data`` (a Dataset, a stored name, a path or an
+    in-memory tuple such as ``(texts, labels)``); an option the task does not take is a ConfigError."""
+    check_options(task, params)
     data = dataset(data) if not isinstance(data, tuple) else data
     return get_task(task).estimator(**params).fit(data)
 
@@ -355,10 +364,25 @@ def register(
     return record
 
 
+log = logging.getLogger("aimass.workflow")
+
+
 def _write_report(model: Estimator, folder: Path, report: dict) -> None:
+    """Store ``report`` as the version's ``evaluation.json``, then draw its task's plots beside it.
+    The version is registered by then: a plot that fails is logged, not raised, so the command
+    that registered it still answers, and the version keeps its report (a picture is written to
+    a temporary name and renamed, never left half-written)."""
     text = json.dumps(report, indent=2, ensure_ascii=False)
     write_atomic(folder / "evaluation.json", lambda tmp: Path(tmp).write_text(text))
-    get_task(model.task).plots(report, folder)
+    try:
+        get_task(model.task).plots(report, folder)
+    except Exception as exc:  # a picture is an extra: evaluation.json holds every number
+        log.warning(
+            "The plots of %s were not drawn (%s: %s); its evaluation.json holds the report.",
+            folder,
+            type(exc).__name__,
+            exc,
+        )
 
 
 def _headline(report: dict) -> dict:
@@ -435,7 +459,23 @@ def _file_key(item) -> str:
     return Path(item).name  # stored images are named by their content's sha256
 
 
+# what a dataset kind holds, in the words of an error message (another kind: "<kind> data")
+KIND_WORDS = {
+    "text": "texts with one label each",
+    "image": "images with one label each",
+    "chat": "conversations",
+    "entities": "texts with entity spans",
+    "multilabel": "texts with several labels each",
+    "multilabel-image": "images with several labels each",
+}
+# the kind a model is also scored on, besides its task's own: a single label is a set of one
+SINGLE_LABEL = {"multilabel": "text", "multilabel-image": "image"}
+
+
 def _eval_data(record, data):
+    """What ``record`` is scored on: the dataset that trained it (``data`` None), or a stored
+    dataset or file of the kind its task reads; data of another kind (entity-tagged texts for a
+    classifier) is a DataError naming both kinds, checked before the file is read."""
     if data is None:
         trained = _trained_on(record)
         if trained is None:
@@ -446,8 +486,33 @@ def _eval_data(record, data):
                 hint="Pass --data FILE_OR_DATASET to evaluate on other data.",
             )
         return trained
-    read = get_task(record.task).eval_data(Path(str(data)).expanduser(), import_dataset)
-    return read if read is not None else dataset(data)
+    path = Path(str(data)).expanduser()
+    if not isinstance(data, Dataset) and path.exists() and (found := sniff(path)):
+        _check_kind(record, get_task(found[0]).data_kind, f"{data} is {found[1]}")
+    read = get_task(record.task).eval_data(path, import_dataset)
+    if read is not None:
+        return read
+    stored = dataset(data)
+    _check_kind(record, stored.kind, f"Dataset {stored.name!r} holds {_kind_words(stored.kind)}")
+    return stored
+
+
+def _check_kind(record, kind: str, what: str) -> None:
+    """A DataError unless ``record``'s task scores data of ``kind`` (``what`` says what the data is)."""
+    needs = get_task(record.task).data_kind
+    if kind in (needs, SINGLE_LABEL.get(needs)):
+        return
+    fits = task_for_kind(kind) or kind
+    raise DataError(
+        f"{what}: data for a {fits} model. {record.ref} is a {record.task} model; it needs "
+        f"{_kind_words(needs)}.",
+        hint=f"Evaluate a {fits} model on it (`aimass train --task {fits}` trains one), or give "
+        f"{record.ref} {_kind_words(needs)} (its own test split: leave out --data).",
+    )
+
+
+def _kind_words(kind: str) -> str:
+    return KIND_WORDS.get(kind, f"{kind} data")
 
 
 def compress(

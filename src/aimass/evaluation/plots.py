@@ -1,9 +1,15 @@
 """Pictures of an evaluation: the confusion matrix and the top losses as PNGs, and a language
-model's loss curve."""
+model's loss curve.
+
+Class names are drawn as they are written: matplotlib reads ``$...$`` in a text as TeX math by
+default, which draws ``$10-$20`` as math and fails on ``tax $^$ x``, so every figure here turns that
+off (:func:`_literal`). A figure's size is capped (:data:`MAX_INCHES`), however many classes there are.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import textwrap
 import warnings
 from contextlib import contextmanager
@@ -16,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 from matplotlib.ft2font import FT2Font  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 from aimass.data.images import open_image
 
@@ -46,14 +53,27 @@ LEGEND = "class-legend"  # the gid of the text under an image grid that explains
 FONT_ADVICE = (
     "No font here draws these names: install one, e.g. Noto Sans CJK (Debian/Ubuntu: fonts-noto-cjk)."
 )
+DPI = 100
+MAX_INCHES = 20.0  # the longest side of a confusion matrix (2000 pixels at DPI): 0.5 inch a cell at 36
+MAX_CLASSES = 40  # a confusion matrix of more classes shows the most confused of them (and says so)
+MAX_BARS = 60  # a per-label chart of more labels shows the most frequent of them (and says so)
 
 
 @contextmanager
 def _no_glyph_warnings():
-    """Drop matplotlib's "Glyph ... missing from font(s)" warnings: the plots choose their fonts."""
-    with warnings.catch_warnings():
+    """Drop matplotlib's "Glyph ... missing from font(s)" warnings: the plots choose their fonts;
+    and draw every text made meanwhile literally (no ``$...$`` math, see :func:`_literal`)."""
+    with warnings.catch_warnings(), plt.rc_context({"text.parse_math": False}):
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         yield
+
+
+def _literal(fig):
+    """``fig`` with every text drawn as written: class names are data, and matplotlib would read
+    ``$...$`` in them as TeX math (``$10-$20``) or fail to parse it (``tax $^$ x``)."""
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+    return fig
 
 
 @functools.cache
@@ -86,33 +106,56 @@ def label_font(texts: list[str]) -> font_manager.FontProperties | None | bool:
 def confusion_figure(report: dict, title: str = "Confusion matrix"):
     """The figure of ``report["confusion_matrix"]`` with counts in each cell. Class names no
     installed font can draw (Chinese without a CJK font) are replaced on the axes by their index
-    (their position in ``confusion_matrix.labels``), explained in a caption under the matrix."""
+    (their position in ``confusion_matrix.labels``), explained in a caption under the matrix.
+
+    Its side grows with the classes up to :data:`MAX_INCHES`; of more than :data:`MAX_CLASSES`
+    classes it shows the most confused (:func:`most_confused`), as its title says: a matrix of
+    hundreds of classes has no readable cell, and drawing one took seconds and gigabytes a PNG."""
     labels = [str(c) for c in report["confusion_matrix"]["labels"]]
     matrix = np.array(report["confusion_matrix"]["matrix"])
-    font = label_font(labels)
-    ticks = [str(i) for i in range(len(labels))] if font is False else labels
+    keep = most_confused(matrix) if len(labels) > MAX_CLASSES else list(range(len(labels)))
+    matrix = matrix[np.ix_(keep, keep)] if matrix.size else matrix
+    names = [labels[k] for k in keep]
+    font = label_font(names)
+    ticks = [str(k) for k in keep] if font is False else names
     shown = {"fontproperties": font} if font else {}
-    size = max(4.0, 0.6 * len(labels) + 2)
+    size = min(MAX_INCHES, max(4.0, 0.6 * len(keep) + 2))
     fig, ax = plt.subplots(figsize=(size, size + (CAPTION_INCHES if font is False else 0)))
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), ticks, rotation=45, ha="right", **shown)
-    ax.set_yticks(range(len(labels)), ticks, **shown)
+    ax.set_xticks(range(len(keep)), ticks, rotation=45, ha="right", **shown)
+    ax.set_yticks(range(len(keep)), ticks, **shown)
     ax.set_xlabel("Predicted")
     ax.set_ylabel("Actual")
-    ax.set_title(f"{title} (accuracy {report['accuracy']:.3f})")
+    part = f": the {len(keep)} most confused of {len(labels)} classes" if len(keep) < len(labels) else ""
+    ax.set_title(f"{title} (accuracy {report['accuracy']:.3f}){part}")
     limit = matrix.max() / 2 if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center", color="white" if value > limit else "black")
     if font is False:
-        fig.text(0.5, 0.01, _index_caption(labels), ha="center", va="bottom", fontsize=8)
-    return fig
+        fig.text(0.5, 0.01, _index_caption(labels, keep), ha="center", va="bottom", fontsize=8)
+    return _literal(fig)
 
 
-def _index_caption(labels: list[str]) -> str:
-    """What the axes' class indices stand for: the names the default font draws, and where to
-    read the others."""
+def most_confused(matrix, k: int = MAX_CLASSES) -> list[int]:
+    """The indices (in order) of the ``k`` classes of the confusion ``matrix`` with the most
+    errors (rows wrongly predicted as another class plus rows of another class predicted as it),
+    ties broken by support, then by position.
+
+    >>> most_confused(np.array([[5, 0, 0], [0, 3, 2], [1, 0, 9]]), k=2)
+    [1, 2]
+    """
+    matrix = np.asarray(matrix)
+    wrong = matrix.sum(0) + matrix.sum(1) - 2 * np.diag(matrix)
+    order = sorted(range(len(matrix)), key=lambda i: (-wrong[i], -matrix[i].sum(), i))
+    return sorted(order[:k])
+
+
+def _index_caption(labels: list[str], shown: list[int] | None = None) -> str:
+    """What the axes' class indices stand for: the names the default font draws (of the ``shown``
+    indices, default all), and where to read the others."""
     default = font_manager.findfont(font_manager.FontProperties())
-    named = [f"{i} = {c}" for i, c in enumerate(labels) if _draws(default, [c])]
+    shown = range(len(labels)) if shown is None else shown
+    named = [f"{i} = {labels[i]}" for i in shown if _draws(default, [labels[i]])]
     return (
         "Class i is confusion_matrix.labels[i] in evaluation.json"
         + ("; " + ", ".join(named) if named else "")
@@ -132,8 +175,14 @@ def confusion_png(report: dict, path: Path, title: str = "Confusion matrix") -> 
 
 @_no_glyph_warnings()
 def per_label_png(report: dict, path: Path) -> Path:
-    """A multi-label (or entity) report's precision, recall and F1 per label, as grouped horizontal bars."""
-    labels = list(report["per_class"])
+    """A multi-label (or entity) report's precision, recall and F1 per label, as grouped horizontal
+    bars; of more than :data:`MAX_BARS` labels, the most frequent (by support), as its title says."""
+    every = list(report["per_class"])
+    labels = every
+    if len(every) > MAX_BARS:
+        support = {c: report["per_class"][c]["support"] for c in every}
+        top = set(sorted(every, key=lambda c: (-support[c], every.index(c)))[:MAX_BARS])
+        labels = [c for c in every if c in top]
     scores = {k: [report["per_class"][c][k] for c in labels] for k in ("precision", "recall", "f1")}
     fig, ax = plt.subplots(figsize=(7, max(3.0, 0.45 * len(labels) + 1.5)))
     y = np.arange(len(labels))
@@ -151,13 +200,12 @@ def per_label_png(report: dict, path: Path) -> Path:
     title = f"Per label: micro-F1 {report['micro_f1']:.3f}"
     if "threshold" in report:  # labels per item (multi-label); else entities, scored by exact span
         title += f", exact match {report['accuracy']:.3f} (threshold {report['threshold']:.2f})"
+    if len(labels) < len(every):
+        title += f"\nthe {len(labels)} most frequent of {len(every)} labels"
     ax.set_title(title)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    _literal(fig).tight_layout()
+    return _save(fig, path)
 
 
 def _image_grid(rows: list[dict], image_key: str, caption, columns: int, classes: list[str], where: str):
@@ -184,7 +232,7 @@ def _image_grid(rows: list[dict], image_key: str, caption, columns: int, classes
         ax.set_title(caption(row, name), fontsize=9, **shown)
     if legend:
         fig.text(0.5, 0.01, legend, ha="center", va="bottom", fontsize=8, gid=LEGEND)
-    return fig, axes, lines
+    return _literal(fig), axes, lines
 
 
 def grid_legend(fig) -> str:
@@ -211,13 +259,20 @@ def _grid_layout(fig, top_inches: float = 0.0) -> None:
     """Tight layout, leaving the legend (if any) its room at the bottom and ``top_inches`` at the top."""
     height, legend = fig.get_figheight(), grid_legend(fig)
     bottom = LEGEND_LINE_INCHES * (legend.count("\n") + 2) / height if legend else 0
-    fig.tight_layout(rect=(0, bottom, 1, 1 - top_inches / height))
+    _literal(fig).tight_layout(rect=(0, bottom, 1, 1 - top_inches / height))
 
 
 def _save(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG to a temporary name, then rename it over ``path``: a drawing that
+    fails leaves the old picture (or none), never half of one."""
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        _literal(fig).savefig(tmp, dpi=DPI, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -275,6 +330,7 @@ def issues_png(rows: list[dict], path: Path, columns: int = 5, title: str = "Lab
     return _save(issues_figure(rows, columns, title), path)
 
 
+@_no_glyph_warnings()
 def loss_curve_png(report: dict, path: Path) -> Path:
     """A language model's fit: its training loss at each step (and a running mean), its validation
     loss at the end of each pass, against the held-out loss of the fine-tune and of the base model

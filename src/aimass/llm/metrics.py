@@ -1,22 +1,37 @@
 """Generation metrics: ROUGE-L (F1 of the longest common subsequence of words) and exact match.
 
-Words are lower-cased runs of letters and digits, as the ``rouge-score`` package tokenises English
-(without its Porter stemmer).
+Words are lower-cased runs of ASCII letters and digits, as the ``rouge-score`` package tokenises
+English (without its Porter stemmer). Scripts written without spaces between words, which that
+tokeniser drops entirely (identical Chinese answers scored 0), count each character as a word:
+Chinese, Japanese kana and Thai, as Chinese ROUGE is usually computed; Korean, written with spaces,
+counts runs of Hangul.
 
 >>> round(rouge_l(["the cat sat on the mat"], ["the cat is on the mat"]), 4)
 0.8333
 >>> rouge_l(["Hello!"], ["hello"]), exact_match([" Hello "], ["hello"])
 (1.0, 1.0)
+>>> words("2024年GDP增长")
+['2024', '年', 'gdp', '增', '长']
+>>> round(rouge_l(["今天天气很好"], ["今天天气不错"]), 4)
+0.6667
 """
 
 from __future__ import annotations
 
 import re
 
-_WORD = re.compile(r"[a-z0-9]+")
+# one word each: CJK ideographs (with extensions A to H and the compatibility block), hiragana,
+# katakana (and its phonetic extensions), half-width katakana, Thai
+_CHARACTER = (
+    "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+    "\U00020000-\U0003134f\u0e00-\u0e7f"
+)
+_HANGUL = "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"  # words of Hangul, between spaces
+_WORD = re.compile(rf"[a-z0-9]+|[{_HANGUL}]+|[{_CHARACTER}]")
 
 
 def words(text: str) -> list[str]:
+    """The lower-cased words of ``text`` ROUGE-L compares (see the module's docstring)."""
     return _WORD.findall(text.lower())
 
 
