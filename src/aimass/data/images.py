@@ -200,6 +200,12 @@ def _read(source, where: str) -> tuple[bytes, str, str | None]:
         name = where or "image"
         _check_bytes(len(source), most, name, None)
         return bytes(source), name, None
+    if not isinstance(source, str | Path) or not str(source):
+        raise DataError(
+            f"{where or 'an image'} is {type(source).__name__} {str(source)[:40]!r}, not an image",
+            where=where or None,
+            hint="Pass a file path, the file's bytes, a PIL image or an H x W x 3 array.",
+        )
     path = Path(source)
     place = str(path)  # an error's where: the message names the file alone, not its path again
     name = where if where and where != place else path.name
