@@ -31,7 +31,7 @@ def attach(app: typer.Typer) -> None:
 @command
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
-    port: int = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on (1-65535).")] = 8000,
     model: Annotated[
         list[str] | None,
         typer.Option(
@@ -92,7 +92,14 @@ def serve(
         return
     if engine != "builtin":
         raise ConfigError(f"Unknown engine '{engine}'.", hint="Use builtin or ray.")
-    app = create_app(model or None, settings, grace_s=grace, open_predict=open_predict, job_runner=jobs)
+    app = create_app(
+        model or None,
+        settings,
+        grace_s=grace,
+        open_predict=open_predict,
+        job_runner=jobs,
+        load_in_background=True,  # listen at once: /livez answers while the models load
+    )
     run(app, host=host, port=port, grace_s=grace)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import logging.handlers
 import queue
+import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -35,7 +36,7 @@ from aimass.serve.batches import add_batch_routes
 from aimass.serve.batching import BatchSettings
 from aimass.serve.data_routes import UPLOAD_PATH as DATA_UPLOAD_PATH
 from aimass.serve.data_routes import add_data_routes, upload_body_limit
-from aimass.serve.engine import Engine, persisted
+from aimass.serve.engine import Engine, close_share, persisted
 from aimass.serve.jobs_routes import add_jobs, start_runner
 from aimass.serve.metering import Meter
 from aimass.serve.middleware import (
@@ -93,13 +94,17 @@ def create_app(
     grace_s: float = 30.0,
     open_predict: bool = False,
     job_runner: int = 0,
+    load_in_background: bool = False,
 ) -> FastAPI:
     """Build the app; ``refs`` deploy at start-up (default: what ``AIMASS_HOME/serving.json``
     says was served last, else :func:`default_refs`) and ``/readyz``
     turns 200 when they are warm. Prediction needs a ``predict`` key unless ``open_predict``;
     management always needs a ``manage`` key or the admin token (``AIMASS_HOME/admin.token``).
     ``job_runner``: run queued jobs (``/v1/jobs``, ``/v1/auto``), that many at a time (0: leave
-    them to ``aimass jobs runner``)."""
+    them to ``aimass jobs runner``). ``load_in_background`` (``aimass serve``): start-up returns at
+    once and the versions load in a task, so the server listens meanwhile (``/livez`` 200,
+    ``/readyz`` 503 ``loading``) and a shutdown stops the loading; by default start-up (a test's
+    client too) waits until they are loaded."""
     engine = Engine(settings)
     state = {"ready": False, "draining": False}
     guard = Guard(open_predict=open_predict, admin=auth.admin_token())
@@ -114,17 +119,28 @@ def create_app(
             except Exception as exc:  # kept in the tally; the next tick retries
                 log.warning("usage not written yet, will retry: %s", exc)
 
+    async def load():
+        engine.loading = True
+        try:
+            saved = persisted() if refs is None else None
+            if saved is not None:  # what the operator deployed last, with its traffic split
+                await engine.restore(saved)
+            for ref in [] if saved is not None else refs if refs is not None else default_refs():
+                try:
+                    await engine.deploy(ref)
+                except AimassError as exc:  # the event log has it; the other models still serve
+                    log.error("could not deploy %s: %s", ref, exc)
+            state["ready"] = True
+        finally:
+            engine.loading = False
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        saved = persisted() if refs is None else None
-        if saved is not None:  # what the operator deployed last, with its traffic split
-            await engine.restore(saved)
-        for ref in [] if saved is not None else refs if refs is not None else default_refs():
-            try:
-                await engine.deploy(ref)
-            except AimassError as exc:  # the event log has it; the other models still serve
-                log.error("could not deploy %s: %s", ref, exc)
-        state["ready"] = True
+        loader = asyncio.get_running_loop().create_task(load())
+        if load_in_background:
+            loader.add_done_callback(_log_failure)
+        else:
+            await loader
         await asyncio.to_thread(app.state.vector_stores.resume)  # files a stopped server left half done
         flusher = asyncio.get_running_loop().create_task(flush_usage())
         stop_jobs = start_runner(job_runner) if job_runner else None
@@ -132,7 +148,10 @@ def create_app(
         if stop_jobs is not None:
             stop_jobs.set()
         state["ready"] = False
-        await engine.shutdown(grace_s)
+        if not loader.done():  # stopped while loading: the versions not loaded yet never are
+            loader.cancel()
+            await asyncio.gather(loader, return_exceptions=True)
+        await engine.shutdown(engine.grace_left(grace_s))  # what SIGTERM's --grace has left
         app.state.vector_stores.stop()
         flusher.cancel()
         await asyncio.to_thread(meter.flush)
@@ -161,6 +180,13 @@ def create_app(
     console.add_console(app, engine, guard, predictor, meter, generation)
     add_access_routes(app, lambda scope: _allow(guard, scope))
     return app
+
+
+def _log_failure(loader: asyncio.Task) -> None:
+    """Log what ended the start-up loading task other than its end or a shutdown's cancel
+    (``/readyz`` then stays 503: the server never served what it was to)."""
+    if not loader.cancelled() and loader.exception() is not None:
+        log.error("loading the served versions failed", exc_info=loader.exception())
 
 
 def _allow(guard: Guard, scope: str):
@@ -554,18 +580,24 @@ async def _payload(request: Request, limit: int) -> dict:
 
 def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, grace_s: float = 30.0) -> None:
     """Serve ``app`` with uvicorn. On SIGTERM/SIGINT readiness turns 503 at once, in-flight
-    requests finish, and the process exits within ``grace_s`` seconds."""
+    requests finish, and the process exits within about ``grace_s`` seconds: one budget, from the
+    signal on. Requests get all of it but :func:`~aimass.serve.engine.close_share`; one still
+    running then is answered 503 (see :class:`~aimass.serve.predict.Predictor`), and the versions
+    close in what is left."""
     import uvicorn
 
     listener = _log_off_the_event_loop()
+    engine: Engine = app.state.engine
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
             app.state.aimass["draining"] = True
+            engine.stop_by(time.monotonic() + grace_s)
             super().handle_exit(sig, frame)
 
+    requests_s = grace_s - close_share(grace_s)
     config = uvicorn.Config(
-        app, host=host, port=port, access_log=False, timeout_graceful_shutdown=grace_s, log_level="info"
+        app, host=host, port=port, access_log=False, timeout_graceful_shutdown=requests_s, log_level="info"
     )
     try:
         Server(config).run()

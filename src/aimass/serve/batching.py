@@ -181,10 +181,12 @@ class Batcher:
         threads = settings.decode_threads or len(os.sched_getaffinity(0))
         self._decoders = ThreadPoolExecutor(threads, thread_name_prefix="aimass-decode")
         self._closed = False
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        threading.Thread(target=self._serve, name="aimass-model", daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, name="aimass-model", daemon=True)
+        self._thread.start()
 
     async def submit(
         self, items: list, timeout_s: float | None = None, charge: Callable[[int, float], None] | None = None
@@ -229,6 +231,10 @@ class Batcher:
             if self._drop(job):
                 raise _late("The prediction", timeout) from None
             raise self._shed(timeout) from None
+        except asyncio.CancelledError:  # the request's task was cancelled (a shutdown past its grace)
+            job.future.cancel()
+            self._drop(job)  # not started: it never runs
+            raise
         finally:
             self.pending -= 1  # counted until the caller has its answer (what drain waits for)
 
@@ -396,9 +402,18 @@ class Batcher:
         return self.pending == 0
 
     def close(self) -> None:
+        """Stop taking requests; the model thread runs what is queued and still wanted, then ends."""
         self._closed = True
         self._jobs.put(None)
         self._decoders.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self, timeout: float) -> bool:
+        """:meth:`close`, then wait up to ``timeout`` seconds for the model thread to end (blocks:
+        call it off the event loop). Whether it ended: one still in a forward pass ends with it."""
+        self.close()
+        if self._thread is not None:
+            self._thread.join(max(0.0, timeout))
+        return self._thread is None or not self._thread.is_alive()
 
 
 def _deliver(jobs: list[_Job], outcome, seconds: float) -> None:

@@ -36,6 +36,7 @@ from aimass.store import registry
 from aimass.tasks import get_task
 
 log = logging.getLogger("aimass.serve")
+CLOSE_S = 1.0  # of a shutdown's grace, the most that closing the versions is given
 
 
 class DeployFailed(ConfigError):
@@ -60,10 +61,14 @@ class Deployment:
     worker: Worker | None = None  # the child process running forward passes, if any
     overrides: dict = field(default_factory=dict)  # the settings the operator chose for it
 
-    def close(self) -> None:
-        self.batcher.close()
+    def close(self, timeout: float = 5.0) -> None:
+        """Release the version within about ``timeout`` seconds (blocks: call it off the event
+        loop). The model thread stops first, so the worker is never asked for a batch after it
+        closes (nor restarted); a pass still running then ends with the worker."""
+        began = time.monotonic()
+        ended = self.batcher.stop(timeout)
         if self.worker is not None:
-            self.worker.close()
+            self.worker.close(max(0.0, timeout - (time.monotonic() - began)) if ended else 0.0)
 
     @property
     def ref(self) -> str:
@@ -110,6 +115,10 @@ class Service:
     deployments: list[Deployment] = field(default_factory=list)
     state: str = "loading"
     failure: AimassError | None = None  # why the last deploy failed (cause and fix)
+    # serving.json's entries ({"ref", "weight", "settings"}) of versions that failed to restore:
+    # written back as they were until the operator deploys that version, replaces the service's
+    # versions or undeploys the service (see Engine._saved)
+    unrestored: list[dict] = field(default_factory=list)
 
     def pick(self, ref: str | None = None) -> Deployment:
         """A deployment by weighted random choice, or the one serving ``ref`` (NAME:VERSION)."""
@@ -152,6 +161,17 @@ class Engine:
         self.services: dict[str, Service] = {}
         self._change = asyncio.Lock()
         self._draining: set[asyncio.Task] = set()
+        self.deadline: float | None = None  # time.monotonic() by which a shutdown ends (stop_by)
+        self.loading = False  # the server's start-up versions are still loading
+
+    def stop_by(self, deadline: float) -> None:
+        """A shutdown has begun (SIGTERM) and must end by ``deadline`` (``time.monotonic()``):
+        a request still waiting when its server cancels it is answered 503, not cut off."""
+        self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
+
+    def grace_left(self, grace: float) -> float:
+        """Seconds left of the shutdown begun by :meth:`stop_by`; ``grace`` when none was."""
+        return grace if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
     def _record(self, *args, **kwargs) -> None:
         if not self.offline:
@@ -171,6 +191,11 @@ class Engine:
                 )
             if service is not None:
                 raise Unavailable(f"Service '{service_name}' is {service.state}.", hint="Retry shortly.")
+            if self.loading:  # it may be one still to load
+                raise Unavailable(
+                    "The server is still loading the models it serves.",
+                    hint="Retry shortly: /readyz answers 200 once they are loaded.",
+                )
             raise NotFoundError(
                 f"Model '{name}' is not served here.",  # no list: it would name others' services
                 hint="GET /v1/models lists them; deploy one with `aimass deploy NAME[:VERSION]`.",
@@ -277,6 +302,7 @@ class Engine:
             raise failure from None
         deployment.overrides = overrides
         current.failure = None
+        current.unrestored = [v for v in current.unrestored if not _names(v, record.ref)]
         self._record(
             name,
             "warmed",
@@ -310,7 +336,8 @@ class Engine:
         except Exception as exc:
             self._failed(service, existing.ref, exc)
             raise DeployFailed(
-                f"Applying {overrides} to {existing.ref} failed: {_cause(exc)}; it keeps its old settings.",
+                f"Applying {overrides} to {existing.ref} failed: {_cause(exc).rstrip('.')}; it keeps its "
+                "old settings.",
                 hint=_fix(exc),
             ) from None
         fresh.overrides, fresh.weight = overrides, existing.weight
@@ -326,7 +353,7 @@ class Engine:
         export = await asyncio.to_thread(exported, record, spec) if backend.startswith("onnx") else None
         handler = spec.handler(record.path)
         await asyncio.to_thread(handler.setup, "cpu", backend)
-        worker, run = None, handler.predict
+        worker = None
         if backend.startswith("onnx") and settings.workers == "process" and spec.runtime:
             worker = Worker(
                 spec.runtime,
@@ -334,14 +361,15 @@ class Engine:
                 {"int8": backend == "onnx-int8"},
                 on_event=lambda kind, message: self._record(service, kind, message, ref=record.ref),
             )
-            await asyncio.to_thread(worker.start)
-            run = worker.run
-        loaded = time.perf_counter()
+        run = handler.predict if worker is None else worker.run
         try:
-            await asyncio.to_thread(_warm, spec, handler, run)
-        except BaseException:
             if worker is not None:
-                worker.close()
+                await asyncio.to_thread(worker.start)
+            loaded = time.perf_counter()
+            await asyncio.to_thread(_warm, spec, handler, run)
+        except BaseException:  # it did not warm, or a shutdown cancelled the load: no stray worker
+            if worker is not None:
+                await asyncio.to_thread(worker.close, self.grace_left(5.0))
             raise
         warm = time.perf_counter() - loaded
         model = service
@@ -362,6 +390,7 @@ class Engine:
         if weight is None or not old:
             new.weight = 100
             service.deployments = [new]
+            service.unrestored = []  # it replaces every version, those saved but not restored too
             for d in old:
                 self._retire(service.name, d)
             if old:
@@ -412,7 +441,7 @@ class Engine:
 
         async def drain():
             await deployment.batcher.drain(deployment.batcher.settings.timeout_s)
-            deployment.close()
+            await asyncio.to_thread(deployment.close)
             self._record(name, "stopped", f"{deployment.ref} released", ref=deployment.ref)
 
         task = asyncio.get_running_loop().create_task(drain())
@@ -421,8 +450,14 @@ class Engine:
 
     def _failed(self, service: Service, ref: str, exc: BaseException) -> None:
         log.error("deploying %s failed:\n%s", ref, "".join(traceback.format_exception(exc)))
-        keeps = f"; still serving {self._describe(service)}" if service.deployments else ""
-        self._record(service.name, "failed", f"{ref}: {_cause(exc)}{keeps}", hint=_fix(exc), ref=ref)
+        self._record(service.name, "failed", f"{ref}: {self._still(service, exc)}", hint=_fix(exc), ref=ref)
+
+    def _still(self, service: Service, exc: BaseException) -> str:
+        """Why a version failed, and what the service serves meanwhile."""
+        cause = _cause(exc)
+        return (
+            f"{cause.rstrip('.')}; still serving {self._describe(service)}" if service.deployments else cause
+        )
 
     @staticmethod
     def _describe(service: Service) -> str:
@@ -436,7 +471,7 @@ class Engine:
             self._record(name, "draining", f"undeploying {self._describe(service)}")
             for d in service.deployments:
                 await d.batcher.drain(d.batcher.settings.timeout_s)
-                d.close()
+                await asyncio.to_thread(d.close)
             del self.services[name]
             self.metrics.recent.forget(name)
             self._record(name, "stopped", "service removed")
@@ -472,11 +507,7 @@ class Engine:
         ``AIMASS_HOME/serving.json``, which a plain restart restores (see :meth:`restore`)."""
         if self.offline:
             return
-        state = {
-            name: [{"ref": d.ref, "weight": d.weight, "settings": d.overrides} for d in s.deployments]
-            for name, s in self.services.items()
-            if s.deployments
-        }
+        state = {name: _saved(s) for name, s in self.services.items() if s.deployments or s.unrestored}
         path = state_path()
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         try:
@@ -507,23 +538,48 @@ class Engine:
                     loaded[record.ref] = int(v.get("weight", 100))
                 except (AimassError, KeyError, TypeError, ValueError) as exc:
                     log.error("could not restore %s in service %s: %s", v, name, exc)
-            total = sum(loaded.values())
-            if len(loaded) > 1 and total:
-                for d in self.services[name].deployments:
-                    d.weight = round(loaded.get(d.ref, 0) * 100 / total)
-                self._record(name, "traffic", f"restored {self._describe(self.services[name])}")
+                    self._unrestored(name, v, exc)
+            if len(loaded) > 1 and sum(loaded.values()):
+                service = self.services[name]
+                for d in service.deployments:
+                    d.weight = loaded.get(d.ref, 0)
+                _scale(service.deployments, 100)  # whole numbers adding up to 100, as a PUT needs
+                self._record(name, "traffic", f"restored {self._describe(service)}")
+
+    def _unrestored(self, name: str, entry, exc: BaseException) -> None:
+        """Keep the saved ``entry`` of a version that did not restore on its service (a failed one
+        if none loaded before), so the next change does not erase it from ``serving.json``."""
+        service = self.services.setdefault(name, Service(name, state="failed"))
+        service.unrestored.append(entry)
+        if isinstance(exc, DeployFailed):  # it failed loading: _deploy said so
+            return
+        ref = str(entry.get("ref") if isinstance(entry, dict) else entry)  # no such version, bad settings
+        service.failure = DeployFailed(f"Restoring {ref} failed: {_cause(exc)}", hint=_fix(exc))
+        self._record(name, "failed", f"{ref}: {self._still(service, exc)}", hint=_fix(exc), ref=ref)
 
     async def shutdown(self, grace: float) -> None:
-        """Finish what is queued (within ``grace`` seconds), then release every version."""
+        """Finish what is queued, then release every version, all within ``grace`` seconds: the
+        queues get what :func:`close_share` leaves, closing (model threads, then workers) the rest."""
+        deadline = time.monotonic() + grace
         for service in self.services.values():
             service.state = "draining"
             self._record(service.name, "draining", "server shutting down")
-        waits = [d.batcher.drain(grace) for s in self.services.values() for d in s.deployments]
-        await asyncio.gather(*waits, *self._draining, return_exceptions=True)
+        drain_s = grace - close_share(grace)
+        waits = [d.batcher.drain(drain_s) for s in self.services.values() for d in s.deployments]
+        await asyncio.gather(*waits, return_exceptions=True)
+        if self._draining:  # versions a swap retired: their queues had the same time
+            await asyncio.wait(set(self._draining), timeout=max(0.0, deadline - time.monotonic()))
+        closing = [d for s in self.services.values() for d in s.deployments]
+        left = max(0.0, deadline - time.monotonic())
+        await asyncio.gather(*(asyncio.to_thread(d.close, left) for d in closing), return_exceptions=True)
         for service in self.services.values():
-            for d in service.deployments:
-                d.close()
             self._record(service.name, "stopped", "server stopped")
+
+
+def close_share(grace: float) -> float:
+    """Of a shutdown's ``grace`` seconds, what closing the versions may take (model threads and
+    workers, after the requests in flight): a second, or a quarter of a short grace."""
+    return min(CLOSE_S, grace / 4)
 
 
 def state_path() -> Path:
@@ -608,18 +664,47 @@ def _warm(spec, handler, run) -> None:
 def _scale(deployments: list[Deployment], total: int) -> None:
     """Share ``total`` percent among ``deployments`` in proportion to their weights, in whole
     numbers that add up to exactly ``total`` (largest remainders get the spare points)."""
-    if not deployments:
-        return
-    weights = (
-        [d.weight for d in deployments] if any(d.weight for d in deployments) else [1] * len(deployments)
-    )
+    for d, w in zip(deployments, _shares([d.weight for d in deployments], total)):
+        d.weight = w
+
+
+def _shares(weights: list[int], total: int) -> list[int]:
+    """``total`` shared in proportion to ``weights`` (equally when all are 0), in whole numbers
+    that add up to exactly ``total``.
+
+    >>> _shares([10, 10, 10], 100)
+    [34, 33, 33]
+    >>> _shares([33, 33, 34], 30)
+    [10, 10, 10]
+    """
+    if not weights:
+        return []
+    weights = weights if any(weights) else [1] * len(weights)
     shares = [w * total / sum(weights) for w in weights]
     floors = [int(s) for s in shares]
     spare = total - sum(floors)
     for i in sorted(range(len(shares)), key=lambda i: floors[i] - shares[i])[:spare]:
         floors[i] += 1
-    for d, w in zip(deployments, floors):
-        d.weight = w
+    return floors
+
+
+def _names(entry, ref: str) -> bool:
+    """Whether the saved ``entry`` (as read from ``serving.json``: maybe not even a dict) is ``ref``'s."""
+    return isinstance(entry, dict) and entry.get("ref") == ref
+
+
+def _saved(service: Service) -> list[dict]:
+    """What a restart restores of ``service``: its versions with their weights and settings, and
+    the saved entries of versions that failed to restore, as they were; the versions served now
+    share what those leave (live weights 100 beside a saved 20 are written as 80)."""
+    kept = service.unrestored
+    held = sum(w for v in kept if isinstance(v, dict) and _is_weight(w := v.get("weight", 100)))
+    live = [d.weight for d in service.deployments]
+    weights = _shares(live, max(0, 100 - held)) if kept else live
+    mine = [
+        {"ref": d.ref, "weight": w, "settings": d.overrides} for d, w in zip(service.deployments, weights)
+    ]
+    return [*mine, *kept]
 
 
 def _cause(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ import time
 
 from pydantic import ValidationError
 
-from aimass.errors import AimassError, ConfigError, TooLargeError
+from aimass.errors import AimassError, ConfigError, TooLargeError, Unavailable
 from aimass.serve.auth import Caller, Guard
 from aimass.serve.batching import Retired
 from aimass.serve.engine import Engine
@@ -42,6 +42,10 @@ class Predictor:
         began = time.perf_counter()
         try:
             return await self._answer(name, payload, caller, began)
+        except asyncio.CancelledError:
+            if self.engine.deadline is None:  # not a shutdown's: whoever cancelled is told
+                raise
+            raise _cut_off() from None  # the server's grace ran out: a JSON 503, not a cut connection
         except AimassError:
             service = name.partition(":")[0]
             if service in self.engine.services:  # not every unknown name a client sends
@@ -89,6 +93,13 @@ class Predictor:
         self.engine.metrics.latency.labels("predict", name.partition(":")[0]).observe(seconds)
         self.engine.metrics.recent.observe(name.partition(":")[0], seconds)
         return json.dumps(body, ensure_ascii=False).encode()
+
+
+def _cut_off() -> Unavailable:
+    return Unavailable(
+        "The server shut down before this request was answered (its --grace ran out).",
+        hint="Send it again: another server, or this one once restarted, answers it (nothing was returned).",
+    )
 
 
 def _uploads(payload: dict) -> bool:

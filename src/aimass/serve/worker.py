@@ -12,6 +12,7 @@ Items are text (inline in the header) or bytes; answers are one float32/uint8 ar
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -102,6 +103,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self.start_s = 0.0
+        self.closing = False  # set by close(): a lost worker then is the shutdown's, not a death
         self._lock = threading.Lock()
 
     def start(self, timeout: float = 120.0) -> float:
@@ -134,6 +136,8 @@ class Worker:
 
     def run(self, items: list) -> np.ndarray:
         with self._lock:
+            if self.closing:
+                raise _closed()
             if self.proc is None or self.proc.poll() is not None:
                 if self.proc is not None:  # died between batches
                     self.on_event(
@@ -161,6 +165,8 @@ class Worker:
         if proc.poll() is None:
             proc.kill()
         code = proc.wait()
+        if self.closing:  # close() ended it under a batch (a shutdown past its grace): no death
+            raise _closed()
         self.on_event("failed", f"model worker pid {proc.pid} died (exit {code}); restarting")
         raise WorkerDied(
             f"The model worker died while answering (exit code {code}); it is being restarted.",
@@ -172,13 +178,24 @@ class Worker:
         seconds = self.start(timeout=120)
         self.on_event("ready", f"model worker restarted (pid {self.proc.pid}) in {seconds:.2f}s")
 
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.stdin.close()
+    def close(self, timeout: float = 5.0) -> None:
+        """End the process: its stdin closes and it exits; killed if it is still there after
+        ``timeout`` seconds (a batch it is running fails with 503, and is no worker death: nothing
+        is restarted from now on)."""
+        self.closing = True
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(OSError):  # the batcher thread was writing: the kill below ends it
+                proc.stdin.close()
             try:
-                self.proc.wait(timeout=5)
+                proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                proc.kill()
+                proc.wait()
+
+
+def _closed() -> Unavailable:
+    return Unavailable("The model worker is shutting down.", hint="Retry; another server or version serves.")
 
 
 # ------------------------------------------------------------ worker side
@@ -193,7 +210,10 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         write_frame(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
-    write_frame(out, {"ok": True, "ready": True})
+    try:
+        write_frame(out, {"ok": True, "ready": True})
+    except BrokenPipeError:  # the server stopped while this worker started: nobody to answer
+        return 0
     while (batch := read_frame(inp)) is not None:
         try:
             rows = np.ascontiguousarray(model.predict_proba(decode_items(*batch)))
