@@ -459,19 +459,6 @@ def _file_key(item) -> str:
     return Path(item).name  # stored images are named by their content's sha256
 
 
-# what a dataset kind holds, in the words of an error message (another kind: "<kind> data")
-KIND_WORDS = {
-    "text": "texts with one label each",
-    "image": "images with one label each",
-    "chat": "conversations",
-    "entities": "texts with entity spans",
-    "multilabel": "texts with several labels each",
-    "multilabel-image": "images with several labels each",
-}
-# the kind a model is also scored on, besides its task's own: a single label is a set of one
-SINGLE_LABEL = {"multilabel": "text", "multilabel-image": "image"}
-
-
 def _eval_data(record, data):
     """What ``record`` is scored on: the dataset that trained it (``data`` None), or a stored
     dataset or file of the kind its task reads; data of another kind (entity-tagged texts for a
@@ -500,7 +487,7 @@ def _eval_data(record, data):
 def _check_kind(record, kind: str, what: str) -> None:
     """A DataError unless ``record``'s task scores data of ``kind`` (``what`` says what the data is)."""
     needs = get_task(record.task).data_kind
-    if kind in (needs, SINGLE_LABEL.get(needs)):
+    if kind == needs or (needs in KINDS and kind == KINDS[needs].covers):
         return
     fits = task_for_kind(kind) or kind
     raise DataError(
@@ -512,7 +499,8 @@ def _check_kind(record, kind: str, what: str) -> None:
 
 
 def _kind_words(kind: str) -> str:
-    return KIND_WORDS.get(kind, f"{kind} data")
+    """What rows of ``kind`` hold, as :data:`~aimass.data.dataset.KINDS` words it."""
+    return KINDS[kind].words if kind in KINDS and KINDS[kind].words else f"{kind} data"
 
 
 def compress(

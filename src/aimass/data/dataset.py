@@ -23,31 +23,48 @@ class Kind:
     column: str
     stored_file: bool = False
     format_lines: tuple[str, ...] = ()  # ``describe()`` lines, formatted with the summary
+    words: str = ""  # what its rows hold, in the words of an error message
+    covers: str | None = None  # a kind whose rows are a special case of these (one label: a set of one)
 
 
 KINDS = {  # a new kind of data is one entry; tasks name the kind they read (``Task.data_kind``)
     "text": Kind(
         "text",
+        words="texts with one label each",
         format_lines=(
             "  format {format}, encoding {encoding}, language {language}",
             "  columns: text={columns[text]!r} label={columns[label]!r}",
         ),
     ),
     "image": Kind(
-        "image", stored_file=True, format_lines=("  {kind} dataset, format {format}, layout {layout}",)
+        "image",
+        stored_file=True,
+        words="images with one label each",
+        format_lines=("  {kind} dataset, format {format}, layout {layout}",),
     ),
-    "chat": Kind("messages", format_lines=("  chat dataset, format {format}, encoding {encoding}",)),
+    "chat": Kind(
+        "messages",
+        words="conversations",
+        format_lines=("  chat dataset, format {format}, encoding {encoding}",),
+    ),
     "multilabel-image": Kind(  # images with several labels each (a manifest's label lists)
-        "image", stored_file=True, format_lines=("  multi-label images, format {format}, layout {layout}",)
+        "image",
+        stored_file=True,
+        words="images with several labels each",
+        covers="image",
+        format_lines=("  multi-label images, format {format}, layout {layout}",),
     ),
     "entities": Kind(  # texts with their entity spans (:mod:`aimass.data.entities`)
         "text",
+        words="texts with entity spans",
         format_lines=(
             "  texts with named entities, format {format}, encoding {encoding}, language {language}",
         ),
     ),
     "multilabel": Kind(  # texts with several labels each (:mod:`aimass.data.multilabel`)
         "text",
+        words="texts with several labels each",
+        covers="text",
         format_lines=(
             "  multi-label texts, format {format}, encoding {encoding}, language {language}",
             "  columns: text={columns[text]!r} labels={columns[label]!r}",
