@@ -53,7 +53,8 @@ def _deploy(run: _Run, name: str, ref: str, tuner, ds) -> dict:
         try:
             claim("service", name)  # a job deploys into its project's service or a new one
             started = None
-            if _ready(url):
+            if _live(url):  # a running server, ready or still loading its models: never a second one
+                _wait_ready(url)
                 client.call("POST", "/v1/services", json={"model": f"{name}@production"}, server=url)
             else:
                 started = _start_server(url)
@@ -86,6 +87,28 @@ def _ready(url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _live(url: str) -> bool:
+    """Whether an aimass server answers at ``url`` at all (``/livez``: also while it loads its models)."""
+    import httpx  # heavy: see _deploy
+
+    try:
+        return httpx.get(f"{url}/livez", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_ready(url: str, wait_s: float = 180.0) -> None:
+    """Wait for a live server still loading the versions it restores (``/readyz`` 503 ``loading``)."""
+    deadline = time.monotonic() + wait_s
+    while not _ready(url):
+        if time.monotonic() > deadline:
+            raise Unavailable(
+                f"The server at {url} answers but did not become ready within {wait_s:.0f}s.",
+                hint=f"See {url}/readyz and logs/server.log.",
+            )
+        time.sleep(0.5)
 
 
 def _start_server(url: str, wait_s: float = 180.0) -> int:

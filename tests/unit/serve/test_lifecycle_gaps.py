@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import live_server
 
 from aimass import api
+from aimass.autolearn.deploy import _deploy
+from aimass.autolearn.run import _Run
 from aimass.serve import auth
 from aimass.serve.app import create_app
 
@@ -144,6 +146,26 @@ def test_the_server_listens_while_it_loads_and_sigterm_stops_the_loading(version
     text = log.read_text()
     assert took < 4, f"exited {took:.1f}s after SIGTERM"  # not after loading everything
     assert f"{versions[1]} loaded" not in text and "Traceback" not in text, text[-3000:]
+
+
+def test_auto_deploy_waits_for_a_server_still_loading_instead_of_starting_a_second(
+    versions, tmp_path, monkeypatch
+):
+    """``aimass auto --deploy`` against a server that listens but still loads its models (``/readyz``
+    503 ``loading``) deploys into it once ready: a second server on the same port exits at once."""
+    proc, url, log = serve(tmp_path, "--model", versions[0], "--model", versions[1])
+    monkeypatch.setenv("AIMASS_SERVER", url)
+    try:
+        seen = watch_start(proc, url, lambda seen: seen[0] == 200 or seen[1] == 200)
+        assert seen[-1] == (200, 503, "loading"), seen[-1]
+        run = _Run(60.0, None, False, 0, 30.0)
+        tuner = SimpleNamespace(task="text-classification")
+        test_rows = SimpleNamespace(inputs=lambda split: ["Shares fell after the bank cut its forecast."])
+        served = _deploy(run, "life-news", versions[1], tuner, test_rows)
+    finally:
+        stop(proc)
+    assert "error" not in served, served
+    assert served["started_pid"] is None and served["prediction"]  # the running server answered
 
 
 # ---------------------------------------- 2, 3. versions that failed to restore
