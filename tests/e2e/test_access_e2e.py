@@ -6,6 +6,7 @@ projects and stages resolve; every request here is decided before any model woul
 
 from __future__ import annotations
 
+import json
 import re
 from types import SimpleNamespace
 
@@ -106,6 +107,7 @@ def test_a_user_cannot_see_predict_deploy_or_delete_another_projects_resources(w
             "No model 'faces:1'.",
             "No model 'faces'.",
             "No service 'faces'.",
+            "Model 'faces' is not served here.",  # the predict route's own words for a name not served
         )
     denied = audit.query(principal="alice")
     assert {row["decision"] for row in denied} == {"implicitDeny"} and len(denied) == 4
@@ -142,6 +144,36 @@ def test_a_deny_on_production_deploys_wins_over_admin_and_names_its_sid(world):
     ask["context"] = {"aimass:ModelStage": "production"}
     simulated = client.post("/v1/policies/simulate", json=ask, headers=admin).json()
     assert simulated["decision"] == "explicitDeny" and simulated["matched"][0]["sid"] == "NoProductionDeploys"
+
+
+def named(body: dict | None, name: str) -> dict | None:
+    return None if body is None else {k: v.format(name) if v == "{}" else v for k, v in body.items()}
+
+
+def test_another_projects_name_is_answered_word_for_word_as_one_of_hers_that_does_not_exist(world):
+    """The guard's 404 for a name the caller may not read is the route's own 404 for a name that does
+    not exist: no message or hint tells another project's names from names that are not there."""
+    client, keys = world
+    for kind in ("model", "service"):
+        directory.assign(kind, "ghost", "nlp")  # alice may read it: the route itself answers
+    asks = (
+        ("GET", "/v1/services/{}", None),
+        ("GET", "/v1/services/{}/events", None),
+        ("GET", "/v1/services/{}/metrics", None),
+        ("POST", "/v1/models/{}/predict", {"inputs": ["x"]}),
+        ("GET", "/v1/models/{}", None),
+        ("GET", "/v1/versions/{}:1", None),
+        ("POST", "/v1/chat/completions", {"model": "{}", "messages": [{"role": "user", "content": "hi"}]}),
+        ("POST", "/tokenize", {"model": "{}", "prompt": "hi"}),
+    )
+    for method, route, body in asks:
+        answers = [
+            client.request(method, route.format(name), json=named(body, name), headers=keys["alice"])
+            for name in ("faces", "ghost")
+        ]
+        assert [a.status_code for a in answers] == [404, 404], (route, [a.text for a in answers])
+        theirs, missing = ({k: v for k, v in a.json()["error"].items() if k != "request_id"} for a in answers)
+        assert theirs == json.loads(json.dumps(missing).replace("ghost", "faces")), (route, theirs, missing)
 
 
 def test_existing_keys_keep_their_scopes(world):

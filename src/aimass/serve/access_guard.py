@@ -36,6 +36,8 @@ from aimass.errors import AimassError, NotFoundError, PermissionDenied
 from aimass.retrieval.files import missing_file
 from aimass.retrieval.stores import DEFAULT_MODEL
 from aimass.serve.batch_files import output_job
+from aimass.serve.engine import missing_service, not_served
+from aimass.serve.openai_errors import model_not_found, model_not_served
 from aimass.serve.openai_finetune import fine_tuned_name, result_job
 from aimass.store import browse, registry
 
@@ -595,6 +597,25 @@ READ["upload"] = "dataset:Import"  # an upload is seen (listed, used) by who may
 BODY_KEY = "access_body"
 
 
+OPENAI_GENERATION = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/tokenize", "/detokenize")
+
+
+def _missing(kind: str, name: str, rule: Rule) -> NotFoundError:
+    """What the route answers for a ``kind`` named ``name`` that does not exist: a resource the caller
+    may not read is answered the same, word for word, so no 404 tells another project's names."""
+    if kind == "service":
+        return missing_service(name)
+    if kind == "model" and rule.template.endswith(("/predict", "/explain")):
+        return not_served(name)
+    if kind == "model" and rule.template == "/v1/models/{model_id}":
+        return model_not_found(name)
+    if kind == "model" and rule.template in OPENAI_GENERATION:
+        return model_not_served(name)
+    if kind == "model":
+        return registry.missing_model(name)
+    return NotFoundError(f"No {kind.replace('_', ' ')} '{name}'.", hint="Ask for the names your key may see.")
+
+
 def twin_scope(method: str, path: str, client, scheme, request_id: str, body: dict | None = None) -> dict:
     """The ASGI scope the route ``method path`` would have, as the rules read it: what the console
     and a job's extra decisions (a push is an export) are decided as."""
@@ -690,9 +711,7 @@ class AccessGuard:
                 if "file_id" in params:  # a file is data of its project
                     raise missing_file(params["file_id"])
                 raise missing_dataset(params.get("dataset_id", name))
-            raise NotFoundError(
-                f"No {kind} '{name}'.", hint="Ask for the names your key may see (GET /v1/models)."
-            )
+            raise _missing(kind, name, rule)
         message, hint = explain(decision, principal.name)
         if principal.user is None and caller.key_id not in ("admin", "anonymous"):
             hint = f"This key acts by its scopes {list(caller.scopes)}: {SCOPE_HINT} " + hint

@@ -47,6 +47,7 @@ from aimass.serve.middleware import (
     error_body,
     error_response,
 )
+from aimass.serve.openai_errors import model_not_found
 from aimass.serve.openai_finetune import FILES_PATH, add_fine_tuning_routes
 from aimass.serve.openai_routes import add_openai_routes, openai_models
 from aimass.serve.predict import PredictLane, Predictor, parse_json, read_within
@@ -340,11 +341,7 @@ def _add_predict(app: FastAPI, engine: Engine, guard: Guard, predictor: Predicto
         found = next((m for m in listed(caller)[1] if m["id"] == model_id), None)
         if found is not None:
             return found
-        message = f"The model '{model_id}' does not exist or you do not have access to it."
-        hint = "GET /v1/models lists the ids."
-        body = error_body("model_not_found", message, hint, request.state.request_id)
-        body["error"].update(type="invalid_request_error", param="model")
-        return JSONResponse(body, status_code=404)
+        raise model_not_found(model_id)
 
     @app.post("/v1/models/{name}/predict", tags=["models"], openapi_extra=PREDICT_BODY)
     async def predict(name: str, request: Request, caller: Caller = _allow(guard, "predict")):

@@ -45,6 +45,22 @@ class DeployFailed(ConfigError):
     code = "deploy_failed"
 
 
+def missing_service(name: str) -> NotFoundError:
+    """A service that is not there, or that the caller may not read: one answer for both, so a key
+    cannot tell another project's names (no list of the others either)."""
+    return NotFoundError(
+        f"No service '{name}'.", hint="`aimass services list` (GET /v1/services) lists those you may see."
+    )
+
+
+def not_served(name: str) -> NotFoundError:
+    """What a prediction for a model nothing serves here (or the caller may not read) answers."""
+    return NotFoundError(
+        f"Model '{name}' is not served here.",  # no list: it would name others' services
+        hint="GET /v1/models lists them; deploy one with `aimass deploy NAME[:VERSION]`.",
+    )
+
+
 @dataclass
 class Deployment:
     """One loaded, warmed model version and its batcher."""
@@ -196,10 +212,7 @@ class Engine:
                     "The server is still loading the models it serves.",
                     hint="Retry shortly: /readyz answers 200 once they are loaded.",
                 )
-            raise NotFoundError(
-                f"Model '{name}' is not served here.",  # no list: it would name others' services
-                hint="GET /v1/models lists them; deploy one with `aimass deploy NAME[:VERSION]`.",
-            )
+            raise not_served(name)
         return service.pick(name if version else None)
 
     def answering(self, name: str) -> list[str]:
@@ -243,9 +256,7 @@ class Engine:
         return self.services[name]
 
     def _unknown(self, name: str) -> NotFoundError:
-        return NotFoundError(  # no list of the others: a key may not read them all
-            f"No service '{name}'.", hint="`aimass services list` (GET /v1/services) lists those you may see."
-        )
+        return missing_service(name)
 
     def events(self, name: str, limit: int) -> list[dict]:
         """The events of service ``name``: one deployed now or in the past (404 for a name never used)."""

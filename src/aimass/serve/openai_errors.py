@@ -29,6 +29,32 @@ class OpenAIError(AimassError):
         return self.openai_code or self.type
 
 
+def model_not_found(model_id: str) -> OpenAIError:
+    """``GET /v1/models/{id}`` for an id that is not served, or that the caller may not read."""
+    error = OpenAIError(
+        404,
+        f"The model '{model_id}' does not exist or you do not have access to it.",
+        type="invalid_request_error",
+        param="model",
+        code="model_not_found",
+    )
+    error.hint = "GET /v1/models lists the ids."
+    return error
+
+
+def model_not_served(name: str) -> OpenAIError:
+    """A generation route's ``model`` that nothing serves here, or that the caller may not read (no
+    list of the served ones: ``GET /v1/models`` shows those the caller may use)."""
+    return OpenAIError(
+        404,
+        f"The model '{name}' does not exist or is not served here; GET /v1/models lists the models "
+        "you may use.",
+        type="invalid_request_error",
+        param="model",
+        code="model_not_found",
+    )
+
+
 def list_page(found: list[dict], limit: int) -> dict:
     """OpenAI's list object: the first ``limit`` of ``found`` (what comes after the cursor)."""
     data = found[:limit]

@@ -41,7 +41,7 @@ from aimass.serve.llm_adapters import Adapters
 from aimass.serve.llm_slots import Slots, configured_limit
 from aimass.serve.middleware import error_body
 from aimass.serve.openai_embeddings import add_embedding_routes, embedding_models
-from aimass.serve.openai_errors import OpenAIError, bad_param, json_body, parse_body
+from aimass.serve.openai_errors import OpenAIError, bad_param, json_body, model_not_served, parse_body
 from aimass.serve.openai_requests import (
     DEFAULT_MAX_TOKENS,
     ChatRequest,
@@ -255,14 +255,7 @@ def _resolve(engine, name: str, adapters: Adapters | None = None) -> _Target:
         found = adapters.find(name) if adapters is not None else None
         if found is not None:
             return _Target(found[0], model=found[1], adapters=adapters)
-        raise OpenAIError(  # no list of the served ones: GET /v1/models shows those the caller may use
-            404,
-            f"The model '{name}' does not exist or is not served here; GET /v1/models lists the models "
-            "you may use.",
-            type="invalid_request_error",
-            param="model",
-            code="model_not_found",
-        ) from None
+        raise model_not_served(name) from None
     if not _is_generator(deployment):
         raise bad_param("model", f"'{name}' is a {deployment.record.task} model; it does not generate text.")
     return _Target(deployment.ref, model=deployment.handler.model)

@@ -298,6 +298,15 @@ def rejected(record: ModelVersionRecord) -> bool:
     return ((record.metrics or {}).get("gate") or {}).get("status") == "rejected"
 
 
+def missing_model(ref: str) -> NotFoundError:
+    """A version that is not there, or (REST) one the caller may not read: the same answer."""
+    return NotFoundError(
+        f"No model '{ref}'.",
+        hint="`aimass models list` (or GET /v1/versions) lists the versions you may use; "
+        "train one with `aimass train`.",
+    )
+
+
 def get_version(ref: str) -> ModelVersionRecord:
     """A version by ``NAME`` (the latest: the newest one the compression gate did not reject),
     ``NAME:VERSION`` or ``NAME@ALIAS`` (either of which may name a rejected one); a clear error
@@ -323,11 +332,7 @@ def get_version(ref: str) -> ModelVersionRecord:
                 hint=f"Its children keep their lineage; `aimass models list` shows what {name} has now.",
             )
     if record is None:  # no listing: this message reaches REST callers and job results of any project
-        raise NotFoundError(
-            f"No model '{ref}'.",
-            hint="`aimass models list` (or GET /v1/versions) lists the versions you may use; "
-            "train one with `aimass train`.",
-        )
+        raise missing_model(ref)
     return record
 
 
