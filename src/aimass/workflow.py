@@ -29,7 +29,7 @@ from aimass.compressors.onnx import stored_calibration
 from aimass.data import Dataset, list_datasets, load_dataset
 from aimass.data import import_dataset as _import_dataset
 from aimass.data.dataset import KINDS
-from aimass.data.storage import deleted_dataset
+from aimass.data.storage import datasets_dir, deleted_dataset
 from aimass.errors import ConfigError, DataError, IntegrityError, InUseError, NotFoundError
 from aimass.estimator import Estimator
 from aimass.store import artifacts, registry
@@ -444,10 +444,14 @@ def _overlap_with_train(record, data) -> int | None:
     trained = _trained_on(record)
     if trained is None:
         return None
-    key = _file_key if KINDS[trained.kind].stored_file else _content_key
-    seen = {key(item) for split in ("train", "valid") for item in trained.inputs(split)}
+    stored = KINDS[trained.kind].stored_file
+    seen = {
+        (_file_key if stored else _content_key)(item)
+        for split in ("train", "valid")
+        for item in trained.inputs(split)
+    }
     items = data.inputs("test") if hasattr(data, "inputs") else data[0]
-    return sum(key(item) in seen for item in items)
+    return sum((_image_sha if stored else _content_key)(item) in seen for item in items)
 
 
 def _content_key(item) -> bytes:
@@ -456,7 +460,17 @@ def _content_key(item) -> bytes:
 
 
 def _file_key(item) -> str:
-    return Path(item).name  # stored images are named by their content's sha256
+    return Path(item).stem  # stored images are named by their content's sha256
+
+
+def _image_sha(item) -> str:
+    """The sha256 of an evaluated image: a stored one's name, else its bytes' (held-out files)."""
+    if isinstance(item, bytes | bytearray):
+        return hashlib.sha256(item).hexdigest()
+    path = Path(item)
+    if path.is_relative_to(datasets_dir()):
+        return path.stem
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _eval_data(record, data):

@@ -4,8 +4,11 @@ the top-losses table the command line prints."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from tests.conftest import PAIR_STEPS, bbc_sample, shared_backbones, write_csv
 from typer.testing import CliRunner
 
@@ -78,3 +81,32 @@ def test_top_losses_table_shows_ten_rows_with_loss_and_both_probabilities(traine
     ]
     rows = [line for line in table.splitlines() if re.match(r"│ [a-z]+ +│ [01]\.\d{4} ", line)]
     assert len(rows) == 10  # a row's first line (a long text wraps onto more)
+
+
+def test_a_held_out_image_folder_of_one_class_is_scored_and_its_training_images_counted(
+    tmp_path, monkeypatch
+):
+    """``aimass evaluate pets --data FOLDER``: a folder of 4 images of one class is scored (training
+    data needs 10 and two classes); the 2 that trained the model count in ``overlap_with_train``
+    though they are read from the user's folder, not the stored dataset; nothing new is stored."""
+    from aimass.tasks.image_classification import ImageClassification, ImageClassifier
+
+    monkeypatch.setenv("AIMASS_HOME", str(shared_backbones(tmp_path / "home")))
+    images, labels = ImageClassification.sample_data(per_class=8)
+    for i, (data, label) in enumerate(zip(images, labels)):
+        (tmp_path / "digits" / label).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "digits" / label / f"{i}.png").write_bytes(data)
+    ds = api.import_dataset(tmp_path / "digits", name="digits")
+    model = ImageClassifier(**ImageClassification.fast_params).fit(ds, progress=False)
+    ref = api.register(model, "digits").ref
+    trained = ds.inputs("train")[:2]
+    held_out = tmp_path / "more" / ds.labels("train")[0]
+    held_out.mkdir(parents=True)
+    for i, stored in enumerate(trained):
+        (held_out / f"seen{i}.png").write_bytes(Path(stored).read_bytes())
+    noise = np.random.default_rng(0).integers(0, 255, (2, 8, 8), dtype=np.uint8)
+    for i, pixels in enumerate(noise):  # two the model never saw
+        Image.fromarray(pixels).save(held_out / f"new{i}.png")
+    report = api.evaluate(ref, str(tmp_path / "more"))
+    assert report["n"] == 4 and report["overlap_with_train"] == 2
+    assert [d.name for d in api.list_datasets()] == ["digits"]

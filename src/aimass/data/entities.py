@@ -255,6 +255,12 @@ def _from_tokens(fields: dict) -> tuple[str, list[list], str | None]:
     return text, *_checked(text, [s[:3] for s in spans])
 
 
+ROW_HINT = (
+    'Each line needs {"text": ..., "entities": [[start, end, label], ...]} '
+    'or {"tokens": [...], "tags": [...]}.'
+)
+
+
 def import_entities(
     path: str | Path,
     *,
@@ -271,26 +277,7 @@ def import_entities(
         DataError: Fewer than ``min_rows`` good rows, or no entity at all.
     """
     path = Path(path)
-    table = read_conll(path) if is_conll(path) else read_source(path)
-    info = table.info
-    rows, rejects = [], list(table.malformed)
-    trimmed = inside_words = 0
-    for record in table.records:
-        text, spans, reason = spans_of(record.fields)
-        split = record.fields.get("split")
-        if reason is None and split is not None and SPLIT_ALIASES.get(str(split).lower()) is None:
-            reason = f"split {split!r} is not train, valid or test"
-        if reason:
-            rejects.append(make_reject(record.file, record.line, reason, record.raw, "invalid row"))
-            continue
-        spans, n = _trim(text, spans)
-        trimmed += n
-        inside_words += sum(_cuts_a_word(text, s) for s in spans)
-        rows.append(
-            {"text": text, "label": spans, "source": record.source, "split": split, "_record": record}
-        )
-    rows, repeated = _drop_repeats(rows)
-    rejects = sort_rejects(rejects + repeated)
+    rows, rejects, info, trimmed, inside_words = _read(path)
     by_reason = dict(Counter(r["kind"] for r in rejects))
     if len(rows) < min_rows or not any(r["label"] for r in rows):
         shown = "; ".join(f"{r['file']}:{r['line']}: {r['reason']}" for r in rejects[:3])
@@ -299,8 +286,7 @@ def import_entities(
             f"{min_rows} rows and one entity needed"
             + (f"; {len(rejects)} rejected, e.g. {shown}" if rejects else ""),
             where=str(path),
-            hint='Each line needs {"text": ..., "entities": [[start, end, label], ...]} or '
-            '{"tokens": [...], "tags": [...]}.',
+            hint=ROW_HINT,
         )
     given = [r["split"] is not None for r in rows]
     if all(given):
@@ -344,6 +330,49 @@ def import_entities(
     manifest = _manifest(digest, name, rows, rejects, info, by_reason, warnings, settings)
     manifest["language"] = detect_language([r["text"] for r in rows])
     return save_dataset(lines, rows, rejects, manifest)
+
+
+def read_held_out(path: str | Path) -> tuple[list[str], list[list]]:
+    """Every usable row of an entity file as held-out data: ``(texts, spans)``, what ``evaluate
+    --data`` scores. Nothing is stored and the training minimum does not hold (one row is a test
+    set); malformed, repeated and conflicting rows are left out as an import leaves them out.
+
+    Raises:
+        DataError: No usable row.
+    """
+    rows, rejects, *_ = _read(Path(path))
+    if not rows:
+        shown = "; ".join(f"{r['file']}:{r['line']}: {r['reason']}" for r in rejects[:3])
+        raise DataError(
+            f"No usable row to evaluate on ({len(rejects)} rejected" + (f", e.g. {shown})" if shown else ")"),
+            where=str(path),
+            hint=ROW_HINT,
+        )
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+def _read(path: Path) -> tuple[list[dict], list[dict], dict, int, int]:
+    """The good rows of an entity file (repeats and conflicts out), its rejects, the reader's info,
+    and how many spans were trimmed and how many cut a word."""
+    table = read_conll(path) if is_conll(path) else read_source(path)
+    rows, rejects = [], list(table.malformed)
+    trimmed = inside_words = 0
+    for record in table.records:
+        text, spans, reason = spans_of(record.fields)
+        split = record.fields.get("split")
+        if reason is None and split is not None and SPLIT_ALIASES.get(str(split).lower()) is None:
+            reason = f"split {split!r} is not train, valid or test"
+        if reason:
+            rejects.append(make_reject(record.file, record.line, reason, record.raw, "invalid row"))
+            continue
+        spans, n = _trim(text, spans)
+        trimmed += n
+        inside_words += sum(_cuts_a_word(text, s) for s in spans)
+        rows.append(
+            {"text": text, "label": spans, "source": record.source, "split": split, "_record": record}
+        )
+    rows, repeated = _drop_repeats(rows)
+    return rows, sort_rejects(rejects + repeated), table.info, trimmed, inside_words
 
 
 def entity_lines(rows: list[dict]) -> list[str]:

@@ -127,6 +127,46 @@ def import_images(
         return _import(layout, path, kind, options)
 
 
+def read_held_out(path: str | Path, *, max_pixels: int | None = None) -> tuple[list, list[str]]:
+    """Every usable image of a folder, manifest or archive as held-out data, and its label: what
+    ``evaluate --data`` scores. Nothing is stored, no split is drawn and none of the training rules
+    holds (one class, one image a class and fewer than 10 images are a fine test set); unreadable,
+    conflicting and repeated images are left out as an import leaves them out.
+
+    Returns:
+        ``(inputs, labels)``: a folder's or manifest's image files as paths, an archive's images
+        as bytes (its extracted copy is gone when this returns).
+
+    Raises:
+        DataError: No usable image (the message counts the rejects by reason).
+    """
+    path = Path(path)
+    limit = pixel_limit(max_pixels)
+    if archive_kind(path) is None:
+        images = _usable(read_layout(path, show=str), limit, str(path))
+        return [str(image.item.file) for image in images], [image.item.label for image in images]
+    with tempfile.TemporaryDirectory(prefix=".extract-", dir=datasets_dir()) as scratch:
+        extract_archive(path, scratch)
+        layout = read_layout(Path(scratch), show=_shown_in(path, Path(scratch)), descend=True)
+        images = _usable(layout, limit, str(path))
+        return [Path(image.item.file).read_bytes() for image in images], [i.item.label for i in images]
+
+
+def _usable(layout: Layout, max_pixels: int, where: str) -> list[_Image]:
+    """The decoded images of ``layout`` without conflicts or repeats, in the layout's order."""
+    images, rejects = _decode_all(layout.items, max_pixels)
+    images, dropped = _drop_conflicts_and_duplicates(images)
+    rejects = layout.rejects + rejects + dropped
+    if not images:
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in reject_counts(rejects).items()) or "none found"
+        raise DataError(
+            f"No usable image to evaluate on ({len(rejects)} rejected: {kinds}).",
+            where=where,
+            hint="Give a folder with one sub-folder per class, a path,label manifest, or an archive of one.",
+        )
+    return images
+
+
 @dataclass(frozen=True)
 class _Options:
     name: str

@@ -34,6 +34,7 @@ from aimass.backbones.pixel_net import PixelNet
 from aimass.backbones.text_net import Timer
 from aimass.compressors import image_student
 from aimass.data import looks_like_images
+from aimass.data.image_import import read_held_out
 from aimass.data.images import byte_limit, check_image, total_pixels
 from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError, TooLargeError
@@ -620,11 +621,10 @@ class ImageClassification(ClassificationTask):
 
     @classmethod
     def eval_data(cls, path: Path, import_dataset) -> tuple[list, list] | None:
-        """Every image of a folder, manifest or archive (imported as a dataset)."""
+        """Every usable image of a folder, manifest or archive, as held-out data (not stored)."""
         if not (path.exists() and looks_like_images(path)):
             return None
-        images = import_dataset(path)
-        return images.inputs(), images.labels()
+        return read_held_out(path)
 
     @classmethod
     def plots(cls, report: dict, folder: Path) -> list[Path]:

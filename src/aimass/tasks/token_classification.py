@@ -566,14 +566,14 @@ class TokenClassification(Task):
 
     @classmethod
     def eval_data(cls, path: Path, import_dataset) -> tuple[list, list] | None:
-        """Every text of an entity file (JSONL spans, tokens and tags, CoNLL), imported as a
-        dataset and read with its entities; None for anything else."""
-        from aimass.data.entities import looks_like_entities  # the data layer reads the format
+        """Every usable text of an entity file (JSONL spans, tokens and tags, CoNLL) with its
+        entities, as held-out data (not stored); None for anything else."""
+        from aimass.data.entities import looks_like_entities, read_held_out  # the data layer reads it
 
         if not looks_like_entities(path):
             return None
-        ds = import_dataset(path)
-        return ds.inputs(), [_span_list(x) for x in ds.labels()]
+        texts, spans = read_held_out(path)
+        return texts, [_span_list(x) for x in spans]
 
     @classmethod
     def sample_data(cls, per_class: int = 12) -> tuple[list[str], list[list]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +81,33 @@ def test_tta_and_top_losses_grid(tmp_path):
     written = ImageClassification.plots(report, tmp_path)
     assert [p.name for p in written] == ["confusion_matrix.png", "top_losses.png"]
     assert Image.open(written[1]).size[0] > 300
+
+
+def test_held_out_images_are_read_not_stored_and_need_no_training_minimum(tmp_path, monkeypatch):
+    """``evaluate --data FOLDER``: three images of one class are a fine test set (the training rules
+    refused fewer than 10, or one class); nothing is stored; an unreadable one and a repeat are left
+    out; an archive's images come back as bytes."""
+    import zipfile
+
+    from aimass.data import list_datasets
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "photos"
+    (folder / "red").mkdir(parents=True)
+    for i in range(3):
+        (folder / "red" / f"{i}.png").write_bytes(_png(color=(200, 10 * i, 10)))
+    (folder / "red" / "copy.png").write_bytes(_png(color=(200, 0, 10)))  # a repeat of 0.png
+    (folder / "red" / "broken.png").write_bytes(b"not an image")
+    images, labels = ImageClassification.eval_data(folder, None)
+    assert sorted(Path(p).name for p in images) == ["0.png", "1.png", "2.png"] and labels == ["red"] * 3
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for file in (folder / "red").glob("[0-9].png"):
+            z.write(file, f"red/{file.name}")
+    images, labels = ImageClassification.eval_data(archive, None)
+    assert len(images) == 3 and all(isinstance(x, bytes) for x in images) and labels == ["red"] * 3
+    assert list_datasets() == []
+    for bad in ("copy.png", "0.png", "1.png", "2.png"):  # only the unreadable one is left
+        (folder / "red" / bad).unlink()
+    with pytest.raises(DataError, match="No usable image"):
+        ImageClassification.eval_data(folder, None)

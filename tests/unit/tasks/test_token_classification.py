@@ -493,3 +493,27 @@ def test_a_time_budget_skips_the_baseline_once_spent(tmp_path, monkeypatch):
     assert result["stages"]["crf-lexical"]["skipped"] == "time budget: 0.01s spent by the network candidate"
     lexical = api.train_model(None, ds.id, name="lexical", dims=0, time_budget="0.01s")
     assert list(lexical["portfolio"]["candidates"]) == ["crf-lexical"]  # the only candidate: always fitted
+
+
+def test_a_held_out_entity_file_of_three_rows_is_read_not_stored(tmp_path, monkeypatch):
+    """``aimass evaluate NER --data file.jsonl``: three rows are a test set (an import needs 10); a
+    malformed line is left out; nothing is stored."""
+    from aimass.data import list_datasets
+    from aimass.tasks.token_classification import TokenClassification
+
+    monkeypatch.setenv("AIMASS_HOME", str(tmp_path / "home"))
+    rows = [
+        {"text": "Alice went to Paris.", "entities": [[0, 5, "PER"], [14, 19, "LOC"]]},
+        {"text": "Bob stayed home.", "entities": [[0, 3, "PER"]]},
+        {"tokens": ["Carol", "met", "Dan"], "tags": ["B-PER", "O", "B-PER"]},
+        {"text": "broken", "entities": [[0, 99, "PER"]]},
+    ]
+    path = tmp_path / "held_out.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    texts, spans = TokenClassification.eval_data(path, None)
+    assert texts == ["Alice went to Paris.", "Bob stayed home.", "Carol met Dan"]
+    assert [[tuple(s)[2] for s in row] for row in spans] == [["PER", "LOC"], ["PER"], ["PER", "PER"]]
+    assert list_datasets() == []
+    path.write_text(json.dumps(rows[-1]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="No usable row"):
+        TokenClassification.eval_data(path, None)
