@@ -8,7 +8,14 @@ scanned PDF has no text layer, a password-protected one cannot be opened), never
 Bounds, checked before the work: a PDF's page count (``AIMASS_MAX_DOCUMENT_PAGES``, default
 2,000; pypdf itself caps each decompressed stream), a .docx's unpacked size and compression ratio
 (the archive limits of :mod:`aimass.data.archive`), and the text kept (the caller's character
-limit: extraction stops once it is passed).
+limit). Extraction stops once the text passes that limit (white space at the ends of a page,
+paragraph or cell not counted; in HTML, no white space): the text returned is then longer than the
+limit, never a prefix that fits, so the importer rejects the document as too large (and ``predict``
+keeps its start). An HTML page is parsed in growing pieces for the same
+reason: a megabyte of inline script before the body costs time, never the body's text.
+
+A ``.txt`` file is the plain-text reader's, but one that holds a PDF, a zip (a .docx) or other
+binary bytes under that name is refused here (:func:`check_plain_text`), not read as text.
 
 >>> document_kind("report.PDF", b"")
 'pdf'
@@ -20,11 +27,11 @@ limit: extraction stops once it is passed).
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
 import re
 import zipfile
-from html import unescape
 from html.parser import HTMLParser
 
 from aimass.data.archive import MAX_RATIO, RATIO_FLOOR, archive_names
@@ -39,6 +46,9 @@ MAX_PAGES = 2000
 PAGES_ENV = "AIMASS_MAX_DOCUMENT_PAGES"
 MAX_DOCX_UNPACKED = 256 * MIB
 OLD_FORMATS = {".doc": ".docx", ".rtf": ".docx", ".odt": ".docx", ".xls": "CSV", ".xlsx": "CSV"}
+HTML_PIECE = 64 * 1024  # characters fed to the HTML parser first; each piece then doubles
+CONTROL_SHARE = 0.1  # a "text" file whose start is this much control characters is binary
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # not tab, line ends, form feed
 
 # pypdf logs each quirk it recovers from (at WARNING and ERROR); the text, or the reject, is what counts
 logging.getLogger("pypdf").setLevel(logging.CRITICAL)
@@ -93,7 +103,8 @@ def extract_text(kind: str, data: bytes, where: str, max_chars: int) -> str:
         kind: What :func:`document_kind` said.
         data: The file's bytes.
         where: The file, for messages.
-        max_chars: Stop extracting past this many characters (the caller rejects the document).
+        max_chars: Stop extracting once the text passes this many characters; the text returned is
+            then longer than ``max_chars`` (the importer rejects the document, ``predict`` keeps its start).
 
     Raises:
         DataError: The document cannot be read or holds no text; the hint says what to do.
@@ -132,19 +143,20 @@ def pdf_text(data: bytes, where: str = "document", max_chars: int = 10**9) -> st
             )
         texts, size = [], 0
         for page in reader.pages:
-            texts.append(page.extract_text() or "")
+            texts.append((page.extract_text() or "").strip())
             size += len(texts[-1])
-            if size > max_chars:
+            if size > max_chars:  # the text joined is longer still: the caller sees it was cut
                 break
     except (DataError, *_NOT_THE_FILE):
         raise
     except Exception as exc:  # noqa: BLE001 - see _NOT_THE_FILE
         raise _unreadable("PDF", exc, where) from exc
-    return "\n\n".join(t.strip() for t in texts if t.strip())
+    return "\n\n".join(t for t in texts if t)
 
 
 def docx_text(data: bytes, where: str = "document", max_chars: int = 10**9) -> str:
-    """The body's paragraphs and table cells, one per line."""
+    """The body's paragraphs and table cells, one per line; a merged cell once (python-docx gives it
+    once per grid column and row it spans)."""
     _check_docx_size(data, where)
     from docx import Document
 
@@ -152,17 +164,28 @@ def docx_text(data: bytes, where: str = "document", max_chars: int = 10**9) -> s
         document = Document(io.BytesIO(data))
         lines, size = [], 0
         for block in document.iter_inner_content():
-            cells = getattr(block, "rows", None)
-            texts = [block.text] if cells is None else [c.text for row in block.rows for c in row.cells]
+            texts = [block.text] if getattr(block, "rows", None) is None else _cell_texts(block)
             lines += [t.strip() for t in texts if t.strip()]
-            size += sum(len(t) for t in texts)
-            if size > max_chars:
+            size += sum(len(t.strip()) for t in texts)
+            if size > max_chars:  # the text joined is longer still: the caller sees it was cut
                 break
     except _NOT_THE_FILE:
         raise
     except Exception as exc:  # noqa: BLE001 - see _NOT_THE_FILE
         raise _unreadable(".docx", exc, where) from exc
     return "\n".join(lines)
+
+
+def _cell_texts(table) -> list[str]:
+    """Each cell's text once: a merged cell is one ``<w:tc>`` element that python-docx hands out for
+    every grid cell it covers (the elements are kept in ``seen``, so identity is theirs)."""
+    seen, texts = set(), []
+    for row in table.rows:
+        for cell in row.cells:
+            if cell._tc not in seen:
+                seen.add(cell._tc)
+                texts.append(cell.text)
+    return texts
 
 
 def _check_docx_size(data: bytes, where: str) -> None:
@@ -202,6 +225,7 @@ class _HTMLText(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.skipping = 0
+        self.size = 0  # characters kept, white space left out
 
     def handle_starttag(self, tag, attrs):
         if tag in self.SKIP:
@@ -218,19 +242,40 @@ class _HTMLText(HTMLParser):
     def handle_data(self, data):
         if not self.skipping:
             self.parts.append(data)
+            self.size += len("".join(data.split()))
 
 
 def html_text(data: bytes, where: str = "document", max_chars: int = 10**9) -> str:
-    """The visible text of an HTML page (UTF-8, else the page's declared charset, else latin-1)."""
-    page = _decode_html(data)
-    parser = _HTMLText()
-    parser.feed(page[: max_chars * 4 + 1])  # markup is dropped: four times the kept text is ample
-    parser.close()
-    lines = (" ".join(line.split()) for line in unescape("".join(parser.parts)).splitlines())
+    """The visible text of an HTML page (UTF-16/32 by its byte order mark, else UTF-8, else the page's
+    declared charset, else GB18030, else latin-1).
+
+    The page is fed to the parser in pieces, each twice the one before (the parser searches what it
+    holds again at each piece: doubling keeps a long script linear), until the visible text passes
+    ``max_chars``; it is then longer than ``max_chars`` (see the module's note on limits). Character
+    references are resolved once, by the parser.
+    """
+    page = _decode_html(data, where)
+    parser, start, piece = _HTMLText(), 0, HTML_PIECE
+    while start < len(page) and parser.size <= max_chars:
+        parser.feed(page[start : start + piece])
+        start, piece = start + piece, piece * 2
+    if start >= len(page):
+        parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
     return "\n".join(line for line in lines if line)
 
 
-def _decode_html(data: bytes) -> str:
+def _decode_html(data: bytes, where: str = "document") -> str:
+    wide = wide_encoding(data)
+    if wide is not None:  # Windows' "Save as Unicode" writes UTF-16 with a byte order mark
+        try:
+            return data.decode(wide).lstrip("\ufeff")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"the page is {wide.upper()} but breaks at byte {exc.start}",
+                where=where,
+                hint="Open it and save it again as UTF-8.",
+            ) from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -242,6 +287,65 @@ def _decode_html(data: bytes) -> str:
         except (UnicodeDecodeError, LookupError):
             continue
     return data.decode("latin-1")
+
+
+def wide_encoding(data: bytes) -> str | None:
+    """``utf-32``/``utf-16`` (a byte order mark), ``utf-16-le``/``utf-16-be`` (no mark, but NULs at
+    every other byte of the start and none between, as UTF-16 text has), else None. The plain-text
+    reader (:func:`aimass.data.read.decode_lines`) and HTML pages both ask it.
+
+    >>> wide_encoding("text,label".encode("utf-16-le")), wide_encoding(b"text,label")
+    ('utf-16-le', None)
+    """
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            return name
+    sample = data[:4096]
+    even, odd = sample[0::2], sample[1::2]
+    if len(sample) < 8:
+        return None
+    # ASCII characters (separators, digits, line ends) leave a NUL at every other byte; Chinese text
+    # has fewer of them, but never NULs on both sides
+    if odd.count(0) > 0.1 * len(odd) and even.count(0) < 0.01 * len(even):
+        return "utf-16-le"
+    if even.count(0) > 0.1 * len(even) and odd.count(0) < 0.01 * len(odd):
+        return "utf-16-be"
+    return None
+
+
+def check_plain_text(data: bytes, text: str, where: str) -> None:
+    """Refuse a file named as plain text that is not: a PDF or a zip (a .docx?) renamed ``.txt``, or
+    bytes whose decoded start (``text``) is mostly control characters (an image, a program, random
+    bytes). Decoded text is judged, so UTF-16 text (a NUL at every other byte) and Chinese text pass;
+    a stray NUL or terminal colour code in real text is far below :data:`CONTROL_SHARE`.
+
+    A PDF renamed ``.txt`` is refused rather than read as a PDF: the name says text, so the file is
+    likely not what its owner meant to import, and renaming it is one step.
+
+    >>> check_plain_text(b"%PDF-1.7 ...", "", "a.txt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    aimass.errors.DataError: a.txt: the file holds a PDF document, not plain text...
+    """
+    head = data[:1024].lstrip()
+    if head.startswith(b"%PDF-"):
+        found, hint = "a PDF document", "Rename it .pdf, and its text layer is read."
+    elif head.startswith(b"PK\x03\x04"):
+        docx = b"word/" in data[:65536]
+        found = "a Word document (.docx)" if docx else "a zip archive"
+        hint = "Rename it .docx." if docx else "Extract it, and import the files inside."
+    else:
+        sample = text[:8192]
+        if not sample or len(_CONTROL.findall(sample)) <= CONTROL_SHARE * len(sample):
+            return
+        found = "binary data (control characters)"
+        hint = "Import only text files as .txt (UTF-8); convert other files to text first."
+    raise DataError(f"the file holds {found}, not plain text", where=where, hint=hint)
 
 
 def old_format_hint(name: str) -> str | None:

@@ -11,6 +11,7 @@ from aimass.data.documents import LISTED, old_format_hint
 from aimass.data.entities import import_entities, looks_like_entities
 from aimass.data.image_import import import_images, looks_like_images
 from aimass.data.pairs_import import import_pairs, looks_like_pairs
+from aimass.data.read import document_counts
 from aimass.data.split import check_column_splits, check_fractions, draw_splits
 from aimass.data.storage import (
     ID_LENGTH,
@@ -234,7 +235,12 @@ def _info_warnings(info: dict) -> list[str]:
             f"latin-1 used as a last resort (encoding {info['encoding']}): "
             "check accented and special characters"
         )
-    if info["encoding"].startswith("mixed"):
+    if info["encoding"].startswith("mixed") and info["format"] == "folder":
+        warnings.append(
+            f"the files use different encodings ({info['encoding'][len('mixed: ') :]}): each file was "
+            "decoded by its own; save them as UTF-8 to be sure"
+        )
+    elif info["encoding"].startswith("mixed"):
         warnings.append(
             f"the file mixes encodings ({info['encoding'][len('mixed: ') :]}): each line was decoded "
             "by its own; save it as UTF-8 to be sure"
@@ -273,6 +279,6 @@ def _manifest(digest, name, rows, rejects, info, *, warnings, settings) -> dict:
         "test_frac": settings.get("test_frac"),
         "split_source": settings["split_source"],
         "imports": [import_entry(name, info, now)],
-        **({"documents": info["documents"]} if info.get("documents") else {}),  # a folder: rows by format
+        **({"documents": document_counts(rows)} if info.get("documents") else {}),  # a folder: rows by format
         **({"split_files": info["split_files"]} if info.get("split_files") else {}),  # valid/test files
     }

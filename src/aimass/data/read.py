@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from itertools import islice
 from pathlib import Path
 
 from aimass.data import documents
-from aimass.data.archive import archive_kind, extract_archive, hidden_files
+from aimass.data.archive import archive_kind, extract_archive, hidden_files, is_ignored
+from aimass.data.documents import wide_encoding
 from aimass.data.limits import MIB, limit, mebibytes
 from aimass.errors import DataError, TooLargeError
 
@@ -131,7 +133,7 @@ class Decoded:
 
 def decode_lines(data: bytes) -> Decoded:
     """Decode each line by its own encoding: UTF-8 (BOM or not), else GB18030, else rejected; a
-    UTF-16 or UTF-32 file (:func:`wide_encoding`) is decoded whole.
+    UTF-16 or UTF-32 file (:func:`~aimass.data.documents.wide_encoding`) is decoded whole.
 
     A file that is not UTF-8 and whose non-ASCII bytes mostly stand alone between ASCII
     bytes (single-byte Western text such as ``café``) is read whole as latin-1. In a file
@@ -212,34 +214,6 @@ def _utf8_error(chunk: bytes) -> str:
     except UnicodeDecodeError as exc:
         return f"neither UTF-8 nor GB18030 (byte 0x{chunk[exc.start]:02X} at column {exc.start + 1})"
     return "neither UTF-8 nor GB18030"
-
-
-def wide_encoding(data: bytes) -> str | None:
-    """``utf-32``/``utf-16`` (a byte order mark), ``utf-16-le``/``utf-16-be`` (no mark, but NULs at
-    every other byte of the start and none between, as UTF-16 text has), else None.
-
-    >>> wide_encoding("text,label".encode("utf-16-le")), wide_encoding(b"text,label")
-    ('utf-16-le', None)
-    """
-    for bom, name in (
-        (codecs.BOM_UTF32_LE, "utf-32"),
-        (codecs.BOM_UTF32_BE, "utf-32"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if data.startswith(bom):
-            return name
-    sample = data[:4096]
-    even, odd = sample[0::2], sample[1::2]
-    if len(sample) < 8:
-        return None
-    # ASCII characters (separators, digits, line ends) leave a NUL at every other byte; Chinese text
-    # has fewer of them, but never NULs on both sides
-    if odd.count(0) > 0.1 * len(odd) and even.count(0) < 0.01 * len(even):
-        return "utf-16-le"
-    if even.count(0) > 0.1 * len(even) and odd.count(0) < 0.01 * len(odd):
-        return "utf-16-be"
-    return None
 
 
 def _count(lines: list[str], encoding: str) -> Counter:
@@ -696,14 +670,18 @@ def _lone_folder(root: Path) -> Path:
 
 
 def read_folder(path: Path, shown_as=str) -> RawTable:
-    """Read ``<path>/<label>/<document>``: one record per file, the label is the sub-folder name.
+    """Read ``<path>/<label>/**/<document>``: one record per file, the label is the class folder's
+    name at the top, however deep the file lies below it (``pos/2024/a.txt`` is ``pos``), as the
+    image import reads class folders.
 
     Documents are .txt files (decoded line by line, as tables are), .pdf, .docx, .html and
     .htm (see :mod:`aimass.data.documents`). A file over the field limit, with a line in neither
-    UTF-8 nor GB18030, or a document that cannot be read or holds no text is rejected with the
-    reason; other files are listed in ``info["ignored_files"]`` (a warning at import). A symbolic
-    link that leads outside ``path`` (a document or a whole class folder) is never read: it is a
-    reject saying so (:func:`leads_outside`).
+    UTF-8 nor GB18030, a ``.txt`` that holds a PDF or binary bytes, or a document that cannot be
+    read or holds no text is rejected with the reason; other files are listed in
+    ``info["ignored_files"]`` (a warning at import), hidden ones in ``info["hidden_files"]``, so
+    every file is a row, a reject or named in a warning. A symbolic link that leads outside ``path``
+    (a document or a whole folder) is never read: it is a reject saying so (:func:`leads_outside`);
+    links that stay inside are followed, each real folder once.
 
     Args:
         path: The folder.
@@ -714,12 +692,12 @@ def read_folder(path: Path, shown_as=str) -> RawTable:
     class_dirs = [p for p in entries if p.is_dir() and p not in links]
     files, ignored = [], []
     for folder in class_dirs:
-        for file in sorted(folder.iterdir()):
-            if leads_outside(file, path):
+        for file, outside in _class_files(folder, path):
+            if outside:
                 links.append(file)
             elif file.is_file() and documents.is_document(file.name):
-                files.append(file)
-            elif not file.name.startswith("."):
+                files.append((folder.name, file))
+            else:
                 ignored.append(file.relative_to(path).as_posix())
     ignored += [p.name for p in entries if p.is_file() and p not in links]
     if not files:
@@ -730,14 +708,14 @@ def read_folder(path: Path, shown_as=str) -> RawTable:
             hint="Lay the folder out as <folder>/<label>/<name>.txt (or .pdf, .docx, .html)"
             + (", with the files themselves in it rather than links to elsewhere." if links else "."),
         )
-    _check_table_size(sum(file.stat().st_size for file in files), shown_as(path))
+    _check_table_size(sum(file.stat().st_size for _, file in files), shown_as(path))
     records, encodings, kinds = [], Counter(), Counter()
     malformed = [link_reject(link, path, shown_as(link)) for link in links]
     digest, most = hashlib.sha256(), field_limit()
-    for file in files:
-        data = file.read_bytes()
-        digest.update(f"{file.parent.name}/{file.name}\0".encode() + data + b"\0")
-        item = _file_record(file, data, encodings, most, shown_as)
+    for label, file in files:
+        data, name = file.read_bytes(), file.relative_to(path).as_posix()
+        digest.update(f"{name}\0".encode() + data + b"\0")
+        item = _file_record(file, data, (label, name), encodings, most, shown_as)
         (records if isinstance(item, Record) else malformed).append(item)
         kinds[documents.document_kind(file.name, data)] += isinstance(item, Record)
     info = {
@@ -753,23 +731,46 @@ def read_folder(path: Path, shown_as=str) -> RawTable:
     return RawTable(records, malformed, ["text", "label"], info)
 
 
-def _file_record(file: Path, data: bytes, encodings: Counter, most: int, shown_as=str) -> Record | dict:
-    """The file as a record, or its reject; counts a text file's encoding(s) in ``encodings``."""
-    where = shown_as(file)
+def _class_files(folder: Path, root: Path):
+    """Every file under the class folder ``folder``, sorted, as ``(path, False)``, and every link under
+    it that leads outside ``root`` as ``(link, True)``, never followed. Hidden names and litter are
+    skipped (:func:`~aimass.data.archive.hidden_files` lists the hidden ones); links that stay inside
+    ``root`` are followed, each real folder walked once, never one back up to ``folder`` or above."""
+    seen, start = set(), folder.resolve()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        here, real = Path(top), Path(top).resolve()
+        if real in seen or (here != folder and start.is_relative_to(real)):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        visible = [n for n in sorted(dirs + names) if not is_ignored((n,))]
+        outside = {n for n in visible if leads_outside(here / n, root)}
+        dirs[:] = [n for n in visible if n in dirs and n not in outside]
+        yield from ((here / n, n in outside) for n in visible if n in outside or n in names)
+
+
+def _file_record(
+    file: Path, data: bytes, place: tuple[str, str], encodings: Counter, most: int, shown_as=str
+) -> Record | dict:
+    """The file as a record, or its reject; counts a text file's encoding(s) in ``encodings``.
+    ``place``: its label (the class folder) and its path in the folder (the row's source)."""
+    where, (label, name) = shown_as(file), place
     kind = documents.document_kind(file.name, data)
     if kind != "text":
         try:
             text = documents.extract_text(kind, data, where, most)
         except DataError as exc:
-            reason = f"{exc.message}. {exc.hint}" if exc.hint else exc.message
-            return make_reject(where, 1, reason, "", "unreadable document")
-        if len(text) > most:
+            return _unreadable_reject(exc, where)
+        if len(text) > most:  # extraction stops past the limit, so a cut document lands here
             reason = _too_large_reason("the document", len(text), most)
             return make_reject(where, 1, reason, text[:RAW_LIMIT], "field too large")
-        fields = {"text": text, "label": file.parent.name}
-        return Record(where, 1, text[:RAW_LIMIT], fields, f"{file.parent.name}/{file.name}")
+        return Record(where, 1, text[:RAW_LIMIT], {"text": text, "label": label}, name)
     decoded = decode_lines(data)
     text = "".join(decoded.lines)
+    try:
+        documents.check_plain_text(data, text, where)
+    except DataError as exc:
+        return _unreadable_reject(exc, where)
     if decoded.bad:
         number, reason = next(iter(decoded.bad.items()))
         raw = decoded.lines[number - 1][:RAW_LIMIT]
@@ -777,10 +778,24 @@ def _file_record(file: Path, data: bytes, encodings: Counter, most: int, shown_a
     if len(text) > most:
         reason = _too_large_reason("the file", len(text), most)
         return make_reject(where, 1, reason, text[:RAW_LIMIT], "field too large")
-    label = decoded.label
-    encodings.update(decoded.encodings if label.startswith("mixed") else [label])
-    fields = {"text": text, "label": file.parent.name}
-    return Record(where, 1, text[:RAW_LIMIT], fields, f"{file.parent.name}/{file.name}")
+    found = decoded.label
+    encodings.update(decoded.encodings.keys() if found.startswith("mixed") else [found])  # files, not lines
+    return Record(where, 1, text[:RAW_LIMIT], {"text": text, "label": label}, name)
+
+
+def _unreadable_reject(exc: DataError, where: str) -> dict:
+    reason = f"{exc.message}. {exc.hint}" if exc.hint else exc.message
+    return make_reject(where, 1, reason, "", "unreadable document")
+
+
+def document_counts(rows: list[dict]) -> dict[str, int]:
+    """Rows of a folder import by document format, from the rows kept after the row checks (empty
+    texts, duplicates and conflicts rejected), so the counts add up to the rows.
+
+    >>> document_counts([{"source": "pos/a.pdf"}, {"source": "neg/2024/b.txt"}, {"source": "neg/c.TXT"}])
+    {'pdf': 1, 'text': 2}
+    """
+    return dict(Counter(documents.document_kind(row["source"], b"") for row in rows))
 
 
 def encoding_label(encodings: Counter, unit: str) -> str:
