@@ -563,7 +563,11 @@ def predict(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="With --file: the CSV written (default FILE.predictions.csv)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="With --file: the CSV written (default FILE.predictions.csv), in a folder that exists.",
+        ),
     ] = None,
     text_col: Annotated[str | None, typer.Option(help="With --file: the column holding the text.")] = None,
 ):
@@ -604,13 +608,16 @@ def predict(
 
 
 def _predict_file(model: str, file: Path, output: Path | None, text_col: str | None, as_json: bool) -> dict:
-    """Run a ``predict`` job on ``file`` here and copy its CSV to ``output``."""
+    """Run a ``predict`` job on ``file`` here and copy its CSV to ``output``, checked before the job
+    starts (a folder that does not exist, a folder, the input itself: a ConfigError naming it)."""
     import shutil
 
     from aimass import jobs
     from aimass.jobs.kinds import PREDICTIONS
     from aimass.jobs.logs import run_dir
+    from aimass.scoring import check_output
 
+    target = check_output(output or file.with_name(f"{file.stem}.predictions.csv"), file)
     params = {"model": model, "path": str(file.expanduser().resolve())}
     params.update({"text_col": text_col} if text_col else {})
     job = jobs.submit("predict", params)
@@ -626,7 +633,6 @@ def _predict_file(model: str, file: Path, output: Path | None, text_col: str | N
             code=error.get("cause") or "job_failed",
             hint=error.get("hint") or f"`aimass jobs show {job['id']}` has its events and log.",
         )
-    target = output or file.with_name(f"{file.stem}.predictions.csv")
     shutil.copyfile(run_dir(job["id"]) / PREDICTIONS, target)
     return {**job["result"], "output": str(target), "job": job["id"]}
 

@@ -196,15 +196,21 @@ def _add_models(router: APIRouter, console: Console, engine: Engine) -> None:
 
     @router.post("/models/{ref}/score")
     async def score(request: Request, ref: str):
-        """Label an uploaded table with the version: a ``predict`` job, as ``POST /v1/uploads`` then
-        ``POST /v1/jobs`` (kind predict) would be decided; its page offers the CSV."""
+        """Label an uploaded table with the version: a ``predict`` job, as ``POST /v1/uploads?project=P``
+        then ``POST /v1/jobs`` (kind predict) would be decided, P the model's project, where the job
+        runs and the file is kept (a user confined to P may label a file with P's model, and one
+        project's rows never land in ``default``); its page offers the CSV."""
         ctx = console.ctx(request)
-        console.authorize(ctx, "POST", "/v1/uploads")  # before the file is read: the 403 it gets
+        # the version first: one the caller may not read is the 404 REST answers, naming no project
+        await asyncio.to_thread(console.authorize, ctx, "GET", rest("/v1/versions/{}", ref))
+        project = await asyncio.to_thread(directory.project_of, "model", ref)
+        # before the file is read: the 403 it gets
+        await asyncio.to_thread(console.authorize, ctx, "POST", "/v1/uploads", {"project": project})
         form = await console.form(request, ctx, max_files=1)
         upload = form.get("file")
         if not (hasattr(upload, "read") and getattr(upload, "filename", "")):
             raise ConfigError("Choose a file to label: CSV, TSV or JSONL.", hint="One text a row.")
-        stored = await asyncio.to_thread(store_upload, upload.file, upload.filename)
+        stored = await asyncio.to_thread(store_upload, upload.file, upload.filename, project)
         params = {"model": ref, "path": stored["path"]}
         if str(form.get("text_col") or "").strip():
             params["text_col"] = str(form.get("text_col")).strip()
