@@ -19,13 +19,13 @@ Each bad line is rejected with ``file:line`` and the reason (unknown role, no as
 content, over the context length with its token count, malformed JSON ...), listed in the dataset's
 ``rejects.jsonl`` as for classification data. The manifest holds token statistics per split.
 
->>> _messages({"prompt": "Hi", "completion": "Hello"})[0]
+>>> conversation_of({"prompt": "Hi", "completion": "Hello"})[0]
 [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]
->>> _messages({"messages": [{"role": "robot", "content": "x"}]})[1]
+>>> conversation_of({"messages": [{"role": "robot", "content": "x"}]})[1]
 "unknown role 'robot' in messages[0] (use system, developer, user, assistant or tool)"
 >>> call = {"function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
 >>> said = {"role": "assistant", "content": None, "tool_calls": [call]}
->>> _messages({"messages": [{"role": "user", "content": "Paris?"}, said]})[0][1]["content"]
+>>> conversation_of({"messages": [{"role": "user", "content": "Paris?"}, said]})[0][1]["content"]
 '<tool_call>\\n{"name": "weather", "arguments": {"city": "Paris"}}\\n</tool_call>'
 """
 
@@ -61,7 +61,7 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a function tool's name, as t
 PAIR_COLUMNS = (("source", "target"), ("prompt", "completion"), ("input", "output"))
 
 
-def _pair_columns(columns: list[str]) -> tuple[str, str] | None:
+def pair_columns(columns: list[str]) -> tuple[str, str] | None:
     lower = {c.strip().lower(): c for c in columns}
     for src, tgt in PAIR_COLUMNS:
         if src in lower and tgt in lower:
@@ -93,19 +93,21 @@ def looks_like_pairs(path: Path) -> bool:
             except ValueError:
                 continue
             if isinstance(obj, dict) and obj:  # the same column pairs as a CSV's
-                return "messages" in obj or _pair_columns(list(obj)) is not None
+                return "messages" in obj or pair_columns(list(obj)) is not None
         return False
     if suffix in (".csv", ".tsv", ".txt"):
         sep = "\t" if suffix == ".tsv" or ("\t" in first and "," not in first) else ","
-        return _pair_columns([c.strip().strip('"') for c in first.strip().split(sep)]) is not None
+        return pair_columns([c.strip().strip('"') for c in first.strip().split(sep)]) is not None
     return False
 
 
-def _messages(fields: dict, cols: tuple[str, str] | None = None) -> tuple[list[dict] | None, str | None]:
+def conversation_of(
+    fields: dict, cols: tuple[str, str] | None = None
+) -> tuple[list[dict] | None, str | None]:
     """(messages, None) or (None, reason). ``cols``: a table's source and target columns (None: a
     JSONL row, read by its ``messages`` or else by its pair of fields)."""
     if cols is not None or "messages" not in fields:
-        return _pair(fields, cols or _pair_columns(list(fields)) or ("prompt", "completion"))
+        return _pair(fields, cols or pair_columns(list(fields)) or ("prompt", "completion"))
     raw = fields["messages"]
     if not isinstance(raw, list) or not raw:
         return None, "'messages' must be a non-empty list of {role, content} objects"
@@ -340,7 +342,7 @@ def import_pairs(
     info = table.info
     cols = None
     if info["format"] != "jsonl":
-        cols = (text_col, label_col) if text_col and label_col else _pair_columns(table.columns)
+        cols = (text_col, label_col) if text_col and label_col else pair_columns(table.columns)
         if cols is None:
             raise DataError(
                 f"no source/target columns among {table.columns}",
@@ -350,7 +352,7 @@ def import_pairs(
     rows, rejects, ignored = [], list(table.malformed), Counter()
     seen: dict[str, object] = {}  # a conversation (white space aside) -> the record it was first in
     for record in table.records:
-        messages, reason = _messages(record.fields, cols)
+        messages, reason = conversation_of(record.fields, cols)
         kind = "invalid example"
         if messages is not None:
             key = json.dumps([[m["role"], " ".join(m["content"].split())] for m in messages])

@@ -29,7 +29,9 @@ from safetensors.torch import load_file, save_file
 
 from aimass.backbones.precision import bf16_enabled, low_precision
 from aimass.data import bbc_news_path, bbc_news_text
-from aimass.data.pairs_import import looks_like_pairs
+from aimass.data.limits import limit
+from aimass.data.pairs_import import conversation_of, looks_like_pairs, pair_columns
+from aimass.data.read import read_source
 from aimass.errors import ConfigError, DataError, NotFoundError, VersionError
 from aimass.estimator import Estimator, parse_config
 from aimass.llm import batcher, decode
@@ -51,6 +53,8 @@ MAX_CHARS = 20000
 MAX_CURVE = 5000  # training-loss points an evaluation keeps (the last ones)
 VALID_EXAMPLES = 32  # the most validation conversations scored at each epoch's end and the fit's
 VALID_SHARE = 8  # ... and at most one per this many training conversations (at least 8): a cheap check
+MAX_EVAL_CONVERSATIONS = 512  # held-out conversations an evaluation scores for loss (a seeded sample)
+EVAL_LIMIT = "AIMASS_MAX_EVAL_CONVERSATIONS"  # ... overridden by this environment variable
 PREDICT_BATCH = 8  # prompts ``predict`` decodes side by side (smollm2, 1 thread: ~4x the tokens/s of one)
 METRIC_EVENTS = 200  # a fit publishes its step metrics about this many times (every step if fewer)
 FITTED = ("backbone_", "data_digest_", "max_length_", "lora_")  # what a load needs besides params
@@ -90,14 +94,63 @@ def _conversations(data, split: str | None) -> tuple[list[list[dict]], str]:
         prompts, answers = data
         if len(prompts) != len(answers):
             raise DataError(f"Got {len(prompts)} prompts but {len(answers)} answers.", hint="Pass one each.")
-        convs = [
-            [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
-            for p, a in zip(prompts, answers)
-        ]
+        convs = [_conversation(p, a) for p, a in zip(prompts, answers)]
     else:
         convs = [list(c) for c in data]
     digest = hashlib.sha256(json.dumps(convs, sort_keys=True).encode()).hexdigest()
     return convs, digest
+
+
+def _conversation(prompt, answer: str) -> list[dict]:
+    """A prompt and its answer as one conversation. The prompt is a user message, the messages
+    before the answer, or the whole conversation ending in that answer (what a chat Dataset's
+    ``inputs`` and :meth:`TextGeneration.eval_data` give)."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    messages = [dict(m) for m in prompt]
+    if not messages or messages[-1].get("role") != "assistant":
+        return [*messages, {"role": "assistant", "content": answer}]
+    if messages[-1].get("content") != answer:
+        raise DataError(
+            "A conversation ends in an assistant turn that is not its answer.",
+            hint="Give the messages before the answer, or the whole conversation ending in its answer.",
+        )
+    return messages
+
+
+def read_conversations(path: Path) -> list[list[dict]]:
+    """Every usable conversation of a chat or prompt/completion JSONL file or a source/target
+    CSV/TSV, read as an import reads it (:mod:`aimass.data.pairs_import`) but not stored: no
+    split, no least number of rows, duplicates and over-long ones kept (held-out data, scored
+    as given). Rows an import would reject as malformed are left out, with a warning.
+
+    Raises:
+        DataError: No row of ``path`` is a usable conversation.
+    """
+    table = read_source(Path(path))
+    cols = None if table.info["format"] == "jsonl" else pair_columns(table.columns)
+    if cols is None and table.info["format"] != "jsonl":
+        raise DataError(
+            f"No source/target columns among {table.columns}.",
+            where=str(path),
+            hint="Name the columns source and target (or prompt and completion).",
+        )
+    convs, rejects = [], [f"{r['file']}:{r['line']}: {r['reason']}" for r in table.malformed]
+    for record in table.records:
+        messages, reason = conversation_of(record.fields, cols)
+        if reason:
+            rejects.append(f"{record.source}: {reason}")
+        else:
+            convs.append(messages)
+    if not convs:
+        raise DataError(
+            f"No usable conversations ({len(rejects)} rejected, e.g. {'; '.join(rejects[:3])}).",
+            where=str(path),
+            hint="Each line needs a user prompt and a non-empty assistant answer.",
+        )
+    if rejects:
+        log.warning("%d rows of %s are left out of the evaluation, e.g. %s", len(rejects), path, rejects[0])
+    return convs
 
 
 def _valid(data, valid, n_train: int) -> list[list[dict]]:
@@ -112,9 +165,17 @@ def _valid(data, valid, n_train: int) -> list[list[dict]]:
     return convs[: min(VALID_EXAMPLES, max(8, n_train // VALID_SHARE))]
 
 
-def encode_example(tokenizer, messages: list[dict], max_length: int | None) -> tuple[list[int], list[int]]:
+def encode_example(
+    tokenizer, messages: list[dict], max_length: int | None, *, trailing: bool = True
+) -> tuple[list[int], list[int]]:
     """(input ids, labels): labels are -100 except on the assistant turns (content and end of turn).
-    Longer than ``max_length``: the start is cut (the answer is what trains); None: never cut."""
+    Longer than ``max_length``: the start is cut (the answer is what trains); None: never cut.
+
+    ``trailing``: the white space the chat template writes after a turn's end-of-turn token (the
+    ``\\n`` after ``<|im_end|>``) is labelled too. Training labels it (as aimass always has: a
+    near-certain token, harmless to learn, and a fit stays the adapter earlier versions trained);
+    evaluation does not (``trailing=False``): generation stops at the end-of-turn token, so that
+    newline is no part of an answer, and counting it lowered the held-out perplexity."""
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     spans = []
     for i, message in enumerate(messages):
@@ -123,6 +184,8 @@ def encode_example(tokenizer, messages: list[dict], max_length: int | None) -> t
                 tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=False)
             )
             end = len(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False))
+            if not trailing:
+                end = start + len(full[start:end].rstrip())
             spans.append((start, end))
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"]
@@ -151,6 +214,31 @@ def fitted_length(examples: list[tuple[list[int], list[int]]], given: int | None
     return length, sum(len(ids) > length for ids, _ in examples)
 
 
+def sample_held_out(n: int, most: int, generated: int, seed) -> tuple[list[int], list[int]]:
+    """(the conversations evaluation scores for loss, those it answers for ROUGE-L): of ``n``, at
+    most ``most`` and ``generated``, a seeded random sample when there are more (the generated ones
+    among the scored), each in the data's order. The first rows of a file are often its oldest
+    or one source's: a sample stands for the whole.
+
+    >>> sample_held_out(5, 512, 8, 0)
+    ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
+    >>> scored, shown = sample_held_out(1000, 4, 2, 0)
+    >>> len(scored), set(shown) <= set(scored), scored == sample_held_out(1000, 4, 2, 0)[0]
+    (4, True, True)
+    """
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:most]), sorted(order[: min(most, generated)])
+
+
+def _cut_warning(cut: int, scored: int, length: int) -> str:
+    return (
+        f"{cut} of the {scored} held-out conversations scored are longer than {length} tokens (the "
+        "backbone's context length): their start was cut, so their answers were scored on less of "
+        "their prompt (truncated). Shorten those prompts to score them whole."
+    )
+
+
 def lora_settings(cfg: Config) -> dict:
     """peft's ``LoraConfig`` arguments for ``cfg``: rank and scale on all 7 projections of each block."""
     return {
@@ -171,6 +259,22 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     return batches
 
 
+def _token_batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Length-sorted batches of at most ``budget`` tokens each, padding included (an example
+    longer than that alone): what bounds an evaluation's memory, whatever its examples' lengths.
+
+    >>> _token_batches([10, 300, 12, 40, 11], 64)
+    [[0, 4, 2], [3], [1]]
+    """
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        if batches and (len(batches[-1]) + 1) * lengths[i] <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def _collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(ids) for ids, _ in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -183,12 +287,25 @@ def _collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
+def _token_loss(
+    model, batch: dict[str, torch.Tensor], *, labelled_only: bool = False
+) -> tuple[torch.Tensor, int, int]:
     """(summed next-token loss over the labelled tokens, how many, how many the model's top token
-    gets right: the mean token accuracy OpenAI's fine-tuning metrics report)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    gets right: the mean token accuracy OpenAI's fine-tuning metrics report).
+
+    ``labelled_only``: the vocabulary logits are computed only at the positions that predict a
+    labelled token in some row (transformers' ``logits_to_keep``), not at every prompt token: a
+    2,048-token example with a 60-token answer holds 12 MB of logits instead of 400 (evaluation)."""
     target = batch["labels"][:, 1:]
-    scored = logits[:, :-1]
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if labelled_only:
+        keep = (target != -100).any(0).nonzero().flatten()
+        target = target[:, keep]
+        scored = model(**inputs, logits_to_keep=keep).logits
+        logits = scored
+    else:
+        logits = model(**inputs).logits
+        scored = logits[:, :-1]
     loss = torch.nn.functional.cross_entropy(
         scored.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), reduction="sum"
     )
@@ -219,7 +336,8 @@ class TextGenerator(Estimator):
             held-out ROUGE-L 0.226 against 0.163 at 2e-4; bench/results/generation.md).
         lora_r, lora_alpha: LoRA rank and scale, on all 7 projections of each block.
         max_new_tokens: the most tokens ``predict`` and ``evaluate`` generate.
-        eval_examples: held-out examples ``evaluate`` generates for (ROUGE-L, base vs fine-tuned).
+        eval_examples: held-out examples ``evaluate`` generates for (ROUGE-L, base vs fine-tuned): a
+            sample seeded by ``seed``, not the first rows.
         threads: torch threads for training and generation (1 is fastest on a busy 2-core machine).
         seed: seeds LoRA initialisation and batch order.
     """
@@ -413,24 +531,48 @@ class TextGenerator(Estimator):
 
     # ------------------------------------------------------------ evaluate
     def loss(self, conversations: list[list[dict]], batch_size: int = 8, *, base: bool = False) -> float:
-        """Mean next-token loss on the assistant tokens of ``conversations`` (teacher forcing);
+        """Mean next-token loss on the answer tokens of ``conversations`` (teacher forcing);
         ``base=True``: of the base model, the adapter off."""
         return self.token_scores(conversations, batch_size, base=base)[0]
 
-    @torch.inference_mode()
     def token_scores(
         self, conversations: list[list[dict]], batch_size: int = 8, *, base: bool = False
     ) -> tuple[float, float]:
-        """(mean next-token loss, mean token accuracy) on the assistant tokens of ``conversations``."""
+        """(mean next-token loss, mean token accuracy) on the answer tokens of ``conversations``:
+        each assistant turn's content and its end-of-turn token, pooled over every conversation
+        (a long answer weighs more than a short one), each scored whole up to :meth:`eval_length`."""
+        examples, _ = self.held_out_examples(conversations)
+        return self._scores(examples, batch_size, base)
+
+    def eval_length(self) -> int:
+        """The most tokens of a conversation evaluation scores: the backbone's context length (the
+        training ``max_length_`` when longer); a longer conversation loses its start."""
         self.check_fitted()
+        return max(get_llm_backbone(self.backbone_).context_length, int(self.max_length_))
+
+    def held_out_examples(self, conversations: list[list[dict]]) -> tuple[list, int]:
+        """(the encoded examples evaluation scores, how many were longer than :meth:`eval_length`
+        and lost their start). Not cut to the training ``max_length_``: a 356-token prompt's answer,
+        scored on the last 48 tokens (a fit on short examples), read perplexity 5.43, not 2.38."""
+        length = self.eval_length()
         tokenizer = self.base_.tokenizer
-        examples = [encode_example(tokenizer, c, self.max_length_) for c in conversations]
+        whole = [encode_example(tokenizer, c, None, trailing=False) for c in conversations]
+        cut = sum(len(ids) > length for ids, _ in whole)
+        return [(ids[-length:], labels[-length:]) for ids, labels in whole], cut
+
+    @torch.inference_mode()
+    def _scores(self, examples: list, batch_size: int, base: bool) -> tuple[float, float]:
+        """(mean loss, mean token accuracy) over the labelled tokens of ``examples``, in
+        length-sorted batches of at most ``batch_size * max_length_`` tokens (a training batch's)."""
+        self.check_fitted()
+        pad_id = self.base_.tokenizer.pad_token_id
+        budget = batch_size * int(self.max_length_)
         total, count, right = 0.0, 0, 0
+        decode.set_threads(self.threads if isinstance(self.threads, int) else None)
         with self.base_.using(None if base else self.adapter_) as model:
-            for start in range(0, len(examples), batch_size):
-                loss, n, r = _token_loss(
-                    model, _collate(examples[start : start + batch_size], tokenizer.pad_token_id)
-                )
+            for rows in _token_batches([len(ids) for ids, _ in examples], budget):
+                batch = _collate([examples[i] for i in rows], pad_id)
+                loss, n, r = _token_loss(model, batch, labelled_only=True)
                 total, count, right = total + float(loss), count + n, right + r
         return total / max(count, 1), right / max(count, 1)
 
@@ -440,10 +582,18 @@ class TextGenerator(Estimator):
         convs, _ = _conversations(data, split)
         return -self.loss(convs)
 
-    def evaluate(self, data, split: str = "test", top_k: int = 3) -> dict:
+    def evaluate(self, data, split: str = "test", top_k: int = 3, *, max_scored: int | None = None) -> dict:
         """Held-out loss and perplexity (of the fine-tune and of the base model), ROUGE-L and exact
         match of greedy answers, a table of base vs fine-tuned answers for ``top_k`` prompts, and
-        the fit's training loss per step (drawn by ``TextGeneration.plots``)."""
+        the fit's training loss per step (drawn by ``TextGeneration.plots``).
+
+        Loss and perplexity are per answer token, pooled over the conversations scored: at most
+        ``max_scored`` of them (default ``AIMASS_MAX_EVAL_CONVERSATIONS``, else
+        :data:`MAX_EVAL_CONVERSATIONS`), a seeded sample (``seed``) when there are more (``n`` is
+        how many there are, ``n_scored`` how many were scored). ``eval_examples`` of those, drawn
+        the same way, are answered greedily for ROUGE-L and exact match (``n_generated``). A
+        conversation longer than :meth:`eval_length` loses its start: ``truncated`` counts them,
+        with a warning in ``warnings``."""
         convs, _ = _conversations(data, split)
         if not convs:
             raise DataError(
@@ -451,8 +601,11 @@ class TextGenerator(Estimator):
                 hint="Evaluate on another split or pass --data FILE.",
             )
         began = time.monotonic()
-        (loss, accuracy), base_loss = self.token_scores(convs), self.loss(convs, base=True)
-        shown = convs[: self.eval_examples]
+        most = int(limit(EVAL_LIMIT, MAX_EVAL_CONVERSATIONS, max_scored, param="max_scored"))
+        scored, shown = sample_held_out(len(convs), most, int(self.eval_examples), self.seed)
+        examples, cut = self.held_out_examples([convs[i] for i in scored])
+        (loss, accuracy), (base_loss, _) = self._scores(examples, 8, False), self._scores(examples, 8, True)
+        shown = [convs[i] for i in shown]
         refs = [c[-1]["content"] for c in shown]
         tuned = self.predict([c[:-1] for c in shown])
         base = self.predict([c[:-1] for c in shown], base=True)
@@ -460,8 +613,10 @@ class TextGenerator(Estimator):
             {"prompt": c[-2]["content"][:200], "reference": r, "base": b, "fine_tuned": t}
             for c, r, b, t in list(zip(shown, refs, base, tuned))[:top_k]
         ]
-        return {
+        report = {
             "n": len(convs),
+            "n_scored": len(scored),
+            "truncated": cut,
             "loss": round(loss, 4),
             "perplexity": round(math.exp(min(loss, 50)), 3),
             "mean_token_accuracy": round(accuracy, 4),
@@ -476,6 +631,10 @@ class TextGenerator(Estimator):
             "validation": list(getattr(self, "valid_history_", [])),
             "seconds": round(time.monotonic() - began, 2),
         }
+        if cut:
+            report["warnings"] = [_cut_warning(cut, len(scored), self.eval_length())]
+            log.warning("%s", report["warnings"][0])
+        return report
 
     # ---------------------------------------------------------- save/load
     def adapter_state(self) -> dict[str, torch.Tensor]:
@@ -923,6 +1082,18 @@ class TextGeneration(Task):
             if looks_like_pairs(path)
             else None
         )
+
+    @classmethod
+    def eval_data(cls, path: Path, import_dataset=None) -> tuple[list, list] | None:
+        """``(conversations, answers)``: every usable conversation of a chat or prompt/completion
+        JSONL file or a source/target CSV/TSV (:func:`read_conversations`: not imported, no split,
+        no least number of rows) and its last answer; None for anything else. The conversations
+        are whole, as a chat Dataset's ``inputs`` are, so ``overlap_with_train`` finds rows that
+        trained the version."""
+        if not looks_like_pairs(path):
+            return None
+        convs = read_conversations(path)
+        return convs, [c[-1]["content"] for c in convs]
 
     @staticmethod
     def sample_data(per_class: int = 1) -> tuple[list[str], list[str]]:
