@@ -155,6 +155,7 @@ def student_of(parent):
             "This version cannot be trained further (it has no float torch network).",
             hint="Compress its parent version instead (distill or prune before int8 or onnx).",
         )
+    _check_encoder(parent, net)
     child = type(parent)(**parent.get_params())
     skip = {"net_", "runtime_", "compression_", "stages_", "timings_", "structure_"}
     for key, value in vars(parent).items():
@@ -164,6 +165,21 @@ def student_of(parent):
     child.net_ = copy.deepcopy(net).eval()
     child.structure_ = copy.deepcopy(getattr(parent, "structure_", None) or structure.full(net.encoder))
     return child
+
+
+def _check_encoder(parent, net) -> None:
+    """Refuse, before any work, an encoder a student cannot be cut from (blocks of a layout
+    :mod:`~aimass.compressors.structure` does not know) or trained on: :func:`fit_student` runs the
+    blocks one by one on cached embeddings, which DeBERTa's cannot do (they need the relative
+    positions their encoder makes; :meth:`~aimass.backbones.text_net.TextNet.runs_blockwise`)."""
+    backbone = getattr(parent, "backbone_", "")
+    structure.layout_of(net.encoder, backbone)
+    if not net.runs_blockwise(parent.tokenizer_):
+        raise ConfigError(
+            f"Backbone {backbone!r} ({type(net.encoder).__name__}) cannot be distilled or pruned: the "
+            "student trains its blocks one by one, and this encoder's blocks do not run on their own.",
+            hint=structure.HINT,
+        )
 
 
 def fit_student(child, teachers: list, data, cfg: Training, deadline: float | None) -> None:

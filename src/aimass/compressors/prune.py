@@ -2,8 +2,10 @@
 feed-forward (FFN) channels leave every encoder layer, so its matrices get smaller.
 
 1. Importance: first-order Taylor scores ``|w * dL/dw|`` of each head (its query/key/value rows and
-   output-projection columns) and each FFN channel (its ``intermediate.dense`` row and
-   ``output.dense`` column), with gradients of the cross-entropy on ``samples`` training texts.
+   output-projection columns) and each FFN channel (its up-projection row and down-projection
+   column; BERT's ``intermediate.dense`` and ``output.dense``, DistilBERT's ``ffn.lin1`` and
+   ``ffn.lin2``: :data:`aimass.compressors.structure.LAYOUTS`), with gradients of the cross-entropy
+   on ``samples`` training texts.
 2. Each layer loses the ``heads`` fraction of its least important heads (it keeps at least one)
    and the ``ffn`` fraction of its least important channels (it keeps a multiple of 8).
 3. A short fine-tune learns from the parent's soft targets and the labels
@@ -128,10 +130,10 @@ def _taylor(linear, dim: int) -> torch.Tensor:
 
 
 def _block_scores(block) -> tuple[torch.Tensor, torch.Tensor]:
-    attention = block.attention
-    size = attention.self.attention_head_size
-    per_unit = sum(_taylor(getattr(attention.self, n), 0) for n in ("query", "key", "value"))
-    per_unit = per_unit + _taylor(attention.output.dense, 1)
+    """(per alive head, per FFN channel) Taylor scores of ``block``, whatever its layout
+    (:func:`aimass.compressors.structure.head_parts`)."""
+    rows, out, size = structure.head_parts(block)
+    per_unit = sum(_taylor(linear, 0) for linear in rows.values()) + _taylor(out, 1)
     heads = per_unit.view(-1, size).sum(1)
-    channels = _taylor(block.intermediate.dense, 0) + _taylor(block.output.dense, 1)
-    return heads, channels
+    up, down = structure.ffn_parts(block)
+    return heads, _taylor(up, 0) + _taylor(down, 1)
