@@ -98,6 +98,8 @@ def _text_weights(model, folder: Path) -> dict:
         "pad_token": tokenizer.pad_token,
         "pooling": "mean of the token vectors over the attention mask, L2-normalised",
         "backbone": model.backbone_,
+        # a pruned child's removed heads and narrower feed-forward layers: config.json cannot say them
+        "structure": getattr(model, "structure_", None),
     }
     if getattr(model, "threshold_", None) is not None:  # multi-label: a sigmoid per label, labels from here
         prep |= {"activation": "sigmoid", "threshold": model.threshold_}

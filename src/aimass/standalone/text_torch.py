@@ -60,6 +60,33 @@ class Classifier(nn.Module):
         return self.dense(nn.functional.normalize(pooled, dim=-1))
 
 
+HEAD_COUNTS = ("num_attention_heads", "n_heads")  # BERT's (and DeBERTa's), DistilBERT's
+HEAD_ROWS = ("query", "q_lin", "query_proj")  # the query projection: one slice of rows per head
+
+
+def reshape(encoder: nn.Module, weights: dict) -> None:
+    """Shape the encoder built from config.json like a pruned model's saved ``weights`` (config.json
+    cannot say that a layer lost attention heads or feed-forward channels): every linear layer
+    whose saved weight has another shape is replaced by one of the saved shape, and each attention
+    module then runs as many heads as its query projection has rows for."""
+    for name, module in list(encoder.named_modules()):
+        saved = weights.get(f"{name}.weight")
+        if isinstance(module, nn.Linear) and saved is not None and saved.shape != module.weight.shape:
+            parent, _, child = name.rpartition(".")
+            out, into = saved.shape
+            setattr(encoder.get_submodule(parent) if parent else encoder, child, nn.Linear(into, out))
+    for module in encoder.modules():
+        query = next((getattr(module, n) for n in HEAD_ROWS if hasattr(module, n)), None)
+        size = getattr(module, "attention_head_size", None)
+        if not isinstance(query, nn.Linear) or not size:
+            continue
+        for count in HEAD_COUNTS:
+            if hasattr(module, count):
+                setattr(module, count, query.out_features // size)
+        if hasattr(module, "all_head_size"):
+            module.all_head_size = query.out_features
+
+
 class TextModel:
     """The exported model: ``predict_proba(texts)`` and ``predict(texts)``."""
 
@@ -75,7 +102,9 @@ class TextModel:
         self.tokenizer.enable_padding(pad_id=prep["pad_id"], pad_token=prep["pad_token"])
         state = load_file(str(folder / "model.safetensors"))
         self.net = Classifier(folder, len(self.labels)).eval()
-        self.net.encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        weights = {k[8:]: v for k, v in state.items() if k.startswith("encoder.")}
+        reshape(self.net.encoder, weights)
+        self.net.encoder.load_state_dict(weights)
         self.net.dense.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("head.dense.")})
         lexical = state.get("head.lexical.weight")
         self.lexical = Tfidf(folder, lexical.numpy()) if lexical is not None else None

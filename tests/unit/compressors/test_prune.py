@@ -86,3 +86,14 @@ def test_structure_rebuilds_a_pruned_encoder_from_its_backbone():
     assert structure.describe(fresh) == {"layers": 2, "heads": [1, 4], "ffn": [64, 3]}
     assert prune._channels_kept(1536, 0.5) == 768 and prune._channels_kept(1536, 0.0) == 1536
     assert prune._least(torch.tensor([3.0, 1.0, 2.0]), 5) == [1, 2]  # one head always stays
+
+
+def test_safetensors_export_of_a_pruned_model_runs_in_its_own_predict_py(pruned, tmp_path):
+    """The exported folder's ``predict.py`` rebuilds the encoder from config.json, which knows neither
+    the removed heads nor the narrower feed-forward layers: it reshapes to the saved weights."""
+    from aimass.exporters.folder import write_folder
+
+    child, _ = pruned
+    manifest = write_folder(child, "safetensors", tmp_path / "st", "news:2")
+    assert json.loads((tmp_path / "st" / "preprocessing.json").read_text())["structure"] == child.structure_
+    assert manifest["check"]["predict_py_max_abs_diff_proba"] < 1e-4, manifest["check"]
