@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.core import TyperCommand
 
 from aimass.cli.shell import JsonFlag, command, emit, err, out
@@ -447,6 +448,8 @@ def evaluate(
 
     report = api.evaluate(model, data)
     emit(report, as_json, _show_report)
+    for warning in report.get("warnings") or []:  # a language model's conversations cut to its context
+        err.print(f"[yellow]Warning:[/] {escape(str(warning))}")
     if report.get("overlap_with_train"):
         err.print(
             f"[yellow]Warning:[/] {report['overlap_with_train']} of the {report['n']} rows evaluated are "
@@ -474,7 +477,12 @@ def _show_report(report: dict) -> None:
             {"metric": "rouge_l", "fine-tuned": report["rouge_l"], "base model": report["rouge_l_base"]},
             {"metric": "exact_match", "fine-tuned": report["exact_match"], "base model": None},
         ]
-        title = f"Held-out: {report['n']} examples, {report['n_generated']} answered, {report['seconds']}s"
+        scored = report.get("n_scored", report["n"])
+        sampled = f" (a sample of {scored} scored)" if scored < report["n"] else ""
+        title = (
+            f"Held-out: {report['n']} examples{sampled}, {report['n_generated']} answered, "
+            f"{report['seconds']}s"
+        )
         out.print(_table(rows, ["metric", "fine-tuned", "base model"], title=title))
         side = report.get("side_by_side") or []
         if side:

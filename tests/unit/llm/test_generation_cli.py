@@ -40,10 +40,12 @@ def test_predict_shows_a_language_models_answers_and_constrains_them(headlines_m
     assert broken.exit_code != 0 and "JSON Schema" in broken.output, broken.output
 
 
-def test_evaluate_shows_a_language_models_report(headlines_model, headlines_jsonl):
+def test_evaluate_shows_a_language_models_report(headlines_model, headlines_jsonl, monkeypatch):
+    monkeypatch.setenv("AIMASS_MAX_EVAL_CONVERSATIONS", "4")  # a file of 32: a sample is scored, and said
     answer = CliRunner().invoke(app, ["evaluate", headlines_model["model"], "--data", str(headlines_jsonl)])
     assert answer.exit_code == 0, (answer.output, answer.exception)
     assert "perplexity" in answer.output and "rouge_l" in answer.output
+    assert "(a sample of 4 scored)" in " ".join(answer.output.split()), answer.output
 
 
 def test_compress_refuses_a_language_model_and_says_what_to_do_instead(headlines_model):
