@@ -68,3 +68,15 @@ def test_another_projects_user_gets_the_404_of_the_model_and_nothing_is_kept(wor
     sent = label_a_file(world["eve"])
     assert sent.status_code == 404 and "default" not in sent.text and "nlp" not in sent.text
     assert not [p for p in paths.subdir("uploads").iterdir() if not p.name.startswith(".")]
+
+
+def test_the_form_is_offered_only_to_who_may_also_upload_into_the_models_project(world):
+    """The model page offers "label a file" where both REST twins are allowed: the upload into the
+    model's project and the predict job; a user denied imports there gets no form to be refused by."""
+    no_imports = [*team("nlp"), {"Effect": "Deny", "Action": "dataset:Import", "Resource": "*"}]
+    keys = {"alice": world["alice"], "dora": user_with_key("dora", "NlpNoImports", no_imports)}
+    for user, offered in (("alice", True), ("dora", False)):
+        with signed_in(create_app(refs=[]), keys[user]) as web:
+            page = web.get("/console/models/reviews:1")
+        assert page.status_code == 200, page.text[-500:]
+        assert ("models/reviews:1/score" in page.text) == offered, user

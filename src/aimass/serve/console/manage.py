@@ -302,7 +302,8 @@ def _offers(console: Console, ctx: Ctx, info: dict) -> dict:
         "may_deploy": console.may(ctx, "POST", "/v1/services", {"model": ref}),
         "may_delete": console.may(ctx, "DELETE", rest("/v1/versions/{}", ref)),
         "may_export": console.may(ctx, "GET", rest("/v1/versions/{}/export", ref)),
-        "may_score": info["task"] in SCORED
+        "may_score": info["task"] in SCORED  # the file goes to the model's project, then the job runs
+        and console.may(ctx, "POST", "/v1/uploads", {"project": project})
         and console.may(
             ctx, "POST", "/v1/jobs", {"kind": "predict", "params": {"model": ref}, "project": project}
         ),
