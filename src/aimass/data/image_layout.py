@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,6 +28,7 @@ from aimass.data.read import (
     loads_json,
     make_reject,
     read_source,
+    walk,
 )
 from aimass.data.validate import SPLIT_ALIASES
 from aimass.errors import DataError
@@ -128,7 +128,7 @@ def read_layout(
         layout = _read_class_folders(root, Layout("class folders", "folder"), root, None, show)
     layout.hidden = hidden_files(root)
     layout.ignored += [p.relative_to(top).as_posix() for p in notes]  # a README beside the lone folder
-    layout.rejects += [link_reject(path, root, show(path)) for path, out in _walk(root, root) if out]
+    layout.rejects += [link_reject(path, root, show(path)) for path, out in walk(root, root) if out]
     if not (layout.items or layout.rejects):
         nested = sorted(
             p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and archive_kind(p)
@@ -181,25 +181,7 @@ def image_files(folder: Path) -> Iterator[Path]:
 
 
 def _files(folder: Path, root: Path) -> Iterator[Path]:
-    return (path for path, out in _walk(folder, root) if not out)
-
-
-def _walk(folder: Path, root: Path) -> Iterator[tuple[Path, bool]]:
-    """Every file under ``folder``, sorted, as ``(path, False)``; every link under it that leads
-    outside ``root`` as ``(link, True)``, never followed. Hidden names are skipped; links that stay
-    inside ``root`` are followed, each real folder walked once, and never one back up to ``folder``
-    or above it (a loop)."""
-    seen, start = set(), folder.resolve()
-    for top, dirs, files in os.walk(folder, followlinks=True):
-        here, real = Path(top), Path(top).resolve()
-        if real in seen or (here != folder and start.is_relative_to(real)):
-            dirs[:] = []
-            continue
-        seen.add(real)
-        names = [n for n in sorted(dirs + files) if not is_ignored((n,))]
-        out = {n for n in names if leads_outside(here / n, root)}
-        dirs[:] = [d for d in names if d in dirs and d not in out]
-        yield from ((here / n, n in out) for n in names if n in out or n in files)
+    return (path for path, out in walk(folder, root) if not out)
 
 
 def split_folders(root: Path, show: Callable[[Path], str] = str) -> dict[str, Path]:

@@ -692,7 +692,7 @@ def read_folder(path: Path, shown_as=str) -> RawTable:
     class_dirs = [p for p in entries if p.is_dir() and p not in links]
     files, ignored = [], []
     for folder in class_dirs:
-        for file, outside in _class_files(folder, path):
+        for file, outside in walk(folder, path):
             if outside:
                 links.append(file)
             elif file.is_file() and documents.is_document(file.name):
@@ -731,11 +731,12 @@ def read_folder(path: Path, shown_as=str) -> RawTable:
     return RawTable(records, malformed, ["text", "label"], info)
 
 
-def _class_files(folder: Path, root: Path):
-    """Every file under the class folder ``folder``, sorted, as ``(path, False)``, and every link under
-    it that leads outside ``root`` as ``(link, True)``, never followed. Hidden names and litter are
-    skipped (:func:`~aimass.data.archive.hidden_files` lists the hidden ones); links that stay inside
-    ``root`` are followed, each real folder walked once, never one back up to ``folder`` or above."""
+def walk(folder: Path, root: Path):
+    """Every file under ``folder``, sorted, as ``(path, False)``, and every link under it that leads
+    outside ``root`` as ``(link, True)``, never followed. Hidden names and litter are skipped
+    (:func:`~aimass.data.archive.hidden_files` lists the hidden ones); links that stay inside ``root``
+    are followed, each real folder walked once, never one back up to ``folder`` or above it (a
+    loop). Class folders of documents and of images are walked alike."""
     seen, start = set(), folder.resolve()
     for top, dirs, names in os.walk(folder, followlinks=True):
         here, real = Path(top), Path(top).resolve()
