@@ -221,8 +221,12 @@ def _read_class_folders(folder: Path, layout: Layout, root: Path, split: str | N
             _outside(entry, root, layout, show, "not in a class folder: its label is unknown")
             continue
         items, rejects = len(layout.items), len(layout.rejects)
-        for file in _files(entry, root):
-            _add_file(layout, file, root, entry.name, split, show)
+        others = tuple(e.resolve() for e in _visible(folder, root) if e.is_dir() and e != entry)
+        for file, fenced in walk(entry, root, others):
+            if not fenced:
+                _add_file(layout, file, root, entry.name, split, show)
+            elif not leads_outside(file, root):  # into another class folder: a reject, not read again
+                layout.rejects.append(link_reject(file, root, show(file)))  # (outside: the root's walk)
         if len(layout.items) == items:
             layout.warnings.append(
                 _no_class(entry.relative_to(root).as_posix(), len(layout.rejects) - rejects)

@@ -89,14 +89,22 @@ def make_reject(file: str, line: int, reason: str, raw: str, kind: str) -> dict:
     return {"file": file, "line": line, "reason": reason, "raw": raw, "kind": kind}
 
 
-LINK_OUT = "a link that leads outside the folder being imported"
+LINK_OUT = "a link that leads outside the folder being imported, into another class folder, or round a loop"
 
 
-def leads_outside(path: Path, root: Path) -> bool:
-    """True when ``path`` is a symbolic link whose target is not under ``root``: such a link is never
-    read (a reject, :data:`LINK_OUT`), so a link dropped into an imported folder cannot pull the
-    server's other files into a dataset. Links that stay under ``root`` are followed."""
-    return path.is_symlink() and not path.resolve().is_relative_to(root.resolve())
+def leads_outside(path: Path, root: Path, fenced: tuple[Path, ...] = ()) -> bool:
+    """True when ``path`` is a symbolic link whose target is not under ``root``, or lies in one of the
+    ``fenced`` folders (the other class folders: a link there would read their files again under
+    this label), or cannot be followed (a loop, a name too long): such a link is never read (a
+    reject, :data:`LINK_OUT`), so a link dropped into an imported folder cannot pull the server's
+    other files into a dataset. Other links that stay under ``root`` are followed."""
+    try:
+        if not path.is_symlink():
+            return False
+        target = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11's resolve)
+        return True
+    return not target.is_relative_to(root.resolve()) or any(target.is_relative_to(f) for f in fenced)
 
 
 def link_reject(path: Path, root: Path, shown: str) -> dict:
@@ -692,7 +700,8 @@ def read_folder(path: Path, shown_as=str) -> RawTable:
     class_dirs = [p for p in entries if p.is_dir() and p not in links]
     files, ignored = [], []
     for folder in class_dirs:
-        for file, outside in walk(folder, path):
+        others = tuple(d.resolve() for d in class_dirs if d != folder)  # links there: rejects
+        for file, outside in walk(folder, path, others):
             if outside:
                 links.append(file)
             elif file.is_file() and documents.is_document(file.name):
@@ -731,7 +740,7 @@ def read_folder(path: Path, shown_as=str) -> RawTable:
     return RawTable(records, malformed, ["text", "label"], info)
 
 
-def walk(folder: Path, root: Path):
+def walk(folder: Path, root: Path, fenced: tuple[Path, ...] = ()):
     """Every file under ``folder``, sorted, as ``(path, False)``, and every link under it that leads
     outside ``root`` as ``(link, True)``, never followed. Hidden names and litter are skipped
     (:func:`~aimass.data.archive.hidden_files` lists the hidden ones); links that stay inside ``root``
@@ -745,7 +754,7 @@ def walk(folder: Path, root: Path):
             continue
         seen.add(real)
         visible = [n for n in sorted(dirs + names) if not is_ignored((n,))]
-        outside = {n for n in visible if leads_outside(here / n, root)}
+        outside = {n for n in visible if leads_outside(here / n, root, fenced)}
         dirs[:] = [n for n in visible if n in dirs and n not in outside]
         yield from ((here / n, n in outside) for n in visible if n in outside or n in names)
 

@@ -101,6 +101,44 @@ def test_a_link_loop_inside_a_class_folder_is_walked_once(tmp_path):
     assert rejects_of(table)["outside"]["kind"] == "link outside"
 
 
+def test_links_round_a_loop_or_into_another_class_folder_are_rejects_not_crashes_or_relabels(tmp_path):
+    """``pos/loop1 -> loop2 -> loop1`` crashed the import (RuntimeError from resolve); a link from
+    ``pos`` into ``neg`` read neg's document again labelled pos, and the conflict then threw the real
+    row away. Both are rejects; every real document is read once, under its own folder."""
+    root = write(tmp_path / "news", {"pos/a.txt": "a text", "neg/b.txt": "b text"})
+    (root / "pos" / "loop1").symlink_to(root / "pos" / "loop2")
+    (root / "pos" / "loop2").symlink_to(root / "pos" / "loop1")
+    (root / "pos" / "neglink").symlink_to(root / "neg", target_is_directory=True)
+    (root / "pos" / "b_copy.txt").symlink_to(root / "neg" / "b.txt")
+    table = read_folder(root)
+    assert [(r.source, r.fields["label"]) for r in table.records] == [
+        ("neg/b.txt", "neg"),
+        ("pos/a.txt", "pos"),
+    ]
+    assert {name: r["kind"] for name, r in rejects_of(table).items()} == {
+        name: "link outside" for name in ("loop1", "loop2", "neglink", "b_copy.txt")
+    }
+
+
+def test_an_image_class_folder_linking_into_another_reads_each_image_once(tmp_path):
+    """``cat/more -> ../dog``: the dog images were read as cats too and dropped as conflicts (a
+    held-out folder of 3 images scored 1)."""
+    from PIL import Image
+
+    from aimass.data.image_import import read_held_out
+
+    for i, label in enumerate(("cat", "dog", "dog")):
+        (tmp_path / "pets" / label).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "pets" / label / f"{i}.png")
+    (tmp_path / "pets" / "cat" / "more").symlink_to(tmp_path / "pets" / "dog", target_is_directory=True)
+    images, labels = read_held_out(tmp_path / "pets")
+    assert sorted(zip((Path(p).name for p in images), labels)) == [
+        ("0.png", "cat"),
+        ("1.png", "dog"),
+        ("2.png", "dog"),
+    ]
+
+
 # 3. A UTF-16 or UTF-32 HTML page is read by its byte order mark
 
 
