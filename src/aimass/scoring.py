@@ -62,10 +62,12 @@ from aimass.store import registry
 
 CHUNK = 256  # rows scored, written and flushed at a time
 ANSWER_CHUNK = 16  # a language model's rows: each takes about a second
+MAX_REJECTS = 1000  # unreadable lines listed in the result; the rest are counted in one entry
 PIECE = 2048  # table records parsed at a time: with the chunk, what a run holds, whatever the file
 PREDICTED = "predicted_"  # before an added column's name that the input already has
 FORMULA_STARTS = ("=", "+", "@", "\t", "\r")  # a spreadsheet runs such a cell (CSV injection)
 _NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # a negative number: not a formula
+NUMBERED = ("malformed line", "repeated header")  # reject kinds whose reasons name line numbers
 _PIECE_LINE = re.compile(r"\b(from|at) line (\d+)(?: to (\d+))?")  # the line numbers in a CSV reject
 FIXED = ("line", "label", "score", "error")
 ANSWERED = ("line", "answer", "error")
@@ -348,13 +350,19 @@ def _table(path: Path, text_col: str | None, guess: str | None) -> _Source:
 
 def _survey(pieces: Iterator[RawTable]) -> tuple[list[str], int, list[dict], list]:
     """The first pass: the columns (a JSONL file's, every key in the order met), the rows, the
-    rejects and the first records (what the header check and the text column's guess read)."""
-    columns, total, rejects, sample = {}, 0, [], []
+    rejects (the first :data:`MAX_REJECTS`, then one entry counting the rest: a file of bad lines
+    must not fill memory and the job's result) and the first records (what the header check and
+    the text column's guess read)."""
+    columns, total, rejects, sample, more = {}, 0, [], [], 0
     for piece in pieces:
         columns.update(dict.fromkeys(piece.columns))
         total += len(piece.records)
-        rejects += [{"line": m["line"], "reason": m["reason"]} for m in piece.malformed]
+        kept = piece.malformed[: max(0, MAX_REJECTS - len(rejects))]
+        rejects += [{"line": m["line"], "reason": m["reason"]} for m in kept]
+        more += len(piece.malformed) - len(kept)
         sample += piece.records[: SAMPLE - len(sample)]
+    if more:
+        rejects.append({"line": None, "reason": f"{more} more unreadable lines not listed"})
     return list(columns), total, rejects, sample
 
 
@@ -477,7 +485,8 @@ def _piece(head: list[str], lines: list[str], start: int, file: str, fmt: str) -
             record.line += shift
         for reject in table.malformed:
             reject["line"] += shift
-            reject["reason"] = _PIECE_LINE.sub(partial(_renumbered, shift), reject["reason"])
+            if reject.get("kind") in NUMBERED:  # other reasons may quote the user's text: left alone
+                reject["reason"] = _PIECE_LINE.sub(partial(_renumbered, shift), reject["reason"])
     return table
 
 

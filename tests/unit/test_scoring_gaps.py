@@ -179,3 +179,32 @@ def test_a_resumed_run_cuts_its_output_at_the_last_whole_chunk_reading_a_line_at
     cut.write_bytes(data[: data.index(b'a ""quoted') + 5])  # in the 2nd chunk's 2nd row
     resumed = scoring.predict_file(scorer, source, cut, resume=True)
     assert resumed["resumed_at"] == 2 and cut.read_bytes() == straight.read_bytes()
+
+
+def test_unreadable_lines_past_a_thousand_are_counted_not_listed(tmp_path, monkeypatch):
+    """A file of bad lines gave a reject entry each (300,000 lines: a 22 MB job result): the first
+    MAX_REJECTS are listed, one last entry counts the rest."""
+    from aimass import scoring
+
+    monkeypatch.setattr(scoring, "MAX_REJECTS", 3)
+    monkeypatch.setattr(scoring, "PIECE", 2)
+    path = tmp_path / "bad.csv"
+    path.write_text("text,label\n" + "".join(f"row {i},a,extra\n" for i in range(7)) + "fine,a\n")
+    source = scoring._table(path, None, None)
+    assert source.total == 1 and [r["line"] for r in source.rejects] == [2, 3, 4, None]
+    assert source.rejects[-1]["reason"] == "4 more unreadable lines not listed"
+
+
+def test_a_reason_quoting_the_users_text_keeps_its_words(tmp_path, monkeypatch):
+    """Line numbers of a streamed piece's rejects are shifted to the file's, but only in reasons that
+    name lines: a column called "seen at line 1" in a too-large reason stayed "seen at line 7"."""
+    from aimass import scoring
+    from aimass.data.read import read_source
+
+    monkeypatch.setattr(scoring, "PIECE", 2)
+    monkeypatch.setenv("AIMASS_MAX_FIELD_CHARS", "5")
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "a"}\n' * 6 + '{"seen at line 1": "toolongvalue"}\n')
+    streamed = scoring._table(path, "text", None).rejects
+    assert streamed == [{"line": m["line"], "reason": m["reason"]} for m in read_source(path).malformed]
+    assert "seen at line 1" in streamed[0]["reason"]

@@ -653,7 +653,8 @@ def _render_scored(result: dict, shown: int = 5) -> None:
     verb = "scored" if result.get("classes") else "answered"  # a language model has no classes
     out.print(f"{result['rows']} rows {verb} by {result['model']} -> {result['output']}{rejected}")
     for reject in rejects[:shown]:
-        out.print(f"  line {reject['line']}: {reject['reason']}", markup=False, highlight=False)
+        where = f"line {reject['line']}: " if reject["line"] is not None else ""
+        out.print(f"  {where}{reject['reason']}", markup=False, highlight=False)
     if len(rejects) > shown:
         out.print(f"  ... and {len(rejects) - shown} more, all listed with --json")
 
