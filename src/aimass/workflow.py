@@ -422,6 +422,7 @@ def evaluate(ref: str, data: str | Path | None = None, *, save: bool = False) ->
     model = get_task(record.task).estimator.load(registry.open_folder(record))
     split_data = _eval_data(record, data)
     report = model.evaluate(split_data, "test")
+    _report_rejects(report, getattr(split_data, "rejects", None), data)
     overlap = _overlap_with_train(record, split_data)
     if overlap is not None:
         report["overlap_with_train"] = overlap
@@ -430,6 +431,20 @@ def evaluate(ref: str, data: str | Path | None = None, *, save: bool = False) ->
         kept = {k: record.metrics[k] for k in CONTINUED if k in record.metrics}  # of its own fit
         registry.update_metrics(record.ref, {**kept, **_headline(report)})
     return report
+
+
+def _report_rejects(report: dict, rejects: list[dict] | None, data) -> None:
+    """Say in ``report`` how many rows of the held-out file or folder ``data`` were left out and why
+    (``rejected``, and a line in ``warnings`` the CLI prints): nothing is dropped unsaid."""
+    if not rejects:
+        return
+    first = rejects[0]
+    where = f"{first.get('file') or data}" + (f":{first['line']}" if first.get("line") else "")
+    report["rejected"] = len(rejects)
+    report.setdefault("warnings", []).append(
+        f"{len(rejects)} row(s) of {data} were left out of the evaluation (unreadable, conflicting or "
+        f"repeated), e.g. {where}: {first.get('reason')}"
+    )
 
 
 def _trained_on(record) -> Dataset | None:

@@ -50,8 +50,9 @@ def test_labels_partly_unknown_are_listed(trained, tmp_path):
     ref, _ = trained
     texts, labels = bbc_sample(per_class=2)
     rows = [(t, "weather" if i == 0 else label) for i, (t, label) in enumerate(zip(texts, labels))]
-    report = api.evaluate(ref, write_csv(tmp_path / "mixed.csv", rows))
+    report = api.evaluate(ref, write_csv(tmp_path / "mixed.csv", [*rows, ("", "business")]))
     assert report["unknown_labels"] == ["weather"] and report["n"] == len(rows)
+    assert report["rejected"] == 1 and "mixed.csv" in report["warnings"][0]  # the empty text, said
 
 
 def test_rows_the_model_trained_on_are_counted_and_warned_about(trained, bbc_csv):
@@ -107,6 +108,8 @@ def test_a_held_out_image_folder_of_one_class_is_scored_and_its_training_images_
     noise = np.random.default_rng(0).integers(0, 255, (2, 8, 8), dtype=np.uint8)
     for i, pixels in enumerate(noise):  # two the model never saw
         Image.fromarray(pixels).save(held_out / f"new{i}.png")
+    (held_out / "broken.png").write_bytes(b"not an image")  # left out, and said
     report = api.evaluate(ref, str(tmp_path / "more"))
     assert report["n"] == 4 and report["overlap_with_train"] == 2
+    assert report["rejected"] == 1 and "broken.png" in report["warnings"][0]
     assert [d.name for d in api.list_datasets()] == ["digits"]

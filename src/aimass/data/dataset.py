@@ -73,6 +73,23 @@ KINDS = {  # a new kind of data is one entry; tasks name the kind they read (``T
 }
 
 
+class HeldOut(tuple):
+    """``(inputs, targets)`` read from a file or folder as held-out data (``evaluate --data``), with
+    the ``rejects`` left out of it: a model scores the pair as any ``(inputs, targets)``, and the
+    evaluation reports how many rows were left out and why (nothing is dropped unsaid).
+
+    >>> held = HeldOut(["a", "b"], ["x", "y"], [{"line": 3, "reason": "empty text"}])
+    >>> inputs, targets = held
+    >>> inputs, len(held.rejects)
+    (['a', 'b'], 1)
+    """
+
+    def __new__(cls, inputs, targets, rejects=()):
+        held = super().__new__(cls, (inputs, targets))
+        held.rejects = list(rejects)
+        return held
+
+
 @dataclass
 class Dataset:
     """An imported dataset stored under ``AIMASS_HOME/datasets/<id>/``.

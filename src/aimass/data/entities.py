@@ -35,7 +35,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from aimass.data.dataset import Dataset
+from aimass.data.dataset import Dataset, HeldOut
 from aimass.data.language import detect_language
 from aimass.data.pairs_import import random_splits
 from aimass.data.read import (
@@ -332,7 +332,7 @@ def import_entities(
     return save_dataset(lines, rows, rejects, manifest)
 
 
-def read_held_out(path: str | Path) -> tuple[list[str], list[list]]:
+def read_held_out(path: str | Path) -> HeldOut:
     """Every usable row of an entity file as held-out data: ``(texts, spans)``, what ``evaluate
     --data`` scores. Nothing is stored and the training minimum does not hold (one row is a test
     set); malformed, repeated and conflicting rows are left out as an import leaves them out.
@@ -348,7 +348,7 @@ def read_held_out(path: str | Path) -> tuple[list[str], list[list]]:
             where=str(path),
             hint=ROW_HINT,
         )
-    return [r["text"] for r in rows], [r["label"] for r in rows]
+    return HeldOut([r["text"] for r in rows], [r["label"] for r in rows], rejects)
 
 
 def _read(path: Path) -> tuple[list[dict], list[dict], dict, int, int]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimass.data.archive import archive_kind, extract_archive, hidden_warnings
-from aimass.data.dataset import DATA_FILE, REJECTS_FILE, Dataset
+from aimass.data.dataset import DATA_FILE, REJECTS_FILE, Dataset, HeldOut
 from aimass.data.documents import holds_documents
 from aimass.data.image_layout import Item, Layout, image_files, manifest_columns, read_layout
 from aimass.data.images import check_image, pixel_limit, read_image_file
@@ -127,7 +127,7 @@ def import_images(
         return _import(layout, path, kind, options)
 
 
-def read_held_out(path: str | Path, *, max_pixels: int | None = None) -> tuple[list, list[str]]:
+def read_held_out(path: str | Path, *, max_pixels: int | None = None) -> HeldOut:
     """Every usable image of a folder, manifest or archive as held-out data, and its label: what
     ``evaluate --data`` scores. Nothing is stored, no split is drawn and none of the training rules
     holds (one class, one image a class and fewer than 10 images are a fine test set); unreadable,
@@ -135,7 +135,7 @@ def read_held_out(path: str | Path, *, max_pixels: int | None = None) -> tuple[l
 
     Returns:
         ``(inputs, labels)``: a folder's or manifest's image files as paths, an archive's images
-        as bytes (its extracted copy is gone when this returns).
+        as bytes (its extracted copy is gone when this returns); its ``rejects``, those left out.
 
     Raises:
         DataError: No usable image (the message counts the rejects by reason).
@@ -143,17 +143,20 @@ def read_held_out(path: str | Path, *, max_pixels: int | None = None) -> tuple[l
     path = Path(path)
     limit = pixel_limit(max_pixels)
     if archive_kind(path) is None:
-        images = _usable(read_layout(path, show=str), limit, str(path))
-        return [str(image.item.file) for image in images], [image.item.label for image in images]
+        images, rejects = _usable(read_layout(path, show=str), limit, str(path))
+        files = [str(image.item.file) for image in images]
+        return HeldOut(files, [image.item.label for image in images], rejects)
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=datasets_dir()) as scratch:
         extract_archive(path, scratch)
         layout = read_layout(Path(scratch), show=_shown_in(path, Path(scratch)), descend=True)
-        images = _usable(layout, limit, str(path))
-        return [Path(image.item.file).read_bytes() for image in images], [i.item.label for i in images]
+        images, rejects = _usable(layout, limit, str(path))
+        data = [Path(image.item.file).read_bytes() for image in images]
+        return HeldOut(data, [image.item.label for image in images], rejects)
 
 
-def _usable(layout: Layout, max_pixels: int, where: str) -> list[_Image]:
-    """The decoded images of ``layout`` without conflicts or repeats, in the layout's order."""
+def _usable(layout: Layout, max_pixels: int, where: str) -> tuple[list[_Image], list[dict]]:
+    """The decoded images of ``layout`` without conflicts or repeats, in the layout's order, and
+    the rejects (unreadable, too large, conflicting, repeated, links that lead outside)."""
     images, rejects = _decode_all(layout.items, max_pixels)
     images, dropped = _drop_conflicts_and_duplicates(images)
     rejects = layout.rejects + rejects + dropped
@@ -164,7 +167,7 @@ def _usable(layout: Layout, max_pixels: int, where: str) -> list[_Image]:
             where=where,
             hint="Give a folder with one sub-folder per class, a path,label manifest, or an archive of one.",
         )
-    return images
+    return images, sort_rejects(rejects)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from torch import nn
 from aimass.backbones.image_net import pixels as _pixels
 from aimass.backbones.pixel_net import PixelNet, flat
 from aimass.backbones.text_net import Timer
+from aimass.data.dataset import HeldOut
 from aimass.data.image_layout import manifest_columns
 from aimass.data.multilabel import split_labels
 from aimass.data.read import loads_json
@@ -301,9 +302,11 @@ class ImageMultiLabel(ImageClassification):
 
     @classmethod
     def eval_data(cls, path: Path, import_dataset) -> tuple[list, list] | None:
-        """Every image of a manifest or archive (imported as a dataset), labels as lists."""
+        """Every usable image of a manifest or archive (held-out data, not stored), labels as lists."""
         found = ImageClassification.eval_data(path, import_dataset)
-        return None if found is None else (found[0], [split_labels(x) for x in found[1]])
+        return (
+            None if found is None else HeldOut(found[0], [split_labels(x) for x in found[1]], found.rejects)
+        )
 
     @classmethod
     def plots(cls, report: dict, folder: Path) -> list[Path]:

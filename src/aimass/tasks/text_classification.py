@@ -28,6 +28,7 @@ from aimass.backbones.precision import bf16_enabled
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.compressors import structure
 from aimass.data import bbc_news_path, bbc_news_text, detect_language, documents, read_table
+from aimass.data.dataset import HeldOut
 from aimass.data.read import TABLE_FORMATS, decode_lines
 from aimass.data.split import holdout
 from aimass.errors import ConfigError, DataError
@@ -868,7 +869,7 @@ class TextClassification(ClassificationTask):
             raise DataError(
                 f"No usable rows in {path} ({len(rejects)} rejected).", hint="Check the file's columns."
             )
-        return [r["text"] for r in good], [r["label"] for r in good]
+        return HeldOut([r["text"] for r in good], [r["label"] for r in good], rejects)
 
     @classmethod
     def request_item(cls, item: str) -> str:

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from aimass.backbones.precision import bf16_enabled, low_precision
 from aimass.data import bbc_news_path, bbc_news_text
+from aimass.data.dataset import HeldOut
 from aimass.data.limits import limit
 from aimass.data.pairs_import import conversation_of, looks_like_pairs, pair_columns
 from aimass.data.read import read_source
@@ -118,11 +119,14 @@ def _conversation(prompt, answer: str) -> list[dict]:
     return messages
 
 
-def read_conversations(path: Path) -> list[list[dict]]:
+def read_conversations(path: Path) -> HeldOut:
     """Every usable conversation of a chat or prompt/completion JSONL file or a source/target
     CSV/TSV, read as an import reads it (:mod:`aimass.data.pairs_import`) but not stored: no
     split, no least number of rows, duplicates and over-long ones kept (held-out data, scored
-    as given). Rows an import would reject as malformed are left out, with a warning.
+    as given). Rows an import would reject as malformed are left out, in its ``rejects``.
+
+    Returns:
+        ``(conversations, answers)``: each whole, and its last answer.
 
     Raises:
         DataError: No row of ``path`` is a usable conversation.
@@ -135,22 +139,21 @@ def read_conversations(path: Path) -> list[list[dict]]:
             where=str(path),
             hint="Name the columns source and target (or prompt and completion).",
         )
-    convs, rejects = [], [f"{r['file']}:{r['line']}: {r['reason']}" for r in table.malformed]
+    convs, rejects = [], list(table.malformed)
     for record in table.records:
         messages, reason = conversation_of(record.fields, cols)
         if reason:
-            rejects.append(f"{record.source}: {reason}")
+            rejects.append({"file": record.file, "line": record.line, "reason": reason})
         else:
             convs.append(messages)
     if not convs:
+        shown = "; ".join(f"{r['file']}:{r['line']}: {r['reason']}" for r in rejects[:3])
         raise DataError(
-            f"No usable conversations ({len(rejects)} rejected, e.g. {'; '.join(rejects[:3])}).",
+            f"No usable conversations ({len(rejects)} rejected, e.g. {shown}).",
             where=str(path),
             hint="Each line needs a user prompt and a non-empty assistant answer.",
         )
-    if rejects:
-        log.warning("%d rows of %s are left out of the evaluation, e.g. %s", len(rejects), path, rejects[0])
-    return convs
+    return HeldOut(convs, [c[-1]["content"] for c in convs], rejects)
 
 
 def _valid(data, valid, n_train: int) -> list[list[dict]]:
@@ -1092,8 +1095,7 @@ class TextGeneration(Task):
         trained the version."""
         if not looks_like_pairs(path):
             return None
-        convs = read_conversations(path)
-        return convs, [c[-1]["content"] for c in convs]
+        return read_conversations(path)
 
     @staticmethod
     def sample_data(per_class: int = 1) -> tuple[list[str], list[str]]:

@@ -38,6 +38,7 @@ from safetensors.torch import load_file
 from aimass.backbones import default_backbone, get_backbone
 from aimass.backbones.text_net import Head, TextNet, Timer, token_budget, token_counts
 from aimass.data import bbc_news_path, bbc_news_text, detect_language
+from aimass.data.dataset import HeldOut
 from aimass.data.multilabel import split_labels
 from aimass.data.read import loads_json
 from aimass.errors import DataError
@@ -432,7 +433,9 @@ class TextMultiLabel(ClassificationTask):
     def eval_data(cls, path: Path, import_dataset=None) -> tuple[list, list] | None:
         """The text and label columns of a table file (labels as lists; rejected rows left out)."""
         found = TextClassification.eval_data(path, import_dataset)
-        return None if found is None else (found[0], [split_labels(x) for x in found[1]])
+        return (
+            None if found is None else HeldOut(found[0], [split_labels(x) for x in found[1]], found.rejects)
+        )
 
 
 __all__ = ["MultiLabelTextClassifier", "TextMultiLabel"]

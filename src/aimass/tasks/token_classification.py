@@ -35,6 +35,7 @@ from safetensors.numpy import load_file, save_file
 
 from aimass.backbones import default_backbone, get_backbone
 from aimass.data import detect_language
+from aimass.data.dataset import HeldOut
 from aimass.errors import ConfigError, DataError, VersionError
 from aimass.estimator import Estimator, parse_config
 from aimass.tasks import label_sets, portfolio, register_task
@@ -572,8 +573,8 @@ class TokenClassification(Task):
 
         if not looks_like_entities(path):
             return None
-        texts, spans = read_held_out(path)
-        return texts, [_span_list(x) for x in spans]
+        held = read_held_out(path)
+        return HeldOut(held[0], [_span_list(x) for x in held[1]], held.rejects)
 
     @classmethod
     def sample_data(cls, per_class: int = 12) -> tuple[list[str], list[list]]:

@@ -128,7 +128,7 @@ def test_evaluate_data_file_scores_every_conversation_without_importing_it(headl
     stored = len(list_datasets())
     report = api.evaluate(headlines_model["model"], str(path))
     assert report["n"] == 5 and report["n_scored"] == 5 and report["n_generated"] == 1
-    assert report["overlap_with_train"] == 2
+    assert report["overlap_with_train"] == 2 and report["rejected"] == 1  # the malformed line, said
     assert len(list_datasets()) == stored
 
 
