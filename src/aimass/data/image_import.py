@@ -157,9 +157,7 @@ def read_held_out(path: str | Path, *, max_pixels: int | None = None) -> HeldOut
 def _usable(layout: Layout, max_pixels: int, where: str) -> tuple[list[_Image], list[dict]]:
     """The decoded images of ``layout`` without conflicts or repeats, in the layout's order, and
     the rejects (unreadable, too large, conflicting, repeated, links that lead outside)."""
-    images, rejects = _decode_all(layout.items, max_pixels)
-    images, dropped = _drop_conflicts_and_duplicates(images)
-    rejects = layout.rejects + rejects + dropped
+    images, rejects = _decoded(layout, max_pixels)
     if not images:
         kinds = ", ".join(f"{kind}: {n}" for kind, n in reject_counts(rejects).items()) or "none found"
         raise DataError(
@@ -238,13 +236,20 @@ def _accepted(layout: Layout, opts: _Options, where: str) -> tuple[list[_Image],
 
     The images come back in content order (sha256), the rejects in file order.
     """
-    images, rejects = _decode_all(layout.items, opts.max_pixels)
-    images, dropped = _drop_conflicts_and_duplicates(images)
+    images, rejects = _decoded(layout, opts.max_pixels)
     images.sort(key=lambda image: (image.sha256, image.item.split or "", image.item.source))
-    rejects = sort_rejects(layout.rejects + rejects + dropped)
+    rejects = sort_rejects(rejects)
     labels = [{"label": image.item.label} for image in images]
     check_trainable(labels, rejects, min_rows=opts.min_rows, where=where, multi=layout.multi)
     return images, rejects
+
+
+def _decoded(layout: Layout, max_pixels: int) -> tuple[list[_Image], list[dict]]:
+    """Every item of ``layout`` decoded, conflicts and repeats dropped (the layout's order), and
+    every reject: the layout's, the undecodable and the dropped."""
+    images, rejects = _decode_all(layout.items, max_pixels)
+    images, dropped = _drop_conflicts_and_duplicates(images)
+    return images, layout.rejects + rejects + dropped
 
 
 def _decode_all(items: list[Item], max_pixels: int) -> tuple[list[_Image], list[dict]]:

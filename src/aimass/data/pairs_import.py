@@ -38,7 +38,7 @@ from collections import Counter
 from itertools import islice
 from pathlib import Path
 
-from aimass.data.dataset import Dataset
+from aimass.data.dataset import Dataset, HeldOut
 from aimass.data.language import detect_language
 from aimass.data.read import loads_json, make_reject, read_source
 from aimass.data.storage import (
@@ -307,6 +307,52 @@ def random_splits(n: int, seed: int, valid_frac: float, test_frac: float) -> lis
     return out
 
 
+def read_held_out(path: str | Path) -> HeldOut:
+    """Every usable conversation of a chat or prompt/completion JSONL file or a source/target
+    CSV/TSV as held-out data (``evaluate --data``), read as :func:`import_pairs` reads it but not
+    stored: no split, no least number of rows, repeats and over-long ones kept (scored as given).
+    Rows an import would reject as invalid are left out, in its ``rejects``.
+
+    Returns:
+        ``(conversations, answers)``: each whole, and its last answer.
+
+    Raises:
+        DataError: No row of ``path`` is a usable conversation.
+    """
+    table = read_source(Path(path))
+    cols = _columns(table, Path(path))
+    convs, rejects = [], list(table.malformed)
+    for record in table.records:
+        messages, reason = conversation_of(record.fields, cols)
+        if reason:
+            rejects.append(make_reject(record.file, record.line, reason, record.raw, "invalid example"))
+        else:
+            convs.append(messages)
+    if not convs:
+        shown = "; ".join(f"{r['file']}:{r['line']}: {r['reason']}" for r in rejects[:3])
+        raise DataError(
+            f"No usable conversations ({len(rejects)} rejected, e.g. {shown}).",
+            where=str(path),
+            hint="Each line needs a user prompt and a non-empty assistant answer.",
+        )
+    return HeldOut(convs, [c[-1]["content"] for c in convs], rejects)
+
+
+def _columns(table, path: Path, text_col: str | None = None, label_col: str | None = None):
+    """A table's prompt and answer columns (``text_col``/``label_col`` when both are given), None for
+    JSONL (each line names its fields); a DataError when a table has none."""
+    if table.info["format"] == "jsonl":
+        return None
+    cols = (text_col, label_col) if text_col and label_col else pair_columns(table.columns)
+    if cols is None:
+        raise DataError(
+            f"no source/target columns among {table.columns}",
+            where=str(path),
+            hint="Name the columns source and target (or prompt and completion).",
+        )
+    return cols
+
+
 def import_pairs(
     path: str | Path,
     *,
@@ -340,15 +386,7 @@ def import_pairs(
     tokenizer = load_tokenizer(spec)
     table = read_source(path)
     info = table.info
-    cols = None
-    if info["format"] != "jsonl":
-        cols = (text_col, label_col) if text_col and label_col else pair_columns(table.columns)
-        if cols is None:
-            raise DataError(
-                f"no source/target columns among {table.columns}",
-                where=str(path),
-                hint="Name the columns source and target (or prompt and completion).",
-            )
+    cols = _columns(table, path, text_col, label_col)
     rows, rejects, ignored = [], list(table.malformed), Counter()
     seen: dict[str, object] = {}  # a conversation (white space aside) -> the record it was first in
     for record in table.records:

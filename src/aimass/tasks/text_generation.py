@@ -29,10 +29,8 @@ from safetensors.torch import load_file, save_file
 
 from aimass.backbones.precision import bf16_enabled, low_precision
 from aimass.data import bbc_news_path, bbc_news_text
-from aimass.data.dataset import HeldOut
 from aimass.data.limits import limit
-from aimass.data.pairs_import import conversation_of, looks_like_pairs, pair_columns
-from aimass.data.read import read_source
+from aimass.data.pairs_import import looks_like_pairs, read_held_out
 from aimass.errors import ConfigError, DataError, NotFoundError, VersionError
 from aimass.estimator import Estimator, parse_config
 from aimass.llm import batcher, decode
@@ -117,43 +115,6 @@ def _conversation(prompt, answer: str) -> list[dict]:
             hint="Give the messages before the answer, or the whole conversation ending in its answer.",
         )
     return messages
-
-
-def read_conversations(path: Path) -> HeldOut:
-    """Every usable conversation of a chat or prompt/completion JSONL file or a source/target
-    CSV/TSV, read as an import reads it (:mod:`aimass.data.pairs_import`) but not stored: no
-    split, no least number of rows, duplicates and over-long ones kept (held-out data, scored
-    as given). Rows an import would reject as malformed are left out, in its ``rejects``.
-
-    Returns:
-        ``(conversations, answers)``: each whole, and its last answer.
-
-    Raises:
-        DataError: No row of ``path`` is a usable conversation.
-    """
-    table = read_source(Path(path))
-    cols = None if table.info["format"] == "jsonl" else pair_columns(table.columns)
-    if cols is None and table.info["format"] != "jsonl":
-        raise DataError(
-            f"No source/target columns among {table.columns}.",
-            where=str(path),
-            hint="Name the columns source and target (or prompt and completion).",
-        )
-    convs, rejects = [], list(table.malformed)
-    for record in table.records:
-        messages, reason = conversation_of(record.fields, cols)
-        if reason:
-            rejects.append({"file": record.file, "line": record.line, "reason": reason})
-        else:
-            convs.append(messages)
-    if not convs:
-        shown = "; ".join(f"{r['file']}:{r['line']}: {r['reason']}" for r in rejects[:3])
-        raise DataError(
-            f"No usable conversations ({len(rejects)} rejected, e.g. {shown}).",
-            where=str(path),
-            hint="Each line needs a user prompt and a non-empty assistant answer.",
-        )
-    return HeldOut(convs, [c[-1]["content"] for c in convs], rejects)
 
 
 def _valid(data, valid, n_train: int) -> list[list[dict]]:
@@ -1089,13 +1050,14 @@ class TextGeneration(Task):
     @classmethod
     def eval_data(cls, path: Path, import_dataset=None) -> tuple[list, list] | None:
         """``(conversations, answers)``: every usable conversation of a chat or prompt/completion
-        JSONL file or a source/target CSV/TSV (:func:`read_conversations`: not imported, no split,
-        no least number of rows) and its last answer; None for anything else. The conversations
+        JSONL file or a source/target CSV/TSV and its last answer
+        (:func:`aimass.data.pairs_import.read_held_out`: not imported, no split,
+        no least number of rows); None for anything else. The conversations
         are whole, as a chat Dataset's ``inputs`` are, so ``overlap_with_train`` finds rows that
         trained the version."""
         if not looks_like_pairs(path):
             return None
-        return read_conversations(path)
+        return read_held_out(path)
 
     @staticmethod
     def sample_data(per_class: int = 1) -> tuple[list[str], list[str]]:
